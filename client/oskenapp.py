@@ -1,0 +1,852 @@
+"""The OpenFlow driver: the only module of firepath that imports os_ken.
+
+`OfDriver` connects actively to one Open vSwitch bridge that listens (`ptcp:PORT:127.0.0.1`), speaks
+OpenFlow 1.3 through os-ken's parser and handshake (`os_ken.controller.ofp_handler`), and offers a small
+thread-safe API in firepath's own types (`client.ofmsg` values in, frozen dataclass events out), so that
+nothing else in the project depends on os-ken.
+
+How os-ken is embedded (native threads, no eventlet, no monkey-patching):
+
+* `OSKEN_HUB_TYPE` stays `native`: os-ken's "green threads" are ordinary threads. They are created from
+  a daemon thread of ours, so they are all daemons and can never keep the process alive.
+* The handshake app is a subclass of os-ken's `OFPHandler` whose `start()` does not run
+  `OpenFlowController`: that would open a listening socket (0.0.0.0:6653 and :6633 unless configured)
+  and block forever in `accept()` on a non-daemon thread, and its connect loop retries at most once a
+  second. Instead our own connect thread opens the TCP connection (optionally from inside a network
+  namespace, see `netns`) and hands the socket to `os_ken.controller.controller.datapath_connection_factory`,
+  exactly what os-ken's `StreamClient` would do. `os_ken.cfg.CONF` is still set to loopback/ephemeral
+  listen values so that nothing listens on a fixed port even if someone starts the stock controller.
+* os-ken delivers events to each app through a bounded queue (128) drained by the app's thread; our app's
+  handlers only translate and enqueue into an unbounded dispatch queue; one dispatcher thread of ours
+  calls the user's `on_event`, so a slow callback never stalls os-ken's receive loop.
+* A datapath's send queue is only 16 messages deep and `send_msg` blocks when it is full, so every
+  message leaves through one sender thread of ours (FIFO), never from a handler. Barriers are never
+  waited for: a barrier reply becomes a `BarrierDone(batch_id)` event.
+
+Connection life cycle: `Connected(dpid, ports)` is emitted once per connection after the switch config
+(`OFPSetConfig(miss_send_len=0xffff)`, without which a service connection gets no PortStatus nor
+PacketIn) and a fresh port description have been exchanged, so no port change can fall between the two.
+`Disconnected` follows when the connection ends; the driver reconnects with a short backoff. Batches
+queued but not sent when a connection ends are dropped (the runtime re-reads the switch with
+`dump_state()` after the next `Connected` and reconciles), and `send()` while disconnected raises
+`NotConnected`.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from os_ken import cfg
+from oslo_config import cfg as oslo_cfg
+
+# app_manager must be imported before os_ken.controller.controller (circular import inside os-ken).
+from os_ken.base import app_manager  # isort: skip
+from os_ken.controller import controller as osken_controller
+from os_ken.controller import ofp_event
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.controller.ofp_handler import OFPHandler
+from os_ken.ofproto import ofproto_v1_3 as ofp
+from os_ken.ofproto import ofproto_v1_3_parser as parser
+
+from client import ofmsg
+
+LOG = logging.getLogger("firepath.oskenapp")
+
+__all__ = [
+    "BarrierDone",
+    "Connected",
+    "Disconnected",
+    "DriverEvent",
+    "NotConnected",
+    "OfDriver",
+    "OfError",
+    "PacketIn",
+    "PortStatusChanged",
+    "from_osken_actions",
+    "from_osken_match",
+    "to_osken",
+]
+
+# ---------------------------------------------------------------- events (our types, no os-ken inside)
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The switch is ready: ports maps OpenFlow port number -> live (OFPPS_LIVE); names -> interface."""
+
+    dpid: int
+    ports: dict[int, bool]
+    names: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PortStatusChanged:
+    port: int
+    live: bool
+    name: str
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PacketIn:
+    port: int
+    data: bytes = field(repr=False)
+    cookie: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BarrierDone:
+    batch_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfError:
+    """The switch rejected a message; batch_id is the batch that carried it (None if unknown)."""
+
+    batch_id: int | None
+    type: int
+    code: int
+    text: str
+
+
+DriverEvent = Connected | Disconnected | PortStatusChanged | PacketIn | BarrierDone | OfError
+
+
+class NotConnected(RuntimeError):
+    """No OpenFlow connection to the switch right now (or it ended during the call)."""
+
+
+# ---------------------------------------------------------------- translation ofmsg <-> os-ken
+
+
+def _osken_action(action: ofmsg.Action) -> Any:
+    match action:
+        case ofmsg.Output(port=port, max_len=max_len):
+            return parser.OFPActionOutput(port, max_len)
+        case ofmsg.SetField(field=name, value=value):
+            return parser.OFPActionSetField(**{name: value})
+        case ofmsg.DecNwTtl():
+            return parser.OFPActionDecNwTtl()
+        case ofmsg.GroupAction(group_id=group_id):
+            return parser.OFPActionGroup(group_id)
+    raise TypeError(f"unsupported OpenFlow action {action!r}")
+
+
+def _instructions(actions: Iterable[ofmsg.Action]) -> list[Any]:
+    acts = [_osken_action(a) for a in actions]
+    return [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts)] if acts else []
+
+
+def to_osken(msg: ofmsg.OfMessage, datapath: Any) -> Any:
+    """Translate one ofmsg value into the os-ken OpenFlow 1.3 message (one-to-one)."""
+    match msg:
+        case ofmsg.FlowMod():
+            return parser.OFPFlowMod(
+                datapath,
+                cookie=msg.cookie,
+                cookie_mask=msg.cookie_mask,
+                table_id=msg.table_id,
+                command=int(msg.command),
+                priority=msg.priority,
+                buffer_id=ofp.OFP_NO_BUFFER,
+                out_port=msg.out_port,
+                out_group=msg.out_group,
+                match=parser.OFPMatch(**dict(msg.match)),
+                instructions=_instructions(msg.actions),
+            )
+        case ofmsg.GroupMod():
+            buckets = [
+                parser.OFPBucket(
+                    weight=b.weight,
+                    watch_port=b.watch_port,
+                    watch_group=b.watch_group,
+                    actions=[_osken_action(a) for a in b.actions],
+                )
+                for b in msg.buckets
+            ]
+            return parser.OFPGroupMod(
+                datapath,
+                command=int(msg.command),
+                type_=int(msg.type),
+                group_id=msg.group_id,
+                buckets=buckets,
+            )
+        case ofmsg.Barrier():
+            return parser.OFPBarrierRequest(datapath)
+        case ofmsg.PacketOut(port=port, data=data):
+            return parser.OFPPacketOut(
+                datapath,
+                buffer_id=ofp.OFP_NO_BUFFER,
+                in_port=ofp.OFPP_CONTROLLER,
+                actions=[parser.OFPActionOutput(port, 0)],
+                data=bytes(data),
+            )
+    raise TypeError(f"unsupported OpenFlow message {msg!r}")
+
+
+def _user_value(value: Any) -> Any:
+    if isinstance(value, list):  # os-ken returns some masked values as lists
+        value = tuple(value)
+    return value
+
+
+def from_osken_match(match: Any) -> ofmsg.MatchFields:
+    return ofmsg.match(**{k: _user_value(v) for k, v in match.items()})
+
+
+def from_osken_actions(actions: Iterable[Any]) -> tuple[ofmsg.Action, ...]:
+    out: list[ofmsg.Action] = []
+    for a in actions:
+        if isinstance(a, parser.OFPActionOutput):
+            out.append(ofmsg.Output(a.port, a.max_len))
+        elif isinstance(a, parser.OFPActionSetField):
+            out.append(ofmsg.SetField(a.key, _user_value(a.value)))
+        elif isinstance(a, parser.OFPActionDecNwTtl):
+            out.append(ofmsg.DecNwTtl())
+        elif isinstance(a, parser.OFPActionGroup):
+            out.append(ofmsg.GroupAction(a.group_id))
+        else:
+            raise TypeError(f"installed action {a!r} has no ofmsg equivalent")
+    return tuple(out)
+
+
+def _flow_from_stats(stats: Any) -> ofmsg.InstalledFlow:
+    actions: tuple[ofmsg.Action, ...] = ()
+    for inst in stats.instructions:
+        if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+            actions += from_osken_actions(inst.actions)
+        else:
+            raise TypeError(f"installed instruction {inst!r} has no ofmsg equivalent")
+    return ofmsg.InstalledFlow(
+        table_id=stats.table_id,
+        priority=stats.priority,
+        match=from_osken_match(stats.match),
+        actions=actions,
+        cookie=stats.cookie,
+    )
+
+
+def _group_from_stats(stats: Any) -> ofmsg.InstalledGroup:
+    return ofmsg.InstalledGroup(
+        group_id=stats.group_id,
+        type=ofmsg.GroupType(stats.type),
+        buckets=tuple(
+            ofmsg.Bucket(
+                actions=from_osken_actions(b.actions),
+                weight=b.weight,
+                watch_port=b.watch_port,
+                watch_group=b.watch_group,
+            )
+            for b in stats.buckets
+        ),
+    )
+
+
+def _port_live(port: Any) -> bool:
+    return bool(port.state & ofp.OFPPS_LIVE) and not port.config & ofp.OFPPC_PORT_DOWN
+
+
+def _port_name(port: Any) -> str:
+    name = port.name
+    return name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+
+
+# ---------------------------------------------------------------- os-ken configuration and apps
+
+
+_CONF_LOCK = threading.Lock()
+_CONFIGURED = False
+_SHARED_LOCK = threading.Lock()
+_shared_users = 0
+_handler_app: Any = None
+
+
+def _configure_osken() -> None:
+    """Make os_ken.cfg.CONF safe: loopback only, no fixed listening ports, fast socket timeout."""
+    global _CONFIGURED
+    with _CONF_LOCK:
+        if _CONFIGURED:
+            return
+        conf = cfg.CONF
+        # Parse an empty command line (never sys.argv: pytest's or our CLI's options are not os-ken's).
+        with contextlib.suppress(oslo_cfg.Error):
+            conf(args=[], project="os_ken", default_config_files=[])
+        conf.set_override("ofp_listen_host", "127.0.0.1")
+        # Non-zero values (0 would make OpenFlowController fall back to 6653 + 6633); we never start
+        # os-ken's listener, but if anything did, these are "pick any free port" on loopback only.
+        conf.set_override("ofp_tcp_listen_port", 0)
+        conf.set_override("ofp_ssl_listen_port", 1)
+        conf.set_override("ofp_switch_address_list", [])
+        _CONFIGURED = True
+
+
+class _ClientOnlyOFPHandler(OFPHandler):
+    """os-ken's handshake app (hello, features, port-desc, echo) without OpenFlowController's listener."""
+
+    def start(self) -> None:  # type: ignore[override]
+        app_manager.OSKenApp.start(self)  # only the event loop; returns None: no main thread
+        return None
+
+
+def _acquire_shared() -> None:
+    global _shared_users, _handler_app
+    with _SHARED_LOCK:
+        if _shared_users == 0:
+            mgr = app_manager.AppManager.get_instance()
+            _handler_app = mgr.instantiate(_ClientOnlyOFPHandler)
+            _handler_app.start()
+        _shared_users += 1
+
+
+def _release_shared() -> None:
+    global _shared_users, _handler_app
+    with _SHARED_LOCK:
+        _shared_users -= 1
+        if _shared_users == 0 and _handler_app is not None:
+            mgr = app_manager.AppManager.get_instance()
+            with contextlib.suppress(KeyError):
+                mgr.uninstantiate(_handler_app.name)
+            _handler_app = None
+
+
+class FirepathOFApp(app_manager.OSKenApp):
+    """Receives os-ken events for one driver. Handlers translate and hand over; they never block."""
+
+    OFP_VERSIONS = [ofp.OFP_VERSION]
+
+    def __init__(self, *args: Any, driver: OfDriver, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = f"firepath_of_{id(driver):x}"  # unique per driver: several may share a process
+        self.driver = driver
+
+    @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
+    def _state_change(self, ev: Any) -> None:
+        if ev.state == MAIN_DISPATCHER:
+            self.driver._on_main(ev.datapath)
+        elif ev.state == DEAD_DISPATCHER:
+            self.driver._on_dead(ev.datapath)
+
+    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
+    def _port_desc(self, ev: Any) -> None:
+        self.driver._on_port_desc(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
+    def _port_status(self, ev: Any) -> None:
+        self.driver._on_port_status(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
+    def _packet_in(self, ev: Any) -> None:
+        self.driver._on_packet_in(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
+    def _barrier_reply(self, ev: Any) -> None:
+        self.driver._on_barrier_reply(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
+    def _flow_stats(self, ev: Any) -> None:
+        self.driver._on_multipart(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
+    def _group_desc(self, ev: Any) -> None:
+        self.driver._on_multipart(ev.msg)
+
+    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
+    def _error(self, ev: Any) -> None:
+        self.driver._on_error(ev.msg)
+
+
+# ---------------------------------------------------------------- network namespace helper
+
+_CLONE_NEWNET = 0x40000000
+
+
+def _socket_in_netns(netns: str) -> socket.socket:
+    """A TCP socket created inside a named network namespace.
+
+    A socket belongs to the namespace of the thread that created it, for good; setns() only changes the
+    calling thread, so a throwaway thread enters the namespace, creates the socket and ends.
+    """
+    result: list[socket.socket | BaseException] = []
+
+    def work() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        except BaseException as e:  # handed to the caller
+            result.append(e)
+
+    t = threading.Thread(target=work, name=f"netns-{netns}", daemon=True)
+    t.start()
+    t.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
+def parse_target(target: str) -> tuple[str, int]:
+    """'tcp:127.0.0.1:16001' (or '127.0.0.1:16001') -> ('127.0.0.1', 16001)."""
+    rest = target[4:] if target.startswith("tcp:") else target
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"OpenFlow target {target!r}: expected tcp:IP:PORT")
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        raise ValueError(f"OpenFlow target {target!r}: {host!r} is not an IPv4 address") from None
+    return host, int(port)
+
+
+# ---------------------------------------------------------------- the driver
+
+
+class _Multipart:
+    """Collects the bodies of one multipart reply (possibly several messages)."""
+
+    def __init__(self) -> None:
+        self.body: list[Any] = []
+        self.done = threading.Event()
+        self.error: str | None = None
+
+
+@dataclass(slots=True)
+class _Work:
+    epoch: int
+    kind: str  # "batch" | "setup" | "request"
+    batch_id: int = 0
+    messages: list[ofmsg.OfMessage] = field(default_factory=list)
+    requests: list[tuple[Any, _Multipart]] = field(default_factory=list)
+
+
+_STOP = object()
+
+
+class OfDriver:
+    """Thread-safe OpenFlow 1.3 driver for one switch.
+
+    `target`: "tcp:IP:PORT" of the bridge's listening target. `netns`: connect from inside this named
+    network namespace (the OVS may run in a lab namespace while this process stays in the root one).
+    `on_event` is called from one dispatcher thread of the driver, in order; it may call `send()`,
+    `packet_out()` and even `dump_state()` (which blocks the dispatcher meanwhile).
+    """
+
+    def __init__(
+        self,
+        target: str,
+        on_event: Callable[[DriverEvent], None],
+        *,
+        netns: str | None = None,
+        reconnect_min: float = 0.05,
+        reconnect_max: float = 1.0,
+        connect_timeout: float = 2.0,
+    ) -> None:
+        self.address = parse_target(target)
+        self.target = target
+        self.netns = netns
+        self._on_event = on_event
+        self._reconnect_min = reconnect_min
+        self._reconnect_max = reconnect_max
+        self._connect_timeout = connect_timeout
+
+        self._lock = threading.Lock()
+        self._running = False
+        self._stopping = threading.Event()
+        self._dp: Any = None  # os-ken Datapath of the current connection (MAIN state reached)
+        self._epoch = 0  # +1 per connection
+        self._connected = False  # Connected emitted for this epoch
+        self._sock: socket.socket | None = None
+        self._next_batch = 0
+        self._barriers: dict[int, int] = {}  # barrier xid -> batch_id
+        self._batches: collections.deque[tuple[int, int, int]] = collections.deque(
+            maxlen=256
+        )  # id, xid0, xid1
+        self._multipart: dict[int, _Multipart] = {}
+        self._port_desc_xid: int | None = None
+        self._pending_ports: dict[int, Any] = {}
+
+        self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._app: FirepathOFApp | None = None
+        self._threads: list[threading.Thread] = []
+        self._osken_threads: set[int] = set()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        with self._lock:
+            if self._running:
+                raise RuntimeError("OfDriver already started")
+            self._running = True
+        self._stopping.clear()
+        _configure_osken()
+        # Everything os-ken spawns inherits daemon=True from the thread that creates it.
+        boot = threading.Thread(target=self._boot, name="of-boot", daemon=True)
+        boot.start()
+        boot.join()
+        for target, name in ((self._dispatch_loop, "of-dispatch"), (self._send_loop, "of-send")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        conn = threading.Thread(target=self._connect_loop, name="of-connect", daemon=True)
+        conn.start()
+        self._threads.append(conn)
+
+    def _boot(self) -> None:
+        _acquire_shared()
+        mgr = app_manager.AppManager.get_instance()
+        self._app = mgr.instantiate(FirepathOFApp, driver=self)
+        self._app.start()
+        self._osken_threads.update(t.ident for t in self._app.threads if t.ident)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the connection and stop every thread of this driver. Idempotent."""
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+        self._stopping.set()
+        self._close_connection()
+        self._work.put(_STOP)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            if t.name != "of-dispatch":
+                t.join(max(0.0, deadline - time.monotonic()))
+        if self._app is not None:
+            with contextlib.suppress(KeyError):
+                app_manager.AppManager.get_instance().uninstantiate(self._app.name)
+            self._app = None
+            _release_shared()
+        self._events.put(_STOP)
+        for t in self._threads:
+            if t.name == "of-dispatch" and t is not threading.current_thread():
+                t.join(max(0.0, deadline - time.monotonic()))
+        self._threads.clear()
+
+    def __enter__(self) -> OfDriver:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    # ---------------------------------------------------------------- public API
+
+    def send(self, messages: list[ofmsg.OfMessage]) -> int:
+        """Queue a batch; messages go out in order. Returns its batch id.
+
+        If the batch ends with a Barrier, `BarrierDone(batch_id)` follows when its reply arrives (the
+        switch has then applied every earlier message). Rejected messages produce `OfError(batch_id)`.
+        Raises NotConnected if there is no ready connection.
+        """
+        for m in messages:
+            if not isinstance(m, ofmsg.FlowMod | ofmsg.GroupMod | ofmsg.Barrier | ofmsg.PacketOut):
+                raise TypeError(f"send(): {m!r} is not an OpenFlow message of client.ofmsg")
+        with self._lock:
+            if not self._connected:
+                raise NotConnected(f"no OpenFlow connection to {self.target}")
+            self._next_batch += 1
+            batch_id = self._next_batch
+            epoch = self._epoch
+        self._work.put(_Work(epoch, "batch", batch_id, list(messages)))
+        return batch_id
+
+    def packet_out(self, port: int, data: bytes) -> int:
+        """Send one frame out of `port` (a batch of one PacketOut)."""
+        return self.send([ofmsg.PacketOut(port, data)])
+
+    def dump_state(
+        self, timeout: float = 5.0
+    ) -> tuple[list[ofmsg.InstalledFlow], list[ofmsg.InstalledGroup]]:
+        """All flows (every table) and groups installed in the switch, read with multipart requests.
+
+        Blocks up to `timeout` seconds. The requests are queued after everything sent before, so the
+        answer reflects those messages. Must not be called from an os-ken thread (it would deadlock).
+        """
+        if threading.get_ident() in self._osken_threads or threading.current_thread().name in (
+            "of-send",
+            "of-connect",
+        ):
+            raise RuntimeError("dump_state() called from a driver/os-ken thread: would deadlock")
+        flows_req = _Multipart()
+        groups_req = _Multipart()
+        with self._lock:
+            if not self._connected:
+                raise NotConnected(f"no OpenFlow connection to {self.target}")
+            epoch = self._epoch
+        self._work.put(
+            _Work(
+                epoch,
+                "request",
+                requests=[
+                    (
+                        lambda dp: parser.OFPFlowStatsRequest(
+                            dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY
+                        ),
+                        flows_req,
+                    ),
+                    (lambda dp: parser.OFPGroupDescStatsRequest(dp, 0), groups_req),
+                ],
+            )
+        )
+        deadline = time.monotonic() + timeout
+        for req in (flows_req, groups_req):
+            if not req.done.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(
+                    f"dump_state: no complete multipart reply from {self.target} in {timeout}s"
+                )
+            if req.error is not None:
+                raise NotConnected(req.error)
+        flows = [_flow_from_stats(s) for s in flows_req.body]
+        groups = [_group_from_stats(s) for s in groups_req.body]
+        return flows, groups
+
+    # ---------------------------------------------------------------- threads of ours
+
+    def _emit(self, event: DriverEvent) -> None:
+        self._events.put(event)
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            ev = self._events.get()
+            if ev is _STOP:
+                return
+            try:
+                self._on_event(ev)
+            except Exception:
+                LOG.exception("on_event(%r) raised", ev)
+
+    def _connect_loop(self) -> None:
+        backoff = self._reconnect_min
+        while not self._stopping.is_set():
+            sock = None
+            try:
+                sock = (
+                    _socket_in_netns(self.netns)
+                    if self.netns
+                    else socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                )
+                sock.settimeout(self._connect_timeout)
+                sock.connect(self.address)
+            except OSError as e:
+                if sock is not None:
+                    sock.close()
+                LOG.debug("connect %s: %s", self.target, e)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, self._reconnect_max)
+                continue
+            backoff = self._reconnect_min
+            with self._lock:
+                self._sock = sock
+            if self._stopping.is_set():
+                break
+            self._osken_threads.add(threading.get_ident())
+            try:
+                # Runs the os-ken Datapath (hello, features, ...) in this thread until the connection ends.
+                osken_controller.datapath_connection_factory(sock, self.address)
+            except Exception:
+                LOG.exception("OpenFlow connection to %s failed", self.target)
+            finally:
+                self._osken_threads.discard(threading.get_ident())
+                with self._lock:
+                    self._sock = None
+                with contextlib.suppress(OSError):
+                    sock.close()
+            # Make sure the connection counts as ended even if os-ken did not reach DEAD_DISPATCHER.
+            self._connection_ended(None, "connection closed")
+            self._stopping.wait(self._reconnect_min)
+
+    def _close_connection(self) -> None:
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _send_loop(self) -> None:
+        while True:
+            work = self._work.get()
+            if work is _STOP:
+                return
+            with self._lock:
+                dp = self._dp
+                current = work.epoch == self._epoch and dp is not None
+            if not current:
+                for _, req in work.requests:
+                    req.error = f"connection to {self.target} ended"
+                    req.done.set()
+                continue
+            try:
+                self._send_work(dp, work)
+            except Exception as e:
+                LOG.exception("sending to %s failed", self.target)
+                for _, req in work.requests:
+                    req.error = f"send failed: {e}"
+                    req.done.set()
+
+    def _send_work(self, dp: Any, work: _Work) -> None:
+        if work.kind == "setup":
+            dp.send_msg(parser.OFPSetConfig(dp, ofp.OFPC_FRAG_NORMAL, 0xFFFF))
+            req = parser.OFPPortDescStatsRequest(dp, 0)
+            dp.set_xid(req)
+            with self._lock:
+                self._port_desc_xid = req.xid
+            dp.send_msg(req)
+            return
+        if work.kind == "request":
+            for build, collector in work.requests:
+                msg = build(dp)
+                dp.set_xid(msg)
+                with self._lock:
+                    self._multipart[msg.xid] = collector
+                if not dp.send_msg(msg):
+                    collector.error = "connection closing"
+                    collector.done.set()
+            return
+        # Number and register everything first: an error or barrier reply may arrive before the loop ends.
+        msgs = [to_osken(m, dp) for m in work.messages]
+        xids = [dp.set_xid(msg) for msg in msgs]
+        if not msgs:
+            return
+        with self._lock:
+            self._batches.append((work.batch_id, xids[0], xids[-1]))
+            for m, xid in zip(work.messages, xids, strict=True):
+                if isinstance(m, ofmsg.Barrier):
+                    self._barriers[xid] = work.batch_id
+        for msg in msgs:
+            if not dp.send_msg(msg):  # blocks while os-ken's 16-deep send queue is full
+                return  # connection is going away; the runtime reconciles after reconnecting
+
+    # ---------------------------------------------------------------- called from os-ken's app thread
+
+    def _on_main(self, dp: Any) -> None:
+        with self._lock:
+            self._epoch += 1
+            self._dp = dp
+            self._connected = False
+            self._barriers.clear()
+            self._pending_ports = {}
+            epoch = self._epoch
+        self._work.put(_Work(epoch, "setup"))
+
+    def _on_port_desc(self, msg: Any) -> None:
+        dp = msg.datapath
+        with self._lock:
+            if dp is not self._dp or msg.xid != self._port_desc_xid:
+                return
+            ports = self._pending_ports
+            for p in msg.body:
+                if p.port_no <= ofp.OFPP_MAX:
+                    ports[p.port_no] = p
+            if msg.flags & ofp.OFPMPF_REPLY_MORE:
+                return
+            self._pending_ports = {}
+            self._port_desc_xid = None
+            self._connected = True
+        self._emit(
+            Connected(
+                dpid=dp.id,
+                ports={n: _port_live(p) for n, p in sorted(ports.items())},
+                names={n: _port_name(p) for n, p in sorted(ports.items())},
+            )
+        )
+
+    def _on_dead(self, dp: Any) -> None:
+        self._connection_ended(dp, "connection closed")
+
+    def _connection_ended(self, dp: Any, reason: str) -> None:
+        with self._lock:
+            if dp is not None and dp is not self._dp:
+                return
+            if self._dp is None:
+                return
+            was_connected = self._connected
+            self._dp = None
+            self._connected = False
+            self._epoch += 1  # invalidates queued work of the old connection
+            self._barriers.clear()
+            pending = list(self._multipart.values())
+            self._multipart.clear()
+        for req in pending:
+            req.error = f"connection to {self.target} ended"
+            req.done.set()
+        if was_connected:
+            self._emit(Disconnected(reason))
+
+    def _on_port_status(self, msg: Any) -> None:
+        if msg.datapath is not self._dp or not self._connected:
+            return
+        port = msg.desc
+        if port.port_no > ofp.OFPP_MAX:
+            return
+        deleted = msg.reason == ofp.OFPPR_DELETE
+        self._emit(
+            PortStatusChanged(port.port_no, _port_live(port) and not deleted, _port_name(port), deleted)
+        )
+
+    def _on_packet_in(self, msg: Any) -> None:
+        if msg.datapath is not self._dp:
+            return
+        self._emit(PacketIn(port=msg.match.get("in_port", 0), data=bytes(msg.data), cookie=msg.cookie))
+
+    def _on_barrier_reply(self, msg: Any) -> None:
+        with self._lock:
+            if msg.datapath is not self._dp:
+                return
+            batch_id = self._barriers.pop(msg.xid, None)
+        if batch_id is not None:
+            self._emit(BarrierDone(batch_id))
+
+    def _on_multipart(self, msg: Any) -> None:
+        with self._lock:
+            collector = self._multipart.get(msg.xid)
+            if collector is None:
+                return
+            if not msg.flags & ofp.OFPMPF_REPLY_MORE:
+                del self._multipart[msg.xid]
+        collector.body.extend(msg.body)
+        if not msg.flags & ofp.OFPMPF_REPLY_MORE:
+            collector.done.set()
+
+    def _on_error(self, msg: Any) -> None:
+        if msg.datapath is not self._dp:
+            return
+        batch_id = None
+        with self._lock:
+            for bid, first, last in reversed(self._batches):
+                if first <= msg.xid <= last:
+                    batch_id = bid
+                    break
+            collector = self._multipart.pop(msg.xid, None)
+        if collector is not None:
+            collector.error = f"switch rejected request: type={msg.type} code={msg.code}"
+            collector.done.set()
+        text = (
+            f"type={ofp.ofp_error_type_to_str(msg.type)} code={ofp.ofp_error_code_to_str(msg.type, msg.code)}"
+        )
+        self._emit(OfError(batch_id, msg.type, msg.code, text))

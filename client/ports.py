@@ -1,0 +1,202 @@
+"""Fabric port state of one switch: PHY + ND + admin + damping folded into the `usable` bit (pure).
+
+A fabric port is *usable* for routing iff
+
+    PHY up (OpenFlow port state has OFPPS_LIVE)  and  ND is UP with the expected peer
+    and  admin up (config / operator)  and  not damped (client.damping)
+
+`PortTable` owns the port's `NeighborDiscovery` and `FlapDamper` so that the rules that tie them together
+live in one place:
+
+- PHY down makes the port unusable *at once* (the returned `PortChanged` is the local-repair trigger:
+  prune the port from ECMP groups without waiting for the master) and resets ND for the port (stop
+  sending, forget the neighbour, forget a miscabling). PHY up restarts ND with an immediate frame.
+- The damper sees only the health bit (PHY and ND up); admin changes are not flaps.
+- Every change of any field of the port's `PortStatus` yields one `PortChanged`; the runtime then hands
+  `statuses()` to the reporter (which re-sends the full report), and on `usable_changed` does local repair.
+
+Only fabric ports (ports with a link in the config) are tracked; events for other ports are ignored.
+ND actions (`SendNd`) pass through in the returned list; ND state changes are folded into `PortChanged`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from client.damping import FlapDamper
+from client.nd import NdChanged, NdState, NeighborDiscovery, SendNd
+from proto.config import Endpoint, Fabric
+from proto.messages import NdFrame, PortStatus
+
+__all__ = ["PortChanged", "PortTable", "PortView"]
+
+
+@dataclass(frozen=True, slots=True)
+class PortChanged:
+    """A field of `port`'s reported status changed. `usable_changed`: the usable bit itself flipped."""
+
+    port: int
+    usable: bool
+    usable_changed: bool
+    status: PortStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PortView:
+    """Everything known about a fabric port, for REST/metrics."""
+
+    port: int
+    expected: Endpoint
+    phy: bool
+    nd: NdState
+    discovered: Endpoint | None
+    miscabled_by: Endpoint | None
+    admin: bool
+    damped: bool
+    damped_until: float | None
+    usable: bool
+    since: float            # last change of the usable bit
+
+
+class _Port:
+    __slots__ = ("admin", "discovered", "expected", "miscabled_by", "nd", "phy", "port", "since", "status")
+
+    def __init__(self, port: int, expected: Endpoint, admin: bool, now: float) -> None:
+        self.port = port
+        self.expected = expected
+        self.phy = False                   # unknown until port-desc / PortStatus says LIVE
+        self.nd = NdState.DOWN
+        self.discovered: Endpoint | None = None
+        self.miscabled_by: Endpoint | None = None
+        self.admin = admin
+        self.since = now
+        self.status = PortStatus(port=port, phy=False, nd=False, usable=False, admin=admin, damped=False,
+                                 miscabled_by=None)
+
+
+Action = SendNd | PortChanged
+
+
+class PortTable:
+    """The fabric ports of one switch. Methods take `now` and return actions (SendNd, PortChanged)."""
+
+    def __init__(self, fabric: Fabric, switch: str, *, now: float = 0.0, admin_down: Collection[int] = (),
+                 nd: NeighborDiscovery | None = None, damper: FlapDamper | None = None) -> None:
+        self.switch = switch
+        self.nd = nd if nd is not None else NeighborDiscovery(fabric, switch, now=now)
+        self.damper = damper if damper is not None else FlapDamper(fabric.timers)
+        self._ports: dict[int, _Port] = {}
+        for port in fabric.fabric_ports(switch):
+            self._ports[port] = _Port(port, self.nd.expected(port), port not in admin_down, now)
+            self.nd.set_phy(port, False, now)    # no frames until the switch says the port is live
+        self._statuses: tuple[PortStatus, ...] | None = None
+
+    # ------------------------------------------------------------------------------------------ queries
+    @property
+    def ports(self) -> tuple[int, ...]:
+        return tuple(self._ports)
+
+    def statuses(self) -> tuple[PortStatus, ...]:
+        """The `ports` field of a PortReport: every fabric port, sorted by port number."""
+        if self._statuses is None:
+            self._statuses = tuple(self._ports[p].status for p in sorted(self._ports))
+        return self._statuses
+
+    def status(self, port: int) -> PortStatus:
+        return self._ports[port].status
+
+    def usable(self, port: int) -> bool:
+        p = self._ports.get(port)
+        return p is not None and p.status.usable
+
+    def usable_ports(self) -> frozenset[int]:
+        return frozenset(p.port for p in self._ports.values() if p.status.usable)
+
+    def view(self, port: int, now: float) -> PortView:
+        p = self._ports[port]
+        s = p.status
+        return PortView(port, p.expected, s.phy, p.nd, p.discovered, s.miscabled_by, s.admin, s.damped,
+                        self.damper.damped_until(port, now), s.usable, p.since)
+
+    def next_deadline(self) -> float:
+        """When `tick` must run next (ND sends/expiries, end of a damping hold); inf if never."""
+        return min(self.nd.next_deadline(), self.damper.next_deadline())
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def on_phy(self, port: int, live: bool, now: float) -> list[Action]:
+        """OpenFlow PortStatus for `port` (live = state & OFPPS_LIVE)."""
+        p = self._ports.get(port)
+        if p is None or p.phy == live:
+            return []
+        p.phy = live
+        out: list[Action] = []
+        self._fold(self.nd.set_phy(port, live, now), out, now, touched={port})
+        return out
+
+    def on_port_desc(self, live: Mapping[int, bool], now: float) -> list[Action]:
+        """A full port description (on connect): fabric ports missing from `live` are PHY down."""
+        out: list[Action] = []
+        for port in self._ports:
+            out.extend(self.on_phy(port, bool(live.get(port, False)), now))
+        return out
+
+    def on_nd_frame(self, port: int, sender_switch: str, frame: NdFrame, now: float) -> list[Action]:
+        """An authenticated ND frame arrived on `port` (sender as established by the codec)."""
+        out: list[Action] = []
+        self._fold(self.nd.on_frame(port, sender_switch, frame, now), out, now)
+        return out
+
+    def set_admin(self, port: int, up: bool, now: float) -> list[Action]:
+        """Operator/config admin state of a fabric port. KeyError for a non-fabric port."""
+        p = self._ports[port]
+        if p.admin == up:
+            return []
+        p.admin = up
+        out: list[Action] = []
+        self._fold([], out, now, touched={port})
+        return out
+
+    def tick(self, now: float) -> list[Action]:
+        """Run ND (sends, expiries) and end damping holds that ran out."""
+        out: list[Action] = []
+        self._fold(self.nd.tick(now), out, now, touched=set(self.damper.tick(now)))
+        return out
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _fold(self, nd_actions: list[SendNd | NdChanged], out: list[Action], now: float,
+              touched: set[int] | None = None) -> None:
+        """Apply ND changes to the ports, pass sends through, then recompute every touched port once."""
+        touched = set() if touched is None else touched
+        for action in nd_actions:
+            if isinstance(action, NdChanged):
+                p = self._ports.get(action.port)
+                if p is None:
+                    continue
+                p.nd = action.state
+                p.discovered = action.discovered
+                p.miscabled_by = action.miscabled_by
+                touched.add(action.port)
+            else:
+                out.append(action)
+        for port in sorted(touched):
+            p = self._ports.get(port)
+            if p is not None:
+                self._recompute(p, now, out)
+
+    def _recompute(self, p: _Port, now: float, out: list[Action]) -> None:
+        healthy = p.phy and p.nd == NdState.UP
+        self.damper.observe(p.port, healthy, now)
+        damped = self.damper.damped(p.port, now)
+        usable = healthy and p.admin and not damped
+        old = p.status
+        status = PortStatus(port=p.port, phy=p.phy, nd=p.nd == NdState.UP, usable=usable, admin=p.admin,
+                            damped=damped, miscabled_by=p.miscabled_by)
+        if status == old:
+            return
+        p.status = status
+        self._statuses = None
+        usable_changed = usable != old.usable
+        if usable_changed:
+            p.since = now
+        out.append(PortChanged(p.port, usable, usable_changed, status))

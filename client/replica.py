@@ -1,0 +1,267 @@
+"""The client's replica of the Link State Database: in order, atomic, term-aware, fail-static (pure).
+
+Inputs are authenticated master messages (the codec already checked HMAC, replay and field ranges):
+`LsdFull`, `LsdDelta`, `Keepalive`. Outputs: `LsdApplied` (feed `states`/`changed` to the route
+computer), `SendToMaster(master, LsdRequest)` and `FailStaticChanged`.
+
+Rules
+-----
+- Terms: the replica follows the highest term it has seen; anything from a lower term is ignored. A
+  higher term (or, within the term, another master id) means our knowledge may not match the new
+  master's history: the replica keeps its LSD (routes stay) but asks
+  `LsdRequest(switch, term=<term of our data>, version=<our version>)` and lets the master decide
+  between a full snapshot and a delta. An `LsdFull` of the new term answers that by itself.
+- Fulls: applied when of a higher term, or of the current term and not older than what we hold. The
+  fabric digest must match ours, else the snapshot is refused and recorded (`refused_digest`).
+- Deltas: applied only if `from_version` equals our version, from the master in use, in the current
+  term. A delta that ends at or below our version is a harmless duplicate (ignored). Any other delta
+  is a *gap*: nothing is applied, we request.
+- Keepalives announce the master's version; a newer one than ours is a gap (we missed an update) -> request.
+- Atomic: the snapshot/changes are decoded and validated completely before anything changes; a decode
+  error leaves the replica untouched (counted in `decode_errors`) and triggers a request.
+- Requests are rate-limited: at most one per `request_interval` (default: keepalive) while unanswered; an
+  applied full/delta counts as the answer, so the next gap may be requested at once. Requests go to the
+  master in use, or to all configured masters when none is known or it is silent.
+- Fail-static: no message from the master in use for `master_silence` (default 3 x keepalive) ->
+  `fail_static` (the last LSD stays in force, routes are not touched) until any master is heard again.
+  While fail-static it probes every configured master with an LsdRequest every `master_silence`, which
+  also recovers a client whose multicast path alone is broken (the master answers by unicast).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from client.reporter import SendToMaster
+from proto.config import Fabric
+from proto.lsd import LinkStateDB, decode_changes, decode_snapshot
+from proto.messages import Keepalive, LsdDelta, LsdFull, LsdRequest
+
+__all__ = ["FailStaticChanged", "LsdApplied", "LsdReplica", "ReplicaState"]
+
+
+@dataclass(frozen=True, slots=True)
+class LsdApplied:
+    """The replica moved to (`term`, `version`). `changed`: link indices whose state changed (sorted);
+    `states`: all link states after the update (one LinkState byte per link) — hand both to
+    `RouteComputer.update(states, changed)`. `full` is True for a snapshot."""
+
+    master: str
+    term: int
+    version: int
+    full: bool
+    changed: tuple[int, ...]
+    states: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FailStaticChanged:
+    fail_static: bool
+
+
+Action = LsdApplied | SendToMaster | FailStaticChanged
+
+
+class ReplicaState:
+    """String constants for `LsdReplica.state` (REST/metrics)."""
+
+    EMPTY = "empty"              # no LSD received yet
+    SYNCED = "synced"            # in sync with the master in use, as far as we know
+    RESYNCING = "resyncing"      # a gap / new term is known: a request is pending or outstanding
+    FAIL_STATIC = "fail_static"  # no master heard for master_silence: keeping the last LSD
+
+
+class LsdReplica:
+    def __init__(self, fabric: Fabric, switch: str, *, now: float = 0.0, request_interval: float | None = None,
+                 master_silence: float | None = None) -> None:
+        fabric.switch(switch)  # KeyError for an unknown switch
+        if not fabric.masters:
+            raise ValueError(f"{fabric.source}: masters: no master configured")
+        keepalive = fabric.timers.keepalive
+        self.switch = switch
+        self.digest = fabric.digest
+        self.masters: tuple[str, ...] = tuple(m.id for m in fabric.masters)
+        self.n_links = len(fabric.links)
+        self.request_interval = keepalive if request_interval is None else request_interval
+        self.master_silence = 3 * keepalive if master_silence is None else master_silence
+        self.db = LinkStateDB(self.n_links, history=0)   # a replica never serves deltas
+        self.has_data = False
+        self.data_term = 0               # term of the master our LSD came from
+        self.term = 0                    # highest term seen
+        self.master: str | None = None   # master in use (of `term`)
+        self.announced = -1              # highest version the master in use announced in `term`
+        self.need_sync = True            # a gap / new term / no data: we must ask
+        self.fail_static = False
+        self._heard_at = now             # start counts as "heard": fail-static only after a real silence
+        self._next_request = now         # earliest time the next request may go out
+        # Counters (metrics) and the last refusal, for operators.
+        self.counters: dict[str, int] = dict.fromkeys(
+            ("applied_full", "applied_delta", "requests", "ignored_unknown_master", "gaps", "ignored_lower_term", "ignored_stale",
+             "refused_digest", "decode_errors", "term_changes", "master_changes", "fail_static_entered"), 0)
+        self.last_refusal: str | None = None
+
+    # ------------------------------------------------------------------------------------------ queries
+    @property
+    def version(self) -> int:
+        """Our LSD version, -1 before the first snapshot."""
+        return self.db.version if self.has_data else -1
+
+    @property
+    def state(self) -> str:
+        if self.fail_static:
+            return ReplicaState.FAIL_STATIC
+        if not self.has_data:
+            return ReplicaState.EMPTY
+        return ReplicaState.RESYNCING if self.need_sync else ReplicaState.SYNCED
+
+    def states(self) -> bytes:
+        return self.db.states()
+
+    def master_alive(self, now: float) -> bool:
+        return self.master is not None and now - self._heard_at < self.master_silence
+
+    def next_deadline(self) -> float:
+        deadlines = [math.inf]
+        if not self.fail_static:
+            deadlines.append(self._heard_at + self.master_silence)
+        if self.need_sync or self.fail_static:
+            deadlines.append(self._next_request)
+        return min(deadlines)
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def on_full(self, msg: LsdFull, now: float) -> list[Action]:
+        out: list[Action] = []
+        if not self._accept(msg.master, msg.term, now, out):
+            return out
+        if msg.digest != self.digest:
+            self._refuse("refused_digest", f"LsdFull from {msg.master} term {msg.term}: fabric digest "
+                         f"{msg.digest[:12]}... differs from ours {self.digest[:12]}...")
+            return out   # no request: the master would answer with the same snapshot
+        if self.has_data and self.data_term == msg.term and msg.version < self.db.version:
+            self.counters["ignored_stale"] += 1
+            return out
+        try:
+            states = decode_snapshot(msg.snapshot, self.n_links)
+        except ValueError as e:
+            self._refuse("decode_errors", f"LsdFull from {msg.master} version {msg.version}: {e}")
+            self.need_sync = True
+            self._maybe_request(now, out)
+            return out
+        old = self.db.states()
+        self.db.load_snapshot(msg.version, msg.snapshot)   # validated above: cannot fail half-way
+        if old == states and self.has_data:
+            changed: tuple[int, ...] = ()
+        else:
+            changed = tuple(i for i, (a, b) in enumerate(zip(old, states, strict=True)) if a != b)
+        self.has_data = True
+        self.data_term = msg.term
+        self.counters["applied_full"] += 1
+        self._answered(now, msg.version)
+        out.append(LsdApplied(msg.master, msg.term, msg.version, True, changed, states))
+        return out
+
+    def on_delta(self, msg: LsdDelta, now: float) -> list[Action]:
+        out: list[Action] = []
+        if not self._accept(msg.master, msg.term, now, out):
+            return out
+        self.announced = max(self.announced, msg.to_version)
+        if self.has_data and msg.from_version == self.db.version:
+            try:
+                changes = decode_changes(msg.changes, self.n_links)
+            except ValueError as e:
+                self._refuse("decode_errors", f"LsdDelta from {msg.master} {msg.from_version}->"
+                             f"{msg.to_version}: {e}")
+                self.need_sync = True
+                self._maybe_request(now, out)
+                return out
+            db = self.db
+            changed = tuple(sorted(i for i, s in changes.items() if db.state(i) != s))
+            db.apply_delta(msg.from_version, msg.to_version, changes)   # checked above: atomic, cannot fail
+            self.data_term = msg.term
+            self.counters["applied_delta"] += 1
+            self._answered(now, msg.to_version)
+            out.append(LsdApplied(msg.master, msg.term, msg.to_version, False, changed, db.states()))
+            return out
+        if self.has_data and self.data_term == msg.term and msg.to_version <= self.db.version:
+            self.counters["ignored_stale"] += 1     # a duplicate or reordered old delta
+            return out
+        self._gap(now, out)
+        return out
+
+    def on_keepalive(self, msg: Keepalive, now: float) -> list[Action]:
+        out: list[Action] = []
+        if not self._accept(msg.master, msg.term, now, out):
+            return out
+        self.announced = max(self.announced, msg.version)
+        if not self.has_data or self.data_term != self.term or msg.version > self.db.version:
+            self._gap(now, out)
+        elif msg.version == self.db.version:
+            self.need_sync = False     # the master in use confirms our version in our data's term
+        return out
+
+    def tick(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        if not self.fail_static and now - self._heard_at >= self.master_silence:
+            self.fail_static = True
+            self.counters["fail_static_entered"] += 1
+            out.append(FailStaticChanged(True))
+        self._maybe_request(now, out)
+        return out
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _accept(self, master: str, term: int, now: float, out: list[Action]) -> bool:
+        """Term/master bookkeeping shared by every message. False: ignore the message (lower term)."""
+        if master not in self.masters:
+            self._refuse("ignored_unknown_master", f"message from unknown master {master!r}")
+            return False
+        if term < self.term:
+            self.counters["ignored_lower_term"] += 1
+            return False
+        if term > self.term:
+            # A new term: whatever we hold may not be on the new master's history. Keep it (routes stay)
+            # but ask; the master decides between a delta and a full.
+            self.term = term
+            self.master = master
+            self.announced = -1
+            self.need_sync = True
+            self._next_request = now          # a new term answers nothing outstanding: ask at once
+            self.counters["term_changes"] += 1
+        elif master != self.master:
+            self.master = master
+            self.announced = -1
+            self.need_sync = True
+            self._next_request = now
+            self.counters["master_changes"] += 1
+        self._heard_at = now
+        if self.fail_static:
+            self.fail_static = False
+            out.append(FailStaticChanged(False))
+        return True
+
+    def _gap(self, now: float, out: list[Action]) -> None:
+        if not self.need_sync:
+            self.counters["gaps"] += 1
+        self.need_sync = True
+        self._maybe_request(now, out)
+
+    def _answered(self, now: float, version: int) -> None:
+        """A full/delta was applied: the outstanding request (if any) is answered."""
+        self._next_request = now
+        self.need_sync = self.data_term != self.term or self.announced > version
+
+    def _maybe_request(self, now: float, out: list[Action]) -> None:
+        probing = self.fail_static
+        if not (self.need_sync or probing) or now < self._next_request:
+            return
+        term = self.data_term if self.has_data else self.term
+        request = LsdRequest(switch=self.switch, term=term, version=self.version)
+        alive = self.master_alive(now)
+        targets = (self.master,) if alive and self.master is not None else self.masters
+        out.extend(SendToMaster(m, request) for m in targets)
+        self.counters["requests"] += 1
+        self._next_request = now + (self.master_silence if probing else self.request_interval)
+
+    def _refuse(self, counter: str, why: str) -> None:
+        self.counters[counter] += 1
+        self.last_refusal = why

@@ -1,0 +1,164 @@
+"""Port reports to the master: send on change, retransmit until acked, refresh, follow the term (pure).
+
+Every report is *full* (all fabric ports' `PortStatus`), so a report replaces the previous one and loss
+or reordering is harmless as long as the newest one gets through:
+
+- `update(ports, now)`: if the ports differ from the last report, send a new report (report_seq + 1)
+  at once. Reports carry the fabric digest and the highest master term known.
+- Until a `ReportAck` for that seq (or a newer one) arrives from the master in use, the report is
+  retransmitted with exponential backoff: report_retry_min, x2 each time, capped at report_retry_max;
+  and never less often than every report_refresh.
+- Once acked, a refresh (a new report with the same content and seq + 1, so the master treats it like any
+  other report and it is retransmitted like any other if lost) goes out every report_refresh; it keeps
+  the switch alive at the master (switch_dead) even when nothing changes.
+
+Which master: the one of the highest term known, learned from any authenticated master message
+(`on_master_heard(master, term, now)` for Keepalive / LsdFull / LsdDelta; `on_ack` does it for acks).
+A higher term switches to that master and re-sends at once (new seq, new term). Messages of a lower term
+are ignored. Before any master is known, or when the master in use has been silent for
+`master_silence` (default 3 x keepalive), reports go to *all* configured masters (one `SendToMaster`
+each) and an ack from any of them is accepted, adopting it as the master in use.
+
+`initial_seq`: report_seq of a restarted client must not go back, or the master would take its first
+reports for stale duplicates; the runtime passes e.g. wall-clock milliseconds at start.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from proto.config import Fabric
+from proto.messages import PortReport, PortStatus, ReportAck
+
+__all__ = ["Reporter", "SendToMaster"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendToMaster:
+    """Unicast `msg` to master `master` (its configured address; signed with the switch's own key)."""
+
+    master: str
+    msg: Any      # PortReport (reporter) or LsdRequest (replica)
+
+
+class Reporter:
+    def __init__(self, fabric: Fabric, switch: str, *, now: float = 0.0, initial_seq: int = 0,
+                 master_silence: float | None = None) -> None:
+        fabric.switch(switch)  # KeyError for an unknown switch
+        if not fabric.masters:
+            raise ValueError(f"{fabric.source}: masters: no master configured")
+        timers = fabric.timers
+        self.switch = switch
+        self.digest = fabric.digest
+        self.masters: tuple[str, ...] = tuple(m.id for m in fabric.masters)
+        self.retry_min = timers.report_retry_min
+        self.retry_max = max(timers.report_retry_max, timers.report_retry_min)
+        self.refresh = timers.report_refresh
+        self.master_silence = 3 * timers.keepalive if master_silence is None else master_silence
+        # What we report.
+        self.ports: tuple[PortStatus, ...] | None = None
+        self.report_seq = initial_seq
+        self.acked = True                        # nothing outstanding yet
+        self._backoff = self.retry_min
+        self._retry_at = math.inf
+        self._refresh_at = math.inf
+        # Whom we report to.
+        self.term = 0
+        self.master: str | None = None
+        self._heard_at = -math.inf
+        # Counters (metrics).
+        self.sent = 0            # SendToMaster actions emitted
+        self.reports = 0         # distinct report_seq values sent
+        self.retransmits = 0
+        self.refreshes = 0
+        self.acks = 0
+        self.term_changes = 0
+
+    # ------------------------------------------------------------------------------------------ queries
+    def master_alive(self, now: float) -> bool:
+        return self.master is not None and now - self._heard_at < self.master_silence
+
+    def targets(self, now: float) -> tuple[str, ...]:
+        """The master in use if it is alive, else every configured master."""
+        return (self.master,) if self.master is not None and self.master_alive(now) else self.masters
+
+    def report(self) -> PortReport | None:
+        if self.ports is None:
+            return None
+        return PortReport(switch=self.switch, digest=self.digest, report_seq=self.report_seq, term=self.term,
+                          ports=self.ports)
+
+    def next_deadline(self) -> float:
+        """Next retransmission or refresh; silence of the master is noticed lazily at that point."""
+        if self.ports is None:
+            return math.inf
+        return min(self._retry_at, self._refresh_at)
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def update(self, ports: tuple[PortStatus, ...], now: float) -> list[SendToMaster]:
+        """The port table changed (pass `PortTable.statuses()`): send a new report unless nothing differs."""
+        ports = tuple(ports)
+        if ports == self.ports:
+            return []
+        self.ports = ports
+        return self._send_new(now)
+
+    def on_master_heard(self, master: str, term: int, now: float) -> list[SendToMaster]:
+        """Any authenticated message of master `master` in `term` (Keepalive, LsdFull, LsdDelta, ReportAck)."""
+        if master not in self.masters or term < self.term:
+            return []
+        if term > self.term:
+            self.term = term
+            self.master = master
+            self._heard_at = now
+            self.term_changes += 1
+            return self._send_new(now) if self.ports is not None else []
+        if master == self.master:
+            self._heard_at = now
+        elif not self.master_alive(now):
+            # Same term, and the master in use is unknown or silent: follow the one we hear.
+            self.master = master
+            self._heard_at = now
+        return []
+
+    def on_ack(self, ack: ReportAck, now: float) -> list[SendToMaster]:
+        out = self.on_master_heard(ack.master, ack.term, now)
+        if ack.master != self.master or ack.term != self.term:
+            return out          # from a lower term, or not from the master in use
+        if not self.acked and ack.report_seq >= self.report_seq:
+            self.acked = True
+            self.acks += 1
+            self._retry_at = math.inf
+            self._backoff = self.retry_min
+        return out
+
+    def tick(self, now: float) -> list[SendToMaster]:
+        if self.ports is None:
+            return []
+        if not self.acked and now >= self._retry_at:
+            self.retransmits += 1
+            self._backoff = min(self._backoff * 2.0, self.retry_max)
+            return self._transmit(now)
+        if now >= self._refresh_at:
+            self.refreshes += 1
+            return self._send_new(now)
+        return []
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _send_new(self, now: float) -> list[SendToMaster]:
+        self.report_seq += 1
+        self.reports += 1
+        self.acked = False
+        self._backoff = self.retry_min
+        return self._transmit(now)
+
+    def _transmit(self, now: float) -> list[SendToMaster]:
+        report = self.report()
+        assert report is not None
+        self._refresh_at = now + self.refresh
+        self._retry_at = math.inf if self.acked else min(now + self._backoff, self._refresh_at)
+        out = [SendToMaster(master, report) for master in self.targets(now)]
+        self.sent += len(out)
+        return out

@@ -1,0 +1,83 @@
+"""What the pure master cores emit: datagrams to send, durable writes, and events for metrics/logs.
+
+The runtime executes actions in order (so a `PersistTerm` lands on disk before any message of that term
+is sent) and turns events into metrics and structured log lines. Keeping these as plain values is what
+lets the cores be tested with a fake clock and no sockets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+#: `Send.dest` for the multicast group (distribution.mode == multicast); signed with the group key.
+GROUP = "@group"
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send `msg` to `dest`: a switch name (signed with that switch's key), a master id (signed with our
+    master key) or `GROUP`. The runtime maps names to the last UDP address seen / the configured address."""
+
+    dest: str
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PersistTerm:
+    """Write the highest term seen (and the vote cast in it, for FMRP) durably before going on."""
+
+    term: int
+    voted_for: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------ events
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A decoded message the core refused; `reason` is a short stable metric label."""
+
+    sender: str
+    msg_type: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAccepted:
+    switch: str
+    report_seq: int
+    changes: int           # links whose state changed because of this report
+
+
+@dataclass(frozen=True, slots=True)
+class VersionChanged:
+    version: int
+    changes: int
+    cause: str             # "report", "timeout", "grace", "drain", "replication"
+
+
+@dataclass(frozen=True, slots=True)
+class TermSeen:
+    """A message carried a term higher than ours: FMRP must react (step down / adopt the term)."""
+
+    sender: str
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    role: str
+    term: int
+    leader: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAcked:
+    """A client (LsdRequest) or backup (ReplicationAck) told us the version it has; lag = ours - its."""
+
+    peer: str
+    version: int
+    lag: int
+
+
+Event = Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked
+Action = Send | PersistTerm | Event

@@ -1,0 +1,133 @@
+"""`firepath master`: run one master replica.
+
+    firepath master --config FABRIC.yaml --id m1 [--state-dir D] [--bind ADDR] [--client-port P]
+                    [--peer-port P] [--rest-port P] [--log-level LEVEL] [--log-format kv|json]
+
+Bind address and ports default to the master's entry in the config. Logs are structured (key=value, or
+JSON lines with --log-format json) on stderr. SIGTERM/SIGINT shut the replica down cleanly (the role
+driver may announce a step-down first). Also runnable as `python -m controller.cli master ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_STATE_ROOT = Path("run")
+
+
+class KvFormatter(logging.Formatter):
+    """ts=... level=... logger=... <message (already key=value)>"""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
+        if record.exc_info:
+            line += " exc=" + json.dumps(self.formatException(record.exc_info))
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the key=value message body is parsed into fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import shlex
+
+        out: dict[str, Any] = {"ts": record.created, "level": record.levelname.lower(), "logger": record.name}
+        msg = record.getMessage()
+        try:
+            for part in shlex.split(msg):
+                k, sep, v = part.partition("=")
+                if sep:
+                    out[k] = v
+                else:
+                    out.setdefault("msg", part)
+        except ValueError:
+            out["msg"] = msg
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else KvFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.getLogger("aiohttp").setLevel(max(logging.WARNING, root.level))
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("master", help="run a Firepath master replica",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="fabric YAML")
+    p.add_argument("--id", required=True, help="master id (one of the config's masters)")
+    p.add_argument("--state-dir", help="durable state directory (default: run/<fabric>/<id>)")
+    p.add_argument("--bind", help="bind address (default: the master's address in the config)")
+    p.add_argument("--client-port", type=int, help="UDP port for clients")
+    p.add_argument("--peer-port", type=int, help="UDP port for the other masters")
+    p.add_argument("--rest-port", type=int, help="TCP port of the REST API / metrics")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="kv", choices=["kv", "json"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from controller.server import MasterServer, kv, serve
+    from proto.auth import KeyRing
+    from proto.config import ConfigError, load_fabric
+
+    setup_logging(args.log_level, args.log_format)
+    log = logging.getLogger("firepath.master")
+    try:
+        fabric = load_fabric(args.config)
+        fabric.master(args.id)
+    except ConfigError as e:
+        print(f"firepath master: {e}", file=sys.stderr)
+        return 2
+    except KeyError:
+        print(f"firepath master: {args.config}: no master with id {args.id!r} "
+              f"(have: {', '.join(m.id for m in fabric.masters)})", file=sys.stderr)
+        return 2
+    try:
+        keyring = KeyRing.load(fabric.security.key_file)
+    except (OSError, ValueError) as e:
+        print(f"firepath master: key file: {e}", file=sys.stderr)
+        return 2
+    state_dir = Path(args.state_dir) if args.state_dir else DEFAULT_STATE_ROOT / fabric.name / args.id
+    server = MasterServer(fabric, args.id, keyring, state_dir, bind=args.bind, client_port=args.client_port,
+                          peer_port=args.peer_port, rest_port=args.rest_port)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda s=sig: (log.info(kv("signal", name=s.name)), stop.set()))
+        await serve(server, stop)
+
+    try:
+        asyncio.run(main())
+    except OSError as e:
+        log.error(kv("fatal", error=e))
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="firepath")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

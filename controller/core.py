@@ -1,0 +1,399 @@
+"""MasterCore: the pure master replica — reports in, LSD versions and distribution out.
+
+`now` goes in, actions come out (`controller.actions`): `Send(dest, msg)` datagrams, `PersistTerm`, and
+events for metrics and logs. No sockets, no clock, no threads; the asyncio runtime (`controller.server`)
+and the tests drive it the same way:
+
+    actions = core.handle(sender, msg, now)     # a decoded datagram (the Codec already checked HMAC/replay)
+    actions = core.tick(now)                    # at core.next_deadline() (or earlier; ticks are idempotent)
+
+Roles (driven by a RoleDriver — single-master today, FMRP later):
+- MASTER of a term: accepts port reports, derives link states from both ends, bumps the LSD version once
+  per batch of effective changes, distributes to clients and streams to the other masters (backups).
+- BACKUP of a term: applies LsdFull/LsdDelta from that term's leader, answers ReplicationAck; ignores
+  client reports (it only notes that the client exists, so it can announce itself fast if promoted).
+- INACTIVE: neither (init / electing / no majority). Clients keep their last LSD (fail-static).
+
+Every message the core sends carries its term. A message carrying a higher term is refused and reported as
+a `TermSeen` event: what to do about it (step down, adopt the term) is the role driver's decision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from controller.actions import (
+    Action,
+    PeerAcked,
+    Rejected,
+    ReportAccepted,
+    RoleChanged,
+    Send,
+    TermSeen,
+    VersionChanged,
+)
+from controller.distribution import Distributor, Peer
+from controller.linkstate import LinkStateDeriver
+from proto.config import Fabric
+from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
+from proto.messages import (
+    Keepalive,
+    LsdDelta,
+    LsdFull,
+    LsdRequest,
+    PortReport,
+    ReplicationAck,
+    ReportAck,
+)
+
+
+class Role(StrEnum):
+    INACTIVE = "inactive"
+    BACKUP = "backup"
+    MASTER = "master"
+
+
+class NotMaster(RuntimeError):
+    """An operation that only the master of the current term may do (e.g. a drain) was asked of a non-master."""
+
+
+class UnknownTarget(ValueError):
+    """A drain named a link or switch that the fabric does not have (message says which, and why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    switch: str
+    last_report_age: float | None      # seconds since the last accepted report; None: never
+    last_heard_age: float | None       # seconds since any valid datagram from it
+    acked_term: int | None
+    acked_version: int | None          # from its last LsdRequest
+    sent_version: int | None           # what we last sent it (in our term)
+    lag: int | None                    # our version - acked version (None if unknown / other term)
+    alive: bool                        # reported within switch_dead
+    fulls_sent: int
+    deltas_sent: int
+
+
+class MasterCore:
+    def __init__(self, fabric: Fabric, master_id: str) -> None:
+        fabric.master(master_id)                     # KeyError if not configured
+        self.fabric = fabric
+        self.id = master_id
+        self.role = Role.INACTIVE
+        self.term = 0
+        self.leader: str | None = None
+        self.lsd = LinkStateDB(len(fabric.links), history=fabric.lsd.history)
+        #: term in which the LSD content was built/received; None = invalid (never had one)
+        self.lsd_term: int | None = None
+        self.switch_names = frozenset(s.name for s in fabric.switches)
+        self.master_ids = frozenset(m.id for m in fabric.masters)
+        self.deriver = LinkStateDeriver(fabric)
+        t = fabric.timers
+        self.dist = Distributor(
+            master_id,
+            fabric.digest,
+            pacing=t.pacing,
+            max_update_rate=t.max_update_rate,
+            keepalive=t.keepalive,
+            client_dead=t.switch_dead,
+            multicast=fabric.distribution.mode == "multicast",
+        )
+        self._links_of = {s.name: fabric.links_of(s.name) for s in fabric.switches}
+        self._link_by_end = {}
+        for link in fabric.links:
+            self._link_by_end[(link.a.switch, link.a.port)] = link.index
+            self._link_by_end[(link.b.switch, link.b.port)] = link.index
+
+    @property
+    def version(self) -> int:
+        return self.lsd.version
+
+    # ============================================================================ role hooks (RoleDriver)
+    def become_master(self, term: int, now: float) -> list[Action]:
+        """Take mastership of `term` (>= current term), continuing the version sequence of the current LSD.
+
+        Drains are inherited from the LSD (DRAINED links stay drained). Links whose switches have not
+        reported under this mastership keep their replicated state for `switch_dead` (grace). Every known
+        peer (clients and backups) is sent a full snapshot of the new term right away.
+        """
+        if term < self.term:
+            raise ValueError(f"become_master: term {term} < current term {self.term}")
+        self.role, self.term, self.leader = Role.MASTER, term, self.id
+        self.deriver.drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
+        self.deriver.start_mastership(now, grace=self.lsd_term is not None)
+        self.lsd_term = term
+        for mid in self.master_ids - {self.id}:
+            self.dist.peer(mid, True, now)
+        self.dist.activate(term, now)
+        return [RoleChanged(self.role.value, term, self.id), *self.tick(now)]
+
+    def become_backup(self, term: int, leader: str, now: float) -> list[Action]:
+        """Follow `leader` in `term`: apply its LsdFull/LsdDelta, acknowledge with ReplicationAck."""
+        if term < self.term:
+            raise ValueError(f"become_backup: term {term} < current term {self.term}")
+        if leader not in self.master_ids or leader == self.id:
+            raise ValueError(f"become_backup: bad leader {leader!r}")
+        self.role, self.term, self.leader = Role.BACKUP, term, leader
+        self.dist.deactivate()
+        self.deriver.start_mastership(now, grace=False)
+        # Tell the leader where we stand so it streams a snapshot at once.
+        return [RoleChanged(self.role.value, term, leader), Send(leader, self._replication_ack())]
+
+    def become_inactive(self, term: int | None = None) -> list[Action]:
+        """Neither master nor backup (init, electing, no majority). Optionally adopt a higher `term`."""
+        if term is not None:
+            if term < self.term:
+                raise ValueError(f"become_inactive: term {term} < current term {self.term}")
+            self.term = term
+        self.role, self.leader = Role.INACTIVE, None
+        self.dist.deactivate()
+        return [RoleChanged(self.role.value, self.term, None)]
+
+    # ============================================================================ inputs
+    def handle(self, sender: str, msg: object, now: float) -> list[Action]:
+        """One decoded datagram from `sender` (a switch name or master id, authenticated by the Codec)."""
+        match msg:
+            case PortReport():
+                return self._on_report(sender, msg, now)
+            case LsdRequest():
+                return self._on_lsd_request(sender, msg, now)
+            case ReplicationAck():
+                return self._on_replication_ack(sender, msg, now)
+            case LsdFull() | LsdDelta() | Keepalive():
+                return self._on_from_master(sender, msg, now)
+        return [Rejected(sender, type(msg).__name__, "unexpected_message")]
+
+    def tick(self, now: float) -> list[Action]:
+        if self.role != Role.MASTER:
+            return []
+        out: list[Action] = []
+        dead = self.deriver.expire(now)
+        grace = self.deriver.grace_over(now)
+        if grace:
+            self._rederive(range(len(self.fabric.links)), now, "grace", out)
+        elif dead:
+            idx: set[int] = set()
+            for sw in dead:
+                idx.update(self._links_of[sw])
+            self._rederive(sorted(idx), now, "timeout", out)
+        out.extend(self.dist.tick(self.lsd, now))
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When tick() must be called next (None: nothing scheduled)."""
+        if self.role != Role.MASTER:
+            return None
+        times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline()) if t is not None]
+        return min(times) if times else None
+
+    # ============================================================================ operator drains
+    def link_index(self, name: str) -> int:
+        """Index of the link named "a:1-b:2" (either orientation). Raises UnknownTarget with the reason."""
+        ends = name.split("-")
+        if len(ends) != 2:
+            raise UnknownTarget(f"link {name!r}: expected 'switch:port-switch:port'")
+        parsed = []
+        for end in ends:
+            sw, sep, port = end.rpartition(":")
+            if not sep or not sw or not port.isdigit():
+                raise UnknownTarget(f"link {name!r}: bad endpoint {end!r} (expected 'switch:port')")
+            if sw not in self.switch_names:
+                raise UnknownTarget(f"link {name!r}: unknown switch {sw!r}")
+            parsed.append((sw, int(port)))
+        ia = self._link_by_end.get(parsed[0])
+        ib = self._link_by_end.get(parsed[1])
+        if ia is None or ia != ib:
+            raise UnknownTarget(f"link {name!r}: no such link in fabric {self.fabric.name!r}")
+        return ia
+
+    def drain_link(self, index: int, now: float) -> list[Action]:
+        return self._set_drain([index], True, now)
+
+    def undrain_link(self, index: int, now: float) -> list[Action]:
+        return self._set_drain([index], False, now)
+
+    def drain_switch(self, switch: str, now: float) -> list[Action]:
+        return self._set_drain(self._switch_links(switch), True, now)
+
+    def undrain_switch(self, switch: str, now: float) -> list[Action]:
+        return self._set_drain(self._switch_links(switch), False, now)
+
+    def _switch_links(self, switch: str) -> tuple[int, ...]:
+        if switch not in self.switch_names:
+            raise UnknownTarget(f"switch {switch!r}: not in fabric {self.fabric.name!r}")
+        return self._links_of[switch]
+
+    def _set_drain(self, indices: Iterable[int], drained: bool, now: float) -> list[Action]:
+        if self.role != Role.MASTER:
+            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
+        indices = list(indices)
+        for i in indices:
+            if not 0 <= i < len(self.fabric.links):
+                raise UnknownTarget(f"link index {i}: out of range")
+        for i in indices:
+            (self.deriver.drained.add if drained else self.deriver.drained.discard)(i)
+        out: list[Action] = []
+        self._rederive(indices, now, "drain", out)
+        return out
+
+    # ============================================================================ views (REST)
+    def link_states(self) -> list[LinkState]:
+        return [LinkState(b) for b in self.lsd.states()]
+
+    def clients(self, now: float) -> list[ClientInfo]:
+        out = []
+        for sw in self.fabric.switches:
+            p = self.dist.peers.get(sw.name)
+            view = self.deriver.views.get(sw.name)
+            if p is None:
+                out.append(ClientInfo(sw.name, None, None, None, None, None, None, False, 0, 0))
+                continue
+            lag = None
+            if p.acked_version is not None and p.acked_term == self.term and p.acked_version >= 0:
+                lag = max(0, self.lsd.version - p.acked_version)
+            out.append(
+                ClientInfo(
+                    sw.name,
+                    None if p.last_report is None else now - p.last_report,
+                    now - p.last_heard,
+                    p.acked_term,
+                    p.acked_version,
+                    p.sent_version if p.sent_term == self.term else None,
+                    lag,
+                    view is not None and self.deriver.alive(sw.name, now),
+                    p.fulls_sent,
+                    p.deltas_sent,
+                )
+            )
+        return out
+
+    def backups(self) -> list[Peer]:
+        return [p for p in self.dist.peers.values() if p.is_master]
+
+    # ============================================================================ internals
+    def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
+        """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
+        changes = self.deriver.changes(indices, self.lsd.states(), now)
+        if not changes:
+            return 0
+        before = self.lsd.version
+        self.lsd.apply(changes)
+        if self.lsd.version == before:
+            return 0
+        out.append(VersionChanged(self.lsd.version, len(changes), cause))
+        self.dist.on_version(now)
+        return len(changes)
+
+    def _higher_term(self, sender: str, msg_type: str, term: int, out: list[Action]) -> bool:
+        if term > self.term:
+            out.append(TermSeen(sender, term))
+            out.append(Rejected(sender, msg_type, "higher_term"))
+            return True
+        return False
+
+    def _on_report(self, sender: str, r: PortReport, now: float) -> list[Action]:
+        kind = "PortReport"
+        if r.switch not in self.switch_names:
+            return [Rejected(sender, kind, "unknown_switch")]
+        if r.switch != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        peer = self.dist.peer(sender, False, now)
+        out: list[Action] = []
+        if self._higher_term(sender, kind, r.term, out):
+            return out
+        if self.role != Role.MASTER:
+            return [Rejected(sender, kind, "not_master")]
+        if r.digest != self.fabric.digest:
+            return [Rejected(sender, kind, "digest_mismatch")]
+        view = self.deriver.views.get(sender)
+        if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
+            return [Rejected(sender, kind, "stale_report")]
+        peer.last_report = now
+        if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
+            # It still follows another term: it has not taken our snapshot (lost?) — send it again.
+            self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
+        self.deriver.set_report(sender, (ps.port for ps in r.ports if ps.usable), r.report_seq, now)
+        n_changes = self._rederive(self._links_of[sender], now, "report", out)
+        out.append(ReportAccepted(sender, r.report_seq, n_changes))
+        out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
+        return out
+
+    def _on_lsd_request(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
+        kind = "LsdRequest"
+        if r.switch not in self.switch_names:
+            return [Rejected(sender, kind, "unknown_switch")]
+        if r.switch != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        peer = self.dist.peer(sender, False, now)
+        out: list[Action] = []
+        if self._higher_term(sender, kind, r.term, out):
+            return out
+        if self.role != Role.MASTER:
+            return [Rejected(sender, kind, "not_master")]
+        self.dist.on_request(peer, r.term, r.version, self.lsd.version, now)
+        if r.term == self.term and 0 <= r.version <= self.lsd.version:
+            out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))
+        return out
+
+    def _on_replication_ack(self, sender: str, a: ReplicationAck, now: float) -> list[Action]:
+        kind = "ReplicationAck"
+        if a.backup not in self.master_ids or a.backup == self.id:
+            return [Rejected(sender, kind, "unknown_master")]
+        if a.backup != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        out: list[Action] = []
+        if self._higher_term(sender, kind, a.term, out):
+            return out
+        if self.role != Role.MASTER:
+            return [Rejected(sender, kind, "not_master")]
+        peer = self.dist.peer(sender, True, now)
+        self.dist.on_request(peer, a.term, a.version, self.lsd.version, now)
+        if a.term == self.term and 0 <= a.version <= self.lsd.version:
+            out.append(PeerAcked(sender, a.version, self.lsd.version - a.version))
+        return out
+
+    def _on_from_master(self, sender: str, m: LsdFull | LsdDelta | Keepalive, now: float) -> list[Action]:
+        kind = type(m).__name__
+        if m.master not in self.master_ids or m.master == self.id:
+            return [Rejected(sender, kind, "unknown_master")]
+        if m.master != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        out: list[Action] = []
+        if self._higher_term(sender, kind, m.term, out):
+            return out
+        if m.term < self.term:
+            return [Rejected(sender, kind, "stale_term")]
+        if self.role != Role.BACKUP:
+            return [Rejected(sender, kind, "not_backup")]
+        if sender != self.leader:
+            return [Rejected(sender, kind, "not_leader")]
+        if isinstance(m, LsdFull):
+            if m.digest != self.fabric.digest:
+                return [Rejected(sender, kind, "digest_mismatch")]
+            try:
+                self.lsd.load_snapshot(m.version, m.snapshot)
+            except LsdError:
+                return [Rejected(sender, kind, "malformed")]
+            self.lsd_term = m.term
+            out.append(VersionChanged(self.lsd.version, 0, "replication"))
+        elif isinstance(m, LsdDelta):
+            if self.lsd_term == m.term and m.from_version == self.lsd.version:
+                try:
+                    changes = decode_changes(m.changes, self.lsd.n_links)
+                    self.lsd.apply_delta(m.from_version, m.to_version, changes)
+                except LsdError:
+                    return [Rejected(sender, kind, "malformed")]
+                out.append(VersionChanged(self.lsd.version, len(changes), "replication"))
+            elif self.lsd_term == m.term and m.to_version <= self.lsd.version:
+                pass                                   # duplicate / already covered: just re-ack
+            else:
+                out.append(Rejected(sender, kind, "lsd_gap"))   # ack our version -> leader repairs
+        out.append(Send(sender, self._replication_ack()))
+        return out
+
+    def _replication_ack(self) -> ReplicationAck:
+        version = self.lsd.version if self.lsd_term == self.term else -1
+        return ReplicationAck(self.id, self.term, version)

@@ -1,0 +1,310 @@
+"""LSD distribution: per-peer tracking, pacing/coalescing, full-vs-delta choice, keepalives, multicast.
+
+A *peer* is a client switch or, when we are master, a backup master (replication uses the same
+LsdFull/LsdDelta messages). For each peer we remember what we believe it has (`sent_term`,
+`sent_version`: optimistic, set when we send) and what it told us it has (`acked_*`, from LsdRequest or
+ReplicationAck). Rules:
+
+- A peer with no known state, or known state from another term, gets a full snapshot (versions of
+  different masterships are not comparable). So does one whose version left the history window, or when
+  the encoded delta would be larger than the snapshot. Otherwise it gets the minimal delta.
+- Pacing: when the LSD changes, a peer's update is due `pacing` seconds later; further changes in that
+  window ride in the same delta (coalescing). Updates to one peer are at least `1/max_update_rate` apart.
+- Keepalive(master, term, version) goes to a peer when nothing was sent to it for `keepalive` seconds. A
+  client that finds itself behind answers with LsdRequest(its version) and gets the missing delta (repair).
+- Multicast mode: clients get one LsdDelta per coalesced change on the group (and group keepalives);
+  unicast only for a new client's first full and for repairs. Backups stay unicast.
+- A client silent for longer than `switch_dead` is considered gone: no more keepalives until it speaks.
+
+Scheduling is a heap of per-peer due times with lazy invalidation, so a tick costs O(due peers · log n),
+not O(all peers). Messages are shared between peers in the same situation within a tick (only the
+per-destination signing in the runtime is per peer).
+
+Pure: `now` passed in, actions out.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from dataclasses import dataclass, field
+
+from controller.actions import GROUP, Send
+from proto.lsd import LinkStateDB, encode_changes
+from proto.messages import MAX_LSD_BYTES, Keepalive, LsdDelta, LsdFull
+
+NEVER = -math.inf
+
+
+@dataclass(slots=True, eq=False)
+class Peer:
+    name: str
+    is_master: bool
+    first_seen: float
+    last_heard: float
+    last_report: float | None = None
+    acked_term: int | None = None
+    acked_version: int | None = None
+    sent_term: int | None = None
+    sent_version: int | None = None
+    last_update_at: float = NEVER        # last LsdFull/LsdDelta sent (rate limit)
+    last_send_at: float = NEVER          # last message of any kind (keepalive timer)
+    update_due: float | None = None
+    queued_at: float | None = None       # time of this peer's live heap entry
+    fulls_sent: int = 0
+    deltas_sent: int = 0
+
+
+@dataclass(slots=True)
+class _GroupState:
+    version: int | None = None           # version the group was last brought to (None: nothing sent yet)
+    term: int | None = None
+    last_update_at: float = NEVER
+    last_send_at: float = NEVER
+    update_due: float | None = None
+
+
+@dataclass(slots=True)
+class _TickCache:
+    """Messages built once per tick and shared by every peer that needs the same thing."""
+
+    full: LsdFull | None = None
+    full_len: int = 0
+    deltas: dict[int, LsdDelta | LsdFull] = field(default_factory=dict)
+    keepalive: Keepalive | None = None
+
+
+class Distributor:
+    def __init__(
+        self,
+        master_id: str,
+        digest: str,
+        *,
+        pacing: float,
+        max_update_rate: float,
+        keepalive: float,
+        client_dead: float,
+        multicast: bool = False,
+    ) -> None:
+        self.master_id = master_id
+        self.digest = digest
+        self.pacing = pacing
+        self.min_interval = 1.0 / max_update_rate if max_update_rate > 0 else 0.0
+        self.keepalive = keepalive
+        self.client_dead = client_dead
+        self.multicast = multicast
+        self.peers: dict[str, Peer] = {}
+        self.active = False                 # only a master distributes
+        self.term = 0
+        self._heap: list[tuple[float, int, str]] = []
+        self._counter = 0
+        self._group = _GroupState()
+
+    # ----------------------------------------------------------------------------------------- peers
+    def peer(self, name: str, is_master: bool, now: float) -> Peer:
+        """The peer record, created on first contact (a new peer is due a full snapshot now)."""
+        p = self.peers.get(name)
+        if p is None:
+            p = self.peers[name] = Peer(name, is_master, now, now)
+            if self.active:
+                self._due_update(p, now, paced=False)
+        elif not self.is_live(p, now):
+            # Back after a silence longer than the dead interval (probably restarted): resync from scratch.
+            p.last_heard = now
+            p.sent_term = p.sent_version = None
+            if self.active:
+                self._due_update(p, now, paced=False)
+        p.last_heard = now
+        return p
+
+    def is_live(self, p: Peer, now: float) -> bool:
+        return p.is_master or now - p.last_heard < self.client_dead
+
+    def _unicast(self, p: Peer) -> bool:
+        return p.is_master or not self.multicast
+
+    # ----------------------------------------------------------------------------------------- roles
+    def activate(self, term: int, now: float) -> None:
+        """We became master of `term`: every known peer needs a full snapshot of this term, now."""
+        self.active = True
+        self.term = term
+        self._heap.clear()
+        self._group = _GroupState()
+        for p in self.peers.values():
+            p.sent_term = p.sent_version = None
+            p.update_due = None
+            p.queued_at = None
+            p.last_update_at = p.last_send_at = NEVER
+            if self.is_live(p, now):
+                self._due_update(p, now, paced=False)
+        if self.multicast:
+            self._group.update_due = now
+
+    def deactivate(self) -> None:
+        self.active = False
+        self._heap.clear()
+        self._group = _GroupState()
+        for p in self.peers.values():
+            p.update_due = p.queued_at = None
+
+    # ----------------------------------------------------------------------------------------- inputs
+    def on_version(self, now: float) -> None:
+        """The LSD got a new version: schedule a coalesced update for every peer (or the group)."""
+        if not self.active:
+            return
+        if self.multicast:
+            g = self._group
+            if g.update_due is None:
+                g.update_due = max(now + self.pacing, g.last_update_at + self.min_interval)
+        for p in self.peers.values():
+            if p.update_due is None and self._unicast(p) and self.is_live(p, now):
+                self._due_update(p, now, paced=True)
+
+    def on_request(self, p: Peer, term: int, version: int, current: int, now: float) -> None:
+        """The peer says it has (term, version) — LsdRequest or ReplicationAck. Repair if it is behind."""
+        p.acked_term, p.acked_version = term, version
+        if not self.active:
+            return
+        if term != self.term or version < 0 or version > current:
+            p.sent_term = p.sent_version = None
+        elif version == current:
+            p.sent_term, p.sent_version = term, version
+            return
+        else:
+            p.sent_term, p.sent_version = term, version
+        self._due_update(p, now, paced=False)
+
+    def _due_update(self, p: Peer, now: float, paced: bool) -> None:
+        earliest = p.last_update_at + self.min_interval
+        due = max(now + self.pacing, earliest) if paced else max(now, earliest)
+        if p.update_due is None or due < p.update_due:
+            p.update_due = due
+        self._queue(p)
+
+    def _queue(self, p: Peer) -> None:
+        due = self._next_due(p)
+        if due is None:
+            return
+        if p.queued_at is None or due < p.queued_at:
+            p.queued_at = due
+            self._counter += 1
+            heapq.heappush(self._heap, (due, self._counter, p.name))
+
+    def _next_due(self, p: Peer) -> float | None:
+        ka: float | None = None
+        if self._unicast(p) and p.last_send_at != NEVER:
+            ka = p.last_send_at + self.keepalive
+        if p.update_due is None:
+            return ka
+        return p.update_due if ka is None else min(ka, p.update_due)
+
+    # ----------------------------------------------------------------------------------------- output
+    def tick(self, lsd: LinkStateDB, now: float) -> list[Send]:
+        if not self.active:
+            return []
+        out: list[Send] = []
+        cache = _TickCache()
+        if self.multicast:
+            self._tick_group(lsd, now, cache, out)
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, _, name = heapq.heappop(heap)
+            p = self.peers.get(name)
+            if p is None or p.queued_at != at:
+                continue                                   # stale entry
+            p.queued_at = None
+            if not self.is_live(p, now):
+                p.update_due = None                        # gone quiet: stop until it speaks again
+                continue
+            sent = False
+            if p.update_due is not None and p.update_due <= now:
+                p.update_due = None
+                msg = self._update_for(p.sent_term, p.sent_version, lsd, cache)
+                if msg is not None:
+                    out.append(Send(p.name, msg))
+                    if isinstance(msg, LsdFull):
+                        p.fulls_sent += 1
+                    else:
+                        p.deltas_sent += 1
+                    p.sent_term, p.sent_version = self.term, lsd.version
+                    p.last_update_at = p.last_send_at = now
+                    sent = True
+            if not sent and self._unicast(p) and p.last_send_at + self.keepalive <= now:
+                out.append(Send(p.name, self._keepalive(lsd, cache)))
+                p.last_send_at = now
+            if self._unicast(p) and p.last_send_at == NEVER:
+                p.last_send_at = now                       # start the keepalive clock
+            self._queue(p)
+        return out
+
+    def _tick_group(self, lsd: LinkStateDB, now: float, cache: _TickCache, out: list[Send]) -> None:
+        g = self._group
+        if g.update_due is not None and g.update_due <= now:
+            g.update_due = None
+            msg = self._update_for(g.term, g.version, lsd, cache)
+            if msg is not None:
+                out.append(Send(GROUP, msg))
+                frm = g.version
+                # Clients that were in sync with the group ride along.
+                for p in self.peers.values():
+                    if not p.is_master and p.sent_term == self.term and p.sent_version == frm:
+                        p.sent_version = lsd.version
+                g.term, g.version = self.term, lsd.version
+                g.last_update_at = g.last_send_at = now
+        if g.last_send_at + self.keepalive <= now:
+            out.append(Send(GROUP, self._keepalive(lsd, cache)))
+            g.last_send_at = now
+
+    def _keepalive(self, lsd: LinkStateDB, cache: _TickCache) -> Keepalive:
+        if cache.keepalive is None:
+            cache.keepalive = Keepalive(self.master_id, self.term, lsd.version)
+        return cache.keepalive
+
+    def _full(self, lsd: LinkStateDB, cache: _TickCache) -> LsdFull:
+        if cache.full is None:
+            snap = lsd.snapshot()
+            cache.full = LsdFull(self.master_id, self.term, lsd.version, self.digest, snap)
+            cache.full_len = len(snap)
+        return cache.full
+
+    def _update_for(
+        self, term: int | None, version: int | None, lsd: LinkStateDB, cache: _TickCache
+    ) -> LsdFull | LsdDelta | None:
+        """The message that brings a peer at (term, version) to the current LSD; None if already there."""
+        if term != self.term or version is None:
+            return self._full(lsd, cache)
+        if version == lsd.version:
+            return None
+        hit = cache.deltas.get(version)
+        if hit is not None:
+            return hit
+        changes = lsd.changes_since(version)
+        if changes is None:
+            msg: LsdFull | LsdDelta = self._full(lsd, cache)
+        else:
+            data = encode_changes(changes)
+            self._full(lsd, cache)
+            if len(data) > cache.full_len or len(data) > MAX_LSD_BYTES:
+                msg = self._full(lsd, cache)
+            else:
+                msg = LsdDelta(self.master_id, self.term, version, lsd.version, data)
+        cache.deltas[version] = msg
+        return msg
+
+    def next_deadline(self) -> float | None:
+        if not self.active:
+            return None
+        heap = self._heap
+        while heap:
+            at, _, name = heap[0]
+            p = self.peers.get(name)
+            if p is not None and p.queued_at == at:
+                break
+            heapq.heappop(heap)
+        times = [heap[0][0]] if heap else []
+        if self.multicast:
+            g = self._group
+            if g.update_due is not None:
+                times.append(g.update_due)
+            times.append(g.last_send_at + self.keepalive if g.last_send_at != NEVER else 0.0)
+        return min(times) if times else None

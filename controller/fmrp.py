@@ -1,0 +1,611 @@
+"""FMRP — the Firepath Master Redundancy Protocol: sticky, term-fenced election between master replicas.
+
+A pure state machine: `now` (monotonic seconds) goes in, actions come out. No sockets, threads or clock.
+
+    fmrp = Fmrp(self_id, fabric.masters, fabric.timers, durable_term=store.load().term, now=now, seed=s)
+    actions = fmrp.on_message(sender, msg, now)   # Hello / VoteRequest / Vote / ReplicationAck / StepDown
+    actions = fmrp.tick(now)                      # at fmrp.next_deadline() (earlier is harmless)
+    fmrp.set_lsd_version(core.version)            # after every LSD change of the master core
+
+Actions (execute them **in list order**): `SendPeer(to, msg)` (one datagram to one replica), `PersistTerm`
+(`controller.actions.PersistTerm`: write term/voted_for durably *before* executing any later action of the
+same list — every message after it may carry the new term or a vote), `BecomeMaster(term)`,
+`BecomeBackup(term, leader)`, `BecomeInactive(term)` (role changes for the master core).
+
+Protocol
+--------
+States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Raft-style term fencing:
+
+* INIT: the LSD is invalid; the replica listens for `master_dead` (the init wait) and grants no vote. A Hello
+  from a MASTER whose term is not below the highest master term we know → BACKUP of it. Else → ELECTING.
+* ELECTING: after a short deterministic jitter the replica bumps its durable term, votes for itself and
+  sends `VoteRequest(candidate, term, version, priority)` to every replica (re-sent each hello interval
+  until the round, 2 hello intervals, ends). Votes from a majority of the *configured* replicas (itself
+  included) → MASTER. A failed round backs off exponentially (jittered) and retries with a new term.
+* Voting: a replica grants at most one vote per term, and only if (a) it is not in INIT, (b) it follows no
+  live master (no MASTER hello within `master_dead`) and is not itself a master holding its lease —
+  **sticky**: such a replica does not even adopt the candidate's term, so a newcomer (higher priority,
+  higher version, bogus huge term) can never unseat a healthy master — (c) the term is not below its own,
+  and (d) the candidate's (LSD version, priority, id) is not worse than its own — unless its own candidacy
+  already failed since it last had a master (so a better replica that cannot reach the others does not
+  block the election forever). A better replica that refuses a candidate starts its own candidacy at once,
+  so the freshest LSD normally wins within one round trip. Candidacy jitter is rank-ordered too: a replica
+  waits half a hello interval for each live peer it knows to have a better (version, priority, id).
+* Durability: the term (and the vote) is persisted before any message carrying it is sent. After a
+  restart the replica does not know whether it voted in its durable term, so it never votes in that term
+  again and its first candidacy uses durable_term + 1: two masters can never share a term, across crashes.
+* MASTER: Hello every `hello_interval` carrying (state, term, version, priority, leader). **Lease**
+  (CheckQuorum): the master must hear, within `master_dead`, from a majority (itself included) that follows
+  it (Hello with state backup and leader = it, or a ReplicationAck of its term); otherwise it steps down
+  (StepDown, BecomeInactive): without a majority there is no master and clients stay fail-static.
+* Higher terms: a Hello from a MASTER, a StepDown, a ReplicationAck, or a term the master core saw on an
+  LSD/report message (`observe_term`) proves a newer master exists: the replica adopts and persists the
+  term and a master steps down at once. VoteRequests carry a higher term only for replicas without a live
+  master (see sticky); hellos of non-masters never move terms.
+* BACKUP: a master silent for `master_dead`, or a Hello from it that no longer says MASTER, or its StepDown
+  → ELECTING. A StepDown (SIGTERM, `step_down()`, like VRRP priority 0) skips the dead interval.
+* Backups follow the live master with the highest term even if their own term is higher (a replica that
+  was cut off bumped its term in vain); the term handed to the master core (`BecomeBackup`/`BecomeInactive`)
+  is the highest *master* term known, which never decreases.
+
+Timers and the failover trade-off
+---------------------------------
+Defaults `hello_interval` 30 ms and `master_dead` 150 ms (5 hellos): a crashed master is detected after
+150 ms, the best-ranked backup asks for votes after 0–15 ms of jitter and wins after one round trip, so
+failover completes in ~150–170 ms + RTT on loopback, ≤ 300 ms even when the first candidate is refused
+once. Shorter timers fail over faster but risk a spurious suspicion after a scheduler stall or a few
+lost datagrams (harmless for the master thanks to stickiness, but it costs term bumps and fsyncs);
+longer ones make failover slower. A SIGTERM step-down fails over in about one round trip.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from proto.config import Master, Timers
+from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
+
+from controller.actions import PersistTerm
+
+__all__ = [
+    "BecomeBackup",
+    "BecomeInactive",
+    "BecomeMaster",
+    "Fmrp",
+    "FmrpAction",
+    "FmrpError",
+    "FmrpState",
+    "PeerView",
+    "PersistTerm",
+    "SendPeer",
+]
+
+
+class FmrpError(ValueError):
+    """Bad configuration or a message that cannot come from the named replica."""
+
+
+class FmrpState(StrEnum):
+    INIT = "init"
+    BACKUP = "backup"
+    ELECTING = "electing"
+    MASTER = "master"
+
+
+@dataclass(frozen=True, slots=True)
+class SendPeer:
+    """Send `msg` to the master replica `to` (signed with our master key)."""
+
+    to: str
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class BecomeMaster:
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class BecomeBackup:
+    term: int
+    leader: str
+
+
+@dataclass(frozen=True, slots=True)
+class BecomeInactive:
+    """Neither master nor backup (init wait over, electing, lease lost, stepped down). `term` is the highest
+    term in which a master is known to exist (never decreases; safe to pass to MasterCore.become_inactive)."""
+
+    term: int
+
+
+FmrpAction = SendPeer | PersistTerm | BecomeMaster | BecomeBackup | BecomeInactive
+
+
+@dataclass(frozen=True, slots=True)
+class PeerView:
+    """What we last heard from another replica (for `GET /v1/masters`)."""
+
+    id: str
+    state: str | None
+    term: int | None
+    version: int | None
+    priority: int
+    leader: str | None
+    last_hello_age: float | None  # seconds; None = never heard
+
+
+class _Unknown:
+    """Sentinel for voted_for after a restart: we may have voted in the durable term, we do not know for whom."""
+
+    def __repr__(self) -> str:
+        return "<unknown>"
+
+
+_UNKNOWN = _Unknown()
+_NEVER = float("-inf")
+
+
+class Fmrp:
+    def __init__(
+        self,
+        self_id: str,
+        masters: Iterable[Master],
+        timers: Timers,
+        durable_term: int,
+        now: float,
+        *,
+        seed: int = 0,
+    ) -> None:
+        masters = tuple(masters)
+        ids = [m.id for m in masters]
+        if len(set(ids)) != len(ids):
+            raise FmrpError(f"masters: duplicate replica id in {ids}")
+        if self_id not in ids:
+            raise FmrpError(f"self_id: {self_id!r} is not one of the configured masters {ids}")
+        if isinstance(durable_term, bool) or not isinstance(durable_term, int) or durable_term < 0:
+            raise FmrpError(f"durable_term: expected a non-negative integer, got {durable_term!r}")
+        if not 0 < timers.hello_interval < timers.master_dead:
+            raise FmrpError(
+                f"timers: need 0 < hello_interval ({timers.hello_interval}) < master_dead ({timers.master_dead})"
+            )
+        self._id = self_id
+        self._priorities = {m.id: m.priority for m in masters}
+        self._priority = self._priorities[self_id]
+        self._peers = tuple(i for i in ids if i != self_id)
+        self._majority = len(ids) // 2 + 1
+        self._hello = timers.hello_interval
+        self._dead = timers.master_dead
+        self._round = 2 * timers.hello_interval
+        # Deterministic jitter: seeded from (seed, id) — str seeds are hashed with SHA-512, not hash().
+        self._rng = random.Random(f"fmrp:{seed}:{self_id}")
+
+        self._state = FmrpState.INIT
+        self._term = durable_term
+        self._voted_for: str | None | _Unknown = _UNKNOWN  # see _Unknown: never vote again in durable_term
+        self._master_term = 0  # highest term in which a master is known to exist
+        self._leader: str | None = None
+        self._leader_term = 0
+        self._leader_heard = _NEVER
+        self._version = -1
+        self._retired = False
+        self._init_until = now + self._dead
+        self._candidacy_at: float | None = None
+        self._round_until: float | None = None
+        self._next_request = _NEVER
+        self._votes: set[str] = set()
+        self._failed = 0  # failed candidacies since we last had a master
+        self._master_since = _NEVER
+        self._followers: dict[str, float] = {}
+        self._acked: dict[str, int] = {}
+        self._views: dict[str, tuple[Hello, float]] = {}
+        self._next_hello = now
+
+    # ============================================================================ read-only view
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def state(self) -> FmrpState:
+        return self._state
+
+    @property
+    def term(self) -> int:
+        """Our durable term: the highest term we have seen or stood in (votes are counted in it)."""
+        return self._term
+
+    @property
+    def leader(self) -> str | None:
+        """The master we follow (ourselves when MASTER); None in INIT/ELECTING."""
+        return self._leader
+
+    @property
+    def leader_term(self) -> int:
+        """The term of `leader` (may be below `term` if we bumped ours in a vain candidacy)."""
+        return self._leader_term
+
+    @property
+    def master_term(self) -> int:
+        return self._master_term
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    @property
+    def retired(self) -> bool:
+        return self._retired
+
+    def peers(self, now: float) -> tuple[PeerView, ...]:
+        out = []
+        for p in self._peers:
+            seen = self._views.get(p)
+            if seen is None:
+                out.append(PeerView(p, None, None, None, self._priorities[p], None, None))
+            else:
+                h, t = seen
+                out.append(PeerView(p, h.state, h.term, h.version, h.priority, h.leader, max(0.0, now - t)))
+        return tuple(out)
+
+    def backup_versions(self) -> dict[str, int]:
+        """LSD versions the backups acknowledged (ReplicationAck) in our term, while MASTER."""
+        return dict(self._acked) if self._state is FmrpState.MASTER else {}
+
+    def lease_ok(self, now: float) -> bool:
+        """MASTER only: a majority (ourselves included) followed us within master_dead."""
+        if self._state is not FmrpState.MASTER:
+            return False
+        if now - self._master_since < self._dead:
+            return True
+        live = sum(1 for t in self._followers.values() if now - t <= self._dead)
+        return 1 + live >= self._majority
+
+    # ============================================================================ inputs
+    def set_lsd_version(self, version: int) -> None:
+        """The master core's current LSD version (-1: invalid). Used in hellos, vote requests and ranking."""
+        if isinstance(version, bool) or not isinstance(version, int) or version < -1:
+            raise FmrpError(f"set_lsd_version: expected an integer >= -1, got {version!r}")
+        self._version = version
+
+    def on_message(self, sender: str, msg: object, now: float) -> list[FmrpAction]:
+        """One authenticated FMRP datagram from replica `sender`. Other message types: []."""
+        if sender not in self._priorities or sender == self._id:
+            raise FmrpError(f"sender: {sender!r} is not another configured master replica")
+        match msg:
+            case Hello():
+                self._check_sender(sender, msg.master, "Hello.master")
+                return self._on_hello(sender, msg, now)
+            case VoteRequest():
+                self._check_sender(sender, msg.candidate, "VoteRequest.candidate")
+                return self._on_vote_request(msg, now)
+            case Vote():
+                self._check_sender(sender, msg.voter, "Vote.voter")
+                return self._on_vote(msg, now)
+            case ReplicationAck():
+                self._check_sender(sender, msg.backup, "ReplicationAck.backup")
+                return self._on_replication_ack(msg, now)
+            case StepDown():
+                self._check_sender(sender, msg.master, "StepDown.master")
+                return self._on_step_down(msg, now)
+        return []
+
+    def observe_term(self, term: int, now: float) -> list[FmrpAction]:
+        """The master core refused a message carrying a higher `term` (its `TermSeen` event). Terms only
+        originate from elected masters, so a master of `term` exists: adopt it; step down if master; stop
+        following a leader of an older term (we will follow the new master at its first hello)."""
+        out: list[FmrpAction] = []
+        if term <= self._master_term and term <= self._term:
+            return out
+        self._adopt(term, now, out)
+        self._master_term = max(self._master_term, term)
+        if self._state is FmrpState.MASTER and self._term > self._leader_term:
+            self._abdicate(now, out, announce=True)
+        elif self._state is FmrpState.BACKUP and self._leader_term < term:
+            self._to_electing(now, out)
+        return out
+
+    def step_down(self, now: float) -> list[FmrpAction]:
+        """Voluntary, permanent retirement (SIGTERM): a master announces StepDown to every replica so the
+        backups elect at once instead of waiting `master_dead`. The replica stays reachable as a voter but
+        never stands again; keep ticking it until the process exits."""
+        out: list[FmrpAction] = []
+        was_master = self._state is FmrpState.MASTER
+        self._retired = True
+        if was_master:
+            self._abdicate(now, out, announce=True)
+        elif self._state is not FmrpState.ELECTING:
+            self._to_electing(now, out)
+        self._candidacy_at = None
+        self._round_until = None
+        self._votes.clear()
+        return out
+
+    def tick(self, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        st = self._state
+        if st is FmrpState.MASTER:
+            if not self.lease_ok(now):
+                self._abdicate(now, out, announce=True)
+        elif st is FmrpState.INIT:
+            if now >= self._init_until:
+                self._to_electing(now, out)
+        elif st is FmrpState.BACKUP:
+            if now - self._leader_heard > self._dead:
+                self._to_electing(now, out)
+        if self._state is FmrpState.ELECTING:
+            self._tick_electing(now, out)
+        if now >= self._next_hello:
+            self._next_hello = now + self._hello
+            self._broadcast(self._make_hello(), out)
+        return out
+
+    def next_deadline(self) -> float:
+        times = [self._next_hello]
+        st = self._state
+        if st is FmrpState.INIT:
+            times.append(self._init_until)
+        elif st is FmrpState.BACKUP:
+            times.append(self._leader_heard + self._dead + 1e-9)
+        elif st is FmrpState.ELECTING:
+            if self._round_until is not None:
+                times += [self._round_until, self._next_request]
+            elif self._candidacy_at is not None:
+                times.append(self._candidacy_at)
+        return min(times)
+
+    # ============================================================================ message handlers
+    def _on_hello(self, sender: str, h: Hello, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        self._views[sender] = (h, now)
+        if h.state == FmrpState.MASTER:
+            if self._state is FmrpState.MASTER:
+                if h.term > self._term:  # a newer master was elected without us: follow it
+                    self._adopt(h.term, now, out)
+                    self._follow(sender, h.term, now, out)
+                return out  # an older (or, impossibly, equal) term: it will step down on our hellos
+            if h.term < self._master_term:
+                return out  # a stale master that has not heard of the newer one yet
+            if sender != self._leader and self._leader_live(now) and h.term <= self._leader_term:
+                return out
+            self._adopt(h.term, now, out)
+            self._follow(sender, h.term, now, out)
+            return out
+        if sender == self._leader and self._state is FmrpState.BACKUP:
+            # Our master says it is no longer master (restarted, lost its lease, retired): elect now.
+            self._to_electing(now, out)
+        elif (
+            self._state is FmrpState.MASTER
+            and h.state == FmrpState.BACKUP
+            and h.leader == self._id
+        ):
+            self._followers[sender] = now
+        return out
+
+    def _on_vote_request(self, r: VoteRequest, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        cand = r.candidate
+        if self._state is FmrpState.MASTER:
+            if r.term <= self._term or self.lease_ok(now):
+                return self._reply(cand, False, out)  # sticky: a healthy master is never displaced
+            self._abdicate(now, out, announce=False)  # lease lost: we are no master any more
+        if self._state is FmrpState.INIT or self._leader_live(now) or r.term < self._term:
+            return self._reply(cand, False, out)
+        self._adopt(r.term, now, out)
+        if self._voted_for is not None and self._voted_for != cand:
+            return self._reply(cand, False, out)
+        if (
+            not self._retired
+            and self._failed == 0
+            and self._voted_for is None
+            and self._rank() > (r.version, r.priority, cand)
+        ):
+            # We would make a better master: refuse and stand ourselves right away.
+            if self._state is not FmrpState.ELECTING:
+                self._to_electing(now, out)
+            if self._round_until is None:
+                at = now + self._candidacy_delay(now)
+                self._candidacy_at = at if self._candidacy_at is None else min(self._candidacy_at, at)
+            return self._reply(cand, False, out)
+        if self._voted_for is None:
+            self._voted_for = cand
+            self._persist(out)
+        if self._state is not FmrpState.ELECTING:
+            self._to_electing(now, out)
+        # Give the candidate its round before we stand ourselves.
+        wait = now + self._round + self._candidacy_delay(now)
+        if self._candidacy_at is None or self._candidacy_at < wait:
+            self._candidacy_at = wait
+        return self._reply(cand, True, out)
+
+    def _on_vote(self, v: Vote, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        if self._state is FmrpState.MASTER:
+            return out
+        if v.term > self._term:
+            self._adopt(v.term, now, out)
+            return out
+        if (
+            self._state is FmrpState.ELECTING
+            and self._round_until is not None
+            and v.term == self._term
+            and v.candidate == self._id
+            and v.granted
+        ):
+            self._votes.add(v.voter)
+            if len(self._votes) >= self._majority:
+                self._become_master(now, out)
+        return out
+
+    def _on_replication_ack(self, a: ReplicationAck, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        if self._state is FmrpState.MASTER:
+            if a.term == self._term:
+                self._followers[a.backup] = now
+                self._acked[a.backup] = a.version
+            elif a.term > self._term:  # it follows a newer master
+                out += self.observe_term(a.term, now)
+        return out
+
+    def _on_step_down(self, s: StepDown, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        self._adopt(s.term, now, out)
+        self._master_term = max(self._master_term, s.term)
+        if self._state is FmrpState.MASTER:
+            if s.term >= self._term:  # impossible for an equal term; a higher one: we are stale
+                self._abdicate(now, out, announce=False)
+        elif s.master == self._leader and self._state is FmrpState.BACKUP:
+            self._to_electing(now, out)  # skip the dead interval
+        return out
+
+    # ============================================================================ transitions
+    def _tick_electing(self, now: float, out: list[FmrpAction]) -> None:
+        if self._round_until is not None:
+            if now >= self._round_until:
+                self._round_until = None
+                self._votes.clear()
+                self._failed += 1
+                self._candidacy_at = now + self._retry_delay(now)
+            elif now >= self._next_request:
+                self._next_request = now + self._hello
+                req = VoteRequest(self._id, self._term, self._version, self._priority)
+                for p in self._peers:
+                    if p not in self._votes:
+                        out.append(SendPeer(p, req))
+                return
+        if self._round_until is None and self._candidacy_at is not None and now >= self._candidacy_at:
+            self._start_candidacy(now, out)
+
+    def _start_candidacy(self, now: float, out: list[FmrpAction]) -> None:
+        self._candidacy_at = None
+        if self._retired:
+            return
+        self._term += 1
+        self._voted_for = self._id
+        self._persist(out)
+        self._votes = {self._id}
+        self._round_until = now + self._round
+        self._next_request = now + self._hello
+        if len(self._votes) >= self._majority:
+            self._become_master(now, out)
+            return
+        req = VoteRequest(self._id, self._term, self._version, self._priority)
+        for p in self._peers:
+            out.append(SendPeer(p, req))
+
+    def _become_master(self, now: float, out: list[FmrpAction]) -> None:
+        self._state = FmrpState.MASTER
+        self._leader = self._id
+        self._leader_term = self._term
+        self._master_term = self._term
+        self._master_since = now
+        self._followers = {v: now for v in self._votes if v != self._id}
+        self._acked = {}
+        self._round_until = None
+        self._candidacy_at = None
+        self._votes.clear()
+        self._failed = 0
+        out.append(BecomeMaster(self._term))
+        self._next_hello = now + self._hello
+        self._broadcast(self._make_hello(), out)
+
+    def _follow(self, leader: str, term: int, now: float, out: list[FmrpAction]) -> None:
+        changed = self._state is not FmrpState.BACKUP or self._leader != leader or self._leader_term != term
+        self._state = FmrpState.BACKUP
+        self._leader = leader
+        self._leader_term = term
+        self._master_term = max(self._master_term, term)
+        self._leader_heard = now
+        self._candidacy_at = None
+        self._round_until = None
+        self._votes.clear()
+        self._failed = 0
+        self._followers = {}
+        self._acked = {}
+        if changed:
+            out.append(BecomeBackup(term, leader))
+            # Tell the new master at once that we follow it (its lease counts us).
+            self._next_hello = now + self._hello
+            out.append(SendPeer(leader, self._make_hello()))
+
+    def _to_electing(self, now: float, out: list[FmrpAction]) -> None:
+        """Leave INIT/BACKUP/MASTER for ELECTING; the candidacy starts after the rank-ordered jitter."""
+        self._state = FmrpState.ELECTING
+        self._leader = None
+        self._followers = {}
+        self._acked = {}
+        self._round_until = None
+        self._votes.clear()
+        self._candidacy_at = None if self._retired else now + self._candidacy_delay(now)
+        out.append(BecomeInactive(self._master_term))
+
+    def _abdicate(self, now: float, out: list[FmrpAction], *, announce: bool) -> None:
+        """A master stops being one (lease lost, newer term, SIGTERM). It waits master_dead before standing
+        again, so the replicas that still have a majority elect first."""
+        if announce:
+            self._broadcast(StepDown(self._id, self._leader_term), out)
+        self._to_electing(now, out)
+        if self._candidacy_at is not None:
+            self._candidacy_at += self._dead
+
+    # ============================================================================ helpers
+    def _adopt(self, term: int, now: float, out: list[FmrpAction]) -> bool:
+        """Move to a higher term (persisted before anything else in `out` that follows)."""
+        if term <= self._term:
+            return False
+        self._term = term
+        self._voted_for = None
+        if self._round_until is not None:  # our candidacy was for an older term: it is lost
+            self._round_until = None
+            self._votes.clear()
+            self._failed += 1
+            self._candidacy_at = now + self._retry_delay(now)
+        self._persist(out)
+        return True
+
+    def _persist(self, out: list[FmrpAction]) -> None:
+        voted = self._voted_for if isinstance(self._voted_for, str) else None
+        # One write per handler: a later write in the same list supersedes an earlier one of the same term.
+        if out and isinstance(out[-1], PersistTerm) and out[-1].term == self._term:
+            out[-1] = PersistTerm(self._term, voted)
+        else:
+            out.append(PersistTerm(self._term, voted))
+
+    def _reply(self, candidate: str, granted: bool, out: list[FmrpAction]) -> list[FmrpAction]:
+        out.append(SendPeer(candidate, Vote(self._id, self._term, candidate, granted)))
+        return out
+
+    def _leader_live(self, now: float) -> bool:
+        return self._state is FmrpState.BACKUP and now - self._leader_heard <= self._dead
+
+    def _rank(self) -> tuple[int, int, str]:
+        return (self._version, self._priority, self._id)
+
+    def _candidacy_delay(self, now: float) -> float:
+        """Rank-ordered jitter: half a hello interval per live peer known to be a better candidate."""
+        mine = self._rank()
+        better = 0
+        for p, (h, t) in self._views.items():
+            if now - t <= self._dead and h.state != FmrpState.MASTER and (h.version, h.priority, p) > mine:
+                better += 1
+        return (better + self._rng.random()) * self._hello / 2
+
+    def _retry_delay(self, now: float) -> float:
+        backoff = self._hello * min(2 ** max(self._failed - 1, 0), 8)
+        return self._candidacy_delay(now) + backoff * self._rng.random()
+
+    def _make_hello(self) -> Hello:
+        return Hello(self._id, self._state.value, self._term, self._version, self._priority, self._leader)
+
+    def _broadcast(self, msg: object, out: list[FmrpAction]) -> None:
+        for p in self._peers:
+            out.append(SendPeer(p, msg))
+
+    @staticmethod
+    def _check_sender(sender: str, claimed: str, field: str) -> None:
+        if claimed != sender:
+            raise FmrpError(f"{field}: {claimed!r} does not match the authenticated sender {sender!r}")

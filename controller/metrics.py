@@ -1,0 +1,65 @@
+"""Prometheus metrics of one master replica (own CollectorRegistry, so several replicas/tests coexist)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LAG_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100, 1000)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class MasterMetrics:
+    def __init__(self, master_id: str) -> None:
+        self.registry = r = CollectorRegistry(auto_describe=True)
+        self.master_id = master_id
+        self.lsd_version = Gauge("firepath_master_lsd_version", "Current LSD version", registry=r)
+        self.term = Gauge("firepath_master_term", "Current term of this replica", registry=r)
+        self.is_master = Gauge("firepath_master_is_master", "1 if this replica is the master", registry=r)
+        self.lsd_versions = Counter(
+            "firepath_master_lsd_versions_total", "LSD versions created/applied, by cause", ["cause"], registry=r
+        )
+        self.lsd_changes = Counter(
+            "firepath_master_lsd_link_changes_total", "Link state changes in the LSD, by cause", ["cause"],
+            registry=r,
+        )
+        self.sent = Counter(
+            "firepath_master_messages_sent_total", "Datagrams sent, by message type and destination kind",
+            ["type", "dest"], registry=r,
+        )
+        self.received = Counter(
+            "firepath_master_datagrams_received_total", "Datagrams received (before validation)", registry=r
+        )
+        self.rejected = Counter(
+            "firepath_master_datagrams_rejected_total",
+            "Datagrams rejected, by reason (codec: bad_hmac, replay, ...; core: digest_mismatch, ...)",
+            ["reason"], registry=r,
+        )
+        self.unroutable = Counter(
+            "firepath_master_unroutable_total", "Messages not sent: no address known for the switch", registry=r
+        )
+        self.send_errors = Counter("firepath_master_send_errors_total", "Socket send errors", registry=r)
+        self.reports = Counter("firepath_master_reports_accepted_total", "Port reports accepted", registry=r)
+        self.clients_connected = Gauge(
+            "firepath_master_clients_connected", "Clients heard within the switch dead interval", registry=r
+        )
+        self.client_lag = Histogram(
+            "firepath_master_client_lag_versions", "Versions a client/backup is behind when it tells us its version",
+            ["peer_kind"], buckets=LAG_BUCKETS, registry=r,
+        )
+        self.report_to_lsd = Histogram(
+            "firepath_master_report_to_lsd_seconds", "Report datagram received -> new LSD version applied",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.report_to_send = Histogram(
+            "firepath_master_report_to_send_seconds",
+            "Report datagram received -> first update carrying the resulting version sent (incl. pacing)",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+
+    def bind_clients_connected(self, fn: Callable[[], float]) -> None:
+        self.clients_connected.set_function(fn)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

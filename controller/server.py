@@ -1,0 +1,328 @@
+"""asyncio runtime of one master replica: UDP sockets, one timer, Codec, REST, metrics, logs.
+
+A thin shell around the pure cores: every datagram is decoded (HMAC/replay checked by the Codec) and
+handed to the role driver (election messages) or the MasterCore (everything else); the actions that come
+back are executed in order; then the single timer is re-armed for min(core, driver) next deadline.
+`now` is the event loop's monotonic clock.
+
+Addresses: a switch is reached at the last UDP address a valid datagram from it came from; a master at
+its configured address and peer port; the multicast group at distribution.group:port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from controller.actions import (
+    GROUP,
+    Action,
+    PeerAcked,
+    PersistTerm,
+    Rejected,
+    ReportAccepted,
+    RoleChanged,
+    Send,
+    TermSeen,
+    VersionChanged,
+)
+from controller.core import MasterCore, Role
+from controller.durable import DurableState, StateStore
+from controller.metrics import MasterMetrics
+from controller.roles import RoleDriver, SingleMasterDriver
+from proto.auth import KeyKind, KeyRing
+from proto.config import Fabric
+from proto.messages import Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
+
+log = logging.getLogger("firepath.master")
+
+
+def kv(event: str, **fields: Any) -> str:
+    """A structured key=value log line body."""
+    parts = [f"event={event}"]
+    for k, v in fields.items():
+        s = str(v)
+        if not s or any(c in s for c in ' "='):
+            s = '"' + s.replace('"', '\\"') + '"'
+        parts.append(f"{k}={s}")
+    return " ".join(parts)
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
+        self.on_datagram = on_datagram
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.on_datagram(data, addr)
+
+    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable on loopback
+        log.debug(kv("udp_error", error=exc))
+
+
+class MasterServer:
+    def __init__(
+        self,
+        fabric: Fabric,
+        master_id: str,
+        keyring: KeyRing,
+        state_dir: str | Path,
+        *,
+        bind: str | None = None,
+        client_port: int | None = None,
+        peer_port: int | None = None,
+        rest_port: int | None = None,
+        driver_factory: Callable[[MasterCore, StateStore], RoleDriver] | None = None,
+    ) -> None:
+        me = fabric.master(master_id)
+        self.fabric = fabric
+        self.id = master_id
+        self.bind = bind if bind is not None else str(me.address)
+        self.client_port = client_port if client_port is not None else me.client_port
+        self.peer_port = peer_port if peer_port is not None else me.peer_port
+        self.rest_port = rest_port if rest_port is not None else me.rest_port
+        # A master never accepts GROUP-signed datagrams: every switch holds the group key.
+        self.codec = Codec(
+            keyring, master_id, [s.name for s in fabric.switches], [m.id for m in fabric.masters], accept_group=False
+        )
+        self.store = StateStore(state_dir)
+        self.core = MasterCore(fabric, master_id)
+        self.metrics = MasterMetrics(master_id)
+        self._driver_factory = driver_factory
+        self.driver: RoleDriver | None = None
+        self.addresses: dict[str, tuple[str, int]] = {}
+        self.master_addrs = {m.id: (str(m.address), m.peer_port) for m in fabric.masters if m.id != master_id}
+        dist = fabric.distribution
+        self.group_addr = (str(dist.group), dist.port) if dist.mode == "multicast" and dist.group else None
+        self._client_tx: asyncio.DatagramTransport | None = None
+        self._peer_tx: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rest_runner: Any = None
+        self._pending_versions: dict[int, float] = {}   # version -> receipt time of the report that made it
+        self._max_sent_version = -1
+        self.started_wall = time.time()
+
+    # ------------------------------------------------------------------------------------ lifecycle
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    async def start(self, rest: bool = True) -> None:
+        self._loop = asyncio.get_running_loop()
+        durable = self.store.load()
+        self.driver = (self._driver_factory or (lambda core, store: SingleMasterDriver(core, durable.term)))(
+            self.core, self.store
+        )
+        self._client_tx, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Udp(self._on_datagram), local_addr=(self.bind, self.client_port)
+        )
+        self._peer_tx, _ = await self._loop.create_datagram_endpoint(
+            lambda: _Udp(self._on_datagram), local_addr=(self.bind, self.peer_port)
+        )
+        for tx in (self._client_tx, self._peer_tx):
+            sock = tx.get_extra_info("socket")
+            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
+        if self.group_addr is not None:
+            sock = self._client_tx.get_extra_info("socket")
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            if self.bind not in ("0.0.0.0", ""):
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.bind))
+        self.metrics.bind_clients_connected(self._clients_connected)
+        if rest:
+            from controller.rest import start_rest
+
+            self._rest_runner = await start_rest(self, self.bind, self.rest_port)
+        log.info(kv("master_start", id=self.id, fabric=self.fabric.name, digest=self.fabric.digest[:12],
+                    bind=self.bind, client_port=self.client_port, peer_port=self.peer_port,
+                    rest_port=self.rest_port, durable_term=durable.term, state_dir=self.store.dir))
+        self._run(self.driver.start(self.now()))
+
+    async def stop(self) -> None:
+        if self.driver is not None and self._loop is not None:
+            try:
+                self._run(self.driver.stop(self.now()))
+            except Exception:  # pragma: no cover - best effort on shutdown
+                log.exception(kv("stop_error"))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for tx in (self._client_tx, self._peer_tx):
+            if tx is not None:
+                tx.close()
+        if self._rest_runner is not None:
+            await self._rest_runner.cleanup()
+            self._rest_runner = None
+        log.info(kv("master_stop", id=self.id, term=self.core.term, version=self.core.version))
+
+    # ------------------------------------------------------------------------------------ input
+    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+        t0 = time.perf_counter()
+        self.metrics.received.inc()
+        try:
+            sender, msg = self.codec.decode(data)
+        except DecodeError as e:
+            self.metrics.rejected.labels(e.reason).inc()
+            log.debug(kv("rejected", reason=e.reason, addr=f"{addr[0]}:{addr[1]}"))
+            return
+        if sender not in self.master_addrs and sender != self.id:
+            self.addresses[sender] = addr
+        now = self.now()
+        assert self.driver is not None
+        if self.driver.handles and isinstance(msg, self.driver.handles):
+            actions = self.driver.handle(sender, msg, now)
+        else:
+            actions = self.core.handle(sender, msg, now)
+            if isinstance(msg, PortReport):
+                for a in actions:
+                    if isinstance(a, VersionChanged):
+                        self.metrics.report_to_lsd.observe(time.perf_counter() - t0)
+                        self._pending_versions[a.version] = t0
+        self._run(actions)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        assert self.driver is not None
+        now = self.now()
+        actions = self.driver.tick(now)
+        actions += self.core.tick(now)
+        self._run(actions, rearm=True)
+
+    # ------------------------------------------------------------------------------------ execution
+    def _run(self, actions: list[Action], rearm: bool = True) -> None:
+        """Execute actions in order; core events also go to the driver (whose actions run next)."""
+        assert self.driver is not None
+        while actions:
+            events: list[Action] = []
+            for a in actions:
+                if isinstance(a, Send):
+                    self._send(a)
+                elif isinstance(a, PersistTerm):
+                    self.store.save(DurableState(a.term, a.voted_for))
+                    log.info(kv("term_persisted", term=a.term, voted_for=a.voted_for))
+                else:
+                    self._event(a)
+                    events.append(a)
+            actions = self.driver.observe(events, self.now()) if events else []
+        self._refresh_gauges()
+        if rearm:
+            self._rearm()
+
+    def _rearm(self) -> None:
+        assert self.driver is not None and self._loop is not None
+        times = [t for t in (self.core.next_deadline(), self.driver.next_deadline()) if t is not None]
+        if not times:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = self._timer_at = None
+            return
+        at = min(times)
+        if self._timer is not None and self._timer_at == at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._on_timer)
+
+    def _send(self, a: Send) -> None:
+        msg = a.msg
+        try:
+            if a.dest == GROUP:
+                if self.group_addr is None:
+                    return
+                data = self.codec.encode(msg, key=KeyKind.GROUP)
+                tx, addr, kind = self._client_tx, self.group_addr, "group"
+            elif a.dest in self.master_addrs:
+                data = self.codec.encode(msg, to=a.dest)
+                tx, addr, kind = self._peer_tx, self.master_addrs[a.dest], "backup"
+            else:
+                addr = self.addresses.get(a.dest)
+                if addr is None:
+                    self.metrics.unroutable.inc()
+                    return
+                data = self.codec.encode(msg, to=a.dest)
+                tx, kind = self._client_tx, "client"
+            assert tx is not None
+            tx.sendto(data, addr)
+        except EncodeError as e:
+            self.metrics.send_errors.inc()
+            log.error(kv("encode_error", dest=a.dest, type=type(msg).__name__, error=e))
+            return
+        except OSError as e:  # pragma: no cover - depends on the kernel
+            self.metrics.send_errors.inc()
+            log.debug(kv("send_error", dest=a.dest, error=e))
+            return
+        self.metrics.sent.labels(type(msg).__name__, kind).inc()
+        if isinstance(msg, LsdFull | LsdDelta) and kind != "backup":
+            v = msg.version if isinstance(msg, LsdFull) else msg.to_version
+            if v > self._max_sent_version:
+                self._max_sent_version = v
+                for pv in [pv for pv in self._pending_versions if pv <= v]:
+                    self.metrics.report_to_send.observe(time.perf_counter() - self._pending_versions.pop(pv))
+
+    def _event(self, ev: Action) -> None:
+        m = self.metrics
+        if isinstance(ev, Rejected):
+            m.rejected.labels(ev.reason).inc()
+            log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
+        elif isinstance(ev, VersionChanged):
+            m.lsd_versions.labels(ev.cause).inc()
+            m.lsd_changes.labels(ev.cause).inc(ev.changes)
+            level = logging.DEBUG if ev.cause == "replication" else logging.INFO
+            log.log(level, kv("lsd_version", version=ev.version, changes=ev.changes, cause=ev.cause))
+        elif isinstance(ev, ReportAccepted):
+            m.reports.inc()
+            log.debug(kv("report", switch=ev.switch, seq=ev.report_seq, changes=ev.changes))
+        elif isinstance(ev, PeerAcked):
+            m.client_lag.labels("backup" if ev.peer in self.master_addrs else "client").observe(ev.lag)
+        elif isinstance(ev, RoleChanged):
+            log.info(kv("role", role=ev.role, term=ev.term, leader=ev.leader))
+        elif isinstance(ev, TermSeen):
+            log.warning(kv("higher_term_seen", sender=ev.sender, term=ev.term, our_term=self.core.term))
+
+    def _refresh_gauges(self) -> None:
+        self.metrics.lsd_version.set(self.core.version)
+        self.metrics.term.set(self.core.term)
+        self.metrics.is_master.set(1 if self.core.role == Role.MASTER else 0)
+
+    def _clients_connected(self) -> float:
+        if self._loop is None:
+            return 0.0
+        now = self.now()
+        dead = self.fabric.timers.switch_dead
+        return float(sum(1 for p in self.core.dist.peers.values() if not p.is_master and now - p.last_heard < dead))
+
+    # ------------------------------------------------------------------------------------ operator API
+    def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool) -> list[int]:
+        """Drain/undrain a link (by name) or every link of a switch; returns the link indices touched.
+        Raises UnknownTarget (bad name) or NotMaster."""
+        now = self.now()
+        if link is not None:
+            idx = [self.core.link_index(link)]
+            actions = (self.core.drain_link if drained else self.core.undrain_link)(idx[0], now)
+        else:
+            assert switch is not None
+            idx = list(self.core._switch_links(switch))
+            actions = (self.core.drain_switch if drained else self.core.undrain_switch)(switch, now)
+        log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx)))
+        self._run(actions)
+        return idx
+
+
+async def serve(server: MasterServer, stop: asyncio.Event) -> None:
+    """Run `server` until `stop` is set, then shut it down cleanly."""
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()

@@ -1,0 +1,568 @@
+"""Build and tear down an emulated fabric: real OVS bridges, veth links, host namespaces, real daemons.
+
+Layout (lab name N, e.g. ``demo``):
+
+* one **lab namespace** ``fplab-N`` holds everything of the fabric: the private OVS instance
+  (ovsdb-server + ovs-vswitchd, run dir ``<dir>/ovs``), one bridge per switch, both ends of every fabric
+  veth, the switch end of every host veth, and the master and client processes. OpenFlow listeners,
+  master and client REST ports all bind to *that namespace's* 127.0.0.1, so nothing collides with the
+  machine or with another lab, and nothing of the lab appears in the root namespace.
+* one **host namespace** ``fplab-N-<host>`` per host, holding ``eth0`` (the other end of its veth) with
+  the configured MAC, address/prefix and a default route via the ToR gateway.
+* interface names in the lab namespace: ``s<i>p<port>`` where ``i`` is the switch's position in the
+  config and ``port`` its OpenFlow port number (always <= 15 bytes); bridges are named after the switch
+  when the name fits in 15 bytes, else ``sw<id>``.
+
+The REST APIs live in the lab namespace; the lab (running in the root namespace) reaches them through a
+thread pool whose worker threads have ``setns()`` into it (Python 3.11 has no os.setns: ctypes).
+Everything created is recorded in ``<dir>/lab.json`` (lab/state.py) before it is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lab import netns as nsutil
+from lab.ovs import OvsInstance, ovs_missing
+from lab.state import (
+    LabState,
+    LabStateError,
+    ProcRecord,
+    check_lab_name,
+    default_dir,
+    host_netns,
+    lab_netns,
+    locked,
+    proc_starttime,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CLONE_NEWNET = 0x40000000
+HOST_IFNAME = "eth0"
+_IFNAME_RE = re.compile(r"^s\d+p\d+$")   # our interface names (only ever inside lab namespaces)
+INSTALL_HINT = "run `make test` (or `sudo scripts/install-deps.sh`) to install what is missing"
+
+
+class LabError(RuntimeError):
+    """A lab operation cannot proceed; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------- preflight
+
+def preflight() -> str | None:
+    """None if this machine can run a lab, else exactly what is missing and how to get it."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("root is needed (network namespaces, veth, Open vSwitch): run it with sudo")
+    for tool, pkg in (("ip", "iproute2"), ("nft", "nftables"), ("ping", "iputils-ping")):
+        if shutil.which(tool) is None:
+            problems.append(f"`{tool}` not found (package {pkg})")
+    missing = ovs_missing()
+    if missing:
+        problems.append(missing)
+    if not problems:
+        return None
+    return "firepath lab cannot run here:\n  - " + "\n  - ".join(problems) + f"\n{INSTALL_HINT}"
+
+
+# ---------------------------------------------------------------------------------------------- netns HTTP
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _enter_netns(name: str) -> None:
+    """Move the calling *thread* into a named network namespace."""
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class NetnsHttp:
+    """GET JSON from 127.0.0.1 ports inside a namespace, in parallel, from worker threads living in it."""
+
+    def __init__(self, netns: str, workers: int = 16) -> None:
+        self.netns = netns
+        self._pool = ThreadPoolExecutor(max_workers=workers, initializer=_enter_netns, initargs=(netns,),
+                                        thread_name_prefix=f"http-{netns}")
+
+    def get(self, port: int, path: str, timeout: float = 1.0) -> Any:
+        return self._pool.submit(_get_json, port, path, timeout).result(timeout + 5)
+
+    def get_many(self, requests: Iterable[tuple[int, str]], timeout: float = 1.0) -> list[Any]:
+        """Results in order; an unreachable/failed endpoint yields an Exception object, not a raise."""
+        futures = [self._pool.submit(_get_json, port, path, timeout) for port, path in requests]
+        out: list[Any] = []
+        for f in futures:
+            try:
+                out.append(f.result(timeout + 5))
+            except Exception as e:  # noqa: BLE001 - reported to the caller as a value
+                out.append(e)
+        return out
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _get_json(port: int, path: str, timeout: float) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+# ---------------------------------------------------------------------------------------------- config
+
+OVS_BASE_PORT = 20000      # switch id i listens for its client on 127.0.0.1:OVS_BASE_PORT+i (lab netns)
+REST_BASE_PORT = 40000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
+
+
+def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
+    """Write ``fabric.yaml`` (proto.clos generator) and a fresh ``fabric.key`` (secrets, 0600) in the lab dir.
+
+    Ports only have to be unique inside the lab namespace: fixed bases keep OpenFlow, REST and master
+    ports apart (master ports are the generator's 66xx/67xx/68xx).
+    """
+    from proto.clos import ClosParams, generate_clos_yaml
+
+    params = ClosParams(name=name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
+                        key_file="fabric.key", **clos_params)
+    lab_dir.mkdir(parents=True, exist_ok=True)
+    key = lab_dir / "fabric.key"
+    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    path = lab_dir / "fabric.yaml"
+    path.write_text(generate_clos_yaml(params))
+    return path
+
+
+def load_fabric(path: Path | str) -> Any:
+    from proto.config import load_fabric as _load
+
+    return _load(path)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _ip_batch(netns: str | None, lines: Sequence[str], *, force: bool = False) -> None:
+    """Run many iproute2 commands in one process (`ip -batch -`)."""
+    if not lines:
+        return
+    cmd = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
+    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 and not force:
+        raise LabError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+
+
+def _ovs_port(switch: Any) -> int:
+    if not switch.ovs:
+        raise LabError(f"switch {switch.name}: no `ovs:` target in the config; the lab needs tcp:127.0.0.1:PORT")
+    return int(str(switch.ovs).rsplit(":", 1)[1])
+
+
+def bridge_name(switch: Any) -> str:
+    name = switch.name
+    if len(name.encode()) <= nsutil.IFNAMSIZ_MAX and all(c.isalnum() or c in "-_." for c in name):
+        return name
+    return f"sw{switch.id}"
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll (bounded); True as soon as predicate() holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def python_argv(*args: str) -> list[str]:
+    """argv running `firepath ARGS` with this interpreter (no dependence on the entry point being installed)."""
+    return [sys.executable, "-c", "import sys; from proto.cli import main; sys.exit(main())", *args]
+
+
+# ---------------------------------------------------------------------------------------------- the lab
+
+class Lab:
+    """An emulated fabric described by its state record. Create with :meth:`up`, reopen with :meth:`open`."""
+
+    def __init__(self, state: LabState, fabric: Any | None) -> None:
+        self.state = state
+        self.fabric = fabric
+        self.ovs = OvsInstance(state.ovs_dir or Path(state.dir) / "ovs", state.netns or None)
+        self._http: NetnsHttp | None = None
+        self._lock = threading.Lock()
+
+    # --- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, lab_dir: Path | str) -> Lab:
+        state = LabState.load(lab_dir)
+        fabric = load_fabric(state.config) if state.config and Path(state.config).exists() else None
+        return cls(state, fabric)
+
+    @classmethod
+    def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,
+           clos: dict[str, Any] | None = None, clean: bool = False, daemons: bool = True,
+           timeout: float = 60.0, log: Callable[[str], None] = print) -> Lab:
+        """Build the whole lab; on any failure tear down what was built and re-raise."""
+        problem = preflight()
+        if problem:
+            raise LabError(problem)
+        check_lab_name(name)
+        d = Path(lab_dir) if lab_dir else default_dir(name)
+        d = d.resolve()
+        t0 = time.monotonic()
+        with locked(d):
+            if LabState.exists(d) or nsutil.netns_exists(lab_netns(name)):
+                if not clean:
+                    raise LabError(f"a lab already exists in {d} (netns {lab_netns(name)}): "
+                                   f"`firepath lab down --dir {d}` first, or `lab up --clean`")
+                teardown(d, name=name, log=log)
+            if config is None:
+                config = generate_config(d, name, **(clos or {}))
+                log(f"generated {config}")
+            fabric = load_fabric(config)
+            state = LabState(name=name, dir=str(d), config=str(Path(config).resolve()), netns=lab_netns(name),
+                             ovs_dir=str(d / "ovs"), daemons=daemons)
+            state.save()
+            lab = cls(state, fabric)
+            try:
+                lab._build_plumbing(log)
+                t_plumb = time.monotonic() - t0
+                log(f"plumbing ready in {t_plumb:.2f}s: {len(fabric.switches)} bridges, {len(fabric.links)} links, "
+                    f"{len(fabric.hosts)} hosts")
+                if daemons:
+                    t1 = time.monotonic()
+                    lab._start_daemons()
+                    converged = lab.wait_converged(timeout)
+                    t_ctl = time.monotonic() - t1
+                    if not converged:
+                        raise LabError(f"fabric did not converge within {timeout:.0f}s: "
+                                       f"{lab.convergence_problem()} (logs in {d / 'logs'})")
+                    log(f"control plane converged in {t_ctl:.2f}s after starting the daemons")
+                state.bringup_s = round(time.monotonic() - t0, 3)
+                state.phase = "up"
+                state.save()
+                log(f"lab {name} up in {state.bringup_s:.2f}s (dir {d})")
+                return lab
+            except BaseException:
+                log("bring-up failed: tearing down what was built")
+                lab.close()
+                _teardown_locked(d, name, log=lambda _m: None, keep_logs=True)
+                raise
+
+    def _build_plumbing(self, log: Callable[[str], None]) -> None:
+        st, fabric = self.state, self.fabric
+        (Path(st.dir) / "logs").mkdir(parents=True, exist_ok=True)
+        index = {sw.name: i for i, sw in enumerate(fabric.switches)}
+
+        def ifname(switch: str, port: int) -> str:
+            return f"s{index[switch]}p{port}"
+
+        # record intent first: everything below is removed by name or by namespace on teardown
+        for sw in fabric.switches:
+            st.bridges[sw.name] = bridge_name(sw)
+        for link in fabric.links:
+            a, b = ifname(link.a.switch, link.a.port), ifname(link.b.switch, link.b.port)
+            st.ifaces[f"{link.a.switch}:{link.a.port}"] = a
+            st.ifaces[f"{link.b.switch}:{link.b.port}"] = b
+            st.cabling.append([a, b])
+        for host in fabric.hosts:
+            st.host_netns[host.name] = host_netns(st.name, host.name)
+            st.ifaces[f"{host.tor}:{host.port}"] = ifname(host.tor, host.port)
+        st.save()
+
+        nsutil.create_netns(st.netns)
+        self.ovs.start()
+        # bridges: one ovs-vsctl transaction
+        args: list[str] = []
+        for sw in fabric.switches:
+            br = st.bridges[sw.name]
+            args += ["--", "--may-exist", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
+                     "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15",
+                     f"other-config:datapath-id={sw.id:016x}", "other-config:disable-in-band=true",
+                     "--", "set-controller", br, f"ptcp:{_ovs_port(sw)}:127.0.0.1"]
+        self.ovs.vsctl(*args[1:], timeout=60)
+        # fabric veths (both ends in the lab namespace)
+        lines = []
+        for a, b in st.cabling:
+            lines += [f"link add {a} type veth peer name {b}", f"link set {a} up", f"link set {b} up"]
+        _ip_batch(st.netns, lines)
+        # hosts
+        for host in fabric.hosts:
+            hns = st.host_netns[host.name]
+            nsutil.create_netns(hns)
+            lab_end = st.ifaces[f"{host.tor}:{host.port}"]
+            subprocess.run(["ip", "link", "add", lab_end, "netns", st.netns, "type", "veth", "peer", "name",
+                            HOST_IFNAME, "netns", hns], check=True, capture_output=True, timeout=10)
+            tor = fabric.switch(host.tor)
+            prefix = next((p for p in tor.prefixes if host.ip in p), None)
+            if prefix is None:
+                raise LabError(f"host {host.name}: {host.ip} is in none of {host.tor}'s prefixes")
+            _ip_batch(hns, [f"link set {HOST_IFNAME} address {host.mac}",
+                            f"addr add {host.ip}/{prefix.prefixlen} dev {HOST_IFNAME}",
+                            f"link set {HOST_IFNAME} up",
+                            f"route add default via {tor.gateway} dev {HOST_IFNAME}"])
+            _ip_batch(st.netns, [f"link set {lab_end} up"])
+        # ports: one transaction, then check every ofport
+        args = []
+        for key, ifn in st.ifaces.items():
+            sw, port = key.rsplit(":", 1)
+            args += ["--", "--may-exist", "add-port", st.bridges[sw], ifn, "--", "set", "interface", ifn,
+                     f"ofport_request={port}"]
+        self.ovs.vsctl(*args[1:], timeout=60)
+        self._check_ofports()
+
+    def _check_ofports(self) -> None:
+        out = self.ovs.vsctl("--format=json", "--columns=name,ofport", "list", "interface")
+        got = {row[0]: row[1] for row in json.loads(out)["data"]}
+        wrong = [f"{ifn}: ofport {got.get(ifn)} != {key}" for key, ifn in self.state.ifaces.items()
+                 if got.get(ifn) != int(key.rsplit(':', 1)[1])]
+        if wrong:
+            raise LabError("OVS did not give the configured port numbers: " + "; ".join(wrong[:5]))
+
+    # --- processes ----------------------------------------------------------------------------
+
+    def _start_daemons(self) -> None:
+        for m in self.fabric.masters:
+            self.start_master(m.id)
+        for sw in self.fabric.switches:
+            self.start_client(sw.name)
+
+    def _spawn(self, kind: str, name: str, argv: list[str]) -> ProcRecord:
+        st = self.state
+        log_path = Path(st.dir) / "logs" / f"{kind}-{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        with open(log_path, "ab") as logf:
+            logf.write(f"\n--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
+            logf.flush()
+            proc = subprocess.Popen(nsutil.exec_cmd(st.netns, argv), stdout=logf, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=REPO_ROOT)
+        starttime = proc_starttime(proc.pid)
+        if starttime is None:
+            raise LabError(f"{kind} {name} exited at once; see {log_path}")
+        rec = ProcRecord(kind=kind, name=name, pid=proc.pid, starttime=starttime, argv=argv, log=str(log_path))
+        st.processes[rec.key] = rec
+        st.save()
+        return rec
+
+    def start_master(self, master_id: str) -> ProcRecord:
+        state_dir = Path(self.state.dir) / "state" / master_id
+        state_dir.mkdir(parents=True, exist_ok=True)
+        return self._spawn("master", master_id, python_argv(
+            "master", "--config", self.state.config, "--id", master_id, "--state-dir", str(state_dir)))
+
+    def start_client(self, switch: str) -> ProcRecord:
+        return self._spawn("client", switch, python_argv("client", "--config", self.state.config, "--switch", switch))
+
+    def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:
+        rec = self.state.processes.get(key)
+        if rec is None:
+            raise LabError(f"no process {key} in this lab")
+        if signum == signal.SIGKILL:
+            rec.send_signal(signal.SIGKILL)
+            wait_until(lambda: not rec.alive(), timeout, 0.005)
+        else:
+            rec.stop(timeout, signum)
+        return rec
+
+    # --- REST -----------------------------------------------------------------------------------
+
+    @property
+    def http(self) -> NetnsHttp:
+        with self._lock:
+            if self._http is None:
+                self._http = NetnsHttp(self.state.netns)
+            return self._http
+
+    def close(self) -> None:
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+
+    def master_states(self, timeout: float = 0.5) -> dict[str, dict | Exception]:
+        masters = self.fabric.masters
+        res = self.http.get_many([(m.rest_port, "/v1/lsd/version") for m in masters], timeout)
+        return {m.id: r for m, r in zip(masters, res, strict=True)}
+
+    def client_states(self, timeout: float = 0.5) -> dict[str, dict | Exception]:
+        sws = [sw for sw in self.fabric.switches if sw.rest_port]
+        res = self.http.get_many([(sw.rest_port, "/v1/state") for sw in sws], timeout)
+        return {sw.name: r for sw, r in zip(sws, res, strict=True)}
+
+    def current_master(self) -> tuple[str, dict] | None:
+        """(id, /v1/lsd/version) of the one master whose role is "master"; None if none or several."""
+        leaders = [(mid, s) for mid, s in self.master_states().items()
+                   if isinstance(s, dict) and str(s.get("role", "")).lower() == "master"]
+        if len(leaders) != 1:
+            return None
+        return leaders[0]
+
+    def convergence_problem(self, expect_usable: dict[str, int] | None = None) -> str | None:
+        """None when every client programmed the master's LSD version (and has the usable port counts
+        expected, by default every fabric port), else a short description of what is not there yet."""
+        leader = self.current_master()
+        if leader is None:
+            states = {m: (s.get("role") if isinstance(s, dict) else type(s).__name__)
+                      for m, s in self.master_states().items()}
+            return f"no single master: {states}"
+        version = int(leader[1]["version"])
+        behind = []
+        for name, s in self.client_states().items():
+            if isinstance(s, Exception):
+                behind.append(f"{name}: REST {type(s).__name__}")
+                continue
+            if int(s.get("programmed_version", -1)) != version:
+                behind.append(f"{name}: programmed {s.get('programmed_version')} != {version}")
+                continue
+            want = (expect_usable or {}).get(name, len(self.fabric.fabric_ports(name)))
+            usable = sum(1 for p in s.get("ports", []) if p.get("usable"))
+            if usable != want:
+                behind.append(f"{name}: {usable}/{want} ports usable")
+        return "; ".join(behind[:6]) if behind else None
+
+    def wait_converged(self, timeout: float = 30.0, expect_usable: dict[str, int] | None = None) -> bool:
+        return wait_until(lambda: self.convergence_problem(expect_usable) is None, timeout, 0.05)
+
+    # --- data plane -----------------------------------------------------------------------------
+
+    def host_ip(self, host: str) -> str:
+        return str(self.fabric.host(host).ip)
+
+    def ping(self, pairs: Iterable[tuple[str, str]] | None = None, count: int = 3, timeout_s: int = 1,
+             workers: int = 16) -> dict[tuple[str, str], int]:
+        """Ping each (src, dst) host pair; returns packets received of `count` per pair."""
+        hosts = [h.name for h in self.fabric.hosts]
+        todo = list(pairs) if pairs is not None else [(a, b) for a in hosts for b in hosts if a != b]
+
+        def one(pair: tuple[str, str]) -> int:
+            src, dst = pair
+            proc = subprocess.run(nsutil.exec_cmd(self.state.host_netns[src], [
+                "ping", "-n", "-q", "-c", str(count), "-i", "0.05", "-W", str(timeout_s), self.host_ip(dst)]),
+                capture_output=True, text=True, timeout=count * (timeout_s + 1) + 5)
+            for line in proc.stdout.splitlines():
+                if "received" in line:
+                    return int(line.split(",")[1].split()[0])
+            return 0
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return dict(zip(todo, pool.map(one, todo), strict=True))
+
+    def dump_groups(self, switch: str) -> list[str]:
+        return self.ovs.dump_groups(self.state.bridges[switch])
+
+    def dump_flows(self, switch: str) -> list[str]:
+        return self.ovs.dump_flows(self.state.bridges[switch])
+
+    def probe(self, src: str, dst: str, *, flows: int = 8, rate: float = 1000.0, port: int = 7000) -> Any:
+        from lab.probe import Probe
+
+        return Probe(src_ip=self.host_ip(src), dst_ip=self.host_ip(dst), src_netns=self.state.host_netns[src],
+                     dst_netns=self.state.host_netns[dst], flows=flows, rate=rate, port=port)
+
+    def down(self, log: Callable[[str], None] = print) -> None:
+        self.close()
+        teardown(self.state.dir, name=self.state.name, log=log)
+
+
+# ---------------------------------------------------------------------------------------------- teardown
+
+def teardown(lab_dir: Path | str, *, name: str | None = None, log: Callable[[str], None] = print,
+             keep_logs: bool = True) -> list[str]:
+    """Remove everything of the lab: processes by PID, OVS, namespaces (and the veths in them), state.
+
+    Safe to run twice and on a half-built lab. With no record, falls back to the names derived from
+    `name` (namespaces ``fplab-<name>`` and ``fplab-<name>-*``). Returns what it removed.
+    """
+    d = Path(lab_dir).resolve()
+    with locked(d):
+        return _teardown_locked(d, name, log=log, keep_logs=keep_logs)
+
+
+def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], keep_logs: bool) -> list[str]:
+    removed: list[str] = []
+    state: LabState | None = None
+    with contextlib.suppress(LabStateError):
+        state = LabState.load(d)
+    if state is not None:
+        name = state.name
+        state.phase = "down"
+        for rec in state.processes.values():
+            if rec.alive():
+                rec.stop(timeout=3.0)
+                removed.append(f"process {rec.key} pid {rec.pid}")
+    if name is None:
+        raise LabError(f"{d}: no lab record; give the lab name to clean up by name")
+    check_lab_name(name)
+    ns = lab_netns(name)
+    ovs = OvsInstance(Path(state.ovs_dir) if state and state.ovs_dir else d / "ovs", ns)
+    if ovs.running() or ovs.pid("ovsdb-server") or ovs.pid("ovs-vswitchd"):
+        ovs.stop()
+        removed.append("ovs daemons")
+    # anything still running inside our namespaces is ours (probes, pings, strays): kill by PID
+    host_nses = set(state.host_netns.values()) if state else set()
+    host_nses |= {n for n in nsutil.list_netns() if n.startswith(ns + "-")}
+    for n in [ns, *sorted(host_nses)]:
+        if not nsutil.netns_exists(n):
+            continue
+        for pid in nsutil.netns_pids(n):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                removed.append(f"pid {pid} in {n}")
+        wait_until(lambda n=n: not nsutil.netns_pids(n), 3.0, 0.02)
+    for n in [*sorted(host_nses), ns]:
+        if nsutil.netns_exists(n):
+            nsutil.delete_netns(n)
+            removed.append(f"netns {n}")
+    shutil.rmtree(d / "ovs", ignore_errors=True)
+    if state is not None:
+        state.remove()
+    if not keep_logs:
+        shutil.rmtree(d / "logs", ignore_errors=True)
+    for line in removed:
+        log(f"removed {line}")
+    if not removed:
+        log(f"nothing to remove for lab {name}")
+    return removed
+
+
+def lab_leftovers(name: str, lab_dir: Path | str | None = None) -> list[str]:
+    """What of lab `name` still exists (namespaces, OVS daemons, processes in its namespaces, veths);
+    empty after a clean `lab down`. Root-namespace veths are checked by the lab's interface-name pattern."""
+    ns = lab_netns(name)
+    left = [f"netns {n}" for n in nsutil.list_netns() if n == ns or n.startswith(ns + "-")]
+    d = Path(lab_dir) if lab_dir else default_dir(name)
+    ovs = OvsInstance(d / "ovs", ns)
+    left += [f"{daemon} pid {ovs.pid(daemon)}" for daemon in ("ovsdb-server", "ovs-vswitchd") if ovs.pid(daemon)]
+    for n in left:
+        if n.startswith("netns "):
+            left += [f"pid {p} in {n[6:]}" for p in nsutil.netns_pids(n[6:])]
+    left += [f"root veth {i}" for i in nsutil.list_links(None) if _IFNAME_RE.match(i)]
+    if LabState.exists(d):
+        left.append(f"state {d / 'lab.json'}")
+    return left

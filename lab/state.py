@@ -1,0 +1,188 @@
+"""The lab's on-disk record of what it created, so that `lab down` removes exactly that.
+
+One JSON file, ``<lab dir>/lab.json``, rewritten atomically (temp file + rename) *before* each resource is
+created (intent first), so a crash half-way through `lab up` leaves a record that covers everything that
+may exist. Processes are recorded with their PID *and* kernel start time: a PID that was reused by an
+unrelated process after ours died is never signalled. A lock file serialises lab commands on one lab dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+STATE_FILE = "lab.json"
+LOCK_FILE = ".lock"
+NETNS_PREFIX = "fplab-"
+_NAME_RE = re.compile(r"^[a-z0-9]{1,12}$")
+
+
+class LabStateError(RuntimeError):
+    """The lab record is missing, unreadable or inconsistent with the request."""
+
+
+def check_lab_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise LabStateError(f"lab name {name!r}: 1..12 lower-case letters or digits")
+    return name
+
+
+def lab_netns(name: str) -> str:
+    return f"{NETNS_PREFIX}{name}"
+
+
+def host_netns(name: str, host: str) -> str:
+    return f"{NETNS_PREFIX}{name}-{host}"
+
+
+def default_dir(name: str) -> Path:
+    return Path("/tmp") / f"{NETNS_PREFIX}{name}"
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+def proc_starttime(pid: int) -> int | None:
+    """Kernel start time (clock ticks since boot) of a live, non-zombie process; None otherwise."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if fields[0] == "Z":
+        return None
+    return int(fields[19])      # field 22 of stat; [0] here is field 3
+
+
+@dataclass(slots=True)
+class ProcRecord:
+    """A process the lab started: `kind` is "master" or "client", `name` the master id or switch name."""
+
+    kind: str
+    name: str
+    pid: int
+    starttime: int
+    argv: list[str]
+    log: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def alive(self) -> bool:
+        return proc_starttime(self.pid) == self.starttime
+
+    def send_signal(self, signum: int) -> bool:
+        """Send a signal only if the PID is still this process; True if sent."""
+        if not self.alive():
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+            return True
+        return False
+
+    def stop(self, timeout: float = 5.0, signum: int = signal.SIGTERM) -> None:
+        """Signal, wait (bounded) for exit, SIGKILL if needed."""
+        if not self.send_signal(signum):
+            return
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive():
+            time.sleep(0.01)
+        if self.send_signal(signal.SIGKILL):
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and self.alive():
+                time.sleep(0.01)
+
+
+# ---------------------------------------------------------------------------------------------- state
+
+@dataclass(slots=True)
+class LabState:
+    name: str
+    dir: str
+    config: str                              # fabric YAML the daemons run with
+    phase: str = "building"                  # building | up | down
+    netns: str = ""                          # the lab namespace (OVS, fabric veths, daemons)
+    host_netns: dict[str, str] = field(default_factory=dict)      # host -> namespace
+    ovs_dir: str = ""
+    bridges: dict[str, str] = field(default_factory=dict)         # switch -> bridge name
+    ifaces: dict[str, str] = field(default_factory=dict)          # "switch:port" -> ifname (lab ns)
+    cabling: list[list[str]] = field(default_factory=list)        # current veth pairs [ifname, ifname]
+    processes: dict[str, ProcRecord] = field(default_factory=dict)  # ProcRecord.key -> record
+    faults: list[dict[str, object]] = field(default_factory=list)   # undo log, oldest first
+    daemons: bool = True                     # False: plumbing only (no masters/clients)
+    bringup_s: float | None = None
+    created_unix: float = field(default_factory=time.time)       # for display only
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dir) / STATE_FILE
+
+    def save(self) -> None:
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = asdict(self)
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, lab_dir: Path | str) -> LabState:
+        path = Path(lab_dir) / STATE_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise LabStateError(f"{path}: no lab here (run `firepath lab up` first)") from None
+        except (OSError, json.JSONDecodeError) as e:
+            raise LabStateError(f"{path}: unreadable lab record: {e}") from e
+        try:
+            doc["processes"] = {k: ProcRecord(**v) for k, v in doc.get("processes", {}).items()}
+            return cls(**doc)
+        except TypeError as e:
+            raise LabStateError(f"{path}: lab record has unexpected fields: {e}") from e
+
+    @staticmethod
+    def exists(lab_dir: Path | str) -> bool:
+        return (Path(lab_dir) / STATE_FILE).exists()
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    # --- convenience
+    def masters(self) -> list[ProcRecord]:
+        return [p for p in self.processes.values() if p.kind == "master"]
+
+    def clients(self) -> list[ProcRecord]:
+        return [p for p in self.processes.values() if p.kind == "client"]
+
+
+@contextlib.contextmanager
+def locked(lab_dir: Path | str, timeout: float = 120.0) -> Iterator[None]:
+    """Exclusive lock on the lab dir for the duration of one lab command (bounded wait)."""
+    d = Path(lab_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    with open(d / LOCK_FILE, "w") as f:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise LabStateError(f"{d}: another lab command holds the lock") from None
+                time.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

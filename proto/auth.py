@@ -1,0 +1,315 @@
+"""Fabric keys and replay protection.
+
+One fabric secret (hex in a file, ``firepath config keygen FILE``) yields every key by
+HMAC-SHA256(secret, label):
+
+=========  ======================  =======================================================
+kind       label                   used for
+=========  ======================  =======================================================
+SWITCH     ``switch:<name>``       a switch's reports, and a master's unicast to that switch
+MASTER     ``master:<id>``         master <-> master (FMRP)
+GROUP      ``group``               master multicast to clients
+ND         ``nd``                  neighbor discovery frames (link-local, so fabric-wide)
+=========  ======================  =======================================================
+
+A switch should not hold the fabric secret: ``KeyRing.bundle_for_switch(name)`` is a restricted ring with
+only its own switch key plus the group and ND keys, so a compromised switch cannot derive, and therefore
+cannot speak with, another switch's key. Caveat: the GROUP key is shared by every switch (HMAC cannot
+authenticate the source of multicast), so in multicast mode a compromised switch could forge master
+multicast to other switches; receivers in unicast mode should refuse GROUP (``Codec(accept_group=False)``).
+
+Bundle file (YAML; JSON works too)::
+
+    kind: firepath-switch-keys
+    version: 1
+    switch: tor-1-1
+    switch_key: <64 hex>
+    group_key: <64 hex>
+    nd_key: <64 hex>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import string
+from enum import IntEnum
+from pathlib import Path
+
+import yaml
+
+__all__ = [
+    "BUNDLE_KIND",
+    "MIN_SECRET_BYTES",
+    "AuthError",
+    "KeyKind",
+    "KeyRing",
+    "MissingKeyError",
+    "ReplayWindow",
+    "generate_secret",
+    "write_secret_file",
+]
+
+MIN_SECRET_BYTES = 16
+KEY_BYTES = 32
+BUNDLE_KIND = "firepath-switch-keys"
+BUNDLE_VERSION = 1
+_HEX = frozenset(string.hexdigits)
+
+
+class KeyKind(IntEnum):
+    """Which key signed a datagram (the ``key kind`` byte of the framing)."""
+
+    SWITCH = 1
+    MASTER = 2
+    GROUP = 3
+    ND = 4
+
+
+class AuthError(ValueError):
+    """A key file or key material is unusable; the message names the file and the problem."""
+
+
+class MissingKeyError(AuthError):
+    """The key ring does not hold the requested key (e.g. a switch bundle asked for another switch)."""
+
+
+def _derive(secret: bytes, label: str) -> bytes:
+    return hmac.new(secret, label.encode(), hashlib.sha256).digest()
+
+
+def _parse_hex(text: object, what: str, source: str, exact: int | None = None) -> bytes:
+    if not isinstance(text, str):
+        raise AuthError(f"{source}: {what} must be a hex string, got {type(text).__name__}")
+    text = text.strip()
+    if not text:
+        raise AuthError(f"{source}: {what} is empty")
+    bad = next((c for c in text if c not in _HEX), None)
+    if bad is not None:
+        raise AuthError(f"{source}: {what} is not hex (bad character {bad!r})")
+    if len(text) % 2:
+        raise AuthError(f"{source}: {what} has an odd number of hex digits ({len(text)})")
+    value = bytes.fromhex(text)
+    if exact is not None and len(value) != exact:
+        raise AuthError(f"{source}: {what} must be {exact} bytes ({2 * exact} hex digits), got {len(value)}")
+    if len(value) < MIN_SECRET_BYTES:
+        raise AuthError(f"{source}: {what} too short: {len(value)} bytes, need >= {MIN_SECRET_BYTES}")
+    return value
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > 64 or not name.isprintable():
+        raise AuthError(f"{what} must be 1..64 printable characters, got {name!r}")
+    return name
+
+
+class KeyRing:
+    """Key material for one process: the full fabric secret (masters, tools) or a per-switch bundle."""
+
+    __slots__ = ("_cache", "_fixed", "_secret", "restricted_to", "source")
+
+    def __init__(self, *, secret: bytes | None = None, restricted_to: str | None = None,
+                 fixed: dict[tuple[KeyKind, str], bytes] | None = None, source: str = "<memory>") -> None:
+        """Use ``from_secret``, ``load`` or ``bundle_for_switch`` rather than this constructor."""
+        if (secret is None) == (fixed is None):
+            raise AuthError(f"{source}: a key ring holds either a secret or fixed bundle keys")
+        self._secret = secret
+        self._fixed = dict(fixed or {})
+        self.restricted_to = restricted_to  # switch name for a bundle, None for the full ring
+        self.source = source
+        self._cache: dict[tuple[KeyKind, str], bytes] = {}
+
+    # -- construction -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_secret(cls, secret: bytes, source: str = "<memory>") -> KeyRing:
+        if not isinstance(secret, bytes | bytearray):
+            raise AuthError(f"{source}: secret must be bytes, got {type(secret).__name__}")
+        if len(secret) < MIN_SECRET_BYTES:
+            raise AuthError(f"{source}: secret too short: {len(secret)} bytes, need >= {MIN_SECRET_BYTES}")
+        return cls(secret=bytes(secret), source=source)
+
+    @classmethod
+    def from_hex(cls, text: str, source: str = "<string>") -> KeyRing:
+        return cls.from_secret(_parse_hex(text, "fabric secret", source), source)
+
+    @classmethod
+    def from_bundle(cls, switch: str, switch_key: bytes, group_key: bytes, nd_key: bytes,
+                    source: str = "<memory>") -> KeyRing:
+        _check_name(switch, f"{source}: switch")
+        keys = {(KeyKind.SWITCH, switch): switch_key, (KeyKind.GROUP, ""): group_key, (KeyKind.ND, ""): nd_key}
+        for (kind, _), key in keys.items():
+            if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+                raise AuthError(f"{source}: {kind.name.lower()} key must be {KEY_BYTES} bytes")
+        return cls(fixed=keys, restricted_to=switch, source=source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> KeyRing:
+        """Load a fabric secret file (hex, whitespace ignored) or a per-switch bundle file (YAML/JSON)."""
+        path = Path(path)
+        source = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise AuthError(f"{source}: key file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise AuthError(f"{source}: cannot read key file: {e}") from None
+        body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
+        if not body:
+            raise AuthError(f"{source}: key file is empty")
+        if ":" not in body:  # a bundle is a YAML/JSON mapping; anything else must be the hex secret
+            return cls.from_hex("".join(body.split()), source)
+        return cls._load_bundle(body, source)
+
+    @classmethod
+    def _load_bundle(cls, text: str, source: str) -> KeyRing:
+        try:
+            data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError as e:
+            raise AuthError(f"{source}: neither a hex secret nor a valid key bundle: {e}") from None
+        if not isinstance(data, dict) or data.get("kind") != BUNDLE_KIND:
+            raise AuthError(f"{source}: neither a hex secret nor a key bundle (kind: {BUNDLE_KIND})")
+        expected = {"kind", "version", "switch", "switch_key", "group_key", "nd_key"}
+        unknown = sorted(str(k) for k in set(data) - expected)
+        if unknown:
+            raise AuthError(f"{source}: unknown key bundle field(s): {', '.join(unknown)}")
+        missing = sorted(expected - set(data))
+        if missing:
+            raise AuthError(f"{source}: key bundle lacks field(s): {', '.join(missing)}")
+        if data["version"] != BUNDLE_VERSION:
+            raise AuthError(f"{source}: unsupported key bundle version {data['version']!r}")
+        switch = _check_name(data["switch"], f"{source}: switch")
+        keys = {f: _parse_hex(data[f], f, source, exact=KEY_BYTES) for f in ("switch_key", "group_key", "nd_key")}
+        return cls.from_bundle(switch, keys["switch_key"], keys["group_key"], keys["nd_key"], source)
+
+    def bundle_for_switch(self, name: str) -> KeyRing:
+        """A restricted ring holding only ``name``'s switch key plus the group and ND keys."""
+        return KeyRing.from_bundle(name, self.switch_key(name), self.group_key(), self.nd_key(),
+                                   source=f"bundle for {name}")
+
+    def dump_bundle(self) -> str:
+        """YAML text of this ring as a per-switch bundle (only for restricted rings)."""
+        if self.restricted_to is None:
+            raise AuthError(f"{self.source}: dump_bundle needs a switch bundle; use bundle_for_switch(name)")
+        return (
+            f"# firepath key bundle for switch {self.restricted_to}: keep secret (mode 0600)\n"
+            f"kind: {BUNDLE_KIND}\nversion: {BUNDLE_VERSION}\n"
+            f"switch: {json.dumps(self.restricted_to)}\n"
+            f"switch_key: {self.switch_key(self.restricted_to).hex()}\n"
+            f"group_key: {self.group_key().hex()}\nnd_key: {self.nd_key().hex()}\n"
+        )
+
+    def save_bundle(self, path: str | Path) -> Path:
+        """Write ``dump_bundle()`` to ``path`` with mode 0600."""
+        return _write_private(Path(path), self.dump_bundle())
+
+    # -- keys ---------------------------------------------------------------------------------------
+
+    def key(self, kind: KeyKind, owner: str = "") -> bytes:
+        """The key of ``kind`` (owner: switch name for SWITCH, master id for MASTER, "" otherwise)."""
+        kind = KeyKind(kind)
+        if kind in (KeyKind.GROUP, KeyKind.ND):
+            owner = ""
+        ident = (kind, owner)
+        cached = self._cache.get(ident)
+        if cached is not None:
+            return cached
+        if self._secret is None:
+            try:
+                return self._fixed[ident]
+            except KeyError:
+                what = f"{kind.name.lower()} key" + (f" of {owner!r}" if owner else "")
+                raise MissingKeyError(
+                    f"{self.source}: this key ring is restricted to switch {self.restricted_to!r} "
+                    f"and has no {what}") from None
+        if kind in (KeyKind.SWITCH, KeyKind.MASTER):
+            _check_name(owner, f"{kind.name.lower()} key owner")
+        label = {KeyKind.SWITCH: f"switch:{owner}", KeyKind.MASTER: f"master:{owner}",
+                 KeyKind.GROUP: "group", KeyKind.ND: "nd"}[kind]
+        key = _derive(self._secret, label)
+        self._cache[ident] = key
+        return key
+
+    def has_key(self, kind: KeyKind, owner: str = "") -> bool:
+        if self._secret is not None:
+            return True
+        if kind in (KeyKind.GROUP, KeyKind.ND):
+            owner = ""
+        return (kind, owner) in self._fixed
+
+    def switch_key(self, name: str) -> bytes:
+        return self.key(KeyKind.SWITCH, name)
+
+    def master_key(self, id: str) -> bytes:  # noqa: A002 - name fixed by the contract
+        return self.key(KeyKind.MASTER, id)
+
+    def group_key(self) -> bytes:
+        return self.key(KeyKind.GROUP)
+
+    def nd_key(self) -> bytes:
+        return self.key(KeyKind.ND)
+
+    def __repr__(self) -> str:  # never show key material
+        scope = "full" if self.restricted_to is None else f"switch {self.restricted_to!r}"
+        return f"KeyRing({scope}, source={self.source!r})"
+
+
+def generate_secret(n_bytes: int = 32) -> bytes:
+    return secrets.token_bytes(n_bytes)
+
+
+def _write_private(path: Path, text: str) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    return path
+
+
+def write_secret_file(path: str | Path, secret: bytes | None = None) -> Path:
+    """Write a (new random) fabric secret as hex with mode 0600 (for ``firepath config keygen``)."""
+    secret = generate_secret() if secret is None else secret
+    KeyRing.from_secret(secret)  # validates the length
+    return _write_private(Path(path), secret.hex() + "\n")
+
+
+class ReplayWindow:
+    """Anti-replay sliding window for one sender (RFC 4303 style, ``size`` sequence numbers wide).
+
+    ``check(seq)`` says whether ``seq`` is acceptable without changing anything; call ``accept(seq)``
+    only after the datagram was authenticated, so forged datagrams cannot move the window.
+    """
+
+    __slots__ = ("_bitmap", "size", "top")
+
+    def __init__(self, size: int = 64) -> None:
+        if type(size) is not int or size < 1:
+            raise ValueError(f"replay window size must be an int >= 1, got {size!r}")
+        self.size = size
+        self.top: int | None = None  # highest accepted sequence number
+        self._bitmap = 0  # bit k set = top - k was accepted
+
+    def check(self, seq: int) -> bool:
+        if self.top is None or seq > self.top:
+            return True
+        offset = self.top - seq
+        return offset < self.size and not (self._bitmap >> offset) & 1
+
+    def accept(self, seq: int) -> bool:
+        """Record ``seq``; returns False (window unchanged) if it is a duplicate or too old."""
+        if not self.check(seq):
+            return False
+        if self.top is None:
+            self.top, self._bitmap = seq, 1
+        elif seq > self.top:
+            shift = seq - self.top
+            self._bitmap = ((self._bitmap << shift) | 1) & ((1 << self.size) - 1) if shift < self.size else 1
+            self.top = seq
+        else:
+            self._bitmap |= 1 << (self.top - seq)
+        return True

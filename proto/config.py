@@ -1,0 +1,854 @@
+"""The cluster config: one YAML file describing the whole fabric, loaded into an immutable `Fabric`.
+
+Every switch and master loads the same file. Two things in it are shared protocol state:
+
+* the **link index** -- the order of `links:` in the file -- is the order of the link-state database (LSD);
+* the **digest** -- sha256 over a canonical serialization of the normalized model -- is what masters and
+  clients compare to be sure they route over the same fabric. It ignores key order, comments, whitespace,
+  flow/block style and defaults written out or left implicit. Local file paths (`security:`) are not part
+  of it: machines may keep their key files in different places.
+
+The loader parses with `yaml.compose` (libyaml) so every node keeps its line, and converts the node tree
+itself: every error is a `ConfigError` naming the file, the YAML line and the field.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "ConfigError",
+    "Distribution",
+    "Endpoint",
+    "Fabric",
+    "Host",
+    "Link",
+    "LsdSettings",
+    "MAX_OF_PORT",
+    "Master",
+    "Role",
+    "Security",
+    "Switch",
+    "Timers",
+    "load_fabric",
+    "parse_fabric",
+]
+
+MAX_OF_PORT = 65279  # OFPP_MAX: highest physical OpenFlow port number
+MAX_SWITCH_ID = 2**31 - 1
+
+
+class ConfigError(ValueError):
+    """A config problem: `str(e) == f"{file}:{line}: {field}: {problem}"`.
+
+    `line` is None when the problem has no YAML line (unreadable file); it is then left out of the message,
+    and so is an empty `field`.
+    """
+
+    def __init__(self, file: str, line: int | None, field: str, problem: str) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.problem = problem
+        where = file if line is None else f"{file}:{line}"
+        super().__init__(f"{where}: {field}: {problem}" if field else f"{where}: {problem}")
+
+
+class Role(StrEnum):
+    TOR = "tor"
+    AGG = "agg"
+    SPINE = "spine"
+    BORDER = "border"
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    tor: str
+    port: int
+    ip: IPv4Address
+    mac: str  # "aa:bb:cc:dd:ee:ff", lower-case
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    name: str
+    id: int  # 1..2**31-1, unique; also the OpenFlow datapath id
+    role: Role
+    prefixes: tuple[IPv4Network, ...]  # originated (ToR subnets; border: e.g. 0.0.0.0/0)
+    loopback: IPv4Network | None  # a /32, also originated
+    mac: str  # router MAC; default "0e:00:" + id as 4 bytes hex
+    gateway: IPv4Address | None  # ToR only: default first usable address of its first prefix
+    hosts: tuple[Host, ...]  # ToR only
+    ovs: str | None  # how the client reaches its OVS: "tcp:IP:PORT"
+    rest_port: int | None  # client REST/metrics port (None = disabled)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    switch: str
+    port: int  # OpenFlow port number, 1..65279
+
+    def __str__(self) -> str:
+        return f"{self.switch}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    index: int
+    a: Endpoint
+    b: Endpoint
+    weight: int = 1
+
+    @property
+    def name(self) -> str:
+        return f"{self.a.switch}:{self.a.port}-{self.b.switch}:{self.b.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Master:
+    id: str
+    address: IPv4Address
+    client_port: int
+    peer_port: int
+    rest_port: int
+    priority: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Timers:
+    """All durations in seconds (the YAML keys are in milliseconds: `nd_interval_ms` ...)."""
+
+    nd_interval: float = 0.010
+    nd_dead: float = 0.030
+    keepalive: float = 0.100
+    report_refresh: float = 0.500
+    switch_dead: float = 1.5
+    report_retry_min: float = 0.020
+    report_retry_max: float = 1.0
+    pacing: float = 0.002  # coalescing window for LSD updates to a client
+    max_update_rate: float = 200.0  # updates/s per client at most
+    hello_interval: float = 0.030  # FMRP
+    master_dead: float = 0.150  # FMRP
+    flap_threshold: int = 3
+    flap_window: float = 10.0
+    damp_initial: float = 1.0
+    damp_max: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    key_file: Path  # resolved against the config file's directory
+    admin_token_file: Path | None
+
+
+@dataclass(frozen=True, slots=True)
+class Distribution:
+    mode: Literal["unicast", "multicast"] = "unicast"
+    group: IPv4Address | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LsdSettings:
+    history: int = 4096  # versions kept for deltas
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Fabric:
+    """The whole fabric, immutable. Built by `load_fabric`/`parse_fabric`, which validate it.
+
+    Lookups are O(1): the per-switch indexes are computed once here. Two fabrics are equal when their
+    digests are.
+    """
+
+    name: str
+    source: str
+    switches: tuple[Switch, ...]
+    links: tuple[Link, ...]  # link.index == position: THE LSD ORDER
+    masters: tuple[Master, ...]
+    timers: Timers
+    security: Security
+    distribution: Distribution
+    lsd: LsdSettings
+    digest: str = field(init=False)
+    hosts: tuple[Host, ...] = field(init=False)
+    _by_name: dict[str, Switch] = field(init=False, repr=False)
+    _by_id: dict[int, Switch] = field(init=False, repr=False)
+    _links_of: dict[str, tuple[int, ...]] = field(init=False, repr=False)
+    _port_links: dict[str, dict[int, Link]] = field(init=False, repr=False)
+    _fabric_ports: dict[str, tuple[int, ...]] = field(init=False, repr=False)
+    _masters: dict[str, Master] = field(init=False, repr=False)
+    _hosts: dict[str, Host] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        init = object.__setattr__
+        by_name = {s.name: s for s in self.switches}
+        init(self, "_by_name", by_name)
+        init(self, "_by_id", {s.id: s for s in self.switches})
+        links_of: dict[str, list[int]] = {name: [] for name in by_name}
+        port_links: dict[str, dict[int, Link]] = {name: {} for name in by_name}
+        for link in self.links:
+            a, b = link.a, link.b
+            links_of[a.switch].append(link.index)
+            links_of[b.switch].append(link.index)
+            port_links[a.switch][a.port] = link
+            port_links[b.switch][b.port] = link
+        init(self, "_links_of", {name: tuple(ix) for name, ix in links_of.items()})
+        init(self, "_port_links", port_links)
+        init(self, "_fabric_ports", {name: tuple(sorted(ports)) for name, ports in port_links.items()})
+        init(self, "_masters", {m.id: m for m in self.masters})
+        hosts = tuple(h for s in self.switches for h in s.hosts)
+        init(self, "hosts", hosts)
+        init(self, "_hosts", {h.name: h for h in hosts})
+        init(self, "digest", _digest(self))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Fabric) and other.digest == self.digest
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def switch(self, name: str) -> Switch:
+        """The switch called `name`; KeyError if unknown."""
+        return self._by_name[name]
+
+    def switch_by_id(self, id: int) -> Switch:  # noqa: A002 - the contract's name
+        return self._by_id[id]
+
+    def links_of(self, switch: str) -> tuple[int, ...]:
+        """Indices of the links touching `switch`, ascending; KeyError if the switch is unknown."""
+        return self._links_of[switch]
+
+    def link_at(self, switch: str, port: int) -> Link | None:
+        """The fabric link on `switch:port`, None for a port without one; KeyError for an unknown switch."""
+        return self._port_links[switch].get(port)
+
+    def peer_of(self, switch: str, port: int) -> Endpoint | None:
+        """The expected peer of a fabric port (what ND must discover), None if the port has no link."""
+        link = self._port_links[switch].get(port)
+        if link is None:
+            return None
+        if link.a.switch == switch and link.a.port == port:
+            return link.b
+        return link.a
+
+    def fabric_ports(self, switch: str) -> tuple[int, ...]:
+        """The switch's fabric-link ports, sorted."""
+        return self._fabric_ports[switch]
+
+    def master(self, id: str) -> Master:  # noqa: A002 - the contract's name
+        return self._masters[id]
+
+    def host(self, name: str) -> Host:
+        return self._hosts[name]
+
+
+# ----------------------------------------------------------------------------------------------- digest
+
+
+def _digest(fabric: Fabric) -> str:
+    """sha256 over a canonical JSON rendering of the normalized model (security paths excluded)."""
+    t = fabric.timers
+    d = fabric.distribution
+    doc = {
+        "format": 1,
+        "name": fabric.name,
+        "timers": {name: getattr(t, name) for name in Timers.__slots__},
+        "distribution": [d.mode, None if d.group is None else str(d.group), d.port],
+        "lsd": [fabric.lsd.history],
+        "masters": [
+            [m.id, str(m.address), m.client_port, m.peer_port, m.rest_port, m.priority] for m in fabric.masters
+        ],
+        "switches": [
+            [
+                s.name,
+                s.id,
+                s.role.value,
+                [str(p) for p in s.prefixes],
+                None if s.loopback is None else str(s.loopback),
+                s.mac,
+                None if s.gateway is None else str(s.gateway),
+                [[h.name, h.port, str(h.ip), h.mac] for h in s.hosts],
+                s.ovs,
+                s.rest_port,
+            ]
+            for s in fabric.switches
+        ],
+        "links": [[lk.a.switch, lk.a.port, lk.b.switch, lk.b.port, lk.weight] for lk in fabric.links],
+    }
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+def load_fabric(path: str | Path) -> Fabric:
+    """Load and validate the config file at `path`; relative paths in it resolve against its directory."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(source, None, "", f"cannot read config: {e}") from None
+    return parse_fabric(text, source=source, base_dir=Path(path).resolve().parent)
+
+
+def parse_fabric(text: str, source: str = "<string>", base_dir: Path | None = None) -> Fabric:
+    """Parse and validate config text; `base_dir` (default: the current directory) anchors relative paths."""
+    return _Parser(source, base_dir if base_dir is not None else Path.cwd()).parse(text)
+
+
+_T_STR = "tag:yaml.org,2002:str"
+_T_INT = "tag:yaml.org,2002:int"
+_T_FLOAT = "tag:yaml.org,2002:float"
+_T_BOOL = "tag:yaml.org,2002:bool"
+_T_NULL = "tag:yaml.org,2002:null"
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
+_OVS_RE = re.compile(r"tcp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z")
+
+_TOP_KEYS = ("name", "timers", "security", "distribution", "lsd", "masters", "switches", "links")
+_SWITCH_KEYS = ("name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port")
+_HOST_KEYS = ("name", "port", "ip", "mac")
+_LINK_KEYS = ("a", "b", "weight")
+_MASTER_KEYS = ("id", "address", "client_port", "peer_port", "rest_port", "priority")
+_ROLES = {r.value: r for r in Role}
+
+# YAML timer key -> (Timers field, kind). kind "ms": milliseconds -> seconds; "rate": per second; "count".
+_TIMER_KEYS: dict[str, tuple[str, str]] = {
+    "nd_interval_ms": ("nd_interval", "ms"),
+    "nd_dead_ms": ("nd_dead", "ms"),
+    "keepalive_ms": ("keepalive", "ms"),
+    "report_refresh_ms": ("report_refresh", "ms"),
+    "switch_dead_ms": ("switch_dead", "ms"),
+    "report_retry_min_ms": ("report_retry_min", "ms"),
+    "report_retry_max_ms": ("report_retry_max", "ms"),
+    "pacing_ms": ("pacing", "ms"),
+    "max_update_rate": ("max_update_rate", "rate"),
+    "hello_interval_ms": ("hello_interval", "ms"),
+    "master_dead_ms": ("master_dead", "ms"),
+    "flap_threshold": ("flap_threshold", "count"),
+    "flap_window_ms": ("flap_window", "ms"),
+    "damp_initial_ms": ("damp_initial", "ms"),
+    "damp_max_ms": ("damp_max", "ms"),
+}
+# (longer, shorter, why): the longer timer must strictly exceed the shorter one.
+_TIMER_ORDER = (
+    ("nd_dead", "nd_interval", "ND must miss at least one hello before declaring a port down"),
+    ("switch_dead", "report_refresh", "a switch must miss a report refresh before it is declared dead"),
+    ("master_dead", "hello_interval", "a master must miss a hello before it is declared dead"),
+)
+# (larger-or-equal, smaller): plain ordering of a range.
+_TIMER_RANGES = (("report_retry_max", "report_retry_min"), ("damp_max", "damp_initial"))
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag
+    if tag == _T_STR:
+        return f"the string {node.value!r}"
+    if tag == _T_NULL:
+        return "null"
+    return f"{tag.rsplit(':', 1)[-1]} {node.value}"
+
+
+class _Parser:
+    """One parse: converts the composed node tree into the model, validating as it goes."""
+
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    # -- errors and primitive conversions ---------------------------------------------------------------
+
+    def fail(self, where: yaml.Node | int | None, field: str, problem: str) -> ConfigError:
+        line = _line(where) if isinstance(where, yaml.Node) else where
+        return ConfigError(self.source, line, field, problem)
+
+    def fields(self, node: yaml.Node, path: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict:
+        """The mapping's values by key, after checking its shape: no unknown, duplicate or missing keys."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, path, f"expected a mapping, got {_kind(node)}")
+        out: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _T_STR or key not in allowed:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _T_STR:
+                    what = f"unknown key {key!r}"
+                else:
+                    what = f"unknown key {_kind(key_node)}"
+                raise self.fail(key_node, path, f"{what} (expected one of: {', '.join(allowed)})")
+            if key in out:
+                raise self.fail(
+                    key_node, f"{path}.{key}" if path else key, f"duplicate key (first at line {_line(out[key])})"
+                )
+            out[key] = value_node
+        for key in required:
+            if key not in out:
+                raise self.fail(node, f"{path}.{key}" if path else key, "missing required field")
+        return out
+
+    def string(self, node: yaml.Node, field: str) -> str:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _T_STR:
+            return node.value
+        hint = " (quote it)" if isinstance(node, yaml.ScalarNode) and node.tag != _T_NULL else ""
+        raise self.fail(node, field, f"expected a string, got {_kind(node)}{hint}")
+
+    def name(self, node: yaml.Node, field: str) -> str:
+        value = self.string(node, field)
+        if not _NAME_RE.match(value):
+            raise self.fail(
+                node, field, f"bad name {value!r}: use 1-63 characters of letters, digits, '.', '_', '-'"
+            )
+        return value
+
+    def integer(self, node: yaml.Node, field: str, lo: int, hi: int) -> int:
+        if not (isinstance(node, yaml.ScalarNode) and node.tag == _T_INT):
+            raise self.fail(node, field, f"expected an integer, got {_kind(node)}")
+        try:
+            value = int(node.value)
+        except ValueError:  # 0x1f, 1_000, 0o17, 1:20 (YAML 1.1 forms)
+            value = _constructor.construct_yaml_int(node)
+        if not lo <= value <= hi:
+            raise self.fail(node, field, f"{value} out of range {lo}..{hi}")
+        return value
+
+    def number(self, node: yaml.Node, field: str) -> float:
+        if not (isinstance(node, yaml.ScalarNode) and node.tag in (_T_INT, _T_FLOAT)):
+            raise self.fail(node, field, f"expected a number, got {_kind(node)}")
+        if node.tag == _T_INT:
+            return float(self.integer(node, field, -(2**63), 2**63))
+        value = _constructor.construct_yaml_float(node)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise self.fail(node, field, f"expected a finite number, got {node.value}")
+        return value
+
+    def seq(self, node: yaml.Node, field: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, field, f"expected a list, got {_kind(node)}")
+        return node.value
+
+    def address(self, node: yaml.Node, field: str) -> IPv4Address:
+        value = self.string(node, field)
+        try:
+            return IPv4Address(value)
+        except ValueError:
+            raise self.fail(node, field, f"{value!r} is not an IPv4 address") from None
+
+    def network(self, node: yaml.Node, field: str) -> IPv4Network:
+        value = self.string(node, field)
+        try:
+            return IPv4Network(value)
+        except ValueError as e:
+            raise self.fail(node, field, f"{value!r} is not an IPv4 prefix ({e})") from None
+
+    def mac(self, node: yaml.Node, field: str) -> str:
+        value = self.string(node, field)
+        if not _MAC_RE.match(value):
+            raise self.fail(node, field, f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+        value = value.lower()
+        if int(value[:2], 16) & 1:
+            raise self.fail(node, field, f"{value} is a multicast MAC address")
+        return value
+
+    def path(self, node: yaml.Node, field: str) -> Path:
+        value = self.string(node, field)
+        if not value:
+            raise self.fail(node, field, "empty path")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    # -- the document ----------------------------------------------------------------------------------
+
+    def parse(self, text: str) -> Fabric:
+        try:
+            root = yaml.compose(text, Loader=yaml.CSafeLoader)
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            line = None if mark is None else mark.line + 1
+            problem = " ".join(p for p in (e.context, e.problem) if p)
+            raise self.fail(line, "", f"YAML syntax error: {problem}") from None
+        except yaml.YAMLError as e:
+            raise self.fail(None, "", f"YAML error: {e}") from None
+        if root is None:
+            raise self.fail(1, "", "empty document: expected a fabric mapping")
+        top = self.fields(root, "", _TOP_KEYS, ("name", "security", "masters", "switches"))
+        name = self.name(top["name"], "name")
+        timers = self.timers(top["timers"]) if "timers" in top else Timers()
+        security = self.security(top["security"])
+        distribution = self.distribution(top["distribution"]) if "distribution" in top else Distribution()
+        lsd = self.lsd(top["lsd"]) if "lsd" in top else LsdSettings()
+        masters = self.masters(top["masters"])
+        switches = self.switches(top["switches"])
+        links = self.links(top["links"]) if "links" in top else ()
+        return Fabric(
+            name=name,
+            source=self.source,
+            switches=switches,
+            links=links,
+            masters=masters,
+            timers=timers,
+            security=security,
+            distribution=distribution,
+            lsd=lsd,
+        )
+
+    def timers(self, node: yaml.Node) -> Timers:
+        f = self.fields(node, "timers", tuple(_TIMER_KEYS), ())
+        values: dict[str, Any] = {}
+        lines: dict[str, tuple[yaml.Node, str]] = {}
+        for key, value_node in f.items():
+            attr, kind = _TIMER_KEYS[key]
+            field_name = f"timers.{key}"
+            if kind == "count":
+                values[attr] = self.integer(value_node, field_name, 1, 1_000_000)
+            else:
+                value = self.number(value_node, field_name)
+                if value <= 0:
+                    raise self.fail(value_node, field_name, f"must be positive, got {value_node.value}")
+                values[attr] = value / 1000.0 if kind == "ms" else value
+            lines[attr] = (value_node, field_name)
+        timers = Timers(**values)
+        reverse = {attr: key for key, (attr, _) in _TIMER_KEYS.items()}
+
+        def where(*attrs: str) -> tuple[yaml.Node, str]:
+            for attr in attrs:  # blame the first of the involved keys actually written in the file
+                if attr in lines:
+                    return lines[attr]
+            return node, f"timers.{reverse[attrs[0]]}"
+
+        for longer, shorter, why in _TIMER_ORDER:
+            if getattr(timers, longer) <= getattr(timers, shorter):
+                at, field_name = where(longer, shorter)
+                raise self.fail(
+                    at,
+                    field_name,
+                    f"{reverse[longer]} ({getattr(timers, longer) * 1000:g}) must exceed "
+                    f"{reverse[shorter]} ({getattr(timers, shorter) * 1000:g}): {why}",
+                )
+        for big, small in _TIMER_RANGES:
+            if getattr(timers, big) < getattr(timers, small):
+                at, field_name = where(big, small)
+                raise self.fail(
+                    at,
+                    field_name,
+                    f"{reverse[big]} ({getattr(timers, big) * 1000:g}) must not be below "
+                    f"{reverse[small]} ({getattr(timers, small) * 1000:g})",
+                )
+        return timers
+
+    def security(self, node: yaml.Node) -> Security:
+        f = self.fields(node, "security", ("key_file", "admin_token_file"), ("key_file",))
+        key_file = self.path(f["key_file"], "security.key_file")
+        token = self.path(f["admin_token_file"], "security.admin_token_file") if "admin_token_file" in f else None
+        return Security(key_file=key_file, admin_token_file=token)
+
+    def distribution(self, node: yaml.Node) -> Distribution:
+        f = self.fields(node, "distribution", ("mode", "group", "port"), ("mode",))
+        mode = self.string(f["mode"], "distribution.mode")
+        if mode == "unicast":
+            for key in ("group", "port"):
+                if key in f:
+                    raise self.fail(f[key], f"distribution.{key}", "only allowed with mode: multicast")
+            return Distribution()
+        if mode != "multicast":
+            raise self.fail(f["mode"], "distribution.mode", f"{mode!r} is not one of: unicast, multicast")
+        for key in ("group", "port"):
+            if key not in f:
+                raise self.fail(node, f"distribution.{key}", "missing required field (mode: multicast)")
+        group = self.address(f["group"], "distribution.group")
+        if not group.is_multicast:
+            raise self.fail(f["group"], "distribution.group", f"{group} is not a multicast address")
+        port = self.integer(f["port"], "distribution.port", 1, 65535)
+        return Distribution(mode="multicast", group=group, port=port)
+
+    def lsd(self, node: yaml.Node) -> LsdSettings:
+        f = self.fields(node, "lsd", ("history",), ())
+        if "history" in f:
+            return LsdSettings(history=self.integer(f["history"], "lsd.history", 1, 10_000_000))
+        return LsdSettings()
+
+    def masters(self, node: yaml.Node) -> tuple[Master, ...]:
+        items = self.seq(node, "masters")
+        if not items:
+            raise self.fail(node, "masters", "at least 1 master is required")
+        masters: list[Master] = []
+        ids: dict[str, int] = {}
+        ports: dict[tuple[IPv4Address, int], tuple[str, int]] = {}
+        for i, item in enumerate(items):
+            path = f"masters[{i}]"
+            f = self.fields(item, path, _MASTER_KEYS, ("id", "address", "client_port", "peer_port", "rest_port"))
+            mid = self.name(f["id"], f"{path}.id")
+            if mid in ids:
+                raise self.fail(f["id"], f"{path}.id", f"duplicate master id {mid!r} (also at line {ids[mid]})")
+            ids[mid] = _line(f["id"])
+            address = self.address(f["address"], f"{path}.address")
+            values = {}
+            for key in ("client_port", "peer_port", "rest_port"):
+                port = self.integer(f[key], f"{path}.{key}", 1, 65535)
+                other = ports.get((address, port))
+                if other is not None:
+                    raise self.fail(
+                        f[key],
+                        f"{path}.{key}",
+                        f"port {port} on {address} already used by {other[0]} (line {other[1]})",
+                    )
+                ports[(address, port)] = (f"{path}.{key}", _line(f[key]))
+                values[key] = port
+            priority = self.integer(f["priority"], f"{path}.priority", 0, 65535) if "priority" in f else 100
+            masters.append(Master(id=mid, address=address, priority=priority, **values))
+        return tuple(masters)
+
+    # -- switches and hosts ----------------------------------------------------------------------------
+
+    def switches(self, node: yaml.Node) -> tuple[Switch, ...]:
+        items = self.seq(node, "switches")
+        if not items:
+            raise self.fail(node, "switches", "at least 1 switch is required")
+        self.switch_line: dict[str, int] = {}
+        self.port_use: dict[tuple[str, int], tuple[str, int]] = {}  # (switch, port) -> (field, line)
+        ids: dict[int, tuple[str, int]] = {}
+        macs: dict[str, tuple[str, int]] = {}
+        host_names: dict[str, int] = {}
+        host_ips: dict[IPv4Address, tuple[str, int]] = {}
+        # (first, last, prefixlen, field, line, owner) of every internally originated prefix and loopback
+        self.internal: list[tuple[int, int, int, str, int, str]] = []
+        border: list[tuple[IPv4Network, str, yaml.Node, str]] = []
+        switches: list[Switch] = []
+        for i, item in enumerate(items):
+            path = f"switches[{i}]"
+            f = self.fields(item, path, _SWITCH_KEYS, ("name", "id", "role"))
+            name = self.name(f["name"], f"{path}.name")
+            if name in self.switch_line:
+                raise self.fail(
+                    f["name"], f"{path}.name", f"duplicate switch name {name!r} (also at line {self.switch_line[name]})"
+                )
+            self.switch_line[name] = _line(f["name"])
+            sid = self.integer(f["id"], f"{path}.id", 1, MAX_SWITCH_ID)
+            if sid in ids:
+                other, line = ids[sid]
+                raise self.fail(f["id"], f"{path}.id", f"duplicate id {sid} (also used by {other} at line {line})")
+            ids[sid] = (name, _line(f["id"]))
+            role_name = self.string(f["role"], f"{path}.role")
+            role = _ROLES.get(role_name)
+            if role is None:
+                raise self.fail(
+                    f["role"], f"{path}.role", f"{role_name!r} is not one of: {', '.join(_ROLES)}"
+                )
+            prefixes: list[IPv4Network] = []
+            if "prefixes" in f:
+                for j, pnode in enumerate(self.seq(f["prefixes"], f"{path}.prefixes")):
+                    pfield = f"{path}.prefixes[{j}]"
+                    prefix = self.network(pnode, pfield)
+                    if prefix in prefixes:
+                        raise self.fail(pnode, pfield, f"{prefix} listed twice")
+                    prefixes.append(prefix)
+                    if role is Role.BORDER:
+                        border.append((prefix, pfield, pnode, name))
+                    else:
+                        self.internal.append(
+                            (int(prefix.network_address), int(prefix.broadcast_address), prefix.prefixlen,
+                             pfield, _line(pnode), name)
+                        )
+            loopback = None
+            if "loopback" in f:
+                lnode = f["loopback"]
+                text = self.string(lnode, f"{path}.loopback")
+                loopback = self.network(lnode, f"{path}.loopback") if "/" in text else None
+                if loopback is None:
+                    loopback = IPv4Network(f"{self.address(lnode, f'{path}.loopback')}/32")
+                if loopback.prefixlen != 32:
+                    raise self.fail(lnode, f"{path}.loopback", f"{loopback} is not a /32")
+                addr = int(loopback.network_address)
+                self.internal.append((addr, addr, 32, f"{path}.loopback", _line(lnode), name))
+            if "mac" in f:
+                mac = self.mac(f["mac"], f"{path}.mac")
+                mac_node: yaml.Node = f["mac"]
+            else:
+                mac = "0e:00:" + ":".join(f"{b:02x}" for b in sid.to_bytes(4, "big"))
+                mac_node = f["id"]
+            if mac in macs:
+                raise self.fail(
+                    mac_node, f"{path}.mac", f"duplicate MAC {mac} (also used by {macs[mac][0]} at line {macs[mac][1]})"
+                )
+            macs[mac] = (name, _line(mac_node))
+            gateway = None
+            if "gateway" in f:
+                if role is not Role.TOR:
+                    raise self.fail(f["gateway"], f"{path}.gateway", f"only a tor has a gateway, not a {role}")
+                gateway = self.address(f["gateway"], f"{path}.gateway")
+                if not any(gateway in p for p in prefixes):
+                    raise self.fail(f["gateway"], f"{path}.gateway", f"{gateway} is not in the switch's prefixes")
+                if loopback is not None and gateway == loopback.network_address:
+                    raise self.fail(f["gateway"], f"{path}.gateway", f"{gateway} is the switch's loopback")
+            elif role is Role.TOR and prefixes:
+                first = prefixes[0]
+                gateway = first.network_address + 1 if first.num_addresses > 2 else first.network_address
+            hosts: list[Host] = []
+            if "hosts" in f:
+                hnodes = self.seq(f["hosts"], f"{path}.hosts")
+                if hnodes and role is not Role.TOR:
+                    raise self.fail(f["hosts"], f"{path}.hosts", f"hosts attach to a tor, not to a {role}")
+                for j, hnode in enumerate(hnodes):
+                    hpath = f"{path}.hosts[{j}]"
+                    hf = self.fields(hnode, hpath, _HOST_KEYS, _HOST_KEYS)
+                    hname = self.name(hf["name"], f"{hpath}.name")
+                    if hname in host_names:
+                        raise self.fail(
+                            hf["name"], f"{hpath}.name", f"duplicate host name {hname!r} (also at line {host_names[hname]})"
+                        )
+                    host_names[hname] = _line(hf["name"])
+                    port = self.integer(hf["port"], f"{hpath}.port", 1, MAX_OF_PORT)
+                    self.use_port(name, port, hf["port"], f"{hpath}.port")
+                    ip = self.address(hf["ip"], f"{hpath}.ip")
+                    subnet = next((p for p in prefixes if ip in p), None)
+                    if subnet is None:
+                        subnets = ", ".join(str(p) for p in prefixes) or "none"
+                        raise self.fail(
+                            hf["ip"], f"{hpath}.ip", f"{ip} is outside the subnets of tor {name} ({subnets})"
+                        )
+                    if subnet.prefixlen < 31 and ip in (subnet.network_address, subnet.broadcast_address):
+                        raise self.fail(hf["ip"], f"{hpath}.ip", f"{ip} is not a usable host address of {subnet}")
+                    if ip == gateway:
+                        raise self.fail(hf["ip"], f"{hpath}.ip", f"{ip} is the gateway of tor {name}")
+                    if ip in host_ips:
+                        other, line = host_ips[ip]
+                        raise self.fail(hf["ip"], f"{hpath}.ip", f"duplicate IP {ip} (also used by {other} at line {line})")
+                    host_ips[ip] = (hname, _line(hf["ip"]))
+                    hmac = self.mac(hf["mac"], f"{hpath}.mac")
+                    if hmac in macs:
+                        other, line = macs[hmac]
+                        raise self.fail(
+                            hf["mac"], f"{hpath}.mac", f"duplicate MAC {hmac} (also used by {other} at line {line})"
+                        )
+                    macs[hmac] = (hname, _line(hf["mac"]))
+                    hosts.append(Host(name=hname, tor=name, port=port, ip=ip, mac=hmac))
+            ovs = None
+            if "ovs" in f:
+                ovs = self.string(f["ovs"], f"{path}.ovs")
+                m = _OVS_RE.match(ovs)
+                ok = m is not None and 1 <= int(m.group(2)) <= 65535
+                if ok:
+                    try:
+                        IPv4Address(m.group(1))
+                    except ValueError:
+                        ok = False
+                if not ok:
+                    raise self.fail(f["ovs"], f"{path}.ovs", f"{ovs!r} is not tcp:IPV4:PORT")
+            rest_port = self.integer(f["rest_port"], f"{path}.rest_port", 1, 65535) if "rest_port" in f else None
+            switches.append(
+                Switch(
+                    name=name,
+                    id=sid,
+                    role=role,
+                    prefixes=tuple(prefixes),
+                    loopback=loopback,
+                    mac=mac,
+                    gateway=gateway,
+                    hosts=tuple(hosts),
+                    ovs=ovs,
+                    rest_port=rest_port,
+                )
+            )
+        self.check_overlaps(border)
+        return tuple(switches)
+
+    def use_port(self, switch: str, port: int, node: yaml.Node, field: str) -> None:
+        key = (switch, port)
+        other = self.port_use.get(key)
+        if other is not None:
+            raise self.fail(node, field, f"port {switch}:{port} already used by {other[0]} (line {other[1]})")
+        self.port_use[key] = (field, _line(node))
+
+    def check_overlaps(self, border: list[tuple[IPv4Network, str, yaml.Node, str]]) -> None:
+        """Internal prefixes and loopbacks must be pairwise disjoint (sort, then one sweep: O(n log n)).
+
+        A border switch's prefixes are external routes (e.g. the 0.0.0.0/0 default): several border switches
+        may originate the same one and they may cover internal prefixes (longest match prefers those), but
+        one must not be equal to or inside an internal prefix.
+        """
+        items = sorted(self.internal, key=lambda it: (it[0], -it[1]))
+        for prev, cur in zip(items, items[1:], strict=False):
+            if cur[0] <= prev[1]:
+                # report the one later in the file, naming the other
+                first, second = (prev, cur) if prev[4] <= cur[4] else (cur, prev)
+                raise self.fail(
+                    second[4],
+                    second[3],
+                    f"{_net(second)} of {second[5]} overlaps {_net(first)} of {first[5]} (line {first[4]})",
+                )
+        starts = [it[0] for it in items]
+        for prefix, pfield, pnode, owner in border:
+            lo, hi = int(prefix.network_address), int(prefix.broadcast_address)
+            k = bisect.bisect_right(starts, lo) - 1
+            if k >= 0 and items[k][1] >= hi:
+                inside = items[k]
+                raise self.fail(
+                    pnode,
+                    pfield,
+                    f"external prefix {prefix} of {owner} lies inside {_net(inside)} of {inside[5]} (line {inside[4]})",
+                )
+
+    # -- links -----------------------------------------------------------------------------------------
+
+    def links(self, node: yaml.Node) -> tuple[Link, ...]:
+        items = self.seq(node, "links")
+        links: list[Link] = []
+        append = links.append
+        for i, item in enumerate(items):
+            path = f"links[{i}]"
+            # fast path for the common {a: "s:p", b: "s:p"} shape; self.fields() for everything else
+            if isinstance(item, yaml.MappingNode) and len(item.value) == 2:
+                (k1, v1), (k2, v2) = item.value
+                if k1.value == "a" and k2.value == "b" and k1.tag == _T_STR and k2.tag == _T_STR:
+                    f = {"a": v1, "b": v2}
+                else:
+                    f = self.fields(item, path, _LINK_KEYS, ("a", "b"))
+            else:
+                f = self.fields(item, path, _LINK_KEYS, ("a", "b"))
+            a = self.endpoint(f["a"], f"{path}.a")
+            b = self.endpoint(f["b"], f"{path}.b")
+            if a.switch == b.switch:
+                raise self.fail(f["b"], f"{path}.b", f"link from switch {a.switch} to itself")
+            self.use_port(a.switch, a.port, f["a"], f"{path}.a")
+            self.use_port(b.switch, b.port, f["b"], f"{path}.b")
+            weight = self.integer(f["weight"], f"{path}.weight", 1, 65535) if "weight" in f else 1
+            append(Link(i, a, b, weight))
+        return tuple(links)
+
+    def endpoint(self, node: yaml.Node, field: str) -> Endpoint:
+        value = self.string(node, field)
+        switch, sep, port_text = value.rpartition(":")
+        if not sep or not switch or not port_text.isdigit() or not port_text.isascii():
+            raise self.fail(node, field, f"{value!r} is not SWITCH:PORT")
+        if switch not in self.switch_line:
+            raise self.fail(node, field, f"unknown switch {switch!r}")
+        port = int(port_text)
+        if not 1 <= port <= MAX_OF_PORT:
+            raise self.fail(node, field, f"port {port} out of range 1..{MAX_OF_PORT}")
+        return Endpoint(switch, port)
+
+
+def _net(item: tuple[int, int, int, str, int, str]) -> str:
+    return f"{IPv4Address(item[0])}/{item[2]}"

@@ -1,0 +1,720 @@
+"""Wire messages and the authenticated datagram Codec.
+
+Datagram framing (integers big-endian)::
+
+    b"FP" | version u8 (=1) | msg type u8 | key kind u8 | seq u64 |
+    sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
+
+The tag covers every preceding byte. The payload is a msgpack array of the message's fields in
+dataclass order; nested ``PortStatus`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte
+strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
+(``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
+
+Which key may sign what (checked on decode, chosen by ``Codec.encode``):
+
+* a switch signs with its own SWITCH key (owner = itself); ND frames (``NdFrame``) with the ND key and
+  nothing else with the ND key;
+* a master signs unicast to a switch with THAT switch's SWITCH key (so the receiver must be that switch),
+  to masters with its own MASTER key, multicast to clients with the GROUP key.
+
+Rejections raise ``DecodeError`` whose ``reason`` is one of ``DECODE_REASONS`` and are counted in
+``Codec.rejected``. ``Codec.decode`` raises nothing else, whatever the input (fuzzed in the tests).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import struct
+import time
+from collections import Counter
+from collections.abc import Collection
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+from proto.auth import KeyKind, KeyRing, MissingKeyError, ReplayWindow
+from proto.config import Endpoint
+
+__all__ = [
+    "DECODE_REASONS",
+    "MAGIC",
+    "MAX_DATAGRAM",
+    "MAX_LSD_BYTES",
+    "MESSAGE_TYPES",
+    "ND_DST_MAC",
+    "ND_ETHERTYPE",
+    "WIRE_VERSION",
+    "Codec",
+    "DecodeError",
+    "EncodeError",
+    "Endpoint",
+    "Hello",
+    "KeyKind",
+    "Keepalive",
+    "LsdDelta",
+    "LsdFull",
+    "LsdRequest",
+    "Message",
+    "MessageError",
+    "NdFrame",
+    "PortReport",
+    "PortStatus",
+    "ReplicationAck",
+    "ReportAck",
+    "StepDown",
+    "Vote",
+    "VoteRequest",
+    "decode_nd_ethernet",
+    "encode_nd_ethernet",
+]
+
+MAGIC = b"FP"
+WIRE_VERSION = 1
+MAX_DATAGRAM = 65_507  # largest UDP payload over IPv4
+TAG_LEN = 32
+_FIXED = struct.Struct(">2sBBBQ")  # magic, version, type, key kind, seq
+_MIN_DATAGRAM = _FIXED.size + 1 + 1 + TAG_LEN
+# Room for LsdFull.snapshot / LsdDelta.changes in one datagram: MAX_DATAGRAM minus the worst-case
+# framing (fixed header 13, sender and owner names up to 2 * 256, tag 32) and payload overhead
+# (array header, master name, term, versions, digest, bin header: < 200).
+MAX_LSD_BYTES = MAX_DATAGRAM - 13 - 2 * 256 - TAG_LEN - 200
+
+MAX_U63 = 2**63 - 1
+MAX_SEQ = 2**64 - 1
+MIN_PORT, MAX_PORT = 1, 65279
+MAX_PRIORITY = 2**32 - 1
+
+DECODE_REASONS = (
+    "truncated", "bad_magic", "bad_version", "unknown_type", "oversized", "bad_hmac", "unknown_key",
+    "replay", "malformed", "wrong_sender",
+)
+
+
+class DecodeError(ValueError):
+    """A datagram was rejected; ``reason`` is a short stable metric label (see DECODE_REASONS)."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        assert reason in DECODE_REASONS, reason
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class MessageError(ValueError):
+    """A message field has the wrong type or is out of range (raised on construction)."""
+
+
+class EncodeError(ValueError):
+    """The Codec cannot encode this message (wrong sender, missing key, too large, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Field validators (used by __post_init__, hence on construction AND on decode)
+
+
+def _int(obj: object, name: str, lo: int, hi: int) -> None:
+    if type(obj) is not int:
+        raise MessageError(f"{name}: expected int, got {type(obj).__name__}")
+    if not lo <= obj <= hi:
+        raise MessageError(f"{name}: {obj} out of range {lo}..{hi}")
+
+
+def _bool(obj: object, name: str) -> None:
+    if type(obj) is not bool:
+        raise MessageError(f"{name}: expected bool, got {type(obj).__name__}")
+
+
+def _name(obj: object, name: str) -> None:
+    if type(obj) is not str:
+        raise MessageError(f"{name}: expected str, got {type(obj).__name__}")
+    if not 1 <= len(obj) <= 64 or not obj.isprintable() or len(obj.encode()) > 255:
+        raise MessageError(f"{name}: {obj!r} is not a name of 1..64 printable characters")
+
+
+def _bytes(obj: object, name: str, max_len: int = MAX_DATAGRAM) -> None:
+    if type(obj) is not bytes:
+        raise MessageError(f"{name}: expected bytes, got {type(obj).__name__}")
+    if len(obj) > max_len:
+        raise MessageError(f"{name}: {len(obj)} bytes exceeds {max_len}")
+
+
+_DIGEST_RE = re.compile(r"[0-9a-f]{64}\Z")
+_STATE_RE = re.compile(r"[a-z][a-z_]{0,31}\Z")
+
+
+def _digest(obj: object, name: str) -> None:
+    if type(obj) is not str or not _DIGEST_RE.match(obj):
+        raise MessageError(f"{name}: expected a 64-digit lower-case hex sha256, got {obj!r}")
+
+
+def _endpoint(obj: object, name: str, optional: bool = False) -> None:
+    if obj is None and optional:
+        return
+    if type(obj) is not Endpoint:
+        raise MessageError(f"{name}: expected Endpoint, got {type(obj).__name__}")
+    _name(obj.switch, f"{name}.switch")
+    _int(obj.port, f"{name}.port", MIN_PORT, MAX_PORT)
+
+
+def _version(obj: object, name: str, allow_none: bool = False) -> None:
+    _int(obj, name, -1 if allow_none else 0, MAX_U63)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Messages
+
+
+class Message:
+    """Base of all wire messages. ``TYPE`` is the msg type byte, ``SENDER_FIELD`` the originator field."""
+
+    __slots__ = ()
+    TYPE: ClassVar[int]
+    SENDER_FIELD: ClassVar[str]
+    FROM_MASTER: ClassVar[bool]
+
+    @property
+    def sender(self) -> str:
+        return getattr(self, self.SENDER_FIELD)
+
+
+@dataclass(frozen=True, slots=True)
+class PortStatus:
+    port: int
+    phy: bool
+    nd: bool
+    usable: bool
+    admin: bool
+    damped: bool
+    miscabled_by: Endpoint | None = None
+
+    def __post_init__(self) -> None:
+        _int(self.port, "port", MIN_PORT, MAX_PORT)
+        for f in ("phy", "nd", "usable", "admin", "damped"):
+            _bool(getattr(self, f), f)
+        _endpoint(self.miscabled_by, "miscabled_by", optional=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PortReport(Message):
+    """Client -> master: the full state of the switch's ports; ``report_seq`` increases per report."""
+
+    TYPE: ClassVar[int] = 1
+    SENDER_FIELD: ClassVar[str] = "switch"
+    FROM_MASTER: ClassVar[bool] = False
+    switch: str
+    digest: str
+    report_seq: int
+    term: int
+    ports: tuple[PortStatus, ...]
+
+    def __post_init__(self) -> None:
+        _name(self.switch, "switch")
+        _digest(self.digest, "digest")
+        _int(self.report_seq, "report_seq", 0, MAX_U63)
+        _int(self.term, "term", 0, MAX_U63)
+        if type(self.ports) is not tuple:
+            raise MessageError(f"ports: expected tuple, got {type(self.ports).__name__}")
+        seen: set[int] = set()
+        for i, p in enumerate(self.ports):
+            if type(p) is not PortStatus:
+                raise MessageError(f"ports[{i}]: expected PortStatus, got {type(p).__name__}")
+            if p.port in seen:
+                raise MessageError(f"ports[{i}]: port {p.port} reported twice")
+            seen.add(p.port)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportAck(Message):
+    TYPE: ClassVar[int] = 2
+    SENDER_FIELD: ClassVar[str] = "master"
+    FROM_MASTER: ClassVar[bool] = True
+    master: str
+    term: int
+    report_seq: int
+
+    def __post_init__(self) -> None:
+        _name(self.master, "master")
+        _int(self.term, "term", 0, MAX_U63)
+        _int(self.report_seq, "report_seq", 0, MAX_U63)
+
+
+@dataclass(frozen=True, slots=True)
+class LsdRequest(Message):
+    """Client -> master: what the client has (``version`` -1 = nothing)."""
+
+    TYPE: ClassVar[int] = 3
+    SENDER_FIELD: ClassVar[str] = "switch"
+    FROM_MASTER: ClassVar[bool] = False
+    switch: str
+    term: int
+    version: int
+
+    def __post_init__(self) -> None:
+        _name(self.switch, "switch")
+        _int(self.term, "term", 0, MAX_U63)
+        _version(self.version, "version", allow_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class LsdFull(Message):
+    TYPE: ClassVar[int] = 4
+    SENDER_FIELD: ClassVar[str] = "master"
+    FROM_MASTER: ClassVar[bool] = True
+    master: str
+    term: int
+    version: int
+    digest: str
+    snapshot: bytes
+
+    def __post_init__(self) -> None:
+        _name(self.master, "master")
+        _int(self.term, "term", 0, MAX_U63)
+        _version(self.version, "version")
+        _digest(self.digest, "digest")
+        _bytes(self.snapshot, "snapshot")
+
+
+@dataclass(frozen=True, slots=True)
+class LsdDelta(Message):
+    TYPE: ClassVar[int] = 5
+    SENDER_FIELD: ClassVar[str] = "master"
+    FROM_MASTER: ClassVar[bool] = True
+    master: str
+    term: int
+    from_version: int
+    to_version: int
+    changes: bytes  # proto.lsd.encode_changes()
+
+    def __post_init__(self) -> None:
+        _name(self.master, "master")
+        _int(self.term, "term", 0, MAX_U63)
+        _version(self.from_version, "from_version")
+        _version(self.to_version, "to_version")
+        if self.to_version <= self.from_version:
+            raise MessageError(f"to_version {self.to_version} must exceed from_version {self.from_version}")
+        _bytes(self.changes, "changes")
+
+
+@dataclass(frozen=True, slots=True)
+class Keepalive(Message):
+    TYPE: ClassVar[int] = 6
+    SENDER_FIELD: ClassVar[str] = "master"
+    FROM_MASTER: ClassVar[bool] = True
+    master: str
+    term: int
+    version: int
+
+    def __post_init__(self) -> None:
+        _name(self.master, "master")
+        _int(self.term, "term", 0, MAX_U63)
+        _version(self.version, "version")
+
+
+@dataclass(frozen=True, slots=True)
+class Hello(Message):
+    """FMRP hello. ``state`` is a lower-case FMRP state name (e.g. init/backup/electing/master)."""
+
+    TYPE: ClassVar[int] = 7
+    SENDER_FIELD: ClassVar[str] = "master"
+    FROM_MASTER: ClassVar[bool] = True
+    master: str
+    state: str
+    term: int
+    version: int  # -1 = no valid LSD
+    priority: int
+    leader: str | None = None
+
+    def __post_init__(self) -> None:
+        _name(self.master, "master")
+        if type(self.state) is not str or not _STATE_RE.match(self.state):
+            raise MessageError(f"state: expected a lower-case state name, got {self.state!r}")
+        _int(self.term, "term", 0, MAX_U63)
+        _version(self.version, "version", allow_none=True)
+        _int(self.priority, "priority", 0, MAX_PRIORITY)
+        if self.leader is not None:
+            _name(self.leader, "leader")
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest(Message):
+    TYPE: ClassVar[int] = 8
+    SENDER_FIELD: ClassVar[str] = "candidate"
+    FROM_MASTER: ClassVar[bool] = True
+    candidate: str
+    term: int
+    version: int  # -1 = no valid LSD
+    priority: int
+
+    def __post_init__(self) -> None:
+        _name(self.candidate, "candidate")
+        _int(self.term, "term", 0, MAX_U63)
+        _version(self.version, "version", allow_none=True)
+        _int(self.priority, "priority", 0, MAX_PRIORITY)
+
+
+@dataclass(frozen=True, slots=True)
+class Vote(Message):
+    TYPE: ClassVar[int] = 9
+    SENDER_FIELD: ClassVar[str] = "voter"
+    FROM_MASTER: ClassVar[bool] = True
+    voter: str
+    term: int
+    candidate: str
+    granted: bool
+
+    def __post_init__(self) -> None:
+        _name(self.voter, "voter")
+        _int(self.term, "term", 0, MAX_U63)
+        _name(self.candidate, "candidate")
+        _bool(self.granted, "granted")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationAck(Message):
+    TYPE: ClassVar[int] = 10
+    SENDER_FIELD: ClassVar[str] = "backup"
+    FROM_MASTER: ClassVar[bool] = True
+    backup: str
+    term: int
+    version: int  # -1 = no valid LSD
+
+    def __post_init__(self) -> None:
+        _name(self.backup, "backup")
+        _int(self.term, "term", 0, MAX_U63)
+        _version(self.version, "version", allow_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StepDown(Message):
+    TYPE: ClassVar[int] = 11
+    SENDER_FIELD: ClassVar[str] = "master"
+    FROM_MASTER: ClassVar[bool] = True
+    master: str
+    term: int
+
+    def __post_init__(self) -> None:
+        _name(self.master, "master")
+        _int(self.term, "term", 0, MAX_U63)
+
+
+@dataclass(frozen=True, slots=True)
+class NdFrame(Message):
+    """Neighbor discovery payload, carried in an Ethernet frame (see encode_nd_ethernet)."""
+
+    TYPE: ClassVar[int] = 12
+    SENDER_FIELD: ClassVar[str] = "switch"
+    FROM_MASTER: ClassVar[bool] = False
+    switch: str
+    port: int
+    expected: Endpoint
+    discovered: Endpoint | None = None
+
+    def __post_init__(self) -> None:
+        _name(self.switch, "switch")
+        _int(self.port, "port", MIN_PORT, MAX_PORT)
+        _endpoint(self.expected, "expected")
+        _endpoint(self.discovered, "discovered", optional=True)
+
+
+MESSAGE_TYPES: dict[int, type[Message]] = {
+    cls.TYPE: cls
+    for cls in (PortReport, ReportAck, LsdRequest, LsdFull, LsdDelta, Keepalive, Hello, VoteRequest, Vote,
+                ReplicationAck, StepDown, NdFrame)
+}
+_FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES.values()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Payload (msgpack arrays in field order)
+
+
+def _ep_out(ep: Endpoint | None) -> list | None:
+    return None if ep is None else [ep.switch, ep.port]
+
+
+def _ep_in(obj: Any, name: str) -> Endpoint | None:
+    if obj is None:
+        return None
+    if type(obj) is not list or len(obj) != 2:
+        raise MessageError(f"{name}: expected [switch, port]")
+    _name(obj[0], f"{name}.switch")
+    _int(obj[1], f"{name}.port", MIN_PORT, MAX_PORT)
+    return Endpoint(obj[0], obj[1])
+
+
+def _to_wire(msg: Message) -> list:
+    out = []
+    for name in _FIELD_NAMES[type(msg)]:
+        value = getattr(msg, name)
+        if name == "ports":
+            value = [[p.port, p.phy, p.nd, p.usable, p.admin, p.damped, _ep_out(p.miscabled_by)] for p in value]
+        elif isinstance(value, Endpoint):
+            value = _ep_out(value)
+        out.append(value)
+    return out
+
+
+def _from_wire(cls: type[Message], obj: Any) -> Message:
+    names = _FIELD_NAMES[cls]
+    if type(obj) is not list or len(obj) != len(names):
+        raise MessageError(f"{cls.__name__}: payload must be an array of {len(names)} fields")
+    values = list(obj)
+    for i, name in enumerate(names):
+        if name == "ports":
+            if type(values[i]) is not list:
+                raise MessageError("ports: expected array")
+            ports = []
+            for j, p in enumerate(values[i]):
+                if type(p) is not list or len(p) != 7:
+                    raise MessageError(f"ports[{j}]: expected array of 7 fields")
+                ports.append(PortStatus(*p[:6], miscabled_by=_ep_in(p[6], f"ports[{j}].miscabled_by")))
+            values[i] = tuple(ports)
+        elif name in ("expected", "discovered"):
+            values[i] = _ep_in(values[i], name)
+            if values[i] is None and name == "expected":
+                raise MessageError("expected: must not be nil")
+    return cls(*values)
+
+
+def _unpack(payload: bytes) -> Any:
+    return msgpack.unpackb(
+        payload, raw=False, use_list=True, strict_map_key=True, max_str_len=4096, max_bin_len=MAX_DATAGRAM,
+        max_array_len=MAX_DATAGRAM, max_map_len=0, max_ext_len=0,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Codec
+
+
+class Codec:
+    """Signs/verifies datagrams for ``local_id`` (a switch name or a master id).
+
+    ``switches``/``masters``: every known sender (from the Fabric). ``seq_start``: first sequence number
+    (default: wall-clock microseconds now, so a restarted sender is ahead of its old numbers).
+    ``accept_group``: accept GROUP-signed datagrams (set False when distribution is unicast, so a
+    compromised switch holding the shared group key cannot inject master multicast).
+    """
+
+    def __init__(self, keyring: KeyRing, local_id: str, switches: Collection[str], masters: Collection[str],
+                 *, seq_start: int | None = None, accept_group: bool = True, replay_window: int = 64) -> None:
+        self.keyring = keyring
+        self.local_id = local_id
+        self.switches = frozenset(switches)
+        self.masters = frozenset(masters)
+        if self.switches & self.masters:
+            raise ValueError(f"names both switch and master: {sorted(self.switches & self.masters)[:5]}")
+        if local_id not in self.switches and local_id not in self.masters:
+            raise ValueError(f"local id {local_id!r} is neither a known switch nor a known master")
+        self.is_master = local_id in self.masters
+        if keyring.restricted_to is not None and keyring.restricted_to != local_id:
+            raise ValueError(f"key ring {keyring!r} cannot be used by {local_id!r}")
+        self.seq = time.time_ns() // 1000 if seq_start is None else seq_start
+        if type(self.seq) is not int or not 0 <= self.seq <= MAX_SEQ:
+            raise ValueError(f"seq_start out of range: {seq_start!r}")
+        self.accept_group = accept_group
+        self.replay_window = replay_window
+        self._windows: dict[str, ReplayWindow] = {}
+        self._macs: dict[tuple[KeyKind, str], Any] = {}
+        self.rejected: Counter[str] = Counter()
+        self.accepted: Counter[str] = Counter()  # by message class name
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _mac(self, kind: KeyKind, owner: str) -> Any:
+        """A fresh HMAC object for the key; raises MissingKeyError if the ring lacks it."""
+        ident = (kind, owner)
+        template = self._macs.get(ident)
+        if template is None:
+            template = hmac.new(self.keyring.key(kind, owner), digestmod=hashlib.sha256)
+            self._macs[ident] = template
+        return template.copy()
+
+    def _signing_key(self, msg: Message, to: str | None, key: KeyKind | None) -> tuple[KeyKind, str]:
+        if isinstance(msg, NdFrame):
+            if key not in (None, KeyKind.ND):
+                raise EncodeError("NdFrame must be signed with the ND key")
+            return KeyKind.ND, ""
+        if key == KeyKind.ND:
+            raise EncodeError("only NdFrame may be signed with the ND key")
+        if not self.is_master:
+            if key not in (None, KeyKind.SWITCH):
+                raise EncodeError(f"a switch signs with its own switch key, not {KeyKind(key).name}")
+            return KeyKind.SWITCH, self.local_id
+        if key is None:
+            key = KeyKind.SWITCH if to in self.switches else KeyKind.MASTER
+        if key == KeyKind.SWITCH:
+            if to not in self.switches:
+                raise EncodeError(f"SWITCH key needs a destination switch, got to={to!r}")
+            return KeyKind.SWITCH, to
+        if key == KeyKind.MASTER:
+            return KeyKind.MASTER, self.local_id
+        return KeyKind.GROUP, ""
+
+    def _acceptable_key(self, sender: str, cls: type[Message], kind: KeyKind, owner: str) -> bool:
+        if kind == KeyKind.ND or cls is NdFrame:
+            return kind == KeyKind.ND and cls is NdFrame and owner == ""
+        if sender in self.switches:
+            return kind == KeyKind.SWITCH and owner == sender
+        if kind == KeyKind.SWITCH:  # master unicast to a switch: only that switch can verify it
+            return owner == self.local_id and not self.is_master
+        if kind == KeyKind.MASTER:
+            return owner == sender
+        return self.accept_group and owner == ""  # GROUP
+
+    # -- encode -------------------------------------------------------------------------------------
+
+    def encode(self, msg: Message, *, to: str | None = None, key: KeyKind | None = None) -> bytes:
+        """Sign ``msg`` as ``local_id``; raises EncodeError if that is not allowed or it is too large."""
+        cls = type(msg)
+        if cls not in _FIELD_NAMES:
+            raise EncodeError(f"not a wire message: {cls.__name__}")
+        if msg.sender != self.local_id:
+            raise EncodeError(f"{cls.__name__}.{cls.SENDER_FIELD} is {msg.sender!r}, but this codec "
+                              f"speaks for {self.local_id!r}")
+        if self.is_master != cls.FROM_MASTER:
+            raise EncodeError(f"{cls.__name__} is not sent by a {'master' if self.is_master else 'switch'}")
+        kind, owner = self._signing_key(msg, to, key)
+        try:
+            mac = self._mac(kind, owner)
+        except MissingKeyError as e:
+            raise EncodeError(str(e)) from None
+        if self.seq > MAX_SEQ:
+            raise EncodeError("sequence numbers exhausted")
+        sender_b, owner_b = self.local_id.encode(), owner.encode()
+        head = (_FIXED.pack(MAGIC, WIRE_VERSION, cls.TYPE, kind, self.seq)
+                + bytes((len(sender_b),)) + sender_b + bytes((len(owner_b),)) + owner_b)
+        body = head + msgpack.packb(_to_wire(msg), use_bin_type=True)
+        if len(body) + TAG_LEN > MAX_DATAGRAM:
+            raise EncodeError(f"oversized: {cls.__name__} needs {len(body) + TAG_LEN} bytes > {MAX_DATAGRAM}")
+        mac.update(body)
+        self.seq += 1
+        return body + mac.digest()
+
+    # -- decode -------------------------------------------------------------------------------------
+
+    def decode(self, data: bytes) -> tuple[str, Message]:
+        """Verify and decode a datagram -> (sender, message). Raises DecodeError only; counts rejects."""
+        try:
+            sender, msg, window, seq = self._decode(data)
+        except DecodeError as e:
+            self.rejected[e.reason] += 1
+            raise
+        window.accept(seq)
+        self.accepted[type(msg).__name__] += 1
+        return sender, msg
+
+    def _decode(self, data: bytes) -> tuple[str, Message, ReplayWindow, int]:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise DecodeError("malformed", f"expected bytes, got {type(data).__name__}")
+        data = bytes(data)
+        n = len(data)
+        if n > MAX_DATAGRAM:
+            raise DecodeError("oversized", f"{n} bytes > {MAX_DATAGRAM}")
+        if n < 2:
+            raise DecodeError("truncated", f"{n} bytes")
+        if data[:2] != MAGIC:
+            raise DecodeError("bad_magic", repr(data[:2]))
+        if n < _MIN_DATAGRAM:
+            raise DecodeError("truncated", f"{n} bytes < minimum {_MIN_DATAGRAM}")
+        _, version, type_id, kind_id, seq = _FIXED.unpack_from(data)
+        if version != WIRE_VERSION:
+            raise DecodeError("bad_version", f"wire version {version}, expected {WIRE_VERSION}")
+        cls = MESSAGE_TYPES.get(type_id)
+        if cls is None:
+            raise DecodeError("unknown_type", f"message type {type_id}")
+        try:
+            kind = KeyKind(kind_id)
+        except ValueError:
+            raise DecodeError("unknown_key", f"key kind {kind_id}") from None
+        end = n - TAG_LEN
+        pos = _FIXED.size
+        sender, pos = _read_name(data, pos, end, "sender", allow_empty=False)
+        owner, pos = _read_name(data, pos, end, "key owner", allow_empty=True)
+        if sender not in self.switches and sender not in self.masters:
+            raise DecodeError("wrong_sender", f"unknown sender {sender!r}")
+        if (sender in self.masters) != cls.FROM_MASTER:
+            raise DecodeError("wrong_sender", f"{cls.__name__} from {sender!r}")
+        if not self._acceptable_key(sender, cls, kind, owner):
+            raise DecodeError("unknown_key", f"{cls.__name__} from {sender!r} signed with "
+                                             f"{kind.name} key {owner!r}")
+        try:
+            mac = self._mac(kind, owner)
+        except MissingKeyError:
+            raise DecodeError("unknown_key", f"no {kind.name} key {owner!r} here") from None
+        mac.update(data[:end])
+        if not hmac.compare_digest(mac.digest(), data[end:]):
+            raise DecodeError("bad_hmac", f"{cls.__name__} from {sender!r}")
+        window = self._windows.get(sender)
+        if window is None:
+            window = self._windows[sender] = ReplayWindow(self.replay_window)
+        if not window.check(seq):
+            raise DecodeError("replay", f"seq {seq} from {sender!r}")
+        try:
+            msg = _from_wire(cls, _unpack(data[pos:end]))
+        except MessageError as e:
+            raise DecodeError("malformed", f"{cls.__name__} from {sender!r}: {e}") from None
+        except Exception as e:  # msgpack raises a zoo of exception types for bad input
+            raise DecodeError("malformed", f"{cls.__name__} from {sender!r}: bad msgpack: "
+                                           f"{type(e).__name__}") from None
+        if msg.sender != sender:
+            raise DecodeError("wrong_sender", f"{cls.__name__}.{cls.SENDER_FIELD}={msg.sender!r} "
+                                              f"sent by {sender!r}")
+        return sender, msg, window, seq
+
+
+def _read_name(data: bytes, pos: int, end: int, what: str, allow_empty: bool) -> tuple[str, int]:
+    if pos >= end:
+        raise DecodeError("truncated", f"{what} length missing")
+    length = data[pos]
+    pos += 1
+    if pos + length > end:
+        raise DecodeError("truncated", f"{what} runs past the end")
+    try:
+        name = data[pos:pos + length].decode()
+    except UnicodeDecodeError:
+        raise DecodeError("malformed", f"{what} is not UTF-8") from None
+    if not name and allow_empty:
+        return name, pos + length
+    if not name or len(name) > 64 or not name.isprintable():
+        raise DecodeError("malformed", f"bad {what} {name!r}")
+    return name, pos + length
+
+
+# ---------------------------------------------------------------------------------------------------
+# ND Ethernet framing
+
+ND_DST_MAC = bytes.fromhex("0180c200000e")  # LLDP nearest-bridge group address: never forwarded by bridges
+ND_ETHERTYPE = 0x88B5  # IEEE local experimental ethertype 1
+_ETH_HEADER = 14
+_ND_MAX_PAYLOAD = 1500
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+
+
+def encode_nd_ethernet(src_mac: str, datagram: bytes) -> bytes:
+    """Ethernet frame dst 01:80:c2:00:00:0e, src ``src_mac`` ("aa:bb:..."), ethertype 0x88B5, payload.
+
+    The datagram (>= 47 bytes) makes the frame exceed the 60-byte minimum, so it is never padded.
+    """
+    if type(src_mac) is not str or not _MAC_RE.match(src_mac.lower()):
+        raise EncodeError(f"bad source MAC {src_mac!r}")
+    if not isinstance(datagram, bytes) or len(datagram) > _ND_MAX_PAYLOAD:
+        raise EncodeError(f"ND datagram must be bytes of at most {_ND_MAX_PAYLOAD}")
+    return ND_DST_MAC + bytes.fromhex(src_mac.replace(":", "")) + ND_ETHERTYPE.to_bytes(2, "big") + datagram
+
+
+def decode_nd_ethernet(frame: bytes) -> bytes:
+    """The datagram carried by an ND Ethernet frame; DecodeError (truncated/bad_magic) otherwise."""
+    if not isinstance(frame, bytes | bytearray | memoryview):
+        raise DecodeError("malformed", f"expected bytes, got {type(frame).__name__}")
+    frame = bytes(frame)
+    if len(frame) < _ETH_HEADER:
+        raise DecodeError("truncated", f"Ethernet frame of {len(frame)} bytes")
+    if frame[:6] != ND_DST_MAC:
+        raise DecodeError("bad_magic", f"destination {frame[:6].hex(':')} is not the ND address")
+    if int.from_bytes(frame[12:14], "big") != ND_ETHERTYPE:
+        raise DecodeError("bad_magic", f"ethertype 0x{frame[12:14].hex()} is not 0x{ND_ETHERTYPE:04x}")
+    return frame[_ETH_HEADER:]
