@@ -13,8 +13,9 @@ How os-ken is embedded (native threads, no eventlet, no monkey-patching):
   `OpenFlowController`: that would open a listening socket (0.0.0.0:6653 and :6633 unless configured)
   and block forever in `accept()` on a non-daemon thread, and its connect loop retries at most once a
   second. Instead our own connect thread opens the TCP connection (optionally from inside a network
-  namespace, see `netns`) and hands the socket to `os_ken.controller.controller.datapath_connection_factory`,
-  exactly what os-ken's `StreamClient` would do. `os_ken.cfg.CONF` is still set to loopback/ephemeral
+  namespace, see `netns`) and serves it like `os_ken.controller.controller.datapath_connection_factory`
+  does for os-ken's `StreamClient`, with a `Datapath` subclass that fixes a native-hub hang (see
+  `_Datapath`). `os_ken.cfg.CONF` is still set to loopback/ephemeral
   listen values so that nothing listens on a fixed port even if someone starts the stock controller.
 * os-ken delivers events to each app through a bounded queue (128) drained by the app's thread; our app's
   handlers only translate and enqueue into an unbounded dispatch queue; one dispatcher thread of ours
@@ -325,6 +326,36 @@ def _release_shared() -> None:
             _handler_app = None
 
 
+class _Datapath(osken_controller.Datapath):
+    """os-ken's Datapath with one fix for the native hub.
+
+    When the switch closes the connection, `serve()` kills its send thread with `hub.kill`, a no-op
+    under the native hub, then joins it; that thread sits in `send_q.get()` forever, so `serve()` never
+    returns, the datapath never reaches DEAD_DISPATCHER and no one learns the connection is gone. After
+    the receive loop ends we queue a close marker, which makes the send loop exit.
+
+    `owner` is the OfDriver that opened the connection: every app sees every datapath's events, and
+    each driver's app keeps only those of its own connections.
+    """
+
+    def __init__(self, sock: socket.socket, address: tuple[str, int], owner: OfDriver) -> None:
+        self.owner = owner  # before super().__init__, which already emits a state-change event
+        super().__init__(sock, address)
+
+    def _recv_loop(self) -> None:
+        try:
+            super()._recv_loop()
+        finally:
+            with contextlib.suppress(Exception):
+                self.send(b"", close_socket=True)
+
+
+def _serve_connection(sock: socket.socket, address: tuple[str, int], owner: OfDriver) -> None:
+    """What os_ken.controller.controller.datapath_connection_factory does, with our _Datapath."""
+    with contextlib.closing(_Datapath(sock, address, owner)) as datapath:
+        datapath.serve()
+
+
 class FirepathOFApp(app_manager.OSKenApp):
     """Receives os-ken events for one driver. Handlers translate and hand over; they never block."""
 
@@ -335,40 +366,50 @@ class FirepathOFApp(app_manager.OSKenApp):
         self.name = f"firepath_of_{id(driver):x}"  # unique per driver: several may share a process
         self.driver = driver
 
+    def _mine(self, datapath: Any) -> bool:
+        return getattr(datapath, "owner", None) is self.driver
+
     @set_ev_cls(ofp_event.EventOFPStateChange, [MAIN_DISPATCHER, DEAD_DISPATCHER])
     def _state_change(self, ev: Any) -> None:
+        if not self._mine(ev.datapath):
+            return
         if ev.state == MAIN_DISPATCHER:
             self.driver._on_main(ev.datapath)
         elif ev.state == DEAD_DISPATCHER:
             self.driver._on_dead(ev.datapath)
 
-    @set_ev_cls(ofp_event.EventOFPPortDescStatsReply, MAIN_DISPATCHER)
-    def _port_desc(self, ev: Any) -> None:
-        self.driver._on_port_desc(ev.msg)
+    @set_ev_cls(
+        [
+            ofp_event.EventOFPPortDescStatsReply,
+            ofp_event.EventOFPPortStatus,
+            ofp_event.EventOFPPacketIn,
+            ofp_event.EventOFPBarrierReply,
+            ofp_event.EventOFPFlowStatsReply,
+            ofp_event.EventOFPGroupDescStatsReply,
+            ofp_event.EventOFPErrorMsg,
+        ],
+        MAIN_DISPATCHER,
+    )
+    def _message(self, ev: Any) -> None:
+        msg = ev.msg
+        if not self._mine(msg.datapath):
+            return
+        handler = self._handlers.get(type(ev))
+        if handler is not None:
+            handler(msg)
 
-    @set_ev_cls(ofp_event.EventOFPPortStatus, MAIN_DISPATCHER)
-    def _port_status(self, ev: Any) -> None:
-        self.driver._on_port_status(ev.msg)
-
-    @set_ev_cls(ofp_event.EventOFPPacketIn, MAIN_DISPATCHER)
-    def _packet_in(self, ev: Any) -> None:
-        self.driver._on_packet_in(ev.msg)
-
-    @set_ev_cls(ofp_event.EventOFPBarrierReply, MAIN_DISPATCHER)
-    def _barrier_reply(self, ev: Any) -> None:
-        self.driver._on_barrier_reply(ev.msg)
-
-    @set_ev_cls(ofp_event.EventOFPFlowStatsReply, MAIN_DISPATCHER)
-    def _flow_stats(self, ev: Any) -> None:
-        self.driver._on_multipart(ev.msg)
-
-    @set_ev_cls(ofp_event.EventOFPGroupDescStatsReply, MAIN_DISPATCHER)
-    def _group_desc(self, ev: Any) -> None:
-        self.driver._on_multipart(ev.msg)
-
-    @set_ev_cls(ofp_event.EventOFPErrorMsg, MAIN_DISPATCHER)
-    def _error(self, ev: Any) -> None:
-        self.driver._on_error(ev.msg)
+    def start(self) -> Any:
+        d = self.driver
+        self._handlers = {
+            ofp_event.EventOFPPortDescStatsReply: d._on_port_desc,
+            ofp_event.EventOFPPortStatus: d._on_port_status,
+            ofp_event.EventOFPPacketIn: d._on_packet_in,
+            ofp_event.EventOFPBarrierReply: d._on_barrier_reply,
+            ofp_event.EventOFPFlowStatsReply: d._on_multipart,
+            ofp_event.EventOFPGroupDescStatsReply: d._on_multipart,
+            ofp_event.EventOFPErrorMsg: d._on_error,
+        }
+        return super().start()
 
 
 # ---------------------------------------------------------------- network namespace helper
@@ -485,6 +526,7 @@ class OfDriver:
         self._multipart: dict[int, _Multipart] = {}
         self._port_desc_xid: int | None = None
         self._pending_ports: dict[int, Any] = {}
+        self._live: dict[int, bool] = {}  # last liveness reported per port (PortStatus is repetitive)
 
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -668,7 +710,7 @@ class OfDriver:
             self._osken_threads.add(threading.get_ident())
             try:
                 # Runs the os-ken Datapath (hello, features, ...) in this thread until the connection ends.
-                osken_controller.datapath_connection_factory(sock, self.address)
+                _serve_connection(sock, self.address, self)
             except Exception:
                 LOG.exception("OpenFlow connection to %s failed", self.target)
             finally:
@@ -768,6 +810,7 @@ class OfDriver:
             self._pending_ports = {}
             self._port_desc_xid = None
             self._connected = True
+            self._live = {n: _port_live(p) for n, p in ports.items()}
         self._emit(
             Connected(
                 dpid=dp.id,
@@ -805,9 +848,17 @@ class OfDriver:
         if port.port_no > ofp.OFPP_MAX:
             return
         deleted = msg.reason == ofp.OFPPR_DELETE
-        self._emit(
-            PortStatusChanged(port.port_no, _port_live(port) and not deleted, _port_name(port), deleted)
-        )
+        live = _port_live(port) and not deleted
+        with self._lock:
+            # OVS sends several MODIFY messages per carrier change (state, then config/speed...):
+            # report only changes of liveness, additions and deletions.
+            if not deleted and self._live.get(port.port_no) == live:
+                return
+            if deleted:
+                self._live.pop(port.port_no, None)
+            else:
+                self._live[port.port_no] = live
+        self._emit(PortStatusChanged(port.port_no, live, _port_name(port), deleted))
 
     def _on_packet_in(self, msg: Any) -> None:
         if msg.datapath is not self._dp:

@@ -13,9 +13,10 @@ Rules
   between a full snapshot and a delta. An `LsdFull` of the new term answers that by itself.
 - Fulls: applied when of a higher term, or of the current term and not older than what we hold. The
   fabric digest must match ours, else the snapshot is refused and recorded (`refused_digest`).
-- Deltas: applied only if `from_version` equals our version, from the master in use, in the current
-  term. A delta that ends at or below our version is a harmless duplicate (ignored). Any other delta
-  is a *gap*: nothing is applied, we request.
+- Deltas: applied only if `from_version` equals our version and the delta's term is the term our data
+  came from (versions of different masterships are not comparable: after a term change the master
+  answers our request with a full snapshot). A delta that ends at or below our version in our term is a
+  harmless duplicate (ignored). Any other delta is a *gap*: nothing is applied, we request.
 - Keepalives announce the master's version; a newer one than ours is a gap (we missed an update) -> request.
 - Atomic: the snapshot/changes are decoded and validated completely before anything changes; a decode
   error leaves the replica untouched (counted in `decode_errors`) and triggers a request.
@@ -97,8 +98,9 @@ class LsdReplica:
         self._next_request = now         # earliest time the next request may go out
         # Counters (metrics) and the last refusal, for operators.
         self.counters: dict[str, int] = dict.fromkeys(
-            ("applied_full", "applied_delta", "requests", "ignored_unknown_master", "gaps", "ignored_lower_term", "ignored_stale",
-             "refused_digest", "decode_errors", "term_changes", "master_changes", "fail_static_entered"), 0)
+            ("applied_full", "applied_delta", "requests", "gaps", "ignored_lower_term", "ignored_stale",
+             "ignored_unknown_master", "refused_digest", "decode_errors", "term_changes", "master_changes",
+             "fail_static_entered"), 0)
         self.last_refusal: str | None = None
 
     # ------------------------------------------------------------------------------------------ queries
@@ -119,7 +121,7 @@ class LsdReplica:
         return self.db.states()
 
     def master_alive(self, now: float) -> bool:
-        return self.master is not None and now - self._heard_at < self.master_silence
+        return self.master is not None and now < self._heard_at + self.master_silence
 
     def next_deadline(self) -> float:
         deadlines = [math.inf]
@@ -132,7 +134,7 @@ class LsdReplica:
     # ------------------------------------------------------------------------------------------ inputs
     def on_full(self, msg: LsdFull, now: float) -> list[Action]:
         out: list[Action] = []
-        if not self._accept(msg.master, msg.term, now, out):
+        if self._accept(msg.master, msg.term, now, out) is None:
             return out
         if msg.digest != self.digest:
             self._refuse("refused_digest", f"LsdFull from {msg.master} term {msg.term}: fabric digest "
@@ -163,10 +165,9 @@ class LsdReplica:
 
     def on_delta(self, msg: LsdDelta, now: float) -> list[Action]:
         out: list[Action] = []
-        if not self._accept(msg.master, msg.term, now, out):
+        if self._accept(msg.master, msg.term, now, out) is None:
             return out
-        self.announced = max(self.announced, msg.to_version)
-        if self.has_data and msg.from_version == self.db.version:
+        if self.has_data and self.data_term == msg.term and msg.from_version == self.db.version:
             try:
                 changes = decode_changes(msg.changes, self.n_links)
             except ValueError as e:
@@ -179,6 +180,7 @@ class LsdReplica:
             changed = tuple(sorted(i for i, s in changes.items() if db.state(i) != s))
             db.apply_delta(msg.from_version, msg.to_version, changes)   # checked above: atomic, cannot fail
             self.data_term = msg.term
+            self.announced = max(self.announced, msg.to_version)
             self.counters["applied_delta"] += 1
             self._answered(now, msg.to_version)
             out.append(LsdApplied(msg.master, msg.term, msg.to_version, False, changed, db.states()))
@@ -186,23 +188,26 @@ class LsdReplica:
         if self.has_data and self.data_term == msg.term and msg.to_version <= self.db.version:
             self.counters["ignored_stale"] += 1     # a duplicate or reordered old delta
             return out
+        self.announced = max(self.announced, msg.to_version)
         self._gap(now, out)
         return out
 
     def on_keepalive(self, msg: Keepalive, now: float) -> list[Action]:
         out: list[Action] = []
-        if not self._accept(msg.master, msg.term, now, out):
+        new = self._accept(msg.master, msg.term, now, out)
+        if new is None:
             return out
         self.announced = max(self.announced, msg.version)
-        if not self.has_data or self.data_term != self.term or msg.version > self.db.version:
-            self._gap(now, out)
+        if new or not self.has_data or self.data_term != self.term or msg.version > self.db.version:
+            self._gap(now, out)   # a new master/term is asked once even if the versions look equal
         elif msg.version == self.db.version:
             self.need_sync = False     # the master in use confirms our version in our data's term
         return out
 
     def tick(self, now: float) -> list[Action]:
         out: list[Action] = []
-        if not self.fail_static and now - self._heard_at >= self.master_silence:
+        # Same expression as next_deadline(): ticking exactly at the deadline must flip the state.
+        if not self.fail_static and now >= self._heard_at + self.master_silence:
             self.fail_static = True
             self.counters["fail_static_entered"] += 1
             out.append(FailStaticChanged(True))
@@ -210,14 +215,16 @@ class LsdReplica:
         return out
 
     # ------------------------------------------------------------------------------------------ internals
-    def _accept(self, master: str, term: int, now: float, out: list[Action]) -> bool:
-        """Term/master bookkeeping shared by every message. False: ignore the message (lower term)."""
+    def _accept(self, master: str, term: int, now: float, out: list[Action]) -> bool | None:
+        """Term/master bookkeeping shared by every message. None: ignore the message (lower term or
+        unknown master); True: the sender is a new master in use (new term or new id); False: the same."""
         if master not in self.masters:
             self._refuse("ignored_unknown_master", f"message from unknown master {master!r}")
-            return False
+            return None
         if term < self.term:
             self.counters["ignored_lower_term"] += 1
-            return False
+            return None
+        new = term > self.term or master != self.master
         if term > self.term:
             # A new term: whatever we hold may not be on the new master's history. Keep it (routes stay)
             # but ask; the master decides between a delta and a full.
@@ -228,16 +235,17 @@ class LsdReplica:
             self._next_request = now          # a new term answers nothing outstanding: ask at once
             self.counters["term_changes"] += 1
         elif master != self.master:
+            # Same term, another master id (normally impossible: one master per term). Ask, but do not
+            # reset the rate limit: two masters alternating must not turn into a request storm.
             self.master = master
             self.announced = -1
             self.need_sync = True
-            self._next_request = now
             self.counters["master_changes"] += 1
         self._heard_at = now
         if self.fail_static:
             self.fail_static = False
             out.append(FailStaticChanged(False))
-        return True
+        return new
 
     def _gap(self, now: float, out: list[Action]) -> None:
         if not self.need_sync:

@@ -78,7 +78,7 @@ class Reporter:
 
     # ------------------------------------------------------------------------------------------ queries
     def master_alive(self, now: float) -> bool:
-        return self.master is not None and now - self._heard_at < self.master_silence
+        return self.master is not None and now < self._heard_at + self.master_silence
 
     def targets(self, now: float) -> tuple[str, ...]:
         """The master in use if it is alive, else every configured master."""

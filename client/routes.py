@@ -32,14 +32,16 @@ Incremental update (`update`): we keep the shortest-path DAG implicitly (dist + 
    and the endpoints of the changed links; a node whose mask changes pushes its tight successors.
    Propagation stops wherever a mask does not change, which in a Clos is almost immediately.
 4. only the prefixes originated by nodes whose distance or mask changed are re-evaluated.
-A change on one of the own switch's links (every mask may lose or gain that bit), a large batch, or a
-region growing past a budget falls back to the full computation plus a table diff — which is
-cheaper than a whole-graph incremental pass.
+A change on one of the own links of a switch with few links (every mask may lose or gain that bit),
+a large batch, or a region growing past a budget falls back to the full computation plus a table
+diff — cheaper than a whole-graph incremental pass. If the `changed` hint misses links, the exact set
+is found by a C-speed diff of the state strings, so the result never depends on the hint.
 """
 
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network
@@ -54,6 +56,7 @@ _UP = 1
 #: bytes.translate table: UP -> 1, anything else (DOWN, DRAINED, unknown) -> 0.
 _UP_TABLE = bytes(1 if i == _UP else 0 for i in range(256))
 _INF = 1 << 62
+_NONZERO = re.compile(rb"[^\x00]")
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 Routes = dict[IPv4Network, frozenset[int]]
@@ -112,7 +115,10 @@ class RouteComputer:
     """
 
     #: Incremental passes that touch more than this fraction of the nodes give up and recompute.
-    BUDGET_FRACTION = 0.25
+    BUDGET_FRACTION = 0.1
+    #: On a switch with at most this many links, one of them changing changes (nearly) every route:
+    #: go straight to the full computation (on a ToR, an uplink carries 1/4 of everything).
+    FEW_LOCAL_LINKS = 8
     #: Batches with more changed links than this go straight to a full computation.
     MAX_INCREMENTAL_LINKS = 256
 
@@ -187,6 +193,8 @@ class RouteComputer:
         self._node_prefixes = [tuple(x) for x in node_prefixes]
 
         self._mask_sets: dict[int, frozenset[int]] = {}
+        self._updeg: list[int] = []
+        self._n_live = 0
         self._up: bytes | None = None
         self._dist: list[int] = []
         self._mask: list[int] = []
@@ -217,6 +225,10 @@ class RouteComputer:
     def compute(self, states: bytes) -> dict[IPv4Network, frozenset[int]]:
         """Full computation from all link states; returns a new dict prefix -> next-hop ports."""
         up = self._check_states(states)
+        if self._up is None:
+            self._init_degrees(up)
+        else:
+            self._move_degrees(*_changed_links(self._up, up))
         self._full(up)
         self.last_was_full = True
         return dict(self._routes)
@@ -235,6 +247,7 @@ class RouteComputer:
                 raise RouteError(f"route update: link index {li!r} out of range 0..{n_links - 1}")
         old_up = self._up
         if old_up is None:
+            self._init_degrees(up)
             self._full(up)
             self.last_was_full = True
             return RouteDelta(dict(self._routes), frozenset())
@@ -248,12 +261,12 @@ class RouteComputer:
             if up[li] != old_up[li]:
                 (went_up if up[li] else went_down).append(li)
                 patched[li] = up[li]
+        if bytes(patched) != up:  # the hint missed some links: find them all (C-speed diff)
+            went_down, went_up = _changed_links(old_up, up)
+        self._move_degrees(went_down, went_up)
         local = self._local_bit
-        if (
-            bytes(patched) != up
-            or len(went_down) + len(went_up) > self.MAX_INCREMENTAL_LINKS
-            or any(li in local for li in went_down)
-            or any(li in local for li in went_up)
+        if len(went_down) + len(went_up) > self.MAX_INCREMENTAL_LINKS or (
+            len(local) <= self.FEW_LOCAL_LINKS and (any(li in local for li in went_down) or any(li in local for li in went_up))
         ):
             return self._full_with_delta(up)
         self._up = up
@@ -271,6 +284,35 @@ class RouteComputer:
         if len(states) != self.n_links:
             raise RouteError(f"route states: {len(states)} link states for a fabric of {self.n_links} links")
         return bytes(states).translate(_UP_TABLE)
+
+    def _init_degrees(self, up: bytes) -> None:
+        """Per-node count of UP links, and how many nodes have at least one (see `_full`)."""
+        deg = [0] * self.n_nodes
+        ends = self._ends
+        for li in _NONZERO.finditer(up):
+            a, b, _w = ends[li.start()]
+            if a != b:
+                deg[a] += 1
+                deg[b] += 1
+        self._updeg = deg
+        self._n_live = self.n_nodes - deg.count(0)
+
+    def _move_degrees(self, went_down: Iterable[int], went_up: Iterable[int]) -> None:
+        deg, ends = self._updeg, self._ends
+        for li in went_down:
+            a, b, _w = ends[li]
+            if a != b:
+                for x in (a, b):
+                    deg[x] -= 1
+                    if deg[x] == 0:
+                        self._n_live -= 1
+        for li in went_up:
+            a, b, _w = ends[li]
+            if a != b:
+                for x in (a, b):
+                    deg[x] += 1
+                    if deg[x] == 1:
+                        self._n_live += 1
 
     def _full_with_delta(self, up: bytes) -> RouteDelta:
         old = self._routes
@@ -295,7 +337,12 @@ class RouteComputer:
                         frontier.append(v)
                     mask[v] |= local[li]
             d = 1
-            while frontier:
+            inf = _INF
+            found = 1 + len(frontier)
+            live = self._n_live
+            while frontier and found < live:
+                # (once every node with an UP link is found, the frontier can reach nothing new: in a Clos
+                # this skips the last level, the ~30k far ToRs and their uplinks, ~45% of the edges)
                 d1 = d + 1
                 nxt = []
                 push = nxt.append
@@ -304,12 +351,15 @@ class RouteComputer:
                     for li, v in adj[u]:
                         if up[li]:
                             dv = dist[v]
-                            if dv == _INF:
+                            if dv == inf:
                                 dist[v] = d1
                                 mask[v] = mu
                                 push(v)
                             elif dv == d1:
-                                mask[v] |= mu
+                                mv = mask[v]
+                                if mv is not mu:  # siblings share their parent's mask object: skip the OR
+                                    mask[v] = mv | mu
+                found += len(nxt)
                 frontier = nxt
                 d = d1
         else:
@@ -514,3 +564,12 @@ class RouteComputer:
                     del routes[p]
                     removed.add(p)
         return RouteDelta(changed, frozenset(removed))
+
+
+def _changed_links(old: bytes, new: bytes) -> tuple[list[int], list[int]]:
+    """Indices of the links that went down / came up between two 0/1 state strings (C-speed XOR + scan)."""
+    x = int.from_bytes(old, "little") ^ int.from_bytes(new, "little")
+    if not x:
+        return [], []
+    idx = [m.start() for m in _NONZERO.finditer(x.to_bytes(len(old), "little"))]
+    return [i for i in idx if not new[i]], [i for i in idx if new[i]]

@@ -12,57 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 DEFAULT_STATE_ROOT = Path("run")
-
-
-class KvFormatter(logging.Formatter):
-    """ts=... level=... logger=... <message (already key=value)>"""
-
-    def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        line = f"ts={ts} level={record.levelname.lower()} logger={record.name} {record.getMessage()}"
-        if record.exc_info:
-            line += " exc=" + json.dumps(self.formatException(record.exc_info))
-        return line
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line; the key=value message body is parsed into fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        import shlex
-
-        out: dict[str, Any] = {"ts": record.created, "level": record.levelname.lower(), "logger": record.name}
-        msg = record.getMessage()
-        try:
-            for part in shlex.split(msg):
-                k, sep, v = part.partition("=")
-                if sep:
-                    out[k] = v
-                else:
-                    out.setdefault("msg", part)
-        except ValueError:
-            out["msg"] = msg
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def setup_logging(level: str, fmt: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else KvFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    logging.getLogger("aiohttp").setLevel(max(logging.WARNING, root.level))
 
 
 def add_parser(subparsers: Any) -> None:
@@ -84,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from controller.server import MasterServer, kv, serve
     from proto.auth import KeyRing
     from proto.config import ConfigError, load_fabric
+    from proto.logsetup import setup_logging
 
     setup_logging(args.log_level, args.log_format)
     log = logging.getLogger("firepath.master")

@@ -20,6 +20,7 @@ a `TermSeen` event: what to do about it (step down, adopt the term) is the role 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,6 +48,8 @@ from proto.messages import (
     ReplicationAck,
     ReportAck,
 )
+
+_LINK_NAME = re.compile(r"([^:\s]+):(\d+)-([^:\s]+):(\d+)")
 
 
 class Role(StrEnum):
@@ -170,17 +173,21 @@ class MasterCore:
         if self.role != Role.MASTER:
             return []
         out: list[Action] = []
+        self._apply_timeouts(now, out)
+        out.extend(self.dist.tick(self.lsd, now))
+        return out
+
+    def _apply_timeouts(self, now: float, out: list[Action]) -> None:
+        """Silences and the end of the grace period that are due by `now` — applied before any input at
+        `now`, so a dead switch costs one version (cause "timeout"), not one per report that notices it."""
         dead = self.deriver.expire(now)
-        grace = self.deriver.grace_over(now)
-        if grace:
+        if self.deriver.grace_over(now):
             self._rederive(range(len(self.fabric.links)), now, "grace", out)
         elif dead:
             idx: set[int] = set()
             for sw in dead:
                 idx.update(self._links_of[sw])
             self._rederive(sorted(idx), now, "timeout", out)
-        out.extend(self.dist.tick(self.lsd, now))
-        return out
 
     def next_deadline(self) -> float | None:
         """When tick() must be called next (None: nothing scheduled)."""
@@ -192,17 +199,13 @@ class MasterCore:
     # ============================================================================ operator drains
     def link_index(self, name: str) -> int:
         """Index of the link named "a:1-b:2" (either orientation). Raises UnknownTarget with the reason."""
-        ends = name.split("-")
-        if len(ends) != 2:
+        m = _LINK_NAME.fullmatch(name)
+        if m is None:
             raise UnknownTarget(f"link {name!r}: expected 'switch:port-switch:port'")
-        parsed = []
-        for end in ends:
-            sw, sep, port = end.rpartition(":")
-            if not sep or not sw or not port.isdigit():
-                raise UnknownTarget(f"link {name!r}: bad endpoint {end!r} (expected 'switch:port')")
+        parsed = [(m[1], int(m[2])), (m[3], int(m[4]))]
+        for sw, _ in parsed:
             if sw not in self.switch_names:
                 raise UnknownTarget(f"link {name!r}: unknown switch {sw!r}")
-            parsed.append((sw, int(port)))
         ia = self._link_by_end.get(parsed[0])
         ib = self._link_by_end.get(parsed[1])
         if ia is None or ia != ib:
@@ -236,6 +239,7 @@ class MasterCore:
         for i in indices:
             (self.deriver.drained.add if drained else self.deriver.drained.discard)(i)
         out: list[Action] = []
+        self._apply_timeouts(now, out)
         self._rederive(indices, now, "drain", out)
         return out
 
@@ -311,6 +315,7 @@ class MasterCore:
         view = self.deriver.views.get(sender)
         if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
             return [Rejected(sender, kind, "stale_report")]
+        self._apply_timeouts(now, out)
         peer.last_report = now
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.

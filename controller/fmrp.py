@@ -66,10 +66,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from controller.actions import PersistTerm
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
-
-from controller.actions import PersistTerm
 
 __all__ = [
     "BecomeBackup",
@@ -303,7 +302,7 @@ class Fmrp:
             return out
         self._adopt(term, now, out)
         self._master_term = max(self._master_term, term)
-        if self._state is FmrpState.MASTER and self._term > self._leader_term:
+        if self._state is FmrpState.MASTER and term > self._leader_term:
             self._abdicate(now, out, announce=True)
         elif self._state is FmrpState.BACKUP and self._leader_term < term:
             self._to_electing(now, out)
@@ -334,9 +333,8 @@ class Fmrp:
         elif st is FmrpState.INIT:
             if now >= self._init_until:
                 self._to_electing(now, out)
-        elif st is FmrpState.BACKUP:
-            if now - self._leader_heard > self._dead:
-                self._to_electing(now, out)
+        elif st is FmrpState.BACKUP and now - self._leader_heard > self._dead:
+            self._to_electing(now, out)
         if self._state is FmrpState.ELECTING:
             self._tick_electing(now, out)
         if now >= self._next_hello:

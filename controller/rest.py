@@ -153,7 +153,7 @@ def _check_token(request: web.Request, token: str | None) -> web.Response | None
 
 async def _drain(request: web.Request, drained: bool) -> web.Response:
     s = _srv(request)
-    denied = _check_token(request, request.app[TOKEN_KEY]  # type: ignore[arg-type])
+    denied = _check_token(request, request.app[TOKEN_KEY])  # type: ignore[arg-type]
     if denied is not None:
         return denied
     try:

@@ -2,7 +2,7 @@
 
 A RoleDriver owns the role transitions of a `MasterCore` (`become_master/backup/inactive`) and any
 election messages. The runtime routes every decoded message whose type is in `driver.handles` to the
-driver and everything else to the core; it passes the core's events to `driver.observe` (so the driver
+driver and everything else to the core (types in `driver.observes` go to the core, then to the driver); it passes the core's events to `driver.observe` (so the driver
 sees e.g. `TermSeen` and can step down); it executes the driver's actions exactly like the core's
 (`PersistTerm` is written to the state dir before the following sends); it arms one timer for
 min(core.next_deadline(), driver.next_deadline()); on SIGTERM it executes `driver.stop(now)`.
@@ -19,8 +19,10 @@ from controller.core import MasterCore, Role
 
 
 class RoleDriver(Protocol):
-    #: message classes the runtime must route to `handle` (e.g. Hello, VoteRequest, Vote, StepDown)
+    #: message classes the runtime routes to `handle` INSTEAD of the core (Hello, VoteRequest, Vote, StepDown)
     handles: tuple[type, ...]
+    #: message classes the runtime gives to the core AND THEN to `handle` (e.g. ReplicationAck for a lease)
+    observes: tuple[type, ...]
 
     def start(self, now: float) -> list[Action]: ...
     def handle(self, sender: str, msg: Any, now: float) -> list[Action]: ...
@@ -38,6 +40,7 @@ class SingleMasterDriver:
     inactive, so two masters never serve with the same term; operators see it in logs and /v1/masters."""
 
     handles: tuple[type, ...] = ()
+    observes: tuple[type, ...] = ()
 
     def __init__(self, core: MasterCore, durable_term: int) -> None:
         self.core = core

@@ -128,9 +128,15 @@ class MasterServer:
         )
         for tx in (self._client_tx, self._peer_tx):
             sock = tx.get_extra_info("socket")
-            for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                with contextlib.suppress(OSError):
-                    sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
+            # Large buffers so a burst (every client reporting after a failover) is not dropped; the
+            # *FORCE variants work past net.core.[rw]mem_max when we have CAP_NET_ADMIN.
+            for force, opt in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF),
+                               (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF)):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, force, 8 * 1024 * 1024)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
         if self.group_addr is not None:
             sock = self._client_tx.get_extra_info("socket")
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
@@ -182,6 +188,8 @@ class MasterServer:
             actions = self.driver.handle(sender, msg, now)
         else:
             actions = self.core.handle(sender, msg, now)
+            if self.driver.observes and isinstance(msg, self.driver.observes):
+                actions += self.driver.handle(sender, msg, now)
             if isinstance(msg, PortReport):
                 for a in actions:
                     if isinstance(a, VersionChanged):

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -173,6 +175,51 @@ def _ip_batch(netns: str | None, lines: Sequence[str], *, force: bool = False) -
         raise LabError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
 
 
+def _quiet_ipv6(netns: str) -> None:
+    """No IPv6 in lab namespaces: keeps router solicitations, DAD and MLD out of the fabric."""
+    subprocess.run(nsutil.exec_cmd(netns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                                           "net.ipv6.conf.default.disable_ipv6=1"]),
+                   capture_output=True, timeout=10, check=False)
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+
+
+class _EthtoolValue(ctypes.Structure):
+    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
+
+
+class _IfreqData(ctypes.Structure):
+    _fields_ = [("ifr_name", ctypes.c_char * 16), ("ifr_data", ctypes.c_void_p), ("pad", ctypes.c_char * 16)]
+
+
+def disable_tx_checksum(netns: str, ifname: str) -> None:
+    """`ethtool -K IF tx off` without ethtool (SIOCETHTOOL from a thread inside the namespace).
+
+    Why: a host's kernel hands UDP/TCP to a veth with the checksum left to "offload" (CHECKSUM_PARTIAL);
+    OVS's userspace datapath reads it through AF_PACKET and forwards it as is, so the receiving host drops
+    it as a bad checksum (UdpInCsumErrors). ICMP is unaffected, which is why ping alone does not show it.
+    """
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            _enter_netns(netns)
+            value = _EthtoolValue(ETHTOOL_STXCSUM, 0)
+            req = _IfreqData(ifname.encode(), ctypes.cast(ctypes.pointer(value), ctypes.c_void_p), b"")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                fcntl.ioctl(sock.fileno(), SIOCETHTOOL, bytes(req))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+
+    t = threading.Thread(target=work, name=f"ethtool-{netns}")
+    t.start()
+    t.join(10)
+    if errors:
+        raise LabError(f"cannot turn off tx checksum offload on {ifname} in {netns}: {errors[0]}")
+
+
 def _ovs_port(switch: Any) -> int:
     if not switch.ovs:
         raise LabError(f"switch {switch.name}: no `ovs:` target in the config; the lab needs tcp:127.0.0.1:PORT")
@@ -225,7 +272,7 @@ class Lab:
     @classmethod
     def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,
            clos: dict[str, Any] | None = None, clean: bool = False, daemons: bool = True,
-           timeout: float = 60.0, log: Callable[[str], None] = print) -> Lab:
+           timeout: float = 60.0, keep_on_failure: bool = False, log: Callable[[str], None] = print) -> Lab:
         """Build the whole lab; on any failure tear down what was built and re-raise."""
         problem = preflight()
         if problem:
@@ -239,7 +286,7 @@ class Lab:
                 if not clean:
                     raise LabError(f"a lab already exists in {d} (netns {lab_netns(name)}): "
                                    f"`firepath lab down --dir {d}` first, or `lab up --clean`")
-                teardown(d, name=name, log=log)
+                _teardown_locked(d, name, log=log, keep_logs=True)
             if config is None:
                 config = generate_config(d, name, **(clos or {}))
                 log(f"generated {config}")
@@ -268,9 +315,12 @@ class Lab:
                 log(f"lab {name} up in {state.bringup_s:.2f}s (dir {d})")
                 return lab
             except BaseException:
-                log("bring-up failed: tearing down what was built")
                 lab.close()
-                _teardown_locked(d, name, log=lambda _m: None, keep_logs=True)
+                if keep_on_failure:
+                    log(f"bring-up failed: lab kept for inspection (`firepath lab down --dir {d}`)")
+                else:
+                    log("bring-up failed: tearing down what was built")
+                    _teardown_locked(d, name, log=lambda _m: None, keep_logs=True)
                 raise
 
     def _build_plumbing(self, log: Callable[[str], None]) -> None:
@@ -295,6 +345,7 @@ class Lab:
         st.save()
 
         nsutil.create_netns(st.netns)
+        _quiet_ipv6(st.netns)
         self.ovs.start()
         # bridges: one ovs-vsctl transaction
         args: list[str] = []
@@ -314,6 +365,7 @@ class Lab:
         for host in fabric.hosts:
             hns = st.host_netns[host.name]
             nsutil.create_netns(hns)
+            _quiet_ipv6(hns)
             lab_end = st.ifaces[f"{host.tor}:{host.port}"]
             subprocess.run(["ip", "link", "add", lab_end, "netns", st.netns, "type", "veth", "peer", "name",
                             HOST_IFNAME, "netns", hns], check=True, capture_output=True, timeout=10)
@@ -325,6 +377,7 @@ class Lab:
                             f"addr add {host.ip}/{prefix.prefixlen} dev {HOST_IFNAME}",
                             f"link set {HOST_IFNAME} up",
                             f"route add default via {tor.gateway} dev {HOST_IFNAME}"])
+            disable_tx_checksum(hns, HOST_IFNAME)
             _ip_batch(st.netns, [f"link set {lab_end} up"])
         # ports: one transaction, then check every ofport
         args = []
@@ -423,31 +476,74 @@ class Lab:
             return None
         return leaders[0]
 
-    def convergence_problem(self, expect_usable: dict[str, int] | None = None) -> str | None:
-        """None when every client programmed the master's LSD version (and has the usable port counts
-        expected, by default every fabric port), else a short description of what is not there yet."""
+    def expected_usable(self) -> dict[str, int]:
+        """Usable fabric ports per switch given the recorded faults (all of them when there are none)."""
+        fabric = self.fabric
+        port_of = {ifn: key for key, ifn in self.state.ifaces.items()}
+        down: set[tuple[str, int]] = set()
+
+        def both_ends(sw: str, port: int) -> None:
+            down.add((sw, port))
+            peer = fabric.peer_of(sw, port)
+            if peer is not None:
+                down.add((peer.switch, peer.port))
+
+        for f in self.state.faults:
+            kind = f["kind"]
+            if kind in ("link", "silent"):
+                link = fabric.links[int(f["link"])]
+                both_ends(link.a.switch, link.a.port)
+            elif kind in ("switch", "client"):
+                for port in fabric.fabric_ports(str(f["switch"])):
+                    both_ends(str(f["switch"]), port)
+            elif kind == "miscable":
+                for pair in f["new"]:
+                    for ifn in pair:
+                        sw, port = port_of[ifn].rsplit(":", 1)
+                        down.add((sw, int(port)))
+        return {sw.name: sum(1 for p in fabric.fabric_ports(sw.name) if (sw.name, p) not in down)
+                for sw in fabric.switches}
+
+    def convergence_problem(self, expect_usable: dict[str, int] | None = None,
+                            min_version: int | None = None) -> str | None:
+        """None when every live client programmed the master's LSD version and has the usable port counts
+        expected (by default: from the recorded faults), else a short description of what is missing."""
+        if expect_usable is None:
+            expect_usable = self.expected_usable()
+        dead_clients = {str(f["switch"]) for f in self.state.faults if f["kind"] == "client"}
         leader = self.current_master()
         if leader is None:
             states = {m: (s.get("role") if isinstance(s, dict) else type(s).__name__)
                       for m, s in self.master_states().items()}
             return f"no single master: {states}"
         version = int(leader[1]["version"])
+        if min_version is not None and version < min_version:
+            return f"master {leader[0]} at LSD version {version} < {min_version}"
         behind = []
         for name, s in self.client_states().items():
+            if name in dead_clients:
+                continue
             if isinstance(s, Exception):
                 behind.append(f"{name}: REST {type(s).__name__}")
                 continue
             if int(s.get("programmed_version", -1)) != version:
                 behind.append(f"{name}: programmed {s.get('programmed_version')} != {version}")
                 continue
-            want = (expect_usable or {}).get(name, len(self.fabric.fabric_ports(name)))
+            want = expect_usable.get(name, len(self.fabric.fabric_ports(name)))
             usable = sum(1 for p in s.get("ports", []) if p.get("usable"))
             if usable != want:
                 behind.append(f"{name}: {usable}/{want} ports usable")
         return "; ".join(behind[:6]) if behind else None
 
-    def wait_converged(self, timeout: float = 30.0, expect_usable: dict[str, int] | None = None) -> bool:
-        return wait_until(lambda: self.convergence_problem(expect_usable) is None, timeout, 0.05)
+    def wait_converged(self, timeout: float = 30.0, expect_usable: dict[str, int] | None = None,
+                       min_version: int | None = None) -> bool:
+        """Bounded wait for :meth:`convergence_problem` to clear; `min_version`: the master's LSD version
+        must have reached it (pass version+1 after a fault, so the pre-fault state does not count)."""
+        return wait_until(lambda: self.convergence_problem(expect_usable, min_version) is None, timeout, 0.02)
+
+    def lsd_version(self) -> int | None:
+        leader = self.current_master()
+        return None if leader is None else int(leader[1]["version"])
 
     # --- data plane -----------------------------------------------------------------------------
 

@@ -209,12 +209,28 @@ class OvsInstance:
             with contextlib.suppress(OSError):
                 self.pidfile(daemon).unlink()
 
+    def teardown(self, *, remove_run_dir: bool = False) -> None:
+        """Delete every bridge, stop the daemons and optionally remove the run dir. Safe to call twice.
+
+        Why delete bridges first: a userspace bridge's internal port is a *persistent* tap device that
+        outlives ovs-vswitchd; only `del-br` removes it. (Inside a lab namespace it would also go away
+        with the namespace; in the root namespace it would be left behind.) A plain `stop()` keeps the
+        bridges so that a later `start()` on the same run dir brings the same switch back (OVS restart).
+        """
+        if self.running():
+            with contextlib.suppress(OvsError, subprocess.TimeoutExpired):
+                for bridge in self.bridges():
+                    self.vsctl("--if-exists", "del-br", bridge)
+        self.stop()
+        if remove_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
     def __enter__(self) -> OvsInstance:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.teardown()
 
     # ---------------------------------------------------------------- commands
 

@@ -196,6 +196,7 @@ def run_sender(dst: str, port: int, flows: int, rate: float, duration: float | N
     sent = [0] * flows
     errors = 0
     pad = bytes(PACKET_SIZE - HEADER.size)
+    print("READY", file=sys.stderr, flush=True)
     start = time.monotonic()
     deadline = None if duration is None else start + duration
     next_tick = start
@@ -293,23 +294,28 @@ class Probe:
         recv_argv = [self.python, "-m", "lab.probe", "recv", "--port", str(self.port)]
         self._recv = subprocess.Popen(netns_argv(self.dst_netns, recv_argv), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, env=probe_env(), cwd=REPO_ROOT)
-        assert self._recv.stderr is not None
-        deadline = time.monotonic() + ready_timeout
-        line = ""
-        while (left := deadline - time.monotonic()) > 0:
-            readable, _, _ = select.select([self._recv.stderr], [], [], left)
-            if not readable:
-                break
-            line = self._recv.stderr.readline()
-            if not line or line.strip() == "READY":
-                break
-        if line.strip() != "READY":
-            self._kill()
-            raise ProbeError(f"probe receiver in {self.dst_netns or 'root ns'} did not start: {line!r}")
+        self._wait_ready(self._recv, "receiver", self.dst_netns, ready_timeout)
         send_argv = [self.python, "-m", "lab.probe", "send", "--dst", self.dst_ip, "--port", str(self.port),
                      "--flows", str(self.flows), "--rate", str(self.rate)]
         self._send = subprocess.Popen(netns_argv(self.src_netns, send_argv), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, env=probe_env(), cwd=REPO_ROOT)
+        self._wait_ready(self._send, "sender", self.src_netns, ready_timeout)
+
+    def _wait_ready(self, proc: subprocess.Popen[str], role: str, netns: str | None, timeout: float) -> None:
+        """Bounded wait for the READY line a probe process prints on stderr once its sockets exist."""
+        assert proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        line = ""
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([proc.stderr], [], [], left)
+            if not readable:
+                break
+            line = proc.stderr.readline()
+            if not line or line.strip() == "READY":
+                break
+        if line.strip() != "READY":
+            self._kill()
+            raise ProbeError(f"probe {role} in {netns or 'the root namespace'} did not start: {line!r}")
 
     def stop(self, drain: float = 0.2, timeout: float = 10.0) -> dict[str, object]:
         """Stop the sender, let in-flight packets arrive, stop the receiver; return merged results."""

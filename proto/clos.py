@@ -91,7 +91,7 @@ class ClosParams:
         need(self.n_tors * 256 <= tor_space, f"base_prefix {base} too small for {self.n_tors} ToR /24 subnets")
         for label, port_base in (("ovs_base_port", self.ovs_base_port), ("rest_base_port", self.rest_base_port)):
             if port_base is not None:
-                need(1 <= port_base and port_base + self.n_switches <= 65535, f"{label} too high for {self.n_switches} switches")
+                need(port_base >= 1 and port_base + self.n_switches <= 65535, f"{label} too high for {self.n_switches} switches")
         for key, value in self.timers:
             need(key in _TIMER_KEYS, f"unknown timer {key!r} (expected one of: {', '.join(_TIMER_KEYS)})")
             need(value > 0, f"timer {key} must be positive")

@@ -15,6 +15,7 @@ itself: every error is a `ConfigError` naming the file, the YAML line and the fi
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
 import json
 import re
@@ -257,6 +258,15 @@ class Fabric:
 # ----------------------------------------------------------------------------------------------- digest
 
 
+def _ip_str(address: IPv4Address) -> str:
+    value = int(address)  # 10x faster than str(IPv4Address)
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
+def _net_str(network: IPv4Network) -> str:
+    return f"{_ip_str(network.network_address)}/{network.prefixlen}"
+
+
 def _digest(fabric: Fabric) -> str:
     """sha256 over a canonical JSON rendering of the normalized model (security paths excluded)."""
     t = fabric.timers
@@ -275,8 +285,8 @@ def _digest(fabric: Fabric) -> str:
                 s.name,
                 s.id,
                 s.role.value,
-                [str(p) for p in s.prefixes],
-                None if s.loopback is None else str(s.loopback),
+                [_net_str(p) for p in s.prefixes],
+                None if s.loopback is None else _net_str(s.loopback),
                 s.mac,
                 None if s.gateway is None else str(s.gateway),
                 [[h.name, h.port, str(h.ip), h.mac] for h in s.hosts],
@@ -318,6 +328,17 @@ _T_NULL = "tag:yaml.org,2002:null"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
 _OVS_RE = re.compile(r"tcp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z")
+_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_QUAD_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?\d))?\Z")
+
+
+def _quad(text: str) -> tuple[int, int | None] | None:
+    """Fast path for "a.b.c.d[/n]": (address as int, prefix length or None), None if not of that form."""
+    m = _QUAD_RE.match(text)
+    if m is None:
+        return None
+    a, b, c, d, plen = m.groups()
+    return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
 
 _TOP_KEYS = ("name", "timers", "security", "distribution", "lsd", "masters", "switches", "links")
 _SWITCH_KEYS = ("name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port")
@@ -352,6 +373,34 @@ _TIMER_ORDER = (
 )
 # (larger-or-equal, smaller): plain ordering of a range.
 _TIMER_RANGES = (("report_retry_max", "report_retry_min"), ("damp_max", "damp_initial"))
+
+_T_SEQ = "tag:yaml.org,2002:seq"
+_T_MAP = "tag:yaml.org,2002:map"
+_IMPLICIT: dict[str | None, list] = dict(yaml.CSafeLoader.yaml_implicit_resolvers)
+
+
+class _FastLoader(yaml.CSafeLoader):
+    """libyaml's CSafeLoader with a leaner resolver: the same tags, without the per-node path-resolver
+    bookkeeping (no path resolvers are registered for safe loading). Tests check the tags are identical."""
+
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in _IMPLICIT.get(value[:1], ()):
+                    if regexp.match(value):
+                        return tag
+                for tag, regexp in _IMPLICIT.get(None, ()):
+                    if regexp.match(value):
+                        return tag
+            return _T_STR
+        return _T_SEQ if kind is yaml.SequenceNode else _T_MAP
+
 
 _constructor = yaml.constructor.SafeConstructor()
 
@@ -398,7 +447,8 @@ class _Parser:
                     what = f"unknown key {key!r}"
                 else:
                     what = f"unknown key {_kind(key_node)}"
-                raise self.fail(key_node, path, f"{what} (expected one of: {', '.join(allowed)})")
+                where = f"{path}.{key}" if path and isinstance(key, str) else (key if isinstance(key, str) else path)
+                raise self.fail(key_node, where, f"{what} (expected one of: {', '.join(allowed)})")
             if key in out:
                 raise self.fail(
                     key_node, f"{path}.{key}" if path else key, f"duplicate key (first at line {_line(out[key])})"
@@ -451,6 +501,9 @@ class _Parser:
 
     def address(self, node: yaml.Node, field: str) -> IPv4Address:
         value = self.string(node, field)
+        quad = _quad(value)
+        if quad is not None and quad[1] is None:
+            return IPv4Address(quad[0])
         try:
             return IPv4Address(value)
         except ValueError:
@@ -458,6 +511,11 @@ class _Parser:
 
     def network(self, node: yaml.Node, field: str) -> IPv4Network:
         value = self.string(node, field)
+        quad = _quad(value)
+        if quad is not None and quad[1] is not None:
+            addr, plen = quad
+            if addr & ((1 << (32 - plen)) - 1) == 0:
+                return IPv4Network((addr, plen))
         try:
             return IPv4Network(value)
         except ValueError as e:
@@ -482,12 +540,26 @@ class _Parser:
     # -- the document ----------------------------------------------------------------------------------
 
     def parse(self, text: str) -> Fabric:
+        # A large config creates a million short-lived nodes: the cyclic GC would rescan them over and over
+        # (it more than doubles the load time of a Jupiter-size fabric). Nothing here makes cycles.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
         try:
-            root = yaml.compose(text, Loader=yaml.CSafeLoader)
+            return self.parse_document(text)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+
+    def parse_document(self, text: str) -> Fabric:
+        try:
+            root = yaml.compose(text, Loader=_FastLoader)
         except yaml.MarkedYAMLError as e:
             mark = e.problem_mark or e.context_mark
             line = None if mark is None else mark.line + 1
-            problem = " ".join(p for p in (e.context, e.problem) if p)
+            context = e.context or ""
+            if context and e.context_mark is not None and e.context_mark is not mark:
+                context += f" (line {e.context_mark.line + 1})"
+            problem = ": ".join(p for p in (context, e.problem) if p)
             raise self.fail(line, "", f"YAML syntax error: {problem}") from None
         except yaml.YAMLError as e:
             raise self.fail(None, "", f"YAML error: {e}") from None
@@ -627,7 +699,8 @@ class _Parser:
         if not items:
             raise self.fail(node, "switches", "at least 1 switch is required")
         self.switch_line: dict[str, int] = {}
-        self.port_use: dict[tuple[str, int], tuple[str, int]] = {}  # (switch, port) -> (field, line)
+        # (switch, port) -> (i, "a"|"b", node) for link ends, (switch index, -1 - host index, node) for hosts
+        self.port_use: dict[tuple[str, int], tuple] = {}
         ids: dict[int, tuple[str, int]] = {}
         macs: dict[str, tuple[str, int]] = {}
         host_names: dict[str, int] = {}
@@ -667,10 +740,9 @@ class _Parser:
                     if role is Role.BORDER:
                         border.append((prefix, pfield, pnode, name))
                     else:
-                        self.internal.append(
-                            (int(prefix.network_address), int(prefix.broadcast_address), prefix.prefixlen,
-                             pfield, _line(pnode), name)
-                        )
+                        first = int(prefix.network_address)
+                        last = first | ((1 << (32 - prefix.prefixlen)) - 1)
+                        self.internal.append((first, last, prefix.prefixlen, pfield, _line(pnode), name))
             loopback = None
             if "loopback" in f:
                 lnode = f["loopback"]
@@ -720,7 +792,7 @@ class _Parser:
                         )
                     host_names[hname] = _line(hf["name"])
                     port = self.integer(hf["port"], f"{hpath}.port", 1, MAX_OF_PORT)
-                    self.use_port(name, port, hf["port"], f"{hpath}.port")
+                    self.use_port(name, port, hf["port"], (i, -1 - j))
                     ip = self.address(hf["ip"], f"{hpath}.ip")
                     subnet = next((p for p in prefixes if ip in p), None)
                     if subnet is None:
@@ -774,12 +846,17 @@ class _Parser:
         self.check_overlaps(border)
         return tuple(switches)
 
-    def use_port(self, switch: str, port: int, node: yaml.Node, field: str) -> None:
+    def use_port(self, switch: str, port: int, node: yaml.Node, user: tuple[int, int | str]) -> None:
+        """Claim `switch:port` for a link end (i, "a"|"b") or a host (switch index, -1 - host index)."""
         key = (switch, port)
         other = self.port_use.get(key)
         if other is not None:
-            raise self.fail(node, field, f"port {switch}:{port} already used by {other[0]} (line {other[1]})")
-        self.port_use[key] = (field, _line(node))
+            raise self.fail(
+                node,
+                _port_user(user),
+                f"port {switch}:{port} already used by {_port_user(other[:2])} (line {_line(other[2])})",
+            )
+        self.port_use[key] = (*user, node)
 
     def check_overlaps(self, border: list[tuple[IPv4Network, str, yaml.Node, str]]) -> None:
         """Internal prefixes and loopbacks must be pairwise disjoint (sort, then one sweep: O(n log n)).
@@ -816,26 +893,48 @@ class _Parser:
         items = self.seq(node, "links")
         links: list[Link] = []
         append = links.append
+        port_use = self.port_use
+        known = self.switch_line
+        mapping_node = yaml.MappingNode
         for i, item in enumerate(items):
-            path = f"links[{i}]"
-            # fast path for the common {a: "s:p", b: "s:p"} shape; self.fields() for everything else
-            if isinstance(item, yaml.MappingNode) and len(item.value) == 2:
-                (k1, v1), (k2, v2) = item.value
-                if k1.value == "a" and k2.value == "b" and k1.tag == _T_STR and k2.tag == _T_STR:
-                    f = {"a": v1, "b": v2}
-                else:
-                    f = self.fields(item, path, _LINK_KEYS, ("a", "b"))
-            else:
-                f = self.fields(item, path, _LINK_KEYS, ("a", "b"))
-            a = self.endpoint(f["a"], f"{path}.a")
-            b = self.endpoint(f["b"], f"{path}.b")
-            if a.switch == b.switch:
-                raise self.fail(f["b"], f"{path}.b", f"link from switch {a.switch} to itself")
-            self.use_port(a.switch, a.port, f["a"], f"{path}.a")
-            self.use_port(b.switch, b.port, f["b"], f"{path}.b")
-            weight = self.integer(f["weight"], f"{path}.weight", 1, 65535) if "weight" in f else 1
-            append(Link(i, a, b, weight))
+            # Fast path for a clean {a: "s:p", b: "s:p"}: no checks fail, nothing formatted. Anything else,
+            # or any problem, goes through link() which validates step by step and names the error.
+            if type(item) is mapping_node and len(item.value) == 2:
+                (ka, va), (kb, vb) = item.value
+                if ka.value == "a" and kb.value == "b" and ka.tag == kb.tag == va.tag == vb.tag == _T_STR:
+                    sa, _, pa = va.value.rpartition(":")
+                    sb, _, pb = vb.value.rpartition(":")
+                    if (
+                        sa in known
+                        and sb in known
+                        and sa != sb
+                        and pa.isdigit()
+                        and pb.isdigit()
+                        and pa.isascii()
+                        and pb.isascii()
+                    ):
+                        porta, portb = int(pa), int(pb)
+                        if 0 < porta <= MAX_OF_PORT and 0 < portb <= MAX_OF_PORT:
+                            keya, keyb = (sa, porta), (sb, portb)
+                            if keya not in port_use and keyb not in port_use:
+                                port_use[keya] = (i, "a", va)
+                                port_use[keyb] = (i, "b", vb)
+                                append(Link(i, Endpoint(sa, porta), Endpoint(sb, portb)))
+                                continue
+            append(self.link(i, item))
         return tuple(links)
+
+    def link(self, i: int, item: yaml.Node) -> Link:
+        path = f"links[{i}]"
+        f = self.fields(item, path, _LINK_KEYS, ("a", "b"))
+        a = self.endpoint(f["a"], f"{path}.a")
+        b = self.endpoint(f["b"], f"{path}.b")
+        if a.switch == b.switch:
+            raise self.fail(f["b"], f"{path}.b", f"link from switch {a.switch} to itself")
+        self.use_port(a.switch, a.port, f["a"], (i, "a"))
+        self.use_port(b.switch, b.port, f["b"], (i, "b"))
+        weight = self.integer(f["weight"], f"{path}.weight", 1, 65535) if "weight" in f else 1
+        return Link(i, a, b, weight)
 
     def endpoint(self, node: yaml.Node, field: str) -> Endpoint:
         value = self.string(node, field)
@@ -848,6 +947,13 @@ class _Parser:
         if not 1 <= port <= MAX_OF_PORT:
             raise self.fail(node, field, f"port {port} out of range 1..{MAX_OF_PORT}")
         return Endpoint(switch, port)
+
+
+def _port_user(user: tuple) -> str:
+    i, which = user[0], user[1]
+    if isinstance(which, str):
+        return f"links[{i}].{which}"
+    return f"switches[{i}].hosts[{-1 - which}].port"
 
 
 def _net(item: tuple[int, int, int, str, int, str]) -> str:

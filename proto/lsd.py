@@ -7,13 +7,17 @@ Clients hold a replica and are brought up to date either with a full snapshot or
 
 History index
 -------------
-Each retained batch is stored compactly (sorted link indices, the state each link had *before* the
-batch, and the version of that link's previous retained change). A ``SortedList`` keyed by
-``(last_changed_version, link)`` lets ``changes_since(v)`` visit only the links changed after ``v``;
-for each such link the per-link chain of previous changes gives its state at ``v``, so the delta is
-minimal (a link that went down and up again is not sent). History is bounded both by ``history``
-versions and by ``max_changes`` retained link changes in total, so memory stays bounded even when whole
-blocks flap; older versions simply get ``None`` (= send a full snapshot).
+A ``SortedDict`` maps each retained version to the batch that produced it, stored compactly (an
+``array`` of link indices and the bytes of their states *before* the batch). ``changes_since(v)`` walks
+only the batches after ``v`` (``irange``), newest first, so for every link changed after ``v`` it ends
+with the link's state at ``v``; links whose current state equals that are dropped, so the delta is
+minimal (a link that went down and up again is not sent). The per-entry work runs in C
+(``dict.update(zip(...))``); measured on a 134,400-link fabric: ~0.01 ms for 10 versions back, ~7 ms
+for 4,095 small batches, ~16 ms for one batch of half the links (bench/bench_lsd.py).
+
+History is bounded both by ``history`` versions and by ``max_changes`` retained link changes in total,
+so memory stays bounded even when whole blocks flap; older versions simply get ``None`` (= send a full
+snapshot).
 
 Encodings (all integers big-endian)
 -----------------------------------
@@ -31,11 +35,10 @@ from __future__ import annotations
 
 import zlib
 from array import array
-from bisect import bisect_left
 from collections.abc import Mapping
 from enum import IntEnum
 
-from sortedcontainers import SortedDict, SortedList
+from sortedcontainers import SortedDict
 
 __all__ = [
     "CHANGES_ENCODING_VERSION",
@@ -72,7 +75,6 @@ _VALID_STATES = bytes((LinkState.DOWN, LinkState.UP, LinkState.DRAINED))
 # Translation tables used to pack/unpack 2-bit fields at C speed (bytes.translate), see encode_snapshot.
 _SHIFT = [bytes(((v << s) & 0xFF) for v in range(256)) for s in (0, 2, 4, 6)]
 _FIELD = [bytes(((v >> s) & 3) for v in range(256)) for s in (0, 2, 4, 6)]
-_INDEX_MASK = (1 << 32) - 1
 _STATE_OF = (LinkState.DOWN, LinkState.UP, LinkState.DRAINED)
 
 
@@ -131,7 +133,18 @@ def encode_snapshot(states: bytes) -> bytes:
         acc |= int.from_bytes(padded[lane::4].translate(_SHIFT[lane]), "little")
     packed = acc.to_bytes(len(padded) // 4, "little")
     header = _SNAPSHOT_MAGIC + bytes((SNAPSHOT_ENCODING_VERSION,)) + n.to_bytes(4, "big")
-    return header + zlib.compress(packed, 9)
+    return header + min((_deflate(packed, strategy) for strategy in _STRATEGIES), key=len)
+
+
+# Run-length and Huffman-only deflate are ~1 ms for a Jupiter-size LSD where the default LZ77 search
+# takes up to ~50-150 ms on mostly-up states; RLE wins when few links differ, Huffman-only near 10-20 %
+# down. Any zlib inflater decodes both.
+_STRATEGIES = (zlib.Z_RLE, zlib.Z_HUFFMAN_ONLY)
+
+
+def _deflate(data: bytes, strategy: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 15, 9, strategy)
+    return compressor.compress(data) + compressor.flush()
 
 
 def decode_snapshot(data: bytes, n_links: int) -> bytes:
@@ -261,14 +274,13 @@ def decode_changes(data: bytes, n_links: int) -> dict[int, LinkState]:
 
 
 class _Batch:
-    """One retained batch: links it changed (sorted), their state before it, and their previous change."""
+    """One retained batch: the links it changed and the state each had just before it."""
 
-    __slots__ = ("indices", "olds", "prevs")
+    __slots__ = ("indices", "olds")
 
-    def __init__(self, indices: array, olds: bytes, prevs: array) -> None:
-        self.indices = indices  # array('I'), strictly increasing link indices
-        self.olds = olds  # state of each link just before this batch
-        self.prevs = prevs  # array('q'): version of that link's previous change, -1 if none known
+    def __init__(self, indices: array, olds: bytes) -> None:
+        self.indices = indices  # array('I') of link indices
+        self.olds = olds  # olds[k] = state of indices[k] just before this batch
 
 
 class LinkStateDB:
@@ -279,19 +291,8 @@ class LinkStateDB:
     which bounds memory when large batches flap; deltas that would need more are snapshots anyway.
     """
 
-    __slots__ = (
-        "_base",
-        "_by_last",
-        "_last",
-        "_log",
-        "_retained",
-        "_snapshot_cache",
-        "_states",
-        "history",
-        "max_changes",
-        "n_links",
-        "version",
-    )
+    __slots__ = ("_base", "_log", "_retained", "_snapshot_cache", "_states", "history", "max_changes",
+                 "n_links", "version")
 
     def __init__(self, n_links: int, history: int = 4096, version: int = 0, *,
                  max_changes: int | None = None) -> None:
@@ -328,6 +329,11 @@ class LinkStateDB:
         """The oldest version ``changes_since`` can answer (versions inside replica gaps excepted)."""
         return self._base
 
+    @property
+    def retained_changes(self) -> int:
+        """Link changes currently held in the history (bounded by ``max_changes``)."""
+        return self._retained
+
     def __repr__(self) -> str:
         return (f"LinkStateDB(n_links={self.n_links}, version={self.version}, "
                 f"history={len(self._log)}/{self.history} batches, {self._retained} changes)")
@@ -352,32 +358,24 @@ class LinkStateDB:
 
         ``{}`` if nothing differs; ``None`` if ``version`` is older than the history window, inside a gap
         left by a replica's multi-version delta, negative, or newer than ``self.version`` -> the caller
-        sends a full snapshot.
+        sends a full snapshot. Cost: proportional to the link changes retained after ``version``.
         """
         if type(version) is not int or version > self.version or version < self._base:
             return None
         if version == self.version:
             return {}
-        if version != self._base and version not in self._log:
-            return None
         log = self._log
+        if version != self._base and version not in log:
+            return None
+        # Walk the batches after `version` newest first: the last write for a link is then its state
+        # before its first change after `version`, i.e. its state AT `version`. dict.update(zip(...)) keeps
+        # the per-entry work in C.
+        at_version: dict[int, int] = {}
+        for v in log.irange(minimum=version + 1, reverse=True):
+            batch = log[v]
+            at_version.update(zip(batch.indices, batch.olds, strict=True))
         states = self._states
-        delta: dict[int, LinkState] = {}
-        for key in self._by_last.irange((version + 1) << 32):
-            index = key & _INDEX_MASK
-            # Walk this link's chain of changes back to the first one after `version`; the state the
-            # link had before that change is its state at `version`.
-            batch = log[key >> 32]
-            pos = bisect_left(batch.indices, index)
-            prev = batch.prevs[pos]
-            while prev > version:
-                batch = log[prev]
-                pos = bisect_left(batch.indices, index)
-                prev = batch.prevs[pos]
-            now = states[index]
-            if batch.olds[pos] != now:
-                delta[index] = _STATE_OF[now]
-        return delta
+        return {i: _STATE_OF[states[i]] for i, old in at_version.items() if states[i] != old}
 
     def delta_or_none(self, version: int, max_bytes: int | None = None) -> bytes | None:
         """The encoded delta from ``version`` if it is worth sending, else None (send a full snapshot).
@@ -400,7 +398,7 @@ class LinkStateDB:
         cached = self._snapshot_cache
         if cached is not None and cached[0] == self.version:
             return cached[1]
-        data = encode_snapshot(bytes(self._states))
+        data = encode_snapshot(self._states)
         self._snapshot_cache = (self.version, data)
         return data
 
@@ -433,42 +431,23 @@ class LinkStateDB:
 
     def _reset_history(self) -> None:
         self._base = self.version  # oldest version changes_since can answer
-        self._log: SortedDict = SortedDict()  # version -> _Batch
-        # One int per link with retained history: (last change version << 32) | link index.
-        self._by_last: SortedList = SortedList()
-        self._last: dict[int, int] = {}  # link index -> its last retained change version
+        self._log: SortedDict = SortedDict()  # version -> _Batch that produced it
         self._retained = 0
         self._snapshot_cache: tuple[int, bytes] | None = None
 
     def _commit(self, new_version: int, coerced: dict[int, int]) -> None:
         states = self._states
-        effective = sorted(i for i, s in coerced.items() if states[i] != s)
+        effective = [i for i, s in coerced.items() if states[i] != s]
         olds = bytes(states[i] for i in effective)
-        last = self._last
-        prevs = array("q", (last.get(i, -1) for i in effective))
         for i in effective:
             states[i] = coerced[i]
         self.version = new_version
         if self.history == 0:
             self._reset_history()
             return
-        by_last = self._by_last
-        for i, prev in zip(effective, prevs, strict=True):
-            if prev >= 0:
-                by_last.remove((prev << 32) | i)
-            by_last.add((new_version << 32) | i)
-            last[i] = new_version
-        self._log[new_version] = _Batch(array("I", effective), olds, prevs)
+        self._log[new_version] = _Batch(array("I", effective), olds)
         self._retained += len(effective)
-        self._trim()
-
-    def _trim(self) -> None:
-        log = self._log
-        while log and (len(log) > self.history or self._retained > self.max_changes):
-            version, batch = log.popitem(0)
+        while self._log and (len(self._log) > self.history or self._retained > self.max_changes):
+            version, batch = self._log.popitem(0)
             self._base = version
             self._retained -= len(batch.indices)
-            for i in batch.indices:
-                if self._last.get(i) == version:
-                    del self._last[i]
-                    self._by_last.remove((version << 32) | i)

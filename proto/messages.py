@@ -35,7 +35,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from proto.auth import KeyKind, KeyRing, MissingKeyError, ReplayWindow
+from proto.auth import AuthError, KeyKind, KeyRing, ReplayWindow
 from proto.config import Endpoint
 
 __all__ = [
@@ -74,6 +74,7 @@ __all__ = [
 MAGIC = b"FP"
 WIRE_VERSION = 1
 MAX_DATAGRAM = 65_507  # largest UDP payload over IPv4
+MAX_ND_HOLD_MS = 60_000  # longest graceful-restart hold a peer may ask for
 TAG_LEN = 32
 _FIXED = struct.Struct(">2sBBBQ")  # magic, version, type, key kind, seq
 _MIN_DATAGRAM = _FIXED.size + 1 + 1 + TAG_LEN
@@ -191,10 +192,15 @@ class PortStatus:
     miscabled_by: Endpoint | None = None
 
     def __post_init__(self) -> None:
-        _int(self.port, "port", MIN_PORT, MAX_PORT)
-        for f in ("phy", "nd", "usable", "admin", "damped"):
-            _bool(getattr(self, f), f)
-        _endpoint(self.miscabled_by, "miscabled_by", optional=True)
+        # inline fast path: a report carries one PortStatus per port, decoded at every refresh
+        if not (type(self.port) is int and MIN_PORT <= self.port <= MAX_PORT and type(self.phy) is bool
+                and type(self.nd) is bool and type(self.usable) is bool and type(self.admin) is bool
+                and type(self.damped) is bool):
+            _int(self.port, "port", MIN_PORT, MAX_PORT)
+            for f in ("phy", "nd", "usable", "admin", "damped"):
+                _bool(getattr(self, f), f)
+        if self.miscabled_by is not None:
+            _endpoint(self.miscabled_by, "miscabled_by")
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,12 +417,16 @@ class NdFrame(Message):
     port: int
     expected: Endpoint
     discovered: Endpoint | None = None
+    #: Graceful restart: the sender's client is about to restart; the peer keeps the link up for this
+    #: many milliseconds while PHY stays up (0 = normal frame). See client.nd.
+    hold_ms: int = 0
 
     def __post_init__(self) -> None:
         _name(self.switch, "switch")
         _int(self.port, "port", MIN_PORT, MAX_PORT)
         _endpoint(self.expected, "expected")
         _endpoint(self.discovered, "discovered", optional=True)
+        _int(self.hold_ms, "hold_ms", 0, MAX_ND_HOLD_MS)
 
 
 MESSAGE_TYPES: dict[int, type[Message]] = {
@@ -568,7 +578,12 @@ class Codec:
     # -- encode -------------------------------------------------------------------------------------
 
     def encode(self, msg: Message, *, to: str | None = None, key: KeyKind | None = None) -> bytes:
-        """Sign ``msg`` as ``local_id``; raises EncodeError if that is not allowed or it is too large."""
+        """Sign ``msg`` as ``local_id``; raises EncodeError if that is not allowed or it is too large.
+
+        Key choice: a switch always uses its own SWITCH key (ND key for NdFrame). A master uses
+        ``to``'s SWITCH key when ``to`` is a switch, else its own MASTER key; pass ``key=KeyKind.GROUP``
+        for multicast to clients. Each call consumes one sequence number.
+        """
         cls = type(msg)
         if cls not in _FIELD_NAMES:
             raise EncodeError(f"not a wire message: {cls.__name__}")
@@ -580,7 +595,7 @@ class Codec:
         kind, owner = self._signing_key(msg, to, key)
         try:
             mac = self._mac(kind, owner)
-        except MissingKeyError as e:
+        except AuthError as e:
             raise EncodeError(str(e)) from None
         if self.seq > MAX_SEQ:
             raise EncodeError("sequence numbers exhausted")
@@ -643,7 +658,7 @@ class Codec:
                                              f"{kind.name} key {owner!r}")
         try:
             mac = self._mac(kind, owner)
-        except MissingKeyError:
+        except AuthError:
             raise DecodeError("unknown_key", f"no {kind.name} key {owner!r} here") from None
         mac.update(data[:end])
         if not hmac.compare_digest(mac.digest(), data[end:]):

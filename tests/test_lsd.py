@@ -122,7 +122,7 @@ def test_history_is_bounded_by_versions_and_changes():
     for k in range(4):
         capped.apply(dict.fromkeys(range(100), LinkState(k % 2)))
     assert capped.version == 3  # k=0 changed nothing
-    assert len(capped._log) == 1 and capped._retained == 100
+    assert capped.retained_changes == 100
     assert capped.changes_since(1) is None
     assert capped.changes_since(2) == dict.fromkeys(range(100), LinkState.UP)
 

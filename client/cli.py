@@ -1,0 +1,100 @@
+"""`firepath client`: run the Firepath client of one switch.
+
+    firepath client --config FABRIC.yaml --switch NAME [--ovs tcp:127.0.0.1:PORT] [--netns NS]
+                    [--rest-port P] [--bind ADDR] [--log-level LEVEL]
+
+Connects actively to the switch's Open vSwitch bridge, which listens on `ptcp:PORT:127.0.0.1` (default:
+the switch's `ovs:` entry in the config). SIGTERM/SIGINT stop the client cleanly; the switch keeps
+forwarding with its last flows (fail_mode=secure) and a restarted client reconciles them without a flush.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("client", help="run the Firepath client of one switch",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="fabric YAML")
+    p.add_argument("--switch", required=True, help="this switch's name in the config")
+    p.add_argument("--ovs", help="OpenFlow target of the bridge, tcp:IP:PORT (default: from the config)")
+    p.add_argument("--netns", help="connect to OVS from inside this network namespace")
+    p.add_argument("--rest-port", type=int, help="REST/metrics port on 127.0.0.1 (default: from the config)")
+    p.add_argument("--bind", default="127.0.0.1", help="UDP bind address towards the masters")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="kv", choices=["kv", "json"])
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from client.daemon import ClientDaemon
+    from client.rest import RestServer
+    from proto.auth import KeyRing
+    from proto.config import ConfigError, load_fabric
+    from proto.logsetup import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    log = logging.getLogger("firepath.client")
+    try:
+        fabric = load_fabric(args.config)
+    except ConfigError as e:
+        print(f"firepath client: {e}", file=sys.stderr)
+        return 2
+    try:
+        switch = fabric.switch(args.switch)
+    except KeyError:
+        print(f"firepath client: {args.config}: no switch named {args.switch!r}", file=sys.stderr)
+        return 2
+    target = args.ovs or switch.ovs
+    if not target:
+        print(f"firepath client: {args.config}: switch {args.switch} has no `ovs:` target; pass --ovs",
+              file=sys.stderr)
+        return 2
+    try:
+        keyring = KeyRing.load(fabric.security.key_file)
+    except (OSError, ValueError) as e:
+        print(f"firepath client: key file: {e}", file=sys.stderr)
+        return 2
+    daemon = ClientDaemon(fabric, args.switch, keyring, ovs_target=target, netns=args.netns, bind=args.bind)
+    rest_port = args.rest_port if args.rest_port is not None else switch.rest_port
+    rest = RestServer(daemon.status, "127.0.0.1", rest_port) if rest_port else None
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal=%s stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.start()
+        if rest is not None:
+            rest.start()
+        while not stop.wait(0.5):
+            pass
+    except OSError as e:
+        log.error("fatal error=%s", e)
+        return 1
+    finally:
+        if rest is not None:
+            rest.stop()
+        daemon.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="firepath")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Turns LSD updates and local port events into OpenFlow batches on the switch (the client's data path).
+
+Runs on its own thread so that route computation never delays Neighbor Discovery. Inputs come from
+the control thread (`on_lsd`, `on_port_usable`, `on_connected`, `on_disconnected`) and the driver
+(`on_driver_event` for barrier replies); the work is coalesced: whatever arrived while a batch was being
+computed or programmed is folded into the next one, the newest LSD wins.
+
+Order of priorities in one round: local repair first (a port that stopped being usable leaves every
+ECMP group at once, before any master update), then reconciliation after a (re)connection, then routes.
+
+Local repair and its end: a port is *excluded* from the moment it stops being usable locally. It comes
+back only when it is usable again **and** an LSD applied after that says its link is UP (Firepath:
+the master's view decides when a repaired link carries traffic again), or, if the master never saw the
+failure, once it has been usable again for `switch_dead` while the LSD still says UP.
+
+Programming of LSD version V is acknowledged (`programmed_version`) only after the barrier reply of
+the batch that installed it: then the switch forwards according to V.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from client.ofplan import OfPlanner
+from client.oskenapp import BarrierDone, NotConnected, OfDriver, OfError
+from client.replica import LsdApplied
+from client.routes import RouteComputer
+from proto.config import Fabric
+from proto.lsd import LinkState
+
+log = logging.getLogger("firepath.client.programmer")
+
+BARRIER_TIMEOUT = 5.0
+
+
+class Programmer:
+    def __init__(self, fabric: Fabric, switch: str, driver: OfDriver, *,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.fabric = fabric
+        self.switch = switch
+        self.driver = driver
+        self.clock = clock
+        self.routes = RouteComputer(fabric, switch)
+        self.planner = OfPlanner(fabric, switch)
+        self._port_link = {port: fabric.link_at(switch, port).index for port in fabric.fabric_ports(switch)}
+        self._restore_after = fabric.timers.switch_dead
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+        # Inputs (guarded by _cv).
+        self._lsd: LsdApplied | None = None          # newest LSD not yet computed
+        self._changed: set[int] = set()               # links changed since the last computation
+        self._full = False                            # a snapshot arrived: recompute everything
+        self._connected = False
+        self._reconcile = False
+        self._usable: dict[int, bool] = {}
+        self._usable_since: dict[int, float] = {}
+        self._excluded: dict[int, float] = {}         # port -> when it was excluded
+        self._repair_pending = False
+        # State of the programmer thread.
+        self._states: bytes | None = None
+        self._version = -1
+        self._computed = False
+        self._barriers: dict[int, threading.Event] = {}
+        self._errors: list[OfError] = []
+        # Status (read by REST/metrics; plain values, updated atomically).
+        self.programmed_version = -1
+        self.last_program_ms = 0.0
+        self.batches = 0
+        self.local_repairs = 0
+        self.reconciles = 0
+        self.of_errors = 0
+        self.last_batch_size = 0
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="programmer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def on_lsd(self, applied: LsdApplied) -> None:
+        with self._cv:
+            self._lsd = applied
+            if applied.full:
+                self._full = True
+            self._changed.update(applied.changed)
+            self._cv.notify()
+
+    def on_port_usable(self, port: int, usable: bool) -> None:
+        now = self.clock()
+        with self._cv:
+            self._usable[port] = usable
+            if usable:
+                self._usable_since[port] = now
+            elif port not in self._excluded:
+                self._excluded[port] = now
+                self._repair_pending = True
+                self._cv.notify()
+
+    def on_connected(self) -> None:
+        with self._cv:
+            self._connected = True
+            self._reconcile = True
+            self._cv.notify()
+
+    def on_disconnected(self) -> None:
+        with self._cv:
+            self._connected = False
+
+    def on_driver_event(self, event: BarrierDone | OfError) -> None:
+        if isinstance(event, BarrierDone):
+            ev = self._barriers.get(event.batch_id)
+            if ev is not None:
+                ev.set()
+        else:
+            self.of_errors += 1
+            log.error("switch rejected a message of batch %s: %s", event.batch_id, event.text)
+
+    # ------------------------------------------------------------------------------------------ the loop
+    def _has_work(self) -> bool:
+        if not self._connected:
+            return False
+        return self._repair_pending or self._lsd is not None or (self._reconcile and self._states is not None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cv:
+                while not self._stop and not self._has_work():
+                    self._cv.wait(self._restore_timeout())
+                    if self._restorable():
+                        break
+                if self._stop:
+                    return
+                lsd, self._lsd = self._lsd, None
+                changed, self._changed = self._changed, set()
+                full, self._full = self._full, False
+                reconcile = self._reconcile and (lsd is not None or self._states is not None)
+                if reconcile:
+                    self._reconcile = False
+                self._repair_pending = False
+            try:
+                self._round(lsd, changed, full, reconcile)
+            except NotConnected:
+                with self._cv:
+                    self._reconcile = True      # program again after the reconnection
+            except Exception:
+                log.exception("programming round failed")
+                with self._cv:
+                    self._reconcile = True
+                time.sleep(0.1)
+
+    def _restore_timeout(self) -> float | None:
+        if not self._excluded:
+            return None
+        return max(0.01, self._restore_after / 4)
+
+    def _restorable(self) -> bool:
+        """An excluded port whose link the LSD says is UP, usable again long enough (no LSD change came)."""
+        if self._states is None:
+            return False
+        now = self.clock()
+        for port in self._excluded:
+            if (self._usable.get(port) and now - self._usable_since.get(port, now) >= self._restore_after
+                    and self._states[self._port_link[port]] == LinkState.UP):
+                return True
+        return False
+
+    def _round(self, lsd: LsdApplied | None, changed: set[int], full: bool, reconcile: bool) -> None:
+        started = self.clock()
+        if lsd is not None:
+            self._states = lsd.states
+            self._version = lsd.version
+        if self._states is None:
+            # No LSD yet: only local repair of what is installed (e.g. after a restart) is possible.
+            self._program(self.planner.exclude_ports(self._excluded_ports()), started, None)
+            return
+        self._update_exclusions(lsd is not None)
+        if not self._computed or full or reconcile:
+            self.routes.compute(self._states)
+            self._computed = True
+        elif changed:
+            self.routes.update(self._states, changed)
+        if reconcile:
+            flows, groups = self.driver.dump_state()
+            self.planner.load_installed(flows, groups)
+            self.reconciles += 1
+        messages = self.planner.plan(self.routes.routes, self._excluded_ports())
+        self._program(messages, started, self._version)
+
+    def _excluded_ports(self) -> frozenset[int]:
+        with self._cv:
+            return frozenset(self._excluded)
+
+    def _update_exclusions(self, new_lsd: bool) -> None:
+        """Return excluded ports to service: usable again and the newest LSD says their link is UP."""
+        assert self._states is not None
+        now = self.clock()
+        with self._cv:
+            for port in list(self._excluded):
+                if not self._usable.get(port) or self._states[self._port_link[port]] != LinkState.UP:
+                    continue
+                usable_for = now - self._usable_since.get(port, now)
+                if new_lsd or usable_for >= self._restore_after:
+                    del self._excluded[port]
+
+    def _program(self, messages: list[Any], started: float, version: int | None) -> None:
+        if messages:
+            done = threading.Event()
+            batch_id = self.driver.send(messages)
+            self._barriers[batch_id] = done
+            try:
+                if not done.wait(BARRIER_TIMEOUT):
+                    raise NotConnected(f"no barrier reply for batch {batch_id} in {BARRIER_TIMEOUT}s")
+            finally:
+                self._barriers.pop(batch_id, None)
+            self.batches += 1
+            self.last_batch_size = len(messages)
+            self.planner.commit()
+        if version is not None:
+            self.programmed_version = version
+        self.last_program_ms = (self.clock() - started) * 1000.0
+
+    # ------------------------------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        return {
+            "programmed_version": self.programmed_version,
+            "last_program_ms": round(self.last_program_ms, 3),
+            "routes": len(self.routes.routes),
+            "groups": self.planner.group_count,
+            "excluded_ports": sorted(self._excluded),
+            "of_batches": self.batches,
+            "of_errors": self.of_errors,
+            "reconciles": self.reconciles,
+        }

@@ -1,0 +1,110 @@
+"""Read-only REST API and Prometheus metrics of a switch client (aiohttp, on its own thread).
+
+    GET /v1/state   ports (PHY/ND/usable/miscabled/damped), LSD version and term, master in use,
+                    programmed version, report and resync counters — see README "Client REST".
+    GET /metrics    the same as Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+log = logging.getLogger("firepath.client.rest")
+
+StatusFn = Callable[[], dict[str, Any]]
+STATUS_KEY = web.AppKey("status", object)
+
+
+class ClientCollector:
+    """Builds the metrics from one consistent `status()` snapshot at scrape time."""
+
+    def __init__(self, status: StatusFn) -> None:
+        self._status = status
+
+    def collect(self) -> Any:
+        s = self._status()
+        sw = s["switch"]
+        gauges = {
+            "firepath_client_lsd_version": ("LSD version applied", s["lsd_version"]),
+            "firepath_client_programmed_version": ("LSD version programmed in the switch", s["programmed_version"]),
+            "firepath_client_term": ("Highest master term seen", s["term"]),
+            "firepath_client_fail_static": ("1 when no master is heard (forwarding on the last LSD)",
+                                            int(s["fail_static"])),
+            "firepath_client_connected": ("1 when the OpenFlow connection is up", int(s["connected"])),
+            "firepath_client_routes": ("Routes installed", s["routes"]),
+            "firepath_client_groups": ("ECMP groups installed", s["groups"]),
+            "firepath_client_last_program_seconds": ("Duration of the last programming round",
+                                                     s["last_program_ms"] / 1000.0),
+        }
+        for name, (doc, value) in gauges.items():
+            g = GaugeMetricFamily(name, doc, labels=["switch"])
+            g.add_metric([sw], value)
+            yield g
+        ports = GaugeMetricFamily("firepath_client_port_usable", "1 if the fabric port is usable for routing",
+                                  labels=["switch", "port", "peer", "nd"])
+        for p in s["ports"]:
+            ports.add_metric([sw, str(p["port"]), p["peer"], p["nd"]], int(p["usable"]))
+        yield ports
+        counters = CounterMetricFamily("firepath_client_events", "Client event counters", labels=["switch", "event"])
+        counters.add_metric([sw, "reports_sent"], s["reports_sent"])
+        counters.add_metric([sw, "report_retransmits"], s["report_retransmits"])
+        for key, value in s["replica"].items():
+            counters.add_metric([sw, f"replica_{key}"], value)
+        for key, value in s["counters"].items():
+            counters.add_metric([sw, key], value)
+        for key, value in s["codec_rejected"].items():
+            counters.add_metric([sw, f"rejected_{key}"], value)
+        yield counters
+
+
+async def _state(request: web.Request) -> web.Response:
+    status: StatusFn = request.app[STATUS_KEY]  # type: ignore[assignment]
+    return web.json_response(status(), dumps=lambda d: json.dumps(d, indent=1))
+
+
+def build_app(status: StatusFn) -> tuple[web.Application, CollectorRegistry]:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ClientCollector(status))  # type: ignore[arg-type]
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app[STATUS_KEY] = status
+    app.router.add_get("/v1/state", _state)
+    app.router.add_get("/metrics", metrics)
+    return app, registry
+
+
+class RestServer:
+    """Serves the client's REST API on host:port from a background thread with its own event loop."""
+
+    def __init__(self, status: StatusFn, host: str, port: int) -> None:
+        self.app, self.registry = build_app(status)
+        self.host, self.port = host, port
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="rest", daemon=True)
+
+    def start(self) -> None:
+        self._runner = web.AppRunner(self.app, access_log=None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, self.host, self.port)
+        self._loop.run_until_complete(site.start())
+        self._thread.start()
+        log.info("rest listening on %s:%d", self.host, self.port)
+
+    def stop(self) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(2.0)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(2.0)

@@ -1,0 +1,93 @@
+"""UDP transport of the switch client: one socket to the masters, a receiver thread, raw bytes out.
+
+Decoding (HMAC, replay window) is not done here: the receiver hands raw datagrams to the control
+thread, which owns the Codec, so that exactly one thread touches the replay windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+import threading
+from collections.abc import Callable
+
+from proto.config import Fabric
+
+log = logging.getLogger("firepath.client.transport")
+
+MAX_DATAGRAM = 65_535
+
+
+class UdpTransport:
+    """Sends datagrams to masters by id; delivers every received datagram to `on_datagram(data)`."""
+
+    def __init__(self, fabric: Fabric, on_datagram: Callable[[bytes], None], *, bind: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self._masters = {m.id: (str(m.address), m.client_port) for m in fabric.masters}
+        self._on_datagram = on_datagram
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.sock.bind((bind, port))
+        self._mcast: socket.socket | None = None
+        dist = fabric.distribution
+        if dist.mode == "multicast" and dist.group is not None and dist.port is not None:
+            self._mcast = self._join_group(str(dist.group), dist.port, bind)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.sent = 0
+        self.send_errors = 0
+        self.received = 0
+
+    @staticmethod
+    def _join_group(group: str, port: int, interface: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((group, port))
+        mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        return sock
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()
+
+    def start(self) -> None:
+        for sock, name in ((self.sock, "udp-rx"), (self._mcast, "udp-mcast-rx")):
+            if sock is None:
+                continue
+            sock.settimeout(0.2)
+            t = threading.Thread(target=self._receive_loop, args=(sock,), name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def send(self, master: str, data: bytes) -> None:
+        try:
+            self.sock.sendto(data, self._masters[master])
+            self.sent += 1
+        except OSError as e:
+            self.send_errors += 1
+            log.debug("send to %s failed: %s", master, e)
+
+    def _receive_loop(self, sock: socket.socket) -> None:
+        while not self._stop.is_set():
+            try:
+                data, _addr = sock.recvfrom(MAX_DATAGRAM)
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._stop.is_set():
+                    return
+                continue
+            self.received += 1
+            self._on_datagram(data)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(1.0)
+        for sock in (self.sock, self._mcast):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()

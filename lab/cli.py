@@ -1,0 +1,344 @@
+"""`firepath lab ...`: build, inspect, break, heal and remove an emulated fabric on this machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lab.state import LabState, LabStateError, check_lab_name, default_dir
+
+DEFAULT_NAME = "demo"
+
+
+def _lab_dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir).resolve() if args.dir else default_dir(args.name)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from lab.fabric import Lab
+
+    return Lab.open(_lab_dir(args))
+
+
+def _err(msg: str) -> int:
+    print(f"firepath lab: {msg}", file=sys.stderr)
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from lab.fabric import Lab
+
+    clos = {k: getattr(args, k) for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "leaves",
+                                          "hosts_per_tor", "masters") if getattr(args, k) is not None}
+    if args.config and clos:
+        return _err("give either --config or Clos parameters, not both")
+    lab = Lab.up(name=args.name, lab_dir=_lab_dir(args), config=args.config, clos=clos, clean=args.clean,
+                 daemons=not args.no_daemons, timeout=args.timeout, keep_on_failure=args.keep_on_failure)
+    lab.close()
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from lab.fabric import teardown
+
+    name = args.name
+    if LabState.exists(_lab_dir(args)):
+        name = LabState.load(_lab_dir(args)).name
+    teardown(_lab_dir(args), name=name, keep_logs=not args.purge)
+    return 0
+
+
+def format_status(lab: Any) -> str:
+    lines = []
+    masters = lab.master_states()
+    lines.append(f"{'master':<8} {'pid':>7} {'role':<10} {'term':>5} {'version':>8}")
+    for mid, s in masters.items():
+        rec = lab.state.processes.get(f"master:{mid}")
+        pid = str(rec.pid) if rec and rec.alive() else "dead"
+        if isinstance(s, dict):
+            lines.append(f"{mid:<8} {pid:>7} {s.get('role', '?'):<10} {s.get('term', '?'):>5} {s.get('version', '?'):>8}")
+        else:
+            lines.append(f"{mid:<8} {pid:>7} {'unreachable':<10} {'-':>5} {'-':>8}")
+    lines.append("")
+    lines.append(f"{'switch':<12} {'client':>7} {'master':<7} {'lsd':>5} {'prog':>5} {'usable':>6} {'down':>5} "
+                 f"{'miscab':>6} {'routes':>6} {'groups':>6}")
+    for name, s in lab.client_states().items():
+        rec = lab.state.processes.get(f"client:{name}")
+        pid = str(rec.pid) if rec and rec.alive() else "dead"
+        if not isinstance(s, dict):
+            lines.append(f"{name:<12} {pid:>7} {'-':<7} (REST unreachable)")
+            continue
+        ports = s.get("ports", [])
+        usable = sum(1 for p in ports if p.get("usable"))
+        misc = sum(1 for p in ports if p.get("nd") == "miscabled")
+        down = len(ports) - usable
+        lines.append(f"{name:<12} {pid:>7} {str(s.get('master') or '-'):<7} {s.get('lsd_version', '?'):>5} "
+                     f"{s.get('programmed_version', '?'):>5} {usable:>6} {down:>5} {misc:>6} "
+                     f"{s.get('routes', '?'):>6} {s.get('groups', '?'):>6}")
+    if lab.state.faults:
+        lines.append("")
+        lines.append("active faults: " + ", ".join(describe_fault(f) for f in lab.state.faults))
+    return "\n".join(lines)
+
+
+def describe_fault(f: dict[str, Any]) -> str:
+    kind = f["kind"]
+    if kind in ("link", "silent"):
+        return f"{kind} {f['name']}"
+    if kind == "switch":
+        return f"switch {f['switch']}"
+    if kind == "master":
+        return f"master {f['id']} killed"
+    if kind == "client":
+        return f"client {f['switch']} killed"
+    if kind == "miscable":
+        return f"miscabled {f['a']}<->{f['b']}"
+    return kind
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    lab = _open(args)
+    try:
+        if args.json:
+            print(json.dumps({"masters": _jsonable(lab.master_states()), "switches": _jsonable(lab.client_states()),
+                              "faults": lab.state.faults}, indent=1))
+        else:
+            print(format_status(lab))
+    finally:
+        lab.close()
+    return 0
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if not isinstance(v, Exception) else {"error": repr(v)}) for k, v in d.items()}
+
+
+def ping_summary(results: dict[tuple[str, str], int], count: int) -> tuple[str, int]:
+    total = len(results)
+    ok = sum(1 for r in results.values() if r == count)
+    dead = [f"{a}->{b}" for (a, b), r in results.items() if r == 0]
+    partial = [f"{a}->{b} ({r}/{count})" for (a, b), r in results.items() if 0 < r < count]
+    text = f"ping: {ok}/{total} pairs without loss"
+    if partial:
+        text += f"; partial loss: {', '.join(partial[:8])}"
+    if dead:
+        text += f"; unreachable: {', '.join(dead[:8])}" + (f" (+{len(dead) - 8})" if len(dead) > 8 else "")
+    return text, total - ok
+
+
+def cmd_ping(args: argparse.Namespace) -> int:
+    import random
+
+    lab = _open(args)
+    hosts = [h.name for h in lab.fabric.hosts]
+    pairs = [(a, b) for a in hosts for b in hosts if a != b]
+    if args.sample and len(pairs) > args.sample:
+        pairs = random.Random(args.seed).sample(pairs, args.sample)
+    t0 = time.monotonic()
+    results = lab.ping(pairs, count=args.count)
+    text, bad = ping_summary(results, args.count)
+    print(f"{text}  [{time.monotonic() - t0:.1f}s]")
+    return 0 if bad == 0 else 1
+
+
+def cmd_fail(args: argparse.Namespace) -> int:
+    from lab import inject
+
+    lab = _open(args)
+    if args.what == "link":
+        f = inject.fail_link(lab, args.a, args.b, silent=args.silent)
+    else:
+        f = inject.fail_switch(lab, args.switch)
+    print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    from lab import inject
+
+    lab = _open(args)
+    try:
+        f = inject.kill_master(lab, args.id) if args.what == "master" else inject.kill_client(lab, args.switch)
+    finally:
+        lab.close()
+    print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from lab import inject
+
+    lab = _open(args)
+    gap = inject.restart_client(lab, args.switch)
+    print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client)")
+    return 0
+
+
+def cmd_miscable(args: argparse.Namespace) -> int:
+    from lab import inject
+
+    lab = _open(args)
+    f = inject.miscable(lab, args.a, args.b)
+    print(f"injected: {describe_fault(f)}: {f['new']} (undo with `firepath lab heal`)")
+    return 0
+
+
+def cmd_heal(args: argparse.Namespace) -> int:
+    from lab import inject
+
+    lab = _open(args)
+    try:
+        undone = inject.heal(lab)
+        for f in undone:
+            print(f"healed: {describe_fault(f)}")
+        if not undone:
+            print("nothing to heal")
+        if args.wait and lab.state.daemons:
+            t0 = time.monotonic()
+            ok = lab.wait_converged(args.wait)
+            print(f"converged in {time.monotonic() - t0:.2f}s" if ok else f"not converged: {lab.convergence_problem()}")
+    finally:
+        lab.close()
+    return 0
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    lab = _open(args)
+    for line in lab.dump_groups(args.switch):
+        print(line)
+    return 0
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    lab = _open(args)
+    probe = lab.probe(args.src, args.dst, flows=args.flows, rate=args.rate)
+    probe.start()
+    try:
+        time.sleep(args.seconds)
+        result = probe.stop()
+    finally:
+        probe.close()
+    print(json.dumps(result, indent=1) if args.json else
+          f"probe {args.src}->{args.dst}: sent {result['sent']}, lost {result['lost']}, "
+          f"max gap {result['max_gap_ms']} ms, reordered {result['reordered']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from lab.demo import run_demo
+
+    return run_demo(name=args.name, lab_dir=_lab_dir(args))
+
+
+def _guard(func: Any) -> Any:
+    """Turn the lab's expected errors into one readable line and exit code 1."""
+    def run(args: argparse.Namespace) -> int:
+        from lab.fabric import LabError, preflight
+
+        problem = preflight()
+        if problem:
+            print(problem, file=sys.stderr)
+            return 1
+        try:
+            check_lab_name(args.name)
+            return func(args)
+        except (LabError, LabStateError, KeyError, ValueError) as e:
+            return _err(str(e))
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------- parser
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("lab", help="run a local lab fabric on Open vSwitch",
+                              description="Emulated fabric on this machine: real OVS, namespaces, daemons. Needs root.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--name", default=DEFAULT_NAME, help="lab name: namespaces are fplab-NAME[-HOST] "
+                        f"(default {DEFAULT_NAME})")
+    common.add_argument("--dir", help="lab directory (default /tmp/fplab-NAME): config, logs, OVS run dir, state")
+    sub = p.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
+
+    up = sub.add_parser("up", parents=[common], help="build the fabric and start masters and clients")
+    up.add_argument("--config", help="fabric YAML (otherwise generated from the Clos parameters)")
+    for opt, helptext in (("--spines", "spine switches (default 2)"), ("--pods", "pods; 0 = two-tier (default 2)"),
+                          ("--aggs-per-pod", "default 2"), ("--tors-per-pod", "default 2"),
+                          ("--leaves", "two-tier leaves (with --pods 0)"), ("--hosts-per-tor", "default 1"),
+                          ("--masters", "master replicas (default 3)")):
+        up.add_argument(opt, type=int, help=helptext)
+    up.add_argument("--clean", action="store_true", help="tear down a previous or half-built lab first")
+    up.add_argument("--no-daemons", action="store_true", help="plumbing only: no masters, no clients")
+    up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge in place")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for convergence")
+    up.set_defaults(func=_guard(cmd_up))
+
+    down = sub.add_parser("down", parents=[common], help="remove everything the lab created (safe twice)")
+    down.add_argument("--purge", action="store_true", help="also delete the logs")
+    down.set_defaults(func=_guard(cmd_down))
+
+    st = sub.add_parser("status", parents=[common], help="masters and switches at a glance")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_guard(cmd_status))
+
+    pi = sub.add_parser("ping", parents=[common], help="ping every host pair (or a sample)")
+    pi.add_argument("--count", type=int, default=3)
+    pi.add_argument("--sample", type=int, default=0, help="ping only this many random pairs")
+    pi.add_argument("--seed", type=int, default=1)
+    pi.set_defaults(func=_guard(cmd_ping))
+
+    fail = sub.add_parser("fail", help="inject a link or switch failure")
+    fsub = fail.add_subparsers(dest="what", required=True)
+    fl = fsub.add_parser("link", parents=[common], help="carrier down on a link (or --silent drops)")
+    fl.add_argument("a", help="switch or SWITCH:PORT")
+    fl.add_argument("b", help="switch or SWITCH:PORT")
+    fl.add_argument("--silent", action="store_true", help="keep the link up, drop every frame (nftables)")
+    fl.set_defaults(func=_guard(cmd_fail))
+    fs = fsub.add_parser("switch", parents=[common], help="all links of a switch down")
+    fs.add_argument("switch")
+    fs.set_defaults(func=_guard(cmd_fail))
+
+    kill = sub.add_parser("kill", help="SIGKILL a master or a client")
+    ksub = kill.add_subparsers(dest="what", required=True)
+    km = ksub.add_parser("master", parents=[common], help="the current master by default")
+    km.add_argument("id", nargs="?")
+    km.set_defaults(func=_guard(cmd_kill))
+    kc = ksub.add_parser("client", parents=[common])
+    kc.add_argument("switch")
+    kc.set_defaults(func=_guard(cmd_kill))
+
+    rs = sub.add_parser("restart", help="restart a client (SIGTERM, start again)")
+    rsub = rs.add_subparsers(dest="what", required=True)
+    rc = rsub.add_parser("client", parents=[common])
+    rc.add_argument("switch")
+    rc.set_defaults(func=_guard(cmd_restart))
+
+    mc = sub.add_parser("miscable", parents=[common], help="swap the far ends of two links")
+    mc.add_argument("a", help="SWITCH:PORT")
+    mc.add_argument("b", help="SWITCH:PORT")
+    mc.set_defaults(func=_guard(cmd_miscable))
+
+    he = sub.add_parser("heal", parents=[common], help="undo every injected fault")
+    he.add_argument("--wait", type=float, default=10.0, help="then wait up to this many s for convergence (0: no)")
+    he.set_defaults(func=_guard(cmd_heal))
+
+    gr = sub.add_parser("groups", parents=[common], help="ovs-ofctl dump-groups of a switch")
+    gr.add_argument("switch")
+    gr.set_defaults(func=_guard(cmd_groups))
+
+    pr = sub.add_parser("probe", parents=[common], help="run the UDP probe between two hosts")
+    pr.add_argument("src")
+    pr.add_argument("dst")
+    pr.add_argument("--seconds", type=float, default=2.0)
+    pr.add_argument("--flows", type=int, default=8)
+    pr.add_argument("--rate", type=float, default=1000.0)
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=_guard(cmd_probe))
+
+    de = sub.add_parser("demo", parents=[common], help="the guided tour (what `make demo` runs)")
+    de.set_defaults(func=_guard(cmd_demo))

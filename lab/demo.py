@@ -1,0 +1,158 @@
+"""`firepath lab demo` (what `make demo` runs): a guided tour of a small 3-tier Clos, always torn down.
+
+Builds 2 spines + 2 pods x (2 aggs + 2 ToRs), one host per ToR, 3 masters; shows the status table; pings
+every pair; fails a ToR-agg link under a running probe and shows the outage the probe saw and the ToR's
+new ECMP buckets; heals; kills the master and shows the failover (new master, new term, probe loss);
+tears everything down (try/finally), in well under two minutes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lab.state import default_dir
+
+CLOS = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "hosts_per_tor": 1, "masters": 3}
+PROBE_FLOWS = 8
+PROBE_RATE = 1000.0
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def step(n: int, title: str) -> None:
+    say()
+    say(f"== {n}. {title} " + "=" * max(0, 70 - len(title)))
+
+
+def _indent(lines: list[str] | str, prefix: str = "   ") -> str:
+    if isinstance(lines, str):
+        lines = lines.splitlines()
+    return "\n".join(prefix + line for line in lines)
+
+
+def _select_groups(lines: list[str]) -> list[str]:
+    return [line for line in lines if "type=select" in line] or lines
+
+
+def _probe_line(result: dict[str, Any]) -> str:
+    worst = max(result["flows"], key=lambda f: (f["lost"], f["max_gap_ms"] or 0))
+    return (f"probe: {result['sent']} packets on {len(result['flows'])} flows, lost {result['lost']} "
+            f"(worst flow: {worst['lost']} lost = {worst['loss_ms']:.0f} ms, longest gap {worst['max_gap_ms']} ms)")
+
+
+def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
+    from lab import inject
+    from lab.cli import format_status, ping_summary
+    from lab.fabric import Lab, LabError, preflight, teardown, wait_until
+
+    problem = preflight()
+    if problem:
+        say(problem)
+        return 1
+    t_start = time.monotonic()
+    d = lab_dir or default_dir(name)
+    lab: Lab | None = None
+    try:
+        step(1, "bring up a 3-tier Clos: 2 spines, 2 pods x (2 aggs + 2 ToRs), 4 hosts, 3 masters")
+        lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, log=lambda m: say("   " + m))
+        fabric = lab.fabric
+
+        step(2, "status")
+        say(_indent(format_status(lab)))
+
+        step(3, "ping every host pair")
+        results = lab.ping(count=3)
+        say("   " + ping_summary(results, 3)[0])
+
+        hosts = [h.name for h in fabric.hosts]
+        src, dst = hosts[0], hosts[-1]
+        tor = fabric.host(src).tor
+        agg_link = next(fabric.links[i] for i in fabric.links_of(tor))
+        agg = agg_link.b.switch if agg_link.a.switch == tor else agg_link.a.switch
+
+        step(4, f"fail link {tor} -- {agg} under a probe {src} -> {dst} ({PROBE_FLOWS} flows x {PROBE_RATE:.0f} pps)")
+        say(f"   ECMP groups of {tor} before:")
+        say(_indent(_select_groups(lab.dump_groups(tor)), "     "))
+        probe = lab.probe(src, dst, flows=PROBE_FLOWS, rate=PROBE_RATE)
+        probe.start()
+        try:
+            time.sleep(1.0)                      # steady traffic before the failure
+            v0 = lab.lsd_version() or 0
+            t0 = time.monotonic()
+            inject.fail_link(lab, tor, agg)
+            converged = lab.wait_converged(10.0, min_version=v0 + 1)
+            t_conv = time.monotonic() - t0
+            time.sleep(0.5)                      # traffic after the repair
+            result = probe.stop()
+        finally:
+            probe.close()
+        say(f"   control plane: every switch programmed the new LSD {t_conv * 1000:.0f} ms after the carrier loss"
+            if converged else f"   not converged: {lab.convergence_problem()}")
+        say("   " + _probe_line(result))
+        say(f"   ECMP groups of {tor} after (one uplink left):")
+        say(_indent(_select_groups(lab.dump_groups(tor)), "     "))
+
+        step(5, "heal")
+        v0 = lab.lsd_version() or 0
+        inject.heal(lab)
+        t0 = time.monotonic()
+        ok = lab.wait_converged(10.0, min_version=v0 + 1)
+        say(f"   link back in use after {(time.monotonic() - t0) * 1000:.0f} ms" if ok
+            else f"   not converged: {lab.convergence_problem()}")
+
+        step(6, "kill the master (SIGKILL) under a probe")
+        before = lab.current_master()
+        if before is None:
+            raise LabError("no single master before the kill")
+        say(f"   master {before[0]}, term {before[1].get('term')}, LSD version {before[1].get('version')}")
+        probe = lab.probe(src, dst, flows=PROBE_FLOWS, rate=PROBE_RATE, port=7001)
+        probe.start()
+        try:
+            time.sleep(1.0)
+            t0 = time.monotonic()
+            inject.kill_master(lab, before[0])
+            new: list[Any] = []
+
+            def new_master() -> bool:
+                cur = lab.current_master()
+                if cur is not None and cur[0] != before[0]:
+                    new[:] = [cur]
+                    return True
+                return False
+
+            elected = wait_until(new_master, 10.0, 0.01)
+            t_fail = time.monotonic() - t0
+            lab.wait_converged(10.0)
+            time.sleep(0.5)
+            result = probe.stop()
+        finally:
+            probe.close()
+        if elected:
+            mid, s = new[0]
+            say(f"   new master {mid}, term {s.get('term')}, LSD version {s.get('version')}, "
+                f"serving {t_fail * 1000:.0f} ms after the kill")
+        else:
+            say(f"   no new master within 10 s: {lab.master_states()}")
+        say("   " + _probe_line(result))
+        say(_indent(format_status(lab)))
+        inject.heal(lab)
+        return 0
+    except LabError as e:
+        say(f"demo failed: {e}")
+        return 1
+    finally:
+        step(7, "tear down")
+        if lab is not None:
+            lab.close()
+        teardown(d, name=name, log=lambda m: None)
+        say(f"   lab {name} removed; logs kept in {d / 'logs'}")
+        say(f"   demo took {time.monotonic() - t_start:.1f} s")
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

@@ -1,0 +1,220 @@
+"""Failure injection on a running lab; every fault is recorded in the lab state so `heal` undoes them all.
+
+Kinds (each reversible):
+
+* ``link``      carrier down on both ends of a fabric link (``ip link set ... down``)
+* ``silent``    the link stays up but drops every frame both ways (nftables netdev egress+ingress drop,
+                lab/nft.py; one table per fault, in the lab namespace)
+* ``switch``    a chassis failure: every fabric port of the switch down at once
+* ``master``    SIGKILL of a master replica (the current master by default); healed by restarting it
+* ``client``    SIGKILL of a switch's client; healed by restarting it
+* ``miscable``  the far ends of two links swapped (veth pairs re-created with the same interface names,
+                so OVS keeps the same OpenFlow port numbers); healed by re-creating the original pairs
+
+``restart_client`` is not a fault: SIGTERM then start again (the flows stay in OVS meanwhile).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+from lab import nft
+from lab.fabric import Lab, LabError, _ip_batch
+
+
+def _save(lab: Lab) -> None:
+    lab.state.save()
+
+
+def _endpoint(spec: str) -> tuple[str, int]:
+    sw, sep, port = spec.rpartition(":")
+    if not sep or not port.isdigit():
+        raise LabError(f"endpoint {spec!r}: expected SWITCH:PORT")
+    return sw, int(port)
+
+
+def find_link(lab: Lab, a: str, b: str) -> Any:
+    """The fabric link between switches `a` and `b` (or given as SWITCH:PORT endpoints); the first one
+    not already failed when there are parallel links."""
+    fabric = lab.fabric
+    failed = {f.get("link") for f in lab.state.faults}
+    candidates = []
+    for link in fabric.links:
+        ends = {(link.a.switch, link.a.port), (link.b.switch, link.b.port)}
+        names = {link.a.switch, link.b.switch}
+        ok = True
+        for spec in (a, b):
+            if ":" in spec:
+                ok &= _endpoint(spec) in ends
+            else:
+                ok &= spec in names
+        if ok and (a != b):
+            candidates.append(link)
+    if not candidates:
+        raise LabError(f"no fabric link between {a} and {b}")
+    fresh = [link for link in candidates if link.index not in failed]
+    return (fresh or candidates)[0]
+
+
+def _link_ifaces(lab: Lab, link: Any) -> list[str]:
+    st = lab.state
+    return [st.ifaces[f"{link.a.switch}:{link.a.port}"], st.ifaces[f"{link.b.switch}:{link.b.port}"]]
+
+
+def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, object]:
+    link = find_link(lab, a, b)
+    ifaces = _link_ifaces(lab, link)
+    if silent:
+        table = f"fplab_{lab.state.name}_l{link.index}"
+        fault: dict[str, object] = {"kind": "silent", "link": link.index, "name": link.name, "table": table,
+                                    "ifaces": ifaces, "at": time.monotonic()}
+        lab.state.faults.append(fault)
+        _save(lab)
+        nft.drop_link(table, [(lab.state.netns, i) for i in ifaces])
+    else:
+        fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces, "at": time.monotonic()}
+        lab.state.faults.append(fault)
+        _save(lab)
+        _ip_batch(lab.state.netns, [f"link set {i} down" for i in ifaces])
+    return fault
+
+
+def fail_switch(lab: Lab, switch: str) -> dict[str, object]:
+    fabric = lab.fabric
+    fabric.switch(switch)            # KeyError for an unknown name
+    ifaces = [lab.state.ifaces[f"{switch}:{p}"] for p in fabric.fabric_ports(switch)]
+    fault: dict[str, object] = {"kind": "switch", "switch": switch, "ifaces": ifaces, "at": time.monotonic()}
+    lab.state.faults.append(fault)
+    _save(lab)
+    _ip_batch(lab.state.netns, [f"link set {i} down" for i in ifaces])
+    return fault
+
+
+def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
+    """SIGKILL a master replica; by default the current master (per the masters' REST)."""
+    if master_id is None:
+        leader = lab.current_master()
+        if leader is None:
+            raise LabError("no single current master to kill (see `firepath lab status`)")
+        master_id = leader[0]
+    key = f"master:{master_id}"
+    if key not in lab.state.processes:
+        raise LabError(f"no master {master_id!r} in this lab")
+    fault: dict[str, object] = {"kind": "master", "id": master_id, "at": time.monotonic()}
+    lab.state.faults.append(fault)
+    _save(lab)
+    lab.stop_process(key, signal.SIGKILL)
+    return fault
+
+
+def kill_client(lab: Lab, switch: str) -> dict[str, object]:
+    key = f"client:{switch}"
+    if key not in lab.state.processes:
+        raise LabError(f"no client for switch {switch!r} in this lab")
+    fault: dict[str, object] = {"kind": "client", "switch": switch, "at": time.monotonic()}
+    lab.state.faults.append(fault)
+    _save(lab)
+    lab.stop_process(key, signal.SIGKILL)
+    return fault
+
+
+def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
+    """SIGTERM the client, start it again; returns the seconds the switch had no client."""
+    key = f"client:{switch}"
+    if key not in lab.state.processes:
+        raise LabError(f"no client for switch {switch!r} in this lab")
+    t0 = time.monotonic()
+    lab.stop_process(key, signal.SIGTERM, timeout)
+    lab.start_client(switch)
+    return time.monotonic() - t0
+
+
+def _peer_of(lab: Lab, ifname: str) -> str:
+    for a, b in lab.state.cabling:
+        if a == ifname:
+            return b
+        if b == ifname:
+            return a
+    raise LabError(f"interface {ifname} is not cabled")
+
+
+def _recable(lab: Lab, old_pairs: list[list[str]], new_pairs: list[list[str]]) -> None:
+    """Replace veth pairs; interface names (hence OVS ports and their numbers) are kept."""
+    st = lab.state
+    for pair in old_pairs:
+        st.cabling.remove(pair) if pair in st.cabling else st.cabling.remove(pair[::-1])
+    st.cabling.extend(new_pairs)
+    _save(lab)
+    lines = [f"link del {pair[0]}" for pair in old_pairs]
+    for a, b in new_pairs:
+        lines += [f"link add {a} type veth peer name {b}", f"link set {a} up", f"link set {b} up"]
+    _ip_batch(st.netns, lines)
+    # Make vswitchd re-open the re-created devices under the same port numbers: it does not on its own
+    # (the new device is not put in promiscuous mode, nothing is received), and a del-port + add-port
+    # in ONE transaction is a no-op for it, hence two transactions.
+    port_of = {ifn: key for key, ifn in st.ifaces.items()}
+    dels: list[str] = []
+    adds: list[str] = []
+    for ifn in sorted({i for pair in new_pairs for i in pair}):
+        sw, port = port_of[ifn].rsplit(":", 1)
+        br = st.bridges[sw]
+        dels += ["--", "--if-exists", "del-port", br, ifn]
+        adds += ["--", "add-port", br, ifn, "--", "set", "interface", ifn, f"ofport_request={port}"]
+    lab.ovs.vsctl(*dels[1:])
+    lab.ovs.vsctl(*adds[1:])
+    lab._check_ofports()
+
+
+def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
+    """Swap the far ends of the links at endpoints `a` and `b` (SWITCH:PORT each)."""
+    st = lab.state
+    ends = []
+    for spec in (a, b):
+        sw, port = _endpoint(spec)
+        if lab.fabric.link_at(sw, port) is None:
+            raise LabError(f"{spec} is not a fabric port")
+        ends.append(st.ifaces[f"{sw}:{port}"])
+    if_a, if_b = ends
+    peer_a, peer_b = _peer_of(lab, if_a), _peer_of(lab, if_b)
+    if if_b in (if_a, peer_a):
+        raise LabError(f"{a} and {b} are the same link: nothing to swap")
+    old = [[if_a, peer_a], [if_b, peer_b]]
+    new = [[if_a, peer_b], [if_b, peer_a]]
+    fault: dict[str, object] = {"kind": "miscable", "a": a, "b": b, "old": old, "new": new, "at": time.monotonic()}
+    st.faults.append(fault)
+    _save(lab)
+    _recable(lab, old, new)
+    return fault
+
+
+def undo(lab: Lab, fault: dict[str, Any]) -> None:
+    kind = fault["kind"]
+    st = lab.state
+    if kind in ("link", "switch"):
+        _ip_batch(st.netns, [f"link set {i} up" for i in fault["ifaces"]])
+    elif kind == "silent":
+        nft.remove(fault["table"], st.netns)
+    elif kind == "master":
+        if not st.processes[f"master:{fault['id']}"].alive():
+            lab.start_master(fault["id"])
+    elif kind == "client":
+        if not st.processes[f"client:{fault['switch']}"].alive():
+            lab.start_client(fault["switch"])
+    elif kind == "miscable":
+        _recable(lab, [list(p) for p in fault["new"]], [list(p) for p in fault["old"]])
+    else:
+        raise LabError(f"unknown fault kind {kind!r} in the lab record")
+
+
+def heal(lab: Lab) -> list[dict[str, object]]:
+    """Undo every recorded fault, newest first; returns what was undone."""
+    undone = []
+    while lab.state.faults:
+        fault = lab.state.faults[-1]
+        undo(lab, fault)
+        lab.state.faults.pop()
+        _save(lab)
+        undone.append(fault)
+    return undone

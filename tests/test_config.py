@@ -1,0 +1,419 @@
+"""proto/config.py: the Fabric model, the loader and its validation errors, the digest."""
+
+from __future__ import annotations
+
+import dataclasses
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import pytest
+import yaml
+
+from proto import config
+from proto.config import ConfigError, Endpoint, Link, Role, Timers, load_fabric, parse_fabric
+
+DATA = Path(__file__).parent / "data"
+
+# A small valid fabric; the line numbers in the tests below refer to it.
+BASE = """\
+name: t
+security: {key_file: k.key}
+masters:
+  - {id: m1, address: 127.0.0.1, client_port: 6601, peer_port: 6701, rest_port: 6801}
+switches:
+  - name: spine-1
+    id: 1
+    role: spine
+    loopback: 10.255.0.1/32
+  - name: tor-1
+    id: 2
+    role: tor
+    loopback: 10.255.0.2/32
+    prefixes: [10.1.0.0/24]
+    hosts:
+      - {name: h1, port: 100, ip: 10.1.0.10, mac: "02:00:00:00:00:01"}
+  - name: tor-2
+    id: 3
+    role: tor
+    loopback: 10.255.0.3/32
+    prefixes: [10.2.0.0/24]
+    hosts:
+      - {name: h2, port: 100, ip: 10.2.0.10, mac: "02:00:00:00:00:02"}
+links:
+  - {a: "tor-1:1", b: "spine-1:1"}
+  - {a: "tor-2:1", b: "spine-1:2"}
+"""
+
+
+def edit(old: str, new: str, text: str = BASE) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+def expect_error(text: str, line: int | None, field: str, fragment: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_fabric(text, source="t.yaml")
+    e = info.value
+    assert (e.file, e.line, e.field) == ("t.yaml", line, field), str(e)
+    assert fragment in e.problem, str(e)
+    if line is not None and field:
+        assert str(e) == f"t.yaml:{line}: {field}: {e.problem}"
+    return e
+
+
+# ----------------------------------------------------------------------------------------- valid fabric
+
+
+def test_base_loads_into_the_model() -> None:
+    f = parse_fabric(BASE, base_dir=Path("/etc/fp"))
+    assert f.name == "t" and f.source == "<string>"
+    assert [s.name for s in f.switches] == ["spine-1", "tor-1", "tor-2"]
+    tor1 = f.switch("tor-1")
+    assert tor1.role is Role.TOR and tor1.id == 2
+    assert tor1.prefixes == (IPv4Network("10.1.0.0/24"),)
+    assert tor1.loopback == IPv4Network("10.255.0.2/32")
+    assert tor1.gateway == IPv4Address("10.1.0.1")  # default: first usable address
+    assert tor1.mac == "0e:00:00:00:00:02"  # default: 0e:00 + id
+    assert tor1.ovs is None and tor1.rest_port is None
+    assert f.switch("spine-1").gateway is None and f.switch("spine-1").hosts == ()
+    (h1,) = tor1.hosts
+    assert h1 == config.Host("h1", "tor-1", 100, IPv4Address("10.1.0.10"), "02:00:00:00:00:01")
+    assert [h.name for h in f.hosts] == ["h1", "h2"] and f.host("h2").tor == "tor-2"
+    assert f.timers == Timers()
+    assert f.security.key_file == Path("/etc/fp/k.key") and f.security.admin_token_file is None
+    assert f.distribution.mode == "unicast" and f.lsd.history == 4096
+    (m1,) = f.masters
+    assert f.master("m1") is m1 and m1.priority == 100 and m1.address == IPv4Address("127.0.0.1")
+    assert len(f.digest) == 64
+
+
+def test_lookups() -> None:
+    f = parse_fabric(BASE)
+    assert f.switch_by_id(3).name == "tor-2"
+    with pytest.raises(KeyError):
+        f.switch("nope")
+    with pytest.raises(KeyError):
+        f.switch_by_id(99)
+    with pytest.raises(KeyError):
+        f.master("m9")
+    assert f.links_of("spine-1") == (0, 1)
+    assert f.links_of("tor-2") == (1,)
+    link = f.link_at("spine-1", 2)
+    assert link == Link(1, Endpoint("tor-2", 1), Endpoint("spine-1", 2), 1)
+    assert link.name == "tor-2:1-spine-1:2"
+    assert f.link_at("spine-1", 3) is None
+    assert f.link_at("tor-1", 100) is None  # a host port is not a fabric link
+    assert f.peer_of("spine-1", 2) == Endpoint("tor-2", 1)
+    assert f.peer_of("tor-2", 1) == Endpoint("spine-1", 2)
+    assert f.peer_of("tor-2", 7) is None
+    assert f.fabric_ports("spine-1") == (1, 2)
+    with pytest.raises(KeyError):
+        f.links_of("nope")
+
+
+def test_fabric_is_immutable() -> None:
+    f = parse_fabric(BASE)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.name = "x"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.switches[0].id = 9  # type: ignore[misc]
+
+
+def test_link_index_is_file_order() -> None:
+    links = "\n".join(
+        [
+            "links:",
+            '  - {a: "tor-2:1", b: "spine-1:2"}',
+            '  - {a: "tor-1:1", b: "spine-1:1", weight: 3}',
+            '  - {a: "tor-1:2", b: "tor-2:2"}',
+        ]
+    )
+    f = parse_fabric(BASE[: BASE.index("links:")] + links + "\n")
+    assert [lk.index for lk in f.links] == [0, 1, 2]
+    assert [lk.name for lk in f.links] == ["tor-2:1-spine-1:2", "tor-1:1-spine-1:1", "tor-1:2-tor-2:2"]
+    assert f.links[1].weight == 3
+    assert f.links_of("tor-1") == (1, 2)
+    assert f.fabric_ports("tor-2") == (1, 2)
+
+
+def test_optional_sections() -> None:
+    text = BASE + (
+        "timers: {nd_interval_ms: 20, nd_dead_ms: 70, max_update_rate: 50, flap_threshold: 5, pacing_ms: 0.5}\n"
+        "distribution: {mode: multicast, group: 239.1.1.1, port: 6800}\n"
+        "lsd: {history: 100}\n"
+        "security: {key_file: /abs/k.key, admin_token_file: tok}\n"
+    )
+    text = edit("security: {key_file: k.key}\n", "", text)
+    f = parse_fabric(text, base_dir=Path("/cfg"))
+    assert f.timers.nd_interval == pytest.approx(0.020) and f.timers.nd_dead == pytest.approx(0.070)
+    assert f.timers.max_update_rate == 50 and f.timers.flap_threshold == 5
+    assert f.timers.pacing == pytest.approx(0.0005)
+    assert f.timers.keepalive == Timers().keepalive
+    assert f.distribution == config.Distribution("multicast", IPv4Address("239.1.1.1"), 6800)
+    assert f.lsd.history == 100
+    assert f.security.key_file == Path("/abs/k.key") and f.security.admin_token_file == Path("/cfg/tok")
+
+
+def test_switch_options() -> None:
+    text = edit(
+        "    loopback: 10.255.0.2/32\n",
+        "    loopback: 10.255.0.2\n    mac: 02:AA:bb:cc:dd:ee\n    gateway: 10.1.0.254\n"
+        "    ovs: tcp:127.0.0.1:16002\n    rest_port: 9002\n",
+    )
+    s = parse_fabric(text).switch("tor-1")
+    assert s.loopback == IPv4Network("10.255.0.2/32")
+    assert s.mac == "02:aa:bb:cc:dd:ee" and s.gateway == IPv4Address("10.1.0.254")
+    assert s.ovs == "tcp:127.0.0.1:16002" and s.rest_port == 9002
+
+
+def test_border_may_originate_default_route() -> None:
+    text = BASE + "".join(
+        f"  - {{a: 'border-{i}:1', b: 'spine-1:{i + 2}'}}\n" for i in (1, 2)
+    )
+    text = edit(
+        "links:\n",
+        "  - {name: border-1, id: 8, role: border, prefixes: [0.0.0.0/0]}\n"
+        "  - {name: border-2, id: 9, role: border, prefixes: [0.0.0.0/0, 10.0.0.0/8]}\n"
+        "links:\n",
+        text,
+    )
+    f = parse_fabric(text)
+    assert f.switch("border-2").prefixes == (IPv4Network("0.0.0.0/0"), IPv4Network("10.0.0.0/8"))
+    # but not a prefix inside an internal one
+    bad = edit("[0.0.0.0/0]}", "[10.1.0.128/25]}", text)
+    expect_error(bad, 24, "switches[3].prefixes[0]", "lies inside 10.1.0.0/24 of tor-1")
+
+
+def test_yaml_integer_forms_and_anchors() -> None:
+    text = edit("    id: 3\n", "    id: 0x3\n")
+    text = edit("  - {id: m1,", "  - &m {id: m1,", text)
+    assert parse_fabric(text).switch("tor-2").id == 3
+
+
+def test_fast_loader_resolves_tags_like_csafeloader() -> None:
+    doc = (
+        "a: [1, 0x1f, 1_000, 1:20, -3, 1.5, .inf, .NaN, 1e3, yes, No, off, ~, null, '', x, '7', 10.0.0.1,"
+        " 10.0.0.0/8, 02:00:00:00:00:01, 2001-12-14, <<, =, !!str 5, 'tor-1:1', 0o17, 017, +12]\n"
+        "b: {c: [], d: {}}\n"
+        "e:\n"
+    )
+
+    def tags(node: yaml.Node) -> list:
+        if isinstance(node, yaml.ScalarNode):
+            return [node.tag, node.value]
+        if isinstance(node, yaml.SequenceNode):
+            return [node.tag, [tags(n) for n in node.value]]
+        return [node.tag, [[tags(k), tags(v)] for k, v in node.value]]
+
+    fast = tags(yaml.compose(doc, Loader=config._FastLoader))
+    assert fast == tags(yaml.compose(doc, Loader=yaml.CSafeLoader))
+    assert fast == tags(yaml.compose(doc, Loader=yaml.SafeLoader))
+
+
+# --------------------------------------------------------------------------------------------- digest
+
+
+def test_digest_ignores_style_order_comments_and_explicit_defaults() -> None:
+    restyled = """\
+# the same fabric, written differently
+switches:
+  - {role: spine, id: 1, loopback: 10.255.0.1/32, name: spine-1}   # flow style, keys reordered
+  - name: tor-1
+    role: tor
+    id: 2
+    mac: "0E:00:00:00:00:02"            # the default, written out (upper case)
+    gateway: 10.1.0.1                   # the default, written out
+    prefixes:
+      - 10.1.0.0/24
+    loopback: 10.255.0.2/32
+    hosts: [{mac: "02:00:00:00:00:01", ip: 10.1.0.10, port: 100, name: h1}]
+  - name: tor-2
+    id: 3
+    role: tor
+    loopback: 10.255.0.3
+    prefixes: [10.2.0.0/24]
+    hosts:
+      - {name: h2, port: 100, ip: 10.2.0.10, mac: "02:00:00:00:00:02"}
+links: [{b: "spine-1:1", a: "tor-1:1", weight: 1}, {a: "tor-2:1", b: "spine-1:2"}]
+masters:
+  - id: m1
+    address: 127.0.0.1
+    client_port: 6601
+    peer_port: 6701
+    rest_port: 6801
+    priority: 100
+timers: {nd_interval_ms: 10, nd_dead_ms: 30.0}
+lsd: {history: 4096}
+distribution: {mode: unicast}
+security:
+    key_file:   other/place.key          # local paths are not part of the digest
+name:    t
+"""
+    base = parse_fabric(BASE)
+    other = parse_fabric(restyled)
+    assert other.digest == base.digest
+    assert other == base
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ('  - {a: "tor-2:1", b: "spine-1:2"}', '  - {a: "tor-2:1", b: "spine-1:2", weight: 2}'),
+        ('  - {a: "tor-1:1", b: "spine-1:1"}', '  - {a: "tor-1:1", b: "spine-1:3"}'),
+        ("name: t\n", "name: u\n"),
+        ("client_port: 6601", "client_port: 6611"),
+        ("    id: 3\n", "    id: 4\n"),
+        ("ip: 10.2.0.10", "ip: 10.2.0.11"),
+        ("name: t\n", "name: t\ntimers: {keepalive_ms: 101}\n"),
+    ],
+)
+def test_digest_changes_with_content(old: str, new: str) -> None:
+    assert parse_fabric(edit(old, new)).digest != parse_fabric(BASE).digest
+
+
+def test_digest_depends_on_link_order() -> None:
+    a = '  - {a: "tor-1:1", b: "spine-1:1"}\n'
+    b = '  - {a: "tor-2:1", b: "spine-1:2"}\n'
+    swapped = edit(a + b, b + a)
+    assert parse_fabric(swapped).digest != parse_fabric(BASE).digest
+
+
+def test_load_fabric_resolves_paths_against_the_config_dir(tmp_path: Path) -> None:
+    sub = tmp_path / "cfg"
+    sub.mkdir()
+    path = sub / "fabric.yaml"
+    path.write_text(edit("security: {key_file: k.key}", "security: {key_file: keys/k.key, admin_token_file: /t}"))
+    f = load_fabric(path)
+    assert f.source == str(path)
+    assert f.security.key_file == sub / "keys" / "k.key"
+    assert f.security.admin_token_file == Path("/t")
+    assert not (sub / "keys").exists()  # the key file is not read
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_fabric(missing)
+    assert info.value.file == str(missing) and info.value.line is None
+    assert str(info.value).startswith(f"{missing}: cannot read config")
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+ERRORS = [
+    # (id, old, new, line, field, fragment)
+    ("unknown top key", "name: t\n", "name: t\ncolour: red\n", 2, "colour", "unknown key 'colour'"),
+    ("unknown switch key", "    role: spine\n", "    role: spine\n    colour: red\n", 9, "switches[0].colour", "unknown key"),
+    ("unknown host key", 'mac: "02:00:00:00:00:02"}', 'mac: "02:00:00:00:00:02", vlan: 3}', 23, "switches[2].hosts[0].vlan", "unknown key"),
+    ("unknown link key", '  - {a: "tor-2:1", b: "spine-1:2"}', '  - {a: "tor-2:1", b: "spine-1:2", c: 1}', 26, "links[1].c", "unknown key"),
+    ("duplicate key", "    id: 1\n", "    id: 1\n    id: 4\n", 8, "switches[0].id", "duplicate key (first at line 7)"),
+    ("id not an int", "    id: 1\n", '    id: "1"\n', 7, "switches[0].id", "expected an integer, got the string '1'"),
+    ("id is bool", "    id: 1\n", "    id: yes\n", 7, "switches[0].id", "expected an integer, got bool yes"),
+    ("id out of range", "    id: 1\n", "    id: 0\n", 7, "switches[0].id", "out of range 1..2147483647"),
+    ("name not a string", "  - name: spine-1\n", "  - name: 7\n", 6, "switches[0].name", "expected a string, got int 7 (quote it)"),
+    ("bad name", "  - name: spine-1\n", "  - name: 'spine 1'\n", 6, "switches[0].name", "bad name"),
+    ("masters not a list", "masters:\n  - {", "masters: {", 3, "masters", "expected a list, got a mapping"),
+    ("bad role", "    role: spine\n", "    role: core\n", 8, "switches[0].role", "'core' is not one of: tor, agg, spine, border"),
+    ("missing role", "    role: spine\n", "", 6, "switches[0].role", "missing required field"),
+    ("missing security", "security: {key_file: k.key}\n", "", 1, "security", "missing required field"),
+    ("missing key file", "security: {key_file: k.key}", "security: {admin_token_file: t}", 2, "security.key_file", "missing required field"),
+    ("empty key file", "security: {key_file: k.key}", "security: {key_file: ''}", 2, "security.key_file", "empty path"),
+    ("duplicate switch name", "  - name: tor-2\n", "  - name: tor-1\n", 17, "switches[2].name", "duplicate switch name 'tor-1' (also at line 10)"),
+    ("duplicate switch id", "    id: 3\n", "    id: 1\n", 18, "switches[2].id", "duplicate id 1 (also used by spine-1 at line 7)"),
+    ("duplicate switch mac", "    id: 3\n", "    id: 3\n    mac: 0e:00:00:00:00:02\n", 19, "switches[2].mac", "duplicate MAC 0e:00:00:00:00:02 (also used by tor-1 at line 11)"),
+    ("bad mac", '"02:00:00:00:00:02"', '"02:00:00:00:00"', 23, "switches[2].hosts[0].mac", "is not a MAC address"),
+    ("multicast mac", '"02:00:00:00:00:02"', '"01:00:5e:00:00:02"', 23, "switches[2].hosts[0].mac", "multicast"),
+    ("port twice link-link", '  - {a: "tor-2:1", b: "spine-1:2"}', '  - {a: "tor-2:1", b: "spine-1:1"}', 26, "links[1].b", "port spine-1:1 already used by links[0].b (line 25)"),
+    ("port twice link-host", '  - {a: "tor-1:1", b: "spine-1:1"}', '  - {a: "tor-1:100", b: "spine-1:1"}', 25, "links[0].a", "port tor-1:100 already used by switches[1].hosts[0].port (line 16)"),
+    ("port twice host-host", '"02:00:00:00:00:01"}\n', '"02:00:00:00:00:01"}\n      - {name: h3, port: 100, ip: 10.1.0.11, mac: "02:00:00:00:00:03"}\n', 17, "switches[1].hosts[1].port", "port tor-1:100 already used by switches[1].hosts[0].port (line 16)"),
+    ("unknown link switch", '"spine-1:2"', '"spine-9:2"', 26, "links[1].b", "unknown switch 'spine-9'"),
+    ("self link", '"spine-1:2"', '"tor-2:2"', 26, "links[1].b", "link from switch tor-2 to itself"),
+    ("bad endpoint", '"spine-1:2"', '"spine-1"', 26, "links[1].b", "is not SWITCH:PORT"),
+    ("endpoint port range", '"spine-1:2"', '"spine-1:65280"', 26, "links[1].b", "port 65280 out of range 1..65279"),
+    ("weight range", '"spine-1:2"}', '"spine-1:2", weight: 0}', 26, "links[1].weight", "out of range"),
+    ("overlapping prefixes", "[10.2.0.0/24]", "[10.2.0.0/24, 10.1.0.0/16]", 21, "switches[2].prefixes[1]", "10.1.0.0/16 of tor-2 overlaps 10.1.0.0/24 of tor-1 (line 14)"),
+    ("same prefix twice", "[10.2.0.0/24]", "[10.2.0.0/24, 10.1.0.0/24]", 21, "switches[2].prefixes[1]", "overlaps 10.1.0.0/24 of tor-1 (line 14)"),
+    ("prefix listed twice", "[10.2.0.0/24]", "[10.2.0.0/24, 10.2.0.0/24]", 21, "switches[2].prefixes[1]", "listed twice"),
+    ("overlapping loopbacks", "    loopback: 10.255.0.3/32\n", "    loopback: 10.255.0.1/32\n", 20, "switches[2].loopback", "10.255.0.1/32 of tor-2 overlaps 10.255.0.1/32 of spine-1 (line 9)"),
+    ("loopback in a subnet", "    loopback: 10.255.0.1/32\n", "    loopback: 10.2.0.5/32\n", 21, "switches[2].prefixes[0]", "overlaps 10.2.0.5/32 of spine-1 (line 9)"),
+    ("loopback not /32", "    loopback: 10.255.0.1/32\n", "    loopback: 10.255.0.0/31\n", 9, "switches[0].loopback", "is not a /32"),
+    ("prefix host bits", "[10.2.0.0/24]", "[10.2.0.1/24]", 21, "switches[2].prefixes[0]", "has host bits set"),
+    ("bad prefix", "[10.2.0.0/24]", "[10.2.0.0/33]", 21, "switches[2].prefixes[0]", "is not an IPv4 prefix"),
+    ("host outside subnet", "ip: 10.2.0.10", "ip: 10.3.0.10", 23, "switches[2].hosts[0].ip", "10.3.0.10 is outside the subnets of tor tor-2 (10.2.0.0/24)"),
+    ("host is gateway", "ip: 10.2.0.10", "ip: 10.2.0.1", 23, "switches[2].hosts[0].ip", "10.2.0.1 is the gateway of tor tor-2"),
+    ("host is network address", "ip: 10.2.0.10", "ip: 10.2.0.0", 23, "switches[2].hosts[0].ip", "not a usable host address"),
+    ("host bad ip", "ip: 10.2.0.10", "ip: 10.2.0.300", 23, "switches[2].hosts[0].ip", "is not an IPv4 address"),
+    ("duplicate host name", "{name: h2,", "{name: h1,", 23, "switches[2].hosts[0].name", "duplicate host name 'h1' (also at line 16)"),
+    ("duplicate host ip", '"02:00:00:00:00:01"}\n', '"02:00:00:00:00:01"}\n      - {name: h3, port: 101, ip: 10.1.0.10, mac: "02:00:00:00:00:03"}\n', 17, "switches[1].hosts[1].ip", "duplicate IP 10.1.0.10 (also used by h1 at line 16)"),
+    ("duplicate host mac", '"02:00:00:00:00:02"', '"02:00:00:00:00:01"', 23, "switches[2].hosts[0].mac", "duplicate MAC 02:00:00:00:00:01 (also used by h1 at line 16)"),
+    ("host missing field", ", port: 100, ip: 10.2.0.10", ", ip: 10.2.0.10", 23, "switches[2].hosts[0].port", "missing required field"),
+    ("hosts on a spine", "    loopback: 10.255.0.1/32\n", "    loopback: 10.255.0.1/32\n    hosts: [{name: h9, port: 9, ip: 10.9.0.9, mac: '02:00:00:00:00:09'}]\n", 10, "switches[0].hosts", "hosts attach to a tor, not to a spine"),
+    ("gateway on a spine", "    loopback: 10.255.0.1/32\n", "    loopback: 10.255.0.1/32\n    gateway: 10.9.0.1\n", 10, "switches[0].gateway", "only a tor has a gateway"),
+    ("gateway outside", "    prefixes: [10.2.0.0/24]\n", "    prefixes: [10.2.0.0/24]\n    gateway: 10.3.0.1\n", 22, "switches[2].gateway", "not in the switch's prefixes"),
+    ("bad ovs", "    id: 3\n", "    id: 3\n    ovs: unix:/x\n", 19, "switches[2].ovs", "is not tcp:IPV4:PORT"),
+    ("no masters", "  - {id: m1, address: 127.0.0.1, client_port: 6601, peer_port: 6701, rest_port: 6801}\n", "", 3, "masters", "expected a list, got null"),
+    ("empty masters", "masters:\n  - {id: m1, address: 127.0.0.1, client_port: 6601, peer_port: 6701, rest_port: 6801}\n", "masters: []\n", 3, "masters", "at least 1 master is required"),
+    ("duplicate master id", "rest_port: 6801}\n", "rest_port: 6801}\n  - {id: m1, address: 127.0.0.2, client_port: 6601, peer_port: 6701, rest_port: 6801}\n", 5, "masters[1].id", "duplicate master id 'm1' (also at line 4)"),
+    ("duplicate master port", "rest_port: 6801}\n", "rest_port: 6801}\n  - {id: m2, address: 127.0.0.1, client_port: 6602, peer_port: 6701, rest_port: 6802}\n", 5, "masters[1].peer_port", "port 6701 on 127.0.0.1 already used by masters[0].peer_port (line 4)"),
+    ("master port clash within", "rest_port: 6801}", "rest_port: 6601}", 4, "masters[0].rest_port", "already used by masters[0].client_port"),
+    ("master bad address", "address: 127.0.0.1", "address: localhost", 4, "masters[0].address", "'localhost' is not an IPv4 address"),
+    ("master missing port", ", rest_port: 6801", "", 4, "masters[0].rest_port", "missing required field"),
+    ("timers nd_dead", "name: t\n", "name: t\ntimers: {nd_interval_ms: 50, nd_dead_ms: 40}\n", 2, "timers.nd_dead_ms", "nd_dead_ms (40) must exceed nd_interval_ms (50)"),
+    ("timers nd_dead default", "name: t\n", "name: t\ntimers: {nd_interval_ms: 30}\n", 2, "timers.nd_interval_ms", "nd_dead_ms (30) must exceed nd_interval_ms (30)"),
+    ("timers switch_dead", "name: t\n", "name: t\ntimers: {switch_dead_ms: 400}\n", 2, "timers.switch_dead_ms", "must exceed report_refresh_ms (500)"),
+    ("timers master_dead", "name: t\n", "name: t\ntimers:\n  hello_interval_ms: 100\n  master_dead_ms: 100\n", 4, "timers.master_dead_ms", "must exceed hello_interval_ms"),
+    ("timers retry range", "name: t\n", "name: t\ntimers: {report_retry_max_ms: 10}\n", 2, "timers.report_retry_max_ms", "must not be below report_retry_min_ms"),
+    ("timers negative", "name: t\n", "name: t\ntimers: {keepalive_ms: -1}\n", 2, "timers.keepalive_ms", "must be positive"),
+    ("timers nan", "name: t\n", "name: t\ntimers: {keepalive_ms: .nan}\n", 2, "timers.keepalive_ms", "finite"),
+    ("timers string", "name: t\n", "name: t\ntimers: {keepalive_ms: 10ms}\n", 2, "timers.keepalive_ms", "expected a number, got the string '10ms'"),
+    ("timers unknown", "name: t\n", "name: t\ntimers: {keepalive: 10}\n", 2, "timers.keepalive", "unknown key 'keepalive'"),
+    ("timers flap threshold", "name: t\n", "name: t\ntimers: {flap_threshold: 0}\n", 2, "timers.flap_threshold", "out of range"),
+    ("multicast without group", "name: t\n", "name: t\ndistribution: {mode: multicast, port: 6800}\n", 2, "distribution.group", "missing required field"),
+    ("multicast unicast group", "name: t\n", "name: t\ndistribution: {mode: multicast, group: 10.0.0.1, port: 1}\n", 2, "distribution.group", "is not a multicast address"),
+    ("unicast with group", "name: t\n", "name: t\ndistribution: {mode: unicast, group: 239.0.0.1}\n", 2, "distribution.group", "only allowed with mode: multicast"),
+    ("bad mode", "name: t\n", "name: t\ndistribution: {mode: anycast}\n", 2, "distribution.mode", "not one of: unicast, multicast"),
+    ("lsd history", "name: t\n", "name: t\nlsd: {history: 0}\n", 2, "lsd.history", "out of range"),
+    ("yaml syntax", "    id: 3\n", "    id: [3\n", 19, "", "YAML syntax error"),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "line", "field", "fragment"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
+def test_validation_error(old: str, new: str, line: int, field: str, fragment: str) -> None:
+    expect_error(edit(old, new), line, field, fragment)
+
+
+def test_empty_and_non_mapping_documents() -> None:
+    expect_error("", 1, "", "empty document")
+    expect_error("# only a comment\n", 1, "", "empty document")
+    expect_error("- 1\n", 1, "", "expected a mapping, got a list")
+    expect_error("a: 1\n---\nb: 2\n", 2, "", "YAML")
+
+
+def test_error_message_format() -> None:
+    e = ConfigError("f.yaml", 42, "switches[3].id", "duplicate id 7 (also used by spine-2 at line 12)")
+    assert str(e) == "f.yaml:42: switches[3].id: duplicate id 7 (also used by spine-2 at line 12)"
+    assert isinstance(e, ValueError)
+    assert str(ConfigError("f.yaml", None, "", "cannot read")) == "f.yaml: cannot read"
+
+
+def _bad_files() -> list[Path]:
+    return sorted(DATA.glob("bad_*.yaml"))
+
+
+@pytest.mark.parametrize("path", _bad_files(), ids=lambda p: p.stem)
+def test_bad_config_files(path: Path) -> None:
+    """Each tests/data/bad_*.yaml says on its first line: `# expect: LINE FIELD: PROBLEM FRAGMENT`."""
+    header = path.read_text().splitlines()[0]
+    assert header.startswith("# expect: ")
+    where, _, fragment = header[len("# expect: ") :].partition(": ")
+    line, _, field = where.partition(" ")
+    with pytest.raises(ConfigError) as info:
+        load_fabric(path)
+    e = info.value
+    assert e.file == str(path) and e.line == int(line) and e.field == field, str(e)
+    assert fragment in e.problem, str(e)
+    assert str(e).startswith(f"{path}:{line}: {field}: " if field else f"{path}:{line}: ")
+
+
+def test_there_are_bad_config_files() -> None:
+    assert len(_bad_files()) >= 5

@@ -1,0 +1,85 @@
+"""Durable master state (controller.durable) and the single-master role driver (controller.roles)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from controller.actions import PersistTerm, Send, TermSeen
+from controller.core import MasterCore, Role
+from controller.durable import STATE_FILE, DurableState, DurableStateError, StateStore
+from controller.roles import SingleMasterDriver
+from proto.clos import clos_fabric
+from proto.messages import LsdFull
+
+
+def test_missing_state_is_term_zero(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "d")
+    assert store.load() == DurableState(0, None)
+    assert (tmp_path / "d").is_dir()
+
+
+def test_save_is_atomic_and_monotonic(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    store.save(DurableState(3, "m2"))
+    assert StateStore(tmp_path).load() == DurableState(3, "m2")
+    assert oct((tmp_path / STATE_FILE).stat().st_mode & 0o777) == oct(0o600)
+    assert [p.name for p in tmp_path.iterdir()] == [STATE_FILE]          # no temp file left behind
+    store.save(DurableState(3, None))
+    with pytest.raises(DurableStateError, match="refusing to lower term 3 -> 2"):
+        store.save(DurableState(2, None))
+    assert StateStore(tmp_path).load().term == 3
+
+
+@pytest.mark.parametrize("text", ["", "{", '{"term": -1}', '{"term": "3"}', '{"voted_for": "x"}',
+                                  '{"term": 1, "voted_for": 5}', "[]"])
+def test_corrupt_state_is_reported(tmp_path: Path, text: str) -> None:
+    (tmp_path / STATE_FILE).write_text(text)
+    with pytest.raises(DurableStateError, match=STATE_FILE):
+        StateStore(tmp_path).load()
+
+
+def test_single_master_driver_waits_then_takes_next_term() -> None:
+    f = clos_fabric(pods=0, spines=2, leaves=2, masters=1)
+    core = MasterCore(f, "m1")
+    d = SingleMasterDriver(core, durable_term=4)
+    acts = d.start(10.0)
+    assert core.role == Role.INACTIVE and core.term == 4
+    assert d.next_deadline() == pytest.approx(10.0 + f.timers.master_dead)
+    assert d.tick(10.1) == []
+    acts = d.tick(10.0 + f.timers.master_dead)
+    assert acts[0] == PersistTerm(5)                     # persisted before anything of term 5
+    assert core.role == Role.MASTER and core.term == 5 and d.next_deadline() is None
+    view = d.view(11.0)
+    assert view["replicas"][0] == {"id": "m1", "self": True, "state": "master", "term": 5, "version": 0,
+                                   "leader": "m1"}
+
+
+def test_single_master_driver_steps_down_on_higher_term() -> None:
+    f = clos_fabric(pods=0, spines=2, leaves=2, masters=2)
+    core = MasterCore(f, "m1")
+    d = SingleMasterDriver(core, durable_term=0)
+    d.start(0.0)
+    d.tick(1.0)
+    assert core.role == Role.MASTER and core.term == 1
+    evs = core.handle("m2", LsdFull("m2", 7, 0, f.digest, core.lsd.snapshot()), 1.1)
+    assert TermSeen("m2", 7) in evs
+    acts = d.observe(evs, 1.1)
+    assert acts[0] == PersistTerm(7) and core.role == Role.INACTIVE and core.term == 7
+    assert not [a for a in acts if isinstance(a, Send)]
+    assert d.tick(5.0) == []
+
+
+def test_state_dir_survives_restart_sequence(tmp_path: Path) -> None:
+    for expected in (1, 2, 3):
+        store = StateStore(tmp_path)
+        core = MasterCore(clos_fabric(pods=0, spines=2, leaves=2, masters=1), "m1")
+        d = SingleMasterDriver(core, store.load().term)
+        d.start(0.0)
+        for a in d.tick(1.0):
+            if isinstance(a, PersistTerm):
+                store.save(DurableState(a.term, a.voted_for))
+        assert core.term == expected
+    assert os.listdir(tmp_path) == [STATE_FILE]

@@ -1,0 +1,391 @@
+"""End-to-end: the lab on real Open vSwitch, real namespaces, real master and client processes.
+
+Two labs, each built once per module (bring-up is the expensive part):
+
+* ``plumbing``: bridges, veths and hosts only (no daemons). Checks what the lab itself builds, using static
+  OpenFlow rules for a data path, and that every failure injection acts on the data plane and is undone.
+* ``lab``: the full fabric with 3 masters and a client per switch. Checks routing behaviour end to end.
+
+All waits are bounded; nothing here asserts a timing target (those are in bench/).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.ovs
+
+from lab import inject, nft  # noqa: E402 - after the marker, so collection without OVS stays cheap
+from lab import netns as nsutil  # noqa: E402
+from lab.fabric import Lab, LabError, lab_leftovers, teardown, wait_until  # noqa: E402
+
+CLOS = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "hosts_per_tor": 1, "masters": 3}
+CONVERGE_S = 20.0
+
+
+def _name(kind: str) -> str:
+    return f"{kind}{os.getpid() % 100000}"
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+
+@pytest.fixture(scope="module")
+def plumbing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    name = _name("pl")
+    d = Path("/tmp") / f"fplab-{name}"      # short: OVS unix socket paths are limited
+    lab = Lab.up(name=name, lab_dir=d, clos=CLOS, daemons=False, clean=True, log=lambda m: None)
+    try:
+        yield lab
+    finally:
+        lab.close()
+        teardown(d, name=name, log=lambda m: None, keep_logs=False)
+
+
+def _shortest_path(fabric, a: str, b: str) -> list[tuple[str, int]]:
+    """(switch, out port) hops from switch a to switch b (BFS over the config's links)."""
+    prev: dict[str, tuple[str, int] | None] = {a: None}
+    queue = deque([a])
+    while queue:
+        sw = queue.popleft()
+        for index in fabric.links_of(sw):
+            link = fabric.links[index]
+            me, other = (link.a, link.b) if link.a.switch == sw else (link.b, link.a)
+            if other.switch not in prev:
+                prev[other.switch] = (sw, me.port)
+                queue.append(other.switch)
+    hops = []
+    cur = b
+    while (step := prev[cur]) is not None:
+        hops.append(step)
+        cur = step[0]
+    return hops[::-1]
+
+
+def _static_route(lab: Lab, src: str, dst: str) -> None:
+    """Static OpenFlow rules src -> dst along a shortest path (the plumbing test's own routing)."""
+    fabric = lab.fabric
+    hs, hd = fabric.host(src), fabric.host(dst)
+    for sw, port in _shortest_path(fabric, hs.tor, hd.tor):
+        lab.ovs.add_flow(lab.state.bridges[sw], f"priority=100,ip,nw_dst={hd.ip},actions=output:{port}")
+    lab.ovs.add_flow(lab.state.bridges[hd.tor],
+                     f"priority=100,ip,nw_dst={hd.ip},actions=mod_dl_dst:{hd.mac},output:{hd.port}")
+    tor = fabric.switch(hs.tor)
+    nsutil.add_neighbor(str(tor.gateway), tor.mac, "eth0", lab.state.host_netns[src])
+
+
+def _pair(lab: Lab) -> tuple[str, str]:
+    hosts = [h.name for h in lab.fabric.hosts]
+    return hosts[0], hosts[-1]
+
+
+def test_plumbing_bridges_ports_and_hosts(plumbing: Lab) -> None:
+    lab, fabric = plumbing, plumbing.fabric
+    assert sorted(lab.ovs.bridges()) == sorted(lab.state.bridges.values())
+    for sw in fabric.switches:
+        br = lab.state.bridges[sw.name]
+        assert lab.ovs.vsctl("get", "bridge", br, "fail_mode").strip() == "secure"
+        assert lab.ovs.vsctl("get", "bridge", br, "other-config:datapath-id").strip().strip('"') == f"{sw.id:016x}"
+        assert f"ptcp:{sw.ovs.rsplit(':', 1)[1]}:127.0.0.1" in lab.ovs.vsctl("get-controller", br)
+        for port in fabric.fabric_ports(sw.name):
+            assert lab.ovs.port_state(br, port).link_up
+    lab._check_ofports()       # every interface got the config's OpenFlow port number
+    for host in fabric.hosts:
+        ns = lab.state.host_netns[host.name]
+        info = nsutil.link_info("eth0", ns)
+        assert info is not None and info.carrier and info.mac == host.mac
+        addrs = nsutil.run_in(ns, ["ip", "-4", "-o", "addr", "show", "eth0"]).stdout
+        assert f"{host.ip}/24" in addrs
+        routes = nsutil.run_in(ns, ["ip", "route", "show", "default"]).stdout
+        assert f"via {fabric.switch(host.tor).gateway}" in routes
+    # nothing of the lab in the root namespace
+    assert not [i for i in nsutil.list_links(None) if re.match(r"^s\d+p\d+$", i)]
+
+
+def test_plumbing_static_path_carries_ping_and_udp_probe(plumbing: Lab) -> None:
+    src, dst = _pair(plumbing)
+    _static_route(plumbing, src, dst)
+    _static_route(plumbing, dst, src)
+    assert plumbing.ping([(src, dst)]) == {(src, dst): 3}
+    probe = plumbing.probe(src, dst, flows=4, rate=1000.0)
+    probe.start()
+    try:
+        time.sleep(0.5)          # the run being measured
+        result = probe.stop()
+    finally:
+        probe.close()
+    assert result["sent"] >= 4 * 200
+    assert result["lost"] == 0, result       # UDP survives OVS's userspace datapath (tx csum offload off)
+
+
+def test_plumbing_injections_act_and_heal(plumbing: Lab) -> None:
+    lab, fabric = plumbing, plumbing.fabric
+    src, dst = _pair(lab)
+    _static_route(lab, src, dst)
+    _static_route(lab, dst, src)
+    tor = fabric.host(src).tor
+    first_hop = _shortest_path(fabric, tor, fabric.host(dst).tor)[0][1]
+    link = fabric.link_at(tor, first_hop)
+    peer = fabric.peer_of(tor, first_hop)
+
+    inject.fail_link(lab, f"{tor}:{first_hop}", f"{peer.switch}:{peer.port}")
+    assert not lab.ovs.port_state(lab.state.bridges[tor], first_hop).link_up
+    assert not lab.ovs.port_state(lab.state.bridges[peer.switch], peer.port).link_up
+    assert lab.ping([(src, dst)], count=2) == {(src, dst): 0}
+    inject.heal(lab)
+    assert lab.ovs.port_state(lab.state.bridges[tor], first_hop).link_up
+    assert lab.ping([(src, dst)]) == {(src, dst): 3}
+
+    fault = inject.fail_link(lab, tor, peer.switch, silent=True)
+    assert fault["link"] == link.index
+    assert lab.ovs.port_state(lab.state.bridges[tor], first_hop).link_up     # silent: carrier stays up
+    assert nft.table_name(str(fault["table"])) in nft.tables(lab.state.netns)
+    assert lab.ping([(src, dst)], count=2) == {(src, dst): 0}
+    inject.heal(lab)
+    assert nft.table_name(str(fault["table"])) not in nft.tables(lab.state.netns)
+    assert lab.ping([(src, dst)]) == {(src, dst): 3}
+
+    inject.fail_switch(lab, peer.switch)
+    assert all(not lab.ovs.port_state(lab.state.bridges[peer.switch], p).link_up
+               for p in fabric.fabric_ports(peer.switch))
+    inject.heal(lab)
+    assert all(lab.ovs.port_state(lab.state.bridges[peer.switch], p).link_up
+               for p in fabric.fabric_ports(peer.switch))
+
+    # miscabling: swap the far ends of the first hop and another port of the same neighbour
+    other_port = next(p for p in fabric.fabric_ports(peer.switch) if p != peer.port)
+    far = fabric.peer_of(peer.switch, other_port)
+    cabling_before = sorted(map(sorted, lab.state.cabling))
+    fault = inject.miscable(lab, f"{tor}:{first_hop}", f"{far.switch}:{far.port}")
+    me = lab.state.ifaces[f"{tor}:{first_hop}"]
+    now_peer = nsutil.link_info(me, lab.state.netns)
+    assert now_peer is not None and now_peer.carrier
+    out = nsutil.run_in(lab.state.netns, ["ip", "-o", "link", "show", "dev", me]).stdout
+    assert f"@{lab.state.ifaces[f'{peer.switch}:{other_port}']}" in out     # now cabled to the other port
+    assert lab.ping([(src, dst)], count=2) == {(src, dst): 0}             # static rules point at the old peer
+    inject.heal(lab)
+    assert sorted(map(sorted, lab.state.cabling)) == cabling_before
+    lab._check_ofports()
+    assert lab.ping([(src, dst)]) == {(src, dst): 3}
+    assert lab.state.faults == []
+
+
+def test_plumbing_up_refuses_a_lab_that_exists(plumbing: Lab) -> None:
+    with pytest.raises(LabError, match="already exists"):
+        Lab.up(name=plumbing.state.name, lab_dir=plumbing.state.dir, clos=CLOS, daemons=False, log=lambda m: None)
+    assert plumbing.ovs.running()       # and the refusal did not touch it
+
+
+def test_plumbing_down_is_complete_and_idempotent(plumbing: Lab) -> None:
+    name, d = plumbing.state.name, plumbing.state.dir
+    pids = [plumbing.ovs.pid("ovsdb-server"), plumbing.ovs.pid("ovs-vswitchd")]
+    plumbing.down(log=lambda m: None)
+    assert lab_leftovers(name, d) == []
+    assert all(not os.path.exists(f"/proc/{p}") or _zombie_or_gone(p) for p in pids if p)
+    assert teardown(d, name=name, log=lambda m: None) == []      # second time: nothing left to remove
+
+
+def _zombie_or_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+# ---------------------------------------------------------------------------------------------- full lab
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    name = _name("e2e")
+    d = Path("/tmp") / f"fplab-{name}"
+    try:
+        fabric_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=60.0, log=lambda m: None)
+    except LabError as e:
+        pytest.fail(f"lab did not come up (masters/clients): {e}", pytrace=False)
+    try:
+        yield fabric_lab
+    finally:
+        fabric_lab.close()
+        teardown(d, name=name, log=lambda m: None)
+
+
+def _converge(lab: Lab, after_version: int | None = None) -> None:
+    min_version = None if after_version is None else after_version + 1
+    assert lab.wait_converged(CONVERGE_S, min_version=min_version), lab.convergence_problem(min_version=min_version)
+
+
+def _all_pairs_ok(lab: Lab, exclude: set[str] = frozenset()) -> dict[tuple[str, str], int]:
+    hosts = [h.name for h in lab.fabric.hosts if h.name not in exclude]
+    pairs = [(a, b) for a in hosts for b in hosts if a != b]
+    # bounded retry: right after convergence, ARP for the gateway may still be resolving
+    results: dict[tuple[str, str], int] = {}
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        results = lab.ping(pairs, count=3)
+        if all(v >= 2 for v in results.values()):
+            break
+    return {p: v for p, v in results.items() if v < 2}
+
+
+def _select_buckets(lines: list[str]) -> list[int]:
+    return [line.count("bucket=") for line in lines if "type=select" in line]
+
+
+def _heal(lab: Lab) -> None:
+    v = lab.lsd_version()
+    had_link_faults = any(f["kind"] != "master" for f in lab.state.faults)
+    inject.heal(lab)
+    _converge(lab, v if had_link_faults else None)
+
+
+def test_bringup_full_reachability(lab: Lab) -> None:
+    assert lab.state.bringup_s is not None
+    assert lab.convergence_problem() is None
+    assert _all_pairs_ok(lab) == {}
+
+
+def test_ecmp_buckets_on_every_multipath_switch(lab: Lab) -> None:
+    # in this Clos every switch has two equal-cost next hops towards some prefix
+    for sw in lab.fabric.switches:
+        buckets = _select_buckets(lab.dump_groups(sw.name))
+        assert buckets and max(buckets) >= 2, (sw.name, lab.dump_groups(sw.name))
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["carrier", "silent"])
+def test_link_failure_keeps_reachability_and_prunes_ecmp(lab: Lab, silent: bool) -> None:
+    src, _dst = _pair(lab)
+    tor = lab.fabric.host(src).tor
+    link = lab.fabric.links[lab.fabric.links_of(tor)[0]]
+    port = link.a.port if link.a.switch == tor else link.b.port
+    v = lab.lsd_version()
+    inject.fail_link(lab, link.a.switch, link.b.switch, silent=silent)
+    try:
+        _converge(lab, v)           # silent: only ND can notice, so this also checks ND detection
+        states = lab.client_states()
+        port_state = next(p for p in states[tor]["ports"] if p["port"] == port)
+        assert not port_state["usable"]
+        if silent:
+            assert port_state["phy"]               # carrier still up: detected by ND alone
+        assert _all_pairs_ok(lab) == {}
+        for line in lab.dump_groups(tor):
+            if "type=select" in line:
+                assert f"watch_port:{port}" not in line and f"output:{port}" not in line, line
+    finally:
+        _heal(lab)
+    assert max(_select_buckets(lab.dump_groups(tor))) >= 2      # the link is back in the ECMP groups
+
+
+def test_switch_failure_agg_keeps_reachability(lab: Lab) -> None:
+    agg = next(sw.name for sw in lab.fabric.switches if sw.role == "agg")
+    v = lab.lsd_version()
+    inject.fail_switch(lab, agg)
+    try:
+        _converge(lab, v)
+        assert _all_pairs_ok(lab) == {}
+    finally:
+        _heal(lab)
+
+
+def test_switch_failure_tor_removes_its_routes_elsewhere(lab: Lab) -> None:
+    host = lab.fabric.hosts[0]
+    spine = next(sw.name for sw in lab.fabric.switches if sw.role == "spine")
+    routes_before = lab.client_states()[spine]["routes"]
+    v = lab.lsd_version()
+    inject.fail_switch(lab, host.tor)
+    try:
+        _converge(lab, v)
+        assert lab.client_states()[spine]["routes"] < routes_before
+        assert _all_pairs_ok(lab, exclude={host.name}) == {}
+        others = [h.name for h in lab.fabric.hosts if h.name != host.name]
+        assert lab.ping([(others[0], host.name)], count=2) == {(others[0], host.name): 0}
+    finally:
+        _heal(lab)
+
+
+def test_miscabling_is_detected_and_kept_out_of_routing(lab: Lab) -> None:
+    fabric = lab.fabric
+    tor = fabric.hosts[0].tor
+    port = fabric.fabric_ports(tor)[0]
+    agg = fabric.peer_of(tor, port).switch
+    other = next(p for p in fabric.fabric_ports(agg) if p != fabric.peer_of(tor, port).port)
+    far = fabric.peer_of(agg, other)                 # another ToR (or a spine) on the same agg
+    v = lab.lsd_version()
+    inject.miscable(lab, f"{tor}:{port}", f"{far.switch}:{far.port}")
+    try:
+        _converge(lab, v)
+        mine = next(p for p in lab.client_states()[tor]["ports"] if p["port"] == port)
+        assert mine["nd"] == "miscabled" and not mine["usable"], mine
+        assert _all_pairs_ok(lab) == {}
+    finally:
+        _heal(lab)
+
+
+def test_master_kill_elects_exactly_one_new_master_and_forwarding_continues(lab: Lab) -> None:
+    src, dst = _pair(lab)
+    before = lab.current_master()
+    assert before is not None
+    probe = lab.probe(src, dst, flows=4, rate=1000.0, port=7100)
+    probe.start()
+    try:
+        time.sleep(0.3)
+        inject.kill_master(lab)
+        assert wait_until(lambda: (m := lab.current_master()) is not None and m[0] != before[0], 10.0, 0.01), \
+            lab.master_states()
+        new_id, new_state = lab.current_master()
+        assert int(new_state["term"]) > int(before[1]["term"])
+        _converge(lab)
+        time.sleep(0.3)
+        result = probe.stop()
+    finally:
+        probe.close()
+    assert result["lost"] == 0, result
+    assert _all_pairs_ok(lab) == {}
+    inject.heal(lab)            # the killed replica comes back as a backup: still exactly one master
+    assert wait_until(lambda: lab.master_states()[before[0]] is not None
+                      and isinstance(lab.master_states()[before[0]], dict), 10.0)
+    roles = [s.get("role") for s in lab.master_states().values() if isinstance(s, dict)]
+    assert roles.count("master") == 1, roles
+    assert lab.current_master()[0] == new_id    # sticky: the incumbent stays
+
+
+def test_client_restart_without_probe_loss(lab: Lab) -> None:
+    src, dst = _pair(lab)
+    tor = lab.fabric.host(src).tor
+    probe = lab.probe(src, dst, flows=4, rate=1000.0, port=7200)
+    probe.start()
+    try:
+        time.sleep(0.3)
+        inject.restart_client(lab, tor)
+        _converge(lab)
+        time.sleep(0.3)
+        result = probe.stop()
+    finally:
+        probe.close()
+    assert result["lost"] == 0, result
+
+
+def test_client_kill_routes_around_the_switch(lab: Lab) -> None:
+    agg = next(sw.name for sw in lab.fabric.switches if sw.role == "agg")
+    v = lab.lsd_version()
+    inject.kill_client(lab, agg)
+    try:
+        _converge(lab, v)           # neighbours' ND goes down: the agg leaves routing
+        assert _all_pairs_ok(lab) == {}
+    finally:
+        _heal(lab)
+
+
+def test_lab_down_leaves_nothing(lab: Lab) -> None:
+    name, d = lab.state.name, lab.state.dir
+    pids = [p.pid for p in lab.state.processes.values()]
+    lab.down(log=lambda m: None)
+    assert lab_leftovers(name, d) == []
+    assert all(_zombie_or_gone(p) for p in pids)
+    assert teardown(d, name=name, log=lambda m: None) == []

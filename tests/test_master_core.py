@@ -1,0 +1,535 @@
+"""Unit tests of the pure master core (controller.core/linkstate/distribution) with a fake clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from controller.actions import GROUP, PeerAcked, Rejected, RoleChanged, Send, TermSeen, VersionChanged
+from controller.core import MasterCore, NotMaster, Role, UnknownTarget
+from proto.clos import ClosParams, clos_fabric, generate_clos_yaml
+from proto.config import Endpoint, Fabric, parse_fabric
+from proto.lsd import LinkState, LinkStateDB, decode_changes, decode_snapshot
+from proto.messages import (
+    Hello,
+    Keepalive,
+    LsdDelta,
+    LsdFull,
+    LsdRequest,
+    PortReport,
+    PortStatus,
+    ReplicationAck,
+    ReportAck,
+)
+
+UP, DOWN, DRAINED = LinkState.UP, LinkState.DOWN, LinkState.DRAINED
+
+
+def make_fabric(extra_yaml: str = "", **kw: object) -> Fabric:
+    params = ClosParams(**{"pods": 0, "spines": 2, "leaves": 3, "masters": 2, **kw})  # type: ignore[arg-type]
+    text = generate_clos_yaml(params) + extra_yaml
+    return parse_fabric(text, source="<test>")
+
+
+@pytest.fixture
+def fabric() -> Fabric:
+    return clos_fabric(pods=0, spines=2, leaves=3, masters=2)
+
+
+def report(f: Fabric, switch: str, usable: set[int] | None = None, seq: int = 1, term: int = 1,
+           digest: str | None = None) -> PortReport:
+    """A full report for `switch`: every fabric port, usable iff in `usable` (default: all)."""
+    ports = f.fabric_ports(switch)
+    usable = set(ports) if usable is None else usable
+    return PortReport(
+        switch, digest or f.digest, seq, term,
+        tuple(PortStatus(p, p in usable, p in usable, p in usable, True, False) for p in ports),
+    )
+
+
+def sends(actions: list, dest: str | None = None, kind: type | None = None) -> list:
+    return [a.msg for a in actions if isinstance(a, Send) and (dest is None or a.dest == dest)
+            and (kind is None or isinstance(a.msg, kind))]
+
+
+def rejected(actions: list) -> list[str]:
+    return [a.reason for a in actions if isinstance(a, Rejected)]
+
+
+def master(f: Fabric, term: int = 1, now: float = 0.0) -> MasterCore:
+    core = MasterCore(f, "m1")
+    core.become_master(term, now)
+    return core
+
+
+def all_up(core: MasterCore, f: Fabric, now: float, seq: int = 1) -> list:
+    out: list = []
+    for sw in f.switches:
+        out += core.handle(sw.name, report(f, sw.name, seq=seq, term=core.term), now)
+    return out
+
+
+class ClientSim:
+    """Applies LsdFull/LsdDelta like a client would (strictly), to check what a client converges to."""
+
+    def __init__(self, f: Fabric) -> None:
+        self.lsd = LinkStateDB(len(f.links))
+        self.n = len(f.links)
+        self.term = -1
+        self.version = -1
+
+    def take(self, msgs: list) -> None:
+        for m in msgs:
+            if isinstance(m, LsdFull):
+                self.lsd.load_snapshot(m.version, m.snapshot)
+                self.term, self.version = m.term, m.version
+            elif isinstance(m, LsdDelta) and m.term == self.term and m.from_version == self.version:
+                self.lsd.apply_delta(m.from_version, m.to_version, decode_changes(m.changes, self.n))
+                self.version = m.to_version
+
+
+# ============================================================================ two-ended link state
+def test_link_up_only_when_both_ends_report_usable(fabric: Fabric) -> None:
+    core = master(fabric)
+    link = fabric.links[0]                                   # leaf-1:1 - spine-1:1
+    acts = core.handle(link.a.switch, report(fabric, link.a.switch), 0.1)
+    assert core.lsd.state(0) == DOWN and core.version == 0   # the other end has not spoken
+    assert sends(acts, link.a.switch, ReportAck) == [ReportAck("m1", 1, 1)]
+    acts = core.handle(link.b.switch, report(fabric, link.b.switch), 0.2)
+    assert core.lsd.state(0) == UP
+    assert [e for e in acts if isinstance(e, VersionChanged)] == [VersionChanged(1, 1, "report")]
+
+
+def test_either_end_not_usable_means_down(fabric: Fabric) -> None:
+    core = master(fabric)
+    all_up(core, fabric, 0.1)
+    assert set(core.lsd.states()) == {UP}
+    v = core.version
+    link = fabric.links[0]
+    core.handle(link.b.switch, report(fabric, link.b.switch, usable=set(), seq=2), 0.2)  # spine-1 all ports down
+    spine_links = set(fabric.links_of(link.b.switch))
+    assert [core.lsd.state(i) for i in range(len(fabric.links))] == [
+        DOWN if i in spine_links else UP for i in range(len(fabric.links))]
+    assert core.version == v + 1                            # one report = one batch = one version
+
+
+def test_missing_port_in_report_counts_as_down(fabric: Fabric) -> None:
+    core = master(fabric)
+    all_up(core, fabric, 0.1)
+    leaf = fabric.links[0].a.switch
+    ports = fabric.fabric_ports(leaf)
+    partial = PortReport(leaf, fabric.digest, 2, 1, (PortStatus(ports[1], True, True, True, True, False),))
+    core.handle(leaf, partial, 0.2)
+    assert core.lsd.state(fabric.link_at(leaf, ports[0]).index) == DOWN
+    assert core.lsd.state(fabric.link_at(leaf, ports[1]).index) == UP
+
+
+def test_report_replaces_view_and_is_idempotent(fabric: Fabric) -> None:
+    core = master(fabric)
+    all_up(core, fabric, 0.1)
+    v = core.version
+    leaf = "leaf-2"
+    acts = core.handle(leaf, report(fabric, leaf, seq=5), 0.2)           # same content again
+    assert core.version == v and sends(acts, leaf, ReportAck) == [ReportAck("m1", 1, 5)]
+    acts = core.handle(leaf, report(fabric, leaf, seq=5), 0.3)           # duplicate seq: acked again
+    assert sends(acts, leaf, ReportAck) == [ReportAck("m1", 1, 5)] and core.version == v
+    core.handle(leaf, report(fabric, leaf, usable={1}, seq=6), 0.4)
+    assert core.version == v + 1
+    core.handle(leaf, report(fabric, leaf, seq=7), 0.5)                  # the new report replaces it
+    assert core.version == v + 2 and set(core.lsd.states()) == {UP}
+
+
+def test_silent_switch_times_out(fabric: Fabric) -> None:
+    core = master(fabric)
+    dead = fabric.timers.switch_dead
+    all_up(core, fabric, 0.0)
+    v = core.version
+    # everyone but spine-2 keeps reporting
+    t = 0.0
+    for seq in range(2, 10):
+        t += 0.5
+        for sw in fabric.switches:
+            if sw.name != "spine-2":
+                core.handle(sw.name, report(fabric, sw.name, seq=seq), t)
+        core.tick(t)
+        if t < dead:
+            assert core.version == v
+    assert core.next_deadline() is not None
+    spine2 = set(fabric.links_of("spine-2"))
+    assert {i for i, s in enumerate(core.lsd.states()) if s == DOWN} == spine2
+    assert core.version == v + 1
+    assert not core.deriver.alive("spine-2", t) and core.deriver.alive("spine-1", t)
+
+
+def test_silent_switch_deadline_is_exact(fabric: Fabric) -> None:
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    dead = fabric.timers.switch_dead
+    v = core.version
+    core.tick(dead - 1e-6)
+    assert core.version == v
+    acts = core.tick(dead)
+    assert core.version == v + 1 and set(core.lsd.states()) == {DOWN}
+    assert [e.cause for e in acts if isinstance(e, VersionChanged)] == ["timeout"]
+
+
+# ============================================================================ rejections
+def test_rejection_reasons_for_reports(fabric: Fabric) -> None:
+    core = MasterCore(fabric, "m1")
+    leaf = "leaf-1"
+    assert rejected(core.handle(leaf, report(fabric, leaf, term=0), 0.0)) == ["not_master"]
+    core.become_master(3, 0.0)
+    assert rejected(core.handle("leaf-1", report(fabric, "leaf-2", term=3), 0.1)) == ["sender_mismatch"]
+    bad = report(fabric, leaf, term=3, digest="0" * 64)
+    assert rejected(core.handle(leaf, bad, 0.1)) == ["digest_mismatch"]
+    acts = core.handle(leaf, report(fabric, leaf, term=4), 0.1)
+    assert rejected(acts) == ["higher_term"] and TermSeen(leaf, 4) in acts
+    assert sends(acts) == []
+    core.handle(leaf, report(fabric, leaf, seq=10, term=3), 0.2)
+    assert rejected(core.handle(leaf, report(fabric, leaf, seq=9, term=3), 0.3)) == ["stale_report"]
+    # after a silence past switch_dead a restarted client may start its sequence again
+    later = 0.2 + fabric.timers.switch_dead + 0.01
+    assert rejected(core.handle(leaf, report(fabric, leaf, seq=1, term=3), later)) == []
+    assert rejected(core.handle(leaf, Hello("m2", "master", 3, 0, 100), 0.4)) == ["unexpected_message"]
+
+
+def test_unknown_switch_rejected() -> None:
+    big = clos_fabric(pods=0, spines=2, leaves=4, masters=2)
+    small = clos_fabric(pods=0, spines=2, leaves=3, masters=2)
+    core = master(small)
+    assert rejected(core.handle("leaf-4", report(big, "leaf-4", term=1), 0.0)) == ["unknown_switch"]
+    assert rejected(core.handle("leaf-4", LsdRequest("leaf-4", 1, 0), 0.0)) == ["unknown_switch"]
+
+
+def test_rejection_reasons_for_master_messages(fabric: Fabric) -> None:
+    core = MasterCore(fabric, "m1")
+    full = LsdFull("m2", 2, 5, fabric.digest, LinkStateDB(len(fabric.links)).snapshot())
+    assert rejected(core.handle("m2", full, 0.0)) == ["higher_term"]
+    core.become_master(2, 0.0)
+    assert rejected(core.handle("m2", full, 0.0)) == ["not_backup"]
+    assert rejected(core.handle("m2", LsdFull("m2", 1, 5, fabric.digest, full.snapshot), 0.0)) == ["stale_term"]
+    assert rejected(core.handle("m1", Keepalive("m1", 2, 0), 0.0)) == ["unknown_master"]
+    assert rejected(core.handle("m1", Keepalive("m2", 2, 0), 0.0)) == ["sender_mismatch"]
+    assert rejected(core.handle("m1", ReplicationAck("m1", 2, 0), 0.0)) == ["unknown_master"]
+    b = MasterCore(clos_fabric(pods=0, spines=2, leaves=3, masters=3), "m1")
+    b.become_backup(2, "m2", 0.0)
+    assert rejected(b.handle("m3", Keepalive("m3", 2, 0), 0.0)) == ["not_leader"]
+    wrong = LsdFull("m2", 2, 5, "f" * 64, full.snapshot)
+    assert rejected(b.handle("m2", wrong, 0.0)) == ["digest_mismatch"]
+    garbage = LsdFull("m2", 2, 5, b.fabric.digest, b"Sjunk")
+    assert rejected(b.handle("m2", garbage, 0.0)) == ["malformed"]
+    assert rejected(b.handle("leaf-1", report(b.fabric, "leaf-1", term=2), 0.0)) == ["not_master"]
+
+
+# ============================================================================ distribution
+def test_new_client_gets_full_then_deltas(fabric: Fabric) -> None:
+    core = master(fabric)
+    acts = core.handle("leaf-1", report(fabric, "leaf-1"), 0.0)
+    acts += core.tick(0.0)
+    fulls = sends(acts, "leaf-1", LsdFull)
+    assert len(fulls) == 1 and fulls[0].term == 1 and fulls[0].digest == fabric.digest
+    c = ClientSim(fabric)
+    c.take(fulls)
+    acts = core.handle("spine-1", report(fabric, "spine-1"), 0.01)
+    acts += core.tick(0.01 + fabric.timers.pacing)
+    deltas = sends(acts, "leaf-1", LsdDelta)
+    assert len(deltas) == 1 and deltas[0].from_version == c.version
+    c.take(deltas)
+    assert c.lsd.states() == core.lsd.states() and c.version == core.version
+
+
+def test_pacing_coalesces_changes_into_one_delta() -> None:
+    f = make_fabric(timers=(("pacing_ms", 10), ("max_update_rate", 1000)))
+    core = master(f)
+    for sw in ("leaf-1", "leaf-2", "leaf-3", "spine-1"):
+        core.handle(sw, report(f, sw), 0.0)
+    core.tick(0.0)
+    c = ClientSim(f)
+    c.take(sends(core.tick(0.0), "leaf-1") + sends(core.tick(0.02), "leaf-1"))
+    c.take([])
+    v0 = core.version
+    # three changes at 0.100, 0.103, 0.106: one delta at 0.110
+    for i, t in enumerate((0.100, 0.103, 0.106)):
+        core.handle(f"leaf-{i + 1}", report(f, f"leaf-{i + 1}", usable=set(), seq=2), t)
+        assert sends(core.tick(t), "leaf-1", LsdDelta) == []
+    assert core.version == v0 + 3
+    assert core.next_deadline() == pytest.approx(0.110)
+    assert sends(core.tick(0.1099), "leaf-1", LsdDelta) == []
+    deltas = sends(core.tick(0.110), "leaf-1", LsdDelta)
+    assert len(deltas) == 1 and deltas[0].to_version == core.version
+
+
+def test_rate_limit_spaces_updates() -> None:
+    f = make_fabric(timers=(("pacing_ms", 1), ("max_update_rate", 20)))    # at most one update / 50 ms
+    core = master(f)
+    all_up(core, f, 0.0)
+    times = []
+    t = 0.0
+    seq = 2
+    while t < 0.5:
+        sw = f"leaf-{seq % 3 + 1}"
+        core.handle(sw, report(f, sw, usable=set() if seq % 2 else None, seq=seq), t)   # a change every 10 ms
+        seq += 1
+        for tt in (t, t + 0.005):
+            if any(isinstance(m, LsdFull | LsdDelta) for m in sends(core.tick(tt), "leaf-1")):
+                times.append(tt)
+        t += 0.01
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    assert len(times) >= 5 and min(gaps) >= 0.05 - 1e-9
+
+
+def test_full_when_delta_bigger_than_snapshot() -> None:
+    f = make_fabric(pods=0, spines=4, leaves=40)
+    core = master(f)
+    acts = all_up(core, f, 0.0) + core.tick(0.0) + core.tick(0.01)
+    c = ClientSim(f)
+    c.take(sends(acts, "leaf-1"))
+    assert c.version == core.version
+    core.drain_switch("spine-1", 0.5)          # 40 links at once: delta ~45 B > compressed snapshot
+    msgs = sends(core.tick(0.6), "leaf-1")
+    assert [type(m) for m in msgs] == [LsdFull]
+    c.take(msgs)
+    assert c.lsd.states() == core.lsd.states()
+    core.undrain_link(core.link_index("leaf-3:1-spine-1:3"), 0.8)   # one link: a small delta
+    msgs = sends(core.tick(0.9), "leaf-1")
+    assert [type(m) for m in msgs] == [LsdDelta]
+
+
+def test_full_for_request_outside_history_or_other_term() -> None:
+    f = make_fabric("lsd: {history: 2}\n")
+    core = master(f, term=5)
+    all_up(core, f, 0.0)             # versions 1..3 (one per leaf)
+    core.tick(0.0)
+    core.tick(0.1)
+    assert core.version == 3 and core.lsd.changes_since(0) is None
+    for t, (req, want) in enumerate(((LsdRequest("leaf-1", 5, 0), LsdFull),          # outside history
+                                     (LsdRequest("leaf-1", 4, core.version), LsdFull),   # another term
+                                     (LsdRequest("leaf-1", 5, -1), LsdFull),             # nothing
+                                     (LsdRequest("leaf-1", 5, core.version - 1), LsdDelta))):
+        core.handle("leaf-1", req, 1.0 + t * 0.1)
+        msgs = sends(core.tick(1.0 + t * 0.1), "leaf-1")
+        assert [type(m) for m in msgs] == [want], req
+    assert sends(core.handle("leaf-1", LsdRequest("leaf-1", 5, core.version), 2.0)) == []   # in sync
+    assert sends(core.tick(2.01), "leaf-1", LsdFull) == []
+
+
+def test_keepalive_and_repair_after_loss(fabric: Fabric) -> None:
+    core = master(fabric)
+    ka = fabric.timers.keepalive
+    all_up(core, fabric, 0.0)
+    c = ClientSim(fabric)
+    c.take(sends(core.tick(0.0), "leaf-1") + sends(core.tick(0.01), "leaf-1"))
+    assert c.version == core.version
+    # nothing changes: a keepalive with the version every `keepalive`
+    kas = sends(core.tick(0.01 + ka), "leaf-1", Keepalive)
+    assert kas == [Keepalive("m1", 1, core.version)]
+    # a change whose delta is lost
+    t = 0.2
+    core.handle("spine-2", report(fabric, "spine-2", usable=set(), seq=2), t)
+    lost = sends(core.tick(t + 0.01), "leaf-1", LsdDelta)
+    assert len(lost) == 1                                    # sent ... and dropped
+    # the next keepalive tells the client it is behind; it asks; it gets exactly what it lacks
+    t2 = t + 0.01 + ka
+    kas = sends(core.tick(t2), "leaf-1", Keepalive)
+    assert kas and kas[0].version == core.version > c.version
+    acts = core.handle("leaf-1", LsdRequest("leaf-1", 1, c.version), t2 + 0.001)
+    assert PeerAcked("leaf-1", c.version, core.version - c.version) in acts
+    repair = sends(core.tick(t2 + 0.001), "leaf-1")
+    assert [type(m) for m in repair] == [LsdDelta] and repair[0].from_version == c.version
+    c.take(repair)
+    assert c.lsd.states() == core.lsd.states()
+
+
+def test_silent_client_gets_no_more_keepalives(fabric: Fabric) -> None:
+    core = master(fabric)
+    core.handle("leaf-1", report(fabric, "leaf-1"), 0.0)
+    t, got = 0.0, []
+    while t < 5.0:
+        got += [(t, m) for m in sends(core.tick(t), "leaf-1", Keepalive)]
+        t = core.next_deadline() or t + 1.0
+    assert got and max(tt for tt, _ in got) < fabric.timers.switch_dead + fabric.timers.keepalive
+    # it speaks again: resynced with a full snapshot
+    core.handle("leaf-1", report(fabric, "leaf-1", seq=2), 6.0)
+    assert [type(m) for m in sends(core.tick(6.0), "leaf-1")] == [LsdFull]
+
+
+def test_outgoing_messages_carry_the_term(fabric: Fabric) -> None:
+    core = master(fabric, term=7)
+    acts = all_up(core, fabric, 0.0, seq=1)
+    acts += core.tick(0.0) + core.tick(0.1) + core.tick(0.5)
+    msgs = sends(acts)
+    assert msgs and all(m.term == 7 for m in msgs)
+
+
+# ============================================================================ drains
+def test_drain_link_and_switch(fabric: Fabric) -> None:
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    v = core.version
+    i = core.link_index("spine-1:1-leaf-1:1")               # either orientation
+    assert i == 0
+    core.drain_link(i, 1.0)
+    assert core.lsd.state(0) == DRAINED and core.version == v + 1
+    core.handle("leaf-1", report(fabric, "leaf-1", seq=2), 1.1)     # reports do not undo a drain
+    assert core.lsd.state(0) == DRAINED
+    core.drain_switch("spine-2", 1.2)
+    assert core.version == v + 2
+    assert {core.lsd.state(j) for j in fabric.links_of("spine-2")} == {DRAINED}
+    core.undrain_switch("spine-2", 1.3)
+    core.undrain_link(0, 1.3)
+    assert set(core.lsd.states()) == {UP} and core.version == v + 4
+    # a drained link whose end is down stays drained (drain wins); undrain -> DOWN
+    core.drain_link(0, 1.4)
+    core.handle("leaf-1", report(fabric, "leaf-1", usable={2}, seq=3), 1.5)
+    assert core.lsd.state(0) == DRAINED
+    core.undrain_link(0, 1.6)
+    assert core.lsd.state(0) == DOWN
+
+
+def test_drain_errors(fabric: Fabric) -> None:
+    core = MasterCore(fabric, "m1")
+    with pytest.raises(NotMaster):
+        core.drain_link(0, 0.0)
+    core.become_master(1, 0.0)
+    for bad in ("leaf-1:1", "leaf-1:1-spine-2:1", "nosuch:1-leaf-1:1", "leaf-1:x-spine-1:1"):
+        with pytest.raises(UnknownTarget):
+            core.link_index(bad)
+    with pytest.raises(UnknownTarget):
+        core.drain_switch("nosuch", 0.0)
+    assert core.version == 0
+
+
+# ============================================================================ replication and roles
+def wire(src: MasterCore, dst: MasterCore, actions: list, now: float, drop=lambda m: False) -> list:
+    """Deliver src's Sends addressed to dst; returns dst's resulting actions."""
+    out = []
+    for m in sends(actions, dst.id):
+        if not drop(m):
+            out += dst.handle(src.id, m, now)
+    return out
+
+
+def test_backup_applies_replication_and_repairs_gaps(fabric: Fabric) -> None:
+    a, b = MasterCore(fabric, "m1"), MasterCore(fabric, "m2")
+    b_acts = b.become_backup(1, "m1", 0.0)
+    assert sends(b_acts, "m1") == [ReplicationAck("m2", 1, -1)]
+    acts = a.become_master(1, 0.0)
+    acts += all_up(a, fabric, 0.0) + a.tick(0.0) + a.tick(0.01)
+    back = wire(a, b, acts, 0.0)
+    assert b.lsd.states() == a.lsd.states() and b.version == a.version
+    assert sends(back, "m1")[-1] == ReplicationAck("m2", 1, a.version)
+    for m in sends(back, "m1"):
+        a.handle("m2", m, 0.001)
+    # a delta is lost; the next one shows a gap; b acks its version and a repairs
+    a.handle("spine-1", report(fabric, "spine-1", usable=set(), seq=2), 0.1)
+    wire(a, b, a.tick(0.11), 0.11, drop=lambda m: True)
+    a.handle("spine-2", report(fabric, "spine-2", usable=set(), seq=2), 0.2)
+    back = wire(a, b, a.tick(0.21), 0.21)
+    assert any(r == "lsd_gap" for r in rejected(back))
+    for m in sends(back, "m1"):
+        a.handle("m2", m, 0.212)
+    back = wire(a, b, a.tick(0.22), 0.22)
+    assert b.lsd.states() == a.lsd.states() and b.version == a.version
+
+
+def test_new_master_continues_versions_with_grace(fabric: Fabric) -> None:
+    a, b = MasterCore(fabric, "m1"), MasterCore(fabric, "m2")
+    b.become_backup(1, "m1", 0.0)
+    acts = a.become_master(1, 0.0) + all_up(a, fabric, 0.0) + a.tick(0.0) + a.tick(0.01)
+    wire(a, b, acts, 0.0)
+    v = a.version
+    # a dies; b takes over in term 2
+    t0 = 1.0
+    acts = b.become_master(2, t0)
+    assert RoleChanged("master", 2, "m2") in acts and b.version == v
+    assert set(b.lsd.states()) == {UP}                       # replicated state kept
+    dead = fabric.timers.switch_dead
+    # leaf-1 re-reports (with the old term) within the grace period: links stay up, no new version
+    acts = b.handle("leaf-1", report(fabric, "leaf-1", seq=50, term=1), t0 + 0.1)
+    assert sends(acts, "leaf-1", ReportAck) == [ReportAck("m2", 2, 50)]
+    assert b.version == v
+    fulls = sends(b.tick(t0 + 0.1), "leaf-1", LsdFull)
+    assert len(fulls) == 1 and fulls[0].term == 2 and fulls[0].version == v
+    # a link whose one end says down goes down at once, even in grace
+    b.handle("leaf-2", report(fabric, "leaf-2", usable={2}, seq=9, term=2), t0 + 0.2)
+    assert b.lsd.state(fabric.link_at("leaf-2", 1).index) == DOWN and b.version == v + 1
+    # the others stay silent: at the end of the grace period their links go down, in one version
+    b.tick(t0 + dead - 0.001)
+    assert b.version == v + 1
+    acts = b.tick(t0 + dead)
+    assert [e.cause for e in acts if isinstance(e, VersionChanged)] == ["grace"]
+    assert set(b.lsd.states()) == {DOWN} and b.version == v + 2
+
+
+def test_become_master_keeps_drains_and_lower_term_refused(fabric: Fabric) -> None:
+    a, b = MasterCore(fabric, "m1"), MasterCore(fabric, "m2")
+    b.become_backup(1, "m1", 0.0)
+    acts = a.become_master(1, 0.0) + all_up(a, fabric, 0.0) + a.drain_link(0, 0.0) + a.tick(0.01)
+    wire(a, b, acts, 0.0)
+    b.become_master(2, 1.0)
+    assert b.lsd.state(0) == DRAINED
+    b.handle("leaf-1", report(fabric, "leaf-1", seq=1, term=2), 1.1)
+    b.handle("spine-1", report(fabric, "spine-1", seq=1, term=2), 1.1)
+    assert b.lsd.state(0) == DRAINED
+    b.undrain_link(0, 1.2)
+    assert b.lsd.state(0) == UP
+    with pytest.raises(ValueError):
+        b.become_master(1, 2.0)
+    assert b.become_inactive(3) and b.role == Role.INACTIVE and b.next_deadline() is None
+    assert rejected(b.handle("leaf-1", report(fabric, "leaf-1", seq=2, term=3), 2.0)) == ["not_master"]
+
+
+def test_master_streams_to_backups_and_handles_acks(fabric: Fabric) -> None:
+    core = MasterCore(fabric, "m1")
+    acts = core.become_master(1, 0.0)
+    assert [type(m) for m in sends(acts, "m2")] == [LsdFull]       # the backup gets a snapshot at once
+    acts = all_up(core, fabric, 0.0) + core.tick(0.01)
+    assert [type(m) for m in sends(acts, "m2")] == [LsdDelta]      # then coalesced deltas
+    acts = core.handle("m2", ReplicationAck("m2", 1, core.version), 0.01)
+    assert PeerAcked("m2", core.version, 0) in acts
+    core.handle("leaf-1", report(fabric, "leaf-1", usable=set(), seq=2), 0.02)
+    assert [type(m) for m in sends(core.tick(0.03), "m2")] == [LsdDelta]
+
+
+# ============================================================================ multicast
+def test_multicast_one_datagram_per_change_and_unicast_repair() -> None:
+    f = make_fabric("distribution: {mode: multicast, group: 239.1.1.1, port: 6800}\n", leaves=8)
+    core = master(f)
+    acts = all_up(core, f, 0.0)
+    acts += core.tick(0.0) + core.tick(0.01)
+    clients = {sw.name: ClientSim(f) for sw in f.switches}
+    for name, c in clients.items():
+        c.take(sends(acts, name))          # unicast fulls for new clients
+        c.take(sends(acts, GROUP))
+    assert all(c.lsd.states() == core.lsd.states() for c in clients.values())
+    # one change: one group datagram, no per-client datagrams
+    core.handle("spine-1", report(f, "spine-1", usable=set(), seq=2), 1.0)
+    acts = core.tick(1.01)
+    group = sends(acts, GROUP, LsdDelta)
+    assert len(group) == 1
+    assert [a for a in acts if isinstance(a, Send) and a.dest in clients] == []
+    for name, c in clients.items():
+        if name != "leaf-1":               # leaf-1 lost it
+            c.take(group)
+    lagging = clients["leaf-1"]
+    assert lagging.version < core.version
+    core.handle("leaf-1", LsdRequest("leaf-1", 1, lagging.version), 1.05)
+    repair = sends(core.tick(1.05), "leaf-1")
+    assert [type(m) for m in repair] == [LsdDelta]
+    lagging.take(repair)
+    assert all(c.lsd.states() == core.lsd.states() for c in clients.values())
+    # keepalives go to the group, not per client
+    acts = core.tick(1.01 + f.timers.keepalive)
+    assert sends(acts, GROUP, Keepalive) and not [a for a in acts if isinstance(a, Send) and a.dest in clients
+                                                  and isinstance(a.msg, Keepalive)]
+
+
+def test_endpoint_type_in_reports_is_accepted(fabric: Fabric) -> None:
+    core = master(fabric)
+    ports = fabric.fabric_ports("leaf-1")
+    r = PortReport("leaf-1", fabric.digest, 1, 1, tuple(
+        PortStatus(p, True, True, False, True, False, miscabled_by=Endpoint("leaf-2", 1)) for p in ports))
+    core.handle("leaf-1", r, 0.0)
+    core.handle("spine-1", report(fabric, "spine-1"), 0.0)
+    assert set(core.lsd.states()) == {DOWN}
+    snap = LsdFull("m1", 1, 0, fabric.digest, core.lsd.snapshot())
+    assert decode_snapshot(snap.snapshot, len(fabric.links)) == core.lsd.states()

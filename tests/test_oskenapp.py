@@ -1,0 +1,353 @@
+"""OfDriver (client/oskenapp.py) against a real private OVS, plus translation checks without a switch.
+
+OVS runs in its own lab namespace; the drivers connect from this (root-namespace) process into it with
+`netns=`, so nothing listens or appears in the root namespace. Topology:
+
+    [b1]  1 ---veth--- 1  [b2]
+    [b1]  2 ---veth--- q2 (spare end, used to take port 2's carrier down)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from client import ofmsg as M
+from client.oskenapp import (
+    BarrierDone,
+    Connected,
+    Disconnected,
+    DriverEvent,
+    NotConnected,
+    OfDriver,
+    OfError,
+    PacketIn,
+    PortStatusChanged,
+    parse_target,
+    to_osken,
+)
+from lab import netns
+from lab.ovs import OvsInstance
+
+ND_ETHERTYPE = 0x88B5
+OF_PORT_B1, OF_PORT_B2 = 16653, 16654  # inside the lab namespace: its loopback is private
+COOKIE = 0xF1F1
+
+
+class EventLog:
+    """Thread-safe record of driver events with bounded waits."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[float, DriverEvent]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, ev: DriverEvent) -> None:
+        with self.cond:
+            self.events.append((time.monotonic(), ev))
+            self.cond.notify_all()
+
+    def wait_for(
+        self, pred: Callable[[DriverEvent], bool], timeout: float = 5.0, since: int = 0
+    ) -> tuple[float, DriverEvent]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for ts, ev in self.events[since:]:
+                    if pred(ev):
+                        return ts, ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"no matching event within {timeout}s; got {[e for _, e in self.events[since:]]}"
+                    )
+                self.cond.wait(left)
+
+    def mark(self) -> int:
+        with self.cond:
+            return len(self.events)
+
+
+@dataclass
+class Rig:
+    tok: str
+    ns: str
+    ovs: OvsInstance
+    b1: str
+    b2: str
+    q2: str
+    d1: OfDriver
+    log1: EventLog
+    d2: OfDriver
+    log2: EventLog
+    connect_time: float
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    tok = secrets.token_hex(2)
+    ns = f"fpovs-{tok}-of"
+    run_dir = Path(f"/tmp/fpovs-{tok}-of")
+    ovs = OvsInstance(run_dir, netns=ns)
+    drivers: list[OfDriver] = []
+    try:
+        netns.create_netns(ns)
+        ovs.start()
+        b1, b2 = f"fpovs-{tok}-b1", f"fpovs-{tok}-b2"
+        ovs.add_bridge(b1, 0x65, listen_port=OF_PORT_B1)
+        ovs.add_bridge(b2, 0x66, listen_port=OF_PORT_B2)
+        l1, l2, p2, q2 = (f"fpovs-{tok}-{s}" for s in ("l1", "l2", "p2", "q2"))
+        netns.create_veth(l1, l2, netns_a=ns, netns_b=ns)
+        netns.create_veth(p2, q2, netns_a=ns, netns_b=ns)
+        ovs.add_port(b1, l1, 1)
+        ovs.add_port(b1, p2, 2)
+        ovs.add_port(b2, l2, 1)
+        log1, log2 = EventLog(), EventLog()
+        d1 = OfDriver(f"tcp:127.0.0.1:{OF_PORT_B1}", log1, netns=ns)
+        d2 = OfDriver(f"tcp:127.0.0.1:{OF_PORT_B2}", log2, netns=ns)
+        drivers += [d1, d2]
+        t0 = time.monotonic()
+        d1.start()
+        ts, _ = log1.wait_for(lambda e: isinstance(e, Connected))
+        d2.start()
+        log2.wait_for(lambda e: isinstance(e, Connected))
+        yield Rig(tok, ns, ovs, b1, b2, q2, d1, log1, d2, log2, ts - t0)
+    finally:
+        for d in drivers:
+            d.stop()
+        ovs.teardown(remove_run_dir=True)
+        netns.cleanup(f"fpovs-{tok}")
+
+
+def _group(group_id: int, ports: tuple[int, ...]) -> M.GroupMod:
+    return M.GroupMod(
+        M.GroupCommand.ADD,
+        group_id,
+        M.GroupType.SELECT,
+        tuple(
+            M.Bucket(
+                (
+                    M.SetField("eth_src", "0e:00:00:00:00:65"),
+                    M.SetField("eth_dst", f"0e:00:00:00:00:{p:02x}"),
+                    M.DecNwTtl(),
+                    M.Output(p),
+                ),
+                watch_port=p,
+            )
+            for p in ports
+        ),
+    )
+
+
+def _flow(prio: int, dst: str, mask: str | None, group_id: int) -> M.FlowMod:
+    value = dst if mask is None else (dst, mask)
+    return M.FlowMod(
+        M.FlowCommand.ADD,
+        prio,
+        M.match(eth_type=0x0800, ipv4_dst=value),
+        (M.GroupAction(group_id),),
+        cookie=COOKIE,
+    )
+
+
+def _installed(f: M.FlowMod) -> M.InstalledFlow:
+    return M.InstalledFlow(f.table_id, f.priority, f.match, f.actions, f.cookie)
+
+
+def _installed_group(g: M.GroupMod) -> M.InstalledGroup:
+    return M.InstalledGroup(g.group_id, g.type, g.buckets)
+
+
+# ---------------------------------------------------------------- no switch needed
+
+
+def test_parse_target() -> None:
+    assert parse_target("tcp:127.0.0.1:16001") == ("127.0.0.1", 16001)
+    assert parse_target("127.0.0.1:6653") == ("127.0.0.1", 6653)
+    for bad in ("unix:/x", "tcp:localhost:1", "tcp:127.0.0.1", "tcp:127.0.0.1:0", "tcp:127.0.0.1:70000"):
+        with pytest.raises(ValueError):
+            parse_target(bad)
+
+
+def test_translation_serialises_every_message_kind() -> None:
+    from os_ken.ofproto import ofproto_protocol, ofproto_v1_3
+
+    dp = ofproto_protocol.ProtocolDesc(ofproto_v1_3.OFP_VERSION)
+    msgs: list[M.OfMessage] = [
+        _group(3, (1, 2)),
+        _flow(124, "10.1.1.0", "255.255.255.0", 3),
+        M.FlowMod(M.FlowCommand.DELETE_STRICT, 5, M.match(in_port=3), cookie=1, cookie_mask=0xFFFF),
+        M.FlowMod(M.FlowCommand.ADD, 9, M.match(eth_type=ND_ETHERTYPE), (M.Output(M.OFPP_CONTROLLER),)),
+        M.GroupMod(M.GroupCommand.DELETE, 3),
+        M.Barrier(),
+        M.PacketOut(2, b"\x01" * 60),
+    ]
+    for m in msgs:
+        osk = to_osken(m, dp)
+        osk.serialize()
+        assert len(osk.buf) >= 8
+    with pytest.raises(TypeError):
+        to_osken(object(), dp)  # type: ignore[arg-type]
+
+
+def test_send_without_connection_raises() -> None:
+    d = OfDriver("tcp:127.0.0.1:9", lambda e: None)
+    with pytest.raises(NotConnected):
+        d.send([M.Barrier()])
+    with pytest.raises(NotConnected):
+        d.dump_state(timeout=0.1)
+
+
+# ---------------------------------------------------------------- real OVS
+
+
+@pytest.mark.ovs
+def test_connected_reports_dpid_and_ports(rig: Rig) -> None:
+    _, ev = rig.log1.wait_for(lambda e: isinstance(e, Connected))
+    assert isinstance(ev, Connected)
+    assert ev.dpid == 0x65
+    assert ev.ports == {1: True, 2: True}
+    assert ev.names == {1: f"fpovs-{rig.tok}-l1", 2: f"fpovs-{rig.tok}-p2"}
+    print(f"\nconnect -> Connected: {rig.connect_time * 1000:.1f} ms")
+
+
+@pytest.mark.ovs
+def test_send_groups_and_flows_then_read_back_identical(rig: Rig) -> None:
+    group = _group(7, (1, 2))
+    flows = [_flow(116, "10.7.0.0", "255.255.0.0", 7), _flow(132, "10.7.1.1", None, 7)]
+    mark = rig.log1.mark()
+    batch = rig.d1.send([group, *flows, M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    installed_flows, installed_groups = rig.d1.dump_state()
+    assert _installed_group(group) in installed_groups
+    ours = {f for f in installed_flows if f.cookie == COOKIE}
+    assert {_installed(f) for f in flows} <= ours
+    # what ovs-ofctl sees agrees
+    dump = "\n".join(rig.ovs.dump_groups(rig.b1))
+    assert "group_id=7,type=select" in dump and "watch_port:1" in dump and "watch_port:2" in dump
+    # MODIFY replaces the buckets; DELETE removes the group and the flows that point to it
+    mark = rig.log1.mark()
+    modified = M.GroupMod(M.GroupCommand.MODIFY, 7, M.GroupType.SELECT, _group(7, (2,)).buckets)
+    batch = rig.d1.send([modified, M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    _, groups = rig.d1.dump_state()
+    assert _installed_group(modified) in groups
+    batch = rig.d1.send([M.GroupMod(M.GroupCommand.DELETE, 7), M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    flows_after, groups_after = rig.d1.dump_state()
+    assert all(g.group_id != 7 for g in groups_after)
+    assert not {_installed(f) for f in flows} & set(flows_after)
+
+
+@pytest.mark.ovs
+def test_rejected_message_reports_error_with_its_batch(rig: Rig) -> None:
+    mark = rig.log1.mark()
+    batch = rig.d1.send([_flow(100, "10.9.9.9", None, 4242), M.Barrier()])  # group 4242 does not exist
+    _, ev = rig.log1.wait_for(lambda e: isinstance(e, OfError), since=mark)
+    assert isinstance(ev, OfError) and ev.batch_id == batch and "BAD_OUT_GROUP" in ev.text
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+
+
+@pytest.mark.ovs
+def test_port_status_on_carrier_down_and_up(rig: Rig) -> None:
+    mark = rig.log1.mark()
+    t0 = time.monotonic()
+    netns.set_link(rig.q2, False, rig.ns)
+    try:
+        ts, ev = rig.log1.wait_for(lambda e: isinstance(e, PortStatusChanged) and e.port == 2, since=mark)
+        assert ev == PortStatusChanged(2, False, f"fpovs-{rig.tok}-p2")
+        print(f"\ncarrier down -> PortStatus: {(ts - t0) * 1000:.1f} ms")
+    finally:
+        mark = rig.log1.mark()
+        netns.set_link(rig.q2, True, rig.ns)
+    _, ev = rig.log1.wait_for(lambda e: isinstance(e, PortStatusChanged) and e.port == 2, since=mark)
+    assert ev == PortStatusChanged(2, True, f"fpovs-{rig.tok}-p2")
+
+
+@pytest.mark.ovs
+def test_packet_out_and_packet_in_across_two_bridges(rig: Rig) -> None:
+    punt = M.FlowMod(
+        M.FlowCommand.ADD, 1000, M.match(eth_type=ND_ETHERTYPE), (M.Output(M.OFPP_CONTROLLER),), cookie=COOKIE
+    )
+    mark2 = rig.log2.mark()
+    batch = rig.d2.send([punt, M.Barrier()])
+    rig.log2.wait_for(lambda e: e == BarrierDone(batch), since=mark2)
+    frame = (
+        bytes.fromhex("0180c200000e0e0000000065") + ND_ETHERTYPE.to_bytes(2, "big") + secrets.token_bytes(80)
+    )
+    rtts = []
+    for _ in range(5):
+        mark2 = rig.log2.mark()
+        t0 = time.monotonic()
+        rig.d1.packet_out(1, frame)
+        ts, ev = rig.log2.wait_for(lambda e: isinstance(e, PacketIn), since=mark2)
+        rtts.append(ts - t0)
+        assert ev == PacketIn(port=1, data=frame, cookie=COOKIE)
+    print(f"\nPacketOut(b1) -> PacketIn(b2): median {sorted(rtts)[2] * 1000:.2f} ms")
+
+
+@pytest.mark.ovs
+def test_big_batch_programming(rig: Rig) -> None:
+    """100 select groups + 1000 flows in one batch; reads back complete. Timing is printed, not asserted."""
+    groups = [_group(1000 + i, (1, 2) if i % 2 else (2, 1)) for i in range(100)]
+    flows = [_flow(132, f"10.{100 + i // 250}.{i % 250}.1", None, 1000 + i % 100) for i in range(1000)]
+    mark = rig.log1.mark()
+    t0 = time.monotonic()
+    batch = rig.d1.send([*groups, *flows, M.Barrier()])
+    ts, _ = rig.log1.wait_for(lambda e: e == BarrierDone(batch), timeout=30, since=mark)
+    t_dump = time.monotonic()
+    installed_flows, installed_groups = rig.d1.dump_state(timeout=30)
+    t_end = time.monotonic()
+    assert {_installed_group(g) for g in groups} <= set(installed_groups)
+    assert {_installed(f) for f in flows} <= set(installed_flows)
+    assert not any(isinstance(e, OfError) for _, e in rig.log1.events[mark:])
+    print(
+        f"\n100 groups + 1000 flows: programmed {(ts - t0) * 1000:.0f} ms, dump_state {(t_end - t_dump) * 1000:.0f} ms"
+    )
+    # clean up (deleting the groups deletes the flows)
+    batch = rig.d1.send([M.GroupMod(M.GroupCommand.DELETE, g.group_id) for g in groups] + [M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), timeout=30, since=mark)
+
+
+@pytest.mark.ovs
+def test_no_listening_socket(rig: Rig) -> None:
+    ss = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
+    assert f"pid={os.getpid()}," not in ss  # os-ken's listener never started (root namespace)
+
+
+@pytest.mark.ovs
+def test_ovs_restart_disconnects_and_reconnects(rig: Rig) -> None:
+    """Must run last in this module: restarting OVS flushes the tables."""
+    mark = rig.log1.mark()
+    rig.ovs.stop()
+    rig.log1.wait_for(lambda e: isinstance(e, Disconnected), since=mark)
+    with pytest.raises(NotConnected):
+        rig.d1.send([M.Barrier()])
+    rig.ovs.start()
+    _, ev = rig.log1.wait_for(lambda e: isinstance(e, Connected), timeout=10, since=mark)
+    assert isinstance(ev, Connected) and ev.dpid == 0x65 and ev.ports == {1: True, 2: True}
+    mark = rig.log1.mark()
+    batch = rig.d1.send([M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+
+
+@pytest.mark.ovs
+def test_stop_ends_every_driver_thread(rig: Rig) -> None:
+    log = EventLog()
+    d = OfDriver(f"tcp:127.0.0.1:{OF_PORT_B2}", log, netns=rig.ns)
+    before = set(threading.enumerate())
+    d.start()
+    log.wait_for(lambda e: isinstance(e, Connected), timeout=10)
+    d.stop()
+    d.stop()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and set(threading.enumerate()) - before:
+        time.sleep(0.01)
+    assert not set(threading.enumerate()) - before

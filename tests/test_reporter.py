@@ -1,0 +1,189 @@
+"""Reporter: send on change, retransmit with backoff until acked, refresh, master/term selection."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from client.reporter import Reporter, SendToMaster
+from proto.clos import clos_fabric
+from proto.messages import PortReport, PortStatus, ReportAck
+from tests.fakes.clock import FakeClock, run_until
+
+MASTERS = ("m1", "m2", "m3")
+
+
+@pytest.fixture(scope="module")
+def fabric():
+    return clos_fabric(pods=0, leaves=2, spines=2, masters=3)
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(1000.0)
+
+
+def ports(usable1: bool = True, usable2: bool = True) -> tuple[PortStatus, ...]:
+    return (PortStatus(1, True, usable1, usable1, True, False, None),
+            PortStatus(2, True, usable2, usable2, True, False, None))
+
+
+def reports(actions) -> list[PortReport]:
+    assert all(isinstance(a, SendToMaster) and isinstance(a.msg, PortReport) for a in actions)
+    return [a.msg for a in actions]
+
+
+def known_master(r: Reporter, clock: FakeClock, master: str = "m1", term: int = 5) -> None:
+    r.on_master_heard(master, term, clock.now)
+
+
+def with_keepalives(r: Reporter, master: str, term: int, start: float, interval: float):
+    """(tick, next_deadline) for run_until: the reporter plus a master whose keepalives arrive (acks lost)."""
+    nxt = [start + interval]
+
+    def tick(now: float) -> list:
+        if now >= nxt[0]:
+            r.on_master_heard(master, term, now)
+            nxt[0] += interval
+        return r.tick(now)
+
+    return tick, lambda: min(r.next_deadline(), nxt[0])
+
+
+def times(events) -> list[float]:
+    return sorted({round(t, 9) for t, _ in events})
+
+
+def test_nothing_is_sent_before_the_first_update(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    assert r.tick(clock.now + 10) == [] and r.next_deadline() == math.inf
+    assert r.on_master_heard("m1", 1, clock.now) == []
+
+
+def test_first_report_goes_to_every_master_with_digest_and_seq(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now, initial_seq=41)
+    out = r.update(ports(), clock.now)
+    assert [a.master for a in out] == list(MASTERS)
+    assert {a.msg for a in out} == {PortReport("leaf-1", fabric.digest, 42, 0, ports())}
+    assert r.update(ports(), clock.now) == []        # unchanged: nothing new
+
+
+def test_change_is_sent_at_once_with_the_next_seq(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock)
+    r.update(ports(), clock.now)
+    out = r.update(ports(usable1=False), clock.advance(0.001))
+    assert [(a.master, a.msg.report_seq, a.msg.term, a.msg.ports) for a in out] == \
+        [("m1", 2, 5, ports(usable1=False))]
+
+
+def test_retransmits_with_exponential_backoff_until_acked(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock)
+    t0 = clock.now
+    r.update(ports(), t0)
+
+    tick, deadline = with_keepalives(r, "m1", 5, t0, fabric.timers.keepalive)
+    sent = run_until(clock, t0 + 2.0, tick, deadline)
+    gaps = [b - a for a, b in zip([t0, *times(sent)], times(sent), strict=False)]
+    t = fabric.timers
+    # 20, 40, 80, 160, 320 ms, then never less often than the refresh period (500 ms < retry_max 1 s).
+    assert gaps[:6] == pytest.approx([t.report_retry_min * 2**i for i in range(5)] + [t.report_refresh])
+    assert all(g == pytest.approx(t.report_refresh) for g in gaps[5:])
+    assert {a.msg.report_seq for _, a in sent} == {1}     # retransmissions repeat the same report
+    assert {a.master for _, a in sent} == {"m1"}
+    assert r.retransmits == len(sent)
+
+
+def test_backoff_caps_at_retry_max_when_refresh_is_longer(clock):
+    fab = clos_fabric(pods=0, leaves=2, spines=2, masters=1, timers=(
+        ("report_refresh_ms", 5000), ("switch_dead_ms", 15000), ("report_retry_max_ms", 200),
+        ("keepalive_ms", 10000)))
+    r = Reporter(fab, "leaf-1", now=clock.now)
+    known_master(r, clock)
+    t0 = clock.now
+    r.update(ports(), t0)
+    sent = run_until(clock, t0 + 1.45, r.tick, r.next_deadline)
+    gaps = [b - a for a, b in zip([t0, *times(sent)], times(sent), strict=False)]
+    assert gaps == pytest.approx([0.02, 0.04, 0.08, 0.16, 0.2, 0.2, 0.2, 0.2, 0.2])
+
+
+def test_ack_stops_retransmission_and_refresh_follows(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock)
+    t0 = clock.now
+    r.update(ports(), t0)
+    assert r.on_ack(ReportAck("m1", 5, 0), clock.advance(0.005)) == []    # an older seq: not acked
+    assert not r.acked
+    r.on_ack(ReportAck("m1", 5, 1), clock.advance(0.005))
+    assert r.acked and r.next_deadline() == pytest.approx(t0 + fabric.timers.report_refresh)
+    tick, deadline = with_keepalives(r, "m1", 5, t0, fabric.timers.keepalive)
+    out = run_until(clock, t0 + 0.51, tick, deadline)
+    assert [(round(t - t0, 6), a.msg.report_seq, a.master) for t, a in out] == [(0.5, 2, "m1")]
+    assert r.refreshes == 1 and not r.acked      # a refresh is a report like any other: acked or retried
+    r.on_ack(ReportAck("m1", 5, 7), clock.now)   # a newer seq acks too
+    assert r.acked
+
+
+def test_new_term_resends_at_once_to_the_new_master(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock, "m1", 5)
+    r.update(ports(), clock.now)
+    r.on_ack(ReportAck("m1", 5, 1), clock.now)
+    out = r.on_master_heard("m2", 6, clock.advance(0.01))
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [("m2", 6, 2)]
+    assert (r.master, r.term, r.term_changes) == ("m2", 6, 2)
+    # Older term: ignored entirely (no master switch, no send, ack not taken).
+    assert r.on_master_heard("m1", 5, clock.now) == []
+    assert r.on_ack(ReportAck("m1", 5, 2), clock.now) == [] and not r.acked
+    # Same term, other master, while ours is alive: not followed.
+    r.on_master_heard("m3", 6, clock.now)
+    assert r.master == "m2"
+    r.on_ack(ReportAck("m3", 6, 2), clock.now)
+    assert not r.acked
+    r.on_ack(ReportAck("m2", 6, 2), clock.now)
+    assert r.acked
+
+
+def test_ack_of_a_higher_term_adopts_the_master_and_resends(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock, "m1", 5)
+    r.update(ports(), clock.now)
+    out = r.on_ack(ReportAck("m3", 7, 1), clock.now)
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [("m3", 7, 2)]
+    assert not r.acked
+
+
+def test_silent_master_means_sending_to_every_master(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock, "m1", 5)
+    r.update(ports(), clock.now)
+    r.on_ack(ReportAck("m1", 5, 1), clock.now)
+    silence = 3 * fabric.timers.keepalive
+    assert r.targets(clock.now + silence - 0.001) == ("m1",)
+    assert r.targets(clock.now + silence + 1e-9) == MASTERS
+    out = r.update(ports(usable1=False), clock.advance(silence + 1e-9))
+    assert [a.master for a in out] == list(MASTERS)
+    # An ack from any master (same term) is then taken, and that master is followed.
+    r.on_ack(ReportAck("m2", 5, r.report_seq), clock.advance(0.01))
+    assert r.acked and r.master == "m2"
+    assert [a.master for a in r.update(ports(), clock.now)] == ["m2"]
+
+
+def test_before_any_master_is_known_the_first_ack_picks_it(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    r.update(ports(), clock.now)
+    r.on_ack(ReportAck("m3", 1, 1), clock.advance(0.002))
+    assert r.master == "m3" and r.term == 1
+    # the term went 0 -> 1: the report is re-sent at once to m3 with the new term, seq 2
+    assert not r.acked and r.report_seq == 2
+    r.on_ack(ReportAck("m3", 1, 2), clock.now)
+    assert r.acked
+
+
+def test_unknown_master_is_ignored(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    r.update(ports(), clock.now)
+    assert r.on_master_heard("mx", 9, clock.now) == []
+    assert r.term == 0 and r.master is None
