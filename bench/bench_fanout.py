@@ -35,6 +35,8 @@ from proto.config import load_fabric
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "fanout.json"
 LSD_TYPES = (4, 5)   # LsdFull, LsdDelta message type bytes
+#: FP_BENCH_PROFILE=FILE runs the master under cProfile (writes FILE at shutdown) to see where time goes
+PROFILE = ["-m", "cProfile", "-o", os.environ["FP_BENCH_PROFILE"]] if os.environ.get("FP_BENCH_PROFILE") else []
 
 
 def free_port() -> int:
@@ -94,7 +96,7 @@ def run_size(n: int, rounds: int, n_sockets: int, multicast: bool) -> dict:
         cport, pport, rport = free_port(), free_port(), free_port()
         log = open(d / "master.log", "wb")  # noqa: SIM115 - closed in the finally below
         proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "master", "--config", str(cfg), "--id", "m1",
+            [sys.executable, *PROFILE, "-m", "controller.cli", "master", "--config", str(cfg), "--id", "m1",
              "--state-dir", str(d / "state"), "--bind", "127.0.0.1", "--client-port", str(cport),
              "--peer-port", str(pport), "--rest-port", str(rport), "--log-level", "warning"],
             cwd=ROOT, stdout=log, stderr=log)

@@ -27,6 +27,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--netns", help="connect to OVS from inside this network namespace")
     p.add_argument("--rest-port", type=int, help="REST/metrics port on 127.0.0.1 (default: from the config)")
     p.add_argument("--bind", default="127.0.0.1", help="UDP bind address towards the masters")
+    p.add_argument("--restart-hold", type=float, default=5.0, metavar="SECONDS",
+                   help="on SIGTERM/SIGINT ask ND peers to keep the links up this long while the client "
+                        "restarts (graceful restart; 0 = links go down at once)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="kv", choices=["kv", "json"])
     p.set_defaults(func=run)
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if rest is not None:
             rest.stop()
-        daemon.stop()
+        daemon.stop(restart_hold=args.restart_hold)
     return 0
 
 

@@ -81,7 +81,7 @@ class ClientDaemon:
         self.codec = Codec(keyring, switch, [s.name for s in fabric.switches], [m.id for m in fabric.masters],
                            accept_group=fabric.distribution.mode == "multicast")
         self.ports = PortTable(fabric, switch, now=now)
-        self.reporter = Reporter(fabric, switch, now=now)
+        self.reporter = Reporter(fabric, switch, now=now, initial_seq=time.time_ns() // 1_000_000)
         self.replica = LsdReplica(fabric, switch, now=now)
         self.driver = OfDriver(ovs_target, self._on_driver_event, netns=netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
@@ -108,10 +108,25 @@ class ClientDaemon:
         log.info("client started switch=%s udp=%s:%d ovs=%s", self.name, *self.transport.address,
                  self.driver.target)
 
-    def stop(self) -> None:
-        """Stop every thread. Flows stay in the switch (fail_mode=secure keeps forwarding)."""
+    def stop(self, restart_hold: float = 0.0) -> None:
+        """Stop every thread. Flows stay in the switch (fail_mode=secure keeps forwarding).
+
+        With `restart_hold` > 0 (graceful restart, the default of `firepath client` on SIGTERM), first
+        ask every ND peer to keep its link up for that long: the switch goes on forwarding while its
+        client restarts, so nothing needs to route around it. See `NeighborDiscovery.restart_frames`.
+        """
         if self._stopped.is_set():
             return
+        if restart_hold > 0 and self.connected and self._thread is not None and self._thread.is_alive():
+            sent = threading.Event()
+
+            def announce(now: float) -> None:
+                self._run(self.ports.nd.restart_frames(restart_hold), now)
+                sent.set()
+
+            self.call(announce)
+            if sent.wait(1.0):
+                time.sleep(0.05)      # let the driver flush the packet-outs
         self._stopped.set()
         self._inbox.put((_STOP, None))
         if self._thread is not None:

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from proto.config import Endpoint, Fabric
-from proto.messages import NdFrame
+from proto.messages import MAX_ND_HOLD_MS, NdFrame
 
 __all__ = ["NdChanged", "NdPortView", "NdState", "NeighborDiscovery", "SendNd"]
 
@@ -96,8 +96,8 @@ class NdPortView:
 
 class _Port:
     __slots__ = ("deadline", "discovered", "expected", "expected_until", "frame", "local", "miscabled_by",
-                 "expected_key", "peer_agrees", "phy", "port", "rx", "rx_ignored", "rx_wrong", "send",
-                 "since", "state", "sticky_miscabled", "tx", "wrong_peer", "wrong_until")
+                 "expected_key", "held", "hold_until", "peer_agrees", "phy", "port", "rx", "rx_ignored",
+                 "rx_wrong", "send", "since", "state", "sticky_miscabled", "tx", "wrong_peer", "wrong_until")
 
     def __init__(self, port: int, local: Endpoint, expected: Endpoint, now: float) -> None:
         self.port = port
@@ -110,6 +110,8 @@ class _Port:
         self.wrong_until = -math.inf        # frames from a wrong peer are fresh while now < this
         self.wrong_peer: Endpoint | None = None
         self.sticky_miscabled = False       # MISCABLED holds until the expected peer is heard again
+        self.hold_until = -math.inf         # graceful restart of the peer: keep UP until then (PHY up)
+        self.held = 0                       # holds granted (metrics)
         self.state = NdState.DOWN
         self.discovered: Endpoint | None = None
         self.miscabled_by: Endpoint | None = None
@@ -204,12 +206,17 @@ class NeighborDiscovery:
             agrees = (d is not None and d.port == local.port and d.switch == local.switch
                       and e.port == local.port and e.switch == local.switch)
             if (agrees and p.state is NdState.UP and now >= p.wrong_until and p.peer_agrees
-                    and p.expected_until > now):
+                    and p.expected_until > now and not frame.hold_ms and p.hold_until == -math.inf):
                 # Fast path, the steady state of a healthy link: only the expiry moves.
                 p.expected_until = p.deadline = until
                 return []
             p.expected_until = until
             p.peer_agrees = agrees
+            if frame.hold_ms and agrees:
+                p.hold_until = now + frame.hold_ms / 1000.0   # the peer's client restarts: hold the link
+                p.held += 1
+            elif agrees:
+                p.hold_until = -math.inf                      # back to normal two-way operation
         else:
             p.rx_wrong += 1
             p.wrong_until = now + self.dead
@@ -244,6 +251,25 @@ class NeighborDiscovery:
         self._evaluate(p, now, out, send_on_change=p.phy)
         return out
 
+    def restart_frames(self, hold: float) -> list[SendNd]:
+        """Graceful restart: one frame per UP port asking the peer to keep the link up for `hold` s.
+
+        Sent by a client about to restart (SIGTERM): the switch keeps forwarding with its flows
+        (fail_mode=secure), so the peers have no reason to route around it while its client restarts.
+        The peer keeps the port UP until the hold expires, its PHY goes down, a wrong peer appears, or a
+        normal two-way frame arrives from the restarted client. A client that never comes back costs
+        at most `hold` of stale forwarding state.
+        """
+        hold_ms = max(1, min(int(hold * 1000), MAX_ND_HOLD_MS))
+        out = []
+        for p in self._ports.values():
+            if p.phy and p.state == NdState.UP:
+                frame = NdFrame(switch=p.local.switch, port=p.port, expected=p.expected,
+                                discovered=p.discovered, hold_ms=hold_ms)
+                p.tx += 1
+                out.append(SendNd(p.port, frame))
+        return out
+
     # ------------------------------------------------------------------------------------------ internals
     @staticmethod
     def _forget(p: _Port) -> None:
@@ -251,6 +277,7 @@ class NeighborDiscovery:
         p.peer_agrees = False
         p.wrong_peer = None
         p.sticky_miscabled = False          # re-cabling drops PHY: a miscabling is not sticky across a reset
+        p.hold_until = -math.inf
 
     def _evaluate(self, p: _Port, now: float, out: list[SendNd | NdChanged], send_on_change: bool) -> None:
         expected_fresh = now < p.expected_until
@@ -259,8 +286,11 @@ class NeighborDiscovery:
             p.sticky_miscabled = True
         elif expected_fresh:
             p.sticky_miscabled = False      # wrong frames stopped for nd_dead and the expected peer is back
+        held = now < p.hold_until and p.phy
         if p.sticky_miscabled:
             state = NdState.MISCABLED
+        elif held:
+            state = NdState.UP       # graceful restart: the peer asked us to keep the link while it restarts
         elif expected_fresh:
             state = NdState.UP if p.peer_agrees else NdState.ONE_WAY
         else:
@@ -275,6 +305,8 @@ class NeighborDiscovery:
         deadline = math.inf
         if expected_fresh:
             deadline = p.expected_until
+        if held and (not expected_fresh or p.hold_until > deadline):
+            deadline = p.hold_until
         if wrong_fresh and p.wrong_until < deadline:
             deadline = p.wrong_until
         p.deadline = deadline

@@ -280,7 +280,10 @@ class MasterCore:
     # ============================================================================ internals
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
         """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
-        changes = self.deriver.changes(indices, self.lsd.states(), now)
+        idx = indices if isinstance(indices, list | tuple | range) else list(indices)
+        # A report touches a handful of links: read those states rather than copying all of them.
+        states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
+        changes = self.deriver.changes(idx, states, now)
         if not changes:
             return 0
         before = self.lsd.version

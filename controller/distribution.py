@@ -96,8 +96,12 @@ class Distributor:
         self.peers: dict[str, Peer] = {}
         self.active = False                 # only a master distributes
         self.term = 0
-        self._heap: list[tuple[float, int, str]] = []
-        self._counter = 0
+        # Timer wheel: distinct due times (heap) -> peers due then. Peers updated in the same tick share
+        # their next due time, so a fan-out to 10,000 peers is a few list appends, not 10,000 heap ops.
+        self._times: list[float] = []
+        self._buckets: dict[float, list[Peer]] = {}
+        # Unicast peers with no update pending: the only ones a new version must schedule.
+        self._idle: dict[str, Peer] = {}
         self._group = _GroupState()
 
     # ----------------------------------------------------------------------------------------- peers
@@ -128,8 +132,7 @@ class Distributor:
         """We became master of `term`: every known peer needs a full snapshot of this term, now."""
         self.active = True
         self.term = term
-        self._heap.clear()
-        self._group = _GroupState()
+        self._clear_schedule()
         for p in self.peers.values():
             p.sent_term = p.sent_version = None
             p.update_due = None
@@ -142,10 +145,15 @@ class Distributor:
 
     def deactivate(self) -> None:
         self.active = False
-        self._heap.clear()
-        self._group = _GroupState()
+        self._clear_schedule()
         for p in self.peers.values():
             p.update_due = p.queued_at = None
+
+    def _clear_schedule(self) -> None:
+        self._times.clear()
+        self._buckets.clear()
+        self._idle.clear()
+        self._group = _GroupState()
 
     # ----------------------------------------------------------------------------------------- inputs
     def on_version(self, now: float) -> None:
@@ -156,8 +164,9 @@ class Distributor:
             g = self._group
             if g.update_due is None:
                 g.update_due = max(now + self.pacing, g.last_update_at + self.min_interval)
-        for p in self.peers.values():
-            if p.update_due is None and self._unicast(p) and self.is_live(p, now):
+        idle, self._idle = self._idle, {}
+        for p in idle.values():
+            if p.update_due is None and self.is_live(p, now):
                 self._due_update(p, now, paced=True)
 
     def on_request(self, p: Peer, term: int, version: int, current: int, now: float) -> None:
@@ -179,6 +188,7 @@ class Distributor:
         due = max(now + self.pacing, earliest) if paced else max(now, earliest)
         if p.update_due is None or due < p.update_due:
             p.update_due = due
+        self._idle.pop(p.name, None)
         self._queue(p)
 
     def _queue(self, p: Peer) -> None:
@@ -187,8 +197,12 @@ class Distributor:
             return
         if p.queued_at is None or due < p.queued_at:
             p.queued_at = due
-            self._counter += 1
-            heapq.heappush(self._heap, (due, self._counter, p.name))
+            bucket = self._buckets.get(due)
+            if bucket is None:
+                self._buckets[due] = [p]
+                heapq.heappush(self._times, due)
+            else:
+                bucket.append(p)
 
     def _next_due(self, p: Peer) -> float | None:
         ka: float | None = None
@@ -206,36 +220,43 @@ class Distributor:
         cache = _TickCache()
         if self.multicast:
             self._tick_group(lsd, now, cache, out)
-        heap = self._heap
-        while heap and heap[0][0] <= now:
-            at, _, name = heapq.heappop(heap)
-            p = self.peers.get(name)
-            if p is None or p.queued_at != at:
-                continue                                   # stale entry
-            p.queued_at = None
-            if not self.is_live(p, now):
-                p.update_due = None                        # gone quiet: stop until it speaks again
-                continue
-            sent = False
-            if p.update_due is not None and p.update_due <= now:
-                p.update_due = None
-                msg = self._update_for(p.sent_term, p.sent_version, lsd, cache)
-                if msg is not None:
-                    out.append(Send(p.name, msg))
-                    if isinstance(msg, LsdFull):
-                        p.fulls_sent += 1
-                    else:
-                        p.deltas_sent += 1
-                    p.sent_term, p.sent_version = self.term, lsd.version
-                    p.last_update_at = p.last_send_at = now
-                    sent = True
-            if not sent and self._unicast(p) and p.last_send_at + self.keepalive <= now:
-                out.append(Send(p.name, self._keepalive(lsd, cache)))
-                p.last_send_at = now
-            if self._unicast(p) and p.last_send_at == NEVER:
-                p.last_send_at = now                       # start the keepalive clock
-            self._queue(p)
+        times, buckets, idle = self._times, self._buckets, self._idle
+        keepalive, client_dead = self.keepalive, self.client_dead
+        while times and times[0] <= now:
+            at = heapq.heappop(times)
+            for p in buckets.pop(at, ()):
+                if p.queued_at == at:
+                    self._tick_peer(p, lsd, now, cache, out, idle, keepalive, client_dead)
         return out
+
+    def _tick_peer(self, p: Peer, lsd: LinkStateDB, now: float, cache: _TickCache, out: list[Send],
+                   idle: dict[str, Peer], keepalive: float, client_dead: float) -> None:
+        p.queued_at = None
+        unicast = p.is_master or not self.multicast
+        if not p.is_master and now - p.last_heard >= client_dead:
+            p.update_due = None                        # gone quiet: stop until it speaks again
+            return
+        sent = False
+        if p.update_due is not None and p.update_due <= now:
+            p.update_due = None
+            if unicast:
+                idle[p.name] = p
+            msg = self._update_for(p.sent_term, p.sent_version, lsd, cache)
+            if msg is not None:
+                out.append(Send(p.name, msg))
+                if isinstance(msg, LsdFull):
+                    p.fulls_sent += 1
+                else:
+                    p.deltas_sent += 1
+                p.sent_term, p.sent_version = self.term, lsd.version
+                p.last_update_at = p.last_send_at = now
+                sent = True
+        if not sent and unicast and p.last_send_at + keepalive <= now:
+            out.append(Send(p.name, self._keepalive(lsd, cache)))
+            p.last_send_at = now
+        if unicast and p.last_send_at == NEVER:
+            p.last_send_at = now                       # start the keepalive clock
+        self._queue(p)
 
     def _tick_group(self, lsd: LinkStateDB, now: float, cache: _TickCache, out: list[Send]) -> None:
         g = self._group
@@ -294,14 +315,8 @@ class Distributor:
     def next_deadline(self) -> float | None:
         if not self.active:
             return None
-        heap = self._heap
-        while heap:
-            at, _, name = heap[0]
-            p = self.peers.get(name)
-            if p is not None and p.queued_at == at:
-                break
-            heapq.heappop(heap)
-        times = [heap[0][0]] if heap else []
+        # May be early (a bucket whose peers were all rescheduled): a spurious tick is harmless.
+        times = [self._times[0]] if self._times else []
         if self.multicast:
             g = self._group
             if g.update_due is not None:

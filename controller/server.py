@@ -34,6 +34,7 @@ from controller.actions import (
 )
 from controller.core import MasterCore, Role
 from controller.durable import DurableState, StateStore
+from controller.fanout import FanoutEncoder
 from controller.metrics import MasterMetrics
 from controller.roles import RoleDriver, SingleMasterDriver
 from proto.auth import KeyKind, KeyRing
@@ -90,6 +91,7 @@ class MasterServer:
         self.codec = Codec(
             keyring, master_id, [s.name for s in fabric.switches], [m.id for m in fabric.masters], accept_group=False
         )
+        self.fanout = FanoutEncoder(self.codec, keyring, fabric.switches[0].name if fabric.switches else None)
         self.store = StateStore(state_dir)
         self.core = MasterCore(fabric, master_id)
         self.metrics = MasterMetrics(master_id)
@@ -143,6 +145,7 @@ class MasterServer:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
             if self.bind not in ("0.0.0.0", ""):
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.bind))
+        self.fanout.warm([s.name for s in self.fabric.switches])
         self.metrics.bind_clients_connected(self._clients_connected)
         if rest:
             from controller.rest import start_rest
@@ -222,6 +225,7 @@ class MasterServer:
                     self._event(a)
                     events.append(a)
             actions = self.driver.observe(events, self.now()) if events else []
+        self.fanout.reset()
         self._refresh_gauges()
         if rearm:
             self._rearm()
@@ -258,7 +262,7 @@ class MasterServer:
                 if addr is None:
                     self.metrics.unroutable.inc()
                     return
-                data = self.codec.encode(msg, to=a.dest)
+                data = self.fanout.encode(msg, a.dest)
                 tx, kind = self._client_tx, "client"
             assert tx is not None
             tx.sendto(data, addr)

@@ -250,6 +250,8 @@ def _guard(func: Any) -> Any:
             return func(args)
         except (LabError, LabStateError, KeyError, ValueError) as e:
             return _err(str(e))
+        except BrokenPipeError:        # `firepath lab status | head`
+            return 0
 
     return run
 

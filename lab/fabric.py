@@ -346,6 +346,11 @@ class Lab:
 
         nsutil.create_netns(st.netns)
         _quiet_ipv6(st.netns)
+        # The control plane runs on the lab namespace's loopback: master addresses outside 127/8 are added
+        # there, and multicast distribution (if configured) needs lo to carry 224/4.
+        lo = ["link set lo multicast on", "route replace 224.0.0.0/4 dev lo"]
+        lo += [f"addr replace {m.address}/32 dev lo" for m in fabric.masters if not m.address.is_loopback]
+        _ip_batch(st.netns, lo)
         self.ovs.start()
         # bridges: one ovs-vsctl transaction
         args: list[str] = []

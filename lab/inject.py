@@ -1,6 +1,7 @@
 """Failure injection on a running lab; every fault is recorded in the lab state so `heal` undoes them all.
 
-Kinds (each reversible):
+Each injector returns the fault record; its ``at`` is the monotonic time just before the action (for
+benchmarks' timelines). Kinds (each reversible):
 
 * ``link``      carrier down on both ends of a fabric link (``ip link set ... down``)
 * ``silent``    the link stays up but drops every frame both ways (nftables netdev egress+ingress drop,
@@ -69,14 +70,16 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
     if silent:
         table = f"fplab_{lab.state.name}_l{link.index}"
         fault: dict[str, object] = {"kind": "silent", "link": link.index, "name": link.name, "table": table,
-                                    "ifaces": ifaces, "at": time.monotonic()}
+                                    "ifaces": ifaces}
         lab.state.faults.append(fault)
         _save(lab)
+        fault["at"] = time.monotonic()
         nft.drop_link(table, [(lab.state.netns, i) for i in ifaces])
     else:
-        fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces, "at": time.monotonic()}
+        fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
         lab.state.faults.append(fault)
         _save(lab)
+        fault["at"] = time.monotonic()
         _ip_batch(lab.state.netns, [f"link set {i} down" for i in ifaces])
     return fault
 
@@ -85,9 +88,10 @@ def fail_switch(lab: Lab, switch: str) -> dict[str, object]:
     fabric = lab.fabric
     fabric.switch(switch)            # KeyError for an unknown name
     ifaces = [lab.state.ifaces[f"{switch}:{p}"] for p in fabric.fabric_ports(switch)]
-    fault: dict[str, object] = {"kind": "switch", "switch": switch, "ifaces": ifaces, "at": time.monotonic()}
+    fault: dict[str, object] = {"kind": "switch", "switch": switch, "ifaces": ifaces}
     lab.state.faults.append(fault)
     _save(lab)
+    fault["at"] = time.monotonic()
     _ip_batch(lab.state.netns, [f"link set {i} down" for i in ifaces])
     return fault
 
@@ -102,9 +106,10 @@ def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
     key = f"master:{master_id}"
     if key not in lab.state.processes:
         raise LabError(f"no master {master_id!r} in this lab")
-    fault: dict[str, object] = {"kind": "master", "id": master_id, "at": time.monotonic()}
+    fault: dict[str, object] = {"kind": "master", "id": master_id}
     lab.state.faults.append(fault)
     _save(lab)
+    fault["at"] = time.monotonic()
     lab.stop_process(key, signal.SIGKILL)
     return fault
 
@@ -113,9 +118,10 @@ def kill_client(lab: Lab, switch: str) -> dict[str, object]:
     key = f"client:{switch}"
     if key not in lab.state.processes:
         raise LabError(f"no client for switch {switch!r} in this lab")
-    fault: dict[str, object] = {"kind": "client", "switch": switch, "at": time.monotonic()}
+    fault: dict[str, object] = {"kind": "client", "switch": switch}
     lab.state.faults.append(fault)
     _save(lab)
+    fault["at"] = time.monotonic()
     lab.stop_process(key, signal.SIGKILL)
     return fault
 
@@ -182,9 +188,10 @@ def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
         raise LabError(f"{a} and {b} are the same link: nothing to swap")
     old = [[if_a, peer_a], [if_b, peer_b]]
     new = [[if_a, peer_b], [if_b, peer_a]]
-    fault: dict[str, object] = {"kind": "miscable", "a": a, "b": b, "old": old, "new": new, "at": time.monotonic()}
+    fault: dict[str, object] = {"kind": "miscable", "a": a, "b": b, "old": old, "new": new}
     st.faults.append(fault)
     _save(lab)
+    fault["at"] = time.monotonic()
     _recable(lab, old, new)
     return fault
 

@@ -776,7 +776,7 @@ class _Parser:
                     raise self.fail(f["gateway"], f"{path}.gateway", f"{gateway} is the switch's loopback")
             elif role is Role.TOR and prefixes:
                 first = prefixes[0]
-                gateway = first.network_address + 1 if first.num_addresses > 2 else first.network_address
+                gateway = first.network_address + 1 if first.prefixlen < 31 else first.network_address
             hosts: list[Host] = []
             if "hosts" in f:
                 hnodes = self.seq(f["hosts"], f"{path}.hosts")

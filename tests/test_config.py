@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
@@ -417,3 +418,25 @@ def test_bad_config_files(path: Path) -> None:
 
 def test_there_are_bad_config_files() -> None:
     assert len(_bad_files()) >= 5
+
+
+def test_parse_restores_the_garbage_collector() -> None:
+    """The loader pauses the cyclic GC while building a large tree; it must always switch it back on."""
+    assert gc.isenabled()
+    parse_fabric(BASE)
+    assert gc.isenabled()
+    with pytest.raises(ConfigError):
+        parse_fabric(edit("    id: 3\n", "    id: 1\n"))
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse_fabric(BASE)
+        assert not gc.isenabled(), "a caller's disabled GC stays disabled"
+    finally:
+        gc.enable()
+
+
+def test_fabric_equality_and_hash_follow_the_digest() -> None:
+    a, b = parse_fabric(BASE), parse_fabric(BASE, source="other.yaml")
+    assert a == b and hash(a) == hash(b) and a.source != b.source
+    assert a != parse_fabric(edit("name: t\n", "name: u\n"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ def plumbing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     finally:
         lab.close()
         teardown(d, name=name, log=lambda m: None, keep_logs=False)
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def _shortest_path(fabric, a: str, b: str) -> list[tuple[str, int]]:
@@ -208,7 +210,7 @@ def lab() -> Iterator[Lab]:
     try:
         fabric_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=60.0, log=lambda m: None)
     except LabError as e:
-        pytest.fail(f"lab did not come up (masters/clients): {e}", pytrace=False)
+        pytest.fail(f"lab did not come up (masters/clients): {e}; logs in {d / 'logs'}", pytrace=False)
     try:
         yield fabric_lab
     finally:

@@ -340,3 +340,39 @@ def test_phy_up_after_idle_restarts_the_schedule_without_a_double_send(fabric, c
     assert [a.port for a in out] == [1]
     assert nd.next_deadline() == pytest.approx(clock.now + fabric.timers.nd_interval)
     assert nd.tick(clock.now) == []         # nothing more is due right now
+
+
+def test_graceful_restart_hold_keeps_the_link_up_while_the_peer_client_restarts(fabric, clock):
+    w = Wires(fabric, clock, switches=["leaf-1", "spine-1"])
+    w.run(0.05)
+    assert w.state("spine-1:1") == NdState.UP
+    # leaf-1's client announces a restart (hold 2 s) and goes silent.
+    w._handle("leaf-1", w.nd["leaf-1"].restart_frames(2.0))
+    w.dead.add("leaf-1")
+    t0 = clock.now
+    w.run(1.0)                                   # far past nd_dead: still held UP
+    assert w.state("spine-1:1") == NdState.UP
+    assert not [c for t, sw, c in w.log if t > t0 and sw == "spine-1"]
+    # A new client process starts: it does not see spine-1 yet (discovered None), the hold survives that.
+    w.nd["leaf-1"] = NeighborDiscovery(fabric, "leaf-1", now=clock.now)
+    w.dead.discard("leaf-1")
+    w.run(0.05)
+    assert w.state("spine-1:1") == NdState.UP and w.state("leaf-1:1") == NdState.UP
+    assert not [c for t, sw, c in w.log if t > t0 and sw == "spine-1" and c.state != NdState.UP]
+    # Back to normal two-way operation: the hold is cleared, so silence is detected at nd_dead again.
+    w.dead.add("leaf-1")
+    t1 = clock.now
+    w.run(0.2)
+    assert w.state("spine-1:1") == NdState.DOWN
+    assert w.changed_at("spine-1:1", NdState.DOWN, t1) - t1 <= fabric.timers.nd_dead + 0.011
+
+
+def test_graceful_restart_hold_expires_when_the_client_never_returns(fabric, clock):
+    w = Wires(fabric, clock, switches=["leaf-1", "spine-1"])
+    w.run(0.05)
+    w._handle("leaf-1", w.nd["leaf-1"].restart_frames(0.5))
+    w.dead.add("leaf-1")
+    t0 = clock.now
+    w.run(1.0)
+    assert w.state("spine-1:1") == NdState.DOWN
+    assert 0.5 <= w.changed_at("spine-1:1", NdState.DOWN, t0) - t0 <= 0.5 + 0.011

@@ -326,6 +326,7 @@ def test_no_listening_socket(rig: Rig) -> None:
 def test_ovs_restart_disconnects_and_reconnects(rig: Rig) -> None:
     """Must run last in this module: restarting OVS flushes the tables."""
     mark = rig.log1.mark()
+    mark2 = rig.log2.mark()
     rig.ovs.stop()
     rig.log1.wait_for(lambda e: isinstance(e, Disconnected), since=mark)
     with pytest.raises(NotConnected):
@@ -333,6 +334,7 @@ def test_ovs_restart_disconnects_and_reconnects(rig: Rig) -> None:
     rig.ovs.start()
     _, ev = rig.log1.wait_for(lambda e: isinstance(e, Connected), timeout=10, since=mark)
     assert isinstance(ev, Connected) and ev.dpid == 0x65 and ev.ports == {1: True, 2: True}
+    rig.log2.wait_for(lambda e: isinstance(e, Connected), timeout=10, since=mark2)  # d2 is back too
     mark = rig.log1.mark()
     batch = rig.d1.send([M.Barrier()])
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)

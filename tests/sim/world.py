@@ -79,6 +79,7 @@ class Replica:
     lsd_version: int = -1
     lsd_states: tuple[int, ...] | None = None
     timer_gen: int = 0
+    timer_at: float = float("inf")
     incarnation: int = 0
     masterships: set[int] = field(default_factory=set)
 
@@ -159,6 +160,8 @@ class Result:
 TIMERS = Timers()
 KEEPALIVE = 0.05
 REPORT_INTERVAL = 0.1
+#: sim seconds a master may go on without hearing from a majority: master_dead (+5% clock skew) + a hello
+LEASE_SLACK = TIMERS.master_dead * 1.06 + TIMERS.hello_interval + 0.01
 
 
 class World:
@@ -191,6 +194,9 @@ class World:
         self.faults_done = 0
         self.healed = False
         self.converged_at: float | None = None
+        self.last_heard: dict[tuple[str, str], float] = {}  # (dst, src) -> sim time of the last delivery
+        self.master_since: dict[str, float] = {}
+        self._dirty = True
 
     # ================================================================================== running
     def run(self) -> Result:
@@ -251,17 +257,24 @@ class World:
         r.fmrp = None
         r.role = "down"
         r.timer_gen += 1
+        r.timer_at = float("inf")
         self._log(r.id, "crash", "")
 
     def _schedule(self, r: Replica) -> None:
+        """Arm the replica's timer for its next deadline. An armed earlier timer is kept (ticking early is
+        harmless: it re-arms), so the heap does not fill with superseded timers."""
         assert r.fmrp is not None
-        r.timer_gen += 1
-        t = (r.fmrp.next_deadline() - r.offset) / r.rate + 1e-9
-        self.loop.at(t, self._timer, r, r.timer_gen)
+        t = max((r.fmrp.next_deadline() - r.offset) / r.rate + 1e-9, self.loop.now)
+        if t < r.timer_at:
+            r.timer_gen += 1
+            r.timer_at = t
+            self.loop.at(t, self._timer, r, r.timer_gen)
 
     def _timer(self, r: Replica, gen: int) -> None:
         if not r.up or gen != r.timer_gen or r.fmrp is None:
             return
+        r.timer_at = float("inf")
+        self._dirty = True
         self._execute(r, r.fmrp.tick(r.local(self.loop.now)))
         self._schedule(r)
 
@@ -291,6 +304,7 @@ class World:
                     else:
                         self._fail(f"sticky run: {r.id} elected in term {a.term} while {self.sticky_master} is master")
                 r.role = "master"
+                self.master_since[r.id] = now
                 if r.lsd_states is None:
                     r.lsd_version, r.lsd_states = 0, tuple([0] * self.sc.n_links)
                 r.lsd_term = a.term
@@ -303,7 +317,6 @@ class World:
                 r.role = "backup" if isinstance(a, BecomeBackup) else "inactive"
             else:
                 self._fail(f"unknown action {a!r}")
-        del now
 
     def _register(self, r: Replica) -> None:
         key = (r.lsd_term, r.lsd_version)
@@ -333,6 +346,8 @@ class World:
         if not r.up or r.fmrp is None:
             return
         self._log(dst, "recv", (src, msg))
+        self._dirty = True
+        self.last_heard[(dst, src)] = self.loop.now
         now = r.local(self.loop.now)
         if isinstance(msg, FMRP_MESSAGES):
             self._execute(r, r.fmrp.on_message(src, msg, now))
@@ -391,6 +406,7 @@ class World:
         if self.registry.get((m.term, m.version)) != m.states:
             self._fail(f"client {c.name} applied an LSD nobody registered: {m}")
         c.applied_term, c.applied_version, c.applied_states = m.term, m.version, m.states
+        self._dirty = True
         self._log(c.name, "apply", (m.master, m.term, m.version))
 
     def _report(self, c: Client) -> None:
@@ -503,13 +519,22 @@ class World:
 
     # ================================================================================== invariants
     def _check(self) -> None:
+        if not self._dirty:  # nothing a replica or the network could have changed (e.g. a stale timer)
+            return
+        self._dirty = False
         masters: dict[int, str] = {}
+        now = self.loop.now
         for r in self.replicas.values():
             f = r.fmrp
             if f is not None and f.state is FmrpState.MASTER:
                 other = masters.setdefault(f.term, r.id)
                 if other != r.id:
                     self._fail(f"{other} and {r.id} are both master in term {f.term}")
+                # No master without a majority: one cut off from most replicas must give up (lease).
+                if now - self.master_since[r.id] > LEASE_SLACK:
+                    heard = sum(1 for p in self.replicas if now - self.last_heard.get((r.id, p), -1e9) <= LEASE_SLACK)
+                    if 1 + heard < len(self.replicas) // 2 + 1:
+                        self._fail(f"{r.id} is still master in term {f.term} but heard only {heard} peers lately")
         if self.healed and self.converged_at is None and self.loop.now - self.sc.chaos_end >= 0:
             if not self._convergence_problem():
                 self.converged_at = self.loop.now

@@ -1,0 +1,611 @@
+"""The OpenFlow plan: desired switch state from routes, and the messages that get a switch there (pure).
+
+This is the only module that builds OpenFlow messages (as `client.ofmsg` values); it never sends.
+
+Desired state of one switch (table 0; "ours" = cookie high bits == FIREPATH_COOKIE):
+
+| what                         | priority              | match                                    | actions |
+|------------------------------|-----------------------|------------------------------------------|---------|
+| ND punt (every switch)       | PRIORITY_ND = 65535   | eth_type=0x88B5                          | Output(CONTROLLER) |
+| ARP replies (ToR)            | PRIORITY_ARP = 40000  | in_port, eth_type=0x0806, arp_op=1, arp_spa=host, arp_tpa=target | rewrite into a reply, Output(IN_PORT) |
+| host routes (ToR)            | PRIORITY_HOST = 1033  | eth_type=0x0800, ipv4_dst=host /32       | eth_src=router, eth_dst=host, DecNwTtl, Output(host port) |
+| fabric routes                | ROUTE_BASE + len      | eth_type=0x0800 [, ipv4_dst masked]      | GroupAction(group of its next-hop set) |
+| own prefixes (not via fabric)| ROUTE_BASE + len      | eth_type=0x0800 [, ipv4_dst masked]      | () = drop |
+
+Longest prefix wins because the priority grows with the prefix length. Host routes sit above every
+route (a /32 of another switch cannot equal a host address: the config validator forbids overlaps).
+Own prefixes get an explicit drop so that traffic to an unused address of our own subnet (or our own
+loopback: there is no local IP stack) does not follow a shorter route such as the border's 0.0.0.0/0.
+Anything else misses the table and is dropped (OpenFlow 1.3 default).
+
+ARP: a ToR answers, from the data plane, every ARP request of one of its hosts for the gateway or for
+another of its hosts (proxy ARP: the reply carries the router MAC, so host-to-host traffic is routed
+and TTL-decremented like the rest; layer 2 ends at the ToR). The reply is built from set-field
+actions only — match on the requester's port, IP and the target IP make every field a constant.
+
+Groups: one SELECT group per distinct next-hop *route* set (deduplicated as ASICs do), one bucket per
+port: watch_port=port, eth_src=own MAC, eth_dst=the neighbour's MAC, DecNwTtl, Output(port).
+Group ids live in [GROUP_ID_MIN, GROUP_ID_MAX] — only groups in that range are ours (groups carry no
+cookie) — and are *stable*: a port set keeps its id as long as some route uses it; a new set gets the
+lowest id that is neither in use nor still installed, so an id freed by a plan is only reused by a
+later plan, after its DELETE went out (a reused id never changes meaning under a live flow). After a
+reconnect, `reconcile` adopts the installed ids (the group the installed flows of a set point to, or a
+group with exactly the desired buckets), so a restarted client rewrites nothing that is right.
+
+Local repair: `local_port_down(p)` removes p's bucket from every group that has it (GroupMod MODIFY
+only; no flow changes). A group that loses its last bucket is kept EMPTY rather than deleted: OVS
+drops packets hitting an empty select group, which is right when this switch knows no other path
+for those prefixes — deleting the flows instead would let the traffic fall through to a shorter
+prefix (typically the border default route) and black-hole or loop it elsewhere. The next LSD-driven
+route update repoints or withdraws those prefixes. A locally-down port stays excluded until either
+the routes no longer use it at all (the LSD caught up with the failure: from then on the routes alone
+decide, so the port comes back when the LSD says the link is up again) or the runtime calls
+`local_port_up(p)` (e.g. the link flapped back before the master ever reported it down).
+
+Plans (`plan`) are make-before-break: add/modify groups, then add/modify flows, then delete stale
+flows, then delete unused groups (deleting a group deletes its flows in OVS, so never earlier), then
+one Barrier. An empty list means there is nothing to do. Every flow delete is DELETE_STRICT with
+cookie=FIREPATH_COOKIE, cookie_mask=COOKIE_MASK, so flows of other controllers are never touched.
+
+ECMP hashing of UDP (for the runtime): OVS's default OF1.3 select-group hash ignores UDP ports, and
+the selection method can only be set by an OpenFlow 1.5 group-mod (NTR experimenter property); any
+OF1.3 ADD/MODIFY of a group resets it to the default. This module emits plain OF1.3 GroupMods and
+does not prevent fixing that: after a plan's barrier, the runtime may re-issue every SELECT group that
+the plan added or modified (`select_groups_touched(messages)`), with the same buckets, as an OF1.5
+mod-group with `selection_method=hash, fields(ip_src,ip_dst,ip_proto,tcp_src,tcp_dst,udp_src,udp_dst)`
+(or dp_hash), e.g. over a second OF1.5 connection or `ovs-ofctl -O OpenFlow15 mod-group`.
+
+The planner keeps a *model* of what is installed (what it last planned, assuming the switch applied
+it). If the switch reports an error for a batch, or after any reconnect, the runtime must read the
+flows and groups back and call `reconcile` — and only once it has routes (the first LSD): until then
+leave the switch alone (with fail_mode=secure the old flows keep forwarding).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from typing import TYPE_CHECKING, Any
+
+from client.ofmsg import (
+    OFPCML_NO_BUFFER,
+    OFPP_CONTROLLER,
+    OFPP_IN_PORT,
+    Action,
+    Barrier,
+    Bucket,
+    DecNwTtl,
+    FlowCommand,
+    FlowMod,
+    GroupAction,
+    GroupCommand,
+    GroupMod,
+    GroupType,
+    InstalledFlow,
+    InstalledGroup,
+    MatchFields,
+    OfMessage,
+    Output,
+    SetField,
+    match,
+)
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from client.routes import RouteDelta
+    from proto.config import Fabric
+
+TABLE_ID = 0
+#: High 16 bits of every firepath cookie ("F1BE" ~ "fire"); the low bits say what kind of flow it is.
+FIREPATH_COOKIE = 0xF1BE << 48
+COOKIE_MASK = 0xFFFF << 48
+COOKIE_ND = FIREPATH_COOKIE | 1
+COOKIE_ARP = FIREPATH_COOKIE | 2
+COOKIE_HOST = FIREPATH_COOKIE | 3
+COOKIE_ROUTE = FIREPATH_COOKIE | 4
+COOKIE_LOCAL = FIREPATH_COOKIE | 5
+
+PRIORITY_ND = 65535
+PRIORITY_ARP = 40000
+ROUTE_BASE = 1000  # route priority = ROUTE_BASE + prefix length (1000..1032)
+PRIORITY_HOST = ROUTE_BASE + 33
+
+GROUP_ID_MIN = 0xF1000000
+GROUP_ID_MAX = 0xF1FFFFFF  # below OFPG_MAX (0xFFFFFF00)
+
+ETH_TYPE_IPV4 = 0x0800
+ETH_TYPE_ARP = 0x0806
+ETH_TYPE_ND = 0x88B5
+ARP_REQUEST = 1
+ARP_REPLY = 2
+
+#: A flow's identity in a table: OpenFlow identifies a flow by (table, priority, match).
+FlowKey = tuple[int, int, MatchFields]
+
+
+class PlanError(ValueError):
+    """Bad input to the planner (unknown switch, a route through a port without a fabric link, ...)."""
+
+
+def prefix_match(prefix: IPv4Network) -> MatchFields:
+    """The canonical IPv4 match of a prefix: no ipv4_dst for /0, a plain address for /32, else (addr, mask)."""
+    if prefix.prefixlen == 0:
+        return match(eth_type=ETH_TYPE_IPV4)
+    if prefix.prefixlen == 32:
+        return match(eth_type=ETH_TYPE_IPV4, ipv4_dst=str(prefix.network_address))
+    return match(eth_type=ETH_TYPE_IPV4, ipv4_dst=(str(prefix.network_address), str(prefix.netmask)))
+
+
+_FULL_MASKS = {"255.255.255.255", "ff:ff:ff:ff:ff:ff"}
+_ZERO_MASKS = {"0.0.0.0", "00:00:00:00:00:00"}
+
+
+def canonical_match(fields: Iterable[tuple[str, Any]]) -> MatchFields:
+    """Normalise a match read back from a switch to the form this module builds.
+
+    A full mask becomes a plain value, an all-zero mask drops the field (wildcard), MACs are lower-case.
+    """
+    out: dict[str, Any] = {}
+    for name, value in fields:
+        if isinstance(value, tuple | list) and len(value) == 2:
+            v, m = value
+            if isinstance(m, str) and m.lower() in _ZERO_MASKS:
+                continue
+            if isinstance(m, str) and m.lower() in _FULL_MASKS:
+                value = v
+            else:
+                value = (v.lower() if isinstance(v, str) else v, m.lower() if isinstance(m, str) else m)
+        if isinstance(value, str):
+            value = value.lower()
+        out[name] = value
+    return match(**out)
+
+
+def canonical_actions(actions: Iterable[Action]) -> tuple[Action, ...]:
+    """Actions as a tuple, set-field string values (MACs) lower-case."""
+    return tuple(
+        SetField(a.field, a.value.lower()) if isinstance(a, SetField) and isinstance(a.value, str) else a for a in actions
+    )
+
+
+@dataclass(slots=True)
+class OfState:
+    """Flows and groups of one switch: desired, or installed (read back / modelled)."""
+
+    flows: dict[FlowKey, InstalledFlow] = field(default_factory=dict)
+    groups: dict[int, InstalledGroup] = field(default_factory=dict)
+
+    @classmethod
+    def from_installed(
+        cls, flows: Iterable[InstalledFlow], groups: Iterable[InstalledGroup], table_id: int = TABLE_ID
+    ) -> OfState:
+        """Keep only what is ours: our table and cookie, our group-id range; matches canonicalised."""
+        state = cls()
+        for f in flows:
+            if f.table_id != table_id or f.cookie & COOKIE_MASK != FIREPATH_COOKIE:
+                continue
+            m = canonical_match(f.match)
+            state.flows[(f.table_id, f.priority, m)] = InstalledFlow(
+                f.table_id, f.priority, m, canonical_actions(f.actions), f.cookie
+            )
+        for g in groups:
+            if GROUP_ID_MIN <= g.group_id <= GROUP_ID_MAX:
+                buckets = tuple(
+                    Bucket(canonical_actions(b.actions), b.weight, b.watch_port, b.watch_group) for b in g.buckets
+                )
+                state.groups[g.group_id] = InstalledGroup(g.group_id, GroupType(g.type), buckets)
+        return state
+
+    def copy(self) -> OfState:
+        return OfState(dict(self.flows), dict(self.groups))
+
+
+def plan(
+    desired: OfState,
+    installed: OfState,
+    flow_keys: Iterable[FlowKey] | None = None,
+    group_ids: Iterable[int] | None = None,
+) -> list[OfMessage]:
+    """Messages turning `installed` into `desired`, make-before-break, ending with one Barrier.
+
+    `flow_keys` / `group_ids` restrict the diff to those keys (incremental plans); by default everything
+    in either state is compared. Flow messages follow the order of `flow_keys` (default: desired order,
+    then stale installed flows); groups go by id. Returns [] when nothing differs.
+    """
+    if flow_keys is None:
+        fkeys: Iterable[FlowKey] = list(desired.flows) + [k for k in installed.flows if k not in desired.flows]
+    else:
+        fkeys = dict.fromkeys(flow_keys)
+    gids = set(desired.groups) | set(installed.groups) if group_ids is None else set(group_ids)
+    group_adds: list[OfMessage] = []
+    group_dels: list[OfMessage] = []
+    for gid in sorted(gids):
+        want, have = desired.groups.get(gid), installed.groups.get(gid)
+        if want is not None:
+            if have is None:
+                group_adds.append(GroupMod(GroupCommand.ADD, gid, want.type, want.buckets))
+            elif have.type != want.type or tuple(have.buckets) != tuple(want.buckets):
+                group_adds.append(GroupMod(GroupCommand.MODIFY, gid, want.type, want.buckets))
+        elif have is not None:
+            group_dels.append(GroupMod(GroupCommand.DELETE, gid, have.type))
+    flow_adds: list[OfMessage] = []
+    flow_dels: list[OfMessage] = []
+    for key in fkeys:
+        want, have = desired.flows.get(key), installed.flows.get(key)
+        table_id, priority, m = key
+        if want is not None:
+            if have is None or have.cookie != want.cookie:
+                # ADD also replaces a flow with the same table/priority/match (and its cookie) atomically.
+                flow_adds.append(FlowMod(FlowCommand.ADD, priority, m, want.actions, table_id, want.cookie))
+            elif tuple(have.actions) != tuple(want.actions):
+                flow_adds.append(
+                    FlowMod(FlowCommand.MODIFY_STRICT, priority, m, want.actions, table_id, want.cookie, COOKIE_MASK)
+                )
+        elif have is not None:
+            flow_dels.append(FlowMod(FlowCommand.DELETE_STRICT, priority, m, (), table_id, FIREPATH_COOKIE, COOKIE_MASK))
+    msgs = group_adds + flow_adds + flow_dels + group_dels
+    if msgs:
+        msgs.append(Barrier())
+    return msgs
+
+
+def _prefix_order(p: IPv4Network) -> tuple[int, int]:
+    return (-p.prefixlen, int(p.network_address))
+
+
+def select_groups_touched(messages: Iterable[OfMessage]) -> list[int]:
+    """Ids of the SELECT groups a plan adds or modifies (to re-apply an OF1.5 selection method)."""
+    return [
+        m.group_id
+        for m in messages
+        if isinstance(m, GroupMod) and m.command in (GroupCommand.ADD, GroupCommand.MODIFY) and m.type is GroupType.SELECT
+    ]
+
+
+class OfPlanner:
+    """Stateful but pure planner for one switch (see the module docstring for the design).
+
+    Typical runtime use:
+        planner = OfPlanner(fabric, name)
+        planner.set_routes(rc.compute(states))          # first LSD: desired state (messages vs. empty model)
+        msgs = planner.reconcile(flows, groups)         # on (re)connect: diff against the read-back state
+        msgs = planner.update(rc.update(states, changed))   # per LSD delta
+        msgs = planner.local_port_down(port)            # PortStatus: port not live
+    Every call returns the messages to send (ending with a Barrier), or [] if nothing changes.
+    """
+
+    def __init__(self, fabric: Fabric, switch_name: str, *, table_id: int = TABLE_ID) -> None:
+        try:
+            self.switch = fabric.switch(switch_name)
+        except KeyError:
+            raise PlanError(f"planner: switch {switch_name!r} is not in fabric {fabric.name!r}") from None
+        self.fabric = fabric
+        self.table_id = table_id
+        self.mac = self.switch.mac
+        self._routes: dict[IPv4Network, frozenset[int]] = {}
+        self._down: set[int] = set()
+        self._group_of: dict[frozenset[int], int] = {}  # route port set -> group id
+        self._users: Counter[frozenset[int]] = Counter()  # route port set -> number of prefixes using it
+        self._bucket_cache: dict[int, Bucket] = {}
+        self._static = self._static_flows()
+        self._desired = OfState(dict(self._static), {})
+        self._installed = OfState()
+        self._own_prefixes = self._own()
+
+    # ----------------------------------------------------------------------------------------- state
+
+    @property
+    def routes(self) -> Mapping[IPv4Network, frozenset[int]]:
+        return dict(self._routes)
+
+    @property
+    def down_ports(self) -> frozenset[int]:
+        """Ports excluded from every group by local repair."""
+        return frozenset(self._down)
+
+    @property
+    def desired(self) -> OfState:
+        return self._desired.copy()
+
+    @property
+    def installed(self) -> OfState:
+        """The planner's model of the switch (what it last planned)."""
+        return self._installed.copy()
+
+    def group_id(self, ports: Iterable[int]) -> int | None:
+        """The group id currently allocated to a route port set."""
+        return self._group_of.get(frozenset(ports))
+
+    # ------------------------------------------------------------------------------------ operations
+
+    def desired_from_routes(
+        self, routes: Mapping[IPv4Network, frozenset[int]], down_ports: Collection[int] = ()
+    ) -> OfState:
+        """Make `routes` (and the locally-down ports) the planner's desired state and return it.
+
+        Group ids of port sets already known are kept; new sets get fresh ids.
+        """
+        self._check_routes(routes)
+        self._routes = {p: frozenset(v) for p, v in routes.items() if p not in self._own_prefixes}
+        self._down = set(down_ports)
+        self._users = Counter(self._routes.values())
+        for s in [s for s in self._group_of if s not in self._users]:
+            del self._group_of[s]
+        self._clear_down_ports_unused()
+        self._rebuild_desired()
+        return self._desired.copy()
+
+    def set_routes(
+        self, routes: Mapping[IPv4Network, frozenset[int]], down_ports: Collection[int] | None = None
+    ) -> list[OfMessage]:
+        """Replace the whole route table; plan against the model of the switch."""
+        self.desired_from_routes(routes, self._down if down_ports is None else down_ports)
+        return self._commit(plan(self._desired, self._installed))
+
+    def reconcile(self, installed_flows: Iterable[InstalledFlow], installed_groups: Iterable[InstalledGroup]) -> list[OfMessage]:
+        """Diff the desired state against what the switch reports (after a (re)connect); never flushes.
+
+        Foreign flows (other cookies/tables) and groups (outside our id range) are ignored. Group ids
+        are re-allocated to adopt what is installed, so a correct switch gets an empty plan.
+        """
+        installed = OfState.from_installed(installed_flows, installed_groups, self.table_id)
+        self._installed = installed
+        self._adopt_group_ids(installed)
+        self._rebuild_desired()
+        return self._commit(plan(self._desired, installed))
+
+    def update(self, delta: RouteDelta, down_ports: Collection[int] | None = None) -> list[OfMessage]:
+        """Apply a route delta (and, if given, the new set of locally-down ports); incremental plan."""
+        self._check_routes(delta.changed)
+        touched: dict[IPv4Network, None] = {}
+        touched_sets: set[frozenset[int]] = set()
+        routes, users = self._routes, self._users
+        for p in delta.removed:
+            old = routes.pop(p, None)
+            if old is not None:
+                users[old] -= 1
+                touched_sets.add(old)
+                touched[p] = None
+        for p, hops in delta.changed.items():
+            ports = frozenset(hops)
+            old = routes.get(p)
+            if p in self._own_prefixes or old == ports:
+                continue
+            if old is not None:
+                users[old] -= 1
+                touched_sets.add(old)
+            routes[p] = ports
+            users[ports] += 1
+            touched_sets.add(ports)
+            touched[p] = None
+        touched_groups: set[int] = set()
+        for s in touched_sets:
+            if users[s] <= 0:
+                del users[s]
+                gid = self._group_of.pop(s, None)
+                if gid is not None:
+                    touched_groups.add(gid)
+                    self._desired.groups.pop(gid, None)
+        if down_ports is not None and set(down_ports) != self._down:
+            changed_ports = set(down_ports) ^ self._down
+            self._down = set(down_ports)
+            touched_groups |= self._refresh_groups_with(changed_ports)
+        self._clear_down_ports_unused()
+        for s in sorted(touched_sets & users.keys(), key=sorted):
+            touched_groups.add(self._ensure_group(s))
+        keys = [self._set_route_flow(p) for p in sorted(touched, key=_prefix_order)]
+        return self._commit(plan(self._desired, self._installed, keys, touched_groups), keys, touched_groups)
+
+    def local_port_down(self, port: int) -> list[OfMessage]:
+        """Local repair: drop `port` from every group at once (before the master reacts)."""
+        if port in self._down:
+            return []
+        self._down.add(port)
+        gids = self._refresh_groups_with({port})
+        return self._commit(plan(self._desired, self._installed, (), gids), (), gids)
+
+    def local_port_up(self, port: int) -> list[OfMessage]:
+        """Stop excluding `port`; it returns to the groups whose routes use it."""
+        if port not in self._down:
+            return []
+        self._down.discard(port)
+        gids = self._refresh_groups_with({port})
+        return self._commit(plan(self._desired, self._installed, (), gids), (), gids)
+
+    # -------------------------------------------------------------------------------------- internals
+
+    def _own(self) -> frozenset[IPv4Network]:
+        sw = self.switch
+        own = set(sw.prefixes)
+        if sw.loopback is not None:
+            own.add(sw.loopback)
+        return frozenset(own)
+
+    def _check_routes(self, routes: Mapping[IPv4Network, Iterable[int]]) -> None:
+        ports = set(self.fabric.fabric_ports(self.switch.name))
+        for prefix, hops in routes.items():
+            if not isinstance(prefix, IPv4Network):
+                raise PlanError(f"planner {self.switch.name}: route key {prefix!r} is not an IPv4Network")
+            bad = set(hops) - ports
+            if bad:
+                raise PlanError(f"planner {self.switch.name}: route {prefix} uses port(s) {sorted(bad)} without a fabric link")
+
+    def _static_flows(self) -> dict[FlowKey, InstalledFlow]:
+        """Route-independent flows: ND punt, own-prefix drops, and on ToRs host routes and ARP replies."""
+        sw, t = self.switch, self.table_id
+        flows: dict[FlowKey, InstalledFlow] = {}
+
+        def add(priority: int, m: MatchFields, actions: tuple[Action, ...], cookie: int) -> None:
+            flows[(t, priority, m)] = InstalledFlow(t, priority, m, actions, cookie)
+
+        add(PRIORITY_ND, match(eth_type=ETH_TYPE_ND), (Output(OFPP_CONTROLLER, OFPCML_NO_BUFFER),), COOKIE_ND)
+        own = list(sw.prefixes) + ([sw.loopback] if sw.loopback is not None else [])
+        for p in dict.fromkeys(own):
+            add(ROUTE_BASE + p.prefixlen, prefix_match(p), (), COOKIE_LOCAL)
+        hosts = sw.hosts
+        for h in hosts:
+            add(
+                PRIORITY_HOST,
+                match(eth_type=ETH_TYPE_IPV4, ipv4_dst=str(h.ip)),
+                (SetField("eth_src", self.mac), SetField("eth_dst", h.mac), DecNwTtl(), Output(h.port)),
+                COOKIE_HOST,
+            )
+        targets: list[IPv4Address] = ([sw.gateway] if sw.gateway is not None else []) + [h.ip for h in hosts]
+        for h in hosts:
+            for target in dict.fromkeys(targets):
+                if target == h.ip:
+                    continue
+                m = match(
+                    in_port=h.port, eth_type=ETH_TYPE_ARP, arp_op=ARP_REQUEST, arp_spa=str(h.ip), arp_tpa=str(target)
+                )
+                actions: tuple[Action, ...] = (
+                    SetField("eth_dst", h.mac),
+                    SetField("eth_src", self.mac),
+                    SetField("arp_op", ARP_REPLY),
+                    SetField("arp_sha", self.mac),
+                    SetField("arp_spa", str(target)),
+                    SetField("arp_tha", h.mac),
+                    SetField("arp_tpa", str(h.ip)),
+                    Output(OFPP_IN_PORT),
+                )
+                add(PRIORITY_ARP, m, actions, COOKIE_ARP)
+        return flows
+
+    def _bucket(self, port: int) -> Bucket:
+        b = self._bucket_cache.get(port)
+        if b is None:
+            peer = self.fabric.peer_of(self.switch.name, port)
+            if peer is None:
+                raise PlanError(f"planner {self.switch.name}: port {port} has no fabric link")
+            peer_mac = self.fabric.switch(peer.switch).mac
+            b = Bucket(
+                actions=(SetField("eth_src", self.mac), SetField("eth_dst", peer_mac), DecNwTtl(), Output(port)),
+                weight=1,
+                watch_port=port,
+            )
+            self._bucket_cache[port] = b
+        return b
+
+    def _group_for(self, ports: frozenset[int], gid: int) -> InstalledGroup:
+        down = self._down
+        buckets = tuple(self._bucket(p) for p in sorted(ports) if p not in down)
+        return InstalledGroup(gid, GroupType.SELECT, buckets)
+
+    def _allocate(self) -> int:
+        used = set(self._group_of.values()) | set(self._installed.groups)
+        gid = GROUP_ID_MIN
+        while gid in used:
+            gid += 1
+        if gid > GROUP_ID_MAX:
+            raise PlanError(f"planner {self.switch.name}: out of group ids")
+        return gid
+
+    def _ensure_group(self, ports: frozenset[int]) -> int:
+        gid = self._group_of.get(ports)
+        if gid is None:
+            gid = self._group_of[ports] = self._allocate()
+        self._desired.groups[gid] = self._group_for(ports, gid)
+        return gid
+
+    def _route_key(self, prefix: IPv4Network) -> FlowKey:
+        return (self.table_id, ROUTE_BASE + prefix.prefixlen, prefix_match(prefix))
+
+    def _set_route_flow(self, prefix: IPv4Network) -> FlowKey:
+        """(Re)build the desired route flow of `prefix` (none if it is not routed); its key."""
+        key = self._route_key(prefix)
+        ports = self._routes.get(prefix)
+        if ports is None:
+            self._desired.flows.pop(key, None)
+        else:
+            gid = self._group_of[ports]
+            self._desired.flows[key] = InstalledFlow(key[0], key[1], key[2], (GroupAction(gid),), COOKIE_ROUTE)
+        return key
+
+    def _rebuild_desired(self) -> None:
+        desired = OfState(dict(self._static), {})
+        self._desired = desired
+        for s in sorted(self._users, key=sorted):
+            self._ensure_group(s)
+        t = self.table_id
+        gof = self._group_of
+        actions = {s: (GroupAction(gid),) for s, gid in gof.items()}
+        flows = desired.flows
+        for p, ports in self._routes.items():
+            key = (t, ROUTE_BASE + p.prefixlen, prefix_match(p))
+            flows[key] = InstalledFlow(t, key[1], key[2], actions[ports], COOKIE_ROUTE)
+
+    def _adopt_group_ids(self, installed: OfState) -> None:
+        """Give each route port set the installed group its installed flows already use, else one with
+        exactly the desired buckets, else (later) a fresh id."""
+        self._group_of = {}
+        taken: set[int] = set()
+        votes: dict[frozenset[int], Counter[int]] = {}
+        for p, ports in self._routes.items():
+            f = installed.flows.get(self._route_key(p))
+            if f is not None and len(f.actions) == 1 and isinstance(f.actions[0], GroupAction):
+                gid = f.actions[0].group_id
+                if gid in installed.groups:
+                    votes.setdefault(ports, Counter())[gid] += 1
+        for s in sorted(self._users, key=sorted):
+            for gid, _n in votes.get(s, Counter()).most_common():
+                if gid not in taken:
+                    self._group_of[s] = gid
+                    taken.add(gid)
+                    break
+        by_buckets: dict[tuple[Bucket, ...], list[int]] = {}
+        for gid in sorted(installed.groups):
+            if gid not in taken and installed.groups[gid].type is GroupType.SELECT:
+                by_buckets.setdefault(tuple(installed.groups[gid].buckets), []).append(gid)
+        for s in sorted(self._users, key=sorted):
+            if s in self._group_of:
+                continue
+            cands = by_buckets.get(self._group_for(s, 0).buckets)
+            if cands:
+                gid = cands.pop(0)
+                self._group_of[s] = gid
+                taken.add(gid)
+
+    def _refresh_groups_with(self, ports: Collection[int]) -> set[int]:
+        """Rebuild the desired groups whose route set contains any of `ports`; their ids."""
+        gids = set()
+        for s, gid in self._group_of.items():
+            if not s.isdisjoint(ports):
+                self._desired.groups[gid] = self._group_for(s, gid)
+                gids.add(gid)
+        return gids
+
+    def _clear_down_ports_unused(self) -> None:
+        """Forget locally-down ports no route uses any more (the LSD caught up with the failure).
+
+        No group contains such a port, so no group changes."""
+        if self._down:
+            used: set[int] = set()
+            for s in self._users:
+                used |= s
+            self._down &= used
+
+    def _commit(
+        self,
+        msgs: list[OfMessage],
+        flow_keys: Iterable[FlowKey] | None = None,
+        group_ids: Iterable[int] | None = None,
+    ) -> list[OfMessage]:
+        """Update the model of the switch as if `msgs` were applied (restricted to the keys planned)."""
+        if flow_keys is None and group_ids is None:
+            self._installed = self._desired.copy()
+            return msgs
+        inst, want = self._installed, self._desired
+        for key in flow_keys or ():
+            f = want.flows.get(key)
+            if f is None:
+                inst.flows.pop(key, None)
+            else:
+                inst.flows[key] = f
+        for gid in group_ids or ():
+            g = want.groups.get(gid)
+            if g is None:
+                inst.groups.pop(gid, None)
+            else:
+                inst.groups[gid] = g
+        return msgs

@@ -1,0 +1,375 @@
+"""Unit tests of the FMRP state machine (controller/fmrp.py) with a fake clock and an in-memory network."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+from typing import Any
+
+import pytest
+
+from controller.fmrp import (
+    BecomeBackup,
+    BecomeInactive,
+    BecomeMaster,
+    Fmrp,
+    FmrpError,
+    FmrpState,
+    PersistTerm,
+    SendPeer,
+)
+from proto.config import Master, Timers
+from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
+
+T = Timers()
+
+
+def masters(n: int = 3, priorities: dict[str, int] | None = None) -> tuple[Master, ...]:
+    pr = priorities or {}
+    return tuple(
+        Master(f"m{i}", IPv4Address("127.0.0.1"), 6600 + i, 6700 + i, 8600 + i, pr.get(f"m{i}", 100))
+        for i in range(1, n + 1)
+    )
+
+
+def check_persist_order(durable: int, actions: list[Any]) -> int:
+    """Every message carries a term that a PersistTerm earlier in the list (or before) made durable."""
+    for a in actions:
+        if isinstance(a, PersistTerm):
+            assert a.term >= durable
+            durable = a.term
+        elif isinstance(a, SendPeer):
+            assert a.msg.term <= durable, f"{a.msg} sent before its term was persisted ({durable})"
+    return durable
+
+
+class Cluster:
+    """Replicas on a perfect (or partly cut) network with zero delay, driven by a 1 ms fake clock."""
+
+    def __init__(self, n: int = 3, priorities: dict[str, int] | None = None, start: tuple[str, ...] | None = None):
+        self.cfg = masters(n, priorities)
+        self.now = 0.0
+        self.nodes: dict[str, Fmrp] = {}
+        self.durable: dict[str, int] = {m.id: 0 for m in self.cfg}
+        self.roles: list[tuple[float, str, Any]] = []
+        self.cut: set[tuple[str, str]] = set()
+        self.queue: list[tuple[str, str, Any]] = []
+        for m in self.cfg:
+            if start is None or m.id in start:
+                self.start(m.id)
+
+    def start(self, rid: str, term_bonus: int = 0) -> Fmrp:
+        self.durable[rid] += term_bonus
+        f = Fmrp(rid, self.cfg, T, self.durable[rid], self.now, seed=7)
+        self.nodes[rid] = f
+        return f
+
+    def crash(self, rid: str) -> None:
+        del self.nodes[rid]
+
+    def execute(self, rid: str, actions: list[Any]) -> None:
+        self.durable[rid] = check_persist_order(self.durable[rid], actions)
+        for a in actions:
+            if isinstance(a, SendPeer):
+                if (rid, a.to) not in self.cut:
+                    self.queue.append((rid, a.to, a.msg))
+            elif isinstance(a, BecomeMaster | BecomeBackup | BecomeInactive):
+                self.roles.append((self.now, rid, a))
+
+    def run(self, seconds: float, until=None) -> None:
+        for _ in range(round(seconds / 0.001)):
+            self.now = round(self.now + 0.001, 6)
+            for rid, f in list(self.nodes.items()):
+                if f.next_deadline() <= self.now:
+                    self.execute(rid, f.tick(self.now))
+            for _ in range(10_000):
+                if not self.queue:
+                    break
+                src, dst, msg = self.queue.pop(0)
+                if dst in self.nodes:
+                    self.execute(dst, self.nodes[dst].on_message(src, msg, self.now))
+            if until is not None and until():
+                return
+
+    def masters_now(self) -> list[str]:
+        return [i for i, f in self.nodes.items() if f.state is FmrpState.MASTER]
+
+    def elected(self) -> list[tuple[float, str, int]]:
+        return [(t, rid, a.term) for t, rid, a in self.roles if isinstance(a, BecomeMaster)]
+
+
+def settled(c: Cluster) -> bool:
+    ms = c.masters_now()
+    if len(ms) != 1:
+        return False
+    return all(f.state is FmrpState.BACKUP and f.leader == ms[0] for i, f in c.nodes.items() if i != ms[0])
+
+
+# ----------------------------------------------------------------------------------------------- basics
+def test_init_hears_master_becomes_backup():
+    f = Fmrp("m2", masters(), T, durable_term=3, now=0.0)
+    assert f.state is FmrpState.INIT and f.leader is None
+    acts = f.on_message("m1", Hello("m1", "master", 5, 10, 100, "m1"), 0.01)
+    assert acts[0] == PersistTerm(5)  # adopt the term durably before anything else
+    assert BecomeBackup(5, "m1") in acts
+    assert f.state is FmrpState.BACKUP and f.leader == "m1" and f.term == 5
+    check_persist_order(3, acts)
+
+
+def test_init_follows_live_master_even_with_a_higher_own_term():
+    # A replica that bumped its term in vain (cut off) must still join the healthy master as backup.
+    f = Fmrp("m2", masters(), T, durable_term=40, now=0.0)
+    acts = f.on_message("m1", Hello("m1", "master", 5, 10, 100, "m1"), 0.01)
+    assert BecomeBackup(5, "m1") in acts and f.term == 40 and f.leader_term == 5
+    assert not any(isinstance(a, PersistTerm) for a in acts)
+
+
+def test_init_without_master_elects_and_wins_with_majority():
+    f = Fmrp("m1", masters(), T, durable_term=0, now=0.0)
+    acts = f.tick(0.0)
+    assert all(isinstance(a, SendPeer) and isinstance(a.msg, Hello) for a in acts)
+    assert f.next_deadline() <= T.hello_interval
+    # Init wait is master_dead: nothing before.
+    f.tick(T.master_dead - 0.001)
+    assert f.state is FmrpState.INIT
+    acts = f.tick(T.master_dead)
+    assert BecomeInactive(0) in acts and f.state is FmrpState.ELECTING
+    t = f.next_deadline()
+    assert T.master_dead <= t <= T.master_dead + T.hello_interval
+    acts = f.tick(max(t, f.next_deadline()))
+    acts += f.tick(f.next_deadline())
+    assert acts[0] == PersistTerm(1, "m1"), acts  # persisted before the VoteRequests
+    reqs = [a for a in acts if isinstance(a, SendPeer) and isinstance(a.msg, VoteRequest)]
+    assert {a.to for a in reqs} == {"m2", "m3"} and reqs[0].msg == VoteRequest("m1", 1, -1, 100)
+    now = f.next_deadline() - 0.001
+    acts = f.on_message("m2", Vote("m2", 1, "m1", True), now)
+    assert acts[0] == BecomeMaster(1) and f.state is FmrpState.MASTER and f.leader == "m1"
+    assert {a.to for a in acts if isinstance(a, SendPeer) and isinstance(a.msg, Hello)} == {"m2", "m3"}
+
+
+def test_three_replicas_elect_exactly_one_master_and_the_others_follow():
+    c = Cluster(3, priorities={"m3": 200})
+    c.run(1.0, until=lambda: settled(c))
+    assert settled(c) and c.masters_now() == ["m3"]  # equal versions: the highest priority wins
+    assert c.now <= T.master_dead + 0.05
+    assert len(c.elected()) == 1
+
+
+def test_no_master_without_majority_and_term_always_persisted_first():
+    c = Cluster(3, start=("m1",))
+    c.run(2.0)
+    f = c.nodes["m1"]
+    assert c.masters_now() == [] and f.state is FmrpState.ELECTING
+    assert any(isinstance(a, BecomeInactive) for _, _, a in c.roles)
+    assert f.term >= 3 and c.durable["m1"] == f.term  # it kept trying, each term persisted
+
+
+def test_master_that_loses_its_majority_steps_down_and_clients_stay_fail_static():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    m = c.masters_now()[0]
+    others = [i for i in c.nodes if i != m]
+    for o in others:
+        c.cut |= {(o, m), (m, o)}
+    t0 = c.now
+    c.run(1.0)
+    lost = [t for t, rid, a in c.roles if rid == m and isinstance(a, BecomeInactive) and t > t0]
+    assert lost and lost[0] - t0 <= T.master_dead + 2 * T.hello_interval
+    # The two others form a majority and elect a new master of a higher term.
+    new = [x for x in c.masters_now() if x != m]
+    assert len(new) == 1 and c.nodes[new[0]].term > c.nodes[m].leader_term
+
+
+def test_single_replica_elects_itself():
+    c = Cluster(1)
+    c.run(0.5, until=lambda: bool(c.masters_now()))
+    assert c.masters_now() == ["m1"] and c.nodes["m1"].term == 1
+
+
+# ----------------------------------------------------------------------------------------------- sticky
+def test_sticky_newcomer_with_higher_priority_version_and_term_does_not_take_over():
+    c = Cluster(3, priorities={"m3": 1000}, start=("m1", "m2"))
+    c.run(1.0, until=lambda: settled(c))
+    m = c.masters_now()[0]
+    term = c.nodes[m].term
+    newcomer = c.start("m3", term_bonus=1000)
+    newcomer.set_lsd_version(10**9)  # misconfigured: claims a huge LSD
+    c.run(2.0)
+    assert c.masters_now() == [m] and c.nodes[m].term == term
+    assert newcomer.state is FmrpState.BACKUP and newcomer.leader == m
+    assert len(c.elected()) == 1
+    # Even an explicit VoteRequest of a much higher term is refused, and the term is not adopted.
+    for rid in ("m1", "m2"):
+        acts = c.nodes[rid].on_message("m3", VoteRequest("m3", 5000, 10**9, 1000), c.now)
+        assert acts == [SendPeer("m3", Vote(rid, term, "m3", False))]
+        assert c.nodes[rid].term == term
+
+
+def test_backup_that_missed_hellos_cannot_displace_a_live_master():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    m = c.masters_now()[0]
+    b = next(i for i in c.nodes if i != m)
+    c.cut.add((m, b))  # one-way: b stops hearing the master
+    c.run(0.6)
+    c.cut.clear()
+    c.run(0.5)
+    assert c.masters_now() == [m] and len(c.elected()) == 1
+    assert c.nodes[b].state is FmrpState.BACKUP and c.nodes[b].leader == m
+    assert c.nodes[b].term > c.nodes[m].term  # it tried in vain, and still follows the older term
+
+
+# ----------------------------------------------------------------------------------------------- failover
+def test_crash_failover_within_300ms_and_freshest_lsd_wins():
+    c = Cluster(3, priorities={"m1": 300, "m2": 100, "m3": 200})
+    c.run(1.0, until=lambda: settled(c))
+    assert c.masters_now() == ["m1"]
+    c.nodes["m2"].set_lsd_version(42)  # m2 has the freshest replica, m3 lags
+    c.nodes["m3"].set_lsd_version(41)
+    c.run(0.1)
+    t0 = c.now
+    c.crash("m1")
+    c.run(1.0, until=lambda: bool(c.masters_now()))
+    assert c.masters_now() == ["m2"]  # version beats priority
+    assert c.now - t0 <= 0.300
+    c.run(0.1)
+    assert c.nodes["m3"].leader == "m2"
+
+
+def test_step_down_fails_over_immediately():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    m = c.masters_now()[0]
+    term = c.nodes[m].term
+    t0 = c.now
+    acts = c.nodes[m].step_down(c.now)
+    assert [a.msg for a in acts if isinstance(a, SendPeer)] == [StepDown(m, term)] * 2
+    assert BecomeInactive(term) in acts and c.nodes[m].retired
+    c.execute(m, acts)
+    c.run(1.0, until=lambda: any(x != m for x in c.masters_now()))
+    new = c.masters_now()
+    assert len(new) == 1 and new[0] != m and c.nodes[new[0]].term == term + 1
+    assert c.now - t0 <= 0.06  # no dead interval
+    c.run(1.0)
+    assert c.nodes[m].state is FmrpState.BACKUP and not c.masters_now().count(m)
+
+
+def test_higher_term_hello_steps_master_down_at_once():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    m = c.masters_now()[0]
+    f = c.nodes[m]
+    other = next(i for i in c.nodes if i != m)
+    acts = f.on_message(other, Hello(other, "master", f.term + 3, 0, 100, other), c.now)
+    assert acts[0] == PersistTerm(f.term) and f.term == f.leader_term
+    assert BecomeBackup(f.term, other) in acts and f.state is FmrpState.BACKUP
+
+
+def test_observed_higher_term_from_core_steps_master_down():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    m = c.masters_now()[0]
+    f = c.nodes[m]
+    old = f.term
+    acts = f.observe_term(old + 1, c.now)
+    assert acts[0] == PersistTerm(old + 1)
+    assert StepDown(m, old) in [a.msg for a in acts if isinstance(a, SendPeer)]
+    assert BecomeInactive(old + 1) in acts and f.state is FmrpState.ELECTING
+
+
+def test_replication_ack_keeps_the_lease_and_is_recorded():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    m = c.masters_now()[0]
+    f = c.nodes[m]
+    b = next(i for i in c.nodes if i != m)
+    f.on_message(b, ReplicationAck(b, f.term, 7), c.now)
+    assert f.backup_versions()[b] == 7 and f.lease_ok(c.now)
+
+
+# ----------------------------------------------------------------------------------------------- voting
+def _electing(rid: str = "m2", term: int = 0) -> Fmrp:
+    f = Fmrp(rid, masters(), T, durable_term=term, now=0.0)
+    f.tick(T.master_dead)  # init wait over, no master heard
+    assert f.state is FmrpState.ELECTING
+    return f
+
+
+def test_vote_at_most_once_per_term():
+    f = _electing("m1")
+    now = T.master_dead + 0.001
+    acts = f.on_message("m2", VoteRequest("m2", 1, -1, 100), now)
+    assert acts == [PersistTerm(1, "m2"), SendPeer("m2", Vote("m1", 1, "m2", True))]
+    acts = f.on_message("m3", VoteRequest("m3", 1, -1, 100), now)
+    assert acts == [SendPeer("m3", Vote("m1", 1, "m3", False))]
+    acts = f.on_message("m2", VoteRequest("m2", 1, -1, 100), now)  # a retransmission: same answer
+    assert acts == [SendPeer("m2", Vote("m1", 1, "m2", True))]
+
+
+def test_no_vote_while_in_init_or_following_a_live_master():
+    f = Fmrp("m1", masters(), T, durable_term=0, now=0.0)
+    assert f.on_message("m2", VoteRequest("m2", 1, 5, 100), 0.01) == [SendPeer("m2", Vote("m1", 0, "m2", False))]
+    f.on_message("m3", Hello("m3", "master", 1, 5, 100, "m3"), 0.02)
+    acts = f.on_message("m2", VoteRequest("m2", 2, 5, 100), 0.05)
+    assert acts == [SendPeer("m2", Vote("m1", 1, "m2", False))] and f.term == 1
+
+
+def test_better_voter_refuses_and_stands_itself():
+    f = _electing("m1")
+    f.set_lsd_version(10)
+    now = T.master_dead + 0.001
+    acts = f.on_message("m2", VoteRequest("m2", 1, 9, 100), now)
+    assert acts == [PersistTerm(1), SendPeer("m2", Vote("m1", 1, "m2", False))]
+    assert f.next_deadline() <= now + T.hello_interval  # stands soon, with term 2
+    acts = f.tick(f.next_deadline())
+    assert PersistTerm(2, "m1") in acts
+
+
+def test_restart_never_reuses_a_term_nor_votes_twice_in_it():
+    f = _electing("m1", term=0)
+    now = T.master_dead + 0.001
+    acts = f.on_message("m2", VoteRequest("m2", 5, -1, 100), now)
+    assert acts[0] == PersistTerm(5, "m2")
+    # crash + restart with the durable term: in term 5 we may have voted, so never again in 5
+    g = _electing("m1", term=5)
+    acts = g.on_message("m3", VoteRequest("m3", 5, -1, 100), now)
+    assert acts == [SendPeer("m3", Vote("m1", 5, "m3", False))]
+    acts = g.tick(g.next_deadline())
+    while not any(isinstance(a, PersistTerm) for a in acts):
+        acts = g.tick(g.next_deadline())
+    assert PersistTerm(6, "m1") in acts and g.term == 6
+
+
+def test_candidate_adopts_higher_term_from_a_refusal():
+    f = _electing("m1", term=2)
+    acts = f.tick(f.next_deadline())
+    assert PersistTerm(3, "m1") in acts
+    acts = f.on_message("m2", Vote("m2", 9, "m1", False), f.next_deadline())
+    assert acts == [PersistTerm(9)] and f.term == 9 and f.state is FmrpState.ELECTING
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def test_bad_config_and_senders_raise_specific_errors():
+    with pytest.raises(FmrpError, match="self_id"):
+        Fmrp("m9", masters(), T, 0, 0.0)
+    with pytest.raises(FmrpError, match="durable_term"):
+        Fmrp("m1", masters(), T, -1, 0.0)
+    with pytest.raises(FmrpError, match="hello_interval"):
+        Fmrp("m1", masters(), Timers(hello_interval=0.2, master_dead=0.1), 0, 0.0)
+    f = Fmrp("m1", masters(), T, 0, 0.0)
+    with pytest.raises(FmrpError, match="sender"):
+        f.on_message("x", Hello("x", "master", 1, 0, 100, "x"), 0.0)
+    with pytest.raises(FmrpError, match="Hello.master"):
+        f.on_message("m2", Hello("m3", "master", 1, 0, 100, "m3"), 0.0)
+    assert f.state is FmrpState.INIT and f.term == 0
+    with pytest.raises(FmrpError, match="set_lsd_version"):
+        f.set_lsd_version(-2)
+
+
+def test_jitter_is_deterministic_per_seed_and_id():
+    def first_candidacy(rid: str, seed: int) -> float:
+        f = Fmrp(rid, masters(), T, 0, 0.0, seed=seed)
+        f.tick(T.master_dead)
+        return f.next_deadline()
+
+    assert first_candidacy("m1", 1) == first_candidacy("m1", 1)
+    assert len({first_candidacy("m1", s) for s in range(5)}) > 1
