@@ -66,6 +66,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
 from typing import TYPE_CHECKING, Any
 
@@ -128,13 +129,17 @@ class PlanError(ValueError):
     """Bad input to the planner (unknown switch, a route through a port without a fabric link, ...)."""
 
 
+_NETMASKS = [str(IPv4Network(f"0.0.0.0/{n}").netmask) for n in range(33)]
+
+
 def prefix_match(prefix: IPv4Network) -> MatchFields:
     """The canonical IPv4 match of a prefix: no ipv4_dst for /0, a plain address for /32, else (addr, mask)."""
-    if prefix.prefixlen == 0:
-        return match(eth_type=ETH_TYPE_IPV4)
-    if prefix.prefixlen == 32:
-        return match(eth_type=ETH_TYPE_IPV4, ipv4_dst=str(prefix.network_address))
-    return match(eth_type=ETH_TYPE_IPV4, ipv4_dst=(str(prefix.network_address), str(prefix.netmask)))
+    plen = prefix.prefixlen
+    if plen == 0:
+        return (("eth_type", ETH_TYPE_IPV4),)
+    if plen == 32:
+        return (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", str(prefix.network_address)))
+    return (("eth_type", ETH_TYPE_IPV4), ("ipv4_dst", (str(prefix.network_address), _NETMASKS[plen])))
 
 
 _FULL_MASKS = {"255.255.255.255", "ff:ff:ff:ff:ff:ff"}
@@ -146,6 +151,19 @@ def canonical_match(fields: Iterable[tuple[str, Any]]) -> MatchFields:
 
     A full mask becomes a plain value, an all-zero mask drops the field (wildcard), MACs are lower-case.
     """
+    fields = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in fields)
+    try:
+        return _canonical_cached(fields)
+    except TypeError:  # an unhashable value: no caching
+        return _canonical(fields)
+
+
+@lru_cache(maxsize=1 << 17)
+def _canonical_cached(fields: MatchFields) -> MatchFields:
+    return _canonical(fields)
+
+
+def _canonical(fields: Iterable[tuple[str, Any]]) -> MatchFields:
     out: dict[str, Any] = {}
     for name, value in fields:
         if isinstance(value, tuple | list) and len(value) == 2:
@@ -288,6 +306,7 @@ class OfPlanner:
         self._group_of: dict[frozenset[int], int] = {}  # route port set -> group id
         self._users: Counter[frozenset[int]] = Counter()  # route port set -> number of prefixes using it
         self._bucket_cache: dict[int, Bucket] = {}
+        self._keys: dict[IPv4Network, FlowKey] = {}  # route flow key cache (building matches is slow)
         self._static = self._static_flows()
         self._desired = OfState(dict(self._static), {})
         self._installed = OfState()
@@ -423,7 +442,11 @@ class OfPlanner:
         return frozenset(own)
 
     def _check_routes(self, routes: Mapping[IPv4Network, Iterable[int]]) -> None:
-        ports = set(self.fabric.fabric_ports(self.switch.name))
+        ports = frozenset(self.fabric.fabric_ports(self.switch.name))
+        if all(isinstance(hops, frozenset) and hops <= ports for hops in set(routes.values())) and all(
+            isinstance(p, IPv4Network) for p in routes
+        ):
+            return  # the common case, checked once per distinct next-hop set
         for prefix, hops in routes.items():
             if not isinstance(prefix, IPv4Network):
                 raise PlanError(f"planner {self.switch.name}: route key {prefix!r} is not an IPv4Network")
@@ -509,7 +532,10 @@ class OfPlanner:
         return gid
 
     def _route_key(self, prefix: IPv4Network) -> FlowKey:
-        return (self.table_id, ROUTE_BASE + prefix.prefixlen, prefix_match(prefix))
+        key = self._keys.get(prefix)
+        if key is None:
+            key = self._keys[prefix] = (self.table_id, ROUTE_BASE + prefix.prefixlen, prefix_match(prefix))
+        return key
 
     def _set_route_flow(self, prefix: IPv4Network) -> FlowKey:
         """(Re)build the desired route flow of `prefix` (none if it is not routed); its key."""
@@ -527,13 +553,12 @@ class OfPlanner:
         self._desired = desired
         for s in sorted(self._users, key=sorted):
             self._ensure_group(s)
-        t = self.table_id
-        gof = self._group_of
-        actions = {s: (GroupAction(gid),) for s, gid in gof.items()}
+        actions = {s: (GroupAction(gid),) for s, gid in self._group_of.items()}
         flows = desired.flows
+        route_key = self._route_key
         for p, ports in self._routes.items():
-            key = (t, ROUTE_BASE + p.prefixlen, prefix_match(p))
-            flows[key] = InstalledFlow(t, key[1], key[2], actions[ports], COOKIE_ROUTE)
+            key = route_key(p)
+            flows[key] = InstalledFlow(key[0], key[1], key[2], actions[ports], COOKIE_ROUTE)
 
     def _adopt_group_ids(self, installed: OfState) -> None:
         """Give each route port set the installed group its installed flows already use, else one with

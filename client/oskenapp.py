@@ -1,11 +1,21 @@
 """The OpenFlow driver: the only module of firepath that imports os_ken.
 
 `OfDriver` connects actively to one Open vSwitch bridge that listens (`ptcp:PORT:127.0.0.1`), speaks
-OpenFlow 1.3 through os-ken's parser and handshake (`os_ken.controller.ofp_handler`), and offers a small
+OpenFlow through os-ken's parsers and handshake (`os_ken.controller.ofp_handler`), and offers a small
 thread-safe API in firepath's own types (`client.ofmsg` values in, frozen dataclass events out), so that
 nothing else in the project depends on os-ken.
 
-How os-ken is embedded (native threads, no eventlet, no monkey-patching):
+OpenFlow version: 1.3 or 1.5, the highest the bridge's `protocols` allow (lab.ovs bridges allow both).
+The ofmsg model is the same for both; 1.5 is there for one feature: OVS's select-group *selection
+method* (an NTR experimenter group property that only OpenFlow 1.5 group-mods can carry). OVS's default
+for select groups hashes a symmetric L4 hash that leaves UDP ports out (every UDP flow between two hosts
+takes one path); on a 1.5 connection every SELECT group ADD/MODIFY carries `selection_method=dp_hash`,
+which hashes the 5-tuple, UDP included, and still skips dead `watch_port` buckets. Setting it afterwards
+with `ovs-ofctl -O OpenFlow15 mod-group` is not viable: the next OF1.3 group MODIFY from the client
+silently resets it, and an OF1.3 group-desc cannot even show it. Two os-ken 4.2.2 bugs in OF1.5 group
+parsing are corrected at import (see `_fix_osken_of15_group_parsers`).
+
+How os-ken is embedded (native threads, no eventlet, no monkey-patching of the standard library):
 
 * `OSKEN_HUB_TYPE` stays `native`: os-ken's "green threads" are ordinary threads. They are created from
   a daemon thread of ours, so they are all daemons and can never keep the process alive.
@@ -15,8 +25,10 @@ How os-ken is embedded (native threads, no eventlet, no monkey-patching):
   second. Instead our own connect thread opens the TCP connection (optionally from inside a network
   namespace, see `netns`) and serves it like `os_ken.controller.controller.datapath_connection_factory`
   does for os-ken's `StreamClient`, with a `Datapath` subclass that fixes a native-hub hang (see
-  `_Datapath`). `os_ken.cfg.CONF` is still set to loopback/ephemeral
-  listen values so that nothing listens on a fixed port even if someone starts the stock controller.
+  `_Datapath`). Nothing listens at all. `os_ken.cfg.CONF` is still set to loopback/ephemeral listen
+  values so that nothing would listen on a fixed port even if someone started the stock controller.
+* Several drivers may live in one process: each has its own app instance (unique name) and keeps only
+  the events of the connections it opened.
 * os-ken delivers events to each app through a bounded queue (128) drained by the app's thread; our app's
   handlers only translate and enqueue into an unbounded dispatch queue; one dispatcher thread of ours
   calls the user's `on_event`, so a slow callback never stalls os-ken's receive loop.
@@ -57,10 +69,83 @@ from os_ken.controller import controller as osken_controller
 from os_ken.controller import ofp_event
 from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
 from os_ken.controller.ofp_handler import OFPHandler
-from os_ken.ofproto import ofproto_v1_3 as ofp
-from os_ken.ofproto import ofproto_v1_3_parser as parser
+from os_ken.ofproto import ofproto_v1_3, ofproto_v1_5
 
 from client import ofmsg
+
+# Constants used below have the same values in OpenFlow 1.3 and 1.5; messages are built with the
+# parser of the version each connection negotiated (datapath.ofproto_parser).
+ofp = ofproto_v1_3
+
+
+def _fix_osken_of15_group_parsers() -> None:
+    """Correct two bugs of os-ken 4.2.2's OpenFlow 1.5 group parsing (the reply parser runs inside
+    os-ken's receive loop, so an exception there drops the whole connection):
+
+    * `OFPBucket.parser` slices the bucket properties as `buf[offset:offset + len]` after `offset` has
+      moved past the bucket header and actions, so with two or more buckets it parses the next bucket
+      as properties and raises ValueError;
+    * `OFPGroupDescStats.parser` makes the same mistake for group properties and appends to a
+      `properties` that is None.
+
+    The fixed versions below differ only in slicing from the start of the structure.
+    """
+    import struct
+
+    from os_ken.ofproto import ofproto_v1_5_parser as p15
+
+    o15 = ofproto_v1_5
+    if getattr(p15.OFPBucket, "_firepath_fixed", False):
+        return
+
+    def bucket_parser(cls: Any, buf: bytes, offset: int) -> Any:
+        msg = cls()
+        start = offset
+        (msg.len, msg.action_array_len, msg.bucket_id) = struct.unpack_from(
+            o15.OFP_BUCKET_PACK_STR, buf, offset
+        )
+        offset += o15.OFP_BUCKET_SIZE
+        action_buf = buf[offset : offset + msg.action_array_len]
+        msg.actions = []
+        while action_buf:
+            action = p15.OFPAction.parser(action_buf, 0)
+            msg.actions.append(action)
+            action_buf = action_buf[action.len :]
+        offset += msg.action_array_len
+        rest = buf[offset : start + msg.len]
+        msg.properties = []
+        while rest:
+            prop, rest = p15.OFPGroupBucketProp.parse(rest)
+            msg.properties.append(prop)
+        return msg
+
+    def group_desc_parser(cls: Any, buf: bytes, offset: int) -> Any:
+        stats = cls()
+        start = offset
+        (stats.length, stats.type, stats.group_id, stats.bucket_array_len) = struct.unpack_from(
+            o15.OFP_GROUP_DESC_STATS_PACK_STR, buf, offset
+        )
+        offset += o15.OFP_GROUP_DESC_STATS_SIZE
+        bucket_buf = buf[offset : offset + stats.bucket_array_len]
+        stats.buckets = []
+        while bucket_buf:
+            bucket = p15.OFPBucket.parser(bucket_buf, 0)
+            stats.buckets.append(bucket)
+            bucket_buf = bucket_buf[bucket.len :]
+        offset += stats.bucket_array_len
+        rest = buf[offset : start + stats.length]
+        stats.properties = []
+        while rest:
+            prop, rest = p15.OFPGroupProp.parse(rest)
+            stats.properties.append(prop)
+        return stats
+
+    p15.OFPBucket.parser = classmethod(bucket_parser)  # type: ignore[method-assign,assignment]
+    p15.OFPGroupDescStats.parser = classmethod(group_desc_parser)  # type: ignore[method-assign,assignment]
+    p15.OFPBucket._firepath_fixed = True  # type: ignore[attr-defined]
+
+
+_fix_osken_of15_group_parsers()
 
 LOG = logging.getLogger("firepath.oskenapp")
 
@@ -89,6 +174,7 @@ class Connected:
     dpid: int
     ports: dict[int, bool]
     names: dict[int, str] = field(default_factory=dict)
+    version: int = 0x04  # negotiated OpenFlow version: 0x04 = 1.3, 0x06 = 1.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,66 +222,145 @@ class NotConnected(RuntimeError):
 # ---------------------------------------------------------------- translation ofmsg <-> os-ken
 
 
-def _osken_action(action: ofmsg.Action) -> Any:
+#: Netronome (NTR) experimenter group property that OVS uses for the select-group selection method.
+NTR_VENDOR_ID = 0x0000154D
+NTRT_SELECTION_METHOD = 1
+
+
+def _osken_action(action: ofmsg.Action, p: Any) -> Any:
     match action:
         case ofmsg.Output(port=port, max_len=max_len):
-            return parser.OFPActionOutput(port, max_len)
+            return p.OFPActionOutput(port, max_len)
         case ofmsg.SetField(field=name, value=value):
-            return parser.OFPActionSetField(**{name: value})
+            return p.OFPActionSetField(**{name: value})
         case ofmsg.DecNwTtl():
-            return parser.OFPActionDecNwTtl()
+            return p.OFPActionDecNwTtl()
         case ofmsg.GroupAction(group_id=group_id):
-            return parser.OFPActionGroup(group_id)
+            return p.OFPActionGroup(group_id)
     raise TypeError(f"unsupported OpenFlow action {action!r}")
 
 
-def _instructions(actions: Iterable[ofmsg.Action]) -> list[Any]:
-    acts = [_osken_action(a) for a in actions]
-    return [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, acts)] if acts else []
+def _instructions(actions: Iterable[ofmsg.Action], p: Any, o: Any) -> list[Any]:
+    acts = [_osken_action(a, p) for a in actions]
+    return [p.OFPInstructionActions(o.OFPIT_APPLY_ACTIONS, acts)] if acts else []
 
 
-def to_osken(msg: ofmsg.OfMessage, datapath: Any) -> Any:
-    """Translate one ofmsg value into the os-ken OpenFlow 1.3 message (one-to-one)."""
+def selection_method_property(method: str, param: int, p: Any) -> Any:
+    """OVS's NTR experimenter group property (OpenFlow 1.5 only), e.g. method 'dp_hash', param 0.
+
+    Layout after the 12-byte experimenter header: 4 bytes pad, 16-byte NUL-padded method name,
+    u64 parameter (no field list: dp_hash hashes the L4 5-tuple, UDP ports included).
+    """
+    raw = method.encode()
+    if not raw or len(raw) > 15:
+        raise ValueError(f"selection method {method!r}: 1..15 ASCII characters")
+    body = b"\0" * 4 + raw.ljust(16, b"\0") + param.to_bytes(8, "big")
+    words = [int.from_bytes(body[i : i + 4], "big") for i in range(0, len(body), 4)]
+    return p.OFPGroupPropExperimenter(
+        type_=0xFFFF, experimenter=NTR_VENDOR_ID, exp_type=NTRT_SELECTION_METHOD, data=words
+    )
+
+
+def _selection_method_of(props: Iterable[Any]) -> str:
+    for prop in props:
+        if getattr(prop, "experimenter", None) == NTR_VENDOR_ID and prop.exp_type == NTRT_SELECTION_METHOD:
+            body = b"".join(int(w).to_bytes(4, "big") for w in prop.data)
+            return body[4:20].rstrip(b"\0").decode(errors="replace")
+    return ""
+
+
+def _buckets(msg: ofmsg.GroupMod, p: Any, o: Any) -> list[Any]:
+    if o.OFP_VERSION < 0x06:
+        # OVS rejects (OFPGMFC_INVALID_GROUP) a non-SELECT group whose buckets have a weight != 0:
+        # weight is only defined for SELECT. Read-back reports ofmsg's default (1) for those.
+        select = msg.type == ofmsg.GroupType.SELECT
+        return [
+            p.OFPBucket(
+                weight=b.weight if select else 0,
+                watch_port=b.watch_port,
+                watch_group=b.watch_group,
+                actions=[_osken_action(a, p) for a in b.actions],
+            )
+            for b in msg.buckets
+        ]
+    out = []
+    for i, b in enumerate(msg.buckets):
+        props: list[Any] = []
+        if msg.type == ofmsg.GroupType.SELECT:
+            props.append(p.OFPGroupBucketPropWeight(type_=o.OFPGBPT_WEIGHT, weight=b.weight))
+        if b.watch_port != ofmsg.OFPP_ANY:
+            props.append(p.OFPGroupBucketPropWatch(type_=o.OFPGBPT_WATCH_PORT, watch=b.watch_port))
+        if b.watch_group != ofmsg.OFPG_ANY:
+            props.append(p.OFPGroupBucketPropWatch(type_=o.OFPGBPT_WATCH_GROUP, watch=b.watch_group))
+        out.append(
+            p.OFPBucket(bucket_id=i, actions=[_osken_action(a, p) for a in b.actions], properties=props)
+        )
+    return out
+
+
+def to_osken(msg: ofmsg.OfMessage, datapath: Any, *, select_method: str | None = None) -> Any:
+    """Translate one ofmsg value into the os-ken message for the datapath's OpenFlow version (1.3 or 1.5).
+
+    `select_method` (OpenFlow 1.5 only): selection method property added to SELECT group ADD/MODIFY.
+    """
+    p, o = datapath.ofproto_parser, datapath.ofproto
     match msg:
         case ofmsg.FlowMod():
-            return parser.OFPFlowMod(
+            return p.OFPFlowMod(
                 datapath,
                 cookie=msg.cookie,
                 cookie_mask=msg.cookie_mask,
                 table_id=msg.table_id,
                 command=int(msg.command),
                 priority=msg.priority,
-                buffer_id=ofp.OFP_NO_BUFFER,
+                buffer_id=o.OFP_NO_BUFFER,
                 out_port=msg.out_port,
                 out_group=msg.out_group,
-                match=parser.OFPMatch(**dict(msg.match)),
-                instructions=_instructions(msg.actions),
+                match=p.OFPMatch(**dict(msg.match)),
+                instructions=_instructions(msg.actions, p, o),
             )
         case ofmsg.GroupMod():
-            buckets = [
-                parser.OFPBucket(
-                    weight=b.weight,
-                    watch_port=b.watch_port,
-                    watch_group=b.watch_group,
-                    actions=[_osken_action(a) for a in b.actions],
+            if o.OFP_VERSION < 0x06:
+                return p.OFPGroupMod(
+                    datapath,
+                    command=int(msg.command),
+                    type_=int(msg.type),
+                    group_id=msg.group_id,
+                    buckets=_buckets(msg, p, o),
                 )
-                for b in msg.buckets
-            ]
-            return parser.OFPGroupMod(
+            props = []
+            if (
+                select_method
+                and msg.type == ofmsg.GroupType.SELECT
+                and msg.command != ofmsg.GroupCommand.DELETE
+            ):
+                props.append(selection_method_property(select_method, 0, p))
+            return p.OFPGroupMod(
                 datapath,
                 command=int(msg.command),
                 type_=int(msg.type),
                 group_id=msg.group_id,
-                buckets=buckets,
+                command_bucket_id=o.OFPG_BUCKET_ALL,
+                buckets=_buckets(msg, p, o),
+                properties=props,
             )
         case ofmsg.Barrier():
-            return parser.OFPBarrierRequest(datapath)
+            return p.OFPBarrierRequest(datapath)
         case ofmsg.PacketOut(port=port, data=data):
-            return parser.OFPPacketOut(
+            actions = [p.OFPActionOutput(port, 0)]
+            if o.OFP_VERSION < 0x06:
+                return p.OFPPacketOut(
+                    datapath,
+                    buffer_id=o.OFP_NO_BUFFER,
+                    in_port=o.OFPP_CONTROLLER,
+                    actions=actions,
+                    data=bytes(data),
+                )
+            return p.OFPPacketOut(
                 datapath,
-                buffer_id=ofp.OFP_NO_BUFFER,
-                in_port=ofp.OFPP_CONTROLLER,
-                actions=[parser.OFPActionOutput(port, 0)],
+                buffer_id=o.OFP_NO_BUFFER,
+                match=p.OFPMatch(in_port=o.OFPP_CONTROLLER),
+                actions=actions,
                 data=bytes(data),
             )
     raise TypeError(f"unsupported OpenFlow message {msg!r}")
@@ -212,15 +377,17 @@ def from_osken_match(match: Any) -> ofmsg.MatchFields:
 
 
 def from_osken_actions(actions: Iterable[Any]) -> tuple[ofmsg.Action, ...]:
+    """os-ken actions (any OpenFlow version) -> ofmsg actions."""
     out: list[ofmsg.Action] = []
     for a in actions:
-        if isinstance(a, parser.OFPActionOutput):
+        kind = type(a).__name__
+        if kind == "OFPActionOutput":
             out.append(ofmsg.Output(a.port, a.max_len))
-        elif isinstance(a, parser.OFPActionSetField):
+        elif kind == "OFPActionSetField":
             out.append(ofmsg.SetField(a.key, _user_value(a.value)))
-        elif isinstance(a, parser.OFPActionDecNwTtl):
+        elif kind == "OFPActionDecNwTtl":
             out.append(ofmsg.DecNwTtl())
-        elif isinstance(a, parser.OFPActionGroup):
+        elif kind == "OFPActionGroup":
             out.append(ofmsg.GroupAction(a.group_id))
         else:
             raise TypeError(f"installed action {a!r} has no ofmsg equivalent")
@@ -230,7 +397,7 @@ def from_osken_actions(actions: Iterable[Any]) -> tuple[ofmsg.Action, ...]:
 def _flow_from_stats(stats: Any) -> ofmsg.InstalledFlow:
     actions: tuple[ofmsg.Action, ...] = ()
     for inst in stats.instructions:
-        if isinstance(inst, parser.OFPInstructionActions) and inst.type == ofp.OFPIT_APPLY_ACTIONS:
+        if type(inst).__name__ == "OFPInstructionActions" and inst.type == ofp.OFPIT_APPLY_ACTIONS:
             actions += from_osken_actions(inst.actions)
         else:
             raise TypeError(f"installed instruction {inst!r} has no ofmsg equivalent")
@@ -243,19 +410,34 @@ def _flow_from_stats(stats: Any) -> ofmsg.InstalledFlow:
     )
 
 
+def _bucket_from_stats(b: Any, group_type: ofmsg.GroupType) -> ofmsg.Bucket:
+    if not hasattr(b, "properties"):  # OpenFlow 1.3
+        return ofmsg.Bucket(
+            actions=from_osken_actions(b.actions),
+            weight=b.weight if group_type == ofmsg.GroupType.SELECT else 1,
+            watch_port=b.watch_port,
+            watch_group=b.watch_group,
+        )
+    weight, watch_port, watch_group = 1, ofmsg.OFPP_ANY, ofmsg.OFPG_ANY
+    for prop in b.properties:
+        kind = type(prop).__name__
+        if kind == "OFPGroupBucketPropWeight":
+            weight = prop.weight
+        elif kind == "OFPGroupBucketPropWatch" and prop.type == 1:  # OFPGBPT_WATCH_PORT
+            watch_port = prop.watch
+        elif kind == "OFPGroupBucketPropWatch" and prop.type == 2:  # OFPGBPT_WATCH_GROUP
+            watch_group = prop.watch
+    return ofmsg.Bucket(
+        actions=from_osken_actions(b.actions), weight=weight, watch_port=watch_port, watch_group=watch_group
+    )
+
+
 def _group_from_stats(stats: Any) -> ofmsg.InstalledGroup:
+    gtype = ofmsg.GroupType(stats.type)
     return ofmsg.InstalledGroup(
         group_id=stats.group_id,
-        type=ofmsg.GroupType(stats.type),
-        buckets=tuple(
-            ofmsg.Bucket(
-                actions=from_osken_actions(b.actions),
-                weight=b.weight,
-                watch_port=b.watch_port,
-                watch_group=b.watch_group,
-            )
-            for b in stats.buckets
-        ),
+        type=gtype,
+        buckets=tuple(_bucket_from_stats(b, gtype) for b in stats.buckets),
     )
 
 
@@ -359,7 +541,8 @@ def _serve_connection(sock: socket.socket, address: tuple[str, int], owner: OfDr
 class FirepathOFApp(app_manager.OSKenApp):
     """Receives os-ken events for one driver. Handlers translate and hand over; they never block."""
 
-    OFP_VERSIONS = [ofp.OFP_VERSION]
+    # Global in os-ken (intersected over all apps): both versions, the bridge's `protocols` decides.
+    OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION, ofproto_v1_5.OFP_VERSION]
 
     def __init__(self, *args: Any, driver: OfDriver, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -385,6 +568,7 @@ class FirepathOFApp(app_manager.OSKenApp):
             ofp_event.EventOFPPacketIn,
             ofp_event.EventOFPBarrierReply,
             ofp_event.EventOFPFlowStatsReply,
+            ofp_event.EventOFPFlowDescStatsReply,
             ofp_event.EventOFPGroupDescStatsReply,
             ofp_event.EventOFPErrorMsg,
         ],
@@ -406,6 +590,7 @@ class FirepathOFApp(app_manager.OSKenApp):
             ofp_event.EventOFPPacketIn: d._on_packet_in,
             ofp_event.EventOFPBarrierReply: d._on_barrier_reply,
             ofp_event.EventOFPFlowStatsReply: d._on_multipart,
+            ofp_event.EventOFPFlowDescStatsReply: d._on_multipart,
             ofp_event.EventOFPGroupDescStatsReply: d._on_multipart,
             ofp_event.EventOFPErrorMsg: d._on_error,
         }
@@ -463,6 +648,17 @@ def parse_target(target: str) -> tuple[str, int]:
 # ---------------------------------------------------------------- the driver
 
 
+def _flow_dump_request(dp: Any) -> Any:
+    p = dp.ofproto_parser
+    # OpenFlow 1.5 split flow stats: FLOW_DESC carries the instructions, FLOW_STATS only counters.
+    cls = p.OFPFlowDescStatsRequest if dp.ofproto.OFP_VERSION >= 0x06 else p.OFPFlowStatsRequest
+    return cls(dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY)
+
+
+def _group_dump_request(dp: Any) -> Any:
+    return dp.ofproto_parser.OFPGroupDescStatsRequest(dp, 0)
+
+
 class _Multipart:
     """Collects the bodies of one multipart reply (possibly several messages)."""
 
@@ -485,10 +681,13 @@ _STOP = object()
 
 
 class OfDriver:
-    """Thread-safe OpenFlow 1.3 driver for one switch.
+    """Thread-safe OpenFlow driver for one switch (OpenFlow 1.3 or 1.5, whichever the bridge allows).
 
     `target`: "tcp:IP:PORT" of the bridge's listening target. `netns`: connect from inside this named
     network namespace (the OVS may run in a lab namespace while this process stays in the root one).
+    `select_method`: on an OpenFlow 1.5 connection, every SELECT group ADD/MODIFY carries OVS's
+    selection-method property with this value (default "dp_hash": hash of the L4 5-tuple, UDP ports
+    included; OVS's default for OF1.3 groups hashes UDP flows by addresses only). Ignored on 1.3.
     `on_event` is called from one dispatcher thread of the driver, in order; it may call `send()`,
     `packet_out()` and even `dump_state()` (which blocks the dispatcher meanwhile).
     """
@@ -502,8 +701,13 @@ class OfDriver:
         reconnect_min: float = 0.05,
         reconnect_max: float = 1.0,
         connect_timeout: float = 2.0,
+        select_method: str | None = "dp_hash",
     ) -> None:
         self.address = parse_target(target)
+        self.select_method = select_method
+        #: selection method of each SELECT group as read by the last dump_state() ("" = OVS default;
+        #: always "" on OpenFlow 1.3, which cannot express it). ofmsg.InstalledGroup has no such field.
+        self.last_selection_methods: dict[int, str] = {}
         self.target = target
         self.netns = netns
         self._on_event = on_event
@@ -645,15 +849,7 @@ class OfDriver:
             _Work(
                 epoch,
                 "request",
-                requests=[
-                    (
-                        lambda dp: parser.OFPFlowStatsRequest(
-                            dp, 0, ofp.OFPTT_ALL, ofp.OFPP_ANY, ofp.OFPG_ANY
-                        ),
-                        flows_req,
-                    ),
-                    (lambda dp: parser.OFPGroupDescStatsRequest(dp, 0), groups_req),
-                ],
+                requests=[(_flow_dump_request, flows_req), (_group_dump_request, groups_req)],
             )
         )
         deadline = time.monotonic() + timeout
@@ -666,6 +862,11 @@ class OfDriver:
                 raise NotConnected(req.error)
         flows = [_flow_from_stats(s) for s in flows_req.body]
         groups = [_group_from_stats(s) for s in groups_req.body]
+        self.last_selection_methods = {
+            s.group_id: _selection_method_of(getattr(s, "properties", ()))
+            for s in groups_req.body
+            if s.type == ofmsg.GroupType.SELECT
+        }
         return flows, groups
 
     # ---------------------------------------------------------------- threads of ours
@@ -753,8 +954,9 @@ class OfDriver:
 
     def _send_work(self, dp: Any, work: _Work) -> None:
         if work.kind == "setup":
-            dp.send_msg(parser.OFPSetConfig(dp, ofp.OFPC_FRAG_NORMAL, 0xFFFF))
-            req = parser.OFPPortDescStatsRequest(dp, 0)
+            p = dp.ofproto_parser
+            dp.send_msg(p.OFPSetConfig(dp, ofp.OFPC_FRAG_NORMAL, 0xFFFF))
+            req = p.OFPPortDescStatsRequest(dp, 0)
             dp.set_xid(req)
             with self._lock:
                 self._port_desc_xid = req.xid
@@ -771,7 +973,7 @@ class OfDriver:
                     collector.done.set()
             return
         # Number and register everything first: an error or barrier reply may arrive before the loop ends.
-        msgs = [to_osken(m, dp) for m in work.messages]
+        msgs = [to_osken(m, dp, select_method=self.select_method) for m in work.messages]
         xids = [dp.set_xid(msg) for msg in msgs]
         if not msgs:
             return
@@ -816,6 +1018,7 @@ class OfDriver:
                 dpid=dp.id,
                 ports={n: _port_live(p) for n, p in sorted(ports.items())},
                 names={n: _port_name(p) for n, p in sorted(ports.items())},
+                version=dp.ofproto.OFP_VERSION,
             )
         )
 
@@ -897,7 +1100,6 @@ class OfDriver:
         if collector is not None:
             collector.error = f"switch rejected request: type={msg.type} code={msg.code}"
             collector.done.set()
-        text = (
-            f"type={ofp.ofp_error_type_to_str(msg.type)} code={ofp.ofp_error_code_to_str(msg.type, msg.code)}"
-        )
+        o = msg.datapath.ofproto
+        text = f"type={o.ofp_error_type_to_str(msg.type)} code={o.ofp_error_code_to_str(msg.type, msg.code)}"
         self._emit(OfError(batch_id, msg.type, msg.code, text))

@@ -109,6 +109,9 @@ class MasterServer:
         self._rest_runner: Any = None
         self._pending_versions: dict[int, float] = {}   # version -> receipt time of the report that made it
         self._max_sent_version = -1
+        self._sent_counts: dict[tuple[type, str], int] = {}
+        self._client_sock: socket.socket | None = None
+        self._client_buffered = False
         self.started_wall = time.time()
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -122,29 +125,12 @@ class MasterServer:
         self.driver = (self._driver_factory or (lambda core, store: SingleMasterDriver(core, durable.term)))(
             self.core, self.store
         )
+        self._client_sock = self._udp_socket(self.client_port, multicast=self.group_addr is not None)
+        peer_sock = self._udp_socket(self.peer_port, multicast=False)
         self._client_tx, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Udp(self._on_datagram), local_addr=(self.bind, self.client_port)
+            lambda: _Udp(self._on_datagram), sock=self._client_sock
         )
-        self._peer_tx, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Udp(self._on_datagram), local_addr=(self.bind, self.peer_port)
-        )
-        for tx in (self._client_tx, self._peer_tx):
-            sock = tx.get_extra_info("socket")
-            # Large buffers so a burst (every client reporting after a failover) is not dropped; the
-            # *FORCE variants work past net.core.[rw]mem_max when we have CAP_NET_ADMIN.
-            for force, opt in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF),
-                               (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF)):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, force, 8 * 1024 * 1024)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
-        if self.group_addr is not None:
-            sock = self._client_tx.get_extra_info("socket")
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-            if self.bind not in ("0.0.0.0", ""):
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.bind))
+        self._peer_tx, _ = await self._loop.create_datagram_endpoint(lambda: _Udp(self._on_datagram), sock=peer_sock)
         self.fanout.warm([s.name for s in self.fabric.switches])
         self.metrics.bind_clients_connected(self._clients_connected)
         if rest:
@@ -155,6 +141,32 @@ class MasterServer:
                     bind=self.bind, client_port=self.client_port, peer_port=self.peer_port,
                     rest_port=self.rest_port, durable_term=durable.term, state_dir=self.store.dir))
         self._run(self.driver.start(self.now()))
+
+    def _udp_socket(self, port: int, multicast: bool) -> socket.socket:
+        """A bound non-blocking UDP socket. We keep the raw socket (asyncio only exposes a wrapper) so the
+        fan-out can sendto directly; asyncio's transport still owns reading and buffered writes."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            # Large buffers so a burst (every client reporting after a failover) is not dropped; the
+            # *FORCE variants work past net.core.[rw]mem_max when we have CAP_NET_ADMIN.
+            for force, opt in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF),
+                               (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF)):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, force, 8 * 1024 * 1024)
+                except OSError:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
+            if multicast:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+                if self.bind not in ("0.0.0.0", ""):
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.bind))
+            sock.bind((self.bind, port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def stop(self) -> None:
         if self.driver is not None and self._loop is not None:
@@ -226,6 +238,7 @@ class MasterServer:
                     events.append(a)
             actions = self.driver.observe(events, self.now()) if events else []
         self.fanout.reset()
+        self._flush_counts()
         self._refresh_gauges()
         if rearm:
             self._rearm()
@@ -247,40 +260,62 @@ class MasterServer:
         self._timer = self._loop.call_at(at, self._on_timer)
 
     def _send(self, a: Send) -> None:
+        """Sign and send one message. The client path is the hot one (fan-out to every switch): one dict
+        lookup, the fast encoder, a direct non-blocking sendto (asyncio's buffered path only when the
+        socket is full), and a plain counter (flushed to Prometheus once per batch)."""
         msg = a.msg
+        dest = a.dest
+        addr = self.addresses.get(dest)
         try:
-            if a.dest == GROUP:
+            if addr is not None:
+                data = self.fanout.encode(msg, dest)
+                kind = "client"
+                if self._client_buffered or not self._sendto_now(self._client_sock, data, addr):
+                    self._client_tx.sendto(data, addr)  # type: ignore[union-attr]
+                    self._client_buffered = self._client_tx.get_write_buffer_size() > 0  # type: ignore[union-attr]
+            elif dest in self.master_addrs:
+                data = self.codec.encode(msg, to=dest)
+                kind = "backup"
+                self._peer_tx.sendto(data, self.master_addrs[dest])  # type: ignore[union-attr]
+            elif dest == GROUP:
                 if self.group_addr is None:
                     return
                 data = self.codec.encode(msg, key=KeyKind.GROUP)
-                tx, addr, kind = self._client_tx, self.group_addr, "group"
-            elif a.dest in self.master_addrs:
-                data = self.codec.encode(msg, to=a.dest)
-                tx, addr, kind = self._peer_tx, self.master_addrs[a.dest], "backup"
+                kind = "group"
+                self._client_tx.sendto(data, self.group_addr)  # type: ignore[union-attr]
             else:
-                addr = self.addresses.get(a.dest)
-                if addr is None:
-                    self.metrics.unroutable.inc()
-                    return
-                data = self.fanout.encode(msg, a.dest)
-                tx, kind = self._client_tx, "client"
-            assert tx is not None
-            tx.sendto(data, addr)
+                self.metrics.unroutable.inc()
+                return
         except EncodeError as e:
             self.metrics.send_errors.inc()
-            log.error(kv("encode_error", dest=a.dest, type=type(msg).__name__, error=e))
+            log.error(kv("encode_error", dest=dest, type=type(msg).__name__, error=e))
             return
         except OSError as e:  # pragma: no cover - depends on the kernel
             self.metrics.send_errors.inc()
-            log.debug(kv("send_error", dest=a.dest, error=e))
+            log.debug(kv("send_error", dest=dest, error=e))
             return
-        self.metrics.sent.labels(type(msg).__name__, kind).inc()
-        if isinstance(msg, LsdFull | LsdDelta) and kind != "backup":
-            v = msg.version if isinstance(msg, LsdFull) else msg.to_version
+        key = (type(msg), kind)
+        self._sent_counts[key] = self._sent_counts.get(key, 0) + 1
+        if kind != "backup" and (type(msg) is LsdDelta or type(msg) is LsdFull):
+            v = msg.to_version if type(msg) is LsdDelta else msg.version
             if v > self._max_sent_version:
                 self._max_sent_version = v
-                for pv in [pv for pv in self._pending_versions if pv <= v]:
-                    self.metrics.report_to_send.observe(time.perf_counter() - self._pending_versions.pop(pv))
+                if self._pending_versions:
+                    for pv in [pv for pv in self._pending_versions if pv <= v]:
+                        self.metrics.report_to_send.observe(time.perf_counter() - self._pending_versions.pop(pv))
+
+    @staticmethod
+    def _sendto_now(sock: socket.socket, data: bytes, addr: tuple[str, int]) -> bool:
+        try:
+            sock.sendto(data, addr)
+            return True
+        except (BlockingIOError, InterruptedError):
+            return False
+
+    def _flush_counts(self) -> None:
+        for (cls, kind), n in self._sent_counts.items():
+            self.metrics.sent.labels(cls.__name__, kind).inc(n)
+        self._sent_counts.clear()
 
     def _event(self, ev: Action) -> None:
         m = self.metrics

@@ -7,9 +7,16 @@ kernel module is needed.
 
 With `netns` set, ovsdb-server and ovs-vswitchd run inside that network namespace (`ip netns exec`):
 the bridges' ports (veth ends) must then live in that namespace, nothing of the lab appears in the root
-namespace, and the OpenFlow listeners (`ptcp:PORT:127.0.0.1`) bind to the *namespace's* loopback, so an
-OpenFlow client must run in the same namespace (`ip netns exec NS firepath client ...`). The control
-sockets are unix sockets in the run dir, so ovs-vsctl/ovs-ofctl work from anywhere.
+namespace, and the OpenFlow listeners (`ptcp:PORT:127.0.0.1`) bind to the *namespace's* loopback: an
+OpenFlow client either runs in that namespace (`ip netns exec NS ...`) or creates its socket there
+(`client.oskenapp.OfDriver(..., netns=NS)` does). Ports on that loopback cannot collide with the
+machine's. The control sockets are unix sockets in the run dir, so ovs-vsctl/ovs-ofctl work from
+anywhere.
+
+Gotchas measured here: `--detach`ed daemons are re-parented to PID 1, which in this sandbox reaps
+late, so a stopped daemon may linger as a zombie for a while (`_alive` treats zombies as gone); a
+userspace bridge's internal port is a persistent tap device that survives ovs-vswitchd (see
+`teardown`).
 
 The client reaches a bridge by connecting actively to the bridge's listening target (`ptcp`), set once
 at bridge creation: OVS flushes all flows and groups when a bridge gains or loses a controller, so this

@@ -373,3 +373,147 @@ def test_jitter_is_deterministic_per_seed_and_id():
 
     assert first_candidacy("m1", 1) == first_candidacy("m1", 1)
     assert len({first_candidacy("m1", s) for s in range(5)}) > 1
+
+
+# ----------------------------------------------------------------------------------------------- runtime glue
+class CoreCluster:
+    """Real MasterCores driven by FmrpDrivers, executed exactly like controller.server does it (actions in
+    order, PersistTerm before the rest, core events fed to driver.observe) on a zero-delay network."""
+
+    def __init__(self, fabric, down: tuple[str, ...] = ()):
+        from controller.core import MasterCore
+        from controller.fmrp import FmrpDriver
+
+        self.fabric = fabric
+        self.now = 0.0
+        self.durable = {m.id: 0 for m in fabric.masters}
+        self.cores: dict[str, MasterCore] = {}
+        self.drivers: dict[str, FmrpDriver] = {}
+        self.queue: list[tuple[str, str, Any]] = []
+        self.to_switches: list[tuple[str, Any]] = []
+        for m in fabric.masters:
+            if m.id not in down:
+                self.start(m.id)
+
+    def start(self, mid: str) -> None:
+        from controller.core import MasterCore
+        from controller.fmrp import FmrpDriver
+
+        self.cores[mid] = MasterCore(self.fabric, mid)
+        self.drivers[mid] = FmrpDriver(self.cores[mid], self.durable[mid], seed=3)
+        self.run_actions(mid, self.drivers[mid].start(self.now))
+
+    def kill(self, mid: str) -> None:
+        del self.cores[mid], self.drivers[mid]
+
+    def run_actions(self, mid: str, actions: list[Any]) -> None:
+        from controller.actions import Send
+
+        while actions:
+            events = []
+            for a in actions:
+                if isinstance(a, Send):
+                    term = getattr(a.msg, "term", 0)
+                    assert term <= self.durable[mid] or a.dest not in self.durable
+                    if a.dest in self.durable:
+                        self.queue.append((mid, a.dest, a.msg))
+                    else:
+                        self.to_switches.append((a.dest, a.msg))
+                elif isinstance(a, PersistTerm):
+                    assert a.term >= self.durable[mid]
+                    self.durable[mid] = a.term
+                else:
+                    events.append(a)
+            actions = self.drivers[mid].observe(events, self.now) if events else []
+
+    def deliver(self, src: str, dst: str, msg: Any) -> None:
+        if dst not in self.drivers:
+            return
+        d = self.drivers[dst]
+        if isinstance(msg, d.handles):  # routed like controller.server does
+            acts = d.handle(src, msg, self.now)
+        else:
+            acts = self.cores[dst].handle(src, msg, self.now)
+            if isinstance(msg, d.observes):
+                acts += d.handle(src, msg, self.now)
+        self.run_actions(dst, acts)
+
+    def run(self, seconds: float, until=None) -> None:
+        for _ in range(round(seconds / 0.001)):
+            self.now = round(self.now + 0.001, 6)
+            for mid in list(self.drivers):
+                times = [t for t in (self.drivers[mid].next_deadline(), self.cores[mid].next_deadline()) if t]
+                if times and min(times) <= self.now:
+                    self.run_actions(mid, self.drivers[mid].tick(self.now) + self.cores[mid].tick(self.now))
+            for _ in range(100_000):
+                if not self.queue:
+                    break
+                self.deliver(*self.queue.pop(0))
+            if until is not None and until():
+                return
+
+    def report_all(self, usable_except: set[str] = frozenset()) -> None:
+        from proto.messages import PortReport, PortStatus
+
+        for sw in self.fabric.switches:
+            ports = self.fabric.fabric_ports(sw.name)
+            ok = sw.name not in usable_except
+            for mid, core in self.cores.items():
+                rep = PortReport(sw.name, self.fabric.digest, int(self.now * 1000) + 1, core.term,
+                                 tuple(PortStatus(p, ok, ok, ok, True, False) for p in ports))
+                self.run_actions(mid, core.handle(sw.name, rep, self.now))
+
+    def master(self) -> list[str]:
+        from controller.core import Role
+
+        return [m for m, c in self.cores.items() if c.role is Role.MASTER]
+
+
+def test_driver_runs_fmrp_over_real_master_cores():
+    from controller.core import Role
+    from proto.clos import clos_fabric
+
+    fabric = clos_fabric(pods=0, spines=2, leaves=3, masters=3)
+    c = CoreCluster(fabric)
+    c.run(1.0, until=lambda: len(c.master()) == 1)
+    (m,) = c.master()
+    term = c.cores[m].term
+    c.run(0.1)
+    c.report_all()
+    c.run(0.2)
+    version = c.cores[m].version
+    assert version >= 1
+    for mid, core in c.cores.items():  # backups replicated the LSD of the master's term
+        if mid != m:
+            assert core.role is Role.BACKUP and core.leader == m and core.version == version
+    view = c.drivers[m].view(c.now)
+    assert view["mode"] == "fmrp" and view["replicas"][0]["state"] == "master"
+    assert {r["acked_version"] for r in view["replicas"][1:]} == {version}
+
+    # kill -9 the master: a backup takes over with the next term and continues the version sequence
+    c.kill(m)
+    t0 = c.now
+    c.run(1.0, until=lambda: len(c.master()) == 1)
+    (m2,) = c.master()
+    assert m2 != m and c.cores[m2].term > term and c.cores[m2].version >= version
+    assert c.now - t0 <= 0.300
+    # the old master comes back: it stays backup (sticky)
+    c.start(m)
+    c.run(1.0)
+    assert c.master() == [m2] and c.cores[m].role is Role.BACKUP and c.cores[m].leader == m2
+    assert c.durable[m] >= term
+
+
+def test_driver_stop_steps_down_immediately():
+    from proto.clos import clos_fabric
+
+    fabric = clos_fabric(pods=0, spines=2, leaves=3, masters=3)
+    c = CoreCluster(fabric)
+    c.run(1.0, until=lambda: len(c.master()) == 1)
+    c.run(0.2)
+    (m,) = c.master()
+    c.run_actions(m, c.drivers[m].stop(c.now))
+    t0 = c.now
+    assert c.master() == []
+    c.run(1.0, until=lambda: len(c.master()) == 1)
+    assert c.master() != [m] and c.now - t0 <= 0.06

@@ -1,7 +1,8 @@
 """FMRP deterministic simulation: hundreds of seeded fault schedules, invariants checked after every event.
 
-`FIREPATH_SIM_SEEDS=N` runs N seeds (default 300), `FIREPATH_SIM_START=S` starts at seed S;
-`python -m tests.sim --seeds N` runs thousands in parallel. A failure names its seed, prints the tail
+`FIREPATH_SIM_SEEDS=N` runs N seeds of the minimal LSD model (default 300), `FIREPATH_SIM_REAL_SEEDS=N`
+N seeds with the real MasterCore/FmrpDriver and Reporter/LsdReplica cores (default 30),
+`FIREPATH_SIM_START=S` starts at seed S; `python -m tests.sim --seeds N [--real]` runs thousands in parallel. A failure names its seed, prints the tail
 of the event trace and the command that replays it (`python -m tests.sim --seed S --trace`).
 """
 
@@ -15,6 +16,7 @@ from tests.sim import InvariantViolation, World, run_seed
 from tests.sim.world import Scenario
 
 N_SEEDS = int(os.environ.get("FIREPATH_SIM_SEEDS", "300"))
+N_REAL_SEEDS = int(os.environ.get("FIREPATH_SIM_REAL_SEEDS", "30"))
 START = int(os.environ.get("FIREPATH_SIM_START", "0"))
 
 
@@ -34,6 +36,35 @@ def test_many_seeds_hold_every_invariant():
     print(f"{N_SEEDS} seeds from {START}: {len(failures)} failed, {sticky} sticky runs, {elections} elections")
     assert not failures, failures[0]
     assert sticky > N_SEEDS // 10 and elections > N_SEEDS  # the schedule really exercised both kinds
+
+
+def test_real_cores_hold_every_invariant():
+    from tests.sim.realcores import run_real_seed
+
+    failures: list[str] = []
+    elections = 0
+    for seed in range(START, START + N_REAL_SEEDS):
+        try:
+            elections += run_real_seed(seed).elections
+        except InvariantViolation as e:
+            failures.append(str(e))
+            print(f"FAILED real-core seed {seed}")
+    print(f"{N_REAL_SEEDS} real-core seeds from {START}: {len(failures)} failed, {elections} elections")
+    assert not failures, failures[0]
+
+
+@pytest.mark.parametrize("real", [False, True], ids=["model", "real-cores"])
+def test_clean_failover_is_within_300ms_and_step_down_is_immediate(real):
+    """Simulated time on a loopback-like network (0.2-1.2 ms, clock skew 1%): kill -9 of the master ->
+    a new master within 300 ms; SIGTERM (StepDown) -> within a few round trips."""
+    from tests.sim.realcores import run_real_seed
+
+    run = run_real_seed if real else run_seed
+    n = 10 if real else 40
+    for kind, bound in (("crash", 0.300), ("stepdown", 0.050)):
+        times = [d for seed in range(n) for k, d in run(seed, failover=kind).failovers if k == kind]
+        assert len(times) == n
+        assert max(times) <= bound, (kind, sorted(times)[-5:])
 
 
 def test_same_seed_replays_identically():

@@ -88,10 +88,13 @@ class Rig:
     d2: OfDriver
     log2: EventLog
     connect_time: float
+    version: int  # expected negotiated OpenFlow version
+    host: str  # netns of a host attached to b1 port 10 (10.77.0.1/24)
 
 
-@pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
+@pytest.fixture(scope="module", params=["OpenFlow13", "OpenFlow13,OpenFlow15"], ids=["of13", "of15"])
+def rig(request: pytest.FixtureRequest) -> Iterator[Rig]:
+    protocols = request.param
     tok = secrets.token_hex(2)
     ns = f"fpovs-{tok}-of"
     run_dir = Path(f"/tmp/fpovs-{tok}-of")
@@ -101,14 +104,20 @@ def rig() -> Iterator[Rig]:
         netns.create_netns(ns)
         ovs.start()
         b1, b2 = f"fpovs-{tok}-b1", f"fpovs-{tok}-b2"
-        ovs.add_bridge(b1, 0x65, listen_port=OF_PORT_B1)
-        ovs.add_bridge(b2, 0x66, listen_port=OF_PORT_B2)
+        ovs.add_bridge(b1, 0x65, listen_port=OF_PORT_B1, protocols=protocols)
+        ovs.add_bridge(b2, 0x66, listen_port=OF_PORT_B2, protocols=protocols)
         l1, l2, p2, q2 = (f"fpovs-{tok}-{s}" for s in ("l1", "l2", "p2", "q2"))
         netns.create_veth(l1, l2, netns_a=ns, netns_b=ns)
         netns.create_veth(p2, q2, netns_a=ns, netns_b=ns)
         ovs.add_port(b1, l1, 1)
         ovs.add_port(b1, p2, 2)
         ovs.add_port(b2, l2, 1)
+        host = f"fpovs-{tok}-h"
+        netns.create_netns(host)
+        netns.create_veth(f"fpovs-{tok}-h1", "eth0", netns_a=ns, netns_b=host)
+        ovs.add_port(b1, f"fpovs-{tok}-h1", 10)
+        netns.add_address("eth0", "10.77.0.1/24", host)
+        netns.add_neighbor("10.77.0.2", "02:00:00:00:00:02", "eth0", host)
         log1, log2 = EventLog(), EventLog()
         d1 = OfDriver(f"tcp:127.0.0.1:{OF_PORT_B1}", log1, netns=ns)
         d2 = OfDriver(f"tcp:127.0.0.1:{OF_PORT_B2}", log2, netns=ns)
@@ -118,7 +127,8 @@ def rig() -> Iterator[Rig]:
         ts, _ = log1.wait_for(lambda e: isinstance(e, Connected))
         d2.start()
         log2.wait_for(lambda e: isinstance(e, Connected))
-        yield Rig(tok, ns, ovs, b1, b2, q2, d1, log1, d2, log2, ts - t0)
+        version = 0x06 if "OpenFlow15" in protocols else 0x04
+        yield Rig(tok, ns, ovs, b1, b2, q2, d1, log1, d2, log2, ts - t0, version, host)
     finally:
         for d in drivers:
             d.stop()
@@ -213,8 +223,9 @@ def test_connected_reports_dpid_and_ports(rig: Rig) -> None:
     _, ev = rig.log1.wait_for(lambda e: isinstance(e, Connected))
     assert isinstance(ev, Connected)
     assert ev.dpid == 0x65
-    assert ev.ports == {1: True, 2: True}
-    assert ev.names == {1: f"fpovs-{rig.tok}-l1", 2: f"fpovs-{rig.tok}-p2"}
+    assert ev.version == rig.version
+    assert ev.ports == {1: True, 2: True, 10: True}
+    assert ev.names == {1: f"fpovs-{rig.tok}-l1", 2: f"fpovs-{rig.tok}-p2", 10: f"fpovs-{rig.tok}-h1"}
     print(f"\nconnect -> Connected: {rig.connect_time * 1000:.1f} ms")
 
 
@@ -232,6 +243,11 @@ def test_send_groups_and_flows_then_read_back_identical(rig: Rig) -> None:
     # what ovs-ofctl sees agrees
     dump = "\n".join(rig.ovs.dump_groups(rig.b1))
     assert "group_id=7,type=select" in dump and "watch_port:1" in dump and "watch_port:2" in dump
+    if rig.version == 0x06:  # OpenFlow 1.5: our selection method is set (and read back)
+        assert rig.d1.last_selection_methods[7] == "dp_hash"
+        assert "selection_method=dp_hash" in "\n".join(rig.ovs.dump_groups(rig.b1, protocol="OpenFlow15"))
+    else:
+        assert rig.d1.last_selection_methods[7] == ""
     # MODIFY replaces the buckets; DELETE removes the group and the flows that point to it
     mark = rig.log1.mark()
     modified = M.GroupMod(M.GroupCommand.MODIFY, 7, M.GroupType.SELECT, _group(7, (2,)).buckets)
@@ -239,11 +255,91 @@ def test_send_groups_and_flows_then_read_back_identical(rig: Rig) -> None:
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
     _, groups = rig.d1.dump_state()
     assert _installed_group(modified) in groups
+    assert rig.d1.last_selection_methods[7] == ("dp_hash" if rig.version == 0x06 else "")
     batch = rig.d1.send([M.GroupMod(M.GroupCommand.DELETE, 7), M.Barrier()])
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
     flows_after, groups_after = rig.d1.dump_state()
     assert all(g.group_id != 7 for g in groups_after)
     assert not {_installed(f) for f in flows} & set(flows_after)
+
+
+@pytest.mark.ovs
+def test_every_group_type_and_action_round_trips(rig: Rig) -> None:
+    """ALL/INDIRECT/FF groups too (OF1.3 needs weight 0 on their buckets; the driver handles it)."""
+    groups = [
+        M.GroupMod(M.GroupCommand.ADD, 201, M.GroupType.INDIRECT, (M.Bucket((M.Output(1),)),)),
+        M.GroupMod(
+            M.GroupCommand.ADD, 202, M.GroupType.ALL, (M.Bucket((M.Output(1),)), M.Bucket((M.Output(2),)))
+        ),
+        M.GroupMod(M.GroupCommand.ADD, 203, M.GroupType.SELECT, (M.Bucket((M.Output(1),), weight=5),)),
+        M.GroupMod(M.GroupCommand.ADD, 204, M.GroupType.FF, (M.Bucket((M.Output(1),), watch_port=1),)),
+    ]
+    flows = [
+        M.FlowMod(
+            M.FlowCommand.ADD,
+            13,
+            M.match(eth_type=0x806, arp_op=1, arp_tpa="10.1.1.1"),
+            (M.Output(M.OFPP_IN_PORT),),
+        ),
+        M.FlowMod(
+            M.FlowCommand.ADD,
+            12,
+            # dec_ttl needs an IP match (else OFPBAC_MATCH_INCONSISTENT)
+            M.match(eth_dst="0e:00:00:00:00:aa", eth_type=0x800),
+            (M.SetField("eth_dst", "0e:00:00:00:00:bb"), M.DecNwTtl(), M.GroupAction(201)),
+            cookie=COOKIE,
+        ),
+        M.FlowMod(M.FlowCommand.ADD, 1, M.match(in_port=2), (), cookie=COOKIE),  # drop
+    ]
+    mark = rig.log1.mark()
+    batch = rig.d1.send([*groups, *flows, M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    assert [e for _, e in rig.log1.events[mark:] if isinstance(e, OfError)] == []
+    installed_flows, installed_groups = rig.d1.dump_state()
+    assert {_installed_group(g) for g in groups} <= set(installed_groups)
+    assert {_installed(f) for f in flows} <= set(installed_flows)
+    batch = rig.d1.send(
+        [M.FlowMod(M.FlowCommand.DELETE_STRICT, f.priority, f.match) for f in flows]
+        + [M.GroupMod(M.GroupCommand.DELETE, g.group_id) for g in groups]
+        + [M.Barrier()]
+    )
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+
+
+@pytest.mark.ovs
+def test_match_values_come_back_in_ovs_canonical_form(rig: Rig) -> None:
+    """What a reconciler must know: OVS drops full masks, zeroes host bits and lower-cases MACs."""
+    sent = [
+        M.FlowMod(
+            M.FlowCommand.ADD,
+            31,
+            M.match(eth_type=0x800, ipv4_dst=("10.3.1.5", "255.255.255.255")),
+            cookie=COOKIE,
+        ),
+        M.FlowMod(
+            M.FlowCommand.ADD,
+            32,
+            M.match(eth_type=0x800, ipv4_dst=("10.3.2.5", "255.255.255.0")),
+            cookie=COOKIE,
+        ),
+        M.FlowMod(M.FlowCommand.ADD, 33, M.match(eth_dst="0E:00:00:00:00:AA"), cookie=COOKIE),
+    ]
+    mark = rig.log1.mark()
+    batch = rig.d1.send([*sent, M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    flows, _ = rig.d1.dump_state()
+    got = {f.priority: f.match for f in flows if f.priority in (31, 32, 33)}
+    assert got == {
+        31: M.match(eth_type=0x800, ipv4_dst="10.3.1.5"),
+        32: M.match(eth_type=0x800, ipv4_dst=("10.3.2.0", "255.255.255.0")),
+        33: M.match(eth_dst="0e:00:00:00:00:aa"),
+    }
+    batch = rig.d1.send(
+        [M.FlowMod(M.FlowCommand.DELETE_STRICT, f.priority, f.match) for f in sent] + [M.Barrier()]
+    )
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    flows, _ = rig.d1.dump_state()
+    assert not {f.priority for f in flows} & {31, 32, 33}
 
 
 @pytest.mark.ovs
@@ -253,6 +349,17 @@ def test_rejected_message_reports_error_with_its_batch(rig: Rig) -> None:
     _, ev = rig.log1.wait_for(lambda e: isinstance(e, OfError), since=mark)
     assert isinstance(ev, OfError) and ev.batch_id == batch and "BAD_OUT_GROUP" in ev.text
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+
+
+@pytest.mark.ovs
+def test_error_flood_beyond_osken_queues_is_delivered_in_full(rig: Rig) -> None:
+    """500 rejected flow-mods: more than os-ken's 128-event app queue and 16-message send queue."""
+    bad = [_flow(100, f"10.8.{i // 250}.{i % 250}", None, 4343) for i in range(500)]
+    mark = rig.log1.mark()
+    batch = rig.d1.send([*bad, M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), timeout=30, since=mark)
+    errors = [e for _, e in rig.log1.events[mark:] if isinstance(e, OfError)]
+    assert len(errors) == 500 and {e.batch_id for e in errors} == {batch}
 
 
 @pytest.mark.ovs
@@ -333,7 +440,7 @@ def test_ovs_restart_disconnects_and_reconnects(rig: Rig) -> None:
         rig.d1.send([M.Barrier()])
     rig.ovs.start()
     _, ev = rig.log1.wait_for(lambda e: isinstance(e, Connected), timeout=10, since=mark)
-    assert isinstance(ev, Connected) and ev.dpid == 0x65 and ev.ports == {1: True, 2: True}
+    assert isinstance(ev, Connected) and ev.dpid == 0x65 and ev.ports == {1: True, 2: True, 10: True}
     rig.log2.wait_for(lambda e: isinstance(e, Connected), timeout=10, since=mark2)  # d2 is back too
     mark = rig.log1.mark()
     batch = rig.d1.send([M.Barrier()])
@@ -353,3 +460,49 @@ def test_stop_ends_every_driver_thread(rig: Rig) -> None:
     while time.monotonic() < deadline and set(threading.enumerate()) - before:
         time.sleep(0.01)
     assert not set(threading.enumerate()) - before
+
+
+@pytest.mark.ovs
+def test_select_group_spreads_udp_flows_only_with_of15_dp_hash(rig: Rig) -> None:
+    """64 UDP flows (same addresses, different source ports) through a 2-bucket select group.
+
+    OpenFlow 1.5 + selection_method=dp_hash spreads them over both buckets; OVS's default for groups
+    made over OpenFlow 1.3 hashes UDP by addresses only, so all 64 take one bucket.
+    """
+    group = M.GroupMod(
+        M.GroupCommand.ADD,
+        90,
+        M.GroupType.SELECT,
+        (M.Bucket((M.Output(1),), watch_port=1), M.Bucket((M.Output(2),), watch_port=2)),
+    )
+    flow = M.FlowMod(
+        M.FlowCommand.ADD, 500, M.match(in_port=10, eth_type=0x0800), (M.GroupAction(90),), cookie=COOKIE
+    )
+    mark = rig.log1.mark()
+    batch = rig.d1.send([group, flow, M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    code = (
+        "import socket\n"
+        "for port in range(20000, 20064):\n"
+        "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "    s.bind(('10.77.0.1', port))\n"
+        "    s.sendto(b'x' * 20, ('10.77.0.2', 5000))\n"
+        "    s.close()\n"
+    )
+    subprocess.run(["ip", "netns", "exec", rig.host, "python3", "-c", code], check=True, timeout=30)
+    deadline = time.monotonic() + 5
+    counts: list[int] = []
+    while time.monotonic() < deadline:
+        stats = rig.ovs.ofctl(rig.b1, "dump-group-stats", "group_id=90")
+        # "... bucket0:packet_count=28,byte_count=...,bucket1:packet_count=36,..."
+        counts = [int(x.split("packet_count=")[1].split(",")[0]) for x in stats.split("bucket")[1:]]
+        if sum(counts) >= 64:
+            break
+        time.sleep(0.02)
+    assert sum(counts) >= 64, counts
+    if rig.version == 0x06:
+        assert min(counts) > 0, f"dp_hash should use both buckets: {counts}"
+    else:
+        assert min(counts) == 0, f"OF1.3 default hash is expected to ignore UDP ports: {counts}"
+    batch = rig.d1.send([M.GroupMod(M.GroupCommand.DELETE, 90), M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)

@@ -280,3 +280,26 @@ def test_route_delta_between() -> None:
     delta = RouteDelta.between({a: frozenset({1}), b: frozenset({2})}, {a: frozenset({1}), c: frozenset({3})})
     assert delta.changed == {c: frozenset({3})} and delta.removed == {b}
     assert not RouteDelta()
+
+
+def test_real_clos_generator_matches_reference() -> None:
+    from proto.clos import clos_fabric
+
+    fabric = clos_fabric(spines=4, pods=2, aggs_per_pod=2, tors_per_pod=2, planes=2, border_pods=1, uplinks=2)
+    rng = random.Random(5)
+    for p_down in (0.0, 0.2):
+        states = random_states(rng, len(fabric.links), p_down)
+        for sw in fabric.switches:
+            assert RouteComputer(fabric, sw.name).compute(states) == reference_routes(fabric, sw.name, states)
+
+
+def test_route_keys_behave_like_plain_networks() -> None:
+    import pickle
+
+    fabric = build_clos()
+    routes = RouteComputer(fabric, "tor-0-0").compute(all_up(fabric))
+    key = next(p for p in routes if p == IPv4Network("10.1.1.0/24"))
+    assert isinstance(key, IPv4Network) and hash(key) == hash(IPv4Network("10.1.1.0/24"))
+    assert repr(key) == "IPv4Network('10.1.1.0/24')"
+    assert pickle.loads(pickle.dumps(key)) == key
+    assert routes[IPv4Network("10.1.1.0/24")] == routes[key]

@@ -1,6 +1,7 @@
-"""Run the FMRP simulator over many seeds: `python -m tests.sim --seeds 5000 [--start 0] [--jobs 4]`.
+"""Run the FMRP simulator over many seeds: `python -m tests.sim --seeds 5000 [--start 0] [--jobs 4] [--real]`.
 
-Replay one seed with its full event trace: `python -m tests.sim --seed 1234 --trace`.
+`--real` runs the real MasterCore + FmrpDriver replicas and real Reporter + LsdReplica switches instead of
+the minimal LSD model. Replay one seed with its full event trace: `python -m tests.sim --seed 1234 --trace`.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from concurrent.futures import ProcessPoolExecutor
 from tests.sim.world import InvariantViolation, Result, World
 
 
-def _run(seed: int) -> Result | str:
+def _world(seed: int, real: bool, failover: str | None = None) -> World:
+    if real:
+        from tests.sim.realcores import RealWorld
+
+        return RealWorld(seed, failover=failover)
+    return World(seed, failover=failover)
+
+
+def _run(args: tuple[int, bool, str | None]) -> Result | str:
     try:
-        return World(seed).run()
+        return _world(*args).run()
     except InvariantViolation as e:
         return str(e)
 
@@ -29,10 +38,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, help="run only this seed")
     ap.add_argument("--trace", action="store_true", help="with --seed: print the whole event trace")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--real", action="store_true", help="real master/client cores instead of the LSD model")
+    ap.add_argument("--failover", choices=("crash", "stepdown"),
+                    help="clean runs (no faults) that kill the master once: measures failover time")
     args = ap.parse_args(argv)
 
     if args.seed is not None:
-        w = World(args.seed)
+        w = _world(args.seed, args.real, args.failover)
         try:
             r = w.run()
         except InvariantViolation as e:
@@ -51,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as ex:
-            outcomes = list(ex.map(_run, seeds, chunksize=16))
+            outcomes = list(ex.map(_run, [(s, args.real, args.failover) for s in seeds], chunksize=16))
     else:
-        outcomes = [_run(s) for s in seeds]
+        outcomes = [_run((s, args.real, args.failover)) for s in seeds]
     for o in outcomes:
         (failures.append(o) if isinstance(o, str) else results.append(o))
     dt = time.perf_counter() - t0
@@ -61,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f, "\n", file=sys.stderr)
     conv = [r.converge_after for r in results]
     print(
-        f"{len(seeds)} seeds in {dt:.1f}s ({args.jobs} jobs): {len(failures)} failed; "
+        f"{len(seeds)} {'real-core' if args.real else 'model'} seeds in {dt:.1f}s ({args.jobs} jobs): "
+        f"{len(failures)} failed; "
         f"{sum(r.sticky for r in results)} sticky runs; elections {sum(r.elections for r in results)}; "
         f"max term {max((r.max_term for r in results), default=0)}"
     )
@@ -71,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
             f"convergence after heal: median {statistics.median(conv) * 1000:.0f} ms, "
             f"p99 {conv[int(0.99 * (len(conv) - 1))] * 1000:.0f} ms, max {conv[-1] * 1000:.0f} ms"
         )
+    for kind in ("crash", "stepdown"):
+        fo = sorted(d for r in results for k, d in r.failovers if k == kind)
+        if fo:
+            print(
+                f"failover after master {kind} (under the run's faults): n={len(fo)} "
+                f"median {statistics.median(fo) * 1000:.0f} ms, p90 {fo[int(0.9 * (len(fo) - 1))] * 1000:.0f} ms, "
+                f"max {fo[-1] * 1000:.0f} ms"
+            )
     if failures:
         print("failed seeds:", " ".join(f.split(" ", 2)[1] for f in failures))
     return 1 if failures else 0

@@ -37,7 +37,6 @@ from controller.fmrp import (
 )
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
-
 from tests.sim.network import EventLoop, Network
 
 FMRP_MESSAGES = (Hello, VoteRequest, Vote, ReplicationAck, StepDown)
@@ -117,10 +116,20 @@ class Scenario:
     heal_bound: float
     n_faults: int
     late_joiner: int | None  # sticky runs: index of a misconfigured replica that starts late
+    failover: str | None = None  # clean failover run: no faults but one master "crash" or "stepdown"
 
     @staticmethod
-    def from_seed(seed: int, sticky: bool | None = None) -> Scenario:
+    def from_seed(seed: int, sticky: bool | None = None, failover: str | None = None) -> Scenario:
         rng = random.Random(f"scenario:{seed}")
+        if failover is not None:  # a loopback-like network (0.2-1.2 ms), skewed clocks, nothing else
+            n = rng.choice((3, 5))
+            return Scenario(
+                seed=seed, sticky=False, n_replicas=n, n_clients=2, n_links=4,
+                priorities=tuple(rng.choice((100, 150)) for _ in range(n)),
+                clocks=tuple((rng.uniform(0.0, 1000.0), rng.uniform(0.99, 1.01)) for _ in range(n)),
+                loss=0.0, dup=0.0, delay_jitter=0.001, chaos_start=0.5, chaos_end=2.0, heal_bound=1.0,
+                n_faults=0, late_joiner=None, failover=failover,
+            )
         if sticky is None:
             sticky = rng.random() < 0.3
         n = rng.choice((3, 3, 3, 5, 5, 4, 1, 2)) if not sticky else rng.choice((3, 3, 5))
@@ -155,6 +164,7 @@ class Result:
     max_term: int
     converge_after: float   # seconds after the heal
     faults: int
+    failovers: tuple[tuple[str, float], ...] = ()  # (crash|stepdown, seconds until the next master)
 
 
 TIMERS = Timers()
@@ -165,8 +175,11 @@ LEASE_SLACK = TIMERS.master_dead * 1.06 + TIMERS.hello_interval + 0.01
 
 
 class World:
-    def __init__(self, seed: int, *, sticky: bool | None = None, timers: Timers = TIMERS) -> None:
-        self.sc = sc = Scenario.from_seed(seed, sticky)
+    REPLAY_FLAG = ""
+    def __init__(
+        self, seed: int, *, sticky: bool | None = None, failover: str | None = None, timers: Timers = TIMERS
+    ) -> None:
+        self.sc = sc = Scenario.from_seed(seed, sticky, failover)
         self.seed = seed
         self.timers = timers
         self.rng = random.Random(f"world:{seed}")
@@ -197,6 +210,8 @@ class World:
         self.last_heard: dict[tuple[str, str], float] = {}  # (dst, src) -> sim time of the last delivery
         self.master_since: dict[str, float] = {}
         self._dirty = True
+        self.failover_from: tuple[str, float] | None = None
+        self.failovers: list[tuple[str, float]] = []
 
     # ================================================================================== running
     def run(self) -> Result:
@@ -215,6 +230,8 @@ class World:
         for _ in range(sc.n_faults):
             t = self.rng.uniform(sc.chaos_start, sc.chaos_end - 0.05)
             self.loop.at(t, self._fault)
+        if sc.failover is not None:
+            self.loop.at(self.rng.uniform(1.0, 1.5), self._kill_master, sc.failover)
         self.loop.at(sc.chaos_end, self._heal)
         self.loop.run_until(sc.chaos_end + sc.heal_bound, self._check, max_steps=400_000)
         if self.converged_at is None:
@@ -233,6 +250,7 @@ class World:
             max_term=max((r.durable_term for r in self.replicas.values()), default=0),
             converge_after=self.converged_at - sc.chaos_end,
             faults=self.faults_done,
+            failovers=tuple(self.failovers),
         )
 
     # ================================================================================== replicas
@@ -294,6 +312,7 @@ class World:
             elif isinstance(a, BecomeMaster):
                 self._log(r.id, "BECOME_MASTER", a)
                 self.elections += 1
+                self._elected()
                 prev = self.master_of_term.get(a.term)
                 if prev is not None:
                     self._fail(f"two masterships in term {a.term}: {prev} and {r.id} (incarnation {r.incarnation})")
@@ -317,6 +336,12 @@ class World:
                 r.role = "backup" if isinstance(a, BecomeBackup) else "inactive"
             else:
                 self._fail(f"unknown action {a!r}")
+
+    def _elected(self) -> None:
+        if self.failover_from is not None:
+            kind, t0 = self.failover_from
+            self.failovers.append((kind, self.loop.now - t0))
+            self.failover_from = None
 
     def _register(self, r: Replica) -> None:
         key = (r.lsd_term, r.lsd_version)
@@ -469,6 +494,8 @@ class World:
             )
         r = self.replicas[victim]
         dur = rng.uniform(0.05, 0.8)
+        if master is not None and victim == master.id and kind in ("crash", "stepdown"):
+            self.failover_from = (kind, self.loop.now)
         self.faults_done += 1
         self._log(victim, f"FAULT {kind}", f"for {dur:.3f}s")
         if kind == "crash":
@@ -477,7 +504,7 @@ class World:
             self.loop.at(self.loop.now + dur, self._start_replica, r, extra)
         elif kind == "stepdown":
             if r.up and r.fmrp is not None:
-                self._execute(r, r.fmrp.step_down(r.local(self.loop.now)))
+                self._step_down(r)
                 self.loop.at(self.loop.now + 0.005, self._crash, r)
                 self.loop.at(self.loop.now + dur, self._start_replica, r)
         else:
@@ -490,7 +517,8 @@ class World:
             elif kind == "link":
                 pairs = {(victim, rng.choice(others))} if others else set()
             elif kind == "clients":
-                pairs = {(victim, c) for c in self.clients} | {(c, victim) for c in self.clients}
+                cs = self._client_names()
+                pairs = {(victim, c) for c in cs} | {(c, victim) for c in cs}
             elif kind == "oneway_in":
                 pairs = {(o, victim) for o in others}
             elif kind == "oneway_out":
@@ -500,6 +528,28 @@ class World:
             new = pairs - self.net.faults.blocked
             self.net.faults.blocked |= new
             self.loop.at(self.loop.now + dur, self._unblock, new)
+
+    def _kill_master(self, kind: str) -> None:
+        master = self._current_master()
+        if master is None:
+            self._fail("clean failover run: no master to kill")
+        assert master is not None
+        self.failover_from = (kind, self.loop.now)
+        self._log(master.id, f"FAULT {kind}", "(failover run)")
+        if kind == "stepdown":
+            self._step_down(master)
+            self.loop.at(self.loop.now + 0.005, self._crash, master)
+        else:
+            self._crash(master)
+        self.loop.at(self.loop.now + 0.3, self._start_replica, master)
+
+    def _client_names(self) -> list[str]:
+        return list(self.clients)
+
+    def _step_down(self, r: Replica) -> None:
+        """SIGTERM: the replica announces its step-down (then the fault crashes it a few ms later)."""
+        assert r.fmrp is not None
+        self._execute(r, r.fmrp.step_down(r.local(self.loop.now)))
 
     def _is_cut(self, rid: str) -> bool:
         return any(rid in pair for pair in self.net.faults.blocked)
@@ -535,10 +585,9 @@ class World:
                     heard = sum(1 for p in self.replicas if now - self.last_heard.get((r.id, p), -1e9) <= LEASE_SLACK)
                     if 1 + heard < len(self.replicas) // 2 + 1:
                         self._fail(f"{r.id} is still master in term {f.term} but heard only {heard} peers lately")
-        if self.healed and self.converged_at is None and self.loop.now - self.sc.chaos_end >= 0:
-            if not self._convergence_problem():
-                self.converged_at = self.loop.now
-                self._log("world", "CONVERGED", f"{self.loop.now - self.sc.chaos_end:.3f}s after heal")
+        if self.healed and self.converged_at is None and not self._convergence_problem():
+            self.converged_at = self.loop.now
+            self._log("world", "CONVERGED", f"{self.loop.now - self.sc.chaos_end:.3f}s after heal")
 
     def _convergence_problem(self) -> str:
         rs = list(self.replicas.values())
@@ -575,10 +624,10 @@ class World:
     def _fail(self, problem: str) -> None:
         raise InvariantViolation(
             f"seed {self.seed} ({'sticky' if self.sc.sticky else 'chaos'}, {self.sc}) at t={self.loop.now:.6f}: "
-            f"{problem}\nreplay: python -m tests.sim --seed {self.seed} --trace\n"
+            f"{problem}\nreplay: python -m tests.sim --seed {self.seed} --trace{self.REPLAY_FLAG}\n"
             f"--- last events ---\n{self.format_trace(last=60)}"
         )
 
 
-def run_seed(seed: int, *, sticky: bool | None = None) -> Result:
-    return World(seed, sticky=sticky).run()
+def run_seed(seed: int, *, sticky: bool | None = None, failover: str | None = None) -> Result:
+    return World(seed, sticky=sticky, failover=failover).run()

@@ -1,0 +1,435 @@
+"""The OpenFlow plan, checked through a fake OpenFlow table per switch (see tests/fakes/oftable.py)."""
+
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Network
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from client.ofmsg import (
+    OFPP_CONTROLLER,
+    OFPP_IN_PORT,
+    Barrier,
+    Bucket,
+    DecNwTtl,
+    FlowCommand,
+    FlowMod,
+    GroupAction,
+    GroupCommand,
+    GroupMod,
+    GroupType,
+    InstalledFlow,
+    InstalledGroup,
+    Output,
+    SetField,
+    match,
+)
+from client.ofplan import (
+    COOKIE_MASK,
+    FIREPATH_COOKIE,
+    GROUP_ID_MAX,
+    GROUP_ID_MIN,
+    PRIORITY_ND,
+    ROUTE_BASE,
+    OfPlanner,
+    OfState,
+    PlanError,
+    canonical_match,
+    plan,
+    prefix_match,
+    select_groups_touched,
+)
+from client.routes import RouteComputer, RouteDelta
+from proto.config import Fabric
+from proto.lsd import LinkState
+from tests.fakes import build_clos
+from tests.fakes.oftable import FakeOFTable
+
+UP, DOWN = int(LinkState.UP), int(LinkState.DOWN)
+
+
+class Net:
+    """One route computer, planner and fake table per switch, programmed from a link-state string."""
+
+    def __init__(self, fabric: Fabric, states: bytes | None = None) -> None:
+        self.fabric = fabric
+        self.states = bytearray(states if states is not None else bytes([UP]) * len(fabric.links))
+        self.rc = {s.name: RouteComputer(fabric, s.name) for s in fabric.switches}
+        self.planner = {s.name: OfPlanner(fabric, s.name) for s in fabric.switches}
+        self.table = {s.name: FakeOFTable() for s in fabric.switches}
+        for name in self.rc:
+            self.table[name].apply_all(self.planner[name].set_routes(self.rc[name].compute(bytes(self.states))))
+
+    def change(self, changes: dict[int, int]) -> dict[str, list]:
+        """Apply link changes; returns every switch's plan (not yet applied to the tables)."""
+        for li, s in changes.items():
+            self.states[li] = s
+        return {name: self.planner[name].update(rc.update(bytes(self.states), changes)) for name, rc in self.rc.items()}
+
+    def walk(self, src_host: str, dst_ip: str, ttl: int = 64) -> list[tuple[str, int, dict]]:
+        """Send an IPv4 packet from a host; follow every ECMP branch. Returns the host deliveries as
+        (switch, port, fields); asserts no loop, no black hole, correct per-hop MAC rewrite."""
+        host = next(h for h in self.fabric.hosts if h.name == src_host)
+        start = (host.tor, host.port, {"eth_src": host.mac, "eth_dst": self.fabric.switch(host.tor).mac, "ip_ttl": ttl})
+        stack = [(start, (host.tor,))]
+        delivered = []
+        steps = 0
+        while stack:
+            (sw, in_port, fields), path = stack.pop()
+            steps += 1
+            assert steps < 10_000
+            outs = self.table[sw].forward(
+                dst_ip, in_port=in_port, ttl=fields["ip_ttl"], eth_src=fields["eth_src"], eth_dst=fields["eth_dst"]
+            )
+            assert outs, f"packet to {dst_ip} dropped at {sw} (path {path})"
+            for d in outs:
+                peer = self.fabric.peer_of(sw, d.port)
+                assert d.fields["eth_src"] == self.fabric.switch(sw).mac
+                if peer is None:  # a host port
+                    delivered.append((sw, d.port, d.fields))
+                    continue
+                assert d.fields["eth_dst"] == self.fabric.switch(peer.switch).mac
+                assert peer.switch not in path, f"loop: {path + (peer.switch,)}"
+                stack.append(((peer.switch, peer.port, d.fields), path + (peer.switch,)))
+        return delivered
+
+
+def small(**kw) -> Fabric:
+    return build_clos(**({"pods": 2, "tors": 2, "aggs": 2, "spines_per_plane": 2, "hosts_per_tor": 2} | kw))
+
+
+def test_every_host_reaches_every_host_hop_by_hop() -> None:
+    fabric = small(borders=1)
+    net = Net(fabric)
+    for src in fabric.hosts:
+        for dst in fabric.hosts:
+            if src is dst:
+                continue
+            delivered = net.walk(src.name, str(dst.ip))
+            assert delivered
+            for sw, port, fields in delivered:
+                assert (sw, port) == (dst.tor, dst.port)
+                assert fields["eth_dst"] == dst.mac
+                assert fields["eth_src"] == fabric.switch(dst.tor).mac
+                hops = 1 if src.tor == dst.tor else (3 if src.tor.split("-")[1] == dst.tor.split("-")[1] else 5)
+                assert fields["ip_ttl"] == 64 - hops  # every router decrements, the last one included
+
+
+def test_ecmp_buckets_and_dedup_on_a_tor() -> None:
+    fabric = small()
+    net = Net(fabric)
+    table, planner = net.table["tor-0-0"], net.planner["tor-0-0"]
+    uplinks = fabric.fabric_ports("tor-0-0")
+    assert sorted(d.port for d in table.forward("10.1.1.10")) == list(uplinks)
+    routes = net.rc["tor-0-0"].routes
+    assert len(table.groups) == len(set(routes.values()))  # one group per distinct next-hop set
+    gid = planner.group_id(uplinks)
+    assert gid is not None and GROUP_ID_MIN <= gid <= GROUP_ID_MAX
+    users = [f for f in table.flows.values() if f.actions == (GroupAction(gid),)]
+    assert len(users) == sum(1 for ports in routes.values() if ports == frozenset(uplinks)) > 1
+    g = table.groups[gid]
+    assert g.type is GroupType.SELECT
+    for port, bucket in zip(uplinks, g.buckets, strict=True):
+        peer = fabric.peer_of("tor-0-0", port)
+        assert bucket.watch_port == port
+        assert bucket.actions == (
+            SetField("eth_src", fabric.switch("tor-0-0").mac),
+            SetField("eth_dst", fabric.switch(peer.switch).mac),
+            DecNwTtl(),
+            Output(port),
+        )
+
+
+def test_flow_priorities_cookies_and_nd_punt() -> None:
+    fabric = small(borders=1)
+    net = Net(fabric)
+    for name, table in net.table.items():
+        assert all(f.cookie & COOKIE_MASK == FIREPATH_COOKIE for f in table.flows.values())
+        nd = table.best_flow({"eth_type": 0x88B5, "in_port": 1})
+        assert nd is not None and nd.priority == PRIORITY_ND == max(f.priority for f in table.flows.values())
+        assert nd.actions == (Output(OFPP_CONTROLLER, 0xFFFF),)
+        for (_t, priority, m), f in table.flows.items():
+            if f.actions and isinstance(f.actions[0], GroupAction):
+                fields = dict(m)
+                v = fields.get("ipv4_dst")
+                plen = 0 if v is None else (32 if isinstance(v, str) else IPv4Network(f"0.0.0.0/{v[1]}").prefixlen)
+                assert priority == ROUTE_BASE + plen, name
+    # longest prefix wins: the border's default does not catch a ToR subnet
+    tor = net.table["tor-0-0"]
+    dflt = tor.best_flow({"eth_type": 0x0800, "ipv4_dst": "192.0.2.1", "in_port": 100})
+    assert dflt is not None and dflt.priority == ROUTE_BASE
+    assert tor.best_flow({"eth_type": 0x0800, "ipv4_dst": "10.1.1.10", "in_port": 100}).priority == ROUTE_BASE + 24
+
+
+def test_own_subnet_unused_address_is_dropped_not_defaulted() -> None:
+    net = Net(small(borders=1))
+    table = net.table["tor-0-0"]
+    assert table.forward("192.0.2.1", in_port=100)  # default route exists
+    assert table.forward("10.0.0.200", in_port=100) == []  # no such host in our own /24: dropped
+    assert table.forward(str(net.fabric.switch("tor-0-0").loopback.network_address), in_port=100) == []
+
+
+def test_host_delivery_and_ttl() -> None:
+    fabric = small()
+    net = Net(fabric)
+    tor = net.table["tor-0-0"]
+    h0, h1 = fabric.switch("tor-0-0").hosts
+    (d,) = tor.forward(str(h1.ip), in_port=h0.port, ttl=5)
+    assert d.port == h1.port and d.fields["eth_dst"] == h1.mac and d.fields["ip_ttl"] == 4
+    assert d.fields["eth_src"] == fabric.switch("tor-0-0").mac
+    assert tor.forward(str(h1.ip), in_port=h0.port, ttl=1) == []  # TTL expiry drops
+    # with TTL 3 a 5-hop path expires on the way: nothing is delivered
+    with pytest.raises(AssertionError, match="dropped"):
+        net.walk(h0.name, str(fabric.switch("tor-1-1").hosts[0].ip), ttl=3)
+
+
+def test_arp_replies_for_gateway_and_other_hosts() -> None:
+    fabric = small(hosts_per_tor=3)
+    net = Net(fabric)
+    sw = fabric.switch("tor-1-0")
+    tor = net.table["tor-1-0"]
+    h0 = sw.hosts[0]
+    for target in [sw.gateway] + [h.ip for h in sw.hosts[1:]]:
+        (d,) = tor.lookup(h0.port, eth_type=0x0806, arp_op=1, arp_spa=str(h0.ip), arp_tpa=str(target),
+                          eth_src=h0.mac, eth_dst="ff:ff:ff:ff:ff:ff", arp_sha=h0.mac, arp_tha="00:00:00:00:00:00")
+        assert d.port == h0.port  # OFPP_IN_PORT resolved by the table
+        f = d.fields
+        assert (f["eth_dst"], f["eth_src"], f["arp_op"]) == (h0.mac, sw.mac, 2)
+        assert (f["arp_sha"], f["arp_spa"], f["arp_tha"], f["arp_tpa"]) == (sw.mac, str(target), h0.mac, str(h0.ip))
+    flows = [f for f in tor.flows.values() if dict(f.match).get("eth_type") == 0x0806]
+    assert len(flows) == 3 * 3  # 3 hosts x (gateway + 2 other hosts)
+    assert all(f.actions[-1] == Output(OFPP_IN_PORT) for f in flows)
+    # a request from the wrong port, a foreign sender, or for its own address gets no reply
+    assert tor.lookup(sw.hosts[1].port, eth_type=0x0806, arp_op=1, arp_spa=str(h0.ip), arp_tpa=str(sw.gateway)) == []
+    assert tor.lookup(h0.port, eth_type=0x0806, arp_op=1, arp_spa="10.9.9.9", arp_tpa=str(sw.gateway)) == []
+    assert tor.lookup(h0.port, eth_type=0x0806, arp_op=1, arp_spa=str(h0.ip), arp_tpa=str(h0.ip)) == []
+    assert not [f for f in net.table["agg-0-0"].flows.values() if dict(f.match).get("eth_type") == 0x0806]
+
+
+def check_step_by_step(before: FakeOFTable, msgs: list, prefixes: list[IPv4Network], expected_after: OfState) -> None:
+    """Apply `msgs` one at a time: no rejection, no dangling group reference, and no prefix routed both
+    before and after is ever dropped in between (make-before-break). Ends in the desired state."""
+    def routed(t: FakeOFTable, p: IPv4Network) -> bool:
+        return bool(t.forward(str(p.network_address), in_port=1))
+
+    keep = [p for p in prefixes if routed(before, p) and expected_after.flows.get((0, ROUTE_BASE + p.prefixlen, prefix_match(p)))
+            and expected_after.groups.get(expected_after.flows[(0, ROUTE_BASE + p.prefixlen, prefix_match(p))].actions[0].group_id).buckets]
+    if msgs:
+        assert isinstance(msgs[-1], Barrier) and sum(isinstance(m, Barrier) for m in msgs) == 1
+    for m in msgs:
+        before.apply(m)  # strict: raises on any rejection
+        assert not before.dangling()
+        for p in keep:
+            assert routed(before, p), f"{p} dropped mid-plan after {m}"
+    assert OfState.from_installed(before.installed_flows(), before.installed_groups()).flows == expected_after.flows
+    assert OfState.from_installed(before.installed_flows(), before.installed_groups()).groups == expected_after.groups
+
+
+def phase_order(msgs: list) -> list[int]:
+    def phase(m) -> int:
+        if isinstance(m, GroupMod):
+            return 0 if m.command is not GroupCommand.DELETE else 3
+        if isinstance(m, FlowMod):
+            return 1 if m.command in (FlowCommand.ADD, FlowCommand.MODIFY_STRICT, FlowCommand.MODIFY) else 2
+        return 4
+
+    return [phase(m) for m in msgs]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 5))
+def test_plans_are_make_before_break_at_every_step(seed: int, steps: int) -> None:
+    rng = random.Random(seed)
+    fabric = build_clos(pods=2, tors=2, aggs=rng.randint(1, 3), spines_per_plane=rng.randint(1, 2),
+                        hosts_per_tor=1, borders=rng.randint(0, 1), parallel=rng.randint(1, 2))
+    net = Net(fabric)
+    prefixes = sorted({p for rc in net.rc.values() for p in rc.routes}, key=str)
+    for _ in range(steps):
+        changes = {li: rng.choice((UP, DOWN, DOWN)) for li in rng.sample(range(len(fabric.links)), rng.randint(1, 3))}
+        plans = net.change(changes)
+        for name, msgs in plans.items():
+            assert phase_order(msgs) == sorted(phase_order(msgs))
+            check_step_by_step(net.table[name], msgs, prefixes, net.planner[name].desired)
+            # the planner's model equals the switch, and a fresh planner agrees: nothing to do
+            assert net.planner[name].reconcile(net.table[name].installed_flows(), net.table[name].installed_groups()) == []
+            fresh = OfPlanner(fabric, name)
+            fresh.desired_from_routes(net.rc[name].routes)
+            assert fresh.reconcile(net.table[name].installed_flows(), net.table[name].installed_groups()) == []
+
+
+def test_update_equals_full_replan() -> None:
+    fabric = small(borders=1)
+    net = Net(fabric)
+    li = fabric.link_at("spine-0-0", 1).index
+    net.change({li: DOWN})
+    for name, planner in net.planner.items():
+        fresh = OfPlanner(fabric, name)
+        fresh.desired_from_routes(net.rc[name].routes)
+        ours, theirs = planner.desired, fresh.desired
+        assert ours.flows.keys() == theirs.flows.keys()
+        assert sorted(map(repr, (g.buckets for g in ours.groups.values()))) == sorted(
+            map(repr, (g.buckets for g in theirs.groups.values()))
+        )
+
+
+def test_group_ids_are_stable_and_not_reused_within_a_plan() -> None:
+    fabric = small()
+    net = Net(fabric)
+    planner = net.planner["tor-0-0"]
+    up_all = frozenset(fabric.fabric_ports("tor-0-0"))
+    gid = planner.group_id(up_all)
+    far = fabric.link_at("spine-1-1", 2).index  # a far link: the ToR's main group keeps its id
+    msgs = net.change({far: DOWN})["tor-0-0"]
+    assert planner.group_id(up_all) == gid
+    net.table["tor-0-0"].apply_all(msgs)
+    # a single port set replacing another: the new group must not take the id being deleted
+    p1 = IPv4Network("10.9.0.0/24")
+    tor = OfPlanner(fabric, "tor-0-0")
+    tor.set_routes({p1: frozenset({1})})
+    g1 = tor.group_id({1})
+    msgs = tor.update(RouteDelta({p1: frozenset({2})}, frozenset()))
+    g2 = tor.group_id({2})
+    assert g2 != g1
+    assert [type(m).__name__ + ":" + m.command.name for m in msgs if not isinstance(m, Barrier)] == [
+        "GroupMod:ADD", "FlowMod:MODIFY_STRICT", "GroupMod:DELETE"]
+    assert msgs[-2] == GroupMod(GroupCommand.DELETE, g1)
+    msgs = tor.update(RouteDelta({IPv4Network("10.9.1.0/24"): frozenset({1})}, frozenset()))
+    assert tor.group_id({1}) == g1  # freed by an earlier plan: may be reused now
+    assert select_groups_touched(msgs) == [g1]
+
+
+def test_reconcile_partially_wrong_switch_gives_a_minimal_plan() -> None:
+    fabric = small(borders=1)
+    net = Net(fabric)
+    name = "tor-0-0"
+    table, planner = net.table[name], net.planner[name]
+    good_flows, good_groups = len(table.flows), len(table.groups)
+    desired = planner.desired
+    gid_all = planner.group_id(fabric.fabric_ports(name))
+    # damage: one route flow gone, one group with a wrong bucket list, one stale flow of ours,
+    # one route flow pointing at the wrong group, plus a foreign flow and a foreign group
+    route_keys = [k for k, f in desired.flows.items() if f.actions and isinstance(f.actions[0], GroupAction)]
+    gone = route_keys[0]
+    table.apply(FlowMod(FlowCommand.DELETE_STRICT, gone[1], gone[2]))
+    table.apply(GroupMod(GroupCommand.MODIFY, gid_all, GroupType.SELECT, table.groups[gid_all].buckets[:1]))
+    other = next(g for g in table.groups if g != gid_all)
+    wrong = next(k for k in route_keys[1:] if desired.flows[k].actions[0].group_id == gid_all)
+    table.apply(FlowMod(FlowCommand.MODIFY_STRICT, wrong[1], wrong[2], (GroupAction(other),)))
+    table.apply(FlowMod(FlowCommand.ADD, 1999, match(eth_type=0x0800, ipv4_dst="10.200.0.1"), (), cookie=FIREPATH_COOKIE | 4))
+    table.apply(FlowMod(FlowCommand.ADD, 5, match(eth_type=0x0800, ipv4_dst="10.200.0.2"), (Output(3),), cookie=0x1234))
+    table.apply(GroupMod(GroupCommand.ADD, 7, GroupType.ALL, (Bucket((Output(1),)),)))
+    table.apply(GroupMod(GroupCommand.ADD, GROUP_ID_MIN + 500, GroupType.SELECT, ()))  # a stale group of ours
+    restarted = OfPlanner(fabric, name)
+    restarted.desired_from_routes(net.rc[name].routes)
+    msgs = restarted.reconcile(table.installed_flows(), table.installed_groups())
+    summary = sorted(f"{type(m).__name__}:{m.command.name}" for m in msgs if not isinstance(m, Barrier))
+    assert summary == sorted([
+        "GroupMod:MODIFY",  # buckets restored
+        "FlowMod:ADD",  # the missing flow
+        "FlowMod:MODIFY_STRICT",  # pointed back at the right group
+        "FlowMod:DELETE_STRICT",  # the stale flow of ours
+        "GroupMod:DELETE",  # the stale group of ours
+    ])
+    assert all(m.cookie_mask == COOKIE_MASK for m in msgs if isinstance(m, FlowMod) and m.command is FlowCommand.DELETE_STRICT)
+    for m in msgs:
+        table.apply(m)
+        assert not table.dangling()
+    assert len(table.groups) == good_groups + 1 and 7 in table.groups  # the foreign group survived
+    assert len(table.flows) == good_flows + 1  # the foreign flow survived
+    assert restarted.reconcile(table.installed_flows(), table.installed_groups()) == []
+
+
+def test_reconcile_adopts_ids_after_restart_with_a_different_history() -> None:
+    fabric = small()
+    net = Net(fabric)
+    name = "agg-0-0"
+    for li in (fabric.link_at("spine-0-0", 2).index, fabric.link_at("tor-0-1", 1).index):
+        for n, msgs in net.change({li: DOWN}).items():
+            net.table[n].apply_all(msgs)
+    restarted = OfPlanner(fabric, name)
+    restarted.desired_from_routes(net.rc[name].routes)
+    assert restarted.reconcile(net.table[name].installed_flows(), net.table[name].installed_groups()) == []
+
+
+def test_local_port_down_repairs_groups_only_and_lsd_restores() -> None:
+    fabric = small(borders=1)
+    net = Net(fabric)
+    name = "tor-0-0"
+    table, planner = net.table[name], net.planner[name]
+    port = fabric.fabric_ports(name)[0]
+    msgs = planner.local_port_down(port)
+    assert msgs and all(isinstance(m, GroupMod) and m.command is GroupCommand.MODIFY for m in msgs[:-1])
+    assert isinstance(msgs[-1], Barrier)
+    table.apply_all(msgs)
+    assert planner.local_port_down(port) == []  # idempotent
+    assert port not in {d.port for d in table.forward("10.1.1.10")}
+    assert all(b.watch_port != port for g in table.groups.values() for b in g.buckets)
+    # the LSD catches up (link down): routes stop using the port, which is then forgotten locally
+    li = fabric.link_at(name, port).index
+    plans = net.change({li: DOWN})
+    table.apply_all(plans[name])
+    assert planner.down_ports == frozenset()
+    # the LSD says the link is up again: the port returns to the groups
+    table.apply_all(net.change({li: UP})[name])
+    assert port in {d.port for d in table.forward("10.1.1.10")}
+    assert planner.reconcile(table.installed_flows(), table.installed_groups()) == []
+
+
+def test_local_port_down_empties_a_single_port_group_and_port_up_restores() -> None:
+    fabric = small(borders=1)
+    net = Net(fabric)
+    name = "agg-0-0"
+    table, planner = net.table[name], net.planner[name]
+    tor_port = next(p for p in fabric.fabric_ports(name) if fabric.peer_of(name, p).switch == "tor-0-1")
+    table.apply_all(planner.local_port_down(tor_port))
+    # 10.0.1.0/24 had only this port: its group is empty and the traffic is dropped here rather than
+    # falling through to the border's default route
+    assert table.forward("10.0.1.10") == []
+    assert table.best_flow({"eth_type": 0x0800, "ipv4_dst": "10.0.1.10"}).priority == ROUTE_BASE + 24
+    # an LSD update that still uses the port (the master has not reacted) keeps it excluded
+    far = fabric.link_at("spine-1-1", 2).index
+    table.apply_all(net.change({far: DOWN})[name])
+    assert table.forward("10.0.1.10") == [] and planner.down_ports == {tor_port}
+    msgs = planner.local_port_up(tor_port)  # flapped back before the master saw it
+    table.apply_all(msgs)
+    assert [d.port for d in table.forward("10.0.1.10")] == [tor_port]
+    assert planner.local_port_up(tor_port) == []
+
+
+def test_update_with_explicit_down_ports() -> None:
+    fabric = small()
+    net = Net(fabric)
+    name = "tor-1-1"
+    planner, table = net.planner[name], net.table[name]
+    p1, p2 = fabric.fabric_ports(name)
+    table.apply_all(planner.update(RouteDelta(), down_ports={p1}))
+    assert {d.port for d in table.forward("10.0.0.10")} == {p2}
+    table.apply_all(planner.update(RouteDelta(), down_ports=set()))
+    assert {d.port for d in table.forward("10.0.0.10")} == {p1, p2}
+
+
+def test_plan_of_identical_states_is_empty_and_errors() -> None:
+    fabric = small()
+    planner = OfPlanner(fabric, "tor-0-0")
+    state = planner.desired_from_routes({IPv4Network("10.1.0.0/24"): frozenset({1, 2})})
+    assert plan(state, state.copy()) == []
+    with pytest.raises(PlanError, match="without a fabric link"):
+        planner.set_routes({IPv4Network("10.1.0.0/24"): frozenset({100})})
+    with pytest.raises(PlanError, match="nope"):
+        OfPlanner(fabric, "nope")
+
+
+def test_canonical_match_and_state_filtering() -> None:
+    assert canonical_match([("eth_type", 0x0800), ("ipv4_dst", ("10.0.0.1", "255.255.255.255"))]) == prefix_match(
+        IPv4Network("10.0.0.1/32"))
+    assert canonical_match([("eth_type", 0x0800), ("ipv4_dst", ("0.0.0.0", "0.0.0.0"))]) == prefix_match(
+        IPv4Network("0.0.0.0/0"))
+    assert canonical_match([("eth_dst", "AA:BB:CC:DD:EE:FF")]) == (("eth_dst", "aa:bb:cc:dd:ee:ff"),)
+    state = OfState.from_installed(
+        [InstalledFlow(0, 5, (), (), 0x77), InstalledFlow(1, 5, (), (), FIREPATH_COOKIE), InstalledFlow(0, 6, (), (), FIREPATH_COOKIE)],
+        [InstalledGroup(3, GroupType.SELECT, ()), InstalledGroup(GROUP_ID_MIN, GroupType.SELECT, ())],
+    )
+    assert list(state.flows) == [(0, 6, ())] and list(state.groups) == [GROUP_ID_MIN]
