@@ -133,7 +133,7 @@ def run_size(n: int, rounds: int, n_sockets: int, multicast: bool) -> dict:
             # -- rounds: one leaf flips port 1
             samples = []
             leaf = "tor-1-1"
-            expected = n if not multicast else n_sockets_joined(fleet)
+            expected = len(fleet.switches) if not multicast else n_sockets_joined(fleet)
             for r in range(rounds):
                 fleet.raw.clear()
                 fleet.set_usable(leaf, set() if r % 2 == 0 else {1, 2})

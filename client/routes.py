@@ -85,6 +85,11 @@ class _Prefix(IPv4Network):
     def __hash__(self) -> int:
         return self._hash
 
+    @classmethod
+    def of(cls, net: IPv4Network) -> _Prefix:
+        """Wrap a network (from the integer form: no string parsing, ~10x faster than from text)."""
+        return net if type(net) is cls else cls((int(net.network_address), net.prefixlen))
+
     def __repr__(self) -> str:
         return f"IPv4Network({str(self)!r})"
 
@@ -123,6 +128,7 @@ class RouteComputer:
 
     #: Incremental passes that touch more than this fraction of the nodes give up and recompute.
     BUDGET_FRACTION = 0.1
+    BUDGET_MIN = 64
     #: On a switch with at most this many links, one of them changing changes (nearly) every route:
     #: go straight to the full computation (on a ToR, an uplink carries 1/4 of everything).
     FEW_LOCAL_LINKS = 8
@@ -176,7 +182,7 @@ class RouteComputer:
                 pfx.append(sw.loopback)
             if str(sw.role) == "border" and not sw.prefixes:
                 pfx.append(DEFAULT_ROUTE)  # a border that lists no external prefix originates the default
-            for p in dict.fromkeys(pfx):
+            for p in dict.fromkeys(map(_Prefix.of, pfx)):
                 if i == src:
                     own.add(p)
                 else:
@@ -186,10 +192,9 @@ class RouteComputer:
         self._single: list[tuple[IPv4Network, int]] = []
         self._multi: list[tuple[IPv4Network, tuple[int, ...]]] = []
         node_prefixes: list[list[IPv4Network]] = [[] for _ in range(n)]
-        for p0, org in origins.items():
-            if p0 in own:
+        for p, org in origins.items():
+            if p in own:
                 continue
-            p = _Prefix(p0)
             self._prefix_origins[p] = tuple(org)
             if len(org) == 1:
                 self._single.append((p, org[0]))
@@ -245,9 +250,10 @@ class RouteComputer:
     def update(self, states: bytes, changed: Iterable[int]) -> RouteDelta:
         """Bring the routes up to `states`, given the link indices that changed since the last call.
 
-        Returns the route delta. `changed` is a hint for speed: if the states differ from the last ones
-        anywhere else too (a caller that lost track), the result is still exact (full recomputation).
-        """
+        Returns the route delta (relative to the previous `compute`/`update` result). `changed` is a
+        hint for speed: if the states differ from the last ones anywhere else too (a caller that lost
+        track), the exact set of changed links is found by a C-speed diff, so the result stays exact.
+        Before any computation this is a full computation and every route is "changed"."""
         up = self._check_states(states)
         changed = set(changed)
         n_links = self.n_links
@@ -445,7 +451,7 @@ class RouteComputer:
     def _incremental(self, up: bytes, went_down: list[int], went_up: list[int]) -> RouteDelta | None:
         dist, mask, adj, ends, src = self._dist, self._mask, self._adj, self._ends, self.src
         local, wt = self._local_bit, self._wt
-        budget = max(64, int(self.n_nodes * self.BUDGET_FRACTION))
+        budget = max(self.BUDGET_MIN, int(self.n_nodes * self.BUDGET_FRACTION))
         heappush, heappop = heapq.heappush, heapq.heappop
 
         # 1. orphans: nodes that lost every tight predecessor (their distance can only grow).

@@ -59,7 +59,7 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
     lab: Lab | None = None
     try:
         step(1, "bring up a 3-tier Clos: 2 spines, 2 pods x (2 aggs + 2 ToRs), 4 hosts, 3 masters")
-        lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, log=lambda m: say("   " + m))
+        lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=45.0, log=lambda m: say("   " + m))
         fabric = lab.fabric
 
         step(2, "status")

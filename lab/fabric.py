@@ -287,6 +287,10 @@ class Lab:
                     raise LabError(f"a lab already exists in {d} (netns {lab_netns(name)}): "
                                    f"`firepath lab down --dir {d}` first, or `lab up --clean`")
                 _teardown_locked(d, name, log=log, keep_logs=True)
+            logs = d / "logs"
+            if logs.exists():          # keep the previous run's logs one generation back
+                shutil.rmtree(d / "logs.prev", ignore_errors=True)
+                logs.rename(d / "logs.prev")
             if config is None:
                 config = generate_config(d, name, **(clos or {}))
                 log(f"generated {config}")

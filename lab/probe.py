@@ -32,8 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 MAGIC = b"FPPR"
-# magic, flow id, sequence, sender monotonic ns
-HEADER = struct.Struct("!4sHQQ")
+# magic, flow id, sequence, sender monotonic ns, sender's nominal interval (us)
+HEADER = struct.Struct("!4sHQQI")
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)     # Linux; SCM_TIMESTAMPNS has the same value
+_TIMESPEC = struct.Struct("@qq")
 PACKET_SIZE = 64
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,7 +46,13 @@ class ProbeError(RuntimeError):
 
 @dataclass(slots=True)
 class FlowStats:
-    """Per-flow receive accounting; pure (``now`` is passed in, seconds, receiver's monotonic clock)."""
+    """Per-flow receive accounting; pure (``now`` is passed in: seconds on the receiver's clock).
+
+    ``max_gap`` is the raw longest silence between two arrivals. ``max_net_gap`` discounts what the
+    *sender* fell behind its own schedule between those two packets (from its timestamps: a difference on
+    its clock, compared with a difference on ours, never one clock against the other), so a descheduled
+    sender does not look like a network outage; lost packets (sequence holes) still count in full.
+    """
 
     flow: str
     received: int = 0          # every packet, duplicates included
@@ -56,9 +64,13 @@ class FlowStats:
     last_rx: float | None = None
     max_gap: float = 0.0       # seconds between two consecutive arrivals
     max_gap_end: float | None = None   # receive time of the packet that ended the longest gap
+    max_net_gap: float = 0.0   # max_gap less the sender's own lateness
+    _last_seq: int = -1
+    _last_sent: float | None = None
     _seen: bytearray = field(default_factory=bytearray, repr=False)
 
-    def on_packet(self, seq: int, now: float) -> None:
+    def on_packet(self, seq: int, now: float, sent: float | None = None, interval: float | None = None) -> None:
+        """One arrival: `sent` is the sender's timestamp (its clock), `interval` its nominal spacing."""
         if seq < 0:
             raise ValueError(f"negative sequence number {seq}")
         self.received += 1
@@ -67,9 +79,15 @@ class FlowStats:
             if gap > self.max_gap:
                 self.max_gap = gap
                 self.max_gap_end = now
+            net = gap
+            if sent is not None and interval is not None and self._last_sent is not None and seq > self._last_seq:
+                late = (sent - self._last_sent) - (seq - self._last_seq) * interval
+                net = gap - max(0.0, late)
+            self.max_net_gap = max(self.max_net_gap, net)
         else:
             self.first_rx = now
         self.last_rx = now
+        self._last_seq, self._last_sent = seq, sent
         if self._test_and_set(seq):
             self.duplicates += 1
             return
@@ -110,6 +128,7 @@ class FlowStats:
             "first_seq": self.first_seq,
             "highest_seq": self.highest_seq,
             "max_gap_ms": round(self.max_gap * 1000.0, 3),
+            "max_net_gap_ms": round(self.max_net_gap * 1000.0, 3),
             "max_gap_end_s": None if self.max_gap_end is None else round(self.max_gap_end - base, 6),
         }
 
@@ -126,7 +145,7 @@ class Receiver:
         if len(data) < HEADER.size:
             self.malformed += 1
             return
-        magic, flow, seq, _sent_ns = HEADER.unpack_from(data)
+        magic, flow, seq, sent_ns, interval_us = HEADER.unpack_from(data)
         if magic != MAGIC:
             self.malformed += 1
             return
@@ -134,7 +153,7 @@ class Receiver:
         stats = self.flows.get(key)
         if stats is None:
             stats = self.flows[key] = FlowStats(key)
-        stats.on_packet(seq, now)
+        stats.on_packet(seq, now, sent_ns / 1e9, interval_us / 1e6 if interval_us else None)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -162,21 +181,34 @@ def run_receiver(port: int, duration: float | None, bind: str = "0.0.0.0") -> di
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.bind((bind, port))
     sock.settimeout(0.05)
-    start = time.monotonic()
+    # Kernel receive timestamps: a descheduled receiver process does not turn queued packets into a gap.
+    # They are CLOCK_REALTIME; only differences between them are used (and the start offset below).
+    kernel_ts = True
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        kernel_ts = False
+    t0 = time.monotonic()
+    start = time.time()
     receiver = Receiver(start)
     print("READY", file=sys.stderr, flush=True)
-    deadline = None if duration is None else start + duration
+    deadline = None if duration is None else t0 + duration
+    cmsg_space = socket.CMSG_SPACE(_TIMESPEC.size)
     while not stopper.stop and (deadline is None or time.monotonic() < deadline):
         try:
-            data, (src_ip, _src_port) = sock.recvfrom(2048)
-        except TimeoutError:
+            data, ancdata, _flags, (src_ip, _src_port) = sock.recvmsg(2048, cmsg_space)
+        except (TimeoutError, InterruptedError):
             continue
-        except InterruptedError:
-            continue
-        receiver.on_datagram(data, src_ip, time.monotonic())
+        now = None
+        for level, ctype, cdata in ancdata:
+            if level == socket.SOL_SOCKET and ctype == SO_TIMESTAMPNS and len(cdata) >= _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack_from(cdata)
+                now = sec + nsec / 1e9
+        receiver.on_datagram(data, src_ip, now if now is not None else time.time())
     sock.close()
     result = receiver.to_json()
-    result["duration_s"] = round(time.monotonic() - start, 3)
+    result["duration_s"] = round(time.monotonic() - t0, 3)
+    result["kernel_timestamps"] = kernel_ts
     return result
 
 
@@ -196,6 +228,7 @@ def run_sender(dst: str, port: int, flows: int, rate: float, duration: float | N
     sent = [0] * flows
     errors = 0
     pad = bytes(PACKET_SIZE - HEADER.size)
+    interval_us = max(1, round(1e6 / rate))
     print("READY", file=sys.stderr, flush=True)
     start = time.monotonic()
     deadline = None if duration is None else start + duration
@@ -214,7 +247,7 @@ def run_sender(dst: str, port: int, flows: int, rate: float, duration: float | N
         ns = time.monotonic_ns()
         for i, s in enumerate(socks):
             try:
-                s.send(HEADER.pack(MAGIC, i, sent[i], ns) + pad)
+                s.send(HEADER.pack(MAGIC, i, sent[i], ns, interval_us) + pad)
                 sent[i] += 1
             except OSError:             # e.g. ENETUNREACH while routes are missing: counts as lost
                 errors += 1
@@ -261,6 +294,7 @@ def merge_results(recv: dict, send: dict, src_ip: str) -> dict[str, object]:
             "lost": lost,
             "reordered": int(r["reordered"]) if r else 0,
             "max_gap_ms": float(r["max_gap_ms"]) if r else None,
+            "max_net_gap_ms": float(r["max_net_gap_ms"]) if r else None,
             "max_gap_end_s": r["max_gap_end_s"] if r else None,
             "loss_ms": round(lost * interval_ms, 3),
         })
@@ -272,6 +306,7 @@ def merge_results(recv: dict, send: dict, src_ip: str) -> dict[str, object]:
         "lost": sum(f["lost"] for f in flows),
         "reordered": sum(f["reordered"] for f in flows),
         "max_gap_ms": max(gaps) if gaps else None,
+        "max_net_gap_ms": max((f["max_net_gap_ms"] for f in flows if f["max_net_gap_ms"] is not None), default=None),
         "max_loss_ms": max((f["loss_ms"] for f in flows), default=0.0),
         "interval_ms": interval_ms,
         "sender_max_send_gap_ms": send.get("max_send_gap_ms"),

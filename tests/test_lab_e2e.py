@@ -21,11 +21,12 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.ovs
+from lab import inject, nft
+from lab import netns as nsutil
+from lab.fabric import Lab, LabError, generate_config, lab_leftovers, load_fabric, teardown, wait_until
+from lab.state import LabState, LabStateError, ProcRecord, check_lab_name, proc_starttime
 
-from lab import inject, nft  # noqa: E402 - after the marker, so collection without OVS stays cheap
-from lab import netns as nsutil  # noqa: E402
-from lab.fabric import Lab, LabError, lab_leftovers, teardown, wait_until  # noqa: E402
+ovs = pytest.mark.ovs
 
 CLOS = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "hosts_per_tor": 1, "masters": 3}
 CONVERGE_S = 20.0
@@ -33,6 +34,76 @@ CONVERGE_S = 20.0
 
 def _name(kind: str) -> str:
     return f"{kind}{os.getpid() % 100000}"
+
+
+# ---------------------------------------------------------------------------------------------- no root needed
+
+def test_state_round_trip_and_errors(tmp_path: Path) -> None:
+    st = LabState(name="x1", dir=str(tmp_path), config="/nope.yaml", netns="fplab-x1")
+    st.processes["master:m1"] = ProcRecord("master", "m1", 123, 456, ["a", "b"], "/log")
+    st.faults.append({"kind": "link", "link": 3})
+    st.save()
+    back = LabState.load(tmp_path)
+    assert back.processes["master:m1"].argv == ["a", "b"] and back.faults == [{"kind": "link", "link": 3}]
+    (tmp_path / "lab.json").write_text("{not json")
+    with pytest.raises(LabStateError, match="unreadable"):
+        LabState.load(tmp_path)
+    with pytest.raises(LabStateError, match="no lab here"):
+        LabState.load(tmp_path / "missing")
+    for bad in ("", "UPPER", "with-dash", "x" * 13):
+        with pytest.raises(LabStateError):
+            check_lab_name(bad)
+
+
+def test_process_record_never_signals_a_reused_pid(tmp_path: Path) -> None:
+    import subprocess
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        start = proc_starttime(proc.pid)
+        assert start is not None
+        impostor = ProcRecord("client", "s", proc.pid, start + 1, ["sleep"], "")   # same PID, other process
+        assert not impostor.alive() and not impostor.send_signal(9)
+        assert proc.poll() is None
+        ours = ProcRecord("client", "s", proc.pid, start, ["sleep"], "")
+        assert ours.alive()
+        ours.stop(timeout=5)
+        proc.wait(5)          # reap: a zombie is not alive either
+        assert not ours.alive()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_expected_usable_follows_the_fault_record(tmp_path: Path) -> None:
+    fabric = load_fabric(generate_config(tmp_path, "x1", **CLOS))
+    st = LabState(name="x1", dir=str(tmp_path), config=str(tmp_path / "fabric.yaml"), netns="fplab-x1")
+    lab = Lab(st, fabric)
+    full = lab.expected_usable()
+    assert full == {sw.name: len(fabric.fabric_ports(sw.name)) for sw in fabric.switches}
+    link = fabric.links[0]
+    st.faults.append({"kind": "link", "link": 0})
+    after = lab.expected_usable()
+    assert after[link.a.switch] == full[link.a.switch] - 1 and after[link.b.switch] == full[link.b.switch] - 1
+    st.faults = [{"kind": "switch", "switch": link.b.switch}]
+    after = lab.expected_usable()
+    assert after[link.b.switch] == 0
+    assert sum(full.values()) - sum(after.values()) == 2 * full[link.b.switch]
+
+
+def test_cli_parses_every_lab_command() -> None:
+    from proto.cli import build_parser
+
+    parser = build_parser("lab")
+    assert parser is not None
+    for argv in (["lab", "up", "--spines", "2", "--pods", "2", "--clean"], ["lab", "down", "--name", "x"],
+                 ["lab", "status"], ["lab", "ping", "--sample", "5"], ["lab", "fail", "link", "a", "b", "--silent"],
+                 ["lab", "fail", "switch", "agg-1-1"], ["lab", "kill", "master"], ["lab", "kill", "master", "m2"],
+                 ["lab", "kill", "client", "tor-1-1"], ["lab", "restart", "client", "tor-1-1"],
+                 ["lab", "miscable", "tor-1-1:1", "tor-1-2:1"], ["lab", "heal"], ["lab", "demo"],
+                 ["lab", "groups", "tor-1-1"], ["lab", "probe", "h1", "h2", "--seconds", "1"]):
+        args = parser.parse_args(argv)
+        assert callable(args.func), argv
 
 
 # ---------------------------------------------------------------------------------------------- plumbing
@@ -87,6 +158,7 @@ def _pair(lab: Lab) -> tuple[str, str]:
     return hosts[0], hosts[-1]
 
 
+@ovs
 def test_plumbing_bridges_ports_and_hosts(plumbing: Lab) -> None:
     lab, fabric = plumbing, plumbing.fabric
     assert sorted(lab.ovs.bridges()) == sorted(lab.state.bridges.values())
@@ -110,6 +182,7 @@ def test_plumbing_bridges_ports_and_hosts(plumbing: Lab) -> None:
     assert not [i for i in nsutil.list_links(None) if re.match(r"^s\d+p\d+$", i)]
 
 
+@ovs
 def test_plumbing_static_path_carries_ping_and_udp_probe(plumbing: Lab) -> None:
     src, dst = _pair(plumbing)
     _static_route(plumbing, src, dst)
@@ -126,6 +199,7 @@ def test_plumbing_static_path_carries_ping_and_udp_probe(plumbing: Lab) -> None:
     assert result["lost"] == 0, result       # UDP survives OVS's userspace datapath (tx csum offload off)
 
 
+@ovs
 def test_plumbing_injections_act_and_heal(plumbing: Lab) -> None:
     lab, fabric = plumbing, plumbing.fabric
     src, dst = _pair(lab)
@@ -178,12 +252,14 @@ def test_plumbing_injections_act_and_heal(plumbing: Lab) -> None:
     assert lab.state.faults == []
 
 
+@ovs
 def test_plumbing_up_refuses_a_lab_that_exists(plumbing: Lab) -> None:
     with pytest.raises(LabError, match="already exists"):
         Lab.up(name=plumbing.state.name, lab_dir=plumbing.state.dir, clos=CLOS, daemons=False, log=lambda m: None)
     assert plumbing.ovs.running()       # and the refusal did not touch it
 
 
+@ovs
 def test_plumbing_down_is_complete_and_idempotent(plumbing: Lab) -> None:
     name, d = plumbing.state.name, plumbing.state.dir
     pids = [plumbing.ovs.pid("ovsdb-server"), plumbing.ovs.pid("ovs-vswitchd")]
@@ -247,12 +323,14 @@ def _heal(lab: Lab) -> None:
     _converge(lab, v if had_link_faults else None)
 
 
+@ovs
 def test_bringup_full_reachability(lab: Lab) -> None:
     assert lab.state.bringup_s is not None
     assert lab.convergence_problem() is None
     assert _all_pairs_ok(lab) == {}
 
 
+@ovs
 def test_ecmp_buckets_on_every_multipath_switch(lab: Lab) -> None:
     # in this Clos every switch has two equal-cost next hops towards some prefix
     for sw in lab.fabric.switches:
@@ -260,6 +338,7 @@ def test_ecmp_buckets_on_every_multipath_switch(lab: Lab) -> None:
         assert buckets and max(buckets) >= 2, (sw.name, lab.dump_groups(sw.name))
 
 
+@ovs
 @pytest.mark.parametrize("silent", [False, True], ids=["carrier", "silent"])
 def test_link_failure_keeps_reachability_and_prunes_ecmp(lab: Lab, silent: bool) -> None:
     src, _dst = _pair(lab)
@@ -278,12 +357,13 @@ def test_link_failure_keeps_reachability_and_prunes_ecmp(lab: Lab, silent: bool)
         assert _all_pairs_ok(lab) == {}
         for line in lab.dump_groups(tor):
             if "type=select" in line:
-                assert f"watch_port:{port}" not in line and f"output:{port}" not in line, line
+                assert not re.search(rf"(watch_port|output):{port}\b", line), line
     finally:
         _heal(lab)
     assert max(_select_buckets(lab.dump_groups(tor))) >= 2      # the link is back in the ECMP groups
 
 
+@ovs
 def test_switch_failure_agg_keeps_reachability(lab: Lab) -> None:
     agg = next(sw.name for sw in lab.fabric.switches if sw.role == "agg")
     v = lab.lsd_version()
@@ -295,6 +375,7 @@ def test_switch_failure_agg_keeps_reachability(lab: Lab) -> None:
         _heal(lab)
 
 
+@ovs
 def test_switch_failure_tor_removes_its_routes_elsewhere(lab: Lab) -> None:
     host = lab.fabric.hosts[0]
     spine = next(sw.name for sw in lab.fabric.switches if sw.role == "spine")
@@ -311,6 +392,7 @@ def test_switch_failure_tor_removes_its_routes_elsewhere(lab: Lab) -> None:
         _heal(lab)
 
 
+@ovs
 def test_miscabling_is_detected_and_kept_out_of_routing(lab: Lab) -> None:
     fabric = lab.fabric
     tor = fabric.hosts[0].tor
@@ -329,6 +411,7 @@ def test_miscabling_is_detected_and_kept_out_of_routing(lab: Lab) -> None:
         _heal(lab)
 
 
+@ovs
 def test_master_kill_elects_exactly_one_new_master_and_forwarding_continues(lab: Lab) -> None:
     src, dst = _pair(lab)
     before = lab.current_master()
@@ -357,6 +440,7 @@ def test_master_kill_elects_exactly_one_new_master_and_forwarding_continues(lab:
     assert lab.current_master()[0] == new_id    # sticky: the incumbent stays
 
 
+@ovs
 def test_client_restart_without_probe_loss(lab: Lab) -> None:
     src, dst = _pair(lab)
     tor = lab.fabric.host(src).tor
@@ -373,6 +457,7 @@ def test_client_restart_without_probe_loss(lab: Lab) -> None:
     assert result["lost"] == 0, result
 
 
+@ovs
 def test_client_kill_routes_around_the_switch(lab: Lab) -> None:
     agg = next(sw.name for sw in lab.fabric.switches if sw.role == "agg")
     v = lab.lsd_version()
@@ -384,6 +469,7 @@ def test_client_kill_routes_around_the_switch(lab: Lab) -> None:
         _heal(lab)
 
 
+@ovs
 def test_lab_down_leaves_nothing(lab: Lab) -> None:
     name, d = lab.state.name, lab.state.dir
     pids = [p.pid for p in lab.state.processes.values()]

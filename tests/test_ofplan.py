@@ -433,3 +433,55 @@ def test_canonical_match_and_state_filtering() -> None:
         [InstalledGroup(3, GroupType.SELECT, ()), InstalledGroup(GROUP_ID_MIN, GroupType.SELECT, ())],
     )
     assert list(state.flows) == [(0, 6, ())] and list(state.groups) == [GROUP_ID_MIN]
+
+
+def test_runtime_flow_two_phase_commit_and_whole_table_plan() -> None:
+    """The programmer's sequence: load_installed, plan(whole table, excluded), commit after the barrier."""
+    fabric = small(borders=1)
+    net = Net(fabric)
+    name = "tor-0-0"
+    table = net.table[name]
+    planner = OfPlanner(fabric, name, auto_commit=False)  # a restarted client
+    planner.load_installed(table.installed_flows(), table.installed_groups())
+    assert planner.plan(net.rc[name].routes) == []  # adopted everything: nothing to do
+    planner.commit()
+    li = fabric.link_at("spine-0-0", 1).index
+    net.change({li: DOWN})  # the other planners follow too; ours gets the whole table
+    first = planner.plan(net.rc[name].routes)
+    assert first and planner.installed.flows == OfState.from_installed(table.installed_flows(), table.installed_groups()).flows
+    # the batch is lost (no barrier): the next plan carries its changes again, plus the new ones
+    port = fabric.fabric_ports(name)[0]
+    second = planner.plan(net.rc[name].routes, {port})
+    assert {m for m in first if isinstance(m, FlowMod)} <= set(second)
+    assert {m.group_id for m in first if isinstance(m, GroupMod)} <= {m.group_id for m in second if isinstance(m, GroupMod)}
+    check_step_by_step(table, second, [], planner.desired)
+    planner.commit()
+    assert planner.plan(net.rc[name].routes, {port}) == []
+    assert planner.group_count == len(table.groups)
+    li2 = fabric.link_at("spine-1-1", 2).index
+    for n, msgs in net.change({li2: DOWN}).items():
+        if n != name:
+            net.table[n].apply_all(msgs)
+    msgs = planner.plan(net.rc[name].routes, {port})
+    table.apply_all(msgs)
+    planner.commit()
+    assert OfState.from_installed(table.installed_flows(), table.installed_groups()).flows == planner.desired.flows
+
+
+def test_exclude_ports_before_any_routes_repairs_the_installed_groups() -> None:
+    fabric = small()
+    net = Net(fabric)
+    name = "tor-0-0"
+    table = net.table[name]
+    port = fabric.fabric_ports(name)[0]
+    restarted = OfPlanner(fabric, name)
+    restarted.load_installed(table.installed_flows(), table.installed_groups())
+    msgs = restarted.exclude_ports({port})
+    assert msgs and all(isinstance(m, GroupMod) and m.command is GroupCommand.MODIFY for m in msgs[:-1])
+    table.apply_all(msgs)
+    assert port not in {d.port for d in table.forward("10.1.1.10")}
+    assert table.forward("10.1.1.10")
+    # routes arrive: the port stays excluded; the full plan only touches what differs
+    assert restarted.plan(net.rc[name].routes, {port}) == []
+    table.apply_all(restarted.plan(net.rc[name].routes, set()))
+    assert port in {d.port for d in table.forward("10.1.1.10")}

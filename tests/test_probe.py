@@ -35,6 +35,22 @@ def test_hole_counts_as_loss_and_gap_measured_on_receiver_clock() -> None:
     assert doc["lost"] == 30 and doc["max_gap_ms"] == pytest.approx(31.0)
 
 
+def test_net_gap_discounts_a_late_sender_but_not_a_lost_burst() -> None:
+    interval = 0.001
+    stalled = FlowStats("stall")      # sender descheduled 20 ms, nothing lost
+    for seq in range(10):
+        sent = seq * interval + (0.020 if seq >= 5 else 0.0)
+        stalled.on_packet(seq, 100.0 + sent, sent, interval)    # receiver clock: another origin
+    assert stalled.max_gap == pytest.approx(0.021)
+    assert stalled.max_net_gap == pytest.approx(0.001)
+    lossy = FlowStats("loss")         # network drops 20 packets, sender on time
+    for seq in [*range(5), *range(25, 30)]:
+        sent = seq * interval
+        lossy.on_packet(seq, 100.0 + sent, sent, interval)
+    assert lossy.max_net_gap == pytest.approx(0.021)
+    assert lossy.lost == 20
+
+
 def test_reordering_and_duplicates_are_not_loss() -> None:
     stats = FlowStats("f")
     for i, seq in enumerate([0, 1, 3, 2, 4, 4, 5]):
@@ -47,11 +63,11 @@ def test_reordering_and_duplicates_are_not_loss() -> None:
 
 def test_receiver_keys_flows_by_source_and_id_and_counts_junk() -> None:
     rx = Receiver(start=0.0)
-    rx.on_datagram(HEADER.pack(MAGIC, 1, 0, 0), "10.0.0.1", 0.1)
-    rx.on_datagram(HEADER.pack(MAGIC, 1, 0, 0), "10.0.0.2", 0.1)
-    rx.on_datagram(HEADER.pack(MAGIC, 2, 5, 0), "10.0.0.1", 0.2)
+    rx.on_datagram(HEADER.pack(MAGIC, 1, 0, 0, 1000), "10.0.0.1", 0.1)
+    rx.on_datagram(HEADER.pack(MAGIC, 1, 0, 0, 1000), "10.0.0.2", 0.1)
+    rx.on_datagram(HEADER.pack(MAGIC, 2, 5, 0, 1000), "10.0.0.1", 0.2)
     rx.on_datagram(b"nope", "10.0.0.1", 0.3)
-    rx.on_datagram(HEADER.pack(b"XXXX", 1, 1, 0), "10.0.0.1", 0.3)
+    rx.on_datagram(HEADER.pack(b"XXXX", 1, 1, 0, 1000), "10.0.0.1", 0.3)
     doc = rx.to_json()
     assert sorted(doc["flows"]) == ["10.0.0.1/1", "10.0.0.1/2", "10.0.0.2/1"]
     assert doc["malformed"] == 2
@@ -60,7 +76,7 @@ def test_receiver_keys_flows_by_source_and_id_and_counts_junk() -> None:
 def test_merge_counts_tail_loss_from_sender_counts() -> None:
     rx = Receiver(start=0.0)
     for seq in range(90):                            # last 10 of 100 never arrive: no hole to see
-        rx.on_datagram(HEADER.pack(MAGIC, 0, seq, 0), "10.0.0.1", seq * 0.001)
+        rx.on_datagram(HEADER.pack(MAGIC, 0, seq, 0, 1000), "10.0.0.1", seq * 0.001)
     merged = merge_results(rx.to_json(), {"rate": 1000.0, "sent": {"0": 100, "1": 5}}, "10.0.0.1")
     assert merged["flows"][0]["lost"] == 10
     assert merged["flows"][0]["loss_ms"] == pytest.approx(10.0)

@@ -130,6 +130,9 @@ def test_incremental_equals_full_after_random_changes(fabric: Fabric, seed: int,
         return
     names = [sw.name for sw in fabric.switches]
     computers = [RouteComputer(fabric, name) for name in rng.sample(names, min(3, len(names)))]
+    if rng.random() < 0.3:  # exercise the give-up-and-recompute path too
+        computers[0].BUDGET_MIN = 0
+        computers[0].BUDGET_FRACTION = 0.0
     states = bytearray(random_states(rng, n, 0.2))
     tables = [rc.compute(bytes(states)) for rc in computers]
     for _ in range(steps):
@@ -137,7 +140,10 @@ def test_incremental_equals_full_after_random_changes(fabric: Fabric, seed: int,
         for li in changed:
             states[li] = rng.choice((UP, UP, DOWN, DRAINED))
         for k, rc in enumerate(computers):
-            delta = rc.update(bytes(states), changed)
+            if rng.random() < 0.1:  # a full recomputation in between must keep the incremental state exact
+                tables[k] = rc.compute(bytes(states))
+            hint = changed if rng.random() < 0.9 else changed[:1]  # sometimes an incomplete hint
+            delta = rc.update(bytes(states), hint)
             expected = RouteComputer(fabric, rc.switch_name).compute(bytes(states))
             assert dict(rc.routes) == expected
             table = dict(tables[k])

@@ -11,7 +11,7 @@ Semantics mirrored from OVS (see /work/shared/OSKEN-OVS-NOTES.md):
   the actions of existing flows only (OF1.1+: never add), keep the cookie; DELETE/DELETE_STRICT;
   non-strict commands select every flow whose match is at least as specific as the command's;
   cookie/cookie_mask filter modify and delete; out_port/out_group filter deletes;
-- group ADD of an existing id / MODIFY or DELETE of ... (DELETE of a missing id is a no-op) errors;
+- group ADD of an existing id and MODIFY of a missing one are errors; DELETE of a missing id is a no-op;
 - match prerequisites: ipv4_* fields need eth_type=0x0800, arp_* need eth_type=0x0806;
 - a select group skips buckets whose watch_port is not live; an empty select group drops;
 - DecNwTtl drops a packet whose TTL would reach zero.

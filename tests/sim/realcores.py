@@ -111,6 +111,7 @@ class RealWorld(World):
                     if a.dest in self.replicas and term is not None and term > r.durable_term:
                         self._fail(f"{r.id} sent {a.msg} with term {term} > durable term {r.durable_term}")
                     self.net.send(r.id, a.dest, a.msg)
+                    self._maybe_crash_after_vote(r, a.msg)
                 elif isinstance(a, PersistTerm):
                     if a.term < r.durable_term:
                         self._fail(f"{r.id} persisted term {a.term} < durable {r.durable_term}")

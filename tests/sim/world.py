@@ -304,6 +304,7 @@ class World:
                 if term is not None and term > r.durable_term:
                     self._fail(f"{r.id} sent {a.msg} with term {term} > durable term {r.durable_term}")
                 self.net.send(r.id, a.to, a.msg)
+                self._maybe_crash_after_vote(r, a.msg)
             elif isinstance(a, PersistTerm):
                 if a.term < r.durable_term:
                     self._fail(f"{r.id} persisted term {a.term} < durable {r.durable_term}")
@@ -493,7 +494,7 @@ class World:
                 ("crash", "crash", "stepdown", "isolate", "oneway_in", "oneway_out", "split", "link", "clients")
             )
         r = self.replicas[victim]
-        dur = rng.uniform(0.05, 0.8)
+        dur = rng.uniform(0.001, 0.03) if rng.random() < 0.25 else rng.uniform(0.05, 0.8)  # quick restarts too
         if master is not None and victim == master.id and kind in ("crash", "stepdown"):
             self.failover_from = (kind, self.loop.now)
         self.faults_done += 1
@@ -528,6 +529,17 @@ class World:
             new = pairs - self.net.faults.blocked
             self.net.faults.blocked |= new
             self.loop.at(self.loop.now + dur, self._unblock, new)
+
+    def _maybe_crash_after_vote(self, r: Replica, msg: Any) -> None:
+        """Targeted fault (chaos runs): a voter crashes right after granting and restarts within ms, while
+        the election of that term may still be running — the case where a forgotten vote would elect two."""
+        if (
+            isinstance(msg, Vote) and msg.granted and self.net.faults.loss > 0 and not self.sc.sticky
+            and self.rng.random() < 0.2
+        ):
+            self._log(r.id, "FAULT crash_after_vote", msg)
+            self.loop.at(self.loop.now, self._crash, r)
+            self.loop.at(self.loop.now + self.rng.uniform(0.001, 0.02), self._start_replica, r)
 
     def _kill_master(self, kind: str) -> None:
         master = self._current_master()

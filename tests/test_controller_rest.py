@@ -1,0 +1,130 @@
+"""REST API of the master (controller.rest) against an in-process MasterServer (real sockets, loopback)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from controller.rest import make_app
+from controller.server import MasterServer
+from proto.auth import KeyRing, write_secret_file
+from proto.clos import ClosParams, generate_clos_yaml
+from proto.config import load_fabric
+
+TOKEN = "tok-123"
+
+
+def make_server(tmp: Path, token: bool = True) -> MasterServer:
+    text = generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=2, masters=2))
+    if token:
+        text = text.replace('  key_file: "fabric.key"\n', '  key_file: "fabric.key"\n  admin_token_file: admin.token\n')
+        (tmp / "admin.token").write_text(TOKEN + "\n")
+    write_secret_file(tmp / "fabric.key")
+    (tmp / "f.yaml").write_text(text)
+    fabric = load_fabric(tmp / "f.yaml")
+    return MasterServer(fabric, "m1", KeyRing.load(tmp / "fabric.key"), tmp / "state", bind="127.0.0.1",
+                        client_port=0, peer_port=0, rest_port=0)
+
+
+def run(tmp: Path, body: Callable[[MasterServer, TestClient], Awaitable[Any]], token: bool = True,
+        master: bool = True) -> Any:
+    async def main() -> Any:
+        server = make_server(tmp, token)
+        await server.start(rest=False)
+        if master:
+            server._run(server.core.become_master(1, server.now()))
+        client = TestClient(TestServer(make_app(server)))
+        await client.start_server()
+        try:
+            return await body(server, client)
+        finally:
+            await client.close()
+            await server.stop()
+
+    return asyncio.run(main())
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def test_reads_need_no_token(tmp_path: Path) -> None:
+    async def body(server: MasterServer, c: TestClient) -> None:
+        r = await c.get("/v1/lsd/version")
+        assert r.status == 200
+        assert await r.json() == {"master": "m1", "role": "master", "term": 1, "leader": "m1", "version": 0}
+        lsd = await (await c.get("/v1/lsd")).json()
+        assert lsd["full"] is True and set(lsd["links"].values()) == {"down"} and len(lsd["links"]) == 4
+        topo = await (await c.get("/v1/topology")).json()
+        layers = {s["name"]: (s["layer"], s["column"]) for s in topo["switches"]}
+        assert layers == {"spine-1": (2, 0), "spine-2": (2, 1), "leaf-1": (0, 0), "leaf-2": (0, 1)}
+        assert topo["links"][0] == {"index": 0, "name": "leaf-1:1-spine-1:1", "a": {"switch": "leaf-1", "port": 1},
+                                    "b": {"switch": "spine-1", "port": 1}, "weight": 1, "state": "down"}
+        clients = await (await c.get("/v1/clients")).json()
+        assert [x["switch"] for x in clients["clients"]] == ["spine-1", "spine-2", "leaf-1", "leaf-2"]
+        assert clients["clients"][0]["address"] is None and clients["clients"][0]["alive"] is False
+        masters = await (await c.get("/v1/masters")).json()
+        assert [r["id"] for r in masters["replicas"]] == ["m1", "m2"]
+        metrics = await (await c.get("/metrics")).text()
+        assert "firepath_master_lsd_version 0.0" in metrics and "firepath_master_term 1.0" in metrics
+
+    run(tmp_path, body)
+
+
+def test_lsd_since(tmp_path: Path) -> None:
+    async def body(server: MasterServer, c: TestClient) -> None:
+        server.drain(link="leaf-1:1-spine-1:1", drained=True)
+        server.drain(switch="leaf-2", drained=True)
+        r = await (await c.get("/v1/lsd?since=1")).json()
+        assert r["full"] is False and r["version"] == 2
+        assert r["links"] == {"leaf-2:1-spine-1:2": "drained", "leaf-2:2-spine-2:2": "drained"}
+        r = await (await c.get("/v1/lsd?since=2")).json()
+        assert r["full"] is False and r["links"] == {}
+        r = await (await c.get("/v1/lsd?since=9")).json()
+        assert r["full"] is True and "history" in r["reason"] and len(r["links"]) == 4
+        r = await c.get("/v1/lsd?since=x")
+        assert r.status == 400 and "since" in (await r.json())["error"]
+
+    run(tmp_path, body)
+
+
+def test_drain_auth_and_validation(tmp_path: Path) -> None:
+    async def body(server: MasterServer, c: TestClient) -> None:
+        link = {"link": "leaf-1:1-spine-1:1"}
+        assert (await c.post("/v1/drain", json=link)).status == 401
+        assert (await c.post("/v1/drain", json=link, headers={"Authorization": "Basic abc"})).status == 401
+        assert (await c.post("/v1/drain", json=link, headers={"Authorization": "Bearer nope"})).status == 403
+        for bad in ({}, {"link": "x", "switch": "y"}, {"port": 1}, {"link": 5}, [1]):
+            r = await c.post("/v1/drain", json=bad, headers=AUTH)
+            assert r.status == 400, bad
+        r = await c.post("/v1/drain", data=b"{nope", headers=AUTH)
+        assert r.status == 400 and "JSON" in (await r.json())["error"]
+        r = await c.post("/v1/drain", json={"switch": "nosuch"}, headers=AUTH)
+        assert r.status == 400 and "nosuch" in (await r.json())["error"]
+        assert server.core.version == 0
+        r = await c.post("/v1/drain", json=link, headers=AUTH)
+        assert r.status == 200 and (await r.json())["links"] == ["leaf-1:1-spine-1:1"]
+        assert server.core.lsd.state(0) == 2
+        r = await c.delete("/v1/drain", json=link, headers=AUTH)
+        assert r.status == 200 and server.core.lsd.state(0) == 0 and server.core.version == 2
+
+    run(tmp_path, body)
+
+
+def test_drain_without_token_file_or_mastership(tmp_path: Path) -> None:
+    async def no_token(server: MasterServer, c: TestClient) -> None:
+        r = await c.post("/v1/drain", json={"switch": "leaf-1"}, headers=AUTH)
+        assert r.status == 403 and "admin_token_file" in (await r.json())["error"]
+
+    run(tmp_path, no_token, token=False)
+
+    async def not_master(server: MasterServer, c: TestClient) -> None:
+        r = await c.post("/v1/drain", json={"switch": "leaf-1"}, headers=AUTH)
+        assert r.status == 409 and "not the master" in (await r.json())["error"]
+        v = await (await c.get("/v1/lsd/version")).json()
+        assert v["role"] == "inactive"
+
+    run(tmp_path / "..", not_master, master=False)
