@@ -28,7 +28,7 @@ from typing import Any
 from client.ofplan import OfPlanner
 from client.oskenapp import BarrierDone, NotConnected, OfDriver, OfError
 from client.replica import LsdApplied
-from client.routes import RouteComputer
+from client.routes import RouteComputer, RouteDelta
 from proto.config import Fabric
 from proto.lsd import LinkState
 
@@ -45,7 +45,7 @@ class Programmer:
         self.driver = driver
         self.clock = clock
         self.routes = RouteComputer(fabric, switch)
-        self.planner = OfPlanner(fabric, switch)
+        self.planner = OfPlanner(fabric, switch, auto_commit=False)
         self._port_link = {port: fabric.link_at(switch, port).index for port in fabric.fabric_ports(switch)}
         self._restore_after = fabric.timers.switch_dead
         self._cv = threading.Condition()
@@ -65,6 +65,7 @@ class Programmer:
         self._states: bytes | None = None
         self._version = -1
         self._computed = False
+        self._readback = False                        # the switch rejected something: read it back
         self._barriers: dict[int, threading.Event] = {}
         self._errors: list[OfError] = []
         # Status (read by REST/metrics; plain values, updated atomically).
@@ -126,6 +127,10 @@ class Programmer:
         else:
             self.of_errors += 1
             log.error("switch rejected a message of batch %s: %s", event.batch_id, event.text)
+            with self._cv:
+                self._readback = True                 # our model of the switch is wrong: reconcile
+                self._reconcile = True
+                self._cv.notify()
 
     # ------------------------------------------------------------------------------------------ the loop
     def _has_work(self) -> bool:
@@ -182,20 +187,22 @@ class Programmer:
             self._states = lsd.states
             self._version = lsd.version
         if self._states is None:
-            # No LSD yet: only local repair of what is installed (e.g. after a restart) is possible.
-            self._program(self.planner.exclude_ports(self._excluded_ports()), started, None)
+            # No LSD yet (e.g. just restarted): leave the switch as it is. Its flows are the last good
+            # state and a dead port's buckets are already skipped by OVS (watch_port).
             return
         self._update_exclusions(lsd is not None)
-        if not self._computed or full or reconcile:
-            self.routes.compute(self._states)
-            self._computed = True
-        elif changed:
-            self.routes.update(self._states, changed)
-        if reconcile:
+        excluded = self._excluded_ports()
+        if reconcile or self._readback:
             flows, groups = self.driver.dump_state()
             self.planner.load_installed(flows, groups)
+            self._readback = False
             self.reconciles += 1
-        messages = self.planner.plan(self.routes.routes, self._excluded_ports())
+        if not self._computed or full or reconcile:
+            messages = self.planner.set_routes(self.routes.compute(self._states), excluded)
+            self._computed = True
+        else:
+            delta = self.routes.update(self._states, changed) if changed else RouteDelta({}, frozenset())
+            messages = self.planner.update(delta, excluded)
         self._program(messages, started, self._version)
 
     def _excluded_ports(self) -> frozenset[int]:

@@ -114,6 +114,16 @@ class MasterCore:
     def version(self) -> int:
         return self.lsd.version
 
+    @property
+    def lsd_valid(self) -> bool:
+        """False until this replica built (as master) or received (as backup) an LSD: FMRP's 'invalid LSD'."""
+        return self.lsd_term is not None
+
+    @property
+    def election_version(self) -> int:
+        """The LSD version to advertise in Hello/VoteRequest: -1 while the LSD is invalid."""
+        return self.lsd.version if self.lsd_term is not None else -1
+
     # ============================================================================ role hooks (RoleDriver)
     def become_master(self, term: int, now: float) -> list[Action]:
         """Take mastership of `term` (>= current term), continuing the version sequence of the current LSD.

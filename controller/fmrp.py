@@ -5,12 +5,15 @@ A pure state machine: `now` (monotonic seconds) goes in, actions come out. No so
     fmrp = Fmrp(self_id, fabric.masters, fabric.timers, durable_term=store.load().term, now=now, seed=s)
     actions = fmrp.on_message(sender, msg, now)   # Hello / VoteRequest / Vote / ReplicationAck / StepDown
     actions = fmrp.tick(now)                      # at fmrp.next_deadline() (earlier is harmless)
-    fmrp.set_lsd_version(core.version)            # after every LSD change of the master core
+    fmrp.set_lsd_version(core.version)            # the master core's LSD version (-1: none), before inputs
+
+`FmrpDriver` (end of this module) is the `controller.roles.RoleDriver` that wires it to a `MasterCore`.
 
 Actions (execute them **in list order**): `SendPeer(to, msg)` (one datagram to one replica), `PersistTerm`
 (`controller.actions.PersistTerm`: write term/voted_for durably *before* executing any later action of the
-same list — every message after it may carry the new term or a vote), `BecomeMaster(term)`,
-`BecomeBackup(term, leader)`, `BecomeInactive(term)` (role changes for the master core).
+same list — it always precedes every message carrying the new term or the vote; it is not necessarily the
+first action, e.g. a BecomeInactive may come before it), `BecomeMaster(term)`, `BecomeBackup(term, leader)`,
+`BecomeInactive(term)` (role changes for the master core).
 
 Protocol
 --------
@@ -26,7 +29,8 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   live master (no MASTER hello within `master_dead`) and is not itself a master holding its lease —
   **sticky**: such a replica does not even adopt the candidate's term, so a newcomer (higher priority,
   higher version, bogus huge term) can never unseat a healthy master — (c) the term is not below its own,
-  and (d) the candidate's (LSD version, priority, id) is not worse than its own — unless its own candidacy
+  and (d) the candidate's (LSD version, priority, id) is not worse than its own (tuples compared in that
+  order: the latest LSD wins, then the higher priority, then the greater id) — unless its own candidacy
   already failed since it last had a master (so a better replica that cannot reach the others does not
   block the election forever). A better replica that refuses a candidate starts its own candidacy at once,
   so the freshest LSD normally wins within one round trip. Candidacy jitter is rank-ordered too: a replica
@@ -56,6 +60,8 @@ failover completes in ~150–170 ms + RTT on loopback, ≤ 300 ms even when the 
 once. Shorter timers fail over faster but risk a spurious suspicion after a scheduler stall or a few
 lost datagrams (harmless for the master thanks to stickiness, but it costs term bumps and fsyncs);
 longer ones make failover slower. A SIGTERM step-down fails over in about one round trip.
+Measured in the deterministic simulator (tests/sim, 0.2–1.2 ms links, ±1% clock skew, 3 or 5 replicas):
+kill -9 → new master median ~150 ms, max ~230 ms; step-down → new master ≤ 17 ms.
 """
 
 from __future__ import annotations

@@ -210,6 +210,8 @@ class MasterServer:
                     if isinstance(a, VersionChanged):
                         self.metrics.report_to_lsd.observe(time.perf_counter() - t0)
                         self._pending_versions[a.version] = t0
+                        if len(self._pending_versions) > 1024:      # nobody to send to: do not grow
+                            self._pending_versions.pop(min(self._pending_versions))
         self._run(actions)
 
     def _on_timer(self) -> None:

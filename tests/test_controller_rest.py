@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.rest import make_app
+from controller.roles import SingleMasterDriver
 from controller.server import MasterServer
 from proto.auth import KeyRing, write_secret_file
 from proto.clos import ClosParams, generate_clos_yaml
@@ -18,7 +19,17 @@ from proto.config import load_fabric
 TOKEN = "tok-123"
 
 
-def make_server(tmp: Path, token: bool = True) -> MasterServer:
+class StayInactive(SingleMasterDriver):
+    """A role driver that never promotes (the single-master driver would after master_dead)."""
+
+    def tick(self, now: float) -> list:
+        return []
+
+    def next_deadline(self) -> float | None:
+        return None
+
+
+def make_server(tmp: Path, token: bool = True, master: bool = True) -> MasterServer:
     text = generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=2, masters=2))
     if token:
         text = text.replace('  key_file: "fabric.key"\n', '  key_file: "fabric.key"\n  admin_token_file: admin.token\n')
@@ -27,13 +38,14 @@ def make_server(tmp: Path, token: bool = True) -> MasterServer:
     (tmp / "f.yaml").write_text(text)
     fabric = load_fabric(tmp / "f.yaml")
     return MasterServer(fabric, "m1", KeyRing.load(tmp / "fabric.key"), tmp / "state", bind="127.0.0.1",
-                        client_port=0, peer_port=0, rest_port=0)
+                        client_port=0, peer_port=0, rest_port=0,
+                        driver_factory=None if master else (lambda core, store: StayInactive(core, 0)))
 
 
 def run(tmp: Path, body: Callable[[MasterServer, TestClient], Awaitable[Any]], token: bool = True,
         master: bool = True) -> Any:
     async def main() -> Any:
-        server = make_server(tmp, token)
+        server = make_server(tmp, token, master)
         await server.start(rest=False)
         if master:
             server._run(server.core.become_master(1, server.now()))
@@ -127,4 +139,5 @@ def test_drain_without_token_file_or_mastership(tmp_path: Path) -> None:
         v = await (await c.get("/v1/lsd/version")).json()
         assert v["role"] == "inactive"
 
-    run(tmp_path / "..", not_master, master=False)
+    (tmp_path / "second").mkdir()
+    run(tmp_path / "second", not_master, master=False)

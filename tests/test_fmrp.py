@@ -517,3 +517,99 @@ def test_driver_stop_steps_down_immediately():
     assert c.master() == []
     c.run(1.0, until=lambda: len(c.master()) == 1)
     assert c.master() != [m] and c.now - t0 <= 0.06
+
+
+# ----------------------------------------------------------------------------------------------- real UDP
+def _free_master_base(n: int) -> int:
+    """A master_base_port whose client (base+i) and peer (base+100+i) UDP ports are free on 127.0.0.1."""
+    import random
+    import socket
+
+    rng = random.Random()
+    for _ in range(50):
+        base = rng.randrange(20000, 60000 - 300)
+        socks = []
+        try:
+            for i in range(1, n + 1):
+                for port in (base + i, base + 100 + i):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                    socks.append(s)
+                    s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port range")
+
+
+def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_path):
+    """controller.server.MasterServer x3 on loopback with FmrpDriver: HMAC'd UDP, durable state dirs."""
+    import asyncio
+
+    from controller.fmrp import FmrpDriver
+    from controller.server import MasterServer
+    from proto.auth import KeyRing, write_secret_file
+    from proto.clos import ClosParams, generate_clos_yaml
+    from proto.config import load_fabric
+
+    text = generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=3, masters=3, master_base_port=_free_master_base(3)))
+    write_secret_file(tmp_path / "fabric.key")
+    (tmp_path / "fabric.yaml").write_text(text)
+    fabric = load_fabric(tmp_path / "fabric.yaml")
+    keyring = KeyRing.load(tmp_path / "fabric.key")
+
+    def server(mid: str) -> MasterServer:
+        return MasterServer(fabric, mid, keyring, tmp_path / f"state-{mid}",
+                            driver_factory=lambda core, store: FmrpDriver(core, store.load().term))
+
+    def fstate(s: MasterServer) -> FmrpState | None:
+        return s.driver.fmrp.state if s.driver is not None and s.driver.fmrp is not None else None
+
+    async def until(cond, limit: float = 5.0) -> bool:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + limit
+        while not cond():
+            if loop.time() > end:
+                return False
+            await asyncio.sleep(0.002)
+        return True
+
+    async def scenario() -> None:
+        live = {m.id: server(m.id) for m in fabric.masters}
+        for s in live.values():
+            await s.start(rest=False)
+        try:
+            def masters() -> list[str]:
+                return [i for i, s in live.items() if fstate(s) is FmrpState.MASTER]
+
+            def settled() -> bool:
+                return len(masters()) == 1 and all(fstate(s) is FmrpState.BACKUP for i, s in live.items()
+                                                   if i != masters()[0])
+
+            assert await until(settled)
+            m1 = masters()[0]
+            term1 = live[m1].driver.fmrp.term
+            # SIGTERM path: the stopping master announces StepDown; a backup takes over with the next term.
+            await live.pop(m1).stop()
+            assert await until(lambda: len(masters()) == 1)
+            m2 = masters()[0]
+            assert live[m2].driver.fmrp.term == term1 + 1 and live[m2].core.term == term1 + 1
+            # The old master restarts from its state dir: it joins as backup (sticky), never reusing a term.
+            live[m1] = server(m1)
+            await live[m1].start(rest=False)
+            assert await until(settled)
+            assert masters() == [m2] and live[m1].driver.fmrp.leader == m2
+            assert live[m1].store.load().term >= term1 + 1
+            def view() -> dict:
+                return live[m2].driver.view(live[m2].now())
+
+            # the master's view of a peer is its last hello: it catches up within a datagram or two
+            assert await until(lambda: {r["state"] for r in view()["replicas"]} == {"master", "backup"})
+            assert view()["mode"] == "fmrp" and view()["replicas"][0]["lease_ok"] is True
+        finally:
+            for s in live.values():
+                await s.stop()
+
+    asyncio.run(scenario())

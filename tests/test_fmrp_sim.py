@@ -1,7 +1,7 @@
 """FMRP deterministic simulation: hundreds of seeded fault schedules, invariants checked after every event.
 
 `FIREPATH_SIM_SEEDS=N` runs N seeds of the minimal LSD model (default 300), `FIREPATH_SIM_REAL_SEEDS=N`
-N seeds with the real MasterCore/FmrpDriver and Reporter/LsdReplica cores (default 30),
+N seeds with the real MasterCore/FmrpDriver and Reporter/LsdReplica cores (default 20),
 `FIREPATH_SIM_START=S` starts at seed S; `python -m tests.sim --seeds N [--real]` runs thousands in parallel. A failure names its seed, prints the tail
 of the event trace and the command that replays it (`python -m tests.sim --seed S --trace`).
 """
@@ -16,7 +16,7 @@ from tests.sim import InvariantViolation, World, run_seed
 from tests.sim.world import Scenario
 
 N_SEEDS = int(os.environ.get("FIREPATH_SIM_SEEDS", "300"))
-N_REAL_SEEDS = int(os.environ.get("FIREPATH_SIM_REAL_SEEDS", "30"))
+N_REAL_SEEDS = int(os.environ.get("FIREPATH_SIM_REAL_SEEDS", "20"))
 START = int(os.environ.get("FIREPATH_SIM_START", "0"))
 
 
@@ -60,7 +60,7 @@ def test_clean_failover_is_within_300ms_and_step_down_is_immediate(real):
     from tests.sim.realcores import run_real_seed
 
     run = run_real_seed if real else run_seed
-    n = 10 if real else 40
+    n = 6 if real else 20
     for kind, bound in (("crash", 0.300), ("stepdown", 0.050)):
         times = [d for seed in range(n) for k, d in run(seed, failover=kind).failovers if k == kind]
         assert len(times) == n

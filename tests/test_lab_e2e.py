@@ -283,10 +283,13 @@ def _zombie_or_gone(pid: int) -> bool:
 def lab() -> Iterator[Lab]:
     name = _name("e2e")
     d = Path("/tmp") / f"fplab-{name}"
+    problem = None
     try:
         fabric_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=60.0, log=lambda m: None)
     except LabError as e:
-        pytest.fail(f"lab did not come up (masters/clients): {e}; logs in {d / 'logs'}", pytrace=False)
+        problem = str(e)
+    if problem is not None:
+        pytest.fail(f"lab did not come up (masters/clients): {problem}", pytrace=False)
     try:
         yield fabric_lab
     finally:

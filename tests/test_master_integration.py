@@ -155,7 +155,8 @@ def converge(fleet: SimFleet, m: Master, want: dict[str, str], timeout: float = 
         if lsd["links"] != want:
             continue
         states = bytes(LinkState[want[link.name].upper()] for link in fleet.fabric.links)
-        if fleet.pump(0.5, until=lambda: fleet.converged(lsd["term"], lsd["version"], states)):
+        term, version = lsd["term"], lsd["version"]
+        if fleet.pump(0.5, until=lambda: fleet.converged(term, version, states)):  # noqa: B023 - used at once
             return lsd
     versions = {sw.name: (sw.data_term, sw.version) for sw in fleet.switches.values()}
     raise AssertionError(f"no convergence: master {lsd}, clients {versions}")
