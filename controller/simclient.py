@@ -97,22 +97,22 @@ class SimFleet:
         self.sel = selectors.DefaultSelector()
         for i in range(n_sockets):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:   # root may exceed net.core.rmem_max: a 10,000-client burst must not overflow the queue
-                s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 32 * 1024 * 1024)
-            except OSError:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024 * 1024)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024 * 1024)
-            if group is not None:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind(("", group[1]) if i == 0 else (bind, 0))
-                if i == 0:
-                    mreq = socket.inet_aton(group[0]) + socket.inet_aton(bind)
-                    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
-            else:
-                s.bind((bind, 0))
+            self._big_buffers(s)
+            s.bind((bind, 0))
             s.setblocking(False)
             self.socks.append(s)
             self.sel.register(s, selectors.EVENT_READ, i)
+        if group is not None:
+            # One socket joined to the group stands for every client's multicast reception.
+            g = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._big_buffers(g)
+            g.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            g.bind(("", group[1]))
+            g.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group[0]) + socket.inet_aton(bind))
+            g.setblocking(False)
+            self.socks.append(g)
+            self.sel.register(g, selectors.EVENT_READ, len(self.socks) - 1)
+        self.group_sock = len(self.socks) - 1 if group is not None else None
         switch_names = [s.name for s in fabric.switches]
         master_ids = [m.id for m in fabric.masters]
         names = list(names) if names is not None else switch_names
@@ -126,6 +126,14 @@ class SimFleet:
         self.rejected: dict[str, int] = {}
         self._last_retry_scan = -1e9
         self.raw: list[tuple[float, int, bytes]] = []
+
+    @staticmethod
+    def _big_buffers(s: socket.socket) -> None:
+        try:   # root may exceed net.core.rmem_max: a 10,000-client burst must not overflow the queue
+            s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 32 * 1024 * 1024)
+        except OSError:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024 * 1024)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 * 1024 * 1024)
 
     def close(self) -> None:
         self.sel.close()
@@ -215,7 +223,7 @@ class SimFleet:
     def _dispatch(self, sock: int, data: bytes, now: float) -> None:
         owner = key_owner(data)
         if owner == "":
-            targets = [sw for sw in self.switches.values() if sw.sock == sock]
+            targets = list(self.switches.values()) if sock == self.group_sock else []
         else:
             sw = self.switches.get(owner or "")
             targets = [sw] if sw is not None else []

@@ -34,8 +34,9 @@ def test_fast_path_decodes_at_every_switch_in_sequence() -> None:
     assert enc.fast == len(msgs) * (len(SWITCHES) - 1) and enc.slow == len(msgs)
     # a datagram signed for one switch is refused by another; a replay is refused
     enc.reset()
-    data = enc.encode(msgs[0], "leaf-1")
+    enc.encode(msgs[0], "leaf-1")
     data = enc.encode(msgs[0], "leaf-2")
+    assert clients["leaf-2"].decode(data)[1] == msgs[0]
     for codec_, reason in ((clients["leaf-3"], "unknown_key"), (clients["leaf-2"], "replay")):
         try:
             codec_.decode(data)

@@ -240,3 +240,38 @@ def test_master_process_with_scripted_clients(master: Master) -> None:
         assert all(sw.term == 2 for sw in fleet.switches.values())
     finally:
         fleet.close()
+
+
+def test_master_process_multicast(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    gport = free_ports(1)[0]
+    group = f"239.{random.randint(64, 250)}.{random.randint(0, 255)}.{random.randint(1, 254)}"
+    cfg.write_text(cfg.read_text() + f"distribution: {{mode: multicast, group: {group}, port: {gport}}}\n")
+    m = Master(cfg, tmp_path / "state", tmp_path / "master.log")
+    fabric = load_fabric(cfg)
+    fleet = None
+    try:
+        m.start()
+        m.wait_master(term=1)
+        fleet = SimFleet(fabric, KeyRing.load(fabric.security.key_file), {"m1": ("127.0.0.1", m.client_port)},
+                         n_sockets=2, group=(group, gport), drop=lossy(11, {"leaf-2"}, 0.3))
+        names = [link.name for link in fabric.links]
+        fleet.report()
+        converge(fleet, m, dict.fromkeys(names, "up"))
+        for i, usable in enumerate(({2}, {1, 2}, set(), {1, 2})):
+            fleet.set_usable("leaf-3", usable)
+            fleet.report(["leaf-3"])
+            want = dict.fromkeys(names, "up") | {n: "down" for n in names if n.startswith("leaf-3:")
+                                                  and int(n.split(":")[1].split("-")[0]) not in usable}
+            lsd = converge(fleet, m, want)
+            assert lsd["version"] >= 5 + i
+        with urllib.request.urlopen(m.url("/metrics"), timeout=5) as r:
+            metrics = r.read().decode()
+        group_deltas = [line for line in metrics.splitlines()
+                        if line.startswith('firepath_master_messages_sent_total{dest="group",type="LsdDelta"}')]
+        assert group_deltas and float(group_deltas[0].split()[-1]) >= 4
+        assert fleet.rejected == {}
+    finally:
+        if fleet is not None:
+            fleet.close()
+        m.stop(signal.SIGKILL)
