@@ -113,8 +113,10 @@ class SimFleet:
             self.socks.append(g)
             self.sel.register(g, selectors.EVENT_READ, len(self.socks) - 1)
         self.group_sock = len(self.socks) - 1 if group is not None else None
-        switch_names = [s.name for s in fabric.switches]
-        master_ids = [m.id for m in fabric.masters]
+        # One shared frozenset for every Codec (frozenset(x) of a frozenset is x): 10,000 codecs must not
+        # each copy a 10,000-name set.
+        switch_names = frozenset(s.name for s in fabric.switches)
+        master_ids = frozenset(m.id for m in fabric.masters)
         names = list(names) if names is not None else switch_names
         self.switches: dict[str, SimSwitch] = {}
         for i, name in enumerate(names):

@@ -36,8 +36,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     clos = {k: getattr(args, k) for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "leaves",
                                           "hosts_per_tor", "masters") if getattr(args, k) is not None}
+    timers = []
+    for item in args.timer or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            return _err(f"--timer {item!r}: expected KEY=VALUE, e.g. nd_dead_ms=60")
+        timers.append((key.strip(), float(value)))
+    if timers:
+        clos["timers"] = tuple(timers)
     if args.config and clos:
-        return _err("give either --config or Clos parameters, not both")
+        return _err("give either --config or Clos parameters (and --timer), not both")
     lab = Lab.up(name=args.name, lab_dir=_lab_dir(args), config=args.config, clos=clos, clean=args.clean,
                  daemons=not args.no_daemons, timeout=args.timeout, keep_on_failure=args.keep_on_failure)
     lab.close()
@@ -274,6 +282,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                           ("--leaves", "two-tier leaves (with --pods 0)"), ("--hosts-per-tor", "default 1"),
                           ("--masters", "master replicas (default 3)")):
         up.add_argument(opt, type=int, help=helptext)
+    up.add_argument("--timer", action="append", metavar="KEY=MS",
+                    help="fabric timer for the generated config, e.g. nd_dead_ms=60 (repeatable)")
     up.add_argument("--clean", action="store_true", help="tear down a previous or half-built lab first")
     up.add_argument("--no-daemons", action="store_true", help="plumbing only: no masters, no clients")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge in place")
@@ -337,7 +347,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("src")
     pr.add_argument("dst")
     pr.add_argument("--seconds", type=float, default=2.0)
-    pr.add_argument("--flows", type=int, default=8)
+    pr.add_argument("--flows", type=int, default=4)
     pr.add_argument("--rate", type=float, default=1000.0)
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_guard(cmd_probe))

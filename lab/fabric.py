@@ -135,6 +135,11 @@ def _get_json(port: int, path: str, timeout: float) -> Any:
 
 OVS_BASE_PORT = 20000      # switch id i listens for its client on 127.0.0.1:OVS_BASE_PORT+i (lab netns)
 REST_BASE_PORT = 40000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
+# ND timers of generated lab configs unless `timers` is given. The fabric default (10 ms / 30 ms) flaps on
+# a loaded 2-core machine running OVS's userspace datapath and ~13 Python daemons: ND frames are late by
+# more than 30 ms, links go one-way/down, get damped, and the fabric never converges. Benchmarks that
+# want the fast timers pass timers=() (or their own) explicitly.
+LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("nd_interval_ms", 30), ("nd_dead_ms", 150))
 
 
 def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
@@ -145,6 +150,7 @@ def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
     """
     from proto.clos import ClosParams, generate_clos_yaml
 
+    clos_params.setdefault("timers", LAB_DEFAULT_TIMERS)
     params = ClosParams(name=name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
                         key_file="fabric.key", **clos_params)
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -584,7 +590,7 @@ class Lab:
     def dump_flows(self, switch: str) -> list[str]:
         return self.ovs.dump_flows(self.state.bridges[switch])
 
-    def probe(self, src: str, dst: str, *, flows: int = 8, rate: float = 1000.0, port: int = 7000) -> Any:
+    def probe(self, src: str, dst: str, *, flows: int = 4, rate: float = 1000.0, port: int = 7000) -> Any:
         from lab.probe import Probe
 
         return Probe(src_ip=self.host_ip(src), dst_ip=self.host_ip(dst), src_netns=self.state.host_netns[src],

@@ -293,6 +293,9 @@ def merge_results(recv: dict, send: dict, src_ip: str) -> dict[str, object]:
             "received": received,
             "lost": lost,
             "reordered": int(r["reordered"]) if r else 0,
+            "lost_in_holes": int(r["lost"]) if r else 0,
+            "first_seq": int(r["first_seq"]) if r else None,
+            "highest_seq": int(r["highest_seq"]) if r else None,
             "max_gap_ms": float(r["max_gap_ms"]) if r else None,
             "max_net_gap_ms": float(r["max_net_gap_ms"]) if r else None,
             "max_gap_end_s": r["max_gap_end_s"] if r else None,
@@ -325,7 +328,13 @@ class Probe:
         self._recv: subprocess.Popen[str] | None = None
         self._send: subprocess.Popen[str] | None = None
 
-    def start(self, ready_timeout: float = 10.0) -> None:
+    def start(self, ready_timeout: float = 10.0, prime: bool = True) -> None:
+        """Start receiver then sender (each waits for READY). `prime`: first one ping from the source to
+        the destination so both hosts have resolved their gateway's ARP; otherwise the first ~100 ms of
+        every flow wait in the kernel's ARP queue (3 packets) and are counted as lost."""
+        if prime and self.src_netns:
+            subprocess.run(netns_argv(self.src_netns, ["ping", "-n", "-q", "-c", "1", "-W", "2", self.dst_ip]),
+                           capture_output=True, timeout=10, check=False)
         recv_argv = [self.python, "-m", "lab.probe", "recv", "--port", str(self.port)]
         self._recv = subprocess.Popen(netns_argv(self.dst_netns, recv_argv), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True, env=probe_env(), cwd=REPO_ROOT)
