@@ -96,6 +96,7 @@ class ClientDaemon:
         self._report_hold_until = math.inf
         self._report_released = False
         self.counters: Counter[str] = Counter()
+        self._nd_silenced = False         # set once a graceful restart was announced
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -121,7 +122,11 @@ class ClientDaemon:
             sent = threading.Event()
 
             def announce(now: float) -> None:
-                self._run(self.ports.nd.restart_frames(restart_hold), now)
+                frames = self.ports.nd.restart_frames(restart_hold)
+                self._run(frames, now)
+                self._nd_silenced = True    # a normal frame after the hold would end it at the peer
+                log.info("graceful restart: asked %d peers to hold their links for %.1fs", len(frames),
+                         restart_hold)
                 sent.set()
 
             self.call(announce)
@@ -244,6 +249,9 @@ class ClientDaemon:
         if not isinstance(msg, NdFrame):
             self.counters["nd_rejected_not_nd"] += 1
             return
+        if msg.hold_ms:
+            log.info("graceful restart of peer %s:%d: holding port %d up for %d ms", msg.switch, msg.port,
+                     event.port, msg.hold_ms)
         self._run(self.ports.on_nd_frame(event.port, sender, msg, now), now)
 
     # ------------------------------------------------------------------------------------------ actions
@@ -254,6 +262,9 @@ class ClientDaemon:
                 self._send_nd(action)
             elif isinstance(action, PortChanged):
                 ports_changed = True
+                st = action.status
+                log.info("port=%d usable=%s phy=%s nd=%s admin=%s damped=%s miscabled_by=%s", action.port,
+                         st.usable, st.phy, st.nd, st.admin, st.damped, st.miscabled_by)
                 if action.usable_changed:
                     self.programmer.on_port_usable(action.port, action.usable)
             elif isinstance(action, SendToMaster):
@@ -280,7 +291,7 @@ class ClientDaemon:
             self._run(self.reporter.update(statuses, now), now)
 
     def _send_nd(self, action: SendNd) -> None:
-        if not self.connected:
+        if not self.connected or self._nd_silenced:
             return
         try:
             frame = encode_nd_ethernet(self.switch.mac, self.codec.encode(action.frame))

@@ -243,6 +243,7 @@ class Programmer:
         return {
             "programmed_version": self.programmed_version,
             "last_program_ms": round(self.last_program_ms, 3),
+            "last_batch_size": self.last_batch_size,
             "routes": len(self.routes.routes),
             "groups": self.planner.group_count,
             "excluded_ports": sorted(self._excluded),

@@ -2,6 +2,7 @@
 
     firepath master --config FABRIC.yaml --id m1 [--state-dir D] [--bind ADDR] [--client-port P]
                     [--peer-port P] [--rest-port P] [--log-level LEVEL] [--log-format kv|json]
+                    [--election auto|single|fmrp]
 
 Bind address and ports default to the master's entry in the config. Logs are structured (key=value, or
 JSON lines with --log-format json) on stderr. SIGTERM/SIGINT shut the replica down cleanly (the role
@@ -33,6 +34,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--rest-port", type=int, help="TCP port of the REST API / metrics")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="kv", choices=["kv", "json"])
+    p.add_argument("--election", default="auto", choices=["auto", "single", "fmrp"],
+                   help="role driver: fmrp (elect among the configured masters), single (no election: "
+                        "become master after the init wait); auto = fmrp when the config has several masters")
     p.set_defaults(func=run)
 
 
@@ -60,8 +64,19 @@ def run(args: argparse.Namespace) -> int:
         print(f"firepath master: key file: {e}", file=sys.stderr)
         return 2
     state_dir = Path(args.state_dir) if args.state_dir else DEFAULT_STATE_ROOT / fabric.name / args.id
+    election = args.election
+    if election == "auto":
+        election = "fmrp" if len(fabric.masters) > 1 else "single"
+    driver_factory = None                      # MasterServer's default: SingleMasterDriver
+    if election == "fmrp":
+        from controller.fmrp import FmrpDriver
+
+        def driver_factory(core, store):  # type: ignore[no-untyped-def]
+            return FmrpDriver(core, store.load().term)
+
     server = MasterServer(fabric, args.id, keyring, state_dir, bind=args.bind, client_port=args.client_port,
-                          peer_port=args.peer_port, rest_port=args.rest_port)
+                          peer_port=args.peer_port, rest_port=args.rest_port, driver_factory=driver_factory)
+    log.info(kv("election", mode=election, masters=len(fabric.masters)))
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -36,6 +36,7 @@ from proto.messages import (
 )
 
 _FIXED = struct.Struct(">2sBBBQ")
+_LSD_AND_KEEPALIVE = (LsdFull.TYPE, LsdDelta.TYPE, Keepalive.TYPE)
 
 
 def key_owner(data: bytes) -> str | None:
@@ -176,9 +177,12 @@ class SimFleet:
         self._send(sw, LsdRequest(sw.name, max(sw.data_term, 0), sw.version))
 
     # ------------------------------------------------------------------------------------ receiving
-    def pump(self, duration: float, until: Callable[[], bool] | None = None, raw: bool = False) -> bool:
+    def pump(self, duration: float, until: Callable[[], bool] | None = None, raw: bool = False,
+             skip_lsd: bool = False) -> bool:
         """Receive and handle datagrams for up to `duration` seconds (stop early when `until()` is true).
         With `raw`, only record (arrival time, socket, bytes) in self.raw — handle later with process_raw().
+        With `skip_lsd`, LSD updates and keepalives are discarded undecoded (cheap warm-up of a big fleet:
+        afterwards `request_full()` gets every switch one snapshot).
         Unacked reports are retried every `report_retry`. Returns until() (or True without it)."""
         deadline = time.monotonic() + duration
         while True:
@@ -196,6 +200,8 @@ class SimFleet:
                         break
                     if raw:
                         self.raw.append((time.monotonic(), key.data, data))
+                    elif skip_lsd and len(data) > 3 and data[3] in _LSD_AND_KEEPALIVE:
+                        continue
                     else:
                         self._dispatch(key.data, data, time.monotonic())
             if not raw:
@@ -285,6 +291,13 @@ class SimFleet:
             sw.master = sender
             if sw.data_term != msg.term or msg.version > sw.lsd.version:
                 self._request(sw)
+
+    def request_full(self, names: Iterable[str] | None = None) -> None:
+        """Every (named) switch asks for a full snapshot (LsdRequest version -1)."""
+        for name in names if names is not None else self.switches:
+            sw = self.switches[name]
+            sw.counts["requests"] += 1
+            self._send(sw, LsdRequest(sw.name, sw.term, -1))
 
     # ------------------------------------------------------------------------------------ checks
     def converged(self, term: int, version: int, states: bytes) -> bool:

@@ -295,6 +295,7 @@ def lab() -> Iterator[Lab]:
     finally:
         fabric_lab.close()
         teardown(d, name=name, log=lambda m: None)
+        shutil.rmtree(d, ignore_errors=True)     # a lab that failed to come up keeps its logs (see above)
 
 
 def _converge(lab: Lab, after_version: int | None = None) -> None:
