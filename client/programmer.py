@@ -237,6 +237,9 @@ class Programmer:
         if version is not None:
             self.programmed_version = version
         self.last_program_ms = (self.clock() - started) * 1000.0
+        if messages:
+            log.info("programmed version=%s messages=%d excluded=%s ms=%.2f", version, len(messages),
+                     sorted(self._excluded), self.last_program_ms)
 
     # ------------------------------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
