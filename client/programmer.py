@@ -67,7 +67,7 @@ class Programmer:
         self._computed = False
         self._readback = False                        # the switch rejected something: read it back
         self._barriers: dict[int, threading.Event] = {}
-        self._errors: list[OfError] = []
+        self._barrier_lock = threading.Lock()
         # Status (read by REST/metrics; plain values, updated atomically).
         self.programmed_version = -1
         self.last_program_ms = 0.0
@@ -121,7 +121,8 @@ class Programmer:
 
     def on_driver_event(self, event: BarrierDone | OfError) -> None:
         if isinstance(event, BarrierDone):
-            ev = self._barriers.get(event.batch_id)
+            with self._barrier_lock:        # the batch is registered before its reply can be looked up
+                ev = self._barriers.get(event.batch_id)
             if ev is not None:
                 ev.set()
         else:
@@ -224,8 +225,9 @@ class Programmer:
     def _program(self, messages: list[Any], started: float, version: int | None) -> None:
         if messages:
             done = threading.Event()
-            batch_id = self.driver.send(messages)
-            self._barriers[batch_id] = done
+            with self._barrier_lock:
+                batch_id = self.driver.send(messages)
+                self._barriers[batch_id] = done
             try:
                 if not done.wait(BARRIER_TIMEOUT):
                     raise NotConnected(f"no barrier reply for batch {batch_id} in {BARRIER_TIMEOUT}s")

@@ -1,0 +1,172 @@
+"""The client's programmer thread against a fake switch: LSD → routes → OpenFlow batches, local repair,
+restoration only through the LSD, reconcile without a flush, barrier-acknowledged versions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from client.oskenapp import BarrierDone, OfError
+from client.programmer import Programmer
+from client.replica import LsdApplied
+from proto.clos import clos_fabric
+from proto.lsd import LinkState
+from tests.fakes.oftable import FakeOFTable
+
+
+class FakeDriver:
+    """Applies each batch to a FakeOFTable and answers its barrier from another thread, like OfDriver."""
+
+    def __init__(self) -> None:
+        self.table = FakeOFTable()
+        self.batches: list[list] = []
+        self.dumps = 0
+        self.programmer: Programmer | None = None
+
+    def send(self, messages: list) -> int:
+        self.table.apply_all(messages)
+        self.batches.append(list(messages))
+        batch_id = len(self.batches)
+        assert self.programmer is not None
+        threading.Thread(target=self.programmer.on_driver_event, args=(BarrierDone(batch_id),)).start()
+        return batch_id
+
+    def dump_state(self, timeout: float = 5.0):
+        self.dumps += 1
+        return self.table.installed_flows(), self.table.installed_groups()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.002)
+    raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture
+def fabric():
+    # leaf-1 port 1 -> spine-1, port 2 -> spine-2; host of leaf-2 in 10.0.1.0/24
+    return clos_fabric(pods=0, leaves=2, spines=2, masters=1)
+
+
+@pytest.fixture
+def setup(fabric):
+    driver = FakeDriver()
+    prog = Programmer(fabric, "leaf-1", driver)  # type: ignore[arg-type]
+    driver.programmer = prog
+    prog.start()
+    yield fabric, driver, prog
+    prog.stop()
+
+
+def lsd(fabric, version: int, down: tuple[int, ...] = (), full: bool = False, changed=()) -> LsdApplied:
+    states = bytes(LinkState.DOWN if i in down else LinkState.UP for i in range(len(fabric.links)))
+    return LsdApplied("m1", 1, version, full, tuple(changed), states)
+
+
+def next_hops(fabric, driver: FakeDriver, host: str = "h-2-1") -> set[int]:
+    return {d.port for d in driver.table.forward(fabric.host(host).ip)}
+
+
+def uplink_index(fabric, switch: str, port: int) -> int:
+    return fabric.link_at(switch, port).index
+
+
+def test_first_lsd_programs_ecmp_and_acknowledges_after_the_barrier(setup):
+    fabric, driver, prog = setup
+    prog.on_connected()
+    assert prog.programmed_version == -1
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    assert next_hops(fabric, driver) == {1, 2}
+    assert driver.dumps == 1                      # connected: read the switch back before the first plan
+    assert not driver.table.errors and not driver.table.dangling()
+
+
+def test_nothing_is_programmed_before_connection_and_lsd(setup):
+    fabric, driver, prog = setup
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    time.sleep(0.05)
+    assert driver.batches == [] and prog.programmed_version == -1
+    prog.on_connected()
+    wait_for(lambda: prog.programmed_version == 1)
+
+
+def test_local_repair_then_restore_only_when_the_lsd_says_up(setup):
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    # Port 1 stops being usable: pruned from every group at once, no master update needed.
+    prog.on_port_usable(1, False)
+    wait_for(lambda: next_hops(fabric, driver) == {2})
+    assert prog.programmed_version == 1
+    # Usable again locally, but no LSD yet: stays out.
+    prog.on_port_usable(1, True)
+    time.sleep(0.05)
+    assert next_hops(fabric, driver) == {2}
+    # The master saw it down ...
+    link = uplink_index(fabric, "leaf-1", 1)
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    wait_for(lambda: prog.programmed_version == 2)
+    assert next_hops(fabric, driver) == {2}
+    # ... and up again: back in the group.
+    prog.on_lsd(lsd(fabric, 3, changed=(link,)))
+    wait_for(lambda: prog.programmed_version == 3)
+    assert next_hops(fabric, driver) == {1, 2}
+    assert prog.status()["excluded_ports"] == []
+
+
+def test_reconnect_reconciles_without_touching_a_correct_switch(setup):
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    batches = len(driver.batches)
+    prog.on_disconnected()
+    prog.on_connected()
+    wait_for(lambda: driver.dumps == 2)
+    time.sleep(0.05)
+    assert len(driver.batches) == batches       # nothing to change: no flush, no rewrite
+    assert next_hops(fabric, driver) == {1, 2}
+
+
+def test_a_restarted_client_adopts_the_installed_state(fabric):
+    first = FakeDriver()
+    prog = Programmer(fabric, "leaf-1", first)  # type: ignore[arg-type]
+    first.programmer = prog
+    prog.start()
+    try:
+        prog.on_connected()
+        prog.on_lsd(lsd(fabric, 1, full=True))
+        wait_for(lambda: prog.programmed_version == 1)
+    finally:
+        prog.stop()
+    # A new process finds the switch programmed (same table, fail_mode=secure kept the flows).
+    second = FakeDriver()
+    second.table = first.table
+    restarted = Programmer(fabric, "leaf-1", second)  # type: ignore[arg-type]
+    second.programmer = restarted
+    restarted.start()
+    try:
+        restarted.on_connected()
+        restarted.on_lsd(lsd(fabric, 1, full=True))
+        wait_for(lambda: restarted.programmed_version == 1)
+        assert second.batches == []                 # hitless: not a single message
+    finally:
+        restarted.stop()
+
+
+def test_switch_error_triggers_a_readback(setup):
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    prog.on_driver_event(OfError(1, 1, 1, "test"))
+    wait_for(lambda: driver.dumps == 2)
+    assert prog.status()["of_errors"] == 1
