@@ -91,6 +91,8 @@ class MasterCore:
         self.lsd = LinkStateDB(len(fabric.links), history=fabric.lsd.history)
         #: term in which the LSD content was built/received; None = invalid (never had one)
         self.lsd_term: int | None = None
+        #: while MASTER and `dist.held`: when the hold ends at the latest (see become_master)
+        self.hold_until: float | None = None
         self.switch_names = frozenset(s.name for s in fabric.switches)
         self.master_ids = frozenset(m.id for m in fabric.masters)
         self.deriver = LinkStateDeriver(fabric)
@@ -129,19 +131,32 @@ class MasterCore:
         """Take mastership of `term` (>= current term), continuing the version sequence of the current LSD.
 
         Drains are inherited from the LSD (DRAINED links stay drained). Links whose switches have not
-        reported under this mastership keep their replicated state for `switch_dead` (grace). Every known
-        peer (clients and backups) is sent a full snapshot of the new term right away.
+        reported under this mastership keep their replicated state for `switch_dead` (grace).
+
+        Zero data-plane impact: every client still forwards on the LSD it got from the old master, so the
+        new master must not publish anything that is not at least as true as that. It announces itself at
+        once (a Keepalive of the new term to every client it has ever heard from: they re-send their
+        reports and ask for the LSD), but *holds* LSD updates to clients until every switch has reported
+        under this mastership, or `keepalive` has passed (replicated LSD: what is still unreported keeps
+        its replicated state, i.e. exactly what the clients already have), or `switch_dead` has passed
+        (no valid LSD, e.g. every master restarted: publishing the empty LSD would wipe every client's
+        routes). The first full snapshot of the new term therefore equals the clients' state except for
+        changes that really happened, and a client reprograms nothing for it. Backups get the LSD at once.
         """
         if term < self.term:
             raise ValueError(f"become_master: term {term} < current term {self.term}")
+        replicated = self.lsd_term is not None
         self.role, self.term, self.leader = Role.MASTER, term, self.id
         self.deriver.drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
-        self.deriver.start_mastership(now, grace=self.lsd_term is not None)
+        self.deriver.start_mastership(now, grace=replicated)
         self.lsd_term = term
         for mid in self.master_ids - {self.id}:
             self.dist.peer(mid, True, now)
         self.dist.activate(term, now)
-        return [RoleChanged(self.role.value, term, self.id), *self.tick(now)]
+        self.dist.hold()
+        t = self.fabric.timers
+        self.hold_until = now + (t.keepalive if replicated else t.switch_dead)
+        return [RoleChanged(self.role.value, term, self.id), *self.dist.announce(self.lsd, now), *self.tick(now)]
 
     def become_backup(self, term: int, leader: str, now: float) -> list[Action]:
         """Follow `leader` in `term`: apply its LsdFull/LsdDelta, acknowledge with ReplicationAck."""
@@ -151,6 +166,7 @@ class MasterCore:
             raise ValueError(f"become_backup: bad leader {leader!r}")
         self.role, self.term, self.leader = Role.BACKUP, term, leader
         self.dist.deactivate()
+        self.hold_until = None
         self.deriver.start_mastership(now, grace=False)
         # Tell the leader where we stand so it streams a snapshot at once.
         return [RoleChanged(self.role.value, term, leader), Send(leader, self._replication_ack())]
@@ -163,6 +179,7 @@ class MasterCore:
             self.term = term
         self.role, self.leader = Role.INACTIVE, None
         self.dist.deactivate()
+        self.hold_until = None
         return [RoleChanged(self.role.value, self.term, None)]
 
     # ============================================================================ inputs
@@ -184,8 +201,28 @@ class MasterCore:
             return []
         out: list[Action] = []
         self._apply_timeouts(now, out)
+        self._maybe_release(now)
         out.extend(self.dist.tick(self.lsd, now))
         return out
+
+    @property
+    def held(self) -> bool:
+        """True while a new master holds LSD updates to clients (see become_master)."""
+        return self.role == Role.MASTER and self.dist.held
+
+    def end_hold(self, now: float) -> list[Action]:
+        """End the failover hold now (tests, or an operator who knows better); returns the resulting sends."""
+        if self.role != Role.MASTER:
+            return []
+        self.hold_until = now
+        return self.tick(now)
+
+    def _maybe_release(self, now: float) -> None:
+        if not self.dist.held or self.hold_until is None:
+            return
+        if now >= self.hold_until or len(self.deriver.views) >= len(self.switch_names):
+            self.hold_until = None
+            self.dist.release(now)
 
     def _apply_timeouts(self, now: float, out: list[Action]) -> None:
         """Silences and the end of the grace period that are due by `now` — applied before any input at
@@ -203,7 +240,8 @@ class MasterCore:
         """When tick() must be called next (None: nothing scheduled)."""
         if self.role != Role.MASTER:
             return None
-        times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline()) if t is not None]
+        times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline(), self.hold_until)
+                 if t is not None]
         return min(times) if times else None
 
     # ============================================================================ operator drains
@@ -335,6 +373,7 @@ class MasterCore:
             self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
         self.deriver.set_report(sender, (ps.port for ps in r.ports if ps.usable), r.report_seq, now)
         n_changes = self._rederive(self._links_of[sender], now, "report", out)
+        self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
         return out

@@ -14,7 +14,13 @@ ReplicationAck). Rules:
   client that finds itself behind answers with LsdRequest(its version) and gets the missing delta (repair).
 - Multicast mode: clients get one LsdDelta per coalesced change on the group (and group keepalives);
   unicast only for a new client's first full and for repairs. Backups stay unicast.
-- A client silent for longer than `switch_dead` is considered gone: no more keepalives until it speaks.
+- A client silent for longer than `switch_dead` is considered gone: no more keepalives until it speaks
+  again (its next report or LsdRequest makes it live and due a full snapshot). A silent client thus stops
+  getting keepalives — harmless: a live client reports every `report_refresh`, far inside `switch_dead`.
+- Hold (failover): a new master may `hold()` LSD updates to clients (fulls/deltas, unicast and group)
+  until it knows its LSD matches reality (`release()`); keepalives still flow, backups are never held.
+  `announce()` sends a Keepalive of the new term at once to every client ever heard (live or not), so
+  clients learn the new master in one datagram instead of after their master-silence timeout.
 
 Scheduling is a heap of per-peer due times with lazy invalidation, so a tick costs O(due peers · log n),
 not O(all peers). Messages are shared between peers in the same situation within a tick (only the
@@ -103,6 +109,7 @@ class Distributor:
         # Unicast peers with no update pending: the only ones a new version must schedule.
         self._idle: dict[str, Peer] = {}
         self._group = _GroupState()
+        self.held = False                   # LSD updates to clients suspended (see hold())
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -143,8 +150,46 @@ class Distributor:
         if self.multicast:
             self._group.update_due = now
 
+    def hold(self) -> None:
+        """Suspend LSD updates (fulls and deltas) to clients until `release()`; they stay due."""
+        self.held = True
+
+    def release(self, now: float) -> None:
+        """End the hold: every client with an update due gets it now (group too)."""
+        if not self.held:
+            return
+        self.held = False
+        for p in self.peers.values():
+            if not p.is_master and p.update_due is not None:
+                p.queued_at = None                 # any queued entry was for a keepalive: requeue
+                self._queue(p)
+        if self.multicast and self._group.update_due is not None:
+            self._group.update_due = min(self._group.update_due, now)
+
+    def announce(self, lsd: LinkStateDB, now: float) -> list[Send]:
+        """A Keepalive of our term to every client we have ever heard from (and to the group), now.
+
+        A new master knows its clients' addresses only from datagrams they sent it (at bring-up clients
+        report to every master); the ones that are not live here are live at the old master. One keepalive
+        makes each of them re-send its report and ask for the LSD of the new term right away."""
+        if not self.active:
+            return []
+        out: list[Send] = []
+        cache = _TickCache()
+        for p in self.peers.values():
+            if p.is_master or not self._unicast(p):
+                continue
+            out.append(Send(p.name, self._keepalive(lsd, cache)))
+            p.last_send_at = now
+            self._queue(p)
+        if self.multicast:
+            out.append(Send(GROUP, self._keepalive(lsd, cache)))
+            self._group.last_send_at = now
+        return out
+
     def deactivate(self) -> None:
         self.active = False
+        self.held = False
         self._clear_schedule()
         for p in self.peers.values():
             p.update_due = p.queued_at = None
@@ -208,7 +253,7 @@ class Distributor:
         ka: float | None = None
         if self._unicast(p) and p.last_send_at != NEVER:
             ka = p.last_send_at + self.keepalive
-        if p.update_due is None:
+        if p.update_due is None or (self.held and not p.is_master):
             return ka
         return p.update_due if ka is None else min(ka, p.update_due)
 
@@ -237,7 +282,7 @@ class Distributor:
             p.update_due = None                        # gone quiet: stop until it speaks again
             return
         sent = False
-        if p.update_due is not None and p.update_due <= now:
+        if p.update_due is not None and p.update_due <= now and not (self.held and not p.is_master):
             p.update_due = None
             if unicast:
                 idle[p.name] = p
@@ -260,7 +305,7 @@ class Distributor:
 
     def _tick_group(self, lsd: LinkStateDB, now: float, cache: _TickCache, out: list[Send]) -> None:
         g = self._group
-        if g.update_due is not None and g.update_due <= now:
+        if g.update_due is not None and g.update_due <= now and not self.held:
             g.update_due = None
             msg = self._update_for(g.term, g.version, lsd, cache)
             if msg is not None:
@@ -319,7 +364,7 @@ class Distributor:
         times = [self._times[0]] if self._times else []
         if self.multicast:
             g = self._group
-            if g.update_due is not None:
+            if g.update_due is not None and not self.held:
                 times.append(g.update_due)
             times.append(g.last_send_at + self.keepalive if g.last_send_at != NEVER else 0.0)
         return min(times) if times else None

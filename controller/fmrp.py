@@ -34,7 +34,12 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   already failed since it last had a master (so a better replica that cannot reach the others does not
   block the election forever). A better replica that refuses a candidate starts its own candidacy at once,
   so the freshest LSD normally wins within one round trip. Candidacy jitter is rank-ordered too: a replica
-  waits half a hello interval for each live peer it knows to have a better (version, priority, id).
+  waits a whole hello interval for each live peer it knows to have a better (version, priority, id), plus
+  a random half hello interval — so the best candidate asks first with a margin of at least half a hello
+  interval for delivery and scheduling (with half a hello per rank the ranges touched, and on a loaded
+  host two replicas regularly stood in the same term and split the vote). If a candidate nevertheless
+  receives a better-ranked candidate's request for its own term (split vote), it yields: its next attempt
+  waits until the better one has had a full round of the next term.
 * Durability: the term (and the vote) is persisted before any message carrying it is sent. After a
   restart the replica does not know whether it voted in its durable term, so it never votes in that term
   again and its first candidacy uses durable_term + 1: two masters can never share a term, across crashes.
@@ -208,6 +213,7 @@ class Fmrp:
         self._next_request = _NEVER
         self._votes: set[str] = set()
         self._failed = 0  # failed candidacies since we last had a master
+        self._yield_until = _NEVER  # a better candidate stood in our term: retry only after its next round
         self._master_since = _NEVER
         self._followers: dict[str, float] = {}
         self._acked: dict[str, int] = {}
@@ -405,6 +411,9 @@ class Fmrp:
             return self._reply(cand, False, out)
         self._adopt(r.term, now, out)
         if self._voted_for is not None and self._voted_for != cand:
+            if (self._voted_for == self._id and self._round_until is not None
+                    and (r.version, r.priority, cand) > self._rank()):
+                self._yield_until = now + self._round + self._hello   # split vote: let the better one win next
             return self._reply(cand, False, out)
         if (
             not self._retired
@@ -477,7 +486,7 @@ class Fmrp:
                 self._round_until = None
                 self._votes.clear()
                 self._failed += 1
-                self._candidacy_at = now + self._retry_delay(now)
+                self._candidacy_at = max(now + self._retry_delay(now), self._yield_until)
             elif now >= self._next_request:
                 self._next_request = now + self._hello
                 req = VoteRequest(self._id, self._term, self._version, self._priority)
@@ -594,13 +603,14 @@ class Fmrp:
         return (self._version, self._priority, self._id)
 
     def _candidacy_delay(self, now: float) -> float:
-        """Rank-ordered jitter: half a hello interval per live peer known to be a better candidate."""
+        """Rank-ordered jitter: a hello interval per live peer known to be a better candidate, plus a random
+        half hello interval (the best candidate asks first, with a margin for delivery and scheduling)."""
         mine = self._rank()
         better = 0
         for p, (h, t) in self._views.items():
             if now - t <= self._dead and h.state != FmrpState.MASTER and (h.version, h.priority, p) > mine:
                 better += 1
-        return (better + self._rng.random()) * self._hello / 2
+        return (2 * better + self._rng.random()) * self._hello / 2
 
     def _retry_delay(self, now: float) -> float:
         backoff = self._hello * min(2 ** max(self._failed - 1, 0), 8)

@@ -43,7 +43,8 @@ def _state_name(value: int) -> str:
 
 def _header(s: MasterServer) -> dict[str, Any]:
     c = s.core
-    return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version}
+    return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
+            "held": c.held}
 
 
 async def lsd_version(request: web.Request) -> web.Response:

@@ -113,6 +113,7 @@ class MasterServer:
         self._sent_counts: dict[tuple[type, str], int] = {}
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
+        self._started = False                  # driver.start() ran: input may flow to driver and core
         self.started_wall = time.time()
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -139,14 +140,15 @@ class MasterServer:
         # collection in the middle of a fan-out costs more than the fan-out itself).
         gc.collect()
         gc.freeze()
+        log.info(kv("master_start", id=self.id, fabric=self.fabric.name, digest=self.fabric.digest[:12],
+                    bind=self.bind, client_port=self.client_port, peer_port=self.peer_port,
+                    rest_port=self.rest_port, durable_term=durable.term, state_dir=self.store.dir))
+        self._started = True
+        self._run(self.driver.start(self.now()))
         if rest:
             from controller.rest import start_rest
 
             self._rest_runner = await start_rest(self, self.bind, self.rest_port)
-        log.info(kv("master_start", id=self.id, fabric=self.fabric.name, digest=self.fabric.digest[:12],
-                    bind=self.bind, client_port=self.client_port, peer_port=self.peer_port,
-                    rest_port=self.rest_port, durable_term=durable.term, state_dir=self.store.dir))
-        self._run(self.driver.start(self.now()))
 
     def _udp_socket(self, port: int, multicast: bool) -> socket.socket:
         """A bound non-blocking UDP socket. We keep the raw socket (asyncio only exposes a wrapper) so the
@@ -203,6 +205,12 @@ class MasterServer:
             return
         if sender not in self.master_addrs and sender != self.id:
             self.addresses[sender] = addr
+        if not self._started:
+            # The sockets are open before the driver starts (start() awaits in between): a datagram that
+            # arrives then is dropped (peers repeat hellos, clients retry) — the driver must not see input
+            # before start(), and the core's role is not decided yet.
+            self.metrics.rejected.labels("not_started").inc()
+            return
         now = self.now()
         assert self.driver is not None
         if self.driver.handles and isinstance(msg, self.driver.handles):
@@ -343,7 +351,9 @@ class MasterServer:
         elif isinstance(ev, RoleChanged):
             log.info(kv("role", role=ev.role, term=ev.term, leader=ev.leader))
         elif isinstance(ev, TermSeen):
-            log.warning(kv("higher_term_seen", sender=ev.sender, term=ev.term, our_term=self.core.term))
+            # Normal on every failover (the new master's first messages reach us before its hello makes
+            # us follow it): info, not warning. A split brain shows up as role changes and term churn.
+            log.info(kv("higher_term_seen", sender=ev.sender, term=ev.term, our_term=self.core.term))
 
     def _refresh_gauges(self) -> None:
         self.metrics.lsd_version.set(self.core.version)

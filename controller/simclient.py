@@ -8,6 +8,12 @@ re-reporting on a new term), keeps an LSD replica (full/delta, strict in-order),
 keepalives that show it behind with `LsdRequest`, and (optionally) acknowledges every update with an
 LsdRequest of its new version so the master's /v1/clients shows lag 0. A `drop(switch, msg)` predicate
 simulates loss of incoming messages.
+
+Like the real client, a switch sends to the master in use (the one of the highest term heard) while that
+master is heard within `master_silence` (default 3 x keepalive), and to every configured master otherwise
+(before any master is known, or after the master died): that is how a failover reaches the new master even
+when it never heard of the switch. `last_change[name]` records when the switch's term or data term last
+changed (failover benchmarks).
 """
 
 from __future__ import annotations
@@ -64,6 +70,9 @@ class SimSwitch:
     acked_seq: int = -1
     report_sent_at: float = -1e9
     master: str | None = None
+    heard_at: float = -1e9        # last message from `master` in `term`
+    term_at: float | None = None  # when `term` was adopted
+    data_term_at: float | None = None   # when the LSD data of `data_term` was first applied
     counts: dict[str, int] = field(default_factory=lambda: {"full": 0, "delta": 0, "keepalive": 0, "ack": 0,
                                                             "requests": 0, "dropped": 0, "rejected": 0})
 
@@ -87,8 +96,10 @@ class SimFleet:
         report_retry: float = 0.05,
         report_refresh: float | None = None,
         group: tuple[str, int] | None = None,
+        master_silence: float | None = None,
     ) -> None:
         self.fabric = fabric
+        self.master_silence = 3 * fabric.timers.keepalive if master_silence is None else master_silence
         self.masters = dict(masters)
         self.ack_updates = ack_updates
         self.drop = drop
@@ -146,7 +157,12 @@ class SimFleet:
     # ------------------------------------------------------------------------------------ sending
     def _send(self, sw: SimSwitch, msg: Message, to: str | None = None) -> None:
         data = sw.codec.encode(msg)
-        targets = [to] if to else ([sw.master] if sw.master else list(self.masters))
+        if to:
+            targets = [to]
+        elif sw.master is not None and time.monotonic() - sw.heard_at < self.master_silence:
+            targets = [sw.master]
+        else:
+            targets = list(self.masters)
         for mid in targets:
             try:
                 self.socks[sw.sock].sendto(data, self.masters[mid])
@@ -251,8 +267,11 @@ class SimFleet:
         term = getattr(msg, "term", 0)
         if term < sw.term:
             return
+        if term > sw.term or sender == sw.master or now - sw.heard_at >= self.master_silence:
+            sw.heard_at = now
         if term > sw.term:
             sw.term = term
+            sw.term_at = now
             sw.master = sender
             self._send_report(sw, now)              # a new term: re-send our report to the new master
         if isinstance(msg, ReportAck):
@@ -269,6 +288,8 @@ class SimFleet:
             except LsdError:
                 self._request(sw)
                 return
+            if sw.data_term != msg.term:
+                sw.data_term_at = now
             sw.data_term = msg.term
             sw.master = sender
             if self.ack_updates:
@@ -303,6 +324,10 @@ class SimFleet:
     def converged(self, term: int, version: int, states: bytes) -> bool:
         return all(sw.data_term == term and sw.lsd.version == version and sw.lsd.states() == states
                    for sw in self.switches.values())
+
+    def on_term(self, term: int) -> bool:
+        """Every switch holds LSD data of `term` (it resynced to that master's term)."""
+        return all(sw.data_term == term for sw in self.switches.values())
 
     def all_acked(self) -> bool:
         return all(sw.acked_seq == sw.report_seq for sw in self.switches.values())

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.state import LabState, LabStateError, check_lab_name, default_dir
+from lab.state import LabState, LabStateError, check_lab_name, default_dir, locked
 
 DEFAULT_NAME = "demo"
 
@@ -155,14 +155,23 @@ def cmd_ping(args: argparse.Namespace) -> int:
     return 0 if bad == 0 else 1
 
 
+def _mutate(args: argparse.Namespace, op: Any) -> Any:
+    """Open the lab and run `op(lab)` under the lab lock: the record read is the one `op` updates."""
+    with locked(_lab_dir(args)):
+        lab = _open(args)
+        try:
+            return op(lab)
+        finally:
+            lab.close()
+
+
 def cmd_fail(args: argparse.Namespace) -> int:
     from lab import inject
 
-    lab = _open(args)
     if args.what == "link":
-        f = inject.fail_link(lab, args.a, args.b, silent=args.silent)
+        f = _mutate(args, lambda lab: inject.fail_link(lab, args.a, args.b, silent=args.silent))
     else:
-        f = inject.fail_switch(lab, args.switch)
+        f = _mutate(args, lambda lab: inject.fail_switch(lab, args.switch))
     print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
     return 0
 
@@ -170,11 +179,8 @@ def cmd_fail(args: argparse.Namespace) -> int:
 def cmd_kill(args: argparse.Namespace) -> int:
     from lab import inject
 
-    lab = _open(args)
-    try:
-        f = inject.kill_master(lab, args.id) if args.what == "master" else inject.kill_client(lab, args.switch)
-    finally:
-        lab.close()
+    f = _mutate(args, lambda lab: inject.kill_master(lab, args.id) if args.what == "master"
+                else inject.kill_client(lab, args.switch))
     print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
     return 0
 
@@ -182,8 +188,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from lab import inject
 
-    lab = _open(args)
-    gap = inject.restart_client(lab, args.switch)
+    gap = _mutate(args, lambda lab: inject.restart_client(lab, args.switch))
     print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client)")
     return 0
 
@@ -191,8 +196,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
 def cmd_miscable(args: argparse.Namespace) -> int:
     from lab import inject
 
-    lab = _open(args)
-    f = inject.miscable(lab, args.a, args.b)
+    f = _mutate(args, lambda lab: inject.miscable(lab, args.a, args.b))
     print(f"injected: {describe_fault(f)}: {f['new']} (undo with `firepath lab heal`)")
     return 0
 
@@ -200,9 +204,9 @@ def cmd_miscable(args: argparse.Namespace) -> int:
 def cmd_heal(args: argparse.Namespace) -> int:
     from lab import inject
 
+    undone = _mutate(args, inject.heal)
     lab = _open(args)
     try:
-        undone = inject.heal(lab)
         for f in undone:
             print(f"healed: {describe_fault(f)}")
         if not undone:
@@ -287,7 +291,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--clean", action="store_true", help="tear down a previous or half-built lab first")
     up.add_argument("--no-daemons", action="store_true", help="plumbing only: no masters, no clients")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge in place")
-    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for convergence")
+    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for convergence")
     up.set_defaults(func=_guard(cmd_up))
 
     down = sub.add_parser("down", parents=[common], help="remove everything the lab created (safe twice)")

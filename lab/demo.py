@@ -9,6 +9,7 @@ tears everything down (try/finally), in well under two minutes.
 from __future__ import annotations
 
 import re
+import signal
 import sys
 import time
 from pathlib import Path
@@ -69,9 +70,11 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
     t_start = time.monotonic()
     d = lab_dir or default_dir(name)
     lab: Lab | None = None
+    # `kill PID` / a CI timeout: unwind through the finally below so the lab is always torn down
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         step(1, "bring up a 3-tier Clos: 2 spines, 2 pods x (2 aggs + 2 ToRs), 4 hosts, 3 masters")
-        lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=45.0, log=lambda m: say("   " + m))
+        lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=90.0, log=lambda m: say("   " + m))
         fabric = lab.fabric
 
         step(2, "status")
@@ -165,6 +168,11 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
         teardown(d, name=name, log=lambda m: None)
         say(f"   lab {name} removed; logs kept in {d / 'logs'}")
         say(f"   demo took {time.monotonic() - t_start:.1f} s")
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -413,11 +413,31 @@ class Lab:
 
     # --- processes ----------------------------------------------------------------------------
 
-    def _start_daemons(self) -> None:
+    def _start_daemons(self, wave: int = 2, wave_timeout: float = 20.0) -> None:
+        """Masters first, then the clients a `wave` at a time, each wave once the previous one serves REST.
+
+        Why waves: starting a Python daemon costs ~1-2 s of CPU (imports, os-ken). Thirteen of them at once
+        on a 2-core machine starve the clients that already run ND, their frames come late, links flap and
+        get damped (up to `damp_max`), and bring-up takes minutes. Total CPU is the same in waves; only
+        the ND of running clients is no longer starved. A wave that does not answer in `wave_timeout` does
+        not stop the next one (convergence is checked afterwards anyway).
+        """
         for m in self.fabric.masters:
             self.start_master(m.id)
-        for sw in self.fabric.switches:
-            self.start_client(sw.name)
+        self._wait_rest([m.rest_port for m in self.fabric.masters], "/v1/lsd/version", wave_timeout)
+        switches = list(self.fabric.switches)
+        for i in range(0, len(switches), wave):
+            batch = switches[i:i + wave]
+            for sw in batch:
+                self.start_client(sw.name)
+            self._wait_rest([sw.rest_port for sw in batch if sw.rest_port], "/v1/state", wave_timeout)
+
+    def _wait_rest(self, ports: list[int], path: str, timeout: float) -> bool:
+        if not ports:
+            return True
+        return wait_until(lambda: not any(isinstance(r, Exception)
+                                          for r in self.http.get_many([(p, path) for p in ports], 0.5)),
+                          timeout, 0.1)
 
     def _spawn(self, kind: str, name: str, argv: list[str]) -> ProcRecord:
         st = self.state
@@ -556,6 +576,13 @@ class Lab:
         must have reached it (pass version+1 after a fault, so the pre-fault state does not count)."""
         return wait_until(lambda: self.convergence_problem(expect_usable, min_version) is None, timeout, 0.02)
 
+    def master_get(self, path: str, timeout: float = 1.0) -> Any:
+        """GET `path` (e.g. "/v1/lsd") from the current master's REST API."""
+        leader = self.current_master()
+        if leader is None:
+            raise LabError(f"no single current master: {self.master_states()}")
+        return self.http.get(self.fabric.master(leader[0]).rest_port, path, timeout)
+
     def lsd_version(self) -> int | None:
         leader = self.current_master()
         return None if leader is None else int(leader[1]["version"])
@@ -662,18 +689,40 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
     return removed
 
 
-def lab_leftovers(name: str, lab_dir: Path | str | None = None) -> list[str]:
-    """What of lab `name` still exists (namespaces, OVS daemons, processes in its namespaces, veths);
-    empty after a clean `lab down`. Root-namespace veths are checked by the lab's interface-name pattern."""
+def lab_ifnames(fabric: Any) -> list[str]:
+    """Every interface name the lab creates for `fabric` (the switch ends; host ends are `eth0`)."""
+    index = {sw.name: i for i, sw in enumerate(fabric.switches)}
+    names = [f"s{index[sw.name]}p{port}" for sw in fabric.switches for port in fabric.fabric_ports(sw.name)]
+    names += [f"s{index[h.tor]}p{h.port}" for h in fabric.hosts]
+    return names
+
+
+def lab_leftovers(name: str, lab_dir: Path | str | None = None, ifaces: Iterable[str] | None = None) -> list[str]:
+    """What of lab `name` still exists (namespaces, OVS daemons, processes in its namespaces, state, and
+    interfaces of the lab in the root namespace); empty after a clean `lab down`.
+
+    The lab never creates anything in the root namespace, so an interface there can only be ours if it has
+    one of the lab's names: `ifaces` if given, else the names recorded in the lab state, else those derived
+    from the lab's config (``fabric.yaml`` in the lab dir, kept by `lab down`). Only with none of these does
+    it fall back to the naming pattern (which another lab's leak would match too).
+    """
     ns = lab_netns(name)
     left = [f"netns {n}" for n in nsutil.list_netns() if n == ns or n.startswith(ns + "-")]
     d = Path(lab_dir) if lab_dir else default_dir(name)
     ovs = OvsInstance(d / "ovs", ns)
     left += [f"{daemon} pid {ovs.pid(daemon)}" for daemon in ("ovsdb-server", "ovs-vswitchd") if ovs.pid(daemon)]
-    for n in left:
+    for n in list(left):
         if n.startswith("netns "):
             left += [f"pid {p} in {n[6:]}" for p in nsutil.netns_pids(n[6:])]
-    left += [f"root veth {i}" for i in nsutil.list_links(None) if _IFNAME_RE.match(i)]
+    names: set[str] | None = set(ifaces) if ifaces is not None else None
+    if names is None and LabState.exists(d):
+        with contextlib.suppress(LabStateError):
+            names = set(LabState.load(d).ifaces.values())
+    if names is None and (d / "fabric.yaml").exists():
+        with contextlib.suppress(Exception):      # an unreadable config: fall back to the pattern
+            names = set(lab_ifnames(load_fabric(d / "fabric.yaml")))
+    root = nsutil.list_links(None)
+    left += [f"root interface {i}" for i in root if (i in names if names is not None else _IFNAME_RE.match(i))]
     if LabState.exists(d):
         left.append(f"state {d / 'lab.json'}")
     return left

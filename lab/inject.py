@@ -13,16 +13,35 @@ benchmarks' timelines). Kinds (each reversible):
                 so OVS keeps the same OpenFlow port numbers); healed by re-creating the original pairs
 
 ``restart_client`` is not a fault: SIGTERM then start again (the flows stay in OVS meanwhile).
+
+Every public operation holds the lab's lock (lab/state.py `locked`, re-entrant within a thread) while it
+changes the fabric and the record, so two `firepath lab` commands (or a command and `lab down`) never
+interleave their edits of ``lab.json``.
 """
 
 from __future__ import annotations
 
+import functools
 import signal
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from lab import nft
 from lab.fabric import Lab, LabError, _ip_batch
+from lab.state import locked
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _exclusive(func: _F) -> _F:
+    """Run the operation under the lab's lock (bounded wait; re-entrant in one thread)."""
+    @functools.wraps(func)
+    def run(lab: Lab, *args: Any, **kwargs: Any) -> Any:
+        with locked(lab.state.dir):
+            return func(lab, *args, **kwargs)
+
+    return run  # type: ignore[return-value]
 
 
 def _save(lab: Lab) -> None:
@@ -64,6 +83,7 @@ def _link_ifaces(lab: Lab, link: Any) -> list[str]:
     return [st.ifaces[f"{link.a.switch}:{link.a.port}"], st.ifaces[f"{link.b.switch}:{link.b.port}"]]
 
 
+@_exclusive
 def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, object]:
     link = find_link(lab, a, b)
     ifaces = _link_ifaces(lab, link)
@@ -84,6 +104,7 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
     return fault
 
 
+@_exclusive
 def fail_switch(lab: Lab, switch: str) -> dict[str, object]:
     fabric = lab.fabric
     fabric.switch(switch)            # KeyError for an unknown name
@@ -96,6 +117,7 @@ def fail_switch(lab: Lab, switch: str) -> dict[str, object]:
     return fault
 
 
+@_exclusive
 def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
     """SIGKILL a master replica; by default the current master (per the masters' REST)."""
     if master_id is None:
@@ -114,6 +136,7 @@ def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
     return fault
 
 
+@_exclusive
 def kill_client(lab: Lab, switch: str) -> dict[str, object]:
     key = f"client:{switch}"
     if key not in lab.state.processes:
@@ -126,6 +149,7 @@ def kill_client(lab: Lab, switch: str) -> dict[str, object]:
     return fault
 
 
+@_exclusive
 def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
     """SIGTERM the client, start it again; returns the seconds the switch had no client."""
     key = f"client:{switch}"
@@ -173,6 +197,7 @@ def _recable(lab: Lab, old_pairs: list[list[str]], new_pairs: list[list[str]]) -
     lab._check_ofports()
 
 
+@_exclusive
 def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
     """Swap the far ends of the links at endpoints `a` and `b` (SWITCH:PORT each)."""
     st = lab.state
@@ -196,6 +221,7 @@ def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
     return fault
 
 
+@_exclusive
 def undo(lab: Lab, fault: dict[str, Any]) -> None:
     kind = fault["kind"]
     st = lab.state
@@ -215,6 +241,7 @@ def undo(lab: Lab, fault: dict[str, Any]) -> None:
         raise LabError(f"unknown fault kind {kind!r} in the lab record")
 
 
+@_exclusive
 def heal(lab: Lab) -> list[dict[str, object]]:
     """Undo every recorded fault, newest first; returns what was undone."""
     undone = []

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -167,10 +168,27 @@ class LabState:
         return [p for p in self.processes.values() if p.kind == "client"]
 
 
+_held = threading.local()       # lab dirs whose lock this thread holds -> nesting depth
+
+
 @contextlib.contextmanager
 def locked(lab_dir: Path | str, timeout: float = 120.0) -> Iterator[None]:
-    """Exclusive lock on the lab dir for the duration of one lab command (bounded wait)."""
+    """Exclusive lock on the lab dir for the duration of one lab command (bounded wait).
+
+    Re-entrant within a thread (`heal` inside a CLI command that already holds it, `lab up --clean`
+    tearing down first): flock() conflicts between two open files even in one process, so nested uses
+    must not open the lock file again.
+    """
     d = Path(lab_dir)
+    key = str(d.resolve())
+    depth: dict[str, int] = _held.__dict__.setdefault("depth", {})
+    if depth.get(key):
+        depth[key] += 1
+        try:
+            yield
+        finally:
+            depth[key] -= 1
+        return
     d.mkdir(parents=True, exist_ok=True)
     with open(d / LOCK_FILE, "w") as f:
         deadline = time.monotonic() + timeout
@@ -182,7 +200,9 @@ def locked(lab_dir: Path | str, timeout: float = 120.0) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise LabStateError(f"{d}: another lab command holds the lock") from None
                 time.sleep(0.05)
+        depth[key] = 1
         try:
             yield
         finally:
+            depth.pop(key, None)
             fcntl.flock(f, fcntl.LOCK_UN)

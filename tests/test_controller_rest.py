@@ -48,7 +48,7 @@ def run(tmp: Path, body: Callable[[MasterServer, TestClient], Awaitable[Any]], t
         server = make_server(tmp, token, master)
         await server.start(rest=False)
         if master:
-            server._run(server.core.become_master(1, server.now()))
+            server._run(server.core.become_master(1, server.now()) + server.core.end_hold(server.now()))
         client = TestClient(TestServer(make_app(server)))
         await client.start_server()
         try:

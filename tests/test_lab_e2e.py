@@ -29,7 +29,7 @@ from lab.state import LabState, LabStateError, ProcRecord, check_lab_name, proc_
 ovs = pytest.mark.ovs
 
 CLOS = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "hosts_per_tor": 1, "masters": 3}
-CONVERGE_S = 20.0
+CONVERGE_S = 30.0
 
 
 def _name(kind: str) -> str:
@@ -278,6 +278,16 @@ def _zombie_or_gone(pid: int) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- full lab
+#
+# One lab for all the tests below (bring-up is the expensive part). Every test starts from a healed,
+# converged fabric (`_baseline`) and heals what it breaks. Waits are bounded with margins for a 2-core
+# machine shared with other labs; what is asserted is behaviour (which links are down, where packets go),
+# never a timing target (bench/ measures those). Detection bounds are "the mechanism under test did it",
+# e.g. a silent failure is noticed by ND within nd_dead plus a scheduling margin, long before anything
+# else (switch_dead, report refresh) could have noticed it.
+
+DETECT_MARGIN_S = 3.0       # REST polling + scheduling on a loaded 2-core machine
+
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
@@ -285,7 +295,7 @@ def lab() -> Iterator[Lab]:
     d = Path("/tmp") / f"fplab-{name}"
     problem = None
     try:
-        fabric_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=60.0, log=lambda m: None)
+        fabric_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=90.0, log=lambda m: None)
     except LabError as e:
         problem = str(e)
     if problem is not None:
@@ -303,6 +313,13 @@ def _converge(lab: Lab, after_version: int | None = None) -> None:
     assert lab.wait_converged(CONVERGE_S, min_version=min_version), lab.convergence_problem(min_version=min_version)
 
 
+def _baseline(lab: Lab) -> None:
+    """Start from a healed fabric that every live client has programmed (a failed test may leave faults)."""
+    if lab.state.faults:
+        inject.heal(lab)
+    _converge(lab)
+
+
 def _all_pairs_ok(lab: Lab, exclude: set[str] = frozenset()) -> dict[tuple[str, str], int]:
     hosts = [h.name for h in lab.fabric.hosts if h.name not in exclude]
     pairs = [(a, b) for a in hosts for b in hosts if a != b]
@@ -316,8 +333,23 @@ def _all_pairs_ok(lab: Lab, exclude: set[str] = frozenset()) -> dict[tuple[str, 
     return {p: v for p, v in results.items() if v < 2}
 
 
-def _select_buckets(lines: list[str]) -> list[int]:
-    return [line.count("bucket=") for line in lines if "type=select" in line]
+def _select_groups(lines: list[str]) -> list[list[int]]:
+    """Output ports of the buckets of every select group in `ovs-ofctl dump-groups` output."""
+    return [[int(p) for p in re.findall(r"output:(\d+)", line)] for line in lines if "type=select" in line]
+
+
+def _ports_in_groups(lab: Lab, switch: str) -> set[int]:
+    return {p for group in _select_groups(lab.dump_groups(switch)) for p in group}
+
+
+def _port(states: dict, switch: str, port: int) -> dict:
+    s = states[switch]
+    assert isinstance(s, dict), (switch, s)
+    return next(p for p in s["ports"] if p["port"] == port)
+
+
+def _lsd_links(lab: Lab) -> dict[str, str]:
+    return lab.master_get("/v1/lsd")["links"]
 
 
 def _heal(lab: Lab) -> None:
@@ -325,6 +357,13 @@ def _heal(lab: Lab) -> None:
     had_link_faults = any(f["kind"] != "master" for f in lab.state.faults)
     inject.heal(lab)
     _converge(lab, v if had_link_faults else None)
+
+
+def _uplink(lab: Lab) -> tuple[str, int, object]:
+    """The first host's ToR, its first fabric port and the link on it."""
+    tor = lab.fabric.hosts[0].tor
+    port = lab.fabric.fabric_ports(tor)[0]
+    return tor, port, lab.fabric.link_at(tor, port)
 
 
 @ovs
@@ -335,139 +374,229 @@ def test_bringup_full_reachability(lab: Lab) -> None:
 
 
 @ovs
+def test_nd_up_both_ways_and_master_lsd_shows_every_link_up(lab: Lab) -> None:
+    _baseline(lab)
+    states = lab.client_states()
+    for link in lab.fabric.links:
+        for me, peer in ((link.a, link.b), (link.b, link.a)):
+            p = _port(states, me.switch, me.port)
+            assert p["phy"] and p["nd"] == "up" and p["usable"], (link.name, me, p)
+            assert p["discovered"] == f"{peer.switch}:{peer.port}", (link.name, p)
+            assert p["miscabled_by"] is None and not p["damped"], p
+    lsd = _lsd_links(lab)
+    assert set(lsd) == {link.name for link in lab.fabric.links}
+    assert set(lsd.values()) == {"up"}, lsd
+
+
+@ovs
 def test_ecmp_buckets_on_every_multipath_switch(lab: Lab) -> None:
-    # in this Clos every switch has two equal-cost next hops towards some prefix
+    # In this Clos every fabric port of every switch is on some equal-cost multi-path: ToR uplinks (to the
+    # other ToR of the pod), agg uplinks (other pods) and downlinks (the other agg of the pod), spine ports
+    # (each pod through its two aggs). So the multi-bucket select groups together use every fabric port.
+    _baseline(lab)
     for sw in lab.fabric.switches:
-        buckets = _select_buckets(lab.dump_groups(sw.name))
-        assert buckets and max(buckets) >= 2, (sw.name, lab.dump_groups(sw.name))
+        groups = _select_groups(lab.dump_groups(sw.name))
+        multi = [g for g in groups if len(g) >= 2]
+        assert multi, (sw.name, lab.dump_groups(sw.name))
+        assert {p for g in multi for p in g} == set(lab.fabric.fabric_ports(sw.name)), (sw.name, groups)
 
 
 @ovs
 @pytest.mark.parametrize("silent", [False, True], ids=["carrier", "silent"])
-def test_link_failure_keeps_reachability_and_prunes_ecmp(lab: Lab, silent: bool) -> None:
-    src, _dst = _pair(lab)
-    tor = lab.fabric.host(src).tor
-    link = lab.fabric.links[lab.fabric.links_of(tor)[0]]
-    port = link.a.port if link.a.switch == tor else link.b.port
+def test_link_failure_detected_rerouted_and_healed(lab: Lab, silent: bool) -> None:
+    _baseline(lab)
+    tor, port, link = _uplink(lab)
+    peer = lab.fabric.peer_of(tor, port)
     v = lab.lsd_version()
-    inject.fail_link(lab, link.a.switch, link.b.switch, silent=silent)
+    fault = inject.fail_link(lab, link.a.switch, link.b.switch, silent=silent)
     try:
-        _converge(lab, v)           # silent: only ND can notice, so this also checks ND detection
+        # Detection on BOTH ends. Carrier loss: PortStatus at once. Silent (carrier stays up, frames
+        # dropped): only ND can see it, after nd_dead.
+        bound = (lab.fabric.timers.nd_dead if silent else 0.0) + DETECT_MARGIN_S
+
+        def both_down() -> bool:
+            states = lab.client_states()
+            return all(isinstance(states[sw], dict) and not _port(states, sw, p)["usable"]
+                       for sw, p in ((tor, port), (peer.switch, peer.port)))
+
+        assert wait_until(both_down, bound, 0.01), (bound, lab.client_states()[tor])
+        detected_s = time.monotonic() - float(fault["at"])
+        _converge(lab, v)
         states = lab.client_states()
-        port_state = next(p for p in states[tor]["ports"] if p["port"] == port)
-        assert not port_state["usable"]
-        if silent:
-            assert port_state["phy"]               # carrier still up: detected by ND alone
-        assert _all_pairs_ok(lab) == {}
-        for line in lab.dump_groups(tor):
-            if "type=select" in line:
-                assert not re.search(rf"(watch_port|output):{port}\b", line), line
+        for sw, p in ((tor, port), (peer.switch, peer.port)):
+            ps = _port(states, sw, p)
+            assert not ps["usable"] and ps["phy"] == silent, ps       # silent: carrier up, ND alone took it down
+            assert ps["nd"] == "down", ps
+        assert _lsd_links(lab)[link.name] == "down"
+        assert _all_pairs_ok(lab) == {}                              # every pair still has a path
+        assert port not in _ports_in_groups(lab, tor)               # pruned from the ECMP groups
+        assert peer.port not in _ports_in_groups(lab, peer.switch)
+        print(f"{'silent' if silent else 'carrier'} failure of {link.name} detected on both ends in "
+              f"{detected_s * 1000:.0f} ms (nd_dead {lab.fabric.timers.nd_dead * 1000:.0f} ms)")
     finally:
         _heal(lab)
-    assert max(_select_buckets(lab.dump_groups(tor))) >= 2      # the link is back in the ECMP groups
+    assert _lsd_links(lab)[link.name] == "up"
+    assert port in _ports_in_groups(lab, tor)                       # the link is back in the ECMP groups
 
 
 @ovs
-def test_switch_failure_agg_keeps_reachability(lab: Lab) -> None:
+def test_agg_chassis_failure_keeps_reachability(lab: Lab) -> None:
+    _baseline(lab)
     agg = next(sw.name for sw in lab.fabric.switches if sw.role == "agg")
     v = lab.lsd_version()
     inject.fail_switch(lab, agg)
     try:
         _converge(lab, v)
+        lsd = _lsd_links(lab)
+        for index in lab.fabric.links_of(agg):
+            assert lsd[lab.fabric.links[index].name] == "down"
         assert _all_pairs_ok(lab) == {}
+        for port in lab.fabric.fabric_ports(agg):          # no neighbour sends anything towards it
+            peer = lab.fabric.peer_of(agg, port)
+            assert peer.port not in _ports_in_groups(lab, peer.switch), peer
     finally:
         _heal(lab)
 
 
 @ovs
-def test_switch_failure_tor_removes_its_routes_elsewhere(lab: Lab) -> None:
+def test_tor_chassis_failure_removes_its_routes_elsewhere(lab: Lab) -> None:
+    _baseline(lab)
     host = lab.fabric.hosts[0]
+    tor = lab.fabric.switch(host.tor)
+    prefix = str(tor.prefixes[0])
     spine = next(sw.name for sw in lab.fabric.switches if sw.role == "spine")
     routes_before = lab.client_states()[spine]["routes"]
+    assert any(f"nw_dst={prefix}" in line for line in lab.dump_flows(spine))
     v = lab.lsd_version()
     inject.fail_switch(lab, host.tor)
     try:
         _converge(lab, v)
         assert lab.client_states()[spine]["routes"] < routes_before
+        for sw in lab.fabric.switches:                   # removed, not black-holed, everywhere else
+            if sw.name != host.tor:
+                assert not any(f"nw_dst={prefix}" in line for line in lab.dump_flows(sw.name)), sw.name
         assert _all_pairs_ok(lab, exclude={host.name}) == {}
         others = [h.name for h in lab.fabric.hosts if h.name != host.name]
         assert lab.ping([(others[0], host.name)], count=2) == {(others[0], host.name): 0}
     finally:
         _heal(lab)
+    assert any(f"nw_dst={prefix}" in line for line in lab.dump_flows(spine))
 
 
 @ovs
-def test_miscabling_is_detected_and_kept_out_of_routing(lab: Lab) -> None:
+def test_miscabling_is_detected_on_both_clients_and_kept_out_of_routing(lab: Lab) -> None:
+    _baseline(lab)
     fabric = lab.fabric
-    tor = fabric.hosts[0].tor
-    port = fabric.fabric_ports(tor)[0]
-    agg = fabric.peer_of(tor, port).switch
-    other = next(p for p in fabric.fabric_ports(agg) if p != fabric.peer_of(tor, port).port)
-    far = fabric.peer_of(agg, other)                 # another ToR (or a spine) on the same agg
+    tor, port, link = _uplink(lab)
+    agg_end = fabric.peer_of(tor, port)
+    other = next(p for p in fabric.fabric_ports(agg_end.switch) if p != agg_end.port)
+    far = fabric.peer_of(agg_end.switch, other)      # the far end of another link of the same agg
+    other_link = fabric.link_at(agg_end.switch, other)
     v = lab.lsd_version()
+    # tor:port now reaches agg:other, and far reaches agg:agg_end.port: four ports see the wrong peer
     inject.miscable(lab, f"{tor}:{port}", f"{far.switch}:{far.port}")
     try:
         _converge(lab, v)
-        mine = next(p for p in lab.client_states()[tor]["ports"] if p["port"] == port)
-        assert mine["nd"] == "miscabled" and not mine["usable"], mine
+        states = lab.client_states()
+        wrong = {(tor, port): f"{agg_end.switch}:{other}", (agg_end.switch, other): f"{tor}:{port}",
+                 (far.switch, far.port): f"{agg_end.switch}:{agg_end.port}",
+                 (agg_end.switch, agg_end.port): f"{far.switch}:{far.port}"}
+        for (sw, p), seen in wrong.items():
+            ps = _port(states, sw, p)
+            assert ps["nd"] == "miscabled" and not ps["usable"], (sw, p, ps)
+            assert ps["miscabled_by"] == seen, (sw, p, ps)
+        lsd = _lsd_links(lab)
+        assert lsd[link.name] == "down" and lsd[other_link.name] == "down", lsd
+        assert port not in _ports_in_groups(lab, tor)
         assert _all_pairs_ok(lab) == {}
     finally:
         _heal(lab)
+    states = lab.client_states()
+    assert _port(states, tor, port)["nd"] == "up" and _lsd_links(lab)[link.name] == "up"
+
+
+MASTER_FAILOVER_XFAIL = None        # set to a reason string while master failover is known to lose probes
 
 
 @ovs
 def test_master_kill_elects_exactly_one_new_master_and_forwarding_continues(lab: Lab) -> None:
-    src, dst = _pair(lab)
+    _baseline(lab)
+    hosts = [h.name for h in lab.fabric.hosts]
+    src, dst = hosts[0], hosts[-1]
     before = lab.current_master()
     assert before is not None
     probe = lab.probe(src, dst, flows=4, rate=1000.0, port=7100)
     probe.start()
     try:
-        time.sleep(0.3)
+        time.sleep(0.3)          # traffic before the kill (what the probe measures, not an assertion)
         inject.kill_master(lab)
         assert wait_until(lambda: (m := lab.current_master()) is not None and m[0] != before[0], 10.0, 0.01), \
             lab.master_states()
         new_id, new_state = lab.current_master()
         assert int(new_state["term"]) > int(before[1]["term"])
+        survivors = {m: s for m, s in lab.master_states().items() if m != before[0]}
+        roles = sorted(s.get("role") for s in survivors.values() if isinstance(s, dict))
+        assert roles == ["backup", "master"], survivors        # exactly one new master
         _converge(lab)
-        time.sleep(0.3)
+        states = lab.client_states()
+        assert all(s["master"] == new_id and int(s["term"]) == int(new_state["term"]) for s in states.values()), \
+            {n: (s.get("master"), s.get("term")) for n, s in states.items()}
+        time.sleep(0.3)          # traffic after the failover
         result = probe.stop()
     finally:
         probe.close()
-    assert result["lost"] == 0, result
     assert _all_pairs_ok(lab) == {}
     inject.heal(lab)            # the killed replica comes back as a backup: still exactly one master
-    assert wait_until(lambda: lab.master_states()[before[0]] is not None
-                      and isinstance(lab.master_states()[before[0]], dict), 10.0)
+    assert wait_until(lambda: isinstance(lab.master_states()[before[0]], dict), 15.0)
+    assert wait_until(lambda: lab.master_states()[before[0]].get("role") == "backup", 10.0), lab.master_states()
     roles = [s.get("role") for s in lab.master_states().values() if isinstance(s, dict)]
     assert roles.count("master") == 1, roles
     assert lab.current_master()[0] == new_id    # sticky: the incumbent stays
+    if result["lost"] and MASTER_FAILOVER_XFAIL:
+        pytest.xfail(f"{MASTER_FAILOVER_XFAIL}: {result['lost']} probe packets lost")
+    assert result["lost"] == 0, result
 
 
 @ovs
 def test_client_restart_without_probe_loss(lab: Lab) -> None:
-    src, dst = _pair(lab)
+    _baseline(lab)
+    hosts = [h.name for h in lab.fabric.hosts]
+    src, dst = hosts[0], hosts[-1]
     tor = lab.fabric.host(src).tor
+    v = lab.lsd_version()
+    old_pid = lab.state.processes[f"client:{tor}"].pid
     probe = lab.probe(src, dst, flows=4, rate=1000.0, port=7200)
     probe.start()
     try:
         time.sleep(0.3)
         inject.restart_client(lab, tor)
+        assert lab.state.processes[f"client:{tor}"].pid != old_pid
+        assert wait_until(lambda: isinstance(s := lab.client_states()[tor], dict) and s.get("connected")
+                          and s.get("programmed_version") == lab.lsd_version(), CONVERGE_S, 0.05), \
+            lab.client_states()[tor]
         _converge(lab)
         time.sleep(0.3)
         result = probe.stop()
     finally:
         probe.close()
     assert result["lost"] == 0, result
+    # graceful restart: the neighbours held their ND links, so no link of the switch ever left the LSD
+    changes = lab.master_get(f"/v1/lsd?since={v}")
+    mine = {name: st for name, st in changes["links"].items() if name.startswith(f"{tor}:") or f"-{tor}:" in name}
+    touched = [n for n, st in mine.items() if st != "up"] if changes.get("full") else list(mine)
+    assert touched == [], changes
 
 
 @ovs
 def test_client_kill_routes_around_the_switch(lab: Lab) -> None:
+    _baseline(lab)
     agg = next(sw.name for sw in lab.fabric.switches if sw.role == "agg")
     v = lab.lsd_version()
     inject.kill_client(lab, agg)
     try:
         _converge(lab, v)           # neighbours' ND goes down: the agg leaves routing
+        lsd = _lsd_links(lab)
+        assert all(lsd[lab.fabric.links[i].name] == "down" for i in lab.fabric.links_of(agg)), lsd
         assert _all_pairs_ok(lab) == {}
     finally:
         _heal(lab)
@@ -477,7 +606,11 @@ def test_client_kill_routes_around_the_switch(lab: Lab) -> None:
 def test_lab_down_leaves_nothing(lab: Lab) -> None:
     name, d = lab.state.name, lab.state.dir
     pids = [p.pid for p in lab.state.processes.values()]
+    ifaces = list(lab.state.ifaces.values())
+    ovs_pids = [lab.ovs.pid("ovsdb-server"), lab.ovs.pid("ovs-vswitchd")]
+    assert all(ovs_pids)
     lab.down(log=lambda m: None)
-    assert lab_leftovers(name, d) == []
-    assert all(_zombie_or_gone(p) for p in pids)
+    assert lab_leftovers(name, d, ifaces=ifaces) == []
+    assert all(_zombie_or_gone(p) for p in pids + ovs_pids)
+    assert not [n for n in nsutil.list_netns() if n.startswith(f"fplab-{name}")]
     assert teardown(d, name=name, log=lambda m: None) == []

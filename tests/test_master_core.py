@@ -56,8 +56,10 @@ def rejected(actions: list) -> list[str]:
 
 
 def master(f: Fabric, term: int = 1, now: float = 0.0) -> MasterCore:
+    """A master that distributes at once (the cold-start hold, tested on its own, is ended)."""
     core = MasterCore(f, "m1")
     core.become_master(term, now)
+    core.end_hold(now)
     return core
 
 

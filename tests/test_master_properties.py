@@ -71,6 +71,7 @@ class LossyClient:
 def test_lsd_matches_model_and_lossy_client_converges(ops: list, seed: int) -> None:
     core = MasterCore(FABRIC, "m1")
     core.become_master(1, 0.0)
+    core.end_hold(0.0)          # cold start: do not wait for every switch before distributing
     client = LossyClient("leaf-1", core, random.Random(seed))
     client.loss = 0.4
     views: dict[str, tuple[set[int], float]] = {}

@@ -1,0 +1,143 @@
+"""`firepath status`: the fabric as the masters see it, from their REST APIs.
+
+    firepath status --config FABRIC.yaml [--json] [--timeout S]
+
+Queries every configured master (its configured address and rest_port — nothing else is contacted) for
+`/v1/lsd/version`, `/v1/masters` and `/v1/clients`, in parallel, and prints
+
+- one row per master: reachable?, role, term, LSD version, leader, whether a new master still holds its
+  first LSD publication (`held`), and how its FMRP view sees it;
+- the clients as the serving master sees them: how many are alive, acknowledged its term, and their lag
+  (master version - acknowledged version), with the switches that are silent or behind listed by name.
+
+Exit status: 0 when exactly one master serves and no alive client lags; 1 otherwise (no master, several
+masters, lagging clients); 2 on a bad config. `--json` prints everything gathered, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+ENDPOINTS = ("/v1/lsd/version", "/v1/masters", "/v1/clients")
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("status", help="show the fabric state as seen by the masters",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="fabric YAML (master addresses and REST ports)")
+    p.add_argument("--json", action="store_true", help="print the gathered state as JSON")
+    p.add_argument("--timeout", type=float, default=1.0, help="per-request timeout in seconds (default 1)")
+    p.set_defaults(func=run)
+
+
+def _get(url: str, timeout: float) -> dict[str, Any] | str:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return json.loads(r.read())
+    except Exception as e:  # noqa: BLE001 - reported per master, never fatal
+        reason = getattr(e, "reason", None)
+        return f"{type(e).__name__}: {reason if reason is not None else e}"
+
+
+def gather(fabric: Any, timeout: float = 1.0) -> dict[str, Any]:
+    """{"masters": {id: {"address", "rest_port", "version"|..., "error"?}}, "leader": id|None, "clients": ...}"""
+    jobs = [(m, ep) for m in fabric.masters for ep in ENDPOINTS]
+    with ThreadPoolExecutor(max_workers=min(16, len(jobs)) or 1) as pool:
+        results = list(pool.map(lambda j: _get(f"http://{j[0].address}:{j[0].rest_port}{j[1]}", timeout), jobs))
+    masters: dict[str, dict[str, Any]] = {}
+    for (m, ep), res in zip(jobs, results, strict=True):
+        row = masters.setdefault(m.id, {"address": str(m.address), "rest_port": m.rest_port})
+        key = ep.rsplit("/", 1)[-1]            # version | masters | clients
+        if isinstance(res, str):
+            row.setdefault("error", res)
+        else:
+            row[key] = res
+    serving = [mid for mid, row in masters.items() if row.get("version", {}).get("role") == "master"]
+    leader = serving[0] if len(serving) == 1 else None
+    return {"fabric": fabric.name, "masters": masters, "serving": serving, "leader": leader,
+            "clients": _client_summary(masters[leader]) if leader else None}
+
+
+def _client_summary(row: dict[str, Any]) -> dict[str, Any] | None:
+    view = row.get("clients")
+    if not isinstance(view, dict):
+        return None
+    rows = view.get("clients", [])
+    term = view.get("term")
+    alive = [c for c in rows if c.get("alive")]
+    lags = [c["lag"] for c in alive if c.get("lag") is not None]
+    return {
+        "total": len(rows),
+        "alive": len(alive),
+        "on_term": sum(1 for c in alive if c.get("acked_term") == term),
+        "max_lag": max(lags) if lags else None,
+        "silent": sorted(c["switch"] for c in rows if not c.get("alive")),
+        "behind": sorted(c["switch"] for c in alive if c.get("lag") is None or c["lag"] > 0
+                         or c.get("acked_term") != term),
+    }
+
+
+def healthy(state: dict[str, Any]) -> bool:
+    c = state["clients"]
+    return state["leader"] is not None and c is not None and not c["behind"]
+
+
+def render(state: dict[str, Any]) -> str:
+    lines = [f"fabric {state['fabric']}", ""]
+    header = f"{'master':<10} {'address':<21} {'role':<9} {'term':>6} {'version':>8} {'leader':<8} {'fmrp':<9} note"
+    lines.append(header)
+    for mid, row in state["masters"].items():
+        addr = f"{row['address']}:{row['rest_port']}"
+        v = row.get("version")
+        if not isinstance(v, dict):
+            lines.append(f"{mid:<10} {addr:<21} {'down':<9} {'-':>6} {'-':>8} {'-':<8} {'-':<9} "
+                         f"{row.get('error', '')}")
+            continue
+        fmrp = "-"
+        view = row.get("masters")
+        if isinstance(view, dict):
+            me = next((r for r in view.get("replicas", []) if r.get("self")), None)
+            if me is not None:
+                fmrp = str(me.get("state", "-"))
+        note = "holding first LSD" if v.get("held") else ""
+        lines.append(f"{mid:<10} {addr:<21} {v['role']:<9} {v['term']:>6} {v['version']:>8} "
+                     f"{str(v.get('leader') or '-'):<8} {fmrp:<9} {note}")
+    lines.append("")
+    if state["leader"] is None:
+        n = len(state["serving"])
+        lines.append("NO MASTER SERVING: clients forward on their last LSD (fail-static)" if n == 0
+                     else f"SEVERAL MASTERS SERVING: {', '.join(state['serving'])}")
+        return "\n".join(lines)
+    c = state["clients"]
+    if c is None:
+        lines.append(f"clients: {state['leader']} did not answer /v1/clients")
+        return "\n".join(lines)
+    lag = "-" if c["max_lag"] is None else str(c["max_lag"])
+    lines.append(f"clients (as {state['leader']} sees them): {c['alive']}/{c['total']} alive, "
+                 f"{c['on_term']} on its term, max lag {lag}")
+    if c["silent"]:
+        lines.append(f"  silent: {', '.join(c['silent'])}")
+    if c["behind"]:
+        lines.append(f"  behind: {', '.join(c['behind'])}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from proto.config import ConfigError, load_fabric
+
+    try:
+        fabric = load_fabric(args.config)
+    except (ConfigError, OSError) as e:
+        print(f"firepath status: {e}", file=sys.stderr)
+        return 2
+    state = gather(fabric, args.timeout)
+    if args.json:
+        print(json.dumps(state, indent=1, sort_keys=True))
+    else:
+        print(render(state))
+    return 0 if healthy(state) else 1
