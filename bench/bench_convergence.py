@@ -32,7 +32,9 @@ the probes stopped, the daemons' logs read (all processes share one clock; log t
 Affected switches are computed, not guessed: the switches (other than a failed one) whose next-hop sets
 toward ToR/border prefixes differ between the all-up LSD and the failed one (client.routes). An end of a
 failed link repairs locally (its log line has ``excluded=[port]``); the others need the master's LSD.
-"Reprogrammed" is the switch's last ``programmed`` line in the failure window (its final state).
+"Reprogrammed" (repaired) is, for an end, its first ``programmed`` line that excludes the failed port, for
+any other affected switch its first ``programmed`` line of the new LSD version; "final" is the switch's last
+``programmed`` line in the failure window (e.g. an end's reprogramming when the LSD confirms its repair).
 
 Then the failure is healed (same way, timed) and the repair timeline is read: heal -> ports usable again
 -> LSD version -> the affected switches programmed ("repaired link back in use").
@@ -619,16 +621,17 @@ class Bench:
         return probes
 
     def stop_probes(self, probes: list[Any], pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
-        out = []
-        for p, (src, dst) in zip(probes, pairs, strict=True):
+        def stop(p: Any, src: str, dst: str) -> dict[str, Any]:
             try:
-                r = p.stop()
-                out.append({"src": src, "dst": dst, **r})
+                return {"src": src, "dst": dst, **p.stop()}
             except Exception as e:  # noqa: BLE001 - recorded in the trial
-                out.append({"src": src, "dst": dst, "error": repr(e)})
+                return {"src": src, "dst": dst, "error": repr(e)}
             finally:
                 p.close()
-        return out
+
+        with ThreadPoolExecutor(max_workers=len(probes)) as pool:
+            futures = [pool.submit(stop, p, src, dst) for p, (src, dst) in zip(probes, pairs, strict=True)]
+            return [f.result() for f in futures]
 
     # --- trials -----------------------------------------------------------------------------------
     def converge(self, timeout: float, min_version: int | None = None) -> bool:
@@ -709,8 +712,15 @@ class Bench:
             last = progs[-1] if progs else None
             by_lsd = next((p for p in progs if p.version is not None and v_first is not None
                            and p.version >= v_first), None)
+            # repaired: traffic moved off the failed element -- an end by its local repair (the failed
+            # port excluded from its groups), any other switch by programming the new LSD version
+            if local:
+                rep = next((p for p in progs if p.excluded & fault.failed_ports[sw]), None) or by_lsd
+            else:
+                rep = by_lsd
             per_switch[sw] = {
                 "local": local,
+                "repaired_ms": ms(rep.ts if rep else None, t0),
                 "first_ms": ms(first.ts if first else None, t0),
                 "last_ms": ms(last.ts if last else None, t0),
                 "lsd_ms": ms(by_lsd.ts if by_lsd else None, t0),
@@ -728,9 +738,10 @@ class Bench:
             "lsd_versions": [{"ms": ms(ts, t0), "version": v, "master": mid} for ts, v, mid in versions],
             "first_lsd_ms": ms(versions[0][0], t0) if versions else None,
             "switches": per_switch,
-            "reprogrammed_ms": max((s["last_ms"] for s in per_switch.values() if s["last_ms"] is not None),
+            "reprogrammed_ms": max((s["repaired_ms"] for s in per_switch.values() if s["repaired_ms"] is not None),
                                    default=None),
-            "missing_reprogram": sorted(sw for sw, s in per_switch.items() if s["last_ms"] is None),
+            "final_ms": max((s["last_ms"] for s in per_switch.values() if s["last_ms"] is not None), default=None),
+            "missing_reprogram": sorted(sw for sw, s in per_switch.items() if s["repaired_ms"] is None),
             "also_programmed": unaffected_programmed,
         }
 
@@ -827,15 +838,17 @@ def analyse_kind(kind: str, trials: list[dict[str, Any]]) -> dict[str, Any]:
         res["clients_following_ms_polled"] = summary(t.get("clients_following_ms_polled") for t in trials)
         return res
     sw_rows = [(sw, s) for t in trials for sw, s in t.get("switches", {}).items()]
-    res["reprogram_ms_all"] = summary(s["last_ms"] for _, s in sw_rows)
-    res["reprogram_ms_local"] = summary(s["last_ms"] for _, s in sw_rows if s["local"])
-    res["reprogram_ms_remote"] = summary(s["last_ms"] for _, s in sw_rows if not s["local"])
+    res["reprogram_ms_all"] = summary(s["repaired_ms"] for _, s in sw_rows)
+    res["reprogram_ms_local"] = summary(s["repaired_ms"] for _, s in sw_rows if s["local"])
+    res["reprogram_ms_remote"] = summary(s["repaired_ms"] for _, s in sw_rows if not s["local"])
+    res["final_program_ms_all"] = summary(s["last_ms"] for _, s in sw_rows)
     res["first_program_ms_local"] = summary(s["first_ms"] for _, s in sw_rows if s["local"])
     res["program_duration_ms"] = summary(x for _, s in sw_rows for x in s["program_ms"])
     res["detect_ms"] = summary(v for t in trials for v in t.get("detect_ms", {}).values())
     res["first_lsd_ms"] = summary(t.get("first_lsd_ms") for t in trials)
     res["remote_lsd_program_ms"] = summary(s["lsd_ms"] for _, s in sw_rows if not s["local"])
     res["all_reprogrammed_ms"] = summary(t.get("reprogrammed_ms") for t in trials)
+    res["all_final_ms"] = summary(t.get("final_ms") for t in trials)
     res["missing_reprogram"] = sum(len(t.get("missing_reprogram", [])) for t in trials)
     res["not_converged"] = sum(1 for t in trials if not t.get("converged", True))
     res["repair_back_in_use_ms"] = summary(t.get("repair", {}).get("back_in_use_ms") for t in trials)
@@ -945,8 +958,11 @@ def run_scenario(bench: Bench, sc: Scenario, trials: int, kinds: list[str] | Non
             if kinds and kind not in kinds:
                 continue
             hold = args.hold + (3 * nd_dead if kind == "silent" else 0.0)
+            n = max(2, trials // 2) if kind == "baseline" else trials
+            if bench.settle(quiet=0.5, timeout=15.0) is None:
+                bench.log(f"    [{sc.name}] not settled before {kind}; running anyway")
             rows = []
-            for i in range(trials):
+            for i in range(n):
                 try:
                     t = bench.trial(kind, i, hold)
                 except Exception as e:  # noqa: BLE001 - a failed trial is recorded, the run goes on

@@ -1,6 +1,6 @@
 """Master failover benchmark: 3 real master processes + N scripted clients on loopback.
 
-    python -m bench.bench_failover [--quick] [--runs 20] [--leaves 30] [--variants kill,term]
+    python -m bench.bench_failover [--quick] [--runs 20] [--leaves 30] [--variants kill,term] [--report-all]
 
 Per run: the serving master is killed (`kill`: SIGKILL; `term`: SIGTERM, i.e. a StepDown announcement) at
 t0 and measured:
@@ -52,10 +52,10 @@ def summary(xs: list[float]) -> dict[str, float | int]:
 
 
 class Bench:
-    def __init__(self, directory: Path, leaves: int) -> None:
+    def __init__(self, directory: Path, leaves: int, report_all: bool = False) -> None:
         self.cluster = LoopCluster(directory, masters=3, leaves=leaves, log_level="info")
         self.fleet = SimFleet(self.cluster.fabric, KeyRing.load(self.cluster.fabric.security.key_file),
-                              self.cluster.client_addr, n_sockets=4)
+                              self.cluster.client_addr, n_sockets=4, report_all=report_all)
 
     def close(self) -> None:
         self.cluster.stop_all()
@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--leaves", type=int, default=30, help="leaf switches (clients = leaves + 2 spines)")
     ap.add_argument("--variants", default="kill,term")
+    ap.add_argument("--report-all", action="store_true",
+                    help="scripted clients send every port report to every master (proposed client change)")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     runs = 3 if args.quick else args.runs
@@ -133,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     results: dict[str, Any] = {
         "benchmark": "failover", "runs": runs, "clients": leaves + 2, "masters": 3,
+        "clients_report_to_all_masters": args.report_all,
         "timers": {"hello_interval_ms": 30, "master_dead_ms": 150, "keepalive_ms": 100},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_start": os.getloadavg()},
         "variants": {},
     }
     with tempfile.TemporaryDirectory(prefix="fpbench-failover-") as tmp:
-        bench = Bench(Path(tmp), leaves)
+        bench = Bench(Path(tmp), leaves, args.report_all)
         try:
             bench.cluster.start_all()
             bench.fleet.report()

@@ -10,7 +10,9 @@ Parts (each can be skipped with --skip):
                plan (bench.bench_routes's functions).
 * ``fanout``   a real master process (`controller.cli master`) holding the Jupiter config on 127.0.0.1;
                every switch of the fabric (30,088) simulated by controller.simclient.SimFleet, multiplexed
-               on a few UDP sockets; all report and are acked; then, R times, one ToR reports a port change
+               on a few UDP sockets; all report and are acked (with every port unusable but the far end of
+               one ToR link, so the LSD does not churn while they join); then, R times, that ToR reports its
+               port up/down (one LSD change)
                and we time, from the report sent (loopback: received within microseconds) to the arrival
                of the last datagram carrying the new version at the simulated clients' sockets (recorded
                raw; a sample of them is then decoded with the destination's key: HMAC, type, versions).
@@ -161,6 +163,20 @@ def client_memory(quick: bool) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def config_check(cfg: Path) -> dict[str, Any]:
+    """`firepath config check` of the Jupiter config in a child process: wall time and peak RSS."""
+    import resource
+
+    argv = [sys.executable, "-c", "import sys; from proto.cli import main; sys.exit(main())", "config", "check",
+            str(cfg)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # the largest child so far
+    return {"exit": proc.returncode, "wall_s": round(wall, 2), "peak_rss_mib_children": round(peak, 1),
+            "summary": proc.stdout.strip().splitlines()[:3]}
+
+
 # -------------------------------------------------------------------------------------------------- fan-out
 def write_config(d: Path, quick: bool, multicast: bool) -> Path:
     from bench.bench_fanout import free_port
@@ -208,13 +224,27 @@ def fanout_run(fabric: Any, fleet: Any, keyring: Any, d: Path, cfg: Path, rounds
                multicast: bool) -> dict[str, Any]:
     from bench.bench_fanout import metric_lines, rest_get, rest_text
 
-    master = MasterProc(cfg, d)
+    for attempt in range(3):     # a free port picked for the master may be taken meanwhile: pick again
+        try:
+            master = MasterProc(cfg, d)
+            break
+        except (OSError, RuntimeError) as e:
+            if attempt == 2:
+                raise
+            log(f"  master start failed ({e!r}), retrying")
     log(f"  master up in {master.start_s:.1f}s ({'multicast' if multicast else 'unicast'}), "
         f"rss {rss_mib(master.proc.pid)}")
     try:
         fleet.masters = {"m1": ("127.0.0.1", master.cport)}
+        # No warm-up storm: every switch reports its ports unusable except the leaf's peer on the measured
+        # link, so the LSD does not change while 30,000 clients join (each change would be a delta to
+        # everyone); each round then flips that one link with one report of the leaf.
         leaf = next(sw.name for sw in fabric.switches if str(sw.role) == "tor")
-        fleet.set_usable(leaf, set(fabric.fabric_ports(leaf)))   # rounds flip it: start from all up
+        port = fabric.fabric_ports(leaf)[0]
+        peer = fabric.peer_of(leaf, port)
+        for name in fleet.switches:
+            fleet.set_usable(name, set())
+        fleet.set_usable(peer.switch, {peer.port})
         for sw in fleet.switches.values():     # a fresh master: forget the previous run's session
             sw.term, sw.data_term, sw.master, sw.acked_seq = 0, -1, None, -1
         t_sync = time.perf_counter()
@@ -231,13 +261,12 @@ def fanout_run(fabric: Any, fleet: Any, keyring: Any, d: Path, cfg: Path, rounds
         clients = rest_get(master.rport, "/v1/clients")
         n_clients = len(clients.get("clients", clients)) if isinstance(clients, dict) else len(clients)
         log(f"  warm-up {sync_s:.1f}s, master knows {n_clients} clients, master rss {mem_warm}")
-        leaf = next(sw.name for sw in fabric.switches if str(sw.role) == "tor")
         expected = 1 if multicast else len(fleet.switches)
         samples = []
-        for r in range(rounds):
+        for r in range(rounds + 1):            # round 0 is a warm-up, reported but not in the statistics
             quiet_s = wait_quiet(fleet, ROUND_GAP + 0.5, 180.0)
             fleet.raw.clear()
-            fleet.set_usable(leaf, set() if r % 2 == 0 else set(fabric.fabric_ports(leaf)))
+            fleet.set_usable(leaf, {port} if r % 2 == 0 else set())
             t0 = time.monotonic()
             fleet.report([leaf], now=t0)
             got: list[tuple[float, int, bytes]] = []
@@ -266,7 +295,9 @@ def fanout_run(fabric: Any, fleet: Any, keyring: Any, d: Path, cfg: Path, rounds
                             "verified": check, "version": v["version"], "quiet_wait_s": quiet_s})
             log(f"  round {r}: {samples[-1]}")
             fleet.raw.clear()
-        lasts = [s["last_ms"] for s in samples if s["last_ms"] is not None]
+        samples[0]["warmup"] = True
+        measured = samples[1:]
+        lasts = [s["last_ms"] for s in measured if s["last_ms"] is not None]
         metrics = rest_text(master.rport)
         return {
             "mode": "multicast" if multicast else "unicast", "clients": len(fleet.switches),
@@ -275,8 +306,9 @@ def fanout_run(fabric: Any, fleet: Any, keyring: Any, d: Path, cfg: Path, rounds
             "rounds": samples,
             "last_ms_p50": round(statistics.median(lasts), 2) if lasts else None,
             "last_ms_max": round(max(lasts), 2) if lasts else None,
-            "first_ms_p50": round(statistics.median(s["first_ms"] for s in samples if s["first_ms"] is not None), 2)
-            if any(s["first_ms"] is not None for s in samples) else None,
+            "first_ms_p50": round(statistics.median(s["first_ms"] for s in measured if s["first_ms"] is not None), 2)
+            if any(s["first_ms"] is not None for s in measured) else None,
+            "incomplete_rounds": sum(not s["complete"] for s in measured),
             "report_to_send_hist": metric_lines(metrics, "firepath_master_report_to_send_seconds"),
         }
     finally:
@@ -386,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="fan-out rounds per mode (default 7, quick 3)")
     ap.add_argument("--sockets", type=int, default=8, help="UDP sockets the simulated clients share")
     ap.add_argument("--samples", type=int, default=None, help="links for incremental routing (default 100)")
-    ap.add_argument("--skip", default="", help="comma-separated parts to skip: lsd,routes,fanout,memory")
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: config,lsd,routes,memory,fanout")
     ap.add_argument("--modes", default="unicast,multicast")
     ap.add_argument("--output", type=Path, default=RESULTS)
     ap.add_argument("--client-memory-child", action="store_true", help=argparse.SUPPRESS)
@@ -418,6 +450,10 @@ def main(argv: list[str] | None = None) -> int:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=1, default=str) + "\n")
 
+    if "config" not in skip:
+        result["config_check"] = config_check(cfg)
+        log(f"config check: {result['config_check']}")
+        save()
     if "lsd" not in skip:
         result["lsd"] = bench_lsd_part(len(fabric.links), 3 if args.quick else 10)
         save()

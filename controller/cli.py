@@ -36,7 +36,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--log-format", default="kv", choices=["kv", "json"])
     p.add_argument("--election", default="auto", choices=["auto", "single", "fmrp"],
                    help="role driver: fmrp (elect among the configured masters), single (no election: "
-                        "become master after the init wait); auto = fmrp when the config has several masters")
+                        "become master after the init wait; only for a config with one master); "
+                        "auto (default) = fmrp when the config has several masters")
     p.set_defaults(func=run)
 
 
@@ -67,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
     election = args.election
     if election == "auto":
         election = "fmrp" if len(fabric.masters) > 1 else "single"
+    elif election == "single" and len(fabric.masters) > 1:
+        # Every replica would make itself master of durable_term + 1: several masters in the same term.
+        print(f"firepath master: --election single needs a config with one master; {args.config} has "
+              f"{len(fabric.masters)} ({', '.join(m.id for m in fabric.masters)}): use --election fmrp/auto",
+              file=sys.stderr)
+        return 2
     driver_factory = None                      # MasterServer's default: SingleMasterDriver
     if election == "fmrp":
         from controller.fmrp import FmrpDriver

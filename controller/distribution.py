@@ -262,6 +262,7 @@ class Distributor:
         if not self.active:
             return []
         out: list[Send] = []
+        backups: list[Send] = []
         cache = _TickCache()
         if self.multicast:
             self._tick_group(lsd, now, cache, out)
@@ -271,8 +272,11 @@ class Distributor:
             at = heapq.heappop(times)
             for p in buckets.pop(at, ()):
                 if p.queued_at == at:
-                    self._tick_peer(p, lsd, now, cache, out, idle, keepalive, client_dead)
-        return out
+                    self._tick_peer(p, lsd, now, cache, backups if p.is_master else out, idle, keepalive,
+                                    client_dead)
+        # Backups first: a version reaches the replicas before any client, so a master that dies half-way
+        # through a fan-out never leaves clients with a version no surviving replica has.
+        return backups + out if backups else out
 
     def _tick_peer(self, p: Peer, lsd: LinkStateDB, now: float, cache: _TickCache, out: list[Send],
                    idle: dict[str, Peer], keepalive: float, client_dead: float) -> None:

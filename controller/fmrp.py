@@ -23,8 +23,10 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   from a MASTER whose term is not below the highest master term we know → BACKUP of it. Else → ELECTING.
 * ELECTING: after a short deterministic jitter the replica bumps its durable term, votes for itself and
   sends `VoteRequest(candidate, term, version, priority)` to every replica (re-sent each hello interval
-  until the round, 2 hello intervals, ends). Votes from a majority of the *configured* replicas (itself
-  included) → MASTER. A failed round backs off exponentially (jittered) and retries with a new term.
+  until the round ends: 2 hello intervals, doubled per failed candidacy up to 2 x master_dead, so an
+  overloaded host whose round trips exceed a round still elects). Votes from a majority of the
+  *configured* replicas (itself included) → MASTER; a late vote of its term still counts until it stands
+  again. A failed round backs off exponentially (jittered) and retries with a new term.
 * Voting: a replica grants at most one vote per term, and only if (a) it is not in INIT, (b) it follows no
   live master (no MASTER hello within `master_dead`) and is not itself a master holding its lease —
   **sticky**: such a replica does not even adopt the candidate's term, so a newcomer (higher priority,
@@ -194,7 +196,8 @@ class Fmrp:
         self._majority = len(ids) // 2 + 1
         self._hello = timers.hello_interval
         self._dead = timers.master_dead
-        self._round = 2 * timers.hello_interval
+        self._round = 2 * timers.hello_interval       # first round; doubles per failed one, up to 2 x dead
+        self._round_max = max(self._round, 2 * timers.master_dead)
         # Deterministic jitter: seeded from (seed, id) — str seeds are hashed with SHA-512, not hash().
         self._rng = random.Random(f"fmrp:{seed}:{self_id}")
 
@@ -413,7 +416,7 @@ class Fmrp:
         if self._voted_for is not None and self._voted_for != cand:
             if (self._voted_for == self._id and self._round_until is not None
                     and (r.version, r.priority, cand) > self._rank()):
-                self._yield_until = now + self._round + self._hello   # split vote: let the better one win next
+                self._yield_until = now + self._round_len() + self._hello   # split vote: the better one next
             return self._reply(cand, False, out)
         if (
             not self._retired
@@ -434,7 +437,7 @@ class Fmrp:
         if self._state is not FmrpState.ELECTING:
             self._to_electing(now, out)
         # Give the candidate its round before we stand ourselves.
-        wait = now + self._round + self._candidacy_delay(now)
+        wait = now + self._round_len() + self._candidacy_delay(now)
         if self._candidacy_at is None or self._candidacy_at < wait:
             self._candidacy_at = wait
         return self._reply(cand, True, out)
@@ -448,7 +451,8 @@ class Fmrp:
             return out
         if (
             self._state is FmrpState.ELECTING
-            and self._round_until is not None
+            and self._voted_for == self._id
+            and self._votes
             and v.term == self._term
             and v.candidate == self._id
             and v.granted
@@ -483,8 +487,7 @@ class Fmrp:
     def _tick_electing(self, now: float, out: list[FmrpAction]) -> None:
         if self._round_until is not None:
             if now >= self._round_until:
-                self._round_until = None
-                self._votes.clear()
+                self._round_until = None    # votes are kept: a late one for this term still counts
                 self._failed += 1
                 self._candidacy_at = max(now + self._retry_delay(now), self._yield_until)
             elif now >= self._next_request:
@@ -505,7 +508,7 @@ class Fmrp:
         self._voted_for = self._id
         self._persist(out)
         self._votes = {self._id}
-        self._round_until = now + self._round
+        self._round_until = now + self._round_len()
         self._next_request = now + self._hello
         if len(self._votes) >= self._majority:
             self._become_master(now, out)
@@ -611,6 +614,12 @@ class Fmrp:
             if now - t <= self._dead and h.state != FmrpState.MASTER and (h.version, h.priority, p) > mine:
                 better += 1
         return (2 * better + self._rng.random()) * self._hello / 2
+
+    def _round_len(self) -> float:
+        """How long a candidacy waits for votes: 2 hello intervals, doubled per failed candidacy since we
+        last had a master, at most 2 x master_dead. On an overloaded host a round trip can take longer than
+        2 hello intervals; with fixed rounds every vote then arrives after its round and nobody ever wins."""
+        return min(self._round * 2 ** min(self._failed, 8), self._round_max)
 
     def _retry_delay(self, now: float) -> float:
         backoff = self._hello * min(2 ** max(self._failed - 1, 0), 8)

@@ -14,6 +14,7 @@ short timeout; an unreachable replica reads as an exception object, not a crash.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -135,15 +136,11 @@ class LoopCluster:
         """SIGKILL every process still running (by PID) and reap it. Safe in a finally."""
         for p in self.procs.values():
             if p.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for p in self.procs.values():
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 p.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover
-                pass
 
     # ------------------------------------------------------------------------------------ REST
     def get(self, mid: str, path: str, timeout: float = 1.0) -> dict[str, Any] | Exception:

@@ -13,7 +13,9 @@ Like the real client, a switch sends to the master in use (the one of the highes
 master is heard within `master_silence` (default 3 x keepalive), and to every configured master otherwise
 (before any master is known, or after the master died): that is how a failover reaches the new master even
 when it never heard of the switch. `last_change[name]` records when the switch's term or data term last
-changed (failover benchmarks).
+changed (failover benchmarks). `report_all=True` sends every port report to every master (a proposed
+client behaviour: the backups then always know where the clients are, so a new master can announce itself
+to all of them at once; only the master in use acknowledges).
 """
 
 from __future__ import annotations
@@ -97,8 +99,10 @@ class SimFleet:
         report_refresh: float | None = None,
         group: tuple[str, int] | None = None,
         master_silence: float | None = None,
+        report_all: bool = False,
     ) -> None:
         self.fabric = fabric
+        self.report_all = report_all
         self.master_silence = 3 * fabric.timers.keepalive if master_silence is None else master_silence
         self.masters = dict(masters)
         self.ack_updates = ack_updates
@@ -159,6 +163,8 @@ class SimFleet:
         data = sw.codec.encode(msg)
         if to:
             targets = [to]
+        elif self.report_all and isinstance(msg, PortReport):
+            targets = list(self.masters)
         elif sw.master is not None and time.monotonic() - sw.heard_at < self.master_silence:
             targets = [sw.master]
         else:

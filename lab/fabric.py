@@ -135,11 +135,21 @@ def _get_json(port: int, path: str, timeout: float) -> Any:
 
 OVS_BASE_PORT = 20000      # switch id i listens for its client on 127.0.0.1:OVS_BASE_PORT+i (lab netns)
 REST_BASE_PORT = 40000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
-# ND timers of generated lab configs unless `timers` is given. The fabric default (10 ms / 30 ms) flaps on
-# a loaded 2-core machine running OVS's userspace datapath and ~13 Python daemons: ND frames are late by
-# more than 30 ms, links go one-way/down, get damped, and the fabric never converges. Benchmarks that
-# want the fast timers pass timers=() (or their own) explicitly.
-LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("nd_interval_ms", 30), ("nd_dead_ms", 150))
+# ND timers of generated lab configs unless `timers` is given: 50 ms / 250 ms, the fastest setting measured
+# stable for the demo fabric (10 switches, 16 links, 3 masters) on this 2-core machine shared with other labs.
+# Measured 2026-11-22 (lab up with waves, then 2 x 20 s steady state; CPU from /proc/<pid>/stat):
+#   nd ms     ND frames/s  client CPU (mean)  vswitchd  load  port changes/20 s  result
+#   10/30        2972          14.7 %          6 %       14      3578 (damped)    never converged (CPU-bound)
+#   20/100       1608          12.9 %         20 %       16      1176 (damped)    never converged
+#   30/150       1066          10.1 %         26 %        7     124, then 681     converged, then collapsed
+#   50/250        642           6.5 %         24 %       11        0, 0           stable; up in 20 s
+#   100/1000      321           3.6 %         63 %*      17        0              stable (*another lab's OVS)
+# ND costs the Python client ~0.8 ms of CPU per frame (sent at one end + received at the other, os-ken
+# packet-out/packet-in included): at 10 ms the 10 clients alone need ~2.7 cores. Late frames make links go
+# one-way/down on both ends, every flap is a report, an LSD version and a route computation on every
+# switch, which costs more CPU: it collapses, and damping then holds the ports down for up to damp_max.
+# Benchmarks that want the fast timers pass timers=() (or their own) explicitly.
+LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("nd_interval_ms", 50), ("nd_dead_ms", 250))
 
 
 def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
@@ -362,6 +372,7 @@ class Lab:
         lo += [f"addr replace {m.address}/32 dev lo" for m in fabric.masters if not m.address.is_loopback]
         _ip_batch(st.netns, lo)
         self.ovs.start()
+        self.ovs.boost()        # the emulated data plane must not be starved by the control plane
         # bridges: one ovs-vsctl transaction
         args: list[str] = []
         for sw in fabric.switches:
@@ -402,6 +413,7 @@ class Lab:
                      f"ofport_request={port}"]
         self.ovs.vsctl(*args[1:], timeout=60)
         self._check_ofports()
+        self.ovs.boost()        # threads vswitchd started for the new bridges and ports
 
     def _check_ofports(self) -> None:
         out = self.ovs.vsctl("--format=json", "--columns=name,ofport", "list", "interface")

@@ -117,6 +117,24 @@ class FlowStats:
             return 0
         return (self.highest_seq - self.first_seq + 1) - self.unique
 
+    def holes(self, limit: int = 32) -> list[list[int]]:
+        """Runs of missing sequence numbers between the first and the highest received: [[first, count]];
+        the `limit` longest, in sequence order (a loss timeline: seq / rate = when it was sent)."""
+        runs: list[list[int]] = []
+        start = -1
+        for seq in range(max(self.first_seq, 0), self.highest_seq + 1):
+            byte, bit = divmod(seq, 8)
+            missing = not (self._seen[byte] >> bit) & 1
+            if missing and start < 0:
+                start = seq
+            elif not missing and start >= 0:
+                runs.append([start, seq - start])
+                start = -1
+        if len(runs) > limit:
+            keep = sorted(sorted(runs, key=lambda r: -r[1])[:limit])
+            runs = keep
+        return runs
+
     def to_json(self, start: float | None = None) -> dict[str, object]:
         base = start if start is not None else (self.first_rx or 0.0)
         return {
@@ -130,7 +148,12 @@ class FlowStats:
             "max_gap_ms": round(self.max_gap * 1000.0, 3),
             "max_net_gap_ms": round(self.max_net_gap * 1000.0, 3),
             "max_gap_end_s": None if self.max_gap_end is None else round(self.max_gap_end - base, 6),
+            "holes": self.holes(),
+            "hole_runs": self._count_runs(),
         }
+
+    def _count_runs(self) -> int:
+        return len(self.holes(limit=1 << 30))
 
 
 class Receiver:
@@ -299,6 +322,8 @@ def merge_results(recv: dict, send: dict, src_ip: str) -> dict[str, object]:
             "max_gap_ms": float(r["max_gap_ms"]) if r else None,
             "max_net_gap_ms": float(r["max_net_gap_ms"]) if r else None,
             "max_gap_end_s": r["max_gap_end_s"] if r else None,
+            "holes": r.get("holes", []) if r else [],
+            "hole_runs": r.get("hole_runs", 0) if r else 0,
             "loss_ms": round(lost * interval_ms, 3),
         })
     gaps = [f["max_gap_ms"] for f in flows if f["max_gap_ms"] is not None]

@@ -595,7 +595,8 @@ def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_
             await live.pop(m1).stop()
             assert await until(lambda: len(masters()) == 1)
             m2 = masters()[0]
-            assert live[m2].driver.fmrp.term == term1 + 1 and live[m2].core.term == term1 + 1
+            # normally term1 + 1; a split vote under heavy scheduling noise costs a term or two
+            assert live[m2].driver.fmrp.term > term1 and live[m2].core.term == live[m2].driver.fmrp.term
             # The old master restarts from its state dir: it joins as backup (sticky), never reusing a term.
             live[m1] = server(m1)
             await live[m1].start(rest=False)

@@ -287,6 +287,13 @@ def _zombie_or_gone(pid: int) -> bool:
 # else (switch_dead, report refresh) could have noticed it.
 
 DETECT_MARGIN_S = 3.0       # REST polling + scheduling on a loaded 2-core machine
+# Probes: 4 flows x 250 pps (4 ms resolution). OVS's userspace datapath drops packets when ovs-vswitchd is
+# starved of CPU long enough for its AF_PACKET receive buffers (net.core.rmem_default, ~270 small frames)
+# to overflow; at 4 x 1000 pps that is a ~70 ms stall, which a loaded 2-core machine produces while a
+# Python daemon starts. At 250 pps it takes a ~1 s stall; an outage caused by the control plane (a flush,
+# a reroute, a missing group) is still seen packet by packet.
+PROBE = {"flows": 4, "rate": 250.0}
+RESTART_HOLD_S = 5.0        # `firepath client --restart-hold` default: peers hold ND links this long
 
 
 @pytest.fixture(scope="module")
@@ -525,7 +532,7 @@ def test_master_kill_elects_exactly_one_new_master_and_forwarding_continues(lab:
     src, dst = hosts[0], hosts[-1]
     before = lab.current_master()
     assert before is not None
-    probe = lab.probe(src, dst, flows=4, rate=1000.0, port=7100)
+    probe = lab.probe(src, dst, port=7100, **PROBE)
     probe.start()
     try:
         time.sleep(0.3)          # traffic before the kill (what the probe measures, not an assertion)
@@ -565,26 +572,34 @@ def test_client_restart_without_probe_loss(lab: Lab) -> None:
     tor = lab.fabric.host(src).tor
     v = lab.lsd_version()
     old_pid = lab.state.processes[f"client:{tor}"].pid
-    probe = lab.probe(src, dst, flows=4, rate=1000.0, port=7200)
+    flows_before = sorted(lab.dump_flows(tor))
+    probe = lab.probe(src, dst, port=7200, **PROBE)
     probe.start()
     try:
         time.sleep(0.3)
+        t_stop = time.monotonic()
         inject.restart_client(lab, tor)
         assert lab.state.processes[f"client:{tor}"].pid != old_pid
         assert wait_until(lambda: isinstance(s := lab.client_states()[tor], dict) and s.get("connected")
                           and s.get("programmed_version") == lab.lsd_version(), CONVERGE_S, 0.05), \
             lab.client_states()[tor]
+        without_client_s = time.monotonic() - t_stop
         _converge(lab)
         time.sleep(0.3)
         result = probe.stop()
     finally:
         probe.close()
+    print(f"client {tor} restarted: {without_client_s:.2f} s until it had programmed the LSD again")
     assert result["lost"] == 0, result
-    # graceful restart: the neighbours held their ND links, so no link of the switch ever left the LSD
-    changes = lab.master_get(f"/v1/lsd?since={v}")
-    mine = {name: st for name, st in changes["links"].items() if name.startswith(f"{tor}:") or f"-{tor}:" in name}
-    touched = [n for n, st in mine.items() if st != "up"] if changes.get("full") else list(mine)
-    assert touched == [], changes
+    # reconciled without a flush: the same flows as before (ovs-ofctl --no-stats: no counters, no ages)
+    assert sorted(lab.dump_flows(tor)) == flows_before
+    # graceful restart: the neighbours held their ND links, so no link of the switch left the LSD -- as long
+    # as the new client was back within the hold (a restart slower than that is routed around, by design)
+    if without_client_s < RESTART_HOLD_S - 0.5:
+        changes = lab.master_get(f"/v1/lsd?since={v}")
+        mine = {n: st for n, st in changes["links"].items() if n.startswith(f"{tor}:") or f"-{tor}:" in n}
+        touched = [n for n, st in mine.items() if st != "up"] if changes.get("full") else list(mine)
+        assert touched == [], changes
 
 
 @ovs

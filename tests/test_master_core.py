@@ -535,3 +535,76 @@ def test_endpoint_type_in_reports_is_accepted(fabric: Fabric) -> None:
     assert set(core.lsd.states()) == {DOWN}
     snap = LsdFull("m1", 1, 0, fabric.digest, core.lsd.snapshot())
     assert decode_snapshot(snap.snapshot, len(fabric.links)) == core.lsd.states()
+
+
+# ============================================================================ failover: announce and hold
+def _replicated_pair(fabric: Fabric) -> tuple[MasterCore, MasterCore, int]:
+    """m1 master of term 1 with every link up, m2 its backup in sync; m2 heard every switch at bring-up."""
+    a, b = MasterCore(fabric, "m1"), MasterCore(fabric, "m2")
+    b.become_backup(1, "m1", 0.0)
+    for sw in fabric.switches:                       # bring-up: clients report to every master
+        assert rejected(b.handle(sw.name, report(fabric, sw.name, seq=1, term=0), 0.0)) == ["not_master"]
+    acts = a.become_master(1, 0.0) + a.end_hold(0.0) + all_up(a, fabric, 0.0) + a.tick(0.0) + a.tick(0.01)
+    wire(a, b, acts, 0.0)
+    assert b.lsd.states() == a.lsd.states() and set(b.lsd.states()) == {UP}
+    return a, b, a.version
+
+
+def test_new_master_announces_then_holds_until_every_switch_reported(fabric: Fabric) -> None:
+    _, b, v = _replicated_pair(fabric)
+    t0 = 30.0                                        # long after bring-up: no client is live at m2
+    acts = b.become_master(2, t0)
+    assert b.held and b.version == v
+    # one Keepalive of the new term to every client ever heard, and not one LSD update to a client
+    for sw in fabric.switches:
+        assert sends(acts, sw.name) == [Keepalive("m2", 2, v)]
+    assert [type(m) for m in sends(acts, "m1")] == [LsdFull]     # replicas are never held
+    # clients re-send their reports; until the last one arrives nothing is published
+    names = [s.name for s in fabric.switches]
+    out: list = []
+    for i, name in enumerate(names):
+        out += b.handle(name, report(fabric, name, seq=2, term=1), t0 + 0.001 * (i + 1))
+        out += b.tick(t0 + 0.001 * (i + 1))
+        if i < len(names) - 1:
+            assert not [m for m in sends(out) if isinstance(m, LsdFull | LsdDelta)], name
+    assert not b.held
+    fulls = [a.msg for a in out + b.tick(t0 + 0.01) if isinstance(a, Send) and isinstance(a.msg, LsdFull)]
+    assert {f.term for f in fulls} == {2} and {f.version for f in fulls} == {v}   # same content, same version
+    assert all(decode_snapshot(f.snapshot, len(fabric.links)) == b.lsd.states() for f in fulls)
+    assert set(b.lsd.states()) == {UP}
+
+
+def test_replicated_hold_ends_after_a_keepalive_interval(fabric: Fabric) -> None:
+    _, b, v = _replicated_pair(fabric)
+    t0 = 30.0
+    b.become_master(2, t0)
+    b.handle("leaf-1", report(fabric, "leaf-1", seq=2, term=2), t0 + 0.001)
+    b.handle("leaf-1", LsdRequest("leaf-1", 1, v), t0 + 0.001)
+    assert not sends(b.tick(t0 + 0.05), "leaf-1", LsdFull)
+    assert b.next_deadline() is not None and b.next_deadline() <= t0 + fabric.timers.keepalive
+    fulls = sends(b.tick(t0 + fabric.timers.keepalive), "leaf-1", LsdFull)
+    assert len(fulls) == 1 and fulls[0].version == v and fulls[0].term == 2
+    assert decode_snapshot(fulls[0].snapshot, len(fabric.links)) == bytes([UP]) * len(fabric.links)
+
+
+def test_cold_master_never_publishes_an_lsd_nobody_reported(fabric: Fabric) -> None:
+    """No valid LSD (every master restarted): the empty LSD would wipe every client's routes."""
+    core = MasterCore(fabric, "m1")
+    core.become_master(1, 0.0)
+    core.handle("leaf-1", report(fabric, "leaf-1", seq=1, term=0), 0.01)
+    core.handle("leaf-1", LsdRequest("leaf-1", 7, 42), 0.01)      # it holds an LSD of an older master
+    dead = fabric.timers.switch_dead
+    for t in (0.02, 0.5, dead - 0.01):
+        assert not sends(core.tick(t), "leaf-1", LsdFull)
+    assert sends(core.tick(dead), "leaf-1", LsdFull)
+
+
+def test_backups_are_sent_to_before_clients(fabric: Fabric) -> None:
+    core = master(fabric)
+    core.handle("m2", ReplicationAck("m2", 1, -1), 0.0)
+    acts = all_up(core, fabric, 0.0) + core.tick(0.0)
+    core.handle("m2", ReplicationAck("m2", 1, core.version), 0.001)
+    core.handle("leaf-1", report(fabric, "leaf-1", usable=set(), seq=2), 0.1)
+    acts = core.tick(0.2)
+    dests = [a.dest for a in acts if isinstance(a, Send) and isinstance(a.msg, LsdDelta)]
+    assert dests[0] == "m2" and len(dests) == 1 + len(fabric.switches)
