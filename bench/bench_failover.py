@@ -5,8 +5,10 @@
 Per run: the serving master is killed (`kill`: SIGKILL; `term`: SIGTERM, i.e. a StepDown announcement) at
 t0 and measured:
 
-- `master_ms`: t0 → REST of a surviving replica says role=master with a higher term and no longer holds
-  its first LSD publication (polled every ~5 ms, so up to ~5 ms + one HTTP round trip late);
+- `elected_ms`: t0 → REST of a surviving replica says role=master with a higher term (polled every ~5 ms,
+  so up to ~5 ms + one HTTP round trip late);
+- `master_ms`: t0 → that master serves: it no longer holds its first LSD publication (`held`: it waits
+  until every switch reported under its term, at most one keepalive interval);
 - `first_client_ms`: t0 → the first scripted client hears the new term (the new master's announcement);
 - `clients_ms`: t0 → every scripted client holds LSD data of the new term (SimFleet per-switch timestamps,
   exact to the datagram);
@@ -91,6 +93,7 @@ class Bench:
         others = [m for m in c.ids if m != leader]
         t0 = time.monotonic()
         c.kill(leader, sig)
+        elected_at: float | None = None
         master_at: float | None = None
         new_term = None
         deadline = t0 + 15.0
@@ -98,15 +101,18 @@ class Bench:
         while time.monotonic() < deadline:
             now = time.monotonic()
             if master_at is None and now >= next_poll:
-                got = c.single_master(others, above_term=v["term"])
-                if got:
-                    master_at = time.monotonic()
-                    new_term = got[1]["term"]
+                ms = [(m, w) for m, w in c.masters_now(others) if w["term"] > v["term"]]
+                if len(ms) == 1:
+                    if elected_at is None:
+                        elected_at = time.monotonic()
+                    if not ms[0][1].get("held"):
+                        master_at = time.monotonic()
+                        new_term = ms[0][1]["term"]
                 next_poll = time.monotonic() + 0.005
             if new_term is not None and f.on_term(new_term):
                 break
             f.pump(0.002)
-        if master_at is None or new_term is None or not f.on_term(new_term):
+        if elected_at is None or master_at is None or new_term is None or not f.on_term(new_term):
             raise RuntimeError(f"no failover within 15 s: {c.versions()}")
         first = min(sw.term_at for sw in f.switches.values() if sw.term_at is not None)
         last = max(sw.data_term_at for sw in f.switches.values() if sw.data_term_at is not None)
@@ -115,6 +121,7 @@ class Bench:
         c.wait_exit(leader, 10.0)
         c.start(leader)
         return {"signal": signal.Signals(sig).name, "old": leader, "old_term": v["term"], "new_term": new_term,
+                "elected_ms": round((elected_at - t0) * 1000, 2),
                 "master_ms": round((master_at - t0) * 1000, 2), "first_client_ms": round((first - t0) * 1000, 2),
                 "clients_ms": round((last - t0) * 1000, 2), "lsd_changed": changed}
 
@@ -150,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
                 for i in range(runs):
                     row = bench.run_once(SIGNALS[name])
                     rows.append(row)
-                    print(f"{name:>4} run {i + 1:>2}: master {row['master_ms']:7.1f} ms  first client "
+                    print(f"{name:>4} run {i + 1:>2}: elected {row['elected_ms']:7.1f} ms  serving "
+                          f"{row['master_ms']:7.1f} ms  first client "
                           f"{row['first_client_ms']:7.1f} ms  all clients {row['clients_ms']:7.1f} ms  "
                           f"term {row['old_term']}->{row['new_term']}  lsd changed {row['lsd_changed']}",
                           flush=True)
                 results["variants"][name] = {
+                    "elected_ms": summary([r["elected_ms"] for r in rows]),
                     "master_ms": summary([r["master_ms"] for r in rows]),
                     "first_client_ms": summary([r["first_client_ms"] for r in rows]),
                     "clients_ms": summary([r["clients_ms"] for r in rows]),
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'variant':<8} {'metric':<16} {'n':>3} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
     for name, v in results["variants"].items():
-        for metric in ("master_ms", "first_client_ms", "clients_ms"):
+        for metric in ("elected_ms", "master_ms", "first_client_ms", "clients_ms"):
             s = v[metric]
             print(f"{name:<8} {metric:<16} {s['n']:>3} {s['p50']:>8} {s['p99']:>8} {s['max']:>8}")
         print(f"{name:<8} {'lsd_changed':<16} {v['lsd_changed_total']:>3}")

@@ -249,9 +249,13 @@ def fanout_run(fabric: Any, fleet: Any, keyring: Any, d: Path, cfg: Path, rounds
             sw.term, sw.data_term, sw.master, sw.acked_seq = 0, -1, None, -1
         t_sync = time.perf_counter()
         names = list(fleet.switches)
-        for i in range(0, len(names), 500):    # in slices, so the master's socket queue never overflows
+        for i in range(0, len(names), 500):
+            # in slices, each acked before the next: the master's socket queue never overflows and no
+            # report is retried (duplicates would leave the master a backlog to chew after the warm-up)
+            chunk = [fleet.switches[n] for n in names[i:i + 500]]
             fleet.report(names[i:i + 500])
-            fleet.pump(0.05, skip_lsd=True)
+            fleet.pump(120, until=lambda chunk=chunk: all(sw.acked_seq == sw.report_seq for sw in chunk),
+                       skip_lsd=True)
         if not fleet.pump(600, until=fleet.all_acked, skip_lsd=True):
             acked = sum(sw.acked_seq == sw.report_seq for sw in fleet.switches.values())
             raise RuntimeError(f"warm-up: only {acked}/{len(names)} reports acked")
@@ -316,14 +320,14 @@ def fanout_run(fabric: Any, fleet: Any, keyring: Any, d: Path, cfg: Path, rounds
 
 
 def wait_quiet(fleet: Any, quiet: float, timeout: float) -> float:
-    """Pump (discarding) until no LSD datagram arrived for `quiet` s: the previous change's fan-out and any
-    start-up storm are over. Returns the seconds waited (bounded by `timeout`)."""
+    """Pump (discarding) until no datagram at all arrived for `quiet` s (keepalives are 60 s apart): the
+    previous change's fan-out and any start-up backlog are over. Returns the seconds waited (bounded)."""
     t0 = time.monotonic()
     last = t0
     while time.monotonic() - t0 < timeout:
         fleet.raw.clear()
         fleet.pump(0.1, raw=True)
-        if any(len(x[2]) > 3 and x[2][3] in LSD_TYPES for x in fleet.raw):
+        if fleet.raw:
             last = time.monotonic()
         elif time.monotonic() - last >= quiet:
             break
@@ -374,7 +378,7 @@ def bench_fanout_part(fabric: Any, d: Path, quick: bool, rounds: int, n_sockets:
     t0 = time.perf_counter()
     try:
         fleet = SimFleet(fabric, keyring, {"m1": ("127.0.0.1", 9)}, n_sockets=n_sockets, ack_updates=False,
-                         report_refresh=0, report_retry=2.0, group=group)
+                         report_refresh=0, report_retry=10.0, group=group)
     except MemoryError as e:
         out["error"] = f"cannot simulate {len(fabric.switches)} clients: {e!r}"
         return out
@@ -421,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: config,lsd,routes,memory,fanout")
     ap.add_argument("--modes", default="unicast,multicast")
     ap.add_argument("--output", type=Path, default=RESULTS)
+    ap.add_argument("--merge", action="store_true", help="update only the parts run in an existing JSON")
     ap.add_argument("--client-memory-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.client_memory_child:
@@ -430,10 +435,18 @@ def main(argv: list[str] | None = None) -> int:
     rounds = args.rounds or (3 if args.quick else 7)
     from proto.config import load_fabric
 
-    result: dict[str, Any] = {"benchmark": "scale", "quick": args.quick,
-                              "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                              "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(),
-                                       "python": sys.version.split()[0]}}
+    result: dict[str, Any] = {}
+    if args.merge and args.output.exists():      # keep the parts not re-run, each with its own time stamp
+        result = json.loads(args.output.read_text())
+        if result.get("quick") != args.quick:
+            ap.error(f"--merge: {args.output} has quick={result.get('quick')}, this run quick={args.quick}")
+    result.update({"benchmark": "scale", "quick": args.quick})
+    result.setdefault("parts_measured", {})
+    host = {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": sys.version.split()[0],
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for part in ("config", "lsd", "routes", "memory", "fanout"):
+        if part not in skip:
+            result["parts_measured"][part] = host
     tmp = tempfile.TemporaryDirectory(prefix="fp-scale-")
     d = Path(tmp.name)
     t0 = time.perf_counter()
@@ -470,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
         result["fanout"] = bench_fanout_part(fabric, d, args.quick, rounds, args.sockets,
                                              [m for m in args.modes.split(",") if m])
     tmp.cleanup()
-    result["host"]["loadavg_end"] = os.getloadavg()
+    host["loadavg_end"] = os.getloadavg()
     save()
     print_table(result)
     print(f"\nwrote {args.output}  (load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cpus)")

@@ -68,7 +68,9 @@ once. Shorter timers fail over faster but risk a spurious suspicion after a sche
 lost datagrams (harmless for the master thanks to stickiness, but it costs term bumps and fsyncs);
 longer ones make failover slower. A SIGTERM step-down fails over in about one round trip.
 Measured in the deterministic simulator (tests/sim, 0.2–1.2 ms links, ±1% clock skew, 3 or 5 replicas):
-kill -9 → new master median ~150 ms, max ~230 ms; step-down → new master ≤ 17 ms.
+kill -9 → new master median ~150 ms, max ~230 ms; step-down → new master ≤ 17 ms. With real processes on
+a shared, loaded 2-core host (bench/bench_failover.py, 20 runs): kill -9 → elected p50 185 ms, p99 295 ms;
+SIGTERM → elected p50 37 ms, p99 114 ms (bench/results/failover.json).
 """
 
 from __future__ import annotations
@@ -217,6 +219,7 @@ class Fmrp:
         self._votes: set[str] = set()
         self._failed = 0  # failed candidacies since we last had a master
         self._yield_until = _NEVER  # a better candidate stood in our term: retry only after its next round
+        self._stood_term = -1       # term of our latest candidacy (its votes count until we move on)
         self._master_since = _NEVER
         self._followers: dict[str, float] = {}
         self._acked: dict[str, int] = {}
@@ -451,7 +454,7 @@ class Fmrp:
             return out
         if (
             self._state is FmrpState.ELECTING
-            and self._voted_for == self._id
+            and self._stood_term == self._term
             and self._votes
             and v.term == self._term
             and v.candidate == self._id
@@ -505,6 +508,7 @@ class Fmrp:
         if self._retired:
             return
         self._term += 1
+        self._stood_term = self._term
         self._voted_for = self._id
         self._persist(out)
         self._votes = {self._id}

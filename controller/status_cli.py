@@ -7,8 +7,9 @@ Queries every configured master (its configured address and rest_port — nothin
 
 - one row per master: reachable?, role, term, LSD version, leader, whether a new master still holds its
   first LSD publication (`held`), and how its FMRP view sees it;
-- the clients as the serving master sees them: how many are alive, acknowledged its term, and their lag
-  (master version - acknowledged version), with the switches that are silent or behind listed by name.
+- the clients as the serving master sees them: how many are alive, hold its term, and their lag (master
+  version - the newer of what it sent them and what they acknowledged), with the switches that are silent
+  or behind listed by name.
 
 Exit status: 0 when exactly one master serves and no alive client lags; 1 otherwise (no master, several
 masters, lagging clients); 2 on a bad config. `--json` prints everything gathered, for scripts.
@@ -68,18 +69,30 @@ def _client_summary(row: dict[str, Any]) -> dict[str, Any] | None:
     if not isinstance(view, dict):
         return None
     rows = view.get("clients", [])
-    term = view.get("term")
+    term, version = view.get("term"), view.get("version")
     alive = [c for c in rows if c.get("alive")]
-    lags = [c["lag"] for c in alive if c.get("lag") is not None]
+    have = {c["switch"]: _client_version(c, term) for c in alive}
+    lags = {name: version - v for name, v in have.items() if v is not None and isinstance(version, int)}
     return {
         "total": len(rows),
         "alive": len(alive),
-        "on_term": sum(1 for c in alive if c.get("acked_term") == term),
-        "max_lag": max(lags) if lags else None,
+        "on_term": len(lags),
+        "max_lag": max(lags.values()) if lags else None,
         "silent": sorted(c["switch"] for c in rows if not c.get("alive")),
-        "behind": sorted(c["switch"] for c in alive if c.get("lag") is None or c["lag"] > 0
-                         or c.get("acked_term") != term),
+        "behind": sorted(name for name in have if lags.get(name) is None or lags[name] > 0),
     }
+
+
+def _client_version(c: dict[str, Any], term: Any) -> int | None:
+    """What the client holds in the master's term, as far as the master knows: the version it last sent
+    the client (`sent_version`, this term only) or the one the client last acknowledged — whichever is
+    newer. A real client only asks (acknowledges) when it finds a gap, so the sent version is the usual
+    evidence; a lost datagram shows up as a keepalive-driven request, i.e. within a keepalive interval."""
+    versions = [c.get("sent_version")]
+    if c.get("acked_term") == term:
+        versions.append(c.get("acked_version"))
+    known = [v for v in versions if isinstance(v, int) and v >= 0]
+    return max(known) if known else None
 
 
 def healthy(state: dict[str, Any]) -> bool:

@@ -73,7 +73,7 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
     # `kill PID` / a CI timeout: unwind through the finally below so the lab is always torn down
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        step(1, "bring up a 3-tier Clos: 2 spines, 2 pods x (2 aggs + 2 ToRs), 4 hosts, 3 masters")
+        step(1, "bring up a Clos: 2 spines, 2 pods x (2 aggs + 2 ToRs), 4 hosts, 3 masters")
         lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=90.0, log=lambda m: say("   " + m))
         fabric = lab.fabric
 
@@ -90,7 +90,8 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
         agg_link = next(fabric.links[i] for i in fabric.links_of(tor))
         agg = agg_link.b.switch if agg_link.a.switch == tor else agg_link.a.switch
 
-        step(4, f"fail link {tor} -- {agg} under a probe {src} -> {dst} ({PROBE_FLOWS} flows x {PROBE_RATE:.0f} pps)")
+        step(4, f"fail link {tor} -- {agg} (carrier down)")
+        say(f"   probe {src} -> {dst}: {PROBE_FLOWS} UDP flows x {PROBE_RATE:.0f} packets/s")
         say(f"   ECMP groups of {tor} before:")
         say(_indent(_select_groups(lab, tor), "     "))
         probe = lab.probe(src, dst, flows=PROBE_FLOWS, rate=PROBE_RATE)
@@ -120,7 +121,7 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
         say(f"   link back in use after {(time.monotonic() - t0) * 1000:.0f} ms" if ok
             else f"   not converged: {lab.convergence_problem()}")
 
-        step(6, "kill the master (SIGKILL) under a probe")
+        step(6, "kill the master (SIGKILL), same probe running")
         before = lab.current_master()
         if before is None:
             raise LabError("no single master before the kill")
@@ -157,6 +158,11 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
         say("   " + _probe_line(result))
         say(_indent(format_status(lab)))
         inject.heal(lab)
+        back = wait_until(lambda: isinstance(s := lab.master_states().get(before[0]), dict)
+                          and s.get("role") == "backup", 20.0, 0.1)
+        leader = lab.current_master()
+        say(f"   {before[0]} restarted: " + (f"rejoined as backup; {leader[0]} stays master (sticky election)"
+                                            if back and leader else f"state {lab.master_states().get(before[0])}"))
         return 0
     except LabError as e:
         say(f"demo failed: {e}")

@@ -149,7 +149,17 @@ REST_BASE_PORT = 40000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT
 # one-way/down on both ends, every flap is a report, an LSD version and a route computation on every
 # switch, which costs more CPU: it collapses, and damping then holds the ports down for up to damp_max.
 # Benchmarks that want the fast timers pass timers=() (or their own) explicitly.
-LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("nd_interval_ms", 50), ("nd_dead_ms", 250))
+#
+# switch_dead 20 s (default 6 s) and clients started with `--restart-hold 20` (default 5 s): a client restart
+# is hitless only if the new process is back before its ND peers' hold and the master's switch_dead run out,
+# and starting a Python client here takes 5-7 s of wall time on a loaded machine (measured: SIGTERM ->
+# "switch connected" 5.3-7.6 s; 23 s when 13 daemons start at once). When the hold ran out first, the new
+# client found its own links down in the LSD, removed its routes and lost ~60 ms of traffic (probe holes at
+# the reconnect). A hold ends as soon as the restarted client's two-way ND frames arrive, so a long one costs
+# nothing when the client comes back.
+LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("nd_interval_ms", 50), ("nd_dead_ms", 250),
+                                                     ("switch_dead_ms", 20000))
+CLIENT_RESTART_HOLD_S = 20.0
 
 
 def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
@@ -478,7 +488,9 @@ class Lab:
             "master", "--config", self.state.config, "--id", master_id, "--state-dir", str(state_dir)))
 
     def start_client(self, switch: str) -> ProcRecord:
-        return self._spawn("client", switch, python_argv("client", "--config", self.state.config, "--switch", switch))
+        hold = min(CLIENT_RESTART_HOLD_S, self.fabric.timers.switch_dead)   # longer than switch_dead is moot
+        return self._spawn("client", switch, python_argv("client", "--config", self.state.config, "--switch", switch,
+                                                         "--restart-hold", f"{hold:g}"))
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:
         rec = self.state.processes.get(key)

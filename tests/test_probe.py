@@ -35,6 +35,19 @@ def test_hole_counts_as_loss_and_gap_measured_on_receiver_clock() -> None:
     assert doc["lost"] == 30 and doc["max_gap_ms"] == pytest.approx(31.0)
 
 
+def test_holes_are_a_loss_timeline_longest_kept_in_order() -> None:
+    stats = FlowStats("f")
+    missing = {5, 6, 7, 20, 50, 51}
+    for seq in range(60):
+        if seq not in missing:
+            stats.on_packet(seq, seq * 0.001)
+    assert stats.holes() == [[5, 3], [20, 1], [50, 2]]
+    assert stats.holes(limit=2) == [[5, 3], [50, 2]]
+    doc = stats.to_json(start=0.0)
+    assert doc["holes"] == [[5, 3], [20, 1], [50, 2]] and doc["hole_runs"] == 3
+    assert FlowStats("empty").holes() == []
+
+
 def test_net_gap_discounts_a_late_sender_but_not_a_lost_burst() -> None:
     interval = 0.001
     stalled = FlowStats("stall")      # sender descheduled 20 ms, nothing lost
