@@ -343,9 +343,13 @@ class Injector:
         elif kind == "master_kill":
             from lab import inject
 
-            fault = Fault(kind, target, {})
+            # the master of this very moment (asked again: under load FMRP may have moved since the plan)
+            leader = lab.current_master()
+            if leader is None:
+                raise RuntimeError("no single master to kill")
+            fault = Fault(kind, leader[0], {})
             t0 = time.time()
-            rec = inject.kill_master(lab, target)
+            rec = inject.kill_master(lab, leader[0])
             fault.t_inject_end = time.time()
             fault.t_inject = fault.t_inject_end - (time.monotonic() - float(rec["at"])) if "at" in rec else t0
             fault.record = rec
@@ -656,6 +660,7 @@ class Bench:
                 time.sleep(hold)
             else:
                 fault = self.injector.fail(kind, plan.target)
+                out["target"] = fault.target
                 out["inject_window_ms"] = ms(fault.t_inject_end, fault.t_inject)
                 time.sleep(hold)
         finally:
@@ -789,7 +794,8 @@ class Bench:
         for mid, lines in master_lines.items():
             for ln in lines:
                 m = _ROLE_RE.search(ln.text)
-                if m and m.group(1) == "master" and ln.ts >= t0 and (elected is None or ln.ts < elected):
+                if (m and m.group(1) == "master" and mid != killed and ln.ts >= t0
+                        and (elected is None or ln.ts < elected)):
                     elected, new_master = ln.ts, mid
         return {"t_inject": round(t0, 6), "killed": killed, "new_master": new_master,
                 "elected_ms": ms(elected, t0), "clients_following_ms_polled": ms(t_follow, t0)}
@@ -865,7 +871,7 @@ def verdicts(kind: str, a: dict[str, Any], scenario: str) -> dict[str, Any]:
         v[name] = {"value": value, "limit": limit, "met": value is not None and value <= limit}
 
     if kind == "master_kill":
-        check("new_master_serving_ms", a["elected_ms"].get("p99") if a["elected_ms"]["n"] else None,
+        check("new_master_elected_p99_ms", a["elected_ms"].get("p99") if a["elected_ms"]["n"] else None,
               TARGETS["master_serving_ms"])
         v["zero_probe_loss"] = {"value": a["lost_packets_total"], "limit": 0, "met": a["lost_packets_total"] == 0}
         return v
@@ -873,12 +879,13 @@ def verdicts(kind: str, a: dict[str, Any], scenario: str) -> dict[str, Any]:
         return v
     check("reprogram_p50_ms", a["reprogram_ms_all"].get("p50"), TARGETS["reprogram_p50_ms"])
     check("reprogram_p99_ms", a["reprogram_ms_all"].get("p99"), TARGETS["reprogram_p99_ms"])
-    if kind == "silent":
-        check("silent_outage_p50_ms", a["loss_ms_affected"].get("p50", 0.0) if a["affected_flows"] else 0.0,
-              TARGETS["silent_ms"])
-    else:
-        check("outage_p50_ms", a["loss_ms_affected"].get("p50", 0.0) if a["affected_flows"] else 0.0,
-              TARGETS["outage_p50_ms"])
+    # outage judged both ways: lost x interval (counts every loss, also a CPU-starved datapath's scattered
+    # drops) and the longest gap between arrivals (one contiguous outage) of the affected flows
+    limit = TARGETS["silent_ms"] if kind == "silent" else TARGETS["outage_p50_ms"]
+    name = "silent_outage" if kind == "silent" else "outage"
+    check(f"{name}_p50_ms (lost x interval)",
+          a["loss_ms_affected"].get("p50", 0.0) if a["affected_flows"] else 0.0, limit)
+    check(f"{name}_p50_ms (max gap)", a["gap_ms_affected"].get("p50", 0.0) if a["affected_flows"] else 0.0, limit)
     check("repair_back_in_use_p50_ms", a["repair_back_in_use_ms"].get("p50"), TARGETS["repair_ms"])
     return v
 
@@ -899,6 +906,8 @@ def print_tables(report: dict[str, Any]) -> None:
     print(hdr)
     print("-" * len(hdr))
     for sc in report["scenarios"]:
+        if sc.get("error"):
+            print(f"{sc['name']:<11}aborted: {sc['error'][:150]}")
         for a in sc["kinds"]:
             k = a["kind"]
             if k == "master_kill":
@@ -920,8 +929,8 @@ def print_tables(report: dict[str, Any]) -> None:
                   f"{fmt(a['gap_ms_affected'].get('max')):>7} {a['affected_flows']:>3}/{a['flows']:<3} "
                   f"{fmt(a['repair_back_in_use_ms'].get('p50')):>7} {fmt(PAPER_TABLE4_MS.get(k)):>6}")
     print("\ncolumns (ms, p50 over trials x switches / flows unless noted): detect = inject -> `usable=False` at an "
-          "end; 1st LSD = inject -> master's new LSD version; repr = inject -> every affected switch's last "
-          "`programmed` line (local = ends, remote = via the LSD); outage = lost x interval per affected flow; "
+          "end; 1st LSD = inject -> master's new LSD version; repr = inject -> an affected switch's traffic moved "
+          "off the failure (`programmed` line: local repair at an end, the new LSD elsewhere); outage = lost x interval per affected flow; "
           "gap = longest arrival gap of affected flows; repair = heal -> every affected switch programmed again")
     for sc in report["scenarios"]:
         if sc.get("bringup"):
@@ -934,7 +943,7 @@ def print_tables(report: dict[str, Any]) -> None:
     for sc in report["scenarios"]:
         for k, vs in sc.get("verdicts", {}).items():
             for name, v in vs.items():
-                print(f"  {sc['name']:<11}{k:<12}{name:<28} {fmt(v['value']):>8} <= {v['limit']:<6} "
+                print(f"  {sc['name']:<11}{k:<12}{name:<36} {fmt(v['value']):>8} <= {v['limit']:<6} "
                       f"{'met' if v['met'] else 'MISSED'}")
 
 
@@ -987,6 +996,9 @@ def run_scenario(bench: Bench, sc: Scenario, trials: int, kinds: list[str] | Non
             out["verdicts"][kind] = verdicts(kind, a, sc.name)
             out["trials"][kind] = rows
         out["loadavg_end"] = os.getloadavg()
+    except Exception as e:  # noqa: BLE001 - e.g. the fabric never converged: recorded, next scenario
+        out["error"] = repr(e)
+        bench.log(f"[{sc.name}] aborted: {e!r}")
     finally:
         bench.lab_down()
     return out

@@ -118,35 +118,47 @@ def bench_routes_part(fabric: Any, samples: int) -> dict[str, Any]:
 
 # -------------------------------------------------------------------------------------------------- memory
 def client_memory_child(quick: bool) -> dict[str, Any]:
-    """In a fresh process: RSS after each client core of one ToR is built (the Fabric is shared by all)."""
+    """In a fresh process: what one ToR's client cores keep allocated (tracemalloc: live Python objects,
+    so the allocator's reuse of the config loader's freed memory does not hide them), and the process RSS.
+    The Fabric (the whole cluster config, shared by all cores of a client) is loaded first."""
+    import tracemalloc
+
     from client.ofplan import OfPlanner
     from client.replica import LsdReplica
     from client.routes import RouteComputer
     from proto.clos import clos_fabric
 
-    steps = {"python + imports": rss_mib()["VmRSS"]}
+    rss = {"python + imports": rss_mib()["VmRSS"]}
     fabric = clos_fabric(**params_kw(jupiter_params(quick)))
     gc.collect()
-    steps["+ Fabric (whole cluster config)"] = rss_mib()["VmRSS"]
+    rss["+ Fabric (whole cluster config)"] = rss_mib()["VmRSS"]
     tor = next(sw.name for sw in fabric.switches if str(sw.role) == "tor")
+    tracemalloc.start()
+    kept: dict[str, float] = {}
+
+    def mark(name: str) -> None:
+        gc.collect()
+        kept[name] = round(tracemalloc.get_traced_memory()[0] / 2**20, 2)
+
     replica = LsdReplica(fabric, tor)
-    states = bytes([1]) * len(fabric.links)
     replica.db.load_snapshot(1, _all_up_snapshot(len(fabric.links)))
-    steps["+ LsdReplica (loaded)"] = rss_mib()["VmRSS"]
+    mark("LsdReplica (loaded)")
+    states = bytes([1]) * len(fabric.links)
     rc = RouteComputer(fabric, tor)
     routes = rc.compute(states)
-    gc.collect()
-    steps["+ RouteComputer (full computation done)"] = rss_mib()["VmRSS"]
+    mark("+ RouteComputer (full computation done, routes dict)")
     planner = OfPlanner(fabric, tor)
     planner.set_routes(routes)
-    gc.collect()
-    steps["+ OfPlanner (initial plan committed)"] = rss_mib()["VmRSS"]
+    mark("+ OfPlanner (initial plan committed)")
+    tracemalloc.stop()
+    names = list(kept)
+    added = {names[0]: kept[names[0]]}
+    added.update({names[i]: round(kept[names[i]] - kept[names[i - 1]], 2) for i in range(1, len(names))})
     mem = rss_mib()
-    names = list(steps)
-    deltas = {names[i]: round(steps[names[i]] - steps[names[i - 1]], 1) for i in range(1, len(names))}
-    return {"switch": tor, "routes": len(routes), "rss_mib_after": steps, "added_mib": deltas,
-            "cores_mib": round(steps[names[-1]] - steps["+ Fabric (whole cluster config)"], 1),
-            "process_rss_mib": mem["VmRSS"], "process_peak_mib": mem["VmHWM"]}
+    rss["+ client cores"] = mem["VmRSS"]
+    return {"switch": tor, "routes": len(routes), "traced_mib_added": added, "cores_mib": kept[names[-1]],
+            "rss_mib_after": rss, "process_rss_mib": mem["VmRSS"], "process_peak_mib": mem["VmHWM"],
+            "alive": bool(replica and rc and planner)}
 
 
 def _all_up_snapshot(n: int) -> bytes:
@@ -512,8 +524,10 @@ def print_table(r: dict[str, Any]) -> None:
         if "error" in m:
             print(f"  client memory: error {m['error'][-300:]}")
         else:
-            print(f"  client memory ({m['switch']}): " + ", ".join(f"{k} {v} MiB" for k, v in m["added_mib"].items())
-                  + f"; cores total {m['cores_mib']} MiB; process RSS {m['process_rss_mib']} MiB")
+            print(f"  client memory ({m['switch']}): " + ", ".join(f"{k} {v} MiB" for k, v in
+                                                                   m["traced_mib_added"].items())
+                  + f"; cores total {m['cores_mib']} MiB (traced); process RSS {m['process_rss_mib']} MiB "
+                    f"(Fabric {m['rss_mib_after']['+ Fabric (whole cluster config)']} MiB), peak {m['process_peak_mib']} MiB")
     if "fanout" in r:
         fo = r["fanout"]
         if "error" in fo:

@@ -100,8 +100,11 @@ def headline_convergence(r: dict[str, Any]) -> str:
 
 
 def headline_failover(r: dict[str, Any]) -> str:
-    keys = [k for k in r if isinstance(r[k], int | float) and not isinstance(r[k], bool)][:4]
-    return ", ".join(f"{k}={r[k]}" for k in keys) or "see JSON"
+    parts = []
+    for name, v in (r.get("variants") or {}).items():
+        parts.append(f"{name}: elected p50 {_get(v, 'elected_ms', 'p50')} ms, all clients on the new term p50 "
+                     f"{_get(v, 'clients_ms', 'p50')} ms, LSD changed {v.get('lsd_changed_total')}")
+    return "; ".join(parts) or "see JSON"
 
 
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {

@@ -185,6 +185,8 @@ class Programmer:
     def _round(self, lsd: LsdApplied | None, changed: set[int], full: bool, reconcile: bool) -> None:
         started = self.clock()
         if lsd is not None:
+            if full and self._computed and lsd.states == self._states:
+                full = False        # a new master's snapshot equal to what we have: nothing to recompute
             self._states = lsd.states
             self._version = lsd.version
         if self._states is None:

@@ -152,13 +152,16 @@ class Reporter:
         self.reports += 1
         self.acked = False
         self._backoff = self.retry_min
-        return self._transmit(now)
+        return self._transmit(now, everyone=True)
 
-    def _transmit(self, now: float) -> list[SendToMaster]:
+    def _transmit(self, now: float, everyone: bool = False) -> list[SendToMaster]:
+        """Send the current report. Every new report (change, refresh, new term) goes to every configured
+        master, so that backups know this switch and its address and can announce themselves to it the
+        moment they take over; retransmissions go only to the master in use (or to all if none is)."""
         report = self.report()
         assert report is not None
         self._refresh_at = now + self.refresh
         self._retry_at = math.inf if self.acked else min(now + self._backoff, self._refresh_at)
-        out = [SendToMaster(master, report) for master in self.targets(now)]
+        out = [SendToMaster(master, report) for master in (self.masters if everyone else self.targets(now))]
         self.sent += len(out)
         return out

@@ -18,7 +18,8 @@ ReplicationAck). Rules:
   again (its next report or LsdRequest makes it live and due a full snapshot). A silent client thus stops
   getting keepalives — harmless: a live client reports every `report_refresh`, far inside `switch_dead`.
 - Hold (failover): a new master may `hold()` LSD updates to clients (fulls/deltas, unicast and group)
-  until it knows its LSD matches reality (`release()`); keepalives still flow, backups are never held.
+  until it knows its LSD matches reality (`release()`); keepalives still flow, backups are never held,
+  nor are clients that said they hold no LSD (LsdRequest version -1: a fabric bring-up).
   `announce()` sends a Keepalive of the new term at once to every client ever heard (live or not), so
   clients learn the new master in one datagram instead of after their master-silence timeout.
 
@@ -154,6 +155,11 @@ class Distributor:
         """Suspend LSD updates (fulls and deltas) to clients until `release()`; they stay due."""
         self.held = True
 
+    def _held(self, p: Peer) -> bool:
+        """Updates to `p` wait for `release()`: a client during a hold — unless it told us it holds no LSD
+        at all (LsdRequest version -1): there is nothing to protect, and it gets the LSD at once."""
+        return self.held and not p.is_master and not (p.acked_version is not None and p.acked_version < 0)
+
     def release(self, now: float) -> None:
         """End the hold: every client with an update due gets it now (group too)."""
         if not self.held:
@@ -253,7 +259,7 @@ class Distributor:
         ka: float | None = None
         if self._unicast(p) and p.last_send_at != NEVER:
             ka = p.last_send_at + self.keepalive
-        if p.update_due is None or (self.held and not p.is_master):
+        if p.update_due is None or self._held(p):
             return ka
         return p.update_due if ka is None else min(ka, p.update_due)
 
@@ -286,7 +292,7 @@ class Distributor:
             p.update_due = None                        # gone quiet: stop until it speaks again
             return
         sent = False
-        if p.update_due is not None and p.update_due <= now and not (self.held and not p.is_master):
+        if p.update_due is not None and p.update_due <= now and not self._held(p):
             p.update_due = None
             if unicast:
                 idle[p.name] = p

@@ -157,8 +157,13 @@ REST_BASE_PORT = 40000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT
 # client found its own links down in the LSD, removed its routes and lost ~60 ms of traffic (probe holes at
 # the reconnect). A hold ends as soon as the restarted client's two-way ND frames arrive, so a long one costs
 # nothing when the client comes back.
+#
+# FMRP hello 50 ms / master dead 400 ms (default 30/150), as the masters' own integration tests use on this
+# machine: with the defaults a loaded lab saw spurious elections (term 83 -> 122 in 17 minutes with one
+# deliberate kill), and a re-election after `lab heal` restarted a killed master broke stickiness.
 LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("nd_interval_ms", 50), ("nd_dead_ms", 250),
-                                                     ("switch_dead_ms", 20000))
+                                                     ("switch_dead_ms", 20000),
+                                                     ("hello_interval_ms", 50), ("master_dead_ms", 400))
 CLIENT_RESTART_HOLD_S = 20.0
 
 

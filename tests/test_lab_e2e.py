@@ -25,6 +25,7 @@ from lab import inject, nft
 from lab import netns as nsutil
 from lab.fabric import (
     CLIENT_RESTART_HOLD_S,
+    LAB_DEFAULT_TIMERS,
     Lab,
     LabError,
     generate_config,
@@ -180,6 +181,11 @@ def _static_route(lab: Lab, src: str, dst: str) -> None:
     nsutil.add_neighbor(str(tor.gateway), tor.mac, "eth0", lab.state.host_netns[src])
 
 
+def _port_link(lab: Lab, switch: str, port: int, *, up: bool, timeout: float = 10.0) -> bool:
+    """Bounded wait until OVS reports the port's carrier as `up`."""
+    return wait_until(lambda: lab.ovs.port_state(lab.state.bridges[switch], port).link_up == up, timeout, 0.02)
+
+
 def _pair(lab: Lab) -> tuple[str, str]:
     hosts = [h.name for h in lab.fabric.hosts]
     return hosts[0], hosts[-1]
@@ -195,7 +201,7 @@ def test_plumbing_bridges_ports_and_hosts(plumbing: Lab) -> None:
         assert lab.ovs.vsctl("get", "bridge", br, "other-config:datapath-id").strip().strip('"') == f"{sw.id:016x}"
         assert f"ptcp:{sw.ovs.rsplit(':', 1)[1]}:127.0.0.1" in lab.ovs.vsctl("get-controller", br)
         for port in fabric.fabric_ports(sw.name):
-            assert lab.ovs.port_state(br, port).link_up
+            assert _port_link(lab, sw.name, port, up=True)
     lab._check_ofports()       # every interface got the config's OpenFlow port number
     for host in fabric.hosts:
         ns = lab.state.host_netns[host.name]
@@ -238,11 +244,11 @@ def test_plumbing_injections_act_and_heal(plumbing: Lab) -> None:
     peer = fabric.peer_of(tor, first_hop)
 
     inject.fail_link(lab, f"{tor}:{first_hop}", f"{peer.switch}:{peer.port}")
-    assert not lab.ovs.port_state(lab.state.bridges[tor], first_hop).link_up
-    assert not lab.ovs.port_state(lab.state.bridges[peer.switch], peer.port).link_up
+    # OVS learns carrier changes from netlink asynchronously: bounded waits, not snapshots
+    assert _port_link(lab, tor, first_hop, up=False) and _port_link(lab, peer.switch, peer.port, up=False)
     assert lab.ping([(src, dst)], count=2) == {(src, dst): 0}
     inject.heal(lab)
-    assert lab.ovs.port_state(lab.state.bridges[tor], first_hop).link_up
+    assert _port_link(lab, tor, first_hop, up=True)
     assert lab.ping([(src, dst)]) == {(src, dst): 3}
 
     fault = inject.fail_link(lab, tor, peer.switch, silent=True)
@@ -255,11 +261,9 @@ def test_plumbing_injections_act_and_heal(plumbing: Lab) -> None:
     assert lab.ping([(src, dst)]) == {(src, dst): 3}
 
     inject.fail_switch(lab, peer.switch)
-    assert all(not lab.ovs.port_state(lab.state.bridges[peer.switch], p).link_up
-               for p in fabric.fabric_ports(peer.switch))
+    assert all(_port_link(lab, peer.switch, p, up=False) for p in fabric.fabric_ports(peer.switch))
     inject.heal(lab)
-    assert all(lab.ovs.port_state(lab.state.bridges[peer.switch], p).link_up
-               for p in fabric.fabric_ports(peer.switch))
+    assert all(_port_link(lab, peer.switch, p, up=True) for p in fabric.fabric_ports(peer.switch))
 
     # miscabling: swap the far ends of the first hop and another port of the same neighbour
     other_port = next(p for p in fabric.fabric_ports(peer.switch) if p != peer.port)
@@ -322,13 +326,21 @@ DETECT_MARGIN_S = 3.0       # REST polling + scheduling on a loaded 2-core machi
 PROBE = {"flows": 4, "rate": 250.0}
 
 
+# The lab defaults (ND 50/250 ms) with ND slowed to 100/500 ms: `make test` runs while other engineers' labs
+# (some with 10/30 ms ND, ~2 cores) share the machine; at 50/250 a bring-up next to such a lab flapped and got
+# damped (measured). Detection is still asserted against nd_dead (silent failure: ND alone).
+TEST_TIMERS = tuple((k, v) for k, v in LAB_DEFAULT_TIMERS if k not in ("nd_interval_ms", "nd_dead_ms")) \
+    + (("nd_interval_ms", 100), ("nd_dead_ms", 500))
+
+
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     name = _name("e2e")
     d = Path("/tmp") / f"fplab-{name}"
     problem = None
     try:
-        fabric_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=90.0, log=lambda m: None)
+        fabric_lab = Lab.up(name=name, lab_dir=d, clos={**CLOS, "timers": TEST_TIMERS}, clean=True, timeout=90.0,
+                            log=lambda m: None)
     except LabError as e:
         problem = str(e)
     if problem is not None:
@@ -408,7 +420,7 @@ def _uplink(lab: Lab) -> tuple[str, int, object]:
 @ovs
 def test_bringup_full_reachability(lab: Lab) -> None:
     assert lab.state.bringup_s is not None
-    assert lab.convergence_problem() is None
+    _converge(lab)          # up() waited for it; a flap since then must settle again
     assert _all_pairs_ok(lab) == {}
 
 

@@ -608,3 +608,16 @@ def test_backups_are_sent_to_before_clients(fabric: Fabric) -> None:
     acts = core.tick(0.2)
     dests = [a.dest for a in acts if isinstance(a, Send) and isinstance(a.msg, LsdDelta)]
     assert dests[0] == "m2" and len(dests) == 1 + len(fabric.switches)
+
+
+def test_hold_never_delays_a_client_that_has_no_lsd(fabric: Fabric) -> None:
+    """Fabric bring-up: a client that says it holds nothing (version -1) has nothing to protect."""
+    core = MasterCore(fabric, "m1")
+    core.become_master(1, 0.0)
+    core.handle("leaf-1", report(fabric, "leaf-1", seq=1, term=0), 0.01)
+    core.handle("leaf-1", LsdRequest("leaf-1", 0, -1), 0.01)
+    core.handle("leaf-2", report(fabric, "leaf-2", seq=1, term=0), 0.01)
+    core.handle("leaf-2", LsdRequest("leaf-2", 3, 17), 0.01)
+    acts = core.tick(0.02)
+    assert core.held
+    assert len(sends(acts, "leaf-1", LsdFull)) == 1 and not sends(acts, "leaf-2", LsdFull)

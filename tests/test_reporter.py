@@ -75,7 +75,7 @@ def test_change_is_sent_at_once_with_the_next_seq(fabric, clock):
     r.update(ports(), clock.now)
     out = r.update(ports(usable1=False), clock.advance(0.001))
     assert [(a.master, a.msg.report_seq, a.msg.term, a.msg.ports) for a in out] == \
-        [("m1", 2, 5, ports(usable1=False))]
+        [(m, 2, 5, ports(usable1=False)) for m in ("m1", "m2", "m3")]   # new reports go to every master
 
 
 def test_retransmits_with_exponential_backoff_until_acked(fabric, clock):
@@ -120,7 +120,7 @@ def test_ack_stops_retransmission_and_refresh_follows(fabric, clock):
     assert r.acked and r.next_deadline() == pytest.approx(t0 + fabric.timers.report_refresh)
     tick, deadline = with_keepalives(r, "m1", 5, t0, fabric.timers.keepalive)
     out = run_until(clock, t0 + 0.51, tick, deadline)
-    assert [(round(t - t0, 6), a.msg.report_seq, a.master) for t, a in out] == [(0.5, 2, "m1")]
+    assert [(round(t - t0, 6), a.msg.report_seq, a.master) for t, a in out] == [(0.5, 2, m) for m in ("m1", "m2", "m3")]
     assert r.refreshes == 1 and not r.acked      # a refresh is a report like any other: acked or retried
     r.on_ack(ReportAck("m1", 5, 7), clock.now)   # a newer seq acks too
     assert r.acked
@@ -132,7 +132,7 @@ def test_new_term_resends_at_once_to_the_new_master(fabric, clock):
     r.update(ports(), clock.now)
     r.on_ack(ReportAck("m1", 5, 1), clock.now)
     out = r.on_master_heard("m2", 6, clock.advance(0.01))
-    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [("m2", 6, 2)]
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 6, 2) for m in ("m1", "m2", "m3")]
     assert (r.master, r.term, r.term_changes) == ("m2", 6, 2)
     # Older term: ignored entirely (no master switch, no send, ack not taken).
     assert r.on_master_heard("m1", 5, clock.now) == []
@@ -151,7 +151,7 @@ def test_ack_of_a_higher_term_adopts_the_master_and_resends(fabric, clock):
     known_master(r, clock, "m1", 5)
     r.update(ports(), clock.now)
     out = r.on_ack(ReportAck("m3", 7, 1), clock.now)
-    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [("m3", 7, 2)]
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 7, 2) for m in ("m1", "m2", "m3")]
     assert not r.acked
 
 
@@ -168,7 +168,9 @@ def test_silent_master_means_sending_to_every_master(fabric, clock):
     # An ack from any master (same term) is then taken, and that master is followed.
     r.on_ack(ReportAck("m2", 5, r.report_seq), clock.advance(0.01))
     assert r.acked and r.master == "m2"
-    assert [a.master for a in r.update(ports(), clock.now)] == ["m2"]
+    assert [a.master for a in r.update(ports(), clock.now)] == ["m1", "m2", "m3"]   # backups learn us too
+    retries = r.tick(clock.advance(fabric.timers.report_retry_min))
+    assert [a.master for a in retries] == ["m2"]          # but only the master in use gets retransmissions
 
 
 def test_before_any_master_is_known_the_first_ack_picks_it(fabric, clock):
