@@ -318,6 +318,7 @@ class Lab:
                     raise LabError(f"a lab already exists in {d} (netns {lab_netns(name)}): "
                                    f"`firepath lab down --dir {d}` first, or `lab up --clean`")
                 _teardown_locked(d, name, log=log, keep_logs=True)
+            shutil.rmtree(d / "state", ignore_errors=True)     # a previous lab's master terms: start fresh
             logs = d / "logs"
             if logs.exists():          # keep the previous run's logs one generation back
                 shutil.rmtree(d / "logs.prev", ignore_errors=True)
@@ -707,6 +708,7 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
             nsutil.delete_netns(n)
             removed.append(f"netns {n}")
     shutil.rmtree(d / "ovs", ignore_errors=True)
+    shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
     if state is not None:
         state.remove()
     if not keep_logs:

@@ -40,6 +40,12 @@ ovs = pytest.mark.ovs
 
 CLOS = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "hosts_per_tor": 1, "masters": 3}
 CONVERGE_S = 30.0
+# Probes: 4 flows x 250 pps (4 ms resolution). OVS's userspace datapath drops packets when ovs-vswitchd is
+# starved of CPU long enough for its AF_PACKET receive buffers (net.core.rmem_default, ~270 small frames)
+# to overflow; at 4 x 1000 pps that is a ~70 ms stall, which a loaded 2-core machine produces while a
+# Python daemon starts. At 250 pps it takes a ~1 s stall; an outage caused by the control plane (a flush,
+# a reroute, a missing group) is still seen packet by packet.
+PROBE = {"flows": 4, "rate": 250.0}
 
 
 def _name(kind: str) -> str:
@@ -221,15 +227,15 @@ def test_plumbing_static_path_carries_ping_and_udp_probe(plumbing: Lab) -> None:
     _static_route(plumbing, src, dst)
     _static_route(plumbing, dst, src)
     assert plumbing.ping([(src, dst)]) == {(src, dst): 3}
-    probe = plumbing.probe(src, dst, flows=4, rate=1000.0)
+    probe = plumbing.probe(src, dst, **PROBE)
     probe.start()
     try:
-        time.sleep(0.5)          # the run being measured
+        time.sleep(1.0)          # the run being measured
         result = probe.stop()
     finally:
         probe.close()
     assert result["sent"] >= 4 * 200
-    assert result["lost"] == 0, result       # UDP survives OVS's userspace datapath (tx csum offload off)
+    assert result["lost"] == 0, _probe_summary(result)       # UDP survives OVS's userspace datapath (tx csum offload off)
 
 
 @ovs
@@ -318,12 +324,6 @@ def _zombie_or_gone(pid: int) -> bool:
 # else (switch_dead, report refresh) could have noticed it.
 
 DETECT_MARGIN_S = 3.0       # REST polling + scheduling on a loaded 2-core machine
-# Probes: 4 flows x 250 pps (4 ms resolution). OVS's userspace datapath drops packets when ovs-vswitchd is
-# starved of CPU long enough for its AF_PACKET receive buffers (net.core.rmem_default, ~270 small frames)
-# to overflow; at 4 x 1000 pps that is a ~70 ms stall, which a loaded 2-core machine produces while a
-# Python daemon starts. At 250 pps it takes a ~1 s stall; an outage caused by the control plane (a flush,
-# a reroute, a missing group) is still seen packet by packet.
-PROBE = {"flows": 4, "rate": 250.0}
 
 
 # The lab defaults (ND 50/250 ms) with ND slowed to 100/500 ms: `make test` runs while other engineers' labs
