@@ -175,18 +175,32 @@ def client_memory(quick: bool) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def config_check(cfg: Path) -> dict[str, Any]:
-    """`firepath config check` of the Jupiter config in a child process: wall time and peak RSS."""
-    import resource
+def run_child(argv: list[str]) -> tuple[int, float, float, str]:
+    """Run a child process: (exit status, wall s, its own peak RSS in MiB from wait4, stdout)."""
+    import tempfile as _tf
 
-    argv = [sys.executable, "-c", "import sys; from proto.cli import main; sys.exit(main())", "config", "check",
-            str(cfg)]
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # the largest child so far
-    return {"exit": proc.returncode, "wall_s": round(wall, 2), "peak_rss_mib_children": round(peak, 1),
-            "summary": proc.stdout.strip().splitlines()[:3]}
+    with _tf.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        text = out.read().decode(errors="replace")
+    return proc.returncode, wall, usage.ru_maxrss / 1024, text
+
+
+def config_check(cfg: Path) -> dict[str, Any]:
+    """`firepath config clos --preset jupiter` and `firepath config check` of the result, each in a child
+    process: wall time and that process's peak RSS."""
+    cli = [sys.executable, "-c", "import sys; from proto.cli import main; sys.exit(main())", "config"]
+    out = cfg.parent / "jupiter-preset.yaml"
+    rc_g, wall_g, rss_g, _ = run_child([*cli, "clos", "--preset", "jupiter", "-o", str(out)])
+    rc_c, wall_c, rss_c, text = run_child([*cli, "check", str(out)])
+    return {"generate": {"exit": rc_g, "wall_s": round(wall_g, 2), "peak_rss_mib": round(rss_g, 1),
+                         "bytes": out.stat().st_size if out.exists() else None},
+            "check": {"exit": rc_c, "wall_s": round(wall_c, 2), "peak_rss_mib": round(rss_c, 1),
+                      "summary": text.strip().splitlines()[:3]}}
 
 
 # -------------------------------------------------------------------------------------------------- fan-out

@@ -3,7 +3,8 @@
     python -m bench.run_all [--quick] [--only NAME,...] [--skip NAME,...]
 
 Each benchmark is a separate process (`python -m bench.NAME [--quick]`), one after the other (they must not
-compete for the CPU). Its output goes to bench/results/NAME.log and its JSON to bench/results/NAME.json;
+compete for the CPU). Its output goes to bench/results/NAME.log and its JSON to bench/results/NAME.json
+(with --quick: bench/results/quick/, the recorded full results are left as they are);
 the summary lists each one's exit status, duration and the headline numbers from its JSON. Benchmarks that
 need root and Open vSwitch (convergence) are skipped with a note when the machine cannot run a lab.
 """
@@ -35,8 +36,8 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
 NEEDS_LAB = {"bench_convergence"}
 
 
-def _load(name: str) -> dict[str, Any] | None:
-    path = RESULTS / f"{name.removeprefix('bench_')}.json"
+def _load(name: str, directory: Path = RESULTS) -> dict[str, Any] | None:
+    path = directory / f"{name.removeprefix('bench_')}.json"
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -142,12 +143,23 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((name, "skipped", 0.0, lab_problem.splitlines()[0]))
             continue
         cmd = [sys.executable, "-m", f"bench.{name}", *(quick if args.quick else full)]
-        print(f"== {' '.join(cmd[1:])}  (load average {os.getloadavg()[0]:.2f})", flush=True)
+        print(f"== python {' '.join(cmd[1:])}  (load average {os.getloadavg()[0]:.2f})", flush=True)
+        json_path = RESULTS / f"{name.removeprefix('bench_')}.json"
+        # a --quick run must not replace the recorded full results: its JSON and log go to results/quick/
+        out_dir = RESULTS / "quick" if args.quick else RESULTS
+        out_dir.mkdir(parents=True, exist_ok=True)
+        saved = json_path.read_bytes() if args.quick and json_path.exists() else None
         t0 = time.monotonic()
-        with open(RESULTS / f"{name.removeprefix('bench_')}.log", "w") as logf:
-            proc = subprocess.run(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, check=False)
+        try:
+            with open(out_dir / f"{name.removeprefix('bench_')}.log", "w") as logf:
+                proc = subprocess.run(cmd, cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, check=False)
+        finally:
+            if args.quick and json_path.exists():
+                json_path.replace(out_dir / json_path.name)
+            if saved is not None:
+                json_path.write_bytes(saved)
         took = time.monotonic() - t0
-        result = _load(name)
+        result = _load(name, out_dir)
         try:
             head = HEADLINES[name](result) if result else "no JSON"
         except Exception as e:  # noqa: BLE001 - a summary must not fail the run
@@ -158,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'benchmark':<20}{'status':<10}{'time s':>8}  headline")
     for name, status, took, head in rows:
         print(f"{name:<20}{status:<10}{took:>8.0f}  {head}")
-    print(f"\nlogs and JSON in {RESULTS.relative_to(ROOT)}/; load average now {os.getloadavg()[0]:.2f} "
+    where = (RESULTS / "quick") if args.quick else RESULTS
+    print(f"\nlogs and JSON in {where.relative_to(ROOT)}/; load average now {os.getloadavg()[0]:.2f} "
           f"on {os.cpu_count()} cpus")
     return 0 if all(r[1] in ("ok", "skipped", "absent") for r in rows) else 1
 
