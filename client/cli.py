@@ -27,9 +27,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--netns", help="connect to OVS from inside this network namespace")
     p.add_argument("--rest-port", type=int, help="REST/metrics port on 127.0.0.1 (default: from the config)")
     p.add_argument("--bind", default="127.0.0.1", help="UDP bind address towards the masters")
-    p.add_argument("--restart-hold", type=float, default=5.0, metavar="SECONDS",
+    p.add_argument("--restart-hold", type=float, default=None, metavar="SECONDS",
                    help="on SIGTERM/SIGINT ask ND peers to keep the links up this long while the client "
-                        "restarts (graceful restart; 0 = links go down at once)")
+                        "restarts (graceful restart; default: the fabric's switch_dead, after which the "
+                        "master forgets a silent switch anyway; 0 = links go down at once)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="kv", choices=["kv", "json"])
     p.set_defaults(func=run)
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if rest is not None:
             rest.stop()
-        daemon.stop(restart_hold=args.restart_hold)
+        hold = fabric.timers.switch_dead if args.restart_hold is None else args.restart_hold
+        daemon.stop(restart_hold=hold)
     return 0
 
 

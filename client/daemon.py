@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client.nd import SendNd
+from client.ofmsg import PacketOut
 from client.oskenapp import (
     BarrierDone,
     Connected,
@@ -257,11 +258,14 @@ class ClientDaemon:
     # ------------------------------------------------------------------------------------------ actions
     def _run(self, actions: list[Any], now: float) -> None:
         ports_changed = False
+        urgent = False
+        nd_frames: list[SendNd] = []
         for action in actions:
             if isinstance(action, SendNd):
-                self._send_nd(action)
+                nd_frames.append(action)
             elif isinstance(action, PortChanged):
                 ports_changed = True
+                urgent = urgent or action.usable_changed or action.status.miscabled_by is not None
                 st = action.status
                 log.info("port=%d usable=%s phy=%s nd=%s admin=%s damped=%s miscabled_by=%s", action.port,
                          st.usable, st.phy, st.nd, st.admin, st.damped, st.miscabled_by)
@@ -275,10 +279,14 @@ class ClientDaemon:
                 level = logging.WARNING if action.fail_static else logging.INFO
                 log.log(level, "fail-static=%s: %s", action.fail_static,
                         "no master heard, forwarding on the last LSD" if action.fail_static else "master back")
+        if nd_frames:
+            self._send_nd(nd_frames)
         if ports_changed:
             self._maybe_release_report(now)
             if self._report_released:
-                self._run(self.reporter.update(self.ports.statuses(), now), now)
+                # A usable bit (or a miscabling) changed: report at once. Other fields (ND flapping on a
+                # damped port, ...) ride on the next refresh, so a flapping port cannot flood the master.
+                self._run(self.reporter.update(self.ports.statuses(), now, send_now=urgent), now)
 
     def _maybe_release_report(self, now: float) -> None:
         """Hitless restart: report only once ND had its chance on every live port."""
@@ -290,16 +298,18 @@ class ClientDaemon:
             self._report_released = True
             self._run(self.reporter.update(statuses, now), now)
 
-    def _send_nd(self, action: SendNd) -> None:
+    def _send_nd(self, frames: list[SendNd]) -> None:
+        """All ND frames of one tick go to the switch as one batch of packet-outs (one hand-off)."""
         if not self.connected or self._nd_silenced:
             return
         try:
-            frame = encode_nd_ethernet(self.switch.mac, self.codec.encode(action.frame))
-            self.driver.packet_out(action.port, frame)
-            self.counters["nd_sent"] += 1
+            mac = self.switch.mac
+            batch = [PacketOut(a.port, encode_nd_ethernet(mac, self.codec.encode(a.frame))) for a in frames]
+            self.driver.send(batch)
+            self.counters["nd_sent"] += len(batch)
         except Exception as e:  # NotConnected during a reconnect, EncodeError on a bug
             self.counters["nd_send_errors"] += 1
-            log.debug("nd send on port %d failed: %s", action.port, e)
+            log.debug("nd send failed: %s", e)
 
     def _send_to_master(self, action: SendToMaster) -> None:
         try:

@@ -97,13 +97,19 @@ class Reporter:
         return min(self._retry_at, self._refresh_at)
 
     # ------------------------------------------------------------------------------------------ inputs
-    def update(self, ports: tuple[PortStatus, ...], now: float) -> list[SendToMaster]:
-        """The port table changed (pass `PortTable.statuses()`): send a new report unless nothing differs."""
+    def update(self, ports: tuple[PortStatus, ...], now: float, *, send_now: bool = True) -> list[SendToMaster]:
+        """The port table changed (pass `PortTable.statuses()`): send a new report unless nothing differs.
+
+        With `send_now=False` (no usable bit changed) the new content only rides on the next refresh.
+        """
         ports = tuple(ports)
         if ports == self.ports:
             return []
+        first = self.ports is None
         self.ports = ports
-        return self._send_new(now)
+        if send_now or first:
+            return self._send_new(now)
+        return []
 
     def on_master_heard(self, master: str, term: int, now: float) -> list[SendToMaster]:
         """Any authenticated message of master `master` in `term` (Keepalive, LsdFull, LsdDelta, ReportAck)."""

@@ -134,7 +134,7 @@ class Timers:
     nd_dead: float = 0.030
     keepalive: float = 0.100
     report_refresh: float = 0.500
-    switch_dead: float = 6.0   # > a client restart under graceful-restart hold (ND still sees the switch)
+    switch_dead: float = 15.0  # also the default graceful-restart hold of a client (see client.cli)
     report_retry_min: float = 0.020
     report_retry_max: float = 1.0
     pacing: float = 0.002  # coalescing window for LSD updates to a client

@@ -189,3 +189,17 @@ def test_unknown_master_is_ignored(fabric, clock):
     r.update(ports(), clock.now)
     assert r.on_master_heard("mx", 9, clock.now) == []
     assert r.term == 0 and r.master is None
+
+
+def test_non_urgent_change_rides_on_the_next_refresh(fabric, clock):
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock)
+    t0 = clock.now
+    r.update(ports(), t0)
+    r.on_ack(ReportAck("m1", 5, 1), clock.advance(0.001))
+    damped = (PortStatus(1, True, False, False, True, True, None), ports()[1])
+    assert r.update(damped, clock.advance(0.001), send_now=False) == []      # no usable bit changed
+    assert r.report_seq == 1 and r.acked
+    tick, deadline = with_keepalives(r, "m1", 5, t0, fabric.timers.keepalive)
+    out = run_until(clock, t0 + fabric.timers.report_refresh + 0.001, tick, deadline)
+    assert out and all(a.msg.ports == damped and a.msg.report_seq == 2 for _, a in out)
