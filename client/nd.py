@@ -30,7 +30,10 @@ actions are precomputed per port and rebuilt only when the discovered peer chang
 dominant cost is outside, in the runtime: encoding (msgpack + HMAC-SHA256 + Ethernet) ~15 us and decoding
 ~30 us per frame as measured with proto.messages on the dev machine, plus os-ken's packet-out/packet-in
 handling. So each port costs about 100 x (15 + 30 + 3) us = ~5 ms of CPU per second (~0.5 % of a core)
-before os-ken; a 64-port spine ~30 % of a core. The runtime must therefore run ND (and the port core it
+before os-ken. Measured end to end in the lab (OpenFlow packet-out/packet-in through os-ken and the OVS
+userspace datapath, thread hand-offs included) a frame costs ~0.8 ms of client CPU, so 10 ms ND on every
+port of a 10-switch emulated fabric does not fit on 2 cores; the lab runs 50/250 ms (BENCHMARKS.md). A
+switch CPU with a kernel datapath and one ND process per box is another matter. The runtime must run ND (and the port core it
 feeds) on its own thread / at high priority, never queued behind route computation or flow programming:
 Firepath's whole-fabric reboot outage was ND starving for CPU, missing heartbeats and flapping links.
 On a slow or large-radix switch raise `nd_interval` and `nd_dead` together (keep nd_dead >= 3 x

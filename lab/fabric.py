@@ -150,7 +150,7 @@ REST_BASE_PORT = 40000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT
 # switch, which costs more CPU: it collapses, and damping then holds the ports down for up to damp_max.
 # Benchmarks that want the fast timers pass timers=() (or their own) explicitly.
 #
-# switch_dead 20 s (default 6 s) and clients started with `--restart-hold 20` (default 5 s): a client restart
+# switch_dead 20 s (default 15 s) and clients started with `--restart-hold 20` (default: switch_dead): a restart
 # is hitless only if the new process is back before its ND peers' hold and the master's switch_dead run out,
 # and starting a Python client here takes 5-7 s of wall time on a loaded machine (measured: SIGTERM ->
 # "switch connected" 5.3-7.6 s; 23 s when 13 daemons start at once). When the hold ran out first, the new
