@@ -9,9 +9,10 @@ Order of priorities in one round: local repair first (a port that stopped being 
 ECMP group at once, before any master update), then reconciliation after a (re)connection, then routes.
 
 Local repair and its end: a port is *excluded* from the moment it stops being usable locally. It comes
-back only when it is usable again **and** an LSD applied after that says its link is UP (Firepath:
-the master's view decides when a repaired link carries traffic again), or, if the master never saw the
-failure, once it has been usable again for `switch_dead` while the LSD still says UP.
+back only when it is usable again (ND two-way up) **and** the LSD says its link is UP: at once with an
+LSD applied after that (Firepath: the master's view decides when a repaired link carries traffic again),
+or, when the master never saw a short failure, after one keepalive interval of usability while the LSD
+still says UP (time for a master update about the failure to arrive first).
 
 Programming of LSD version V is acknowledged (`programmed_version`) only after the barrier reply of
 the batch that installed it: then the switch forwards according to V.
@@ -47,7 +48,9 @@ class Programmer:
         self.routes = RouteComputer(fabric, switch)
         self.planner = OfPlanner(fabric, switch, auto_commit=False)
         self._port_link = {port: fabric.link_at(switch, port).index for port in fabric.fabric_ports(switch)}
-        self._restore_after = fabric.timers.switch_dead
+        # ND being two-way UP again is itself proof the link works; wait one keepalive so that a master
+        # update about the failure that is still on its way can arrive first.
+        self._restore_after = max(fabric.timers.keepalive, 3 * fabric.timers.nd_interval)
         self._cv = threading.Condition()
         self._stop = False
         self._thread: threading.Thread | None = None

@@ -363,6 +363,10 @@ def _baseline(lab: Lab) -> None:
     if lab.state.faults:
         inject.heal(lab)
     _converge(lab)
+    # and no port is still held out of the groups by local repair (it returns a keepalive after ND is up)
+    assert wait_until(lambda: all(isinstance(s, dict) and not s.get("excluded_ports")
+                                  for s in lab.client_states().values()), CONVERGE_S, 0.05), \
+        {n: s.get("excluded_ports") for n, s in lab.client_states().items() if isinstance(s, dict)}
 
 
 def _all_pairs_ok(lab: Lab, exclude: set[str] = frozenset()) -> dict[tuple[str, str], int]:

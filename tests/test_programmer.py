@@ -54,10 +54,25 @@ def fabric():
     return clos_fabric(pods=0, leaves=2, spines=2, masters=1)
 
 
+class StoppedClock:
+    """Time stands still unless a test moves it: restoration by elapsed time happens only when asked."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
-def setup(fabric):
+def clock():
+    return StoppedClock()
+
+
+@pytest.fixture
+def setup(fabric, clock):
     driver = FakeDriver()
-    prog = Programmer(fabric, "leaf-1", driver)  # type: ignore[arg-type]
+    prog = Programmer(fabric, "leaf-1", driver, clock=clock)  # type: ignore[arg-type]
     driver.programmer = prog
     prog.start()
     yield fabric, driver, prog
@@ -170,3 +185,18 @@ def test_switch_error_triggers_a_readback(setup):
     prog.on_driver_event(OfError(1, 1, 1, "test"))
     wait_for(lambda: driver.dumps == 2)
     assert prog.status()["of_errors"] == 1
+
+
+def test_a_short_local_failure_the_master_never_saw_is_restored_after_a_keepalive(setup, clock):
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    prog.on_port_usable(1, False)
+    wait_for(lambda: next_hops(fabric, driver) == {2})
+    prog.on_port_usable(1, True)              # back within a blink: the LSD never changed
+    time.sleep(0.05)
+    assert next_hops(fabric, driver) == {2}   # not before a keepalive interval of usability
+    clock.now += fabric.timers.keepalive
+    wait_for(lambda: next_hops(fabric, driver) == {1, 2})
+    assert prog.status()["excluded_ports"] == []
