@@ -349,18 +349,30 @@ class MasterCore:
             return True
         return False
 
+    def _admit_client(self, sender: str, kind: str, switch: str, term: int, now: float,
+                      out: list[Action]) -> bool:
+        """Checks shared by every client message: a known switch speaking for itself, no higher term
+        (then `out` holds what to do about it), and this replica the master. False = reject (in `out`)."""
+        if switch not in self.switch_names:
+            out.append(Rejected(sender, kind, "unknown_switch"))
+            return False
+        if switch != sender:
+            out.append(Rejected(sender, kind, "sender_mismatch"))
+            return False
+        self.dist.peer(sender, False, now)      # track the client (address book, last heard)
+        if self._higher_term(sender, kind, term, out):
+            return False
+        if self.role != Role.MASTER:
+            out.append(Rejected(sender, kind, "not_master"))
+            return False
+        return True
+
     def _on_report(self, sender: str, r: PortReport, now: float) -> list[Action]:
         kind = "PortReport"
-        if r.switch not in self.switch_names:
-            return [Rejected(sender, kind, "unknown_switch")]
-        if r.switch != sender:
-            return [Rejected(sender, kind, "sender_mismatch")]
-        peer = self.dist.peer(sender, False, now)
         out: list[Action] = []
-        if self._higher_term(sender, kind, r.term, out):
+        if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
-        if self.role != Role.MASTER:
-            return [Rejected(sender, kind, "not_master")]
+        peer = self.dist.peer(sender, False, now)
         if r.digest != self.fabric.digest:
             return [Rejected(sender, kind, "digest_mismatch")]
         view = self.deriver.views.get(sender)
@@ -380,16 +392,10 @@ class MasterCore:
 
     def _on_lsd_request(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
         kind = "LsdRequest"
-        if r.switch not in self.switch_names:
-            return [Rejected(sender, kind, "unknown_switch")]
-        if r.switch != sender:
-            return [Rejected(sender, kind, "sender_mismatch")]
-        peer = self.dist.peer(sender, False, now)
         out: list[Action] = []
-        if self._higher_term(sender, kind, r.term, out):
+        if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
-        if self.role != Role.MASTER:
-            return [Rejected(sender, kind, "not_master")]
+        peer = self.dist.peer(sender, False, now)
         self.dist.on_request(peer, r.term, r.version, self.lsd.version, now)
         if r.term == self.term and 0 <= r.version <= self.lsd.version:
             out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))
