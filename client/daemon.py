@@ -98,6 +98,9 @@ class ClientDaemon:
         self._report_released = False
         self.counters: Counter[str] = Counter()
         self._nd_silenced = False         # set once a graceful restart was announced
+        # The Ethernet header of every ND frame (dst, our MAC, ethertype) is the same: build it once
+        # instead of validating and parsing the MAC for every frame on the ND hot path.
+        self._nd_header = encode_nd_ethernet(self.switch.mac, b"")
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -303,8 +306,8 @@ class ClientDaemon:
         if not self.connected or self._nd_silenced:
             return
         try:
-            mac = self.switch.mac
-            batch = [PacketOut(a.port, encode_nd_ethernet(mac, self.codec.encode(a.frame))) for a in frames]
+            header = self._nd_header
+            batch = [PacketOut(a.port, header + self.codec.encode(a.frame)) for a in frames]
             self.driver.send(batch)
             self.counters["nd_sent"] += len(batch)
         except Exception as e:  # NotConnected during a reconnect, EncodeError on a bug

@@ -175,15 +175,19 @@ class Programmer:
         return max(0.01, self._restore_after / 4)
 
     def _restorable(self) -> bool:
-        """An excluded port whose link the LSD says is UP, usable again long enough (no LSD change came)."""
+        """An excluded port may return by elapsed time alone (no LSD change came)."""
         if self._states is None:
             return False
         now = self.clock()
-        for port in self._excluded:
-            if (self._usable.get(port) and now - self._usable_since.get(port, now) >= self._restore_after
-                    and self._states[self._port_link[port]] == LinkState.UP):
-                return True
-        return False
+        return any(self._may_restore(port, now, new_lsd=False) for port in self._excluded)
+
+    def _may_restore(self, port: int, now: float, new_lsd: bool) -> bool:
+        """Usable again (ND two-way up), the newest LSD says the link is UP, and either an LSD arrived
+        since or the port has been usable for `_restore_after`."""
+        assert self._states is not None
+        if not self._usable.get(port) or self._states[self._port_link[port]] != LinkState.UP:
+            return False
+        return new_lsd or now - self._usable_since.get(port, now) >= self._restore_after
 
     def _round(self, lsd: LsdApplied | None, changed: set[int], full: bool, reconcile: bool) -> None:
         started = self.clock()
@@ -216,16 +220,11 @@ class Programmer:
             return frozenset(self._excluded)
 
     def _update_exclusions(self, new_lsd: bool) -> None:
-        """Return excluded ports to service: usable again and the newest LSD says their link is UP."""
-        assert self._states is not None
+        """Return excluded ports to service (see `_may_restore`)."""
         now = self.clock()
         with self._cv:
-            for port in list(self._excluded):
-                if not self._usable.get(port) or self._states[self._port_link[port]] != LinkState.UP:
-                    continue
-                usable_for = now - self._usable_since.get(port, now)
-                if new_lsd or usable_for >= self._restore_after:
-                    del self._excluded[port]
+            for port in [p for p in self._excluded if self._may_restore(p, now, new_lsd)]:
+                del self._excluded[port]
 
     def _program(self, messages: list[Any], started: float, version: int | None) -> None:
         if messages:

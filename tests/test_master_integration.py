@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.loopcluster import free_ports
 from controller.simclient import SimFleet
 from proto.auth import KeyRing, write_secret_file
 from proto.clos import ClosParams, generate_clos_yaml
@@ -27,28 +28,6 @@ from proto.messages import Keepalive, LsdDelta, LsdFull, ReportAck
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-admin-token"
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct ports free for both UDP and TCP on 127.0.0.1 right now."""
-    ports: list[int] = []
-    socks = []
-    while len(ports) < n:
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind(("127.0.0.1", port))
-        except OSError:
-            u.close()
-            t.close()
-            continue
-        socks += [u, t]
-        ports.append(port)
-    for s in socks:
-        s.close()
-    return ports
 
 
 def write_config(d: Path, **kw: object) -> Path:
