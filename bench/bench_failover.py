@@ -33,8 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from controller.loopcluster import ROOT, LoopCluster
-from controller.simclient import SimFleet
+from tests.harness.loopcluster import ROOT, LoopCluster
+from tests.harness.simclient import SimFleet
 from proto.auth import KeyRing
 
 RESULTS = ROOT / "bench" / "results" / "failover.json"

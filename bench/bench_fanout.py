@@ -3,7 +3,7 @@
     python -m bench.bench_fanout [--quick] [--sizes 100,1000,10000] [--rounds R] [--multicast]
 
 For each N a three-tier fabric of ~N switches (4 spines, pods of 4 aggs + ToRs) is generated; a real master process
-(`python -m controller.cli master`) serves it on 127.0.0.1; N scripted clients (controller.simclient)
+(`python -m controller.cli master`) serves it on 127.0.0.1; N scripted clients (tests.harness.simclient)
 multiplexed on a few UDP sockets report, take their full snapshot, and then, R times, one leaf reports a
 port change. Measured per round: t0 = the report is sent; first/last = arrival of the first/last datagram
 carrying the new version at the clients' sockets (recorded raw, verified afterwards: every client must
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from controller.simclient import SimFleet
+from tests.harness.simclient import SimFleet
 from proto.auth import KeyRing, write_secret_file
 from proto.clos import ClosParams, generate_clos_yaml
 from proto.config import load_fabric

@@ -9,7 +9,7 @@ Parts (each can be skipped with --skip):
 * ``routes``   one ToR's full route computation and incremental single-link updates, and its OpenFlow
                plan (bench.bench_routes's functions).
 * ``fanout``   a real master process (`controller.cli master`) holding the Jupiter config on 127.0.0.1;
-               every switch of the fabric (30,088) simulated by controller.simclient.SimFleet, multiplexed
+               every switch of the fabric (30,088) simulated by tests.harness.simclient.SimFleet, multiplexed
                on a few UDP sockets; all report and are acked (with every port unusable but the far end of
                one ToR link, so the LSD does not churn while they join); then, R times, that ToR reports its
                port up/down (one LSD change)
@@ -370,7 +370,7 @@ def wait_quiet(fleet: Any, quiet: float, timeout: float) -> float:
 def verify(fleet: Any, got: list[tuple[float, int, bytes]], version: int) -> dict[str, Any]:
     """Decode every measured datagram, in arrival order, with its destination's own codec (HMAC, replay
     window, type); returns counts and the arrival times of those carrying `version`."""
-    from controller.simclient import key_owner
+    from tests.harness.simclient import key_owner
     from proto.messages import DecodeError, LsdDelta, LsdFull
 
     arrivals = []
@@ -399,7 +399,7 @@ def bench_fanout_part(fabric: Any, d: Path, quick: bool, rounds: int, n_sockets:
                       modes: list[str]) -> dict[str, Any]:
     """`fabric` was loaded from d/u/fabric.yaml (unicast); d/m/fabric.yaml is the multicast twin (same key,
     another digest: the fleet is pointed at that Fabric for the multicast run)."""
-    from controller.simclient import SimFleet
+    from tests.harness.simclient import SimFleet
     from proto.auth import KeyRing
     from proto.config import load_fabric
 

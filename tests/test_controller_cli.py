@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller.cli import main
-from controller.loopcluster import write_cluster_config
+from tests.harness.loopcluster import write_cluster_config
 
 
 def test_single_election_refused_with_several_masters(tmp_path: Path, capsys) -> None:  # noqa: ANN001

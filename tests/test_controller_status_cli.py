@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.loopcluster import ROOT, LoopCluster, write_cluster_config
-from controller.simclient import SimFleet
+from tests.harness.loopcluster import ROOT, LoopCluster, write_cluster_config
+from tests.harness.simclient import SimFleet
 from proto.auth import KeyRing
 
 pytestmark = pytest.mark.timeout(90)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.loopcluster import LoopCluster
-from controller.simclient import SimFleet
+from tests.harness.loopcluster import LoopCluster
+from tests.harness.simclient import SimFleet
 from proto.auth import KeyRing
 
 pytestmark = pytest.mark.timeout(120)

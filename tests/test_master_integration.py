@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.loopcluster import free_ports
-from controller.simclient import SimFleet
+from tests.harness.loopcluster import free_ports
+from tests.harness.simclient import SimFleet
 from proto.auth import KeyRing, write_secret_file
 from proto.clos import ClosParams, generate_clos_yaml
 from proto.config import Fabric, load_fabric

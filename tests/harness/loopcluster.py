@@ -31,7 +31,7 @@ from typing import Any
 from proto.auth import write_secret_file
 from proto.clos import ClosParams, generate_clos_yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 _MASTER_LINE = re.compile(r"^  - \{id: (m\d+), address: [0-9.]+, client_port: \d+, peer_port: \d+, rest_port: \d+\}$",
                           re.MULTILINE)
 
