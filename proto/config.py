@@ -18,6 +18,7 @@ import bisect
 import gc
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -35,6 +36,7 @@ __all__ = [
     "Host",
     "Link",
     "LsdSettings",
+    "MAX_CONFIG_BYTES",
     "MAX_OF_PORT",
     "Master",
     "Role",
@@ -304,18 +306,40 @@ def _digest(fabric: Fabric) -> str:
 # ----------------------------------------------------------------------------------------------- loading
 
 
+MAX_CONFIG_BYTES = 32 * 1024 * 1024
+"""Largest config file accepted (bytes). The Jupiter preset is ~9 MB; parsing costs ~50x the file in
+memory (the YAML node tree), so the cap bounds a loader's memory to a few GB before it reads a byte."""
+
+
 def load_fabric(path: str | Path) -> Fabric:
-    """Load and validate the config file at `path`; relative paths in it resolve against its directory."""
+    """Load and validate the config file at `path`; relative paths in it resolve against its directory.
+
+    Raises ConfigError for an unreadable file, one larger than MAX_CONFIG_BYTES, or any invalid content.
+    """
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_CONFIG_BYTES:
+                raise ConfigError(
+                    source, None, "", f"config is {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}"
+                )
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+        if len(raw) > MAX_CONFIG_BYTES:  # grew while read, or not a regular file
+            raise ConfigError(source, None, "", f"config is over the limit of {MAX_CONFIG_BYTES:,} bytes")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(source, None, "", f"cannot read config: {e}") from None
     return parse_fabric(text, source=source, base_dir=Path(path).resolve().parent)
 
 
 def parse_fabric(text: str, source: str = "<string>", base_dir: Path | None = None) -> Fabric:
-    """Parse and validate config text; `base_dir` (default: the current directory) anchors relative paths."""
+    """Parse and validate config text; `base_dir` (default: the current directory) anchors relative paths.
+
+    Raises ConfigError for text over MAX_CONFIG_BYTES (UTF-8) or any invalid content.
+    """
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8")) > MAX_CONFIG_BYTES:
+        raise ConfigError(source, None, "", f"config is over the limit of {MAX_CONFIG_BYTES:,} bytes")
     return _Parser(source, base_dir if base_dir is not None else Path.cwd()).parse(text)
 
 
@@ -516,6 +540,9 @@ class _Parser:
             addr, plen = quad
             if addr & ((1 << (32 - plen)) - 1) == 0:
                 return IPv4Network((addr, plen))
+        if "/" not in value:
+            # ipaddress would take "0.0.0.0" as 0.0.0.0/32: a default route silently lost.
+            raise self.fail(node, field, f"{value!r} has no prefix length (write it as a.b.c.d/len)")
         try:
             return IPv4Network(value)
         except ValueError as e:

@@ -291,6 +291,27 @@ def test_load_fabric_resolves_paths_against_the_config_dir(tmp_path: Path) -> No
     assert not (sub / "keys").exists()  # the key file is not read
 
 
+@pytest.mark.parametrize("bare", ["0.0.0.0", "10.9.0.0"])
+def test_prefix_needs_an_explicit_length(bare: str) -> None:
+    # "0.0.0.0" would otherwise be 0.0.0.0/32: a border's default route silently lost.
+    text = BASE + "  - {a: 'border-1:1', b: 'spine-1:3'}\n"
+    text = edit("links:\n", f"  - {{name: border-1, id: 8, role: border, prefixes: [{bare}]}}\nlinks:\n", text)
+    expect_error(text, 24, "switches[3].prefixes[0]", "no prefix length")
+
+
+def test_oversized_config_is_refused_before_parsing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "MAX_CONFIG_BYTES", len(BASE) - 1)
+    path = tmp_path / "big.yaml"
+    path.write_text(BASE)
+    with pytest.raises(ConfigError) as info:
+        load_fabric(path)
+    assert "over the limit" in str(info.value) and info.value.line is None
+    with pytest.raises(ConfigError, match="over the limit"):
+        parse_fabric(BASE)
+    monkeypatch.setattr(config, "MAX_CONFIG_BYTES", len(BASE))
+    assert parse_fabric(BASE).name == "t"
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     with pytest.raises(ConfigError) as info:
