@@ -42,6 +42,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.durable import DurableStateError, StateStore
     from controller.server import MasterServer, kv, serve
     from proto.auth import KeyRing
     from proto.config import ConfigError, load_fabric
@@ -81,6 +82,11 @@ def run(args: argparse.Namespace) -> int:
         def driver_factory(core, store):  # type: ignore[no-untyped-def]
             return FmrpDriver(core, store.load().term)
 
+    try:
+        StateStore(state_dir).load()           # a corrupt or unreadable state file: one line, before any socket
+    except DurableStateError as e:
+        print(f"firepath master: state: {e}", file=sys.stderr)
+        return 2
     server = MasterServer(fabric, args.id, keyring, state_dir, bind=args.bind, client_port=args.client_port,
                           peer_port=args.peer_port, rest_port=args.rest_port, driver_factory=driver_factory)
     log.info(kv("election", mode=election, masters=len(fabric.masters)))

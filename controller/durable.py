@@ -2,7 +2,8 @@
 
 The LSD itself is soft state rebuilt from client reports; only the term must survive restarts so a
 replica never reuses one. Writes are atomic and durable: write a temp file, fsync it, rename over the old
-file, fsync the directory. A term never goes down on disk (writing a lower one raises).
+file, fsync the directory. A term never goes down on disk (writing a lower one raises). A temp file left
+by a crash mid-save is removed at the next load; a failed save removes its own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ STATE_FILE = "master-state.json"
 
 
 class DurableStateError(ValueError):
-    """The state file is unreadable/invalid, or a write would lower the term."""
+    """The state file is unreadable/invalid, or a write would lower the term. `str(e)` is one line that
+    starts with the file's path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +34,25 @@ class StateStore:
         self._cached: DurableState | None = None
 
     def load(self) -> DurableState:
-        """The stored state; a missing file is term 0. Creates the directory if needed."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        """The stored state; a missing file is term 0. Creates the directory if needed and removes temp
+        files a crash mid-save left behind.
+
+        Raises DurableStateError (one line naming the file) if the file cannot be read or is invalid.
+        """
         try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.dir.glob(f".{STATE_FILE}.*.tmp"):
+                stale.unlink(missing_ok=True)
             raw = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             self._cached = DurableState()
             return self._cached
+        except (OSError, UnicodeDecodeError) as e:
+            raise DurableStateError(f"{self.path}: cannot read: {e}") from e
         try:
             data = json.loads(raw)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             term = data["term"]
             voted_for = data.get("voted_for")
             if not isinstance(term, int) or isinstance(term, bool) or term < 0:
@@ -48,7 +60,7 @@ class StateStore:
             if voted_for is not None and not isinstance(voted_for, str):
                 raise ValueError("voted_for must be a string or null")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise DurableStateError(f"{self.path}: {e}") from e
+            raise DurableStateError(f"{self.path}: invalid state file: {e}") from e
         self._cached = DurableState(term, voted_for)
         return self._cached
 
@@ -59,13 +71,19 @@ class StateStore:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         payload = json.dumps({"term": state.term, "voted_for": state.voted_for}, sort_keys=True) + "\n"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, payload.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                data = payload.encode()
+                if os.write(fd, data) != len(data):
+                    raise OSError(f"short write to {tmp}")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         dfd = os.open(self.dir, os.O_RDONLY)
         try:
             os.fsync(dfd)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +41,41 @@ def test_corrupt_state_is_reported(tmp_path: Path, text: str) -> None:
     (tmp_path / STATE_FILE).write_text(text)
     with pytest.raises(DurableStateError, match=STATE_FILE):
         StateStore(tmp_path).load()
+
+
+def test_corrupt_state_is_one_line_at_master_start(tmp_path: Path) -> None:
+    from tests.harness.loopcluster import write_cluster_config
+
+    config = write_cluster_config(tmp_path, masters=1)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / STATE_FILE).write_bytes(b"\xff\xfe{ not json")
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "master", "--config", str(config), "--id", "m1",
+         "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert str(state / STATE_FILE) in proc.stderr
+
+
+def test_crash_mid_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = StateStore(tmp_path)
+    store.save(DurableState(1, None))
+    # A crash between write and rename leaves a temp file behind: the next load removes it.
+    (tmp_path / f".{STATE_FILE}.99999.tmp").write_text('{"term": 7}')
+    assert StateStore(tmp_path).load().term == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]
+
+    # A save that fails (full disk) removes its own temp file and keeps the old state.
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("controller.durable.os.write", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        store.save(DurableState(2, "m1"))
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]
+    assert StateStore(tmp_path).load() == DurableState(1, None)
 
 
 def test_single_master_driver_waits_then_takes_next_term() -> None:
