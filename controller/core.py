@@ -49,7 +49,7 @@ from proto.messages import (
     ReportAck,
 )
 
-_LINK_NAME = re.compile(r"([^:\s]+):(\d+)-([^:\s]+):(\d+)")
+_LINK_NAME = re.compile(r"([^:\s]+):(\d{1,5})-([^:\s]+):(\d{1,5})")  # OF ports <= 65279
 
 
 class Role(StrEnum):

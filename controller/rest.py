@@ -159,7 +159,7 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
         return denied
     try:
         body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (ValueError, RecursionError):        # bad JSON or UTF-8, a 5,000-digit number, nesting too deep
         return _error(400, 'body must be JSON: {"link": "a:1-b:2"} or {"switch": "name"}')
     if not isinstance(body, dict) or len(body) != 1 or not ({"link", "switch"} & body.keys()):
         return _error(400, 'body must be exactly one of {"link": "a:1-b:2"} or {"switch": "name"}')

@@ -117,6 +117,16 @@ def test_drain_auth_and_validation(tmp_path: Path) -> None:
         assert r.status == 400 and "JSON" in (await r.json())["error"]
         r = await c.post("/v1/drain", json={"switch": "nosuch"}, headers=AUTH)
         assert r.status == 400 and "nosuch" in (await r.json())["error"]
+        # Hostile bodies: nesting past the parser's recursion limit, numbers and ports of 5,000 digits,
+        # bytes that are not UTF-8 -- each a 400 with an error, never a 500.
+        hostile = [b"[" * 100_000 + b"]" * 100_000, b'{"link": ' + b"9" * 5000 + b"}",
+                   b'{"link": "leaf-1:' + b"1" * 5000 + b'-spine-1:1"}', b'{"switch": "\xff\xfe"}',
+                   b'{"link": "leaf-1:99999-spine-1:1"}']
+        for raw in hostile:
+            r = await c.post("/v1/drain", data=raw, headers=AUTH)
+            assert r.status == 400 and "error" in await r.json(), raw[:40]
+        r = await c.get("/v1/lsd", params={"since": "9" * 5000})
+        assert r.status == 400
         assert server.core.version == 0
         r = await c.post("/v1/drain", json=link, headers=AUTH)
         assert r.status == 200 and (await r.json())["links"] == ["leaf-1:1-spine-1:1"]
