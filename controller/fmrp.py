@@ -482,7 +482,9 @@ class Fmrp:
         if self._state is FmrpState.MASTER:
             if s.term >= self._term:  # impossible for an equal term; a higher one: we are stale
                 self._abdicate(now, out, announce=False)
-        elif s.master == self._leader and self._state is FmrpState.BACKUP:
+        elif s.master == self._leader and self._state is FmrpState.BACKUP and s.term >= self._leader_term:
+            # Only the StepDown of the term we follow: an older one (delayed, replayed) must not make a
+            # backup leave a live master.
             self._to_electing(now, out)  # skip the dead interval
         return out
 

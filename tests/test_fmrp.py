@@ -253,6 +253,20 @@ def test_step_down_fails_over_immediately():
     assert c.nodes[m].state is FmrpState.BACKUP and not c.masters_now().count(m)
 
 
+def test_step_down_of_an_older_term_does_not_make_a_backup_leave_a_live_master():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    m = c.masters_now()[0]
+    term = c.nodes[m].term
+    backup = next(i for i in c.nodes if i != m)
+    acts = c.nodes[backup].on_message(m, StepDown(m, term - 1), c.now)
+    assert c.nodes[backup].state is FmrpState.BACKUP and c.nodes[backup].leader == m, acts
+    assert not any(isinstance(a, SendPeer) and isinstance(a.msg, VoteRequest) for a in acts)
+    c.execute(backup, acts)
+    c.run(0.5)
+    assert c.masters_now() == [m] and c.nodes[m].term == term
+
+
 def test_higher_term_hello_steps_master_down_at_once():
     c = Cluster(3)
     c.run(1.0, until=lambda: settled(c))
