@@ -212,6 +212,7 @@ class Fmrp:
         self._leader_heard = _NEVER
         self._version = -1
         self._retired = False
+        self._durable_ok = True  # False after a failed save of term/vote, until one succeeds
         self._init_until = now + self._dead
         self._candidacy_at: float | None = None
         self._round_until: float | None = None
@@ -330,6 +331,31 @@ class Fmrp:
             self._to_electing(now, out)
         return out
 
+    def persist_failed(self, term: int, now: float) -> list[FmrpAction]:
+        """The save of `term` (and its vote) failed (full disk, I/O error); the runtime dropped the sends
+        that followed it. Until a save succeeds (`persisted`) this replica neither grants a vote nor keeps
+        a candidacy or mastership: its term is not durable, and a restart could reuse it. Each later
+        candidacy persists again, so the election rounds' backoff is the retry."""
+        out: list[FmrpAction] = []
+        self._durable_ok = False
+        if self._state is FmrpState.MASTER:
+            self._abdicate(now, out, announce=False)
+        elif self._round_until is not None:     # the candidacy's requests were never sent
+            self._round_until = None
+            self._votes.clear()
+            self._failed += 1
+            self._candidacy_at = now + self._retry_delay(now)
+        return out
+
+    def persisted(self, term: int) -> None:
+        """A save of `term` succeeded: votes and candidacies are allowed again."""
+        if term >= self._term:
+            self._durable_ok = True
+
+    @property
+    def durable_ok(self) -> bool:
+        return self._durable_ok
+
     def step_down(self, now: float) -> list[FmrpAction]:
         """Voluntary, permanent retirement (SIGTERM): a master announces StepDown to every replica so the
         backups elect at once instead of waiting `master_dead`. The replica stays reachable as a voter but
@@ -416,6 +442,8 @@ class Fmrp:
         if self._state is FmrpState.INIT or self._leader_live(now) or r.term < self._term:
             return self._reply(cand, False, out)
         self._adopt(r.term, now, out)
+        if not self._durable_ok:        # a vote we cannot persist could be given twice after a restart
+            return self._reply(cand, False, out)
         if self._voted_for is not None and self._voted_for != cand:
             if (self._voted_for == self._id and self._round_until is not None
                     and (r.version, r.priority, cand) > self._rank()):
@@ -694,6 +722,12 @@ class FmrpDriver:
 
     def next_deadline(self) -> float | None:
         return None if self.fmrp is None else self.fmrp.next_deadline()
+
+    def persist_failed(self, term: int, now: float) -> list[Any]:
+        return self._translate(self._synced().persist_failed(term, now), now)
+
+    def persisted(self, term: int) -> None:
+        self._synced().persisted(term)
 
     def stop(self, now: float) -> list[Any]:
         return self._translate(self._synced().step_down(now), now)

@@ -41,6 +41,14 @@ class MasterMetrics:
         )
         self.send_errors = Counter("firepath_master_send_errors_total", "Socket send errors", registry=r)
         self.reports = Counter("firepath_master_reports_accepted_total", "Port reports accepted", registry=r)
+        self.persist_failures = Counter(
+            "firepath_master_state_persist_failures_total",
+            "Durable term/vote saves that failed (this replica then neither votes nor stands)", registry=r,
+        )
+        self.persist_ok = Gauge(
+            "firepath_master_state_persist_ok", "1 if the last durable term/vote save succeeded", registry=r
+        )
+        self.persist_ok.set(1)
         self.clients_connected = Gauge(
             "firepath_master_clients_connected", "Clients heard within the switch dead interval", registry=r
         )

@@ -44,7 +44,7 @@ def _state_name(value: int) -> str:
 def _header(s: MasterServer) -> dict[str, Any]:
     c = s.core
     return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
-            "held": c.held}
+            "held": c.held, "persist_error": s.persist_error}
 
 
 async def lsd_version(request: web.Request) -> web.Response:

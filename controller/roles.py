@@ -29,6 +29,8 @@ class RoleDriver(Protocol):
     def observe(self, events: list[Action], now: float) -> list[Action]: ...
     def tick(self, now: float) -> list[Action]: ...
     def next_deadline(self) -> float | None: ...
+    def persist_failed(self, term: int, now: float) -> list[Action]: ...
+    def persisted(self, term: int) -> None: ...
     def stop(self, now: float) -> list[Action]: ...
     def view(self, now: float) -> dict[str, Any]: ...
 
@@ -76,6 +78,17 @@ class SingleMasterDriver:
 
     def next_deadline(self) -> float | None:
         return self.wake_at
+
+    def persist_failed(self, term: int, now: float) -> list[Action]:
+        """The save of `term` failed: give the mastership of that term up and try again after the init
+        wait (a term that is not durable could be reused after a restart)."""
+        if self.durable_term == term:
+            self.durable_term = term - 1
+        self.wake_at = now + self.core.fabric.timers.master_dead
+        return self.core.become_inactive(self.durable_term) if self.core.role == Role.MASTER else []
+
+    def persisted(self, term: int) -> None:
+        pass
 
     def stop(self, now: float) -> list[Action]:
         return []

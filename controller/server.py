@@ -34,7 +34,7 @@ from controller.actions import (
     VersionChanged,
 )
 from controller.core import MasterCore, Role
-from controller.durable import DurableState, StateStore
+from controller.durable import DurableState, DurableStateError, StateStore
 from controller.fanout import FanoutEncoder
 from controller.metrics import MasterMetrics
 from controller.roles import RoleDriver, SingleMasterDriver
@@ -115,6 +115,8 @@ class MasterServer:
         self._client_buffered = False
         self._started = False                  # driver.start() ran: input may flow to driver and core
         self.started_wall = time.time()
+        self.persist_error: str | None = None   # the last failed durable save, until one succeeds
+        self.persist_failures = 0
 
     # ------------------------------------------------------------------------------------ lifecycle
     def now(self) -> float:
@@ -241,23 +243,57 @@ class MasterServer:
     def _run(self, actions: list[Action], rearm: bool = True) -> None:
         """Execute actions in order; core events also go to the driver (whose actions run next)."""
         assert self.driver is not None
+        durable = True
         while actions:
             events: list[Action] = []
+            failed_term: int | None = None
             for a in actions:
                 if isinstance(a, Send):
-                    self._send(a)
+                    # A send after a failed save may speak for a term or vote that is not durable (a vote,
+                    # a candidacy): dropped. Role events still reach the core and the driver.
+                    if durable:
+                        self._send(a)
                 elif isinstance(a, PersistTerm):
-                    self.store.save(DurableState(a.term, a.voted_for))
-                    log.info(kv("term_persisted", term=a.term, voted_for=a.voted_for))
+                    if self._persist(a):
+                        self.driver.persisted(a.term)
+                    else:
+                        durable, failed_term = False, a.term
                 else:
                     self._event(a)
                     events.append(a)
             actions = self.driver.observe(events, self.now()) if events else []
+            if failed_term is not None:  # after the batch's role events, so a mastership it gave is undone
+                actions += self.driver.persist_failed(failed_term, self.now())
         self.fanout.reset()
         self._flush_counts()
         self._refresh_gauges()
         if rearm:
             self._rearm()
+
+    def _persist(self, a: PersistTerm) -> bool:
+        """Save the term (and vote) before anything that depends on it is sent. On failure (full disk, I/O
+        error) the replica says so (log, metric, REST `persist_error`) and its dependent sends are dropped:
+        it neither votes nor stands until a save succeeds. FMRP retries by itself (each election round
+        persists again, rounds back off), so a replica recovers when space returns."""
+        try:
+            self.store.save(DurableState(a.term, a.voted_for))
+        except (OSError, DurableStateError) as e:
+            first = self.persist_error is None
+            self.persist_error = str(e)
+            self.persist_failures += 1
+            self.metrics.persist_failures.inc()
+            self.metrics.persist_ok.set(0)
+            # Every election round retries: one error line per outage (and every 100th), not per round.
+            level = logging.ERROR if first or self.persist_failures % 100 == 0 else logging.DEBUG
+            log.log(level, kv("term_persist_failed", term=a.term, voted_for=a.voted_for, error=e,
+                              failures=self.persist_failures))
+            return False
+        if self.persist_error is not None:
+            log.info(kv("term_persist_recovered", term=a.term))
+        self.persist_error = None
+        self.metrics.persist_ok.set(1)
+        log.info(kv("term_persisted", term=a.term, voted_for=a.voted_for))
+        return True
 
     def _rearm(self) -> None:
         assert self.driver is not None and self._loop is not None

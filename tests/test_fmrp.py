@@ -267,6 +267,27 @@ def test_step_down_of_an_older_term_does_not_make_a_backup_leave_a_live_master()
     assert c.masters_now() == [m] and c.nodes[m].term == term
 
 
+def test_a_replica_that_cannot_persist_neither_votes_nor_stands_until_a_save_succeeds():
+    f = _electing("m2", term=3)
+    f.persist_failed(f.term, 0.0)
+    assert not f.durable_ok
+    acts = f.on_message("m1", VoteRequest("m1", 9, 100, 0), 0.01)
+    votes = [a.msg for a in acts if isinstance(a, SendPeer)]
+    assert votes and not any(v.granted for v in votes)
+    assert PersistTerm(9) in acts  # the adopted term is saved again: that is the retry
+    f.persisted(9)
+    acts = f.on_message("m3", VoteRequest("m3", 10, 100, 0), 0.02)
+    assert any(isinstance(a, SendPeer) and a.msg.granted for a in acts)
+
+
+def test_a_master_whose_term_save_failed_gives_the_mastership_up():
+    c = Cluster(1)
+    c.run(1.0, until=lambda: c.masters_now() == ["m1"])
+    f = c.nodes["m1"]
+    acts = f.persist_failed(f.term, c.now)
+    assert f.state is not FmrpState.MASTER and any(isinstance(a, BecomeInactive) for a in acts)
+
+
 def test_higher_term_hello_steps_master_down_at_once():
     c = Cluster(3)
     c.run(1.0, until=lambda: settled(c))

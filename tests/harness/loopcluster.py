@@ -104,9 +104,14 @@ class LoopCluster:
     def log_path(self, mid: str) -> Path:
         return self.dir / f"master-{mid}.log"
 
-    def start(self, mid: str) -> subprocess.Popen[bytes]:
+    def state_dir(self, mid: str) -> Path:
+        return self.dir / "state" / mid
+
+    def start(self, mid: str, wrap: list[str] | None = None) -> subprocess.Popen[bytes]:
+        """Start replica `mid`; `wrap` is an argv prefix that ends by exec'ing the rest (e.g. unshare)."""
         cmd = [sys.executable, "-m", "proto.cli", "master", "--config", str(self.config), "--id", mid,
-               "--state-dir", str(self.dir / "state" / mid), "--log-level", self.log_level]
+               "--state-dir", str(self.state_dir(mid)), "--log-level", self.log_level]
+        cmd = [*(wrap or []), *cmd]
         with open(self.log_path(mid), "ab") as log:
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=log)
         self.procs[mid] = proc
