@@ -57,6 +57,8 @@ class ClientCollector:
         counters = CounterMetricFamily("firepath_client_events", "Client event counters", labels=["switch", "event"])
         counters.add_metric([sw, "reports_sent"], s["reports_sent"])
         counters.add_metric([sw, "report_retransmits"], s["report_retransmits"])
+        counters.add_metric([sw, "of_errors"], s["of_errors"])
+        counters.add_metric([sw, "of_retries"], s["of_retries"])
         for key, value in s["replica"].items():
             counters.add_metric([sw, f"replica_{key}"], value)
         for key, value in s["counters"].items():
