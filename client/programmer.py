@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client.of.events import BarrierDone, Driver, NotConnected, OfError
-from client.ofplan import OfPlanner
+from client.ofplan import OfPlanner, nd_meter_rate
 from client.replica import LsdApplied
 from client.routes import RouteComputer, RouteDelta
 from proto.config import Fabric
@@ -58,7 +58,8 @@ class Programmer:
         self.driver = driver
         self.clock = clock
         self.routes = RouteComputer(fabric, switch)
-        self.planner = OfPlanner(fabric, switch, auto_commit=False)
+        self.planner = OfPlanner(fabric, switch, auto_commit=False,
+                                 nd_meter_pps=nd_meter_rate(fabric.timers.nd_interval))
         self._port_link = {port: fabric.link_at(switch, port).index for port in fabric.fabric_ports(switch)}
         # ND being two-way UP again is itself proof the link works; wait one keepalive so that a master
         # update about the failure that is still on its way can arrive first.
@@ -237,7 +238,7 @@ class Programmer:
         excluded = self._excluded_ports()
         if reconcile or self._readback:
             flows, groups = self.driver.dump_state()
-            self.planner.load_installed(flows, groups)
+            self.planner.load_installed(flows, groups, self.driver.dump_meters())
             self._readback = False
             self.reconciles += 1
         if not self._computed or full or reconcile:

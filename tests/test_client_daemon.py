@@ -43,6 +43,9 @@ class FakeDriver:
     def dump_state(self, timeout: float = 5.0):
         return [], []
 
+    def dump_meters(self, timeout: float = 5.0):
+        return []
+
     def sent_since(self, n: int) -> int:
         with self.lock:
             return len(self.batches) - n

@@ -51,6 +51,9 @@ class FakeDriver:
         self.dumps += 1
         return self.table.installed_flows(), self.table.installed_groups()
 
+    def dump_meters(self, timeout: float = 5.0):
+        return self.table.installed_meters()
+
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
