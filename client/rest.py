@@ -98,14 +98,23 @@ class RestServer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="rest", daemon=True)
 
     def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, self.host, self.port)
-        self._loop.run_until_complete(site.start())
+        """Bind and serve. Raises OSError (e.g. the port is in use) with nothing left running."""
+        runner = web.AppRunner(self.app, access_log=None)
+        try:
+            self._loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, self.host, self.port)
+            self._loop.run_until_complete(site.start())
+        except BaseException:
+            self._loop.run_until_complete(runner.cleanup())
+            self._loop.close()
+            raise
+        self._runner = runner
         self._thread.start()
         log.info("rest listening on %s:%d", self.host, self.port)
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(2.0)
         self._loop.call_soon_threadsafe(self._loop.stop)
