@@ -9,6 +9,7 @@ in frame count.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import pytest
 from client.ofplan import nd_meter_rate
 from lab import netns as nsutil
 from lab.fabric import HOST_IFNAME, LAB_DEFAULT_TIMERS, Lab, teardown
+from proto.clos import ClosParams, generate_clos_yaml
 
 pytestmark = [pytest.mark.ovs, pytest.mark.timeout(240)]
 
@@ -57,12 +59,27 @@ def flood(netns: str, ifname: str) -> tuple[int, float]:
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Brought up as a new user would: `lab up --config F` with a config that has no `ovs:` targets and
+    no REST ports (the lab assigns them)."""
     name = f"clicore{os.getpid() % 100000}"
     d = Path("/tmp") / f"fplab-{name}"
-    clos = {"spines": 2, "pods": 0, "leaves": 2, "hosts_per_tor": 1, "masters": 1, "timers": LAB_DEFAULT_TIMERS}
-    fabric_lab = Lab.up(name=name, lab_dir=d, clos=clos, clean=True, timeout=90.0, log=lambda m: None)
+    cfg_dir = tmp_path_factory.mktemp("flood")
+    (cfg_dir / "fabric.key").write_text(secrets.token_hex(32) + "\n")
+    config = cfg_dir / "fabric.yaml"
+    config.write_text(generate_clos_yaml(ClosParams(name=name, spines=2, pods=0, leaves=2, hosts_per_tor=1,
+                                                    masters=1, timers=LAB_DEFAULT_TIMERS, key_file="fabric.key")))
+    said: list[str] = []
+    fabric_lab = Lab.up(name=name, lab_dir=d, config=config, clean=True, timeout=90.0, log=said.append)
     try:
+        assert any("assigned `ovs:` targets" in m for m in said), said
+        reserved = subprocess.run(nsutil.exec_cmd(fabric_lab.state.netns, ["cat", "/proc/sys/net/ipv4/ip_local_reserved_ports"]),
+                                  capture_output=True, text=True, check=True).stdout
+        held: set[int] = set()
+        for part in reserved.strip().split(","):
+            lo, _, hi = part.partition("-")
+            held.update(range(int(lo), int(hi or lo) + 1))
+        assert fabric_lab.ports is not None and fabric_lab.ports.all <= held
         yield fabric_lab
     finally:
         fabric_lab.close()
