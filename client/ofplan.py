@@ -683,6 +683,14 @@ class OfPlanner:
                 add(PRIORITY_ARP, m, actions, COOKIE_ARP)
         return flows
 
+    def set_nd_meter(self, pps: int | None) -> None:
+        """Change (None: drop) the ND punt meters, e.g. when the switch turns meters down. Takes effect
+        with the next full plan (`set_routes`/`reconcile`), which also deletes meters no longer wanted."""
+        self.nd_meter_pps = pps
+        self._static = self._static_flows()
+        self._meters = self._static_meters()
+        self._rebuild_desired()
+
     def _static_meters(self) -> dict[int, InstalledMeter]:
         if not self.nd_meter_pps:
             return {}

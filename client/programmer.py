@@ -46,6 +46,12 @@ RETRY_MIN = 0.05
 RETRY_MAX = 5.0
 
 
+#: OpenFlow error type METER_MOD_FAILED and the codes that only mean our model of the switch was wrong
+#: (METER_EXISTS, UNKNOWN_METER); any other code means the switch cannot give us the meter we want.
+OFPET_METER_MOD_FAILED = 12
+METER_MODEL_CODES = frozenset({1, 3})
+
+
 class BatchRejected(RuntimeError):
     """The switch answered a batch's barrier after rejecting one of its messages."""
 
@@ -94,6 +100,8 @@ class Programmer:
         self.local_repairs = 0
         self.reconciles = 0
         self.of_errors = 0
+        self.nd_meters = self.planner.nd_meter_pps is not None   # False once the switch refused them
+        self._meters_refused = ""
         self.of_retries = 0
         self.last_of_error = ""
         self.last_batch_size = 0
@@ -150,6 +158,8 @@ class Programmer:
             self.of_errors += 1
             self.last_of_error = event.text
             log.error("switch rejected a message of batch %s: %s", event.batch_id, event.text)
+            if event.type == OFPET_METER_MOD_FAILED and event.code not in METER_MODEL_CODES:
+                self._meters_refused = event.text
             with self._barrier_lock:        # errors precede their batch's barrier reply on the connection
                 if event.batch_id in self._barriers:
                     self._failed.add(event.batch_id)
@@ -234,6 +244,12 @@ class Programmer:
             # No LSD yet (e.g. just restarted): leave the switch as it is. Its flows are the last good
             # state and a dead port's buckets are already skipped by OVS (watch_port).
             return
+        if self._meters_refused and self.nd_meters:
+            # Fail loudly, then fall back: ND is still punted only from fabric ports, unmetered.
+            log.error("switch refused the ND punt meters (%s): punting ND without meters", self._meters_refused)
+            self.planner.set_nd_meter(None)
+            self.nd_meters = False
+            reconcile = True
         self._update_exclusions(lsd is not None)
         excluded = self._excluded_ports()
         if reconcile or self._readback:
@@ -301,6 +317,7 @@ class Programmer:
             "of_batches": self.batches,
             "of_errors": self.of_errors,
             "of_retries": self.of_retries,
+            "nd_meters": self.nd_meters,
             "last_of_error": self.last_of_error,
             "reconciles": self.reconciles,
         }

@@ -41,6 +41,8 @@ class ClientCollector:
                                             int(s["fail_static"])),
             "firepath_client_connected": ("1 when the OpenFlow connection is up", int(s["connected"])),
             "firepath_client_routes": ("Routes installed", s["routes"]),
+            "firepath_client_nd_meters": ("1 when ND punts go through OpenFlow meters (0: switch refused them)",
+                                          int(s["nd_meters"])),
             "firepath_client_groups": ("ECMP groups installed", s["groups"]),
             "firepath_client_last_program_seconds": ("Duration of the last programming round",
                                                      s["last_program_ms"] / 1000.0),
