@@ -84,5 +84,12 @@ def test_disconnect_before_the_first_report_then_reconnect_is_handled():
         wait_for(lambda: drv.sent_since(n) > 0)   # ND runs again
         wait_for(lambda: d.core.report_released, timeout=d.core.report_grace + 5)
         assert d.status()["report_released"]
+        # The REST metrics carry the programmer's error counters and meter state.
+        from client.rest import ClientCollector
+
+        names = {(m.name, tuple(s.labels.get("event", "") for s in m.samples)) for m in ClientCollector(d.status).collect()}
+        events = {e for _, labels in names for e in labels}
+        assert {"of_errors", "of_retries"} <= events
+        assert any(n == "firepath_client_nd_meters" for n, _ in names)
     finally:
         d.stop()
