@@ -1,4 +1,4 @@
-"""OfDriver (client/oskenapp.py) against a real private OVS, plus translation checks without a switch.
+"""OfDriver (client/of/driver.py) against a real private OVS, plus translation checks without a switch.
 
 OVS runs in its own lab namespace; the drivers connect from this (root-namespace) process into it with
 `netns=`, so nothing listens or appears in the root namespace. Topology:
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,19 +22,19 @@ from pathlib import Path
 import pytest
 
 from client import ofmsg as M
-from client.oskenapp import (
+from client.of.driver import OfDriver
+from client.of.events import (
     BarrierDone,
     Connected,
     Disconnected,
     DriverEvent,
     NotConnected,
-    OfDriver,
     OfError,
     PacketIn,
     PortStatusChanged,
-    parse_target,
-    to_osken,
 )
+from client.of.sockets import parse_target
+from client.of.translate import to_osken
 from lab import netns
 from lab.ovs import OvsInstance
 
@@ -195,6 +196,9 @@ def test_translation_serialises_every_message_kind() -> None:
         _flow(124, "10.1.1.0", "255.255.255.0", 3),
         M.FlowMod(M.FlowCommand.DELETE_STRICT, 5, M.match(in_port=3), cookie=1, cookie_mask=0xFFFF),
         M.FlowMod(M.FlowCommand.ADD, 9, M.match(eth_type=ND_ETHERTYPE), (M.Output(M.OFPP_CONTROLLER),)),
+        M.MeterMod(M.MeterCommand.ADD, 0x10001, 400, 100),
+        M.FlowMod(M.FlowCommand.ADD, 9, M.match(in_port=1), (M.Meter(0x10001), M.Output(M.OFPP_CONTROLLER))),
+        M.MeterMod(M.MeterCommand.DELETE, 0x10001),
         M.GroupMod(M.GroupCommand.DELETE, 3),
         M.Barrier(),
         M.PacketOut(2, b"\x01" * 60),
@@ -506,3 +510,38 @@ def test_select_group_spreads_udp_flows_only_with_of15_dp_hash(rig: Rig) -> None
         assert min(counts) == 0, f"OF1.3 default hash is expected to ignore UDP ports: {counts}"
     batch = rig.d1.send([M.GroupMod(M.GroupCommand.DELETE, 90), M.Barrier()])
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+
+
+def test_programmer_and_daemon_do_not_load_osken() -> None:
+    """The driver split's point: only client.of.driver (and what it imports) loads os-ken."""
+    code = (
+        "import sys, client.daemon, client.programmer, client.of, client.of.events\n"
+        "assert not [m for m in sys.modules if m.startswith('os_ken')], 'os-ken loaded'\n"
+        "import client.of.driver\n"
+        "assert 'os_ken' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+@pytest.mark.ovs
+def test_meter_and_metered_flow_round_trip(rig: Rig) -> None:
+    """A pktps meter and a flow through it (an instruction in OF1.3, an action in OF1.5) read back as
+    sent; MODIFY changes the band; DELETE of the meter takes its flow with it (OVS semantics)."""
+    meter = M.MeterMod(M.MeterCommand.ADD, 0x10005, rate_pps=400, burst=100)
+    flow = M.FlowMod(
+        M.FlowCommand.ADD, 300, M.match(in_port=2, eth_type=ND_ETHERTYPE),
+        (M.Meter(0x10005), M.Output(M.OFPP_CONTROLLER)), cookie=COOKIE,
+    )
+    mark = rig.log1.mark()
+    batch = rig.d1.send([meter, flow, M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    assert [e for _, e in rig.log1.events[mark:] if isinstance(e, OfError)] == []
+    assert M.InstalledMeter(0x10005, 400, 100) in rig.d1.dump_meters()
+    assert _installed(flow) in rig.d1.dump_state()[0]
+    batch = rig.d1.send([M.MeterMod(M.MeterCommand.MODIFY, 0x10005, 50, 10), M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    assert M.InstalledMeter(0x10005, 50, 10) in rig.d1.dump_meters()
+    batch = rig.d1.send([M.MeterMod(M.MeterCommand.DELETE, 0x10005), M.Barrier()])
+    rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+    assert all(m.meter_id != 0x10005 for m in rig.d1.dump_meters())
+    assert _installed(flow) not in rig.d1.dump_state()[0]
