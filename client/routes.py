@@ -251,6 +251,17 @@ class RouteComputer:
         names = self.fabric.switches
         return frozenset(names[i].name for i in self._drained)
 
+    def link_usable(self, states: bytes, index: int) -> bool:
+        """Whether routing may use link `index` under `states`: UP, or DRAINED with an end whose every
+        link is DRAINED (a drained switch stays reachable: soft drain). O(degree of its two ends)."""
+        state = states[index]
+        if state == _UP:
+            return True
+        if state != _DRAINED_BYTE[0]:
+            return False
+        a, b, _w = self._ends[index]
+        return any(all(states[li] == state for li, _v in self._adj[x]) for x in (a, b))
+
     def relays(self, switch: str) -> bool:
         """Whether `switch` relays traffic between two other switches without a penalty (policy + drain)."""
         i = next(k for k, sw in enumerate(self.fabric.switches) if sw.name == switch)

@@ -9,6 +9,7 @@ OVS runs in its own lab namespace; the drivers connect from this (root-namespace
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -518,3 +519,30 @@ def test_programmer_and_daemon_do_not_load_osken() -> None:
         "assert 'os_ken' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_selection_translates_both_ways_without_a_switch() -> None:
+    """A SELECT group-mod carries its Selection (method + hash basis) on OpenFlow 1.5, and a group-desc
+    entry's NTR property reads back into the same Selection; 1.3 carries none and reads back None."""
+    from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_5
+    from os_ken.ofproto import ofproto_v1_3_parser as p13
+    from os_ken.ofproto import ofproto_v1_5_parser as p15
+
+    from client.of.translate import group_from_stats, selection_method_property
+
+    sel = M.Selection("dp_hash", 0x9E3779B1)
+    mod = M.GroupMod(M.GroupCommand.MODIFY, 5, M.GroupType.SELECT, _group(5, (1, 2)).buckets, sel)
+    dp15 = ofproto_protocol.ProtocolDesc(ofproto_v1_5.OFP_VERSION)
+    osk = to_osken(mod, dp15, select_method="dp_hash")
+    osk.serialize()
+    (prop,) = osk.properties
+    assert group_from_stats(p15.OFPGroupDescStats(type_=1, group_id=5, buckets=[], properties=[prop])).selection == sel
+    default = to_osken(dataclasses.replace(mod, selection=None), dp15, select_method="dp_hash")
+    assert group_from_stats(
+        p15.OFPGroupDescStats(type_=1, group_id=5, buckets=[], properties=default.properties)
+    ).selection == M.Selection("dp_hash", 0)
+    assert group_from_stats(p15.OFPGroupDescStats(type_=1, group_id=5, buckets=[], properties=[])).selection == M.Selection("", 0)
+    assert selection_method_property("dp_hash", 7, p15).data[-1] == 7
+    dp13 = ofproto_protocol.ProtocolDesc(ofproto_v1_3.OFP_VERSION)
+    to_osken(mod, dp13).serialize()  # 1.3 has no place for it: sent without
+    assert group_from_stats(p13.OFPGroupDescStats(type_=1, group_id=5, buckets=[])).selection is None

@@ -332,3 +332,18 @@ def test_route_keys_behave_like_plain_networks() -> None:
     assert repr(key) == "IPv4Network('10.1.1.0/24')"
     assert pickle.loads(pickle.dumps(key)) == key
     assert routes[IPv4Network("10.1.1.0/24")] == routes[key]
+
+
+def test_link_usable_follows_the_soft_drain() -> None:
+    fabric = build_clos(pods=1, tors=2, aggs=2, spines_per_plane=1)
+    rc = RouteComputer(fabric, "tor-0-0")
+    states = bytearray(all_up(fabric))
+    one = fabric.link_at("tor-0-1", 1).index
+    states[one] = DRAINED  # one drained link of a switch that is not drained: not usable
+    assert not rc.link_usable(bytes(states), one)
+    for li in fabric.links_of("tor-0-1"):
+        states[li] = DRAINED  # the whole switch drained: its links stay usable (reachable, no transit)
+    assert all(rc.link_usable(bytes(states), li) for li in fabric.links_of("tor-0-1"))
+    states[one] = DOWN
+    assert not rc.link_usable(bytes(states), one)
+    assert rc.link_usable(bytes(states), fabric.link_at("tor-0-0", 1).index)
