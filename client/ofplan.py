@@ -48,13 +48,15 @@ flows, then delete unused groups (deleting a group deletes its flows in OVS, so 
 one Barrier. An empty list means there is nothing to do. Every flow delete is DELETE_STRICT with
 cookie=FIREPATH_COOKIE, cookie_mask=COOKIE_MASK, so flows of other controllers are never touched.
 
-ECMP hashing of UDP (for the runtime): OVS's default OF1.3 select-group hash ignores UDP ports, and
-the selection method can only be set by an OpenFlow 1.5 group-mod (NTR experimenter property); any
-OF1.3 ADD/MODIFY of a group resets it to the default. This module emits plain OF1.3 GroupMods and
-does not prevent fixing that: after a plan's barrier, the runtime may re-issue every SELECT group that
-the plan added or modified (`select_groups_touched(messages)`), with the same buckets, as an OF1.5
-mod-group with `selection_method=hash, fields(ip_src,ip_dst,ip_proto,tcp_src,tcp_dst,udp_src,udp_dst)`
-(or dp_hash), e.g. over a second OF1.5 connection or `ovs-ofctl -O OpenFlow15 mod-group`.
+ECMP hashing and weights: every SELECT group carries the planner's `selection`, by default
+`Selection("dp_hash", switch.hash_basis)`: OVS's datapath hash of the L4 5-tuple (UDP ports included),
+with a per-switch basis so that the tiers of a Clos do not repeat each other's choice (hash
+polarization; vendors seed the hash per device). The runtime sends it as OVS's NTR selection-method
+property, which only an OpenFlow 1.5 group-mod carries (client.of.translate); an OF1.5 read-back shows
+it, so `reconcile` keeps a right basis and MODIFYs a group with a wrong one; an OF1.3 read-back cannot
+show it and is taken as right (`OfState.from_installed`). Bucket weights follow `bucket_weights` (the
+capacity of the local link to each next hop); equal capacities give weight 1 everywhere. Both are
+functions of the next-hop port set, so one group per distinct set still means one per weighted set.
 
 The planner keeps a *model* of what is installed: what it planned, applied at once (auto_commit,
 the default) or by `commit()` after the batch's barrier reply (auto_commit=False). If the switch

@@ -11,6 +11,22 @@ the union of their next hops at the minimum distance.
 The own switch's prefixes are not routed through the fabric at all (local delivery is the OpenFlow
 plan's job). Unreachable prefixes are absent from the table — never black-holed.
 
+Transit policy (valley-free routing: RFC 7938's AS-path rules, RIFT, the IS-IS overload bit, Open/R's
+node overload). A switch *relays* when it forwards traffic between two other switches. A switch whose
+`transit` is false (by default ToRs and borders: `routing.transit_roles` in the config, overridable
+per switch) or that is *drained* (every one of its links DRAINED in the LSD, what an operator's switch
+drain produces) relays only as a last resort. The rule: leaving such a node (other than the source)
+costs PENALTY on top of the link weight, PENALTY being more than the sum of all link weights, so paths
+are ranked by (number of such relays, distance): a destination that a transit-free path reaches is
+routed over the shortest transit-free paths only; one that only relays reach (e.g. on a 4-plane Clos,
+an agg's loopback seen from an agg of another plane) is routed over the paths with the fewest of them
+(never disconnected). The ranking is loop-free: a next hop's own cost to the destination is strictly
+lower (it does not pay for relaying its own traffic). A drained switch stays reachable over its drained
+links (soft drain) but relays nothing unless nothing else reaches the destination. Because the penalty
+is a per-node cost on a directed graph, the full and incremental computations below apply unchanged
+with `dist[u] + pen[u] + w` as the cost of a hop from u; the BFS fast path (all weights 1) expands no
+non-transit node and falls back to Dial's algorithm only when it leaves a live node unreached.
+
 Data layout, chosen for speed in pure Python:
 - switches are integers (their position in `fabric.switches`), adjacency is a per-node tuple of
   `(link index, neighbour)` pairs, weights a per-link list;
