@@ -88,13 +88,22 @@ def run(mode: str, flow_counts: list[int]) -> dict[str, Any]:
                 before = {sw: buckets(lab, sw, gid) for sw, gid in groups.items()}
                 send_flows(lab, n, port)
                 port += n
-                deadline = time.monotonic() + 15
+                # counters of upcalled packets arrive through OVS's revalidators, tier by tier: wait until
+                # every tier has all n, or nothing moved for 2 s
+                deadline = time.monotonic() + 20
+                last, stable_since = None, time.monotonic()
                 while True:
                     now = {sw: buckets(lab, sw, gid) for sw, gid in groups.items()}
                     if any(len(now[sw]) != len(before[sw]) or len(now[sw]) != 2 for sw in PATH):
                         break
                     delta = {sw: [a - b for a, b in zip(now[sw], before[sw], strict=True)] for sw in PATH}
-                    if sum(delta["spine-1"]) + sum(delta["spine-2"]) >= n or time.monotonic() > deadline:
+                    t = time.monotonic()
+                    if delta != last:
+                        last, stable_since = delta, t
+                    tiers = (("tor-1-1",), ("agg-1-1", "agg-1-2"), ("spine-1", "spine-2"))
+                    if all(sum(sum(delta[sw]) for sw in tier) >= n for tier in tiers):
+                        break
+                    if t - stable_since > 2.0 or t > deadline:
                         break
                     time.sleep(0.1)
                 if all(len(now[sw]) == len(before[sw]) == 2 for sw in PATH):
