@@ -101,7 +101,7 @@ class FlowMod:
 class Selection:
     """How a SELECT group picks a bucket: OVS's selection method and its 64-bit parameter.
 
-    For `dp_hash` the parameter is the hash basis (OVS uses its low 32 bits): select groups of different
+    For `dp_hash` the parameter is the hash basis (the config keeps it to 32 bits): select groups of different
     switches with different bases hash one flow independently, so the tiers of a Clos do not make the
     same choice (hash polarization). Carried by an OpenFlow 1.5 group-mod only (NTR experimenter
     property); on OpenFlow 1.3 it is neither sent nor readable.

@@ -49,7 +49,7 @@ __all__ = [
 
 MAX_OF_PORT = 65279  # OFPP_MAX: highest physical OpenFlow port number
 MAX_SWITCH_ID = 2**31 - 1
-MAX_HASH_BASIS = 2**32 - 1  # OVS hashes with a 32-bit basis (the low half of selection_method_param)
+MAX_HASH_BASIS = 2**32 - 1  # the datapath hash action (struct ovs_action_hash) takes a 32-bit basis
 #: Roles whose switches relay fabric traffic by default (RFC 7938 / RIFT valley-free: a ToR or a border
 #: never carries traffic between two other switches).
 DEFAULT_TRANSIT_ROLES = ("agg", "spine")
