@@ -190,7 +190,7 @@ class RouteComputer:
         self._degree = [len(x) for x in adj]
         # Transit policy: leaving a node that may not relay costs PENALTY, more than any path without
         # one, so paths are ranked (relays by non-transit nodes, distance) - see the module docstring.
-        self.PENALTY = sum(self._wt) + 1
+        self.penalty = sum(self._wt) + 1
         self._transit = [bool(sw.transit) for sw in fabric.switches]
         self._drained: frozenset[int] = frozenset()
         self._pen = self._penalties(self._drained)
@@ -379,7 +379,7 @@ class RouteComputer:
         return frozenset(x for x, c in count.items() if c == deg[x])
 
     def _penalties(self, drained: frozenset[int]) -> list[int]:
-        pen_value = self.PENALTY
+        pen_value = self.penalty
         pen = [0 if ok else pen_value for ok in self._transit]
         for x in drained:
             pen[x] = pen_value
