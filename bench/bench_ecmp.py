@@ -5,6 +5,7 @@
 Brings up the lab's 3-tier Clos (2 spines, 2 pods x (2 aggs + 2 ToRs), real masters and clients, real
 OVS) twice: "before" with `hash_basis: 0` on every switch (what every client did before: the same
 dp_hash parameter everywhere), "after" with the config's defaults (a basis derived from each switch id).
+A third run, "weighted", gives tor-1-1's uplinks capacities 30G and 10G (buckets 3:1).
 Each time, h-1-1-1 sends UDP flows (one packet each, distinct source ports) to h-2-1-1, and the bucket
 counters of the group routing towards h-2-1-1's prefix are read on every switch of the path with
 `ovs-ofctl -O OpenFlow15 dump-group-stats`: tor-1-1 (2 buckets: the pod's aggs), agg-1-1 and agg-1-2
@@ -31,17 +32,25 @@ from lab.fabric import Lab, generate_config
 RESULTS = Path(__file__).resolve().parent / "results" / "ecmp.json"
 SRC, DST = "h-1-1-1", "h-2-1-1"
 PATH = ("tor-1-1", "agg-1-1", "agg-1-2", "spine-1", "spine-2")
+WEIGHTED = (30, 10)  # Gbit/s of tor-1-1's two uplinks in the "weighted" run
 TIER = {"tor-1-1": "tor", "agg-1-1": "agg", "agg-1-2": "agg", "spine-1": "spine", "spine-2": "spine"}
 
 
 def config(mode: str, name: str) -> Path:
     d = Path(f"/tmp/fplab-{name}")
     path = generate_config(d, name, spines=2, pods=2)
+    doc = yaml.safe_load(path.read_text())
     if mode == "before":
-        doc = yaml.safe_load(path.read_text())
         for sw in doc["switches"]:
             sw["hash_basis"] = 0
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if mode == "weighted":  # tor-1-1's uplinks: 30G to agg-1-1, 10G to agg-1-2 -> buckets 3:1
+        for link in doc["links"]:
+            ends = (link["a"], link["b"])
+            if "tor-1-1:1" in ends:
+                link["capacity"] = WEIGHTED[0]
+            elif "tor-1-1:2" in ends:
+                link["capacity"] = WEIGHTED[1]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(x) for x in args.flows.split(",")]
     load = Path("/proc/loadavg").read_text().split()[0]
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg": load}
-    for mode in ("before", "after"):
+    for mode in ("before", "after", "weighted"):
         result[mode] = run(mode, counts)
     print(f"\nbucket shares (% of packets per bucket) of the group towards {DST}'s prefix, load average {load}")
     print(f"{'flows':>6} {'switch':9} {'tier':6} {'before':>14} {'after':>14}")
@@ -148,6 +157,14 @@ def main(argv: list[str] | None = None) -> int:
         40 <= s[0] <= 60 for n in counts for sw in PATH for s in [result["after"]["runs"][str(n)][sw]["shares_pct"]]
     )
     print("target (every 2-bucket group 40-60 % after):", "met" if ok else "NOT met")
+    want = 100 * WEIGHTED[0] / sum(WEIGHTED)
+    for n in counts:
+        got = result["weighted"]["runs"][str(n)]["tor-1-1"]["shares_pct"]
+        print(f"weighted tor-1-1 ({WEIGHTED[0]}G/{WEIGHTED[1]}G uplinks), {n} flows: {got[0]}/{got[1]} "
+              f"(weights {want:.0f}/{100 - want:.0f})")
+    got = result["weighted"]["runs"][str(max(counts))]["tor-1-1"]["shares_pct"]
+    print(f"target (weighted within +-10 % of its weight at {max(counts)} flows):",
+          "met" if abs(got[0] - want) <= 0.1 * want else "NOT met")
     return 0
 
 
