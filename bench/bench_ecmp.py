@@ -62,6 +62,22 @@ def route_group(lab: Lab, switch: str, prefix: str) -> int:
     return int(m.group(1))
 
 
+def settled_groups(lab: Lab, prefix: str, timeout: float = 120.0) -> dict[str, int]:
+    """The route group of every switch of the path, once each exists and has its 2 buckets."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            groups = {sw: route_group(lab, sw, prefix) for sw in PATH}
+            if all(len(buckets(lab, sw, gid)) == 2 for sw, gid in groups.items()):
+                return groups
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the path's groups towards {prefix} did not settle in {timeout:.0f}s")
+        time.sleep(0.5)
+
+
 def buckets(lab: Lab, switch: str, gid: int) -> list[int]:
     out = lab.ovs.ofctl(lab.state.bridges[switch], "dump-group-stats", f"group_id={gid}", protocol="OpenFlow15")
     return [int(x) for x in re.findall(r"bucket\d+:packet_count=(\d+)", out)]
@@ -86,7 +102,7 @@ def run(mode: str, flow_counts: list[int]) -> dict[str, Any]:
     lab = Lab.up(name=name, config=config(mode, name), clean=True, log=lambda m: print(f"  [{mode}] {m}"))
     try:
         prefix = str(next(p for p in lab.fabric.switch("tor-2-1").prefixes))
-        groups = {sw: route_group(lab, sw, prefix) for sw in PATH}
+        groups = settled_groups(lab, prefix)
         out: dict[str, Any] = {"basis": {sw: lab.fabric.switch(sw).hash_basis for sw in PATH}, "runs": {}}
         port = 20000
         for n in flow_counts:
@@ -121,7 +137,7 @@ def run(mode: str, flow_counts: list[int]) -> dict[str, Any]:
                 print(f"  [{mode}] {n} flows: a group changed during the run (port flap), retrying")
                 time.sleep(1.0)
                 lab.wait_converged(60)
-                groups = {sw: route_group(lab, sw, prefix) for sw in PATH}
+                groups = settled_groups(lab, prefix)
             else:
                 raise RuntimeError(f"{mode}: groups kept changing during {n}-flow runs")
             out["runs"][str(n)] = {
