@@ -67,6 +67,13 @@ def random_states(rng: random.Random, fabric: Fabric) -> bytearray:
 
 def brute_force(fabric: Fabric, switch: str, states: bytes) -> dict[IPv4Network, frozenset[int]]:
     """Every simple path from `switch`, ranked by (relays by non-transit or drained switches, weight)."""
+    return brute_force_costs(fabric, switch, states)[0]
+
+
+def brute_force_costs(
+    fabric: Fabric, switch: str, states: bytes
+) -> tuple[dict[IPv4Network, frozenset[int]], dict[IPv4Network, tuple[int, int]], dict[str, bool]]:
+    """`brute_force`, plus each prefix's best (relays, weight) and which switches relay freely."""
     drained = {
         sw.name for sw in fabric.switches
         if fabric.links_of(sw.name) and all(states[li] == DRAINED for li in fabric.links_of(sw.name))
@@ -107,6 +114,7 @@ def brute_force(fabric: Fabric, switch: str, states: bytes) -> dict[IPv4Network,
         for p in pfx:
             origins.setdefault(p, []).append(sw.name)
     routes: dict[IPv4Network, frozenset[int]] = {}
+    costs: dict[IPv4Network, tuple[int, int]] = {}
     for prefix, orgs in origins.items():
         if switch in orgs:
             continue
@@ -115,7 +123,8 @@ def brute_force(fabric: Fabric, switch: str, states: bytes) -> dict[IPv4Network,
             continue
         cost = min(c for c, _p in reached)
         routes[prefix] = frozenset(p for c, ports in reached if c == cost for p in ports)
-    return routes
+        costs[prefix] = cost
+    return routes, costs, relay
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -152,6 +161,37 @@ def test_incremental_matches_brute_force(seed: int, steps: int) -> None:
         for rc in computers:
             rc.update(bytes(states), changed)
             assert dict(rc.routes) == brute_force(fabric, rc.switch_name, bytes(states)), rc.switch_name
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_forwarding_is_transit_free_hop_by_hop(seed: int) -> None:
+    """Following every switch's own tables (as packets do), every ECMP branch towards a destination that
+    some transit-free path reaches never passes through a switch that must not relay, and never loops."""
+    rng = random.Random(seed)
+    fabric = irregular_fabric(rng)
+    states = bytes(random_states(rng, fabric))
+    tables = {sw.name: RouteComputer(fabric, sw.name).compute(states) for sw in fabric.switches}
+    origins: dict[IPv4Network, set[str]] = {}
+    for sw in fabric.switches:
+        for p in (*sw.prefixes, sw.loopback):
+            origins.setdefault(p, set()).add(sw.name)
+    for sw in fabric.switches:
+        _routes, costs, relay = brute_force_costs(fabric, sw.name, states)
+        for prefix, (violations, _w) in costs.items():
+            stack = [(sw.name, (sw.name,))]
+            while stack:
+                node, path = stack.pop()
+                if node in origins[prefix]:
+                    continue
+                if node != sw.name and violations == 0:
+                    assert relay[node], f"{prefix} from {sw.name} relayed by {node}: {path}"
+                ports = tables[node].get(prefix)
+                assert ports, f"black hole for {prefix} at {node} (path {path})"
+                for port in ports:
+                    peer = fabric.peer_of(node, port)
+                    assert peer is not None and peer.switch not in path, f"loop for {prefix}: {path}"
+                    stack.append((peer.switch, (*path, peer.switch)))
 
 
 def test_clos_routes_never_cross_a_tor_when_a_fabric_path_exists() -> None:
