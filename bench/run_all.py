@@ -32,8 +32,9 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_failover": ([], ["--quick"]),
     "bench_scale": ([], ["--quick"]),
     "bench_convergence": ([], ["--quick"]),
+    "bench_ecmp": ([], ["--quick"]),
 }
-NEEDS_LAB = {"bench_convergence"}
+NEEDS_LAB = {"bench_convergence", "bench_ecmp"}
 
 
 def _load(name: str, directory: Path = RESULTS) -> dict[str, Any] | None:
@@ -100,6 +101,17 @@ def headline_convergence(r: dict[str, Any]) -> str:
     return f"{len(r.get('scenarios', []))} scenarios, targets met {met}, missed {missed}"
 
 
+def headline_ecmp(r: dict[str, Any]) -> str:
+    after = _get(r, "after", "runs") or {}
+    n = max(after, key=int, default=None)
+    if n is None:
+        return "see JSON"
+    worst = max(abs(50 - v["shares_pct"][0]) for k, v in after[n].items() if k != "attempts")
+    return (f"{n} flows: every 2-bucket group within 50 ± {worst:.1f} % after (target 40-60: "
+            f"{'met' if r.get('spread_target_met') else 'NOT met'}); weighted target "
+            f"{'met' if r.get('weighted_target_met') else 'NOT met'}")
+
+
 def headline_failover(r: dict[str, Any]) -> str:
     parts = []
     for name, v in (r.get("variants") or {}).items():
@@ -111,6 +123,7 @@ def headline_failover(r: dict[str, Any]) -> str:
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_lsd": headline_lsd, "bench_routes": headline_routes, "bench_fanout": headline_fanout,
     "bench_scale": headline_scale, "bench_convergence": headline_convergence, "bench_failover": headline_failover,
+    "bench_ecmp": headline_ecmp,
 }
 
 

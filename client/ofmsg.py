@@ -106,11 +106,26 @@ class FlowMod:
 
 
 @dataclass(frozen=True, slots=True)
+class Selection:
+    """How a SELECT group picks a bucket: OVS's selection method and its 64-bit parameter.
+
+    For `dp_hash` the parameter is the hash basis (the config keeps it to 32 bits): select groups of different
+    switches with different bases hash one flow independently, so the tiers of a Clos do not make the
+    same choice (hash polarization). Carried by an OpenFlow 1.5 group-mod only (NTR experimenter
+    property); on OpenFlow 1.3 it is neither sent nor readable.
+    """
+
+    method: str = "dp_hash"
+    param: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class GroupMod:
     command: GroupCommand
     group_id: int
     type: GroupType = GroupType.SELECT
     buckets: tuple[Bucket, ...] = ()
+    selection: Selection | None = None  # SELECT ADD/MODIFY only; None = the driver's default
 
 
 class MeterCommand(IntEnum):
@@ -161,6 +176,7 @@ class InstalledGroup:
     group_id: int
     type: GroupType
     buckets: tuple[Bucket, ...]
+    selection: Selection | None = None  # None = not known (an OpenFlow 1.3 read-back cannot show it)
 
 
 @dataclass(frozen=True, slots=True)

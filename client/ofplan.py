@@ -55,13 +55,15 @@ flows, then delete unused groups (deleting a group deletes its flows in OVS, so 
 one Barrier. An empty list means there is nothing to do. Every flow delete is DELETE_STRICT with
 cookie=FIREPATH_COOKIE, cookie_mask=COOKIE_MASK, so flows of other controllers are never touched.
 
-ECMP hashing of UDP (for the runtime): OVS's default OF1.3 select-group hash ignores UDP ports, and
-the selection method can only be set by an OpenFlow 1.5 group-mod (NTR experimenter property); any
-OF1.3 ADD/MODIFY of a group resets it to the default. This module emits plain OF1.3 GroupMods and
-does not prevent fixing that: after a plan's barrier, the runtime may re-issue every SELECT group that
-the plan added or modified (`select_groups_touched(messages)`), with the same buckets, as an OF1.5
-mod-group with `selection_method=hash, fields(ip_src,ip_dst,ip_proto,tcp_src,tcp_dst,udp_src,udp_dst)`
-(or dp_hash), e.g. over a second OF1.5 connection or `ovs-ofctl -O OpenFlow15 mod-group`.
+ECMP hashing and weights: every SELECT group carries the planner's `selection`, by default
+`Selection("dp_hash", switch.hash_basis)`: OVS's datapath hash of the L4 5-tuple (UDP ports included),
+with a per-switch basis so that the tiers of a Clos do not repeat each other's choice (hash
+polarization; vendors seed the hash per device). The runtime sends it as OVS's NTR selection-method
+property, which only an OpenFlow 1.5 group-mod carries (client.of.translate); an OF1.5 read-back shows
+it, so `reconcile` keeps a right basis and MODIFYs a group with a wrong one; an OF1.3 read-back cannot
+show it and is taken as right (`OfState.from_installed`). Bucket weights follow `bucket_weights` (the
+capacity of the local link to each next hop); equal capacities give weight 1 everywhere. Both are
+functions of the next-hop port set, so one group per distinct set still means one per weighted set.
 
 The planner keeps a *model* of what is installed: what it planned, applied at once (auto_commit,
 the default) or by `commit()` after the batch's barrier reply (auto_commit=False). If the switch
@@ -74,8 +76,9 @@ alone (with fail_mode=secure the old flows keep forwarding), except for local re
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network
@@ -104,6 +107,7 @@ from client.ofmsg import (
     MeterMod,
     OfMessage,
     Output,
+    Selection,
     SetField,
     match,
 )
@@ -126,6 +130,11 @@ PRIORITY_ND = 65535
 PRIORITY_ARP = 40000
 ROUTE_BASE = 1000  # route priority = ROUTE_BASE + prefix length (1000..1032)
 PRIORITY_HOST = ROUTE_BASE + 33
+
+#: OVS's selection method for every SELECT group: a datapath hash of the L4 5-tuple (UDP ports
+#: included), with the switch's hash basis as its parameter (see `client.ofmsg.Selection`).
+SELECTION_METHOD = "dp_hash"
+MAX_BUCKET_WEIGHT = 0xFFFF  # OpenFlow bucket weights are 16-bit
 
 GROUP_ID_MIN = 0xF1000000
 GROUP_ID_MAX = 0xF1FFFFFF  # below OFPG_MAX (0xFFFFFF00)
@@ -245,9 +254,13 @@ class OfState:
         groups: Iterable[InstalledGroup],
         table_id: int = TABLE_ID,
         meters: Iterable[InstalledMeter] = (),
+        selection: Selection | None = None,
     ) -> OfState:
         """Keep only what is ours: our table and cookie, our group- and meter-id ranges; matches
-        canonicalised."""
+        canonicalised.
+
+        A SELECT group read back without its selection method (OpenFlow 1.3 can neither set nor show
+        it) is taken to have `selection`: what cannot be read cannot be corrected either."""
         state = cls()
         state.meters = {m.meter_id: m for m in meters if METER_ID_MIN <= m.meter_id <= METER_ID_MAX}
         for f in flows:
@@ -262,7 +275,13 @@ class OfState:
                 buckets = tuple(
                     Bucket(canonical_actions(b.actions), b.weight, b.watch_port, b.watch_group) for b in g.buckets
                 )
-                state.groups[g.group_id] = InstalledGroup(g.group_id, GroupType(g.type), buckets)
+                gtype = GroupType(g.type)
+                sel = g.selection
+                if gtype is GroupType.SELECT and sel is None:
+                    sel = selection
+                state.groups[g.group_id] = InstalledGroup(
+                    g.group_id, gtype, buckets, sel if gtype is GroupType.SELECT else None
+                )
         return state
 
     def copy(self) -> OfState:
@@ -306,9 +325,13 @@ def plan(
         want, have = desired.groups.get(gid), installed.groups.get(gid)
         if want is not None:
             if have is None:
-                group_adds.append(GroupMod(GroupCommand.ADD, gid, want.type, want.buckets))
-            elif have.type != want.type or tuple(have.buckets) != tuple(want.buckets):
-                group_adds.append(GroupMod(GroupCommand.MODIFY, gid, want.type, want.buckets))
+                group_adds.append(GroupMod(GroupCommand.ADD, gid, want.type, want.buckets, want.selection))
+            elif (
+                have.type != want.type
+                or tuple(have.buckets) != tuple(want.buckets)
+                or have.selection != want.selection
+            ):
+                group_adds.append(GroupMod(GroupCommand.MODIFY, gid, want.type, want.buckets, want.selection))
         elif have is not None:
             group_dels.append(GroupMod(GroupCommand.DELETE, gid, have.type))
     flow_adds: list[OfMessage] = []
@@ -330,6 +353,29 @@ def plan(
     if msgs:
         msgs.append(Barrier())
     return msgs
+
+
+def bucket_weights(capacities: Sequence[float | None]) -> tuple[int, ...]:
+    """Bucket weights of a next-hop set from the capacities (Gbit/s) of its links, in order.
+
+    The rule (per-hop capacity, WCMP's first step): each next hop gets a share proportional to the
+    capacity of the local link to it, so a 100G and a 40G uplink split 5:2. Weights are the smallest
+    integers in those ratios (capacities are read to 0.001 Gbit/s), so equal capacities give today's
+    equal buckets (all 1); if any link of the set has no `capacity`, every bucket gets 1 (unknown
+    capacities are not guessed). Weights above OVS's 16-bit limit are scaled down (each at least 1).
+    Pure function of the capacities: the same weighted set always gives the same group (dedup holds).
+    """
+    if not capacities or any(c is None for c in capacities):
+        return (1,) * len(capacities)
+    milli = [max(1, round(c * 1000)) for c in capacities]  # type: ignore[operator]
+    g = 0
+    for m in milli:
+        g = math.gcd(g, m)
+    weights = [m // g for m in milli]
+    top = max(weights)
+    if top > MAX_BUCKET_WEIGHT:
+        weights = [max(1, round(w * MAX_BUCKET_WEIGHT / top)) for w in weights]
+    return tuple(weights)
 
 
 def _prefix_order(p: IPv4Network) -> tuple[int, int]:
@@ -371,16 +417,20 @@ class OfPlanner:
         *,
         table_id: int = TABLE_ID,
         auto_commit: bool = True,
+        selection: Selection | None = None,
         nd_meter_pps: int | None = None,
     ) -> None:
         """`nd_meter_pps`: rate-limit each fabric port's ND punt to this many packets/s with a meter
-        (see `nd_meter_rate`); None = no meters (the plan then never touches meters)."""
+        (see `nd_meter_rate`); None = no meters (the plan then never touches meters). `selection`: the
+        selection of every SELECT group (default: dp_hash with the switch's hash basis)."""
         self.nd_meter_pps = nd_meter_pps
         try:
             self.switch = fabric.switch(switch_name)
         except KeyError:
             raise PlanError(f"planner: switch {switch_name!r} is not in fabric {fabric.name!r}") from None
         self.fabric = fabric
+        #: selection of every SELECT group: dp_hash with the switch's hash basis unless given.
+        self.selection = selection if selection is not None else Selection(SELECTION_METHOD, self.switch.hash_basis or 0)
         self.table_id = table_id
         self.auto_commit = auto_commit
         self.mac = self.switch.mac
@@ -388,7 +438,8 @@ class OfPlanner:
         self._down: set[int] = set()
         self._group_of: dict[frozenset[int], int] = {}  # route port set -> group id
         self._users: Counter[frozenset[int]] = Counter()  # route port set -> number of prefixes using it
-        self._bucket_cache: dict[int, Bucket] = {}
+        self._bucket_cache: dict[tuple[int, int], Bucket] = {}
+        self._capacity: dict[int, float | None] = {}  # port -> capacity of its link (Gbit/s)
         self._keys: dict[IPv4Network, FlowKey] = {}  # route flow key cache (building matches is slow)
         self._own_prefixes = self._own()
         self._static = self._static_flows()
@@ -443,7 +494,9 @@ class OfPlanner:
         Foreign flows (other cookies/tables), groups and meters (outside our id ranges) are ignored. The
         next full plan adopts the installed group ids, so a correct switch gets an empty plan.
         """
-        self._installed = OfState.from_installed(installed_flows, installed_groups, self.table_id, installed_meters)
+        self._installed = OfState.from_installed(
+            installed_flows, installed_groups, self.table_id, installed_meters, self.selection
+        )
         self._pending_full = False
         self._pending_flows.clear()
         self._pending_groups.clear()
@@ -585,7 +638,8 @@ class OfPlanner:
             for gid, g in self._installed.groups.items():
                 kept = tuple(b for b in g.buckets if b.watch_port not in ports)
                 if kept != tuple(g.buckets):
-                    self._desired.groups[gid] = InstalledGroup(gid, g.type, kept)
+                    sel = self.selection if g.type is GroupType.SELECT else None
+                    self._desired.groups[gid] = InstalledGroup(gid, g.type, kept, sel)
                     gids.add(gid)
             return self._plan_some((), gids)
         return self._plan_some((), self._refresh_groups_with(changed))
@@ -701,8 +755,8 @@ class OfPlanner:
             for p in self.fabric.fabric_ports(self.switch.name)
         }
 
-    def _bucket(self, port: int) -> Bucket:
-        b = self._bucket_cache.get(port)
+    def _bucket(self, port: int, weight: int = 1) -> Bucket:
+        b = self._bucket_cache.get((port, weight))
         if b is None:
             peer = self.fabric.peer_of(self.switch.name, port)
             if peer is None:
@@ -710,16 +764,24 @@ class OfPlanner:
             peer_mac = self.fabric.switch(peer.switch).mac
             b = Bucket(
                 actions=(SetField("eth_src", self.mac), SetField("eth_dst", peer_mac), DecNwTtl(), Output(port)),
-                weight=1,
+                weight=weight,
                 watch_port=port,
             )
-            self._bucket_cache[port] = b
+            self._bucket_cache[(port, weight)] = b
         return b
+
+    def _port_capacity(self, port: int) -> float | None:
+        if port not in self._capacity:
+            link = self.fabric.link_at(self.switch.name, port)
+            self._capacity[port] = None if link is None else link.capacity
+        return self._capacity[port]
 
     def _group_for(self, ports: frozenset[int], gid: int) -> InstalledGroup:
         down = self._down
-        buckets = tuple(self._bucket(p) for p in sorted(ports) if p not in down)
-        return InstalledGroup(gid, GroupType.SELECT, buckets)
+        live = [p for p in sorted(ports) if p not in down]
+        weights = bucket_weights([self._port_capacity(p) for p in live])
+        buckets = tuple(self._bucket(p, w) for p, w in zip(live, weights, strict=True))
+        return InstalledGroup(gid, GroupType.SELECT, buckets, self.selection)
 
     def _allocate(self) -> int:
         used = set(self._group_of.values()) | set(self._installed.groups)

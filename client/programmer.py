@@ -36,7 +36,6 @@ from client.ofplan import OfPlanner, nd_meter_rate
 from client.replica import LsdApplied
 from client.routes import RouteComputer, RouteDelta
 from proto.config import Fabric
-from proto.lsd import LinkState
 
 log = logging.getLogger("firepath.client.programmer")
 
@@ -226,10 +225,11 @@ class Programmer:
         return any(self._may_restore(port, now, new_lsd=False) for port in self._excluded)
 
     def _may_restore(self, port: int, now: float, new_lsd: bool) -> bool:
-        """Usable again (ND two-way up), the newest LSD says the link is UP, and either an LSD arrived
-        since or the port has been usable for `_restore_after`."""
+        """Usable again (ND two-way up), the newest LSD lets routing use the link (UP, or the soft-drained
+        link of a drained switch), and either an LSD arrived since or the port has been usable for
+        `_restore_after`."""
         assert self._states is not None
-        if not self._usable.get(port) or self._states[self._port_link[port]] != LinkState.UP:
+        if not self._usable.get(port) or not self.routes.link_usable(self._states, self._port_link[port]):
             return False
         return new_lsd or now - self._usable_since.get(port, now) >= self._restore_after
 
@@ -309,6 +309,8 @@ class Programmer:
     def status(self) -> dict[str, Any]:
         return {
             "programmed_version": self.programmed_version,
+            "hash_basis": self.planner.selection.param,
+            "drained_switches": sorted(self.routes.drained_switches),
             "last_program_ms": round(self.last_program_ms, 3),
             "last_batch_size": self.last_batch_size,
             "routes": len(self.routes.routes),

@@ -11,6 +11,22 @@ the union of their next hops at the minimum distance.
 The own switch's prefixes are not routed through the fabric at all (local delivery is the OpenFlow
 plan's job). Unreachable prefixes are absent from the table — never black-holed.
 
+Transit policy (valley-free routing: RFC 7938's AS-path rules, RIFT, the IS-IS overload bit, Open/R's
+node overload). A switch *relays* when it forwards traffic between two other switches. A switch whose
+`transit` is false (by default ToRs and borders: `routing.transit_roles` in the config, overridable
+per switch) or that is *drained* (every one of its links DRAINED in the LSD, what an operator's switch
+drain produces) relays only as a last resort. The rule: leaving such a node (other than the source)
+costs PENALTY on top of the link weight, PENALTY being more than the sum of all link weights, so paths
+are ranked by (number of such relays, distance): a destination that a transit-free path reaches is
+routed over the shortest transit-free paths only; one that only relays reach (e.g. on a 4-plane Clos,
+an agg's loopback seen from an agg of another plane) is routed over the paths with the fewest of them
+(never disconnected). The ranking is loop-free: a next hop's own cost to the destination is strictly
+lower (it does not pay for relaying its own traffic). A drained switch stays reachable over its drained
+links (soft drain) but relays nothing unless nothing else reaches the destination. Because the penalty
+is a per-node cost on a directed graph, the full and incremental computations below apply unchanged
+with `dist[u] + pen[u] + w` as the cost of a hop from u; the BFS fast path (all weights 1) expands no
+non-transit node and falls back to Dial's algorithm only when it leaves a live node unreached.
+
 Data layout, chosen for speed in pure Python:
 - switches are integers (their position in `fabric.switches`), adjacency is a per-node tuple of
   `(link index, neighbour)` pairs, weights a per-link list;
@@ -64,6 +80,8 @@ _UP = 1
 _UP_TABLE = bytes(1 if i == _UP else 0 for i in range(256))
 _INF = 1 << 62
 _NONZERO = re.compile(rb"[^\x00]")
+_DRAINED = re.compile(rb"\x02")  # LinkState.DRAINED
+_DRAINED_BYTE = b"\x02"
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 Routes = dict[IPv4Network, frozenset[int]]
@@ -169,6 +187,13 @@ class RouteComputer:
         self._adj = [tuple(x) for x in adj]
         self._ends = ends
         self._wt = [w for _a, _b, w in ends]
+        self._degree = [len(x) for x in adj]
+        # Transit policy: leaving a node that may not relay costs PENALTY, more than any path without
+        # one, so paths are ranked (relays by non-transit nodes, distance) - see the module docstring.
+        self.penalty = sum(self._wt) + 1
+        self._transit = [bool(sw.transit) for sw in fabric.switches]
+        self._drained: frozenset[int] = frozenset()
+        self._pen = self._penalties(self._drained)
         self._local_bit = local_bit
         self._bit_ports = bit_ports
         self.uniform_weights = uniform
@@ -236,9 +261,32 @@ class RouteComputer:
             self._mask_sets[mask] = s
         return s
 
+    @property
+    def drained_switches(self) -> frozenset[str]:
+        """Switches the last LSD showed drained (every link DRAINED): reachable, never relays."""
+        names = self.fabric.switches
+        return frozenset(names[i].name for i in self._drained)
+
+    def link_usable(self, states: bytes, index: int) -> bool:
+        """Whether routing may use link `index` under `states`: UP, or DRAINED with an end whose every
+        link is DRAINED (a drained switch stays reachable: soft drain). O(degree of its two ends)."""
+        state = states[index]
+        if state == _UP:
+            return True
+        if state != _DRAINED_BYTE[0]:
+            return False
+        a, b, _w = self._ends[index]
+        return any(all(states[li] == state for li, _v in self._adj[x]) for x in (a, b))
+
+    def relays(self, switch: str) -> bool:
+        """Whether `switch` relays traffic between two other switches without a penalty (policy + drain)."""
+        i = next(k for k, sw in enumerate(self.fabric.switches) if sw.name == switch)
+        return self._pen[i] == 0 or i == self.src
+
     def compute(self, states: bytes) -> dict[IPv4Network, frozenset[int]]:
         """Full computation from all link states; returns a new dict prefix -> next-hop ports."""
-        up = self._check_states(states)
+        up, drained = self._check_states(states)
+        self._set_drained(drained)
         if self._up is None:
             self._init_degrees(up)
         else:
@@ -254,13 +302,18 @@ class RouteComputer:
         hint for speed: if the states differ from the last ones anywhere else too (a caller that lost
         track), the exact set of changed links is found by a C-speed diff, so the result stays exact.
         Before any computation this is a full computation and every route is "changed"."""
-        up = self._check_states(states)
+        up, drained = self._check_states(states)
         changed = set(changed)
         n_links = self.n_links
         for li in changed:
             if not isinstance(li, int) or not 0 <= li < n_links:
                 raise RouteError(f"route update: link index {li!r} out of range 0..{n_links - 1}")
         old_up = self._up
+        if drained != self._drained:  # a switch (un)drained: the relay policy of a node changed
+            self._set_drained(drained)
+            if old_up is not None:
+                self._move_degrees(*_changed_links(old_up, up))
+                return self._full_with_delta(up)
         if old_up is None:
             self._init_degrees(up)
             self._full(up)
@@ -293,12 +346,50 @@ class RouteComputer:
 
     # ---------------------------------------------------------------------------------------- private
 
-    def _check_states(self, states: bytes) -> bytes:
+    def _check_states(self, states: bytes) -> tuple[bytes, frozenset[int]]:
+        """The 0/1 usability string (UP links, plus the DRAINED links of a drained switch: soft drain)
+        and the drained nodes."""
         if not isinstance(states, bytes | bytearray | memoryview):
             raise RouteError(f"route states: expected bytes, got {type(states).__name__}")
         if len(states) != self.n_links:
             raise RouteError(f"route states: {len(states)} link states for a fabric of {self.n_links} links")
-        return bytes(states).translate(_UP_TABLE)
+        states = bytes(states)
+        up = states.translate(_UP_TABLE)
+        drained = self._drained_in(states)
+        if drained:
+            patched = bytearray(up)
+            for i in drained:
+                for li, _v in self._adj[i]:
+                    patched[li] = 1
+            up = bytes(patched)
+        return up, drained
+
+    def _drained_in(self, states: bytes) -> frozenset[int]:
+        """Nodes whose every link is DRAINED (what an operator's switch drain produces)."""
+        if _DRAINED_BYTE not in states:
+            return frozenset()
+        count: dict[int, int] = {}
+        ends = self._ends
+        for m in _DRAINED.finditer(states):
+            a, b, _w = ends[m.start()]
+            if a != b:
+                count[a] = count.get(a, 0) + 1
+                count[b] = count.get(b, 0) + 1
+        deg = self._degree
+        return frozenset(x for x, c in count.items() if c == deg[x])
+
+    def _penalties(self, drained: frozenset[int]) -> list[int]:
+        pen_value = self.penalty
+        pen = [0 if ok else pen_value for ok in self._transit]
+        for x in drained:
+            pen[x] = pen_value
+        pen[self.src] = 0  # the source always sends its own traffic
+        return pen
+
+    def _set_drained(self, drained: frozenset[int]) -> None:
+        if drained != self._drained:
+            self._drained = drained
+            self._pen = self._penalties(drained)
 
     def _init_degrees(self, up: bytes) -> None:
         """Per-node count of UP links, and how many nodes have at least one (see `_full`)."""
@@ -343,6 +434,8 @@ class RouteComputer:
         dist[src] = 0
         adj = self._adj
         local = self._local_bit
+        pen = self._pen
+        found = 0
         if self.uniform_weights:
             frontier = []
             for li, v in adj[src]:
@@ -362,6 +455,8 @@ class RouteComputer:
                 nxt = []
                 push = nxt.append
                 for u in frontier:
+                    if pen[u]:
+                        continue  # found, but relays nothing (transit policy); see the Dial pass below
                     mu = mask[u]
                     for li, v in adj[u]:
                         if up[li]:
@@ -377,7 +472,11 @@ class RouteComputer:
                 found += len(nxt)
                 frontier = nxt
                 d = d1
-        else:
+        if not self.uniform_weights or (found < self._n_live and any(pen)):
+            # Weighted links, or a node that only a non-transit relay reaches (the last resort): Dial.
+            dist = [_INF] * n
+            mask = [0] * n
+            dist[src] = 0
             # Dial's algorithm: buckets per distance, a heap of the distinct bucket keys.
             buckets: dict[int, list[int]] = {}
             keys: list[int] = []
@@ -400,9 +499,10 @@ class RouteComputer:
                     if dist[u] != d:
                         continue  # stale entry: u was later found closer
                     mu = mask[u]
+                    pu = d + pen[u]
                     for li, v in adj[u]:
                         if up[li]:
-                            nd = d + wt[li]
+                            nd = pu + wt[li]
                             dv = dist[v]
                             if nd < dv:
                                 dist[v] = nd
@@ -450,7 +550,7 @@ class RouteComputer:
 
     def _incremental(self, up: bytes, went_down: list[int], went_up: list[int]) -> RouteDelta | None:
         dist, mask, adj, ends, src = self._dist, self._mask, self._adj, self._ends, self.src
-        local, wt = self._local_bit, self._wt
+        local, wt, pen = self._local_bit, self._wt, self._pen
         budget = max(self.BUDGET_MIN, int(self.n_nodes * self.BUDGET_FRACTION))
         heappush, heappop = heapq.heappush, heapq.heappop
 
@@ -461,9 +561,9 @@ class RouteComputer:
             if a == b:
                 continue
             da, db = dist[a], dist[b]
-            if da != _INF and da + w == db:
+            if da != _INF and da + pen[a] + w == db:
                 heappush(cand, (db, b))
-            if db != _INF and db + w == da:
+            if db != _INF and db + pen[b] + w == da:
                 heappush(cand, (da, a))
         orphan: set[int] = set()
         seen: set[int] = set()
@@ -474,7 +574,7 @@ class RouteComputer:
             seen.add(x)
             supported = False
             for li, y in adj[x]:
-                if up[li] and y not in orphan and dist[y] + wt[li] == d:
+                if up[li] and y not in orphan and dist[y] + pen[y] + wt[li] == d:
                     supported = True
                     break
             if supported:
@@ -482,8 +582,9 @@ class RouteComputer:
             orphan.add(x)
             if len(orphan) > budget:
                 return None
+            dx = d + pen[x]
             for li, z in adj[x]:
-                if up[li] and d + wt[li] == dist[z]:
+                if up[li] and dx + wt[li] == dist[z]:
                     heappush(cand, (dist[z], z))
 
         # 2. new distances: orphans from their non-orphan neighbours, far ends of links that came up.
@@ -495,7 +596,7 @@ class RouteComputer:
             best = _INF
             for li, y in adj[x]:
                 if up[li] and y not in orphan:
-                    dy = dist[y] + wt[li]
+                    dy = dist[y] + pen[y] + wt[li]
                     if dy < best:
                         best = dy
             if best < _INF:
@@ -508,22 +609,23 @@ class RouteComputer:
                 continue
             for u, v in ((a, b), (b, a)):
                 du = dist[u]
-                if du != _INF and du + w < dist[v]:
+                if du != _INF and du + pen[u] + w < dist[v]:
                     if v not in old_dist:
                         old_dist[v] = dist[v]
-                    dist[v] = du + w
-                    heappush(heap, (du + w, v))
+                    dist[v] = du + pen[u] + w
+                    heappush(heap, (dist[v], v))
         while heap:
             d, x = heappop(heap)
             if d != dist[x]:
                 continue
+            dx = d + pen[x]
             for li, y in adj[x]:
-                if up[li] and d + wt[li] < dist[y]:
+                if up[li] and dx + wt[li] < dist[y]:
                     if y not in old_dist:
                         old_dist[y] = dist[y]
                         if len(old_dist) > budget:
                             return None
-                    dist[y] = d + wt[li]
+                    dist[y] = dx + wt[li]
                     heappush(heap, (dist[y], y))
         dist_changed = [x for x, od in old_dist.items() if dist[x] != od]
 
@@ -552,15 +654,16 @@ class RouteComputer:
             d, x = heappop(work)
             m = 0
             for li, y in adj[x]:
-                if up[li] and dist[y] + wt[li] == d:
+                if up[li] and dist[y] + pen[y] + wt[li] == d:
                     m |= local[li] if y == src else mask[y]
             if m != mask[x]:
                 mask[x] = m
                 touched.add(x)
                 if len(touched) > budget:
                     return None
+                dx = d + pen[x]
                 for li, z in adj[x]:
-                    if up[li] and d + wt[li] == dist[z]:
+                    if up[li] and dx + wt[li] == dist[z]:
                         enqueue(z)
 
         # 4. routes of the prefixes originated by touched nodes.

@@ -40,15 +40,28 @@ __all__ = [
     "MAX_OF_PORT",
     "Master",
     "Role",
+    "Routing",
     "Security",
     "Switch",
     "Timers",
+    "default_hash_basis",
     "load_fabric",
     "parse_fabric",
 ]
 
 MAX_OF_PORT = 65279  # OFPP_MAX: highest physical OpenFlow port number
 MAX_SWITCH_ID = 2**31 - 1
+MAX_HASH_BASIS = 2**32 - 1  # the datapath hash action (struct ovs_action_hash) takes a 32-bit basis
+#: Roles whose switches relay fabric traffic by default (RFC 7938 / RIFT valley-free: a ToR or a border
+#: never carries traffic between two other switches).
+DEFAULT_TRANSIT_ROLES = ("agg", "spine")
+
+
+def default_hash_basis(switch_id: int) -> int:
+    """The ECMP hash basis of a switch without a `hash_basis` in the config: its id times the 32-bit
+    golden-ratio constant, mod 2**32 (Knuth's multiplicative hashing). An odd multiplier is a bijection
+    mod 2**32, so distinct ids get distinct bases, and neighbouring ids get far-apart ones."""
+    return (switch_id * 0x9E3779B1) & MAX_HASH_BASIS
 
 
 class ConfigError(ValueError):
@@ -95,6 +108,18 @@ class Switch:
     hosts: tuple[Host, ...]  # ToR only
     ovs: str | None  # how the client reaches its OVS: "tcp:IP:PORT"
     rest_port: int | None  # client REST/metrics port (None = disabled)
+    # ECMP hash basis of the switch's select groups (0..2**32-1): None = `default_hash_basis(id)`, so
+    # that the tiers of a Clos hash a flow independently (no polarization).
+    hash_basis: int | None = None
+    # May relay traffic between two other switches. None = by role (DEFAULT_TRANSIT_ROLES); the loader
+    # always sets it from the fabric's `routing.transit_roles` and the switch's own `transit:`.
+    transit: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.hash_basis is None:
+            object.__setattr__(self, "hash_basis", default_hash_basis(self.id))
+        if self.transit is None:
+            object.__setattr__(self, "transit", self.role.value in DEFAULT_TRANSIT_ROLES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +137,7 @@ class Link:
     a: Endpoint
     b: Endpoint
     weight: int = 1
+    capacity: float | None = None  # Gbit/s; None = unknown (buckets of unknown capacity are equal)
 
     @property
     def name(self) -> str:
@@ -163,6 +189,13 @@ class Distribution:
 
 
 @dataclass(frozen=True, slots=True)
+class Routing:
+    """Fabric-wide routing policy (YAML `routing:`); every switch must agree, so it is in the digest."""
+
+    transit_roles: tuple[str, ...] = DEFAULT_TRANSIT_ROLES
+
+
+@dataclass(frozen=True, slots=True)
 class LsdSettings:
     history: int = 4096  # versions kept for deltas
 
@@ -184,6 +217,7 @@ class Fabric:
     security: Security
     distribution: Distribution
     lsd: LsdSettings
+    routing: Routing = field(default_factory=Routing)
     digest: str = field(init=False)
     hosts: tuple[Host, ...] = field(init=False)
     _by_name: dict[str, Switch] = field(init=False, repr=False)
@@ -279,6 +313,7 @@ def _digest(fabric: Fabric) -> str:
         "timers": {name: getattr(t, name) for name in Timers.__slots__},
         "distribution": [d.mode, None if d.group is None else str(d.group), d.port],
         "lsd": [fabric.lsd.history],
+        "routing": list(fabric.routing.transit_roles),
         "masters": [
             [m.id, str(m.address), m.client_port, m.peer_port, m.rest_port, m.priority] for m in fabric.masters
         ],
@@ -294,10 +329,12 @@ def _digest(fabric: Fabric) -> str:
                 [[h.name, h.port, str(h.ip), h.mac] for h in s.hosts],
                 s.ovs,
                 s.rest_port,
+                s.hash_basis,
+                s.transit,
             ]
             for s in fabric.switches
         ],
-        "links": [[lk.a.switch, lk.a.port, lk.b.switch, lk.b.port, lk.weight] for lk in fabric.links],
+        "links": [[lk.a.switch, lk.a.port, lk.b.switch, lk.b.port, lk.weight, lk.capacity] for lk in fabric.links],
     }
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
@@ -364,10 +401,13 @@ def _quad(text: str) -> tuple[int, int | None] | None:
     a, b, c, d, plen = m.groups()
     return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
 
-_TOP_KEYS = ("name", "timers", "security", "distribution", "lsd", "masters", "switches", "links")
-_SWITCH_KEYS = ("name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port")
+_TOP_KEYS = ("name", "timers", "security", "distribution", "lsd", "routing", "masters", "switches", "links")
+_SWITCH_KEYS = (
+    "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
+)
 _HOST_KEYS = ("name", "port", "ip", "mac")
-_LINK_KEYS = ("a", "b", "weight")
+_LINK_KEYS = ("a", "b", "weight", "capacity")
+MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
 _MASTER_KEYS = ("id", "address", "client_port", "peer_port", "rest_port", "priority")
 _ROLES = {r.value: r for r in Role}
 
@@ -598,6 +638,7 @@ class _Parser:
         security = self.security(top["security"])
         distribution = self.distribution(top["distribution"]) if "distribution" in top else Distribution()
         lsd = self.lsd(top["lsd"]) if "lsd" in top else LsdSettings()
+        self.routing_settings = self.routing(top["routing"]) if "routing" in top else Routing()
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
         links = self.links(top["links"]) if "links" in top else ()
@@ -611,7 +652,28 @@ class _Parser:
             security=security,
             distribution=distribution,
             lsd=lsd,
+            routing=self.routing_settings,
         )
+
+    def routing(self, node: yaml.Node) -> Routing:
+        f = self.fields(node, "routing", ("transit_roles",), ())
+        if "transit_roles" not in f:
+            return Routing()
+        roles: list[str] = []
+        for j, rnode in enumerate(self.seq(f["transit_roles"], "routing.transit_roles")):
+            field_name = f"routing.transit_roles[{j}]"
+            role = self.string(rnode, field_name)
+            if role not in _ROLES:
+                raise self.fail(rnode, field_name, f"{role!r} is not one of: {', '.join(_ROLES)}")
+            if role in roles:
+                raise self.fail(rnode, field_name, f"{role} listed twice")
+            roles.append(role)
+        return Routing(transit_roles=tuple(roles))
+
+    def boolean(self, node: yaml.Node, field: str) -> bool:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _T_BOOL:
+            return bool(_constructor.construct_yaml_bool(node))
+        raise self.fail(node, field, f"expected true or false, got {_kind(node)}")
 
     def timers(self, node: yaml.Node) -> Timers:
         f = self.fields(node, "timers", tuple(_TIMER_KEYS), ())
@@ -856,6 +918,16 @@ class _Parser:
                 if not ok:
                     raise self.fail(f["ovs"], f"{path}.ovs", f"{ovs!r} is not tcp:IPV4:PORT")
             rest_port = self.integer(f["rest_port"], f"{path}.rest_port", 1, 65535) if "rest_port" in f else None
+            hash_basis = (
+                self.integer(f["hash_basis"], f"{path}.hash_basis", 0, MAX_HASH_BASIS)
+                if "hash_basis" in f
+                else default_hash_basis(sid)
+            )
+            transit = (
+                self.boolean(f["transit"], f"{path}.transit")
+                if "transit" in f
+                else role.value in self.routing_settings.transit_roles
+            )
             switches.append(
                 Switch(
                     name=name,
@@ -868,6 +940,8 @@ class _Parser:
                     hosts=tuple(hosts),
                     ovs=ovs,
                     rest_port=rest_port,
+                    hash_basis=hash_basis,
+                    transit=transit,
                 )
             )
         self.check_overlaps(border)
@@ -961,7 +1035,14 @@ class _Parser:
         self.use_port(a.switch, a.port, f["a"], (i, "a"))
         self.use_port(b.switch, b.port, f["b"], (i, "b"))
         weight = self.integer(f["weight"], f"{path}.weight", 1, 65535) if "weight" in f else 1
-        return Link(i, a, b, weight)
+        capacity = None
+        if "capacity" in f:
+            capacity = self.number(f["capacity"], f"{path}.capacity")
+            if not 0 < capacity <= MAX_CAPACITY:
+                raise self.fail(
+                    f["capacity"], f"{path}.capacity", f"{f['capacity'].value} Gbit/s out of range (0, {MAX_CAPACITY:g}]"
+                )
+        return Link(i, a, b, weight, capacity)
 
     def endpoint(self, node: yaml.Node, field: str) -> Endpoint:
         value = self.string(node, field)

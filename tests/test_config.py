@@ -167,6 +167,28 @@ def test_switch_options() -> None:
     assert s.ovs == "tcp:127.0.0.1:16002" and s.rest_port == 9002
 
 
+def test_ecmp_and_transit_options() -> None:
+    f = parse_fabric(BASE)
+    spine, tor1, tor2 = (f.switch(n) for n in ("spine-1", "tor-1", "tor-2"))
+    assert spine.transit and not tor1.transit and not tor2.transit  # ToRs relay nothing by default
+    assert spine.hash_basis == config.default_hash_basis(1) and tor1.hash_basis == config.default_hash_basis(2)
+    assert len({s.hash_basis for s in f.switches}) == 3  # one basis per switch: no polarization
+    assert all(lk.capacity is None for lk in f.links)
+    text = edit("    role: spine\n", "    role: spine\n    hash_basis: 0\n    transit: false\n")
+    text = edit('  - {a: "tor-2:1", b: "spine-1:2"}', '  - {a: "tor-2:1", b: "spine-1:2", capacity: 2.5}', text)
+    text = edit("name: t\n", "name: t\nrouting: {transit_roles: [tor]}\n", text)
+    g = parse_fabric(text)
+    assert g.switch("spine-1").hash_basis == 0 and not g.switch("spine-1").transit  # explicit beats the role
+    assert g.switch("tor-1").transit and g.routing.transit_roles == ("tor",)
+    assert g.links[1].capacity == 2.5 and g.links[0].capacity is None
+
+
+def test_default_hash_basis_is_distinct_for_distinct_ids() -> None:
+    ids = range(1, 100_001)
+    assert len({config.default_hash_basis(i) for i in ids}) == len(ids)
+    assert all(0 <= config.default_hash_basis(i) <= config.MAX_HASH_BASIS for i in (1, config.MAX_SWITCH_ID))
+
+
 def test_border_may_originate_default_route() -> None:
     text = BASE + "".join(
         f"  - {{a: 'border-{i}:1', b: 'spine-1:{i + 2}'}}\n" for i in (1, 2)
@@ -266,6 +288,10 @@ name:    t
         ("    id: 3\n", "    id: 4\n"),
         ("ip: 10.2.0.10", "ip: 10.2.0.11"),
         ("name: t\n", "name: t\ntimers: {keepalive_ms: 101}\n"),
+        ('  - {a: "tor-2:1", b: "spine-1:2"}', '  - {a: "tor-2:1", b: "spine-1:2", capacity: 40}'),
+        ("    role: spine\n", "    role: spine\n    hash_basis: 7\n"),
+        ("    role: spine\n", "    role: spine\n    transit: false\n"),
+        ("name: t\n", "name: t\nrouting: {transit_roles: [spine]}\n"),
     ],
 )
 def test_digest_changes_with_content(old: str, new: str) -> None:
@@ -395,6 +421,13 @@ ERRORS = [
     ("unicast with group", "name: t\n", "name: t\ndistribution: {mode: unicast, group: 239.0.0.1}\n", 2, "distribution.group", "only allowed with mode: multicast"),
     ("bad mode", "name: t\n", "name: t\ndistribution: {mode: anycast}\n", 2, "distribution.mode", "not one of: unicast, multicast"),
     ("lsd history", "name: t\n", "name: t\nlsd: {history: 0}\n", 2, "lsd.history", "out of range"),
+    ("hash basis range", "    role: spine\n", "    role: spine\n    hash_basis: 4294967296\n", 9, "switches[0].hash_basis", "out of range 0..4294967295"),
+    ("transit not a bool", "    role: spine\n", "    role: spine\n    transit: 'no'\n", 9, "switches[0].transit", "expected true or false, got the string 'no'"),
+    ("transit role unknown", "name: t\n", "name: t\nrouting: {transit_roles: [core]}\n", 2, "routing.transit_roles[0]", "'core' is not one of"),
+    ("transit role twice", "name: t\n", "name: t\nrouting: {transit_roles: [agg, agg]}\n", 2, "routing.transit_roles[1]", "agg listed twice"),
+    ("routing unknown key", "name: t\n", "name: t\nrouting: {overload: [tor]}\n", 2, "routing.overload", "unknown key"),
+    ("capacity zero", '"spine-1:2"}', '"spine-1:2", capacity: 0}', 26, "links[1].capacity", "out of range"),
+    ("capacity string", '"spine-1:2"}', '"spine-1:2", capacity: 10G}', 26, "links[1].capacity", "expected a number, got the string '10G'"),
     ("yaml syntax", "    id: 3\n", "    id: [3\n", 19, "", "YAML syntax error"),
 ]
 

@@ -9,6 +9,7 @@ OVS runs in its own lab namespace; the drivers connect from this (root-namespace
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import subprocess
@@ -172,8 +173,13 @@ def _installed(f: M.FlowMod) -> M.InstalledFlow:
     return M.InstalledFlow(f.table_id, f.priority, f.match, f.actions, f.cookie)
 
 
-def _installed_group(g: M.GroupMod) -> M.InstalledGroup:
-    return M.InstalledGroup(g.group_id, g.type, g.buckets)
+def _installed_group(g: M.GroupMod, version: int) -> M.InstalledGroup:
+    """What reading `g` back gives: on OpenFlow 1.5 a SELECT group shows its selection (the group-mod's,
+    or the driver's default dp_hash with parameter 0); OpenFlow 1.3 cannot show it (None)."""
+    selection = None
+    if version == 0x06 and g.type is M.GroupType.SELECT:
+        selection = g.selection or M.Selection("dp_hash", 0)
+    return M.InstalledGroup(g.group_id, g.type, g.buckets, selection)
 
 
 # ---------------------------------------------------------------- no switch needed
@@ -241,7 +247,7 @@ def test_send_groups_and_flows_then_read_back_identical(rig: Rig) -> None:
     batch = rig.d1.send([group, *flows, M.Barrier()])
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
     installed_flows, installed_groups = rig.d1.dump_state()
-    assert _installed_group(group) in installed_groups
+    assert _installed_group(group, rig.version) in installed_groups
     ours = {f for f in installed_flows if f.cookie == COOKIE}
     assert {_installed(f) for f in flows} <= ours
     # what ovs-ofctl sees agrees
@@ -258,7 +264,7 @@ def test_send_groups_and_flows_then_read_back_identical(rig: Rig) -> None:
     batch = rig.d1.send([modified, M.Barrier()])
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
     _, groups = rig.d1.dump_state()
-    assert _installed_group(modified) in groups
+    assert _installed_group(modified, rig.version) in groups
     assert rig.d1.last_selection_methods[7] == ("dp_hash" if rig.version == 0x06 else "")
     batch = rig.d1.send([M.GroupMod(M.GroupCommand.DELETE, 7), M.Barrier()])
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
@@ -300,7 +306,7 @@ def test_every_group_type_and_action_round_trips(rig: Rig) -> None:
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
     assert [e for _, e in rig.log1.events[mark:] if isinstance(e, OfError)] == []
     installed_flows, installed_groups = rig.d1.dump_state()
-    assert {_installed_group(g) for g in groups} <= set(installed_groups)
+    assert {_installed_group(g, rig.version) for g in groups} <= set(installed_groups)
     assert {_installed(f) for f in flows} <= set(installed_flows)
     batch = rig.d1.send(
         [M.FlowMod(M.FlowCommand.DELETE_STRICT, f.priority, f.match) for f in flows]
@@ -416,7 +422,7 @@ def test_big_batch_programming(rig: Rig) -> None:
     t_dump = time.monotonic()
     installed_flows, installed_groups = rig.d1.dump_state(timeout=30)
     t_end = time.monotonic()
-    assert {_installed_group(g) for g in groups} <= set(installed_groups)
+    assert {_installed_group(g, rig.version) for g in groups} <= set(installed_groups)
     assert {_installed(f) for f in flows} <= set(installed_flows)
     assert not any(isinstance(e, OfError) for _, e in rig.log1.events[mark:])
     print(
@@ -521,6 +527,33 @@ def test_programmer_and_daemon_do_not_load_osken() -> None:
         "assert 'os_ken' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_selection_translates_both_ways_without_a_switch() -> None:
+    """A SELECT group-mod carries its Selection (method + hash basis) on OpenFlow 1.5, and a group-desc
+    entry's NTR property reads back into the same Selection; 1.3 carries none and reads back None."""
+    from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_5
+    from os_ken.ofproto import ofproto_v1_3_parser as p13
+    from os_ken.ofproto import ofproto_v1_5_parser as p15
+
+    from client.of.translate import group_from_stats, selection_method_property
+
+    sel = M.Selection("dp_hash", 0x9E3779B1)
+    mod = M.GroupMod(M.GroupCommand.MODIFY, 5, M.GroupType.SELECT, _group(5, (1, 2)).buckets, sel)
+    dp15 = ofproto_protocol.ProtocolDesc(ofproto_v1_5.OFP_VERSION)
+    osk = to_osken(mod, dp15, select_method="dp_hash")
+    osk.serialize()
+    (prop,) = osk.properties
+    assert group_from_stats(p15.OFPGroupDescStats(type_=1, group_id=5, buckets=[], properties=[prop])).selection == sel
+    default = to_osken(dataclasses.replace(mod, selection=None), dp15, select_method="dp_hash")
+    assert group_from_stats(
+        p15.OFPGroupDescStats(type_=1, group_id=5, buckets=[], properties=default.properties)
+    ).selection == M.Selection("dp_hash", 0)
+    assert group_from_stats(p15.OFPGroupDescStats(type_=1, group_id=5, buckets=[], properties=[])).selection == M.Selection("", 0)
+    assert selection_method_property("dp_hash", 7, p15).data[-1] == 7
+    dp13 = ofproto_protocol.ProtocolDesc(ofproto_v1_3.OFP_VERSION)
+    to_osken(mod, dp13).serialize()  # 1.3 has no place for it: sent without
+    assert group_from_stats(p13.OFPGroupDescStats(type_=1, group_id=5, buckets=[])).selection is None
 
 
 @pytest.mark.ovs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from ipaddress import IPv4Network
 
@@ -24,6 +25,7 @@ from client.ofmsg import (
     InstalledFlow,
     InstalledGroup,
     Output,
+    Selection,
     SetField,
     match,
 )
@@ -37,13 +39,14 @@ from client.ofplan import (
     OfPlanner,
     OfState,
     PlanError,
+    bucket_weights,
     canonical_match,
     plan,
     prefix_match,
     select_groups_touched,
 )
 from client.routes import RouteComputer, RouteDelta
-from proto.config import Fabric
+from proto.config import Fabric, default_hash_basis
 from proto.lsd import LinkState
 from tests.fakes import build_clos
 from tests.fakes.oftable import FakeOFTable
@@ -445,8 +448,10 @@ def test_runtime_flow_two_phase_commit_and_whole_table_plan() -> None:
     planner.load_installed(table.installed_flows(), table.installed_groups())
     assert planner.plan(net.rc[name].routes) == []  # adopted everything: nothing to do
     planner.commit()
-    li = fabric.link_at("spine-0-0", 1).index
-    net.change({li: DOWN})  # the other planners follow too; ours gets the whole table
+    li = fabric.link_at("tor-1-0", 1).index  # tor-1-0 -- agg-1-0: half of our paths to tor-1-0 go
+    for n, msgs in net.change({li: DOWN}).items():  # the other planners follow too; ours gets the whole table
+        if n != name:
+            net.table[n].apply_all(msgs)
     first = planner.plan(net.rc[name].routes)
     assert first and planner.installed.flows == OfState.from_installed(table.installed_flows(), table.installed_groups()).flows
     # the batch is lost (no barrier): the next plan carries its changes again, plus the new ones
@@ -485,3 +490,83 @@ def test_exclude_ports_before_any_routes_repairs_the_installed_groups() -> None:
     assert restarted.plan(net.rc[name].routes, {port}) == []
     table.apply_all(restarted.plan(net.rc[name].routes, set()))
     assert port in {d.port for d in table.forward("10.1.1.10")}
+
+
+def select_mods(msgs: list) -> list[GroupMod]:
+    return [
+        m for m in msgs
+        if isinstance(m, GroupMod) and m.type is GroupType.SELECT and m.command is not GroupCommand.DELETE
+    ]
+
+
+def test_every_select_group_mod_carries_the_switch_hash_basis() -> None:
+    """add (first plan), modify (LSD update, local repair, port back), reconcile after a restart,
+    and local repair before any routes: each SELECT group ADD/MODIFY carries Selection(dp_hash, basis)."""
+    fabric = small(borders=1)
+    net = Net(fabric)
+    name = "tor-0-0"
+    basis = fabric.switch(name).hash_basis
+    want = Selection("dp_hash", basis)
+    assert basis == default_hash_basis(fabric.switch(name).id) and basis != fabric.switch("agg-0-0").hash_basis
+    first = OfPlanner(fabric, name).set_routes(net.rc[name].routes)
+    seen = select_mods(first)
+    seen += select_mods(net.change({fabric.link_at("tor-1-0", 1).index: DOWN})[name])
+    planner = net.planner[name]
+    port = fabric.fabric_ports(name)[0]
+    seen += select_mods(planner.local_port_down(port)) + select_mods(planner.local_port_up(port))
+    assert seen and {m.selection for m in seen} == {want}
+    assert {g.selection for g in planner.desired.groups.values()} == {want}
+    # a restarted client facing groups of another basis (an older client, or one set by hand) fixes them
+    table = net.table[name]
+    table.apply_all(planner.set_routes(net.rc[name].routes))
+    for gid, g in list(table.groups.items()):
+        table.apply(GroupMod(GroupCommand.MODIFY, gid, g.type, g.buckets, Selection("dp_hash", 0)))
+    restarted = OfPlanner(fabric, name)
+    restarted.desired_from_routes(net.rc[name].routes)
+    msgs = restarted.reconcile(table.installed_flows(), table.installed_groups())
+    assert len(select_mods(msgs)) == len(table.groups) and {m.selection for m in select_mods(msgs)} == {want}
+    table.apply_all(msgs)
+    assert restarted.reconcile(table.installed_flows(), table.installed_groups()) == []
+    # an OpenFlow 1.3 read-back cannot show the selection: taken as right, no churn
+    blind = [InstalledGroup(g.group_id, g.type, g.buckets, None) for g in table.installed_groups()]
+    of13 = OfPlanner(fabric, name)
+    of13.desired_from_routes(net.rc[name].routes)
+    assert of13.reconcile(table.installed_flows(), blind) == []
+    # local repair before any routes (restarted, no LSD yet) keeps the basis on the groups it modifies
+    early = OfPlanner(fabric, name)
+    early.load_installed(table.installed_flows(), table.installed_groups())
+    assert {m.selection for m in select_mods(early.local_port_down(port))} == {want}
+
+
+def test_bucket_weights_rule() -> None:
+    assert bucket_weights([None, 100.0]) == (1, 1)  # an unknown capacity: equal buckets
+    assert bucket_weights([40.0, 40.0, 40.0]) == (1, 1, 1)
+    assert bucket_weights([100.0, 40.0]) == (5, 2)
+    assert bucket_weights([2.5, 10.0]) == (1, 4)
+    assert bucket_weights([]) == ()
+    big = bucket_weights([0.001, 1000.0])  # 1:1,000,000 does not fit in 16 bits: scaled, each >= 1
+    assert big == (1, 65535)
+
+
+def test_weighted_groups_follow_capacity_and_dedup_holds() -> None:
+    base = small()
+    caps = {"tor-0-0:1": 100.0, "tor-0-0:2": 40.0}
+    links = tuple(dataclasses.replace(lk, capacity=caps.get(str(lk.a), caps.get(str(lk.b)))) for lk in base.links)
+    fabric = dataclasses.replace(base, links=links)
+    net = Net(fabric)
+    planner = net.planner["tor-0-0"]
+    uplinks = frozenset(fabric.fabric_ports("tor-0-0"))
+    groups = planner.desired.groups
+    both = groups[planner.group_id(uplinks)]
+    assert [(b.watch_port, b.weight) for b in both.buckets] == [(1, 5), (2, 2)]
+    # dedup: every route over both uplinks uses that one weighted group
+    users = {f.actions[0].group_id for f in planner.desired.flows.values()
+             if f.actions and isinstance(f.actions[0], GroupAction) and f.actions[0].group_id == both.group_id}
+    assert users == {both.group_id}
+    assert len(groups) == len({tuple(g.buckets) for g in groups.values()})  # same weighted set -> same group
+    # local repair keeps the survivor's weight reduced to lowest terms
+    planner.local_port_down(1)
+    assert [(b.watch_port, b.weight) for b in planner.desired.groups[both.group_id].buckets] == [(2, 1)]
+    # an equal-capacity fabric gives today's equal buckets (weight 1)
+    agg = net.planner["agg-0-0"].desired.groups.values()
+    assert {b.weight for g in agg for b in g.buckets} == {1}

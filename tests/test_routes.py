@@ -22,16 +22,41 @@ def all_up(fabric: Fabric) -> bytes:
     return bytes([UP]) * len(fabric.links)
 
 
+def usable_links(fabric: Fabric, states: bytes) -> tuple[set[int], set[str]]:
+    """Links routing may use and the drained switches: UP links, plus every link of a switch whose links
+    are all DRAINED (a drained switch stays reachable but never relays: soft drain)."""
+    drained = {
+        sw.name
+        for sw in fabric.switches
+        if fabric.links_of(sw.name) and all(states[li] == DRAINED for li in fabric.links_of(sw.name))
+    }
+    usable = {
+        lk.index
+        for lk in fabric.links
+        if states[lk.index] == UP or (lk.a.switch in drained or lk.b.switch in drained)
+    }
+    return usable, drained
+
+
+def penalty(fabric: Fabric) -> int:
+    return sum(lk.weight for lk in fabric.links) + 1
+
+
 def all_pairs(fabric: Fabric, states: bytes) -> tuple[dict[str, int], list[list[float]]]:
+    """d[u][v]: cost of the best path u -> v when *every* node on it relays, so leaving a node that must
+    not relay (transit: false, or drained) costs PENALTY on top of the link weight (Floyd–Warshall)."""
     names = {sw.name: i for i, sw in enumerate(fabric.switches)}
+    usable, drained = usable_links(fabric, states)
+    pen = [0 if sw.transit and sw.name not in drained else penalty(fabric) for sw in fabric.switches]
     n = len(names)
     d = [[0 if i == j else INF for j in range(n)] for i in range(n)]
     for link in fabric.links:
-        if states[link.index] != UP:
+        if link.index not in usable:
             continue
         a, b = names[link.a.switch], names[link.b.switch]
-        if a != b and link.weight < d[a][b]:
-            d[a][b] = d[b][a] = link.weight
+        if a != b:
+            d[a][b] = min(d[a][b], link.weight + pen[a])
+            d[b][a] = min(d[b][a], link.weight + pen[b])
     for k in range(n):
         dk = d[k]
         for i in range(n):
@@ -57,28 +82,26 @@ def origins(fabric: Fabric) -> dict[IPv4Network, list[str]]:
 
 
 def reference_routes(fabric: Fabric, switch: str, states: bytes) -> dict[IPv4Network, frozenset[int]]:
-    """Local link l = (switch, v, w) is an ECMP next hop towards origin o iff w + d(v, o) == d(switch, o)."""
+    """Local link l = (switch, v, w) is an ECMP next hop towards origin o iff w + d(v, o) is the minimum
+    over the switch's links (the switch itself pays no penalty for sending its own traffic)."""
     names, d = all_pairs(fabric, states)
-    s = names[switch]
+    usable, _drained = usable_links(fabric, states)
+    hops: list[tuple[int, int, int]] = []  # (port, peer index, weight)
+    for li in fabric.links_of(switch):
+        link = fabric.links[li]
+        if li not in usable or link.a.switch == link.b.switch:
+            continue
+        mine, peer = (link.a, link.b) if link.a.switch == switch else (link.b, link.a)
+        hops.append((mine.port, names[peer.switch], link.weight))
     routes: dict[IPv4Network, frozenset[int]] = {}
     for prefix, orgs in origins(fabric).items():
         if switch in orgs:
             continue
-        best = min(d[s][names[o]] for o in orgs)
+        cost = {o: min((w + d[v][names[o]] for _p, v, w in hops), default=INF) for o in orgs}
+        best = min(cost.values())
         if best == INF:
             continue
-        ports = set()
-        for o in orgs:
-            t = names[o]
-            if d[s][t] != best:
-                continue
-            for li in fabric.links_of(switch):
-                link = fabric.links[li]
-                if states[li] != UP or link.a.switch == link.b.switch:
-                    continue
-                mine, peer = (link.a, link.b) if link.a.switch == switch else (link.b, link.a)
-                if link.weight + d[names[peer.switch]][t] == best:
-                    ports.add(mine.port)
+        ports = {p for o in orgs if cost[o] == best for p, v, w in hops if w + d[v][names[o]] == best}
         routes[prefix] = frozenset(ports)
     return routes
 
@@ -309,3 +332,18 @@ def test_route_keys_behave_like_plain_networks() -> None:
     assert repr(key) == "IPv4Network('10.1.1.0/24')"
     assert pickle.loads(pickle.dumps(key)) == key
     assert routes[IPv4Network("10.1.1.0/24")] == routes[key]
+
+
+def test_link_usable_follows_the_soft_drain() -> None:
+    fabric = build_clos(pods=1, tors=2, aggs=2, spines_per_plane=1)
+    rc = RouteComputer(fabric, "tor-0-0")
+    states = bytearray(all_up(fabric))
+    one = fabric.link_at("tor-0-1", 1).index
+    states[one] = DRAINED  # one drained link of a switch that is not drained: not usable
+    assert not rc.link_usable(bytes(states), one)
+    for li in fabric.links_of("tor-0-1"):
+        states[li] = DRAINED  # the whole switch drained: its links stay usable (reachable, no transit)
+    assert all(rc.link_usable(bytes(states), li) for li in fabric.links_of("tor-0-1"))
+    states[one] = DOWN
+    assert not rc.link_usable(bytes(states), one)
+    assert rc.link_usable(bytes(states), fabric.link_at("tor-0-0", 1).index)

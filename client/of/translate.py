@@ -6,8 +6,11 @@ plain values. Messages are built with the parser of the version each connection 
 (`datapath.ofproto_parser`, OpenFlow 1.3 or 1.5); the constants used below have the same values in both.
 
 OpenFlow 1.5 is there for one feature: OVS's select-group *selection method* (an NTR experimenter group
-property only 1.5 group-mods can carry). On a 1.5 connection every SELECT group ADD/MODIFY may carry
-`selection_method=dp_hash` (see `to_osken`), which hashes the L4 5-tuple, UDP ports included.
+property only 1.5 group-mods can carry). On a 1.5 connection every SELECT group ADD/MODIFY carries the
+group's `ofmsg.Selection` (method `dp_hash`, which hashes the L4 5-tuple, UDP ports included, and its
+parameter, the switch's hash basis; see `to_osken`), and a 1.5 group-desc reply reads it back
+(`group_from_stats`), so a reconcile after a restart sees and keeps the basis. OpenFlow 1.3 can neither
+send nor show it: its read-back says "unknown" (`InstalledGroup.selection is None`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ __all__ = [
     "port_name",
     "selection_method_of",
     "selection_method_property",
+    "selection_of",
     "to_osken",
 ]
 
@@ -90,12 +94,21 @@ def selection_method_property(method: str, param: int, p: Any) -> Any:
     )
 
 
-def selection_method_of(props: Iterable[Any]) -> str:
+def selection_of(props: Iterable[Any]) -> ofmsg.Selection | None:
+    """The NTR selection method property among a group's properties, None if it has none."""
     for prop in props:
         if getattr(prop, "experimenter", None) == NTR_VENDOR_ID and prop.exp_type == NTRT_SELECTION_METHOD:
             body = b"".join(int(w).to_bytes(4, "big") for w in prop.data)
-            return body[4:20].rstrip(b"\0").decode(errors="replace")
-    return ""
+            method = body[4:20].rstrip(b"\0").decode(errors="replace")
+            param = int.from_bytes(body[20:28], "big") if len(body) >= 28 else 0
+            return ofmsg.Selection(method, param)
+    return None
+
+
+def selection_method_of(props: Iterable[Any]) -> str:
+    """The selection method name of a group's properties ("" = OVS's default)."""
+    sel = selection_of(props)
+    return "" if sel is None else sel.method
 
 
 def _buckets(msg: ofmsg.GroupMod, p: Any, o: Any) -> list[Any]:
@@ -130,7 +143,9 @@ def _buckets(msg: ofmsg.GroupMod, p: Any, o: Any) -> list[Any]:
 def to_osken(msg: ofmsg.OfMessage, datapath: Any, *, select_method: str | None = None) -> Any:
     """Translate one ofmsg value into the os-ken message for the datapath's OpenFlow version (1.3 or 1.5).
 
-    `select_method` (OpenFlow 1.5 only): selection method property added to SELECT group ADD/MODIFY.
+    OpenFlow 1.5 only: a SELECT group ADD/MODIFY carries its `selection` (method and parameter, e.g.
+    dp_hash with the switch's hash basis) as OVS's NTR property; a group-mod without one gets
+    `select_method` with parameter 0, if given.
     """
     p, o = datapath.ofproto_parser, datapath.ofproto
     match msg:
@@ -158,12 +173,12 @@ def to_osken(msg: ofmsg.OfMessage, datapath: Any, *, select_method: str | None =
                     buckets=_buckets(msg, p, o),
                 )
             props = []
-            if (
-                select_method
-                and msg.type == ofmsg.GroupType.SELECT
-                and msg.command != ofmsg.GroupCommand.DELETE
-            ):
-                props.append(selection_method_property(select_method, 0, p))
+            if msg.type == ofmsg.GroupType.SELECT and msg.command != ofmsg.GroupCommand.DELETE:
+                sel = msg.selection
+                if sel is None and select_method:
+                    sel = ofmsg.Selection(select_method, 0)
+                if sel is not None and sel.method:
+                    props.append(selection_method_property(sel.method, sel.param, p))
             return p.OFPGroupMod(
                 datapath,
                 command=int(msg.command),
@@ -277,11 +292,18 @@ def _bucket_from_stats(b: Any, group_type: ofmsg.GroupType) -> ofmsg.Bucket:
 
 
 def group_from_stats(stats: Any) -> ofmsg.InstalledGroup:
+    """A group-desc entry as an InstalledGroup. OpenFlow 1.5 entries carry their properties: a SELECT
+    group's selection is read from them (OVS's default method shows as Selection("", 0)); OpenFlow 1.3
+    entries have none, so the selection is unknown (None)."""
     gtype = ofmsg.GroupType(stats.type)
+    selection = None
+    if gtype == ofmsg.GroupType.SELECT and hasattr(stats, "properties"):
+        selection = selection_of(stats.properties or ()) or ofmsg.Selection("", 0)
     return ofmsg.InstalledGroup(
         group_id=stats.group_id,
         type=gtype,
         buckets=tuple(_bucket_from_stats(b, gtype) for b in stats.buckets),
+        selection=selection,
     )
 
 

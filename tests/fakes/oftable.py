@@ -221,11 +221,11 @@ class FakeOFTable:
         if gm.command is GroupCommand.ADD:
             if gm.group_id in self.groups:
                 raise OFError("group_exists", gm)
-            self.groups[gm.group_id] = InstalledGroup(gm.group_id, gm.type, tuple(gm.buckets))
+            self.groups[gm.group_id] = InstalledGroup(gm.group_id, gm.type, tuple(gm.buckets), gm.selection)
         elif gm.command is GroupCommand.MODIFY:
             if gm.group_id not in self.groups:
                 raise OFError("unknown_group", gm)
-            self.groups[gm.group_id] = InstalledGroup(gm.group_id, gm.type, tuple(gm.buckets))
+            self.groups[gm.group_id] = InstalledGroup(gm.group_id, gm.type, tuple(gm.buckets), gm.selection)
         elif gm.command is GroupCommand.DELETE:
             ids = list(self.groups) if gm.group_id == OFPG_ALL else [gm.group_id]
             for gid in ids:

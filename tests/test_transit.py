@@ -1,0 +1,232 @@
+"""Transit policy of the route computation against a brute-force reference on random irregular fabrics.
+
+The rule (client/routes.py): a switch whose `transit` is false (by default ToRs and borders) or that is
+drained (every link DRAINED) relays traffic between two other switches only as a last resort: among all
+paths to a destination, the ones with the fewest such relays win, then the shortest. A drained switch
+stays reachable over its drained links (soft drain), and a switch always sends its own traffic.
+The reference enumerates every simple path; the route computer must agree, fully and incrementally.
+"""
+
+from __future__ import annotations
+
+import random
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from client.routes import RouteComputer
+from proto.config import Distribution, Endpoint, Fabric, Link, LsdSettings, Role, Security, Switch, Timers
+from proto.lsd import LinkState
+from tests.fakes import build_clos, switch_mac
+
+UP, DOWN, DRAINED = int(LinkState.UP), int(LinkState.DOWN), int(LinkState.DRAINED)
+ROLES = (Role.TOR, Role.AGG, Role.SPINE, Role.BORDER)
+
+
+def irregular_fabric(rng: random.Random) -> Fabric:
+    """2..7 switches of random roles, random cables (parallel ones, partitions, cross links), random
+    weights, and sometimes a `transit` override against the role default."""
+    n = rng.randint(2, 7)
+    switches = []
+    for i in range(n):
+        role = rng.choice(ROLES)
+        transit = None if rng.random() < 0.8 else rng.random() < 0.5
+        prefixes = (IPv4Network(f"10.{i}.0.0/24"),) if role is Role.TOR else ()
+        if role is Role.BORDER:
+            prefixes = (IPv4Network("0.0.0.0/0"),)  # anycast: every border originates it
+        switches.append(
+            Switch(
+                name=f"s{i}", id=i + 1, role=role, prefixes=prefixes, loopback=IPv4Network(f"10.255.0.{i + 1}/32"),
+                mac=switch_mac(i + 1), gateway=None, hosts=(), ovs=None, rest_port=None, transit=transit,
+            )
+        )
+    links = []
+    ports = [0] * n
+    for _ in range(rng.randint(1, 3 * n)):
+        a, b = rng.sample(range(n), 2)
+        ports[a] += 1
+        ports[b] += 1
+        w = rng.choice((1, 1, 1, 2, 3))
+        links.append(Link(len(links), Endpoint(f"s{a}", ports[a]), Endpoint(f"s{b}", ports[b]), w))
+    return Fabric(
+        name="irregular", source="<test>", switches=tuple(switches), links=tuple(links), masters=(),
+        timers=Timers(), security=Security(Path("k"), None), distribution=Distribution(), lsd=LsdSettings(),
+    )
+
+
+def random_states(rng: random.Random, fabric: Fabric) -> bytearray:
+    states = bytearray(rng.choice((UP, UP, UP, DOWN, DRAINED)) for _ in fabric.links)
+    if rng.random() < 0.4:  # drain a whole switch
+        sw = rng.choice(fabric.switches).name
+        for li in fabric.links_of(sw):
+            states[li] = DRAINED
+    return states
+
+
+def brute_force(fabric: Fabric, switch: str, states: bytes) -> dict[IPv4Network, frozenset[int]]:
+    """Every simple path from `switch`, ranked by (relays by non-transit or drained switches, weight)."""
+    return brute_force_costs(fabric, switch, states)[0]
+
+
+def brute_force_costs(
+    fabric: Fabric, switch: str, states: bytes
+) -> tuple[dict[IPv4Network, frozenset[int]], dict[IPv4Network, tuple[int, int]], dict[str, bool]]:
+    """`brute_force`, plus each prefix's best (relays, weight) and which switches relay freely."""
+    drained = {
+        sw.name for sw in fabric.switches
+        if fabric.links_of(sw.name) and all(states[li] == DRAINED for li in fabric.links_of(sw.name))
+    }
+    relay = {sw.name: bool(sw.transit) and sw.name not in drained for sw in fabric.switches}
+
+    def usable(li: int) -> bool:
+        lk = fabric.links[li]
+        return states[li] == UP or lk.a.switch in drained or lk.b.switch in drained
+
+    best: dict[str, tuple[tuple[int, int], set[int]]] = {}  # destination -> (cost, first-hop ports)
+
+    def walk(node: str, visited: set[str], first_port: int, violations: int, weight: int) -> None:
+        cost = (violations, weight)
+        if node not in best or cost < best[node][0]:
+            best[node] = (cost, {first_port})
+        elif cost == best[node][0]:
+            best[node][1].add(first_port)
+        pay = 0 if relay[node] else 1  # going on from here makes `node` relay
+        for li in fabric.links_of(node):
+            if not usable(li):
+                continue
+            lk = fabric.links[li]
+            peer = lk.b.switch if lk.a.switch == node else lk.a.switch
+            if peer not in visited:
+                walk(peer, visited | {peer}, first_port, violations + pay, weight + lk.weight)
+
+    for li in fabric.links_of(switch):
+        if not usable(li):
+            continue
+        lk = fabric.links[li]
+        mine, peer = (lk.a, lk.b) if lk.a.switch == switch else (lk.b, lk.a)
+        walk(peer.switch, {switch, peer.switch}, mine.port, 0, lk.weight)
+
+    origins: dict[IPv4Network, list[str]] = {}
+    for sw in fabric.switches:
+        pfx = list(sw.prefixes) + [sw.loopback]
+        for p in pfx:
+            origins.setdefault(p, []).append(sw.name)
+    routes: dict[IPv4Network, frozenset[int]] = {}
+    costs: dict[IPv4Network, tuple[int, int]] = {}
+    for prefix, orgs in origins.items():
+        if switch in orgs:
+            continue
+        reached = [best[o] for o in orgs if o in best]
+        if not reached:
+            continue
+        cost = min(c for c, _p in reached)
+        routes[prefix] = frozenset(p for c, ports in reached if c == cost for p in ports)
+        costs[prefix] = cost
+    return routes, costs, relay
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_full_computation_matches_brute_force(seed: int) -> None:
+    rng = random.Random(seed)
+    fabric = irregular_fabric(rng)
+    states = bytes(random_states(rng, fabric))
+    for sw in fabric.switches:
+        assert RouteComputer(fabric, sw.name).compute(states) == brute_force(fabric, sw.name, states), sw.name
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), steps=st.integers(1, 15))
+def test_incremental_matches_brute_force(seed: int, steps: int) -> None:
+    rng = random.Random(seed)
+    fabric = irregular_fabric(rng)
+    states = random_states(rng, fabric)
+    computers = [RouteComputer(fabric, sw.name) for sw in fabric.switches]
+    for rc in computers:
+        rc.FEW_LOCAL_LINKS = 0  # exercise the incremental path even for the switch's own links
+        rc.compute(bytes(states))
+    for _ in range(steps):
+        if rng.random() < 0.2:  # drain or undrain a whole switch
+            sw = rng.choice(fabric.switches).name
+            value = rng.choice((UP, DRAINED))
+            changed = list(fabric.links_of(sw))
+            for li in changed:
+                states[li] = value
+        else:
+            changed = rng.sample(range(len(fabric.links)), min(len(fabric.links), rng.choice((1, 1, 2))))
+            for li in changed:
+                states[li] = rng.choice((UP, UP, DOWN, DRAINED))
+        for rc in computers:
+            rc.update(bytes(states), changed)
+            assert dict(rc.routes) == brute_force(fabric, rc.switch_name, bytes(states)), rc.switch_name
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_forwarding_is_transit_free_hop_by_hop(seed: int) -> None:
+    """Following every switch's own tables (as packets do), every ECMP branch towards a destination that
+    some transit-free path reaches never passes through a switch that must not relay, and never loops."""
+    rng = random.Random(seed)
+    fabric = irregular_fabric(rng)
+    states = bytes(random_states(rng, fabric))
+    tables = {sw.name: RouteComputer(fabric, sw.name).compute(states) for sw in fabric.switches}
+    origins: dict[IPv4Network, set[str]] = {}
+    for sw in fabric.switches:
+        for p in (*sw.prefixes, sw.loopback):
+            origins.setdefault(p, set()).add(sw.name)
+    for sw in fabric.switches:
+        _routes, costs, relay = brute_force_costs(fabric, sw.name, states)
+        for prefix, (violations, _w) in costs.items():
+            stack = [(sw.name, (sw.name,))]
+            while stack:
+                node, path = stack.pop()
+                if node in origins[prefix]:
+                    continue
+                if node != sw.name and violations == 0:
+                    assert relay[node], f"{prefix} from {sw.name} relayed by {node}: {path}"
+                ports = tables[node].get(prefix)
+                assert ports, f"black hole for {prefix} at {node} (path {path})"
+                for port in ports:
+                    peer = fabric.peer_of(node, port)
+                    assert peer is not None and peer.switch not in path, f"loop for {prefix}: {path}"
+                    stack.append((peer.switch, (*path, peer.switch)))
+
+
+def test_clos_routes_never_cross_a_tor_when_a_fabric_path_exists() -> None:
+    """3-tier Clos with one ToR dual-homed across pods (irregular): agg-0-0 must not reach agg-1-0
+    through that ToR although it is as short as via a spine."""
+    fabric = build_clos(pods=2, tors=2, aggs=1, spines_per_plane=1)
+    # add a cross link tor-0-0 -- agg-1-0 (a ToR dual-homed to aggs of two pods)
+    extra = Link(len(fabric.links), Endpoint("tor-0-0", 50), Endpoint("agg-1-0", 50))
+    fabric = Fabric(
+        name=fabric.name, source=fabric.source, switches=fabric.switches, links=(*fabric.links, extra),
+        masters=(), timers=fabric.timers, security=fabric.security, distribution=fabric.distribution, lsd=fabric.lsd,
+    )
+    states = bytes([UP]) * len(fabric.links)
+    routes = RouteComputer(fabric, "agg-0-0").compute(states)
+    spine_port = next(p for p in fabric.fabric_ports("agg-0-0") if fabric.peer_of("agg-0-0", p).switch.startswith("spine"))
+    assert routes[fabric.switch("agg-1-0").loopback] == {spine_port}  # not via tor-0-0 (also 2 hops)
+    assert routes[IPv4Network("10.1.0.0/24")] == {spine_port}
+    # without the spine, the ToR is the last resort: reachable, not black-holed
+    cut = bytearray(states)
+    cut[fabric.link_at("agg-0-0", spine_port).index] = DOWN
+    tor_port = next(p for p in fabric.fabric_ports("agg-0-0") if fabric.peer_of("agg-0-0", p).switch == "tor-0-0")
+    rc = RouteComputer(fabric, "agg-0-0")
+    rc.compute(states)
+    rc.update(bytes(cut), [fabric.link_at("agg-0-0", spine_port).index])
+    assert rc.routes[fabric.switch("agg-1-0").loopback] == {tor_port}
+
+
+def test_drained_spine_is_reachable_but_relays_nothing() -> None:
+    fabric = build_clos(pods=2, tors=1, aggs=1, spines_per_plane=2)
+    states = bytearray([UP]) * len(fabric.links)
+    for li in fabric.links_of("spine-0-0"):
+        states[li] = DRAINED
+    rc = RouteComputer(fabric, "agg-0-0")
+    routes = rc.compute(bytes(states))
+    via = {p: fabric.peer_of("agg-0-0", p).switch for p in fabric.fabric_ports("agg-0-0")}
+    assert {via[p] for p in routes[IPv4Network("10.1.0.0/24")]} == {"spine-0-1"}
+    assert {via[p] for p in routes[fabric.switch("spine-0-0").loopback]} == {"spine-0-0"}
+    assert rc.drained_switches == {"spine-0-0"} and not rc.relays("spine-0-0") and rc.relays("spine-0-1")
