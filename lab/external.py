@@ -156,8 +156,9 @@ def _run(argv: list[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------- masters' REST
 
-def _get_json(url: str, timeout: float) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
+def get_json(master: Any, path: str, timeout: float = 1.0) -> Any:
+    """GET `path` (e.g. "/v1/clients") from a master's REST API at its configured address and rest_port."""
+    with urllib.request.urlopen(f"http://{master.address}:{master.rest_port}{path}", timeout=timeout) as resp:
         return json.loads(resp.read())
 
 
@@ -166,8 +167,7 @@ def master_states(masters: Any, timeout: float = 0.5) -> dict[str, Any]:
     rest_port, asked from this (the root) namespace in parallel."""
     masters = list(masters)
     with ThreadPoolExecutor(max_workers=max(1, len(masters))) as pool:
-        futures = [pool.submit(_get_json, f"http://{m.address}:{m.rest_port}/v1/lsd/version", timeout)
-                   for m in masters]
+        futures = [pool.submit(get_json, m, "/v1/lsd/version", timeout) for m in masters]
         out: dict[str, Any] = {}
         for m, f in zip(masters, futures, strict=True):
             try:

@@ -637,6 +637,8 @@ class Lab:
         leader = self.current_master()
         if leader is None:
             raise LabError(f"no single current master: {self.master_states()}")
+        if self.state.external_masters:
+            return external.get_json(self.fabric.master(leader[0]), path, timeout)
         return self.http.get(self.fabric.master(leader[0]).rest_port, path, timeout)
 
     def lsd_version(self) -> int | None:
