@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Installs the system packages firepath's tests and lab need (Debian/Ubuntu), if missing, and starts the
-# Docker engine for the containers test when it is not running.
+# Installs the system packages firepath's lab and tests need (Debian/Ubuntu), if missing.
+#   scripts/install-deps.sh               OVS, nftables, iproute2, ping (the lab, `make demo`)
+#   scripts/install-deps.sh --containers  also docker.io, docker-compose, debootstrap, and starts the Docker
+#                                         engine when it is not running (tests/test_containers.py, `make test`)
 set -euo pipefail
+containers=0
+[ "${1:-}" = "--containers" ] && containers=1
 need=()
 command -v ovs-vswitchd >/dev/null 2>&1 || need+=(openvswitch-switch)
 command -v ovs-vsctl >/dev/null 2>&1 || need+=(openvswitch-common)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
-# the controller cluster in containers (tests/test_containers.py): engine, compose v1, a base image builder
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
-command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+if [ $containers -eq 1 ]; then
+    # the controller cluster in containers: engine (+ its CLI), compose v1, a base image builder
+    command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
+    command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
+    command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "firepath: missing system packages: ${need[*]}" >&2
@@ -23,4 +29,6 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get -o DPkg::Lock::Timeout=300 update -qq
     apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-exec bash "$(dirname "$0")/start-dockerd.sh"
+if [ $containers -eq 1 ]; then
+    exec bash "$(dirname "$0")/start-dockerd.sh"
+fi

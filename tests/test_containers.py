@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +56,7 @@ class Env:
 
     def serving(self) -> tuple[str, int] | None:
         """(id, term) of the one master whose REST says role master; None if none or several."""
-        leaders = [(m, int(s["term"])) for m, s in self.masters().items()
-                   if isinstance(s, dict) and s.get("role") == "master"]
-        return leaders[0] if len(leaders) == 1 else None
+        return compose.serving(self.masters())
 
     def teardown(self) -> None:
         if self.lab is not None:
@@ -116,21 +113,6 @@ def env() -> Iterator[Env]:
             e.teardown()
         _record(e)
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _log_time(logs: str, *needles: str) -> float:
-    """Unix time (s) of the last log line containing every needle (`ts=...Z` of the master's kv logs)."""
-    lines = [ln for ln in logs.splitlines() if all(n in ln for n in needles)]
-    assert lines, f"no log line with {needles}: {logs[-1500:]}"
-    ts = lines[-1].split("ts=", 1)[1].split()[0]
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
-
-
-def _exit_time(env: Env, service: str) -> float:
-    """Unix time (s) the container's process ended (docker's State.FinishedAt, ns truncated to us)."""
-    finished = env.cluster.inspect(service)["State"]["FinishedAt"]       # 2026-12-02T17:56:03.123456789Z
-    head, _, frac = finished.rstrip("Z").partition(".")
-    return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
 
 
 def _converge(env: Env, timeout: float = 30.0) -> None:
@@ -198,8 +180,8 @@ def _kill_once(env: Env) -> dict[str, Any]:
         probe.close()
     assert not env.cluster.inspect(old)["State"]["Running"]
     # the precise figure: the killed process's end (docker) to the new master's role change (its log)
-    elected = _log_time(env.cluster.logs(new), "event=role role=master", f"term={new_term} ")
-    exact = elected - _exit_time(env, old)
+    elected = env.cluster.log_time(new, "event=role role=master", f"term={new_term} ")
+    exact = elected - env.cluster.exit_time(old)
     # the killed replica comes back (same container, same state volume) as a backup: the new master stays
     env.cluster.start(old)
     assert wait_until(lambda: isinstance(s := env.masters()[old], dict) and s.get("role") == "backup", 30.0, 0.05), \
@@ -235,8 +217,8 @@ def test_sigterm_is_a_step_down(env: Env) -> None:
     new, new_term = env.serving()
     assert env.cluster.inspect(old)["State"]["ExitCode"] == 0     # a clean exit, not the SIGKILL after 5 s
     assert stop_s < 4.0, stop_s
-    signalled = _log_time(env.cluster.logs(old), "event=signal", "name=SIGTERM")
-    elected = _log_time(env.cluster.logs(new), "event=role role=master", f"term={new_term} ")
+    signalled = env.cluster.log_time(old, "event=signal", "name=SIGTERM")
+    elected = env.cluster.log_time(new, "event=role role=master", f"term={new_term} ")
     # without the StepDown the backups would wait master_dead after the last hello before electing
     assert elected - signalled < env.fabric.timers.master_dead, (elected - signalled, env.fabric.timers.master_dead)
     env.timings["sigterm"] = {"failover_s": round(elected - signalled, 3), "docker_stop_s": round(stop_s, 3),

@@ -18,7 +18,9 @@ import shutil
 import socket
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from tests.harness.loopcluster import ROOT
 
@@ -127,6 +129,22 @@ class ComposeCluster:
         proc = run(["docker", "logs", self.container(service)], check=False, timeout=30)
         return proc.stdout + proc.stderr
 
+    def log_time(self, service: str, *needles: str) -> float:
+        """Unix time (s) of the service's last log line containing every needle (the `ts=...Z` field of the
+        master's kv logs: the host's clock, which containers share)."""
+        logs = self.logs(service)
+        lines = [ln for ln in logs.splitlines() if all(n in ln for n in needles)]
+        if not lines:
+            raise AssertionError(f"{service}: no log line with {needles}: {logs[-1500:]}")
+        ts = lines[-1].split("ts=", 1)[1].split()[0]
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+    def exit_time(self, service: str) -> float:
+        """Unix time (s) the service's process ended (docker's State.FinishedAt, ns truncated to us)."""
+        finished = self.inspect(service)["State"]["FinishedAt"]        # 2026-12-02T17:56:03.123456789Z
+        head, _, frac = finished.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00").timestamp()
+
     def exec(self, service: str, *argv: str) -> subprocess.CompletedProcess[str]:
         return run(["docker", "exec", self.container(service), *argv], check=False, timeout=30)
 
@@ -149,3 +167,9 @@ class ComposeCluster:
             if run(["docker", "volume", "inspect", self.volume(service)], check=False, timeout=30).returncode == 0:
                 left.append(f"volume {self.volume(service)}")
         return sorted(set(left))
+
+
+def serving(states: dict[str, Any]) -> tuple[str, int] | None:
+    """(id, term) of the one master whose /v1/lsd/version says role master; None if none or several."""
+    leaders = [(m, int(s["term"])) for m, s in states.items() if isinstance(s, dict) and s.get("role") == "master"]
+    return leaders[0] if len(leaders) == 1 else None
