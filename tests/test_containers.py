@@ -97,12 +97,12 @@ def env() -> Iterator[Env]:
     try:
         t0 = time.monotonic()
         e.cluster.up()
-        assert wait_until(lambda: e.serving() is not None, 30.0, 0.02), e.masters()
+        assert wait_until(lambda: e.serving() is not None, 60.0, 0.02), e.masters()
         timings["cluster_up_to_serving_s"] = round(time.monotonic() - t0, 3)
         t0 = time.monotonic()
         try:
             e.lab = Lab.up(name=name, lab_dir=d / "lab", config=config, external_masters=True, clean=True,
-                           timeout=90.0, log=lambda m: None)
+                           timeout=120.0, log=lambda m: None)
         except LabError as err:
             pytest.fail(f"lab on the containerised masters did not come up: {err}", pytrace=False)
         timings["lab_converged_s"] = round(time.monotonic() - t0, 2)
