@@ -205,9 +205,8 @@ def test_docker_kill_of_the_serving_master_new_master_clients_follow_zero_loss(e
     assert result["lost"] == 0, result
 
 
-def test_sigterm_is_a_step_down(env: Env) -> None:
-    """`docker stop` sends SIGTERM: the master announces StepDown, a backup is elected at once instead of
-    after `master_dead` of silence."""
+def _stop_once(env: Env) -> float:
+    """`docker stop` of the serving master; seconds from its SIGTERM log line to the new master's election."""
     _converge(env)
     old, old_term = env.serving()
     t0 = time.monotonic()
@@ -219,14 +218,29 @@ def test_sigterm_is_a_step_down(env: Env) -> None:
     assert stop_s < 4.0, stop_s
     signalled = env.cluster.log_time(old, "event=signal", "name=SIGTERM")
     elected = env.cluster.log_time(new, "event=role role=master", f"term={new_term} ")
-    # without the StepDown the backups would wait master_dead after the last hello before electing
-    assert elected - signalled < env.fabric.timers.master_dead, (elected - signalled, env.fabric.timers.master_dead)
-    env.timings["sigterm"] = {"failover_s": round(elected - signalled, 3), "docker_stop_s": round(stop_s, 3),
-                              "old": old, "new": new}
+    env.timings.setdefault("sigterm", []).append(
+        {"failover_s": round(elected - signalled, 3), "docker_stop_s": round(stop_s, 3), "old": old, "new": new})
     assert wait_until(lambda: _follow(env, new, new_term), 10.0, 0.02)
     env.cluster.start(old)
     assert wait_until(lambda: isinstance(s := env.masters()[old], dict) and s.get("role") == "backup", 30.0, 0.05)
     assert env.serving() == (new, new_term)
+    return elected - signalled
+
+
+def test_sigterm_is_a_step_down(env: Env) -> None:
+    """`docker stop` sends SIGTERM: the master announces StepDown and a backup is elected at once.
+
+    Without it the backups would elect no sooner than `master_dead` after the last hello they heard, which
+    left the master at most `hello_interval` before the signal: so an election sooner than master_dead -
+    hello_interval after the SIGTERM is the step-down's. A loaded machine may delay one step-down past
+    that (seen: 296 ms at load 39); a second try must then be fast, a missing step-down never is.
+    """
+    timers = env.fabric.timers
+    bound = timers.master_dead - timers.hello_interval
+    for _ in range(LOSSLESS_ATTEMPTS):
+        if _stop_once(env) < bound:
+            return
+    pytest.fail(f"no election within {bound * 1000:.0f} ms of SIGTERM: {env.timings['sigterm']}")
 
 
 def test_healthcheck_reports_every_replica_healthy(env: Env) -> None:
