@@ -335,7 +335,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     cf = sub.add_parser("config", parents=[common], help="write a lab-ready config for external masters",
                         description="Write OUT/fabric.yaml (lab ports and timers, Clos parameters) and a new "
                         "OUT/fabric.key, for masters started outside the lab (docker/compose.yaml) and "
-                        "`lab up --external-masters OUT/fabric.yaml`. Builds nothing; no root needed.")
+                        "`lab up --external-masters OUT/fabric.yaml`. Builds nothing (root only to give the "
+                        "key to --key-owner).")
     cf.add_argument("-o", "--output", required=True, metavar="OUT", help="directory for fabric.yaml and fabric.key")
     cf.add_argument("--master-address", default=",".join(COMPOSE_MASTERS),
                     help=f"one address per master, comma-separated (default {','.join(COMPOSE_MASTERS)}: "
