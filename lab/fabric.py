@@ -6,7 +6,9 @@ Layout (lab name N, e.g. ``demo``):
   (ovsdb-server + ovs-vswitchd, run dir ``<dir>/ovs``), one bridge per switch, both ends of every fabric
   veth, the switch end of every host veth, and the master and client processes. OpenFlow listeners,
   master and client REST ports all bind to *that namespace's* 127.0.0.1, so nothing collides with the
-  machine or with another lab, and nothing of the lab appears in the root namespace.
+  machine or with another lab, and nothing of the lab appears in the root namespace — except, with
+  external masters (`lab up --external-masters`), one veth end ``fpmN`` linking the lab namespace to the
+  machine's, where those masters run (lab/external.py); it goes away with the lab namespace.
 * one **host namespace** ``fplab-N-<host>`` per host, holding ``eth0`` (the other end of its veth) with
   the configured MAC, address/prefix and a default route via the ToR gateway.
 * interface names in the lab namespace: ``s<i>p<port>`` where ``i`` is the switch's position in the
