@@ -3,12 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo setup deps lint unit bench clean
+.PHONY: test demo setup deps deps-containers lint unit bench clean
 
 setup: deps $(STAMP)
 
 deps:
 	@bash scripts/install-deps.sh
+
+# Docker engine, docker-compose and debootstrap for tests/test_containers.py (and starts dockerd)
+deps-containers:
+	@bash scripts/install-deps.sh --containers
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +23,7 @@ $(STAMP): pyproject.toml
 lint: setup
 	$(VENV)/bin/ruff check .
 
-test: setup lint
+test: setup deps-containers lint
 	$(VENV)/bin/python -m pytest -q
 
 unit: setup

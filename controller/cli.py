@@ -3,8 +3,13 @@
     firepath master --config FABRIC.yaml --id m1 [--state-dir D] [--bind ADDR] [--client-port P]
                     [--peer-port P] [--rest-port P] [--log-level LEVEL] [--log-format kv|json]
                     [--election auto|single|fmrp]
+    firepath master --config FABRIC.yaml --id m1 --health [--timeout S]
 
-Bind address and ports default to the master's entry in the config. Logs are structured (key=value, or
+--config, --id and --state-dir default to $FIREPATH_CONFIG, $FIREPATH_ID and $FIREPATH_STATE_DIR (the
+container image sets them). Bind address and ports default to the master's entry in the config.
+`--health` runs nothing: it asks the replica's REST API (`/v1/lsd/version` at its configured address and
+rest_port, or --bind/--rest-port) and exits 0 if it answers with a role, 1 otherwise (a container
+HEALTHCHECK; a backup is healthy). Logs are structured (key=value, or
 JSON lines with --log-format json) on stderr. SIGTERM/SIGINT shut the replica down cleanly (the role
 driver may announce a step-down first). Also runnable as `python -m controller.cli master ...`.
 """
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -25,9 +31,13 @@ DEFAULT_STATE_ROOT = Path("run")
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("master", help="run a Firepath master replica",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="fabric YAML")
-    p.add_argument("--id", required=True, help="master id (one of the config's masters)")
-    p.add_argument("--state-dir", help="durable state directory (default: run/<fabric>/<id>)")
+    env = os.environ.get
+    p.add_argument("--config", default=env("FIREPATH_CONFIG"), required=not env("FIREPATH_CONFIG"),
+                   help="fabric YAML (default $FIREPATH_CONFIG)")
+    p.add_argument("--id", default=env("FIREPATH_ID"), required=not env("FIREPATH_ID"),
+                   help="master id, one of the config's masters (default $FIREPATH_ID)")
+    p.add_argument("--state-dir", default=env("FIREPATH_STATE_DIR"),
+                   help="durable state directory (default $FIREPATH_STATE_DIR, else run/<fabric>/<id>)")
     p.add_argument("--bind", help="bind address (default: the master's address in the config)")
     p.add_argument("--client-port", type=int, help="UDP port for clients")
     p.add_argument("--peer-port", type=int, help="UDP port for the other masters")
@@ -38,7 +48,25 @@ def add_parser(subparsers: Any) -> None:
                    help="role driver: fmrp (elect among the configured masters), single (no election: "
                         "become master after the init wait; only for a config with one master); "
                         "auto (default) = fmrp when the config has several masters")
+    p.add_argument("--health", action="store_true",
+                   help="only check that this replica's REST API answers (exit 0) or not (exit 1)")
+    p.add_argument("--timeout", type=float, default=2.0, help="--health: seconds to wait (default 2)")
     p.set_defaults(func=run)
+
+
+def health(rest_url: str, timeout: float) -> str | None:
+    """None if `rest_url` + /v1/lsd/version answers JSON with a `role`, else why not (one line)."""
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{rest_url}/v1/lsd/version", timeout=timeout) as r:
+            body = json.loads(r.read())
+    except Exception as e:  # noqa: BLE001 - any failure is "unhealthy", reported as one line
+        return f"{rest_url}: {type(e).__name__}: {getattr(e, 'reason', e)}"
+    if not isinstance(body, dict) or "role" not in body:
+        return f"{rest_url}/v1/lsd/version: no role in the answer"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +88,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"firepath master: {args.config}: no master with id {args.id!r} "
               f"(have: {', '.join(m.id for m in fabric.masters)})", file=sys.stderr)
         return 2
+    if args.health:
+        me = fabric.master(args.id)
+        host = args.bind if args.bind not in (None, "", "0.0.0.0") else str(me.address)
+        problem = health(f"http://{host}:{args.rest_port or me.rest_port}", args.timeout)
+        if problem:
+            print(f"firepath master {args.id}: unhealthy: {problem}", file=sys.stderr)
+            return 1
+        return 0
     try:
         keyring = KeyRing.load(fabric.security.key_file)
     except (OSError, ValueError) as e:

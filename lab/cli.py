@@ -46,9 +46,44 @@ def cmd_up(args: argparse.Namespace) -> int:
         clos["timers"] = tuple(timers)
     if args.config and clos:
         return _err("give either --config or Clos parameters (and --timer), not both")
-    lab = Lab.up(name=args.name, lab_dir=_lab_dir(args), config=args.config, clos=clos, clean=args.clean,
-                 daemons=not args.no_daemons, timeout=args.timeout, keep_on_failure=args.keep_on_failure)
+    if args.external_masters and (args.config or clos):
+        return _err("--external-masters CONFIG is the config: give no --config or Clos parameters with it")
+    lab = Lab.up(name=args.name, lab_dir=_lab_dir(args), config=args.external_masters or args.config, clos=clos,
+                 clean=args.clean, daemons=not args.no_daemons, timeout=args.timeout,
+                 keep_on_failure=args.keep_on_failure, external_masters=bool(args.external_masters))
     lab.close()
+    return 0
+
+
+COMPOSE_MASTERS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")     # docker/compose.yaml
+IMAGE_UID = 10001                                                # the user of docker/Dockerfile
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from lab.external import write_config
+
+    try:
+        check_lab_name(args.name)
+        clos: dict[str, Any] = {"pods": 0, "leaves": 2}
+        clos.update({k: getattr(args, k) for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "leaves",
+                                                   "hosts_per_tor") if getattr(args, k) is not None})
+        addresses = [a for a in args.master_address.split(",") if a.strip()]
+        clos.update(masters=len(addresses), master_address=args.master_address,
+                    master_base_port=args.master_base_port)
+        if args.timer:
+            from lab.fabric import LAB_DEFAULT_TIMERS
+
+            timers = dict(LAB_DEFAULT_TIMERS)
+            for item in args.timer:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    return _err(f"--timer {item!r}: expected KEY=VALUE, e.g. nd_dead_ms=60")
+                timers[key.strip()] = float(value)
+            clos["timers"] = tuple(timers.items())
+        path = write_config(Path(args.output).resolve(), args.name, key_owner=args.key_owner, **clos)
+    except (ValueError, LabStateError, OSError) as e:
+        return _err(f"config: {e}")
+    print(f"wrote {path} and {path.parent / 'fabric.key'} (owner uid {args.key_owner}, mode 0400)")
     return 0
 
 
@@ -68,7 +103,7 @@ def format_status(lab: Any) -> str:
     lines.append(f"{'master':<8} {'pid':>7} {'role':<10} {'term':>5} {'version':>8}")
     for mid, s in masters.items():
         rec = lab.state.processes.get(f"master:{mid}")
-        pid = str(rec.pid) if rec and rec.alive() else "dead"
+        pid = "ext" if lab.state.external_masters else str(rec.pid) if rec and rec.alive() else "dead"
         if isinstance(s, dict):
             lines.append(f"{mid:<8} {pid:>7} {s.get('role', '?'):<10} {s.get('term', '?'):>5} {s.get('version', '?'):>8}")
         else:
@@ -292,7 +327,30 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--no-daemons", action="store_true", help="plumbing only: no masters, no clients")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge in place")
     up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for convergence")
+    up.add_argument("--external-masters", metavar="CONFIG",
+                    help="use the masters of CONFIG already running on this machine (e.g. docker/compose.yaml) "
+                         "instead of starting them; see `lab config` and lab/external.py")
     up.set_defaults(func=_guard(cmd_up))
+
+    cf = sub.add_parser("config", parents=[common], help="write a lab-ready config for external masters",
+                        description="Write OUT/fabric.yaml (lab ports and timers, Clos parameters) and a new "
+                        "OUT/fabric.key, for masters started outside the lab (docker/compose.yaml) and "
+                        "`lab up --external-masters OUT/fabric.yaml`. Builds nothing (root only to give the "
+                        "key to --key-owner).")
+    cf.add_argument("-o", "--output", required=True, metavar="OUT", help="directory for fabric.yaml and fabric.key")
+    cf.add_argument("--master-address", default=",".join(COMPOSE_MASTERS),
+                    help=f"one address per master, comma-separated (default {','.join(COMPOSE_MASTERS)}: "
+                         "docker/compose.yaml)")
+    cf.add_argument("--master-base-port", type=int, default=7600,
+                    help="master i: client port BASE+i, peer BASE+100+i, REST BASE+200+i (default 7600)")
+    cf.add_argument("--key-owner", type=int, default=IMAGE_UID,
+                    help=f"uid owning the key file, readable by it only (default {IMAGE_UID}: the image's user)")
+    for opt, helptext in (("--spines", "default 2"), ("--pods", "0 = two-tier (default 0)"),
+                          ("--aggs-per-pod", "default 2"), ("--tors-per-pod", "default 2"),
+                          ("--leaves", "two-tier leaves (default 2)"), ("--hosts-per-tor", "default 1")):
+        cf.add_argument(opt, type=int, help=helptext)
+    cf.add_argument("--timer", action="append", metavar="KEY=MS", help="fabric timer (repeatable)")
+    cf.set_defaults(func=cmd_config)
 
     down = sub.add_parser("down", parents=[common], help="remove everything the lab created (safe twice)")
     down.add_argument("--purge", action="store_true", help="also delete the logs")

@@ -6,7 +6,9 @@ Layout (lab name N, e.g. ``demo``):
   (ovsdb-server + ovs-vswitchd, run dir ``<dir>/ovs``), one bridge per switch, both ends of every fabric
   veth, the switch end of every host veth, and the master and client processes. OpenFlow listeners,
   master and client REST ports all bind to *that namespace's* 127.0.0.1, so nothing collides with the
-  machine or with another lab, and nothing of the lab appears in the root namespace.
+  machine or with another lab, and nothing of the lab appears in the root namespace — except, with
+  external masters (`lab up --external-masters`), one veth end ``fpmN`` linking the lab namespace to the
+  machine's, where those masters run (lab/external.py); it goes away with the lab namespace.
 * one **host namespace** ``fplab-N-<host>`` per host, holding ``eth0`` (the other end of its veth) with
   the configured MAC, address/prefix and a default route via the ToR gateway.
 * interface names in the lab namespace: ``s<i>p<port>`` where ``i`` is the switch's position in the
@@ -41,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from lab import external
 from lab import netns as nsutil
 from lab.ovs import OvsInstance, ovs_missing
 from lab.state import (
@@ -395,8 +398,12 @@ class Lab:
     @classmethod
     def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,
            clos: dict[str, Any] | None = None, clean: bool = False, daemons: bool = True,
-           timeout: float = 60.0, keep_on_failure: bool = False, log: Callable[[str], None] = print) -> Lab:
-        """Build the whole lab; on any failure tear down what was built and re-raise."""
+           timeout: float = 60.0, keep_on_failure: bool = False, log: Callable[[str], None] = print,
+           external_masters: bool = False) -> Lab:
+        """Build the whole lab; on any failure tear down what was built and re-raise.
+
+        `external_masters`: start no masters; the clients follow the masters of `config` that already run
+        on this machine, reached over a CPN link (lab/external.py)."""
         problem = preflight()
         if problem:
             raise LabError(problem)
@@ -428,8 +435,13 @@ class Lab:
             warning = nd_load_warning(fabric)
             if warning:
                 log(f"warning: {warning}")
+            if external_masters:
+                try:
+                    external.check_fabric(fabric)
+                except external.ExternalMastersError as e:
+                    raise LabError(str(e)) from None
             state = LabState(name=name, dir=str(d), config=str(Path(config).resolve()), netns=lab_netns(name),
-                             ovs_dir=str(d / "ovs"), daemons=daemons)
+                             ovs_dir=str(d / "ovs"), daemons=daemons, external_masters=external_masters)
             state.save()
             lab = cls(state, fabric)
             try:
@@ -488,8 +500,17 @@ class Lab:
         # The control plane runs on the lab namespace's loopback: master addresses outside 127/8 are added
         # there, and multicast distribution (if configured) needs lo to carry 224/4.
         lo = ["link set lo multicast on", "route replace 224.0.0.0/4 dev lo"]
-        lo += [f"addr replace {m.address}/32 dev lo" for m in fabric.masters if not m.address.is_loopback]
+        if not st.external_masters:      # external ones must not be local here: they are reached over the link
+            lo += [f"addr replace {m.address}/32 dev lo" for m in fabric.masters if not m.address.is_loopback]
         _ip_batch(st.netns, lo)
+        if st.external_masters:
+            link = external.plan(st.netns, st.name, fabric, external.root_networks())
+            st.cpn = link.record()
+            st.save()
+            try:
+                external.create(link)
+            except subprocess.CalledProcessError as e:
+                raise LabError(f"CPN link to the external masters: {' '.join(e.cmd)}: {e.stderr}") from None
         self.ovs.start()
         self.ovs.boost()        # the emulated data plane must not be starved by the control plane
         # bridges: one ovs-vsctl transaction
@@ -553,9 +574,12 @@ class Lab:
         the ND of running clients is no longer starved. A wave that does not answer in `wave_timeout` does
         not stop the next one (convergence is checked afterwards anyway).
         """
-        for m in self.fabric.masters:
-            self.start_master(m.id)
-        self._wait_rest([m.rest_port for m in self.fabric.masters], "/v1/lsd/version", wave_timeout)
+        if self.state.external_masters:     # already running: only see that they answer
+            wait_until(lambda: all(isinstance(s, dict) for s in self.master_states().values()), wave_timeout, 0.1)
+        else:
+            for m in self.fabric.masters:
+                self.start_master(m.id)
+            self._wait_rest([m.rest_port for m in self.fabric.masters], "/v1/lsd/version", wave_timeout)
         switches = list(self.fabric.switches)
         for i in range(0, len(switches), wave):
             batch = switches[i:i + wave]
@@ -599,9 +623,12 @@ class Lab:
     def start_client(self, switch: str) -> ProcRecord:
         hold = min(CLIENT_RESTART_HOLD_S, self.fabric.timers.switch_dead)   # longer than switch_dead is moot
         assert self.ports is not None
-        return self._spawn("client", switch, python_argv(
+        argv = python_argv(
             "client", "--config", self.state.config, "--switch", switch, "--restart-hold", f"{hold:g}",
-            "--ovs", self.ports.ovs_target(switch), "--rest-port", str(self.ports.rest[switch])))
+            "--ovs", self.ports.ovs_target(switch), "--rest-port", str(self.ports.rest[switch]))
+        if self.state.external_masters:     # answers from the masters come back over the CPN link
+            argv += ["--bind", str(self.state.cpn["lab_addr"])]
+        return self._spawn("client", switch, argv)
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:
         rec = self.state.processes.get(key)
@@ -630,6 +657,8 @@ class Lab:
 
     def master_states(self, timeout: float = 0.5) -> dict[str, dict | Exception]:
         masters = self.fabric.masters
+        if self.state.external_masters:
+            return external.master_states(masters, timeout)
         res = self.http.get_many([(m.rest_port, "/v1/lsd/version") for m in masters], timeout)
         return {m.id: r for m, r in zip(masters, res, strict=True)}
 
@@ -721,6 +750,8 @@ class Lab:
         leader = self.current_master()
         if leader is None:
             raise LabError(f"no single current master: {self.master_states()}")
+        if self.state.external_masters:
+            return external.get_json(self.fabric.master(leader[0]), path, timeout)
         return self.http.get(self.fabric.master(leader[0]).rest_port, path, timeout)
 
     def lsd_version(self) -> int | None:
@@ -864,6 +895,7 @@ def lab_leftovers(name: str, lab_dir: Path | str | None = None, ifaces: Iterable
             names = set(lab_ifnames(load_fabric(d / "fabric.yaml")))
     root = nsutil.list_links(None)
     left += [f"root interface {i}" for i in root if (i in names if names is not None else _IFNAME_RE.match(i))]
+    left += [f"root interface {i}" for i in root if i == external.root_ifname(name)]
     if LabState.exists(d):
         left.append(f"state {d / 'lab.json'}")
     return left

@@ -119,6 +119,8 @@ class LabState:
     processes: dict[str, ProcRecord] = field(default_factory=dict)  # ProcRecord.key -> record
     faults: list[dict[str, object]] = field(default_factory=list)   # undo log, oldest first
     daemons: bool = True                     # False: plumbing only (no masters/clients)
+    external_masters: bool = False           # masters run outside the lab (lab/external.py)
+    cpn: dict[str, object] = field(default_factory=dict)          # the CPN link to them (CpnLink.record())
     bringup_s: float | None = None
     created_unix: float = field(default_factory=time.time)       # for display only
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 from proto.config import _TIMER_KEYS, MAX_OF_PORT, Fabric, parse_fabric
@@ -54,7 +54,7 @@ class ClosParams:
     planes: int = 1
     masters: int = 3
     base_prefix: str = "10.0.0.0/8"
-    master_address: str = "127.0.0.1"
+    master_address: str = "127.0.0.1"  # every master's address, or one per master comma-separated
     master_base_port: int = 6600  # master i: client base+i, peer base+100+i, rest base+200+i
     ovs_base_port: int | None = None  # switch with id i: ovs tcp:127.0.0.1:<base+i>
     rest_base_port: int | None = None  # switch with id i: rest_port base+i
@@ -81,6 +81,14 @@ class ClosParams:
         need(self.masters < 100, "at most 99 masters")
         need(self.master_base_port + 299 <= 65535, "master_base_port too high")
         need(self.master_base_port >= 1, "master_base_port must be positive")
+        addresses = self.master_addresses
+        need(len(addresses) in (1, self.masters),
+             f"master_address: give one address or one per master ({self.masters}), not {len(addresses)}")
+        for address in addresses:
+            try:
+                IPv4Address(address)
+            except ValueError as e:
+                raise ValueError(f"master_address: {e}") from None
         try:
             base = IPv4Network(self.base_prefix)
         except ValueError as e:
@@ -101,6 +109,11 @@ class ClosParams:
         need(all(c.isalnum() or c in "._-" for c in self.name) and self.name[:1].isalnum(), f"bad name {self.name!r}")
 
     # -- arithmetic (no generation needed) -------------------------------------------------------------
+
+    @property
+    def master_addresses(self) -> list[str]:
+        """`master_address` split at commas: one address for all masters, or master i's at position i-1."""
+        return [a.strip() for a in self.master_address.split(",")]
 
     @property
     def n_tors(self) -> int:
@@ -277,9 +290,10 @@ def generate_clos_yaml(params: ClosParams) -> str:
         out.append("timers: {" + ", ".join(f"{key}: {value:g}" for key, value in p.timers) + "}\n")
     out.append("masters:\n")
     mb = p.master_base_port
+    addresses = p.master_addresses
     for i in range(1, p.masters + 1):
         out.append(
-            f"  - {{id: m{i}, address: {p.master_address}, client_port: {mb + i}, "
+            f"  - {{id: m{i}, address: {addresses[(i - 1) % len(addresses)]}, client_port: {mb + i}, "
             f"peer_port: {mb + 100 + i}, rest_port: {mb + 200 + i}}}\n"
         )
     out.append("switches:\n")

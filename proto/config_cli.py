@@ -30,7 +30,8 @@ _CLOS_OPTIONS: dict[str, tuple[type, str]] = {
     "planes": (int, "spine planes: agg j of every pod connects to every spine of plane j"),
     "masters": (int, "number of master replicas"),
     "base_prefix": (str, "address plan: ToR /24s from its start, loopbacks at its end"),
-    "master_address": (str, "address of every master"),
+    "master_address": (str, "address of every master, or one per master comma-separated "
+                             "(e.g. 127.0.0.11,127.0.0.12,127.0.0.13 for docker/compose.yaml)"),
     "master_base_port": (int, "master i: client port BASE+i, peer BASE+100+i, REST BASE+200+i"),
     "ovs_base_port": (int, "switch with id i: ovs tcp:127.0.0.1:BASE+i (default: no ovs)"),
     "rest_base_port": (int, "switch with id i: rest_port BASE+i (default: none)"),
