@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from proto.auth import KeyRing
 from tests.harness.loopcluster import ROOT, LoopCluster
 from tests.harness.simclient import SimFleet
-from proto.auth import KeyRing
 
 RESULTS = ROOT / "bench" / "results" / "failover.json"
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}

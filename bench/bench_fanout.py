@@ -28,10 +28,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.harness.simclient import SimFleet
 from proto.auth import KeyRing, write_secret_file
 from proto.clos import ClosParams, generate_clos_yaml
 from proto.config import load_fabric
+from tests.harness.simclient import SimFleet
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "fanout.json"

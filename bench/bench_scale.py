@@ -370,8 +370,8 @@ def wait_quiet(fleet: Any, quiet: float, timeout: float) -> float:
 def verify(fleet: Any, got: list[tuple[float, int, bytes]], version: int) -> dict[str, Any]:
     """Decode every measured datagram, in arrival order, with its destination's own codec (HMAC, replay
     window, type); returns counts and the arrival times of those carrying `version`."""
-    from tests.harness.simclient import key_owner
     from proto.messages import DecodeError, LsdDelta, LsdFull
+    from tests.harness.simclient import key_owner
 
     arrivals = []
     other = 0
@@ -399,9 +399,9 @@ def bench_fanout_part(fabric: Any, d: Path, quick: bool, rounds: int, n_sockets:
                       modes: list[str]) -> dict[str, Any]:
     """`fabric` was loaded from d/u/fabric.yaml (unicast); d/m/fabric.yaml is the multicast twin (same key,
     another digest: the fleet is pointed at that Fabric for the multicast run)."""
-    from tests.harness.simclient import SimFleet
     from proto.auth import KeyRing
     from proto.config import load_fabric
+    from tests.harness.simclient import SimFleet
 
     out: dict[str, Any] = {"runs": []}
     keyring = KeyRing.load(d / "u" / "fabric.key")

@@ -7,7 +7,7 @@ Threads, and why:
   out on time whatever the routing load (Firepath's whole-fabric reboot outage was ND starved of CPU).
   It sleeps until the earliest core deadline or the next input.
 - **programmer** (`client.programmer`): route computation and OpenFlow programming, fed the latest LSD.
-- **udp-rx** (`client.transport`) and the OpenFlow driver's threads (`client.oskenapp`) only hand raw
+- **udp-rx** (`client.transport`) and the OpenFlow driver's threads (`client.of.driver`) only hand raw
   inputs to the control thread's inbox.
 
 Hitless restart: the first port report is held back until every live fabric port has ND up (or a short
@@ -28,16 +28,17 @@ from collections.abc import Callable
 from typing import Any
 
 from client.nd import SendNd
-from client.ofmsg import PacketOut
-from client.oskenapp import (
+from client.of.events import (
     BarrierDone,
     Connected,
     Disconnected,
-    OfDriver,
+    Driver,
+    DriverEvent,
     OfError,
     PacketIn,
     PortStatusChanged,
 )
+from client.ofmsg import PacketOut
 from client.ports import PortChanged, PortTable
 from client.programmer import Programmer
 from client.replica import FailStaticChanged, LsdApplied, LsdReplica
@@ -67,12 +68,23 @@ _STOP = "stop"
 _CALL = "call"
 
 
+def _osken_driver(target: str, on_event: Callable[[DriverEvent], None], netns: str | None) -> Driver:
+    from client.of.driver import OfDriver  # os-ken is loaded only when a real driver is built
+
+    return OfDriver(target, on_event, netns=netns)
+
+
 class ClientDaemon:
     """One switch's Firepath client. `start()`, then `stop()` (or `run_forever()` until a signal)."""
 
     def __init__(self, fabric: Fabric, switch: str, keyring: KeyRing, *, ovs_target: str,
                  netns: str | None = None, bind: str = "127.0.0.1",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 driver_factory: Callable[[str, Callable[[DriverEvent], None], str | None], Driver] | None = None,
+                 ) -> None:
+        """`driver_factory(ovs_target, on_event, netns)` builds the OpenFlow driver; the default is
+        `client.of.driver.OfDriver`, imported only then, so that a daemon built with a fake driver
+        never loads os-ken."""
         self.fabric = fabric
         self.switch = fabric.switch(switch)
         self.name = switch
@@ -84,7 +96,9 @@ class ClientDaemon:
         self.ports = PortTable(fabric, switch, now=now)
         self.reporter = Reporter(fabric, switch, now=now, initial_seq=time.time_ns() // 1_000_000)
         self.replica = LsdReplica(fabric, switch, now=now)
-        self.driver = OfDriver(ovs_target, self._on_driver_event, netns=netns)
+        if driver_factory is None:
+            driver_factory = _osken_driver
+        self.driver = driver_factory(ovs_target, self._on_driver_event, netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
         self.transport = UdpTransport(fabric, self._on_datagram, bind=bind)
         self.lock = threading.RLock()     # held while the control thread mutates the cores (REST reads)

@@ -1,7 +1,7 @@
 """A neutral model of the OpenFlow 1.3 messages firepath sends and reads back.
 
 The OpenFlow plan (`client.ofplan`) builds these plain values without a datapath; the one module that
-touches os-ken (`client.oskenapp`) translates them one-to-one into os-ken parser objects, and translates
+builds os-ken objects (`client.of.translate`) translates them one-to-one into os-ken parser objects, and translates
 the switch's flow/group stats replies back into them, so that the plan can diff desired against
 installed state. Tests apply them to a fake OpenFlow table. Field names follow OXM / os-ken naming
 (`eth_type`, `ipv4_dst`, `arp_tpa`, ...) so the translation stays mechanical.

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from client.of.events import BarrierDone, Driver, NotConnected, OfError
 from client.ofplan import OfPlanner
-from client.oskenapp import BarrierDone, NotConnected, OfDriver, OfError
 from client.replica import LsdApplied
 from client.routes import RouteComputer, RouteDelta
 from proto.config import Fabric
@@ -39,7 +39,7 @@ BARRIER_TIMEOUT = 5.0
 
 
 class Programmer:
-    def __init__(self, fabric: Fabric, switch: str, driver: OfDriver, *,
+    def __init__(self, fabric: Fabric, switch: str, driver: Driver, *,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.fabric = fabric
         self.switch = switch

@@ -9,7 +9,7 @@ With `netns` set, ovsdb-server and ovs-vswitchd run inside that network namespac
 the bridges' ports (veth ends) must then live in that namespace, nothing of the lab appears in the root
 namespace, and the OpenFlow listeners (`ptcp:PORT:127.0.0.1`) bind to the *namespace's* loopback: an
 OpenFlow client either runs in that namespace (`ip netns exec NS ...`) or creates its socket there
-(`client.oskenapp.OfDriver(..., netns=NS)` does). Ports on that loopback cannot collide with the
+(`client.of.driver.OfDriver(..., netns=NS)` does). Ports on that loopback cannot collide with the
 machine's. The control sockets are unix sockets in the run dir, so ovs-vsctl/ovs-ofctl work from
 anywhere.
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from client.oskenapp import BarrierDone, OfError
+from client.of.events import BarrierDone, OfError
 from client.programmer import Programmer
 from client.replica import LsdApplied
 from proto.clos import clos_fabric

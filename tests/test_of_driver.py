@@ -1,4 +1,4 @@
-"""OfDriver (client/oskenapp.py) against a real private OVS, plus translation checks without a switch.
+"""OfDriver (client/of/driver.py) against a real private OVS, plus translation checks without a switch.
 
 OVS runs in its own lab namespace; the drivers connect from this (root-namespace) process into it with
 `netns=`, so nothing listens or appears in the root namespace. Topology:
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,19 +22,19 @@ from pathlib import Path
 import pytest
 
 from client import ofmsg as M
-from client.oskenapp import (
+from client.of.driver import OfDriver
+from client.of.events import (
     BarrierDone,
     Connected,
     Disconnected,
     DriverEvent,
     NotConnected,
-    OfDriver,
     OfError,
     PacketIn,
     PortStatusChanged,
-    parse_target,
-    to_osken,
 )
+from client.of.sockets import parse_target
+from client.of.translate import to_osken
 from lab import netns
 from lab.ovs import OvsInstance
 
@@ -506,3 +507,14 @@ def test_select_group_spreads_udp_flows_only_with_of15_dp_hash(rig: Rig) -> None
         assert min(counts) == 0, f"OF1.3 default hash is expected to ignore UDP ports: {counts}"
     batch = rig.d1.send([M.GroupMod(M.GroupCommand.DELETE, 90), M.Barrier()])
     rig.log1.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+
+
+def test_programmer_and_daemon_do_not_load_osken() -> None:
+    """The driver split's point: only client.of.driver (and what it imports) loads os-ken."""
+    code = (
+        "import sys, client.daemon, client.programmer, client.of, client.of.events\n"
+        "assert not [m for m in sys.modules if m.startswith('os_ken')], 'os-ken loaded'\n"
+        "import client.of.driver\n"
+        "assert 'os_ken' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -1,0 +1,100 @@
+"""The OpenFlow driver's interface in firepath's own types (no os-ken inside).
+
+Events are frozen values handed to the driver's `on_event` callback, in order, from one thread.
+`Driver` is the narrow interface the programmer and the daemon use, so they (and their tests, with a
+fake driver) never import os-ken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from client import ofmsg
+
+__all__ = [
+    "BarrierDone",
+    "Connected",
+    "Disconnected",
+    "Driver",
+    "DriverEvent",
+    "NotConnected",
+    "OfError",
+    "PacketIn",
+    "PortStatusChanged",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The switch is ready: ports maps OpenFlow port number -> live (OFPPS_LIVE); names -> interface."""
+
+    dpid: int
+    ports: dict[int, bool]
+    names: dict[int, str] = field(default_factory=dict)
+    version: int = 0x04  # negotiated OpenFlow version: 0x04 = 1.3, 0x06 = 1.5
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PortStatusChanged:
+    port: int
+    live: bool
+    name: str
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PacketIn:
+    port: int
+    data: bytes = field(repr=False)
+    cookie: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class BarrierDone:
+    batch_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OfError:
+    """The switch rejected a message; batch_id is the batch that carried it (None if unknown)."""
+
+    batch_id: int | None
+    type: int
+    code: int
+    text: str
+
+
+DriverEvent = Connected | Disconnected | PortStatusChanged | PacketIn | BarrierDone | OfError
+
+
+class NotConnected(RuntimeError):
+    """No OpenFlow connection to the switch right now (or it ended during the call)."""
+
+
+class Driver(Protocol):
+    """What the programmer and the daemon need from an OpenFlow driver (`client.of.driver.OfDriver`)."""
+
+    target: str
+
+    @property
+    def connected(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def send(self, messages: list[ofmsg.OfMessage]) -> int:
+        """Queue a batch; returns its id. Raises NotConnected."""
+        ...
+
+    def dump_state(
+        self, timeout: float = 5.0
+    ) -> tuple[list[ofmsg.InstalledFlow], list[ofmsg.InstalledGroup]]:
+        """Every installed flow and group. Raises NotConnected or TimeoutError."""
+        ...
