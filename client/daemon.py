@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client.nd import SendNd
+from client.oam import ConfigureOam, OamChanged, OamObserved, OamSetupFailed, OamState, OvsdbConnection
 from client.of.events import (
     BarrierDone,
     Connected,
@@ -66,6 +67,7 @@ _DATAGRAM = "dgram"
 _DRIVER = "driver"
 _STOP = "stop"
 _CALL = "call"
+_OAM = "oam"
 
 
 def _osken_driver(target: str, on_event: Callable[[DriverEvent], None], netns: str | None) -> Driver:
@@ -78,7 +80,7 @@ class ClientDaemon:
     """One switch's Firepath client. `start()`, then `stop()` (or `run_forever()` until a signal)."""
 
     def __init__(self, fabric: Fabric, switch: str, keyring: KeyRing, *, ovs_target: str,
-                 netns: str | None = None, bind: str = "127.0.0.1",
+                 netns: str | None = None, bind: str = "127.0.0.1", ovsdb: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  driver_factory: Callable[[str, Callable[[DriverEvent], None], str | None], Driver] | None = None,
                  ) -> None:
@@ -101,6 +103,14 @@ class ClientDaemon:
         self.driver = driver_factory(ovs_target, self._on_driver_event, netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
         self.transport = UdpTransport(fabric, self._on_datagram, bind=bind)
+        # Link OAM (liveness: oam): CFM configured and monitored through OVSDB (`ovsdb`: unix:PATH or
+        # tcp:IP:PORT), see client.liveness; imported only then, like the OpenFlow driver.
+        self.ovsdb = ovsdb
+        self.liveness: Any = None
+        if ovsdb and self.ports.oam.enabled:
+            from client.liveness import OvsdbLiveness
+            self.liveness = OvsdbLiveness(ovsdb, self.switch.id, self._on_liveness_event)
+        self.ovsdb_connected = False
         self.lock = threading.RLock()     # held while the control thread mutates the cores (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -123,6 +133,9 @@ class ClientDaemon:
         self.programmer.start()
         self._thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self._thread.start()
+        self.call(self._start_oam)
+        if self.liveness is not None:
+            self.liveness.start()
         self.driver.start()
         log.info("client started switch=%s udp=%s:%d ovs=%s", self.name, *self.transport.address,
                  self.driver.target)
@@ -154,6 +167,8 @@ class ClientDaemon:
         self._inbox.put((_STOP, None))
         if self._thread is not None:
             self._thread.join(2.0)
+        if self.liveness is not None:
+            self.liveness.stop()        # CFM stays configured: the datapath keeps checking liveness
         self.driver.stop()
         self.programmer.stop()
         self.transport.stop()
@@ -164,6 +179,14 @@ class ClientDaemon:
         self._inbox.put((_CALL, fn))
 
     # ------------------------------------------------------------------------------------------ inputs
+    def _start_oam(self, now: float) -> None:
+        self._run(self.ports.start_oam(now), now)
+        if self.ports.oam.enabled and self.liveness is None:
+            self._run(self.ports.on_oam_failed(None, "no OVSDB target (firepath client --ovsdb)", now), now)
+
+    def _on_liveness_event(self, event: Any) -> None:
+        self._inbox.put((_OAM, event))
+
     def _on_datagram(self, data: bytes) -> None:
         self._inbox.put((_DATAGRAM, data))
 
@@ -215,6 +238,8 @@ class ClientDaemon:
                 self._on_switch_event(payload, now)
             elif kind == _CALL:
                 payload(now)
+            elif kind == _OAM:
+                self._on_oam_event(payload, now)
         except Exception:  # a bug in one input must not kill the control thread
             self.counters["handler_errors"] += 1
             log.exception("control: error handling %s", kind)
@@ -258,6 +283,21 @@ class ClientDaemon:
             log.warning("switch disconnected: %s", event.reason)
             self.programmer.on_disconnected()
 
+    def _on_oam_event(self, event: Any, now: float) -> None:
+        if isinstance(event, OamObserved):
+            self.counters["oam_observations"] += 1
+            self._run(self.ports.on_oam(event.obs, now), now)
+        elif isinstance(event, OamSetupFailed):
+            self._run(self.ports.on_oam_failed(event.ports, event.reason, now), now)
+        elif isinstance(event, OvsdbConnection):
+            self.ovsdb_connected = event.up
+            if event.up:
+                log.info("ovsdb connected target=%s", self.ovsdb)
+            else:
+                self.counters["ovsdb_disconnects"] += 1
+                log.warning("ovsdb disconnected target=%s (the datapath keeps running CFM; reconnecting)",
+                            self.ovsdb)
+
     def _on_nd_packet(self, event: PacketIn, now: float) -> None:
         try:
             sender, msg = self.codec.decode(decode_nd_ethernet(event.data))
@@ -277,9 +317,21 @@ class ClientDaemon:
         ports_changed = False
         urgent = False
         nd_frames: list[SendNd] = []
+        failed: dict[str, list[int]] = {}
         for action in actions:
             if isinstance(action, SendNd):
                 nd_frames.append(action)
+            elif isinstance(action, OamChanged):
+                self.counters[f"oam_{action.state}"] += 1
+                if action.state is OamState.FAILED:
+                    failed.setdefault(action.reason, []).append(action.port)
+                elif action.state is OamState.MISCABLED:
+                    log.warning("oam port=%d miscabled: CFM hears %s", action.port, action.remote)
+                else:
+                    log.debug("oam port=%d state=%s", action.port, action.state)
+            elif isinstance(action, ConfigureOam):
+                if self.liveness is not None:
+                    self.liveness.configure(action)
             elif isinstance(action, PortChanged):
                 ports_changed = True
                 urgent = urgent or action.usable_changed or action.status.miscabled_by is not None
@@ -296,6 +348,11 @@ class ClientDaemon:
                 level = logging.WARNING if action.fail_static else logging.INFO
                 log.log(level, "fail-static=%s: %s", action.fail_static,
                         "no master heard, forwarding on the last LSD" if action.fail_static else "master back")
+        for reason, ports in failed.items():
+            # One line per cause, however many ports: those ports fall back to software ND heartbeats.
+            self.counters["oam_fallback_ports"] += len(ports)
+            log.warning("oam unavailable ports=%s reason=%s: falling back to software ND (nd_interval %g ms)",
+                        sorted(ports), reason, self.fabric.timers.nd_interval * 1000)
         if nd_frames:
             self._send_nd(nd_frames)
         if ports_changed:
@@ -352,12 +409,15 @@ class ClientDaemon:
                                      if v.miscabled_by is not None else None),
                     "discovered": (f"{v.discovered.switch}:{v.discovered.port}"
                                    if v.discovered is not None else None),
+                    "oam": str(v.oam), "oam_remote": None if v.oam_remote is None else str(v.oam_remote),
+                    "nd_mode": "heartbeat" if v.nd_fast else "identity",
                 })
             replica = self.replica
             state = {
                 "switch": self.name, "term": replica.term, "master": replica.master,
                 "lsd_version": replica.version, "replica_state": replica.state,
                 "fail_static": replica.fail_static, "connected": self.connected, "ports": ports,
+                "liveness": self.fabric.liveness, "ovsdb_connected": self.ovsdb_connected,
                 "reports_sent": self.reporter.reports, "report_retransmits": self.reporter.retransmits,
                 "report_seq": self.reporter.report_seq, "report_acked": self.reporter.acked,
                 "replica": dict(replica.counters), "counters": dict(self.counters),

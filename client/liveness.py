@@ -26,10 +26,9 @@ import os
 import threading
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from client.oam import ConfigureOam, OamObservation
+from client.oam import ConfigureOam, OamObservation, OamObserved, OamSetupFailed, OvsdbConnection
 
 with warnings.catch_warnings():
     # ovs.poller probes for eventlet (an os-ken dependency) and eventlet warns on import; we use neither.
@@ -41,30 +40,12 @@ with warnings.catch_warnings():
 
 log = logging.getLogger("firepath.client.liveness")
 
-__all__ = ["OamObserved", "OamSetupFailed", "OvsdbConnection", "OvsdbLiveness"]
+__all__ = ["OvsdbLiveness", "fetch_schema"]
 
 DB = "Open_vSwitch"
 #: Interface columns the monitor replicates (and the ones that must exist for OAM).
 CFM_COLUMNS = ("cfm_mpid", "cfm_fault", "cfm_remote_mpids")
 _INTERFACE_COLUMNS = ["name", "ofport", "other_config", "bfd_status", *CFM_COLUMNS]
-
-
-@dataclass(frozen=True, slots=True)
-class OamObserved:
-    obs: OamObservation
-
-
-@dataclass(frozen=True, slots=True)
-class OamSetupFailed:
-    """OAM cannot be set up on `ports` (None: on every port)."""
-
-    ports: tuple[int, ...] | None
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class OvsdbConnection:
-    up: bool
 
 
 def _opt(value: Any) -> Any:

@@ -44,6 +44,9 @@ __all__ = [
     "ConfigureOam",
     "OamChanged",
     "OamObservation",
+    "OamObserved",
+    "OamSetupFailed",
+    "OvsdbConnection",
     "OamPorts",
     "OamState",
     "decode_mpid",
@@ -91,6 +94,25 @@ class OamObservation:
     fault: bool | None
     remote_mpids: tuple[int, ...] = ()
     bfd_forwarding: bool | None = None
+
+
+# Events of the OVSDB runtime (client.liveness) for the control thread.
+@dataclass(frozen=True, slots=True)
+class OamObserved:
+    obs: OamObservation
+
+
+@dataclass(frozen=True, slots=True)
+class OamSetupFailed:
+    """OAM cannot be set up on `ports` (None: on every port), for `reason`."""
+
+    ports: tuple[int, ...] | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OvsdbConnection:
+    up: bool
 
 
 @dataclass(frozen=True, slots=True)

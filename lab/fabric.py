@@ -496,7 +496,8 @@ class Lab:
     def start_client(self, switch: str) -> ProcRecord:
         hold = min(CLIENT_RESTART_HOLD_S, self.fabric.timers.switch_dead)   # longer than switch_dead is moot
         return self._spawn("client", switch, python_argv("client", "--config", self.state.config, "--switch", switch,
-                                                         "--restart-hold", f"{hold:g}"))
+                                                         "--restart-hold", f"{hold:g}",
+                                                         "--ovsdb", self.ovs.db_target))
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:
         rec = self.state.processes.get(key)

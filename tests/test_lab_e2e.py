@@ -466,8 +466,10 @@ def test_link_failure_detected_rerouted_and_healed(lab: Lab, silent: bool) -> No
     fault = inject.fail_link(lab, link.a.switch, link.b.switch, silent=silent)
     try:
         # Detection on BOTH ends. Carrier loss: PortStatus at once. Silent (carrier stays up, frames
-        # dropped): only ND can see it, after nd_dead.
-        bound = (lab.fabric.timers.nd_dead if silent else 0.0) + DETECT_MARGIN_S
+        # dropped): ovs-vswitchd's CFM (liveness: oam) after 3.5-7 OAM intervals, or software ND after nd_dead.
+        oam = lab.fabric.liveness == "oam"
+        t = lab.fabric.timers
+        bound = ((7 * t.oam_interval if oam else t.nd_dead) if silent else 0.0) + DETECT_MARGIN_S
 
         def both_down() -> bool:
             states = lab.client_states()
@@ -480,14 +482,19 @@ def test_link_failure_detected_rerouted_and_healed(lab: Lab, silent: bool) -> No
         states = lab.client_states()
         for sw, p in ((tor, port), (peer.switch, peer.port)):
             ps = _port(states, sw, p)
-            assert not ps["usable"] and ps["phy"] == silent, ps       # silent: carrier up, ND alone took it down
+            # silent: carrier up; with OAM, the CFM fault also clears OFPPS_LIVE (REST "phy"), else ND alone
+            assert not ps["usable"] and ps["phy"] == (silent and not oam), ps
+            if oam and silent:
+                assert ps["oam"] == "fault", ps                       # the CFM fault, seen through OVSDB
+            elif not oam:
+                assert ps["oam"] == "off", ps
             assert ps["nd"] == "down", ps
         assert _lsd_links(lab)[link.name] == "down"
         assert _all_pairs_ok(lab) == {}                              # every pair still has a path
         assert port not in _ports_in_groups(lab, tor)               # pruned from the ECMP groups
         assert peer.port not in _ports_in_groups(lab, peer.switch)
         print(f"{'silent' if silent else 'carrier'} failure of {link.name} detected on both ends in "
-              f"{detected_s * 1000:.0f} ms (nd_dead {lab.fabric.timers.nd_dead * 1000:.0f} ms)")
+              f"{detected_s * 1000:.0f} ms (liveness {lab.fabric.liveness})")
     finally:
         _heal(lab)
     assert _lsd_links(lab)[link.name] == "up"
