@@ -100,6 +100,15 @@ OAM_TIMERS = (("oam_interval_ms", 10), ("nd_identity_interval_ms", 1000), ("nd_i
               ("nd_interval_ms", 50), ("nd_dead_ms", 250), ("flap_threshold", 1000))
 
 
+def override_timers(timers: tuple[tuple[str, float], ...], overrides: list[str]) -> tuple[tuple[str, float], ...]:
+    """A scenario's timers with `--timer KEY=VALUE` overrides applied (added if absent)."""
+    out = dict(timers)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        out[key.strip()] = float(value)
+    return tuple(out.items())
+
+
 @dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
@@ -512,7 +521,7 @@ class Bench:
         from lab.fabric import Lab
 
         clos = dict(sc.clos)
-        clos["timers"] = sc.timers
+        clos["timers"] = override_timers(sc.timers, self.args.timer)
         marks: dict[str, float] = {}
 
         def on_log(msg: str) -> None:
@@ -581,6 +590,27 @@ class Bench:
 
         return {"seconds": round(wall, 1), "loadavg": os.getloadavg(), "clients": summary("client:"),
                 "masters": summary("master:"), "ovs_vswitchd": per.get("ovs-vswitchd"), "per_process": per}
+
+    def soak(self, seconds: float) -> dict[str, Any]:
+        """Idle `seconds` and count what moved: LSD versions (every link flap makes one) and, per client,
+        ports that went unusable and CFM faults (REST counters). Zero everywhere = no flap."""
+        def counts() -> dict[str, int]:
+            total: dict[str, int] = {"usable_false": 0, "oam_fault": 0}
+            for st in self.lab.client_states().values():
+                if isinstance(st, dict):
+                    c = st.get("counters", {})
+                    total["oam_fault"] += int(c.get("oam_fault", 0))
+            return total
+
+        v0, c0, t0 = self.lab.lsd_version(), counts(), time.monotonic()
+        marks = Logs(self.lab)
+        time.sleep(seconds)
+        v1, c1 = self.lab.lsd_version(), counts()
+        clients, _ = marks.read()
+        downs = sum(1 for lines in clients.values() for ln in lines if " usable=False " in ln.text)
+        return {"seconds": round(time.monotonic() - t0, 1), "lsd_versions": (v1 or 0) - (v0 or 0),
+                "ports_went_unusable": downs, "oam_faults": c1["oam_fault"] - c0["oam_fault"],
+                "loadavg": os.getloadavg()}
 
     def settle(self, quiet: float = 1.5, timeout: float = 30.0) -> float | None:
         """Bounded wait until the fabric is converged and the LSD version has not moved for `quiet` s
@@ -1025,7 +1055,8 @@ def print_tables(report: dict[str, Any]) -> None:
 
 def run_scenario(bench: Bench, sc: Scenario, trials: int, kinds: list[str] | None) -> dict[str, Any]:
     args = bench.args
-    out: dict[str, Any] = {"name": sc.name, "clos": sc.clos, "timers": dict(sc.timers), "bringup": [],
+    out: dict[str, Any] = {"name": sc.name, "clos": sc.clos, "timers": dict(override_timers(sc.timers, args.timer)),
+                           "bringup": [],
                            "kinds": [], "verdicts": {}, "trials": {}}
     nd_dead = dict(sc.timers).get("nd_dead_ms", 30) / 1000.0
     bringups = 1 if args.quick else sc.bringups
@@ -1044,6 +1075,9 @@ def run_scenario(bench: Bench, sc: Scenario, trials: int, kinds: list[str] | Non
             out["idle"] = bench.idle(args.idle_s)
             bench.log(f"    idle {args.idle_s:g}s: clients {out['idle']['clients']} "
                       f"ovs-vswitchd {out['idle']['ovs_vswitchd']} load {out['idle']['loadavg'][0]:.2f}")
+        if args.soak_s > 0:
+            out["soak"] = bench.soak(args.soak_s)
+            bench.log(f"    soak {args.soak_s:g}s: {out['soak']}")
         for kind in sc.kinds:
             if kinds and kind not in kinds:
                 continue
@@ -1094,6 +1128,10 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated, of {', '.join(SCENARIOS)} (default {','.join(DEFAULT_SCENARIOS)})")
     ap.add_argument("--kinds", default="", help="only these kinds (comma-separated)")
     ap.add_argument("--name", default="bench", help="lab name (namespaces fplab-NAME*)")
+    ap.add_argument("--timer", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a timer in every scenario, e.g. oam_interval_ms=5 (repeatable)")
+    ap.add_argument("--soak-s", type=float, default=0.0,
+                    help="after the idle measurement, idle this long and count flaps (LSD versions, ports)")
     ap.add_argument("--idle-s", type=float, default=10.0,
                     help="after bring-up, idle this long and record CPU/RSS per daemon (0: skip)")
     ap.add_argument("--flows", type=int, default=4, help="flows per probe (2 probes per trial)")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -30,13 +31,22 @@ from typing import Any
 
 from client.oam import ConfigureOam, OamObservation, OamObserved, OamSetupFailed, OvsdbConnection
 
-with warnings.catch_warnings():
-    # ovs.poller probes for eventlet (an os-ken dependency) and eventlet warns on import; we use neither.
-    warnings.simplefilter("ignore")
-    import ovs.db.idl
-    import ovs.jsonrpc
-    import ovs.poller
-    import ovs.stream
+# ovs.poller probes for eventlet/gevent monkey-patching at import. We use neither (os-ken runs on native
+# threads), and importing eventlet would cost every client ~0.16 s of CPU at start and ~20 MB of RSS: hide
+# the modules not already loaded while the ovs package is imported (the probe then finds nothing).
+_HIDDEN = [name for name in ("eventlet", "gevent") if name not in sys.modules]
+for _name in _HIDDEN:
+    sys.modules[_name] = None  # type: ignore[assignment]
+try:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import ovs.db.idl
+        import ovs.jsonrpc
+        import ovs.poller
+        import ovs.stream
+finally:
+    for _name in _HIDDEN:
+        sys.modules.pop(_name, None)
 
 log = logging.getLogger("firepath.client.liveness")
 

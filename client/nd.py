@@ -16,6 +16,11 @@ sender of the frames it hears there). The frames the port receives tell who is r
                 peer arrive again (or PHY goes down, which resets the port: re-cabling drops the link).
 - ``DOWN``      silence for `nd_dead` (or PHY down, or nothing heard yet).
 
+Two cadences per port: the *heartbeat* (`nd_interval` / `nd_dead`), when software ND is the port's liveness
+check (`liveness: nd`, or OAM fell back), and the *identity* cadence (`nd_identity_interval` /
+`nd_identity_dead`) when ovs-vswitchd's CFM checks liveness (client.oam): then ND only confirms who is at
+the far end, both ways, and the port core sends a frame at once on every PHY or OAM change.
+
 Timing: a silent failure (PHY stays up, packets dropped) is detected `nd_dead` after the last frame
 (default 30 ms) — the deadline is exact because `next_deadline()` includes every port's expiry, so the
 link leaves routing in <= 50 ms with the default timers. Bring-up is fast too: whenever the discovered
