@@ -19,7 +19,8 @@ sender of the frames it hears there). The frames the port receives tell who is r
 Two cadences per port: the *heartbeat* (`nd_interval` / `nd_dead`), when software ND is the port's liveness
 check (`liveness: nd`, or OAM fell back), and the *identity* cadence (`nd_identity_interval` /
 `nd_identity_dead`) when ovs-vswitchd's CFM checks liveness (client.oam): then ND only confirms who is at
-the far end, both ways, and the port core sends a frame at once on every PHY or OAM change.
+the far end, both ways, and the port core sends a frame at once on every PHY or OAM change; a port that is
+not UP keeps probing at the heartbeat cadence until it is.
 
 Timing: a silent failure (PHY stays up, packets dropped) is detected `nd_dead` after the last frame
 (default 30 ms) — the deadline is exact because `next_deadline()` includes every port's expiry, so the
@@ -191,7 +192,7 @@ class NeighborDiscovery:
             if p.deadline < deadline:
                 deadline = p.deadline
             if p.phy:
-                send = self._next_send if p.fast else self._next_identity
+                send = self._next_send if p.fast or p.state is not NdState.UP else self._next_identity
                 if send < deadline:
                     deadline = send
         return deadline
@@ -211,7 +212,10 @@ class NeighborDiscovery:
             if self._next_identity <= now:
                 self._next_identity = now + self.identity_interval
         for p in self._ports.values():
-            due = send if p.fast else send_identity
+            # A port not (yet) UP probes at the heartbeat cadence even in identity mode: a first frame lost
+            # (the peer's punt flow not installed yet, a repair racing the peer's PHY) must not cost a
+            # whole identity interval of bring-up.
+            due = send if p.fast or p.state is not NdState.UP else send_identity
             if now >= p.deadline:
                 self._evaluate(p, now, out, send_on_change=not due)
             if due and p.phy:
@@ -264,7 +268,7 @@ class NeighborDiscovery:
             p.phy = True
             p.tx += 1
             out.append(p.send)
-            if p.fast and self._next_send <= now:   # the schedule idled while every port was down
+            if self._next_send <= now:   # the schedule idled while no port needed it (DOWN ports probe fast)
                 self._next_send = now + self.interval
             if not p.fast and self._next_identity <= now:
                 self._next_identity = now + self.identity_interval

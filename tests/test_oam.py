@@ -258,3 +258,20 @@ def test_fallback_port_runs_nd_heartbeats_and_needs_them(fabric) -> None:
     p.drop |= {("leaf-1", 1), ("spine-1", 1)}                                  # silent: ND must see it
     p.run(fabric.timers.nd_dead + 0.011)
     assert not p.usable()
+
+
+def test_identity_mode_probes_fast_until_up_so_a_lost_first_frame_costs_no_identity_interval(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    p.drop.add(("spine-1", 1))       # spine-1's first frames are lost (its peer has no punt flow yet, say)
+    for sw in ("leaf-1", "spine-1"):
+        p.cfm(sw, 1)
+        p.phy(sw, 1, True)
+    p.run(0.2)
+    assert not p.usable()
+    p.drop.clear()
+    p.run(2.5 * fabric.timers.nd_interval)
+    assert p.usable("leaf-1") and p.usable("spine-1")
+    p.sent.clear()
+    p.run(2.0)
+    assert len([1 for _, sw, _port in p.sent if sw == "leaf-1"]) <= 3     # UP: back to the identity cadence
