@@ -161,6 +161,7 @@ class OvsdbLiveness:
         connected = False
         while not self._stop.is_set():
             idl.run()
+            # the IDL has no public "connected now"; its jsonrpc session does (ovs.jsonrpc.Session)
             up = idl._session.is_connected() and idl.has_ever_connected()
             if up != connected:
                 connected = up
