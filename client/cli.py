@@ -68,10 +68,22 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"firepath client: key file: {e}", file=sys.stderr)
         return 2
-    daemon = ClientDaemon(fabric, args.switch, keyring, ovs_target=target, netns=args.netns, bind=args.bind,
-                           ovsdb=args.ovsdb)
     rest_port = args.rest_port if args.rest_port is not None else switch.rest_port
-    rest = RestServer(daemon.status, "127.0.0.1", rest_port) if rest_port else None
+    # Everything that can fail at start-up (UDP and REST sockets) happens before any thread runs or any
+    # ND peer is told anything; a failure ends the process at once, with the reason, and exit status 1.
+    daemon = rest = None
+    try:
+        daemon = ClientDaemon(fabric, args.switch, keyring, ovs_target=target, netns=args.netns, bind=args.bind,
+                              ovsdb=args.ovsdb)
+    except OSError as e:
+        return _fatal(log, f"cannot open the UDP socket towards the masters on {args.bind}: {e}")
+    if rest_port:
+        try:
+            rest = RestServer(daemon.status, "127.0.0.1", rest_port)
+            rest.start()
+        except OSError as e:
+            daemon.transport.stop()
+            return _fatal(log, f"cannot serve REST on 127.0.0.1:{rest_port}: {e.strerror or e}")
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -82,19 +94,27 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         daemon.start()
+    except Exception as e:
         if rest is not None:
-            rest.start()
+            rest.stop()
+        daemon.stop()
+        return _fatal(log, f"start-up failed: {e}")
+    try:
         while not stop.wait(0.5):
             pass
-    except OSError as e:
-        log.error("fatal error=%s", e)
-        return 1
     finally:
         if rest is not None:
             rest.stop()
         hold = fabric.timers.switch_dead if args.restart_hold is None else args.restart_hold
         daemon.stop(restart_hold=hold)
     return 0
+
+
+def _fatal(log: logging.Logger, message: str) -> int:
+    """A start-up error: one clear line on stderr and in the log; the caller exits with status 1."""
+    log.error("fatal error=%r", message)
+    print(f"firepath client: {message}", file=sys.stderr)
+    return 1
 
 
 def main(argv: list[str] | None = None) -> int:

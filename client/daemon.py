@@ -1,34 +1,31 @@
-"""The switch client daemon: wires the pure cores to OVS (OpenFlow) and to the masters (UDP).
+"""The switch client daemon: threads and I/O around the pure `client.core.ClientCore`.
 
 Threads, and why:
 
-- **control** (this module): owns the Codec, the port table (PHY + ND + damping), the reporter and the
-  LSD replica. Everything latency-critical happens here and it never computes routes, so ND frames go
-  out on time whatever the routing load (Firepath's whole-fabric reboot outage was ND starved of CPU).
-  It sleeps until the earliest core deadline or the next input.
+- **control** (this module): feeds the core its inputs with `now` and carries out the actions. It never
+  computes routes, so ND frames go out on time whatever the routing load (Firepath's whole-fabric reboot
+  outage was ND starved of CPU). It sleeps until the core's next deadline or the next input, and always
+  drains its inbox, even when a deadline is already due. Switch events (ND frames, port status,
+  connection) are handled before master datagrams and operator calls that arrived with them.
 - **programmer** (`client.programmer`): route computation and OpenFlow programming, fed the latest LSD.
 - **udp-rx** (`client.transport`) and the OpenFlow driver's threads (`client.of.driver`) only hand raw
   inputs to the control thread's inbox.
 
-Hitless restart: the first port report is held back until every live fabric port has ND up (or a short
-grace expires), so a restarting client never tells the master its links are down; the programmer does
-not touch the switch before it has an LSD and then reconciles the installed state without flushing.
+The policy (dispatch, urgency, first-report hold for hitless restart) lives in `client.core`.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import queue
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from client.nd import SendNd
-from client.oam import ConfigureOam, OamChanged, OamObserved, OamSetupFailed, OamState, OvsdbConnection
+from client.core import ClientCore, LsdApplied, SendDatagram, SendFrames, UsableChanged
+from client.oam import ConfigureOam, OamObserved, OamSetupFailed, OvsdbConnection
 from client.of.events import (
     BarrierDone,
     Connected,
@@ -39,26 +36,10 @@ from client.of.events import (
     PacketIn,
     PortStatusChanged,
 )
-from client.ofmsg import PacketOut
-from client.ports import PortChanged, PortTable
 from client.programmer import Programmer
-from client.replica import FailStaticChanged, LsdApplied, LsdReplica
-from client.reporter import Reporter, SendToMaster
 from client.transport import UdpTransport
 from proto.auth import KeyRing
 from proto.config import Fabric
-from proto.messages import (
-    Codec,
-    DecodeError,
-    EncodeError,
-    Keepalive,
-    LsdDelta,
-    LsdFull,
-    NdFrame,
-    ReportAck,
-    decode_nd_ethernet,
-    encode_nd_ethernet,
-)
 
 log = logging.getLogger("firepath.client")
 
@@ -68,6 +49,9 @@ _DRIVER = "driver"
 _STOP = "stop"
 _CALL = "call"
 _OAM = "oam"
+
+#: Most inputs handled between two ticks (so timers run even under a flood of inputs).
+MAX_BATCH = 256
 
 
 def _osken_driver(target: str, on_event: Callable[[DriverEvent], None], netns: str | None) -> Driver:
@@ -86,45 +70,33 @@ class ClientDaemon:
                  ) -> None:
         """`driver_factory(ovs_target, on_event, netns)` builds the OpenFlow driver; the default is
         `client.of.driver.OfDriver`, imported only then, so that a daemon built with a fake driver
-        never loads os-ken."""
+        never loads os-ken. `ovsdb` (unix:PATH or tcp:IP:PORT): the switch's OVSDB, where the client
+        configures and monitors link OAM (client.liveness, imported only then); without it, with
+        `liveness: oam`, every fabric port falls back to software ND."""
         self.fabric = fabric
-        self.switch = fabric.switch(switch)
         self.name = switch
         self.clock = clock
         now = clock()
         self.started_at = now
-        self.codec = Codec(keyring, switch, [s.name for s in fabric.switches], [m.id for m in fabric.masters],
-                           accept_group=fabric.distribution.mode == "multicast")
-        self.ports = PortTable(fabric, switch, now=now)
-        self.reporter = Reporter(fabric, switch, now=now, initial_seq=time.time_ns() // 1_000_000)
-        self.replica = LsdReplica(fabric, switch, now=now)
+        self.core = ClientCore(fabric, switch, keyring, now=now, initial_seq=time.time_ns() // 1_000_000)
         if driver_factory is None:
             driver_factory = _osken_driver
         self.driver = driver_factory(ovs_target, self._on_driver_event, netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
         self.transport = UdpTransport(fabric, self._on_datagram, bind=bind)
-        # Link OAM (liveness: oam): CFM configured and monitored through OVSDB (`ovsdb`: unix:PATH or
-        # tcp:IP:PORT), see client.liveness; imported only then, like the OpenFlow driver.
         self.ovsdb = ovsdb
         self.liveness: Any = None
-        if ovsdb and self.ports.oam.enabled:
+        if ovsdb and self.core.ports.oam.enabled:
             from client.liveness import OvsdbLiveness
-            self.liveness = OvsdbLiveness(ovsdb, self.switch.id, self._on_liveness_event)
-        self.ovsdb_connected = False
-        self.lock = threading.RLock()     # held while the control thread mutates the cores (REST reads)
+            self.liveness = OvsdbLiveness(ovsdb, self.core.switch.id, self._on_liveness_event)
+        self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
-        self.connected = False
-        # First report held until ND settles (hitless restart), at most this long after the connection.
-        self._report_grace = max(5 * fabric.timers.nd_dead, 0.2)
-        self._report_hold_until = math.inf
-        self._report_released = False
-        self.counters: Counter[str] = Counter()
-        self._nd_silenced = False         # set once a graceful restart was announced
-        # The Ethernet header of every ND frame (dst, our MAC, ethertype) is the same: build it once
-        # instead of validating and parsing the MAC for every frame on the ND hot path.
-        self._nd_header = encode_nd_ethernet(self.switch.mac, b"")
+
+    @property
+    def connected(self) -> bool:
+        return self.core.connected
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -153,11 +125,10 @@ class ClientDaemon:
             sent = threading.Event()
 
             def announce(now: float) -> None:
-                frames = self.ports.nd.restart_frames(restart_hold)
-                self._run(frames, now)
-                self._nd_silenced = True    # a normal frame after the hold would end it at the peer
-                log.info("graceful restart: asked %d peers to hold their links for %.1fs", len(frames),
-                         restart_hold)
+                actions = self.core.graceful_restart(restart_hold, now)
+                self._execute(actions)
+                log.info("graceful restart: asked %d peers to hold their links for %.1fs",
+                         sum(len(a.frames) for a in actions if isinstance(a, SendFrames)), restart_hold)
                 sent.set()
 
             self.call(announce)
@@ -168,7 +139,7 @@ class ClientDaemon:
         if self._thread is not None:
             self._thread.join(2.0)
         if self.liveness is not None:
-            self.liveness.stop()        # CFM stays configured: the datapath keeps checking liveness
+            self.liveness.stop()        # CFM stays configured: the datapath keeps checking the links
         self.driver.stop()
         self.programmer.stop()
         self.transport.stop()
@@ -180,9 +151,9 @@ class ClientDaemon:
 
     # ------------------------------------------------------------------------------------------ inputs
     def _start_oam(self, now: float) -> None:
-        self._run(self.ports.start_oam(now), now)
-        if self.ports.oam.enabled and self.liveness is None:
-            self._run(self.ports.on_oam_failed(None, "no OVSDB target (firepath client --ovsdb)", now), now)
+        self._execute(self.core.start_oam(now))
+        if self.core.ports.oam.enabled and self.liveness is None:
+            self._execute(self.core.on_oam_failed(None, "no OVSDB target (firepath client --ovsdb)", now))
 
     def _on_liveness_event(self, event: Any) -> None:
         self._inbox.put((_OAM, event))
@@ -190,50 +161,45 @@ class ClientDaemon:
     def _on_datagram(self, data: bytes) -> None:
         self._inbox.put((_DATAGRAM, data))
 
-    def _on_driver_event(self, event: Any) -> None:
+    def _on_driver_event(self, event: DriverEvent) -> None:
         if isinstance(event, BarrierDone | OfError):
             self.programmer.on_driver_event(event)
             return
         self._inbox.put((_DRIVER, event))
 
     # ------------------------------------------------------------------------------------------ control loop
-    def _deadline(self) -> float:
-        d = min(self.ports.next_deadline(), self.reporter.next_deadline(), self.replica.next_deadline())
-        if not self._report_released:
-            d = min(d, self._report_hold_until)
-        return d
+    def _next_items(self) -> list[tuple[str, Any]]:
+        """Wait for inputs until the core's next deadline; return what arrived (at most MAX_BATCH),
+        switch events first. Never skips the inbox, even when a deadline is already due."""
+        timeout = self.core.next_deadline() - self.clock()
+        items: list[tuple[str, Any]] = []
+        try:
+            if timeout > 0:
+                items.append(self._inbox.get(timeout=min(timeout, 1.0)))
+            while len(items) < MAX_BATCH:
+                items.append(self._inbox.get_nowait())
+        except queue.Empty:
+            pass
+        # Liveness first: a stable sort keeps arrival order within each class.
+        items.sort(key=lambda item: item[0] not in (_DRIVER, _OAM))
+        return items
 
     def _control_loop(self) -> None:
         while True:
-            timeout = self._deadline() - self.clock()
-            try:
-                item = self._inbox.get(timeout=min(max(timeout, 0.0), 1.0)) if timeout > 0 else None
-            except queue.Empty:
-                item = None
+            items = self._next_items()
             with self.lock:
-                batch = 0
-                while item is not None:
+                for item in items:
                     if item[0] == _STOP:
                         return
                     self._handle(item, self.clock())
-                    batch += 1
-                    if batch >= 256:
-                        break
-                    try:
-                        item = self._inbox.get_nowait()
-                    except queue.Empty:
-                        item = None
                 now = self.clock()
-                self._run(self.ports.tick(now), now)
-                self._maybe_release_report(now)
-                self._run(self.reporter.tick(now), now)
-                self._run(self.replica.tick(now), now)
+                self._execute(self.core.tick(now))
 
     def _handle(self, item: tuple[str, Any], now: float) -> None:
         kind, payload = item
         try:
             if kind == _DATAGRAM:
-                self._on_master_datagram(payload, now)
+                self._execute(self.core.on_datagram(payload, now))
             elif kind == _DRIVER:
                 self._on_switch_event(payload, now)
             elif kind == _CALL:
@@ -241,188 +207,61 @@ class ClientDaemon:
             elif kind == _OAM:
                 self._on_oam_event(payload, now)
         except Exception:  # a bug in one input must not kill the control thread
-            self.counters["handler_errors"] += 1
+            self.core.counters["handler_errors"] += 1
             log.exception("control: error handling %s", kind)
-
-    def _on_master_datagram(self, data: bytes, now: float) -> None:
-        try:
-            sender, msg = self.codec.decode(data)
-        except DecodeError as e:
-            self.counters[f"rejected_{e.reason}"] += 1
-            log.debug("dropped datagram: %s", e)
-            return
-        if isinstance(msg, ReportAck):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now)
-            self._run(self.reporter.on_ack(msg, now), now)
-        elif isinstance(msg, Keepalive):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now)
-            self._run(self.replica.on_keepalive(msg, now), now)
-        elif isinstance(msg, LsdFull):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now)
-            self._run(self.replica.on_full(msg, now), now)
-        elif isinstance(msg, LsdDelta):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now)
-            self._run(self.replica.on_delta(msg, now), now)
-        else:
-            self.counters["unexpected_message"] += 1
 
     def _on_switch_event(self, event: Any, now: float) -> None:
         if isinstance(event, PacketIn):
-            self._on_nd_packet(event, now)
+            self._execute(self.core.on_packet_in(event.port, event.data, now))
         elif isinstance(event, PortStatusChanged):
-            self._run(self.ports.on_phy(event.port, event.live and not event.deleted, now), now)
+            self._execute(self.core.on_port_status(event.port, event.live and not event.deleted, now))
         elif isinstance(event, Connected):
-            self.connected = True
             log.info("switch connected dpid=%#x ports=%s", event.dpid, sorted(event.ports))
-            self._run(self.ports.on_port_desc(event.ports, now), now)
-            if not self._report_released:
-                self._report_hold_until = now + self._report_grace
+            self._execute(self.core.on_connected(event.ports, now))
             self.programmer.on_connected()
         elif isinstance(event, Disconnected):
-            self.connected = False
             log.warning("switch disconnected: %s", event.reason)
+            self._execute(self.core.on_disconnected(now))
             self.programmer.on_disconnected()
 
     def _on_oam_event(self, event: Any, now: float) -> None:
         if isinstance(event, OamObserved):
-            self.counters["oam_observations"] += 1
-            self._run(self.ports.on_oam(event.obs, now), now)
+            self._execute(self.core.on_oam_observed(event.obs, now))
         elif isinstance(event, OamSetupFailed):
-            self._run(self.ports.on_oam_failed(event.ports, event.reason, now), now)
+            self._execute(self.core.on_oam_failed(event.ports, event.reason, now))
         elif isinstance(event, OvsdbConnection):
-            self.ovsdb_connected = event.up
+            self.core.ovsdb_connected = event.up
             if event.up:
                 log.info("ovsdb connected target=%s", self.ovsdb)
             else:
-                self.counters["ovsdb_disconnects"] += 1
+                self.core.counters["ovsdb_disconnects"] += 1
                 log.warning("ovsdb disconnected target=%s (the datapath keeps running CFM; reconnecting)",
                             self.ovsdb)
 
-    def _on_nd_packet(self, event: PacketIn, now: float) -> None:
-        try:
-            sender, msg = self.codec.decode(decode_nd_ethernet(event.data))
-        except DecodeError as e:
-            self.counters[f"nd_rejected_{e.reason}"] += 1
-            return
-        if not isinstance(msg, NdFrame):
-            self.counters["nd_rejected_not_nd"] += 1
-            return
-        if msg.hold_ms:
-            log.info("graceful restart of peer %s:%d: holding port %d up for %d ms", msg.switch, msg.port,
-                     event.port, msg.hold_ms)
-        self._run(self.ports.on_nd_frame(event.port, sender, msg, now), now)
-
     # ------------------------------------------------------------------------------------------ actions
-    def _run(self, actions: list[Any], now: float) -> None:
-        ports_changed = False
-        urgent = False
-        nd_frames: list[SendNd] = []
-        failed: dict[str, list[int]] = {}
+    def _execute(self, actions: list[Any]) -> None:
         for action in actions:
-            if isinstance(action, SendNd):
-                nd_frames.append(action)
-            elif isinstance(action, OamChanged):
-                self.counters[f"oam_{action.state}"] += 1
-                if action.state is OamState.FAILED:
-                    failed.setdefault(action.reason, []).append(action.port)
-                elif action.state is OamState.MISCABLED:
-                    log.warning("oam port=%d miscabled: CFM hears %s", action.port, action.remote)
-                else:
-                    log.debug("oam port=%d state=%s", action.port, action.state)
-            elif isinstance(action, ConfigureOam):
-                if self.liveness is not None:
-                    self.liveness.configure(action)
-            elif isinstance(action, PortChanged):
-                ports_changed = True
-                urgent = urgent or action.usable_changed or action.status.miscabled_by is not None
-                st = action.status
-                log.info("port=%d usable=%s phy=%s nd=%s admin=%s damped=%s miscabled_by=%s", action.port,
-                         st.usable, st.phy, st.nd, st.admin, st.damped, st.miscabled_by)
-                if action.usable_changed:
-                    self.programmer.on_port_usable(action.port, action.usable)
-            elif isinstance(action, SendToMaster):
-                self._send_to_master(action)
+            if isinstance(action, SendFrames):
+                try:
+                    self.driver.send(list(action.frames))
+                    self.core.counters["nd_sent"] += len(action.frames)
+                except Exception as e:  # NotConnected during a reconnect
+                    self.core.counters["nd_send_errors"] += 1
+                    log.debug("nd send failed: %s", e)
+            elif isinstance(action, SendDatagram):
+                self.transport.send(action.master, action.data)
+            elif isinstance(action, UsableChanged):
+                self.programmer.on_port_usable(action.port, action.usable)
             elif isinstance(action, LsdApplied):
                 self.programmer.on_lsd(action)
-            elif isinstance(action, FailStaticChanged):
-                level = logging.WARNING if action.fail_static else logging.INFO
-                log.log(level, "fail-static=%s: %s", action.fail_static,
-                        "no master heard, forwarding on the last LSD" if action.fail_static else "master back")
-        for reason, ports in failed.items():
-            # One line per cause, however many ports: those ports fall back to software ND heartbeats.
-            self.counters["oam_fallback_ports"] += len(ports)
-            log.warning("oam unavailable ports=%s reason=%s: falling back to software ND (nd_interval %g ms)",
-                        sorted(ports), reason, self.fabric.timers.nd_interval * 1000)
-        if nd_frames:
-            self._send_nd(nd_frames)
-        if ports_changed:
-            self._maybe_release_report(now)
-            if self._report_released:
-                # A usable bit (or a miscabling) changed: report at once. Other fields (ND flapping on a
-                # damped port, ...) ride on the next refresh, so a flapping port cannot flood the master.
-                self._run(self.reporter.update(self.ports.statuses(), now, send_now=urgent), now)
-
-    def _maybe_release_report(self, now: float) -> None:
-        """Hitless restart: report only once ND had its chance on every live port."""
-        if self._report_released or not self.connected:
-            return
-        statuses = self.ports.statuses()
-        settled = all(s.usable or not s.phy for s in statuses)
-        if settled or now >= self._report_hold_until:
-            self._report_released = True
-            self._run(self.reporter.update(statuses, now), now)
-
-    def _send_nd(self, frames: list[SendNd]) -> None:
-        """All ND frames of one tick go to the switch as one batch of packet-outs (one hand-off)."""
-        if not self.connected or self._nd_silenced:
-            return
-        try:
-            header = self._nd_header
-            batch = [PacketOut(a.port, header + self.codec.encode(a.frame)) for a in frames]
-            self.driver.send(batch)
-            self.counters["nd_sent"] += len(batch)
-        except Exception as e:  # NotConnected during a reconnect, EncodeError on a bug
-            self.counters["nd_send_errors"] += 1
-            log.debug("nd send failed: %s", e)
-
-    def _send_to_master(self, action: SendToMaster) -> None:
-        try:
-            data = self.codec.encode(action.msg)
-        except EncodeError:
-            self.counters["encode_errors"] += 1
-            log.exception("cannot encode %s", type(action.msg).__name__)
-            return
-        self.transport.send(action.master, data)
+            elif isinstance(action, ConfigureOam) and self.liveness is not None:
+                self.liveness.configure(action)
 
     # ------------------------------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
         """A consistent JSON-ready view for REST (`GET /v1/state`) and metrics."""
         with self.lock:
-            now = self.clock()
-            ports = []
-            for port in self.ports.ports:
-                v = self.ports.view(port, now)
-                ports.append({
-                    "port": port, "peer": f"{v.expected.switch}:{v.expected.port}", "phy": v.phy,
-                    "nd": str(v.nd), "usable": v.usable, "admin": v.admin, "damped": v.damped,
-                    "miscabled_by": (f"{v.miscabled_by.switch}:{v.miscabled_by.port}"
-                                     if v.miscabled_by is not None else None),
-                    "discovered": (f"{v.discovered.switch}:{v.discovered.port}"
-                                   if v.discovered is not None else None),
-                    "oam": str(v.oam), "oam_remote": None if v.oam_remote is None else str(v.oam_remote),
-                    "nd_mode": "heartbeat" if v.nd_fast else "identity",
-                })
-            replica = self.replica
-            state = {
-                "switch": self.name, "term": replica.term, "master": replica.master,
-                "lsd_version": replica.version, "replica_state": replica.state,
-                "fail_static": replica.fail_static, "connected": self.connected, "ports": ports,
-                "liveness": self.fabric.liveness, "ovsdb_connected": self.ovsdb_connected,
-                "reports_sent": self.reporter.reports, "report_retransmits": self.reporter.retransmits,
-                "report_seq": self.reporter.report_seq, "report_acked": self.reporter.acked,
-                "replica": dict(replica.counters), "counters": dict(self.counters),
-                "codec_rejected": dict(self.codec.rejected),
-            }
+            state = self.core.status(self.clock())
         state.update(self.programmer.status())
         return state
 

@@ -52,7 +52,15 @@ class GroupAction:
     group_id: int
 
 
-Action = Output | SetField | DecNwTtl | GroupAction
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """Send the packet through meter `meter_id` first (an OFPIT_METER instruction in OpenFlow 1.3, an
+    action in 1.5). In a flow's actions it comes first; the translation puts it where each version wants."""
+
+    meter_id: int
+
+
+Action = Output | SetField | DecNwTtl | GroupAction | Meter
 
 
 class FlowCommand(IntEnum):
@@ -105,6 +113,22 @@ class GroupMod:
     buckets: tuple[Bucket, ...] = ()
 
 
+class MeterCommand(IntEnum):
+    ADD = 0
+    MODIFY = 1
+    DELETE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class MeterMod:
+    """A packets-per-second meter with one drop band: at most `rate_pps` packets/s, bursts of `burst`."""
+
+    command: MeterCommand
+    meter_id: int
+    rate_pps: int = 0
+    burst: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class Barrier:
     """Ends a batch: the switch has applied everything before it once the reply arrives."""
@@ -116,7 +140,7 @@ class PacketOut:
     data: bytes = field(repr=False)
 
 
-OfMessage = FlowMod | GroupMod | Barrier | PacketOut
+OfMessage = FlowMod | GroupMod | MeterMod | Barrier | PacketOut
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,3 +161,12 @@ class InstalledGroup:
     group_id: int
     type: GroupType
     buckets: tuple[Bucket, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledMeter:
+    """A meter as read back from the switch (meter config reply): pktps, one drop band."""
+
+    meter_id: int
+    rate_pps: int
+    burst: int

@@ -6,11 +6,18 @@ Desired state of one switch (table 0; "ours" = cookie high bits == FIREPATH_COOK
 
 | what                         | priority              | match                                    | actions |
 |------------------------------|-----------------------|------------------------------------------|---------|
-| ND punt (every switch)       | PRIORITY_ND = 65535   | eth_type=0x88B5                          | Output(CONTROLLER) |
+| ND punt (each fabric port)   | PRIORITY_ND = 65535   | in_port=fabric port, eth_type=0x88B5     | [Meter(port's)], Output(CONTROLLER) |
+| ND from any other port       | PRIORITY_ND - 1       | eth_type=0x88B5                          | () = drop |
 | ARP replies (ToR)            | PRIORITY_ARP = 40000  | in_port, eth_type=0x0806, arp_op=1, arp_spa=host, arp_tpa=target | rewrite into a reply, Output(IN_PORT) |
 | host routes (ToR)            | PRIORITY_HOST = 1033  | eth_type=0x0800, ipv4_dst=host /32       | eth_src=router, eth_dst=host, DecNwTtl, Output(host port) |
 | fabric routes                | ROUTE_BASE + len      | eth_type=0x0800 [, ipv4_dst masked]      | GroupAction(group of its next-hop set) |
 | own prefixes (not via fabric)| ROUTE_BASE + len      | eth_type=0x0800 [, ipv4_dst masked]      | () = drop |
+
+Control-plane protection: ND frames reach the controller only from fabric ports (a host can never
+make its switch's client work), and with `nd_meter_pps` each fabric port's punt flow goes through its
+own packets-per-second meter (id METER_ID_MIN + port, one drop band): a flood on one port is cut in the
+datapath and cannot crowd out the ND of the other ports. Meters are route-independent: full plans add,
+modify and delete them (before the flows that use them / after); incremental plans never touch them.
 
 Longest prefix wins because the priority grows with the prefix length. Host routes sit above every
 route (a /32 of another switch cannot equal a host address: the config validator forbids overlaps).
@@ -90,7 +97,11 @@ from client.ofmsg import (
     GroupType,
     InstalledFlow,
     InstalledGroup,
+    InstalledMeter,
     MatchFields,
+    Meter,
+    MeterCommand,
+    MeterMod,
     OfMessage,
     Output,
     SetField,
@@ -119,6 +130,10 @@ PRIORITY_HOST = ROUTE_BASE + 33
 GROUP_ID_MIN = 0xF1000000
 GROUP_ID_MAX = 0xF1FFFFFF  # below OFPG_MAX (0xFFFFFF00)
 
+#: Meter ids of ours (meters carry no cookie): METER_ID_MIN + port for a fabric port's ND punt.
+METER_ID_MIN = 0x10000
+METER_ID_MAX = 0x1FFFF  # OVS's userspace datapath allows 262,144 meters
+
 ETH_TYPE_IPV4 = 0x0800
 ETH_TYPE_ARP = 0x0806
 ETH_TYPE_ND = 0x88B5
@@ -127,6 +142,22 @@ ARP_REPLY = 2
 
 #: A flow's identity in a table: OpenFlow identifies a flow by (table, priority, match).
 FlowKey = tuple[int, int, MatchFields]
+
+#: ND punt meters: headroom over the expected rate (one frame per nd_interval, plus frames sent at once
+#: on a change), a floor for slow ND, and the smallest burst (packets).
+ND_METER_HEADROOM = 4
+ND_METER_MIN_PPS = 50
+ND_METER_MIN_BURST = 10
+
+
+def nd_meter_id(port: int) -> int:
+    return METER_ID_MIN + port
+
+
+def nd_meter_rate(nd_interval: float) -> int:
+    """Packets/s a fabric port may punt: ND_METER_HEADROOM x the ND rate, at least ND_METER_MIN_PPS
+    (10 ms ND -> 400 pps; 1 s ND -> 50 pps)."""
+    return max(ND_METER_MIN_PPS, round(ND_METER_HEADROOM / nd_interval))
 
 
 class PlanError(ValueError):
@@ -205,13 +236,20 @@ class OfState:
 
     flows: dict[FlowKey, InstalledFlow] = field(default_factory=dict)
     groups: dict[int, InstalledGroup] = field(default_factory=dict)
+    meters: dict[int, InstalledMeter] = field(default_factory=dict)
 
     @classmethod
     def from_installed(
-        cls, flows: Iterable[InstalledFlow], groups: Iterable[InstalledGroup], table_id: int = TABLE_ID
+        cls,
+        flows: Iterable[InstalledFlow],
+        groups: Iterable[InstalledGroup],
+        table_id: int = TABLE_ID,
+        meters: Iterable[InstalledMeter] = (),
     ) -> OfState:
-        """Keep only what is ours: our table and cookie, our group-id range; matches canonicalised."""
+        """Keep only what is ours: our table and cookie, our group- and meter-id ranges; matches
+        canonicalised."""
         state = cls()
+        state.meters = {m.meter_id: m for m in meters if METER_ID_MIN <= m.meter_id <= METER_ID_MAX}
         for f in flows:
             if f.table_id != table_id or f.cookie & COOKIE_MASK != FIREPATH_COOKIE:
                 continue
@@ -228,7 +266,7 @@ class OfState:
         return state
 
     def copy(self) -> OfState:
-        return OfState(dict(self.flows), dict(self.groups))
+        return OfState(dict(self.flows), dict(self.groups), dict(self.meters))
 
 
 def plan(
@@ -240,9 +278,23 @@ def plan(
     """Messages turning `installed` into `desired`, make-before-break, ending with one Barrier.
 
     `flow_keys` / `group_ids` restrict the diff to those keys (incremental plans); by default everything
-    in either state is compared. Flow messages follow the order of `flow_keys` (default: desired order,
-    then stale installed flows); groups go by id. Returns [] when nothing differs.
+    in either state is compared, meters included (only full plans touch meters). Flow messages follow
+    the order of `flow_keys` (default: desired order, then stale installed flows); groups and meters go
+    by id. Meters are added first and deleted last (deleting a meter deletes the flows that use it).
+    Returns [] when nothing differs.
     """
+    meter_adds: list[OfMessage] = []
+    meter_dels: list[OfMessage] = []
+    if flow_keys is None and group_ids is None:
+        for mid in sorted(set(desired.meters) | set(installed.meters)):
+            want_m, have_m = desired.meters.get(mid), installed.meters.get(mid)
+            if want_m is not None:
+                if have_m is None:
+                    meter_adds.append(MeterMod(MeterCommand.ADD, mid, want_m.rate_pps, want_m.burst))
+                elif have_m != want_m:
+                    meter_adds.append(MeterMod(MeterCommand.MODIFY, mid, want_m.rate_pps, want_m.burst))
+            elif have_m is not None:
+                meter_dels.append(MeterMod(MeterCommand.DELETE, mid))
     if flow_keys is None:
         fkeys: Iterable[FlowKey] = list(desired.flows) + [k for k in installed.flows if k not in desired.flows]
     else:
@@ -274,7 +326,7 @@ def plan(
                 )
         elif have is not None:
             flow_dels.append(FlowMod(FlowCommand.DELETE_STRICT, priority, m, (), table_id, FIREPATH_COOKIE, COOKIE_MASK))
-    msgs = group_adds + flow_adds + flow_dels + group_dels
+    msgs = meter_adds + group_adds + flow_adds + flow_dels + group_dels + meter_dels
     if msgs:
         msgs.append(Barrier())
     return msgs
@@ -312,7 +364,18 @@ class OfPlanner:
     way, after a switch error or a reconnect, read the switch back: `load_installed`/`reconcile`.
     """
 
-    def __init__(self, fabric: Fabric, switch_name: str, *, table_id: int = TABLE_ID, auto_commit: bool = True) -> None:
+    def __init__(
+        self,
+        fabric: Fabric,
+        switch_name: str,
+        *,
+        table_id: int = TABLE_ID,
+        auto_commit: bool = True,
+        nd_meter_pps: int | None = None,
+    ) -> None:
+        """`nd_meter_pps`: rate-limit each fabric port's ND punt to this many packets/s with a meter
+        (see `nd_meter_rate`); None = no meters (the plan then never touches meters)."""
+        self.nd_meter_pps = nd_meter_pps
         try:
             self.switch = fabric.switch(switch_name)
         except KeyError:
@@ -329,7 +392,8 @@ class OfPlanner:
         self._keys: dict[IPv4Network, FlowKey] = {}  # route flow key cache (building matches is slow)
         self._own_prefixes = self._own()
         self._static = self._static_flows()
-        self._desired = OfState(dict(self._static), {})
+        self._meters = self._static_meters()
+        self._desired = OfState(dict(self._static), {}, dict(self._meters))
         self._installed = OfState()
         self._adopt = False  # load_installed happened: adopt installed group ids at the next full plan
         self._have_routes = False
@@ -368,13 +432,18 @@ class OfPlanner:
 
     # ------------------------------------------------------------------------------------ operations
 
-    def load_installed(self, installed_flows: Iterable[InstalledFlow], installed_groups: Iterable[InstalledGroup]) -> None:
-        """Replace the model of the switch by what it reports (flow/group stats after a (re)connect).
+    def load_installed(
+        self,
+        installed_flows: Iterable[InstalledFlow],
+        installed_groups: Iterable[InstalledGroup],
+        installed_meters: Iterable[InstalledMeter] = (),
+    ) -> None:
+        """Replace the model of the switch by what it reports (flow/group/meter stats after a (re)connect).
 
-        Foreign flows (other cookies/tables) and groups (outside our id range) are ignored. The next
-        full plan adopts the installed group ids, so a correct switch gets an empty plan.
+        Foreign flows (other cookies/tables), groups and meters (outside our id ranges) are ignored. The
+        next full plan adopts the installed group ids, so a correct switch gets an empty plan.
         """
-        self._installed = OfState.from_installed(installed_flows, installed_groups, self.table_id)
+        self._installed = OfState.from_installed(installed_flows, installed_groups, self.table_id, installed_meters)
         self._pending_full = False
         self._pending_flows.clear()
         self._pending_groups.clear()
@@ -409,9 +478,14 @@ class OfPlanner:
         self.desired_from_routes(routes, self._down if down_ports is None else down_ports)
         return self._commit(plan(self._desired, self._installed))
 
-    def reconcile(self, installed_flows: Iterable[InstalledFlow], installed_groups: Iterable[InstalledGroup]) -> list[OfMessage]:
+    def reconcile(
+        self,
+        installed_flows: Iterable[InstalledFlow],
+        installed_groups: Iterable[InstalledGroup],
+        installed_meters: Iterable[InstalledMeter] = (),
+    ) -> list[OfMessage]:
         """`load_installed` then a full diff with the current routes (never flushes anything)."""
-        self.load_installed(installed_flows, installed_groups)
+        self.load_installed(installed_flows, installed_groups, installed_meters)
         return self.set_routes(self._routes)
 
     def plan(self, routes: Mapping[IPv4Network, frozenset[int]], down_ports: Collection[int] = ()) -> list[OfMessage]:
@@ -572,7 +646,11 @@ class OfPlanner:
         def add(priority: int, m: MatchFields, actions: tuple[Action, ...], cookie: int) -> None:
             flows[(t, priority, m)] = InstalledFlow(t, priority, m, actions, cookie)
 
-        add(PRIORITY_ND, match(eth_type=ETH_TYPE_ND), (Output(OFPP_CONTROLLER, OFPCML_NO_BUFFER),), COOKIE_ND)
+        punt = Output(OFPP_CONTROLLER, OFPCML_NO_BUFFER)
+        for port in self.fabric.fabric_ports(sw.name):
+            meter: tuple[Action, ...] = (Meter(nd_meter_id(port)),) if self.nd_meter_pps else ()
+            add(PRIORITY_ND, match(in_port=port, eth_type=ETH_TYPE_ND), (*meter, punt), COOKIE_ND)
+        add(PRIORITY_ND - 1, match(eth_type=ETH_TYPE_ND), (), COOKIE_ND)   # host ports: never punted
         own = list(sw.prefixes) + ([sw.loopback] if sw.loopback is not None else [])
         for p in dict.fromkeys(own):
             add(ROUTE_BASE + p.prefixlen, prefix_match(p), (), COOKIE_LOCAL)
@@ -604,6 +682,24 @@ class OfPlanner:
                 )
                 add(PRIORITY_ARP, m, actions, COOKIE_ARP)
         return flows
+
+    def set_nd_meter(self, pps: int | None) -> None:
+        """Change (None: drop) the ND punt meters, e.g. when the switch turns meters down. Takes effect
+        with the next full plan (`set_routes`/`reconcile`), which also deletes meters no longer wanted."""
+        self.nd_meter_pps = pps
+        self._static = self._static_flows()
+        self._meters = self._static_meters()
+        self._rebuild_desired()
+
+    def _static_meters(self) -> dict[int, InstalledMeter]:
+        if not self.nd_meter_pps:
+            return {}
+        rate = self.nd_meter_pps
+        burst = max(ND_METER_MIN_BURST, rate // 4)
+        return {
+            nd_meter_id(p): InstalledMeter(nd_meter_id(p), rate, burst)
+            for p in self.fabric.fabric_ports(self.switch.name)
+        }
 
     def _bucket(self, port: int) -> Bucket:
         b = self._bucket_cache.get(port)
@@ -659,7 +755,7 @@ class OfPlanner:
         return key
 
     def _rebuild_desired(self) -> None:
-        desired = OfState(dict(self._static), {})
+        desired = OfState(dict(self._static), {}, dict(self._meters))
         self._desired = desired
         for s in sorted(self._users, key=sorted):
             self._ensure_group(s)

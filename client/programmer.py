@@ -15,7 +15,12 @@ or, when the master never saw a short failure, after one keepalive interval of u
 still says UP (time for a master update about the failure to arrive first).
 
 Programming of LSD version V is acknowledged (`programmed_version`) only after the barrier reply of
-the batch that installed it: then the switch forwards according to V.
+the batch that installed it *and* no OpenFlow error for that batch: then the switch forwards according
+to V. A batch the switch rejected in part (an OpenFlow error arrives before its barrier reply) is not
+committed to the plan; the next round reads the switch back and sends only what differs, i.e. retries
+what failed (like Open/R's Fib), after a backoff of RETRY_MIN doubling to RETRY_MAX, sooner if a new
+LSD or a local repair arrives. Errors and retries are counted (`of_errors`, `of_retries`,
+`last_of_error` in `status()`).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client.of.events import BarrierDone, Driver, NotConnected, OfError
-from client.ofplan import OfPlanner
+from client.ofplan import OfPlanner, nd_meter_rate
 from client.replica import LsdApplied
 from client.routes import RouteComputer, RouteDelta
 from proto.config import Fabric
@@ -36,6 +41,19 @@ from proto.lsd import LinkState
 log = logging.getLogger("firepath.client.programmer")
 
 BARRIER_TIMEOUT = 5.0
+#: Backoff (s) before a rejected batch is retried: doubles from RETRY_MIN up to RETRY_MAX.
+RETRY_MIN = 0.05
+RETRY_MAX = 5.0
+
+
+#: OpenFlow error type METER_MOD_FAILED and the codes that only mean our model of the switch was wrong
+#: (METER_EXISTS, UNKNOWN_METER); any other code means the switch cannot give us the meter we want.
+OFPET_METER_MOD_FAILED = 12
+METER_MODEL_CODES = frozenset({1, 3})
+
+
+class BatchRejected(RuntimeError):
+    """The switch answered a batch's barrier after rejecting one of its messages."""
 
 
 class Programmer:
@@ -46,7 +64,8 @@ class Programmer:
         self.driver = driver
         self.clock = clock
         self.routes = RouteComputer(fabric, switch)
-        self.planner = OfPlanner(fabric, switch, auto_commit=False)
+        self.planner = OfPlanner(fabric, switch, auto_commit=False,
+                                 nd_meter_pps=nd_meter_rate(fabric.timers.nd_interval))
         self._port_link = {port: fabric.link_at(switch, port).index for port in fabric.fabric_ports(switch)}
         # ND being two-way UP again is itself proof the link works; wait one keepalive so that a master
         # update about the failure that is still on its way can arrive first.
@@ -70,7 +89,10 @@ class Programmer:
         self._computed = False
         self._readback = False                        # the switch rejected something: read it back
         self._barriers: dict[int, threading.Event] = {}
+        self._failed: set[int] = set()                # batches with an OpenFlow error (guarded by lock)
         self._barrier_lock = threading.Lock()
+        self._retry_at = 0.0                          # no retry of a rejected batch before this time
+        self._backoff = RETRY_MIN
         # Status (read by REST/metrics; plain values, updated atomically).
         self.programmed_version = -1
         self.last_program_ms = 0.0
@@ -78,6 +100,10 @@ class Programmer:
         self.local_repairs = 0
         self.reconciles = 0
         self.of_errors = 0
+        self.nd_meters = self.planner.nd_meter_pps is not None   # False once the switch refused them
+        self._meters_refused = ""
+        self.of_retries = 0
+        self.last_of_error = ""
         self.last_batch_size = 0
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -130,7 +156,13 @@ class Programmer:
                 ev.set()
         else:
             self.of_errors += 1
+            self.last_of_error = event.text
             log.error("switch rejected a message of batch %s: %s", event.batch_id, event.text)
+            if event.type == OFPET_METER_MOD_FAILED and event.code not in METER_MODEL_CODES:
+                self._meters_refused = event.text
+            with self._barrier_lock:        # errors precede their batch's barrier reply on the connection
+                if event.batch_id in self._barriers:
+                    self._failed.add(event.batch_id)
             with self._cv:
                 self._readback = True                 # our model of the switch is wrong: reconcile
                 self._reconcile = True
@@ -140,13 +172,15 @@ class Programmer:
     def _has_work(self) -> bool:
         if not self._connected:
             return False
-        return self._repair_pending or self._lsd is not None or (self._reconcile and self._states is not None)
+        if self._repair_pending or self._lsd is not None:
+            return True
+        return self._reconcile and self._states is not None and self.clock() >= self._retry_at
 
     def _loop(self) -> None:
         while True:
             with self._cv:
                 while not self._stop and not self._has_work():
-                    self._cv.wait(self._restore_timeout())
+                    self._cv.wait(self._wait_timeout())
                     if self._restorable():
                         break
                 if self._stop:
@@ -160,6 +194,13 @@ class Programmer:
                 self._repair_pending = False
             try:
                 self._round(lsd, changed, full, reconcile)
+            except BatchRejected as e:
+                with self._cv:
+                    self._reconcile = True      # read back and send what differs, after the backoff
+                    self._retry_at = self.clock() + self._backoff
+                    self._backoff = min(self._backoff * 2, RETRY_MAX)
+                    self.of_retries += 1
+                log.warning("%s; retrying in %.0f ms", e, (self._retry_at - self.clock()) * 1000)
             except NotConnected:
                 with self._cv:
                     self._reconcile = True      # program again after the reconnection
@@ -169,10 +210,13 @@ class Programmer:
                     self._reconcile = True
                 time.sleep(0.1)
 
-    def _restore_timeout(self) -> float | None:
-        if not self._excluded:
-            return None
-        return max(0.01, self._restore_after / 4)
+    def _wait_timeout(self) -> float | None:
+        timeouts = []
+        if self._excluded:
+            timeouts.append(max(0.01, self._restore_after / 4))
+        if self._reconcile and self._retry_at > 0:
+            timeouts.append(max(0.001, self._retry_at - self.clock()))
+        return min(timeouts) if timeouts else None
 
     def _restorable(self) -> bool:
         """An excluded port may return by elapsed time alone (no LSD change came)."""
@@ -200,11 +244,17 @@ class Programmer:
             # No LSD yet (e.g. just restarted): leave the switch as it is. Its flows are the last good
             # state and a dead port's buckets are already skipped by OVS (watch_port).
             return
+        if self._meters_refused and self.nd_meters:
+            # Fail loudly, then fall back: ND is still punted only from fabric ports, unmetered.
+            log.error("switch refused the ND punt meters (%s): punting ND without meters", self._meters_refused)
+            self.planner.set_nd_meter(None)
+            self.nd_meters = False
+            reconcile = True
         self._update_exclusions(lsd is not None)
         excluded = self._excluded_ports()
         if reconcile or self._readback:
             flows, groups = self.driver.dump_state()
-            self.planner.load_installed(flows, groups)
+            self.planner.load_installed(flows, groups, self.driver.dump_meters())
             self._readback = False
             self.reconciles += 1
         if not self._computed or full or reconcile:
@@ -236,8 +286,16 @@ class Programmer:
                 if not done.wait(BARRIER_TIMEOUT):
                     raise NotConnected(f"no barrier reply for batch {batch_id} in {BARRIER_TIMEOUT}s")
             finally:
-                self._barriers.pop(batch_id, None)
+                with self._barrier_lock:
+                    self._barriers.pop(batch_id, None)
+                    rejected = batch_id in self._failed
+                    self._failed.discard(batch_id)
             self.batches += 1
+            if rejected:
+                # Not committed: the plan keeps its old model of the switch; version stays unprogrammed.
+                raise BatchRejected(f"switch rejected part of batch {batch_id} (version {version}): "
+                                    f"{self.last_of_error}")
+            self._backoff = RETRY_MIN
             self.last_batch_size = len(messages)
             self.planner.commit()
         if version is not None:
@@ -258,5 +316,8 @@ class Programmer:
             "excluded_ports": sorted(self._excluded),
             "of_batches": self.batches,
             "of_errors": self.of_errors,
+            "of_retries": self.of_retries,
+            "nd_meters": self.nd_meters,
+            "last_of_error": self.last_of_error,
             "reconciles": self.reconciles,
         }

@@ -41,6 +41,8 @@ class ClientCollector:
                                             int(s["fail_static"])),
             "firepath_client_connected": ("1 when the OpenFlow connection is up", int(s["connected"])),
             "firepath_client_routes": ("Routes installed", s["routes"]),
+            "firepath_client_nd_meters": ("1 when ND punts go through OpenFlow meters (0: switch refused them)",
+                                          int(s["nd_meters"])),
             "firepath_client_groups": ("ECMP groups installed", s["groups"]),
             "firepath_client_last_program_seconds": ("Duration of the last programming round",
                                                      s["last_program_ms"] / 1000.0),
@@ -64,6 +66,8 @@ class ClientCollector:
         counters = CounterMetricFamily("firepath_client_events", "Client event counters", labels=["switch", "event"])
         counters.add_metric([sw, "reports_sent"], s["reports_sent"])
         counters.add_metric([sw, "report_retransmits"], s["report_retransmits"])
+        counters.add_metric([sw, "of_errors"], s["of_errors"])
+        counters.add_metric([sw, "of_retries"], s["of_retries"])
         for key, value in s["replica"].items():
             counters.add_metric([sw, f"replica_{key}"], value)
         for key, value in s["counters"].items():
@@ -103,14 +107,23 @@ class RestServer:
         self._thread = threading.Thread(target=self._loop.run_forever, name="rest", daemon=True)
 
     def start(self) -> None:
-        self._runner = web.AppRunner(self.app, access_log=None)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, self.host, self.port)
-        self._loop.run_until_complete(site.start())
+        """Bind and serve. Raises OSError (e.g. the port is in use) with nothing left running."""
+        runner = web.AppRunner(self.app, access_log=None)
+        try:
+            self._loop.run_until_complete(runner.setup())
+            site = web.TCPSite(runner, self.host, self.port)
+            self._loop.run_until_complete(site.start())
+        except BaseException:
+            self._loop.run_until_complete(runner.cleanup())
+            self._loop.close()
+            raise
+        self._runner = runner
         self._thread.start()
         log.info("rest listening on %s:%d", self.host, self.port)
 
     def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(2.0)
         self._loop.call_soon_threadsafe(self._loop.stop)

@@ -133,8 +133,18 @@ def _get_json(port: int, path: str, timeout: float) -> Any:
 
 # ---------------------------------------------------------------------------------------------- config
 
+# Lab ports lie below the kernel's ephemeral range (32768-60999), where the lab's own processes get their
+# outgoing ports (a REST port at 40000+i was once taken by a client's outgoing connection); every port the
+# lab listens on is also reserved in the lab namespace (net.ipv4.ip_local_reserved_ports), so a config
+# with ports inside the range is safe too.
 OVS_BASE_PORT = 20000      # switch id i listens for its client on 127.0.0.1:OVS_BASE_PORT+i (lab netns)
-REST_BASE_PORT = 40000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
+REST_BASE_PORT = 28000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
+# Software ND cost (issue #20, measured on this 2-core machine, userspace OVS): ~120 us of client CPU plus
+# ~50 us of ovs-vswitchd for every ND frame sent or received, i.e. ~0.34 ms per frame from one end to the
+# other. ND_CPU_BUDGET: the share of the machine's cores ND may take before links flap under load (the
+# 10-switch demo fabric at ND 30/150 needs ~0.36 core of 2 and collapsed under load; 50/250, ~0.22, holds).
+ND_FRAME_COST_S = 0.34e-3
+ND_CPU_BUDGET = 0.15
 # ND timers of generated lab configs unless `timers` is given: 50 ms / 250 ms, the fastest setting measured
 # stable for the demo fabric (10 switches, 16 links, 3 masters) on this 2-core machine shared with other labs.
 # Measured 2026-11-22 (lab up with waves, then 2 x 20 s steady state; CPU from /proc/<pid>/stat):
@@ -193,6 +203,84 @@ def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
     path = lab_dir / "fabric.yaml"
     path.write_text(generate_clos_yaml(params))
     return path
+
+
+class LabPorts:
+    """The TCP ports of a lab: each switch's OpenFlow (OVS listens) and REST port, taken from the config
+    where it has them (`ovs:` target, `rest_port`), else assigned OVS_BASE_PORT + id / REST_BASE_PORT + id.
+    Raises LabError naming the clash when two of the lab's listening ports (masters' included) are equal."""
+
+    def __init__(self, fabric: Any) -> None:
+        self.ovs: dict[str, int] = {}
+        self.rest: dict[str, int] = {}
+        self.assigned_ovs: list[str] = []
+        self.assigned_rest: list[str] = []
+        users: dict[int, str] = {}
+
+        def take(port: int, who: str) -> int:
+            if port in users:
+                raise LabError(f"port {port} is used twice in the lab: {users[port]} and {who}")
+            if not 0 < port < 65536:
+                raise LabError(f"{who}: port {port} out of range")
+            users[port] = who
+            return port
+
+        for m in fabric.masters:
+            for kind in ("client_port", "peer_port", "rest_port"):
+                if getattr(m, kind, None):
+                    take(int(getattr(m, kind)), f"master {m.id} {kind}")
+        dist = fabric.distribution
+        if getattr(dist, "port", None):
+            take(int(dist.port), "multicast distribution")
+        for sw in fabric.switches:
+            if sw.ovs:
+                self.ovs[sw.name] = take(int(str(sw.ovs).rsplit(":", 1)[1]), f"switch {sw.name} ovs")
+            else:
+                self.ovs[sw.name] = take(OVS_BASE_PORT + sw.id, f"switch {sw.name} ovs (assigned)")
+                self.assigned_ovs.append(sw.name)
+            if sw.rest_port:
+                self.rest[sw.name] = take(int(sw.rest_port), f"switch {sw.name} rest_port")
+            else:
+                self.rest[sw.name] = take(REST_BASE_PORT + sw.id, f"switch {sw.name} rest_port (assigned)")
+                self.assigned_rest.append(sw.name)
+        self.all = frozenset(users)
+
+    def ovs_target(self, switch: str) -> str:
+        return f"tcp:127.0.0.1:{self.ovs[switch]}"
+
+
+def port_ranges(ports: Iterable[int]) -> str:
+    """'20001-20004,28001' for the sysctl net.ipv4.ip_local_reserved_ports."""
+    out: list[str] = []
+    run: list[int] = []
+    for p in sorted(set(ports)):
+        if run and p == run[-1] + 1:
+            run.append(p)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [p]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
+
+
+def nd_load_warning(fabric: Any, cores: int | None = None) -> str | None:
+    """A warning when software ND at the fabric's `nd_interval` needs more CPU than this machine can give
+    it (ND_CPU_BUDGET of its cores at ND_FRAME_COST_S per frame), with timers that would fit; else None."""
+    cores = cores or os.cpu_count() or 1
+    links = len(fabric.links)
+    interval = fabric.timers.nd_interval
+    need = links * 2 / interval * ND_FRAME_COST_S          # one frame each way per link and interval
+    budget = ND_CPU_BUDGET * cores
+    if need <= budget:
+        return None
+    fit_ms = -(-links * 2 * ND_FRAME_COST_S / budget * 1000 // 10) * 10   # rounded up to 10 ms
+    dead_ratio = fabric.timers.nd_dead / interval
+    return (f"ND every {interval * 1000:g} ms on {links} links needs ~{need:.2f} core(s) of this machine's "
+            f"{cores} (~{ND_FRAME_COST_S * 1e3:.2f} ms of CPU per ND frame, client + ovs-vswitchd), more "
+            f"than the {budget:.2f} it can spare: links will flap and be damped. Timers that fit here: "
+            f"nd_interval_ms: {fit_ms:g}, nd_dead_ms: {fit_ms * max(dead_ratio, 5):g}.")
 
 
 def load_fabric(path: Path | str) -> Any:
@@ -258,10 +346,13 @@ def disable_tx_checksum(netns: str, ifname: str) -> None:
         raise LabError(f"cannot turn off tx checksum offload on {ifname} in {netns}: {errors[0]}")
 
 
-def _ovs_port(switch: Any) -> int:
-    if not switch.ovs:
-        raise LabError(f"switch {switch.name}: no `ovs:` target in the config; the lab needs tcp:127.0.0.1:PORT")
-    return int(str(switch.ovs).rsplit(":", 1)[1])
+def _reserve_ports(netns: str, ports: Iterable[int]) -> None:
+    """Keep the lab's listening ports out of the namespace's ephemeral port allocation."""
+    proc = subprocess.run(nsutil.exec_cmd(netns, ["sysctl", "-q", "-w",
+                                                  f"net.ipv4.ip_local_reserved_ports={port_ranges(ports)}"]),
+                          capture_output=True, text=True, timeout=10)
+    if proc.returncode != 0:
+        raise LabError(f"cannot reserve the lab's ports in {netns}: {proc.stderr.strip()}")
 
 
 def bridge_name(switch: Any) -> str:
@@ -295,6 +386,7 @@ class Lab:
     def __init__(self, state: LabState, fabric: Any | None) -> None:
         self.state = state
         self.fabric = fabric
+        self.ports = LabPorts(fabric) if fabric is not None else None
         self.ovs = OvsInstance(state.ovs_dir or Path(state.dir) / "ovs", state.netns or None)
         self._http: NetnsHttp | None = None
         self._lock = threading.Lock()
@@ -334,6 +426,15 @@ class Lab:
                 config = generate_config(d, name, **(clos or {}))
                 log(f"generated {config}")
             fabric = load_fabric(config)
+            ports = LabPorts(fabric)
+            if ports.assigned_ovs:
+                log(f"assigned `ovs:` targets tcp:127.0.0.1:{OVS_BASE_PORT}+id to {len(ports.assigned_ovs)} "
+                    f"switch(es) without one")
+            if ports.assigned_rest and len(ports.assigned_rest) < len(fabric.switches):
+                log(f"assigned REST ports {REST_BASE_PORT}+id to {len(ports.assigned_rest)} switch(es) without one")
+            warning = nd_load_warning(fabric)
+            if warning:
+                log(f"warning: {warning}")
             state = LabState(name=name, dir=str(d), config=str(Path(config).resolve()), netns=lab_netns(name),
                              ovs_dir=str(d / "ovs"), daemons=daemons)
             state.save()
@@ -389,6 +490,8 @@ class Lab:
 
         nsutil.create_netns(st.netns)
         _quiet_ipv6(st.netns)
+        assert self.ports is not None
+        _reserve_ports(st.netns, self.ports.all)
         # The control plane runs on the lab namespace's loopback: master addresses outside 127/8 are added
         # there, and multicast distribution (if configured) needs lo to carry 224/4.
         lo = ["link set lo multicast on", "route replace 224.0.0.0/4 dev lo"]
@@ -403,7 +506,7 @@ class Lab:
             args += ["--", "--may-exist", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
                      "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15",
                      f"other-config:datapath-id={sw.id:016x}", "other-config:disable-in-band=true",
-                     "--", "set-controller", br, f"ptcp:{_ovs_port(sw)}:127.0.0.1"]
+                     "--", "set-controller", br, f"ptcp:{self.ports.ovs[sw.name]}:127.0.0.1"]
         self.ovs.vsctl(*args[1:], timeout=60)
         # fabric veths (both ends in the lab namespace)
         lines = []
@@ -465,7 +568,7 @@ class Lab:
             batch = switches[i:i + wave]
             for sw in batch:
                 self.start_client(sw.name)
-            self._wait_rest([sw.rest_port for sw in batch if sw.rest_port], "/v1/state", wave_timeout)
+            self._wait_rest([self.rest_port(sw.name) for sw in batch], "/v1/state", wave_timeout)
 
     def _wait_rest(self, ports: list[int], path: str, timeout: float) -> bool:
         if not ports:
@@ -502,9 +605,11 @@ class Lab:
 
     def start_client(self, switch: str) -> ProcRecord:
         hold = min(CLIENT_RESTART_HOLD_S, self.fabric.timers.switch_dead)   # longer than switch_dead is moot
-        return self._spawn("client", switch, python_argv("client", "--config", self.state.config, "--switch", switch,
-                                                         "--restart-hold", f"{hold:g}",
-                                                         "--ovsdb", self.ovs.db_target))
+        assert self.ports is not None
+        return self._spawn("client", switch, python_argv(
+            "client", "--config", self.state.config, "--switch", switch, "--restart-hold", f"{hold:g}",
+            "--ovs", self.ports.ovs_target(switch), "--rest-port", str(self.ports.rest[switch]),
+            "--ovsdb", self.ovs.db_target))
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:
         rec = self.state.processes.get(key)
@@ -537,9 +642,14 @@ class Lab:
         return {m.id: r for m, r in zip(masters, res, strict=True)}
 
     def client_states(self, timeout: float = 0.5) -> dict[str, dict | Exception]:
-        sws = [sw for sw in self.fabric.switches if sw.rest_port]
-        res = self.http.get_many([(sw.rest_port, "/v1/state") for sw in sws], timeout)
+        sws = list(self.fabric.switches)
+        res = self.http.get_many([(self.rest_port(sw.name), "/v1/state") for sw in sws], timeout)
         return {sw.name: r for sw, r in zip(sws, res, strict=True)}
+
+    def rest_port(self, switch: str) -> int:
+        """The REST port of a switch's client (from the config, or assigned by the lab)."""
+        assert self.ports is not None
+        return self.ports.rest[switch]
 
     def current_master(self) -> tuple[str, dict] | None:
         """(id, /v1/lsd/version) of the one master whose role is "master"; None if none or several."""

@@ -116,13 +116,13 @@ def test_oam_configures_cfm_and_takes_a_silent_drop_out(ovs_pair) -> None:
             assert p["oam"] == "up" and p["nd_mode"] == "identity" and p["nd"] == "up", p
             assert int(ovs.vsctl("get", "interface", ifname, "cfm_mpid")) == mpid(d.switch.id, 1)
             assert ovs.vsctl("get", "interface", ifname, "other_config:cfm_extended").strip() == '"true"'
-            assert d.counters["oam_fallback_ports"] == 0
+            assert d.core.counters["oam_fallback_ports"] == 0
         detected = _silent_drop_and_repair(daemons, ifaces, ns, tok, "oam")
         print(f"\nsilent drop out of use at both ends after {detected * 1000:.0f} ms (CFM, 10 ms)")
         # identity ND is slow: a handful of frames in a second, not 100 heartbeats
-        sent = [d.counters["nd_sent"] for d in daemons]
+        sent = [d.core.counters["nd_sent"] for d in daemons]
         time.sleep(1.0)
-        assert all(d.counters["nd_sent"] - s <= 5 for d, s in zip(daemons, sent, strict=True))
+        assert all(d.core.counters["nd_sent"] - s <= 5 for d, s in zip(daemons, sent, strict=True))
     finally:
         for d in daemons:
             d.stop()
@@ -141,9 +141,9 @@ def test_software_nd_liveness_when_oam_is_missing_or_off(ovs_pair, liveness: str
             p = _port(d)
             assert p["nd_mode"] == "heartbeat", p
             if liveness == "nd":
-                assert p["oam"] == "off" and d.counters["oam_fallback_ports"] == 0
+                assert p["oam"] == "off" and d.core.counters["oam_fallback_ports"] == 0
             else:
-                assert p["oam"] == "failed" and d.counters["oam_fallback_ports"] == 1
+                assert p["oam"] == "failed" and d.core.counters["oam_fallback_ports"] == 1
             assert ovs.vsctl("get", "interface", ifname, "cfm_mpid").strip() == "[]"    # CFM untouched
         _silent_drop_and_repair(daemons, ifaces, ns, tok, "nd")
     finally:

@@ -275,3 +275,20 @@ def test_identity_mode_probes_fast_until_up_so_a_lost_first_frame_costs_no_ident
     p.sent.clear()
     p.run(2.0)
     assert len([1 for _, sw, _port in p.sent if sw == "leaf-1"]) <= 3     # UP: back to the identity cadence
+
+
+def test_client_core_asks_for_oam_and_falls_back_loudly_once_per_cause(fabric, caplog) -> None:
+    from client.core import ClientCore
+    from proto.auth import KeyRing
+
+    core = ClientCore(fabric, "leaf-1", KeyRing.from_secret(b"k" * 32), now=0.0)
+    (action,) = core.start_oam(0.0)
+    assert isinstance(action, ConfigureOam) and set(action.mpids) == {1, 2}
+    with caplog.at_level("WARNING", logger="firepath.client"):
+        out = core.on_oam_failed(None, "no OVSDB target", 0.1)
+    lines = [r.getMessage() for r in caplog.records if "oam unavailable" in r.getMessage()]
+    assert len(lines) == 1 and "ports=[1, 2]" in lines[0] and "no OVSDB target" in lines[0]
+    assert core.counters["oam_fallback_ports"] == 2
+    assert any(isinstance(a, ConfigureOam) and a.disable == (1, 2) for a in out)
+    ports = core.status(0.1)["ports"]
+    assert [(p["oam"], p["nd_mode"]) for p in ports] == [("failed", "heartbeat")] * 2

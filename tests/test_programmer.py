@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from client.of.events import BarrierDone, OfError
+from client.ofmsg import FlowMod, Meter, MeterMod
 from client.programmer import Programmer
 from client.replica import LsdApplied
 from proto.clos import clos_fabric
@@ -25,18 +26,44 @@ class FakeDriver:
         self.batches: list[list] = []
         self.dumps = 0
         self.programmer: Programmer | None = None
+        self.reject = 0        # reject (drop, answer OfError) the last message of this many next batches
+        self.no_meters = False  # a switch without meters: MeterMods fail with METER_MOD_FAILED/BAD_BAND
 
     def send(self, messages: list) -> int:
-        self.table.apply_all(messages)
         self.batches.append(list(messages))
         batch_id = len(self.batches)
         assert self.programmer is not None
-        threading.Thread(target=self.programmer.on_driver_event, args=(BarrierDone(batch_id),)).start()
+        events: list = []
+        if self.no_meters and any(isinstance(m, MeterMod) for m in messages):
+            # Like OVS: each failing message is answered by an error; the rest of the batch is applied.
+            for m in messages:
+                if isinstance(m, MeterMod):
+                    events.append(OfError(batch_id, 12, 8, "type=OFPET_METER_MOD_FAILED code=OFPMMFC_BAD_BAND"))
+                elif isinstance(m, FlowMod) and any(isinstance(a, Meter) for a in m.actions):
+                    events.append(OfError(batch_id, 12, 3, "type=OFPET_METER_MOD_FAILED code=OFPMMFC_UNKNOWN_METER"))
+                else:
+                    self.table.apply(m)
+        elif self.reject:
+            self.reject -= 1
+            self.table.apply_all(messages[:-2] + messages[-1:])   # the one before the barrier fails
+            events.append(OfError(batch_id, 5, 1, "type=OFPET_FLOW_MOD_FAILED code=OFPFMFC_TABLE_FULL"))
+        else:
+            self.table.apply_all(messages)
+        events.append(BarrierDone(batch_id))
+
+        def answer() -> None:
+            for ev in events:
+                self.programmer.on_driver_event(ev)
+
+        threading.Thread(target=answer).start()
         return batch_id
 
     def dump_state(self, timeout: float = 5.0):
         self.dumps += 1
         return self.table.installed_flows(), self.table.installed_groups()
+
+    def dump_meters(self, timeout: float = 5.0):
+        return self.table.installed_meters()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -185,6 +212,44 @@ def test_switch_error_triggers_a_readback(setup):
     prog.on_driver_event(OfError(1, 1, 1, "test"))
     wait_for(lambda: driver.dumps == 2)
     assert prog.status()["of_errors"] == 1
+
+
+def test_a_rejected_batch_is_not_programmed_and_only_what_failed_is_retried(setup, clock):
+    fabric, driver, prog = setup
+    driver.reject = 2
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.of_retries == 1)
+    assert prog.programmed_version == -1              # the barrier came, but not everything was installed
+    first = driver.batches[0]
+    clock.now += 0.06                                 # first backoff (RETRY_MIN)
+    wait_for(lambda: prog.of_retries == 2)
+    assert prog.programmed_version == -1
+    assert len(driver.batches) == 2 and len(driver.batches[1]) == 2   # only the failed message + barrier
+    assert driver.batches[1][0] == first[-2]
+    time.sleep(0.05)
+    assert len(driver.batches) == 2                   # backing off (doubled), not spinning
+    clock.now += 0.11
+    wait_for(lambda: prog.programmed_version == 1)
+    st = prog.status()
+    assert st["of_errors"] == 2 and st["of_retries"] == 2 and "TABLE_FULL" in st["last_of_error"]
+    assert driver.table.installed_flows() and next_hops(fabric, driver) == {1, 2}
+
+
+def test_a_switch_without_meters_gets_unmetered_nd_punts_and_says_so(setup, clock):
+    fabric, driver, prog = setup
+    driver.no_meters = True
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.of_retries >= 1)
+    assert prog.programmed_version == -1
+    clock.now += 0.06
+    wait_for(lambda: prog.programmed_version == 1)
+    st = prog.status()
+    assert st["nd_meters"] is False and st["of_errors"] >= 2
+    punts = [f for f in driver.table.flows.values() if dict(f.match).get("eth_type") == 0x88B5 and f.actions]
+    assert len(punts) == 2 and all(not any(isinstance(a, Meter) for a in f.actions) for f in punts)
+    assert next_hops(fabric, driver) == {1, 2}
 
 
 def test_a_short_local_failure_the_master_never_saw_is_restored_after_a_keepalive(setup, clock):

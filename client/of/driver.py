@@ -205,7 +205,7 @@ class OfDriver:
         Raises NotConnected if there is no ready connection.
         """
         for m in messages:
-            if not isinstance(m, ofmsg.FlowMod | ofmsg.GroupMod | ofmsg.Barrier | ofmsg.PacketOut):
+            if not isinstance(m, ofmsg.FlowMod | ofmsg.GroupMod | ofmsg.MeterMod | ofmsg.Barrier | ofmsg.PacketOut):
                 raise TypeError(f"send(): {m!r} is not an OpenFlow message of client.ofmsg")
         with self._lock:
             if not self._connected:
@@ -262,6 +262,25 @@ class OfDriver:
             if s.type == ofmsg.GroupType.SELECT
         }
         return flows, groups
+
+    def dump_meters(self, timeout: float = 5.0) -> list[ofmsg.InstalledMeter]:
+        """Every meter installed in the switch (same rules as `dump_state`)."""
+        if threading.get_ident() in self._osken_threads or threading.current_thread().name in (
+            "of-send",
+            "of-connect",
+        ):
+            raise RuntimeError("dump_meters() called from a driver/os-ken thread: would deadlock")
+        req = _Multipart()
+        with self._lock:
+            if not self._connected:
+                raise NotConnected(f"no OpenFlow connection to {self.target}")
+            epoch = self._epoch
+        self._work.put(_Work(epoch, "request", requests=[(translate.meter_dump_request, req)]))
+        if not req.done.wait(timeout):
+            raise TimeoutError(f"dump_meters: no complete multipart reply from {self.target} in {timeout}s")
+        if req.error is not None:
+            raise NotConnected(req.error)
+        return [translate.meter_from_stats(s) for s in req.body]
 
     # ---------------------------------------------------------------- threads of ours
 

@@ -151,6 +151,8 @@ class FirepathOFApp(app_manager.OSKenApp):
             ofp_event.EventOFPFlowStatsReply,
             ofp_event.EventOFPFlowDescStatsReply,
             ofp_event.EventOFPGroupDescStatsReply,
+            ofp_event.EventOFPMeterConfigStatsReply,
+            ofp_event.EventOFPMeterDescStatsReply,
             ofp_event.EventOFPErrorMsg,
         ],
         MAIN_DISPATCHER,
@@ -173,6 +175,8 @@ class FirepathOFApp(app_manager.OSKenApp):
             ofp_event.EventOFPFlowStatsReply: d._on_multipart,
             ofp_event.EventOFPFlowDescStatsReply: d._on_multipart,
             ofp_event.EventOFPGroupDescStatsReply: d._on_multipart,
+            ofp_event.EventOFPMeterConfigStatsReply: d._on_multipart,
+            ofp_event.EventOFPMeterDescStatsReply: d._on_multipart,
             ofp_event.EventOFPErrorMsg: d._on_error,
         }
         return super().start()

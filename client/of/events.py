@@ -98,3 +98,7 @@ class Driver(Protocol):
     ) -> tuple[list[ofmsg.InstalledFlow], list[ofmsg.InstalledGroup]]:
         """Every installed flow and group. Raises NotConnected or TimeoutError."""
         ...
+
+    def dump_meters(self, timeout: float = 5.0) -> list[ofmsg.InstalledMeter]:
+        """Every installed meter. Raises NotConnected or TimeoutError."""
+        ...

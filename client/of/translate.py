@@ -31,6 +31,8 @@ __all__ = [
     "from_osken_match",
     "group_dump_request",
     "group_from_stats",
+    "meter_dump_request",
+    "meter_from_stats",
     "port_live",
     "port_name",
     "selection_method_of",
@@ -54,12 +56,22 @@ def _osken_action(action: ofmsg.Action, p: Any) -> Any:
             return p.OFPActionDecNwTtl()
         case ofmsg.GroupAction(group_id=group_id):
             return p.OFPActionGroup(group_id)
+        case ofmsg.Meter(meter_id=meter_id) if hasattr(p, "OFPActionMeter"):  # OpenFlow 1.5
+            return p.OFPActionMeter(meter_id)
     raise TypeError(f"unsupported OpenFlow action {action!r}")
 
 
 def _instructions(actions: Iterable[ofmsg.Action], p: Any, o: Any) -> list[Any]:
+    out: list[Any] = []
+    if o.OFP_VERSION < 0x06:
+        # OpenFlow 1.3 has no meter action: a meter is an instruction, applied before the actions.
+        meters = [a for a in actions if isinstance(a, ofmsg.Meter)]
+        out += [p.OFPInstructionMeter(m.meter_id) for m in meters]
+        actions = [a for a in actions if not isinstance(a, ofmsg.Meter)]
     acts = [_osken_action(a, p) for a in actions]
-    return [p.OFPInstructionActions(o.OFPIT_APPLY_ACTIONS, acts)] if acts else []
+    if acts:
+        out.append(p.OFPInstructionActions(o.OFPIT_APPLY_ACTIONS, acts))
+    return out
 
 
 def selection_method_property(method: str, param: int, p: Any) -> Any:
@@ -161,6 +173,17 @@ def to_osken(msg: ofmsg.OfMessage, datapath: Any, *, select_method: str | None =
                 buckets=_buckets(msg, p, o),
                 properties=props,
             )
+        case ofmsg.MeterMod():
+            bands = [] if msg.command == ofmsg.MeterCommand.DELETE else [
+                p.OFPMeterBandDrop(rate=msg.rate_pps, burst_size=msg.burst)
+            ]
+            return p.OFPMeterMod(
+                datapath,
+                command=int(msg.command),
+                flags=o.OFPMF_PKTPS | o.OFPMF_BURST | o.OFPMF_STATS,
+                meter_id=msg.meter_id,
+                bands=bands,
+            )
         case ofmsg.Barrier():
             return p.OFPBarrierRequest(datapath)
         case ofmsg.PacketOut(port=port, data=data):
@@ -206,6 +229,8 @@ def from_osken_actions(actions: Iterable[Any]) -> tuple[ofmsg.Action, ...]:
             out.append(ofmsg.DecNwTtl())
         elif kind == "OFPActionGroup":
             out.append(ofmsg.GroupAction(a.group_id))
+        elif kind == "OFPActionMeter":
+            out.append(ofmsg.Meter(a.meter_id))
         else:
             raise TypeError(f"installed action {a!r} has no ofmsg equivalent")
     return tuple(out)
@@ -216,6 +241,8 @@ def flow_from_stats(stats: Any) -> ofmsg.InstalledFlow:
     for inst in stats.instructions:
         if type(inst).__name__ == "OFPInstructionActions" and inst.type == ofp.OFPIT_APPLY_ACTIONS:
             actions += from_osken_actions(inst.actions)
+        elif type(inst).__name__ == "OFPInstructionMeter":
+            actions = (ofmsg.Meter(inst.meter_id), *actions)
         else:
             raise TypeError(f"installed instruction {inst!r} has no ofmsg equivalent")
     return ofmsg.InstalledFlow(
@@ -309,3 +336,18 @@ def error_text(msg: Any) -> str:
     """An OFPErrorMsg's type and code as names."""
     o = msg.datapath.ofproto
     return f"type={o.ofp_error_type_to_str(msg.type)} code={o.ofp_error_code_to_str(msg.type, msg.code)}"
+
+
+def meter_dump_request(dp: Any) -> Any:
+    """Every meter's configuration (OpenFlow 1.5 renamed METER_CONFIG to METER_DESC)."""
+    p = dp.ofproto_parser
+    cls = p.OFPMeterDescStatsRequest if dp.ofproto.OFP_VERSION >= 0x06 else p.OFPMeterConfigStatsRequest
+    return cls(dp, 0, dp.ofproto.OFPM_ALL)
+
+
+def meter_from_stats(stats: Any) -> ofmsg.InstalledMeter:
+    """A meter config entry; the first drop band gives rate and burst (0, 0 without one)."""
+    drop = next((b for b in stats.bands if type(b).__name__ == "OFPMeterBandDrop"), None)
+    return ofmsg.InstalledMeter(
+        stats.meter_id, drop.rate if drop is not None else 0, drop.burst_size if drop is not None else 0
+    )

@@ -14,7 +14,9 @@ Semantics mirrored from OVS (see /work/shared/OSKEN-OVS-NOTES.md):
 - group ADD of an existing id and MODIFY of a missing one are errors; DELETE of a missing id is a no-op;
 - match prerequisites: ipv4_* fields need eth_type=0x0800, arp_* need eth_type=0x0806;
 - a select group skips buckets whose watch_port is not live; an empty select group drops;
-- DecNwTtl drops a packet whose TTL would reach zero.
+- DecNwTtl drops a packet whose TTL would reach zero;
+- meters: ADD of an existing id and MODIFY of a missing one are errors, a flow using a missing meter is
+  rejected, deleting a meter deletes the flows that use it; the fake never drops for a meter.
 Rejected messages raise `OFError` (strict mode, the default) or are recorded in `errors`.
 """
 
@@ -42,7 +44,11 @@ from client.ofmsg import (
     GroupType,
     InstalledFlow,
     InstalledGroup,
+    InstalledMeter,
     MatchFields,
+    Meter,
+    MeterCommand,
+    MeterMod,
     OfMessage,
     Output,
     PacketOut,
@@ -132,6 +138,7 @@ class FakeOFTable:
     strict: bool = True
     flows: dict[tuple[int, int, MatchFields], Flow] = field(default_factory=dict)
     groups: dict[int, InstalledGroup] = field(default_factory=dict)
+    meters: dict[int, InstalledMeter] = field(default_factory=dict)
     live_ports: set[int] | None = None  # None = every port live
     errors: list[OFError] = field(default_factory=list)
     barriers: int = 0
@@ -150,6 +157,8 @@ class FakeOFTable:
                 self._flow_mod(msg)
             elif isinstance(msg, GroupMod):
                 self._group_mod(msg)
+            elif isinstance(msg, MeterMod):
+                self._meter_mod(msg)
             elif isinstance(msg, Barrier):
                 self.barriers += 1
             elif isinstance(msg, PacketOut):
@@ -165,6 +174,8 @@ class FakeOFTable:
         for a in actions:
             if isinstance(a, GroupAction) and a.group_id not in self.groups:
                 raise OFError("bad_out_group", msg)
+            if isinstance(a, Meter) and a.meter_id not in self.meters:
+                raise OFError("unknown_meter", msg)
 
     def _selected(self, fm: FlowMod, strict: bool) -> list[tuple[int, int, MatchFields]]:
         keys = []
@@ -222,7 +233,23 @@ class FakeOFTable:
                     for key in [k for k, f in self.flows.items() if gid in f.groups()]:
                         del self.flows[key]
 
+    def _meter_mod(self, mm: MeterMod) -> None:
+        if mm.command is MeterCommand.ADD:
+            if mm.meter_id in self.meters:
+                raise OFError("meter_exists", mm)
+            self.meters[mm.meter_id] = InstalledMeter(mm.meter_id, mm.rate_pps, mm.burst)
+        elif mm.command is MeterCommand.MODIFY:
+            if mm.meter_id not in self.meters:
+                raise OFError("unknown_meter", mm)
+            self.meters[mm.meter_id] = InstalledMeter(mm.meter_id, mm.rate_pps, mm.burst)
+        elif mm.command is MeterCommand.DELETE and self.meters.pop(mm.meter_id, None) is not None:
+            for key in [k for k, f in self.flows.items() if Meter(mm.meter_id) in f.actions]:
+                del self.flows[key]
+
     # --------------------------------------------------------------------------------------- readback
+
+    def installed_meters(self) -> list[InstalledMeter]:
+        return [self.meters[m] for m in sorted(self.meters)]
 
     def installed_flows(self) -> list[InstalledFlow]:
         return [

@@ -1,0 +1,330 @@
+"""The switch client's control policy as a pure object: events and `now` in, actions out.
+
+`ClientCore` owns the codec (HMAC, replay windows), the port table (PHY + ND + admin + damping), the
+reporter and the LSD replica, and the rules that tie them together:
+
+- **dispatch**: master datagrams (ReportAck, Keepalive, LsdFull, LsdDelta) and ND frames are decoded and
+  handed to the right part; anything malformed, forged or stale is dropped and counted by reason;
+- **urgency**: a change of a port's usable bit, or a miscabling, is reported at once; other port changes
+  (ND flapping on a damped port, ...) ride on the next refresh, so a flapping port cannot flood the master;
+- **first-report hold** (hitless restart): after a (re)start the first report waits until every live
+  fabric port has ND up, or `report_grace` after the switch connection, so a restarting client never
+  tells the master its links are down. The hold runs only while the switch is connected: a connection
+  that drops before the report is released cancels the deadline, the next connection starts it again.
+  `next_deadline()` is therefore never in the past after `tick(now)` (the runtime never spins);
+- **graceful restart**: `graceful_restart(hold)` asks every ND peer to hold its link, then silences ND.
+
+- **link OAM** (client.oam): `start_oam` asks for CFM on the fabric ports, OVSDB observations and setup
+  failures come back through `on_oam_observed` / `on_oam_failed`; a port where OAM cannot run falls back
+  to software ND, with one log line per cause and the `oam_fallback_ports` counter.
+
+Actions for the runtime (`client.daemon`): `SendFrames` (ND packet-outs, one batch per call), `SendDatagram`
+(to a master), `UsableChanged` and `LsdApplied` (for the programmer), `ConfigureOam` (for the OVSDB runtime). The core never touches a socket,
+a thread or a clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from client.nd import SendNd
+from client.oam import ConfigureOam, OamChanged, OamObservation, OamState
+from client.ofmsg import PacketOut
+from client.ports import PortChanged, PortTable
+from client.replica import FailStaticChanged, LsdApplied, LsdReplica
+from client.reporter import Reporter, SendToMaster
+from proto.auth import KeyRing
+from proto.config import Fabric
+from proto.messages import (
+    Codec,
+    DecodeError,
+    EncodeError,
+    Keepalive,
+    LsdDelta,
+    LsdFull,
+    NdFrame,
+    ReportAck,
+    decode_nd_ethernet,
+    encode_nd_ethernet,
+)
+
+log = logging.getLogger("firepath.client")
+
+__all__ = ["Action", "ClientCore", "LsdApplied", "SendDatagram", "SendFrames", "UsableChanged"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendFrames:
+    """ND frames to send as packet-outs, in one batch (one hand-off to the OpenFlow driver)."""
+
+    frames: tuple[PacketOut, ...] = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class SendDatagram:
+    """An encoded, signed datagram for master `master` (by id)."""
+
+    master: str
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class UsableChanged:
+    """A fabric port's usable bit flipped: local repair (or its end) for the programmer."""
+
+    port: int
+    usable: bool
+
+
+Action = SendFrames | SendDatagram | UsableChanged | LsdApplied | ConfigureOam
+
+
+class ClientCore:
+    """One switch's control state. Every input method returns the actions it caused, in order.
+
+    `report_grace` (s): longest first-report hold after the switch connection; default
+    max(5 × nd_dead, 0.2 s). `initial_seq`: first report sequence number (the runtime passes wall-clock
+    ms so a restarted client's reports are newer than its previous life's).
+    """
+
+    def __init__(self, fabric: Fabric, switch: str, keyring: KeyRing, *, now: float, initial_seq: int = 0,
+                 report_grace: float | None = None) -> None:
+        self.fabric = fabric
+        self.name = switch
+        self.switch = fabric.switch(switch)
+        self.codec = Codec(keyring, switch, [s.name for s in fabric.switches], [m.id for m in fabric.masters],
+                           accept_group=fabric.distribution.mode == "multicast")
+        self.ports = PortTable(fabric, switch, now=now)
+        self.reporter = Reporter(fabric, switch, now=now, initial_seq=initial_seq)
+        self.replica = LsdReplica(fabric, switch, now=now)
+        self.report_grace = max(5 * fabric.timers.nd_dead, 0.2) if report_grace is None else report_grace
+        self.connected = False
+        self.report_released = False
+        self._hold_until = math.inf       # armed only while connected and not released
+        self._nd_silenced = False
+        self.ovsdb_connected = False      # set by the runtime (client.liveness events)
+        self.counters: Counter[str] = Counter()
+        # Every ND frame has the same Ethernet header (dst, our MAC, ethertype): built once, not per frame.
+        self._nd_header = encode_nd_ethernet(self.switch.mac, b"")
+
+    # ------------------------------------------------------------------------------------------ time
+    def next_deadline(self) -> float:
+        """When `tick` must run next (inf: only inputs can change anything)."""
+        d = min(self.ports.next_deadline(), self.reporter.next_deadline(), self.replica.next_deadline())
+        if not self.report_released and self.connected:
+            d = min(d, self._hold_until)
+        return d
+
+    def tick(self, now: float) -> list[Action]:
+        out: list[Action] = []
+        self._run(self.ports.tick(now), now, out)
+        self._maybe_release_report(now, out)
+        self._run(self.reporter.tick(now), now, out)
+        self._run(self.replica.tick(now), now, out)
+        return out
+
+    # ------------------------------------------------------------------------------------------ switch
+    def on_connected(self, ports: Mapping[int, bool], now: float) -> list[Action]:
+        """The OpenFlow connection is ready; `ports`: OpenFlow port -> live."""
+        self.connected = True
+        if not self.report_released:
+            self._hold_until = now + self.report_grace
+        out: list[Action] = []
+        self._run(self.ports.on_port_desc(ports, now), now, out)
+        self._maybe_release_report(now, out)
+        return out
+
+    def on_disconnected(self, now: float) -> list[Action]:
+        self.connected = False
+        if not self.report_released:
+            self._hold_until = math.inf   # the hold starts again with the next connection
+        return []
+
+    def on_port_status(self, port: int, live: bool, now: float) -> list[Action]:
+        out: list[Action] = []
+        self._run(self.ports.on_phy(port, live, now), now, out)
+        return out
+
+    def on_packet_in(self, port: int, data: bytes, now: float) -> list[Action]:
+        """A frame punted by the switch (the ND flow): decode, authenticate, hand to ND."""
+        try:
+            sender, msg = self.codec.decode(decode_nd_ethernet(data))
+        except DecodeError as e:
+            self.counters[f"nd_rejected_{e.reason}"] += 1
+            return []
+        if not isinstance(msg, NdFrame):
+            self.counters["nd_rejected_not_nd"] += 1
+            return []
+        if msg.hold_ms:
+            log.info("graceful restart of peer %s:%d: holding port %d up for %d ms", msg.switch, msg.port,
+                     port, msg.hold_ms)
+        out: list[Action] = []
+        self._run(self.ports.on_nd_frame(port, sender, msg, now), now, out)
+        return out
+
+    def set_admin(self, port: int, up: bool, now: float) -> list[Action]:
+        """Operator admin state of a fabric port (KeyError for another port)."""
+        out: list[Action] = []
+        self._run(self.ports.set_admin(port, up, now), now, out)
+        return out
+
+    def graceful_restart(self, hold: float, now: float) -> list[Action]:
+        """Ask every ND peer to keep its link up for `hold` s, then send no more ND (a normal frame after
+        the hold frame would end the hold at the peer). Returns the frames (empty if not connected)."""
+        out: list[Action] = []
+        self._run(self.ports.nd.restart_frames(hold), now, out)
+        self._nd_silenced = True
+        return out
+
+    # ------------------------------------------------------------------------------------------ masters
+    def on_datagram(self, data: bytes, now: float) -> list[Action]:
+        try:
+            _sender, msg = self.codec.decode(data)
+        except DecodeError as e:
+            self.counters[f"rejected_{e.reason}"] += 1
+            log.debug("dropped datagram: %s", e)
+            return []
+        out: list[Action] = []
+        if isinstance(msg, ReportAck):
+            self._run(self.reporter.on_ack(msg, now), now, out)
+        elif isinstance(msg, Keepalive | LsdFull | LsdDelta):
+            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now, out)
+            if isinstance(msg, Keepalive):
+                self._run(self.replica.on_keepalive(msg, now), now, out)
+            elif isinstance(msg, LsdFull):
+                self._run(self.replica.on_full(msg, now), now, out)
+            else:
+                self._run(self.replica.on_delta(msg, now), now, out)
+        else:
+            self.counters["unexpected_message"] += 1
+        return out
+
+    # ------------------------------------------------------------------------------------------ link OAM
+    def start_oam(self, now: float) -> list[Action]:
+        """Ask for CFM on every fabric port (a `ConfigureOam`); [] with `liveness: nd`."""
+        out: list[Action] = []
+        self._run(self.ports.start_oam(now), now, out)
+        return out
+
+    def on_oam_observed(self, obs: OamObservation, now: float) -> list[Action]:
+        self.counters["oam_observations"] += 1
+        out: list[Action] = []
+        self._run(self.ports.on_oam(obs, now), now, out)
+        return out
+
+    def on_oam_failed(self, ports: tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
+        out: list[Action] = []
+        self._run(self.ports.on_oam_failed(ports, reason, now), now, out)
+        return out
+
+    # ------------------------------------------------------------------------------------------ actions
+    def _run(self, actions: list[Any], now: float, out: list[Action]) -> None:
+        """Fold the parts' actions into runtime actions, applying the cross-part rules."""
+        ports_changed = False
+        urgent = False
+        nd_frames: list[SendNd] = []
+        failed: dict[str, list[int]] = {}
+        for action in actions:
+            if isinstance(action, SendNd):
+                nd_frames.append(action)
+            elif isinstance(action, ConfigureOam):
+                out.append(action)
+            elif isinstance(action, OamChanged):
+                self.counters[f"oam_{action.state}"] += 1
+                if action.state is OamState.FAILED:
+                    failed.setdefault(action.reason, []).append(action.port)
+                elif action.state is OamState.MISCABLED:
+                    log.warning("oam port=%d miscabled: CFM hears %s", action.port, action.remote)
+                else:
+                    log.debug("oam port=%d state=%s", action.port, action.state)
+            elif isinstance(action, PortChanged):
+                ports_changed = True
+                urgent = urgent or action.usable_changed or action.status.miscabled_by is not None
+                st = action.status
+                log.info("port=%d usable=%s phy=%s nd=%s admin=%s damped=%s miscabled_by=%s", action.port,
+                         st.usable, st.phy, st.nd, st.admin, st.damped, st.miscabled_by)
+                if action.usable_changed:
+                    out.append(UsableChanged(action.port, action.usable))
+            elif isinstance(action, SendToMaster):
+                self._encode_to_master(action, out)
+            elif isinstance(action, LsdApplied):
+                out.append(action)
+            elif isinstance(action, FailStaticChanged):
+                level = logging.WARNING if action.fail_static else logging.INFO
+                log.log(level, "fail-static=%s: %s", action.fail_static,
+                        "no master heard, forwarding on the last LSD" if action.fail_static else "master back")
+        for reason, ports in failed.items():
+            # One line per cause, however many ports: those ports fall back to software ND heartbeats.
+            self.counters["oam_fallback_ports"] += len(ports)
+            log.warning("oam unavailable ports=%s reason=%s: falling back to software ND (nd_interval %g ms)",
+                        sorted(ports), reason, self.fabric.timers.nd_interval * 1000)
+        if nd_frames:
+            self._encode_nd(nd_frames, out)
+        if ports_changed:
+            self._maybe_release_report(now, out)
+            if self.report_released:
+                self._run(self.reporter.update(self.ports.statuses(), now, send_now=urgent), now, out)
+
+    def _maybe_release_report(self, now: float, out: list[Action]) -> None:
+        """Hitless restart: report only once ND had its chance on every live port (or the hold ran out)."""
+        if self.report_released or not self.connected:
+            return
+        statuses = self.ports.statuses()
+        if all(s.usable or not s.phy for s in statuses) or now >= self._hold_until:
+            self.report_released = True
+            self._hold_until = math.inf
+            self._run(self.reporter.update(statuses, now), now, out)
+
+    def _encode_nd(self, frames: list[SendNd], out: list[Action]) -> None:
+        if not self.connected or self._nd_silenced:
+            return
+        try:
+            batch = tuple(PacketOut(a.port, self._nd_header + self.codec.encode(a.frame)) for a in frames)
+        except EncodeError:
+            self.counters["encode_errors"] += 1
+            log.exception("cannot encode an ND frame")
+            return
+        out.append(SendFrames(batch))
+
+    def _encode_to_master(self, action: SendToMaster, out: list[Action]) -> None:
+        try:
+            data = self.codec.encode(action.msg)
+        except EncodeError:
+            self.counters["encode_errors"] += 1
+            log.exception("cannot encode %s", type(action.msg).__name__)
+            return
+        out.append(SendDatagram(action.master, data))
+
+    # ------------------------------------------------------------------------------------------ status
+    def status(self, now: float) -> dict[str, Any]:
+        """A JSON-ready view of the control state (REST `GET /v1/state`, metrics)."""
+        ports = []
+        for port in self.ports.ports:
+            v = self.ports.view(port, now)
+            ports.append({
+                "port": port, "peer": f"{v.expected.switch}:{v.expected.port}", "phy": v.phy,
+                "nd": str(v.nd), "usable": v.usable, "admin": v.admin, "damped": v.damped,
+                "miscabled_by": (f"{v.miscabled_by.switch}:{v.miscabled_by.port}"
+                                 if v.miscabled_by is not None else None),
+                "discovered": (f"{v.discovered.switch}:{v.discovered.port}"
+                               if v.discovered is not None else None),
+                "oam": str(v.oam), "oam_remote": None if v.oam_remote is None else str(v.oam_remote),
+                "nd_mode": "heartbeat" if v.nd_fast else "identity",
+            })
+        replica = self.replica
+        return {
+            "switch": self.name, "term": replica.term, "master": replica.master,
+            "lsd_version": replica.version, "replica_state": replica.state,
+            "fail_static": replica.fail_static, "connected": self.connected, "ports": ports,
+            "liveness": self.fabric.liveness, "ovsdb_connected": self.ovsdb_connected,
+            "report_released": self.report_released,
+            "reports_sent": self.reporter.reports, "report_retransmits": self.reporter.retransmits,
+            "report_seq": self.reporter.report_seq, "report_acked": self.reporter.acked,
+            "replica": dict(replica.counters), "counters": dict(self.counters),
+            "codec_rejected": dict(self.codec.rejected),
+        }

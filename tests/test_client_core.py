@@ -1,0 +1,244 @@
+"""The pure client core with a fake clock: dispatch, urgency, the first-report hold in every order of
+connect / disconnect / ND up / time passing, graceful restart. No threads, no sockets, no switch."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from client.core import ClientCore, LsdApplied, SendDatagram, SendFrames, UsableChanged
+from proto.auth import KeyRing
+from proto.clos import clos_fabric
+from proto.config import Endpoint
+from proto.lsd import LinkStateDB
+from proto.messages import Codec, Keepalive, LsdFull, NdFrame, PortReport, ReportAck, encode_nd_ethernet
+from tests.fakes.clock import FakeClock, run_until
+
+SECRET = bytes(range(32))
+ME = "leaf-1"
+
+
+@pytest.fixture(scope="module")
+def fabric():
+    return clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")   # leaf-1: port 1 -> spine-1, 2 -> spine-2
+
+
+class World:
+    """The core plus what surrounds it: the two spines' ND and the master, each with its own codec."""
+
+    def __init__(self, fabric) -> None:
+        self.fabric = fabric
+        self.ring = KeyRing.from_secret(SECRET)
+        self.clock = FakeClock(1000.0)
+        self.core = ClientCore(fabric, ME, self.ring.bundle_for_switch(ME), now=self.clock.now)
+        switches = [s.name for s in fabric.switches]
+        masters = [m.id for m in fabric.masters]
+        self.master = Codec(self.ring, "m1", switches, masters)
+        self.peers = {name: Codec(self.ring.bundle_for_switch(name), name, switches, masters)
+                      for name in ("spine-1", "spine-2")}
+        self.actions: list[tuple[float, object]] = []
+        self._decoded: dict[bytes, object] = {}    # the master's codec refuses a replay: decode once
+
+    # inputs ------------------------------------------------------------------------------------------
+    def feed(self, actions: list) -> list:
+        self.actions.extend((self.clock.now, a) for a in actions)
+        return actions
+
+    def connect(self, live: bool = True, live2: bool | None = None) -> list:
+        ports = {1: live, 2: live if live2 is None else live2, 10: True}
+        return self.feed(self.core.on_connected(ports, self.clock.now))
+
+    def disconnect(self) -> list:
+        return self.feed(self.core.on_disconnected(self.clock.now))
+
+    def nd_frame(self, port: int, *, two_way: bool = True, hold_ms: int = 0) -> bytes:
+        peer = self.fabric.link_at(ME, port)
+        far = peer.b if peer.a.switch == ME else peer.a
+        frame = NdFrame(far.switch, far.port, Endpoint(ME, port), Endpoint(ME, port) if two_way else None,
+                        hold_ms=hold_ms)
+        data = self.peers[far.switch].encode(frame)
+        return encode_nd_ethernet(self.fabric.switch(far.switch).mac, data)
+
+    def nd_up(self, ports=(1, 2)) -> list:
+        out = []
+        for port in ports:
+            out += self.feed(self.core.on_packet_in(port, self.nd_frame(port), self.clock.now))
+        return out
+
+    def run(self, seconds: float) -> list:
+        """Let time pass with the peers silent; tick at every deadline like the runtime."""
+        got = run_until(self.clock, self.clock.now + seconds, self.core.tick, self.core.next_deadline,
+                        max_steps=10_000)
+        assert self.core.next_deadline() > self.clock.now      # never a deadline in the past
+        self.actions.extend(got)
+        return [a for _, a in got]
+
+    # outputs -----------------------------------------------------------------------------------------
+    def decode(self, data: bytes) -> object:
+        if data not in self._decoded:
+            self._decoded[data] = self.master.decode(data)[1]
+        return self._decoded[data]
+
+    def reports(self, actions=None) -> list[PortReport]:
+        items = self.actions if actions is None else [(0.0, a) for a in actions]
+        out = []
+        for _, a in items:
+            if isinstance(a, SendDatagram):
+                msg = self.decode(a.data)
+                if isinstance(msg, PortReport):
+                    out.append(msg)
+        return out
+
+    def first_report_time(self) -> float | None:
+        for t, a in self.actions:
+            if isinstance(a, SendDatagram) and isinstance(self.decode(a.data), PortReport):
+                return t
+        return None
+
+
+@pytest.fixture
+def world(fabric) -> World:
+    return World(fabric)
+
+
+def test_first_report_waits_for_nd_then_goes_at_once(world):
+    assert world.connect() == [] or not world.reports()
+    world.run(0.005)
+    assert world.reports() == []                       # held: ND is not up yet
+    out = world.nd_up()
+    reports = world.reports(out)
+    assert reports and all(p.usable for p in reports[-1].ports)
+    assert UsableChanged(1, True) in out and UsableChanged(2, True) in out
+    assert world.core.report_released
+
+
+def test_first_report_released_by_the_grace_when_nd_stays_silent(world):
+    world.connect()
+    t0 = world.clock.now
+    world.run(world.core.report_grace - 0.001)
+    assert world.reports() == []
+    world.run(0.002)
+    assert world.first_report_time() == pytest.approx(t0 + world.core.report_grace)
+    assert not any(p.usable for p in world.reports()[0].ports)
+
+
+def test_disconnect_before_release_does_not_spin_and_reconnect_restarts_the_hold(world):
+    """The bug of issue #20: the hold deadline stayed in the past while disconnected, so the runtime
+    spun on ticks and never read its inbox. `run` fails (StuckCore) if the core asks for the past."""
+    world.connect()
+    world.run(0.01)
+    world.disconnect()
+    world.run(3 * world.core.report_grace)             # would raise StuckCore before the fix
+    assert world.reports() == []                       # nothing reported while disconnected
+    world.connect()
+    t1 = world.clock.now
+    world.run(world.core.report_grace + 0.01)
+    assert world.first_report_time() == pytest.approx(t1 + world.core.report_grace)
+
+
+def test_nd_frames_go_out_only_while_connected(world):
+    frames = [a for a in world.run(0.05) if isinstance(a, SendFrames)]
+    assert frames == []
+    world.connect()
+    frames = [a for a in world.run(0.05) if isinstance(a, SendFrames)]
+    assert frames and {f.port for a in frames for f in a.frames} == {1, 2}
+    world.disconnect()
+    assert [a for a in world.run(0.05) if isinstance(a, SendFrames)] == []
+
+
+EVENTS = ("connect", "disconnect", "nd", "wait")
+
+
+@pytest.mark.parametrize("order", list(itertools.product(EVENTS, repeat=4)), ids="-".join)
+def test_every_order_of_connect_disconnect_nd_and_time(fabric, order):
+    """In any order: no deadline in the past; the first report only while connected, and only when every
+    live port has ND up or the grace since the last connection ran out; a connected client always
+    reports in the end."""
+    w = World(fabric)
+    connected, connected_at = False, None
+    checked = False
+    for ev in order:
+        released_before = w.core.report_released
+        if ev == "connect":
+            if not connected:
+                connected, connected_at = True, w.clock.now
+            out = w.connect()
+        elif ev == "disconnect":
+            connected = False
+            out = w.disconnect()
+        elif ev == "nd":
+            out = w.nd_up()
+        else:
+            out = w.run(w.core.report_grace * 0.6)
+        if not released_before and w.core.report_released and not checked:
+            checked = True
+            t = w.first_report_time()
+            assert t is not None and connected, f"released while disconnected after {order}"
+            nd_ready = ev == "nd" or (ev == "connect" and "nd" in order)
+            assert nd_ready or t >= connected_at + w.core.report_grace - 1e-9, order
+        assert bool(w.reports()) == w.core.report_released
+        assert not (out and not connected and any(isinstance(a, SendFrames) for a in out))
+    w.run(0.01)
+    if connected:
+        w.run(w.core.report_grace + 0.01)
+        assert w.core.report_released and w.reports(), order
+
+
+def test_master_messages_are_dispatched_and_forgeries_counted(world, fabric):
+    world.connect()
+    world.nd_up()
+    db = LinkStateDB(len(fabric.links))
+    full = world.master.encode(LsdFull("m1", 1, db.version, fabric.digest, db.snapshot()), to=ME)
+    out = world.core.on_datagram(full, world.clock.now)
+    applied = [a for a in out if isinstance(a, LsdApplied)]
+    assert len(applied) == 1 and applied[0].full and applied[0].term == 1
+    assert world.core.replica.version == db.version
+    # A keepalive from the same master: the reporter now follows m1 in term 1.
+    world.core.on_datagram(world.master.encode(Keepalive("m1", 1, db.version), to=ME), world.clock.now)
+    assert world.core.reporter.master == "m1" and world.core.reporter.term == 1
+    seq = world.core.reporter.report_seq
+    world.core.on_datagram(world.master.encode(ReportAck("m1", 1, seq), to=ME), world.clock.now)
+    assert world.core.reporter.acked
+    # Forged (bit flipped) and replayed datagrams change nothing and are counted.
+    forged = bytearray(full)
+    forged[-1] ^= 1
+    assert world.core.on_datagram(bytes(forged), world.clock.now) == []
+    assert world.core.on_datagram(full, world.clock.now) == []
+    assert sum(world.core.codec.rejected.values()) == 2 and world.core.counters
+    assert world.core.on_packet_in(1, b"\x00" * 20, world.clock.now) == []
+    assert any(k.startswith("nd_rejected_") for k in world.core.counters)
+
+
+def test_usable_change_is_urgent_other_changes_wait_for_the_refresh(world):
+    world.connect(live=True, live2=False)
+    world.nd_up(ports=(1,))                            # port 2 has no PHY: settled, released at once
+    assert world.core.report_released
+    n = len(world.reports())
+    # Port 2 is not usable; taking it admin down changes its report but not its usable bit.
+    out = world.feed(world.core.set_admin(2, False, world.clock.now))
+    assert world.reports(out) == []
+    # Port 1 losing PHY flips usable: reported at once, and local repair for the programmer.
+    out = world.feed(world.core.on_port_status(1, False, world.clock.now))
+    assert UsableChanged(1, False) in out
+    (report,) = world.reports(out)
+    assert len(world.reports()) == n + 1
+    assert {p.port: (p.usable, p.admin) for p in report.ports}[2] == (False, False)
+
+
+def test_graceful_restart_sends_hold_frames_then_silences_nd(world):
+    world.connect()
+    world.nd_up()
+    out = world.core.graceful_restart(5.0, world.clock.now)
+    (batch,) = [a for a in out if isinstance(a, SendFrames)]
+    assert {f.port for f in batch.frames} == {1, 2}
+    assert [a for a in world.run(0.1) if isinstance(a, SendFrames)] == []
+
+
+def test_peer_restart_hold_keeps_the_port_up(world):
+    world.connect()
+    world.nd_up()
+    held = world.core.on_packet_in(1, world.nd_frame(1, hold_ms=1000), world.clock.now)
+    assert not any(isinstance(a, UsableChanged) for a in held)
+    world.run(0.5)                                     # far beyond nd_dead; port 2 goes down, 1 is held
+    assert world.core.ports.usable(1) and not world.core.ports.usable(2)

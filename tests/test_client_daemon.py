@@ -1,0 +1,95 @@
+"""The client daemon's threads around its core, with a fake OpenFlow driver (no os-ken, no switch):
+the control loop keeps reading its inbox whatever the order of connections and the first report."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from client.daemon import ClientDaemon
+from client.of.events import Connected, Disconnected, DriverEvent, NotConnected
+from proto.auth import KeyRing
+from proto.clos import clos_fabric
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class FakeDriver:
+    """Records batches; events are pushed by the test through `emit` (as OfDriver's dispatcher would)."""
+
+    def __init__(self, target: str, on_event: Callable[[DriverEvent], None], netns: str | None) -> None:
+        self.target = target
+        self.emit = on_event
+        self.connected = False
+        self.batches: list[list] = []
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 5.0) -> None:
+        pass
+
+    def send(self, messages: list) -> int:
+        if not self.connected:
+            raise NotConnected("fake")
+        with self.lock:
+            self.batches.append(list(messages))
+            return len(self.batches)
+
+    def dump_state(self, timeout: float = 5.0):
+        return [], []
+
+    def dump_meters(self, timeout: float = 5.0):
+        return []
+
+    def sent_since(self, n: int) -> int:
+        with self.lock:
+            return len(self.batches) - n
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.005)
+    raise AssertionError("condition not reached in time")
+
+
+def test_disconnect_before_the_first_report_then_reconnect_is_handled():
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
+    ring = KeyRing.from_secret(bytes(range(32)))
+    d = ClientDaemon(fabric, "leaf-1", ring.bundle_for_switch("leaf-1"), ovs_target="tcp:127.0.0.1:9",
+                     driver_factory=FakeDriver)
+    drv: FakeDriver = d.driver  # type: ignore[assignment]
+    d.start()
+    try:
+        ports = {1: True, 2: True}
+        drv.connected = True
+        drv.emit(Connected(dpid=1, ports=ports))
+        wait_for(lambda: d.connected)
+        drv.connected = False
+        drv.emit(Disconnected("test"))
+        wait_for(lambda: not d.connected)
+        time.sleep(d.core.report_grace * 1.5)   # the hold would have expired while disconnected
+        assert not d.core.report_released
+        drv.connected = True
+        drv.emit(Connected(dpid=1, ports=ports))  # stayed queued forever before the fix
+        wait_for(lambda: d.connected)
+        n = len(drv.batches)
+        wait_for(lambda: drv.sent_since(n) > 0)   # ND runs again
+        wait_for(lambda: d.core.report_released, timeout=d.core.report_grace + 5)
+        assert d.status()["report_released"]
+        # The REST metrics carry the programmer's error counters and meter state.
+        from client.rest import ClientCollector
+
+        names = {(m.name, tuple(s.labels.get("event", "") for s in m.samples)) for m in ClientCollector(d.status).collect()}
+        events = {e for _, labels in names for e in labels}
+        assert {"of_errors", "of_retries"} <= events
+        assert any(n == "firepath_client_nd_meters" for n, _ in names)
+    finally:
+        d.stop()
