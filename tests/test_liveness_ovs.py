@@ -114,15 +114,15 @@ def test_oam_configures_cfm_and_takes_a_silent_drop_out(ovs_pair) -> None:
         for d, ifname in zip(daemons, ifaces, strict=True):
             p = _port(d)
             assert p["oam"] == "up" and p["nd_mode"] == "identity" and p["nd"] == "up", p
-            assert int(ovs.vsctl("get", "interface", ifname, "cfm_mpid")) == mpid(d.switch.id, 1)
+            assert int(ovs.vsctl("get", "interface", ifname, "cfm_mpid")) == mpid(d.core.switch.id, 1)
             assert ovs.vsctl("get", "interface", ifname, "other_config:cfm_extended").strip() == '"true"'
             assert d.core.counters["oam_fallback_ports"] == 0
         detected = _silent_drop_and_repair(daemons, ifaces, ns, tok, "oam")
         print(f"\nsilent drop out of use at both ends after {detected * 1000:.0f} ms (CFM, 10 ms)")
-        # identity ND is slow: a handful of frames in a second, not 100 heartbeats
+        # identity ND is slow: a handful of frames in a second, not 20 heartbeats (50 ms)
         sent = [d.core.counters["nd_sent"] for d in daemons]
         time.sleep(1.0)
-        assert all(d.core.counters["nd_sent"] - s <= 5 for d, s in zip(daemons, sent, strict=True))
+        assert all(d.core.counters["nd_sent"] - s <= 10 for d, s in zip(daemons, sent, strict=True))
     finally:
         for d in daemons:
             d.stop()
