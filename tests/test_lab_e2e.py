@@ -329,11 +329,12 @@ DETECT_MARGIN_S = 3.0       # REST polling + scheduling on a loaded 2-core machi
 # The lab defaults (ND 50/250 ms) with ND slowed to 100/500 ms: `make test` runs while other engineers' labs
 # (some with 10/30 ms ND, ~2 cores) share the machine; at 50/250 a bring-up next to such a lab flapped and got
 # damped (measured). Detection is still asserted against nd_dead (silent failure: ND alone).
-# Likewise CFM at 30 ms instead of 10 (a fault after 105-210 ms without hellos): at 10 ms a run next to other
-# labs at load average 40-86 faulted every link and damped the whole fabric (measured 2026-12-02).
+# Likewise CFM at 100 ms instead of 10 (a fault after 350-700 ms without hellos, like ND's 500 ms): at 10 and
+# 30 ms, runs next to other labs at load average 40-86 faulted every link and damped the whole fabric
+# (measured 2026-12-02). What is asserted is which mechanism acts, not how fast (bench/ measures that).
 TEST_TIMERS = tuple((k, v) for k, v in LAB_DEFAULT_TIMERS
                     if k not in ("nd_interval_ms", "nd_dead_ms", "oam_interval_ms")) \
-    + (("nd_interval_ms", 100), ("nd_dead_ms", 500), ("oam_interval_ms", 30))
+    + (("nd_interval_ms", 100), ("nd_dead_ms", 500), ("oam_interval_ms", 100))
 
 
 @pytest.fixture(scope="module")
