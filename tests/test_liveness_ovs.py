@@ -94,11 +94,14 @@ def _silent_drop_and_repair(daemons: list, ifaces: list[str], ns: str, tok: str,
     try:
         assert _wait(lambda: not any(_port(d)["usable"] for d in daemons), 3.0), [_port(d) for d in daemons]
         detected = time.monotonic() - t0
-        for d in daemons:
-            p = _port(d)
-            if mechanism == "oam":
-                assert p["oam"] == "fault", p          # the CFM fault took it out, not ND
-            else:
+        if mechanism == "oam":
+            # CFM took it out: OFPPS_LIVE cleared (PortStatus, often first) and cfm_fault through the OVSDB
+            # monitor, which may follow a few ms later
+            assert _wait(lambda: all(_port(d)["oam"] == "fault" for d in daemons), 2.0), \
+                [_port(d) for d in daemons]
+        else:
+            for d in daemons:
+                p = _port(d)
                 assert p["nd"] == "down" and p["phy"], p   # carrier up: ND heartbeats took it out
     finally:
         nft.remove(table, ns)
