@@ -14,6 +14,14 @@ Scenarios (each is one `lab up`, trials, `lab down`):
 * ``leafspine``   2 spines / 4 leaves: bring-up to full ECMP (repeated), leaf-spine link, spine chassis,
                   silent link, master kill, baseline.
 * ``clos4``       one size up (3 spines / 2 pods x (3 aggs + 3 ToRs)), not in the default set.
+* ``clos3-oam``, ``leafspine-oam``  the same fabrics with `liveness: oam` (the default): ovs-vswitchd's CFM
+                  at ``oam_interval`` (10 ms) checks every fabric port and ND only checks identity (1 s):
+                  silent failure and repair, bring-up, and the idle cost. The ND scenarios above set
+                  `liveness: nd` (software ND as the heartbeat) to stay comparable with earlier runs.
+
+After each bring-up the fabric idles for ``--idle-s`` seconds (no probes, no failure): CPU share of one core
+and RSS of every client and master, and ovs-vswitchd's CPU share (it runs every CFM hello), from
+/proc/PID/stat and /proc/PID/status.
 
 Failure kinds: ``s2s3_link`` (agg-spine link, carrier down both ends), ``s3_chassis`` (every port of a
 spine), ``s2_chassis`` (every port of an agg), ``tor_s2_link`` (ToR-agg link; leaf-spine on two tiers),
@@ -88,6 +96,17 @@ PAPER_TABLE4_MS = {"s2s3_link": 125, "s3_chassis": 325, "s2_chassis": 325, "tor_
 
 LAB_TIMERS = (("nd_interval_ms", 30), ("nd_dead_ms", 150), ("flap_threshold", 1000))
 FAST_TIMERS = (("nd_interval_ms", 10), ("nd_dead_ms", 30), ("flap_threshold", 1000))
+OAM_TIMERS = (("oam_interval_ms", 10), ("nd_identity_interval_ms", 1000), ("nd_identity_dead_ms", 3500),
+              ("nd_interval_ms", 50), ("nd_dead_ms", 250), ("flap_threshold", 1000))
+
+
+def override_timers(timers: tuple[tuple[str, float], ...], overrides: list[str]) -> tuple[tuple[str, float], ...]:
+    """A scenario's timers with `--timer KEY=VALUE` overrides applied (added if absent)."""
+    out = dict(timers)
+    for item in overrides:
+        key, _, value = item.partition("=")
+        out[key.strip()] = float(value)
+    return tuple(out.items())
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,18 +118,25 @@ class Scenario:
     bringups: int = 1            # lab up repetitions measured (the first one stays up for the trials)
 
 
+_CLOS3 = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2}
+_LEAFSPINE = {"spines": 2, "pods": 0, "leaves": 4}
 SCENARIOS: dict[str, Scenario] = {
-    "clos3": Scenario("clos3", {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2}, LAB_TIMERS,
+    "clos3-oam": Scenario("clos3-oam", {**_CLOS3, "liveness": "oam"}, OAM_TIMERS, ("baseline", "silent")),
+    "leafspine-oam": Scenario("leafspine-oam", {**_LEAFSPINE, "liveness": "oam"}, OAM_TIMERS,
+                              ("baseline", "silent", "tor_s2_link"), bringups=3),
+    "clos3": Scenario("clos3", {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "liveness": "nd"}, LAB_TIMERS,
                       ("baseline", "s2s3_link", "s3_chassis", "s2_chassis", "tor_s2_link", "silent",
                        "master_kill")),
-    "clos3-fast": Scenario("clos3-fast", {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2},
+    "clos3-fast": Scenario("clos3-fast", {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2,
+                                          "liveness": "nd"},
                            FAST_TIMERS, ("baseline", "silent")),
-    "leafspine": Scenario("leafspine", {"spines": 2, "pods": 0, "leaves": 4}, LAB_TIMERS,
+    "leafspine": Scenario("leafspine", {"spines": 2, "pods": 0, "leaves": 4, "liveness": "nd"}, LAB_TIMERS,
                           ("baseline", "tor_s2_link", "s3_chassis", "silent", "master_kill"), bringups=3),
-    "clos4": Scenario("clos4", {"spines": 3, "pods": 2, "aggs_per_pod": 3, "tors_per_pod": 3}, LAB_TIMERS,
+    "clos4": Scenario("clos4", {"spines": 3, "pods": 2, "aggs_per_pod": 3, "tors_per_pod": 3, "liveness": "nd"},
+                      LAB_TIMERS,
                       ("baseline", "s2s3_link", "s3_chassis", "s2_chassis", "tor_s2_link")),
 }
-DEFAULT_SCENARIOS = ("clos3", "clos3-fast", "leafspine")
+DEFAULT_SCENARIOS = ("clos3-oam", "leafspine-oam", "clos3", "clos3-fast", "leafspine")
 
 # -------------------------------------------------------------------------------------------------- logs
 _TS_RE = re.compile(r"^ts=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
@@ -495,7 +521,7 @@ class Bench:
         from lab.fabric import Lab
 
         clos = dict(sc.clos)
-        clos["timers"] = sc.timers
+        clos["timers"] = override_timers(sc.timers, self.args.timer)
         marks: dict[str, float] = {}
 
         def on_log(msg: str) -> None:
@@ -516,6 +542,75 @@ class Bench:
         timeline = self._bringup_timeline(t0, marks, t_end)
         timeline["settle_s"] = self.settle()
         return timeline
+
+    def idle(self, seconds: float) -> dict[str, Any]:
+        """CPU (% of one core) and RSS (MiB) of every daemon and of ovs-vswitchd over `seconds` of idling."""
+        tick = os.sysconf("SC_CLK_TCK")
+
+        def cpu(pid: int) -> float | None:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                return (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                return None
+
+        def rss(pid: int) -> float | None:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1]) / 1024
+            except OSError:
+                pass
+            return None
+
+        pids = {rec.key: rec.pid for rec in self.lab.state.processes.values()}
+        vswitchd = self.lab.ovs.pid("ovs-vswitchd")
+        if vswitchd is not None:
+            pids["ovs-vswitchd"] = vswitchd
+        before = {k: cpu(p) for k, p in pids.items()}
+        t0 = time.monotonic()
+        time.sleep(seconds)
+        wall = time.monotonic() - t0
+        after = {k: cpu(p) for k, p in pids.items()}
+        per: dict[str, dict[str, float | None]] = {}
+        for k, p in pids.items():
+            b, a = before[k], after[k]
+            per[k] = {"cpu_pct": None if a is None or b is None else round(100 * (a - b) / wall, 2),
+                      "rss_mib": None if rss(p) is None else round(rss(p), 1)}
+
+        def summary(prefix: str) -> dict[str, Any]:
+            rows = [v for k, v in per.items() if k.startswith(prefix) and v["cpu_pct"] is not None]
+            if not rows:
+                return {}
+            cpus = sorted(v["cpu_pct"] for v in rows)
+            rsss = sorted(v["rss_mib"] for v in rows if v["rss_mib"] is not None)
+            return {"n": len(rows), "cpu_pct_mean": round(statistics.fmean(cpus), 2), "cpu_pct_max": cpus[-1],
+                    "rss_mib_mean": round(statistics.fmean(rsss), 1) if rsss else None,
+                    "rss_mib_max": rsss[-1] if rsss else None}
+
+        return {"seconds": round(wall, 1), "loadavg": os.getloadavg(), "clients": summary("client:"),
+                "masters": summary("master:"), "ovs_vswitchd": per.get("ovs-vswitchd"), "per_process": per}
+
+    def soak(self, seconds: float) -> dict[str, Any]:
+        """Idle `seconds` and count what moved: LSD versions (every link flap makes one) and, per client,
+        ports that went unusable and CFM faults (REST counters). Zero everywhere = no flap."""
+        def counts() -> dict[str, int]:
+            total: dict[str, int] = {"usable_false": 0, "oam_fault": 0}
+            for st in self.lab.client_states().values():
+                if isinstance(st, dict):
+                    c = st.get("counters", {})
+                    total["oam_fault"] += int(c.get("oam_fault", 0))
+            return total
+
+        v0, c0, t0 = self.lab.lsd_version(), counts(), time.monotonic()
+        marks = Logs(self.lab)
+        time.sleep(seconds)
+        v1, c1 = self.lab.lsd_version(), counts()
+        clients, _ = marks.read()
+        downs = sum(1 for lines in clients.values() for ln in lines if " usable=False " in ln.text)
+        return {"seconds": round(time.monotonic() - t0, 1), "lsd_versions": (v1 or 0) - (v0 or 0),
+                "ports_went_unusable": downs, "oam_faults": c1["oam_fault"] - c0["oam_fault"],
+                "loadavg": os.getloadavg()}
 
     def settle(self, quiet: float = 1.5, timeout: float = 30.0) -> float | None:
         """Bounded wait until the fabric is converged and the LSD version has not moved for `quiet` s
@@ -960,7 +1055,8 @@ def print_tables(report: dict[str, Any]) -> None:
 
 def run_scenario(bench: Bench, sc: Scenario, trials: int, kinds: list[str] | None) -> dict[str, Any]:
     args = bench.args
-    out: dict[str, Any] = {"name": sc.name, "clos": sc.clos, "timers": dict(sc.timers), "bringup": [],
+    out: dict[str, Any] = {"name": sc.name, "clos": sc.clos, "timers": dict(override_timers(sc.timers, args.timer)),
+                           "bringup": [],
                            "kinds": [], "verdicts": {}, "trials": {}}
     nd_dead = dict(sc.timers).get("nd_dead_ms", 30) / 1000.0
     bringups = 1 if args.quick else sc.bringups
@@ -974,6 +1070,14 @@ def run_scenario(bench: Bench, sc: Scenario, trials: int, kinds: list[str] | Non
         out["fabric"] = {"switches": len(bench.lab.fabric.switches), "links": len(bench.lab.fabric.links),
                          "hosts": len(bench.lab.fabric.hosts), "masters": len(bench.lab.fabric.masters)}
         out["loadavg_start"] = os.getloadavg()
+        if args.idle_s > 0:
+            bench.settle(quiet=0.5, timeout=15.0)
+            out["idle"] = bench.idle(args.idle_s)
+            bench.log(f"    idle {args.idle_s:g}s: clients {out['idle']['clients']} "
+                      f"ovs-vswitchd {out['idle']['ovs_vswitchd']} load {out['idle']['loadavg'][0]:.2f}")
+        if args.soak_s > 0:
+            out["soak"] = bench.soak(args.soak_s)
+            bench.log(f"    soak {args.soak_s:g}s: {out['soak']}")
         for kind in sc.kinds:
             if kinds and kind not in kinds:
                 continue
@@ -1024,6 +1128,12 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated, of {', '.join(SCENARIOS)} (default {','.join(DEFAULT_SCENARIOS)})")
     ap.add_argument("--kinds", default="", help="only these kinds (comma-separated)")
     ap.add_argument("--name", default="bench", help="lab name (namespaces fplab-NAME*)")
+    ap.add_argument("--timer", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a timer in every scenario, e.g. oam_interval_ms=5 (repeatable)")
+    ap.add_argument("--soak-s", type=float, default=0.0,
+                    help="after the idle measurement, idle this long and count flaps (LSD versions, ports)")
+    ap.add_argument("--idle-s", type=float, default=10.0,
+                    help="after bring-up, idle this long and record CPU/RSS per daemon (0: skip)")
     ap.add_argument("--flows", type=int, default=4, help="flows per probe (2 probes per trial)")
     ap.add_argument("--rate", type=float, default=1000.0, help="packets/s per flow")
     ap.add_argument("--pre", type=float, default=0.25, help="s of probe before the failure")

@@ -1,6 +1,6 @@
 """`firepath client`: run the Firepath client of one switch.
 
-    firepath client --config FABRIC.yaml --switch NAME [--ovs tcp:127.0.0.1:PORT] [--netns NS]
+    firepath client --config FABRIC.yaml --switch NAME [--ovs tcp:127.0.0.1:PORT] [--ovsdb unix:PATH] [--netns NS]
                     [--rest-port P] [--bind ADDR] [--log-level LEVEL]
 
 Connects actively to the switch's Open vSwitch bridge, which listens on `ptcp:PORT:127.0.0.1` (default:
@@ -25,6 +25,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--switch", required=True, help="this switch's name in the config")
     p.add_argument("--ovs", help="OpenFlow target of the bridge, tcp:IP:PORT (default: from the config)")
     p.add_argument("--netns", help="connect to OVS from inside this network namespace")
+    p.add_argument("--ovsdb", help="OVSDB of the switch's OVS, unix:PATH or tcp:IP:PORT: the client configures "
+                                   "and monitors link OAM (CFM) on its fabric ports there (liveness: oam); "
+                                   "without it, ports fall back to software ND")
     p.add_argument("--rest-port", type=int, help="REST/metrics port on 127.0.0.1 (default: from the config)")
     p.add_argument("--bind", default="127.0.0.1", help="UDP bind address towards the masters")
     p.add_argument("--restart-hold", type=float, default=None, metavar="SECONDS",
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     # ND peer is told anything; a failure ends the process at once, with the reason, and exit status 1.
     daemon = rest = None
     try:
-        daemon = ClientDaemon(fabric, args.switch, keyring, ovs_target=target, netns=args.netns, bind=args.bind)
+        daemon = ClientDaemon(fabric, args.switch, keyring, ovs_target=target, netns=args.netns, bind=args.bind,
+                              ovsdb=args.ovsdb)
     except OSError as e:
         return _fatal(log, f"cannot open the UDP socket towards the masters on {args.bind}: {e}")
     if rest_port:

@@ -14,8 +14,12 @@ reporter and the LSD replica, and the rules that tie them together:
   `next_deadline()` is therefore never in the past after `tick(now)` (the runtime never spins);
 - **graceful restart**: `graceful_restart(hold)` asks every ND peer to hold its link, then silences ND.
 
+- **link OAM** (client.oam): `start_oam` asks for CFM on the fabric ports, OVSDB observations and setup
+  failures come back through `on_oam_observed` / `on_oam_failed`; a port where OAM cannot run falls back
+  to software ND, with one log line per cause and the `oam_fallback_ports` counter.
+
 Actions for the runtime (`client.daemon`): `SendFrames` (ND packet-outs, one batch per call), `SendDatagram`
-(to a master), `UsableChanged` and `LsdApplied` (for the programmer). The core never touches a socket,
+(to a master), `UsableChanged` and `LsdApplied` (for the programmer), `ConfigureOam` (for the OVSDB runtime). The core never touches a socket,
 a thread or a clock.
 """
 
@@ -29,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from client.nd import SendNd
+from client.oam import ConfigureOam, OamChanged, OamObservation, OamState
 from client.ofmsg import PacketOut
 from client.ports import PortChanged, PortTable
 from client.replica import FailStaticChanged, LsdApplied, LsdReplica
@@ -76,7 +81,7 @@ class UsableChanged:
     usable: bool
 
 
-Action = SendFrames | SendDatagram | UsableChanged | LsdApplied
+Action = SendFrames | SendDatagram | UsableChanged | LsdApplied | ConfigureOam
 
 
 class ClientCore:
@@ -102,6 +107,7 @@ class ClientCore:
         self.report_released = False
         self._hold_until = math.inf       # armed only while connected and not released
         self._nd_silenced = False
+        self.ovsdb_connected = False      # set by the runtime (client.liveness events)
         self.counters: Counter[str] = Counter()
         # Every ND frame has the same Ethernet header (dst, our MAC, ethertype): built once, not per frame.
         self._nd_header = encode_nd_ethernet(self.switch.mac, b"")
@@ -198,15 +204,44 @@ class ClientCore:
             self.counters["unexpected_message"] += 1
         return out
 
+    # ------------------------------------------------------------------------------------------ link OAM
+    def start_oam(self, now: float) -> list[Action]:
+        """Ask for CFM on every fabric port (a `ConfigureOam`); [] with `liveness: nd`."""
+        out: list[Action] = []
+        self._run(self.ports.start_oam(now), now, out)
+        return out
+
+    def on_oam_observed(self, obs: OamObservation, now: float) -> list[Action]:
+        self.counters["oam_observations"] += 1
+        out: list[Action] = []
+        self._run(self.ports.on_oam(obs, now), now, out)
+        return out
+
+    def on_oam_failed(self, ports: tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
+        out: list[Action] = []
+        self._run(self.ports.on_oam_failed(ports, reason, now), now, out)
+        return out
+
     # ------------------------------------------------------------------------------------------ actions
     def _run(self, actions: list[Any], now: float, out: list[Action]) -> None:
         """Fold the parts' actions into runtime actions, applying the cross-part rules."""
         ports_changed = False
         urgent = False
         nd_frames: list[SendNd] = []
+        failed: dict[str, list[int]] = {}
         for action in actions:
             if isinstance(action, SendNd):
                 nd_frames.append(action)
+            elif isinstance(action, ConfigureOam):
+                out.append(action)
+            elif isinstance(action, OamChanged):
+                self.counters[f"oam_{action.state}"] += 1
+                if action.state is OamState.FAILED:
+                    failed.setdefault(action.reason, []).append(action.port)
+                elif action.state is OamState.MISCABLED:
+                    log.warning("oam port=%d miscabled: CFM hears %s", action.port, action.remote)
+                else:
+                    log.debug("oam port=%d state=%s", action.port, action.state)
             elif isinstance(action, PortChanged):
                 ports_changed = True
                 urgent = urgent or action.usable_changed or action.status.miscabled_by is not None
@@ -223,6 +258,11 @@ class ClientCore:
                 level = logging.WARNING if action.fail_static else logging.INFO
                 log.log(level, "fail-static=%s: %s", action.fail_static,
                         "no master heard, forwarding on the last LSD" if action.fail_static else "master back")
+        for reason, ports in failed.items():
+            # One line per cause, however many ports: those ports fall back to software ND heartbeats.
+            self.counters["oam_fallback_ports"] += len(ports)
+            log.warning("oam unavailable ports=%s reason=%s: falling back to software ND (nd_interval %g ms)",
+                        sorted(ports), reason, self.fabric.timers.nd_interval * 1000)
         if nd_frames:
             self._encode_nd(nd_frames, out)
         if ports_changed:
@@ -273,12 +313,15 @@ class ClientCore:
                                  if v.miscabled_by is not None else None),
                 "discovered": (f"{v.discovered.switch}:{v.discovered.port}"
                                if v.discovered is not None else None),
+                "oam": str(v.oam), "oam_remote": None if v.oam_remote is None else str(v.oam_remote),
+                "nd_mode": "heartbeat" if v.nd_fast else "identity",
             })
         replica = self.replica
         return {
             "switch": self.name, "term": replica.term, "master": replica.master,
             "lsd_version": replica.version, "replica_state": replica.state,
             "fail_static": replica.fail_static, "connected": self.connected, "ports": ports,
+            "liveness": self.fabric.liveness, "ovsdb_connected": self.ovsdb_connected,
             "report_released": self.report_released,
             "reports_sent": self.reporter.reports, "report_retransmits": self.reporter.retransmits,
             "report_seq": self.reporter.report_seq, "report_acked": self.reporter.acked,

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from client.core import ClientCore, LsdApplied, SendDatagram, SendFrames, UsableChanged
+from client.oam import ConfigureOam, OamObserved, OamSetupFailed, OvsdbConnection
 from client.of.events import (
     BarrierDone,
     Connected,
@@ -47,6 +48,7 @@ _DATAGRAM = "dgram"
 _DRIVER = "driver"
 _STOP = "stop"
 _CALL = "call"
+_OAM = "oam"
 
 #: Most inputs handled between two ticks (so timers run even under a flood of inputs).
 MAX_BATCH = 256
@@ -62,13 +64,15 @@ class ClientDaemon:
     """One switch's Firepath client. `start()`, then `stop()` (or `run_forever()` until a signal)."""
 
     def __init__(self, fabric: Fabric, switch: str, keyring: KeyRing, *, ovs_target: str,
-                 netns: str | None = None, bind: str = "127.0.0.1",
+                 netns: str | None = None, bind: str = "127.0.0.1", ovsdb: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  driver_factory: Callable[[str, Callable[[DriverEvent], None], str | None], Driver] | None = None,
                  ) -> None:
         """`driver_factory(ovs_target, on_event, netns)` builds the OpenFlow driver; the default is
         `client.of.driver.OfDriver`, imported only then, so that a daemon built with a fake driver
-        never loads os-ken."""
+        never loads os-ken. `ovsdb` (unix:PATH or tcp:IP:PORT): the switch's OVSDB, where the client
+        configures and monitors link OAM (client.liveness, imported only then); without it, with
+        `liveness: oam`, every fabric port falls back to software ND."""
         self.fabric = fabric
         self.name = switch
         self.clock = clock
@@ -80,6 +84,11 @@ class ClientDaemon:
         self.driver = driver_factory(ovs_target, self._on_driver_event, netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
         self.transport = UdpTransport(fabric, self._on_datagram, bind=bind)
+        self.ovsdb = ovsdb
+        self.liveness: Any = None
+        if ovsdb and self.core.ports.oam.enabled:
+            from client.liveness import OvsdbLiveness
+            self.liveness = OvsdbLiveness(ovsdb, self.core.switch.id, self._on_liveness_event)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -96,6 +105,9 @@ class ClientDaemon:
         self.programmer.start()
         self._thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self._thread.start()
+        self.call(self._start_oam)
+        if self.liveness is not None:
+            self.liveness.start()
         self.driver.start()
         log.info("client started switch=%s udp=%s:%d ovs=%s", self.name, *self.transport.address,
                  self.driver.target)
@@ -126,6 +138,8 @@ class ClientDaemon:
         self._inbox.put((_STOP, None))
         if self._thread is not None:
             self._thread.join(2.0)
+        if self.liveness is not None:
+            self.liveness.stop()        # CFM stays configured: the datapath keeps checking the links
         self.driver.stop()
         self.programmer.stop()
         self.transport.stop()
@@ -136,6 +150,14 @@ class ClientDaemon:
         self._inbox.put((_CALL, fn))
 
     # ------------------------------------------------------------------------------------------ inputs
+    def _start_oam(self, now: float) -> None:
+        self._execute(self.core.start_oam(now))
+        if self.core.ports.oam.enabled and self.liveness is None:
+            self._execute(self.core.on_oam_failed(None, "no OVSDB target (firepath client --ovsdb)", now))
+
+    def _on_liveness_event(self, event: Any) -> None:
+        self._inbox.put((_OAM, event))
+
     def _on_datagram(self, data: bytes) -> None:
         self._inbox.put((_DATAGRAM, data))
 
@@ -159,7 +181,7 @@ class ClientDaemon:
         except queue.Empty:
             pass
         # Liveness first: a stable sort keeps arrival order within each class.
-        items.sort(key=lambda item: item[0] != _DRIVER)
+        items.sort(key=lambda item: item[0] not in (_DRIVER, _OAM))
         return items
 
     def _control_loop(self) -> None:
@@ -182,6 +204,8 @@ class ClientDaemon:
                 self._on_switch_event(payload, now)
             elif kind == _CALL:
                 payload(now)
+            elif kind == _OAM:
+                self._on_oam_event(payload, now)
         except Exception:  # a bug in one input must not kill the control thread
             self.core.counters["handler_errors"] += 1
             log.exception("control: error handling %s", kind)
@@ -200,6 +224,20 @@ class ClientDaemon:
             self._execute(self.core.on_disconnected(now))
             self.programmer.on_disconnected()
 
+    def _on_oam_event(self, event: Any, now: float) -> None:
+        if isinstance(event, OamObserved):
+            self._execute(self.core.on_oam_observed(event.obs, now))
+        elif isinstance(event, OamSetupFailed):
+            self._execute(self.core.on_oam_failed(event.ports, event.reason, now))
+        elif isinstance(event, OvsdbConnection):
+            self.core.ovsdb_connected = event.up
+            if event.up:
+                log.info("ovsdb connected target=%s", self.ovsdb)
+            else:
+                self.core.counters["ovsdb_disconnects"] += 1
+                log.warning("ovsdb disconnected target=%s (the datapath keeps running CFM; reconnecting)",
+                            self.ovsdb)
+
     # ------------------------------------------------------------------------------------------ actions
     def _execute(self, actions: list[Any]) -> None:
         for action in actions:
@@ -216,6 +254,8 @@ class ClientDaemon:
                 self.programmer.on_port_usable(action.port, action.usable)
             elif isinstance(action, LsdApplied):
                 self.programmer.on_lsd(action)
+            elif isinstance(action, ConfigureOam) and self.liveness is not None:
+                self.liveness.configure(action)
 
     # ------------------------------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:

@@ -16,6 +16,12 @@ sender of the frames it hears there). The frames the port receives tell who is r
                 peer arrive again (or PHY goes down, which resets the port: re-cabling drops the link).
 - ``DOWN``      silence for `nd_dead` (or PHY down, or nothing heard yet).
 
+Two cadences per port: the *heartbeat* (`nd_interval` / `nd_dead`), when software ND is the port's liveness
+check (`liveness: nd`, or OAM fell back), and the *identity* cadence (`nd_identity_interval` /
+`nd_identity_dead`) when ovs-vswitchd's CFM checks liveness (client.oam): then ND only confirms who is at
+the far end, both ways, and the port core sends a frame at once on every PHY or OAM change; a port that is
+not UP keeps probing at the heartbeat cadence until it is.
+
 Timing: a silent failure (PHY stays up, packets dropped) is detected `nd_dead` after the last frame
 (default 30 ms) — the deadline is exact because `next_deadline()` includes every port's expiry, so the
 link leaves routing in <= 50 ms with the default timers. Bring-up is fast too: whenever the discovered
@@ -98,12 +104,13 @@ class NdPortView:
 
 
 class _Port:
-    __slots__ = ("deadline", "discovered", "expected", "expected_until", "frame", "local", "miscabled_by",
+    __slots__ = ("deadline", "discovered", "expected", "expected_until", "fast", "frame", "local", "miscabled_by",
                  "expected_key", "held", "hold_until", "peer_agrees", "phy", "port", "rx", "rx_ignored",
                  "rx_wrong", "send", "since", "state", "sticky_miscabled", "tx", "wrong_peer", "wrong_until")
 
-    def __init__(self, port: int, local: Endpoint, expected: Endpoint, now: float) -> None:
+    def __init__(self, port: int, local: Endpoint, expected: Endpoint, now: float, fast: bool = True) -> None:
         self.port = port
+        self.fast = fast                    # heartbeat cadence (nd_interval); else identity cadence
         self.local = local
         self.expected = expected
         self.expected_key = (expected.switch, expected.port)   # compared without building an Endpoint
@@ -130,9 +137,13 @@ class NeighborDiscovery:
 
     Ports start with PHY assumed up (frames are sent); the port core (`client.ports.PortTable`) tells it
     the real PHY state with `set_phy`.
+
+    Two cadences, chosen per port (`set_fast`): *heartbeat* (nd_interval / nd_dead, software ND is the
+    port's liveness check) and *identity* (nd_identity_interval / nd_identity_dead, when ovs-vswitchd's
+    link OAM checks liveness, see client.oam). Ports start in heartbeat mode unless `fast=False`.
     """
 
-    def __init__(self, fabric: Fabric, switch: str, now: float = 0.0) -> None:
+    def __init__(self, fabric: Fabric, switch: str, now: float = 0.0, *, fast: bool = True) -> None:
         timers = fabric.timers
         if not 0 < timers.nd_interval < timers.nd_dead:
             raise ValueError(f"{fabric.source}: timers: need 0 < nd_interval ({timers.nd_interval}) "
@@ -141,12 +152,15 @@ class NeighborDiscovery:
         self.switch = switch
         self.interval = timers.nd_interval
         self.dead = timers.nd_dead
+        self.identity_interval = timers.nd_identity_interval
+        self.identity_dead = timers.nd_identity_dead
         self._ports: dict[int, _Port] = {}
         for port in fabric.fabric_ports(switch):
             peer = fabric.peer_of(switch, port)
             assert peer is not None, f"fabric port {switch}:{port} has no peer"
-            self._ports[port] = _Port(port, Endpoint(switch, port), peer, now)
-        self._next_send = now
+            self._ports[port] = _Port(port, Endpoint(switch, port), peer, now, fast)
+        self._next_send = now               # heartbeat schedule
+        self._next_identity = now           # identity schedule
         self.rx_unknown_port = 0   # frames received on a port that is not a fabric port
 
     # ------------------------------------------------------------------------------------------ queries
@@ -168,12 +182,19 @@ class NeighborDiscovery:
         return NdPortView(p.port, p.expected, p.state, p.discovered, p.miscabled_by, p.phy, p.since,
                           p.tx, p.rx, p.rx_wrong, p.rx_ignored)
 
+    def fast(self, port: int) -> bool:
+        return self._ports[port].fast
+
     def next_deadline(self) -> float:
         """When `tick` must be called next (the next send, or the next port expiry); inf if never."""
-        deadline = self._next_send if any(p.phy for p in self._ports.values()) else math.inf
+        deadline = math.inf
         for p in self._ports.values():
             if p.deadline < deadline:
                 deadline = p.deadline
+            if p.phy:
+                send = self._next_send if p.fast or p.state is not NdState.UP else self._next_identity
+                if send < deadline:
+                    deadline = send
         return deadline
 
     # ------------------------------------------------------------------------------------------ inputs
@@ -185,10 +206,19 @@ class NeighborDiscovery:
             self._next_send += self.interval
             if self._next_send <= now:          # we were late (a stalled runtime): do not burst
                 self._next_send = now + self.interval
+        send_identity = now >= self._next_identity
+        if send_identity:
+            self._next_identity += self.identity_interval
+            if self._next_identity <= now:
+                self._next_identity = now + self.identity_interval
         for p in self._ports.values():
+            # A port not (yet) UP probes at the heartbeat cadence even in identity mode: a first frame lost
+            # (the peer's punt flow not installed yet, a repair racing the peer's PHY) must not cost a
+            # whole identity interval of bring-up.
+            due = send if p.fast or p.state is not NdState.UP else send_identity
             if now >= p.deadline:
-                self._evaluate(p, now, out, send_on_change=not send)
-            if send and p.phy:
+                self._evaluate(p, now, out, send_on_change=not due)
+            if due and p.phy:
                 p.tx += 1
                 out.append(p.send)
         return out
@@ -204,7 +234,7 @@ class NeighborDiscovery:
             return []
         if (frame.switch, frame.port) == p.expected_key:
             p.rx += 1
-            until = now + self.dead
+            until = now + (self.dead if p.fast else self.identity_dead)
             d, e, local = frame.discovered, frame.expected, p.local
             agrees = (d is not None and d.port == local.port and d.switch == local.switch
                       and e.port == local.port and e.switch == local.switch)
@@ -222,7 +252,7 @@ class NeighborDiscovery:
                 p.hold_until = -math.inf                      # back to normal two-way operation
         else:
             p.rx_wrong += 1
-            p.wrong_until = now + self.dead
+            p.wrong_until = now + (self.dead if p.fast else self.identity_dead)
             p.wrong_peer = Endpoint(frame.switch, frame.port)
         out: list[SendNd | NdChanged] = []
         self._evaluate(p, now, out, send_on_change=True)
@@ -238,12 +268,45 @@ class NeighborDiscovery:
             p.phy = True
             p.tx += 1
             out.append(p.send)
-            if self._next_send <= now:      # the schedule idled while every port was down: restart it
+            if self._next_send <= now:   # the schedule idled while no port needed it (DOWN ports probe fast)
                 self._next_send = now + self.interval
+            if not p.fast and self._next_identity <= now:
+                self._next_identity = now + self.identity_interval
         else:
             p.phy = False
             self._forget(p)
             self._evaluate(p, now, out, send_on_change=False)
+        return out
+
+    def send_now(self, port: int) -> list[SendNd | NdChanged]:
+        """One frame out of `port` at once (PHY up): a liveness change re-checks identity without waiting."""
+        p = self._ports[port]
+        if not p.phy:
+            return []
+        p.tx += 1
+        return [p.send]
+
+    def set_fast(self, port: int, fast: bool, now: float) -> list[SendNd | NdChanged]:
+        """Heartbeat (True) or identity (False) cadence for `port`.
+
+        Going fast (OAM fell back to software ND) first shortens what is already heard to `nd_dead`: the
+        port must not stay UP on the long identity deadline without a heartbeat. Sends a frame at once.
+        """
+        p = self._ports[port]
+        if p.fast == fast:
+            return []
+        p.fast = fast
+        out: list[SendNd | NdChanged] = []
+        if fast:
+            cap = now + self.dead
+            p.expected_until = min(p.expected_until, cap)
+            p.wrong_until = min(p.wrong_until, cap)
+            if self._next_send <= now:
+                self._next_send = now + self.interval
+        elif self._next_identity <= now:
+            self._next_identity = now + self.identity_interval
+        self._evaluate(p, now, out, send_on_change=False)
+        out.extend(self.send_now(port))
         return out
 
     def reset(self, port: int, now: float) -> list[SendNd | NdChanged]:

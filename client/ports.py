@@ -1,22 +1,29 @@
-"""Fabric port state of one switch: PHY + ND + admin + damping folded into the `usable` bit (pure).
+"""Fabric port state of one switch: PHY + OAM + ND + admin + damping folded into the `usable` bit (pure).
 
 A fabric port is *usable* for routing iff
 
-    PHY up (OpenFlow port state has OFPPS_LIVE)  and  ND is UP with the expected peer
+    PHY up (OpenFlow port state has OFPPS_LIVE, which OVS also clears on a CFM/BFD fault)
+    and  datapath liveness (client.oam: CFM up with the expected peer's MPID, as OVSDB reports it; for a
+         port on software ND, the ND heartbeat below is the liveness check)
+    and  ND is UP with the expected peer, two-way (identity)
     and  admin up (config / operator)  and  not damped (client.damping)
 
-`PortTable` owns the port's `NeighborDiscovery` and `FlapDamper` so that the rules that tie them together
-live in one place:
+`PortTable` owns the port's `NeighborDiscovery`, `OamPorts` and `FlapDamper` so that the rules that tie
+them together live in one place:
 
 - PHY down makes the port unusable *at once* (the returned `PortChanged` is the local-repair trigger:
   prune the port from ECMP groups without waiting for the master) and resets ND for the port (stop
   sending, forget the neighbour, forget a miscabling). PHY up restarts ND with an immediate frame.
-- The damper sees only the health bit (PHY and ND up); admin changes are not flaps.
+- The damper sees only the health bit (PHY, OAM and ND up); admin changes are not flaps.
+- ND cadence follows OAM: a port whose liveness OVS checks runs ND at the identity cadence and sends a
+  frame at once on every OAM change; a port that falls back to software ND (OAM FAILED, or `liveness: nd`)
+  runs ND at the heartbeat cadence. A remote MPID of the wrong peer marks the port miscabled, like ND.
 - Every change of any field of the port's `PortStatus` yields one `PortChanged`; the runtime then hands
   `statuses()` to the reporter (which re-sends the full report), and on `usable_changed` does local repair.
 
 Only fabric ports (ports with a link in the config) are tracked; events for other ports are ignored.
-ND actions (`SendNd`) pass through in the returned list; ND state changes are folded into `PortChanged`.
+ND actions (`SendNd`), OAM config requests (`ConfigureOam`) and OAM verdict changes (`OamChanged`, for
+logs and metrics) pass through in the returned list; ND state changes are folded into `PortChanged`.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 
 from client.damping import FlapDamper
 from client.nd import NdChanged, NdState, NeighborDiscovery, SendNd
+from client.oam import ConfigureOam, OamChanged, OamObservation, OamPorts, OamState
 from proto.config import Endpoint, Fabric
 from proto.messages import NdFrame, PortStatus
 
@@ -57,6 +65,9 @@ class PortView:
     damped_until: float | None
     usable: bool
     since: float            # last change of the usable bit
+    oam: OamState = OamState.OFF
+    oam_remote: Endpoint | None = None    # who CFM hears on a MISCABLED port
+    nd_fast: bool = True                  # ND is the heartbeat (else: identity cadence)
 
 
 class _Port:
@@ -75,16 +86,19 @@ class _Port:
                                  miscabled_by=None)
 
 
-Action = SendNd | PortChanged
+Action = SendNd | PortChanged | ConfigureOam | OamChanged
 
 
 class PortTable:
     """The fabric ports of one switch. Methods take `now` and return actions (SendNd, PortChanged)."""
 
     def __init__(self, fabric: Fabric, switch: str, *, now: float = 0.0, admin_down: Collection[int] = (),
-                 nd: NeighborDiscovery | None = None, damper: FlapDamper | None = None) -> None:
+                 nd: NeighborDiscovery | None = None, damper: FlapDamper | None = None,
+                 oam: OamPorts | None = None) -> None:
         self.switch = switch
-        self.nd = nd if nd is not None else NeighborDiscovery(fabric, switch, now=now)
+        self.oam = oam if oam is not None else OamPorts(fabric, switch)
+        self.nd = nd if nd is not None else NeighborDiscovery(fabric, switch, now=now,
+                                                              fast=not self.oam.enabled)
         self.damper = damper if damper is not None else FlapDamper(fabric.timers)
         self._ports: dict[int, _Port] = {}
         for port in fabric.fabric_ports(switch):
@@ -117,11 +131,12 @@ class PortTable:
         p = self._ports[port]
         s = p.status
         return PortView(port, p.expected, s.phy, p.nd, p.discovered, s.miscabled_by, s.admin, s.damped,
-                        self.damper.damped_until(port, now), s.usable, p.since)
+                        self.damper.damped_until(port, now), s.usable, p.since, self.oam.state(port),
+                        self.oam.remote(port), self.nd.fast(port))
 
     def next_deadline(self) -> float:
-        """When `tick` must run next (ND sends/expiries, end of a damping hold); inf if never."""
-        return min(self.nd.next_deadline(), self.damper.next_deadline())
+        """When `tick` must run next (ND sends/expiries, OAM setup, end of a damping hold); inf if never."""
+        return min(self.nd.next_deadline(), self.damper.next_deadline(), self.oam.next_deadline())
 
     # ------------------------------------------------------------------------------------------ inputs
     def on_phy(self, port: int, live: bool, now: float) -> list[Action]:
@@ -139,6 +154,24 @@ class PortTable:
         out: list[Action] = []
         for port in self._ports:
             out.extend(self.on_phy(port, bool(live.get(port, False)), now))
+        return out
+
+    def start_oam(self, now: float) -> list[Action]:
+        """Ask for CFM on the OAM ports (a `ConfigureOam` for the runtime); [] with `liveness: nd`."""
+        out: list[Action] = []
+        self._fold_oam(self.oam.start(now), out, now)
+        return out
+
+    def on_oam(self, obs: OamObservation, now: float) -> list[Action]:
+        """The OVSDB monitor saw a fabric port's CFM/BFD status change."""
+        out: list[Action] = []
+        self._fold_oam(self.oam.on_observation(obs, now), out, now)
+        return out
+
+    def on_oam_failed(self, ports: tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
+        """OAM cannot run on `ports` (None: all): they fall back to software ND."""
+        out: list[Action] = []
+        self._fold_oam(self.oam.on_failed(ports, reason, now), out, now)
         return out
 
     def on_nd_frame(self, port: int, sender_switch: str, frame: NdFrame, now: float) -> list[Action]:
@@ -160,10 +193,26 @@ class PortTable:
     def tick(self, now: float) -> list[Action]:
         """Run ND (sends, expiries) and end damping holds that ran out."""
         out: list[Action] = []
+        self._fold_oam(self.oam.tick(now), out, now)
         self._fold(self.nd.tick(now), out, now, touched=set(self.damper.tick(now)))
         return out
 
     # ------------------------------------------------------------------------------------------ internals
+    def _fold_oam(self, actions: list[ConfigureOam | OamChanged], out: list[Action], now: float) -> None:
+        """Pass OAM actions through; on a verdict change set the ND cadence, re-check identity at once."""
+        touched: set[int] = set()
+        nd: list[SendNd | NdChanged] = []
+        for action in actions:
+            out.append(action)
+            if isinstance(action, OamChanged) and action.port in self._ports:
+                touched.add(action.port)
+                fast = not self.oam.uses_oam(action.port)
+                if self.nd.fast(action.port) != fast:
+                    nd.extend(self.nd.set_fast(action.port, fast, now))
+                else:
+                    nd.extend(self.nd.send_now(action.port))
+        self._fold(nd, out, now, touched=touched)
+
     def _fold(self, nd_actions: list[SendNd | NdChanged], out: list[Action], now: float,
               touched: set[int] | None = None) -> None:
         """Apply ND changes to the ports, pass sends through, then recompute every touched port once."""
@@ -185,13 +234,16 @@ class PortTable:
                 self._recompute(p, now, out)
 
     def _recompute(self, p: _Port, now: float, out: list[Action]) -> None:
-        healthy = p.phy and p.nd == NdState.UP
+        healthy = p.phy and self.oam.oam_ok(p.port) and p.nd == NdState.UP
         self.damper.observe(p.port, healthy, now)
         damped = self.damper.damped(p.port, now)
         usable = healthy and p.admin and not damped
         old = p.status
+        miscabled_by = p.miscabled_by
+        if miscabled_by is None and self.oam.state(p.port) is OamState.MISCABLED:
+            miscabled_by = self.oam.remote(p.port)
         status = PortStatus(port=p.port, phy=p.phy, nd=p.nd == NdState.UP, usable=usable, admin=p.admin,
-                            damped=damped, miscabled_by=p.miscabled_by)
+                            damped=damped, miscabled_by=miscabled_by)
         if status == old:
             return
         p.status = status

@@ -56,6 +56,13 @@ class ClientCollector:
         for p in s["ports"]:
             ports.add_metric([sw, str(p["port"]), p["peer"], p["nd"]], int(p["usable"]))
         yield ports
+        oam = GaugeMetricFamily("firepath_client_port_oam_up",
+                                "1 if link OAM (CFM in ovs-vswitchd) says the fabric port is live; state: "
+                                "off (software ND), pending, up, fault, miscabled, failed (fell back to ND)",
+                                labels=["switch", "port", "state"])
+        for p in s["ports"]:
+            oam.add_metric([sw, str(p["port"]), p.get("oam", "off")], int(p.get("oam") == "up"))
+        yield oam
         counters = CounterMetricFamily("firepath_client_events", "Client event counters", labels=["switch", "event"])
         counters.add_metric([sw, "reports_sent"], s["reports_sent"])
         counters.add_metric([sw, "report_retransmits"], s["report_retransmits"])

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
-from proto.config import _TIMER_KEYS, MAX_OF_PORT, Fabric, parse_fabric
+from proto.config import _TIMER_KEYS, LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
 
 __all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml"]
 
@@ -60,6 +60,7 @@ class ClosParams:
     rest_base_port: int | None = None  # switch with id i: rest_port base+i
     key_file: str = "fabric.key"
     timers: tuple[tuple[str, float], ...] = ()  # YAML timer keys (e.g. ("nd_interval_ms", 20))
+    liveness: str = "oam"  # proto.config.LIVENESS_MODES
 
     def __post_init__(self) -> None:
         def need(ok: bool, problem: str) -> None:
@@ -100,6 +101,7 @@ class ClosParams:
         for label, port_base in (("ovs_base_port", self.ovs_base_port), ("rest_base_port", self.rest_base_port)):
             if port_base is not None:
                 need(port_base >= 1 and port_base + self.n_switches <= 65535, f"{label} too high for {self.n_switches} switches")
+        need(self.liveness in LIVENESS_MODES, f"liveness must be one of: {', '.join(LIVENESS_MODES)}")
         for key, value in self.timers:
             need(key in _TIMER_KEYS, f"unknown timer {key!r} (expected one of: {', '.join(_TIMER_KEYS)})")
             need(value > 0, f"timer {key} must be positive")
@@ -288,6 +290,8 @@ def generate_clos_yaml(params: ClosParams) -> str:
     ]
     if p.timers:
         out.append("timers: {" + ", ".join(f"{key}: {value:g}" for key, value in p.timers) + "}\n")
+    if p.liveness != "oam":
+        out.append(f"liveness: {p.liveness}\n")
     out.append("masters:\n")
     mb = p.master_base_port
     addresses = p.master_addresses

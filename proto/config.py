@@ -32,6 +32,7 @@ __all__ = [
     "ConfigError",
     "Distribution",
     "Endpoint",
+    "LIVENESS_MODES",
     "Fabric",
     "Host",
     "Link",
@@ -173,6 +174,20 @@ class Timers:
     flap_window: float = 10.0
     damp_initial: float = 1.0
     damp_max: float = 60.0
+    # Link liveness in the datapath (`liveness: oam`, client.oam): CFM continuity-check interval that
+    # ovs-vswitchd runs on every fabric port. OVS fixes the multiplier (a fault after 3.5 intervals without
+    # a CCM, checked every 3.5 intervals, IEEE 802.1ag), so a silent failure is detected in 3.5-7 intervals.
+    oam_interval: float = 0.010
+    # With OAM, ND only checks identity (expected vs discovered peer, two-way): a frame every
+    # nd_identity_interval, and at once on every PHY/liveness change; silence for nd_identity_dead = DOWN.
+    nd_identity_interval: float = 1.0
+    nd_identity_dead: float = 3.5
+
+
+#: How fabric ports are checked for liveness (top-level `liveness:` key). "oam": ovs-vswitchd runs CFM on
+#: every fabric port and ND runs at the slow identity cadence; "nd": the client's software ND is both the
+#: heartbeat and the identity check (nd_interval / nd_dead), for switches without OVS OAM.
+LIVENESS_MODES = ("oam", "nd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +233,7 @@ class Fabric:
     distribution: Distribution
     lsd: LsdSettings
     routing: Routing = field(default_factory=Routing)
+    liveness: str = "oam"  # one of LIVENESS_MODES
     digest: str = field(init=False)
     hosts: tuple[Host, ...] = field(init=False)
     _by_name: dict[str, Switch] = field(init=False, repr=False)
@@ -314,6 +330,7 @@ def _digest(fabric: Fabric) -> str:
         "distribution": [d.mode, None if d.group is None else str(d.group), d.port],
         "lsd": [fabric.lsd.history],
         "routing": list(fabric.routing.transit_roles),
+        "liveness": fabric.liveness,
         "masters": [
             [m.id, str(m.address), m.client_port, m.peer_port, m.rest_port, m.priority] for m in fabric.masters
         ],
@@ -401,7 +418,8 @@ def _quad(text: str) -> tuple[int, int | None] | None:
     a, b, c, d, plen = m.groups()
     return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
 
-_TOP_KEYS = ("name", "timers", "security", "distribution", "lsd", "routing", "masters", "switches", "links")
+_TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "masters", "switches",
+             "links")
 _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
 )
@@ -428,15 +446,22 @@ _TIMER_KEYS: dict[str, tuple[str, str]] = {
     "flap_window_ms": ("flap_window", "ms"),
     "damp_initial_ms": ("damp_initial", "ms"),
     "damp_max_ms": ("damp_max", "ms"),
+    "oam_interval_ms": ("oam_interval", "ms"),
+    "nd_identity_interval_ms": ("nd_identity_interval", "ms"),
+    "nd_identity_dead_ms": ("nd_identity_dead", "ms"),
 }
 # (longer, shorter, why): the longer timer must strictly exceed the shorter one.
 _TIMER_ORDER = (
     ("nd_dead", "nd_interval", "ND must miss at least one hello before declaring a port down"),
     ("switch_dead", "report_refresh", "a switch must miss a report refresh before it is declared dead"),
     ("master_dead", "hello_interval", "a master must miss a hello before it is declared dead"),
+    ("nd_identity_dead", "nd_identity_interval", "ND must miss at least one identity frame before a port is down"),
 )
 # (larger-or-equal, smaller): plain ordering of a range.
-_TIMER_RANGES = (("report_retry_max", "report_retry_min"), ("damp_max", "damp_initial"))
+_TIMER_RANGES = (("report_retry_max", "report_retry_min"), ("damp_max", "damp_initial"),
+                 ("nd_identity_interval", "nd_interval"))
+#: OVS takes `other_config:cfm_interval` in whole milliseconds, at most 65535 in extended mode (vswitch.xml).
+MAX_OAM_INTERVAL_MS = 65535
 
 _T_SEQ = "tag:yaml.org,2002:seq"
 _T_MAP = "tag:yaml.org,2002:map"
@@ -639,6 +664,11 @@ class _Parser:
         distribution = self.distribution(top["distribution"]) if "distribution" in top else Distribution()
         lsd = self.lsd(top["lsd"]) if "lsd" in top else LsdSettings()
         self.routing_settings = self.routing(top["routing"]) if "routing" in top else Routing()
+        liveness = "oam"
+        if "liveness" in top:
+            liveness = self.string(top["liveness"], "liveness")
+            if liveness not in LIVENESS_MODES:
+                raise self.fail(top["liveness"], "liveness", f"{liveness!r} is not one of: {', '.join(LIVENESS_MODES)}")
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
         links = self.links(top["links"]) if "links" in top else ()
@@ -653,6 +683,7 @@ class _Parser:
             distribution=distribution,
             lsd=lsd,
             routing=self.routing_settings,
+            liveness=liveness,
         )
 
     def routing(self, node: yaml.Node) -> Routing:
@@ -689,6 +720,10 @@ class _Parser:
                 if value <= 0:
                     raise self.fail(value_node, field_name, f"must be positive, got {value_node.value}")
                 values[attr] = value / 1000.0 if kind == "ms" else value
+                if attr == "oam_interval" and (value != int(value) or value > MAX_OAM_INTERVAL_MS):
+                    raise self.fail(value_node, field_name,
+                                    f"must be whole milliseconds, 1..{MAX_OAM_INTERVAL_MS} (OVS cfm_interval), "
+                                    f"got {value_node.value}")
             lines[attr] = (value_node, field_name)
         timers = Timers(**values)
         reverse = {attr: key for key, (attr, _) in _TIMER_KEYS.items()}

@@ -36,6 +36,7 @@ _CLOS_OPTIONS: dict[str, tuple[type, str]] = {
     "ovs_base_port": (int, "switch with id i: ovs tcp:127.0.0.1:BASE+i (default: no ovs)"),
     "rest_base_port": (int, "switch with id i: rest_port BASE+i (default: none)"),
     "key_file": (str, "security.key_file (relative to the config file)"),
+    "liveness": (str, "fabric port liveness: oam (OVS CFM + slow ND identity, default) or nd (software ND)"),
 }
 
 

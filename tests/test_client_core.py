@@ -21,7 +21,7 @@ ME = "leaf-1"
 
 @pytest.fixture(scope="module")
 def fabric():
-    return clos_fabric(pods=0, leaves=2, spines=2, masters=1)   # leaf-1: port 1 -> spine-1, 2 -> spine-2
+    return clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")   # leaf-1: port 1 -> spine-1, 2 -> spine-2
 
 
 class World:

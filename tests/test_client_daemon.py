@@ -61,7 +61,7 @@ def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
 
 
 def test_disconnect_before_the_first_report_then_reconnect_is_handled():
-    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1)
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
     ring = KeyRing.from_secret(bytes(range(32)))
     d = ClientDaemon(fabric, "leaf-1", ring.bundle_for_switch("leaf-1"), ovs_target="tcp:127.0.0.1:9",
                      driver_factory=FakeDriver)

@@ -17,7 +17,7 @@ from tests.fakes.clock import FakeClock
 @pytest.fixture(scope="module")
 def fabric():
     # leaf-1:1-spine-1:1, leaf-1:2-spine-2:1, leaf-2:1-spine-1:2, leaf-2:2-spine-2:2
-    return clos_fabric(pods=0, leaves=2, spines=2, masters=1)
+    return clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")   # software ND mode
 
 
 @pytest.fixture

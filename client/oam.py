@@ -1,0 +1,276 @@
+"""Link OAM of the fabric ports: what ovs-vswitchd's CFM says about each port, as a verdict (pure).
+
+With `liveness: oam` (proto.config) every fabric port runs IEEE 802.1ag CFM continuity checks inside
+ovs-vswitchd, in OVS's *extended* mode (64-bit MPIDs, `other_config:cfm_interval` in whole ms). The
+datapath reacts by itself: a CFM fault clears the port's OFPPS_LIVE, so `watch_port` buckets fail over
+without the client, and a PortStatus tells the client. This module judges the second source, the OVSDB
+`Interface` row (`cfm_mpid`, `cfm_fault`, `cfm_remote_mpids`, `bfd_status`), which the runtime
+(`client.liveness`) monitors and hands in as `OamObservation`s.
+
+MPIDs encode identity: `mpid(switch id, port) = id << 16 | port`. A port expects exactly the MPID of its
+configured peer (switch id, port) in `cfm_remote_mpids`; any other MPID is a miscabling, flagged at
+datapath speed (one CCM interval after the peer's first CCM), before ND says so.
+
+Per port, `OamState`:
+
+- ``OFF``        not an OAM port (`liveness: nd`): software ND is the heartbeat.
+- ``PENDING``    CFM asked for; ovs-vswitchd has not reported a status with our MPID yet.
+- ``UP``         no fault and the expected peer's MPID (and only it) is heard; BFD, if someone enabled it,
+                 says forwarding.
+- ``FAULT``      CFM fault (no CCMs within 3.5 intervals, or the peer signals RDI: one-way links fault at
+                 both ends), no remote MPID, or BFD not forwarding.
+- ``MISCABLED``  a remote MPID other than the expected one (`remote` names what it decodes to).
+- ``FAILED``     OAM could not be set up on this port: OVSDB refused the change, the schema has no CFM, no
+                 OVSDB was given, or no CFM status appeared within `setup_timeout` (an OVS or datapath
+                 without OAM). Sticky for the life of the process: the port falls back to software ND
+                 (`uses_oam` False), so it is never usable without a liveness check.
+
+`oam_ok(port)` is the OAM term of the usable bit (client.ports): True for UP, and for ports that use
+software ND instead (OFF, FAILED), whose liveness ND itself checks. No sockets, no clocks: `now` in,
+actions out.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from proto.config import Endpoint, Fabric
+
+__all__ = [
+    "MAX_MPID",
+    "OAM_SETUP_TIMEOUT",
+    "ConfigureOam",
+    "OamChanged",
+    "OamObservation",
+    "OamObserved",
+    "OamSetupFailed",
+    "OvsdbConnection",
+    "OamPorts",
+    "OamState",
+    "decode_mpid",
+    "mpid",
+]
+
+#: How long ovs-vswitchd may take to report CFM status for a configured port before the port falls
+#: back to software ND. Generous: the lab's first status arrives within one OVSDB round trip.
+OAM_SETUP_TIMEOUT = 3.0
+#: OVSDB integers are signed 64-bit; switch ids (< 2**31) and ports (< 2**16) fit in 47 bits.
+MAX_MPID = 2**63 - 1
+
+
+def mpid(switch_id: int, port: int) -> int:
+    """The CFM MPID of `port` on switch `switch_id` (extended mode): `switch_id << 16 | port`."""
+    if not 0 < switch_id < 2**31 or not 0 < port < 2**16:
+        raise ValueError(f"mpid: switch id {switch_id} / port {port} out of range")
+    return switch_id << 16 | port
+
+
+def decode_mpid(value: int) -> tuple[int, int]:
+    """(switch id, port) encoded in an MPID by `mpid`."""
+    return value >> 16, value & 0xFFFF
+
+
+class OamState(StrEnum):
+    OFF = "off"
+    PENDING = "pending"
+    UP = "up"
+    FAULT = "fault"
+    MISCABLED = "miscabled"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class OamObservation:
+    """One port's OVSDB `Interface` row as the monitor saw it.
+
+    `mpid`: the `cfm_mpid` column (None if unset). `fault`: `cfm_fault` (None while CFM reports no status).
+    `remote_mpids`: `cfm_remote_mpids`. `bfd_forwarding`: `bfd_status:forwarding` (None without BFD).
+    """
+
+    port: int
+    mpid: int | None
+    fault: bool | None
+    remote_mpids: tuple[int, ...] = ()
+    bfd_forwarding: bool | None = None
+
+
+# Events of the OVSDB runtime (client.liveness) for the control thread.
+@dataclass(frozen=True, slots=True)
+class OamObserved:
+    obs: OamObservation
+
+
+@dataclass(frozen=True, slots=True)
+class OamSetupFailed:
+    """OAM cannot be set up on `ports` (None: on every port), for `reason`."""
+
+    ports: tuple[int, ...] | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class OvsdbConnection:
+    up: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigureOam:
+    """Runtime: make OVSDB say `cfm_mpid` = `mpids[port]`, extended mode, `interval_ms`, on those ports,
+    and remove CFM from the ports in `disable` (ports that fell back to software ND)."""
+
+    mpids: dict[int, int]
+    interval_ms: int
+    disable: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OamChanged:
+    """The OAM verdict of `port` changed. `remote`: who a MISCABLED port hears; `reason`: why FAILED."""
+
+    port: int
+    state: OamState
+    remote: Endpoint | None = None
+    reason: str = ""
+
+
+class _Port:
+    __slots__ = ("deadline", "expected_remote", "local", "reason", "remote", "state")
+
+    def __init__(self, local: int, expected_remote: int, oam: bool) -> None:
+        self.local = local
+        self.expected_remote = expected_remote
+        self.state = OamState.PENDING if oam else OamState.OFF
+        self.remote: Endpoint | None = None
+        self.reason = ""
+        self.deadline = math.inf
+
+
+Action = ConfigureOam | OamChanged
+
+
+class OamPorts:
+    """OAM verdicts for the fabric ports of one switch. Methods take `now` and return actions."""
+
+    def __init__(self, fabric: Fabric, switch: str, *, setup_timeout: float = OAM_SETUP_TIMEOUT) -> None:
+        self.fabric = fabric
+        me = fabric.switch(switch)
+        self.enabled = fabric.liveness == "oam"
+        self.interval_ms = round(fabric.timers.oam_interval * 1000)
+        self.setup_timeout = setup_timeout
+        self._ports: dict[int, _Port] = {}
+        for port in fabric.fabric_ports(switch):
+            peer = fabric.peer_of(switch, port)
+            assert peer is not None
+            self._ports[port] = _Port(mpid(me.id, port), mpid(fabric.switch(peer.switch).id, peer.port),
+                                      self.enabled)
+        self.failures = 0          # ports that fell back to software ND (metric)
+
+    # ------------------------------------------------------------------------------------------ queries
+    def state(self, port: int) -> OamState:
+        return self._ports[port].state
+
+    def remote(self, port: int) -> Endpoint | None:
+        return self._ports[port].remote
+
+    def reason(self, port: int) -> str:
+        return self._ports[port].reason
+
+    def uses_oam(self, port: int) -> bool:
+        """True if the port's liveness comes from OAM (else software ND at nd_interval is the heartbeat)."""
+        return self._ports[port].state not in (OamState.OFF, OamState.FAILED)
+
+    def oam_ok(self, port: int) -> bool:
+        """The OAM term of the usable bit: UP, or a port that uses software ND instead."""
+        state = self._ports[port].state
+        return state in (OamState.UP, OamState.OFF, OamState.FAILED)
+
+    def local_mpid(self, port: int) -> int:
+        return self._ports[port].local
+
+    def next_deadline(self) -> float:
+        return min((p.deadline for p in self._ports.values()), default=math.inf)
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def start(self, now: float) -> list[Action]:
+        """Ask the runtime for CFM on every OAM port; each must show a status within `setup_timeout`."""
+        if not self.enabled:
+            return []
+        for p in self._ports.values():
+            if p.state is OamState.PENDING:
+                p.deadline = now + self.setup_timeout
+        return [self._configure()]
+
+    def on_observation(self, obs: OamObservation, now: float) -> list[Action]:
+        """The monitor saw `obs.port`'s Interface row change (or saw it for the first time)."""
+        p = self._ports.get(obs.port)
+        if p is None or p.state in (OamState.OFF, OamState.FAILED):
+            return []
+        remote = None
+        if obs.mpid != p.local or obs.fault is None:
+            state = OamState.PENDING
+        else:
+            wrong = [m for m in obs.remote_mpids if m != p.expected_remote]
+            if wrong:
+                state = OamState.MISCABLED
+                sid, port = decode_mpid(wrong[0])
+                try:
+                    name = self.fabric.switch_by_id(sid).name
+                except KeyError:
+                    name = f"id{sid}"
+                remote = Endpoint(name, port)
+            elif obs.fault or not obs.remote_mpids or obs.bfd_forwarding is False:
+                state = OamState.FAULT
+            else:
+                state = OamState.UP
+        out: list[Action] = []
+        if state is OamState.PENDING:
+            if p.state is not OamState.PENDING:
+                p.deadline = now + self.setup_timeout   # configuration lost: the runtime restores it
+        else:
+            p.deadline = math.inf
+        self._set(p, obs.port, state, remote, "", out)
+        return out
+
+    def on_failed(self, ports: list[int] | tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
+        """OAM cannot be set up on `ports` (None: all): OVSDB refused, no CFM in the schema, no OVSDB."""
+        out: list[Action] = []
+        for port in self._ports if ports is None else ports:
+            p = self._ports.get(port)
+            if p is None or p.state in (OamState.OFF, OamState.FAILED):
+                continue
+            self._fail(port, p, reason, out)
+        if out:
+            out.append(self._configure())
+        return out
+
+    def tick(self, now: float) -> list[Action]:
+        """Ports still without a CFM status after `setup_timeout` fall back to software ND."""
+        out: list[Action] = []
+        for port, p in self._ports.items():
+            if now >= p.deadline and p.state is OamState.PENDING:
+                self._fail(port, p, f"no CFM status from ovs-vswitchd within {self.setup_timeout:g}s "
+                                    "(OVS or datapath without OAM?)", out)
+        if out:
+            out.append(self._configure())
+        return out
+
+    # ------------------------------------------------------------------------------------------ internals
+    def _configure(self) -> ConfigureOam:
+        mpids = {port: p.local for port, p in self._ports.items() if self.uses_oam(port)}
+        disable = tuple(port for port, p in self._ports.items() if p.state is OamState.FAILED)
+        return ConfigureOam(mpids, self.interval_ms, disable)
+
+    def _fail(self, port: int, p: _Port, reason: str, out: list[Action]) -> None:
+        p.deadline = math.inf
+        self.failures += 1
+        self._set(p, port, OamState.FAILED, None, reason, out)
+
+    @staticmethod
+    def _set(p: _Port, port: int, state: OamState, remote: Endpoint | None, reason: str,
+             out: list[Action]) -> None:
+        if state is p.state and remote == p.remote and reason == p.reason:
+            return
+        p.state, p.remote, p.reason = state, remote, reason
+        out.append(OamChanged(port, state, remote, reason))

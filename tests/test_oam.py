@@ -1,0 +1,294 @@
+"""Link OAM verdicts (client.oam) and how the port core folds them into the usable bit (pure, fake clock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from client.nd import NdState, SendNd
+from client.oam import ConfigureOam, OamChanged, OamObservation, OamPorts, OamState, decode_mpid, mpid
+from client.ports import PortChanged, PortTable
+from proto.clos import clos_fabric
+from proto.config import Endpoint
+from tests.fakes.clock import FakeClock
+
+
+@pytest.fixture(scope="module")
+def fabric():
+    # leaf-1 (id 3):1 - spine-1 (id 1):1, leaf-1:2 - spine-2 (id 2):1, leaf-2 (id 4):1 - spine-1:2, ...
+    return clos_fabric(pods=0, leaves=2, spines=2, masters=1)
+
+
+def test_mpid_encodes_switch_id_and_port_and_round_trips() -> None:
+    assert mpid(3, 1) == 3 << 16 | 1
+    assert decode_mpid(mpid(2**31 - 1, 65279)) == (2**31 - 1, 65279)
+    for bad in ((0, 1), (1, 0), (2**31, 1), (1, 2**16)):
+        with pytest.raises(ValueError):
+            mpid(*bad)
+
+
+def _ids(fabric, name: str, port: int) -> tuple[int, int]:
+    peer = fabric.peer_of(name, port)
+    return mpid(fabric.switch(name).id, port), mpid(fabric.switch(peer.switch).id, peer.port)
+
+
+def test_start_asks_for_cfm_on_every_fabric_port_with_its_mpid(fabric) -> None:
+    oam = OamPorts(fabric, "leaf-1")
+    (action,) = oam.start(0.0)
+    assert isinstance(action, ConfigureOam)
+    assert action.mpids == {p: _ids(fabric, "leaf-1", p)[0] for p in fabric.fabric_ports("leaf-1")}
+    assert action.interval_ms == round(fabric.timers.oam_interval * 1000) and action.disable == ()
+    assert all(oam.state(p) is OamState.PENDING and not oam.oam_ok(p) and oam.uses_oam(p)
+               for p in fabric.fabric_ports("leaf-1"))
+
+
+def test_verdicts_follow_the_interface_row(fabric) -> None:
+    oam = OamPorts(fabric, "leaf-1")
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+
+    def see(**kw) -> list:
+        return oam.on_observation(OamObservation(1, **{"mpid": local, "fault": False, **kw}), 0.1)
+
+    assert see(mpid=None, fault=None) == []                                 # not applied yet: PENDING
+    assert see(remote_mpids=()) == [OamChanged(1, OamState.FAULT)]         # CFM runs, nobody heard yet
+    assert see(remote_mpids=(remote,)) == [OamChanged(1, OamState.UP)]
+    assert oam.oam_ok(1)
+    assert see(fault=True, remote_mpids=(remote,)) == [OamChanged(1, OamState.FAULT)]   # silent drop / RDI
+    assert not oam.oam_ok(1)
+    assert see(remote_mpids=(remote,), bfd_forwarding=False) == []          # still FAULT: BFD says no
+    assert see(remote_mpids=(remote,), bfd_forwarding=True) == [OamChanged(1, OamState.UP)]
+    # spine-2:1 (a real switch, wrong port of the fabric) answers on leaf-1:1: miscabled, named
+    wrong = mpid(fabric.switch("spine-2").id, 1)
+    assert see(remote_mpids=(wrong,)) == [OamChanged(1, OamState.MISCABLED, Endpoint("spine-2", 1))]
+    assert see(remote_mpids=(remote, mpid(999, 7))) == [OamChanged(1, OamState.MISCABLED, Endpoint("id999", 7))]
+    assert not oam.oam_ok(1)
+    assert see(remote_mpids=(remote,)) == [OamChanged(1, OamState.UP)]
+
+
+def test_no_status_in_time_or_a_refusal_falls_back_to_software_nd(fabric) -> None:
+    oam = OamPorts(fabric, "leaf-1", setup_timeout=2.0)
+    oam.start(10.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    oam.on_observation(OamObservation(1, local, False, (remote,)), 10.5)   # port 1 works
+    assert oam.next_deadline() == 12.0                                      # port 2 must show a status
+    assert oam.tick(11.9) == []
+    out = oam.tick(12.0)
+    assert [type(a) for a in out] == [OamChanged, ConfigureOam]
+    assert out[0].port == 2 and out[0].state is OamState.FAILED and "no CFM status" in out[0].reason
+    assert out[1].mpids == {1: local} and out[1].disable == (2,)          # CFM off where it failed
+    assert not oam.uses_oam(2) and oam.oam_ok(2)          # ND heartbeat is now the liveness check
+    assert oam.failures == 1
+    # sticky: a late status does not flip the port back
+    assert oam.on_observation(OamObservation(2, _ids(fabric, "leaf-1", 2)[0], False, ()), 13.0) == []
+    out = oam.on_failed(None, "OVSDB refused the CFM config: error", 13.0)
+    assert [(a.port, a.state) for a in out if isinstance(a, OamChanged)] == [(1, OamState.FAILED)]
+    assert oam.failures == 2
+
+
+def test_lost_config_is_pending_again_and_must_come_back(fabric) -> None:
+    oam = OamPorts(fabric, "leaf-1", setup_timeout=1.0)
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    oam.on_observation(OamObservation(1, local, False, (remote,)), 0.1)
+    assert oam.on_observation(OamObservation(1, None, None), 5.0) == [OamChanged(1, OamState.PENDING)]
+    assert not oam.oam_ok(1) and oam.next_deadline() == pytest.approx(1.0)   # port 2 still pending since 0
+    oam.on_observation(OamObservation(2, _ids(fabric, "leaf-1", 2)[0], False, (_ids(fabric, "leaf-1", 2)[1],)), 5.0)
+    assert oam.next_deadline() == 6.0
+    assert [a.state for a in oam.tick(6.0) if isinstance(a, OamChanged)] == [OamState.FAILED]
+
+
+def test_liveness_nd_mode_has_no_oam(fabric) -> None:
+    nd_fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
+    oam = OamPorts(nd_fabric, "leaf-1")
+    assert oam.start(0.0) == []
+    assert all(oam.state(p) is OamState.OFF and oam.oam_ok(p) and not oam.uses_oam(p) for p in (1, 2))
+    table = PortTable(nd_fabric, "leaf-1")
+    assert table.nd.fast(1) and table.nd.fast(2)
+
+
+# ---------------------------------------------------------------------------------------------- port core
+
+
+class Pair:
+    """leaf-1 and spine-1 port tables on the cable leaf-1:1 <-> spine-1:1 (zero latency), OAM mode."""
+
+    def __init__(self, fabric, clock: FakeClock, cable: dict | None = None) -> None:
+        self.fabric = fabric
+        self.clock = clock
+        self.tables = {n: PortTable(fabric, n, now=clock.now) for n in ("leaf-1", "spine-1")}
+        self.cable = cable or {("leaf-1", 1): ("spine-1", 1), ("spine-1", 1): ("leaf-1", 1)}
+        self.drop: set[tuple[str, int]] = set()       # (switch, port) whose transmissions are lost
+        self.changes: list[tuple[float, str, PortChanged]] = []
+        self.sent: list[tuple[float, str, int]] = []
+        for name, table in self.tables.items():
+            self.handle(name, table.start_oam(clock.now))
+
+    def handle(self, switch: str, actions) -> None:
+        pending = [(switch, a) for a in actions]
+        for _ in range(10_000):
+            if not pending:
+                return
+            sw, action = pending.pop(0)
+            if isinstance(action, PortChanged):
+                self.changes.append((self.clock.now, sw, action))
+            elif isinstance(action, SendNd):
+                self.sent.append((self.clock.now, sw, action.port))
+                far = self.cable.get((sw, action.port))
+                if far is not None and (sw, action.port) not in self.drop:
+                    more = self.tables[far[0]].on_nd_frame(far[1], sw, action.frame, self.clock.now)
+                    pending.extend((far[0], a) for a in more)
+        raise AssertionError("does not settle")
+
+    def phy(self, switch: str, port: int, live: bool) -> None:
+        self.handle(switch, self.tables[switch].on_phy(port, live, self.clock.now))
+
+    def cfm(self, switch: str, port: int, fault: bool = False, remote: tuple[int, ...] | None = None) -> None:
+        """What ovs-vswitchd would report for switch:port given the cable."""
+        local = mpid(self.fabric.switch(switch).id, port)
+        if remote is None:
+            far = self.cable.get((switch, port))
+            remote = () if far is None else (mpid(self.fabric.switch(far[0]).id, far[1]),)
+        obs = OamObservation(port, local, fault, remote)
+        self.handle(switch, self.tables[switch].on_oam(obs, self.clock.now))
+
+    def run(self, seconds: float) -> None:
+        until = self.clock.now + seconds
+        for _ in range(1_000_000):
+            deadline = min(t.next_deadline() for t in self.tables.values())
+            if deadline > until:
+                self.clock.now = until
+                return
+            self.clock.now = max(deadline, self.clock.now)
+            for name, t in self.tables.items():
+                self.handle(name, t.tick(self.clock.now))
+        raise AssertionError("too many ticks")
+
+    def usable(self, switch: str = "leaf-1", port: int = 1) -> bool:
+        return self.tables[switch].usable(port)
+
+
+def _up(p: Pair) -> None:
+    for sw in ("leaf-1", "spine-1"):
+        p.cfm(sw, 1)
+        p.phy(sw, 1, True)
+    p.run(0.01)
+
+
+def test_usable_needs_phy_oam_and_nd_identity(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    p.phy("leaf-1", 1, True)
+    p.phy("spine-1", 1, True)
+    p.run(0.01)
+    t = p.tables["leaf-1"]
+    assert t.view(1, clock.now).nd is NdState.UP and not p.usable()      # ND alone is not enough: OAM pending
+    p.cfm("leaf-1", 1)
+    assert p.usable() and t.view(1, clock.now).oam is OamState.UP and not t.view(1, clock.now).nd_fast
+
+
+def test_identity_nd_is_slow_and_goes_out_at_once_on_every_oam_change(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    p.sent.clear()
+    p.run(5.0)
+    leaf = [t for t, sw, port in p.sent if sw == "leaf-1" and port == 1]
+    assert 4 <= len(leaf) <= 6                               # 1 s identity cadence, not 10 ms heartbeats
+    assert p.usable()
+    p.sent.clear()
+    p.cfm("leaf-1", 1, fault=True)
+    assert ("leaf-1", 1) in {(sw, port) for _, sw, port in p.sent}
+
+
+def test_silent_drop_is_an_oam_fault_and_repair_is_back_at_oam_speed(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    p.changes.clear()
+    p.drop |= {("leaf-1", 1), ("spine-1", 1)}
+    p.cfm("leaf-1", 1, fault=True, remote=())               # vswitchd: no CCM for 3.5 intervals
+    assert not p.usable()
+    (change,) = [c for _, sw, c in p.changes if sw == "leaf-1"]
+    assert change.usable_changed and not change.usable       # the local-repair trigger, at once
+    p.run(0.2)
+    p.drop.clear()
+    p.cfm("leaf-1", 1)                                       # CCMs back; ND identity is still fresh
+    assert p.usable()
+
+
+def test_oam_miscabling_is_reported_before_nd_and_never_usable(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    p.cfm("leaf-1", 1, remote=(mpid(fabric.switch("spine-2").id, 2),))
+    st = p.tables["leaf-1"].status(1)
+    assert not st.usable and st.miscabled_by == Endpoint("spine-2", 2)
+    assert p.tables["leaf-1"].view(1, clock.now).nd is NdState.UP            # ND has not noticed yet
+
+
+def test_one_way_link_is_refused_by_nd_identity_even_with_oam_up(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    p.drop.add(("leaf-1", 1))                 # leaf-1 -> spine-1 broken; CFM (RDI) is lied about here
+    for sw in ("leaf-1", "spine-1"):
+        p.cfm(sw, 1)
+        p.phy(sw, 1, True)
+    p.run(3.0)
+    assert p.tables["leaf-1"].view(1, clock.now).nd is NdState.ONE_WAY
+    assert not p.usable("leaf-1") and not p.usable("spine-1")
+
+
+def test_fallback_port_runs_nd_heartbeats_and_needs_them(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    t = p.tables["leaf-1"]
+    out = t.on_oam_failed((1,), "OVSDB refused the CFM config", clock.now)
+    assert any(isinstance(a, OamChanged) and a.state is OamState.FAILED for a in out)
+    assert any(isinstance(a, ConfigureOam) and a.disable == (1,) for a in out)
+    p.handle("leaf-1", out)
+    assert t.nd.fast(1) and t.view(1, clock.now).oam is OamState.FAILED
+    # the peer falls back too (its own OVS refused, or it runs liveness: nd) so both send heartbeats
+    p.handle("spine-1", p.tables["spine-1"].on_oam_failed((1,), "test", clock.now))
+    p.run(0.5)
+    assert p.usable()
+    p.sent.clear()
+    p.run(0.1)
+    assert len([1 for _, sw, _port in p.sent if sw == "leaf-1"]) >= 8          # 10 ms heartbeats
+    p.drop |= {("leaf-1", 1), ("spine-1", 1)}                                  # silent: ND must see it
+    p.run(fabric.timers.nd_dead + 0.011)
+    assert not p.usable()
+
+
+def test_identity_mode_probes_fast_until_up_so_a_lost_first_frame_costs_no_identity_interval(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    p.drop.add(("spine-1", 1))       # spine-1's first frames are lost (its peer has no punt flow yet, say)
+    for sw in ("leaf-1", "spine-1"):
+        p.cfm(sw, 1)
+        p.phy(sw, 1, True)
+    p.run(0.2)
+    assert not p.usable()
+    p.drop.clear()
+    p.run(2.5 * fabric.timers.nd_interval)
+    assert p.usable("leaf-1") and p.usable("spine-1")
+    p.sent.clear()
+    p.run(2.0)
+    assert len([1 for _, sw, _port in p.sent if sw == "leaf-1"]) <= 3     # UP: back to the identity cadence
+
+
+def test_client_core_asks_for_oam_and_falls_back_loudly_once_per_cause(fabric, caplog) -> None:
+    from client.core import ClientCore
+    from proto.auth import KeyRing
+
+    core = ClientCore(fabric, "leaf-1", KeyRing.from_secret(b"k" * 32), now=0.0)
+    (action,) = core.start_oam(0.0)
+    assert isinstance(action, ConfigureOam) and set(action.mpids) == {1, 2}
+    with caplog.at_level("WARNING", logger="firepath.client"):
+        out = core.on_oam_failed(None, "no OVSDB target", 0.1)
+    lines = [r.getMessage() for r in caplog.records if "oam unavailable" in r.getMessage()]
+    assert len(lines) == 1 and "ports=[1, 2]" in lines[0] and "no OVSDB target" in lines[0]
+    assert core.counters["oam_fallback_ports"] == 2
+    assert any(isinstance(a, ConfigureOam) and a.disable == (1, 2) for a in out)
+    ports = core.status(0.1)["ports"]
+    assert [(p["oam"], p["nd_mode"]) for p in ports] == [("failed", "heartbeat")] * 2
