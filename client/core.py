@@ -41,6 +41,7 @@ from client.reporter import Reporter, SendToMaster
 from proto.auth import KeyRing
 from proto.config import Fabric
 from proto.messages import (
+    Challenge,
     Codec,
     DecodeError,
     EncodeError,
@@ -153,7 +154,7 @@ class ClientCore:
     def on_packet_in(self, port: int, data: bytes, now: float) -> list[Action]:
         """A frame punted by the switch (the ND flow): decode, authenticate, hand to ND."""
         try:
-            sender, msg = self.codec.decode(decode_nd_ethernet(data))
+            sender, msg = self.codec.decode(decode_nd_ethernet(data), port=port)
         except DecodeError as e:
             self.counters[f"nd_rejected_{e.reason}"] += 1
             return []
@@ -188,9 +189,20 @@ class ClientCore:
         except DecodeError as e:
             self.counters[f"rejected_{e.reason}"] += 1
             log.debug("dropped datagram: %s", e)
+            if e.reason == "stale" and e.sender is not None:
+                # A master of an incarnation we have not verified (it or we restarted, or a replay): answer
+                # with our challenge at its configured address, so its next frame is accepted.
+                answer = self.codec.answer(e.sender, now)
+                if answer is not None:
+                    self.counters["challenges_sent"] += 1
+                    return [SendDatagram(e.sender, answer)]
             return []
         out: list[Action] = []
-        if isinstance(msg, ReportAck):
+        if isinstance(msg, Challenge):
+            # The master verified us or asks us to verify it: our unacked report was probably rejected as
+            # stale, so send it again now (reflecting the offer just heard) instead of at the next retry.
+            self._run(self.reporter.retransmit_now(now), now, out)
+        elif isinstance(msg, ReportAck):
             self._run(self.reporter.on_ack(msg, now), now, out)
         elif isinstance(msg, Keepalive | LsdFull | LsdDelta):
             self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now, out)
@@ -293,7 +305,7 @@ class ClientCore:
 
     def _encode_to_master(self, action: SendToMaster, out: list[Action]) -> None:
         try:
-            data = self.codec.encode(action.msg)
+            data = self.codec.encode(action.msg, to=action.master)
         except EncodeError:
             self.counters["encode_errors"] += 1
             log.exception("cannot encode %s", type(action.msg).__name__)

@@ -140,6 +140,14 @@ class Reporter:
             self._backoff = self.retry_min
         return out
 
+    def retransmit_now(self, now: float) -> list[SendToMaster]:
+        """Send the outstanding report again at once (a master just proved its freshness handshake
+        with us, so the copy it rejected as stale would now be accepted); [] if nothing is outstanding."""
+        if self.ports is None or self.acked:
+            return []
+        self.retransmits += 1
+        return self._transmit(now)
+
     def tick(self, now: float) -> list[SendToMaster]:
         if self.ports is None:
             return []

@@ -3,11 +3,11 @@
 Unicast distribution sends the *same* LsdDelta/LsdFull/Keepalive to every client, each signed with that
 client's own switch key. `Codec.encode` re-serialises the message for every destination (~30 µs); this
 encoder serialises once (through the real `Codec.encode` for the first destination), then for the others
-only rebuilds the header (next sequence number of the same Codec, key owner = destination) and the
-HMAC-SHA256 tag, following the datagram framing of the contract:
+only rebuilds the header (`Codec.header`: the destination's own sequence number, challenge and reflected
+offer, key owner = destination) and the HMAC-SHA256 tag, following the datagram framing of the contract:
 
-    b"FP" | version u8 | msg type u8 | key kind u8 | seq u64 | sender (u8 len + utf8) |
-    key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B) over all preceding bytes
+    b"FP" | version u8 | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 | reflect u64 |
+    sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
 
 At construction it checks itself against the Codec (the fast datagram must decode with a switch's Codec
 exactly like the slow one); if anything differs it stays disabled and everything goes through
@@ -16,15 +16,15 @@ exactly like the slow one); if anything differs it stays disabled and everything
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
-import struct
 from typing import Any
 
 from proto.auth import KeyKind, KeyRing
-from proto.messages import Codec, Keepalive
+from proto.messages import Codec, DecodeError, Keepalive
 
-_FIXED = struct.Struct(">2sBBBQ")
+_FIXED_LEN = 37  # magic 2, version, type, key kind, incarnation 8, seq 8, offer 8, reflect 8
 _TAG_LEN = 32
 
 
@@ -32,7 +32,6 @@ class FanoutEncoder:
     def __init__(self, codec: Codec, keyring: KeyRing, probe_switch: str | None) -> None:
         self.codec = codec
         self.keyring = keyring
-        self._sender = codec.local_id.encode()
         self._payloads: dict[int, tuple[Any, int, bytes]] = {}   # id(msg) -> (msg, type, payload)
         self._macs: dict[str, Any] = {}
         self.enabled = False
@@ -61,12 +60,7 @@ class FanoutEncoder:
             self.slow += 1
             return data
         _, type_byte, payload = hit
-        codec = self.codec
-        seq = codec.seq
-        codec.seq = seq + 1
-        owner = dest.encode()
-        head = (_FIXED.pack(b"FP", 1, type_byte, KeyKind.SWITCH, seq)
-                + bytes((len(self._sender),)) + self._sender + bytes((len(owner),)) + owner)
+        head = self.codec.header(type_byte, KeyKind.SWITCH, dest, dest)
         mac = self._macs.get(dest)
         if mac is None:
             mac = self._macs[dest] = hmac.new(self.keyring.switch_key(dest), digestmod=hashlib.sha256)
@@ -77,22 +71,36 @@ class FanoutEncoder:
         return head + payload + m.digest()
 
     def _payload_of(self, data: bytes) -> bytes:
-        pos = _FIXED.size
+        pos = _FIXED_LEN
         pos += 1 + data[pos]
         pos += 1 + data[pos]
         return data[pos:-_TAG_LEN]
 
     def _self_test(self, switch: str) -> bool:
-        """Fast and slow encodings of two messages must decode identically at `switch`."""
+        """Fast and slow encodings of two messages must decode identically at `switch` (a scratch Codec
+        pair with the real one's keys: the probe must not consume the real Codec's sequence numbers)."""
         try:
-            client = Codec(self.keyring.bundle_for_switch(switch), switch, self.codec.switches, self.codec.masters)
-            msg = Keepalive(self.codec.local_id, 0, 0)
-            self.enabled = True
-            slow = self.encode(msg, switch)          # first: through Codec.encode
-            fast = self.encode(msg, switch)          # second: the fast path
+            codec = self.codec
+            me = Codec(self.keyring, codec.local_id, codec.switches, codec.masters)
+            client = Codec(self.keyring.bundle_for_switch(switch), switch, codec.switches, codec.masters)
+            msg = Keepalive(codec.local_id, 0, 0)
+            self.codec, self.enabled = me, True
+            try:
+                _establish(client, me, switch)
+                slow = self.encode(msg, switch)          # first: through Codec.encode
+                fast = self.encode(msg, switch)          # second: the fast path
+            finally:
+                self.codec = codec
             self.reset()
-            ok = client.decode(slow)[1] == msg and client.decode(fast) == (self.codec.local_id, msg)
+            ok = client.decode(slow)[1] == msg and client.decode(fast) == (codec.local_id, msg)
             self.fast = self.slow = 0
             return ok
         except Exception:
             return False
+
+
+def _establish(client: Codec, master: Codec, switch: str) -> None:
+    """Run the freshness handshake between a scratch client and master Codec (both fresh)."""
+    for data, receiver in ((master.challenge(switch), client), (client.challenge(master.local_id), master)):
+        with contextlib.suppress(DecodeError):  # the first challenge is stale by design
+            receiver.decode(data)

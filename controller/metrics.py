@@ -40,6 +40,11 @@ class MasterMetrics:
             "firepath_master_unroutable_total", "Messages not sent: no address known for the switch", registry=r
         )
         self.send_errors = Counter("firepath_master_send_errors_total", "Socket send errors", registry=r)
+        self.challenges = Counter(
+            "firepath_master_challenges_sent_total",
+            "Challenges sent in answer to stale frames (restarted peers, replays), rate-limited per peer",
+            registry=r,
+        )
         self.reports = Counter("firepath_master_reports_accepted_total", "Port reports accepted", registry=r)
         self.persist_failures = Counter(
             "firepath_master_state_persist_failures_total",

@@ -40,7 +40,7 @@ from controller.metrics import MasterMetrics
 from controller.roles import RoleDriver, SingleMasterDriver
 from proto.auth import KeyKind, KeyRing
 from proto.config import Fabric
-from proto.messages import Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
+from proto.messages import Challenge, Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
 
 log = logging.getLogger("firepath.master")
 
@@ -204,9 +204,13 @@ class MasterServer:
         except DecodeError as e:
             self.metrics.rejected.labels(e.reason).inc()
             log.debug(kv("rejected", reason=e.reason, addr=f"{addr[0]}:{addr[1]}"))
+            if e.reason == "stale":
+                self._answer_stale(e.sender, addr)
             return
         if sender not in self.master_addrs and sender != self.id:
             self.addresses[sender] = addr
+        if isinstance(msg, Challenge):  # freshness only: the Codec took what it carries
+            return
         if not self._started:
             # The sockets are open before the driver starts (start() awaits in between): a datagram that
             # arrives then is dropped (peers repeat hellos, clients retry) — the driver must not see input
@@ -229,6 +233,20 @@ class MasterServer:
                         if len(self._pending_versions) > 1024:      # nobody to send to: do not grow
                             self._pending_versions.pop(min(self._pending_versions))
         self._run(actions)
+
+    def _answer_stale(self, peer: str | None, addr: tuple[str, int]) -> None:
+        """A verified frame of an unverified incarnation (a restarted peer, or a replay): answer with a
+        Challenge (rate-limited per peer by the Codec) so a genuine peer is accepted at its next frame. A
+        switch is answered at the datagram's source (its address is not learnt from a stale frame: a replay
+        from elsewhere gets one small datagram, never the LSD), a master at its configured address."""
+        data = self.codec.answer(peer, time.monotonic())
+        if data is None or peer is None:
+            return
+        dest = self.master_addrs.get(peer, addr)
+        tx = self._peer_tx if peer in self.master_addrs else self._client_tx
+        if tx is not None:
+            tx.sendto(data, dest)
+            self.metrics.challenges.inc()
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -2,10 +2,20 @@
 
 Datagram framing (integers big-endian)::
 
-    b"FP" | version u8 (=1) | msg type u8 | key kind u8 | seq u64 |
-    sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
+    b"FP" | version u8 (=2) | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 |
+    reflect u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
 
-The tag covers every preceding byte. The payload is a msgpack array of the message's fields in
+The tag covers every preceding byte.
+
+Freshness (ARCHITECTURE.md "Freshness"; in the spirit of RIFT's nonces and of OSPF/BFD's boot counts, but
+with no clock and no durable state): every Codec draws a random 64-bit ``incarnation`` at start. Sequence
+numbers count from 1 per stream: per unicast peer, per local ND port, one for the group. ``offer`` is the
+random challenge the sender holds for the receiver (for ND: for the port), ``reflect`` the receiver's last
+offer the sender heard (0: none; group frames carry 0/0). A receiver accepts a frame of the peer's accepted
+incarnation if the seq passes that stream's 64-wide window, and a frame of a *new* incarnation only if it
+reflects the receiver's current challenge, which is then redrawn: a frame captured before a restart of
+either side never reflects a live challenge, so it is rejected as ``stale`` and changes no state (it only
+updates which offer the receiver reflects next). Group frames need an incarnation already accepted. The payload is a msgpack array of the message's fields in
 dataclass order; nested ``PortStatus`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte
 strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
 (``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
@@ -25,11 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
+import secrets
 import struct
-import time
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -47,6 +58,7 @@ __all__ = [
     "ND_DST_MAC",
     "ND_ETHERTYPE",
     "WIRE_VERSION",
+    "Challenge",
     "Codec",
     "DecodeError",
     "EncodeError",
@@ -72,16 +84,16 @@ __all__ = [
 ]
 
 MAGIC = b"FP"
-WIRE_VERSION = 1
+WIRE_VERSION = 2  # 2: incarnation/offer/reflect freshness fields, per-stream sequence numbers
 MAX_DATAGRAM = 65_507  # largest UDP payload over IPv4
 MAX_ND_HOLD_MS = 60_000  # longest graceful-restart hold a peer may ask for
 TAG_LEN = 32
-_FIXED = struct.Struct(">2sBBBQ")  # magic, version, type, key kind, seq
+_FIXED = struct.Struct(">2sBBBQQQQ")  # magic, version, type, key kind, incarnation, seq, offer, reflect
 _MIN_DATAGRAM = _FIXED.size + 1 + 1 + TAG_LEN
 # Room for LsdFull.snapshot / LsdDelta.changes in one datagram: MAX_DATAGRAM minus the worst-case
-# framing (fixed header 13, sender and owner names up to 2 * 256, tag 32) and payload overhead
+# framing (fixed header 37, sender and owner names up to 2 * 256, tag 32) and payload overhead
 # (array header, master name, term, versions, digest, bin header: < 200).
-MAX_LSD_BYTES = MAX_DATAGRAM - 13 - 2 * 256 - TAG_LEN - 200
+MAX_LSD_BYTES = MAX_DATAGRAM - _FIXED.size - 2 * 256 - TAG_LEN - 200
 
 MAX_U63 = 2**63 - 1
 MAX_SEQ = 2**64 - 1
@@ -90,18 +102,20 @@ MAX_PRIORITY = 2**32 - 1
 
 DECODE_REASONS = (
     "truncated", "bad_magic", "bad_version", "unknown_type", "oversized", "bad_hmac", "unknown_key",
-    "replay", "malformed", "wrong_sender",
+    "replay", "malformed", "wrong_sender", "stale",
 )
 
 
 class DecodeError(ValueError):
     """A datagram was rejected; ``reason`` is a short stable metric label (see DECODE_REASONS)."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, sender: str | None = None) -> None:
         assert reason in DECODE_REASONS, reason
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+        #: For ``stale``: the authenticated unicast peer to answer with ``Codec.answer`` (None otherwise).
+        self.sender = sender
 
 
 class MessageError(ValueError):
@@ -174,7 +188,7 @@ class Message:
     __slots__ = ()
     TYPE: ClassVar[int]
     SENDER_FIELD: ClassVar[str]
-    FROM_MASTER: ClassVar[bool]
+    FROM_MASTER: ClassVar[bool | None]
 
     @property
     def sender(self) -> str:
@@ -429,10 +443,25 @@ class NdFrame(Message):
         _int(self.hold_ms, "hold_ms", 0, MAX_ND_HOLD_MS)
 
 
+@dataclass(frozen=True, slots=True)
+class Challenge(Message):
+    """Freshness only (no routing meaning): carries the sender's incarnation, challenge (offer) and the
+    receiver's last offer (reflect) in its framing; sent by either side in answer to a stale frame (see
+    ``Codec.answer``). Receivers ignore it beyond the Codec."""
+
+    TYPE: ClassVar[int] = 13
+    SENDER_FIELD: ClassVar[str] = "origin"
+    FROM_MASTER: ClassVar[bool | None] = None  # masters and switches alike
+    origin: str
+
+    def __post_init__(self) -> None:
+        _name(self.origin, "origin")
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (PortReport, ReportAck, LsdRequest, LsdFull, LsdDelta, Keepalive, Hello, VoteRequest, Vote,
-                ReplicationAck, StepDown, NdFrame)
+                ReplicationAck, StepDown, NdFrame, Challenge)
 }
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES.values()}
 
@@ -500,17 +529,51 @@ def _unpack(payload: bytes) -> Any:
 # Codec
 
 
-class Codec:
-    """Signs/verifies datagrams for ``local_id`` (a switch name or a master id).
+class _Session:
+    """Freshness state for one peer stream: a unicast peer (by name) or an ND port (by local port).
 
-    ``switches``/``masters``: every known sender (from the Fabric). ``seq_start``: first sequence number
-    (default: wall-clock microseconds now, so a restarted sender is ahead of its old numbers).
-    ``accept_group``: accept GROUP-signed datagrams (set False when distribution is unicast, so a
-    compromised switch holding the shared group key cannot inject master multicast).
+    ``inc``/``peer``: the accepted incarnation (and, for ND ports, which switch it belongs to), None before
+    the first verified frame. ``win``/``gwin``: replay windows of that incarnation's unicast and group
+    streams. ``chal``: the random challenge we offer this peer (redrawn whenever we accept a new
+    incarnation). ``offer``: the peer's last offer to us (what we reflect). ``tx``: our next sequence number
+    towards it. ``answered``: when we last answered a stale frame (rate limit).
+    """
+
+    __slots__ = ("answered", "chal", "gwin", "inc", "offer", "peer", "tx", "win")
+
+    def __init__(self, window: int) -> None:
+        self.inc: int | None = None
+        self.peer: str | None = None
+        self.win = ReplayWindow(window)
+        self.gwin = ReplayWindow(window)
+        self.chal = _nonce()
+        self.offer = 0
+        self.tx = 1
+        self.answered = -math.inf
+
+
+def _nonce() -> int:
+    return secrets.randbits(64) or 1  # 0 means "nothing to reflect"
+
+
+class Codec:
+    """Signs/verifies datagrams for ``local_id`` (a switch name or a master id), with freshness.
+
+    ``switches``/``masters``: every known sender (from the Fabric). ``accept_group``: accept GROUP-signed
+    datagrams (set False when distribution is unicast, so a compromised switch holding the shared group key
+    cannot inject master multicast). ``incarnation``: this process's random 64-bit incarnation (default:
+    drawn from ``secrets``; tests pin it). ``answer_interval`` (s): at most one challenge answer per peer in
+    that time (see ``answer``).
+
+    Freshness (see the module docstring and ARCHITECTURE.md "Freshness"): a frame is accepted if it belongs
+    to the peer's accepted incarnation and passes its replay window, or if it starts a new incarnation and
+    reflects our current challenge for that peer. Anything else authenticated is rejected as ``stale``
+    (``DecodeError.sender`` names the peer) and changes nothing but the offer we reflect next.
     """
 
     def __init__(self, keyring: KeyRing, local_id: str, switches: Collection[str], masters: Collection[str],
-                 *, seq_start: int | None = None, accept_group: bool = True, replay_window: int = 64) -> None:
+                 *, accept_group: bool = True, replay_window: int = 64, incarnation: int | None = None,
+                 answer_interval: float = 0.05) -> None:
         self.keyring = keyring
         self.local_id = local_id
         self.switches = frozenset(switches)
@@ -522,15 +585,23 @@ class Codec:
         self.is_master = local_id in self.masters
         if keyring.restricted_to is not None and keyring.restricted_to != local_id:
             raise ValueError(f"key ring {keyring!r} cannot be used by {local_id!r}")
-        self.seq = time.time_ns() // 1000 if seq_start is None else seq_start
-        if type(self.seq) is not int or not 0 <= self.seq <= MAX_SEQ:
-            raise ValueError(f"seq_start out of range: {seq_start!r}")
+        self.incarnation = _nonce() if incarnation is None else incarnation
+        if type(self.incarnation) is not int or not 1 <= self.incarnation <= MAX_SEQ:
+            raise ValueError(f"incarnation out of range 1..2**64-1: {incarnation!r}")
         self.accept_group = accept_group
         self.replay_window = replay_window
-        self._windows: dict[str, ReplayWindow] = {}
+        self.answer_interval = answer_interval
+        # Bounded: unicast sessions only for configured names, ND sessions only for the ports the runtime
+        # passes (the switch's own ports), one group stream.
+        self._sessions: dict[str | int, _Session] = {}
+        self._group_tx = 1
         self._macs: dict[tuple[KeyKind, str], Any] = {}
         self.rejected: Counter[str] = Counter()
         self.accepted: Counter[str] = Counter()  # by message class name
+        #: Peers whose new incarnation was accepted (a restart noticed), by name.
+        self.new_incarnations: Counter[str] = Counter()
+        #: Set by ``decode``: the peer (name) whose new incarnation the last accepted frame started, else None.
+        self.last_new_peer: str | None = None
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -542,6 +613,12 @@ class Codec:
             template = hmac.new(self.keyring.key(kind, owner), digestmod=hashlib.sha256)
             self._macs[ident] = template
         return template.copy()
+
+    def _session(self, key: str | int) -> _Session:
+        sess = self._sessions.get(key)
+        if sess is None:
+            sess = self._sessions[key] = _Session(self.replay_window)
+        return sess
 
     def _signing_key(self, msg: Message, to: str | None, key: KeyKind | None) -> tuple[KeyKind, str]:
         if isinstance(msg, NdFrame):
@@ -573,16 +650,48 @@ class Codec:
             return owner == self.local_id and not self.is_master
         if kind == KeyKind.MASTER:
             return owner == sender
-        return self.accept_group and owner == ""  # GROUP
+        return self.accept_group and owner == "" and cls is not Challenge  # GROUP
+
+    def _stream(self, msg: Message, to: str | None, kind: KeyKind) -> str | int | None:
+        """The session key of an outgoing frame: None for group, the local port for ND, else the peer."""
+        if kind == KeyKind.GROUP:
+            return None
+        if kind == KeyKind.ND:
+            return msg.port  # type: ignore[attr-defined]
+        if to is None:
+            raise EncodeError(f"{type(msg).__name__} needs a destination (to=...)")
+        if to == self.local_id or (to not in self.switches and to not in self.masters):
+            raise EncodeError(f"unknown destination {to!r}")
+        if not self.is_master and to not in self.masters:
+            raise EncodeError(f"a switch sends unicast only to masters, not {to!r}")
+        return to
+
+    def header(self, type_id: int, kind: KeyKind, owner: str, stream: str | int | None) -> bytes:
+        """The framing header of the next datagram of ``stream`` (consumes one sequence number).
+
+        For ``controller.fanout`` (which signs one payload for many switches) and ``encode``."""
+        if stream is None:
+            seq, offer, reflect = self._group_tx, 0, 0
+            self._group_tx += 1
+        else:
+            sess = self._session(stream)
+            seq, offer, reflect = sess.tx, sess.chal, sess.offer
+            sess.tx = seq + 1
+        if seq > MAX_SEQ:
+            raise EncodeError("sequence numbers exhausted")
+        sender_b, owner_b = self.local_id.encode(), owner.encode()
+        return (_FIXED.pack(MAGIC, WIRE_VERSION, type_id, kind, self.incarnation, seq, offer, reflect)
+                + bytes((len(sender_b),)) + sender_b + bytes((len(owner_b),)) + owner_b)
 
     # -- encode -------------------------------------------------------------------------------------
 
     def encode(self, msg: Message, *, to: str | None = None, key: KeyKind | None = None) -> bytes:
         """Sign ``msg`` as ``local_id``; raises EncodeError if that is not allowed or it is too large.
 
-        Key choice: a switch always uses its own SWITCH key (ND key for NdFrame). A master uses
-        ``to``'s SWITCH key when ``to`` is a switch, else its own MASTER key; pass ``key=KeyKind.GROUP``
-        for multicast to clients. Each call consumes one sequence number.
+        ``to``: the destination (a master or switch name); required for every unicast frame. Key choice:
+        a switch always uses its own SWITCH key (ND key for NdFrame, whose stream is its ``port``; ``to`` is
+        ignored). A master uses ``to``'s SWITCH key when ``to`` is a switch, else its own MASTER key; pass
+        ``key=KeyKind.GROUP`` for multicast to clients. Each call consumes one sequence number of the stream.
         """
         cls = type(msg)
         if cls not in _FIELD_NAMES:
@@ -590,39 +699,65 @@ class Codec:
         if msg.sender != self.local_id:
             raise EncodeError(f"{cls.__name__}.{cls.SENDER_FIELD} is {msg.sender!r}, but this codec "
                               f"speaks for {self.local_id!r}")
-        if self.is_master != cls.FROM_MASTER:
+        if cls.FROM_MASTER is not None and self.is_master != cls.FROM_MASTER:
             raise EncodeError(f"{cls.__name__} is not sent by a {'master' if self.is_master else 'switch'}")
         kind, owner = self._signing_key(msg, to, key)
+        if cls is Challenge and kind == KeyKind.GROUP:
+            raise EncodeError("a Challenge is unicast")
         try:
             mac = self._mac(kind, owner)
         except AuthError as e:
             raise EncodeError(str(e)) from None
-        if self.seq > MAX_SEQ:
-            raise EncodeError("sequence numbers exhausted")
-        sender_b, owner_b = self.local_id.encode(), owner.encode()
-        head = (_FIXED.pack(MAGIC, WIRE_VERSION, cls.TYPE, kind, self.seq)
-                + bytes((len(sender_b),)) + sender_b + bytes((len(owner_b),)) + owner_b)
-        body = head + msgpack.packb(_to_wire(msg), use_bin_type=True)
-        if len(body) + TAG_LEN > MAX_DATAGRAM:
-            raise EncodeError(f"oversized: {cls.__name__} needs {len(body) + TAG_LEN} bytes > {MAX_DATAGRAM}")
+        payload = msgpack.packb(_to_wire(msg), use_bin_type=True)
+        stream = self._stream(msg, to, kind)
+        body_len = _FIXED.size + 2 + len(self.local_id.encode()) + len(owner.encode()) + len(payload)
+        if body_len + TAG_LEN > MAX_DATAGRAM:
+            raise EncodeError(f"oversized: {cls.__name__} needs {body_len + TAG_LEN} bytes > {MAX_DATAGRAM}")
+        body = self.header(cls.TYPE, kind, owner, stream) + payload
         mac.update(body)
-        self.seq += 1
         return body + mac.digest()
+
+    def challenge(self, to: str) -> bytes:
+        """A ``Challenge`` datagram for peer ``to``: carries our challenge and reflects its last offer."""
+        return self.encode(Challenge(self.local_id), to=to)
+
+    def answer(self, peer: str | None, now: float) -> bytes | None:
+        """The reply to a ``stale`` rejection from ``peer`` (``DecodeError.sender``): a Challenge, at most
+        one per peer per ``answer_interval`` s (monotonic ``now``), None otherwise or for an ND/unknown peer.
+        One round trip then re-establishes the pair after a restart of either side."""
+        if peer is None or (peer not in self.switches and peer not in self.masters) or peer == self.local_id:
+            return None
+        if not self.is_master and peer not in self.masters:
+            return None
+        sess = self._session(peer)
+        if now - sess.answered < self.answer_interval:
+            self.rejected["answer_limited"] += 1
+            return None
+        sess.answered = now
+        return self.challenge(peer)
+
+    def established(self, peer: str | int) -> bool:
+        """Whether an incarnation of ``peer`` (name, or local ND port) is accepted."""
+        sess = self._sessions.get(peer)
+        return sess is not None and sess.inc is not None
 
     # -- decode -------------------------------------------------------------------------------------
 
-    def decode(self, data: bytes) -> tuple[str, Message]:
-        """Verify and decode a datagram -> (sender, message). Raises DecodeError only; counts rejects."""
+    def decode(self, data: bytes, *, port: int = 0) -> tuple[str, Message]:
+        """Verify and decode a datagram -> (sender, message). Raises DecodeError only; counts rejects.
+
+        ``port``: the local port an ND frame arrived on (its freshness session); ignored for the rest."""
+        self.last_new_peer = None
         try:
-            sender, msg, window, seq = self._decode(data)
+            sender, msg, commit = self._decode(data, port)
         except DecodeError as e:
             self.rejected[e.reason] += 1
             raise
-        window.accept(seq)
+        commit()
         self.accepted[type(msg).__name__] += 1
         return sender, msg
 
-    def _decode(self, data: bytes) -> tuple[str, Message, ReplayWindow, int]:
+    def _decode(self, data: bytes, port: int) -> tuple[str, Message, Callable[[], None]]:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError("malformed", f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -633,11 +768,13 @@ class Codec:
             raise DecodeError("truncated", f"{n} bytes")
         if data[:2] != MAGIC:
             raise DecodeError("bad_magic", repr(data[:2]))
+        if n < 3:
+            raise DecodeError("truncated", f"{n} bytes")
+        if data[2] != WIRE_VERSION:
+            raise DecodeError("bad_version", f"wire version {data[2]}, expected {WIRE_VERSION}")
         if n < _MIN_DATAGRAM:
             raise DecodeError("truncated", f"{n} bytes < minimum {_MIN_DATAGRAM}")
-        _, version, type_id, kind_id, seq = _FIXED.unpack_from(data)
-        if version != WIRE_VERSION:
-            raise DecodeError("bad_version", f"wire version {version}, expected {WIRE_VERSION}")
+        _, _, type_id, kind_id, inc, seq, offer, reflect = _FIXED.unpack_from(data)
         cls = MESSAGE_TYPES.get(type_id)
         if cls is None:
             raise DecodeError("unknown_type", f"message type {type_id}")
@@ -649,9 +786,9 @@ class Codec:
         pos = _FIXED.size
         sender, pos = _read_name(data, pos, end, "sender", allow_empty=False)
         owner, pos = _read_name(data, pos, end, "key owner", allow_empty=True)
-        if sender not in self.switches and sender not in self.masters:
+        if sender == self.local_id or (sender not in self.switches and sender not in self.masters):
             raise DecodeError("wrong_sender", f"unknown sender {sender!r}")
-        if (sender in self.masters) != cls.FROM_MASTER:
+        if cls.FROM_MASTER is not None and (sender in self.masters) != cls.FROM_MASTER:
             raise DecodeError("wrong_sender", f"{cls.__name__} from {sender!r}")
         if not self._acceptable_key(sender, cls, kind, owner):
             raise DecodeError("unknown_key", f"{cls.__name__} from {sender!r} signed with "
@@ -663,11 +800,8 @@ class Codec:
         mac.update(data[:end])
         if not hmac.compare_digest(mac.digest(), data[end:]):
             raise DecodeError("bad_hmac", f"{cls.__name__} from {sender!r}")
-        window = self._windows.get(sender)
-        if window is None:
-            window = self._windows[sender] = ReplayWindow(self.replay_window)
-        if not window.check(seq):
-            raise DecodeError("replay", f"seq {seq} from {sender!r}")
+        if inc == 0 or seq == 0:
+            raise DecodeError("malformed", f"{cls.__name__} from {sender!r}: incarnation and seq must be > 0")
         try:
             msg = _from_wire(cls, _unpack(data[pos:end]))
         except MessageError as e:
@@ -678,7 +812,51 @@ class Codec:
         if msg.sender != sender:
             raise DecodeError("wrong_sender", f"{cls.__name__}.{cls.SENDER_FIELD}={msg.sender!r} "
                                               f"sent by {sender!r}")
-        return sender, msg, window, seq
+        # -- freshness (the frame is authentic and well-formed) --
+        if kind == KeyKind.ND:
+            if type(port) is not int or not 0 <= port <= MAX_PORT:
+                raise DecodeError("malformed", f"ND frame on bad local port {port!r}")
+            key: str | int = port
+        else:
+            key = sender
+        sess = self._session(key)
+        same = sess.inc == inc and sess.peer == sender
+        if kind == KeyKind.GROUP:
+            if not same:  # multicast cannot reflect a per-receiver challenge: only an established peer
+                raise DecodeError("stale", f"{cls.__name__} from {sender!r}: group frame of an unverified "
+                                           f"incarnation", sender=sender)
+            window = sess.gwin
+            if not window.check(seq):
+                raise DecodeError("replay", f"group seq {seq} from {sender!r}")
+            return sender, msg, lambda: window.accept(seq)
+        if same:
+            window = sess.win
+            if not window.check(seq):
+                raise DecodeError("replay", f"seq {seq} from {sender!r}")
+
+            def commit_known() -> None:
+                window.accept(seq)
+                sess.offer = offer
+            return sender, msg, commit_known
+        if reflect != sess.chal:
+            # An older incarnation (replay) or a new one that has not heard our challenge yet: remember its
+            # offer (only decides what we reflect next: a genuine restart is then verified in one exchange).
+            if offer:
+                sess.offer = offer
+            raise DecodeError("stale", f"{cls.__name__} from {sender!r}: unverified incarnation "
+                                       f"{inc:016x} (reflects {reflect:016x})",
+                              sender=sender if kind != KeyKind.ND else None)
+
+        def commit_new() -> None:
+            sess.inc, sess.peer = inc, sender
+            sess.win = ReplayWindow(self.replay_window)
+            sess.gwin = ReplayWindow(self.replay_window)
+            sess.win.accept(seq)
+            sess.chal = _nonce()  # frames that reflected the old challenge can never start an incarnation again
+            sess.offer = offer
+            self.new_incarnations[sender] += 1
+            self.last_new_peer = sender
+        return sender, msg, commit_new
 
 
 def _read_name(data: bytes, pos: int, end: int, what: str, allow_empty: bool) -> tuple[str, int]:
