@@ -7,7 +7,7 @@ only rebuilds the header (`Codec.header`: the destination's own sequence number,
 offer, key owner = destination) and the HMAC-SHA256 tag, following the datagram framing of the contract:
 
     b"FP" | version u8 | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 | reflect u64 |
-    sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
+    group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
 
 At construction it checks itself against the Codec (the fast datagram must decode with a switch's Codec
 exactly like the slow one); if anything differs it stays disabled and everything goes through
@@ -24,7 +24,7 @@ from typing import Any
 from proto.auth import KeyKind, KeyRing
 from proto.messages import Codec, DecodeError, Keepalive
 
-_FIXED_LEN = 37  # magic 2, version, type, key kind, incarnation 8, seq 8, offer 8, reflect 8
+_FIXED_LEN = 45  # magic 2, version, type, key kind, incarnation, seq, offer, reflect, group seq (8 each)
 _TAG_LEN = 32
 
 

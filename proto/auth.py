@@ -294,6 +294,10 @@ class ReplayWindow:
         self.top: int | None = None  # highest accepted sequence number
         self._bitmap = 0  # bit k set = top - k was accepted
 
+    def start_after(self, seq: int) -> None:
+        """Restart the window so that ``seq`` and everything below it count as already seen."""
+        self.top, self._bitmap = seq, (1 << self.size) - 1
+
     def check(self, seq: int) -> bool:
         if self.top is None or seq > self.top:
             return True

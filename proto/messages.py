@@ -3,7 +3,7 @@
 Datagram framing (integers big-endian)::
 
     b"FP" | version u8 (=2) | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 |
-    reflect u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
+    reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
 
 The tag covers every preceding byte.
 
@@ -11,11 +11,14 @@ Freshness (ARCHITECTURE.md "Freshness"; in the spirit of RIFT's nonces and of OS
 with no clock and no durable state): every Codec draws a random 64-bit ``incarnation`` at start. Sequence
 numbers count from 1 per stream: per unicast peer, per local ND port, one for the group. ``offer`` is the
 random challenge the sender holds for the receiver (for ND: for the port), ``reflect`` the receiver's last
-offer the sender heard (0: none; group frames carry 0/0). A receiver accepts a frame of the peer's accepted
-incarnation if the seq passes that stream's 64-wide window, and a frame of a *new* incarnation only if it
-reflects the receiver's current challenge, which is then redrawn: a frame captured before a restart of
-either side never reflects a live challenge, so it is rejected as ``stale`` and changes no state (it only
-updates which offer the receiver reflects next). Group frames need an incarnation already accepted. The payload is a msgpack array of the message's fields in
+offer the sender heard (0: none; group frames carry 0/0), ``group seq`` the sender's next group sequence
+number (0 from switches). A receiver accepts a frame of the peer's accepted incarnation if the seq passes that
+stream's 64-wide window, and a frame of a *new* incarnation only if it reflects the receiver's current
+challenge, which is then redrawn: a frame captured before a restart of either side never reflects a live
+challenge, so it is rejected as ``stale`` and changes no state (it only updates which offer the receiver
+reflects next). The accepting frame also closes both windows below it (its seq; its group seq): frames
+of that incarnation sent before it may predate the receiver's restart. Group frames need an incarnation
+already accepted. The payload is a msgpack array of the message's fields in
 dataclass order; nested ``PortStatus`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte
 strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
 (``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
@@ -88,10 +91,11 @@ WIRE_VERSION = 2  # 2: incarnation/offer/reflect freshness fields, per-stream se
 MAX_DATAGRAM = 65_507  # largest UDP payload over IPv4
 MAX_ND_HOLD_MS = 60_000  # longest graceful-restart hold a peer may ask for
 TAG_LEN = 32
-_FIXED = struct.Struct(">2sBBBQQQQ")  # magic, version, type, key kind, incarnation, seq, offer, reflect
+# magic, version, type, key kind, incarnation, seq, offer, reflect, group seq
+_FIXED = struct.Struct(">2sBBBQQQQQ")
 _MIN_DATAGRAM = _FIXED.size + 1 + 1 + TAG_LEN
 # Room for LsdFull.snapshot / LsdDelta.changes in one datagram: MAX_DATAGRAM minus the worst-case
-# framing (fixed header 37, sender and owner names up to 2 * 256, tag 32) and payload overhead
+# framing (fixed header 45, sender and owner names up to 2 * 256, tag 32) and payload overhead
 # (array header, master name, term, versions, digest, bin header: < 200).
 MAX_LSD_BYTES = MAX_DATAGRAM - _FIXED.size - 2 * 256 - TAG_LEN - 200
 
@@ -680,7 +684,8 @@ class Codec:
         if seq > MAX_SEQ:
             raise EncodeError("sequence numbers exhausted")
         sender_b, owner_b = self.local_id.encode(), owner.encode()
-        return (_FIXED.pack(MAGIC, WIRE_VERSION, type_id, kind, self.incarnation, seq, offer, reflect)
+        gseq = self._group_tx if self.is_master else 0
+        return (_FIXED.pack(MAGIC, WIRE_VERSION, type_id, kind, self.incarnation, seq, offer, reflect, gseq)
                 + bytes((len(sender_b),)) + sender_b + bytes((len(owner_b),)) + owner_b)
 
     # -- encode -------------------------------------------------------------------------------------
@@ -774,7 +779,7 @@ class Codec:
             raise DecodeError("bad_version", f"wire version {data[2]}, expected {WIRE_VERSION}")
         if n < _MIN_DATAGRAM:
             raise DecodeError("truncated", f"{n} bytes < minimum {_MIN_DATAGRAM}")
-        _, _, type_id, kind_id, inc, seq, offer, reflect = _FIXED.unpack_from(data)
+        _, _, type_id, kind_id, inc, seq, offer, reflect, gseq = _FIXED.unpack_from(data)
         cls = MESSAGE_TYPES.get(type_id)
         if cls is None:
             raise DecodeError("unknown_type", f"message type {type_id}")
@@ -849,9 +854,11 @@ class Codec:
 
         def commit_new() -> None:
             sess.inc, sess.peer = inc, sender
+            # Earlier frames of this incarnation may predate our restart: only later ones are accepted.
             sess.win = ReplayWindow(self.replay_window)
+            sess.win.start_after(seq)
             sess.gwin = ReplayWindow(self.replay_window)
-            sess.win.accept(seq)
+            sess.gwin.start_after(max(gseq - 1, 0))
             sess.chal = _nonce()  # frames that reflected the old challenge can never start an incarnation again
             sess.offer = offer
             self.new_incarnations[sender] += 1

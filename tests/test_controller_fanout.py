@@ -6,6 +6,7 @@ from controller.fanout import FanoutEncoder
 from proto.auth import KeyRing
 from proto.lsd import LinkStateDB
 from proto.messages import Codec, DecodeError, Keepalive, LsdDelta, LsdFull
+from tests.harness.fresh import establish
 
 SWITCHES = [f"leaf-{i}" for i in range(20)]
 
@@ -15,8 +16,12 @@ def setup() -> tuple[KeyRing, Codec]:
     return ring, Codec(ring, "m1", SWITCHES, ["m1", "m2"])
 
 
-def client(ring: KeyRing, name: str) -> Codec:
-    return Codec(ring.bundle_for_switch(name), name, SWITCHES, ["m1", "m2"])
+def client(ring: KeyRing, name: str, master: Codec | None = None) -> Codec:
+    """A switch's Codec, verified by (and verifying) `master` if given."""
+    c = Codec(ring.bundle_for_switch(name), name, SWITCHES, ["m1", "m2"])
+    if master is not None:
+        establish(master, c)
+    return c
 
 
 def test_fast_path_decodes_at_every_switch_in_sequence() -> None:
@@ -26,7 +31,7 @@ def test_fast_path_decodes_at_every_switch_in_sequence() -> None:
     enc.warm(SWITCHES)
     msgs = [LsdDelta("m1", 2, 5, 6, b"C\x01\x01\x05"),
             LsdFull("m1", 2, 6, "a" * 64, LinkStateDB(10).snapshot()), Keepalive("m1", 2, 6)]
-    clients = {n: client(ring, n) for n in SWITCHES}
+    clients = {n: client(ring, n, codec) for n in SWITCHES}
     for msg in msgs:
         enc.reset()
         for n in SWITCHES:
@@ -49,12 +54,20 @@ def test_fast_path_decodes_at_every_switch_in_sequence() -> None:
 def test_sequence_numbers_shared_with_codec() -> None:
     ring, codec = setup()
     enc = FanoutEncoder(codec, ring, SWITCHES[0])
-    c = client(ring, "leaf-4")
+    c = client(ring, "leaf-4", codec)
     ka = Keepalive("m1", 1, 1)
     enc.encode(ka, "leaf-3")
     fast = enc.encode(ka, "leaf-4")
     slow = codec.encode(Keepalive("m1", 1, 2), to="leaf-4")      # next seq through the codec itself
     assert c.decode(fast)[1] == ka and c.decode(slow)[1] == Keepalive("m1", 1, 2)
+    # leaf-4's own stream: 1 and 2 were the handshake's challenges, leaf-3's frame took none of it
+    assert [int.from_bytes(d[13:21], "big") for d in (fast, slow)] == [3, 4]
+
+
+def test_probe_does_not_touch_the_real_codec() -> None:
+    ring, codec = setup()
+    FanoutEncoder(codec, ring, SWITCHES[0])
+    assert codec._sessions == {} and codec.accepted == {}
 
 
 def test_disabled_without_probe_falls_back_to_codec() -> None:
@@ -62,4 +75,4 @@ def test_disabled_without_probe_falls_back_to_codec() -> None:
     enc = FanoutEncoder(codec, ring, None)
     assert not enc.enabled
     ka = Keepalive("m1", 1, 1)
-    assert client(ring, "leaf-1").decode(enc.encode(ka, "leaf-1"))[1] == ka
+    assert client(ring, "leaf-1", codec).decode(enc.encode(ka, "leaf-1"))[1] == ka

@@ -18,6 +18,7 @@ from proto.messages import (
     DECODE_REASONS,
     MAX_DATAGRAM,
     MAX_LSD_BYTES,
+    Challenge,
     Codec,
     DecodeError,
     EncodeError,
@@ -38,29 +39,43 @@ from proto.messages import (
     decode_nd_ethernet,
     encode_nd_ethernet,
 )
+from tests.harness.fresh import establish, establish_nd
 
 SECRET = bytes(range(100, 132))
 SWITCHES = ("tor-1", "tor-2", "agg-1")
 MASTERS = ("m1", "m2")
 RING = KeyRing.from_secret(SECRET)
 DIGEST = "ab" * 32
-SEQ0 = 1_000_000
+INC = 0x1234
 
 
-def codec(local: str, *, ring: KeyRing | None = None, seq: int = SEQ0, **kw) -> Codec:
+def codec(local: str, *, ring: KeyRing | None = None, **kw) -> Codec:
     if ring is None:
         ring = RING if local in MASTERS else RING.bundle_for_switch(local)
-    return Codec(ring, local, SWITCHES, MASTERS, seq_start=seq, **kw)
+    return Codec(ring, local, SWITCHES, MASTERS, **kw)
+
+
+def pair(a: str, b: str, **kw) -> tuple[Codec, Codec]:
+    """Two codecs that accept each other's incarnation (the handshake done)."""
+    ca, cb = codec(a, **kw), codec(b, **kw)
+    establish(ca, cb)
+    return ca, cb
 
 
 def sign_raw(type_id: int, kind: int, seq: int, sender: str, owner: str, payload: bytes,
-             key: bytes | None = None) -> bytes:
+             key: bytes | None = None, *, inc: int = INC, offer: int = 7, reflect: int = 0) -> bytes:
     """Build a datagram by hand (to reach the checks after the HMAC with crafted content)."""
     if key is None:
         key = RING.key(KeyKind(kind), owner)
     s, o = sender.encode(), owner.encode()
-    body = struct.pack(">2sBBBQ", b"FP", 1, type_id, kind, seq) + bytes([len(s)]) + s + bytes([len(o)]) + o + payload
+    body = (struct.pack(">2sBBBQQQQQ", b"FP", 2, type_id, kind, inc, seq, offer, reflect, 0)
+            + bytes([len(s)]) + s + bytes([len(o)]) + o + payload)
     return body + hmac.new(key, body, hashlib.sha256).digest()
+
+
+def chal(receiver: Codec, peer: str | int) -> int:
+    """The challenge `receiver` currently offers `peer` (what a fresh frame must reflect)."""
+    return receiver._session(peer).chal
 
 
 def reason(c: Codec, data: bytes) -> str:
@@ -119,20 +134,19 @@ FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChe
 @FAST
 @given(msg=from_switch("tor-1"))
 def test_switch_messages_round_trip_to_a_master(msg):
-    wire = codec("tor-1").encode(msg)
-    assert codec("m1").decode(wire) == ("tor-1", msg)
+    sw, m = pair("tor-1", "m1")
+    wire = sw.encode(msg, to="m1")
+    assert m.decode(wire) == ("tor-1", msg)
 
 
 @FAST
 @given(msg=from_master("m1"), dest=st.sampled_from(["tor-1", "m2", "group"]))
 def test_master_messages_round_trip(msg, dest):
-    sender = codec("m1")
+    sender, receiver = pair("m1", "tor-2" if dest == "group" else dest)
     if dest == "group":
         wire = sender.encode(msg, key=KeyKind.GROUP)
-        receiver = codec("tor-2")
     else:
         wire = sender.encode(msg, to=dest)
-        receiver = codec(dest)
     assert receiver.decode(wire) == ("m1", msg)
     assert receiver.accepted[type(msg).__name__] == 1
 
@@ -140,19 +154,23 @@ def test_master_messages_round_trip(msg, dest):
 @FAST
 @given(msg=nd_st, mac=st.binary(min_size=6, max_size=6))
 def test_nd_frames_round_trip_through_ethernet(msg, mac):
-    wire = codec("tor-1").encode(msg)
+    a, b = codec("tor-1"), codec("tor-2")
+    establish_nd(a, msg.port, b, 9)
+    wire = a.encode(msg)
     frame = encode_nd_ethernet(mac.hex(":"), wire)
     assert len(frame) >= 60 and frame[12:14] == b"\x88\xb5" and frame[:6] == bytes.fromhex("0180c200000e")
-    assert codec("tor-2").decode(decode_nd_ethernet(frame)) == ("tor-1", msg)
+    assert b.decode(decode_nd_ethernet(frame), port=9) == ("tor-1", msg)
 
 
 def test_unicast_from_master_is_only_readable_by_its_destination():
-    wire = codec("m1").encode(Keepalive("m1", 1, 2), to="tor-1")
-    assert codec("tor-1").decode(wire)[0] == "m1"
+    m1, tor1 = pair("m1", "tor-1")
+    wire = m1.encode(Keepalive("m1", 1, 2), to="tor-1")
+    assert tor1.decode(wire)[0] == "m1"
     assert reason(codec("tor-2"), wire) == "unknown_key"
     assert reason(codec("m2"), wire) == "unknown_key"
-    wire = codec("m1").encode(Hello("m1", "master", 1, 2, 100, "m1"))  # default: own MASTER key
-    assert codec("m2").decode(wire)[1].leader == "m1"
+    m1, m2 = pair("m1", "m2")
+    wire = m1.encode(Hello("m1", "master", 1, 2, 100, "m1"), to="m2")  # default: own MASTER key
+    assert m2.decode(wire)[1].leader == "m1"
     assert reason(codec("tor-1"), wire) == "unknown_key"  # a switch bundle has no master keys
 
 
@@ -168,31 +186,33 @@ def test_jupiter_size_snapshot_fits_one_datagram():
 
 
 def test_rejections_have_specific_reasons_and_are_counted():
-    master, sw = codec("m1"), codec("tor-1")
-    good = sw.encode(LsdRequest("tor-1", 3, 7))
+    sw, master = pair("tor-1", "m1")
+    good = sw.encode(LsdRequest("tor-1", 3, 7), to="m1")
     assert master.decode(good)[1] == LsdRequest("tor-1", 3, 7)
     assert reason(master, good) == "replay"
     forged = codec("tor-1", ring=KeyRing.from_secret(b"\x01" * 32).bundle_for_switch("tor-1")).encode(
-        LsdRequest("tor-1", 3, 8))
+        LsdRequest("tor-1", 3, 8), to="m1")
     assert reason(master, forged) == "bad_hmac"
     assert reason(master, good[:1]) == "truncated"
-    assert reason(master, good[:15]) == "truncated"  # the sender name runs past the end
+    assert reason(master, good[:47]) == "truncated"  # the sender name runs past the end
     assert reason(master, good[:-1]) == "bad_hmac"  # no length field: a cut payload fails the tag
     assert reason(master, b"XX" + good[2:]) == "bad_magic"
-    assert reason(master, good[:2] + b"\x02" + good[3:]) == "bad_version"
+    assert reason(master, good[:2] + b"\x01" + good[3:]) == "bad_version"  # wire version 1: pre-freshness
     assert reason(master, good[:3] + b"\x63" + good[4:]) == "unknown_type"
     assert reason(master, good[:4] + b"\x09" + good[5:]) == "unknown_key"
     assert reason(master, good + bytes(MAX_DATAGRAM)) == "oversized"
     assert reason(master, "not bytes") == "malformed"  # type: ignore[arg-type]
-    assert master.rejected == {"replay": 1, "bad_hmac": 2, "truncated": 2, "bad_magic": 1, "bad_version": 1,
+    assert reason(master, codec("tor-1").encode(LsdRequest("tor-1", 3, 9), to="m1")) == "stale"
+    # stale: the handshake's first challenge, and a frame of another (unverified) incarnation of tor-1
+    assert master.rejected == {"replay": 1, "stale": 2, "bad_hmac": 2, "truncated": 2, "bad_magic": 1,
+                               "bad_version": 1,
                                "unknown_type": 1, "unknown_key": 1, "oversized": 1, "malformed": 1}
     assert set(master.rejected) <= set(DECODE_REASONS)
 
 
 def test_replay_window_accepts_reordering_but_not_too_old():
-    sw = codec("tor-1")
-    wires = [sw.encode(LsdRequest("tor-1", 1, i)) for i in range(70)]
-    master = codec("m1")
+    sw, master = pair("tor-1", "m1")
+    wires = [sw.encode(LsdRequest("tor-1", 1, i), to="m1") for i in range(70)]
     master.decode(wires[5])
     master.decode(wires[3])  # reordered, within the window
     master.decode(wires[69])
@@ -202,9 +222,10 @@ def test_replay_window_accepts_reordering_but_not_too_old():
 
 
 def test_a_forged_datagram_does_not_move_the_replay_window():
-    master = codec("m1")
-    wire = codec("tor-1", seq=10).encode(LsdRequest("tor-1", 1, 1))
-    bogus = sign_raw(3, KeyKind.SWITCH, 10_000, "tor-1", "tor-1", b"\x93", key=b"\x00" * 32)
+    sw, master = pair("tor-1", "m1")
+    wire = sw.encode(LsdRequest("tor-1", 1, 1), to="m1")
+    bogus = sign_raw(3, KeyKind.SWITCH, 10_000, "tor-1", "tor-1", b"\x93", key=b"\x00" * 32,
+                     reflect=chal(master, "tor-1"))
     assert reason(master, bogus) == "bad_hmac"
     assert master.decode(wire)[0] == "tor-1"
 
@@ -232,7 +253,7 @@ def test_a_switch_cannot_speak_for_another_switch():
     with pytest.raises(ValueError, match="cannot be used by"):
         Codec(bundle, "tor-2", SWITCHES, MASTERS)
     with pytest.raises(EncodeError, match="speaks for"):
-        codec("tor-1").encode(LsdRequest("tor-2", 1, 1))
+        codec("tor-1").encode(LsdRequest("tor-2", 1, 1), to="m1")
     payload = msgpack.packb(["tor-2", 1, 1])
     master, tor2 = codec("m1"), codec("tor-2")
     # every key tor-1's bundle holds, every way of naming tor-2: never accepted as tor-2
@@ -257,7 +278,7 @@ def test_nd_key_only_for_nd_frames():
     assert reason(codec("m1"), sign_raw(3, KeyKind.ND, 1, "tor-1", "", msgpack.packb(["tor-1", 1, 1]))) == \
         "unknown_key"
     with pytest.raises(EncodeError):
-        codec("tor-1").encode(LsdRequest("tor-1", 1, 1), key=KeyKind.ND)
+        codec("tor-1").encode(LsdRequest("tor-1", 1, 1), to="m1", key=KeyKind.ND)
 
 
 def test_encode_refuses_what_decode_would_reject():
@@ -267,10 +288,16 @@ def test_encode_refuses_what_decode_would_reject():
     with pytest.raises(EncodeError, match="destination switch"):
         m.encode(Keepalive("m1", 1, 1), key=KeyKind.SWITCH)
     with pytest.raises(EncodeError, match="not sent by a switch"):
-        codec("tor-1").encode(Keepalive("tor-1", 1, 1))
+        codec("tor-1").encode(Keepalive("tor-1", 1, 1), to="m1")
     with pytest.raises(EncodeError, match="own switch key"):
         Codec(RING.bundle_for_switch("tor-1"), "tor-1", SWITCHES, MASTERS).encode(
-            LsdRequest("tor-1", 1, 1), key=KeyKind.MASTER)
+            LsdRequest("tor-1", 1, 1), to="m1", key=KeyKind.MASTER)
+    with pytest.raises(EncodeError, match="needs a destination"):
+        codec("tor-1").encode(LsdRequest("tor-1", 1, 1))
+    with pytest.raises(EncodeError, match="only to masters"):
+        codec("tor-1").encode(LsdRequest("tor-1", 1, 1), to="tor-2")
+    with pytest.raises(EncodeError, match="unicast"):
+        m.encode(Challenge("m1"), key=KeyKind.GROUP)
 
 
 @pytest.mark.parametrize("build", [
@@ -302,7 +329,7 @@ def test_constructors_validate_fields(build):
 @given(data=st.binary(max_size=300))
 def test_fuzz_arbitrary_bytes(data):
     c = codec("m1")
-    for blob in (data, b"FP\x01" + data):
+    for blob in (data, b"FP\x02" + data):
         try:
             c.decode(blob)
         except DecodeError as e:
@@ -313,13 +340,15 @@ def test_fuzz_arbitrary_bytes(data):
 @given(msg=from_master("m1"), pos=st.integers(0, 10**6), bit=st.integers(0, 7), cut=st.integers(0, 10**6),
        extra=st.binary(min_size=1, max_size=20))
 def test_fuzz_mutated_datagrams(msg, pos, bit, cut, extra):
-    wire = codec("m1").encode(msg, to="tor-1")
+    m, sw = pair("m1", "tor-1")
+    wire = m.encode(msg, to="tor-1")
     flipped = bytearray(wire)
     flipped[pos % len(wire)] ^= 1 << bit
     for blob in (bytes(flipped), wire[: cut % len(wire)], wire + extra, extra + wire):
         with pytest.raises(DecodeError) as info:
-            codec("tor-1").decode(blob)
+            sw.decode(blob)
         assert info.value.reason in DECODE_REASONS
+    assert sw.decode(wire) == ("m1", msg)  # no mutation moved the window or the incarnation
 
 
 msgpack_obj = st.recursive(
@@ -340,7 +369,8 @@ def test_fuzz_authentic_payloads(type_id, fields, raw):
     for i, payload in enumerate((msgpack.packb(fields, use_bin_type=True), raw)):
         c = codec("m1")
         try:
-            got_sender, msg = c.decode(sign_raw(type_id, kind, i, sender, owner, payload))
+            got_sender, msg = c.decode(sign_raw(type_id, kind, i + 1, sender, owner, payload,
+                                                reflect=chal(c, 0 if type_id == 12 else sender)))
         except DecodeError as e:
             assert e.reason in ("malformed", "wrong_sender", "unknown_key")
         else:
@@ -354,9 +384,11 @@ def test_fuzz_one_field_replaced(msg, index, value):
     from proto.messages import _to_wire
     fields = _to_wire(msg)
     fields[index % len(fields)] = value
-    wire = sign_raw(msg.TYPE, KeyKind.SWITCH, 1, "tor-1", "tor-1", msgpack.packb(fields, use_bin_type=True))
+    m = codec("m1")
+    wire = sign_raw(msg.TYPE, KeyKind.SWITCH, 1, "tor-1", "tor-1", msgpack.packb(fields, use_bin_type=True),
+                    reflect=chal(m, "tor-1"))
     try:
-        _, decoded = codec("m1").decode(wire)
+        _, decoded = m.decode(wire)
     except DecodeError as e:
         assert e.reason in ("malformed", "wrong_sender")
     else:
