@@ -31,6 +31,7 @@ from proto.auth import KeyRing
 from proto.config import Fabric
 from proto.lsd import LinkStateDB, LsdError, decode_changes
 from proto.messages import (
+    Challenge,
     Codec,
     DecodeError,
     Keepalive,
@@ -43,7 +44,7 @@ from proto.messages import (
     ReportAck,
 )
 
-_FIXED = struct.Struct(">2sBBBQ")
+_FIXED = struct.Struct(">2sBBBQQQQQ")  # the framing header of proto.messages (wire version 2)
 _LSD_AND_KEEPALIVE = (LsdFull.TYPE, LsdDelta.TYPE, Keepalive.TYPE)
 
 
@@ -160,7 +161,6 @@ class SimFleet:
 
     # ------------------------------------------------------------------------------------ sending
     def _send(self, sw: SimSwitch, msg: Message, to: str | None = None) -> None:
-        data = sw.codec.encode(msg)
         if to:
             targets = [to]
         elif self.report_all and isinstance(msg, PortReport):
@@ -170,6 +170,7 @@ class SimFleet:
         else:
             targets = list(self.masters)
         for mid in targets:
+            data = sw.codec.encode(msg, to=mid)   # each master has its own stream (seq, challenge)
             try:
                 self.socks[sw.sock].sendto(data, self.masters[mid])
             except BlockingIOError:  # pragma: no cover - full socket buffer: like a loss
@@ -263,6 +264,15 @@ class SimFleet:
             except DecodeError as e:
                 self.rejected[e.reason] = self.rejected.get(e.reason, 0) + 1
                 sw.counts["rejected"] += 1
+                if e.reason == "stale" and e.sender in self.masters:   # like client.core: challenge it
+                    answer = sw.codec.answer(e.sender, now)
+                    if answer is not None:
+                        self.socks[sw.sock].sendto(answer, self.masters[e.sender])
+                continue
+            if isinstance(msg, Challenge):
+                # like client.core: the master verified us or asks to be verified: resend the open report
+                if sw.report_seq > 0 and sw.acked_seq != sw.report_seq:
+                    self._send_report(sw, now)
                 continue
             if self.drop is not None and self.drop(sw.name, msg):
                 sw.counts["dropped"] += 1
