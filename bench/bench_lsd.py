@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     history = 512 if args.quick else 4096
     rng = random.Random(1)
     ring = KeyRing.from_secret(bytes(32))
-    master = Codec(ring, MASTER, [SWITCH], [MASTER], seq_start=1)
+    master = Codec(ring, MASTER, [SWITCH], [MASTER])
     result: dict = {"links": n, "links_source": source, "quick": args.quick, "max_datagram": MAX_DATAGRAM,
                     "snapshots": [], "deltas": [], "changes_since": []}
     print(f"LSD benchmark: {n:,} links ({source}){' [quick]' if args.quick else ''}\n")

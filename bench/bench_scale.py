@@ -90,7 +90,7 @@ def bench_lsd_part(n_links: int, repeat: int) -> dict[str, Any]:
     from proto.messages import MAX_DATAGRAM, Codec, LsdDelta, LsdFull
 
     rng = random.Random(1)
-    codec = Codec(KeyRing.from_secret(bytes(32)), MASTER, [SWITCH], [MASTER], seq_start=1)
+    codec = Codec(KeyRing.from_secret(bytes(32)), MASTER, [SWITCH], [MASTER])
     rows = []
     for kind in ("all up", "random 1% down", "random 3-state (worst)"):
         states = make_states(n_links, kind, rng)
