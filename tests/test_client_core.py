@@ -12,7 +12,16 @@ from proto.auth import KeyRing
 from proto.clos import clos_fabric
 from proto.config import Endpoint
 from proto.lsd import LinkStateDB
-from proto.messages import Codec, Keepalive, LsdFull, NdFrame, PortReport, ReportAck, encode_nd_ethernet
+from proto.messages import (
+    Challenge,
+    Codec,
+    Keepalive,
+    LsdFull,
+    NdFrame,
+    PortReport,
+    ReportAck,
+    encode_nd_ethernet,
+)
 from tests.fakes.clock import FakeClock, run_until
 from tests.harness.fresh import establish, establish_nd
 
@@ -251,3 +260,24 @@ def test_peer_restart_hold_keeps_the_port_up(world):
     assert not any(isinstance(a, UsableChanged) for a in held)
     world.run(0.5)                                     # far beyond nd_dead; port 2 goes down, 1 is held
     assert world.core.ports.usable(1) and not world.core.ports.usable(2)
+
+
+def test_a_restarted_master_is_challenged_and_the_open_report_resent_within_one_exchange(world, fabric):
+    """Issue #19: after the master restarts (new incarnation), its frames are stale at the client; the
+    client answers with a Challenge, and a Challenge from the master makes it resend its open report."""
+    world.connect()
+    world.nd_up()
+    assert world.reports() and not world.core.reporter.acked
+    master2 = Codec(world.ring, "m1", [s.name for s in fabric.switches], [m.id for m in fabric.masters])
+    keepalive = master2.encode(Keepalive("m1", 2, 0), to=ME)
+    out = world.core.on_datagram(keepalive, world.clock.now)
+    assert world.core.codec.rejected["stale"] >= 1 and world.core.reporter.term == 0   # no state change
+    assert len(out) == 1 and isinstance(out[0], SendDatagram) and out[0].master == "m1"
+    assert master2.decode(out[0].data) == (ME, Challenge(ME))          # the restarted master verifies us
+    assert world.core.on_datagram(keepalive, world.clock.now) == []     # a second stale one: rate-limited
+    # the master's next frame reflects our offer: accepted; its Challenge makes the open report go now
+    out = world.core.on_datagram(master2.challenge(ME), world.clock.now)
+    resent = [a for a in out if isinstance(a, SendDatagram)]
+    assert resent and all(isinstance(master2.decode(a.data)[1], PortReport) for a in resent)
+    assert world.core.on_datagram(master2.encode(Keepalive("m1", 2, 0), to=ME), world.clock.now) is not None
+    assert world.core.reporter.term == 2
