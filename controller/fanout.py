@@ -4,7 +4,7 @@ Unicast distribution sends the *same* LsdDelta/LsdFull/Keepalive to every client
 client's own switch key. `Codec.encode` re-serialises the message for every destination (~30 µs); this
 encoder serialises once (through the real `Codec.encode` for the first destination), then for the others
 only rebuilds the header (`Codec.header`: the destination's own sequence number, challenge and reflected
-offer, key owner = destination) and the HMAC-SHA256 tag, following the datagram framing of the contract:
+offer, key owner = destination) and the HMAC-SHA256 tag (which also covers the unsent destination), following the datagram framing of the contract:
 
     b"FP" | version u8 | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 | reflect u64 |
     group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
@@ -22,7 +22,7 @@ import hmac
 from typing import Any
 
 from proto.auth import KeyKind, KeyRing
-from proto.messages import Codec, DecodeError, Keepalive
+from proto.messages import Codec, DecodeError, Keepalive, dest_trailer
 
 _FIXED_LEN = 45  # magic 2, version, type, key kind, incarnation, seq, offer, reflect, group seq (8 each)
 _TAG_LEN = 32
@@ -67,6 +67,7 @@ class FanoutEncoder:
         m = mac.copy()
         m.update(head)
         m.update(payload)
+        m.update(dest_trailer(dest))
         self.fast += 1
         return head + payload + m.digest()
 

@@ -5,7 +5,10 @@ Datagram framing (integers big-endian)::
     b"FP" | version u8 (=2) | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 |
     reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
 
-The tag covers every preceding byte.
+The tag covers every preceding byte and then, not sent, the destination (u8 len + utf8: the receiving
+master or switch for unicast, empty for group and ND frames): a unicast frame is only valid at the peer
+it was sent to, so a frame of one stream can never be replayed into another (the MASTER key and a switch's
+own key sign frames to several destinations).
 
 Freshness (ARCHITECTURE.md "Freshness"; in the spirit of RIFT's nonces and of OSPF/BFD's boot counts, but
 with no clock and no durable state): every Codec draws a random 64-bit ``incarnation`` at start. Sequence
@@ -83,6 +86,7 @@ __all__ = [
     "Vote",
     "VoteRequest",
     "decode_nd_ethernet",
+    "dest_trailer",
     "encode_nd_ethernet",
 ]
 
@@ -606,6 +610,7 @@ class Codec:
         self.new_incarnations: Counter[str] = Counter()
         #: Set by ``decode``: the peer (name) whose new incarnation the last accepted frame started, else None.
         self.last_new_peer: str | None = None
+        self._own_trailer = dest_trailer(local_id)
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -720,6 +725,7 @@ class Codec:
             raise EncodeError(f"oversized: {cls.__name__} needs {body_len + TAG_LEN} bytes > {MAX_DATAGRAM}")
         body = self.header(cls.TYPE, kind, owner, stream) + payload
         mac.update(body)
+        mac.update(dest_trailer(to if isinstance(stream, str) else None))
         return body + mac.digest()
 
     def challenge(self, to: str) -> bytes:
@@ -803,8 +809,9 @@ class Codec:
         except AuthError:
             raise DecodeError("unknown_key", f"no {kind.name} key {owner!r} here") from None
         mac.update(data[:end])
+        mac.update(self._own_trailer if kind in (KeyKind.SWITCH, KeyKind.MASTER) else _NO_DEST)
         if not hmac.compare_digest(mac.digest(), data[end:]):
-            raise DecodeError("bad_hmac", f"{cls.__name__} from {sender!r}")
+            raise DecodeError("bad_hmac", f"{cls.__name__} from {sender!r} (or not sent to us)")
         if inc == 0 or seq == 0:
             raise DecodeError("malformed", f"{cls.__name__} from {sender!r}: incarnation and seq must be > 0")
         try:
@@ -825,7 +832,10 @@ class Codec:
         else:
             key = sender
         sess = self._session(key)
-        same = sess.inc == inc and sess.peer == sender
+        # An ND session is one link: bound to the sender's port too (its stream), so a frame of another of
+        # the sender's ports replayed onto this link is not taken for this link's stream.
+        peer = sender if kind != KeyKind.ND else f"{sender}:{msg.port}"  # type: ignore[attr-defined]
+        same = sess.inc == inc and sess.peer == peer
         if kind == KeyKind.GROUP:
             if not same:  # multicast cannot reflect a per-receiver challenge: only an established peer
                 raise DecodeError("stale", f"{cls.__name__} from {sender!r}: group frame of an unverified "
@@ -853,7 +863,7 @@ class Codec:
                               sender=sender if kind != KeyKind.ND else None)
 
         def commit_new() -> None:
-            sess.inc, sess.peer = inc, sender
+            sess.inc, sess.peer = inc, peer
             # Earlier frames of this incarnation may predate our restart: only later ones are accepted.
             sess.win = ReplayWindow(self.replay_window)
             sess.win.start_after(seq)
@@ -864,6 +874,17 @@ class Codec:
             self.new_incarnations[sender] += 1
             self.last_new_peer = sender
         return sender, msg, commit_new
+
+
+_NO_DEST = b"\x00"
+
+
+def dest_trailer(dest: str | None) -> bytes:
+    """The destination as covered by the tag (not sent): u8 length + utf8; empty for group and ND."""
+    if not dest:
+        return _NO_DEST
+    raw = dest.encode()
+    return bytes((len(raw),)) + raw
 
 
 def _read_name(data: bytes, pos: int, end: int, what: str, allow_empty: bool) -> tuple[str, int]:

@@ -242,3 +242,29 @@ def test_fuzz_no_stale_or_replayed_frame_changes_freshness_state(script):
         else:
             inc = int.from_bytes(data[5:13], "big")
             assert inc == nodes[sender].incarnation, "accepted a frame of a dead incarnation"
+
+
+def test_a_frame_of_one_stream_cannot_be_replayed_into_another():
+    """Found by the simulator: the MASTER key (and a switch's own key) signs frames to several peers, so
+    the tag covers the destination; ND sessions are bound to the sender's port."""
+    sw, m1, m2 = codec("tor-1"), codec("m1"), codec("m2")
+    establish(sw, m1)
+    establish(sw, m2)
+    for _ in range(5):
+        to_m1 = sw.encode(report(1), to="m1")
+    assert reason(m2, to_m1) == "bad_hmac"                       # valid only at m1
+    h = m1.encode(Hello("m1", "master", 1, 1, 1, "m1"), to="m3")
+    m3 = codec("m3")
+    establish(m1, m3)
+    establish(m1, m2)
+    assert reason(m2, h) == "bad_hmac"
+    # ND: tor-1 has two links to tor-2 (its ports 1 and 2 -> tor-2 ports 5 and 6)
+    a, b = codec("tor-1"), codec("tor-2")
+    establish_nd(a, 1, b, 5)
+    establish_nd(a, 2, b, 6)
+    for _ in range(5):
+        on_port1 = a.encode(NdFrame("tor-1", 1, Endpoint("tor-2", 5)))
+    assert b.decode(on_port1, port=5)[0] == "tor-1"
+    before = state(b)
+    assert reason(b, on_port1, port=6) == "stale"                # replayed onto the other link
+    assert state(b) == before

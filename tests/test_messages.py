@@ -37,6 +37,7 @@ from proto.messages import (
     Vote,
     VoteRequest,
     decode_nd_ethernet,
+    dest_trailer,
     encode_nd_ethernet,
 )
 from tests.harness.fresh import establish, establish_nd
@@ -63,14 +64,17 @@ def pair(a: str, b: str, **kw) -> tuple[Codec, Codec]:
 
 
 def sign_raw(type_id: int, kind: int, seq: int, sender: str, owner: str, payload: bytes,
-             key: bytes | None = None, *, inc: int = INC, offer: int = 7, reflect: int = 0) -> bytes:
-    """Build a datagram by hand (to reach the checks after the HMAC with crafted content)."""
+             key: bytes | None = None, *, inc: int = INC, offer: int = 7, reflect: int = 0,
+             dest: str = "m1") -> bytes:
+    """Build a datagram by hand (to reach the checks after the HMAC with crafted content); the tag covers
+    the (unsent) destination for unicast kinds."""
     if key is None:
         key = RING.key(KeyKind(kind), owner)
     s, o = sender.encode(), owner.encode()
     body = (struct.pack(">2sBBBQQQQQ", b"FP", 2, type_id, kind, inc, seq, offer, reflect, 0)
             + bytes([len(s)]) + s + bytes([len(o)]) + o + payload)
-    return body + hmac.new(key, body, hashlib.sha256).digest()
+    trailer = dest_trailer(dest if kind in (KeyKind.SWITCH, KeyKind.MASTER) else None)
+    return body + hmac.new(key, body + trailer, hashlib.sha256).digest()
 
 
 def chal(receiver: Codec, peer: str | int) -> int:
