@@ -16,7 +16,11 @@ from concurrent.futures import ProcessPoolExecutor
 from tests.sim.world import InvariantViolation, Result, World
 
 
-def _world(seed: int, real: bool, failover: str | None = None) -> World:
+def _world(seed: int, real: bool, failover: str | None = None, fresh: bool = False) -> World:
+    if fresh:
+        from tests.sim.fresh import FreshWorld
+
+        return FreshWorld(seed, failover=failover)
     if real:
         from tests.sim.realcores import RealWorld
 
@@ -24,7 +28,7 @@ def _world(seed: int, real: bool, failover: str | None = None) -> World:
     return World(seed, failover=failover)
 
 
-def _run(args: tuple[int, bool, str | None]) -> Result | str:
+def _run(args: tuple[int, bool, str | None, bool]) -> Result | str:
     try:
         return _world(*args).run()
     except InvariantViolation as e:
@@ -39,12 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trace", action="store_true", help="with --seed: print the whole event trace")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--real", action="store_true", help="real master/client cores instead of the LSD model")
+    ap.add_argument("--fresh", action="store_true",
+                    help="FMRP over real Codecs, restarts losing memory, a replaying attacker (issue #19)")
     ap.add_argument("--failover", choices=("crash", "stepdown"),
                     help="clean runs (no faults) that kill the master once: measures failover time")
     args = ap.parse_args(argv)
 
     if args.seed is not None:
-        w = _world(args.seed, args.real, args.failover)
+        w = _world(args.seed, args.real, args.failover, args.fresh)
         try:
             r = w.run()
         except InvariantViolation as e:
@@ -63,9 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as ex:
-            outcomes = list(ex.map(_run, [(s, args.real, args.failover) for s in seeds], chunksize=16))
+            outcomes = list(ex.map(_run, [(s, args.real, args.failover, args.fresh) for s in seeds], chunksize=16))
     else:
-        outcomes = [_run((s, args.real, args.failover)) for s in seeds]
+        outcomes = [_run((s, args.real, args.failover, args.fresh)) for s in seeds]
     for o in outcomes:
         (failures.append(o) if isinstance(o, str) else results.append(o))
     dt = time.perf_counter() - t0
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f, "\n", file=sys.stderr)
     conv = [r.converge_after for r in results]
     print(
-        f"{len(seeds)} {'real-core' if args.real else 'model'} seeds in {dt:.1f}s ({args.jobs} jobs): "
+        f"{len(seeds)} {'fresh' if args.fresh else 'real-core' if args.real else 'model'} seeds in {dt:.1f}s ({args.jobs} jobs): "
         f"{len(failures)} failed; "
         f"{sum(r.sticky for r in results)} sticky runs; elections {sum(r.elections for r in results)}; "
         f"max term {max((r.max_term for r in results), default=0)}"
