@@ -551,7 +551,7 @@ class _Session:
 
     def __init__(self, window: int) -> None:
         self.inc: int | None = None
-        self.peer: str | None = None
+        self.peer: str | tuple[str, int] | None = None   # name, or (name, its port) for an ND link
         self.win = ReplayWindow(window)
         self.gwin = ReplayWindow(window)
         self.chal = _nonce()
@@ -834,7 +834,7 @@ class Codec:
         sess = self._session(key)
         # An ND session is one link: bound to the sender's port too (its stream), so a frame of another of
         # the sender's ports replayed onto this link is not taken for this link's stream.
-        peer = sender if kind != KeyKind.ND else f"{sender}:{msg.port}"  # type: ignore[attr-defined]
+        peer: str | tuple[str, int] = sender if kind != KeyKind.ND else (sender, msg.port)  # type: ignore[attr-defined]
         same = sess.inc == inc and sess.peer == peer
         if kind == KeyKind.GROUP:
             if not same:  # multicast cannot reflect a per-receiver challenge: only an established peer
