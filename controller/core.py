@@ -196,6 +196,14 @@ class MasterCore:
                 return self._on_from_master(sender, msg, now)
         return [Rejected(sender, type(msg).__name__, "unexpected_message")]
 
+    def peer_restarted(self, switch: str) -> None:
+        """The Codec verified a new incarnation of `switch` (its client restarted; issue #19): its
+        report_seq numbering starts again, whatever its clock says, so the next report is not refused as
+        older than the previous life's. Frames of the old incarnation can no longer be accepted."""
+        view = self.deriver.views.get(switch)
+        if view is not None:
+            view.report_seq = -1
+
     def tick(self, now: float) -> list[Action]:
         if self.role != Role.MASTER:
             return []

@@ -209,6 +209,8 @@ class MasterServer:
             return
         if sender not in self.master_addrs and sender != self.id:
             self.addresses[sender] = addr
+            if self.codec.last_new_peer == sender:
+                self.core.peer_restarted(sender)
         if isinstance(msg, Challenge):  # freshness only: the Codec took what it carries
             return
         if not self._started:

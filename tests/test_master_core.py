@@ -194,6 +194,22 @@ def test_rejection_reasons_for_reports(fabric: Fabric) -> None:
     assert rejected(core.handle(leaf, Hello("m2", "master", 3, 0, 100), 0.4)) == ["unexpected_message"]
 
 
+def test_a_restarted_client_with_its_clock_stepped_back_is_heard_at_once(fabric: Fabric) -> None:
+    """Issue #19 case 3 at the master core: the client numbers reports from wall-clock ms, so after a clock
+    step back its new life's report_seq is lower; the Codec verified its new incarnation, so the core
+    restarts the ordering (peer_restarted) instead of refusing reports until switch_dead."""
+    core = MasterCore(fabric, "m1")
+    core.become_master(3, 0.0)
+    leaf = "leaf-1"
+    core.handle(leaf, report(fabric, leaf, seq=5_000_000, term=3), 0.1)
+    assert rejected(core.handle(leaf, report(fabric, leaf, seq=1_400_000, term=3), 0.2)) == ["stale_report"]
+    core.peer_restarted(leaf)
+    acts = core.handle(leaf, report(fabric, leaf, usable=set(), seq=1_400_001, term=3), 0.3)
+    assert rejected(acts) == [] and core.deriver.views[leaf].report_seq == 1_400_001
+    assert rejected(core.handle(leaf, report(fabric, leaf, seq=1_400_000, term=3), 0.4)) == ["stale_report"]
+    core.peer_restarted("leaf-2")  # never reported: nothing to forget
+
+
 def test_unknown_switch_rejected() -> None:
     big = clos_fabric(pods=0, spines=2, leaves=4, masters=2)
     small = clos_fabric(pods=0, spines=2, leaves=3, masters=2)
