@@ -73,6 +73,8 @@ def test_hellos_replayed_to_a_restarted_replica_are_ignored(tmp_path: Path) -> N
             time.sleep(0.01)
         assert not followed_dead, followed_dead[:2]
         assert elected, cluster.versions([victim, third])
+        print(f"new master {elected[0]} term {elected[1]['term']} (dead master's {view['term']}) "
+              f"{time.monotonic() - t0:.2f} s after the victim's restart, {i} hellos replayed")
         # keep replaying a while: the elected master stays, nobody follows the dead one
         for _ in range(50):
             attacker.sendto(hellos[i % len(hellos)], peer[victim])
