@@ -3,7 +3,8 @@
 Datagram framing (integers big-endian)::
 
     b"FP" | version u8 (=2) | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 |
-    reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
+    reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload |
+    HMAC-SHA256 tag (32 B)
 
 The tag covers every preceding byte and then, not sent, the destination (u8 len + utf8: the receiving
 master or switch for unicast, empty for group and ND frames): a unicast frame is only valid at the peer
@@ -21,8 +22,9 @@ challenge, which is then redrawn: a frame captured before a restart of either si
 challenge, so it is rejected as ``stale`` and changes no state (it only updates which offer the receiver
 reflects next). The accepting frame also closes both windows below it (its seq; its group seq): frames
 of that incarnation sent before it may predate the receiver's restart. Group frames need an incarnation
-already accepted. The payload is a msgpack array of the message's fields in
-dataclass order; nested ``PortStatus`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte
+already accepted.
+
+The payload is a msgpack array of the message's fields in dataclass order; nested ``PortStatus`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte
 strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
 (``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
 
