@@ -24,8 +24,8 @@ reflects next). The accepting frame also closes both windows below it (its seq; 
 of that incarnation sent before it may predate the receiver's restart. Group frames need an incarnation
 already accepted.
 
-The payload is a msgpack array of the message's fields in dataclass order; nested ``PortStatus`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte
-strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
+The payload is a msgpack array of the message's fields in dataclass order; nested ``PortStatus`` and
+``Endpoint`` values are arrays too, ``None`` is nil, byte strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
 (``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
 
 Which key may sign what (checked on decode, chosen by ``Codec.encode``):
