@@ -38,6 +38,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,23 @@ LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("nd_interval_ms", 50), ("n
                                                      ("switch_dead_ms", 20000),
                                                      ("hello_interval_ms", 50), ("master_dead_ms", 400))
 CLIENT_RESTART_HOLD_S = 20.0
+
+
+CLIENT_CPN_BASE = IPv4Address("127.1.0.0")
+
+
+def client_cpn_address(fabric: Any, switch: str) -> str:
+    """The loopback address a lab client binds towards the masters: 127.1.0.0 + switch id.
+
+    Every switch has its own CPN address, as on a real control-plane network: a fault can then cut one
+    switch from a master by address (lab/inject.py `fail_cpn --switch`), and the cut survives a client
+    restart (the UDP port is ephemeral, the address is not). All of 127/8 is local on `lo`, so nothing
+    needs to be configured. KeyError for an unknown switch; LabError if the id does not fit in 127.1/16.
+    """
+    sw = fabric.switch(switch)
+    if not 0 <= sw.id < 1 << 16:
+        raise LabError(f"switch {switch}: id {sw.id} does not fit a lab CPN address (127.1.0.0/16)")
+    return str(CLIENT_CPN_BASE + sw.id)
 
 
 def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
@@ -496,7 +514,8 @@ class Lab:
     def start_client(self, switch: str) -> ProcRecord:
         hold = min(CLIENT_RESTART_HOLD_S, self.fabric.timers.switch_dead)   # longer than switch_dead is moot
         return self._spawn("client", switch, python_argv("client", "--config", self.state.config, "--switch", switch,
-                                                         "--restart-hold", f"{hold:g}"))
+                                                         "--restart-hold", f"{hold:g}",
+                                                         "--bind", client_cpn_address(self.fabric, switch)))
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:
         rec = self.state.processes.get(key)
