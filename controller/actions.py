@@ -52,7 +52,7 @@ class ReportAccepted:
 class VersionChanged:
     version: int
     changes: int
-    cause: str             # "report", "timeout", "grace", "drain", "replication"
+    cause: str             # "report", "drain", "replication", "guard" (a held change released)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,22 @@ class RoleChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class SwitchSilent:
+    """A switch's client has not reported for `switch_dead` (or `silent=False`: it reported again). Its
+    links keep their state (silence is not evidence, see controller.linkstate): this is for logs/metrics."""
+
+    switch: str
+    silent: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class InputLoss:
+    """The runtime told the core it dropped input (`dropped` datagrams); nobody is declared silent for it."""
+
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeerAcked:
     """A client (LsdRequest) or backup (ReplicationAck) told us the version it has; lag = ours - its."""
 
@@ -79,5 +95,6 @@ class PeerAcked:
     lag: int
 
 
-Event = Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked
+Event = (Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked | SwitchSilent
+         | InputLoss)
 Action = Send | PersistTerm | Event

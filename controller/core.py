@@ -27,11 +27,13 @@ from enum import StrEnum
 
 from controller.actions import (
     Action,
+    InputLoss,
     PeerAcked,
     Rejected,
     ReportAccepted,
     RoleChanged,
     Send,
+    SwitchSilent,
     TermSeen,
     VersionChanged,
 )
@@ -131,7 +133,7 @@ class MasterCore:
         """Take mastership of `term` (>= current term), continuing the version sequence of the current LSD.
 
         Drains are inherited from the LSD (DRAINED links stay drained). Links whose switches have not
-        reported under this mastership keep their replicated state for `switch_dead` (grace).
+        reported under this mastership keep their replicated state (silence is not evidence).
 
         Zero data-plane impact: every client still forwards on the LSD it got from the old master, so the
         new master must not publish anything that is not at least as true as that. It announces itself at
@@ -148,7 +150,7 @@ class MasterCore:
         replicated = self.lsd_term is not None
         self.role, self.term, self.leader = Role.MASTER, term, self.id
         self.deriver.drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
-        self.deriver.start_mastership(now, grace=replicated)
+        self.deriver.start_mastership(now)
         self.lsd_term = term
         for mid in self.master_ids - {self.id}:
             self.dist.peer(mid, True, now)
@@ -167,7 +169,7 @@ class MasterCore:
         self.role, self.term, self.leader = Role.BACKUP, term, leader
         self.dist.deactivate()
         self.hold_until = None
-        self.deriver.start_mastership(now, grace=False)
+        self.deriver.start_mastership(now)
         # Tell the leader where we stand so it streams a snapshot at once.
         return [RoleChanged(self.role.value, term, leader), Send(leader, self._replication_ack())]
 
@@ -225,16 +227,20 @@ class MasterCore:
             self.dist.release(now)
 
     def _apply_timeouts(self, now: float, out: list[Action]) -> None:
-        """Silences and the end of the grace period that are due by `now` — applied before any input at
-        `now`, so a dead switch costs one version (cause "timeout"), not one per report that notices it."""
-        dead = self.deriver.expire(now)
-        if self.deriver.grace_over(now):
-            self._rederive(range(len(self.fabric.links)), now, "grace", out)
-        elif dead:
-            idx: set[int] = set()
-            for sw in dead:
-                idx.update(self._links_of[sw])
-            self._rederive(sorted(idx), now, "timeout", out)
+        """Switches that became silent by `now`: an event each (logs, metrics). No link changes: silence is
+        not evidence (controller.linkstate)."""
+        for sw in sorted(self.deriver.expire(now)):
+            out.append(SwitchSilent(sw))
+
+    def note_input_loss(self, dropped: int, now: float) -> list[Action]:
+        """The runtime dropped `dropped` datagrams (receive queue overflow): while it knows it is losing
+        input, it declares no switch silent (see LinkStateDeriver.note_input_loss)."""
+        self.deriver.note_input_loss(now)
+        return [InputLoss(dropped)]
+
+    def silent_switches(self, now: float) -> list[str]:
+        """Switches heard under this mastership that are silent now (no report for switch_dead)."""
+        return self.deriver.silent(now) if self.role == Role.MASTER else []
 
     def next_deadline(self) -> float | None:
         """When tick() must be called next (None: nothing scheduled)."""
@@ -379,6 +385,8 @@ class MasterCore:
         if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
             return [Rejected(sender, kind, "stale_report")]
         self._apply_timeouts(now, out)
+        if view is not None and not self.deriver.alive(sender, now):
+            out.append(SwitchSilent(sender, False))
         peer.last_report = now
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.

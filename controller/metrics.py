@@ -44,6 +44,19 @@ class MasterMetrics:
         self.clients_connected = Gauge(
             "firepath_master_clients_connected", "Clients heard within the switch dead interval", registry=r
         )
+        self.switches_silent = Gauge(
+            "firepath_master_switches_silent",
+            "Switches heard under this mastership but silent for switch_dead (their links keep their state)",
+            registry=r,
+        )
+        self.switch_silences = Counter(
+            "firepath_master_switch_silences_total", "Times a switch became silent for switch_dead", registry=r
+        )
+        self.input_drops = Counter(
+            "firepath_master_input_drops_total",
+            "Datagrams the kernel dropped on the client socket (receive queue overflow); while it drops, "
+            "the master declares no switch silent", registry=r,
+        )
         self.client_lag = Histogram(
             "firepath_master_client_lag_versions", "Versions a client/backup is behind when it tells us its version",
             ["peer_kind"], buckets=LAG_BUCKETS, registry=r,

@@ -119,6 +119,8 @@ async def clients(request: web.Request) -> web.Response:
             "lag": c.lag, "fulls_sent": c.fulls_sent, "deltas_sent": c.deltas_sent,
         })
     out = _header(s)
+    # Silent = heard under this mastership, no report for switch_dead; its links keep their state.
+    out["silent"] = s.core.silent_switches(now)
     out["clients"] = rows
     return _json(out)
 

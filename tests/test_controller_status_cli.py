@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from proto.auth import KeyRing
 from tests.harness.loopcluster import ROOT, LoopCluster, write_cluster_config
 from tests.harness.simclient import SimFleet
-from proto.auth import KeyRing
 
 pytestmark = pytest.mark.timeout(90)
 

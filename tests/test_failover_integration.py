@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from proto.auth import KeyRing
 from tests.harness.loopcluster import LoopCluster
 from tests.harness.simclient import SimFleet
-from proto.auth import KeyRing
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from controller.actions import GROUP, PeerAcked, Rejected, RoleChanged, Send, TermSeen, VersionChanged
+from controller.actions import (
+    GROUP,
+    InputLoss,
+    PeerAcked,
+    Rejected,
+    RoleChanged,
+    Send,
+    SwitchSilent,
+    TermSeen,
+    VersionChanged,
+)
 from controller.core import MasterCore, NotMaster, Role, UnknownTarget
 from proto.clos import ClosParams, clos_fabric, generate_clos_yaml
 from proto.config import Endpoint, Fabric, parse_fabric
@@ -140,38 +150,60 @@ def test_report_replaces_view_and_is_idempotent(fabric: Fabric) -> None:
     assert core.version == v + 2 and set(core.lsd.states()) == {UP}
 
 
-def test_silent_switch_times_out(fabric: Fabric) -> None:
+def test_silent_switch_keeps_its_links(fabric: Fabric) -> None:
+    """Issue #16, deliberately replacing the old rule (a silent switch's links went DOWN after switch_dead):
+    silence is not evidence. spine-2's client goes quiet while its neighbours keep reporting their side of
+    its links usable: its links stay UP; it is only marked silent (event, REST)."""
     core = master(fabric)
     dead = fabric.timers.switch_dead
     all_up(core, fabric, 0.0)
     v = core.version
-    # everyone but spine-2 keeps reporting
     t = 0.0
+    events = []
     for seq in range(2, 2 + int(dead / 0.5) + 3):
         t += 0.5
         for sw in fabric.switches:
             if sw.name != "spine-2":
-                core.handle(sw.name, report(fabric, sw.name, seq=seq), t)
-        core.tick(t)
-        if t < dead:
-            assert core.version == v
-    assert core.next_deadline() is not None
-    spine2 = set(fabric.links_of("spine-2"))
-    assert {i for i, s in enumerate(core.lsd.states()) if s == DOWN} == spine2
-    assert core.version == v + 1
+                events += core.handle(sw.name, report(fabric, sw.name, seq=seq), t)
+        events += core.tick(t)
+    assert set(core.lsd.states()) == {UP} and core.version == v
+    assert [e for e in events if isinstance(e, SwitchSilent)] == [SwitchSilent("spine-2")]
     assert not core.deriver.alive("spine-2", t) and core.deriver.alive("spine-1", t)
+    assert core.silent_switches(t) == ["spine-2"]
+    # positive evidence still counts: leaf-1 says its port to spine-2 is not usable -> that link goes down
+    to_s2 = fabric.link_at("spine-2", 1)
+    leaf = to_s2.a.switch if to_s2.a.switch != "spine-2" else to_s2.b.switch
+    leaf_port = to_s2.a.port if to_s2.a.switch == leaf else to_s2.b.port
+    keep = set(fabric.fabric_ports(leaf)) - {leaf_port}
+    core.handle(leaf, report(fabric, leaf, usable=keep, seq=100), t + 0.1)
+    assert core.lsd.state(to_s2.index) == DOWN and core.version == v + 1
+    # spine-2 is heard again: not silent any more, an event says so
+    acts = core.handle("spine-2", report(fabric, "spine-2", seq=100), t + 0.2)
+    assert SwitchSilent("spine-2", False) in acts and core.silent_switches(t + 0.2) == []
 
 
-def test_silent_switch_deadline_is_exact(fabric: Fabric) -> None:
+def test_everyone_silent_changes_nothing(fabric: Fabric) -> None:
+    """The outage of issue #16: the master hears no report at all (its input path is cut). Nothing goes down."""
     core = master(fabric)
     all_up(core, fabric, 0.0)
     dead = fabric.timers.switch_dead
     v = core.version
-    core.tick(dead - 1e-6)
-    assert core.version == v
-    acts = core.tick(dead)
-    assert core.version == v + 1 and set(core.lsd.states()) == {DOWN}
-    assert [e.cause for e in acts if isinstance(e, VersionChanged)] == ["timeout"]
+    acts = core.tick(dead) + core.tick(dead * 3)
+    assert core.version == v and set(core.lsd.states()) == {UP}
+    assert sorted(e.switch for e in acts if isinstance(e, SwitchSilent)) == sorted(s.name for s in fabric.switches)
+    assert not [a for a in acts if isinstance(a, VersionChanged)]
+
+
+def test_input_loss_declares_nobody_silent(fabric: Fabric) -> None:
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    dead = fabric.timers.switch_dead
+    acts = core.note_input_loss(5, dead - 1.0)
+    assert InputLoss(5) in acts
+    assert core.deriver.alive("leaf-1", dead + 0.5)          # would be silent without the loss
+    assert not [e for e in core.tick(dead + 0.5) if isinstance(e, SwitchSilent)]
+    acts = core.tick(2 * dead)                              # switch_dead after the loss: silent now
+    assert len([e for e in acts if isinstance(e, SwitchSilent)]) == len(fabric.switches)
 
 
 # ============================================================================ rejections
@@ -455,12 +487,11 @@ def test_new_master_continues_versions_with_grace(fabric: Fabric) -> None:
     # a link whose one end says down goes down at once, even in grace
     b.handle("leaf-2", report(fabric, "leaf-2", usable={2}, seq=9, term=2), t0 + 0.2)
     assert b.lsd.state(fabric.link_at("leaf-2", 1).index) == DOWN and b.version == v + 1
-    # the others stay silent: at the end of the grace period their links go down, in one version
-    b.tick(t0 + dead - 0.001)
-    assert b.version == v + 1
-    acts = b.tick(t0 + dead)
-    assert [e.cause for e in acts if isinstance(e, VersionChanged)] == ["grace"]
-    assert set(b.lsd.states()) == {DOWN} and b.version == v + 2
+    # the others stay silent: their links keep the replicated state (issue #16: this used to be a "grace"
+    # period after which they went DOWN; silence is no longer evidence)
+    acts = b.tick(t0 + dead) + b.tick(t0 + 3 * dead)
+    assert not [e for e in acts if isinstance(e, VersionChanged)] and b.version == v + 1
+    assert b.lsd.states().count(UP) == len(fabric.links) - 1
 
 
 def test_become_master_keeps_drains_and_lower_term_refused(fabric: Fabric) -> None:

@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.loopcluster import free_ports
-from tests.harness.simclient import SimFleet
 from proto.auth import KeyRing, write_secret_file
 from proto.clos import ClosParams, generate_clos_yaml
 from proto.config import Fabric, load_fabric
 from proto.lsd import LinkState
 from proto.messages import Keepalive, LsdDelta, LsdFull, ReportAck
+from tests.harness.loopcluster import free_ports
+from tests.harness.simclient import SimFleet
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-admin-token"
