@@ -24,6 +24,7 @@ import pytest
 
 from lab import inject, nft
 from lab.fabric import LAB_DEFAULT_TIMERS, Lab, LabError, teardown, wait_until
+from tests.harness.labwatch import down_links, link_everywhere, serving
 
 ovs = pytest.mark.ovs
 
@@ -80,25 +81,8 @@ def _baseline(lab: Lab) -> tuple[str, int]:
                                   for s in lab.client_states().values()), CONVERGE_S, 0.05)
     leader = lab.current_master()
     assert leader is not None
-    assert _down_links(lab) == {}, _down_links(lab)
+    assert down_links(lab) == {}, down_links(lab)
     return leader[0], int(leader[1]["version"])
-
-
-def _lsds(lab: Lab) -> dict[str, dict]:
-    """Every reachable replica's /v1/lsd (header + links), by master id."""
-    masters = lab.fabric.masters
-    got = lab.http.get_many([(m.rest_port, "/v1/lsd") for m in masters], 1.0)
-    return {m.id: r for m, r in zip(masters, got, strict=True) if isinstance(r, dict)}
-
-
-def _down_links(lab: Lab) -> dict[str, list[str]]:
-    """Links not UP in each replica's LSD (replicas with every link up are left out)."""
-    out = {}
-    for mid, doc in _lsds(lab).items():
-        down = sorted(n for n, st in doc["links"].items() if st != "up")
-        if down:
-            out[mid] = down
-    return out
 
 
 def _bad_pairs(lab: Lab) -> dict[tuple[str, str], int]:
@@ -120,7 +104,7 @@ def _watch(lab: Lab, seconds: float, allowed_down: set[str] = frozenset()) -> li
             n = len(lab.fabric.hosts)
             problems.append(f"{t:.1f}s: {n * (n - 1) - len(bad)}/{n * (n - 1)} pairs reachable, "
                             f"lost {sorted(bad)[:4]}")
-        down = {m: [n for n in links if n not in allowed_down] for m, links in _down_links(lab).items()}
+        down = {m: [n for n in links if n not in allowed_down] for m, links in down_links(lab).items()}
         down = {m: links for m, links in down.items() if links}
         if down:
             problems.append(f"{t:.1f}s: links down in the LSD: {down}")
@@ -129,37 +113,8 @@ def _watch(lab: Lab, seconds: float, allowed_down: set[str] = frozenset()) -> li
 
 
 def _serving_other_than(lab: Lab, master_id: str) -> str | None:
-    leader = lab.current_master()
-    return leader[0] if leader is not None and leader[0] != master_id else None
-
-
-def _link_everywhere(lab: Lab, link_name: str, since: float, timeout: float) -> tuple[float | None, str]:
-    """Bounded wait until a replica serving as master has `link_name` down in its LSD at version V and every
-    client has programmed a version >= V in that master's term; (seconds since `since` or None, detail)."""
-    version: dict[str, int] = {}
-    detail = ""
-
-    def done() -> bool:
-        nonlocal detail
-        if "v" not in version:
-            for doc in _lsds(lab).values():
-                if doc.get("role") == "master" and doc["links"].get(link_name) == "down":
-                    version.update(v=int(doc["version"]), term=int(doc["term"]), by=doc["master"])
-                    break
-            else:
-                detail = "no serving master has the link down"
-                return False
-        states = lab.client_states()
-        behind = {n: (s.get("programmed_version"), s.get("term"), s.get("master")) if isinstance(s, dict) else "?"
-                  for n, s in states.items()
-                  if not (isinstance(s, dict) and int(s.get("programmed_version") or -1) >= version["v"]
-                          and int(s.get("term") or -1) >= version["term"])}
-        detail = f"LSD v{version['v']} (term {version['term']}, {version['by']}); behind: {behind}"
-        return not behind
-
-    if wait_until(done, timeout, 0.02):
-        return time.monotonic() - since, detail
-    return None, detail
+    leader = serving(lab)
+    return leader if leader != master_id else None
 
 
 def _leaf_spine_link(lab: Lab, leaf: str, spine: str = "spine-1") -> str:
@@ -200,7 +155,7 @@ def test_master_to_switches_dropped_a_backup_takes_over_and_a_link_failure_reach
     try:
         time.sleep(0.5)                                   # the link fails while the fault is on
         cut = inject.fail_link(lab, leaf, "spine-1")
-        took, detail = _link_everywhere(lab, link, float(cut["at"]), LINK_TARGET_S + MARGIN_S)
+        took, detail = link_everywhere(lab, link, float(cut["at"]), LINK_TARGET_S + MARGIN_S)
         assert took is not None, f"{link} down did not reach every switch: {detail}"
         print(f"link {link} down on every switch {took * 1000:.0f} ms after the cut "
               f"({(float(cut['at']) - float(fault['at'])) * 1000:.0f} ms into the fault): {detail}")
@@ -229,7 +184,7 @@ def test_one_switch_cut_from_the_master_gets_the_lsd_through_a_backup(lab: Lab) 
         assert nft.cpn_dropped(str(fault["table"]), lab.state.netns) > 0
         link = _leaf_spine_link(lab, other_leaf)
         cut = inject.fail_link(lab, other_leaf, "spine-1")
-        took, detail = _link_everywhere(lab, link, float(cut["at"]), LINK_TARGET_S + MARGIN_S)
+        took, detail = link_everywhere(lab, link, float(cut["at"]), LINK_TARGET_S + MARGIN_S)
         assert took is not None, f"{link} down did not reach every switch: {detail}"
         state = lab.client_states()[cut_leaf]
         print(f"{cut_leaf} cut from {master}: follows {state.get('master')}; link {link} down everywhere "
