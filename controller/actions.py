@@ -87,6 +87,17 @@ class InputLoss:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardEvent:
+    """The drastic-change guard (controller.guard) acted. `kind`: "hold" (links newly held, `reason` says
+    why), "release" (published: `reason` "corroborated" or "confirmed"), "withdraw" (no longer wanted
+    DOWN, nothing published). `links`: link indices, sorted."""
+
+    kind: str
+    links: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class PeerAcked:
     """A client (LsdRequest) or backup (ReplicationAck) told us the version it has; lag = ours - its."""
 
@@ -96,5 +107,5 @@ class PeerAcked:
 
 
 Event = (Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked | SwitchSilent
-         | InputLoss)
+         | InputLoss | GuardEvent)
 Action = Send | PersistTerm | Event

@@ -27,6 +27,7 @@ from enum import StrEnum
 
 from controller.actions import (
     Action,
+    GuardEvent,
     InputLoss,
     PeerAcked,
     Rejected,
@@ -38,6 +39,7 @@ from controller.actions import (
     VersionChanged,
 )
 from controller.distribution import Distributor, Peer
+from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from proto.config import Fabric
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
@@ -98,6 +100,7 @@ class MasterCore:
         self.switch_names = frozenset(s.name for s in fabric.switches)
         self.master_ids = frozenset(m.id for m in fabric.masters)
         self.deriver = LinkStateDeriver(fabric)
+        self.guard = Guard(fabric)
         t = fabric.timers
         self.dist = Distributor(
             master_id,
@@ -151,6 +154,7 @@ class MasterCore:
         self.role, self.term, self.leader = Role.MASTER, term, self.id
         self.deriver.drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
         self.deriver.start_mastership(now)
+        self.guard.reset()
         self.lsd_term = term
         for mid in self.master_ids - {self.id}:
             self.dist.peer(mid, True, now)
@@ -170,6 +174,7 @@ class MasterCore:
         self.dist.deactivate()
         self.hold_until = None
         self.deriver.start_mastership(now)
+        self.guard.reset()
         # Tell the leader where we stand so it streams a snapshot at once.
         return [RoleChanged(self.role.value, term, leader), Send(leader, self._replication_ack())]
 
@@ -180,6 +185,7 @@ class MasterCore:
                 raise ValueError(f"become_inactive: term {term} < current term {self.term}")
             self.term = term
         self.role, self.leader = Role.INACTIVE, None
+        self.guard.reset()
         self.dist.deactivate()
         self.hold_until = None
         return [RoleChanged(self.role.value, self.term, None)]
@@ -335,9 +341,16 @@ class MasterCore:
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
         """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
         idx = indices if isinstance(indices, list | tuple | range) else list(indices)
+        if self.guard.held and cause != "guard":
+            # A held link may be corroborated by a report about another link (a dead switch's neighbours).
+            idx = sorted(set(idx) | self.guard.held.keys())
         # A report touches a handful of links: read those states rather than copying all of them.
         states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
         changes = self.deriver.changes(idx, states, now)
+        if cause != "guard" and (changes or self.guard.held):
+            cache: dict[str, bool] = {}
+            out.extend(self.guard.filter(changes, states, self.lsd.states,
+                                         lambda i: self._corroborated(i, now, cache), idx, now))
         if not changes:
             return 0
         before = self.lsd.version
@@ -347,6 +360,61 @@ class MasterCore:
         out.append(VersionChanged(self.lsd.version, len(changes), cause))
         self.dist.on_version(now)
         return len(changes)
+
+    def _corroborated(self, index: int, now: float, cache: dict[str, bool]) -> bool:
+        """A link-down is corroborated (controller.guard) when both ends are live and say not usable, or
+        one says so and the other end's switch is silent and corroborated down (`_switch_down`)."""
+        a, b = self.deriver.evidence(index, now)
+        if a == "down" and b == "down":
+            return True
+        link = self.fabric.links[index]
+        if a == "down" and b == "unknown":
+            return self._switch_down(link.b.switch, now, cache)
+        if b == "down" and a == "unknown":
+            return self._switch_down(link.a.switch, now, cache)
+        return False
+
+    def _switch_down(self, switch: str, now: float, cache: dict[str, bool]) -> bool:
+        """A silent switch is corroborated down when at least two of its neighbours are live and every live
+        neighbour reports its link to it not usable (independent witnesses, none contradicting)."""
+        hit = cache.get(switch)
+        if hit is not None:
+            return hit
+        witnesses = 0
+        verdict = True
+        for j in self._links_of[switch]:
+            link = self.fabric.links[j]
+            ev_a, ev_b = self.deriver.evidence(j, now)
+            ev = ev_b if link.a.switch == switch else ev_a
+            if ev == "up":
+                verdict = False
+                break
+            if ev == "down":
+                witnesses += 1
+        cache[switch] = verdict = verdict and witnesses >= 2
+        return verdict
+
+    # ============================================================================ drastic-change guard
+    def guard_held(self) -> dict[int, float]:
+        """Held link index -> time first held (empty unless MASTER)."""
+        return dict(self.guard.held)
+
+    def guard_confirm(self, now: float) -> list[Action]:
+        """An operator confirms the held change: every held link is published DOWN now (cause "guard")."""
+        if self.role != Role.MASTER:
+            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
+        out: list[Action] = []
+        self._apply_timeouts(now, out)
+        links = self.guard.confirm(now)
+        if not links:
+            return out
+        out.append(GuardEvent("release", links, "confirmed"))
+        before = self.lsd.version
+        self.lsd.apply({i: LinkState.DOWN for i in links})
+        if self.lsd.version != before:
+            out.append(VersionChanged(self.lsd.version, len(links), "guard"))
+            self.dist.on_version(now)
+        return out
 
     def _higher_term(self, sender: str, msg_type: str, term: int, out: list[Action]) -> bool:
         if term > self.term:

@@ -57,6 +57,16 @@ class MasterMetrics:
             "Datagrams the kernel dropped on the client socket (receive queue overflow); while it drops, "
             "the master declares no switch silent", registry=r,
         )
+        self.guard_held = Gauge(
+            "firepath_master_guard_held_links",
+            "Links the drastic-change guard holds (wanted DOWN on uncorroborated evidence, not published)",
+            registry=r,
+        )
+        self.guard_events = Counter(
+            "firepath_master_guard_events_total",
+            "Drastic-change guard actions by kind (hold, release, withdraw) and reason class",
+            ["kind", "reason"], registry=r,
+        )
         self.client_lag = Histogram(
             "firepath_master_client_lag_versions", "Versions a client/backup is behind when it tells us its version",
             ["peer_kind"], buckets=LAG_BUCKETS, registry=r,

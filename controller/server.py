@@ -25,6 +25,7 @@ from typing import Any
 from controller.actions import (
     GROUP,
     Action,
+    GuardEvent,
     InputLoss,
     PeerAcked,
     PersistTerm,
@@ -391,6 +392,13 @@ class MasterServer:
                 m.switch_silences.inc()
             log.warning(kv("switch_silent" if ev.silent else "switch_heard_again", switch=ev.switch,
                            links="kept"))
+        elif isinstance(ev, GuardEvent):
+            reason = ev.reason if ev.kind != "hold" else "uncorroborated"
+            m.guard_events.labels(ev.kind, reason).inc()
+            names = ",".join(self.fabric.links[i].name for i in ev.links[:16])
+            log.log(logging.WARNING if ev.kind == "hold" else logging.INFO,
+                    kv(f"guard_{ev.kind}", links=len(ev.links), names=names, reason=ev.reason,
+                       action="confirm with POST /v1/guard/confirm" if ev.kind == "hold" else ""))
         elif isinstance(ev, InputLoss):
             m.input_drops.inc(ev.dropped)
             log.warning(kv("input_loss", dropped=ev.dropped, effect="no switch declared silent"))
@@ -403,6 +411,7 @@ class MasterServer:
         self.metrics.lsd_version.set(self.core.version)
         self.metrics.term.set(self.core.term)
         self.metrics.is_master.set(1 if self.core.role == Role.MASTER else 0)
+        self.metrics.guard_held.set(len(self.core.guard.held))
         if self._loop is not None:
             self.metrics.switches_silent.set(len(self.core.silent_switches(self.now())))
 
@@ -428,6 +437,15 @@ class MasterServer:
         log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx)))
         self._run(actions)
         return idx
+
+
+    def guard_confirm(self) -> list[int]:
+        """The operator confirms the change the guard holds: publish it. Returns the links released.
+        Raises NotMaster."""
+        held = sorted(self.core.guard.held)
+        log.warning(kv("guard_confirm", links=len(held)))
+        self._run(self.core.guard_confirm(self.now()))
+        return held
 
 
 async def serve(server: MasterServer, stop: asyncio.Event) -> None:

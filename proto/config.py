@@ -34,6 +34,7 @@ __all__ = [
     "Fabric",
     "Host",
     "Link",
+    "Guard",
     "LsdSettings",
     "MAX_OF_PORT",
     "Master",
@@ -161,6 +162,25 @@ class Distribution:
 
 
 @dataclass(frozen=True, slots=True)
+class Guard:
+    """Control-network gray-failure policy (issue #16; YAML section `guard:`, durations in ms there).
+
+    - `down_share`: an LSD change that would take down more than this share of the fabric's links (or
+      leave more than this share of its switches with every link down) through *uncorroborated* evidence,
+      counting what was published so within `window`, is held until corroborated or confirmed by an
+      operator (controller.guard). 0 < down_share <= 1; 1 disables the guard in practice.
+    - `reach_margin`: a leader hands mastership over when a backup is two-way with at least this share of
+      the switches more than the leader is (and at least 2 switches more), for `reach_dwell` seconds in a
+      row (controller.reach). 0 < reach_margin <= 1.
+    """
+
+    down_share: float = 0.25
+    window: float = 10.0
+    reach_margin: float = 0.05
+    reach_dwell: float = 0.3
+
+
+@dataclass(frozen=True, slots=True)
 class LsdSettings:
     history: int = 4096  # versions kept for deltas
 
@@ -182,6 +202,7 @@ class Fabric:
     security: Security
     distribution: Distribution
     lsd: LsdSettings
+    guard: Guard = field(default_factory=Guard)
     digest: str = field(init=False)
     hosts: tuple[Host, ...] = field(init=False)
     _by_name: dict[str, Switch] = field(init=False, repr=False)
@@ -277,6 +298,7 @@ def _digest(fabric: Fabric) -> str:
         "timers": {name: getattr(t, name) for name in Timers.__slots__},
         "distribution": [d.mode, None if d.group is None else str(d.group), d.port],
         "lsd": [fabric.lsd.history],
+        "guard": [fabric.guard.down_share, fabric.guard.window, fabric.guard.reach_margin, fabric.guard.reach_dwell],
         "masters": [
             [m.id, str(m.address), m.client_port, m.peer_port, m.rest_port, m.priority] for m in fabric.masters
         ],
@@ -340,7 +362,7 @@ def _quad(text: str) -> tuple[int, int | None] | None:
     a, b, c, d, plen = m.groups()
     return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
 
-_TOP_KEYS = ("name", "timers", "security", "distribution", "lsd", "masters", "switches", "links")
+_TOP_KEYS = ("name", "timers", "security", "distribution", "lsd", "guard", "masters", "switches", "links")
 _SWITCH_KEYS = ("name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port")
 _HOST_KEYS = ("name", "port", "ip", "mac")
 _LINK_KEYS = ("a", "b", "weight")
@@ -571,6 +593,7 @@ class _Parser:
         security = self.security(top["security"])
         distribution = self.distribution(top["distribution"]) if "distribution" in top else Distribution()
         lsd = self.lsd(top["lsd"]) if "lsd" in top else LsdSettings()
+        guard = self.guard(top["guard"]) if "guard" in top else Guard()
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
         links = self.links(top["links"]) if "links" in top else ()
@@ -584,6 +607,7 @@ class _Parser:
             security=security,
             distribution=distribution,
             lsd=lsd,
+            guard=guard,
         )
 
     def timers(self, node: yaml.Node) -> Timers:
@@ -660,6 +684,23 @@ class _Parser:
         if "history" in f:
             return LsdSettings(history=self.integer(f["history"], "lsd.history", 1, 10_000_000))
         return LsdSettings()
+
+    def guard(self, node: yaml.Node) -> Guard:
+        keys = ("down_share", "window_ms", "reach_margin", "reach_dwell_ms")
+        f = self.fields(node, "guard", keys, ())
+        values: dict[str, float] = {}
+        for key, value_node in f.items():
+            field_name = f"guard.{key}"
+            value = self.number(value_node, field_name)
+            if key.endswith("_ms"):
+                if value <= 0:
+                    raise self.fail(value_node, field_name, f"must be positive, got {value_node.value}")
+                values[key[:-3]] = value / 1000.0
+            else:
+                if not 0 < value <= 1:
+                    raise self.fail(value_node, field_name, f"must be a share in (0, 1], got {value_node.value}")
+                values[key] = value
+        return Guard(**values)
 
     def masters(self, node: yaml.Node) -> tuple[Master, ...]:
         items = self.seq(node, "masters")
