@@ -19,8 +19,8 @@ Per trial, with two UDP probes (leaf-3's host <-> leaf-1's host, ``--flows`` x `
 the CPN fault at t0; a real link failure (leaf-1 -- spine-1, carrier down on both ends) at t0 + ``--link-at``;
 everything held until t0 + ``--hold`` (default switch_dead + 3 s), then both healed. Measured:
 
-* ``pairs``: rounds of one ping per host pair (12 pairs, 1 s timeout) all through the hold: the fewest pairs
-  reachable in a round, and the rounds with all 12;
+* ``pairs``: rounds of two pings per host pair (12 pairs, 1 s timeout; a pair with a reply is reachable) all
+  through the hold: the fewest pairs reachable in a round, and the rounds with all 12;
 * ``link_everywhere_ms``: link cut -> every switch programmed an LSD version that has the link down (a
   serving master has it down at version V; every client's `programmed_version` >= V in that term or later;
   REST polled every 20 ms), or null when it never did within the hold;
@@ -75,7 +75,7 @@ class PairSampler(threading.Thread):
     def run(self) -> None:
         while not self._halt.is_set() and len(self.rounds) < 1000:
             t = time.monotonic() - self.t0
-            got = self.lab.ping(count=1, timeout_s=1)
+            got = self.lab.ping(count=2, timeout_s=1)
             self.total = len(got)
             self.rounds.append((round(t, 2), sum(1 for n in got.values() if n >= 1)))
             self._halt.wait(0.3)
