@@ -194,3 +194,27 @@ def test_one_switch_cut_from_the_master_gets_the_lsd_through_a_backup(lab: Lab) 
     finally:
         inject.heal(lab)
     assert lab.wait_converged(CONVERGE_S), lab.convergence_problem()
+
+
+@ovs
+def test_a_corroborated_fabric_wide_failure_passes_the_drastic_change_guard(lab: Lab) -> None:
+    """The guard holds *uncorroborated* downs beyond `guard.down_share` (25 %) of the fabric; a spine chassis
+    failure takes down 4 of the 8 links (50 %) on evidence from both ends of each, so it must be published
+    at once and routed around -- the guard must never turn a real failure into a black hole."""
+    _baseline(lab)
+    v = lab.lsd_version()
+    spine = "spine-1"
+    inject.fail_switch(lab, spine)
+    try:
+        assert lab.wait_converged(CONVERGE_S, min_version=v + 1), lab.convergence_problem(min_version=v + 1)
+        links = {lab.fabric.links[i].name for i in lab.fabric.links_of(spine)}
+        assert len(links) / len(lab.fabric.links) > lab.fabric.guard.down_share
+        leader = serving(lab)
+        assert leader is not None
+        assert set(down_links(lab).get(leader, [])) == links, down_links(lab)
+        guard = lab.master_get("/v1/guard")
+        assert guard["held_links"] == [], guard
+        assert _bad_pairs(lab) == {}
+    finally:
+        inject.heal(lab)
+    assert lab.wait_converged(CONVERGE_S), lab.convergence_problem()
