@@ -218,3 +218,35 @@ def test_a_corroborated_fabric_wide_failure_passes_the_drastic_change_guard(lab:
     finally:
         inject.heal(lab)
     assert lab.wait_converged(CONVERGE_S), lab.convergence_problem()
+
+
+@ovs
+def test_lab_cli_fail_cpn_shows_in_status_and_heals(lab: Lab) -> None:
+    """`firepath lab fail cpn` as an operator runs it: recorded, listed in `lab status`, undone by `lab heal`."""
+    import subprocess
+
+    from lab.fabric import python_argv
+
+    master, _v = _baseline(lab)
+    where = ["--name", lab.state.name, "--dir", lab.state.dir]
+
+    def firepath(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(python_argv("lab", *args, *where), capture_output=True, text=True, timeout=60)
+
+    try:
+        done = firepath("fail", "cpn", master, "--to-switches", "--switch", "leaf-2")
+        assert done.returncode == 0, done.stderr
+        assert f"injected: cpn {master} to-switches (switch leaf-2 only)" in done.stdout
+        assert [t for t in nft.tables(lab.state.netns, "inet") if "_cpn" in t], nft.tables(lab.state.netns, "inet")
+        status = firepath("status")
+        assert status.returncode == 0, status.stderr
+        assert f"active faults: cpn {master} to-switches (switch leaf-2 only)" in status.stdout, status.stdout
+        bad = firepath("fail", "cpn", "m9")
+        assert bad.returncode == 1 and "no master 'm9'" in bad.stderr, bad.stderr
+        healed = firepath("heal", "--wait", "0")
+        assert healed.returncode == 0 and f"healed: cpn {master} to-switches" in healed.stdout, healed
+        assert [t for t in nft.tables(lab.state.netns, "inet") if "_cpn" in t] == []
+    finally:
+        lab.state.faults = type(lab.state).load(lab.state.dir).faults      # the CLI changed the record on disk
+        if lab.state.faults:
+            inject.heal(lab)
