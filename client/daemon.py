@@ -213,16 +213,16 @@ class ClientDaemon:
             log.debug("dropped datagram: %s", e)
             return
         if isinstance(msg, ReportAck):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now)
+            self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now)
             self._run(self.reporter.on_ack(msg, now), now)
         elif isinstance(msg, Keepalive):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now)
+            self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now)
             self._run(self.replica.on_keepalive(msg, now), now)
         elif isinstance(msg, LsdFull):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now)
+            self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now)
             self._run(self.replica.on_full(msg, now), now)
         elif isinstance(msg, LsdDelta):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now)
+            self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now)
             self._run(self.replica.on_delta(msg, now), now)
         else:
             self.counters["unexpected_message"] += 1

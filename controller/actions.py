@@ -98,6 +98,19 @@ class GuardEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Handover:
+    """Issue #16: master `master` of `term` steps down in favour of `successor`, which is two-way with
+    `theirs` switches against `ours` (successor's view; `own` = the master's own count of itself)."""
+
+    master: str
+    successor: str
+    term: int
+    own: int
+    theirs: int
+    ours: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeerAcked:
     """A client (LsdRequest) or backup (ReplicationAck) told us the version it has; lag = ours - its."""
 
@@ -107,5 +120,6 @@ class PeerAcked:
 
 
 Event = (Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked | SwitchSilent
-         | InputLoss | GuardEvent)
+         | InputLoss | GuardEvent
+         | Handover)
 Action = Send | PersistTerm | Event

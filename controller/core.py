@@ -41,9 +41,11 @@ from controller.actions import (
 from controller.distribution import Distributor, Peer
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
+from controller.reach import ReachTracker
 from proto.config import Fabric
-from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
+from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
 from proto.messages import (
+    MAX_LSD_BYTES,
     Keepalive,
     LsdDelta,
     LsdFull,
@@ -101,6 +103,10 @@ class MasterCore:
         self.master_ids = frozenset(m.id for m in fabric.masters)
         self.deriver = LinkStateDeriver(fabric)
         self.guard = Guard(fabric)
+        self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
+        # A live client sends a new report to every replica each report_refresh: fresh for two of them.
+        self.reach = ReachTracker(len(fabric.masters), 2 * fabric.timers.report_refresh + fabric.timers.keepalive)
+        self._served_at: dict[str, float] = {}       # switch -> last LsdRequest answered as a backup
         t = fabric.timers
         self.dist = Distributor(
             master_id,
@@ -441,14 +447,29 @@ class MasterCore:
             return False
         return True
 
+    def reach_counts(self, now: float) -> tuple[int, ...]:
+        """Per configured master: switches whose fresh report says they hear it two-way (controller.reach)."""
+        return self.reach.counts(now)
+
     def _on_report(self, sender: str, r: PortReport, now: float) -> list[Action]:
         kind = "PortReport"
         out: list[Action] = []
+        if self.role != Role.MASTER and r.switch == sender and sender in self.switch_names:
+            # A backup (or a replica between roles) hears every client's new reports: it notes the switch
+            # (address, reachability) and acknowledges as a backup, so the client knows it hears us.
+            self.dist.peer(sender, False, now)
+            if self._higher_term(sender, kind, r.term, out):
+                return out
+            if r.digest != self.fabric.digest:
+                return [Rejected(sender, kind, "digest_mismatch")]
+            self.reach.note(sender, r.reach, now)
+            return [Send(sender, ReportAck(self.id, self.term, r.report_seq, backup=True))]
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
         if r.digest != self.fabric.digest:
             return [Rejected(sender, kind, "digest_mismatch")]
+        self.reach.note(sender, r.reach, now)
         view = self.deriver.views.get(sender)
         if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
             return [Rejected(sender, kind, "stale_report")]
@@ -469,6 +490,8 @@ class MasterCore:
     def _on_lsd_request(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
         kind = "LsdRequest"
         out: list[Action] = []
+        if self.role == Role.BACKUP and r.switch == sender and sender in self.switch_names:
+            return self._serve_as_backup(sender, r, now)
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
@@ -476,6 +499,36 @@ class MasterCore:
         if r.term == self.term and 0 <= r.version <= self.lsd.version:
             out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))
         return out
+
+    def _serve_as_backup(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
+        """Issue #16: a switch that cannot hear its master asks every replica; a backup holding the LSD of
+        the current term answers from it (`backup=True`, under the master's term): a Keepalive if the switch
+        is current, the minimal delta, or a snapshot. At most `max_update_rate` answers/s per switch."""
+        kind = "LsdRequest"
+        self.dist.peer(sender, False, now)
+        out: list[Action] = []
+        if self._higher_term(sender, kind, r.term, out):
+            return out
+        if self.lsd_term != self.term:
+            return [Rejected(sender, kind, "not_master")]      # nothing of this term to give yet
+        rate = self.fabric.timers.max_update_rate
+        last = self._served_at.get(sender)
+        if last is not None and rate > 0 and now - last < 1.0 / rate:
+            return [Rejected(sender, kind, "rate_limited")]
+        self._served_at[sender] = now
+        v, term = self.lsd.version, self.term
+        msg: Keepalive | LsdDelta | LsdFull | None = None
+        if r.term == term and r.version >= v:
+            msg = Keepalive(self.id, term, v, backup=True)
+        elif r.term == term and r.version >= 0:
+            changes = self.lsd.changes_since(r.version)
+            if changes is not None:
+                data = encode_changes(changes)
+                if len(data) <= MAX_LSD_BYTES:
+                    msg = LsdDelta(self.id, term, r.version, v, data, backup=True)
+        if msg is None:
+            msg = LsdFull(self.id, term, v, self.fabric.digest, self.lsd.snapshot(), backup=True)
+        return [Send(sender, msg)]
 
     def _on_replication_ack(self, sender: str, a: ReplicationAck, now: float) -> list[Action]:
         kind = "ReplicationAck"

@@ -67,6 +67,15 @@ class MasterMetrics:
             "Drastic-change guard actions by kind (hold, release, withdraw) and reason class",
             ["kind", "reason"], registry=r,
         )
+        self.handovers = Counter(
+            "firepath_master_handovers_total",
+            "Mastership handed over to a replica two-way with clearly more switches (issue #16)", registry=r,
+        )
+        self.reach = Gauge(
+            "firepath_master_reach_switches",
+            "Switches this replica saw two-way with each replica (fresh reports with its reach bit)",
+            ["replica"], registry=r,
+        )
         self.client_lag = Histogram(
             "firepath_master_client_lag_versions", "Versions a client/backup is behind when it tells us its version",
             ["peer_kind"], buckets=LAG_BUCKETS, registry=r,

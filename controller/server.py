@@ -26,6 +26,7 @@ from controller.actions import (
     GROUP,
     Action,
     GuardEvent,
+    Handover,
     InputLoss,
     PeerAcked,
     PersistTerm,
@@ -119,6 +120,7 @@ class MasterServer:
         self._driver_factory = driver_factory
         self.driver: RoleDriver | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
+        self._master_ids = [m.id for m in fabric.masters]
         self.master_addrs = {m.id: (str(m.address), m.peer_port) for m in fabric.masters if m.id != master_id}
         dist = fabric.distribution
         self.group_addr = (str(dist.group), dist.port) if dist.mode == "multicast" and dist.group else None
@@ -399,6 +401,10 @@ class MasterServer:
             log.log(logging.WARNING if ev.kind == "hold" else logging.INFO,
                     kv(f"guard_{ev.kind}", links=len(ev.links), names=names, reason=ev.reason,
                        action="confirm with POST /v1/guard/confirm" if ev.kind == "hold" else ""))
+        elif isinstance(ev, Handover):
+            m.handovers.inc()
+            log.warning(kv("handover", master=ev.master, successor=ev.successor, term=ev.term,
+                           own_view=ev.own, successor_reach=ev.theirs, master_reach_in_successor_view=ev.ours))
         elif isinstance(ev, InputLoss):
             m.input_drops.inc(ev.dropped)
             log.warning(kv("input_loss", dropped=ev.dropped, effect="no switch declared silent"))
@@ -412,6 +418,9 @@ class MasterServer:
         self.metrics.term.set(self.core.term)
         self.metrics.is_master.set(1 if self.core.role == Role.MASTER else 0)
         self.metrics.guard_held.set(len(self.core.guard.held))
+        if self._loop is not None:
+            for mid, n in zip(self._master_ids, self.core.reach_counts(self.now()), strict=False):
+                self.metrics.reach.labels(mid).set(n)
         if self._loop is not None:
             self.metrics.switches_silent.set(len(self.core.silent_switches(self.now())))
 

@@ -216,7 +216,9 @@ def test_input_loss_declares_nobody_silent(fabric: Fabric) -> None:
 def test_rejection_reasons_for_reports(fabric: Fabric) -> None:
     core = MasterCore(fabric, "m1")
     leaf = "leaf-1"
-    assert rejected(core.handle(leaf, report(fabric, leaf, term=0), 0.0)) == ["not_master"]
+    # issue #16: a replica that is not the master acknowledges as a backup (reachability), no rejection
+    acts = core.handle(leaf, report(fabric, leaf, term=0), 0.0)
+    assert rejected(acts) == [] and sends(acts) == [ReportAck("m1", 0, 1, backup=True)]
     core.become_master(3, 0.0)
     assert rejected(core.handle("leaf-1", report(fabric, "leaf-2", term=3), 0.1)) == ["sender_mismatch"]
     bad = report(fabric, leaf, term=3, digest="0" * 64)
@@ -257,7 +259,8 @@ def test_rejection_reasons_for_master_messages(fabric: Fabric) -> None:
     assert rejected(b.handle("m2", wrong, 0.0)) == ["digest_mismatch"]
     garbage = LsdFull("m2", 2, 5, b.fabric.digest, b"Sjunk")
     assert rejected(b.handle("m2", garbage, 0.0)) == ["malformed"]
-    assert rejected(b.handle("leaf-1", report(b.fabric, "leaf-1", term=2), 0.0)) == ["not_master"]
+    acts = b.handle("leaf-1", report(b.fabric, "leaf-1", term=2), 0.0)      # a backup: acks as one (#16)
+    assert rejected(acts) == [] and sends(acts) == [ReportAck(b.id, 2, 1, backup=True)]
 
 
 # ============================================================================ distribution
@@ -515,7 +518,8 @@ def test_become_master_keeps_drains_and_lower_term_refused(fabric: Fabric) -> No
     with pytest.raises(ValueError):
         b.become_master(1, 2.0)
     assert b.become_inactive(3) and b.role == Role.INACTIVE and b.next_deadline() is None
-    assert rejected(b.handle("leaf-1", report(fabric, "leaf-1", seq=2, term=3), 2.0)) == ["not_master"]
+    acts = b.handle("leaf-1", report(fabric, "leaf-1", seq=2, term=3), 2.0)   # between roles: acks as a backup
+    assert rejected(acts) == [] and sends(acts) == [ReportAck(b.id, 3, 2, backup=True)]
 
 
 def test_master_streams_to_backups_and_handles_acks(fabric: Fabric) -> None:
@@ -581,7 +585,7 @@ def _replicated_pair(fabric: Fabric) -> tuple[MasterCore, MasterCore, int]:
     a, b = MasterCore(fabric, "m1"), MasterCore(fabric, "m2")
     b.become_backup(1, "m1", 0.0)
     for sw in fabric.switches:                       # bring-up: clients report to every master
-        assert rejected(b.handle(sw.name, report(fabric, sw.name, seq=1, term=0), 0.0)) == ["not_master"]
+        assert rejected(b.handle(sw.name, report(fabric, sw.name, seq=1, term=0), 0.0)) == []
     acts = a.become_master(1, 0.0) + a.end_hold(0.0) + all_up(a, fabric, 0.0) + a.tick(0.0) + a.tick(0.01)
     wire(a, b, acts, 0.0)
     assert b.lsd.states() == a.lsd.states() and set(b.lsd.states()) == {UP}

@@ -206,7 +206,7 @@ class RealWorld(World):
         if isinstance(msg, LsdFull | LsdDelta | Keepalive):
             seen_before = sw.seen_term
             sw.seen_term = max(sw.seen_term, msg.term)
-            out += sw.reporter.on_master_heard(msg.master, msg.term, now)
+            out += sw.reporter.on_master_heard(msg.master, msg.term, now, msg.backup)
             if isinstance(msg, LsdFull):
                 out += sw.replica.on_full(msg, now)
             elif isinstance(msg, LsdDelta):
