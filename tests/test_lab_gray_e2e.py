@@ -41,12 +41,9 @@ TAKEOVER_S = SWITCH_DEAD_S + MARGIN_S     # a backup serves within this after a 
 
 # While the controller side of #16 is not merged, the tests below reproduce the issue and must fail
 # (strict xfail); each reason says which piece it waits for. None = expected to pass.
-XFAIL_REPORTS_DROPPED: str | None = ("#16 mastership follows reachability not merged: pairs and LSD hold (silence "
-                                      "is not evidence), but the deaf master stays master")
-XFAIL_MASTER_MUTE: str | None = ("#16 mastership follows reachability not merged: the mute master stays master, a "
-                                 "link failure never reaches the switches")
-XFAIL_SWITCH_CUT: str | None = ("#16 a cut switch gets a backup's LSD not merged: its links stay up (silence is not "
-                                "evidence), but it never gets a newer LSD version")
+XFAIL_REPORTS_DROPPED: str | None = None
+XFAIL_MASTER_MUTE: str | None = None
+XFAIL_SWITCH_CUT: str | None = None
 
 
 def _xfail(reason: str | None):  # noqa: ANN202 - a decorator
