@@ -1,11 +1,13 @@
 """Control-plane network gray failures on the emulated fabric (issue #16): what the data plane sees.
 
     python -m bench.bench_cpn [--quick] [--trials N] [--faults none,to-switches,from-switches,switch-cut]
-                              [--hold S] [--link-at S] [--switch-dead-ms MS] [--name benchcpn]
+                              [--hold S] [--link-at S] [--switch-dead-ms MS] [--nd-ms 100/500] [--name benchcpn]
 
 Needs root, Open vSwitch and nftables (like `firepath lab`). The fabric of the issue: 2 spines x 4 leaves,
-one host per leaf (12 host pairs), 3 masters, ND 30/150 ms, `switch_dead` 4 s by default (so the fault
-outlives it within a short trial; the lab default is 20 s), flap damping off.
+one host per leaf (12 host pairs), 3 masters, ND 100/500 ms (as the lab e2e tests; at 30/150 a machine at
+load 20 flapped links by the hundred, and carrier loss, the failure measured, does not wait for ND),
+`switch_dead` 4 s by default (so the fault outlives it within a short trial; the lab default is 20 s), flap
+damping off.
 
 Faults (`firepath lab fail cpn`, nftables on the lab namespace's loopback, FMRP untouched), all on the
 replica serving at the start of the trial:
@@ -57,9 +59,9 @@ TARGET_LINK_MS = 1000.0         # issue #16: a link failure during the fault rea
 LEAFSPINE = {"spines": 2, "pods": 0, "leaves": 4, "hosts_per_tor": 1, "masters": 3}
 
 
-def timers(switch_dead_ms: float) -> tuple[tuple[str, float], ...]:
-    return (("nd_interval_ms", 30), ("nd_dead_ms", 150), ("flap_threshold", 1000), ("hello_interval_ms", 50),
-            ("master_dead_ms", 400), ("switch_dead_ms", switch_dead_ms))
+def timers(switch_dead_ms: float, nd_ms: tuple[float, float]) -> tuple[tuple[str, float], ...]:
+    return (("nd_interval_ms", nd_ms[0]), ("nd_dead_ms", nd_ms[1]), ("flap_threshold", 1000),
+            ("hello_interval_ms", 50), ("master_dead_ms", 400), ("switch_dead_ms", switch_dead_ms))
 
 
 class PairSampler(threading.Thread):
@@ -114,7 +116,7 @@ class MasterWatch(threading.Thread):
 def trial(lab: Lab, fault: str, hold: float, link_at: float, flows: int, rate: float, i: int) -> dict[str, Any]:
     if lab.state.faults:
         inject.heal(lab)
-    if not lab.wait_converged(30.0):
+    if not lab.wait_converged(60.0):
         raise LabError(f"not converged before the trial: {lab.convergence_problem()}")
     master = serving(lab)
     assert master is not None
@@ -176,7 +178,8 @@ def med(xs: list[float | None]) -> float | None:
 def summarise(trials: list[dict[str, Any]]) -> dict[str, Any]:
     by: dict[str, list[dict[str, Any]]] = {}
     for t in trials:
-        by.setdefault(t["fault"], []).append(t)
+        if "error" not in t:
+            by.setdefault(t["fault"], []).append(t)
     ref = med([t["probe_worst_flow_ms"] for t in by.get("none", [])])
     rows = {}
     for fault, ts in by.items():
@@ -221,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=3)
     ap.add_argument("--faults", default=",".join(FAULTS))
     ap.add_argument("--switch-dead-ms", type=float, default=4000.0)
+    ap.add_argument("--nd-ms", default="100/500", help="ND interval/dead in ms (default 100/500: robust when the "
+                    "machine is shared; carrier loss, the failure measured here, does not wait for ND)")
     ap.add_argument("--hold", type=float, help="seconds each fault lasts (default switch_dead + 3 s)")
     ap.add_argument("--link-at", type=float, default=1.0, help="seconds into the fault the link fails")
     ap.add_argument("--flows", type=int, default=4)
@@ -236,18 +241,28 @@ def main(argv: list[str] | None = None) -> int:
     bad = [f for f in faults if f not in FAULTS]
     if bad:
         ap.error(f"--faults: unknown {bad}; choose from {', '.join(FAULTS)}")
+    try:
+        nd_ms = tuple(float(x) for x in args.nd_ms.split("/"))
+        assert len(nd_ms) == 2
+    except (ValueError, AssertionError):
+        ap.error(f"--nd-ms {args.nd_ms!r}: expected INTERVAL/DEAD in ms, e.g. 100/500")
     trials_n = 1 if args.quick else args.trials
     hold = args.hold if args.hold is not None else args.switch_dead_ms / 1000 + 3.0
     load_before = os.getloadavg()
     d = Path("/tmp") / f"fplab-{args.name}"
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    lab = Lab.up(name=args.name, lab_dir=d, clos={**LEAFSPINE, "timers": timers(args.switch_dead_ms)}, clean=True,
+    lab = Lab.up(name=args.name, lab_dir=d, clos={**LEAFSPINE, "timers": timers(args.switch_dead_ms, nd_ms)}, clean=True,
                  timeout=90.0, log=lambda m: print(f"   {m}", flush=True))
     trials: list[dict[str, Any]] = []
     try:
         for i in range(trials_n):
             for fault in faults:
-                t = trial(lab, fault, hold, args.link_at, args.flows, args.rate, len(trials))
+                try:
+                    t = trial(lab, fault, hold, args.link_at, args.flows, args.rate, len(trials))
+                except LabError as e:        # an overloaded machine: recorded, not measured
+                    trials.append({"fault": fault, "error": str(e)})
+                    print(f"  {fault:<14} trial {i + 1}: skipped: {e}", flush=True)
+                    continue
                 trials.append(t)
                 print(f"  {fault:<14} trial {i + 1}: pairs min {t['pairs']['min']}/{t['pairs']['total']}, link "
                       f"everywhere {t['link_everywhere_ms']} ms, takeover {t['takeover_ms']} ms "
@@ -263,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()},
               "load_avg_before": [round(x, 2) for x in load_before],
               "load_avg_after": [round(x, 2) for x in os.getloadavg()],
-              "fabric": LEAFSPINE, "timers_ms": dict(timers(args.switch_dead_ms)), "hold_s": hold,
+              "fabric": LEAFSPINE, "timers_ms": dict(timers(args.switch_dead_ms, nd_ms)), "hold_s": hold,
               "link_at_s": args.link_at, "probe": {"flows": args.flows, "rate": args.rate},
               "target_link_ms": TARGET_LINK_MS, "summary": rows, "trials": trials}
     args.out.parent.mkdir(parents=True, exist_ok=True)
