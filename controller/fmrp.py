@@ -515,18 +515,20 @@ class Fmrp:
         if self._state is FmrpState.MASTER:
             if s.term >= self._term:  # impossible for an equal term; a higher one: we are stale
                 self._abdicate(now, out, announce=False)
-        elif s.master == self._leader and self._state is FmrpState.BACKUP:
-            self._to_electing(now, out)  # skip the dead interval
-            if s.successor is not None and s.successor in self._priorities:
-                # A hand-over to the replica that reaches more switches (issue #16): it stands at once,
-                # the others stand aside (and vote for it) for a full round.
+        else:
+            if s.master == self._leader and self._state is FmrpState.BACKUP:
+                self._to_electing(now, out)  # skip the dead interval
+            if (s.successor is not None and s.successor in self._priorities and s.term >= self._leader_term
+                    and self._state is FmrpState.ELECTING and self._round_until is None):
+                # A hand-over to the replica that reaches more switches (issue #16): it stands at once, every
+                # replica (itself included) votes only for it for a full round. (Its hello saying it is no
+                # longer master may have arrived first: we may be ELECTING already.)
+                self._favour, self._favour_until = s.successor, now + self._round_max + self._dead
                 if s.successor == self._id:
                     if not self._retired:
                         self._candidacy_at = now
-                else:
-                    self._favour, self._favour_until = s.successor, now + self._round_max + self._dead
-                    if self._candidacy_at is not None:
-                        self._candidacy_at = max(self._candidacy_at, self._favour_until)
+                elif self._candidacy_at is not None:
+                    self._candidacy_at = max(self._candidacy_at, self._favour_until)
         return out
 
     def _check_handover(self, now: float, out: list[FmrpAction]) -> None:
