@@ -231,40 +231,6 @@ def _quiet_ipv6(netns: str) -> None:
                    capture_output=True, timeout=10, check=False)
 
 
-def port_ranges(ports: Iterable[int]) -> str:
-    """`[6601, 40001, 40002, 40003]` -> ``"6601,40001-40003"`` (the sysctl's list syntax)."""
-    out: list[str] = []
-    run: list[int] = []
-    for p in sorted(set(ports)):
-        if run and p == run[-1] + 1:
-            run.append(p)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [p]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
-
-
-def _reserve_ports(netns: str, fabric: Any) -> None:
-    """Keep the fabric's listening ports out of the lab namespace's ephemeral range.
-
-    Why: REST ports (40000 + switch id) lie inside Linux's ephemeral range (32768-60999). A client's TCP
-    connection to its bridge or a REST poll could get e.g. 127.0.0.1:40004 as its source port, and the
-    switch whose REST port that is then fails to start ("address already in use"; seen once under load).
-    `ip_local_reserved_ports` is per network namespace: this touches only the lab's.
-    """
-    ports = [m_port for m in fabric.masters for m_port in (m.client_port, m.peer_port, m.rest_port)]
-    ports += [sw.rest_port for sw in fabric.switches if sw.rest_port]
-    ports += [int(str(sw.ovs).rsplit(":", 1)[1]) for sw in fabric.switches if sw.ovs]
-    proc = subprocess.run(nsutil.exec_cmd(netns, ["sysctl", "-q", "-w",
-                                                  f"net.ipv4.ip_local_reserved_ports={port_ranges(ports)}"]),
-                          capture_output=True, text=True, timeout=10, check=False)
-    if proc.returncode != 0:
-        raise LabError(f"cannot reserve the lab's ports in {netns}: {proc.stderr.strip()}")
-
-
 SIOCETHTOOL = 0x8946
 ETHTOOL_STXCSUM = 0x17
 
@@ -434,7 +400,6 @@ class Lab:
 
         nsutil.create_netns(st.netns)
         _quiet_ipv6(st.netns)
-        _reserve_ports(st.netns, fabric)
         # The control plane runs on the lab namespace's loopback: master addresses outside 127/8 are added
         # there, and multicast distribution (if configured) needs lo to carry 224/4.
         lo = ["link set lo multicast on", "route replace 224.0.0.0/4 dev lo"]

@@ -165,10 +165,3 @@ def test_cpn_rules_drop_exactly_the_chosen_direction_on_real_sockets() -> None:
         assert exchange() == {a: [True, True], b: [True, True]}
     finally:
         nsutil.delete_netns(ns)
-
-
-def test_port_ranges_compress_for_the_reserved_ports_sysctl() -> None:
-    from lab.fabric import port_ranges
-
-    assert port_ranges([40003, 6601, 40001, 40002, 6602, 20001, 6701, 40001]) == "6601-6602,6701,20001,40001-40003"
-    assert port_ranges([]) == ""
