@@ -344,6 +344,9 @@ class ClientDaemon:
                 "switch": self.name, "term": replica.term, "master": replica.master,
                 "lsd_version": replica.version, "replica_state": replica.state,
                 "fail_static": replica.fail_static, "connected": self.connected, "ports": ports,
+                # issue #16: a backup serving the LSD while the master is silent; the masters that hear us
+                "served_by": replica.server if replica.served(now) else None,
+                "reach": [m for i, m in enumerate(self.reporter.masters) if self.reporter.reach >> i & 1],
                 "reports_sent": self.reporter.reports, "report_retransmits": self.reporter.retransmits,
                 "report_seq": self.reporter.report_seq, "report_acked": self.reporter.acked,
                 "replica": dict(replica.counters), "counters": dict(self.counters),

@@ -182,6 +182,7 @@ class Fmrp:
         seed: int = 0,
         reach_margin: int = 2,
         reach_dwell: float = 0.3,
+        reach_settle: float = 0.0,
     ) -> None:
         masters = tuple(masters)
         ids = [m.id for m in masters]
@@ -235,6 +236,9 @@ class Fmrp:
         self._reach: tuple[int, ...] = ()           # our own view (controller.reach counts)
         self._reach_margin = reach_margin
         self._reach_dwell = reach_dwell
+        # A new master's reachability views still describe the previous mastership (the switches' bits
+        # for it rise with their next reports): no hand-over before they have settled.
+        self._reach_settle = reach_settle
         self._handover_since: float | None = None
         self._handover_to: str | None = None
         self._favour: str | None = None             # a successor named in a StepDown: stand aside for it
@@ -535,7 +539,7 @@ class Fmrp:
         """MASTER: hand over to a backup that is two-way with clearly more switches (controller.reach
         .handover_target), after `reach_dwell` of the same verdict. Only backups that are live, follow us
         and acknowledged our LSD version qualify, so the successor continues our version sequence."""
-        if not self._reach or self._retired:
+        if not self._reach or self._retired or now - self._master_since < self._reach_settle:
             self._handover_since = None
             return
         views: dict[int, tuple[int, ...]] = {}
@@ -753,7 +757,8 @@ class FmrpDriver:
         fabric = self.core.fabric
         self.fmrp = Fmrp(self.core.id, fabric.masters, fabric.timers, self.durable_term, now, seed=self.seed,
                          reach_margin=reach_margin(fabric.guard.reach_margin, len(fabric.switches)),
-                         reach_dwell=fabric.guard.reach_dwell)
+                         reach_dwell=fabric.guard.reach_dwell,
+                         reach_settle=self.core.reach.window)
         return [*self.core.become_inactive(), *self.tick(now)]
 
     def handle(self, sender: str, msg: Any, now: float) -> list[Any]:

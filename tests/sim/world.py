@@ -129,7 +129,7 @@ class Scenario:
                 seed=seed, sticky=False, n_replicas=n, n_clients=2, n_links=4,
                 priorities=tuple(rng.choice((100, 150)) for _ in range(n)),
                 clocks=tuple((rng.uniform(0.0, 1000.0), rng.uniform(0.99, 1.01)) for _ in range(n)),
-                loss=0.0, dup=0.0, delay_jitter=0.001, chaos_start=1.0, chaos_end=4.5, heal_bound=2.0,
+                loss=0.0, dup=0.0, delay_jitter=0.001, chaos_start=2.0, chaos_end=5.5, heal_bound=2.0,
                 n_faults=0, late_joiner=None, gray=gray,
             )
         if failover is not None:  # a loopback-like network (0.2-1.2 ms), skewed clocks, nothing else
