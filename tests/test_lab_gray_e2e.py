@@ -194,9 +194,16 @@ def test_one_switch_cut_from_the_master_gets_the_lsd_through_a_backup(lab: Lab) 
         cut = inject.fail_link(lab, other_leaf, "spine-1")
         took, detail = link_everywhere(lab, link, float(cut["at"]), LINK_TARGET_S + MARGIN_S)
         assert took is not None, f"{link} down did not reach every switch: {detail}"
+        # the cut leaf is served by a backup, and says which replicas it hears two-way (not the cut master)
+        def served_by_backup() -> bool:
+            st = lab.client_states()[cut_leaf]
+            return isinstance(st, dict) and st.get("served_by") not in (None, master) \
+                and master not in st.get("reach", [master])
+        assert wait_until(served_by_backup, MARGIN_S, 0.05), lab.client_states()[cut_leaf]
         state = lab.client_states()[cut_leaf]
-        print(f"{cut_leaf} cut from {master} (its REST: master {state.get('master')}, term {state.get('term')}); link {link} down everywhere "
-              f"in {took * 1000:.0f} ms: {detail}")
+        assert master in lab.client_states()[other_leaf]["reach"]
+        print(f"{cut_leaf} cut from {master}: served by {state['served_by']}, reach {state['reach']}; link {link} "
+              f"down everywhere in {took * 1000:.0f} ms: {detail}")
         roles = [s.get("role") for s in lab.master_states().values() if isinstance(s, dict)]
         assert roles.count("master") == 1, roles
         # one switch is not "clearly fewer" (guard.reach_margin: at least 2 switches): no handover for it
