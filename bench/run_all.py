@@ -33,8 +33,9 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_scale": ([], ["--quick"]),
     "bench_convergence": ([], ["--quick"]),
     "bench_ecmp": ([], ["--quick"]),
+    "bench_cpn": ([], ["--quick"]),
 }
-NEEDS_LAB = {"bench_convergence", "bench_ecmp"}
+NEEDS_LAB = {"bench_convergence", "bench_ecmp", "bench_cpn"}
 
 
 def _load(name: str, directory: Path = RESULTS) -> dict[str, Any] | None:
@@ -120,10 +121,20 @@ def headline_failover(r: dict[str, Any]) -> str:
     return "; ".join(parts) or "see JSON"
 
 
+def headline_cpn(r: dict[str, Any]) -> str:
+    parts = []
+    for fault, v in (r.get("summary") or {}).items():
+        link = v.get("link_everywhere_ms_max")
+        parts.append(f"{fault}: pairs min {v.get('pairs_min')}/{v.get('pairs_total')}, link everywhere "
+                     f"{'never' if v.get('link_never') else f'<= {link} ms'}, {'met' if v.get('met') else 'MISSED'}")
+    return "; ".join(parts) or "see JSON"
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_lsd": headline_lsd, "bench_routes": headline_routes, "bench_fanout": headline_fanout,
     "bench_scale": headline_scale, "bench_convergence": headline_convergence, "bench_failover": headline_failover,
     "bench_ecmp": headline_ecmp,
+    "bench_cpn": headline_cpn,
 }
 
 

@@ -27,19 +27,25 @@ from enum import StrEnum
 
 from controller.actions import (
     Action,
+    GuardEvent,
+    InputLoss,
     PeerAcked,
     Rejected,
     ReportAccepted,
     RoleChanged,
     Send,
+    SwitchSilent,
     TermSeen,
     VersionChanged,
 )
 from controller.distribution import Distributor, Peer
+from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
+from controller.reach import ReachTracker
 from proto.config import Fabric
-from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
+from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
 from proto.messages import (
+    MAX_LSD_BYTES,
     Keepalive,
     LsdDelta,
     LsdFull,
@@ -96,6 +102,11 @@ class MasterCore:
         self.switch_names = frozenset(s.name for s in fabric.switches)
         self.master_ids = frozenset(m.id for m in fabric.masters)
         self.deriver = LinkStateDeriver(fabric)
+        self.guard = Guard(fabric)
+        self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
+        # A live client sends a new report to every replica each report_refresh: fresh for two of them.
+        self.reach = ReachTracker(len(fabric.masters), 2 * fabric.timers.report_refresh + fabric.timers.keepalive)
+        self._served_at: dict[str, float] = {}       # switch -> last LsdRequest answered as a backup
         t = fabric.timers
         self.dist = Distributor(
             master_id,
@@ -131,7 +142,7 @@ class MasterCore:
         """Take mastership of `term` (>= current term), continuing the version sequence of the current LSD.
 
         Drains are inherited from the LSD (DRAINED links stay drained). Links whose switches have not
-        reported under this mastership keep their replicated state for `switch_dead` (grace).
+        reported under this mastership keep their replicated state (silence is not evidence).
 
         Zero data-plane impact: every client still forwards on the LSD it got from the old master, so the
         new master must not publish anything that is not at least as true as that. It announces itself at
@@ -148,7 +159,8 @@ class MasterCore:
         replicated = self.lsd_term is not None
         self.role, self.term, self.leader = Role.MASTER, term, self.id
         self.deriver.drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
-        self.deriver.start_mastership(now, grace=replicated)
+        self.deriver.start_mastership(now)
+        self.guard.reset()
         self.lsd_term = term
         for mid in self.master_ids - {self.id}:
             self.dist.peer(mid, True, now)
@@ -167,7 +179,8 @@ class MasterCore:
         self.role, self.term, self.leader = Role.BACKUP, term, leader
         self.dist.deactivate()
         self.hold_until = None
-        self.deriver.start_mastership(now, grace=False)
+        self.deriver.start_mastership(now)
+        self.guard.reset()
         # Tell the leader where we stand so it streams a snapshot at once.
         return [RoleChanged(self.role.value, term, leader), Send(leader, self._replication_ack())]
 
@@ -178,6 +191,7 @@ class MasterCore:
                 raise ValueError(f"become_inactive: term {term} < current term {self.term}")
             self.term = term
         self.role, self.leader = Role.INACTIVE, None
+        self.guard.reset()
         self.dist.deactivate()
         self.hold_until = None
         return [RoleChanged(self.role.value, self.term, None)]
@@ -225,16 +239,20 @@ class MasterCore:
             self.dist.release(now)
 
     def _apply_timeouts(self, now: float, out: list[Action]) -> None:
-        """Silences and the end of the grace period that are due by `now` — applied before any input at
-        `now`, so a dead switch costs one version (cause "timeout"), not one per report that notices it."""
-        dead = self.deriver.expire(now)
-        if self.deriver.grace_over(now):
-            self._rederive(range(len(self.fabric.links)), now, "grace", out)
-        elif dead:
-            idx: set[int] = set()
-            for sw in dead:
-                idx.update(self._links_of[sw])
-            self._rederive(sorted(idx), now, "timeout", out)
+        """Switches that became silent by `now`: an event each (logs, metrics). No link changes: silence is
+        not evidence (controller.linkstate)."""
+        for sw in sorted(self.deriver.expire(now)):
+            out.append(SwitchSilent(sw))
+
+    def note_input_loss(self, dropped: int, now: float) -> list[Action]:
+        """The runtime dropped `dropped` datagrams (receive queue overflow): while it knows it is losing
+        input, it declares no switch silent (see LinkStateDeriver.note_input_loss)."""
+        self.deriver.note_input_loss(now)
+        return [InputLoss(dropped)]
+
+    def silent_switches(self, now: float) -> list[str]:
+        """Switches heard under this mastership that are silent now (no report for switch_dead)."""
+        return self.deriver.silent(now) if self.role == Role.MASTER else []
 
     def next_deadline(self) -> float | None:
         """When tick() must be called next (None: nothing scheduled)."""
@@ -329,9 +347,16 @@ class MasterCore:
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
         """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
         idx = indices if isinstance(indices, list | tuple | range) else list(indices)
+        if self.guard.held and cause != "guard":
+            # A held link may be corroborated by a report about another link (a dead switch's neighbours).
+            idx = sorted(set(idx) | self.guard.held.keys())
         # A report touches a handful of links: read those states rather than copying all of them.
         states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
         changes = self.deriver.changes(idx, states, now)
+        if cause != "guard" and (changes or self.guard.held):
+            cache: dict[str, bool] = {}
+            out.extend(self.guard.filter(changes, states, self.lsd.states,
+                                         lambda i: self._corroborated(i, now, cache), idx, now))
         if not changes:
             return 0
         before = self.lsd.version
@@ -341,6 +366,61 @@ class MasterCore:
         out.append(VersionChanged(self.lsd.version, len(changes), cause))
         self.dist.on_version(now)
         return len(changes)
+
+    def _corroborated(self, index: int, now: float, cache: dict[str, bool]) -> bool:
+        """A link-down is corroborated (controller.guard) when both ends are live and say not usable, or
+        one says so and the other end's switch is silent and corroborated down (`_switch_down`)."""
+        a, b = self.deriver.evidence(index, now)
+        if a == "down" and b == "down":
+            return True
+        link = self.fabric.links[index]
+        if a == "down" and b == "unknown":
+            return self._switch_down(link.b.switch, now, cache)
+        if b == "down" and a == "unknown":
+            return self._switch_down(link.a.switch, now, cache)
+        return False
+
+    def _switch_down(self, switch: str, now: float, cache: dict[str, bool]) -> bool:
+        """A silent switch is corroborated down when at least two of its neighbours are live and every live
+        neighbour reports its link to it not usable (independent witnesses, none contradicting)."""
+        hit = cache.get(switch)
+        if hit is not None:
+            return hit
+        witnesses = 0
+        verdict = True
+        for j in self._links_of[switch]:
+            link = self.fabric.links[j]
+            ev_a, ev_b = self.deriver.evidence(j, now)
+            ev = ev_b if link.a.switch == switch else ev_a
+            if ev == "up":
+                verdict = False
+                break
+            if ev == "down":
+                witnesses += 1
+        cache[switch] = verdict = verdict and witnesses >= 2
+        return verdict
+
+    # ============================================================================ drastic-change guard
+    def guard_held(self) -> dict[int, float]:
+        """Held link index -> time first held (empty unless MASTER)."""
+        return dict(self.guard.held)
+
+    def guard_confirm(self, now: float) -> list[Action]:
+        """An operator confirms the held change: every held link is published DOWN now (cause "guard")."""
+        if self.role != Role.MASTER:
+            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
+        out: list[Action] = []
+        self._apply_timeouts(now, out)
+        links = self.guard.confirm(now)
+        if not links:
+            return out
+        out.append(GuardEvent("release", links, "confirmed"))
+        before = self.lsd.version
+        self.lsd.apply({i: LinkState.DOWN for i in links})
+        if self.lsd.version != before:
+            out.append(VersionChanged(self.lsd.version, len(links), "guard"))
+            self.dist.on_version(now)
+        return out
 
     def _higher_term(self, sender: str, msg_type: str, term: int, out: list[Action]) -> bool:
         if term > self.term:
@@ -367,18 +447,35 @@ class MasterCore:
             return False
         return True
 
+    def reach_counts(self, now: float) -> tuple[int, ...]:
+        """Per configured master: switches whose fresh report says they hear it two-way (controller.reach)."""
+        return self.reach.counts(now)
+
     def _on_report(self, sender: str, r: PortReport, now: float) -> list[Action]:
         kind = "PortReport"
         out: list[Action] = []
+        if self.role != Role.MASTER and r.switch == sender and sender in self.switch_names:
+            # A backup (or a replica between roles) hears every client's new reports: it notes the switch
+            # (address, reachability) and acknowledges as a backup, so the client knows it hears us.
+            self.dist.peer(sender, False, now)
+            if self._higher_term(sender, kind, r.term, out):
+                return out
+            if r.digest != self.fabric.digest:
+                return [Rejected(sender, kind, "digest_mismatch")]
+            self.reach.note(sender, r.reach, now)
+            return [Send(sender, ReportAck(self.id, self.term, r.report_seq, backup=True))]
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
         if r.digest != self.fabric.digest:
             return [Rejected(sender, kind, "digest_mismatch")]
+        self.reach.note(sender, r.reach, now)
         view = self.deriver.views.get(sender)
         if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
             return [Rejected(sender, kind, "stale_report")]
         self._apply_timeouts(now, out)
+        if view is not None and not self.deriver.alive(sender, now):
+            out.append(SwitchSilent(sender, False))
         peer.last_report = now
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.
@@ -393,6 +490,8 @@ class MasterCore:
     def _on_lsd_request(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
         kind = "LsdRequest"
         out: list[Action] = []
+        if self.role == Role.BACKUP and r.switch == sender and sender in self.switch_names:
+            return self._serve_as_backup(sender, r, now)
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
@@ -400,6 +499,36 @@ class MasterCore:
         if r.term == self.term and 0 <= r.version <= self.lsd.version:
             out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))
         return out
+
+    def _serve_as_backup(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
+        """Issue #16: a switch that cannot hear its master asks every replica; a backup holding the LSD of
+        the current term answers from it (`backup=True`, under the master's term): a Keepalive if the switch
+        is current, the minimal delta, or a snapshot. At most `max_update_rate` answers/s per switch."""
+        kind = "LsdRequest"
+        self.dist.peer(sender, False, now)
+        out: list[Action] = []
+        if self._higher_term(sender, kind, r.term, out):
+            return out
+        if self.lsd_term != self.term:
+            return [Rejected(sender, kind, "not_master")]      # nothing of this term to give yet
+        rate = self.fabric.timers.max_update_rate
+        last = self._served_at.get(sender)
+        if last is not None and rate > 0 and now - last < 1.0 / rate:
+            return [Rejected(sender, kind, "rate_limited")]
+        self._served_at[sender] = now
+        v, term = self.lsd.version, self.term
+        msg: Keepalive | LsdDelta | LsdFull | None = None
+        if r.term == term and r.version >= v:
+            msg = Keepalive(self.id, term, v, backup=True)
+        elif r.term == term and r.version >= 0:
+            changes = self.lsd.changes_since(r.version)
+            if changes is not None:
+                data = encode_changes(changes)
+                if len(data) <= MAX_LSD_BYTES:
+                    msg = LsdDelta(self.id, term, r.version, v, data, backup=True)
+        if msg is None:
+            msg = LsdFull(self.id, term, v, self.fabric.digest, self.lsd.snapshot(), backup=True)
+        return [Send(sender, msg)]
 
     def _on_replication_ack(self, sender: str, a: ReplicationAck, now: float) -> list[Action]:
         kind = "ReplicationAck"

@@ -1,6 +1,7 @@
 """REST API and /metrics of a master replica (aiohttp). See docs/API.md for the endpoints with examples.
 
-Reads need no token. Drains (POST/DELETE /v1/drain) need `Authorization: Bearer <token>` where the token is
+Reads need no token. Drains (POST/DELETE /v1/drain) and confirming what the drastic-change guard holds
+(POST /v1/guard/confirm) need `Authorization: Bearer <token>` where the token is
 the content of `security.admin_token_file` (401 without/with a malformed header, 403 with a wrong token or
 when no token file is configured, 400 on bad input, 409 when this replica is not the master).
 """
@@ -44,7 +45,7 @@ def _state_name(value: int) -> str:
 def _header(s: MasterServer) -> dict[str, Any]:
     c = s.core
     return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
-            "held": c.held, "persist_error": s.persist_error}
+            "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held)}
 
 
 async def lsd_version(request: web.Request) -> web.Response:
@@ -119,6 +120,8 @@ async def clients(request: web.Request) -> web.Response:
             "lag": c.lag, "fulls_sent": c.fulls_sent, "deltas_sent": c.deltas_sent,
         })
     out = _header(s)
+    # Silent = heard under this mastership, no report for switch_dead; its links keep their state.
+    out["silent"] = s.core.silent_switches(now)
     out["clients"] = rows
     return _json(out)
 
@@ -150,6 +153,37 @@ def _check_token(request: web.Request, token: str | None) -> web.Response | None
     if not hmac.compare_digest(presented.strip().encode(), token.encode()):
         return _error(403, "invalid token")
     return None
+
+
+async def guard(request: web.Request) -> web.Response:
+    """The drastic-change guard: policy, what it holds (and since when), and the recent budget use."""
+    s = _srv(request)
+    now = s.now()
+    g = s.core.guard
+    links = s.fabric.links
+    held = []
+    for i, since in sorted(s.core.guard_held().items()):
+        a, b = s.core.deriver.evidence(i, now)
+        held.append({"link": links[i].name, "index": i, "held_for": round(now - since, 3),
+                     "state": _state_name(s.core.lsd.state(i)), "evidence": {"a": a, "b": b}})
+    out = _header(s)
+    out.update(down_share=g.share, window=g.window, link_budget=g.link_budget, switch_budget=g.switch_budget,
+               recent_uncorroborated=len(g.recent(now)), holds=g.holds, held_links=held)
+    return _json(out)
+
+
+async def guard_confirm(request: web.Request) -> web.Response:
+    s = _srv(request)
+    denied = _check_token(request, request.app[TOKEN_KEY])  # type: ignore[arg-type]
+    if denied is not None:
+        return denied
+    try:
+        released = s.guard_confirm()
+    except NotMaster as e:
+        return _error(409, f"not the master: {e}", leader=s.core.leader)
+    out = _header(s)
+    out["released"] = [s.fabric.links[i].name for i in released]
+    return _json(out)
 
 
 async def _drain(request: web.Request, drained: bool) -> web.Response:
@@ -206,6 +240,8 @@ def make_app(server: MasterServer) -> web.Application:
     app.router.add_get("/v1/masters", masters)
     app.router.add_post("/v1/drain", drain)
     app.router.add_delete("/v1/drain", undrain)
+    app.router.add_get("/v1/guard", guard)
+    app.router.add_post("/v1/guard/confirm", guard_confirm)
     app.router.add_get("/metrics", metrics)
     return app
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -24,12 +25,16 @@ from typing import Any
 from controller.actions import (
     GROUP,
     Action,
+    GuardEvent,
+    Handover,
+    InputLoss,
     PeerAcked,
     PersistTerm,
     Rejected,
     ReportAccepted,
     RoleChanged,
     Send,
+    SwitchSilent,
     TermSeen,
     VersionChanged,
 )
@@ -54,6 +59,22 @@ def kv(event: str, **fields: Any) -> str:
             s = '"' + s.replace('"', '\\"') + '"'
         parts.append(f"{k}={s}")
     return " ".join(parts)
+
+
+def udp_drops(sock: socket.socket, table: str = "/proc/net/udp") -> int | None:
+    """The kernel's drop counter of `sock` (receive queue overflow, ...) from /proc/net/udp: the last column
+    of the row whose inode is the socket's. None if unavailable (not Linux, or the row is not found)."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+        with open(table, encoding="ascii") as f:
+            next(f, None)
+            for line in f:
+                cols = line.split()
+                if len(cols) >= 13 and cols[9] == inode:
+                    return int(cols[-1])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -99,6 +120,7 @@ class MasterServer:
         self._driver_factory = driver_factory
         self.driver: RoleDriver | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
+        self._master_ids = [m.id for m in fabric.masters]
         self.master_addrs = {m.id: (str(m.address), m.peer_port) for m in fabric.masters if m.id != master_id}
         dist = fabric.distribution
         self.group_addr = (str(dist.group), dist.port) if dist.mode == "multicast" and dist.group else None
@@ -114,6 +136,8 @@ class MasterServer:
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
         self._started = False                  # driver.start() ran: input may flow to driver and core
+        self._drops_seen: int | None = None     # kernel drop counter of the client socket, last read
+        self._drops_checked = float("-inf")
         self.started_wall = time.time()
         self.persist_error: str | None = None   # the last failed durable save, until one succeeds
         self.persist_failures = 0
@@ -235,9 +259,24 @@ class MasterServer:
         self._timer_at = None
         assert self.driver is not None
         now = self.now()
-        actions = self.driver.tick(now)
+        actions = self._check_input_loss(now)
+        actions += self.driver.tick(now)
         actions += self.core.tick(now)
         self._run(actions, rearm=True)
+
+    def _check_input_loss(self, now: float) -> list[Action]:
+        """Poll the client socket's kernel drop counter (at most every keepalive): dropped input must not
+        make the master believe switches went silent."""
+        if self._client_sock is None or now - self._drops_checked < self.fabric.timers.keepalive:
+            return []
+        self._drops_checked = now
+        drops = udp_drops(self._client_sock)
+        if drops is None:
+            return []
+        before, self._drops_seen = self._drops_seen, drops
+        if before is None or drops <= before:
+            return []
+        return self.core.note_input_loss(drops - before, now)
 
     # ------------------------------------------------------------------------------------ execution
     def _run(self, actions: list[Action], rearm: bool = True) -> None:
@@ -386,6 +425,25 @@ class MasterServer:
             m.client_lag.labels("backup" if ev.peer in self.master_addrs else "client").observe(ev.lag)
         elif isinstance(ev, RoleChanged):
             log.info(kv("role", role=ev.role, term=ev.term, leader=ev.leader))
+        elif isinstance(ev, SwitchSilent):
+            if ev.silent:
+                m.switch_silences.inc()
+            log.warning(kv("switch_silent" if ev.silent else "switch_heard_again", switch=ev.switch,
+                           links="kept"))
+        elif isinstance(ev, GuardEvent):
+            reason = ev.reason if ev.kind != "hold" else "uncorroborated"
+            m.guard_events.labels(ev.kind, reason).inc()
+            names = ",".join(self.fabric.links[i].name for i in ev.links[:16])
+            log.log(logging.WARNING if ev.kind == "hold" else logging.INFO,
+                    kv(f"guard_{ev.kind}", links=len(ev.links), names=names, reason=ev.reason,
+                       action="confirm with POST /v1/guard/confirm" if ev.kind == "hold" else ""))
+        elif isinstance(ev, Handover):
+            m.handovers.inc()
+            log.warning(kv("handover", master=ev.master, successor=ev.successor, term=ev.term,
+                           own_view=ev.own, successor_reach=ev.theirs, master_reach_in_successor_view=ev.ours))
+        elif isinstance(ev, InputLoss):
+            m.input_drops.inc(ev.dropped)
+            log.warning(kv("input_loss", dropped=ev.dropped, effect="no switch declared silent"))
         elif isinstance(ev, TermSeen):
             # Normal on every failover (the new master's first messages reach us before its hello makes
             # us follow it): info, not warning. A split brain shows up as role changes and term churn.
@@ -395,6 +453,12 @@ class MasterServer:
         self.metrics.lsd_version.set(self.core.version)
         self.metrics.term.set(self.core.term)
         self.metrics.is_master.set(1 if self.core.role == Role.MASTER else 0)
+        self.metrics.guard_held.set(len(self.core.guard.held))
+        if self._loop is not None:
+            for mid, n in zip(self._master_ids, self.core.reach_counts(self.now()), strict=False):
+                self.metrics.reach.labels(mid).set(n)
+        if self._loop is not None:
+            self.metrics.switches_silent.set(len(self.core.silent_switches(self.now())))
 
     def _clients_connected(self) -> float:
         if self._loop is None:
@@ -418,6 +482,15 @@ class MasterServer:
         log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx)))
         self._run(actions)
         return idx
+
+
+    def guard_confirm(self) -> list[int]:
+        """The operator confirms the change the guard holds: publish it. Returns the links released.
+        Raises NotMaster."""
+        held = sorted(self.core.guard.held)
+        log.warning(kv("guard_confirm", links=len(held)))
+        self._run(self.core.guard_confirm(self.now()))
+        return held
 
 
 async def serve(server: MasterServer, stop: asyncio.Event) -> None:

@@ -40,6 +40,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,23 @@ LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("oam_interval_ms", 10),
                                                      ("switch_dead_ms", 20000),
                                                      ("hello_interval_ms", 50), ("master_dead_ms", 400))
 CLIENT_RESTART_HOLD_S = 20.0
+
+
+CLIENT_CPN_BASE = IPv4Address("127.1.0.0")
+
+
+def client_cpn_address(fabric: Any, switch: str) -> str:
+    """The loopback address a lab client binds towards the masters: 127.1.0.0 + switch id.
+
+    Every switch has its own CPN address, as on a real control-plane network: a fault can then cut one
+    switch from a master by address (lab/inject.py `fail_cpn --switch`), and the cut survives a client
+    restart (the UDP port is ephemeral, the address is not). All of 127/8 is local on `lo`, so nothing
+    needs to be configured. KeyError for an unknown switch; LabError if the id does not fit in 127.1/16.
+    """
+    sw = fabric.switch(switch)
+    if not 0 <= sw.id < 1 << 16:
+        raise LabError(f"switch {switch}: id {sw.id} does not fit a lab CPN address (127.1.0.0/16)")
+    return str(CLIENT_CPN_BASE + sw.id)
 
 
 def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
@@ -634,8 +652,10 @@ class Lab:
             "client", "--config", self.state.config, "--switch", switch, "--restart-hold", f"{hold:g}",
             "--ovs", self.ports.ovs_target(switch), "--rest-port", str(self.ports.rest[switch]),
             "--ovsdb", self.ovs.db_target)
-        if self.state.external_masters:     # answers from the masters come back over the CPN link
-            argv += ["--bind", str(self.state.cpn["lab_addr"])]
+        # Answers from the masters come back over the CPN link (external masters); otherwise each client has
+        # its own CPN address, so one switch can be cut from a master (`lab fail cpn --switch`).
+        argv += ["--bind", str(self.state.cpn["lab_addr"]) if self.state.external_masters
+                 else client_cpn_address(self.fabric, switch)]
         return self._spawn("client", switch, argv)
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:

@@ -11,6 +11,11 @@ benchmarks' timelines). Kinds (each reversible):
 * ``client``    SIGKILL of a switch's client; healed by restarting it
 * ``miscable``  the far ends of two links swapped (veth pairs re-created with the same interface names,
                 so OVS keeps the same OpenFlow port numbers); healed by re-creating the original pairs
+* ``cpn``       a gray failure of the control-plane network: one master's client traffic dropped one way
+                (``to-switches``: it still hears the switches; ``from-switches``: it still reaches them) or
+                both, for every switch or one switch only (nftables `inet` input drop on the lab
+                namespace's loopback, lab/nft.py; FMRP between the replicas is untouched); healed by
+                deleting the table
 
 ``restart_client`` is not a fault: SIGTERM then start again (the flows stay in OVS meanwhile).
 
@@ -28,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lab import nft
-from lab.fabric import Lab, LabError, _ip_batch
+from lab.fabric import Lab, LabError, _ip_batch, client_cpn_address
 from lab.state import locked
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -222,6 +227,41 @@ def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
 
 
 @_exclusive
+def fail_cpn(lab: Lab, master_id: str | None = None, direction: str = "both",
+             switch: str | None = None) -> dict[str, object]:
+    """Cut a master's control-plane traffic one way (see the module doc): `direction` one of
+    lab.nft.CPN_DIRECTIONS, `master_id` the current master by default, `switch` only that switch's client
+    (default: every client). The replica keeps running and keeps its FMRP sessions."""
+    if direction not in nft.CPN_DIRECTIONS:
+        raise LabError(f"CPN direction {direction!r}: one of {', '.join(nft.CPN_DIRECTIONS)}")
+    if master_id is None:
+        leader = lab.current_master()
+        if leader is None:
+            raise LabError("no single current master to cut off (see `firepath lab status`)")
+        master_id = leader[0]
+    try:
+        master = lab.fabric.master(master_id)
+    except KeyError:
+        raise LabError(f"no master {master_id!r} in this lab") from None
+    client = None
+    if switch is not None:
+        try:
+            client = client_cpn_address(lab.fabric, switch)
+        except KeyError:
+            raise LabError(f"no switch {switch!r} in this lab") from None
+    table = f"fplab_{lab.state.name}_cpn{len(lab.state.faults)}"
+    fault: dict[str, object] = {"kind": "cpn", "id": master_id, "direction": direction, "switch": switch,
+                                "client": client, "table": table}
+    target = (str(master.address), master.client_port)
+    nft.cpn_script(table, target, direction, client)       # a bad argument raises before anything is recorded
+    lab.state.faults.append(fault)
+    _save(lab)
+    fault["at"] = time.monotonic()
+    nft.drop_cpn(table, lab.state.netns, target, direction, client)
+    return fault
+
+
+@_exclusive
 def undo(lab: Lab, fault: dict[str, Any]) -> None:
     kind = fault["kind"]
     st = lab.state
@@ -229,6 +269,8 @@ def undo(lab: Lab, fault: dict[str, Any]) -> None:
         _ip_batch(st.netns, [f"link set {i} up" for i in fault["ifaces"]])
     elif kind == "silent":
         nft.remove(fault["table"], st.netns)
+    elif kind == "cpn":
+        nft.remove(fault["table"], st.netns, family="inet")
     elif kind == "master":
         if not st.processes[f"master:{fault['id']}"].alive():
             lab.start_master(fault["id"])

@@ -87,6 +87,7 @@ MAX_U63 = 2**63 - 1
 MAX_SEQ = 2**64 - 1
 MIN_PORT, MAX_PORT = 1, 65279
 MAX_PRIORITY = 2**32 - 1
+MAX_REPLICAS = 64   # PortReport.reach is a 63-bit map over the configured masters
 
 DECODE_REASONS = (
     "truncated", "bad_magic", "bad_version", "unknown_type", "oversized", "bad_hmac", "unknown_key",
@@ -215,12 +216,16 @@ class PortReport(Message):
     report_seq: int
     term: int
     ports: tuple[PortStatus, ...]
+    #: Bitmap over the configured masters (fabric order): bit i = replica i acknowledged one of our reports
+    #: recently — the switch and that replica hear each other (issue #16; client.reporter).
+    reach: int = 0
 
     def __post_init__(self) -> None:
         _name(self.switch, "switch")
         _digest(self.digest, "digest")
         _int(self.report_seq, "report_seq", 0, MAX_U63)
         _int(self.term, "term", 0, MAX_U63)
+        _int(self.reach, "reach", 0, MAX_U63)
         if type(self.ports) is not tuple:
             raise MessageError(f"ports: expected tuple, got {type(self.ports).__name__}")
         seen: set[int] = set()
@@ -240,11 +245,14 @@ class ReportAck(Message):
     master: str
     term: int
     report_seq: int
+    #: True when a backup replica acknowledges (it heard the report; it is not the master of `term`).
+    backup: bool = False
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
         _int(self.term, "term", 0, MAX_U63)
         _int(self.report_seq, "report_seq", 0, MAX_U63)
+        _bool(self.backup, "backup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +282,8 @@ class LsdFull(Message):
     version: int
     digest: str
     snapshot: bytes
+    #: Sent by a backup of `term` from its replicated LSD to a switch that cannot hear the master (#16).
+    backup: bool = False
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
@@ -281,6 +291,7 @@ class LsdFull(Message):
         _version(self.version, "version")
         _digest(self.digest, "digest")
         _bytes(self.snapshot, "snapshot")
+        _bool(self.backup, "backup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +304,7 @@ class LsdDelta(Message):
     from_version: int
     to_version: int
     changes: bytes  # proto.lsd.encode_changes()
+    backup: bool = False   # see LsdFull.backup
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
@@ -302,6 +314,7 @@ class LsdDelta(Message):
         if self.to_version <= self.from_version:
             raise MessageError(f"to_version {self.to_version} must exceed from_version {self.from_version}")
         _bytes(self.changes, "changes")
+        _bool(self.backup, "backup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,11 +325,13 @@ class Keepalive(Message):
     master: str
     term: int
     version: int
+    backup: bool = False   # see LsdFull.backup
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
         _int(self.term, "term", 0, MAX_U63)
         _version(self.version, "version")
+        _bool(self.backup, "backup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,6 +347,9 @@ class Hello(Message):
     version: int  # -1 = no valid LSD
     priority: int
     leader: str | None = None
+    #: Issue #16: per configured master (fabric order), how many switches the sender saw two-way with that
+    #: replica (fresh reports whose `reach` bit is set; controller.reach). Empty: no view.
+    reach: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
@@ -342,6 +360,10 @@ class Hello(Message):
         _int(self.priority, "priority", 0, MAX_PRIORITY)
         if self.leader is not None:
             _name(self.leader, "leader")
+        if type(self.reach) is not tuple or len(self.reach) > MAX_REPLICAS:
+            raise MessageError(f"reach: expected a tuple of at most {MAX_REPLICAS} counts")
+        for i, n in enumerate(self.reach):
+            _int(n, f"reach[{i}]", 0, MAX_U63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,10 +422,14 @@ class StepDown(Message):
     FROM_MASTER: ClassVar[bool] = True
     master: str
     term: int
+    #: Issue #16: a hand-over to a replica that reaches more switches: the replicas favour it in the election.
+    successor: str | None = None
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
         _int(self.term, "term", 0, MAX_U63)
+        if self.successor is not None:
+            _name(self.successor, "successor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,6 +508,8 @@ def _from_wire(cls: type[Message], obj: Any) -> Message:
                     raise MessageError(f"ports[{j}]: expected array of 7 fields")
                 ports.append(PortStatus(*p[:6], miscabled_by=_ep_in(p[6], f"ports[{j}].miscabled_by")))
             values[i] = tuple(ports)
+        elif name == "reach" and type(values[i]) is list:
+            values[i] = tuple(values[i])
         elif name in ("expected", "discovered"):
             values[i] = _ep_in(values[i], name)
             if values[i] is None and name == "expected":
