@@ -809,10 +809,11 @@ class FmrpDriver:
         return None if self.fmrp is None else self.fmrp.next_deadline()
 
     def persist_failed(self, term: int, now: float) -> list[Any]:
-        return self._translate(self._synced().persist_failed(term, now), now)
+        return self._translate(self._synced(now).persist_failed(term, now), now)
 
     def persisted(self, term: int) -> None:
-        self._synced().persisted(term)
+        if self.fmrp is not None:
+            self.fmrp.persisted(term)
 
     def stop(self, now: float) -> list[Any]:
         return self._translate(self._synced(now).step_down(now), now)

@@ -259,10 +259,16 @@ class MasterServer:
         self._timer_at = None
         assert self.driver is not None
         now = self.now()
-        actions = self._check_input_loss(now)
-        actions += self.driver.tick(now)
-        actions += self.core.tick(now)
-        self._run(actions, rearm=True)
+        try:
+            actions = self._check_input_loss(now)
+            actions += self.driver.tick(now)
+            actions += self.core.tick(now)
+            self._run(actions, rearm=True)
+        finally:
+            # A bug in one turn must not silence the replica for good (no hellos, no election): the timer
+            # is always re-armed; asyncio logs the exception.
+            if self._timer is None:
+                self._rearm()
 
     def _check_input_loss(self, now: float) -> list[Action]:
         """Poll the client socket's kernel drop counter (at most every keepalive): dropped input must not
