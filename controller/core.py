@@ -103,6 +103,7 @@ class MasterCore:
         self.master_ids = frozenset(m.id for m in fabric.masters)
         self.deriver = LinkStateDeriver(fabric)
         self.guard = Guard(fabric)
+        self._held_recheck_at = float("-inf")
         self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
         # A live client sends a new report to every replica each report_refresh: fresh for two of them.
         self.reach = ReachTracker(len(fabric.masters), 2 * fabric.timers.report_refresh + fabric.timers.keepalive)
@@ -347,8 +348,10 @@ class MasterCore:
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
         """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
         idx = indices if isinstance(indices, list | tuple | range) else list(indices)
-        if self.guard.held and cause != "guard":
-            # A held link may be corroborated by a report about another link (a dead switch's neighbours).
+        if self.guard.held and cause != "guard" and now >= self._held_recheck_at:
+            # A held link may be corroborated by a report about another link (a dead switch's neighbours):
+            # re-check them all, at most once per keepalive (a mass hold must not cost O(held) per report).
+            self._held_recheck_at = now + self.fabric.timers.keepalive
             idx = sorted(set(idx) | self.guard.held.keys())
         # A report touches a handful of links: read those states rather than copying all of them.
         states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
