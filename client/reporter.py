@@ -43,6 +43,8 @@ from proto.messages import PortReport, PortStatus, ReportAck
 
 __all__ = ["Reporter", "SendToMaster"]
 
+MAX_REACH_BITS = 63     # PortReport.reach is a u63: replicas beyond the 63rd are not tracked
+
 
 @dataclass(frozen=True, slots=True)
 class SendToMaster:
@@ -185,7 +187,7 @@ class Reporter:
             sent.popleft()                     # keep only the newest report older than the timeout
         due = sent[0][0] if sent and sent[0][1] + timeout <= now else None
         bits = 0
-        for i, m in enumerate(self.masters):
+        for i, m in enumerate(self.masters[:MAX_REACH_BITS]):
             acked = self._acked_by.get(m)
             if acked is not None and (due is None or acked >= due):
                 bits |= 1 << i

@@ -51,6 +51,7 @@ from proto.messages import (
     LsdFull,
     LsdRequest,
     PortReport,
+    RelayedReport,
     ReplicationAck,
     ReportAck,
 )
@@ -103,6 +104,7 @@ class MasterCore:
         self.master_ids = frozenset(m.id for m in fabric.masters)
         self.deriver = LinkStateDeriver(fabric)
         self.guard = Guard(fabric)
+        self._held_recheck_at = float("-inf")
         self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
         # A live client sends a new report to every replica each report_refresh: fresh for two of them.
         self.reach = ReachTracker(len(fabric.masters), 2 * fabric.timers.report_refresh + fabric.timers.keepalive)
@@ -206,6 +208,8 @@ class MasterCore:
                 return self._on_lsd_request(sender, msg, now)
             case ReplicationAck():
                 return self._on_replication_ack(sender, msg, now)
+            case RelayedReport():
+                return self._on_relayed(sender, msg, now)
             case LsdFull() | LsdDelta() | Keepalive():
                 return self._on_from_master(sender, msg, now)
         return [Rejected(sender, type(msg).__name__, "unexpected_message")]
@@ -347,8 +351,10 @@ class MasterCore:
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
         """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
         idx = indices if isinstance(indices, list | tuple | range) else list(indices)
-        if self.guard.held and cause != "guard":
-            # A held link may be corroborated by a report about another link (a dead switch's neighbours).
+        if self.guard.held and cause != "guard" and now >= self._held_recheck_at:
+            # A held link may be corroborated by a report about another link (a dead switch's neighbours):
+            # re-check them all, at most once per keepalive (a mass hold must not cost O(held) per report).
+            self._held_recheck_at = now + self.fabric.timers.keepalive
             idx = sorted(set(idx) | self.guard.held.keys())
         # A report touches a handful of links: read those states rather than copying all of them.
         states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
@@ -451,7 +457,27 @@ class MasterCore:
         """Per configured master: switches whose fresh report says they hear it two-way (controller.reach)."""
         return self.reach.counts(now)
 
-    def _on_report(self, sender: str, r: PortReport, now: float) -> list[Action]:
+    def _on_relayed(self, sender: str, m: RelayedReport, now: float) -> list[Action]:
+        """A backup relays a switch's report (see RelayedReport): applied like the switch's own, not acked."""
+        kind = "RelayedReport"
+        if m.backup not in self.master_ids or m.backup == self.id:
+            return [Rejected(sender, kind, "unknown_master")]
+        if m.backup != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        out: list[Action] = []
+        if self._higher_term(sender, kind, m.term, out):
+            return out
+        if self.role != Role.MASTER or m.term != self.term:
+            return [Rejected(sender, kind, "not_master" if self.role != Role.MASTER else "stale_term")]
+        r = m.report()
+        if r.switch not in self.switch_names:
+            return [Rejected(sender, kind, "unknown_switch")]
+        view = self.deriver.views.get(r.switch)
+        if view is not None and r.report_seq <= view.report_seq:
+            return []                  # already have it (from the switch or another backup)
+        return self._on_report(r.switch, r, now, relayed=True)
+
+    def _on_report(self, sender: str, r: PortReport, now: float, relayed: bool = False) -> list[Action]:
         kind = "PortReport"
         out: list[Action] = []
         if self.role != Role.MASTER and r.switch == sender and sender in self.switch_names:
@@ -463,13 +489,22 @@ class MasterCore:
             if r.digest != self.fabric.digest:
                 return [Rejected(sender, kind, "digest_mismatch")]
             self.reach.note(sender, r.reach, now)
-            return [Send(sender, ReportAck(self.id, self.term, r.report_seq, backup=True))]
+            out = [Send(sender, ReportAck(self.id, self.term, r.report_seq, backup=True))]
+            leader = self.leader
+            bit = self.master_index.get(leader, -1) if leader is not None else -1
+            if (self.role == Role.BACKUP and bit >= 0 and r.reach and not r.reach >> bit & 1
+                    and r.term <= self.term):
+                # The switch hears some replica two-way but not the master: the master may not hear it
+                # (reach 0 is a switch that has heard nobody yet, e.g. at bring-up: nothing to conclude).
+                out.append(Send(leader, RelayedReport.of(self.id, self.term, r)))
+            return out
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
         if r.digest != self.fabric.digest:
             return [Rejected(sender, kind, "digest_mismatch")]
-        self.reach.note(sender, r.reach, now)
+        if not relayed:
+            self.reach.note(sender, r.reach, now)
         view = self.deriver.views.get(sender)
         if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
             return [Rejected(sender, kind, "stale_report")]
@@ -484,7 +519,8 @@ class MasterCore:
         n_changes = self._rederive(self._links_of[sender], now, "report", out)
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
-        out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
+        if not relayed:
+            out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
         return out
 
     def _on_lsd_request(self, sender: str, r: LsdRequest, now: float) -> list[Action]:

@@ -161,6 +161,8 @@ class MasterServer:
         self._peer_tx, _ = await self._loop.create_datagram_endpoint(lambda: _Udp(self._on_datagram), sock=peer_sock)
         self.fanout.warm([s.name for s in self.fabric.switches])
         self.metrics.bind_clients_connected(self._clients_connected)
+        # O(switches): computed when scraped, not after every datagram
+        self.metrics.switches_silent.set_function(lambda: float(len(self.core.silent_switches(self.now()))))
         # The fabric, the core's tables and the derived keys live as long as the process: move them out of
         # the cyclic GC's reach, or every full collection rescans millions of objects (at 10,000 switches a
         # collection in the middle of a fan-out costs more than the fan-out itself).
@@ -463,8 +465,6 @@ class MasterServer:
         if self._loop is not None:
             for mid, n in zip(self._master_ids, self.core.reach_counts(self.now()), strict=False):
                 self.metrics.reach.labels(mid).set(n)
-        if self._loop is not None:
-            self.metrics.switches_silent.set(len(self.core.silent_switches(self.now())))
 
     def _clients_connected(self) -> float:
         if self._loop is None:

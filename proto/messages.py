@@ -62,6 +62,7 @@ __all__ = [
     "NdFrame",
     "PortReport",
     "PortStatus",
+    "RelayedReport",
     "ReplicationAck",
     "ReportAck",
     "StepDown",
@@ -433,6 +434,38 @@ class StepDown(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class RelayedReport(Message):
+    """Backup -> master (issue #16): a switch's PortReport this backup heard, relayed because the report's
+    `reach` says the switch and the master do not hear each other. Fields after `term` are the report's
+    (`report_term` is its `term`). The master applies it like the switch's own report but does not
+    acknowledge it (the switch's reach bit must keep telling the truth)."""
+
+    TYPE: ClassVar[int] = 13
+    SENDER_FIELD: ClassVar[str] = "backup"
+    FROM_MASTER: ClassVar[bool] = True
+    backup: str
+    term: int
+    switch: str
+    digest: str
+    report_seq: int
+    report_term: int
+    ports: tuple[PortStatus, ...]
+    reach: int = 0
+
+    def __post_init__(self) -> None:
+        _name(self.backup, "backup")
+        _int(self.term, "term", 0, MAX_U63)
+        self.report()              # validates the report's fields
+
+    def report(self) -> PortReport:
+        return PortReport(self.switch, self.digest, self.report_seq, self.report_term, self.ports, self.reach)
+
+    @staticmethod
+    def of(backup: str, term: int, r: PortReport) -> RelayedReport:
+        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach)
+
+
+@dataclass(frozen=True, slots=True)
 class NdFrame(Message):
     """Neighbor discovery payload, carried in an Ethernet frame (see encode_nd_ethernet)."""
 
@@ -458,7 +491,7 @@ class NdFrame(Message):
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (PortReport, ReportAck, LsdRequest, LsdFull, LsdDelta, Keepalive, Hello, VoteRequest, Vote,
-                ReplicationAck, StepDown, NdFrame)
+                ReplicationAck, StepDown, NdFrame, RelayedReport)
 }
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES.values()}
 

@@ -14,7 +14,17 @@ from controller.fmrp import BecomeMaster, FmrpState
 from controller.reach import ReachTracker, handover_target, reach_margin
 from proto.clos import clos_fabric
 from proto.lsd import LinkState
-from proto.messages import Keepalive, LsdDelta, LsdFull, LsdRequest, PortStatus, ReportAck, StepDown
+from proto.messages import (
+    Keepalive,
+    LsdDelta,
+    LsdFull,
+    LsdRequest,
+    PortReport,
+    PortStatus,
+    RelayedReport,
+    ReportAck,
+    StepDown,
+)
 from tests.test_fmrp import Cluster, settled
 from tests.test_master_core import all_up, master, report
 
@@ -186,3 +196,27 @@ def test_backup_serves_a_switch_that_cannot_hear_its_master():
     # m1 is heard again: the replica is back on its master and stops polling m2
     replica.on_keepalive(Keepalive("m1", 1, m1.version), poll_at + 0.01)
     assert replica.server is None and not replica.served(poll_at + 0.01)
+
+
+def test_backup_relays_the_report_of_a_switch_that_does_not_hear_the_master():
+    """leaf-1 hears m2 and m3 two-way but not m1: m2 relays its report to m1, which applies it (a real
+    failure seen only by leaf-1's report) without acknowledging it; duplicates are ignored."""
+    m1 = master(FABRIC)
+    m2 = MasterCore(FABRIC, "m2")
+    m2.become_backup(1, "m1", 0.0)
+    all_up(m1, FABRIC, 0.0)
+    port = FABRIC.fabric_ports("leaf-1")[0]
+    r = report(FABRIC, "leaf-1", usable=set(FABRIC.fabric_ports("leaf-1")) - {port}, seq=5)
+    r = PortReport(r.switch, r.digest, r.report_seq, r.term, r.ports, reach=0b110)
+    acts = m2.handle("leaf-1", r, 0.1)
+    relays = [a for a in acts if isinstance(a, Send) and isinstance(a.msg, RelayedReport)]
+    assert [a.dest for a in relays] == ["m1"] and relays[0].msg.report() == r
+    out = m1.handle("m2", relays[0].msg, 0.11)
+    assert m1.lsd.state(FABRIC.link_at("leaf-1", port).index) == LinkState.DOWN
+    assert not [a for a in out if isinstance(a, Send) and isinstance(a.msg, ReportAck)]     # never acked
+    assert m1.handle("m3", relays[0].msg, 0.12) != []       # m3 is not the relayer: rejected (sender mismatch)
+    assert m1.handle("m2", relays[0].msg, 0.12) == []       # a duplicate: nothing
+    # a switch that hears the master (its bit set) or nobody yet (reach 0) is not relayed
+    for reach in (0b111, 0):
+        r2 = PortReport(r.switch, r.digest, r.report_seq + 1, r.term, r.ports, reach=reach)
+        assert not [a for a in m2.handle("leaf-1", r2, 0.2) if isinstance(a, Send) and isinstance(a.msg, RelayedReport)]
