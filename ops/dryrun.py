@@ -1,0 +1,188 @@
+"""What a drain would cost, before anything changes (pure): per ToR pair, ECMP width, paths, capacity.
+
+Input: the fabric, the LSD's link states (one byte per link; only UP links carry traffic) and the links
+the drain would take out. Every switch's route table is computed with the switches' own code
+(`client.routes.RouteComputer`) for the LSD as it is and as it would be, and for each ordered pair of
+ToRs (source ToR, destination ToR's first prefix, or its loopback) we report:
+
+- `width`: the ECMP width at the source ToR (next-hop ports for the destination's prefix);
+- `paths`: how many distinct shortest paths the switches' next hops make together;
+- `capacity`: the most traffic the pair can send, in units of one link, when every switch splits it
+  equally over its next hops (as the select groups' equal-weight buckets do): 1 / the largest share of
+  the pair's traffic that any one link carries. All links count as equal (the config has no speeds);
+- `lost`: 1 - capacity after / capacity before; a pair that loses its last path is `disconnected`.
+
+A pair's capacity is its own, alone in the fabric: a spine drain in a Clos whose ToR uplinks are the
+bottleneck halves the paths but costs a single pair nothing; the fabric-wide figure is `links_lost`
+(the share of UP links the drain takes out).
+
+Cost: two route computations per switch (`len(fabric.switches)` * ~1 ms for a few hundred switches;
+the Jupiter preset would take minutes), then one pass over the next-hop DAG per pair.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from ipaddress import IPv4Network
+from typing import Any
+
+from client.routes import RouteComputer
+from proto.config import Fabric
+
+_UP = 1            # proto.lsd.LinkState.UP
+_DRAINED = 2
+
+
+@dataclass(frozen=True, slots=True)
+class PairImpact:
+    src: str
+    dst: str
+    width_before: int
+    width_after: int
+    paths_before: int
+    paths_after: int
+    capacity_before: float        # in links
+    capacity_after: float
+
+    @property
+    def lost(self) -> float:
+        """Share of the pair's capacity the drain takes (0..1)."""
+        if self.capacity_before <= 0:
+            return 0.0
+        return max(0.0, 1.0 - self.capacity_after / self.capacity_before)
+
+    @property
+    def disconnected(self) -> bool:
+        return self.paths_before > 0 and self.paths_after == 0
+
+    @property
+    def changed(self) -> bool:
+        return (self.width_before, self.paths_before, self.capacity_before) != (
+            self.width_after, self.paths_after, self.capacity_after)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "lost": round(self.lost, 6), "disconnected": self.disconnected}
+
+
+@dataclass(frozen=True, slots=True)
+class Impact:
+    drained: tuple[int, ...]          # link indices the drain takes out
+    newly_out: tuple[int, ...]        # of those, the ones that are UP now
+    up_links: int                     # UP links before
+    pairs: tuple[PairImpact, ...]
+
+    @property
+    def disconnected(self) -> list[PairImpact]:
+        return [p for p in self.pairs if p.disconnected]
+
+    @property
+    def links_lost(self) -> float:
+        return len(self.newly_out) / self.up_links if self.up_links else 0.0
+
+    @property
+    def worst(self) -> PairImpact | None:
+        return max(self.pairs, key=lambda p: p.lost, default=None)
+
+
+def tor_destinations(fabric: Fabric) -> dict[str, IPv4Network]:
+    """ToR name -> the prefix that stands for it (its first prefix, else its loopback)."""
+    out = {}
+    for sw in fabric.switches:
+        if str(sw.role) != "tor":
+            continue
+        p = sw.prefixes[0] if sw.prefixes else sw.loopback
+        if p is not None:
+            out[sw.name] = p
+    return out
+
+
+def _tables(fabric: Fabric, states: bytes) -> dict[str, Mapping[IPv4Network, frozenset[int]]]:
+    return {sw.name: RouteComputer(fabric, sw.name).compute(states) for sw in fabric.switches}
+
+
+def pair_figures(fabric: Fabric, tables: Mapping[str, Mapping[IPv4Network, frozenset[int]]], src: str,
+                 prefix: IPv4Network) -> tuple[int, int, float]:
+    """(width, paths, capacity) from `src` to `prefix` following every switch's next hops."""
+    first = tables[src].get(prefix)
+    if not first:
+        return 0, 0, 0.0
+    # The next hops form a DAG (shortest paths); order it (Kahn), then push shares and count paths.
+    succ: dict[str, list[tuple[int, str]]] = {}
+    stack, seen = [src], {src}
+    while stack:
+        u = stack.pop()
+        hops = []
+        for port in sorted(tables[u].get(prefix, ())):
+            link = fabric.link_at(u, port)
+            peer = fabric.peer_of(u, port)
+            if link is None or peer is None:
+                continue
+            hops.append((link.index, peer.switch))
+            if peer.switch not in seen:
+                seen.add(peer.switch)
+                stack.append(peer.switch)
+        succ[u] = hops
+    indeg = dict.fromkeys(seen, 0)
+    for hops in succ.values():
+        for _li, v in hops:
+            indeg[v] += 1
+    order, queue = [], [u for u in seen if indeg[u] == 0]
+    while queue:
+        u = queue.pop()
+        order.append(u)
+        for _li, v in succ[u]:
+            indeg[v] -= 1
+            if indeg[v] == 0:
+                queue.append(v)
+    if len(order) != len(seen):
+        raise ValueError(f"next hops towards {prefix} from {src} form a loop")
+    share = dict.fromkeys(seen, 0.0)
+    count = dict.fromkeys(seen, 0)
+    share[src], count[src] = 1.0, 1
+    load: dict[int, float] = {}
+    paths = 0
+    for u in order:
+        hops = succ[u]
+        if not hops:                      # the destination (or a switch without a route: traffic lost)
+            if u != src and prefix in _own(fabric, u):
+                paths += count[u]
+            continue
+        part = share[u] / len(hops)
+        for li, v in hops:
+            load[li] = load.get(li, 0.0) + part
+            share[v] += part
+            count[v] += count[u]
+    delivered = any(prefix in _own(fabric, u) for u in seen)
+    if not delivered or not load:
+        return len(first), 0, 0.0
+    return len(first), paths, 1.0 / max(load.values())
+
+
+def _own(fabric: Fabric, switch: str) -> set[IPv4Network]:
+    sw = fabric.switch(switch)
+    return set(sw.prefixes) | ({sw.loopback} if sw.loopback is not None else set())
+
+
+def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
+                 pairs: Iterable[tuple[str, str]] | None = None) -> Impact:
+    """The impact of draining the links `drain` on top of the LSD `states` (see module docstring).
+    `pairs`: the (source ToR, destination ToR) pairs to report; default every ordered pair."""
+    drain = tuple(sorted(set(drain)))
+    if len(states) != len(fabric.links):
+        raise ValueError(f"{len(states)} link states for a fabric of {len(fabric.links)} links")
+    after = bytearray(states)
+    for i in drain:
+        after[i] = _DRAINED
+    before_t = _tables(fabric, bytes(states))
+    after_t = _tables(fabric, bytes(after))
+    dests = tor_destinations(fabric)
+    if pairs is None:
+        pairs = [(a, b) for a in dests for b in dests if a != b]
+    out = []
+    for a, b in pairs:
+        wb, pb, cb = pair_figures(fabric, before_t, a, dests[b])
+        wa, pa, ca = pair_figures(fabric, after_t, a, dests[b])
+        out.append(PairImpact(a, b, wb, wa, pb, pa, cb, ca))
+    newly = tuple(i for i in drain if states[i] == _UP)
+    return Impact(drain, newly, sum(1 for s in states if s == _UP), tuple(out))
