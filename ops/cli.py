@@ -126,11 +126,11 @@ def _setup(args: argparse.Namespace) -> Any:
 
     config, netns = args.config, args.netns
     if args.lab:
-        from lab.state import check_lab_name, default_dir, lab_netns
+        from lab.state import LabStateError, check_lab_name, default_dir, lab_netns
 
         try:
             check_lab_name(args.lab)
-        except ValueError as e:
+        except LabStateError as e:
             raise OpsError(USAGE, str(e)) from None
         config = default_dir(args.lab) / "fabric.yaml"
         netns = netns or lab_netns(args.lab)

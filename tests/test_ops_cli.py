@@ -1,0 +1,134 @@
+"""The operator commands without a lab: parsing, target checks, token lookup, errors and exit codes, rendering.
+(Against a real lab: tests/test_ops_lab.py.)"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops import api
+from ops.cli import render_impact, render_routes, resolve
+from ops.dryrun import drain_impact
+from proto.cli import build_parser, main
+from proto.clos import ClosParams, clos_fabric, generate_clos_yaml
+from proto.lsd import LinkState
+from tests.harness.loopcluster import free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fabric():
+    return clos_fabric(pods=2, spines=2, aggs_per_pod=2, tors_per_pod=2, masters=3)
+
+
+def cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proto.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def dead_config(tmp_path: Path, token: str | None = "secret") -> Path:
+    """A config whose masters listen nowhere (free loopback ports), with an admin token file."""
+    text = generate_clos_yaml(ClosParams(pods=2, spines=2, masters=3, rest_base_port=9900,
+                                         admin_token_file="admin.token" if token else None))
+    ports = iter(free_ports(3))          # masters' REST ports that nothing listens on
+    text = re.sub(r"rest_port: 680\d", lambda _m: f"rest_port: {next(ports)}", text)
+    if token:
+        (tmp_path / "admin.token").write_text(token + "\n")
+    (tmp_path / "fabric.key").write_text("00" * 32 + "\n")
+    (tmp_path / "f.yaml").write_text(text)
+    return tmp_path / "f.yaml"
+
+
+def test_every_command_parses_and_version(capsys) -> None:
+    parser = build_parser("drain")
+    assert parser is not None
+    for argv in (["drain", "--config", "f", "--switch", "s", "--dry-run"], ["undrain", "--lab", "x", "--link", "a:1-b:2"],
+                 ["drains", "--config", "f", "--json"], ["routes", "--config", "f", "tor-1-1", "10.0.0.0/24"],
+                 ["lsd", "--config", "f", "--since", "3"], ["clients", "--config", "f"], ["masters", "--lab", "x"]):
+        args = build_parser(argv[0]).parse_args(argv)
+        assert callable(args.func), argv
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("firepath ") and "wire protocol 1" in out
+    assert main(["drain", "--config", "f"]) == 2                # neither --link nor --switch: usage
+
+
+def test_resolve_names_what_is_wrong(fabric) -> None:
+    assert resolve(fabric, None, "spine-1") == ("switch", "spine-1", fabric.links_of("spine-1"))
+    link = fabric.links[0]
+    rev = f"{link.b.switch}:{link.b.port}-{link.a.switch}:{link.a.port}"
+    assert resolve(fabric, rev, None) == ("link", link.name, (0,))
+    for bad, words in (("nosuch:1-tor-1-1:1", "unknown switch 'nosuch'"), ("tor-1-1:1", "expected SWITCH:PORT"),
+                       (f"{link.a.switch}:{link.a.port}-spine-2:9", "no link between")):
+        with pytest.raises(api.OpsError, match=words) as e:
+            resolve(fabric, bad, None)
+        assert e.value.code == api.UNKNOWN
+    with pytest.raises(api.OpsError) as e:
+        resolve(fabric, None, "spine-9")
+    assert e.value.code == api.UNKNOWN and "spine-9" in str(e.value)
+
+
+def test_token_lookup_order(fabric, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(api.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(api.TOKEN_FILE_ENV, raising=False)
+    with pytest.raises(api.OpsError) as e:
+        api.read_token(fabric, None)                         # the fabric names no token file
+    assert e.value.code == api.DENIED and "--token-file" in str(e.value)
+    f = tmp_path / "t"
+    f.write_text(" abc \n")
+    assert api.read_token(fabric, str(f)) == "abc"
+    monkeypatch.setenv(api.TOKEN_FILE_ENV, str(f))
+    assert api.read_token(fabric, None) == "abc"
+    monkeypatch.setenv(api.TOKEN_ENV, "from-env")
+    assert api.read_token(fabric, None) == "from-env"
+    assert api.read_token(fabric, str(f)) == "abc"           # an explicit file wins
+    with pytest.raises(api.OpsError) as e:
+        api.read_token(fabric, str(tmp_path / "missing"))
+    assert e.value.code == api.USAGE and "missing" in str(e.value)
+
+
+def test_errors_are_one_line_with_their_exit_code(tmp_path: Path) -> None:
+    cfg = str(dead_config(tmp_path))
+    cases = [
+        (["drains", "--config", cfg, "--timeout", "0.5"], api.UNREACHABLE, "no master serving"),
+        (["drain", "--config", cfg, "--switch", "spine-1"], api.UNREACHABLE, "Connection refused"),
+        (["drain", "--config", cfg, "--switch", "spine-9"], api.UNKNOWN, "unknown switch 'spine-9'"),
+        (["undrain", "--config", cfg, "--link", "tor-1-1:1-spine-1:1"], api.UNKNOWN, "no link between"),
+        (["routes", "--config", cfg, "nosuch"], api.UNKNOWN, "unknown switch"),
+        (["routes", "--config", cfg, "tor-1-1", "10.0.0.300"], api.USAGE, "not an IPv4 address"),
+        (["routes", "--config", cfg, "tor-1-1"], api.UNREACHABLE, "switch client REST"),
+        (["masters", "--config", cfg], api.UNREACHABLE, "no master serving"),
+        (["lsd", "--config", str(tmp_path / "nope.yaml")], api.USAGE, "nope.yaml"),
+        (["lsd", "--lab", "UPPER"], api.USAGE, "lab name"),
+    ]
+    for argv, code, words in cases:
+        r = cli(*argv)
+        assert r.returncode == code, (argv, r.returncode, r.stderr)
+        assert words in r.stderr and r.stderr.count("\n") == 1, (argv, r.stderr)
+    (tmp_path / "no-token").mkdir()
+    cfg2 = str(dead_config(tmp_path / "no-token", token=None))
+    r = cli("undrain", "--config", cfg2, "--switch", "spine-1", env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == api.DENIED and "no admin token" in r.stderr
+
+
+def test_render_impact_and_routes(fabric) -> None:
+    states = bytes([LinkState.UP]) * len(fabric.links)
+    text = render_impact(drain_impact(fabric, states, fabric.links_of("spine-1")), {"version": 7}, "m2")
+    assert "from LSD version 7 of master m2: 4 of 16 UP links out (25%)" in text
+    assert "tor-1-1    tor-2-1    2 -> 2" in text and "8 -> 4" in text and "DISCONNECTED" not in text
+    text = render_impact(drain_impact(fabric, states, fabric.links_of("tor-1-1")), {"version": 7}, "m2")
+    assert text.count("DISCONNECTED") == 6
+    view = {"switch": "tor-1-1", "lsd_version": 3, "programmed_version": 3, "ovs_read": True, "excluded_ports": [],
+            "routes": [{"prefix": "10.0.1.0/24", "status": "differs", "detail": "not in OVS: port(s) [2]",
+                        "computed": {"group": 5, "next_hops": [{"port": 1, "neighbour": "agg-1-1"},
+                                                               {"port": 2, "neighbour": "agg-1-2"}]},
+                        "installed": {"group": 5, "type": "select",
+                                      "buckets": [{"port": 1, "neighbour": "agg-1-1", "weight": 1}]}}]}
+    text = render_routes(view)
+    assert "1 difference(s) marked !" in text and "!10.0.1.0/24" in text
+    assert "agg-1-1 (port 1), agg-1-2 (port 2)" in text and "agg-1-1 (port 1) w=1" in text
