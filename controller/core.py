@@ -304,7 +304,8 @@ class MasterCore:
         self._check_master()
         name, indices = self.resolve(kind, target)
         try:
-            self.drains.drain(DrainNote(kind, name, who, at, reason))
+            # milliseconds: what the replicated note carries, so every replica shows the same time
+            self.drains.drain(DrainNote(kind, name, who, round(at, 3), reason))
         except (NoteError, DrainBookFull) as e:
             raise DrainRefused(str(e)) from None
         return self._drains_changed(indices, now), indices
