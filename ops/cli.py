@@ -292,7 +292,8 @@ def render_impact(impact: Any, lsd: dict[str, Any], mid: str, all_pairs: bool = 
              "DISCONNECTED" if p.disconnected else ""]
             for p in impact.pairs if all_pairs or p.changed]
     if rows:
-        lines.append(_table(rows, ["src ToR", "dst ToR", "ECMP width", "paths", "capacity (links)", "lost", ""]))
+        lines.append(_table(rows, ["src ToR", "dst ToR", "ECMP width", "paths", "capacity (links)", "lost",
+                                   "note"]))
     else:
         lines.append("no ToR pair changes (ECMP width, paths and capacity all stay)")
     return "\n".join(lines)

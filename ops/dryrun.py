@@ -101,67 +101,61 @@ def _tables(fabric: Fabric, states: bytes) -> dict[str, Mapping[IPv4Network, fro
     return {sw.name: RouteComputer(fabric, sw.name).compute(states) for sw in fabric.switches}
 
 
-def pair_figures(fabric: Fabric, tables: Mapping[str, Mapping[IPv4Network, frozenset[int]]], src: str,
-                 prefix: IPv4Network) -> tuple[int, int, float]:
-    """(width, paths, capacity) from `src` to `prefix` following every switch's next hops."""
-    first = tables[src].get(prefix)
-    if not first:
-        return 0, 0, 0.0
-    # The next hops form a DAG (shortest paths); order it (Kahn), then push shares and count paths.
-    succ: dict[str, list[tuple[int, str]]] = {}
-    stack, seen = [src], {src}
-    while stack:
-        u = stack.pop()
-        hops = []
-        for port in sorted(tables[u].get(prefix, ())):
-            link = fabric.link_at(u, port)
-            peer = fabric.peer_of(u, port)
-            if link is None or peer is None:
-                continue
-            hops.append((link.index, peer.switch))
-            if peer.switch not in seen:
-                seen.add(peer.switch)
-                stack.append(peer.switch)
-        succ[u] = hops
-    indeg = dict.fromkeys(seen, 0)
-    for hops in succ.values():
-        for _li, v in hops:
-            indeg[v] += 1
-    order, queue = [], [u for u in seen if indeg[u] == 0]
-    while queue:
-        u = queue.pop()
-        order.append(u)
-        for _li, v in succ[u]:
-            indeg[v] -= 1
-            if indeg[v] == 0:
-                queue.append(v)
-    if len(order) != len(seen):
-        raise ValueError(f"next hops towards {prefix} from {src} form a loop")
-    share = dict.fromkeys(seen, 0.0)
-    count = dict.fromkeys(seen, 0)
-    share[src], count[src] = 1.0, 1
-    load: dict[int, float] = {}
-    paths = 0
-    for u in order:
-        hops = succ[u]
-        if not hops:                      # the destination (or a switch without a route: traffic lost)
-            if u != src and prefix in _own(fabric, u):
-                paths += count[u]
-            continue
-        part = share[u] / len(hops)
-        for li, v in hops:
-            load[li] = load.get(li, 0.0) + part
-            share[v] += part
-            count[v] += count[u]
-    delivered = any(prefix in _own(fabric, u) for u in seen)
-    if not delivered or not load:
-        return len(first), 0, 0.0
-    return len(first), paths, 1.0 / max(load.values())
+class _Towards:
+    """Every switch's next hops towards one destination prefix, in topological order (sources first)."""
 
+    def __init__(self, fabric: Fabric, tables: Mapping[str, Mapping[IPv4Network, frozenset[int]]],
+                 prefix: IPv4Network, dst: str) -> None:
+        self.dst = dst
+        succ: dict[str, list[tuple[int, str]]] = {}
+        indeg: dict[str, int] = {}
+        for u, table in tables.items():
+            hops = []
+            for port in sorted(table.get(prefix, ())):
+                link = fabric.link_at(u, port)
+                peer = fabric.peer_of(u, port)
+                if link is not None and peer is not None:
+                    hops.append((link.index, peer.switch))
+                    indeg[peer.switch] = indeg.get(peer.switch, 0) + 1
+            succ[u] = hops
+        order, queue = [], [u for u in succ if indeg.get(u, 0) == 0]
+        while queue:                      # Kahn: the next hops of shortest paths form a DAG
+            u = queue.pop()
+            order.append(u)
+            for _li, v in succ[u]:
+                indeg[v] -= 1
+                if indeg[v] == 0:
+                    queue.append(v)
+        if len(order) != len(succ):
+            raise ValueError(f"next hops towards {prefix} form a loop")
+        self.succ = succ
+        self.order = order
+        self.pos = {u: i for i, u in enumerate(order)}
 
-def _own(fabric: Fabric, switch: str) -> set[IPv4Network]:
-    sw = fabric.switch(switch)
-    return set(sw.prefixes) | ({sw.loopback} if sw.loopback is not None else set())
+    def figures(self, src: str) -> tuple[int, int, float]:
+        """(width, paths, capacity) from `src`: push its traffic (1.0) down the DAG, split equally."""
+        width = len(self.succ[src])
+        if not width:
+            return 0, 0, 0.0
+        share = {src: 1.0}
+        count = {src: 1}
+        load: dict[int, float] = {}
+        for u in self.order[self.pos[src]:]:
+            x = share.get(u)
+            if x is None:
+                continue                  # not reached from src
+            hops = self.succ[u]
+            if not hops:
+                continue                  # the destination (or a switch without a route: traffic lost)
+            part, n = x / len(hops), count[u]
+            for li, v in hops:
+                load[li] = load.get(li, 0.0) + part
+                share[v] = share.get(v, 0.0) + part
+                count[v] = count.get(v, 0) + n
+        paths = count.get(self.dst, 0)
+        if not paths:
+            return width, 0, 0.0
+        return width, paths, 1.0 / max(load.values())
 
 
 def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
@@ -179,10 +173,14 @@ def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
     dests = tor_destinations(fabric)
     if pairs is None:
         pairs = [(a, b) for a in dests for b in dests if a != b]
+    pairs = list(pairs)
+    towards: dict[str, tuple[_Towards, _Towards]] = {}
     out = []
     for a, b in pairs:
-        wb, pb, cb = pair_figures(fabric, before_t, a, dests[b])
-        wa, pa, ca = pair_figures(fabric, after_t, a, dests[b])
+        if b not in towards:              # one DAG per destination and state, shared by every source
+            towards[b] = (_Towards(fabric, before_t, dests[b], b), _Towards(fabric, after_t, dests[b], b))
+        wb, pb, cb = towards[b][0].figures(a)
+        wa, pa, ca = towards[b][1].figures(a)
         out.append(PairImpact(a, b, wb, wa, pb, pa, cb, ca))
     newly = tuple(i for i in drain if states[i] == _UP)
     return Impact(drain, newly, sum(1 for s in states if s == _UP), tuple(out))
