@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -132,3 +133,62 @@ def test_render_impact_and_routes(fabric) -> None:
     text = render_routes(view)
     assert "1 difference(s) marked !" in text and "!10.0.1.0/24" in text
     assert "agg-1-1 (port 1), agg-1-2 (port 2)" in text and "agg-1-1 (port 1) w=1" in text
+
+
+def test_drain_follows_the_leader_on_409(tmp_path: Path, capsys) -> None:
+    """m1 says it serves but has just lost mastership (409, leader m2): the drain goes to m2."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    fabric = clos_fabric(pods=2, spines=2, aggs_per_pod=2, tors_per_pod=2, masters=3)
+    seen: list[tuple[str, str, str, dict]] = []
+
+    def handler(mid: str) -> type:
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                head = {"master": mid, "role": "master" if mid == "m1" else "backup", "term": 1, "leader": "m1",
+                        "version": 4, "held": False}
+                if self.path == "/v1/lsd":
+                    head["links"] = {link.name: "up" for link in fabric.links}
+                self.reply(200, head)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append((mid, self.path, self.headers.get("Authorization", ""), body))
+                if mid == "m1":
+                    self.reply(409, {"error": "not the master: m1 is backup", "leader": "m2"})
+                else:
+                    self.reply(200, {"master": "m2", "role": "master", "term": 2, "version": 5, "drained": True,
+                                     "target": "spine-1", "links": ["a", "b", "c", "d"], "still_drained": {}})
+        return H
+
+    servers = {m: ThreadingHTTPServer(("127.0.0.1", 0), handler(m)) for m in ("m1", "m2")}
+    for s in servers.values():
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        text = generate_clos_yaml(ClosParams(pods=2, spines=2, masters=3, admin_token_file="t"))
+        ports = iter([servers["m1"].server_address[1], servers["m2"].server_address[1], free_ports(1)[0]])
+        text = re.sub(r"rest_port: 680\d", lambda _m: f"rest_port: {next(ports)}", text)
+        (tmp_path / "t").write_text("tok\n")
+        (tmp_path / "f.yaml").write_text(text)
+        code = main(["drain", "--config", str(tmp_path / "f.yaml"), "--switch", "spine-1", "--reason", "r",
+                     "--who", "me", "--timeout", "2"])
+        out = capsys.readouterr().out
+        assert code == 0 and "on master m2 (term 2)" in out
+        assert [(m, p, a) for m, p, a, _b in seen] == [("m1", "/v1/drain", "Bearer tok"), ("m2", "/v1/drain", "Bearer tok")]
+        assert seen[-1][3] == {"switch": "spine-1", "who": "me", "reason": "r"}
+    finally:
+        for s in servers.values():
+            s.shutdown()
+            s.server_close()

@@ -144,6 +144,15 @@ def test_errors_against_the_lab(lab: Lab, tmp_path: Path) -> None:
     assert r.returncode == 5 and "no link between tor-1-1:1 and spine-2:7" in r.stderr
     r = fp(lab, "undrain", "--switch", "spine-7")
     assert r.returncode == 5 and "unknown switch 'spine-7'" in r.stderr
+    # --force lifts the refusal (shown with --dry-run: nothing is drained here)
+    forced = fp_json(lab, "drain", "--switch", "tor-1-1", "--dry-run", "--force")
+    assert forced["refused"] is False and len(forced["impact"]["disconnected"]) == 6
+    # the lab made the token and says where it is
+    token = Path(lab.state.dir) / "admin.token"
+    assert token.stat().st_mode & 0o777 == 0o600
+    st = subprocess.run([sys.executable, "-m", "proto.cli", "lab", "status", "--name", lab.state.name], cwd=ROOT,
+                        capture_output=True, text=True, timeout=60)
+    assert st.returncode == 0 and f"admin token {token}" in st.stdout, st.stderr
 
 
 def test_routes_as_computed_and_as_in_ovs(lab: Lab) -> None:
