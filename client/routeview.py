@@ -16,7 +16,9 @@ port set, the ports excluded by local repair, and the flows and groups read back
 extra = a firepath route flow in OVS that the client does not compute; differs = other next hops;
 excluded = differs only by ports that local repair took out (a port that stopped being usable before
 the LSD said so: expected, transient); no_group = the flow points to a group OVS does not have.
-Only firepath's own route flows count (cookie COOKIE_ROUTE, table 0).
+Only firepath's own route flows count (cookie COOKIE_ROUTE, table 0). A read taken while the client
+is programming a new LSD version (`lsd_version` ahead of `programmed_version` in the answer) can show that
+round half done: read again.
 """
 
 from __future__ import annotations

@@ -120,6 +120,8 @@ class MasterCore:
         self._notes_acked: dict[str, int] = {}       # backup -> serial it acknowledged in our term
         self._notes_sent_at: dict[str, float] = {}   # backup -> when we last sent it the book
         self._notes_term: int | None = None          # the term whose master wrote our book
+        #: LSD-drained links no note covers (only past DrainBook's limit): stay drained until undrained
+        self._unnoted: set[int] = set()
         self._link_by_end = {}
         for link in fabric.links:
             self._link_by_end[(link.a.switch, link.a.port)] = link.index
@@ -163,7 +165,8 @@ class MasterCore:
         lsd_drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
         self.drains.prune(lsd_drained)
         self.drains.inherit(lsd_drained)
-        self.deriver.drained = self.drains.drained() | lsd_drained
+        self._unnoted = lsd_drained - self.drains.drained()
+        self.deriver.drained = self.drains.drained() | self._unnoted
         self._notes_term = term
         self._notes_acked.clear()
         self._notes_sent_at.clear()
@@ -316,6 +319,7 @@ class MasterCore:
         self._check_master()
         name, indices = self.resolve(kind, target)
         result = self.drains.undrain(kind, name)
+        self._unnoted.difference_update(indices)
         return self._drains_changed(indices, now), result
 
     def drain_link(self, index: int, now: float) -> list[Action]:
@@ -347,7 +351,7 @@ class MasterCore:
     def _drains_changed(self, indices: Iterable[int], now: float) -> list[Action]:
         """The book changed: send it to the backups first (before the LSD version that enacts it), then
         re-derive the touched links as one LSD version."""
-        self.deriver.drained = self.drains.drained()
+        self.deriver.drained = self.drains.drained() | self._unnoted
         out: list[Action] = []
         self._notes_acked.clear()
         self._notes_sent_at.clear()

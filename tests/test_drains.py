@@ -167,3 +167,20 @@ def test_rest_drain_with_reason_and_list(tmp_path: Path) -> None:
         assert r.status == 400 and (await r.json())["unknown"] is True
 
     run(tmp_path, body)
+
+
+def test_drained_links_past_the_note_limit_stay_drained_until_undrained() -> None:
+    f = clos_fabric(pods=0, spines=4, leaves=40, masters=2)          # 160 links
+    b = MasterCore(f, "m2")
+    b.become_backup(1, "m1", 0.0)
+    b.lsd.apply({i: DRAINED for i in range(MAX_NOTES + 2)})           # an LSD drained without notes
+    b.lsd_term = 1
+    b.become_master(2, 1.0)
+    assert len(b.drains.notes) == MAX_NOTES and all(n.reason == INHERITED for n in b.drains.notes)
+    unnoted = {MAX_NOTES, MAX_NOTES + 1}
+    assert unnoted <= b.deriver.drained
+    b.undrain("link", f.links[0].name, 1.1)                           # another change keeps them drained
+    assert unnoted <= b.deriver.drained and 0 not in b.deriver.drained
+    b.undrain("link", f.links[MAX_NOTES].name, 1.2)
+    assert MAX_NOTES not in b.deriver.drained and MAX_NOTES + 1 in b.deriver.drained
+    assert b.lsd.state(MAX_NOTES + 1) == DRAINED and b.lsd.state(MAX_NOTES) != DRAINED
