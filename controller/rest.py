@@ -198,6 +198,8 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
     out.update(drained=drained, target=result["target"], links=[links[i].name for i in result["links"]],
                still_drained={links[i].name: [_note_json(s, n) for n in notes]
                               for i, notes in result["still"].items()})
+    if not drained:
+        out["lifted"] = [_note_json(s, n) for n in result["lifted"]]
     return _json(out)
 
 

@@ -48,6 +48,7 @@ from ops.api import (
     client_get,
     read_token,
 )
+from proto.drains import MAX_REASON, MAX_WHO
 
 COMMANDS = {
     "drain": "drain a link or a switch (with --dry-run: only show what it would cost)",
@@ -210,6 +211,9 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
     from ops.dryrun import drain_impact
 
     kind, name, links = resolve(fabric, args.link, args.switch)
+    for field, value, limit in (("--reason", args.reason, MAX_REASON), ("--who", args.who, MAX_WHO)):
+        if value is not None and (len(value) > limit or not value.isprintable()):
+            raise OpsError(USAGE, f"{field}: at most {limit} printable characters (got {len(value)})")
     token = None if args.dry_run else read_token(fabric, args.token_file)
     masters = Masters(fabric, args.timeout)
     mid, lsd = masters.get("/v1/lsd")
@@ -229,8 +233,8 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
                   f"({_pairs(impact.disconnected)}); use --force to drain anyway", file=sys.stderr)
             return REFUSED
         return OK
-    who = args.who or _default_who()
-    body: dict[str, Any] = {kind: name, "who": who[:64]}
+    who = args.who or _default_who()[:MAX_WHO]
+    body: dict[str, Any] = {kind: name, "who": who}
     if args.reason:
         body["reason"] = args.reason
     mid, answer = masters.write("POST", "/v1/drain", body, token)  # type: ignore[arg-type]
@@ -252,7 +256,11 @@ def cmd_undrain(args: argparse.Namespace, fabric: Any) -> int:
         _print_json(answer)
         return OK
     still = answer.get("still_drained") or {}
-    print(f"undrained {kind} {name}: LSD version {answer.get('version')} on master {mid} (term {answer.get('term')})")
+    if answer.get("lifted") == []:
+        print(f"{kind} {name} was not drained (master {mid}, LSD version {answer.get('version')})")
+    else:
+        print(f"undrained {kind} {name}: LSD version {answer.get('version')} on master {mid} "
+              f"(term {answer.get('term')})")
     for link, notes in still.items():
         by = ", ".join(f"{n['kind']} {n['target']}" for n in notes)
         print(f"  still drained: {link} (by {by})")

@@ -158,7 +158,10 @@ def test_rest_drain_with_reason_and_list(tmp_path: Path) -> None:
         assert d["drains"][0]["at"] > 1.7e9 and sorted(d["drained_links"]) == sorted(j["links"])
         r = await c.delete("/v1/drain", json={"switch": "spine-1"}, headers=AUTH)
         j = await r.json()
+        assert [n["target"] for n in j["lifted"]] == ["spine-1"]
         assert list(j["still_drained"]) == ["leaf-1:1-spine-1:1"]
+        r = await c.delete("/v1/drain", json={"switch": "spine-1"}, headers=AUTH)      # again: nothing to lift
+        assert (await r.json())["lifted"] == []
         assert j["still_drained"]["leaf-1:1-spine-1:1"][0]["kind"] == "link"
         for bad in ({"switch": "spine-1", "reason": 5}, {"switch": "spine-1", "who": "x" * 65},
                     {"switch": "spine-1", "colour": "red"}):

@@ -106,6 +106,7 @@ def test_errors_are_one_line_with_their_exit_code(tmp_path: Path) -> None:
         (["masters", "--config", cfg], api.UNREACHABLE, "no master serving"),
         (["lsd", "--config", str(tmp_path / "nope.yaml")], api.USAGE, "nope.yaml"),
         (["lsd", "--lab", "UPPER"], api.USAGE, "lab name"),
+        (["drain", "--config", cfg, "--switch", "spine-1", "--reason", "x" * 201], api.USAGE, "--reason"),
     ]
     for argv, code, words in cases:
         r = cli(*argv)

@@ -130,6 +130,8 @@ def test_dry_run_refusal_drain_failover_undrain(lab: Lab) -> None:
         assert r.returncode == 0 and r.stdout.startswith("undrained switch spine-1"), r.stderr
         converge(lab, v1)
         assert fp_json(lab, "drains")["drains"] == []
+        again = fp(lab, "undrain", "--switch", "spine-1")
+        assert again.returncode == 0 and "switch spine-1 was not drained" in again.stdout
         assert set(fp_json(lab, "lsd")["links"].values()) == {"up"}
     finally:
         inject.heal(lab)
