@@ -269,7 +269,7 @@ class ClientDaemon:
         """The routes as computed next to what OVS holds (client.routeview), for REST `GET /v1/routes`.
         OVS is read over the client's own OpenFlow connection (blocks up to `timeout`); if that fails the
         rows have status "unknown" and `ovs_error` says why."""
-        from client.oskenapp import NotConnected
+        from client.of.events import NotConnected
         from client.routeview import route_rows
 
         routes, group_of, excluded = self.programmer.route_snapshot()
@@ -281,7 +281,7 @@ class ClientDaemon:
             except (NotConnected, TimeoutError, RuntimeError) as e:
                 error = str(e)
         with self.lock:
-            version = self.replica.version
+            version = self.core.replica.version
         return {"switch": self.name, "lsd_version": version,
                 "programmed_version": self.programmer.programmed_version,
                 "excluded_ports": sorted(excluded), "ovs_read": flows is not None, "ovs_error": error,

@@ -100,7 +100,11 @@ async def _routes(request: web.Request) -> web.Response:
         return web.json_response({"error": f"prefix: {raw!r} is not an IPv4 address or prefix"}, status=400)
     read_ovs = request.query.get("ovs", "1") != "0"
     loop = asyncio.get_running_loop()
-    view = await loop.run_in_executor(None, lambda: routes(prefix, read_ovs))
+    try:
+        view = await loop.run_in_executor(None, lambda: routes(prefix, read_ovs))
+    except Exception as e:  # noqa: BLE001 - one readable line for the operator, the trace in the log
+        log.exception("GET /v1/routes failed")
+        return web.json_response({"error": f"routes: {type(e).__name__}: {e}"}, status=500)
     return web.json_response(view, dumps=lambda d: json.dumps(d, indent=1))
 
 
