@@ -245,6 +245,8 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
     print(f"drained {kind} {name}: {len(answer.get('links', []))} link(s), LSD version {answer.get('version')} "
           f"on master {mid} (term {answer.get('term')})")
     print("  " + _impact_line(impact))
+    for sw, pairs in impact.still_relaying.items():
+        print(f"  warning: {sw} still relays {len(pairs)} ToR pair(s) ({_pairs(pairs)}): no other path")
     return OK
 
 
@@ -304,6 +306,9 @@ def render_impact(impact: Any, lsd: dict[str, Any], mid: str, all_pairs: bool = 
                                    "note"]))
     else:
         lines.append("no ToR pair changes (ECMP width, paths and capacity all stay)")
+    for sw, pairs in impact.still_relaying.items():
+        lines.append(f"warning: {sw} stays in the path of {len(pairs)} ToR pair(s) ({_pairs(pairs)}): "
+                     "nothing else reaches them, so its drain (soft) cannot move that traffic")
     return "\n".join(lines)
 
 
@@ -313,7 +318,9 @@ def _impact_json(fabric: Any, impact: Any, lsd: dict[str, Any], mid: str) -> dic
             "links_up_taken": [fabric.links[i].name for i in impact.newly_out],
             "up_links": impact.up_links, "links_lost": round(impact.links_lost, 6),
             "pairs": [p.to_json() for p in impact.pairs],
-            "disconnected": [[p.src, p.dst] for p in impact.disconnected]}
+            "disconnected": [[p.src, p.dst] for p in impact.disconnected],
+            "drained_switches": list(impact.drained_switches),
+            "still_relaying": {sw: [[p.src, p.dst] for p in pairs] for sw, pairs in impact.still_relaying.items()}}
 
 
 # ---------------------------------------------------------------------------------------------- reads

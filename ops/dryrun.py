@@ -10,7 +10,13 @@ ToRs (source ToR, destination ToR's first prefix, or its loopback) we report:
 - `capacity`: the most traffic the pair can send, in units of one link, when every switch splits it
   equally over its next hops (as the select groups' equal-weight buckets do): 1 / the largest share of
   the pair's traffic that any one link carries. All links count as equal (the config has no speeds);
-- `lost`: 1 - capacity after / capacity before; a pair that loses its last path is `disconnected`.
+- `lost`: 1 - capacity after / capacity before; a pair that loses its last path is `disconnected`;
+- `via_drained`: the drained switches the pair's traffic still crosses after the drain.
+
+A switch drain is soft (client.routes' transit policy: a switch whose every link is DRAINED stays
+reachable and relays traffic between others only when nothing else reaches the destination), so
+draining a switch that is some pair's only way leaves that traffic on it: `via_drained` says so, and
+the CLI warns. Only a link drain that takes a pair's last usable link disconnects it.
 
 A pair's capacity is its own, alone in the fabric: a spine drain in a Clos whose ToR uplinks are the
 bottleneck halves the paths but costs a single pair nothing; the fabric-wide figure is `links_lost`
@@ -44,6 +50,7 @@ class PairImpact:
     paths_after: int
     capacity_before: float        # in links
     capacity_after: float
+    via_drained: tuple[str, ...] = ()   # drained switches still relaying this pair's traffic (after)
 
     @property
     def lost(self) -> float:
@@ -62,7 +69,8 @@ class PairImpact:
             self.width_after, self.paths_after, self.capacity_after)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "lost": round(self.lost, 6), "disconnected": self.disconnected}
+        return {**asdict(self), "via_drained": list(self.via_drained), "lost": round(self.lost, 6),
+                "disconnected": self.disconnected}
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +79,16 @@ class Impact:
     newly_out: tuple[int, ...]        # of those, the ones that are UP now
     up_links: int                     # UP links before
     pairs: tuple[PairImpact, ...]
+    drained_switches: tuple[str, ...] = ()    # switches drained after (every link DRAINED)
+
+    @property
+    def still_relaying(self) -> dict[str, list[PairImpact]]:
+        """Drained switch -> the pairs whose traffic still crosses it (its drain could not move it)."""
+        out: dict[str, list[PairImpact]] = {}
+        for p in self.pairs:
+            for sw in p.via_drained:
+                out.setdefault(sw, []).append(p)
+        return out
 
     @property
     def disconnected(self) -> list[PairImpact]:
@@ -97,8 +115,14 @@ def tor_destinations(fabric: Fabric) -> dict[str, IPv4Network]:
     return out
 
 
-def _tables(fabric: Fabric, states: bytes) -> dict[str, Mapping[IPv4Network, frozenset[int]]]:
-    return {sw.name: RouteComputer(fabric, sw.name).compute(states) for sw in fabric.switches}
+def _tables(fabric: Fabric, states: bytes) -> tuple[dict[str, Mapping[IPv4Network, frozenset[int]]], frozenset[str]]:
+    """Every switch's route table for `states`, and the drained switches (as the route code sees them)."""
+    tables, drained = {}, frozenset()
+    for sw in fabric.switches:
+        rc = RouteComputer(fabric, sw.name)
+        tables[sw.name] = rc.compute(states)
+        drained = rc.drained_switches
+    return tables, drained
 
 
 class _Towards:
@@ -132,11 +156,12 @@ class _Towards:
         self.order = order
         self.pos = {u: i for i, u in enumerate(order)}
 
-    def figures(self, src: str) -> tuple[int, int, float]:
-        """(width, paths, capacity) from `src`: push its traffic (1.0) down the DAG, split equally."""
+    def figures(self, src: str) -> tuple[int, int, float, set[str]]:
+        """(width, paths, capacity, relays) from `src`: push its traffic (1.0) down the DAG, split equally;
+        relays = the switches other than src and the destination that carry some of it."""
         width = len(self.succ[src])
         if not width:
-            return 0, 0, 0.0
+            return 0, 0, 0.0, set()
         share = {src: 1.0}
         count = {src: 1}
         load: dict[int, float] = {}
@@ -153,9 +178,10 @@ class _Towards:
                 share[v] = share.get(v, 0.0) + part
                 count[v] = count.get(v, 0) + n
         paths = count.get(self.dst, 0)
+        relays = set(share) - {src, self.dst}
         if not paths:
-            return width, 0, 0.0
-        return width, paths, 1.0 / max(load.values())
+            return width, 0, 0.0, relays
+        return width, paths, 1.0 / max(load.values()), relays
 
 
 def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
@@ -168,8 +194,8 @@ def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
     after = bytearray(states)
     for i in drain:
         after[i] = _DRAINED
-    before_t = _tables(fabric, bytes(states))
-    after_t = _tables(fabric, bytes(after))
+    before_t, _ = _tables(fabric, bytes(states))
+    after_t, drained_after = _tables(fabric, bytes(after))
     dests = tor_destinations(fabric)
     if pairs is None:
         pairs = [(a, b) for a in dests for b in dests if a != b]
@@ -179,8 +205,8 @@ def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
     for a, b in pairs:
         if b not in towards:              # one DAG per destination and state, shared by every source
             towards[b] = (_Towards(fabric, before_t, dests[b], b), _Towards(fabric, after_t, dests[b], b))
-        wb, pb, cb = towards[b][0].figures(a)
-        wa, pa, ca = towards[b][1].figures(a)
-        out.append(PairImpact(a, b, wb, wa, pb, pa, cb, ca))
+        wb, pb, cb, _ = towards[b][0].figures(a)
+        wa, pa, ca, relays = towards[b][1].figures(a)
+        out.append(PairImpact(a, b, wb, wa, pb, pa, cb, ca, tuple(sorted(relays & drained_after))))
     newly = tuple(i for i in drain if states[i] == _UP)
-    return Impact(drain, newly, sum(1 for s in states if s == _UP), tuple(out))
+    return Impact(drain, newly, sum(1 for s in states if s == _UP), tuple(out), tuple(sorted(drained_after)))

@@ -46,31 +46,57 @@ def irregular_yaml() -> str:
             "switches:\n" + "\n".join(sw) + "\nlinks:\n" + "\n".join(ls) + "\n")
 
 
-def brute_force(fabric: Fabric, states: bytes, src: str, dst: str) -> tuple[int, int, float]:
-    """(width, paths, capacity): all-pairs distances, then every shortest path enumerated with its share."""
+def next_hops_brute(fabric: Fabric, states: bytes) -> dict[tuple[str, str], set[tuple[int, str]]]:
+    """(switch, destination) -> first hops of its best paths, by enumerating every simple path.
+
+    The transit policy of client.routes, restated: a switch is drained when every one of its links is
+    DRAINED; usable links are UP ones and the DRAINED links of a drained switch (soft drain); a path costs
+    (how many of its intermediate switches are non-transit or drained, total weight), compared in that
+    order; the first hops of the cheapest paths are the next hops."""
     names = [s.name for s in fabric.switches]
-    up = [link for link in fabric.links if states[link.index] == UP and link.a.switch != link.b.switch]
-    d = {(u, v): (0 if u == v else INF) for u in names for v in names}
-    for link in up:
-        a, b = link.a.switch, link.b.switch
-        d[a, b] = d[b, a] = min(d[a, b], link.weight)
-    for k in names:
-        for i in names:
-            for j in names:
-                if d[i, k] + d[k, j] < d[i, j]:
-                    d[i, j] = d[i, k] + d[k, j]
+    links_of = {n: [fabric.links[i] for i in fabric.links_of(n)] for n in names}
+    drained = {n for n in names if links_of[n] and all(states[lk.index] == LinkState.DRAINED for lk in links_of[n])}
+    usable = [lk for lk in fabric.links if lk.a.switch != lk.b.switch and (
+        states[lk.index] == UP or (states[lk.index] == LinkState.DRAINED
+                                   and (lk.a.switch in drained or lk.b.switch in drained)))]
+    adj: dict[str, list[tuple[int, str, int]]] = {n: [] for n in names}
+    for lk in usable:
+        adj[lk.a.switch].append((lk.index, lk.b.switch, lk.weight))
+        adj[lk.b.switch].append((lk.index, lk.a.switch, lk.weight))
+    penalised = {s.name for s in fabric.switches if not s.transit} | drained
+    tors = set(tor_destinations(fabric))
+    out: dict[tuple[str, str], set[tuple[int, str]]] = {}
+    for src in names:
+        best: dict[str, tuple[int, int]] = {}
+        hops: dict[str, set[tuple[int, str]]] = {}
 
-    def next_hops(u: str) -> list[tuple[int, str]]:
-        out = []
-        for link in up:
-            for x, y in ((link.a.switch, link.b.switch), (link.b.switch, link.a.switch)):
-                if x == u and link.weight + d[y, dst] == d[u, dst]:
-                    out.append((link.index, y))
-        return out
+        def dfs(u: str, first: tuple[int, str] | None, relays: int, dist: int, seen: set[str],
+                src: str = src, best: dict = best, hops: dict = hops) -> None:
+            if u != src and u in tors:
+                cost = (relays, dist)
+                if u not in best or cost < best[u]:
+                    best[u], hops[u] = cost, {first}
+                elif cost == best[u]:
+                    hops[u].add(first)
+            for li, v, w in adj[u]:
+                if v not in seen:
+                    seen.add(v)
+                    r = relays + (1 if u != src and u in penalised else 0)
+                    dfs(v, first or (li, v), r, dist + w, seen)
+                    seen.discard(v)
 
-    if src == dst or d[src, dst] == INF:
-        return 0, 0, 0.0
+        dfs(src, None, 0, 0, {src})
+        for d, h in hops.items():
+            out[src, d] = h
+    return out
+
+
+def brute_force(fabric: Fabric, states: bytes, src: str, dst: str) -> tuple[int, int, float, set[str]]:
+    """(width, paths, capacity, relays): every switch's brute-force next hops, followed from `src`, every
+    walk enumerated with its share of the traffic."""
+    nh = next_hops_brute(fabric, states)
     load: dict[int, float] = {}
+    relays: set[str] = set()
     paths = 0
 
     def walk(u: str, share: float) -> None:
@@ -78,13 +104,18 @@ def brute_force(fabric: Fabric, states: bytes, src: str, dst: str) -> tuple[int,
         if u == dst:
             paths += 1
             return
-        hops = next_hops(u)
+        if u != src:
+            relays.add(u)
+        hops = nh.get((u, dst), set())
         for li, v in hops:
             load[li] = load.get(li, 0.0) + share / len(hops)
             walk(v, share / len(hops))
 
+    first = nh.get((src, dst), set())
+    if not first:
+        return 0, 0, 0.0, set()
     walk(src, 1.0)
-    return len(next_hops(src)), paths, 1.0 / max(load.values())
+    return len(first), paths, (1.0 / max(load.values())) if paths else 0.0, relays
 
 
 def check(fabric: Fabric, states: bytes, drain: tuple[int, ...]) -> None:
@@ -93,11 +124,13 @@ def check(fabric: Fabric, states: bytes, drain: tuple[int, ...]) -> None:
     for i in drain:
         after[i] = LinkState.DRAINED
     assert len(impact.pairs) == len(tor_destinations(fabric)) * (len(tor_destinations(fabric)) - 1)
+    drained_after = set(impact.drained_switches)
     for p in impact.pairs:
         for when, st in (("before", states), ("after", bytes(after))):
             want = brute_force(fabric, st, p.src, p.dst)
             got = (getattr(p, f"width_{when}"), getattr(p, f"paths_{when}"), getattr(p, f"capacity_{when}"))
             assert got[:2] == want[:2] and got[2] == pytest.approx(want[2]), (p.src, p.dst, when, drain)
+        assert set(p.via_drained) == want[3] & drained_after, (p.src, p.dst, drain)
         assert p.disconnected == (want[1] == 0 and brute_force(fabric, states, p.src, p.dst)[1] > 0)
 
 
@@ -126,24 +159,32 @@ def test_random_drains_on_a_partly_failed_fabric_match_brute_force(irregular: Fa
 def test_figures_a_reader_can_check(irregular: Fabric) -> None:
     f = irregular
     states = bytes([UP]) * len(f.links)
-    # t4 has a single uplink: draining it disconnects t4 from every other ToR, both ways
+    # t4's only uplink drained: t4 is then a drained switch, still reachable over it (soft drain)
     only = f.link_at("t4", 1).index
     impact = drain_impact(f, states, (only,))
+    assert not impact.disconnected and not [p for p in impact.pairs if p.changed]
+    assert impact.drained_switches == ("t4",)
+    # t3's uplink to a3 is down; draining the one to a1 takes its last usable link: t3 is cut off both ways
+    down = bytearray(states)
+    down[f.link_at("t3", 1).index] = DOWN
+    impact = drain_impact(f, bytes(down), (f.link_at("t3", 2).index,))
     assert sorted((p.src, p.dst) for p in impact.disconnected) == sorted(
-        [("t4", x) for x in ("t1", "t2", "t3")] + [(x, "t4") for x in ("t1", "t2", "t3")])
-    assert all(p.lost == 1.0 for p in impact.disconnected) and impact.links_lost == pytest.approx(1 / 16)
+        [("t3", x) for x in ("t1", "t2", "t4")] + [(x, "t3") for x in ("t1", "t2", "t4")])
+    assert all(p.lost == 1.0 for p in impact.disconnected) and impact.links_lost == pytest.approx(1 / 15)
     # t1 -> t2: two parallel links to a2 (width 2, 2 paths), then a2's single link to t2 carries it all
     (p,) = drain_impact(f, states, (), pairs=[("t1", "t2")]).pairs
     assert (p.width_before, p.paths_before, p.capacity_before) == (2, 2, pytest.approx(1.0))
     # a regular Clos: draining a spine halves the paths between pods, the ToR uplinks stay the bottleneck
     clos = clos_fabric(pods=2, spines=2, aggs_per_pod=2, tors_per_pod=2, masters=1)
-    impact = drain_impact(clos, bytes([UP]) * len(clos.links), clos.links_of("spine-1"))
+    up = bytes([UP]) * len(clos.links)
+    impact = drain_impact(clos, up, clos.links_of("spine-1"))
     (q,) = [x for x in impact.pairs if (x.src, x.dst) == ("tor-1-1", "tor-2-1")]
     assert (q.width_before, q.width_after, q.paths_before, q.paths_after) == (2, 2, 8, 4)
-    assert q.lost == pytest.approx(0.0) and not impact.disconnected
-    # draining both aggs of pod 1 cuts pod 1 off
-    gone = drain_impact(clos, bytes([UP]) * len(clos.links),
-                        [*clos.links_of("agg-1-1"), *clos.links_of("agg-1-2")])
-    assert {(x.src, x.dst) for x in gone.disconnected} >= {("tor-1-1", "tor-2-1"), ("tor-2-2", "tor-1-2")}
-    assert ("tor-1-1", "tor-1-2") in {(x.src, x.dst) for x in gone.disconnected}
-    assert not [x for x in gone.pairs if x.src.startswith("tor-2") and x.dst.startswith("tor-2") and x.changed]
+    assert q.lost == pytest.approx(0.0) and not impact.disconnected and not impact.still_relaying
+    # both aggs of pod 1 drained: nothing else reaches pod 1, so its traffic stays on them (soft drain)
+    both = drain_impact(clos, up, [*clos.links_of("agg-1-1"), *clos.links_of("agg-1-2")])
+    assert not both.disconnected and not [x for x in both.pairs if x.changed]
+    relaying = both.still_relaying
+    assert set(relaying) == {"agg-1-1", "agg-1-2"}
+    assert ("tor-1-1", "tor-1-2") in {(x.src, x.dst) for x in relaying["agg-1-1"]}
+    assert ("tor-2-1", "tor-2-2") not in {(x.src, x.dst) for x in relaying["agg-1-1"]}

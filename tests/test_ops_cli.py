@@ -123,8 +123,13 @@ def test_render_impact_and_routes(fabric) -> None:
     text = render_impact(drain_impact(fabric, states, fabric.links_of("spine-1")), {"version": 7}, "m2")
     assert "from LSD version 7 of master m2: 4 of 16 UP links out (25%)" in text
     assert "tor-1-1    tor-2-1    2 -> 2" in text and "8 -> 4" in text and "DISCONNECTED" not in text
-    text = render_impact(drain_impact(fabric, states, fabric.links_of("tor-1-1")), {"version": 7}, "m2")
+    down = bytearray(states)
+    down[fabric.links_of("tor-1-1")[0]] = LinkState.DOWN           # one uplink down, drain the other
+    text = render_impact(drain_impact(fabric, bytes(down), fabric.links_of("tor-1-1")[1:2]), {"version": 7}, "m2")
     assert text.count("DISCONNECTED") == 6
+    both = [*fabric.links_of("agg-1-1"), *fabric.links_of("agg-1-2")]
+    text = render_impact(drain_impact(fabric, states, both), {"version": 7}, "m2")
+    assert "no ToR pair changes" in text and "warning: agg-1-1 stays in the path of" in text
     view = {"switch": "tor-1-1", "lsd_version": 3, "programmed_version": 3, "ovs_read": True, "excluded_ports": [],
             "routes": [{"prefix": "10.0.1.0/24", "status": "differs", "detail": "not in OVS: port(s) [2]",
                         "computed": {"group": 5, "next_hops": [{"port": 1, "neighbour": "agg-1-1"},

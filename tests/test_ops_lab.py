@@ -102,10 +102,21 @@ def test_dry_run_refusal_drain_failover_undrain(lab: Lab) -> None:
         "width_before": 2, "width_after": 2, "paths_before": 8, "paths_after": 4, "lost": 0.0}
     text = fp(lab, "drain", "--switch", "spine-1", "--dry-run")
     assert text.returncode == 0 and "dry run: drain switch spine-1: 4 link(s)" in text.stdout
-    # a ToR drain would cut it off: refused without --force (exit 6), nothing changes
-    r = fp(lab, "drain", "--switch", "tor-1-1", "--reason", "x")
-    assert r.returncode == 6 and "refused" in r.stderr and "--force" in r.stderr and r.stderr.count("\n") == 1
-    assert lab.lsd_version() == v0
+    # one uplink of tor-1-1 fails: draining the other would cut tor-1-1 off, refused without --force (exit 6)
+    first, second = (lab.fabric.link_at("tor-1-1", p) for p in (1, 2))
+    inject.fail_link(lab, str(first.a), str(first.b))
+    try:
+        converge(lab, v0)
+        v1 = lab.lsd_version()
+        r = fp(lab, "drain", "--link", second.name, "--reason", "x")
+        assert r.returncode == 6 and "refused" in r.stderr and "--force" in r.stderr and r.stderr.count("\n") == 1
+        assert lab.lsd_version() == v1
+        forced = fp_json(lab, "drain", "--link", second.name, "--dry-run", "--force")
+        assert forced["refused"] is False and len(forced["impact"]["disconnected"]) == 6
+    finally:
+        inject.heal(lab)
+    converge(lab)
+    v0 = lab.lsd_version()
     # the real drain, with who and why
     r = fp(lab, "drain", "--switch", "spine-1", "--reason", "optics swap", "--who", "tester")
     assert r.returncode == 0 and r.stdout.startswith("drained switch spine-1: 4 link(s)"), r.stderr
@@ -146,9 +157,6 @@ def test_errors_against_the_lab(lab: Lab, tmp_path: Path) -> None:
     assert r.returncode == 5 and "no link between tor-1-1:1 and spine-2:7" in r.stderr
     r = fp(lab, "undrain", "--switch", "spine-7")
     assert r.returncode == 5 and "unknown switch 'spine-7'" in r.stderr
-    # --force lifts the refusal (shown with --dry-run: nothing is drained here)
-    forced = fp_json(lab, "drain", "--switch", "tor-1-1", "--dry-run", "--force")
-    assert forced["refused"] is False and len(forced["impact"]["disconnected"]) == 6
     # the lab made the token and says where it is
     token = Path(lab.state.dir) / "admin.token"
     assert token.stat().st_mode & 0o777 == 0o600
