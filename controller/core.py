@@ -39,13 +39,17 @@ from controller.actions import (
     VersionChanged,
 )
 from controller.distribution import Distributor, Peer
+from controller.drains import DrainBook, DrainBookFull, UndrainResult
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
 from proto.config import Fabric
+from proto.drains import DrainNote, NoteError, decode_notes, encode_notes
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
 from proto.messages import (
     MAX_LSD_BYTES,
+    DrainNotes,
+    DrainNotesAck,
     Keepalive,
     LsdDelta,
     LsdFull,
@@ -71,6 +75,10 @@ class NotMaster(RuntimeError):
 
 class UnknownTarget(ValueError):
     """A drain named a link or switch that the fabric does not have (message says which, and why)."""
+
+
+class DrainRefused(ValueError):
+    """A drain that cannot be recorded (bad who/reason text, too many drains): nothing changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +128,13 @@ class MasterCore:
             multicast=fabric.distribution.mode == "multicast",
         )
         self._links_of = {s.name: fabric.links_of(s.name) for s in fabric.switches}
+        #: operator drains with who/when/why, replicated to the backups (DrainNotes, see _notes_tick)
+        self.drains = DrainBook(fabric)
+        self._notes_acked: dict[str, int] = {}       # backup -> serial it acknowledged in our term
+        self._notes_sent_at: dict[str, float] = {}   # backup -> when we last sent it the book
+        self._notes_term: int | None = None          # the term whose master wrote our book
+        #: LSD-drained links no note covers (only past DrainBook's limit): stay drained until undrained
+        self._unnoted: set[int] = set()
         self._link_by_end = {}
         for link in fabric.links:
             self._link_by_end[(link.a.switch, link.a.port)] = link.index
@@ -160,7 +175,14 @@ class MasterCore:
             raise ValueError(f"become_master: term {term} < current term {self.term}")
         replicated = self.lsd_term is not None
         self.role, self.term, self.leader = Role.MASTER, term, self.id
-        self.deriver.drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
+        lsd_drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
+        self.drains.prune(lsd_drained)
+        self.drains.inherit(lsd_drained)
+        self._unnoted = lsd_drained - self.drains.drained()
+        self.deriver.drained = self.drains.drained() | self._unnoted
+        self._notes_term = term
+        self._notes_acked.clear()
+        self._notes_sent_at.clear()
         self.deriver.start_mastership(now)
         self.guard.reset()
         self.lsd_term = term
@@ -179,6 +201,9 @@ class MasterCore:
         if leader not in self.master_ids or leader == self.id:
             raise ValueError(f"become_backup: bad leader {leader!r}")
         self.role, self.term, self.leader = Role.BACKUP, term, leader
+        if self._notes_term != term:          # another master's notes: its own will follow (DrainNotes)
+            self.drains.replace(0, ())
+            self._notes_term = term
         self.dist.deactivate()
         self.hold_until = None
         self.deriver.start_mastership(now)
@@ -212,6 +237,10 @@ class MasterCore:
                 return self._on_relayed(sender, msg, now)
             case LsdFull() | LsdDelta() | Keepalive():
                 return self._on_from_master(sender, msg, now)
+            case DrainNotes():
+                return self._on_drain_notes(sender, msg)
+            case DrainNotesAck():
+                return self._on_drain_notes_ack(sender, msg)
         return [Rejected(sender, type(msg).__name__, "unexpected_message")]
 
     def tick(self, now: float) -> list[Action]:
@@ -220,6 +249,7 @@ class MasterCore:
         out: list[Action] = []
         self._apply_timeouts(now, out)
         self._maybe_release(now)
+        self._notes_tick(now, out)
         out.extend(self.dist.tick(self.lsd, now))
         return out
 
@@ -262,8 +292,8 @@ class MasterCore:
         """When tick() must be called next (None: nothing scheduled)."""
         if self.role != Role.MASTER:
             return None
-        times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline(), self.hold_until)
-                 if t is not None]
+        times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline(), self.hold_until,
+                             self._notes_deadline()) if t is not None]
         return min(times) if times else None
 
     # ============================================================================ operator drains
@@ -282,36 +312,137 @@ class MasterCore:
             raise UnknownTarget(f"link {name!r}: no such link in fabric {self.fabric.name!r}")
         return ia
 
+    def resolve(self, kind: str, target: str) -> tuple[str, tuple[int, ...]]:
+        """(canonical target name, its link indices) of a drain target; UnknownTarget with the reason."""
+        if kind == "link":
+            i = self.link_index(target)
+            return self.fabric.links[i].name, (i,)
+        if kind == "switch":
+            return target, self._switch_links(target)
+        raise UnknownTarget(f"drain target kind {kind!r}: expected 'link' or 'switch'")
+
+    def drain(self, kind: str, target: str, now: float, *, who: str | None = None, reason: str | None = None,
+              at: float = 0.0) -> tuple[list[Action], tuple[int, ...]]:
+        """Drain a link ("a:1-b:2", either orientation) or every link of a switch, noting who/when(`at`,
+        Unix seconds)/why. Replaces the note of a target drained before. Returns (actions, link indices).
+        Raises NotMaster, UnknownTarget, DrainRefused; nothing changes then."""
+        self._check_master()
+        name, indices = self.resolve(kind, target)
+        try:
+            # milliseconds: what the replicated note carries, so every replica shows the same time
+            self.drains.drain(DrainNote(kind, name, who, round(at, 3), reason))
+        except (NoteError, DrainBookFull) as e:
+            raise DrainRefused(str(e)) from None
+        return self._drains_changed(indices, now), indices
+
+    def undrain(self, kind: str, target: str, now: float) -> tuple[list[Action], UndrainResult]:
+        """Lift the drain of a link or switch. Links that another drain still covers stay drained (listed in
+        the result's `still`). Raises NotMaster, UnknownTarget."""
+        self._check_master()
+        name, indices = self.resolve(kind, target)
+        result = self.drains.undrain(kind, name)
+        self._unnoted.difference_update(indices)
+        return self._drains_changed(indices, now), result
+
     def drain_link(self, index: int, now: float) -> list[Action]:
-        return self._set_drain([index], True, now)
+        return self.drain("link", self._index_name(index), now)[0]
 
     def undrain_link(self, index: int, now: float) -> list[Action]:
-        return self._set_drain([index], False, now)
+        return self.undrain("link", self._index_name(index), now)[0]
 
     def drain_switch(self, switch: str, now: float) -> list[Action]:
-        return self._set_drain(self._switch_links(switch), True, now)
+        return self.drain("switch", switch, now)[0]
 
     def undrain_switch(self, switch: str, now: float) -> list[Action]:
-        return self._set_drain(self._switch_links(switch), False, now)
+        return self.undrain("switch", switch, now)[0]
+
+    def _index_name(self, index: int) -> str:
+        if not 0 <= index < len(self.fabric.links):
+            raise UnknownTarget(f"link index {index}: out of range")
+        return self.fabric.links[index].name
 
     def _switch_links(self, switch: str) -> tuple[int, ...]:
         if switch not in self.switch_names:
             raise UnknownTarget(f"switch {switch!r}: not in fabric {self.fabric.name!r}")
         return self._links_of[switch]
 
-    def _set_drain(self, indices: Iterable[int], drained: bool, now: float) -> list[Action]:
+    def _check_master(self) -> None:
         if self.role != Role.MASTER:
             raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
-        indices = list(indices)
-        for i in indices:
-            if not 0 <= i < len(self.fabric.links):
-                raise UnknownTarget(f"link index {i}: out of range")
-        for i in indices:
-            (self.deriver.drained.add if drained else self.deriver.drained.discard)(i)
+
+    def _drains_changed(self, indices: Iterable[int], now: float) -> list[Action]:
+        """The book changed: send it to the backups first (before the LSD version that enacts it), then
+        re-derive the touched links as one LSD version."""
+        self.deriver.drained = self.drains.drained() | self._unnoted
         out: list[Action] = []
+        self._notes_acked.clear()
+        self._notes_sent_at.clear()
+        self._notes_tick(now, out)
         self._apply_timeouts(now, out)
-        self._rederive(indices, now, "drain", out)
+        self._rederive(list(indices), now, "drain", out)
         return out
+
+    # ---------------------------------------------------------------------------- drain notes replication
+    def _notes_tick(self, now: float, out: list[Action]) -> None:
+        """Send the book to every backup that has not acknowledged its serial, at most every `keepalive`.
+        A book never written (serial 0) is empty, as is every backup's at the start of our term."""
+        if self.role != Role.MASTER or self.drains.serial == 0:
+            return
+        msg: DrainNotes | None = None
+        for mid in sorted(self.master_ids - {self.id}):
+            if self._notes_acked.get(mid) == self.drains.serial:
+                continue
+            sent = self._notes_sent_at.get(mid)
+            if sent is not None and now < sent + self.fabric.timers.keepalive:
+                continue
+            if msg is None:
+                msg = DrainNotes(self.id, self.term, self.drains.serial, encode_notes(self.drains.notes))
+            self._notes_sent_at[mid] = now
+            out.append(Send(mid, msg))
+
+    def _notes_deadline(self) -> float | None:
+        if self.role != Role.MASTER or self.drains.serial == 0:
+            return None
+        pending = [self._notes_sent_at.get(mid, 0.0) + self.fabric.timers.keepalive
+                   for mid in self.master_ids - {self.id} if self._notes_acked.get(mid) != self.drains.serial]
+        return min(pending) if pending else None
+
+    def _on_drain_notes(self, sender: str, m: DrainNotes) -> list[Action]:
+        kind = "DrainNotes"
+        if m.master not in self.master_ids or m.master == self.id:
+            return [Rejected(sender, kind, "unknown_master")]
+        if m.master != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        out: list[Action] = []
+        if self._higher_term(sender, kind, m.term, out):
+            return out
+        if m.term < self.term:
+            return [Rejected(sender, kind, "stale_term")]
+        if self.role != Role.BACKUP:
+            return [Rejected(sender, kind, "not_backup")]
+        if sender != self.leader:
+            return [Rejected(sender, kind, "not_leader")]
+        try:
+            notes = decode_notes(m.notes)
+        except NoteError:
+            return [Rejected(sender, kind, "malformed")]
+        self.drains.replace(m.serial, notes)
+        self._notes_term = m.term
+        return [Send(sender, DrainNotesAck(self.id, self.term, m.serial))]
+
+    def _on_drain_notes_ack(self, sender: str, a: DrainNotesAck) -> list[Action]:
+        kind = "DrainNotesAck"
+        if a.backup not in self.master_ids or a.backup == self.id:
+            return [Rejected(sender, kind, "unknown_master")]
+        if a.backup != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        out: list[Action] = []
+        if self._higher_term(sender, kind, a.term, out):
+            return out
+        if self.role != Role.MASTER or a.term != self.term:
+            return [Rejected(sender, kind, "not_master" if self.role != Role.MASTER else "stale_term")]
+        self._notes_acked[sender] = a.serial
+        return []
 
     # ============================================================================ views (REST)
     def link_states(self) -> list[LinkState]:

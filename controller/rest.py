@@ -3,7 +3,9 @@
 Reads need no token. Drains (POST/DELETE /v1/drain) and confirming what the drastic-change guard holds
 (POST /v1/guard/confirm) need `Authorization: Bearer <token>` where the token is
 the content of `security.admin_token_file` (401 without/with a malformed header, 403 with a wrong token or
-when no token file is configured, 400 on bad input, 409 when this replica is not the master).
+when no token file is configured, 400 on bad input or an unknown link or switch (then with
+`"unknown": true`), 409 when this replica is not the master). GET /v1/drains lists the drains in force with who/when/why (any replica:
+backups hold the master's notes).
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from controller.core import NotMaster, UnknownTarget
+from controller.core import DrainRefused, NotMaster, UnknownTarget
 from proto.config import Role as SwitchRole
+from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import LinkState
 
 if TYPE_CHECKING:
@@ -186,6 +189,15 @@ async def guard_confirm(request: web.Request) -> web.Response:
     return _json(out)
 
 
+_DRAIN_BODY = ('body must be JSON: exactly one of {"link": "a:1-b:2"} or {"switch": "name"}, optionally '
+               '"reason" and "who" (strings)')
+
+
+def _note_json(s: MasterServer, note: DrainNote) -> dict[str, Any]:
+    return {"kind": note.kind, "target": note.target, "who": note.who, "at": note.at or None,
+            "reason": note.reason, "links": [s.fabric.links[i].name for i in s.core.drains.links_of(note)]}
+
+
 async def _drain(request: web.Request, drained: bool) -> web.Response:
     s = _srv(request)
     denied = _check_token(request, request.app[TOKEN_KEY])  # type: ignore[arg-type]
@@ -194,20 +206,43 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
     try:
         body = await request.json()
     except (ValueError, RecursionError):        # bad JSON or UTF-8, a 5,000-digit number, nesting too deep
-        return _error(400, 'body must be JSON: {"link": "a:1-b:2"} or {"switch": "name"}')
-    if not isinstance(body, dict) or len(body) != 1 or not ({"link", "switch"} & body.keys()):
-        return _error(400, 'body must be exactly one of {"link": "a:1-b:2"} or {"switch": "name"}')
-    (kind, target), = body.items()
+        return _error(400, _DRAIN_BODY)
+    if not isinstance(body, dict) or len({"link", "switch"} & body.keys()) != 1 \
+            or not body.keys() <= {"link", "switch", "reason", "who"}:
+        return _error(400, _DRAIN_BODY)
+    kind = "link" if "link" in body else "switch"
+    target = body[kind]
     if not isinstance(target, str):
         return _error(400, f"{kind}: expected a string, got {type(target).__name__}")
+    for field, limit in (("reason", MAX_REASON), ("who", MAX_WHO)):
+        v = body.get(field)
+        if v is not None and (not isinstance(v, str) or len(v) > limit or not v.isprintable()):
+            return _error(400, f"{field}: expected at most {limit} printable characters")
+    who = body.get("who") or (f"unknown@{request.remote}" if request.remote else None)
     try:
-        indices = s.drain(**{kind: target}, drained=drained)
+        result = s.drain(**{kind: target}, drained=drained, who=who, reason=body.get("reason"))
     except UnknownTarget as e:
+        return _error(400, str(e), unknown=True)
+    except DrainRefused as e:
         return _error(400, str(e))
     except NotMaster as e:
         return _error(409, f"not the master: {e}", leader=s.core.leader)
+    links = s.fabric.links
     out = _header(s)
-    out.update(drained=drained, links=[s.fabric.links[i].name for i in indices])
+    out.update(drained=drained, target=result["target"], links=[links[i].name for i in result["links"]],
+               still_drained={links[i].name: [_note_json(s, n) for n in notes]
+                              for i, notes in result["still"].items()})
+    if not drained:
+        out["lifted"] = [_note_json(s, n) for n in result["lifted"]]
+    return _json(out)
+
+
+async def drains(request: web.Request) -> web.Response:
+    s = _srv(request)
+    out = _header(s)
+    states = s.core.lsd.states()
+    out.update(serial=s.core.drains.serial, drains=[_note_json(s, n) for n in s.core.drains.notes],
+               drained_links=[link.name for link in s.fabric.links if states[link.index] == LinkState.DRAINED])
     return _json(out)
 
 
@@ -242,6 +277,7 @@ def make_app(server: MasterServer) -> web.Application:
     app.router.add_delete("/v1/drain", undrain)
     app.router.add_get("/v1/guard", guard)
     app.router.add_post("/v1/guard/confirm", guard_confirm)
+    app.router.add_get("/v1/drains", drains)
     app.router.add_get("/metrics", metrics)
     return app
 

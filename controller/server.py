@@ -474,20 +474,28 @@ class MasterServer:
         return float(sum(1 for p in self.core.dist.peers.values() if not p.is_master and now - p.last_heard < dead))
 
     # ------------------------------------------------------------------------------------ operator API
-    def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool) -> list[int]:
-        """Drain/undrain a link (by name) or every link of a switch; returns the link indices touched.
-        Raises UnknownTarget (bad name) or NotMaster."""
+    def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool,
+              who: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Drain/undrain a link (by name) or every link of a switch, noting who and why (and the wall-clock
+        time). Returns {"target", "links": [indices touched], "still": {index: [notes]}, "lifted": (notes)}
+        ("still": links of an undrained target that another drain keeps drained; "lifted": the notes an
+        undrain removed). Raises UnknownTarget, NotMaster,
+        DrainRefused."""
         now = self.now()
-        if link is not None:
-            idx = [self.core.link_index(link)]
-            actions = (self.core.drain_link if drained else self.core.undrain_link)(idx[0], now)
+        kind, target = ("link", link) if link is not None else ("switch", switch)
+        assert target is not None
+        if drained:
+            actions, idx = self.core.drain(kind, target, now, who=who, reason=reason, at=time.time())
+            still: dict[int, Any] = {}
+            lifted: tuple[Any, ...] = ()
         else:
-            assert switch is not None
-            idx = list(self.core._switch_links(switch))
-            actions = (self.core.drain_switch if drained else self.core.undrain_switch)(switch, now)
-        log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx)))
+            actions, result = self.core.undrain(kind, target, now)
+            idx, still, lifted = self.core.resolve(kind, target)[1], result.still, result.removed
+        log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx), who=who,
+                    reason=reason))
         self._run(actions)
-        return idx
+        return {"target": self.core.resolve(kind, target)[0], "links": list(idx), "still": still,
+                "lifted": lifted}
 
 
     def guard_confirm(self) -> list[int]:

@@ -147,14 +147,24 @@ def describe_fault(f: dict[str, Any]) -> str:
     return kind
 
 
+def _operator_files(lab: Any) -> dict[str, str | None]:
+    """The config and the admin (drain) token the operator commands use (`firepath drain --lab NAME`)."""
+    token = lab.fabric.security.admin_token_file if lab.fabric is not None else None
+    return {"config": lab.state.config, "admin_token_file": str(token) if token else None}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     lab = _open(args)
     try:
         if args.json:
             print(json.dumps({"masters": _jsonable(lab.master_states()), "switches": _jsonable(lab.client_states()),
-                              "faults": lab.state.faults}, indent=1))
+                              "faults": lab.state.faults, **_operator_files(lab)}, indent=1))
         else:
             print(format_status(lab))
+            files = _operator_files(lab)
+            print(f"\nconfig {files['config']}; admin token "
+                  + (f"{files['admin_token_file']} (`firepath drain --lab {lab.state.name} ...` reads it)"
+                     if files["admin_token_file"] else "none (drains answer 403): set security.admin_token_file"))
     finally:
         lab.close()
     return 0

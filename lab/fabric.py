@@ -186,6 +186,7 @@ LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("oam_interval_ms", 10),
                                                      ("switch_dead_ms", 20000),
                                                      ("hello_interval_ms", 50), ("master_dead_ms", 400))
 CLIENT_RESTART_HOLD_S = 20.0
+ADMIN_TOKEN = "admin.token"      # in the lab dir: `firepath drain --lab NAME` reads it through the config
 
 
 CLIENT_CPN_BASE = IPv4Address("127.1.0.0")
@@ -205,8 +206,9 @@ def client_cpn_address(fabric: Any, switch: str) -> str:
     return str(CLIENT_CPN_BASE + sw.id)
 
 
-def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
-    """Write ``fabric.yaml`` (proto.clos generator) and a fresh ``fabric.key`` (secrets, 0600) in the lab dir.
+def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True, **clos_params: Any) -> Path:
+    """Write ``fabric.yaml`` (proto.clos generator), a fresh ``fabric.key`` and, unless `admin_token` is
+    false, a fresh ``admin.token`` (the drain token, ``security.admin_token_file``; secrets, 0600) in the lab dir.
 
     Ports only have to be unique inside the lab namespace: fixed bases keep OpenFlow, REST and master
     ports apart (master ports are the generator's 66xx/67xx/68xx).
@@ -215,12 +217,13 @@ def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
 
     clos_params.setdefault("timers", LAB_DEFAULT_TIMERS)
     params = ClosParams(name=name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
-                        key_file="fabric.key", **clos_params)
+                        key_file="fabric.key", admin_token_file=ADMIN_TOKEN if admin_token else None,
+                        **clos_params)
     lab_dir.mkdir(parents=True, exist_ok=True)
-    key = lab_dir / "fabric.key"
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+    for secret in (lab_dir / "fabric.key", *([lab_dir / ADMIN_TOKEN] if admin_token else [])):
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
     path = lab_dir / "fabric.yaml"
     path.write_text(generate_clos_yaml(params))
     return path

@@ -49,6 +49,8 @@ __all__ = [
     "WIRE_VERSION",
     "Codec",
     "DecodeError",
+    "DrainNotes",
+    "DrainNotesAck",
     "EncodeError",
     "Endpoint",
     "Hello",
@@ -488,10 +490,48 @@ class NdFrame(Message):
         _int(self.hold_ms, "hold_ms", 0, MAX_ND_HOLD_MS)
 
 
+@dataclass(frozen=True, slots=True)
+class DrainNotes(Message):
+    """Master -> backup: the whole drain book (who/when/why per drain, see proto.drains), replacing the
+    backup's. ``serial`` grows with every change of the book and continues across masters; the backup
+    answers DrainNotesAck(serial). ``notes`` is ``proto.drains.encode_notes()`` (checked on receipt)."""
+
+    TYPE: ClassVar[int] = 14
+    SENDER_FIELD: ClassVar[str] = "master"
+    FROM_MASTER: ClassVar[bool] = True
+    master: str
+    term: int
+    serial: int
+    notes: bytes
+
+    def __post_init__(self) -> None:
+        _name(self.master, "master")
+        _int(self.term, "term", 0, MAX_U63)
+        _int(self.serial, "serial", 0, MAX_U63)
+        _bytes(self.notes, "notes", MAX_LSD_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class DrainNotesAck(Message):
+    """Backup -> master: the drain book of ``serial`` (in ``term``) is held."""
+
+    TYPE: ClassVar[int] = 15
+    SENDER_FIELD: ClassVar[str] = "backup"
+    FROM_MASTER: ClassVar[bool] = True
+    backup: str
+    term: int
+    serial: int
+
+    def __post_init__(self) -> None:
+        _name(self.backup, "backup")
+        _int(self.term, "term", 0, MAX_U63)
+        _int(self.serial, "serial", 0, MAX_U63)
+
+
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (PortReport, ReportAck, LsdRequest, LsdFull, LsdDelta, Keepalive, Hello, VoteRequest, Vote,
-                ReplicationAck, StepDown, NdFrame, RelayedReport)
+                ReplicationAck, StepDown, NdFrame, RelayedReport, DrainNotes, DrainNotesAck)
 }
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES.values()}
 

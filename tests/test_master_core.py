@@ -332,7 +332,7 @@ def test_full_when_delta_bigger_than_snapshot() -> None:
     assert [type(m) for m in msgs] == [LsdFull]
     c.take(msgs)
     assert c.lsd.states() == core.lsd.states()
-    core.undrain_link(core.link_index("leaf-3:1-spine-1:3"), 0.8)   # one link: a small delta
+    core.drain_link(f.links_of("spine-2")[0], 0.8)   # one link: a small delta
     msgs = sends(core.tick(0.9), "leaf-1")
     assert [type(m) for m in msgs] == [LsdDelta]
 
