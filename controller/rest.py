@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from controller.core import NotMaster, UnknownTarget
+from controller.page import add_page_routes
 from proto.config import Role as SwitchRole
 from proto.lsd import LinkState
 
@@ -207,6 +208,7 @@ def make_app(server: MasterServer) -> web.Application:
     app.router.add_post("/v1/drain", drain)
     app.router.add_delete("/v1/drain", undrain)
     app.router.add_get("/metrics", metrics)
+    add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
     return app
 
 

@@ -114,6 +114,9 @@ class MasterServer:
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
         self._started = False                  # driver.start() ran: input may flow to driver and core
+        # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
+        # port report is accepted, `changed()` after every batch of actions. They must be cheap and not raise.
+        self.observers: list[Any] = []
         self.started_wall = time.time()
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -221,7 +224,10 @@ class MasterServer:
                 actions += self.driver.handle(sender, msg, now)
             if isinstance(msg, PortReport):
                 for a in actions:
-                    if isinstance(a, VersionChanged):
+                    if isinstance(a, ReportAccepted):
+                        for o in self.observers:
+                            o.reported(sender, msg.ports)
+                    elif isinstance(a, VersionChanged):
                         self.metrics.report_to_lsd.observe(time.perf_counter() - t0)
                         self._pending_versions[a.version] = t0
                         if len(self._pending_versions) > 1024:      # nobody to send to: do not grow
@@ -254,6 +260,8 @@ class MasterServer:
                     events.append(a)
             actions = self.driver.observe(events, self.now()) if events else []
         self.fanout.reset()
+        for o in self.observers:
+            o.changed()
         self._flush_counts()
         self._refresh_gauges()
         if rearm:

@@ -7,6 +7,9 @@ command -v ovs-vsctl >/dev/null 2>&1 || need+=(openvswitch-common)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+# the browser tests of the topology page (tests/test_web_browser.py) drive a real headless Chromium
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
 fi
