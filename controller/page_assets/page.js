@@ -162,9 +162,10 @@ function drawGraph(only) {
   const spineSpan = podList.length ? lower : Math.max(spines.length, 1);
   spines.forEach((s, k) => x.set(s, (k + 0.5) * spineSpan / spines.length));
   slots = Math.max(slots, spineSpan, 1);
-  const slotW = Math.max(14, Math.min(120, 1100 / slots));
+  // a fixed drawing width: a big pod gets small nodes (names in tooltips) rather than a thin strip
+  const slotW = Math.min(120, 1160 / slots);
   const labels = slotW >= 44;
-  const W = slots * slotW + 40, rowGap = labels ? 130 : 110;
+  const W = slots * slotW + 40, rowGap = labels ? 130 : 120;
   const rows = [[2, 36]];
   if (hasAgg) rows.push([1, 36 + rowGap]);
   if (hasTor) rows.push([0, 36 + rowGap * rows.length]);
@@ -176,6 +177,7 @@ function drawGraph(only) {
   const py = (s) => yOf.get(role[s]);
   const gl = svgEl('g', {class: 'links'}, svg), gn = svgEl('g', {class: 'nodes'}, svg);
   const shownSet = only || null;
+  svg.setAttribute('class', shown.length > 60 ? 'dense' : '');
   for (let i = 0; i < V.m; i++) {
     const a = V.links.a[i], b = V.links.b[i];
     if (shownSet && !(shownSet.has(a) && shownSet.has(b))) continue;
@@ -187,8 +189,8 @@ function drawGraph(only) {
     els.link.set(i, line);
   }
   // with room, the name is inside the node; otherwise it is in the tooltip only
-  const nw = labels ? Math.min(86, slotW * 0.85) : Math.min(34, slotW * 0.8);
-  const nh = labels ? 22 : Math.min(16, Math.max(8, slotW * 0.6));
+  const nw = labels ? Math.min(86, slotW * 0.85) : Math.max(2, Math.min(34, slotW * 0.8));
+  const nh = labels ? 22 : Math.min(16, Math.max(8, slotW * 0.8));
   for (const s of shown) {
     const cx = px(s), cy = py(s), name = V.switches.name[s];
     const node = svgEl('rect', {x: cx - nw / 2, y: cy - nh / 2, width: nw, height: nh, rx: role[s] === 2 ? nh / 2 : 3,
@@ -213,9 +215,10 @@ function drawGraph(only) {
 // aggregate line per (pod, plane) pair; the table below has the counts; a click drills down.
 function drawGroups() {
   const svg = clearDrawing();
+  svg.setAttribute('class', '');
   const planes = [], pods = [], others = [];
   V.groups.forEach((g, k) => (g.kind === 'plane' ? planes : g.kind === 'pod' ? pods : others).push(k));
-  const W = 1200, H = 330, side = others.length ? 150 : 0, inner = W - 40 - side;
+  const W = 1200, H = 340, side = others.length ? 150 : 0, inner = W - 40 - side;
   const pos = new Map();
   const rowBoxes = (list, y, h, x0, width) => {
     const w = width / Math.max(list.length, 1);
@@ -246,7 +249,7 @@ function drawGroups() {
       r.countText = t2;
     }
   }
-  const lt = svgEl('text', {x: 20, y: 240, class: 'tier'}, svg);
+  const lt = svgEl('text', {x: 20, y: 322, class: 'tier'}, svg);
   lt.textContent = `${pods.length} pods (ToRs + aggregation) — click a pod, a plane or a line to drill down`;
   // the table
   const tbl = $('groups');
