@@ -147,12 +147,13 @@ function drawGraph(only) {
   const hasTor = podList.some(([, p]) => p.tor.length);
   let slots = 0;
   const x = new Map();
-  for (const [, p] of podList) {
+  podList.forEach(([, p], k) => {
     const w = Math.max(p.tor.length, p.agg.length, 1);
-    p.tor.forEach((s, k) => x.set(s, slots + (k + 0.5) * w / p.tor.length));
-    p.agg.forEach((s, k) => x.set(s, slots + (k + 0.5) * w / p.agg.length));
-    slots += w + (podList.length > 1 ? 0.6 : 0);
-  }
+    if (k > 0) slots += 0.6;              // a little air between pods
+    p.tor.forEach((s, j) => x.set(s, slots + (j + 0.5) * w / p.tor.length));
+    p.agg.forEach((s, j) => x.set(s, slots + (j + 0.5) * w / p.agg.length));
+    slots += w;
+  });
   const lower = Math.max(slots, spines.length ? 1 : 0);
   if (borders.length) {
     slots = lower + 1;
@@ -533,9 +534,20 @@ setInterval(() => {
 }, 500);
 
 // --------------------------------------------------------------------------------------------- details
+// The details panel: a body reloaded whenever the selection changes state, and the drain buttons (with their
+// message) that stay put while it reloads.
 function select(kind, i) {
   selected = {kind, i};
   markSelected();
+  const name = kind === 'link' ? V.linkName(i) : V.switches.name[i];
+  const box = $('details');
+  box.dataset.kind = kind;
+  box.dataset.name = '';
+  box.innerHTML = `<div id="dbody"><p class="muted">${esc(name)}: loading…</p></div>
+    <p><button id="drain">drain ${kind}</button><button id="undrain">undrain ${kind}</button></p>
+    <p id="drain-msg" class="msg"></p>`;
+  $('drain').addEventListener('click', () => drain(kind, name, true));
+  $('undrain').addEventListener('click', () => drain(kind, name, false));
   refreshDetails();
 }
 
@@ -571,17 +583,15 @@ async function loadDetails() {
     d = {error: `${rep.id}: ${e}`};
   }
   if (seq !== detailsSeq) return;
-  const box = $('details');
+  const box = $('dbody');
+  if (!box || selected !== sel) return;
   if (d.error) { box.innerHTML = `<p class="msg err">${esc(d.error)}</p>`; return; }
   box.innerHTML = sel.kind === 'link' ? linkHtml(d) : switchHtml(d);
-  box.dataset.kind = sel.kind;
-  box.dataset.name = d.name;
+  $('details').dataset.name = d.name;
   box.querySelectorAll('[data-goto-switch]').forEach((a) => a.addEventListener('click', () =>
     select('switch', V.index.get(a.dataset.gotoSwitch))));
   box.querySelectorAll('[data-goto-link]').forEach((a) => a.addEventListener('click', () =>
     select('link', Number(a.dataset.gotoLink))));
-  box.querySelectorAll('button[data-drain]').forEach((btn) => btn.addEventListener('click', () =>
-    drain(sel.kind, d.name, btn.dataset.drain === '1')));
 }
 
 function linkHtml(d) {
@@ -594,8 +604,7 @@ function linkHtml(d) {
     <p>weight ${d.weight} <span class="muted">(capacity: not in the config; ECMP splits equally)</span></p>
     <table><tr><th>end</th><th>port</th><th>switch</th><th>PHY</th><th>ND</th><th>usable</th><th>miscabled by</th></tr>
     ${end(d.a)}${end(d.b)}</table>
-    <p class="muted">PHY/ND/usable: the last port report of each end to ${esc(fp.header.master)}.</p>
-    ${drainButtons('link')}`;
+    <p class="muted">PHY/ND/usable: the last port report of each end to ${esc(fp.header.master)}.</p>`;
 }
 
 function switchHtml(d) {
@@ -619,13 +628,7 @@ function switchHtml(d) {
     <p>liveness last changed: ${fmtTime(d.changed_at, d.seen_since)}<br>
     loopback ${esc(d.loopback || '–')}${d.prefixes.length ? ` · prefixes ${esc(d.prefixes.join(', '))}` : ''}</p>
     <table><tr><th>port</th><th>peer</th><th>weight</th><th>state</th></tr>${links}</table>
-    ${drainButtons('switch')}
     ${client}`;
-}
-
-function drainButtons(kind) {
-  return `<p><button data-drain="1" id="drain">drain ${kind}</button><button data-drain="0" id="undrain">undrain ${kind}</button>
-    <span id="drain-msg" class="msg"></span></p>`;
 }
 
 // Drains go to the leader (a backup answers 409); the token is the admin token typed in the bar.
