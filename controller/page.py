@@ -7,7 +7,8 @@ Routes (added to the REST app by `add_page_routes`; the page itself is `controll
   replicas' REST addresses. Static per fabric digest; built once in a worker thread at start, served
   gzip-compressed when the browser accepts it.
 - ``GET /v1/events`` a Server-Sent Events stream: ``hello`` (this replica's header, the display state of every
-  link as a string of digits, the liveness of every switch as a string of 0/1) on connect, then ``update``
+  link as a string of digits, the liveness of every switch as a string of digits: 0 dead, 1 alive,
+  2 unknown) on connect, then ``update``
   (header when it changed, ``[[link, state], …]``, ``[[switch, alive], …]``) within `min_interval` of a
   change, and ``ping`` (the header) every `ping_interval` so a page detects a silent replica.
 - ``GET /v1/link/{name or index}``, ``GET /v1/switch/{name}``: details for a click — ends, ports, weight,
@@ -193,7 +194,9 @@ class PageFeed:
             self.lsd = states
             self.version, self.term = core.version, core.term
         role = core.role
-        sweep = full or role != self._role or now - self._last_sweep >= self.sweep_interval
+        # O(switches) at Jupiter size (~30 ms): every sweep_interval while a page watches, 4x less otherwise
+        interval = self.sweep_interval if self.subscribers else 4 * self.sweep_interval
+        sweep = full or role != self._role or now - self._last_sweep >= interval
         self._role = role
         check = range(len(self.alive)) if sweep else sorted(self._dirty)
         if sweep:

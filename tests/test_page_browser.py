@@ -27,7 +27,7 @@ from tests.harness.browser import PumpThread, browser_missing, chromium, wait_js
 from tests.harness.loopcluster import LoopCluster
 from tests.harness.simclient import SimFleet
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(480)]
 
 TOKEN = "page-browser-token"
 TIMERS = (("hello_interval_ms", 50), ("master_dead_ms", 400))
@@ -270,17 +270,18 @@ def test_jupiter_page_opens_within_3s(driver: Any, tmp_path: Path) -> None:
                           tors_per_pod=230, hosts_per_tor=0, border_pods=2, planes=4, leaves=0)
     f = cluster.fabric
     assert (len(f.switches), len(f.links)) == (30_088, 134_400)
-    # pod 1 and every spine are played by scripted switches: their links come up, the rest stay down
-    played = [s.name for s in f.switches if s.role.value == "spine" or s.name.startswith(("agg-1-", "tor-1-"))]
-    fleet = SimFleet(f, KeyRing.load(f.security.key_file), cluster.client_addr, names=played)
-    pump = PumpThread(fleet)
+    # the 234 switches of pod 1 are played by scripted switches that report (and ignore LSD updates: a
+    # 134,400-link snapshot per switch would only load this machine): pod 1's ToR-agg links come up
+    played = [s.name for s in f.switches if s.name.startswith(("agg-1-", "tor-1-"))]
+    fleet = SimFleet(f, KeyRing.load(f.security.key_file), cluster.client_addr, names=played, ack_updates=False)
+    pump = PumpThread(fleet, skip_lsd=True)
     try:
         t0 = time.monotonic()
         cluster.start_all()
         fleet.report()
         pump.start()
-        assert cluster.wait(lambda: cluster.single_master(), 120), cluster.versions()
-        n_up = 230 * 4 + 4 * 32
+        assert cluster.wait(lambda: cluster.single_master(), 240), cluster.versions()
+        n_up = 230 * 4
         assert cluster.wait(lambda: _count_up(cluster) == n_up, 60), _count_up(cluster)
         print(f"\njupiter master serving with {len(played)} scripted switches after {time.monotonic() - t0:.1f} s")
         ready_ms, wall = open_page(driver, cluster.rest_port["m1"])
@@ -289,16 +290,16 @@ def test_jupiter_page_opens_within_3s(driver: Any, tmp_path: Path) -> None:
         assert ready_ms <= OPEN_TARGET_MS
         assert driver.execute_script("return fp.mode") == "groups"
         summary = driver.find_element(By.ID, "summary").text
-        assert ("30,088 switches (362 alive, 29,726 dead, 0 unknown)" in summary
+        assert ("30,088 switches (234 alive, 29,854 dead, 0 unknown)" in summary
                 and f"134,400 links ({n_up:,} up, {134_400 - n_up:,} down" in summary), summary
         rows = driver.execute_script(
             "return [...document.querySelectorAll('#groups tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
         assert len(rows) == 4 + 128 + 1
         by_name = {r[0]: r for r in rows}
-        # group, kind, switches, dead, unknown, links, down, one-way, miscabled, drained
-        assert by_name["pod 1"] == ["pod 1", "pod", "234", "0", "0", "1,048", "0", "0", "0", "0"]
+        # group, kind, switches, dead, unknown, links (touching it), down, one-way, miscabled, drained
+        assert by_name["pod 1"] == ["pod 1", "pod", "234", "0", "0", "1,048", "128", "0", "0", "0"]
         assert by_name["pod 2"][:7] == ["pod 2", "pod", "234", "234", "0", "1,048", "1,048"]
-        assert by_name["plane 1"][:7] == ["plane 1", "plane", "32", "0", "0", "4,160", "4,128"]
+        assert by_name["plane 1"][:7] == ["plane 1", "plane", "32", "32", "0", "4,160", "4,160"]
         assert len(driver.find_elements(By.CSS_SELECTOR, "#topo .box")) == 133
         # drill down into pod 1: its 4 aggs and 230 ToRs, and the 128 spines its aggs connect to
         t1 = time.monotonic()
@@ -309,7 +310,8 @@ def test_jupiter_page_opens_within_3s(driver: Any, tmp_path: Path) -> None:
               f"({time.monotonic() - t1:.2f} s wall)")
         assert drawn == 234 + 128
         assert len(page_links(driver)) == 230 * 4 + 4 * 32
-        assert set(page_links(driver).values()) == {"up"}
+        states = page_links(driver)
+        assert sum(1 for v in states.values() if v == "up") == 230 * 4 and len(states) - 230 * 4 == 128
         # back to the aggregate; a failure in pod 1 shows in its counts within 1 s
         driver.find_element(By.ID, "back").click()
         assert wait_js(driver, "return fp.mode === 'groups'", 5)
@@ -317,8 +319,10 @@ def test_jupiter_page_opens_within_3s(driver: Any, tmp_path: Path) -> None:
         name = next(link.name for link in f.links if link.a.switch == "tor-1-7" and link.a.port == 2)
         idx = next(link.index for link in f.links if link.name == name)
         applied = wait_js(driver, "const r = document.querySelector('#groups tr[data-group=\"pod 1\"]');"
-                                  f"return r.cells[6].textContent === '1' && fp.appliedAt[{idx}]", 5)
-        assert applied, by_name["pod 1"]
+                                  f"return r.cells[6].textContent === '129' && fp.appliedAt[{idx}]", 5)
+        assert applied, (driver.execute_script(
+            "return [...document.querySelector('#groups tr[data-group=\"pod 1\"]').cells].map(c => c.textContent)"),
+            lsd_state(cluster, "m1", name), cluster.versions())
         print(f"jupiter link failure on the page {applied - 1000 * t_fail:.0f} ms after the report, load {_load()}")
         assert applied / 1000.0 - t_fail <= LIVE_TARGET_S
     finally:

@@ -343,11 +343,14 @@ function drill(g) {
 
 // --------------------------------------------------------------------------------------------- live state
 function applyHello(d) {
+  if (!fp.ready) fp.t.hello = performance.now();
   status = Uint8Array.from(d.links, (c) => c.charCodeAt(0) - 48);
   alive = Uint8Array.from(d.alive, (c) => c.charCodeAt(0) - 48);
   recount();
+  if (!fp.ready) fp.t.counted = performance.now();
   if (!fp.ready) {
-    view = {mode: V.n > FULL_LIMIT ? 'groups' : 'full', group: null};
+    const want = new URLSearchParams(location.search).get('view');     // ?view=groups|full overrides the size rule
+    view = {mode: want === 'groups' || want === 'full' ? want : V.n > FULL_LIMIT ? 'groups' : 'full', group: null};
     render();
     requestAnimationFrame(() => { fp.ready = true; fp.readyAt = performance.now(); });
   } else {
@@ -657,8 +660,12 @@ async function drain(kind, name, on) {
 // --------------------------------------------------------------------------------------------- start
 async function boot() {
   $('token').value = sessionStorage.getItem('fp-token') || '';
+  fp.t = {boot: performance.now()};
   const r = await fetch('v1/view', {cache: 'no-store'});
-  V = prepare(await r.json());
+  const doc = await r.json();
+  fp.t.view = performance.now();
+  V = prepare(doc);
+  fp.t.prepared = performance.now();
   $('fabric').textContent = `fabric ${V.fabric}`;
   document.title = `firepath · ${V.fabric}`;
   replicas = V.masters.map((m) => ({id: m.id, url: `http://${m.address}:${m.rest_port}`}));

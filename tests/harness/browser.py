@@ -74,8 +74,9 @@ def wait_js(driver: Any, script: str, timeout: float, step: float = 0.02) -> Any
 class PumpThread:
     """Pumps a SimFleet in the background until stop(); bounded by `max_seconds`."""
 
-    def __init__(self, fleet: Any, max_seconds: float = 300.0) -> None:
+    def __init__(self, fleet: Any, max_seconds: float = 300.0, **pump_kwargs: Any) -> None:
         self.fleet = fleet
+        self.pump_kwargs = pump_kwargs          # e.g. skip_lsd=True: only reports and their acks
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._deadline = time.monotonic() + max_seconds
@@ -88,7 +89,7 @@ class PumpThread:
     def _run(self) -> None:
         while not self._stop.is_set() and time.monotonic() < self._deadline:
             with self.lock:
-                self.fleet.pump(0.01)
+                self.fleet.pump(0.01, **self.pump_kwargs)
             time.sleep(0.001)             # let the test thread take the lock
 
     def stop(self) -> None:
