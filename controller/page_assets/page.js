@@ -166,7 +166,8 @@ function drawGraph(only) {
   // a fixed drawing width: a big pod gets small nodes (names in tooltips) rather than a thin strip
   const slotW = Math.min(120, 1160 / slots);
   const labels = slotW >= 44;
-  const W = slots * slotW + 40, rowGap = labels ? 130 : 120;
+  // a small fabric is centred in a drawing at least 960 wide, so it is not blown up to the page width
+  const W = Math.max(slots * slotW + 40, 960), x0 = (W - slots * slotW) / 2, rowGap = 120;
   const rows = [[2, 36]];
   if (hasAgg) rows.push([1, 36 + rowGap]);
   if (hasTor) rows.push([0, 36 + rowGap * rows.length]);
@@ -174,7 +175,7 @@ function drawGraph(only) {
   yOf.set(3, yOf.get(1) ?? 36 + rowGap);
   const H = 36 + rowGap * (rows.length - 1) + (labels ? 46 : 30);
   svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
-  const px = (s) => 20 + x.get(s) * slotW;
+  const px = (s) => x0 + x.get(s) * slotW;
   const py = (s) => yOf.get(role[s]);
   const gl = svgEl('g', {class: 'links'}, svg), gn = svgEl('g', {class: 'nodes'}, svg);
   const shownSet = only || null;
@@ -605,7 +606,7 @@ function linkHtml(d) {
     <p><span class="badge s-${d.state}" id="d-state">${d.state}</span> <span class="muted">LSD: ${d.lsd_state}, index ${d.index}</span></p>
     <p>last change: ${fmtTime(d.changed_at, d.seen_since)}</p>
     <p>weight ${d.weight} <span class="muted">(capacity: not in the config; ECMP splits equally)</span></p>
-    <table><tr><th>end</th><th>port</th><th>switch</th><th>PHY</th><th>ND</th><th>usable</th><th>miscabled by</th></tr>
+    <table><tr><th>end</th><th>port</th><th>liveness</th><th>PHY</th><th>ND</th><th>usable</th><th>miscabled by</th></tr>
     ${end(d.a)}${end(d.b)}</table>
     <p class="muted">PHY/ND/usable: the last port report of each end to ${esc(fp.header.master)}.</p>`;
 }
