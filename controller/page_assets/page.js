@@ -14,7 +14,7 @@ const $ = (id) => document.getElementById(id);
 // Test and debugging hooks: read-only state of the page.
 const fp = window.fp = {
   ready: false, readyAt: null, drawnAt: null, header: null, serving: null, connects: 0, mode: null,
-  appliedAt: {}, lastEventAt: 0, failovers: 0,
+  appliedAt: {}, sentAt: {}, lastEventAt: 0, failovers: 0,
 };
 
 let V = null;                // the fabric view (GET /v1/view), with derived indexes
@@ -371,6 +371,7 @@ function applyUpdate(d) {
     countLink(i, old, -1); countLink(i, st, +1);
     status[i] = st;
     fp.appliedAt[i] = now;
+    fp.sentAt[i] = d.t;                   // the replica's wall clock when it pushed the change
     const line = els.link.get(i);
     if (line) {
       line.setAttribute('class', `link s-${STATUS[st]}${selected && selected.kind === 'link' && selected.i === i ? ' sel' : ''}`);
@@ -524,11 +525,11 @@ async function failover() {
   }
 }
 
-let lastFollow = 0;
+const lastFollow = new Map();      // replica id -> when the page last tried to follow it (at most once a second)
 async function maybeFollowLeader(h) {
   const leader = replicaById(h.leader);
-  if (!leader || leader === serving || Date.now() - lastFollow < 1000) return;
-  lastFollow = Date.now();
+  if (!leader || leader === serving || Date.now() - (lastFollow.get(leader.id) || 0) < 1000) return;
+  lastFollow.set(leader.id, Date.now());
   const a = await probe(leader);
   if (a && a.role === 'master' && es && serving !== leader) connect(leader);
 }
