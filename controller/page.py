@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from controller.core import Role
+from controller.core import Role, UnknownTarget
 from controller.topoview import STATUS_NAMES, FabricView, build_view, link_status
 from proto.lsd import LinkState
 from proto.messages import PortStatus
@@ -346,7 +346,7 @@ def _link_index(feed: PageFeed, ref: str) -> int | None:
         return i if i < len(feed.fabric.links) else None
     try:
         return feed.server.core.link_index(ref)
-    except Exception:  # noqa: BLE001 - UnknownTarget: reported as 404 below
+    except UnknownTarget:
         return None
 
 

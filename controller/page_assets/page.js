@@ -299,7 +299,7 @@ function styleGroup(g) {
   const tr = els.row.get(g);
   if (tr) {
     const cell = (v, bad) => `<td${bad && v ? ' class="bad"' : ''}>${v.toLocaleString()}</td>`;
-    tr.innerHTML = `<td>${V.groups[g].name}</td><td>${V.groups[g].kind}</td>${cell(n)}${cell(sw[g * 3], 1)}` +
+    tr.innerHTML = `<td>${esc(V.groups[g].name)}</td><td>${V.groups[g].kind}</td>${cell(n)}${cell(sw[g * 3], 1)}` +
       `${cell(sw[g * 3 + 2])}${cell(links)}${cell(c[b], 1)}${cell(c[b + 4], 1)}${cell(c[b + 3], 1)}${cell(c[b + 2])}`;
   }
 }
