@@ -97,6 +97,7 @@ class PageFeed:
         self._wake = asyncio.Event()
         self._last_sweep = -1e9
         self._role: Role | None = None
+        self._stopped = False
         self._task: asyncio.Task[None] | None = None
         self.view: asyncio.Future[tuple[bytes, bytes]] | None = None
 
@@ -122,10 +123,16 @@ class PageFeed:
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
             self.server.observers.remove(self)
+        # A flag, not only cancel(): in Python 3.11 asyncio.wait_for() swallows a cancellation that arrives
+        # as its awaitable completes (our wake-up event is set by the master's last batch of actions).
+        self._stopped = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            done, _ = await asyncio.wait({self._task}, timeout=2.0)
+            if not done:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
         for q in list(self.subscribers):
             self._close(q)
 
@@ -135,9 +142,11 @@ class PageFeed:
         return body, gzip.compress(body, 6)
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopped:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.sweep_interval)
+            if self._stopped:
+                break
             self._wake.clear()
             try:
                 msg = self._refresh(time.time())
@@ -264,10 +273,12 @@ class PageFeed:
     def link_details(self, index: int) -> dict[str, Any]:
         link = self.fabric.links[index]
         a, ap, b, bp = self.ends[index]
+        now = self.server.now()
 
         def end(i: int, port: int) -> dict[str, Any]:
             ports = self.ports[i]
-            return {"switch": self.fabric.switches[i].name, "port": port, "liveness": LIVENESS_NAMES[self.alive[i]],
+            return {"switch": self.names[i], "port": port,
+                    "liveness": LIVENESS_NAMES[self._liveness(self.names[i], now)],
                     "report": _port_json(ports.get(port) if ports is not None else None),
                     "reported_at": self.reported_at[i]}
 
@@ -285,7 +296,8 @@ class PageFeed:
             links.append({"index": li, "name": link.name, "port": mine.port, "peer": str(peer),
                           "weight": link.weight, "state": STATUS_NAMES[self.status[li]]})
         return {"name": sw.name, "id": sw.id, "role": sw.role.value, "loopback": str(sw.loopback) if sw.loopback
-                else None, "prefixes": [str(p) for p in sw.prefixes], "liveness": LIVENESS_NAMES[self.alive[i]],
+                else None, "prefixes": [str(p) for p in sw.prefixes],
+                "liveness": LIVENESS_NAMES[self._liveness(sw.name, self.server.now())],
                 "changed_at": self.alive_at[i], "seen_since": self.started_wall,
                 "reported_at": self.reported_at[i],
                 "ports": [_port_json(p) for _, p in sorted(ports.items())] if ports is not None else None,

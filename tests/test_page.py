@@ -293,3 +293,21 @@ def test_view_encoding(tmp_path: Path, accept: str) -> None:
         assert doc["fabric"] == server.fabric.name
 
     _run(tmp_path, body)
+
+
+def test_feed_stops_even_when_woken_at_the_same_time(tmp_path: Path) -> None:
+    """The master's last batch of actions wakes the feed just before the app stops it: stop() still ends
+    its task and every stream (a master must exit on SIGTERM)."""
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        feed: PageFeed = c.server.app[FEED_KEY]  # type: ignore[assignment]
+        q = feed.subscribe()
+        for _ in range(20):
+            feed.changed()
+            await asyncio.sleep(0)
+        feed.changed()
+        await asyncio.wait_for(feed.stop(), 3)
+        assert feed._task is not None and feed._task.done()
+        assert q.get_nowait() is None and not feed.subscribers and feed not in server.observers
+
+    _run(tmp_path, body)
