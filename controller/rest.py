@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from controller.core import DrainRefused, NotMaster, UnknownTarget
+from controller.page import add_page_routes
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import LinkState
@@ -279,6 +280,7 @@ def make_app(server: MasterServer) -> web.Application:
     app.router.add_post("/v1/guard/confirm", guard_confirm)
     app.router.add_get("/v1/drains", drains)
     app.router.add_get("/metrics", metrics)
+    add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
     return app
 
 

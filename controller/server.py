@@ -138,6 +138,9 @@ class MasterServer:
         self._started = False                  # driver.start() ran: input may flow to driver and core
         self._drops_seen: int | None = None     # kernel drop counter of the client socket, last read
         self._drops_checked = float("-inf")
+        # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
+        # port report is accepted, `changed()` after every batch of actions. They must be cheap and not raise.
+        self.observers: list[Any] = []
         self.started_wall = time.time()
         self.persist_error: str | None = None   # the last failed durable save, until one succeeds
         self.persist_failures = 0
@@ -249,7 +252,10 @@ class MasterServer:
                 actions += self.driver.handle(sender, msg, now)
             if isinstance(msg, PortReport):
                 for a in actions:
-                    if isinstance(a, VersionChanged):
+                    if isinstance(a, ReportAccepted):
+                        for o in self.observers:
+                            o.reported(sender, msg.ports)
+                    elif isinstance(a, VersionChanged):
                         self.metrics.report_to_lsd.observe(time.perf_counter() - t0)
                         self._pending_versions[a.version] = t0
                         if len(self._pending_versions) > 1024:      # nobody to send to: do not grow
@@ -312,6 +318,8 @@ class MasterServer:
             if failed_term is not None:  # after the batch's role events, so a mastership it gave is undone
                 actions += self.driver.persist_failed(failed_term, self.now())
         self.fanout.reset()
+        for o in self.observers:
+            o.changed()
         self._flush_counts()
         self._refresh_gauges()
         if rearm:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages firepath's lab and tests need (Debian/Ubuntu), if missing.
 #   scripts/install-deps.sh               OVS, nftables, iproute2, ping (the lab, `make demo`)
-#   scripts/install-deps.sh --containers  also docker.io, docker-compose, debootstrap, and starts the Docker
+#   scripts/install-deps.sh --containers  also docker.io, docker-compose, debootstrap, chromium(+driver); starts the Docker
 #                                         engine when it is not running (tests/test_containers.py, `make test`)
 set -euo pipefail
 containers=0
@@ -17,6 +17,9 @@ if [ $containers -eq 1 ]; then
     command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
     command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
     command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+    # the browser tests of the topology page (tests/test_page_browser.py) drive a real headless Chromium
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
