@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo setup deps lint unit bench clean
+.PHONY: test demo setup deps lint unit bench bench-deps clean
 
 setup: deps $(STAMP)
 
@@ -28,7 +28,10 @@ unit: setup
 demo: setup
 	$(VENV)/bin/firepath lab demo
 
-bench: setup
+bench-deps:
+	@bash scripts/install-deps.sh --bench
+
+bench: setup bench-deps
 	$(VENV)/bin/python -m bench.run_all
 
 clean:

@@ -58,7 +58,7 @@ def run_firepath(args: argparse.Namespace, kinds: list[str], log: Callable[[str]
     """bench_convergence on the scenario (its JSON as it wrote it), then idle CPU/RSS of a fresh lab."""
     from bench import bench_convergence as bc
 
-    out_path = args.output.with_name("peer-firepath-convergence.json")
+    out_path = args.output.with_name(args.output.stem + "-firepath-convergence.json")
     argv = ["--scenarios", args.scenario, "--kinds", ",".join(kinds), "--trials", str(args.trials),
             "--name", f"{args.name}fp", "--output", str(out_path)]
     if args.bringups <= 1:
@@ -331,8 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_peer", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--scenario", default="leafspine", choices=sorted(LINK_KIND))
-    ap.add_argument("--trials", type=int, default=10, help="trials per failure kind, each side")
-    ap.add_argument("--bringups", type=int, default=3, help="bring-ups measured, each side")
+    ap.add_argument("--quick", action="store_true", help="2 trials per kind, one bring-up, 3 s idle sample")
+    ap.add_argument("--trials", type=int, default=None, help="trials per failure kind, each side (default 10)")
+    ap.add_argument("--bringups", type=int, default=None, help="bring-ups measured, each side (default 3)")
     ap.add_argument("--variants", default="ospf,bgp")
     ap.add_argument("--skip-firepath", action="store_true", help="FRR only (no ratios)")
     ap.add_argument("--name", default="frrpeer", help="lab name prefix (labs NAMEfp, NAMEospf, NAMEbgp)")
@@ -349,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--converge-timeout", type=float, default=10.0)
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    args.trials = args.trials or (2 if args.quick else 10)
+    args.bringups = args.bringups or (1 if args.quick else 3)
+    if args.quick:
+        args.idle_s = min(args.idle_s, 3.0)
     from bench.peers.frr import frr_missing
     from lab.fabric import preflight
 
