@@ -118,7 +118,7 @@ class FrrBench:
 
     def up(self) -> dict[str, Any]:
         from bench import bench_convergence as bc
-        from bench.peers.frr import FrrLab, expected_routes
+        from bench.peers.frr import FrrLab
 
         sc = bc.SCENARIOS[self.args.scenario]
         t0 = time.time()
@@ -128,7 +128,7 @@ class FrrBench:
         t_seen = time.time()
         self.probes.lab = lab
         self.oracle = bc.AffectedOracle(lab.fabric)
-        self.full = expected_routes(lab.fabric, lab.plans)
+        self.full = lab.expected()
         events = lab.route_events(lab.t_daemons, t_seen)
         last = [max(e[0] for e in ev) for ev in events.values() if ev]
         return {"lab_up_returned_s": round(t_seen - t0, 3),
@@ -150,7 +150,6 @@ class FrrBench:
 
     def trial(self, kind: str, i: int) -> dict[str, Any]:
         from bench import bench_convergence as bc
-        from bench.peers.frr import expected_routes
         from lab import inject
 
         lab, args = self.lab, self.args
@@ -178,7 +177,7 @@ class FrrBench:
             time.sleep(args.hold + (args.silent_extra if kind == "silent" else 0.0))
         finally:
             out["probe"] = self.probes.stop_probes(probes, plan.probes)
-        want = expected_routes(lab.fabric, lab.plans, [link.index])
+        want = lab.expected([link.index])
         out["converged"] = lab.wait_routes(want, args.converge_timeout)
         if not out["converged"]:
             out["problem"] = lab.route_problem(want)

@@ -15,6 +15,7 @@ from bench.peers.frr import (
     SPINE_ASN,
     FrrError,
     expected_routes,
+    expected_routes_bgp,
     link_addresses,
     parse_route_events,
     plan,
@@ -116,3 +117,25 @@ def test_route_monitor_lines_are_parsed_for_data_prefixes_only():
     t = datetime(2026, 12, 2, 18, 33, 40, 201115, tzinfo=UTC).timestamp()
     assert [(round(ts - t, 6), p, d) for ts, p, d in events] == [
         (0.0, "10.0.1.0/24", False), (0.204306, "10.0.2.0/24", False), (0.798886, "10.0.1.0/24", True)]
+
+
+@pytest.mark.parametrize("fabric_name", ["leafspine", "clos3"])
+def test_bgp_expectation_is_client_routes_when_all_is_up(fabric_name, request):
+    fabric = request.getfixturevalue(fabric_name)
+    plans = plan(fabric, "t", "bgp")
+    assert expected_routes_bgp(fabric, plans) == expected_routes(fabric, plans)
+
+
+def test_bgp_expectation_has_no_valley_paths(leafspine, clos3):
+    plans = plan(leafspine, "t", "bgp")
+    link = next(lk for lk in leafspine.links if {lk.a.switch, lk.b.switch} == {"leaf-1", "spine-1"})
+    ospf_like = expected_routes(leafspine, plans, [link.index])["spine-1"]
+    bgp = expected_routes_bgp(leafspine, plans, [link.index])["spine-1"]
+    assert ospf_like["10.0.0.0/24"] == {"s0p2", "s0p3", "s0p4"}     # down-up-down through another leaf
+    assert "10.0.0.0/24" not in bgp                                   # spine ASN repeats: refused
+    assert bgp["10.0.1.0/24"] == {"s0p2"}
+    # 3 tiers: an agg that lost its ToR does not go through the pod's other agg (same pod ASN)
+    plans3 = plan(clos3, "t", "bgp")
+    link3 = next(lk for lk in clos3.links if {lk.a.switch, lk.b.switch} == {"agg-1-1", "tor-1-1"})
+    assert "10.0.0.0/24" not in expected_routes_bgp(clos3, plans3, [link3.index])["agg-1-1"]
+    assert "10.0.0.0/24" in expected_routes(clos3, plans3, [link3.index])["agg-1-1"]

@@ -214,6 +214,44 @@ def expected_routes(fabric: Any, plans: dict[str, SwitchPlan], down_links: Itera
     return out
 
 
+def expected_routes_bgp(fabric: Any, plans: dict[str, SwitchPlan], down_links: Iterable[int] = ()
+                        ) -> dict[str, dict[str, frozenset[str]]]:
+    """What eBGP with RFC 7938 ASNs installs: like :func:`expected_routes`, but only over paths whose ASNs
+    do not repeat (AS_PATH loop detection), so a spine that lost its link to a ToR has no route to it
+    rather than a valley path through another spine (which client.routes, like OSPF, would use).
+    Multipath over the shortest such paths (hop count = AS_PATH length: every hop is another ASN)."""
+    data = {str(p): sw.name for sw in fabric.switches if str(sw.role) in ("tor", "border") for p in sw.prefixes}
+    down = set(down_links)
+    adj: dict[str, list[tuple[str, str]]] = {sw.name: [] for sw in fabric.switches}
+    for link in fabric.links:
+        if link.index in down:
+            continue
+        adj[link.a.switch].append((f"s{plans[link.a.switch].index}p{link.a.port}", link.b.switch))
+        adj[link.b.switch].append((f"s{plans[link.b.switch].index}p{link.b.port}", link.a.switch))
+    asn = {sw.name: switch_asn(sw) for sw in fabric.switches}
+    out: dict[str, dict[str, frozenset[str]]] = {}
+    for src in adj:
+        # breadth-first over (switch, ASNs on the path); paths are short (<= number of distinct ASNs)
+        best: dict[str, tuple[int, set[str]]] = {}
+        frontier = [(src, frozenset([asn[src]]), None)]
+        depth = 0
+        while frontier and depth < len(set(asn.values())):
+            depth += 1
+            nxt = []
+            for node, seen, first in frontier:
+                for ifname, peer in adj[node]:
+                    if asn[peer] in seen:
+                        continue
+                    hop = first or ifname
+                    d = best.setdefault(peer, (depth, set()))
+                    if d[0] == depth:
+                        d[1].add(hop)
+                    nxt.append((peer, seen | {asn[peer]}, hop))
+            frontier = nxt
+        out[src] = {pfx: frozenset(best[tor][1]) for pfx, tor in data.items() if tor != src and tor in best}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- route log
 
 _MON_RE = re.compile(r"^\[(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)\]\s*(Deleted )?(\S+)")
@@ -339,9 +377,9 @@ class FrrLab:
                 lab._start_monitors()
                 lab.t_daemons = time.time()
                 lab._start_daemons()
-                if not lab.wait_routes(expected_routes(fabric, plans), timeout):
+                if not lab.wait_routes(lab.expected(), timeout):
                     raise FrrError(f"FRR ({variant}) did not reach full ECMP in {timeout:.0f}s: "
-                                   f"{lab.route_problem(expected_routes(fabric, plans))} (logs in {d / 'logs'})")
+                                   f"{lab.route_problem(lab.expected())} (logs in {d / 'logs'})")
                 state.phase = "up"
                 state.save()
                 log(f"FRR {variant} fabric {name} up: {len(plans)} switches")
@@ -469,17 +507,23 @@ class FrrLab:
             out[dst] = frozenset(devs)
         return out
 
+    def expected(self, down_links: Iterable[int] = ()) -> dict[str, dict[str, frozenset[str]]]:
+        """The next hops this variant must install with `down_links` down (see expected_routes_bgp)."""
+        if self.variant == "bgp":
+            return expected_routes_bgp(self.fabric, self.plans, down_links)
+        return expected_routes(self.fabric, self.plans, down_links)
+
     def route_problem(self, want: dict[str, dict[str, frozenset[str]]]) -> str | None:
         """None when every switch's FIB has exactly the expected next hops toward every remote data prefix."""
         bad = []
         for name, routes in want.items():
             own = set(self.plans[name].prefixes)
             got = self.routes(name)
-            for pfx, devs in routes.items():
+            for pfx in sorted(set(routes) | set(got)):
                 if pfx in own:
                     continue
-                if got.get(pfx) != devs:
-                    bad.append(f"{name} {pfx}: {sorted(got.get(pfx, []))} != {sorted(devs)}")
+                if got.get(pfx) != routes.get(pfx):
+                    bad.append(f"{name} {pfx}: {sorted(got.get(pfx, []))} != {sorted(routes.get(pfx, []))}")
         return "; ".join(bad[:6]) if bad else None
 
     def wait_routes(self, want: dict[str, dict[str, frozenset[str]]], timeout: float,
