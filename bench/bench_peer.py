@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -364,6 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
 
+    signal.signal(signal.SIGTERM, _interrupt)        # SIGTERM: tear the labs down, write what was measured
     kinds = [LINK_KIND[args.scenario], "silent"]
     report: dict[str, Any] = {"benchmark": "peer", "scenario": args.scenario, "trials": args.trials,
                               "command": "python -m bench.bench_peer " + " ".join(argv if argv is not None
@@ -390,6 +392,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {args.output} (load average {report['host']['loadavg_start']} -> "
           f"{report['host']['loadavg_end']} on {os.cpu_count()} cpus)")
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _write(path: Path, report: dict[str, Any]) -> None:
