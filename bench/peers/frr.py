@@ -334,16 +334,16 @@ class FrrLab:
            lab_dir: Path | str | None = None, timeout: float = 60.0,
            log: Callable[[str], None] = print) -> FrrLab:
         """Build the fabric, start FRR everywhere and wait (bounded) for full ECMP; tears down on failure."""
-        from lab.fabric import generate_config, load_fabric, preflight
+        from lab.fabric import generate_config, load_fabric
         from lab.netns import netns_exists
         from lab.state import LabState, check_lab_name, default_dir, host_netns, lab_netns, locked
 
-        problem = frr_missing()
-        pre = preflight()
-        if pre and "Open vSwitch" not in pre and "ovs" not in pre.lower():
-            problem = (problem + "\n" if problem else "") + pre
-        if problem:
-            raise FrrError(problem)
+        problems = [p for p in [frr_missing()] if p]
+        if os.geteuid() != 0:
+            problems.append("root is needed (network namespaces, veth, nftables)")
+        problems += [f"`{tool}` not found" for tool in ("ip", "nft") if shutil.which(tool) is None]
+        if problems:
+            raise FrrError("the FRR fabric cannot run here: " + "; ".join(problems))
         check_lab_name(name)
         d = Path(lab_dir or default_dir(name)).resolve()
         with locked(d):
