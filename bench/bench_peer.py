@@ -59,7 +59,9 @@ def run_firepath(args: argparse.Namespace, kinds: list[str], log: Callable[[str]
     """bench_convergence on the scenario (its JSON as it wrote it), then idle CPU/RSS of a fresh lab."""
     from bench import bench_convergence as bc
 
-    out_path = args.output.with_name(args.output.stem + "-firepath-convergence.json")
+    # a --quick run leaves the recorded full results alone (run_all moves our own JSON to results/quick/)
+    out_dir = args.output.parent / "quick" if args.quick else args.output.parent
+    out_path = out_dir / (args.output.stem + "-firepath-convergence.json")
     argv = ["--scenarios", args.scenario, "--kinds", ",".join(kinds), "--trials", str(args.trials),
             "--name", f"{args.name}fp", "--output", str(out_path)]
     if args.bringups <= 1:

@@ -32,7 +32,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_failover": ([], ["--quick"]),
     "bench_scale": ([], ["--quick"]),
     "bench_convergence": ([], ["--quick"]),
-    "bench_peer": ([], ["--quick", "--output", str(RESULTS / "quick" / "peer.json")]),
+    "bench_peer": ([], ["--quick"]),
 }
 NEEDS_LAB = {"bench_convergence", "bench_peer"}
 NEEDS_FRR = {"bench_peer"}
