@@ -53,6 +53,15 @@ def _save(lab: Lab) -> None:
     lab.state.save()
 
 
+def _set_ifaces(lab: Lab, ifaces: list[str], up: bool) -> None:
+    """Carrier of every interface up/down, one `ip -batch` per namespace they live in."""
+    by_ns: dict[str, list[str]] = {}
+    for i in ifaces:
+        by_ns.setdefault(lab.state.netns_of(i), []).append(f"link set {i} {'up' if up else 'down'}")
+    for ns, lines in by_ns.items():
+        _ip_batch(ns, lines)
+
+
 def _endpoint(spec: str) -> tuple[str, int]:
     sw, sep, port = spec.rpartition(":")
     if not sep or not port.isdigit():
@@ -99,13 +108,13 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
         lab.state.faults.append(fault)
         _save(lab)
         fault["at"] = time.monotonic()
-        nft.drop_link(table, [(lab.state.netns, i) for i in ifaces])
+        nft.drop_link(table, [(lab.state.netns_of(i), i) for i in ifaces])
     else:
         fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
         lab.state.faults.append(fault)
         _save(lab)
         fault["at"] = time.monotonic()
-        _ip_batch(lab.state.netns, [f"link set {i} down" for i in ifaces])
+        _set_ifaces(lab, ifaces, up=False)
     return fault
 
 
@@ -118,7 +127,7 @@ def fail_switch(lab: Lab, switch: str) -> dict[str, object]:
     lab.state.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()
-    _ip_batch(lab.state.netns, [f"link set {i} down" for i in ifaces])
+    _set_ifaces(lab, ifaces, up=False)
     return fault
 
 
@@ -266,9 +275,9 @@ def undo(lab: Lab, fault: dict[str, Any]) -> None:
     kind = fault["kind"]
     st = lab.state
     if kind in ("link", "switch"):
-        _ip_batch(st.netns, [f"link set {i} up" for i in fault["ifaces"]])
+        _set_ifaces(lab, list(fault["ifaces"]), up=True)
     elif kind == "silent":
-        nft.remove(fault["table"], st.netns)
+        nft.remove_link(fault["table"], [st.netns_of(i) for i in fault["ifaces"]])
     elif kind == "cpn":
         nft.remove(fault["table"], st.netns, family="inet")
     elif kind == "master":

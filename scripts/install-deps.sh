@@ -3,10 +3,15 @@
 #   scripts/install-deps.sh               OVS, nftables, iproute2, ping (the lab, `make demo`)
 #   scripts/install-deps.sh --containers  also docker.io, docker-compose, debootstrap, chromium(+driver); starts the Docker
 #                                         engine when it is not running (tests/test_containers.py, `make test`)
+#   scripts/install-deps.sh --bench       also the peer the benchmarks compare against (Debian `frr`: zebra,
+#                                         ospfd, bgpd, bfdd; bench/peers/frr.py), not needed by `make test`
 set -euo pipefail
 containers=0
 [ "${1:-}" = "--containers" ] && containers=1
 need=()
+if [ "${1:-}" = "--bench" ]; then
+    [ -x /usr/lib/frr/zebra ] || need+=(frr)
+fi
 command -v ovs-vswitchd >/dev/null 2>&1 || need+=(openvswitch-switch)
 command -v ovs-vsctl >/dev/null 2>&1 || need+=(openvswitch-common)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
