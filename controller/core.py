@@ -560,8 +560,13 @@ class MasterCore:
         return out
 
     def _higher_term(self, sender: str, msg_type: str, term: int, out: list[Action]) -> bool:
+        """A message of a higher term is refused. Only a master's (signed with a master key) is evidence of
+        a newer term (`TermSeen`: the role driver may step down and persist it); a switch's is not: a switch
+        signs with its own key, so one bad or broken switch could otherwise depose every master and write
+        any term, up to 2^63-1, into their durable state. A stale master learns the new term from FMRP."""
         if term > self.term:
-            out.append(TermSeen(sender, term))
+            if sender in self.master_ids:
+                out.append(TermSeen(sender, term))
             out.append(Rejected(sender, msg_type, "higher_term"))
             return True
         return False

@@ -172,15 +172,16 @@ class PageFeed:
         return ports.get(port) if ports is not None and self.alive[i] == ALIVE else None
 
     def _liveness(self, name: str, now: float) -> int:
-        """ALIVE/DEAD as the master's link derivation sees the switch; UNKNOWN on a replica that is not the
-        master (it hears no reports) and, after a failover, for a switch not heard yet in the grace period."""
+        """ALIVE/DEAD as the master's link derivation sees the switch (DEAD = silent for `switch_dead`:
+        its links keep their state, see controller.linkstate); UNKNOWN on a replica that is not the master
+        (it hears no reports) and for a switch not heard yet under this mastership."""
         core = self.server.core
         if core.role != Role.MASTER:
             return UNKNOWN
         d = core.deriver
         if d.alive(name, now):
             return ALIVE
-        if name not in d.views and d.grace_until is not None and now < d.grace_until:
+        if name not in d.views:
             return UNKNOWN
         return DEAD
 

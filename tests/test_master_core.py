@@ -224,8 +224,13 @@ def test_rejection_reasons_for_reports(fabric: Fabric) -> None:
     bad = report(fabric, leaf, term=3, digest="0" * 64)
     assert rejected(core.handle(leaf, bad, 0.1)) == ["digest_mismatch"]
     acts = core.handle(leaf, report(fabric, leaf, term=4), 0.1)
-    assert rejected(acts) == ["higher_term"] and TermSeen(leaf, 4) in acts
+    # A switch's term is no evidence of a newer master (it signs with its own key): refused, never adopted.
+    assert rejected(acts) == ["higher_term"] and not any(isinstance(a, TermSeen) for a in acts)
     assert sends(acts) == []
+    for hostile in (10**6, 2**63 - 1):
+        acts = core.handle(leaf, report(fabric, leaf, term=hostile), 0.1)
+        assert rejected(acts) == ["higher_term"] and not any(isinstance(a, TermSeen) for a in acts)
+        assert core.role.value == "master" and core.term == 3
     core.handle(leaf, report(fabric, leaf, seq=10, term=3), 0.2)
     assert rejected(core.handle(leaf, report(fabric, leaf, seq=9, term=3), 0.3)) == ["stale_report"]
     # after a silence past switch_dead a restarted client may start its sequence again

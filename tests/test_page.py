@@ -195,7 +195,7 @@ def test_events_push_report_derived_states(tmp_path: Path) -> None:
         await _until(lambda: events)
         hello = events[0][1]
         assert events[0][0] == "hello" and hello["digest"] == f.digest
-        assert hello["links"] == "0000" and hello["alive"] == "0000" and hello["header"]["role"] == "master"
+        assert hello["links"] == "0000" and hello["alive"] == "2222" and hello["header"]["role"] == "master"
         for seq, sw in enumerate(("spine-1", "spine-2")):
             _report(server, sw, [_ps(p) for p in f.fabric_ports(sw)], seq + 1)
         # leaf-1: port 1 (to spine-1) hears spine-1 but is not heard back; port 2 (to spine-2) sees leaf-2
