@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo setup deps deps-containers lint unit bench clean
+.PHONY: test demo setup deps deps-containers lint unit bench bench-deps clean
 
 setup: deps $(STAMP)
 
@@ -32,7 +32,10 @@ unit: setup
 demo: setup
 	$(VENV)/bin/firepath lab demo
 
-bench: setup
+bench-deps:
+	@bash scripts/install-deps.sh --bench
+
+bench: setup bench-deps
 	$(VENV)/bin/python -m bench.run_all
 
 clean:

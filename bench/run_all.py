@@ -33,8 +33,11 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_scale": ([], ["--quick"]),
     "bench_convergence": ([], ["--quick"]),
     "bench_ecmp": ([], ["--quick"]),
+    "bench_cpn": ([], ["--quick"]),
+    "bench_peer": ([], ["--quick"]),
 }
-NEEDS_LAB = {"bench_convergence", "bench_ecmp"}
+NEEDS_LAB = {"bench_convergence", "bench_ecmp", "bench_cpn", "bench_peer"}
+NEEDS_FRR = {"bench_peer"}
 
 
 def _load(name: str, directory: Path = RESULTS) -> dict[str, Any] | None:
@@ -112,6 +115,20 @@ def headline_ecmp(r: dict[str, Any]) -> str:
             f"{'met' if r.get('weighted_target_met') else 'NOT met'}")
 
 
+def headline_peer(r: dict[str, Any]) -> str:
+    fp = _get(r, "figures", "firepath") or {}
+    parts = []
+    for v, f in (r.get("figures") or {}).items():
+        if v == "firepath":
+            continue
+        for key, short in (("link down: every affected switch reprogrammed, p50 ms", "link down"),
+                           ("silent failure: every affected switch reprogrammed, p50 ms", "silent"),
+                           ("repaired link back in use, p50 ms", "repair")):
+            a, b = fp.get(key), f.get(key)
+            parts.append(f"{short} {round(a / b, 2) if a is not None and b else '-'}x FRR {v}")
+    return "firepath/FRR: " + ", ".join(parts) if parts else "see JSON"
+
+
 def headline_failover(r: dict[str, Any]) -> str:
     parts = []
     for name, v in (r.get("variants") or {}).items():
@@ -120,10 +137,21 @@ def headline_failover(r: dict[str, Any]) -> str:
     return "; ".join(parts) or "see JSON"
 
 
+def headline_cpn(r: dict[str, Any]) -> str:
+    parts = []
+    for fault, v in (r.get("summary") or {}).items():
+        link = v.get("link_everywhere_ms_max")
+        parts.append(f"{fault}: pairs min {v.get('pairs_min')}/{v.get('pairs_total')}, link everywhere "
+                     f"{'never' if v.get('link_never') else f'<= {link} ms'}, {'met' if v.get('met') else 'MISSED'}")
+    return "; ".join(parts) or "see JSON"
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
     "bench_lsd": headline_lsd, "bench_routes": headline_routes, "bench_fanout": headline_fanout,
     "bench_scale": headline_scale, "bench_convergence": headline_convergence, "bench_failover": headline_failover,
     "bench_ecmp": headline_ecmp,
+    "bench_cpn": headline_cpn,
+    "bench_peer": headline_peer,
 }
 
 
@@ -155,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         if name in NEEDS_LAB and lab_problem:
             rows.append((name, "skipped", 0.0, lab_problem.splitlines()[0]))
             continue
+        if name in NEEDS_FRR:
+            from bench.peers.frr import frr_missing
+
+            if frr_missing():
+                rows.append((name, "skipped", 0.0, frr_missing() or ""))
+                continue
         cmd = [sys.executable, "-m", f"bench.{name}", *(quick if args.quick else full)]
         print(f"== python {' '.join(cmd[1:])}  (load average {os.getloadavg()[0]:.2f})", flush=True)
         json_path = RESULTS / f"{name.removeprefix('bench_')}.json"

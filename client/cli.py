@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return _fatal(log, f"cannot open the UDP socket towards the masters on {args.bind}: {e}")
     if rest_port:
         try:
-            rest = RestServer(daemon.status, "127.0.0.1", rest_port)
+            rest = RestServer(daemon.status, "127.0.0.1", rest_port, routes=daemon.routes_view)
             rest.start()
         except OSError as e:
             daemon.transport.stop()

@@ -203,9 +203,10 @@ class ClientCore:
             # stale, so send it again now (reflecting the offer just heard) instead of at the next retry.
             self._run(self.reporter.retransmit_now(now), now, out)
         elif isinstance(msg, ReportAck):
+            self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now, out)
             self._run(self.reporter.on_ack(msg, now), now, out)
         elif isinstance(msg, Keepalive | LsdFull | LsdDelta):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now), now, out)
+            self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now, out)
             if isinstance(msg, Keepalive):
                 self._run(self.replica.on_keepalive(msg, now), now, out)
             elif isinstance(msg, LsdFull):
@@ -333,6 +334,9 @@ class ClientCore:
             "switch": self.name, "term": replica.term, "master": replica.master,
             "lsd_version": replica.version, "replica_state": replica.state,
             "fail_static": replica.fail_static, "connected": self.connected, "ports": ports,
+            # issue #16: a backup serving the LSD while the master is silent; the masters that hear us
+            "served_by": replica.server if replica.served(now) else None,
+            "reach": [m for i, m in enumerate(self.reporter.masters) if self.reporter.reach >> i & 1],
             "liveness": self.fabric.liveness, "ovsdb_connected": self.ovsdb_connected,
             "report_released": self.report_released,
             "reports_sent": self.reporter.reports, "report_retransmits": self.reporter.retransmits,

@@ -265,6 +265,28 @@ class ClientDaemon:
         state.update(self.programmer.status())
         return state
 
+    def routes_view(self, prefix: Any = None, read_ovs: bool = True, timeout: float = 2.0) -> dict[str, Any]:
+        """The routes as computed next to what OVS holds (client.routeview), for REST `GET /v1/routes`.
+        OVS is read over the client's own OpenFlow connection (blocks up to `timeout`); if that fails the
+        rows have status "unknown" and `ovs_error` says why."""
+        from client.of.events import NotConnected
+        from client.routeview import route_rows
+
+        routes, group_of, excluded = self.programmer.route_snapshot()
+        flows = groups = None
+        error = None
+        if read_ovs:
+            try:
+                flows, groups = self.driver.dump_state(timeout)
+            except (NotConnected, TimeoutError, RuntimeError) as e:
+                error = str(e)
+        with self.lock:
+            version = self.core.replica.version
+        return {"switch": self.name, "lsd_version": version,
+                "programmed_version": self.programmer.programmed_version,
+                "excluded_ports": sorted(excluded), "ovs_read": flows is not None, "ovs_error": error,
+                "routes": route_rows(self.fabric, self.name, routes, group_of, excluded, flows, groups, prefix)}
+
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.wait(0.5):
             pass

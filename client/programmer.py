@@ -306,6 +306,19 @@ class Programmer:
                      sorted(self._excluded), self.last_program_ms)
 
     # ------------------------------------------------------------------------------------------ status
+    def route_snapshot(self) -> tuple[dict[Any, frozenset[int]], dict[frozenset[int], int], frozenset[int]]:
+        """(routes, group id per next-hop set, excluded ports) as computed/planned last, for REST. Read from
+        another thread without a lock: copied again if the programmer thread changed them meanwhile."""
+        for _ in range(20):
+            try:
+                routes = dict(self.routes.routes)
+                sets = set(routes.values())
+                group_of = {s: gid for s in sets if (gid := self.planner.group_id(s)) is not None}
+                return routes, group_of, frozenset(self._excluded)
+            except RuntimeError:          # "dictionary changed size during iteration"
+                time.sleep(0.001)
+        raise RuntimeError("route table kept changing while being read")
+
     def status(self) -> dict[str, Any]:
         return {
             "programmed_version": self.programmed_version,

@@ -23,10 +23,18 @@ Rules
 - Requests are rate-limited: at most one per `request_interval` (default: keepalive) while unanswered; an
   applied full/delta counts as the answer, so the next gap may be requested at once. Requests go to the
   master in use, or to all configured masters when none is known or it is silent.
-- Fail-static: no message from the master in use for `master_silence` (default 3 x keepalive) ->
-  `fail_static` (the last LSD stays in force, routes are not touched) until any master is heard again.
-  While fail-static it probes every configured master with an LsdRequest every `master_silence`, which
-  also recovers a client whose multicast path alone is broken (the master answers by unicast).
+- Fail-static: no message from the master in use (nor from a backup serving us, below) for
+  `master_silence` (default 3 x keepalive) -> `fail_static` (the last LSD stays in force, routes are not
+  touched) until any replica is heard again. While fail-static it probes every configured master with an
+  LsdRequest every `master_silence`, which also recovers a client whose multicast path alone is broken
+  (the master answers by unicast).
+- Served by a backup (issue #16): a backup that holds the LSD of the current term answers such a probe
+  from its replicated LSD (messages with `backup=True`, the master's term, the backup's id). They are
+  applied like the master's (a (term, version) names one content fabric-wide) but never make the backup
+  "the master in use". While the master stays silent and a backup answered within `master_silence`, the
+  replica polls that backup every `request_interval` (its keepalive): a switch cut off from the master
+  alone follows the LSD within master_silence + request_interval + one round trip, and is not
+  fail-static. A backup's message of a higher term teaches the term (the master of it is then unknown).
 """
 
 from __future__ import annotations
@@ -95,12 +103,15 @@ class LsdReplica:
         self.need_sync = True            # a gap / new term / no data: we must ask
         self.fail_static = False
         self._heard_at = now             # start counts as "heard": fail-static only after a real silence
+        self._master_heard_at = now      # the master in use itself (not a serving backup)
+        self.server: str | None = None   # a backup that answered us while the master was silent
+        self._server_heard_at = -math.inf
         self._next_request = now         # earliest time the next request may go out
         # Counters (metrics) and the last refusal, for operators.
         self.counters: dict[str, int] = dict.fromkeys(
             ("applied_full", "applied_delta", "requests", "gaps", "ignored_lower_term", "ignored_stale",
              "ignored_unknown_master", "refused_digest", "decode_errors", "term_changes", "master_changes",
-             "fail_static_entered"), 0)
+             "fail_static_entered", "served_by_backup"), 0)
         self.last_refusal: str | None = None
 
     # ------------------------------------------------------------------------------------------ queries
@@ -121,7 +132,12 @@ class LsdReplica:
         return self.db.states()
 
     def master_alive(self, now: float) -> bool:
-        return self.master is not None and now < self._heard_at + self.master_silence
+        return self.master is not None and now < self._master_heard_at + self.master_silence
+
+    def served(self, now: float) -> bool:
+        """The master in use is silent and a backup answered within `master_silence`: we poll that backup."""
+        return (self.server is not None and not self.master_alive(now)
+                and now < self._server_heard_at + self.master_silence)
 
     def next_deadline(self) -> float:
         deadlines = [math.inf]
@@ -129,12 +145,17 @@ class LsdReplica:
             deadlines.append(self._heard_at + self.master_silence)
         if self.need_sync or self.fail_static:
             deadlines.append(self._next_request)
+        if self.server is not None:
+            # Poll the serving backup once the master is silent, for as long as the backup answers.
+            t = max(self._next_request, self._master_heard_at + self.master_silence)
+            if t < self._server_heard_at + self.master_silence:
+                deadlines.append(t)
         return min(deadlines)
 
     # ------------------------------------------------------------------------------------------ inputs
     def on_full(self, msg: LsdFull, now: float) -> list[Action]:
         out: list[Action] = []
-        if self._accept(msg.master, msg.term, now, out) is None:
+        if self._accept(msg.master, msg.term, now, out, msg.backup) is None:
             return out
         if msg.digest != self.digest:
             self._refuse("refused_digest", f"LsdFull from {msg.master} term {msg.term}: fabric digest "
@@ -165,7 +186,7 @@ class LsdReplica:
 
     def on_delta(self, msg: LsdDelta, now: float) -> list[Action]:
         out: list[Action] = []
-        if self._accept(msg.master, msg.term, now, out) is None:
+        if self._accept(msg.master, msg.term, now, out, msg.backup) is None:
             return out
         if self.has_data and self.data_term == msg.term and msg.from_version == self.db.version:
             try:
@@ -194,7 +215,7 @@ class LsdReplica:
 
     def on_keepalive(self, msg: Keepalive, now: float) -> list[Action]:
         out: list[Action] = []
-        new = self._accept(msg.master, msg.term, now, out)
+        new = self._accept(msg.master, msg.term, now, out, msg.backup)
         if new is None:
             return out
         self.announced = max(self.announced, msg.version)
@@ -215,15 +236,36 @@ class LsdReplica:
         return out
 
     # ------------------------------------------------------------------------------------------ internals
-    def _accept(self, master: str, term: int, now: float, out: list[Action]) -> bool | None:
+    def _accept(self, master: str, term: int, now: float, out: list[Action], backup: bool = False) -> bool | None:
         """Term/master bookkeeping shared by every message. None: ignore the message (lower term or
-        unknown master); True: the sender is a new master in use (new term or new id); False: the same."""
+        unknown master); True: the sender is a new master in use (new term or new id), or a backup taught us
+        a new term; False: the same."""
         if master not in self.masters:
             self._refuse("ignored_unknown_master", f"message from unknown master {master!r}")
             return None
         if term < self.term:
             self.counters["ignored_lower_term"] += 1
             return None
+        if backup:
+            new = term > self.term
+            if new:                              # a newer master exists; we do not know which one yet
+                self.term = term
+                self.master = None
+                self.announced = -1
+                self.need_sync = True
+                self._next_request = now
+                self.counters["term_changes"] += 1
+            if self.master_alive(now):
+                return new                       # a late answer: the master serves us again
+            if self.server != master:
+                self.counters["served_by_backup"] += 1
+                self._next_request = min(self._next_request, now + self.request_interval)   # start polling
+            self.server = master
+            self._server_heard_at = self._heard_at = now
+            if self.fail_static:
+                self.fail_static = False
+                out.append(FailStaticChanged(False))
+            return new
         new = term > self.term or master != self.master
         if term > self.term:
             # A new term: whatever we hold may not be on the new master's history. Keep it (routes stay)
@@ -241,7 +283,8 @@ class LsdReplica:
             self.announced = -1
             self.need_sync = True
             self.counters["master_changes"] += 1
-        self._heard_at = now
+        self._heard_at = self._master_heard_at = now
+        self.server = None
         if self.fail_static:
             self.fail_static = False
             out.append(FailStaticChanged(False))
@@ -259,16 +302,21 @@ class LsdReplica:
         self.need_sync = self.data_term != self.term or self.announced > version
 
     def _maybe_request(self, now: float, out: list[Action]) -> None:
+        served = self.served(now)
         probing = self.fail_static
-        if not (self.need_sync or probing) or now < self._next_request:
+        if not (self.need_sync or probing or served) or now < self._next_request:
             return
         term = self.data_term if self.has_data else self.term
         request = LsdRequest(switch=self.switch, term=term, version=self.version)
-        alive = self.master_alive(now)
-        targets = (self.master,) if alive and self.master is not None else self.masters
+        if self.master_alive(now) and self.master is not None:
+            targets: tuple[str, ...] = (self.master,)
+        elif served and self.server is not None:
+            targets = (self.server,)             # poll the backup that serves us (its "keepalive")
+        else:
+            targets = self.masters
         out.extend(SendToMaster(m, request) for m in targets)
         self.counters["requests"] += 1
-        self._next_request = now + (self.master_silence if probing else self.request_interval)
+        self._next_request = now + (self.master_silence if probing and not served else self.request_interval)
 
     def _refuse(self, counter: str, why: str) -> None:
         self.counters[counter] += 1

@@ -19,6 +19,14 @@ are ignored. Before any master is known, or when the master in use has been sile
 `master_silence` (default 3 x keepalive), reports go to *all* configured masters (one `SendToMaster`
 each) and an ack from any of them is accepted, adopting it as the master in use.
 
+Reachability (issue #16): every replica acknowledges the reports it hears (backups with
+`ReportAck.backup`). Each report carries `reach`, a bitmap over the configured masters (fabric order): bit
+i is set when replica i has acknowledged the newest report that was sent to everyone at least
+`reach_timeout` ago (default 2 x keepalive; before any such report: when it acknowledged anything) — the
+switch and that replica hear each other. A bit that drops is a change of the report: a new report goes
+to every replica at once (a bit that comes back rides on the next report), so the replicas learn within `reach_timeout` + one report refresh that a
+master became deaf or mute to this switch (controller.reach turns this into handover decisions).
+
 `initial_seq`: report_seq of a restarted client must not go back, or the master would take its first
 reports for stale duplicates; the runtime passes e.g. wall-clock milliseconds at start.
 """
@@ -26,6 +34,7 @@ reports for stale duplicates; the runtime passes e.g. wall-clock milliseconds at
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +42,8 @@ from proto.config import Fabric
 from proto.messages import PortReport, PortStatus, ReportAck
 
 __all__ = ["Reporter", "SendToMaster"]
+
+MAX_REACH_BITS = 63     # PortReport.reach is a u63: replicas beyond the 63rd are not tracked
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +56,7 @@ class SendToMaster:
 
 class Reporter:
     def __init__(self, fabric: Fabric, switch: str, *, now: float = 0.0, initial_seq: int = 0,
-                 master_silence: float | None = None) -> None:
+                 master_silence: float | None = None, reach_timeout: float | None = None) -> None:
         fabric.switch(switch)  # KeyError for an unknown switch
         if not fabric.masters:
             raise ValueError(f"{fabric.source}: masters: no master configured")
@@ -57,7 +68,12 @@ class Reporter:
         self.retry_max = max(timers.report_retry_max, timers.report_retry_min)
         self.refresh = timers.report_refresh
         self.master_silence = 3 * timers.keepalive if master_silence is None else master_silence
-        # What we report.
+        self.reach_timeout = 2 * timers.keepalive if reach_timeout is None else reach_timeout
+        # Reachability: highest report_seq each replica acknowledged, reports sent to everyone (seq, time).
+        self._acked_by: dict[str, int] = {}
+        self._sent_all: deque[tuple[int, float]] = deque()
+        self.reach = 0
+        self.reach_changes = 0        # What we report.
         self.ports: tuple[PortStatus, ...] | None = None
         self.report_seq = initial_seq
         self.acked = True                        # nothing outstanding yet
@@ -88,13 +104,13 @@ class Reporter:
         if self.ports is None:
             return None
         return PortReport(switch=self.switch, digest=self.digest, report_seq=self.report_seq, term=self.term,
-                          ports=self.ports)
+                          ports=self.ports, reach=self.reach)
 
     def next_deadline(self) -> float:
         """Next retransmission or refresh; silence of the master is noticed lazily at that point."""
         if self.ports is None:
             return math.inf
-        return min(self._retry_at, self._refresh_at)
+        return min(self._retry_at, self._refresh_at, self._reach_deadline())
 
     # ------------------------------------------------------------------------------------------ inputs
     def update(self, ports: tuple[PortStatus, ...], now: float, *, send_now: bool = True) -> list[SendToMaster]:
@@ -111,9 +127,10 @@ class Reporter:
             return self._send_new(now)
         return []
 
-    def on_master_heard(self, master: str, term: int, now: float) -> list[SendToMaster]:
-        """Any authenticated message of master `master` in `term` (Keepalive, LsdFull, LsdDelta, ReportAck)."""
-        if master not in self.masters or term < self.term:
+    def on_master_heard(self, master: str, term: int, now: float, backup: bool = False) -> list[SendToMaster]:
+        """Any authenticated message of master `master` in `term` (Keepalive, LsdFull, LsdDelta, ReportAck).
+        `backup`: the message says it comes from a backup serving us (issue #16): it names no master."""
+        if backup or master not in self.masters or term < self.term:
             return []
         if term > self.term:
             self.term = term
@@ -130,6 +147,12 @@ class Reporter:
         return []
 
     def on_ack(self, ack: ReportAck, now: float) -> list[SendToMaster]:
+        if (ack.master in self.masters and ack.term >= self.term
+                and self._acked_by.get(ack.master, -1) < ack.report_seq <= self.report_seq):
+            self._acked_by[ack.master] = ack.report_seq
+        if ack.backup:
+            # A backup heard us: reachability only (it is not the master of any term).
+            return self._reach_check(now)
         out = self.on_master_heard(ack.master, ack.term, now)
         if ack.master != self.master or ack.term != self.term:
             return out          # from a lower term, or not from the master in use
@@ -138,7 +161,7 @@ class Reporter:
             self.acks += 1
             self._retry_at = math.inf
             self._backoff = self.retry_min
-        return out
+        return out + self._reach_check(now)
 
     def retransmit_now(self, now: float) -> list[SendToMaster]:
         """Send the outstanding report again at once (a master just proved its freshness handshake
@@ -151,6 +174,9 @@ class Reporter:
     def tick(self, now: float) -> list[SendToMaster]:
         if self.ports is None:
             return []
+        changed = self._reach_check(now)
+        if changed:
+            return changed
         if not self.acked and now >= self._retry_at:
             self.retransmits += 1
             self._backoff = min(self._backoff * 2.0, self.retry_max)
@@ -159,6 +185,45 @@ class Reporter:
             self.refreshes += 1
             return self._send_new(now)
         return []
+
+    # ------------------------------------------------------------------------------------------ reachability
+    def reach_bits(self, now: float) -> int:
+        """The `reach` bitmap as of `now` (see the module docstring)."""
+        sent, timeout = self._sent_all, self.reach_timeout
+        # Same expression as _reach_deadline (at + timeout <= now): ticking at the deadline must decide.
+        while len(sent) >= 2 and sent[1][1] + timeout <= now:
+            sent.popleft()                     # keep only the newest report older than the timeout
+        due = sent[0][0] if sent and sent[0][1] + timeout <= now else None
+        bits = 0
+        for i, m in enumerate(self.masters[:MAX_REACH_BITS]):
+            acked = self._acked_by.get(m)
+            if acked is not None and (due is None or acked >= due):
+                bits |= 1 << i
+        return bits
+
+    def _reach_deadline(self) -> float:
+        """When a bit may drop next: the first report after the one every set bit acknowledged times out."""
+        if not self.reach:
+            return math.inf
+        low = min((self._acked_by.get(m, -1) for i, m in enumerate(self.masters) if self.reach >> i & 1),
+                  default=-1)
+        for seq, at in self._sent_all:
+            if seq > low:
+                return at + self.reach_timeout
+        return math.inf
+
+    def _reach_check(self, now: float) -> list[SendToMaster]:
+        if self.ports is None:
+            return []
+        bits = self.reach_bits(now)
+        if bits == self.reach:
+            return []
+        lost = self.reach & ~bits
+        self.reach = bits
+        self.reach_changes += 1
+        # A replica we no longer hear from is news (it may be a deaf or mute master): report at once. A
+        # replica that answers again rides on the next report (refresh or change).
+        return self._send_new(now) if lost else []
 
     # ------------------------------------------------------------------------------------------ internals
     def _send_new(self, now: float) -> list[SendToMaster]:
@@ -176,6 +241,8 @@ class Reporter:
         assert report is not None
         self._refresh_at = now + self.refresh
         self._retry_at = math.inf if self.acked else min(now + self._backoff, self._refresh_at)
+        if everyone:
+            self._sent_all.append((self.report_seq, now))
         out = [SendToMaster(master, report) for master in (self.masters if everyone else self.targets(now))]
         self.sent += len(out)
         return out

@@ -2,6 +2,9 @@
 
     GET /v1/state   ports (PHY/ND/usable/miscabled/damped), LSD version and term, master in use,
                     programmed version, report and resync counters — see README "Client REST".
+    GET /v1/routes[?prefix=P&ovs=0]
+                    the routes as computed next to what OVS holds (read over the client's OpenFlow
+                    connection; `ovs=0` skips that), differences marked — see client.routeview.
     GET /metrics    the same as Prometheus metrics.
 """
 
@@ -21,7 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 log = logging.getLogger("firepath.client.rest")
 
 StatusFn = Callable[[], dict[str, Any]]
+RoutesFn = Callable[..., dict[str, Any]]
 STATUS_KEY = web.AppKey("status", object)
+ROUTES_KEY = web.AppKey("routes", object)
 
 
 class ClientCollector:
@@ -82,7 +87,28 @@ async def _state(request: web.Request) -> web.Response:
     return web.json_response(status(), dumps=lambda d: json.dumps(d, indent=1))
 
 
-def build_app(status: StatusFn) -> tuple[web.Application, CollectorRegistry]:
+async def _routes(request: web.Request) -> web.Response:
+    from ipaddress import IPv4Network
+
+    routes: RoutesFn | None = request.app[ROUTES_KEY]  # type: ignore[assignment]
+    if routes is None:
+        return web.json_response({"error": "routes are not available on this client"}, status=404)
+    raw = request.query.get("prefix")
+    try:
+        prefix = IPv4Network(raw, strict=False) if raw else None
+    except ValueError:
+        return web.json_response({"error": f"prefix: {raw!r} is not an IPv4 address or prefix"}, status=400)
+    read_ovs = request.query.get("ovs", "1") != "0"
+    loop = asyncio.get_running_loop()
+    try:
+        view = await loop.run_in_executor(None, lambda: routes(prefix, read_ovs))
+    except Exception as e:  # noqa: BLE001 - one readable line for the operator, the trace in the log
+        log.exception("GET /v1/routes failed")
+        return web.json_response({"error": f"routes: {type(e).__name__}: {e}"}, status=500)
+    return web.json_response(view, dumps=lambda d: json.dumps(d, indent=1))
+
+
+def build_app(status: StatusFn, routes: RoutesFn | None = None) -> tuple[web.Application, CollectorRegistry]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClientCollector(status))  # type: ignore[arg-type]
 
@@ -91,7 +117,9 @@ def build_app(status: StatusFn) -> tuple[web.Application, CollectorRegistry]:
 
     app = web.Application()
     app[STATUS_KEY] = status
+    app[ROUTES_KEY] = routes
     app.router.add_get("/v1/state", _state)
+    app.router.add_get("/v1/routes", _routes)
     app.router.add_get("/metrics", metrics)
     return app, registry
 
@@ -99,8 +127,8 @@ def build_app(status: StatusFn) -> tuple[web.Application, CollectorRegistry]:
 class RestServer:
     """Serves the client's REST API on host:port from a background thread with its own event loop."""
 
-    def __init__(self, status: StatusFn, host: str, port: int) -> None:
-        self.app, self.registry = build_app(status)
+    def __init__(self, status: StatusFn, host: str, port: int, routes: RoutesFn | None = None) -> None:
+        self.app, self.registry = build_app(status, routes)
         self.host, self.port = host, port
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None

@@ -52,7 +52,7 @@ class ReportAccepted:
 class VersionChanged:
     version: int
     changes: int
-    cause: str             # "report", "timeout", "grace", "drain", "replication"
+    cause: str             # "report", "drain", "replication", "guard" (a held change released)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +71,46 @@ class RoleChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class SwitchSilent:
+    """A switch's client has not reported for `switch_dead` (or `silent=False`: it reported again). Its
+    links keep their state (silence is not evidence, see controller.linkstate): this is for logs/metrics."""
+
+    switch: str
+    silent: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class InputLoss:
+    """The runtime told the core it dropped input (`dropped` datagrams); nobody is declared silent for it."""
+
+    dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class GuardEvent:
+    """The drastic-change guard (controller.guard) acted. `kind`: "hold" (links newly held, `reason` says
+    why), "release" (published: `reason` "corroborated" or "confirmed"), "withdraw" (no longer wanted
+    DOWN, nothing published). `links`: link indices, sorted."""
+
+    kind: str
+    links: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """Issue #16: master `master` of `term` steps down in favour of `successor`, which is two-way with
+    `theirs` switches against `ours` (successor's view; `own` = the master's own count of itself)."""
+
+    master: str
+    successor: str
+    term: int
+    own: int
+    theirs: int
+    ours: int
+
+
+@dataclass(frozen=True, slots=True)
 class PeerAcked:
     """A client (LsdRequest) or backup (ReplicationAck) told us the version it has; lag = ours - its."""
 
@@ -79,5 +119,7 @@ class PeerAcked:
     lag: int
 
 
-Event = Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked
+Event = (Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked | SwitchSilent
+         | InputLoss | GuardEvent
+         | Handover)
 Action = Send | PersistTerm | Event

@@ -27,24 +27,35 @@ from enum import StrEnum
 
 from controller.actions import (
     Action,
+    GuardEvent,
+    InputLoss,
     PeerAcked,
     Rejected,
     ReportAccepted,
     RoleChanged,
     Send,
+    SwitchSilent,
     TermSeen,
     VersionChanged,
 )
 from controller.distribution import Distributor, Peer
+from controller.drains import DrainBook, DrainBookFull, UndrainResult
+from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
+from controller.reach import ReachTracker
 from proto.config import Fabric
-from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
+from proto.drains import DrainNote, NoteError, decode_notes, encode_notes
+from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
 from proto.messages import (
+    MAX_LSD_BYTES,
+    DrainNotes,
+    DrainNotesAck,
     Keepalive,
     LsdDelta,
     LsdFull,
     LsdRequest,
     PortReport,
+    RelayedReport,
     ReplicationAck,
     ReportAck,
 )
@@ -64,6 +75,10 @@ class NotMaster(RuntimeError):
 
 class UnknownTarget(ValueError):
     """A drain named a link or switch that the fabric does not have (message says which, and why)."""
+
+
+class DrainRefused(ValueError):
+    """A drain that cannot be recorded (bad who/reason text, too many drains): nothing changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +111,12 @@ class MasterCore:
         self.switch_names = frozenset(s.name for s in fabric.switches)
         self.master_ids = frozenset(m.id for m in fabric.masters)
         self.deriver = LinkStateDeriver(fabric)
+        self.guard = Guard(fabric)
+        self._held_recheck_at = float("-inf")
+        self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
+        # A live client sends a new report to every replica each report_refresh: fresh for two of them.
+        self.reach = ReachTracker(len(fabric.masters), 2 * fabric.timers.report_refresh + fabric.timers.keepalive)
+        self._served_at: dict[str, float] = {}       # switch -> last LsdRequest answered as a backup
         t = fabric.timers
         self.dist = Distributor(
             master_id,
@@ -107,6 +128,13 @@ class MasterCore:
             multicast=fabric.distribution.mode == "multicast",
         )
         self._links_of = {s.name: fabric.links_of(s.name) for s in fabric.switches}
+        #: operator drains with who/when/why, replicated to the backups (DrainNotes, see _notes_tick)
+        self.drains = DrainBook(fabric)
+        self._notes_acked: dict[str, int] = {}       # backup -> serial it acknowledged in our term
+        self._notes_sent_at: dict[str, float] = {}   # backup -> when we last sent it the book
+        self._notes_term: int | None = None          # the term whose master wrote our book
+        #: LSD-drained links no note covers (only past DrainBook's limit): stay drained until undrained
+        self._unnoted: set[int] = set()
         self._link_by_end = {}
         for link in fabric.links:
             self._link_by_end[(link.a.switch, link.a.port)] = link.index
@@ -131,7 +159,7 @@ class MasterCore:
         """Take mastership of `term` (>= current term), continuing the version sequence of the current LSD.
 
         Drains are inherited from the LSD (DRAINED links stay drained). Links whose switches have not
-        reported under this mastership keep their replicated state for `switch_dead` (grace).
+        reported under this mastership keep their replicated state (silence is not evidence).
 
         Zero data-plane impact: every client still forwards on the LSD it got from the old master, so the
         new master must not publish anything that is not at least as true as that. It announces itself at
@@ -147,8 +175,16 @@ class MasterCore:
             raise ValueError(f"become_master: term {term} < current term {self.term}")
         replicated = self.lsd_term is not None
         self.role, self.term, self.leader = Role.MASTER, term, self.id
-        self.deriver.drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
-        self.deriver.start_mastership(now, grace=replicated)
+        lsd_drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
+        self.drains.prune(lsd_drained)
+        self.drains.inherit(lsd_drained)
+        self._unnoted = lsd_drained - self.drains.drained()
+        self.deriver.drained = self.drains.drained() | self._unnoted
+        self._notes_term = term
+        self._notes_acked.clear()
+        self._notes_sent_at.clear()
+        self.deriver.start_mastership(now)
+        self.guard.reset()
         self.lsd_term = term
         for mid in self.master_ids - {self.id}:
             self.dist.peer(mid, True, now)
@@ -165,9 +201,13 @@ class MasterCore:
         if leader not in self.master_ids or leader == self.id:
             raise ValueError(f"become_backup: bad leader {leader!r}")
         self.role, self.term, self.leader = Role.BACKUP, term, leader
+        if self._notes_term != term:          # another master's notes: its own will follow (DrainNotes)
+            self.drains.replace(0, ())
+            self._notes_term = term
         self.dist.deactivate()
         self.hold_until = None
-        self.deriver.start_mastership(now, grace=False)
+        self.deriver.start_mastership(now)
+        self.guard.reset()
         # Tell the leader where we stand so it streams a snapshot at once.
         return [RoleChanged(self.role.value, term, leader), Send(leader, self._replication_ack())]
 
@@ -178,6 +218,7 @@ class MasterCore:
                 raise ValueError(f"become_inactive: term {term} < current term {self.term}")
             self.term = term
         self.role, self.leader = Role.INACTIVE, None
+        self.guard.reset()
         self.dist.deactivate()
         self.hold_until = None
         return [RoleChanged(self.role.value, self.term, None)]
@@ -192,8 +233,14 @@ class MasterCore:
                 return self._on_lsd_request(sender, msg, now)
             case ReplicationAck():
                 return self._on_replication_ack(sender, msg, now)
+            case RelayedReport():
+                return self._on_relayed(sender, msg, now)
             case LsdFull() | LsdDelta() | Keepalive():
                 return self._on_from_master(sender, msg, now)
+            case DrainNotes():
+                return self._on_drain_notes(sender, msg)
+            case DrainNotesAck():
+                return self._on_drain_notes_ack(sender, msg)
         return [Rejected(sender, type(msg).__name__, "unexpected_message")]
 
     def peer_restarted(self, switch: str) -> None:
@@ -210,6 +257,7 @@ class MasterCore:
         out: list[Action] = []
         self._apply_timeouts(now, out)
         self._maybe_release(now)
+        self._notes_tick(now, out)
         out.extend(self.dist.tick(self.lsd, now))
         return out
 
@@ -233,23 +281,27 @@ class MasterCore:
             self.dist.release(now)
 
     def _apply_timeouts(self, now: float, out: list[Action]) -> None:
-        """Silences and the end of the grace period that are due by `now` — applied before any input at
-        `now`, so a dead switch costs one version (cause "timeout"), not one per report that notices it."""
-        dead = self.deriver.expire(now)
-        if self.deriver.grace_over(now):
-            self._rederive(range(len(self.fabric.links)), now, "grace", out)
-        elif dead:
-            idx: set[int] = set()
-            for sw in dead:
-                idx.update(self._links_of[sw])
-            self._rederive(sorted(idx), now, "timeout", out)
+        """Switches that became silent by `now`: an event each (logs, metrics). No link changes: silence is
+        not evidence (controller.linkstate)."""
+        for sw in sorted(self.deriver.expire(now)):
+            out.append(SwitchSilent(sw))
+
+    def note_input_loss(self, dropped: int, now: float) -> list[Action]:
+        """The runtime dropped `dropped` datagrams (receive queue overflow): while it knows it is losing
+        input, it declares no switch silent (see LinkStateDeriver.note_input_loss)."""
+        self.deriver.note_input_loss(now)
+        return [InputLoss(dropped)]
+
+    def silent_switches(self, now: float) -> list[str]:
+        """Switches heard under this mastership that are silent now (no report for switch_dead)."""
+        return self.deriver.silent(now) if self.role == Role.MASTER else []
 
     def next_deadline(self) -> float | None:
         """When tick() must be called next (None: nothing scheduled)."""
         if self.role != Role.MASTER:
             return None
-        times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline(), self.hold_until)
-                 if t is not None]
+        times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline(), self.hold_until,
+                             self._notes_deadline()) if t is not None]
         return min(times) if times else None
 
     # ============================================================================ operator drains
@@ -268,36 +320,137 @@ class MasterCore:
             raise UnknownTarget(f"link {name!r}: no such link in fabric {self.fabric.name!r}")
         return ia
 
+    def resolve(self, kind: str, target: str) -> tuple[str, tuple[int, ...]]:
+        """(canonical target name, its link indices) of a drain target; UnknownTarget with the reason."""
+        if kind == "link":
+            i = self.link_index(target)
+            return self.fabric.links[i].name, (i,)
+        if kind == "switch":
+            return target, self._switch_links(target)
+        raise UnknownTarget(f"drain target kind {kind!r}: expected 'link' or 'switch'")
+
+    def drain(self, kind: str, target: str, now: float, *, who: str | None = None, reason: str | None = None,
+              at: float = 0.0) -> tuple[list[Action], tuple[int, ...]]:
+        """Drain a link ("a:1-b:2", either orientation) or every link of a switch, noting who/when(`at`,
+        Unix seconds)/why. Replaces the note of a target drained before. Returns (actions, link indices).
+        Raises NotMaster, UnknownTarget, DrainRefused; nothing changes then."""
+        self._check_master()
+        name, indices = self.resolve(kind, target)
+        try:
+            # milliseconds: what the replicated note carries, so every replica shows the same time
+            self.drains.drain(DrainNote(kind, name, who, round(at, 3), reason))
+        except (NoteError, DrainBookFull) as e:
+            raise DrainRefused(str(e)) from None
+        return self._drains_changed(indices, now), indices
+
+    def undrain(self, kind: str, target: str, now: float) -> tuple[list[Action], UndrainResult]:
+        """Lift the drain of a link or switch. Links that another drain still covers stay drained (listed in
+        the result's `still`). Raises NotMaster, UnknownTarget."""
+        self._check_master()
+        name, indices = self.resolve(kind, target)
+        result = self.drains.undrain(kind, name)
+        self._unnoted.difference_update(indices)
+        return self._drains_changed(indices, now), result
+
     def drain_link(self, index: int, now: float) -> list[Action]:
-        return self._set_drain([index], True, now)
+        return self.drain("link", self._index_name(index), now)[0]
 
     def undrain_link(self, index: int, now: float) -> list[Action]:
-        return self._set_drain([index], False, now)
+        return self.undrain("link", self._index_name(index), now)[0]
 
     def drain_switch(self, switch: str, now: float) -> list[Action]:
-        return self._set_drain(self._switch_links(switch), True, now)
+        return self.drain("switch", switch, now)[0]
 
     def undrain_switch(self, switch: str, now: float) -> list[Action]:
-        return self._set_drain(self._switch_links(switch), False, now)
+        return self.undrain("switch", switch, now)[0]
+
+    def _index_name(self, index: int) -> str:
+        if not 0 <= index < len(self.fabric.links):
+            raise UnknownTarget(f"link index {index}: out of range")
+        return self.fabric.links[index].name
 
     def _switch_links(self, switch: str) -> tuple[int, ...]:
         if switch not in self.switch_names:
             raise UnknownTarget(f"switch {switch!r}: not in fabric {self.fabric.name!r}")
         return self._links_of[switch]
 
-    def _set_drain(self, indices: Iterable[int], drained: bool, now: float) -> list[Action]:
+    def _check_master(self) -> None:
         if self.role != Role.MASTER:
             raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
-        indices = list(indices)
-        for i in indices:
-            if not 0 <= i < len(self.fabric.links):
-                raise UnknownTarget(f"link index {i}: out of range")
-        for i in indices:
-            (self.deriver.drained.add if drained else self.deriver.drained.discard)(i)
+
+    def _drains_changed(self, indices: Iterable[int], now: float) -> list[Action]:
+        """The book changed: send it to the backups first (before the LSD version that enacts it), then
+        re-derive the touched links as one LSD version."""
+        self.deriver.drained = self.drains.drained() | self._unnoted
         out: list[Action] = []
+        self._notes_acked.clear()
+        self._notes_sent_at.clear()
+        self._notes_tick(now, out)
         self._apply_timeouts(now, out)
-        self._rederive(indices, now, "drain", out)
+        self._rederive(list(indices), now, "drain", out)
         return out
+
+    # ---------------------------------------------------------------------------- drain notes replication
+    def _notes_tick(self, now: float, out: list[Action]) -> None:
+        """Send the book to every backup that has not acknowledged its serial, at most every `keepalive`.
+        A book never written (serial 0) is empty, as is every backup's at the start of our term."""
+        if self.role != Role.MASTER or self.drains.serial == 0:
+            return
+        msg: DrainNotes | None = None
+        for mid in sorted(self.master_ids - {self.id}):
+            if self._notes_acked.get(mid) == self.drains.serial:
+                continue
+            sent = self._notes_sent_at.get(mid)
+            if sent is not None and now < sent + self.fabric.timers.keepalive:
+                continue
+            if msg is None:
+                msg = DrainNotes(self.id, self.term, self.drains.serial, encode_notes(self.drains.notes))
+            self._notes_sent_at[mid] = now
+            out.append(Send(mid, msg))
+
+    def _notes_deadline(self) -> float | None:
+        if self.role != Role.MASTER or self.drains.serial == 0:
+            return None
+        pending = [self._notes_sent_at.get(mid, 0.0) + self.fabric.timers.keepalive
+                   for mid in self.master_ids - {self.id} if self._notes_acked.get(mid) != self.drains.serial]
+        return min(pending) if pending else None
+
+    def _on_drain_notes(self, sender: str, m: DrainNotes) -> list[Action]:
+        kind = "DrainNotes"
+        if m.master not in self.master_ids or m.master == self.id:
+            return [Rejected(sender, kind, "unknown_master")]
+        if m.master != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        out: list[Action] = []
+        if self._higher_term(sender, kind, m.term, out):
+            return out
+        if m.term < self.term:
+            return [Rejected(sender, kind, "stale_term")]
+        if self.role != Role.BACKUP:
+            return [Rejected(sender, kind, "not_backup")]
+        if sender != self.leader:
+            return [Rejected(sender, kind, "not_leader")]
+        try:
+            notes = decode_notes(m.notes)
+        except NoteError:
+            return [Rejected(sender, kind, "malformed")]
+        self.drains.replace(m.serial, notes)
+        self._notes_term = m.term
+        return [Send(sender, DrainNotesAck(self.id, self.term, m.serial))]
+
+    def _on_drain_notes_ack(self, sender: str, a: DrainNotesAck) -> list[Action]:
+        kind = "DrainNotesAck"
+        if a.backup not in self.master_ids or a.backup == self.id:
+            return [Rejected(sender, kind, "unknown_master")]
+        if a.backup != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        out: list[Action] = []
+        if self._higher_term(sender, kind, a.term, out):
+            return out
+        if self.role != Role.MASTER or a.term != self.term:
+            return [Rejected(sender, kind, "not_master" if self.role != Role.MASTER else "stale_term")]
+        self._notes_acked[sender] = a.serial
+        return []
 
     # ============================================================================ views (REST)
     def link_states(self) -> list[LinkState]:
@@ -337,9 +490,18 @@ class MasterCore:
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
         """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
         idx = indices if isinstance(indices, list | tuple | range) else list(indices)
+        if self.guard.held and cause != "guard" and now >= self._held_recheck_at:
+            # A held link may be corroborated by a report about another link (a dead switch's neighbours):
+            # re-check them all, at most once per keepalive (a mass hold must not cost O(held) per report).
+            self._held_recheck_at = now + self.fabric.timers.keepalive
+            idx = sorted(set(idx) | self.guard.held.keys())
         # A report touches a handful of links: read those states rather than copying all of them.
         states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
         changes = self.deriver.changes(idx, states, now)
+        if cause != "guard" and (changes or self.guard.held):
+            cache: dict[str, bool] = {}
+            out.extend(self.guard.filter(changes, states, self.lsd.states,
+                                         lambda i: self._corroborated(i, now, cache), idx, now))
         if not changes:
             return 0
         before = self.lsd.version
@@ -350,9 +512,69 @@ class MasterCore:
         self.dist.on_version(now)
         return len(changes)
 
+    def _corroborated(self, index: int, now: float, cache: dict[str, bool]) -> bool:
+        """A link-down is corroborated (controller.guard) when both ends are live and say not usable, or
+        one says so and the other end's switch is silent and corroborated down (`_switch_down`)."""
+        a, b = self.deriver.evidence(index, now)
+        if a == "down" and b == "down":
+            return True
+        link = self.fabric.links[index]
+        if a == "down" and b == "unknown":
+            return self._switch_down(link.b.switch, now, cache)
+        if b == "down" and a == "unknown":
+            return self._switch_down(link.a.switch, now, cache)
+        return False
+
+    def _switch_down(self, switch: str, now: float, cache: dict[str, bool]) -> bool:
+        """A silent switch is corroborated down when at least two of its neighbours are live and every live
+        neighbour reports its link to it not usable (independent witnesses, none contradicting)."""
+        hit = cache.get(switch)
+        if hit is not None:
+            return hit
+        witnesses = 0
+        verdict = True
+        for j in self._links_of[switch]:
+            link = self.fabric.links[j]
+            ev_a, ev_b = self.deriver.evidence(j, now)
+            ev = ev_b if link.a.switch == switch else ev_a
+            if ev == "up":
+                verdict = False
+                break
+            if ev == "down":
+                witnesses += 1
+        cache[switch] = verdict = verdict and witnesses >= 2
+        return verdict
+
+    # ============================================================================ drastic-change guard
+    def guard_held(self) -> dict[int, float]:
+        """Held link index -> time first held (empty unless MASTER)."""
+        return dict(self.guard.held)
+
+    def guard_confirm(self, now: float) -> list[Action]:
+        """An operator confirms the held change: every held link is published DOWN now (cause "guard")."""
+        if self.role != Role.MASTER:
+            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
+        out: list[Action] = []
+        self._apply_timeouts(now, out)
+        links = self.guard.confirm(now)
+        if not links:
+            return out
+        out.append(GuardEvent("release", links, "confirmed"))
+        before = self.lsd.version
+        self.lsd.apply({i: LinkState.DOWN for i in links})
+        if self.lsd.version != before:
+            out.append(VersionChanged(self.lsd.version, len(links), "guard"))
+            self.dist.on_version(now)
+        return out
+
     def _higher_term(self, sender: str, msg_type: str, term: int, out: list[Action]) -> bool:
+        """A message of a higher term is refused. Only a master's (signed with a master key) is evidence of
+        a newer term (`TermSeen`: the role driver may step down and persist it); a switch's is not: a switch
+        signs with its own key, so one bad or broken switch could otherwise depose every master and write
+        any term, up to 2^63-1, into their durable state. A stale master learns the new term from FMRP."""
         if term > self.term:
-            out.append(TermSeen(sender, term))
+            if sender in self.master_ids:
+                out.append(TermSeen(sender, term))
             out.append(Rejected(sender, msg_type, "higher_term"))
             return True
         return False
@@ -375,18 +597,64 @@ class MasterCore:
             return False
         return True
 
-    def _on_report(self, sender: str, r: PortReport, now: float) -> list[Action]:
+    def reach_counts(self, now: float) -> tuple[int, ...]:
+        """Per configured master: switches whose fresh report says they hear it two-way (controller.reach)."""
+        return self.reach.counts(now)
+
+    def _on_relayed(self, sender: str, m: RelayedReport, now: float) -> list[Action]:
+        """A backup relays a switch's report (see RelayedReport): applied like the switch's own, not acked."""
+        kind = "RelayedReport"
+        if m.backup not in self.master_ids or m.backup == self.id:
+            return [Rejected(sender, kind, "unknown_master")]
+        if m.backup != sender:
+            return [Rejected(sender, kind, "sender_mismatch")]
+        out: list[Action] = []
+        if self._higher_term(sender, kind, m.term, out):
+            return out
+        if self.role != Role.MASTER or m.term != self.term:
+            return [Rejected(sender, kind, "not_master" if self.role != Role.MASTER else "stale_term")]
+        r = m.report()
+        if r.switch not in self.switch_names:
+            return [Rejected(sender, kind, "unknown_switch")]
+        view = self.deriver.views.get(r.switch)
+        if view is not None and r.report_seq <= view.report_seq:
+            return []                  # already have it (from the switch or another backup)
+        return self._on_report(r.switch, r, now, relayed=True)
+
+    def _on_report(self, sender: str, r: PortReport, now: float, relayed: bool = False) -> list[Action]:
         kind = "PortReport"
         out: list[Action] = []
+        if self.role != Role.MASTER and r.switch == sender and sender in self.switch_names:
+            # A backup (or a replica between roles) hears every client's new reports: it notes the switch
+            # (address, reachability) and acknowledges as a backup, so the client knows it hears us.
+            self.dist.peer(sender, False, now)
+            if self._higher_term(sender, kind, r.term, out):
+                return out
+            if r.digest != self.fabric.digest:
+                return [Rejected(sender, kind, "digest_mismatch")]
+            self.reach.note(sender, r.reach, now)
+            out = [Send(sender, ReportAck(self.id, self.term, r.report_seq, backup=True))]
+            leader = self.leader
+            bit = self.master_index.get(leader, -1) if leader is not None else -1
+            if (self.role == Role.BACKUP and bit >= 0 and r.reach and not r.reach >> bit & 1
+                    and r.term <= self.term):
+                # The switch hears some replica two-way but not the master: the master may not hear it
+                # (reach 0 is a switch that has heard nobody yet, e.g. at bring-up: nothing to conclude).
+                out.append(Send(leader, RelayedReport.of(self.id, self.term, r)))
+            return out
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
         if r.digest != self.fabric.digest:
             return [Rejected(sender, kind, "digest_mismatch")]
+        if not relayed:
+            self.reach.note(sender, r.reach, now)
         view = self.deriver.views.get(sender)
         if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
             return [Rejected(sender, kind, "stale_report")]
         self._apply_timeouts(now, out)
+        if view is not None and not self.deriver.alive(sender, now):
+            out.append(SwitchSilent(sender, False))
         peer.last_report = now
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.
@@ -395,12 +663,15 @@ class MasterCore:
         n_changes = self._rederive(self._links_of[sender], now, "report", out)
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
-        out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
+        if not relayed:
+            out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
         return out
 
     def _on_lsd_request(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
         kind = "LsdRequest"
         out: list[Action] = []
+        if self.role == Role.BACKUP and r.switch == sender and sender in self.switch_names:
+            return self._serve_as_backup(sender, r, now)
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
@@ -408,6 +679,36 @@ class MasterCore:
         if r.term == self.term and 0 <= r.version <= self.lsd.version:
             out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))
         return out
+
+    def _serve_as_backup(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
+        """Issue #16: a switch that cannot hear its master asks every replica; a backup holding the LSD of
+        the current term answers from it (`backup=True`, under the master's term): a Keepalive if the switch
+        is current, the minimal delta, or a snapshot. At most `max_update_rate` answers/s per switch."""
+        kind = "LsdRequest"
+        self.dist.peer(sender, False, now)
+        out: list[Action] = []
+        if self._higher_term(sender, kind, r.term, out):
+            return out
+        if self.lsd_term != self.term:
+            return [Rejected(sender, kind, "not_master")]      # nothing of this term to give yet
+        rate = self.fabric.timers.max_update_rate
+        last = self._served_at.get(sender)
+        if last is not None and rate > 0 and now - last < 1.0 / rate:
+            return [Rejected(sender, kind, "rate_limited")]
+        self._served_at[sender] = now
+        v, term = self.lsd.version, self.term
+        msg: Keepalive | LsdDelta | LsdFull | None = None
+        if r.term == term and r.version >= v:
+            msg = Keepalive(self.id, term, v, backup=True)
+        elif r.term == term and r.version >= 0:
+            changes = self.lsd.changes_since(r.version)
+            if changes is not None:
+                data = encode_changes(changes)
+                if len(data) <= MAX_LSD_BYTES:
+                    msg = LsdDelta(self.id, term, r.version, v, data, backup=True)
+        if msg is None:
+            msg = LsdFull(self.id, term, v, self.fabric.digest, self.lsd.snapshot(), backup=True)
+        return [Send(sender, msg)]
 
     def _on_replication_ack(self, sender: str, a: ReplicationAck, now: float) -> list[Action]:
         kind = "ReplicationAck"

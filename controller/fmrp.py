@@ -81,7 +81,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from controller.actions import PersistTerm, Send, TermSeen
+from controller.actions import Handover, PersistTerm, Send, TermSeen
+from controller.reach import handover_target, reach_margin
 
 if TYPE_CHECKING:
     from controller.core import MasterCore
@@ -141,7 +142,7 @@ class BecomeInactive:
     term: int
 
 
-FmrpAction = SendPeer | PersistTerm | BecomeMaster | BecomeBackup | BecomeInactive
+FmrpAction = SendPeer | PersistTerm | BecomeMaster | BecomeBackup | BecomeInactive | Handover
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ class PeerView:
     priority: int
     leader: str | None
     last_hello_age: float | None  # seconds; None = never heard
+    reach: tuple[int, ...] = ()    # its reachability view (Hello.reach), issue #16
 
 
 class _Unknown:
@@ -178,6 +180,9 @@ class Fmrp:
         now: float,
         *,
         seed: int = 0,
+        reach_margin: int = 2,
+        reach_dwell: float = 0.3,
+        reach_settle: float = 0.0,
     ) -> None:
         masters = tuple(masters)
         ids = [m.id for m in masters]
@@ -226,6 +231,20 @@ class Fmrp:
         self._acked: dict[str, int] = {}
         self._views: dict[str, tuple[Hello, float]] = {}
         self._next_hello = now
+        # Mastership follows reachability (issue #16).
+        self._ids = tuple(ids)                      # configured order: the index of PortReport.reach bits
+        self._index = {m: i for i, m in enumerate(ids)}
+        self._reach: tuple[int, ...] = ()           # our own view (controller.reach counts)
+        self._reach_margin = reach_margin
+        self._reach_dwell = reach_dwell
+        # A new master's reachability views still describe the previous mastership (the switches' bits
+        # for it rise with their next reports): no hand-over before they have settled.
+        self._reach_settle = reach_settle
+        self._handover_since: float | None = None
+        self._handover_to: str | None = None
+        self._favour: str | None = None             # a successor named in a StepDown: stand aside for it
+        self._favour_until = _NEVER
+        self.handovers = 0
 
     # ============================================================================ read-only view
     @property
@@ -271,7 +290,8 @@ class Fmrp:
                 out.append(PeerView(p, None, None, None, self._priorities[p], None, None))
             else:
                 h, t = seen
-                out.append(PeerView(p, h.state, h.term, h.version, h.priority, h.leader, max(0.0, now - t)))
+                out.append(PeerView(p, h.state, h.term, h.version, h.priority, h.leader, max(0.0, now - t),
+                                    h.reach))
         return tuple(out)
 
     def backup_versions(self) -> dict[str, int]:
@@ -287,7 +307,16 @@ class Fmrp:
         live = sum(1 for t in self._followers.values() if now - t <= self._dead)
         return 1 + live >= self._majority
 
+    @property
+    def reach(self) -> tuple[int, ...]:
+        return self._reach
+
     # ============================================================================ inputs
+    def set_reach(self, counts: tuple[int, ...]) -> None:
+        """Our view of reachability (controller.reach counts, one per configured master); sent in hellos and
+        used by a master to decide on a hand-over."""
+        self._reach = tuple(counts)
+
     def set_lsd_version(self, version: int) -> None:
         """The master core's current LSD version (-1: invalid). Used in hellos, vote requests and ranking."""
         if isinstance(version, bool) or not isinstance(version, int) or version < -1:
@@ -378,6 +407,8 @@ class Fmrp:
         if st is FmrpState.MASTER:
             if not self.lease_ok(now):
                 self._abdicate(now, out, announce=True)
+            else:
+                self._check_handover(now, out)
         elif st is FmrpState.INIT:
             if now >= self._init_until:
                 self._to_electing(now, out)
@@ -392,6 +423,8 @@ class Fmrp:
 
     def next_deadline(self) -> float:
         times = [self._next_hello]
+        if self._handover_since is not None and self._state is FmrpState.MASTER:
+            times.append(self._handover_since + self._reach_dwell)
         st = self._state
         if st is FmrpState.INIT:
             times.append(self._init_until)
@@ -444,13 +477,17 @@ class Fmrp:
         self._adopt(r.term, now, out)
         if not self._durable_ok:        # a vote we cannot persist could be given twice after a restart
             return self._reply(cand, False, out)
+        favour = self._favour if now < self._favour_until else None
+        if favour is not None and cand != favour:
+            return self._reply(cand, False, out)      # a hand-over is under way: only its successor
         if self._voted_for is not None and self._voted_for != cand:
             if (self._voted_for == self._id and self._round_until is not None
                     and (r.version, r.priority, cand) > self._rank()):
                 self._yield_until = now + self._round_len() + self._hello   # split vote: the better one next
             return self._reply(cand, False, out)
         if (
-            not self._retired
+            favour is None
+            and not self._retired
             and self._failed == 0
             and self._voted_for is None
             and self._rank() > (r.version, r.priority, cand)
@@ -510,11 +547,54 @@ class Fmrp:
         if self._state is FmrpState.MASTER:
             if s.term >= self._term:  # impossible for an equal term; a higher one: we are stale
                 self._abdicate(now, out, announce=False)
-        elif s.master == self._leader and self._state is FmrpState.BACKUP and s.term >= self._leader_term:
-            # Only the StepDown of the term we follow: an older one (delayed, replayed) must not make a
-            # backup leave a live master.
-            self._to_electing(now, out)  # skip the dead interval
+        else:
+            if s.master == self._leader and self._state is FmrpState.BACKUP and s.term >= self._leader_term:
+                # Only the StepDown of the term we follow: an older one (delayed, replayed) must not make a
+                # backup leave a live master.
+                self._to_electing(now, out)  # skip the dead interval
+            if (s.successor is not None and s.successor in self._priorities and s.term >= self._leader_term
+                    and self._state is FmrpState.ELECTING and self._round_until is None):
+                # A hand-over to the replica that reaches more switches (issue #16): it stands at once, every
+                # replica (itself included) votes only for it for a full round. (Its hello saying it is no
+                # longer master may have arrived first: we may be ELECTING already.)
+                self._favour, self._favour_until = s.successor, now + self._round_max + self._dead
+                if s.successor == self._id:
+                    if not self._retired:
+                        self._candidacy_at = now
+                elif self._candidacy_at is not None:
+                    self._candidacy_at = max(self._candidacy_at, self._favour_until)
         return out
+
+    def _check_handover(self, now: float, out: list[FmrpAction]) -> None:
+        """MASTER: hand over to a backup that is two-way with clearly more switches (controller.reach
+        .handover_target), after `reach_dwell` of the same verdict. Only backups that are live, follow us
+        and acknowledged our LSD version qualify, so the successor continues our version sequence."""
+        if not self._reach or self._retired or now - self._master_since < self._reach_settle:
+            self._handover_since = None
+            return
+        views: dict[int, tuple[int, ...]] = {}
+        for p, (h, t) in self._views.items():
+            if (now - t <= self._dead and h.state == FmrpState.BACKUP and h.leader == self._id
+                    and h.reach and self._acked.get(p, -1) >= self._version):
+                views[self._index[p]] = h.reach
+        target = handover_target(self._index[self._id], self._reach, views, self._reach_margin)
+        if target is None:
+            self._handover_since = self._handover_to = None
+            return
+        succ = self._ids[target]
+        if self._handover_to != succ or self._handover_since is None:
+            self._handover_since, self._handover_to = now, succ
+            return
+        if now - self._handover_since < self._reach_dwell:
+            return
+        me, theirs = self._index[self._id], views[target]
+        out.append(Handover(self._id, succ, self._leader_term, self._reach[me], theirs[target], theirs[me]))
+        self.handovers += 1
+        self._handover_since = self._handover_to = None
+        self._broadcast(StepDown(self._id, self._leader_term, succ), out)
+        self._to_electing(now, out)
+        self._favour, self._favour_until = succ, now + self._round_max + self._dead
+        self._candidacy_at = self._favour_until
 
     # ============================================================================ transitions
     def _tick_electing(self, now: float, out: list[FmrpAction]) -> None:
@@ -589,6 +669,7 @@ class Fmrp:
     def _to_electing(self, now: float, out: list[FmrpAction]) -> None:
         """Leave INIT/BACKUP/MASTER for ELECTING; the candidacy starts after the rank-ordered jitter."""
         self._state = FmrpState.ELECTING
+        self._handover_since = self._handover_to = None
         self._leader = None
         self._followers = {}
         self._acked = {}
@@ -660,7 +741,8 @@ class Fmrp:
         return self._candidacy_delay(now) + backoff * self._rng.random()
 
     def _make_hello(self) -> Hello:
-        return Hello(self._id, self._state.value, self._term, self._version, self._priority, self._leader)
+        return Hello(self._id, self._state.value, self._term, self._version, self._priority, self._leader,
+                     self._reach)
 
     def _broadcast(self, msg: object, out: list[FmrpAction]) -> None:
         for p in self._peers:
@@ -703,14 +785,17 @@ class FmrpDriver:
 
     def start(self, now: float) -> list[Any]:
         fabric = self.core.fabric
-        self.fmrp = Fmrp(self.core.id, fabric.masters, fabric.timers, self.durable_term, now, seed=self.seed)
+        self.fmrp = Fmrp(self.core.id, fabric.masters, fabric.timers, self.durable_term, now, seed=self.seed,
+                         reach_margin=reach_margin(fabric.guard.reach_margin, len(fabric.switches)),
+                         reach_dwell=fabric.guard.reach_dwell,
+                         reach_settle=self.core.reach.window)
         return [*self.core.become_inactive(), *self.tick(now)]
 
     def handle(self, sender: str, msg: Any, now: float) -> list[Any]:
-        return self._translate(self._synced().on_message(sender, msg, now), now)
+        return self._translate(self._synced(now).on_message(sender, msg, now), now)
 
     def observe(self, events: list[Any], now: float) -> list[Any]:
-        f = self._synced()
+        f = self._synced(now)
         out: list[Any] = []
         for ev in events:
             if isinstance(ev, TermSeen):
@@ -718,40 +803,44 @@ class FmrpDriver:
         return out
 
     def tick(self, now: float) -> list[Any]:
-        return self._translate(self._synced().tick(now), now)
+        return self._translate(self._synced(now).tick(now), now)
 
     def next_deadline(self) -> float | None:
         return None if self.fmrp is None else self.fmrp.next_deadline()
 
     def persist_failed(self, term: int, now: float) -> list[Any]:
-        return self._translate(self._synced().persist_failed(term, now), now)
+        return self._translate(self._synced(now).persist_failed(term, now), now)
 
     def persisted(self, term: int) -> None:
-        self._synced().persisted(term)
+        if self.fmrp is not None:
+            self.fmrp.persisted(term)
 
     def stop(self, now: float) -> list[Any]:
-        return self._translate(self._synced().step_down(now), now)
+        return self._translate(self._synced(now).step_down(now), now)
 
     def view(self, now: float) -> dict[str, Any]:
-        f = self._synced()
+        f = self._synced(now)
         acked = f.backup_versions()
+        ids = [m.id for m in self.core.fabric.masters]
         replicas: list[dict[str, Any]] = [{
             "id": f.id, "self": True, "state": f.state.value, "term": f.term, "leader": f.leader,
             "leader_term": f.leader_term, "version": self.core.version if self.core.lsd_term is not None else -1,
             "lease_ok": f.lease_ok(now) if f.state is FmrpState.MASTER else None, "retired": f.retired,
+            "reach": dict(zip(ids, f.reach, strict=False)), "handovers": f.handovers,
         }]
         for p in f.peers(now):
             replicas.append({
                 "id": p.id, "self": False, "state": p.state or "unknown", "term": p.term, "version": p.version,
                 "priority": p.priority, "leader": p.leader, "last_hello_age": p.last_hello_age,
-                "acked_version": acked.get(p.id),
+                "acked_version": acked.get(p.id), "reach": dict(zip(ids, p.reach, strict=False)),
             })
         return {"mode": "fmrp", "replicas": replicas}
 
-    def _synced(self) -> Fmrp:
+    def _synced(self, now: float) -> Fmrp:
         if self.fmrp is None:
             raise RuntimeError("FmrpDriver used before start()")
         self.fmrp.set_lsd_version(self.core.version if self.core.lsd_term is not None else -1)
+        self.fmrp.set_reach(self.core.reach_counts(now))
         return self.fmrp
 
     def _translate(self, actions: list[FmrpAction], now: float) -> list[Any]:
@@ -768,4 +857,6 @@ class FmrpDriver:
                 out += core.become_backup(a.term, a.leader, now)
             elif isinstance(a, BecomeInactive):
                 out += core.become_inactive(a.term if a.term >= core.term else None)
+            elif isinstance(a, Handover):
+                out.append(a)
         return out

@@ -1,14 +1,23 @@
 """Two-ended link-state derivation: what each link's state should be, given every switch's latest report.
 
-A link is UP only when the latest report of *both* of its switches says the port is usable (PHY up, ND up
-with the expected peer, not damped — the client folds all of that into `usable`). It is DOWN if either end
-says not usable, omits the port, or has been silent for longer than `switch_dead`. An operator drain wins
-over everything (DRAINED).
+**Silence is not evidence** (issue #16). Each end of a link is, from the master's point of view:
 
-After a mastership change the new master starts with the LSD replicated from the previous one, but has
-heard no report yet. For a grace period (`switch_dead`), a link whose end switches have not reported under
-this mastership keeps its replicated state instead of flapping DOWN; after the grace period silence means
-DOWN as usual. A reported "not usable" always takes effect at once.
+- ``up``: its switch is *live* (reported within `switch_dead`) and its latest report says the port usable
+  (PHY up, ND two-way with the expected peer, not damped — the client folds all of that into `usable`);
+- ``down``: its switch is live and its latest report says the port not usable, or omits it;
+- ``unknown``: its switch is *silent* — no report under this mastership, or none for `switch_dead`.
+
+A link is DOWN if either end is ``down`` (positive evidence: a switch says so); UP if both ends are ``up``;
+otherwise (an end is silent, the other ``up`` or silent too) it **keeps its current state**. A switch
+whose client cannot reach the master still forwards (fail-static), and its neighbours' ND — which needs
+that client alive and two-way — keeps their side usable: the master must not take its links down for a
+silence that may be the control network's fault. A switch that really died is taken out by its
+neighbours' reports (their ND goes down within `nd_dead`). An operator drain wins over everything
+(DRAINED); a lifted drain on a link with a silent end falls back to DOWN (no evidence it is usable).
+
+`switch_dead` still decides what is *said about* a switch (live or silent in REST/metrics/logs, whether
+its report_seq may restart) but never a link state. While the runtime knows it is dropping input (socket
+receive-queue overflow), nobody becomes silent: `note_input_loss(now)` counts as hearing every switch.
 
 Pure: `now` is passed in; no clock, no I/O.
 """
@@ -40,7 +49,8 @@ class LinkStateDeriver:
         self.switch_dead = fabric.timers.switch_dead
         self.views: dict[str, SwitchView] = {}
         self.drained: set[int] = set()
-        self.grace_until: float | None = None
+        #: last time the runtime saw input dropped (socket overflow): silence before it is not silence
+        self.input_loss_at = float("-inf")
         # (expiry time, switch) — lazily invalidated: an entry is live iff it matches the view's expiry.
         self._expiry: list[tuple[float, str]] = []
         self._fabric_ports: dict[str, frozenset[int]] = {
@@ -57,37 +67,51 @@ class LinkStateDeriver:
         self.views[switch] = SwitchView(ports, now, report_seq)
         heapq.heappush(self._expiry, (now + self.switch_dead, switch))
 
-    def start_mastership(self, now: float, grace: bool = True) -> None:
-        """Forget all views (they belong to a previous mastership) and open the grace period."""
+    def start_mastership(self, now: float) -> None:
+        """Forget all views (they belong to a previous mastership): every end is silent until it reports,
+        so every link keeps its replicated state until evidence arrives."""
         self.views.clear()
         self._expiry.clear()
-        self.grace_until = now + self.switch_dead if grace else None
+
+    def note_input_loss(self, now: float) -> None:
+        """The runtime dropped input (receive queue overflow): a switch heard within `switch_dead` before
+        `now` stays live for `switch_dead` after it — the master cannot tell whose datagram it lost."""
+        if now > self.input_loss_at:
+            self.input_loss_at = now
+            for switch, view in self.views.items():
+                if now - view.reported_at < self.switch_dead:
+                    heapq.heappush(self._expiry, (now + self.switch_dead, switch))
+
+    def _last_heard(self, view: SwitchView) -> float:
+        if self.input_loss_at - view.reported_at < self.switch_dead:
+            return max(view.reported_at, self.input_loss_at)
+        return view.reported_at
 
     def alive(self, switch: str, now: float) -> bool:
         view = self.views.get(switch)
-        return view is not None and now - view.reported_at < self.switch_dead
+        return view is not None and now - self._last_heard(view) < self.switch_dead
 
     # ----------------------------------------------------------------------------------------- derivation
     def _end(self, switch: str, port: int, now: float) -> str:
-        """'up', 'down' (alive and says not usable, or dead), or 'unknown' (not reported, in grace)."""
+        """'up' / 'down' (live, and its latest report says usable / not usable) or 'unknown' (silent)."""
         view = self.views.get(switch)
-        if view is None:
-            in_grace = self.grace_until is not None and now < self.grace_until
-            return "unknown" if in_grace else "down"
-        if now - view.reported_at >= self.switch_dead:
-            return "down"
+        if view is None or now - self._last_heard(view) >= self.switch_dead:
+            return "unknown"
         return "up" if port in view.usable else "down"
+
+    def evidence(self, index: int, now: float) -> tuple[str, str]:
+        """The two ends' evidence about link `index`: ('up'|'down'|'unknown', same) for ends a, b."""
+        link = self.fabric.links[index]
+        return self._end(link.a.switch, link.a.port, now), self._end(link.b.switch, link.b.port, now)
 
     def desired(self, index: int, current: LinkState, now: float) -> LinkState:
         if index in self.drained:
             return LinkState.DRAINED
-        link = self.fabric.links[index]
-        a = self._end(link.a.switch, link.a.port, now)
-        b = self._end(link.b.switch, link.b.port, now)
+        a, b = self.evidence(index, now)
         if a == "down" or b == "down":
             return LinkState.DOWN
         if a == "unknown" or b == "unknown":
-            # Keep the replicated state — but a drain that the operator lifted must not linger.
+            # No evidence either way: keep the state — but a drain that the operator lifted must not linger.
             return LinkState.DOWN if current == LinkState.DRAINED else current
         return LinkState.UP
 
@@ -103,29 +127,26 @@ class LinkStateDeriver:
 
     # ----------------------------------------------------------------------------------------- time
     def expire(self, now: float) -> set[str]:
-        """Switches whose silence crossed `switch_dead` since the last call (their links must be re-derived)."""
+        """Switches that became silent (no report for `switch_dead`) since the last call. Their links are
+        NOT re-derived: silence is not evidence (see the module docstring); this feeds logs and metrics."""
         dead: set[str] = set()
         while self._expiry and self._expiry[0][0] <= now:
             at, switch = heapq.heappop(self._expiry)
             view = self.views.get(switch)
-            if view is not None and view.reported_at + self.switch_dead == at:
+            if view is not None and self._last_heard(view) + self.switch_dead == at:
                 dead.add(switch)
         return dead
 
-    def grace_over(self, now: float) -> bool:
-        """True once (the first call at/after the grace deadline); closes the grace period."""
-        if self.grace_until is not None and now >= self.grace_until:
-            self.grace_until = None
-            return True
-        return False
+    def silent(self, now: float) -> list[str]:
+        """Switches with a view under this mastership that are silent now (sorted)."""
+        return sorted(s for s in self.views if not self.alive(s, now))
 
     def next_deadline(self) -> float | None:
         # Drop stale heap heads so the deadline is exact (avoids spurious wake-ups).
         while self._expiry:
             at, switch = self._expiry[0]
             view = self.views.get(switch)
-            if view is not None and view.reported_at + self.switch_dead == at:
+            if view is not None and self._last_heard(view) + self.switch_dead == at:
                 break
             heapq.heappop(self._expiry)
-        candidates = [t for t in (self._expiry[0][0] if self._expiry else None, self.grace_until) if t is not None]
-        return min(candidates) if candidates else None
+        return self._expiry[0][0] if self._expiry else None

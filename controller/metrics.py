@@ -57,6 +57,38 @@ class MasterMetrics:
         self.clients_connected = Gauge(
             "firepath_master_clients_connected", "Clients heard within the switch dead interval", registry=r
         )
+        self.switches_silent = Gauge(
+            "firepath_master_switches_silent",
+            "Switches heard under this mastership but silent for switch_dead (their links keep their state)",
+            registry=r,
+        )
+        self.switch_silences = Counter(
+            "firepath_master_switch_silences_total", "Times a switch became silent for switch_dead", registry=r
+        )
+        self.input_drops = Counter(
+            "firepath_master_input_drops_total",
+            "Datagrams the kernel dropped on the client socket (receive queue overflow); while it drops, "
+            "the master declares no switch silent", registry=r,
+        )
+        self.guard_held = Gauge(
+            "firepath_master_guard_held_links",
+            "Links the drastic-change guard holds (wanted DOWN on uncorroborated evidence, not published)",
+            registry=r,
+        )
+        self.guard_events = Counter(
+            "firepath_master_guard_events_total",
+            "Drastic-change guard actions by kind (hold, release, withdraw) and reason class",
+            ["kind", "reason"], registry=r,
+        )
+        self.handovers = Counter(
+            "firepath_master_handovers_total",
+            "Mastership handed over to a replica two-way with clearly more switches (issue #16)", registry=r,
+        )
+        self.reach = Gauge(
+            "firepath_master_reach_switches",
+            "Switches this replica saw two-way with each replica (fresh reports with its reach bit)",
+            ["replica"], registry=r,
+        )
         self.client_lag = Histogram(
             "firepath_master_client_lag_versions", "Versions a client/backup is behind when it tells us its version",
             ["peer_kind"], buckets=LAG_BUCKETS, registry=r,

@@ -1,8 +1,11 @@
 """REST API and /metrics of a master replica (aiohttp). See docs/API.md for the endpoints with examples.
 
-Reads need no token. Drains (POST/DELETE /v1/drain) need `Authorization: Bearer <token>` where the token is
+Reads need no token. Drains (POST/DELETE /v1/drain) and confirming what the drastic-change guard holds
+(POST /v1/guard/confirm) need `Authorization: Bearer <token>` where the token is
 the content of `security.admin_token_file` (401 without/with a malformed header, 403 with a wrong token or
-when no token file is configured, 400 on bad input, 409 when this replica is not the master).
+when no token file is configured, 400 on bad input or an unknown link or switch (then with
+`"unknown": true`), 409 when this replica is not the master). GET /v1/drains lists the drains in force with who/when/why (any replica:
+backups hold the master's notes).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from controller.core import NotMaster, UnknownTarget
+from controller.core import DrainRefused, NotMaster, UnknownTarget
+from controller.page import add_page_routes
 from proto.config import Role as SwitchRole
+from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import LinkState
 
 if TYPE_CHECKING:
@@ -44,7 +49,7 @@ def _state_name(value: int) -> str:
 def _header(s: MasterServer) -> dict[str, Any]:
     c = s.core
     return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
-            "held": c.held, "persist_error": s.persist_error}
+            "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held)}
 
 
 async def lsd_version(request: web.Request) -> web.Response:
@@ -119,6 +124,8 @@ async def clients(request: web.Request) -> web.Response:
             "lag": c.lag, "fulls_sent": c.fulls_sent, "deltas_sent": c.deltas_sent,
         })
     out = _header(s)
+    # Silent = heard under this mastership, no report for switch_dead; its links keep their state.
+    out["silent"] = s.core.silent_switches(now)
     out["clients"] = rows
     return _json(out)
 
@@ -152,6 +159,46 @@ def _check_token(request: web.Request, token: str | None) -> web.Response | None
     return None
 
 
+async def guard(request: web.Request) -> web.Response:
+    """The drastic-change guard: policy, what it holds (and since when), and the recent budget use."""
+    s = _srv(request)
+    now = s.now()
+    g = s.core.guard
+    links = s.fabric.links
+    held = []
+    for i, since in sorted(s.core.guard_held().items()):
+        a, b = s.core.deriver.evidence(i, now)
+        held.append({"link": links[i].name, "index": i, "held_for": round(now - since, 3),
+                     "state": _state_name(s.core.lsd.state(i)), "evidence": {"a": a, "b": b}})
+    out = _header(s)
+    out.update(down_share=g.share, window=g.window, link_budget=g.link_budget, switch_budget=g.switch_budget,
+               recent_uncorroborated=len(g.recent(now)), holds=g.holds, held_links=held)
+    return _json(out)
+
+
+async def guard_confirm(request: web.Request) -> web.Response:
+    s = _srv(request)
+    denied = _check_token(request, request.app[TOKEN_KEY])  # type: ignore[arg-type]
+    if denied is not None:
+        return denied
+    try:
+        released = s.guard_confirm()
+    except NotMaster as e:
+        return _error(409, f"not the master: {e}", leader=s.core.leader)
+    out = _header(s)
+    out["released"] = [s.fabric.links[i].name for i in released]
+    return _json(out)
+
+
+_DRAIN_BODY = ('body must be JSON: exactly one of {"link": "a:1-b:2"} or {"switch": "name"}, optionally '
+               '"reason" and "who" (strings)')
+
+
+def _note_json(s: MasterServer, note: DrainNote) -> dict[str, Any]:
+    return {"kind": note.kind, "target": note.target, "who": note.who, "at": note.at or None,
+            "reason": note.reason, "links": [s.fabric.links[i].name for i in s.core.drains.links_of(note)]}
+
+
 async def _drain(request: web.Request, drained: bool) -> web.Response:
     s = _srv(request)
     denied = _check_token(request, request.app[TOKEN_KEY])  # type: ignore[arg-type]
@@ -160,20 +207,43 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
     try:
         body = await request.json()
     except (ValueError, RecursionError):        # bad JSON or UTF-8, a 5,000-digit number, nesting too deep
-        return _error(400, 'body must be JSON: {"link": "a:1-b:2"} or {"switch": "name"}')
-    if not isinstance(body, dict) or len(body) != 1 or not ({"link", "switch"} & body.keys()):
-        return _error(400, 'body must be exactly one of {"link": "a:1-b:2"} or {"switch": "name"}')
-    (kind, target), = body.items()
+        return _error(400, _DRAIN_BODY)
+    if not isinstance(body, dict) or len({"link", "switch"} & body.keys()) != 1 \
+            or not body.keys() <= {"link", "switch", "reason", "who"}:
+        return _error(400, _DRAIN_BODY)
+    kind = "link" if "link" in body else "switch"
+    target = body[kind]
     if not isinstance(target, str):
         return _error(400, f"{kind}: expected a string, got {type(target).__name__}")
+    for field, limit in (("reason", MAX_REASON), ("who", MAX_WHO)):
+        v = body.get(field)
+        if v is not None and (not isinstance(v, str) or len(v) > limit or not v.isprintable()):
+            return _error(400, f"{field}: expected at most {limit} printable characters")
+    who = body.get("who") or (f"unknown@{request.remote}" if request.remote else None)
     try:
-        indices = s.drain(**{kind: target}, drained=drained)
+        result = s.drain(**{kind: target}, drained=drained, who=who, reason=body.get("reason"))
     except UnknownTarget as e:
+        return _error(400, str(e), unknown=True)
+    except DrainRefused as e:
         return _error(400, str(e))
     except NotMaster as e:
         return _error(409, f"not the master: {e}", leader=s.core.leader)
+    links = s.fabric.links
     out = _header(s)
-    out.update(drained=drained, links=[s.fabric.links[i].name for i in indices])
+    out.update(drained=drained, target=result["target"], links=[links[i].name for i in result["links"]],
+               still_drained={links[i].name: [_note_json(s, n) for n in notes]
+                              for i, notes in result["still"].items()})
+    if not drained:
+        out["lifted"] = [_note_json(s, n) for n in result["lifted"]]
+    return _json(out)
+
+
+async def drains(request: web.Request) -> web.Response:
+    s = _srv(request)
+    out = _header(s)
+    states = s.core.lsd.states()
+    out.update(serial=s.core.drains.serial, drains=[_note_json(s, n) for n in s.core.drains.notes],
+               drained_links=[link.name for link in s.fabric.links if states[link.index] == LinkState.DRAINED])
     return _json(out)
 
 
@@ -206,7 +276,11 @@ def make_app(server: MasterServer) -> web.Application:
     app.router.add_get("/v1/masters", masters)
     app.router.add_post("/v1/drain", drain)
     app.router.add_delete("/v1/drain", undrain)
+    app.router.add_get("/v1/guard", guard)
+    app.router.add_post("/v1/guard/confirm", guard_confirm)
+    app.router.add_get("/v1/drains", drains)
     app.router.add_get("/metrics", metrics)
+    add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
     return app
 
 

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -24,12 +25,16 @@ from typing import Any
 from controller.actions import (
     GROUP,
     Action,
+    GuardEvent,
+    Handover,
+    InputLoss,
     PeerAcked,
     PersistTerm,
     Rejected,
     ReportAccepted,
     RoleChanged,
     Send,
+    SwitchSilent,
     TermSeen,
     VersionChanged,
 )
@@ -54,6 +59,22 @@ def kv(event: str, **fields: Any) -> str:
             s = '"' + s.replace('"', '\\"') + '"'
         parts.append(f"{k}={s}")
     return " ".join(parts)
+
+
+def udp_drops(sock: socket.socket, table: str = "/proc/net/udp") -> int | None:
+    """The kernel's drop counter of `sock` (receive queue overflow, ...) from /proc/net/udp: the last column
+    of the row whose inode is the socket's. None if unavailable (not Linux, or the row is not found)."""
+    try:
+        inode = str(os.fstat(sock.fileno()).st_ino)
+        with open(table, encoding="ascii") as f:
+            next(f, None)
+            for line in f:
+                cols = line.split()
+                if len(cols) >= 13 and cols[9] == inode:
+                    return int(cols[-1])
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -99,6 +120,7 @@ class MasterServer:
         self._driver_factory = driver_factory
         self.driver: RoleDriver | None = None
         self.addresses: dict[str, tuple[str, int]] = {}
+        self._master_ids = [m.id for m in fabric.masters]
         self.master_addrs = {m.id: (str(m.address), m.peer_port) for m in fabric.masters if m.id != master_id}
         dist = fabric.distribution
         self.group_addr = (str(dist.group), dist.port) if dist.mode == "multicast" and dist.group else None
@@ -114,6 +136,11 @@ class MasterServer:
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
         self._started = False                  # driver.start() ran: input may flow to driver and core
+        self._drops_seen: int | None = None     # kernel drop counter of the client socket, last read
+        self._drops_checked = float("-inf")
+        # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
+        # port report is accepted, `changed()` after every batch of actions. They must be cheap and not raise.
+        self.observers: list[Any] = []
         self.started_wall = time.time()
         self.persist_error: str | None = None   # the last failed durable save, until one succeeds
         self.persist_failures = 0
@@ -137,6 +164,8 @@ class MasterServer:
         self._peer_tx, _ = await self._loop.create_datagram_endpoint(lambda: _Udp(self._on_datagram), sock=peer_sock)
         self.fanout.warm([s.name for s in self.fabric.switches])
         self.metrics.bind_clients_connected(self._clients_connected)
+        # O(switches): computed when scraped, not after every datagram
+        self.metrics.switches_silent.set_function(lambda: float(len(self.core.silent_switches(self.now()))))
         # The fabric, the core's tables and the derived keys live as long as the process: move them out of
         # the cyclic GC's reach, or every full collection rescans millions of objects (at 10,000 switches a
         # collection in the middle of a fan-out costs more than the fan-out itself).
@@ -229,7 +258,10 @@ class MasterServer:
                 actions += self.driver.handle(sender, msg, now)
             if isinstance(msg, PortReport):
                 for a in actions:
-                    if isinstance(a, VersionChanged):
+                    if isinstance(a, ReportAccepted):
+                        for o in self.observers:
+                            o.reported(sender, msg.ports)
+                    elif isinstance(a, VersionChanged):
                         self.metrics.report_to_lsd.observe(time.perf_counter() - t0)
                         self._pending_versions[a.version] = t0
                         if len(self._pending_versions) > 1024:      # nobody to send to: do not grow
@@ -255,9 +287,30 @@ class MasterServer:
         self._timer_at = None
         assert self.driver is not None
         now = self.now()
-        actions = self.driver.tick(now)
-        actions += self.core.tick(now)
-        self._run(actions, rearm=True)
+        try:
+            actions = self._check_input_loss(now)
+            actions += self.driver.tick(now)
+            actions += self.core.tick(now)
+            self._run(actions, rearm=True)
+        finally:
+            # A bug in one turn must not silence the replica for good (no hellos, no election): the timer
+            # is always re-armed; asyncio logs the exception.
+            if self._timer is None:
+                self._rearm()
+
+    def _check_input_loss(self, now: float) -> list[Action]:
+        """Poll the client socket's kernel drop counter (at most every keepalive): dropped input must not
+        make the master believe switches went silent."""
+        if self._client_sock is None or now - self._drops_checked < self.fabric.timers.keepalive:
+            return []
+        self._drops_checked = now
+        drops = udp_drops(self._client_sock)
+        if drops is None:
+            return []
+        before, self._drops_seen = self._drops_seen, drops
+        if before is None or drops <= before:
+            return []
+        return self.core.note_input_loss(drops - before, now)
 
     # ------------------------------------------------------------------------------------ execution
     def _run(self, actions: list[Action], rearm: bool = True) -> None:
@@ -285,6 +338,8 @@ class MasterServer:
             if failed_term is not None:  # after the batch's role events, so a mastership it gave is undone
                 actions += self.driver.persist_failed(failed_term, self.now())
         self.fanout.reset()
+        for o in self.observers:
+            o.changed()
         self._flush_counts()
         self._refresh_gauges()
         if rearm:
@@ -406,6 +461,25 @@ class MasterServer:
             m.client_lag.labels("backup" if ev.peer in self.master_addrs else "client").observe(ev.lag)
         elif isinstance(ev, RoleChanged):
             log.info(kv("role", role=ev.role, term=ev.term, leader=ev.leader))
+        elif isinstance(ev, SwitchSilent):
+            if ev.silent:
+                m.switch_silences.inc()
+            log.warning(kv("switch_silent" if ev.silent else "switch_heard_again", switch=ev.switch,
+                           links="kept"))
+        elif isinstance(ev, GuardEvent):
+            reason = ev.reason if ev.kind != "hold" else "uncorroborated"
+            m.guard_events.labels(ev.kind, reason).inc()
+            names = ",".join(self.fabric.links[i].name for i in ev.links[:16])
+            log.log(logging.WARNING if ev.kind == "hold" else logging.INFO,
+                    kv(f"guard_{ev.kind}", links=len(ev.links), names=names, reason=ev.reason,
+                       action="confirm with POST /v1/guard/confirm" if ev.kind == "hold" else ""))
+        elif isinstance(ev, Handover):
+            m.handovers.inc()
+            log.warning(kv("handover", master=ev.master, successor=ev.successor, term=ev.term,
+                           own_view=ev.own, successor_reach=ev.theirs, master_reach_in_successor_view=ev.ours))
+        elif isinstance(ev, InputLoss):
+            m.input_drops.inc(ev.dropped)
+            log.warning(kv("input_loss", dropped=ev.dropped, effect="no switch declared silent"))
         elif isinstance(ev, TermSeen):
             # Normal on every failover (the new master's first messages reach us before its hello makes
             # us follow it): info, not warning. A split brain shows up as role changes and term churn.
@@ -415,6 +489,10 @@ class MasterServer:
         self.metrics.lsd_version.set(self.core.version)
         self.metrics.term.set(self.core.term)
         self.metrics.is_master.set(1 if self.core.role == Role.MASTER else 0)
+        self.metrics.guard_held.set(len(self.core.guard.held))
+        if self._loop is not None:
+            for mid, n in zip(self._master_ids, self.core.reach_counts(self.now()), strict=False):
+                self.metrics.reach.labels(mid).set(n)
 
     def _clients_connected(self) -> float:
         if self._loop is None:
@@ -424,20 +502,37 @@ class MasterServer:
         return float(sum(1 for p in self.core.dist.peers.values() if not p.is_master and now - p.last_heard < dead))
 
     # ------------------------------------------------------------------------------------ operator API
-    def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool) -> list[int]:
-        """Drain/undrain a link (by name) or every link of a switch; returns the link indices touched.
-        Raises UnknownTarget (bad name) or NotMaster."""
+    def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool,
+              who: str | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Drain/undrain a link (by name) or every link of a switch, noting who and why (and the wall-clock
+        time). Returns {"target", "links": [indices touched], "still": {index: [notes]}, "lifted": (notes)}
+        ("still": links of an undrained target that another drain keeps drained; "lifted": the notes an
+        undrain removed). Raises UnknownTarget, NotMaster,
+        DrainRefused."""
         now = self.now()
-        if link is not None:
-            idx = [self.core.link_index(link)]
-            actions = (self.core.drain_link if drained else self.core.undrain_link)(idx[0], now)
+        kind, target = ("link", link) if link is not None else ("switch", switch)
+        assert target is not None
+        if drained:
+            actions, idx = self.core.drain(kind, target, now, who=who, reason=reason, at=time.time())
+            still: dict[int, Any] = {}
+            lifted: tuple[Any, ...] = ()
         else:
-            assert switch is not None
-            idx = list(self.core._switch_links(switch))
-            actions = (self.core.drain_switch if drained else self.core.undrain_switch)(switch, now)
-        log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx)))
+            actions, result = self.core.undrain(kind, target, now)
+            idx, still, lifted = self.core.resolve(kind, target)[1], result.still, result.removed
+        log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx), who=who,
+                    reason=reason))
         self._run(actions)
-        return idx
+        return {"target": self.core.resolve(kind, target)[0], "links": list(idx), "still": still,
+                "lifted": lifted}
+
+
+    def guard_confirm(self) -> list[int]:
+        """The operator confirms the change the guard holds: publish it. Returns the links released.
+        Raises NotMaster."""
+        held = sorted(self.core.guard.held)
+        log.warning(kv("guard_confirm", links=len(held)))
+        self._run(self.core.guard_confirm(self.now()))
+        return held
 
 
 async def serve(server: MasterServer, stop: asyncio.Event) -> None:

@@ -142,7 +142,15 @@ def describe_fault(f: dict[str, Any]) -> str:
         return f"client {f['switch']} killed"
     if kind == "miscable":
         return f"miscabled {f['a']}<->{f['b']}"
+    if kind == "cpn":
+        return f"cpn {f['id']} {f['direction']}" + (f" (switch {f['switch']} only)" if f.get("switch") else "")
     return kind
+
+
+def _operator_files(lab: Any) -> dict[str, str | None]:
+    """The config and the admin (drain) token the operator commands use (`firepath drain --lab NAME`)."""
+    token = lab.fabric.security.admin_token_file if lab.fabric is not None else None
+    return {"config": lab.state.config, "admin_token_file": str(token) if token else None}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -150,9 +158,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         if args.json:
             print(json.dumps({"masters": _jsonable(lab.master_states()), "switches": _jsonable(lab.client_states()),
-                              "faults": lab.state.faults}, indent=1))
+                              "faults": lab.state.faults, **_operator_files(lab)}, indent=1))
         else:
             print(format_status(lab))
+            files = _operator_files(lab)
+            print(f"\nconfig {files['config']}; admin token "
+                  + (f"{files['admin_token_file']} (`firepath drain --lab {lab.state.name} ...` reads it)"
+                     if files["admin_token_file"] else "none (drains answer 403): set security.admin_token_file"))
     finally:
         lab.close()
     return 0
@@ -205,6 +217,8 @@ def cmd_fail(args: argparse.Namespace) -> int:
 
     if args.what == "link":
         f = _mutate(args, lambda lab: inject.fail_link(lab, args.a, args.b, silent=args.silent))
+    elif args.what == "cpn":
+        f = _mutate(args, lambda lab: inject.fail_cpn(lab, args.master, args.direction, args.switch))
     else:
         f = _mutate(args, lambda lab: inject.fail_switch(lab, args.switch))
     print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
@@ -366,7 +380,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pi.add_argument("--seed", type=int, default=1)
     pi.set_defaults(func=_guard(cmd_ping))
 
-    fail = sub.add_parser("fail", help="inject a link or switch failure")
+    fail = sub.add_parser("fail", help="inject a link, switch or control-plane network failure")
     fsub = fail.add_subparsers(dest="what", required=True)
     fl = fsub.add_parser("link", parents=[common], help="carrier down on a link (or --silent drops)")
     fl.add_argument("a", help="switch or SWITCH:PORT")
@@ -376,6 +390,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fs = fsub.add_parser("switch", parents=[common], help="all links of a switch down")
     fs.add_argument("switch")
     fs.set_defaults(func=_guard(cmd_fail))
+    fc = fsub.add_parser("cpn", parents=[common], help="gray failure of the control-plane network: drop a "
+                         "master's client traffic one way (FMRP between replicas untouched)")
+    fc.add_argument("master", nargs="?", help="master replica id (default: the current master)")
+    way = fc.add_mutually_exclusive_group()
+    way.add_argument("--to-switches", dest="direction", action="store_const", const="to-switches",
+                     help="drop what the master sends to the switches (it still hears them)")
+    way.add_argument("--from-switches", dest="direction", action="store_const", const="from-switches",
+                     help="drop what the switches send to the master (it still reaches them)")
+    way.add_argument("--both", dest="direction", action="store_const", const="both", help="both ways (default)")
+    fc.add_argument("--switch", help="cut only this switch's client from the master")
+    fc.set_defaults(func=_guard(cmd_fail), direction="both")
 
     kill = sub.add_parser("kill", help="SIGKILL a master or a client")
     ksub = kill.add_subparsers(dest="what", required=True)

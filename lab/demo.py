@@ -2,14 +2,16 @@
 
 Builds 2 spines + 2 pods x (2 aggs + 2 ToRs), one host per ToR, 3 masters; shows the status table; pings
 every pair; fails a ToR-agg link under a running probe and shows the outage the probe saw and the ToR's
-new ECMP buckets; heals; kills the master and shows the failover (new master, new term, probe loss);
-tears everything down (try/finally), in well under two minutes.
+new ECMP buckets; heals; drains a spine with the operator CLI (a dry run first, then the drain under the
+probe, the drain list and an agg's routes, then the undrain); kills the master and shows the failover
+(new master, new term, probe loss); tears everything down (try/finally), in well under two minutes.
 """
 
 from __future__ import annotations
 
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -56,6 +58,46 @@ def _probe_line(result: dict[str, Any]) -> str:
     worst = max(result["flows"], key=lambda f: (f["lost"], f["max_gap_ms"] or 0))
     return (f"probe: {result['sent']} packets on {len(result['flows'])} flows, lost {result['lost']} "
             f"(worst flow: {worst['lost']} lost = {worst['loss_ms']:.0f} ms, longest gap {worst['max_gap_ms']} ms)")
+
+
+def _firepath(lab: Any, *argv: str) -> int:
+    """Run `firepath ARGV --lab NAME` as an operator would, showing the command and its output."""
+    shown = " ".join(a if " " not in a else f'"{a}"' for a in argv)
+    say(f"   $ firepath {shown} --lab {lab.state.name}")
+    r = subprocess.run([sys.executable, "-m", "proto.cli", *argv, "--lab", lab.state.name], capture_output=True,
+                       text=True, timeout=60)
+    out = (r.stdout + r.stderr).rstrip()
+    if out:
+        say(_indent(out, "     "))
+    return r.returncode
+
+
+def _drain_tour(lab: Any, src: str, dst: str) -> None:
+    """Dry run, then drain spine-1 under a probe, list the drains and an agg's routes, undrain."""
+    from lab.fabric import LabError
+
+    spine = next(sw.name for sw in lab.fabric.switches if str(sw.role) == "spine")
+    agg = next(sw.name for sw in lab.fabric.switches if str(sw.role) == "agg")
+    far = str(lab.fabric.switch(lab.fabric.host(dst).tor).prefixes[0])
+    _firepath(lab, "drain", "--switch", spine, "--dry-run")
+    probe = lab.probe(src, dst, flows=PROBE_FLOWS, rate=PROBE_RATE, port=7002)
+    probe.start()
+    try:
+        time.sleep(1.0)
+        v0 = lab.lsd_version() or 0
+        if _firepath(lab, "drain", "--switch", spine, "--reason", "demo: replace optics") != 0:
+            raise LabError("the drain failed")
+        lab.wait_converged(10.0, min_version=v0 + 1)
+        time.sleep(0.5)
+        result = probe.stop()
+    finally:
+        probe.close()
+    say("   " + _probe_line(result))
+    _firepath(lab, "drains")
+    _firepath(lab, "routes", agg, far)
+    v0 = lab.lsd_version() or 0
+    _firepath(lab, "undrain", "--switch", spine)
+    lab.wait_converged(10.0, min_version=v0 + 1)
 
 
 def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
@@ -121,7 +163,10 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
         say(f"   link back in use after {(time.monotonic() - t0) * 1000:.0f} ms" if ok
             else f"   not converged: {lab.convergence_problem()}")
 
-        step(6, "kill the master (SIGKILL), same probe running")
+        step(6, "drain a spine with the operator CLI: dry run, drain under the probe, undrain")
+        _drain_tour(lab, src, dst)
+
+        step(7, "kill the master (SIGKILL), same probe running")
         before = lab.current_master()
         if before is None:
             raise LabError("no single master before the kill")
@@ -168,7 +213,7 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
         say(f"demo failed: {e}")
         return 1
     finally:
-        step(7, "tear down")
+        step(8, "tear down")
         if lab is not None:
             lab.close()
         teardown(d, name=name, log=lambda m: None)

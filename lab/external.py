@@ -190,7 +190,8 @@ def write_config(out_dir: Path, name: str, *, key_owner: int | None = None, **cl
     if key_owner is not None and key_owner != os.geteuid() and os.geteuid() != 0:
         raise ValueError(f"giving {out_dir / 'fabric.key'} to uid {key_owner} needs root: run it with sudo, "
                          f"or pass --key-owner {os.geteuid()} and chown it later")
-    path = generate_config(out_dir, name, **clos)
+    # no admin token: the compose file mounts only fabric.yaml and fabric.key into the containers
+    path = generate_config(out_dir, name, admin_token=False, **clos)
     key = out_dir / "fabric.key"
     os.chmod(key, 0o400)
     if key_owner is not None:

@@ -40,6 +40,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -185,10 +186,29 @@ LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("oam_interval_ms", 10),
                                                      ("switch_dead_ms", 20000),
                                                      ("hello_interval_ms", 50), ("master_dead_ms", 400))
 CLIENT_RESTART_HOLD_S = 20.0
+ADMIN_TOKEN = "admin.token"      # in the lab dir: `firepath drain --lab NAME` reads it through the config
 
 
-def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
-    """Write ``fabric.yaml`` (proto.clos generator) and a fresh ``fabric.key`` (secrets, 0600) in the lab dir.
+CLIENT_CPN_BASE = IPv4Address("127.1.0.0")
+
+
+def client_cpn_address(fabric: Any, switch: str) -> str:
+    """The loopback address a lab client binds towards the masters: 127.1.0.0 + switch id.
+
+    Every switch has its own CPN address, as on a real control-plane network: a fault can then cut one
+    switch from a master by address (lab/inject.py `fail_cpn --switch`), and the cut survives a client
+    restart (the UDP port is ephemeral, the address is not). All of 127/8 is local on `lo`, so nothing
+    needs to be configured. KeyError for an unknown switch; LabError if the id does not fit in 127.1/16.
+    """
+    sw = fabric.switch(switch)
+    if not 0 <= sw.id < 1 << 16:
+        raise LabError(f"switch {switch}: id {sw.id} does not fit a lab CPN address (127.1.0.0/16)")
+    return str(CLIENT_CPN_BASE + sw.id)
+
+
+def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True, **clos_params: Any) -> Path:
+    """Write ``fabric.yaml`` (proto.clos generator), a fresh ``fabric.key`` and, unless `admin_token` is
+    false, a fresh ``admin.token`` (the drain token, ``security.admin_token_file``; secrets, 0600) in the lab dir.
 
     Ports only have to be unique inside the lab namespace: fixed bases keep OpenFlow, REST and master
     ports apart (master ports are the generator's 66xx/67xx/68xx).
@@ -197,12 +217,13 @@ def generate_config(lab_dir: Path, name: str, **clos_params: Any) -> Path:
 
     clos_params.setdefault("timers", LAB_DEFAULT_TIMERS)
     params = ClosParams(name=name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
-                        key_file="fabric.key", **clos_params)
+                        key_file="fabric.key", admin_token_file=ADMIN_TOKEN if admin_token else None,
+                        **clos_params)
     lab_dir.mkdir(parents=True, exist_ok=True)
-    key = lab_dir / "fabric.key"
-    fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32) + "\n")
+    for secret in (lab_dir / "fabric.key", *([lab_dir / ADMIN_TOKEN] if admin_token else [])):
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
     path = lab_dir / "fabric.yaml"
     path.write_text(generate_clos_yaml(params))
     return path
@@ -634,8 +655,10 @@ class Lab:
             "client", "--config", self.state.config, "--switch", switch, "--restart-hold", f"{hold:g}",
             "--ovs", self.ports.ovs_target(switch), "--rest-port", str(self.ports.rest[switch]),
             "--ovsdb", self.ovs.db_target)
-        if self.state.external_masters:     # answers from the masters come back over the CPN link
-            argv += ["--bind", str(self.state.cpn["lab_addr"])]
+        # Answers from the masters come back over the CPN link (external masters); otherwise each client has
+        # its own CPN address, so one switch can be cut from a master (`lab fail cpn --switch`).
+        argv += ["--bind", str(self.state.cpn["lab_addr"]) if self.state.external_masters
+                 else client_cpn_address(self.fabric, switch)]
         return self._spawn("client", switch, argv)
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:

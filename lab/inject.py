@@ -11,6 +11,11 @@ benchmarks' timelines). Kinds (each reversible):
 * ``client``    SIGKILL of a switch's client; healed by restarting it
 * ``miscable``  the far ends of two links swapped (veth pairs re-created with the same interface names,
                 so OVS keeps the same OpenFlow port numbers); healed by re-creating the original pairs
+* ``cpn``       a gray failure of the control-plane network: one master's client traffic dropped one way
+                (``to-switches``: it still hears the switches; ``from-switches``: it still reaches them) or
+                both, for every switch or one switch only (nftables `inet` input drop on the lab
+                namespace's loopback, lab/nft.py; FMRP between the replicas is untouched); healed by
+                deleting the table
 
 ``restart_client`` is not a fault: SIGTERM then start again (the flows stay in OVS meanwhile).
 
@@ -28,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lab import nft
-from lab.fabric import Lab, LabError, _ip_batch
+from lab.fabric import Lab, LabError, _ip_batch, client_cpn_address
 from lab.state import locked
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -46,6 +51,15 @@ def _exclusive(func: _F) -> _F:
 
 def _save(lab: Lab) -> None:
     lab.state.save()
+
+
+def _set_ifaces(lab: Lab, ifaces: list[str], up: bool) -> None:
+    """Carrier of every interface up/down, one `ip -batch` per namespace they live in."""
+    by_ns: dict[str, list[str]] = {}
+    for i in ifaces:
+        by_ns.setdefault(lab.state.netns_of(i), []).append(f"link set {i} {'up' if up else 'down'}")
+    for ns, lines in by_ns.items():
+        _ip_batch(ns, lines)
 
 
 def _endpoint(spec: str) -> tuple[str, int]:
@@ -94,13 +108,13 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
         lab.state.faults.append(fault)
         _save(lab)
         fault["at"] = time.monotonic()
-        nft.drop_link(table, [(lab.state.netns, i) for i in ifaces])
+        nft.drop_link(table, [(lab.state.netns_of(i), i) for i in ifaces])
     else:
         fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
         lab.state.faults.append(fault)
         _save(lab)
         fault["at"] = time.monotonic()
-        _ip_batch(lab.state.netns, [f"link set {i} down" for i in ifaces])
+        _set_ifaces(lab, ifaces, up=False)
     return fault
 
 
@@ -113,7 +127,7 @@ def fail_switch(lab: Lab, switch: str) -> dict[str, object]:
     lab.state.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()
-    _ip_batch(lab.state.netns, [f"link set {i} down" for i in ifaces])
+    _set_ifaces(lab, ifaces, up=False)
     return fault
 
 
@@ -222,13 +236,50 @@ def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
 
 
 @_exclusive
+def fail_cpn(lab: Lab, master_id: str | None = None, direction: str = "both",
+             switch: str | None = None) -> dict[str, object]:
+    """Cut a master's control-plane traffic one way (see the module doc): `direction` one of
+    lab.nft.CPN_DIRECTIONS, `master_id` the current master by default, `switch` only that switch's client
+    (default: every client). The replica keeps running and keeps its FMRP sessions."""
+    if direction not in nft.CPN_DIRECTIONS:
+        raise LabError(f"CPN direction {direction!r}: one of {', '.join(nft.CPN_DIRECTIONS)}")
+    if master_id is None:
+        leader = lab.current_master()
+        if leader is None:
+            raise LabError("no single current master to cut off (see `firepath lab status`)")
+        master_id = leader[0]
+    try:
+        master = lab.fabric.master(master_id)
+    except KeyError:
+        raise LabError(f"no master {master_id!r} in this lab") from None
+    client = None
+    if switch is not None:
+        try:
+            client = client_cpn_address(lab.fabric, switch)
+        except KeyError:
+            raise LabError(f"no switch {switch!r} in this lab") from None
+    table = f"fplab_{lab.state.name}_cpn{len(lab.state.faults)}"
+    fault: dict[str, object] = {"kind": "cpn", "id": master_id, "direction": direction, "switch": switch,
+                                "client": client, "table": table}
+    target = (str(master.address), master.client_port)
+    nft.cpn_script(table, target, direction, client)       # a bad argument raises before anything is recorded
+    lab.state.faults.append(fault)
+    _save(lab)
+    fault["at"] = time.monotonic()
+    nft.drop_cpn(table, lab.state.netns, target, direction, client)
+    return fault
+
+
+@_exclusive
 def undo(lab: Lab, fault: dict[str, Any]) -> None:
     kind = fault["kind"]
     st = lab.state
     if kind in ("link", "switch"):
-        _ip_batch(st.netns, [f"link set {i} up" for i in fault["ifaces"]])
+        _set_ifaces(lab, list(fault["ifaces"]), up=True)
     elif kind == "silent":
-        nft.remove(fault["table"], st.netns)
+        nft.remove_link(fault["table"], [st.netns_of(i) for i in fault["ifaces"]])
+    elif kind == "cpn":
+        nft.remove(fault["table"], st.netns, family="inet")
     elif kind == "master":
         if not st.processes[f"master:{fault['id']}"].alive():
             lab.start_master(fault["id"])

@@ -16,6 +16,13 @@ which keeps a host end's kernel stack from receiving anything (harmless for OVS 
 
 Tables are named by the caller (prefix them, e.g. `fpovs_...`); `remove` deletes only that table.
 nftables table names allow letters, digits, '_' and '.', so dashes are mapped to '_'.
+
+**Control-plane network (CPN) faults** (`cpn_script`, `drop_cpn`): masters and clients talk UDP over the lab
+namespace's loopback, so a one-way CPN fault is an `inet` table whose `input` hook drops, on `lo`, the
+datagrams of one master's *client* port in one direction (optionally only those of one client address).
+Input, not output: a drop in the output hook fails the sender's sendmsg with EPERM, which no real lossy
+link does; dropped on the receive side the sender sees its datagram leave and hears nothing -- a gray
+failure. The masters' peer port (FMRP, the LSD stream to backups) is never matched.
 """
 
 from __future__ import annotations
@@ -94,10 +101,13 @@ def drop_link(table: str, ends: Iterable[tuple[str | None, str]]) -> None:
         _install(name, netns, devices)
 
 
-def remove(table: str, netns: str | None = None) -> bool:
-    """Delete our table in `netns`; True if it existed. Never touches other tables."""
+def remove(table: str, netns: str | None = None, family: str = "netdev") -> bool:
+    """Delete our table (of `family`: netdev for link drops, inet for CPN faults) in `netns`; True if it
+    existed. Never touches other tables."""
+    if family not in ("netdev", "inet"):
+        raise ValueError(f"nft family {family!r}: must be 'netdev' or 'inet'")
     name = table_name(table)
-    proc = _nft(netns, "delete", "table", "netdev", name, check=False)
+    proc = _nft(netns, "delete", "table", family, name, check=False)
     return proc.returncode == 0
 
 
@@ -106,12 +116,64 @@ def remove_link(table: str, netnses: Iterable[str | None]) -> None:
         remove(table, netns)
 
 
-def tables(netns: str | None = None) -> list[str]:
-    """Names of the netdev tables present in `netns`."""
-    proc = _nft(netns, "list", "tables", "netdev", check=False)
+def tables(netns: str | None = None, family: str = "netdev") -> list[str]:
+    """Names of the tables of `family` (netdev or inet) present in `netns`."""
+    proc = _nft(netns, "list", "tables", family, check=False)
     if proc.returncode != 0:
         return []
-    return [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith("table netdev ")]
+    return [line.split()[-1] for line in proc.stdout.splitlines() if line.startswith(f"table {family} ")]
+
+
+# ---------------------------------------------------------------------------------------------- CPN faults
+
+#: One-way CPN fault directions, named from the master's side.
+CPN_DIRECTIONS = ("to-switches", "from-switches", "both")
+
+
+def cpn_script(table: str, master: tuple[str, int], direction: str, client: str | None = None) -> str:
+    """The nft script (for `nft -f -`) that drops one master's client traffic on loopback, one way or both.
+
+    `master` is the master's (IPv4 address, client UDP port); `direction`: ``to-switches`` drops what the
+    master sends from that port (keepalives, LSD updates, acks), ``from-switches`` what is sent to it
+    (reports, LSD requests), ``both`` both. `client` (an IPv4 address) limits the cut to the one client
+    bound to that address; None cuts every client. Atomic and repeatable (the table is replaced). Raises
+    ValueError for a bad direction, address or port (nothing is installed then).
+    """
+    from ipaddress import IPv4Address
+
+    if direction not in CPN_DIRECTIONS:
+        raise ValueError(f"CPN direction {direction!r}: one of {', '.join(CPN_DIRECTIONS)}")
+    addr, port = master
+    maddr = IPv4Address(addr)           # ValueError names the bad address
+    if not 1 <= int(port) <= 65535:
+        raise ValueError(f"CPN master port {port}: must be 1..65535")
+    caddr = None if client is None else IPv4Address(client)
+    name = table_name(table)
+    rules = []
+    if direction in ("to-switches", "both"):
+        rules.append(f"iifname \"lo\" ip saddr {maddr} udp sport {port}"
+                     + (f" ip daddr {caddr}" if caddr else "") + " counter drop")
+    if direction in ("from-switches", "both"):
+        rules.append(f"iifname \"lo\" ip daddr {maddr} udp dport {port}"
+                     + (f" ip saddr {caddr}" if caddr else "") + " counter drop")
+    body = "\n".join(f"    {r}" for r in rules)
+    return (f"table inet {name}\ndelete table inet {name}\n"
+            f"table inet {name} {{\n  chain input {{\n    type filter hook input priority -300; policy accept;\n"
+            f"{body}\n  }}\n}}\n")
+
+
+def drop_cpn(table: str, netns: str | None, master: tuple[str, int], direction: str,
+             client: str | None = None) -> None:
+    """Install `cpn_script` in `netns` (see there); NftError if nft refuses it."""
+    _nft(netns, "-f", "-", stdin=cpn_script(table, master, direction, client))
+
+
+def cpn_dropped(table: str, netns: str | None = None) -> int:
+    """Datagrams dropped so far by a CPN table's rules (their counters); 0 if the table is gone."""
+    proc = _nft(netns, "list", "table", "inet", table_name(table), check=False)
+    if proc.returncode != 0:
+        return 0
+    return sum(int(m) for m in re.findall(r"counter packets (\d+)", proc.stdout))
 
 
 def available() -> str | None:

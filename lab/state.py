@@ -115,6 +115,9 @@ class LabState:
     ovs_dir: str = ""
     bridges: dict[str, str] = field(default_factory=dict)         # switch -> bridge name
     ifaces: dict[str, str] = field(default_factory=dict)          # "switch:port" -> ifname (lab ns)
+    # ifname -> namespace, for interfaces that are not in `netns` (a fabric of per-switch router namespaces,
+    # e.g. the FRR peer in bench/peers); empty for the OVS lab, where every fabric interface is in `netns`
+    iface_netns: dict[str, str] = field(default_factory=dict)
     cabling: list[list[str]] = field(default_factory=list)        # current veth pairs [ifname, ifname]
     processes: dict[str, ProcRecord] = field(default_factory=dict)  # ProcRecord.key -> record
     faults: list[dict[str, object]] = field(default_factory=list)   # undo log, oldest first
@@ -168,6 +171,10 @@ class LabState:
 
     def clients(self) -> list[ProcRecord]:
         return [p for p in self.processes.values() if p.kind == "client"]
+
+    def netns_of(self, ifname: str) -> str:
+        """The namespace an interface of the fabric lives in."""
+        return self.iface_netns.get(ifname, self.netns)
 
 
 _held = threading.local()       # lab dirs whose lock this thread holds -> nesting depth

@@ -20,7 +20,27 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "client": ("client.cli", "run the Firepath client of a switch"),
     "lab": ("lab.cli", "run a local lab fabric on Open vSwitch"),
     "status": ("controller.status_cli", "show the fabric state as seen by the masters"),
+    "drain": ("ops.cli", "drain a link or a switch (--dry-run: only show what it would cost)"),
+    "undrain": ("ops.cli", "lift the drain of a link or a switch"),
+    "drains": ("ops.cli", "list the drains in force: who, when, why"),
+    "routes": ("ops.cli", "a switch's routes as its client computed them and as OVS holds them"),
+    "lsd": ("ops.cli", "the link state database of the serving master"),
+    "clients": ("ops.cli", "the switch clients as the serving master sees them"),
+    "masters": ("ops.cli", "every master replica's view of the replica set"),
 }
+
+
+def version_text() -> str:
+    """`firepath --version`: the package version and the wire protocol version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("firepath")
+    except PackageNotFoundError:
+        v = "unknown (not installed)"
+    from proto.messages import WIRE_VERSION
+
+    return f"firepath {v} (wire protocol {WIRE_VERSION})"
 
 
 def _import(module: str):  # noqa: ANN202 - a module object
@@ -34,9 +54,20 @@ def _import(module: str):  # noqa: ANN202 - a module object
         raise  # the module exists but one of its own imports is missing: a real error
 
 
+class _Version(argparse.Action):
+    """Like argparse's "version" action, but the text is only computed when asked for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(version_text())
+        parser.exit(0)
+
+
 def build_parser(command: str | None) -> argparse.ArgumentParser | None:
     """The parser with `command`'s module loaded (None if that module is missing); others are stubs."""
-    parser = argparse.ArgumentParser(prog="firepath", description="Firepath routing for Clos fabrics.")
+    parser = argparse.ArgumentParser(prog="firepath", description="Firepath routing for Clos fabrics.",
+                                     epilog="operator commands exit with 0 ok, 1 bad news, 2 usage or local "
+                                            "input, 3 unreachable, 4 denied, 5 unknown target, 6 refused")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     if command is not None:
         module = _import(SUBCOMMANDS[command][0])

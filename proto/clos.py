@@ -59,6 +59,7 @@ class ClosParams:
     ovs_base_port: int | None = None  # switch with id i: ovs tcp:127.0.0.1:<base+i>
     rest_base_port: int | None = None  # switch with id i: rest_port base+i
     key_file: str = "fabric.key"
+    admin_token_file: str | None = None  # security.admin_token_file (drains over REST need it)
     timers: tuple[tuple[str, float], ...] = ()  # YAML timer keys (e.g. ("nd_interval_ms", 20))
     liveness: str = "oam"  # proto.config.LIVENESS_MODES
 
@@ -288,6 +289,8 @@ def generate_clos_yaml(params: ClosParams) -> str:
         "security:\n",
         f'  key_file: "{p.key_file}"\n',
     ]
+    if p.admin_token_file:
+        out.append(f'  admin_token_file: "{p.admin_token_file}"\n')
     if p.timers:
         out.append("timers: {" + ", ".join(f"{key}: {value:g}" for key, value in p.timers) + "}\n")
     if p.liveness != "oam":

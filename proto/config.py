@@ -36,6 +36,7 @@ __all__ = [
     "Fabric",
     "Host",
     "Link",
+    "Guard",
     "LsdSettings",
     "MAX_CONFIG_BYTES",
     "MAX_OF_PORT",
@@ -211,6 +212,25 @@ class Routing:
 
 
 @dataclass(frozen=True, slots=True)
+class Guard:
+    """Control-network gray-failure policy (issue #16; YAML section `guard:`, durations in ms there).
+
+    - `down_share`: an LSD change that would take down more than this share of the fabric's links (or
+      leave more than this share of its switches with every link down) through *uncorroborated* evidence,
+      counting what was published so within `window`, is held until corroborated or confirmed by an
+      operator (controller.guard). 0 < down_share <= 1; 1 disables the guard in practice.
+    - `reach_margin`: a leader hands mastership over when a backup is two-way with at least this share of
+      the switches more than the leader is (and at least 2 switches more), for `reach_dwell` seconds in a
+      row (controller.reach). 0 < reach_margin <= 1.
+    """
+
+    down_share: float = 0.25
+    window: float = 10.0
+    reach_margin: float = 0.05
+    reach_dwell: float = 0.3
+
+
+@dataclass(frozen=True, slots=True)
 class LsdSettings:
     history: int = 4096  # versions kept for deltas
 
@@ -234,6 +254,7 @@ class Fabric:
     lsd: LsdSettings
     routing: Routing = field(default_factory=Routing)
     liveness: str = "oam"  # one of LIVENESS_MODES
+    guard: Guard = field(default_factory=Guard)
     digest: str = field(init=False)
     hosts: tuple[Host, ...] = field(init=False)
     _by_name: dict[str, Switch] = field(init=False, repr=False)
@@ -331,6 +352,7 @@ def _digest(fabric: Fabric) -> str:
         "lsd": [fabric.lsd.history],
         "routing": list(fabric.routing.transit_roles),
         "liveness": fabric.liveness,
+        "guard": [fabric.guard.down_share, fabric.guard.window, fabric.guard.reach_margin, fabric.guard.reach_dwell],
         "masters": [
             [m.id, str(m.address), m.client_port, m.peer_port, m.rest_port, m.priority] for m in fabric.masters
         ],
@@ -418,8 +440,8 @@ def _quad(text: str) -> tuple[int, int | None] | None:
     a, b, c, d, plen = m.groups()
     return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
 
-_TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "masters", "switches",
-             "links")
+_TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "guard", "masters",
+             "switches", "links")
 _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
 )
@@ -669,6 +691,7 @@ class _Parser:
             liveness = self.string(top["liveness"], "liveness")
             if liveness not in LIVENESS_MODES:
                 raise self.fail(top["liveness"], "liveness", f"{liveness!r} is not one of: {', '.join(LIVENESS_MODES)}")
+        guard = self.guard(top["guard"]) if "guard" in top else Guard()
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
         links = self.links(top["links"]) if "links" in top else ()
@@ -684,6 +707,7 @@ class _Parser:
             lsd=lsd,
             routing=self.routing_settings,
             liveness=liveness,
+            guard=guard,
         )
 
     def routing(self, node: yaml.Node) -> Routing:
@@ -784,6 +808,23 @@ class _Parser:
         if "history" in f:
             return LsdSettings(history=self.integer(f["history"], "lsd.history", 1, 10_000_000))
         return LsdSettings()
+
+    def guard(self, node: yaml.Node) -> Guard:
+        keys = ("down_share", "window_ms", "reach_margin", "reach_dwell_ms")
+        f = self.fields(node, "guard", keys, ())
+        values: dict[str, float] = {}
+        for key, value_node in f.items():
+            field_name = f"guard.{key}"
+            value = self.number(value_node, field_name)
+            if key.endswith("_ms"):
+                if value <= 0:
+                    raise self.fail(value_node, field_name, f"must be positive, got {value_node.value}")
+                values[key[:-3]] = value / 1000.0
+            else:
+                if not 0 < value <= 1:
+                    raise self.fail(value_node, field_name, f"must be a share in (0, 1], got {value_node.value}")
+                values[key] = value
+        return Guard(**values)
 
     def masters(self, node: yaml.Node) -> tuple[Master, ...]:
         items = self.seq(node, "masters")

@@ -37,6 +37,7 @@ _CLOS_OPTIONS: dict[str, tuple[type, str]] = {
     "rest_base_port": (int, "switch with id i: rest_port BASE+i (default: none)"),
     "key_file": (str, "security.key_file (relative to the config file)"),
     "liveness": (str, "fabric port liveness: oam (OVS CFM + slow ND identity, default) or nd (software ND)"),
+    "admin_token_file": (str, "security.admin_token_file: the drain token (relative to the config file)"),
 }
 
 

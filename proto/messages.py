@@ -69,6 +69,8 @@ __all__ = [
     "Challenge",
     "Codec",
     "DecodeError",
+    "DrainNotes",
+    "DrainNotesAck",
     "EncodeError",
     "Endpoint",
     "Hello",
@@ -82,6 +84,7 @@ __all__ = [
     "NdFrame",
     "PortReport",
     "PortStatus",
+    "RelayedReport",
     "ReplicationAck",
     "ReportAck",
     "StepDown",
@@ -109,6 +112,7 @@ MAX_U63 = 2**63 - 1
 MAX_SEQ = 2**64 - 1
 MIN_PORT, MAX_PORT = 1, 65279
 MAX_PRIORITY = 2**32 - 1
+MAX_REPLICAS = 64   # PortReport.reach is a 63-bit map over the configured masters
 
 DECODE_REASONS = (
     "truncated", "bad_magic", "bad_version", "unknown_type", "oversized", "bad_hmac", "unknown_key",
@@ -239,12 +243,16 @@ class PortReport(Message):
     report_seq: int
     term: int
     ports: tuple[PortStatus, ...]
+    #: Bitmap over the configured masters (fabric order): bit i = replica i acknowledged one of our reports
+    #: recently — the switch and that replica hear each other (issue #16; client.reporter).
+    reach: int = 0
 
     def __post_init__(self) -> None:
         _name(self.switch, "switch")
         _digest(self.digest, "digest")
         _int(self.report_seq, "report_seq", 0, MAX_U63)
         _int(self.term, "term", 0, MAX_U63)
+        _int(self.reach, "reach", 0, MAX_U63)
         if type(self.ports) is not tuple:
             raise MessageError(f"ports: expected tuple, got {type(self.ports).__name__}")
         seen: set[int] = set()
@@ -264,11 +272,14 @@ class ReportAck(Message):
     master: str
     term: int
     report_seq: int
+    #: True when a backup replica acknowledges (it heard the report; it is not the master of `term`).
+    backup: bool = False
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
         _int(self.term, "term", 0, MAX_U63)
         _int(self.report_seq, "report_seq", 0, MAX_U63)
+        _bool(self.backup, "backup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +309,8 @@ class LsdFull(Message):
     version: int
     digest: str
     snapshot: bytes
+    #: Sent by a backup of `term` from its replicated LSD to a switch that cannot hear the master (#16).
+    backup: bool = False
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
@@ -305,6 +318,7 @@ class LsdFull(Message):
         _version(self.version, "version")
         _digest(self.digest, "digest")
         _bytes(self.snapshot, "snapshot")
+        _bool(self.backup, "backup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,6 +331,7 @@ class LsdDelta(Message):
     from_version: int
     to_version: int
     changes: bytes  # proto.lsd.encode_changes()
+    backup: bool = False   # see LsdFull.backup
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
@@ -326,6 +341,7 @@ class LsdDelta(Message):
         if self.to_version <= self.from_version:
             raise MessageError(f"to_version {self.to_version} must exceed from_version {self.from_version}")
         _bytes(self.changes, "changes")
+        _bool(self.backup, "backup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,11 +352,13 @@ class Keepalive(Message):
     master: str
     term: int
     version: int
+    backup: bool = False   # see LsdFull.backup
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
         _int(self.term, "term", 0, MAX_U63)
         _version(self.version, "version")
+        _bool(self.backup, "backup")
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +374,9 @@ class Hello(Message):
     version: int  # -1 = no valid LSD
     priority: int
     leader: str | None = None
+    #: Issue #16: per configured master (fabric order), how many switches the sender saw two-way with that
+    #: replica (fresh reports whose `reach` bit is set; controller.reach). Empty: no view.
+    reach: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
@@ -366,6 +387,10 @@ class Hello(Message):
         _int(self.priority, "priority", 0, MAX_PRIORITY)
         if self.leader is not None:
             _name(self.leader, "leader")
+        if type(self.reach) is not tuple or len(self.reach) > MAX_REPLICAS:
+            raise MessageError(f"reach: expected a tuple of at most {MAX_REPLICAS} counts")
+        for i, n in enumerate(self.reach):
+            _int(n, f"reach[{i}]", 0, MAX_U63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,10 +449,46 @@ class StepDown(Message):
     FROM_MASTER: ClassVar[bool] = True
     master: str
     term: int
+    #: Issue #16: a hand-over to a replica that reaches more switches: the replicas favour it in the election.
+    successor: str | None = None
 
     def __post_init__(self) -> None:
         _name(self.master, "master")
         _int(self.term, "term", 0, MAX_U63)
+        if self.successor is not None:
+            _name(self.successor, "successor")
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedReport(Message):
+    """Backup -> master (issue #16): a switch's PortReport this backup heard, relayed because the report's
+    `reach` says the switch and the master do not hear each other. Fields after `term` are the report's
+    (`report_term` is its `term`). The master applies it like the switch's own report but does not
+    acknowledge it (the switch's reach bit must keep telling the truth)."""
+
+    TYPE: ClassVar[int] = 13
+    SENDER_FIELD: ClassVar[str] = "backup"
+    FROM_MASTER: ClassVar[bool] = True
+    backup: str
+    term: int
+    switch: str
+    digest: str
+    report_seq: int
+    report_term: int
+    ports: tuple[PortStatus, ...]
+    reach: int = 0
+
+    def __post_init__(self) -> None:
+        _name(self.backup, "backup")
+        _int(self.term, "term", 0, MAX_U63)
+        self.report()              # validates the report's fields
+
+    def report(self) -> PortReport:
+        return PortReport(self.switch, self.digest, self.report_seq, self.report_term, self.ports, self.reach)
+
+    @staticmethod
+    def of(backup: str, term: int, r: PortReport) -> RelayedReport:
+        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach)
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,12 +515,50 @@ class NdFrame(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class DrainNotes(Message):
+    """Master -> backup: the whole drain book (who/when/why per drain, see proto.drains), replacing the
+    backup's. ``serial`` grows with every change of the book and continues across masters; the backup
+    answers DrainNotesAck(serial). ``notes`` is ``proto.drains.encode_notes()`` (checked on receipt)."""
+
+    TYPE: ClassVar[int] = 14
+    SENDER_FIELD: ClassVar[str] = "master"
+    FROM_MASTER: ClassVar[bool] = True
+    master: str
+    term: int
+    serial: int
+    notes: bytes
+
+    def __post_init__(self) -> None:
+        _name(self.master, "master")
+        _int(self.term, "term", 0, MAX_U63)
+        _int(self.serial, "serial", 0, MAX_U63)
+        _bytes(self.notes, "notes", MAX_LSD_BYTES)
+
+
+@dataclass(frozen=True, slots=True)
+class DrainNotesAck(Message):
+    """Backup -> master: the drain book of ``serial`` (in ``term``) is held."""
+
+    TYPE: ClassVar[int] = 15
+    SENDER_FIELD: ClassVar[str] = "backup"
+    FROM_MASTER: ClassVar[bool] = True
+    backup: str
+    term: int
+    serial: int
+
+    def __post_init__(self) -> None:
+        _name(self.backup, "backup")
+        _int(self.term, "term", 0, MAX_U63)
+        _int(self.serial, "serial", 0, MAX_U63)
+
+
+@dataclass(frozen=True, slots=True)
 class Challenge(Message):
     """Freshness only (no routing meaning): carries the sender's incarnation, challenge (offer) and the
     receiver's last offer (reflect) in its framing; sent by either side in answer to a stale frame (see
     ``Codec.answer``). Receivers ignore it beyond the Codec."""
 
-    TYPE: ClassVar[int] = 13
+    TYPE: ClassVar[int] = 16
     SENDER_FIELD: ClassVar[str] = "origin"
     FROM_MASTER: ClassVar[bool | None] = None  # masters and switches alike
     origin: str
@@ -471,7 +570,7 @@ class Challenge(Message):
 MESSAGE_TYPES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (PortReport, ReportAck, LsdRequest, LsdFull, LsdDelta, Keepalive, Hello, VoteRequest, Vote,
-                ReplicationAck, StepDown, NdFrame, Challenge)
+                ReplicationAck, StepDown, NdFrame, RelayedReport, DrainNotes, DrainNotesAck, Challenge)
 }
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES.values()}
 
@@ -521,6 +620,8 @@ def _from_wire(cls: type[Message], obj: Any) -> Message:
                     raise MessageError(f"ports[{j}]: expected array of 7 fields")
                 ports.append(PortStatus(*p[:6], miscabled_by=_ep_in(p[6], f"ports[{j}].miscabled_by")))
             values[i] = tuple(ports)
+        elif name == "reach" and type(values[i]) is list:
+            values[i] = tuple(values[i])
         elif name in ("expected", "discovered"):
             values[i] = _ep_in(values[i], name)
             if values[i] is None and name == "expected":

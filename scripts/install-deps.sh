@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs the system packages firepath's lab and tests need (Debian/Ubuntu), if missing.
 #   scripts/install-deps.sh               OVS, nftables, iproute2, ping (the lab, `make demo`)
-#   scripts/install-deps.sh --containers  also docker.io, docker-compose, debootstrap, and starts the Docker
+#   scripts/install-deps.sh --containers  also docker.io, docker-compose, debootstrap, chromium(+driver); starts the Docker
 #                                         engine when it is not running (tests/test_containers.py, `make test`)
+#   scripts/install-deps.sh --bench       also the peer the benchmarks compare against (Debian `frr`: zebra,
+#                                         ospfd, bgpd, bfdd; bench/peers/frr.py), not needed by `make test`
 set -euo pipefail
 containers=0
 [ "${1:-}" = "--containers" ] && containers=1
 need=()
+if [ "${1:-}" = "--bench" ]; then
+    [ -x /usr/lib/frr/zebra ] || need+=(frr)
+fi
 command -v ovs-vswitchd >/dev/null 2>&1 || need+=(openvswitch-switch)
 command -v ovs-vsctl >/dev/null 2>&1 || need+=(openvswitch-common)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
@@ -17,6 +22,9 @@ if [ $containers -eq 1 ]; then
     command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
     command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)
     command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
+    # the browser tests of the topology page (tests/test_page_browser.py) drive a real headless Chromium
+    command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

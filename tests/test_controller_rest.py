@@ -68,7 +68,7 @@ def test_reads_need_no_token(tmp_path: Path) -> None:
         r = await c.get("/v1/lsd/version")
         assert r.status == 200
         assert await r.json() == {"master": "m1", "role": "master", "term": 1, "leader": "m1", "version": 0,
-                                 "held": False, "persist_error": None}
+                                 "held": False, "persist_error": None, "guard_held": 0}
         lsd = await (await c.get("/v1/lsd")).json()
         assert lsd["full"] is True and set(lsd["links"].values()) == {"down"} and len(lsd["links"]) == 4
         topo = await (await c.get("/v1/topology")).json()
@@ -152,3 +152,58 @@ def test_drain_without_token_file_or_mastership(tmp_path: Path) -> None:
 
     (tmp_path / "second").mkdir()
     run(tmp_path / "second", not_master, master=False)
+
+
+def test_guard_view_confirm_and_metrics(tmp_path: Path) -> None:
+    """Issue #16: 4 links, default 25 % share -> one uncorroborated down is fine, leaf-1's two are held."""
+    from tests.test_master_core import report
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        f, now = server.fabric, server.now()
+        for sw in f.switches:
+            server._run(server.core.handle(sw.name, report(f, sw.name, seq=1), now))
+        server._run(server.core.handle("leaf-1", report(f, "leaf-1", usable=set(), seq=2), now + 0.01))
+        g = await (await c.get("/v1/guard")).json()
+        assert g["guard_held"] == 2 and g["link_budget"] == 1 and g["down_share"] == 0.25
+        assert [h["link"] for h in g["held_links"]] == ["leaf-1:1-spine-1:1", "leaf-1:2-spine-2:1"]
+        assert g["held_links"][0]["state"] == "up" and g["held_links"][0]["evidence"] == {"a": "down", "b": "up"}
+        metrics = await (await c.get("/metrics")).text()
+        assert "firepath_master_guard_held_links 2.0" in metrics
+        assert 'firepath_master_guard_events_total{kind="hold",reason="uncorroborated"} 1.0' in metrics
+        assert (await c.post("/v1/guard/confirm")).status == 401
+        assert (await c.post("/v1/guard/confirm", headers={"Authorization": "Bearer nope"})).status == 403
+        r = await c.post("/v1/guard/confirm", headers=AUTH)
+        assert r.status == 200 and (await r.json())["released"] == ["leaf-1:1-spine-1:1", "leaf-1:2-spine-2:1"]
+        assert server.core.lsd.state(0) == 0 and server.core.guard_held() == {}
+        metrics = await (await c.get("/metrics")).text()
+        assert "firepath_master_guard_held_links 0.0" in metrics
+        assert 'firepath_master_guard_events_total{kind="release",reason="confirmed"} 1.0' in metrics
+
+    run(tmp_path, body)
+
+    async def not_master(server: MasterServer, c: TestClient) -> None:
+        r = await c.post("/v1/guard/confirm", headers=AUTH)
+        assert r.status == 409 and "not the master" in (await r.json())["error"]
+
+    run(tmp_path, not_master, master=False)
+
+
+def test_udp_drops_reads_the_sockets_row(tmp_path: Path) -> None:
+    import os
+    import socket
+
+    from controller.server import udp_drops
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        inode = os.fstat(sock.fileno()).st_ino
+        row = "  {n}: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 {ino} 2 00000000a76585bb {d}"
+        table = tmp_path / "udp"
+        table.write_text("  sl  local_address rem_address ...\n" + row.format(n=0, ino=inode + 1, d=9) + "\n"
+                         + row.format(n=1, ino=inode, d=42) + "\n")
+        assert udp_drops(sock, str(table)) == 42
+        table.write_text("header\n")
+        assert udp_drops(sock, str(table)) is None
+        assert udp_drops(sock, str(tmp_path / "missing")) is None
+    finally:
+        sock.close()

@@ -2,7 +2,8 @@
 
 `FIREPATH_SIM_SEEDS=N` runs N seeds of the minimal LSD model (default 300), `FIREPATH_SIM_REAL_SEEDS=N`
 N seeds with the real MasterCore/FmrpDriver and Reporter/LsdReplica cores (default 20),
-`FIREPATH_SIM_START=S` starts at seed S; `python -m tests.sim --seeds N [--real]` runs thousands in parallel. A failure names its seed, prints the tail
+`FIREPATH_SIM_GRAY_SEEDS=N` N seeds per one-way control-network fault kind (issue #16, default 10; the chaos
+seeds above include those faults too), `FIREPATH_SIM_START=S` starts at seed S; `python -m tests.sim --seeds N [--real]` runs thousands in parallel. A failure names its seed, prints the tail
 of the event trace and the command that replays it (`python -m tests.sim --seed S --trace`).
 """
 
@@ -17,6 +18,7 @@ from tests.sim.world import Scenario
 
 N_SEEDS = int(os.environ.get("FIREPATH_SIM_SEEDS", "300"))
 N_REAL_SEEDS = int(os.environ.get("FIREPATH_SIM_REAL_SEEDS", "20"))
+N_GRAY_SEEDS = int(os.environ.get("FIREPATH_SIM_GRAY_SEEDS", "10"))
 START = int(os.environ.get("FIREPATH_SIM_START", "0"))
 
 
@@ -51,6 +53,30 @@ def test_real_cores_hold_every_invariant():
             print(f"FAILED real-core seed {seed}")
     print(f"{N_REAL_SEEDS} real-core seeds from {START}: {len(failures)} failed, {elections} elections")
     assert not failures, failures[0]
+
+
+@pytest.mark.parametrize("kind", ["deaf", "mute", "cut"])
+def test_gray_failures_reach_every_switch_within_a_second(kind):
+    """Issue #16: a master that hears no switch (deaf), that no switch hears (mute), or one switch cut from
+    it only: every link change during the fault reaches every switch within 1 s (checked after every event,
+    with no LSD change without evidence and one master per term); deaf/mute masters hand over."""
+    from tests.sim.realcores import run_real_seed
+
+    failures, changes, handovers = [], 0, 0
+    for seed in range(START, START + N_GRAY_SEEDS):
+        try:
+            r = run_real_seed(seed, gray=kind)
+        except InvariantViolation as e:
+            failures.append(str(e))
+            continue
+        changes += len(r.gray_latencies)
+        handovers += r.handovers
+    assert not failures, failures[0]
+    assert changes >= N_GRAY_SEEDS                    # the runs really changed links during the fault
+    if kind in ("deaf", "mute"):
+        assert handovers == N_GRAY_SEEDS              # exactly one hand-over per run: no flapping
+    else:
+        assert handovers == 0                         # one switch cut off is served by a backup instead
 
 
 @pytest.mark.parametrize("real", [False, True], ids=["model", "real-cores"])

@@ -21,6 +21,8 @@ from proto.messages import (
     Challenge,
     Codec,
     DecodeError,
+    DrainNotes,
+    DrainNotesAck,
     EncodeError,
     Hello,
     Keepalive,
@@ -123,6 +125,8 @@ def from_master(m: str):
         st.builds(Vote, st.just(m), u63, name_st, st.booleans()),
         st.builds(ReplicationAck, st.just(m), u63, ver_or_none),
         st.builds(StepDown, st.just(m), u63),
+        st.builds(DrainNotes, st.just(m), u63, u63, st.binary(max_size=300)),
+        st.builds(DrainNotesAck, st.just(m), u63, u63),
     )
 
 

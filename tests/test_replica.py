@@ -411,7 +411,7 @@ class World:
             if isinstance(msg, ReportAck):
                 self.client_actions(dest, reporter.on_ack(msg, now))
                 continue
-            self.client_actions(dest, reporter.on_master_heard(msg.master, msg.term, now))
+            self.client_actions(dest, reporter.on_master_heard(msg.master, msg.term, now, msg.backup))
             handler = {LsdFull: replica.on_full, LsdDelta: replica.on_delta, Keepalive: replica.on_keepalive}
             self.client_actions(dest, handler[type(msg)](msg, now))
 
@@ -471,11 +471,14 @@ def test_client_cores_against_the_real_master_core(clock):
     down_at = max(t for t, _, a in w.applied if t >= t_cut and 0 in a.changed)
     assert down_at - t_cut < 0.1
 
-    # The master dies; after 3 keepalives of silence every client is fail-static, routes kept.
+    # The master dies; after 3 keepalives of silence the clients probe every replica and the backup m2,
+    # which holds m1's LSD of term 1, serves them (issue #16: this used to leave them fail-static until
+    # a new master was elected); routes kept, the master in use is still m1 of term 1.
     w.dead_masters.add("m1")
     before = {name: r.states() for name, r in w.replicas.items()}
     w.run(0.5)
-    assert all(r.fail_static for r in w.replicas.values())
+    assert all(r.server == "m2" and r.served(clock.now) and r.master == "m1" for r in w.replicas.values())
+    assert not any(r.fail_static for r in w.replicas.values())
     assert {name: r.states() for name, r in w.replicas.items()} == before
     # m2 (which replicated m1's LSD) takes over in term 2: reports follow it, replicas resync to it.
     w.master_actions("m2", m2.become_master(2, clock.now))

@@ -59,11 +59,13 @@ def free_ports(n: int) -> list[int]:
 
 
 def write_cluster_config(directory: Path, *, masters: int = 3, timers: tuple[tuple[str, float], ...] = (),
-                         name: str = "loop", **clos: Any) -> Path:
+                         name: str = "loop", admin_token: str | None = None, **clos: Any) -> Path:
     """A generated Clos fabric (two-tier, 2 spines x 4 leaves unless overridden) whose masters listen on
-    free loopback ports; writes fabric.key next to it. Returns the config path."""
+    free loopback ports; writes fabric.key next to it (and admin.token, referenced by
+    security.admin_token_file, when `admin_token` is given). Returns the config path."""
     params = {"pods": 0, "spines": 2, "leaves": 4, **clos}
-    text = generate_clos_yaml(ClosParams(name=name, masters=masters, timers=timers, **params))
+    cp = ClosParams(name=name, masters=masters, timers=timers, **params)
+    text = generate_clos_yaml(cp)
     ports = free_ports(3 * masters)
 
     def repl(m: re.Match[str]) -> str:
@@ -75,6 +77,12 @@ def write_cluster_config(directory: Path, *, masters: int = 3, timers: tuple[tup
     if n != masters:
         raise ValueError(f"generated config: expected {masters} master lines, rewrote {n}")
     directory.mkdir(parents=True, exist_ok=True)
+    if admin_token is not None:
+        key_line = f'  key_file: "{cp.key_file}"\n'
+        if key_line not in text:
+            raise ValueError("generated config: no key_file line to put admin_token_file after")
+        text = text.replace(key_line, key_line + "  admin_token_file: admin.token\n", 1)
+        (directory / "admin.token").write_text(admin_token + "\n")
     write_secret_file(directory / "fabric.key")
     cfg = directory / "fabric.yaml"
     cfg.write_text(text)
@@ -88,11 +96,12 @@ def http_get(port: int, path: str, timeout: float = 1.0) -> dict[str, Any]:
 
 class LoopCluster:
     def __init__(self, directory: Path, *, masters: int = 3, timers: tuple[tuple[str, float], ...] = (),
-                 log_level: str = "info", **clos: Any) -> None:
+                 log_level: str = "info", admin_token: str | None = None, **clos: Any) -> None:
         from proto.config import load_fabric
 
         self.dir = Path(directory)
-        self.config = write_cluster_config(self.dir, masters=masters, timers=timers, **clos)
+        self.config = write_cluster_config(self.dir, masters=masters, timers=timers, admin_token=admin_token,
+                                           **clos)
         self.fabric = load_fabric(self.config)
         self.ids = [m.id for m in self.fabric.masters]
         self.rest_port = {m.id: m.rest_port for m in self.fabric.masters}

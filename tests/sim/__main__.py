@@ -15,20 +15,25 @@ from concurrent.futures import ProcessPoolExecutor
 
 from tests.sim.world import InvariantViolation, Result, World
 
+GRAY_KINDS = ("deaf", "mute", "cut")
 
-def _world(seed: int, real: bool, failover: str | None = None, fresh: bool = False) -> World:
+
+def _world(seed: int, real: bool, failover: str | None = None, gray: str | None = None,
+           fresh: bool = False) -> World:
     if fresh:
         from tests.sim.fresh import FreshWorld
 
         return FreshWorld(seed, failover=failover)
-    if real:
+    if real or gray:
         from tests.sim.realcores import RealWorld
 
-        return RealWorld(seed, failover=failover)
+        if gray == "mix":
+            gray = GRAY_KINDS[seed % len(GRAY_KINDS)]
+        return RealWorld(seed, failover=failover, gray=gray)
     return World(seed, failover=failover)
 
 
-def _run(args: tuple[int, bool, str | None, bool]) -> Result | str:
+def _run(args: tuple[int, bool, str | None, str | None, bool]) -> Result | str:
     try:
         return _world(*args).run()
     except InvariantViolation as e:
@@ -47,10 +52,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="FMRP over real Codecs, restarts losing memory, a replaying attacker (issue #19)")
     ap.add_argument("--failover", choices=("crash", "stepdown"),
                     help="clean runs (no faults) that kill the master once: measures failover time")
+    ap.add_argument("--gray", choices=(*GRAY_KINDS, "mix"),
+                    help="issue #16: clean runs (real cores) with one one-way CPN fault on the master while links "
+                         "change: every change must reach every switch within 1 s (mix: one kind per seed)")
     args = ap.parse_args(argv)
 
     if args.seed is not None:
-        w = _world(args.seed, args.real, args.failover, args.fresh)
+        w = _world(args.seed, args.real, args.failover, args.gray, args.fresh)
         try:
             r = w.run()
         except InvariantViolation as e:
@@ -69,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     if args.jobs > 1:
         with ProcessPoolExecutor(args.jobs) as ex:
-            outcomes = list(ex.map(_run, [(s, args.real, args.failover, args.fresh) for s in seeds], chunksize=16))
+            outcomes = list(ex.map(_run, [(s, args.real, args.failover, args.gray, args.fresh) for s in seeds],
+                                   chunksize=16))
     else:
-        outcomes = [_run((s, args.real, args.failover, args.fresh)) for s in seeds]
+        outcomes = [_run((s, args.real, args.failover, args.gray, args.fresh)) for s in seeds]
     for o in outcomes:
         (failures.append(o) if isinstance(o, str) else results.append(o))
     dt = time.perf_counter() - t0
@@ -79,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f, "\n", file=sys.stderr)
     conv = [r.converge_after for r in results]
     print(
-        f"{len(seeds)} {'fresh' if args.fresh else 'real-core' if args.real else 'model'} seeds in {dt:.1f}s ({args.jobs} jobs): "
+        f"{len(seeds)} {'fresh' if args.fresh else 'real-core' if args.real or args.gray else 'model'} seeds in "
+        f"{dt:.1f}s ({args.jobs} jobs): "
         f"{len(failures)} failed; "
         f"{sum(r.sticky for r in results)} sticky runs; elections {sum(r.elections for r in results)}; "
         f"max term {max((r.max_term for r in results), default=0)}"
@@ -98,6 +108,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"median {statistics.median(fo) * 1000:.0f} ms, p90 {fo[int(0.9 * (len(fo) - 1))] * 1000:.0f} ms, "
                 f"max {fo[-1] * 1000:.0f} ms"
             )
+    gl = sorted(x for r in results for x in r.gray_latencies)
+    if gl:
+        print(
+            f"gray ({args.gray}): {len(gl)} link changes during the fault reached every switch: median "
+            f"{statistics.median(gl) * 1000:.0f} ms, p99 {gl[int(0.99 * (len(gl) - 1))] * 1000:.0f} ms, "
+            f"max {gl[-1] * 1000:.0f} ms; hand-overs {sum(r.handovers for r in results)}; held by the guard "
+            f"(alarmed, not counted) {sum(r.gray_held for r in results)}"
+        )
     if failures:
         print("failed seeds:", " ".join(f.split(" ", 2)[1] for f in failures))
     return 1 if failures else 0

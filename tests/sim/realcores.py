@@ -7,7 +7,15 @@ invariants as `tests.sim.world.World`, plus on the real LSD stream:
 - a client applies (`LsdApplied`) only a (term, version) whose content is the one the master of that term
   had at that version; never a term lower than one delivered to it, never an older version of its term;
 - after the heal, every switch's LSD equals the true link state (a link is UP iff it is up in the truth),
-  from the one master's term.
+  from the one master's term;
+- issue #16, silence is not evidence: a master changes a link in a new version only to a state the truth
+  had within `EVIDENCE_WINDOW` before (a report said so) — never because a switch went quiet;
+- gray runs (`gray="deaf"|"mute"|"cut"`): one one-way control-network fault on the master for 3.5 s
+  (it hears no client / no client hears it / one client and it are cut, one or both ways) while links
+  change; every change reaches every switch's LSD within `GRAY_BOUND` (a majority of replicas reaches
+  every switch throughout; the reports of a switch that does not hear the master are relayed by the
+  backups), except what the drastic-change guard holds (a single witness beyond its budget: 25 % of this
+  6-link fabric is 1 link), which is alarmed by design.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from typing import Any
 
 from client.replica import LsdApplied, LsdReplica
 from client.reporter import Reporter, SendToMaster
-from controller.actions import PersistTerm, RoleChanged, Send
+from controller.actions import Handover, PersistTerm, RoleChanged, Send
 from controller.core import MasterCore, Role
 from controller.fmrp import FmrpDriver, FmrpState
 from proto.clos import clos_fabric
@@ -24,6 +32,11 @@ from proto.config import Fabric
 from proto.lsd import LinkState
 from proto.messages import Keepalive, LsdDelta, LsdFull, PortStatus, ReportAck
 from tests.sim.world import Replica, Result, World
+
+#: a report is sent when the truth changes and delivered within the network delay (<= 21 ms here)
+EVIDENCE_WINDOW = 0.05
+#: issue #16 target: a real link failure during a one-way fault reaches every switch within 1 s
+GRAY_BOUND = 1.0
 
 
 class Switch:
@@ -39,10 +52,13 @@ class Switch:
 
 class RealWorld(World):
     REPLAY_FLAG = " --real"
-    def __init__(self, seed: int, *, sticky: bool | None = None, failover: str | None = None) -> None:
-        super().__init__(seed, sticky=sticky, failover=failover)
+    def __init__(self, seed: int, *, sticky: bool | None = None, failover: str | None = None,
+                 gray: str | None = None) -> None:
+        super().__init__(seed, sticky=sticky, failover=failover, gray=gray)
         sc = self.sc
-        self.fabric = clos_fabric(pods=0, spines=2, leaves=3, masters=sc.n_replicas)
+        # switch_dead 1 s (the minimum above report_refresh): silences long enough to matter happen in a run
+        self.fabric = clos_fabric(pods=0, spines=2, leaves=3, masters=sc.n_replicas,
+                                  timers=(("switch_dead_ms", 1000),))
         self.timers = self.fabric.timers
         self.masters = self.fabric.masters
         assert list(self.replicas) == [m.id for m in self.masters]
@@ -51,6 +67,12 @@ class RealWorld(World):
         self.truth = [1] * len(self.fabric.links)
         self.cores: dict[str, MasterCore] = {}
         self.drivers: dict[str, FmrpDriver] = {}
+        self.truth_log: list[list[tuple[float, int]]] = [[(0.0, 1)] for _ in self.fabric.links]
+        self.pending: list[tuple[float, int, int]] = []      # gray runs: (time, link, state) to reach everyone
+        self.gray_latencies: list[float] = []
+        self.gray_excluded: set[int] = set()                 # links only the cut switch can bring UP
+        self.handovers = 0
+        self.held_seen: set[tuple[float, int, int]] = set()
 
     def run(self) -> Result:
         for sw in self.switches.values():
@@ -120,14 +142,40 @@ class RealWorld(World):
                 else:
                     if isinstance(a, RoleChanged):
                         self._role_changed(r, a)
+                    elif isinstance(a, Handover):
+                        self.handovers += 1
+                        self._log(r.id, "HANDOVER", a)
                     events.append(a)
             actions = driver.observe(events, r.local(self.loop.now)) if events else []
         if core.role is Role.MASTER:
             key = (core.term, core.version)
             states = core.lsd.states()
+            fresh = key not in self.registry
             old = self.registry.setdefault(key, states)
             if old != states:
                 self._fail(f"two different LSDs with (term, version) = {key} ({r.id})")
+            prev = self.registry.get((core.term, core.version - 1))
+            if fresh and prev is not None:
+                self._check_evidence(r.id, key, prev, states)
+
+    def _check_evidence(self, rid: str, key: tuple[int, int], prev: bytes, states: bytes) -> None:
+        """Silence is not evidence: every link a new version changes took that state in the truth within
+        EVIDENCE_WINDOW (some switch reported it)."""
+        now = self.loop.now
+        for i, (a, b) in enumerate(zip(prev, states, strict=True)):
+            if a == b:
+                continue
+            want = 1 if b == LinkState.UP else 0
+            log = self.truth_log[i]
+            recent = [st for t, st in log if t >= now - EVIDENCE_WINDOW]
+            before = [st for t, st in log if t < now - EVIDENCE_WINDOW]
+            if want not in recent and (not before or before[-1] != want):
+                self._fail(f"{rid} changed link {self.fabric.links[i].name} to {LinkState(b).name} in {key} "
+                           f"without evidence: truth log {log}")
+
+    def _extra_result(self) -> dict[str, Any]:
+        return {"gray_latencies": tuple(self.gray_latencies), "handovers": self.handovers,
+                "gray_held": len({i for _, i, _ in self.held_seen})}
 
     def _role_changed(self, r: Replica, a: RoleChanged) -> None:
         self._log(r.id, f"ROLE {a.role}", a)
@@ -196,6 +244,9 @@ class RealWorld(World):
         self.truth[link.index] ^= 1
         self._log("truth", "change", (link.name, self.truth[link.index]))
         now = self.loop.now
+        self.truth_log[link.index].append((now, self.truth[link.index]))
+        if self.sc.gray is not None and not (self.truth[link.index] and link.index in self.gray_excluded):
+            self.pending.append((now, link.index, self.truth[link.index]))
         for end in (link.a.switch, link.b.switch):
             sw = self.switches[end]
             self._sw_execute(sw, sw.reporter.update(self._ports(end), now))
@@ -206,7 +257,7 @@ class RealWorld(World):
         if isinstance(msg, LsdFull | LsdDelta | Keepalive):
             seen_before = sw.seen_term
             sw.seen_term = max(sw.seen_term, msg.term)
-            out += sw.reporter.on_master_heard(msg.master, msg.term, now)
+            out += sw.reporter.on_master_heard(msg.master, msg.term, now, msg.backup)
             if isinstance(msg, LsdFull):
                 out += sw.replica.on_full(msg, now)
             elif isinstance(msg, LsdDelta):
@@ -256,6 +307,58 @@ class RealWorld(World):
                 self._check_applied(sw, a, sw.seen_term)
         self._sw_execute(sw, out)
 
+    # ------------------------------------------------------------------------------------ gray runs
+    def _schedule_truth_changes(self) -> None:
+        sc = self.sc
+        if sc.gray is None:
+            super()._schedule_truth_changes()
+            return
+        self.loop.at(sc.chaos_start, self._gray_fault, sc.gray)
+        t = sc.chaos_start
+        while True:   # link changes spaced beyond the bound, from the fault's start until a bound before its end
+            t += self.rng.uniform(0.0, 0.4) if t == sc.chaos_start else self.rng.uniform(GRAY_BOUND + 0.05, 1.6)
+            if t > sc.chaos_end - GRAY_BOUND - 0.05:
+                break
+            self.loop.at(t, self._truth_change)
+
+    def _gray_fault(self, kind: str) -> None:
+        master = self._current_master()
+        if master is None:
+            self._fail("gray run: no master when the fault starts")
+        assert master is not None
+        m = master.id
+        names = list(self.switches)
+        if kind == "deaf":
+            pairs = {(c, m) for c in names}
+        elif kind == "mute":
+            pairs = {(m, c) for c in names}
+        else:
+            c = self.rng.choice(names)
+            pairs = self.rng.choice(({(c, m)}, {(m, c)}, {(c, m), (m, c)}))
+        self.net.faults.blocked |= pairs
+        self._log(m, f"FAULT gray {kind}", sorted(pairs))
+
+    def _check(self) -> None:
+        if self.pending:
+            now = self.loop.now
+            keep = []
+            for t, i, st in self.pending:
+                if self.truth[i] != st:
+                    continue                         # changed again: the newer change is tracked
+                if any(i in c.guard.held for c in self.cores.values() if c.role is Role.MASTER):
+                    self.held_seen.add((t, i, st))   # the drastic-change guard holds it (alarmed): by design
+                    continue
+                if all(sw.replica.states()[i] == (LinkState.UP if st else LinkState.DOWN)
+                       for sw in self.switches.values()):
+                    self.gray_latencies.append(now - t)
+                elif now - t > GRAY_BOUND:
+                    self._fail(f"gray {self.sc.gray}: link {self.fabric.links[i].name} -> {st} at {t:.3f} "
+                               f"not on every switch after {GRAY_BOUND}s")
+                else:
+                    keep.append((t, i, st))
+            self.pending = keep
+        super()._check()
+
     # ------------------------------------------------------------------------------------ convergence
     def _convergence_problem(self) -> str:
         rs = list(self.replicas.values())
@@ -281,5 +384,6 @@ class RealWorld(World):
         return ""
 
 
-def run_real_seed(seed: int, *, sticky: bool | None = None, failover: str | None = None) -> Result:
-    return RealWorld(seed, sticky=sticky, failover=failover).run()
+def run_real_seed(seed: int, *, sticky: bool | None = None, failover: str | None = None,
+                  gray: str | None = None) -> Result:
+    return RealWorld(seed, sticky=sticky, failover=failover, gray=gray).run()

@@ -117,10 +117,21 @@ class Scenario:
     n_faults: int
     late_joiner: int | None  # sticky runs: index of a misconfigured replica that starts late
     failover: str | None = None  # clean failover run: no faults but one master "crash" or "stepdown"
+    gray: str | None = None  # clean gray-failure run (real cores only): "deaf", "mute" or "cut" on the master
 
     @staticmethod
-    def from_seed(seed: int, sticky: bool | None = None, failover: str | None = None) -> Scenario:
+    def from_seed(seed: int, sticky: bool | None = None, failover: str | None = None,
+                  gray: str | None = None) -> Scenario:
         rng = random.Random(f"scenario:{seed}")
+        if gray is not None:  # loopback-like network, skewed clocks, one one-way CPN fault on the master
+            n = rng.choice((3, 3, 5))
+            return Scenario(
+                seed=seed, sticky=False, n_replicas=n, n_clients=2, n_links=4,
+                priorities=tuple(rng.choice((100, 150)) for _ in range(n)),
+                clocks=tuple((rng.uniform(0.0, 1000.0), rng.uniform(0.99, 1.01)) for _ in range(n)),
+                loss=0.0, dup=0.0, delay_jitter=0.001, chaos_start=2.0, chaos_end=5.5, heal_bound=2.0,
+                n_faults=0, late_joiner=None, gray=gray,
+            )
         if failover is not None:  # a loopback-like network (0.2-1.2 ms), skewed clocks, nothing else
             n = rng.choice((3, 5))
             return Scenario(
@@ -165,6 +176,9 @@ class Result:
     converge_after: float   # seconds after the heal
     faults: int
     failovers: tuple[tuple[str, float], ...] = ()  # (crash|stepdown, seconds until the next master)
+    gray_latencies: tuple[float, ...] = ()  # gray runs: truth change -> every switch's LSD has it (s)
+    handovers: int = 0                      # reachability hand-overs (real cores)
+    gray_held: int = 0                      # gray runs: changes the drastic-change guard held (alarmed)
 
 
 TIMERS = Timers()
@@ -177,9 +191,10 @@ LEASE_SLACK = TIMERS.master_dead * 1.06 + TIMERS.hello_interval + 0.01
 class World:
     REPLAY_FLAG = ""
     def __init__(
-        self, seed: int, *, sticky: bool | None = None, failover: str | None = None, timers: Timers = TIMERS
+        self, seed: int, *, sticky: bool | None = None, failover: str | None = None, timers: Timers = TIMERS,
+        gray: str | None = None,
     ) -> None:
-        self.sc = sc = Scenario.from_seed(seed, sticky, failover)
+        self.sc = sc = Scenario.from_seed(seed, sticky, failover, gray)
         self.seed = seed
         self.timers = timers
         self.rng = random.Random(f"world:{seed}")
@@ -224,8 +239,7 @@ class World:
         self.loop.at(0.0, self._keepalives)
         self.loop.at(0.0, self._reports)
         t = sc.chaos_start
-        for _ in range(self.rng.randint(3, 20)):
-            self.loop.at(self.rng.uniform(0.05, sc.chaos_end), self._truth_change)
+        self._schedule_truth_changes()
         self.loop.at(sc.chaos_start, self._begin_chaos)
         for _ in range(sc.n_faults):
             t = self.rng.uniform(sc.chaos_start, sc.chaos_end - 0.05)
@@ -251,7 +265,15 @@ class World:
             converge_after=self.converged_at - sc.chaos_end,
             faults=self.faults_done,
             failovers=tuple(self.failovers),
+            **self._extra_result(),
         )
+
+    def _extra_result(self) -> dict[str, Any]:
+        return {}
+
+    def _schedule_truth_changes(self) -> None:
+        for _ in range(self.rng.randint(3, 20)):
+            self.loop.at(self.rng.uniform(0.05, self.sc.chaos_end), self._truth_change)
 
     # ================================================================================== replicas
     def _start_replica(self, r: Replica, extra_term: int = 0, bogus_version: int | None = None) -> None:
@@ -491,7 +513,8 @@ class World:
         else:
             victim = master.id if master is not None and rng.random() < 0.5 else rng.choice(ids)
             kind = rng.choice(
-                ("crash", "crash", "stepdown", "isolate", "oneway_in", "oneway_out", "split", "link", "clients")
+                ("crash", "crash", "stepdown", "isolate", "oneway_in", "oneway_out", "split", "link", "clients",
+                 "deaf", "mute", "client_cut")
             )
         r = self.replicas[victim]
         dur = rng.uniform(0.001, 0.03) if rng.random() < 0.25 else rng.uniform(0.05, 0.8)  # quick restarts too
@@ -520,6 +543,13 @@ class World:
             elif kind == "clients":
                 cs = self._client_names()
                 pairs = {(victim, c) for c in cs} | {(c, victim) for c in cs}
+            elif kind == "deaf":        # one-way CPN faults (issue #16): the replica hears no client ...
+                pairs = {(c, victim) for c in self._client_names()}
+            elif kind == "mute":        # ... or no client hears it
+                pairs = {(victim, c) for c in self._client_names()}
+            elif kind == "client_cut":  # one client and this replica only, one or both directions
+                c = rng.choice(self._client_names())
+                pairs = rng.choice(({(c, victim)}, {(victim, c)}, {(c, victim), (victim, c)}))
             elif kind == "oneway_in":
                 pairs = {(o, victim) for o in others}
             elif kind == "oneway_out":

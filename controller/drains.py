@@ -1,0 +1,120 @@
+"""DrainBook: the operator drains in force, each with who/when/why (pure; see proto.drains for the notes).
+
+A drain names a link or a whole switch; the drained links are the union over all notes (a link between
+two drained switches stays drained until both are undrained; a link drained on its own and as part of
+its switch stays drained until both are lifted). The book is replicated to the backups as a whole with
+a `serial` that grows with every change (controller.core), so a new master inherits the notes with
+the LSD. The LSD stays the authority on what is drained: when a replica becomes master it drops the notes the
+LSD does not enact (`prune`) and gives every DRAINED link that no note covers (an LSD from a master
+without notes, a lost DrainNotes) an anonymous "inherited" note (`inherit`), so it can be listed and
+undrained like any other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from proto.config import Fabric
+from proto.drains import MAX_NOTES, DrainNote, NoteError
+
+#: the reason of an anonymous note made for an LSD-drained link that no note covered
+INHERITED = "inherited: drained in the LSD without a note"
+
+
+class DrainBookFull(ValueError):
+    """More drains than one replication datagram holds (proto.drains.MAX_NOTES)."""
+
+
+@dataclass(frozen=True, slots=True)
+class UndrainResult:
+    removed: tuple[DrainNote, ...]                 # notes lifted
+    undrained: tuple[int, ...]                     # links no note covers any more
+    still: dict[int, tuple[DrainNote, ...]]        # links of the target that other notes keep drained
+
+
+class DrainBook:
+    def __init__(self, fabric: Fabric) -> None:
+        self.fabric = fabric
+        self.serial = 0
+        self._notes: dict[tuple[str, str], DrainNote] = {}
+        self._link_names = {link.name: link.index for link in fabric.links}
+        self._switches = {s.name for s in fabric.switches}
+
+    # ---------------------------------------------------------------------------------------- views
+    @property
+    def notes(self) -> tuple[DrainNote, ...]:
+        return tuple(self._notes.values())
+
+    def links_of(self, note: DrainNote) -> tuple[int, ...]:
+        if note.kind == "link":
+            i = self._link_names.get(note.target)
+            return () if i is None else (i,)
+        return self.fabric.links_of(note.target) if note.target in self._switches else ()
+
+    def drained(self) -> set[int]:
+        """Every link some note drains."""
+        out: set[int] = set()
+        for n in self._notes.values():
+            out.update(self.links_of(n))
+        return out
+
+    def covering(self, index: int) -> tuple[DrainNote, ...]:
+        return tuple(n for n in self._notes.values() if index in self.links_of(n))
+
+    # ---------------------------------------------------------------------------------------- changes
+    def drain(self, note: DrainNote) -> None:
+        """Add (or replace: new who/when/why) the note for its target. DrainBookFull past MAX_NOTES."""
+        if note.key not in self._notes and len(self._notes) >= MAX_NOTES:
+            raise DrainBookFull(f"{len(self._notes)} drains in force, the limit is {MAX_NOTES}: "
+                                "undrain some, or drain whole switches")
+        self._notes[note.key] = note
+        self.serial += 1
+
+    def undrain(self, kind: str, target: str) -> UndrainResult:
+        """Lift the note of (kind, target); undraining a switch also lifts anonymous inherited notes of its
+        links. Links still covered by other notes stay drained (reported in `still`)."""
+        before = self.drained()
+        removed = []
+        note = self._notes.pop((kind, target), None)
+        if note is not None:
+            removed.append(note)
+        if kind == "switch":
+            for i in self.fabric.links_of(target):
+                key = ("link", self.fabric.links[i].name)
+                n = self._notes.get(key)
+                if n is not None and n.who is None and n.reason == INHERITED:
+                    removed.append(self._notes.pop(key))
+        if removed:
+            self.serial += 1
+        after = self.drained()
+        if kind == "link":
+            targets: tuple[int, ...] = (self._link_names[target],)
+        else:
+            targets = self.fabric.links_of(target)
+        return UndrainResult(tuple(removed), tuple(sorted(before - after)),
+                             {i: self.covering(i) for i in targets if i in after})
+
+    def replace(self, serial: int, notes: tuple[DrainNote, ...]) -> None:
+        """Take the master's whole book (replication). Notes naming nothing in this fabric are dropped."""
+        self._notes = {n.key: n for n in notes if self.links_of(n)}
+        self.serial = serial
+
+    def prune(self, lsd_drained: set[int]) -> int:
+        """Drop the notes whose links the LSD does not all say DRAINED (the LSD decides; a note that arrived
+        without the LSD version enacting it was never in force). Returns how many were dropped."""
+        stale = [k for k, n in self._notes.items() if not set(self.links_of(n)) <= lsd_drained]
+        for k in stale:
+            del self._notes[k]
+        if stale:
+            self.serial += 1
+        return len(stale)
+
+    def inherit(self, lsd_drained: set[int]) -> int:
+        """Add an anonymous note for every LSD-drained link no note covers; returns how many."""
+        missing = sorted(lsd_drained - self.drained())
+        for i in missing:
+            try:
+                self.drain(DrainNote("link", self.fabric.links[i].name, None, 0.0, INHERITED))
+            except (DrainBookFull, NoteError):
+                break
+        return len(missing)

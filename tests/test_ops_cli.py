@@ -1,0 +1,200 @@
+"""The operator commands without a lab: parsing, target checks, token lookup, errors and exit codes, rendering.
+(Against a real lab: tests/test_ops_lab.py.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ops import api
+from ops.cli import render_impact, render_routes, resolve
+from ops.dryrun import drain_impact
+from proto.cli import build_parser, main
+from proto.clos import ClosParams, clos_fabric, generate_clos_yaml
+from proto.lsd import LinkState
+from tests.harness.loopcluster import free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def fabric():
+    return clos_fabric(pods=2, spines=2, aggs_per_pod=2, tors_per_pod=2, masters=3)
+
+
+def cli(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "proto.cli", *argv], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def dead_config(tmp_path: Path, token: str | None = "secret") -> Path:
+    """A config whose masters listen nowhere (free loopback ports), with an admin token file."""
+    text = generate_clos_yaml(ClosParams(pods=2, spines=2, masters=3, rest_base_port=9900,
+                                         admin_token_file="admin.token" if token else None))
+    ports = iter(free_ports(3))          # masters' REST ports that nothing listens on
+    text = re.sub(r"rest_port: 680\d", lambda _m: f"rest_port: {next(ports)}", text)
+    if token:
+        (tmp_path / "admin.token").write_text(token + "\n")
+    (tmp_path / "fabric.key").write_text("00" * 32 + "\n")
+    (tmp_path / "f.yaml").write_text(text)
+    return tmp_path / "f.yaml"
+
+
+def test_every_command_parses_and_version(capsys) -> None:
+    parser = build_parser("drain")
+    assert parser is not None
+    for argv in (["drain", "--config", "f", "--switch", "s", "--dry-run"], ["undrain", "--lab", "x", "--link", "a:1-b:2"],
+                 ["drains", "--config", "f", "--json"], ["routes", "--config", "f", "tor-1-1", "10.0.0.0/24"],
+                 ["lsd", "--config", "f", "--since", "3"], ["clients", "--config", "f"], ["masters", "--lab", "x"]):
+        args = build_parser(argv[0]).parse_args(argv)
+        assert callable(args.func), argv
+    assert main(["--version"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("firepath ") and "wire protocol 1" in out
+    assert main(["drain", "--config", "f"]) == 2                # neither --link nor --switch: usage
+
+
+def test_resolve_names_what_is_wrong(fabric) -> None:
+    assert resolve(fabric, None, "spine-1") == ("switch", "spine-1", fabric.links_of("spine-1"))
+    link = fabric.links[0]
+    rev = f"{link.b.switch}:{link.b.port}-{link.a.switch}:{link.a.port}"
+    assert resolve(fabric, rev, None) == ("link", link.name, (0,))
+    for bad, words in (("nosuch:1-tor-1-1:1", "unknown switch 'nosuch'"), ("tor-1-1:1", "expected SWITCH:PORT"),
+                       (f"{link.a.switch}:{link.a.port}-spine-2:9", "no link between")):
+        with pytest.raises(api.OpsError, match=words) as e:
+            resolve(fabric, bad, None)
+        assert e.value.code == api.UNKNOWN
+    with pytest.raises(api.OpsError) as e:
+        resolve(fabric, None, "spine-9")
+    assert e.value.code == api.UNKNOWN and "spine-9" in str(e.value)
+
+
+def test_token_lookup_order(fabric, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv(api.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(api.TOKEN_FILE_ENV, raising=False)
+    with pytest.raises(api.OpsError) as e:
+        api.read_token(fabric, None)                         # the fabric names no token file
+    assert e.value.code == api.DENIED and "--token-file" in str(e.value)
+    f = tmp_path / "t"
+    f.write_text(" abc \n")
+    assert api.read_token(fabric, str(f)) == "abc"
+    monkeypatch.setenv(api.TOKEN_FILE_ENV, str(f))
+    assert api.read_token(fabric, None) == "abc"
+    monkeypatch.setenv(api.TOKEN_ENV, "from-env")
+    assert api.read_token(fabric, None) == "from-env"
+    assert api.read_token(fabric, str(f)) == "abc"           # an explicit file wins
+    with pytest.raises(api.OpsError) as e:
+        api.read_token(fabric, str(tmp_path / "missing"))
+    assert e.value.code == api.USAGE and "missing" in str(e.value)
+
+
+def test_errors_are_one_line_with_their_exit_code(tmp_path: Path) -> None:
+    cfg = str(dead_config(tmp_path))
+    cases = [
+        (["drains", "--config", cfg, "--timeout", "0.5"], api.UNREACHABLE, "no master serving"),
+        (["drain", "--config", cfg, "--switch", "spine-1"], api.UNREACHABLE, "Connection refused"),
+        (["drain", "--config", cfg, "--switch", "spine-9"], api.UNKNOWN, "unknown switch 'spine-9'"),
+        (["undrain", "--config", cfg, "--link", "tor-1-1:1-spine-1:1"], api.UNKNOWN, "no link between"),
+        (["routes", "--config", cfg, "nosuch"], api.UNKNOWN, "unknown switch"),
+        (["routes", "--config", cfg, "tor-1-1", "10.0.0.300"], api.USAGE, "not an IPv4 address"),
+        (["routes", "--config", cfg, "tor-1-1"], api.UNREACHABLE, "switch client REST"),
+        (["masters", "--config", cfg], api.UNREACHABLE, "no master serving"),
+        (["lsd", "--config", str(tmp_path / "nope.yaml")], api.USAGE, "nope.yaml"),
+        (["lsd", "--lab", "UPPER"], api.USAGE, "lab name"),
+        (["drain", "--config", cfg, "--switch", "spine-1", "--reason", "x" * 201], api.USAGE, "--reason"),
+    ]
+    for argv, code, words in cases:
+        r = cli(*argv)
+        assert r.returncode == code, (argv, r.returncode, r.stderr)
+        assert words in r.stderr and r.stderr.count("\n") == 1, (argv, r.stderr)
+    (tmp_path / "no-token").mkdir()
+    cfg2 = str(dead_config(tmp_path / "no-token", token=None))
+    r = cli("undrain", "--config", cfg2, "--switch", "spine-1", env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == api.DENIED and "no admin token" in r.stderr
+
+
+def test_render_impact_and_routes(fabric) -> None:
+    states = bytes([LinkState.UP]) * len(fabric.links)
+    text = render_impact(drain_impact(fabric, states, fabric.links_of("spine-1")), {"version": 7}, "m2")
+    assert "from LSD version 7 of master m2: 4 of 16 UP links out (25%)" in text
+    assert "tor-1-1    tor-2-1    2 -> 2" in text and "8 -> 4" in text and "DISCONNECTED" not in text
+    down = bytearray(states)
+    down[fabric.links_of("tor-1-1")[0]] = LinkState.DOWN           # one uplink down, drain the other
+    text = render_impact(drain_impact(fabric, bytes(down), fabric.links_of("tor-1-1")[1:2]), {"version": 7}, "m2")
+    assert text.count("DISCONNECTED") == 6
+    both = [*fabric.links_of("agg-1-1"), *fabric.links_of("agg-1-2")]
+    text = render_impact(drain_impact(fabric, states, both), {"version": 7}, "m2")
+    assert "no ToR pair changes" in text and "warning: agg-1-1 stays in the path of" in text
+    view = {"switch": "tor-1-1", "lsd_version": 3, "programmed_version": 3, "ovs_read": True, "excluded_ports": [],
+            "routes": [{"prefix": "10.0.1.0/24", "status": "differs", "detail": "not in OVS: port(s) [2]",
+                        "computed": {"group": 5, "next_hops": [{"port": 1, "neighbour": "agg-1-1"},
+                                                               {"port": 2, "neighbour": "agg-1-2"}]},
+                        "installed": {"group": 5, "type": "select",
+                                      "buckets": [{"port": 1, "neighbour": "agg-1-1", "weight": 1}]}}]}
+    text = render_routes(view)
+    assert "1 difference(s) marked !" in text and "!10.0.1.0/24" in text
+    assert "agg-1-1 (port 1), agg-1-2 (port 2)" in text and "agg-1-1 (port 1) w=1" in text
+
+
+def test_drain_follows_the_leader_on_409(tmp_path: Path, capsys) -> None:
+    """m1 says it serves but has just lost mastership (409, leader m2): the drain goes to m2."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    fabric = clos_fabric(pods=2, spines=2, aggs_per_pod=2, tors_per_pod=2, masters=3)
+    seen: list[tuple[str, str, str, dict]] = []
+
+    def handler(mid: str) -> type:
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def reply(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                head = {"master": mid, "role": "master" if mid == "m1" else "backup", "term": 1, "leader": "m1",
+                        "version": 4, "held": False}
+                if self.path == "/v1/lsd":
+                    head["links"] = {link.name: "up" for link in fabric.links}
+                self.reply(200, head)
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append((mid, self.path, self.headers.get("Authorization", ""), body))
+                if mid == "m1":
+                    self.reply(409, {"error": "not the master: m1 is backup", "leader": "m2"})
+                else:
+                    self.reply(200, {"master": "m2", "role": "master", "term": 2, "version": 5, "drained": True,
+                                     "target": "spine-1", "links": ["a", "b", "c", "d"], "still_drained": {}})
+        return H
+
+    servers = {m: ThreadingHTTPServer(("127.0.0.1", 0), handler(m)) for m in ("m1", "m2")}
+    for s in servers.values():
+        threading.Thread(target=s.serve_forever, daemon=True).start()
+    try:
+        text = generate_clos_yaml(ClosParams(pods=2, spines=2, masters=3, admin_token_file="t"))
+        ports = iter([servers["m1"].server_address[1], servers["m2"].server_address[1], free_ports(1)[0]])
+        text = re.sub(r"rest_port: 680\d", lambda _m: f"rest_port: {next(ports)}", text)
+        (tmp_path / "t").write_text("tok\n")
+        (tmp_path / "f.yaml").write_text(text)
+        code = main(["drain", "--config", str(tmp_path / "f.yaml"), "--switch", "spine-1", "--reason", "r",
+                     "--who", "me", "--timeout", "2"])
+        out = capsys.readouterr().out
+        assert code == 0 and "on master m2 (term 2)" in out
+        assert [(m, p, a) for m, p, a, _b in seen] == [("m1", "/v1/drain", "Bearer tok"), ("m2", "/v1/drain", "Bearer tok")]
+        assert seen[-1][3] == {"switch": "spine-1", "who": "me", "reason": "r"}
+    finally:
+        for s in servers.values():
+            s.shutdown()
+            s.server_close()
