@@ -16,6 +16,7 @@ the host's network configuration. Dispatch mirrors client.daemon (_on_master_dat
 
 from __future__ import annotations
 
+import contextlib
 import selectors
 import socket
 import time
@@ -27,7 +28,7 @@ from client.replica import LsdApplied, LsdReplica
 from client.reporter import Reporter, SendToMaster
 from proto.auth import KeyRing
 from proto.config import Fabric
-from proto.messages import Codec, DecodeError, Keepalive, LsdDelta, LsdFull, PortStatus, ReportAck
+from proto.messages import Challenge, Codec, DecodeError, Keepalive, LsdDelta, LsdFull, PortStatus, ReportAck
 
 
 @dataclass(slots=True, eq=False)
@@ -131,14 +132,22 @@ class CoreFleet:
     def _receive(self, sw: CoreSwitch, data: bytes, now: float) -> None:
         try:
             sender, msg = sw.codec.decode(data)
-        except DecodeError:
+        except DecodeError as e:
+            # A master of an incarnation not verified yet: answer with a Challenge, as client.core does.
+            if e.reason == "stale" and e.sender in self.masters and not self._is_blocked("to", e.sender, sw.name):
+                answer = sw.codec.answer(e.sender, now)
+                if answer is not None:
+                    with contextlib.suppress(OSError):
+                        sw.sock.sendto(answer, self.masters[e.sender])
             return
         if self._is_blocked("from", sender, sw.name):
             sw.dropped += 1
             return
         rep, rpl = sw.reporter, sw.replica
         out: list[Any] = []
-        if isinstance(msg, ReportAck):
+        if isinstance(msg, Challenge):
+            out += rep.retransmit_now(now)
+        elif isinstance(msg, ReportAck):
             out += rep.on_master_heard(msg.master, msg.term, now, msg.backup)
             out += rep.on_ack(msg, now)
         elif isinstance(msg, Keepalive | LsdFull | LsdDelta):
@@ -154,7 +163,7 @@ class CoreFleet:
                     sw.dropped += 1
                     continue
                 try:
-                    sw.sock.sendto(sw.codec.encode(a.msg), self.masters[a.master])
+                    sw.sock.sendto(sw.codec.encode(a.msg, to=a.master), self.masters[a.master])
                 except OSError:
                     sw.dropped += 1
             elif isinstance(a, LsdApplied):
