@@ -20,13 +20,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "client": ("client.cli", "run the Firepath client of a switch"),
     "lab": ("lab.cli", "run a local lab fabric on Open vSwitch"),
     "status": ("controller.status_cli", "show the fabric state as seen by the masters"),
-    "drain": ("ops.cli", "drain a link or a switch (--dry-run: only show what it would cost)"),
-    "undrain": ("ops.cli", "lift the drain of a link or a switch"),
-    "drains": ("ops.cli", "list the drains in force: who, when, why"),
-    "routes": ("ops.cli", "a switch's routes as its client computed them and as OVS holds them"),
-    "lsd": ("ops.cli", "the link state database of the serving master"),
-    "clients": ("ops.cli", "the switch clients as the serving master sees them"),
-    "masters": ("ops.cli", "every master replica's view of the replica set"),
+    "drain": ("controller.ops.cli", "drain a link or a switch (--dry-run: only show what it would cost)"),
+    "undrain": ("controller.ops.cli", "lift the drain of a link or a switch"),
+    "drains": ("controller.ops.cli", "list the drains in force: who, when, why"),
+    "routes": ("controller.ops.cli", "a switch's routes as its client computed them and as OVS holds them"),
+    "lsd": ("controller.ops.cli", "the link state database of the serving master"),
+    "clients": ("controller.ops.cli", "the switch clients as the serving master sees them"),
+    "masters": ("controller.ops.cli", "every master replica's view of the replica set"),
 }
 
 

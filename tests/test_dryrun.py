@@ -1,4 +1,4 @@
-"""ops.dryrun against an independent brute force (Floyd-Warshall + enumeration of every shortest path) on an
+"""controller.ops.dryrun against an independent brute force (Floyd-Warshall + enumeration of every shortest path) on an
 irregular fabric: parallel links, weights 1-3, a ToR with one uplink, agg-agg and spine-spine cables."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from ops.dryrun import drain_impact, tor_destinations
+from controller.ops.dryrun import drain_impact, tor_destinations
 from proto.clos import clos_fabric
 from proto.config import Fabric, parse_fabric
 from proto.lsd import LinkState

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from ops import api
-from ops.cli import render_impact, render_routes, resolve
-from ops.dryrun import drain_impact
+from controller.ops import api
+from controller.ops.cli import render_impact, render_routes, resolve
+from controller.ops.dryrun import drain_impact
 from proto.cli import build_parser, main
 from proto.clos import ClosParams, clos_fabric, generate_clos_yaml
 from proto.lsd import LinkState

@@ -295,7 +295,7 @@ def test_jupiter_page_opens_within_3s(driver: Any, tmp_path: Path) -> None:
         assert ready_ms <= OPEN_TARGET_MS
         assert driver.execute_script("return fp.mode") == "groups"
         summary = driver.find_element(By.ID, "summary").text
-        assert ("30,088 switches (234 alive, 29,854 dead, 0 unknown)" in summary
+        assert ("30,088 switches (234 alive, 0 dead, 29,854 unknown)" in summary
                 and f"134,400 links ({n_up:,} up, {134_400 - n_up:,} down" in summary), summary
         rows = driver.execute_script(
             "return [...document.querySelectorAll('#groups tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
@@ -303,8 +303,9 @@ def test_jupiter_page_opens_within_3s(driver: Any, tmp_path: Path) -> None:
         by_name = {r[0]: r for r in rows}
         # group, kind, switches, dead, unknown, links (touching it), down, one-way, miscabled, drained
         assert by_name["pod 1"] == ["pod 1", "pod", "234", "0", "0", "1,048", "128", "0", "0", "0"]
-        assert by_name["pod 2"][:7] == ["pod 2", "pod", "234", "234", "0", "1,048", "1,048"]
-        assert by_name["plane 1"][:7] == ["plane 1", "plane", "32", "32", "0", "4,160", "4,160"]
+        # never heard under this mastership: unknown, not dead (a silent switch is no evidence, issue #16)
+        assert by_name["pod 2"][:7] == ["pod 2", "pod", "234", "0", "234", "1,048", "1,048"]
+        assert by_name["plane 1"][:7] == ["plane 1", "plane", "32", "0", "32", "4,160", "4,160"]
         assert len(driver.find_elements(By.CSS_SELECTOR, "#topo .box")) == 133
         # drill down into pod 1: its 4 aggs and 230 ToRs, and the 128 spines its aggs connect to
         t1 = time.monotonic()

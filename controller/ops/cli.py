@@ -12,13 +12,13 @@ Every command takes `--config FABRIC.yaml` (masters' addresses and REST ports, s
 `--lab NAME` (a local `firepath lab`: its config, admin token and network namespace), and `--timeout S`.
 Writes go to the serving master (found by asking every configured master, following `leader` on a 409)
 with the admin token from `--token-file`, `$FIREPATH_TOKEN`, `$FIREPATH_TOKEN_FILE` or the config's
-`security.admin_token_file`. Before a drain the command computes what it would cost (ops.dryrun: per ToR
+`security.admin_token_file`. Before a drain the command computes what it would cost (controller.ops.dryrun: per ToR
 pair the ECMP width, paths and capacity lost) from the master's LSD and the config; a drain that would
 disconnect a ToR pair is refused unless `--force`; `--dry-run` prints the cost and changes nothing.
 `routes` asks the switch's client (its REST on 127.0.0.1:<rest_port>, i.e. run it on the switch, or pass
 --address) for its routes as computed and as read back from OVS over its OpenFlow connection.
 
-Errors are one line on stderr naming the problem; exit codes are in ops.api (0 ok, 1 bad news, 2 usage,
+Errors are one line on stderr naming the problem; exit codes are in controller.ops.api (0 ok, 1 bad news, 2 usage,
 3 unreachable, 4 denied, 5 unknown link/switch/prefix, 6 refused).
 """
 
@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from typing import Any
 
-from ops.api import (
+from controller.ops.api import (
     BAD_NEWS,
     OK,
     REFUSED,
@@ -208,7 +208,7 @@ def _lsd_states(fabric: Any, lsd: dict[str, Any]) -> bytes:
 
 # ---------------------------------------------------------------------------------------------- drain
 def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
-    from ops.dryrun import drain_impact
+    from controller.ops.dryrun import drain_impact
 
     kind, name, links = resolve(fabric, args.link, args.switch)
     for field, value, limit in (("--reason", args.reason, MAX_REASON), ("--who", args.who, MAX_WHO)):
