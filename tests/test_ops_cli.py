@@ -17,6 +17,7 @@ from controller.ops.dryrun import drain_impact
 from proto.cli import build_parser, main
 from proto.clos import ClosParams, clos_fabric, generate_clos_yaml
 from proto.lsd import LinkState
+from proto.messages import WIRE_VERSION
 from tests.harness.loopcluster import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ def test_every_command_parses_and_version(capsys) -> None:
         assert callable(args.func), argv
     assert main(["--version"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("firepath ") and "wire protocol 1" in out
+    assert out.startswith("firepath ") and f"wire protocol {WIRE_VERSION}" in out
     assert main(["drain", "--config", "f"]) == 2                # neither --link nor --switch: usage
 
 

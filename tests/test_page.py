@@ -24,6 +24,7 @@ from proto.clos import ClosParams, generate_clos_yaml
 from proto.config import Endpoint, Fabric, load_fabric
 from proto.lsd import LinkState
 from proto.messages import Codec, PortReport, PortStatus
+from tests.harness.fresh import establish
 from tests.harness.loopcluster import free_ports
 
 TOKEN = "page-tok"
@@ -115,11 +116,16 @@ def _report(server: MasterServer, switch: str, ports: list[PortStatus], seq: int
     """A real signed PortReport from `switch`, over UDP to the server's client port."""
     import socket
 
-    keyring = KeyRing.load(server.fabric.security.key_file)
     f = server.fabric
-    codec = Codec(keyring.bundle_for_switch(switch), switch, frozenset(s.name for s in f.switches),
-                  frozenset(m.id for m in f.masters))
-    data = codec.encode(PortReport(switch, f.digest, seq, server.core.term, tuple(ports)))
+    codecs: dict[str, Codec] = server.__dict__.setdefault("_test_codecs", {})
+    codec = codecs.get(switch)
+    if codec is None:      # one incarnation per switch, verified by the master once (wire v2 freshness)
+        keyring = KeyRing.load(f.security.key_file)
+        codec = Codec(keyring.bundle_for_switch(switch), switch, frozenset(s.name for s in f.switches),
+                      frozenset(m.id for m in f.masters))
+        establish(server.codec, codec)
+        codecs[switch] = codec
+    data = codec.encode(PortReport(switch, f.digest, seq, server.core.term, tuple(ports)), to=server.id)
     assert server._client_sock is not None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.sendto(data, server._client_sock.getsockname())
