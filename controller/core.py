@@ -417,19 +417,9 @@ class MasterCore:
 
     def _on_drain_notes(self, sender: str, m: DrainNotes) -> list[Action]:
         kind = "DrainNotes"
-        if m.master not in self.master_ids or m.master == self.id:
-            return [Rejected(sender, kind, "unknown_master")]
-        if m.master != sender:
-            return [Rejected(sender, kind, "sender_mismatch")]
         out: list[Action] = []
-        if self._higher_term(sender, kind, m.term, out):
+        if not self._admit_from_leader(sender, kind, m.master, m.term, out):
             return out
-        if m.term < self.term:
-            return [Rejected(sender, kind, "stale_term")]
-        if self.role != Role.BACKUP:
-            return [Rejected(sender, kind, "not_backup")]
-        if sender != self.leader:
-            return [Rejected(sender, kind, "not_leader")]
         try:
             notes = decode_notes(m.notes)
         except NoteError:
@@ -576,6 +566,26 @@ class MasterCore:
             if sender in self.master_ids:
                 out.append(TermSeen(sender, term))
             out.append(Rejected(sender, msg_type, "higher_term"))
+            return True
+        return False
+
+    def _admit_from_leader(self, sender: str, kind: str, master: str, term: int, out: list[Action]) -> bool:
+        """Checks shared by what a backup takes from its master (LSD stream, drain notes): another configured
+        master speaking for itself, not an older term (a higher one goes to the role driver), and the leader
+        this backup follows. False = refused (the reason is in `out`)."""
+        if master not in self.master_ids or master == self.id:
+            out.append(Rejected(sender, kind, "unknown_master"))
+        elif master != sender:
+            out.append(Rejected(sender, kind, "sender_mismatch"))
+        elif self._higher_term(sender, kind, term, out):
+            pass
+        elif term < self.term:
+            out.append(Rejected(sender, kind, "stale_term"))
+        elif self.role != Role.BACKUP:
+            out.append(Rejected(sender, kind, "not_backup"))
+        elif sender != self.leader:
+            out.append(Rejected(sender, kind, "not_leader"))
+        else:
             return True
         return False
 
@@ -729,19 +739,9 @@ class MasterCore:
 
     def _on_from_master(self, sender: str, m: LsdFull | LsdDelta | Keepalive, now: float) -> list[Action]:
         kind = type(m).__name__
-        if m.master not in self.master_ids or m.master == self.id:
-            return [Rejected(sender, kind, "unknown_master")]
-        if m.master != sender:
-            return [Rejected(sender, kind, "sender_mismatch")]
         out: list[Action] = []
-        if self._higher_term(sender, kind, m.term, out):
+        if not self._admit_from_leader(sender, kind, m.master, m.term, out):
             return out
-        if m.term < self.term:
-            return [Rejected(sender, kind, "stale_term")]
-        if self.role != Role.BACKUP:
-            return [Rejected(sender, kind, "not_backup")]
-        if sender != self.leader:
-            return [Rejected(sender, kind, "not_leader")]
         if isinstance(m, LsdFull):
             if m.digest != self.fabric.digest:
                 return [Rejected(sender, kind, "digest_mismatch")]
