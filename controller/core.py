@@ -14,8 +14,9 @@ Roles (driven by a RoleDriver — single-master today, FMRP later):
   client reports (it only notes that the client exists, so it can announce itself fast if promoted).
 - INACTIVE: neither (init / electing / no majority). Clients keep their last LSD (fail-static).
 
-Every message the core sends carries its term. A message carrying a higher term is refused and reported as
-a `TermSeen` event: what to do about it (step down, adopt the term) is the role driver's decision.
+Every message the core sends carries its term. A message carrying a higher term is refused; a master's is
+reported as a `TermSeen` event (what to do about it — step down, adopt the term — is the role driver's
+decision), a switch's is not: a switch signs with its own key and is no evidence of a newer master.
 """
 
 from __future__ import annotations
