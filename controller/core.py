@@ -431,15 +431,9 @@ class MasterCore:
 
     def _on_drain_notes_ack(self, sender: str, a: DrainNotesAck) -> list[Action]:
         kind = "DrainNotesAck"
-        if a.backup not in self.master_ids or a.backup == self.id:
-            return [Rejected(sender, kind, "unknown_master")]
-        if a.backup != sender:
-            return [Rejected(sender, kind, "sender_mismatch")]
         out: list[Action] = []
-        if self._higher_term(sender, kind, a.term, out):
+        if not self._admit_from_backup(sender, kind, a.backup, a.term, out):
             return out
-        if self.role != Role.MASTER or a.term != self.term:
-            return [Rejected(sender, kind, "not_master" if self.role != Role.MASTER else "stale_term")]
         self._notes_acked[sender] = a.serial
         return []
 
@@ -570,6 +564,21 @@ class MasterCore:
             return True
         return False
 
+    def _admit_from_backup(self, sender: str, kind: str, backup: str, term: int, out: list[Action]) -> bool:
+        """Checks shared by what the master takes from a backup (drain-notes acks, relayed reports): another
+        configured master speaking for itself, in this master's term. False = refused (reason in `out`)."""
+        if backup not in self.master_ids or backup == self.id:
+            out.append(Rejected(sender, kind, "unknown_master"))
+        elif backup != sender:
+            out.append(Rejected(sender, kind, "sender_mismatch"))
+        elif self._higher_term(sender, kind, term, out):
+            pass
+        elif self.role != Role.MASTER or term != self.term:
+            out.append(Rejected(sender, kind, "not_master" if self.role != Role.MASTER else "stale_term"))
+        else:
+            return True
+        return False
+
     def _admit_from_leader(self, sender: str, kind: str, master: str, term: int, out: list[Action]) -> bool:
         """Checks shared by what a backup takes from its master (LSD stream, drain notes): another configured
         master speaking for itself, not an older term (a higher one goes to the role driver), and the leader
@@ -615,15 +624,9 @@ class MasterCore:
     def _on_relayed(self, sender: str, m: RelayedReport, now: float) -> list[Action]:
         """A backup relays a switch's report (see RelayedReport): applied like the switch's own, not acked."""
         kind = "RelayedReport"
-        if m.backup not in self.master_ids or m.backup == self.id:
-            return [Rejected(sender, kind, "unknown_master")]
-        if m.backup != sender:
-            return [Rejected(sender, kind, "sender_mismatch")]
         out: list[Action] = []
-        if self._higher_term(sender, kind, m.term, out):
+        if not self._admit_from_backup(sender, kind, m.backup, m.term, out):
             return out
-        if self.role != Role.MASTER or m.term != self.term:
-            return [Rejected(sender, kind, "not_master" if self.role != Role.MASTER else "stale_term")]
         r = m.report()
         if r.switch not in self.switch_names:
             return [Rejected(sender, kind, "unknown_switch")]
