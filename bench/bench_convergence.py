@@ -291,9 +291,9 @@ class NetnsOps:
     """One worker thread living in the lab namespace (setns), for timed carrier changes."""
 
     def __init__(self, netns: str) -> None:
-        from lab.fabric import _enter_netns
+        from client.of.sockets import enter_netns
 
-        self._pool = ThreadPoolExecutor(max_workers=1, initializer=_enter_netns, initargs=(netns,),
+        self._pool = ThreadPoolExecutor(max_workers=1, initializer=enter_netns, initargs=(netns,),
                                         thread_name_prefix="bench-netns")
         self._pool.submit(lambda: None).result(10)
 

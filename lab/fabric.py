@@ -44,6 +44,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
+from client.of.sockets import enter_netns
 from lab import external
 from lab import netns as nsutil
 from lab.ovs import OvsInstance, ovs_missing
@@ -60,7 +61,6 @@ from lab.state import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CLONE_NEWNET = 0x40000000
 HOST_IFNAME = "eth0"
 _IFNAME_RE = re.compile(r"^s\d+p\d+$")   # our interface names (only ever inside lab namespaces)
 INSTALL_HINT = "run `make test` (or `sudo scripts/install-deps.sh`) to install what is missing"
@@ -90,26 +90,13 @@ def preflight() -> str | None:
 
 # ---------------------------------------------------------------------------------------------- netns HTTP
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _enter_netns(name: str) -> None:
-    """Move the calling *thread* into a named network namespace."""
-    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({name}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
-
 
 class NetnsHttp:
     """GET JSON from 127.0.0.1 ports inside a namespace, in parallel, from worker threads living in it."""
 
     def __init__(self, netns: str, workers: int = 16) -> None:
         self.netns = netns
-        self._pool = ThreadPoolExecutor(max_workers=workers, initializer=_enter_netns, initargs=(netns,),
+        self._pool = ThreadPoolExecutor(max_workers=workers, initializer=enter_netns, initargs=(netns,),
                                         thread_name_prefix=f"http-{netns}")
 
     def get(self, port: int, path: str, timeout: float = 1.0) -> Any:
@@ -355,7 +342,7 @@ def disable_tx_checksum(netns: str, ifname: str) -> None:
 
     def work() -> None:
         try:
-            _enter_netns(netns)
+            enter_netns(netns)
             value = _EthtoolValue(ETHTOOL_STXCSUM, 0)
             req = _IfreqData(ifname.encode(), ctypes.cast(ctypes.pointer(value), ctypes.c_void_p), b"")
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:

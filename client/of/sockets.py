@@ -10,6 +10,18 @@ import threading
 _CLONE_NEWNET = 0x40000000
 
 
+def enter_netns(name: str) -> None:
+    """Move the calling *thread* into the named network namespace (/var/run/netns/NAME). Raises OSError."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({name}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def socket_in_netns(netns: str) -> socket.socket:
     """A TCP socket created inside a named network namespace.
 
@@ -20,14 +32,7 @@ def socket_in_netns(netns: str) -> socket.socket:
 
     def work() -> None:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            fd = os.open(f"/var/run/netns/{netns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, _CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-            finally:
-                os.close(fd)
+            enter_netns(netns)
             result.append(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
         except BaseException as e:  # handed to the caller
             result.append(e)

@@ -25,10 +25,8 @@ Errors are one line on stderr naming the problem; exit codes are in controller.o
 from __future__ import annotations
 
 import argparse
-import ctypes
 import getpass
 import json
-import os
 import re
 import socket
 import sys
@@ -36,6 +34,7 @@ from datetime import UTC, datetime
 from ipaddress import IPv4Network
 from typing import Any
 
+from client.of.sockets import enter_netns
 from controller.ops.api import (
     BAD_NEWS,
     OK,
@@ -62,7 +61,6 @@ COMMANDS = {
 EXIT_CODES = ("exit codes: 0 ok, 1 bad news (differences, unexpected answer), 2 usage or local input, "
               "3 no master serving / client unreachable, 4 token missing or refused, "
               "5 unknown link, switch or prefix, 6 refused (drain would disconnect ToR pairs; --force)")
-CLONE_NEWNET = 0x40000000
 
 
 # ---------------------------------------------------------------------------------------------- parser
@@ -149,14 +147,9 @@ def _setup(args: argparse.Namespace) -> Any:
 def _enter_netns(name: str) -> None:
     """Move this process (before any thread or socket exists) into network namespace `name`."""
     try:
-        fd = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+        enter_netns(name)
     except OSError as e:
-        raise OpsError(USAGE, f"network namespace {name}: {e.strerror}") from None
-    try:
-        if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
-            raise OpsError(USAGE, f"network namespace {name}: {os.strerror(ctypes.get_errno())} (root needed)")
-    finally:
-        os.close(fd)
+        raise OpsError(USAGE, f"network namespace {name}: {e.strerror} (root needed)") from None
 
 
 def _table(rows: list[list[Any]], headers: list[str]) -> str:
