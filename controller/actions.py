@@ -98,6 +98,18 @@ class GuardEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class DampEvent:
+    """Master-side damping (controller.damping) acted. `kind`: "suppress" (a link's penalty passed the
+    suppress threshold: held DOWN), "reuse" (it decayed below reuse: re-derived), "defer" (`switch` has no
+    UP token left: these links' UPs wait). `penalty`: the link's penalty then (0 for "defer")."""
+
+    kind: str
+    links: tuple[int, ...]
+    switch: str | None
+    penalty: int
+
+
+@dataclass(frozen=True, slots=True)
 class Handover:
     """Issue #16: master `master` of `term` steps down in favour of `successor`, which is two-way with
     `theirs` switches against `ours` (successor's view; `own` = the master's own count of itself)."""
@@ -120,6 +132,6 @@ class PeerAcked:
 
 
 Event = (Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked | SwitchSilent
-         | InputLoss | GuardEvent
+         | InputLoss | GuardEvent | DampEvent
          | Handover)
 Action = Send | PersistTerm | Event

@@ -39,6 +39,7 @@ from controller.actions import (
     TermSeen,
     VersionChanged,
 )
+from controller.damping import Damper
 from controller.distribution import Distributor, Peer
 from controller.drains import DrainBook, DrainBookFull, UndrainResult
 from controller.guard import Guard
@@ -113,6 +114,8 @@ class MasterCore:
         self.master_ids = frozenset(m.id for m in fabric.masters)
         self.deriver = LinkStateDeriver(fabric)
         self.guard = Guard(fabric)
+        #: master-side damping (issue #19): per-link flap penalty, per-switch UP rate (controller.damping)
+        self.damper = Damper(fabric.damping)
         self._held_recheck_at = float("-inf")
         self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
         # A live client sends a new report to every replica each report_refresh: fresh for two of them.
@@ -186,6 +189,7 @@ class MasterCore:
         self._notes_sent_at.clear()
         self.deriver.start_mastership(now)
         self.guard.reset()
+        self.damper.reset()
         self.lsd_term = term
         for mid in self.master_ids - {self.id}:
             self.dist.peer(mid, True, now)
@@ -209,6 +213,7 @@ class MasterCore:
         self.hold_until = None
         self.deriver.start_mastership(now)
         self.guard.reset()
+        self.damper.reset()
         # Tell the leader where we stand so it streams a snapshot at once.
         return [RoleChanged(self.role.value, term, leader), Send(leader, self._replication_ack())]
 
@@ -220,6 +225,7 @@ class MasterCore:
             self.term = term
         self.role, self.leader = Role.INACTIVE, None
         self.guard.reset()
+        self.damper.reset()
         self.dist.deactivate()
         self.hold_until = None
         return [RoleChanged(self.role.value, self.term, None)]
@@ -257,10 +263,24 @@ class MasterCore:
             return []
         out: list[Action] = []
         self._apply_timeouts(now, out)
+        self._damping_tick(now, out)
         self._maybe_release(now)
         self._notes_tick(now, out)
         out.extend(self.dist.tick(self.lsd, now))
         return out
+
+    def _damping_tick(self, now: float, out: list[Action]) -> None:
+        """Links whose damping penalty decayed below `reuse` are re-derived (UP if their evidence says so);
+        switches whose deferred UPs are due (a token is back) have their links re-derived."""
+        due = self.damper.next_deadline()
+        if due is None or due > now:
+            return
+        reused, switches, events = self.damper.tick(now)
+        out.extend(events)
+        if reused:
+            self._rederive(reused, now, "damping", out)
+        for sw in switches:
+            self._rederive(self._links_of[sw], now, "report", out, switch=sw)
 
     @property
     def held(self) -> bool:
@@ -302,7 +322,7 @@ class MasterCore:
         if self.role != Role.MASTER:
             return None
         times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline(), self.hold_until,
-                             self._notes_deadline()) if t is not None]
+                             self._notes_deadline(), self.damper.next_deadline()) if t is not None]
         return min(times) if times else None
 
     # ============================================================================ operator drains
@@ -472,8 +492,10 @@ class MasterCore:
         return [p for p in self.dist.peers.values() if p.is_master]
 
     # ============================================================================ internals
-    def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
-        """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
+    def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action],
+                  switch: str | None = None) -> int:
+        """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed.
+        `switch`: whose report caused it (its UPs count against its damping rate, controller.damping)."""
         idx = indices if isinstance(indices, list | tuple | range) else list(indices)
         if self.guard.held and cause != "guard" and now >= self._held_recheck_at:
             # A held link may be corroborated by a report about another link (a dead switch's neighbours):
@@ -483,10 +505,13 @@ class MasterCore:
         # A report touches a handful of links: read those states rather than copying all of them.
         states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
         changes = self.deriver.changes(idx, states, now)
+        out.extend(self.damper.observe(idx, states, changes, now))
         if cause != "guard" and (changes or self.guard.held):
             cache: dict[str, bool] = {}
             out.extend(self.guard.filter(changes, states, self.lsd.states,
                                          lambda i: self._corroborated(i, now, cache), idx, now))
+        if changes:
+            out.extend(self.damper.filter(changes, states, switch, now))
         if not changes:
             return 0
         before = self.lsd.version
@@ -674,7 +699,7 @@ class MasterCore:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.
             self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
         self.deriver.set_report(sender, (ps.port for ps in r.ports if ps.usable), r.report_seq, now)
-        n_changes = self._rederive(self._links_of[sender], now, "report", out)
+        n_changes = self._rederive(self._links_of[sender], now, "report", out, switch=sender)
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         if not relayed:

@@ -80,6 +80,20 @@ class MasterMetrics:
             "Drastic-change guard actions by kind (hold, release, withdraw) and reason class",
             ["kind", "reason"], registry=r,
         )
+        self.damping_suppressed = Gauge(
+            "firepath_master_damping_suppressed_links",
+            "Links held DOWN by master-side damping (flap penalty above suppress, not yet below reuse)",
+            registry=r,
+        )
+        self.damping_events = Counter(
+            "firepath_master_damping_events_total",
+            "Master-side damping decisions by kind: suppress, reuse (a link), defer (a switch's UPs waited "
+            "for its rate limit)", ["kind"], registry=r,
+        )
+        self.damping_flaps = Counter(
+            "firepath_master_damping_flaps_total",
+            "Link flaps charged by master-side damping (evidence going from UP to DOWN)", registry=r,
+        )
         self.handovers = Counter(
             "firepath_master_handovers_total",
             "Mastership handed over to a replica two-way with clearly more switches (issue #16)", registry=r,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -176,6 +177,35 @@ async def guard(request: web.Request) -> web.Response:
     return _json(out)
 
 
+async def damping(request: web.Request) -> web.Response:
+    """Master-side damping (controller.damping): the policy, the links held DOWN (penalty now, since when,
+    until when: `reuse_in` seconds from now and `reuse_at` Unix time) and the switches whose UPs wait for
+    their rate limit. Times are estimates from now: a further flap pushes `reuse_at` later."""
+    s = _srv(request)
+    now = s.now()
+    wall = time.time()
+    d = s.core.damper
+    p = d.policy
+    links = s.fabric.links
+    held = []
+    for i in d.suppressed_links():
+        st = d.links[i]
+        a, b = s.core.deriver.evidence(i, now)
+        reuse_at = st.reuse_at if st.reuse_at is not None else now
+        held.append({"link": links[i].name, "index": i, "penalty": round(d.penalty(i, now), 1), "flaps": st.flaps,
+                     "suppressed_for": round(now - (st.suppressed_since or now), 3),
+                     "reuse_in": round(max(0.0, reuse_at - now), 3), "reuse_at": round(wall + reuse_at - now, 3),
+                     "state": _state_name(s.core.lsd.state(i)), "evidence": {"a": a, "b": b}})
+    deferred = [{"switch": sw, "due_in": round(max(0.0, due - now), 3), "deferred": d.switches[sw].deferred}
+                for sw, due in sorted(d.deferred_switches().items())]
+    out = _header(s)
+    out.update(policy={"half_life": p.half_life, "penalty": p.penalty, "suppress": p.suppress, "reuse": p.reuse,
+                       "max_suppress": p.max_suppress, "ceiling": round(d.ceiling, 1), "up_rate": p.up_rate,
+                       "up_burst": p.up_burst},
+               flaps=d.flaps, suppressions=d.suppressions, suppressed=held, deferred=deferred)
+    return _json(out)
+
+
 async def guard_confirm(request: web.Request) -> web.Response:
     s = _srv(request)
     denied = _check_token(request, request.app[TOKEN_KEY])  # type: ignore[arg-type]
@@ -278,6 +308,7 @@ def make_app(server: MasterServer) -> web.Application:
     app.router.add_delete("/v1/drain", undrain)
     app.router.add_get("/v1/guard", guard)
     app.router.add_post("/v1/guard/confirm", guard_confirm)
+    app.router.add_get("/v1/damping", damping)
     app.router.add_get("/v1/drains", drains)
     app.router.add_get("/metrics", metrics)
     add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page

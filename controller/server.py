@@ -25,6 +25,7 @@ from typing import Any
 from controller.actions import (
     GROUP,
     Action,
+    DampEvent,
     GuardEvent,
     Handover,
     InputLoss,
@@ -132,6 +133,7 @@ class MasterServer:
         self._rest_runner: Any = None
         self._pending_versions: dict[int, float] = {}   # version -> receipt time of the report that made it
         self._max_sent_version = -1
+        self._damping_flaps_seen = 0
         self._sent_counts: dict[tuple[type, str], int] = {}
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
@@ -473,6 +475,15 @@ class MasterServer:
             log.log(logging.WARNING if ev.kind == "hold" else logging.INFO,
                     kv(f"guard_{ev.kind}", links=len(ev.links), names=names, reason=ev.reason,
                        action="confirm with POST /v1/guard/confirm" if ev.kind == "hold" else ""))
+        elif isinstance(ev, DampEvent):
+            m.damping_events.labels(ev.kind).inc()
+            if ev.kind == "defer":         # can be many per second from a bad switch: not a log line each
+                log.debug(kv("damping_defer", switch=ev.switch, links=len(ev.links)))
+            else:
+                name = self.fabric.links[ev.links[0]].name
+                log.log(logging.WARNING if ev.kind == "suppress" else logging.INFO,
+                        kv(f"damping_{ev.kind}", link=name, penalty=ev.penalty,
+                           effect="held DOWN until the penalty decays" if ev.kind == "suppress" else "re-derived"))
         elif isinstance(ev, Handover):
             m.handovers.inc()
             log.warning(kv("handover", master=ev.master, successor=ev.successor, term=ev.term,
@@ -490,6 +501,11 @@ class MasterServer:
         self.metrics.term.set(self.core.term)
         self.metrics.is_master.set(1 if self.core.role == Role.MASTER else 0)
         self.metrics.guard_held.set(len(self.core.guard.held))
+        damper = self.core.damper
+        self.metrics.damping_suppressed.set(damper.n_suppressed)
+        if damper.flaps > self._damping_flaps_seen:
+            self.metrics.damping_flaps.inc(damper.flaps - self._damping_flaps_seen)
+            self._damping_flaps_seen = damper.flaps
         if self._loop is not None:
             for mid, n in zip(self._master_ids, self.core.reach_counts(self.now()), strict=False):
                 self.metrics.reach.labels(mid).set(n)

@@ -30,6 +30,7 @@ import yaml
 
 __all__ = [
     "ConfigError",
+    "Damping",
     "Distribution",
     "Endpoint",
     "LIVENESS_MODES",
@@ -231,6 +232,36 @@ class Guard:
 
 
 @dataclass(frozen=True, slots=True)
+class Damping:
+    """Master-side damping (issue #19; YAML section `damping:`, durations in ms there; controller.damping).
+
+    A backstop behind each client's own damping (client.damping): a broken or hostile client must not be
+    able to make the fabric churn. Per link, an exponential penalty in the style of RFC 2439 and of IS-IS /
+    interface dampening (Cisco and Junos defaults): every time a link's evidence goes from UP to DOWN it
+    gains `penalty`; the penalty halves every `half_life`; above `suppress` the link is held DOWN in the
+    LSD (its UPs are not published) until the penalty decays below `reuse`. The penalty is capped so a
+    hold lasts at most `max_suppress` after the last flap. A DOWN is always published at once.
+    Per switch, a token bucket: the reports of one switch may bring links UP in at most `up_rate` LSD
+    versions per second (burst `up_burst`); later UPs wait for a token (their DOWNs do not).
+    Constraints: 0 < reuse < suppress; suppress < reuse * 2^(max_suppress/half_life) (else nothing is
+    ever suppressed); half_life, max_suppress, penalty, up_rate > 0; up_burst >= 1.
+    """
+
+    half_life: float = 5.0
+    penalty: float = 1000.0
+    suppress: float = 3000.0
+    reuse: float = 1000.0
+    max_suppress: float = 20.0
+    up_rate: float = 50.0
+    up_burst: int = 100
+
+    @property
+    def ceiling(self) -> float:
+        """The highest penalty: one that decays to `reuse` in exactly `max_suppress`."""
+        return self.reuse * 2.0 ** (self.max_suppress / self.half_life)
+
+
+@dataclass(frozen=True, slots=True)
 class LsdSettings:
     history: int = 4096  # versions kept for deltas
 
@@ -255,6 +286,7 @@ class Fabric:
     routing: Routing = field(default_factory=Routing)
     liveness: str = "oam"  # one of LIVENESS_MODES
     guard: Guard = field(default_factory=Guard)
+    damping: Damping = field(default_factory=Damping)
     digest: str = field(init=False)
     hosts: tuple[Host, ...] = field(init=False)
     _by_name: dict[str, Switch] = field(init=False, repr=False)
@@ -353,6 +385,7 @@ def _digest(fabric: Fabric) -> str:
         "routing": list(fabric.routing.transit_roles),
         "liveness": fabric.liveness,
         "guard": [fabric.guard.down_share, fabric.guard.window, fabric.guard.reach_margin, fabric.guard.reach_dwell],
+        "damping": [getattr(fabric.damping, k) for k in Damping.__slots__],
         "masters": [
             [m.id, str(m.address), m.client_port, m.peer_port, m.rest_port, m.priority] for m in fabric.masters
         ],
@@ -440,8 +473,8 @@ def _quad(text: str) -> tuple[int, int | None] | None:
     a, b, c, d, plen = m.groups()
     return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
 
-_TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "guard", "masters",
-             "switches", "links")
+_TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "guard", "damping",
+             "masters", "switches", "links")
 _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
 )
@@ -692,6 +725,7 @@ class _Parser:
             if liveness not in LIVENESS_MODES:
                 raise self.fail(top["liveness"], "liveness", f"{liveness!r} is not one of: {', '.join(LIVENESS_MODES)}")
         guard = self.guard(top["guard"]) if "guard" in top else Guard()
+        damping = self.damping(top["damping"]) if "damping" in top else Damping()
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
         links = self.links(top["links"]) if "links" in top else ()
@@ -708,6 +742,7 @@ class _Parser:
             routing=self.routing_settings,
             liveness=liveness,
             guard=guard,
+            damping=damping,
         )
 
     def routing(self, node: yaml.Node) -> Routing:
@@ -825,6 +860,29 @@ class _Parser:
                     raise self.fail(value_node, field_name, f"must be a share in (0, 1], got {value_node.value}")
                 values[key] = value
         return Guard(**values)
+
+    def damping(self, node: yaml.Node) -> Damping:
+        keys = ("half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst")
+        f = self.fields(node, "damping", keys, ())
+        values: dict[str, float | int] = {}
+        for key, value_node in f.items():
+            field_name = f"damping.{key}"
+            if key == "up_burst":
+                values[key] = self.integer(value_node, field_name, 1, 1_000_000)
+                continue
+            value = self.number(value_node, field_name)
+            if not 0 < value <= 1e9:
+                raise self.fail(value_node, field_name, f"must be positive (at most 1e9), got {value_node.value}")
+            values[key[:-3] if key.endswith("_ms") else key] = value / 1000.0 if key.endswith("_ms") else value
+        d = Damping(**values)  # type: ignore[arg-type]
+        if d.reuse >= d.suppress:
+            raise self.fail(f.get("reuse", f.get("suppress", node)), "damping.reuse",
+                            f"reuse ({d.reuse:g}) must be below suppress ({d.suppress:g})")
+        if d.suppress >= d.ceiling:
+            raise self.fail(f.get("max_suppress_ms", node), "damping.max_suppress_ms",
+                            f"too short for half_life_ms {d.half_life * 1000:g}: the penalty is capped at "
+                            f"{d.ceiling:g}, never above suppress ({d.suppress:g}), so nothing would be suppressed")
+        return d
 
     def masters(self, node: yaml.Node) -> tuple[Master, ...]:
         items = self.seq(node, "masters")
