@@ -244,7 +244,7 @@ class Damping:
     Per switch, a token bucket: the reports of one switch may bring links UP in at most `up_rate` LSD
     versions per second (burst `up_burst`); later UPs wait for a token (their DOWNs do not).
     Constraints: 0 < reuse < suppress; suppress < reuse * 2^(max_suppress/half_life) (else nothing is
-    ever suppressed); max_suppress <= 64 x half_life; half_life, max_suppress, penalty, up_rate > 0;
+    ever suppressed); max_suppress <= 1000 x half_life; half_life, max_suppress, penalty, up_rate > 0;
     up_burst >= 1.
     """
 
@@ -876,9 +876,9 @@ class _Parser:
                 raise self.fail(value_node, field_name, f"must be positive (at most 1e9), got {value_node.value}")
             values[key[:-3] if key.endswith("_ms") else key] = value / 1000.0 if key.endswith("_ms") else value
         d = Damping(**values)  # type: ignore[arg-type]
-        if d.max_suppress > 64 * d.half_life:      # the ceiling, reuse x 2^(max_suppress/half_life), stays finite
+        if d.max_suppress > 1000 * d.half_life:    # the ceiling, reuse x 2^(max_suppress/half_life), stays finite
             raise self.fail(f.get("max_suppress_ms", f.get("half_life_ms", node)), "damping.max_suppress_ms",
-                            f"at most 64 x half_life_ms ({64 * d.half_life * 1000:g}), got {d.max_suppress * 1000:g}")
+                            f"at most 1000 x half_life_ms ({1000 * d.half_life * 1000:g}), got {d.max_suppress * 1000:g}")
         if d.reuse >= d.suppress:
             raise self.fail(f.get("reuse", f.get("suppress", node)), "damping.reuse",
                             f"reuse ({d.reuse:g}) must be below suppress ({d.suppress:g})")

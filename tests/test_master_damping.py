@@ -212,7 +212,7 @@ def test_config_damping_section_parsed_and_in_the_digest() -> None:
 @pytest.mark.parametrize(("section", "field", "words"), [
     ("damping:\n  reuse: 3000\n", "damping.reuse", "below suppress"),
     ("damping:\n  max_suppress_ms: 1000\n", "damping.max_suppress_ms", "nothing would be suppressed"),
-    ("damping:\n  half_life_ms: 10\n  max_suppress_ms: 1000\n", "damping.max_suppress_ms", "at most 64"),
+    ("damping:\n  half_life_ms: 1\n  max_suppress_ms: 1001\n", "damping.max_suppress_ms", "at most 1000"),
     ("damping:\n  half_life_ms: -5\n", "damping.half_life_ms", "must be positive"),
     ("damping:\n  up_burst: 0\n", "damping.up_burst", "out of range"),
     ("damping:\n  penalty: fast\n", "damping.penalty", "expected a number"),
