@@ -386,7 +386,6 @@ def _digest(fabric: Fabric) -> str:
         "routing": list(fabric.routing.transit_roles),
         "liveness": fabric.liveness,
         "guard": [fabric.guard.down_share, fabric.guard.window, fabric.guard.reach_margin, fabric.guard.reach_dwell],
-        "damping": [getattr(fabric.damping, k) for k in Damping.__slots__],
         "masters": [
             [m.id, str(m.address), m.client_port, m.peer_port, m.rest_port, m.priority] for m in fabric.masters
         ],
@@ -409,6 +408,10 @@ def _digest(fabric: Fabric) -> str:
         ],
         "links": [[lk.a.switch, lk.a.port, lk.b.switch, lk.b.port, lk.weight, lk.capacity] for lk in fabric.links],
     }
+    if fabric.damping != Damping():
+        # Only when set: a fabric without a damping section keeps the digest it had before the section
+        # existed, so upgraded masters and older clients still agree on it.
+        doc["damping"] = [getattr(fabric.damping, k) for k in Damping.__slots__]
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
