@@ -17,6 +17,8 @@ import sys
 import threading
 from typing import Any
 
+from proto.argtypes import non_negative_float, port_or_zero
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("client", help="run the Firepath client of one switch",
@@ -28,9 +30,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--ovsdb", help="OVSDB of the switch's OVS, unix:PATH or tcp:IP:PORT: the client configures "
                                    "and monitors link OAM (CFM) on its fabric ports there (liveness: oam); "
                                    "without it, ports fall back to software ND")
-    p.add_argument("--rest-port", type=int, help="REST/metrics port on 127.0.0.1 (default: from the config)")
+    p.add_argument("--rest-port", type=port_or_zero,
+                   help="REST/metrics port on 127.0.0.1 (default: from the config; 0: none)")
     p.add_argument("--bind", default="127.0.0.1", help="UDP bind address towards the masters")
-    p.add_argument("--restart-hold", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--restart-hold", type=non_negative_float, default=None, metavar="SECONDS",
                    help="on SIGTERM/SIGINT ask ND peers to keep the links up this long while the client "
                         "restarts (graceful restart; default: the fabric's switch_dead, after which the "
                         "master forgets a silent switch anyway; 0 = links go down at once)")
@@ -41,6 +44,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from client.daemon import ClientDaemon
+    from client.of.sockets import parse_target
     from client.rest import RestServer
     from proto.auth import KeyRing
     from proto.config import ConfigError, load_fabric
@@ -61,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
     target = args.ovs or switch.ovs
     if not target:
         print(f"firepath client: {args.config}: switch {args.switch} has no `ovs:` target; pass --ovs",
+              file=sys.stderr)
+        return 2
+    try:
+        parse_target(target)
+    except ValueError as e:
+        hint = " (unix sockets are not supported: make the bridge listen on ptcp:PORT:127.0.0.1)" \
+            if target.startswith(("unix:", "punix:")) else ""
+        print(f"firepath client: {'--ovs' if args.ovs else f'{args.config}: switch {args.switch} ovs'}: {e}{hint}",
               file=sys.stderr)
         return 2
     try:

@@ -69,17 +69,22 @@ class ClientCollector:
             oam.add_metric([sw, str(p["port"]), p.get("oam", "off")], int(p.get("oam") == "up"))
         yield oam
         counters = CounterMetricFamily("firepath_client_events", "Client event counters", labels=["switch", "event"])
-        counters.add_metric([sw, "reports_sent"], s["reports_sent"])
-        counters.add_metric([sw, "report_retransmits"], s["report_retransmits"])
-        counters.add_metric([sw, "of_errors"], s["of_errors"])
-        counters.add_metric([sw, "of_retries"], s["of_retries"])
-        for key, value in s["replica"].items():
-            counters.add_metric([sw, f"replica_{key}"], value)
-        for key, value in s["counters"].items():
-            counters.add_metric([sw, key], value)
-        for key, value in s["codec_rejected"].items():
-            counters.add_metric([sw, f"rejected_{key}"], value)
+        for event, value in client_events(s).items():
+            counters.add_metric([sw, event], value)
         yield counters
+
+
+def client_events(s: dict[str, Any]) -> dict[str, float]:
+    """The `event` label -> value of firepath_client_events, each event once. The core counts rejected
+    datagrams per path (`rejected_<reason>` from masters, `nd_rejected_<reason>` for ND); the codec's own
+    tally over both paths is `codec_rejected_<reason>` (it used to be `rejected_<reason>` as well: the same
+    series twice in one exposition)."""
+    events: dict[str, float] = {"reports_sent": s["reports_sent"], "report_retransmits": s["report_retransmits"],
+                                "of_errors": s["of_errors"], "of_retries": s["of_retries"]}
+    for prefix, values in (("replica_", s["replica"]), ("", s["counters"]), ("codec_rejected_", s["codec_rejected"])):
+        for key, value in values.items():
+            events.setdefault(f"{prefix}{key}", value)     # a name taken already keeps its first source
+    return events
 
 
 async def _state(request: web.Request) -> web.Response:

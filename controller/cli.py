@@ -25,6 +25,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from proto.argtypes import port, positive_float
+
 DEFAULT_STATE_ROOT = Path("run")
 
 
@@ -39,9 +41,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--state-dir", default=env("FIREPATH_STATE_DIR"),
                    help="durable state directory (default $FIREPATH_STATE_DIR, else run/<fabric>/<id>)")
     p.add_argument("--bind", help="bind address (default: the master's address in the config)")
-    p.add_argument("--client-port", type=int, help="UDP port for clients")
-    p.add_argument("--peer-port", type=int, help="UDP port for the other masters")
-    p.add_argument("--rest-port", type=int, help="TCP port of the REST API / metrics")
+    p.add_argument("--client-port", type=port, help="UDP port for clients")
+    p.add_argument("--peer-port", type=port, help="UDP port for the other masters")
+    p.add_argument("--rest-port", type=port, help="TCP port of the REST API / metrics")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="kv", choices=["kv", "json"])
     p.add_argument("--election", default="auto", choices=["auto", "single", "fmrp"],
@@ -50,7 +52,7 @@ def add_parser(subparsers: Any) -> None:
                         "auto (default) = fmrp when the config has several masters")
     p.add_argument("--health", action="store_true",
                    help="only check that this replica's REST API answers (exit 0) or not (exit 1)")
-    p.add_argument("--timeout", type=float, default=2.0, help="--health: seconds to wait (default 2)")
+    p.add_argument("--timeout", type=positive_float, default=2.0, help="--health: seconds to wait (default 2)")
     p.set_defaults(func=run)
 
 

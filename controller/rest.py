@@ -10,8 +10,10 @@ backups hold the master's notes).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,13 @@ from proto.lsd import LinkState
 
 if TYPE_CHECKING:
     from controller.server import MasterServer
+
+log = logging.getLogger("firepath.master.rest")
+
+#: seconds a client may take to send a request's headers (and to open one on an idle keep-alive
+#: connection) or its body; then the connection is closed (headers) or answered 408 (body). aiohttp's own
+#: default is an hour, so a slow or stuck client held a connection open for that long.
+READ_TIMEOUT = 10.0
 
 SERVER_KEY = web.AppKey("server", object)
 TOKEN_KEY = web.AppKey("admin_token", object)
@@ -235,9 +244,12 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
     if denied is not None:
         return denied
     try:
-        body = await request.json()
+        async with asyncio.timeout(READ_TIMEOUT):
+            body = await request.json()
     except (ValueError, RecursionError):        # bad JSON or UTF-8, a 5,000-digit number, nesting too deep
         return _error(400, _DRAIN_BODY)
+    except TimeoutError:
+        return _error(408, f"request body not received within {READ_TIMEOUT:g} s")
     if not isinstance(body, dict) or len({"link", "switch"} & body.keys()) != 1 \
             or not body.keys() <= {"link", "switch", "reason", "who"}:
         return _error(400, _DRAIN_BODY)
@@ -295,8 +307,20 @@ def read_token(server: MasterServer) -> str | None:
     return token
 
 
+@web.middleware
+async def _client_gone(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A client that resets its connection mid-request is the client's affair: one debug line, not an
+    error with a traceback in the master's log."""
+    try:
+        return await handler(request)
+    except ConnectionResetError as e:
+        log.debug("event=rest_connection_reset remote=%s method=%s path=%s error=%r", request.remote,
+                  request.method, request.path, str(e))
+        raise web.HTTPBadRequest(text="connection reset") from None
+
+
 def make_app(server: MasterServer) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_client_gone])
     app[SERVER_KEY] = server
     app[TOKEN_KEY] = read_token(server)
     app.router.add_get("/v1/lsd/version", lsd_version)
@@ -316,7 +340,7 @@ def make_app(server: MasterServer) -> web.Application:
 
 
 async def start_rest(server: MasterServer, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(make_app(server), access_log=None)
+    runner = web.AppRunner(make_app(server), access_log=None, keepalive_timeout=READ_TIMEOUT)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.state import LabState, LabStateError, check_lab_name, default_dir, locked
+from proto.argtypes import ipv4_list, non_negative_float, non_negative_int, port, positive_float, positive_int
 
 DEFAULT_NAME = "demo"
 
@@ -313,6 +314,8 @@ def _guard(func: Any) -> Any:
             return _err(str(e))
         except BrokenPipeError:        # `firepath lab status | head`
             return 0
+        except KeyboardInterrupt:      # Ctrl-C: `lab up` has already torn down what it built (Lab.up)
+            return _err(f"{args.lab_command}: interrupted (Ctrl-C)") + 129
 
     return run
 
@@ -340,7 +343,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--clean", action="store_true", help="tear down a previous or half-built lab first")
     up.add_argument("--no-daemons", action="store_true", help="plumbing only: no masters, no clients")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge in place")
-    up.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for convergence")
+    up.add_argument("--timeout", type=positive_float, default=90.0, help="seconds to wait for convergence")
     up.add_argument("--external-masters", metavar="CONFIG",
                     help="use the masters of CONFIG already running on this machine (e.g. docker/compose.yaml) "
                          "instead of starting them; see `lab config` and lab/external.py")
@@ -352,10 +355,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "`lab up --external-masters OUT/fabric.yaml`. Builds nothing (root only to give the "
                         "key to --key-owner).")
     cf.add_argument("-o", "--output", required=True, metavar="OUT", help="directory for fabric.yaml and fabric.key")
-    cf.add_argument("--master-address", default=",".join(COMPOSE_MASTERS),
+    cf.add_argument("--master-address", type=ipv4_list, default=",".join(COMPOSE_MASTERS),
                     help=f"one address per master, comma-separated (default {','.join(COMPOSE_MASTERS)}: "
                          "docker/compose.yaml)")
-    cf.add_argument("--master-base-port", type=int, default=7600,
+    cf.add_argument("--master-base-port", type=port, default=7600,
                     help="master i: client port BASE+i, peer BASE+100+i, REST BASE+200+i (default 7600)")
     cf.add_argument("--key-owner", type=int, default=IMAGE_UID,
                     help=f"uid owning the key file, readable by it only (default {IMAGE_UID}: the image's user)")
@@ -375,8 +378,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     st.set_defaults(func=_guard(cmd_status))
 
     pi = sub.add_parser("ping", parents=[common], help="ping every host pair (or a sample)")
-    pi.add_argument("--count", type=int, default=3)
-    pi.add_argument("--sample", type=int, default=0, help="ping only this many random pairs")
+    pi.add_argument("--count", type=positive_int, default=3, help="pings per pair (default 3)")
+    pi.add_argument("--sample", type=non_negative_int, default=0, help="ping only this many random pairs")
     pi.add_argument("--seed", type=int, default=1)
     pi.set_defaults(func=_guard(cmd_ping))
 
@@ -423,7 +426,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     mc.set_defaults(func=_guard(cmd_miscable))
 
     he = sub.add_parser("heal", parents=[common], help="undo every injected fault")
-    he.add_argument("--wait", type=float, default=10.0, help="then wait up to this many s for convergence (0: no)")
+    he.add_argument("--wait", type=non_negative_float, default=10.0, help="then wait up to this many s for convergence (0: no)")
     he.set_defaults(func=_guard(cmd_heal))
 
     gr = sub.add_parser("groups", parents=[common], help="ovs-ofctl dump-groups of a switch")
@@ -433,9 +436,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("probe", parents=[common], help="run the UDP probe between two hosts")
     pr.add_argument("src")
     pr.add_argument("dst")
-    pr.add_argument("--seconds", type=float, default=2.0)
-    pr.add_argument("--flows", type=int, default=4)
-    pr.add_argument("--rate", type=float, default=1000.0)
+    pr.add_argument("--seconds", type=positive_float, default=2.0)
+    pr.add_argument("--flows", type=positive_int, default=4)
+    pr.add_argument("--rate", type=positive_float, default=1000.0, help="packets/s per flow (default 1000)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_guard(cmd_probe))
 

@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from proto.clos import PRESETS, ClosParams, generate_clos_yaml
-from proto.config import ConfigError, Role, load_fabric
+from proto.config import ConfigError, Fabric, Role, load_fabric
 
 SECRET_BYTES = 32
 
@@ -70,6 +70,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
+    problem = check_secrets(fabric)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
     elapsed = time.perf_counter() - started
     roles = Counter(s.role for s in fabric.switches)
     per_role = ", ".join(f"{role.value} {roles[role]}" for role in Role)
@@ -81,6 +85,29 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"digest:   {fabric.digest}")
     print(f"loaded in {elapsed:.2f} s")
     return 0
+
+
+def check_secrets(fabric: Fabric) -> str | None:
+    """None if the files the daemons will read at start exist and are readable: `security.key_file` (a
+    valid fabric secret or key bundle) and `security.admin_token_file` (a non-empty token), else one line
+    naming the config, the field, the file and the problem."""
+    from proto.auth import KeyRing
+
+    try:
+        KeyRing.load(fabric.security.key_file)
+    except ValueError as e:           # AuthError: not found, unreadable, empty, malformed (names the file)
+        return f"{fabric.source}: security.key_file: {e}"
+    token = fabric.security.admin_token_file
+    if token is not None:
+        try:
+            text = token.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return f"{fabric.source}: security.admin_token_file: {token}: file not found"
+        except (OSError, UnicodeDecodeError) as e:
+            return f"{fabric.source}: security.admin_token_file: {token}: cannot read: {e}"
+        if not text.strip():
+            return f"{fabric.source}: security.admin_token_file: {token}: the token file is empty"
+    return None
 
 
 def clos_params(args: argparse.Namespace) -> ClosParams:

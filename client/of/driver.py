@@ -297,8 +297,13 @@ class OfDriver:
             except Exception:
                 LOG.exception("on_event(%r) raised", ev)
 
+    #: an unreachable switch is reported at once, then at most once per this many seconds while it lasts
+    CONNECT_WARN_EVERY = 10.0
+
     def _connect_loop(self) -> None:
         backoff = self._reconnect_min
+        failures = 0
+        warned_at = -1e18
         while not self._stopping.is_set():
             sock = None
             try:
@@ -312,10 +317,21 @@ class OfDriver:
             except OSError as e:
                 if sock is not None:
                     sock.close()
-                LOG.debug("connect %s: %s", self.target, e)
+                failures += 1
+                now = time.monotonic()
+                if now - warned_at >= self.CONNECT_WARN_EVERY:
+                    warned_at = now
+                    where = f" in netns {self.netns}" if self.netns else ""
+                    LOG.warning("event=of_unreachable target=%s%s attempts=%d error=%r action=retrying every "
+                                "<=%gs", self.target, where, failures, e.strerror or str(e), self._reconnect_max)
+                else:
+                    LOG.debug("connect %s: %s", self.target, e)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, self._reconnect_max)
                 continue
+            if failures:
+                LOG.info("event=of_reachable target=%s after_attempts=%d", self.target, failures)
+                failures, warned_at = 0, -1e18
             backoff = self._reconnect_min
             with self._lock:
                 self._sock = sock

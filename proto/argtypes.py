@@ -1,0 +1,82 @@
+"""argparse value types shared by the `firepath` subcommands: a bad value is refused by argparse with one
+line naming the option and the problem (`error: argument --rest-port: 99999 is not a port (1..65535)`) and
+exit status 2, before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import math
+
+__all__ = ["ipv4_list", "non_negative_float", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int"]
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def port(text: str) -> int:
+    """A TCP/UDP port, 1..65535."""
+    value = _int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1..65535)")
+    return value
+
+
+def port_or_zero(text: str) -> int:
+    """A port, or 0 (= none: the service is not started)."""
+    value = _int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1..65535, or 0 for none)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value}: must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text}: must be a positive finite number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"{text}: must be a finite number >= 0")
+    return value
+
+
+def ipv4_list(text: str) -> str:
+    """A comma-separated list of IPv4 addresses, returned normalised ("127.0.0.11,127.0.0.12")."""
+    items = [a.strip() for a in text.split(",") if a.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected one or more IPv4 addresses, comma-separated")
+    out = []
+    for a in items:
+        try:
+            out.append(str(ipaddress.IPv4Address(a)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{a!r} is not an IPv4 address") from None
+    return ",".join(out)
