@@ -521,6 +521,7 @@ class Bench:
         from lab.fabric import Lab
 
         clos = dict(sc.clos)
+        clos.setdefault("damping", (("enabled", False),))   # trials flap links on purpose (as flap_threshold)
         clos["timers"] = override_timers(sc.timers, self.args.timer)
         marks: dict[str, float] = {}
 

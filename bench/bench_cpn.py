@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     d = Path("/tmp") / f"fplab-{args.name}"
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    lab = Lab.up(name=args.name, lab_dir=d, clos={**LEAFSPINE, "timers": timers(args.switch_dead_ms, nd_ms)}, clean=True,
+    lab = Lab.up(name=args.name, lab_dir=d, clos={**LEAFSPINE, "timers": timers(args.switch_dead_ms, nd_ms),
+                                                 "damping": (("enabled", False),)}, clean=True,
                  timeout=90.0, log=lambda m: print(f"   {m}", flush=True))
     trials: list[dict[str, Any]] = []
     try:

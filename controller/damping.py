@@ -131,6 +131,8 @@ class Damper:
         (before the guard and damping), so the evidence of link i is changes.get(i, states[i]). An evidence
         going UP -> DOWN is a flap (at a link's first look, its LSD state stands for the previous evidence).
         Returns "suppress" events."""
+        if not self.policy.enabled:
+            return []
         out: list[DampEvent] = []
         ev = self._evidence
         for i in indices:
@@ -149,6 +151,8 @@ class Damper:
         the switch is due again when a token is back). A withheld UP keeps the link DOWN: removed from the
         batch, or turned into DOWN when the link is DRAINED (`states`: current LSD states; an undrained link
         that is held must not stay drained). DOWNs and drains are never withheld."""
+        if not self.policy.enabled:
+            return []
         ups = [i for i, s in changes.items() if s == _UP]
         if not ups:
             return []

@@ -28,6 +28,7 @@ import dataclasses
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
+from typing import Any
 
 from proto.config import _TIMER_KEYS, LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
 
@@ -62,6 +63,7 @@ class ClosParams:
     admin_token_file: str | None = None  # security.admin_token_file (drains over REST need it)
     timers: tuple[tuple[str, float], ...] = ()  # YAML timer keys (e.g. ("nd_interval_ms", 20))
     liveness: str = "oam"  # proto.config.LIVENESS_MODES
+    damping: tuple[tuple[str, Any], ...] = ()  # YAML `damping:` keys (e.g. ("enabled", False)), master side
 
     def __post_init__(self) -> None:
         def need(ok: bool, problem: str) -> None:
@@ -293,6 +295,9 @@ def generate_clos_yaml(params: ClosParams) -> str:
         out.append(f'  admin_token_file: "{p.admin_token_file}"\n')
     if p.timers:
         out.append("timers: {" + ", ".join(f"{key}: {value:g}" for key, value in p.timers) + "}\n")
+    if p.damping:
+        out.append("damping: {" + ", ".join(f"{key}: {str(value).lower() if isinstance(value, bool) else value}"
+                                          for key, value in p.damping) + "}\n")
     if p.liveness != "oam":
         out.append(f"liveness: {p.liveness}\n")
     out.append("masters:\n")

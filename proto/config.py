@@ -243,12 +243,14 @@ class Damping:
     hold lasts at most `max_suppress` after the last flap. A DOWN is always published at once.
     Per switch, a token bucket: the reports of one switch may bring links UP in at most `up_rate` LSD
     versions per second (burst `up_burst`); later UPs wait for a token (their DOWNs do not).
+    `enabled: false` turns it off (benchmarks that flap links on purpose, like `timers.flap_threshold`).
     Constraints: 0 < reuse < suppress; suppress < reuse * 2^(max_suppress/half_life) (else nothing is
     ever suppressed); max_suppress <= 1000 x half_life; half_life, max_suppress, penalty, up_rate > 0;
     up_burst >= 1.
     """
 
     half_life: float = 5.0
+    enabled: bool = True           # false: no master-side damping (benchmarks that flap links on purpose)
     penalty: float = 1000.0
     suppress: float = 3000.0
     reuse: float = 1000.0
@@ -866,11 +868,14 @@ class _Parser:
         return Guard(**values)
 
     def damping(self, node: yaml.Node) -> Damping:
-        keys = ("half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst")
+        keys = ("enabled", "half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst")
         f = self.fields(node, "damping", keys, ())
-        values: dict[str, float | int] = {}
+        values: dict[str, float | int | bool] = {}
         for key, value_node in f.items():
             field_name = f"damping.{key}"
+            if key == "enabled":
+                values[key] = self.boolean(value_node, field_name)
+                continue
             if key == "up_burst":
                 values[key] = self.integer(value_node, field_name, 1, 1_000_000)
                 continue

@@ -185,6 +185,18 @@ def test_switch_flapping_many_ports_is_rate_limited() -> None:
     assert all(core.lsd.state(i) == UP for i in f.links_of(spine))
 
 
+def test_damping_can_be_turned_off() -> None:
+    f = clos_fabric(pods=0, spines=2, leaves=4, masters=1, damping=(("enabled", False),))
+    assert f.damping == Damping(enabled=False)
+    core = master(f)
+    all_up(core, f, 0.0)
+    flap = Flapper(core, f)
+    acts: list = []
+    for k in range(100):
+        acts += flap.send(k % 2 == 1, 1.0 + k * 0.001)
+    assert len(versions(acts)) == 100 and core.damper.suppressed_links() == []
+
+
 def test_damping_state_is_reset_on_mastership_change() -> None:
     f = fabric_with(half_life=0.5, suppress=1500, reuse=1000, max_suppress=2.0)
     core = master(f)
