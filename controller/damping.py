@@ -69,7 +69,7 @@ class Damper:
         self.policy = policy
         self.ceiling = policy.ceiling
         self._ln2_per_half_life = math.log(2.0) / policy.half_life
-        #: last evidence seen per link (UP/DOWN/DRAINED as derived, before damping)
+        #: last evidence (UP/DOWN/DRAINED as derived, before damping) of links where it differs from the LSD
         self._evidence: dict[int, int] = {}
         self.links: dict[int, LinkDamping] = {}
         self.switches: dict[str, SwitchLimit] = {}
@@ -129,17 +129,27 @@ class Damper:
                 changes: Mapping[int, LinkState], now: float) -> list[DampEvent]:
         """The derivation looked at `indices`: `states` are their LSD states, `changes` what it wants to change
         (before the guard and damping), so the evidence of link i is changes.get(i, states[i]). An evidence
-        going UP -> DOWN is a flap (at a link's first look, its LSD state stands for the previous evidence).
-        Returns "suppress" events."""
+        going UP -> DOWN is a flap. Returns "suppress" events.
+
+        Only links whose evidence differs from their LSD state (a change wanted but withheld or held) are
+        remembered; any other link's previous evidence is its LSD state. So a report costs O(its changes),
+        not O(its links)."""
         if not self.policy.enabled:
             return []
         out: list[DampEvent] = []
         ev = self._evidence
-        for i in indices:
+        todo = list(changes)
+        if ev:
+            look = indices if isinstance(indices, range | set | frozenset) else set(indices)
+            todo += [i for i in ev if i in look and i not in changes]
+        for i in todo:
             state = int(states[i])
             now_ev = int(changes.get(i, state))
-            before = ev.get(i, state)          # first look: the published state is the previous evidence
-            ev[i] = now_ev
+            before = ev.get(i, state)
+            if now_ev != state:
+                ev[i] = now_ev
+            else:
+                ev.pop(i, None)
             if before == _UP and now_ev == _DOWN:
                 self._flap(i, now, out)
         return out
