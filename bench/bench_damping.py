@@ -1,6 +1,7 @@
 """A 1 ms flap storm against one real master process, without and with master-side damping (issue #19).
 
     python -m bench.bench_damping [--base REV] [--duration S] [--period S]
+    python -m bench.bench_damping --cost        # the damping's cost per report in the master core alone
 
 One `firepath master` on loopback, a 2-spine x 4-leaf fabric of scripted switches (tests/harness/simclient),
 all links up; then leaf-1 (a valid key) reports port 1 down and up every `period` (1 ms) for `duration`
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import signal
@@ -98,12 +100,54 @@ def run(code_dir: Path, label: str, duration: float, period: float) -> dict[str,
         proc.wait(timeout=10)
 
 
+def core_cost(rounds: int = 10, repeats: int = 4) -> dict[str, float]:
+    """µs per report in `MasterCore.handle` on a 96-switch 3-tier fabric where every report changes one link
+    (its lowest port alternately down and up), damping off vs default; best of `repeats`."""
+    import dataclasses
+
+    from proto.clos import clos_fabric
+    from proto.config import Damping
+    from tests.test_master_core import master, report
+
+    base = clos_fabric(pods=4, spines=16, aggs_per_pod=4, tors_per_pod=16, masters=1)
+
+    def once(enabled: bool) -> float:
+        f = dataclasses.replace(base, damping=Damping(enabled=enabled))
+        core = master(f)
+        names = [sw.name for sw in f.switches]
+        reports = {}
+        for sw in names:
+            ports = set(f.fabric_ports(sw))
+            reports[sw] = [report(f, sw, usable=ports if r % 2 == 0 else ports - {min(ports)}, seq=10 + r)
+                           for r in range(rounds)]
+        t = 0.0
+        for sw in names:
+            core.handle(sw, report(f, sw, seq=1), t)
+        t0 = time.perf_counter()
+        for r in range(rounds):
+            for sw in names:
+                t += 0.01
+                core.handle(sw, reports[sw][r], t)
+        return (time.perf_counter() - t0) / (rounds * len(names)) * 1e6
+
+    best = {"off_us": math.inf, "default_us": math.inf}
+    for _ in range(repeats):
+        best["off_us"] = min(best["off_us"], once(False))
+        best["default_us"] = min(best["default_us"], once(True))
+    return {k: round(v, 1) for k, v in best.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--base", default=None, help="git revision without damping (default: merge-base with main)")
     ap.add_argument("--duration", type=float, default=2.0)
     ap.add_argument("--period", type=float, default=0.001)
+    ap.add_argument("--cost", action="store_true", help="only measure the cost per report in the master core")
     args = ap.parse_args()
+    if args.cost:
+        load = Path("/proc/loadavg").read_text().split()[:3]
+        print(f"load average {' '.join(load)}; us per report (every report changes a link): {core_cost()}")
+        return
     base = args.base or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True,
                                        capture_output=True, text=True).stdout.strip()
     load = Path("/proc/loadavg").read_text().split()[:3]
