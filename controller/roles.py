@@ -1,13 +1,13 @@
-"""The seam between the master core and whatever decides its role (single-master today, FMRP next).
+"""The seam between the master core and whatever decides its role: FMRP (`controller.fmrp.FmrpDriver`)
+in every deployment, `SingleMasterDriver` (no election) where the server is started without one (tests).
 
 A RoleDriver owns the role transitions of a `MasterCore` (`become_master/backup/inactive`) and any
-election messages. The runtime routes every decoded message whose type is in `driver.handles` to the
-driver and everything else to the core (types in `driver.observes` go to the core, then to the driver); it passes the core's events to `driver.observe` (so the driver
-sees e.g. `TermSeen` and can step down); it executes the driver's actions exactly like the core's
-(`PersistTerm` is written to the state dir before the following sends); it arms one timer for
-min(core.next_deadline(), driver.next_deadline()); on SIGTERM it executes `driver.stop(now)`.
-
-FMRP plugs in as another RoleDriver (its pure election state machine wrapped the same way).
+election messages. `controller.node.MasterNode` wires the two: it routes every decoded message whose type
+is in `driver.handles` to the driver and everything else to the core (types in `driver.observes` go to
+the core, then to the driver); it passes the core's events to `driver.observe` (so the driver sees e.g.
+`TermSeen` and can step down); it releases the driver's actions exactly like the core's (`PersistTerm` is
+written before the following sends); it keeps one deadline, min(core.next_deadline(),
+driver.next_deadline()); on SIGTERM it runs `driver.stop(now)`.
 """
 
 from __future__ import annotations

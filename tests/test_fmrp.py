@@ -412,18 +412,20 @@ def test_jitter_is_deterministic_per_seed_and_id():
 
 # ----------------------------------------------------------------------------------------------- runtime glue
 class CoreCluster:
-    """Real MasterCores driven by FmrpDrivers, executed exactly like controller.server does it (actions in
-    order, PersistTerm before the rest, core events fed to driver.observe) on a zero-delay network."""
+    """Real MasterCores driven by FmrpDrivers through `controller.node.MasterNode` (the object the server
+    drives) on a zero-delay network."""
 
     def __init__(self, fabric, down: tuple[str, ...] = ()):
         from controller.core import MasterCore
         from controller.fmrp import FmrpDriver
+        from controller.node import MasterNode
 
         self.fabric = fabric
         self.now = 0.0
         self.durable = {m.id: 0 for m in fabric.masters}
         self.cores: dict[str, MasterCore] = {}
         self.drivers: dict[str, FmrpDriver] = {}
+        self.nodes: dict[str, MasterNode] = {}
         self.queue: list[tuple[str, str, Any]] = []
         self.to_switches: list[tuple[str, Any]] = []
         for m in fabric.masters:
@@ -433,19 +435,21 @@ class CoreCluster:
     def start(self, mid: str) -> None:
         from controller.core import MasterCore
         from controller.fmrp import FmrpDriver
+        from controller.node import MasterNode
 
         self.cores[mid] = MasterCore(self.fabric, mid)
         self.drivers[mid] = FmrpDriver(self.cores[mid], self.durable[mid], seed=3)
-        self.run_actions(mid, self.drivers[mid].start(self.now))
+        self.nodes[mid] = MasterNode(self.cores[mid], self.drivers[mid])
+        self.turn(mid, self.nodes[mid].start(self.now))
 
     def kill(self, mid: str) -> None:
-        del self.cores[mid], self.drivers[mid]
+        del self.cores[mid], self.drivers[mid], self.nodes[mid]
 
-    def run_actions(self, mid: str, actions: list[Any]) -> None:
+    def turn(self, mid: str, step: Any) -> None:
         from controller.actions import Send
+        from controller.node import run_turn
 
-        while actions:
-            events = []
+        def execute(actions: list[Any]) -> None:
             for a in actions:
                 if isinstance(a, Send):
                     term = getattr(a.msg, "term", 0)
@@ -454,32 +458,28 @@ class CoreCluster:
                         self.queue.append((mid, a.dest, a.msg))
                     else:
                         self.to_switches.append((a.dest, a.msg))
-                elif isinstance(a, PersistTerm):
-                    assert a.term >= self.durable[mid]
-                    self.durable[mid] = a.term
-                else:
-                    events.append(a)
-            actions = self.drivers[mid].observe(events, self.now) if events else []
+
+        def save(a: PersistTerm) -> bool:
+            assert a.term >= self.durable[mid]
+            self.durable[mid] = a.term
+            return True
+
+        run_turn(self.nodes[mid], step, self.now, execute, save)
+
+    def run_actions(self, mid: str, actions: list[Any]) -> None:
+        self.turn(mid, self.nodes[mid].apply(actions, self.now))
 
     def deliver(self, src: str, dst: str, msg: Any) -> None:
-        if dst not in self.drivers:
-            return
-        d = self.drivers[dst]
-        if isinstance(msg, d.handles):  # routed like controller.server does
-            acts = d.handle(src, msg, self.now)
-        else:
-            acts = self.cores[dst].handle(src, msg, self.now)
-            if isinstance(msg, d.observes):
-                acts += d.handle(src, msg, self.now)
-        self.run_actions(dst, acts)
+        if dst in self.nodes:
+            self.turn(dst, self.nodes[dst].datagram(src, msg, self.now))
 
     def run(self, seconds: float, until=None) -> None:
         for _ in range(round(seconds / 0.001)):
             self.now = round(self.now + 0.001, 6)
-            for mid in list(self.drivers):
-                times = [t for t in (self.drivers[mid].next_deadline(), self.cores[mid].next_deadline()) if t]
-                if times and min(times) <= self.now:
-                    self.run_actions(mid, self.drivers[mid].tick(self.now) + self.cores[mid].tick(self.now))
+            for mid in list(self.nodes):
+                at = self.nodes[mid].next_deadline()
+                if at is not None and at <= self.now:
+                    self.turn(mid, self.nodes[mid].timer(self.now))
             for _ in range(100_000):
                 if not self.queue:
                     break
@@ -547,7 +547,7 @@ def test_driver_stop_steps_down_immediately():
     c.run(1.0, until=lambda: len(c.master()) == 1)
     c.run(0.2)
     (m,) = c.master()
-    c.run_actions(m, c.drivers[m].stop(c.now))
+    c.turn(m, c.nodes[m].stop(c.now))
     t0 = c.now
     assert c.master() == []
     c.run(1.0, until=lambda: len(c.master()) == 1)
