@@ -244,6 +244,11 @@ class Fmrp:
         self._handover_to: str | None = None
         self._favour: str | None = None             # a successor named in a StepDown: stand aside for it
         self._favour_until = _NEVER
+        # Issue #19, never follow a term below our durable term: a live master below it, which we neither
+        # follow nor stand against (it re-anchors above us), and, as MASTER, when to re-anchor next.
+        self._lower_master: str | None = None
+        self._lower_heard = _NEVER
+        self._reanchor_at = _NEVER
         self.handovers = 0
 
     # ============================================================================ read-only view
@@ -356,7 +361,9 @@ class Fmrp:
         self._master_term = max(self._master_term, term)
         if self._state is FmrpState.MASTER and term > self._leader_term:
             self._abdicate(now, out, announce=True)
-        elif self._state is FmrpState.BACKUP and self._leader_term < term:
+        elif self._state is FmrpState.BACKUP and self._leader_term < term and not (
+                term == self._term and self._voted_for == self._leader):
+            # (the term our leader re-anchors in, which we voted for: its hello of that term follows)
             self._to_electing(now, out)
         return out
 
@@ -408,7 +415,9 @@ class Fmrp:
             if not self.lease_ok(now):
                 self._abdicate(now, out, announce=True)
             else:
-                self._check_handover(now, out)
+                self._tick_reanchor(now, out)
+                if self._state is FmrpState.MASTER:
+                    self._check_handover(now, out)
         elif st is FmrpState.INIT:
             if now >= self._init_until:
                 self._to_electing(now, out)
@@ -435,6 +444,8 @@ class Fmrp:
                 times += [self._round_until, self._next_request]
             elif self._candidacy_at is not None:
                 times.append(self._candidacy_at)
+        if st is FmrpState.MASTER and self._round_until is not None:
+            times += [self._round_until, self._next_request]
         return min(times)
 
     # ============================================================================ message handlers
@@ -443,13 +454,20 @@ class Fmrp:
         self._views[sender] = (h, now)
         if h.state == FmrpState.MASTER:
             if self._state is FmrpState.MASTER:
-                if h.term > self._term:  # a newer master was elected without us: follow it
+                if h.term > self._leader_term:  # a newer master was elected without us: follow it
                     self._adopt(h.term, now, out)
                     self._follow(sender, h.term, now, out)
                 return out  # an older (or, impossibly, equal) term: it will step down on our hellos
             if h.term < self._master_term:
                 return out  # a stale master that has not heard of the newer one yet
             if sender != self._leader and self._leader_live(now) and h.term <= self._leader_term:
+                return out
+            if h.term < self._term and not (self._leader_live(now) and sender == self._leader
+                                            and h.term == self._leader_term):
+                # Issue #19: never start following a term below our durable term (a replayed hello of a
+                # dead master, or a term we bumped in vain). The master sees our term in our hellos and
+                # re-anchors above it; until then we neither follow it nor stand against it.
+                self._lower_master, self._lower_heard = sender, now
                 return out
             self._adopt(h.term, now, out)
             self._follow(sender, h.term, now, out)
@@ -463,6 +481,8 @@ class Fmrp:
             and h.leader == self._id
         ):
             self._followers[sender] = now
+        if self._state is FmrpState.MASTER and h.term > self._leader_term:
+            self._maybe_reanchor(now, out)
         return out
 
     def _on_vote_request(self, r: VoteRequest, now: float) -> list[FmrpAction]:
@@ -472,7 +492,17 @@ class Fmrp:
             if r.term <= self._term or self.lease_ok(now):
                 return self._reply(cand, False, out)  # sticky: a healthy master is never displaced
             self._abdicate(now, out, announce=False)  # lease lost: we are no master any more
-        if self._state is FmrpState.INIT or self._leader_live(now) or r.term < self._term:
+        if self._state is FmrpState.BACKUP and cand == self._leader and self._leader_live(now) \
+                and r.term > self._term and self._durable_ok:
+            # Our live master re-anchors in a term above ours (#19): vote for it and keep following it
+            # until its hello of that term.
+            self._adopt(r.term, now, out)
+            self._voted_for = cand
+            self._persist(out)
+            return self._reply(cand, True, out)
+        lower = self._lower_live(now)
+        if r.term < self._term or self._leader_live(now) or (self._state is FmrpState.INIT and cand != lower):
+            # (in INIT only the live master we heard, re-anchoring above our term, gets a vote)
             return self._reply(cand, False, out)
         self._adopt(r.term, now, out)
         if not self._durable_ok:        # a vote we cannot persist could be given twice after a restart
@@ -490,6 +520,7 @@ class Fmrp:
             and not self._retired
             and self._failed == 0
             and self._voted_for is None
+            and cand != lower                 # the live master we wait for, re-anchoring: not a rival
             and self._rank() > (r.version, r.priority, cand)
         ):
             # We would make a better master: refuse and stand ourselves right away.
@@ -513,6 +544,15 @@ class Fmrp:
     def _on_vote(self, v: Vote, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
         if self._state is FmrpState.MASTER:
+            if v.term > self._term:         # a replica above even our re-anchoring term: go above it
+                self._round_until = None
+                self._votes.clear()
+                self._reanchor(v.term, now, out)
+            elif (self._round_until is not None and v.term == self._term and v.candidate == self._id
+                  and v.granted):
+                self._votes.add(v.voter)
+                if len(self._votes) >= self._majority:
+                    self._become_master(now, out)
             return out
         if v.term > self._term:
             self._adopt(v.term, now, out)
@@ -533,7 +573,7 @@ class Fmrp:
     def _on_replication_ack(self, a: ReplicationAck, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
         if self._state is FmrpState.MASTER:
-            if a.term == self._term:
+            if a.term == self._leader_term:
                 self._followers[a.backup] = now
                 self._acked[a.backup] = a.version
             elif a.term > self._term:  # it follows a newer master
@@ -611,6 +651,9 @@ class Fmrp:
                         out.append(SendPeer(p, req))
                 return
         if self._round_until is None and self._candidacy_at is not None and now >= self._candidacy_at:
+            if self._lower_live(now):       # a live master below our term will re-anchor above it (#19)
+                self._candidacy_at = now + self._hello
+                return
             self._start_candidacy(now, out)
 
     def _start_candidacy(self, now: float, out: list[FmrpAction]) -> None:
@@ -638,6 +681,7 @@ class Fmrp:
         self._master_term = self._term
         self._master_since = now
         self._followers = {v: now for v in self._votes if v != self._id}
+        self._lower_master = None
         self._acked = {}
         self._round_until = None
         self._candidacy_at = None
@@ -741,8 +785,53 @@ class Fmrp:
         return self._candidacy_delay(now) + backoff * self._rng.random()
 
     def _make_hello(self) -> Hello:
-        return Hello(self._id, self._state.value, self._term, self._version, self._priority, self._leader,
+        # A master speaks for the term it is master of (its durable term may be a re-anchoring one ahead).
+        term = self._leader_term if self._state is FmrpState.MASTER else self._term
+        return Hello(self._id, self._state.value, term, self._version, self._priority, self._leader,
                      self._reach)
+
+    def _lower_live(self, now: float) -> str | None:
+        """A master below our durable term heard within master_dead (we wait for it to re-anchor)."""
+        return self._lower_master if now - self._lower_heard <= self._dead else None
+
+    # ------------------------------------------------------------------ re-anchoring (issue #19)
+    def _maybe_reanchor(self, now: float, out: list[FmrpAction]) -> None:
+        """MASTER: a live replica's durable term is above the term we are master of, so it will not follow
+        us: stand again, in a term above every term we know of (the same election rules: a majority votes,
+        our followers vote for their live master). We stay master of our term meanwhile."""
+        if self._round_until is not None or now < self._reanchor_at or self._retired or not self._durable_ok:
+            return
+        above = [h.term for p, (h, t) in self._views.items()
+                 if now - t <= self._dead and h.state != FmrpState.MASTER and h.term > self._leader_term]
+        if above:
+            self._reanchor(max(above), now, out)
+
+    def _reanchor(self, above: int, now: float, out: list[FmrpAction]) -> None:
+        self._term = max(self._term, above) + 1
+        self._stood_term = self._term
+        self._voted_for = self._id
+        self._persist(out)
+        self._votes = {self._id}
+        self._round_until = now + self._round_len()
+        self._next_request = now + self._hello
+        if len(self._votes) >= self._majority:
+            self._become_master(now, out)
+            return
+        self._broadcast(VoteRequest(self._id, self._term, self._version, self._priority), out)
+
+    def _tick_reanchor(self, now: float, out: list[FmrpAction]) -> None:
+        if self._round_until is None:
+            self._maybe_reanchor(now, out)
+        elif now >= self._round_until:              # failed round: retry later, in a new term
+            self._round_until = None
+            self._votes.clear()
+            self._reanchor_at = now + self._retry_delay(now)
+        elif now >= self._next_request:
+            self._next_request = now + self._hello
+            req = VoteRequest(self._id, self._term, self._version, self._priority)
+            for p in self._peers:
+                if p not in self._votes:
+                    out.append(SendPeer(p, req))
 
     def _broadcast(self, msg: object, out: list[FmrpAction]) -> None:
         for p in self._peers:

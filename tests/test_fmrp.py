@@ -115,12 +115,39 @@ def test_init_hears_master_becomes_backup():
     check_persist_order(3, acts)
 
 
-def test_init_follows_live_master_even_with_a_higher_own_term():
-    # A replica that bumped its term in vain (cut off) must still join the healthy master as backup.
+def test_never_follows_a_master_below_its_durable_term():
+    # Issue #19: a replica whose durable term is 40 (it stood in vain while cut off, or a replayed hello)
+    # does not follow a master of term 5; it does not stand against it either, and votes for it when that
+    # master re-anchors in a term above 40.
     f = Fmrp("m2", masters(), T, durable_term=40, now=0.0)
     acts = f.on_message("m1", Hello("m1", "master", 5, 10, 100, "m1"), 0.01)
-    assert BecomeBackup(5, "m1") in acts and f.term == 40 and f.leader_term == 5
-    assert not any(isinstance(a, PersistTerm) for a in acts)
+    assert not any(isinstance(a, BecomeBackup) for a in acts) and f.leader is None and f.term == 40
+    f.set_lsd_version(99)                       # even with a better LSD than the master's
+    now = 0.01
+    while now < 1.0:                            # the master keeps saying hello: m2 never stands
+        now += T.hello_interval
+        f.on_message("m1", Hello("m1", "master", 5, 10, 100, "m1"), now)
+        assert not any(isinstance(a, SendPeer) and isinstance(a.msg, VoteRequest) for a in f.tick(now))
+    assert f.term == 40 and f.state is FmrpState.ELECTING
+    acts = f.on_message("m1", VoteRequest("m1", 41, 10, 100), now)
+    assert acts[-1] == SendPeer("m1", Vote("m2", 41, "m1", True)) and PersistTerm(41, "m1") in acts
+    acts = f.on_message("m1", Hello("m1", "master", 41, 10, 100, "m1"), now + 0.001)
+    assert BecomeBackup(41, "m1") in acts and f.leader == "m1"
+
+
+def test_a_master_re_anchors_above_a_replica_with_a_higher_durable_term():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    (m,) = c.masters_now()
+    b = next(i for i in c.nodes if i != m)
+    c.crash(b)
+    c.run(0.05)
+    c.start(b, term_bonus=40)                   # restored with a higher durable term
+    c.run(1.0, until=lambda: settled(c))
+    assert settled(c) and c.masters_now() == [m]        # the same master, never displaced
+    assert c.nodes[m].term > 40 and all(f.leader_term == c.nodes[m].term for f in c.nodes.values())
+    assert all(f.leader_term >= c.durable[i] for i, f in c.nodes.items())
+    assert [rid for _, rid, _ in c.elected()] == [m, m]
 
 
 def test_init_without_master_elects_and_wins_with_majority():
@@ -194,9 +221,11 @@ def test_sticky_newcomer_with_higher_priority_version_and_term_does_not_take_ove
     newcomer = c.start("m3", term_bonus=1000)
     newcomer.set_lsd_version(10**9)  # misconfigured: claims a huge LSD
     c.run(2.0)
-    assert c.masters_now() == [m] and c.nodes[m].term == term
+    # the master stays; it re-anchors above the newcomer's durable term (#19) and the newcomer follows it
+    assert c.masters_now() == [m] and c.nodes[m].term > 1000
     assert newcomer.state is FmrpState.BACKUP and newcomer.leader == m
-    assert len(c.elected()) == 1
+    assert {rid for _, rid, _ in c.elected()} == {m}
+    term = c.nodes[m].term
     # Even an explicit VoteRequest of a much higher term is refused, and the term is not adopted.
     for rid in ("m1", "m2"):
         acts = c.nodes[rid].on_message("m3", VoteRequest("m3", 5000, 10**9, 1000), c.now)
@@ -213,9 +242,10 @@ def test_backup_that_missed_hellos_cannot_displace_a_live_master():
     c.run(0.6)
     c.cut.clear()
     c.run(0.5)
-    assert c.masters_now() == [m] and len(c.elected()) == 1
+    assert c.masters_now() == [m] and {rid for _, rid, _ in c.elected()} == {m}
     assert c.nodes[b].state is FmrpState.BACKUP and c.nodes[b].leader == m
-    assert c.nodes[b].term > c.nodes[m].term  # it tried in vain, and still follows the older term
+    # it tried in vain; the master re-anchored above its term (#19: nobody follows a lower term)
+    assert c.nodes[b].leader_term >= c.durable[b]
 
 
 # ----------------------------------------------------------------------------------------------- failover

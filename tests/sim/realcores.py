@@ -158,7 +158,8 @@ class RealWorld(World):
 
     def _role_changed(self, r: Replica, a: RoleChanged) -> None:
         self._log(r.id, f"ROLE {a.role}", a)
-        if a.role == Role.MASTER.value and r.role != "master":
+        if a.role == Role.MASTER.value and (r.role != "master" or a.term not in r.masterships):
+            r.masterships.add(a.term)   # a master re-anchoring in a higher term (#19) is a new mastership
             self._became_master(r, a.term)
         elif a.role != Role.MASTER.value:
             self._left_master(r, a.role, a)
@@ -315,7 +316,7 @@ class RealWorld(World):
         if core.lsd.states() != want:
             return f"master {m.id} LSD {core.lsd.states()!r} != truth {want!r}"
         for sw in self.switches.values():
-            if sw.replica.states() != want or sw.replica.data_term != m.fmrp.term:
+            if sw.replica.states() != want or sw.replica.data_term != m.fmrp.leader_term:
                 return f"switch {sw.name} at term {sw.replica.data_term} has {sw.replica.states()!r}, truth {want!r}"
         return ""
 

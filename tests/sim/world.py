@@ -526,7 +526,7 @@ class World:
 
     def _current_master(self) -> Replica | None:
         ms = [r for r in self.replicas.values() if r.up and r.fmrp is not None and r.fmrp.state is FmrpState.MASTER]
-        return max(ms, key=lambda r: r.fmrp.term) if ms else None  # type: ignore[union-attr]
+        return max(ms, key=lambda r: r.fmrp.leader_term) if ms else None  # type: ignore[union-attr]
 
     def _fault(self) -> None:
         rng = self.rng
@@ -654,14 +654,14 @@ class World:
         for r in self.replicas.values():
             f = r.fmrp
             if f is not None and f.state is FmrpState.MASTER:
-                other = masters.setdefault(f.term, r.id)
+                other = masters.setdefault(f.leader_term, r.id)
                 if other != r.id:
-                    self._fail(f"{other} and {r.id} are both master in term {f.term}")
+                    self._fail(f"{other} and {r.id} are both master in term {f.leader_term}")
                 # No master without a majority: one cut off from most replicas must give up (lease).
                 if now - self.master_since[r.id] > LEASE_SLACK:
                     heard = sum(1 for p in self.replicas if now - self.last_heard.get((r.id, p), -1e9) <= LEASE_SLACK)
                     if 1 + heard < len(self.replicas) // 2 + 1:
-                        self._fail(f"{r.id} is still master in term {f.term} but heard only {heard} peers lately")
+                        self._fail(f"{r.id} is still master in term {f.leader_term} but heard only {heard} peers lately")
         if self.healed and self.converged_at is None and not self._convergence_problem():
             self.converged_at = self.loop.now
             self._log("world", "CONVERGED", f"{self.loop.now - self.sc.chaos_end:.3f}s after heal")
@@ -680,7 +680,7 @@ class World:
                 continue
             f = r.fmrp
             assert f is not None
-            if f.state is not FmrpState.BACKUP or f.leader != m.id or f.leader_term != m.fmrp.term:
+            if f.state is not FmrpState.BACKUP or f.leader != m.id or f.leader_term != m.fmrp.leader_term:
                 return f"{r.id} is {f.state} (leader {f.leader}, term {f.leader_term})"
         return self._lsd_problem(m)
 
@@ -691,7 +691,7 @@ class World:
         if m.lsd_states != truth:
             return f"master {m.id} LSD {m.lsd_states} != truth {truth}"
         for c in self.clients.values():
-            if c.applied_states != truth or c.applied_term != m.fmrp.term:
+            if c.applied_states != truth or c.applied_term != m.fmrp.leader_term:
                 return f"client {c.name} at term {c.applied_term} has {c.applied_states}, truth {truth}"
         return ""
 
