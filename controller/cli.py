@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     driver_factory = None                      # MasterServer's default: SingleMasterDriver
     if election == "fmrp":
-        from controller.fmrp import FmrpDriver
+        from controller.roles import FmrpDriver
 
         def driver_factory(core, store):  # type: ignore[no-untyped-def]
             return FmrpDriver(core, store.load().term)

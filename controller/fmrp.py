@@ -7,7 +7,7 @@ A pure state machine: `now` (monotonic seconds) goes in, actions come out. No so
     actions = fmrp.tick(now)                      # at fmrp.next_deadline() (earlier is harmless)
     fmrp.set_lsd_version(core.version)            # the master core's LSD version (-1: none), before inputs
 
-`FmrpDriver` (end of this module) is the `controller.roles.RoleDriver` that wires it to a `MasterCore`.
+`controller.roles.FmrpDriver` is the `RoleDriver` that wires it to a `MasterCore`.
 
 Actions (execute them **in list order**): `SendPeer(to, msg)` (one datagram to one replica), `PersistTerm`
 (`controller.actions.PersistTerm`: write term/voted_for durably *before* executing any later action of the
@@ -55,37 +55,38 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   master (see sticky); hellos of non-masters never move terms.
 * BACKUP: a master silent for `master_dead`, or a Hello from it that no longer says MASTER, or its StepDown
   → ELECTING. A StepDown (SIGTERM, `step_down()`, like VRRP priority 0) skips the dead interval.
-* Backups follow the live master with the highest term even if their own term is higher (a replica that
-  was cut off bumped its term in vain); the term handed to the master core (`BecomeBackup`/`BecomeInactive`)
-  is the highest *master* term known, which never decreases.
+* Backups follow the live master with the highest term, never one below their own durable term (see
+  re-anchoring below); the term handed to the master core (`BecomeBackup`/`BecomeInactive`) is the highest
+  *master* term known, which never decreases.
 
 Timers and the failover trade-off
 ---------------------------------
-Defaults `hello_interval` 30 ms and `master_dead` 150 ms (5 hellos): a crashed master is detected after
-150 ms, the best-ranked backup asks for votes after 0–15 ms of jitter and wins after one round trip, so
-failover completes in ~150–170 ms + RTT on loopback, ≤ 300 ms even when the first candidate is refused
-once. Shorter timers fail over faster but risk a spurious suspicion after a scheduler stall or a few
-lost datagrams (harmless for the master thanks to stickiness, but it costs term bumps and fsyncs);
-longer ones make failover slower. A SIGTERM step-down fails over in about one round trip.
-Measured in the deterministic simulator (tests/sim, 0.2–1.2 ms links, ±1% clock skew, 3 or 5 replicas):
-kill -9 → new master median ~150 ms, max ~230 ms; step-down → new master ≤ 17 ms. With real processes on
-a shared, loaded 2-core host (bench/bench_failover.py, 20 runs): kill -9 → elected p50 185 ms, p99 295 ms;
-SIGTERM → elected p50 37 ms, p99 114 ms (bench/results/failover.json).
+A crashed master is detected after `master_dead`; the best-ranked backup asks for votes after its
+rank-ordered jitter and wins after one round trip; a SIGTERM step-down skips the dead interval. Shorter
+timers fail over faster but risk a spurious suspicion after a scheduler stall or a few lost datagrams
+(harmless for the master thanks to stickiness, but it costs term bumps and fsyncs); longer ones make
+failover slower. Measured failover times (simulator and real processes): BENCHMARKS.md.
+
+Re-anchoring (issue #19)
+------------------------
+A replica never *starts* following a master whose term is below its own durable term (a term it bumped in
+vain while cut off, or a replayed hello of a dead master). It does not stand against that live master
+either: it waits, and grants it a vote (even in INIT). The master sees the higher term in that replica's
+hellos and stands again in a term above every term it knows, while staying master of its own term: its
+followers vote for their live master and keep following it until its hello of the new term. A healthy
+master is therefore never displaced, and every replica follows a term at least its durable one.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from controller.actions import Handover, PersistTerm, Send, TermSeen
-from controller.reach import handover_target, reach_margin
-
-if TYPE_CHECKING:
-    from controller.core import MasterCore
+from controller.actions import Handover, PersistTerm
+from controller.reach import handover_target
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
 
@@ -95,7 +96,6 @@ __all__ = [
     "BecomeMaster",
     "Fmrp",
     "FmrpAction",
-    "FmrpDriver",
     "FmrpError",
     "FmrpState",
     "PeerView",
@@ -329,26 +329,18 @@ class Fmrp:
         self._version = version
 
     def on_message(self, sender: str, msg: object, now: float) -> list[FmrpAction]:
-        """One authenticated FMRP datagram from replica `sender`. Other message types: []."""
+        """One authenticated FMRP datagram from replica `sender`, handled by `TRANSITIONS[(state, type)]`.
+        Other message types: []. Raises FmrpError if the message speaks for another replica."""
         if sender not in self._priorities or sender == self._id:
             raise FmrpError(f"sender: {sender!r} is not another configured master replica")
-        match msg:
-            case Hello():
-                self._check_sender(sender, msg.master, "Hello.master")
-                return self._on_hello(sender, msg, now)
-            case VoteRequest():
-                self._check_sender(sender, msg.candidate, "VoteRequest.candidate")
-                return self._on_vote_request(msg, now)
-            case Vote():
-                self._check_sender(sender, msg.voter, "Vote.voter")
-                return self._on_vote(msg, now)
-            case ReplicationAck():
-                self._check_sender(sender, msg.backup, "ReplicationAck.backup")
-                return self._on_replication_ack(msg, now)
-            case StepDown():
-                self._check_sender(sender, msg.master, "StepDown.master")
-                return self._on_step_down(msg, now)
-        return []
+        handler = TRANSITIONS.get((self._state, type(msg)))
+        if handler is None:
+            return []
+        claimed = _CLAIMS[type(msg)]
+        if getattr(msg, claimed) != sender:
+            raise FmrpError(f"{type(msg).__name__}.{claimed}: {getattr(msg, claimed)!r} does not match the "
+                            f"authenticated sender {sender!r}")
+        return handler(self, sender, msg, now)
 
     def observe_term(self, term: int, now: float) -> list[FmrpAction]:
         """The master core refused a message carrying a higher `term` (its `TermSeen` event). Terms only
@@ -449,49 +441,57 @@ class Fmrp:
         return min(times)
 
     # ============================================================================ message handlers
-    def _on_hello(self, sender: str, h: Hello, now: float) -> list[FmrpAction]:
+    # One handler per (state, message type): `TRANSITIONS` below is the table; `on_message` dispatches on it.
+    def _hello_to_master(self, sender: str, h: Hello, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
         self._views[sender] = (h, now)
         if h.state == FmrpState.MASTER:
-            if self._state is FmrpState.MASTER:
-                if h.term > self._leader_term:  # a newer master was elected without us: follow it
-                    self._adopt(h.term, now, out)
-                    self._follow(sender, h.term, now, out)
-                return out  # an older (or, impossibly, equal) term: it will step down on our hellos
-            if h.term < self._master_term:
-                return out  # a stale master that has not heard of the newer one yet
-            if sender != self._leader and self._leader_live(now) and h.term <= self._leader_term:
-                return out
-            if h.term < self._term and not (self._leader_live(now) and sender == self._leader
-                                            and h.term == self._leader_term):
-                # Issue #19: never start following a term below our durable term (a replayed hello of a
-                # dead master, or a term we bumped in vain). The master sees our term in our hellos and
-                # re-anchors above it; until then we neither follow it nor stand against it.
-                self._lower_master, self._lower_heard = sender, now
-                return out
-            self._adopt(h.term, now, out)
-            self._follow(sender, h.term, now, out)
-            return out
-        if sender == self._leader and self._state is FmrpState.BACKUP:
-            # Our master says it is no longer master (restarted, lost its lease, retired): elect now.
-            self._to_electing(now, out)
-        elif (
-            self._state is FmrpState.MASTER
-            and h.state == FmrpState.BACKUP
-            and h.leader == self._id
-        ):
+            if h.term > self._leader_term:  # a newer master was elected without us: follow it
+                self._adopt(h.term, now, out)
+                self._follow(sender, h.term, now, out)
+            return out  # an older (or, impossibly, equal) term: it will step down on our hellos
+        if h.state == FmrpState.BACKUP and h.leader == self._id:
             self._followers[sender] = now
-        if self._state is FmrpState.MASTER and h.term > self._leader_term:
+        if h.term > self._leader_term:      # it will not follow us in our term: re-anchor above it (#19)
             self._maybe_reanchor(now, out)
         return out
 
-    def _on_vote_request(self, r: VoteRequest, now: float) -> list[FmrpAction]:
+    def _hello(self, sender: str, h: Hello, now: float) -> list[FmrpAction]:
+        """INIT, BACKUP, ELECTING: follow a live master (never below our durable term), or leave ours."""
         out: list[FmrpAction] = []
+        self._views[sender] = (h, now)
+        if h.state != FmrpState.MASTER:
+            if sender == self._leader and self._state is FmrpState.BACKUP:
+                # Our master says it is no longer master (restarted, lost its lease, retired): elect now.
+                self._to_electing(now, out)
+            return out
+        if h.term < self._master_term:
+            return out  # a stale master that has not heard of the newer one yet
+        live = self._leader_live(now)
+        if sender != self._leader and live and h.term <= self._leader_term:
+            return out
+        if h.term < self._term and not (live and sender == self._leader and h.term == self._leader_term):
+            # Issue #19: never start following a term below our durable term (a replayed hello of a dead
+            # master, or a term we bumped in vain). The master sees our term in our hellos and re-anchors
+            # above it; until then we neither follow it nor stand against it.
+            self._lower_master, self._lower_heard = sender, now
+            return out
+        self._adopt(h.term, now, out)
+        self._follow(sender, h.term, now, out)
+        return out
+
+    def _vote_request_to_master(self, sender: str, r: VoteRequest, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        if r.term <= self._term or self.lease_ok(now):
+            return self._reply(r.candidate, False, out)  # sticky: a healthy master is never displaced
+        self._abdicate(now, out, announce=False)  # lease lost: we are no master any more
+        return self._vote_request(sender, r, now, out)
+
+    def _vote_request(self, sender: str, r: VoteRequest, now: float,
+                      out: list[FmrpAction] | None = None) -> list[FmrpAction]:
+        """INIT, BACKUP, ELECTING: at most one vote per term, persisted before the reply."""
+        out = [] if out is None else out
         cand = r.candidate
-        if self._state is FmrpState.MASTER:
-            if r.term <= self._term or self.lease_ok(now):
-                return self._reply(cand, False, out)  # sticky: a healthy master is never displaced
-            self._abdicate(now, out, announce=False)  # lease lost: we are no master any more
         if self._state is FmrpState.BACKUP and cand == self._leader and self._leader_live(now) \
                 and r.term > self._term and self._durable_ok:
             # Our live master re-anchors in a term above ours (#19): vote for it and keep following it
@@ -541,68 +541,73 @@ class Fmrp:
             self._candidacy_at = wait
         return self._reply(cand, True, out)
 
-    def _on_vote(self, v: Vote, now: float) -> list[FmrpAction]:
+    def _vote_to_master(self, sender: str, v: Vote, now: float) -> list[FmrpAction]:
+        """MASTER: only votes of a re-anchoring round count (a term above ours: re-anchor above it)."""
         out: list[FmrpAction] = []
-        if self._state is FmrpState.MASTER:
-            if v.term > self._term:         # a replica above even our re-anchoring term: go above it
-                self._round_until = None
-                self._votes.clear()
-                self._reanchor(v.term, now, out)
-            elif (self._round_until is not None and v.term == self._term and v.candidate == self._id
-                  and v.granted):
-                self._votes.add(v.voter)
-                if len(self._votes) >= self._majority:
-                    self._become_master(now, out)
-            return out
         if v.term > self._term:
-            self._adopt(v.term, now, out)
-            return out
-        if (
-            self._state is FmrpState.ELECTING
-            and self._stood_term == self._term
-            and self._votes
-            and v.term == self._term
-            and v.candidate == self._id
-            and v.granted
-        ):
+            self._round_until = None
+            self._votes.clear()
+            self._reanchor(v.term, now, out)
+        elif self._round_until is not None and v.term == self._term and v.candidate == self._id and v.granted:
             self._votes.add(v.voter)
             if len(self._votes) >= self._majority:
                 self._become_master(now, out)
         return out
 
-    def _on_replication_ack(self, a: ReplicationAck, now: float) -> list[FmrpAction]:
-        out: list[FmrpAction] = []
-        if self._state is FmrpState.MASTER:
-            if a.term == self._leader_term:
-                self._followers[a.backup] = now
-                self._acked[a.backup] = a.version
-            elif a.term > self._term:  # it follows a newer master
-                out += self.observe_term(a.term, now)
+    def _vote_to_candidate(self, sender: str, v: Vote, now: float) -> list[FmrpAction]:
+        """ELECTING: count a granted vote of the term we stand in; a late one still counts."""
+        out = self._vote_term(sender, v, now)
+        if (not out and self._stood_term == self._term and self._votes and v.term == self._term
+                and v.candidate == self._id and v.granted):
+            self._votes.add(v.voter)
+            if len(self._votes) >= self._majority:
+                self._become_master(now, out)
         return out
 
-    def _on_step_down(self, s: StepDown, now: float) -> list[FmrpAction]:
+    def _vote_term(self, sender: str, v: Vote, now: float) -> list[FmrpAction]:
+        """INIT, BACKUP: a vote (ours long over) only tells us its term."""
+        out: list[FmrpAction] = []
+        self._adopt(v.term, now, out)
+        return out
+
+    def _ack_to_master(self, sender: str, a: ReplicationAck, now: float) -> list[FmrpAction]:
+        if a.term == self._leader_term:
+            self._followers[a.backup] = now
+            self._acked[a.backup] = a.version
+        elif a.term > self._term:  # it follows a newer master
+            return self.observe_term(a.term, now)
+        return []
+
+    def _ignore(self, sender: str, msg: object, now: float) -> list[FmrpAction]:
+        return []
+
+    def _step_down_to_master(self, sender: str, s: StepDown, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
         self._adopt(s.term, now, out)
         self._master_term = max(self._master_term, s.term)
-        if self._state is FmrpState.MASTER:
-            if s.term >= self._term:  # impossible for an equal term; a higher one: we are stale
-                self._abdicate(now, out, announce=False)
-        else:
-            if s.master == self._leader and self._state is FmrpState.BACKUP and s.term >= self._leader_term:
-                # Only the StepDown of the term we follow: an older one (delayed, replayed) must not make a
-                # backup leave a live master.
-                self._to_electing(now, out)  # skip the dead interval
-            if (s.successor is not None and s.successor in self._priorities and s.term >= self._leader_term
-                    and self._state is FmrpState.ELECTING and self._round_until is None):
-                # A hand-over to the replica that reaches more switches (issue #16): it stands at once, every
-                # replica (itself included) votes only for it for a full round. (Its hello saying it is no
-                # longer master may have arrived first: we may be ELECTING already.)
-                self._favour, self._favour_until = s.successor, now + self._round_max + self._dead
-                if s.successor == self._id:
-                    if not self._retired:
-                        self._candidacy_at = now
-                elif self._candidacy_at is not None:
-                    self._candidacy_at = max(self._candidacy_at, self._favour_until)
+        if s.term > self._leader_term:  # a newer master stepped down: we are stale
+            self._abdicate(now, out, announce=False)
+        return out
+
+    def _step_down(self, sender: str, s: StepDown, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        self._adopt(s.term, now, out)
+        self._master_term = max(self._master_term, s.term)
+        if s.master == self._leader and self._state is FmrpState.BACKUP and s.term >= self._leader_term:
+            # Only the StepDown of the term we follow: an older one (delayed, replayed) must not make a
+            # backup leave a live master.
+            self._to_electing(now, out)  # skip the dead interval
+        if (s.successor is not None and s.successor in self._priorities and s.term >= self._leader_term
+                and self._state is FmrpState.ELECTING and self._round_until is None):
+            # A hand-over to the replica that reaches more switches (issue #16): it stands at once, every
+            # replica (itself included) votes only for it for a full round. (Its hello saying it is no
+            # longer master may have arrived first: we may be ELECTING already.)
+            self._favour, self._favour_until = s.successor, now + self._round_max + self._dead
+            if s.successor == self._id:
+                if not self._retired:
+                    self._candidacy_at = now
+            elif self._candidacy_at is not None:
+                self._candidacy_at = max(self._candidacy_at, self._favour_until)
         return out
 
     def _check_handover(self, now: float, out: list[FmrpAction]) -> None:
@@ -837,115 +842,26 @@ class Fmrp:
         for p in self._peers:
             out.append(SendPeer(p, msg))
 
-    @staticmethod
-    def _check_sender(sender: str, claimed: str, field: str) -> None:
-        if claimed != sender:
-            raise FmrpError(f"{field}: {claimed!r} does not match the authenticated sender {sender!r}")
 
+#: the field of each FMRP message that names its sender (checked against the authenticated sender)
+_CLAIMS: dict[type, str] = {Hello: "master", VoteRequest: "candidate", Vote: "voter", ReplicationAck: "backup",
+                            StepDown: "master"}
+MESSAGES: tuple[type, ...] = tuple(_CLAIMS)
 
-# ================================================================================================ runtime glue
-class FmrpDriver:
-    """`controller.roles.RoleDriver` running FMRP for a `MasterCore` — the exact wiring of the runtime:
-
-    - `handles`: Hello, VoteRequest, Vote, StepDown are routed here instead of the core; `observes`: a
-      ReplicationAck goes to the core (it tracks the backup's version and streams what it lacks) and then
-      here (it renews the master's lease and is shown in `view`).
-    - `SendPeer(to, msg)` → `Send(to, msg)` (signed with our master key); `PersistTerm` passes through and
-      is written before the following actions; `BecomeMaster(t)` → `core.become_master(t, now)`;
-      `BecomeBackup(t, leader)` → `core.become_backup(t, leader, now)`; `BecomeInactive(t)` →
-      `core.become_inactive(t)`.
-    - Core events: `TermSeen(sender, term)` → `fmrp.observe_term(term, now)` (a master of a newer term
-      exists: a master steps down); the core's LSD version (-1 while it has none) is handed to
-      `fmrp.set_lsd_version` before every FMRP input, so hellos and vote requests carry it.
-    - SIGTERM: `stop(now)` → `fmrp.step_down(now)` (StepDown to every replica: immediate failover).
-
-    Use: `MasterServer(..., driver_factory=lambda core, store: FmrpDriver(core, store.load().term))`.
-    """
-
-    handles: tuple[type, ...] = (Hello, VoteRequest, Vote, StepDown)
-    observes: tuple[type, ...] = (ReplicationAck,)
-
-    def __init__(self, core: MasterCore, durable_term: int, *, seed: int | None = None) -> None:
-        self.core = core
-        self.durable_term = durable_term
-        # Jitter only has to differ between replicas (the id is mixed in); a fixed seed keeps runs replayable.
-        self.seed = 0 if seed is None else seed
-        self.fmrp: Fmrp | None = None
-
-    def start(self, now: float) -> list[Any]:
-        fabric = self.core.fabric
-        self.fmrp = Fmrp(self.core.id, fabric.masters, fabric.timers, self.durable_term, now, seed=self.seed,
-                         reach_margin=reach_margin(fabric.guard.reach_margin, len(fabric.switches)),
-                         reach_dwell=fabric.guard.reach_dwell,
-                         reach_settle=self.core.reach.window)
-        return [*self.core.become_inactive(), *self.tick(now)]
-
-    def handle(self, sender: str, msg: Any, now: float) -> list[Any]:
-        return self._translate(self._synced(now).on_message(sender, msg, now), now)
-
-    def observe(self, events: list[Any], now: float) -> list[Any]:
-        f = self._synced(now)
-        out: list[Any] = []
-        for ev in events:
-            if isinstance(ev, TermSeen):
-                out += self._translate(f.observe_term(ev.term, now), now)
-        return out
-
-    def tick(self, now: float) -> list[Any]:
-        return self._translate(self._synced(now).tick(now), now)
-
-    def next_deadline(self) -> float | None:
-        return None if self.fmrp is None else self.fmrp.next_deadline()
-
-    def persist_failed(self, term: int, now: float) -> list[Any]:
-        return self._translate(self._synced(now).persist_failed(term, now), now)
-
-    def persisted(self, term: int) -> None:
-        if self.fmrp is not None:
-            self.fmrp.persisted(term)
-
-    def stop(self, now: float) -> list[Any]:
-        return self._translate(self._synced(now).step_down(now), now)
-
-    def view(self, now: float) -> dict[str, Any]:
-        f = self._synced(now)
-        acked = f.backup_versions()
-        ids = [m.id for m in self.core.fabric.masters]
-        replicas: list[dict[str, Any]] = [{
-            "id": f.id, "self": True, "state": f.state.value, "term": f.term, "leader": f.leader,
-            "leader_term": f.leader_term, "version": self.core.version if self.core.lsd_term is not None else -1,
-            "lease_ok": f.lease_ok(now) if f.state is FmrpState.MASTER else None, "retired": f.retired,
-            "reach": dict(zip(ids, f.reach, strict=False)), "handovers": f.handovers,
-        }]
-        for p in f.peers(now):
-            replicas.append({
-                "id": p.id, "self": False, "state": p.state or "unknown", "term": p.term, "version": p.version,
-                "priority": p.priority, "leader": p.leader, "last_hello_age": p.last_hello_age,
-                "acked_version": acked.get(p.id), "reach": dict(zip(ids, p.reach, strict=False)),
-            })
-        return {"mode": "fmrp", "replicas": replicas}
-
-    def _synced(self, now: float) -> Fmrp:
-        if self.fmrp is None:
-            raise RuntimeError("FmrpDriver used before start()")
-        self.fmrp.set_lsd_version(self.core.version if self.core.lsd_term is not None else -1)
-        self.fmrp.set_reach(self.core.reach_counts(now))
-        return self.fmrp
-
-    def _translate(self, actions: list[FmrpAction], now: float) -> list[Any]:
-        core = self.core
-        out: list[Any] = []
-        for a in actions:
-            if isinstance(a, SendPeer):
-                out.append(Send(a.to, a.msg))
-            elif isinstance(a, PersistTerm):
-                out.append(a)
-            elif isinstance(a, BecomeMaster):
-                out += core.become_master(a.term, now)
-            elif isinstance(a, BecomeBackup):
-                out += core.become_backup(a.term, a.leader, now)
-            elif isinstance(a, BecomeInactive):
-                out += core.become_inactive(a.term if a.term >= core.term else None)
-            elif isinstance(a, Handover):
-                out.append(a)
-        return out
+_S = FmrpState
+#: FMRP's transitions: (state, message type) -> handler. Every pair is listed (tests/test_fmrp.py checks
+#: it); `Fmrp._ignore` marks a pair that has no effect by design.
+TRANSITIONS: dict[tuple[FmrpState, type], Callable[[Fmrp, str, Any, float], list[FmrpAction]]] = {
+    **{(st, Hello): Fmrp._hello for st in (_S.INIT, _S.BACKUP, _S.ELECTING)},
+    (_S.MASTER, Hello): Fmrp._hello_to_master,
+    **{(st, VoteRequest): Fmrp._vote_request for st in (_S.INIT, _S.BACKUP, _S.ELECTING)},
+    (_S.MASTER, VoteRequest): Fmrp._vote_request_to_master,
+    (_S.INIT, Vote): Fmrp._vote_term,
+    (_S.BACKUP, Vote): Fmrp._vote_term,
+    (_S.ELECTING, Vote): Fmrp._vote_to_candidate,
+    (_S.MASTER, Vote): Fmrp._vote_to_master,
+    **{(st, ReplicationAck): Fmrp._ignore for st in (_S.INIT, _S.BACKUP, _S.ELECTING)},
+    (_S.MASTER, ReplicationAck): Fmrp._ack_to_master,
+    **{(st, StepDown): Fmrp._step_down for st in (_S.INIT, _S.BACKUP, _S.ELECTING)},
+    (_S.MASTER, StepDown): Fmrp._step_down_to_master,
+}

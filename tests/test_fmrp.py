@@ -447,8 +447,8 @@ class CoreCluster:
 
     def __init__(self, fabric, down: tuple[str, ...] = ()):
         from controller.core import MasterCore
-        from controller.fmrp import FmrpDriver
         from controller.node import MasterNode
+        from controller.roles import FmrpDriver
 
         self.fabric = fabric
         self.now = 0.0
@@ -464,8 +464,8 @@ class CoreCluster:
 
     def start(self, mid: str) -> None:
         from controller.core import MasterCore
-        from controller.fmrp import FmrpDriver
         from controller.node import MasterNode
+        from controller.roles import FmrpDriver
 
         self.cores[mid] = MasterCore(self.fabric, mid)
         self.drivers[mid] = FmrpDriver(self.cores[mid], self.durable[mid], seed=3)
@@ -613,7 +613,7 @@ def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_
     """controller.server.MasterServer x3 on loopback with FmrpDriver: HMAC'd UDP, durable state dirs."""
     import asyncio
 
-    from controller.fmrp import FmrpDriver
+    from controller.roles import FmrpDriver
     from controller.server import MasterServer
     from proto.auth import KeyRing, write_secret_file
     from proto.clos import ClosParams, generate_clos_yaml
@@ -679,3 +679,14 @@ def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_
                 await s.stop()
 
     asyncio.run(scenario())
+
+
+def test_transition_table_covers_every_state_and_message():
+    from controller.fmrp import MESSAGES, TRANSITIONS, Fmrp
+
+    pairs = {(st, m) for st in FmrpState for m in MESSAGES}
+    unhandled = sorted(f"{st.value} x {m.__name__}" for st, m in pairs - TRANSITIONS.keys())
+    assert unhandled == [], f"FMRP pairs without a handler: {unhandled}"
+    ignored = sorted(f"{st.value} x {m.__name__}" for (st, m), h in TRANSITIONS.items() if h is Fmrp._ignore)
+    # only the lease's acknowledgements are meaningless outside MASTER
+    assert ignored == ["backup x ReplicationAck", "electing x ReplicationAck", "init x ReplicationAck"]

@@ -1,5 +1,5 @@
 """The simulator with the REAL cores: every replica is a `controller.node.MasterNode` (a
-`controller.core.MasterCore` driven by `controller.fmrp.FmrpDriver`, with the routing, feedback and
+`controller.core.MasterCore` driven by `controller.roles.FmrpDriver`, with the routing, feedback and
 persist-before-send rules of that one object: the asyncio server drives the same node), and every switch of a small Clos fabric runs the
 real client cores `client.reporter.Reporter` + `client.replica.LsdReplica`. Same fault schedule, clocks and
 invariants as `tests.sim.world.World`, plus on the real LSD stream:
@@ -26,8 +26,8 @@ from client.replica import LsdApplied, LsdReplica
 from client.reporter import Reporter, SendToMaster
 from controller.actions import Action, Handover, RoleChanged, Send
 from controller.core import MasterCore, Role
-from controller.fmrp import FmrpDriver
 from controller.node import MasterNode, Step, run_turn
+from controller.roles import FmrpDriver
 from proto.clos import clos_fabric
 from proto.config import Fabric
 from proto.lsd import LinkState
