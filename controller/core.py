@@ -471,6 +471,19 @@ class MasterCore:
     def backups(self) -> list[Peer]:
         return [p for p in self.dist.peers.values() if p.is_master]
 
+    def switch_alive(self, switch: str, now: float) -> bool:
+        """The switch reported within `switch_dead` under this mastership."""
+        return self.deriver.alive(switch, now)
+
+    def link_evidence(self, index: int, now: float) -> tuple[str, str]:
+        """What each end of link `index` says of it (controller.linkstate), for the guard's view."""
+        return self.deriver.evidence(index, now)
+
+    def clients_connected(self, now: float) -> int:
+        """Switches heard from within `switch_dead`."""
+        dead = self.fabric.timers.switch_dead
+        return sum(1 for p in self.dist.peers.values() if not p.is_master and now - p.last_heard < dead)
+
     # ============================================================================ internals
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
         """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from controller.api import MasterApi
 from controller.core import DrainRefused, NotMaster, UnknownTarget
 from controller.page import add_page_routes
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import LinkState
-
-if TYPE_CHECKING:
-    from controller.server import MasterServer
 
 SERVER_KEY = web.AppKey("server", object)
 TOKEN_KEY = web.AppKey("admin_token", object)
@@ -38,7 +36,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return _json({"error": message, **extra}, status=status)
 
 
-def _srv(request: web.Request) -> MasterServer:
+def _srv(request: web.Request) -> MasterApi:
     return request.app[SERVER_KEY]  # type: ignore[return-value]
 
 
@@ -46,7 +44,7 @@ def _state_name(value: int) -> str:
     return LinkState(value).name.lower()
 
 
-def _header(s: MasterServer) -> dict[str, Any]:
+def _header(s: MasterApi) -> dict[str, Any]:
     c = s.core
     return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
             "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held)}
@@ -93,7 +91,7 @@ async def topology(request: web.Request) -> web.Response:
             "name": sw.name, "id": sw.id, "role": sw.role.value,
             "prefixes": [str(p) for p in sw.prefixes],
             "loopback": str(sw.loopback) if sw.loopback else None,
-            "alive": s.core.deriver.alive(sw.name, now),
+            "alive": s.core.switch_alive(sw.name, now),
             "layer": layer, "column": col,
         })
     links = [
@@ -167,7 +165,7 @@ async def guard(request: web.Request) -> web.Response:
     links = s.fabric.links
     held = []
     for i, since in sorted(s.core.guard_held().items()):
-        a, b = s.core.deriver.evidence(i, now)
+        a, b = s.core.link_evidence(i, now)
         held.append({"link": links[i].name, "index": i, "held_for": round(now - since, 3),
                      "state": _state_name(s.core.lsd.state(i)), "evidence": {"a": a, "b": b}})
     out = _header(s)
@@ -194,7 +192,7 @@ _DRAIN_BODY = ('body must be JSON: exactly one of {"link": "a:1-b:2"} or {"switc
                '"reason" and "who" (strings)')
 
 
-def _note_json(s: MasterServer, note: DrainNote) -> dict[str, Any]:
+def _note_json(s: MasterApi, note: DrainNote) -> dict[str, Any]:
     return {"kind": note.kind, "target": note.target, "who": note.who, "at": note.at or None,
             "reason": note.reason, "links": [s.fabric.links[i].name for i in s.core.drains.links_of(note)]}
 
@@ -255,7 +253,7 @@ async def undrain(request: web.Request) -> web.Response:
     return await _drain(request, False)
 
 
-def read_token(server: MasterServer) -> str | None:
+def read_token(server: MasterApi) -> str | None:
     path = server.fabric.security.admin_token_file
     if path is None:
         return None
@@ -265,7 +263,7 @@ def read_token(server: MasterServer) -> str | None:
     return token
 
 
-def make_app(server: MasterServer) -> web.Application:
+def make_app(server: MasterApi) -> web.Application:
     app = web.Application()
     app[SERVER_KEY] = server
     app[TOKEN_KEY] = read_token(server)
@@ -284,7 +282,7 @@ def make_app(server: MasterServer) -> web.Application:
     return app
 
 
-async def start_rest(server: MasterServer, host: str, port: int) -> web.AppRunner:
+async def start_rest(server: MasterApi, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(make_app(server), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

@@ -492,8 +492,7 @@ class MasterServer:
         if self._loop is None:
             return 0.0
         now = self.now()
-        dead = self.fabric.timers.switch_dead
-        return float(sum(1 for p in self.core.dist.peers.values() if not p.is_master and now - p.last_heard < dead))
+        return float(self.core.clients_connected(now))
 
     # ------------------------------------------------------------------------------------ operator API
     def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool,
