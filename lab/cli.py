@@ -61,7 +61,7 @@ IMAGE_UID = 10001                                                # the user of d
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from lab.external import write_config
+    from lab.extconfig import write_config
 
     try:
         check_lab_name(args.name)

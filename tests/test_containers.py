@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from lab import external
+from lab import extconfig, external
 from lab.fabric import Lab, LabError, lab_leftovers, load_fabric, teardown, wait_until
 from tests.harness import compose
 from tests.harness.loopcluster import ROOT
@@ -89,7 +89,7 @@ def env() -> Iterator[Env]:
     base, timings["base_image_s"], built = compose.ensure_base_image()
     timings["base_image"] = "built" if built else "cached"
     timings["image_build_s"] = round(compose.build_image(IMAGE, base, sys.executable), 2)
-    config = external.write_config(d / "cfg", name, key_owner=IMAGE_UID, pods=0, leaves=2, spines=2, masters=3,
+    config = extconfig.write_config(d / "cfg", name, key_owner=IMAGE_UID, pods=0, leaves=2, spines=2, masters=3,
                                    master_address=",".join(compose.MASTER_ADDRESSES),
                                    master_base_port=compose.free_master_base_port())
     e = Env(name=name, dir=d, fabric=load_fabric(config), timings=timings,
