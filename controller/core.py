@@ -7,7 +7,7 @@ and the tests drive it the same way:
     actions = core.handle(sender, msg, now)     # a decoded datagram (the Codec already checked HMAC/replay)
     actions = core.tick(now)                    # at core.next_deadline() (or earlier; ticks are idempotent)
 
-Roles (driven by a RoleDriver — single-master today, FMRP later):
+Roles (driven by a RoleDriver, FMRP in every deployment: controller.roles.FmrpDriver):
 - MASTER of a term: accepts port reports, derives link states from both ends, bumps the LSD version once
   per batch of effective changes, distributes to clients and streams to the other masters (backups).
 - BACKUP of a term: applies LsdFull/LsdDelta from that term's leader, answers ReplicationAck; ignores
