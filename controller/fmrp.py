@@ -7,7 +7,8 @@ A pure state machine: `now` (monotonic seconds) goes in, actions come out. No so
     actions = fmrp.tick(now)                      # at fmrp.next_deadline() (earlier is harmless)
     fmrp.set_lsd_version(core.version)            # the master core's LSD version (-1: none), before inputs
 
-`controller.roles.FmrpDriver` is the `RoleDriver` that wires it to a `MasterCore`.
+`controller.roles.FmrpDriver` is the `RoleDriver` that wires it to a `MasterCore`; what a replica remembers
+besides its term and role (candidacy, lease, hand-over, configuration) is grouped in `controller.fmrpstate`.
 
 Actions (execute them **in list order**): `SendPeer(to, msg)` (one datagram to one replica), `PersistTerm`
 (`controller.actions.PersistTerm`: write term/voted_for durably *before* executing any later action of the
@@ -86,6 +87,7 @@ from enum import StrEnum
 from typing import Any
 
 from controller.actions import Handover, PersistTerm
+from controller.fmrpstate import NEVER, UNKNOWN, Candidacy, Config, HandoverPlan, Lease, PeerView, Unknown
 from controller.reach import handover_target
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
@@ -145,31 +147,6 @@ class BecomeInactive:
 FmrpAction = SendPeer | PersistTerm | BecomeMaster | BecomeBackup | BecomeInactive | Handover
 
 
-@dataclass(frozen=True, slots=True)
-class PeerView:
-    """What we last heard from another replica (for `GET /v1/masters`)."""
-
-    id: str
-    state: str | None
-    term: int | None
-    version: int | None
-    priority: int
-    leader: str | None
-    last_hello_age: float | None  # seconds; None = never heard
-    reach: tuple[int, ...] = ()    # its reachability view (Hello.reach), issue #16
-
-
-class _Unknown:
-    """Sentinel for voted_for after a restart: we may have voted in the durable term, we do not know for whom."""
-
-    def __repr__(self) -> str:
-        return "<unknown>"
-
-
-_UNKNOWN = _Unknown()
-_NEVER = float("-inf")
-
-
 class Fmrp:
     def __init__(
         self,
@@ -197,58 +174,35 @@ class Fmrp:
                 f"timers: need 0 < hello_interval ({timers.hello_interval}) < master_dead ({timers.master_dead})"
             )
         self._id = self_id
-        self._priorities = {m.id: m.priority for m in masters}
-        self._priority = self._priorities[self_id]
-        self._peers = tuple(i for i in ids if i != self_id)
-        self._majority = len(ids) // 2 + 1
-        self._hello = timers.hello_interval
-        self._dead = timers.master_dead
-        self._round = 2 * timers.hello_interval       # first round; doubles per failed one, up to 2 x dead
-        self._round_max = max(self._round, 2 * timers.master_dead)
+        priorities = {m.id: m.priority for m in masters}
+        first_round = 2 * timers.hello_interval
+        self._cfg = Config(
+            priorities=priorities, priority=priorities[self_id], peers=tuple(i for i in ids if i != self_id),
+            ids=tuple(ids), index={m: i for i, m in enumerate(ids)}, majority=len(ids) // 2 + 1,
+            hello=timers.hello_interval, dead=timers.master_dead, round_first=first_round,
+            round_max=max(first_round, 2 * timers.master_dead),
+            reach_margin=reach_margin, reach_dwell=reach_dwell, reach_settle=reach_settle)
         # Deterministic jitter: seeded from (seed, id) — str seeds are hashed with SHA-512, not hash().
         self._rng = random.Random(f"fmrp:{seed}:{self_id}")
-
-        self._state = FmrpState.INIT
+        # durable state
         self._term = durable_term
-        self._voted_for: str | None | _Unknown = _UNKNOWN  # see _Unknown: never vote again in durable_term
+        self._voted_for: str | None | Unknown = UNKNOWN  # see Unknown: never vote again in durable_term
+        self._durable_ok = True  # False after a failed save of term/vote, until one succeeds
+        # role and what we know of the others
+        self._state = FmrpState.INIT
+        self._init_until = now + timers.master_dead
         self._master_term = 0  # highest term in which a master is known to exist
         self._leader: str | None = None
         self._leader_term = 0
-        self._leader_heard = _NEVER
+        self._leader_heard = NEVER
         self._version = -1
         self._retired = False
-        self._durable_ok = True  # False after a failed save of term/vote, until one succeeds
-        self._init_until = now + self._dead
-        self._candidacy_at: float | None = None
-        self._round_until: float | None = None
-        self._next_request = _NEVER
-        self._votes: set[str] = set()
-        self._failed = 0  # failed candidacies since we last had a master
-        self._yield_until = _NEVER  # a better candidate stood in our term: retry only after its next round
-        self._stood_term = -1       # term of our latest candidacy (its votes count until we move on)
-        self._master_since = _NEVER
-        self._followers: dict[str, float] = {}
-        self._acked: dict[str, int] = {}
-        self._views: dict[str, tuple[Hello, float]] = {}
         self._next_hello = now
-        # Mastership follows reachability (issue #16).
-        self._ids = tuple(ids)                      # configured order: the index of PortReport.reach bits
-        self._index = {m: i for i, m in enumerate(ids)}
-        self._reach: tuple[int, ...] = ()           # our own view (controller.reach counts)
-        self._reach_margin = reach_margin
-        self._reach_dwell = reach_dwell
-        # A new master's reachability views still describe the previous mastership (the switches' bits
-        # for it rise with their next reports): no hand-over before they have settled.
-        self._reach_settle = reach_settle
-        self._handover_since: float | None = None
-        self._handover_to: str | None = None
-        self._favour: str | None = None             # a successor named in a StepDown: stand aside for it
-        self._favour_until = _NEVER
-        # Issue #19, never follow a term below our durable term: a live master below it, which we neither
-        # follow nor stand against (it re-anchors above us), and, as MASTER, when to re-anchor next.
-        self._lower_master: str | None = None
-        self._lower_heard = _NEVER
-        self._reanchor_at = _NEVER
+        self._views: dict[str, tuple[Hello, float]] = {}
+        self._reach: tuple[int, ...] = ()           # our own reachability view (controller.reach counts)
+        self._cand = Candidacy()
+        self._lease = Lease()
+        self._handover = HandoverPlan()
         self.handovers = 0
 
     # ============================================================================ read-only view
@@ -289,10 +243,10 @@ class Fmrp:
 
     def peers(self, now: float) -> tuple[PeerView, ...]:
         out = []
-        for p in self._peers:
+        for p in self._cfg.peers:
             seen = self._views.get(p)
             if seen is None:
-                out.append(PeerView(p, None, None, None, self._priorities[p], None, None))
+                out.append(PeerView(p, None, None, None, self._cfg.priorities[p], None, None))
             else:
                 h, t = seen
                 out.append(PeerView(p, h.state, h.term, h.version, h.priority, h.leader, max(0.0, now - t),
@@ -301,16 +255,16 @@ class Fmrp:
 
     def backup_versions(self) -> dict[str, int]:
         """LSD versions the backups acknowledged (ReplicationAck) in our term, while MASTER."""
-        return dict(self._acked) if self._state is FmrpState.MASTER else {}
+        return dict(self._lease.acked) if self._state is FmrpState.MASTER else {}
 
     def lease_ok(self, now: float) -> bool:
         """MASTER only: a majority (ourselves included) followed us within master_dead."""
         if self._state is not FmrpState.MASTER:
             return False
-        if now - self._master_since < self._dead:
+        if now - self._lease.since < self._cfg.dead:
             return True
-        live = sum(1 for t in self._followers.values() if now - t <= self._dead)
-        return 1 + live >= self._majority
+        live = sum(1 for t in self._lease.followers.values() if now - t <= self._cfg.dead)
+        return 1 + live >= self._cfg.majority
 
     @property
     def reach(self) -> tuple[int, ...]:
@@ -331,7 +285,7 @@ class Fmrp:
     def on_message(self, sender: str, msg: object, now: float) -> list[FmrpAction]:
         """One authenticated FMRP datagram from replica `sender`, handled by `TRANSITIONS[(state, type)]`.
         Other message types: []. Raises FmrpError if the message speaks for another replica."""
-        if sender not in self._priorities or sender == self._id:
+        if sender not in self._cfg.priorities or sender == self._id:
             raise FmrpError(f"sender: {sender!r} is not another configured master replica")
         handler = TRANSITIONS.get((self._state, type(msg)))
         if handler is None:
@@ -368,11 +322,10 @@ class Fmrp:
         self._durable_ok = False
         if self._state is FmrpState.MASTER:
             self._abdicate(now, out, announce=False)
-        elif self._round_until is not None:     # the candidacy's requests were never sent
-            self._round_until = None
-            self._votes.clear()
-            self._failed += 1
-            self._candidacy_at = now + self._retry_delay(now)
+        elif self._cand.until is not None:     # the candidacy's requests were never sent
+            self._cand.end_round()
+            self._cand.failed += 1
+            self._cand.at = now + self._retry_delay(now)
         return out
 
     def persisted(self, term: int) -> None:
@@ -395,9 +348,9 @@ class Fmrp:
             self._abdicate(now, out, announce=True)
         elif self._state is not FmrpState.ELECTING:
             self._to_electing(now, out)
-        self._candidacy_at = None
-        self._round_until = None
-        self._votes.clear()
+        self._cand.at = None
+        self._cand.until = None
+        self._cand.votes.clear()
         return out
 
     def tick(self, now: float) -> list[FmrpAction]:
@@ -413,31 +366,31 @@ class Fmrp:
         elif st is FmrpState.INIT:
             if now >= self._init_until:
                 self._to_electing(now, out)
-        elif st is FmrpState.BACKUP and now - self._leader_heard > self._dead:
+        elif st is FmrpState.BACKUP and now - self._leader_heard > self._cfg.dead:
             self._to_electing(now, out)
         if self._state is FmrpState.ELECTING:
             self._tick_electing(now, out)
         if now >= self._next_hello:
-            self._next_hello = now + self._hello
+            self._next_hello = now + self._cfg.hello
             self._broadcast(self._make_hello(), out)
         return out
 
     def next_deadline(self) -> float:
         times = [self._next_hello]
-        if self._handover_since is not None and self._state is FmrpState.MASTER:
-            times.append(self._handover_since + self._reach_dwell)
+        if self._handover.since is not None and self._state is FmrpState.MASTER:
+            times.append(self._handover.since + self._cfg.reach_dwell)
         st = self._state
         if st is FmrpState.INIT:
             times.append(self._init_until)
         elif st is FmrpState.BACKUP:
-            times.append(self._leader_heard + self._dead + 1e-9)
+            times.append(self._leader_heard + self._cfg.dead + 1e-9)
         elif st is FmrpState.ELECTING:
-            if self._round_until is not None:
-                times += [self._round_until, self._next_request]
-            elif self._candidacy_at is not None:
-                times.append(self._candidacy_at)
-        if st is FmrpState.MASTER and self._round_until is not None:
-            times += [self._round_until, self._next_request]
+            if self._cand.until is not None:
+                times += [self._cand.until, self._cand.next_request]
+            elif self._cand.at is not None:
+                times.append(self._cand.at)
+        if st is FmrpState.MASTER and self._cand.until is not None:
+            times += [self._cand.until, self._cand.next_request]
         return min(times)
 
     # ============================================================================ message handlers
@@ -451,7 +404,7 @@ class Fmrp:
                 self._follow(sender, h.term, now, out)
             return out  # an older (or, impossibly, equal) term: it will step down on our hellos
         if h.state == FmrpState.BACKUP and h.leader == self._id:
-            self._followers[sender] = now
+            self._lease.followers[sender] = now
         if h.term > self._leader_term:      # it will not follow us in our term: re-anchor above it (#19)
             self._maybe_reanchor(now, out)
         return out
@@ -474,7 +427,7 @@ class Fmrp:
             # Issue #19: never start following a term below our durable term (a replayed hello of a dead
             # master, or a term we bumped in vain). The master sees our term in our hellos and re-anchors
             # above it; until then we neither follow it nor stand against it.
-            self._lower_master, self._lower_heard = sender, now
+            self._cand.lower_master, self._cand.lower_heard = sender, now
             return out
         self._adopt(h.term, now, out)
         self._follow(sender, h.term, now, out)
@@ -507,18 +460,18 @@ class Fmrp:
         self._adopt(r.term, now, out)
         if not self._durable_ok:        # a vote we cannot persist could be given twice after a restart
             return self._reply(cand, False, out)
-        favour = self._favour if now < self._favour_until else None
+        favour = self._handover.favour if now < self._handover.favour_until else None
         if favour is not None and cand != favour:
             return self._reply(cand, False, out)      # a hand-over is under way: only its successor
         if self._voted_for is not None and self._voted_for != cand:
-            if (self._voted_for == self._id and self._round_until is not None
+            if (self._voted_for == self._id and self._cand.until is not None
                     and (r.version, r.priority, cand) > self._rank()):
-                self._yield_until = now + self._round_len() + self._hello   # split vote: the better one next
+                self._cand.yield_until = now + self._round_len() + self._cfg.hello   # split vote: the better one next
             return self._reply(cand, False, out)
         if (
             favour is None
             and not self._retired
-            and self._failed == 0
+            and self._cand.failed == 0
             and self._voted_for is None
             and cand != lower                 # the live master we wait for, re-anchoring: not a rival
             and self._rank() > (r.version, r.priority, cand)
@@ -526,9 +479,9 @@ class Fmrp:
             # We would make a better master: refuse and stand ourselves right away.
             if self._state is not FmrpState.ELECTING:
                 self._to_electing(now, out)
-            if self._round_until is None:
+            if self._cand.until is None:
                 at = now + self._candidacy_delay(now)
-                self._candidacy_at = at if self._candidacy_at is None else min(self._candidacy_at, at)
+                self._cand.at = at if self._cand.at is None else min(self._cand.at, at)
             return self._reply(cand, False, out)
         if self._voted_for is None:
             self._voted_for = cand
@@ -537,30 +490,29 @@ class Fmrp:
             self._to_electing(now, out)
         # Give the candidate its round before we stand ourselves.
         wait = now + self._round_len() + self._candidacy_delay(now)
-        if self._candidacy_at is None or self._candidacy_at < wait:
-            self._candidacy_at = wait
+        if self._cand.at is None or self._cand.at < wait:
+            self._cand.at = wait
         return self._reply(cand, True, out)
 
     def _vote_to_master(self, sender: str, v: Vote, now: float) -> list[FmrpAction]:
         """MASTER: only votes of a re-anchoring round count (a term above ours: re-anchor above it)."""
         out: list[FmrpAction] = []
         if v.term > self._term:
-            self._round_until = None
-            self._votes.clear()
+            self._cand.end_round()
             self._reanchor(v.term, now, out)
-        elif self._round_until is not None and v.term == self._term and v.candidate == self._id and v.granted:
-            self._votes.add(v.voter)
-            if len(self._votes) >= self._majority:
+        elif self._cand.until is not None and v.term == self._term and v.candidate == self._id and v.granted:
+            self._cand.votes.add(v.voter)
+            if len(self._cand.votes) >= self._cfg.majority:
                 self._become_master(now, out)
         return out
 
     def _vote_to_candidate(self, sender: str, v: Vote, now: float) -> list[FmrpAction]:
         """ELECTING: count a granted vote of the term we stand in; a late one still counts."""
         out = self._vote_term(sender, v, now)
-        if (not out and self._stood_term == self._term and self._votes and v.term == self._term
+        if (not out and self._cand.stood_term == self._term and self._cand.votes and v.term == self._term
                 and v.candidate == self._id and v.granted):
-            self._votes.add(v.voter)
-            if len(self._votes) >= self._majority:
+            self._cand.votes.add(v.voter)
+            if len(self._cand.votes) >= self._cfg.majority:
                 self._become_master(now, out)
         return out
 
@@ -572,8 +524,8 @@ class Fmrp:
 
     def _ack_to_master(self, sender: str, a: ReplicationAck, now: float) -> list[FmrpAction]:
         if a.term == self._leader_term:
-            self._followers[a.backup] = now
-            self._acked[a.backup] = a.version
+            self._lease.followers[a.backup] = now
+            self._lease.acked[a.backup] = a.version
         elif a.term > self._term:  # it follows a newer master
             return self.observe_term(a.term, now)
         return []
@@ -597,103 +549,101 @@ class Fmrp:
             # Only the StepDown of the term we follow: an older one (delayed, replayed) must not make a
             # backup leave a live master.
             self._to_electing(now, out)  # skip the dead interval
-        if (s.successor is not None and s.successor in self._priorities and s.term >= self._leader_term
-                and self._state is FmrpState.ELECTING and self._round_until is None):
+        if (s.successor is not None and s.successor in self._cfg.priorities and s.term >= self._leader_term
+                and self._state is FmrpState.ELECTING and self._cand.until is None):
             # A hand-over to the replica that reaches more switches (issue #16): it stands at once, every
             # replica (itself included) votes only for it for a full round. (Its hello saying it is no
             # longer master may have arrived first: we may be ELECTING already.)
-            self._favour, self._favour_until = s.successor, now + self._round_max + self._dead
+            self._handover.favour, self._handover.favour_until = s.successor, now + self._cfg.round_max + self._cfg.dead
             if s.successor == self._id:
                 if not self._retired:
-                    self._candidacy_at = now
-            elif self._candidacy_at is not None:
-                self._candidacy_at = max(self._candidacy_at, self._favour_until)
+                    self._cand.at = now
+            elif self._cand.at is not None:
+                self._cand.at = max(self._cand.at, self._handover.favour_until)
         return out
 
     def _check_handover(self, now: float, out: list[FmrpAction]) -> None:
         """MASTER: hand over to a backup that is two-way with clearly more switches (controller.reach
         .handover_target), after `reach_dwell` of the same verdict. Only backups that are live, follow us
         and acknowledged our LSD version qualify, so the successor continues our version sequence."""
-        if not self._reach or self._retired or now - self._master_since < self._reach_settle:
-            self._handover_since = None
+        if not self._reach or self._retired or now - self._lease.since < self._cfg.reach_settle:
+            self._handover.since = None
             return
         views: dict[int, tuple[int, ...]] = {}
         for p, (h, t) in self._views.items():
-            if (now - t <= self._dead and h.state == FmrpState.BACKUP and h.leader == self._id
-                    and h.reach and self._acked.get(p, -1) >= self._version):
-                views[self._index[p]] = h.reach
-        target = handover_target(self._index[self._id], self._reach, views, self._reach_margin)
+            if (now - t <= self._cfg.dead and h.state == FmrpState.BACKUP and h.leader == self._id
+                    and h.reach and self._lease.acked.get(p, -1) >= self._version):
+                views[self._cfg.index[p]] = h.reach
+        target = handover_target(self._cfg.index[self._id], self._reach, views, self._cfg.reach_margin)
         if target is None:
-            self._handover_since = self._handover_to = None
+            self._handover.since = self._handover.to = None
             return
-        succ = self._ids[target]
-        if self._handover_to != succ or self._handover_since is None:
-            self._handover_since, self._handover_to = now, succ
+        succ = self._cfg.ids[target]
+        if self._handover.to != succ or self._handover.since is None:
+            self._handover.since, self._handover.to = now, succ
             return
-        if now - self._handover_since < self._reach_dwell:
+        if now - self._handover.since < self._cfg.reach_dwell:
             return
-        me, theirs = self._index[self._id], views[target]
+        me, theirs = self._cfg.index[self._id], views[target]
         out.append(Handover(self._id, succ, self._leader_term, self._reach[me], theirs[target], theirs[me]))
         self.handovers += 1
-        self._handover_since = self._handover_to = None
+        self._handover.since = self._handover.to = None
         self._broadcast(StepDown(self._id, self._leader_term, succ), out)
         self._to_electing(now, out)
-        self._favour, self._favour_until = succ, now + self._round_max + self._dead
-        self._candidacy_at = self._favour_until
+        self._handover.favour, self._handover.favour_until = succ, now + self._cfg.round_max + self._cfg.dead
+        self._cand.at = self._handover.favour_until
 
     # ============================================================================ transitions
     def _tick_electing(self, now: float, out: list[FmrpAction]) -> None:
-        if self._round_until is not None:
-            if now >= self._round_until:
-                self._round_until = None    # votes are kept: a late one for this term still counts
-                self._failed += 1
-                self._candidacy_at = max(now + self._retry_delay(now), self._yield_until)
-            elif now >= self._next_request:
-                self._next_request = now + self._hello
-                req = VoteRequest(self._id, self._term, self._version, self._priority)
-                for p in self._peers:
-                    if p not in self._votes:
-                        out.append(SendPeer(p, req))
+        if self._cand.until is not None:
+            if now >= self._cand.until:
+                self._cand.until = None    # votes are kept: a late one for this term still counts
+                self._cand.failed += 1
+                self._cand.at = max(now + self._retry_delay(now), self._cand.yield_until)
+            elif now >= self._cand.next_request:
+                self._request_votes(now, out)
                 return
-        if self._round_until is None and self._candidacy_at is not None and now >= self._candidacy_at:
+        if self._cand.until is None and self._cand.at is not None and now >= self._cand.at:
             if self._lower_live(now):       # a live master below our term will re-anchor above it (#19)
-                self._candidacy_at = now + self._hello
+                self._cand.at = now + self._cfg.hello
                 return
             self._start_candidacy(now, out)
 
     def _start_candidacy(self, now: float, out: list[FmrpAction]) -> None:
-        self._candidacy_at = None
-        if self._retired:
-            return
-        self._term += 1
-        self._stood_term = self._term
+        self._cand.at = None
+        if not self._retired:
+            self._stand(self._term + 1, now, out)
+
+    def _stand(self, term: int, now: float, out: list[FmrpAction]) -> None:
+        """Stand in `term`: persist it with our own vote, then ask every replica (a single replica wins)."""
+        self._term = term
+        self._cand.stood_term = term
         self._voted_for = self._id
         self._persist(out)
-        self._votes = {self._id}
-        self._round_until = now + self._round_len()
-        self._next_request = now + self._hello
-        if len(self._votes) >= self._majority:
+        self._cand.votes = {self._id}
+        self._cand.until = now + self._round_len()
+        self._cand.next_request = now + self._cfg.hello
+        if len(self._cand.votes) >= self._cfg.majority:
             self._become_master(now, out)
-            return
-        req = VoteRequest(self._id, self._term, self._version, self._priority)
-        for p in self._peers:
-            out.append(SendPeer(p, req))
+        else:
+            self._broadcast(VoteRequest(self._id, term, self._version, self._cfg.priority), out)
+
+    def _request_votes(self, now: float, out: list[FmrpAction]) -> None:
+        """Re-send our VoteRequest to the replicas whose vote we lack (every hello interval of a round)."""
+        self._cand.next_request = now + self._cfg.hello
+        req = VoteRequest(self._id, self._term, self._version, self._cfg.priority)
+        out.extend(SendPeer(p, req) for p in self._cfg.peers if p not in self._cand.votes)
 
     def _become_master(self, now: float, out: list[FmrpAction]) -> None:
         self._state = FmrpState.MASTER
         self._leader = self._id
         self._leader_term = self._term
         self._master_term = self._term
-        self._master_since = now
-        self._followers = {v: now for v in self._votes if v != self._id}
-        self._lower_master = None
-        self._acked = {}
-        self._round_until = None
-        self._candidacy_at = None
-        self._votes.clear()
-        self._failed = 0
+        self._lease = Lease(now, {v: now for v in self._cand.votes if v != self._id})
+        self._cand.end_round()
+        self._cand.at, self._cand.failed, self._cand.lower_master = None, 0, None
         out.append(BecomeMaster(self._term))
-        self._next_hello = now + self._hello
+        self._next_hello = now + self._cfg.hello
         self._broadcast(self._make_hello(), out)
 
     def _follow(self, leader: str, term: int, now: float, out: list[FmrpAction]) -> None:
@@ -703,28 +653,23 @@ class Fmrp:
         self._leader_term = term
         self._master_term = max(self._master_term, term)
         self._leader_heard = now
-        self._candidacy_at = None
-        self._round_until = None
-        self._votes.clear()
-        self._failed = 0
-        self._followers = {}
-        self._acked = {}
+        self._cand.end_round()
+        self._cand.at, self._cand.failed = None, 0
+        self._lease = Lease()
         if changed:
             out.append(BecomeBackup(term, leader))
             # Tell the new master at once that we follow it (its lease counts us).
-            self._next_hello = now + self._hello
+            self._next_hello = now + self._cfg.hello
             out.append(SendPeer(leader, self._make_hello()))
 
     def _to_electing(self, now: float, out: list[FmrpAction]) -> None:
         """Leave INIT/BACKUP/MASTER for ELECTING; the candidacy starts after the rank-ordered jitter."""
         self._state = FmrpState.ELECTING
-        self._handover_since = self._handover_to = None
+        self._handover.since = self._handover.to = None
         self._leader = None
-        self._followers = {}
-        self._acked = {}
-        self._round_until = None
-        self._votes.clear()
-        self._candidacy_at = None if self._retired else now + self._candidacy_delay(now)
+        self._lease = Lease()
+        self._cand.end_round()
+        self._cand.at = None if self._retired else now + self._candidacy_delay(now)
         out.append(BecomeInactive(self._master_term))
 
     def _abdicate(self, now: float, out: list[FmrpAction], *, announce: bool) -> None:
@@ -733,8 +678,8 @@ class Fmrp:
         if announce:
             self._broadcast(StepDown(self._id, self._leader_term), out)
         self._to_electing(now, out)
-        if self._candidacy_at is not None:
-            self._candidacy_at += self._dead
+        if self._cand.at is not None:
+            self._cand.at += self._cfg.dead
 
     # ============================================================================ helpers
     def _adopt(self, term: int, now: float, out: list[FmrpAction]) -> bool:
@@ -743,11 +688,10 @@ class Fmrp:
             return False
         self._term = term
         self._voted_for = None
-        if self._round_until is not None:  # our candidacy was for an older term: it is lost
-            self._round_until = None
-            self._votes.clear()
-            self._failed += 1
-            self._candidacy_at = now + self._retry_delay(now)
+        if self._cand.until is not None:  # our candidacy was for an older term: it is lost
+            self._cand.end_round()
+            self._cand.failed += 1
+            self._cand.at = now + self._retry_delay(now)
         self._persist(out)
         return True
 
@@ -764,10 +708,10 @@ class Fmrp:
         return out
 
     def _leader_live(self, now: float) -> bool:
-        return self._state is FmrpState.BACKUP and now - self._leader_heard <= self._dead
+        return self._state is FmrpState.BACKUP and now - self._leader_heard <= self._cfg.dead
 
     def _rank(self) -> tuple[int, int, str]:
-        return (self._version, self._priority, self._id)
+        return (self._version, self._cfg.priority, self._id)
 
     def _candidacy_delay(self, now: float) -> float:
         """Rank-ordered jitter: a hello interval per live peer known to be a better candidate, plus a random
@@ -775,71 +719,56 @@ class Fmrp:
         mine = self._rank()
         better = 0
         for p, (h, t) in self._views.items():
-            if now - t <= self._dead and h.state != FmrpState.MASTER and (h.version, h.priority, p) > mine:
+            if now - t <= self._cfg.dead and h.state != FmrpState.MASTER and (h.version, h.priority, p) > mine:
                 better += 1
-        return (2 * better + self._rng.random()) * self._hello / 2
+        return (2 * better + self._rng.random()) * self._cfg.hello / 2
 
     def _round_len(self) -> float:
         """How long a candidacy waits for votes: 2 hello intervals, doubled per failed candidacy since we
         last had a master, at most 2 x master_dead. On an overloaded host a round trip can take longer than
         2 hello intervals; with fixed rounds every vote then arrives after its round and nobody ever wins."""
-        return min(self._round * 2 ** min(self._failed, 8), self._round_max)
+        return min(self._cfg.round_first * 2 ** min(self._cand.failed, 8), self._cfg.round_max)
 
     def _retry_delay(self, now: float) -> float:
-        backoff = self._hello * min(2 ** max(self._failed - 1, 0), 8)
+        backoff = self._cfg.hello * min(2 ** max(self._cand.failed - 1, 0), 8)
         return self._candidacy_delay(now) + backoff * self._rng.random()
 
     def _make_hello(self) -> Hello:
         # A master speaks for the term it is master of (its durable term may be a re-anchoring one ahead).
         term = self._leader_term if self._state is FmrpState.MASTER else self._term
-        return Hello(self._id, self._state.value, term, self._version, self._priority, self._leader,
+        return Hello(self._id, self._state.value, term, self._version, self._cfg.priority, self._leader,
                      self._reach)
 
     def _lower_live(self, now: float) -> str | None:
         """A master below our durable term heard within master_dead (we wait for it to re-anchor)."""
-        return self._lower_master if now - self._lower_heard <= self._dead else None
+        return self._cand.lower_master if now - self._cand.lower_heard <= self._cfg.dead else None
 
     # ------------------------------------------------------------------ re-anchoring (issue #19)
     def _maybe_reanchor(self, now: float, out: list[FmrpAction]) -> None:
         """MASTER: a live replica's durable term is above the term we are master of, so it will not follow
         us: stand again, in a term above every term we know of (the same election rules: a majority votes,
         our followers vote for their live master). We stay master of our term meanwhile."""
-        if self._round_until is not None or now < self._reanchor_at or self._retired or not self._durable_ok:
+        if self._cand.until is not None or now < self._cand.reanchor_at or self._retired or not self._durable_ok:
             return
         above = [h.term for p, (h, t) in self._views.items()
-                 if now - t <= self._dead and h.state != FmrpState.MASTER and h.term > self._leader_term]
+                 if now - t <= self._cfg.dead and h.state != FmrpState.MASTER and h.term > self._leader_term]
         if above:
             self._reanchor(max(above), now, out)
 
     def _reanchor(self, above: int, now: float, out: list[FmrpAction]) -> None:
-        self._term = max(self._term, above) + 1
-        self._stood_term = self._term
-        self._voted_for = self._id
-        self._persist(out)
-        self._votes = {self._id}
-        self._round_until = now + self._round_len()
-        self._next_request = now + self._hello
-        if len(self._votes) >= self._majority:
-            self._become_master(now, out)
-            return
-        self._broadcast(VoteRequest(self._id, self._term, self._version, self._priority), out)
+        self._stand(max(self._term, above) + 1, now, out)
 
     def _tick_reanchor(self, now: float, out: list[FmrpAction]) -> None:
-        if self._round_until is None:
+        if self._cand.until is None:
             self._maybe_reanchor(now, out)
-        elif now >= self._round_until:              # failed round: retry later, in a new term
-            self._round_until = None
-            self._votes.clear()
-            self._reanchor_at = now + self._retry_delay(now)
-        elif now >= self._next_request:
-            self._next_request = now + self._hello
-            req = VoteRequest(self._id, self._term, self._version, self._priority)
-            for p in self._peers:
-                if p not in self._votes:
-                    out.append(SendPeer(p, req))
+        elif now >= self._cand.until:              # failed round: retry later, in a new term
+            self._cand.end_round()
+            self._cand.reanchor_at = now + self._retry_delay(now)
+        elif now >= self._cand.next_request:
+            self._request_votes(now, out)
 
     def _broadcast(self, msg: object, out: list[FmrpAction]) -> None:
-        for p in self._peers:
+        for p in self._cfg.peers:
             out.append(SendPeer(p, msg))
 
 
