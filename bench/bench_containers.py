@@ -127,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                     result = probe.stop()
                 finally:
                     probe.close()
-                elected = cluster.log_time(new, "event=role role=master", f"term={term} ")
+                elected = cluster.event_time(new, "role", role="master", term=term)
                 start = cluster.exit_time(old) if kind == "kill" else \
-                    cluster.log_time(old, "event=signal", "name=SIGTERM")
+                    cluster.event_time(old, "signal", name="SIGTERM")
                 rows[kind].append({"failover_s": round(elected - start, 3), "clients_follow_seen_s": round(seen, 3),
                                    "probe_sent": result["sent"], "probe_lost": result["lost"],
                                    "max_gap_ms": result["max_gap_ms"], "old": old, "new": new, "load": _load()})

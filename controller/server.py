@@ -47,20 +47,10 @@ from controller.node import MasterNode, Step, run_turn
 from controller.roles import RoleDriver, SingleMasterDriver
 from proto.auth import KeyKind, KeyRing
 from proto.config import Fabric
+from proto.logsetup import kv
 from proto.messages import Challenge, Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
 
 log = logging.getLogger("firepath.master")
-
-
-def kv(event: str, **fields: Any) -> str:
-    """A structured key=value log line body."""
-    parts = [f"event={event}"]
-    for k, v in fields.items():
-        s = str(v)
-        if not s or any(c in s for c in ' "='):
-            s = '"' + s.replace('"', '\\"') + '"'
-        parts.append(f"{k}={s}")
-    return " ".join(parts)
 
 
 def udp_drops(sock: socket.socket, table: str = "/proc/net/udp") -> int | None:
