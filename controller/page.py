@@ -20,7 +20,7 @@ Routes (added to the REST app by `add_page_routes`; the page itself is `controll
   ``localhost`` for a loopback replica), so a page served by one replica can drain through the leader and
   follow a failover to another replica. The token travels in the Authorization header, never a cookie.
 
-`PageFeed` is an observer of the `MasterApi` (`reported`, `changed`): it keeps the display state, the
+`PageFeed` is an observer of the master runtime (`controller.api.MasterApi`: `reported`, `changed`): it keeps the display state, the
 liveness and the last-change wall time of every link and switch as this replica sees them (from its own
 start; a backup has no port reports, so it shows the LSD states only), and fans updates out to the
 subscribed streams. A subscriber that falls `queue_size` messages behind is dropped (its page reconnects
@@ -99,7 +99,7 @@ class PageFeed:
         self._task: asyncio.Task[None] | None = None
         self.view: asyncio.Future[tuple[bytes, bytes]] | None = None
 
-    # ------------------------------------------------------------------ observer interface (MasterApi)
+    # ------------------------------------------------------------------ observer interface (the runtime calls these)
     def reported(self, switch: str, ports: tuple[PortStatus, ...]) -> None:
         i = self.index_of[switch]
         self.ports[i] = {p.port: p for p in ports}
