@@ -24,13 +24,13 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from lab import external
+from bench.stats import summary
+from lab import extconfig, external
 from lab.fabric import Lab, load_fabric, teardown, wait_until
 from tests.harness import compose
 from tests.harness.loopcluster import ROOT
@@ -39,10 +39,8 @@ RESULTS = ROOT / "bench" / "results"
 IMAGE = "firepath:bench"
 
 
-def _stats(xs: list[float]) -> dict[str, float]:
-    xs = sorted(xs)
-    return {"n": len(xs), "min": round(xs[0], 3), "p50": round(statistics.median(xs), 3), "max": round(xs[-1], 3)} \
-        if xs else {"n": 0}
+def _stats(xs: list[float]) -> dict[str, float | int]:
+    return summary(xs, digits=3)
 
 
 def _load() -> list[str]:
@@ -78,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     name = f"bc{os.getpid() % 100000}"
     d = Path("/tmp") / f"fplab-{name}"
     shutil.rmtree(d, ignore_errors=True)
-    config = external.write_config(d / "cfg", name, key_owner=10001, pods=0, leaves=2, spines=2, masters=3,
+    config = extconfig.write_config(d / "cfg", name, key_owner=10001, pods=0, leaves=2, spines=2, masters=3,
                                    master_address=",".join(compose.MASTER_ADDRESSES),
                                    master_base_port=compose.free_master_base_port())
     fabric = load_fabric(config)
@@ -129,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                     result = probe.stop()
                 finally:
                     probe.close()
-                elected = cluster.log_time(new, "event=role role=master", f"term={term} ")
+                elected = cluster.event_time(new, "role", role="master", term=term)
                 start = cluster.exit_time(old) if kind == "kill" else \
-                    cluster.log_time(old, "event=signal", "name=SIGTERM")
+                    cluster.event_time(old, "signal", name="SIGTERM")
                 rows[kind].append({"failover_s": round(elected - start, 3), "clients_follow_seen_s": round(seen, 3),
                                    "probe_sent": result["sent"], "probe_lost": result["lost"],
                                    "max_gap_ms": result["max_gap_ms"], "old": old, "new": new, "load": _load()})

@@ -79,6 +79,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.stats import summary
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "convergence.json"
 
@@ -244,24 +246,6 @@ def lsd_versions(master_lines: dict[str, list[LogLine]]) -> list[tuple[float, in
 
 
 # -------------------------------------------------------------------------------------------------- stats
-def pct(values: Iterable[float], q: float) -> float | None:
-    s = sorted(v for v in values if v is not None)
-    if not s:
-        return None
-    k = (len(s) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
-
-
-def summary(values: Iterable[float | None]) -> dict[str, Any]:
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return {"n": 0}
-    return {"n": len(vals), "p50": round(pct(vals, 0.5), 2), "p99": round(pct(vals, 0.99), 2),
-            "max": round(max(vals), 2), "min": round(min(vals), 2), "mean": round(statistics.fmean(vals), 2)}
-
-
 def ms(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round((a - b) * 1000.0, 2)
 

@@ -26,13 +26,13 @@ import json
 import os
 import platform
 import signal
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench import stats
 from proto.auth import KeyRing
 from tests.harness.loopcluster import ROOT, LoopCluster
 from tests.harness.simclient import SimFleet
@@ -41,16 +41,8 @@ RESULTS = ROOT / "bench" / "results" / "failover.json"
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM}
 
 
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
 def summary(xs: list[float]) -> dict[str, float | int]:
-    if not xs:
-        return {"n": 0}
-    return {"n": len(xs), "p50": round(statistics.median(xs), 1), "p99": round(pct(xs, 0.99), 1),
-            "max": round(max(xs), 1), "min": round(min(xs), 1)}
+    return stats.summary(xs, digits=1)
 
 
 class Bench:

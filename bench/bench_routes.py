@@ -41,6 +41,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.stats import pct
 from client.ofmsg import FlowMod, GroupMod
 from client.ofplan import OfPlanner
 from client.routes import RouteComputer
@@ -63,11 +64,6 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float, float]:
     w0, c0 = time.perf_counter(), time.process_time()
     out = fn()
     return out, (time.perf_counter() - w0) * 1e3, (time.process_time() - c0) * 1e3
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def bench_switch(fabric: Fabric, name: str, samples: int, rng: random.Random) -> dict[str, Any]:

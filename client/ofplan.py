@@ -382,15 +382,6 @@ def _prefix_order(p: IPv4Network) -> tuple[int, int]:
     return (-p.prefixlen, int(p.network_address))
 
 
-def select_groups_touched(messages: Iterable[OfMessage]) -> list[int]:
-    """Ids of the SELECT groups a plan adds or modifies (to re-apply an OF1.5 selection method)."""
-    return [
-        m.group_id
-        for m in messages
-        if isinstance(m, GroupMod) and m.command in (GroupCommand.ADD, GroupCommand.MODIFY) and m.type is GroupType.SELECT
-    ]
-
-
 class OfPlanner:
     """Stateful but pure planner for one switch (see the module docstring for the design).
 

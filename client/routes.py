@@ -42,8 +42,7 @@ Full computation: BFS when every weight is 1, Dial's bucket queue (Dijkstra for 
 weights) otherwise; both are level-synchronous, so a node's mask is the OR of the masks of all its
 tight predecessors (dist[u] + w == dist[v]). The BFS stops as soon as every node that has an UP link
 has been found (a per-node UP-degree count is maintained), which skips scanning the last level.
-Measured on the Jupiter preset (30,088 switches, 134,400 links): ~55-120 ms CPU per full
-computation, ~0.2-0.4 ms median per single-link update (bench/bench_routes.py).
+Full and single-link update costs on the Jupiter preset: BENCHMARKS.md (`bench_routes`).
 
 Incremental update (`update`): we keep the shortest-path DAG implicitly (dist + mask per node).
 1. links that went down and were tight (on the DAG) make their far end a candidate; in increasing

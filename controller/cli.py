@@ -73,10 +73,10 @@ def health(rest_url: str, timeout: float) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from controller.durable import DurableStateError, StateStore
-    from controller.server import MasterServer, kv, serve
+    from controller.server import MasterServer, serve
     from proto.auth import KeyRing
     from proto.config import ConfigError, load_fabric
-    from proto.logsetup import setup_logging
+    from proto.logsetup import kv, setup_logging
 
     setup_logging(args.log_level, args.log_format)
     log = logging.getLogger("firepath.master")
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     driver_factory = None                      # MasterServer's default: SingleMasterDriver
     if election == "fmrp":
-        from controller.fmrp import FmrpDriver
+        from controller.roles import FmrpDriver
 
         def driver_factory(core, store):  # type: ignore[no-untyped-def]
             return FmrpDriver(core, store.load().term)

@@ -7,7 +7,7 @@ and the tests drive it the same way:
     actions = core.handle(sender, msg, now)     # a decoded datagram (the Codec already checked HMAC/replay)
     actions = core.tick(now)                    # at core.next_deadline() (or earlier; ticks are idempotent)
 
-Roles (driven by a RoleDriver — single-master today, FMRP later):
+Roles (driven by a RoleDriver, FMRP in every deployment: controller.roles.FmrpDriver):
 - MASTER of a term: accepts port reports, derives link states from both ends, bumps the LSD version once
   per batch of effective changes, distributes to clients and streams to the other masters (backups).
 - BACKUP of a term: applies LsdFull/LsdDelta from that term's leader, answers ReplicationAck; ignores
@@ -490,6 +490,19 @@ class MasterCore:
 
     def backups(self) -> list[Peer]:
         return [p for p in self.dist.peers.values() if p.is_master]
+
+    def switch_alive(self, switch: str, now: float) -> bool:
+        """The switch reported within `switch_dead` under this mastership."""
+        return self.deriver.alive(switch, now)
+
+    def link_evidence(self, index: int, now: float) -> tuple[str, str]:
+        """What each end of link `index` says of it (controller.linkstate), for the guard's view."""
+        return self.deriver.evidence(index, now)
+
+    def clients_connected(self, now: float) -> int:
+        """Switches heard from within `switch_dead`."""
+        dead = self.fabric.timers.switch_dead
+        return sum(1 for p in self.dist.peers.values() if not p.is_master and now - p.last_heard < dead)
 
     # ============================================================================ internals
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action],

@@ -7,7 +7,8 @@ A pure state machine: `now` (monotonic seconds) goes in, actions come out. No so
     actions = fmrp.tick(now)                      # at fmrp.next_deadline() (earlier is harmless)
     fmrp.set_lsd_version(core.version)            # the master core's LSD version (-1: none), before inputs
 
-`FmrpDriver` (end of this module) is the `controller.roles.RoleDriver` that wires it to a `MasterCore`.
+`controller.roles.FmrpDriver` is the `RoleDriver` that wires it to a `MasterCore`; what a replica remembers
+besides its term and role (candidacy, lease, hand-over, configuration) is grouped in `controller.fmrpstate`.
 
 Actions (execute them **in list order**): `SendPeer(to, msg)` (one datagram to one replica), `PersistTerm`
 (`controller.actions.PersistTerm`: write term/voted_for durably *before* executing any later action of the
@@ -55,37 +56,39 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   master (see sticky); hellos of non-masters never move terms.
 * BACKUP: a master silent for `master_dead`, or a Hello from it that no longer says MASTER, or its StepDown
   → ELECTING. A StepDown (SIGTERM, `step_down()`, like VRRP priority 0) skips the dead interval.
-* Backups follow the live master with the highest term even if their own term is higher (a replica that
-  was cut off bumped its term in vain); the term handed to the master core (`BecomeBackup`/`BecomeInactive`)
-  is the highest *master* term known, which never decreases.
+* Backups follow the live master with the highest term, never one below their own durable term (see
+  re-anchoring below); the term handed to the master core (`BecomeBackup`/`BecomeInactive`) is the highest
+  *master* term known, which never decreases.
 
 Timers and the failover trade-off
 ---------------------------------
-Defaults `hello_interval` 30 ms and `master_dead` 150 ms (5 hellos): a crashed master is detected after
-150 ms, the best-ranked backup asks for votes after 0–15 ms of jitter and wins after one round trip, so
-failover completes in ~150–170 ms + RTT on loopback, ≤ 300 ms even when the first candidate is refused
-once. Shorter timers fail over faster but risk a spurious suspicion after a scheduler stall or a few
-lost datagrams (harmless for the master thanks to stickiness, but it costs term bumps and fsyncs);
-longer ones make failover slower. A SIGTERM step-down fails over in about one round trip.
-Measured in the deterministic simulator (tests/sim, 0.2–1.2 ms links, ±1% clock skew, 3 or 5 replicas):
-kill -9 → new master median ~150 ms, max ~230 ms; step-down → new master ≤ 17 ms. With real processes on
-a shared, loaded 2-core host (bench/bench_failover.py, 20 runs): kill -9 → elected p50 185 ms, p99 295 ms;
-SIGTERM → elected p50 37 ms, p99 114 ms (bench/results/failover.json).
+A crashed master is detected after `master_dead`; the best-ranked backup asks for votes after its
+rank-ordered jitter and wins after one round trip; a SIGTERM step-down skips the dead interval. Shorter
+timers fail over faster but risk a spurious suspicion after a scheduler stall or a few lost datagrams
+(harmless for the master thanks to stickiness, but it costs term bumps and fsyncs); longer ones make
+failover slower. Measured failover times (simulator and real processes): BENCHMARKS.md.
+
+Re-anchoring (issue #19)
+------------------------
+A replica never *starts* following a master whose term is below its own durable term (a term it bumped in
+vain while cut off, or a replayed hello of a dead master). It does not stand against that live master
+either: it waits, and grants it a vote (even in INIT). The master sees the higher term in that replica's
+hellos and stands again in a term above every term it knows, while staying master of its own term: its
+followers vote for their live master and keep following it until its hello of the new term. A healthy
+master is therefore never displaced, and every replica follows a term at least its durable one.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from controller.actions import Handover, PersistTerm, Send, TermSeen
-from controller.reach import handover_target, reach_margin
-
-if TYPE_CHECKING:
-    from controller.core import MasterCore
+from controller.actions import Handover, PersistTerm
+from controller.fmrpstate import NEVER, UNKNOWN, Candidacy, Config, HandoverPlan, Lease, PeerView, Unknown
+from controller.reach import handover_target
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
 
@@ -95,7 +98,6 @@ __all__ = [
     "BecomeMaster",
     "Fmrp",
     "FmrpAction",
-    "FmrpDriver",
     "FmrpError",
     "FmrpState",
     "PeerView",
@@ -145,31 +147,6 @@ class BecomeInactive:
 FmrpAction = SendPeer | PersistTerm | BecomeMaster | BecomeBackup | BecomeInactive | Handover
 
 
-@dataclass(frozen=True, slots=True)
-class PeerView:
-    """What we last heard from another replica (for `GET /v1/masters`)."""
-
-    id: str
-    state: str | None
-    term: int | None
-    version: int | None
-    priority: int
-    leader: str | None
-    last_hello_age: float | None  # seconds; None = never heard
-    reach: tuple[int, ...] = ()    # its reachability view (Hello.reach), issue #16
-
-
-class _Unknown:
-    """Sentinel for voted_for after a restart: we may have voted in the durable term, we do not know for whom."""
-
-    def __repr__(self) -> str:
-        return "<unknown>"
-
-
-_UNKNOWN = _Unknown()
-_NEVER = float("-inf")
-
-
 class Fmrp:
     def __init__(
         self,
@@ -197,53 +174,35 @@ class Fmrp:
                 f"timers: need 0 < hello_interval ({timers.hello_interval}) < master_dead ({timers.master_dead})"
             )
         self._id = self_id
-        self._priorities = {m.id: m.priority for m in masters}
-        self._priority = self._priorities[self_id]
-        self._peers = tuple(i for i in ids if i != self_id)
-        self._majority = len(ids) // 2 + 1
-        self._hello = timers.hello_interval
-        self._dead = timers.master_dead
-        self._round = 2 * timers.hello_interval       # first round; doubles per failed one, up to 2 x dead
-        self._round_max = max(self._round, 2 * timers.master_dead)
+        priorities = {m.id: m.priority for m in masters}
+        first_round = 2 * timers.hello_interval
+        self._cfg = Config(
+            priorities=priorities, priority=priorities[self_id], peers=tuple(i for i in ids if i != self_id),
+            ids=tuple(ids), index={m: i for i, m in enumerate(ids)}, majority=len(ids) // 2 + 1,
+            hello=timers.hello_interval, dead=timers.master_dead, round_first=first_round,
+            round_max=max(first_round, 2 * timers.master_dead),
+            reach_margin=reach_margin, reach_dwell=reach_dwell, reach_settle=reach_settle)
         # Deterministic jitter: seeded from (seed, id) — str seeds are hashed with SHA-512, not hash().
         self._rng = random.Random(f"fmrp:{seed}:{self_id}")
-
-        self._state = FmrpState.INIT
+        # durable state
         self._term = durable_term
-        self._voted_for: str | None | _Unknown = _UNKNOWN  # see _Unknown: never vote again in durable_term
+        self._voted_for: str | None | Unknown = UNKNOWN  # see Unknown: never vote again in durable_term
+        self._durable_ok = True  # False after a failed save of term/vote, until one succeeds
+        # role and what we know of the others
+        self._state = FmrpState.INIT
+        self._init_until = now + timers.master_dead
         self._master_term = 0  # highest term in which a master is known to exist
         self._leader: str | None = None
         self._leader_term = 0
-        self._leader_heard = _NEVER
+        self._leader_heard = NEVER
         self._version = -1
         self._retired = False
-        self._durable_ok = True  # False after a failed save of term/vote, until one succeeds
-        self._init_until = now + self._dead
-        self._candidacy_at: float | None = None
-        self._round_until: float | None = None
-        self._next_request = _NEVER
-        self._votes: set[str] = set()
-        self._failed = 0  # failed candidacies since we last had a master
-        self._yield_until = _NEVER  # a better candidate stood in our term: retry only after its next round
-        self._stood_term = -1       # term of our latest candidacy (its votes count until we move on)
-        self._master_since = _NEVER
-        self._followers: dict[str, float] = {}
-        self._acked: dict[str, int] = {}
-        self._views: dict[str, tuple[Hello, float]] = {}
         self._next_hello = now
-        # Mastership follows reachability (issue #16).
-        self._ids = tuple(ids)                      # configured order: the index of PortReport.reach bits
-        self._index = {m: i for i, m in enumerate(ids)}
-        self._reach: tuple[int, ...] = ()           # our own view (controller.reach counts)
-        self._reach_margin = reach_margin
-        self._reach_dwell = reach_dwell
-        # A new master's reachability views still describe the previous mastership (the switches' bits
-        # for it rise with their next reports): no hand-over before they have settled.
-        self._reach_settle = reach_settle
-        self._handover_since: float | None = None
-        self._handover_to: str | None = None
-        self._favour: str | None = None             # a successor named in a StepDown: stand aside for it
-        self._favour_until = _NEVER
+        self._views: dict[str, tuple[Hello, float]] = {}
+        self._reach: tuple[int, ...] = ()           # our own reachability view (controller.reach counts)
+        self._cand = Candidacy()
+        self._lease = Lease()
+        self._handover = HandoverPlan()
         self.handovers = 0
 
     # ============================================================================ read-only view
@@ -284,10 +243,10 @@ class Fmrp:
 
     def peers(self, now: float) -> tuple[PeerView, ...]:
         out = []
-        for p in self._peers:
+        for p in self._cfg.peers:
             seen = self._views.get(p)
             if seen is None:
-                out.append(PeerView(p, None, None, None, self._priorities[p], None, None))
+                out.append(PeerView(p, None, None, None, self._cfg.priorities[p], None, None))
             else:
                 h, t = seen
                 out.append(PeerView(p, h.state, h.term, h.version, h.priority, h.leader, max(0.0, now - t),
@@ -296,16 +255,16 @@ class Fmrp:
 
     def backup_versions(self) -> dict[str, int]:
         """LSD versions the backups acknowledged (ReplicationAck) in our term, while MASTER."""
-        return dict(self._acked) if self._state is FmrpState.MASTER else {}
+        return dict(self._lease.acked) if self._state is FmrpState.MASTER else {}
 
     def lease_ok(self, now: float) -> bool:
         """MASTER only: a majority (ourselves included) followed us within master_dead."""
         if self._state is not FmrpState.MASTER:
             return False
-        if now - self._master_since < self._dead:
+        if now - self._lease.since < self._cfg.dead:
             return True
-        live = sum(1 for t in self._followers.values() if now - t <= self._dead)
-        return 1 + live >= self._majority
+        live = sum(1 for t in self._lease.followers.values() if now - t <= self._cfg.dead)
+        return 1 + live >= self._cfg.majority
 
     @property
     def reach(self) -> tuple[int, ...]:
@@ -324,26 +283,18 @@ class Fmrp:
         self._version = version
 
     def on_message(self, sender: str, msg: object, now: float) -> list[FmrpAction]:
-        """One authenticated FMRP datagram from replica `sender`. Other message types: []."""
-        if sender not in self._priorities or sender == self._id:
+        """One authenticated FMRP datagram from replica `sender`, handled by `TRANSITIONS[(state, type)]`.
+        Other message types: []. Raises FmrpError if the message speaks for another replica."""
+        if sender not in self._cfg.priorities or sender == self._id:
             raise FmrpError(f"sender: {sender!r} is not another configured master replica")
-        match msg:
-            case Hello():
-                self._check_sender(sender, msg.master, "Hello.master")
-                return self._on_hello(sender, msg, now)
-            case VoteRequest():
-                self._check_sender(sender, msg.candidate, "VoteRequest.candidate")
-                return self._on_vote_request(msg, now)
-            case Vote():
-                self._check_sender(sender, msg.voter, "Vote.voter")
-                return self._on_vote(msg, now)
-            case ReplicationAck():
-                self._check_sender(sender, msg.backup, "ReplicationAck.backup")
-                return self._on_replication_ack(msg, now)
-            case StepDown():
-                self._check_sender(sender, msg.master, "StepDown.master")
-                return self._on_step_down(msg, now)
-        return []
+        handler = TRANSITIONS.get((self._state, type(msg)))
+        if handler is None:
+            return []
+        claimed = _CLAIMS[type(msg)]
+        if getattr(msg, claimed) != sender:
+            raise FmrpError(f"{type(msg).__name__}.{claimed}: {getattr(msg, claimed)!r} does not match the "
+                            f"authenticated sender {sender!r}")
+        return handler(self, sender, msg, now)
 
     def observe_term(self, term: int, now: float) -> list[FmrpAction]:
         """The master core refused a message carrying a higher `term` (its `TermSeen` event). Terms only
@@ -356,7 +307,9 @@ class Fmrp:
         self._master_term = max(self._master_term, term)
         if self._state is FmrpState.MASTER and term > self._leader_term:
             self._abdicate(now, out, announce=True)
-        elif self._state is FmrpState.BACKUP and self._leader_term < term:
+        elif self._state is FmrpState.BACKUP and self._leader_term < term and not (
+                term == self._term and self._voted_for == self._leader):
+            # (the term our leader re-anchors in, which we voted for: its hello of that term follows)
             self._to_electing(now, out)
         return out
 
@@ -369,11 +322,10 @@ class Fmrp:
         self._durable_ok = False
         if self._state is FmrpState.MASTER:
             self._abdicate(now, out, announce=False)
-        elif self._round_until is not None:     # the candidacy's requests were never sent
-            self._round_until = None
-            self._votes.clear()
-            self._failed += 1
-            self._candidacy_at = now + self._retry_delay(now)
+        elif self._cand.until is not None:     # the candidacy's requests were never sent
+            self._cand.end_round()
+            self._cand.failed += 1
+            self._cand.at = now + self._retry_delay(now)
         return out
 
     def persisted(self, term: int) -> None:
@@ -396,9 +348,9 @@ class Fmrp:
             self._abdicate(now, out, announce=True)
         elif self._state is not FmrpState.ELECTING:
             self._to_electing(now, out)
-        self._candidacy_at = None
-        self._round_until = None
-        self._votes.clear()
+        self._cand.at = None
+        self._cand.until = None
+        self._cand.votes.clear()
         return out
 
     def tick(self, now: float) -> list[FmrpAction]:
@@ -408,96 +360,128 @@ class Fmrp:
             if not self.lease_ok(now):
                 self._abdicate(now, out, announce=True)
             else:
-                self._check_handover(now, out)
+                self._tick_reanchor(now, out)
+                if self._state is FmrpState.MASTER:
+                    self._check_handover(now, out)
         elif st is FmrpState.INIT:
             if now >= self._init_until:
                 self._to_electing(now, out)
-        elif st is FmrpState.BACKUP and now - self._leader_heard > self._dead:
+        elif st is FmrpState.BACKUP and now - self._leader_heard > self._cfg.dead:
             self._to_electing(now, out)
         if self._state is FmrpState.ELECTING:
             self._tick_electing(now, out)
         if now >= self._next_hello:
-            self._next_hello = now + self._hello
+            self._next_hello = now + self._cfg.hello
             self._broadcast(self._make_hello(), out)
         return out
 
     def next_deadline(self) -> float:
         times = [self._next_hello]
-        if self._handover_since is not None and self._state is FmrpState.MASTER:
-            times.append(self._handover_since + self._reach_dwell)
+        if self._handover.since is not None and self._state is FmrpState.MASTER:
+            times.append(self._handover.since + self._cfg.reach_dwell)
         st = self._state
         if st is FmrpState.INIT:
             times.append(self._init_until)
         elif st is FmrpState.BACKUP:
-            times.append(self._leader_heard + self._dead + 1e-9)
+            times.append(self._leader_heard + self._cfg.dead + 1e-9)
         elif st is FmrpState.ELECTING:
-            if self._round_until is not None:
-                times += [self._round_until, self._next_request]
-            elif self._candidacy_at is not None:
-                times.append(self._candidacy_at)
+            if self._cand.until is not None:
+                times += [self._cand.until, self._cand.next_request]
+            elif self._cand.at is not None:
+                times.append(self._cand.at)
+        if st is FmrpState.MASTER and self._cand.until is not None:
+            times += [self._cand.until, self._cand.next_request]
         return min(times)
 
     # ============================================================================ message handlers
-    def _on_hello(self, sender: str, h: Hello, now: float) -> list[FmrpAction]:
+    # One handler per (state, message type): `TRANSITIONS` below is the table; `on_message` dispatches on it.
+    def _hello_to_master(self, sender: str, h: Hello, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
         self._views[sender] = (h, now)
         if h.state == FmrpState.MASTER:
-            if self._state is FmrpState.MASTER:
-                if h.term > self._term:  # a newer master was elected without us: follow it
-                    self._adopt(h.term, now, out)
-                    self._follow(sender, h.term, now, out)
-                return out  # an older (or, impossibly, equal) term: it will step down on our hellos
-            if h.term < self._master_term:
-                return out  # a stale master that has not heard of the newer one yet
-            if sender != self._leader and self._leader_live(now) and h.term <= self._leader_term:
-                return out
-            self._adopt(h.term, now, out)
-            self._follow(sender, h.term, now, out)
-            return out
-        if sender == self._leader and self._state is FmrpState.BACKUP:
-            # Our master says it is no longer master (restarted, lost its lease, retired): elect now.
-            self._to_electing(now, out)
-        elif (
-            self._state is FmrpState.MASTER
-            and h.state == FmrpState.BACKUP
-            and h.leader == self._id
-        ):
-            self._followers[sender] = now
+            if h.term > self._leader_term:  # a newer master was elected without us: follow it
+                self._adopt(h.term, now, out)
+                self._follow(sender, h.term, now, out)
+            return out  # an older (or, impossibly, equal) term: it will step down on our hellos
+        if h.state == FmrpState.BACKUP and h.leader == self._id:
+            self._lease.followers[sender] = now
+        if h.term > self._leader_term:      # it will not follow us in our term: re-anchor above it (#19)
+            self._maybe_reanchor(now, out)
         return out
 
-    def _on_vote_request(self, r: VoteRequest, now: float) -> list[FmrpAction]:
+    def _hello(self, sender: str, h: Hello, now: float) -> list[FmrpAction]:
+        """INIT, BACKUP, ELECTING: follow a live master (never below our durable term), or leave ours."""
         out: list[FmrpAction] = []
+        self._views[sender] = (h, now)
+        if h.state != FmrpState.MASTER:
+            if sender == self._leader and self._state is FmrpState.BACKUP:
+                # Our master says it is no longer master (restarted, lost its lease, retired): elect now.
+                self._to_electing(now, out)
+            return out
+        if h.term < self._master_term:
+            return out  # a stale master that has not heard of the newer one yet
+        live = self._leader_live(now)
+        if sender != self._leader and live and h.term <= self._leader_term:
+            return out
+        if h.term < self._term and not (live and sender == self._leader and h.term == self._leader_term):
+            # Issue #19: never start following a term below our durable term (a replayed hello of a dead
+            # master, or a term we bumped in vain). The master sees our term in our hellos and re-anchors
+            # above it; until then we neither follow it nor stand against it.
+            self._cand.lower_master, self._cand.lower_heard = sender, now
+            return out
+        self._adopt(h.term, now, out)
+        self._follow(sender, h.term, now, out)
+        return out
+
+    def _vote_request_to_master(self, sender: str, r: VoteRequest, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        if r.term <= self._term or self.lease_ok(now):
+            return self._reply(r.candidate, False, out)  # sticky: a healthy master is never displaced
+        self._abdicate(now, out, announce=False)  # lease lost: we are no master any more
+        return self._vote_request(sender, r, now, out)
+
+    def _vote_request(self, sender: str, r: VoteRequest, now: float,
+                      out: list[FmrpAction] | None = None) -> list[FmrpAction]:
+        """INIT, BACKUP, ELECTING: at most one vote per term, persisted before the reply."""
+        out = [] if out is None else out
         cand = r.candidate
-        if self._state is FmrpState.MASTER:
-            if r.term <= self._term or self.lease_ok(now):
-                return self._reply(cand, False, out)  # sticky: a healthy master is never displaced
-            self._abdicate(now, out, announce=False)  # lease lost: we are no master any more
-        if self._state is FmrpState.INIT or self._leader_live(now) or r.term < self._term:
+        if self._state is FmrpState.BACKUP and cand == self._leader and self._leader_live(now) \
+                and r.term > self._term and self._durable_ok:
+            # Our live master re-anchors in a term above ours (#19): vote for it and keep following it
+            # until its hello of that term.
+            self._adopt(r.term, now, out)
+            self._voted_for = cand
+            self._persist(out)
+            return self._reply(cand, True, out)
+        lower = self._lower_live(now)
+        if r.term < self._term or self._leader_live(now) or (self._state is FmrpState.INIT and cand != lower):
+            # (in INIT only the live master we heard, re-anchoring above our term, gets a vote)
             return self._reply(cand, False, out)
         self._adopt(r.term, now, out)
         if not self._durable_ok:        # a vote we cannot persist could be given twice after a restart
             return self._reply(cand, False, out)
-        favour = self._favour if now < self._favour_until else None
+        favour = self._handover.favour if now < self._handover.favour_until else None
         if favour is not None and cand != favour:
             return self._reply(cand, False, out)      # a hand-over is under way: only its successor
         if self._voted_for is not None and self._voted_for != cand:
-            if (self._voted_for == self._id and self._round_until is not None
+            if (self._voted_for == self._id and self._cand.until is not None
                     and (r.version, r.priority, cand) > self._rank()):
-                self._yield_until = now + self._round_len() + self._hello   # split vote: the better one next
+                self._cand.yield_until = now + self._round_len() + self._cfg.hello   # split vote: the better one next
             return self._reply(cand, False, out)
         if (
             favour is None
             and not self._retired
-            and self._failed == 0
+            and self._cand.failed == 0
             and self._voted_for is None
+            and cand != lower                 # the live master we wait for, re-anchoring: not a rival
             and self._rank() > (r.version, r.priority, cand)
         ):
             # We would make a better master: refuse and stand ourselves right away.
             if self._state is not FmrpState.ELECTING:
                 self._to_electing(now, out)
-            if self._round_until is None:
+            if self._cand.until is None:
                 at = now + self._candidacy_delay(now)
-                self._candidacy_at = at if self._candidacy_at is None else min(self._candidacy_at, at)
+                self._cand.at = at if self._cand.at is None else min(self._cand.at, at)
             return self._reply(cand, False, out)
         if self._voted_for is None:
             self._voted_for = cand
@@ -506,145 +490,160 @@ class Fmrp:
             self._to_electing(now, out)
         # Give the candidate its round before we stand ourselves.
         wait = now + self._round_len() + self._candidacy_delay(now)
-        if self._candidacy_at is None or self._candidacy_at < wait:
-            self._candidacy_at = wait
+        if self._cand.at is None or self._cand.at < wait:
+            self._cand.at = wait
         return self._reply(cand, True, out)
 
-    def _on_vote(self, v: Vote, now: float) -> list[FmrpAction]:
+    def _vote_to_master(self, sender: str, v: Vote, now: float) -> list[FmrpAction]:
+        """MASTER: only votes of a re-anchoring round count (a term above ours: re-anchor above it)."""
         out: list[FmrpAction] = []
-        if self._state is FmrpState.MASTER:
-            return out
         if v.term > self._term:
-            self._adopt(v.term, now, out)
-            return out
-        if (
-            self._state is FmrpState.ELECTING
-            and self._stood_term == self._term
-            and self._votes
-            and v.term == self._term
-            and v.candidate == self._id
-            and v.granted
-        ):
-            self._votes.add(v.voter)
-            if len(self._votes) >= self._majority:
+            self._cand.end_round()
+            self._reanchor(v.term, now, out)
+        elif self._cand.until is not None and v.term == self._term and v.candidate == self._id and v.granted:
+            self._cand.votes.add(v.voter)
+            if len(self._cand.votes) >= self._cfg.majority:
                 self._become_master(now, out)
         return out
 
-    def _on_replication_ack(self, a: ReplicationAck, now: float) -> list[FmrpAction]:
-        out: list[FmrpAction] = []
-        if self._state is FmrpState.MASTER:
-            if a.term == self._term:
-                self._followers[a.backup] = now
-                self._acked[a.backup] = a.version
-            elif a.term > self._term:  # it follows a newer master
-                out += self.observe_term(a.term, now)
+    def _vote_to_candidate(self, sender: str, v: Vote, now: float) -> list[FmrpAction]:
+        """ELECTING: count a granted vote of the term we stand in; a late one still counts."""
+        out = self._vote_term(sender, v, now)
+        if (not out and self._cand.stood_term == self._term and self._cand.votes and v.term == self._term
+                and v.candidate == self._id and v.granted):
+            self._cand.votes.add(v.voter)
+            if len(self._cand.votes) >= self._cfg.majority:
+                self._become_master(now, out)
         return out
 
-    def _on_step_down(self, s: StepDown, now: float) -> list[FmrpAction]:
+    def _vote_term(self, sender: str, v: Vote, now: float) -> list[FmrpAction]:
+        """INIT, BACKUP: a vote (ours long over) only tells us its term."""
+        out: list[FmrpAction] = []
+        self._adopt(v.term, now, out)
+        return out
+
+    def _ack_to_master(self, sender: str, a: ReplicationAck, now: float) -> list[FmrpAction]:
+        if a.term == self._leader_term:
+            self._lease.followers[a.backup] = now
+            self._lease.acked[a.backup] = a.version
+        elif a.term > self._term:  # it follows a newer master
+            return self.observe_term(a.term, now)
+        return []
+
+    def _ignore(self, sender: str, msg: object, now: float) -> list[FmrpAction]:
+        return []
+
+    def _step_down_to_master(self, sender: str, s: StepDown, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
         self._adopt(s.term, now, out)
         self._master_term = max(self._master_term, s.term)
-        if self._state is FmrpState.MASTER:
-            if s.term >= self._term:  # impossible for an equal term; a higher one: we are stale
-                self._abdicate(now, out, announce=False)
-        else:
-            if s.master == self._leader and self._state is FmrpState.BACKUP and s.term >= self._leader_term:
-                # Only the StepDown of the term we follow: an older one (delayed, replayed) must not make a
-                # backup leave a live master.
-                self._to_electing(now, out)  # skip the dead interval
-            if (s.successor is not None and s.successor in self._priorities and s.term >= self._leader_term
-                    and self._state is FmrpState.ELECTING and self._round_until is None):
-                # A hand-over to the replica that reaches more switches (issue #16): it stands at once, every
-                # replica (itself included) votes only for it for a full round. (Its hello saying it is no
-                # longer master may have arrived first: we may be ELECTING already.)
-                self._favour, self._favour_until = s.successor, now + self._round_max + self._dead
-                if s.successor == self._id:
-                    if not self._retired:
-                        self._candidacy_at = now
-                elif self._candidacy_at is not None:
-                    self._candidacy_at = max(self._candidacy_at, self._favour_until)
+        if s.term > self._leader_term:  # a newer master stepped down: we are stale
+            self._abdicate(now, out, announce=False)
+        return out
+
+    def _step_down(self, sender: str, s: StepDown, now: float) -> list[FmrpAction]:
+        out: list[FmrpAction] = []
+        self._adopt(s.term, now, out)
+        self._master_term = max(self._master_term, s.term)
+        if s.master == self._leader and self._state is FmrpState.BACKUP and s.term >= self._leader_term:
+            # Only the StepDown of the term we follow: an older one (delayed, replayed) must not make a
+            # backup leave a live master.
+            self._to_electing(now, out)  # skip the dead interval
+        if (s.successor is not None and s.successor in self._cfg.priorities and s.term >= self._leader_term
+                and self._state is FmrpState.ELECTING and self._cand.until is None):
+            # A hand-over to the replica that reaches more switches (issue #16): it stands at once, every
+            # replica (itself included) votes only for it for a full round. (Its hello saying it is no
+            # longer master may have arrived first: we may be ELECTING already.)
+            self._handover.favour, self._handover.favour_until = s.successor, now + self._cfg.round_max + self._cfg.dead
+            if s.successor == self._id:
+                if not self._retired:
+                    self._cand.at = now
+            elif self._cand.at is not None:
+                self._cand.at = max(self._cand.at, self._handover.favour_until)
         return out
 
     def _check_handover(self, now: float, out: list[FmrpAction]) -> None:
         """MASTER: hand over to a backup that is two-way with clearly more switches (controller.reach
         .handover_target), after `reach_dwell` of the same verdict. Only backups that are live, follow us
         and acknowledged our LSD version qualify, so the successor continues our version sequence."""
-        if not self._reach or self._retired or now - self._master_since < self._reach_settle:
-            self._handover_since = None
+        if not self._reach or self._retired or now - self._lease.since < self._cfg.reach_settle:
+            self._handover.since = None
             return
         views: dict[int, tuple[int, ...]] = {}
         for p, (h, t) in self._views.items():
-            if (now - t <= self._dead and h.state == FmrpState.BACKUP and h.leader == self._id
-                    and h.reach and self._acked.get(p, -1) >= self._version):
-                views[self._index[p]] = h.reach
-        target = handover_target(self._index[self._id], self._reach, views, self._reach_margin)
+            if (now - t <= self._cfg.dead and h.state == FmrpState.BACKUP and h.leader == self._id
+                    and h.reach and self._lease.acked.get(p, -1) >= self._version):
+                views[self._cfg.index[p]] = h.reach
+        target = handover_target(self._cfg.index[self._id], self._reach, views, self._cfg.reach_margin)
         if target is None:
-            self._handover_since = self._handover_to = None
+            self._handover.since = self._handover.to = None
             return
-        succ = self._ids[target]
-        if self._handover_to != succ or self._handover_since is None:
-            self._handover_since, self._handover_to = now, succ
+        succ = self._cfg.ids[target]
+        if self._handover.to != succ or self._handover.since is None:
+            self._handover.since, self._handover.to = now, succ
             return
-        if now - self._handover_since < self._reach_dwell:
+        if now - self._handover.since < self._cfg.reach_dwell:
             return
-        me, theirs = self._index[self._id], views[target]
+        me, theirs = self._cfg.index[self._id], views[target]
         out.append(Handover(self._id, succ, self._leader_term, self._reach[me], theirs[target], theirs[me]))
         self.handovers += 1
-        self._handover_since = self._handover_to = None
+        self._handover.since = self._handover.to = None
         self._broadcast(StepDown(self._id, self._leader_term, succ), out)
         self._to_electing(now, out)
-        self._favour, self._favour_until = succ, now + self._round_max + self._dead
-        self._candidacy_at = self._favour_until
+        self._handover.favour, self._handover.favour_until = succ, now + self._cfg.round_max + self._cfg.dead
+        self._cand.at = self._handover.favour_until
 
     # ============================================================================ transitions
     def _tick_electing(self, now: float, out: list[FmrpAction]) -> None:
-        if self._round_until is not None:
-            if now >= self._round_until:
-                self._round_until = None    # votes are kept: a late one for this term still counts
-                self._failed += 1
-                self._candidacy_at = max(now + self._retry_delay(now), self._yield_until)
-            elif now >= self._next_request:
-                self._next_request = now + self._hello
-                req = VoteRequest(self._id, self._term, self._version, self._priority)
-                for p in self._peers:
-                    if p not in self._votes:
-                        out.append(SendPeer(p, req))
+        if self._cand.until is not None:
+            if now >= self._cand.until:
+                self._cand.until = None    # votes are kept: a late one for this term still counts
+                self._cand.failed += 1
+                self._cand.at = max(now + self._retry_delay(now), self._cand.yield_until)
+            elif now >= self._cand.next_request:
+                self._request_votes(now, out)
                 return
-        if self._round_until is None and self._candidacy_at is not None and now >= self._candidacy_at:
+        if self._cand.until is None and self._cand.at is not None and now >= self._cand.at:
+            if self._lower_live(now):       # a live master below our term will re-anchor above it (#19)
+                self._cand.at = now + self._cfg.hello
+                return
             self._start_candidacy(now, out)
 
     def _start_candidacy(self, now: float, out: list[FmrpAction]) -> None:
-        self._candidacy_at = None
-        if self._retired:
-            return
-        self._term += 1
-        self._stood_term = self._term
+        self._cand.at = None
+        if not self._retired:
+            self._stand(self._term + 1, now, out)
+
+    def _stand(self, term: int, now: float, out: list[FmrpAction]) -> None:
+        """Stand in `term`: persist it with our own vote, then ask every replica (a single replica wins)."""
+        self._term = term
+        self._cand.stood_term = term
         self._voted_for = self._id
         self._persist(out)
-        self._votes = {self._id}
-        self._round_until = now + self._round_len()
-        self._next_request = now + self._hello
-        if len(self._votes) >= self._majority:
+        self._cand.votes = {self._id}
+        self._cand.until = now + self._round_len()
+        self._cand.next_request = now + self._cfg.hello
+        if len(self._cand.votes) >= self._cfg.majority:
             self._become_master(now, out)
-            return
-        req = VoteRequest(self._id, self._term, self._version, self._priority)
-        for p in self._peers:
-            out.append(SendPeer(p, req))
+        else:
+            self._broadcast(VoteRequest(self._id, term, self._version, self._cfg.priority), out)
+
+    def _request_votes(self, now: float, out: list[FmrpAction]) -> None:
+        """Re-send our VoteRequest to the replicas whose vote we lack (every hello interval of a round)."""
+        self._cand.next_request = now + self._cfg.hello
+        req = VoteRequest(self._id, self._term, self._version, self._cfg.priority)
+        out.extend(SendPeer(p, req) for p in self._cfg.peers if p not in self._cand.votes)
 
     def _become_master(self, now: float, out: list[FmrpAction]) -> None:
         self._state = FmrpState.MASTER
         self._leader = self._id
         self._leader_term = self._term
         self._master_term = self._term
-        self._master_since = now
-        self._followers = {v: now for v in self._votes if v != self._id}
-        self._acked = {}
-        self._round_until = None
-        self._candidacy_at = None
-        self._votes.clear()
-        self._failed = 0
+        self._lease = Lease(now, {v: now for v in self._cand.votes if v != self._id})
+        self._cand.end_round()
+        self._cand.at, self._cand.failed, self._cand.lower_master = None, 0, None
         out.append(BecomeMaster(self._term))
-        self._next_hello = now + self._hello
+        self._next_hello = now + self._cfg.hello
         self._broadcast(self._make_hello(), out)
 
     def _follow(self, leader: str, term: int, now: float, out: list[FmrpAction]) -> None:
@@ -654,28 +653,23 @@ class Fmrp:
         self._leader_term = term
         self._master_term = max(self._master_term, term)
         self._leader_heard = now
-        self._candidacy_at = None
-        self._round_until = None
-        self._votes.clear()
-        self._failed = 0
-        self._followers = {}
-        self._acked = {}
+        self._cand.end_round()
+        self._cand.at, self._cand.failed = None, 0
+        self._lease = Lease()
         if changed:
             out.append(BecomeBackup(term, leader))
             # Tell the new master at once that we follow it (its lease counts us).
-            self._next_hello = now + self._hello
+            self._next_hello = now + self._cfg.hello
             out.append(SendPeer(leader, self._make_hello()))
 
     def _to_electing(self, now: float, out: list[FmrpAction]) -> None:
         """Leave INIT/BACKUP/MASTER for ELECTING; the candidacy starts after the rank-ordered jitter."""
         self._state = FmrpState.ELECTING
-        self._handover_since = self._handover_to = None
+        self._handover.since = self._handover.to = None
         self._leader = None
-        self._followers = {}
-        self._acked = {}
-        self._round_until = None
-        self._votes.clear()
-        self._candidacy_at = None if self._retired else now + self._candidacy_delay(now)
+        self._lease = Lease()
+        self._cand.end_round()
+        self._cand.at = None if self._retired else now + self._candidacy_delay(now)
         out.append(BecomeInactive(self._master_term))
 
     def _abdicate(self, now: float, out: list[FmrpAction], *, announce: bool) -> None:
@@ -684,8 +678,8 @@ class Fmrp:
         if announce:
             self._broadcast(StepDown(self._id, self._leader_term), out)
         self._to_electing(now, out)
-        if self._candidacy_at is not None:
-            self._candidacy_at += self._dead
+        if self._cand.at is not None:
+            self._cand.at += self._cfg.dead
 
     # ============================================================================ helpers
     def _adopt(self, term: int, now: float, out: list[FmrpAction]) -> bool:
@@ -694,11 +688,10 @@ class Fmrp:
             return False
         self._term = term
         self._voted_for = None
-        if self._round_until is not None:  # our candidacy was for an older term: it is lost
-            self._round_until = None
-            self._votes.clear()
-            self._failed += 1
-            self._candidacy_at = now + self._retry_delay(now)
+        if self._cand.until is not None:  # our candidacy was for an older term: it is lost
+            self._cand.end_round()
+            self._cand.failed += 1
+            self._cand.at = now + self._retry_delay(now)
         self._persist(out)
         return True
 
@@ -715,10 +708,10 @@ class Fmrp:
         return out
 
     def _leader_live(self, now: float) -> bool:
-        return self._state is FmrpState.BACKUP and now - self._leader_heard <= self._dead
+        return self._state is FmrpState.BACKUP and now - self._leader_heard <= self._cfg.dead
 
     def _rank(self) -> tuple[int, int, str]:
-        return (self._version, self._priority, self._id)
+        return (self._version, self._cfg.priority, self._id)
 
     def _candidacy_delay(self, now: float) -> float:
         """Rank-ordered jitter: a hello interval per live peer known to be a better candidate, plus a random
@@ -726,137 +719,78 @@ class Fmrp:
         mine = self._rank()
         better = 0
         for p, (h, t) in self._views.items():
-            if now - t <= self._dead and h.state != FmrpState.MASTER and (h.version, h.priority, p) > mine:
+            if now - t <= self._cfg.dead and h.state != FmrpState.MASTER and (h.version, h.priority, p) > mine:
                 better += 1
-        return (2 * better + self._rng.random()) * self._hello / 2
+        return (2 * better + self._rng.random()) * self._cfg.hello / 2
 
     def _round_len(self) -> float:
         """How long a candidacy waits for votes: 2 hello intervals, doubled per failed candidacy since we
         last had a master, at most 2 x master_dead. On an overloaded host a round trip can take longer than
         2 hello intervals; with fixed rounds every vote then arrives after its round and nobody ever wins."""
-        return min(self._round * 2 ** min(self._failed, 8), self._round_max)
+        return min(self._cfg.round_first * 2 ** min(self._cand.failed, 8), self._cfg.round_max)
 
     def _retry_delay(self, now: float) -> float:
-        backoff = self._hello * min(2 ** max(self._failed - 1, 0), 8)
+        backoff = self._cfg.hello * min(2 ** max(self._cand.failed - 1, 0), 8)
         return self._candidacy_delay(now) + backoff * self._rng.random()
 
     def _make_hello(self) -> Hello:
-        return Hello(self._id, self._state.value, self._term, self._version, self._priority, self._leader,
+        # A master speaks for the term it is master of (its durable term may be a re-anchoring one ahead).
+        term = self._leader_term if self._state is FmrpState.MASTER else self._term
+        return Hello(self._id, self._state.value, term, self._version, self._cfg.priority, self._leader,
                      self._reach)
 
+    def _lower_live(self, now: float) -> str | None:
+        """A master below our durable term heard within master_dead (we wait for it to re-anchor)."""
+        return self._cand.lower_master if now - self._cand.lower_heard <= self._cfg.dead else None
+
+    # ------------------------------------------------------------------ re-anchoring (issue #19)
+    def _maybe_reanchor(self, now: float, out: list[FmrpAction]) -> None:
+        """MASTER: a live replica's durable term is above the term we are master of, so it will not follow
+        us: stand again, in a term above every term we know of (the same election rules: a majority votes,
+        our followers vote for their live master). We stay master of our term meanwhile."""
+        if self._cand.until is not None or now < self._cand.reanchor_at or self._retired or not self._durable_ok:
+            return
+        above = [h.term for p, (h, t) in self._views.items()
+                 if now - t <= self._cfg.dead and h.state != FmrpState.MASTER and h.term > self._leader_term]
+        if above:
+            self._reanchor(max(above), now, out)
+
+    def _reanchor(self, above: int, now: float, out: list[FmrpAction]) -> None:
+        self._stand(max(self._term, above) + 1, now, out)
+
+    def _tick_reanchor(self, now: float, out: list[FmrpAction]) -> None:
+        if self._cand.until is None:
+            self._maybe_reanchor(now, out)
+        elif now >= self._cand.until:              # failed round: retry later, in a new term
+            self._cand.end_round()
+            self._cand.reanchor_at = now + self._retry_delay(now)
+        elif now >= self._cand.next_request:
+            self._request_votes(now, out)
+
     def _broadcast(self, msg: object, out: list[FmrpAction]) -> None:
-        for p in self._peers:
+        for p in self._cfg.peers:
             out.append(SendPeer(p, msg))
 
-    @staticmethod
-    def _check_sender(sender: str, claimed: str, field: str) -> None:
-        if claimed != sender:
-            raise FmrpError(f"{field}: {claimed!r} does not match the authenticated sender {sender!r}")
 
+#: the field of each FMRP message that names its sender (checked against the authenticated sender)
+_CLAIMS: dict[type, str] = {Hello: "master", VoteRequest: "candidate", Vote: "voter", ReplicationAck: "backup",
+                            StepDown: "master"}
+MESSAGES: tuple[type, ...] = tuple(_CLAIMS)
 
-# ================================================================================================ runtime glue
-class FmrpDriver:
-    """`controller.roles.RoleDriver` running FMRP for a `MasterCore` — the exact wiring of the runtime:
-
-    - `handles`: Hello, VoteRequest, Vote, StepDown are routed here instead of the core; `observes`: a
-      ReplicationAck goes to the core (it tracks the backup's version and streams what it lacks) and then
-      here (it renews the master's lease and is shown in `view`).
-    - `SendPeer(to, msg)` → `Send(to, msg)` (signed with our master key); `PersistTerm` passes through and
-      is written before the following actions; `BecomeMaster(t)` → `core.become_master(t, now)`;
-      `BecomeBackup(t, leader)` → `core.become_backup(t, leader, now)`; `BecomeInactive(t)` →
-      `core.become_inactive(t)`.
-    - Core events: `TermSeen(sender, term)` → `fmrp.observe_term(term, now)` (a master of a newer term
-      exists: a master steps down); the core's LSD version (-1 while it has none) is handed to
-      `fmrp.set_lsd_version` before every FMRP input, so hellos and vote requests carry it.
-    - SIGTERM: `stop(now)` → `fmrp.step_down(now)` (StepDown to every replica: immediate failover).
-
-    Use: `MasterServer(..., driver_factory=lambda core, store: FmrpDriver(core, store.load().term))`.
-    """
-
-    handles: tuple[type, ...] = (Hello, VoteRequest, Vote, StepDown)
-    observes: tuple[type, ...] = (ReplicationAck,)
-
-    def __init__(self, core: MasterCore, durable_term: int, *, seed: int | None = None) -> None:
-        self.core = core
-        self.durable_term = durable_term
-        # Jitter only has to differ between replicas (the id is mixed in); a fixed seed keeps runs replayable.
-        self.seed = 0 if seed is None else seed
-        self.fmrp: Fmrp | None = None
-
-    def start(self, now: float) -> list[Any]:
-        fabric = self.core.fabric
-        self.fmrp = Fmrp(self.core.id, fabric.masters, fabric.timers, self.durable_term, now, seed=self.seed,
-                         reach_margin=reach_margin(fabric.guard.reach_margin, len(fabric.switches)),
-                         reach_dwell=fabric.guard.reach_dwell,
-                         reach_settle=self.core.reach.window)
-        return [*self.core.become_inactive(), *self.tick(now)]
-
-    def handle(self, sender: str, msg: Any, now: float) -> list[Any]:
-        return self._translate(self._synced(now).on_message(sender, msg, now), now)
-
-    def observe(self, events: list[Any], now: float) -> list[Any]:
-        f = self._synced(now)
-        out: list[Any] = []
-        for ev in events:
-            if isinstance(ev, TermSeen):
-                out += self._translate(f.observe_term(ev.term, now), now)
-        return out
-
-    def tick(self, now: float) -> list[Any]:
-        return self._translate(self._synced(now).tick(now), now)
-
-    def next_deadline(self) -> float | None:
-        return None if self.fmrp is None else self.fmrp.next_deadline()
-
-    def persist_failed(self, term: int, now: float) -> list[Any]:
-        return self._translate(self._synced(now).persist_failed(term, now), now)
-
-    def persisted(self, term: int) -> None:
-        if self.fmrp is not None:
-            self.fmrp.persisted(term)
-
-    def stop(self, now: float) -> list[Any]:
-        return self._translate(self._synced(now).step_down(now), now)
-
-    def view(self, now: float) -> dict[str, Any]:
-        f = self._synced(now)
-        acked = f.backup_versions()
-        ids = [m.id for m in self.core.fabric.masters]
-        replicas: list[dict[str, Any]] = [{
-            "id": f.id, "self": True, "state": f.state.value, "term": f.term, "leader": f.leader,
-            "leader_term": f.leader_term, "version": self.core.version if self.core.lsd_term is not None else -1,
-            "lease_ok": f.lease_ok(now) if f.state is FmrpState.MASTER else None, "retired": f.retired,
-            "reach": dict(zip(ids, f.reach, strict=False)), "handovers": f.handovers,
-        }]
-        for p in f.peers(now):
-            replicas.append({
-                "id": p.id, "self": False, "state": p.state or "unknown", "term": p.term, "version": p.version,
-                "priority": p.priority, "leader": p.leader, "last_hello_age": p.last_hello_age,
-                "acked_version": acked.get(p.id), "reach": dict(zip(ids, p.reach, strict=False)),
-            })
-        return {"mode": "fmrp", "replicas": replicas}
-
-    def _synced(self, now: float) -> Fmrp:
-        if self.fmrp is None:
-            raise RuntimeError("FmrpDriver used before start()")
-        self.fmrp.set_lsd_version(self.core.version if self.core.lsd_term is not None else -1)
-        self.fmrp.set_reach(self.core.reach_counts(now))
-        return self.fmrp
-
-    def _translate(self, actions: list[FmrpAction], now: float) -> list[Any]:
-        core = self.core
-        out: list[Any] = []
-        for a in actions:
-            if isinstance(a, SendPeer):
-                out.append(Send(a.to, a.msg))
-            elif isinstance(a, PersistTerm):
-                out.append(a)
-            elif isinstance(a, BecomeMaster):
-                out += core.become_master(a.term, now)
-            elif isinstance(a, BecomeBackup):
-                out += core.become_backup(a.term, a.leader, now)
-            elif isinstance(a, BecomeInactive):
-                out += core.become_inactive(a.term if a.term >= core.term else None)
-            elif isinstance(a, Handover):
-                out.append(a)
-        return out
+_S = FmrpState
+#: FMRP's transitions: (state, message type) -> handler. Every pair is listed (tests/test_fmrp.py checks
+#: it); `Fmrp._ignore` marks a pair that has no effect by design.
+TRANSITIONS: dict[tuple[FmrpState, type], Callable[[Fmrp, str, Any, float], list[FmrpAction]]] = {
+    **{(st, Hello): Fmrp._hello for st in (_S.INIT, _S.BACKUP, _S.ELECTING)},
+    (_S.MASTER, Hello): Fmrp._hello_to_master,
+    **{(st, VoteRequest): Fmrp._vote_request for st in (_S.INIT, _S.BACKUP, _S.ELECTING)},
+    (_S.MASTER, VoteRequest): Fmrp._vote_request_to_master,
+    (_S.INIT, Vote): Fmrp._vote_term,
+    (_S.BACKUP, Vote): Fmrp._vote_term,
+    (_S.ELECTING, Vote): Fmrp._vote_to_candidate,
+    (_S.MASTER, Vote): Fmrp._vote_to_master,
+    **{(st, ReplicationAck): Fmrp._ignore for st in (_S.INIT, _S.BACKUP, _S.ELECTING)},
+    (_S.MASTER, ReplicationAck): Fmrp._ack_to_master,
+    **{(st, StepDown): Fmrp._step_down for st in (_S.INIT, _S.BACKUP, _S.ELECTING)},
+    (_S.MASTER, StepDown): Fmrp._step_down_to_master,
+}

@@ -20,7 +20,7 @@ Routes (added to the REST app by `add_page_routes`; the page itself is `controll
   ``localhost`` for a loopback replica), so a page served by one replica can drain through the leader and
   follow a failover to another replica. The token travels in the Authorization header, never a cookie.
 
-`PageFeed` is an observer of the `MasterServer` (`reported`, `changed`): it keeps the display state, the
+`PageFeed` is an observer of the master runtime (`controller.api.MasterApi`: `reported`, `changed`): it keeps the display state, the
 liveness and the last-change wall time of every link and switch as this replica sees them (from its own
 start; a backup has no port reports, so it shows the LSD states only), and fans updates out to the
 subscribed streams. A subscriber that falls `queue_size` messages behind is dropped (its page reconnects
@@ -36,18 +36,16 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 from aiohttp import web
 
+from controller.api import MasterApi
 from controller.core import Role, UnknownTarget
 from controller.topoview import STATUS_NAMES, FabricView, build_view, link_status
 from proto.lsd import LinkState
 from proto.messages import PortStatus
-
-if TYPE_CHECKING:
-    from controller.server import MasterServer
 
 log = logging.getLogger("firepath.page")
 ASSETS = Path(__file__).with_name("page_assets")
@@ -67,7 +65,7 @@ def _port_json(p: PortStatus | None) -> dict[str, Any] | None:
 class PageFeed:
     """Display state of the fabric as this replica sees it, pushed to the page's event streams."""
 
-    def __init__(self, server: MasterServer, *, min_interval: float = 0.05, sweep_interval: float = 0.5,
+    def __init__(self, server: MasterApi, *, min_interval: float = 0.05, sweep_interval: float = 0.5,
                  ping_interval: float = 1.0, queue_size: int = 256) -> None:
         self.server = server
         self.fabric = server.fabric
@@ -101,7 +99,7 @@ class PageFeed:
         self._task: asyncio.Task[None] | None = None
         self.view: asyncio.Future[tuple[bytes, bytes]] | None = None
 
-    # ------------------------------------------------------------------ observer interface (MasterServer)
+    # ------------------------------------------------------------------ observer interface (the runtime calls these)
     def reported(self, switch: str, ports: tuple[PortStatus, ...]) -> None:
         i = self.index_of[switch]
         self.ports[i] = {p.port: p for p in ports}
@@ -404,7 +402,7 @@ async def _client_state(feed: PageFeed, name: str, timeout: float) -> dict[str, 
 
 
 # ------------------------------------------------------------------------------------------------ CORS
-def replica_origins(server: MasterServer) -> frozenset[str]:
+def replica_origins(server: MasterApi) -> frozenset[str]:
     """Origins a page of this fabric can be served from: every configured replica's REST address, this
     replica's actual bind/port, and localhost for loopback addresses."""
     out: set[str] = set()
@@ -446,7 +444,7 @@ async def _preflight(request: web.Request) -> web.Response:   # answered by the 
     return web.Response(status=204)
 
 
-def add_page_routes(app: web.Application, server: MasterServer, client_timeout: float = 1.0) -> None:
+def add_page_routes(app: web.Application, server: MasterApi, client_timeout: float = 1.0) -> None:
     """Add the page, its routes, the CORS middleware and the feed (started/stopped with the app)."""
     feed = PageFeed(server)
     app[FEED_KEY] = feed

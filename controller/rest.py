@@ -15,18 +15,16 @@ import hmac
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
+from controller.api import MasterApi
 from controller.core import DrainRefused, NotMaster, UnknownTarget
 from controller.page import add_page_routes
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import LinkState
-
-if TYPE_CHECKING:
-    from controller.server import MasterServer
 
 log = logging.getLogger("firepath.master.rest")
 
@@ -48,7 +46,7 @@ def _error(status: int, message: str, **extra: Any) -> web.Response:
     return _json({"error": message, **extra}, status=status)
 
 
-def _srv(request: web.Request) -> MasterServer:
+def _srv(request: web.Request) -> MasterApi:
     return request.app[SERVER_KEY]  # type: ignore[return-value]
 
 
@@ -56,7 +54,7 @@ def _state_name(value: int) -> str:
     return LinkState(value).name.lower()
 
 
-def _header(s: MasterServer) -> dict[str, Any]:
+def _header(s: MasterApi) -> dict[str, Any]:
     c = s.core
     return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
             "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held)}
@@ -103,7 +101,7 @@ async def topology(request: web.Request) -> web.Response:
             "name": sw.name, "id": sw.id, "role": sw.role.value,
             "prefixes": [str(p) for p in sw.prefixes],
             "loopback": str(sw.loopback) if sw.loopback else None,
-            "alive": s.core.deriver.alive(sw.name, now),
+            "alive": s.core.switch_alive(sw.name, now),
             "layer": layer, "column": col,
         })
     links = [
@@ -177,7 +175,7 @@ async def guard(request: web.Request) -> web.Response:
     links = s.fabric.links
     held = []
     for i, since in sorted(s.core.guard_held().items()):
-        a, b = s.core.deriver.evidence(i, now)
+        a, b = s.core.link_evidence(i, now)
         held.append({"link": links[i].name, "index": i, "held_for": round(now - since, 3),
                      "state": _state_name(s.core.lsd.state(i)), "evidence": {"a": a, "b": b}})
     out = _header(s)
@@ -199,7 +197,7 @@ async def damping(request: web.Request) -> web.Response:
     held = []
     for i in d.suppressed_links():
         st = d.links[i]
-        a, b = s.core.deriver.evidence(i, now)
+        a, b = s.core.link_evidence(i, now)
         reuse_at = st.reuse_at if st.reuse_at is not None else now
         held.append({"link": links[i].name, "index": i, "penalty": round(d.penalty(i, now), 1), "flaps": st.flaps,
                      "suppressed_for": round(now - (st.suppressed_since or now), 3),
@@ -233,7 +231,7 @@ _DRAIN_BODY = ('body must be JSON: exactly one of {"link": "a:1-b:2"} or {"switc
                '"reason" and "who" (strings)')
 
 
-def _note_json(s: MasterServer, note: DrainNote) -> dict[str, Any]:
+def _note_json(s: MasterApi, note: DrainNote) -> dict[str, Any]:
     return {"kind": note.kind, "target": note.target, "who": note.who, "at": note.at or None,
             "reason": note.reason, "links": [s.fabric.links[i].name for i in s.core.drains.links_of(note)]}
 
@@ -297,7 +295,7 @@ async def undrain(request: web.Request) -> web.Response:
     return await _drain(request, False)
 
 
-def read_token(server: MasterServer) -> str | None:
+def read_token(server: MasterApi) -> str | None:
     path = server.fabric.security.admin_token_file
     if path is None:
         return None
@@ -319,7 +317,7 @@ async def _client_gone(request: web.Request, handler: Any) -> web.StreamResponse
         raise web.HTTPBadRequest(text="connection reset") from None
 
 
-def make_app(server: MasterServer) -> web.Application:
+def make_app(server: MasterApi) -> web.Application:
     app = web.Application(middlewares=[_client_gone])
     app[SERVER_KEY] = server
     app[TOKEN_KEY] = read_token(server)
@@ -339,7 +337,7 @@ def make_app(server: MasterServer) -> web.Application:
     return app
 
 
-async def start_rest(server: MasterServer, host: str, port: int) -> web.AppRunner:
+async def start_rest(server: MasterApi, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(make_app(server), access_log=None, keepalive_timeout=READ_TIMEOUT)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)

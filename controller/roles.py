@@ -1,21 +1,24 @@
-"""The seam between the master core and whatever decides its role (single-master today, FMRP next).
+"""The seam between the master core and whatever decides its role: FMRP (`controller.fmrp.FmrpDriver`)
+in every deployment, `SingleMasterDriver` (no election) where the server is started without one (tests).
 
 A RoleDriver owns the role transitions of a `MasterCore` (`become_master/backup/inactive`) and any
-election messages. The runtime routes every decoded message whose type is in `driver.handles` to the
-driver and everything else to the core (types in `driver.observes` go to the core, then to the driver); it passes the core's events to `driver.observe` (so the driver
-sees e.g. `TermSeen` and can step down); it executes the driver's actions exactly like the core's
-(`PersistTerm` is written to the state dir before the following sends); it arms one timer for
-min(core.next_deadline(), driver.next_deadline()); on SIGTERM it executes `driver.stop(now)`.
-
-FMRP plugs in as another RoleDriver (its pure election state machine wrapped the same way).
+election messages. `controller.node.MasterNode` wires the two: it routes every decoded message whose type
+is in `driver.handles` to the driver and everything else to the core (types in `driver.observes` go to
+the core, then to the driver); it passes the core's events to `driver.observe` (so the driver sees e.g.
+`TermSeen` and can step down); it releases the driver's actions exactly like the core's (`PersistTerm` is
+written before the following sends); it keeps one deadline, min(core.next_deadline(),
+driver.next_deadline()); on SIGTERM it runs `driver.stop(now)`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from controller.actions import Action, PersistTerm, TermSeen
+from controller.actions import Action, Handover, PersistTerm, Send, TermSeen
 from controller.core import MasterCore, Role
+from controller.fmrp import BecomeBackup, BecomeInactive, BecomeMaster, Fmrp, FmrpAction, FmrpState, SendPeer
+from controller.reach import reach_margin
+from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
 
 
 class RoleDriver(Protocol):
@@ -111,3 +114,110 @@ class SingleMasterDriver:
                 else now - p.last_heard,
             })
         return {"mode": "single-master", "replicas": replicas}
+
+
+class FmrpDriver:
+    """`controller.roles.RoleDriver` running FMRP for a `MasterCore` — the exact wiring of the runtime:
+
+    - `handles`: Hello, VoteRequest, Vote, StepDown are routed here instead of the core; `observes`: a
+      ReplicationAck goes to the core (it tracks the backup's version and streams what it lacks) and then
+      here (it renews the master's lease and is shown in `view`).
+    - `SendPeer(to, msg)` → `Send(to, msg)` (signed with our master key); `PersistTerm` passes through and
+      is written before the following actions; `BecomeMaster(t)` → `core.become_master(t, now)`;
+      `BecomeBackup(t, leader)` → `core.become_backup(t, leader, now)`; `BecomeInactive(t)` →
+      `core.become_inactive(t)`.
+    - Core events: `TermSeen(sender, term)` → `fmrp.observe_term(term, now)` (a master of a newer term
+      exists: a master steps down); the core's LSD version (-1 while it has none) is handed to
+      `fmrp.set_lsd_version` before every FMRP input, so hellos and vote requests carry it.
+    - SIGTERM: `stop(now)` → `fmrp.step_down(now)` (StepDown to every replica: immediate failover).
+
+    Use: `MasterServer(..., driver_factory=lambda core, store: FmrpDriver(core, store.load().term))`.
+    """
+
+    handles: tuple[type, ...] = (Hello, VoteRequest, Vote, StepDown)
+    observes: tuple[type, ...] = (ReplicationAck,)
+
+    def __init__(self, core: MasterCore, durable_term: int, *, seed: int | None = None) -> None:
+        self.core = core
+        self.durable_term = durable_term
+        # Jitter only has to differ between replicas (the id is mixed in); a fixed seed keeps runs replayable.
+        self.seed = 0 if seed is None else seed
+        self.fmrp: Fmrp | None = None
+
+    def start(self, now: float) -> list[Any]:
+        fabric = self.core.fabric
+        self.fmrp = Fmrp(self.core.id, fabric.masters, fabric.timers, self.durable_term, now, seed=self.seed,
+                         reach_margin=reach_margin(fabric.guard.reach_margin, len(fabric.switches)),
+                         reach_dwell=fabric.guard.reach_dwell,
+                         reach_settle=self.core.reach.window)
+        return [*self.core.become_inactive(), *self.tick(now)]
+
+    def handle(self, sender: str, msg: Any, now: float) -> list[Any]:
+        return self._translate(self._synced(now).on_message(sender, msg, now), now)
+
+    def observe(self, events: list[Any], now: float) -> list[Any]:
+        f = self._synced(now)
+        out: list[Any] = []
+        for ev in events:
+            if isinstance(ev, TermSeen):
+                out += self._translate(f.observe_term(ev.term, now), now)
+        return out
+
+    def tick(self, now: float) -> list[Any]:
+        return self._translate(self._synced(now).tick(now), now)
+
+    def next_deadline(self) -> float | None:
+        return None if self.fmrp is None else self.fmrp.next_deadline()
+
+    def persist_failed(self, term: int, now: float) -> list[Any]:
+        return self._translate(self._synced(now).persist_failed(term, now), now)
+
+    def persisted(self, term: int) -> None:
+        if self.fmrp is not None:
+            self.fmrp.persisted(term)
+
+    def stop(self, now: float) -> list[Any]:
+        return self._translate(self._synced(now).step_down(now), now)
+
+    def view(self, now: float) -> dict[str, Any]:
+        f = self._synced(now)
+        acked = f.backup_versions()
+        ids = [m.id for m in self.core.fabric.masters]
+        replicas: list[dict[str, Any]] = [{
+            "id": f.id, "self": True, "state": f.state.value, "term": f.term, "leader": f.leader,
+            "leader_term": f.leader_term, "version": self.core.version if self.core.lsd_term is not None else -1,
+            "lease_ok": f.lease_ok(now) if f.state is FmrpState.MASTER else None, "retired": f.retired,
+            "reach": dict(zip(ids, f.reach, strict=False)), "handovers": f.handovers,
+        }]
+        for p in f.peers(now):
+            replicas.append({
+                "id": p.id, "self": False, "state": p.state or "unknown", "term": p.term, "version": p.version,
+                "priority": p.priority, "leader": p.leader, "last_hello_age": p.last_hello_age,
+                "acked_version": acked.get(p.id), "reach": dict(zip(ids, p.reach, strict=False)),
+            })
+        return {"mode": "fmrp", "replicas": replicas}
+
+    def _synced(self, now: float) -> Fmrp:
+        if self.fmrp is None:
+            raise RuntimeError("FmrpDriver used before start()")
+        self.fmrp.set_lsd_version(self.core.version if self.core.lsd_term is not None else -1)
+        self.fmrp.set_reach(self.core.reach_counts(now))
+        return self.fmrp
+
+    def _translate(self, actions: list[FmrpAction], now: float) -> list[Any]:
+        core = self.core
+        out: list[Any] = []
+        for a in actions:
+            if isinstance(a, SendPeer):
+                out.append(Send(a.to, a.msg))
+            elif isinstance(a, PersistTerm):
+                out.append(a)
+            elif isinstance(a, BecomeMaster):
+                out += core.become_master(a.term, now)
+            elif isinstance(a, BecomeBackup):
+                out += core.become_backup(a.term, a.leader, now)
+            elif isinstance(a, BecomeInactive):
+                out += core.become_inactive(a.term if a.term >= core.term else None)
+            elif isinstance(a, Handover):
+                out.append(a)
+        return out

@@ -1,9 +1,10 @@
 """asyncio runtime of one master replica: UDP sockets, one timer, Codec, REST, metrics, logs.
 
-A thin shell around the pure cores: every datagram is decoded (HMAC/replay checked by the Codec) and
-handed to the role driver (election messages) or the MasterCore (everything else); the actions that come
-back are executed in order; then the single timer is re-armed for min(core, driver) next deadline.
-`now` is the event loop's monotonic clock.
+A thin shell around `controller.node.MasterNode` (the master core, its role driver and the rules between
+them): every datagram is decoded (HMAC/replay checked by the Codec) and handed to the node; the runtime
+executes the steps that come back (sends, events as metrics and log lines, each `PersistTerm` written to
+the state dir before what follows) and re-arms the single timer at `node.next_deadline()`. `now` is the
+event loop's monotonic clock.
 
 Addresses: a switch is reached at the last UDP address a valid datagram from it came from; a master at
 its configured address and peer port; the multicast group at distribution.group:port.
@@ -43,23 +44,14 @@ from controller.core import MasterCore, Role
 from controller.durable import DurableState, DurableStateError, StateStore
 from controller.fanout import FanoutEncoder
 from controller.metrics import MasterMetrics
+from controller.node import MasterNode, Step, run_turn
 from controller.roles import RoleDriver, SingleMasterDriver
 from proto.auth import KeyKind, KeyRing
 from proto.config import Fabric
+from proto.logsetup import kv
 from proto.messages import Challenge, Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
 
 log = logging.getLogger("firepath.master")
-
-
-def kv(event: str, **fields: Any) -> str:
-    """A structured key=value log line body."""
-    parts = [f"event={event}"]
-    for k, v in fields.items():
-        s = str(v)
-        if not s or any(c in s for c in ' "='):
-            s = '"' + s.replace('"', '\\"') + '"'
-        parts.append(f"{k}={s}")
-    return " ".join(parts)
 
 
 def udp_drops(sock: socket.socket, table: str = "/proc/net/udp") -> int | None:
@@ -120,6 +112,8 @@ class MasterServer:
         self.metrics = MasterMetrics(master_id)
         self._driver_factory = driver_factory
         self.driver: RoleDriver | None = None
+        self.node: MasterNode | None = None     # set by start(): input flows to the node from then on
+        self._report: tuple[str, Any, float] | None = None   # the PortReport of the current turn (observers)
         self.addresses: dict[str, tuple[str, int]] = {}
         self._master_ids = [m.id for m in fabric.masters]
         self.master_addrs = {m.id: (str(m.address), m.peer_port) for m in fabric.masters if m.id != master_id}
@@ -137,7 +131,6 @@ class MasterServer:
         self._sent_counts: dict[tuple[type, str], int] = {}
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
-        self._started = False                  # driver.start() ran: input may flow to driver and core
         self._drops_seen: int | None = None     # kernel drop counter of the client socket, last read
         self._drops_checked = float("-inf")
         # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
@@ -176,8 +169,9 @@ class MasterServer:
         log.info(kv("master_start", id=self.id, fabric=self.fabric.name, digest=self.fabric.digest[:12],
                     bind=self.bind, client_port=self.client_port, peer_port=self.peer_port,
                     rest_port=self.rest_port, durable_term=durable.term, state_dir=self.store.dir))
-        self._started = True
-        self._run(self.driver.start(self.now()))
+        self.node = MasterNode(self.core, self.driver)
+        now = self.now()
+        self._turn(self.node.start(now), now)
         if rest:
             from controller.rest import start_rest
 
@@ -210,9 +204,10 @@ class MasterServer:
         return sock
 
     async def stop(self) -> None:
-        if self.driver is not None and self._loop is not None:
+        if self.node is not None and self._loop is not None:
             try:
-                self._run(self.driver.stop(self.now()))
+                now = self.now()
+                self._turn(self.node.stop(now), now)
             except Exception:  # pragma: no cover - best effort on shutdown
                 log.exception(kv("stop_error"))
         if self._timer is not None:
@@ -244,31 +239,18 @@ class MasterServer:
                 self.core.peer_restarted(sender)
         if isinstance(msg, Challenge):  # freshness only: the Codec took what it carries
             return
-        if not self._started:
+        if self.node is None:
             # The sockets are open before the driver starts (start() awaits in between): a datagram that
             # arrives then is dropped (peers repeat hellos, clients retry) — the driver must not see input
             # before start(), and the core's role is not decided yet.
             self.metrics.rejected.labels("not_started").inc()
             return
         now = self.now()
-        assert self.driver is not None
-        if self.driver.handles and isinstance(msg, self.driver.handles):
-            actions = self.driver.handle(sender, msg, now)
-        else:
-            actions = self.core.handle(sender, msg, now)
-            if self.driver.observes and isinstance(msg, self.driver.observes):
-                actions += self.driver.handle(sender, msg, now)
-            if isinstance(msg, PortReport):
-                for a in actions:
-                    if isinstance(a, ReportAccepted):
-                        for o in self.observers:
-                            o.reported(sender, msg.ports)
-                    elif isinstance(a, VersionChanged):
-                        self.metrics.report_to_lsd.observe(time.perf_counter() - t0)
-                        self._pending_versions[a.version] = t0
-                        if len(self._pending_versions) > 1024:      # nobody to send to: do not grow
-                            self._pending_versions.pop(min(self._pending_versions))
-        self._run(actions)
+        self._report = (sender, msg.ports, t0) if isinstance(msg, PortReport) else None
+        try:
+            self._turn(self.node.datagram(sender, msg, now), now)
+        finally:
+            self._report = None
 
     def _answer_stale(self, peer: str | None, addr: tuple[str, int]) -> None:
         """A verified frame of an unverified incarnation (a restarted peer, or a replay): answer with a
@@ -287,13 +269,13 @@ class MasterServer:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        assert self.driver is not None
+        assert self.node is not None
         now = self.now()
         try:
-            actions = self._check_input_loss(now)
-            actions += self.driver.tick(now)
-            actions += self.core.tick(now)
-            self._run(actions, rearm=True)
+            loss = self._check_input_loss(now)
+            if loss:
+                self._turn(self.node.apply(loss, now), now, rearm=False)
+            self._turn(self.node.timer(now), now)
         finally:
             # A bug in one turn must not silence the replica for good (no hellos, no election): the timer
             # is always re-armed; asyncio logs the exception.
@@ -316,29 +298,16 @@ class MasterServer:
 
     # ------------------------------------------------------------------------------------ execution
     def _run(self, actions: list[Action], rearm: bool = True) -> None:
-        """Execute actions in order; core events also go to the driver (whose actions run next)."""
-        assert self.driver is not None
-        durable = True
-        while actions:
-            events: list[Action] = []
-            failed_term: int | None = None
-            for a in actions:
-                if isinstance(a, Send):
-                    # A send after a failed save may speak for a term or vote that is not durable (a vote,
-                    # a candidacy): dropped. Role events still reach the core and the driver.
-                    if durable:
-                        self._send(a)
-                elif isinstance(a, PersistTerm):
-                    if self._persist(a):
-                        self.driver.persisted(a.term)
-                    else:
-                        durable, failed_term = False, a.term
-                else:
-                    self._event(a)
-                    events.append(a)
-            actions = self.driver.observe(events, self.now()) if events else []
-            if failed_term is not None:  # after the batch's role events, so a mastership it gave is undone
-                actions += self.driver.persist_failed(failed_term, self.now())
+        """Execute actions a core call returned (drain, guard confirm) under the node's rules."""
+        assert self.node is not None
+        now = self.now()
+        self._turn(self.node.apply(actions, now), now, rearm=rearm)
+
+    def _turn(self, step: Step, now: float, rearm: bool = True) -> None:
+        """Execute one turn of the node (controller.node): sends and events in order, each PersistTerm
+        written before what follows it; then the per-batch bookkeeping and the timer."""
+        assert self.node is not None
+        run_turn(self.node, step, now, self._execute, self._persist)
         self.fanout.reset()
         for o in self.observers:
             o.changed()
@@ -346,6 +315,13 @@ class MasterServer:
         self._refresh_gauges()
         if rearm:
             self._rearm()
+
+    def _execute(self, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                self._send(a)
+            else:
+                self._event(a)
 
     def _persist(self, a: PersistTerm) -> bool:
         """Save the term (and vote) before anything that depends on it is sent. On failure (full disk, I/O
@@ -373,14 +349,13 @@ class MasterServer:
         return True
 
     def _rearm(self) -> None:
-        assert self.driver is not None and self._loop is not None
-        times = [t for t in (self.core.next_deadline(), self.driver.next_deadline()) if t is not None]
-        if not times:
+        assert self.node is not None and self._loop is not None
+        at = self.node.next_deadline()
+        if at is None:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = self._timer_at = None
             return
-        at = min(times)
         if self._timer is not None and self._timer_at == at:
             return
         if self._timer is not None:
@@ -452,12 +427,21 @@ class MasterServer:
             m.rejected.labels(ev.reason).inc()
             log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
         elif isinstance(ev, VersionChanged):
+            if self._report is not None:
+                t0 = self._report[2]
+                m.report_to_lsd.observe(time.perf_counter() - t0)
+                self._pending_versions[ev.version] = t0
+                if len(self._pending_versions) > 1024:      # nobody to send to: do not grow
+                    self._pending_versions.pop(min(self._pending_versions))
             m.lsd_versions.labels(ev.cause).inc()
             m.lsd_changes.labels(ev.cause).inc(ev.changes)
             level = logging.DEBUG if ev.cause == "replication" else logging.INFO
             log.log(level, kv("lsd_version", version=ev.version, changes=ev.changes, cause=ev.cause))
         elif isinstance(ev, ReportAccepted):
             m.reports.inc()
+            if self._report is not None:
+                for o in self.observers:
+                    o.reported(self._report[0], self._report[1])
             log.debug(kv("report", switch=ev.switch, seq=ev.report_seq, changes=ev.changes))
         elif isinstance(ev, PeerAcked):
             m.client_lag.labels("backup" if ev.peer in self.master_addrs else "client").observe(ev.lag)
@@ -514,8 +498,7 @@ class MasterServer:
         if self._loop is None:
             return 0.0
         now = self.now()
-        dead = self.fabric.timers.switch_dead
-        return float(sum(1 for p in self.core.dist.peers.values() if not p.is_master and now - p.last_heard < dead))
+        return float(self.core.clients_connected(now))
 
     # ------------------------------------------------------------------------------------ operator API
     def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool,

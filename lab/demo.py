@@ -102,8 +102,8 @@ def _drain_tour(lab: Any, src: str, dst: str) -> None:
 
 def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
     from lab import inject
-    from lab.cli import format_status, ping_summary
     from lab.fabric import Lab, LabError, preflight, teardown, wait_until
+    from lab.report import format_status, ping_summary
 
     problem = preflight()
     if problem:

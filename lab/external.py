@@ -28,14 +28,12 @@ Multicast distribution is refused: the link does not carry the group.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from pathlib import Path
 from typing import Any
 
 LINK_LOCAL = IPv4Network("169.254.0.0/16")
@@ -175,25 +173,3 @@ def master_states(masters: Any, timeout: float = 0.5) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001 - reported to the caller as a value
                 out[m.id] = e
         return out
-
-
-# ---------------------------------------------------------------------------------------------- config
-
-def write_config(out_dir: Path, name: str, *, key_owner: int | None = None, **clos: Any) -> Path:
-    """A lab-ready fabric config for external masters: ``out_dir/fabric.yaml`` (lab ports and timers, the
-    Clos parameters given, e.g. master_address="127.0.0.11,127.0.0.12,127.0.0.13") and a fresh
-    ``out_dir/fabric.key`` (mode 0400, owned by `key_owner` when given: the uid the masters run as, 10001 in
-    the image; changing the owner needs root). Returns the config path; ValueError on bad parameters, before
-    anything is written."""
-    from lab.fabric import generate_config
-
-    if key_owner is not None and key_owner != os.geteuid() and os.geteuid() != 0:
-        raise ValueError(f"giving {out_dir / 'fabric.key'} to uid {key_owner} needs root: run it with sudo, "
-                         f"or pass --key-owner {os.geteuid()} and chown it later")
-    # no admin token: the compose file mounts only fabric.yaml and fabric.key into the containers
-    path = generate_config(out_dir, name, admin_token=False, **clos)
-    key = out_dir / "fabric.key"
-    os.chmod(key, 0o400)
-    if key_owner is not None:
-        os.chown(key, key_owner, -1)
-    return path

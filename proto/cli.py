@@ -2,8 +2,8 @@
 
 A subcommand module is imported only when that subcommand runs (so `firepath config` never imports os-ken).
 It exposes `add_parser(subparsers) -> None`, which adds a parser named after the subcommand and sets
-`func(args) -> int` as its default. A subcommand whose module does not exist yet prints "not available yet"
-and exits 2.
+`func(args) -> int` as its default. A subcommand whose package is not installed (e.g. `lab` on a master-only
+install) says which module is missing and exits 2.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def version_text() -> str:
 
 
 def _import(module: str):  # noqa: ANN202 - a module object
-    """The subcommand module, or None if it (or its package) does not exist yet."""
+    """The subcommand module, or None if it (or its package) is not installed."""
     try:
         return importlib.import_module(module)
     except ModuleNotFoundError as e:
@@ -63,7 +63,7 @@ class _Version(argparse.Action):
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser | None:
-    """The parser with `command`'s module loaded (None if that module is missing); others are stubs."""
+    """The parser with `command`'s module loaded (None if that module is not installed); others are stubs."""
     parser = argparse.ArgumentParser(prog="firepath", description="Firepath routing for Clos fabrics.",
                                      epilog="operator commands exit with 0 ok, 1 bad news, 2 usage or local "
                                             "input, 3 unreachable, 4 denied, 5 unknown target, 6 refused")
@@ -85,7 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args_list[0] if args_list and args_list[0] in SUBCOMMANDS else None
     parser = build_parser(command)
     if parser is None:
-        print(f"firepath {command}: not available yet", file=sys.stderr)
+        print(f"firepath {command}: not installed here (no module {SUBCOMMANDS[command][0]})", file=sys.stderr)
         return 2
     try:
         args = parser.parse_args(args_list)
@@ -96,7 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
         else:
-            print(f"firepath {args.command}: not available yet", file=sys.stderr)
+            print(f"firepath {args.command}: not installed here (no module {SUBCOMMANDS[args.command][0]})",
+                  file=sys.stderr)
         return 2
     return int(func(args))
 

@@ -12,8 +12,7 @@ A ``SortedDict`` maps each retained version to the batch that produced it, store
 only the batches after ``v`` (``irange``), newest first, so for every link changed after ``v`` it ends
 with the link's state at ``v``; links whose current state equals that are dropped, so the delta is
 minimal (a link that went down and up again is not sent). The per-entry work runs in C
-(``dict.update(zip(...))``); measured on a 134,400-link fabric: ~0.01 ms for 10 versions back, ~7 ms
-for 4,095 small batches, ~16 ms for one batch of half the links (bench/bench_lsd.py).
+(``dict.update(zip(...))``); its cost by versions back and delta size: BENCHMARKS.md (`bench_lsd`).
 
 History is bounded both by ``history`` versions and by ``max_changes`` retained link changes in total,
 so memory stays bounded even when whole blocks flap; older versions simply get ``None`` (= send a full
@@ -376,22 +375,6 @@ class LinkStateDB:
             at_version.update(zip(batch.indices, batch.olds, strict=True))
         states = self._states
         return {i: _STATE_OF[states[i]] for i, old in at_version.items() if states[i] != old}
-
-    def delta_or_none(self, version: int, max_bytes: int | None = None) -> bytes | None:
-        """The encoded delta from ``version`` if it is worth sending, else None (send a full snapshot).
-
-        None when the history cannot answer, or when the encoded delta is larger than the encoded
-        snapshot or than ``max_bytes`` (the room left in the datagram, e.g. ``messages.MAX_LSD_BYTES``).
-        """
-        changes = self.changes_since(version)
-        if changes is None:
-            return None
-        encoded = encode_changes(changes)
-        if max_bytes is not None and len(encoded) > max_bytes:
-            return None
-        if len(encoded) > 64 and len(encoded) > len(self.snapshot()):
-            return None
-        return encoded
 
     def snapshot(self) -> bytes:
         """The encoded snapshot of the current state (cached per version)."""

@@ -121,11 +121,11 @@ def test_dispatcher_usage(capsys: pytest.CaptureFixture[str]) -> None:
 def test_missing_subcommand_module(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(cli.SUBCOMMANDS, "lab", ("fp_no_such_pkg.cli", "x"))
     code, _, err = run(capsys, "lab", "demo")
-    assert code == 2 and "firepath lab: not available yet" in err
+    assert code == 2 and "firepath lab: not installed here (no module fp_no_such_pkg.cli)" in err
 
 
 def test_broken_subcommand_module_is_not_hidden(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A module that exists but fails to import its own dependency is a real error, not "not available"."""
+    """A module that exists but fails to import its own dependency is a real error, not "not installed"."""
     (tmp_path / "fp_broken_cli.py").write_text("import fp_no_such_dependency\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(cli.SUBCOMMANDS, "lab", ("fp_broken_cli", "x"))

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from lab import external
+from lab import extconfig, external
 from lab.fabric import Lab, LabError, lab_leftovers, load_fabric, teardown, wait_until
 from tests.harness import compose
 from tests.harness.loopcluster import ROOT
@@ -89,7 +89,7 @@ def env() -> Iterator[Env]:
     base, timings["base_image_s"], built = compose.ensure_base_image()
     timings["base_image"] = "built" if built else "cached"
     timings["image_build_s"] = round(compose.build_image(IMAGE, base, sys.executable), 2)
-    config = external.write_config(d / "cfg", name, key_owner=IMAGE_UID, pods=0, leaves=2, spines=2, masters=3,
+    config = extconfig.write_config(d / "cfg", name, key_owner=IMAGE_UID, pods=0, leaves=2, spines=2, masters=3,
                                    master_address=",".join(compose.MASTER_ADDRESSES),
                                    master_base_port=compose.free_master_base_port())
     e = Env(name=name, dir=d, fabric=load_fabric(config), timings=timings,
@@ -180,7 +180,7 @@ def _kill_once(env: Env) -> dict[str, Any]:
         probe.close()
     assert not env.cluster.inspect(old)["State"]["Running"]
     # the precise figure: the killed process's end (docker) to the new master's role change (its log)
-    elected = env.cluster.log_time(new, "event=role role=master", f"term={new_term} ")
+    elected = env.cluster.event_time(new, "role", role="master", term=new_term)
     exact = elected - env.cluster.exit_time(old)
     # the killed replica comes back (same container, same state volume) as a backup: the new master stays
     env.cluster.start(old)
@@ -216,8 +216,8 @@ def _stop_once(env: Env) -> float:
     new, new_term = env.serving()
     assert env.cluster.inspect(old)["State"]["ExitCode"] == 0     # a clean exit, not the SIGKILL after 5 s
     assert stop_s < 4.0, stop_s
-    signalled = env.cluster.log_time(old, "event=signal", "name=SIGTERM")
-    elected = env.cluster.log_time(new, "event=role role=master", f"term={new_term} ")
+    signalled = env.cluster.event_time(old, "signal", name="SIGTERM")
+    elected = env.cluster.event_time(new, "role", role="master", term=new_term)
     env.timings.setdefault("sigterm", []).append(
         {"failover_s": round(elected - signalled, 3), "docker_stop_s": round(stop_s, 3), "old": old, "new": new})
     assert wait_until(lambda: _follow(env, new, new_term), 10.0, 0.02)

@@ -115,12 +115,39 @@ def test_init_hears_master_becomes_backup():
     check_persist_order(3, acts)
 
 
-def test_init_follows_live_master_even_with_a_higher_own_term():
-    # A replica that bumped its term in vain (cut off) must still join the healthy master as backup.
+def test_never_follows_a_master_below_its_durable_term():
+    # Issue #19: a replica whose durable term is 40 (it stood in vain while cut off, or a replayed hello)
+    # does not follow a master of term 5; it does not stand against it either, and votes for it when that
+    # master re-anchors in a term above 40.
     f = Fmrp("m2", masters(), T, durable_term=40, now=0.0)
     acts = f.on_message("m1", Hello("m1", "master", 5, 10, 100, "m1"), 0.01)
-    assert BecomeBackup(5, "m1") in acts and f.term == 40 and f.leader_term == 5
-    assert not any(isinstance(a, PersistTerm) for a in acts)
+    assert not any(isinstance(a, BecomeBackup) for a in acts) and f.leader is None and f.term == 40
+    f.set_lsd_version(99)                       # even with a better LSD than the master's
+    now = 0.01
+    while now < 1.0:                            # the master keeps saying hello: m2 never stands
+        now += T.hello_interval
+        f.on_message("m1", Hello("m1", "master", 5, 10, 100, "m1"), now)
+        assert not any(isinstance(a, SendPeer) and isinstance(a.msg, VoteRequest) for a in f.tick(now))
+    assert f.term == 40 and f.state is FmrpState.ELECTING
+    acts = f.on_message("m1", VoteRequest("m1", 41, 10, 100), now)
+    assert acts[-1] == SendPeer("m1", Vote("m2", 41, "m1", True)) and PersistTerm(41, "m1") in acts
+    acts = f.on_message("m1", Hello("m1", "master", 41, 10, 100, "m1"), now + 0.001)
+    assert BecomeBackup(41, "m1") in acts and f.leader == "m1"
+
+
+def test_a_master_re_anchors_above_a_replica_with_a_higher_durable_term():
+    c = Cluster(3)
+    c.run(1.0, until=lambda: settled(c))
+    (m,) = c.masters_now()
+    b = next(i for i in c.nodes if i != m)
+    c.crash(b)
+    c.run(0.05)
+    c.start(b, term_bonus=40)                   # restored with a higher durable term
+    c.run(1.0, until=lambda: settled(c))
+    assert settled(c) and c.masters_now() == [m]        # the same master, never displaced
+    assert c.nodes[m].term > 40 and all(f.leader_term == c.nodes[m].term for f in c.nodes.values())
+    assert all(f.leader_term >= c.durable[i] for i, f in c.nodes.items())
+    assert [rid for _, rid, _ in c.elected()] == [m, m]
 
 
 def test_init_without_master_elects_and_wins_with_majority():
@@ -194,9 +221,11 @@ def test_sticky_newcomer_with_higher_priority_version_and_term_does_not_take_ove
     newcomer = c.start("m3", term_bonus=1000)
     newcomer.set_lsd_version(10**9)  # misconfigured: claims a huge LSD
     c.run(2.0)
-    assert c.masters_now() == [m] and c.nodes[m].term == term
+    # the master stays; it re-anchors above the newcomer's durable term (#19) and the newcomer follows it
+    assert c.masters_now() == [m] and c.nodes[m].term > 1000
     assert newcomer.state is FmrpState.BACKUP and newcomer.leader == m
-    assert len(c.elected()) == 1
+    assert {rid for _, rid, _ in c.elected()} == {m}
+    term = c.nodes[m].term
     # Even an explicit VoteRequest of a much higher term is refused, and the term is not adopted.
     for rid in ("m1", "m2"):
         acts = c.nodes[rid].on_message("m3", VoteRequest("m3", 5000, 10**9, 1000), c.now)
@@ -213,9 +242,10 @@ def test_backup_that_missed_hellos_cannot_displace_a_live_master():
     c.run(0.6)
     c.cut.clear()
     c.run(0.5)
-    assert c.masters_now() == [m] and len(c.elected()) == 1
+    assert c.masters_now() == [m] and {rid for _, rid, _ in c.elected()} == {m}
     assert c.nodes[b].state is FmrpState.BACKUP and c.nodes[b].leader == m
-    assert c.nodes[b].term > c.nodes[m].term  # it tried in vain, and still follows the older term
+    # it tried in vain; the master re-anchored above its term (#19: nobody follows a lower term)
+    assert c.nodes[b].leader_term >= c.durable[b]
 
 
 # ----------------------------------------------------------------------------------------------- failover
@@ -412,18 +442,20 @@ def test_jitter_is_deterministic_per_seed_and_id():
 
 # ----------------------------------------------------------------------------------------------- runtime glue
 class CoreCluster:
-    """Real MasterCores driven by FmrpDrivers, executed exactly like controller.server does it (actions in
-    order, PersistTerm before the rest, core events fed to driver.observe) on a zero-delay network."""
+    """Real MasterCores driven by FmrpDrivers through `controller.node.MasterNode` (the object the server
+    drives) on a zero-delay network."""
 
     def __init__(self, fabric, down: tuple[str, ...] = ()):
         from controller.core import MasterCore
-        from controller.fmrp import FmrpDriver
+        from controller.node import MasterNode
+        from controller.roles import FmrpDriver
 
         self.fabric = fabric
         self.now = 0.0
         self.durable = {m.id: 0 for m in fabric.masters}
         self.cores: dict[str, MasterCore] = {}
         self.drivers: dict[str, FmrpDriver] = {}
+        self.nodes: dict[str, MasterNode] = {}
         self.queue: list[tuple[str, str, Any]] = []
         self.to_switches: list[tuple[str, Any]] = []
         for m in fabric.masters:
@@ -432,20 +464,22 @@ class CoreCluster:
 
     def start(self, mid: str) -> None:
         from controller.core import MasterCore
-        from controller.fmrp import FmrpDriver
+        from controller.node import MasterNode
+        from controller.roles import FmrpDriver
 
         self.cores[mid] = MasterCore(self.fabric, mid)
         self.drivers[mid] = FmrpDriver(self.cores[mid], self.durable[mid], seed=3)
-        self.run_actions(mid, self.drivers[mid].start(self.now))
+        self.nodes[mid] = MasterNode(self.cores[mid], self.drivers[mid])
+        self.turn(mid, self.nodes[mid].start(self.now))
 
     def kill(self, mid: str) -> None:
-        del self.cores[mid], self.drivers[mid]
+        del self.cores[mid], self.drivers[mid], self.nodes[mid]
 
-    def run_actions(self, mid: str, actions: list[Any]) -> None:
+    def turn(self, mid: str, step: Any) -> None:
         from controller.actions import Send
+        from controller.node import run_turn
 
-        while actions:
-            events = []
+        def execute(actions: list[Any]) -> None:
             for a in actions:
                 if isinstance(a, Send):
                     term = getattr(a.msg, "term", 0)
@@ -454,32 +488,28 @@ class CoreCluster:
                         self.queue.append((mid, a.dest, a.msg))
                     else:
                         self.to_switches.append((a.dest, a.msg))
-                elif isinstance(a, PersistTerm):
-                    assert a.term >= self.durable[mid]
-                    self.durable[mid] = a.term
-                else:
-                    events.append(a)
-            actions = self.drivers[mid].observe(events, self.now) if events else []
+
+        def save(a: PersistTerm) -> bool:
+            assert a.term >= self.durable[mid]
+            self.durable[mid] = a.term
+            return True
+
+        run_turn(self.nodes[mid], step, self.now, execute, save)
+
+    def run_actions(self, mid: str, actions: list[Any]) -> None:
+        self.turn(mid, self.nodes[mid].apply(actions, self.now))
 
     def deliver(self, src: str, dst: str, msg: Any) -> None:
-        if dst not in self.drivers:
-            return
-        d = self.drivers[dst]
-        if isinstance(msg, d.handles):  # routed like controller.server does
-            acts = d.handle(src, msg, self.now)
-        else:
-            acts = self.cores[dst].handle(src, msg, self.now)
-            if isinstance(msg, d.observes):
-                acts += d.handle(src, msg, self.now)
-        self.run_actions(dst, acts)
+        if dst in self.nodes:
+            self.turn(dst, self.nodes[dst].datagram(src, msg, self.now))
 
     def run(self, seconds: float, until=None) -> None:
         for _ in range(round(seconds / 0.001)):
             self.now = round(self.now + 0.001, 6)
-            for mid in list(self.drivers):
-                times = [t for t in (self.drivers[mid].next_deadline(), self.cores[mid].next_deadline()) if t]
-                if times and min(times) <= self.now:
-                    self.run_actions(mid, self.drivers[mid].tick(self.now) + self.cores[mid].tick(self.now))
+            for mid in list(self.nodes):
+                at = self.nodes[mid].next_deadline()
+                if at is not None and at <= self.now:
+                    self.turn(mid, self.nodes[mid].timer(self.now))
             for _ in range(100_000):
                 if not self.queue:
                     break
@@ -547,7 +577,7 @@ def test_driver_stop_steps_down_immediately():
     c.run(1.0, until=lambda: len(c.master()) == 1)
     c.run(0.2)
     (m,) = c.master()
-    c.run_actions(m, c.drivers[m].stop(c.now))
+    c.turn(m, c.nodes[m].stop(c.now))
     t0 = c.now
     assert c.master() == []
     c.run(1.0, until=lambda: len(c.master()) == 1)
@@ -583,7 +613,7 @@ def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_
     """controller.server.MasterServer x3 on loopback with FmrpDriver: HMAC'd UDP, durable state dirs."""
     import asyncio
 
-    from controller.fmrp import FmrpDriver
+    from controller.roles import FmrpDriver
     from controller.server import MasterServer
     from proto.auth import KeyRing, write_secret_file
     from proto.clos import ClosParams, generate_clos_yaml
@@ -649,3 +679,14 @@ def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_
                 await s.stop()
 
     asyncio.run(scenario())
+
+
+def test_transition_table_covers_every_state_and_message():
+    from controller.fmrp import MESSAGES, TRANSITIONS, Fmrp
+
+    pairs = {(st, m) for st in FmrpState for m in MESSAGES}
+    unhandled = sorted(f"{st.value} x {m.__name__}" for st, m in pairs - TRANSITIONS.keys())
+    assert unhandled == [], f"FMRP pairs without a handler: {unhandled}"
+    ignored = sorted(f"{st.value} x {m.__name__}" for (st, m), h in TRANSITIONS.items() if h is Fmrp._ignore)
+    # only the lease's acknowledgements are meaningless outside MASTER
+    assert ignored == ["backup x ReplicationAck", "electing x ReplicationAck", "init x ReplicationAck"]

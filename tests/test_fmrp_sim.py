@@ -106,15 +106,17 @@ def test_both_run_kinds_can_be_forced(sticky):
 
 def test_a_broken_protocol_is_caught_with_a_replayable_trace(monkeypatch):
     """Mutation check of the checker itself: a voter that forgets its vote must be caught."""
-    from controller.fmrp import Fmrp
+    from controller.fmrp import TRANSITIONS, Fmrp, FmrpState
+    from proto.messages import VoteRequest
 
-    orig = Fmrp._on_vote_request
+    orig = Fmrp._vote_request
 
-    def forgetful(self, r, now):
+    def forgetful(self, sender, r, now, out=None):
         self._voted_for = None
-        return orig(self, r, now)
+        return orig(self, sender, r, now, out)
 
-    monkeypatch.setattr(Fmrp, "_on_vote_request", forgetful)
+    for st in (FmrpState.INIT, FmrpState.BACKUP, FmrpState.ELECTING):
+        monkeypatch.setitem(TRANSITIONS, (st, VoteRequest), forgetful)
     caught = None
     for seed in range(200):
         try:

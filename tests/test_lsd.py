@@ -237,15 +237,3 @@ def test_changes_specific_errors():
         decode_changes(b"C\x01" + b"\xff" * 11, 8)
     assert decode_changes(encode_changes({}), 0) == {}
 
-
-def test_delta_or_none_prefers_snapshot_when_delta_is_bigger():
-    db = LinkStateDB(20_000)
-    db.apply({5: LinkState.UP})
-    small = db.delta_or_none(0)
-    assert small is not None and decode_changes(small, db.n_links) == {5: LinkState.UP}
-    db.apply({i: LinkState.UP for i in range(0, 20_000, 2)})  # half the links: snapshot compresses better
-    assert len(encode_changes(db.changes_since(0))) > len(db.snapshot())
-    assert db.delta_or_none(0) is None
-    assert db.delta_or_none(1, max_bytes=10) is None
-    assert db.delta_or_none(db.version) == encode_changes({})
-    assert db.delta_or_none(db.version + 1) is None

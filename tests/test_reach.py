@@ -136,7 +136,7 @@ def test_step_down_naming_a_successor_makes_the_others_stand_aside():
     acts = c.nodes[third].on_message(leader, StepDown(leader, c.nodes[leader].term, successor=backup), c.now)
     assert c.nodes[third].state is FmrpState.ELECTING
     assert not any(isinstance(a, BecomeMaster) for a in acts)
-    assert c.nodes[third]._candidacy_at is None or c.nodes[third]._candidacy_at > c.now + c.nodes[third]._round
+    assert c.nodes[third]._cand.at is None or c.nodes[third]._cand.at > c.now + c.nodes[third]._cfg.round_first
 
 
 # ----------------------------------------------------------------------------------------- backup serves

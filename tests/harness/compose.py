@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from proto.logsetup import parse_event
 from tests.harness.loopcluster import ROOT
 
 DOCKER_DIR = ROOT / "docker"
@@ -129,15 +130,14 @@ class ComposeCluster:
         proc = run(["docker", "logs", self.container(service)], check=False, timeout=30)
         return proc.stdout + proc.stderr
 
-    def log_time(self, service: str, *needles: str) -> float:
-        """Unix time (s) of the service's last log line containing every needle (the `ts=...Z` field of the
-        master's kv logs: the host's clock, which containers share)."""
+    def event_time(self, service: str, event: str, **fields: object) -> float:
+        """Unix time (s) of the service's last log event `event` whose fields include `fields` (compared as
+        text; either log rendering, proto.logsetup). Its `ts` is the host's clock, which containers share."""
         logs = self.logs(service)
-        lines = [ln for ln in logs.splitlines() if all(n in ln for n in needles)]
-        if not lines:
-            raise AssertionError(f"{service}: no log line with {needles}: {logs[-1500:]}")
-        ts = lines[-1].split("ts=", 1)[1].split()[0]
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        t = last_event_time(logs, event, **fields)
+        if t is None:
+            raise AssertionError(f"{service}: no {event} event with {fields}: {logs[-1500:]}")
+        return t
 
     def exit_time(self, service: str) -> float:
         """Unix time (s) the service's process ended (docker's State.FinishedAt, ns truncated to us)."""
@@ -173,3 +173,17 @@ def serving(states: dict[str, Any]) -> tuple[str, int] | None:
     """(id, term) of the one master whose /v1/lsd/version says role master; None if none or several."""
     leaders = [(m, int(s["term"])) for m, s in states.items() if isinstance(s, dict) and s.get("role") == "master"]
     return leaders[0] if len(leaders) == 1 else None
+
+
+def last_event_time(logs: str, event: str, **fields: object) -> float | None:
+    """Unix time (s) of the last `event` line of `logs` whose fields include `fields`; None if there is none."""
+    found = None
+    for line in logs.splitlines():
+        name, got = parse_event(line)
+        if name == event and all(str(got.get(k)) == str(v) for k, v in fields.items()):
+            found = got.get("ts")
+    if found is None:
+        return None
+    if isinstance(found, int | float):
+        return float(found)
+    return datetime.fromisoformat(str(found).replace("Z", "+00:00")).timestamp()

@@ -1,6 +1,6 @@
-"""The simulator with the REAL cores: every replica is a `controller.core.MasterCore` driven by
-`controller.fmrp.FmrpDriver` (executed exactly like `controller.server` does: actions in order, PersistTerm
-before what follows, core events fed back to the driver), and every switch of a small Clos fabric runs the
+"""The simulator with the REAL cores: every replica is a `controller.node.MasterNode` (a
+`controller.core.MasterCore` driven by `controller.roles.FmrpDriver`, with the routing, feedback and
+persist-before-send rules of that one object: the asyncio server drives the same node), and every switch of a small Clos fabric runs the
 real client cores `client.reporter.Reporter` + `client.replica.LsdReplica`. Same fault schedule, clocks and
 invariants as `tests.sim.world.World`, plus on the real LSD stream:
 
@@ -24,9 +24,10 @@ from typing import Any
 
 from client.replica import LsdApplied, LsdReplica
 from client.reporter import Reporter, SendToMaster
-from controller.actions import Handover, PersistTerm, RoleChanged, Send
+from controller.actions import Action, Handover, RoleChanged, Send
 from controller.core import MasterCore, Role
-from controller.fmrp import FmrpDriver, FmrpState
+from controller.node import MasterNode, Step, run_turn
+from controller.roles import FmrpDriver
 from proto.clos import clos_fabric
 from proto.config import Fabric
 from proto.lsd import LinkState
@@ -65,8 +66,7 @@ class RealWorld(World):
         self.clients = {}
         self.switches = {s.name: Switch(self.fabric, s.name) for s in self.fabric.switches}
         self.truth = [1] * len(self.fabric.links)
-        self.cores: dict[str, MasterCore] = {}
-        self.drivers: dict[str, FmrpDriver] = {}
+        self.nodes: dict[str, MasterNode] = {}
         self.truth_log: list[list[tuple[float, int]]] = [[(0.0, 1)] for _ in self.fabric.links]
         self.pending: list[tuple[float, int, int]] = []      # gray runs: (time, link, state) to reach everyone
         self.gray_latencies: list[float] = []
@@ -80,73 +80,42 @@ class RealWorld(World):
         return super().run()
 
     # ------------------------------------------------------------------------------------ replicas
-    def _start_replica(self, r: Replica, extra_term: int = 0, bogus_version: int | None = None) -> None:
-        if r.up:
-            return
-        r.durable_term += extra_term
-        r.incarnation += 1
-        r.up = True
-        r.role = "inactive"
+    @property
+    def cores(self) -> dict[str, MasterCore]:
+        return {rid: n.core for rid, n in self.nodes.items()}
+
+    def _boot(self, r: Replica, bogus_version: int | None) -> None:
+        del bogus_version  # the real core's LSD version cannot be faked; the bogus term is kept
         core = MasterCore(self.fabric, r.id)
         driver = FmrpDriver(core, r.durable_term, seed=self.seed)
-        self.cores[r.id], self.drivers[r.id] = core, driver
-        self._log(r.id, "start", f"durable_term={r.durable_term} incarnation={r.incarnation}")
-        actions = driver.start(r.local(self.loop.now))
+        node = self.nodes[r.id] = MasterNode(core, driver)
+        step = node.start(r.local(self.loop.now))
         r.fmrp = driver.fmrp
-        del bogus_version  # the real core's LSD version cannot be faked; the bogus term is kept
-        self._execute(r, actions)
-        self._schedule(r)
+        self._turn(r, step)
 
     def _crash(self, r: Replica) -> None:
         if r.up:
-            self.cores.pop(r.id, None)
-            self.drivers.pop(r.id, None)
+            self.nodes.pop(r.id, None)
         super()._crash(r)
 
-    def _schedule(self, r: Replica) -> None:
-        times = [t for t in (self.drivers[r.id].next_deadline(), self.cores[r.id].next_deadline()) if t is not None]
-        t = max((min(times) - r.offset) / r.rate + 1e-9, self.loop.now)
-        if t < r.timer_at:
-            r.timer_gen += 1
-            r.timer_at = t
-            self.loop.at(t, self._timer, r, r.timer_gen)
+    def _next_deadline(self, r: Replica) -> float | None:
+        return self.nodes[r.id].next_deadline()
 
-    def _timer(self, r: Replica, gen: int) -> None:
-        if not r.up or gen != r.timer_gen:
-            return
-        r.timer_at = float("inf")
-        self._dirty = True
-        now = r.local(self.loop.now)
-        self._execute(r, self.drivers[r.id].tick(now) + self.cores[r.id].tick(now))
-        self._schedule(r)
+    def _on_timer(self, r: Replica, now: float) -> None:
+        self._turn(r, self.nodes[r.id].timer(now))
 
     def _step_down(self, r: Replica) -> None:
-        self._execute(r, self.drivers[r.id].stop(r.local(self.loop.now)))
+        self._turn(r, self.nodes[r.id].stop(r.local(self.loop.now)))
 
-    def _execute(self, r: Replica, actions: list[Any]) -> None:
-        driver, core = self.drivers[r.id], self.cores[r.id]
-        while actions:
-            events = []
-            for a in actions:
-                if isinstance(a, Send):
-                    term = getattr(a.msg, "term", None)
-                    if a.dest in self.replicas and term is not None and term > r.durable_term:
-                        self._fail(f"{r.id} sent {a.msg} with term {term} > durable term {r.durable_term}")
-                    self.net.send(r.id, a.dest, a.msg)
-                    self._maybe_crash_after_vote(r, a.msg)
-                elif isinstance(a, PersistTerm):
-                    if a.term < r.durable_term:
-                        self._fail(f"{r.id} persisted term {a.term} < durable {r.durable_term}")
-                    r.durable_term = a.term
-                    self._log(r.id, "persist", a)
-                else:
-                    if isinstance(a, RoleChanged):
-                        self._role_changed(r, a)
-                    elif isinstance(a, Handover):
-                        self.handovers += 1
-                        self._log(r.id, "HANDOVER", a)
-                    events.append(a)
-            actions = driver.observe(events, r.local(self.loop.now)) if events else []
+    def _replica_receive(self, r: Replica, src: str, msg: Any, now: float) -> None:
+        self._turn(r, self.nodes[r.id].datagram(src, msg, now))
+
+    def _turn(self, r: Replica, step: Step) -> None:
+        """Execute one turn of the replica's node like the server does; then check the LSD it serves."""
+        node = self.nodes[r.id]
+        run_turn(node, step, r.local(self.loop.now), lambda actions: self._effects(r, actions),
+                 lambda p: self._persisted(r, p))
+        core = node.core
         if core.role is Role.MASTER:
             key = (core.term, core.version)
             states = core.lsd.states()
@@ -157,6 +126,16 @@ class RealWorld(World):
             prev = self.registry.get((core.term, core.version - 1))
             if fresh and prev is not None:
                 self._check_evidence(r.id, key, prev, states)
+
+    def _effects(self, r: Replica, actions: list[Action]) -> None:
+        for a in actions:
+            if isinstance(a, Send):
+                self._sent(r, a.dest, a.msg)
+            elif isinstance(a, RoleChanged):
+                self._role_changed(r, a)
+            elif isinstance(a, Handover):
+                self.handovers += 1
+                self._log(r.id, "HANDOVER", a)
 
     def _check_evidence(self, rid: str, key: tuple[int, int], prev: bytes, states: bytes) -> None:
         """Silence is not evidence: every link a new version changes took that state in the truth within
@@ -179,45 +158,15 @@ class RealWorld(World):
 
     def _role_changed(self, r: Replica, a: RoleChanged) -> None:
         self._log(r.id, f"ROLE {a.role}", a)
-        if a.role == Role.MASTER.value and r.role != "master":
-            self.elections += 1
-            self._elected()
-            self.master_since[r.id] = self.loop.now
-            prev = self.master_of_term.get(a.term)
-            if prev is not None:
-                self._fail(f"two masterships in term {a.term}: {prev} and {r.id} (incarnation {r.incarnation})")
-            self.master_of_term[a.term] = r.id
-            if self.sc.sticky:
-                if self.sticky_master is None:
-                    self.sticky_master = r.id
-                else:
-                    self._fail(f"sticky run: {r.id} elected in term {a.term} while {self.sticky_master} is master")
-        elif a.role != Role.MASTER.value and self.sc.sticky and r.id == self.sticky_master:
-            self._fail(f"sticky run: master {r.id} lost mastership ({a})")
-        r.role = a.role
+        if a.role == Role.MASTER.value and (r.role != "master" or a.term not in r.masterships):
+            r.masterships.add(a.term)   # a master re-anchoring in a higher term (#19) is a new mastership
+            self._became_master(r, a.term)
+        elif a.role != Role.MASTER.value:
+            self._left_master(r, a.role, a)
 
     # ------------------------------------------------------------------------------------ delivery
-    def _deliver(self, dst: str, src: str, msg: Any) -> None:
-        sw = self.switches.get(dst)
-        if sw is not None:
-            self._sw_receive(sw, src, msg)
-            return
-        r = self.replicas[dst]
-        if not r.up:
-            return
-        self._log(dst, "recv", (src, msg))
-        self.last_heard[(dst, src)] = self.loop.now
-        self._dirty = True
-        driver, now = self.drivers[dst], r.local(self.loop.now)
-        if isinstance(msg, driver.handles):  # routed like controller.server does
-            actions = driver.handle(src, msg, now)
-        else:
-            actions = self.cores[dst].handle(src, msg, now)
-            if isinstance(msg, driver.observes):
-                actions += driver.handle(src, msg, now)
-        self._execute(r, actions)
-        if r.up:
-            self._schedule(r)
+    def _client_deliver(self, dst: str, src: str, msg: Any) -> None:
+        self._sw_receive(self.switches[dst], src, msg)
 
     def _client_names(self) -> list[str]:
         return list(self.switches)
@@ -360,26 +309,14 @@ class RealWorld(World):
         super()._check()
 
     # ------------------------------------------------------------------------------------ convergence
-    def _convergence_problem(self) -> str:
-        rs = list(self.replicas.values())
-        if not all(r.up for r in rs):
-            return "a replica is down"
-        ms = [r for r in rs if r.fmrp is not None and r.fmrp.state is FmrpState.MASTER]
-        if len(ms) != 1:
-            return f"{len(ms)} masters"
-        m = ms[0]
+    def _lsd_problem(self, m: Replica) -> str:
         assert m.fmrp is not None
-        for r in rs:
-            f = r.fmrp
-            assert f is not None
-            if r is not m and (f.state is not FmrpState.BACKUP or f.leader != m.id or f.leader_term != m.fmrp.term):
-                return f"{r.id} is {f.state} (leader {f.leader}, term {f.leader_term})"
         want = bytes(LinkState.UP if t else LinkState.DOWN for t in self.truth)
-        core = self.cores[m.id]
+        core = self.nodes[m.id].core
         if core.lsd.states() != want:
             return f"master {m.id} LSD {core.lsd.states()!r} != truth {want!r}"
         for sw in self.switches.values():
-            if sw.replica.states() != want or sw.replica.data_term != m.fmrp.term:
+            if sw.replica.states() != want or sw.replica.data_term != m.fmrp.leader_term:
                 return f"switch {sw.name} at term {sw.replica.data_term} has {sw.replica.states()!r}, truth {want!r}"
         return ""
 

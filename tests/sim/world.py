@@ -283,12 +283,17 @@ class World:
         r.incarnation += 1
         r.up = True
         r.role = "inactive"
+        self._log(r.id, "start", f"durable_term={r.durable_term} incarnation={r.incarnation}")
+        self._boot(r, bogus_version)
+        if r.up:
+            self._schedule(r)
+
+    def _boot(self, r: Replica, bogus_version: int | None) -> None:
+        """Create the replica's state machine(s) for a new life (durable_term survives, nothing else)."""
         r.lsd_term, r.lsd_version, r.lsd_states = -1, -1, None
         r.fmrp = Fmrp(r.id, self.masters, self.timers, r.durable_term, r.local(self.loop.now), seed=self.seed)
         if bogus_version is not None:
             r.fmrp.set_lsd_version(bogus_version)  # misconfigured: claims a huge LSD version
-        self._log(r.id, "start", f"durable_term={r.durable_term} incarnation={r.incarnation}")
-        self._schedule(r)
 
     def _crash(self, r: Replica) -> None:
         if not r.up:
@@ -301,52 +306,79 @@ class World:
         self._log(r.id, "crash", "")
 
     def _schedule(self, r: Replica) -> None:
-        """Arm the replica's timer for its next deadline. An armed earlier timer is kept (ticking early is
-        harmless: it re-arms), so the heap does not fill with superseded timers."""
-        assert r.fmrp is not None
-        t = max((r.fmrp.next_deadline() - r.offset) / r.rate + 1e-9, self.loop.now)
+        """Arm the replica's timer for its next deadline (its local clock). An armed earlier timer is kept
+        (ticking early is harmless: it re-arms), so the heap does not fill with superseded timers."""
+        deadline = self._next_deadline(r)
+        if deadline is None:
+            return
+        t = max((deadline - r.offset) / r.rate + 1e-9, self.loop.now)
         if t < r.timer_at:
             r.timer_gen += 1
             r.timer_at = t
             self.loop.at(t, self._timer, r, r.timer_gen)
 
     def _timer(self, r: Replica, gen: int) -> None:
-        if not r.up or gen != r.timer_gen or r.fmrp is None:
+        if not r.up or gen != r.timer_gen:
             return
         r.timer_at = float("inf")
         self._dirty = True
-        self._execute(r, r.fmrp.tick(r.local(self.loop.now)))
-        self._schedule(r)
+        self._on_timer(r, r.local(self.loop.now))
+        if r.up:
+            self._schedule(r)
+
+    def _next_deadline(self, r: Replica) -> float | None:
+        assert r.fmrp is not None
+        return r.fmrp.next_deadline()
+
+    def _on_timer(self, r: Replica, now: float) -> None:
+        assert r.fmrp is not None
+        self._execute(r, r.fmrp.tick(now))
+
+    # Checked effects, shared by every replica model: a send, a durable write, a role change.
+    def _sent(self, r: Replica, dest: str, msg: Any) -> None:
+        term = getattr(msg, "term", None)
+        if dest in self.replicas and term is not None and term > r.durable_term:
+            self._fail(f"{r.id} sent {msg} with term {term} > durable term {r.durable_term}")
+        self.net.send(r.id, dest, msg)
+        self._maybe_crash_after_vote(r, msg)
+
+    def _persisted(self, r: Replica, a: PersistTerm) -> bool:
+        if a.term < r.durable_term:
+            self._fail(f"{r.id} persisted term {a.term} < durable {r.durable_term}")
+        r.durable_term = a.term
+        self._log(r.id, "persist", a)
+        return True
+
+    def _became_master(self, r: Replica, term: int) -> None:
+        self.elections += 1
+        self._elected()
+        prev = self.master_of_term.get(term)
+        if prev is not None:
+            self._fail(f"two masterships in term {term}: {prev} and {r.id} (incarnation {r.incarnation})")
+        self.master_of_term[term] = r.id
+        if self.sc.sticky:
+            if self.sticky_master is None:
+                self.sticky_master = r.id
+            elif self.sticky_master != r.id:
+                self._fail(f"sticky run: {r.id} elected in term {term} while {self.sticky_master} is master")
+        r.role = "master"
+        self.master_since[r.id] = self.loop.now
+
+    def _left_master(self, r: Replica, role: str, what: Any) -> None:
+        if self.sc.sticky and r.id == self.sticky_master:
+            self._fail(f"sticky run: master {r.id} lost mastership ({what})")
+        r.role = role
 
     def _execute(self, r: Replica, actions: list[Any]) -> None:
-        now = self.loop.now
+        """The minimal model's runtime: Fmrp's actions executed in order."""
         for a in actions:
             if isinstance(a, SendPeer):
-                term = getattr(a.msg, "term", None)
-                if term is not None and term > r.durable_term:
-                    self._fail(f"{r.id} sent {a.msg} with term {term} > durable term {r.durable_term}")
-                self.net.send(r.id, a.to, a.msg)
-                self._maybe_crash_after_vote(r, a.msg)
+                self._sent(r, a.to, a.msg)
             elif isinstance(a, PersistTerm):
-                if a.term < r.durable_term:
-                    self._fail(f"{r.id} persisted term {a.term} < durable {r.durable_term}")
-                r.durable_term = a.term
-                self._log(r.id, "persist", a)
+                self._persisted(r, a)
             elif isinstance(a, BecomeMaster):
                 self._log(r.id, "BECOME_MASTER", a)
-                self.elections += 1
-                self._elected()
-                prev = self.master_of_term.get(a.term)
-                if prev is not None:
-                    self._fail(f"two masterships in term {a.term}: {prev} and {r.id} (incarnation {r.incarnation})")
-                self.master_of_term[a.term] = r.id
-                if self.sc.sticky:
-                    if self.sticky_master is None:
-                        self.sticky_master = r.id
-                    else:
-                        self._fail(f"sticky run: {r.id} elected in term {a.term} while {self.sticky_master} is master")
-                r.role = "master"
-                self.master_since[r.id] = now
+                self._became_master(r, a.term)
                 if r.lsd_states is None:
                     r.lsd_version, r.lsd_states = 0, tuple([0] * self.sc.n_links)
                 r.lsd_term = a.term
@@ -354,9 +386,7 @@ class World:
                 self._push(r)
             elif isinstance(a, BecomeBackup | BecomeInactive):
                 self._log(r.id, type(a).__name__, a)
-                if self.sc.sticky and r.id == self.sticky_master:
-                    self._fail(f"sticky run: master {r.id} lost mastership ({a})")
-                r.role = "backup" if isinstance(a, BecomeBackup) else "inactive"
+                self._left_master(r, "backup" if isinstance(a, BecomeBackup) else "inactive", a)
             else:
                 self._fail(f"unknown action {a!r}")
 
@@ -386,25 +416,30 @@ class World:
 
     # ================================================================================== delivery
     def _deliver(self, dst: str, src: str, msg: Any) -> None:
-        c = self.clients.get(dst)
-        if c is not None:
-            self._client_receive(c, msg)
+        r = self.replicas.get(dst)
+        if r is None:
+            self._client_deliver(dst, src, msg)
             return
-        r = self.replicas[dst]
-        if not r.up or r.fmrp is None:
+        if not r.up:
             return
         self._log(dst, "recv", (src, msg))
         self._dirty = True
         self.last_heard[(dst, src)] = self.loop.now
-        now = r.local(self.loop.now)
+        self._replica_receive(r, src, msg, r.local(self.loop.now))
+        if r.up:
+            self._schedule(r)
+
+    def _client_deliver(self, dst: str, src: str, msg: Any) -> None:
+        self._client_receive(self.clients[dst], msg)
+
+    def _replica_receive(self, r: Replica, src: str, msg: Any, now: float) -> None:
+        assert r.fmrp is not None
         if isinstance(msg, FMRP_MESSAGES):
             self._execute(r, r.fmrp.on_message(src, msg, now))
         elif isinstance(msg, SimLsd):
             self._replica_lsd(r, src, msg, now)
         elif isinstance(msg, SimReport):
             self._master_report(r, msg)
-        if r.up:
-            self._schedule(r)
 
     def _replica_lsd(self, r: Replica, src: str, m: SimLsd, now: float) -> None:
         f = r.fmrp
@@ -491,7 +526,7 @@ class World:
 
     def _current_master(self) -> Replica | None:
         ms = [r for r in self.replicas.values() if r.up and r.fmrp is not None and r.fmrp.state is FmrpState.MASTER]
-        return max(ms, key=lambda r: r.fmrp.term) if ms else None  # type: ignore[union-attr]
+        return max(ms, key=lambda r: r.fmrp.leader_term) if ms else None  # type: ignore[union-attr]
 
     def _fault(self) -> None:
         rng = self.rng
@@ -619,14 +654,14 @@ class World:
         for r in self.replicas.values():
             f = r.fmrp
             if f is not None and f.state is FmrpState.MASTER:
-                other = masters.setdefault(f.term, r.id)
+                other = masters.setdefault(f.leader_term, r.id)
                 if other != r.id:
-                    self._fail(f"{other} and {r.id} are both master in term {f.term}")
+                    self._fail(f"{other} and {r.id} are both master in term {f.leader_term}")
                 # No master without a majority: one cut off from most replicas must give up (lease).
                 if now - self.master_since[r.id] > LEASE_SLACK:
                     heard = sum(1 for p in self.replicas if now - self.last_heard.get((r.id, p), -1e9) <= LEASE_SLACK)
                     if 1 + heard < len(self.replicas) // 2 + 1:
-                        self._fail(f"{r.id} is still master in term {f.term} but heard only {heard} peers lately")
+                        self._fail(f"{r.id} is still master in term {f.leader_term} but heard only {heard} peers lately")
         if self.healed and self.converged_at is None and not self._convergence_problem():
             self.converged_at = self.loop.now
             self._log("world", "CONVERGED", f"{self.loop.now - self.sc.chaos_end:.3f}s after heal")
@@ -645,13 +680,18 @@ class World:
                 continue
             f = r.fmrp
             assert f is not None
-            if f.state is not FmrpState.BACKUP or f.leader != m.id or f.leader_term != m.fmrp.term:
+            if f.state is not FmrpState.BACKUP or f.leader != m.id or f.leader_term != m.fmrp.leader_term:
                 return f"{r.id} is {f.state} (leader {f.leader}, term {f.leader_term})"
+        return self._lsd_problem(m)
+
+    def _lsd_problem(self, m: Replica) -> str:
+        """After the election converged on master `m`: what still differs from the truth ("" if nothing)."""
+        assert m.fmrp is not None
         truth = tuple(self.truth)
         if m.lsd_states != truth:
             return f"master {m.id} LSD {m.lsd_states} != truth {truth}"
         for c in self.clients.values():
-            if c.applied_states != truth or c.applied_term != m.fmrp.term:
+            if c.applied_states != truth or c.applied_term != m.fmrp.leader_term:
                 return f"client {c.name} at term {c.applied_term} has {c.applied_states}, truth {truth}"
         return ""
 

@@ -1,0 +1,34 @@
+"""The narrow interface of a running master replica that REST (`controller.rest`) and the topology page
+(`controller.page`) are built on: read views of the node and the operator calls (drain, guard confirm).
+
+`controller.server.MasterServer` implements it; REST and the page import this module, never the server, so
+there is no import cycle between the runtime and its HTTP views.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from controller.core import MasterCore
+from controller.metrics import MasterMetrics
+from controller.roles import RoleDriver
+from proto.config import Fabric
+
+
+class MasterApi(Protocol):
+    fabric: Fabric
+    core: MasterCore                         # read only: its public views (lsd, clients(), guard, drains, ...)
+    driver: RoleDriver | None                # read only: view(now)
+    metrics: MasterMetrics
+    addresses: dict[str, tuple[str, int]]    # switch -> last UDP source address
+    persist_error: str | None
+    observers: list[Any]                     # read-only observers: reported(switch, ports), changed()
+    bind: str
+    rest_port: int
+
+    def now(self) -> float: ...
+
+    def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool,
+              who: str | None = None, reason: str | None = None) -> dict[str, Any]: ...
+
+    def guard_confirm(self) -> list[int]: ...

@@ -1,0 +1,70 @@
+"""How the lab reports itself: the status table, active faults and ping results as text, for `firepath lab`
+(lab.cli) and the guided demo (lab.demo), which both import it (and not each other)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def format_status(lab: Any) -> str:
+    lines = []
+    masters = lab.master_states()
+    lines.append(f"{'master':<8} {'pid':>7} {'role':<10} {'term':>5} {'version':>8}")
+    for mid, s in masters.items():
+        rec = lab.state.processes.get(f"master:{mid}")
+        pid = "ext" if lab.state.external_masters else str(rec.pid) if rec and rec.alive() else "dead"
+        if isinstance(s, dict):
+            lines.append(f"{mid:<8} {pid:>7} {s.get('role', '?'):<10} {s.get('term', '?'):>5} {s.get('version', '?'):>8}")
+        else:
+            lines.append(f"{mid:<8} {pid:>7} {'unreachable':<10} {'-':>5} {'-':>8}")
+    lines.append("")
+    lines.append(f"{'switch':<12} {'client':>7} {'master':<7} {'lsd':>5} {'prog':>5} {'usable':>6} {'down':>5} "
+                 f"{'miscab':>6} {'routes':>6} {'groups':>6}")
+    for name, s in lab.client_states().items():
+        rec = lab.state.processes.get(f"client:{name}")
+        pid = str(rec.pid) if rec and rec.alive() else "dead"
+        if not isinstance(s, dict):
+            lines.append(f"{name:<12} {pid:>7} {'-':<7} (REST unreachable)")
+            continue
+        ports = s.get("ports", [])
+        usable = sum(1 for p in ports if p.get("usable"))
+        misc = sum(1 for p in ports if p.get("nd") == "miscabled")
+        down = len(ports) - usable
+        lines.append(f"{name:<12} {pid:>7} {str(s.get('master') or '-'):<7} {s.get('lsd_version', '?'):>5} "
+                     f"{s.get('programmed_version', '?'):>5} {usable:>6} {down:>5} {misc:>6} "
+                     f"{s.get('routes', '?'):>6} {s.get('groups', '?'):>6}")
+    if lab.state.faults:
+        lines.append("")
+        lines.append("active faults: " + ", ".join(describe_fault(f) for f in lab.state.faults))
+    return "\n".join(lines)
+
+
+def describe_fault(f: dict[str, Any]) -> str:
+    kind = f["kind"]
+    if kind in ("link", "silent"):
+        return f"{kind} {f['name']}"
+    if kind == "switch":
+        return f"switch {f['switch']}"
+    if kind == "master":
+        return f"master {f['id']} killed"
+    if kind == "client":
+        return f"client {f['switch']} killed"
+    if kind == "miscable":
+        return f"miscabled {f['a']}<->{f['b']}"
+    if kind == "cpn":
+        return f"cpn {f['id']} {f['direction']}" + (f" (switch {f['switch']} only)" if f.get("switch") else "")
+    return kind
+
+
+
+def ping_summary(results: dict[tuple[str, str], int], count: int) -> tuple[str, int]:
+    total = len(results)
+    ok = sum(1 for r in results.values() if r == count)
+    dead = [f"{a}->{b}" for (a, b), r in results.items() if r == 0]
+    partial = [f"{a}->{b} ({r}/{count})" for (a, b), r in results.items() if 0 < r < count]
+    text = f"ping: {ok}/{total} pairs without loss"
+    if partial:
+        text += f"; partial loss: {', '.join(partial[:8])}"
+    if dead:
+        text += f"; unreachable: {', '.join(dead[:8])}" + (f" (+{len(dead) - 8})" if len(dead) > 8 else "")
+    return text, total - ok
