@@ -104,7 +104,9 @@ class MasterCore:
         self.role = Role.INACTIVE
         self.term = 0
         self.leader: str | None = None
-        self.lsd = LinkStateDB(len(fabric.links), history=fabric.lsd.history)
+        # links, then the borders' external slots (issue #13, `Fabric.external_slots`)
+        self.lsd = LinkStateDB(fabric.lsd_size, history=fabric.lsd.history)
+        self._slots_of = {s.name: fabric.slots_of(s.name) for s in fabric.switches if s.bgp is not None}
         #: term in which the LSD content was built/received; None = invalid (never had one)
         self.lsd_term: int | None = None
         #: while MASTER and `dist.held`: when the hold ends at the latest (see become_master)
@@ -472,8 +474,24 @@ class MasterCore:
         return [p for p in self.dist.peers.values() if p.is_master]
 
     # ============================================================================ internals
-    def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action]) -> int:
-        """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed."""
+    def _external(self, switch: str, bits: int) -> dict[int, LinkState]:
+        """A border's external slots as its report states them (issue #13): UP = some eBGP session provides
+        the prefix now. Not guarded: a withdraw is the border's own first-hand evidence, and one border's
+        slots never cut anything off (other borders or nothing: then the outside is gone anyway)."""
+        slots = self._slots_of.get(switch, ())
+        return {i: LinkState.UP if bits >> k & 1 else LinkState.DOWN for k, i in enumerate(slots)}
+
+    def external_states(self) -> dict[str, dict[str, bool]]:
+        """Border -> external prefix -> provided now (the LSD's external slots; REST)."""
+        out: dict[str, dict[str, bool]] = {}
+        for i, (sw, prefix) in enumerate(self.fabric.external_slots, start=len(self.fabric.links)):
+            out.setdefault(sw, {})[str(prefix)] = self.lsd.state(i) == LinkState.UP
+        return out
+
+    def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action],
+                  extra: dict[int, LinkState] | None = None) -> int:
+        """Re-derive `indices`; apply the effective changes (and `extra`: external slots) as ONE LSD
+        version. Returns how many changed."""
         idx = indices if isinstance(indices, list | tuple | range) else list(indices)
         if self.guard.held and cause != "guard" and now >= self._held_recheck_at:
             # A held link may be corroborated by a report about another link (a dead switch's neighbours):
@@ -487,6 +505,8 @@ class MasterCore:
             cache: dict[str, bool] = {}
             out.extend(self.guard.filter(changes, states, self.lsd.states,
                                          lambda i: self._corroborated(i, now, cache), idx, now))
+        if extra:
+            changes = {**changes, **{i: st for i, st in extra.items() if self.lsd.state(i) != st}}
         if not changes:
             return 0
         before = self.lsd.version
@@ -674,7 +694,7 @@ class MasterCore:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.
             self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
         self.deriver.set_report(sender, (ps.port for ps in r.ports if ps.usable), r.report_seq, now)
-        n_changes = self._rederive(self._links_of[sender], now, "report", out)
+        n_changes = self._rederive(self._links_of[sender], now, "report", out, self._external(sender, r.external))
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         if not relayed:
