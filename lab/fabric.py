@@ -461,6 +461,9 @@ class Lab:
             lab = cls(state, fabric)
             try:
                 lab._build_plumbing(log)
+                if fabric.external_slots:       # eBGP borders (issue #13): the outside world
+                    from lab import bgp
+                    bgp.build(lab, log)
                 t_plumb = time.monotonic() - t0
                 log(f"plumbing ready in {t_plumb:.2f}s: {len(fabric.switches)} bridges, {len(fabric.links)} links, "
                     f"{len(fabric.hosts)} hosts")
@@ -646,6 +649,8 @@ class Lab:
         # its own CPN address, so one switch can be cut from a master (`lab fail cpn --switch`).
         argv += ["--bind", str(self.state.cpn["lab_addr"]) if self.state.external_masters
                  else client_cpn_address(self.fabric, switch)]
+        if self.fabric.switch(switch).bgp is not None:       # its ExaBGP's files (issue #13)
+            argv += ["--bgp-dir", str(Path(self.state.dir) / "bgp" / switch)]
         return self._spawn("client", switch, argv)
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:
@@ -779,12 +784,18 @@ class Lab:
     # --- data plane -----------------------------------------------------------------------------
 
     def host_ip(self, host: str) -> str:
+        from lab.bgp import EXT_HOST, EXTERNAL_HOST_IP
+
+        if host == EXT_HOST and EXT_HOST in self.state.host_netns:
+            return EXTERNAL_HOST_IP
         return str(self.fabric.host(host).ip)
 
     def ping(self, pairs: Iterable[tuple[str, str]] | None = None, count: int = 3, timeout_s: int = 1,
              workers: int = 16) -> dict[tuple[str, str], int]:
         """Ping each (src, dst) host pair; returns packets received of `count` per pair."""
         hosts = [h.name for h in self.fabric.hosts]
+        if "ext-host" in self.state.host_netns:   # lab.bgp: the host behind the external router (issue #13)
+            hosts.append("ext-host")
         todo = list(pairs) if pairs is not None else [(a, b) for a in hosts for b in hosts if a != b]
 
         def one(pair: tuple[str, str]) -> int:
@@ -867,6 +878,8 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
             nsutil.delete_netns(n)
             removed.append(f"netns {n}")
     shutil.rmtree(d / "ovs", ignore_errors=True)
+    from lab import bgp
+    bgp.cleanup(name)
     shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
     if state is not None:
         state.remove()

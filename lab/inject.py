@@ -288,6 +288,9 @@ def undo(lab: Lab, fault: dict[str, Any]) -> None:
             lab.start_client(fault["switch"])
     elif kind == "miscable":
         _recable(lab, [list(p) for p in fault["new"]], [list(p) for p in fault["old"]])
+    elif kind == "external":
+        from lab import bgp
+        bgp.set_external(lab, True, session=bool(fault.get("session")))
     else:
         raise LabError(f"unknown fault kind {kind!r} in the lab record")
 
