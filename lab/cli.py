@@ -209,6 +209,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
     lab = _open(args)
     hosts = [h.name for h in lab.fabric.hosts]
+    if "ext-host" in lab.state.host_netns:     # behind the external router (lab.bgp, issue #13)
+        hosts.append("ext-host")
     pairs = [(a, b) for a in hosts for b in hosts if a != b]
     if args.sample and len(pairs) > args.sample:
         pairs = random.Random(args.seed).sample(pairs, args.sample)
