@@ -43,7 +43,7 @@ __all__ = ["BorderSpeaker", "ExaBgp", "SessionEvent", "UpdateEvent", "command", 
 
 EXABGP = "exabgp"
 #: How often the speaker looks at the switch's routes (fabric reach of the aggregates) and at ARP.
-POLL_INTERVAL = 0.2
+POLL_INTERVAL = 0.05
 
 
 @dataclass(frozen=True, slots=True)

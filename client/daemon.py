@@ -97,7 +97,7 @@ class ClientDaemon:
             from client.bgpspeaker import BorderSpeaker
             self.border = BorderSpeaker(
                 fabric, switch, Path(bgp_dir), report=self._report_external, program=self.programmer.on_external,
-                fabric_prefixes=lambda: self.programmer.route_snapshot()[0].keys(), clock=clock)
+                fabric_prefixes=self._reachable_prefixes, clock=clock)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -167,6 +167,12 @@ class ClientDaemon:
         self._execute(self.core.start_oam(now))
         if self.core.ports.oam.enabled and self.liveness is None:
             self._execute(self.core.on_oam_failed(None, "no OVSDB target (firepath client --ovsdb)", now))
+
+    def _reachable_prefixes(self) -> list[Any]:
+        """Prefixes the switch can forward into the fabric now: routed over a port that local repair has
+        not excluded (so a border whose fabric links die stops announcing before the LSD says so)."""
+        routes, _groups, excluded = self.programmer.route_snapshot()
+        return [p for p, ports in routes.items() if not ports <= excluded]
 
     def _report_external(self, bits: int) -> None:
         self.call(lambda now: self._execute(self.core.set_external(bits, now)))
