@@ -192,3 +192,15 @@ def test_jupiter_lsd_with_external_slots_fits_one_datagram() -> None:
     db = LinkStateDB(size)
     db.apply({jupiter.n_links + k: LinkState.UP for k in range(borders)})
     assert db.delta_or_none(0, MAX_LSD_BYTES) is not None
+
+
+def test_drain_dry_run_works_on_a_fabric_with_external_slots() -> None:
+    from controller.ops.dryrun import drain_impact
+
+    f = fabric()
+    spine_links = f.links_of("spine-1")
+    links_only = bytes([1]) * len(f.links)          # what /v1/lsd's "links" give the operator CLI
+    impact = drain_impact(f, links_only, spine_links)
+    assert impact == drain_impact(f, links_only + bytes([1, 1]), spine_links)
+    with pytest.raises(ValueError, match="link states"):
+        drain_impact(f, links_only[:-1], spine_links)
