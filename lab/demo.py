@@ -101,6 +101,16 @@ def _drain_tour(lab: Any, src: str, dst: str) -> None:
     lab.wait_converged(10.0, min_version=v0 + 1)
 
 
+def _wait_sessions(lab: Any, timeout: float = 20.0) -> None:
+    """Until every border's eBGP sessions are Established (ExaBGP starts with the client; FRR retries 1 s)."""
+    from lab import bgp
+    from lab.fabric import wait_until
+
+    if bgp.peers(lab.fabric) and not wait_until(
+            lambda: all(s["state"] == "Established" for s in bgp.router_sessions(lab).values()), timeout, 0.2):
+        say(f"   eBGP sessions not all established after {timeout:.0f} s: {bgp.router_sessions(lab)}")
+
+
 def _border_tour(lab: Any) -> None:
     """Sessions, the external host reached, then the outside withdraws the default route (issue #13)."""
     from lab import bgp, inject
@@ -148,6 +158,7 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
         step(1, "bring up a Clos: 2 spines, 2 pods x (2 aggs + 2 ToRs), 4 hosts, 3 masters, 2 eBGP borders")
         lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=90.0, log=lambda m: say("   " + m))
         fabric = lab.fabric
+        _wait_sessions(lab)
 
         step(2, "status")
         say(_indent(format_status(lab)))
