@@ -19,6 +19,7 @@ Pieces:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -187,7 +188,7 @@ class ExaBgp:
         self.ignored = 0
 
     def start(self) -> None:
-        with __import__("contextlib").suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
             self.sock_path.unlink()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(self.sock_path))
@@ -222,7 +223,7 @@ class ExaBgp:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(3)
-        with __import__("contextlib").suppress(OSError):
+        with contextlib.suppress(OSError):
             self._listener.close()
 
     def _reader(self) -> None:
