@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         out["cycles_failed"] = 2 * args.cycles - len(withdraw) - len(announce)
         trials = []
         for i in range(args.trials):
+            # every link back in use (not only some border's default: the other border must be reachable)
+            lab.wait_converged(30.0)
             wait_until(lambda: all(has_default(lab, t) for t in tors), 15.0)
             time.sleep(2.0)
             trials.append({"border": borders[i % len(borders)], **border_failure(lab, borders[i % len(borders)],
