@@ -279,6 +279,7 @@ class BorderSpeaker:
         self.lock = threading.Lock()
         self.exabgp = ExaBgp(fabric, switch, workdir, self._on_event, netns=netns)
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self.counters = {"looped": 0, "malformed": 0, "teardowns": 0, "commands": 0, "unresolved": 0}
 
     def start(self) -> None:
@@ -287,6 +288,7 @@ class BorderSpeaker:
 
     def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         self.exabgp.stop()
 
     def status(self) -> dict[str, Any]:
@@ -312,8 +314,16 @@ class BorderSpeaker:
                 actions = self.core.update(event.peer, event.announced, event.withdrawn, now)
             self._execute(actions)
 
+    def poke(self) -> None:
+        """Look at the routes now (a fabric port changed: the aggregate may have to go at once)."""
+        self._wake.set()
+
     def _poll(self) -> None:
-        while not self._stop.wait(POLL_INTERVAL):
+        while not self._stop.is_set():
+            self._wake.wait(POLL_INTERVAL)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 prefixes = self._fabric_prefixes()
                 now = self.clock()

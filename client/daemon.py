@@ -274,6 +274,8 @@ class ClientDaemon:
                 self.transport.send(action.master, action.data)
             elif isinstance(action, UsableChanged):
                 self.programmer.on_port_usable(action.port, action.usable)
+                if self.border is not None:
+                    self.border.poke()      # its aggregate follows local repair at once
             elif isinstance(action, LsdApplied):
                 self.programmer.on_lsd(action)
             elif isinstance(action, ConfigureOam) and self.liveness is not None:
