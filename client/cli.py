@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
+import tempfile
 import threading
 from typing import Any
 
@@ -37,6 +39,8 @@ def add_parser(subparsers: Any) -> None:
                    help="on SIGTERM/SIGINT ask ND peers to keep the links up this long while the client "
                         "restarts (graceful restart; default: the fabric's switch_dead, after which the "
                         "master forgets a silent switch anyway; 0 = links go down at once)")
+    p.add_argument("--bgp-dir", help="eBGP border (a switch with `bgp:`): working directory of its ExaBGP "
+                   "(config, API socket, log); default <tmp>/firepath-bgp-SWITCH")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="kv", choices=["kv", "json"])
     p.set_defaults(func=run)
@@ -85,8 +89,11 @@ def run(args: argparse.Namespace) -> int:
     # ND peer is told anything; a failure ends the process at once, with the reason, and exit status 1.
     daemon = rest = None
     try:
+        bgp_dir = args.bgp_dir or os.path.join(tempfile.gettempdir(), f"firepath-bgp-{args.switch}")
         daemon = ClientDaemon(fabric, args.switch, keyring, ovs_target=target, netns=args.netns, bind=args.bind,
-                              ovsdb=args.ovsdb)
+                              ovsdb=args.ovsdb, bgp_dir=bgp_dir if switch.bgp is not None else None)
+    except RuntimeError as e:          # an eBGP border without its speaker (exabgp not installed)
+        return _fatal(log, str(e))
     except OSError as e:
         return _fatal(log, f"cannot open the UDP socket towards the masters on {args.bind}: {e}")
     if rest_port:

@@ -121,6 +121,13 @@ class ClientCore:
             d = min(d, self._hold_until)
         return d
 
+    def set_external(self, bits: int, now: float) -> list[Action]:
+        """eBGP border (issue #13, client.border): the external prefixes it provides now, as the bitmap of
+        `PortReport.external`; a change is reported at once."""
+        out: list[Action] = []
+        self._run(self.reporter.set_external(bits, now), now, out)
+        return out
+
     def tick(self, now: float) -> list[Action]:
         out: list[Action] = []
         self._run(self.ports.tick(now), now, out)

@@ -67,7 +67,7 @@ class ClientDaemon:
                  netns: str | None = None, bind: str = "127.0.0.1", ovsdb: str | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  driver_factory: Callable[[str, Callable[[DriverEvent], None], str | None], Driver] | None = None,
-                 ) -> None:
+                 bgp_dir: str | None = None) -> None:
         """`driver_factory(ovs_target, on_event, netns)` builds the OpenFlow driver; the default is
         `client.of.driver.OfDriver`, imported only then, so that a daemon built with a fake driver
         never loads os-ken. `ovsdb` (unix:PATH or tcp:IP:PORT): the switch's OVSDB, where the client
@@ -89,6 +89,15 @@ class ClientDaemon:
         if ovsdb and self.core.ports.oam.enabled:
             from client.liveness import OvsdbLiveness
             self.liveness = OvsdbLiveness(ovsdb, self.core.switch.id, self._on_liveness_event)
+        self.border: Any = None
+        if bgp_dir is not None and fabric.switch(switch).bgp is not None:
+            # eBGP border (issue #13): ExaBGP + client.border; imported only on such a switch
+            from pathlib import Path
+
+            from client.bgpspeaker import BorderSpeaker
+            self.border = BorderSpeaker(
+                fabric, switch, Path(bgp_dir), report=self._report_external, program=self.programmer.on_external,
+                fabric_prefixes=self._reachable_prefixes, clock=clock)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -109,6 +118,8 @@ class ClientDaemon:
         if self.liveness is not None:
             self.liveness.start()
         self.driver.start()
+        if self.border is not None:
+            self.border.start()
         log.info("client started switch=%s udp=%s:%d ovs=%s", self.name, *self.transport.address,
                  self.driver.target)
 
@@ -134,6 +145,8 @@ class ClientDaemon:
             self.call(announce)
             if sent.wait(1.0):
                 time.sleep(0.05)      # let the driver flush the packet-outs
+        if self.border is not None:
+            self.border.stop()
         self._stopped.set()
         self._inbox.put((_STOP, None))
         if self._thread is not None:
@@ -154,6 +167,15 @@ class ClientDaemon:
         self._execute(self.core.start_oam(now))
         if self.core.ports.oam.enabled and self.liveness is None:
             self._execute(self.core.on_oam_failed(None, "no OVSDB target (firepath client --ovsdb)", now))
+
+    def _reachable_prefixes(self) -> list[Any]:
+        """Prefixes the switch can forward into the fabric now: routed over a port that local repair has
+        not excluded (so a border whose fabric links die stops announcing before the LSD says so)."""
+        routes, _groups, excluded = self.programmer.route_snapshot()
+        return [p for p, ports in routes.items() if not ports <= excluded]
+
+    def _report_external(self, bits: int) -> None:
+        self.call(lambda now: self._execute(self.core.set_external(bits, now)))
 
     def _on_liveness_event(self, event: Any) -> None:
         self._inbox.put((_OAM, event))
@@ -252,6 +274,8 @@ class ClientDaemon:
                 self.transport.send(action.master, action.data)
             elif isinstance(action, UsableChanged):
                 self.programmer.on_port_usable(action.port, action.usable)
+                if self.border is not None:
+                    self.border.poke()      # its aggregate follows local repair at once
             elif isinstance(action, LsdApplied):
                 self.programmer.on_lsd(action)
             elif isinstance(action, ConfigureOam) and self.liveness is not None:
@@ -263,6 +287,8 @@ class ClientDaemon:
         with self.lock:
             state = self.core.status(self.clock())
         state.update(self.programmer.status())
+        if self.border is not None:
+            state["border"] = self.border.status()
         return state
 
     def routes_view(self, prefix: Any = None, read_ovs: bool = True, timeout: float = 2.0) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 # Reserved port numbers (OpenFlow 1.3).
 OFPP_IN_PORT = 0xFFFFFFF8
+OFPP_LOCAL = 0xFFFFFFFE
 OFPP_CONTROLLER = 0xFFFFFFFD
 OFPP_ANY = 0xFFFFFFFF
 OFPG_ANY = 0xFFFFFFFF

@@ -88,6 +88,7 @@ from client.ofmsg import (
     OFPCML_NO_BUFFER,
     OFPP_CONTROLLER,
     OFPP_IN_PORT,
+    OFPP_LOCAL,
     Action,
     Barrier,
     Bucket,
@@ -125,11 +126,15 @@ COOKIE_ARP = FIREPATH_COOKIE | 2
 COOKIE_HOST = FIREPATH_COOKIE | 3
 COOKIE_ROUTE = FIREPATH_COOKIE | 4
 COOKIE_LOCAL = FIREPATH_COOKIE | 5
+COOKIE_EXTERNAL = FIREPATH_COOKIE | 6
 
 PRIORITY_ND = 65535
 PRIORITY_ARP = 40000
 ROUTE_BASE = 1000  # route priority = ROUTE_BASE + prefix length (1000..1032)
 PRIORITY_HOST = ROUTE_BASE + 33
+
+#: An eBGP border's next hop towards the outside (issue #13): (external OpenFlow port, the peer's MAC).
+ExternalHop = tuple[int, str]
 
 #: OVS's selection method for every SELECT group: a datapath hash of the L4 5-tuple (UDP ports
 #: included), with the switch's hash basis as its parameter (see `client.ofmsg.Selection`).
@@ -432,6 +437,9 @@ class OfPlanner:
         self._bucket_cache: dict[tuple[int, int], Bucket] = {}
         self._capacity: dict[int, float | None] = {}  # port -> capacity of its link (Gbit/s)
         self._keys: dict[IPv4Network, FlowKey] = {}  # route flow key cache (building matches is slow)
+        # eBGP border (issue #13): prefix -> next hops towards the outside; overrides the fabric route
+        self._external: dict[IPv4Network, tuple[ExternalHop, ...]] = {}
+        self._ext_group_of: dict[tuple[ExternalHop, ...], int] = {}
         self._own_prefixes = self._own()
         self._static = self._static_flows()
         self._meters = self._static_meters()
@@ -665,7 +673,7 @@ class OfPlanner:
 
     def _own(self) -> frozenset[IPv4Network]:
         sw = self.switch
-        own = set(sw.prefixes)
+        own = set(sw.prefixes) if sw.bgp is None else set()   # a bgp border's are external (dynamic)
         if sw.loopback is not None:
             own.add(sw.loopback)
         return frozenset(own)
@@ -696,9 +704,21 @@ class OfPlanner:
             meter: tuple[Action, ...] = (Meter(nd_meter_id(port)),) if self.nd_meter_pps else ()
             add(PRIORITY_ND, match(in_port=port, eth_type=ETH_TYPE_ND), (*meter, punt), COOKIE_ND)
         add(PRIORITY_ND - 1, match(eth_type=ETH_TYPE_ND), (), COOKIE_ND)   # host ports: never punted
-        own = list(sw.prefixes) + ([sw.loopback] if sw.loopback is not None else [])
-        for p in dict.fromkeys(own):
+        for p in sorted(self._own(), key=_prefix_order):
             add(ROUTE_BASE + p.prefixlen, prefix_match(p), (), COOKIE_LOCAL)
+        if sw.bgp is not None:
+            # eBGP border: the switch's own IP stack (OFPP_LOCAL, where the BGP speaker runs) talks to each
+            # peer over its external port: ARP and IP for our address in, everything for the peer out.
+            for peer in sw.bgp.peers:
+                local, addr = str(peer.local_address.ip), str(peer.address)
+                add(PRIORITY_ARP, match(in_port=peer.port, eth_type=ETH_TYPE_ARP, arp_tpa=local),
+                    (Output(OFPP_LOCAL),), COOKIE_EXTERNAL)
+                add(PRIORITY_HOST, match(in_port=peer.port, eth_type=ETH_TYPE_IPV4, ipv4_dst=local),
+                    (Output(OFPP_LOCAL),), COOKIE_EXTERNAL)
+                add(PRIORITY_ARP, match(in_port=OFPP_LOCAL, eth_type=ETH_TYPE_ARP, arp_tpa=addr),
+                    (Output(peer.port),), COOKIE_EXTERNAL)
+                add(PRIORITY_HOST, match(in_port=OFPP_LOCAL, eth_type=ETH_TYPE_IPV4, ipv4_dst=addr),
+                    (Output(peer.port),), COOKIE_EXTERNAL)
         hosts = sw.hosts
         for h in hosts:
             add(
@@ -775,7 +795,7 @@ class OfPlanner:
         return InstalledGroup(gid, GroupType.SELECT, buckets, self.selection)
 
     def _allocate(self) -> int:
-        used = set(self._group_of.values()) | set(self._installed.groups)
+        used = set(self._group_of.values()) | set(self._installed.groups) | set(self._ext_group_of.values())
         gid = GROUP_ID_MIN
         while gid in used:
             gid += 1
@@ -800,7 +820,11 @@ class OfPlanner:
         """(Re)build the desired route flow of `prefix` (none if it is not routed); its key."""
         key = self._route_key(prefix)
         ports = self._routes.get(prefix)
-        if ports is None:
+        ext = self._external.get(prefix)
+        if ext is not None:
+            gid = self._ext_group_of[ext]
+            self._desired.flows[key] = InstalledFlow(key[0], key[1], key[2], (GroupAction(gid),), COOKIE_EXTERNAL)
+        elif ports is None:
             self._desired.flows.pop(key, None)
         else:
             gid = self._group_of[ports]
@@ -818,6 +842,40 @@ class OfPlanner:
         for p, ports in self._routes.items():
             key = route_key(p)
             flows[key] = InstalledFlow(key[0], key[1], key[2], actions[ports], COOKIE_ROUTE)
+        for hops in self._external.values():
+            gid = self._ext_group_of.get(hops)
+            if gid is None:
+                gid = self._ext_group_of[hops] = self._allocate()
+            desired.groups[gid] = self._external_group(hops, gid)
+        for p, hops in self._external.items():
+            key = route_key(p)
+            flows[key] = InstalledFlow(key[0], key[1], key[2], (GroupAction(self._ext_group_of[hops]),),
+                                       COOKIE_EXTERNAL)
+
+    def set_external(self, routes: Mapping[IPv4Network, Iterable[ExternalHop]]) -> None:
+        """eBGP border (issue #13): the prefixes it sends to the outside itself, each with its next hops
+        (external port, peer MAC: ECMP across the peers that provide it). These override the fabric route
+        of the same prefix (towards another border) while they last. Takes effect with the next full plan
+        (`set_routes`): BGP changes are rare (and damped), so a full diff is cheap enough."""
+        ports = {p.port for p in self.switch.bgp.peers} if self.switch.bgp is not None else set()
+        clean: dict[IPv4Network, tuple[ExternalHop, ...]] = {}
+        for prefix, hops in routes.items():
+            hops = tuple(sorted(set(hops)))
+            bad = [port for port, _mac in hops if port not in ports]
+            if bad or not hops:
+                raise PlanError(f"planner {self.switch.name}: external route {prefix} via {hops}: "
+                                f"port(s) {bad} are not eBGP peer ports" if bad else "no next hop")
+            clean[prefix] = hops
+        self._external = clean
+        for hops in [h for h in self._ext_group_of if h not in clean.values()]:
+            del self._ext_group_of[hops]
+
+    def _external_group(self, hops: tuple[ExternalHop, ...], gid: int) -> InstalledGroup:
+        down = self._down
+        buckets = tuple(Bucket(actions=(SetField("eth_src", self.mac), SetField("eth_dst", mac), DecNwTtl(),
+                                        Output(port)), weight=1, watch_port=port)
+                        for port, mac in hops if port not in down)
+        return InstalledGroup(gid, GroupType.SELECT, buckets, self.selection)
 
     def _adopt_group_ids(self, installed: OfState) -> None:
         """Give each route port set the installed group its installed flows already use, else one with
@@ -826,6 +884,8 @@ class OfPlanner:
         taken: set[int] = set()
         votes: dict[frozenset[int], Counter[int]] = {}
         for p, ports in self._routes.items():
+            if p in self._external:
+                continue            # its flow points to an external group, not to this set's
             f = installed.flows.get(self._route_key(p))
             if f is not None and len(f.actions) == 1 and isinstance(f.actions[0], GroupAction):
                 gid = f.actions[0].group_id
@@ -856,6 +916,10 @@ class OfPlanner:
         for s, gid in self._group_of.items():
             if not s.isdisjoint(ports):
                 self._desired.groups[gid] = self._group_for(s, gid)
+                gids.add(gid)
+        for hops, gid in self._ext_group_of.items():
+            if any(port in ports for port, _mac in hops):
+                self._desired.groups[gid] = self._external_group(hops, gid)
                 gids.add(gid)
         return gids
 

@@ -82,6 +82,8 @@ class Programmer:
         self._usable_since: dict[int, float] = {}
         self._excluded: dict[int, float] = {}         # port -> when it was excluded
         self._repair_pending = False
+        self._external: dict[Any, tuple] | None = None  # eBGP border: new external routes (issue #13)
+        self._ext_pending = False                        # ... set in the planner, not yet planned
         # State of the programmer thread.
         self._states: bytes | None = None
         self._version = -1
@@ -124,6 +126,12 @@ class Programmer:
             if applied.full:
                 self._full = True
             self._changed.update(applied.changed)
+            self._cv.notify()
+
+    def on_external(self, routes: dict[Any, tuple]) -> None:
+        """eBGP border (issue #13): prefix -> ((external port, peer MAC), ...) it sends outside itself now."""
+        with self._cv:
+            self._external = dict(routes)
             self._cv.notify()
 
     def on_port_usable(self, port: int, usable: bool) -> None:
@@ -171,7 +179,7 @@ class Programmer:
     def _has_work(self) -> bool:
         if not self._connected:
             return False
-        if self._repair_pending or self._lsd is not None:
+        if self._repair_pending or self._lsd is not None or (self._external is not None and self._computed):
             return True
         return self._reconcile and self._states is not None and self.clock() >= self._retry_at
 
@@ -187,6 +195,11 @@ class Programmer:
                 lsd, self._lsd = self._lsd, None
                 changed, self._changed = self._changed, set()
                 full, self._full = self._full, False
+                external = self._external if self._computed or lsd is not None else None
+                if external is not None:
+                    self._external = None
+                    self.planner.set_external(external)
+                    self._ext_pending = True
                 reconcile = self._reconcile and (lsd is not None or self._states is not None)
                 if reconcile:
                     self._reconcile = False
@@ -263,6 +276,10 @@ class Programmer:
         else:
             delta = self.routes.update(self._states, changed) if changed else RouteDelta({}, frozenset())
             messages = self.planner.update(delta, excluded)
+        if self._ext_pending:
+            # external routes changed: a full diff (BGP changes are rare; client.ofplan.set_external)
+            self._ext_pending = False
+            messages = self.planner.set_routes(dict(self.routes.routes), excluded)
         self._program(messages, started, self._version)
 
     def _excluded_ports(self) -> frozenset[int]:

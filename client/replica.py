@@ -91,7 +91,7 @@ class LsdReplica:
         self.switch = switch
         self.digest = fabric.digest
         self.masters: tuple[str, ...] = tuple(m.id for m in fabric.masters)
-        self.n_links = len(fabric.links)
+        self.n_links = fabric.lsd_size      # links, then the borders' external slots (issue #13)
         self.request_interval = keepalive if request_interval is None else request_interval
         self.master_silence = 3 * keepalive if master_silence is None else master_silence
         self.db = LinkStateDB(self.n_links, history=0)   # a replica never serves deltas

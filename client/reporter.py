@@ -74,6 +74,7 @@ class Reporter:
         self._sent_all: deque[tuple[int, float]] = deque()
         self.reach = 0
         self.reach_changes = 0        # What we report.
+        self.external = 0             # border with bgp: (issue #13) bitmap of its external prefixes provided now
         self.ports: tuple[PortStatus, ...] | None = None
         self.report_seq = initial_seq
         self.acked = True                        # nothing outstanding yet
@@ -104,7 +105,7 @@ class Reporter:
         if self.ports is None:
             return None
         return PortReport(switch=self.switch, digest=self.digest, report_seq=self.report_seq, term=self.term,
-                          ports=self.ports, reach=self.reach)
+                          ports=self.ports, reach=self.reach, external=self.external)
 
     def next_deadline(self) -> float:
         """Next retransmission or refresh; silence of the master is noticed lazily at that point."""
@@ -126,6 +127,15 @@ class Reporter:
         if send_now or first:
             return self._send_new(now)
         return []
+
+    def set_external(self, bits: int, now: float) -> list[SendToMaster]:
+        """A border's external prefixes changed (issue #13: `PortReport.external`): a new report at once,
+        like a usable bit (the whole fabric's default route follows it). Before the first port report the
+        bits only ride on it."""
+        if bits == self.external:
+            return []
+        self.external = bits
+        return [] if self.ports is None else self._send_new(now)
 
     def on_master_heard(self, master: str, term: int, now: float, backup: bool = False) -> list[SendToMaster]:
         """Any authenticated message of master `master` in `term` (Keepalive, LsdFull, LsdDelta, ReportAck).

@@ -162,6 +162,8 @@ class RouteComputer:
         n = len(fabric.switches)
         self.n_nodes = n
         self.n_links = len(fabric.links)
+        #: LSD entries: the links, then the borders' external slots (issue #13, `Fabric.external_slots`)
+        self.n_entries = fabric.lsd_size
 
         adj: list[list[tuple[int, int]]] = [[] for _ in range(n)]
         ends: list[tuple[int, int, int]] = []
@@ -201,16 +203,31 @@ class RouteComputer:
         own: set[IPv4Network] = set()
         origins: dict[IPv4Network, list[int]] = {}
         for i, sw in enumerate(fabric.switches):
-            pfx = list(sw.prefixes)
+            dynamic = getattr(sw, "bgp", None) is not None    # its external prefixes follow its LSD slots
+            pfx = [] if dynamic else list(sw.prefixes)
             if sw.loopback is not None:
                 pfx.append(sw.loopback)
-            if str(sw.role) == "border" and not sw.prefixes:
+            if str(sw.role) == "border" and not sw.prefixes and not dynamic:
                 pfx.append(DEFAULT_ROUTE)  # a border that lists no external prefix originates the default
             for p in dict.fromkeys(map(_Prefix.of, pfx)):
                 if i == src:
                     own.add(p)
                 else:
                     origins.setdefault(p, []).append(i)
+        # Dynamic external prefixes (issue #13): prefix -> ((LSD slot or None for a static origin, node), ...).
+        # Routed towards the nearest origins whose slot is UP; a border's own slots are left out (it reaches
+        # the outside itself while it has the prefix: the border runtime's job, client.border).
+        dyn: dict[IPv4Network, list[tuple[int | None, int]]] = {}
+        for k, (name, prefix) in enumerate(getattr(fabric, "external_slots", ())):
+            node = index[name]
+            entry = dyn.setdefault(_Prefix.of(prefix), [])
+            if node != src:
+                entry.append((self.n_links + k, node))
+        for p, entry in dyn.items():
+            entry.extend((None, o) for o in origins.pop(p, ()))
+        self._dyn: dict[IPv4Network, tuple[tuple[int | None, int], ...]] = {
+            p: tuple(e) for p, e in dyn.items() if p not in own}
+        self._slots = bytes(self.n_entries - self.n_links)
         self._own_prefixes = frozenset(own)
         self._prefix_origins: dict[IPv4Network, tuple[int, ...]] = {}
         self._single: list[tuple[IPv4Network, int]] = []
@@ -291,16 +308,54 @@ class RouteComputer:
         else:
             self._move_degrees(*_changed_links(self._up, up))
         self._full(up)
+        self._route_dynamic()
         self.last_was_full = True
         return dict(self._routes)
 
     def update(self, states: bytes, changed: Iterable[int]) -> RouteDelta:
-        """Bring the routes up to `states`, given the link indices that changed since the last call.
+        """Bring the routes up to `states`, given the LSD entries that changed since the last call.
 
         Returns the route delta (relative to the previous `compute`/`update` result). `changed` is a
         hint for speed: if the states differ from the last ones anywhere else too (a caller that lost
         track), the exact set of changed links is found by a C-speed diff, so the result stays exact.
-        Before any computation this is a full computation and every route is "changed"."""
+        Before any computation this is a full computation and every route is "changed". External slots
+        (entries after the links) only re-evaluate the dynamic prefixes (a handful)."""
+        if not self._dyn:
+            return self._update_links(states, changed)
+        changed = set(changed)
+        for li in changed:
+            if not isinstance(li, int) or not 0 <= li < self.n_entries:
+                raise RouteError(f"route update: LSD index {li!r} out of range 0..{self.n_entries - 1}")
+        routes_before = self._routes
+        before = {p: routes_before.get(p) for p in self._dyn}
+        delta = self._update_links(states, [li for li in changed if li < self.n_links])
+        self._route_dynamic()
+        out_changed = {p: v for p, v in delta.changed.items() if p not in self._dyn}
+        out_removed = {p for p in delta.removed if p not in self._dyn}
+        for p, old in before.items():
+            new = self._routes.get(p)
+            if new != old:
+                if new is None:
+                    out_removed.add(p)
+                else:
+                    out_changed[p] = new
+        return RouteDelta(out_changed, frozenset(out_removed))
+
+    def _route_dynamic(self) -> None:
+        """(Re)set the routes of the dynamic external prefixes from the distances and the slot states."""
+        if not self._dyn:
+            return
+        slots, base, routes = self._slots, self.n_links, self._routes
+        for p, entry in self._dyn.items():
+            live = tuple(o for slot, o in entry if slot is None or slots[slot - base] == _UP)
+            m = self._multi_mask(live) if live and self._dist else 0
+            if m:
+                routes[p] = self.ports_of_mask(m)
+            else:
+                routes.pop(p, None)
+
+    def _update_links(self, states: bytes, changed: Iterable[int]) -> RouteDelta:
+        """`update` for the links alone (all of it for a fabric without external slots)."""
         up, drained = self._check_states(states)
         changed = set(changed)
         n_links = self.n_links
@@ -350,9 +405,14 @@ class RouteComputer:
         and the drained nodes."""
         if not isinstance(states, bytes | bytearray | memoryview):
             raise RouteError(f"route states: expected bytes, got {type(states).__name__}")
-        if len(states) != self.n_links:
-            raise RouteError(f"route states: {len(states)} link states for a fabric of {self.n_links} links")
+        if len(states) != self.n_entries:
+            slots = self.n_entries - self.n_links
+            raise RouteError(f"route states: {len(states)} link states for a fabric of {self.n_links} links"
+                             + (f" and {slots} external slots" if slots else ""))
         states = bytes(states)
+        if self.n_entries != self.n_links:
+            self._slots = states[self.n_links:]
+            states = states[:self.n_links]
         up = states.translate(_UP_TABLE)
         drained = self._drained_in(states)
         if drained:

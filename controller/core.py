@@ -105,7 +105,9 @@ class MasterCore:
         self.role = Role.INACTIVE
         self.term = 0
         self.leader: str | None = None
-        self.lsd = LinkStateDB(len(fabric.links), history=fabric.lsd.history)
+        # links, then the borders' external slots (issue #13, `Fabric.external_slots`)
+        self.lsd = LinkStateDB(fabric.lsd_size, history=fabric.lsd.history)
+        self._slots_of = {s.name: fabric.slots_of(s.name) for s in fabric.switches if s.bgp is not None}
         #: term in which the LSD content was built/received; None = invalid (never had one)
         self.lsd_term: int | None = None
         #: while MASTER and `dist.held`: when the hold ends at the latest (see become_master)
@@ -505,10 +507,25 @@ class MasterCore:
         return sum(1 for p in self.dist.peers.values() if not p.is_master and now - p.last_heard < dead)
 
     # ============================================================================ internals
+    def _external(self, switch: str, bits: int) -> dict[int, LinkState]:
+        """A border's external slots as its report states them (issue #13): UP = some eBGP session provides
+        the prefix now. Not guarded: a withdraw is the border's own first-hand evidence, and one border's
+        slots never cut anything off (other borders or nothing: then the outside is gone anyway)."""
+        slots = self._slots_of.get(switch, ())
+        return {i: LinkState.UP if bits >> k & 1 else LinkState.DOWN for k, i in enumerate(slots)}
+
+    def external_states(self) -> dict[str, dict[str, bool]]:
+        """Border -> external prefix -> provided now (the LSD's external slots; REST)."""
+        out: dict[str, dict[str, bool]] = {}
+        for i, (sw, prefix) in enumerate(self.fabric.external_slots, start=len(self.fabric.links)):
+            out.setdefault(sw, {})[str(prefix)] = self.lsd.state(i) == LinkState.UP
+        return out
+
     def _rederive(self, indices: Iterable[int], now: float, cause: str, out: list[Action],
-                  switch: str | None = None) -> int:
-        """Re-derive `indices`; apply the effective changes as ONE LSD version. Returns how many changed.
-        `switch`: whose report caused it (its UPs count against its damping rate, controller.damping)."""
+                  extra: dict[int, LinkState] | None = None, switch: str | None = None) -> int:
+        """Re-derive `indices`; apply the effective changes (and `extra`: external slots) as ONE LSD
+        version. Returns how many changed. `switch`: whose report caused it (its UPs count against its
+        damping rate, controller.damping); external slots are not damped here (the border damps them)."""
         idx = indices if isinstance(indices, list | tuple | range) else list(indices)
         if self.guard.held and cause != "guard" and now >= self._held_recheck_at:
             # A held link may be corroborated by a report about another link (a dead switch's neighbours):
@@ -525,6 +542,8 @@ class MasterCore:
                                          lambda i: self._corroborated(i, now, cache), idx, now))
         if changes:
             out.extend(self.damper.filter(changes, states, switch, now))
+        if extra:
+            changes = {**changes, **{i: st for i, st in extra.items() if self.lsd.state(i) != st}}
         if not changes:
             return 0
         before = self.lsd.version
@@ -712,7 +731,8 @@ class MasterCore:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.
             self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
         self.deriver.set_report(sender, (ps.port for ps in r.ports if ps.usable), r.report_seq, now)
-        n_changes = self._rederive(self._links_of[sender], now, "report", out, switch=sender)
+        n_changes = self._rederive(self._links_of[sender], now, "report", out, self._external(sender, r.external),
+                                   switch=sender)
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         if not relayed:

@@ -224,6 +224,8 @@ class PageFeed:
         link_changes: list[list[int]] = []
         status, lsd, ends, end = self.status, self.lsd, self.ends, self._end
         for li in sorted(dirty_links):
+            if li >= len(ends):
+                continue              # a border's external slot (issue #13), not a link
             a, ap, b, bp = ends[li]
             st = link_status(lsd[li], end(a, ap), end(b, bp))
             if st != status[li]:

@@ -77,12 +77,15 @@ async def lsd(request: web.Request) -> web.Response:
         changes = s.core.lsd.changes_since(since)
         if changes is not None:
             out.update(full=False, since=since,
-                       links={links[i].name: _state_name(st) for i, st in sorted(changes.items())})
+                       links={links[i].name: _state_name(st) for i, st in sorted(changes.items())
+                              if i < len(links)})
             return _json(out)
         out.update(full=True, since=since, reason="version outside the history window (or ahead): full state")
     else:
         out["full"] = True
-    out["links"] = {link.name: _state_name(st) for link, st in zip(links, s.core.lsd.states(), strict=True)}
+    out["links"] = {link.name: _state_name(st) for link, st in zip(links, s.core.lsd.states(), strict=False)}
+    if s.fabric.external_slots:     # issue #13: each border's external prefixes, provided now or not
+        out["external"] = s.core.external_states()
     return _json(out)
 
 

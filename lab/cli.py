@@ -37,7 +37,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     from lab.fabric import Lab
 
     clos = {k: getattr(args, k) for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "leaves",
-                                          "hosts_per_tor", "masters") if getattr(args, k) is not None}
+                                          "hosts_per_tor", "masters", "border_pods") if getattr(args, k) is not None}
+    if args.external:
+        if not args.border_pods:
+            return _err("--external needs borders: give --border-pods N")
+        clos["external"] = True
     timers = []
     for item in args.timer or []:
         key, sep, value = item.partition("=")
@@ -131,6 +135,8 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
     lab = _open(args)
     hosts = [h.name for h in lab.fabric.hosts]
+    if "ext-host" in lab.state.host_netns:     # behind the external router (lab.bgp, issue #13)
+        hosts.append("ext-host")
     pairs = [(a, b) for a in hosts for b in hosts if a != b]
     if args.sample and len(pairs) > args.sample:
         pairs = random.Random(args.seed).sample(pairs, args.sample)
@@ -156,6 +162,9 @@ def cmd_fail(args: argparse.Namespace) -> int:
 
     if args.what == "link":
         f = _mutate(args, lambda lab: inject.fail_link(lab, args.a, args.b, silent=args.silent))
+    elif args.what == "external":
+        from lab import bgp
+        f = _mutate(args, lambda lab: bgp.fail_external(lab, args.session))
     elif args.what == "cpn":
         f = _mutate(args, lambda lab: inject.fail_cpn(lab, args.master, args.direction, args.switch))
     else:
@@ -274,11 +283,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for opt, helptext in (("--spines", "spine switches (default 2)"), ("--pods", "pods; 0 = two-tier (default 2)"),
                           ("--aggs-per-pod", "default 2"), ("--tors-per-pod", "default 2"),
                           ("--leaves", "two-tier leaves (with --pods 0)"), ("--hosts-per-tor", "default 1"),
-                          ("--masters", "master replicas (default 3)")):
+                          ("--masters", "master replicas (default 3)"),
+                          ("--border-pods", "border pods (border switches originating 0.0.0.0/0; default 0)")):
         up.add_argument(opt, type=int, help=helptext)
     up.add_argument("--timer", action="append", metavar="KEY=MS",
                     help="fabric timer for the generated config, e.g. nd_dead_ms=60 (repeatable)")
     up.add_argument("--clean", action="store_true", help="tear down a previous or half-built lab first")
+    up.add_argument("--external", action="store_true", help="borders speak eBGP (ExaBGP) with an external "
+                    "router (FRR bgpd) with a host behind it (issue #13; needs --border-pods)")
     up.add_argument("--no-daemons", action="store_true", help="plumbing only: no masters, no clients")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge in place")
     up.add_argument("--timeout", type=positive_float, default=90.0, help="seconds to wait for convergence")
@@ -331,6 +343,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     fs = fsub.add_parser("switch", parents=[common], help="all links of a switch down")
     fs.add_argument("switch")
     fs.set_defaults(func=_guard(cmd_fail))
+    fx = fsub.add_parser("external", parents=[common], help="the external router withdraws the default route "
+                         "from every border (eBGP; --session: shuts the sessions down)")
+    fx.add_argument("--session", action="store_true", help="shut every eBGP session down instead")
+    fx.set_defaults(func=_guard(cmd_fail))
     fc = fsub.add_parser("cpn", parents=[common], help="gray failure of the control-plane network: drop a "
                          "master's client traffic one way (FMRP between replicas untouched)")
     fc.add_argument("master", nargs="?", help="master replica id (default: the current master)")

@@ -19,7 +19,8 @@ from typing import Any
 
 from lab.state import default_dir
 
-CLOS = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "hosts_per_tor": 1, "masters": 3}
+CLOS = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "hosts_per_tor": 1, "masters": 3,
+        "border_pods": 1, "external": True}
 PROBE_FLOWS = 4      # 4 x 1000 pps: what OVS's userspace datapath on 2 busy cores carries without loss
 PROBE_RATE = 1000.0
 
@@ -100,6 +101,45 @@ def _drain_tour(lab: Any, src: str, dst: str) -> None:
     lab.wait_converged(10.0, min_version=v0 + 1)
 
 
+def _wait_sessions(lab: Any, timeout: float = 20.0) -> None:
+    """Until every border's eBGP sessions are Established (ExaBGP starts with the client; FRR retries 1 s)."""
+    from lab import bgp
+    from lab.fabric import wait_until
+
+    if bgp.peers(lab.fabric) and not wait_until(
+            lambda: all(s["state"] == "Established" for s in bgp.router_sessions(lab).values()), timeout, 0.2):
+        say(f"   eBGP sessions not all established after {timeout:.0f} s: {bgp.router_sessions(lab)}")
+
+
+def _border_tour(lab: Any) -> None:
+    """Sessions, the external host reached, then the outside withdraws the default route (issue #13)."""
+    from lab import bgp, inject
+    from lab.fabric import wait_until
+
+    tors = [s.name for s in lab.fabric.switches if str(s.role) == "tor"]
+
+    def has_default(sw: str) -> bool:
+        return any(",priority=1000,ip actions=" in ln.replace(" priority", ",priority") for ln in lab.dump_flows(sw))
+
+    for addr, ses in bgp.router_sessions(lab).items():
+        say(f"   external router: session with {addr} {ses['state']}, {ses['prefixes_in']} prefix(es) in, "
+            f"{ses['prefixes_out']} out")
+    say(f"   routes it learnt from the borders: {bgp.router_routes(lab)}")
+    host = lab.fabric.hosts[0].name
+    got = lab.ping([(host, bgp.EXT_HOST), (bgp.EXT_HOST, host)], count=3)
+    say(f"   ping {host} <-> {bgp.EXT_HOST} ({bgp.EXTERNAL_HOST_IP}): " + ", ".join(f"{n}/3" for n in got.values()))
+    t0 = time.monotonic()
+    bgp.fail_external(lab)
+    gone = wait_until(lambda: not any(has_default(t) for t in tors), 10.0, 0.005)
+    say("   the router withdrew 0.0.0.0/0: " + (f"no ToR has a default route {(time.monotonic() - t0) * 1000:.0f} ms "
+        "later (BGP -> border -> master -> LSD -> every ToR)" if gone else "ToRs still have it after 10 s"))
+    inject.heal(lab)
+    t0 = time.monotonic()
+    back = wait_until(lambda: all(has_default(t) for t in tors), 10.0, 0.005)
+    say("   announced again: " + (f"every ToR has it {(time.monotonic() - t0) * 1000:.0f} ms later" if back
+                                 else "not back within 10 s"))
+
+
 def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
     from lab import inject
     from lab.fabric import Lab, LabError, preflight, teardown, wait_until
@@ -115,9 +155,10 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
     # `kill PID` / a CI timeout: unwind through the finally below so the lab is always torn down
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        step(1, "bring up a Clos: 2 spines, 2 pods x (2 aggs + 2 ToRs), 4 hosts, 3 masters")
+        step(1, "bring up a Clos: 2 spines, 2 pods x (2 aggs + 2 ToRs), 4 hosts, 3 masters, 2 eBGP borders")
         lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=90.0, log=lambda m: say("   " + m))
         fabric = lab.fabric
+        _wait_sessions(lab)
 
         step(2, "status")
         say(_indent(format_status(lab)))
@@ -208,12 +249,14 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
         leader = lab.current_master()
         say(f"   {before[0]} restarted: " + (f"rejoined as backup; {leader[0]} stays master (sticky election)"
                                             if back and leader else f"state {lab.master_states().get(before[0])}"))
+        step(8, "the outside: eBGP borders (ExaBGP) and an external router (FRR bgpd)")
+        _border_tour(lab)
         return 0
     except LabError as e:
         say(f"demo failed: {e}")
         return 1
     finally:
-        step(8, "tear down")
+        step(9, "tear down")
         if lab is not None:
             lab.close()
         teardown(d, name=name, log=lambda m: None)

@@ -23,22 +23,19 @@ Everything created is recorded in ``<dir>/lab.json`` (lab/state.py) before it is
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import fcntl
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -47,8 +44,10 @@ from typing import Any
 from client.of.sockets import enter_netns
 from lab import external
 from lab import netns as nsutil
+from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
 from lab.ovs import OvsInstance, ovs_missing
 from lab.state import (
+    LabError,
     LabState,
     LabStateError,
     ProcRecord,
@@ -64,10 +63,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST_IFNAME = "eth0"
 _IFNAME_RE = re.compile(r"^s\d+p\d+$")   # our interface names (only ever inside lab namespaces)
 INSTALL_HINT = "run `make test` (or `sudo scripts/install-deps.sh`) to install what is missing"
-
-
-class LabError(RuntimeError):
-    """A lab operation cannot proceed; the message says what to do."""
 
 
 # ---------------------------------------------------------------------------------------------- preflight
@@ -302,60 +297,6 @@ def load_fabric(path: Path | str) -> Any:
 
 # ---------------------------------------------------------------------------------------------- helpers
 
-def _ip_batch(netns: str | None, lines: Sequence[str], *, force: bool = False) -> None:
-    """Run many iproute2 commands in one process (`ip -batch -`)."""
-    if not lines:
-        return
-    cmd = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
-    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
-    if proc.returncode != 0 and not force:
-        raise LabError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
-
-
-def _quiet_ipv6(netns: str) -> None:
-    """No IPv6 in lab namespaces: keeps router solicitations, DAD and MLD out of the fabric."""
-    subprocess.run(nsutil.exec_cmd(netns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
-                                           "net.ipv6.conf.default.disable_ipv6=1"]),
-                   capture_output=True, timeout=10, check=False)
-
-
-SIOCETHTOOL = 0x8946
-ETHTOOL_STXCSUM = 0x17
-
-
-class _EthtoolValue(ctypes.Structure):
-    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
-
-
-class _IfreqData(ctypes.Structure):
-    _fields_ = [("ifr_name", ctypes.c_char * 16), ("ifr_data", ctypes.c_void_p), ("pad", ctypes.c_char * 16)]
-
-
-def disable_tx_checksum(netns: str, ifname: str) -> None:
-    """`ethtool -K IF tx off` without ethtool (SIOCETHTOOL from a thread inside the namespace).
-
-    Why: a host's kernel hands UDP/TCP to a veth with the checksum left to "offload" (CHECKSUM_PARTIAL);
-    OVS's userspace datapath reads it through AF_PACKET and forwards it as is, so the receiving host drops
-    it as a bad checksum (UdpInCsumErrors). ICMP is unaffected, which is why ping alone does not show it.
-    """
-    errors: list[BaseException] = []
-
-    def work() -> None:
-        try:
-            enter_netns(netns)
-            value = _EthtoolValue(ETHTOOL_STXCSUM, 0)
-            req = _IfreqData(ifname.encode(), ctypes.cast(ctypes.pointer(value), ctypes.c_void_p), b"")
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-                fcntl.ioctl(sock.fileno(), SIOCETHTOOL, bytes(req))
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
-            errors.append(e)
-
-    t = threading.Thread(target=work, name=f"ethtool-{netns}")
-    t.start()
-    t.join(10)
-    if errors:
-        raise LabError(f"cannot turn off tx checksum offload on {ifname} in {netns}: {errors[0]}")
-
 
 def _reserve_ports(netns: str, ports: Iterable[int]) -> None:
     """Keep the lab's listening ports out of the namespace's ephemeral port allocation."""
@@ -461,6 +402,9 @@ class Lab:
             lab = cls(state, fabric)
             try:
                 lab._build_plumbing(log)
+                if fabric.external_slots:       # eBGP borders (issue #13): the outside world
+                    from lab import bgp
+                    bgp.build(lab, log)
                 t_plumb = time.monotonic() - t0
                 log(f"plumbing ready in {t_plumb:.2f}s: {len(fabric.switches)} bridges, {len(fabric.links)} links, "
                     f"{len(fabric.hosts)} hosts")
@@ -509,7 +453,7 @@ class Lab:
         st.save()
 
         nsutil.create_netns(st.netns)
-        _quiet_ipv6(st.netns)
+        quiet_ipv6(st.netns)
         assert self.ports is not None
         _reserve_ports(st.netns, self.ports.all)
         # The control plane runs on the lab namespace's loopback: master addresses outside 127/8 are added
@@ -517,7 +461,7 @@ class Lab:
         lo = ["link set lo multicast on", "route replace 224.0.0.0/4 dev lo"]
         if not st.external_masters:      # external ones must not be local here: they are reached over the link
             lo += [f"addr replace {m.address}/32 dev lo" for m in fabric.masters if not m.address.is_loopback]
-        _ip_batch(st.netns, lo)
+        ip_batch(st.netns, lo)
         if st.external_masters:
             link = external.plan(st.netns, st.name, fabric, external.root_networks())
             st.cpn = link.record()
@@ -541,12 +485,12 @@ class Lab:
         lines = []
         for a, b in st.cabling:
             lines += [f"link add {a} type veth peer name {b}", f"link set {a} up", f"link set {b} up"]
-        _ip_batch(st.netns, lines)
+        ip_batch(st.netns, lines)
         # hosts
         for host in fabric.hosts:
             hns = st.host_netns[host.name]
             nsutil.create_netns(hns)
-            _quiet_ipv6(hns)
+            quiet_ipv6(hns)
             lab_end = st.ifaces[f"{host.tor}:{host.port}"]
             subprocess.run(["ip", "link", "add", lab_end, "netns", st.netns, "type", "veth", "peer", "name",
                             HOST_IFNAME, "netns", hns], check=True, capture_output=True, timeout=10)
@@ -554,12 +498,12 @@ class Lab:
             prefix = next((p for p in tor.prefixes if host.ip in p), None)
             if prefix is None:
                 raise LabError(f"host {host.name}: {host.ip} is in none of {host.tor}'s prefixes")
-            _ip_batch(hns, [f"link set {HOST_IFNAME} address {host.mac}",
+            ip_batch(hns, [f"link set {HOST_IFNAME} address {host.mac}",
                             f"addr add {host.ip}/{prefix.prefixlen} dev {HOST_IFNAME}",
                             f"link set {HOST_IFNAME} up",
                             f"route add default via {tor.gateway} dev {HOST_IFNAME}"])
             disable_tx_checksum(hns, HOST_IFNAME)
-            _ip_batch(st.netns, [f"link set {lab_end} up"])
+            ip_batch(st.netns, [f"link set {lab_end} up"])
         # ports: one transaction, then check every ofport
         args = []
         for key, ifn in st.ifaces.items():
@@ -646,6 +590,8 @@ class Lab:
         # its own CPN address, so one switch can be cut from a master (`lab fail cpn --switch`).
         argv += ["--bind", str(self.state.cpn["lab_addr"]) if self.state.external_masters
                  else client_cpn_address(self.fabric, switch)]
+        if self.fabric.switch(switch).bgp is not None:       # its ExaBGP's files (issue #13)
+            argv += ["--bgp-dir", str(Path(self.state.dir) / "bgp" / switch)]
         return self._spawn("client", switch, argv)
 
     def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> ProcRecord:
@@ -779,12 +725,18 @@ class Lab:
     # --- data plane -----------------------------------------------------------------------------
 
     def host_ip(self, host: str) -> str:
+        from lab.bgp import EXT_HOST, EXTERNAL_HOST_IP
+
+        if host == EXT_HOST and EXT_HOST in self.state.host_netns:
+            return EXTERNAL_HOST_IP
         return str(self.fabric.host(host).ip)
 
     def ping(self, pairs: Iterable[tuple[str, str]] | None = None, count: int = 3, timeout_s: int = 1,
              workers: int = 16) -> dict[tuple[str, str], int]:
         """Ping each (src, dst) host pair; returns packets received of `count` per pair."""
         hosts = [h.name for h in self.fabric.hosts]
+        if "ext-host" in self.state.host_netns:   # lab.bgp: the host behind the external router (issue #13)
+            hosts.append("ext-host")
         todo = list(pairs) if pairs is not None else [(a, b) for a in hosts for b in hosts if a != b]
 
         def one(pair: tuple[str, str]) -> int:
@@ -867,6 +819,8 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
             nsutil.delete_netns(n)
             removed.append(f"netns {n}")
     shutil.rmtree(d / "ovs", ignore_errors=True)
+    from lab import bgp
+    bgp.cleanup(name)
     shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
     if state is not None:
         state.remove()

@@ -33,7 +33,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lab import nft
-from lab.fabric import Lab, LabError, _ip_batch, client_cpn_address
+from lab.fabric import Lab, LabError, client_cpn_address
+from lab.iputil import ip_batch
 from lab.state import locked
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -59,7 +60,7 @@ def _set_ifaces(lab: Lab, ifaces: list[str], up: bool) -> None:
     for i in ifaces:
         by_ns.setdefault(lab.state.netns_of(i), []).append(f"link set {i} {'up' if up else 'down'}")
     for ns, lines in by_ns.items():
-        _ip_batch(ns, lines)
+        ip_batch(ns, lines)
 
 
 def _endpoint(spec: str) -> tuple[str, int]:
@@ -194,7 +195,7 @@ def _recable(lab: Lab, old_pairs: list[list[str]], new_pairs: list[list[str]]) -
     lines = [f"link del {pair[0]}" for pair in old_pairs]
     for a, b in new_pairs:
         lines += [f"link add {a} type veth peer name {b}", f"link set {a} up", f"link set {b} up"]
-    _ip_batch(st.netns, lines)
+    ip_batch(st.netns, lines)
     # Make vswitchd re-open the re-created devices under the same port numbers: it does not on its own
     # (the new device is not put in promiscuous mode, nothing is received), and a del-port + add-port
     # in ONE transaction is a no-op for it, hence two transactions.
@@ -288,6 +289,9 @@ def undo(lab: Lab, fault: dict[str, Any]) -> None:
             lab.start_client(fault["switch"])
     elif kind == "miscable":
         _recable(lab, [list(p) for p in fault["new"]], [list(p) for p in fault["old"]])
+    elif kind == "external":
+        from lab import bgp
+        bgp.set_external(lab, True, session=bool(fault.get("session")))
     else:
         raise LabError(f"unknown fault kind {kind!r} in the lab record")
 

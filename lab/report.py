@@ -20,7 +20,8 @@ def format_status(lab: Any) -> str:
     lines.append("")
     lines.append(f"{'switch':<12} {'client':>7} {'master':<7} {'lsd':>5} {'prog':>5} {'usable':>6} {'down':>5} "
                  f"{'miscab':>6} {'routes':>6} {'groups':>6}")
-    for name, s in lab.client_states().items():
+    switches = lab.client_states()
+    for name, s in switches.items():
         rec = lab.state.processes.get(f"client:{name}")
         pid = str(rec.pid) if rec and rec.alive() else "dead"
         if not isinstance(s, dict):
@@ -33,6 +34,17 @@ def format_status(lab: Any) -> str:
         lines.append(f"{name:<12} {pid:>7} {str(s.get('master') or '-'):<7} {s.get('lsd_version', '?'):>5} "
                      f"{s.get('programmed_version', '?'):>5} {usable:>6} {down:>5} {misc:>6} "
                      f"{s.get('routes', '?'):>6} {s.get('groups', '?'):>6}")
+    borders = [(name, s["border"]) for name, s in switches.items()
+               if isinstance(s, dict) and isinstance(s.get("border"), dict)]
+    if borders:                         # eBGP borders (issue #13): one line per session
+        lines.append("")
+        lines.append(f"{'border':<12} {'peer':<15} {'state':<12} {'uptime':>8} {'in':>4} {'out':<14} provides")
+        for name, b in borders:
+            provided = ",".join(b.get("provided", {})) or "-"
+            for ses in b.get("sessions", []):
+                up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
+                lines.append(f"{name:<12} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses['prefixes_in']:>4} "
+                             f"{','.join(ses['prefixes_out']) or '-':<14} {provided}")
     if lab.state.faults:
         lines.append("")
         lines.append("active faults: " + ", ".join(describe_fault(f) for f in lab.state.faults))
@@ -51,6 +63,8 @@ def describe_fault(f: dict[str, Any]) -> str:
         return f"client {f['switch']} killed"
     if kind == "miscable":
         return f"miscabled {f['a']}<->{f['b']}"
+    if kind == "external":
+        return "external router " + ("sessions shut down" if f.get("session") else "withdrew the default route")
     if kind == "cpn":
         return f"cpn {f['id']} {f['direction']}" + (f" (switch {f['switch']} only)" if f.get("switch") else "")
     return kind

@@ -215,3 +215,7 @@ def locked(lab_dir: Path | str, timeout: float = 120.0) -> Iterator[None]:
         finally:
             depth.pop(key, None)
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+class LabError(RuntimeError):
+    """A lab operation cannot proceed; the message says what to do."""

@@ -64,6 +64,7 @@ class ClosParams:
     timers: tuple[tuple[str, float], ...] = ()  # YAML timer keys (e.g. ("nd_interval_ms", 20))
     liveness: str = "oam"  # proto.config.LIVENESS_MODES
     damping: tuple[tuple[str, Any], ...] = ()  # YAML `damping:` keys (e.g. ("enabled", False)), master side
+    external: bool = False  # borders speak eBGP to one external router (issue #13): see EXTERNAL_*
 
     def __post_init__(self) -> None:
         def need(ok: bool, problem: str) -> None:
@@ -189,6 +190,8 @@ class ClosParams:
                 continue
             if f.name == "timers":
                 args += [arg for key, ms in value for arg in ("--timer", f"{key}={ms:g}")]
+            elif isinstance(value, bool):
+                args.append(f"--{f.name.replace('_', '-')}")
             else:
                 args += [f"--{f.name.replace('_', '-')}", str(value)]
         return args
@@ -310,6 +313,7 @@ def generate_clos_yaml(params: ClosParams) -> str:
         )
     out.append("switches:\n")
     tor_index = 0
+    border_index = 0
     host_port_base = p.host_port_base
     for sid, (name, role) in enumerate(zip(names, roles, strict=True), start=1):
         out.append(f"  - name: {name}\n    id: {sid}\n    role: {role}\n    loopback: {_ip(loop_start + sid)}/32\n")
@@ -318,6 +322,12 @@ def generate_clos_yaml(params: ClosParams) -> str:
             out.append(f"    prefixes: [{_ip(subnet)}/24]\n")
         elif role == "border":
             out.append("    prefixes: [0.0.0.0/0]\n")
+            if p.external:
+                local, peer = external_link(border_index)
+                out.append(f"    bgp:\n      local_as: {EXTERNAL_LOCAL_AS}\n      announce: [{base}]\n"
+                           f"      peers:\n        - {{address: {peer}, peer_as: {EXTERNAL_PEER_AS}, "
+                           f"port: {EXTERNAL_PORT}, local_address: {local}, hold_time: 3, keepalive: 1}}\n")
+                border_index += 1
         if p.ovs_base_port is not None:
             out.append(f"    ovs: tcp:127.0.0.1:{p.ovs_base_port + sid}\n")
         if p.rest_base_port is not None:
@@ -337,6 +347,20 @@ def generate_clos_yaml(params: ClosParams) -> str:
     out.append("links:\n" if links else "links: []\n")
     out += links
     return "".join(out)
+
+
+#: `external`: every border k (0-based, id order) gets one eBGP peer on port EXTERNAL_PORT over the /30
+#: EXTERNAL_NET.k: border .1, external router .2; ASNs: fabric EXTERNAL_LOCAL_AS, outside EXTERNAL_PEER_AS.
+EXTERNAL_PORT = 60000
+EXTERNAL_NET = "100.64.0.0/16"
+EXTERNAL_LOCAL_AS = 64512
+EXTERNAL_PEER_AS = 65000
+
+
+def external_link(k: int) -> tuple[str, str]:
+    """(border address/30, external router address) of border k's eBGP link."""
+    base = int(IPv4Network(EXTERNAL_NET).network_address) + 4 * k
+    return f"{_ip(base + 1)}/30", _ip(base + 2)
 
 
 def clos_fabric(base_dir: Path | None = None, **kw: object) -> Fabric:

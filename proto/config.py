@@ -22,7 +22,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,6 +38,8 @@ __all__ = [
     "Host",
     "Link",
     "Guard",
+    "BgpPeer",
+    "BgpSettings",
     "LsdSettings",
     "MAX_CONFIG_BYTES",
     "MAX_OF_PORT",
@@ -100,6 +102,41 @@ class Host:
 
 
 @dataclass(frozen=True, slots=True)
+class BgpPeer:
+    """One external eBGP neighbour of a border switch (YAML `switches[i].bgp.peers[j]`).
+
+    `port`: the border's OpenFlow port facing the peer (external, not a fabric link); `local_address`:
+    the border's own address and prefix length on that link (the session's source, the next hop the peer
+    sees); hold/keepalive in seconds (RFC 4271: hold 0 or >= 3, keepalive < hold); `max_prefix`: more
+    prefixes than this from the peer tear the session down (RFC 4486 cease subcode 1); `password_file`:
+    TCP MD5 (RFC 2385) key, a local path (not in the digest)."""
+
+    address: IPv4Address
+    peer_as: int
+    port: int
+    local_address: IPv4Interface
+    local_as: int
+    hold_time: int = 9
+    keepalive: int = 3
+    max_prefix: int = 100
+    password_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BgpSettings:
+    """A border's eBGP (YAML `switches[i].bgp`, issue #13): its ASN, the cluster aggregates it announces
+    while the fabric reaches them, damping of flapping external routes, and its peers. The external
+    prefixes it may originate into the fabric are the switch's `prefixes` (0.0.0.0/0 when none): each is
+    a dynamic LSD entry (`Fabric.external_slots`), UP while some session provides it."""
+
+    local_as: int
+    announce: tuple[IPv4Network, ...]
+    peers: tuple[BgpPeer, ...]
+    router_id: IPv4Address | None = None
+    damping: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Switch:
     name: str
     id: int  # 1..2**31-1, unique; also the OpenFlow datapath id
@@ -117,6 +154,8 @@ class Switch:
     # May relay traffic between two other switches. None = by role (DEFAULT_TRANSIT_ROLES); the loader
     # always sets it from the fabric's `routing.transit_roles` and the switch's own `transit:`.
     transit: bool | None = None
+    # Border only: eBGP with the outside (issue #13); None = a static border (its prefixes always originated).
+    bgp: BgpSettings | None = None
 
     def __post_init__(self) -> None:
         if self.hash_basis is None:
@@ -292,6 +331,9 @@ class Fabric:
     damping: Damping = field(default_factory=Damping)
     digest: str = field(init=False)
     hosts: tuple[Host, ...] = field(init=False)
+    #: Dynamic external prefixes (issue #13): (border switch, prefix) per LSD entry after the links, in
+    #: switch order then the switch's prefix order; only switches with `bgp:` have them.
+    external_slots: tuple[tuple[str, IPv4Network], ...] = field(init=False)
     _by_name: dict[str, Switch] = field(init=False, repr=False)
     _by_id: dict[int, Switch] = field(init=False, repr=False)
     _links_of: dict[str, tuple[int, ...]] = field(init=False, repr=False)
@@ -320,6 +362,8 @@ class Fabric:
         hosts = tuple(h for s in self.switches for h in s.hosts)
         init(self, "hosts", hosts)
         init(self, "_hosts", {h.name: h for h in hosts})
+        init(self, "external_slots", tuple((s.name, p) for s in self.switches if s.bgp is not None
+                                           for p in external_prefixes(s)))
         init(self, "digest", _digest(self))
 
     def __eq__(self, other: object) -> bool:
@@ -361,6 +405,22 @@ class Fabric:
 
     def host(self, name: str) -> Host:
         return self._hosts[name]
+
+    @property
+    def lsd_size(self) -> int:
+        """Entries of the LSD: one per link (`Link.index`), then one per external slot (issue #13)."""
+        return len(self.links) + len(self.external_slots)
+
+    def slots_of(self, switch: str) -> tuple[int, ...]:
+        """LSD indices of `switch`'s external slots, in its prefix order (bit k of its report's
+        `external` is entry k); empty for a switch without `bgp:`."""
+        base = len(self.links)
+        return tuple(base + k for k, (sw, _p) in enumerate(self.external_slots) if sw == switch)
+
+
+def external_prefixes(switch: Switch) -> tuple[IPv4Network, ...]:
+    """The external prefixes a border originates: its `prefixes`, or 0.0.0.0/0 when it lists none."""
+    return switch.prefixes or (IPv4Network("0.0.0.0/0"),)
 
 
 # ----------------------------------------------------------------------------------------------- digest
@@ -405,7 +465,7 @@ def _digest(fabric: Fabric) -> str:
                 s.rest_port,
                 s.hash_basis,
                 s.transit,
-            ]
+            ] + ([_bgp_doc(s.bgp)] if s.bgp is not None else [])
             for s in fabric.switches
         ],
         "links": [[lk.a.switch, lk.a.port, lk.b.switch, lk.b.port, lk.weight, lk.capacity] for lk in fabric.links],
@@ -416,6 +476,13 @@ def _digest(fabric: Fabric) -> str:
         doc["damping"] = [getattr(fabric.damping, k) for k in Damping.__slots__]
     text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _bgp_doc(b: BgpSettings) -> list:
+    """The canonical form of a `bgp:` section (password file paths left out: local)."""
+    return [b.local_as, [_net_str(p) for p in b.announce], None if b.router_id is None else str(b.router_id),
+            b.damping, [[str(p.address), p.peer_as, p.port, str(p.local_address), p.local_as, p.hold_time,
+                         p.keepalive, p.max_prefix] for p in b.peers]]
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -483,7 +550,12 @@ _TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "r
              "masters", "switches", "links")
 _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
+    "bgp",
 )
+_BGP_KEYS = ("local_as", "announce", "peers", "router_id", "damping")
+_PEER_KEYS = ("address", "peer_as", "port", "local_address", "local_as", "hold_time", "keepalive", "max_prefix",
+              "password_file")
+MAX_ASN = 2**32 - 1
 _HOST_KEYS = ("name", "port", "ip", "mac")
 _LINK_KEYS = ("a", "b", "weight", "capacity")
 MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
@@ -1074,8 +1146,14 @@ class _Parser:
                 if "transit" in f
                 else role.value in self.routing_settings.transit_roles
             )
+            bgp = None
+            if "bgp" in f:
+                if role is not Role.BORDER:
+                    raise self.fail(f["bgp"], f"{path}.bgp", f"only a border speaks eBGP, not a {role}")
+                bgp = self.bgp(f["bgp"], f"{path}.bgp", name)
             switches.append(
                 Switch(
+                    bgp=bgp,
                     name=name,
                     id=sid,
                     role=role,
@@ -1092,6 +1170,53 @@ class _Parser:
             )
         self.check_overlaps(border)
         return tuple(switches)
+
+    def bgp(self, node: yaml.Node, path: str, switch: str) -> BgpSettings:
+        """A border's `bgp:` section; its peers' ports are claimed like host ports."""
+        f = self.fields(node, path, _BGP_KEYS, ("local_as", "peers"))
+        local_as = self.integer(f["local_as"], f"{path}.local_as", 1, MAX_ASN)
+        announce: list[IPv4Network] = []
+        for j, pnode in enumerate(self.seq(f["announce"], f"{path}.announce") if "announce" in f else ()):
+            prefix = self.network(pnode, f"{path}.announce[{j}]")
+            if prefix in announce:
+                raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} listed twice")
+            announce.append(prefix)
+        router_id = self.address(f["router_id"], f"{path}.router_id") if "router_id" in f else None
+        damping = self.boolean(f["damping"], f"{path}.damping") if "damping" in f else True
+        peers: list[BgpPeer] = []
+        items = self.seq(f["peers"], f"{path}.peers")
+        if not items:
+            raise self.fail(f["peers"], f"{path}.peers", "at least 1 peer is required")
+        for j, item in enumerate(items):
+            pp = f"{path}.peers[{j}]"
+            pf = self.fields(item, pp, _PEER_KEYS, ("address", "peer_as", "port", "local_address"))
+            address = self.address(pf["address"], f"{pp}.address")
+            if any(p.address == address for p in peers):
+                raise self.fail(pf["address"], f"{pp}.address", f"peer {address} listed twice")
+            peer_as = self.integer(pf["peer_as"], f"{pp}.peer_as", 1, MAX_ASN)
+            plocal = self.integer(pf["local_as"], f"{pp}.local_as", 1, MAX_ASN) if "local_as" in pf else local_as
+            if peer_as == plocal:
+                raise self.fail(pf["peer_as"], f"{pp}.peer_as", f"AS {peer_as} is the local AS: eBGP needs another")
+            port = self.integer(pf["port"], f"{pp}.port", 1, MAX_OF_PORT)
+            self.use_port(switch, port, pf["port"], (f"{pp}.port", "bgp"))
+            text = self.string(pf["local_address"], f"{pp}.local_address")
+            try:
+                local = IPv4Interface(text)
+            except ValueError as e:
+                raise self.fail(pf["local_address"], f"{pp}.local_address", f"{text!r}: {e}") from None
+            if "/" not in text or address not in local.network or address == local.ip:
+                raise self.fail(pf["local_address"], f"{pp}.local_address",
+                                f"{text} must be ADDRESS/LEN on the peer's subnet (peer {address})")
+            hold = self.integer(pf["hold_time"], f"{pp}.hold_time", 0, 65535) if "hold_time" in pf else 9
+            if 0 < hold < 3:
+                raise self.fail(pf["hold_time"], f"{pp}.hold_time", f"{hold} s: 0 or at least 3 (RFC 4271)")
+            keep = self.integer(pf["keepalive"], f"{pp}.keepalive", 0, 21845) if "keepalive" in pf else hold // 3
+            if hold and not keep < hold:
+                raise self.fail(pf["keepalive"], f"{pp}.keepalive", f"{keep} s must be below the hold time {hold} s")
+            maxp = self.integer(pf["max_prefix"], f"{pp}.max_prefix", 1, 1_000_000) if "max_prefix" in pf else 100
+            pw = self.path(pf["password_file"], f"{pp}.password_file") if "password_file" in pf else None
+            peers.append(BgpPeer(address, peer_as, port, local, plocal, hold, keep, maxp, pw))
+        return BgpSettings(local_as, tuple(announce), tuple(peers), router_id, damping)
 
     def use_port(self, switch: str, port: int, node: yaml.Node, user: tuple[int, int | str]) -> None:
         """Claim `switch:port` for a link end (i, "a"|"b") or a host (switch index, -1 - host index)."""
@@ -1205,6 +1330,8 @@ class _Parser:
 
 def _port_user(user: tuple) -> str:
     i, which = user[0], user[1]
+    if which == "bgp":
+        return str(i)
     if isinstance(which, str):
         return f"links[{i}].{which}"
     return f"switches[{i}].hosts[{-1 - which}].port"

@@ -53,6 +53,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     clos.add_argument("--preset", choices=sorted(PRESETS), help="start from a named parameter set")
     for name, (kind, help_text) in _CLOS_OPTIONS.items():
         clos.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, help=help_text)
+    clos.add_argument("--external", action="store_const", const=True, default=None,
+                      help="borders speak eBGP: a bgp: section per border (issue #13; see proto.clos.EXTERNAL_*)")
     clos.add_argument("--timer", action="append", default=[], metavar="KEY=VALUE", help="e.g. nd_dead_ms=40")
     clos.add_argument("--nd-interval-ms", type=float, help="shorthand for --timer nd_interval_ms=VALUE")
     clos.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
@@ -114,6 +116,8 @@ def clos_params(args: argparse.Namespace) -> ClosParams:
     """The preset (or the defaults) overridden by the options given; ValueError if invalid."""
     base = PRESETS[args.preset] if args.preset else ClosParams()
     changes = {name: getattr(args, name) for name in _CLOS_OPTIONS if getattr(args, name) is not None}
+    if getattr(args, "external", None):
+        changes["external"] = True
     timers = dict(base.timers)
     for item in args.timer:
         key, sep, value = item.partition("=")

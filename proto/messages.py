@@ -246,6 +246,10 @@ class PortReport(Message):
     #: Bitmap over the configured masters (fabric order): bit i = replica i acknowledged one of our reports
     #: recently — the switch and that replica hear each other (issue #16; client.reporter).
     reach: int = 0
+    #: Border with `bgp:` only (issue #13): bit k = its k-th external prefix (`Fabric.slots_of`) is provided
+    #: by some eBGP session now; the master publishes it as that LSD entry (UP/DOWN). Bits past the
+    #: switch's slots are ignored by the master.
+    external: int = 0
 
     def __post_init__(self) -> None:
         _name(self.switch, "switch")
@@ -253,6 +257,7 @@ class PortReport(Message):
         _int(self.report_seq, "report_seq", 0, MAX_U63)
         _int(self.term, "term", 0, MAX_U63)
         _int(self.reach, "reach", 0, MAX_U63)
+        _int(self.external, "external", 0, MAX_U63)
         if type(self.ports) is not tuple:
             raise MessageError(f"ports: expected tuple, got {type(self.ports).__name__}")
         seen: set[int] = set()
@@ -477,6 +482,7 @@ class RelayedReport(Message):
     report_term: int
     ports: tuple[PortStatus, ...]
     reach: int = 0
+    external: int = 0
 
     def __post_init__(self) -> None:
         _name(self.backup, "backup")
@@ -484,11 +490,12 @@ class RelayedReport(Message):
         self.report()              # validates the report's fields
 
     def report(self) -> PortReport:
-        return PortReport(self.switch, self.digest, self.report_seq, self.report_term, self.ports, self.reach)
+        return PortReport(self.switch, self.digest, self.report_seq, self.report_term, self.ports, self.reach,
+                          self.external)
 
     @staticmethod
     def of(backup: str, term: int, r: PortReport) -> RelayedReport:
-        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach)
+        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach, r.external)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the system packages firepath's lab and tests need (Debian/Ubuntu), if missing.
-#   scripts/install-deps.sh               OVS, nftables, iproute2, ping (the lab, `make demo`)
+#   scripts/install-deps.sh               OVS, nftables, iproute2, ping (the lab, `make demo`), and for eBGP
+#                                         borders ExaBGP (the border's speaker) and FRR (the lab's external router)
 #   scripts/install-deps.sh --containers  also docker.io, docker-compose, debootstrap, chromium(+driver); starts the Docker
 #                                         engine when it is not running (tests/test_containers.py, `make test`)
 #   scripts/install-deps.sh --bench       also the peer the benchmarks compare against (Debian `frr`: zebra,
-#                                         ospfd, bgpd, bfdd; bench/peers/frr.py), not needed by `make test`
+#                                         ospfd, bgpd, bfdd; bench/peers/frr.py; FRR is now a default too)
 set -euo pipefail
 containers=0
 [ "${1:-}" = "--containers" ] && containers=1
@@ -17,6 +18,8 @@ command -v ovs-vsctl >/dev/null 2>&1 || need+=(openvswitch-common)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v ping >/dev/null 2>&1 || need+=(iputils-ping)
+command -v exabgp >/dev/null 2>&1 || need+=(exabgp)
+{ [ -x /usr/lib/frr/bgpd ] && command -v vtysh >/dev/null 2>&1; } || need+=(frr)
 if [ $containers -eq 1 ]; then
     # the controller cluster in containers: engine (+ its CLI), compose v1, a base image builder
     command -v dockerd >/dev/null 2>&1 || need+=(docker.io)

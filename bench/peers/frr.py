@@ -389,7 +389,7 @@ class FrrLab:
                 raise
 
     def _plumb(self) -> None:
-        from lab.fabric import _ip_batch, _quiet_ipv6
+        from lab.iputil import ip_batch, quiet_ipv6
         from lab.netns import create_netns
 
         st, fabric = self.state, self.fabric
@@ -398,10 +398,10 @@ class FrrLab:
                    "net.ipv4.conf.all.ignore_routes_with_linkdown=1"]
         for p in self.plans.values():
             create_netns(p.netns)
-            _quiet_ipv6(p.netns)
+            quiet_ipv6(p.netns)
             subprocess.run(["ip", "netns", "exec", p.netns, "sysctl", "-q", "-w", *sysctls],
                            capture_output=True, timeout=10, check=True)
-            _ip_batch(p.netns, [f"addr replace {p.loopback}/32 dev lo"])
+            ip_batch(p.netns, [f"addr replace {p.loopback}/32 dev lo"])
         for link in fabric.links:
             pa, pb = self.plans[link.a.switch], self.plans[link.b.switch]
             a, b = f"s{pa.index}p{link.a.port}", f"s{pb.index}p{link.b.port}"
@@ -411,18 +411,18 @@ class FrrLab:
             p = self.plans[host.tor]
             hns = st.host_netns[host.name]
             create_netns(hns)
-            _quiet_ipv6(hns)
+            quiet_ipv6(hns)
             ifname = f"s{p.index}p{host.port}"
             subprocess.run(["ip", "link", "add", ifname, "netns", p.netns, "type", "veth", "peer", "name", "eth0",
                             "netns", hns], check=True, capture_output=True, timeout=10)
             prefix = next(n for n in fabric.switch(host.tor).prefixes if host.ip in n)
             tor = fabric.switch(host.tor)
-            _ip_batch(hns, [f"link set eth0 address {host.mac}", f"addr add {host.ip}/{prefix.prefixlen} dev eth0",
+            ip_batch(hns, [f"link set eth0 address {host.mac}", f"addr add {host.ip}/{prefix.prefixlen} dev eth0",
                             "link set eth0 up", f"route add default via {tor.gateway} dev eth0"])
         for p in self.plans.values():
             lines = [f"addr replace {cidr} dev {ifn}" for ifn, cidr in p.addresses.items()]
             lines += [f"link set {ifn} up" for ifn in p.addresses]
-            _ip_batch(p.netns, lines)
+            ip_batch(p.netns, lines)
 
     def _start_monitors(self) -> None:
         from lab.state import ProcRecord, proc_starttime

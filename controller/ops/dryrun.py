@@ -189,7 +189,10 @@ def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
     """The impact of draining the links `drain` on top of the LSD `states` (see module docstring).
     `pairs`: the (source ToR, destination ToR) pairs to report; default every ordered pair."""
     drain = tuple(sorted(set(drain)))
-    if len(states) != len(fabric.links):
+    if len(states) == len(fabric.links) and fabric.external_slots:
+        # eBGP borders' external slots (issue #13) do not change paths between ToRs: take them as provided
+        states = bytes(states) + bytes([1]) * len(fabric.external_slots)
+    if len(states) != fabric.lsd_size:
         raise ValueError(f"{len(states)} link states for a fabric of {len(fabric.links)} links")
     after = bytearray(states)
     for i in drain:

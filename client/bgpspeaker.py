@@ -1,0 +1,379 @@
+"""The border's BGP speaker: ExaBGP driven through its process API (issue #13), around `client.border`.
+
+Why ExaBGP: the border needs eBGP sessions and nothing else of a router — firepath itself programs the
+data path (OpenFlow). ExaBGP is a BGP speaker without a FIB, driven through a documented API: it pushes
+JSON events (session state, parsed UPDATEs) to a process and takes text commands (`neighbor A announce
+route P next-hop self`, `... withdraw ...`, `... teardown 1`) back. Python, small, packaged by Debian
+(`exabgp` 4.2). FRR's bgpd would bring zebra and a kernel FIB we do not use, and its state is read by
+polling vtysh; GoBGP needs a gRPC client in Go or generated stubs.
+
+Pieces:
+- pure: `exabgp_config` (the file ExaBGP runs), `parse_event` (one JSON line -> `SessionEvent` /
+  `UpdateEvent`, or None), `command` (a core action -> one API line);
+- `ExaBgp`: the process (started inside the border's network namespace if given) and the unix socket its
+  child `client.bgpbridge` connects to; a reader thread hands events to a callback;
+- `BorderSpeaker`: feeds `BorderCore` from ExaBGP and the switch's routes, and carries out its actions:
+  API commands to ExaBGP, `PortReport.external` to the master (through the client daemon), external routes
+  (next hops resolved by the kernel's ARP on the switch's own interface) to the programmer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any
+
+from client.border import Announce, BorderCore, Provide, Teardown, Withdraw, parse_prefix
+from proto.config import Fabric
+
+log = logging.getLogger("firepath.border")
+
+__all__ = ["BorderSpeaker", "ExaBgp", "SessionEvent", "UpdateEvent", "command", "exabgp_config", "parse_event"]
+
+EXABGP = "exabgp"
+#: How often the speaker looks at the switch's routes (fabric reach of the aggregates) and at ARP.
+POLL_INTERVAL = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    peer: str
+    up: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateEvent:
+    peer: str
+    announced: tuple[tuple[IPv4Network, str], ...]
+    withdrawn: tuple[IPv4Network, ...]
+    looped: int = 0        # prefixes dropped: our own AS in their AS path (RFC 4271 9.1.2)
+    malformed: int = 0     # NLRI that are not IPv4 prefixes
+
+
+def exabgp_config(fabric: Fabric, switch: str, process_argv: list[str]) -> str:
+    """ExaBGP's configuration for `switch`'s peers: one API process (`process_argv`), JSON encoder."""
+    sw = fabric.switch(switch)
+    if sw.bgp is None:
+        raise ValueError(f"switch {switch}: no bgp: section")
+    run = " ".join(process_argv)
+    out = [f"process firepath {{\n    run {run};\n    encoder json;\n}}\n"]
+    for p in sw.bgp.peers:
+        router_id = sw.bgp.router_id or p.local_address.ip
+        lines = [f"neighbor {p.address} {{", f"    router-id {router_id};", f"    local-address {p.local_address.ip};",
+                 f"    local-as {p.local_as};", f"    peer-as {p.peer_as};", f"    hold-time {p.hold_time};"]
+        if p.password_file is not None:
+            secret = p.password_file.read_text().strip()
+            if not secret or '"' in secret or "\n" in secret:
+                raise ValueError(f"{p.password_file}: peer {p.address}: password must be one line without quotes")
+            lines.append(f'    md5-password "{secret}";')
+        lines += ["    api {", "        processes [ firepath ];", "        neighbor-changes;",
+                  "        receive { parsed; update; }", "    }", "}"]
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
+
+
+def parse_event(line: str | bytes) -> SessionEvent | UpdateEvent | None:
+    """One line from ExaBGP's JSON API. None for anything that is not a session change or an UPDATE
+    received from a peer (other messages, ExaBGP's own "done", garbage: never raises)."""
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(msg, dict):
+        return None
+    kind = msg.get("type")
+    nb = msg.get("neighbor")
+    if not isinstance(nb, dict) or not isinstance(nb.get("address"), dict):
+        return None
+    peer = nb["address"].get("peer")
+    if not isinstance(peer, str):
+        return None
+    if kind == "state":
+        state = nb.get("state")
+        if state in ("up", "down"):
+            return SessionEvent(peer, state == "up", str(nb.get("reason", "")))
+        return None
+    if kind != "update" or nb.get("direction", "receive") != "receive":
+        return None
+    update = (nb.get("message") or {}).get("update") if isinstance(nb.get("message"), dict) else None
+    if not isinstance(update, dict):
+        return None
+    asn = nb.get("asn") if isinstance(nb.get("asn"), dict) else {}
+    path = (update.get("attribute") or {}).get("as-path", []) if isinstance(update.get("attribute"), dict) else []
+    looped_path = asn.get("local") is not None and isinstance(path, list) and asn.get("local") in path
+    announced: list[tuple[IPv4Network, str]] = []
+    withdrawn: list[IPv4Network] = []
+    looped = malformed = 0
+    ann = update.get("announce", {})
+    for family, by_hop in (ann.items() if isinstance(ann, dict) else ()):
+        if family != "ipv4 unicast" or not isinstance(by_hop, dict):
+            continue
+        for hop, nlris in by_hop.items():
+            for text in _nlris(nlris):
+                prefix = parse_prefix(text)
+                if prefix is None:
+                    malformed += 1
+                elif looped_path:
+                    looped += 1
+                else:
+                    announced.append((prefix, str(hop)))
+    wd = update.get("withdraw", {})
+    for family, nlris in (wd.items() if isinstance(wd, dict) else ()):
+        if family != "ipv4 unicast":
+            continue
+        for text in _nlris(nlris):
+            prefix = parse_prefix(text)
+            if prefix is None:
+                malformed += 1
+            else:
+                withdrawn.append(prefix)
+    return UpdateEvent(peer, tuple(announced), tuple(withdrawn), looped, malformed)
+
+
+def _nlris(obj: Any) -> list[str]:
+    """ExaBGP 4.2 lists `[{"nlri": "p/l"}, ...]`; older versions map `{"p/l": {...}}`."""
+    if isinstance(obj, list):
+        return [x["nlri"] if isinstance(x, dict) and isinstance(x.get("nlri"), str) else str(x) for x in obj]
+    if isinstance(obj, dict):
+        return [str(k) for k in obj]
+    return []
+
+
+def command(action: Announce | Withdraw | Teardown) -> str:
+    """The ExaBGP API line for a core action."""
+    if isinstance(action, Announce):
+        return f"neighbor {action.peer} announce route {action.prefix} next-hop self"
+    if isinstance(action, Withdraw):
+        return f"neighbor {action.peer} withdraw route {action.prefix} next-hop self"
+    return f"neighbor {action.peer} teardown {action.subcode}"
+
+
+def netns_argv(netns: str | None, argv: list[str]) -> list[str]:
+    return argv if netns is None else ["ip", "netns", "exec", netns, *argv]
+
+
+class ExaBgp:
+    """An ExaBGP process for one border, its API over a unix socket in `workdir` (see module docstring)."""
+
+    def __init__(self, fabric: Fabric, switch: str, workdir: Path, on_event: Callable[[Any], None], *,
+                 netns: str | None = None) -> None:
+        if shutil.which(EXABGP) is None:
+            raise RuntimeError("exabgp is not installed (Debian package exabgp: scripts/install-deps.sh)")
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.sock_path = self.workdir / "api.sock"
+        self.conf_path = self.workdir / "exabgp.conf"
+        bridge = [sys.executable, str(Path(__file__).with_name("bgpbridge.py")), str(self.sock_path)]
+        self.conf_path.write_text(exabgp_config(fabric, switch, bridge))
+        self.on_event = on_event
+        self.netns = netns
+        self.proc: subprocess.Popen | None = None
+        self._conn: socket.socket | None = None
+        self._send_lock = threading.Lock()
+        self._stop = threading.Event()
+        self.lines = 0
+        self.ignored = 0
+
+    def start(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.sock_path.unlink()
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._listener.bind(str(self.sock_path))
+        self._listener.listen(1)
+        env = dict(os.environ)
+        env.update({"exabgp.daemon.user": os.environ.get("USER", "root") if os.geteuid() else "root",
+                    "exabgp.daemon.daemonize": "false", "exabgp.log.destination": "stdout",
+                    "exabgp.api.ack": "false", "exabgp.daemon.drop": "false"})
+        with open(self.workdir / "exabgp.log", "ab") as logf:
+            self.proc = subprocess.Popen(netns_argv(self.netns, [EXABGP, str(self.conf_path)]), stdout=logf,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                         cwd=self.workdir, start_new_session=True)
+        threading.Thread(target=self._reader, name="exabgp-api", daemon=True).start()
+
+    def send(self, line: str) -> bool:
+        with self._send_lock:
+            conn = self._conn
+            if conn is None:
+                return False
+            try:
+                conn.sendall(line.encode() + b"\n")
+                return True
+            except OSError:
+                return False
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(3)
+        with contextlib.suppress(OSError):
+            self._listener.close()
+
+    def _reader(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self._conn = conn
+            with conn, conn.makefile("rb") as f:
+                for line in f:
+                    self.lines += 1
+                    event = parse_event(line)
+                    if event is None:
+                        self.ignored += 1
+                        continue
+                    try:
+                        self.on_event(event)
+                    except Exception:           # a bug in a handler must not stop the API reader
+                        log.exception("border: error handling %s", event)
+            self._conn = None
+
+
+def neighbour_macs(netns: str | None) -> dict[str, str]:
+    """IPv4 address -> MAC of the kernel's resolved neighbours (ARP) in `netns`."""
+    argv = ["ip", "-j", "-4", "neigh", "show"] if netns is None else ["ip", "-n", netns, "-j", "-4", "neigh", "show"]
+    try:
+        rows = json.loads(subprocess.run(argv, capture_output=True, text=True, timeout=5).stdout or "[]")
+    except (ValueError, OSError, subprocess.SubprocessError):
+        return {}
+    return {r["dst"]: r["lladdr"] for r in rows if isinstance(r, dict) and r.get("lladdr")
+            and r.get("state") and not set(r["state"]) & {"FAILED", "INCOMPLETE"}}
+
+
+class BorderSpeaker:
+    """Glue between ExaBGP, `BorderCore` and the client daemon (threads: ExaBGP's API reader, a poller).
+
+    `report(bits)`: hand `PortReport.external` to the client core (control thread); `program(routes)`:
+    hand prefix -> ((port, MAC), ...) to the programmer; `fabric_prefixes()`: the switch's routed prefixes.
+    """
+
+    def __init__(self, fabric: Fabric, switch: str, workdir: Path, *, report: Callable[[int], None],
+                 program: Callable[[dict], None], fabric_prefixes: Callable[[], Any],
+                 netns: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.core = BorderCore(fabric, switch)
+        self.clock = clock
+        self.netns = netns
+        self._report, self._program, self._fabric_prefixes = report, program, fabric_prefixes
+        self._ports = {str(p.address): p.port for p in self.core.bgp.peers}
+        self._macs: dict[str, str] = {}
+        self._programmed: dict | None = None
+        self._bits = 0
+        self.lock = threading.Lock()
+        self.exabgp = ExaBgp(fabric, switch, workdir, self._on_event, netns=netns)
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self.counters = {"looped": 0, "malformed": 0, "teardowns": 0, "commands": 0, "unresolved": 0}
+
+    def start(self) -> None:
+        self.exabgp.start()
+        threading.Thread(target=self._poll, name="border-poll", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self.exabgp.stop()
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        with self.lock:
+            return {"sessions": self.core.sessions(now),
+                    "provided": {str(p): list(v) for p, v in self.core.provided.routes.items()},
+                    "suppressed": [[peer, str(p)] for peer, p in self.core.suppressed(now)],
+                    "exabgp_pid": self.exabgp.proc.pid if self.exabgp.proc else None,
+                    "exabgp_running": bool(self.exabgp.proc and self.exabgp.proc.poll() is None),
+                    **self.counters}
+
+    # ------------------------------------------------------------------------------------------ inputs
+    def _on_event(self, event: SessionEvent | UpdateEvent) -> None:
+        now = self.clock()
+        with self.lock:
+            if isinstance(event, SessionEvent):
+                log.info("bgp session peer=%s up=%s %s", event.peer, event.up, event.reason)
+                actions = self.core.session(event.peer, event.up, now)
+            else:
+                self.counters["looped"] += event.looped
+                self.counters["malformed"] += event.malformed
+                actions = self.core.update(event.peer, event.announced, event.withdrawn, now)
+            self._execute(actions)
+
+    def poke(self) -> None:
+        """Look at the routes now (a fabric port changed: the aggregate may have to go at once)."""
+        self._wake.set()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(POLL_INTERVAL)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                prefixes = self._fabric_prefixes()
+                now = self.clock()
+                with self.lock:
+                    self._execute(self.core.fabric_reach(prefixes, now))
+                    deadline = self.core.next_deadline(now)
+                    if deadline is not None and now >= deadline:
+                        self._execute(self.core.tick(now))
+                    if self.core.provided.routes and self._unresolved():
+                        self._macs = neighbour_macs(self.netns)
+                        self._apply(self.core.provided)
+            except Exception:
+                log.exception("border poll failed")
+
+    # ------------------------------------------------------------------------------------------ actions
+    def _execute(self, actions: list) -> None:
+        for a in actions:
+            if isinstance(a, Announce | Withdraw | Teardown):
+                if isinstance(a, Teardown):
+                    self.counters["teardowns"] += 1
+                    log.warning("bgp teardown peer=%s: %s", a.peer, a.reason)
+                self.counters["commands"] += 1
+                if not self.exabgp.send(command(a)):
+                    log.warning("exabgp API not connected: dropped %r", command(a))
+            elif isinstance(a, Provide):
+                log.info("border provides bits=%#x routes=%s", a.bits,
+                         {str(p): list(v) for p, v in a.routes.items()})
+                if any(peer not in self._macs for peers in a.routes.values() for peer in peers):
+                    self._macs = neighbour_macs(self.netns)
+                self._apply(a)
+
+    def _unresolved(self) -> bool:
+        return any(peer not in self._macs for peers in self.core.provided.routes.values() for peer in peers)
+
+    def _apply(self, provide: Provide) -> None:
+        """Program the external routes whose next hops ARP resolved, then report exactly those prefixes:
+        the fabric is never told to send the border traffic it cannot forward yet (make before break)."""
+        routes = {}
+        bits = 0
+        for k, prefix in enumerate(self.core.external):
+            peers = provide.routes.get(prefix, ())
+            hops = tuple((self._ports[p], self._macs[p]) for p in peers if p in self._macs)
+            if hops:
+                routes[prefix] = hops
+                bits |= 1 << k
+            elif peers:
+                self.counters["unresolved"] += 1
+        if routes != self._programmed:
+            self._programmed = routes
+            self._program(routes)
+        if bits != self._bits:
+            self._bits = bits
+            self._report(bits)

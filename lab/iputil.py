@@ -1,0 +1,70 @@
+"""iproute2 and interface helpers shared by the lab's builders (lab.fabric, lab.bgp, lab.inject) and the
+FRR peer benchmark: batched `ip` commands, IPv6 off in a namespace, tx checksum offload off on a veth."""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import socket
+import subprocess
+import threading
+from collections.abc import Sequence
+
+from client.of.sockets import enter_netns
+from lab import netns as nsutil
+from lab.state import LabError
+
+
+def ip_batch(netns: str | None, lines: Sequence[str], *, force: bool = False) -> None:
+    """Run many iproute2 commands in one process (`ip -batch -`)."""
+    if not lines:
+        return
+    cmd = ["ip"] + (["-n", netns] if netns else []) + (["-force"] if force else []) + ["-batch", "-"]
+    proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0 and not force:
+        raise LabError(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
+
+
+def quiet_ipv6(netns: str) -> None:
+    """No IPv6 in lab namespaces: keeps router solicitations, DAD and MLD out of the fabric."""
+    subprocess.run(nsutil.exec_cmd(netns, ["sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1",
+                                           "net.ipv6.conf.default.disable_ipv6=1"]),
+                   capture_output=True, timeout=10, check=False)
+
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17
+
+
+class _EthtoolValue(ctypes.Structure):
+    _fields_ = [("cmd", ctypes.c_uint32), ("data", ctypes.c_uint32)]
+
+
+class _IfreqData(ctypes.Structure):
+    _fields_ = [("ifr_name", ctypes.c_char * 16), ("ifr_data", ctypes.c_void_p), ("pad", ctypes.c_char * 16)]
+
+
+def disable_tx_checksum(netns: str, ifname: str) -> None:
+    """`ethtool -K IF tx off` without ethtool (SIOCETHTOOL from a thread inside the namespace).
+
+    Why: a host's kernel hands UDP/TCP to a veth with the checksum left to "offload" (CHECKSUM_PARTIAL);
+    OVS's userspace datapath reads it through AF_PACKET and forwards it as is, so the receiving host drops
+    it as a bad checksum (UdpInCsumErrors). ICMP is unaffected, which is why ping alone does not show it.
+    """
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            enter_netns(netns)
+            value = _EthtoolValue(ETHTOOL_STXCSUM, 0)
+            req = _IfreqData(ifname.encode(), ctypes.cast(ctypes.pointer(value), ctypes.c_void_p), b"")
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                fcntl.ioctl(sock.fileno(), SIOCETHTOOL, bytes(req))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(e)
+
+    t = threading.Thread(target=work, name=f"ethtool-{netns}")
+    t.start()
+    t.join(10)
+    if errors:
+        raise LabError(f"cannot turn off tx checksum offload on {ifname} in {netns}: {errors[0]}")
