@@ -331,3 +331,56 @@ def test_header_len_matches_the_frame() -> None:
     # the tag is HMAC-SHA256 over everything before it plus the destination: the key id byte included
     key = OLD.key(1, "tor-1")
     assert data[-32:] == hmac.new(key, data[:-32] + b"\x02m1", hashlib.sha256).digest()
+
+
+# ----------------------------------------------------------------------------------- config keygen
+
+def _keygen(capsys, *argv: str) -> tuple[int, str, str]:
+    from proto import cli
+
+    code = cli.main(["config", "keygen", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_keygen_add_writes_a_new_key_id_and_the_three_steps(capsys, tmp_path: Path) -> None:
+    from proto.keyroll import replace_security
+
+    cfg = _write(tmp_path, "  key_file: k1.key\n  admin_token_file: t.token")
+    before = load_fabric(cfg)
+    code, out, err = _keygen(capsys, "--add", str(cfg), "--write")
+    assert code == 0, err
+    new = tmp_path / "k1-2.key"
+    assert (new.stat().st_mode & 0o777) == 0o600 and len(bytes.fromhex(new.read_text())) == 32
+    after = load_fabric(cfg)
+    assert after.digest == before.digest and after.security.admin_token_file == tmp_path / "t.token"
+    ks = KeySet.from_security(after.security)
+    assert (ks.send_id, ks.accepted) == (1, {1, 2})                   # step 1 written
+    blocks = ["security:" + b for b in out.split("\nsecurity:")[1:]]
+    assert len(blocks) == 3
+    want = [(1, {1, 2}), (2, {1, 2}), (2, {2})]
+    for block, (send, accepted) in zip(blocks, want, strict=True):
+        block = block.split("\n# ")[0].rstrip("\n") + "\n"
+        cfg.write_text(replace_security(cfg.read_text(), block))
+        ks = KeySet.from_security(load_fabric(cfg).security)
+        assert (ks.send_id, ks.accepted) == (send, accepted), block
+        assert load_fabric(cfg).digest == before.digest
+    # the next key after 2 is 3; an id in use or out of range is refused and writes nothing
+    assert _keygen(capsys, "--add", str(cfg))[0] == 0 and (tmp_path / "k1-3.key").exists()
+    for bad in ("2", "0", "256"):
+        code, _, err = _keygen(capsys, "--add", str(cfg), "--id", bad, str(tmp_path / f"x{bad}.key"))
+        assert code == 2 and "need an unused key id in 1..255" in err and not (tmp_path / f"x{bad}.key").exists()
+    assert _keygen(capsys, "--write")[0] == 2                          # no FILE, no --add
+
+
+def test_config_check_loads_the_key_files(capsys, tmp_path: Path) -> None:
+    from proto import cli
+
+    cfg = _write(tmp_path, "  keys:\n    - {id: 1, file: k1.key}\n    - {id: 2, file: k2.key}\n"
+                           "    - {id: 3, file: k9.key}\n  send_key: 2\n  accept: [1, 2]")
+    assert cli.main(["config", "check", str(cfg)]) == 0
+    assert "keys:     send 2, accept 1, 2, retired 3" in capsys.readouterr().out
+    cfg.write_text(cfg.read_text().replace("accept: [1, 2]", "accept: [1, 2, 3]"))
+    assert cli.main(["config", "check", str(cfg)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"{cfg}:6: security.keys[2].file: {tmp_path / 'k9.key'}: key file not found"), err
