@@ -384,3 +384,24 @@ def test_config_check_loads_the_key_files(capsys, tmp_path: Path) -> None:
     assert cli.main(["config", "check", str(cfg)]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"{cfg}:6: security.keys[2].file: {tmp_path / 'k9.key'}: key file not found"), err
+
+
+# ------------------------------------------------------------------------------------------------ REST
+
+def test_master_rest_shows_the_key_set_and_follows_a_swap(tmp_path: Path) -> None:
+    from tests.test_controller_rest import run
+
+    async def body(server, c) -> None:
+        doc = await (await c.get("/v1/keys")).json()
+        assert doc == {"master": "m1", "send_key": 1, "accepted": [1], "retired": [], "rejected_key_ids": []}
+        server.codec.set_keys(KeySet({1: OLD, 2: NEW}, 2, retired=frozenset({3})))
+        stale = Codec(KeySet({3: OLD.bundle_for_switch("leaf-1")}, 3), "leaf-1", server.codec.switches,
+                      server.codec.masters).encode(LsdRequest("leaf-1", 1, 1), to="m1")
+        server._on_datagram(stale, ("127.0.0.1", 9))
+        doc = await (await c.get("/v1/keys")).json()
+        assert doc == {"master": "m1", "send_key": 2, "accepted": [1, 2], "retired": [3],
+                       "rejected_key_ids": [{"peer": "leaf-1", "key_id": 3, "count": 1}]}
+        metrics = await (await c.get("/metrics")).text()
+        assert 'firepath_master_datagrams_rejected_total{reason="unknown_key_id"} 1.0' in metrics
+
+    run(tmp_path, body)

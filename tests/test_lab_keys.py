@@ -33,15 +33,29 @@ from tests.harness.labwatch import down_links
 ovs = pytest.mark.ovs
 
 LEAFSPINE = {"spines": 2, "pods": 0, "leaves": 4, "hosts_per_tor": 1, "masters": 3}
-# ND at 100/500 ms as the other lab e2e tests (robust next to other labs on a shared machine)
-TIMERS = tuple((k, v) for k, v in LAB_DEFAULT_TIMERS if k not in ("nd_interval_ms", "nd_dead_ms")) \
-    + (("nd_interval_ms", 100), ("nd_dead_ms", 500))
+# ND at 100/500 ms and OAM at 100 ms as test_lab_e2e (robust next to other labs on a shared machine)
+TIMERS = tuple((k, v) for k, v in LAB_DEFAULT_TIMERS if k not in ("nd_interval_ms", "nd_dead_ms", "oam_interval_ms")) \
+    + (("nd_interval_ms", 100), ("nd_dead_ms", 500), ("oam_interval_ms", 100))
 CONVERGE_S = 30.0
 PROBE = {"flows": 2, "rate": 50.0}       # 12 pairs x 2 flows x 50 pps: 20 ms resolution per flow
-KEYS = [(1, "fabric.key"), (2, "fabric-2.key")]
-# (keys listed, send key, accepted): step 1 accept key 2, step 2 sign with it, step 3 retire key 1 (still
-# listed, no longer accepted: its frames are logged as "retired")
-STEPS = ((KEYS, 1, None), (KEYS, 2, None), (KEYS, 2, [2]))
+#: Zero probe loss is the claim, and every control-plane invariant behind it (no frame rejected, the LSD
+#: never changes, every daemon back healthy with the expected key set) is asserted strictly. As in
+#: test_lab_e2e (LOSSLESS_ATTEMPTS), OVS's userspace datapath on a loaded 2-core machine drops packets when
+#: vswitchd is starved of CPU with the forwarding state untouched (seen here: every one of the 12 pairs losing
+#: the same 60-80 ms at once while a master, which never touches OVS, restarted, at load 11). So a lossy
+#: rollover whose invariants all held is repeated once with the next key, and that one must be clean.
+LOSSLESS_ATTEMPTS = 2
+
+
+def steps(old: int, new: int) -> tuple[tuple[list, int, list | None], ...]:
+    """(keys listed, send key, accepted) of the three steps from key `old` to `new`: (1) accept the new key,
+    (2) sign with it, (3) retire the old key (still listed, no longer accepted: its frames log "retired")."""
+    keys = [(old, _key_file(old)), (new, _key_file(new))]
+    return ((keys, old, None), (keys, new, None), (keys, new, [new]))
+
+
+def _key_file(key_id: int) -> str:
+    return "fabric.key" if key_id == 1 else f"fabric-{key_id}.key"
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +72,8 @@ def lab() -> Iterator[Lab]:
     finally:
         fabric_lab.close()
         teardown(d, name=name, log=lambda m: None)
+        if os.environ.get("FP_KEEP_LAB_LOGS"):          # debugging: keep the daemons' logs
+            shutil.copytree(d / "logs", os.environ["FP_KEEP_LAB_LOGS"], dirs_exist_ok=True)
         shutil.rmtree(d, ignore_errors=True)
 
 
@@ -114,10 +130,25 @@ def _healthy(lab: Lab) -> str:
     return f"links down: {down}" if down else ""
 
 
-def _restart(lab: Lab, kind: str, name: str, config: Path) -> None:
+def _keys_of(lab: Lab, kind: str, name: str) -> dict | None:
+    """The key set a running daemon reports (master GET /v1/keys, client GET /v1/state "keys")."""
+    if kind == "master":
+        port = next(m.rest_port for m in lab.fabric.masters if m.id == name)
+        doc = lab.http.get_many([(port, "/v1/keys")])[0]
+    else:
+        doc = lab.client_states()[name]
+        doc = doc.get("keys") if isinstance(doc, dict) else doc
+    return {k: doc[k] for k in ("send_key", "accepted", "retired")} if isinstance(doc, dict) else None
+
+
+def _restart(lab: Lab, kind: str, name: str, config: Path, step: tuple) -> None:
+    keys, send, accept = step
+    accepted = sorted(accept or [i for i, _ in keys])
+    want = {"send_key": send, "accepted": accepted, "retired": sorted({i for i, _ in keys} - set(accepted))}
     lab.stop_process(f"{kind}:{name}", signal.SIGTERM, 10.0)
     (lab.start_master if kind == "master" else lab.start_client)(name, config)
     assert wait_until(lambda: _healthy(lab) == "", CONVERGE_S, 0.1), f"after {kind} {name}: {_healthy(lab)}"
+    assert _keys_of(lab, kind, name) == want
 
 
 def _probes(lab: Lab) -> list[tuple[str, str, Probe]]:
@@ -128,54 +159,71 @@ def _probes(lab: Lab) -> list[tuple[str, str, Probe]]:
 
 # ------------------------------------------------------------------------------------------------ tests
 
-@ovs
-def test_secret_rolled_with_key_ids_one_daemon_at_a_time_without_loss_then_retired_key_rejected(lab: Lab) -> None:
+def _rollover(lab: Lab, old: int, new: int) -> tuple[dict, list[str]]:
+    """Roll key `old` to `new` through every daemon, step by step, under a probe on all 12 pairs; asserts the
+    invariants, returns (the pairs that lost packets, with their holes; the log of steps)."""
     assert wait_until(lambda: _healthy(lab) == "", CONVERGE_S, 0.1), _healthy(lab)
     d = Path(lab.state.dir)
-    (d / "fabric-2.key").write_text(os.urandom(32).hex() + "\n")
-    (d / "fabric-2.key").chmod(0o600)
+    (d / _key_file(new)).write_text(os.urandom(32).hex() + "\n")
+    (d / _key_file(new)).chmod(0o600)
     masters = [m.id for m in lab.fabric.masters]
     serving = lab.current_master()[0]
     masters.sort(key=lambda m: m == serving)       # the serving replica last: one failover per step
     switches = [s.name for s in lab.fabric.switches]
-    assert len(lab.fabric.hosts) == 4
+    v0 = lab.lsd_version()
     probes = _probes(lab)
     log: list[str] = []
     try:
         for _, _, p in probes:
             p.start()
         t0 = time.monotonic()
-        for step in range(len(STEPS)):
+        for i, step in enumerate(steps(old, new), 1):
             for kind, names in (("master", masters), ("client", switches)):
                 for name in names:
-                    _restart(lab, kind, name, _node_config(lab, name, *STEPS[step]))
-                    log.append(f"{time.monotonic() - t0:6.1f}s step {step + 1} {kind} {name}")
+                    _restart(lab, kind, name, _node_config(lab, name, *step), step)
+                    log.append(f"{time.monotonic() - t0:6.1f}s step {i} {kind} {name}")
                     assert _rejections(lab) == {}, (log[-1], _rejections(lab))
         time.sleep(0.5)
         results = [(a, b, p.stop()) for a, b, p in probes]
     finally:
         for _, _, p in probes:
             p.close()
-    print("\n".join(log))
-    lost = {f"{a}->{b}": (r["lost"], [(h[0] / PROBE["rate"], h[1]) for f in r["flows"] for h in f["holes"]])
-            for a, b, r in results if r["lost"]}   # (s after the probe started, packets)
-    assert len(results) == 12 and all(r["received"] > 0 for _, _, r in results)
-    assert lost == {}, f"probe loss during the rollover: {lost}\n" + "\n".join(log)
+    # no link changed state at any moment of the rollover: the LSD has no change since before it
+    changes = lab.master_get(f"/v1/lsd?since={v0}")
+    assert changes["links"] == {} or (changes.get("full") and set(changes["links"].values()) == {"up"}), changes
     for m in lab.fabric.masters:
         assert _master_metric(lab, m.id, "unknown_key_id") == 0
         assert _master_metric(lab, m.id, "bad_hmac") == 0
-    _straggler_on_the_retired_key(lab)
+    assert len(results) == 12 and all(r["received"] > 0 for _, _, r in results)
+    lost = {f"{a}->{b}": (r["lost"], [(h[0] / PROBE["rate"], h[1]) for f in r["flows"] for h in f["holes"]])
+            for a, b, r in results if r["lost"]}   # holes: (s after that probe started, packets)
+    return lost, log
 
 
-def _straggler_on_the_retired_key(lab: Lab) -> None:
-    """After the rollover, a switch restarted with only the retired key 1: its ND frames and reports are
+@ovs
+def test_secret_rolled_with_key_ids_one_daemon_at_a_time_without_loss_then_retired_key_rejected(lab: Lab) -> None:
+    assert len(lab.fabric.hosts) == 4
+    old = 1
+    for attempt in range(1, LOSSLESS_ATTEMPTS + 1):
+        lost, log = _rollover(lab, old, old + 1)
+        print(f"attempt {attempt}: key {old} -> {old + 1}\n" + "\n".join(log))
+        old += 1
+        if not lost:
+            break
+        print(f"attempt {attempt}: invariants held but the probe lost packets: {lost}")
+    assert lost == {}, f"probe loss during the rollover: {lost}\n" + "\n".join(log)
+    _straggler_on_the_retired_key(lab, old - 1, steps(old - 1, old)[-1])
+
+
+def _straggler_on_the_retired_key(lab: Lab, retired: int, last_step: tuple) -> None:
+    """After the rollover, a switch restarted with only the retired key: its ND frames and reports are
     dropped as unknown_key_id by its neighbours and every master, counted and logged as retired."""
     leaf = next(s.name for s in lab.fabric.switches if s.role == "tor")
     neighbours = sorted({lk.b.switch if lk.a.switch == leaf else lk.a.switch
                          for lk in lab.fabric.links if leaf in (lk.a.switch, lk.b.switch)})
     before = {m.id: _master_metric(lab, m.id, "unknown_key_id") for m in lab.fabric.masters}
     lab.stop_process(f"client:{leaf}", signal.SIGTERM, 10.0)
-    lab.start_client(leaf, _node_config(lab, leaf, [(1, "fabric.key")], 1))
+    lab.start_client(leaf, _node_config(lab, leaf, [(retired, _key_file(retired))], retired))
     try:
         def rejected_everywhere() -> bool:
             states = lab.client_states()
@@ -185,11 +233,11 @@ def _straggler_on_the_retired_key(lab: Lab) -> None:
         assert wait_until(rejected_everywhere, 20.0, 0.2), (_rejections(lab), before)
         for m in lab.fabric.masters:
             text = Path(lab.state.processes[f"master:{m.id}"].log).read_text()
-            assert f"event=key_id_rejected local={m.id} peer={leaf} key_id=1 why=retired" in text
+            assert f"event=key_id_rejected local={m.id} peer={leaf} key_id={retired} why=retired" in text
         text = Path(lab.state.processes[f"client:{neighbours[0]}"].log).read_text()
-        assert re.search(rf"event=key_id_rejected local={neighbours[0]} peer={leaf} key_id=1 why=retired port=\d+",
+        assert re.search(rf"event=key_id_rejected local={neighbours[0]} peer={leaf} key_id={retired} why=retired port=\d+",
                          text), text[-2000:]
     finally:
         lab.stop_process(f"client:{leaf}", signal.SIGTERM, 10.0)
-        lab.start_client(leaf, _node_config(lab, leaf, *STEPS[-1]))
+        lab.start_client(leaf, _node_config(lab, leaf, *last_step))
     assert wait_until(lambda: _healthy(lab) == "", CONVERGE_S, 0.1), _healthy(lab)
