@@ -28,6 +28,9 @@ from typing import Any, Literal
 
 import yaml
 
+# Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
+from proto.auth import LEGACY_KEY_ID, MAX_KEY_ID, MIN_KEY_ID
+
 __all__ = [
     "ConfigError",
     "Distribution",
@@ -202,8 +205,6 @@ class KeyRef:
     where: str
 
 
-#: Key ids on the wire (proto.auth: a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
-MIN_KEY_ID, MAX_KEY_ID, LEGACY_KEY_ID = 1, 255, 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,7 +160,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def _keygen_add(args: argparse.Namespace) -> int:
-    from proto.config import MAX_KEY_ID, MIN_KEY_ID
+    from proto.auth import MAX_KEY_ID, MIN_KEY_ID
     from proto.keyroll import next_key_id, replace_security, rollover_steps
 
     try:

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from proto.config import MAX_KEY_ID, MIN_KEY_ID, ConfigError, Security
+from proto.auth import MAX_KEY_ID, MIN_KEY_ID
+from proto.config import ConfigError, Security
 
 __all__ = ["next_key_id", "replace_security", "rollover_steps", "security_yaml"]
 
