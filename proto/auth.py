@@ -297,7 +297,9 @@ class KeySet:
                             f"{sorted(rings)}")
         scopes = {ring.restricted_to for ring in rings.values()}
         if len(scopes) > 1:
-            raise AuthError(f"{source}: keys restricted to different switches: {sorted(map(str, scopes))}")
+            what = sorted("a fabric secret" if s is None else f"a bundle of {s}" for s in scopes)
+            raise AuthError(f"{source}: keys of different scopes ({', '.join(what)}): a node holds either "
+                            f"fabric secrets or its own switch bundles")
         self.rings = dict(sorted(rings.items()))
         self.send_id = send_id
         self.accepted = frozenset(rings)

@@ -64,7 +64,9 @@ def reason(c: Codec, data: bytes, **kw) -> str:
     ({256: OLD}, 256, "key id 256 out of range"),
     ({1: OLD}, 2, "send key 2 is not among the accepted keys"),
     ({}, 1, "at least one key"),
-    ({1: OLD.bundle_for_switch("tor-1"), 2: NEW.bundle_for_switch("tor-2")}, 1, "different switches"),
+    ({1: OLD.bundle_for_switch("tor-1"), 2: NEW.bundle_for_switch("tor-2")}, 1,
+     r"different scopes \(a bundle of tor-1, a bundle of tor-2\)"),
+    ({1: OLD, 2: NEW.bundle_for_switch("tor-2")}, 1, r"different scopes \(a bundle of tor-2, a fabric secret\)"),
 ])
 def test_key_set_refuses_bad_sets(rings, send, match) -> None:
     with pytest.raises(AuthError, match=match):
@@ -309,6 +311,22 @@ def test_config_key_set_errors(tmp_path: Path, security: str, line: int, field: 
     e = info.value
     assert (e.file, e.line, e.field) == (str(path), line, field), str(e)
     assert problem in e.problem, str(e)
+
+
+def test_a_switch_holds_one_bundle_per_key_id(tmp_path: Path) -> None:
+    """A switch given bundles instead of the secrets lists one bundle file per key id."""
+    path = _write(tmp_path, "  keys:\n    - {id: 1, file: b1.yaml}\n    - {id: 2, file: b2.yaml}\n  send_key: 2")
+    one, two = KeyRing.load(tmp_path / "k1.key"), KeyRing.load(tmp_path / "k2.key")
+    one.bundle_for_switch("tor-1").save_bundle(tmp_path / "b1.yaml")
+    two.bundle_for_switch("tor-1").save_bundle(tmp_path / "b2.yaml")
+    ks = KeySet.from_security(load_fabric(path).security)
+    assert ks.restricted_to == "tor-1" and ks.accepted == {1, 2}
+    sw = Codec(ks, "tor-1", SWITCHES, MASTERS)
+    m = Codec(KeySet({1: one, 2: two}, 1), "m1", SWITCHES, MASTERS)
+    establish(sw, m)
+    assert m.decode(sw.encode(report(1), to="m1"))[1] == report(1)
+    with pytest.raises(ValueError, match="cannot be used by"):
+        Codec(ks, "tor-2", SWITCHES, MASTERS)
 
 
 @pytest.mark.parametrize("content, problem", [(None, "key file not found"), ("zz" * 32, "not hex"),
