@@ -10,6 +10,7 @@ Rolling the fabric secret from key id A to a new key id B without loss, one node
 
 Pure text work: ``security_yaml`` renders a section, ``replace_security`` swaps the section of a config's
 text (the rest of the file, comments included, is kept byte for byte). Used by ``firepath config keygen``.
+``reload_keys`` is what a runtime reload (SIGHUP) calls to apply a config file's key set to a live Codec.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
-from proto.auth import MAX_KEY_ID, MIN_KEY_ID
+from proto.auth import MAX_KEY_ID, MIN_KEY_ID, KeySet
 from proto.config import ConfigError, Security
 
-__all__ = ["next_key_id", "replace_security", "rollover_steps", "security_yaml"]
+__all__ = ["next_key_id", "reload_keys", "replace_security", "rollover_steps", "security_yaml"]
 
 
 def next_key_id(ids: Sequence[int]) -> int:
@@ -104,3 +106,15 @@ def replace_security(text: str, block: str, source: str = "<config>") -> str:
             # a block mapping ends at the start of the next key's line: keep trailing comments outside it
             return "".join(lines[:first]) + block + "".join(lines[end:])
     raise ConfigError(source, 1, "security", "missing required field")
+
+
+def reload_keys(codec: Any, path: str | Path) -> KeySet:
+    """Read the config at ``path``, load its key set and swap it into ``codec`` (``Codec.set_keys``); returns
+    the new set. Only the ``security:`` section is applied. Raises ConfigError (file:line:field), AuthError
+    (a key file, prefixed with its config entry) or ValueError (a set for another switch): then nothing
+    changed."""
+    from proto.config import load_fabric
+
+    keys = KeySet.from_security(load_fabric(path).security)
+    codec.set_keys(keys)
+    return keys

@@ -448,3 +448,18 @@ def test_fuzz_key_ids_and_mutations_raise_only_decode_errors_and_change_nothing(
             assert e.reason == ("bad_hmac" if key_id in (1, 3) else "unknown_key_id")
     else:                  # only the genuine frame is accepted
         assert key_id == 2 and not mutate and (sender, msg) == ("tor-1", report(5))
+
+
+def test_reload_keys_swaps_a_live_codec_or_changes_nothing(tmp_path: Path) -> None:
+    from proto.keyroll import reload_keys
+
+    cfg = _write(tmp_path, "  key_file: k1.key")
+    sw = Codec(KeySet.from_security(load_fabric(cfg).security).bundle_for_switch("tor-1"), "tor-1", SWITCHES, MASTERS)
+    cfg.write_text(cfg.read_text().replace("  key_file: k1.key", "  keys: [{id: 1, file: k1.key}, {id: 2, file: k9.key}]\n"
+                                                                 "  send_key: 2"))
+    with pytest.raises(AuthError, match=r"security.keys\[1\].file: .*k9.key: key file not found"):
+        reload_keys(sw, cfg)
+    assert sw.keys.status() == {"send_key": 1, "accepted": [1], "retired": []}
+    cfg.write_text(cfg.read_text().replace("k9.key", "k2.key"))
+    assert reload_keys(sw, cfg).status() == {"send_key": 2, "accepted": [1, 2], "retired": []}
+    assert sw.keys.send_id == 2 and sw.encode(report(1), to="m1")[5] == 2
