@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from client.daemon import ClientDaemon
     from client.of.sockets import parse_target
     from client.rest import RestServer
-    from proto.auth import KeyRing
+    from proto.auth import KeySet
     from proto.config import ConfigError, load_fabric
     from proto.logsetup import setup_logging
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
-        keyring = KeyRing.load(fabric.security.key_file)
+        keyring = KeySet.from_security(fabric.security)
     except (OSError, ValueError) as e:
         print(f"firepath client: key file: {e}", file=sys.stderr)
         return 2

@@ -350,4 +350,5 @@ class ClientCore:
             "report_seq": self.reporter.report_seq, "report_acked": self.reporter.acked,
             "replica": dict(replica.counters), "counters": dict(self.counters),
             "codec_rejected": dict(self.codec.rejected),
+            "keys": self.codec.keys.status(),   # key rollover: send key, accepted and retired ids
         }

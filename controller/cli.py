@@ -74,7 +74,7 @@ def health(rest_url: str, timeout: float) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from controller.durable import DurableStateError, StateStore
     from controller.server import MasterServer, serve
-    from proto.auth import KeyRing
+    from proto.auth import KeySet
     from proto.config import ConfigError, load_fabric
     from proto.logsetup import kv, setup_logging
 
@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
         return 0
     try:
-        keyring = KeyRing.load(fabric.security.key_file)
+        keyring = KeySet.from_security(fabric.security)
     except (OSError, ValueError) as e:
         print(f"firepath master: key file: {e}", file=sys.stderr)
         return 2

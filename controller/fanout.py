@@ -6,8 +6,12 @@ encoder serialises once (through the real `Codec.encode` for the first destinati
 only rebuilds the header (`Codec.header`: the destination's own sequence number, challenge and reflected
 offer, key owner = destination) and the HMAC-SHA256 tag (which also covers the unsent destination), following the datagram framing of the contract:
 
-    b"FP" | version u8 | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 | reflect u64 |
-    group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload | HMAC-SHA256 tag (32 B)
+    b"FP" | version u8 | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 | offer u64 |
+    reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload |
+    HMAC-SHA256 tag (32 B)
+
+The key (id and HMAC template) comes from the Codec (`Codec.signer`) for every datagram, so a key set swapped
+with `Codec.set_keys` applies to the next fan-out.
 
 At construction it checks itself against the Codec (the fast datagram must decode with a switch's Codec
 exactly like the slow one); if anything differs it stays disabled and everything goes through
@@ -17,23 +21,19 @@ exactly like the slow one); if anything differs it stays disabled and everything
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 from typing import Any
 
 from proto.auth import KeyKind, KeyRing
-from proto.messages import Codec, DecodeError, Keepalive, dest_trailer
+from proto.messages import HEADER_LEN, Codec, DecodeError, Keepalive, dest_trailer
 
-_FIXED_LEN = 45  # magic 2, version, type, key kind, incarnation, seq, offer, reflect, group seq (8 each)
 _TAG_LEN = 32
 
 
 class FanoutEncoder:
-    def __init__(self, codec: Codec, keyring: KeyRing, probe_switch: str | None) -> None:
+    def __init__(self, codec: Codec, keyring: KeyRing | None = None, probe_switch: str | None = None) -> None:
+        """`keyring` is unused (the codec's key set signs); kept for existing callers."""
         self.codec = codec
-        self.keyring = keyring
         self._payloads: dict[int, tuple[Any, int, bytes]] = {}   # id(msg) -> (msg, type, payload)
-        self._macs: dict[str, Any] = {}
         self.enabled = False
         self.fast = self.slow = 0
         if probe_switch is not None:
@@ -43,8 +43,7 @@ class FanoutEncoder:
         """Derive the switch keys up front (~30 µs each) so the first fan-out does not pay for them."""
         if self.enabled:
             for name in switches:
-                if name not in self._macs:
-                    self._macs[name] = hmac.new(self.keyring.switch_key(name), digestmod=hashlib.sha256)
+                self.codec.signer(KeyKind.SWITCH, name)
 
     def reset(self) -> None:
         self._payloads.clear()
@@ -60,10 +59,8 @@ class FanoutEncoder:
             self.slow += 1
             return data
         _, type_byte, payload = hit
-        head = self.codec.header(type_byte, KeyKind.SWITCH, dest, dest)
-        mac = self._macs.get(dest)
-        if mac is None:
-            mac = self._macs[dest] = hmac.new(self.keyring.switch_key(dest), digestmod=hashlib.sha256)
+        key_id, mac = self.codec.signer(KeyKind.SWITCH, dest)
+        head = self.codec.header(type_byte, KeyKind.SWITCH, dest, dest, key_id)
         m = mac.copy()
         m.update(head)
         m.update(payload)
@@ -72,7 +69,7 @@ class FanoutEncoder:
         return head + payload + m.digest()
 
     def _payload_of(self, data: bytes) -> bytes:
-        pos = _FIXED_LEN
+        pos = HEADER_LEN
         pos += 1 + data[pos]
         pos += 1 + data[pos]
         return data[pos:-_TAG_LEN]
@@ -82,8 +79,8 @@ class FanoutEncoder:
         pair with the real one's keys: the probe must not consume the real Codec's sequence numbers)."""
         try:
             codec = self.codec
-            me = Codec(self.keyring, codec.local_id, codec.switches, codec.masters)
-            client = Codec(self.keyring.bundle_for_switch(switch), switch, codec.switches, codec.masters)
+            me = Codec(codec.keys, codec.local_id, codec.switches, codec.masters)
+            client = Codec(codec.keys.bundle_for_switch(switch), switch, codec.switches, codec.masters)
             msg = Keepalive(codec.local_id, 0, 0)
             self.codec, self.enabled = me, True
             try:

@@ -290,6 +290,14 @@ async def drains(request: web.Request) -> web.Response:
     return _json(out)
 
 
+async def keys(request: web.Request) -> web.Response:
+    """The key set this replica signs and verifies with (ids only; key rollover, issue #21)."""
+    s = _srv(request)
+    return _json({"master": s.core.id, **s.codec.keys.status(),
+                  "rejected_key_ids": [{"peer": p, "key_id": k, "count": n}
+                                       for (p, k), n in sorted(s.codec.rejected_key_ids.items())]})
+
+
 async def drain(request: web.Request) -> web.Response:
     return await _drain(request, True)
 
@@ -336,6 +344,7 @@ def make_app(server: MasterApi) -> web.Application:
     app.router.add_get("/v1/damping", damping)
     app.router.add_get("/v1/drains", drains)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/keys", keys)
     add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
     return app
 

@@ -573,17 +573,20 @@ class Lab:
         st.save()
         return rec
 
-    def start_master(self, master_id: str) -> ProcRecord:
+    def start_master(self, master_id: str, config: str | Path | None = None) -> ProcRecord:
+        """Start a master replica; `config`: another config file for this one process (e.g. a node-local
+        `security:` section during a key rollover; the rest must be the lab's fabric), default the lab's."""
         state_dir = Path(self.state.dir) / "state" / master_id
         state_dir.mkdir(parents=True, exist_ok=True)
         return self._spawn("master", master_id, python_argv(
-            "master", "--config", self.state.config, "--id", master_id, "--state-dir", str(state_dir)))
+            "master", "--config", str(config or self.state.config), "--id", master_id, "--state-dir", str(state_dir)))
 
-    def start_client(self, switch: str) -> ProcRecord:
+    def start_client(self, switch: str, config: str | Path | None = None) -> ProcRecord:
+        """Start a switch's client; `config` as for `start_master`."""
         hold = min(CLIENT_RESTART_HOLD_S, self.fabric.timers.switch_dead)   # longer than switch_dead is moot
         assert self.ports is not None
         argv = python_argv(
-            "client", "--config", self.state.config, "--switch", switch, "--restart-hold", f"{hold:g}",
+            "client", "--config", str(config or self.state.config), "--switch", switch, "--restart-hold", f"{hold:g}",
             "--ovs", self.ports.ovs_target(switch), "--rest-port", str(self.ports.rest[switch]),
             "--ovsdb", self.ovs.db_target)
         # Answers from the masters come back over the CPN link (external masters); otherwise each client has

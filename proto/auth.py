@@ -26,6 +26,14 @@ Bundle file (YAML; JSON works too)::
     switch_key: <64 hex>
     group_key: <64 hex>
     nd_key: <64 hex>
+
+Key ids (key rollover, issue #21): a process holds a ``KeySet``, several such rings by **key id** (1..255,
+a u8 in the signed header of every datagram; 0 is reserved, as RIFT reserves key id 0). It signs with its
+``send_id`` and accepts a frame only under a key id of its ``accepted`` set; the old single-secret config
+form is the set ``{1: ring}``. Rolling a secret without loss (as OSPF/IS-IS key chains, RIFT key ids and
+TCP-AO do): (1) add the new key as accepted everywhere, (2) switch every node's send key to it, (3) retire
+the old key; each step goes node by node, because during steps 1-2 every node accepts both keys.
+``Codec.set_keys`` swaps a process's set at run time.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ import secrets
 import string
 from enum import IntEnum
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -47,6 +56,7 @@ __all__ = [
     "AuthError",
     "KeyKind",
     "KeyRing",
+    "KeySet",
     "MissingKeyError",
     "ReplayWindow",
     "generate_secret",
@@ -54,6 +64,8 @@ __all__ = [
 ]
 
 MIN_SECRET_BYTES = 16
+MIN_KEY_ID, MAX_KEY_ID = 1, 255  # a u8 on the wire; 0 is reserved (never a valid key id)
+LEGACY_KEY_ID = 1  # the key id of the single-secret config form (``security.key_file``)
 KEY_BYTES = 32
 BUNDLE_KIND = "firepath-switch-keys"
 BUNDLE_VERSION = 1
@@ -255,6 +267,109 @@ class KeyRing:
     def __repr__(self) -> str:  # never show key material
         scope = "full" if self.restricted_to is None else f"switch {self.restricted_to!r}"
         return f"KeyRing({scope}, source={self.source!r})"
+
+
+class KeySet:
+    """The keys of one process by key id: ``rings[id]`` (a full ring or this switch's bundle, one per id),
+    ``send_id`` the id it signs with, ``accepted`` the ids whose frames it verifies (every id in ``rings``).
+
+    ``retired``: ids the config still lists but no longer accepts (their frames are rejected like unknown
+    ids; kept only so that messages can say "retired"). Immutable: ``Codec.set_keys`` swaps whole sets.
+    Raises ``AuthError`` for an id out of 1..255, a send id it does not hold, or rings restricted to
+    different switches.
+    """
+
+    __slots__ = ("accepted", "restricted_to", "retired", "rings", "send_id", "source")
+
+    def __init__(self, rings: dict[int, KeyRing], send_id: int, *, retired: frozenset[int] = frozenset(),
+                 source: str = "<memory>") -> None:
+        if not rings:
+            raise AuthError(f"{source}: a key set needs at least one key")
+        for key_id, ring in rings.items():
+            _check_key_id(key_id, f"{source}: key id")
+            if not isinstance(ring, KeyRing):
+                raise AuthError(f"{source}: key {key_id} is not a KeyRing ({type(ring).__name__})")
+        for key_id in retired:
+            _check_key_id(key_id, f"{source}: retired key id")
+        _check_key_id(send_id, f"{source}: send key id")
+        if send_id not in rings:
+            raise AuthError(f"{source}: send key {send_id} is not among the accepted keys "
+                            f"{sorted(rings)}")
+        scopes = {ring.restricted_to for ring in rings.values()}
+        if len(scopes) > 1:
+            what = sorted("a fabric secret" if s is None else f"a bundle of {s}" for s in scopes)
+            raise AuthError(f"{source}: keys of different scopes ({', '.join(what)}): a node holds either "
+                            f"fabric secrets or its own switch bundles")
+        self.rings = dict(sorted(rings.items()))
+        self.send_id = send_id
+        self.accepted = frozenset(rings)
+        self.retired = frozenset(retired) - self.accepted
+        self.restricted_to = scopes.pop()
+        self.source = source
+
+    @classmethod
+    def single(cls, ring: KeyRing, key_id: int = LEGACY_KEY_ID) -> KeySet:
+        """A set of one key (the single-secret form): signs and accepts only ``key_id``."""
+        return cls({key_id: ring}, key_id, source=ring.source)
+
+    @classmethod
+    def of(cls, keys: KeyRing | KeySet) -> KeySet:
+        return keys if isinstance(keys, KeySet) else cls.single(keys)
+
+    @classmethod
+    def load(cls, files: dict[int, str | Path], send_id: int, *, retired: frozenset[int] = frozenset(),
+             where: dict[int, str] | None = None, source: str = "<memory>") -> KeySet:
+        """Load each accepted key file (``KeyRing.load``: a secret or a switch bundle). ``where[id]`` prefixes
+        that key's errors (the config's ``file:line: field``), so a bad file names the config entry too."""
+        rings = {}
+        for key_id, path in files.items():
+            try:
+                rings[key_id] = KeyRing.load(path)
+            except AuthError as e:
+                prefix = (where or {}).get(key_id)
+                raise AuthError(f"{prefix}: {e}" if prefix else str(e)) from None
+        return cls(rings, send_id, retired=retired, source=source)
+
+    @classmethod
+    def from_security(cls, security: Any) -> KeySet:
+        """The set a ``proto.config.Security`` section names (``keys``/``send_key``/``accept``; the old
+        ``key_file`` form is key id 1). Files of retired keys (listed, not accepted) are not read."""
+        refs = security.key_refs()
+        accept = set(security.accepted_ids())
+        files = {r.id: r.file for r in refs if r.id in accept}
+        where = {r.id: r.where for r in refs}
+        return cls.load(files, security.send_key, retired=frozenset(r.id for r in refs) - accept, where=where,
+                        source=where.get(security.send_key, str(security.key_file)))
+
+    def ring(self, key_id: int) -> KeyRing:
+        """The ring of an accepted key id; MissingKeyError otherwise."""
+        try:
+            return self.rings[key_id]
+        except KeyError:
+            raise MissingKeyError(f"{self.source}: no accepted key with id {key_id}") from None
+
+    @property
+    def send_ring(self) -> KeyRing:
+        return self.rings[self.send_id]
+
+    def bundle_for_switch(self, name: str) -> KeySet:
+        """The same ids, each restricted to ``name`` (``KeyRing.bundle_for_switch``)."""
+        return KeySet({i: r.bundle_for_switch(name) for i, r in self.rings.items()}, self.send_id,
+                      retired=self.retired, source=f"bundles for {name}")
+
+    def status(self) -> dict[str, Any]:
+        """What REST/metrics show: ids only, never key material."""
+        return {"send_key": self.send_id, "accepted": sorted(self.accepted), "retired": sorted(self.retired)}
+
+    def __repr__(self) -> str:
+        return (f"KeySet(send={self.send_id}, accepted={sorted(self.accepted)}, retired={sorted(self.retired)}, "
+                f"source={self.source!r})")
+
+
+def _check_key_id(key_id: object, what: str) -> int:
+    if type(key_id) is not int or not MIN_KEY_ID <= key_id <= MAX_KEY_ID:
+        raise AuthError(f"{what} {key_id!r} out of range {MIN_KEY_ID}..{MAX_KEY_ID}")
+    return key_id
 
 
 def generate_secret(n_bytes: int = 32) -> bytes:

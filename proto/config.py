@@ -28,6 +28,9 @@ from typing import Any, Literal
 
 import yaml
 
+# Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
+from proto.auth import LEGACY_KEY_ID, MAX_KEY_ID, MIN_KEY_ID
+
 __all__ = [
     "ConfigError",
     "Damping",
@@ -46,6 +49,7 @@ __all__ = [
     "Master",
     "Role",
     "Routing",
+    "KeyRef",
     "Security",
     "Switch",
     "Timers",
@@ -232,9 +236,37 @@ LIVENESS_MODES = ("oam", "nd")
 
 
 @dataclass(frozen=True, slots=True)
+class KeyRef:
+    """One entry of ``security.keys``: key ``id`` (1..255) read from ``file``; ``where`` is the entry's
+    ``file:line: field`` for errors about the file's content (``proto.auth.KeySet.from_security``)."""
+
+    id: int
+    file: Path
+    where: str
+
+
+
+
+@dataclass(frozen=True, slots=True)
 class Security:
+    """The node-local ``security:`` section (excluded from the digest: nodes differ during a key rollover).
+
+    Either ``key_file`` (one fabric secret, key id 1) or ``keys`` (a key set by id) with ``send_key`` (the id
+    this node signs with) and ``accept`` (ids it verifies; default: every listed key; a listed key not
+    accepted is retired, its file is not read). ``key_file`` is always the send key's file.
+    """
+
     key_file: Path  # resolved against the config file's directory
     admin_token_file: Path | None
+    keys: tuple[KeyRef, ...] = ()  # empty: the single-secret form (key_file, id 1)
+    send_key: int = LEGACY_KEY_ID
+    accept: tuple[int, ...] = ()  # empty: every key of key_refs()
+
+    def key_refs(self) -> tuple[KeyRef, ...]:
+        return self.keys or (KeyRef(LEGACY_KEY_ID, self.key_file, f"{self.key_file}"),)
+
+    def accepted_ids(self) -> tuple[int, ...]:
+        return self.accept or tuple(r.id for r in self.key_refs())
 
 
 @dataclass(frozen=True, slots=True)
@@ -892,10 +924,60 @@ class _Parser:
         return timers
 
     def security(self, node: yaml.Node) -> Security:
-        f = self.fields(node, "security", ("key_file", "admin_token_file"), ("key_file",))
-        key_file = self.path(f["key_file"], "security.key_file")
+        f = self.fields(node, "security", ("key_file", "keys", "send_key", "accept", "admin_token_file"), ())
         token = self.path(f["admin_token_file"], "security.admin_token_file") if "admin_token_file" in f else None
-        return Security(key_file=key_file, admin_token_file=token)
+        if "key_file" not in f and "keys" not in f:
+            raise self.fail(node, "security.key_file", "missing required field (or keys: a key set)")
+        if "key_file" in f and "keys" in f:
+            raise self.fail(f["keys"], "security.keys", "give either key_file (one fabric secret) or keys "
+                                                        "(a key set), not both")
+        if "key_file" in f:
+            for extra in ("send_key", "accept"):
+                if extra in f:
+                    raise self.fail(f[extra], f"security.{extra}", "needs a key set (keys:), not key_file")
+            key_file = self.path(f["key_file"], "security.key_file")
+            ref = KeyRef(LEGACY_KEY_ID, key_file, f"{self.source}:{_line(f['key_file'])}: security.key_file")
+            return Security(key_file=key_file, admin_token_file=token, keys=(ref,))
+        refs: dict[int, KeyRef] = {}
+        items = self.seq(f["keys"], "security.keys")
+        if not items:
+            raise self.fail(f["keys"], "security.keys", "empty key set")
+        for i, item in enumerate(items):
+            where = f"security.keys[{i}]"
+            k = self.fields(item, where, ("id", "file"), ("id", "file"))
+            key_id = self.integer(k["id"], f"{where}.id", MIN_KEY_ID, MAX_KEY_ID)
+            if key_id in refs:
+                raise self.fail(k["id"], f"{where}.id", f"duplicate key id {key_id} (first at {refs[key_id].where})")
+            refs[key_id] = KeyRef(key_id, self.path(k["file"], f"{where}.file"),
+                                  f"{self.source}:{_line(k['file'])}: {where}.file")
+        accept: tuple[int, ...] = tuple(refs)
+        if "accept" in f:
+            accept_nodes = self.seq(f["accept"], "security.accept")
+            accept = ()
+            for i, n in enumerate(accept_nodes):
+                key_id = self.integer(n, f"security.accept[{i}]", MIN_KEY_ID, MAX_KEY_ID)
+                if key_id not in refs:
+                    raise self.fail(n, f"security.accept[{i}]", f"key id {key_id} is not in security.keys "
+                                                                f"({sorted(refs)})")
+                if key_id in accept:
+                    raise self.fail(n, f"security.accept[{i}]", f"duplicate key id {key_id}")
+                accept += (key_id,)
+            if not accept:
+                raise self.fail(f["accept"], "security.accept", "accepts no key")
+        if "send_key" in f:
+            send = self.integer(f["send_key"], "security.send_key", MIN_KEY_ID, MAX_KEY_ID)
+            if send not in refs:
+                raise self.fail(f["send_key"], "security.send_key", f"unknown send key {send} (security.keys "
+                                                                    f"has {sorted(refs)})")
+            if send not in accept:
+                raise self.fail(f["send_key"], "security.send_key", f"send key {send} is not accepted "
+                                                                    f"(security.accept is {list(accept)})")
+        elif len(accept) == 1:
+            send = accept[0]
+        else:
+            raise self.fail(node, "security.send_key", f"missing: which of the keys {sorted(accept)} to sign with")
+        return Security(key_file=refs[send].file, admin_token_file=token, keys=tuple(refs.values()),
+                        send_key=send, accept=accept)
 
     def distribution(self, node: yaml.Node) -> Distribution:
         f = self.fields(node, "distribution", ("mode", "group", "port"), ("mode",))

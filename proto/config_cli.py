@@ -1,10 +1,12 @@
-"""`firepath config check|clos|keygen`: validate a fabric config, generate a Clos config, make a fabric secret."""
+"""`firepath config check|clos|keygen`: validate a fabric config, generate a Clos config, make a fabric secret
+(or add one to a config's key set: `keygen --add CONFIG`, the key rollover of proto/keyroll.py)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import os
+import re
 import secrets
 import sys
 import time
@@ -60,8 +62,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     clos.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
     clos.set_defaults(func=cmd_clos)
 
-    keygen = actions.add_parser("keygen", help="write a new random fabric secret (mode 0600)")
-    keygen.add_argument("file", type=Path)
+    keygen = actions.add_parser(
+        "keygen", help="write a new random fabric secret (mode 0600); with --add, as the next key id of a config",
+        description="Write a new random 32-byte fabric secret as hex (mode 0600, never overwriting). With --add "
+                    "CONFIG: the secret is a new key id of CONFIG's key set (FILE defaults to fabric-ID.key next to "
+                    "the send key) and the security section of each rollover step is printed: (1) every node "
+                    "accepts the new key, (2) every node signs with it, (3) every node retires the old one; each "
+                    "step can be rolled out node by node with no loss. --write puts step 1 into CONFIG.")
+    keygen.add_argument("file", type=Path, nargs="?", help="where to write the secret (required without --add)")
+    keygen.add_argument("--add", type=Path, metavar="CONFIG", help="add the key to this config's key set")
+    keygen.add_argument("--id", type=int, help="key id of the new key (1..255; default: the next free one)")
+    keygen.add_argument("--write", action="store_true", help="rewrite CONFIG's security section with step 1")
     keygen.set_defaults(func=cmd_keygen)
 
 
@@ -76,6 +87,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     if problem:
         print(problem, file=sys.stderr)
         return 1
+    from proto.auth import KeySet
+
+    keys = KeySet.from_security(fabric.security)   # check_secrets loaded it once: it does not fail here
     elapsed = time.perf_counter() - started
     roles = Counter(s.role for s in fabric.switches)
     per_role = ", ".join(f"{role.value} {roles[role]}" for role in Role)
@@ -85,20 +99,24 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"hosts:    {len(fabric.hosts)}")
     print(f"masters:  {len(fabric.masters)} ({', '.join(m.id for m in fabric.masters)})")
     print(f"digest:   {fabric.digest}")
+    retired = ", ".join(map(str, sorted(keys.retired))) or "none"
+    print(f"keys:     send {keys.send_id}, accept {', '.join(map(str, sorted(keys.accepted)))}, retired {retired}")
     print(f"loaded in {elapsed:.2f} s")
     return 0
 
 
 def check_secrets(fabric: Fabric) -> str | None:
-    """None if the files the daemons will read at start exist and are readable: `security.key_file` (a
-    valid fabric secret or key bundle) and `security.admin_token_file` (a non-empty token), else one line
-    naming the config, the field, the file and the problem."""
-    from proto.auth import KeyRing
+    """None if the files the daemons will read at start exist and are readable: every accepted key of the
+    key set (`security.key_file` or `security.keys[*].file`: a valid fabric secret or key bundle) and
+    `security.admin_token_file` (a non-empty token), else one line naming the config, the field, the file
+    and the problem."""
+    from proto.auth import AuthError, KeySet
 
     try:
-        KeyRing.load(fabric.security.key_file)
-    except ValueError as e:           # AuthError: not found, unreadable, empty, malformed (names the file)
-        return f"{fabric.source}: security.key_file: {e}"
+        KeySet.from_security(fabric.security)
+    except AuthError as e:            # not found, unreadable, empty, malformed: names the field and the file
+        msg = str(e)
+        return msg if msg.startswith(str(fabric.source)) else f"{fabric.source}: security: {msg}"
     token = fabric.security.admin_token_file
     if token is not None:
         try:
@@ -160,17 +178,81 @@ def cmd_clos(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    """Write 32 random bytes as hex (plus a newline), mode 0600. Never overwrites."""
+    """Write 32 random bytes as hex (plus a newline), mode 0600. Never overwrites. With --add, see the
+    parser's description."""
+    if args.add is not None:
+        return _keygen_add(args)
+    if args.file is None or args.id is not None or args.write:
+        print("firepath config keygen: FILE is required; --id and --write need --add CONFIG", file=sys.stderr)
+        return 2
+    return _write_secret(args.file)
+
+
+def _keygen_add(args: argparse.Namespace) -> int:
+    from proto.auth import MAX_KEY_ID, MIN_KEY_ID
+    from proto.keyroll import next_key_id, replace_security, rollover_steps
+
     try:
-        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fabric = load_fabric(args.add)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    sec = fabric.security
+    ids = [r.id for r in sec.key_refs()]
+    try:
+        new_id = next_key_id(ids) if args.id is None else args.id
+    except ValueError as e:
+        print(f"firepath config keygen: {args.add}: {e}", file=sys.stderr)
+        return 1
+    if not MIN_KEY_ID <= new_id <= MAX_KEY_ID or new_id in ids:
+        print(f"firepath config keygen: --id {new_id}: need an unused key id in {MIN_KEY_ID}..{MAX_KEY_ID} "
+              f"({args.add} uses {sorted(ids)})", file=sys.stderr)
+        return 2
+    base = args.add.resolve().parent
+    path = args.file
+    if path is None:
+        stem = re.sub(r"-\d+$", "", sec.key_file.stem) or "fabric"
+        path = sec.key_file.parent / f"{stem}-{new_id}.key"
+    code = _write_secret(path, f"key id {new_id} of {args.add}")
+    if code:
+        return code
+    steps = rollover_steps(sec, base, new_id, path.resolve())
+    for title, block in steps:
+        sys.stdout.write(f"# {title}\n{block}\n")
+    if args.write:
+        try:
+            text = args.add.read_text(encoding="utf-8")
+            new_text = replace_security(text, steps[0][1], str(args.add))
+            _check_rewrite(new_text, args.add)
+            args.add.write_text(new_text, encoding="utf-8")
+        except (OSError, ConfigError) as e:
+            print(f"firepath config keygen: {args.add} not rewritten: {e}", file=sys.stderr)
+            return 1
+        print(f"rewrote the security section of {args.add} with step 1", file=sys.stderr)
+    return 0
+
+
+def _check_rewrite(text: str, path: Path) -> None:
+    """ConfigError unless ``text`` (a rewritten ``path``) is a valid config with the same digest."""
+    from proto.config import parse_fabric
+
+    before = load_fabric(path).digest
+    after = parse_fabric(text, source=str(path), base_dir=path.resolve().parent).digest
+    if after != before:
+        raise ConfigError(str(path), None, "", "the rewrite changed the fabric digest (not written)")
+
+
+def _write_secret(file: Path, what: str = "fabric secret") -> int:
+    try:
+        fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        print(f"firepath config keygen: {args.file} already exists; not overwriting", file=sys.stderr)
+        print(f"firepath config keygen: {file} already exists; not overwriting", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"firepath config keygen: cannot create {args.file}: {e}", file=sys.stderr)
+        print(f"firepath config keygen: cannot create {file}: {e}", file=sys.stderr)
         return 1
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)
         f.write(secrets.token_hex(SECRET_BYTES) + "\n")
-    print(f"wrote a new {SECRET_BYTES}-byte fabric secret to {args.file} (mode 0600)", file=sys.stderr)
+    print(f"wrote a new {SECRET_BYTES}-byte {what} to {file} (mode 0600)", file=sys.stderr)
     return 0

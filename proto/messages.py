@@ -2,14 +2,20 @@
 
 Datagram framing (integers big-endian)::
 
-    b"FP" | version u8 (=2) | msg type u8 | key kind u8 | incarnation u64 | seq u64 | offer u64 |
-    reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload |
-    HMAC-SHA256 tag (32 B)
+    b"FP" | version u8 (=3) | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 |
+    offer u64 | reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) |
+    msgpack payload | HMAC-SHA256 tag (32 B)
 
 The tag covers every preceding byte and then, not sent, the destination (u8 len + utf8: the receiving
 master or switch for unicast, empty for group and ND frames): a unicast frame is only valid at the peer
 it was sent to, so a frame of one stream can never be replayed into another (the MASTER key and a switch's
 own key sign frames to several destinations).
+
+``key id`` (1..255, wire version 3) names the key of the sender's ``KeySet`` the frame is signed with (key
+rollover, proto/auth.py): the receiver verifies it with its own key of that id, and drops a frame whose id
+it does not accept (retired or unknown) as ``unknown_key_id`` before any HMAC work. The id is covered by
+the tag, so it cannot be changed in flight; freshness (below) is per peer, not per key, so a key change on
+either side needs no new handshake.
 
 Freshness (ARCHITECTURE.md "Freshness"; in the spirit of RIFT's nonces and of OSPF/BFD's boot counts, but
 with no clock and no durable state): every Codec draws a random 64-bit ``incarnation`` at start. Sequence
@@ -43,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import re
 import secrets
@@ -54,7 +61,7 @@ from typing import Any, ClassVar
 
 import msgpack
 
-from proto.auth import AuthError, KeyKind, KeyRing, ReplayWindow
+from proto.auth import AuthError, KeyKind, KeyRing, KeySet, ReplayWindow
 from proto.config import Endpoint
 
 __all__ = [
@@ -96,15 +103,17 @@ __all__ = [
 ]
 
 MAGIC = b"FP"
-WIRE_VERSION = 2  # 2: incarnation/offer/reflect freshness fields, per-stream sequence numbers
+# 2: incarnation/offer/reflect freshness fields, per-stream sequence numbers; 3: key id (key rollover)
+WIRE_VERSION = 3
 MAX_DATAGRAM = 65_507  # largest UDP payload over IPv4
 MAX_ND_HOLD_MS = 60_000  # longest graceful-restart hold a peer may ask for
 TAG_LEN = 32
-# magic, version, type, key kind, incarnation, seq, offer, reflect, group seq
-_FIXED = struct.Struct(">2sBBBQQQQQ")
+# magic, version, type, key kind, key id, incarnation, seq, offer, reflect, group seq
+_FIXED = struct.Struct(">2sBBBBQQQQQ")
+HEADER_LEN = _FIXED.size  # 46: where the sender name starts
 _MIN_DATAGRAM = _FIXED.size + 1 + 1 + TAG_LEN
 # Room for LsdFull.snapshot / LsdDelta.changes in one datagram: MAX_DATAGRAM minus the worst-case
-# framing (fixed header 45, sender and owner names up to 2 * 256, tag 32) and payload overhead
+# framing (fixed header 46, sender and owner names up to 2 * 256, tag 32) and payload overhead
 # (array header, master name, term, versions, digest, bin header: < 200).
 MAX_LSD_BYTES = MAX_DATAGRAM - _FIXED.size - 2 * 256 - TAG_LEN - 200
 
@@ -116,8 +125,9 @@ MAX_REPLICAS = 64   # PortReport.reach is a 63-bit map over the configured maste
 
 DECODE_REASONS = (
     "truncated", "bad_magic", "bad_version", "unknown_type", "oversized", "bad_hmac", "unknown_key",
-    "replay", "malformed", "wrong_sender", "stale",
+    "replay", "malformed", "wrong_sender", "stale", "unknown_key_id",
 )
+log = logging.getLogger(__name__)
 
 
 class DecodeError(ValueError):
@@ -687,12 +697,16 @@ class Codec:
     to the peer's accepted incarnation and passes its replay window, or if it starts a new incarnation and
     reflects our current challenge for that peer. Anything else authenticated is rejected as ``stale``
     (``DecodeError.sender`` names the peer) and changes nothing but the offer we reflect next.
+
+    ``keys``: a ``KeySet`` (key rollover: signs with its send key, accepts its accepted ids) or one
+    ``KeyRing`` (= key id 1). ``set_keys`` swaps it at run time; a frame under an id not accepted is
+    rejected as ``unknown_key_id``, counted per (claimed sender, key id) in ``rejected_key_ids`` and logged
+    at the 1st, 2nd, 4th, 8th, ... such frame of each pair (a count-based rate limit: no clock here).
     """
 
-    def __init__(self, keyring: KeyRing, local_id: str, switches: Collection[str], masters: Collection[str],
+    def __init__(self, keys: KeyRing | KeySet, local_id: str, switches: Collection[str], masters: Collection[str],
                  *, accept_group: bool = True, replay_window: int = 64, incarnation: int | None = None,
                  answer_interval: float = 0.05) -> None:
-        self.keyring = keyring
         self.local_id = local_id
         self.switches = frozenset(switches)
         self.masters = frozenset(masters)
@@ -701,8 +715,7 @@ class Codec:
         if local_id not in self.switches and local_id not in self.masters:
             raise ValueError(f"local id {local_id!r} is neither a known switch nor a known master")
         self.is_master = local_id in self.masters
-        if keyring.restricted_to is not None and keyring.restricted_to != local_id:
-            raise ValueError(f"key ring {keyring!r} cannot be used by {local_id!r}")
+        self._ks = self._key_state(keys)
         self.incarnation = _nonce() if incarnation is None else incarnation
         if type(self.incarnation) is not int or not 1 <= self.incarnation <= MAX_SEQ:
             raise ValueError(f"incarnation out of range 1..2**64-1: {incarnation!r}")
@@ -713,8 +726,9 @@ class Codec:
         # passes (the switch's own ports), one group stream.
         self._sessions: dict[str | int, _Session] = {}
         self._group_tx = 1
-        self._macs: dict[tuple[KeyKind, str], Any] = {}
         self.rejected: Counter[str] = Counter()
+        #: ``unknown_key_id`` rejections by (claimed sender, key id): the frame is not authenticated.
+        self.rejected_key_ids: Counter[tuple[str, int]] = Counter()
         self.accepted: Counter[str] = Counter()  # by message class name
         #: Peers whose new incarnation was accepted (a restart noticed), by name.
         self.new_incarnations: Counter[str] = Counter()
@@ -722,16 +736,36 @@ class Codec:
         self.last_new_peer: str | None = None
         self._own_trailer = dest_trailer(local_id)
 
-    # -- helpers ------------------------------------------------------------------------------------
+    # -- keys ---------------------------------------------------------------------------------------
 
-    def _mac(self, kind: KeyKind, owner: str) -> Any:
-        """A fresh HMAC object for the key; raises MissingKeyError if the ring lacks it."""
-        ident = (kind, owner)
-        template = self._macs.get(ident)
-        if template is None:
-            template = hmac.new(self.keyring.key(kind, owner), digestmod=hashlib.sha256)
-            self._macs[ident] = template
-        return template.copy()
+    def _key_state(self, keys: KeyRing | KeySet) -> _KeyState:
+        keys = KeySet.of(keys)
+        if keys.restricted_to is not None and keys.restricted_to != self.local_id:
+            raise ValueError(f"key set {keys!r} cannot be used by {self.local_id!r}")
+        return _KeyState(keys)
+
+    def set_keys(self, keys: KeyRing | KeySet) -> None:
+        """Replace the key set atomically (one attribute store: a frame in flight in another thread is signed
+        or verified wholly under the old or wholly under the new set). Freshness state is kept: peers need
+        no new handshake. ValueError (nothing changes) if the set is restricted to another switch."""
+        self._ks = self._key_state(keys)
+
+    @property
+    def keys(self) -> KeySet:
+        return self._ks.keys
+
+    @property
+    def keyring(self) -> KeyRing:
+        """The ring of the send key."""
+        return self._ks.keys.send_ring
+
+    def signer(self, kind: KeyKind, owner: str) -> tuple[int, Any]:
+        """(send key id, an HMAC-SHA256 template of that key's ``kind``/``owner`` key): ``copy()`` it, never
+        update it. For ``controller.fanout``; raises MissingKeyError if the ring lacks the key."""
+        ks = self._ks
+        return ks.send_id, ks.template(ks.send_id, kind, owner)
+
+    # -- helpers ------------------------------------------------------------------------------------
 
     def _session(self, key: str | int) -> _Session:
         sess = self._sessions.get(key)
@@ -785,9 +819,11 @@ class Codec:
             raise EncodeError(f"a switch sends unicast only to masters, not {to!r}")
         return to
 
-    def header(self, type_id: int, kind: KeyKind, owner: str, stream: str | int | None) -> bytes:
+    def header(self, type_id: int, kind: KeyKind, owner: str, stream: str | int | None,
+               key_id: int | None = None) -> bytes:
         """The framing header of the next datagram of ``stream`` (consumes one sequence number).
 
+        ``key_id``: the key that will sign it (default: the current send key; pass the id ``signer`` gave).
         For ``controller.fanout`` (which signs one payload for many switches) and ``encode``."""
         if stream is None:
             seq, offer, reflect = self._group_tx, 0, 0
@@ -800,7 +836,10 @@ class Codec:
             raise EncodeError("sequence numbers exhausted")
         sender_b, owner_b = self.local_id.encode(), owner.encode()
         gseq = self._group_tx if self.is_master else 0
-        return (_FIXED.pack(MAGIC, WIRE_VERSION, type_id, kind, self.incarnation, seq, offer, reflect, gseq)
+        if key_id is None:
+            key_id = self._ks.send_id
+        return (_FIXED.pack(MAGIC, WIRE_VERSION, type_id, kind, key_id, self.incarnation, seq, offer, reflect,
+                            gseq)
                 + bytes((len(sender_b),)) + sender_b + bytes((len(owner_b),)) + owner_b)
 
     # -- encode -------------------------------------------------------------------------------------
@@ -825,15 +864,16 @@ class Codec:
         if cls is Challenge and kind == KeyKind.GROUP:
             raise EncodeError("a Challenge is unicast")
         try:
-            mac = self._mac(kind, owner)
+            key_id, template = self.signer(kind, owner)
         except AuthError as e:
             raise EncodeError(str(e)) from None
+        mac = template.copy()
         payload = msgpack.packb(_to_wire(msg), use_bin_type=True)
         stream = self._stream(msg, to, kind)
         body_len = _FIXED.size + 2 + len(self.local_id.encode()) + len(owner.encode()) + len(payload)
         if body_len + TAG_LEN > MAX_DATAGRAM:
             raise EncodeError(f"oversized: {cls.__name__} needs {body_len + TAG_LEN} bytes > {MAX_DATAGRAM}")
-        body = self.header(cls.TYPE, kind, owner, stream) + payload
+        body = self.header(cls.TYPE, kind, owner, stream, key_id) + payload
         mac.update(body)
         mac.update(dest_trailer(to if isinstance(stream, str) else None))
         return body + mac.digest()
@@ -895,7 +935,7 @@ class Codec:
             raise DecodeError("bad_version", f"wire version {data[2]}, expected {WIRE_VERSION}")
         if n < _MIN_DATAGRAM:
             raise DecodeError("truncated", f"{n} bytes < minimum {_MIN_DATAGRAM}")
-        _, _, type_id, kind_id, inc, seq, offer, reflect, gseq = _FIXED.unpack_from(data)
+        _, _, type_id, kind_id, key_id, inc, seq, offer, reflect, gseq = _FIXED.unpack_from(data)
         cls = MESSAGE_TYPES.get(type_id)
         if cls is None:
             raise DecodeError("unknown_type", f"message type {type_id}")
@@ -914,8 +954,13 @@ class Codec:
         if not self._acceptable_key(sender, cls, kind, owner):
             raise DecodeError("unknown_key", f"{cls.__name__} from {sender!r} signed with "
                                              f"{kind.name} key {owner!r}")
+        ks = self._ks
+        if key_id not in ks.accepted:
+            self._key_id_rejected(sender, key_id, ks, port if kind == KeyKind.ND else None)
+            raise DecodeError("unknown_key_id", f"{cls.__name__} from {sender!r} under key id {key_id}, "
+                                                f"accepted: {sorted(ks.accepted)}")
         try:
-            mac = self._mac(kind, owner)
+            mac = ks.template(key_id, kind, owner).copy()
         except AuthError:
             raise DecodeError("unknown_key", f"no {kind.name} key {owner!r} here") from None
         mac.update(data[:end])
@@ -984,6 +1029,35 @@ class Codec:
             self.new_incarnations[sender] += 1
             self.last_new_peer = sender
         return sender, msg, commit_new
+
+    def _key_id_rejected(self, sender: str, key_id: int, ks: _KeyState, port: int | None) -> None:
+        n = self.rejected_key_ids[(sender, key_id)] = self.rejected_key_ids[(sender, key_id)] + 1
+        if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th, ...: bounded log volume under a flood, no clock needed
+            why = "retired" if key_id in ks.keys.retired else "unknown"
+            log.warning("event=key_id_rejected local=%s peer=%s key_id=%d why=%s%s count=%d accepted=%s "
+                        "send_key=%d", self.local_id, sender, key_id, why,
+                        "" if port is None else f" port={port}", n,
+                        ",".join(map(str, sorted(ks.accepted))), ks.send_id)
+
+
+class _KeyState:
+    """One key set and the HMAC templates derived from it, swapped as a whole by ``Codec.set_keys``."""
+
+    __slots__ = ("accepted", "keys", "macs", "send_id")
+
+    def __init__(self, keys: KeySet) -> None:
+        self.keys = keys
+        self.send_id = keys.send_id
+        self.accepted = keys.accepted
+        self.macs: dict[tuple[int, KeyKind, str], Any] = {}
+
+    def template(self, key_id: int, kind: KeyKind, owner: str) -> Any:
+        ident = (key_id, kind, owner)
+        template = self.macs.get(ident)
+        if template is None:
+            template = hmac.new(self.keys.ring(key_id).key(kind, owner), digestmod=hashlib.sha256)
+            self.macs[ident] = template
+        return template
 
 
 _NO_DEST = b"\x00"

@@ -61,7 +61,7 @@ def test_sequence_numbers_shared_with_codec() -> None:
     slow = codec.encode(Keepalive("m1", 1, 2), to="leaf-4")      # next seq through the codec itself
     assert c.decode(fast)[1] == ka and c.decode(slow)[1] == Keepalive("m1", 1, 2)
     # leaf-4's own stream: 1 and 2 were the handshake's challenges, leaf-3's frame took none of it
-    assert [int.from_bytes(d[13:21], "big") for d in (fast, slow)] == [3, 4]
+    assert [int.from_bytes(d[14:22], "big") for d in (fast, slow)] == [3, 4]
 
 
 def test_probe_does_not_touch_the_real_codec() -> None:

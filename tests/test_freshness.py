@@ -195,9 +195,10 @@ def test_incarnation_and_wire_version_checks():
     sw = codec("tor-1", incarnation=42)
     assert sw.incarnation == 42
     data = sw.encode(LsdRequest("tor-1", 1, 1), to="m1")
-    assert data[2] == 2 and int.from_bytes(data[5:13], "big") == 42
-    assert int.from_bytes(data[13:21], "big") == 1   # per-stream seq starts at 1
-    assert int.from_bytes(data[29:37], "big") == 0   # nothing to reflect yet
+    assert data[2] == 3 and data[5] == 1             # wire v3: key id 1 (the single-secret form)
+    assert int.from_bytes(data[6:14], "big") == 42
+    assert int.from_bytes(data[14:22], "big") == 1   # per-stream seq starts at 1
+    assert int.from_bytes(data[30:38], "big") == 0   # nothing to reflect yet
 
 
 # --------------------------------------------------------------------------------------- fuzz
@@ -240,7 +241,7 @@ def test_fuzz_no_stale_or_replayed_frame_changes_freshness_state(script):
             assert {k: after[k] for k in before} == before
             assert all(after[k][0] is None for k in after.keys() - before.keys())  # first contact: no inc
         else:
-            inc = int.from_bytes(data[5:13], "big")
+            inc = int.from_bytes(data[6:14], "big")
             assert inc == nodes[sender].incarnation, "accepted a frame of a dead incarnation"
 
 

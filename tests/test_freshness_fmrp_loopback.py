@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from proto.messages import Hello
+from proto.messages import HEADER_LEN, Hello
 from tests.harness.loopcluster import LoopCluster
 
 pytestmark = pytest.mark.timeout(120)
@@ -20,8 +20,8 @@ FAILOVER = 15.0
 
 
 def _sender(data: bytes) -> str:
-    n = data[45]
-    return data[46:46 + n].decode(errors="replace")
+    n = data[HEADER_LEN]
+    return data[HEADER_LEN + 1:HEADER_LEN + 1 + n].decode(errors="replace")
 
 
 def test_hellos_replayed_to_a_restarted_replica_are_ignored(tmp_path: Path) -> None:
@@ -47,7 +47,7 @@ def test_hellos_replayed_to_a_restarted_replica_are_ignored(tmp_path: Path) -> N
                 data = capture.recv(65535)
             except TimeoutError:
                 continue
-            if len(data) > 46 and data[3] == Hello.TYPE and _sender(data) == leader:
+            if len(data) > HEADER_LEN + 1 and data[3] == Hello.TYPE and _sender(data) == leader:
                 hellos.append(data)
         capture.close()
         capture = None

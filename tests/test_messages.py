@@ -18,6 +18,7 @@ from proto.messages import (
     DECODE_REASONS,
     MAX_DATAGRAM,
     MAX_LSD_BYTES,
+    WIRE_VERSION,
     Challenge,
     Codec,
     DecodeError,
@@ -67,13 +68,13 @@ def pair(a: str, b: str, **kw) -> tuple[Codec, Codec]:
 
 def sign_raw(type_id: int, kind: int, seq: int, sender: str, owner: str, payload: bytes,
              key: bytes | None = None, *, inc: int = INC, offer: int = 7, reflect: int = 0,
-             dest: str = "m1") -> bytes:
+             dest: str = "m1", key_id: int = 1) -> bytes:
     """Build a datagram by hand (to reach the checks after the HMAC with crafted content); the tag covers
     the (unsent) destination for unicast kinds."""
     if key is None:
         key = RING.key(KeyKind(kind), owner)
     s, o = sender.encode(), owner.encode()
-    body = (struct.pack(">2sBBBQQQQQ", b"FP", 2, type_id, kind, inc, seq, offer, reflect, 0)
+    body = (struct.pack(">2sBBBBQQQQQ", b"FP", WIRE_VERSION, type_id, kind, key_id, inc, seq, offer, reflect, 0)
             + bytes([len(s)]) + s + bytes([len(o)]) + o + payload)
     trailer = dest_trailer(dest if kind in (KeyKind.SWITCH, KeyKind.MASTER) else None)
     return body + hmac.new(key, body + trailer, hashlib.sha256).digest()

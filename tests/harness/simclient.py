@@ -44,7 +44,7 @@ from proto.messages import (
     ReportAck,
 )
 
-_FIXED = struct.Struct(">2sBBBQQQQQ")  # the framing header of proto.messages (wire version 2)
+_FIXED = struct.Struct(">2sBBBBQQQQQ")  # the framing header of proto.messages (wire version 3)
 _LSD_AND_KEEPALIVE = (LsdFull.TYPE, LsdDelta.TYPE, Keepalive.TYPE)
 
 
