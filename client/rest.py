@@ -44,6 +44,9 @@ class ClientCollector:
             "firepath_client_term": ("Highest master term seen", s["term"]),
             "firepath_client_fail_static": ("1 when no master is heard (forwarding on the last LSD)",
                                             int(s["fail_static"])),
+            "firepath_client_config_mismatch": ("1 when the masters serve another config than this switch runs "
+                                                "(nothing programmed from them, forwarding on what is installed)",
+                                                int(s.get("config_mismatch") is not None)),
             "firepath_client_connected": ("1 when the OpenFlow connection is up", int(s["connected"])),
             "firepath_client_routes": ("Routes installed", s["routes"]),
             "firepath_client_nd_meters": ("1 when ND punts go through OpenFlow meters (0: switch refused them)",

@@ -118,6 +118,10 @@ class MasterCore:
         # A live client sends a new report to every replica each report_refresh: fresh for two of them.
         self.reach = ReachTracker(len(fabric.masters), 2 * fabric.timers.report_refresh + fabric.timers.keepalive)
         self._served_at: dict[str, float] = {}       # switch -> last LsdRequest answered as a backup
+        #: switch -> (digest, when) of its last report refused for another config digest (issue #21)
+        self._other_config: dict[str, tuple[str, float]] = {}
+        #: this mastership started without a valid LSD: nothing it publishes is known to any client
+        self._unheard = False
         t = fabric.timers
         self.dist = Distributor(
             master_id,
@@ -193,6 +197,7 @@ class MasterCore:
         self.dist.hold()
         t = self.fabric.timers
         self.hold_until = now + (t.keepalive if replicated else t.switch_dead)
+        self._unheard = not replicated
         return [RoleChanged(self.role.value, term, self.id), *self.dist.announce(self.lsd, now), *self.tick(now)]
 
     def become_backup(self, term: int, leader: str, now: float) -> list[Action]:
@@ -275,11 +280,36 @@ class MasterCore:
         return self.tick(now)
 
     def _maybe_release(self, now: float) -> None:
+        """End the hold when every switch reported, or at `hold_until` — but never, while this mastership
+        started without a valid LSD, as long as a live switch reports under another config (issue #21): its
+        links would be published DOWN for want of a report we can read, and a client restarted on our config
+        would program that (it holds no LSD, so the hold is `strict` then: not even it gets the LSD)."""
         if not self.dist.held or self.hold_until is None:
             return
-        if now >= self.hold_until or len(self.deriver.views) >= len(self.switch_names):
+        everyone = len(self.deriver.views) >= len(self.switch_names)
+        blocked = self._unheard and bool(self.other_config(now))
+        self.dist.strict = blocked
+        if everyone or (now >= self.hold_until and not blocked):
             self.hold_until = None
             self.dist.release(now)
+        elif now >= self.hold_until:
+            self.hold_until = now + self.fabric.timers.keepalive      # look again (a switch may go silent)
+
+    def other_config(self, now: float) -> dict[str, str]:
+        """Live switches (heard within switch_dead) whose last report carried another config digest, and
+        which have not reported under ours since: switch -> their digest."""
+        dead = self.fabric.timers.switch_dead
+        for sw in [sw for sw, (_d, at) in self._other_config.items() if now - at >= dead]:
+            del self._other_config[sw]
+        return {sw: d for sw, (d, _at) in self._other_config.items()}
+
+    def _note_digest(self, switch: str, digest: str, now: float) -> bool:
+        """Record which config a switch reports under; True if it is ours."""
+        if digest == self.fabric.digest:
+            self._other_config.pop(switch, None)
+            return True
+        self._other_config[switch] = (digest, now)
+        return False
 
     def _apply_timeouts(self, now: float, out: list[Action]) -> None:
         """Switches that became silent by `now`: an event each (logs, metrics). No link changes: silence is
@@ -644,7 +674,7 @@ class MasterCore:
             self.dist.peer(sender, False, now)
             if self._higher_term(sender, kind, r.term, out):
                 return out
-            if r.digest != self.fabric.digest:
+            if not self._note_digest(sender, r.digest, now):
                 return [Rejected(sender, kind, "digest_mismatch")]
             self.reach.note(sender, r.reach, now)
             out = [Send(sender, ReportAck(self.id, self.term, r.report_seq, backup=True))]
@@ -659,7 +689,8 @@ class MasterCore:
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
-        if r.digest != self.fabric.digest:
+        if not self._note_digest(sender, r.digest, now):
+            self._maybe_release(now)
             return [Rejected(sender, kind, "digest_mismatch")]
         if not relayed:
             self.reach.note(sender, r.reach, now)
@@ -705,6 +736,10 @@ class MasterCore:
             return out
         if self.lsd_term != self.term:
             return [Rejected(sender, kind, "not_master")]      # nothing of this term to give yet
+        if self.other_config(now):
+            # Live switches report under another config: the leader may be holding an LSD it did not hear
+            # (MasterCore._maybe_release); a backup cannot tell, so it serves nothing (issue #21).
+            return [Rejected(sender, kind, "other_config")]
         rate = self.fabric.timers.max_update_rate
         last = self._served_at.get(sender)
         if last is not None and rate > 0 and now - last < 1.0 / rate:

@@ -19,7 +19,8 @@ ReplicationAck). Rules:
   getting keepalives — harmless: a live client reports every `report_refresh`, far inside `switch_dead`.
 - Hold (failover): a new master may `hold()` LSD updates to clients (fulls/deltas, unicast and group)
   until it knows its LSD matches reality (`release()`); keepalives still flow, backups are never held,
-  nor are clients that said they hold no LSD (LsdRequest version -1: a fabric bring-up).
+  nor are clients that said they hold no LSD (LsdRequest version -1: a fabric bring-up) unless the hold
+  is `strict` (a restarted client at -1 still forwards on the flows its switch kept: issue #21).
   `announce()` sends a Keepalive of the new term at once to every client ever heard (live or not), so
   clients learn the new master in one datagram instead of after their master-silence timeout.
 
@@ -111,6 +112,8 @@ class Distributor:
         self._idle: dict[str, Peer] = {}
         self._group = _GroupState()
         self.held = False                   # LSD updates to clients suspended (see hold())
+        #: a strict hold also holds clients that hold no LSD (issue #21: see MasterCore.other_config)
+        self.strict = False
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -158,13 +161,14 @@ class Distributor:
     def _held(self, p: Peer) -> bool:
         """Updates to `p` wait for `release()`: a client during a hold — unless it told us it holds no LSD
         at all (LsdRequest version -1): there is nothing to protect, and it gets the LSD at once."""
-        return self.held and not p.is_master and not (p.acked_version is not None and p.acked_version < 0)
+        return self.held and not p.is_master and (
+            self.strict or not (p.acked_version is not None and p.acked_version < 0))
 
     def release(self, now: float) -> None:
         """End the hold: every client with an update due gets it now (group too)."""
         if not self.held:
             return
-        self.held = False
+        self.held = self.strict = False
         for p in self.peers.values():
             if not p.is_master and p.update_due is not None:
                 p.queued_at = None                 # any queued entry was for a keepalive: requeue
@@ -195,7 +199,7 @@ class Distributor:
 
     def deactivate(self) -> None:
         self.active = False
-        self.held = False
+        self.held = self.strict = False
         self._clear_schedule()
         for p in self.peers.values():
             p.update_due = p.queued_at = None

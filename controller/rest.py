@@ -49,7 +49,8 @@ def _state_name(value: int) -> str:
 def _header(s: MasterServer) -> dict[str, Any]:
     c = s.core
     return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
-            "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held)}
+            "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held),
+            "other_config": c.other_config(s.now()) if c.held else {}}
 
 
 async def lsd_version(request: web.Request) -> web.Response:
