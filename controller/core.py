@@ -44,9 +44,11 @@ from controller.drains import DrainBook, DrainBookFull, UndrainResult
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
+from controller.rollout import Rollout, RolloutError, carry_states
 from proto.config import Fabric
 from proto.drains import DrainNote, NoteError, decode_notes, encode_notes
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
+from proto.lsd import encode_snapshot as _encode
 from proto.messages import (
     MAX_LSD_BYTES,
     DrainNotes,
@@ -122,6 +124,10 @@ class MasterCore:
         self._other_config: dict[str, tuple[str, float]] = {}
         #: this mastership started without a valid LSD: nothing it publishes is known to any client
         self._unheard = False
+        #: issue #21: the current and (while prepared) the next config; see controller.rollout
+        self.rollout = Rollout(fabric)
+        #: switch -> (usable fabric ports, report_seq, when) of its last report under the next config
+        self._next_usable: dict[str, tuple[frozenset[int], int, float]] = {}
         t = fabric.timers
         self.dist = Distributor(
             master_id,
@@ -304,12 +310,110 @@ class MasterCore:
         return {sw: d for sw, (d, _at) in self._other_config.items()}
 
     def _note_digest(self, switch: str, digest: str, now: float) -> bool:
-        """Record which config a switch reports under; True if it is ours."""
-        if digest == self.fabric.digest:
+        """Record which config a switch reports under; True if it is ours (current, or next while a rollout
+        is prepared)."""
+        self.rollout.note(switch, digest, now)
+        if digest in self.rollout.digests:
             self._other_config.pop(switch, None)
             return True
         self._other_config[switch] = (digest, now)
         return False
+
+    # ============================================================================ config rollout (#21)
+    def rollout_prepare(self, nxt: Fabric, now: float) -> bool:
+        """Hold `nxt` as the next config (any role: every replica is told). False if already prepared.
+        Raises RolloutError (nothing changed). New switches of `nxt` may report from now on."""
+        changed = self.rollout.prepare(nxt, now)
+        self.switch_names = frozenset(s.name for s in self.fabric.switches) | {s.name for s in nxt.switches}
+        return changed
+
+    def rollout_abort(self, now: float) -> bool:
+        """Drop the next config (any role). False if none was prepared."""
+        done = self.rollout.abort(now)
+        self._next_usable.clear()
+        self.switch_names = frozenset(s.name for s in self.fabric.switches)
+        return done
+
+    def rollout_status(self, now: float) -> dict:
+        return {**self.rollout.status(now, alive=self._switch_alive(now)), "role": self.role.value,
+                "term": self.term, "version": self.version, "master": self.id, "leader": self.leader}
+
+    def _switch_alive(self, now: float):  # noqa: ANN202
+        dead = self.fabric.timers.switch_dead
+        def alive(sw: str) -> bool:
+            h = self.rollout.held.get(sw)
+            return h is not None and now - h.at < dead
+        return alive
+
+    def rollout_commit(self, now: float) -> list[Action]:
+        """Switch to the prepared next config (MASTER only): a new LSD version on its link index, link states
+        carried by name (controller.rollout.carry_states), a full snapshot to every peer under the next
+        digest. Raises NotMaster, RolloutError (a live switch does not hold it yet; held LSD)."""
+        if self.role != Role.MASTER:
+            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
+        if self.held:
+            raise RolloutError("commit refused: this master still holds its first LSD (it has not heard the "
+                               "switches yet)")
+        old_fabric, old_states = self.fabric, self.lsd.states()
+        nxt = self.rollout.commit(now, self._switch_alive(now))
+        usable = self._usable_views(now)
+
+        def end_up(sw: str, port: int) -> bool:
+            ports = usable.get(sw)
+            return ports is not None and port in ports
+
+        states = carry_states(old_fabric, old_states, nxt, end_up)
+        version = self.lsd.version + 1
+        self._adopt_fabric(nxt, now, usable)
+        # The first version on the new index: carried states, then what the reports say about every link.
+        drained = {i for i, st in enumerate(states) if st == LinkState.DRAINED}
+        self.drains.inherit(drained)
+        self.deriver.drained = set(drained)
+        changes = self.deriver.changes(range(len(nxt.links)), bytes(states), now)
+        for i, st in changes.items():
+            states[i] = st
+        self.lsd.load_snapshot(version, _encode(bytes(states)))
+        self.dist.activate(self.term, now)          # every peer: a full snapshot of the new index, now
+        out: list[Action] = [VersionChanged(version, len(nxt.links), "rollout")]
+        out.extend(self.tick(now))
+        return out
+
+    def _usable_views(self, now: float) -> dict[str, frozenset[int]]:
+        """Per live switch, the fabric ports its last report says usable (under the next config if it
+        reported under it, else under the current one)."""
+        out = {sw: v.usable for sw, v in self.deriver.views.items() if self.deriver.alive(sw, now)}
+        dead = self.fabric.timers.switch_dead
+        for sw, (ports, _seq, at) in self._next_usable.items():
+            if now - at < dead:
+                out[sw] = ports
+        return out
+
+    def _adopt_fabric(self, nxt: Fabric, now: float, usable: dict[str, frozenset[int]] | None = None) -> None:
+        """Make `nxt` this replica's config: every table derived from the fabric is rebuilt; switch views
+        carry over (ports by number), drains carry over as LSD states (the notes' who/why do not)."""
+        old_views = self.deriver.views
+        seqs = {sw: v.report_seq for sw, v in old_views.items()}
+        seqs.update({sw: seq for sw, (_p, seq, _at) in self._next_usable.items()})
+        ats = {sw: v.reported_at for sw, v in old_views.items()}
+        ats.update({sw: at for sw, (_p, _s, at) in self._next_usable.items()})
+        self.fabric = nxt
+        self.switch_names = frozenset(s.name for s in nxt.switches)
+        self.deriver = LinkStateDeriver(nxt)
+        for sw, ports in (usable or {}).items():
+            if sw in self.switch_names:
+                self.deriver.set_report(sw, ports, seqs.get(sw, -1), ats.get(sw, now))
+        self.guard = Guard(nxt)
+        self._links_of = {s.name: nxt.links_of(s.name) for s in nxt.switches}
+        self._link_by_end = {}
+        for link in nxt.links:
+            self._link_by_end[(link.a.switch, link.a.port)] = link.index
+            self._link_by_end[(link.b.switch, link.b.port)] = link.index
+        self.lsd = LinkStateDB(len(nxt.links), history=nxt.lsd.history, version=self.lsd.version)
+        self.drains = DrainBook(nxt)
+        self._unnoted = set()
+        self.dist.digest = nxt.digest
+        self._next_usable.clear()
+        self._other_config.clear()
 
     def _apply_timeouts(self, now: float, out: list[Action]) -> None:
         """Switches that became silent by `now`: an event each (logs, metrics). No link changes: silence is
@@ -704,8 +808,14 @@ class MasterCore:
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.
             self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
-        self.deriver.set_report(sender, (ps.port for ps in r.ports if ps.usable), r.report_seq, now)
-        n_changes = self._rederive(self._links_of[sender], now, "report", out)
+        usable_ports = frozenset(ps.port for ps in r.ports if ps.usable)
+        if self.rollout.next is not None and r.digest == self.rollout.next.digest:
+            self._next_usable[sender] = (usable_ports, r.report_seq, now)
+        else:
+            self._next_usable.pop(sender, None)
+        if sender in self._links_of:             # a switch only in the next config has no link yet
+            self.deriver.set_report(sender, usable_ports, r.report_seq, now)
+        n_changes = self._rederive(self._links_of.get(sender, ()), now, "report", out)
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         if not relayed:
@@ -782,6 +892,10 @@ class MasterCore:
         if not self._admit_from_leader(sender, kind, m.master, m.term, out):
             return out
         if isinstance(m, LsdFull):
+            nxt = self.rollout.next
+            if m.digest != self.fabric.digest and nxt is not None and m.digest == nxt.digest:
+                self.rollout.adopt(nxt, now)          # the leader committed the rollout we hold
+                self._adopt_fabric(nxt, now)
             if m.digest != self.fabric.digest:
                 return [Rejected(sender, kind, "digest_mismatch")]
             try:

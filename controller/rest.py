@@ -18,6 +18,7 @@ from aiohttp import web
 
 from controller.core import DrainRefused, NotMaster, UnknownTarget
 from controller.page import add_page_routes
+from controller.rollout_rest import add_rollout_routes
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import LinkState
@@ -282,6 +283,7 @@ def make_app(server: MasterServer) -> web.Application:
     app.router.add_get("/v1/drains", drains)
     app.router.add_get("/metrics", metrics)
     add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
+    add_rollout_routes(app, _srv, lambda r: _check_token(r, r.app[TOKEN_KEY]), _json)   # issue #21
     return app
 
 
