@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -92,6 +93,14 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    reload_asked = threading.Event()
+    reexec = False
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        reload_asked.set()
+        stop.set()                      # wake the main loop; it decides whether to really stop
+
+    signal.signal(signal.SIGHUP, on_hup)
     try:
         daemon.start()
     except Exception as e:
@@ -100,14 +109,45 @@ def run(args: argparse.Namespace) -> int:
         daemon.stop()
         return _fatal(log, f"start-up failed: {e}")
     try:
-        while not stop.wait(0.5):
-            pass
+        while True:
+            while not stop.wait(0.5):
+                pass
+            if not reload_asked.is_set():
+                break
+            reload_asked.clear()
+            stop.clear()
+            if _reload(log, args.config, args.switch, fabric):
+                reexec = True
+                break
     finally:
         if rest is not None:
             rest.stop()
         hold = fabric.timers.switch_dead if args.restart_hold is None else args.restart_hold
         daemon.stop(restart_hold=hold)
+    if reexec:
+        # Issue #21: the same process, started again on the new config (graceful: ND peers hold our links,
+        # the new process reconciles the switch without a flush). Same PID, same arguments.
+        logging.shutdown()
+        os.execv(sys.executable, sys.orig_argv)
     return 0
+
+
+def _reload(log: logging.Logger, path: str, switch: str, running: Any) -> bool:
+    """SIGHUP: True if the config file now holds another valid config for this switch (restart on it)."""
+    from client.reload import check
+    from proto.config import ConfigError
+
+    try:
+        decision = check(path, switch, running)
+    except ConfigError as e:
+        log.error("config-reload refused (nothing changes): %s", e)
+        return False
+    if decision.outcome == "unchanged":
+        log.info("config-reload: %s unchanged (digest %s...)", path, running.digest[:12])
+        return False
+    log.warning("config-reload: %s holds config %s... (running %s...): restarting on it gracefully", path,
+                decision.fabric.digest[:12], running.digest[:12])
+    return True
 
 
 def _fatal(log: logging.Logger, message: str) -> int:
