@@ -98,7 +98,7 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0,
         for mid in masters if target in ("all", *masters) and target not in switches else []:
             if target not in ("all", mid):
                 continue
-            status, ans = poster.post(new.master(mid).rest_port, "/v1/reload", token)
+            status, ans = _retry(lambda m=mid: poster.post(new.master(m).rest_port, "/v1/reload", token), timeout)
             if status != 200:
                 raise LabError(f"master {mid}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}")
             out["prepared"].append(mid)
@@ -127,6 +127,18 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0,
     finally:
         poster.close()
     return out
+
+
+def _retry(call: Callable[[], tuple[int, Any]], timeout: float) -> tuple[int, Any]:
+    """`call()` until it connects (a replica just (re)started opens its REST last), at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _back(lab: Lab, switch: str, port: int, digest: str, heard: bool) -> bool:
