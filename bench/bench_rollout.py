@@ -36,6 +36,8 @@ def pairs_ok(lab: Lab) -> int:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--naive", action="store_true", help="the issue's rolling restart instead of the rollout")
+    ap.add_argument("--idle", action="store_true", help="the same steps and pings, nothing reloaded (the "
+                    "probe's loss from the machine's load alone)")
     args = ap.parse_args()
     d = Path("/tmp") / f"fplab-{NAME}"
     lab = Lab.up(name=NAME, lab_dir=d, clos=CLOS, clean=True, timeout=90.0, log=lambda m: None)
@@ -47,7 +49,12 @@ def main() -> int:
         config.write_text(re.sub(r'(\{a: "leaf-1:1", b: "spine-1:1")\}', r"\1, weight: 3}", config.read_text()))
         probe = lab.probe("h-2-1", "h-3-1", flows=4, rate=250.0, port=7200)
         probe.start()
+        t_probe = time.monotonic()
         t_commit = None
+
+        def mark(step: str) -> None:
+            steps.append({"step": step, "pairs_ok": pairs_ok(lab), "t": round(time.monotonic() - t_probe, 2)})
+
         try:
             if args.naive:
                 for m in lab.fabric.masters:
@@ -56,27 +63,33 @@ def main() -> int:
                     lab.start_master(m.id)
                 wait_until(lambda: lab.current_master() is not None, 30.0, 0.1)
                 time.sleep(2.0)
-                steps.append({"step": "masters restarted", "pairs_ok": pairs_ok(lab)})
+                mark("masters restarted")
                 for sw in ("leaf-1", "spine-1"):
                     inject.restart_client(lab, sw)
                     time.sleep(4.0)
-                    steps.append({"step": f"{sw} restarted", "pairs_ok": pairs_ok(lab)})
+                    mark(f"{sw} restarted")
+            elif args.idle:
+                for sw in ["masters", *(s.name for s in lab.fabric.switches), "commit"]:
+                    time.sleep(2.5)
+                    mark(f"{sw}: nothing done")
             else:
                 for m in lab.fabric.masters:
                     reload_lab(lab, m.id, log=lambda m: None)
-                steps.append({"step": "prepared on every master", "pairs_ok": pairs_ok(lab)})
+                mark("prepared on every master")
                 for sw in lab.fabric.switches:
                     reload_lab(lab, sw.name, log=lambda m: None)
-                    steps.append({"step": f"{sw.name} on the next config", "pairs_ok": pairs_ok(lab)})
+                    mark(f"{sw.name} on the next config")
                 t0 = time.monotonic()
                 reload_lab(lab, "all", log=lambda m: None)     # every client already moved: the commit
                 t_commit = round(time.monotonic() - t0, 3)
-                steps.append({"step": "committed", "pairs_ok": pairs_ok(lab)})
+                mark("committed")
             result = probe.stop()
         finally:
             probe.close()
-        out = {"mode": "naive" if args.naive else "rollout", "steps": steps,
-               "probe": {"sent": result["sent"], "lost": result["lost"]},
+        out = {"mode": "naive" if args.naive else "idle" if args.idle else "rollout", "steps": steps,
+               "probe": {"sent": result["sent"], "lost": result["lost"], "rate_per_flow": 250,
+                         "holes_s": sorted((round(h[0] / 250.0, 2), h[1]) for f in result["flows"]
+                                           for h in f["holes"])[:40]},
                "commit_to_converged_s": t_commit, "digest": load_fabric(config).digest[:12],
                "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
         print(json.dumps(out, indent=1))
