@@ -580,6 +580,10 @@ class MasterServer:
         if fabric is not self.fabric:
             self.fabric = fabric
             self.fanout.warm(sorted(names))
+            for o in self.observers:
+                hook = getattr(o, "on_fabric", None)
+                if hook is not None:
+                    hook(fabric)
             log.warning(kv("config_now", digest=fabric.digest[:12], source=fabric.source,
                            links=len(fabric.links), switches=len(fabric.switches)))
 

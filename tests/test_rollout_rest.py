@@ -37,6 +37,8 @@ def test_prepare_commit_abort_over_rest(tmp_path: Path) -> None:
         assert "leaf-3" in server.codec.switches                 # the new switch may speak to us now
         r = await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)
         assert (await r.json())["outcome"] == "already_prepared"
+        for o in server.observers:                               # the page ignores it until the commit
+            o.reported("leaf-3", ())
         # no switch heard at all: nothing blocks ("every switch still alive" holds the next config)
         r = await c.post("/v1/rollout/commit", headers=AUTH)
         out = await r.json()
@@ -44,6 +46,8 @@ def test_prepare_commit_abort_over_rest(tmp_path: Path) -> None:
         assert server.fabric.digest == out["digest"] and len(server.fabric.links) == 6
         lsd = await (await c.get("/v1/lsd")).json()
         assert "leaf-3:1-spine-1:3" in lsd["links"]
+        view = await (await c.get("/v1/view")).text()              # the page follows the new config
+        assert "leaf-3" in view
         r = await c.post("/v1/rollout/abort", headers=AUTH)
         assert (await r.json())["outcome"] == "nothing_prepared"
 
