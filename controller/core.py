@@ -122,6 +122,9 @@ class MasterCore:
         self._served_at: dict[str, float] = {}       # switch -> last LsdRequest answered as a backup
         #: switch -> (digest, when) of its last report refused for another config digest (issue #21)
         self._other_config: dict[str, tuple[str, float]] = {}
+        #: switch -> ("unknown", when): it asked for the LSD holding one (version >= 0) while this mastership
+        #: started without one, and has not reported under our config yet (it may run another: issue #21)
+        self._unreported: dict[str, tuple[str, float]] = {}
         #: this mastership started without a valid LSD: nothing it publishes is known to any client
         self._unheard = False
         #: issue #21: the current and (while prepared) the next config; see controller.rollout
@@ -180,7 +183,10 @@ class MasterCore:
         its replicated state, i.e. exactly what the clients already have), or `switch_dead` has passed
         (no valid LSD, e.g. every master restarted: publishing the empty LSD would wipe every client's
         routes). The first full snapshot of the new term therefore equals the clients' state except for
-        changes that really happened, and a client reprograms nothing for it. Backups get the LSD at once.
+        changes that really happened, and a client reprograms nothing for it. Backups get the LSD at once if
+        it was replicated; without a valid LSD they are held too (issue #21: they would serve it to a switch
+        that asks them). While such a mastership hears switches on another config, the hold never times out
+        (see _maybe_release).
         """
         if term < self.term:
             raise ValueError(f"become_master: term {term} < current term {self.term}")
@@ -200,7 +206,9 @@ class MasterCore:
         for mid in self.master_ids - {self.id}:
             self.dist.peer(mid, True, now)
         self.dist.activate(term, now)
-        self.dist.hold()
+        # Without a valid LSD, what we build is unheard until the switches report: not even the backups get
+        # it (they would serve it to a switch that asks them, controller.core._serve_as_backup).
+        self.dist.hold(backups=not replicated)
         t = self.fabric.timers
         self.hold_until = now + (t.keepalive if replicated else t.switch_dead)
         self._unheard = not replicated
@@ -303,11 +311,14 @@ class MasterCore:
 
     def other_config(self, now: float) -> dict[str, str]:
         """Live switches (heard within switch_dead) whose last report carried another config digest, and
-        which have not reported under ours since: switch -> their digest."""
+        which have not reported under ours since: switch -> their digest ("unknown": it asked for the LSD
+        holding one, under a mastership that started without one, and has not reported under our config)."""
         dead = self.fabric.timers.switch_dead
-        for sw in [sw for sw, (_d, at) in self._other_config.items() if now - at >= dead]:
-            del self._other_config[sw]
-        return {sw: d for sw, (d, _at) in self._other_config.items()}
+        for table in (self._other_config, self._unreported):
+            for sw in [sw for sw, (_d, at) in table.items() if now - at >= dead]:
+                del table[sw]
+        return {**{sw: d for sw, (d, _at) in self._unreported.items()},
+                **{sw: d for sw, (d, _at) in self._other_config.items()}}
 
     def _note_digest(self, switch: str, digest: str, now: float) -> bool:
         """Record which config a switch reports under; True if it is ours (current, or next while a rollout
@@ -315,6 +326,7 @@ class MasterCore:
         self.rollout.note(switch, digest, now)
         if digest in self.rollout.digests:
             self._other_config.pop(switch, None)
+            self._unreported.pop(switch, None)
             return True
         self._other_config[switch] = (digest, now)
         return False
@@ -830,6 +842,11 @@ class MasterCore:
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
+        if self._unheard and self.dist.held and r.version >= 0 and sender not in self.deriver.views:
+            # It forwards on an LSD we did not build and has not reported under our config: until it does
+            # (or goes silent), publishing would be publishing what we did not hear (_maybe_release).
+            self._unreported[sender] = ("unknown", now)
+            self._maybe_release(now)
         self.dist.on_request(peer, r.term, r.version, self.lsd.version, now)
         if r.term == self.term and 0 <= r.version <= self.lsd.version:
             out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))

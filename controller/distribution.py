@@ -114,6 +114,7 @@ class Distributor:
         self.held = False                   # LSD updates to clients suspended (see hold())
         #: a strict hold also holds clients that hold no LSD (issue #21: see MasterCore.other_config)
         self.strict = False
+        self.hold_backups = False
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -154,23 +155,29 @@ class Distributor:
         if self.multicast:
             self._group.update_due = now
 
-    def hold(self) -> None:
-        """Suspend LSD updates (fulls and deltas) to clients until `release()`; they stay due."""
+    def hold(self, backups: bool = False) -> None:
+        """Suspend LSD updates (fulls and deltas) to clients until `release()`; they stay due. `backups`: to
+        the backups too (issue #21: an LSD nobody heard must not reach clients through a backup either)."""
         self.held = True
+        self.hold_backups = backups
 
     def _held(self, p: Peer) -> bool:
         """Updates to `p` wait for `release()`: a client during a hold — unless it told us it holds no LSD
         at all (LsdRequest version -1): there is nothing to protect, and it gets the LSD at once."""
-        return self.held and not p.is_master and (
-            self.strict or not (p.acked_version is not None and p.acked_version < 0))
+        if not self.held:
+            return False
+        if p.is_master:
+            return self.hold_backups
+        return self.strict or not (p.acked_version is not None and p.acked_version < 0)
 
     def release(self, now: float) -> None:
         """End the hold: every client with an update due gets it now (group too)."""
         if not self.held:
             return
+        backups, self.hold_backups = self.hold_backups, False
         self.held = self.strict = False
         for p in self.peers.values():
-            if not p.is_master and p.update_due is not None:
+            if (backups or not p.is_master) and p.update_due is not None:
                 p.queued_at = None                 # any queued entry was for a keepalive: requeue
                 self._queue(p)
         if self.multicast and self._group.update_due is not None:
@@ -199,7 +206,7 @@ class Distributor:
 
     def deactivate(self) -> None:
         self.active = False
-        self.held = self.strict = False
+        self.held = self.strict = self.hold_backups = False
         self._clear_schedule()
         for p in self.peers.values():
             p.update_due = p.queued_at = None

@@ -78,12 +78,27 @@ def test_a_replicated_mastership_is_not_blocked_by_another_config() -> None:
     assert not core.held
 
 
+def test_a_fresh_master_does_not_replicate_what_it_did_not_hear() -> None:
+    """Or a backup would serve it to a switch that asks (the issue's restart order, leaf-1 restarted fast)."""
+    f = make_fabric(NO_GUARD)
+    b = MasterCore(f, "m2")
+    b.become_backup(1, "m1", 0.0)
+    leader = MasterCore(f, "m1")
+    acts = leader.become_master(1, 0.0)
+    for k in range(1, 10):
+        acts += leader.tick(0.1 * k)
+    for m in sends(acts, "m2", LsdFull):
+        b.handle("m1", m, 1.0)
+    assert not b.lsd_valid
+    assert rejected(b.handle("leaf-1", LsdRequest("leaf-1", 1, -1), 1.0)) == ["not_master"]
+
+
 def test_a_backup_does_not_serve_while_switches_report_another_config() -> None:
     f = make_fabric(NO_GUARD)
     b = MasterCore(f, "m2")
     b.become_backup(1, "m1", 0.0)
     leader = MasterCore(f, "m1")
-    acts = leader.become_master(1, 0.0) + leader.tick(0.01)
+    acts = leader.become_master(1, 0.0) + leader.end_hold(0.0) + leader.tick(0.01)
     for m in sends(acts, "m2", LsdFull):
         b.handle("m1", m, 0.01)
     assert b.lsd_valid
@@ -224,3 +239,20 @@ def test_commit_is_for_the_master_and_a_backup_follows_the_leaders_snapshot() ->
     assert rejected(b.handle("m1", full[0], 0.31)) == []
     assert b.fabric is nxt and b.lsd.states() == a.lsd.states() and b.version == a.version
     assert b.rollout.next is None and b.rollout.last[0] == "committed"
+
+
+def test_a_client_holding_an_lsd_that_has_not_reported_under_our_config_blocks_a_fresh_master() -> None:
+    """The issue's restart order, with leaf-1 restarted before the others' next report: their LsdRequests
+    (holding an LSD of the old masters) are enough to hold the snapshot back from leaf-1 (at -1)."""
+    f = make_fabric(NO_GUARD)
+    core = fresh_master(f)
+    core.handle("spine-1", LsdRequest("spine-1", 1, 7), 0.1)        # on the old config: it only asks
+    assert core.other_config(0.1) == {"spine-1": "unknown"}
+    core.handle("leaf-1", report(f, "leaf-1"), 0.2)
+    got = core.handle("leaf-1", LsdRequest("leaf-1", 0, -1), 0.2)
+    for k in range(1, 12):
+        got += core.tick(0.2 + 0.1 * k)
+    assert sends(got, "leaf-1", LsdFull) == [] and core.held
+    # spine-1 does report under our config: it no longer blocks (the others never asked: bring-up rules)
+    core.handle("spine-1", report(f, "spine-1"), 1.5)
+    assert core.other_config(1.5) == {}
