@@ -21,6 +21,8 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +158,14 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
     reload_lab(lab, "leaf-1", log=quiet)
     st = _rollout(lab)
     assert st["switches"]["leaf-1"] == "next" and "leaf-1" not in st["blockers"], st
+    # the operator's view: `firepath config rollout NEXT --status`, and a commit it refuses, naming who blocks
+    cli = [sys.executable, "-c", "import sys; from proto.cli import main; sys.exit(main())", "config", "rollout",
+           str(config), "--config", str(config), "--netns", lab.state.netns]
+    shown = subprocess.run([*cli, "--status"], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "prepared" in shown.stdout and "leaf-2: holds the current config" in \
+        shown.stdout, shown.stdout + shown.stderr
+    refused = subprocess.run([*cli, "--commit"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 6 and "commit refused" in refused.stderr, refused.stdout + refused.stderr
     assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") is not None, 10.0, 0.1)
     assert _broken_pairs(lab) == {}, "leaf-1 on the prepared config"
 
