@@ -78,14 +78,27 @@ def run(args: argparse.Namespace) -> int:
                               ovsdb=args.ovsdb)
     except OSError as e:
         return _fatal(log, f"cannot open the UDP socket towards the masters on {args.bind}: {e}")
+    stop = threading.Event()
+    reload_asked = threading.Event()
+
+    def rest_reload() -> dict[str, Any]:
+        """POST /v1/reload: as SIGHUP, but the answer says what happens (ConfigError: refused)."""
+        from client.reload import check
+
+        decision = check(args.config, args.switch, fabric)
+        if decision.outcome == "changed":
+            # shortly after the answer is on its way: the restart stops the REST server
+            threading.Timer(0.2, lambda: (reload_asked.set(), stop.set())).start()
+        return {"outcome": decision.outcome, "digest": decision.fabric.digest}
+
     if rest_port:
         try:
-            rest = RestServer(daemon.status, "127.0.0.1", rest_port, routes=daemon.routes_view)
+            rest = RestServer(daemon.status, "127.0.0.1", rest_port, routes=daemon.routes_view,
+                              reload=rest_reload, token=_admin_token(fabric))
             rest.start()
         except OSError as e:
             daemon.transport.stop()
             return _fatal(log, f"cannot serve REST on 127.0.0.1:{rest_port}: {e.strerror or e}")
-    stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal=%s stopping", signal.Signals(signum).name)
@@ -93,7 +106,6 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    reload_asked = threading.Event()
     reexec = False
 
     def on_hup(_signum: int, _frame: Any) -> None:
@@ -130,6 +142,17 @@ def run(args: argparse.Namespace) -> int:
         logging.shutdown()
         os.execv(sys.executable, sys.orig_argv)
     return 0
+
+
+def _admin_token(fabric: Any) -> str | None:
+    """The admin token (security.admin_token_file) for POST /v1/reload; None if none is configured/readable."""
+    path = fabric.security.admin_token_file
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def _reload(log: logging.Logger, path: str, switch: str, running: Any) -> bool:

@@ -44,7 +44,7 @@ from controller.drains import DrainBook, DrainBookFull, UndrainResult
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
-from controller.rollout import Rollout, RolloutError, carry_states
+from controller.rollout import Rollout, RolloutError, carry_states, link_key
 from proto.config import Fabric
 from proto.drains import DrainNote, NoteError, decode_notes, encode_notes
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
@@ -386,7 +386,10 @@ class MasterCore:
             states[i] = st
         self.lsd.load_snapshot(version, _encode(bytes(states)))
         self.dist.activate(self.term, now)          # every peer: a full snapshot of the new index, now
-        out: list[Action] = [VersionChanged(version, len(nxt.links), "rollout")]
+        # changes: links added or removed, and carried links whose state the reports changed
+        keys_old, keys_new = ({link_key(x) for x in f.links} for f in (old_fabric, nxt))
+        n = len(keys_old ^ keys_new) + len(changes)
+        out: list[Action] = [VersionChanged(version, n, "rollout")]
         out.extend(self.tick(now))
         return out
 

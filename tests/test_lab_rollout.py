@@ -147,6 +147,23 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
     before_text = config.read_text()
     running = lab.fabric.digest
     assert 2 in _select_buckets(lab, "leaf-2")         # leaf-2 spreads over both spines
+
+    # an invalid file: `lab reload` refuses it; a master (REST) and a client (SIGHUP) told anyway refuse it too
+    config.write_text(before_text.replace('b: "spine-1:2"', 'b: "spine-9:2"'))
+    with pytest.raises(LabError, match="spine-9"):
+        reload_lab(lab, "all", log=quiet)
+    poster = _Poster(lab.state.netns)
+    try:
+        status, ans = poster.post(lab.fabric.masters[0].rest_port, "/v1/reload", _token(lab.fabric))
+    finally:
+        poster.close()
+    assert status == 400 and "fabric.yaml:" in ans["error"] and "spine-9" in ans["error"], ans
+    rec = lab.state.processes["client:leaf-1"]
+    rec.send_signal(signal.SIGHUP)
+    assert wait_until(lambda: "config-reload refused" in Path(rec.log).read_text(), 10.0, 0.1)
+    assert rec.alive() and lab.client_states()["leaf-1"]["digest"] == running
+    assert _rollout(lab)["phase"] == "idle"
+    config.write_text(before_text)
     _set_weight(config, "leaf-2:1-spine-1:2", 3)
 
     # prepare on every master, move leaf-1: it holds the next config and programs nothing, all pairs fine

@@ -61,3 +61,32 @@ def test_render_names_who_holds_what_and_what_blocks() -> None:
     text = render(st, "m1", "b" * 64, table)
     assert "prepared" in text and "current 1 leaf-2" in text and "next 1 leaf-1" in text
     assert "commit blocked by 1 live switch(es)" in text and "leaf-2: holds the current config" in text
+
+
+def test_client_rest_reload_needs_the_token_and_refuses_an_invalid_file(tmp_path: Path) -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from client.rest import build_app
+
+    calls: list[str] = []
+
+    def reload() -> dict:
+        calls.append("reload")
+        if len(calls) == 2:
+            raise ConfigError(str(tmp_path / "f.yaml"), 7, "links[0].b", "unknown switch 'spine-7'")
+        return {"outcome": "unchanged", "digest": "d"}
+
+    async def main() -> None:
+        app, _ = build_app(lambda: {}, reload=reload, token="tok")
+        async with TestClient(TestServer(app)) as c:
+            assert (await c.post("/v1/reload")).status == 401
+            assert (await c.post("/v1/reload", headers={"Authorization": "Bearer nope"})).status == 403
+            ok = await c.post("/v1/reload", headers={"Authorization": "Bearer tok"})
+            assert ok.status == 200 and (await ok.json())["outcome"] == "unchanged"
+            bad = await c.post("/v1/reload", headers={"Authorization": "Bearer tok"})
+            assert bad.status == 400 and "f.yaml:7: links[0].b" in (await bad.json())["error"]
+        assert calls == ["reload", "reload"]          # never called without the right token
+
+    asyncio.run(main())
