@@ -270,6 +270,8 @@ class Distributor:
         ka: float | None = None
         if self._unicast(p) and p.last_send_at != NEVER:
             ka = p.last_send_at + self.keepalive
+        elif self._unicast(p) and p.update_due is not None and self._held(p):
+            ka = p.last_heard          # held and never told anything: a keepalive now, so it knows its master
         if p.update_due is None or self._held(p):
             return ka
         return p.update_due if ka is None else min(ka, p.update_due)

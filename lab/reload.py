@@ -11,7 +11,8 @@ After editing the lab's fabric.yaml (a weight, a capacity, a timer, removing lin
   wait until every client programmed the first LSD version of the new config.
 
 The file is validated here first: an invalid one is refused (file:line:field) and nothing is signalled.
-Adding switches or links needs new bridges and veths in a running lab: not built (refused with a message).
+Adding switches or links (a new ToR with its host): `reload all --grow` builds their bridges, veths and host
+namespaces in the running lab after the masters prepared, and starts the new switches' clients (lab/grow.py).
 """
 
 from __future__ import annotations
@@ -61,15 +62,12 @@ class _Poster:
         self._pool.shutdown(wait=False)
 
 
-def check_lab_change(running: Fabric, new: Fabric) -> None:
-    """What a running lab can take: no new switch, no new link (they need plumbing). LabError otherwise."""
+def additions(running: Fabric, new: Fabric) -> list[str]:
+    """Switches and links `new` has and the running lab does not (they need bridges and veths)."""
     old_sw = {s.name for s in running.switches}
     added = [s.name for s in new.switches if s.name not in old_sw]
     old_links = {link.name for link in running.links} | {f"{link.b}-{link.a}" for link in running.links}
-    new_links = [link.name for link in new.links if link.name not in old_links]
-    if added or new_links:
-        raise LabError(f"{new.source}: adds {', '.join(added + new_links)[:200]}: adding switches or links to a "
-                       f"running lab needs new bridges and veths (not built); `firepath lab up --clean` instead")
+    return added + [link.name for link in new.links if link.name not in old_links]
 
 
 def _token(fabric: Fabric) -> str | None:
@@ -77,21 +75,27 @@ def _token(fabric: Fabric) -> str | None:
     return Path(path).read_text(encoding="utf-8").strip() if path is not None else None
 
 
-def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0,
+def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bool = False,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Reload `target` (a master id, a switch name, or "all": prepare, move every client, commit). Returns
-    {"digest", "prepared": [masters], "reloaded": [switches], "committed_version": int | None}."""
+    {"digest", "prepared": [masters], "reloaded": [switches], "committed_version": int | None, "grown"}.
+    A config that adds switches or links is refused unless `grow` (and target "all"): then lab.grow builds
+    them after the masters prepared and starts the new switches' clients on it."""
     running = lab.fabric
     try:
         new = load_fabric(lab.state.config)
     except ConfigError as e:
         raise LabError(f"refused, nothing changed: {e}") from None
-    check_lab_change(running, new)
+    added = additions(running, new)
+    if added and not (grow and target == "all"):
+        raise LabError(f"{new.source}: adds {', '.join(added)[:200]}: new switches and links need bridges and "
+                       f"veths: `firepath lab reload all --grow`")
     masters = [m.id for m in new.masters]
     switches = [s.name for s in new.switches]
     if target != "all" and target not in masters and target not in switches:
         raise LabError(f"no master or switch {target!r} in {lab.state.config} (masters: {', '.join(masters)})")
-    out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None}
+    out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None,
+                           "grown": None}
     poster = _Poster(lab.state.netns)
     token = _token(new)
     try:
@@ -103,6 +107,10 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0,
                 raise LabError(f"master {mid}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}")
             out["prepared"].append(mid)
             log(f"master {mid}: {ans['outcome']} (config {new.digest[:12]}...)")
+        if added:
+            from lab.grow import grow as build
+
+            out["grown"] = build(lab, new, log)
         # a client back on the new config must be heard on it by the serving master (if it serves or
         # prepared it) before the next switch is restarted
         want_ack = new.digest in _served_digests(lab)
@@ -124,6 +132,7 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0,
             log(f"switch {sw}: restarted on config {new.digest[:12]}... in {time.monotonic() - t0:.1f}s")
         if target == "all":
             out["committed_version"] = _commit(lab, poster, new, token, timeout, log)
+            out["committed_at"] = _commit.at  # type: ignore[attr-defined]   (time.monotonic() of the commit)
     finally:
         poster.close()
     return out
@@ -180,6 +189,7 @@ def _commit(lab: Lab, poster: _Poster, new: Fabric, token: str | None, timeout: 
     if status != 200:
         raise LabError(f"commit on master {leader[0]}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}")
     version = int(ans["version"])
+    _commit.at = time.monotonic()  # type: ignore[attr-defined]   (read by reload_lab for its result)
     log(f"master {leader[0]}: committed, LSD version {version} on config {new.digest[:12]}...")
     lab.fabric = new
     expect = lab.expected_usable()

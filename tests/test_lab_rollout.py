@@ -30,7 +30,17 @@ from pathlib import Path
 import pytest
 
 from lab import inject
-from lab.fabric import LAB_DEFAULT_TIMERS, Lab, LabError, load_fabric, teardown, wait_until
+from lab.fabric import (
+    ADMIN_TOKEN,
+    LAB_DEFAULT_TIMERS,
+    OVS_BASE_PORT,
+    REST_BASE_PORT,
+    Lab,
+    LabError,
+    load_fabric,
+    teardown,
+    wait_until,
+)
 from lab.reload import _Poster, _token, reload_lab
 
 ovs = pytest.mark.ovs
@@ -224,4 +234,37 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
     assert wait_until(lambda: lab.master_states()[backup].get("version") == out["committed_version"], 10.0, 0.1), \
         lab.master_states()
     # flows not touching the change: nothing lost but what a loaded 2-core machine drops while daemons restart
+    assert result["lost"] <= result["sent"] * 0.02, result
+
+
+@ovs
+def test_adding_a_tor_with_a_host_to_the_running_fabric(lab: Lab) -> None:
+    """lab/grow.py + `lab reload all --grow`: leaf-5 with host h-5-1 joins; the 12 existing pairs stay up."""
+    from proto.clos import ClosParams, generate_clos_yaml
+
+    lab.fabric = load_fabric(lab.state.config)
+    assert lab.wait_converged(60.0), lab.convergence_problem()
+    config = Path(lab.state.config)
+    params = ClosParams(name=lab.state.name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
+                        key_file="fabric.key", admin_token_file=ADMIN_TOKEN, **{**CLOS, "leaves": 5})
+    config.write_text(generate_clos_yaml(params))
+    with pytest.raises(LabError, match="--grow"):
+        reload_lab(lab, "all", log=lambda m: None)          # additions need the plumbing: said, nothing done
+    old_pairs = [(a.name, b.name) for a in lab.fabric.hosts for b in lab.fabric.hosts if a != b]
+    probe = lab.probe("h-1-1", "h-3-1", flows=4, rate=250.0, port=7300)
+    probe.start()
+    try:
+        out = reload_lab(lab, "all", grow=True, log=lambda m: None)
+        new_pairs = [("h-5-1", h) for h in ("h-1-1", "h-2-1", "h-3-1", "h-4-1")]
+        reach = wait_until(lambda: all(v >= 2 for v in lab.ping(new_pairs, count=3).values()), 20.0, 0.05)
+        reachable_after = time.monotonic() - out["committed_at"]
+        result = probe.stop()
+    finally:
+        probe.close()
+    assert out["grown"]["switches"] == ["leaf-5"] and out["grown"]["hosts"] == ["h-5-1"], out
+    print(f"h-5-1 reachable {reachable_after:.2f} s after the commit; probe {result['lost']}/{result['sent']} lost")
+    assert reach, lab.ping(new_pairs, count=3)
+    bad = {p: v for p, v in lab.ping(old_pairs, count=3).items() if v < 2}
+    assert bad == {}
+    assert _broken_pairs(lab) == {}                          # all 20 pairs
     assert result["lost"] <= result["sent"] * 0.02, result

@@ -9,7 +9,7 @@ import pytest
 from controller.core import MasterCore, NotMaster
 from controller.rollout import Phase, Rollout, RolloutError, carry_states
 from proto.lsd import LinkState, decode_snapshot
-from proto.messages import LsdFull, LsdRequest
+from proto.messages import Keepalive, LsdFull, LsdRequest
 from tests.test_master_core import NO_GUARD, make_fabric, master, rejected, report, sends
 
 OTHER = "0" * 64
@@ -256,3 +256,15 @@ def test_a_client_holding_an_lsd_that_has_not_reported_under_our_config_blocks_a
     # spine-1 does report under our config: it no longer blocks (the others never asked: bring-up rules)
     core.handle("spine-1", report(f, "spine-1"), 1.5)
     assert core.other_config(1.5) == {}
+
+
+def test_a_client_held_back_still_hears_its_master() -> None:
+    """A client that first speaks during a strict hold gets keepalives (it learns its master) but no LSD."""
+    f = make_fabric(NO_GUARD)
+    core = fresh_master(f)
+    core.handle("spine-1", report(f, "spine-1", digest=OTHER), 0.1)
+    core.handle("leaf-1", report(f, "leaf-1"), 0.2)
+    got = core.handle("leaf-1", LsdRequest("leaf-1", 0, -1), 0.2)
+    for k in range(1, 6):
+        got += core.tick(0.2 + 0.05 * k)
+    assert sends(got, "leaf-1", LsdFull) == [] and sends(got, "leaf-1", Keepalive)
