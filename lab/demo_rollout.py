@@ -1,7 +1,8 @@
 """The demo's config-rollout step (issue #21): re-weight a ToR uplink in the running lab's fabric.yaml and
 roll it out in two phases under a probe (lab/reload.py), showing the ToR's ECMP groups before and after.
 
-Adding a ToR with a host to a running fabric (new bridges and veths at runtime) is not built.
+Adding a ToR with a host is not part of the demo (the 3-tier generator renumbers switch ids when a pod
+grows); `lab reload all --grow` does it on a leaf-spine lab (tests/test_lab_rollout.py).
 """
 
 from __future__ import annotations
