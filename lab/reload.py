@@ -131,8 +131,7 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
             out["reloaded"].append(sw)
             log(f"switch {sw}: restarted on config {new.digest[:12]}... in {time.monotonic() - t0:.1f}s")
         if target == "all":
-            out["committed_version"] = _commit(lab, poster, new, token, timeout, log)
-            out["committed_at"] = _commit.at  # type: ignore[attr-defined]   (time.monotonic() of the commit)
+            out["committed_version"], out["committed_at"] = _commit(lab, poster, new, token, timeout, log)
     finally:
         poster.close()
     return out
@@ -178,7 +177,9 @@ def _served_digests(lab: Lab) -> set[str]:
 
 
 def _commit(lab: Lab, poster: _Poster, new: Fabric, token: str | None, timeout: float,
-            log: Callable[[str], None]) -> int:
+            log: Callable[[str], None]) -> tuple[int, float]:
+    """Commit on the serving master once nothing blocks; wait until every client programmed the new config.
+    Returns (the first LSD version of the new config, time.monotonic() of the commit)."""
     leader = lab.current_master()
     if leader is None:
         raise LabError(f"no single current master: {lab.master_states()}")
@@ -189,10 +190,10 @@ def _commit(lab: Lab, poster: _Poster, new: Fabric, token: str | None, timeout: 
     if status != 200:
         raise LabError(f"commit on master {leader[0]}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}")
     version = int(ans["version"])
-    _commit.at = time.monotonic()  # type: ignore[attr-defined]   (read by reload_lab for its result)
+    at = time.monotonic()
     log(f"master {leader[0]}: committed, LSD version {version} on config {new.digest[:12]}...")
     lab.fabric = new
     expect = lab.expected_usable()
     if not lab.wait_converged(timeout, expect_usable=expect, min_version=version):
         raise LabError(f"not converged on the new config: {lab.convergence_problem(expect, version)}")
-    return version
+    return version, at
