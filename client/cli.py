@@ -96,14 +96,27 @@ def run(args: argparse.Namespace) -> int:
         return _fatal(log, str(e))
     except OSError as e:
         return _fatal(log, f"cannot open the UDP socket towards the masters on {args.bind}: {e}")
+    stop = threading.Event()
+    reload_asked = threading.Event()
+
+    def rest_reload() -> dict[str, Any]:
+        """POST /v1/reload: as SIGHUP, but the answer says what happens (ConfigError: refused)."""
+        from client.reload import check
+
+        decision = check(args.config, args.switch, fabric)
+        if decision.outcome == "changed":
+            # shortly after the answer is on its way: the restart stops the REST server
+            threading.Timer(0.2, lambda: (reload_asked.set(), stop.set())).start()
+        return {"outcome": decision.outcome, "digest": decision.fabric.digest}
+
     if rest_port:
         try:
-            rest = RestServer(daemon.status, "127.0.0.1", rest_port, routes=daemon.routes_view)
+            rest = RestServer(daemon.status, "127.0.0.1", rest_port, routes=daemon.routes_view,
+                              reload=rest_reload, token=_admin_token(fabric))
             rest.start()
         except OSError as e:
             daemon.transport.stop()
             return _fatal(log, f"cannot serve REST on 127.0.0.1:{rest_port}: {e.strerror or e}")
-    stop = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal=%s stopping", signal.Signals(signum).name)
@@ -111,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    reexec = False
+
+    def on_hup(_signum: int, _frame: Any) -> None:
+        reload_asked.set()
+        stop.set()                      # wake the main loop; it decides whether to really stop
+
+    signal.signal(signal.SIGHUP, on_hup)
     try:
         daemon.start()
     except Exception as e:
@@ -119,14 +139,56 @@ def run(args: argparse.Namespace) -> int:
         daemon.stop()
         return _fatal(log, f"start-up failed: {e}")
     try:
-        while not stop.wait(0.5):
-            pass
+        while True:
+            while not stop.wait(0.5):
+                pass
+            if not reload_asked.is_set():
+                break
+            reload_asked.clear()
+            stop.clear()
+            if _reload(log, args.config, args.switch, fabric):
+                reexec = True
+                break
     finally:
         if rest is not None:
             rest.stop()
         hold = fabric.timers.switch_dead if args.restart_hold is None else args.restart_hold
         daemon.stop(restart_hold=hold)
+    if reexec:
+        # Issue #21: the same process, started again on the new config (graceful: ND peers hold our links,
+        # the new process reconciles the switch without a flush). Same PID, same arguments.
+        logging.shutdown()
+        os.execv(sys.executable, sys.orig_argv)
     return 0
+
+
+def _admin_token(fabric: Any) -> str | None:
+    """The admin token (security.admin_token_file) for POST /v1/reload; None if none is configured/readable."""
+    path = fabric.security.admin_token_file
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
+
+
+def _reload(log: logging.Logger, path: str, switch: str, running: Any) -> bool:
+    """SIGHUP: True if the config file now holds another valid config for this switch (restart on it)."""
+    from client.reload import check
+    from proto.config import ConfigError
+
+    try:
+        decision = check(path, switch, running)
+    except ConfigError as e:
+        log.error("config-reload refused (nothing changes): %s", e)
+        return False
+    if decision.outcome == "unchanged":
+        log.info("config-reload: %s unchanged (digest %s...)", path, running.digest[:12])
+        return False
+    log.warning("config-reload: %s holds config %s... (running %s...): restarting on it gracefully", path,
+                decision.fabric.digest[:12], running.digest[:12])
+    return True
 
 
 def _fatal(log: logging.Logger, message: str) -> int:

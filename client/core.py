@@ -36,7 +36,7 @@ from client.nd import SendNd
 from client.oam import ConfigureOam, OamChanged, OamObservation, OamState
 from client.ofmsg import PacketOut
 from client.ports import PortChanged, PortTable
-from client.replica import FailStaticChanged, LsdApplied, LsdReplica
+from client.replica import ConfigMismatchChanged, FailStaticChanged, LsdApplied, LsdReplica
 from client.reporter import Reporter, SendToMaster
 from proto.auth import KeyRing
 from proto.config import Fabric
@@ -274,6 +274,13 @@ class ClientCore:
                 self._encode_to_master(action, out)
             elif isinstance(action, LsdApplied):
                 out.append(action)
+            elif isinstance(action, ConfigMismatchChanged):
+                if action.digest is not None:
+                    log.warning("config-mismatch: the masters serve config %s..., this switch runs %s...: "
+                                "programming nothing from them, forwarding on what is installed",
+                                action.digest[:12], self.fabric.digest[:12])
+                else:
+                    log.info("config-mismatch ended: the masters serve this switch's config again")
             elif isinstance(action, FailStaticChanged):
                 level = logging.WARNING if action.fail_static else logging.INFO
                 log.log(level, "fail-static=%s: %s", action.fail_static,
@@ -340,7 +347,8 @@ class ClientCore:
         return {
             "switch": self.name, "term": replica.term, "master": replica.master,
             "lsd_version": replica.version, "replica_state": replica.state,
-            "fail_static": replica.fail_static, "connected": self.connected, "ports": ports,
+            "fail_static": replica.fail_static, "config_mismatch": replica.config_mismatch,
+            "digest": self.fabric.digest, "connected": self.connected, "ports": ports,
             # issue #16: a backup serving the LSD while the master is silent; the masters that hear us
             "served_by": replica.server if replica.served(now) else None,
             "reach": [m for i, m in enumerate(self.reporter.masters) if self.reporter.reach >> i & 1],

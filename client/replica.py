@@ -47,7 +47,7 @@ from proto.config import Fabric
 from proto.lsd import LinkStateDB, decode_changes, decode_snapshot
 from proto.messages import Keepalive, LsdDelta, LsdFull, LsdRequest
 
-__all__ = ["FailStaticChanged", "LsdApplied", "LsdReplica", "ReplicaState"]
+__all__ = ["ConfigMismatchChanged", "FailStaticChanged", "LsdApplied", "LsdReplica", "ReplicaState"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,15 @@ class FailStaticChanged:
     fail_static: bool
 
 
-Action = LsdApplied | SendToMaster | FailStaticChanged
+@dataclass(frozen=True, slots=True)
+class ConfigMismatchChanged:
+    """The masters serve an LSD of another config than ours (`digest`: theirs), or again ours (None). While
+    they do, the client programs nothing from them and keeps forwarding on what it has (issue #21)."""
+
+    digest: str | None
+
+
+Action = LsdApplied | SendToMaster | FailStaticChanged | ConfigMismatchChanged
 
 
 class ReplicaState:
@@ -102,6 +110,8 @@ class LsdReplica:
         self.announced = -1              # highest version the master in use announced in `term`
         self.need_sync = True            # a gap / new term / no data: we must ask
         self.fail_static = False
+        #: the config digest of the last LSD snapshot refused for not being ours (None: none since ours)
+        self.config_mismatch: str | None = None
         self._heard_at = now             # start counts as "heard": fail-static only after a real silence
         self._master_heard_at = now      # the master in use itself (not a serving backup)
         self.server: str | None = None   # a backup that answered us while the master was silent
@@ -160,6 +170,9 @@ class LsdReplica:
         if msg.digest != self.digest:
             self._refuse("refused_digest", f"LsdFull from {msg.master} term {msg.term}: fabric digest "
                          f"{msg.digest[:12]}... differs from ours {self.digest[:12]}...")
+            if self.config_mismatch != msg.digest:
+                self.config_mismatch = msg.digest
+                out.append(ConfigMismatchChanged(msg.digest))
             return out   # no request: the master would answer with the same snapshot
         if self.has_data and self.data_term == msg.term and msg.version < self.db.version:
             self.counters["ignored_stale"] += 1
@@ -179,6 +192,9 @@ class LsdReplica:
             changed = tuple(i for i, (a, b) in enumerate(zip(old, states, strict=True)) if a != b)
         self.has_data = True
         self.data_term = msg.term
+        if self.config_mismatch is not None:
+            self.config_mismatch = None
+            out.append(ConfigMismatchChanged(None))
         self.counters["applied_full"] += 1
         self._answered(now, msg.version)
         out.append(LsdApplied(msg.master, msg.term, msg.version, True, changed, states))

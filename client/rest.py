@@ -27,6 +27,8 @@ StatusFn = Callable[[], dict[str, Any]]
 RoutesFn = Callable[..., dict[str, Any]]
 STATUS_KEY = web.AppKey("status", object)
 ROUTES_KEY = web.AppKey("routes", object)
+RELOAD_KEY = web.AppKey("reload", object)
+TOKEN_KEY = web.AppKey("admin_token", object)
 
 
 class ClientCollector:
@@ -44,6 +46,9 @@ class ClientCollector:
             "firepath_client_term": ("Highest master term seen", s["term"]),
             "firepath_client_fail_static": ("1 when no master is heard (forwarding on the last LSD)",
                                             int(s["fail_static"])),
+            "firepath_client_config_mismatch": ("1 when the masters serve another config than this switch runs "
+                                                "(nothing programmed from them, forwarding on what is installed)",
+                                                int(s.get("config_mismatch") is not None)),
             "firepath_client_connected": ("1 when the OpenFlow connection is up", int(s["connected"])),
             "firepath_client_routes": ("Routes installed", s["routes"]),
             "firepath_client_nd_meters": ("1 when ND punts go through OpenFlow meters (0: switch refused them)",
@@ -113,7 +118,34 @@ async def _routes(request: web.Request) -> web.Response:
     return web.json_response(view, dumps=lambda d: json.dumps(d, indent=1))
 
 
-def build_app(status: StatusFn, routes: RoutesFn | None = None) -> tuple[web.Application, CollectorRegistry]:
+async def _reload(request: web.Request) -> web.Response:
+    """POST /v1/reload (issue #21, admin token): read the config file again, as SIGHUP does. 200
+    {"outcome": "unchanged"|"changed", "digest"}: "changed" restarts the client on it, gracefully; 400 with
+    the file:line:field error for an invalid file (nothing changes); 401/403 without the right token."""
+    import hmac
+
+    from proto.config import ConfigError
+
+    reload: Callable[[], dict[str, Any]] | None = request.app[RELOAD_KEY]  # type: ignore[assignment]
+    token: str | None = request.app[TOKEN_KEY]  # type: ignore[assignment]
+    if reload is None:
+        return web.json_response({"error": "reload is not available on this client"}, status=404)
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return web.json_response({"error": "missing Authorization: Bearer <token>"}, status=401)
+    if token is None:
+        return web.json_response({"error": "no security.admin_token_file in the config"}, status=403)
+    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
+        return web.json_response({"error": "invalid token"}, status=403)
+    try:
+        out = await asyncio.get_running_loop().run_in_executor(None, reload)
+    except ConfigError as e:
+        return web.json_response({"error": str(e)}, status=400)
+    return web.json_response(out)
+
+
+def build_app(status: StatusFn, routes: RoutesFn | None = None, reload: Callable[[], dict[str, Any]] | None = None,
+              token: str | None = None) -> tuple[web.Application, CollectorRegistry]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ClientCollector(status))  # type: ignore[arg-type]
 
@@ -123,7 +155,10 @@ def build_app(status: StatusFn, routes: RoutesFn | None = None) -> tuple[web.App
     app = web.Application()
     app[STATUS_KEY] = status
     app[ROUTES_KEY] = routes
+    app[RELOAD_KEY] = reload
+    app[TOKEN_KEY] = token
     app.router.add_get("/v1/state", _state)
+    app.router.add_post("/v1/reload", _reload)
     app.router.add_get("/v1/routes", _routes)
     app.router.add_get("/metrics", metrics)
     return app, registry
@@ -132,8 +167,9 @@ def build_app(status: StatusFn, routes: RoutesFn | None = None) -> tuple[web.App
 class RestServer:
     """Serves the client's REST API on host:port from a background thread with its own event loop."""
 
-    def __init__(self, status: StatusFn, host: str, port: int, routes: RoutesFn | None = None) -> None:
-        self.app, self.registry = build_app(status, routes)
+    def __init__(self, status: StatusFn, host: str, port: int, routes: RoutesFn | None = None,
+                 reload: Callable[[], dict[str, Any]] | None = None, token: str | None = None) -> None:
+        self.app, self.registry = build_app(status, routes, reload, token)
         self.host, self.port = host, port
         self._loop = asyncio.new_event_loop()
         self._runner: web.AppRunner | None = None

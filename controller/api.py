@@ -1,5 +1,5 @@
 """The narrow interface of a running master replica that REST (`controller.rest`) and the topology page
-(`controller.page`) are built on: read views of the node and the operator calls (drain, guard confirm).
+(`controller.page`) are built on: read views of the node and the operator calls (drain, guard confirm, reload and rollout).
 
 `controller.server.MasterServer` implements it; REST and the page import this module, never the server, so
 there is no import cycle between the runtime and its HTTP views.
@@ -7,6 +7,7 @@ there is no import cycle between the runtime and its HTTP views.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from controller.core import MasterCore
@@ -32,3 +33,9 @@ class MasterApi(Protocol):
               who: str | None = None, reason: str | None = None) -> dict[str, Any]: ...
 
     def guard_confirm(self) -> list[int]: ...
+
+    def reload(self, path: str | Path | None = None) -> dict[str, Any]: ...
+
+    def rollout_commit(self) -> dict[str, Any]: ...
+
+    def rollout_abort(self) -> dict[str, Any]: ...

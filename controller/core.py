@@ -45,9 +45,11 @@ from controller.drains import DrainBook, DrainBookFull, UndrainResult
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
+from controller.rollout import Rollout, RolloutError, carry_states, link_key
 from proto.config import Fabric
 from proto.drains import DrainNote, NoteError, decode_notes, encode_notes
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
+from proto.lsd import encode_snapshot as _encode
 from proto.messages import (
     MAX_LSD_BYTES,
     DrainNotes,
@@ -123,6 +125,17 @@ class MasterCore:
         # A live client sends a new report to every replica each report_refresh: fresh for two of them.
         self.reach = ReachTracker(len(fabric.masters), 2 * fabric.timers.report_refresh + fabric.timers.keepalive)
         self._served_at: dict[str, float] = {}       # switch -> last LsdRequest answered as a backup
+        #: switch -> (digest, when) of its last report refused for another config digest (issue #21)
+        self._other_config: dict[str, tuple[str, float]] = {}
+        #: switch -> ("unknown", when): it asked for the LSD holding one (version >= 0) while this mastership
+        #: started without one, and has not reported under our config yet (it may run another: issue #21)
+        self._unreported: dict[str, tuple[str, float]] = {}
+        #: this mastership started without a valid LSD: nothing it publishes is known to any client
+        self._unheard = False
+        #: issue #21: the current and (while prepared) the next config; see controller.rollout
+        self.rollout = Rollout(fabric)
+        #: switch -> (usable fabric ports, report_seq, when) of its last report under the next config
+        self._next_usable: dict[str, tuple[frozenset[int], int, float]] = {}
         t = fabric.timers
         self.dist = Distributor(
             master_id,
@@ -175,7 +188,10 @@ class MasterCore:
         its replicated state, i.e. exactly what the clients already have), or `switch_dead` has passed
         (no valid LSD, e.g. every master restarted: publishing the empty LSD would wipe every client's
         routes). The first full snapshot of the new term therefore equals the clients' state except for
-        changes that really happened, and a client reprograms nothing for it. Backups get the LSD at once.
+        changes that really happened, and a client reprograms nothing for it. Backups get the LSD at once if
+        it was replicated; without a valid LSD they are held too (issue #21: they would serve it to a switch
+        that asks them). While such a mastership hears switches on another config, the hold never times out
+        (see _maybe_release).
         """
         if term < self.term:
             raise ValueError(f"become_master: term {term} < current term {self.term}")
@@ -196,9 +212,12 @@ class MasterCore:
         for mid in self.master_ids - {self.id}:
             self.dist.peer(mid, True, now)
         self.dist.activate(term, now)
-        self.dist.hold()
+        # Without a valid LSD, what we build is unheard until the switches report: not even the backups get
+        # it (they would serve it to a switch that asks them, controller.core._serve_as_backup).
+        self.dist.hold(backups=not replicated)
         t = self.fabric.timers
         self.hold_until = now + (t.keepalive if replicated else t.switch_dead)
+        self._unheard = not replicated
         return [RoleChanged(self.role.value, term, self.id), *self.dist.announce(self.lsd, now), *self.tick(now)]
 
     def become_backup(self, term: int, leader: str, now: float) -> list[Action]:
@@ -297,11 +316,143 @@ class MasterCore:
         return self.tick(now)
 
     def _maybe_release(self, now: float) -> None:
+        """End the hold when every switch reported, or at `hold_until` — but never, while this mastership
+        started without a valid LSD, as long as a live switch reports under another config (issue #21): its
+        links would be published DOWN for want of a report we can read, and a client restarted on our config
+        would program that (it holds no LSD, so the hold is `strict` then: not even it gets the LSD)."""
         if not self.dist.held or self.hold_until is None:
             return
-        if now >= self.hold_until or len(self.deriver.views) >= len(self.switch_names):
+        everyone = len(self.deriver.views) >= len(self.switch_names)
+        blocked = self._unheard and bool(self.other_config(now))
+        self.dist.strict = blocked
+        if everyone or (now >= self.hold_until and not blocked):
             self.hold_until = None
             self.dist.release(now)
+        elif now >= self.hold_until:
+            self.hold_until = now + self.fabric.timers.keepalive      # look again (a switch may go silent)
+
+    def other_config(self, now: float) -> dict[str, str]:
+        """Live switches (heard within switch_dead) whose last report carried another config digest, and
+        which have not reported under ours since: switch -> their digest ("unknown": it asked for the LSD
+        holding one, under a mastership that started without one, and has not reported under our config)."""
+        dead = self.fabric.timers.switch_dead
+        for table in (self._other_config, self._unreported):
+            for sw in [sw for sw, (_d, at) in table.items() if now - at >= dead]:
+                del table[sw]
+        return {**{sw: d for sw, (d, _at) in self._unreported.items()},
+                **{sw: d for sw, (d, _at) in self._other_config.items()}}
+
+    def _note_digest(self, switch: str, digest: str, now: float) -> bool:
+        """Record which config a switch reports under; True if it is ours (current, or next while a rollout
+        is prepared)."""
+        self.rollout.note(switch, digest, now)
+        if digest in self.rollout.digests:
+            self._other_config.pop(switch, None)
+            self._unreported.pop(switch, None)
+            return True
+        self._other_config[switch] = (digest, now)
+        return False
+
+    # ============================================================================ config rollout (#21)
+    def rollout_prepare(self, nxt: Fabric, now: float) -> bool:
+        """Hold `nxt` as the next config (any role: every replica is told). False if already prepared.
+        Raises RolloutError (nothing changed). New switches of `nxt` may report from now on."""
+        changed = self.rollout.prepare(nxt, now)
+        self.switch_names = frozenset(s.name for s in self.fabric.switches) | {s.name for s in nxt.switches}
+        return changed
+
+    def rollout_abort(self, now: float) -> bool:
+        """Drop the next config (any role). False if none was prepared."""
+        done = self.rollout.abort(now)
+        self._next_usable.clear()
+        self.switch_names = frozenset(s.name for s in self.fabric.switches)
+        return done
+
+    def rollout_status(self, now: float) -> dict:
+        return {**self.rollout.status(now, alive=self._switch_alive(now)), "role": self.role.value,
+                "term": self.term, "version": self.version, "master": self.id, "leader": self.leader}
+
+    def _switch_alive(self, now: float):  # noqa: ANN202
+        dead = self.fabric.timers.switch_dead
+        def alive(sw: str) -> bool:
+            h = self.rollout.held.get(sw)
+            return h is not None and now - h.at < dead
+        return alive
+
+    def rollout_commit(self, now: float) -> list[Action]:
+        """Switch to the prepared next config (MASTER only): a new LSD version on its link index, link states
+        carried by name (controller.rollout.carry_states), a full snapshot to every peer under the next
+        digest. Raises NotMaster, RolloutError (a live switch does not hold it yet; held LSD)."""
+        if self.role != Role.MASTER:
+            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
+        if self.held:
+            raise RolloutError("commit refused: this master still holds its first LSD (it has not heard the "
+                               "switches yet)")
+        old_fabric, old_states = self.fabric, self.lsd.states()
+        nxt = self.rollout.commit(now, self._switch_alive(now))
+        usable = self._usable_views(now)
+
+        def end_up(sw: str, port: int) -> bool:
+            ports = usable.get(sw)
+            return ports is not None and port in ports
+
+        states = carry_states(old_fabric, old_states, nxt, end_up)
+        version = self.lsd.version + 1
+        self._adopt_fabric(nxt, now, usable)
+        # The first version on the new index: carried states, then what the reports say about every link.
+        drained = {i for i, st in enumerate(states) if st == LinkState.DRAINED}
+        self.drains.inherit(drained)
+        self.deriver.drained = set(drained)
+        changes = self.deriver.changes(range(len(nxt.links)), bytes(states), now)
+        for i, st in changes.items():
+            states[i] = st
+        self.lsd.load_snapshot(version, _encode(bytes(states)))
+        self.dist.activate(self.term, now)          # every peer: a full snapshot of the new index, now
+        # changes: links added or removed, and carried links whose state the reports changed
+        keys_old, keys_new = ({link_key(x) for x in f.links} for f in (old_fabric, nxt))
+        n = len(keys_old ^ keys_new) + len(changes)
+        out: list[Action] = [VersionChanged(version, n, "rollout")]
+        out.extend(self.tick(now))
+        return out
+
+    def _usable_views(self, now: float) -> dict[str, frozenset[int]]:
+        """Per live switch, the fabric ports its last report says usable (under the next config if it
+        reported under it, else under the current one)."""
+        out = {sw: v.usable for sw, v in self.deriver.views.items() if self.deriver.alive(sw, now)}
+        dead = self.fabric.timers.switch_dead
+        for sw, (ports, _seq, at) in self._next_usable.items():
+            if now - at < dead:
+                out[sw] = ports
+        return out
+
+    def _adopt_fabric(self, nxt: Fabric, now: float, usable: dict[str, frozenset[int]] | None = None) -> None:
+        """Make `nxt` this replica's config: every table derived from the fabric is rebuilt; switch views
+        carry over (ports by number), drains carry over as LSD states (the notes' who/why do not)."""
+        old_views = self.deriver.views
+        seqs = {sw: v.report_seq for sw, v in old_views.items()}
+        seqs.update({sw: seq for sw, (_p, seq, _at) in self._next_usable.items()})
+        ats = {sw: v.reported_at for sw, v in old_views.items()}
+        ats.update({sw: at for sw, (_p, _s, at) in self._next_usable.items()})
+        self.fabric = nxt
+        self.switch_names = frozenset(s.name for s in nxt.switches)
+        self.deriver = LinkStateDeriver(nxt)
+        for sw, ports in (usable or {}).items():
+            if sw in self.switch_names:
+                self.deriver.set_report(sw, ports, seqs.get(sw, -1), ats.get(sw, now))
+        self.guard = Guard(nxt)
+        self._links_of = {s.name: nxt.links_of(s.name) for s in nxt.switches}
+        self._link_by_end = {}
+        for link in nxt.links:
+            self._link_by_end[(link.a.switch, link.a.port)] = link.index
+            self._link_by_end[(link.b.switch, link.b.port)] = link.index
+        self.lsd = LinkStateDB(nxt.lsd_size, history=nxt.lsd.history, version=self.lsd.version)
+        self._slots_of = {s.name: nxt.slots_of(s.name) for s in nxt.switches if s.bgp is not None}
+        self.damper = Damper(nxt.damping)       # penalties are per link index: a new index starts clean
+        self.drains = DrainBook(nxt)
+        self._unnoted = set()
+        self.dist.digest = nxt.digest
+        self._next_usable.clear()
+        self._other_config.clear()
 
     def _apply_timeouts(self, now: float, out: list[Action]) -> None:
         """Switches that became silent by `now`: an event each (logs, metrics). No link changes: silence is
@@ -701,7 +852,7 @@ class MasterCore:
             self.dist.peer(sender, False, now)
             if self._higher_term(sender, kind, r.term, out):
                 return out
-            if r.digest != self.fabric.digest:
+            if not self._note_digest(sender, r.digest, now):
                 return [Rejected(sender, kind, "digest_mismatch")]
             self.reach.note(sender, r.reach, now)
             out = [Send(sender, ReportAck(self.id, self.term, r.report_seq, backup=True))]
@@ -716,7 +867,8 @@ class MasterCore:
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
-        if r.digest != self.fabric.digest:
+        if not self._note_digest(sender, r.digest, now):
+            self._maybe_release(now)
             return [Rejected(sender, kind, "digest_mismatch")]
         if not relayed:
             self.reach.note(sender, r.reach, now)
@@ -730,9 +882,15 @@ class MasterCore:
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.
             self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
-        self.deriver.set_report(sender, (ps.port for ps in r.ports if ps.usable), r.report_seq, now)
-        n_changes = self._rederive(self._links_of[sender], now, "report", out, self._external(sender, r.external),
-                                   switch=sender)
+        usable_ports = frozenset(ps.port for ps in r.ports if ps.usable)
+        if self.rollout.next is not None and r.digest == self.rollout.next.digest:
+            self._next_usable[sender] = (usable_ports, r.report_seq, now)
+        else:
+            self._next_usable.pop(sender, None)
+        if sender in self._links_of:             # a switch only in the next config has no link yet
+            self.deriver.set_report(sender, usable_ports, r.report_seq, now)
+        n_changes = self._rederive(self._links_of.get(sender, ()), now, "report", out,
+                                   self._external(sender, r.external), switch=sender)
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         if not relayed:
@@ -747,6 +905,11 @@ class MasterCore:
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
+        if self._unheard and self.dist.held and r.version >= 0 and sender not in self.deriver.views:
+            # It forwards on an LSD we did not build and has not reported under our config: until it does
+            # (or goes silent), publishing would be publishing what we did not hear (_maybe_release).
+            self._unreported[sender] = ("unknown", now)
+            self._maybe_release(now)
         self.dist.on_request(peer, r.term, r.version, self.lsd.version, now)
         if r.term == self.term and 0 <= r.version <= self.lsd.version:
             out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))
@@ -763,6 +926,10 @@ class MasterCore:
             return out
         if self.lsd_term != self.term:
             return [Rejected(sender, kind, "not_master")]      # nothing of this term to give yet
+        if self.other_config(now):
+            # Live switches report under another config: the leader may be holding an LSD it did not hear
+            # (MasterCore._maybe_release); a backup cannot tell, so it serves nothing (issue #21).
+            return [Rejected(sender, kind, "other_config")]
         rate = self.fabric.timers.max_update_rate
         last = self._served_at.get(sender)
         if last is not None and rate > 0 and now - last < 1.0 / rate:
@@ -805,6 +972,10 @@ class MasterCore:
         if not self._admit_from_leader(sender, kind, m.master, m.term, out):
             return out
         if isinstance(m, LsdFull):
+            nxt = self.rollout.next
+            if m.digest != self.fabric.digest and nxt is not None and m.digest == nxt.digest:
+                self.rollout.adopt(nxt, now)          # the leader committed the rollout we hold
+                self._adopt_fabric(nxt, now)
             if m.digest != self.fabric.digest:
                 return [Rejected(sender, kind, "digest_mismatch")]
             try:

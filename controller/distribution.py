@@ -19,7 +19,8 @@ ReplicationAck). Rules:
   getting keepalives — harmless: a live client reports every `report_refresh`, far inside `switch_dead`.
 - Hold (failover): a new master may `hold()` LSD updates to clients (fulls/deltas, unicast and group)
   until it knows its LSD matches reality (`release()`); keepalives still flow, backups are never held,
-  nor are clients that said they hold no LSD (LsdRequest version -1: a fabric bring-up).
+  nor are clients that said they hold no LSD (LsdRequest version -1: a fabric bring-up) unless the hold
+  is `strict` (a restarted client at -1 still forwards on the flows its switch kept: issue #21).
   `announce()` sends a Keepalive of the new term at once to every client ever heard (live or not), so
   clients learn the new master in one datagram instead of after their master-silence timeout.
 
@@ -111,6 +112,9 @@ class Distributor:
         self._idle: dict[str, Peer] = {}
         self._group = _GroupState()
         self.held = False                   # LSD updates to clients suspended (see hold())
+        #: a strict hold also holds clients that hold no LSD (issue #21: see MasterCore.other_config)
+        self.strict = False
+        self.hold_backups = False
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -151,22 +155,29 @@ class Distributor:
         if self.multicast:
             self._group.update_due = now
 
-    def hold(self) -> None:
-        """Suspend LSD updates (fulls and deltas) to clients until `release()`; they stay due."""
+    def hold(self, backups: bool = False) -> None:
+        """Suspend LSD updates (fulls and deltas) to clients until `release()`; they stay due. `backups`: to
+        the backups too (issue #21: an LSD nobody heard must not reach clients through a backup either)."""
         self.held = True
+        self.hold_backups = backups
 
     def _held(self, p: Peer) -> bool:
         """Updates to `p` wait for `release()`: a client during a hold — unless it told us it holds no LSD
         at all (LsdRequest version -1): there is nothing to protect, and it gets the LSD at once."""
-        return self.held and not p.is_master and not (p.acked_version is not None and p.acked_version < 0)
+        if not self.held:
+            return False
+        if p.is_master:
+            return self.hold_backups
+        return self.strict or not (p.acked_version is not None and p.acked_version < 0)
 
     def release(self, now: float) -> None:
         """End the hold: every client with an update due gets it now (group too)."""
         if not self.held:
             return
-        self.held = False
+        backups, self.hold_backups = self.hold_backups, False
+        self.held = self.strict = False
         for p in self.peers.values():
-            if not p.is_master and p.update_due is not None:
+            if (backups or not p.is_master) and p.update_due is not None:
                 p.queued_at = None                 # any queued entry was for a keepalive: requeue
                 self._queue(p)
         if self.multicast and self._group.update_due is not None:
@@ -195,7 +206,7 @@ class Distributor:
 
     def deactivate(self) -> None:
         self.active = False
-        self.held = False
+        self.held = self.strict = self.hold_backups = False
         self._clear_schedule()
         for p in self.peers.values():
             p.update_due = p.queued_at = None
@@ -259,6 +270,8 @@ class Distributor:
         ka: float | None = None
         if self._unicast(p) and p.last_send_at != NEVER:
             ka = p.last_send_at + self.keepalive
+        elif self._unicast(p) and p.update_due is not None and self._held(p):
+            ka = p.last_heard          # held and never told anything: a keepalive now, so it knows its master
         if p.update_due is None or self._held(p):
             return ka
         return p.update_due if ka is None else min(ka, p.update_due)

@@ -101,13 +101,31 @@ class PageFeed:
 
     # ------------------------------------------------------------------ observer interface (the runtime calls these)
     def reported(self, switch: str, ports: tuple[PortStatus, ...]) -> None:
-        i = self.index_of[switch]
+        i = self.index_of.get(switch)
+        if i is None:              # a switch of a prepared next config (issue #21): shown once committed
+            return
         self.ports[i] = {p.port: p for p in ports}
         self.reported_at[i] = time.time()
         self._dirty.add(i)
 
     def changed(self) -> None:
         self._wake.set()
+
+    def on_fabric(self, fabric: Any) -> None:
+        """The replica switched config (a committed rollout, issue #21): the display state starts over on the
+        new fabric, and the event streams are closed so that pages reconnect and fetch the new view."""
+        fresh = PageFeed.__new__(PageFeed)
+        PageFeed.__init__(fresh, self.server, min_interval=self.min_interval, sweep_interval=self.sweep_interval,
+                          ping_interval=self.ping_interval, queue_size=self.queue_size)
+        keep = {"subscribers", "_wake", "_task", "_stopped", "started_wall"}
+        for name, value in vars(fresh).items():
+            if name not in keep:
+                setattr(self, name, value)
+        with contextlib.suppress(RuntimeError):          # no running loop (tests): the view is built on demand
+            self.view = asyncio.get_running_loop().run_in_executor(None, self._build_view)
+        self._refresh(time.time(), full=True)
+        for q in list(self.subscribers):
+            self._close(q)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:

@@ -22,6 +22,7 @@ from aiohttp import web
 from controller.api import MasterApi
 from controller.core import DrainRefused, NotMaster, UnknownTarget
 from controller.page import add_page_routes
+from controller.rollout_rest import add_rollout_routes
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import LinkState
@@ -57,7 +58,8 @@ def _state_name(value: int) -> str:
 def _header(s: MasterApi) -> dict[str, Any]:
     c = s.core
     return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
-            "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held)}
+            "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held),
+            "other_config": c.other_config(s.now()) if c.held else {}}
 
 
 async def lsd_version(request: web.Request) -> web.Response:
@@ -346,6 +348,7 @@ def make_app(server: MasterApi) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/keys", keys)
     add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
+    add_rollout_routes(app, _srv, lambda r: _check_token(r, r.app[TOKEN_KEY]), _json)   # issue #21
     return app
 
 

@@ -136,6 +136,8 @@ class MasterServer:
         # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
         # port report is accepted, `changed()` after every batch of actions. They must be cheap and not raise.
         self.observers: list[Any] = []
+        #: `hook(fabric)` for every valid config file read by reload() (issue #21: the security section)
+        self.reload_hooks: list[Callable[[Fabric], None]] = []
         self.started_wall = time.time()
         self.persist_error: str | None = None   # the last failed durable save, until one succeeds
         self.persist_failures = 0
@@ -309,6 +311,8 @@ class MasterServer:
         assert self.node is not None
         run_turn(self.node, step, now, self._execute, self._persist)
         self.fanout.reset()
+        if self.core.fabric is not self.fabric:
+            self._follow_fabric()
         for o in self.observers:
             o.changed()
         self._flush_counts()
@@ -524,6 +528,63 @@ class MasterServer:
         return {"target": self.core.resolve(kind, target)[0], "links": list(idx), "still": still,
                 "lifted": lifted}
 
+
+    # ------------------------------------------------------------------------------------ config rollout (#21)
+    def reload(self, path: str | Path | None = None) -> dict[str, Any]:
+        """Read the config file again (`path`, default: the one this replica runs) and act on it: the same
+        config -> nothing; the prepared next one -> nothing; another -> prepared as the next config (the
+        two-phase rollout, controller.rollout). Raises ConfigError (file:line:field) or RolloutError:
+        nothing changes. Returns {"outcome": "unchanged"|"prepared"|"already_prepared", "digest": ...}.
+
+        `on_reload(fabric)` observers (e.g. the security section, which the digest excludes) run for every
+        valid file read, before the rollout decision."""
+        from proto.config import load_fabric
+
+        nxt = load_fabric(path if path is not None else self.fabric.source)
+        for hook in self.reload_hooks:
+            hook(nxt)
+        if nxt.digest == self.core.fabric.digest:
+            outcome = "unchanged"
+        else:
+            outcome = "prepared" if self.core.rollout_prepare(nxt, self.now()) else "already_prepared"
+            # its switches (new ones too) may speak to us from now on
+            self.codec.switches = self.codec.switches | {sw.name for sw in nxt.switches}
+            self.fanout.warm([sw.name for sw in nxt.switches])
+        log.info(kv("config_reload", source=nxt.source, digest=nxt.digest[:12], outcome=outcome))
+        self._run([])
+        return {"outcome": outcome, "digest": nxt.digest, "source": nxt.source}
+
+    def rollout_commit(self) -> dict[str, Any]:
+        """Commit the prepared rollout (master only). Raises NotMaster, RolloutError."""
+        actions = self.core.rollout_commit(self.now())
+        log.warning(kv("rollout_commit", digest=self.core.fabric.digest[:12], version=self.core.version))
+        self._run(actions)
+        return {"outcome": "committed", "digest": self.core.fabric.digest, "version": self.core.version}
+
+    def rollout_abort(self) -> dict[str, Any]:
+        done = self.core.rollout_abort(self.now())
+        log.warning(kv("rollout_abort", done=done))
+        self._follow_fabric()
+        return {"outcome": "aborted" if done else "nothing_prepared"}
+
+    def _follow_fabric(self) -> None:
+        """After a commit (ours, or our leader's snapshot adopted by the core): the runtime serves the new
+        config too (REST, codec peers)."""
+        fabric = self.core.fabric
+        names = {sw.name for sw in fabric.switches}
+        nxt = self.core.rollout.next
+        if nxt is not None:
+            names |= {sw.name for sw in nxt.switches}
+        self.codec.switches = frozenset(names)
+        if fabric is not self.fabric:
+            self.fabric = fabric
+            self.fanout.warm(sorted(names))
+            for o in self.observers:
+                hook = getattr(o, "on_fabric", None)
+                if hook is not None:
+                    hook(fabric)
+            log.warning(kv("config_now", digest=fabric.digest[:12], source=fabric.source,
+                           links=len(fabric.links), switches=len(fabric.switches)))
 
     def guard_confirm(self) -> list[int]:
         """The operator confirms the change the guard holds: publish it. Returns the links released.

@@ -190,6 +190,16 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Issue #21: roll the edited lab fabric.yaml out (lab.reload)."""
+    from lab.reload import reload_lab
+
+    out = _mutate(args, lambda lab: reload_lab(lab, args.target, timeout=args.timeout, grow=args.grow))
+    if out["committed_version"] is not None:
+        print(f"config {out['digest'][:12]}... in force: LSD version {out['committed_version']}")
+    return 0
+
+
 def cmd_miscable(args: argparse.Namespace) -> int:
     from lab import inject
 
@@ -373,6 +383,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rc = rsub.add_parser("client", parents=[common])
     rc.add_argument("switch")
     rc.set_defaults(func=_guard(cmd_restart))
+
+    rl = sub.add_parser("reload", parents=[common], help="roll an edited fabric.yaml out: masters, clients, commit")
+    rl.add_argument("target", nargs="?", default="all", help="a master id, a switch, or all (default: prepare on "
+                    "every master, move every client, commit)")
+    rl.add_argument("--timeout", type=float, default=60.0, help="per step, in s (default 60)")
+    rl.add_argument("--grow", action="store_true", help="build the switches, links and hosts the file adds "
+                    "(a new ToR) before moving the clients")
+    rl.set_defaults(func=_guard(cmd_reload))
 
     mc = sub.add_parser("miscable", parents=[common], help="swap the far ends of two links")
     mc.add_argument("a", help="SWITCH:PORT")

@@ -4,7 +4,8 @@ Builds 2 spines + 2 pods x (2 aggs + 2 ToRs), one host per ToR, 3 masters; shows
 every pair; fails a ToR-agg link under a running probe and shows the outage the probe saw and the ToR's
 new ECMP buckets; heals; drains a spine with the operator CLI (a dry run first, then the drain under the
 probe, the drain list and an agg's routes, then the undrain); kills the master and shows the failover
-(new master, new term, probe loss); tears everything down (try/finally), in well under two minutes.
+(new master, new term, probe loss); rolls a re-weighted ToR uplink out in two phases under the probe
+(issue #21: `lab reload`); tears everything down (try/finally), in well under two minutes.
 """
 
 from __future__ import annotations
@@ -251,12 +252,18 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
                                             if back and leader else f"state {lab.master_states().get(before[0])}"))
         step(8, "the outside: eBGP borders (ExaBGP) and an external router (FRR bgpd)")
         _border_tour(lab)
+
+        step(9, "roll out a config change: re-weight a ToR uplink, two phases, probe running")
+        from lab.demo_rollout import rollout_tour
+
+        rollout_tour(lab, src, dst, say=say, firepath=lambda *a: _firepath(lab, *a), groups=_select_groups,
+                     probe_line=_probe_line, flows=PROBE_FLOWS, rate=PROBE_RATE)
         return 0
     except LabError as e:
         say(f"demo failed: {e}")
         return 1
     finally:
-        step(9, "tear down")
+        step(10, "tear down")
         if lab is not None:
             lab.close()
         teardown(d, name=name, log=lambda m: None)

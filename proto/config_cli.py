@@ -75,6 +75,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     keygen.add_argument("--write", action="store_true", help="rewrite CONFIG's security section with step 1")
     keygen.set_defaults(func=cmd_keygen)
 
+    # issue #21: the operator side of a two-phase rollout lives with the operator commands (it talks REST)
+    from controller.ops.rollout_cli import add_rollout_parser
+
+    add_rollout_parser(actions)
+
 
 def cmd_check(args: argparse.Namespace) -> int:
     started = time.perf_counter()

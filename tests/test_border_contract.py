@@ -205,3 +205,18 @@ def test_drain_dry_run_works_on_a_fabric_with_external_slots() -> None:
     assert impact == drain_impact(f, links_only + bytes([1, 1]), spine_links)
     with pytest.raises(ValueError, match="link states"):
         drain_impact(f, links_only[:-1], spine_links)
+
+
+def test_a_rollout_carries_external_slots_by_border_and_prefix() -> None:
+    """A commit on a new link index keeps each border's default route (no withdraw until the borders report
+    again); a fabric with one more ToR has more links, so the slots move but keep their state."""
+    from controller.rollout import carry_states
+
+    old, new = fabric(), fabric(tors_per_pod=3)
+    assert len(new.links) > len(old.links) and new.external_slots == old.external_slots
+    states = bytearray([LinkState.UP]) * old.lsd_size
+    states[len(old.links)] = LinkState.UP          # border-1-1 provides 0.0.0.0/0
+    states[len(old.links) + 1] = LinkState.DOWN    # border-1-2 does not
+    carried = carry_states(old, bytes(states), new, lambda sw, p: False)
+    assert len(carried) == new.lsd_size
+    assert carried[len(new.links)] == LinkState.UP and carried[len(new.links) + 1] == LinkState.DOWN

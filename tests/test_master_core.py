@@ -546,12 +546,14 @@ def test_become_master_keeps_drains_and_lower_term_refused(fabric: Fabric) -> No
 def test_master_streams_to_backups_and_handles_acks(fabric: Fabric) -> None:
     core = MasterCore(fabric, "m1")
     acts = core.become_master(1, 0.0)
-    assert [type(m) for m in sends(acts, "m2")] == [LsdFull]       # the backup gets a snapshot at once
+    assert sends(acts, "m2", LsdFull) == []    # issue #21: an LSD built from no report is not replicated
     acts = all_up(core, fabric, 0.0) + core.tick(0.01)
-    assert [type(m) for m in sends(acts, "m2")] == [LsdDelta]      # then coalesced deltas
+    assert [type(m) for m in sends(acts, "m2")] == [LsdFull]       # every switch heard: a snapshot
+    core.handle("leaf-1", report(fabric, "leaf-1", usable={1}, seq=5), 0.011)
+    assert [type(m) for m in sends(core.tick(0.02), "m2")] == [LsdDelta]      # then coalesced deltas
     acts = core.handle("m2", ReplicationAck("m2", 1, core.version), 0.01)
     assert PeerAcked("m2", core.version, 0) in acts
-    core.handle("leaf-1", report(fabric, "leaf-1", usable=set(), seq=2), 0.02)
+    core.handle("leaf-1", report(fabric, "leaf-1", usable=set(), seq=6), 0.02)
     assert [type(m) for m in sends(core.tick(0.03), "m2")] == [LsdDelta]
 
 

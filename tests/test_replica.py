@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from client.nd import SendNd
 from client.ports import PortChanged, PortTable
-from client.replica import FailStaticChanged, LsdApplied, LsdReplica, ReplicaState
+from client.replica import ConfigMismatchChanged, FailStaticChanged, LsdApplied, LsdReplica, ReplicaState
 from client.reporter import Reporter, SendToMaster
 from proto.clos import clos_fabric
 from proto.config import Endpoint
@@ -229,9 +229,15 @@ def test_digest_mismatch_is_refused_and_recorded(fabric, clock):
     states, version = r.states(), r.version
     m.change({6: UP})
     out = r.on_full(m.full(digest="0" * 64), clock.advance(0.01))
-    assert out == []
+    assert out == [ConfigMismatchChanged("0" * 64)]       # nothing to program, said once
     assert r.states() == states and r.version == version
     assert r.counters["refused_digest"] == 1 and "digest" in r.last_refusal
+    assert r.config_mismatch == "0" * 64
+    assert r.on_full(m.full(digest="0" * 64), clock.advance(0.01)) == []
+    # the masters serve our config again: the snapshot is programmed and the mismatch ends
+    out = r.on_full(m.full(), clock.advance(0.01))
+    assert out[0] == ConfigMismatchChanged(None) and isinstance(out[1], LsdApplied)
+    assert r.config_mismatch is None
 
 
 def test_undecodable_updates_leave_state_unchanged_and_resync(fabric, clock):

@@ -1,0 +1,159 @@
+"""`firepath config rollout NEXT.yaml`: drive a two-phase config rollout (issue #21) and show it.
+
+    firepath config rollout NEXT.yaml (--config CUR.yaml | --lab NAME)            # prepare on every replica
+    firepath config rollout NEXT.yaml (--config ... | --lab ...) --status         # who holds which config
+    firepath config rollout NEXT.yaml (--config ... | --lab ...) --commit         # the masters switch
+    firepath config rollout NEXT.yaml (--config ... | --lab ...) --abort          # back to the current one
+
+NEXT.yaml is validated here first (errors name file, line and field; exit 2, nothing sent). Prepare and
+abort go to every configured master (each replica holds the next config; an unreachable one is named and
+the exit code is 3), commit to the serving master (following `leader`). The masters read NEXT.yaml from
+its absolute path on their host (the config pipeline puts it there; in a lab it is this machine).
+After a prepare the switches move to NEXT.yaml (SIGHUP or restart of each client on it, e.g. `firepath
+lab reload`); `--status` shows which switch holds which config and what blocks the commit.
+Exit codes as the operator commands (controller.ops.api): 6 = commit refused (the blockers are listed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from controller.ops.api import (
+    BAD_NEWS,
+    DENIED,
+    OK,
+    REFUSED,
+    UNREACHABLE,
+    USAGE,
+    Masters,
+    OpsError,
+    read_token,
+    request,
+)
+
+
+def add_rollout_parser(actions: Any) -> None:
+    p = actions.add_parser("rollout", help="roll a new fabric config out in two phases (prepare, commit, abort)",
+                           description=(__doc__ or "").split("\n\n")[0])
+    p.add_argument("next", type=Path, help="the next fabric config (YAML)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="the running fabric config (masters' REST addresses)")
+    where.add_argument("--lab", metavar="NAME", help="a local `firepath lab`: its config, token and namespace")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--status", action="store_true", help="only show the rollout")
+    what.add_argument("--commit", action="store_true", help="switch the fabric to NEXT.yaml")
+    what.add_argument("--abort", action="store_true", help="drop NEXT.yaml, stay on the running config")
+    p.add_argument("--token-file", help="admin token file (default: as `firepath drain`)")
+    p.add_argument("--netns", help="run the requests inside this network namespace")
+    p.add_argument("--timeout", type=float, default=2.0, help="per-request timeout in s (default 2)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=cmd_rollout, command="config rollout")
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    from controller.ops.cli import _print_json, _setup, _table
+    from proto.config import ConfigError, load_fabric
+
+    try:
+        fabric = _setup(args)
+        try:
+            nxt = load_fabric(args.next)
+        except (ConfigError, OSError) as e:
+            raise OpsError(USAGE, str(e)) from None
+        masters = Masters(fabric, args.timeout)
+        path = str(args.next.resolve())
+        if args.status:
+            mid, st = masters.get("/v1/rollout")
+            code = OK
+        elif args.commit:
+            mid, st, code = _commit(masters, read_token(fabric, args.token_file))
+        else:
+            route, body = ("/v1/rollout/abort", None) if args.abort else ("/v1/rollout/prepare", {"config": path})
+            mid, st, code = _to_all(masters, route, body, read_token(fabric, args.token_file))
+    except OpsError as e:
+        print(f"firepath config rollout: {e}", file=sys.stderr)
+        return e.code
+    if args.json:
+        _print_json(st)
+        return code
+    print(render(st, mid, nxt.digest, _table))
+    return code
+
+
+def _to_all(masters: Masters, route: str, body: Any, token: str) -> tuple[str, dict, int]:
+    """POST to every replica; (a replica's id, its rollout status, exit code). Errors are printed."""
+    answers: dict[str, Any] = {}
+    code = OK
+    for mid, url in masters.url.items():
+        try:
+            status, ans = request(url + route, "POST", body, token, masters.timeout)
+        except (OSError, ValueError) as e:
+            print(f"  {mid}: unreachable: {getattr(e, 'reason', e)}", file=sys.stderr)
+            code = max(code, UNREACHABLE)
+            continue
+        if status in (401, 403):
+            raise OpsError(DENIED, f"master {mid} refused the token: {ans.get('error') if isinstance(ans, dict) else ans}")
+        if status == 400:
+            raise OpsError(USAGE, f"master {mid}: {ans.get('error') if isinstance(ans, dict) else ans}")
+        if status != 200:
+            print(f"  {mid}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}", file=sys.stderr)
+            code = max(code, REFUSED if status == 409 else BAD_NEWS)
+            continue
+        answers[mid] = ans
+        print(f"  {mid}: {ans.get('outcome')}")
+    if not answers:
+        raise OpsError(UNREACHABLE, "no master answered")
+    try:
+        mid = masters.serving()
+    except OpsError:
+        mid = next(iter(answers))
+    st = answers.get(mid) or next(iter(answers.values()))
+    return mid, st["rollout"], code
+
+
+def _commit(masters: Masters, token: str) -> tuple[str, dict, int]:
+    mid = masters.serving()
+    for _ in range(3):
+        try:
+            status, ans = request(masters.url[mid] + "/v1/rollout/commit", "POST", None, token, masters.timeout)
+        except (OSError, ValueError) as e:
+            raise OpsError(UNREACHABLE, f"master {mid}: {getattr(e, 'reason', e)}") from None
+        if status == 409 and isinstance(ans, dict) and ans.get("leader") in masters.url and ans["leader"] != mid:
+            mid = ans["leader"]
+            continue
+        if status in (401, 403):
+            raise OpsError(DENIED, f"master {mid} refused the token: {ans.get('error')}")
+        if status == 409 and isinstance(ans, dict) and "rollout" in ans:
+            print(f"firepath config rollout: master {mid}: {ans['error']}", file=sys.stderr)
+            return mid, ans["rollout"], REFUSED
+        if status != 200:
+            raise OpsError(BAD_NEWS, f"master {mid}: HTTP {status}: {ans}")
+        print(f"  {mid}: committed: LSD version {ans.get('version')} on config {str(ans.get('digest'))[:12]}...")
+        return mid, ans["rollout"], OK
+    raise OpsError(UNREACHABLE, "no master kept mastership")
+
+
+def render(st: dict, mid: str, next_digest: str, table: Any) -> str:
+    """The rollout as a master sees it: phase, digests, per switch the config it holds, the blockers."""
+    lines = [f"rollout on master {mid} (LSD version {st.get('version')}, term {st.get('term')}): "
+             f"{st['phase']}; running {st['current'][:12]}..., next "
+             f"{(st['next'] or '-')[:12]}{'...' if st['next'] else ''}"]
+    if st["next"] is not None and st["next"] != next_digest:
+        lines.append(f"  note: the prepared next config is not this file's ({next_digest[:12]}...)")
+    if st.get("last"):
+        lines.append(f"  last rollout: {st['last']['outcome']} ({st['last']['digest'][:12]}...)")
+    by: dict[str, list[str]] = {}
+    for sw, held in st["switches"].items():
+        by.setdefault(held, []).append(sw)
+    rows = [[held, len(sws), ", ".join(sws[:10]) + (" ..." if len(sws) > 10 else "")]
+            for held, sws in sorted(by.items())]
+    lines.append("  " + table(rows, ["holds", "switches", "names"]).replace("\n", "\n  "))
+    if st["blockers"]:
+        lines.append(f"  commit blocked by {len(st['blockers'])} live switch(es):")
+        lines += [f"    {sw}: {why}" for sw, why in sorted(st["blockers"].items())]
+    elif st["phase"] == "prepared":
+        lines.append("  nothing blocks the commit")
+    return "\n".join(lines)

@@ -1,0 +1,206 @@
+"""A fabric config change in two phases (issue #21): the pure state machine, and the link-state carry-over.
+
+The paper's operating model is one static config for the whole fabric, pushed to every switch with a
+two-phase, commit-like protocol. Here:
+
+- **prepare(next)**: the masters hold the current config and the next one. Reports are accepted under
+  either digest (a report's digest says which config the switch holds); clients restarted (or reloaded)
+  on the next config report under it and program nothing until the masters serve it.
+- **commit**: allowed when every switch of the next config that is alive (heard within `switch_dead`)
+  holds it. The masters switch: a new LSD version on the next config's link index, every link carried
+  over by name (`carry_states`), sent as a full snapshot under the next digest.
+- **abort**: back to the current config only; nothing was published under the next one.
+
+    ro = Rollout(current)
+    ro.prepare(next_fabric, now)             # RolloutError if refused (e.g. another rollout in progress)
+    ro.note(switch, digest, now)             # for every accepted report
+    ro.blockers(now)                         # {switch: why} — what stops a commit
+    fabric = ro.commit(now)                  # RolloutError with the blockers; then the caller switches
+
+Pure: `now` in, no I/O. The master core (controller.core) wires it to reports, the LSD and distribution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from proto.config import Fabric
+from proto.lsd import LinkState
+
+__all__ = ["Phase", "Rollout", "RolloutError", "carry_states", "link_key"]
+
+
+class RolloutError(ValueError):
+    """A prepare/commit/abort that cannot be done now (the message says why); nothing changed."""
+
+
+class Phase(StrEnum):
+    IDLE = "idle"
+    PREPARED = "prepared"
+
+
+def link_key(link) -> frozenset[tuple[str, int]]:  # noqa: ANN001 - proto.config.Link
+    """A link's identity across configs: its two ends (switch, port), in either orientation."""
+    return frozenset(((link.a.switch, link.a.port), (link.b.switch, link.b.port)))
+
+
+def carry_states(old: Fabric, old_states: bytes, new: Fabric,
+                 end_up: Callable[[str, int], bool | None]) -> bytearray:
+    """LSD states (one LinkState byte per link of `new`) for the first version on `new`'s link index.
+
+    A link present in both configs (same two ends) keeps its state, DRAINED included. A new link is UP only
+    if both ends are known usable (`end_up(switch, port)` -> True), else DOWN: it starts down until both
+    ends report. A removed link disappears. The borders' external slots (issue #13: `Fabric.external_slots`,
+    after the links) keep their state by (border, prefix), so a commit does not withdraw the default route
+    for the time until the borders report again; a new slot starts DOWN."""
+    by_key = {link_key(link): i for i, link in enumerate(old.links)}
+    out = bytearray(new.lsd_size)
+    for j, link in enumerate(new.links):
+        i = by_key.get(link_key(link))
+        if i is not None:
+            out[j] = old_states[i]
+        else:
+            up = end_up(link.a.switch, link.a.port) and end_up(link.b.switch, link.b.port)
+            out[j] = LinkState.UP if up else LinkState.DOWN
+    old_slots = {slot: i for i, slot in enumerate(old.external_slots, start=len(old.links))}
+    for j, slot in enumerate(new.external_slots, start=len(new.links)):
+        i = old_slots.get(slot)
+        out[j] = old_states[i] if i is not None and i < len(old_states) else LinkState.DOWN
+    return out
+
+
+def check_compatible(current: Fabric, nxt: Fabric) -> None:
+    """What a rollout cannot change (a restart of the replicas can): the masters and the distribution."""
+    def masters(f: Fabric) -> list[tuple]:
+        return [(m.id, str(m.address), m.client_port, m.peer_port) for m in f.masters]
+
+    if masters(current) != masters(nxt):
+        raise RolloutError(f"{nxt.source}: masters: differ from the running config's; a rollout cannot "
+                           f"change the replicas (restart them on the new config instead)")
+    if current.distribution != nxt.distribution:
+        raise RolloutError(f"{nxt.source}: distribution: differs from the running config's; a rollout cannot "
+                           f"change it")
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    digest: str
+    at: float
+
+
+class Rollout:
+    """Which configs exist (current, next) and which switch holds which. See the module docstring."""
+
+    def __init__(self, current: Fabric) -> None:
+        self.current = current
+        self.next: Fabric | None = None
+        self.phase = Phase.IDLE
+        self.prepared_at: float | None = None
+        self.held: dict[str, Held] = {}
+        #: the last outcome, for operators: ("committed"|"aborted", digest, at)
+        self.last: tuple[str, str, float] | None = None
+
+    @property
+    def digests(self) -> tuple[str, ...]:
+        """The digests reports are accepted under: current, then next while prepared."""
+        return (self.current.digest,) if self.next is None else (self.current.digest, self.next.digest)
+
+    def prepare(self, nxt: Fabric, now: float) -> bool:
+        """Hold `nxt` as the next config. Returns False if it already is (idempotent: every replica can be
+        told again). RolloutError if it is the current config, another next one is prepared, or it
+        changes what a rollout cannot (check_compatible)."""
+        if nxt.digest == self.current.digest:
+            raise RolloutError(f"{nxt.source}: is the running config (digest {nxt.digest[:12]}...): nothing to roll out")
+        if self.next is not None:
+            if self.next.digest == nxt.digest:
+                return False
+            raise RolloutError(f"a rollout to {self.next.digest[:12]}... is prepared: commit or abort it first")
+        check_compatible(self.current, nxt)
+        self.next, self.phase, self.prepared_at = nxt, Phase.PREPARED, now
+        return True
+
+    def note(self, switch: str, digest: str, now: float) -> None:
+        """`switch` reported under `digest` at `now` (any digest: REST shows what each switch holds)."""
+        self.held[switch] = Held(digest, now)
+
+    def holds(self, switch: str) -> str | None:
+        h = self.held.get(switch)
+        return None if h is None else h.digest
+
+    def blockers(self, now: float, alive: Callable[[str], bool] | None = None) -> dict[str, str]:
+        """Switches of the next config that stop a commit: switch -> why. A switch blocks when it is alive
+        (heard within switch_dead, or `alive(switch)` if given) and does not hold the next config."""
+        if self.next is None:
+            return {}
+        dead = self.next.timers.switch_dead
+        out: dict[str, str] = {}
+        for sw in self.next.switches:
+            h = self.held.get(sw.name)
+            live = alive(sw.name) if alive is not None else (h is not None and now - h.at < dead)
+            if h is None or not live or h.digest == self.next.digest:
+                continue
+            out[sw.name] = "holds the current config" if h.digest == self.current.digest \
+                else f"holds another config ({h.digest[:12]}...)"
+        return out
+
+    def commit(self, now: float, alive: Callable[[str], bool] | None = None) -> Fabric:
+        """Make the next config current and return it. RolloutError if nothing is prepared or a live switch
+        does not hold it yet (the message lists them)."""
+        if self.next is None:
+            raise RolloutError("no rollout prepared")
+        blocking = self.blockers(now, alive)
+        if blocking:
+            names = ", ".join(f"{sw} ({why})" for sw, why in sorted(blocking.items())[:8])
+            more = f" and {len(blocking) - 8} more" if len(blocking) > 8 else ""
+            raise RolloutError(f"commit refused: {len(blocking)} live switch(es) do not hold the next config: "
+                               f"{names}{more}")
+        nxt = self.next
+        self._finish("committed", now)
+        self.current = nxt
+        return nxt
+
+    def adopt(self, nxt: Fabric, now: float) -> None:
+        """A backup follows its leader's commit (an LSD snapshot under the prepared next digest)."""
+        if self.next is None or self.next.digest != nxt.digest:
+            raise RolloutError("adopt: not the prepared next config")
+        self._finish("committed", now)
+        self.current = nxt
+
+    def abort(self, now: float) -> bool:
+        """Drop the next config. False if none was prepared (idempotent)."""
+        if self.next is None:
+            return False
+        self._finish("aborted", now)
+        return True
+
+    def _finish(self, outcome: str, now: float) -> None:
+        assert self.next is not None
+        self.last = (outcome, self.next.digest, now)
+        self.next, self.phase, self.prepared_at = None, Phase.IDLE, None
+
+    def status(self, now: float, switches: Iterable[str] | None = None,
+               alive: Callable[[str], bool] | None = None) -> dict:
+        """JSON-ready: phase, digests, which switch holds which config (current/next/other/unheard) and what
+        blocks a commit."""
+        names = list(switches) if switches is not None else sorted(
+            {s.name for s in self.current.switches} | ({s.name for s in self.next.switches} if self.next else set()))
+        def label(sw: str) -> str:
+            d = self.holds(sw)
+            if d is None:
+                return "unheard"
+            if d == self.current.digest:
+                return "current"
+            if self.next is not None and d == self.next.digest:
+                return "next"
+            return "other"
+        return {
+            "phase": self.phase.value,
+            "current": self.current.digest,
+            "next": self.next.digest if self.next else None,
+            "next_source": self.next.source if self.next else None,
+            "switches": {sw: label(sw) for sw in names},
+            "blockers": self.blockers(now, alive),
+            "last": None if self.last is None else {"outcome": self.last[0], "digest": self.last[1]},
+        }

@@ -1,0 +1,199 @@
+"""`firepath lab reload [SWITCH|MASTER|all]`: roll an edited lab fabric.yaml out without an outage (#21).
+
+After editing the lab's fabric.yaml (a weight, a capacity, a timer, removing links), `reload`:
+- a MASTER: `POST /v1/reload` on it (admin token): it reads the file again; another config is prepared as
+  the next one (controller.rollout);
+- a SWITCH: SIGHUP to its client: it reads the file again and, if the config changed, restarts itself on
+  it gracefully (client.reload); it then reports under the next digest and keeps forwarding on what it
+  has until the masters commit;
+- `all` (the default): every master, then every client one at a time (each back on its REST on the new
+  digest before the next), then, once no live switch blocks it, the commit on the serving master, and a
+  wait until every client programmed the first LSD version of the new config.
+
+The file is validated here first: an invalid one is refused (file:line:field) and nothing is signalled.
+Adding switches or links (a new ToR with its host): `reload all --grow` builds their bridges, veths and host
+namespaces in the running lab after the masters prepared, and starts the new switches' clients (lab/grow.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from client.of.sockets import enter_netns
+from lab.fabric import Lab, LabError, wait_until
+from proto.config import ConfigError, Fabric, load_fabric
+
+__all__ = ["reload_lab"]
+
+
+def _post(port: int, path: str, token: str | None, timeout: float) -> tuple[int, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        try:
+            return e.code, json.loads(raw)
+        except ValueError:
+            return e.code, {"error": raw.decode(errors="replace")[:200]}
+
+
+class _Poster:
+    """POSTs from a worker thread inside the lab namespace (the masters' REST lives there)."""
+
+    def __init__(self, netns: str) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, initializer=enter_netns, initargs=(netns,))
+
+    def post(self, port: int, path: str, token: str | None, timeout: float = 5.0) -> tuple[int, Any]:
+        return self._pool.submit(_post, port, path, token, timeout).result(timeout + 5)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+
+def additions(running: Fabric, new: Fabric) -> list[str]:
+    """Switches and links `new` has and the running lab does not (they need bridges and veths)."""
+    old_sw = {s.name for s in running.switches}
+    added = [s.name for s in new.switches if s.name not in old_sw]
+    old_links = {link.name for link in running.links} | {f"{link.b}-{link.a}" for link in running.links}
+    return added + [link.name for link in new.links if link.name not in old_links]
+
+
+def _token(fabric: Fabric) -> str | None:
+    path = fabric.security.admin_token_file
+    return Path(path).read_text(encoding="utf-8").strip() if path is not None else None
+
+
+def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bool = False,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Reload `target` (a master id, a switch name, or "all": prepare, move every client, commit). Returns
+    {"digest", "prepared": [masters], "reloaded": [switches], "committed_version": int | None, "grown"}.
+    A config that adds switches or links is refused unless `grow` (and target "all"): then lab.grow builds
+    them after the masters prepared and starts the new switches' clients on it."""
+    running = lab.fabric
+    try:
+        new = load_fabric(lab.state.config)
+    except ConfigError as e:
+        raise LabError(f"refused, nothing changed: {e}") from None
+    added = additions(running, new)
+    if added and not (grow and target == "all"):
+        raise LabError(f"{new.source}: adds {', '.join(added)[:200]}: new switches and links need bridges and "
+                       f"veths: `firepath lab reload all --grow`")
+    masters = [m.id for m in new.masters]
+    switches = [s.name for s in new.switches]
+    if target != "all" and target not in masters and target not in switches:
+        raise LabError(f"no master or switch {target!r} in {lab.state.config} (masters: {', '.join(masters)})")
+    out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None,
+                           "grown": None}
+    poster = _Poster(lab.state.netns)
+    token = _token(new)
+    try:
+        for mid in masters if target in ("all", *masters) and target not in switches else []:
+            if target not in ("all", mid):
+                continue
+            status, ans = _retry(lambda m=mid: poster.post(new.master(m).rest_port, "/v1/reload", token), timeout)
+            if status != 200:
+                raise LabError(f"master {mid}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}")
+            out["prepared"].append(mid)
+            log(f"master {mid}: {ans['outcome']} (config {new.digest[:12]}...)")
+        if added:
+            from lab.grow import grow as build
+
+            out["grown"] = build(lab, new, log)
+        # a client back on the new config must be heard on it by the serving master (if it serves or
+        # prepared it) before the next switch is restarted
+        want_ack = new.digest in _served_digests(lab)
+        for sw in switches:
+            if target not in ("all", sw):
+                continue
+            rec = lab.state.processes.get(f"client:{sw}")
+            if rec is None or not rec.alive():
+                log(f"switch {sw}: no client running: skipped")
+                continue
+            t0 = time.monotonic()
+            rec.send_signal(signal.SIGHUP)
+            port = lab.rest_port(sw)
+            back = wait_until(lambda p=port, s=sw: _back(lab, s, p, new.digest, want_ack), timeout, 0.1)
+            if not back:
+                raise LabError(f"switch {sw}: its client is not back on config {new.digest[:12]}... after "
+                               f"{timeout:.0f}s (log: {rec.log})")
+            out["reloaded"].append(sw)
+            log(f"switch {sw}: restarted on config {new.digest[:12]}... in {time.monotonic() - t0:.1f}s")
+        if target == "all":
+            out["committed_version"], out["committed_at"] = _commit(lab, poster, new, token, timeout, log)
+    finally:
+        poster.close()
+    return out
+
+
+def _retry(call: Callable[[], tuple[int, Any]], timeout: float) -> tuple[int, Any]:
+    """`call()` until it connects (a replica just (re)started opens its REST last), at most `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _back(lab: Lab, switch: str, port: int, digest: str, heard: bool) -> bool:
+    """The client answers on `digest`, and (`heard`) the serving master's last report from it carried it."""
+    try:
+        st = lab.http.get(port, "/v1/state", 0.5)
+        if not (isinstance(st, dict) and st.get("digest") == digest):
+            return False
+        if not heard:
+            return True
+        leader = lab.current_master()
+        if leader is None:
+            return False
+        ro = lab.http.get(lab.fabric.master(leader[0]).rest_port, "/v1/rollout", 0.5)
+    except Exception:  # noqa: BLE001 - not back yet
+        return False
+    label = "next" if ro.get("next") == digest else "current" if ro.get("current") == digest else None
+    return label is not None and ro["switches"].get(switch) == label
+
+
+def _served_digests(lab: Lab) -> set[str]:
+    """The configs the serving master accepts reports under (current, and next while prepared)."""
+    leader = lab.current_master()
+    if leader is None:
+        return set()
+    st = lab.http.get(lab.fabric.master(leader[0]).rest_port, "/v1/rollout", 1.0)
+    return {d for d in (st.get("current"), st.get("next")) if d}
+
+
+def _commit(lab: Lab, poster: _Poster, new: Fabric, token: str | None, timeout: float,
+            log: Callable[[str], None]) -> tuple[int, float]:
+    """Commit on the serving master once nothing blocks; wait until every client programmed the new config.
+    Returns (the first LSD version of the new config, time.monotonic() of the commit)."""
+    leader = lab.current_master()
+    if leader is None:
+        raise LabError(f"no single current master: {lab.master_states()}")
+    port = new.master(leader[0]).rest_port
+    if not wait_until(lambda: not lab.http.get(port, "/v1/rollout", 1.0)["blockers"], timeout, 0.2):
+        raise LabError(f"commit blocked: {lab.http.get(port, '/v1/rollout', 1.0)['blockers']}")
+    status, ans = poster.post(port, "/v1/rollout/commit", token)
+    if status != 200:
+        raise LabError(f"commit on master {leader[0]}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}")
+    version = int(ans["version"])
+    at = time.monotonic()
+    log(f"master {leader[0]}: committed, LSD version {version} on config {new.digest[:12]}...")
+    lab.fabric = new
+    expect = lab.expected_usable()
+    if not lab.wait_converged(timeout, expect_usable=expect, min_version=version):
+        raise LabError(f"not converged on the new config: {lab.convergence_problem(expect, version)}")
+    return version, at

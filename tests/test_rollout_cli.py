@@ -1,0 +1,92 @@
+"""Reload decisions of a client (client.reload) and the `firepath config rollout` command's local checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from client.reload import check
+from controller.ops.rollout_cli import render
+from proto.clos import ClosParams, generate_clos_yaml
+from proto.config import ConfigError, load_fabric
+
+
+def _write(tmp: Path, name: str, text: str) -> Path:
+    (tmp / "fabric.key").write_bytes(b"k" * 32)
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def _text(leaves: int = 3) -> str:
+    return generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=leaves, masters=2))
+
+
+def test_client_reload_same_changed_invalid_and_gone(tmp_path: Path) -> None:
+    cur = load_fabric(_write(tmp_path, "f.yaml", _text()))
+    assert check(tmp_path / "f.yaml", "leaf-1", cur).outcome == "unchanged"
+    p = _write(tmp_path, "f.yaml", _text().replace('{a: "leaf-1:1", b: "spine-1:1"}',
+                                                   '{a: "leaf-1:1", b: "spine-1:1", weight: 2}'))
+    d = check(p, "leaf-1", cur)
+    assert d.outcome == "changed" and d.fabric.digest != cur.digest
+    _write(tmp_path, "f.yaml", _text().replace("weight", "x").replace("role: tor", "role: toaster", 1))
+    with pytest.raises(ConfigError, match=r"f\.yaml:\d+: .*role"):
+        check(p, "leaf-1", cur)
+    _write(tmp_path, "f.yaml", _text(leaves=2))
+    with pytest.raises(ConfigError, match="no switch named 'leaf-3'"):
+        check(p, "leaf-3", cur)
+
+
+def test_config_rollout_refuses_an_invalid_next_config_before_contacting_anyone(tmp_path: Path) -> None:
+    cur = _write(tmp_path, "f.yaml", _text())
+    bad = _write(tmp_path, "next.yaml", _text().replace('b: "spine-1:1"', 'b: "spine-7:1"'))
+    proc = subprocess.run([sys.executable, "-c", "import sys; from proto.cli import main; sys.exit(main())",
+                           "config", "rollout", str(bad), "--config", str(cur)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "next.yaml:" in proc.stderr and "spine-7" in proc.stderr
+
+
+def test_render_names_who_holds_what_and_what_blocks() -> None:
+    st = {"phase": "prepared", "current": "a" * 64, "next": "b" * 64, "version": 7, "term": 2,
+          "switches": {"leaf-1": "next", "leaf-2": "current", "leaf-3": "unheard"},
+          "blockers": {"leaf-2": "holds the current config"}, "last": None}
+
+    def table(rows: list, headers: list) -> str:
+        return "\n".join(" ".join(str(c) for c in r) for r in [headers, *rows])
+
+    text = render(st, "m1", "b" * 64, table)
+    assert "prepared" in text and "current 1 leaf-2" in text and "next 1 leaf-1" in text
+    assert "commit blocked by 1 live switch(es)" in text and "leaf-2: holds the current config" in text
+
+
+def test_client_rest_reload_needs_the_token_and_refuses_an_invalid_file(tmp_path: Path) -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from client.rest import build_app
+
+    calls: list[str] = []
+
+    def reload() -> dict:
+        calls.append("reload")
+        if len(calls) == 2:
+            raise ConfigError(str(tmp_path / "f.yaml"), 7, "links[0].b", "unknown switch 'spine-7'")
+        return {"outcome": "unchanged", "digest": "d"}
+
+    async def main() -> None:
+        app, _ = build_app(lambda: {}, reload=reload, token="tok")
+        async with TestClient(TestServer(app)) as c:
+            assert (await c.post("/v1/reload")).status == 401
+            assert (await c.post("/v1/reload", headers={"Authorization": "Bearer nope"})).status == 403
+            ok = await c.post("/v1/reload", headers={"Authorization": "Bearer tok"})
+            assert ok.status == 200 and (await ok.json())["outcome"] == "unchanged"
+            bad = await c.post("/v1/reload", headers={"Authorization": "Bearer tok"})
+            assert bad.status == 400 and "f.yaml:7: links[0].b" in (await bad.json())["error"]
+        assert calls == ["reload", "reload"]          # never called without the right token
+
+    asyncio.run(main())

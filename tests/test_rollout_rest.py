@@ -1,0 +1,101 @@
+"""Rollout and reload over the master's REST (controller.rollout_rest) against an in-process MasterServer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient
+
+from controller.server import MasterServer
+from proto.clos import ClosParams, generate_clos_yaml
+from tests.test_controller_rest import TOKEN, run
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def next_config(tmp: Path, leaves: int = 3) -> Path:
+    """The server's config (tests.test_controller_rest.make_server) with `leaves` leaves."""
+    text = generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=leaves, masters=2))
+    text = text.replace('  key_file: "fabric.key"\n', '  key_file: "fabric.key"\n  admin_token_file: admin.token\n')
+    path = tmp / f"next-{leaves}.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_prepare_commit_abort_over_rest(tmp_path: Path) -> None:
+    nxt = next_config(tmp_path)
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        st = await (await c.get("/v1/rollout")).json()
+        assert st["phase"] == "idle" and st["next"] is None
+        r = await c.post("/v1/rollout/prepare", json={"config": str(nxt)})
+        assert r.status == 401                                   # the admin token, as for drains
+        r = await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)
+        out = await r.json()
+        assert r.status == 200 and out["outcome"] == "prepared", out
+        assert out["rollout"]["phase"] == "prepared" and out["rollout"]["switches"]["leaf-3"] == "unheard"
+        assert "leaf-3" in server.codec.switches                 # the new switch may speak to us now
+        r = await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)
+        assert (await r.json())["outcome"] == "already_prepared"
+        for o in server.observers:                               # the page ignores it until the commit
+            o.reported("leaf-3", ())
+        # no switch heard at all: nothing blocks ("every switch still alive" holds the next config)
+        r = await c.post("/v1/rollout/commit", headers=AUTH)
+        out = await r.json()
+        assert r.status == 200 and out["outcome"] == "committed", out
+        assert server.fabric.digest == out["digest"] and len(server.fabric.links) == 6
+        lsd = await (await c.get("/v1/lsd")).json()
+        assert "leaf-3:1-spine-1:3" in lsd["links"]
+        view = await (await c.get("/v1/view")).text()              # the page follows the new config
+        assert "leaf-3" in view
+        r = await c.post("/v1/rollout/abort", headers=AUTH)
+        assert (await r.json())["outcome"] == "nothing_prepared"
+
+    run(tmp_path, body)
+
+
+def test_an_invalid_next_config_is_refused_with_file_line_field_and_changes_nothing(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(next_config(tmp_path).read_text().replace("weight", "weight").replace(
+        '{a: "leaf-3:1", b: "spine-1:3"}', '{a: "leaf-3:1", b: "spine-9:3"}'))
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        digest = server.fabric.digest
+        r = await c.post("/v1/rollout/prepare", json={"config": str(bad)}, headers=AUTH)
+        err = (await r.json())["error"]
+        assert r.status == 400 and "bad.yaml:" in err and "spine-9" in err, err
+        r = await c.post("/v1/rollout/prepare", json={"config": str(tmp_path / "missing.yaml")}, headers=AUTH)
+        assert r.status == 400
+        st = await (await c.get("/v1/rollout")).json()
+        assert st["phase"] == "idle" and server.fabric.digest == digest
+        r = await c.post("/v1/rollout/commit", headers=AUTH)
+        assert r.status == 409 and "no rollout prepared" in (await r.json())["error"]
+
+    run(tmp_path, body)
+
+
+def test_reload_of_the_same_file_changes_nothing_and_of_an_edited_one_prepares(tmp_path: Path) -> None:
+    async def body(server: MasterServer, c: TestClient) -> None:
+        own = Path(server.fabric.source)
+        r = await c.post("/v1/reload", headers=AUTH)
+        assert (await r.json())["outcome"] == "unchanged"
+        own.write_text(own.read_text().replace('{a: "leaf-1:1", b: "spine-1:1"}',
+                                               '{a: "leaf-1:1", b: "spine-1:1", weight: 4}'))
+        r = await c.post("/v1/reload", headers=AUTH)
+        out = await r.json()
+        assert out["outcome"] == "prepared" and out["rollout"]["phase"] == "prepared"
+        r = await c.post("/v1/rollout/abort", headers=AUTH)
+        assert (await r.json())["rollout"]["phase"] == "idle"
+
+    run(tmp_path, body)
+
+
+def test_commit_on_a_backup_names_the_leader(tmp_path: Path) -> None:
+    nxt = next_config(tmp_path)
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)
+        r = await c.post("/v1/rollout/commit", headers=AUTH)
+        assert r.status == 409 and "not the master" in (await r.json())["error"]
+
+    run(tmp_path, body, master=False)
