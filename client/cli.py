@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         from client.reload import check
 
         decision = check(args.config, args.switch, fabric)
+        _apply_keys(log, daemon, decision.fabric)
         if decision.outcome == "changed":
             # shortly after the answer is on its way: the restart stops the REST server
             threading.Timer(0.2, lambda: (reload_asked.set(), stop.set())).start()
@@ -146,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
                 break
             reload_asked.clear()
             stop.clear()
-            if _reload(log, args.config, args.switch, fabric):
+            if _reload(log, args.config, args.switch, fabric, daemon):
                 reexec = True
                 break
     finally:
@@ -173,14 +174,26 @@ def _admin_token(fabric: Any) -> str | None:
         return None
 
 
-def _reload(log: logging.Logger, path: str, switch: str, running: Any) -> bool:
+def _apply_keys(log: logging.Logger, daemon: Any, nxt: Any) -> None:
+    """Key rollover (issue #21): a reloaded file's key set is swapped in at once (the security section is
+    outside the digest: a key-only change is an "unchanged" config, no restart). Raises AuthError."""
+    from proto.auth import KeySet
+
+    keys = KeySet.from_security(nxt.security)
+    if keys.status() != daemon.core.codec.keys.status():
+        daemon.core.codec.set_keys(keys)
+        log.warning("config-reload: key set now %s", keys.status())
+
+
+def _reload(log: logging.Logger, path: str, switch: str, running: Any, daemon: Any) -> bool:
     """SIGHUP: True if the config file now holds another valid config for this switch (restart on it)."""
     from client.reload import check
     from proto.config import ConfigError
 
     try:
         decision = check(path, switch, running)
-    except ConfigError as e:
+        _apply_keys(log, daemon, decision.fabric)
+    except (ConfigError, ValueError) as e:      # AuthError is a ValueError: a key file, named
         log.error("config-reload refused (nothing changes): %s", e)
         return False
     if decision.outcome == "unchanged":

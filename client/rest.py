@@ -124,8 +124,6 @@ async def _reload(request: web.Request) -> web.Response:
     the file:line:field error for an invalid file (nothing changes); 401/403 without the right token."""
     import hmac
 
-    from proto.config import ConfigError
-
     reload: Callable[[], dict[str, Any]] | None = request.app[RELOAD_KEY]  # type: ignore[assignment]
     token: str | None = request.app[TOKEN_KEY]  # type: ignore[assignment]
     if reload is None:
@@ -139,7 +137,7 @@ async def _reload(request: web.Request) -> web.Response:
         return web.json_response({"error": "invalid token"}, status=403)
     try:
         out = await asyncio.get_running_loop().run_in_executor(None, reload)
-    except ConfigError as e:
+    except ValueError as e:           # ConfigError (file:line:field) or AuthError (a key file, named)
         return web.json_response({"error": str(e)}, status=400)
     return web.json_response(out)
 

@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
                           peer_port=args.peer_port, rest_port=args.rest_port, driver_factory=driver_factory)
     log.info(kv("election", mode=election, masters=len(fabric.masters)))
 
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

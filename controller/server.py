@@ -536,11 +536,12 @@ class MasterServer:
         two-phase rollout, controller.rollout). Raises ConfigError (file:line:field) or RolloutError:
         nothing changes. Returns {"outcome": "unchanged"|"prepared"|"already_prepared", "digest": ...}.
 
-        `on_reload(fabric)` observers (e.g. the security section, which the digest excludes) run for every
-        valid file read, before the rollout decision."""
+        The file's key set is swapped in first (key rollover: the security section is outside the digest),
+        then `reload_hooks` observers run for every valid file read, before the rollout decision."""
         from proto.config import load_fabric
 
         nxt = load_fabric(path if path is not None else self.fabric.source)
+        self._apply_keys(nxt)
         for hook in self.reload_hooks:
             hook(nxt)
         if nxt.digest == self.core.fabric.digest:
@@ -553,6 +554,19 @@ class MasterServer:
         log.info(kv("config_reload", source=nxt.source, digest=nxt.digest[:12], outcome=outcome))
         self._run([])
         return {"outcome": outcome, "digest": nxt.digest, "source": nxt.source}
+
+    def _apply_keys(self, nxt: Fabric) -> None:
+        """Key rollover (issue #21): the key set of every valid file read is swapped in at once; the security
+        section is outside the digest, so a key-only change is an "unchanged" config. The file's keys were
+        read by load_fabric (a bad key file is a ConfigError there)."""
+        from proto.auth import KeySet
+
+        keys = KeySet.from_security(nxt.security)
+        before = self.codec.keys.status()
+        self.codec.set_keys(keys)
+        if keys.status() != before:
+            log.warning(kv("keys_reloaded", send_key=keys.send_id, accepted=",".join(map(str, sorted(keys.accepted))),
+                           retired=",".join(map(str, sorted(keys.retired))) or None))
 
     def rollout_commit(self) -> dict[str, Any]:
         """Commit the prepared rollout (master only). Raises NotMaster, RolloutError."""

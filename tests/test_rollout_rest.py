@@ -99,3 +99,26 @@ def test_commit_on_a_backup_names_the_leader(tmp_path: Path) -> None:
         assert r.status == 409 and "not the master" in (await r.json())["error"]
 
     run(tmp_path, body, master=False)
+
+
+def test_reload_swaps_the_key_set_without_a_rollout(tmp_path: Path) -> None:
+    """Key rollover step 1 by reload (issue #21): the edited security section (a second accepted key) is in
+    force at once — GET /v1/keys shows it — and, the digest being unchanged, no rollout is prepared."""
+    from proto import cli
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        own = Path(server.fabric.source)
+        before = await (await c.get("/v1/keys")).json()
+        assert before["accepted"] == [1]
+        assert cli.main(["config", "keygen", "--add", str(own), "--write"]) == 0
+        out = await (await c.post("/v1/reload", headers=AUTH)).json()
+        assert out["outcome"] == "unchanged" and out["rollout"]["phase"] == "idle"
+        after = await (await c.get("/v1/keys")).json()
+        assert after["send_key"] == 1 and after["accepted"] == [1, 2]
+        # a key set naming a missing key file is refused and changes nothing
+        own.write_text(own.read_text().replace("send_key: 1", "send_key: 7"))
+        r = await c.post("/v1/reload", headers=AUTH)
+        assert r.status == 400 and "send_key" in (await r.json())["error"]
+        assert (await (await c.get("/v1/keys")).json())["accepted"] == [1, 2]
+
+    run(tmp_path, body)
