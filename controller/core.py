@@ -21,10 +21,8 @@ decision), a switch's is not: a switch signs with its own key and is no evidence
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from controller.actions import (
     Action,
@@ -39,17 +37,18 @@ from controller.actions import (
     TermSeen,
     VersionChanged,
 )
+from controller.coredrains import DrainOps
+from controller.corerollout import RolloutOps
+from controller.coretypes import DrainRefused, NotMaster, Role, UnknownTarget
 from controller.damping import Damper
 from controller.distribution import Distributor, Peer
-from controller.drains import DrainBook, DrainBookFull, UndrainResult
+from controller.drains import DrainBook
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
-from controller.rollout import Rollout, RolloutError, carry_states, link_key
+from controller.rollout import Rollout
 from proto.config import Fabric
-from proto.drains import DrainNote, NoteError, decode_notes, encode_notes
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
-from proto.lsd import encode_snapshot as _encode
 from proto.messages import (
     MAX_LSD_BYTES,
     DrainNotes,
@@ -64,26 +63,7 @@ from proto.messages import (
     ReportAck,
 )
 
-_LINK_NAME = re.compile(r"([^:\s]+):(\d{1,5})-([^:\s]+):(\d{1,5})")  # OF ports <= 65279
-
-
-class Role(StrEnum):
-    INACTIVE = "inactive"
-    BACKUP = "backup"
-    MASTER = "master"
-
-
-class NotMaster(RuntimeError):
-    """An operation that only the master of the current term may do (e.g. a drain) was asked of a non-master."""
-
-
-class UnknownTarget(ValueError):
-    """A drain named a link or switch that the fabric does not have (message says which, and why)."""
-
-
-class DrainRefused(ValueError):
-    """A drain that cannot be recorded (bad who/reason text, too many drains): nothing changed."""
-
+__all__ = ["ClientInfo", "DrainRefused", "MasterCore", "NotMaster", "Role", "UnknownTarget"]
 
 @dataclass(frozen=True, slots=True)
 class ClientInfo:
@@ -99,7 +79,7 @@ class ClientInfo:
     deltas_sent: int
 
 
-class MasterCore:
+class MasterCore(DrainOps, RolloutOps):
     def __init__(self, fabric: Fabric, master_id: str) -> None:
         fabric.master(master_id)                     # KeyError if not configured
         self.fabric = fabric
@@ -353,107 +333,6 @@ class MasterCore:
         self._other_config[switch] = (digest, now)
         return False
 
-    # ============================================================================ config rollout (#21)
-    def rollout_prepare(self, nxt: Fabric, now: float) -> bool:
-        """Hold `nxt` as the next config (any role: every replica is told). False if already prepared.
-        Raises RolloutError (nothing changed). New switches of `nxt` may report from now on."""
-        changed = self.rollout.prepare(nxt, now)
-        self.switch_names = frozenset(s.name for s in self.fabric.switches) | {s.name for s in nxt.switches}
-        return changed
-
-    def rollout_abort(self, now: float) -> bool:
-        """Drop the next config (any role). False if none was prepared."""
-        done = self.rollout.abort(now)
-        self._next_usable.clear()
-        self.switch_names = frozenset(s.name for s in self.fabric.switches)
-        return done
-
-    def rollout_status(self, now: float) -> dict:
-        return {**self.rollout.status(now, alive=self._switch_alive(now)), "role": self.role.value,
-                "term": self.term, "version": self.version, "master": self.id, "leader": self.leader}
-
-    def _switch_alive(self, now: float):  # noqa: ANN202
-        dead = self.fabric.timers.switch_dead
-        def alive(sw: str) -> bool:
-            h = self.rollout.held.get(sw)
-            return h is not None and now - h.at < dead
-        return alive
-
-    def rollout_commit(self, now: float) -> list[Action]:
-        """Switch to the prepared next config (MASTER only): a new LSD version on its link index, link states
-        carried by name (controller.rollout.carry_states), a full snapshot to every peer under the next
-        digest. Raises NotMaster, RolloutError (a live switch does not hold it yet; held LSD)."""
-        if self.role != Role.MASTER:
-            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
-        if self.held:
-            raise RolloutError("commit refused: this master still holds its first LSD (it has not heard the "
-                               "switches yet)")
-        old_fabric, old_states = self.fabric, self.lsd.states()
-        nxt = self.rollout.commit(now, self._switch_alive(now))
-        usable = self._usable_views(now)
-
-        def end_up(sw: str, port: int) -> bool:
-            ports = usable.get(sw)
-            return ports is not None and port in ports
-
-        states = carry_states(old_fabric, old_states, nxt, end_up)
-        version = self.lsd.version + 1
-        self._adopt_fabric(nxt, now, usable)
-        # The first version on the new index: carried states, then what the reports say about every link.
-        drained = {i for i, st in enumerate(states) if st == LinkState.DRAINED}
-        self.drains.inherit(drained)
-        self.deriver.drained = set(drained)
-        changes = self.deriver.changes(range(len(nxt.links)), bytes(states), now)
-        for i, st in changes.items():
-            states[i] = st
-        self.lsd.load_snapshot(version, _encode(bytes(states)))
-        self.dist.activate(self.term, now)          # every peer: a full snapshot of the new index, now
-        # changes: links added or removed, and carried links whose state the reports changed
-        keys_old, keys_new = ({link_key(x) for x in f.links} for f in (old_fabric, nxt))
-        n = len(keys_old ^ keys_new) + len(changes)
-        out: list[Action] = [VersionChanged(version, n, "rollout")]
-        out.extend(self.tick(now))
-        return out
-
-    def _usable_views(self, now: float) -> dict[str, frozenset[int]]:
-        """Per live switch, the fabric ports its last report says usable (under the next config if it
-        reported under it, else under the current one)."""
-        out = {sw: v.usable for sw, v in self.deriver.views.items() if self.deriver.alive(sw, now)}
-        dead = self.fabric.timers.switch_dead
-        for sw, (ports, _seq, at) in self._next_usable.items():
-            if now - at < dead:
-                out[sw] = ports
-        return out
-
-    def _adopt_fabric(self, nxt: Fabric, now: float, usable: dict[str, frozenset[int]] | None = None) -> None:
-        """Make `nxt` this replica's config: every table derived from the fabric is rebuilt; switch views
-        carry over (ports by number), drains carry over as LSD states (the notes' who/why do not)."""
-        old_views = self.deriver.views
-        seqs = {sw: v.report_seq for sw, v in old_views.items()}
-        seqs.update({sw: seq for sw, (_p, seq, _at) in self._next_usable.items()})
-        ats = {sw: v.reported_at for sw, v in old_views.items()}
-        ats.update({sw: at for sw, (_p, _s, at) in self._next_usable.items()})
-        self.fabric = nxt
-        self.switch_names = frozenset(s.name for s in nxt.switches)
-        self.deriver = LinkStateDeriver(nxt)
-        for sw, ports in (usable or {}).items():
-            if sw in self.switch_names:
-                self.deriver.set_report(sw, ports, seqs.get(sw, -1), ats.get(sw, now))
-        self.guard = Guard(nxt)
-        self._links_of = {s.name: nxt.links_of(s.name) for s in nxt.switches}
-        self._link_by_end = {}
-        for link in nxt.links:
-            self._link_by_end[(link.a.switch, link.a.port)] = link.index
-            self._link_by_end[(link.b.switch, link.b.port)] = link.index
-        self.lsd = LinkStateDB(nxt.lsd_size, history=nxt.lsd.history, version=self.lsd.version)
-        self._slots_of = {s.name: nxt.slots_of(s.name) for s in nxt.switches if s.bgp is not None}
-        self.damper = Damper(nxt.damping)       # penalties are per link index: a new index starts clean
-        self.drains = DrainBook(nxt)
-        self._unnoted = set()
-        self.dist.digest = nxt.digest
-        self._next_usable.clear()
-        self._other_config.clear()
-
     def _apply_timeouts(self, now: float, out: list[Action]) -> None:
         """Switches that became silent by `now`: an event each (logs, metrics). No link changes: silence is
         not evidence (controller.linkstate)."""
@@ -477,138 +356,6 @@ class MasterCore:
         times = [t for t in (self.deriver.next_deadline(), self.dist.next_deadline(), self.hold_until,
                              self._notes_deadline(), self.damper.next_deadline()) if t is not None]
         return min(times) if times else None
-
-    # ============================================================================ operator drains
-    def link_index(self, name: str) -> int:
-        """Index of the link named "a:1-b:2" (either orientation). Raises UnknownTarget with the reason."""
-        m = _LINK_NAME.fullmatch(name)
-        if m is None:
-            raise UnknownTarget(f"link {name!r}: expected 'switch:port-switch:port'")
-        parsed = [(m[1], int(m[2])), (m[3], int(m[4]))]
-        for sw, _ in parsed:
-            if sw not in self.switch_names:
-                raise UnknownTarget(f"link {name!r}: unknown switch {sw!r}")
-        ia = self._link_by_end.get(parsed[0])
-        ib = self._link_by_end.get(parsed[1])
-        if ia is None or ia != ib:
-            raise UnknownTarget(f"link {name!r}: no such link in fabric {self.fabric.name!r}")
-        return ia
-
-    def resolve(self, kind: str, target: str) -> tuple[str, tuple[int, ...]]:
-        """(canonical target name, its link indices) of a drain target; UnknownTarget with the reason."""
-        if kind == "link":
-            i = self.link_index(target)
-            return self.fabric.links[i].name, (i,)
-        if kind == "switch":
-            return target, self._switch_links(target)
-        raise UnknownTarget(f"drain target kind {kind!r}: expected 'link' or 'switch'")
-
-    def drain(self, kind: str, target: str, now: float, *, who: str | None = None, reason: str | None = None,
-              at: float = 0.0) -> tuple[list[Action], tuple[int, ...]]:
-        """Drain a link ("a:1-b:2", either orientation) or every link of a switch, noting who/when(`at`,
-        Unix seconds)/why. Replaces the note of a target drained before. Returns (actions, link indices).
-        Raises NotMaster, UnknownTarget, DrainRefused; nothing changes then."""
-        self._check_master()
-        name, indices = self.resolve(kind, target)
-        try:
-            # milliseconds: what the replicated note carries, so every replica shows the same time
-            self.drains.drain(DrainNote(kind, name, who, round(at, 3), reason))
-        except (NoteError, DrainBookFull) as e:
-            raise DrainRefused(str(e)) from None
-        return self._drains_changed(indices, now), indices
-
-    def undrain(self, kind: str, target: str, now: float) -> tuple[list[Action], UndrainResult]:
-        """Lift the drain of a link or switch. Links that another drain still covers stay drained (listed in
-        the result's `still`). Raises NotMaster, UnknownTarget."""
-        self._check_master()
-        name, indices = self.resolve(kind, target)
-        result = self.drains.undrain(kind, name)
-        self._unnoted.difference_update(indices)
-        return self._drains_changed(indices, now), result
-
-    def drain_link(self, index: int, now: float) -> list[Action]:
-        return self.drain("link", self._index_name(index), now)[0]
-
-    def undrain_link(self, index: int, now: float) -> list[Action]:
-        return self.undrain("link", self._index_name(index), now)[0]
-
-    def drain_switch(self, switch: str, now: float) -> list[Action]:
-        return self.drain("switch", switch, now)[0]
-
-    def undrain_switch(self, switch: str, now: float) -> list[Action]:
-        return self.undrain("switch", switch, now)[0]
-
-    def _index_name(self, index: int) -> str:
-        if not 0 <= index < len(self.fabric.links):
-            raise UnknownTarget(f"link index {index}: out of range")
-        return self.fabric.links[index].name
-
-    def _switch_links(self, switch: str) -> tuple[int, ...]:
-        if switch not in self.switch_names:
-            raise UnknownTarget(f"switch {switch!r}: not in fabric {self.fabric.name!r}")
-        return self._links_of[switch]
-
-    def _check_master(self) -> None:
-        if self.role != Role.MASTER:
-            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
-
-    def _drains_changed(self, indices: Iterable[int], now: float) -> list[Action]:
-        """The book changed: send it to the backups first (before the LSD version that enacts it), then
-        re-derive the touched links as one LSD version."""
-        self.deriver.drained = self.drains.drained() | self._unnoted
-        out: list[Action] = []
-        self._notes_acked.clear()
-        self._notes_sent_at.clear()
-        self._notes_tick(now, out)
-        self._apply_timeouts(now, out)
-        self._rederive(list(indices), now, "drain", out)
-        return out
-
-    # ---------------------------------------------------------------------------- drain notes replication
-    def _notes_tick(self, now: float, out: list[Action]) -> None:
-        """Send the book to every backup that has not acknowledged its serial, at most every `keepalive`.
-        A book never written (serial 0) is empty, as is every backup's at the start of our term."""
-        if self.role != Role.MASTER or self.drains.serial == 0:
-            return
-        msg: DrainNotes | None = None
-        for mid in sorted(self.master_ids - {self.id}):
-            if self._notes_acked.get(mid) == self.drains.serial:
-                continue
-            sent = self._notes_sent_at.get(mid)
-            if sent is not None and now < sent + self.fabric.timers.keepalive:
-                continue
-            if msg is None:
-                msg = DrainNotes(self.id, self.term, self.drains.serial, encode_notes(self.drains.notes))
-            self._notes_sent_at[mid] = now
-            out.append(Send(mid, msg))
-
-    def _notes_deadline(self) -> float | None:
-        if self.role != Role.MASTER or self.drains.serial == 0:
-            return None
-        pending = [self._notes_sent_at.get(mid, 0.0) + self.fabric.timers.keepalive
-                   for mid in self.master_ids - {self.id} if self._notes_acked.get(mid) != self.drains.serial]
-        return min(pending) if pending else None
-
-    def _on_drain_notes(self, sender: str, m: DrainNotes) -> list[Action]:
-        kind = "DrainNotes"
-        out: list[Action] = []
-        if not self._admit_from_leader(sender, kind, m.master, m.term, out):
-            return out
-        try:
-            notes = decode_notes(m.notes)
-        except NoteError:
-            return [Rejected(sender, kind, "malformed")]
-        self.drains.replace(m.serial, notes)
-        self._notes_term = m.term
-        return [Send(sender, DrainNotesAck(self.id, self.term, m.serial))]
-
-    def _on_drain_notes_ack(self, sender: str, a: DrainNotesAck) -> list[Action]:
-        kind = "DrainNotesAck"
-        out: list[Action] = []
-        if not self._admit_from_backup(sender, kind, a.backup, a.term, out):
-            return out
-        self._notes_acked[sender] = a.serial
-        return []
 
     # ============================================================================ views (REST)
     def link_states(self) -> list[LinkState]:

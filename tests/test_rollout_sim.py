@@ -90,10 +90,17 @@ class RolloutWorld(RealWorld):
                 self.loop.at(now + 0.1 + 0.1 * i, self._move, name, self.current)
             return
         masters = [(rid, c) for rid, c in self.cores.items() if self.replicas[rid].up and c.role is Role.MASTER]
-        if any(c.fabric.digest == self.next.digest for _rid, c in masters):
+        if masters and all(c.fabric.digest == self.next.digest for _rid, c in masters):
             self.done = True
+            if now < self.sc.chaos_end + self.sc.heal_bound / 2:   # the operator watches `rollout --status`
+                self.loop.at(now + 0.1, self._finish)
             return
+        # The operator repeats the commit until the serving master runs the next config: a commit made by a
+        # master that then lost its mastership before any backup took it is not final (the new master still
+        # runs the current config with the next one prepared; `config rollout --status` shows it prepared).
         for rid, core in masters:
+            if core.fabric.digest == self.next.digest:
+                continue
             try:
                 local = self.replicas[rid].local(now)
                 self._turn(self.replicas[rid], self.nodes[rid].apply(core.rollout_commit(local), local))

@@ -1,0 +1,124 @@
+"""Config rollout on the master core (issue #21; controller.core.MasterCore mixes this in): prepare the next
+config, commit it as a new LSD version on its link index (states carried by link identity,
+controller.rollout.carry_states), abort, and the status view. The state machine is controller.rollout."""
+
+from __future__ import annotations
+
+from controller.actions import (
+    Action,
+    VersionChanged,
+)
+from controller.coretypes import NotMaster, Role
+from controller.damping import Damper
+from controller.drains import DrainBook
+from controller.guard import Guard
+from controller.linkstate import LinkStateDeriver
+from controller.rollout import RolloutError, carry_states, link_key
+from proto.config import Fabric
+from proto.lsd import LinkState, LinkStateDB
+from proto.lsd import encode_snapshot as _encode
+
+
+class RolloutOps:
+    """MasterCore's rollout operations (a mixin: every attribute it uses is MasterCore's)."""
+
+    # ============================================================================ config rollout (#21)
+    def rollout_prepare(self, nxt: Fabric, now: float) -> bool:
+        """Hold `nxt` as the next config (any role: every replica is told). False if already prepared.
+        Raises RolloutError (nothing changed). New switches of `nxt` may report from now on."""
+        changed = self.rollout.prepare(nxt, now)
+        self.switch_names = frozenset(s.name for s in self.fabric.switches) | {s.name for s in nxt.switches}
+        return changed
+
+    def rollout_abort(self, now: float) -> bool:
+        """Drop the next config (any role). False if none was prepared."""
+        done = self.rollout.abort(now)
+        self._next_usable.clear()
+        self.switch_names = frozenset(s.name for s in self.fabric.switches)
+        return done
+
+    def rollout_status(self, now: float) -> dict:
+        return {**self.rollout.status(now, alive=self._switch_alive(now)), "role": self.role.value,
+                "term": self.term, "version": self.version, "master": self.id, "leader": self.leader}
+
+    def _switch_alive(self, now: float):  # noqa: ANN202
+        dead = self.fabric.timers.switch_dead
+        def alive(sw: str) -> bool:
+            h = self.rollout.held.get(sw)
+            return h is not None and now - h.at < dead
+        return alive
+
+    def rollout_commit(self, now: float) -> list[Action]:
+        """Switch to the prepared next config (MASTER only): a new LSD version on its link index, link states
+        carried by name (controller.rollout.carry_states), a full snapshot to every peer under the next
+        digest. Raises NotMaster, RolloutError (a live switch does not hold it yet; held LSD)."""
+        if self.role != Role.MASTER:
+            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
+        if self.held:
+            raise RolloutError("commit refused: this master still holds its first LSD (it has not heard the "
+                               "switches yet)")
+        old_fabric, old_states = self.fabric, self.lsd.states()
+        nxt = self.rollout.commit(now, self._switch_alive(now))
+        usable = self._usable_views(now)
+
+        def end_up(sw: str, port: int) -> bool:
+            ports = usable.get(sw)
+            return ports is not None and port in ports
+
+        states = carry_states(old_fabric, old_states, nxt, end_up)
+        version = self.lsd.version + 1
+        self._adopt_fabric(nxt, now, usable)
+        # The first version on the new index: carried states, then what the reports say about every link.
+        drained = {i for i, st in enumerate(states) if st == LinkState.DRAINED}
+        self.drains.inherit(drained)
+        self.deriver.drained = set(drained)
+        changes = self.deriver.changes(range(len(nxt.links)), bytes(states), now)
+        for i, st in changes.items():
+            states[i] = st
+        self.lsd.load_snapshot(version, _encode(bytes(states)))
+        self.dist.activate(self.term, now)          # every peer: a full snapshot of the new index, now
+        # changes: links added or removed, and carried links whose state the reports changed
+        keys_old, keys_new = ({link_key(x) for x in f.links} for f in (old_fabric, nxt))
+        n = len(keys_old ^ keys_new) + len(changes)
+        out: list[Action] = [VersionChanged(version, n, "rollout")]
+        out.extend(self.tick(now))
+        return out
+
+    def _usable_views(self, now: float) -> dict[str, frozenset[int]]:
+        """Per live switch, the fabric ports its last report says usable (under the next config if it
+        reported under it, else under the current one)."""
+        out = {sw: v.usable for sw, v in self.deriver.views.items() if self.deriver.alive(sw, now)}
+        dead = self.fabric.timers.switch_dead
+        for sw, (ports, _seq, at) in self._next_usable.items():
+            if now - at < dead:
+                out[sw] = ports
+        return out
+
+    def _adopt_fabric(self, nxt: Fabric, now: float, usable: dict[str, frozenset[int]] | None = None) -> None:
+        """Make `nxt` this replica's config: every table derived from the fabric is rebuilt; switch views
+        carry over (ports by number), drains carry over as LSD states (the notes' who/why do not)."""
+        old_views = self.deriver.views
+        seqs = {sw: v.report_seq for sw, v in old_views.items()}
+        seqs.update({sw: seq for sw, (_p, seq, _at) in self._next_usable.items()})
+        ats = {sw: v.reported_at for sw, v in old_views.items()}
+        ats.update({sw: at for sw, (_p, _s, at) in self._next_usable.items()})
+        self.fabric = nxt
+        self.switch_names = frozenset(s.name for s in nxt.switches)
+        self.deriver = LinkStateDeriver(nxt)
+        for sw, ports in (usable or {}).items():
+            if sw in self.switch_names:
+                self.deriver.set_report(sw, ports, seqs.get(sw, -1), ats.get(sw, now))
+        self.guard = Guard(nxt)
+        self._links_of = {s.name: nxt.links_of(s.name) for s in nxt.switches}
+        self._link_by_end = {}
+        for link in nxt.links:
+            self._link_by_end[(link.a.switch, link.a.port)] = link.index
+            self._link_by_end[(link.b.switch, link.b.port)] = link.index
+        self.lsd = LinkStateDB(nxt.lsd_size, history=nxt.lsd.history, version=self.lsd.version)
+        self._slots_of = {s.name: nxt.slots_of(s.name) for s in nxt.switches if s.bgp is not None}
+        self.damper = Damper(nxt.damping)       # penalties are per link index: a new index starts clean
+        self.drains = DrainBook(nxt)
+        self._unnoted = set()
+        self.dist.digest = nxt.digest
+        self._next_usable.clear()
+        self._other_config.clear()
