@@ -23,12 +23,10 @@ from lab.fabric import (
     Lab,
     LabError,
     LabPorts,
-    _ip_batch,
-    _quiet_ipv6,
     _reserve_ports,
     bridge_name,
-    disable_tx_checksum,
 )
+from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
 from lab.state import host_netns
 
 __all__ = ["grow"]
@@ -92,11 +90,11 @@ def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
     for a, b in pairs:
         lines += [f"link add {a} type veth peer name {b}", f"link set {a} up", f"link set {b} up"]
     if lines:
-        _ip_batch(st.netns, lines)
+        ip_batch(st.netns, lines)
     for h in hosts:
         hns = st.host_netns[h.name]
         nsutil.create_netns(hns)
-        _quiet_ipv6(hns)
+        quiet_ipv6(hns)
         lab_end = st.ifaces[f"{h.tor}:{h.port}"]
         subprocess.run(["ip", "link", "add", lab_end, "netns", st.netns, "type", "veth", "peer", "name",
                         HOST_IFNAME, "netns", hns], check=True, capture_output=True, timeout=10)
@@ -104,11 +102,11 @@ def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
         prefix = next((p for p in tor.prefixes if h.ip in p), None)
         if prefix is None:
             raise LabError(f"host {h.name}: {h.ip} is in none of {h.tor}'s prefixes")
-        _ip_batch(hns, [f"link set {HOST_IFNAME} address {h.mac}", f"addr add {h.ip}/{prefix.prefixlen} dev "
+        ip_batch(hns, [f"link set {HOST_IFNAME} address {h.mac}", f"addr add {h.ip}/{prefix.prefixlen} dev "
                         f"{HOST_IFNAME}", f"link set {HOST_IFNAME} up",
                         f"route add default via {tor.gateway} dev {HOST_IFNAME}"])
         disable_tx_checksum(hns, HOST_IFNAME)
-        _ip_batch(st.netns, [f"link set {lab_end} up"])
+        ip_batch(st.netns, [f"link set {lab_end} up"])
     new_ifaces = [(key, ifn) for key, ifn in st.ifaces.items()
                   if key.rsplit(":", 1)[0] in {s.name for s in switches}
                   or ifn in {x for pair in pairs for x in pair}
