@@ -8,17 +8,15 @@ than a loaded machine's restart noise; the new host reaches every other host soo
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from lab.fabric import LAB_DEFAULT_TIMERS, Lab, LabError, load_fabric, teardown, wait_until
+from lab.fabric import LAB_DEFAULT_TIMERS, Lab, load_fabric, wait_until
 from lab.reload import reload_lab
 from proto.cli import main as firepath
+from tests.harness.labs import running_lab
 
 ovs = pytest.mark.ovs
 
@@ -30,18 +28,8 @@ CLOS3 = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "hosts_pe
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = f"at{os.getpid() % 100000}"
-    d = Path("/tmp") / f"fplab-addtor-{name}"
-    try:
-        fabric_lab = Lab.up(name=name, lab_dir=d, clos=CLOS3, clean=True, timeout=90.0, log=lambda m: None)
-    except LabError as e:
-        pytest.fail(f"lab did not come up: {e}", pytrace=False)
-    try:
-        yield fabric_lab
-    finally:
-        fabric_lab.close()
-        teardown(d, name=name, log=lambda m: None)
-        shutil.rmtree(d, ignore_errors=True)
+    with running_lab("at", CLOS3) as the_lab:
+        yield the_lab
 
 
 @ovs

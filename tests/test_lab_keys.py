@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import time
 import urllib.request
@@ -25,10 +24,11 @@ from pathlib import Path
 import pytest
 
 from client.of.sockets import enter_netns
-from lab.fabric import LAB_DEFAULT_TIMERS, Lab, LabError, teardown, wait_until
+from lab.fabric import LAB_DEFAULT_TIMERS, Lab, wait_until
 from lab.probe import Probe
 from lab.reload import reload_lab
 from proto.keyroll import replace_security, security_yaml
+from tests.harness.labs import running_lab
 from tests.harness.labwatch import down_links
 
 ovs = pytest.mark.ovs
@@ -61,21 +61,8 @@ def _key_file(key_id: int) -> str:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = f"keys{os.getpid() % 100000}"
-    d = Path("/tmp") / f"fplab-{name}"
-    try:
-        fabric_lab = Lab.up(name=name, lab_dir=d, clos={**LEAFSPINE, "timers": TIMERS}, clean=True, timeout=90.0,
-                            log=lambda m: None)
-    except LabError as e:
-        pytest.fail(f"lab did not come up: {e}", pytrace=False)
-    try:
-        yield fabric_lab
-    finally:
-        fabric_lab.close()
-        teardown(d, name=name, log=lambda m: None)
-        if os.environ.get("FP_KEEP_LAB_LOGS"):          # debugging: keep the daemons' logs
-            shutil.copytree(d / "logs", os.environ["FP_KEEP_LAB_LOGS"], dirs_exist_ok=True)
-        shutil.rmtree(d, ignore_errors=True)
+    with running_lab("keys", {**LEAFSPINE, "timers": TIMERS}, keep_logs_env="FP_KEEP_LAB_LOGS") as the_lab:
+        yield the_lab
 
 
 # ---------------------------------------------------------------------------------------------- helpers
