@@ -11,11 +11,14 @@ elements), the exact type (``bool`` is not an ``int``, ``str`` not ``bytes``), r
 What ``Meta`` cannot say is checked in ``__post_init__``, which msgspec runs after decoding a struct: names
 printable, ports of a report unique, ``to_version > from_version``.
 
-Construction (``PortReport(...)``) goes through the same decoder: the metaclass binds the arguments (the
-``= default`` values of a class body are construction defaults only — the metaclass takes them out of the
-struct), checks that tuple and bytes fields are exactly that, encodes the values and decodes them with the
-type's decoder. A message that can be built is therefore one that a receiver accepts; any error raises
-``MessageError`` naming the field (``ports[3].port``).
+Construction (``PortReport(...)``) is checked against the same types: the metaclass binds the arguments
+(the ``= default`` values of a class body are construction defaults only — the metaclass takes them out of
+the struct), checks that tuple, bytes and struct fields hold exactly those types, and builds the instance
+with ``msgspec.convert`` (same ``Meta`` constraints, same ``__post_init__``). Nested wire structs were
+checked when they were built and are frozen, so convert passes them through; an ``Endpoint`` (built
+unchecked by config) is checked here. A message that can be built is one that a receiver accepts; any error
+raises ``MessageError`` naming the field (``ports[3].port``). (``msgspec.structs.replace`` bypasses all
+this: the code does not use it on wire structs.)
 """
 
 from __future__ import annotations
@@ -103,40 +106,46 @@ class _Checked(type(Struct)):  # type: ignore[misc]
     def __call__(cls, *args: Any, **kwargs: Any) -> Any:
         spec: _Spec = cls.__dict__["_spec"]
         values = args if len(args) == len(spec.names) and not kwargs else spec.bind(args, kwargs)
+        name = cls.__name__
+        # msgspec.convert is laxer than the decoder here: it takes a list for a tuple, a bytearray for bytes
+        # and any [switch, port] sequence for an Endpoint, and passes struct instances through unchecked.
         for i in spec.tuples:
             if type(values[i]) is not tuple:
-                raise MessageError(f"{cls.__name__}.{spec.names[i]}: expected tuple, got {type(values[i]).__name__}")
+                raise MessageError(f"{name}.{spec.names[i]}: expected tuple, got {type(values[i]).__name__}")
         for i in spec.blobs:
             if type(values[i]) is not bytes:
-                raise MessageError(f"{cls.__name__}.{spec.names[i]}: expected bytes, got {type(values[i]).__name__}")
-        for i, want, optional in spec.structs:   # a struct, not a tuple that would encode alike
-            if type(values[i]) is not want and not (optional and values[i] is None):
-                raise MessageError(f"{cls.__name__}.{spec.names[i]}: expected {want.__name__}, "
-                                   f"got {type(values[i]).__name__}")
-        for i, want in spec.struct_tuples:
-            for j, item in enumerate(values[i]):
-                if type(item) is not want:
-                    raise MessageError(f"{cls.__name__}.{spec.names[i]}[{j}]: expected {want.__name__}, "
-                                       f"got {type(item).__name__}")
+                raise MessageError(f"{name}.{spec.names[i]}: expected bytes, got {type(values[i]).__name__}")
+        for i, want, optional in spec.structs:
+            value = values[i]
+            if type(value) is not want:
+                if optional and value is None:
+                    continue
+                raise MessageError(f"{name}.{spec.names[i]}: expected {want.__name__}, got {type(value).__name__}")
+            if not isinstance(want, _Checked):  # an Endpoint: built unchecked by config, so check it here
+                try:
+                    msgspec.convert(msgspec.structs.astuple(value), want)
+                except msgspec.ValidationError as e:
+                    raise MessageError(f"{name}: {_located(want, str(e), spec.names[i])}") from None
+        for i, want in spec.struct_tuples:      # our structs: checked when they were built, and frozen
+            if not all(type(item) is want for item in values[i]):
+                j, item = next((j, x) for j, x in enumerate(values[i]) if type(x) is not want)
+                raise MessageError(f"{name}.{spec.names[i]}[{j}]: expected {want.__name__}, got {type(item).__name__}")
         try:
-            raw = _ENCODER.encode(values)
-        except (TypeError, OverflowError, msgspec.EncodeError) as e:
-            field = next((n for n, v in zip(spec.names, values, strict=True) if not _encodable(v)), "?")
-            raise MessageError(f"{cls.__name__}: {field}: {e}") from None
-        return spec.decode(raw)
+            return msgspec.convert(values, cls)
+        except msgspec.ValidationError as e:
+            raise MessageError(f"{name}: {_located(cls, str(e))}") from None
 
 
 class _Spec:
     """Per struct type: field names, construction defaults, strictly typed fields and the decoder."""
 
-    __slots__ = ("blobs", "cls", "decoder", "defaults", "hints", "names", "signature", "struct_tuples", "structs",
+    __slots__ = ("blobs", "cls", "decoder", "defaults", "names", "signature", "struct_tuples", "structs",
                  "tuples")
 
     def __init__(self, cls: type) -> None:
         self.cls = cls
         self.names: tuple[str, ...] = cls.__struct_fields__
         self.defaults = {k: v for c in reversed(cls.__mro__) for k, v in c.__dict__.get("_defaults", {}).items()}
-        self.hints = typing.get_type_hints(cls, include_extras=True)
         bare = typing.get_type_hints(cls)
         self.tuples = tuple(i for i, n in enumerate(self.names) if typing.get_origin(bare[n]) is tuple)
         self.blobs = tuple(i for i, n in enumerate(self.names) if bare[n] is bytes)
@@ -146,7 +155,8 @@ class _Spec:
             args = typing.get_args(bare[n])
             if isinstance(bare[n], type) and issubclass(bare[n], Struct):
                 self.structs.append((i, bare[n], False))
-            elif typing.get_origin(bare[n]) in (typing.Union, types.UnionType) and issubclass(args[0], Struct):
+            elif (typing.get_origin(bare[n]) in (typing.Union, types.UnionType) and isinstance(args[0], type)
+                  and issubclass(args[0], Struct)):
                 self.structs.append((i, args[0], True))   # X | None
             elif i in self.tuples and isinstance(args[0], type) and issubclass(args[0], Struct):
                 self.struct_tuples.append((i, args[0]))
@@ -182,22 +192,16 @@ class _Spec:
 
 _ENCODER = msgspec.msgpack.Encoder()
 
-
-def _encodable(value: Any) -> bool:
-    try:
-        _ENCODER.encode(value)
-    except (TypeError, OverflowError, msgspec.EncodeError):
-        return False
-    return True
 _AT = re.compile(r" - at `\$((?:\[\d+\])*)`\Z")
 
 
-def _located(cls: type, text: str) -> str:
-    """msgspec's "... - at `$[4][3][0]`" as "ports[3].port: ..." (field names along the path)."""
+def _located(cls: type, text: str, where: str = "") -> str:
+    """msgspec's "... - at `$[4][3][0]`" as "ports[3].port: ..." (field names along the path, below
+    ``where``)."""
     m = _AT.search(text)
     if m is None:
-        return text
-    where, tp = "", cls
+        return f"{where}: {text}" if where else text
+    tp = cls
     for index in map(int, re.findall(r"\d+", m.group(1))):
         args = typing.get_args(tp)
         if isinstance(tp, type) and issubclass(tp, Struct) and index < len(tp.__struct_fields__):
