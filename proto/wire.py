@@ -23,6 +23,7 @@ this: the code does not use it on wire structs.)
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
@@ -35,8 +36,8 @@ from msgspec import Meta, Struct
 from proto.config import Endpoint
 
 __all__ = [
-    "MAX_DATAGRAM", "MAX_LSD_BYTES", "MAX_ND_HOLD_MS", "MAX_PORT", "MAX_PRIORITY", "MAX_REPLICAS", "MAX_U63",
-    "MIN_PORT", "Challenge", "DrainNotes", "DrainNotesAck", "Hello", "Keepalive", "LsdDelta", "LsdFull",
+    "HEADER_LEN", "MAX_DATAGRAM", "MAX_LSD_BYTES", "MAX_ND_HOLD_MS", "MAX_PORT", "MAX_PRIORITY", "MAX_REPLICAS", "MAX_U63",
+    "MESSAGE_TYPES", "MIN_PORT", "TAG_LEN", "Challenge", "DrainNotes", "DrainNotesAck", "Hello", "Keepalive", "LsdDelta", "LsdFull",
     "LsdRequest", "Message", "MessageError", "NdFrame", "PortReport", "PortStatus", "RelayedReport",
     "ReplicationAck", "ReportAck", "StepDown", "Vote", "VoteRequest", "decode_payload", "encode_payload",
     "from_wire", "to_wire",
@@ -83,11 +84,11 @@ def _name(value: str | None, field: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Construction through the decoder
+# Construction, checked like a decode
 
 
 class _Checked(type(Struct)):  # type: ignore[misc]
-    """Metaclass of the wire structs: construction defaults, and construction validated by the decoder."""
+    """Metaclass of the wire structs: construction defaults, and construction checked like a decode."""
 
     def __new__(mcls, name: str, bases: tuple, ns: dict[str, Any], **kw: Any) -> Any:
         defaults = {}
@@ -195,6 +196,11 @@ _ENCODER = msgspec.msgpack.Encoder()
 _AT = re.compile(r" - at `\$((?:\[\d+\])*)`\Z")
 
 
+@functools.cache
+def _hints(tp: type) -> dict[str, Any]:
+    return typing.get_type_hints(tp)
+
+
 def _located(cls: type, text: str, where: str = "") -> str:
     """msgspec's "... - at `$[4][3][0]`" as "ports[3].port: ..." (field names along the path, below
     ``where``)."""
@@ -207,7 +213,7 @@ def _located(cls: type, text: str, where: str = "") -> str:
         if isinstance(tp, type) and issubclass(tp, Struct) and index < len(tp.__struct_fields__):
             field = tp.__struct_fields__[index]
             where += f".{field}" if where else field
-            tp = typing.get_type_hints(tp)[field]
+            tp = _hints(tp)[field]
         elif typing.get_origin(tp) is tuple and args:
             where, tp = f"{where}[{index}]", args[0]
         else:

@@ -11,6 +11,8 @@ import time
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from proto.auth import KeyKind
 from proto.config import Endpoint
@@ -213,3 +215,28 @@ def test_messages_are_frozen_and_hashable():
         msg.term = 2  # type: ignore[misc]
     assert len({msg, LsdRequest("tor-1", 1, 1)}) == 1
     assert isinstance(Codec, type)
+
+
+scalars = (st.none() | st.booleans() | st.integers(-(2**64), 2**64 + 1) | st.floats() | st.text(max_size=70)
+           | st.binary(max_size=20) | st.sampled_from([0, 1, 65279, 65280, -1, 2**63 - 1, 2**63, "", "m" * 64]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(port=st.integers(0, 2), index=st.integers(0, 6), value=scalars, top=st.integers(0, 6), top_value=scalars)
+def test_decode_and_construction_agree_on_any_scalar(port, index, value, top, top_value):
+    """One PortStatus field and one report field replaced by any scalar: the payload decodes iff the
+    constructors accept the same values, and then to the same message."""
+    ports = [[p, T, F, T, T, F, None] for p in (1, 2, 3)]
+    ports[port][index] = value
+    fields = ["tor-1", DIGEST, 1, 1, ports, 0, 0]
+    if top != 4:
+        fields[top] = top_value
+    try:
+        decoded = decode_payload(PortReport, msgpack.packb(fields, use_bin_type=True))
+    except MessageError:
+        decoded = None
+    try:
+        built = PortReport(*fields[:4], tuple(PortStatus(*p) for p in ports), *fields[5:])
+    except MessageError:
+        built = None
+    assert decoded == built
