@@ -69,7 +69,9 @@ def add_tor(text: str, source: str, like: str, name: str | None = None, base_dir
             raise ConfigError(source, None, "links", f"{other.switch}: no free port above {port - 1}")
         used_ports.setdefault(other.switch, {0}).add(port)
         links.append((mine.port, other.switch, port))
-    taken = [p for s in fabric.switches for p in s.prefixes] + [s.loopback for s in fabric.switches if s.loopback]
+    # a border's prefixes (0.0.0.0/0, external ones) are routes to the outside, not address assignments
+    taken = [p for s in fabric.switches if s.role.value != "border" for p in s.prefixes] \
+        + [s.loopback for s in fabric.switches if s.loopback]
     prefixes = [_next_prefix(p, [q for s in fabric.switches if s.role.value == "tor" for q in s.prefixes], taken,
                              source) for p in tmpl.prefixes]
     taken += prefixes

@@ -45,6 +45,16 @@ def test_a_tor_added_like_another_keeps_everything_and_takes_the_next_free_ports
     assert again.switch("tor-2-4").prefixes[0] != sw.prefixes[0]
 
 
+def test_a_fabric_with_borders_still_finds_a_free_prefix() -> None:
+    """A border's 0.0.0.0/0 overlaps everything but assigns no address: it is not taken."""
+    text = generate_clos_yaml(ClosParams(name="t", spines=2, pods=2, aggs_per_pod=2, tors_per_pod=2, masters=1,
+                                         border_pods=1, external=True))
+    new = parse_fabric(add_tor(text, "f.yaml", "tor-2-2").text, source="f.yaml")
+    assert str(new.switch("tor-2-3").prefixes[0]) == "10.0.4.0/24"
+    ext = {p for s in new.switches if s.bgp is not None for p in s.bgp.peers}
+    assert all(lk.a.port not in {p.port for p in ext} for lk in new.links if lk.a.switch.startswith("border"))
+
+
 def test_a_leaf_added_to_a_leaf_spine_connects_every_spine() -> None:
     text = generate_clos_yaml(ClosParams(name="t", spines=3, pods=0, leaves=4, uplinks=2, masters=1))
     added = parse_fabric(add_tor(text, "f.yaml", "leaf-4").text, source="f.yaml")
