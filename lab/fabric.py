@@ -23,6 +23,7 @@ Everything created is recorded in ``<dir>/lab.json`` (lab/state.py) before it is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -46,6 +47,10 @@ from lab import external
 from lab import netns as nsutil
 from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
 from lab.ovs import OvsInstance, ovs_missing
+from lab.pyenv import python_env
+from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, nd_load_warning, oam_interval_fit, oam_load_warning
+
+__all__ = ["ND_CPU_BUDGET", "ND_FRAME_COST_S", "nd_load_warning", "oam_load_warning"]   # re-exported (tests)
 from lab.state import (
     LabError,
     LabState,
@@ -125,12 +130,6 @@ def _get_json(port: int, path: str, timeout: float) -> Any:
 # with ports inside the range is safe too.
 OVS_BASE_PORT = 20000      # switch id i listens for its client on 127.0.0.1:OVS_BASE_PORT+i (lab netns)
 REST_BASE_PORT = 28000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
-# Software ND cost (issue #20, measured on this 2-core machine, userspace OVS): ~120 us of client CPU plus
-# ~50 us of ovs-vswitchd for every ND frame sent or received, i.e. ~0.34 ms per frame from one end to the
-# other. ND_CPU_BUDGET: the share of the machine's cores ND may take before links flap under load (the
-# 10-switch demo fabric at ND 30/150 needs ~0.36 core of 2 and collapsed under load; 50/250, ~0.22, holds).
-ND_FRAME_COST_S = 0.34e-3
-ND_CPU_BUDGET = 0.15
 # ND timers of generated lab configs unless `timers` is given: 50 ms / 250 ms, the fastest setting measured
 # stable for the demo fabric (10 switches, 16 links, 3 masters) on this 2-core machine shared with other labs.
 # Measured 2026-11-22 (lab up with waves, then 2 x 20 s steady state; CPU from /proc/<pid>/stat):
@@ -188,15 +187,21 @@ def client_cpn_address(fabric: Any, switch: str) -> str:
     return str(CLIENT_CPN_BASE + sw.id)
 
 
-def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True, **clos_params: Any) -> Path:
+def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True,
+                    log: Callable[[str], None] | None = None, **clos_params: Any) -> Path:
     """Write ``fabric.yaml`` (proto.clos generator), a fresh ``fabric.key`` and, unless `admin_token` is
     false, a fresh ``admin.token`` (the drain token, ``security.admin_token_file``; secrets, 0600) in the lab dir.
 
     Ports only have to be unique inside the lab namespace: fixed bases keep OpenFlow, REST and master
     ports apart (master ports are the generator's 66xx/67xx/68xx).
+
+    Without `timers` the lab's defaults are used, with the CFM interval sized to the fabric
+    (lab.sizing.oam_interval_fit: a fabric of many links gets a slower interval this machine can
+    sustain), said through `log`.
     """
     from proto.clos import ClosParams, generate_clos_yaml
 
+    sized = "timers" not in clos_params
     clos_params.setdefault("timers", LAB_DEFAULT_TIMERS)
     params = ClosParams(name=name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
                         key_file="fabric.key", admin_token_file=ADMIN_TOKEN if admin_token else None,
@@ -208,6 +213,17 @@ def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True, **clo
             f.write(secrets.token_hex(32) + "\n")
     path = lab_dir / "fabric.yaml"
     path.write_text(generate_clos_yaml(params))
+    if sized:
+        fabric = load_fabric(path)
+        fit = oam_interval_fit(2 * len(fabric.links))
+        if fabric.liveness == "oam" and fit > fabric.timers.oam_interval * 1000:
+            timers = tuple((k, fit if k == "oam_interval_ms" else v) for k, v in LAB_DEFAULT_TIMERS)
+            params = dataclasses.replace(params, timers=timers)
+            path.write_text(generate_clos_yaml(params))
+            if log is not None:
+                log(f"warning: {len(fabric.links)} links: CFM every {fabric.timers.oam_interval * 1000:g} ms "
+                    f"would need more of ovs-vswitchd than this machine can spare; using oam_interval_ms: "
+                    f"{fit} (silent failures are detected in ~3.5 x {fit} ms)")
     return path
 
 
@@ -269,24 +285,6 @@ def port_ranges(ports: Iterable[int]) -> str:
     if run:
         out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
     return ",".join(out)
-
-
-def nd_load_warning(fabric: Any, cores: int | None = None) -> str | None:
-    """A warning when software ND at the fabric's `nd_interval` needs more CPU than this machine can give
-    it (ND_CPU_BUDGET of its cores at ND_FRAME_COST_S per frame), with timers that would fit; else None."""
-    cores = cores or os.cpu_count() or 1
-    links = len(fabric.links)
-    interval = fabric.timers.nd_interval
-    need = links * 2 / interval * ND_FRAME_COST_S          # one frame each way per link and interval
-    budget = ND_CPU_BUDGET * cores
-    if need <= budget:
-        return None
-    fit_ms = -(-links * 2 * ND_FRAME_COST_S / budget * 1000 // 10) * 10   # rounded up to 10 ms
-    dead_ratio = fabric.timers.nd_dead / interval
-    return (f"ND every {interval * 1000:g} ms on {links} links needs ~{need:.2f} core(s) of this machine's "
-            f"{cores} (~{ND_FRAME_COST_S * 1e3:.2f} ms of CPU per ND frame, client + ovs-vswitchd), more "
-            f"than the {budget:.2f} it can spare: links will flap and be damped. Timers that fit here: "
-            f"nd_interval_ms: {fit_ms:g}, nd_dead_ms: {fit_ms * max(dead_ratio, 5):g}.")
 
 
 def load_fabric(path: Path | str) -> Any:
@@ -379,7 +377,7 @@ class Lab:
                 shutil.rmtree(d / "logs.prev", ignore_errors=True)
                 logs.rename(d / "logs.prev")
             if config is None:
-                config = generate_config(d, name, **(clos or {}))
+                config = generate_config(d, name, log=log, **(clos or {}))
                 log(f"generated {config}")
             fabric = load_fabric(config)
             ports = LabPorts(fabric)
@@ -388,9 +386,9 @@ class Lab:
                     f"switch(es) without one")
             if ports.assigned_rest and len(ports.assigned_rest) < len(fabric.switches):
                 log(f"assigned REST ports {REST_BASE_PORT}+id to {len(ports.assigned_rest)} switch(es) without one")
-            warning = nd_load_warning(fabric)
-            if warning:
-                log(f"warning: {warning}")
+            for warning in (nd_load_warning(fabric), oam_load_warning(fabric)):
+                if warning:
+                    log(f"warning: {warning}")
             if external_masters:
                 try:
                     external.check_fabric(fabric)
@@ -557,9 +555,7 @@ class Lab:
         st = self.state
         log_path = Path(st.dir) / "logs" / f"{kind}-{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
+        env = python_env(REPO_ROOT)
         with open(log_path, "ab") as logf:
             logf.write(f"\n--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             logf.flush()
