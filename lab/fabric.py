@@ -340,6 +340,7 @@ class Lab:
         self.ovs = OvsInstance(state.ovs_dir or Path(state.dir) / "ovs", state.netns or None)
         self._http: NetnsHttp | None = None
         self._lock = threading.Lock()
+        self._zygote: Any = None           # kind -> lab.zygote.Zygote while _start_daemons runs
 
     # --- construction -------------------------------------------------------------------------
 
@@ -530,7 +531,21 @@ class Lab:
         get damped (up to `damp_max`), and bring-up takes minutes. Total CPU is the same in waves; only
         the ND of running clients is no longer starved. A wave that does not answer in `wave_timeout` does
         not stop the next one (convergence is checked afterwards anyway).
+
+        The daemons are forked from a pre-imported Python (lab.zygote) when it starts: one import of
+        everything instead of one per daemon (~0.3 s of CPU each here); a plain start otherwise.
         """
+        from lab.zygote import Zygote
+
+        where = (self.state.netns or None, str(Path(self.state.dir) / "logs"), str(REPO_ROOT))
+        with Zygote(*where, "client").start() as clients, Zygote(*where, "master").start() as masters:
+            self._zygote = {"client": clients, "master": masters}
+            try:
+                self._start_daemons_now(wave, wave_timeout)
+            finally:
+                self._zygote = None
+
+    def _start_daemons_now(self, wave: int, wave_timeout: float) -> None:
         if self.state.external_masters:     # already running: only see that they answer
             wait_until(lambda: all(isinstance(s, dict) for s in self.master_states().values()), wave_timeout, 0.1)
         else:
@@ -559,12 +574,15 @@ class Lab:
         with open(log_path, "ab") as logf:
             logf.write(f"\n--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             logf.flush()
-            proc = subprocess.Popen(nsutil.exec_cmd(st.netns, argv), stdout=logf, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=REPO_ROOT)
-        starttime = proc_starttime(proc.pid)
+            pid = self._zygote[kind].spawn(argv[3:], str(log_path), env) if self._zygote is not None else None
+            if pid is None:
+                pid = subprocess.Popen(nsutil.exec_cmd(st.netns, argv), stdout=logf, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                                       cwd=REPO_ROOT).pid
+        starttime = proc_starttime(pid)
         if starttime is None:
             raise LabError(f"{kind} {name} exited at once; see {log_path}")
-        rec = ProcRecord(kind=kind, name=name, pid=proc.pid, starttime=starttime, argv=argv, log=str(log_path))
+        rec = ProcRecord(kind=kind, name=name, pid=pid, starttime=starttime, argv=argv, log=str(log_path))
         st.processes[rec.key] = rec
         st.save()
         return rec
