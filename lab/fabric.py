@@ -46,11 +46,13 @@ from client.of.sockets import enter_netns
 from lab import external
 from lab import netns as nsutil
 from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
+from lab.labports import OVS_BASE_PORT, REST_BASE_PORT, LabPorts, port_ranges
 from lab.ovs import OvsInstance, ovs_missing
 from lab.pyenv import python_env
 from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, nd_load_warning, oam_interval_fit, oam_load_warning
 
-__all__ = ["ND_CPU_BUDGET", "ND_FRAME_COST_S", "nd_load_warning", "oam_load_warning"]   # re-exported (tests)
+__all__ = ["ND_CPU_BUDGET", "ND_FRAME_COST_S", "OVS_BASE_PORT", "REST_BASE_PORT", "LabPorts", "nd_load_warning",
+           "oam_load_warning", "port_ranges"]   # re-exported
 from lab.state import (
     LabError,
     LabState,
@@ -124,12 +126,6 @@ def _get_json(port: int, path: str, timeout: float) -> Any:
 
 # ---------------------------------------------------------------------------------------------- config
 
-# Lab ports lie below the kernel's ephemeral range (32768-60999), where the lab's own processes get their
-# outgoing ports (a REST port at 40000+i was once taken by a client's outgoing connection); every port the
-# lab listens on is also reserved in the lab namespace (net.ipv4.ip_local_reserved_ports), so a config
-# with ports inside the range is safe too.
-OVS_BASE_PORT = 20000      # switch id i listens for its client on 127.0.0.1:OVS_BASE_PORT+i (lab netns)
-REST_BASE_PORT = 28000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
 # ND timers of generated lab configs unless `timers` is given: 50 ms / 250 ms, the fastest setting measured
 # stable for the demo fabric (10 switches, 16 links, 3 masters) on this 2-core machine shared with other labs.
 # Measured 2026-11-22 (lab up with waves, then 2 x 20 s steady state; CPU from /proc/<pid>/stat):
@@ -225,66 +221,6 @@ def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True,
                     f"would need more of ovs-vswitchd than this machine can spare; using oam_interval_ms: "
                     f"{fit} (silent failures are detected in ~3.5 x {fit} ms)")
     return path
-
-
-class LabPorts:
-    """The TCP ports of a lab: each switch's OpenFlow (OVS listens) and REST port, taken from the config
-    where it has them (`ovs:` target, `rest_port`), else assigned OVS_BASE_PORT + id / REST_BASE_PORT + id.
-    Raises LabError naming the clash when two of the lab's listening ports (masters' included) are equal."""
-
-    def __init__(self, fabric: Any) -> None:
-        self.ovs: dict[str, int] = {}
-        self.rest: dict[str, int] = {}
-        self.assigned_ovs: list[str] = []
-        self.assigned_rest: list[str] = []
-        users: dict[int, str] = {}
-
-        def take(port: int, who: str) -> int:
-            if port in users:
-                raise LabError(f"port {port} is used twice in the lab: {users[port]} and {who}")
-            if not 0 < port < 65536:
-                raise LabError(f"{who}: port {port} out of range")
-            users[port] = who
-            return port
-
-        for m in fabric.masters:
-            for kind in ("client_port", "peer_port", "rest_port"):
-                if getattr(m, kind, None):
-                    take(int(getattr(m, kind)), f"master {m.id} {kind}")
-        dist = fabric.distribution
-        if getattr(dist, "port", None):
-            take(int(dist.port), "multicast distribution")
-        for sw in fabric.switches:
-            if sw.ovs:
-                self.ovs[sw.name] = take(int(str(sw.ovs).rsplit(":", 1)[1]), f"switch {sw.name} ovs")
-            else:
-                self.ovs[sw.name] = take(OVS_BASE_PORT + sw.id, f"switch {sw.name} ovs (assigned)")
-                self.assigned_ovs.append(sw.name)
-            if sw.rest_port:
-                self.rest[sw.name] = take(int(sw.rest_port), f"switch {sw.name} rest_port")
-            else:
-                self.rest[sw.name] = take(REST_BASE_PORT + sw.id, f"switch {sw.name} rest_port (assigned)")
-                self.assigned_rest.append(sw.name)
-        self.all = frozenset(users)
-
-    def ovs_target(self, switch: str) -> str:
-        return f"tcp:127.0.0.1:{self.ovs[switch]}"
-
-
-def port_ranges(ports: Iterable[int]) -> str:
-    """'20001-20004,28001' for the sysctl net.ipv4.ip_local_reserved_ports."""
-    out: list[str] = []
-    run: list[int] = []
-    for p in sorted(set(ports)):
-        if run and p == run[-1] + 1:
-            run.append(p)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [p]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
 
 
 def load_fabric(path: Path | str) -> Any:
