@@ -5,7 +5,7 @@ competing"), and what gives ovs-vswitchd the CPU it needs.
 
 One `lab up` with the lab's own defaults (CFM sized by lab.sizing, flap damping on: what a fresh user
 runs), then per phase: 10 s quiet, then `--hogs` CPU-bound processes (python -c 'while 1: pass', one
-session, nice 0; killed by PID) for `--soak-s`, counting what moved: LSD versions published (every link
+session, nice 0, or one session each with `--hog-sessions`; killed by PID) for `--soak-s`, counting what moved: LSD versions published (every link
 state change is one), `usable=False` lines in the client logs, CFM faults (client counters) and ports
 damped at the end. Phases:
 
@@ -67,17 +67,17 @@ def set_group_nice(lab: Any, nice: int) -> bool:
         return False
 
 
-def phase(lab: Any, name: str, hogs: int, soak_s: float, log: Any) -> dict[str, Any]:
+def phase(lab: Any, name: str, hogs: int, soak_s: float, log: Any, sessions: bool = False) -> dict[str, Any]:
     time.sleep(10.0)
     v0, c0, off = lab.lsd_version() or 0, _counts(lab), _offsets(lab)
     la0 = os.getloadavg()
-    with CpuHogs(hogs) as h:
+    with CpuHogs(hogs, sessions) as h:
         log(f"[{name}] {hogs} hogs {h.pids} for {soak_s:g}s, load {la0[0]:.2f}")
         time.sleep(soak_s)
         la1 = os.getloadavg()
         c1 = _counts(lab)
     v1 = lab.lsd_version() or 0
-    out = {"phase": name, "hogs": hogs, "seconds": soak_s, "lsd_versions": v1 - v0,
+    out = {"phase": name, "hogs": hogs, "hog_sessions": "one each" if sessions else "shared", "seconds": soak_s, "lsd_versions": v1 - v0,
            "ports_went_unusable": _downs(lab, off), "oam_faults": c1["oam_fault"] - c0["oam_fault"],
            "damped_ports_at_end": c1["damped_ports"], "unusable_ports_at_end": c1["unusable_ports"],
            "loadavg_start": la0, "loadavg_end": la1}
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tors-per-pod", type=int, default=2)
     ap.add_argument("--hogs", type=int, default=2)
     ap.add_argument("--soak-s", type=float, default=60.0)
+    ap.add_argument("--hog-sessions", action="store_true", help="each hog in a session (autogroup) of its own")
     ap.add_argument("--phases", default="boosted,group-nice-0")
     ap.add_argument("--output", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                             "flap_threshold": lab.fabric.timers.flap_threshold}
         for name in [p for p in args.phases.split(",") if p]:
             set_group_nice(lab, -15 if name == "boosted" else 0)
-            report["phases"].append(phase(lab, name, args.hogs, args.soak_s, log))
+            report["phases"].append(phase(lab, name, args.hogs, args.soak_s, log, args.hog_sessions))
     finally:
         lab.down(log=lambda _m: None)
         report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
