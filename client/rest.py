@@ -177,6 +177,7 @@ MAX_BODY = 1 << 16      # the API takes no request body; one sent anyway is read
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 30.0          # an idle keep-alive connection (a scraper's pool) gives its thread back
     server: _Server
 
     def _serve(self) -> None:
