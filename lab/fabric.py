@@ -492,7 +492,8 @@ class Lab:
             from lab.zygote import Zygote
 
             where = (self.state.netns or None, str(Path(self.state.dir) / "logs"), str(REPO_ROOT))
-            self._zygote = {role: Zygote(*where, role).start() for role in ("client", "master")}
+            roles = ("client",) if self.state.external_masters else ("client", "master")
+            self._zygote = {role: Zygote(*where, role).start() for role in roles}
         return self._zygote
 
     def _start_daemons_now(self, wave: int, wave_timeout: float) -> None:
@@ -525,7 +526,8 @@ class Lab:
         with open(log_path, "ab") as logf:
             logf.write(f"\n--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             logf.flush()
-            pid = self._zygote[kind].spawn(argv[3:], str(log_path), env) if self._zygote is not None else None
+            zygote = (self._zygote or {}).get(kind)
+            pid = zygote.spawn(argv[3:], str(log_path), env) if zygote is not None else None
             if pid is None:
                 pid = subprocess.Popen(nsutil.exec_cmd(st.netns, argv), stdout=logf, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env,
