@@ -80,14 +80,14 @@ def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True,
     Ports only have to be unique inside the lab namespace: fixed bases keep OpenFlow, REST and master
     ports apart (master ports are the generator's 66xx/67xx/68xx).
 
-    Without `timers` the lab's defaults are used, with the CFM interval sized to the fabric
-    (lab.sizing.oam_interval_fit: a fabric of many links gets a slower interval this machine can
-    sustain), said through `log`.
+    Without `timers` the lab's defaults are used. Unless `timers` sets `oam_interval_ms`, the CFM
+    interval is sized to the fabric (lab.sizing.oam_interval_fit: a fabric of many links gets a slower
+    interval this machine can sustain), said through `log`.
     """
     from proto.clos import ClosParams, generate_clos_yaml
 
-    sized = "timers" not in clos_params
     clos_params.setdefault("timers", LAB_DEFAULT_TIMERS)
+    sized = clos_params["timers"] is LAB_DEFAULT_TIMERS or "oam_interval_ms" not in dict(clos_params["timers"])
     params = ClosParams(name=name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
                         key_file="fabric.key", admin_token_file=ADMIN_TOKEN if admin_token else None,
                         **clos_params)
@@ -102,8 +102,8 @@ def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True,
         fabric = load_fabric(path)
         fit = oam_interval_fit(2 * len(fabric.links))
         if fabric.liveness == "oam" and fit > fabric.timers.oam_interval * 1000:
-            timers = tuple((k, fit if k == "oam_interval_ms" else v) for k, v in LAB_DEFAULT_TIMERS)
-            params = dataclasses.replace(params, timers=timers)
+            timers = {**dict(params.timers), "oam_interval_ms": fit}
+            params = dataclasses.replace(params, timers=tuple(timers.items()))
             path.write_text(generate_clos_yaml(params))
             if log is not None:
                 log(f"warning: {len(fabric.links)} links: CFM every {fabric.timers.oam_interval * 1000:g} ms "

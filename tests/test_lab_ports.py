@@ -85,6 +85,9 @@ def test_cfm_interval_is_sized_to_the_fabric_with_a_warning(tmp_path):
     kept = load_fabric(generate_config(tmp_path / "kept", "kept", pods=0, leaves=16, spines=4,
                                        timers=(("oam_interval_ms", 10),)))
     assert kept.timers.oam_interval == 0.010 and oam_load_warning(kept) is not None
+    other = load_fabric(generate_config(tmp_path / "other", "other", log=said.append, pods=0, leaves=16, spines=4,
+                                        timers=(("nd_dead_ms", 300),)))
+    assert other.timers.oam_interval == 0.040 and other.timers.nd_dead == 0.300 and len(said) == 2
 
 
 def test_lab_daemons_share_a_bytecode_cache(tmp_path, monkeypatch):
