@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -30,3 +31,12 @@ def python_env(repo_root: Path, base: dict[str, str] | None = None) -> dict[str,
     env["PYTHONPYCACHEPREFIX"] = str(cache)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env
+
+
+def set_group_nice(pid: int, nice: int) -> bool:
+    """Set the CPU priority of `pid`'s autogroup (its session; kernel.sched_autogroup_enabled=1), which is
+    what ranks it against other sessions' processes. False where autogroups do not exist."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/autogroup", "w") as f:
+        f.write(str(nice))
+        return True
+    return False
