@@ -425,7 +425,7 @@ class Lab:
                                           for r in self.http.get_many([(p, path) for p in ports], 0.5)),
                           timeout, 0.1)
 
-    def _spawn(self, kind: str, name: str, argv: list[str]) -> ProcRecord:
+    def _spawn(self, kind: str, name: str, argv: list[str], group_nice: int | None = None) -> ProcRecord:
         st = self.state
         log_path = Path(st.dir) / "logs" / f"{kind}-{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -434,11 +434,13 @@ class Lab:
             logf.write(f"\n--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             logf.flush()
             zygote = (self._zygote or {}).get(kind)
-            pid = zygote.spawn(argv[3:], str(log_path), env) if zygote is not None else None
+            pid = zygote.spawn(argv[3:], str(log_path), env, group_nice) if zygote is not None else None
             if pid is None:
                 pid = subprocess.Popen(nsutil.exec_cmd(st.netns, argv), stdout=logf, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-                                       cwd=REPO_ROOT).pid
+                                       cwd=REPO_ROOT).pid       # its session exists once Popen returns
+                if group_nice is not None:
+                    set_group_nice(pid, group_nice)
         starttime = proc_starttime(pid)
         if starttime is None:
             raise LabError(f"{kind} {name} exited at once; see {log_path}")
@@ -452,10 +454,9 @@ class Lab:
         `security:` section during a key rollover; the rest must be the lab's fabric), default the lab's."""
         state_dir = Path(self.state.dir) / "state" / master_id
         state_dir.mkdir(parents=True, exist_ok=True)
-        rec = self._spawn("master", master_id, python_argv(
-            "master", "--config", str(config or self.state.config), "--id", master_id, "--state-dir", str(state_dir)))
-        set_group_nice(rec.pid, MASTER_GROUP_NICE)
-        return rec
+        return self._spawn("master", master_id, python_argv(
+            "master", "--config", str(config or self.state.config), "--id", master_id, "--state-dir", str(state_dir)),
+            group_nice=MASTER_GROUP_NICE)
 
     def start_client(self, switch: str, config: str | Path | None = None) -> ProcRecord:
         """Start a switch's client; `config` as for `start_master`."""

@@ -8,7 +8,8 @@ multiprocessing's forkserver.
 
     python -m lab.zygote SOCKET ROLE     # ROLE client|master; in the lab namespace; serves until SIGTERM
 
-Protocol: one JSON line per connection, {"args": [...firepath args], "log": path, "cwd": dir, "env": {...}},
+Protocol: one JSON line per connection, {"args": [...firepath args], "log": path, "cwd": dir, "env": {...},
+"group_nice": N or null},
 answered by one JSON line {"pid": N} (or {"error": "..."}). The child: a new session, stdin /dev/null,
 stdout and stderr appended to `log`, `env` as its environment, `sys.orig_argv` as if started with
 `python -c ... ARGS` (a client's re-exec on reload runs the real command line), then `proto.cli.main(args)`
@@ -50,7 +51,10 @@ def _child(req: dict) -> None:
     """In the forked child: become the daemon. Never returns."""
     rc = 1
     try:
-        os.setsid()
+        os.setsid()                     # a session, hence an autogroup, of its own
+        if req.get("group_nice") is not None:
+            with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as f:
+                f.write(str(int(req["group_nice"])))
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         null = os.open(os.devnull, os.O_RDONLY)
@@ -183,13 +187,13 @@ class Zygote:
     def __enter__(self) -> Zygote:
         return self if self.proc is not None else self.start()
 
-    def spawn(self, args: list[str], log: str, env: dict[str, str]) -> int | None:
+    def spawn(self, args: list[str], log: str, env: dict[str, str], group_nice: int | None = None) -> int | None:
         if self.proc is not None and not self.failed:
             self._wait_ready()
         if self.failed or self.proc is None:
             return None
         try:
-            return request(self.path, args, log, self.repo_root, env)
+            return request(self.path, args, log, self.repo_root, env, group_nice=group_nice)
         except (OSError, ValueError) as e:
             self.failed = str(e)
             return None
@@ -212,12 +216,15 @@ class Zygote:
         self._stop()
 
 
-def request(path: str, args: list[str], log: str, cwd: str, env: dict[str, str], timeout: float = 10.0) -> int:
-    """Ask the zygote at `path` for a daemon; its PID. OSError/ValueError when the zygote cannot."""
+def request(path: str, args: list[str], log: str, cwd: str, env: dict[str, str], timeout: float = 10.0,
+            group_nice: int | None = None) -> int:
+    """Ask the zygote at `path` for a daemon (`group_nice`: its autogroup's nice, set by the child itself
+    after setsid, so no race with the caller); its PID. OSError/ValueError when the zygote cannot."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(path)
-        s.sendall(json.dumps({"args": args, "log": log, "cwd": cwd, "env": env}).encode() + b"\n")
+        s.sendall(json.dumps({"args": args, "log": log, "cwd": cwd, "env": env,
+                              "group_nice": group_nice}).encode() + b"\n")
         answer = json.loads(s.makefile("rb").readline(MAX_REQUEST) or b"{}")
     if "pid" not in answer:
         raise ValueError(f"zygote {path}: {answer.get('error', 'no answer')}")
