@@ -121,7 +121,7 @@ class Scenario:
 _CLOS3 = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2}
 _LEAFSPINE = {"spines": 2, "pods": 0, "leaves": 4}
 SCENARIOS: dict[str, Scenario] = {
-    "clos3-oam": Scenario("clos3-oam", {**_CLOS3, "liveness": "oam"}, OAM_TIMERS, ("baseline", "silent")),
+    "clos3-oam": Scenario("clos3-oam", {**_CLOS3, "liveness": "oam"}, OAM_TIMERS, ("baseline", "silent", "s2s3_link")),
     "leafspine-oam": Scenario("leafspine-oam", {**_LEAFSPINE, "liveness": "oam"}, OAM_TIMERS,
                               ("baseline", "silent", "tor_s2_link"), bringups=3),
     "clos3": Scenario("clos3", {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "liveness": "nd"}, LAB_TIMERS,
@@ -136,6 +136,16 @@ SCENARIOS: dict[str, Scenario] = {
                       LAB_TIMERS,
                       ("baseline", "s2s3_link", "s3_chassis", "s2_chassis", "tor_s2_link")),
 }
+# Bring-up at scale (issue #20: <= 20 s from `lab up`), CFM sized to the fabric as `lab up` does it
+# (lab.sizing.oam_interval_fit: 4 x 16 = 128 link ends -> 40 ms; 48 switches, 288 ends -> 90 ms).
+def _oam_timers(interval_ms: int) -> tuple[tuple[str, float], ...]:
+    return tuple((k, interval_ms if k == "oam_interval_ms" else v) for k, v in OAM_TIMERS)
+
+
+SCENARIOS["ls4x16-oam"] = Scenario("ls4x16-oam", {"spines": 4, "pods": 0, "leaves": 16, "liveness": "oam"},
+                                   _oam_timers(40), ("baseline", "tor_s2_link", "silent"), bringups=2)
+SCENARIOS["clos48-oam"] = Scenario("clos48-oam", {"spines": 4, "pods": 4, "aggs_per_pod": 3, "tors_per_pod": 8,
+                                                  "liveness": "oam"}, _oam_timers(90), ("baseline",), bringups=2)
 DEFAULT_SCENARIOS = ("clos3-oam", "leafspine-oam", "clos3", "clos3-fast", "leafspine")
 
 # -------------------------------------------------------------------------------------------------- logs
@@ -1050,6 +1060,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.bench_convergence", description=__doc__.split("\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 trials per kind, one bring-up")
+    ap.add_argument("--hogs", type=int, default=0,
+                    help="run N CPU-bound processes (python -c 'while 1: pass') for the whole run, killed by PID after")
     ap.add_argument("--trials", type=int, default=None, help="trials per kind (default 20, quick 2)")
     ap.add_argument("--scenarios", default=",".join(DEFAULT_SCENARIOS),
                     help=f"comma-separated, of {', '.join(SCENARIOS)} (default {','.join(DEFAULT_SCENARIOS)})")
@@ -1100,6 +1112,10 @@ def main(argv: list[str] | None = None) -> int:
         "targets": TARGETS, "paper_table4_ms": PAPER_TABLE4_MS, "scenarios": [],
     }
     signal.signal(signal.SIGTERM, _interrupt)
+    from bench.hogs import CpuHogs
+
+    hogs = CpuHogs(args.hogs).__enter__()
+    report["host"]["hogs"] = args.hogs
     try:
         for name in names:
             report["scenarios"].append(run_scenario(bench, SCENARIOS[name], trials, kinds))
@@ -1108,6 +1124,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted: writing what was measured")
     finally:
         bench.lab_down()
+        hogs.__exit__(None, None, None)
         report["host"]["loadavg_end"] = os.getloadavg()
         report["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         _write(args.output, report)

@@ -42,7 +42,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "peer.json"
-LINK_KIND = {"leafspine": "tor_s2_link", "clos3": "s2s3_link"}
+LINK_KIND = {"leafspine": "tor_s2_link", "clos3": "s2s3_link",
+             "leafspine-oam": "tor_s2_link", "clos3-oam": "s2s3_link",      # firepath with CFM (liveness: oam)
+             "ls4x16-oam": "tor_s2_link"}
 
 
 def loadavg() -> list[float]:

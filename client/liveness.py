@@ -82,6 +82,12 @@ def fetch_schema(remote: str, timeout: float = 5.0) -> dict:
         rpc.close()
 
 
+def _refs(row: Any, column: str) -> list[Any]:
+    """The uuids a reference column of an IDL row holds, whether or not the replica has those rows."""
+    datum = row._data.get(column)
+    return [atom.value for atom in datum.values] if datum is not None else []
+
+
 class OvsdbLiveness:
     """The OVSDB thread of one client: `start()`, `configure(action)` any time, `stop()`."""
 
@@ -101,6 +107,7 @@ class OvsdbLiveness:
         self._refused: set[int] = set()       # ports whose transaction OVSDB refused: not retried
         self.transactions = 0
         self.updates = 0
+        self.replicated = (0, 0, 0)          # Bridge, Port, Interface rows in the replica (narrowed)
 
     # ------------------------------------------------------------------------------------------ API
     def start(self) -> None:
@@ -145,6 +152,13 @@ class OvsdbLiveness:
         helper.register_columns("Port", ["name", "interfaces"])
         helper.register_columns("Interface", [c for c in _INTERFACE_COLUMNS if c in columns])
         idl = ovs.db.idl.Idl(self.remote, helper)
+        # Conditional monitoring (OVSDB monitor_cond): one ovsdb-server may hold every bridge of a lab (or
+        # of a big switch); without conditions each client replicated all of them and woke up on every CFM
+        # change anywhere (64 clients x 64 bridges on a 4 x 16 lab). Our bridge only, then its ports and
+        # their interfaces, refined as the replica learns their uuids (`_narrow`).
+        idl.cond_change("Bridge", [["datapath_id", "==", self.datapath_id]])
+        idl.cond_change("Port", [])
+        idl.cond_change("Interface", [])
         try:
             self._loop(idl)
         except Exception as e:  # a bug here must not pass silently: every port falls back to ND
@@ -172,6 +186,7 @@ class OvsdbLiveness:
                 desired, desired_seq = self._desired, self._desired_seq
             if idl.change_seqno != seen_seqno or desired_seq != seen_desired:
                 seen_seqno, seen_desired = idl.change_seqno, desired_seq
+                self._narrow(idl)
                 rows = self._rows(idl)
                 if rows is not None:
                     self.updates += 1
@@ -202,6 +217,23 @@ class OvsdbLiveness:
         elif status == ovs.db.idl.Transaction.TRY_AGAIN:
             seen_seqno = -1          # re-read and retry once the replica moved on
         return None, seen_seqno
+
+    def _narrow(self, idl: Any) -> None:
+        """Monitor only the Port rows our bridge lists and the Interface rows those ports list (a clause
+        per uuid; the clauses of a monitor condition are ORed). The references are read from the rows'
+        raw data: the IDL hides references to rows it does not replicate (yet)."""
+        ports: list[Any] = []
+        for bridge in idl.tables["Bridge"].rows.values():
+            if _opt(bridge.datapath_id) == self.datapath_id:
+                ports = _refs(bridge, "ports")
+        ifaces: list[Any] = []
+        for uuid in ports:
+            row = idl.tables["Port"].rows.get(uuid)
+            if row is not None:
+                ifaces += _refs(row, "interfaces")
+        self.replicated = tuple(len(idl.tables[t].rows) for t in ("Bridge", "Port", "Interface"))
+        idl.cond_change("Port", [["_uuid", "==", ["uuid", str(u)]] for u in sorted(ports)])
+        idl.cond_change("Interface", [["_uuid", "==", ["uuid", str(u)]] for u in sorted(ifaces)])
 
     def _rows(self, idl: Any) -> dict[int, Any] | None:
         """ofport -> Interface row of our bridge; None until the replica has our bridge."""

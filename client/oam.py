@@ -54,8 +54,11 @@ __all__ = [
 ]
 
 #: How long ovs-vswitchd may take to report CFM status for a configured port before the port falls
-#: back to software ND. Generous: the lab's first status arrives within one OVSDB round trip.
-OAM_SETUP_TIMEOUT = 3.0
+#: back to software ND. An idle lab's first status arrives within one OVSDB round trip, but a bring-up of
+#: 48-64 clients on 2 cores (or two CPU hogs) delayed it past the former 3 s: ports fell back to ND at one
+#: end while CFM stayed faulted at the other, i.e. links stayed out of use. Falling back is for an OVS that
+#: cannot do CFM, which shows at once (schema, refused transaction); 20 s only bounds the silent case.
+OAM_SETUP_TIMEOUT = 20.0
 #: OVSDB integers are signed 64-bit; switch ids (< 2**31) and ports (< 2**16) fit in 47 bits.
 MAX_MPID = 2**63 - 1
 

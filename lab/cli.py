@@ -49,7 +49,11 @@ def cmd_up(args: argparse.Namespace) -> int:
             return _err(f"--timer {item!r}: expected KEY=VALUE, e.g. nd_dead_ms=60")
         timers.append((key.strip(), float(value)))
     if timers:
-        clos["timers"] = tuple(timers)
+        # over the lab's defaults (as `lab config` does); the CFM interval stays sized to the fabric unless given
+        from lab.fabric import LAB_DEFAULT_TIMERS
+
+        base = {k: v for k, v in LAB_DEFAULT_TIMERS if k != "oam_interval_ms"}
+        clos["timers"] = tuple({**base, **dict(timers)}.items())
     if args.config and clos:
         return _err("give either --config or Clos parameters (and --timer), not both")
     if args.external_masters and (args.config or clos):

@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -37,7 +36,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,23 @@ from client.of.sockets import enter_netns
 from lab import external
 from lab import netns as nsutil
 from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
+from lab.labconfig import (
+    ADMIN_TOKEN,
+    CLIENT_CPN_BASE,
+    CLIENT_RESTART_HOLD_S,
+    LAB_DEFAULT_TIMERS,
+    client_cpn_address,
+    generate_config,
+    load_fabric,
+)
+from lab.labports import OVS_BASE_PORT, REST_BASE_PORT, LabPorts, port_ranges
 from lab.ovs import OvsInstance, ovs_missing
+from lab.pyenv import python_env, set_group_nice
+from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, nd_load_warning, oam_load_warning
+
+__all__ = ["ADMIN_TOKEN", "CLIENT_CPN_BASE", "CLIENT_RESTART_HOLD_S", "LAB_DEFAULT_TIMERS", "ND_CPU_BUDGET",
+           "ND_FRAME_COST_S", "OVS_BASE_PORT", "REST_BASE_PORT", "LabPorts", "client_cpn_address", "generate_config",
+           "load_fabric", "nd_load_warning", "oam_load_warning", "port_ranges"]   # re-exported
 from lab.state import (
     LabError,
     LabState,
@@ -117,182 +131,12 @@ def _get_json(port: int, path: str, timeout: float) -> Any:
         return json.loads(resp.read())
 
 
-# ---------------------------------------------------------------------------------------------- config
-
-# Lab ports lie below the kernel's ephemeral range (32768-60999), where the lab's own processes get their
-# outgoing ports (a REST port at 40000+i was once taken by a client's outgoing connection); every port the
-# lab listens on is also reserved in the lab namespace (net.ipv4.ip_local_reserved_ports), so a config
-# with ports inside the range is safe too.
-OVS_BASE_PORT = 20000      # switch id i listens for its client on 127.0.0.1:OVS_BASE_PORT+i (lab netns)
-REST_BASE_PORT = 28000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
-# Software ND cost (issue #20, measured on this 2-core machine, userspace OVS): ~120 us of client CPU plus
-# ~50 us of ovs-vswitchd for every ND frame sent or received, i.e. ~0.34 ms per frame from one end to the
-# other. ND_CPU_BUDGET: the share of the machine's cores ND may take before links flap under load (the
-# 10-switch demo fabric at ND 30/150 needs ~0.36 core of 2 and collapsed under load; 50/250, ~0.22, holds).
-ND_FRAME_COST_S = 0.34e-3
-ND_CPU_BUDGET = 0.15
-# ND timers of generated lab configs unless `timers` is given: 50 ms / 250 ms, the fastest setting measured
-# stable for the demo fabric (10 switches, 16 links, 3 masters) on this 2-core machine shared with other labs.
-# Measured 2026-11-22 (lab up with waves, then 2 x 20 s steady state; CPU from /proc/<pid>/stat):
-#   nd ms     ND frames/s  client CPU (mean)  vswitchd  load  port changes/20 s  result
-#   10/30        2972          14.7 %          6 %       14      3578 (damped)    never converged (CPU-bound)
-#   20/100       1608          12.9 %         20 %       16      1176 (damped)    never converged
-#   30/150       1066          10.1 %         26 %        7     124, then 681     converged, then collapsed
-#   50/250        642           6.5 %         24 %       11        0, 0           stable; up in 20 s
-#   100/1000      321           3.6 %         63 %*      17        0              stable (*another lab's OVS)
-# ND costs the Python client ~0.8 ms of CPU per frame (sent at one end + received at the other, os-ken
-# packet-out/packet-in included): at 10 ms the 10 clients alone need ~2.7 cores. Late frames make links go
-# one-way/down on both ends, every flap is a report, an LSD version and a route computation on every
-# switch, which costs more CPU: it collapses, and damping then holds the ports down for up to damp_max.
-# Benchmarks that want the fast timers pass timers=() (or their own) explicitly.
-#
-# switch_dead 20 s (default 15 s) and clients started with `--restart-hold 20` (default: switch_dead): a restart
-# is hitless only if the new process is back before its ND peers' hold and the master's switch_dead run out,
-# and starting a Python client here takes 5-7 s of wall time on a loaded machine (measured: SIGTERM ->
-# "switch connected" 5.3-7.6 s; 23 s when 13 daemons start at once). When the hold ran out first, the new
-# client found its own links down in the LSD, removed its routes and lost ~60 ms of traffic (probe holes at
-# the reconnect). A hold ends as soon as the restarted client's two-way ND frames arrive, so a long one costs
-# nothing when the client comes back.
-#
-# FMRP hello 50 ms / master dead 400 ms (default 30/150), as the masters' own integration tests use on this
-# machine: with the defaults a loaded lab saw spurious elections (term 83 -> 122 in 17 minutes with one
-# deliberate kill), and a re-election after `lab heal` restarted a killed master broke stickiness.
-#
-# Link OAM (liveness: oam, the default): CFM every 10 ms in ovs-vswitchd (the fabric default), ND identity
-# every 1 s. Measured 2026-12-02 on leafspine (bench_convergence, load 8-12 from other labs): 10 ms held
-# through the trials (silent failure out of use at both ends p50 52 ms, clients 0.7 % of a core idle,
-# ovs-vswitchd 9 %); 5 ms flapped links during bring-up at load 15-22 (LSD version 39-76 before any
-# failure) and is not used. The ND timers below now only matter for a port that fell back to software ND.
-LAB_DEFAULT_TIMERS: tuple[tuple[str, float], ...] = (("oam_interval_ms", 10),
-                                                     ("nd_interval_ms", 50), ("nd_dead_ms", 250),
-                                                     ("switch_dead_ms", 20000),
-                                                     ("hello_interval_ms", 50), ("master_dead_ms", 400))
-CLIENT_RESTART_HOLD_S = 20.0
-ADMIN_TOKEN = "admin.token"      # in the lab dir: `firepath drain --lab NAME` reads it through the config
-
-
-CLIENT_CPN_BASE = IPv4Address("127.1.0.0")
-
-
-def client_cpn_address(fabric: Any, switch: str) -> str:
-    """The loopback address a lab client binds towards the masters: 127.1.0.0 + switch id.
-
-    Every switch has its own CPN address, as on a real control-plane network: a fault can then cut one
-    switch from a master by address (lab/inject.py `fail_cpn --switch`), and the cut survives a client
-    restart (the UDP port is ephemeral, the address is not). All of 127/8 is local on `lo`, so nothing
-    needs to be configured. KeyError for an unknown switch; LabError if the id does not fit in 127.1/16.
-    """
-    sw = fabric.switch(switch)
-    if not 0 <= sw.id < 1 << 16:
-        raise LabError(f"switch {switch}: id {sw.id} does not fit a lab CPN address (127.1.0.0/16)")
-    return str(CLIENT_CPN_BASE + sw.id)
-
-
-def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True, **clos_params: Any) -> Path:
-    """Write ``fabric.yaml`` (proto.clos generator), a fresh ``fabric.key`` and, unless `admin_token` is
-    false, a fresh ``admin.token`` (the drain token, ``security.admin_token_file``; secrets, 0600) in the lab dir.
-
-    Ports only have to be unique inside the lab namespace: fixed bases keep OpenFlow, REST and master
-    ports apart (master ports are the generator's 66xx/67xx/68xx).
-    """
-    from proto.clos import ClosParams, generate_clos_yaml
-
-    clos_params.setdefault("timers", LAB_DEFAULT_TIMERS)
-    params = ClosParams(name=name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
-                        key_file="fabric.key", admin_token_file=ADMIN_TOKEN if admin_token else None,
-                        **clos_params)
-    lab_dir.mkdir(parents=True, exist_ok=True)
-    for secret in (lab_dir / "fabric.key", *([lab_dir / ADMIN_TOKEN] if admin_token else [])):
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
-    path = lab_dir / "fabric.yaml"
-    path.write_text(generate_clos_yaml(params))
-    return path
-
-
-class LabPorts:
-    """The TCP ports of a lab: each switch's OpenFlow (OVS listens) and REST port, taken from the config
-    where it has them (`ovs:` target, `rest_port`), else assigned OVS_BASE_PORT + id / REST_BASE_PORT + id.
-    Raises LabError naming the clash when two of the lab's listening ports (masters' included) are equal."""
-
-    def __init__(self, fabric: Any) -> None:
-        self.ovs: dict[str, int] = {}
-        self.rest: dict[str, int] = {}
-        self.assigned_ovs: list[str] = []
-        self.assigned_rest: list[str] = []
-        users: dict[int, str] = {}
-
-        def take(port: int, who: str) -> int:
-            if port in users:
-                raise LabError(f"port {port} is used twice in the lab: {users[port]} and {who}")
-            if not 0 < port < 65536:
-                raise LabError(f"{who}: port {port} out of range")
-            users[port] = who
-            return port
-
-        for m in fabric.masters:
-            for kind in ("client_port", "peer_port", "rest_port"):
-                if getattr(m, kind, None):
-                    take(int(getattr(m, kind)), f"master {m.id} {kind}")
-        dist = fabric.distribution
-        if getattr(dist, "port", None):
-            take(int(dist.port), "multicast distribution")
-        for sw in fabric.switches:
-            if sw.ovs:
-                self.ovs[sw.name] = take(int(str(sw.ovs).rsplit(":", 1)[1]), f"switch {sw.name} ovs")
-            else:
-                self.ovs[sw.name] = take(OVS_BASE_PORT + sw.id, f"switch {sw.name} ovs (assigned)")
-                self.assigned_ovs.append(sw.name)
-            if sw.rest_port:
-                self.rest[sw.name] = take(int(sw.rest_port), f"switch {sw.name} rest_port")
-            else:
-                self.rest[sw.name] = take(REST_BASE_PORT + sw.id, f"switch {sw.name} rest_port (assigned)")
-                self.assigned_rest.append(sw.name)
-        self.all = frozenset(users)
-
-    def ovs_target(self, switch: str) -> str:
-        return f"tcp:127.0.0.1:{self.ovs[switch]}"
-
-
-def port_ranges(ports: Iterable[int]) -> str:
-    """'20001-20004,28001' for the sysctl net.ipv4.ip_local_reserved_ports."""
-    out: list[str] = []
-    run: list[int] = []
-    for p in sorted(set(ports)):
-        if run and p == run[-1] + 1:
-            run.append(p)
-            continue
-        if run:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-        run = [p]
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
-
-
-def nd_load_warning(fabric: Any, cores: int | None = None) -> str | None:
-    """A warning when software ND at the fabric's `nd_interval` needs more CPU than this machine can give
-    it (ND_CPU_BUDGET of its cores at ND_FRAME_COST_S per frame), with timers that would fit; else None."""
-    cores = cores or os.cpu_count() or 1
-    links = len(fabric.links)
-    interval = fabric.timers.nd_interval
-    need = links * 2 / interval * ND_FRAME_COST_S          # one frame each way per link and interval
-    budget = ND_CPU_BUDGET * cores
-    if need <= budget:
-        return None
-    fit_ms = -(-links * 2 * ND_FRAME_COST_S / budget * 1000 // 10) * 10   # rounded up to 10 ms
-    dead_ratio = fabric.timers.nd_dead / interval
-    return (f"ND every {interval * 1000:g} ms on {links} links needs ~{need:.2f} core(s) of this machine's "
-            f"{cores} (~{ND_FRAME_COST_S * 1e3:.2f} ms of CPU per ND frame, client + ovs-vswitchd), more "
-            f"than the {budget:.2f} it can spare: links will flap and be damped. Timers that fit here: "
-            f"nd_interval_ms: {fit_ms:g}, nd_dead_ms: {fit_ms * max(dead_ratio, 5):g}.")
-
-
-def load_fabric(path: Path | str) -> Any:
-    from proto.config import load_fabric as _load
-
-    return _load(path)
+# Clients per bring-up wave when they are forked from the zygote (~0.08 s of CPU each, vs ~0.33 s started
+# plainly, 2 per wave): the 48-switch lab spent 15.6 s in 24 waves of 2 (REST round trips, not CPU).
+WAVE_FORKED = 8
+# The masters stand for controller servers of their own: their session's CPU priority (autogroup) is raised
+# so that 48 clients starting on the same 2 cores do not starve them. Measured: BENCHMARKS "Bring-up at scale".
+MASTER_GROUP_NICE = -5
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -342,6 +186,7 @@ class Lab:
         self.ovs = OvsInstance(state.ovs_dir or Path(state.dir) / "ovs", state.netns or None)
         self._http: NetnsHttp | None = None
         self._lock = threading.Lock()
+        self._zygote: Any = None           # kind -> lab.zygote.Zygote while _start_daemons runs
 
     # --- construction -------------------------------------------------------------------------
 
@@ -379,7 +224,7 @@ class Lab:
                 shutil.rmtree(d / "logs.prev", ignore_errors=True)
                 logs.rename(d / "logs.prev")
             if config is None:
-                config = generate_config(d, name, **(clos or {}))
+                config = generate_config(d, name, log=log, **(clos or {}))
                 log(f"generated {config}")
             fabric = load_fabric(config)
             ports = LabPorts(fabric)
@@ -388,9 +233,9 @@ class Lab:
                     f"switch(es) without one")
             if ports.assigned_rest and len(ports.assigned_rest) < len(fabric.switches):
                 log(f"assigned REST ports {REST_BASE_PORT}+id to {len(ports.assigned_rest)} switch(es) without one")
-            warning = nd_load_warning(fabric)
-            if warning:
-                log(f"warning: {warning}")
+            for warning in (nd_load_warning(fabric), oam_load_warning(fabric)):
+                if warning:
+                    log(f"warning: {warning}")
             if external_masters:
                 try:
                     external.check_fabric(fabric)
@@ -453,6 +298,8 @@ class Lab:
         st.save()
 
         nsutil.create_netns(st.netns)
+        if st.daemons:      # the daemons' Pythons import their code while the bridges are built
+            self._zygotes()
         quiet_ipv6(st.netns)
         assert self.ports is not None
         _reserve_ports(st.netns, self.ports.all)
@@ -532,7 +379,31 @@ class Lab:
         get damped (up to `damp_max`), and bring-up takes minutes. Total CPU is the same in waves; only
         the ND of running clients is no longer starved. A wave that does not answer in `wave_timeout` does
         not stop the next one (convergence is checked afterwards anyway).
+
+        The daemons are forked from pre-imported Pythons (lab.zygote, started with the lab namespace, so
+        they import while the bridges are built): one import of everything instead of one per daemon
+        (~0.3 s of CPU each here); a plain start when a zygote fails.
         """
+        zygotes = self._zygotes()
+        try:
+            self._start_daemons_now(wave, wave_timeout)
+        finally:
+            self._zygote = None
+            for z in zygotes.values():
+                z.__exit__(None, None, None)
+
+    def _zygotes(self) -> dict[str, Any]:
+        """The client and master zygotes (lab.zygote), started once; stopped by `_start_daemons` or
+        `close`."""
+        if self._zygote is None:
+            from lab.zygote import Zygote
+
+            where = (self.state.netns or None, str(Path(self.state.dir) / "logs"), str(REPO_ROOT))
+            roles = ("client",) if self.state.external_masters else ("client", "master")
+            self._zygote = {role: Zygote(*where, role).start() for role in roles}
+        return self._zygote
+
+    def _start_daemons_now(self, wave: int, wave_timeout: float) -> None:
         if self.state.external_masters:     # already running: only see that they answer
             wait_until(lambda: all(isinstance(s, dict) for s in self.master_states().values()), wave_timeout, 0.1)
         else:
@@ -540,8 +411,9 @@ class Lab:
                 self.start_master(m.id)
             self._wait_rest([m.rest_port for m in self.fabric.masters], "/v1/lsd/version", wave_timeout)
         switches = list(self.fabric.switches)
-        for i in range(0, len(switches), wave):
-            batch = switches[i:i + wave]
+        while switches:
+            forked = self._zygote is not None and not self._zygote["client"].failed
+            batch, switches = switches[:WAVE_FORKED if forked else wave], switches[WAVE_FORKED if forked else wave:]
             for sw in batch:
                 self.start_client(sw.name)
             self._wait_rest([self.rest_port(sw.name) for sw in batch], "/v1/state", wave_timeout)
@@ -553,22 +425,26 @@ class Lab:
                                           for r in self.http.get_many([(p, path) for p in ports], 0.5)),
                           timeout, 0.1)
 
-    def _spawn(self, kind: str, name: str, argv: list[str]) -> ProcRecord:
+    def _spawn(self, kind: str, name: str, argv: list[str], group_nice: int | None = None) -> ProcRecord:
         st = self.state
         log_path = Path(st.dir) / "logs" / f"{kind}-{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        env["PYTHONUNBUFFERED"] = "1"
+        env = python_env(REPO_ROOT)
         with open(log_path, "ab") as logf:
             logf.write(f"\n--- {time.strftime('%H:%M:%S')} start: {' '.join(argv)}\n".encode())
             logf.flush()
-            proc = subprocess.Popen(nsutil.exec_cmd(st.netns, argv), stdout=logf, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env, cwd=REPO_ROOT)
-        starttime = proc_starttime(proc.pid)
+            zygote = (self._zygote or {}).get(kind)
+            pid = zygote.spawn(argv[3:], str(log_path), env, group_nice) if zygote is not None else None
+            if pid is None:
+                pid = subprocess.Popen(nsutil.exec_cmd(st.netns, argv), stdout=logf, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True, env=env,
+                                       cwd=REPO_ROOT).pid       # its session exists once Popen returns
+                if group_nice is not None:
+                    set_group_nice(pid, group_nice)
+        starttime = proc_starttime(pid)
         if starttime is None:
             raise LabError(f"{kind} {name} exited at once; see {log_path}")
-        rec = ProcRecord(kind=kind, name=name, pid=proc.pid, starttime=starttime, argv=argv, log=str(log_path))
+        rec = ProcRecord(kind=kind, name=name, pid=pid, starttime=starttime, argv=argv, log=str(log_path))
         st.processes[rec.key] = rec
         st.save()
         return rec
@@ -579,7 +455,8 @@ class Lab:
         state_dir = Path(self.state.dir) / "state" / master_id
         state_dir.mkdir(parents=True, exist_ok=True)
         return self._spawn("master", master_id, python_argv(
-            "master", "--config", str(config or self.state.config), "--id", master_id, "--state-dir", str(state_dir)))
+            "master", "--config", str(config or self.state.config), "--id", master_id, "--state-dir", str(state_dir)),
+            group_nice=MASTER_GROUP_NICE)
 
     def start_client(self, switch: str, config: str | Path | None = None) -> ProcRecord:
         """Start a switch's client; `config` as for `start_master`."""
@@ -621,6 +498,9 @@ class Lab:
         if self._http is not None:
             self._http.close()
             self._http = None
+        for z in (self._zygote or {}).values():
+            z.__exit__(None, None, None)
+        self._zygote = None
 
     def master_states(self, timeout: float = 0.5) -> dict[str, dict | Exception]:
         masters = self.fabric.masters

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import select
 import signal
 import socket
@@ -297,9 +296,9 @@ def netns_argv(netns: str | None, argv: list[str]) -> list[str]:
 
 
 def probe_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    return env
+    from lab.pyenv import python_env
+
+    return python_env(REPO_ROOT)
 
 
 def merge_results(recv: dict, send: dict, src_ip: str) -> dict[str, object]:

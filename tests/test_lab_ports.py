@@ -61,3 +61,42 @@ def test_nd_timers_that_cannot_be_sustained_are_warned_about_with_timers_that_fi
     # The lab's defaults on the 2-spine x 4-leaf fabric fit.
     lab_timers = clos_fabric(pods=0, leaves=4, spines=2, masters=1, timers=LAB_DEFAULT_TIMERS)
     assert nd_load_warning(lab_timers, cores=2) is None
+
+
+def test_cfm_interval_is_sized_to_the_fabric_with_a_warning(tmp_path):
+    from lab.fabric import generate_config
+    from lab.sizing import oam_interval_fit, oam_load_warning
+
+    # 2 x 4 (16 link ends) and the 10-switch 3-tier (32) keep the default 10 ms; 4 x 16 (128) does not fit.
+    assert oam_interval_fit(16) == 10 and oam_interval_fit(32) == 10
+    assert oam_interval_fit(128) == 40 and oam_interval_fit(288) == 90
+    big = clos_fabric(pods=0, leaves=16, spines=4, masters=1, timers=LAB_DEFAULT_TIMERS)
+    warning = oam_load_warning(big)
+    assert warning is not None and "CFM every 10 ms on 128 link ends" in warning and "oam_interval_ms: 40" in warning
+    assert oam_load_warning(clos_fabric(pods=0, leaves=4, spines=2, masters=1, timers=LAB_DEFAULT_TIMERS)) is None
+    # The lab's generated config takes the interval that fits, and says so; explicit timers are kept.
+    said: list[str] = []
+    sized = load_fabric(generate_config(tmp_path / "big", "big", log=said.append, pods=0, leaves=16, spines=4))
+    assert sized.timers.oam_interval == 0.040 and oam_load_warning(sized) is None
+    assert len(said) == 1 and "using oam_interval_ms: 40" in said[0]
+    assert sized.timers.nd_interval == dict(LAB_DEFAULT_TIMERS)["nd_interval_ms"] / 1000
+    small = load_fabric(generate_config(tmp_path / "small", "small", log=said.append, pods=0, leaves=4))
+    assert small.timers.oam_interval == 0.010 and len(said) == 1
+    kept = load_fabric(generate_config(tmp_path / "kept", "kept", pods=0, leaves=16, spines=4,
+                                       timers=(("oam_interval_ms", 10),)))
+    assert kept.timers.oam_interval == 0.010 and oam_load_warning(kept) is not None
+    other = load_fabric(generate_config(tmp_path / "other", "other", log=said.append, pods=0, leaves=16, spines=4,
+                                        timers=(("nd_dead_ms", 300),)))
+    assert other.timers.oam_interval == 0.040 and other.timers.nd_dead == 0.300 and len(said) == 2
+
+
+def test_lab_daemons_share_a_bytecode_cache(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from lab.pyenv import python_env
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    env = python_env(Path("/repo"), {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": "/x"})
+    assert env["PYTHONPYCACHEPREFIX"] == str(tmp_path / ".cache/firepath/pycache")
+    assert (tmp_path / ".cache/firepath/pycache").is_dir()
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["PYTHONPATH"] == "/repo:/x"

@@ -120,6 +120,9 @@ def test_oam_configures_cfm_and_takes_a_silent_drop_out(ovs_pair) -> None:
             assert int(ovs.vsctl("get", "interface", ifname, "cfm_mpid")) == mpid(d.core.switch.id, 1)
             assert ovs.vsctl("get", "interface", ifname, "other_config:cfm_extended").strip() == '"true"'
             assert d.core.counters["oam_fallback_ports"] == 0
+            # the OVSDB monitor is narrowed to the client's own bridge (of two), its 2 ports (fabric + local)
+            # and their interfaces
+            assert _wait(lambda d=d: d.liveness.replicated == (1, 2, 2), 2.0), d.liveness.replicated
         detected = _silent_drop_and_repair(daemons, ifaces, ns, tok, "oam")
         print(f"\nsilent drop out of use at both ends after {detected * 1000:.0f} ms (CFM, 10 ms)")
         # identity ND is slow: a handful of frames in a second, not 20 heartbeats (50 ms)

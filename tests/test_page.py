@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from client.rest import build_app as client_rest_app
+from client.rest import RestServer as ClientRestServer
 from controller.page import FEED_KEY, PageFeed
 from controller.rest import make_app
 from controller.server import MasterServer
@@ -240,12 +240,12 @@ def test_switch_details_include_the_client_state(tmp_path: Path) -> None:
         await _until(lambda: "leaf-1" in server.addresses)
         d = await (await c.get("/v1/switch/leaf-1")).json()
         assert "Connect" in d["client"]["error"] and d["client"]["url"].endswith(f":{port}/v1/state")
-        rest = TestServer(client_rest_app(lambda: state)[0], host="127.0.0.1", port=port)
-        await rest.start_server()
+        rest = ClientRestServer(lambda: state, "127.0.0.1", port)
+        rest.start()
         try:
             d = await (await c.get("/v1/switch/leaf-1")).json()
         finally:
-            await rest.close()
+            rest.stop()
         assert d["client"]["state"] == state
         assert d["liveness"] == "alive" and [x["peer"] for x in d["links"]] == ["spine-1:1", "spine-2:1"]
 

@@ -64,11 +64,8 @@ def test_render_names_who_holds_what_and_what_blocks() -> None:
 
 
 def test_client_rest_reload_needs_the_token_and_refuses_an_invalid_file(tmp_path: Path) -> None:
-    import asyncio
-
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from client.rest import build_app
+    from client.rest import RestServer
+    from tests.harness.http import request
 
     calls: list[str] = []
 
@@ -78,15 +75,16 @@ def test_client_rest_reload_needs_the_token_and_refuses_an_invalid_file(tmp_path
             raise ConfigError(str(tmp_path / "f.yaml"), 7, "links[0].b", "unknown switch 'spine-7'")
         return {"outcome": "unchanged", "digest": "d"}
 
-    async def main() -> None:
-        app, _ = build_app(lambda: {}, reload=reload, token="tok")
-        async with TestClient(TestServer(app)) as c:
-            assert (await c.post("/v1/reload")).status == 401
-            assert (await c.post("/v1/reload", headers={"Authorization": "Bearer nope"})).status == 403
-            ok = await c.post("/v1/reload", headers={"Authorization": "Bearer tok"})
-            assert ok.status == 200 and (await ok.json())["outcome"] == "unchanged"
-            bad = await c.post("/v1/reload", headers={"Authorization": "Bearer tok"})
-            assert bad.status == 400 and "f.yaml:7: links[0].b" in (await bad.json())["error"]
-        assert calls == ["reload", "reload"]          # never called without the right token
-
-    asyncio.run(main())
+    rest = RestServer(lambda: {}, "127.0.0.1", 0, reload=reload, token="tok")
+    rest.start()
+    try:
+        url = f"http://127.0.0.1:{rest.port}/v1/reload"
+        assert request("POST", url)[0] == 401
+        assert request("POST", url, headers={"Authorization": "Bearer nope"})[0] == 403
+        status, ok = request("POST", url, headers={"Authorization": "Bearer tok"})
+        assert status == 200 and ok["outcome"] == "unchanged"
+        status, bad = request("POST", url, headers={"Authorization": "Bearer tok"})
+        assert status == 400 and "f.yaml:7: links[0].b" in bad["error"]
+    finally:
+        rest.stop()
+    assert calls == ["reload", "reload"]          # never called without the right token

@@ -1,0 +1,76 @@
+"""The TCP ports a lab listens on (OpenFlow per bridge, REST per switch, the masters'), assigned where
+the config has none, checked for clashes, and listed for the namespace's reserved-ports sysctl."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from lab.state import LabError
+
+# Lab ports lie below the kernel's ephemeral range (32768-60999), where the lab's own processes get their
+# outgoing ports (a REST port at 40000+i was once taken by a client's outgoing connection); every port the
+# lab listens on is also reserved in the lab namespace (net.ipv4.ip_local_reserved_ports), so a config
+# with ports inside the range is safe too.
+OVS_BASE_PORT = 20000      # switch id i listens for its client on 127.0.0.1:OVS_BASE_PORT+i (lab netns)
+REST_BASE_PORT = 28000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT+i (lab netns)
+
+
+class LabPorts:
+    """The TCP ports of a lab: each switch's OpenFlow (OVS listens) and REST port, taken from the config
+    where it has them (`ovs:` target, `rest_port`), else assigned OVS_BASE_PORT + id / REST_BASE_PORT + id.
+    Raises LabError naming the clash when two of the lab's listening ports (masters' included) are equal."""
+
+    def __init__(self, fabric: Any) -> None:
+        self.ovs: dict[str, int] = {}
+        self.rest: dict[str, int] = {}
+        self.assigned_ovs: list[str] = []
+        self.assigned_rest: list[str] = []
+        users: dict[int, str] = {}
+
+        def take(port: int, who: str) -> int:
+            if port in users:
+                raise LabError(f"port {port} is used twice in the lab: {users[port]} and {who}")
+            if not 0 < port < 65536:
+                raise LabError(f"{who}: port {port} out of range")
+            users[port] = who
+            return port
+
+        for m in fabric.masters:
+            for kind in ("client_port", "peer_port", "rest_port"):
+                if getattr(m, kind, None):
+                    take(int(getattr(m, kind)), f"master {m.id} {kind}")
+        dist = fabric.distribution
+        if getattr(dist, "port", None):
+            take(int(dist.port), "multicast distribution")
+        for sw in fabric.switches:
+            if sw.ovs:
+                self.ovs[sw.name] = take(int(str(sw.ovs).rsplit(":", 1)[1]), f"switch {sw.name} ovs")
+            else:
+                self.ovs[sw.name] = take(OVS_BASE_PORT + sw.id, f"switch {sw.name} ovs (assigned)")
+                self.assigned_ovs.append(sw.name)
+            if sw.rest_port:
+                self.rest[sw.name] = take(int(sw.rest_port), f"switch {sw.name} rest_port")
+            else:
+                self.rest[sw.name] = take(REST_BASE_PORT + sw.id, f"switch {sw.name} rest_port (assigned)")
+                self.assigned_rest.append(sw.name)
+        self.all = frozenset(users)
+
+    def ovs_target(self, switch: str) -> str:
+        return f"tcp:127.0.0.1:{self.ovs[switch]}"
+
+
+def port_ranges(ports: Iterable[int]) -> str:
+    """'20001-20004,28001' for the sysctl net.ipv4.ip_local_reserved_ports."""
+    out: list[str] = []
+    run: list[int] = []
+    for p in sorted(set(ports)):
+        if run and p == run[-1] + 1:
+            run.append(p)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [p]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)

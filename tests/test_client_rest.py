@@ -1,0 +1,87 @@
+"""The switch client's REST API (client.rest, stdlib http.server) over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+from typing import Any
+
+import pytest
+
+from client.rest import RestServer
+from tests.harness.http import request
+
+STATE: dict[str, Any] = {
+    "switch": "leaf-1", "lsd_version": 7, "programmed_version": 7, "term": 2, "fail_static": False,
+    "connected": True, "routes": 3, "nd_meters": True, "groups": 2, "last_program_ms": 1.5,
+    "ports": [{"port": 1, "peer": "spine-1:1", "nd": "up", "usable": True, "oam": "up"}],
+    "reports_sent": 4, "report_retransmits": 0, "of_errors": 0, "of_retries": 0,
+    "replica": {"m1": 1}, "counters": {"rejected_bad_mac": 2}, "codec_rejected": {"bad_mac": 2},
+}
+
+
+@pytest.fixture
+def rest() -> Iterator[tuple[RestServer, list]]:
+    seen: list = []
+    gate = threading.Event()
+
+    def routes(prefix: IPv4Network | None, read_ovs: bool) -> dict:
+        seen.append((prefix, read_ovs))
+        if prefix == IPv4Network("10.9.9.0/24"):
+            raise RuntimeError("OVS read timed out")
+        if prefix == IPv4Network("10.8.8.0/24"):
+            gate.wait(5)                              # a slow OVS read
+        return {"routes": [], "prefix": str(prefix) if prefix else None}
+
+    server = RestServer(lambda: STATE, "127.0.0.1", 0, routes=routes)
+    server.start()
+    try:
+        yield server, [seen, gate]
+    finally:
+        gate.set()
+        server.stop()
+
+
+def test_state_metrics_and_errors(rest: tuple[RestServer, list]) -> None:
+    server, (seen, _gate) = rest
+    base = f"http://127.0.0.1:{server.port}"
+    assert request("GET", f"{base}/v1/state") == (200, STATE)
+    status, text = request("GET", f"{base}/metrics")
+    assert status == 200 and 'firepath_client_lsd_version{switch="leaf-1"} 7.0' in text
+    assert 'firepath_client_events_total{event="codec_rejected_bad_mac",switch="leaf-1"} 2.0' in text
+    assert request("GET", f"{base}/v1/routes?prefix=10.0.1.5&ovs=0") == \
+        (200, {"routes": [], "prefix": "10.0.1.5/32"})
+    assert seen == [(IPv4Network("10.0.1.5/32"), False)]
+    status, doc = request("GET", f"{base}/v1/routes?prefix=nope")
+    assert status == 400 and "'nope' is not an IPv4" in doc["error"]
+    status, doc = request("GET", f"{base}/v1/routes?prefix=10.9.9.0/24")
+    assert status == 500 and doc["error"] == "routes: RuntimeError: OVS read timed out"
+    assert request("GET", f"{base}/nope")[0] == 404
+    assert request("POST", f"{base}/v1/state")[0] == 405
+    assert request("POST", f"{base}/v1/reload")[0] == 404          # no reload on this client
+
+
+def test_a_slow_routes_read_does_not_block_state(rest: tuple[RestServer, list]) -> None:
+    server, (_seen, gate) = rest
+    base = f"http://127.0.0.1:{server.port}"
+    slow = threading.Thread(target=request, args=("GET", f"{base}/v1/routes?prefix=10.8.8.0/24"))
+    slow.start()
+    try:
+        assert request("GET", f"{base}/v1/state", timeout=2)[0] == 200
+    finally:
+        gate.set()
+        slow.join(5)
+
+
+def test_a_port_in_use_fails_start_with_nothing_left_running() -> None:
+    first = RestServer(lambda: STATE, "127.0.0.1", 0)
+    first.start()
+    try:
+        second = RestServer(lambda: STATE, "127.0.0.1", first.port)
+        with pytest.raises(OSError):
+            second.start()
+        second.stop()                                      # harmless
+        assert not any(t.name == "rest" and t.ident != first._thread.ident for t in threading.enumerate())
+    finally:
+        first.stop()
