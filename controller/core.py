@@ -99,7 +99,7 @@ class MasterCore(DrainOps, RolloutOps):
         self.deriver = LinkStateDeriver(fabric)
         self.guard = Guard(fabric)
         #: master-side damping (issue #19): per-link flap penalty, per-switch UP rate (controller.damping)
-        self.damper = Damper(fabric.damping)
+        self.damper = Damper(fabric.damping, len(fabric.links))
         self._held_recheck_at = float("-inf")
         self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
         # A live client sends a new report to every replica each report_refresh: fresh for two of them.
@@ -433,7 +433,7 @@ class MasterCore(DrainOps, RolloutOps):
         # A report touches a handful of links: read those states rather than copying all of them.
         states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
         changes = self.deriver.changes(idx, states, now)
-        out.extend(self.damper.observe(idx, states, changes, now))
+        out.extend(self.damper.observe(idx, states, changes, now, switch))
         if cause != "guard" and (changes or self.guard.held):
             cache: dict[str, bool] = {}
             out.extend(self.guard.filter(changes, states, self.lsd.states,

@@ -213,8 +213,10 @@ async def damping(request: web.Request) -> web.Response:
     out = _header(s)
     out.update(policy={"half_life": p.half_life, "penalty": p.penalty, "suppress": p.suppress, "reuse": p.reuse,
                        "max_suppress": p.max_suppress, "ceiling": round(d.ceiling, 1), "up_rate": p.up_rate,
-                       "up_burst": p.up_burst},
-               flaps=d.flaps, suppressions=d.suppressions, suppressed=held, deferred=deferred)
+                       "up_burst": p.up_burst, "storm_window": p.storm_window, "storm_links": d.storm_links,
+                       "storm_switches": p.storm_switches},
+               flaps=d.flaps, suppressions=d.suppressions, storms=d.storms, storm_flaps=d.storm_flaps,
+               suppressed=held, deferred=deferred)
     return _json(out)
 
 

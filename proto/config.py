@@ -315,6 +315,9 @@ class Damping:
     Per switch, a token bucket: the reports of one switch may bring links UP in at most `up_rate` LSD
     versions per second (burst `up_burst`); later UPs wait for a token (their DOWNs do not).
     `enabled: false` turns it off (benchmarks that flap links on purpose, like `timers.flap_threshold`).
+    A correlated storm is not charged: flaps of at least max(3, `storm_share` x links) distinct links
+    reported by at least `storm_switches` switches within `storm_window` are one event (a stall), not a
+    flap of each link; flaps charged earlier in that window are refunded (controller.damping).
     Constraints: 0 < reuse < suppress; suppress < reuse * 2^(max_suppress/half_life) (else nothing is
     ever suppressed); max_suppress <= 1000 x half_life; half_life, max_suppress, penalty, up_rate > 0;
     up_burst >= 1.
@@ -328,6 +331,9 @@ class Damping:
     max_suppress: float = 20.0
     up_rate: float = 50.0
     up_burst: int = 100
+    storm_window: float = 1.0
+    storm_share: float = 0.1
+    storm_switches: int = 2
 
     @property
     def ceiling(self) -> float:
@@ -1022,7 +1028,8 @@ class _Parser:
         return Guard(**values)
 
     def damping(self, node: yaml.Node) -> Damping:
-        keys = ("enabled", "half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst")
+        keys = ("enabled", "half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst",
+                "storm_window_ms", "storm_share", "storm_switches")
         f = self.fields(node, "damping", keys, ())
         values: dict[str, float | int | bool] = {}
         for key, value_node in f.items():
@@ -1032,6 +1039,15 @@ class _Parser:
                 continue
             if key == "up_burst":
                 values[key] = self.integer(value_node, field_name, 1, 1_000_000)
+                continue
+            if key == "storm_switches":
+                values[key] = self.integer(value_node, field_name, 1, 1_000_000)
+                continue
+            if key == "storm_share":
+                share = self.number(value_node, field_name)
+                if not 0 < share <= 1:
+                    raise self.fail(value_node, field_name, f"must be a share in (0, 1], got {value_node.value}")
+                values[key] = share
                 continue
             value = self.number(value_node, field_name)
             if not 0 < value <= 1e9:
