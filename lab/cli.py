@@ -219,9 +219,20 @@ def cmd_heal(args: argparse.Namespace) -> int:
         if not undone:
             print("nothing to heal")
         if args.wait and lab.state.daemons:
+            from lab import bgp
+            from lab.fabric import wait_until
+
             t0 = time.monotonic()
             ok = lab.wait_converged(args.wait)
-            print(f"converged in {time.monotonic() - t0:.2f}s" if ok else f"not converged: {lab.convergence_problem()}")
+            problem = None if ok else lab.convergence_problem()
+            external = bool(lab.fabric.external_slots)
+            if ok and external:         # --external: converged only once the eBGP sessions are back too
+                left = max(0.0, args.wait - (time.monotonic() - t0))
+                ok = wait_until(lambda: bgp.bgp_problem(lab) is None, left, 0.1)
+                problem = None if ok else bgp.bgp_problem(lab)
+            if not ok:
+                return _err(f"heal: not converged within {args.wait:g}s: {problem}")
+            print(f"converged in {time.monotonic() - t0:.2f}s" + (" (eBGP sessions established)" if external else ""))
     finally:
         lab.close()
     return 0

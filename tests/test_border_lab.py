@@ -123,3 +123,23 @@ def test_max_prefix_tears_the_session_down(lab: Lab) -> None:
         bgp.vtysh(lab, "configure terminal", f"router bgp {asn}", "address-family ipv4 unicast",
                   *[f"no {n}" for n in nets])
     time.sleep(0.1)
+
+
+def test_lab_heal_waits_for_bgp_sessions_and_fails_when_not_converged(lab: Lab, capsys) -> None:
+    """Tester finding 4: `lab heal` said "converged" before the BGP sessions were back, and exited 0 even
+    when it printed "not converged"."""
+    from proto.cli import main
+
+    assert wait_until(lambda: sessions_up(lab), WAIT_S)
+    common = ["lab", "heal", "--name", lab.state.name, "--dir", str(lab.state.dir)]
+    bgp.fail_external(lab, session=True)                   # the outside drops every session
+    assert wait_until(lambda: not sessions_up(lab), WAIT_S)
+    bgp.set_external(lab, True, session=True)              # back on the router side: sessions re-establish ...
+    rc = main([*common, "--wait", "0.2"])                  # ... but not within 0.2 s: heal must say so, exit 1
+    err = capsys.readouterr().err
+    assert rc == 1 and "not converged" in err and "BGP session" in err, err
+    bgp.fail_external(lab, session=True)
+    rc = main([*common, "--wait", "60"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "converged in" in out and "eBGP sessions established" in out, out
+    assert sessions_up(lab) and bgp.bgp_problem(lab) is None      # said converged: the sessions are up
