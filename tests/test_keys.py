@@ -383,9 +383,16 @@ def test_keygen_add_writes_a_new_key_id_and_the_three_steps(capsys, tmp_path: Pa
         ks = KeySet.from_security(load_fabric(cfg).security)
         assert (ks.send_id, ks.accepted) == (send, accepted), block
         assert load_fabric(cfg).digest == before.digest
-    # the next key after 2 is 3; an id in use or out of range is refused and writes nothing
-    assert _keygen(capsys, "--add", str(cfg))[0] == 0 and (tmp_path / "k1-3.key").exists()
-    for bad in ("2", "0", "256"):
+    # without --write nothing is written (tester finding 5: the key file was, then --write refused it)
+    text = cfg.read_text()
+    code, out, err = _keygen(capsys, "--add", str(cfg))
+    assert code == 0 and "k1-3.key" in out and "dry run" in err and not (tmp_path / "k1-3.key").exists()
+    assert cfg.read_text() == text
+    code, out, err = _keygen(capsys, "--add", str(cfg), "--write")    # then --write does it all
+    assert code == 0, err
+    assert (tmp_path / "k1-3.key").exists() and KeySet.from_security(load_fabric(cfg).security).accepted >= {3}
+    # the next key after 3 is 4; an id in use or out of range is refused and writes nothing
+    for bad in ("3", "0", "256"):
         code, _, err = _keygen(capsys, "--add", str(cfg), "--id", bad, str(tmp_path / f"x{bad}.key"))
         assert code == 2 and "need an unused key id in 1..255" in err and not (tmp_path / f"x{bad}.key").exists()
     assert _keygen(capsys, "--write")[0] == 2                          # no FILE, no --add
