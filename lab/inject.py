@@ -74,6 +74,11 @@ def find_link(lab: Lab, a: str, b: str) -> Any:
     """The fabric link between switches `a` and `b` (or given as SWITCH:PORT endpoints); the first one
     not already failed when there are parallel links."""
     fabric = lab.fabric
+    known = {sw.name for sw in fabric.switches}
+    for spec in (a, b):
+        sw = _endpoint(spec)[0] if ":" in spec else spec
+        if sw not in known:
+            raise KeyError(sw)          # lab.cli lists the lab's names
     failed = {f.get("link") for f in lab.state.faults}
     candidates = []
     for link in fabric.links:
@@ -142,7 +147,8 @@ def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
         master_id = leader[0]
     key = f"master:{master_id}"
     if key not in lab.state.processes:
-        raise LabError(f"no master {master_id!r} in this lab")
+        ids = sorted(k.split(":", 1)[1] for k in lab.state.processes if k.startswith("master:"))
+        raise LabError(f"no master {master_id!r} in this lab (masters: {', '.join(ids) or 'none'})")
     fault: dict[str, object] = {"kind": "master", "id": master_id}
     lab.state.faults.append(fault)
     _save(lab)
@@ -151,11 +157,18 @@ def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
     return fault
 
 
+def _check_client(lab: Lab, switch: str, key: str) -> None:
+    if key in lab.state.processes:
+        return
+    if switch not in {sw.name for sw in lab.fabric.switches}:
+        raise KeyError(switch)          # lab.cli lists the lab's names
+    raise LabError(f"no client for switch {switch!r} in this lab (started without daemons?)")
+
+
 @_exclusive
 def kill_client(lab: Lab, switch: str) -> dict[str, object]:
     key = f"client:{switch}"
-    if key not in lab.state.processes:
-        raise LabError(f"no client for switch {switch!r} in this lab")
+    _check_client(lab, switch, key)
     fault: dict[str, object] = {"kind": "client", "switch": switch}
     lab.state.faults.append(fault)
     _save(lab)
@@ -168,8 +181,7 @@ def kill_client(lab: Lab, switch: str) -> dict[str, object]:
 def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
     """SIGTERM the client, start it again; returns the seconds the switch had no client."""
     key = f"client:{switch}"
-    if key not in lab.state.processes:
-        raise LabError(f"no client for switch {switch!r} in this lab")
+    _check_client(lab, switch, key)
     t0 = time.monotonic()
     lab.stop_process(key, signal.SIGTERM, timeout)
     lab.start_client(switch)
@@ -252,7 +264,8 @@ def fail_cpn(lab: Lab, master_id: str | None = None, direction: str = "both",
     try:
         master = lab.fabric.master(master_id)
     except KeyError:
-        raise LabError(f"no master {master_id!r} in this lab") from None
+        ids = sorted(k.split(":", 1)[1] for k in lab.state.processes if k.startswith("master:"))
+        raise LabError(f"no master {master_id!r} in this lab (masters: {', '.join(ids) or 'none'})") from None
     client = None
     if switch is not None:
         try:
