@@ -945,6 +945,7 @@ class _Parser:
             ref = KeyRef(LEGACY_KEY_ID, key_file, f"{self.source}:{_line(f['key_file'])}: security.key_file")
             return Security(key_file=key_file, admin_token_file=token, keys=(ref,))
         refs: dict[int, KeyRef] = {}
+        id_where: dict[int, str] = {}
         items = self.seq(f["keys"], "security.keys")
         if not items:
             raise self.fail(f["keys"], "security.keys", "empty key set")
@@ -953,9 +954,15 @@ class _Parser:
             k = self.fields(item, where, ("id", "file"), ("id", "file"))
             key_id = self.integer(k["id"], f"{where}.id", MIN_KEY_ID, MAX_KEY_ID)
             if key_id in refs:
-                raise self.fail(k["id"], f"{where}.id", f"duplicate key id {key_id} (first at {refs[key_id].where})")
-            refs[key_id] = KeyRef(key_id, self.path(k["file"], f"{where}.file"),
-                                  f"{self.source}:{_line(k['file'])}: {where}.file")
+                first = id_where[key_id]
+                raise self.fail(k["id"], f"{where}.id", f"duplicate key id {key_id} (first at {first})")
+            id_where[key_id] = f"{self.source}:{_line(k['id'])}: {where}.id"
+            file = self.path(k["file"], f"{where}.file")
+            same = next((r for r in refs.values() if r.file.resolve() == file.resolve()), None)
+            if same is not None:
+                raise self.fail(k["file"], f"{where}.file", f"{file} is already key id {same.id} ({same.where}): "
+                                                            "each key id needs its own key file")
+            refs[key_id] = KeyRef(key_id, file, f"{self.source}:{_line(k['file'])}: {where}.file")
         accept: tuple[int, ...] = tuple(refs)
         if "accept" in f:
             accept_nodes = self.seq(f["accept"], "security.accept")

@@ -90,13 +90,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
+    from proto.auth import KeySet, key_file_warning, warn_key_files_here
+
+    warn_key_files_here(r.file for r in fabric.security.key_refs())     # printed below, with the field
     problem = check_secrets(fabric)
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    from proto.auth import KeySet
 
     keys = KeySet.from_security(fabric.security)   # check_secrets loaded it once: it does not fail here
+    for ref in fabric.security.key_refs():
+        warning = key_file_warning(ref.file) if ref.id in keys.accepted else None
+        if warning:
+            print(f"{ref.where}: {warning}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     roles = Counter(s.role for s in fabric.switches)
     per_role = ", ".join(f"{role.value} {roles[role]}" for role in Role)

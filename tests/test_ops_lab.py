@@ -177,6 +177,16 @@ def test_errors_against_the_lab(lab: Lab, tmp_path: Path) -> None:
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 1 and "no master 'm9' in this lab (masters: m1, m2, m3)" in r.stderr, r.stderr
     assert not lab.state.load(lab.state.dir).faults          # nothing was injected
+    # tester finding 11: the same fault twice is refused (it was recorded twice)
+    inject.fail_switch(lab, "tor-2-2")
+    try:
+        r = subprocess.run([sys.executable, "-m", "proto.cli", "lab", "fail", "switch", "tor-2-2", "--name",
+                            lab.state.name], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "already injected: switch tor-2-2" in r.stderr, r.stderr
+        assert len(lab.state.load(lab.state.dir).faults) == 1
+    finally:
+        inject.heal(lab)
+    converge(lab)
 
 
 def test_routes_as_computed_and_as_in_ovs(lab: Lab) -> None:
