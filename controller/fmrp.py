@@ -88,7 +88,7 @@ from typing import Any
 
 from controller.actions import Handover, PersistTerm
 from controller.fmrpstate import NEVER, UNKNOWN, Candidacy, Config, HandoverPlan, Lease, PeerView, Unknown
-from controller.reach import handover_target
+from controller.reach import ReachSettle, handover_target
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
 
@@ -200,13 +200,7 @@ class Fmrp:
         self._next_hello = now
         self._views: dict[str, tuple[Hello, float]] = {}
         self._reach: tuple[int, ...] = ()           # our own reachability view (controller.reach counts)
-        self._heard: int | None = None              # switches with a fresh report in that view (None: unknown)
-        #: MASTER: when the reach view last became meaningful again (first switch heard, every switch heard
-        #: again after all went quiet, or we ran again after a stall); no hand-over within reach_settle of it
-        self._reach_from = NEVER
-        self._heard_any = False                     # MASTER: our view heard some switch in this mastership
-        self._heard_prev = 0
-        self._last_tick = NEVER
+        self._settle = ReachSettle(self._cfg.reach_settle, self._cfg.dead / 2)   # when that view may judge us
         self._cand = Candidacy()
         self._lease = Lease()
         self._handover = HandoverPlan()
@@ -279,11 +273,10 @@ class Fmrp:
 
     # ============================================================================ inputs
     def set_reach(self, counts: tuple[int, ...], heard: int | None = None) -> None:
-        """Our view of reachability (controller.reach counts, one per configured master); sent in hellos and
-        used by a master to decide on a hand-over. `heard`: how many switches the view has a fresh report
-        from (controller.reach.ReachTracker.heard); None = unknown (then only the counts are judged)."""
+        """Our view of reachability (controller.reach counts, one per configured master; `heard`: switches with
+        a fresh report, None = unknown); sent in hellos, used by a master to decide on a hand-over."""
         self._reach = tuple(counts)
-        self._heard = heard
+        self._settle.heard = heard
 
     def set_lsd_version(self, version: int) -> None:
         """The master core's current LSD version (-1: invalid). Used in hellos, vote requests and ranking."""
@@ -365,11 +358,7 @@ class Fmrp:
     def tick(self, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
         st = self._state
-        if now - self._last_tick > self._cfg.dead / 2 and self._last_tick > NEVER:
-            # We did not run for a while (a stalled process, a starved CPU): the switches' reach bits for us
-            # describe that stall, not the network; they rise again with their next reports.
-            self._reach_from = now
-        self._last_tick = now
+        self._settle.ran(now)
         if st is FmrpState.MASTER:
             if not self.lease_ok(now):
                 self._abdicate(now, out, announce=True)
@@ -580,7 +569,7 @@ class Fmrp:
         """MASTER: hand over to a backup that is two-way with clearly more switches (controller.reach
         .handover_target), after `reach_dwell` of the same verdict. Only backups that are live, follow us
         and acknowledged our LSD version qualify, so the successor continues our version sequence."""
-        if not self._reach_meaningful(now):
+        if not self._reach or self._retired or not self._settle.meaningful(self._lease.since, now):
             self._handover.since = None
             return
         views: dict[int, tuple[int, ...]] = {}
@@ -606,25 +595,6 @@ class Fmrp:
         self._to_electing(now, out)
         self._handover.favour, self._handover.favour_until = succ, now + self._cfg.round_max + self._cfg.dead
         self._cand.at = self._handover.favour_until
-
-    def _reach_meaningful(self, now: float) -> bool:
-        """Whether our reach view may judge us behind a backup now. Not before `reach_settle` has passed since
-        we became master, since our view first heard a switch in this mastership (a master that has heard
-        no switch yet is not "behind": the switches have not had the time to hear it), since it heard
-        switches again after every one went quiet at once (a fabric-wide stall, not a deaf master: a deaf
-        master's view goes quiet and stays so), or since we ran again after a stall of our own."""
-        if not self._reach or self._retired:
-            return False
-        heard = self._heard
-        if heard is not None:
-            if heard > 0 and self._heard_prev == 0:
-                self._reach_from = now
-                self._heard_any = True
-            self._heard_prev = heard
-            if not self._heard_any:
-                return False
-        start = max(self._lease.since, self._reach_from)
-        return now - start >= self._cfg.reach_settle
 
     # ============================================================================ transitions
     def _tick_electing(self, now: float, out: list[FmrpAction]) -> None:
@@ -673,7 +643,7 @@ class Fmrp:
         self._leader_term = self._term
         self._master_term = self._term
         self._lease = Lease(now, {v: now for v in self._cand.votes if v != self._id})
-        self._heard_any, self._heard_prev, self._reach_from = False, 0, NEVER
+        self._settle.new_mastership()
         self._cand.end_round()
         self._cand.at, self._cand.failed, self._cand.lower_master = None, 0, None
         out.append(BecomeMaster(self._term))
