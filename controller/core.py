@@ -341,8 +341,10 @@ class MasterCore(DrainOps, RolloutOps):
 
     def note_input_loss(self, dropped: int, now: float) -> list[Action]:
         """The runtime dropped `dropped` datagrams (receive queue overflow): while it knows it is losing
-        input, it declares no switch silent (see LinkStateDeriver.note_input_loss)."""
+        input, it declares no switch silent (see LinkStateDeriver.note_input_loss), and its reach view
+        does not judge it for a while (controller.reach.ReachSettle: the lost reports are its own loss)."""
         self.deriver.note_input_loss(now)
+        self.reach.input_loss_at = now
         return [InputLoss(dropped)]
 
     def silent_switches(self, now: float) -> list[str]:

@@ -272,11 +272,11 @@ class Fmrp:
         return self._reach
 
     # ============================================================================ inputs
-    def set_reach(self, counts: tuple[int, ...], heard: int | None = None) -> None:
-        """Our view of reachability (controller.reach counts, one per configured master; `heard`: switches with
-        a fresh report, None = unknown); sent in hellos, used by a master to decide on a hand-over."""
+    def set_reach(self, counts: tuple[int, ...], heard: int | None = None, input_loss_at: float | None = None) -> None:
+        """Our reach view (controller.reach counts; in hellos; when it may judge us: reach.ReachSettle)."""
         self._reach = tuple(counts)
         self._settle.heard = heard
+        self._settle.input_loss_at = self._settle.input_loss_at if input_loss_at is None else input_loss_at
 
     def set_lsd_version(self, version: int) -> None:
         """The master core's current LSD version (-1: invalid). Used in hellos, vote requests and ranking."""

@@ -32,6 +32,7 @@ class ReachTracker:
         self._fifo: deque[tuple[float, str]] = deque()
         self._counts = [0] * n_masters
         self._fresh = 0
+        self.input_loss_at = -math.inf      # when the runtime last knew it dropped input (MasterCore)
 
     def note(self, switch: str, bits: int, now: float) -> None:
         """A report of `switch` with `reach` = `bits` arrived at `now` (times must not go back)."""
@@ -117,13 +118,16 @@ class ReachSettle:
     - its view hearing switches again after every one went quiet at once: a fabric-wide stall, not a deaf
       master (a deaf master's view goes quiet and stays so, and is still judged: empty never contradicts),
     - the master running again after it did not run for more than `stall` (master_dead / 2): the switches'
-      bits for it describe its own stall (a starved CPU, a paused process), not the network.
+      bits for it describe its own stall (a starved CPU, a paused process), not the network,
+    - the master knowing it dropped input (its receive queue overflowed in a burst of reports): its view is
+      short of reports by its own loss, not because switches cannot reach it.
     """
 
     def __init__(self, settle: float, stall: float) -> None:
         self.settle = settle
         self.stall = stall
         self.heard: int | None = None      # switches with a fresh report in the view (None: unknown)
+        self.input_loss_at = -math.inf      # the latest input loss the runtime knew of
         self._from = -math.inf              # the latest of the events above (not becoming master)
         self._heard_any = False
         self._heard_prev = 0
@@ -147,4 +151,4 @@ class ReachSettle:
             self._heard_prev = heard
             if not self._heard_any:
                 return False
-        return now - max(master_since, self._from) >= self.settle
+        return now - max(master_since, self._from, self.input_loss_at) >= self.settle

@@ -86,3 +86,15 @@ def test_a_master_that_did_not_run_for_a_while_waits_for_the_switches_to_hear_it
     assert c.masters_now() == [leader] and c.nodes[leader].handovers == 0
     c.run(1.0, until=lambda: c.masters_now() != [leader])   # still behind after settling: a mute master
     assert c.nodes[leader].handovers == 1
+
+
+def test_a_master_that_knows_it_dropped_input_is_not_judged_on_the_reports_it_lost():
+    c, leader, behind = up()
+    views(c, leader, ALL, 6, ALL, 6)
+    c.run(SETTLE + 0.1)
+    views(c, leader, behind, 3, behind, 6)                # a burst overflowed its receive queue
+    c.nodes[leader].set_reach(behind, 3, input_loss_at=c.now)
+    c.run(SETTLE - 0.05)
+    assert c.masters_now() == [leader] and c.nodes[leader].handovers == 0
+    c.run(1.0, until=lambda: c.masters_now() != [leader])   # still behind, no new loss: judged
+    assert c.nodes[leader].handovers == 1
