@@ -99,7 +99,7 @@ class MasterCore(DrainOps, RolloutOps):
         self.deriver = LinkStateDeriver(fabric)
         self.guard = Guard(fabric)
         #: master-side damping (issue #19): per-link flap penalty, per-switch UP rate (controller.damping)
-        self.damper = Damper(fabric.damping, len(fabric.links))
+        self.damper = Damper(fabric.damping, len(fabric.links), [(k.a.switch, k.b.switch) for k in fabric.links])
         self._held_recheck_at = float("-inf")
         self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
         # A live client sends a new report to every replica each report_refresh: fresh for two of them.

@@ -32,8 +32,11 @@ links) distinct links, reported by at least `storm_switches` different switches,
 **storm**: none of them is charged, and the flaps charged earlier in that window (before the storm was
 recognised) are refunded — a link suppressed by such a flap is reused at once. One switch flapping its own
 ports (a broken or hostile client) is never a storm (one reporting switch), nor is a single flapping link
-(one link), so the per-link penalty and the per-switch UP rate bound them as before. Event `storm` (once
-per storm, with its links), counter `storm_flaps`.
+(one link), so the per-link penalty and the per-switch UP rate bound them as before. A **local storm** is the
+same for one switch: at least half of its links (at least 2) flap within `storm_window`, reported by at
+least two switches (its neighbours saw the drop too: one switch stalled, e.g. its CPU starved); its links'
+flaps in the window are not charged. Event `storm` (once per storm, with its links; `switch` set for a local
+one), counter `storm_flaps`.
 
 Decisions come back as `DampEvent`s (logs and metrics: `controller.server`). Pure: `now` in, no clock.
 """
@@ -43,7 +46,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from controller.actions import DampEvent
@@ -80,10 +83,17 @@ class SwitchLimit:
 class Damper:
     """Feed every re-derivation through `observe` (evidence) then `filter` (what may be published)."""
 
-    def __init__(self, policy: Damping, n_links: int = 0) -> None:
+    def __init__(self, policy: Damping, n_links: int = 0, ends: Sequence[tuple[str, str]] = ()) -> None:
         self.policy = policy
         #: distinct flapped links within storm_window that make a storm
         self.storm_links = max(3, math.ceil(policy.storm_share * n_links))
+        #: per link, the switches at its ends (a local storm: most links of one switch, seen by several)
+        self._ends = tuple(ends)
+        degree: Counter[str] = Counter(sw for a, b in self._ends for sw in {a, b})
+        self._local_need = {sw: max(2, math.ceil(d / 2)) for sw, d in degree.items()}
+        self._by_end: dict[str, Counter[int]] = {}          # switch -> its links' flaps in the window
+        self._reporters_by_end: dict[str, Counter[str]] = {}  # switch -> who reported them
+        self._local_until: dict[str, float] = {}
         #: recent flaps: (time, link, reporting switch, penalty added), with running counts per link/switch
         self._recent: deque[tuple[float, int, str | None, float]] = deque()
         self._recent_links: Counter[int] = Counter()
@@ -115,6 +125,9 @@ class Damper:
         self._recent_links.clear()
         self._recent_switches.clear()
         self._storm_until = -math.inf
+        self._by_end.clear()
+        self._reporters_by_end.clear()
+        self._local_until.clear()
 
     # ------------------------------------------------------------------------------------ penalty
     def penalty(self, index: int, now: float) -> float:
@@ -157,37 +170,55 @@ class Damper:
 
     # ------------------------------------------------------------------------------------ storms
     def _note_flap(self, index: int, switch: str | None, now: float, out: list[DampEvent]) -> None:
-        """A flap of `index` reported by `switch`: charge it, unless it is (or makes) a correlated storm."""
+        """A flap of `index` reported by `switch`: charge it, unless it is (or makes) a correlated storm:
+        fabric-wide (many links, several reporting switches) or local to one switch (at least half of its
+        links, reported by at least two switches: its neighbours saw it too, so it is not one client's word)."""
         p = self.policy
-        recent, links, switches = self._recent, self._recent_links, self._recent_switches
+        recent = self._recent
         while recent and recent[0][0] < now - p.storm_window:
             _, i, sw, _ = recent.popleft()
-            links[i] -= 1
-            if not links[i]:
-                del links[i]
-            if sw is not None:
-                switches[sw] -= 1
-                if not switches[sw]:
-                    del switches[sw]
-        links[index] += 1
-        if switch is not None:
-            switches[switch] += 1
-        if len(links) >= self.storm_links and len(switches) >= p.storm_switches:
+            self._count(i, sw, -1)
+        self._count(index, switch, +1)
+        if len(self._recent_links) >= self.storm_links and len(self._recent_switches) >= p.storm_switches:
             if now >= self._storm_until:
-                self._begin_storm(now, out)
+                self._begin_storm(now, out, None)
             self._storm_until = now + p.storm_window
             self.storm_flaps += 1
             recent.append((now, index, switch, 0.0))
             return
+        for end in set(self._ends[index]) if index < len(self._ends) else ():
+            if len(self._by_end.get(end, ())) >= self._local_need[end] \
+                    and len(self._reporters_by_end.get(end, ())) >= 2:
+                if now >= self._local_until.get(end, -math.inf) and now >= self._storm_until:
+                    self._begin_storm(now, out, end)
+                self._local_until[end] = now + p.storm_window
+                self.storm_flaps += 1
+                recent.append((now, index, switch, 0.0))
+                return
         recent.append((now, index, switch, self._flap(index, now, out)))
 
-    def _begin_storm(self, now: float, out: list[DampEvent]) -> None:
-        """A storm is recognised: refund every flap charged within the window."""
+    def _count(self, index: int, switch: str | None, delta: int) -> None:
+        """Add (+1) or remove (-1) one flap of `index` reported by `switch` from the window's counts."""
+        ends = set(self._ends[index]) if index < len(self._ends) else set()
+        for counter, key in ((self._recent_links, index), *((self._by_end.setdefault(e, Counter()), index)
+                                                           for e in ends)):
+            counter[key] += delta
+            if counter[key] <= 0:
+                del counter[key]
+        if switch is not None:
+            for counter in (self._recent_switches, *(self._reporters_by_end.setdefault(e, Counter()) for e in ends)):
+                counter[switch] += delta
+                if counter[switch] <= 0:
+                    del counter[switch]
+
+    def _begin_storm(self, now: float, out: list[DampEvent], local: str | None) -> None:
+        """A storm is recognised (fabric-wide, or `local` to one switch): refund every flap charged within the
+        window (of that switch's links)."""
         self.storms += 1
         decay = self._ln2_per_half_life
         refunded: set[int] = set()
         for k, (t, i, sw, added) in enumerate(self._recent):
-            if added <= 0.0:
+            if added <= 0.0 or (local is not None and local not in self._ends[i]):
                 continue
             self._recent[k] = (t, i, sw, 0.0)
             self.storm_flaps += 1
@@ -204,7 +235,8 @@ class Damper:
             elif st.suppressed_since is not None:
                 st.reuse_at = self._reuse_time(st.penalty, now)
                 heapq.heappush(self._reuse_heap, (st.reuse_at, i))
-        out.append(DampEvent("storm", tuple(sorted(set(self._recent_links) | refunded)), None, 0))
+        links = set(self._recent_links) if local is None else set(self._by_end.get(local, ()))
+        out.append(DampEvent("storm", tuple(sorted(links | refunded)), local, 0))
 
     # ------------------------------------------------------------------------------------ decisions
     def observe(self, indices: Iterable[int], states: Mapping[int, int] | bytes,

@@ -469,7 +469,7 @@ class MasterServer:
                 log.debug(kv("damping_defer", switch=ev.switch, links=len(ev.links)))
             elif ev.kind == "storm":
                 names = ",".join(self.fabric.links[i].name for i in ev.links[:16])
-                log.warning(kv("damping_storm", links=len(ev.links), names=names,
+                log.warning(kv("damping_storm", scope=ev.switch or "fabric", links=len(ev.links), names=names,
                                effect="correlated drop: not charged as flaps"))
             else:
                 name = self.fabric.links[ev.links[0]].name

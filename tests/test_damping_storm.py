@@ -200,3 +200,58 @@ def test_master_storm_refunds_a_flap_charged_just_before_it_and_reuses_the_link_
     flap.send(False, 4.0)                                  # the next solo flap suppresses it again
     flap.send(True, 4.05)
     assert core.damper.suppressed(victim)
+
+
+def test_master_a_stalled_switch_seen_by_its_neighbours_is_a_local_storm() -> None:
+    """One switch stalls (its CPU starved) again and again: its neighbours report its links down, so do
+    its own reports when it runs again. Most of its links, several reporters: not charged."""
+    f = fabric_with()
+    core = master(f)
+    all_up(core, f, 0.0)
+    fleet = Fleet(core, f)
+    spine = "spine-1"
+    neighbours = sorted({f.peer_of(spine, p).switch for p in f.fabric_ports(spine)})
+    acts: list = []
+    t = 1.0
+    for _ in range(6):
+        for k, sw in enumerate(neighbours):                  # each reports its port to spine-1 down
+            usable = {p for p in f.fabric_ports(sw) if f.peer_of(sw, p).switch != spine}
+            acts += fleet.send(sw, usable, t + 0.01 * k)
+        acts += fleet.send(spine, set(), t + 0.3)
+        for k, sw in enumerate([spine, *neighbours]):
+            acts += fleet.send(sw, None, t + 1.0 + 0.01 * k)
+        t += 2.0
+    storms = [e for e in acts if isinstance(e, DampEvent) and e.kind == "storm"]
+    # the 2nd link of spine-1 makes it local (half of its 4); on 8 links the 3rd also passes the fabric-wide rule
+    assert storms and storms[0].switch == spine and storms[0].links == tuple(sorted(storms[0].links))
+    assert core.damper.suppressed_links() == [] and "suppress" not in [e.kind for e in acts if isinstance(e, DampEvent)]
+    assert all(core.lsd.state(i) == LinkState.UP for i in range(len(f.links)))
+
+
+def test_master_local_storm_of_one_leaf_on_a_larger_fabric() -> None:
+    """4 spines x 16 leaves (64 links: the fabric-wide rule needs 7): leaf-1 stalls six times; its 4 links
+    are reported down by the spines first, then by itself. Local storms only; nothing suppressed."""
+    f = clos_fabric(pods=0, spines=4, leaves=16, masters=1)
+    core = master(f)
+    all_up(core, f, 0.0)
+    fleet = Fleet(core, f)
+    leaf = "leaf-1"
+    spines = sorted({f.peer_of(leaf, p).switch for p in f.fabric_ports(leaf)})
+    acts: list = []
+    t = 1.0
+    for _ in range(6):
+        for k, sw in enumerate(spines):
+            usable = {p for p in f.fabric_ports(sw) if f.peer_of(sw, p).switch != leaf}
+            acts += fleet.send(sw, usable, t + 0.01 * k)
+        acts += fleet.send(leaf, set(), t + 0.3)
+        for k, sw in enumerate([leaf, *spines]):
+            acts += fleet.send(sw, None, t + 1.0 + 0.01 * k)
+        t += 2.0
+    storms = [e for e in acts if isinstance(e, DampEvent) and e.kind == "storm"]
+    assert len(storms) == 6 and all(e.switch == leaf for e in storms), storms
+    assert core.damper.suppressed_links() == [] and all(core.lsd.state(i) == LinkState.UP for i in range(len(f.links)))
+    # the same leaf flapping its own ports on its own word (the spines keep saying usable): damped
+    for k in range(4):
+        acts = fleet.send(leaf, set(), t + 0.02 * k)
+        acts += fleet.send(leaf, None, t + 0.02 * k + 0.01)
+    assert sorted(core.damper.suppressed_links()) == sorted(f.links_of(leaf))
