@@ -33,9 +33,11 @@ links) distinct links, reported by at least `storm_switches` different switches,
 recognised) are refunded — a link suppressed by such a flap is reused at once. One switch flapping its own
 ports (a broken or hostile client) is never a storm (one reporting switch), nor is a single flapping link
 (one link), so the per-link penalty and the per-switch UP rate bound them as before. A **local storm** is the
-same for one switch: at least half of its links (at least 2) flap within `storm_window`, reported by at
-least two switches (its neighbours saw the drop too: one switch stalled, e.g. its CPU starved); its links'
-flaps in the window are not charged. Event `storm` (once per storm, with its links; `switch` set for a local
+same for one switch: at least half of its links (at least 2) flap within `storm_window` on its
+neighbours' reports (they saw the drop: that switch stalled, e.g. its CPU starved; a switch cannot make
+one by its own reports); its links' flaps in the window are not charged. A link that flaps more than twice within the window flaps on its own
+(a stall drops it once, maybe twice): its flaps are charged and never refunded, whatever else happens.
+Event `storm` (once per storm, with its links; `switch` set for a local
 one), counter `storm_flaps`.
 
 Decisions come back as `DampEvent`s (logs and metrics: `controller.server`). Pure: `now` in, no clock.
@@ -57,6 +59,8 @@ __all__ = ["DampEvent", "Damper", "LinkDamping", "SwitchLimit"]
 
 _UP = LinkState.UP
 _DOWN = LinkState.DOWN
+#: a link with more flaps than this within the storm window flaps on its own: never part of a storm
+_STORM_FLAPS = 2
 
 
 @dataclass(slots=True)
@@ -91,8 +95,8 @@ class Damper:
         self._ends = tuple(ends)
         degree: Counter[str] = Counter(sw for a, b in self._ends for sw in {a, b})
         self._local_need = {sw: max(2, math.ceil(d / 2)) for sw, d in degree.items()}
-        self._by_end: dict[str, Counter[int]] = {}          # switch -> its links' flaps in the window
-        self._reporters_by_end: dict[str, Counter[str]] = {}  # switch -> who reported them
+        #: switch -> flaps of its links in the window that its neighbours (the far ends) reported
+        self._by_end: dict[str, Counter[int]] = {}
         self._local_until: dict[str, float] = {}
         #: recent flaps: (time, link, reporting switch, penalty added), with running counts per link/switch
         self._recent: deque[tuple[float, int, str | None, float]] = deque()
@@ -126,7 +130,6 @@ class Damper:
         self._recent_switches.clear()
         self._storm_until = -math.inf
         self._by_end.clear()
-        self._reporters_by_end.clear()
         self._local_until.clear()
 
     # ------------------------------------------------------------------------------------ penalty
@@ -172,13 +175,17 @@ class Damper:
     def _note_flap(self, index: int, switch: str | None, now: float, out: list[DampEvent]) -> None:
         """A flap of `index` reported by `switch`: charge it, unless it is (or makes) a correlated storm:
         fabric-wide (many links, several reporting switches) or local to one switch (at least half of its
-        links, reported by at least two switches: its neighbours saw it too, so it is not one client's word)."""
+        links reported down by its neighbours: they saw it, so it is not that switch's own word)."""
         p = self.policy
         recent = self._recent
         while recent and recent[0][0] < now - p.storm_window:
             _, i, sw, _ = recent.popleft()
             self._count(i, sw, -1)
         self._count(index, switch, +1)
+        if self._recent_links[index] > _STORM_FLAPS:
+            # this link flaps on its own (more than a stall makes it): charged, storm or not
+            recent.append((now, index, switch, self._flap(index, now, out)))
+            return
         if len(self._recent_links) >= self.storm_links and len(self._recent_switches) >= p.storm_switches:
             if now >= self._storm_until:
                 self._begin_storm(now, out, None)
@@ -187,8 +194,7 @@ class Damper:
             recent.append((now, index, switch, 0.0))
             return
         for end in set(self._ends[index]) if index < len(self._ends) else ():
-            if len(self._by_end.get(end, ())) >= self._local_need[end] \
-                    and len(self._reporters_by_end.get(end, ())) >= 2:
+            if len(self._by_end.get(end, ())) >= self._local_need[end]:
                 if now >= self._local_until.get(end, -math.inf) and now >= self._storm_until:
                     self._begin_storm(now, out, end)
                 self._local_until[end] = now + p.storm_window
@@ -200,16 +206,14 @@ class Damper:
     def _count(self, index: int, switch: str | None, delta: int) -> None:
         """Add (+1) or remove (-1) one flap of `index` reported by `switch` from the window's counts."""
         ends = set(self._ends[index]) if index < len(self._ends) else set()
-        for counter, key in ((self._recent_links, index), *((self._by_end.setdefault(e, Counter()), index)
-                                                           for e in ends)):
+        counters = [(self._recent_links, index)]
+        if switch is not None:
+            counters.append((self._recent_switches, switch))
+            counters += [(self._by_end.setdefault(e, Counter()), index) for e in ends if e != switch]
+        for counter, key in counters:
             counter[key] += delta
             if counter[key] <= 0:
                 del counter[key]
-        if switch is not None:
-            for counter in (self._recent_switches, *(self._reporters_by_end.setdefault(e, Counter()) for e in ends)):
-                counter[switch] += delta
-                if counter[switch] <= 0:
-                    del counter[switch]
 
     def _begin_storm(self, now: float, out: list[DampEvent], local: str | None) -> None:
         """A storm is recognised (fabric-wide, or `local` to one switch): refund every flap charged within the
@@ -217,8 +221,10 @@ class Damper:
         self.storms += 1
         decay = self._ln2_per_half_life
         refunded: set[int] = set()
+        first_refunded: dict[int, float] = {}               # link -> its earliest refunded flap
         for k, (t, i, sw, added) in enumerate(self._recent):
-            if added <= 0.0 or (local is not None and local not in self._ends[i]):
+            if added <= 0.0 or (local is not None and local not in self._ends[i]) \
+                    or self._recent_links[i] > _STORM_FLAPS:
                 continue
             self._recent[k] = (t, i, sw, 0.0)
             self.storm_flaps += 1
@@ -229,6 +235,9 @@ class Damper:
             st.penalty = max(0.0, self.penalty(i, now) - added * math.exp(-(now - t) * decay))
             st.at = now
             st.flaps -= 1
+            first_refunded[i] = min(first_refunded.get(i, t), t)
+        for i, t in first_refunded.items():
+            st = self.links[i]
             if st.suppressed_since is not None and (st.suppressed_since >= t or st.penalty < self.policy.reuse):
                 st.reuse_at = now                   # suppressed by a storm flap: reused at the next tick
                 heapq.heappush(self._reuse_heap, (now, i))

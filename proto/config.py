@@ -333,7 +333,7 @@ class Damping:
     up_burst: int = 100
     storm_window: float = 1.0
     storm_share: float = 0.1
-    storm_switches: int = 2
+    storm_switches: int = 3
 
     @property
     def ceiling(self) -> float:
