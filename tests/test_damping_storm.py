@@ -255,3 +255,25 @@ def test_master_local_storm_of_one_leaf_on_a_larger_fabric() -> None:
         acts = fleet.send(leaf, set(), t + 0.02 * k)
         acts += fleet.send(leaf, None, t + 0.02 * k + 0.01)
     assert sorted(core.damper.suppressed_links()) == sorted(f.links_of(leaf))
+
+
+def test_master_a_flapping_link_stays_suppressed_next_to_a_coincidental_failure() -> None:
+    """leaf-1 flaps its port 1 every ms; mid-storm leaf-2's link to spine-1 fails once (spine-1 then has two
+    of its four links reported down by neighbours). The flapper is still suppressed: a link that flaps more
+    than twice within the window is never part of a storm (found by tests/test_master_damping_loopback.py)."""
+    f = fabric_with()
+    core = master(f)
+    all_up(core, f, 0.0)
+    flap = Flapper(core, f)
+    victim, other = link_of(f, "leaf-1", 1), link_of(f, "leaf-2", 1)
+    fleet = Fleet(core, f)
+    v0 = core.version
+    t = 1.0
+    for k in range(400):
+        flap.send(k % 2 == 1, t)
+        if k == 200:
+            fleet.send("leaf-2", set(f.fabric_ports("leaf-2")) - {1}, t)
+        t += 0.001
+    assert core.damper.suppressed(victim) and core.lsd.state(victim) == LinkState.DOWN
+    assert core.lsd.state(other) == LinkState.DOWN
+    assert core.version - v0 <= 10
