@@ -300,6 +300,7 @@ class ClientDaemon:
         from client.routeview import route_rows
 
         routes, group_of, excluded = self.programmer.route_snapshot()
+        external = self.programmer.planner.external_routes()
         flows = groups = None
         error = None
         if read_ovs:
@@ -312,7 +313,8 @@ class ClientDaemon:
         return {"switch": self.name, "lsd_version": version,
                 "programmed_version": self.programmer.programmed_version,
                 "excluded_ports": sorted(excluded), "ovs_read": flows is not None, "ovs_error": error,
-                "routes": route_rows(self.fabric, self.name, routes, group_of, excluded, flows, groups, prefix)}
+                "routes": route_rows(self.fabric, self.name, routes, group_of, excluded, flows, groups, prefix,
+                                     external=external)}
 
     def run_forever(self, stop: threading.Event) -> None:
         while not stop.wait(0.5):

@@ -13,6 +13,17 @@ of quiet.
 
 The very first up of a port (since the damper was created) is bring-up, not a flap. Admin changes are
 not flaps: the port core feeds only the health bit. Timers come from `Fabric.timers`.
+
+**Correlated drops are one local event, not a flap of each port.** When at least `storm_ports(n)` (half of
+the switch's fabric ports, at least 2) go down within `STORM_WINDOW` of each other, the cause is shared —
+the switch or its host stalled (CPU starvation, a paused process), not each link's optics — so none of
+those down->up cycles is charged as a flap, and a flap charged just before the storm was recognised (a port
+that was back up before the others went down) is refunded, its hold cancelled (`take_released`). This is
+how link-state damping is meant to be read (RFC 2439's penalty is per route because each route's instability
+is its own; IS-IS / interface dampening likewise per interface): it suppresses *a* flapping link, and a
+stall that drops every port at once says nothing about any one of them. The master's damper applies the
+same rule fabric-wide (controller.damping). A single flapping link is never part of such a set, so it is
+damped exactly as before.
 """
 
 from __future__ import annotations
@@ -28,6 +39,16 @@ __all__ = ["DampView", "FlapDamper"]
 
 _MAX_HALVINGS = 64
 
+#: Downs of several ports within this many seconds of each other are one correlated event (a local stall).
+STORM_WINDOW = 1.0
+#: ... when they are at least this share of the switch's fabric ports (and at least 2 ports).
+STORM_SHARE = 0.5
+
+
+def storm_ports(n_ports: int) -> int:
+    """How many ports of a switch with `n_ports` fabric ports must go down together to be a local storm."""
+    return max(2, math.ceil(STORM_SHARE * n_ports))
+
 
 @dataclass(frozen=True, slots=True)
 class DampView:
@@ -40,7 +61,7 @@ class DampView:
 
 
 class _Flaps:
-    __slots__ = ("healthy", "last_flap", "level", "recent", "seen_up", "total", "until")
+    __slots__ = ("charged", "down_at", "healthy", "last_flap", "level", "recent", "seen_up", "total", "until")
 
     def __init__(self) -> None:
         self.healthy = False
@@ -50,12 +71,20 @@ class _Flaps:
         self.until = -math.inf                # damped while now < until
         self.last_flap = -math.inf
         self.total = 0
+        self.down_at = -math.inf              # the latest up->down transition
+        #: the last charged flap, refundable if its down turns out to be part of a storm:
+        #: (down_at, level, until, last_flap before it, time of the flap)
+        self.charged: tuple[float, float, float, float, float] | None = None
 
 
 class FlapDamper:
     """Per-port flap history. `observe` every health change; ask `damped(port, now)`; `tick` on deadlines."""
 
-    def __init__(self, timers: Timers) -> None:
+    def __init__(self, timers: Timers, n_ports: int | None = None) -> None:
+        self.n_ports = n_ports                 # the switch's fabric ports (None: the ports seen so far)
+        self.storm_flaps = 0                   # down->up cycles not charged: part of a correlated storm
+        self.storms = 0                        # correlated storms recognised
+        self._released: list[int] = []        # ports whose hold a storm refund cancelled (take_released)
         self.threshold = timers.flap_threshold
         self.window = timers.flap_window
         self.initial = timers.damp_initial
@@ -88,12 +117,20 @@ class FlapDamper:
             return False
         st.healthy = healthy
         if not healthy:
+            if st.seen_up:
+                st.down_at = now
+                self._check_storm(port, now)
             return False
         if not st.seen_up:
             st.seen_up = True
             return False
-        # A down->up transition after the port had been up before: one flap.
+        # A down->up transition after the port had been up before: one flap, unless its down was one of
+        # a correlated set (a local stall).
         st.total += 1
+        if self._in_storm(st.down_at):
+            self.storm_flaps += 1
+            return False
+        st.charged = (st.down_at, st.level, st.until, st.last_flap, now)
         recent = st.recent
         recent.append(now)
         while recent and recent[0] <= now - self.window:
@@ -110,6 +147,44 @@ class FlapDamper:
             heapq.heappush(self._expiry, (st.until, port))
             return True
         return False
+
+    # ------------------------------------------------------------------------------------------ storms
+    def _storm_size(self) -> int:
+        return storm_ports(self.n_ports if self.n_ports is not None else len(self._ports))
+
+    def _together(self, at: float) -> list[int]:
+        """Ports whose latest down is within STORM_WINDOW of `at`."""
+        return [p for p, st in self._ports.items() if abs(st.down_at - at) <= STORM_WINDOW]
+
+    def _in_storm(self, down_at: float) -> bool:
+        return down_at > -math.inf and len(self._together(down_at)) >= self._storm_size()
+
+    def _check_storm(self, port: int, now: float) -> None:
+        """`port` just went down: if that makes a storm, refund the flaps its members were charged for."""
+        together = self._together(now)
+        if len(together) < self._storm_size():
+            return
+        if len(together) == self._storm_size():
+            self.storms += 1
+        for p in together:
+            st = self._ports[p]
+            c = st.charged
+            if c is None or now - c[0] > STORM_WINDOW:
+                continue
+            down_at, level, until, last_flap, at = c
+            damped_before = now < st.until
+            st.charged = None
+            st.level, st.until, st.last_flap = level, until, last_flap
+            if at in st.recent:
+                st.recent.remove(at)
+            self.storm_flaps += 1
+            if damped_before and not now < st.until:
+                self._released.append(p)
+
+    def take_released(self) -> list[int]:
+        """Ports whose hold was cancelled by a storm refund since the last call (recompute them)."""
+        out, self._released = self._released, []
+        return out
 
     def damped(self, port: int, now: float) -> bool:
         st = self._ports.get(port)

@@ -634,6 +634,10 @@ class OfPlanner:
         for hops in [h for h in self._ext_group_of if h not in clean.values()]:
             del self._ext_group_of[hops]
 
+    def external_routes(self) -> dict[IPv4Network, tuple[ExternalHop, ...]]:
+        """The external routes of an eBGP border as last set (prefix -> (external port, peer MAC) hops)."""
+        return dict(self._external)
+
     def _external_group(self, hops: tuple[ExternalHop, ...], gid: int) -> InstalledGroup:
         down = self._down
         buckets = tuple(Bucket(actions=(SetField("eth_src", self.mac), SetField("eth_dst", mac), DecNwTtl(),

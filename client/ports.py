@@ -99,7 +99,7 @@ class PortTable:
         self.oam = oam if oam is not None else OamPorts(fabric, switch)
         self.nd = nd if nd is not None else NeighborDiscovery(fabric, switch, now=now,
                                                               fast=not self.oam.enabled)
-        self.damper = damper if damper is not None else FlapDamper(fabric.timers)
+        self.damper = damper if damper is not None else FlapDamper(fabric.timers, len(fabric.fabric_ports(switch)))
         self._ports: dict[int, _Port] = {}
         for port in fabric.fabric_ports(switch):
             self._ports[port] = _Port(port, self.nd.expected(port), port not in admin_down, now)
@@ -229,6 +229,11 @@ class PortTable:
             else:
                 out.append(action)
         for port in sorted(touched):
+            p = self._ports.get(port)
+            if p is not None:
+                self._recompute(p, now, out)
+        # A correlated storm refunds flaps: a port held because of one is usable again at once.
+        for port in self.damper.take_released():
             p = self._ports.get(port)
             if p is not None:
                 self._recompute(p, now, out)

@@ -101,7 +101,9 @@ class GuardEvent:
 class DampEvent:
     """Master-side damping (controller.damping) acted. `kind`: "suppress" (a link's penalty passed the
     suppress threshold: held DOWN), "reuse" (it decayed below reuse: re-derived), "defer" (`switch` has no
-    UP token left: these links' UPs wait). `penalty`: the link's penalty then (0 for "defer")."""
+    UP token left: these links' UPs wait), "storm" (flaps of many links from several switches within the storm
+window: not charged, earlier ones refunded; `links` = the storm's links so far). `penalty`: the link's
+penalty then (0 for "defer" and "storm")."""
 
     kind: str
     links: tuple[int, ...]

@@ -99,7 +99,7 @@ class MasterCore(DrainOps, RolloutOps):
         self.deriver = LinkStateDeriver(fabric)
         self.guard = Guard(fabric)
         #: master-side damping (issue #19): per-link flap penalty, per-switch UP rate (controller.damping)
-        self.damper = Damper(fabric.damping)
+        self.damper = Damper(fabric.damping, len(fabric.links), [(k.a.switch, k.b.switch) for k in fabric.links])
         self._held_recheck_at = float("-inf")
         self.master_index = {m.id: i for i, m in enumerate(fabric.masters)}
         # A live client sends a new report to every replica each report_refresh: fresh for two of them.
@@ -341,8 +341,10 @@ class MasterCore(DrainOps, RolloutOps):
 
     def note_input_loss(self, dropped: int, now: float) -> list[Action]:
         """The runtime dropped `dropped` datagrams (receive queue overflow): while it knows it is losing
-        input, it declares no switch silent (see LinkStateDeriver.note_input_loss)."""
+        input, it declares no switch silent (see LinkStateDeriver.note_input_loss), and its reach view
+        does not judge it for a while (controller.reach.ReachSettle: the lost reports are its own loss)."""
         self.deriver.note_input_loss(now)
+        self.reach.input_loss_at = now
         return [InputLoss(dropped)]
 
     def silent_switches(self, now: float) -> list[str]:
@@ -433,7 +435,7 @@ class MasterCore(DrainOps, RolloutOps):
         # A report touches a handful of links: read those states rather than copying all of them.
         states = {i: self.lsd.state(i) for i in idx} if len(idx) <= 64 else self.lsd.states()
         changes = self.deriver.changes(idx, states, now)
-        out.extend(self.damper.observe(idx, states, changes, now))
+        out.extend(self.damper.observe(idx, states, changes, now, switch))
         if cause != "guard" and (changes or self.guard.held):
             cache: dict[str, bool] = {}
             out.extend(self.guard.filter(changes, states, self.lsd.states,

@@ -116,7 +116,7 @@ class RolloutOps:
             self._link_by_end[(link.b.switch, link.b.port)] = link.index
         self.lsd = LinkStateDB(nxt.lsd_size, history=nxt.lsd.history, version=self.lsd.version)
         self._slots_of = {s.name: nxt.slots_of(s.name) for s in nxt.switches if s.bgp is not None}
-        self.damper = Damper(nxt.damping)       # penalties are per link index: a new index starts clean
+        self.damper = Damper(nxt.damping, len(nxt.links), [(k.a.switch, k.b.switch) for k in nxt.links])  # new index: clean
         self.drains = DrainBook(nxt)
         self._unnoted = set()
         self.dist.digest = nxt.digest

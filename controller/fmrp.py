@@ -88,7 +88,7 @@ from typing import Any
 
 from controller.actions import Handover, PersistTerm
 from controller.fmrpstate import NEVER, UNKNOWN, Candidacy, Config, HandoverPlan, Lease, PeerView, Unknown
-from controller.reach import handover_target
+from controller.reach import ReachSettle, handover_target
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
 
@@ -200,6 +200,7 @@ class Fmrp:
         self._next_hello = now
         self._views: dict[str, tuple[Hello, float]] = {}
         self._reach: tuple[int, ...] = ()           # our own reachability view (controller.reach counts)
+        self._settle = ReachSettle(self._cfg.reach_settle, self._cfg.dead / 2)   # when that view may judge us
         self._cand = Candidacy()
         self._lease = Lease()
         self._handover = HandoverPlan()
@@ -271,10 +272,11 @@ class Fmrp:
         return self._reach
 
     # ============================================================================ inputs
-    def set_reach(self, counts: tuple[int, ...]) -> None:
-        """Our view of reachability (controller.reach counts, one per configured master); sent in hellos and
-        used by a master to decide on a hand-over."""
+    def set_reach(self, counts: tuple[int, ...], heard: int | None = None, input_loss_at: float | None = None) -> None:
+        """Our reach view (controller.reach counts; in hellos; when it may judge us: reach.ReachSettle)."""
         self._reach = tuple(counts)
+        self._settle.heard = heard
+        self._settle.input_loss_at = self._settle.input_loss_at if input_loss_at is None else input_loss_at
 
     def set_lsd_version(self, version: int) -> None:
         """The master core's current LSD version (-1: invalid). Used in hellos, vote requests and ranking."""
@@ -356,6 +358,7 @@ class Fmrp:
     def tick(self, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
         st = self._state
+        self._settle.ran(now)
         if st is FmrpState.MASTER:
             if not self.lease_ok(now):
                 self._abdicate(now, out, announce=True)
@@ -566,7 +569,7 @@ class Fmrp:
         """MASTER: hand over to a backup that is two-way with clearly more switches (controller.reach
         .handover_target), after `reach_dwell` of the same verdict. Only backups that are live, follow us
         and acknowledged our LSD version qualify, so the successor continues our version sequence."""
-        if not self._reach or self._retired or now - self._lease.since < self._cfg.reach_settle:
+        if not self._reach or self._retired or not self._settle.meaningful(self._lease.since, now):
             self._handover.since = None
             return
         views: dict[int, tuple[int, ...]] = {}
@@ -640,6 +643,7 @@ class Fmrp:
         self._leader_term = self._term
         self._master_term = self._term
         self._lease = Lease(now, {v: now for v in self._cand.votes if v != self._id})
+        self._settle.new_mastership()
         self._cand.end_round()
         self._cand.at, self._cand.failed, self._cand.lower_master = None, 0, None
         out.append(BecomeMaster(self._term))

@@ -19,7 +19,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 
-__all__ = ["ReachTracker", "handover_target", "reach_margin"]
+__all__ = ["ReachSettle", "ReachTracker", "handover_target", "reach_margin"]
 
 
 class ReachTracker:
@@ -32,6 +32,7 @@ class ReachTracker:
         self._fifo: deque[tuple[float, str]] = deque()
         self._counts = [0] * n_masters
         self._fresh = 0
+        self.input_loss_at = -math.inf      # when the runtime last knew it dropped input (MasterCore)
 
     def note(self, switch: str, bits: int, now: float) -> None:
         """A report of `switch` with `reach` = `bits` arrived at `now` (times must not go back)."""
@@ -104,3 +105,50 @@ def handover_target(me: int, own: Sequence[int], views: Mapping[int, Sequence[in
         if adv >= margin and own[me] - own[b] < margin and (best is None or (adv, -b) > (best[0], -best[1])):
             best = (adv, b)
     return None if best is None else best[1]
+
+
+class ReachSettle:
+    """When a master's reach view may judge it behind a backup (pure; controller.fmrp asks before a hand-over).
+
+    Not within `settle` (2 x report_refresh + keepalive: the time the switches' bits take to rise again) of
+    - becoming master (the bits still describe the previous mastership),
+    - its own view first hearing a switch in this mastership: a master that has heard no switch yet is not
+      "behind" (at lab start the backups heard the switches first and the master was handed over three times
+      before it had heard one),
+    - its view hearing switches again after every one went quiet at once: a fabric-wide stall, not a deaf
+      master (a deaf master's view goes quiet and stays so, and is still judged: empty never contradicts),
+    - the master running again after it did not run for more than `stall` (master_dead / 2): the switches'
+      bits for it describe its own stall (a starved CPU, a paused process), not the network,
+    - the master knowing it dropped input (its receive queue overflowed in a burst of reports): its view is
+      short of reports by its own loss, not because switches cannot reach it.
+    """
+
+    def __init__(self, settle: float, stall: float) -> None:
+        self.settle = settle
+        self.stall = stall
+        self.heard: int | None = None      # switches with a fresh report in the view (None: unknown)
+        self.input_loss_at = -math.inf      # the latest input loss the runtime knew of
+        self._from = -math.inf              # the latest of the events above (not becoming master)
+        self._heard_any = False
+        self._heard_prev = 0
+        self._last_run = -math.inf
+
+    def new_mastership(self) -> None:
+        self._heard_any, self._heard_prev, self._from = False, 0, -math.inf
+
+    def ran(self, now: float) -> None:
+        """Called on every tick: a gap longer than `stall` since the previous one was a stall of ours."""
+        if self._last_run > -math.inf and now - self._last_run > self.stall:
+            self._from = now
+        self._last_run = now
+
+    def meaningful(self, master_since: float, now: float) -> bool:
+        heard = self.heard
+        if heard is not None:
+            if heard > 0 and self._heard_prev == 0:
+                self._from = now
+                self._heard_any = True
+            self._heard_prev = heard
+            if not self._heard_any:
+                return False
+        return now - max(master_since, self._from, self.input_loss_at) >= self.settle

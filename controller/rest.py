@@ -213,8 +213,10 @@ async def damping(request: web.Request) -> web.Response:
     out = _header(s)
     out.update(policy={"half_life": p.half_life, "penalty": p.penalty, "suppress": p.suppress, "reuse": p.reuse,
                        "max_suppress": p.max_suppress, "ceiling": round(d.ceiling, 1), "up_rate": p.up_rate,
-                       "up_burst": p.up_burst},
-               flaps=d.flaps, suppressions=d.suppressions, suppressed=held, deferred=deferred)
+                       "up_burst": p.up_burst, "storm_window": p.storm_window, "storm_links": d.storm_links,
+                       "storm_switches": p.storm_switches},
+               flaps=d.flaps, suppressions=d.suppressions, storms=d.storms, storm_flaps=d.storm_flaps,
+               suppressed=held, deferred=deferred)
     return _json(out)
 
 
@@ -262,8 +264,15 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
         return _error(400, f"{kind}: expected a string, got {type(target).__name__}")
     for field, limit in (("reason", MAX_REASON), ("who", MAX_WHO)):
         v = body.get(field)
-        if v is not None and (not isinstance(v, str) or len(v) > limit or not v.isprintable()):
-            return _error(400, f"{field}: expected at most {limit} printable characters")
+        if v is None:
+            continue
+        if not isinstance(v, str):
+            return _error(400, f"{field}: expected a string (at most {limit} printable characters), "
+                               f"got {type(v).__name__} {json.dumps(v)[:40]}")
+        if len(v) > limit:
+            return _error(400, f"{field}: {len(v)} characters, at most {limit}")
+        if not v.isprintable():
+            return _error(400, f"{field}: non-printable character(s) (newlines, control characters)")
     who = body.get("who") or (f"unknown@{request.remote}" if request.remote else None)
     try:
         result = s.drain(**{kind: target}, drained=drained, who=who, reason=body.get("reason"))

@@ -201,7 +201,7 @@ class FmrpDriver:
         if self.fmrp is None:
             raise RuntimeError("FmrpDriver used before start()")
         self.fmrp.set_lsd_version(self.core.version if self.core.lsd_term is not None else -1)
-        self.fmrp.set_reach(self.core.reach_counts(now))
+        self.fmrp.set_reach(self.core.reach_counts(now), self.core.reach.heard(now), self.core.reach.input_loss_at)
         return self.fmrp
 
     def _translate(self, actions: list[FmrpAction], now: float) -> list[Any]:

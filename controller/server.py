@@ -467,6 +467,10 @@ class MasterServer:
             m.damping_events.labels(ev.kind).inc()
             if ev.kind == "defer":         # can be many per second from a bad switch: not a log line each
                 log.debug(kv("damping_defer", switch=ev.switch, links=len(ev.links)))
+            elif ev.kind == "storm":
+                names = ",".join(self.fabric.links[i].name for i in ev.links[:16])
+                log.warning(kv("damping_storm", scope=ev.switch or "fabric", links=len(ev.links), names=names,
+                               effect="correlated drop: not charged as flaps"))
             else:
                 name = self.fabric.links[ev.links[0]].name
                 log.log(logging.WARNING if ev.kind == "suppress" else logging.INFO,

@@ -1,6 +1,6 @@
 """`firepath status`: the fabric as the masters see it, from their REST APIs.
 
-    firepath status --config FABRIC.yaml [--json] [--timeout S]
+    firepath status (--config FABRIC.yaml | --lab NAME) [--netns NS] [--json] [--timeout S]
 
 Queries every configured master (its configured address and rest_port — nothing else is contacted) for
 `/v1/lsd/version`, `/v1/masters` and `/v1/clients`, in parallel, and prints
@@ -12,7 +12,8 @@ Queries every configured master (its configured address and rest_port — nothin
   or behind listed by name.
 
 Exit status: 0 when exactly one master serves and no alive client lags; 1 otherwise (no master, several
-masters, lagging clients); 2 on a bad config. `--json` prints everything gathered, for scripts.
+masters, lagging clients); 2 on a bad config or option. `--json` prints everything gathered, for scripts.
+`--lab NAME` is a local `firepath lab` (its config and network namespace), as for the operator commands.
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from proto.argtypes import positive_float
+
 ENDPOINTS = ("/v1/lsd/version", "/v1/masters", "/v1/clients")
 
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser("status", help="show the fabric state as seen by the masters",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="fabric YAML (master addresses and REST ports)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", help="fabric YAML (master addresses and REST ports)")
+    where.add_argument("--lab", metavar="NAME", help="a local `firepath lab`: its config and namespace")
+    p.add_argument("--netns", help="run the requests inside this network namespace")
     p.add_argument("--json", action="store_true", help="print the gathered state as JSON")
-    p.add_argument("--timeout", type=float, default=1.0, help="per-request timeout in seconds (default 1)")
+    p.add_argument("--timeout", type=positive_float, default=1.0,
+                   help="per-request timeout in seconds (positive; default 1)")
     p.set_defaults(func=run)
 
 
@@ -141,11 +148,11 @@ def render(state: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from proto.config import ConfigError, load_fabric
+    from controller.ops.cli import OpsError, load_target
 
     try:
-        fabric = load_fabric(args.config)
-    except (ConfigError, OSError) as e:
+        fabric = load_target(args)
+    except OpsError as e:
         print(f"firepath status: {e}", file=sys.stderr)
         return 2
     state = gather(fabric, args.timeout)

@@ -185,6 +185,9 @@ def fail_external(lab: Any, session: bool = False) -> dict[str, object]:
     if not peers(lab.fabric):
         raise BgpLabError("this lab has no eBGP border (lab up --border-pods N --external)")
     fault: dict[str, object] = {"kind": "external", "session": session}
+    if any(f.get("kind") == "external" and f.get("session") == session for f in lab.state.faults):
+        raise BgpLabError("already injected: the outside " + ("dropped its sessions" if session else
+                          "withdrew the default") + " (undo with `firepath lab heal`)")
     lab.state.faults.append(fault)
     lab.state.save()
     fault["at"] = time.monotonic()
@@ -200,6 +203,36 @@ def router_sessions(lab: Any) -> dict[str, dict[str, Any]]:
         out[addr] = {"state": n.get("state"), "uptime_ms": n.get("peerUptimeMsec"),
                      "prefixes_in": n.get("pfxRcd"), "prefixes_out": n.get("pfxSnt")}
     return out
+
+
+def bgp_problem(lab: Any) -> str | None:
+    """None when every eBGP border's sessions are Established (its client's view), it provides its external
+    prefixes, and the serving master's LSD has every external slot UP; else what is missing (one line)."""
+    borders = [s.name for s in lab.fabric.switches if s.bgp is not None]
+    if not borders:
+        return None
+    states = lab.client_states()
+    missing = []
+    for b in borders:
+        st = states.get(b)
+        border = st.get("border") if isinstance(st, dict) else None
+        if not isinstance(border, dict):
+            missing.append(f"{b}: no border state ({type(st).__name__})")
+            continue
+        down = [str(x.get("peer", x.get("address", "?"))) for x in border.get("sessions", [])
+                if x.get("state") != "established"]
+        if down:
+            missing.append(f"{b}: BGP session(s) not established: {', '.join(down)}")
+        elif not border.get("provided"):
+            missing.append(f"{b}: provides no external prefix yet")
+    if missing:
+        return "; ".join(missing[:4])
+    try:
+        lsd = lab.master_get("/v1/lsd")
+    except Exception as e:  # noqa: BLE001 - reported as the problem
+        return f"master LSD not read: {e}"
+    down_slots = [f"{b} {p}" for b, slots in (lsd.get("external") or {}).items() for p, up in slots.items() if not up]
+    return f"external prefix(es) not in the LSD: {', '.join(down_slots)}" if down_slots else None
 
 
 def router_routes(lab: Any) -> dict[str, list[str]]:

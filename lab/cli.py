@@ -223,9 +223,20 @@ def cmd_heal(args: argparse.Namespace) -> int:
         if not undone:
             print("nothing to heal")
         if args.wait and lab.state.daemons:
+            from lab import bgp
+            from lab.fabric import wait_until
+
             t0 = time.monotonic()
             ok = lab.wait_converged(args.wait)
-            print(f"converged in {time.monotonic() - t0:.2f}s" if ok else f"not converged: {lab.convergence_problem()}")
+            problem = None if ok else lab.convergence_problem()
+            external = bool(lab.fabric.external_slots)
+            if ok and external:         # --external: converged only once the eBGP sessions are back too
+                left = max(0.0, args.wait - (time.monotonic() - t0))
+                ok = wait_until(lambda: bgp.bgp_problem(lab) is None, left, 0.1)
+                problem = None if ok else bgp.bgp_problem(lab)
+            if not ok:
+                return _err(f"heal: not converged within {args.wait:g}s: {problem}")
+            print(f"converged in {time.monotonic() - t0:.2f}s" + (" (eBGP sessions established)" if external else ""))
     finally:
         lab.close()
     return 0
@@ -259,6 +270,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(name=args.name, lab_dir=_lab_dir(args))
 
 
+def _names(names: list[str], limit: int = 24) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _unknown_name(args: argparse.Namespace, e: KeyError) -> str:
+    """One line for a name the lab does not know, listing the names it does."""
+    name = e.args[0] if e.args else "?"
+    what = f"{args.lab_command}: unknown name {name!r}"
+    try:
+        from proto.config import load_fabric
+
+        fabric = load_fabric(LabState.load(_lab_dir(args)).config)
+    except Exception:  # noqa: BLE001 - the lab's record is unreadable: say what we know
+        return f"{what} (and the lab {args.name!r} cannot be read to list its names)"
+    return (f"{what}; this lab has switches: {_names([s.name for s in fabric.switches])}; "
+            f"hosts: {_names([h.name for h in fabric.hosts])}; masters: {_names([m.id for m in fabric.masters])}")
+
+
 def _guard(func: Any) -> Any:
     """Turn the lab's expected errors into one readable line and exit code 1."""
     def run(args: argparse.Namespace) -> int:
@@ -271,7 +300,9 @@ def _guard(func: Any) -> Any:
         try:
             check_lab_name(args.name)
             return func(args)
-        except (LabError, LabStateError, KeyError, ValueError) as e:
+        except KeyError as e:          # a switch, host, link end or master name the lab does not have
+            return _err(_unknown_name(args, e))
+        except (LabError, LabStateError, ValueError) as e:
             return _err(str(e))
         except BrokenPipeError:        # `firepath lab status | head`
             return 0
@@ -391,7 +422,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rl = sub.add_parser("reload", parents=[common], help="roll an edited fabric.yaml out: masters, clients, commit")
     rl.add_argument("target", nargs="?", default="all", help="a master id, a switch, or all (default: prepare on "
                     "every master, move every client, commit)")
-    rl.add_argument("--timeout", type=float, default=60.0, help="per step, in s (default 60)")
+    rl.add_argument("--timeout", type=positive_float, default=60.0, help="per step, in s (positive; default 60)")
     rl.add_argument("--grow", action="store_true", help="build the switches, links and hosts the file adds "
                     "(a new ToR) before moving the clients")
     rl.set_defaults(func=_guard(cmd_reload))

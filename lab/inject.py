@@ -50,6 +50,15 @@ def _exclusive(func: _F) -> _F:
     return run  # type: ignore[return-value]
 
 
+def _refuse_duplicate(lab: Lab, fault: dict[str, object], *fields: str) -> None:
+    """A fault equal to one already recorded (same kind and `fields`) is refused: healing undoes each record
+    once, and a second record of the same fault made `lab heal` act twice and `lab status` list it twice."""
+    for f in lab.state.faults:
+        if f.get("kind") == fault["kind"] and all(f.get(k) == fault.get(k) for k in fields):
+            from lab.report import describe_fault
+            raise LabError(f"already injected: {describe_fault(f)} (undo with `firepath lab heal`)")
+
+
 def _save(lab: Lab) -> None:
     lab.state.save()
 
@@ -74,6 +83,11 @@ def find_link(lab: Lab, a: str, b: str) -> Any:
     """The fabric link between switches `a` and `b` (or given as SWITCH:PORT endpoints); the first one
     not already failed when there are parallel links."""
     fabric = lab.fabric
+    known = {sw.name for sw in fabric.switches}
+    for spec in (a, b):
+        sw = _endpoint(spec)[0] if ":" in spec else spec
+        if sw not in known:
+            raise KeyError(sw)          # lab.cli lists the lab's names
     failed = {f.get("link") for f in lab.state.faults}
     candidates = []
     for link in fabric.links:
@@ -106,12 +120,14 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
         table = f"fplab_{lab.state.name}_l{link.index}"
         fault: dict[str, object] = {"kind": "silent", "link": link.index, "name": link.name, "table": table,
                                     "ifaces": ifaces}
+        _refuse_duplicate(lab, fault, "link")
         lab.state.faults.append(fault)
         _save(lab)
         fault["at"] = time.monotonic()
         nft.drop_link(table, [(lab.state.netns_of(i), i) for i in ifaces])
     else:
         fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
+        _refuse_duplicate(lab, fault, "link")
         lab.state.faults.append(fault)
         _save(lab)
         fault["at"] = _set_ifaces(lab, ifaces, up=False)
@@ -124,6 +140,7 @@ def fail_switch(lab: Lab, switch: str) -> dict[str, object]:
     fabric.switch(switch)            # KeyError for an unknown name
     ifaces = [lab.state.ifaces[f"{switch}:{p}"] for p in fabric.fabric_ports(switch)]
     fault: dict[str, object] = {"kind": "switch", "switch": switch, "ifaces": ifaces}
+    _refuse_duplicate(lab, fault, "switch")
     lab.state.faults.append(fault)
     _save(lab)
     fault["at"] = _set_ifaces(lab, ifaces, up=False)
@@ -140,8 +157,10 @@ def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
         master_id = leader[0]
     key = f"master:{master_id}"
     if key not in lab.state.processes:
-        raise LabError(f"no master {master_id!r} in this lab")
+        ids = sorted(k.split(":", 1)[1] for k in lab.state.processes if k.startswith("master:"))
+        raise LabError(f"no master {master_id!r} in this lab (masters: {', '.join(ids) or 'none'})")
     fault: dict[str, object] = {"kind": "master", "id": master_id}
+    _refuse_duplicate(lab, fault, "id")
     lab.state.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()
@@ -149,12 +168,20 @@ def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
     return fault
 
 
+def _check_client(lab: Lab, switch: str, key: str) -> None:
+    if key in lab.state.processes:
+        return
+    if switch not in {sw.name for sw in lab.fabric.switches}:
+        raise KeyError(switch)          # lab.cli lists the lab's names
+    raise LabError(f"no client for switch {switch!r} in this lab (started without daemons?)")
+
+
 @_exclusive
 def kill_client(lab: Lab, switch: str) -> dict[str, object]:
     key = f"client:{switch}"
-    if key not in lab.state.processes:
-        raise LabError(f"no client for switch {switch!r} in this lab")
+    _check_client(lab, switch, key)
     fault: dict[str, object] = {"kind": "client", "switch": switch}
+    _refuse_duplicate(lab, fault, "switch")
     lab.state.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()
@@ -166,8 +193,7 @@ def kill_client(lab: Lab, switch: str) -> dict[str, object]:
 def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
     """SIGTERM the client, start it again; returns the seconds the switch had no client."""
     key = f"client:{switch}"
-    if key not in lab.state.processes:
-        raise LabError(f"no client for switch {switch!r} in this lab")
+    _check_client(lab, switch, key)
     t0 = time.monotonic()
     lab.stop_process(key, signal.SIGTERM, timeout)
     lab.start_client(switch)
@@ -250,7 +276,8 @@ def fail_cpn(lab: Lab, master_id: str | None = None, direction: str = "both",
     try:
         master = lab.fabric.master(master_id)
     except KeyError:
-        raise LabError(f"no master {master_id!r} in this lab") from None
+        ids = sorted(k.split(":", 1)[1] for k in lab.state.processes if k.startswith("master:"))
+        raise LabError(f"no master {master_id!r} in this lab (masters: {', '.join(ids) or 'none'})") from None
     client = None
     if switch is not None:
         try:
@@ -262,6 +289,7 @@ def fail_cpn(lab: Lab, master_id: str | None = None, direction: str = "both",
                                 "client": client, "table": table}
     target = (str(master.address), master.client_port)
     nft.cpn_script(table, target, direction, client)       # a bad argument raises before anything is recorded
+    _refuse_duplicate(lab, fault, "id", "direction", "switch")
     lab.state.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()

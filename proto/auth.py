@@ -41,14 +41,38 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
+import stat
 import string
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+log = logging.getLogger("firepath.auth")
+_WARNED: set[str] = set()        # key files warned about once per process (a reload reads them again)
+
+
+def warn_key_files_here(paths: Any) -> None:
+    """The caller prints `key_file_warning` for these files itself (with the config field): no log line."""
+    _WARNED.update(str(p) for p in paths)
+
+
+def key_file_warning(path: str | Path) -> str | None:
+    """A warning when the key file at `path` is readable or writable by group or others (mode & 0o077), as
+    ssh refuses such private keys: the fabric secret lets anyone holding it speak for every switch. None when
+    it is private (or cannot be stat'ed: reading it reports that)."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if not mode & 0o077:
+        return None
+    return (f"WARNING: key file {path} is accessible by group/others (mode {mode:04o}); "
+            f"it must be private: chmod 600 {path}")
 
 __all__ = [
     "BUNDLE_KIND",
@@ -168,7 +192,8 @@ class KeyRing:
 
     @classmethod
     def load(cls, path: str | Path) -> KeyRing:
-        """Load a fabric secret file (hex, whitespace ignored) or a per-switch bundle file (YAML/JSON)."""
+        """Load a fabric secret file (hex, whitespace ignored) or a per-switch bundle file (YAML/JSON).
+        A file that group or others may read gets a warning (`key_file_warning`), as ssh does."""
         path = Path(path)
         source = str(path)
         try:
@@ -177,6 +202,10 @@ class KeyRing:
             raise AuthError(f"{source}: key file not found") from None
         except (OSError, UnicodeDecodeError) as e:
             raise AuthError(f"{source}: cannot read key file: {e}") from None
+        warning = key_file_warning(path)
+        if warning and source not in _WARNED:
+            _WARNED.add(source)
+            log.warning(warning)
         body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
         if not body:
             raise AuthError(f"{source}: key file is empty")

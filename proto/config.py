@@ -322,6 +322,9 @@ class Damping:
     Per switch, a token bucket: the reports of one switch may bring links UP in at most `up_rate` LSD
     versions per second (burst `up_burst`); later UPs wait for a token (their DOWNs do not).
     `enabled: false` turns it off (benchmarks that flap links on purpose, like `timers.flap_threshold`).
+    A correlated storm is not charged: flaps of at least max(3, `storm_share` x links) distinct links
+    reported by at least `storm_switches` switches within `storm_window` are one event (a stall), not a
+    flap of each link; flaps charged earlier in that window are refunded (controller.damping).
     Constraints: 0 < reuse < suppress; suppress < reuse * 2^(max_suppress/half_life) (else nothing is
     ever suppressed); max_suppress <= 1000 x half_life; half_life, max_suppress, penalty, up_rate > 0;
     up_burst >= 1.
@@ -335,6 +338,9 @@ class Damping:
     max_suppress: float = 20.0
     up_rate: float = 50.0
     up_burst: int = 100
+    storm_window: float = 1.0
+    storm_share: float = 0.1
+    storm_switches: int = 3
 
     @property
     def ceiling(self) -> float:
@@ -946,6 +952,7 @@ class _Parser:
             ref = KeyRef(LEGACY_KEY_ID, key_file, f"{self.source}:{_line(f['key_file'])}: security.key_file")
             return Security(key_file=key_file, admin_token_file=token, keys=(ref,))
         refs: dict[int, KeyRef] = {}
+        id_where: dict[int, str] = {}
         items = self.seq(f["keys"], "security.keys")
         if not items:
             raise self.fail(f["keys"], "security.keys", "empty key set")
@@ -954,9 +961,15 @@ class _Parser:
             k = self.fields(item, where, ("id", "file"), ("id", "file"))
             key_id = self.integer(k["id"], f"{where}.id", MIN_KEY_ID, MAX_KEY_ID)
             if key_id in refs:
-                raise self.fail(k["id"], f"{where}.id", f"duplicate key id {key_id} (first at {refs[key_id].where})")
-            refs[key_id] = KeyRef(key_id, self.path(k["file"], f"{where}.file"),
-                                  f"{self.source}:{_line(k['file'])}: {where}.file")
+                first = id_where[key_id]
+                raise self.fail(k["id"], f"{where}.id", f"duplicate key id {key_id} (first at {first})")
+            id_where[key_id] = f"{self.source}:{_line(k['id'])}: {where}.id"
+            file = self.path(k["file"], f"{where}.file")
+            same = next((r for r in refs.values() if r.file.resolve() == file.resolve()), None)
+            if same is not None:
+                raise self.fail(k["file"], f"{where}.file", f"{file} is already key id {same.id} ({same.where}): "
+                                                            "each key id needs its own key file")
+            refs[key_id] = KeyRef(key_id, file, f"{self.source}:{_line(k['file'])}: {where}.file")
         accept: tuple[int, ...] = tuple(refs)
         if "accept" in f:
             accept_nodes = self.seq(f["accept"], "security.accept")
@@ -1029,7 +1042,8 @@ class _Parser:
         return Guard(**values)
 
     def damping(self, node: yaml.Node) -> Damping:
-        keys = ("enabled", "half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst")
+        keys = ("enabled", "half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst",
+                "storm_window_ms", "storm_share", "storm_switches")
         f = self.fields(node, "damping", keys, ())
         values: dict[str, float | int | bool] = {}
         for key, value_node in f.items():
@@ -1039,6 +1053,15 @@ class _Parser:
                 continue
             if key == "up_burst":
                 values[key] = self.integer(value_node, field_name, 1, 1_000_000)
+                continue
+            if key == "storm_switches":
+                values[key] = self.integer(value_node, field_name, 1, 1_000_000)
+                continue
+            if key == "storm_share":
+                share = self.number(value_node, field_name)
+                if not 0 < share <= 1:
+                    raise self.fail(value_node, field_name, f"must be a share in (0, 1], got {value_node.value}")
+                values[key] = share
                 continue
             value = self.number(value_node, field_name)
             if not 0 < value <= 1e9:

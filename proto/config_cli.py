@@ -68,11 +68,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "CONFIG: the secret is a new key id of CONFIG's key set (FILE defaults to fabric-ID.key next to "
                     "the send key) and the security section of each rollover step is printed: (1) every node "
                     "accepts the new key, (2) every node signs with it, (3) every node retires the old one; each "
-                    "step can be rolled out node by node with no loss. --write puts step 1 into CONFIG.")
+                    "step can be rolled out node by node with no loss. Without --write nothing is written (the steps are "
+                    "printed); --write creates the key file and puts step 1 into CONFIG.")
     keygen.add_argument("file", type=Path, nargs="?", help="where to write the secret (required without --add)")
     keygen.add_argument("--add", type=Path, metavar="CONFIG", help="add the key to this config's key set")
     keygen.add_argument("--id", type=int, help="key id of the new key (1..255; default: the next free one)")
-    keygen.add_argument("--write", action="store_true", help="rewrite CONFIG's security section with step 1")
+    keygen.add_argument("--write", action="store_true", help="create the key file and rewrite CONFIG's security section with step 1 "
+                        "(without it: print only)")
     keygen.set_defaults(func=cmd_keygen)
 
     addtor = actions.add_parser(
@@ -100,13 +102,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 1
+    from proto.auth import KeySet, key_file_warning, warn_key_files_here
+
+    warn_key_files_here(r.file for r in fabric.security.key_refs())     # printed below, with the field
     problem = check_secrets(fabric)
     if problem:
         print(problem, file=sys.stderr)
         return 1
-    from proto.auth import KeySet
 
     keys = KeySet.from_security(fabric.security)   # check_secrets loaded it once: it does not fail here
+    for ref in fabric.security.key_refs():
+        warning = key_file_warning(ref.file) if ref.id in keys.accepted else None
+        if warning:
+            print(f"{ref.where}: {warning}", file=sys.stderr)
     elapsed = time.perf_counter() - started
     roles = Counter(s.role for s in fabric.switches)
     per_role = ", ".join(f"{role.value} {roles[role]}" for role in Role)
@@ -230,22 +238,33 @@ def _keygen_add(args: argparse.Namespace) -> int:
     if path is None:
         stem = re.sub(r"-\d+$", "", sec.key_file.stem) or "fabric"
         path = sec.key_file.parent / f"{stem}-{new_id}.key"
-    code = _write_secret(path, f"key id {new_id} of {args.add}")
-    if code:
-        return code
+    if path.exists():
+        print(f"firepath config keygen: {path} already exists; not overwriting", file=sys.stderr)
+        return 1
     steps = rollover_steps(sec, base, new_id, path.resolve())
     for title, block in steps:
         sys.stdout.write(f"# {title}\n{block}\n")
-    if args.write:
-        try:
-            text = args.add.read_text(encoding="utf-8")
-            new_text = replace_security(text, steps[0][1], str(args.add))
-            _check_rewrite(new_text, args.add)
-            args.add.write_text(new_text, encoding="utf-8")
-        except (OSError, ConfigError) as e:
-            print(f"firepath config keygen: {args.add} not rewritten: {e}", file=sys.stderr)
-            return 1
-        print(f"rewrote the security section of {args.add} with step 1", file=sys.stderr)
+    if not args.write:
+        # Print only: nothing is written until the operator asks for it (then --write does all of it).
+        print(f"dry run: {path} not created and {args.add} not changed; run again with --write to create the "
+              f"key (mode 0600) and put step 1 into {args.add}", file=sys.stderr)
+        return 0
+    try:
+        text = args.add.read_text(encoding="utf-8")
+        new_text = replace_security(text, steps[0][1], str(args.add))
+        _check_rewrite(new_text, args.add)
+    except (OSError, ConfigError) as e:
+        print(f"firepath config keygen: {args.add} not rewritten (no key written): {e}", file=sys.stderr)
+        return 1
+    code = _write_secret(path, f"key id {new_id} of {args.add}")
+    if code:
+        return code
+    try:
+        args.add.write_text(new_text, encoding="utf-8")
+    except OSError as e:
+        print(f"firepath config keygen: {args.add} not rewritten: {e} (the key {path} was written)", file=sys.stderr)
+        return 1
+    print(f"rewrote the security section of {args.add} with step 1", file=sys.stderr)
     return 0
 
 

@@ -104,6 +104,30 @@ def test_border_failure_moves_external_traffic_to_the_other_border(lab: Lab) -> 
     assert wait_until(lambda: len(bgp.router_routes(lab).get("10.0.0.0/8", [])) == 2, WAIT_S)
 
 
+def test_lab_heal_waits_for_bgp_sessions_and_fails_when_not_converged(lab: Lab, capsys) -> None:
+    """Tester finding 4: `lab heal` said "converged" before the BGP sessions were back, and exited 0 even
+    when it printed "not converged"."""
+    from proto.cli import main
+
+    assert wait_until(lambda: sessions_up(lab), WAIT_S)
+    common = ["lab", "heal", "--name", lab.state.name, "--dir", str(lab.state.dir)]
+    bgp.fail_external(lab, session=True)                   # the outside drops every session
+    assert wait_until(lambda: not sessions_up(lab), WAIT_S)
+    assert lab.wait_converged(WAIT_S), lab.convergence_problem()     # the fabric itself has followed
+    rc = main([*common, "--wait", "0.2"])                  # sessions re-establish, not within 0.2 s: exit 1
+    out, err = capsys.readouterr()
+    assert rc == 1 and "not converged" in err and "converged in" not in out, (out, err)
+    fresh = Lab.open(lab.state.dir)                          # the CLI healed the record on disk
+    try:
+        bgp.fail_external(fresh, session=True)
+    finally:
+        fresh.close()
+    rc = main([*common, "--wait", "60"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "converged in" in out and "eBGP sessions established" in out, out
+    assert sessions_up(lab) and bgp.bgp_problem(lab) is None      # said converged: the sessions are up
+
+
 def test_max_prefix_tears_the_session_down(lab: Lab) -> None:
     """Last in the module: the torn-down peers are held down for client.border.MAX_PREFIX_RESTART."""
     assert wait_until(lambda: sessions_up(lab), WAIT_S)

@@ -62,3 +62,32 @@ def test_status_with_every_master_down(tmp_path: Path) -> None:
 def test_status_bad_config(tmp_path: Path) -> None:
     res = status(tmp_path / "missing.yaml")
     assert res.returncode == 2 and "firepath status" in res.stderr
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "nan", "inf", "x"])
+def test_status_timeout_must_be_positive(tmp_path: Path, bad: str) -> None:
+    """Tester finding 7: --timeout 0 / -1 were accepted (every request then failed as "down")."""
+    cfg = write_cluster_config(tmp_path, masters=1)
+    res = status(cfg, f"--timeout={bad}")
+    assert res.returncode == 2 and "--timeout" in res.stderr, res.stderr
+    assert "positive" in res.stderr or "not a number" in res.stderr, res.stderr
+
+
+@pytest.mark.parametrize("command", [["drains"], ["lsd"], ["masters"], ["config", "rollout", "x.yaml"]])
+def test_operator_commands_timeout_must_be_positive(tmp_path: Path, command: list[str]) -> None:
+    cfg = write_cluster_config(tmp_path, masters=1)
+    res = subprocess.run([sys.executable, "-m", "proto.cli", *command, "--config", str(cfg), "--timeout", "0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "--timeout" in res.stderr and "positive" in res.stderr, res.stderr
+
+
+def test_status_takes_lab_like_the_other_commands(tmp_path: Path) -> None:
+    """Tester finding 6: `firepath status` lacked --lab. A lab that is not up: a clear error, exit 2; --lab
+    and --config together: a usage error."""
+    res = subprocess.run([sys.executable, "-m", "proto.cli", "status", "--lab", "nosuchlab7"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "lab nosuchlab7: no " in res.stderr and "firepath lab up" in res.stderr, res.stderr
+    cfg = write_cluster_config(tmp_path, masters=1)
+    res = subprocess.run([sys.executable, "-m", "proto.cli", "status", "--lab", "x", "--config", str(cfg)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2 and "not allowed with argument" in res.stderr, res.stderr

@@ -166,6 +166,14 @@ def test_rest_drain_with_reason_and_list(tmp_path: Path) -> None:
         for bad in ({"switch": "spine-1", "reason": 5}, {"switch": "spine-1", "who": "x" * 65},
                     {"switch": "spine-1", "colour": "red"}):
             assert (await c.post("/v1/drain", json=bad, headers=AUTH)).status == 400, bad
+        # tester finding 11: each reason says what is wrong with the field
+        for bad, want in (({"switch": "spine-1", "who": 5}, "who: expected a string (at most 64 printable "
+                                                             "characters), got int 5"),
+                          ({"switch": "spine-1", "who": ["ann"]}, "who: expected a string"),
+                          ({"switch": "spine-1", "who": "x" * 65}, "who: 65 characters, at most 64"),
+                          ({"switch": "spine-1", "reason": "a\nb"}, "reason: non-printable character(s)")):
+            r = await c.post("/v1/drain", json=bad, headers=AUTH)
+            assert r.status == 400 and (await r.json())["error"].startswith(want), (bad, await r.json())
         r = await c.post("/v1/drain", json={"link": "leaf-1:9-spine-1:1"}, headers=AUTH)
         assert r.status == 400 and (await r.json())["unknown"] is True
 

@@ -188,3 +188,19 @@ def test_figures_a_reader_can_check(irregular: Fabric) -> None:
     assert set(relaying) == {"agg-1-1", "agg-1-2"}
     assert ("tor-1-1", "tor-1-2") in {(x.src, x.dst) for x in relaying["agg-1-1"]}
     assert ("tor-2-1", "tor-2-2") not in {(x.src, x.dst) for x in relaying["agg-1-1"]}
+
+
+@pytest.mark.parametrize("with_slots", [False, True])
+def test_external_prefix_slots_are_not_counted_as_links(with_slots: bool) -> None:
+    """Tester finding 9: on a fabric with eBGP borders the LSD has one entry per link and then one per
+    external prefix slot; the dry run counted the slots as UP links (wrong "N of M UP links out")."""
+    from tests.test_border_ofplan import setup as border_setup
+
+    f = border_setup()[0]
+    assert f.external_slots and f.lsd_size > len(f.links)
+    states = bytes([LinkState.UP]) * (f.lsd_size if with_slots else len(f.links))
+    spine = next(s.name for s in f.switches if str(s.role) == "spine")
+    drain = f.links_of(spine)
+    imp = drain_impact(f, states, drain)
+    assert imp.up_links == len(f.links)
+    assert imp.links_lost == pytest.approx(len(drain) / len(f.links))

@@ -383,9 +383,16 @@ def test_keygen_add_writes_a_new_key_id_and_the_three_steps(capsys, tmp_path: Pa
         ks = KeySet.from_security(load_fabric(cfg).security)
         assert (ks.send_id, ks.accepted) == (send, accepted), block
         assert load_fabric(cfg).digest == before.digest
-    # the next key after 2 is 3; an id in use or out of range is refused and writes nothing
-    assert _keygen(capsys, "--add", str(cfg))[0] == 0 and (tmp_path / "k1-3.key").exists()
-    for bad in ("2", "0", "256"):
+    # without --write nothing is written (tester finding 5: the key file was, then --write refused it)
+    text = cfg.read_text()
+    code, out, err = _keygen(capsys, "--add", str(cfg))
+    assert code == 0 and "k1-3.key" in out and "dry run" in err and not (tmp_path / "k1-3.key").exists()
+    assert cfg.read_text() == text
+    code, out, err = _keygen(capsys, "--add", str(cfg), "--write")    # then --write does it all
+    assert code == 0, err
+    assert (tmp_path / "k1-3.key").exists() and KeySet.from_security(load_fabric(cfg).security).accepted >= {3}
+    # the next key after 3 is 4; an id in use or out of range is refused and writes nothing
+    for bad in ("3", "0", "256"):
         code, _, err = _keygen(capsys, "--add", str(cfg), "--id", bad, str(tmp_path / f"x{bad}.key"))
         assert code == 2 and "need an unused key id in 1..255" in err and not (tmp_path / f"x{bad}.key").exists()
     assert _keygen(capsys, "--write")[0] == 2                          # no FILE, no --add
@@ -463,3 +470,40 @@ def test_reload_keys_swaps_a_live_codec_or_changes_nothing(tmp_path: Path) -> No
     cfg.write_text(cfg.read_text().replace("k9.key", "k2.key"))
     assert reload_keys(sw, cfg).status() == {"send_key": 2, "accepted": [1, 2], "retired": []}
     assert sw.keys.send_id == 2 and sw.encode(report(1), to="m1")[5] == 2
+
+
+# ----------------------------------------------------------------------------------- tester finding 11
+def test_duplicate_key_id_names_both_fields(tmp_path: Path) -> None:
+    cfg = _write(tmp_path, "  keys:\n    - {id: 1, file: k1.key}\n    - {id: 1, file: k2.key}")
+    with pytest.raises(ConfigError) as info:
+        load_fabric(cfg)
+    assert str(info.value) == f"{cfg}:5: security.keys[1].id: duplicate key id 1 (first at {cfg}:4: security.keys[0].id)"
+
+
+def test_the_same_key_file_under_two_key_ids_is_refused(tmp_path: Path) -> None:
+    """A rollover with the old file under the new id rolls nothing: refused, naming both entries."""
+    cfg = _write(tmp_path, "  keys:\n    - {id: 1, file: k1.key}\n    - {id: 2, file: ./k1.key}\n  send_key: 1")
+    with pytest.raises(ConfigError) as info:
+        load_fabric(cfg)
+    msg = str(info.value)
+    assert msg.startswith(f"{cfg}:5: security.keys[1].file: {tmp_path / 'k1.key'} is already key id 1 "
+                          f"({cfg}:4: security.keys[0].file)"), msg
+
+
+def test_group_or_world_readable_key_file_is_warned_about(tmp_path: Path, capsys) -> None:
+    from proto import cli
+    from proto.auth import key_file_warning
+
+    cfg = _write(tmp_path, "  key_file: k1.key")
+    key = tmp_path / "k1.key"
+    key.chmod(0o600)
+    assert key_file_warning(key) is None
+    assert cli.main(["config", "check", str(cfg)]) == 0
+    assert "WARNING" not in capsys.readouterr().err
+    for mode in (0o644, 0o640, 0o604, 0o660):
+        key.chmod(mode)
+        assert f"mode {mode:04o}" in (key_file_warning(key) or "")
+        assert cli.main(["config", "check", str(cfg)]) == 0            # a warning, not an error (like ssh-keygen)
+        err = capsys.readouterr().err
+        assert err.count("WARNING") == 1 and f"{cfg}:3: security.key_file: WARNING: key file {key}" in err, err
+        assert f"chmod 600 {key}" in err

@@ -73,6 +73,8 @@ def test_reads_masters_clients_lsd(lab: Lab) -> None:
     assert r.returncode == 0 and r.stdout.startswith("10/10 clients alive")
     r = fp(lab, "lsd")
     assert r.returncode == 0 and "16 link(s): 16 up, 0 down, 0 drained" in r.stdout
+    r = fp(lab, "status")                     # tester finding 6: status takes --lab like the others
+    assert r.returncode in (0, 1) and "m1" in r.stdout and "10/10 alive" in r.stdout, r.stdout + r.stderr
 
 
 def test_dry_run_refusal_drain_failover_undrain(lab: Lab) -> None:
@@ -151,6 +153,28 @@ def test_errors_against_the_lab(lab: Lab, tmp_path: Path) -> None:
     st = subprocess.run([sys.executable, "-m", "proto.cli", "lab", "status", "--name", lab.state.name], cwd=ROOT,
                         capture_output=True, text=True, timeout=60)
     assert st.returncode == 0 and f"admin token {token}" in st.stdout, st.stderr
+    # tester finding 8: an unknown switch/host name in a lab command is a clear error listing the lab's names
+    for argv in (["fail", "link", "nosuch:1", "spine-1:1"], ["fail", "switch", "nosuch"], ["kill", "client", "nosuch"],
+                 ["restart", "client", "nosuch"], ["groups", "nosuch"], ["probe", "h-1-1-1", "nosuch"],
+                 ["miscable", "nosuch:1", "tor-1-1:1"]):
+        r = subprocess.run([sys.executable, "-m", "proto.cli", "lab", *argv, "--name", lab.state.name], cwd=ROOT,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "unknown name 'nosuch'" in r.stderr, (argv, r.stderr)
+        assert "switches: spine-1" in r.stderr and "hosts: h-1-1-1" in r.stderr, (argv, r.stderr)
+    r = subprocess.run([sys.executable, "-m", "proto.cli", "lab", "kill", "master", "m9", "--name", lab.state.name],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "no master 'm9' in this lab (masters: m1, m2, m3)" in r.stderr, r.stderr
+    assert not lab.state.load(lab.state.dir).faults          # nothing was injected
+    # tester finding 11: the same fault twice is refused (it was recorded twice)
+    inject.fail_switch(lab, "tor-2-2")
+    try:
+        r = subprocess.run([sys.executable, "-m", "proto.cli", "lab", "fail", "switch", "tor-2-2", "--name",
+                            lab.state.name], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "already injected: switch tor-2-2" in r.stderr, r.stderr
+        assert len(lab.state.load(lab.state.dir).faults) == 1
+    finally:
+        inject.heal(lab)
+    converge(lab)
 
 
 def test_routes_as_computed_and_as_in_ovs(lab: Lab) -> None:

@@ -65,3 +65,45 @@ def test_differences_are_marked() -> None:
     # OVS not read at all
     rows = route_rows(f, sw, routes, group_of, (), None, None)
     assert {r["status"] for r in rows} == {"unknown"} and all(r["installed"] is None for r in rows)
+
+
+def test_border_external_default_route_is_understood() -> None:
+    """Tester finding 3: on a border providing 0.0.0.0/0 itself, its flow points to the external group
+    (cookie COOKIE_EXTERNAL); it was reported "missing" (and `firepath routes` exited 1)."""
+    from client.routes import DEFAULT_ROUTE
+    from tests.test_border_ofplan import MAC2
+    from tests.test_border_ofplan import setup as border_setup
+
+    f, planner, routes = border_setup()
+    sw = "border-1-1"
+    table = FakeOFTable()
+    table.apply_all(planner.set_routes(routes))
+    external = {DEFAULT_ROUTE: ((60001, MAC2),)}
+    planner.set_external(external)
+    table.apply_all(planner.set_routes(routes))
+    group_of = {s: gid for s in set(routes.values()) if (gid := planner.group_id(s)) is not None}
+    rows = {r["prefix"]: r for r in route_rows(f, sw, routes, group_of, (), table.installed_flows(),
+                                                  table.installed_groups(), external=planner.external_routes())}
+    default = rows["0.0.0.0/0"]
+    assert default["status"] == "ok", default
+    assert default["computed"]["external"] is True
+    assert [h["neighbour"] for h in default["computed"]["next_hops"]] == ["eBGP 100.65.0.2"]
+    assert [b["port"] for b in default["installed"]["buckets"]] == [60001]
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    # a lookup of an outside address finds it
+    (one,) = route_rows(f, sw, routes, group_of, (), table.installed_flows(), table.installed_groups(),
+                        IPv4Network("198.51.100.7/32"), external=planner.external_routes())
+    assert one["prefix"] == "0.0.0.0/0" and one["status"] == "ok"
+    # OVS still routing it into the fabric while the client sends it out: a difference
+    stale = FakeOFTable()
+    planner2 = border_setup()[1]
+    stale.apply_all(planner2.set_routes(routes))
+    rows = {r["prefix"]: r for r in route_rows(f, sw, routes, group_of, (), stale.installed_flows(),
+                                                  stale.installed_groups(), external=external)}
+    assert rows["0.0.0.0/0"]["status"] == "differs", rows["0.0.0.0/0"]
+    # the border no longer provides it: the fabric route (towards the other border) is shown, ok
+    planner.set_external({})
+    table.apply_all(planner.set_routes(routes))
+    rows = {r["prefix"]: r for r in route_rows(f, sw, routes, group_of, (), table.installed_flows(),
+                                                  table.installed_groups(), external={})}
+    assert rows["0.0.0.0/0"]["status"] == "ok" and not rows["0.0.0.0/0"]["computed"].get("external")

@@ -47,6 +47,7 @@ from controller.ops.api import (
     client_get,
     read_token,
 )
+from proto.argtypes import positive_float
 from proto.drains import MAX_REASON, MAX_WHO
 
 COMMANDS = {
@@ -70,7 +71,8 @@ def add_parser(subparsers: Any) -> None:
     where.add_argument("--config", help="fabric YAML (masters' and switches' REST addresses)")
     where.add_argument("--lab", metavar="NAME", help="a local `firepath lab`: its config, token and namespace")
     common.add_argument("--netns", help="run the requests inside this network namespace")
-    common.add_argument("--timeout", type=float, default=2.0, help="per-request timeout in s (default 2)")
+    common.add_argument("--timeout", type=positive_float, default=2.0,
+                        help="per-request timeout in s (positive; default 2)")
     js = argparse.ArgumentParser(add_help=False)
     js.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -118,6 +120,12 @@ def _run(func: Any) -> Any:
         except BrokenPipeError:           # `firepath lsd --all | head`
             return OK
     return run
+
+
+def load_target(args: argparse.Namespace) -> Any:
+    """The fabric of `--config` or `--lab NAME` (then its namespace too), entering `--netns`; OpsError(USAGE)
+    with the reason otherwise. Shared with `firepath status`."""
+    return _setup(args)
 
 
 def _setup(args: argparse.Namespace) -> Any:

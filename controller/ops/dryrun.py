@@ -212,4 +212,6 @@ def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
         wa, pa, ca, relays = towards[b][1].figures(a)
         out.append(PairImpact(a, b, wb, wa, pb, pa, cb, ca, tuple(sorted(relays & drained_after))))
     newly = tuple(i for i in drain if states[i] == _UP)
-    return Impact(drain, newly, sum(1 for s in states if s == _UP), tuple(out), tuple(sorted(drained_after)))
+    # links only: the external prefix slots after them are not links (tester finding 9)
+    up_links = sum(1 for s in states[:len(fabric.links)] if s == _UP)
+    return Impact(drain, newly, up_links, tuple(out), tuple(sorted(drained_after)))
