@@ -104,13 +104,15 @@ def _drain_tour(lab: Any, src: str, dst: str) -> None:
 
 
 def _wait_sessions(lab: Any, timeout: float = 20.0) -> None:
-    """Until every border's eBGP sessions are Established (ExaBGP starts with the client; FRR retries 1 s)."""
+    """Until every border's eBGP sessions are Established (ExaBGP starts with the client; FRR retries 1 s) and
+    the external prefixes they provide are UP in the serving master's LSD (lab.bgp.bgp_problem)."""
     from lab import bgp
     from lab.fabric import wait_until
 
     if bgp.peers(lab.fabric) and not wait_until(
-            lambda: all(s["state"] == "Established" for s in bgp.router_sessions(lab).values()), timeout, 0.2):
-        say(f"   eBGP sessions not all established after {timeout:.0f} s: {bgp.router_sessions(lab)}")
+            lambda: all(s["state"] == "Established" for s in bgp.router_sessions(lab).values())
+            and bgp.bgp_problem(lab) is None, timeout, 0.2):
+        say(f"   eBGP not ready after {timeout:.0f} s: {bgp.bgp_problem(lab) or bgp.router_sessions(lab)}")
 
 
 def _border_tour(lab: Any) -> None:
