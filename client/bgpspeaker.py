@@ -267,11 +267,14 @@ class BorderSpeaker:
 
     def __init__(self, fabric: Fabric, switch: str, workdir: Path, *, report: Callable[[int], None],
                  program: Callable[[dict], None], fabric_prefixes: Callable[[], Any],
-                 netns: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.core = BorderCore(fabric, switch)
+                 netns: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 report_sessions: Callable[[tuple], None] | None = None) -> None:
+        self.core = BorderCore(fabric, switch, clock())
         self.clock = clock
         self.netns = netns
         self._report, self._program, self._fabric_prefixes = report, program, fabric_prefixes
+        self._report_sessions = report_sessions
+        self._summary: tuple = ()
         self._ports = {str(p.address): p.port for p in self.core.bgp.peers}
         self._macs: dict[str, str] = {}
         self._programmed: dict | None = None
@@ -313,6 +316,7 @@ class BorderSpeaker:
                 self.counters["malformed"] += event.malformed
                 actions = self.core.update(event.peer, event.announced, event.withdrawn, now)
             self._execute(actions)
+            self._sessions(now)
 
     def poke(self) -> None:
         """Look at the routes now (a fabric port changed: the aggregate may have to go at once)."""
@@ -335,6 +339,7 @@ class BorderSpeaker:
                     if self.core.provided.routes and self._unresolved():
                         self._macs = neighbour_macs(self.netns)
                         self._apply(self.core.provided)
+                    self._sessions(now)
             except Exception:
                 log.exception("border poll failed")
 
@@ -354,6 +359,13 @@ class BorderSpeaker:
                 if any(peer not in self._macs for peers in a.routes.values() for peer in peers):
                     self._macs = neighbour_macs(self.netns)
                 self._apply(a)
+
+    def _sessions(self, now: float) -> None:
+        """Hand the sessions' summary (`BorderCore.summary`) to the client core when it changed."""
+        summary = self.core.summary(now)
+        if summary != self._summary and self._report_sessions is not None:
+            self._summary = summary
+            self._report_sessions(summary)
 
     def _unresolved(self) -> bool:
         return any(peer not in self._macs for peers in self.core.provided.routes.values() for peer in peers)

@@ -116,7 +116,7 @@ class _Damp:
 
 
 class BorderCore:
-    def __init__(self, fabric: Fabric, switch: str) -> None:
+    def __init__(self, fabric: Fabric, switch: str, now: float = 0.0) -> None:
         sw = fabric.switch(switch)
         if sw.bgp is None:
             raise ValueError(f"{fabric.source}: switch {switch}: no bgp: section (not an eBGP border)")
@@ -124,7 +124,7 @@ class BorderCore:
         self.bgp = sw.bgp
         self.external = external_prefixes(sw)
         self.aggregates = sw.bgp.announce
-        self.peers: dict[str, PeerView] = {str(p.address): PeerView(p) for p in sw.bgp.peers}
+        self.peers: dict[str, PeerView] = {str(p.address): PeerView(p, since=now) for p in sw.bgp.peers}
         self._damp: dict[tuple[str, IPv4Network], _Damp] = {}
         self._reach: dict[IPv4Network, bool] = {a: False for a in self.aggregates}
         self._provided = Provide(0, {})
@@ -212,6 +212,17 @@ class BorderCore:
 
     def sessions(self, now: float) -> list[dict]:
         return [v.state(now) for v in self.peers.values()]
+
+    def summary(self, now: float) -> tuple[tuple[int, int, float, int, int, int], ...]:
+        """Per peer, in config order: (index, state, since, prefixes in, prefixes out, teardowns), state as
+        `proto.messages.BgpSession` (0 idle, 1 established, 2 held down after max-prefix) — what the
+        border's reports carry to the master (`PortReport.bgp`)."""
+        out = []
+        for k, v in enumerate(self.peers.values()):
+            state = 2 if now < v.blocked_until else 1 if v.established else 0
+            since = v.blocked_until - MAX_PREFIX_RESTART if state == 2 else v.since if v.since is not None else now
+            out.append((k, state, since, len(v.rib), len(v.announced), v.teardowns))
+        return tuple(out)
 
     def suppressed(self, now: float) -> list[tuple[str, IPv4Network]]:
         return sorted((k for k in self._damp if self._suppressed(k, now)), key=lambda k: (k[0], int(k[1].network_address)))

@@ -97,7 +97,7 @@ class ClientDaemon:
             from client.bgpspeaker import BorderSpeaker
             self.border = BorderSpeaker(
                 fabric, switch, Path(bgp_dir), report=self._report_external, program=self.programmer.on_external,
-                fabric_prefixes=self._reachable_prefixes, clock=clock)
+                fabric_prefixes=self._reachable_prefixes, clock=clock, report_sessions=self._report_bgp)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -176,6 +176,9 @@ class ClientDaemon:
 
     def _report_external(self, bits: int) -> None:
         self.call(lambda now: self._execute(self.core.set_external(bits, now)))
+
+    def _report_bgp(self, sessions: tuple) -> None:
+        self.call(lambda now: self._execute(self.core.set_bgp(sessions, now)))
 
     def _on_liveness_event(self, event: Any) -> None:
         self._inbox.put((_OAM, event))

@@ -105,6 +105,10 @@ class Host:
     mac: str  # "aa:bb:cc:dd:ee:ff", lower-case
 
 
+#: Peers per border (its port report carries one `proto.messages.BgpSession` per peer).
+MAX_BGP_PEERS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class BgpPeer:
     """One external eBGP neighbour of a border switch (YAML `switches[i].bgp.peers[j]`).
@@ -1269,6 +1273,9 @@ class _Parser:
         items = self.seq(f["peers"], f"{path}.peers")
         if not items:
             raise self.fail(f["peers"], f"{path}.peers", "at least 1 peer is required")
+        if len(items) > MAX_BGP_PEERS:
+            raise self.fail(f["peers"], f"{path}.peers", f"{len(items)} peers: at most {MAX_BGP_PEERS} (a border's "
+                            "report carries one session summary per peer)")
         for j, item in enumerate(items):
             pp = f"{path}.peers[{j}]"
             pf = self.fields(item, pp, _PEER_KEYS, ("address", "peer_as", "port", "local_address"))

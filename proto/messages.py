@@ -62,7 +62,7 @@ from typing import Any, ClassVar
 import msgpack
 
 from proto.auth import AuthError, KeyKind, KeyRing, KeySet, ReplayWindow
-from proto.config import Endpoint
+from proto.config import MAX_BGP_PEERS, Endpoint
 
 __all__ = [
     "DECODE_REASONS",
@@ -79,6 +79,7 @@ __all__ = [
     "DrainNotes",
     "DrainNotesAck",
     "EncodeError",
+    "BgpSession",
     "Endpoint",
     "Hello",
     "KeyKind",
@@ -122,6 +123,8 @@ MAX_SEQ = 2**64 - 1
 MIN_PORT, MAX_PORT = 1, 65279
 MAX_PRIORITY = 2**32 - 1
 MAX_REPLICAS = 64   # PortReport.reach is a 63-bit map over the configured masters
+MAX_BGP_SESSIONS = MAX_BGP_PEERS  # PortReport.bgp: one summary per configured peer
+MAX_U32 = 2**32 - 1
 
 DECODE_REASONS = (
     "truncated", "bad_magic", "bad_version", "unknown_type", "oversized", "bad_hmac", "unknown_key",
@@ -198,6 +201,20 @@ def _endpoint(obj: object, name: str, optional: bool = False) -> None:
     _int(obj.port, f"{name}.port", MIN_PORT, MAX_PORT)
 
 
+def _bgp_sessions(obj: object) -> None:
+    if type(obj) is not tuple:
+        raise MessageError(f"bgp: expected tuple, got {type(obj).__name__}")
+    if len(obj) > MAX_BGP_SESSIONS:
+        raise MessageError(f"bgp: {len(obj)} sessions exceeds {MAX_BGP_SESSIONS}")
+    seen: set[int] = set()
+    for i, b in enumerate(obj):
+        if type(b) is not BgpSession:
+            raise MessageError(f"bgp[{i}]: expected BgpSession, got {type(b).__name__}")
+        if b.peer in seen:
+            raise MessageError(f"bgp[{i}]: peer {b.peer} reported twice")
+        seen.add(b.peer)
+
+
 def _version(obj: object, name: str, allow_none: bool = False) -> None:
     _int(obj, name, -1 if allow_none else 0, MAX_U63)
 
@@ -242,6 +259,36 @@ class PortStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class BgpSession:
+    """One eBGP session of a border as its report summarises it (issue #13; `PortReport.bgp`). 6 small
+    integers (~10-20 bytes on the wire): a border's whole summary rides on its port report, never on the
+    LSD, whose size it therefore does not change."""
+
+    #: Index of the peer in the border's `bgp.peers` (config order; the master maps it to the address).
+    peer: int
+    #: STATE_IDLE, STATE_ESTABLISHED or STATE_HELD (torn down for max-prefix, ignored for a while).
+    state: int
+    #: Whole seconds in this state when the report was sent (the master adds the report's age).
+    seconds: int
+    #: Prefixes the peer announces that the border holds now; aggregates the border announces to it.
+    prefixes_in: int
+    prefixes_out: int
+    #: Max-prefix teardowns of this session since the client started.
+    teardowns: int
+
+    STATE_IDLE: ClassVar[int] = 0
+    STATE_ESTABLISHED: ClassVar[int] = 1
+    STATE_HELD: ClassVar[int] = 2
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("idle", "established", "held")
+
+    def __post_init__(self) -> None:
+        _int(self.peer, "peer", 0, MAX_BGP_SESSIONS - 1)
+        _int(self.state, "state", 0, len(self.STATE_NAMES) - 1)
+        for f in ("seconds", "prefixes_in", "prefixes_out", "teardowns"):
+            _int(getattr(self, f), f, 0, MAX_U32)
+
+
+@dataclass(frozen=True, slots=True)
 class PortReport(Message):
     """Client -> master: the full state of the switch's ports; ``report_seq`` increases per report."""
 
@@ -260,6 +307,10 @@ class PortReport(Message):
     #: by some eBGP session now; the master publishes it as that LSD entry (UP/DOWN). Bits past the
     #: switch's slots are ignored by the master.
     external: int = 0
+    #: Border with `bgp:` only (issue #13): one summary per eBGP session, for the master's REST
+    #: (`GET /v1/borders`). Not routing state: a change of a session's state sends a report at once,
+    #: counts and uptimes ride on the next one.
+    bgp: tuple[BgpSession, ...] = ()
 
     def __post_init__(self) -> None:
         _name(self.switch, "switch")
@@ -268,6 +319,7 @@ class PortReport(Message):
         _int(self.term, "term", 0, MAX_U63)
         _int(self.reach, "reach", 0, MAX_U63)
         _int(self.external, "external", 0, MAX_U63)
+        _bgp_sessions(self.bgp)
         if type(self.ports) is not tuple:
             raise MessageError(f"ports: expected tuple, got {type(self.ports).__name__}")
         seen: set[int] = set()
@@ -493,6 +545,7 @@ class RelayedReport(Message):
     ports: tuple[PortStatus, ...]
     reach: int = 0
     external: int = 0
+    bgp: tuple[BgpSession, ...] = ()
 
     def __post_init__(self) -> None:
         _name(self.backup, "backup")
@@ -501,11 +554,12 @@ class RelayedReport(Message):
 
     def report(self) -> PortReport:
         return PortReport(self.switch, self.digest, self.report_seq, self.report_term, self.ports, self.reach,
-                          self.external)
+                          self.external, self.bgp)
 
     @staticmethod
     def of(backup: str, term: int, r: PortReport) -> RelayedReport:
-        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach, r.external)
+        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach, r.external,
+                             r.bgp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -616,6 +670,8 @@ def _to_wire(msg: Message) -> list:
         value = getattr(msg, name)
         if name == "ports":
             value = [[p.port, p.phy, p.nd, p.usable, p.admin, p.damped, _ep_out(p.miscabled_by)] for p in value]
+        elif name == "bgp":
+            value = [[b.peer, b.state, b.seconds, b.prefixes_in, b.prefixes_out, b.teardowns] for b in value]
         elif isinstance(value, Endpoint):
             value = _ep_out(value)
         out.append(value)
@@ -637,6 +693,15 @@ def _from_wire(cls: type[Message], obj: Any) -> Message:
                     raise MessageError(f"ports[{j}]: expected array of 7 fields")
                 ports.append(PortStatus(*p[:6], miscabled_by=_ep_in(p[6], f"ports[{j}].miscabled_by")))
             values[i] = tuple(ports)
+        elif name == "bgp":
+            if type(values[i]) is not list or len(values[i]) > MAX_BGP_SESSIONS:
+                raise MessageError(f"bgp: expected array of at most {MAX_BGP_SESSIONS}")
+            sessions = []
+            for j, b in enumerate(values[i]):
+                if type(b) is not list or len(b) != 6:
+                    raise MessageError(f"bgp[{j}]: expected array of 6 fields")
+                sessions.append(BgpSession(*b))
+            values[i] = tuple(sessions)
         elif name == "reach" and type(values[i]) is list:
             values[i] = tuple(values[i])
         elif name in ("expected", "discovered"):
