@@ -35,7 +35,7 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from client.border import Announce, BorderCore, Provide, Teardown, Withdraw, parse_prefix
+from client.border import Announce, BorderCore, ExternalPorts, Provide, Teardown, Withdraw, parse_prefix
 from proto.config import Fabric
 
 log = logging.getLogger("firepath.border")
@@ -268,12 +268,14 @@ class BorderSpeaker:
     def __init__(self, fabric: Fabric, switch: str, workdir: Path, *, report: Callable[[int], None],
                  program: Callable[[dict], None], fabric_prefixes: Callable[[], Any],
                  netns: str | None = None, clock: Callable[[], float] = time.monotonic,
-                 report_sessions: Callable[[tuple], None] | None = None) -> None:
+                 report_sessions: Callable[[tuple], None] | None = None,
+                 set_ports: Callable[[tuple[int, ...], bool], None] | None = None) -> None:
         self.core = BorderCore(fabric, switch, clock())
         self.clock = clock
         self.netns = netns
         self._report, self._program, self._fabric_prefixes = report, program, fabric_prefixes
         self._report_sessions = report_sessions
+        self._set_ports = set_ports
         self._summary: tuple = ()
         self._ports = {str(p.address): p.port for p in self.core.bgp.peers}
         self._macs: dict[str, str] = {}
@@ -283,7 +285,8 @@ class BorderSpeaker:
         self.exabgp = ExaBgp(fabric, switch, workdir, self._on_event, netns=netns)
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self.counters = {"looped": 0, "malformed": 0, "teardowns": 0, "commands": 0, "unresolved": 0}
+        self.counters = {"looped": 0, "malformed": 0, "teardowns": 0, "commands": 0, "unresolved": 0,
+                         "ports_down": 0, "ports_up": 0}
 
     def start(self) -> None:
         self.exabgp.start()
@@ -350,9 +353,18 @@ class BorderSpeaker:
                 if isinstance(a, Teardown):
                     self.counters["teardowns"] += 1
                     log.warning("bgp teardown peer=%s: %s", a.peer, a.reason)
+                else:
+                    log.info("bgp %s peer=%s prefix=%s", "announce" if isinstance(a, Announce) else "withdraw",
+                             a.peer, a.prefix)
                 self.counters["commands"] += 1
                 if not self.exabgp.send(command(a)):
                     log.warning("exabgp API not connected: dropped %r", command(a))
+            elif isinstance(a, ExternalPorts):
+                log.warning("border %s: external ports %s %s", "reaches the fabric again" if a.up
+                            else "reaches no fabric prefix", list(a.ports), "up" if a.up else "down")
+                self.counters["ports_up" if a.up else "ports_down"] += 1
+                if self._set_ports is not None:
+                    self._set_ports(a.ports, a.up)
             elif isinstance(a, Provide):
                 log.info("border provides bits=%#x routes=%s", a.bits,
                          {str(p): list(v) for p, v in a.routes.items()})

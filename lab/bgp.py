@@ -87,8 +87,13 @@ def build(lab: Any, log: Any = print) -> None:
     for ns in (rns, hns):
         nsutil.create_netns(ns)
         quiet_ipv6(ns)
-    subprocess.run(nsutil.exec_cmd(rns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]), check=True,
-                   capture_output=True, timeout=10)
+    # ignore_routes_with_linkdown: the kernel skips an ECMP next hop whose link lost carrier at once (a
+    # border cut off from the fabric takes its external port down: client.border, link-state tracking),
+    # as a hardware router prunes its ECMP on a port down, without waiting for BGP
+    subprocess.run(nsutil.exec_cmd(rns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
+                                         "net.ipv4.conf.all.ignore_routes_with_linkdown=1",
+                                         "net.ipv4.conf.default.ignore_routes_with_linkdown=1"]),
+                   check=True, capture_output=True, timeout=10)
     plen = EXTERNAL_NET.split("/")[1]
     subprocess.run(["ip", "link", "add", "xh0", "netns", rns, "type", "veth", "peer", "name", "eth0", "netns", hns],
                    check=True, capture_output=True, timeout=10)

@@ -11,6 +11,7 @@ from client.border import (
     MAX_PREFIX_RESTART,
     Announce,
     BorderCore,
+    ExternalPorts,
     Provide,
     Teardown,
     Withdraw,
@@ -20,6 +21,7 @@ from proto.config import parse_fabric
 
 DEFAULT = IPv4Network("0.0.0.0/0")
 AGG = IPv4Network("10.0.0.0/8")
+PARAMS = ClosParams(spines=2, pods=1, tors_per_pod=2, border_pods=1, masters=1, external=True)
 
 
 def core(extra_peer: bool = False, max_prefix: int = 100) -> BorderCore:
@@ -64,13 +66,39 @@ def test_ecmp_across_the_peers_that_provide_it() -> None:
 def test_aggregate_announced_only_while_the_fabric_reaches_it() -> None:
     c = core(extra_peer=True)
     c.session(P1, True, 0.0)
-    assert c.fabric_reach([DEFAULT, IPv4Network("10.0.0.0/24")], 0.1) == [Announce(P1, AGG)]
+    ports = (ExternalPorts(True, c.ports),)
+    assert c.fabric_reach([DEFAULT, IPv4Network("10.0.0.0/24")], 0.1) == [*ports, Announce(P1, AGG)]
     assert c.session(P2, True, 0.2) == [Announce(P2, AGG)]          # a new session gets it at once
     assert c.fabric_reach([DEFAULT, IPv4Network("10.0.1.0/24")], 0.3) == []
-    assert sorted(c.fabric_reach([DEFAULT], 0.4), key=str) == [Withdraw(P1, AGG), Withdraw(P2, AGG)]
-    assert sorted(c.fabric_reach([IPv4Network("10.9.0.0/24")], 0.5), key=str) == [Announce(P1, AGG), Announce(P2, AGG)]
+    assert sorted(bgp(c.fabric_reach([DEFAULT], 0.4)), key=str) == [Withdraw(P1, AGG), Withdraw(P2, AGG)]
+    assert sorted(bgp(c.fabric_reach([IPv4Network("10.9.0.0/24")], 0.5)), key=str) == [
+        Announce(P1, AGG), Announce(P2, AGG)]
     c.session(P1, False, 0.6)
     assert c.session(P1, True, 0.7) == [Announce(P1, AGG)]          # re-announced after a reconnect
+
+
+def bgp(actions: list) -> list:
+    return [a for a in actions if not isinstance(a, ExternalPorts)]
+
+
+def test_external_ports_follow_fabric_reach_link_state_tracking() -> None:
+    c = core(extra_peer=True)
+    assert c.ports and c.fabric_reach([], 0.0) == []                 # starting: no routes yet, ports left alone
+    assert c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.1) == [ExternalPorts(True, c.ports)]  # up (idempotent)
+    assert c.fabric_reach([IPv4Network("10.0.1.0/24")], 0.2) == []
+    assert c.fabric_reach([DEFAULT], 0.3) == [ExternalPorts(False, c.ports)]    # cut off from the fabric
+    assert c.fabric_reach([], 0.4) == []
+    assert c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.5) == [ExternalPorts(True, c.ports)]
+
+
+def test_no_link_state_tracking_when_disabled() -> None:
+    text = generate_clos_yaml(PARAMS).replace("      local_as: 64512\n", "      local_as: 64512\n      track_fabric: false\n")
+    f = parse_fabric(text, source="<test>")
+    assert not f.switch("border-1-1").bgp.track_fabric
+    assert f.digest != parse_fabric(generate_clos_yaml(PARAMS), source="<test>").digest
+    c = BorderCore(f, "border-1-1")
+    c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.0)
+    assert not any(isinstance(a, ExternalPorts) for a in c.fabric_reach([], 0.1))
 
 
 def test_max_prefix_tears_down_and_holds_the_peer() -> None:
