@@ -40,7 +40,7 @@ from proto.config import Fabric
 
 log = logging.getLogger("firepath.border")
 
-__all__ = ["BorderSpeaker", "ExaBgp", "SessionEvent", "UpdateEvent", "command", "exabgp_config", "parse_event"]
+__all__ = ["BorderSpeaker", "ExaBgp", "PasswordError", "SessionEvent", "UpdateEvent", "command", "exabgp_config", "parse_event"]
 
 EXABGP = "exabgp"
 #: How often the speaker looks at the switch's routes (fabric reach of the aggregates) and at ARP.
@@ -70,19 +70,49 @@ def exabgp_config(fabric: Fabric, switch: str, process_argv: list[str]) -> str:
         raise ValueError(f"switch {switch}: no bgp: section")
     run = " ".join(process_argv)
     out = [f"process firepath {{\n    run {run};\n    encoder json;\n}}\n"]
-    for p in sw.bgp.peers:
+    for j, p in enumerate(sw.bgp.peers):
         router_id = sw.bgp.router_id or p.local_address.ip
         lines = [f"neighbor {p.address} {{", f"    router-id {router_id};", f"    local-address {p.local_address.ip};",
                  f"    local-as {p.local_as};", f"    peer-as {p.peer_as};", f"    hold-time {p.hold_time};"]
         if p.password_file is not None:
-            secret = p.password_file.read_text().strip()
-            if not secret or '"' in secret or "\n" in secret:
-                raise ValueError(f"{p.password_file}: peer {p.address}: password must be one line without quotes")
-            lines.append(f'    md5-password "{secret}";')
+            lines.append(f'    md5-password "{read_password(fabric, switch, j, p)}";')
         lines += ["    api {", "        processes [ firepath ];", "        neighbor-changes;",
                   "        receive { parsed; update; }", "    }", "}"]
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
+
+
+#: Linux TCP MD5 (RFC 2385) keys are at most TCP_MD5SIG_MAXKEYLEN bytes.
+MD5_MAX_KEY = 80
+
+
+class PasswordError(ValueError):
+    """A peer's `password_file` cannot be used (the message names config, switch, peer, file and reason)."""
+
+
+def read_password(fabric: Fabric, switch: str, index: int, peer: Any) -> str:
+    """The TCP MD5 key of `peer` (`switches[switch].bgp.peers[index]`) from its `password_file`: one line
+    (a trailing newline is allowed) of 1..80 printable ASCII characters without quotes or backslashes (it
+    goes into ExaBGP's configuration), in a file that only its owner may read or write."""
+    path = peer.password_file
+    where = (f"{fabric.source}: switch {switch}: bgp.peers[{index}] (peer {peer.address}): password_file "
+             f"{path}")
+    try:
+        st = path.stat()
+        raw = path.read_bytes()
+    except OSError as e:
+        raise PasswordError(f"{where}: cannot read: {e.strerror or e}") from None
+    if st.st_mode & 0o077:
+        raise PasswordError(f"{where}: mode {st.st_mode & 0o777:o} lets others read or change the key; "
+                            "chmod 600 it")
+    text = raw[:-1] if raw.endswith(b"\n") else raw
+    if not text:
+        raise PasswordError(f"{where}: empty")
+    if len(text) > MD5_MAX_KEY:
+        raise PasswordError(f"{where}: {len(text)} bytes, TCP MD5 keys have at most {MD5_MAX_KEY}")
+    if any(c < 0x20 or c > 0x7E or c in b'"\\' for c in text):
+        raise PasswordError(f"{where}: one line of printable ASCII without quotes or backslashes expected")
+    return text.decode()
 
 
 def parse_event(line: str | bytes) -> SessionEvent | UpdateEvent | None:
