@@ -26,7 +26,7 @@ Rules:
   (also the first time it does, so ports a previous client left down come back). The router outside loses
   carrier and drops the border from its ECMP at once — a BGP withdraw alone waits for the router's route
   processing (FRR: a fixed 50 ms work-queue hold in bgpd, then zebra's 10 ms). The sessions go down with
-  the ports and come back after the fabric does.
+  the ports and come back after the fabric does; losing them that way does not count as a flap (damping).
 - **Max-prefix** (RFC 4271 section 6.7 / RFC 4486 cease subcode 1): a peer announcing more distinct
   prefixes than its `max_prefix` is torn down (`Teardown`) and ignored until `MAX_PREFIX_RESTART`
   seconds have passed; its routes are forgotten at once.
@@ -163,7 +163,8 @@ class BorderCore:
             view.announced.clear()
             out += self._announcements(view)
         else:
-            self._forget(view, now)
+            # a session lost because the border took its own external ports down is not the peer's flap
+            self._forget(view, now, flap=not (self._isolated and self.bgp.track_fabric))
             view.announced.clear()
         return out + self._provide(now)
 
@@ -262,9 +263,9 @@ class BorderCore:
                 out.append(Withdraw(peer, agg))
         return out
 
-    def _forget(self, view: PeerView, now: float) -> None:
+    def _forget(self, view: PeerView, now: float, flap: bool = True) -> None:
         peer = str(view.config.address)
-        for prefix in list(view.rib):
+        for prefix in list(view.rib) if flap else ():
             self._flap(peer, prefix, now)
         view.rib.clear()
 

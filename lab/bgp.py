@@ -61,6 +61,8 @@ def frr_config(fabric: Any, log_dir: Path) -> dict[str, str]:
         a = p.local_address.ip
         lines += [f" neighbor {a} remote-as {p.local_as}", f" neighbor {a} timers {p.keepalive} {p.hold_time}",
                   f" neighbor {a} timers connect 1"]
+        if p.password_file is not None:     # TCP MD5: the router uses the border's own key file
+            lines.append(f" neighbor {a} password {p.password_file.read_text().strip()}")
     lines += [" address-family ipv4 unicast", "  maximum-paths 16"]
     lines += [f"  neighbor {p.local_address.ip} default-originate" for _sw, p in peers(fabric)]
     lines += [" exit-address-family", ""]
@@ -183,6 +185,12 @@ def set_external(lab: Any, up: bool, *, session: bool = False) -> None:
         cmds += [f"{'' if up else 'no '}neighbor {p.local_address.ip} default-originate"
                  for _sw, p in peers(lab.fabric)]
     vtysh(lab, *cmds)
+
+
+def set_password(lab: Any, border_address: str, password: str | None) -> None:
+    """Give the router's session to the border at `border_address` a TCP MD5 password (None: none)."""
+    cmd = f"neighbor {border_address} password {password}" if password else f"no neighbor {border_address} password"
+    vtysh(lab, "configure terminal", f"router bgp {router_asn(lab.fabric)}", cmd)
 
 
 def fail_external(lab: Any, session: bool = False) -> dict[str, object]:

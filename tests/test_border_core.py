@@ -91,6 +91,21 @@ def test_external_ports_follow_fabric_reach_link_state_tracking() -> None:
     assert c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.5) == [ExternalPorts(True, c.ports)]
 
 
+def test_sessions_lost_to_our_own_port_shutdown_are_not_flaps() -> None:
+    c = core()
+    c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.0)
+    for k in range(4):              # four session losses while cut off from the fabric: no penalty
+        c.session(P1, True, 1.0 + k)
+        c.update(P1, {DEFAULT: P1}, (), 1.1 + k)
+        assert c.fabric_reach([], 1.2 + k)[0] == ExternalPorts(False, c.ports)
+        c.session(P1, False, 1.3 + k)
+        c.fabric_reach([IPv4Network("10.0.0.0/24")], 1.4 + k)
+    assert c.flaps == 0 and c.suppressed(5.0) == []
+    c.session(P1, True, 6.0)
+    c.update(P1, {DEFAULT: P1}, (), 6.1)
+    assert provides(c.session(P1, False, 6.2)) == [Provide(0, {})] and c.flaps == 1   # a real loss counts
+
+
 def test_no_link_state_tracking_when_disabled() -> None:
     text = generate_clos_yaml(PARAMS).replace("      local_as: 64512\n", "      local_as: 64512\n      track_fabric: false\n")
     f = parse_fabric(text, source="<test>")
