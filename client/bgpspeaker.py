@@ -348,8 +348,8 @@ class BorderSpeaker:
                 self.counters["looped"] += event.looped
                 self.counters["malformed"] += event.malformed
                 actions = self.core.update(event.peer, event.announced, event.withdrawn, now)
+            self._sessions(now)         # first: a report the actions trigger (external bits) carries it
             self._execute(actions)
-            self._sessions(now)
 
     def poke(self) -> None:
         """Look at the routes now (a fabric port changed: the aggregate may have to go at once)."""
@@ -365,10 +365,12 @@ class BorderSpeaker:
                 prefixes = self._fabric_prefixes()
                 now = self.clock()
                 with self.lock:
-                    self._execute(self.core.fabric_reach(prefixes, now))
+                    actions = self.core.fabric_reach(prefixes, now)
                     deadline = self.core.next_deadline(now)
                     if deadline is not None and now >= deadline:
-                        self._execute(self.core.tick(now))
+                        actions += self.core.tick(now)
+                    self._sessions(now)
+                    self._execute(actions)
                     if self.core.provided.routes and self._unresolved():
                         self._macs = neighbour_macs(self.netns)
                         self._apply(self.core.provided)

@@ -121,6 +121,8 @@ def master_sessions(lab: Lab) -> dict[str, list[dict]]:
 
 def test_master_rest_shows_each_borders_sessions(lab: Lab) -> None:
     assert wait_until(lambda: sessions_up(lab), WAIT_S)
+    # the counts ride on the report the new default triggered, or at the latest on the next refresh
+    assert wait_until(lambda: all(s[0]["prefixes_in"] == 1 for s in master_sessions(lab).values()), WAIT_S)
     view = lab.master_get("/v1/borders")["borders"]
     assert set(view) == set(borders(lab))
     for b in borders(lab):
