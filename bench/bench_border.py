@@ -81,7 +81,9 @@ def border_failure(lab: Lab, border: str, rate: float) -> dict[str, Any]:
             p.close()
         inject.heal(lab)
     return {"out_max_gap_ms": results[0]["max_gap_ms"], "out_lost": results[0]["lost"],
-            "in_max_gap_ms": results[1]["max_gap_ms"], "in_lost": results[1]["lost"]}
+            "in_max_gap_ms": results[1]["max_gap_ms"], "in_lost": results[1]["lost"],
+            "per_flow": {d: [(f["lost"], f["lost_in_holes"], f["hole_runs"], f["max_gap_ms"]) for f in r["flows"]]
+                         for d, r in zip(("out", "in"), results, strict=True)}}
 
 
 def main(argv: list[str] | None = None) -> int:

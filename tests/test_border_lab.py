@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 
 from lab import bgp, inject
 from lab.fabric import Lab, LabError, generate_config, teardown, wait_until
+from lab.state import host_netns
 
 pytestmark = pytest.mark.ovs
 
@@ -105,14 +107,27 @@ def test_border_failure_moves_external_traffic_to_the_other_border(lab: Lab) -> 
     assert wait_until(lambda: sessions_up(lab), WAIT_S)
     dead, alive = borders(lab)
     inject.fail_switch(lab, dead)          # every fabric link of the border down; its eBGP link stays up
+    far = lab.state.ifaces[f"{dead}:{lab.fabric.switch(dead).bgp.peers[0].port}"].replace("s", "b", 1)
     try:
+        # link-state tracking: the border takes its external port down, the router sees no carrier
+        assert wait_until(lambda: not carrier(lab, far), WAIT_S)
         # it can no longer reach the fabric: it stops announcing the aggregate (the router stops sending to it)
         assert wait_until(lambda: bgp.router_routes(lab).get("10.0.0.0/8") == [
             str(lab.fabric.switch(alive).bgp.peers[0].local_address.ip)], WAIT_S), bgp.router_routes(lab)
         assert wait_until(lambda: all(n == 2 for n in lab.ping(ext_pairs(lab), count=2).values()), WAIT_S)
     finally:
         inject.heal(lab)
-    assert wait_until(lambda: len(bgp.router_routes(lab).get("10.0.0.0/8", [])) == 2, WAIT_S)
+    assert wait_until(lambda: carrier(lab, far), WAIT_S)
+    assert wait_until(lambda: len(bgp.router_routes(lab).get("10.0.0.0/8", [])) == 2, 2 * WAIT_S)
+
+
+def carrier(lab: Lab, ifname: str) -> bool:
+    """The external router's interface `ifname` has carrier (LOWER_UP)."""
+    rns = host_netns(lab.state.name, bgp.ROUTER)
+    out = subprocess.run(["ip", "-n", rns, "-o", "link", "show", ifname], capture_output=True, text=True,
+                         timeout=10).stdout
+    assert out, f"no interface {ifname} in {rns}"
+    return "LOWER_UP" in out.split(">")[0]
 
 
 def master_sessions(lab: Lab) -> dict[str, list[dict]]:
