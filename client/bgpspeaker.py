@@ -82,37 +82,24 @@ def exabgp_config(fabric: Fabric, switch: str, process_argv: list[str]) -> str:
     return "\n".join(out)
 
 
-#: Linux TCP MD5 (RFC 2385) keys are at most TCP_MD5SIG_MAXKEYLEN bytes.
-MD5_MAX_KEY = 80
-
-
 class PasswordError(ValueError):
     """A peer's `password_file` cannot be used (the message names config, switch, peer, file and reason)."""
 
 
 def read_password(fabric: Fabric, switch: str, index: int, peer: Any) -> str:
-    """The TCP MD5 key of `peer` (`switches[switch].bgp.peers[index]`) from its `password_file`: one line
-    (a trailing newline is allowed) of 1..80 printable ASCII characters without quotes or backslashes (it
-    goes into ExaBGP's configuration), in a file that only its owner may read or write."""
-    path = peer.password_file
-    where = (f"{fabric.source}: switch {switch}: bgp.peers[{index}] (peer {peer.address}): password_file "
-             f"{path}")
+    """The TCP MD5 key of `peer` (`switches[switch].bgp.peers[index]`), checked by
+    `proto.auth.read_tcp_md5_key`; PasswordError names where and why."""
+    from proto.auth import AuthError, read_tcp_md5_key
+
     try:
-        st = path.stat()
-        raw = path.read_bytes()
-    except OSError as e:
-        raise PasswordError(f"{where}: cannot read: {e.strerror or e}") from None
-    if st.st_mode & 0o077:
-        raise PasswordError(f"{where}: mode {st.st_mode & 0o777:o} lets others read or change the key; "
-                            "chmod 600 it")
-    text = raw[:-1] if raw.endswith(b"\n") else raw
-    if not text:
-        raise PasswordError(f"{where}: empty")
-    if len(text) > MD5_MAX_KEY:
-        raise PasswordError(f"{where}: {len(text)} bytes, TCP MD5 keys have at most {MD5_MAX_KEY}")
-    if any(c < 0x20 or c > 0x7E or c in b'"\\' for c in text):
-        raise PasswordError(f"{where}: one line of printable ASCII without quotes or backslashes expected")
-    return text.decode()
+        return read_tcp_md5_key(peer.password_file)
+    except AuthError as e:
+        raise PasswordError(f"{password_where(fabric, switch, index, peer)}: {e}") from None
+
+
+def password_where(fabric: Fabric, switch: str, index: int, peer: Any) -> str:
+    return (f"{fabric.source}: switch {switch}: bgp.peers[{index}] (peer {peer.address}): password_file "
+            f"{peer.password_file}")
 
 
 def parse_event(line: str | bytes) -> SessionEvent | UpdateEvent | None:
