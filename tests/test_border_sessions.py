@@ -151,3 +151,34 @@ def test_rest_borders_endpoint(tmp_path: Path) -> None:
     row = out["borders"]["border-1-2"]["sessions"][0]
     assert row["state"] == "idle" and row["teardowns"] == 1 and row["down_s"] >= 3
     assert out["borders"]["border-1-2"]["provides"] == {"0.0.0.0/0": False}
+
+
+# ------------------------------------------------------------------------------------------------ lab status
+
+def test_lab_status_falls_back_to_the_masters_view_for_a_silent_border_client() -> None:
+    """`firepath lab status`: a border whose client REST does not answer gets its sessions from the
+    master's GET /v1/borders (its last reports), marked as such."""
+    from types import SimpleNamespace
+
+    from lab.report import format_status
+
+    f = fabric()
+    peer = f.switch("border-1-2").bgp.peers[0]
+    own = {"sessions": [{"peer": "100.64.0.2", "state": "established", "uptime_s": 5.0, "prefixes_in": 1,
+                         "prefixes_out": ["10.0.0.0/8"]}], "provided": {"0.0.0.0/0": ["100.64.0.2"]}}
+    clients = {sw.name: {"ports": [], "routes": 1, "groups": 1} for sw in f.switches}
+    clients["border-1-1"]["border"] = own
+    clients["border-1-2"] = ConnectionRefusedError("down")
+    master = {"borders": {"border-1-2": {"report_age_s": 2.5, "provides": {"0.0.0.0/0": True}, "sessions": [
+        {"peer": str(peer.address), "state": "established", "uptime_s": 9.5, "prefixes_in": 1, "prefixes_out": 1}]}}}
+    asked: list[tuple[int, str]] = []
+    http = SimpleNamespace(get=lambda port, path: asked.append((port, path)) or master)
+    lab = SimpleNamespace(fabric=f, http=http, state=SimpleNamespace(external_masters=False, processes={}, faults=[]),
+                          master_states=lambda: {"m1": {"role": "master", "term": 1, "version": 3}},
+                          client_states=lambda: clients, current_master=lambda: ("m1", {"role": "master"}))
+    text = format_status(lab)
+    assert asked == [(f.masters[0].rest_port, "/v1/borders")]
+    lines = [line for line in text.splitlines() if line.startswith("border-1-")]
+    assert any("100.64.0.2" in line and "5.0s" in line and "10.0.0.0/8" in line for line in lines)
+    fallback = next(line for line in lines if str(peer.address) in line)
+    assert "9.5s" in fallback and "master's view, report 2.5s old" in fallback and "0.0.0.0/0" in fallback
