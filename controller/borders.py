@@ -20,7 +20,6 @@ __all__ = ["BorderSessions"]
 class BorderSessions:
     def __init__(self) -> None:
         self._latest: dict[str, tuple[tuple[BgpSession, ...], float]] = {}
-        self.ignored = 0          # summaries naming a peer index the config does not have
 
     def note(self, switch: str, sessions: tuple[BgpSession, ...], now: float) -> None:
         """The newest accepted report of `switch` carried `sessions` (a non-border reports none)."""
@@ -37,8 +36,7 @@ class BorderSessions:
             if sw.bgp is None:
                 continue
             sessions, at = self._latest.get(sw.name, ((), None))
-            by_index = {s.peer: s for s in sessions}
-            self.ignored += sum(1 for s in sessions if s.peer >= len(sw.bgp.peers))
+            by_index = {s.peer: s for s in sessions}     # an index past the config's peers is not shown
             age = None if at is None else max(0.0, now - at)
             rows = []
             for k, peer in enumerate(sw.bgp.peers):

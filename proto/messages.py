@@ -30,8 +30,9 @@ reflects next). The accepting frame also closes both windows below it (its seq; 
 of that incarnation sent before it may predate the receiver's restart. Group frames need an incarnation
 already accepted.
 
-The payload is a msgpack array of the message's fields in dataclass order; nested ``PortStatus`` and
-``Endpoint`` values are arrays too, ``None`` is nil, byte strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
+The payload is a msgpack array of the message's fields in dataclass order; nested ``PortStatus``,
+``Endpoint`` and ``BgpSession`` values are arrays too; a receiver takes an array that stops before
+trailing fields with defaults (a sender from before they were added: masters can be upgraded first), ``None`` is nil, byte strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
 (``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
 
 Which key may sign what (checked on decode, chosen by ``Codec.encode``):
@@ -56,7 +57,7 @@ import secrets
 import struct
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
 import msgpack
@@ -644,6 +645,9 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
                 ReplicationAck, StepDown, NdFrame, RelayedReport, DrainNotes, DrainNotesAck, Challenge)
 }
 _FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES.values()}
+#: Fields without a default: an array may leave out the trailing fields that have one (older senders).
+_REQUIRED_FIELDS = {cls: sum(1 for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
+                    for cls in MESSAGE_TYPES.values()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -680,10 +684,11 @@ def _to_wire(msg: Message) -> list:
 
 def _from_wire(cls: type[Message], obj: Any) -> Message:
     names = _FIELD_NAMES[cls]
-    if type(obj) is not list or len(obj) != len(names):
-        raise MessageError(f"{cls.__name__}: payload must be an array of {len(names)} fields")
+    if type(obj) is not list or not _REQUIRED_FIELDS[cls] <= len(obj) <= len(names):
+        raise MessageError(f"{cls.__name__}: payload must be an array of {_REQUIRED_FIELDS[cls]}..{len(names)} "
+                           "fields")
     values = list(obj)
-    for i, name in enumerate(names):
+    for i, name in enumerate(names[:len(values)]):
         if name == "ports":
             if type(values[i]) is not list:
                 raise MessageError("ports: expected array")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
 
@@ -58,6 +59,18 @@ def test_sessions_round_trip_are_relayed_and_bad_ones_refused() -> None:
                          ([[0, 1, 0, 0, 0, 0]] * 257, "at most 256")):
         with pytest.raises(MessageError, match=message):
             _from_wire(PortReport, [*wire[:-1], bad])
+
+
+def test_a_report_from_before_the_field_decodes_and_a_truncated_one_does_not() -> None:
+    """Masters upgraded first take the reports of clients that do not send `bgp` (nor `external`, ...)."""
+    r = PortReport("tor-1-1", "0" * 64, 5, 1, (PortStatus(1, True, True, True, True, False),), 3, 0)
+    wire = _to_wire(r)
+    assert _from_wire(PortReport, wire[:-1]) == r               # no bgp
+    assert _from_wire(PortReport, wire[:-3]) == replace(r, reach=0)
+    with pytest.raises(MessageError, match="array of 5..8 fields"):
+        _from_wire(PortReport, wire[:4])
+    with pytest.raises(MessageError, match="array of 5..8 fields"):
+        _from_wire(PortReport, [*wire, []])
 
 
 def test_a_border_with_256_sessions_still_fits_a_datagram() -> None:
