@@ -34,8 +34,9 @@ before the syscall (carrier changes are ioctl(SIOCSIFFLAGS) from a thread inside
 no process start-up is in the measured window); after a hold the fabric's convergence is checked over REST,
 the probes stopped, the daemons' logs read (all processes share one clock; log timestamps are ms UTC):
 
-  inject -> ``port=N usable=False`` at each end (client logs) -> the master's ``event=lsd_version`` ->
-  each affected switch's ``programmed version=V ...`` (logged after the OpenFlow barrier reply)
+  inject -> ``event=port_state port=N usable=False`` at each end (client logs) -> the master's
+  ``event=lsd_version`` -> each affected switch's ``event=programmed version=V`` (after the barrier reply);
+  the logs are read as structured events (proto.logsetup.parse_event), never by matching wording
 
 Affected switches are computed, not guessed: the switches (other than a failed one) whose next-hop sets
 toward ToR/border prefixes differ between the all-up LSD and the failed one (client.routes). An end of a
@@ -60,15 +61,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import fcntl
 import json
 import os
 import random
-import re
 import signal
-import socket
 import statistics
-import struct
 import sys
 import time
 import traceback
@@ -80,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.stats import summary
+from proto.logsetup import parse_event
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "convergence.json"
@@ -141,21 +139,29 @@ SCENARIOS: dict[str, Scenario] = {
 DEFAULT_SCENARIOS = ("clos3-oam", "leafspine-oam", "clos3", "clos3-fast", "leafspine")
 
 # -------------------------------------------------------------------------------------------------- logs
-_TS_RE = re.compile(r"^ts=(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z ")
-_PORT_RE = re.compile(r" port=(\d+) usable=(True|False) phy=(\w+) nd=(\w+)")
-_PROG_RE = re.compile(r" programmed version=(-?\w+) messages=(\d+) excluded=\[([^\]]*)\] ms=([\d.]+)")
-_LSDV_RE = re.compile(r" event=lsd_version version=(\d+) changes=(\d+) cause=(\S+)")
-_ROLE_RE = re.compile(r" event=role role=(\S+) term=(\d+)")
-
-
 def parse_ts(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
+    return datetime.strptime(text.rstrip("Z"), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=UTC).timestamp()
 
 
 @dataclass(slots=True)
 class LogLine:
+    """One structured event of a daemon log (either rendering, proto.logsetup.parse_event): its time (s,
+    wall clock; the kv rendering has ms resolution), name and fields (kv values are strings)."""
+
     ts: float
-    text: str
+    event: str | None
+    fields: dict[str, Any]
+
+
+def _flag(v: Any) -> bool:
+    return v is True or v == "True"
+
+
+def _ints(v: Any) -> frozenset[int]:
+    """A list field: a JSON list, or its kv rendering "[1, 2]"."""
+    if isinstance(v, list):
+        return frozenset(int(x) for x in v)
+    return frozenset(int(x) for x in str(v).strip("[]").replace(" ", "").split(",") if x)
 
 
 class LogTail:
@@ -181,9 +187,11 @@ class LogTail:
             return []
         out = []
         for raw in data.decode(errors="replace").splitlines():
-            m = _TS_RE.match(raw)
-            if m:
-                out.append(LogLine(parse_ts(m.group(1)), raw))
+            event, fields = parse_event(raw)
+            ts = fields.pop("ts", None)
+            if event is None or ts is None:
+                continue
+            out.append(LogLine(float(ts) if isinstance(ts, int | float) else parse_ts(str(ts)), event, fields))
         return out
 
 
@@ -204,12 +212,12 @@ class Logs:
 
 
 def port_events(lines: list[LogLine], port: int, usable: bool, after: float) -> float | None:
-    """Time of the first `port=P usable=U` line at or after `after` (log ts are truncated to ms)."""
+    """Time of the first `port_state` event of `port` with `usable` at or after `after` (log ts are
+    truncated to ms)."""
     for ln in lines:
-        if ln.ts < after - 0.001:
+        if ln.ts < after - 0.001 or ln.event != "port_state":
             continue
-        m = _PORT_RE.search(ln.text)
-        if m and int(m.group(1)) == port and (m.group(2) == "True") == usable:
+        if int(ln.fields["port"]) == port and _flag(ln.fields["usable"]) == usable:
             return ln.ts
     return None
 
@@ -224,14 +232,14 @@ class Prog:
 
 
 def programmed(lines: list[LogLine]) -> list[Prog]:
+    """The client's `programmed` events (logged after the OpenFlow barrier reply)."""
     out = []
     for ln in lines:
-        m = _PROG_RE.search(ln.text)
-        if m:
-            v = m.group(1)
-            excl = frozenset(int(x) for x in m.group(3).replace(" ", "").split(",") if x)
-            out.append(Prog(ln.ts, int(v) if v.lstrip("-").isdigit() else None, int(m.group(2)), excl,
-                            float(m.group(4))))
+        if ln.event == "programmed":
+            f = ln.fields
+            v = str(f["version"])
+            out.append(Prog(ln.ts, int(v) if v.lstrip("-").isdigit() else None, int(f["messages"]),
+                            _ints(f["excluded"]), float(f["ms"])))
     return out
 
 
@@ -239,53 +247,14 @@ def lsd_versions(master_lines: dict[str, list[LogLine]]) -> list[tuple[float, in
     out = []
     for mid, lines in master_lines.items():
         for ln in lines:
-            m = _LSDV_RE.search(ln.text)
-            if m:
-                out.append((ln.ts, int(m.group(1)), mid))
+            if ln.event == "lsd_version":
+                out.append((ln.ts, int(ln.fields["version"]), mid))
     return sorted(out)
 
 
 # -------------------------------------------------------------------------------------------------- stats
 def ms(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round((a - b) * 1000.0, 2)
-
-
-# -------------------------------------------------------------------------------------------------- netns ops
-SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
-_IFREQ = struct.Struct("16sH14x")
-
-
-def _set_links(ifnames: list[str], up: bool) -> float:
-    """In a thread already inside the lab namespace: carrier of every interface up/down; returns the
-    wall-clock time taken right before the first change (all flags read beforehand)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        reqs = []
-        for name in ifnames:
-            res = fcntl.ioctl(s, SIOCGIFFLAGS, _IFREQ.pack(name.encode(), 0))
-            flags = _IFREQ.unpack(res)[1]
-            flags = (flags | IFF_UP) if up else (flags & ~IFF_UP & 0xFFFF)
-            reqs.append(_IFREQ.pack(name.encode(), flags))
-        t = time.time()
-        for req in reqs:
-            fcntl.ioctl(s, SIOCSIFFLAGS, req)
-    return t
-
-
-class NetnsOps:
-    """One worker thread living in the lab namespace (setns), for timed carrier changes."""
-
-    def __init__(self, netns: str) -> None:
-        from client.of.sockets import enter_netns
-
-        self._pool = ThreadPoolExecutor(max_workers=1, initializer=enter_netns, initargs=(netns,),
-                                        thread_name_prefix="bench-netns")
-        self._pool.submit(lambda: None).result(10)
-
-    def set_links(self, ifnames: list[str], up: bool) -> float:
-        return self._pool.submit(_set_links, ifnames, up).result(10)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False)
 
 
 # -------------------------------------------------------------------------------------------------- faults
@@ -301,95 +270,68 @@ class Fault:
     t_inject_end: float = 0.0
 
 
+def _wall(at_monotonic: float) -> float:
+    """A time.monotonic() reading of lab.inject as wall-clock time (the daemons' logs are wall clock)."""
+    return time.time() - (time.monotonic() - at_monotonic)
+
+
 class Injector:
-    """Timed failures and repairs; each fault is also recorded in the lab state like lab.inject does, so
-    `firepath lab heal` (or the lab's convergence check, which reads the recorded faults) sees it."""
+    """Timed failures and repairs through lab.inject (the faults the lab CLI makes, recorded in the lab state,
+    so `firepath lab heal` and the lab's convergence check see them); each carries the time right before the
+    change (lab.inject's `at`, converted to wall clock)."""
 
     def __init__(self, lab: Any) -> None:
         self.lab = lab
-        self.ops = NetnsOps(lab.state.netns)
 
     def close(self) -> None:
-        self.ops.close()
-
-    def _ifaces(self, link: Any) -> list[str]:
-        st = self.lab.state
-        return [st.ifaces[f"{link.a.switch}:{link.a.port}"], st.ifaces[f"{link.b.switch}:{link.b.port}"]]
+        pass
 
     def fail(self, kind: str, target: str) -> Fault:
+        from lab import inject
+
         lab, fabric = self.lab, self.lab.fabric
         if kind in ("s2s3_link", "tor_s2_link", "silent"):
             link = next(lk for lk in fabric.links if lk.name == target)
             ports = {link.a.switch: {link.a.port}, link.b.switch: {link.b.port}}
             fault = Fault(kind, target, ports, links=[link.index])
-            if kind == "silent":
-                from lab import inject
-
-                t0 = time.time()
-                rec = inject.fail_link(lab, f"{link.a.switch}:{link.a.port}", f"{link.b.switch}:{link.b.port}",
-                                       silent=True)
-                fault.t_inject_end = time.time()
-                # fault["at"] is monotonic, taken right before the nft command: convert to wall clock
-                fault.t_inject = fault.t_inject_end - (time.monotonic() - float(rec["at"])) \
-                    if "at" in rec else t0
-                fault.record = rec
-                return fault
-            ifaces = self._ifaces(link)
-            rec = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
+            rec = inject.fail_link(lab, f"{link.a.switch}:{link.a.port}", f"{link.b.switch}:{link.b.port}",
+                                   silent=kind == "silent")
         elif kind in ("s3_chassis", "s2_chassis"):
-            sw = target
             ports: dict[str, set[int]] = {}
-            ifaces = []
             links = []
-            for p in fabric.fabric_ports(sw):
-                lk = fabric.link_at(sw, p)
-                peer = fabric.peer_of(sw, p)
+            for p in fabric.fabric_ports(target):
+                peer = fabric.peer_of(target, p)
                 ports.setdefault(peer.switch, set()).add(peer.port)
-                ports.setdefault(sw, set()).add(p)
-                ifaces.append(lab.state.ifaces[f"{sw}:{p}"])
-                links.append(lk.index)
-            fault = Fault(kind, sw, ports, dead_switch=sw, links=links)
-            rec = {"kind": "switch", "switch": sw, "ifaces": ifaces}
+                ports.setdefault(target, set()).add(p)
+                links.append(fabric.link_at(target, p).index)
+            fault = Fault(kind, target, ports, dead_switch=target, links=links)
+            rec = inject.fail_switch(lab, target)
         elif kind == "master_kill":
-            from lab import inject
-
             # the master of this very moment (asked again: under load FMRP may have moved since the plan)
             leader = lab.current_master()
             if leader is None:
                 raise RuntimeError("no single master to kill")
             fault = Fault(kind, leader[0], {})
-            t0 = time.time()
             rec = inject.kill_master(lab, leader[0])
-            fault.t_inject_end = time.time()
-            fault.t_inject = fault.t_inject_end - (time.monotonic() - float(rec["at"])) if "at" in rec else t0
-            fault.record = rec
-            return fault
         else:
             raise ValueError(f"unknown kind {kind}")
-        lab.state.faults.append(rec)
-        lab.state.save()
-        fault.record = rec
-        fault.t_inject = self.ops.set_links(rec["ifaces"], up=False)
         fault.t_inject_end = time.time()
+        fault.t_inject = _wall(float(rec["at"]))
+        fault.record = rec
         return fault
 
     def heal(self, fault: Fault) -> tuple[float, float]:
         """Undo the fault; returns (wall time right before the repair, right after)."""
-        lab = self.lab
+        from lab import inject
+
         rec = fault.record
         assert rec is not None
-        if rec["kind"] in ("link", "switch"):
-            t0 = self.ops.set_links(rec["ifaces"], up=True)
-        else:
-            from lab import inject
-
-            t0 = time.time()
-            inject.undo(lab, rec)
+        at = inject.undo(self.lab, rec)
         t1 = time.time()
         with contextlib.suppress(ValueError):
-            lab.state.faults.remove(rec)
-        lab.state.save()
-        return t0, t1
+            self.lab.state.faults.remove(rec)
+        self.lab.state.save()
+        return _wall(at), t1
 
 
 # -------------------------------------------------------------------------------------------------- routing
@@ -592,7 +534,8 @@ class Bench:
         time.sleep(seconds)
         v1, c1 = self.lab.lsd_version(), counts()
         clients, _ = marks.read()
-        downs = sum(1 for lines in clients.values() for ln in lines if " usable=False " in ln.text)
+        downs = sum(1 for lines in clients.values() for ln in lines
+                    if ln.event == "port_state" and not _flag(ln.fields["usable"]))
         return {"seconds": round(time.monotonic() - t0, 1), "lsd_versions": (v1 or 0) - (v0 or 0),
                 "ports_went_unusable": downs, "oam_faults": c1["oam_fault"] - c0["oam_fault"],
                 "loadavg": os.getloadavg()}
@@ -623,7 +566,7 @@ class Bench:
             lines.offset = 0
             ls = lines.read()
             for ln in ls:
-                if "switch connected" in ln.text and sw.name not in connected:
+                if ln.event == "switch_connected" and sw.name not in connected:
                     connected[sw.name] = ln.ts
             progs = [p for p in programmed(ls) if p.ts <= t_end]
             if progs:
@@ -634,8 +577,8 @@ class Bench:
             t = LogTail(d / f"master-{m.id}.log")
             t.offset = 0
             for ln in t.read():
-                mm = _ROLE_RE.search(ln.text)
-                if mm and mm.group(1) == "master" and (master_role is None or ln.ts < master_role):
+                if ln.event == "role" and ln.fields.get("role") == "master" and (master_role is None
+                                                                                 or ln.ts < master_role):
                     master_role = ln.ts
         version = lab.lsd_version()
         # full ECMP: every link UP in the master's LSD, every switch programmed that version with all ports
@@ -884,8 +827,7 @@ class Bench:
         new_master = None
         for mid, lines in master_lines.items():
             for ln in lines:
-                m = _ROLE_RE.search(ln.text)
-                if (m and m.group(1) == "master" and mid != killed and ln.ts >= t0
+                if (ln.event == "role" and ln.fields.get("role") == "master" and mid != killed and ln.ts >= t0
                         and (elected is None or ln.ts < elected)):
                     elected, new_master = ln.ts, mid
         return {"t_inject": round(t0, 6), "killed": killed, "new_master": new_master,
@@ -1019,7 +961,7 @@ def print_tables(report: dict[str, Any]) -> None:
                   f"{fmt(a['loss_ms_affected'].get('p99')):>7} {fmt(a['gap_ms_affected'].get('p50')):>8} "
                   f"{fmt(a['gap_ms_affected'].get('max')):>7} {a['affected_flows']:>3}/{a['flows']:<3} "
                   f"{fmt(a['repair_back_in_use_ms'].get('p50')):>7} {fmt(PAPER_TABLE4_MS.get(k)):>6}")
-    print("\ncolumns (ms, p50 over trials x switches / flows unless noted): detect = inject -> `usable=False` at an "
+    print("\ncolumns (ms, p50 over trials x switches / flows unless noted): detect = inject -> `port_state usable=False` at an "
           "end; 1st LSD = inject -> master's new LSD version; repr = inject -> an affected switch's traffic moved "
           "off the failure (`programmed` line: local repair at an end, the new LSD elsewhere); outage = lost x interval per affected flow; "
           "gap = longest arrival gap of affected flows; repair = heal -> every affected switch programmed again")

@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         if decision.outcome == "changed":
             # shortly after the answer is on its way: the restart stops the REST server
             threading.Timer(0.2, lambda: (reload_asked.set(), stop.set())).start()
-        return {"outcome": decision.outcome, "digest": decision.fabric.digest}
+        return {"outcome": decision.outcome, "digest": decision.fabric.digest,
+                "keys": daemon.core.codec.keys.status()}
 
     if rest_port:
         try:
@@ -183,7 +184,7 @@ def _apply_keys(log: logging.Logger, daemon: Any, nxt: Any) -> None:
     from proto.auth import KeySet
 
     keys = KeySet.from_security(nxt.security)
-    if keys.status() != daemon.core.codec.keys.status():
+    if not keys.same_as(daemon.core.codec.keys):
         daemon.core.codec.set_keys(keys)
         log.warning("config-reload: key set now %s", keys.status())
 

@@ -40,6 +40,7 @@ from client.replica import ConfigMismatchChanged, FailStaticChanged, LsdApplied,
 from client.reporter import Reporter, SendToMaster
 from proto.auth import KeyRing
 from proto.config import Fabric
+from proto.logsetup import kv
 from proto.messages import (
     Challenge,
     Codec,
@@ -272,8 +273,8 @@ class ClientCore:
                 ports_changed = True
                 urgent = urgent or action.usable_changed or action.status.miscabled_by is not None
                 st = action.status
-                log.info("port=%d usable=%s phy=%s nd=%s admin=%s damped=%s miscabled_by=%s", action.port,
-                         st.usable, st.phy, st.nd, st.admin, st.damped, st.miscabled_by)
+                log.info(kv("port_state", port=action.port, usable=st.usable, phy=st.phy, nd=st.nd, admin=st.admin,
+                            damped=st.damped, miscabled_by=st.miscabled_by))
                 if action.usable_changed:
                     out.append(UsableChanged(action.port, action.usable))
             elif isinstance(action, SendToMaster):

@@ -40,6 +40,7 @@ from client.programmer import Programmer
 from client.transport import UdpTransport
 from proto.auth import KeyRing
 from proto.config import Fabric
+from proto.logsetup import kv
 
 log = logging.getLogger("firepath.client")
 
@@ -251,7 +252,7 @@ class ClientDaemon:
         elif isinstance(event, PortStatusChanged):
             self._execute(self.core.on_port_status(event.port, event.live and not event.deleted, now))
         elif isinstance(event, Connected):
-            log.info("switch connected dpid=%#x ports=%s", event.dpid, sorted(event.ports))
+            log.info(kv("switch_connected", dpid=f"{event.dpid:#x}", ports=sorted(event.ports)))
             self._execute(self.core.on_connected(event.ports, now))
             self.programmer.on_connected()
         elif isinstance(event, Disconnected):

@@ -36,6 +36,7 @@ from client.ofplan import OfPlanner, nd_meter_rate
 from client.replica import LsdApplied
 from client.routes import RouteComputer, RouteDelta
 from proto.config import Fabric
+from proto.logsetup import kv
 
 log = logging.getLogger("firepath.client.programmer")
 
@@ -319,8 +320,8 @@ class Programmer:
             self.programmed_version = version
         self.last_program_ms = (self.clock() - started) * 1000.0
         if messages:
-            log.info("programmed version=%s messages=%d excluded=%s ms=%.2f", version, len(messages),
-                     sorted(self._excluded), self.last_program_ms)
+            log.info(kv("programmed", version=version, messages=len(messages), excluded=sorted(self._excluded),
+                        ms=round(self.last_program_ms, 2)))
 
     # ------------------------------------------------------------------------------------------ status
     def route_snapshot(self) -> tuple[dict[Any, frozenset[int]], dict[frozenset[int], int], frozenset[int]]:

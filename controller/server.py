@@ -553,7 +553,7 @@ class MasterServer:
             self.fanout.warm([sw.name for sw in nxt.switches])
         log.info(kv("config_reload", source=nxt.source, digest=nxt.digest[:12], outcome=outcome))
         self._run([])
-        return {"outcome": outcome, "digest": nxt.digest, "source": nxt.source}
+        return {"outcome": outcome, "digest": nxt.digest, "source": nxt.source, "keys": self.codec.keys.status()}
 
     def _apply_keys(self, nxt: Fabric) -> None:
         """Key rollover (issue #21): the key set of every valid file read is swapped in at once; the security
@@ -562,9 +562,8 @@ class MasterServer:
         from proto.auth import KeySet
 
         keys = KeySet.from_security(nxt.security)
-        before = self.codec.keys.status()
-        self.codec.set_keys(keys)
-        if keys.status() != before:
+        if not keys.same_as(self.codec.keys):
+            self.codec.set_keys(keys)
             log.warning(kv("keys_reloaded", send_key=keys.send_id, accepted=",".join(map(str, sorted(keys.accepted))),
                            retired=",".join(map(str, sorted(keys.retired))) or None))
 

@@ -62,12 +62,13 @@ def _probe_line(result: dict[str, Any]) -> str:
             f"(worst flow: {worst['lost']} lost = {worst['loss_ms']:.0f} ms, longest gap {worst['max_gap_ms']} ms)")
 
 
-def _firepath(lab: Any, *argv: str) -> int:
-    """Run `firepath ARGV --lab NAME` as an operator would, showing the command and its output."""
+def _firepath(lab: Any, *argv: str, with_lab: bool = True) -> int:
+    """Run `firepath ARGV --lab NAME` (or without --lab) as an operator would, showing the command and its
+    output."""
+    argv = (*argv, "--lab", lab.state.name) if with_lab else argv
     shown = " ".join(a if " " not in a else f'"{a}"' for a in argv)
-    say(f"   $ firepath {shown} --lab {lab.state.name}")
-    r = subprocess.run([sys.executable, "-m", "proto.cli", *argv, "--lab", lab.state.name], capture_output=True,
-                       text=True, timeout=60)
+    say(f"   $ firepath {shown}")
+    r = subprocess.run([sys.executable, "-m", "proto.cli", *argv], capture_output=True, text=True, timeout=60)
     out = (r.stdout + r.stderr).rstrip()
     if out:
         say(_indent(out, "     "))
@@ -266,12 +267,19 @@ def run_demo(name: str = "demo", lab_dir: Path | None = None) -> int:
 
         rollout_tour(lab, src, dst, say=say, firepath=lambda *a: _firepath(lab, *a), groups=_select_groups,
                      probe_line=_probe_line, flows=PROBE_FLOWS, rate=PROBE_RATE)
+
+        step(10, "add a rack: a ToR with a host joins the running fabric (config add-tor, reload --grow)")
+        from lab.demo_rollout import add_tor_tour
+
+        add_tor_tour(lab, src, dst, say=say, firepath=lambda *a: _firepath(lab, *a, with_lab=False),
+                     probe_line=_probe_line,
+                     flows=PROBE_FLOWS, rate=PROBE_RATE)
         return 0
     except LabError as e:
         say(f"demo failed: {e}")
         return 1
     finally:
-        step(10, "tear down")
+        step(11, "tear down")
         if lab is not None:
             lab.close()
         teardown(d, name=name, log=lambda m: None)

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 from lab import nft
 from lab.fabric import Lab, LabError, client_cpn_address
-from lab.iputil import ip_batch
+from lab.iputil import ip_batch, set_carrier
 from lab.state import locked
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -54,13 +54,13 @@ def _save(lab: Lab) -> None:
     lab.state.save()
 
 
-def _set_ifaces(lab: Lab, ifaces: list[str], up: bool) -> None:
-    """Carrier of every interface up/down, one `ip -batch` per namespace they live in."""
+def _set_ifaces(lab: Lab, ifaces: list[str], up: bool) -> float:
+    """Carrier of every interface up/down (lab.iputil.set_carrier: ioctls from a thread in each namespace,
+    no process per change); returns time.monotonic() right before the first change."""
     by_ns: dict[str, list[str]] = {}
     for i in ifaces:
-        by_ns.setdefault(lab.state.netns_of(i), []).append(f"link set {i} {'up' if up else 'down'}")
-    for ns, lines in by_ns.items():
-        ip_batch(ns, lines)
+        by_ns.setdefault(lab.state.netns_of(i), []).append(i)
+    return min(set_carrier(ns, names, up) for ns, names in by_ns.items())
 
 
 def _endpoint(spec: str) -> tuple[str, int]:
@@ -114,8 +114,7 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
         fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
         lab.state.faults.append(fault)
         _save(lab)
-        fault["at"] = time.monotonic()
-        _set_ifaces(lab, ifaces, up=False)
+        fault["at"] = _set_ifaces(lab, ifaces, up=False)
     return fault
 
 
@@ -127,8 +126,7 @@ def fail_switch(lab: Lab, switch: str) -> dict[str, object]:
     fault: dict[str, object] = {"kind": "switch", "switch": switch, "ifaces": ifaces}
     lab.state.faults.append(fault)
     _save(lab)
-    fault["at"] = time.monotonic()
-    _set_ifaces(lab, ifaces, up=False)
+    fault["at"] = _set_ifaces(lab, ifaces, up=False)
     return fault
 
 
@@ -272,11 +270,14 @@ def fail_cpn(lab: Lab, master_id: str | None = None, direction: str = "both",
 
 
 @_exclusive
-def undo(lab: Lab, fault: dict[str, Any]) -> None:
+def undo(lab: Lab, fault: dict[str, Any]) -> float:
+    """Undo one fault (it stays in the record: `heal` removes it); returns time.monotonic() right before
+    the repair (for a carrier change: before the first interface came up)."""
     kind = fault["kind"]
     st = lab.state
+    at = time.monotonic()
     if kind in ("link", "switch"):
-        _set_ifaces(lab, list(fault["ifaces"]), up=True)
+        at = _set_ifaces(lab, list(fault["ifaces"]), up=True)
     elif kind == "silent":
         nft.remove_link(fault["table"], [st.netns_of(i) for i in fault["ifaces"]])
     elif kind == "cpn":
@@ -294,6 +295,7 @@ def undo(lab: Lab, fault: dict[str, Any]) -> None:
         bgp.set_external(lab, True, session=bool(fault.get("session")))
     else:
         raise LabError(f"unknown fault kind {kind!r} in the lab record")
+    return at
 
 
 @_exclusive

@@ -1,14 +1,18 @@
 """iproute2 and interface helpers shared by the lab's builders (lab.fabric, lab.bgp, lab.inject) and the
-FRR peer benchmark: batched `ip` commands, IPv6 off in a namespace, tx checksum offload off on a veth."""
+FRR peer benchmark: batched `ip` commands, IPv6 off in a namespace, tx checksum offload off on a veth, timed
+carrier changes (`set_carrier`, what lab.inject fails and heals links with)."""
 
 from __future__ import annotations
 
 import ctypes
 import fcntl
 import socket
+import struct
 import subprocess
 import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from client.of.sockets import enter_netns
 from lab import netns as nsutil
@@ -68,3 +72,41 @@ def disable_tx_checksum(netns: str, ifname: str) -> None:
     t.join(10)
     if errors:
         raise LabError(f"cannot turn off tx checksum offload on {ifname} in {netns}: {errors[0]}")
+
+
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+_IFREQ_FLAGS = struct.Struct("16sH14x")
+
+
+def _set_carrier_here(ifnames: Sequence[str], up: bool) -> float:
+    """In a thread already inside the namespace: every interface's admin state up/down (SIOCSIFFLAGS, all
+    flags read first); returns time.monotonic() right before the first change."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        reqs = []
+        for name in ifnames:
+            flags = _IFREQ_FLAGS.unpack(fcntl.ioctl(s, SIOCGIFFLAGS, _IFREQ_FLAGS.pack(name.encode(), 0)))[1]
+            flags = (flags | IFF_UP) if up else (flags & ~IFF_UP & 0xFFFF)
+            reqs.append(_IFREQ_FLAGS.pack(name.encode(), flags))
+        at = time.monotonic()
+        for req in reqs:
+            fcntl.ioctl(s, SIOCSIFFLAGS, req)
+    return at
+
+
+_workers: dict[str, ThreadPoolExecutor] = {}
+_workers_lock = threading.Lock()
+
+
+def set_carrier(netns: str, ifnames: Sequence[str], up: bool, timeout: float = 10.0) -> float:
+    """`ip link set IF up|down` for every interface of `ifnames` in `netns`, without a process: ioctls from a
+    worker thread that lives in the namespace (one per namespace, kept), so the change is immediate and
+    timed. Returns time.monotonic() right before the first change. LabError naming the interface on failure."""
+    with _workers_lock:
+        pool = _workers.get(netns)
+        if pool is None:
+            pool = _workers[netns] = ThreadPoolExecutor(max_workers=1, initializer=enter_netns, initargs=(netns,),
+                                                        thread_name_prefix=f"carrier-{netns}")
+    try:
+        return pool.submit(_set_carrier_here, list(ifnames), up).result(timeout)
+    except OSError as e:
+        raise LabError(f"netns {netns}: set {', '.join(ifnames)} {'up' if up else 'down'}: {e.strerror or e}") from None

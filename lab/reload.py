@@ -5,10 +5,12 @@ After editing the lab's fabric.yaml (a weight, a capacity, a timer, removing lin
   the next one (controller.rollout);
 - a SWITCH: SIGHUP to its client: it reads the file again and, if the config changed, restarts itself on
   it gracefully (client.reload); it then reports under the next digest and keeps forwarding on what it
-  has until the masters commit;
+  has until the masters commit; a changed key set (the `security:` section, outside the digest) is
+  swapped in without a restart;
 - `all` (the default): every master, then every client one at a time (each back on its REST on the new
   digest before the next), then, once no live switch blocks it, the commit on the serving master, and a
-  wait until every client programmed the first LSD version of the new config.
+  wait until every client programmed the first LSD version of the new config. A key-only change (same
+  digest: key rollover) has nothing to commit: every daemon is checked to hold the file's key set instead.
 
 The file is validated here first: an invalid one is refused (file:line:field) and nothing is signalled.
 Adding switches or links (a new ToR with its host): `reload all --grow` builds their bridges, veths and host
@@ -96,6 +98,8 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
         raise LabError(f"no master or switch {target!r} in {lab.state.config} (masters: {', '.join(masters)})")
     out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None,
                            "grown": None}
+    keys = _key_status(new)
+    keys_only = new.digest == running.digest
     poster = _Poster(lab.state.netns)
     token = _token(new)
     try:
@@ -105,6 +109,8 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
             status, ans = _retry(lambda m=mid: poster.post(new.master(m).rest_port, "/v1/reload", token), timeout)
             if status != 200:
                 raise LabError(f"master {mid}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}")
+            if ans.get("keys") != keys:
+                raise LabError(f"master {mid}: holds key set {ans.get('keys')}, the file says {keys}")
             out["prepared"].append(mid)
             log(f"master {mid}: {ans['outcome']} (config {new.digest[:12]}...)")
         if added:
@@ -124,13 +130,15 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
             t0 = time.monotonic()
             rec.send_signal(signal.SIGHUP)
             port = lab.rest_port(sw)
-            back = wait_until(lambda p=port, s=sw: _back(lab, s, p, new.digest, want_ack), timeout, 0.1)
+            back = wait_until(lambda p=port, s=sw: _back(lab, s, p, new.digest, want_ack, keys), timeout, 0.1)
             if not back:
                 raise LabError(f"switch {sw}: its client is not back on config {new.digest[:12]}... after "
                                f"{timeout:.0f}s (log: {rec.log})")
             out["reloaded"].append(sw)
             log(f"switch {sw}: restarted on config {new.digest[:12]}... in {time.monotonic() - t0:.1f}s")
-        if target == "all":
+        if target == "all" and keys_only:
+            log(f"config {new.digest[:12]}... unchanged: key set {keys} on every daemon, nothing to commit")
+        elif target == "all":
             out["committed_version"], out["committed_at"] = _commit(lab, poster, new, token, timeout, log)
     finally:
         poster.close()
@@ -149,11 +157,22 @@ def _retry(call: Callable[[], tuple[int, Any]], timeout: float) -> tuple[int, An
             time.sleep(0.2)
 
 
-def _back(lab: Lab, switch: str, port: int, digest: str, heard: bool) -> bool:
-    """The client answers on `digest`, and (`heard`) the serving master's last report from it carried it."""
+def _key_status(fabric: Fabric) -> dict[str, Any]:
+    """The key ids (send, accepted, retired) a daemon running `fabric` holds: KeySet.status()."""
+    from proto.auth import KeySet
+
+    try:
+        return KeySet.from_security(fabric.security).status()
+    except ValueError as e:                 # AuthError: a key file, named
+        raise LabError(f"refused, nothing changed: {e}") from None
+
+
+def _back(lab: Lab, switch: str, port: int, digest: str, heard: bool, keys: dict[str, Any]) -> bool:
+    """The client answers on `digest` with the key set `keys`, and (`heard`) the serving master's last report
+    from it carried the digest."""
     try:
         st = lab.http.get(port, "/v1/state", 0.5)
-        if not (isinstance(st, dict) and st.get("digest") == digest):
+        if not (isinstance(st, dict) and st.get("digest") == digest and st.get("keys") == keys):
             return False
         if not heard:
             return True

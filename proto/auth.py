@@ -136,6 +136,14 @@ class KeyRing:
         self.source = source
         self._cache: dict[tuple[KeyKind, str], bytes] = {}
 
+    def fingerprint(self) -> bytes:
+        """SHA-256 over the key material (secret, or every fixed bundle key): equal rings sign alike. Never
+        shown; used to tell a reloaded key file whose content changed under the same key id."""
+        h = hashlib.sha256(b"secret:" + self._secret if self._secret is not None else b"bundle:")
+        for (kind, owner), key in sorted(self._fixed.items(), key=lambda kv: (int(kv[0][0]), kv[0][1])):
+            h.update(b"%d:%s:" % (int(kind), owner.encode()) + key)
+        return h.digest()
+
     # -- construction -------------------------------------------------------------------------------
 
     @classmethod
@@ -358,6 +366,13 @@ class KeySet:
         """The same ids, each restricted to ``name`` (``KeyRing.bundle_for_switch``)."""
         return KeySet({i: r.bundle_for_switch(name) for i, r in self.rings.items()}, self.send_id,
                       retired=self.retired, source=f"bundles for {name}")
+
+    def same_as(self, other: KeySet) -> bool:
+        """The same ids in the same roles and the same key material under every id (a key file rewritten
+        under an unchanged id differs)."""
+        return (self.send_id == other.send_id and self.retired == other.retired
+                and self.rings.keys() == other.rings.keys()
+                and all(r.fingerprint() == other.rings[i].fingerprint() for i, r in self.rings.items()))
 
     def status(self) -> dict[str, Any]:
         """What REST/metrics show: ids only, never key material."""

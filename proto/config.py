@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import msgspec
 import yaml
 
 # Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
@@ -175,10 +176,16 @@ class Switch:
             object.__setattr__(self, "transit", self.role.value in DEFAULT_TRANSIT_ROLES)
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    switch: str
-    port: int  # OpenFlow port number, 1..65279
+class Endpoint(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """One end of a link. A msgspec struct: on the wire (proto.wire) it is the array [switch, port], and
+    decoding checks the constraints below (construction from config does not: config checks names first)."""
+
+    switch: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    port: Annotated[int, msgspec.Meta(ge=1, le=65279)]  # OpenFlow port number
+
+    def __post_init__(self) -> None:
+        if not self.switch.isprintable() or (not self.switch.isascii() and len(self.switch.encode()) > 255):
+            raise ValueError(f"switch: {self.switch!r} is not a name of 1..64 printable characters")
 
     def __str__(self) -> str:
         return f"{self.switch}:{self.port}"

@@ -75,6 +75,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     keygen.add_argument("--write", action="store_true", help="rewrite CONFIG's security section with step 1")
     keygen.set_defaults(func=cmd_keygen)
 
+    addtor = actions.add_parser(
+        "add-tor", help="add a ToR (a rack) to a config, cabled like an existing one, moving nothing",
+        description="Print CONFIG with one more ToR cabled like --like (same neighbours, next free port on each, "
+                    "next id, next free prefix, the same hosts); every existing switch, port and host stays where "
+                    "it is, so the change rolls out on a running fabric (`firepath config rollout`, or "
+                    "`firepath lab reload all --grow`). See proto/addtor.py for the rules.")
+    addtor.add_argument("config", type=Path)
+    addtor.add_argument("--like", required=True, metavar="TOR", help="an existing ToR to copy the cabling of")
+    addtor.add_argument("--name", help="the new ToR's name (default: --like's name with the next number)")
+    addtor.add_argument("--write", action="store_true", help="rewrite CONFIG (default: print to standard output)")
+    addtor.set_defaults(func=cmd_add_tor)
+
     # issue #21: the operator side of a two-phase rollout lives with the operator commands (it talks REST)
     from controller.ops.rollout_cli import add_rollout_parser
 
@@ -243,6 +255,36 @@ def _keygen_add(args: argparse.Namespace) -> int:
             print(f"firepath config keygen: {args.add} not rewritten: {e}", file=sys.stderr)
             return 1
         print(f"rewrote the security section of {args.add} with step 1", file=sys.stderr)
+    return 0
+
+
+def cmd_add_tor(args: argparse.Namespace) -> int:
+    from proto.addtor import add_tor
+
+    try:
+        text = args.config.read_text(encoding="utf-8")
+        added = add_tor(text, str(args.config), args.like, args.name, base_dir=args.config.resolve().parent)
+    except OSError as e:
+        print(f"firepath config add-tor: cannot read {args.config}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    summary = (f"{added.switch}: prefixes {', '.join(added.prefixes)}, links {', '.join(added.links)}, "
+               f"hosts {', '.join(added.hosts) or '-'}")
+    if not args.write:
+        sys.stdout.write(added.text)
+        print(f"# added {summary}", file=sys.stderr)
+        return 0
+    tmp = args.config.with_name(f".{args.config.name}.tmp")
+    try:
+        tmp.write_text(added.text, encoding="utf-8")
+        os.replace(tmp, args.config)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        print(f"firepath config add-tor: {args.config} not rewritten: {e.strerror or e}", file=sys.stderr)
+        return 1
+    print(f"rewrote {args.config}: added {summary}", file=sys.stderr)
     return 0
 
 

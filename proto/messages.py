@@ -2,7 +2,7 @@
 
 Datagram framing (integers big-endian)::
 
-    b"FP" | version u8 (=3) | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 |
+    b"FP" | version u8 (=4) | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 |
     offer u64 | reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) |
     msgpack payload | HMAC-SHA256 tag (32 B)
 
@@ -30,9 +30,10 @@ reflects next). The accepting frame also closes both windows below it (its seq; 
 of that incarnation sent before it may predate the receiver's restart. Group frames need an incarnation
 already accepted.
 
-The payload is a msgpack array of the message's fields in dataclass order; nested ``PortStatus``,
-``Endpoint`` and ``BgpSession`` values are arrays too; a receiver takes an array that stops before
-trailing fields with defaults (a sender from before they were added: masters can be upgraded first), ``None`` is nil, byte strings are msgpack bin. Nothing is ever unpickled; every field is type- and range-checked on decode
+The payload is a msgpack array of the message's fields in declaration order; nested ``PortStatus`` and
+``Endpoint`` values are arrays too, ``None`` is nil, byte strings are msgpack bin. The messages are msgspec
+structs defined in proto.wire (re-exported here), which also encodes and decodes the payload: nothing is
+ever unpickled; every field of every nested struct is length-, type- and range-checked on decode
 (``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
 
 Which key may sign what (checked on decode, chosen by ``Codec.encode``):
@@ -57,30 +58,62 @@ import secrets
 import struct
 from collections import Counter
 from collections.abc import Callable, Collection
-from dataclasses import MISSING, dataclass, fields
-from typing import Any, ClassVar
-
-import msgpack
+from typing import Any
 
 from proto.auth import AuthError, KeyKind, KeyRing, KeySet, ReplayWindow
-from proto.config import MAX_BGP_PEERS, Endpoint
+from proto.config import Endpoint
+from proto.wire import (
+    HEADER_LEN,
+    MAX_DATAGRAM,
+    MAX_LSD_BYTES,
+    MAX_ND_HOLD_MS,
+    MAX_PORT,
+    MESSAGE_TYPES,
+    TAG_LEN,
+    BgpSession,
+    Challenge,
+    DrainNotes,
+    DrainNotesAck,
+    Hello,
+    Keepalive,
+    LsdDelta,
+    LsdFull,
+    LsdRequest,
+    Message,
+    MessageError,
+    NdFrame,
+    PortReport,
+    PortStatus,
+    RelayedReport,
+    ReplicationAck,
+    ReportAck,
+    StepDown,
+    Vote,
+    VoteRequest,
+    decode_payload,
+    encode_payload,
+)
+from proto.wire import from_wire as _from_wire  # noqa: F401  (tests tamper with payloads through these)
+from proto.wire import to_wire as _to_wire  # noqa: F401
 
 __all__ = [
     "DECODE_REASONS",
+    "HEADER_LEN",
     "MAGIC",
     "MAX_DATAGRAM",
     "MAX_LSD_BYTES",
+    "MAX_ND_HOLD_MS",
     "MESSAGE_TYPES",
     "ND_DST_MAC",
     "ND_ETHERTYPE",
     "WIRE_VERSION",
+    "BgpSession",
     "Challenge",
     "Codec",
     "DecodeError",
     "DrainNotes",
     "DrainNotesAck",
     "EncodeError",
-    "BgpSession",
     "Endpoint",
     "Hello",
     "KeyKind",
@@ -105,27 +138,14 @@ __all__ = [
 ]
 
 MAGIC = b"FP"
-# 2: incarnation/offer/reflect freshness fields, per-stream sequence numbers; 3: key id (key rollover)
-WIRE_VERSION = 3
-MAX_DATAGRAM = 65_507  # largest UDP payload over IPv4
-MAX_ND_HOLD_MS = 60_000  # longest graceful-restart hold a peer may ask for
-TAG_LEN = 32
+# 2: incarnation/offer/reflect freshness fields, per-stream sequence numbers; 3: key id (key rollover);
+# 4: PortReport/RelayedReport.bgp (a border's eBGP session summaries, issue #13)
+WIRE_VERSION = 4
 # magic, version, type, key kind, key id, incarnation, seq, offer, reflect, group seq
 _FIXED = struct.Struct(">2sBBBBQQQQQ")
-HEADER_LEN = _FIXED.size  # 46: where the sender name starts
+assert _FIXED.size == HEADER_LEN  # 46: where the sender name starts
 _MIN_DATAGRAM = _FIXED.size + 1 + 1 + TAG_LEN
-# Room for LsdFull.snapshot / LsdDelta.changes in one datagram: MAX_DATAGRAM minus the worst-case
-# framing (fixed header 46, sender and owner names up to 2 * 256, tag 32) and payload overhead
-# (array header, master name, term, versions, digest, bin header: < 200).
-MAX_LSD_BYTES = MAX_DATAGRAM - _FIXED.size - 2 * 256 - TAG_LEN - 200
-
-MAX_U63 = 2**63 - 1
 MAX_SEQ = 2**64 - 1
-MIN_PORT, MAX_PORT = 1, 65279
-MAX_PRIORITY = 2**32 - 1
-MAX_REPLICAS = 64   # PortReport.reach is a 63-bit map over the configured masters
-MAX_BGP_SESSIONS = MAX_BGP_PEERS  # PortReport.bgp: one summary per configured peer
-MAX_U32 = 2**32 - 1
 
 DECODE_REASONS = (
     "truncated", "bad_magic", "bad_version", "unknown_type", "oversized", "bad_hmac", "unknown_key",
@@ -146,581 +166,8 @@ class DecodeError(ValueError):
         self.sender = sender
 
 
-class MessageError(ValueError):
-    """A message field has the wrong type or is out of range (raised on construction)."""
-
-
 class EncodeError(ValueError):
     """The Codec cannot encode this message (wrong sender, missing key, too large, ...)."""
-
-
-# ---------------------------------------------------------------------------------------------------
-# Field validators (used by __post_init__, hence on construction AND on decode)
-
-
-def _int(obj: object, name: str, lo: int, hi: int) -> None:
-    if type(obj) is not int:
-        raise MessageError(f"{name}: expected int, got {type(obj).__name__}")
-    if not lo <= obj <= hi:
-        raise MessageError(f"{name}: {obj} out of range {lo}..{hi}")
-
-
-def _bool(obj: object, name: str) -> None:
-    if type(obj) is not bool:
-        raise MessageError(f"{name}: expected bool, got {type(obj).__name__}")
-
-
-def _name(obj: object, name: str) -> None:
-    if type(obj) is not str:
-        raise MessageError(f"{name}: expected str, got {type(obj).__name__}")
-    if not 1 <= len(obj) <= 64 or not obj.isprintable() or len(obj.encode()) > 255:
-        raise MessageError(f"{name}: {obj!r} is not a name of 1..64 printable characters")
-
-
-def _bytes(obj: object, name: str, max_len: int = MAX_DATAGRAM) -> None:
-    if type(obj) is not bytes:
-        raise MessageError(f"{name}: expected bytes, got {type(obj).__name__}")
-    if len(obj) > max_len:
-        raise MessageError(f"{name}: {len(obj)} bytes exceeds {max_len}")
-
-
-_DIGEST_RE = re.compile(r"[0-9a-f]{64}\Z")
-_STATE_RE = re.compile(r"[a-z][a-z_]{0,31}\Z")
-
-
-def _digest(obj: object, name: str) -> None:
-    if type(obj) is not str or not _DIGEST_RE.match(obj):
-        raise MessageError(f"{name}: expected a 64-digit lower-case hex sha256, got {obj!r}")
-
-
-def _endpoint(obj: object, name: str, optional: bool = False) -> None:
-    if obj is None and optional:
-        return
-    if type(obj) is not Endpoint:
-        raise MessageError(f"{name}: expected Endpoint, got {type(obj).__name__}")
-    _name(obj.switch, f"{name}.switch")
-    _int(obj.port, f"{name}.port", MIN_PORT, MAX_PORT)
-
-
-def _bgp_sessions(obj: object) -> None:
-    if type(obj) is not tuple:
-        raise MessageError(f"bgp: expected tuple, got {type(obj).__name__}")
-    if len(obj) > MAX_BGP_SESSIONS:
-        raise MessageError(f"bgp: {len(obj)} sessions exceeds {MAX_BGP_SESSIONS}")
-    seen: set[int] = set()
-    for i, b in enumerate(obj):
-        if type(b) is not BgpSession:
-            raise MessageError(f"bgp[{i}]: expected BgpSession, got {type(b).__name__}")
-        if b.peer in seen:
-            raise MessageError(f"bgp[{i}]: peer {b.peer} reported twice")
-        seen.add(b.peer)
-
-
-def _version(obj: object, name: str, allow_none: bool = False) -> None:
-    _int(obj, name, -1 if allow_none else 0, MAX_U63)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Messages
-
-
-class Message:
-    """Base of all wire messages. ``TYPE`` is the msg type byte, ``SENDER_FIELD`` the originator field."""
-
-    __slots__ = ()
-    TYPE: ClassVar[int]
-    SENDER_FIELD: ClassVar[str]
-    FROM_MASTER: ClassVar[bool | None]
-
-    @property
-    def sender(self) -> str:
-        return getattr(self, self.SENDER_FIELD)
-
-
-@dataclass(frozen=True, slots=True)
-class PortStatus:
-    port: int
-    phy: bool
-    nd: bool
-    usable: bool
-    admin: bool
-    damped: bool
-    miscabled_by: Endpoint | None = None
-
-    def __post_init__(self) -> None:
-        # inline fast path: a report carries one PortStatus per port, decoded at every refresh
-        if not (type(self.port) is int and MIN_PORT <= self.port <= MAX_PORT and type(self.phy) is bool
-                and type(self.nd) is bool and type(self.usable) is bool and type(self.admin) is bool
-                and type(self.damped) is bool):
-            _int(self.port, "port", MIN_PORT, MAX_PORT)
-            for f in ("phy", "nd", "usable", "admin", "damped"):
-                _bool(getattr(self, f), f)
-        if self.miscabled_by is not None:
-            _endpoint(self.miscabled_by, "miscabled_by")
-
-
-@dataclass(frozen=True, slots=True)
-class BgpSession:
-    """One eBGP session of a border as its report summarises it (issue #13; `PortReport.bgp`). 6 small
-    integers (~10-20 bytes on the wire): a border's whole summary rides on its port report, never on the
-    LSD, whose size it therefore does not change."""
-
-    #: Index of the peer in the border's `bgp.peers` (config order; the master maps it to the address).
-    peer: int
-    #: STATE_IDLE, STATE_ESTABLISHED or STATE_HELD (torn down for max-prefix, ignored for a while).
-    state: int
-    #: Whole seconds in this state when the report was sent (the master adds the report's age).
-    seconds: int
-    #: Prefixes the peer announces that the border holds now; aggregates the border announces to it.
-    prefixes_in: int
-    prefixes_out: int
-    #: Max-prefix teardowns of this session since the client started.
-    teardowns: int
-
-    STATE_IDLE: ClassVar[int] = 0
-    STATE_ESTABLISHED: ClassVar[int] = 1
-    STATE_HELD: ClassVar[int] = 2
-    STATE_NAMES: ClassVar[tuple[str, ...]] = ("idle", "established", "held")
-
-    def __post_init__(self) -> None:
-        _int(self.peer, "peer", 0, MAX_BGP_SESSIONS - 1)
-        _int(self.state, "state", 0, len(self.STATE_NAMES) - 1)
-        for f in ("seconds", "prefixes_in", "prefixes_out", "teardowns"):
-            _int(getattr(self, f), f, 0, MAX_U32)
-
-
-@dataclass(frozen=True, slots=True)
-class PortReport(Message):
-    """Client -> master: the full state of the switch's ports; ``report_seq`` increases per report."""
-
-    TYPE: ClassVar[int] = 1
-    SENDER_FIELD: ClassVar[str] = "switch"
-    FROM_MASTER: ClassVar[bool] = False
-    switch: str
-    digest: str
-    report_seq: int
-    term: int
-    ports: tuple[PortStatus, ...]
-    #: Bitmap over the configured masters (fabric order): bit i = replica i acknowledged one of our reports
-    #: recently — the switch and that replica hear each other (issue #16; client.reporter).
-    reach: int = 0
-    #: Border with `bgp:` only (issue #13): bit k = its k-th external prefix (`Fabric.slots_of`) is provided
-    #: by some eBGP session now; the master publishes it as that LSD entry (UP/DOWN). Bits past the
-    #: switch's slots are ignored by the master.
-    external: int = 0
-    #: Border with `bgp:` only (issue #13): one summary per eBGP session, for the master's REST
-    #: (`GET /v1/borders`). Not routing state: a change of a session's state sends a report at once,
-    #: counts and uptimes ride on the next one.
-    bgp: tuple[BgpSession, ...] = ()
-
-    def __post_init__(self) -> None:
-        _name(self.switch, "switch")
-        _digest(self.digest, "digest")
-        _int(self.report_seq, "report_seq", 0, MAX_U63)
-        _int(self.term, "term", 0, MAX_U63)
-        _int(self.reach, "reach", 0, MAX_U63)
-        _int(self.external, "external", 0, MAX_U63)
-        _bgp_sessions(self.bgp)
-        if type(self.ports) is not tuple:
-            raise MessageError(f"ports: expected tuple, got {type(self.ports).__name__}")
-        seen: set[int] = set()
-        for i, p in enumerate(self.ports):
-            if type(p) is not PortStatus:
-                raise MessageError(f"ports[{i}]: expected PortStatus, got {type(p).__name__}")
-            if p.port in seen:
-                raise MessageError(f"ports[{i}]: port {p.port} reported twice")
-            seen.add(p.port)
-
-
-@dataclass(frozen=True, slots=True)
-class ReportAck(Message):
-    TYPE: ClassVar[int] = 2
-    SENDER_FIELD: ClassVar[str] = "master"
-    FROM_MASTER: ClassVar[bool] = True
-    master: str
-    term: int
-    report_seq: int
-    #: True when a backup replica acknowledges (it heard the report; it is not the master of `term`).
-    backup: bool = False
-
-    def __post_init__(self) -> None:
-        _name(self.master, "master")
-        _int(self.term, "term", 0, MAX_U63)
-        _int(self.report_seq, "report_seq", 0, MAX_U63)
-        _bool(self.backup, "backup")
-
-
-@dataclass(frozen=True, slots=True)
-class LsdRequest(Message):
-    """Client -> master: what the client has (``version`` -1 = nothing)."""
-
-    TYPE: ClassVar[int] = 3
-    SENDER_FIELD: ClassVar[str] = "switch"
-    FROM_MASTER: ClassVar[bool] = False
-    switch: str
-    term: int
-    version: int
-
-    def __post_init__(self) -> None:
-        _name(self.switch, "switch")
-        _int(self.term, "term", 0, MAX_U63)
-        _version(self.version, "version", allow_none=True)
-
-
-@dataclass(frozen=True, slots=True)
-class LsdFull(Message):
-    TYPE: ClassVar[int] = 4
-    SENDER_FIELD: ClassVar[str] = "master"
-    FROM_MASTER: ClassVar[bool] = True
-    master: str
-    term: int
-    version: int
-    digest: str
-    snapshot: bytes
-    #: Sent by a backup of `term` from its replicated LSD to a switch that cannot hear the master (#16).
-    backup: bool = False
-
-    def __post_init__(self) -> None:
-        _name(self.master, "master")
-        _int(self.term, "term", 0, MAX_U63)
-        _version(self.version, "version")
-        _digest(self.digest, "digest")
-        _bytes(self.snapshot, "snapshot")
-        _bool(self.backup, "backup")
-
-
-@dataclass(frozen=True, slots=True)
-class LsdDelta(Message):
-    TYPE: ClassVar[int] = 5
-    SENDER_FIELD: ClassVar[str] = "master"
-    FROM_MASTER: ClassVar[bool] = True
-    master: str
-    term: int
-    from_version: int
-    to_version: int
-    changes: bytes  # proto.lsd.encode_changes()
-    backup: bool = False   # see LsdFull.backup
-
-    def __post_init__(self) -> None:
-        _name(self.master, "master")
-        _int(self.term, "term", 0, MAX_U63)
-        _version(self.from_version, "from_version")
-        _version(self.to_version, "to_version")
-        if self.to_version <= self.from_version:
-            raise MessageError(f"to_version {self.to_version} must exceed from_version {self.from_version}")
-        _bytes(self.changes, "changes")
-        _bool(self.backup, "backup")
-
-
-@dataclass(frozen=True, slots=True)
-class Keepalive(Message):
-    TYPE: ClassVar[int] = 6
-    SENDER_FIELD: ClassVar[str] = "master"
-    FROM_MASTER: ClassVar[bool] = True
-    master: str
-    term: int
-    version: int
-    backup: bool = False   # see LsdFull.backup
-
-    def __post_init__(self) -> None:
-        _name(self.master, "master")
-        _int(self.term, "term", 0, MAX_U63)
-        _version(self.version, "version")
-        _bool(self.backup, "backup")
-
-
-@dataclass(frozen=True, slots=True)
-class Hello(Message):
-    """FMRP hello. ``state`` is a lower-case FMRP state name (e.g. init/backup/electing/master)."""
-
-    TYPE: ClassVar[int] = 7
-    SENDER_FIELD: ClassVar[str] = "master"
-    FROM_MASTER: ClassVar[bool] = True
-    master: str
-    state: str
-    term: int
-    version: int  # -1 = no valid LSD
-    priority: int
-    leader: str | None = None
-    #: Issue #16: per configured master (fabric order), how many switches the sender saw two-way with that
-    #: replica (fresh reports whose `reach` bit is set; controller.reach). Empty: no view.
-    reach: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        _name(self.master, "master")
-        if type(self.state) is not str or not _STATE_RE.match(self.state):
-            raise MessageError(f"state: expected a lower-case state name, got {self.state!r}")
-        _int(self.term, "term", 0, MAX_U63)
-        _version(self.version, "version", allow_none=True)
-        _int(self.priority, "priority", 0, MAX_PRIORITY)
-        if self.leader is not None:
-            _name(self.leader, "leader")
-        if type(self.reach) is not tuple or len(self.reach) > MAX_REPLICAS:
-            raise MessageError(f"reach: expected a tuple of at most {MAX_REPLICAS} counts")
-        for i, n in enumerate(self.reach):
-            _int(n, f"reach[{i}]", 0, MAX_U63)
-
-
-@dataclass(frozen=True, slots=True)
-class VoteRequest(Message):
-    TYPE: ClassVar[int] = 8
-    SENDER_FIELD: ClassVar[str] = "candidate"
-    FROM_MASTER: ClassVar[bool] = True
-    candidate: str
-    term: int
-    version: int  # -1 = no valid LSD
-    priority: int
-
-    def __post_init__(self) -> None:
-        _name(self.candidate, "candidate")
-        _int(self.term, "term", 0, MAX_U63)
-        _version(self.version, "version", allow_none=True)
-        _int(self.priority, "priority", 0, MAX_PRIORITY)
-
-
-@dataclass(frozen=True, slots=True)
-class Vote(Message):
-    TYPE: ClassVar[int] = 9
-    SENDER_FIELD: ClassVar[str] = "voter"
-    FROM_MASTER: ClassVar[bool] = True
-    voter: str
-    term: int
-    candidate: str
-    granted: bool
-
-    def __post_init__(self) -> None:
-        _name(self.voter, "voter")
-        _int(self.term, "term", 0, MAX_U63)
-        _name(self.candidate, "candidate")
-        _bool(self.granted, "granted")
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicationAck(Message):
-    TYPE: ClassVar[int] = 10
-    SENDER_FIELD: ClassVar[str] = "backup"
-    FROM_MASTER: ClassVar[bool] = True
-    backup: str
-    term: int
-    version: int  # -1 = no valid LSD
-
-    def __post_init__(self) -> None:
-        _name(self.backup, "backup")
-        _int(self.term, "term", 0, MAX_U63)
-        _version(self.version, "version", allow_none=True)
-
-
-@dataclass(frozen=True, slots=True)
-class StepDown(Message):
-    TYPE: ClassVar[int] = 11
-    SENDER_FIELD: ClassVar[str] = "master"
-    FROM_MASTER: ClassVar[bool] = True
-    master: str
-    term: int
-    #: Issue #16: a hand-over to a replica that reaches more switches: the replicas favour it in the election.
-    successor: str | None = None
-
-    def __post_init__(self) -> None:
-        _name(self.master, "master")
-        _int(self.term, "term", 0, MAX_U63)
-        if self.successor is not None:
-            _name(self.successor, "successor")
-
-
-@dataclass(frozen=True, slots=True)
-class RelayedReport(Message):
-    """Backup -> master (issue #16): a switch's PortReport this backup heard, relayed because the report's
-    `reach` says the switch and the master do not hear each other. Fields after `term` are the report's
-    (`report_term` is its `term`). The master applies it like the switch's own report but does not
-    acknowledge it (the switch's reach bit must keep telling the truth)."""
-
-    TYPE: ClassVar[int] = 13
-    SENDER_FIELD: ClassVar[str] = "backup"
-    FROM_MASTER: ClassVar[bool] = True
-    backup: str
-    term: int
-    switch: str
-    digest: str
-    report_seq: int
-    report_term: int
-    ports: tuple[PortStatus, ...]
-    reach: int = 0
-    external: int = 0
-    bgp: tuple[BgpSession, ...] = ()
-
-    def __post_init__(self) -> None:
-        _name(self.backup, "backup")
-        _int(self.term, "term", 0, MAX_U63)
-        self.report()              # validates the report's fields
-
-    def report(self) -> PortReport:
-        return PortReport(self.switch, self.digest, self.report_seq, self.report_term, self.ports, self.reach,
-                          self.external, self.bgp)
-
-    @staticmethod
-    def of(backup: str, term: int, r: PortReport) -> RelayedReport:
-        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach, r.external,
-                             r.bgp)
-
-
-@dataclass(frozen=True, slots=True)
-class NdFrame(Message):
-    """Neighbor discovery payload, carried in an Ethernet frame (see encode_nd_ethernet)."""
-
-    TYPE: ClassVar[int] = 12
-    SENDER_FIELD: ClassVar[str] = "switch"
-    FROM_MASTER: ClassVar[bool] = False
-    switch: str
-    port: int
-    expected: Endpoint
-    discovered: Endpoint | None = None
-    #: Graceful restart: the sender's client is about to restart; the peer keeps the link up for this
-    #: many milliseconds while PHY stays up (0 = normal frame). See client.nd.
-    hold_ms: int = 0
-
-    def __post_init__(self) -> None:
-        _name(self.switch, "switch")
-        _int(self.port, "port", MIN_PORT, MAX_PORT)
-        _endpoint(self.expected, "expected")
-        _endpoint(self.discovered, "discovered", optional=True)
-        _int(self.hold_ms, "hold_ms", 0, MAX_ND_HOLD_MS)
-
-
-@dataclass(frozen=True, slots=True)
-class DrainNotes(Message):
-    """Master -> backup: the whole drain book (who/when/why per drain, see proto.drains), replacing the
-    backup's. ``serial`` grows with every change of the book and continues across masters; the backup
-    answers DrainNotesAck(serial). ``notes`` is ``proto.drains.encode_notes()`` (checked on receipt)."""
-
-    TYPE: ClassVar[int] = 14
-    SENDER_FIELD: ClassVar[str] = "master"
-    FROM_MASTER: ClassVar[bool] = True
-    master: str
-    term: int
-    serial: int
-    notes: bytes
-
-    def __post_init__(self) -> None:
-        _name(self.master, "master")
-        _int(self.term, "term", 0, MAX_U63)
-        _int(self.serial, "serial", 0, MAX_U63)
-        _bytes(self.notes, "notes", MAX_LSD_BYTES)
-
-
-@dataclass(frozen=True, slots=True)
-class DrainNotesAck(Message):
-    """Backup -> master: the drain book of ``serial`` (in ``term``) is held."""
-
-    TYPE: ClassVar[int] = 15
-    SENDER_FIELD: ClassVar[str] = "backup"
-    FROM_MASTER: ClassVar[bool] = True
-    backup: str
-    term: int
-    serial: int
-
-    def __post_init__(self) -> None:
-        _name(self.backup, "backup")
-        _int(self.term, "term", 0, MAX_U63)
-        _int(self.serial, "serial", 0, MAX_U63)
-
-
-@dataclass(frozen=True, slots=True)
-class Challenge(Message):
-    """Freshness only (no routing meaning): carries the sender's incarnation, challenge (offer) and the
-    receiver's last offer (reflect) in its framing; sent by either side in answer to a stale frame (see
-    ``Codec.answer``). Receivers ignore it beyond the Codec."""
-
-    TYPE: ClassVar[int] = 16
-    SENDER_FIELD: ClassVar[str] = "origin"
-    FROM_MASTER: ClassVar[bool | None] = None  # masters and switches alike
-    origin: str
-
-    def __post_init__(self) -> None:
-        _name(self.origin, "origin")
-
-
-MESSAGE_TYPES: dict[int, type[Message]] = {
-    cls.TYPE: cls
-    for cls in (PortReport, ReportAck, LsdRequest, LsdFull, LsdDelta, Keepalive, Hello, VoteRequest, Vote,
-                ReplicationAck, StepDown, NdFrame, RelayedReport, DrainNotes, DrainNotesAck, Challenge)
-}
-_FIELD_NAMES = {cls: tuple(f.name for f in fields(cls)) for cls in MESSAGE_TYPES.values()}
-#: Fields without a default: an array may leave out the trailing fields that have one (older senders).
-_REQUIRED_FIELDS = {cls: sum(1 for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
-                    for cls in MESSAGE_TYPES.values()}
-
-
-# ---------------------------------------------------------------------------------------------------
-# Payload (msgpack arrays in field order)
-
-
-def _ep_out(ep: Endpoint | None) -> list | None:
-    return None if ep is None else [ep.switch, ep.port]
-
-
-def _ep_in(obj: Any, name: str) -> Endpoint | None:
-    if obj is None:
-        return None
-    if type(obj) is not list or len(obj) != 2:
-        raise MessageError(f"{name}: expected [switch, port]")
-    _name(obj[0], f"{name}.switch")
-    _int(obj[1], f"{name}.port", MIN_PORT, MAX_PORT)
-    return Endpoint(obj[0], obj[1])
-
-
-def _to_wire(msg: Message) -> list:
-    out = []
-    for name in _FIELD_NAMES[type(msg)]:
-        value = getattr(msg, name)
-        if name == "ports":
-            value = [[p.port, p.phy, p.nd, p.usable, p.admin, p.damped, _ep_out(p.miscabled_by)] for p in value]
-        elif name == "bgp":
-            value = [[b.peer, b.state, b.seconds, b.prefixes_in, b.prefixes_out, b.teardowns] for b in value]
-        elif isinstance(value, Endpoint):
-            value = _ep_out(value)
-        out.append(value)
-    return out
-
-
-def _from_wire(cls: type[Message], obj: Any) -> Message:
-    names = _FIELD_NAMES[cls]
-    if type(obj) is not list or not _REQUIRED_FIELDS[cls] <= len(obj) <= len(names):
-        raise MessageError(f"{cls.__name__}: payload must be an array of {_REQUIRED_FIELDS[cls]}..{len(names)} "
-                           "fields")
-    values = list(obj)
-    for i, name in enumerate(names[:len(values)]):
-        if name == "ports":
-            if type(values[i]) is not list:
-                raise MessageError("ports: expected array")
-            ports = []
-            for j, p in enumerate(values[i]):
-                if type(p) is not list or len(p) != 7:
-                    raise MessageError(f"ports[{j}]: expected array of 7 fields")
-                ports.append(PortStatus(*p[:6], miscabled_by=_ep_in(p[6], f"ports[{j}].miscabled_by")))
-            values[i] = tuple(ports)
-        elif name == "bgp":
-            if type(values[i]) is not list or len(values[i]) > MAX_BGP_SESSIONS:
-                raise MessageError(f"bgp: expected array of at most {MAX_BGP_SESSIONS}")
-            sessions = []
-            for j, b in enumerate(values[i]):
-                if type(b) is not list or len(b) != 6:
-                    raise MessageError(f"bgp[{j}]: expected array of 6 fields")
-                sessions.append(BgpSession(*b))
-            values[i] = tuple(sessions)
-        elif name == "reach" and type(values[i]) is list:
-            values[i] = tuple(values[i])
-        elif name in ("expected", "discovered"):
-            values[i] = _ep_in(values[i], name)
-            if values[i] is None and name == "expected":
-                raise MessageError("expected: must not be nil")
-    return cls(*values)
-
-
-def _unpack(payload: bytes) -> Any:
-    return msgpack.unpackb(
-        payload, raw=False, use_list=True, strict_map_key=True, max_str_len=4096, max_bin_len=MAX_DATAGRAM,
-        max_array_len=MAX_DATAGRAM, max_map_len=0, max_ext_len=0,
-    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -923,7 +370,7 @@ class Codec:
         ``key=KeyKind.GROUP`` for multicast to clients. Each call consumes one sequence number of the stream.
         """
         cls = type(msg)
-        if cls not in _FIELD_NAMES:
+        if MESSAGE_TYPES.get(getattr(cls, "TYPE", None)) is not cls:
             raise EncodeError(f"not a wire message: {cls.__name__}")
         if msg.sender != self.local_id:
             raise EncodeError(f"{cls.__name__}.{cls.SENDER_FIELD} is {msg.sender!r}, but this codec "
@@ -938,7 +385,7 @@ class Codec:
         except AuthError as e:
             raise EncodeError(str(e)) from None
         mac = template.copy()
-        payload = msgpack.packb(_to_wire(msg), use_bin_type=True)
+        payload = encode_payload(msg)
         stream = self._stream(msg, to, kind)
         body_len = _FIXED.size + 2 + len(self.local_id.encode()) + len(owner.encode()) + len(payload)
         if body_len + TAG_LEN > MAX_DATAGRAM:
@@ -1040,12 +487,9 @@ class Codec:
         if inc == 0 or seq == 0:
             raise DecodeError("malformed", f"{cls.__name__} from {sender!r}: incarnation and seq must be > 0")
         try:
-            msg = _from_wire(cls, _unpack(data[pos:end]))
+            msg = decode_payload(cls, memoryview(data)[pos:end])
         except MessageError as e:
-            raise DecodeError("malformed", f"{cls.__name__} from {sender!r}: {e}") from None
-        except Exception as e:  # msgpack raises a zoo of exception types for bad input
-            raise DecodeError("malformed", f"{cls.__name__} from {sender!r}: bad msgpack: "
-                                           f"{type(e).__name__}") from None
+            raise DecodeError("malformed", f"from {sender!r}: {e}") from None
         if msg.sender != sender:
             raise DecodeError("wrong_sender", f"{cls.__name__}.{cls.SENDER_FIELD}={msg.sender!r} "
                                               f"sent by {sender!r}")

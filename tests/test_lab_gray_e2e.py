@@ -14,16 +14,14 @@ a few seconds.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from lab import inject, nft
-from lab.fabric import LAB_DEFAULT_TIMERS, Lab, LabError, teardown, wait_until
+from lab.fabric import LAB_DEFAULT_TIMERS, Lab, wait_until
+from tests.harness.labs import running_lab
 from tests.harness.labwatch import down_links, link_everywhere, serving
 
 ovs = pytest.mark.ovs
@@ -52,19 +50,8 @@ def _xfail(reason: str | None):  # noqa: ANN202 - a decorator
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = f"graylab{os.getpid() % 100000}"
-    d = Path("/tmp") / f"fplab-{name}"
-    try:
-        fabric_lab = Lab.up(name=name, lab_dir=d, clos={**LEAFSPINE, "timers": TIMERS}, clean=True, timeout=90.0,
-                            log=lambda m: None)
-    except LabError as e:
-        pytest.fail(f"lab did not come up: {e}", pytrace=False)
-    try:
-        yield fabric_lab
-    finally:
-        fabric_lab.close()
-        teardown(d, name=name, log=lambda m: None)
-        shutil.rmtree(d, ignore_errors=True)
+    with running_lab("graylab", {**LEAFSPINE, "timers": TIMERS}) as the_lab:
+        yield the_lab
 
 
 # ---------------------------------------------------------------------------------------------- helpers

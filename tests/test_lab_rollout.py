@@ -17,9 +17,7 @@ Bounded waits only; behaviour is asserted (pairs reachable, what the masters hol
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -38,10 +36,10 @@ from lab.fabric import (
     Lab,
     LabError,
     load_fabric,
-    teardown,
     wait_until,
 )
 from lab.reload import _Poster, _token, reload_lab
+from tests.harness.labs import running_lab
 
 ovs = pytest.mark.ovs
 
@@ -52,19 +50,8 @@ CLOS = {"spines": 2, "pods": 0, "leaves": 4, "masters": 3, "timers": TIMERS}
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = f"ro{os.getpid() % 100000}"
-    d = Path("/tmp") / f"fplab-rollout-{name}"
-    try:
-        fabric_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=90.0, log=lambda m: None)
-    except LabError as e:
-        pytest.fail(f"lab did not come up: {e}", pytrace=False)
-    try:
-        yield fabric_lab
-    finally:
-        fabric_lab.close()
-        teardown(d, name=name, log=lambda m: None)
-        if os.environ.get("FIREPATH_KEEP_LOGS") is None:
-            shutil.rmtree(d, ignore_errors=True)
+    with running_lab("ro", CLOS, keep_logs_env="FIREPATH_KEEP_LOGS") as the_lab:
+        yield the_lab
 
 
 def _broken_pairs(lab: Lab, tries: float = 4.0) -> dict[tuple[str, str], int]:

@@ -9,8 +9,6 @@ what the client computed and what OVS holds.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from lab import inject
-from lab.fabric import LAB_DEFAULT_TIMERS, Lab, LabError, teardown, wait_until
+from lab.fabric import LAB_DEFAULT_TIMERS, Lab, wait_until
+from tests.harness.labs import running_lab
 
 pytestmark = [pytest.mark.ovs, pytest.mark.timeout(420)]
 
@@ -34,19 +33,8 @@ HEADER = {"master", "role", "term", "leader", "version", "held"}
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = f"cli{os.getpid() % 100000}"
-    d = Path("/tmp") / f"fplab-{name}"
-    try:
-        the_lab = Lab.up(name=name, lab_dir=d, clos={**CLOS, "timers": TIMERS}, clean=True, timeout=90.0,
-                         log=lambda m: None)
-    except LabError as e:
-        pytest.fail(f"lab did not come up: {e}", pytrace=False)
-    try:
+    with running_lab("cli", {**CLOS, "timers": TIMERS}) as the_lab:
         yield the_lab
-    finally:
-        the_lab.close()
-        teardown(d, name=name, log=lambda m: None)
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def fp(lab: Lab, *argv: str) -> subprocess.CompletedProcess:

@@ -268,3 +268,36 @@ def test_a_client_held_back_still_hears_its_master() -> None:
     for k in range(1, 6):
         got += core.tick(0.2 + 0.05 * k)
     assert sends(got, "leaf-1", LsdFull) == [] and sends(got, "leaf-1", Keepalive)
+
+
+
+def _client_sends(actions: list) -> list[tuple[str, object]]:
+    """(destination, message) of every Send to a switch (peers of the FMRP table are masters: left out)."""
+    from controller.actions import Send
+
+    return [(a.dest, a.msg) for a in actions if isinstance(a, Send) and not a.dest.startswith("m")]
+
+
+def test_prepare_changes_nothing_any_client_receives() -> None:
+    """Phase one is invisible to the fabric: a prepared master sends every switch exactly what an unprepared
+    one sends for the same input (reports under the current config, a link going down, timer ticks), and a
+    report under the next config publishes nothing until the commit."""
+    cur, nxt = make_fabric(NO_GUARD), make_fabric(NO_GUARD, leaves=4)
+    plain, prepared = master(cur), master(cur)
+    for core in (plain, prepared):
+        all_report(core, cur, 0.0, 1)
+    assert prepared.rollout_prepare(nxt, 0.1)
+    steps = [(0.2 + 0.01 * i, s.name, report(cur, s.name, seq=2)) for i, s in enumerate(cur.switches)]
+    ports = cur.fabric_ports("leaf-1")
+    steps.append((0.5, "leaf-1", report(cur, "leaf-1", usable=set(ports[1:]), seq=3)))   # a link goes down
+    t = 0.6
+    for now, sender, msg in steps:
+        assert _client_sends(prepared.handle(sender, msg, now)) == _client_sends(plain.handle(sender, msg, now))
+    while t < 3.0:                                  # keepalives, refresh timers
+        assert _client_sends(prepared.tick(t)) == _client_sends(plain.tick(t))
+        t += 0.05
+    v, states = prepared.version, prepared.lsd.states()
+    assert (v, states) == (plain.version, plain.lsd.states())
+    acts = prepared.handle("leaf-2", report(nxt, "leaf-2", seq=4), 3.0)
+    assert rejected(acts) == [] and not [m for _, m in _client_sends(acts) if isinstance(m, LsdFull)]
+    assert (prepared.version, prepared.lsd.states()) == (v, states)

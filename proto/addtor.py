@@ -1,0 +1,192 @@
+"""Add a ToR (a rack) to a fabric config without moving anything that exists (issue #21: a rack added).
+
+The Clos generator numbers switches and ports by position, so regenerating a fabric with one more ToR per pod
+renumbers ids and agg ports: a change a running fabric cannot take without re-cabling. `add_tor` grows a config
+additively instead, modelled on an existing ToR (`like`):
+
+- the new ToR is cabled to the same neighbours as `like`, with as many parallel links, on the same local
+  ports; on each neighbour it takes the next free port (above every port its links and hosts use);
+- id: one above the highest; loopback: `like`'s loopback moved by the id difference (the generator's plan:
+  block + id) if that address is free, else the next free address above the highest loopback;
+- prefix: for each of `like`'s prefixes, the next free prefix of the same length above the highest ToR
+  prefix; hosts: as many as `like` has, on the same ports, at the same offsets in the new prefix, named
+  `h-<suffix>-<k>` (`suffix`: the ToR name without its role word), MACs 02:01:<id, 3 bytes>:<k>;
+- `ovs:`/`rest_port:` follow `like`'s (port + id difference) when `like` has them.
+
+The text is edited, not re-rendered: the switch block is appended to `switches:` and the links to `links:`,
+both in block style, so comments and every other section stay as they are. The result is validated by the
+loader, and every existing switch keeps its position, id, ports and hosts. Errors: ConfigError naming the file
+and field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+
+import yaml
+
+from proto.config import ConfigError, Fabric, parse_fabric
+
+__all__ = ["AddedTor", "add_tor"]
+
+MAX_PORT = 65279     # OpenFlow's highest physical port number (OFPP_MAX - 1)
+
+
+@dataclass(frozen=True)
+class AddedTor:
+    """What `add_tor` added: the new config text and the names, for a log line and for the lab."""
+
+    text: str
+    switch: str
+    links: tuple[str, ...]       # link names, as Link.name
+    hosts: tuple[str, ...]
+    prefixes: tuple[str, ...]
+
+
+def add_tor(text: str, source: str, like: str, name: str | None = None, base_dir: Path | None = None) -> AddedTor:
+    """`text` (the config at `source`) with one more ToR cabled like `like`. Raises ConfigError."""
+    fabric = parse_fabric(text, source=source, base_dir=base_dir)
+    try:
+        tmpl = fabric.switch(like)
+    except KeyError:
+        raise ConfigError(source, None, "switches", f"--like {like}: no such switch") from None
+    if tmpl.role.value != "tor":
+        raise ConfigError(source, None, "switches", f"--like {like}: a {tmpl.role.value}, not a ToR")
+    names = {s.name for s in fabric.switches}
+    new_name = name or _next_name(like, names)
+    if new_name in names:
+        raise ConfigError(source, None, "switches", f"--name {new_name}: already a switch")
+    new_id = max(s.id for s in fabric.switches) + 1
+    used_ports = _used_ports(fabric)
+    links: list[tuple[int, str, int]] = []            # (our port, neighbour, its port)
+    for li in fabric.links_of(like):
+        link = fabric.links[li]
+        mine, other = (link.a, link.b) if link.a.switch == like else (link.b, link.a)
+        port = max(used_ports.get(other.switch, {0})) + 1
+        if port > MAX_PORT:
+            raise ConfigError(source, None, "links", f"{other.switch}: no free port above {port - 1}")
+        used_ports.setdefault(other.switch, {0}).add(port)
+        links.append((mine.port, other.switch, port))
+    taken = [p for s in fabric.switches for p in s.prefixes] + [s.loopback for s in fabric.switches if s.loopback]
+    prefixes = [_next_prefix(p, [q for s in fabric.switches if s.role.value == "tor" for q in s.prefixes], taken,
+                             source) for p in tmpl.prefixes]
+    taken += prefixes
+    loopback = _loopback(fabric, tmpl.loopback, new_id - tmpl.id, taken, source) if tmpl.loopback else None
+    suffix = new_name.split("-", 1)[1] if "-" in new_name else new_name
+    hosts = []
+    for k, h in enumerate(tmpl.hosts, 1):
+        home = next((p for p in tmpl.prefixes if h.ip in p), tmpl.prefixes[0])
+        net = prefixes[tmpl.prefixes.index(home)]
+        ip = IPv4Address(int(net.network_address) + int(h.ip) - int(home.network_address))
+        mac = "02:01:" + ":".join(f"{b:02x}" for b in new_id.to_bytes(3, "big")) + f":{k:02x}"
+        hosts.append((f"h-{suffix}-{k}", h.port, ip, mac))
+    block = _switch_block(new_name, new_id, loopback, prefixes, hosts, tmpl, new_id - tmpl.id)
+    link_lines = [f'- {{a: "{new_name}:{mine}", b: "{other}:{port}"}}' for mine, other, port in links]
+    out = _append(text, source, "switches", block)
+    out = _append(out, source, "links", link_lines)
+    grown = parse_fabric(out, source=source, base_dir=base_dir)
+    for i, s in enumerate(fabric.switches):       # additive: what exists is untouched (a bug here, not input)
+        assert grown.switches[i] == s, s.name
+    return AddedTor(out, new_name, tuple(f"{new_name}:{m}-{o}:{p}" for m, o, p in links),
+                    tuple(h[0] for h in hosts), tuple(str(p) for p in prefixes))
+
+
+def _next_name(like: str, names: set[str]) -> str:
+    head, _, tail = like.rpartition("-")
+    if head and tail.isdigit():
+        n = int(tail) + 1
+        while f"{head}-{n}" in names:
+            n += 1
+        return f"{head}-{n}"
+    n = 2
+    while f"{like}-{n}" in names:
+        n += 1
+    return f"{like}-{n}"
+
+
+def _used_ports(fabric: Fabric) -> dict[str, set[int]]:
+    used: dict[str, set[int]] = {s.name: {0} for s in fabric.switches}
+    for link in fabric.links:
+        used[link.a.switch].add(link.a.port)
+        used[link.b.switch].add(link.b.port)
+    for h in fabric.hosts:
+        used[h.tor].add(h.port)
+    for s in fabric.switches:
+        for peer in (s.bgp.peers if s.bgp else ()):
+            used[s.name].add(peer.port)
+    return used
+
+
+def _overlaps(net: IPv4Network, taken: list[IPv4Network]) -> bool:
+    return any(net.overlaps(t) for t in taken)
+
+
+def _next_prefix(like: IPv4Network, tor_prefixes: list[IPv4Network], taken: list[IPv4Network],
+                 source: str) -> IPv4Network:
+    """The first prefix of `like`'s length above the highest ToR prefix of that length that overlaps nothing."""
+    same = [p for p in tor_prefixes if p.prefixlen == like.prefixlen]
+    start = int(max(same, key=lambda p: int(p.network_address)).network_address) if same else int(like.network_address)
+    size = like.num_addresses
+    addr = start + size
+    for _ in range(1 << 16):
+        if addr + size > 1 << 32:
+            break
+        net = IPv4Network((addr, like.prefixlen))
+        if not _overlaps(net, taken):
+            return net
+        addr += size
+    raise ConfigError(source, None, "prefixes", f"no free /{like.prefixlen} above {IPv4Address(start)}")
+
+
+def _loopback(fabric: Fabric, like: IPv4Network, shift: int, taken: list[IPv4Network], source: str) -> IPv4Network:
+    planned = IPv4Network((int(like.network_address) + shift, 32))
+    if not _overlaps(planned, taken):
+        return planned
+    top = max(int(s.loopback.network_address) for s in fabric.switches if s.loopback)
+    for addr in range(top + 1, min(top + (1 << 16), 1 << 32)):
+        net = IPv4Network((addr, 32))
+        if not _overlaps(net, taken):
+            return net
+    raise ConfigError(source, None, "loopback", "no free /32 for the new ToR's loopback")
+
+
+def _switch_block(name: str, sid: int, loopback: IPv4Network | None, prefixes: list[IPv4Network],
+                  hosts: list[tuple[str, int, IPv4Address, str]], tmpl: object, shift: int) -> list[str]:
+    """The new switch as block-style YAML lines (no list indentation: `_append` adds it)."""
+    lines = [f"- name: {name}", f"  id: {sid}", "  role: tor"]
+    if loopback is not None:
+        lines.append(f"  loopback: {loopback}")
+    lines.append(f"  prefixes: [{', '.join(map(str, prefixes))}]")
+    ovs = getattr(tmpl, "ovs", None)
+    if ovs:
+        scheme, _, rest = ovs.partition(":")
+        host, _, port = rest.rpartition(":")
+        lines.append(f"  ovs: {scheme}:{host}:{int(port) + shift}" if port.isdigit() else f"  ovs: {ovs}")
+    rest_port = getattr(tmpl, "rest_port", None)
+    if rest_port is not None:
+        lines.append(f"  rest_port: {rest_port + shift}")
+    if hosts:
+        lines.append("  hosts:")
+        lines += [f'    - {{name: {h}, port: {p}, ip: {ip}, mac: "{mac}"}}' for h, p, ip, mac in hosts]
+    return lines
+
+
+def _append(text: str, source: str, key: str, items: list[str]) -> str:
+    """`text` with `items` (lines of one or more block-sequence entries) appended to the top-level sequence
+    `key`, at the indentation of its existing entries."""
+    root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    node = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+    if not isinstance(node, yaml.SequenceNode) or node.flow_style or not node.value:
+        raise ConfigError(source, None, key, "adding a ToR needs a non-empty block-style sequence here")
+    indent = " " * node.value[0].start_mark.column
+    # an entry's mark is after its "- ": the dash sits two columns left of it
+    indent = indent[:-2] if len(indent) >= 2 else ""
+    lines = text.splitlines(keepends=True)
+    end = node.end_mark.line + (1 if node.end_mark.column > 0 else 0)
+    while end > 0 and not lines[end - 1].strip():             # before blank lines that close the block
+        end -= 1
+    if end and not lines[end - 1].endswith("\n"):
+        lines[end - 1] += "\n"
+    return "".join(lines[:end]) + "".join(f"{indent}{line}\n" for line in items) + "".join(lines[end:])

@@ -1,0 +1,86 @@
+"""`firepath config add-tor` (proto/addtor.py): a rack added without moving anything that exists (issue #21)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proto.addtor import add_tor
+from proto.cli import main
+from proto.clos import ClosParams, generate_clos_yaml
+from proto.config import ConfigError, parse_fabric
+
+
+def _clos3(**kw) -> str:
+    return generate_clos_yaml(ClosParams(name="t", spines=2, pods=2, aggs_per_pod=2, tors_per_pod=2, hosts_per_tor=2,
+                                         masters=1, ovs_base_port=41000, rest_base_port=40000, **kw))
+
+
+def test_a_tor_added_like_another_keeps_everything_and_takes_the_next_free_ports_prefix_and_id() -> None:
+    text = _clos3()
+    old = parse_fabric(text, source="f.yaml")
+    added = add_tor(text, "f.yaml", "tor-2-2")
+    new = parse_fabric(added.text, source="f.yaml")
+    assert added.switch == "tor-2-3" and added.hosts == ("h-2-3-1", "h-2-3-2")
+    assert new.switches[: len(old.switches)] == old.switches                     # nothing moved
+    assert [link.name for link in new.links[: len(old.links)]] == [link.name for link in old.links]
+    sw = new.switch("tor-2-3")
+    assert sw.id == max(s.id for s in old.switches) + 1 and sw.role.value == "tor"
+    assert sw.ovs == f"tcp:127.0.0.1:{41000 + sw.id}" and sw.rest_port == 40000 + sw.id
+    assert all(not p.overlaps(q) for s in old.switches for q in s.prefixes for p in sw.prefixes)
+    assert sw.loopback not in [s.loopback for s in old.switches]
+    # cabled like tor-2-2: the same aggs, one link each, on the aggs' next free port
+    like = {new.links[i].b.switch if new.links[i].a.switch == "tor-2-2" else new.links[i].a.switch
+            for i in old.links_of("tor-2-2")}
+    mine = [new.links[i] for i in new.links_of("tor-2-3")]
+    assert {lk.b.switch for lk in mine} == like
+    for lk in mine:
+        assert lk.b.port == max(old.fabric_ports(lk.b.switch)) + 1
+    assert {h.ip for h in sw.hosts} <= {a for p in sw.prefixes for a in p.hosts()}
+    assert len({h.mac for h in new.hosts}) == len(new.hosts)
+    assert new.digest != old.digest
+    # again: tor-2-4, on the next ports and prefix
+    again = parse_fabric(add_tor(added.text, "f.yaml", "tor-2-3").text, source="f.yaml")
+    assert again.switch("tor-2-4").prefixes[0] != sw.prefixes[0]
+
+
+def test_a_leaf_added_to_a_leaf_spine_connects_every_spine() -> None:
+    text = generate_clos_yaml(ClosParams(name="t", spines=3, pods=0, leaves=4, uplinks=2, masters=1))
+    added = parse_fabric(add_tor(text, "f.yaml", "leaf-4").text, source="f.yaml")
+    links = [added.links[i] for i in added.links_of("leaf-5")]
+    assert len(links) == 6 and {lk.b.switch for lk in links} == {"spine-1", "spine-2", "spine-3"}
+
+
+@pytest.mark.parametrize(("like", "name", "why"), [
+    ("spine-1", None, "a spine, not a ToR"),
+    ("nosuch", None, "no such switch"),
+    ("tor-1-1", "tor-1-2", "already a switch"),
+])
+def test_bad_requests_name_the_problem(like: str, name: str | None, why: str) -> None:
+    with pytest.raises(ConfigError, match=why):
+        add_tor(_clos3(), "f.yaml", like, name)
+
+
+def test_a_flow_style_switch_list_is_refused_not_mangled() -> None:
+    text = _clos3()
+    f = parse_fabric(text, source="f.yaml")
+    import yaml
+
+    doc = yaml.safe_load(text)
+    flow = yaml.safe_dump(doc, default_flow_style=True)
+    assert parse_fabric(flow, source="f.yaml").digest == f.digest
+    with pytest.raises(ConfigError, match="block-style"):
+        add_tor(flow, "f.yaml", "tor-1-1")
+
+
+def test_cli_prints_or_rewrites(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "fabric.yaml"
+    cfg.write_text(_clos3())
+    assert main(["config", "add-tor", str(cfg), "--like", "tor-1-1"]) == 0
+    out, err = capsys.readouterr()
+    assert "name: tor-1-3" in out and "added tor-1-3" in err and "tor-1-3" not in cfg.read_text()
+    assert main(["config", "add-tor", str(cfg), "--like", "tor-1-1", "--write"]) == 0
+    assert parse_fabric(cfg.read_text(), source=str(cfg)).switch("tor-1-3").hosts
+    assert main(["config", "add-tor", str(cfg), "--like", "agg-1-1"]) == 1
+    assert "not a ToR" in capsys.readouterr().err
