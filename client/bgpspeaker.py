@@ -35,12 +35,12 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
-from client.border import Announce, BorderCore, Provide, Teardown, Withdraw, parse_prefix
+from client.border import Announce, BorderCore, ExternalPorts, Provide, Teardown, Withdraw, parse_prefix
 from proto.config import Fabric
 
 log = logging.getLogger("firepath.border")
 
-__all__ = ["BorderSpeaker", "ExaBgp", "SessionEvent", "UpdateEvent", "command", "exabgp_config", "parse_event"]
+__all__ = ["BorderSpeaker", "ExaBgp", "PasswordError", "SessionEvent", "UpdateEvent", "command", "exabgp_config", "parse_event"]
 
 EXABGP = "exabgp"
 #: How often the speaker looks at the switch's routes (fabric reach of the aggregates) and at ARP.
@@ -70,19 +70,36 @@ def exabgp_config(fabric: Fabric, switch: str, process_argv: list[str]) -> str:
         raise ValueError(f"switch {switch}: no bgp: section")
     run = " ".join(process_argv)
     out = [f"process firepath {{\n    run {run};\n    encoder json;\n}}\n"]
-    for p in sw.bgp.peers:
+    for j, p in enumerate(sw.bgp.peers):
         router_id = sw.bgp.router_id or p.local_address.ip
         lines = [f"neighbor {p.address} {{", f"    router-id {router_id};", f"    local-address {p.local_address.ip};",
                  f"    local-as {p.local_as};", f"    peer-as {p.peer_as};", f"    hold-time {p.hold_time};"]
         if p.password_file is not None:
-            secret = p.password_file.read_text().strip()
-            if not secret or '"' in secret or "\n" in secret:
-                raise ValueError(f"{p.password_file}: peer {p.address}: password must be one line without quotes")
-            lines.append(f'    md5-password "{secret}";')
+            lines.append(f'    md5-password "{read_password(fabric, switch, j, p)}";')
         lines += ["    api {", "        processes [ firepath ];", "        neighbor-changes;",
                   "        receive { parsed; update; }", "    }", "}"]
         out.append("\n".join(lines) + "\n")
     return "\n".join(out)
+
+
+class PasswordError(ValueError):
+    """A peer's `password_file` cannot be used (the message names config, switch, peer, file and reason)."""
+
+
+def read_password(fabric: Fabric, switch: str, index: int, peer: Any) -> str:
+    """The TCP MD5 key of `peer` (`switches[switch].bgp.peers[index]`), checked by
+    `proto.auth.read_tcp_md5_key`; PasswordError names where and why."""
+    from proto.auth import AuthError, read_tcp_md5_key
+
+    try:
+        return read_tcp_md5_key(peer.password_file)
+    except AuthError as e:
+        raise PasswordError(f"{password_where(fabric, switch, index, peer)}: {e}") from None
+
+
+def password_where(fabric: Fabric, switch: str, index: int, peer: Any) -> str:
+    return (f"{fabric.source}: switch {switch}: bgp.peers[{index}] (peer {peer.address}): password_file "
+            f"{peer.password_file}")
 
 
 def parse_event(line: str | bytes) -> SessionEvent | UpdateEvent | None:
@@ -267,11 +284,16 @@ class BorderSpeaker:
 
     def __init__(self, fabric: Fabric, switch: str, workdir: Path, *, report: Callable[[int], None],
                  program: Callable[[dict], None], fabric_prefixes: Callable[[], Any],
-                 netns: str | None = None, clock: Callable[[], float] = time.monotonic) -> None:
-        self.core = BorderCore(fabric, switch)
+                 netns: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 report_sessions: Callable[[tuple], None] | None = None,
+                 set_ports: Callable[[tuple[int, ...], bool], None] | None = None) -> None:
+        self.core = BorderCore(fabric, switch, clock())
         self.clock = clock
         self.netns = netns
         self._report, self._program, self._fabric_prefixes = report, program, fabric_prefixes
+        self._report_sessions = report_sessions
+        self._set_ports = set_ports
+        self._summary: tuple = ()
         self._ports = {str(p.address): p.port for p in self.core.bgp.peers}
         self._macs: dict[str, str] = {}
         self._programmed: dict | None = None
@@ -280,7 +302,8 @@ class BorderSpeaker:
         self.exabgp = ExaBgp(fabric, switch, workdir, self._on_event, netns=netns)
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self.counters = {"looped": 0, "malformed": 0, "teardowns": 0, "commands": 0, "unresolved": 0}
+        self.counters = {"looped": 0, "malformed": 0, "teardowns": 0, "commands": 0, "unresolved": 0,
+                         "ports_down": 0, "ports_up": 0}
 
     def start(self) -> None:
         self.exabgp.start()
@@ -312,6 +335,7 @@ class BorderSpeaker:
                 self.counters["looped"] += event.looped
                 self.counters["malformed"] += event.malformed
                 actions = self.core.update(event.peer, event.announced, event.withdrawn, now)
+            self._sessions(now)         # first: a report the actions trigger (external bits) carries it
             self._execute(actions)
 
     def poke(self) -> None:
@@ -328,13 +352,16 @@ class BorderSpeaker:
                 prefixes = self._fabric_prefixes()
                 now = self.clock()
                 with self.lock:
-                    self._execute(self.core.fabric_reach(prefixes, now))
+                    actions = self.core.fabric_reach(prefixes, now)
                     deadline = self.core.next_deadline(now)
                     if deadline is not None and now >= deadline:
-                        self._execute(self.core.tick(now))
+                        actions += self.core.tick(now)
+                    self._sessions(now)
+                    self._execute(actions)
                     if self.core.provided.routes and self._unresolved():
                         self._macs = neighbour_macs(self.netns)
                         self._apply(self.core.provided)
+                    self._sessions(now)
             except Exception:
                 log.exception("border poll failed")
 
@@ -345,15 +372,31 @@ class BorderSpeaker:
                 if isinstance(a, Teardown):
                     self.counters["teardowns"] += 1
                     log.warning("bgp teardown peer=%s: %s", a.peer, a.reason)
+                else:
+                    log.info("bgp %s peer=%s prefix=%s", "announce" if isinstance(a, Announce) else "withdraw",
+                             a.peer, a.prefix)
                 self.counters["commands"] += 1
                 if not self.exabgp.send(command(a)):
                     log.warning("exabgp API not connected: dropped %r", command(a))
+            elif isinstance(a, ExternalPorts):
+                log.warning("border %s: external ports %s %s", "reaches the fabric again" if a.up
+                            else "reaches no fabric prefix", list(a.ports), "up" if a.up else "down")
+                self.counters["ports_up" if a.up else "ports_down"] += 1
+                if self._set_ports is not None:
+                    self._set_ports(a.ports, a.up)
             elif isinstance(a, Provide):
                 log.info("border provides bits=%#x routes=%s", a.bits,
                          {str(p): list(v) for p, v in a.routes.items()})
                 if any(peer not in self._macs for peers in a.routes.values() for peer in peers):
                     self._macs = neighbour_macs(self.netns)
                 self._apply(a)
+
+    def _sessions(self, now: float) -> None:
+        """Hand the sessions' summary (`BorderCore.summary`) to the client core when it changed."""
+        summary = self.core.summary(now)
+        if summary != self._summary and self._report_sessions is not None:
+            self._summary = summary
+            self._report_sessions(summary)
 
     def _unresolved(self) -> bool:
         return any(peer not in self._macs for peers in self.core.provided.routes.values() for peer in peers)

@@ -10,7 +10,7 @@ itself is a real speaker's (ExaBGP, driven by `client.bgpspeaker`), which feeds 
     core.update(peer, announced, withdrawn, now)    # prefixes -> next hop, prefixes (one BGP UPDATE)
     core.fabric_reach(prefixes, now)                # the fabric prefixes this border routes now
     core.tick(now)                                  # at core.next_deadline(): damping reuse
-    -> [Announce | Withdraw | Teardown | Provide]
+    -> [Announce | Withdraw | Teardown | Provide | ExternalPorts]
 
 Rules:
 - **Origination into the fabric** (`Provide`): the border provides each of its external prefixes
@@ -21,6 +21,12 @@ Rules:
 - **Announcement to the outside**: each cluster aggregate (`bgp.announce`) is announced to every
   Established peer while the fabric reaches at least one fabric prefix inside it (a border cut off from the
   fabric stops attracting traffic it could only drop), and withdrawn otherwise.
+- **Link-state tracking** (`bgp.track_fabric`, on by default): when the border stops reaching every fabric
+  prefix it takes its external ports down (`ExternalPorts(up=False)`), and up again when it reaches one
+  (also the first time it does, so ports a previous client left down come back). The router outside loses
+  carrier and drops the border from its ECMP at once — a BGP withdraw alone waits for the router's route
+  processing (FRR: a fixed 50 ms work-queue hold in bgpd, then zebra's 10 ms). The sessions go down with
+  the ports and come back after the fabric does; losing them that way does not count as a flap (damping).
 - **Max-prefix** (RFC 4271 section 6.7 / RFC 4486 cease subcode 1): a peer announcing more distinct
   prefixes than its `max_prefix` is torn down (`Teardown`) and ignored until `MAX_PREFIX_RESTART`
   seconds have passed; its routes are forgotten at once.
@@ -42,7 +48,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from proto.config import BgpPeer, Fabric, external_prefixes
 
-__all__ = ["Announce", "BorderCore", "PeerView", "Provide", "Teardown", "Withdraw"]
+__all__ = ["Announce", "BorderCore", "ExternalPorts", "PeerView", "Provide", "Teardown", "Withdraw"]
 
 PENALTY = 1000.0
 SUPPRESS = 2000.0
@@ -73,6 +79,14 @@ class Teardown:
     peer: str
     subcode: int
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalPorts:
+    """Take the border's external (peer-facing) ports down or up (link-state tracking, `bgp.track_fabric`)."""
+
+    up: bool
+    ports: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +130,7 @@ class _Damp:
 
 
 class BorderCore:
-    def __init__(self, fabric: Fabric, switch: str) -> None:
+    def __init__(self, fabric: Fabric, switch: str, now: float = 0.0) -> None:
         sw = fabric.switch(switch)
         if sw.bgp is None:
             raise ValueError(f"{fabric.source}: switch {switch}: no bgp: section (not an eBGP border)")
@@ -124,9 +138,11 @@ class BorderCore:
         self.bgp = sw.bgp
         self.external = external_prefixes(sw)
         self.aggregates = sw.bgp.announce
-        self.peers: dict[str, PeerView] = {str(p.address): PeerView(p) for p in sw.bgp.peers}
+        self.peers: dict[str, PeerView] = {str(p.address): PeerView(p, since=now) for p in sw.bgp.peers}
         self._damp: dict[tuple[str, IPv4Network], _Damp] = {}
         self._reach: dict[IPv4Network, bool] = {a: False for a in self.aggregates}
+        self._isolated: bool | None = None        # no fabric prefix reachable (None: not known yet)
+        self.ports = tuple(sorted({p.port for p in sw.bgp.peers}))
         self._provided = Provide(0, {})
         self.ignored = 0          # events about unknown peers / bad prefixes
         self.flaps = 0
@@ -147,7 +163,8 @@ class BorderCore:
             view.announced.clear()
             out += self._announcements(view)
         else:
-            self._forget(view, now)
+            # a session lost because the border took its own external ports down is not the peer's flap
+            self._forget(view, now, flap=not (self._isolated and self.bgp.track_fabric))
             view.announced.clear()
         return out + self._provide(now)
 
@@ -182,11 +199,16 @@ class BorderCore:
     def fabric_reach(self, prefixes: Iterable[IPv4Network], now: float) -> list:
         """The fabric prefixes this border currently routes (its route table's keys, own ones included)."""
         fabric = [p for p in prefixes if p.prefixlen > 0]
+        out: list = []
+        isolated = not fabric
+        # down only from a known reach (a client starting has no routes yet); up from any state
+        if isolated != self._isolated and self.bgp.track_fabric and (not isolated or self._isolated is not None):
+            out.append(ExternalPorts(not isolated, self.ports))
+        self._isolated = isolated
         reach = {a: any(p.subnet_of(a) for p in fabric) for a in self.aggregates}
         if reach == self._reach:
-            return []
+            return out
         self._reach = reach
-        out: list = []
         for view in self.peers.values():
             if view.established:
                 out += self._announcements(view)
@@ -213,6 +235,17 @@ class BorderCore:
     def sessions(self, now: float) -> list[dict]:
         return [v.state(now) for v in self.peers.values()]
 
+    def summary(self, now: float) -> tuple[tuple[int, int, float, int, int, int], ...]:
+        """Per peer, in config order: (index, state, since, prefixes in, prefixes out, teardowns), state as
+        `proto.messages.BgpSession` (0 idle, 1 established, 2 held down after max-prefix) — what the
+        border's reports carry to the master (`PortReport.bgp`)."""
+        out = []
+        for k, v in enumerate(self.peers.values()):
+            state = 2 if now < v.blocked_until else 1 if v.established else 0
+            since = v.blocked_until - MAX_PREFIX_RESTART if state == 2 else v.since if v.since is not None else now
+            out.append((k, state, since, len(v.rib), len(v.announced), v.teardowns))
+        return tuple(out)
+
     def suppressed(self, now: float) -> list[tuple[str, IPv4Network]]:
         return sorted((k for k in self._damp if self._suppressed(k, now)), key=lambda k: (k[0], int(k[1].network_address)))
 
@@ -230,9 +263,9 @@ class BorderCore:
                 out.append(Withdraw(peer, agg))
         return out
 
-    def _forget(self, view: PeerView, now: float) -> None:
+    def _forget(self, view: PeerView, now: float, flap: bool = True) -> None:
         peer = str(view.config.address)
-        for prefix in list(view.rib):
+        for prefix in list(view.rib) if flap else ():
             self._flap(peer, prefix, now)
         view.rib.clear()
 

@@ -94,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
                               ovsdb=args.ovsdb, bgp_dir=bgp_dir if switch.bgp is not None else None)
     except RuntimeError as e:          # an eBGP border without its speaker (exabgp not installed)
         return _fatal(log, str(e))
+    except ValueError as e:            # an eBGP peer's password file (client.bgpspeaker.PasswordError)
+        print(f"firepath client: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         return _fatal(log, f"cannot open the UDP socket towards the masters on {args.bind}: {e}")
     stop = threading.Event()

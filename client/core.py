@@ -129,6 +129,12 @@ class ClientCore:
         self._run(self.reporter.set_external(bits, now), now, out)
         return out
 
+    def set_bgp(self, sessions: tuple, now: float) -> list[Action]:
+        """eBGP border (issue #13): its sessions' summary for the master (`Reporter.set_bgp`)."""
+        out: list[Action] = []
+        self._run(self.reporter.set_bgp(sessions, now), now, out)
+        return out
+
     def tick(self, now: float) -> list[Action]:
         out: list[Action] = []
         self._run(self.ports.tick(now), now, out)

@@ -98,7 +98,8 @@ class ClientDaemon:
             from client.bgpspeaker import BorderSpeaker
             self.border = BorderSpeaker(
                 fabric, switch, Path(bgp_dir), report=self._report_external, program=self.programmer.on_external,
-                fabric_prefixes=self._reachable_prefixes, clock=clock)
+                fabric_prefixes=self._reachable_prefixes, clock=clock, report_sessions=self._report_bgp,
+                set_ports=self._set_external_ports)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -177,6 +178,18 @@ class ClientDaemon:
 
     def _report_external(self, bits: int) -> None:
         self.call(lambda now: self._execute(self.core.set_external(bits, now)))
+
+    def _set_external_ports(self, ports: tuple[int, ...], up: bool) -> None:
+        """Border link-state tracking (client.border.ExternalPorts): OpenFlow port-mod, from the border's
+        poll thread (the driver's send is thread-safe)."""
+        from client.ofmsg import PortMod
+        try:
+            self.driver.send([PortMod(p, not up) for p in ports])
+        except Exception as e:      # NotConnected: the next reach change (or restart) sets them again
+            log.warning("border: external ports %s not set %s: %s", list(ports), "up" if up else "down", e)
+
+    def _report_bgp(self, sessions: tuple) -> None:
+        self.call(lambda now: self._execute(self.core.set_bgp(sessions, now)))
 
     def _on_liveness_event(self, event: Any) -> None:
         self._inbox.put((_OAM, event))

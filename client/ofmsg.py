@@ -156,7 +156,16 @@ class PacketOut:
     data: bytes = field(repr=False)
 
 
-OfMessage = FlowMod | GroupMod | MeterMod | Barrier | PacketOut
+@dataclass(frozen=True, slots=True)
+class PortMod:
+    """Set a port administratively down (`down`) or up (OFPPC_PORT_DOWN): OVS takes the interface down,
+    so the far end loses carrier. The driver fills in the port's hardware address (OpenFlow requires it)."""
+
+    port: int
+    down: bool
+
+
+OfMessage = FlowMod | GroupMod | MeterMod | Barrier | PacketOut | PortMod
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proto.config import Fabric
-from proto.messages import PortReport, PortStatus, ReportAck
+from proto.messages import BgpSession, PortReport, PortStatus, ReportAck
 
 __all__ = ["Reporter", "SendToMaster"]
 
@@ -75,6 +75,9 @@ class Reporter:
         self.reach = 0
         self.reach_changes = 0        # What we report.
         self.external = 0             # border with bgp: (issue #13) bitmap of its external prefixes provided now
+        # border with bgp: its sessions (peer index, state, since, prefixes in, out, teardowns); `since` is
+        # on the caller's clock, turned into whole seconds in the state when a report is built
+        self.bgp: tuple[tuple[int, int, float, int, int, int], ...] = ()
         self.ports: tuple[PortStatus, ...] | None = None
         self.report_seq = initial_seq
         self.acked = True                        # nothing outstanding yet
@@ -101,11 +104,13 @@ class Reporter:
         """The master in use if it is alive, else every configured master."""
         return (self.master,) if self.master is not None and self.master_alive(now) else self.masters
 
-    def report(self) -> PortReport | None:
+    def report(self, now: float | None = None) -> PortReport | None:
         if self.ports is None:
             return None
+        bgp = tuple(BgpSession(peer, state, 0 if now is None else max(0, min(int(now - since), 2**32 - 1)),
+                               pin, pout, tear) for peer, state, since, pin, pout, tear in self.bgp)
         return PortReport(switch=self.switch, digest=self.digest, report_seq=self.report_seq, term=self.term,
-                          ports=self.ports, reach=self.reach, external=self.external)
+                          ports=self.ports, reach=self.reach, external=self.external, bgp=bgp)
 
     def next_deadline(self) -> float:
         """Next retransmission or refresh; silence of the master is noticed lazily at that point."""
@@ -136,6 +141,17 @@ class Reporter:
             return []
         self.external = bits
         return [] if self.ports is None else self._send_new(now)
+
+    def set_bgp(self, sessions: tuple[tuple[int, int, float, int, int, int], ...], now: float) -> list[SendToMaster]:
+        """A border's eBGP sessions (issue #13: `PortReport.bgp`; (peer index, BgpSession.STATE_*, since,
+        prefixes in, prefixes out, teardowns) each). A session changing state is reported at once; new
+        counts ride on the next report (a change or the refresh), so a peer's UPDATEs never drive reports."""
+        sessions = tuple(sessions)
+        if sessions == self.bgp:
+            return []
+        moved = [(s[0], s[1]) for s in sessions] != [(s[0], s[1]) for s in self.bgp]
+        self.bgp = sessions
+        return self._send_new(now) if moved and self.ports is not None else []
 
     def on_master_heard(self, master: str, term: int, now: float, backup: bool = False) -> list[SendToMaster]:
         """Any authenticated message of master `master` in `term` (Keepalive, LsdFull, LsdDelta, ReportAck).
@@ -247,7 +263,7 @@ class Reporter:
         """Send the current report. Every new report (change, refresh, new term) goes to every configured
         master, so that backups know this switch and its address and can announce themselves to it the
         moment they take over; retransmissions go only to the master in use (or to all if none is)."""
-        report = self.report()
+        report = self.report(now)
         assert report is not None
         self._refresh_at = now + self.refresh
         self._retry_at = math.inf if self.acked else min(now + self._backoff, self._refresh_at)

@@ -37,6 +37,7 @@ from controller.actions import (
     TermSeen,
     VersionChanged,
 )
+from controller.borders import BorderSessions
 from controller.coredrains import DrainOps
 from controller.corerollout import RolloutOps
 from controller.coretypes import DrainRefused, NotMaster, Role, UnknownTarget
@@ -90,6 +91,7 @@ class MasterCore(DrainOps, RolloutOps):
         # links, then the borders' external slots (issue #13, `Fabric.external_slots`)
         self.lsd = LinkStateDB(fabric.lsd_size, history=fabric.lsd.history)
         self._slots_of = {s.name: fabric.slots_of(s.name) for s in fabric.switches if s.bgp is not None}
+        self.borders = BorderSessions()              # the borders' eBGP session summaries (REST only)
         #: term in which the LSD content was built/received; None = invalid (never had one)
         self.lsd_term: int | None = None
         #: while MASTER and `dist.held`: when the hold ends at the latest (see become_master)
@@ -604,6 +606,7 @@ class MasterCore(DrainOps, RolloutOps):
             if not self._note_digest(sender, r.digest, now):
                 return [Rejected(sender, kind, "digest_mismatch")]
             self.reach.note(sender, r.reach, now)
+            self.borders.note(sender, r.bgp, now)
             out = [Send(sender, ReportAck(self.id, self.term, r.report_seq, backup=True))]
             leader = self.leader
             bit = self.master_index.get(leader, -1) if leader is not None else -1
@@ -628,6 +631,7 @@ class MasterCore(DrainOps, RolloutOps):
         if view is not None and not self.deriver.alive(sender, now):
             out.append(SwitchSilent(sender, False))
         peer.last_report = now
+        self.borders.note(sender, r.bgp, now)
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
             # It still follows another term: it has not taken our snapshot (lost?) — send it again.
             self.dist.on_request(peer, r.term, -1, self.lsd.version, now)

@@ -143,6 +143,17 @@ async def clients(request: web.Request) -> web.Response:
     return _json(out)
 
 
+async def borders(request: web.Request) -> web.Response:
+    """Issue #13: each eBGP border's sessions (state, uptime, prefixes in and out) from its reports, and
+    which of its external prefixes the LSD says it provides."""
+    s = _srv(request)
+    now = s.now()
+    out = _header(s)
+    out["borders"] = s.core.borders.view(s.fabric, now, s.core.external_states(),
+                                         alive=lambda name: s.core.switch_alive(name, now))
+    return _json(out)
+
+
 async def masters(request: web.Request) -> web.Response:
     s = _srv(request)
     assert s.driver is not None
@@ -348,6 +359,7 @@ def make_app(server: MasterApi) -> web.Application:
     app.router.add_get("/v1/topology", topology)
     app.router.add_get("/v1/clients", clients)
     app.router.add_get("/v1/masters", masters)
+    app.router.add_get("/v1/borders", borders)
     app.router.add_post("/v1/drain", drain)
     app.router.add_delete("/v1/drain", undrain)
     app.router.add_get("/v1/guard", guard)

@@ -61,6 +61,8 @@ def frr_config(fabric: Any, log_dir: Path) -> dict[str, str]:
         a = p.local_address.ip
         lines += [f" neighbor {a} remote-as {p.local_as}", f" neighbor {a} timers {p.keepalive} {p.hold_time}",
                   f" neighbor {a} timers connect 1"]
+        if p.password_file is not None:     # TCP MD5: the router uses the border's own key file
+            lines.append(f" neighbor {a} password {p.password_file.read_text().strip()}")
     lines += [" address-family ipv4 unicast", "  maximum-paths 16"]
     lines += [f"  neighbor {p.local_address.ip} default-originate" for _sw, p in peers(fabric)]
     lines += [" exit-address-family", ""]
@@ -87,8 +89,13 @@ def build(lab: Any, log: Any = print) -> None:
     for ns in (rns, hns):
         nsutil.create_netns(ns)
         quiet_ipv6(ns)
-    subprocess.run(nsutil.exec_cmd(rns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]), check=True,
-                   capture_output=True, timeout=10)
+    # ignore_routes_with_linkdown: the kernel skips an ECMP next hop whose link lost carrier at once (a
+    # border cut off from the fabric takes its external port down: client.border, link-state tracking),
+    # as a hardware router prunes its ECMP on a port down, without waiting for BGP
+    subprocess.run(nsutil.exec_cmd(rns, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1",
+                                         "net.ipv4.conf.all.ignore_routes_with_linkdown=1",
+                                         "net.ipv4.conf.default.ignore_routes_with_linkdown=1"]),
+                   check=True, capture_output=True, timeout=10)
     plen = EXTERNAL_NET.split("/")[1]
     subprocess.run(["ip", "link", "add", "xh0", "netns", rns, "type", "veth", "peer", "name", "eth0", "netns", hns],
                    check=True, capture_output=True, timeout=10)
@@ -178,6 +185,12 @@ def set_external(lab: Any, up: bool, *, session: bool = False) -> None:
         cmds += [f"{'' if up else 'no '}neighbor {p.local_address.ip} default-originate"
                  for _sw, p in peers(lab.fabric)]
     vtysh(lab, *cmds)
+
+
+def set_password(lab: Any, border_address: str, password: str | None) -> None:
+    """Give the router's session to the border at `border_address` a TCP MD5 password (None: none)."""
+    cmd = f"neighbor {border_address} password {password}" if password else f"no neighbor {border_address} password"
+    vtysh(lab, "configure terminal", f"router bgp {router_asn(lab.fabric)}", cmd)
 
 
 def fail_external(lab: Any, session: bool = False) -> dict[str, object]:

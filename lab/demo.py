@@ -129,6 +129,14 @@ def _border_tour(lab: Any) -> None:
         say(f"   external router: session with {addr} {ses['state']}, {ses['prefixes_in']} prefix(es) in, "
             f"{ses['prefixes_out']} out")
     say(f"   routes it learnt from the borders: {bgp.router_routes(lab)}")
+    try:                                  # the same sessions as the master has them (the borders' reports)
+        for border, view in lab.master_get("/v1/borders")["borders"].items():
+            for ses in view["sessions"]:
+                say(f"   master's GET /v1/borders: {border} <-> {ses['peer']} {ses['state']}, "
+                    f"{ses.get('prefixes_in', '-')} in, {ses.get('prefixes_out', '-')} out, "
+                    f"up {ses.get('uptime_s', '-')} s")
+    except Exception as e:                # the tour goes on without it
+        say(f"   master's GET /v1/borders: unreachable ({e})")
     host = lab.fabric.hosts[0].name
     got = lab.ping([(host, bgp.EXT_HOST), (bgp.EXT_HOST, host)], count=3)
     say(f"   ping {host} <-> {bgp.EXT_HOST} ({bgp.EXTERNAL_HOST_IP}): " + ", ".join(f"{n}/3" for n in got.values()))

@@ -36,7 +36,9 @@ def format_status(lab: Any) -> str:
                      f"{s.get('routes', '?'):>6} {s.get('groups', '?'):>6}")
     borders = [(name, s["border"]) for name, s in switches.items()
                if isinstance(s, dict) and isinstance(s.get("border"), dict)]
-    if borders:                         # eBGP borders (issue #13): one line per session
+    unheard = [sw.name for sw in lab.fabric.switches if getattr(sw, "bgp", None) is not None
+               and not isinstance(switches.get(sw.name), dict)]
+    if borders or unheard:              # eBGP borders (issue #13): one line per session
         lines.append("")
         lines.append(f"{'border':<12} {'peer':<15} {'state':<12} {'uptime':>8} {'in':>4} {'out':<14} provides")
         for name, b in borders:
@@ -45,10 +47,40 @@ def format_status(lab: Any) -> str:
                 up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
                 lines.append(f"{name:<12} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses['prefixes_in']:>4} "
                              f"{','.join(ses['prefixes_out']) or '-':<14} {provided}")
+        lines += _master_border_lines(lab, unheard)
     if lab.state.faults:
         lines.append("")
         lines.append("active faults: " + ", ".join(describe_fault(f) for f in lab.state.faults))
     return "\n".join(lines)
+
+
+def _master_border_lines(lab: Any, names: list[str]) -> list[str]:
+    """Sessions of borders whose client REST did not answer, as the master's `GET /v1/borders` has them
+    (from the borders' last reports; counts, not prefixes, for what is announced out)."""
+    if not names:
+        return []
+    leader = None if lab.state.external_masters else lab.current_master()
+    view: Any = None
+    if leader is not None:
+        port = next(m.rest_port for m in lab.fabric.masters if m.id == leader[0])
+        try:
+            view = lab.http.get(port, "/v1/borders").get("borders", {})
+        except Exception:           # unreachable master: say so below
+            view = None
+    out = []
+    for name in names:
+        b = view.get(name) if isinstance(view, dict) else None
+        if not isinstance(b, dict):
+            out.append(f"{name:<12} (client and master REST unreachable)")
+            continue
+        provided = ",".join(p for p, up in b.get("provides", {}).items() if up) or "-"
+        age = b.get("report_age_s")
+        for ses in b.get("sessions", []):
+            up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
+            out.append(f"{name:<12} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses.get('prefixes_in', '-'):>4} "
+                       f"{ses.get('prefixes_out', '-')!s:<14} {provided} (master's view, report "
+                       f"{'never' if age is None else f'{age:.1f}s old'})")
+    return out
 
 
 def describe_fault(f: dict[str, Any]) -> str:

@@ -76,8 +76,10 @@ def key_file_warning(path: str | Path) -> str | None:
 
 __all__ = [
     "BUNDLE_KIND",
+    "TCP_MD5_MAX_KEY",
     "MIN_SECRET_BYTES",
     "AuthError",
+    "read_tcp_md5_key",
     "KeyKind",
     "KeyRing",
     "KeySet",
@@ -476,3 +478,28 @@ class ReplayWindow:
         else:
             self._bitmap |= 1 << (self.top - seq)
         return True
+
+
+#: Linux TCP MD5 (RFC 2385) keys are at most TCP_MD5SIG_MAXKEYLEN bytes.
+TCP_MD5_MAX_KEY = 80
+
+
+def read_tcp_md5_key(path: Path) -> str:
+    """An eBGP peer's TCP MD5 key (`bgp.peers[*].password_file`): one line (a trailing newline allowed) of
+    1..80 printable ASCII characters without quotes or backslashes (it goes into ExaBGP's configuration),
+    in a file only its owner may read or write. AuthError names the problem (the caller adds where)."""
+    try:
+        st = path.stat()
+        raw = path.read_bytes()
+    except OSError as e:
+        raise AuthError(f"cannot read: {e.strerror or e}") from None
+    if st.st_mode & 0o077:
+        raise AuthError(f"mode {st.st_mode & 0o777:o} lets others read or change the key; chmod 600 it")
+    text = raw[:-1] if raw.endswith(b"\n") else raw
+    if not text:
+        raise AuthError("empty")
+    if len(text) > TCP_MD5_MAX_KEY:
+        raise AuthError(f"{len(text)} bytes, TCP MD5 keys have at most {TCP_MD5_MAX_KEY}")
+    if any(c < 0x20 or c > 0x7E or c in b'"\\' for c in text):
+        raise AuthError("one line of printable ASCII without quotes or backslashes expected")
+    return text.decode()

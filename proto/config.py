@@ -106,6 +106,10 @@ class Host:
     mac: str  # "aa:bb:cc:dd:ee:ff", lower-case
 
 
+#: Peers per border (its port report carries one `proto.messages.BgpSession` per peer).
+MAX_BGP_PEERS = 256
+
+
 @dataclass(frozen=True, slots=True)
 class BgpPeer:
     """One external eBGP neighbour of a border switch (YAML `switches[i].bgp.peers[j]`).
@@ -139,6 +143,9 @@ class BgpSettings:
     peers: tuple[BgpPeer, ...]
     router_id: IPv4Address | None = None
     damping: bool = True
+    #: Link-state tracking: while the border reaches no fabric prefix its external ports are taken down
+    #: (the routers outside drop it from their ECMP at carrier loss, without waiting for BGP).
+    track_fabric: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -525,9 +532,12 @@ def _digest(fabric: Fabric) -> str:
 
 def _bgp_doc(b: BgpSettings) -> list:
     """The canonical form of a `bgp:` section (password file paths left out: local)."""
-    return [b.local_as, [_net_str(p) for p in b.announce], None if b.router_id is None else str(b.router_id),
-            b.damping, [[str(p.address), p.peer_as, p.port, str(p.local_address), p.local_as, p.hold_time,
-                         p.keepalive, p.max_prefix] for p in b.peers]]
+    doc = [b.local_as, [_net_str(p) for p in b.announce], None if b.router_id is None else str(b.router_id),
+           b.damping, [[str(p.address), p.peer_as, p.port, str(p.local_address), p.local_as, p.hold_time,
+                        p.keepalive, p.max_prefix] for p in b.peers]]
+    if not b.track_fabric:          # only when set: configs without it keep their digest
+        doc.append(False)
+    return doc
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -597,7 +607,7 @@ _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
     "bgp",
 )
-_BGP_KEYS = ("local_as", "announce", "peers", "router_id", "damping")
+_BGP_KEYS = ("local_as", "announce", "peers", "router_id", "damping", "track_fabric")
 _PEER_KEYS = ("address", "peer_as", "port", "local_address", "local_as", "hold_time", "keepalive", "max_prefix",
               "password_file")
 MAX_ASN = 2**32 - 1
@@ -1295,10 +1305,14 @@ class _Parser:
             announce.append(prefix)
         router_id = self.address(f["router_id"], f"{path}.router_id") if "router_id" in f else None
         damping = self.boolean(f["damping"], f"{path}.damping") if "damping" in f else True
+        track = self.boolean(f["track_fabric"], f"{path}.track_fabric") if "track_fabric" in f else True
         peers: list[BgpPeer] = []
         items = self.seq(f["peers"], f"{path}.peers")
         if not items:
             raise self.fail(f["peers"], f"{path}.peers", "at least 1 peer is required")
+        if len(items) > MAX_BGP_PEERS:
+            raise self.fail(f["peers"], f"{path}.peers", f"{len(items)} peers: at most {MAX_BGP_PEERS} (a border's "
+                            "report carries one session summary per peer)")
         for j, item in enumerate(items):
             pp = f"{path}.peers[{j}]"
             pf = self.fields(item, pp, _PEER_KEYS, ("address", "peer_as", "port", "local_address"))
@@ -1328,7 +1342,7 @@ class _Parser:
             maxp = self.integer(pf["max_prefix"], f"{pp}.max_prefix", 1, 1_000_000) if "max_prefix" in pf else 100
             pw = self.path(pf["password_file"], f"{pp}.password_file") if "password_file" in pf else None
             peers.append(BgpPeer(address, peer_as, port, local, plocal, hold, keep, maxp, pw))
-        return BgpSettings(local_as, tuple(announce), tuple(peers), router_id, damping)
+        return BgpSettings(local_as, tuple(announce), tuple(peers), router_id, damping, track)
 
     def use_port(self, switch: str, port: int, node: yaml.Node, user: tuple[int, int | str]) -> None:
         """Claim `switch:port` for a link end (i, "a"|"b") or a host (switch index, -1 - host index)."""

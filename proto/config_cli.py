@@ -133,8 +133,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def check_secrets(fabric: Fabric) -> str | None:
     """None if the files the daemons will read at start exist and are readable: every accepted key of the
     key set (`security.key_file` or `security.keys[*].file`: a valid fabric secret or key bundle) and
-    `security.admin_token_file` (a non-empty token), else one line naming the config, the field, the file
-    and the problem."""
+    `security.admin_token_file` (a non-empty token) and the eBGP peers' `password_file`s (TCP MD5 keys:
+    `proto.auth.read_tcp_md5_key`), else one line naming the config, the field, the file and the problem."""
     from proto.auth import AuthError, KeySet
 
     try:
@@ -152,6 +152,15 @@ def check_secrets(fabric: Fabric) -> str | None:
             return f"{fabric.source}: security.admin_token_file: {token}: cannot read: {e}"
         if not text.strip():
             return f"{fabric.source}: security.admin_token_file: {token}: the token file is empty"
+    from proto.auth import read_tcp_md5_key
+    for sw in fabric.switches:          # eBGP borders' TCP MD5 keys (issue #13), read by their clients
+        for j, peer in enumerate(sw.bgp.peers if sw.bgp is not None else ()):
+            if peer.password_file is not None:
+                try:
+                    read_tcp_md5_key(peer.password_file)
+                except AuthError as e:
+                    return (f"{fabric.source}: switch {sw.name}: bgp.peers[{j}] (peer {peer.address}): "
+                            f"password_file {peer.password_file}: {e}")
     return None
 
 

@@ -2,7 +2,7 @@
 
 Datagram framing (integers big-endian)::
 
-    b"FP" | version u8 (=3) | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 |
+    b"FP" | version u8 (=4) | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 |
     offer u64 | reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) |
     msgpack payload | HMAC-SHA256 tag (32 B)
 
@@ -70,6 +70,7 @@ from proto.wire import (
     MAX_PORT,
     MESSAGE_TYPES,
     TAG_LEN,
+    BgpSession,
     Challenge,
     DrainNotes,
     DrainNotesAck,
@@ -106,6 +107,7 @@ __all__ = [
     "ND_DST_MAC",
     "ND_ETHERTYPE",
     "WIRE_VERSION",
+    "BgpSession",
     "Challenge",
     "Codec",
     "DecodeError",
@@ -136,8 +138,9 @@ __all__ = [
 ]
 
 MAGIC = b"FP"
-# 2: incarnation/offer/reflect freshness fields, per-stream sequence numbers; 3: key id (key rollover)
-WIRE_VERSION = 3
+# 2: incarnation/offer/reflect freshness fields, per-stream sequence numbers; 3: key id (key rollover);
+# 4: PortReport/RelayedReport.bgp (a border's eBGP session summaries, issue #13)
+WIRE_VERSION = 4
 # magic, version, type, key kind, key id, incarnation, seq, offer, reflect, group seq
 _FIXED = struct.Struct(">2sBBBBQQQQQ")
 assert _FIXED.size == HEADER_LEN  # 46: where the sender name starts

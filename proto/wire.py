@@ -1,8 +1,8 @@
 """Wire payloads: one msgspec struct per message type, and their msgpack codec.
 
 A payload is a msgpack array of the message's fields in declaration order (``array_like``); nested
-``PortStatus`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte strings are msgpack bin —
-the layout of wire v3, fixed byte for byte by tests/test_wire_golden.py. The framing, signatures and
+``PortStatus``, ``BgpSession`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte strings are msgpack bin —
+the layout of wire v4, fixed byte for byte by tests/test_wire_golden.py. The framing, signatures and
 freshness around it are proto.messages' (``Codec``).
 
 Decoding is msgspec's, in C, against the annotated types below, so every field of every (nested) struct
@@ -33,11 +33,11 @@ from typing import Annotated, Any, ClassVar
 import msgspec
 from msgspec import Meta, Struct
 
-from proto.config import Endpoint
+from proto.config import MAX_BGP_PEERS, Endpoint
 
 __all__ = [
-    "HEADER_LEN", "MAX_DATAGRAM", "MAX_LSD_BYTES", "MAX_ND_HOLD_MS", "MAX_PORT", "MAX_PRIORITY", "MAX_REPLICAS", "MAX_U63",
-    "MESSAGE_TYPES", "MIN_PORT", "TAG_LEN", "Challenge", "DrainNotes", "DrainNotesAck", "Hello", "Keepalive", "LsdDelta", "LsdFull",
+    "HEADER_LEN", "MAX_BGP_SESSIONS", "MAX_DATAGRAM", "MAX_LSD_BYTES", "MAX_ND_HOLD_MS", "MAX_PORT", "MAX_PRIORITY", "MAX_REPLICAS", "MAX_U63",
+    "MESSAGE_TYPES", "MIN_PORT", "TAG_LEN", "BgpSession", "Challenge", "DrainNotes", "DrainNotesAck", "Hello", "Keepalive", "LsdDelta", "LsdFull",
     "LsdRequest", "Message", "MessageError", "NdFrame", "PortReport", "PortStatus", "RelayedReport",
     "ReplicationAck", "ReportAck", "StepDown", "Vote", "VoteRequest", "decode_payload", "encode_payload",
     "from_wire", "to_wire",
@@ -55,6 +55,7 @@ MAX_U63 = 2**63 - 1
 MIN_PORT, MAX_PORT = 1, 65279
 MAX_PRIORITY = 2**32 - 1
 MAX_REPLICAS = 64   # PortReport.reach is a 63-bit map over the configured masters
+MAX_BGP_SESSIONS = MAX_BGP_PEERS  # PortReport.bgp: one summary per configured peer
 
 
 class MessageError(ValueError):
@@ -75,6 +76,7 @@ Blob = Annotated[bytes, Meta(max_length=MAX_DATAGRAM)]
 Notes = Annotated[bytes, Meta(max_length=MAX_LSD_BYTES)]
 HoldMs = Annotated[int, Meta(ge=0, le=MAX_ND_HOLD_MS)]
 Reach = Annotated[tuple[U63, ...], Meta(max_length=MAX_REPLICAS)]
+U32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
 
 
 def _name(value: str | None, field: str) -> None:
@@ -238,6 +240,40 @@ class PortStatus(Struct, frozen=True, array_like=True, forbid_unknown_fields=Tru
     miscabled_by: Endpoint | None = None
 
 
+class BgpSession(Struct, frozen=True, array_like=True, forbid_unknown_fields=True, gc=False, metaclass=_Checked):
+    """One eBGP session of a border as its report summarises it (issue #13; `PortReport.bgp`). 6 small
+    integers (~10-20 bytes on the wire): a border's whole summary rides on its port report, never on the
+    LSD, whose size it therefore does not change."""
+
+    STATE_IDLE: ClassVar[int] = 0
+    STATE_ESTABLISHED: ClassVar[int] = 1
+    STATE_HELD: ClassVar[int] = 2
+    STATE_NAMES: ClassVar[tuple[str, ...]] = ("idle", "established", "held")
+
+    #: Index of the peer in the border's `bgp.peers` (config order; the master maps it to the address).
+    peer: Annotated[int, Meta(ge=0, le=MAX_BGP_SESSIONS - 1)]
+    #: STATE_IDLE, STATE_ESTABLISHED or STATE_HELD (torn down for max-prefix, ignored for a while).
+    state: Annotated[int, Meta(ge=0, le=2)]
+    #: Whole seconds in this state when the report was sent (the master adds the report's age).
+    seconds: U32
+    #: Prefixes the peer announces that the border holds now; aggregates the border announces to it.
+    prefixes_in: U32
+    prefixes_out: U32
+    #: Max-prefix teardowns of this session since the client started.
+    teardowns: U32
+
+
+BgpSessions = Annotated[tuple[BgpSession, ...], Meta(max_length=MAX_BGP_SESSIONS)]
+
+
+def _unique_peers(sessions: tuple[BgpSession, ...]) -> None:
+    seen: set[int] = set()
+    for i, b in enumerate(sessions):
+        if b.peer in seen:
+            raise MessageError(f"bgp[{i}]: peer {b.peer} reported twice")
+        seen.add(b.peer)
+
+
 class Message(Struct, frozen=True, array_like=True, forbid_unknown_fields=True, gc=False, metaclass=_Checked):
     """Base of all wire messages. ``TYPE`` is the msg type byte, ``SENDER_FIELD`` the originator field."""
 
@@ -277,10 +313,15 @@ class PortReport(Message):
     #: by some eBGP session now; the master publishes it as that LSD entry (UP/DOWN). Bits past the
     #: switch's slots are ignored by the master.
     external: U63 = 0
+    #: Border with `bgp:` only (issue #13): one summary per eBGP session, for the master's REST
+    #: (`GET /v1/borders`). Not routing state: a change of a session's state sends a report at once,
+    #: counts and uptimes ride on the next one.
+    bgp: BgpSessions = ()
 
     def __post_init__(self) -> None:
         _name(self.switch, "switch")
         _unique_ports(self.ports)
+        _unique_peers(self.bgp)
 
 
 class ReportAck(Message):
@@ -449,19 +490,22 @@ class RelayedReport(Message):
     ports: tuple[PortStatus, ...]
     reach: U63 = 0
     external: U63 = 0
+    bgp: BgpSessions = ()
 
     def __post_init__(self) -> None:
         _name(self.backup, "backup")
         _name(self.switch, "switch")
         _unique_ports(self.ports)
+        _unique_peers(self.bgp)
 
     def report(self) -> PortReport:
         return PortReport(self.switch, self.digest, self.report_seq, self.report_term, self.ports, self.reach,
-                          self.external)
+                          self.external, self.bgp)
 
     @staticmethod
     def of(backup: str, term: int, r: PortReport) -> RelayedReport:
-        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach, r.external)
+        return RelayedReport(backup, term, r.switch, r.digest, r.report_seq, r.term, r.ports, r.reach, r.external,
+                             r.bgp)
 
 
 class NdFrame(Message):
@@ -532,7 +576,7 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
     for cls in (PortReport, ReportAck, LsdRequest, LsdFull, LsdDelta, Keepalive, Hello, VoteRequest, Vote,
                 ReplicationAck, StepDown, NdFrame, RelayedReport, DrainNotes, DrainNotesAck, Challenge)
 }
-for _cls in (PortStatus, *MESSAGE_TYPES.values()):
+for _cls in (PortStatus, BgpSession, *MESSAGE_TYPES.values()):
     _cls._spec = _Spec(_cls)
 _DECODE = {cls: cls._spec.decode for cls in MESSAGE_TYPES.values()}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from client.bgpspeaker import SessionEvent, UpdateEvent, command, exabgp_config, parse_event
+from client.bgpspeaker import PasswordError, SessionEvent, UpdateEvent, command, exabgp_config, parse_event
 from client.border import Announce, Teardown, Withdraw
 from proto.clos import ClosParams, generate_clos_yaml
 from proto.config import parse_fabric
@@ -44,6 +44,7 @@ def test_garbage_never_raises(line: bytes) -> None:
 def test_config_and_commands(tmp_path: Path) -> None:
     text = generate_clos_yaml(ClosParams(spines=2, pods=1, tors_per_pod=2, border_pods=1, masters=1, external=True))
     (tmp_path / "pw").write_text("s3cret\n")
+    (tmp_path / "pw").chmod(0o600)
     text = text.replace("hold_time: 3", "password_file: pw, hold_time: 3", 1)
     f = parse_fabric(text, source="<t>", base_dir=tmp_path)
     conf = exabgp_config(f, "border-1-1", ["/usr/bin/python3", "bridge.py", "/tmp/s"])
@@ -56,3 +57,25 @@ def test_config_and_commands(tmp_path: Path) -> None:
     assert command(Announce(PEER, agg)) == "neighbor 100.64.0.2 announce route 10.0.0.0/8 next-hop self"
     assert command(Withdraw(PEER, agg)) == "neighbor 100.64.0.2 withdraw route 10.0.0.0/8 next-hop self"
     assert command(Teardown(PEER, 1, "max-prefix")) == "neighbor 100.64.0.2 teardown 1"
+
+
+@pytest.mark.parametrize(("content", "mode", "message"), [
+    (None, 0o600, "cannot read"),
+    (b"", 0o600, "empty"),
+    (b"x" * 81, 0o600, "81 bytes, TCP MD5 keys have at most 80"),
+    (b'say "hi"', 0o600, "without quotes"),
+    (b"two\nlines\n", 0o600, "one line"),
+    (b"s3cret", 0o644, "mode 644 lets others read"),
+])
+def test_password_file_refused_with_peer_file_and_reason(tmp_path: Path, content: bytes | None, mode: int,
+                                                         message: str) -> None:
+    text = generate_clos_yaml(ClosParams(spines=2, pods=1, tors_per_pod=2, border_pods=1, masters=1, external=True))
+    text = text.replace("hold_time: 3", "password_file: pw, hold_time: 3", 1)
+    if content is not None:
+        (tmp_path / "pw").write_bytes(content)
+        (tmp_path / "pw").chmod(mode)
+    f = parse_fabric(text, source="f.yaml", base_dir=tmp_path)
+    with pytest.raises(PasswordError, match=message) as e:
+        exabgp_config(f, "border-1-1", ["x"])
+    assert str(e.value).startswith(f"f.yaml: switch border-1-1: bgp.peers[0] (peer 100.64.0.2): password_file {tmp_path}/pw")
+    assert exabgp_config(f, "border-1-2", ["x"])          # the other border has no password: unaffected

@@ -11,6 +11,7 @@ from client.border import (
     MAX_PREFIX_RESTART,
     Announce,
     BorderCore,
+    ExternalPorts,
     Provide,
     Teardown,
     Withdraw,
@@ -20,6 +21,7 @@ from proto.config import parse_fabric
 
 DEFAULT = IPv4Network("0.0.0.0/0")
 AGG = IPv4Network("10.0.0.0/8")
+PARAMS = ClosParams(spines=2, pods=1, tors_per_pod=2, border_pods=1, masters=1, external=True)
 
 
 def core(extra_peer: bool = False, max_prefix: int = 100) -> BorderCore:
@@ -64,13 +66,54 @@ def test_ecmp_across_the_peers_that_provide_it() -> None:
 def test_aggregate_announced_only_while_the_fabric_reaches_it() -> None:
     c = core(extra_peer=True)
     c.session(P1, True, 0.0)
-    assert c.fabric_reach([DEFAULT, IPv4Network("10.0.0.0/24")], 0.1) == [Announce(P1, AGG)]
+    ports = (ExternalPorts(True, c.ports),)
+    assert c.fabric_reach([DEFAULT, IPv4Network("10.0.0.0/24")], 0.1) == [*ports, Announce(P1, AGG)]
     assert c.session(P2, True, 0.2) == [Announce(P2, AGG)]          # a new session gets it at once
     assert c.fabric_reach([DEFAULT, IPv4Network("10.0.1.0/24")], 0.3) == []
-    assert sorted(c.fabric_reach([DEFAULT], 0.4), key=str) == [Withdraw(P1, AGG), Withdraw(P2, AGG)]
-    assert sorted(c.fabric_reach([IPv4Network("10.9.0.0/24")], 0.5), key=str) == [Announce(P1, AGG), Announce(P2, AGG)]
+    assert sorted(bgp(c.fabric_reach([DEFAULT], 0.4)), key=str) == [Withdraw(P1, AGG), Withdraw(P2, AGG)]
+    assert sorted(bgp(c.fabric_reach([IPv4Network("10.9.0.0/24")], 0.5)), key=str) == [
+        Announce(P1, AGG), Announce(P2, AGG)]
     c.session(P1, False, 0.6)
     assert c.session(P1, True, 0.7) == [Announce(P1, AGG)]          # re-announced after a reconnect
+
+
+def bgp(actions: list) -> list:
+    return [a for a in actions if not isinstance(a, ExternalPorts)]
+
+
+def test_external_ports_follow_fabric_reach_link_state_tracking() -> None:
+    c = core(extra_peer=True)
+    assert c.ports and c.fabric_reach([], 0.0) == []                 # starting: no routes yet, ports left alone
+    assert c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.1) == [ExternalPorts(True, c.ports)]  # up (idempotent)
+    assert c.fabric_reach([IPv4Network("10.0.1.0/24")], 0.2) == []
+    assert c.fabric_reach([DEFAULT], 0.3) == [ExternalPorts(False, c.ports)]    # cut off from the fabric
+    assert c.fabric_reach([], 0.4) == []
+    assert c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.5) == [ExternalPorts(True, c.ports)]
+
+
+def test_sessions_lost_to_our_own_port_shutdown_are_not_flaps() -> None:
+    c = core()
+    c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.0)
+    for k in range(4):              # four session losses while cut off from the fabric: no penalty
+        c.session(P1, True, 1.0 + k)
+        c.update(P1, {DEFAULT: P1}, (), 1.1 + k)
+        assert c.fabric_reach([], 1.2 + k)[0] == ExternalPorts(False, c.ports)
+        c.session(P1, False, 1.3 + k)
+        c.fabric_reach([IPv4Network("10.0.0.0/24")], 1.4 + k)
+    assert c.flaps == 0 and c.suppressed(5.0) == []
+    c.session(P1, True, 6.0)
+    c.update(P1, {DEFAULT: P1}, (), 6.1)
+    assert provides(c.session(P1, False, 6.2)) == [Provide(0, {})] and c.flaps == 1   # a real loss counts
+
+
+def test_no_link_state_tracking_when_disabled() -> None:
+    text = generate_clos_yaml(PARAMS).replace("      local_as: 64512\n", "      local_as: 64512\n      track_fabric: false\n")
+    f = parse_fabric(text, source="<test>")
+    assert not f.switch("border-1-1").bgp.track_fabric
+    assert f.digest != parse_fabric(generate_clos_yaml(PARAMS), source="<test>").digest
+    c = BorderCore(f, "border-1-1")
+    c.fabric_reach([IPv4Network("10.0.0.0/24")], 0.0)
+    assert not any(isinstance(a, ExternalPorts) for a in c.fabric_reach([], 0.1))
 
 
 def test_max_prefix_tears_down_and_holds_the_peer() -> None:

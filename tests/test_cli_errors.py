@@ -100,6 +100,25 @@ def test_config_check_names_a_missing_or_bad_key_file(tmp_path: Path) -> None:
     one_clear_line(p, "security.admin_token_file", "admin.token", "empty")
 
 
+def test_config_check_names_a_bad_bgp_password_file(tmp_path: Path) -> None:
+    """Issue #13: an eBGP peer's TCP MD5 key file is checked like the fabric's key files."""
+    from proto.auth import write_secret_file
+    from proto.clos import ClosParams, generate_clos_yaml
+
+    write_secret_file(tmp_path / "fabric.key")
+    text = generate_clos_yaml(ClosParams(spines=2, pods=1, tors_per_pod=2, border_pods=1, masters=1, external=True))
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text(text.replace("hold_time: 3", "password_file: bgp.pw, hold_time: 3", 1))
+    pw = tmp_path / "bgp.pw"
+    p = firepath("config", "check", str(cfg))
+    one_clear_line(p, str(cfg), "switch border-1-1", "bgp.peers[0] (peer 100.64.0.2)", str(pw), "cannot read")
+    pw.write_text("s3cret\n")
+    pw.chmod(0o644)
+    one_clear_line(firepath("config", "check", str(cfg)), str(pw), "mode 644", "chmod 600")
+    pw.chmod(0o600)
+    assert firepath("config", "check", str(cfg)).returncode == 0
+
+
 # ------------------------------------------------------------------------------------------ client /metrics
 def test_client_metrics_have_each_series_once() -> None:
     from client.daemon import ClientDaemon

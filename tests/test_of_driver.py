@@ -217,6 +217,22 @@ def test_translation_serialises_every_message_kind() -> None:
         to_osken(object(), dp)  # type: ignore[arg-type]
 
 
+def test_port_mod_translates_for_both_versions() -> None:
+    """Border link-state tracking (client.border.ExternalPorts): PortMod sets or clears OFPPC_PORT_DOWN
+    with the port's hardware address (from the port description; without one it is refused)."""
+    from os_ken.ofproto import ofproto_protocol, ofproto_v1_3, ofproto_v1_5
+
+    for version in (ofproto_v1_3.OFP_VERSION, ofproto_v1_5.OFP_VERSION):
+        dp = ofproto_protocol.ProtocolDesc(version)
+        for down in (True, False):
+            osk = to_osken(M.PortMod(7, down), dp, hw_addrs={7: "02:00:00:00:00:07"})
+            osk.serialize()
+            assert (osk.port_no, osk.hw_addr, osk.mask) == (7, "02:00:00:00:00:07", dp.ofproto.OFPPC_PORT_DOWN)
+            assert osk.config == (dp.ofproto.OFPPC_PORT_DOWN if down else 0)
+        with pytest.raises(ValueError, match="port 8 unknown"):
+            to_osken(M.PortMod(8, True), dp, hw_addrs={7: "02:00:00:00:00:07"})
+
+
 def test_send_without_connection_raises() -> None:
     d = OfDriver("tcp:127.0.0.1:9", lambda e: None)
     with pytest.raises(NotConnected):

@@ -35,7 +35,7 @@ from tests.test_wire_golden import CASES
 
 T, F = True, False
 PORT = [1, T, T, T, T, F, None]
-REPORT = ["tor-1", DIGEST, 1, 1, [PORT], 0, 0]
+REPORT = ["tor-1", DIGEST, 1, 1, [PORT], 0, 0, []]
 ND = ["tor-1", 3, ["tor-2", 7], None, 0]
 HELLO = ["m2", "master", 1, 5, 100, None, []]
 DELTA = ["m2", 1, 4, 5, b"x", False]
@@ -80,8 +80,13 @@ HOSTILE: list[tuple[int, object, str]] = [
     (12, with_(ND, 4, 60_001), "hold_ms"),
     (12, with_(ND, 1, 65280), "port"),
     # wrong lengths: top level, nested PortStatus and Endpoint, too few and too many
-    (1, REPORT[:6], "at least length 7"),
-    (1, [*REPORT, 0], "at most length 7"),
+    (1, REPORT[:7], "at least length 8"),
+    (1, [*REPORT, 0], "at most length 8"),
+    (1, with_(REPORT, 7, [[0, 1, 0, 0, 0]]), "bgp[0]"),                 # a border's session summaries
+    (1, with_(REPORT, 7, [[0, 3, 0, 0, 0, 0]]), "bgp[0].state"),
+    (1, with_(REPORT, 7, [[256, 1, 0, 0, 0, 0]]), "bgp[0].peer"),
+    (1, with_(REPORT, 7, [[0, 1, 2**32, 0, 0, 0]]), "bgp[0].seconds"),
+    (1, with_(REPORT, 7, [[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0]]), "peer 0 reported twice"),
     (1, with_(REPORT, 4, [PORT[:6]]), "ports[0]"),        # no miscabled_by: never silently None
     (1, with_(REPORT, 4, [[*PORT, None]]), "ports[0]"),
     (1, port_with(6, ["tor-2"]), "ports[0].miscabled_by"),
@@ -183,7 +188,7 @@ def test_constructors_check_like_the_decoder():
     report = PortReport("tor-1", DIGEST, 1, 1, (ok,), external=3)
     assert (report.reach, report.external) == (0, 3)
     assert from_wire(PortReport, to_wire(report)) == report
-    assert to_wire(report) == ["tor-1", DIGEST, 1, 1, [PORT], 0, 3]
+    assert to_wire(report) == ["tor-1", DIGEST, 1, 1, [PORT], 0, 3, []]
     for build, names in [
         (lambda: PortStatus(1, True, True, True, True, 0), "damped"),
         (lambda: PortStatus(1, True, True, True, True, False, Endpoint("tor-2", 65280)), "miscabled_by.port"),
@@ -228,7 +233,7 @@ def test_decode_and_construction_agree_on_any_scalar(port, index, value, top, to
     constructors accept the same values, and then to the same message."""
     ports = [[p, T, F, T, T, F, None] for p in (1, 2, 3)]
     ports[port][index] = value
-    fields = ["tor-1", DIGEST, 1, 1, ports, 0, 0]
+    fields = ["tor-1", DIGEST, 1, 1, ports, 0, 0, ()]
     if top != 4:
         fields[top] = top_value
     try:

@@ -130,6 +130,7 @@ class OfDriver:
         self._port_desc_xid: int | None = None
         self._pending_ports: dict[int, Any] = {}
         self._live: dict[int, bool] = {}  # last liveness reported per port (PortStatus is repetitive)
+        self._hw: dict[int, str] = {}     # port -> hardware address (port-desc), for PortMod
 
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -205,7 +206,8 @@ class OfDriver:
         Raises NotConnected if there is no ready connection.
         """
         for m in messages:
-            if not isinstance(m, ofmsg.FlowMod | ofmsg.GroupMod | ofmsg.MeterMod | ofmsg.Barrier | ofmsg.PacketOut):
+            if not isinstance(m, ofmsg.FlowMod | ofmsg.GroupMod | ofmsg.MeterMod | ofmsg.Barrier | ofmsg.PacketOut
+                              | ofmsg.PortMod):
                 raise TypeError(f"send(): {m!r} is not an OpenFlow message of client.ofmsg")
         with self._lock:
             if not self._connected:
@@ -402,7 +404,7 @@ class OfDriver:
                     collector.done.set()
             return
         # Number and register everything first: an error or barrier reply may arrive before the loop ends.
-        msgs = [translate.to_osken(m, dp, select_method=self.select_method) for m in work.messages]
+        msgs = [translate.to_osken(m, dp, select_method=self.select_method, hw_addrs=self._hw) for m in work.messages]
         xids = [dp.set_xid(msg) for msg in msgs]
         if not msgs:
             return
@@ -440,6 +442,7 @@ class OfDriver:
             self._port_desc_xid = None
             self._connected = True
             self._live = {n: translate.port_live(p) for n, p in ports.items()}
+            self._hw = {n: str(p.hw_addr) for n, p in ports.items()}
         self._emit(
             Connected(
                 dpid=dp.id,
@@ -479,6 +482,8 @@ class OfDriver:
             return
         port_no, live, name, deleted = status
         with self._lock:
+            if not deleted:
+                self._hw[port_no] = str(msg.desc.hw_addr)
             # OVS sends several MODIFY messages per carrier change (state, then config/speed...):
             # report only changes of liveness, additions and deletions.
             if not deleted and self._live.get(port_no) == live:

@@ -140,7 +140,8 @@ def _buckets(msg: ofmsg.GroupMod, p: Any, o: Any) -> list[Any]:
     return out
 
 
-def to_osken(msg: ofmsg.OfMessage, datapath: Any, *, select_method: str | None = None) -> Any:
+def to_osken(msg: ofmsg.OfMessage, datapath: Any, *, select_method: str | None = None,
+             hw_addrs: Any = None) -> Any:
     """Translate one ofmsg value into the os-ken message for the datapath's OpenFlow version (1.3 or 1.5).
 
     OpenFlow 1.5 only: a SELECT group ADD/MODIFY carries its `selection` (method and parameter, e.g.
@@ -201,6 +202,14 @@ def to_osken(msg: ofmsg.OfMessage, datapath: Any, *, select_method: str | None =
             )
         case ofmsg.Barrier():
             return p.OFPBarrierRequest(datapath)
+        case ofmsg.PortMod(port=port, down=down):
+            hw = (hw_addrs or {}).get(port)
+            if hw is None:
+                raise ValueError(f"port-mod: port {port} unknown to the switch (no hardware address)")
+            config = o.OFPPC_PORT_DOWN if down else 0
+            if o.OFP_VERSION < 0x06:
+                return p.OFPPortMod(datapath, port, hw, config, o.OFPPC_PORT_DOWN, 0)
+            return p.OFPPortMod(datapath, port, hw, config, o.OFPPC_PORT_DOWN, [])
         case ofmsg.PacketOut(port=port, data=data):
             actions = [p.OFPActionOutput(port, 0)]
             if o.OFP_VERSION < 0x06:
