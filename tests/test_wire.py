@@ -222,7 +222,8 @@ def test_messages_are_frozen_and_hashable():
     assert isinstance(Codec, type)
 
 
-scalars = (st.none() | st.booleans() | st.integers(-(2**64), 2**64 + 1) | st.floats() | st.text(max_size=70)
+# msgpack encodes integers in -2**63 .. 2**64-1 only: nothing outside can be on the wire
+scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=70)
            | st.binary(max_size=20) | st.sampled_from([0, 1, 65279, 65280, -1, 2**63 - 1, 2**63, "", "m" * 64]))
 
 
