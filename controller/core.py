@@ -47,6 +47,7 @@ from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
 from controller.rollout import Rollout
+from proto.budget import settle_window
 from proto.config import Fabric
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
 from proto.messages import (
@@ -112,11 +113,14 @@ class MasterCore(DrainOps, RolloutOps):
         self._unreported: dict[str, tuple[str, float]] = {}
         #: this mastership started without a valid LSD: nothing it publishes is known to any client
         self._unheard = False
+        #: inside begin_batch()/end_batch(): the version this batch created (-1: none yet); None: no batch
+        self._batch: int | None = None
         #: issue #21: the current and (while prepared) the next config; see controller.rollout
         self.rollout = Rollout(fabric)
         #: switch -> (usable fabric ports, report_seq, when) of its last report under the next config
         self._next_usable: dict[str, tuple[frozenset[int], int, float]] = {}
         t = fabric.timers
+        settle = settle_window(len(fabric.switches), t.pacing)
         self.dist = Distributor(
             master_id,
             fabric.digest,
@@ -125,6 +129,8 @@ class MasterCore(DrainOps, RolloutOps):
             keepalive=t.keepalive,
             client_dead=t.switch_dead,
             multicast=fabric.distribution.mode == "multicast",
+            settle_quiet=settle.quiet,
+            settle_max=settle.max_wait,
         )
         self._links_of = {s.name: fabric.links_of(s.name) for s in fabric.switches}
         #: operator drains with who/when/why, replicated to the backups (DrainNotes, see _notes_tick)
@@ -260,6 +266,8 @@ class MasterCore(DrainOps, RolloutOps):
             view.report_seq = -1
 
     def tick(self, now: float) -> list[Action]:
+        if self._batch is not None:
+            self._batch = -1                     # what tick() sends is published: no more folding into it
         if self.role != Role.MASTER:
             return []
         out: list[Action] = []
@@ -445,12 +453,26 @@ class MasterCore(DrainOps, RolloutOps):
         if not changes:
             return 0
         before = self.lsd.version
+        if self._batch is not None and self._batch == before:
+            self.lsd.amend(changes)             # one version per batch of reports (begin_batch)
+            self.dist.on_version(now)
+            return len(changes)
         self.lsd.apply(changes)
         if self.lsd.version == before:
             return 0
+        if self._batch is not None:
+            self._batch = self.lsd.version
         out.append(VersionChanged(self.lsd.version, len(changes), cause))
         self.dist.on_version(now)
         return len(changes)
+
+    def begin_batch(self) -> None:
+        """The runtime hands over a batch of datagrams (issue #18): until end_batch(), every LSD change is
+        folded into one version (nothing is sent between them: distribution runs in tick())."""
+        self._batch = -1
+
+    def end_batch(self) -> None:
+        self._batch = None
 
     def _corroborated(self, index: int, now: float, cache: dict[str, bool]) -> bool:
         """A link-down is corroborated (controller.guard) when both ends are live and say not usable, or

@@ -93,6 +93,8 @@ class Distributor:
         keepalive: float,
         client_dead: float,
         multicast: bool = False,
+        settle_quiet: float = 0.0,
+        settle_max: float = 0.0,
     ) -> None:
         self.master_id = master_id
         self.digest = digest
@@ -115,6 +117,12 @@ class Distributor:
         #: a strict hold also holds clients that hold no LSD (issue #21: see MasterCore.other_config)
         self.strict = False
         self.hold_backups = False
+        # Settling (issue #18, proto.budget.settle_window): while the LSD churns, client updates wait until
+        # it has been quiet for settle_quiet, at most settle_max after the first unsent version.
+        self.settle_quiet = settle_quiet
+        self.settle_max = settle_max
+        self._unsent_since: float | None = None
+        self._settle_at: float | None = None
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -212,6 +220,7 @@ class Distributor:
             p.update_due = p.queued_at = None
 
     def _clear_schedule(self) -> None:
+        self._settle_at = self._unsent_since = None
         self._times.clear()
         self._buckets.clear()
         self._idle.clear()
@@ -222,6 +231,10 @@ class Distributor:
         """The LSD got a new version: schedule a coalesced update for every peer (or the group)."""
         if not self.active:
             return
+        if self.settle_max > 0:
+            if self._unsent_since is None:
+                self._unsent_since = now
+            self._settle_at = min(now + self.settle_quiet, self._unsent_since + self.settle_max)
         if self.multicast:
             g = self._group
             if g.update_due is None:
@@ -266,6 +279,16 @@ class Distributor:
             else:
                 bucket.append(p)
 
+    def settling(self, now: float) -> float | None:
+        """While the LSD churns: when client updates may go out (None: now)."""
+        at = self._settle_at
+        if at is None:
+            return None
+        if now >= at:
+            self._settle_at = self._unsent_since = None
+            return None
+        return at
+
     def _next_due(self, p: Peer) -> float | None:
         ka: float | None = None
         if self._unicast(p) and p.last_send_at != NEVER:
@@ -274,7 +297,10 @@ class Distributor:
             ka = p.last_heard          # held and never told anything: a keepalive now, so it knows its master
         if p.update_due is None or self._held(p):
             return ka
-        return p.update_due if ka is None else min(ka, p.update_due)
+        due = p.update_due
+        if self._settle_at is not None and not p.is_master and due < self._settle_at:
+            due = self._settle_at
+        return due if ka is None else min(ka, due)
 
     # ----------------------------------------------------------------------------------------- output
     def tick(self, lsd: LinkStateDB, now: float) -> list[Send]:
@@ -305,7 +331,8 @@ class Distributor:
             p.update_due = None                        # gone quiet: stop until it speaks again
             return
         sent = False
-        if p.update_due is not None and p.update_due <= now and not self._held(p):
+        if (p.update_due is not None and p.update_due <= now and not self._held(p)
+                and (p.is_master or self._settle_at is None or self.settling(now) is None)):
             p.update_due = None
             if unicast:
                 idle[p.name] = p
@@ -328,7 +355,8 @@ class Distributor:
 
     def _tick_group(self, lsd: LinkStateDB, now: float, cache: _TickCache, out: list[Send]) -> None:
         g = self._group
-        if g.update_due is not None and g.update_due <= now and not self.held:
+        if (g.update_due is not None and g.update_due <= now and not self.held
+                and (self._settle_at is None or self.settling(now) is None)):
             g.update_due = None
             msg = self._update_for(g.term, g.version, lsd, cache)
             if msg is not None:
@@ -388,6 +416,6 @@ class Distributor:
         if self.multicast:
             g = self._group
             if g.update_due is not None and not self.held:
-                times.append(g.update_due)
+                times.append(g.update_due if self._settle_at is None else max(g.update_due, self._settle_at))
             times.append(g.last_send_at + self.keepalive if g.last_send_at != NEVER else 0.0)
         return min(times) if times else None

@@ -352,6 +352,29 @@ class LinkStateDB:
         self._commit(self.version + 1, coerced)
         return self.version
 
+    def amend(self, changes: Mapping[int, LinkState]) -> int:
+        """Fold one more batch into the newest version (no version bump): for a master that processes a
+        batch of reports as one version (issue #18) — only for a version nobody has been sent yet.
+        Without a retained newest batch (history 0, or a snapshot/delta loaded), like `apply`."""
+        coerced = _coerce_changes(changes, self.n_links)
+        states = self._states
+        effective = [i for i, s in coerced.items() if states[i] != s]
+        if not effective:
+            return self.version
+        batch = self._log.get(self.version) if self.history else None
+        if batch is None:
+            self._commit(self.version + 1, coerced)
+            return self.version
+        known = set(batch.indices)
+        fresh = [i for i in effective if i not in known]
+        batch.indices.extend(fresh)
+        batch.olds += bytes(states[i] for i in fresh)
+        for i in effective:
+            states[i] = coerced[i]
+        self._retained += len(fresh)
+        self._snapshot_cache = None
+        return self.version
+
     def changes_since(self, version: int) -> dict[int, LinkState] | None:
         """Minimal delta from ``version`` to the current version.
 
