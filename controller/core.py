@@ -417,7 +417,9 @@ class MasterCore(DrainOps, RolloutOps):
         """A border's external slots as its report states them (issue #13): UP = some eBGP session provides
         the prefix now. Not guarded: a withdraw is the border's own first-hand evidence, and one border's
         slots never cut anything off (other borders or nothing: then the outside is gone anyway)."""
-        slots = self._slots_of.get(switch, ())
+        slots = self._slots_of.get(switch)
+        if not slots:
+            return {}
         return {i: LinkState.UP if bits >> k & 1 else LinkState.DOWN for k, i in enumerate(slots)}
 
     def external_states(self) -> dict[str, dict[str, bool]]:

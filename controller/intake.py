@@ -10,7 +10,8 @@ runs each turn in this order:
    every timer turn — a busy replica neither misses its followers' hellos (lease) nor its leader's.
 2. deferred fan-out (`Outbox`): a turn sends at most `OUT_CHUNK` datagrams to clients; the rest of a
    fan-out waits for the next turns, after the peer socket has been read again.
-3. at most `CLIENT_BATCH` client datagrams, processed as one batch (one LSD version: MasterCore.begin_batch).
+3. at most `CLIENT_BATCH` client datagrams or `TURN_BUDGET` of wall-clock time, processed as one batch
+   (one LSD version: MasterCore.begin_batch); what is left stays in the socket for the next turn.
 
 Overload (`Overload`): the client socket's kernel counters (/proc/net/udp: drops and receive-queue bytes)
 are sampled every `CHECK_EVERY`; new drops, a queue above a quarter of the receive buffer, or a full batch
@@ -29,8 +30,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-#: client datagrams handled per turn (one LSD version)
+#: client datagrams read per turn at most (one LSD version)
 CLIENT_BATCH = 512
+#: wall-clock time one turn spends on client datagrams at most (s): on a starved host a batch shrinks, so
+#: timers and FMRP input come around at least this often (plus one datagram)
+TURN_BUDGET = 0.02
 #: client sends per turn before the rest of a fan-out is deferred to the next turn
 OUT_CHUNK = 2000
 #: how often the kernel counters are sampled (s)
@@ -61,6 +65,17 @@ def enable_timestamps(sock: socket.socket) -> bool:
         return True
     except OSError:
         return False
+
+
+def read_one(sock: socket.socket) -> tuple[bytes, tuple[str, int]] | None:
+    """One datagram waiting on non-blocking `sock`, or None."""
+    while True:
+        try:
+            return sock.recvfrom(65535)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:          # ICMP port unreachable reported on a later read: skip it
+            continue
 
 
 def read_batch(sock: socket.socket, limit: int, clock: Callable[[], float], timestamps: bool = False

@@ -48,10 +48,12 @@ from controller.intake import (
     CHECK_EVERY,
     CLIENT_BATCH,
     OUT_CHUNK,
+    TURN_BUDGET,
     Outbox,
     Overload,
     enable_timestamps,
     read_batch,
+    read_one,
     udp_stats,
 )
 from controller.metrics import MasterMetrics
@@ -250,21 +252,33 @@ class MasterServer:
         self._pump_soon = False
         if self.node is None or self._client_sock is None:
             return
+        t0 = time.perf_counter()
         self._out_left = OUT_CHUNK
         self._read_peers()
         self._flush_deferred()
-        batch = read_batch(self._client_sock, CLIENT_BATCH, self.now) if self._out_left > 0 else []
-        self._backlog = len(batch) >= CLIENT_BATCH
-        if batch:
+        n = 0
+        if self._out_left > 0:
+            sock, end = self._client_sock, t0 + TURN_BUDGET
             self._batching = True
             self.core.begin_batch()
             try:
-                for data, addr, _at in batch:
-                    self._on_datagram(data, addr)
+                while n < CLIENT_BATCH:
+                    got = read_one(sock)
+                    if got is None:
+                        break
+                    n += 1
+                    self._on_datagram(got[0], got[1])
+                    if time.perf_counter() >= end:
+                        break
             finally:
                 self.core.end_batch()
                 self._batching = False
-                self._after_turn(rearm=True)
+                if n:
+                    self._after_turn(rearm=True)
+        self._backlog = n >= CLIENT_BATCH or (n > 0 and time.perf_counter() >= t0 + TURN_BUDGET)
+        spent = time.perf_counter() - t0
+        if spent > 0.2:
+            log.info(kv("slow_turn", ms=round(spent * 1000), datagrams=n, deferred=len(self._deferred)))
         if self._deferred and not self._pump_soon:
             self._pump_soon = True
             self._loop.call_soon(self._pump)  # type: ignore[union-attr]
@@ -287,9 +301,12 @@ class MasterServer:
         q = self._deferred
         if not q:
             return
+        end = time.perf_counter() + TURN_BUDGET
         while q and self._out_left > 0:
             self._send(q.popleft())
             self._out_left -= 1
+            if not self._out_left & 63 and time.perf_counter() >= end:
+                self._out_left = 0
         if not q:
             self.fanout.reset()
             self._flush_counts()
@@ -342,6 +359,7 @@ class MasterServer:
         self._timer = None
         self._timer_at = None
         assert self.node is not None
+        t0 = time.perf_counter()
         self._out_left = OUT_CHUNK
         self._read_peers()          # FMRP first: the lease and the leader check see every hello that arrived
         now = self.now()
@@ -350,6 +368,9 @@ class MasterServer:
             if loss:
                 self._turn(self.node.apply(loss, now), now, rearm=False)
             self._turn(self.node.timer(now), now)
+            spent = time.perf_counter() - t0
+            if spent > 0.2:
+                log.info(kv("slow_timer_turn", ms=round(spent * 1000), deferred=len(self._deferred)))
             if self._deferred and not self._pump_soon:
                 self._pump_soon = True
                 self._loop.call_soon(self._pump)  # type: ignore[union-attr]

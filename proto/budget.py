@@ -6,8 +6,11 @@ number of switches `n`:
     reports in      n / report_refresh        every switch refreshes its report (to every replica)
     acks out        n / report_refresh        each report is acknowledged
     keepalives out  n / keepalive             unicast distribution (multicast: 1 / keepalive, to the group)
+    requests in     n / keepalive             while clients are behind (a cold start), each asks once per
+                                              keepalive (client.replica's request_interval); multicast: a
+                                              client that lost the group polls at the same rate
 
-With the defaults (keepalive 100 ms, refresh 500 ms) a 30,088-switch fabric is ~420,000 datagrams/s at
+With the defaults (keepalive 100 ms, refresh 500 ms) a 30,088-switch fabric is ~720,000 datagrams/s at
 every replica, more than one Python process can read, so a cold start never converges (issue #18). The
 budget caps that sum at `PERIODIC_BUDGET` datagrams/s per replica: `derive(timers, ...)` returns timers
 at least as long as the configured ones, raised just enough to fit. A fabric that fits (every lab and
@@ -15,8 +18,11 @@ test fabric: a few hundred switches) keeps its timers — and its digest — unc
 the *derived* timers (proto.config applies `derive` before building the Fabric), so every replica and
 client of a config runs the same derived timers.
 
-Shares: with unicast distribution half the budget goes to keepalives and half to reports + acks; with
-multicast, keepalives cost 1 datagram per interval and the whole budget goes to reports + acks.
+Shares: with unicast distribution half the budget goes to keepalives + requests and half to reports +
+acks; with multicast, keepalives cost 1 datagram per interval and the whole budget goes to reports +
+acks. Unacked reports: during a cold start every switch retries until the master has read its first
+report, so the first retry waits `report_retry_min` >= n / (2 x INTAKE_RATE) (half the time a replica
+needs to read one report of every switch) and retries back off to `report_retry_max` >= 2n / budget.
 
 Dependent timers follow:
 
@@ -42,8 +48,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-#: periodic datagrams/s (in + out) one master replica is budgeted for
-PERIODIC_BUDGET = 20_000.0
+#: periodic datagrams/s (in + out) one master replica is budgeted for: a Python replica handles ~10-20 k
+#: datagrams/s on one idle core (BENCHMARKS.md, issue #18); half of that leaves room for a cold start
+PERIODIC_BUDGET = 10_000.0
 #: first reports/s a replica is assumed to read during a cold start (measured: BENCHMARKS.md, issue #18)
 INTAKE_RATE = 5_000.0
 #: extra FMRP dead time per switch (s)
@@ -63,16 +70,17 @@ class Load:
     reports_in: float
     acks_out: float
     keepalives_out: float
+    requests_in: float
 
     @property
     def total(self) -> float:
-        return self.reports_in + self.acks_out + self.keepalives_out
+        return self.reports_in + self.acks_out + self.keepalives_out + self.requests_in
 
 
 def periodic_load(timers: Any, n_switches: int, multicast: bool) -> Load:
     reports = n_switches / timers.report_refresh
     keepalives = (1 if multicast else n_switches) / timers.keepalive
-    return Load(reports, reports, keepalives)
+    return Load(reports, reports, keepalives, 0.0 if multicast else n_switches / timers.keepalive)
 
 
 def _ms_ceil(seconds: float) -> float:
@@ -86,7 +94,7 @@ def derive(timers: Any, n_switches: int, multicast: bool, budget: float = PERIOD
     if n_switches <= 0 or budget <= 0:
         return timers
     report_share = budget if multicast else budget / 2
-    keepalive = timers.keepalive if multicast else max(timers.keepalive, _ms_ceil(n_switches / (budget / 2)))
+    keepalive = timers.keepalive if multicast else max(timers.keepalive, _ms_ceil(2 * n_switches / (budget / 2)))
     refresh = max(timers.report_refresh, _ms_ceil(2 * n_switches / report_share))
     switch_dead = max(timers.switch_dead, 3 * refresh, _ms_ceil(2 * n_switches / INTAKE_RATE))
     master_dead = max(timers.master_dead, _ms_ceil(n_switches * FMRP_DEAD_PER_SWITCH))
@@ -94,9 +102,11 @@ def derive(timers: Any, n_switches: int, multicast: bool, budget: float = PERIOD
     if master_dead != timers.master_dead:
         hello = max(hello, _ms_ceil(master_dead / 5))
     # the client notices a dead master after 3 keepalives; retries need not be faster than a keepalive
-    retry_max = timers.report_retry_max if keepalive == timers.keepalive else max(timers.report_retry_max, keepalive)
+    retry_min = max(timers.report_retry_min, _ms_ceil(n_switches / (2 * INTAKE_RATE)))
+    retry_max = max(timers.report_retry_max, _ms_ceil(2 * n_switches / budget), retry_min)
     new = dataclasses.replace(timers, keepalive=keepalive, report_refresh=refresh, switch_dead=switch_dead,
-                              master_dead=master_dead, hello_interval=hello, report_retry_max=retry_max)
+                              master_dead=master_dead, hello_interval=hello, report_retry_min=retry_min,
+                              report_retry_max=retry_max)
     return timers if new == timers else new
 
 
@@ -121,4 +131,4 @@ class Settle:
 def settle_window(n_switches: int, pacing: float, budget: float = PERIODIC_BUDGET) -> Settle:
     if n_switches < SETTLE_MIN_SWITCHES:
         return Settle(0.0, 0.0)
-    return Settle(max(pacing, 0.05), max(0.25, n_switches / budget))
+    return Settle(max(pacing, 0.05), max(0.25, n_switches / (2 * budget)))
