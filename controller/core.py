@@ -647,7 +647,8 @@ class MasterCore(DrainOps, RolloutOps):
         if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
             return [Rejected(sender, kind, "stale_report")]
         self._apply_timeouts(now, out)
-        if view is not None and not self.deriver.alive(sender, now):
+        was_alive = view is not None and self.deriver.alive(sender, now)
+        if view is not None and not was_alive:
             out.append(SwitchSilent(sender, False))
         peer.last_report = now
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
@@ -658,10 +659,17 @@ class MasterCore(DrainOps, RolloutOps):
             self._next_usable[sender] = (usable_ports, r.report_seq, now)
         else:
             self._next_usable.pop(sender, None)
-        if sender in self._links_of:             # a switch only in the next config has no link yet
+        if (was_alive and view is not None and not self.guard.held and self.rollout.next is None
+                and sender not in self._slots_of and view.usable == usable_ports & self.deriver.fabric_ports(sender)):
+            # issue #18: a refresh or retransmission of what a live switch already says changes no derivation
+            # (its links depend on its view and its neighbours', not on when it was heard): O(1), not O(links)
             self.deriver.set_report(sender, usable_ports, r.report_seq, now)
-        n_changes = self._rederive(self._links_of.get(sender, ()), now, "report", out,
-                                   self._external(sender, r.external), switch=sender)
+            n_changes = 0
+        else:
+            if sender in self._links_of:             # a switch only in the next config has no link yet
+                self.deriver.set_report(sender, usable_ports, r.report_seq, now)
+            n_changes = self._rederive(self._links_of.get(sender, ()), now, "report", out,
+                                       self._external(sender, r.external), switch=sender)
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         if not relayed:

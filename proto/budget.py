@@ -48,9 +48,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
-#: periodic datagrams/s (in + out) one master replica is budgeted for: a Python replica handles ~10-20 k
-#: datagrams/s on one idle core (BENCHMARKS.md, issue #18); half of that leaves room for a cold start
-PERIODIC_BUDGET = 10_000.0
+#: periodic datagrams/s (in + out) one master replica is budgeted for: a Python replica handles ~10-15 k
+#: datagrams/s on one idle core (a report costs ~100 us in the core alone at Jupiter size; BENCHMARKS.md,
+#: issue #18); a third of that leaves the rest for a cold start, a failover, a shared host
+PERIODIC_BUDGET = 5_000.0
 #: first reports/s a replica is assumed to read during a cold start (measured: BENCHMARKS.md, issue #18)
 INTAKE_RATE = 5_000.0
 #: extra FMRP dead time per switch (s)
