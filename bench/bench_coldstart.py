@@ -158,6 +158,8 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
                 "masterships": count_lines(cluster.log_path(m), offsets[m], "role=master"),
             }
         res["silences"] = sum(r["silences"] for r in res["replicas"].values())
+        # a mastership taken after t0 is an election (REST may be slow to answer under load: logs count too)
+        res["elections"] = max(res["elections"], sum(r["masterships"] for r in res["replicas"].values()))
         res["fleet_cpu_s"] = round(sum(proc_cpu(pid) for pid in fleet.pids), 1)
     finally:
         fleet.close()
