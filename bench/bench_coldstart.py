@@ -110,7 +110,8 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         t_ready = time.monotonic()
         fleet.start()
         log(f"fleet ready in {time.monotonic() - t_ready:.1f} s")
-        leader = cluster.wait(lambda: cluster.single_master(), timeout=max(60.0, timeout))
+        # one master (a cold-started master holds its empty LSD until every switch reported: not "held" here)
+        leader = cluster.wait(lambda: len(cluster.masters_now()) == 1, timeout=max(60.0, timeout))
         if leader is None:
             raise RuntimeError("no single master elected before the cold start")
         time.sleep(1.0)                 # let the replicas settle into hellos

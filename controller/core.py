@@ -47,7 +47,7 @@ from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
 from controller.rollout import Rollout
-from proto.budget import settle_window
+from proto.budget import SETTLE_MIN_SWITCHES, TICK_PEERS, settle_window
 from proto.config import Fabric
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
 from proto.messages import (
@@ -131,6 +131,7 @@ class MasterCore(DrainOps, RolloutOps):
             multicast=fabric.distribution.mode == "multicast",
             settle_quiet=settle.quiet,
             settle_max=settle.max_wait,
+            max_per_tick=TICK_PEERS if len(fabric.switches) >= SETTLE_MIN_SWITCHES else 0,
         )
         self._links_of = {s.name: fabric.links_of(s.name) for s in fabric.switches}
         #: operator drains with who/when/why, replicated to the backups (DrainNotes, see _notes_tick)

@@ -95,6 +95,7 @@ class Distributor:
         multicast: bool = False,
         settle_quiet: float = 0.0,
         settle_max: float = 0.0,
+        max_per_tick: int = 0,
     ) -> None:
         self.master_id = master_id
         self.digest = digest
@@ -122,6 +123,9 @@ class Distributor:
         self.settle_quiet = settle_quiet
         self.settle_max = settle_max
         self._unsent_since: float | None = None
+        #: peers handled per tick() at most (0: all due); the rest stay due: the next tick is now (issue #18:
+        #: a fan-out to 30,000 clients is spread over several turns, FMRP is read in between)
+        self.max_per_tick = max_per_tick
         self._settle_at: float | None = None
 
     # ----------------------------------------------------------------------------------------- peers
@@ -313,12 +317,20 @@ class Distributor:
             self._tick_group(lsd, now, cache, out)
         times, buckets, idle = self._times, self._buckets, self._idle
         keepalive, client_dead = self.keepalive, self.client_dead
-        while times and times[0] <= now:
+        budget = self.max_per_tick or -1
+        while times and times[0] <= now and budget:
             at = heapq.heappop(times)
-            for p in buckets.pop(at, ()):
+            bucket = buckets.pop(at, ())
+            for k, p in enumerate(bucket):
                 if p.queued_at == at:
                     self._tick_peer(p, lsd, now, cache, backups if p.is_master else out, idle, keepalive,
                                     client_dead)
+                    budget -= 1
+                    if not budget:
+                        if k + 1 < len(bucket):          # the rest: next tick
+                            buckets.setdefault(at, []).extend(bucket[k + 1:])
+                            heapq.heappush(times, at)
+                        break
         # Backups first: a version reaches the replicas before any client, so a master that dies half-way
         # through a fan-out never leaves clients with a version no surviving replica has.
         return backups + out if backups else out

@@ -427,10 +427,10 @@ class MasterServer:
         self._flush_counts()
         self._refresh_gauges()
         n = len(self.core.dist.peers)
-        if n > 1000 and n > 1.2 * self._frozen_peers and not self.overload_now():
+        if n > 1000 and n > 1.2 * self._frozen_peers:
             # issue #18: the state a cold start built (peers, views) lives on: out of the cyclic GC's reach
+            # (freeze alone is O(1); a collect here would cost a full collection in the storm)
             self._frozen_peers = n
-            gc.collect()
             gc.freeze()
         if rearm:
             self._rearm()

@@ -33,8 +33,8 @@ Dependent timers follow:
   declared dead for one; ``hello_interval`` <= master_dead / 5 (FMRP needs several hellos per dead time);
 * the *settle* window of LSD fan-out (`settle_window`, not a config key: a function of `n`): during churn
   (a cold start) a client gets an update when the LSD has been quiet for `quiet`, or at the latest
-  `max_wait` after the first unsent version — so a unicast fan-out of n snapshots happens at most once per
-  `max_wait`, within the same budget. Fabrics below `SETTLE_MIN_SWITCHES` do not settle (updates go out
+  `max_wait` (= n / budget) after the first unsent version — so a unicast fan-out of n snapshots happens
+  at most once per `max_wait`, within the same budget. Fabrics below `SETTLE_MIN_SWITCHES` do not settle (updates go out
   after `pacing`, as before).
 
 The numbers and the measurements behind them: ARCHITECTURE.md ("Traffic budget") and BENCHMARKS.md.
@@ -62,6 +62,9 @@ SETTLE_MIN_SWITCHES = 1000
 #: big fabrics: a client refreshes after report_refresh x (1 - REFRESH_JITTER x f), f in [0, 1) fixed by its
 #: name and refresh count, so switches that started together (a cold start) do not refresh in lockstep
 REFRESH_JITTER = 0.25
+#: big fabrics: clients the master's distribution handles per tick at most (the rest of a fan-out follows in
+#: the next ticks, with FMRP input read in between: controller.distribution.Distributor.max_per_tick)
+TICK_PEERS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,4 +135,4 @@ class Settle:
 def settle_window(n_switches: int, pacing: float, budget: float = PERIODIC_BUDGET) -> Settle:
     if n_switches < SETTLE_MIN_SWITCHES:
         return Settle(0.0, 0.0)
-    return Settle(max(pacing, 0.05), max(0.25, n_switches / (2 * budget)))
+    return Settle(max(pacing, 0.05), max(0.25, n_switches / budget))
