@@ -6,9 +6,8 @@ number of switches `n`:
     reports in      n / report_refresh        every switch refreshes its report (to every replica)
     acks out        n / report_refresh        each report is acknowledged
     keepalives out  n / keepalive             unicast distribution (multicast: 1 / keepalive, to the group)
-    requests in     n / keepalive             while clients are behind (a cold start), each asks once per
-                                              keepalive (client.replica's request_interval); multicast: a
-                                              client that lost the group polls at the same rate
+    requests in     n / request_interval      only while clients are behind (a cold start, a lost group
+                                              datagram): each asks at most once per `request_interval`
 
 With the defaults (keepalive 100 ms, refresh 500 ms) a 30,088-switch fabric is ~720,000 datagrams/s at
 every replica, more than one Python process can read, so a cold start never converges (issue #18). The
@@ -74,7 +73,7 @@ class Load:
     reports_in: float
     acks_out: float
     keepalives_out: float
-    requests_in: float
+    requests_in: float        # 0 in steady state; <= budget while every client is behind (request_interval)
 
     @property
     def total(self) -> float:
@@ -84,7 +83,7 @@ class Load:
 def periodic_load(timers: Any, n_switches: int, multicast: bool) -> Load:
     reports = n_switches / timers.report_refresh
     keepalives = (1 if multicast else n_switches) / timers.keepalive
-    return Load(reports, reports, keepalives, 0.0 if multicast else n_switches / timers.keepalive)
+    return Load(reports, reports, keepalives, 0.0)
 
 
 def _ms_ceil(seconds: float) -> float:
@@ -98,7 +97,7 @@ def derive(timers: Any, n_switches: int, multicast: bool, budget: float = PERIOD
     if n_switches <= 0 or budget <= 0:
         return timers
     report_share = budget if multicast else budget / 2
-    keepalive = timers.keepalive if multicast else max(timers.keepalive, _ms_ceil(2 * n_switches / (budget / 2)))
+    keepalive = timers.keepalive if multicast else max(timers.keepalive, _ms_ceil(n_switches / (budget / 2)))
     refresh = max(timers.report_refresh, _ms_ceil(2 * n_switches / report_share))
     switch_dead = max(timers.switch_dead, 3 * refresh, _ms_ceil(2 * n_switches / INTAKE_RATE))
     master_dead = max(timers.master_dead, _ms_ceil(n_switches * FMRP_DEAD_PER_SWITCH))
@@ -121,6 +120,15 @@ def refresh_jitter(n_switches: int) -> float:
 def jitter_fraction(name: str, count: int) -> float:
     """A deterministic fraction in [0, 1) for switch `name`'s `count`-th refresh (no RNG in pure cores)."""
     return ((zlib.crc32(name.encode()) + count * 2654435761) % 1000) / 1000
+
+
+def request_interval(timers: Any, n_switches: int, budget: float = PERIODIC_BUDGET) -> float:
+    """How often a client that is behind asks for the LSD at most (client.replica; the fleet harness):
+    the keepalive, but on a big fabric no faster than n requests per n / budget seconds — so even every
+    client behind at once (a cold start) asks within the budget."""
+    if n_switches < SETTLE_MIN_SWITCHES:
+        return timers.keepalive
+    return max(timers.keepalive, _ms_ceil(n_switches / budget))
 
 
 @dataclass(frozen=True, slots=True)

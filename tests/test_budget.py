@@ -52,8 +52,10 @@ def test_the_digest_covers_the_derived_timers() -> None:
 def test_jupiter_timers() -> None:
     u = budget.derive(Timers(), 30_088, False)
     m = budget.derive(Timers(), 30_088, True)
-    assert (u.keepalive, u.report_refresh, u.switch_dead) == pytest.approx((24.071, 24.071, 72.213))
+    assert (u.keepalive, u.report_refresh, u.switch_dead) == pytest.approx((12.036, 24.071, 72.213))
     assert (m.keepalive, m.report_refresh, m.switch_dead) == pytest.approx((0.1, 12.036, 36.108))
+    assert budget.request_interval(m, 30_088) == pytest.approx(6.018)
+    assert budget.request_interval(Timers(), 100) == Timers().keepalive
     assert u.master_dead == pytest.approx(0.903) and u.hello_interval == pytest.approx(0.181)
 
 

@@ -11,7 +11,8 @@ master can tell:
   report (backoff report_retry_min .. report_retry_max) to the master in use, or to all if none is live;
   refreshes every report_refresh, jittered like the real client (proto.budget);
 - the switch follows the highest term heard; LsdFull/LsdDelta are applied strictly in order (a delta must
-  start at the switch's version), a gap or a keepalive showing it behind asks with LsdRequest.
+  start at the switch's version), a gap or a keepalive showing it behind asks with LsdRequest (at most
+  once per request_interval while unanswered, like client.replica).
 
 LSD content: a worker keeps ONE reference LinkStateDB per term (the LSD is the same at a given (term,
 version) for every switch) and each switch a version pointer; a switch "holds the complete LSD" when its
@@ -38,7 +39,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from proto.auth import KeyRing
-from proto.budget import jitter_fraction, refresh_jitter
+from proto.budget import jitter_fraction, refresh_jitter, request_interval
 from proto.config import Fabric
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
 from proto.messages import (
@@ -60,7 +61,7 @@ _UP = int(LinkState.UP)
 
 class _Sw:
     __slots__ = ("acked", "backoff", "codec", "data_term", "heard_at", "idx", "master", "name", "next_at",
-                 "ports", "refreshes", "seq", "sock", "term", "version")
+                 "next_request", "ports", "refreshes", "seq", "sock", "term", "version")
 
     def __init__(self, idx: int, name: str, codec: Codec, sock: int, ports: tuple[PortStatus, ...]) -> None:
         self.idx, self.name, self.codec, self.sock, self.ports = idx, name, codec, sock, ports
@@ -74,6 +75,7 @@ class _Sw:
         self.heard_at = -1e9
         self.next_at = float("inf")
         self.refreshes = 0
+        self.next_request = 0.0
 
 
 class _Worker:
@@ -88,6 +90,7 @@ class _Worker:
         self.refresh = t.report_refresh
         self.jitter = refresh_jitter(len(fabric.switches))
         self.silence = 3 * t.keepalive
+        self.request_interval = request_interval(t, len(fabric.switches))    # like client.replica
         self.sel = selectors.DefaultSelector()
         self.socks: list[socket.socket] = []
         for i in range(n_sockets):
@@ -176,6 +179,9 @@ class _Worker:
                 self._report(sw, now, new=False)
 
     def _request(self, sw: _Sw, now: float, version: int | None = None) -> None:
+        if now < sw.next_request:
+            return
+        sw.next_request = now + self.request_interval
         self.counts["requests"] += 1
         v = sw.version if version is None else version
         self._send(sw, LsdRequest(sw.name, max(sw.data_term, 0), v), False, now)
@@ -263,6 +269,7 @@ class _Worker:
                     return
             if msg.version >= sw.version or sw.data_term != msg.term:
                 sw.data_term, sw.version, sw.master = msg.term, msg.version, sender
+                sw.next_request = 0.0
         elif type(msg) is LsdDelta:
             self.counts["delta"] += 1
             if msg.term == sw.data_term and msg.from_version == sw.version:
@@ -273,6 +280,7 @@ class _Worker:
                     except LsdError:
                         return
                 sw.version = msg.to_version
+                sw.next_request = 0.0
             elif not (msg.term == sw.data_term and msg.to_version <= sw.version):
                 self._request(sw, now)
         elif type(msg) is Keepalive:
