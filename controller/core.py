@@ -469,6 +469,11 @@ class MasterCore(DrainOps, RolloutOps):
         self.dist.on_version(now)
         return len(changes)
 
+    def note_backlog(self, now: float) -> None:
+        """The runtime has client input waiting after this turn: LSD fan-out waits (Distributor.note_backlog)."""
+        if self.role == Role.MASTER:
+            self.dist.note_backlog(now)
+
     def begin_batch(self) -> None:
         """The runtime hands over a batch of datagrams (issue #18): until end_batch(), every LSD change is
         folded into one version (nothing is sent between them: distribution runs in tick())."""

@@ -123,6 +123,9 @@ class Distributor:
         self.settle_quiet = settle_quiet
         self.settle_max = settle_max
         self._unsent_since: float | None = None
+        #: input pressure (note_backlog): updates wait while the master still has reports queued, at most
+        #: 4 x settle_max after the first unsent version
+        self._pressure_until = float("-inf")
         #: peers handled per tick() at most (0: all due); the rest stay due: the next tick is now (issue #18:
         #: a fan-out to 30,000 clients is spread over several turns, FMRP is read in between)
         self.max_per_tick = max_per_tick
@@ -239,6 +242,9 @@ class Distributor:
             if self._unsent_since is None:
                 self._unsent_since = now
             self._settle_at = min(now + self.settle_quiet, self._unsent_since + self.settle_max)
+            if self._pressure_until > now:
+                self._settle_at = max(self._settle_at,
+                                      min(self._pressure_until, self._unsent_since + 4 * self.settle_max))
         if self.multicast:
             g = self._group
             if g.update_due is None:
@@ -282,6 +288,15 @@ class Distributor:
                 heapq.heappush(self._times, due)
             else:
                 bucket.append(p)
+
+    def note_backlog(self, now: float) -> None:
+        """The runtime left client input queued this turn (a cold start): while it does, updates to clients
+        wait (reading the reports that make the LSD complete comes first), up to 4 x settle_max."""
+        if self.settle_max <= 0 or not self.active:
+            return
+        self._pressure_until = now + self.settle_quiet
+        if self._settle_at is not None and self._unsent_since is not None:
+            self._settle_at = max(self._settle_at, min(self._pressure_until, self._unsent_since + 4 * self.settle_max))
 
     def settling(self, now: float) -> float | None:
         """While the LSD churns: when client updates may go out (None: now)."""

@@ -276,6 +276,8 @@ class MasterServer:
                 if n:
                     self._after_turn(rearm=True)
         self._backlog = n >= CLIENT_BATCH or (n > 0 and time.perf_counter() >= t0 + TURN_BUDGET)
+        if self._backlog:
+            self.core.note_backlog(self.now())      # input first: fan-out waits (bounded, see Distributor)
         spent = time.perf_counter() - t0
         if spent > 0.2:
             log.info(kv("slow_turn", ms=round(spent * 1000), datagrams=n, deferred=len(self._deferred)))

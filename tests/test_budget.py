@@ -182,3 +182,18 @@ def test_read_batch_with_arrival_times() -> None:
     finally:
         rx.close()
         tx.close()
+
+
+def test_input_backlog_defers_the_fan_out_up_to_four_settle_windows() -> None:
+    d, lsd = _dist(budget.Settle(0.05, 0.5))
+    p = d.peer("s1", False, 0.0)
+    d.on_request(p, 0, -1, lsd.version, 0.0)
+    lsd.apply({0: LinkState.UP})
+    d.on_version(0.0)
+    fulls = []
+    t = 0.0
+    while t < 3.0 and not fulls:
+        t = round(t + 0.01, 2)
+        d.note_backlog(t)                                  # the master keeps finding input queued
+        fulls = [s for s in d.tick(lsd, t) if isinstance(s.msg, LsdFull)]
+    assert fulls and t == pytest.approx(2.0, abs=0.02)    # 4 x max_wait after the first unsent version
