@@ -366,6 +366,7 @@ class MasterServer:
         self._read_peers()          # FMRP first: the lease and the leader check see every hello that arrived
         now = self.now()
         try:
+            self._turn(self.node.liveness(now), now, rearm=False)     # hellos before the core's fan-out
             loss = self._check_input_loss(now)
             if loss:
                 self._turn(self.node.apply(loss, now), now, rearm=False)
