@@ -36,7 +36,7 @@ CLIENT_BATCH = 512
 #: timers and FMRP input come around at least this often (plus one datagram)
 TURN_BUDGET = 0.02
 #: client sends per turn before the rest of a fan-out is deferred to the next turn
-OUT_CHUNK = 2000
+OUT_CHUNK = 1000
 #: how often the kernel counters are sampled (s)
 CHECK_EVERY = 0.25
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)

@@ -63,7 +63,7 @@ SETTLE_MIN_SWITCHES = 1000
 REFRESH_JITTER = 0.25
 #: big fabrics: clients the master's distribution handles per tick at most (the rest of a fan-out follows in
 #: the next ticks, with FMRP input read in between: controller.distribution.Distributor.max_per_tick)
-TICK_PEERS = 2000
+TICK_PEERS = 500
 
 
 @dataclass(frozen=True, slots=True)

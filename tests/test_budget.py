@@ -197,3 +197,20 @@ def test_input_backlog_defers_the_fan_out_up_to_four_settle_windows() -> None:
         d.note_backlog(t)                                  # the master keeps finding input queued
         fulls = [s for s in d.tick(lsd, t) if isinstance(s.msg, LsdFull)]
     assert fulls and t == pytest.approx(2.0, abs=0.02)    # 4 x max_wait after the first unsent version
+
+
+def test_input_loss_keeps_everyone_alive_with_one_entry() -> None:
+    from controller.linkstate import LinkStateDeriver
+
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=1)
+    d = LinkStateDeriver(f)
+    for k, sw in enumerate(f.switches):
+        d.set_report(sw.name, f.fabric_ports(sw.name), 1, float(k))
+    heap = len(d._expiry)
+    dead = d.switch_dead
+    d.note_input_loss(10.0)
+    assert len(d._expiry) == heap + 1                      # O(1), whatever the number of switches
+    assert d.expire(dead + 5.0) == set()                   # the loss extended everyone's silence
+    assert all(d.alive(sw.name, dead + 9.0) for sw in f.switches)
+    assert d.expire(10.0 + dead) == {sw.name for sw in f.switches}
+    assert d.next_deadline() is None
