@@ -144,7 +144,6 @@ class MasterServer:
         self._sent_counts: dict[tuple[type, str], int] = {}
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
-        self._drops_seen: int | None = None     # kernel drop counter of the client socket, last read
         self._drops_checked = float("-inf")
         self._loss_noted = float("-inf")
         # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
