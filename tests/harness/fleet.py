@@ -247,7 +247,9 @@ class _Worker:
             sw.heard_at = now
         if term > sw.term:
             sw.term = term
-            sw.master = sender
+            # the master in use: only a master's own ack or keepalive says who it is (a backup acks and
+            # serves the LSD in the same term)
+            sw.master = sender if type(msg) is Keepalive or (type(msg) is ReportAck and not msg.backup) else None
             if not sw.acked:
                 self._report(sw, now, new=False, everyone=True)    # a new term: the open report to everyone
         if type(msg) is ReportAck:
@@ -268,7 +270,8 @@ class _Worker:
                 except LsdError:
                     return
             if msg.version >= sw.version or sw.data_term != msg.term:
-                sw.data_term, sw.version, sw.master = msg.term, msg.version, sender
+                # not the master in use: a backup serves the LSD too (like client.replica's `server`)
+                sw.data_term, sw.version = msg.term, msg.version
                 sw.next_request = 0.0
         elif type(msg) is LsdDelta:
             self.counts["delta"] += 1
