@@ -27,7 +27,7 @@ Dependent timers follow:
 
 * ``switch_dead`` >= 3 report refreshes, and >= 2 x the cold-start drain time (`n / INTAKE_RATE`: every
   switch's first report must be read before anyone's silence means anything);
-* ``master_dead`` (FMRP) >= n x `FMRP_DEAD_PER_SWITCH` (at Jupiter size ~0.9 s): a replica of a
+* ``master_dead`` (FMRP) >= n x `FMRP_DEAD_PER_SWITCH` (at Jupiter size ~3 s): a replica of a
   big fabric has bounded but longer turns (a batch of reports, a chunk of a fan-out) and must not be
   declared dead for one; ``hello_interval`` <= master_dead / 5 (FMRP needs several hellos per dead time);
 * the *settle* window of LSD fan-out (`settle_window`, not a config key: a function of `n`): during churn
@@ -53,8 +53,10 @@ from typing import Any
 PERIODIC_BUDGET = 5_000.0
 #: first reports/s a replica is assumed to read during a cold start (measured: BENCHMARKS.md, issue #18)
 INTAKE_RATE = 5_000.0
-#: extra FMRP dead time per switch (s)
-FMRP_DEAD_PER_SWITCH = 30e-6
+#: FMRP dead time per switch (s): a replica's bounded turns still grow with the fabric (a new master's
+#: announcement to every switch, a tick of the distribution, a batch of reports) and on a starved host a
+#: turn of 100 ms of CPU takes ~1 s; at Jupiter size ~3 s (measured: BENCHMARKS.md "Cold start")
+FMRP_DEAD_PER_SWITCH = 100e-6
 #: fabrics with fewer switches do not settle their fan-out (see settle_window) and their clients do not
 #: jitter their report refresh (`refresh_jitter`)
 SETTLE_MIN_SWITCHES = 1000
