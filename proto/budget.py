@@ -17,8 +17,7 @@ test fabric: a few hundred switches) keeps its timers — and its digest — unc
 the *derived* timers (proto.config applies `derive` before building the Fabric), so every replica and
 client of a config runs the same derived timers.
 
-Shares: with unicast distribution half the budget goes to keepalives + requests and half to reports +
-acks; with multicast, keepalives cost 1 datagram per interval and the whole budget goes to reports +
+Shares: with unicast distribution half the budget goes to keepalives and half to reports + acks; with multicast, keepalives cost 1 datagram per interval and the whole budget goes to reports +
 acks. Unacked reports: during a cold start every switch retries until the master has read its first
 report, so the first retry waits `report_retry_min` >= n / (2 x INTAKE_RATE) (half the time a replica
 needs to read one report of every switch) and retries back off to `report_retry_max` >= 2n / budget.
@@ -29,14 +28,17 @@ Dependent timers follow:
   switch's first report must be read before anyone's silence means anything);
 * ``master_dead`` (FMRP) >= n x `FMRP_DEAD_PER_SWITCH` (at Jupiter size ~3 s): a replica of a
   big fabric has bounded but longer turns (a batch of reports, a chunk of a fan-out) and must not be
-  declared dead for one; ``hello_interval`` <= master_dead / 5 (FMRP needs several hellos per dead time);
+  declared dead for one; when it is raised, ``hello_interval`` is raised to master_dead / 5 (five hellos
+  per dead time are enough);
 * the *settle* window of LSD fan-out (`settle_window`, not a config key: a function of `n`): during churn
   (a cold start) a client gets an update when the LSD has been quiet for `quiet`, or at the latest
   `max_wait` (= n / budget) after the first unsent version — so a unicast fan-out of n snapshots happens
-  at most once per `max_wait`, within the same budget. Fabrics below `SETTLE_MIN_SWITCHES` do not settle (updates go out
-  after `pacing`, as before).
+  at most once per `max_wait`, within the same budget; while client input stays queued (the runtime's
+  `note_backlog`) it waits longer, up to 4 x `max_wait`. Fabrics below `SETTLE_MIN_SWITCHES` do not
+  settle (updates go out after `pacing`, as before).
 
-The numbers and the measurements behind them: ARCHITECTURE.md ("Traffic budget") and BENCHMARKS.md.
+The numbers and the measurements behind them: ARCHITECTURE.md ("Cold start: the traffic budget ...") and
+BENCHMARKS.md ("Cold start of a whole fabric").
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ from typing import Any
 #: datagrams/s on one idle core (a report costs ~100 us in the core alone at Jupiter size; BENCHMARKS.md,
 #: issue #18); a third of that leaves the rest for a cold start, a failover, a shared host
 PERIODIC_BUDGET = 5_000.0
-#: first reports/s a replica is assumed to read during a cold start (measured: BENCHMARKS.md, issue #18)
+#: first reports/s a replica is assumed to read during a cold start (a Jupiter master on the shared 2-core
+#: test host read ~2,700/s while sharing it with the fleet: BENCHMARKS.md, issue #18)
 INTAKE_RATE = 5_000.0
 #: FMRP dead time per switch (s): a replica's bounded turns still grow with the fabric (a new master's
 #: announcement to every switch, a tick of the distribution, a batch of reports) and on a starved host a
