@@ -20,7 +20,8 @@ Rules
 - Keepalives announce the master's version; a newer one than ours is a gap (we missed an update) -> request.
 - Atomic: the snapshot/changes are decoded and validated completely before anything changes; a decode
   error leaves the replica untouched (counted in `decode_errors`) and triggers a request.
-- Requests are rate-limited: at most one per `request_interval` (default: keepalive) while unanswered; an
+- Requests are rate-limited: at most one per `request_interval` (default: keepalive; on a big fabric
+  n / budget, proto.budget.request_interval) while unanswered; an
   applied full/delta counts as the answer, so the next gap may be requested at once. Requests go to the
   master in use, or to all configured masters when none is known or it is silent.
 - Fail-static: no message from the master in use (nor from a backup serving us, below) for
@@ -43,6 +44,7 @@ import math
 from dataclasses import dataclass
 
 from client.reporter import SendToMaster
+from proto.budget import request_interval as budget_request_interval
 from proto.config import Fabric
 from proto.lsd import LinkStateDB, decode_changes, decode_snapshot
 from proto.messages import Keepalive, LsdDelta, LsdFull, LsdRequest
@@ -100,7 +102,8 @@ class LsdReplica:
         self.digest = fabric.digest
         self.masters: tuple[str, ...] = tuple(m.id for m in fabric.masters)
         self.n_links = fabric.lsd_size      # links, then the borders' external slots (issue #13)
-        self.request_interval = keepalive if request_interval is None else request_interval
+        self.request_interval = (budget_request_interval(fabric.timers, len(fabric.switches))
+                                 if request_interval is None else request_interval)   # issue #18
         self.master_silence = 3 * keepalive if master_silence is None else master_silence
         self.db = LinkStateDB(self.n_links, history=0)   # a replica never serves deltas
         self.has_data = False

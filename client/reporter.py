@@ -38,6 +38,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from proto.budget import jitter_fraction, refresh_jitter
 from proto.config import Fabric
 from proto.messages import BgpSession, PortReport, PortStatus, ReportAck
 
@@ -67,6 +68,7 @@ class Reporter:
         self.retry_min = timers.report_retry_min
         self.retry_max = max(timers.report_retry_max, timers.report_retry_min)
         self.refresh = timers.report_refresh
+        self.refresh_jitter = refresh_jitter(len(fabric.switches))     # issue #18: proto.budget
         self.master_silence = 3 * timers.keepalive if master_silence is None else master_silence
         self.reach_timeout = 2 * timers.keepalive if reach_timeout is None else reach_timeout
         # Reachability: highest report_seq each replica acknowledged, reports sent to everyone (seq, time).
@@ -265,7 +267,8 @@ class Reporter:
         moment they take over; retransmissions go only to the master in use (or to all if none is)."""
         report = self.report(now)
         assert report is not None
-        self._refresh_at = now + self.refresh
+        jitter = self.refresh_jitter * jitter_fraction(self.switch, self.reports) if self.refresh_jitter else 0.0
+        self._refresh_at = now + self.refresh * (1 - jitter)
         self._retry_at = math.inf if self.acked else min(now + self._backoff, self._refresh_at)
         if everyone:
             self._sent_all.append((self.report_seq, now))

@@ -29,6 +29,8 @@ class MasterApi(Protocol):
 
     def now(self) -> float: ...
 
+    def overload_now(self) -> bool: ...          # issue #18: the replica is dropping or queueing input
+
     def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool,
               who: str | None = None, reason: str | None = None) -> dict[str, Any]: ...
 

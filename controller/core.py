@@ -48,6 +48,7 @@ from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
 from controller.rollout import Rollout
+from proto.budget import SETTLE_MIN_SWITCHES, TICK_PEERS, settle_window
 from proto.config import Fabric
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
 from proto.messages import (
@@ -114,11 +115,14 @@ class MasterCore(DrainOps, RolloutOps):
         self._unreported: dict[str, tuple[str, float]] = {}
         #: this mastership started without a valid LSD: nothing it publishes is known to any client
         self._unheard = False
+        #: inside begin_batch()/end_batch(): the version this batch created (-1: none yet); None: no batch
+        self._batch: int | None = None
         #: issue #21: the current and (while prepared) the next config; see controller.rollout
         self.rollout = Rollout(fabric)
         #: switch -> (usable fabric ports, report_seq, when) of its last report under the next config
         self._next_usable: dict[str, tuple[frozenset[int], int, float]] = {}
         t = fabric.timers
+        settle = settle_window(len(fabric.switches), t.pacing)
         self.dist = Distributor(
             master_id,
             fabric.digest,
@@ -127,6 +131,9 @@ class MasterCore(DrainOps, RolloutOps):
             keepalive=t.keepalive,
             client_dead=t.switch_dead,
             multicast=fabric.distribution.mode == "multicast",
+            settle_quiet=settle.quiet,
+            settle_max=settle.max_wait,
+            max_per_tick=TICK_PEERS if len(fabric.switches) >= SETTLE_MIN_SWITCHES else 0,
         )
         self._links_of = {s.name: fabric.links_of(s.name) for s in fabric.switches}
         #: operator drains with who/when/why, replicated to the backups (DrainNotes, see _notes_tick)
@@ -262,6 +269,8 @@ class MasterCore(DrainOps, RolloutOps):
             view.report_seq = -1
 
     def tick(self, now: float) -> list[Action]:
+        if self._batch is not None:
+            self._batch = -1                     # what tick() sends is published: no more folding into it
         if self.role != Role.MASTER:
             return []
         out: list[Action] = []
@@ -413,7 +422,9 @@ class MasterCore(DrainOps, RolloutOps):
         """A border's external slots as its report states them (issue #13): UP = some eBGP session provides
         the prefix now. Not guarded: a withdraw is the border's own first-hand evidence, and one border's
         slots never cut anything off (other borders or nothing: then the outside is gone anyway)."""
-        slots = self._slots_of.get(switch, ())
+        slots = self._slots_of.get(switch)
+        if not slots:
+            return {}
         return {i: LinkState.UP if bits >> k & 1 else LinkState.DOWN for k, i in enumerate(slots)}
 
     def external_states(self) -> dict[str, dict[str, bool]]:
@@ -449,12 +460,31 @@ class MasterCore(DrainOps, RolloutOps):
         if not changes:
             return 0
         before = self.lsd.version
+        if self._batch is not None and self._batch == before:
+            self.lsd.amend(changes)             # one version per batch of reports (begin_batch)
+            self.dist.on_version(now)
+            return len(changes)
         self.lsd.apply(changes)
         if self.lsd.version == before:
             return 0
+        if self._batch is not None:
+            self._batch = self.lsd.version
         out.append(VersionChanged(self.lsd.version, len(changes), cause))
         self.dist.on_version(now)
         return len(changes)
+
+    def note_backlog(self, now: float) -> None:
+        """The runtime has client input waiting after this turn: LSD fan-out waits (Distributor.note_backlog)."""
+        if self.role == Role.MASTER:
+            self.dist.note_backlog(now)
+
+    def begin_batch(self) -> None:
+        """The runtime hands over a batch of datagrams (issue #18): until end_batch(), every LSD change is
+        folded into one version (nothing is sent between them: distribution runs in tick())."""
+        self._batch = -1
+
+    def end_batch(self) -> None:
+        self._batch = None
 
     def _corroborated(self, index: int, now: float, cache: dict[str, bool]) -> bool:
         """A link-down is corroborated (controller.guard) when both ends are live and say not usable, or
@@ -628,7 +658,8 @@ class MasterCore(DrainOps, RolloutOps):
         if view is not None and self.deriver.alive(sender, now) and r.report_seq < view.report_seq:
             return [Rejected(sender, kind, "stale_report")]
         self._apply_timeouts(now, out)
-        if view is not None and not self.deriver.alive(sender, now):
+        was_alive = view is not None and self.deriver.alive(sender, now)
+        if view is not None and not was_alive:
             out.append(SwitchSilent(sender, False))
         peer.last_report = now
         self.borders.note(sender, r.bgp, now)
@@ -640,10 +671,17 @@ class MasterCore(DrainOps, RolloutOps):
             self._next_usable[sender] = (usable_ports, r.report_seq, now)
         else:
             self._next_usable.pop(sender, None)
-        if sender in self._links_of:             # a switch only in the next config has no link yet
+        if (was_alive and view is not None and not self.guard.held and self.rollout.next is None
+                and sender not in self._slots_of and view.usable == usable_ports & self.deriver.fabric_ports(sender)):
+            # issue #18: a refresh or retransmission of what a live switch already says changes no derivation
+            # (its links depend on its view and its neighbours', not on when it was heard): O(1), not O(links)
             self.deriver.set_report(sender, usable_ports, r.report_seq, now)
-        n_changes = self._rederive(self._links_of.get(sender, ()), now, "report", out,
-                                   self._external(sender, r.external), switch=sender)
+            n_changes = 0
+        else:
+            if sender in self._links_of:             # a switch only in the next config has no link yet
+                self.deriver.set_report(sender, usable_ports, r.report_seq, now)
+            n_changes = self._rederive(self._links_of.get(sender, ()), now, "report", out,
+                                       self._external(sender, r.external), switch=sender)
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         if not relayed:

@@ -264,8 +264,14 @@ class Damper:
         ev = self._evidence
         todo = list(changes)
         if ev:
-            look = indices if isinstance(indices, range | set | frozenset) else set(indices)
-            todo += [i for i in ev if i in look and i not in changes]
+            idx = indices if isinstance(indices, list | tuple | range | set | frozenset) else list(indices)
+            if len(idx) < len(ev):
+                # issue #18: during a cold start `ev` holds thousands of withheld links; a report looks at
+                # its own few (sorted: the same order as walking `ev` would not matter, events are per link)
+                todo += [i for i in idx if i in ev and i not in changes]
+            else:
+                look = idx if isinstance(idx, range | set | frozenset) else set(idx)
+                todo += [i for i in ev if i in look and i not in changes]
         for i in todo:
             state = int(states[i])
             now_ev = int(changes.get(i, state))

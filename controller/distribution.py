@@ -93,6 +93,9 @@ class Distributor:
         keepalive: float,
         client_dead: float,
         multicast: bool = False,
+        settle_quiet: float = 0.0,
+        settle_max: float = 0.0,
+        max_per_tick: int = 0,
     ) -> None:
         self.master_id = master_id
         self.digest = digest
@@ -115,6 +118,18 @@ class Distributor:
         #: a strict hold also holds clients that hold no LSD (issue #21: see MasterCore.other_config)
         self.strict = False
         self.hold_backups = False
+        # Settling (issue #18, proto.budget.settle_window): while the LSD churns, client updates wait until
+        # it has been quiet for settle_quiet, at most settle_max after the first unsent version.
+        self.settle_quiet = settle_quiet
+        self.settle_max = settle_max
+        self._unsent_since: float | None = None
+        #: input pressure (note_backlog): updates wait while the master still has reports queued, at most
+        #: 4 x settle_max after the first unsent version
+        self._pressure_until = float("-inf")
+        #: peers handled per tick() at most (0: all due); the rest stay due: the next tick is now (issue #18:
+        #: a fan-out to 30,000 clients is spread over several turns, FMRP is read in between)
+        self.max_per_tick = max_per_tick
+        self._settle_at: float | None = None
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -212,6 +227,7 @@ class Distributor:
             p.update_due = p.queued_at = None
 
     def _clear_schedule(self) -> None:
+        self._settle_at = self._unsent_since = None
         self._times.clear()
         self._buckets.clear()
         self._idle.clear()
@@ -222,6 +238,13 @@ class Distributor:
         """The LSD got a new version: schedule a coalesced update for every peer (or the group)."""
         if not self.active:
             return
+        if self.settle_max > 0:
+            if self._unsent_since is None:
+                self._unsent_since = now
+            self._settle_at = min(now + self.settle_quiet, self._unsent_since + self.settle_max)
+            if self._pressure_until > now:
+                self._settle_at = max(self._settle_at,
+                                      min(self._pressure_until, self._unsent_since + 4 * self.settle_max))
         if self.multicast:
             g = self._group
             if g.update_due is None:
@@ -266,6 +289,25 @@ class Distributor:
             else:
                 bucket.append(p)
 
+    def note_backlog(self, now: float) -> None:
+        """The runtime left client input queued this turn (a cold start): while it does, updates to clients
+        wait (reading the reports that make the LSD complete comes first), up to 4 x settle_max."""
+        if self.settle_max <= 0 or not self.active:
+            return
+        self._pressure_until = now + self.settle_quiet
+        if self._settle_at is not None and self._unsent_since is not None:
+            self._settle_at = max(self._settle_at, min(self._pressure_until, self._unsent_since + 4 * self.settle_max))
+
+    def settling(self, now: float) -> float | None:
+        """While the LSD churns: when client updates may go out (None: now)."""
+        at = self._settle_at
+        if at is None:
+            return None
+        if now >= at:
+            self._settle_at = self._unsent_since = None
+            return None
+        return at
+
     def _next_due(self, p: Peer) -> float | None:
         ka: float | None = None
         if self._unicast(p) and p.last_send_at != NEVER:
@@ -274,7 +316,10 @@ class Distributor:
             ka = p.last_heard          # held and never told anything: a keepalive now, so it knows its master
         if p.update_due is None or self._held(p):
             return ka
-        return p.update_due if ka is None else min(ka, p.update_due)
+        due = p.update_due
+        if self._settle_at is not None and not p.is_master and due < self._settle_at:
+            due = self._settle_at
+        return due if ka is None else min(ka, due)
 
     # ----------------------------------------------------------------------------------------- output
     def tick(self, lsd: LinkStateDB, now: float) -> list[Send]:
@@ -287,12 +332,20 @@ class Distributor:
             self._tick_group(lsd, now, cache, out)
         times, buckets, idle = self._times, self._buckets, self._idle
         keepalive, client_dead = self.keepalive, self.client_dead
-        while times and times[0] <= now:
+        budget = self.max_per_tick or -1
+        while times and times[0] <= now and budget:
             at = heapq.heappop(times)
-            for p in buckets.pop(at, ()):
+            bucket = buckets.pop(at, ())
+            for k, p in enumerate(bucket):
                 if p.queued_at == at:
                     self._tick_peer(p, lsd, now, cache, backups if p.is_master else out, idle, keepalive,
                                     client_dead)
+                    budget -= 1
+                    if not budget:
+                        if k + 1 < len(bucket):          # the rest: next tick
+                            buckets.setdefault(at, []).extend(bucket[k + 1:])
+                            heapq.heappush(times, at)
+                        break
         # Backups first: a version reaches the replicas before any client, so a master that dies half-way
         # through a fan-out never leaves clients with a version no surviving replica has.
         return backups + out if backups else out
@@ -305,7 +358,8 @@ class Distributor:
             p.update_due = None                        # gone quiet: stop until it speaks again
             return
         sent = False
-        if p.update_due is not None and p.update_due <= now and not self._held(p):
+        if (p.update_due is not None and p.update_due <= now and not self._held(p)
+                and (p.is_master or self._settle_at is None or self.settling(now) is None)):
             p.update_due = None
             if unicast:
                 idle[p.name] = p
@@ -328,7 +382,8 @@ class Distributor:
 
     def _tick_group(self, lsd: LinkStateDB, now: float, cache: _TickCache, out: list[Send]) -> None:
         g = self._group
-        if g.update_due is not None and g.update_due <= now and not self.held:
+        if (g.update_due is not None and g.update_due <= now and not self.held
+                and (self._settle_at is None or self.settling(now) is None)):
             g.update_due = None
             msg = self._update_for(g.term, g.version, lsd, cache)
             if msg is not None:
@@ -388,6 +443,6 @@ class Distributor:
         if self.multicast:
             g = self._group
             if g.update_due is not None and not self.held:
-                times.append(g.update_due)
+                times.append(g.update_due if self._settle_at is None else max(g.update_due, self._settle_at))
             times.append(g.last_send_at + self.keepalive if g.last_send_at != NEVER else 0.0)
         return min(times) if times else None

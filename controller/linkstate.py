@@ -78,9 +78,9 @@ class LinkStateDeriver:
         `now` stays live for `switch_dead` after it — the master cannot tell whose datagram it lost."""
         if now > self.input_loss_at:
             self.input_loss_at = now
-            for switch, view in self.views.items():
-                if now - view.reported_at < self.switch_dead:
-                    heapq.heappush(self._expiry, (now + self.switch_dead, switch))
+            # O(1) (issue #18: an overloaded master calls this every second): one entry stands for every
+            # switch whose silence the loss extended; expire() looks at them all when it falls due
+            heapq.heappush(self._expiry, (now + self.switch_dead, ""))
 
     def _last_heard(self, view: SwitchView) -> float:
         if self.input_loss_at - view.reported_at < self.switch_dead:
@@ -132,6 +132,10 @@ class LinkStateDeriver:
         dead: set[str] = set()
         while self._expiry and self._expiry[0][0] <= now:
             at, switch = heapq.heappop(self._expiry)
+            if switch == "":
+                if at == self.input_loss_at + self.switch_dead:     # the latest loss: whom it kept alive
+                    dead.update(s for s, v in self.views.items() if self._last_heard(v) + self.switch_dead == at)
+                continue
             view = self.views.get(switch)
             if view is not None and self._last_heard(view) + self.switch_dead == at:
                 dead.add(switch)
@@ -145,6 +149,8 @@ class LinkStateDeriver:
         # Drop stale heap heads so the deadline is exact (avoids spurious wake-ups).
         while self._expiry:
             at, switch = self._expiry[0]
+            if switch == "" and at == self.input_loss_at + self.switch_dead:
+                break
             view = self.views.get(switch)
             if view is not None and self._last_heard(view) + self.switch_dead == at:
                 break

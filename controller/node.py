@@ -80,6 +80,12 @@ class MasterNode:
         """At `next_deadline()` (earlier is harmless: both cores re-check their deadlines)."""
         return self._turn(self.driver.tick(now) + self.core.tick(now), now)
 
+    def liveness(self, now: float) -> Step:
+        """The role driver's timer alone (FMRP hellos, lease, leader check), before `timer(now)` does the
+        core's share (issue #18: a fan-out must not delay a hello; ticking the driver twice at one `now`
+        is harmless)."""
+        return self._turn(self.driver.tick(now), now)
+
     def stop(self, now: float) -> Step:
         """SIGTERM: the driver's step-down (FMRP announces it so the backups elect at once)."""
         return self._turn(self.driver.stop(now), now)

@@ -175,7 +175,10 @@ class PageFeed:
                         q.put_nowait(msg)
                     except asyncio.QueueFull:
                         self._close(q)
-            await asyncio.sleep(self.min_interval)        # coalesce bursts (a failover is many batches)
+            # coalesce bursts (a failover is many batches); a replica that is overloaded (a cold start, issue
+            # #18) reads reports first: the display follows once a second
+            overloaded = getattr(self.server, "overload_now", None)
+            await asyncio.sleep(1.0 if overloaded is not None and overloaded() else self.min_interval)
 
     # ------------------------------------------------------------------ state
     def _header(self) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,18 @@ from controller.actions import (
 from controller.core import MasterCore, Role
 from controller.durable import DurableState, DurableStateError, StateStore
 from controller.fanout import FanoutEncoder
+from controller.intake import (
+    CHECK_EVERY,
+    CLIENT_BATCH,
+    OUT_CHUNK,
+    TURN_BUDGET,
+    Outbox,
+    Overload,
+    enable_timestamps,
+    read_batch,
+    read_one,
+    udp_stats,
+)
 from controller.metrics import MasterMetrics
 from controller.node import MasterNode, Step, run_turn
 from controller.roles import RoleDriver, SingleMasterDriver
@@ -68,17 +81,6 @@ def udp_drops(sock: socket.socket, table: str = "/proc/net/udp") -> int | None:
     except (OSError, ValueError):
         return None
     return None
-
-
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, on_datagram: Callable[[bytes, tuple[str, int]], None]) -> None:
-        self.on_datagram = on_datagram
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.on_datagram(data, addr)
-
-    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable on loopback
-        log.debug(kv("udp_error", error=exc))
 
 
 class MasterServer:
@@ -119,8 +121,19 @@ class MasterServer:
         self.master_addrs = {m.id: (str(m.address), m.peer_port) for m in fabric.masters if m.id != master_id}
         dist = fabric.distribution
         self.group_addr = (str(dist.group), dist.port) if dist.mode == "multicast" and dist.group else None
-        self._client_tx: asyncio.DatagramTransport | None = None
-        self._peer_tx: asyncio.DatagramTransport | None = None
+        self._client_tx: Outbox | None = None
+        self._peer_tx: Outbox | None = None
+        self._peer_sock: socket.socket | None = None
+        self._peer_stamps = False
+        self._last_peer_at = float("-inf")
+        # issue #18: a fan-out bigger than OUT_CHUNK continues over the next turns (after FMRP input)
+        self._deferred: deque[Send] = deque()
+        self._out_left = OUT_CHUNK
+        self._batching = False
+        self._backlog = False
+        self._pump_soon = False
+        self.overload: Overload | None = None
+        self._frozen_peers = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -131,8 +144,8 @@ class MasterServer:
         self._sent_counts: dict[tuple[type, str], int] = {}
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
-        self._drops_seen: int | None = None     # kernel drop counter of the client socket, last read
         self._drops_checked = float("-inf")
+        self._loss_noted = float("-inf")
         # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
         # port report is accepted, `changed()` after every batch of actions. They must be cheap and not raise.
         self.observers: list[Any] = []
@@ -154,11 +167,12 @@ class MasterServer:
             self.core, self.store
         )
         self._client_sock = self._udp_socket(self.client_port, multicast=self.group_addr is not None)
-        peer_sock = self._udp_socket(self.peer_port, multicast=False)
-        self._client_tx, _ = await self._loop.create_datagram_endpoint(
-            lambda: _Udp(self._on_datagram), sock=self._client_sock
-        )
-        self._peer_tx, _ = await self._loop.create_datagram_endpoint(lambda: _Udp(self._on_datagram), sock=peer_sock)
+        self._peer_sock = peer_sock = self._udp_socket(self.peer_port, multicast=False)
+        self._peer_stamps = enable_timestamps(peer_sock)
+        self._client_tx = Outbox(self._client_sock, self._loop)
+        self._peer_tx = Outbox(peer_sock, self._loop)
+        self.overload = Overload(self._client_sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
+                                 hold=max(1.0, 2 * self.fabric.timers.keepalive))
         self.fanout.warm([s.name for s in self.fabric.switches])
         self.metrics.bind_clients_connected(self._clients_connected)
         # O(switches): computed when scraped, not after every datagram
@@ -174,6 +188,9 @@ class MasterServer:
         self.node = MasterNode(self.core, self.driver)
         now = self.now()
         self._turn(self.node.start(now), now)
+        # Read from now on (what arrived since the sockets opened waits in the kernel, not dropped).
+        self._loop.add_reader(peer_sock.fileno(), self._pump)
+        self._loop.add_reader(self._client_sock.fileno(), self._pump)
         if rest:
             from controller.rest import start_rest
 
@@ -215,16 +232,87 @@ class MasterServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for sock in (self._client_sock, self._peer_sock):
+            if sock is not None and self._loop is not None and sock.fileno() >= 0:
+                self._loop.remove_reader(sock.fileno())
         for tx in (self._client_tx, self._peer_tx):
             if tx is not None:
                 tx.close()
+        self._deferred.clear()
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
             self._rest_runner = None
         log.info(kv("master_stop", id=self.id, term=self.core.term, version=self.core.version))
 
     # ------------------------------------------------------------------------------------ input
-    def _on_datagram(self, data: bytes, addr: tuple[str, int]) -> None:
+    def _pump(self) -> None:
+        """One turn of input (controller.intake): FMRP first, then a chunk of a deferred fan-out, then one
+        bounded batch of client datagrams as one LSD version; bookkeeping once per batch."""
+        self._pump_soon = False
+        if self.node is None or self._client_sock is None:
+            return
+        t0 = time.perf_counter()
+        self._out_left = OUT_CHUNK
+        self._read_peers()
+        self._flush_deferred()
+        n = 0
+        if self._out_left > 0:
+            sock, end = self._client_sock, t0 + TURN_BUDGET
+            self._batching = True
+            self.core.begin_batch()
+            try:
+                while n < CLIENT_BATCH:
+                    got = read_one(sock)
+                    if got is None:
+                        break
+                    n += 1
+                    self._on_datagram(got[0], got[1])
+                    if time.perf_counter() >= end:
+                        break
+            finally:
+                self.core.end_batch()
+                self._batching = False
+                if n:
+                    self._after_turn(rearm=True)
+        self._backlog = n >= CLIENT_BATCH or (n > 0 and time.perf_counter() >= t0 + TURN_BUDGET)
+        if self._backlog:
+            self.core.note_backlog(self.now())      # input first: fan-out waits (bounded, see Distributor)
+        spent = time.perf_counter() - t0
+        if spent > 0.2:
+            log.info(kv("slow_turn", ms=round(spent * 1000), datagrams=n, deferred=len(self._deferred)))
+        if self._deferred and not self._pump_soon:
+            self._pump_soon = True
+            self._loop.call_soon(self._pump)  # type: ignore[union-attr]
+
+    def _read_peers(self) -> None:
+        """Every waiting FMRP/replication datagram, each handled at the time it arrived (never earlier
+        than the previous one: the driver's clock does not go back)."""
+        if self._peer_sock is None:
+            return
+        while True:
+            batch = read_batch(self._peer_sock, 256, self.now, self._peer_stamps)
+            for data, addr, at in batch:
+                at = max(at, self._last_peer_at)
+                self._last_peer_at = at
+                self._on_datagram(data, addr, at)
+            if len(batch) < 256:
+                return
+
+    def _flush_deferred(self) -> None:
+        q = self._deferred
+        if not q:
+            return
+        end = time.perf_counter() + TURN_BUDGET
+        while q and self._out_left > 0:
+            self._send(q.popleft())
+            self._out_left -= 1
+            if not self._out_left & 63 and time.perf_counter() >= end:
+                self._out_left = 0
+        if not q:
+            self.fanout.reset()
+            self._flush_counts()
+
+    def _on_datagram(self, data: bytes, addr: tuple[str, int], at: float | None = None) -> None:
         t0 = time.perf_counter()
         self.metrics.received.inc()
         try:
@@ -247,7 +335,7 @@ class MasterServer:
             # before start(), and the core's role is not decided yet.
             self.metrics.rejected.labels("not_started").inc()
             return
-        now = self.now()
+        now = self.now() if at is None else at
         self._report = (sender, msg.ports, t0) if isinstance(msg, PortReport) else None
         try:
             self._turn(self.node.datagram(sender, msg, now), now)
@@ -272,12 +360,22 @@ class MasterServer:
         self._timer = None
         self._timer_at = None
         assert self.node is not None
+        t0 = time.perf_counter()
+        self._out_left = OUT_CHUNK
+        self._read_peers()          # FMRP first: the lease and the leader check see every hello that arrived
         now = self.now()
         try:
+            self._turn(self.node.liveness(now), now, rearm=False)     # hellos before the core's fan-out
             loss = self._check_input_loss(now)
             if loss:
                 self._turn(self.node.apply(loss, now), now, rearm=False)
             self._turn(self.node.timer(now), now)
+            spent = time.perf_counter() - t0
+            if spent > 0.2:
+                log.info(kv("slow_timer_turn", ms=round(spent * 1000), deferred=len(self._deferred)))
+            if self._deferred and not self._pump_soon:
+                self._pump_soon = True
+                self._loop.call_soon(self._pump)  # type: ignore[union-attr]
         finally:
             # A bug in one turn must not silence the replica for good (no hellos, no election): the timer
             # is always re-armed; asyncio logs the exception.
@@ -285,18 +383,26 @@ class MasterServer:
                 self._rearm()
 
     def _check_input_loss(self, now: float) -> list[Action]:
-        """Poll the client socket's kernel drop counter (at most every keepalive): dropped input must not
-        make the master believe switches went silent."""
-        if self._client_sock is None or now - self._drops_checked < self.fabric.timers.keepalive:
+        """Sample the client socket's kernel counters (every CHECK_EVERY, controller.intake.Overload):
+        while the master drops or queues input it declares no switch silent (note_input_loss, at most once
+        a second: it is O(switches))."""
+        ov = self.overload
+        if self._client_sock is None or ov is None or now - self._drops_checked < CHECK_EVERY:
             return []
         self._drops_checked = now
-        drops = udp_drops(self._client_sock)
-        if drops is None:
+        was = ov.overloaded(now)
+        dropped = ov.sample(now, udp_stats(self._client_sock), self._backlog)
+        if not ov.overloaded(now):
+            if was:
+                log.warning(kv("overload_end", dropped_total=ov.total_dropped, peak_queue=ov.peak_queue))
             return []
-        before, self._drops_seen = self._drops_seen, drops
-        if before is None or drops <= before:
-            return []
-        return self.core.note_input_loss(drops - before, now)
+        if not was:
+            log.warning(kv("overload", dropped=dropped, backlog=self._backlog,
+                           effect="no switch declared silent while overloaded"))
+        if dropped or now - self._loss_noted >= 1.0:
+            self._loss_noted = now
+            return self.core.note_input_loss(dropped, now)
+        return []
 
     # ------------------------------------------------------------------------------------ execution
     def _run(self, actions: list[Action], rearm: bool = True) -> None:
@@ -310,21 +416,43 @@ class MasterServer:
         written before what follows it; then the per-batch bookkeeping and the timer."""
         assert self.node is not None
         run_turn(self.node, step, now, self._execute, self._persist)
-        self.fanout.reset()
+        if not self._deferred:
+            self.fanout.reset()
         if self.core.fabric is not self.fabric:
             self._follow_fabric()
+        if not self._batching:          # a batch of client datagrams does this once, at its end
+            self._after_turn(rearm)
+
+    def _after_turn(self, rearm: bool) -> None:
         for o in self.observers:
             o.changed()
         self._flush_counts()
         self._refresh_gauges()
+        n = len(self.core.dist.peers)
+        if n > 1000 and n > 1.2 * self._frozen_peers:
+            # issue #18: the state a cold start built (peers, views) lives on: out of the cyclic GC's reach
+            # (freeze alone is O(1); a collect here would cost a full collection in the storm)
+            self._frozen_peers = n
+            gc.freeze()
         if rearm:
             self._rearm()
+
+    def overload_now(self) -> bool:
+        return self.overload is not None and self._loop is not None and self.overload.overloaded(self.now())
 
     def _execute(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, Send):
-                self._send(a)
+                if a.dest in self.master_addrs:
+                    self._send(a)                 # replicas: never deferred
+                elif self._out_left > 0 and not self._deferred:
+                    self._out_left -= 1
+                    self._send(a)
+                else:
+                    self._deferred.append(a)      # the rest of a big fan-out: next turns (_pump)
             else:
+                if isinstance(a, RoleChanged) and a.role != Role.MASTER.value:
+                    self._deferred.clear()        # a deposed master's queued sends speak for a lost term
                 self._event(a)
 
     def _persist(self, a: PersistTerm) -> bool:

@@ -31,6 +31,7 @@ import yaml
 
 # Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
 from proto.auth import LEGACY_KEY_ID, MAX_KEY_ID, MIN_KEY_ID
+from proto.budget import derive as derive_timers
 
 __all__ = [
     "ConfigError",
@@ -862,6 +863,9 @@ class _Parser:
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
         links = self.links(top["links"]) if "links" in top else ()
+        # issue #18: periodic traffic per master replica within the budget (proto.budget); the digest
+        # covers the derived timers
+        timers = derive_timers(timers, len(switches), distribution.mode == "multicast")
         return Fabric(
             name=name,
             source=self.source,

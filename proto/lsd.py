@@ -290,8 +290,8 @@ class LinkStateDB:
     which bounds memory when large batches flap; deltas that would need more are snapshots anyway.
     """
 
-    __slots__ = ("_base", "_log", "_retained", "_snapshot_cache", "_states", "history", "max_changes",
-                 "n_links", "version")
+    __slots__ = ("_amend_set", "_base", "_log", "_retained", "_snapshot_cache", "_states", "history",
+                 "max_changes", "n_links", "version")
 
     def __init__(self, n_links: int, history: int = 4096, version: int = 0, *,
                  max_changes: int | None = None) -> None:
@@ -350,6 +350,33 @@ class LinkStateDB:
         if self.version >= MAX_VERSION:
             raise LsdError("LSD version space exhausted")
         self._commit(self.version + 1, coerced)
+        return self.version
+
+    def amend(self, changes: Mapping[int, LinkState]) -> int:
+        """Fold one more batch into the newest version (no version bump): for a master that processes a
+        batch of reports as one version (issue #18) — only for a version nobody has been sent yet.
+        Without a retained newest batch (history 0, or a snapshot/delta loaded), like `apply`."""
+        coerced = _coerce_changes(changes, self.n_links)
+        states = self._states
+        effective = [i for i, s in coerced.items() if states[i] != s]
+        if not effective:
+            return self.version
+        batch = self._log.get(self.version) if self.history else None
+        if batch is None:
+            self._commit(self.version + 1, coerced)
+            return self.version
+        cached = self._amend_set
+        if cached is None or cached[0] is not batch:
+            cached = self._amend_set = (batch, set(batch.indices))
+        known = cached[1]
+        fresh = [i for i in effective if i not in known]
+        known.update(fresh)
+        batch.indices.extend(fresh)
+        batch.olds += bytes(states[i] for i in fresh)
+        for i in effective:
+            states[i] = coerced[i]
+        self._retained += len(fresh)
+        self._snapshot_cache = None
         return self.version
 
     def changes_since(self, version: int) -> dict[int, LinkState] | None:
@@ -417,6 +444,7 @@ class LinkStateDB:
         self._log: SortedDict = SortedDict()  # version -> _Batch that produced it
         self._retained = 0
         self._snapshot_cache: tuple[int, bytes] | None = None
+        self._amend_set: tuple[_Batch, set[int]] | None = None   # amend(): the newest batch's indices
 
     def _commit(self, new_version: int, coerced: dict[int, int]) -> None:
         states = self._states

@@ -192,9 +192,9 @@ class World:
     REPLAY_FLAG = ""
     def __init__(
         self, seed: int, *, sticky: bool | None = None, failover: str | None = None, timers: Timers = TIMERS,
-        gray: str | None = None,
+        gray: str | None = None, scenario: Scenario | None = None,
     ) -> None:
-        self.sc = sc = Scenario.from_seed(seed, sticky, failover, gray)
+        self.sc = sc = scenario if scenario is not None else Scenario.from_seed(seed, sticky, failover, gray)
         self.seed = seed
         self.timers = timers
         self.rng = random.Random(f"world:{seed}")

@@ -1,0 +1,198 @@
+"""Cold start of a whole fabric (issue #18): every switch reports at once to real master processes.
+
+    python -m bench.bench_coldstart [--preset jupiter] [--masters 1|3] [--multicast] [--stable 300]
+                                    [--workers 3] [--timeout 120]
+
+Real `firepath master` replicas on loopback (tests.harness.loopcluster) start first and elect (3 replicas:
+one master); then the multi-process fleet (tests.harness.fleet) makes every switch report at t0 from an
+empty LSD. Measured:
+
+- `converged_s`: t0 → every simulated switch holds the complete LSD (all links UP, the version its
+  worker's reference holds), polled every 100 ms;
+- `stable`: then for `--stable` seconds every switch keeps holding it (no switch loses it), and
+  `silences` (switch_silent lines in the master logs after t0) stays 0;
+- `elections`: master terms started after t0 (highest term at the end − term at t0; must be 0);
+- per replica: CPU seconds (utime+stime after t0), peak RSS (VmHWM), kernel drops of its client socket
+  (/proc/net/udp, cumulative), `overload` log lines.
+
+Results: bench/results/coldstart.json and BENCHMARKS.md. The machine is shared: `load_avg` is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from proto.clos import PRESETS
+from tests.harness.fleet import Fleet
+from tests.harness.loopcluster import ROOT, LoopCluster, free_ports
+
+RESULTS = ROOT / "bench" / "results" / "coldstart.json"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            cols = f.read().rsplit(")", 1)[1].split()
+        return (int(cols[11]) + int(cols[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def proc_hwm_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def udp_port_drops(port: int) -> int | None:
+    want = f":{port:04X}"
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[1].endswith(want):
+                    return int(cols[-1])
+    except OSError:
+        return None
+    return None
+
+
+def count_lines(path: Path, offset: int, needle: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return sum(1 for line in f if needle.encode() in line)
+    except OSError:
+        return 0
+
+
+def _max_term(cluster: LoopCluster) -> int:
+    terms = [v["term"] for v in cluster.versions().values() if isinstance(v, dict)]
+    return max(terms) if terms else -1
+
+
+def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: int = 3, timeout: float = 120.0,
+        stable: float = 10.0, log: Any = print, **clos: Any) -> dict[str, Any]:
+    """One cold start; returns the measurements (see the module docstring)."""
+    cluster = LoopCluster(directory, masters=masters, log_level="info", **clos)
+    group = None
+    if multicast:
+        port = free_ports(1)[0]
+        group = (f"239.255.18.{1 + os.getpid() % 250}", port)
+        with open(cluster.config, "a") as f:
+            f.write(f"distribution: {{mode: multicast, group: {group[0]}, port: {port}}}\n")
+        from proto.config import load_fabric
+
+        cluster.fabric = load_fabric(cluster.config)
+    fabric = cluster.fabric
+    res: dict[str, Any] = {"switches": len(fabric.switches), "links": len(fabric.links), "masters": masters,
+                           "distribution": "multicast" if multicast else "unicast",
+                           "timers": {k: getattr(fabric.timers, k) for k in
+                                      ("keepalive", "report_refresh", "switch_dead", "hello_interval", "master_dead")}}
+    fleet = Fleet(fabric, cluster.client_addr, workers=workers, group=group)
+    try:
+        cluster.start_all()
+        t_ready = time.monotonic()
+        fleet.start()
+        log(f"fleet ready in {time.monotonic() - t_ready:.1f} s")
+        # one master (a cold-started master holds its empty LSD until every switch reported: not "held" here)
+        leader = cluster.wait(lambda: len(cluster.masters_now()) == 1, timeout=max(60.0, timeout))
+        if leader is None:
+            raise RuntimeError("no single master elected before the cold start")
+        time.sleep(1.0)                 # let the replicas settle into hellos
+        term0 = _max_term(cluster)
+        offsets = {m: cluster.log_path(m).stat().st_size for m in cluster.ids}
+        cpu0 = {m: proc_cpu(cluster.procs[m].pid) for m in cluster.ids}
+        res["load_avg_before"] = os.getloadavg()
+        fleet.cold_start()
+        progress: list[tuple[float, int]] = []
+
+        def note(t: float, s: dict[str, Any]) -> None:
+            if not progress or t - progress[-1][0] >= 1.0:
+                progress.append((round(t, 1), s["complete"]))
+                log(f"t={t:6.1f}s complete={s['complete']}/{s['switches']} acked={s['acked']} terms={sorted(s['terms'])}")
+
+        n = len(fleet.names)
+        conv = fleet.wait(lambda s: s["complete"] == n, timeout=timeout, on_stats=note)
+        res["converged_s"] = None if conv is None else round(conv, 2)
+        res["progress"] = progress
+        lost_at = None
+        if conv is not None and stable > 0:
+            end = time.monotonic() + stable
+            while time.monotonic() < end:
+                s = fleet.stats()
+                if s["complete"] != n:
+                    lost_at = round(time.monotonic() - fleet.started_at, 2)  # type: ignore[operator]
+                    break
+                time.sleep(1.0)
+        res["stable_s"] = stable if conv is not None and lost_at is None else 0.0
+        res["lost_at_s"] = lost_at
+        final = fleet.stats()
+        res["fleet_counts"] = final["counts"]
+        res["elections"] = max(0, _max_term(cluster) - term0)
+        res["load_avg_after"] = os.getloadavg()
+        res["replicas"] = {}
+        for m in cluster.ids:
+            pid = cluster.procs[m].pid
+            port = fabric.master(m).client_port
+            res["replicas"][m] = {
+                "cpu_s": round(proc_cpu(pid) - cpu0[m], 1),
+                "peak_rss_mb": round(proc_hwm_mb(pid), 1),
+                "udp_drops": udp_port_drops(port),
+                "overload_episodes": count_lines(cluster.log_path(m), offsets[m], "event=overload "),
+                "silences": count_lines(cluster.log_path(m), offsets[m], "switch_silent"),
+                "masterships": count_lines(cluster.log_path(m), offsets[m], "role=master"),
+            }
+        res["silences"] = sum(r["silences"] for r in res["replicas"].values())
+        # a mastership taken after t0 is an election (REST may be slow to answer under load: logs count too)
+        res["elections"] = max(res["elections"], sum(r["masterships"] for r in res["replicas"].values()))
+        res["fleet_cpu_s"] = round(sum(proc_cpu(pid) for pid in fleet.pids), 1)
+    finally:
+        fleet.close()
+        cluster.stop_all()
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="jupiter", choices=sorted(PRESETS))
+    ap.add_argument("--masters", type=int, default=1)
+    ap.add_argument("--multicast", action="store_true")
+    ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--stable", type=float, default=300.0)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    a = ap.parse_args(argv)
+    p = asdict(PRESETS[a.preset])
+    clos = {k: p[k] for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "hosts_per_tor", "border_pods",
+                              "planes", "leaves")}
+    with tempfile.TemporaryDirectory(prefix="fp-coldstart-") as d:
+        res = run(Path(d), masters=a.masters, multicast=a.multicast, workers=a.workers, timeout=a.timeout,
+                  stable=a.stable, name=a.preset, **clos)
+    res.update(preset=a.preset, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               command="python -m bench.bench_coldstart " + " ".join(argv if argv is not None else sys.argv[1:]))
+    print(json.dumps({k: v for k, v in res.items() if k != "progress"}, indent=1))
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    runs = json.loads(a.out.read_text()) if a.out.exists() else []
+    runs.append(res)
+    a.out.write_text(json.dumps(runs, indent=1) + "\n")
+    return 0 if res["converged_s"] is not None and res["elections"] == 0 and res["silences"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""The traffic budget (issue #18, proto.budget) and the pieces of the master's overload path: derived
+timers, settled fan-out, one LSD version per batch of reports, overload detection."""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+
+import pytest
+
+from controller.core import MasterCore
+from controller.distribution import Distributor
+from controller.intake import Overload, enable_timestamps, read_batch, udp_stats
+from proto import budget
+from proto.clos import clos_fabric
+from proto.config import Timers
+from proto.lsd import LinkState, LinkStateDB
+from proto.messages import LsdFull, PortReport, PortStatus
+
+
+@pytest.mark.parametrize("multicast", [False, True])
+@pytest.mark.parametrize("n", [10, 500, 1888, 30_088, 100_000])
+def test_derived_timers_fit_the_budget_and_never_shrink(n: int, multicast: bool) -> None:
+    base = Timers()
+    t = budget.derive(base, n, multicast)
+    assert budget.periodic_load(t, n, multicast).total <= budget.PERIODIC_BUDGET * 1.01
+    for f in dataclasses.fields(Timers):
+        assert getattr(t, f.name) >= getattr(base, f.name), f.name
+    assert t.switch_dead >= 3 * t.report_refresh and t.master_dead > t.hello_interval
+    assert t.report_retry_max >= t.report_retry_min
+
+
+def test_a_small_fabric_keeps_its_timers_and_digest() -> None:
+    base = Timers()
+    assert budget.derive(base, 30, False) is base
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=3)
+    assert f.timers == Timers()
+
+
+def test_the_digest_covers_the_derived_timers() -> None:
+    # A fabric past the budget: the parsed fabric carries the derived timers, so every node of the
+    # config (same digest) runs the same ones.
+    f = clos_fabric(pods=4, spines=4, aggs_per_pod=2, tors_per_pod=300, hosts_per_tor=0, masters=3)
+    n = len(f.switches)
+    assert f.timers == budget.derive(Timers(), n, False) != Timers()
+    g = clos_fabric(pods=4, spines=4, aggs_per_pod=2, tors_per_pod=300, hosts_per_tor=0, masters=3,
+                    timers=(("keepalive_ms", f.timers.keepalive * 1000 + 1),))
+    assert g.digest != f.digest and g.timers.keepalive > f.timers.keepalive
+
+
+def test_jupiter_timers() -> None:
+    u = budget.derive(Timers(), 30_088, False)
+    m = budget.derive(Timers(), 30_088, True)
+    assert (u.keepalive, u.report_refresh, u.switch_dead) == pytest.approx((12.036, 24.071, 72.213))
+    assert (m.keepalive, m.report_refresh, m.switch_dead) == pytest.approx((0.1, 12.036, 36.108))
+    assert budget.request_interval(m, 30_088) == pytest.approx(6.018)
+    assert budget.request_interval(Timers(), 100) == Timers().keepalive
+    assert u.master_dead == pytest.approx(3.009) and u.hello_interval == pytest.approx(0.602)
+
+
+def test_refresh_jitter_is_deterministic_and_bounded() -> None:
+    fs = [budget.jitter_fraction(f"tor-{i}", k) for i in range(200) for k in range(3)]
+    assert all(0 <= x < 1 for x in fs) and len(set(fs)) > 100
+    assert budget.jitter_fraction("tor-1", 2) == budget.jitter_fraction("tor-1", 2)
+    assert budget.refresh_jitter(10) == 0.0 and budget.refresh_jitter(30_088) == budget.REFRESH_JITTER
+
+
+# ----------------------------------------------------------------------------------------- settled fan-out
+def _dist(settle: budget.Settle) -> tuple[Distributor, LinkStateDB]:
+    d = Distributor("m1", "0" * 64, pacing=0.002, max_update_rate=200.0, keepalive=10.0, client_dead=100.0,
+                    settle_quiet=settle.quiet, settle_max=settle.max_wait)
+    d.activate(1, 0.0)
+    return d, LinkStateDB(16)
+
+
+def test_churn_waits_for_the_lsd_to_settle_then_one_full_per_client() -> None:
+    d, lsd = _dist(budget.Settle(0.05, 0.5))
+    peers = [d.peer(f"s{i}", False, 0.0) for i in range(50)]
+    for p in peers:
+        d.on_request(p, 0, -1, lsd.version, 0.0)           # no LSD yet: a full is due at once
+    sent: list = []
+    t = 0.0
+    for k in range(40):                                    # a version every 10 ms for 0.4 s
+        t = 0.01 * (k + 1)
+        lsd.apply({k % 16: LinkState.UP if k < 16 else LinkState.DOWN})
+        d.on_version(t)
+        sent += [s for s in d.tick(lsd, t) if isinstance(s.msg, LsdFull)]
+    assert sent == []                                      # still churning, max_wait not reached
+    t = 0.5
+    sent += [s for s in d.tick(lsd, t) if isinstance(s.msg, LsdFull)]
+    assert len(sent) == 50 and {s.dest for s in sent} == {p.name for p in peers}
+    assert all(s.msg.version == lsd.version for s in sent)
+
+
+def test_a_quiet_lsd_goes_out_after_the_quiet_window() -> None:
+    d, lsd = _dist(budget.Settle(0.05, 1.0))
+    p = d.peer("s1", False, 0.0)
+    d.on_request(p, 0, -1, lsd.version, 0.0)
+    lsd.apply({0: LinkState.UP})
+    d.on_version(0.0)
+    assert [s for s in d.tick(lsd, 0.02) if isinstance(s.msg, LsdFull)] == []
+    nxt = d.next_deadline()
+    assert nxt is not None and nxt <= 0.05 + 1e-9
+    assert [type(s.msg) for s in d.tick(lsd, 0.05) if isinstance(s.msg, LsdFull)] == [LsdFull]
+
+
+def test_small_fabrics_do_not_settle() -> None:
+    assert budget.settle_window(100, 0.002) == budget.Settle(0.0, 0.0)
+    d, lsd = _dist(budget.settle_window(100, 0.002))
+    p = d.peer("s1", False, 0.0)
+    d.on_request(p, 0, -1, lsd.version, 0.0)
+    lsd.apply({0: LinkState.UP})
+    d.on_version(0.0)
+    assert [type(s.msg) for s in d.tick(lsd, 0.0) if isinstance(s.msg, LsdFull)] == [LsdFull]
+
+
+# ----------------------------------------------------------------------------------------- batches
+def test_a_batch_of_reports_is_one_lsd_version() -> None:
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=1)
+    core = MasterCore(f, "m1")
+    core.become_master(1, 0.0)
+
+    def report(name: str) -> PortReport:
+        ports = tuple(PortStatus(p, True, True, True, True, False) for p in f.fabric_ports(name))
+        return PortReport(name, f.digest, 1, 1, ports)
+
+    v0 = core.version
+    core.begin_batch()
+    events = []
+    for sw in f.switches:
+        events += core.handle(sw.name, report(sw.name), 0.1)
+    core.end_batch()
+    assert core.version == v0 + 1
+    assert all(core.lsd.state(i) == LinkState.UP for i in range(len(f.links)))
+    assert core.lsd.changes_since(v0) == {i: LinkState.UP for i in range(len(f.links))}
+    assert sum(1 for e in events if type(e).__name__ == "VersionChanged") == 1
+
+
+def test_amend_folds_into_the_newest_version() -> None:
+    lsd = LinkStateDB(8)
+    lsd.apply({0: LinkState.UP})
+    lsd.apply({1: LinkState.UP})
+    assert lsd.amend({1: LinkState.DOWN, 2: LinkState.UP}) == 2
+    assert lsd.changes_since(1) == {2: LinkState.UP}
+    assert lsd.changes_since(0) == {0: LinkState.UP, 2: LinkState.UP}
+    assert LinkStateDB(8).amend({3: LinkState.UP}) == 1        # nothing to fold into: a new version
+
+
+# ----------------------------------------------------------------------------------------- overload
+def test_overload_from_drops_queue_or_backlog_then_holds() -> None:
+    ov = Overload(rcvbuf=1000, hold=1.0)
+    assert ov.sample(0.0, (0, 5), False) == 0 and not ov.overloaded(0.0)
+    assert ov.sample(0.5, (0, 9), False) == 4 and ov.overloaded(0.5)
+    assert ov.overloaded(1.4) and not ov.overloaded(1.6)
+    ov.sample(2.0, (400, 9), False)                          # queue above a quarter of the buffer
+    assert ov.overloaded(2.0)
+    ov.sample(4.0, None, True)                               # a full batch: more input than a turn takes
+    assert ov.overloaded(4.5) and ov.episodes == 3 and ov.total_dropped == 4
+
+
+def test_read_batch_with_arrival_times() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        stamps = enable_timestamps(rx)
+        for i in range(5):
+            tx.sendto(bytes([i]), rx.getsockname())
+        time.sleep(0.05)
+        got = read_batch(rx, 3, time.monotonic, stamps)
+        assert [d for d, _a, _t in got] == [b"\x00", b"\x01", b"\x02"]
+        now = time.monotonic()
+        assert all(now - 1.0 < t <= now for _d, _a, t in got)
+        if stamps:   # the kernel's receive time: before the read, which came 50 ms later
+            assert all(t < now - 0.03 for _d, _a, t in got)
+        assert len(read_batch(rx, 10, time.monotonic)) == 2
+        assert read_batch(rx, 10, time.monotonic) == []
+        stats = udp_stats(rx)
+        assert stats is None or stats == (0, 0)
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_input_backlog_defers_the_fan_out_up_to_four_settle_windows() -> None:
+    d, lsd = _dist(budget.Settle(0.05, 0.5))
+    p = d.peer("s1", False, 0.0)
+    d.on_request(p, 0, -1, lsd.version, 0.0)
+    lsd.apply({0: LinkState.UP})
+    d.on_version(0.0)
+    fulls = []
+    t = 0.0
+    while t < 3.0 and not fulls:
+        t = round(t + 0.01, 2)
+        d.note_backlog(t)                                  # the master keeps finding input queued
+        fulls = [s for s in d.tick(lsd, t) if isinstance(s.msg, LsdFull)]
+    assert fulls and t == pytest.approx(2.0, abs=0.02)    # 4 x max_wait after the first unsent version
+
+
+def test_input_loss_keeps_everyone_alive_with_one_entry() -> None:
+    from controller.linkstate import LinkStateDeriver
+
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=1)
+    d = LinkStateDeriver(f)
+    for k, sw in enumerate(f.switches):
+        d.set_report(sw.name, f.fabric_ports(sw.name), 1, float(k))
+    heap = len(d._expiry)
+    dead = d.switch_dead
+    d.note_input_loss(10.0)
+    assert len(d._expiry) == heap + 1                      # O(1), whatever the number of switches
+    assert d.expire(dead + 5.0) == set()                   # the loss extended everyone's silence
+    assert all(d.alive(sw.name, dead + 9.0) for sw in f.switches)
+    assert d.expire(10.0 + dead) == {sw.name for sw in f.switches}
+    assert d.next_deadline() is None
