@@ -30,7 +30,8 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
 
-from proto.config import _TIMER_KEYS, LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
+from proto.config import LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
+from proto.configparse import _TIMER_KEYS
 
 __all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml"]
 

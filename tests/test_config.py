@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from proto import config
+from proto import config, configyaml
 from proto.config import ConfigError, Endpoint, Link, Role, Timers, load_fabric, parse_fabric
 
 DATA = Path(__file__).parent / "data"
@@ -228,7 +228,7 @@ def test_fast_loader_resolves_tags_like_csafeloader() -> None:
             return [node.tag, [tags(n) for n in node.value]]
         return [node.tag, [[tags(k), tags(v)] for k, v in node.value]]
 
-    fast = tags(yaml.compose(doc, Loader=config._FastLoader))
+    fast = tags(yaml.compose(doc, Loader=configyaml._FastLoader))
     assert fast == tags(yaml.compose(doc, Loader=yaml.CSafeLoader))
     assert fast == tags(yaml.compose(doc, Loader=yaml.SafeLoader))
 

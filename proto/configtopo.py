@@ -1,0 +1,419 @@
+"""The topology part of the config loader: switches (hosts, prefixes, eBGP), links and their endpoints,
+checked as they are read (ports used once, prefixes not overlapping, peers consistent)."""
+
+
+import bisect
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import yaml
+
+# Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
+from proto.configyaml import *  # noqa: F401,F403
+from proto.configyaml import (  # noqa: F401
+    _MAC_RE,
+    _NAME_RE,
+    _OVS_RE,
+    _QUAD_RE,
+    _T_BOOL,
+    _T_FLOAT,
+    _T_INT,
+    _T_MAP,
+    _T_NULL,
+    _T_SEQ,
+    _T_STR,
+    NodeReader,
+    _constructor,
+    _kind,
+    _line,
+    _quad,
+)
+from proto.fabricmodel import (  # noqa: F401
+    DEFAULT_TRANSIT_ROLES,
+    LIVENESS_MODES,
+    MAX_BGP_PEERS,
+    MAX_HASH_BASIS,
+    MAX_OF_PORT,
+    MAX_SWITCH_ID,
+    BgpPeer,
+    BgpSettings,
+    ConfigError,
+    Damping,
+    Distribution,
+    Endpoint,
+    Fabric,
+    Guard,
+    Host,
+    KeyRef,
+    Link,
+    LsdSettings,
+    Master,
+    Role,
+    Routing,
+    Security,
+    Switch,
+    Timers,
+    _bgp_doc,
+    _digest,
+    _ip_str,
+    _net_str,
+    default_hash_basis,
+    external_prefixes,
+)
+
+_SWITCH_KEYS = (
+    "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
+    "bgp",
+)
+_BGP_KEYS = ("local_as", "announce", "peers", "router_id", "damping", "track_fabric")
+_PEER_KEYS = ("address", "peer_as", "port", "local_address", "local_as", "hold_time", "keepalive", "max_prefix",
+              "password_file")
+MAX_ASN = 2**32 - 1
+_HOST_KEYS = ("name", "port", "ip", "mac")
+_LINK_KEYS = ("a", "b", "weight", "capacity")
+MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
+_ROLES = {r.value: r for r in Role}
+
+
+class TopologyReader(NodeReader):
+    """`switches:` and `links:` of one parse (proto.configparse.FabricParser is the whole parse)."""
+
+    def switches(self, node: yaml.Node) -> tuple[Switch, ...]:
+        items = self.seq(node, "switches")
+        if not items:
+            raise self.fail(node, "switches", "at least 1 switch is required")
+        self.switch_line: dict[str, int] = {}
+        # (switch, port) -> (i, "a"|"b", node) for link ends, (switch index, -1 - host index, node) for hosts
+        self.port_use: dict[tuple[str, int], tuple] = {}
+        ids: dict[int, tuple[str, int]] = {}
+        macs: dict[str, tuple[str, int]] = {}
+        host_names: dict[str, int] = {}
+        host_ips: dict[IPv4Address, tuple[str, int]] = {}
+        # (first, last, prefixlen, field, line, owner) of every internally originated prefix and loopback
+        self.internal: list[tuple[int, int, int, str, int, str]] = []
+        border: list[tuple[IPv4Network, str, yaml.Node, str]] = []
+        switches: list[Switch] = []
+        for i, item in enumerate(items):
+            path = f"switches[{i}]"
+            f = self.fields(item, path, _SWITCH_KEYS, ("name", "id", "role"))
+            name = self.name(f["name"], f"{path}.name")
+            if name in self.switch_line:
+                raise self.fail(
+                    f["name"], f"{path}.name", f"duplicate switch name {name!r} (also at line {self.switch_line[name]})"
+                )
+            self.switch_line[name] = _line(f["name"])
+            sid = self.integer(f["id"], f"{path}.id", 1, MAX_SWITCH_ID)
+            if sid in ids:
+                other, line = ids[sid]
+                raise self.fail(f["id"], f"{path}.id", f"duplicate id {sid} (also used by {other} at line {line})")
+            ids[sid] = (name, _line(f["id"]))
+            role_name = self.string(f["role"], f"{path}.role")
+            role = _ROLES.get(role_name)
+            if role is None:
+                raise self.fail(
+                    f["role"], f"{path}.role", f"{role_name!r} is not one of: {', '.join(_ROLES)}"
+                )
+            prefixes: list[IPv4Network] = []
+            if "prefixes" in f:
+                for j, pnode in enumerate(self.seq(f["prefixes"], f"{path}.prefixes")):
+                    pfield = f"{path}.prefixes[{j}]"
+                    prefix = self.network(pnode, pfield)
+                    if prefix in prefixes:
+                        raise self.fail(pnode, pfield, f"{prefix} listed twice")
+                    prefixes.append(prefix)
+                    if role is Role.BORDER:
+                        border.append((prefix, pfield, pnode, name))
+                    else:
+                        first = int(prefix.network_address)
+                        last = first | ((1 << (32 - prefix.prefixlen)) - 1)
+                        self.internal.append((first, last, prefix.prefixlen, pfield, _line(pnode), name))
+            loopback = None
+            if "loopback" in f:
+                lnode = f["loopback"]
+                text = self.string(lnode, f"{path}.loopback")
+                loopback = self.network(lnode, f"{path}.loopback") if "/" in text else None
+                if loopback is None:
+                    loopback = IPv4Network(f"{self.address(lnode, f'{path}.loopback')}/32")
+                if loopback.prefixlen != 32:
+                    raise self.fail(lnode, f"{path}.loopback", f"{loopback} is not a /32")
+                addr = int(loopback.network_address)
+                self.internal.append((addr, addr, 32, f"{path}.loopback", _line(lnode), name))
+            if "mac" in f:
+                mac = self.mac(f["mac"], f"{path}.mac")
+                mac_node: yaml.Node = f["mac"]
+            else:
+                mac = "0e:00:" + ":".join(f"{b:02x}" for b in sid.to_bytes(4, "big"))
+                mac_node = f["id"]
+            if mac in macs:
+                raise self.fail(
+                    mac_node, f"{path}.mac", f"duplicate MAC {mac} (also used by {macs[mac][0]} at line {macs[mac][1]})"
+                )
+            macs[mac] = (name, _line(mac_node))
+            gateway = None
+            if "gateway" in f:
+                if role is not Role.TOR:
+                    raise self.fail(f["gateway"], f"{path}.gateway", f"only a tor has a gateway, not a {role}")
+                gateway = self.address(f["gateway"], f"{path}.gateway")
+                if not any(gateway in p for p in prefixes):
+                    raise self.fail(f["gateway"], f"{path}.gateway", f"{gateway} is not in the switch's prefixes")
+                if loopback is not None and gateway == loopback.network_address:
+                    raise self.fail(f["gateway"], f"{path}.gateway", f"{gateway} is the switch's loopback")
+            elif role is Role.TOR and prefixes:
+                first = prefixes[0]
+                gateway = first.network_address + 1 if first.prefixlen < 31 else first.network_address
+            hosts: list[Host] = []
+            if "hosts" in f:
+                hnodes = self.seq(f["hosts"], f"{path}.hosts")
+                if hnodes and role is not Role.TOR:
+                    raise self.fail(f["hosts"], f"{path}.hosts", f"hosts attach to a tor, not to a {role}")
+                for j, hnode in enumerate(hnodes):
+                    hpath = f"{path}.hosts[{j}]"
+                    hf = self.fields(hnode, hpath, _HOST_KEYS, _HOST_KEYS)
+                    hname = self.name(hf["name"], f"{hpath}.name")
+                    if hname in host_names:
+                        raise self.fail(
+                            hf["name"], f"{hpath}.name", f"duplicate host name {hname!r} (also at line {host_names[hname]})"
+                        )
+                    host_names[hname] = _line(hf["name"])
+                    port = self.integer(hf["port"], f"{hpath}.port", 1, MAX_OF_PORT)
+                    self.use_port(name, port, hf["port"], (i, -1 - j))
+                    ip = self.address(hf["ip"], f"{hpath}.ip")
+                    subnet = next((p for p in prefixes if ip in p), None)
+                    if subnet is None:
+                        subnets = ", ".join(str(p) for p in prefixes) or "none"
+                        raise self.fail(
+                            hf["ip"], f"{hpath}.ip", f"{ip} is outside the subnets of tor {name} ({subnets})"
+                        )
+                    if subnet.prefixlen < 31 and ip in (subnet.network_address, subnet.broadcast_address):
+                        raise self.fail(hf["ip"], f"{hpath}.ip", f"{ip} is not a usable host address of {subnet}")
+                    if ip == gateway:
+                        raise self.fail(hf["ip"], f"{hpath}.ip", f"{ip} is the gateway of tor {name}")
+                    if ip in host_ips:
+                        other, line = host_ips[ip]
+                        raise self.fail(hf["ip"], f"{hpath}.ip", f"duplicate IP {ip} (also used by {other} at line {line})")
+                    host_ips[ip] = (hname, _line(hf["ip"]))
+                    hmac = self.mac(hf["mac"], f"{hpath}.mac")
+                    if hmac in macs:
+                        other, line = macs[hmac]
+                        raise self.fail(
+                            hf["mac"], f"{hpath}.mac", f"duplicate MAC {hmac} (also used by {other} at line {line})"
+                        )
+                    macs[hmac] = (hname, _line(hf["mac"]))
+                    hosts.append(Host(name=hname, tor=name, port=port, ip=ip, mac=hmac))
+            ovs = None
+            if "ovs" in f:
+                ovs = self.string(f["ovs"], f"{path}.ovs")
+                m = _OVS_RE.match(ovs)
+                ok = m is not None and 1 <= int(m.group(2)) <= 65535
+                if ok:
+                    try:
+                        IPv4Address(m.group(1))
+                    except ValueError:
+                        ok = False
+                if not ok:
+                    raise self.fail(f["ovs"], f"{path}.ovs", f"{ovs!r} is not tcp:IPV4:PORT")
+            rest_port = self.integer(f["rest_port"], f"{path}.rest_port", 1, 65535) if "rest_port" in f else None
+            hash_basis = (
+                self.integer(f["hash_basis"], f"{path}.hash_basis", 0, MAX_HASH_BASIS)
+                if "hash_basis" in f
+                else default_hash_basis(sid)
+            )
+            transit = (
+                self.boolean(f["transit"], f"{path}.transit")
+                if "transit" in f
+                else role.value in self.routing_settings.transit_roles
+            )
+            bgp = None
+            if "bgp" in f:
+                if role is not Role.BORDER:
+                    raise self.fail(f["bgp"], f"{path}.bgp", f"only a border speaks eBGP, not a {role}")
+                bgp = self.bgp(f["bgp"], f"{path}.bgp", name)
+            switches.append(
+                Switch(
+                    bgp=bgp,
+                    name=name,
+                    id=sid,
+                    role=role,
+                    prefixes=tuple(prefixes),
+                    loopback=loopback,
+                    mac=mac,
+                    gateway=gateway,
+                    hosts=tuple(hosts),
+                    ovs=ovs,
+                    rest_port=rest_port,
+                    hash_basis=hash_basis,
+                    transit=transit,
+                )
+            )
+        self.check_overlaps(border)
+        return tuple(switches)
+
+    def bgp(self, node: yaml.Node, path: str, switch: str) -> BgpSettings:
+        """A border's `bgp:` section; its peers' ports are claimed like host ports."""
+        f = self.fields(node, path, _BGP_KEYS, ("local_as", "peers"))
+        local_as = self.integer(f["local_as"], f"{path}.local_as", 1, MAX_ASN)
+        announce: list[IPv4Network] = []
+        for j, pnode in enumerate(self.seq(f["announce"], f"{path}.announce") if "announce" in f else ()):
+            prefix = self.network(pnode, f"{path}.announce[{j}]")
+            if prefix in announce:
+                raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} listed twice")
+            announce.append(prefix)
+        router_id = self.address(f["router_id"], f"{path}.router_id") if "router_id" in f else None
+        damping = self.boolean(f["damping"], f"{path}.damping") if "damping" in f else True
+        track = self.boolean(f["track_fabric"], f"{path}.track_fabric") if "track_fabric" in f else True
+        peers: list[BgpPeer] = []
+        items = self.seq(f["peers"], f"{path}.peers")
+        if not items:
+            raise self.fail(f["peers"], f"{path}.peers", "at least 1 peer is required")
+        if len(items) > MAX_BGP_PEERS:
+            raise self.fail(f["peers"], f"{path}.peers", f"{len(items)} peers: at most {MAX_BGP_PEERS} (a border's "
+                            "report carries one session summary per peer)")
+        for j, item in enumerate(items):
+            pp = f"{path}.peers[{j}]"
+            pf = self.fields(item, pp, _PEER_KEYS, ("address", "peer_as", "port", "local_address"))
+            address = self.address(pf["address"], f"{pp}.address")
+            if any(p.address == address for p in peers):
+                raise self.fail(pf["address"], f"{pp}.address", f"peer {address} listed twice")
+            peer_as = self.integer(pf["peer_as"], f"{pp}.peer_as", 1, MAX_ASN)
+            plocal = self.integer(pf["local_as"], f"{pp}.local_as", 1, MAX_ASN) if "local_as" in pf else local_as
+            if peer_as == plocal:
+                raise self.fail(pf["peer_as"], f"{pp}.peer_as", f"AS {peer_as} is the local AS: eBGP needs another")
+            port = self.integer(pf["port"], f"{pp}.port", 1, MAX_OF_PORT)
+            self.use_port(switch, port, pf["port"], (f"{pp}.port", "bgp"))
+            text = self.string(pf["local_address"], f"{pp}.local_address")
+            try:
+                local = IPv4Interface(text)
+            except ValueError as e:
+                raise self.fail(pf["local_address"], f"{pp}.local_address", f"{text!r}: {e}") from None
+            if "/" not in text or address not in local.network or address == local.ip:
+                raise self.fail(pf["local_address"], f"{pp}.local_address",
+                                f"{text} must be ADDRESS/LEN on the peer's subnet (peer {address})")
+            hold = self.integer(pf["hold_time"], f"{pp}.hold_time", 0, 65535) if "hold_time" in pf else 9
+            if 0 < hold < 3:
+                raise self.fail(pf["hold_time"], f"{pp}.hold_time", f"{hold} s: 0 or at least 3 (RFC 4271)")
+            keep = self.integer(pf["keepalive"], f"{pp}.keepalive", 0, 21845) if "keepalive" in pf else hold // 3
+            if hold and not keep < hold:
+                raise self.fail(pf["keepalive"], f"{pp}.keepalive", f"{keep} s must be below the hold time {hold} s")
+            maxp = self.integer(pf["max_prefix"], f"{pp}.max_prefix", 1, 1_000_000) if "max_prefix" in pf else 100
+            pw = self.path(pf["password_file"], f"{pp}.password_file") if "password_file" in pf else None
+            peers.append(BgpPeer(address, peer_as, port, local, plocal, hold, keep, maxp, pw))
+        return BgpSettings(local_as, tuple(announce), tuple(peers), router_id, damping, track)
+
+    def use_port(self, switch: str, port: int, node: yaml.Node, user: tuple[int, int | str]) -> None:
+        """Claim `switch:port` for a link end (i, "a"|"b") or a host (switch index, -1 - host index)."""
+        key = (switch, port)
+        other = self.port_use.get(key)
+        if other is not None:
+            raise self.fail(
+                node,
+                _port_user(user),
+                f"port {switch}:{port} already used by {_port_user(other[:2])} (line {_line(other[2])})",
+            )
+        self.port_use[key] = (*user, node)
+
+    def check_overlaps(self, border: list[tuple[IPv4Network, str, yaml.Node, str]]) -> None:
+        """Internal prefixes and loopbacks must be pairwise disjoint (sort, then one sweep: O(n log n)).
+
+        A border switch's prefixes are external routes (e.g. the 0.0.0.0/0 default): several border switches
+        may originate the same one and they may cover internal prefixes (longest match prefers those), but
+        one must not be equal to or inside an internal prefix.
+        """
+        items = sorted(self.internal, key=lambda it: (it[0], -it[1]))
+        for prev, cur in zip(items, items[1:], strict=False):
+            if cur[0] <= prev[1]:
+                # report the one later in the file, naming the other
+                first, second = (prev, cur) if prev[4] <= cur[4] else (cur, prev)
+                raise self.fail(
+                    second[4],
+                    second[3],
+                    f"{_net(second)} of {second[5]} overlaps {_net(first)} of {first[5]} (line {first[4]})",
+                )
+        starts = [it[0] for it in items]
+        for prefix, pfield, pnode, owner in border:
+            lo, hi = int(prefix.network_address), int(prefix.broadcast_address)
+            k = bisect.bisect_right(starts, lo) - 1
+            if k >= 0 and items[k][1] >= hi:
+                inside = items[k]
+                raise self.fail(
+                    pnode,
+                    pfield,
+                    f"external prefix {prefix} of {owner} lies inside {_net(inside)} of {inside[5]} (line {inside[4]})",
+                )
+
+    def links(self, node: yaml.Node) -> tuple[Link, ...]:
+        items = self.seq(node, "links")
+        links: list[Link] = []
+        append = links.append
+        port_use = self.port_use
+        known = self.switch_line
+        mapping_node = yaml.MappingNode
+        for i, item in enumerate(items):
+            # Fast path for a clean {a: "s:p", b: "s:p"}: no checks fail, nothing formatted. Anything else,
+            # or any problem, goes through link() which validates step by step and names the error.
+            if type(item) is mapping_node and len(item.value) == 2:
+                (ka, va), (kb, vb) = item.value
+                if ka.value == "a" and kb.value == "b" and ka.tag == kb.tag == va.tag == vb.tag == _T_STR:
+                    sa, _, pa = va.value.rpartition(":")
+                    sb, _, pb = vb.value.rpartition(":")
+                    if (
+                        sa in known
+                        and sb in known
+                        and sa != sb
+                        and pa.isdigit()
+                        and pb.isdigit()
+                        and pa.isascii()
+                        and pb.isascii()
+                    ):
+                        porta, portb = int(pa), int(pb)
+                        if 0 < porta <= MAX_OF_PORT and 0 < portb <= MAX_OF_PORT:
+                            keya, keyb = (sa, porta), (sb, portb)
+                            if keya not in port_use and keyb not in port_use:
+                                port_use[keya] = (i, "a", va)
+                                port_use[keyb] = (i, "b", vb)
+                                append(Link(i, Endpoint(sa, porta), Endpoint(sb, portb)))
+                                continue
+            append(self.link(i, item))
+        return tuple(links)
+
+    def link(self, i: int, item: yaml.Node) -> Link:
+        path = f"links[{i}]"
+        f = self.fields(item, path, _LINK_KEYS, ("a", "b"))
+        a = self.endpoint(f["a"], f"{path}.a")
+        b = self.endpoint(f["b"], f"{path}.b")
+        if a.switch == b.switch:
+            raise self.fail(f["b"], f"{path}.b", f"link from switch {a.switch} to itself")
+        self.use_port(a.switch, a.port, f["a"], (i, "a"))
+        self.use_port(b.switch, b.port, f["b"], (i, "b"))
+        weight = self.integer(f["weight"], f"{path}.weight", 1, 65535) if "weight" in f else 1
+        capacity = None
+        if "capacity" in f:
+            capacity = self.number(f["capacity"], f"{path}.capacity")
+            if not 0 < capacity <= MAX_CAPACITY:
+                raise self.fail(
+                    f["capacity"], f"{path}.capacity", f"{f['capacity'].value} Gbit/s out of range (0, {MAX_CAPACITY:g}]"
+                )
+        return Link(i, a, b, weight, capacity)
+
+    def endpoint(self, node: yaml.Node, field: str) -> Endpoint:
+        value = self.string(node, field)
+        switch, sep, port_text = value.rpartition(":")
+        if not sep or not switch or not port_text.isdigit() or not port_text.isascii():
+            raise self.fail(node, field, f"{value!r} is not SWITCH:PORT")
+        if switch not in self.switch_line:
+            raise self.fail(node, field, f"unknown switch {switch!r}")
+        port = int(port_text)
+        if not 1 <= port <= MAX_OF_PORT:
+            raise self.fail(node, field, f"port {port} out of range 1..{MAX_OF_PORT}")
+        return Endpoint(switch, port)
+
+
+def _port_user(user: tuple) -> str:
+    i, which = user[0], user[1]
+    if which == "bgp":
+        return str(i)
+    if isinstance(which, str):
+        return f"links[{i}].{which}"
+    return f"switches[{i}].hosts[{-1 - which}].port"
+
+
+def _net(item: tuple[int, int, int, str, int, str]) -> str:
+    return f"{IPv4Address(item[0])}/{item[2]}"

@@ -1,0 +1,234 @@
+"""YAML for the config loader: libyaml composition that keeps every node's line, and `NodeReader`, the
+checked conversion of one node to a scalar of the model (errors: ConfigError naming file, line and field)."""
+
+
+import re
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
+from proto.fabricmodel import (  # noqa: F401
+    DEFAULT_TRANSIT_ROLES,
+    LIVENESS_MODES,
+    MAX_BGP_PEERS,
+    MAX_HASH_BASIS,
+    MAX_OF_PORT,
+    MAX_SWITCH_ID,
+    BgpPeer,
+    BgpSettings,
+    ConfigError,
+    Damping,
+    Distribution,
+    Endpoint,
+    Fabric,
+    Guard,
+    Host,
+    KeyRef,
+    Link,
+    LsdSettings,
+    Master,
+    Role,
+    Routing,
+    Security,
+    Switch,
+    Timers,
+    _bgp_doc,
+    _digest,
+    _ip_str,
+    _net_str,
+    default_hash_basis,
+    external_prefixes,
+)
+
+_T_STR = "tag:yaml.org,2002:str"
+_T_INT = "tag:yaml.org,2002:int"
+_T_FLOAT = "tag:yaml.org,2002:float"
+_T_BOOL = "tag:yaml.org,2002:bool"
+_T_NULL = "tag:yaml.org,2002:null"
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+_MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
+_OVS_RE = re.compile(r"tcp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z")
+_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_QUAD_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?\d))?\Z")
+
+
+def _quad(text: str) -> tuple[int, int | None] | None:
+    """Fast path for "a.b.c.d[/n]": (address as int, prefix length or None), None if not of that form."""
+    m = _QUAD_RE.match(text)
+    if m is None:
+        return None
+    a, b, c, d, plen = m.groups()
+    return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
+
+
+_T_SEQ = "tag:yaml.org,2002:seq"
+_T_MAP = "tag:yaml.org,2002:map"
+_IMPLICIT: dict[str | None, list] = dict(yaml.CSafeLoader.yaml_implicit_resolvers)
+
+
+class _FastLoader(yaml.CSafeLoader):
+    """libyaml's CSafeLoader with a leaner resolver: the same tags, without the per-node path-resolver
+    bookkeeping (no path resolvers are registered for safe loading). Tests check the tags are identical."""
+
+    def descend_resolver(self, current_node: object, current_index: object) -> None:
+        return None
+
+    def ascend_resolver(self) -> None:
+        return None
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                for tag, regexp in _IMPLICIT.get(value[:1], ()):
+                    if regexp.match(value):
+                        return tag
+                for tag, regexp in _IMPLICIT.get(None, ()):
+                    if regexp.match(value):
+                        return tag
+            return _T_STR
+        return _T_SEQ if kind is yaml.SequenceNode else _T_MAP
+
+
+_constructor = yaml.constructor.SafeConstructor()
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    tag = node.tag
+    if tag == _T_STR:
+        return f"the string {node.value!r}"
+    if tag == _T_NULL:
+        return "null"
+    return f"{tag.rsplit(':', 1)[-1]} {node.value}"
+
+
+class NodeReader:
+    """Checked conversions of YAML nodes for one parse of `source` (relative paths against `base_dir`)."""
+
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, where: yaml.Node | int | None, field: str, problem: str) -> ConfigError:
+        line = _line(where) if isinstance(where, yaml.Node) else where
+        return ConfigError(self.source, line, field, problem)
+
+    def fields(self, node: yaml.Node, path: str, allowed: tuple[str, ...], required: tuple[str, ...]) -> dict:
+        """The mapping's values by key, after checking its shape: no unknown, duplicate or missing keys."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, path, f"expected a mapping, got {_kind(node)}")
+        out: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _T_STR or key not in allowed:
+                if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _T_STR:
+                    what = f"unknown key {key!r}"
+                else:
+                    what = f"unknown key {_kind(key_node)}"
+                where = f"{path}.{key}" if path and isinstance(key, str) else (key if isinstance(key, str) else path)
+                raise self.fail(key_node, where, f"{what} (expected one of: {', '.join(allowed)})")
+            if key in out:
+                raise self.fail(
+                    key_node, f"{path}.{key}" if path else key, f"duplicate key (first at line {_line(out[key])})"
+                )
+            out[key] = value_node
+        for key in required:
+            if key not in out:
+                raise self.fail(node, f"{path}.{key}" if path else key, "missing required field")
+        return out
+
+    def string(self, node: yaml.Node, field: str) -> str:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _T_STR:
+            return node.value
+        hint = " (quote it)" if isinstance(node, yaml.ScalarNode) and node.tag != _T_NULL else ""
+        raise self.fail(node, field, f"expected a string, got {_kind(node)}{hint}")
+
+    def name(self, node: yaml.Node, field: str) -> str:
+        value = self.string(node, field)
+        if not _NAME_RE.match(value):
+            raise self.fail(
+                node, field, f"bad name {value!r}: use 1-63 characters of letters, digits, '.', '_', '-'"
+            )
+        return value
+
+    def integer(self, node: yaml.Node, field: str, lo: int, hi: int) -> int:
+        if not (isinstance(node, yaml.ScalarNode) and node.tag == _T_INT):
+            raise self.fail(node, field, f"expected an integer, got {_kind(node)}")
+        try:
+            value = int(node.value)
+        except ValueError:  # 0x1f, 1_000, 0o17, 1:20 (YAML 1.1 forms)
+            value = _constructor.construct_yaml_int(node)
+        if not lo <= value <= hi:
+            raise self.fail(node, field, f"{value} out of range {lo}..{hi}")
+        return value
+
+    def number(self, node: yaml.Node, field: str) -> float:
+        if not (isinstance(node, yaml.ScalarNode) and node.tag in (_T_INT, _T_FLOAT)):
+            raise self.fail(node, field, f"expected a number, got {_kind(node)}")
+        if node.tag == _T_INT:
+            return float(self.integer(node, field, -(2**63), 2**63))
+        value = _constructor.construct_yaml_float(node)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise self.fail(node, field, f"expected a finite number, got {node.value}")
+        return value
+
+    def seq(self, node: yaml.Node, field: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, field, f"expected a list, got {_kind(node)}")
+        return node.value
+
+    def address(self, node: yaml.Node, field: str) -> IPv4Address:
+        value = self.string(node, field)
+        quad = _quad(value)
+        if quad is not None and quad[1] is None:
+            return IPv4Address(quad[0])
+        try:
+            return IPv4Address(value)
+        except ValueError:
+            raise self.fail(node, field, f"{value!r} is not an IPv4 address") from None
+
+    def network(self, node: yaml.Node, field: str) -> IPv4Network:
+        value = self.string(node, field)
+        quad = _quad(value)
+        if quad is not None and quad[1] is not None:
+            addr, plen = quad
+            if addr & ((1 << (32 - plen)) - 1) == 0:
+                return IPv4Network((addr, plen))
+        if "/" not in value:
+            # ipaddress would take "0.0.0.0" as 0.0.0.0/32: a default route silently lost.
+            raise self.fail(node, field, f"{value!r} has no prefix length (write it as a.b.c.d/len)")
+        try:
+            return IPv4Network(value)
+        except ValueError as e:
+            raise self.fail(node, field, f"{value!r} is not an IPv4 prefix ({e})") from None
+
+    def mac(self, node: yaml.Node, field: str) -> str:
+        value = self.string(node, field)
+        if not _MAC_RE.match(value):
+            raise self.fail(node, field, f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+        value = value.lower()
+        if int(value[:2], 16) & 1:
+            raise self.fail(node, field, f"{value} is a multicast MAC address")
+        return value
+
+    def path(self, node: yaml.Node, field: str) -> Path:
+        value = self.string(node, field)
+        if not value:
+            raise self.fail(node, field, "empty path")
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    def boolean(self, node: yaml.Node, field: str) -> bool:
+        if isinstance(node, yaml.ScalarNode) and node.tag == _T_BOOL:
+            return bool(_constructor.construct_yaml_bool(node))
+        raise self.fail(node, field, f"expected true or false, got {_kind(node)}")
