@@ -11,67 +11,26 @@ import yaml
 # Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
 from proto.auth import LEGACY_KEY_ID, MAX_KEY_ID, MIN_KEY_ID
 from proto.budget import derive as derive_timers
-from proto.configtopo import (  # noqa: F401
-    _BGP_KEYS,
-    _HOST_KEYS,
-    _LINK_KEYS,
-    _PEER_KEYS,
+from proto.configtopo import (
     _ROLES,
-    _SWITCH_KEYS,
-    MAX_ASN,
-    MAX_CAPACITY,
     TopologyReader,
 )
-from proto.configyaml import (  # noqa: F401
-    _MAC_RE,
-    _NAME_RE,
-    _OVS_RE,
-    _QUAD_RE,
-    _T_BOOL,
-    _T_FLOAT,
-    _T_INT,
-    _T_MAP,
-    _T_NULL,
-    _T_SEQ,
-    _T_STR,
-    NodeReader,
-    _constructor,
+from proto.configyaml import (
     _FastLoader,
-    _kind,
     _line,
-    _quad,
 )
-from proto.fabricmodel import (  # noqa: F401
-    DEFAULT_TRANSIT_ROLES,
+from proto.fabricmodel import (
     LIVENESS_MODES,
-    MAX_BGP_PEERS,
-    MAX_HASH_BASIS,
-    MAX_OF_PORT,
-    MAX_SWITCH_ID,
-    BgpPeer,
-    BgpSettings,
-    ConfigError,
     Damping,
     Distribution,
-    Endpoint,
     Fabric,
     Guard,
-    Host,
     KeyRef,
-    Link,
     LsdSettings,
     Master,
-    Role,
     Routing,
     Security,
-    Switch,
     Timers,
-    _bgp_doc,
-    _digest,
-    _ip_str,
-    _net_str,
-    default_hash_basis,
-    external_prefixes,
 )
 
 _TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "guard", "damping",

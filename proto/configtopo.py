@@ -8,56 +8,25 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 import yaml
 
 # Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
-from proto.configyaml import *  # noqa: F401,F403
-from proto.configyaml import (  # noqa: F401
-    _MAC_RE,
-    _NAME_RE,
+from proto.configyaml import (
     _OVS_RE,
-    _QUAD_RE,
-    _T_BOOL,
-    _T_FLOAT,
-    _T_INT,
-    _T_MAP,
-    _T_NULL,
-    _T_SEQ,
     _T_STR,
     NodeReader,
-    _constructor,
-    _kind,
     _line,
-    _quad,
 )
-from proto.fabricmodel import (  # noqa: F401
-    DEFAULT_TRANSIT_ROLES,
-    LIVENESS_MODES,
+from proto.fabricmodel import (
     MAX_BGP_PEERS,
     MAX_HASH_BASIS,
     MAX_OF_PORT,
     MAX_SWITCH_ID,
     BgpPeer,
     BgpSettings,
-    ConfigError,
-    Damping,
-    Distribution,
     Endpoint,
-    Fabric,
-    Guard,
     Host,
-    KeyRef,
     Link,
-    LsdSettings,
-    Master,
     Role,
-    Routing,
-    Security,
     Switch,
-    Timers,
-    _bgp_doc,
-    _digest,
-    _ip_str,
-    _net_str,
     default_hash_basis,
-    external_prefixes,
 )
 
 _SWITCH_KEYS = (

@@ -10,37 +10,8 @@ from typing import Any
 import yaml
 
 # Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
-from proto.fabricmodel import (  # noqa: F401
-    DEFAULT_TRANSIT_ROLES,
-    LIVENESS_MODES,
-    MAX_BGP_PEERS,
-    MAX_HASH_BASIS,
-    MAX_OF_PORT,
-    MAX_SWITCH_ID,
-    BgpPeer,
-    BgpSettings,
+from proto.fabricmodel import (
     ConfigError,
-    Damping,
-    Distribution,
-    Endpoint,
-    Fabric,
-    Guard,
-    Host,
-    KeyRef,
-    Link,
-    LsdSettings,
-    Master,
-    Role,
-    Routing,
-    Security,
-    Switch,
-    Timers,
-    _bgp_doc,
-    _digest,
-    _ip_str,
-    _net_str,
-    default_hash_basis,
-    external_prefixes,
 )
 
 _T_STR = "tag:yaml.org,2002:str"
