@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import socket
 import time
 from collections import deque
@@ -65,22 +64,6 @@ from proto.logsetup import kv
 from proto.messages import Challenge, Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
 
 log = logging.getLogger("firepath.master")
-
-
-def udp_drops(sock: socket.socket, table: str = "/proc/net/udp") -> int | None:
-    """The kernel's drop counter of `sock` (receive queue overflow, ...) from /proc/net/udp: the last column
-    of the row whose inode is the socket's. None if unavailable (not Linux, or the row is not found)."""
-    try:
-        inode = str(os.fstat(sock.fileno()).st_ino)
-        with open(table, encoding="ascii") as f:
-            next(f, None)
-            for line in f:
-                cols = line.split()
-                if len(cols) >= 13 and cols[9] == inode:
-                    return int(cols[-1])
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 class MasterServer:

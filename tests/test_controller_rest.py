@@ -188,22 +188,22 @@ def test_guard_view_confirm_and_metrics(tmp_path: Path) -> None:
     run(tmp_path, not_master, master=False)
 
 
-def test_udp_drops_reads_the_sockets_row(tmp_path: Path) -> None:
+def test_udp_stats_reads_the_sockets_row(tmp_path: Path) -> None:
     import os
     import socket
 
-    from controller.server import udp_drops
+    from controller.intake import udp_stats
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         inode = os.fstat(sock.fileno()).st_ino
-        row = "  {n}: 0100007F:1F90 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 {ino} 2 00000000a76585bb {d}"
+        row = "  {n}: 0100007F:1F90 00000000:0000 07 00000000:{q:08X} 00:00000000 00000000     0        0 {ino} 2 00000000a76585bb {d}"
         table = tmp_path / "udp"
-        table.write_text("  sl  local_address rem_address ...\n" + row.format(n=0, ino=inode + 1, d=9) + "\n"
-                         + row.format(n=1, ino=inode, d=42) + "\n")
-        assert udp_drops(sock, str(table)) == 42
+        table.write_text("  sl  local_address rem_address ...\n" + row.format(n=0, q=1, ino=inode + 1, d=9) + "\n"
+                         + row.format(n=1, q=0x1234, ino=inode, d=42) + "\n")
+        assert udp_stats(sock, str(table)) == (0x1234, 42)
         table.write_text("header\n")
-        assert udp_drops(sock, str(table)) is None
-        assert udp_drops(sock, str(tmp_path / "missing")) is None
+        assert udp_stats(sock, str(table)) is None
+        assert udp_stats(sock, str(tmp_path / "missing")) is None
     finally:
         sock.close()
