@@ -32,32 +32,32 @@ from lab.state import host_netns
 __all__ = ["grow"]
 
 
-def _check_additive(old: Any, new: Any) -> None:
-    new_index = {s.name: i for i, s in enumerate(new.switches)}
-    for i, s in enumerate(old.switches):
-        if new_index.get(s.name) != i:
-            raise LabError(f"{new.source}: switch {s.name} moved or disappeared in switches: (it was #{i}); "
-                           f"a running lab can only grow at the end")
-        if new.switch(s.name).id != s.id:
-            raise LabError(f"{new.source}: switch {s.name}: id changed ({s.id} -> {new.switch(s.name).id})")
-    old_hosts = {h.name: (h.tor, h.port) for h in old.hosts}
+def _check_additive(st: Any, new: Any) -> None:
+    """Every interface the lab built keeps its name under `new` (names derive from a switch's position in
+    `switches:`), and no built host moved to another ToR port. Read from the lab's record (lab.state), not from
+    its fabric.yaml, which the operator has already edited."""
+    index = {s.name: i for i, s in enumerate(new.switches)}
+    for key, ifn in st.ifaces.items():
+        sw, port = key.rsplit(":", 1)
+        if sw in index and ifn.startswith("s") and ifn != f"s{index[sw]}p{port}":
+            raise LabError(f"{new.source}: switch {sw} moved in switches: (now #{index[sw]}, its interface {ifn} says "
+                           f"otherwise); a running lab can only grow at the end")
     for h in new.hosts:
-        if h.name in old_hosts and old_hosts[h.name] != (h.tor, h.port):
-            raise LabError(f"{new.source}: host {h.name} moved")
+        if h.name in st.host_netns and f"{h.tor}:{h.port}" not in st.ifaces:
+            raise LabError(f"{new.source}: host {h.name} moved to {h.tor}:{h.port}")
 
 
 def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
     """Build the additions of `new` over the running lab and start the new switches' clients. Returns
     {"switches": [...], "links": [...], "hosts": [...]} added."""
-    old, st = lab.fabric, lab.state
-    _check_additive(old, new)
+    st = lab.state
+    _check_additive(st, new)
     index = {sw.name: i for i, sw in enumerate(new.switches)}
 
     def ifname(switch: str, port: int) -> str:
         return f"s{index[switch]}p{port}"
 
-    old_switches = {s.name for s in old.switches}
-    switches = [s for s in new.switches if s.name not in old_switches]
+    switches = [s for s in new.switches if s.name not in st.bridges]
     links = [link for link in new.links if f"{link.a.switch}:{link.a.port}" not in st.ifaces
              and f"{link.b.switch}:{link.b.port}" not in st.ifaces]
     hosts = [h for h in new.hosts if h.name not in st.host_netns]

@@ -64,12 +64,25 @@ class _Poster:
         self._pool.shutdown(wait=False)
 
 
-def additions(running: Fabric, new: Fabric) -> list[str]:
-    """Switches and links `new` has and the running lab does not (they need bridges and veths)."""
-    old_sw = {s.name for s in running.switches}
-    added = [s.name for s in new.switches if s.name not in old_sw]
-    old_links = {link.name for link in running.links} | {f"{link.b}-{link.a}" for link in running.links}
-    return added + [link.name for link in new.links if link.name not in old_links]
+def additions(lab: Lab, new: Fabric) -> list[str]:
+    """Switches and links `new` has that the running lab has not built (they need bridges and veths). Read from
+    the lab's record of what it built, never from its fabric.yaml (the operator has already edited that)."""
+    st = lab.state
+    added = [s.name for s in new.switches if s.name not in st.bridges]
+    return added + [link.name for link in new.links
+                    if f"{link.a.switch}:{link.a.port}" not in st.ifaces or f"{link.b.switch}:{link.b.port}" not in st.ifaces]
+
+
+def _running_digest(lab: Lab) -> str:
+    """The config the serving master runs (its /v1/rollout `current`): what the lab runs, whatever the file says
+    now. LabError when no single master serves."""
+    leader = lab.current_master()
+    if leader is None:
+        raise LabError(f"no single serving master to compare the config with: {lab.master_states()}")
+    current = lab.http.get(lab.fabric.master(leader[0]).rest_port, "/v1/rollout", 2.0).get("current")
+    if not current:
+        raise LabError(f"master {leader[0]} does not say which config it runs")
+    return str(current)
 
 
 def _token(fabric: Fabric) -> str | None:
@@ -83,12 +96,11 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
     {"digest", "prepared": [masters], "reloaded": [switches], "committed_version": int | None, "grown"}.
     A config that adds switches or links is refused unless `grow` (and target "all"): then lab.grow builds
     them after the masters prepared and starts the new switches' clients on it."""
-    running = lab.fabric
     try:
         new = load_fabric(lab.state.config)
     except ConfigError as e:
         raise LabError(f"refused, nothing changed: {e}") from None
-    added = additions(running, new)
+    added = additions(lab, new)
     if added and not (grow and target == "all"):
         raise LabError(f"{new.source}: adds {', '.join(added)[:200]}: new switches and links need bridges and "
                        f"veths: `firepath lab reload all --grow`")
@@ -99,7 +111,7 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
     out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None,
                            "grown": None}
     keys = _key_status(new)
-    keys_only = new.digest == running.digest
+    keys_only = new.digest == _running_digest(lab)
     poster = _Poster(lab.state.netns)
     token = _token(new)
     try:
@@ -135,7 +147,8 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
                 raise LabError(f"switch {sw}: its client is not back on config {new.digest[:12]}... after "
                                f"{timeout:.0f}s (log: {rec.log})")
             out["reloaded"].append(sw)
-            log(f"switch {sw}: restarted on config {new.digest[:12]}... in {time.monotonic() - t0:.1f}s")
+            log(f"switch {sw}: holds key set {keys} (config unchanged, no restart)" if keys_only else
+                f"switch {sw}: restarted on config {new.digest[:12]}... in {time.monotonic() - t0:.1f}s")
         if target == "all" and keys_only:
             log(f"config {new.digest[:12]}... unchanged: key set {keys} on every daemon, nothing to commit")
         elif target == "all":

@@ -5,12 +5,14 @@ renumbers ids and agg ports: a change a running fabric cannot take without re-ca
 additively instead, modelled on an existing ToR (`like`):
 
 - the new ToR is cabled to the same neighbours as `like`, with as many parallel links, on the same local
-  ports; on each neighbour it takes the next free port (above every port its links and hosts use);
+  ports, with the same `weight:` and `capacity:`; on each neighbour it takes the next free port (above every
+  port its links and hosts use);
 - id: one above the highest; loopback: `like`'s loopback moved by the id difference (the generator's plan:
   block + id) if that address is free, else the next free address above the highest loopback;
 - prefix: for each of `like`'s prefixes, the next free prefix of the same length above the highest ToR
-  prefix; hosts: as many as `like` has, on the same ports, at the same offsets in the new prefix, named
-  `h-<suffix>-<k>` (`suffix`: the ToR name without its role word), MACs 02:01:<id, 3 bytes>:<k>;
+  prefix (several prefixes: allocated one after the other); hosts: as many as `like` has, on the same ports,
+  at the same offsets in the new prefix, named `h-<suffix>-<k>` (`suffix`: the ToR name after its first
+  dash; the next free number if taken), MACs 02:01:<id, 3 bytes>:<k>;
 - `ovs:`/`rest_port:` follow `like`'s (port + id difference) when `like` has them.
 
 The text is edited, not re-rendered: the switch block is appended to `switches:` and the links to `links:`,
@@ -60,7 +62,7 @@ def add_tor(text: str, source: str, like: str, name: str | None = None, base_dir
         raise ConfigError(source, None, "switches", f"--name {new_name}: already a switch")
     new_id = max(s.id for s in fabric.switches) + 1
     used_ports = _used_ports(fabric)
-    links: list[tuple[int, str, int]] = []            # (our port, neighbour, its port)
+    links: list[tuple[int, str, int, str]] = []       # (our port, neighbour, its port, weight/capacity YAML)
     for li in fabric.links_of(like):
         link = fabric.links[li]
         mine, other = (link.a, link.b) if link.a.switch == like else (link.b, link.a)
@@ -68,30 +70,40 @@ def add_tor(text: str, source: str, like: str, name: str | None = None, base_dir
         if port > MAX_PORT:
             raise ConfigError(source, None, "links", f"{other.switch}: no free port above {port - 1}")
         used_ports.setdefault(other.switch, {0}).add(port)
-        links.append((mine.port, other.switch, port))
+        extra = (f", weight: {link.weight}" if link.weight != 1 else "") \
+            + (f", capacity: {link.capacity:g}" if link.capacity is not None else "")
+        links.append((mine.port, other.switch, port, extra))
     # a border's prefixes (0.0.0.0/0, external ones) are routes to the outside, not address assignments
     taken = [p for s in fabric.switches if s.role.value != "border" for p in s.prefixes] \
         + [s.loopback for s in fabric.switches if s.loopback]
-    prefixes = [_next_prefix(p, [q for s in fabric.switches if s.role.value == "tor" for q in s.prefixes], taken,
-                             source) for p in tmpl.prefixes]
-    taken += prefixes
+    tor_prefixes = [q for s in fabric.switches if s.role.value == "tor" for q in s.prefixes]
+    prefixes: list[IPv4Network] = []
+    for p in tmpl.prefixes:                     # one at a time: each allocation sees the ones before it
+        prefixes.append(_next_prefix(p, tor_prefixes + prefixes, taken, source))
+        taken.append(prefixes[-1])
     loopback = _loopback(fabric, tmpl.loopback, new_id - tmpl.id, taken, source) if tmpl.loopback else None
     suffix = new_name.split("-", 1)[1] if "-" in new_name else new_name
     hosts = []
+    host_names = {h.name for h in fabric.hosts}
     for k, h in enumerate(tmpl.hosts, 1):
         home = next((p for p in tmpl.prefixes if h.ip in p), tmpl.prefixes[0])
         net = prefixes[tmpl.prefixes.index(home)]
         ip = IPv4Address(int(net.network_address) + int(h.ip) - int(home.network_address))
         mac = "02:01:" + ":".join(f"{b:02x}" for b in new_id.to_bytes(3, "big")) + f":{k:02x}"
-        hosts.append((f"h-{suffix}-{k}", h.port, ip, mac))
+        host_name, n = f"h-{suffix}-{k}", k
+        while host_name in host_names:          # a name already taken (hand-named fabrics): the next free one
+            n += 1
+            host_name = f"h-{suffix}-{n}"
+        host_names.add(host_name)
+        hosts.append((host_name, h.port, ip, mac))
     block = _switch_block(new_name, new_id, loopback, prefixes, hosts, tmpl, new_id - tmpl.id)
-    link_lines = [f'- {{a: "{new_name}:{mine}", b: "{other}:{port}"}}' for mine, other, port in links]
+    link_lines = [f'- {{a: "{new_name}:{mine}", b: "{other}:{port}"{extra}}}' for mine, other, port, extra in links]
     out = _append(text, source, "switches", block)
     out = _append(out, source, "links", link_lines)
     grown = parse_fabric(out, source=source, base_dir=base_dir)
     for i, s in enumerate(fabric.switches):       # additive: what exists is untouched (a bug here, not input)
         assert grown.switches[i] == s, s.name
-    return AddedTor(out, new_name, tuple(f"{new_name}:{m}-{o}:{p}" for m, o, p in links),
+    return AddedTor(out, new_name, tuple(f"{new_name}:{m}-{o}:{p}" for m, o, p, _ in links),
                     tuple(h[0] for h in hosts), tuple(str(p) for p in prefixes))
 
 

@@ -94,3 +94,43 @@ def test_cli_prints_or_rewrites(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert parse_fabric(cfg.read_text(), source=str(cfg)).switch("tor-1-3").hosts
     assert main(["config", "add-tor", str(cfg), "--like", "agg-1-1"]) == 1
     assert "not a ToR" in capsys.readouterr().err
+
+
+HAND = """name: hand
+security: {key_file: k.key}
+masters:
+  - {id: m1, address: 127.0.0.1, client_port: 6601, peer_port: 6701, rest_port: 6801}
+switches:
+  - {name: spine-1, id: 1, role: spine}
+  - name: rack7
+    id: 2
+    role: tor
+    prefixes: [10.0.3.0/24, 10.0.9.0/24]
+    hosts:
+      - {name: h-2-1, port: 100, ip: 10.0.3.10, mac: "02:00:00:00:00:01"}
+      - {name: h-2-2, port: 101, ip: 10.0.9.10, mac: "02:00:00:00:00:02"}
+  - name: rack7-1
+    id: 3
+    role: tor
+    prefixes: [10.0.4.0/23]
+    hosts:
+      - {name: h-1-1, port: 100, ip: 10.0.4.10, mac: "02:00:00:00:00:03"}
+links:
+  - {a: "rack7:1", b: "spine-1:1", weight: 3, capacity: 40}
+  - {a: "rack7-1:1", b: "spine-1:2"}
+"""
+
+
+def test_a_hand_written_tor_with_two_prefixes_weights_and_taken_host_names(tmp_path: Path) -> None:
+    """Several prefixes are allocated one after the other, the template links' weight and capacity are
+    kept, and a generated host name already in use moves to the next free number."""
+    (tmp_path / "k.key").write_text("ab" * 32 + "\n")
+    base = parse_fabric(HAND, source="hand.yaml", base_dir=tmp_path)
+    added = add_tor(HAND, "hand.yaml", "rack7", "rack7-2", base_dir=tmp_path)
+    new = parse_fabric(added.text, source="hand.yaml", base_dir=tmp_path)
+    sw = new.switch("rack7-2")
+    assert len(sw.prefixes) == 2 and not sw.prefixes[0].overlaps(sw.prefixes[1])
+    assert all(not p.overlaps(q) for s in base.switches for q in s.prefixes for p in sw.prefixes)
+    (link,) = [new.links[i] for i in new.links_of("rack7-2")]
+    assert (link.weight, link.capacity) == (3, 40.0)
+    assert [h.name for h in sw.hosts] == ["h-2-3", "h-2-4"]     # h-2-1 and h-2-2 are rack7's
