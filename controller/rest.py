@@ -350,8 +350,21 @@ async def _client_gone(request: web.Request, handler: Any) -> web.StreamResponse
         raise web.HTTPBadRequest(text="connection reset") from None
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error body is JSON, as docs/API.md says: aiohttp's own 404 (no such path) and 405 (method) come
+    as plain text otherwise."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400 or e.content_type == "application/json":
+            raise
+        return web.json_response({"error": e.text or e.reason}, status=e.status, headers={
+            k: v for k, v in e.headers.items() if k.lower() == "allow"})
+
+
 def make_app(server: MasterApi) -> web.Application:
-    app = web.Application(middlewares=[_client_gone])
+    app = web.Application(middlewares=[_json_errors, _client_gone])
     app[SERVER_KEY] = server
     app[TOKEN_KEY] = read_token(server)
     app.router.add_get("/v1/lsd/version", lsd_version)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -99,7 +100,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"firepath {args.command}: not installed here (no module {SUBCOMMANDS[args.command][0]})",
                   file=sys.stderr)
         return 2
-    return int(func(args))
+    try:
+        return int(func(args))
+    except BrokenPipeError:             # `firepath ... | head`: the reader left; no traceback, like coreutils
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

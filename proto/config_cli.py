@@ -115,6 +115,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         warning = key_file_warning(ref.file) if ref.id in keys.accepted else None
         if warning:
             print(f"{ref.where}: {warning}", file=sys.stderr)
+    if len(fabric.masters) % 2 == 0:
+        print(f"{fabric.source}: masters: {len(fabric.masters)} replicas: a majority needs "
+              f"{len(fabric.masters) // 2 + 1}, so one more replica than {len(fabric.masters) - 1} buys no failure "
+              f"tolerance (use an odd number)", file=sys.stderr)
     elapsed = time.perf_counter() - started
     roles = Counter(s.role for s in fabric.switches)
     per_role = ", ".join(f"{role.value} {roles[role]}" for role in Role)

@@ -134,3 +134,4 @@ def test_a_hand_written_tor_with_two_prefixes_weights_and_taken_host_names(tmp_p
     (link,) = [new.links[i] for i in new.links_of("rack7-2")]
     assert (link.weight, link.capacity) == (3, 40.0)
     assert [h.name for h in sw.hosts] == ["h-2-3", "h-2-4"]     # h-2-1 and h-2-2 are rack7's
+

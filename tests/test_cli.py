@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from proto import cli
+from proto.clos import ClosParams, generate_clos_yaml
 from proto.config import load_fabric
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,3 +146,25 @@ def test_python_dash_m(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
     )
     assert done.returncode == 1 and "duplicate id 7" in done.stderr
+
+
+def test_config_check_warns_about_an_even_number_of_masters(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "f.yaml"
+    (tmp_path / "fabric.key").write_text("ab" * 32 + "\n")
+    (tmp_path / "fabric.key").chmod(0o600)
+    cfg.write_text(generate_clos_yaml(ClosParams(name="t", spines=2, pods=0, leaves=2, masters=2)))
+    assert cli.main(["config", "check", str(cfg)]) == 0
+    assert "use an odd number" in capsys.readouterr().err
+    cfg.write_text(generate_clos_yaml(ClosParams(name="t", spines=2, pods=0, leaves=2, masters=3)))
+    assert cli.main(["config", "check", str(cfg)]) == 0
+    assert "odd number" not in capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_the_command_quietly() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run(f"{sys.executable} -m proto.cli config clos --preset jupiter | head -c 10", shell=True,
+                       capture_output=True, text=True, timeout=120)
+    assert len(r.stdout) == 10 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr

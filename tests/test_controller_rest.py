@@ -207,3 +207,15 @@ def test_udp_stats_reads_the_sockets_row(tmp_path: Path) -> None:
         assert udp_stats(sock, str(tmp_path / "missing")) is None
     finally:
         sock.close()
+
+
+def test_unknown_paths_and_methods_answer_json(tmp_path: Path) -> None:
+    """docs/API.md: every body is JSON, errors included (aiohttp's own 404/405 were plain text)."""
+    async def body(server: MasterServer, c: TestClient) -> None:
+        r = await c.get("/v1/nosuch")
+        assert r.status == 404 and r.content_type == "application/json" and "error" in await r.json()
+        r = await c.get("/v1/drain")
+        assert r.status == 405 and r.content_type == "application/json" and "error" in await r.json()
+        assert "POST" in r.headers.get("Allow", "")
+
+    run(tmp_path, body)
