@@ -120,7 +120,11 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
                 continue
             status, ans = _retry(lambda m=mid: poster.post(new.master(m).rest_port, "/v1/reload", token), timeout)
             if status != 200:
-                raise LabError(f"master {mid}: HTTP {status}: {ans.get('error') if isinstance(ans, dict) else ans}")
+                hint = ("; the lab's config has no security.admin_token_file, which the masters' reload needs: add "
+                        "one (a file with a random token), restart the masters on it (`firepath lab kill master M`, "
+                        "`lab heal`), then reload") if status == 401 and token is None else ""
+                raise LabError(f"master {mid}: HTTP {status}: "
+                               f"{ans.get('error') if isinstance(ans, dict) else ans}{hint}")
             if ans.get("keys") != keys:
                 raise LabError(f"master {mid}: holds key set {ans.get('keys')}, the file says {keys}")
             out["prepared"].append(mid)
