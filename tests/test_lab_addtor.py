@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -74,3 +75,49 @@ def test_a_tor_with_a_host_joins_a_running_three_tier_fabric(lab: Lab) -> None:
     assert all(r["lost"] <= r["sent"] * 0.02 for r in results), lost
     assert all(v >= 2 for v in grown.ping(count=3).values()), grown.ping(count=3)      # all 20 pairs
     grown.close()
+
+
+@ovs
+def test_the_added_tor_is_removed_again_without_loss(lab: Lab) -> None:
+    """Removing a rack (issue #21): the config without tor-2-3 (its links, prefix and host) rolled out by the
+    CLI; the 12 original pairs lose nothing, the masters commit the smaller config and every remaining switch
+    programs it. The removed switch's client keeps running on the old config: it does not block the commit."""
+    view = Lab.open(lab.state.dir)
+    if "tor-2-3" not in {s.name for s in view.fabric.switches}:      # run alone: add the rack first
+        assert firepath(["config", "add-tor", view.state.config, "--like", "tor-2-2", "--write"]) == 0
+        grow = subprocess.run([sys.executable, "-m", "proto.cli", "lab", "reload", "all", "--grow", "--name",
+                               view.state.name], capture_output=True, text=True, timeout=180)
+        assert grow.returncode == 0, grow.stdout + grow.stderr
+        view = Lab.open(lab.state.dir)
+    text = Path(view.state.config).read_text()
+    start = text.index("  - name: tor-2-3\n")
+    end = text.index("links:\n", start)
+    smaller = text[:start] + text[end:]
+    smaller = "".join(line for line in smaller.splitlines(keepends=True) if '"tor-2-3:' not in line)
+    Path(view.state.config).write_text(smaller)
+    hosts = [h.name for h in view.fabric.hosts if h.name != "h-2-3-1"]
+    pairs = [(a, b) for a in hosts for b in hosts if a != b]
+    probes = [view.probe(a, b, flows=2, rate=100.0, port=7600 + i) for i, (a, b) in enumerate(pairs)]
+    for p in probes:
+        p.start()
+    try:
+        cli = subprocess.run([sys.executable, "-m", "proto.cli", "lab", "reload", "all", "--name", view.state.name],
+                             capture_output=True, text=True, timeout=180)
+        time.sleep(0.3)
+        results = [p.stop() for p in probes]
+    finally:
+        for p in probes:
+            p.close()
+    assert cli.returncode == 0 and "committed, LSD version" in cli.stdout + cli.stderr, cli.stdout + cli.stderr
+    now = Lab.open(view.state.dir)
+    rollout = now.master_get("/v1/rollout")
+    assert rollout["current"] == now.fabric.digest and "tor-2-3" not in {s.name for s in now.fabric.switches}
+    lsd = now.master_get("/v1/lsd")
+    assert len(lsd["links"]) == len(now.fabric.links) and set(lsd["links"].values()) == {"up"}, lsd
+    lost = {f"{a}->{b}": (r["lost"], r["sent"]) for (a, b), r in zip(pairs, results, strict=True) if r["lost"]}
+    print(f"tor-2-3 removed; lost on the 12 pairs: {lost or 'none'}")
+    assert len(results) == 12 and all(r["received"] > 0 for r in results)
+    assert all(r["lost"] <= r["sent"] * 0.02 for r in results), lost
+    assert all(v >= 2 for v in now.ping(pairs, count=3).values())
+    now.close()
+    view.close()
