@@ -3,7 +3,8 @@ codec of REV (proto/messages.py loaded from git, not installed), in the same pro
 
     python -m bench.bench_codec [--rounds N] [--batches N] [--base REV]
 
-REV defaults to `git merge-base HEAD main`. Rows, per message: "payload" = the codec layer alone (encode:
+REV defaults to 5afd594, the last commit with the hand-validated codec (a merge base with main is this tree
+once the codec is on main). Rows, per message: "payload" = the codec layer alone (encode:
 message -> msgpack bytes; decode: bytes -> checked message), "build" = constructing the message from its
 field values (checked: the old dataclasses in __post_init__, the structs through their decoder; the 48
 PortStatus of the report are built beforehand), "datagram" = what a runtime pays per frame
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import subprocess
 import sys
 import time
 from contextlib import suppress
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgpack
 
-from bench.bench_freshness import DIGEST, MASTER, PEER, ROOT, SW, load_old
+from bench.bench_freshness import DIGEST, MASTER, PEER, SW, load_old
 from proto.auth import KeyRing
 from proto.config import Endpoint
 from proto.lsd import LinkState, encode_changes
@@ -90,14 +90,17 @@ def setup(mod) -> dict[str, tuple]:
     return out
 
 
+#: The last commit whose proto/messages.py validates by hand (before proto/wire.py).
+BEFORE_CODEC = "5afd594"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=1000, help="calls per timed batch")
     ap.add_argument("--batches", type=int, default=20, help="timed batches per row and variant (best kept)")
     ap.add_argument("--base", default=None)
     args = ap.parse_args()
-    base = args.base or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True,
-                                       capture_output=True, text=True).stdout.strip()
+    base = args.base or BEFORE_CODEC
     variants = {"before": load_old(base), "msgspec": sys.modules["proto.messages"]}
     fns = {v: setup(mod) for v, mod in variants.items()}
     steps = ("build", "payload encode", "payload decode", "datagram encode", "datagram decode")

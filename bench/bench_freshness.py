@@ -3,7 +3,7 @@ the wire v1 Codec (one counter per process, one window per sender) it replaced, 
 
     python -m bench.bench_freshness [--rounds N] [--base REV]
 
-REV (default: `git merge-base HEAD main`) supplies the v1 proto/messages.py (loaded from git, not
+REV (default: 43230e9, the v1 codec (before the freshness design)) supplies the v1 proto/messages.py (loaded from git, not
 installed). Measures, best of 5, per datagram: encode and decode of a 48-port PortReport (the report path)
 and of an NdFrame (the ND path), each on an established sender/receiver pair. Prints a table.
 """
@@ -93,8 +93,7 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--base", default=None)
     args = ap.parse_args()
-    base = args.base or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True,
-                                       capture_output=True, text=True).stdout.strip()
+    base = args.base or "43230e9"    # the v1 codec (before the freshness design): a merge base with main is this tree once merged
     old = load_old(base)
     new_mod = sys.modules["proto.messages"]
     # interleave so that load changes hit both alike

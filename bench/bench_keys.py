@@ -3,7 +3,7 @@ against the wire v2 Codec of REV (one key ring), in the same process, interleave
 
     python -m bench.bench_keys [--rounds N] [--base REV]
 
-REV (default: `git merge-base HEAD main`) supplies the v2 proto/messages.py (loaded from git, not
+REV (default: 1dbc5ab, the v2 codec (one key ring, before key ids)) supplies the v2 proto/messages.py (loaded from git, not
 installed; bench.bench_freshness.load_old). Rows, per datagram on an established pair: encode and decode
 of a 48-port PortReport (report path) and of an NdFrame (ND path), for v2, v3 with one key (the
 single-secret config) and v3 with two accepted keys (a rollover under way, frames under the second).
@@ -14,13 +14,12 @@ load on the machine inflates them alike and descheduling is not counted.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from contextlib import suppress
 from pathlib import Path
 
-from bench.bench_freshness import DIGEST, MASTER, PEER, ROOT, SW, load_old
+from bench.bench_freshness import DIGEST, MASTER, PEER, SW, load_old
 from proto.auth import KeyRing, KeySet
 from proto.config import Endpoint
 from proto.messages import DecodeError, NdFrame
@@ -65,8 +64,7 @@ def main() -> int:
     ap.add_argument("--batches", type=int, default=20, help="timed batches per row and variant (best kept)")
     ap.add_argument("--base", default=None)
     args = ap.parse_args()
-    base = args.base or subprocess.run(["git", "merge-base", "HEAD", "main"], cwd=ROOT, check=True,
-                                       capture_output=True, text=True).stdout.strip()
+    base = args.base or "1dbc5ab"    # the v2 codec (one key ring, before key ids): a merge base with main is this tree once merged
     old = load_old(base)
     new = sys.modules["proto.messages"]
     assert NdFrame is new.NdFrame

@@ -59,6 +59,11 @@ def _refuse_duplicate(lab: Lab, fault: dict[str, object], *fields: str) -> None:
             raise LabError(f"already injected: {describe_fault(f)} (undo with `firepath lab heal`)")
 
 
+def _no_master(lab: Lab, master_id: object) -> LabError:
+    ids = sorted(k.split(":", 1)[1] for k in lab.state.processes if k.startswith("master:"))
+    return LabError(f"no master {master_id!r} in this lab (masters: {', '.join(ids) or 'none'})")
+
+
 def _save(lab: Lab) -> None:
     lab.state.save()
 
@@ -157,8 +162,7 @@ def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
         master_id = leader[0]
     key = f"master:{master_id}"
     if key not in lab.state.processes:
-        ids = sorted(k.split(":", 1)[1] for k in lab.state.processes if k.startswith("master:"))
-        raise LabError(f"no master {master_id!r} in this lab (masters: {', '.join(ids) or 'none'})")
+        raise _no_master(lab, master_id)
     fault: dict[str, object] = {"kind": "master", "id": master_id}
     _refuse_duplicate(lab, fault, "id")
     lab.state.faults.append(fault)
@@ -276,8 +280,7 @@ def fail_cpn(lab: Lab, master_id: str | None = None, direction: str = "both",
     try:
         master = lab.fabric.master(master_id)
     except KeyError:
-        ids = sorted(k.split(":", 1)[1] for k in lab.state.processes if k.startswith("master:"))
-        raise LabError(f"no master {master_id!r} in this lab (masters: {', '.join(ids) or 'none'})") from None
+        raise _no_master(lab, master_id) from None
     client = None
     if switch is not None:
         try:

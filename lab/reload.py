@@ -73,16 +73,22 @@ def additions(lab: Lab, new: Fabric) -> list[str]:
                     if f"{link.a.switch}:{link.a.port}" not in st.ifaces or f"{link.b.switch}:{link.b.port}" not in st.ifaces]
 
 
-def _running_digest(lab: Lab) -> str:
-    """The config the serving master runs (its /v1/rollout `current`): what the lab runs, whatever the file says
-    now. LabError when no single master serves."""
+def _rollout_view(lab: Lab) -> dict[str, Any] | None:
+    """The serving master's GET /v1/rollout (`current`, `next`, `switches`, `blockers`); None if no single
+    master serves."""
     leader = lab.current_master()
     if leader is None:
-        raise LabError(f"no single serving master to compare the config with: {lab.master_states()}")
-    current = lab.http.get(lab.fabric.master(leader[0]).rest_port, "/v1/rollout", 2.0).get("current")
-    if not current:
-        raise LabError(f"master {leader[0]} does not say which config it runs")
-    return str(current)
+        return None
+    return lab.http.get(lab.fabric.master(leader[0]).rest_port, "/v1/rollout", 2.0)
+
+
+def _running_digest(lab: Lab) -> str:
+    """The config the serving master runs (`current`): what the lab runs, whatever the file says now.
+    LabError when no single master serves."""
+    view = _rollout_view(lab)
+    if view is None or not view.get("current"):
+        raise LabError(f"no serving master says which config it runs: {lab.master_states()}")
+    return str(view["current"])
 
 
 def _token(fabric: Fabric) -> str | None:
@@ -205,11 +211,8 @@ def _back(lab: Lab, switch: str, port: int, digest: str, heard: bool, keys: dict
 
 def _served_digests(lab: Lab) -> set[str]:
     """The configs the serving master accepts reports under (current, and next while prepared)."""
-    leader = lab.current_master()
-    if leader is None:
-        return set()
-    st = lab.http.get(lab.fabric.master(leader[0]).rest_port, "/v1/rollout", 1.0)
-    return {d for d in (st.get("current"), st.get("next")) if d}
+    view = _rollout_view(lab)
+    return {d for d in (view.get("current"), view.get("next")) if d} if view is not None else set()
 
 
 def _commit(lab: Lab, poster: _Poster, new: Fabric, token: str | None, timeout: float,

@@ -13,7 +13,6 @@ nothing and has recognised the storms, and the master did not hand over.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from lab.fabric import Lab, LabError, teardown, wait_until
+from lab.fabric import Lab, wait_until
 from lab.iputil import ip_batch
+from tests.harness.labs import running_lab
 from tests.harness.labwatch import down_links, serving
 
 LEAFSPINE = {"spines": 2, "pods": 0, "leaves": 4, "hosts_per_tor": 1, "masters": 3}
@@ -35,21 +35,8 @@ RECOVER_S = 5.0           # "a few seconds" + REST polling and scheduling on a l
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    name = f"storm{os.getpid() % 100000}"
-    d = Path("/tmp") / f"fplab-{name}"
-    try:
-        fabric_lab = Lab.up(name=name, lab_dir=d, clos=LEAFSPINE, clean=True, timeout=90.0, log=lambda m: None)
-    except LabError as e:
-        pytest.fail(f"lab did not come up: {e}", pytrace=False)
-    try:
-        yield fabric_lab
-    finally:
-        fabric_lab.close()
-        keep = os.environ.get("FIREPATH_KEEP_LOGS")
-        if keep:
-            shutil.copytree(d / "logs", Path(keep) / name, dirs_exist_ok=True)
-        teardown(d, name=name, log=lambda m: None)
-        shutil.rmtree(d, ignore_errors=True)
+    with running_lab("storm", LEAFSPINE, keep_logs_env="FIREPATH_KEEP_LOGS") as the_lab:
+        yield the_lab
 
 
 def _stall_pids(lab: Lab, ovs: bool = True) -> list[int]:
