@@ -144,13 +144,15 @@ class ClientCore:
         return out
 
     # ------------------------------------------------------------------------------------------ switch
-    def on_connected(self, ports: Mapping[int, bool], now: float) -> list[Action]:
-        """The OpenFlow connection is ready; `ports`: OpenFlow port -> live."""
+    def on_connected(self, ports: Mapping[int, bool], now: float,
+                     carrier: Mapping[int, bool] | None = None) -> list[Action]:
+        """The OpenFlow connection is ready; `ports`: OpenFlow port -> live (OFPPS_LIVE); `carrier`: port ->
+        PHY up (missing: same as live; client.ports)."""
         self.connected = True
         if not self.report_released:
             self._hold_until = now + self.report_grace
         out: list[Action] = []
-        self._run(self.ports.on_port_desc(ports, now), now, out)
+        self._run(self.ports.on_port_desc(ports, now, carrier), now, out)
         self._maybe_release_report(now, out)
         return out
 
@@ -160,9 +162,10 @@ class ClientCore:
             self._hold_until = math.inf   # the hold starts again with the next connection
         return []
 
-    def on_port_status(self, port: int, live: bool, now: float) -> list[Action]:
+    def on_port_status(self, port: int, live: bool, now: float, carrier: bool | None = None) -> list[Action]:
+        """A PortStatus: `live` = OFPPS_LIVE, `carrier` = PHY up (None: same as live; client.ports)."""
         out: list[Action] = []
-        self._run(self.ports.on_phy(port, live, now), now, out)
+        self._run(self.ports.on_phy(port, live, now, carrier), now, out)
         return out
 
     def on_packet_in(self, port: int, data: bytes, now: float) -> list[Action]:
@@ -273,8 +276,9 @@ class ClientCore:
                 ports_changed = True
                 urgent = urgent or action.usable_changed or action.status.miscabled_by is not None
                 st = action.status
-                log.info(kv("port_state", port=action.port, usable=st.usable, phy=st.phy, nd=st.nd, admin=st.admin,
-                            damped=st.damped, miscabled_by=st.miscabled_by))
+                log.info(kv("port_state", port=action.port, usable=st.usable, phy=st.phy,
+                            live=self.ports.live(action.port), nd=st.nd, admin=st.admin, damped=st.damped,
+                            miscabled_by=st.miscabled_by))
                 if action.usable_changed:
                     out.append(UsableChanged(action.port, action.usable))
             elif isinstance(action, SendToMaster):
@@ -309,7 +313,7 @@ class ClientCore:
         if self.report_released or not self.connected:
             return
         statuses = self.ports.statuses()
-        if all(s.usable or not s.phy for s in statuses) or now >= self._hold_until:
+        if self.ports.settled() or now >= self._hold_until:
             self.report_released = True
             self._hold_until = math.inf
             self._run(self.reporter.update(statuses, now), now, out)
@@ -341,7 +345,7 @@ class ClientCore:
         for port in self.ports.ports:
             v = self.ports.view(port, now)
             ports.append({
-                "port": port, "peer": f"{v.expected.switch}:{v.expected.port}", "phy": v.phy,
+                "port": port, "peer": f"{v.expected.switch}:{v.expected.port}", "phy": v.phy, "live": v.live,
                 "nd": str(v.nd), "usable": v.usable, "admin": v.admin, "damped": v.damped,
                 "miscabled_by": (f"{v.miscabled_by.switch}:{v.miscabled_by.port}"
                                  if v.miscabled_by is not None else None),

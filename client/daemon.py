@@ -250,10 +250,11 @@ class ClientDaemon:
         if isinstance(event, PacketIn):
             self._execute(self.core.on_packet_in(event.port, event.data, now))
         elif isinstance(event, PortStatusChanged):
-            self._execute(self.core.on_port_status(event.port, event.live and not event.deleted, now))
+            carrier = None if event.carrier is None else event.carrier and not event.deleted
+            self._execute(self.core.on_port_status(event.port, event.live and not event.deleted, now, carrier))
         elif isinstance(event, Connected):
             log.info(kv("switch_connected", dpid=f"{event.dpid:#x}", ports=sorted(event.ports)))
-            self._execute(self.core.on_connected(event.ports, now))
+            self._execute(self.core.on_connected(event.ports, now, event.carrier))
             self.programmer.on_connected()
         elif isinstance(event, Disconnected):
             log.warning("switch disconnected: %s", event.reason)

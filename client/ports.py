@@ -2,7 +2,9 @@
 
 A fabric port is *usable* for routing iff
 
-    PHY up (OpenFlow port state has OFPPS_LIVE, which OVS also clears on a CFM/BFD fault)
+    PHY up (carrier: no OFPPS_LINK_DOWN, not admin down)
+    and  live (OFPPS_LIVE, which OVS clears on carrier loss and on a CFM/BFD fault: what the datapath's
+         `watch_port` buckets follow)
     and  datapath liveness (client.oam: CFM up with the expected peer's MPID, as OVSDB reports it; for a
          port on software ND, the ND heartbeat below is the liveness check)
     and  ND is UP with the expected peer, two-way (identity)
@@ -14,6 +16,12 @@ them together live in one place:
 - PHY down makes the port unusable *at once* (the returned `PortChanged` is the local-repair trigger:
   prune the port from ECMP groups without waiting for the master) and resets ND for the port (stop
   sending, forget the neighbour, forget a miscabling). PHY up restarts ND with an immediate frame.
+- Liveness lost with the carrier up (a CFM fault: a silent failure) makes the port unusable at once too,
+  but keeps ND's identity: a cable cannot be moved without the carrier dropping, so the neighbour verified
+  on this PHY session is still the one at the other end. ND keeps running (its own dead interval still
+  applies), and when liveness returns an ND frame goes out at once; the port is usable again as soon as
+  OAM says so, without a new ND round trip. ND also starts on carrier up while OAM is still faulted, so a
+  repaired cable's identity check runs in parallel with CFM's fault clearing (not after it).
 - The damper sees only the health bit (PHY, OAM and ND up); admin changes are not flaps.
 - ND cadence follows OAM: a port whose liveness OVS checks runs ND at the identity cadence and sends a
   frame at once on every OAM change; a port that falls back to software ND (OAM FAILED, or `liveness: nd`)
@@ -68,15 +76,18 @@ class PortView:
     oam: OamState = OamState.OFF
     oam_remote: Endpoint | None = None    # who CFM hears on a MISCABLED port
     nd_fast: bool = True                  # ND is the heartbeat (else: identity cadence)
+    live: bool = False                    # OFPPS_LIVE (phy is the carrier)
 
 
 class _Port:
-    __slots__ = ("admin", "discovered", "expected", "miscabled_by", "nd", "phy", "port", "since", "status")
+    __slots__ = ("admin", "discovered", "expected", "live", "miscabled_by", "nd", "phy", "port", "since",
+                 "status")
 
     def __init__(self, port: int, expected: Endpoint, admin: bool, now: float) -> None:
         self.port = port
         self.expected = expected
-        self.phy = False                   # unknown until port-desc / PortStatus says LIVE
+        self.phy = False                   # carrier; unknown until port-desc / PortStatus
+        self.live = False                  # OFPPS_LIVE
         self.nd = NdState.DOWN
         self.discovered: Endpoint | None = None
         self.miscabled_by: Endpoint | None = None
@@ -124,6 +135,11 @@ class PortTable:
         p = self._ports.get(port)
         return p is not None and p.status.usable
 
+    def live(self, port: int) -> bool:
+        """OFPPS_LIVE as last reported (the carrier is `status(port).phy`)."""
+        p = self._ports.get(port)
+        return p is not None and p.live
+
     def usable_ports(self) -> frozenset[int]:
         return frozenset(p.port for p in self._ports.values() if p.status.usable)
 
@@ -132,29 +148,48 @@ class PortTable:
         s = p.status
         return PortView(port, p.expected, s.phy, p.nd, p.discovered, s.miscabled_by, s.admin, s.damped,
                         self.damper.damped_until(port, now), s.usable, p.since, self.oam.state(port),
-                        self.oam.remote(port), self.nd.fast(port))
+                        self.oam.remote(port), self.nd.fast(port), p.live)
 
     def next_deadline(self) -> float:
         """When `tick` must run next (ND sends/expiries, OAM setup, end of a damping hold); inf if never."""
         return min(self.nd.next_deadline(), self.damper.next_deadline(), self.oam.next_deadline())
 
     # ------------------------------------------------------------------------------------------ inputs
-    def on_phy(self, port: int, live: bool, now: float) -> list[Action]:
-        """OpenFlow PortStatus for `port` (live = state & OFPPS_LIVE)."""
+    def on_phy(self, port: int, live: bool, now: float, carrier: bool | None = None) -> list[Action]:
+        """OpenFlow PortStatus for `port`: `live` = OFPPS_LIVE, `carrier` = no OFPPS_LINK_DOWN (None: the
+        same as `live`, for a switch that cannot tell them apart). Live implies carrier."""
         p = self._ports.get(port)
-        if p is None or p.phy == live:
+        if p is None:
             return []
-        p.phy = live
+        carrier = live if carrier is None else carrier
+        live = live and carrier
+        if p.phy == carrier and p.live == live:
+            return []
+        nd: list[SendNd | NdChanged] = []
+        if p.phy != carrier:
+            p.phy = carrier
+            nd.extend(self.nd.set_phy(port, carrier, now))
+        elif live:
+            nd.extend(self.nd.send_now(port))     # liveness back on the same PHY session: re-check identity
+        p.live = live
         out: list[Action] = []
-        self._fold(self.nd.set_phy(port, live, now), out, now, touched={port})
+        self._fold(nd, out, now, touched={port})
         return out
 
-    def on_port_desc(self, live: Mapping[int, bool], now: float) -> list[Action]:
-        """A full port description (on connect): fabric ports missing from `live` are PHY down."""
+    def on_port_desc(self, live: Mapping[int, bool], now: float,
+                     carrier: Mapping[int, bool] | None = None) -> list[Action]:
+        """A full port description (on connect): fabric ports missing from `live` are PHY down; a port
+        missing from `carrier` has carrier iff it is live."""
         out: list[Action] = []
+        carrier = carrier or {}
         for port in self._ports:
-            out.extend(self.on_phy(port, bool(live.get(port, False)), now))
+            up = bool(live.get(port, False))
+            out.extend(self.on_phy(port, up, now, carrier.get(port, up)))
         return out
+
+    def settled(self) -> bool:
+        """Every port that can be usable (carrier and live) is: ND had its chance (hitless restart)."""
+        return all(p.status.usable or not (p.phy and p.live) for p in self._ports.values())
 
     def start_oam(self, now: float) -> list[Action]:
         """Ask for CFM on the OAM ports (a `ConfigureOam` for the runtime); [] with `liveness: nd`."""
@@ -239,7 +274,7 @@ class PortTable:
                 self._recompute(p, now, out)
 
     def _recompute(self, p: _Port, now: float, out: list[Action]) -> None:
-        healthy = p.phy and self.oam.oam_ok(p.port) and p.nd == NdState.UP
+        healthy = p.phy and p.live and self.oam.oam_ok(p.port) and p.nd == NdState.UP
         self.damper.observe(p.port, healthy, now)
         damped = self.damper.damped(p.port, now)
         usable = healthy and p.admin and not damped

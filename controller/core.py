@@ -460,9 +460,10 @@ class MasterCore(DrainOps, RolloutOps):
         if not changes:
             return 0
         before = self.lsd.version
+        urgent = any(st is not LinkState.UP for st in changes.values())     # bad news is not paced
         if self._batch is not None and self._batch == before:
             self.lsd.amend(changes)             # one version per batch of reports (begin_batch)
-            self.dist.on_version(now)
+            self.dist.on_version(now, urgent)
             return len(changes)
         self.lsd.apply(changes)
         if self.lsd.version == before:
@@ -470,7 +471,7 @@ class MasterCore(DrainOps, RolloutOps):
         if self._batch is not None:
             self._batch = self.lsd.version
         out.append(VersionChanged(self.lsd.version, len(changes), cause))
-        self.dist.on_version(now)
+        self.dist.on_version(now, urgent)
         return len(changes)
 
     def note_backlog(self, now: float) -> None:
@@ -538,7 +539,7 @@ class MasterCore(DrainOps, RolloutOps):
         self.lsd.apply({i: LinkState.DOWN for i in links})
         if self.lsd.version != before:
             out.append(VersionChanged(self.lsd.version, len(links), "guard"))
-            self.dist.on_version(now)
+            self.dist.on_version(now, urgent=True)
         return out
 
     def _higher_term(self, sender: str, msg_type: str, term: int, out: list[Action]) -> bool:

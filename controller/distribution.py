@@ -10,6 +10,10 @@ ReplicationAck). Rules:
   the encoded delta would be larger than the snapshot. Otherwise it gets the minimal delta.
 - Pacing: when the LSD changes, a peer's update is due `pacing` seconds later; further changes in that
   window ride in the same delta (coalescing). Updates to one peer are at least `1/max_update_rate` apart.
+  Bad news is not paced: a version that takes a link out of use (`urgent`) is due at once for every peer
+  with nothing pending (traffic is being lost until the remote switches reroute; the other end's report
+  about the same link changes no link state, so there is nothing to coalesce), still within the rate
+  limit and the cold-start settle window.
 - Keepalive(master, term, version) goes to a peer when nothing was sent to it for `keepalive` seconds. A
   client that finds itself behind answers with LsdRequest(its version) and gets the missing delta (repair).
 - Multicast mode: clients get one LsdDelta per coalesced change on the group (and group keepalives);
@@ -234,8 +238,9 @@ class Distributor:
         self._group = _GroupState()
 
     # ----------------------------------------------------------------------------------------- inputs
-    def on_version(self, now: float) -> None:
-        """The LSD got a new version: schedule a coalesced update for every peer (or the group)."""
+    def on_version(self, now: float, urgent: bool = False) -> None:
+        """The LSD got a new version: schedule a coalesced update for every peer (or the group); `urgent`
+        (a link went out of use): due now instead of after `pacing`."""
         if not self.active:
             return
         if self.settle_max > 0:
@@ -245,14 +250,16 @@ class Distributor:
             if self._pressure_until > now:
                 self._settle_at = max(self._settle_at,
                                       min(self._pressure_until, self._unsent_since + 4 * self.settle_max))
+        pace = self.pacing if not urgent else 0.0
         if self.multicast:
             g = self._group
-            if g.update_due is None:
-                g.update_due = max(now + self.pacing, g.last_update_at + self.min_interval)
+            due = max(now + pace, g.last_update_at + self.min_interval)
+            if g.update_due is None or due < g.update_due:
+                g.update_due = due
         idle, self._idle = self._idle, {}
         for p in idle.values():
             if p.update_due is None and self.is_live(p, now):
-                self._due_update(p, now, paced=True)
+                self._due_update(p, now, paced=not urgent)
 
     def on_request(self, p: Peer, term: int, version: int, current: int, now: float) -> None:
         """The peer says it has (term, version) — LsdRequest or ReplicationAck. Repair if it is behind."""

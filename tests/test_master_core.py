@@ -301,25 +301,52 @@ def test_new_client_gets_full_then_deltas(fabric: Fabric) -> None:
     assert c.lsd.states() == core.lsd.states() and c.version == core.version
 
 
-def test_pacing_coalesces_changes_into_one_delta() -> None:
+def test_pacing_coalesces_good_news_into_one_delta() -> None:
     f = make_fabric(NO_GUARD, timers=(("pacing_ms", 10), ("max_update_rate", 1000)))
     core = master(f)
     for sw in ("leaf-1", "leaf-2", "leaf-3", "spine-1"):
-        core.handle(sw, report(f, sw), 0.0)
+        core.handle(sw, report(f, sw, usable=set() if sw != "spine-1" else None), 0.0)
     core.tick(0.0)
     c = ClientSim(f)
     c.take(sends(core.tick(0.0), "leaf-1") + sends(core.tick(0.02), "leaf-1"))
     c.take([])
     v0 = core.version
-    # three changes at 0.100, 0.103, 0.106: one delta at 0.110
+    # three links come up at 0.100, 0.103, 0.106: one delta at 0.110
     for i, t in enumerate((0.100, 0.103, 0.106)):
-        core.handle(f"leaf-{i + 1}", report(f, f"leaf-{i + 1}", usable=set(), seq=2), t)
+        core.handle(f"leaf-{i + 1}", report(f, f"leaf-{i + 1}", seq=2), t)
         assert sends(core.tick(t), "leaf-1", LsdDelta) == []
     assert core.version == v0 + 3
     assert core.next_deadline() == pytest.approx(0.110)
     assert sends(core.tick(0.1099), "leaf-1", LsdDelta) == []
     deltas = sends(core.tick(0.110), "leaf-1", LsdDelta)
     assert len(deltas) == 1 and deltas[0].to_version == core.version
+
+
+def test_bad_news_is_not_paced() -> None:
+    """A link going down reaches every switch at once (no pacing); a pending paced update rides along."""
+    f = make_fabric(NO_GUARD, timers=(("pacing_ms", 10), ("max_update_rate", 1000)))
+    core = master(f)
+    all_up(core, f, 0.0)
+    c = ClientSim(f)
+    c.take(sends(core.tick(0.0), "leaf-2") + sends(core.tick(0.02), "leaf-2"))
+    v0 = core.version
+    core.handle("leaf-1", report(f, "leaf-1", usable=set(), seq=2), 0.100)
+    assert core.version == v0 + 1
+    assert core.next_deadline() == pytest.approx(0.100)
+    deltas = sends(core.tick(0.100), "leaf-2", LsdDelta)
+    assert len(deltas) == 1 and deltas[0].to_version == core.version
+    c.take(deltas)
+    assert c.lsd.states() == core.lsd.states()
+    # good news is paced again; bad news while that update is pending rides in it (one delta for both,
+    # at most `pacing` later)
+    core.handle("leaf-1", report(f, "leaf-1", seq=3), 0.200)
+    assert sends(core.tick(0.200), "leaf-2", LsdDelta) == []
+    core.handle("leaf-3", report(f, "leaf-3", usable=set(), seq=2), 0.203)
+    assert sends(core.tick(0.203), "leaf-2", LsdDelta) == []
+    deltas = sends(core.tick(0.2101), "leaf-2", LsdDelta)
+    assert len(deltas) == 1 and deltas[0].from_version == v0 + 1 and deltas[0].to_version == core.version
+    c.take(deltas)
+    assert c.lsd.states() == core.lsd.states()
 
 
 def test_rate_limit_spaces_updates() -> None:

@@ -139,8 +139,8 @@ class Pair:
                     pending.extend((far[0], a) for a in more)
         raise AssertionError("does not settle")
 
-    def phy(self, switch: str, port: int, live: bool) -> None:
-        self.handle(switch, self.tables[switch].on_phy(port, live, self.clock.now))
+    def phy(self, switch: str, port: int, live: bool, carrier: bool | None = None) -> None:
+        self.handle(switch, self.tables[switch].on_phy(port, live, self.clock.now, carrier))
 
     def cfm(self, switch: str, port: int, fault: bool = False, remote: tuple[int, ...] | None = None) -> None:
         """What ovs-vswitchd would report for switch:port given the cable."""
@@ -214,6 +214,67 @@ def test_silent_drop_is_an_oam_fault_and_repair_is_back_at_oam_speed(fabric) -> 
     p.drop.clear()
     p.cfm("leaf-1", 1)                                       # CCMs back; ND identity is still fresh
     assert p.usable()
+
+
+def test_liveness_lost_with_carrier_up_keeps_nd_identity_and_returns_at_oam_speed(fabric) -> None:
+    """OVS clears OFPPS_LIVE on a CFM fault but the carrier stays: unusable at once, ND identity kept (no
+    cable moves without a carrier loss), usable again as soon as the port is live, with an ND frame out at
+    once to re-check; PortStatus and OVSDB may arrive in either order."""
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    t = p.tables["leaf-1"]
+    p.changes.clear()
+    p.drop |= {("leaf-1", 1), ("spine-1", 1)}
+    p.phy("leaf-1", 1, live=False, carrier=True)             # PortStatus first (the datapath's verdict)
+    assert not p.usable() and t.status(1).phy and not t.live(1)
+    (change,) = [c for _, sw, c in p.changes if sw == "leaf-1"]
+    assert change.usable_changed and not change.usable
+    assert t.view(1, clock.now).nd is NdState.UP              # identity not forgotten
+    p.cfm("leaf-1", 1, fault=True, remote=())
+    p.run(0.5)
+    p.drop.clear()
+    p.sent.clear()
+    p.cfm("leaf-1", 1)                                        # OVSDB first this time: still not live
+    assert not p.usable()
+    p.phy("leaf-1", 1, live=True, carrier=True)
+    assert p.usable()                                         # no ND round trip needed
+    assert ("leaf-1", 1) in {(sw, port) for _, sw, port in p.sent}    # but identity is re-checked at once
+
+
+def test_identity_outlives_a_fault_only_within_its_dead_interval(fabric) -> None:
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    p.drop |= {("leaf-1", 1), ("spine-1", 1)}
+    p.phy("leaf-1", 1, live=False, carrier=True)
+    p.cfm("leaf-1", 1, fault=True, remote=())
+    p.run(fabric.timers.nd_identity_dead + 0.5)
+    assert p.tables["leaf-1"].view(1, clock.now).nd is not NdState.UP
+    p.cfm("leaf-1", 1)
+    p.phy("leaf-1", 1, live=True, carrier=True)
+    assert not p.usable()                                     # needs the peer's ND again ...
+    p.drop.clear()
+    p.run(fabric.timers.nd_identity_interval + 0.1)
+    assert p.usable()                                         # ... which comes back by itself
+
+
+def test_carrier_up_runs_nd_while_oam_is_still_faulted(fabric) -> None:
+    """A repaired cable: ND identity is checked while CFM clears its fault (in parallel, not after)."""
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    for sw in ("leaf-1", "spine-1"):
+        p.phy(sw, 1, live=False, carrier=False)
+        assert p.tables[sw].view(1, clock.now).nd is NdState.DOWN    # carrier loss forgets the neighbour
+    p.run(0.2)
+    for sw in ("leaf-1", "spine-1"):
+        p.phy(sw, 1, live=False, carrier=True)
+    p.run(0.01)
+    for sw in ("leaf-1", "spine-1"):
+        assert p.tables[sw].view(1, clock.now).nd is NdState.UP and not p.usable(sw)
+        p.phy(sw, 1, live=True, carrier=True)
+        assert p.usable(sw)
 
 
 def test_oam_miscabling_is_reported_before_nd_and_never_usable(fabric) -> None:

@@ -129,7 +129,7 @@ class OfDriver:
         self._multipart: dict[int, _Multipart] = {}
         self._port_desc_xid: int | None = None
         self._pending_ports: dict[int, Any] = {}
-        self._live: dict[int, bool] = {}  # last liveness reported per port (PortStatus is repetitive)
+        self._live: dict[int, tuple[bool, bool]] = {}  # last (live, carrier) per port (PortStatus is repetitive)
         self._hw: dict[int, str] = {}     # port -> hardware address (port-desc), for PortMod
 
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -441,7 +441,7 @@ class OfDriver:
             self._pending_ports = {}
             self._port_desc_xid = None
             self._connected = True
-            self._live = {n: translate.port_live(p) for n, p in ports.items()}
+            self._live = {n: (translate.port_live(p), translate.port_carrier(p)) for n, p in ports.items()}
             self._hw = {n: str(p.hw_addr) for n, p in ports.items()}
         self._emit(
             Connected(
@@ -449,6 +449,7 @@ class OfDriver:
                 ports={n: translate.port_live(p) for n, p in sorted(ports.items())},
                 names={n: translate.port_name(p) for n, p in sorted(ports.items())},
                 version=dp.ofproto.OFP_VERSION,
+                carrier={n: translate.port_carrier(p) for n, p in sorted(ports.items())},
             )
         )
 
@@ -480,19 +481,19 @@ class OfDriver:
         status = translate.port_status(msg)
         if status is None:
             return
-        port_no, live, name, deleted = status
+        port_no, live, name, deleted, carrier = status
         with self._lock:
             if not deleted:
                 self._hw[port_no] = str(msg.desc.hw_addr)
             # OVS sends several MODIFY messages per carrier change (state, then config/speed...):
-            # report only changes of liveness, additions and deletions.
-            if not deleted and self._live.get(port_no) == live:
+            # report only changes of liveness or carrier, additions and deletions.
+            if not deleted and self._live.get(port_no) == (live, carrier):
                 return
             if deleted:
                 self._live.pop(port_no, None)
             else:
-                self._live[port_no] = live
-        self._emit(PortStatusChanged(port_no, live, name, deleted))
+                self._live[port_no] = (live, carrier)
+        self._emit(PortStatusChanged(port_no, live, name, deleted, carrier))
 
     def _on_packet_in(self, msg: Any) -> None:
         if msg.datapath is not self._dp:

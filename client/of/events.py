@@ -27,12 +27,15 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Connected:
-    """The switch is ready: ports maps OpenFlow port number -> live (OFPPS_LIVE); names -> interface."""
+    """The switch is ready: ports maps OpenFlow port number -> live (OFPPS_LIVE); names -> interface;
+    carrier -> the port has carrier (no OFPPS_LINK_DOWN) and is not admin down; a port missing from
+    `carrier` has carrier iff it is live (a switch that cannot tell the two apart)."""
 
     dpid: int
     ports: dict[int, bool]
     names: dict[int, str] = field(default_factory=dict)
     version: int = 0x04  # negotiated OpenFlow version: 0x04 = 1.3, 0x06 = 1.5
+    carrier: dict[int, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +45,15 @@ class Disconnected:
 
 @dataclass(frozen=True, slots=True)
 class PortStatusChanged:
+    """A port's state changed. `live`: OFPPS_LIVE (carrier and, in OVS, no CFM/BFD fault: what `watch_port`
+    follows); `carrier`: no OFPPS_LINK_DOWN and not admin down (None: same as `live`). A port can have
+    carrier without being live: OAM says the link does not work although the PHY is up (a silent failure)."""
+
     port: int
     live: bool
     name: str
     deleted: bool = False
+    carrier: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

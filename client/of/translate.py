@@ -317,7 +317,14 @@ def group_from_stats(stats: Any) -> ofmsg.InstalledGroup:
 
 
 def port_live(port: Any) -> bool:
+    """OFPPS_LIVE and not admin down (OpenFlow 1.3 section 7.2.1: LIVE is what fast-failover/watch_port
+    follow; OVS clears it on carrier loss and on a CFM/BFD fault)."""
     return bool(port.state & ofp.OFPPS_LIVE) and not port.config & ofp.OFPPC_PORT_DOWN
+
+
+def port_carrier(port: Any) -> bool:
+    """The PHY is up (no OFPPS_LINK_DOWN) and the port is not admin down."""
+    return not port.state & ofp.OFPPS_LINK_DOWN and not port.config & ofp.OFPPC_PORT_DOWN
 
 
 def port_name(port: Any) -> str:
@@ -354,13 +361,14 @@ def physical_ports(body: Iterable[Any]) -> dict[int, Any]:
     return {p.port_no: p for p in body if p.port_no <= ofp.OFPP_MAX}
 
 
-def port_status(msg: Any) -> tuple[int, bool, str, bool] | None:
-    """A PortStatus message as (port, live, name, deleted); None for a reserved port."""
+def port_status(msg: Any) -> tuple[int, bool, str, bool, bool] | None:
+    """A PortStatus message as (port, live, name, deleted, carrier); None for a reserved port."""
     port = msg.desc
     if port.port_no > ofp.OFPP_MAX:
         return None
     deleted = msg.reason == ofp.OFPPR_DELETE
-    return port.port_no, port_live(port) and not deleted, port_name(port), deleted
+    return (port.port_no, port_live(port) and not deleted, port_name(port), deleted,
+            port_carrier(port) and not deleted)
 
 
 def error_text(msg: Any) -> str:
