@@ -258,6 +258,7 @@ class ClientCore:
         ports_changed = False
         urgent = False
         nd_frames: list[SendNd] = []
+        local_repair: list[UsableChanged] = []
         failed: dict[str, list[int]] = {}
         for action in actions:
             if isinstance(action, SendNd):
@@ -280,7 +281,7 @@ class ClientCore:
                             live=self.ports.live(action.port), nd=st.nd, admin=st.admin, damped=st.damped,
                             miscabled_by=st.miscabled_by))
                 if action.usable_changed:
-                    out.append(UsableChanged(action.port, action.usable))
+                    local_repair.append(UsableChanged(action.port, action.usable))
             elif isinstance(action, SendToMaster):
                 self._encode_to_master(action, out)
             elif isinstance(action, LsdApplied):
@@ -307,6 +308,9 @@ class ClientCore:
             self._maybe_release_report(now, out)
             if self.report_released:
                 self._run(self.reporter.update(self.ports.statuses(), now, send_now=urgent), now, out)
+        # After the report: sending it takes microseconds, while local repair wakes the programmer thread,
+        # which would otherwise compete with the report for the interpreter first.
+        out.extend(local_repair)
 
     def _maybe_release_report(self, now: float, out: list[Action]) -> None:
         """Hitless restart: report only once ND had its chance on every live port (or the hold ran out)."""

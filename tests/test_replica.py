@@ -145,6 +145,23 @@ def test_duplicate_or_old_delta_is_ignored(fabric, clock):
     assert r.counters["ignored_stale"] == 1 and r.state == ReplicaState.SYNCED
 
 
+def test_delta_starting_before_our_version_is_a_gap(fabric, clock):
+    """A delta is net: a link that changed and changed back since its start is not in it. So a delta from an
+    older version than ours (a multicast group's, to a client that took a newer unicast snapshot) cannot be
+    applied on top of ours: link 1 would stay DOWN. It is a gap, and the replica asks."""
+    m = Master(fabric)
+    r = synced_replica(fabric, clock, m)
+    start = m.db.version
+    m.change({1: DOWN})
+    r.on_full(m.full(), clock.advance(0.001))            # a unicast snapshot, ahead of the group
+    m.change({2: DOWN, 1: UP})
+    group = m.delta_from(start)
+    assert 1 not in m.db.changes_since(start)
+    out = r.on_delta(group, clock.advance(1.0))
+    assert not applied(out) and requests(out)
+    assert r.states() != m.db.states()                   # untouched until the answer comes
+
+
 def test_keepalive_with_newer_version_means_missed_update(fabric, clock):
     m = Master(fabric)
     r = synced_replica(fabric, clock, m)
@@ -333,6 +350,9 @@ def test_lossy_reordered_stream_never_yields_a_wrong_lsd(fabric, data):
             continue
         history[m.db.version] = m.db.states()
         msgs.append(m.delta_from(before))
+        older = data.draw(st.sampled_from(sorted(history)), label="older")    # a delta that overlaps
+        if older < before:
+            msgs.append(m.delta_from(older))
         msgs.append(m.keepalive())
     delivered = data.draw(st.lists(st.sampled_from(msgs), max_size=3 * len(msgs)), label="delivered")
     r = LsdReplica(fabric, "leaf-1", now=clock.now)

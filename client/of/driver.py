@@ -52,6 +52,7 @@ from client.of.events import (
     PortStatusChanged,
 )
 from client.of.sockets import parse_target, socket_in_netns
+from client.of.wire import WireCache
 
 LOG = logging.getLogger("firepath.of.driver")
 
@@ -128,6 +129,7 @@ class OfDriver:
         )  # id, xid0, xid1
         self._multipart: dict[int, _Multipart] = {}
         self._port_desc_xid: int | None = None
+        self._wire: WireCache | None = None  # serialized messages of the current connection (of-send only)
         self._pending_ports: dict[int, Any] = {}
         self._live: dict[int, tuple[bool, bool]] = {}  # last (live, carrier) per port (PortStatus is repetitive)
         self._hw: dict[int, str] = {}     # port -> hardware address (port-desc), for PortMod
@@ -404,17 +406,21 @@ class OfDriver:
                     collector.done.set()
             return
         # Number and register everything first: an error or barrier reply may arrive before the loop ends.
-        msgs = [translate.to_osken(m, dp, select_method=self.select_method, hw_addrs=self._hw) for m in work.messages]
-        xids = [dp.set_xid(msg) for msg in msgs]
-        if not msgs:
+        if self._wire is None or self._wire.dp is not dp:
+            self._wire = WireCache(dp, self.select_method)
+        encoded = [self._wire.encode(m, self._hw) for m in work.messages]
+        xids = [xid for _, xid in encoded]
+        if not encoded:
             return
         with self._lock:
             self._batches.append((work.batch_id, xids[0], xids[-1]))
             for m, xid in zip(work.messages, xids, strict=True):
                 if isinstance(m, ofmsg.Barrier):
                     self._barriers[xid] = work.batch_id
-        for msg in msgs:
-            if not dp.send_msg(msg):  # blocks while os-ken's 16-deep send queue is full
+        for item, _ in encoded:
+            # blocks while os-ken's 16-deep send queue is full
+            sent = dp.send(item) if isinstance(item, bytes) else dp.send_msg(item)
+            if not sent:
                 return  # connection is going away; the runtime reconciles after reconnecting
 
     # ---------------------------------------------------------------- called from os-ken's app thread
