@@ -65,7 +65,10 @@ def run_firepath(args: argparse.Namespace, kinds: list[str], log: Callable[[str]
     out_dir = args.output.parent / "quick" if args.quick else args.output.parent
     out_path = out_dir / (args.output.stem + "-firepath-convergence.json")
     argv = ["--scenarios", args.scenario, "--kinds", ",".join(kinds), "--trials", str(args.trials),
-            "--name", f"{args.name}fp", "--output", str(out_path)]
+            "--name", f"{args.name}fp", "--output", str(out_path), "--flows", str(args.flows),
+            "--rate", str(args.rate)]
+    for item in args.timer:
+        argv += ["--timer", item]
     if args.bringups <= 1:
         argv.append("--quick")          # one bring-up; --trials still wins over quick's 2
     log(f"firepath: python -m bench.bench_convergence {' '.join(argv)}  (load {loadavg()})")
@@ -85,7 +88,7 @@ def firepath_idle(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
 
     sc = bc.SCENARIOS[args.scenario]
     clos = dict(sc.clos)
-    clos["timers"] = sc.timers
+    clos["timers"] = bc.override_timers(sc.timers, args.timer)
     lab = None
     try:
         lab = Lab.up(name=f"{args.name}fp", clos=clos, clean=True, timeout=90.0, log=lambda _m: None)
@@ -98,7 +101,7 @@ def firepath_idle(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
         log(f"firepath idle: {sample}")
         return {"per_switch": {k: v for k, v in sample.items() if not k.startswith("ovs-")},
                 "ovs_vswitchd": sample.get("ovs-vswitchd (all bridges)"), "seconds": args.idle_s,
-                "loadavg": la, "timers": dict(sc.timers)}
+                "loadavg": la, "timers": dict(clos["timers"])}
     except Exception as e:  # noqa: BLE001 - recorded, the FRR side still runs
         log(f"firepath idle failed: {e!r}")
         return {"error": repr(e)}
@@ -343,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="frrpeer", help="lab name prefix (labs NAMEfp, NAMEospf, NAMEbgp)")
     ap.add_argument("--bfd-ms", type=int, default=50)
     ap.add_argument("--bfd-mult", type=int, default=3)
+    ap.add_argument("--timer", action="append", default=[], metavar="KEY=VALUE",
+                    help="firepath fabric timer override, as bench_convergence --timer (e.g. oam_interval_ms=5)")
     ap.add_argument("--flows", type=int, default=4)
     ap.add_argument("--rate", type=float, default=1000.0)
     ap.add_argument("--pre", type=float, default=0.25)

@@ -492,13 +492,17 @@ def test_link_failure_detected_rerouted_and_healed(lab: Lab, silent: bool) -> No
         states = lab.client_states()
         for sw, p in ((tor, port), (peer.switch, peer.port)):
             ps = _port(states, sw, p)
-            # silent: carrier up; with OAM, the CFM fault also clears OFPPS_LIVE (REST "phy"), else ND alone
-            assert not ps["usable"] and ps["phy"] == (silent and not oam), ps
+            # silent: the carrier stays up ("phy"); with OAM the CFM fault clears OFPPS_LIVE ("live") and ND
+            # keeps the identity it verified on this PHY session (client.ports), else ND alone says down
+            assert not ps["usable"] and ps["phy"] == silent, ps
+            assert ps["live"] == (silent and not oam), ps
             if oam and silent:
                 assert ps["oam"] == "fault", ps                       # the CFM fault, seen through OVSDB
-            elif not oam:
+                assert ps["nd"] == "up", ps
+            else:
+                assert ps["nd"] == "down", ps
+            if not oam:
                 assert ps["oam"] == "off", ps
-            assert ps["nd"] == "down", ps
         assert _lsd_links(lab)[link.name] == "down"
         assert _all_pairs_ok(lab) == {}                              # every pair still has a path
         assert port not in _ports_in_groups(lab, tor)               # pruned from the ECMP groups
