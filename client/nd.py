@@ -31,19 +31,14 @@ Cost, and why the runtime must protect ND
 -----------------------------------------
 Per fabric port ND sends 1/nd_interval frames/s and receives as many (100 + 100 frames/s per port at the
 10 ms default; a 32-port switch handles 6,400 frames/s). This core is cheap: frames and their `SendNd`
-actions are precomputed per port and rebuilt only when the discovered peer changes; `tick` is O(ports)
-(~0.3 us per port); `on_frame` is O(1) with a fast path for the steady state (~3 us per frame). The
-dominant cost is outside, in the runtime: encoding (msgpack + HMAC-SHA256 + Ethernet) ~15 us and decoding
-~30 us per frame as measured with proto.messages on the dev machine, plus os-ken's packet-out/packet-in
-handling. So each port costs about 100 x (15 + 30 + 3) us = ~5 ms of CPU per second (~0.5 % of a core)
-before os-ken. Measured end to end in the lab (OpenFlow packet-out/packet-in through os-ken and the OVS
-userspace datapath, thread hand-offs included) a frame costs ~0.8 ms of client CPU, so 10 ms ND on every
-port of a 10-switch emulated fabric does not fit on 2 cores; the lab runs 50/250 ms (BENCHMARKS.md). A
-switch CPU with a kernel datapath and one ND process per box is another matter. The runtime must run ND (and the port core it
-feeds) on its own thread / at high priority, never queued behind route computation or flow programming:
-Firepath's whole-fabric reboot outage was ND starving for CPU, missing heartbeats and flapping links.
-On a slow or large-radix switch raise `nd_interval` and `nd_dead` together (keep nd_dead >= 3 x
-nd_interval; detection time is nd_dead).
+actions are precomputed per port and rebuilt only when the discovered peer changes; `tick` is O(ports);
+`on_frame` is O(1) with a fast path for the steady state. The dominant cost is outside, in the runtime
+(encoding and HMAC, os-ken's packet-out/packet-in, the userspace datapath): measured in BENCHMARKS.md, it
+is why the lab runs software ND slower than the fabric default and why `liveness: oam` moves the
+heartbeat into ovs-vswitchd. The runtime must run ND (and the port core it feeds) on its own thread / at
+high priority, never queued behind route computation or flow programming: Firepath's whole-fabric reboot
+outage was ND starving for CPU, missing heartbeats and flapping links. On a slow or large-radix switch
+raise `nd_interval` and `nd_dead` together (keep nd_dead >= 3 x nd_interval; detection time is nd_dead).
 
 All sends of one tick happen at the same instant for every port (one wake-up per interval, not one per
 port). No sockets, threads or clocks here: `now` is passed in, actions are returned.
