@@ -2,17 +2,28 @@
 
 `Fleet(fabric, masters, workers=3)` forks `workers` processes; each owns a slice of the switches and a few
 UDP sockets (switches share sockets: the master learns each switch's address from its datagrams; incoming
-unicast is dispatched by the key owner in the header) and, with multicast, one socket joined to the group
-(a group datagram is verified once per worker and applied to every switch of its slice). Every switch
-signs with its own key (the real `Codec`) and behaves like `client.reporter` + `client.core` as far as the
-master can tell:
+unicast is dispatched by the key owner in the header) and, with multicast, one socket joined to the group.
+Every switch signs with its own key (the real `Codec`) and behaves like `client.reporter` + `client.replica`
+as far as the master can tell:
 
-- a new report (first, refresh, new term) goes to every configured master; retransmissions of an unacked
-  report (backoff report_retry_min .. report_retry_max) to the master in use, or to all if none is live;
-  refreshes every report_refresh, jittered like the real client (proto.budget);
-- the switch follows the highest term heard; LsdFull/LsdDelta are applied strictly in order (a delta must
-  start at the switch's version), a gap or a keepalive showing it behind asks with LsdRequest (at most
-  once per request_interval while unanswered, like client.replica).
+- a new report (first, refresh) goes to every configured master; retransmissions of an unacked report
+  (backoff report_retry_min .. report_retry_max) to the master in use, or to all if none is live;
+  refreshes every report_refresh, jittered like the real client (proto.budget); a new term re-sends the
+  unacked report to everyone (the real reporter sends a *new* report on a new term, acked or not);
+- the LSD side is `tests.harness.fleetrep.Rep`, client.replica's rules on a (term, version) pointer: the
+  highest term wins, fulls/deltas applied strictly in order (deltas are net: only from_version == ours
+  applies), gaps and keepalives showing it behind ask with LsdRequest at most once per request_interval,
+  fail-static after master_silence with a probe to every master every master_silence, a backup serving a
+  switch whose master is silent.
+
+Multicast at Jupiter size (~10,000 switches per worker, a group keepalive every 100 ms): a group datagram
+must not cost O(switches). A worker keeps ONE shared `Rep` for every switch *in step* with the group and
+applies a group datagram to it once (a keepalive is one "heard at" for all of them); a switch gets its own
+`Rep` only when a unicast message makes it differ (its own snapshot or repair, a term learnt alone) and
+rejoins the shared one as soon as both would behave identically (`Rep.key`). A request the shared Rep
+makes is sent by every in-step switch (that traffic is real). The shared Rep learns only from the group;
+when more diverged switches agree on another state than follow it (the worker missed a group datagram and
+its switches repaired by unicast), that state becomes the shared one. `stats()["in_step"]` counts them.
 
 LSD content: a worker keeps ONE reference LinkStateDB per term (the LSD is the same at a given (term,
 version) for every switch) and each switch a version pointer; a switch "holds the complete LSD" when its
@@ -29,6 +40,7 @@ fabric ports usable). That is what `stats()` counts.
 from __future__ import annotations
 
 import heapq
+import math
 import multiprocessing as mp
 import os
 import selectors
@@ -54,28 +66,30 @@ from proto.messages import (
     PortStatus,
     ReportAck,
 )
+from tests.harness.fleetrep import Rep, RepConfig, Request
 from tests.harness.simclient import key_owner
 
 _UP = int(LinkState.UP)
 
 
 class _Sw:
-    __slots__ = ("acked", "backoff", "codec", "data_term", "heard_at", "idx", "master", "name", "next_at",
-                 "next_request", "ports", "refreshes", "seq", "sock", "term", "version")
+    __slots__ = ("acked", "backoff", "codec", "idx", "name", "next_at", "ports", "refreshes", "rep", "rep_due",
+                 "rheard", "rmaster", "rterm", "seq", "sock")
 
-    def __init__(self, idx: int, name: str, codec: Codec, sock: int, ports: tuple[PortStatus, ...]) -> None:
+    def __init__(self, idx: int, name: str, codec: Codec, sock: int, ports: tuple[PortStatus, ...], rep: Rep) -> None:
         self.idx, self.name, self.codec, self.sock, self.ports = idx, name, codec, sock, ports
-        self.term = 0
-        self.data_term = -1
-        self.version = -1
         self.seq = 0
         self.acked = True
         self.backoff = 0.0
-        self.master: str | None = None
-        self.heard_at = -1e9
         self.next_at = float("inf")
         self.refreshes = 0
-        self.next_request = 0.0
+        # the reporter's view (client.reporter): highest term, master in use, last heard from it (acks; the
+        # LSD messages of that master count through `rep.master_heard_at`, see _Worker._alive)
+        self.rterm = 0
+        self.rmaster: str | None = None
+        self.rheard = -math.inf
+        self.rep = rep                  # the worker's shared group Rep while in step, else its own
+        self.rep_due = math.inf         # own Rep's deadline queued in the worker's rep heap
 
 
 class _Worker:
@@ -86,11 +100,18 @@ class _Worker:
         t = fabric.timers
         self.fabric = fabric
         self.masters = masters
+        self.mids = tuple(masters)
         self.retry_min, self.retry_max = t.report_retry_min, max(t.report_retry_max, t.report_retry_min)
         self.refresh = t.report_refresh
         self.jitter = refresh_jitter(len(fabric.switches))
         self.silence = 3 * t.keepalive
-        self.request_interval = request_interval(t, len(fabric.switches))    # like client.replica
+        # like client.replica's defaults: master_silence 3 x keepalive, request_interval from the budget
+        self.cfg = RepConfig(self.mids, self.silence, request_interval(t, len(fabric.switches)))
+        self.g = Rep(self.cfg, 0.0)                 # the state of every switch in step with the group
+        self.diverged: dict[str, _Sw] = {}          # switches with their own Rep
+        self.rep_heap: list[tuple[float, int]] = []
+        self.group_rterm = 0                        # highest term the in-step switches' reporters learnt
+        self.started = False
         self.sel = selectors.DefaultSelector()
         self.socks: list[socket.socket] = []
         for i in range(n_sockets):
@@ -117,22 +138,19 @@ class _Worker:
         for i, name in enumerate(names):
             codec = Codec(keyring.bundle_for_switch(name), name, all_names, mids)
             ports = tuple(PortStatus(p, True, True, True, True, False) for p in fabric.fabric_ports(name))
-            self.sw[name] = _Sw(i, name, codec, i % n_sockets, ports)
-        self.group_codec = next(iter(self.sw.values())).codec if self.sw else None
+            self.sw[name] = _Sw(i, name, codec, i % n_sockets, ports, self.g)
+        self.swl = list(self.sw.values())            # by idx
+        self.group_codec = self.swl[0].codec if self.swl else None
         self.n_links = len(fabric.links)
         self.lsd_size = fabric.lsd_size
         self.ref: dict[int, LinkStateDB] = {}        # term -> reference LSD
         self.heap: list[tuple[float, int, str]] = []
         self.counts = {"in": 0, "out": 0, "full": 0, "delta": 0, "keepalive": 0, "ack": 0, "requests": 0,
-                       "rejected": 0, "send_drops": 0, "group": 0}
+                       "rejected": 0, "send_drops": 0, "group": 0, "diverged": 0, "rejoined": 0, "rebased": 0}
         self.first_report_at: float | None = None
 
     # ---------------------------------------------------------------------------------------- sending
-    def _send(self, sw: _Sw, msg: Any, everyone: bool, now: float) -> None:
-        if everyone or sw.master is None or now - sw.heard_at >= self.silence:
-            targets: Sequence[str] = list(self.masters)
-        else:
-            targets = (sw.master,)
+    def _send(self, sw: _Sw, msg: Any, targets: Sequence[str]) -> None:
         s = self.socks[sw.sock]
         for mid in targets:
             try:
@@ -141,12 +159,23 @@ class _Worker:
             except OSError:
                 self.counts["send_drops"] += 1
 
+    def _alive(self, sw: _Sw, now: float) -> bool:
+        """The reporter's master in use is alive: heard (an ack, or an LSD message of it) within silence."""
+        if sw.rmaster is None:
+            return False
+        heard, rep = sw.rheard, sw.rep
+        if rep.master == sw.rmaster and rep.term == sw.rterm and rep.master_heard_at > heard:
+            heard = rep.master_heard_at
+        return now - heard < self.silence
+
     def _report(self, sw: _Sw, now: float, new: bool, everyone: bool = False) -> None:
         if new:
             sw.seq += 1
             sw.acked = False
             sw.backoff = self.retry_min
-        self._send(sw, PortReport(sw.name, self.fabric.digest, sw.seq, sw.term, sw.ports), new or everyone, now)
+        rm = sw.rmaster
+        targets = self.mids if new or everyone or rm is None or not self._alive(sw, now) else (rm,)
+        self._send(sw, PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports), targets)
         self._schedule(sw, now)
 
     def _schedule(self, sw: _Sw, now: float) -> None:
@@ -159,11 +188,35 @@ class _Worker:
         sw.next_at = at
         heapq.heappush(self.heap, (at, sw.idx, sw.name))
 
+    def _request(self, sw: _Sw, r: Request) -> None:
+        self.counts["requests"] += 1
+        self._send(sw, LsdRequest(sw.name, r.term, r.version), r.targets)
+
+    def _fan_out(self, out: list[Request]) -> None:
+        """The shared Rep asked: every in-step switch sends its own LsdRequest (genuine per-switch traffic)."""
+        g = self.g
+        for sw in self.swl:
+            if sw.rep is g:
+                for r in out:
+                    self._request(sw, r)
+
     def cold_start(self) -> None:
         now = time.monotonic()
         self.first_report_at = time.time()
-        for sw in self.sw.values():
+        self.started = True
+        self.g = Rep(self.cfg, now)
+        for sw in self.swl:
+            sw.rep = self.g
+        for sw in self.swl:
             self._report(sw, now, new=True)
+
+    def next_deadline(self) -> float:
+        d = self.g.next_deadline()
+        if self.heap and self.heap[0][0] < d:
+            d = self.heap[0][0]
+        if self.rep_heap and self.rep_heap[0][0] < d:
+            d = self.rep_heap[0][0]
+        return d
 
     def timers(self, now: float) -> None:
         heap = self.heap
@@ -177,19 +230,38 @@ class _Worker:
                 self._report(sw, now, new=True)
             else:
                 self._report(sw, now, new=False)
+        g = self.g
+        if g.next_deadline() <= now:
+            out: list[Request] = []
+            g.tick(now, out)
+            if out:
+                self._fan_out(out)
+        rh = self.rep_heap
+        while rh and rh[0][0] <= now:
+            at, idx = heapq.heappop(rh)
+            sw = self.swl[idx]
+            if sw.rep is g or sw.rep_due != at:
+                continue
+            sw.rep_due = math.inf
+            own: list[Request] = []
+            sw.rep.tick(now, own)
+            for r in own:
+                self._request(sw, r)
+            self._due(sw, now)
 
-    def _request(self, sw: _Sw, now: float, version: int | None = None) -> None:
-        if now < sw.next_request:
-            return
-        sw.next_request = now + self.request_interval
-        self.counts["requests"] += 1
-        v = sw.version if version is None else version
-        self._send(sw, LsdRequest(sw.name, max(sw.data_term, 0), v), False, now)
+    def _due(self, sw: _Sw, now: float) -> None:
+        d = sw.rep.next_deadline()
+        if d != sw.rep_due:
+            d = max(d, now + 1e-3) if d <= now else d      # never re-queue into the pass that runs it
+            sw.rep_due = d
+            if d < math.inf:
+                heapq.heappush(self.rep_heap, (d, sw.idx))
 
     # ---------------------------------------------------------------------------------------- receiving
     def receive(self, timeout: float) -> None:
-        for key, _ in self.sel.select(timeout):
-            s = self.socks[key.data]
+        ready = sorted((key.data != self.group_sock, key.data) for key, _ in self.sel.select(timeout))
+        for _, i in ready:       # the group first: a keepalive waiting in the socket was heard in time
+            s = self.socks[i]
             for _ in range(512):
                 try:
                     data = s.recv(65535)
@@ -198,7 +270,8 @@ class _Worker:
                 except OSError:
                     continue
                 self.counts["in"] += 1
-                self._dispatch(key.data, data, time.monotonic())
+                if self.started:
+                    self._dispatch(i, data, time.monotonic())
 
     def _dispatch(self, sock: int, data: bytes, now: float) -> None:
         owner = key_owner(data)
@@ -210,9 +283,8 @@ class _Worker:
             except DecodeError:
                 self.counts["rejected"] += 1
                 return
-            self.counts["group"] += 1
-            for sw in self.sw.values():
-                self._handle(sw, sender, msg, now)
+            if type(msg) in (Keepalive, LsdFull, LsdDelta):
+                self._group(sender, msg, now)
             return
         sw = self.sw.get(owner or "")
         if sw is None:
@@ -226,11 +298,32 @@ class _Worker:
                 if answer is not None:
                     self.socks[sw.sock].sendto(answer, self.masters[e.sender])
             return
-        if isinstance(msg, Challenge):
+        t = type(msg)
+        if t is Challenge:
             if not sw.acked:
                 self._report(sw, now, new=False)
+        elif t is ReportAck:
+            self.counts["ack"] += 1
+            self._heard(sw, sender, msg.term, msg.backup, now)
+            if (not msg.backup and sender == sw.rmaster and msg.term == sw.rterm and not sw.acked
+                    and msg.report_seq >= sw.seq):
+                sw.acked = True
+                self._schedule(sw, now)
+        elif t is Keepalive or t is LsdFull or t is LsdDelta:
+            self._lsd(sw, sender, msg, now)
+
+    def _heard(self, sw: _Sw, sender: str, term: int, backup: bool, now: float) -> None:
+        """client.reporter.on_master_heard (the fleet re-sends an unacked report to everyone on a new term)."""
+        if backup or sender not in self.masters or term < sw.rterm:
             return
-        self._handle(sw, sender, msg, now)
+        if term > sw.rterm:
+            sw.rterm, sw.rmaster, sw.rheard = term, sender, now
+            if not sw.acked:
+                self._report(sw, now, new=False, everyone=True)
+        elif sender == sw.rmaster:
+            sw.rheard = now
+        elif not self._alive(sw, now):
+            sw.rmaster, sw.rheard = sender, now
 
     def _ref(self, term: int) -> LinkStateDB:
         ref = self.ref.get(term)
@@ -239,72 +332,138 @@ class _Worker:
             ref.version = -1
         return ref
 
-    def _handle(self, sw: _Sw, sender: str, msg: Any, now: float) -> None:
-        term = getattr(msg, "term", 0)
-        if term < sw.term:
-            return
-        if term > sw.term or sender == sw.master or now - sw.heard_at >= self.silence:
-            sw.heard_at = now
-        if term > sw.term:
-            sw.term = term
-            # the master in use: only a master's own ack or keepalive says who it is (a backup acks and
-            # serves the LSD in the same term)
-            sw.master = sender if type(msg) is Keepalive or (type(msg) is ReportAck and not msg.backup) else None
-            if not sw.acked:
-                self._report(sw, now, new=False, everyone=True)    # a new term: the open report to everyone
-        if type(msg) is ReportAck:
-            self.counts["ack"] += 1
-            if not msg.backup:
-                sw.master = sender
-                if msg.report_seq == sw.seq and not sw.acked:
-                    sw.acked = True
-                    self._schedule(sw, now)
-        elif type(msg) is LsdFull:
+    def _check(self, msg: Any) -> tuple[bool, bool]:
+        """(digest ok, content valid) of a datagram, checked once against the term's reference LSD."""
+        t = type(msg)
+        if t is LsdFull:
             self.counts["full"] += 1
             if msg.digest != self.fabric.digest:
-                return
+                return False, True
             ref = self._ref(msg.term)
             if msg.version > ref.version:
                 try:
                     ref.load_snapshot(msg.version, msg.snapshot)
                 except LsdError:
-                    return
-            if msg.version >= sw.version or sw.data_term != msg.term:
-                # not the master in use: a backup serves the LSD too (like client.replica's `server`)
-                sw.data_term, sw.version = msg.term, msg.version
-                sw.next_request = 0.0
-        elif type(msg) is LsdDelta:
+                    return True, False
+        elif t is LsdDelta:
             self.counts["delta"] += 1
-            if msg.term == sw.data_term and msg.from_version == sw.version:
-                ref = self._ref(msg.term)
-                if ref.version == msg.from_version:
-                    try:
-                        ref.apply_delta(msg.from_version, msg.to_version, decode_changes(msg.changes, ref.n_links))
-                    except LsdError:
-                        return
-                sw.version = msg.to_version
-                sw.next_request = 0.0
-            elif not (msg.term == sw.data_term and msg.to_version <= sw.version):
-                self._request(sw, now)
-        elif type(msg) is Keepalive:
+            ref = self._ref(msg.term)
+            if ref.version == msg.from_version:
+                try:
+                    ref.apply_delta(msg.from_version, msg.to_version, decode_changes(msg.changes, ref.n_links))
+                except LsdError:
+                    return True, False
+        else:
             self.counts["keepalive"] += 1
-            sw.master = sender
-            if sw.data_term != msg.term or msg.version > sw.version:
-                self._request(sw, now, -1 if sw.data_term != msg.term else None)
+        return True, True
+
+    @staticmethod
+    def _apply(rep: Rep, sender: str, msg: Any, ok: tuple[bool, bool], now: float, out: list[Request]) -> None:
+        t = type(msg)
+        if t is Keepalive:
+            rep.on_keepalive(sender, msg.term, msg.version, msg.backup, now, out)
+        elif t is LsdFull:
+            rep.on_full(sender, msg.term, msg.version, ok[0], ok[1], msg.backup, now, out)
+        else:
+            rep.on_delta(sender, msg.term, msg.from_version, msg.to_version, ok[1], msg.backup, now, out)
+
+    def _lsd(self, sw: _Sw, sender: str, msg: Any, now: float) -> None:
+        """A unicast Keepalive / LsdFull / LsdDelta to one switch."""
+        self._heard(sw, sender, msg.term, msg.backup, now)
+        ok = self._check(msg)
+        g = self.g
+        own = sw.rep is not g
+        rep = sw.rep if own else g.copy()
+        out: list[Request] = []
+        self._apply(rep, sender, msg, ok, now, out)
+        for r in out:
+            self._request(sw, r)
+        if rep.key(now) == g.key(now):
+            if own:
+                self._rejoin(sw)
+        else:
+            if not own:
+                sw.rep = rep
+                self.diverged[sw.name] = sw
+                self.counts["diverged"] += 1
+            self._due(sw, now)
+
+    def _rejoin(self, sw: _Sw) -> None:
+        sw.rep = self.g
+        sw.rep_due = math.inf
+        del self.diverged[sw.name]
+        self.counts["rejoined"] += 1
+
+    def _group(self, sender: str, msg: Any, now: float) -> None:
+        """A group datagram: applied once to the shared Rep (O(1) for every in-step switch), then to each
+        switch that has its own Rep; those that end up in step with the group rejoin it."""
+        self.counts["group"] += 1
+        ok = self._check(msg)
+        g = self.g
+        out: list[Request] = []
+        self._apply(g, sender, msg, ok, now, out)
+        if not msg.backup and msg.term > self.group_rterm and sender in self.masters:
+            self.group_rterm = msg.term         # a new term: every in-step switch's reporter follows it
+            for sw in self.swl:
+                if sw.rep is g:
+                    self._heard(sw, sender, msg.term, False, now)
+        if out:
+            self._fan_out(out)
+        if not self.diverged:
+            return
+        gkey = g.key(now)
+        classes: dict[tuple[object, ...], list[_Sw]] = {}
+        for sw in list(self.diverged.values()):
+            self._heard(sw, sender, msg.term, msg.backup, now)
+            own: list[Request] = []
+            self._apply(sw.rep, sender, msg, ok, now, own)
+            for r in own:
+                self._request(sw, r)
+            k = sw.rep.key(now)
+            if k == gkey:
+                self._rejoin(sw)
+            else:
+                classes.setdefault(k, []).append(sw)
+                self._due(sw, now)
+        # The shared Rep only learns from the group: after a group datagram it missed, the switches repair
+        # by unicast and leave it one by one. When more of them agree on another state than follow the
+        # shared one, that state becomes the shared one (the old in-step switches get their own copies).
+        best = max(classes.values(), key=len, default=[])
+        if len(best) > len(self.sw) - len(self.diverged):
+            self._rebase(best[0].rep, now)
+
+    def _rebase(self, rep: Rep, now: float) -> None:
+        old, new = self.g, rep.copy()
+        self.g = new
+        key = new.key(now)
+        for sw in self.swl:
+            if sw.rep is old:
+                sw.rep = old.copy()
+                self.diverged[sw.name] = sw
+                self.counts["diverged"] += 1
+                self._due(sw, now)
+            elif sw.rep.key(now) == key:
+                self._rejoin(sw)
+        self.counts["rebased"] += 1
 
     # ---------------------------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
-        complete = 0
-        versions: dict[tuple[int, int], int] = {}
         full_refs = {t: r.version for t, r in self.ref.items() if r.count(LinkState.UP) >= self.n_links}
-        for sw in self.sw.values():
-            key = (sw.data_term, sw.version)
-            versions[key] = versions.get(key, 0) + 1
-            if full_refs.get(sw.data_term) == sw.version:
-                complete += 1
-        return {"switches": len(self.sw), "complete": complete, "acked": sum(s.acked for s in self.sw.values()),
-                "versions": versions, "counts": dict(self.counts), "first_report_at": self.first_report_at,
-                "terms": sorted({s.term for s in self.sw.values()})}
+        versions: dict[tuple[int, int], int] = {}
+        complete = 0
+        terms: set[int] = set()
+        in_step = len(self.sw) - len(self.diverged)
+        groups = [(self.g, in_step)] if in_step else []
+        groups += [(sw.rep, 1) for sw in self.diverged.values()]
+        for rep, k in groups:
+            key = (rep.data_term if rep.has_data else -1, rep.version)
+            versions[key] = versions.get(key, 0) + k
+            if rep.has_data and full_refs.get(rep.data_term) == rep.version:
+                complete += k
+            terms.add(rep.term)
+        return {"switches": len(self.sw), "complete": complete, "acked": sum(s.acked for s in self.swl),
+                "in_step": in_step, "versions": versions, "counts": dict(self.counts),
+                "first_report_at": self.first_report_at, "terms": sorted(terms)}
 
 
 def _big(s: socket.socket) -> None:
@@ -322,7 +481,6 @@ def _worker_main(conn: Connection, fabric: Fabric, keyring: KeyRing, masters: di
                  names: Sequence[str], n_sockets: int, group: tuple[str, int] | None, bind: str) -> None:
     w = _Worker(fabric, keyring, masters, names, n_sockets, group, bind)
     conn.send("ready")
-    started = False
     while True:
         while conn.poll(0):
             cmd = conn.recv()
@@ -331,14 +489,12 @@ def _worker_main(conn: Connection, fabric: Fabric, keyring: KeyRing, masters: di
                 return
             if cmd == "start":
                 w.cold_start()
-                started = True
             elif cmd == "stats":
                 conn.send(w.stats())
-        now = time.monotonic()
-        if started:
-            w.timers(now)
-        nxt = w.heap[0][0] - now if w.heap else 0.05
-        w.receive(max(0.0, min(0.02, nxt)))
+        nxt = w.next_deadline() - time.monotonic() if w.started else 0.05
+        w.receive(max(0.0, min(0.02, nxt)))      # input first, then timers (silence is judged after reading)
+        if w.started:
+            w.timers(time.monotonic())
 
 
 class Fleet:
@@ -386,10 +542,10 @@ class Fleet:
         for c in self.conns:
             c.send("stats")
         parts = [c.recv() for c in self.conns]
-        total: dict[str, Any] = {"switches": 0, "complete": 0, "acked": 0, "counts": {}, "versions": {},
+        total: dict[str, Any] = {"switches": 0, "complete": 0, "acked": 0, "in_step": 0, "counts": {}, "versions": {},
                                  "terms": set()}
         for s in parts:
-            for k in ("switches", "complete", "acked"):
+            for k in ("switches", "complete", "acked", "in_step"):
                 total[k] += s[k]
             for k, v in s["counts"].items():
                 total["counts"][k] = total["counts"].get(k, 0) + v
