@@ -72,6 +72,22 @@ def udp_port_drops(port: int) -> int | None:
     return None
 
 
+def udp_drops_total(ports: set[int]) -> int:
+    """Kernel drops summed over every UDP socket bound to one of `ports` (the fleet's sockets, the group port)."""
+    want = {f":{p:04X}" for p in ports}
+    total = 0
+    try:
+        with open("/proc/net/udp") as f:
+            next(f)
+            for line in f:
+                cols = line.split()
+                if cols[1][cols[1].index(":"):] in want:
+                    total += int(cols[-1])
+    except OSError:
+        pass
+    return total
+
+
 def count_lines(path: Path, offset: int, needle: str) -> int:
     try:
         with open(path, "rb") as f:
@@ -125,7 +141,8 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         def note(t: float, s: dict[str, Any]) -> None:
             if not progress or t - progress[-1][0] >= 1.0:
                 progress.append((round(t, 1), s["complete"]))
-                log(f"t={t:6.1f}s complete={s['complete']}/{s['switches']} acked={s['acked']} terms={sorted(s['terms'])}")
+                log(f"t={t:6.1f}s complete={s['complete']}/{s['switches']} acked={s['acked']} "
+                    f"in_step={s['in_step']} terms={sorted(s['terms'])}")
 
         n = len(fleet.names)
         conv = fleet.wait(lambda s: s["complete"] == n, timeout=timeout, on_stats=note)
@@ -144,6 +161,8 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         res["lost_at_s"] = lost_at
         final = fleet.stats()
         res["fleet_counts"] = final["counts"]
+        res["in_step"] = final["in_step"]          # switches following the group's shared state (multicast)
+        res["fleet_udp_drops"] = udp_drops_total(final["ports"])    # the harness falling behind shows here
         res["elections"] = max(0, _max_term(cluster) - term0)
         res["load_avg_after"] = os.getloadavg()
         res["replicas"] = {}

@@ -463,6 +463,7 @@ class _Worker:
             terms.add(rep.term)
         return {"switches": len(self.sw), "complete": complete, "acked": sum(s.acked for s in self.swl),
                 "in_step": in_step, "versions": versions, "counts": dict(self.counts),
+                "ports": sorted({sock.getsockname()[1] for sock in self.socks}),
                 "first_report_at": self.first_report_at, "terms": sorted(terms)}
 
 
@@ -543,7 +544,7 @@ class Fleet:
             c.send("stats")
         parts = [c.recv() for c in self.conns]
         total: dict[str, Any] = {"switches": 0, "complete": 0, "acked": 0, "in_step": 0, "counts": {}, "versions": {},
-                                 "terms": set()}
+                                 "ports": set(), "terms": set()}
         for s in parts:
             for k in ("switches", "complete", "acked", "in_step"):
                 total[k] += s[k]
@@ -552,6 +553,7 @@ class Fleet:
             for k, v in s["versions"].items():
                 total["versions"][k] = total["versions"].get(k, 0) + v
             total["terms"] |= set(s["terms"])
+            total["ports"] |= set(s["ports"])
         return total
 
     def wait(self, cond: Callable[[dict[str, Any]], bool], timeout: float, every: float = 0.1,
