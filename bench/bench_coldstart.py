@@ -142,7 +142,8 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
             if not progress or t - progress[-1][0] >= 1.0:
                 progress.append((round(t, 1), s["complete"]))
                 log(f"t={t:6.1f}s complete={s['complete']}/{s['switches']} acked={s['acked']} "
-                    f"in_step={s['in_step']} terms={sorted(s['terms'])}")
+                    f"in_step={s['in_step']} requests={s['counts'].get('requests', 0)} group={s['counts'].get('group', 0)} "
+                    f"terms={sorted(s['terms'])}")
 
         n = len(fleet.names)
         conv = fleet.wait(lambda s: s["complete"] == n, timeout=timeout, on_stats=note)
