@@ -128,8 +128,7 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
         _refuse_duplicate(lab, fault, "link")
         lab.state.faults.append(fault)
         _save(lab)
-        fault["at"] = time.monotonic()
-        nft.drop_link(table, [(lab.state.netns_of(i), i) for i in ifaces])
+        fault["at"] = nft.drop_link(table, [(lab.state.netns_of(i), i) for i in ifaces])
     else:
         fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
         _refuse_duplicate(lab, fault, "link")
@@ -310,7 +309,7 @@ def undo(lab: Lab, fault: dict[str, Any]) -> float:
     if kind in ("link", "switch"):
         at = _set_ifaces(lab, list(fault["ifaces"]), up=True)
     elif kind == "silent":
-        nft.remove_link(fault["table"], [st.netns_of(i) for i in fault["ifaces"]])
+        at = nft.remove_link(fault["table"], [st.netns_of(i) for i in fault["ifaces"]])
     elif kind == "cpn":
         nft.remove(fault["table"], st.netns, family="inet")
     elif kind == "master":
