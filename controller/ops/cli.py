@@ -366,12 +366,22 @@ def cmd_clients(args: argparse.Namespace, fabric: Any) -> int:
         return OK
     rows = answer.get("clients", [])
     alive = sum(1 for c in rows if c.get("alive"))
-    print(f"{alive}/{len(rows)} clients alive (master {mid}, term {answer.get('term')}, "
-          f"LSD version {answer.get('version')})")
+    term = answer.get("term")
+    print(f"{alive}/{len(rows)} clients alive (master {mid}, term {term}, LSD version {answer.get('version')})")
     print(_table([[c["switch"], c.get("address"), "yes" if c.get("alive") else "NO",
-                   _age(c.get("last_report_age")), c.get("acked_version"), c.get("sent_version"), c.get("lag")]
-                  for c in rows], ["switch", "address", "alive", "report age", "acked", "sent", "lag"]))
+                   _age(c.get("last_report_age")), _confirmed(c, term), c.get("sent_version"),
+                   "unknown" if c.get("lag") is None else c["lag"]]
+                  for c in rows], ["switch", "address", "alive", "report age", "confirmed", "sent", "lag"]))
+    if any(c.get("lag") is None for c in rows):
+        print("confirmed: the version the client last said it holds in this term (an LsdRequest: clients ask "
+              "only on a gap); lag unknown: nothing confirmed since the last update sent to it")
     return OK if alive == len(rows) else BAD_NEWS
+
+
+def _confirmed(c: dict[str, Any], term: Any) -> Any:
+    """The version the client itself last reported holding, in the master's term (None: none)."""
+    v = c.get("acked_version")
+    return v if c.get("acked_term") == term and isinstance(v, int) and v >= 0 else None
 
 
 def _age(x: Any) -> str | None:
