@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from proto.clos import PRESETS, ClosParams, generate_clos_yaml
+from proto.clos import PRESETS, ClosParams, generate_clos_yaml, mark_edited
 from proto.config import ConfigError, Fabric, Role, load_fabric
 
 SECRET_BYTES = 32
@@ -261,7 +261,8 @@ def _keygen_add(args: argparse.Namespace) -> int:
         return 0
     try:
         text = args.add.read_text(encoding="utf-8")
-        new_text = replace_security(text, steps[0][1], str(args.add))
+        # the generator's "Do not edit: regenerate." is false from now on: regenerating loses the key set
+        new_text = mark_edited(replace_security(text, steps[0][1], str(args.add)), "firepath config keygen --add")
         _check_rewrite(new_text, args.add)
     except (OSError, ConfigError) as e:
         print(f"firepath config keygen: {args.add} not rewritten (no key written): {e}", file=sys.stderr)
