@@ -95,7 +95,7 @@ def describe_fault(f: dict[str, Any]) -> str:
         return f"client {f['switch']} killed"
     if kind == "miscable":
         now = f.get("cabled")              # SWITCH:PORT pairs (a record from an older lab has only veth names)
-        return f"miscabled {f['a']}<->{f['b']}" + (f" (now {', '.join('<->'.join(p) for p in now)})" if now else "")
+        return f"miscabled {f['a']}<->{f['b']}" + (f" (as {', '.join('<->'.join(p) for p in now)})" if now else "")
     if kind == "external":
         return "external router " + ("sessions shut down" if f.get("session") else "withdrew the default route")
     if kind == "cpn":

@@ -16,7 +16,7 @@ def test_miscable_is_described_by_switch_ports_not_veth_names() -> None:
     assert cabled == [["tor-1-1:1", "agg-1-2:1"], ["tor-1-2:1", "agg-1-1:1"]]
     fault = {"kind": "miscable", "a": "tor-1-1:1", "b": "tor-1-2:1", "old": [], "new": new, "cabled": cabled}
     text = describe_fault(fault)
-    assert text == "miscabled tor-1-1:1<->tor-1-2:1 (now tor-1-1:1<->agg-1-2:1, tor-1-2:1<->agg-1-1:1)"
+    assert text == "miscabled tor-1-1:1<->tor-1-2:1 (as tor-1-1:1<->agg-1-2:1, tor-1-2:1<->agg-1-1:1)"
     assert "fpx1" not in text
     del fault["cabled"]                  # a record written by an older lab: no veth names either
     assert describe_fault(fault) == "miscabled tor-1-1:1<->tor-1-2:1"
