@@ -239,6 +239,12 @@ def _recable(lab: Lab, old_pairs: list[list[str]], new_pairs: list[list[str]]) -
     lab._check_ofports()
 
 
+def cabling_ends(ifaces: dict[str, str], pairs: list[list[str]]) -> list[list[str]]:
+    """Veth pairs as SWITCH:PORT pairs (`ifaces`: the lab's SWITCH:PORT -> interface name)."""
+    port_of = {ifn: key for key, ifn in ifaces.items()}
+    return [[port_of.get(i, i) for i in pair] for pair in pairs]
+
+
 @_exclusive
 def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
     """Swap the far ends of the links at endpoints `a` and `b` (SWITCH:PORT each)."""
@@ -255,7 +261,9 @@ def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
         raise LabError(f"{a} and {b} are the same link: nothing to swap")
     old = [[if_a, peer_a], [if_b, peer_b]]
     new = [[if_a, peer_b], [if_b, peer_a]]
-    fault: dict[str, object] = {"kind": "miscable", "a": a, "b": b, "old": old, "new": new}
+    # `old`/`new`: veth names (what undo re-creates); `cabled`: the same as SWITCH:PORT ends, for people
+    fault: dict[str, object] = {"kind": "miscable", "a": a, "b": b, "old": old, "new": new,
+                                "cabled": cabling_ends(st.ifaces, new)}
     st.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()
