@@ -293,9 +293,6 @@ class Injector:
     def __init__(self, lab: Any) -> None:
         self.lab = lab
 
-    def close(self) -> None:
-        pass
-
     def fail(self, kind: str, target: str) -> Fault:
         from lab import inject
 
@@ -636,9 +633,7 @@ class Bench:
         return ok
 
     def lab_down(self) -> None:
-        if self.injector is not None:
-            self.injector.close()
-            self.injector = None
+        self.injector = None                 # it holds nothing but the lab: `lab.down` removes every fault
         if self.lab is not None:
             self.lab.down(log=lambda _m: None)
             self.lab = None

@@ -28,6 +28,7 @@ RESULTS = ROOT / "bench" / "results"
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "bench_lsd": ([], ["--quick"]),
     "bench_routes": ([], ["--quick"]),
+    "bench_update": ([], ["--changes", "40"]),
     "bench_fanout": (["--multicast"], ["--quick", "--multicast"]),
     "bench_failover": ([], ["--quick"]),
     "bench_scale": ([], ["--quick"]),
@@ -146,7 +147,13 @@ def headline_cpn(r: dict[str, Any]) -> str:
     return "; ".join(parts) or "see JSON"
 
 
+def headline_update(r: dict[str, Any]) -> str:
+    return "; ".join(f"{x['fabric']}: {x['median_us']['total']} µs per one-link delta (median)"
+                     for x in r.get("results", [])) or "see JSON"
+
+
 HEADLINES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "bench_update": headline_update,
     "bench_lsd": headline_lsd, "bench_routes": headline_routes, "bench_fanout": headline_fanout,
     "bench_scale": headline_scale, "bench_convergence": headline_convergence, "bench_failover": headline_failover,
     "bench_ecmp": headline_ecmp,

@@ -98,8 +98,9 @@ def read_password(fabric: Fabric, switch: str, index: int, peer: Any) -> str:
 
 
 def password_where(fabric: Fabric, switch: str, index: int, peer: Any) -> str:
-    return (f"{fabric.source}: switch {switch}: bgp.peers[{index}] (peer {peer.address}): password_file "
-            f"{peer.password_file}")
+    """``file:line: switches[i].bgp.peers[j].password_file (switch S, peer A): PATH`` (as `config check`)."""
+    where = peer.password_where or f"{fabric.source}: switch {switch}: bgp.peers[{index}].password_file"
+    return f"{where} (switch {switch}, peer {peer.address}): {peer.password_file}"
 
 
 def parse_event(line: str | bytes) -> SessionEvent | UpdateEvent | None:

@@ -103,6 +103,14 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"firepath master: key file: {e}", file=sys.stderr)
         return 2
+    if fabric.security.admin_token_file is not None:
+        from proto.auth import AuthError, read_admin_token
+
+        try:                                   # the REST reads it at start: say where it is named, before
+            read_admin_token(fabric.security.admin_token_file, fabric.security.admin_token_where)
+        except AuthError as e:
+            print(f"firepath master: {e}", file=sys.stderr)
+            return 2
     state_dir = Path(args.state_dir) if args.state_dir else DEFAULT_STATE_ROOT / fabric.name / args.id
     election = args.election
     if election == "auto":

@@ -73,9 +73,9 @@ class ClientInfo:
     last_report_age: float | None      # seconds since the last accepted report; None: never
     last_heard_age: float | None       # seconds since any valid datagram from it
     acked_term: int | None
-    acked_version: int | None          # from its last LsdRequest
-    sent_version: int | None           # what we last sent it (in our term)
-    lag: int | None                    # our version - acked version (None if unknown / other term)
+    acked_version: int | None          # its last LsdRequest (clients ask on a gap only: may be superseded)
+    sent_version: int | None           # what we last sent it (in our term; unconfirmed)
+    lag: int | None                    # version - acked_version while that is its latest word, else None
     alive: bool                        # reported within switch_dead
     fulls_sent: int
     deltas_sent: int
@@ -382,9 +382,10 @@ class MasterCore(DrainOps, RolloutOps):
             if p is None:
                 out.append(ClientInfo(sw.name, None, None, None, None, None, None, False, 0, 0))
                 continue
-            lag = None
-            if p.acked_version is not None and p.acked_term == self.term and p.acked_version >= 0:
-                lag = max(0, self.lsd.version - p.acked_version)
+            lag, acked = None, p.acked_version
+            if p.acked_term == self.term and acked is not None and 0 <= acked <= self.lsd.version and not (
+                    p.sent_term == self.term and p.sent_version is not None and p.sent_version > acked):
+                lag = self.lsd.version - acked
             out.append(
                 ClientInfo(
                     sw.name,

@@ -329,13 +329,12 @@ async def undrain(request: web.Request) -> web.Response:
 
 
 def read_token(server: MasterApi) -> str | None:
-    path = server.fabric.security.admin_token_file
-    if path is None:
-        return None
-    token = path.read_text(encoding="utf-8").strip()
-    if not token:
-        raise ValueError(f"{path}: admin token file is empty")
-    return token
+    """The admin token, None without `security.admin_token_file`; AuthError (config file:line, token file,
+    problem) if it cannot be used — `firepath master` checks it before it starts."""
+    from proto.auth import read_admin_token
+
+    sec = server.fabric.security
+    return None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file, sec.admin_token_where)
 
 
 @web.middleware

@@ -59,6 +59,7 @@ from controller.metrics import MasterMetrics
 from controller.node import MasterNode, Step, run_turn
 from controller.roles import RoleDriver, SingleMasterDriver
 from proto.auth import KeyKind, KeyRing
+from proto.budget import MIN_RECEIVE_BUFFER, receive_buffer
 from proto.config import Fabric
 from proto.logsetup import kv
 from proto.messages import Challenge, Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
@@ -149,7 +150,8 @@ class MasterServer:
         self.driver = (self._driver_factory or (lambda core, store: SingleMasterDriver(core, durable.term)))(
             self.core, self.store
         )
-        self._client_sock = self._udp_socket(self.client_port, multicast=self.group_addr is not None)
+        self._client_sock = self._udp_socket(self.client_port, multicast=self.group_addr is not None,
+                                             rcvbuf=receive_buffer(len(self.fabric.switches)))
         self._peer_sock = peer_sock = self._udp_socket(self.peer_port, multicast=False)
         self._peer_stamps = enable_timestamps(peer_sock)
         self._client_tx = Outbox(self._client_sock, self._loop)
@@ -179,20 +181,20 @@ class MasterServer:
 
             self._rest_runner = await start_rest(self, self.bind, self.rest_port)
 
-    def _udp_socket(self, port: int, multicast: bool) -> socket.socket:
+    def _udp_socket(self, port: int, multicast: bool, rcvbuf: int = MIN_RECEIVE_BUFFER) -> socket.socket:
         """A bound non-blocking UDP socket. We keep the raw socket (asyncio only exposes a wrapper) so the
         fan-out can sendto directly; asyncio's transport still owns reading and buffered writes."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             # Large buffers so a burst (every client reporting after a failover) is not dropped; the
             # *FORCE variants work past net.core.[rw]mem_max when we have CAP_NET_ADMIN.
-            for force, opt in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF),
-                               (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF)):
+            for force, opt, size in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF, rcvbuf),
+                                     (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF, MIN_RECEIVE_BUFFER)):
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, force, 8 * 1024 * 1024)
+                    sock.setsockopt(socket.SOL_SOCKET, force, size)
                 except OSError:
                     with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, opt, 8 * 1024 * 1024)
+                        sock.setsockopt(socket.SOL_SOCKET, opt, size)
             if multicast:
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
                 sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)

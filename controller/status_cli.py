@@ -7,12 +7,14 @@ Queries every configured master (its configured address and rest_port — nothin
 
 - one row per master: reachable?, role, term, LSD version, leader, whether a new master still holds its
   first LSD publication (`held`), and how its FMRP view sees it;
-- the clients as the serving master sees them: how many are alive, hold its term, and their lag (master
-  version - the newer of what it sent them and what they acknowledged), with the switches that are silent
-  or behind listed by name.
+- the clients as the serving master sees them: how many are alive and on its term; the lag a client
+  *confirmed* (master version - the version of its last LsdRequest, while nothing newer was sent to it: a
+  client asks only when it finds a gap, so most lags are unknown, never guessed), how many were sent the
+  current version without confirming it, and the switches that are silent or behind by name (behind: a
+  confirmed lag, or the master has not even sent it its current version).
 
-Exit status: 0 when exactly one master serves and no alive client lags; 1 otherwise (no master, several
-masters, lagging clients); 2 on a bad config or option. `--json` prints everything gathered, for scripts.
+Exit status: 0 when exactly one master serves and no alive client is behind; 1 otherwise (no master,
+several masters, clients behind); 2 on a bad config or option. `--json` prints everything gathered.
 `--lab NAME` is a local `firepath lab` (its config and network namespace), as for the operator commands.
 """
 
@@ -80,21 +82,24 @@ def _client_summary(row: dict[str, Any]) -> dict[str, Any] | None:
     alive = [c for c in rows if c.get("alive")]
     have = {c["switch"]: _client_version(c, term) for c in alive}
     lags = {name: version - v for name, v in have.items() if v is not None and isinstance(version, int)}
+    confirmed = {c["switch"]: c["lag"] for c in alive if isinstance(c.get("lag"), int)}
     return {
         "total": len(rows),
         "alive": len(alive),
         "on_term": len(lags),
-        "max_lag": max(lags.values()) if lags else None,
+        "confirmed": len(confirmed),
+        "max_lag": max(confirmed.values()) if confirmed else None,     # confirmed lags only
+        "unconfirmed": sum(1 for name, lag in lags.items() if lag == 0 and name not in confirmed),
         "silent": sorted(c["switch"] for c in rows if not c.get("alive")),
-        "behind": sorted(name for name in have if lags.get(name) is None or lags[name] > 0),
+        "behind": sorted(name for name in have if confirmed.get(name, 0) > 0
+                         or (name not in confirmed and (lags.get(name) is None or lags[name] > 0))),
     }
 
 
 def _client_version(c: dict[str, Any], term: Any) -> int | None:
-    """What the client holds in the master's term, as far as the master knows: the version it last sent
-    the client (`sent_version`, this term only) or the one the client last acknowledged — whichever is
-    newer. A real client only asks (acknowledges) when it finds a gap, so the sent version is the usual
-    evidence; a lost datagram shows up as a keepalive-driven request, i.e. within a keepalive interval."""
+    """The newest version the master sent the client (`sent_version`, this term only) or the client
+    acknowledged: an upper bound of what it holds, not a confirmation. A real client only asks when it
+    finds a gap, so a lost datagram shows up as a keepalive-driven request within a keepalive interval."""
     versions = [c.get("sent_version")]
     if c.get("acked_term") == term:
         versions.append(c.get("acked_version"))
@@ -137,9 +142,10 @@ def render(state: dict[str, Any]) -> str:
     if c is None:
         lines.append(f"clients: {state['leader']} did not answer /v1/clients")
         return "\n".join(lines)
-    lag = "-" if c["max_lag"] is None else str(c["max_lag"])
+    lag = "unknown" if c["max_lag"] is None else str(c["max_lag"])
     lines.append(f"clients (as {state['leader']} sees them): {c['alive']}/{c['total']} alive, "
-                 f"{c['on_term']} on its term, max lag {lag}")
+                 f"{c['on_term']} on its term, max confirmed lag {lag} ({c['confirmed']} confirmed, "
+                 f"{c['unconfirmed']} sent the current version without confirming it)")
     if c["silent"]:
         lines.append(f"  silent: {', '.join(c['silent'])}")
     if c["behind"]:

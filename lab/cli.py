@@ -208,7 +208,7 @@ def cmd_miscable(args: argparse.Namespace) -> int:
     from lab import inject
 
     f = _mutate(args, lambda lab: inject.miscable(lab, args.a, args.b))
-    print(f"injected: {describe_fault(f)}: {f['new']} (undo with `firepath lab heal`)")
+    print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
     return 0
 
 

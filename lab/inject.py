@@ -128,8 +128,7 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
         _refuse_duplicate(lab, fault, "link")
         lab.state.faults.append(fault)
         _save(lab)
-        fault["at"] = time.monotonic()
-        nft.drop_link(table, [(lab.state.netns_of(i), i) for i in ifaces])
+        fault["at"] = nft.drop_link(table, [(lab.state.netns_of(i), i) for i in ifaces])
     else:
         fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
         _refuse_duplicate(lab, fault, "link")
@@ -240,6 +239,12 @@ def _recable(lab: Lab, old_pairs: list[list[str]], new_pairs: list[list[str]]) -
     lab._check_ofports()
 
 
+def cabling_ends(ifaces: dict[str, str], pairs: list[list[str]]) -> list[list[str]]:
+    """Veth pairs as SWITCH:PORT pairs (`ifaces`: the lab's SWITCH:PORT -> interface name)."""
+    port_of = {ifn: key for key, ifn in ifaces.items()}
+    return [[port_of.get(i, i) for i in pair] for pair in pairs]
+
+
 @_exclusive
 def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
     """Swap the far ends of the links at endpoints `a` and `b` (SWITCH:PORT each)."""
@@ -256,7 +261,9 @@ def miscable(lab: Lab, a: str, b: str) -> dict[str, object]:
         raise LabError(f"{a} and {b} are the same link: nothing to swap")
     old = [[if_a, peer_a], [if_b, peer_b]]
     new = [[if_a, peer_b], [if_b, peer_a]]
-    fault: dict[str, object] = {"kind": "miscable", "a": a, "b": b, "old": old, "new": new}
+    # `old`/`new`: veth names (what undo re-creates); `cabled`: the same as SWITCH:PORT ends, for people
+    fault: dict[str, object] = {"kind": "miscable", "a": a, "b": b, "old": old, "new": new,
+                                "cabled": cabling_ends(st.ifaces, new)}
     st.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()
@@ -310,7 +317,7 @@ def undo(lab: Lab, fault: dict[str, Any]) -> float:
     if kind in ("link", "switch"):
         at = _set_ifaces(lab, list(fault["ifaces"]), up=True)
     elif kind == "silent":
-        nft.remove_link(fault["table"], [st.netns_of(i) for i in fault["ifaces"]])
+        at = nft.remove_link(fault["table"], [st.netns_of(i) for i in fault["ifaces"]])
     elif kind == "cpn":
         nft.remove(fault["table"], st.netns, family="inet")
     elif kind == "master":

@@ -11,8 +11,9 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from client.of.sockets import enter_netns
 from lab import netns as nsutil
@@ -93,20 +94,27 @@ def _set_carrier_here(ifnames: Sequence[str], up: bool) -> float:
     return at
 
 
+_T = TypeVar("_T")
 _workers: dict[str, ThreadPoolExecutor] = {}
 _workers_lock = threading.Lock()
 
 
-def set_carrier(netns: str, ifnames: Sequence[str], up: bool, timeout: float = 10.0) -> float:
-    """`ip link set IF up|down` for every interface of `ifnames` in `netns`, without a process: ioctls from a
-    worker thread that lives in the namespace (one per namespace, kept), so the change is immediate and
-    timed. Returns time.monotonic() right before the first change. LabError naming the interface on failure."""
+def in_netns(netns: str, fn: Callable[..., _T], *args: Any, timeout: float = 10.0) -> _T:
+    """`fn(*args)` on a worker thread that lives in `netns` (one per namespace, kept for the process's life):
+    no process start-up, so what `fn` does there is immediate and can be timed. Exceptions propagate."""
     with _workers_lock:
         pool = _workers.get(netns)
         if pool is None:
             pool = _workers[netns] = ThreadPoolExecutor(max_workers=1, initializer=enter_netns, initargs=(netns,),
-                                                        thread_name_prefix=f"carrier-{netns}")
+                                                        thread_name_prefix=f"netns-{netns}")
+    return pool.submit(fn, *args).result(timeout)
+
+
+def set_carrier(netns: str, ifnames: Sequence[str], up: bool, timeout: float = 10.0) -> float:
+    """`ip link set IF up|down` for every interface of `ifnames` in `netns`, without a process: ioctls from the
+    namespace's worker thread (`in_netns`), so the change is immediate and timed. Returns time.monotonic()
+    right before the first change. LabError naming the interface on failure."""
     try:
-        return pool.submit(_set_carrier_here, list(ifnames), up).result(timeout)
+        return in_netns(netns, _set_carrier_here, list(ifnames), up, timeout=timeout)
     except OSError as e:
         raise LabError(f"netns {netns}: set {', '.join(ifnames)} {'up' if up else 'down'}: {e.strerror or e}") from None

@@ -26,7 +26,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from client.of.sockets import enter_netns
@@ -92,8 +91,14 @@ def _running_digest(lab: Lab) -> str:
 
 
 def _token(fabric: Fabric) -> str | None:
-    path = fabric.security.admin_token_file
-    return Path(path).read_text(encoding="utf-8").strip() if path is not None else None
+    """The admin token of `fabric` (None without one); LabError naming the config line if it is unusable."""
+    from proto.auth import AuthError, read_admin_token
+
+    sec = fabric.security
+    try:
+        return read_admin_token(sec.admin_token_file, sec.admin_token_where) if sec.admin_token_file else None
+    except AuthError as e:
+        raise LabError(f"refused, nothing changed: {e}") from None
 
 
 def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bool = False,
@@ -118,8 +123,8 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
                            "grown": None}
     keys = _key_status(new)
     keys_only = new.digest == _running_digest(lab)
-    poster = _Poster(lab.state.netns)
     token = _token(new)
+    poster = _Poster(lab.state.netns)
     try:
         for mid in masters if target in ("all", *masters) and target not in switches else []:
             if target not in ("all", mid):

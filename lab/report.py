@@ -94,7 +94,8 @@ def describe_fault(f: dict[str, Any]) -> str:
     if kind == "client":
         return f"client {f['switch']} killed"
     if kind == "miscable":
-        return f"miscabled {f['a']}<->{f['b']}"
+        now = f.get("cabled")              # SWITCH:PORT pairs (a record from an older lab has only veth names)
+        return f"miscabled {f['a']}<->{f['b']}" + (f" (as {', '.join('<->'.join(p) for p in now)})" if now else "")
     if kind == "external":
         return "external router " + ("sessions shut down" if f.get("session") else "withdrew the default route")
     if kind == "cpn":

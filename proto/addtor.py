@@ -16,19 +16,23 @@ additively instead, modelled on an existing ToR (`like`):
 - `ovs:`/`rest_port:` follow `like`'s (port + id difference) when `like` has them.
 
 The text is edited, not re-rendered: the switch block is appended to `switches:` and the links to `links:`,
-both in block style, so comments and every other section stay as they are. The result is validated by the
-loader, and every existing switch keeps its position, id, ports and hosts. Errors: ConfigError naming the file
-and field.
+both in block style, so comments and every other section stay as they are — except the generator's header
+promise "Do not edit: regenerate." (proto.clos.mark_edited), which an edited file no longer keeps. The result
+is validated by the loader, and every existing switch keeps its position, id, ports and hosts. Errors:
+ConfigError naming the user's file, its line (a problem in the added lines: the line they follow, and the
+added line itself) and the field.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
 import yaml
 
+from proto.clos import mark_edited
 from proto.config import ConfigError, Fabric, parse_fabric
 
 __all__ = ["AddedTor", "add_tor"]
@@ -98,13 +102,49 @@ def add_tor(text: str, source: str, like: str, name: str | None = None, base_dir
         hosts.append((host_name, h.port, ip, mac))
     block = _switch_block(new_name, new_id, loopback, prefixes, hosts, tmpl, new_id - tmpl.id)
     link_lines = [f'- {{a: "{new_name}:{mine}", b: "{other}:{port}"{extra}}}' for mine, other, port, extra in links]
-    out = _append(text, source, "switches", block)
-    out = _append(out, source, "links", link_lines)
-    grown = parse_fabric(out, source=source, base_dir=base_dir)
+    out, at = _append(text, source, "switches", block)
+    inserts = [(at, len(block))]
+    out, at = _append(out, source, "links", link_lines)
+    inserts.append((at, len(link_lines)))
+    try:
+        grown = parse_fabric(out, source=source, base_dir=base_dir)
+    except ConfigError as e:                      # its lines are those of `out`: cite the user's file
+        raise _in_source(e, out, inserts, new_name) from None
     for i, s in enumerate(fabric.switches):       # additive: what exists is untouched (a bug here, not input)
         assert grown.switches[i] == s, s.name
-    return AddedTor(out, new_name, tuple(f"{new_name}:{m}-{o}:{p}" for m, o, p, _ in links),
+    return AddedTor(mark_edited(out, "firepath config add-tor"), new_name,
+                    tuple(f"{new_name}:{m}-{o}:{p}" for m, o, p, _ in links),
                     tuple(h[0] for h in hosts), tuple(str(p) for p in prefixes))
+
+
+def _source_line(line: int, inserts: list[tuple[int, int]]) -> tuple[int, bool]:
+    """Line `line` of the edited text as (line of the user's file, False), or (the user's line the added
+    lines follow, True) for an added line. `inserts`: (lines before, lines inserted), in the order made."""
+    added = False
+    for at, n in reversed(inserts):               # undo the last insertion first
+        if line > at + n:
+            line -= n
+        elif line > at:
+            line, added = at, True
+    return line, added
+
+
+def _in_source(e: ConfigError, text: str, inserts: list[tuple[int, int]], name: str) -> ConfigError:
+    """`e` (raised on the edited text) citing the user's file: its line, and the "line N" its problem
+    mentions, mapped back; a problem in an added line says so and quotes it."""
+    lines = text.splitlines()
+
+    def cite(n: int) -> str:
+        src, added = _source_line(n, inserts)
+        return f"{src}" if not added else f"{src} (added by add-tor after it: {lines[n - 1].strip()!r})"
+
+    problem = re.sub(r"\bline (\d+)\b", lambda m: f"line {cite(int(m.group(1)))}", e.problem)
+    if e.line is None:
+        return ConfigError(e.file, None, e.field, f"{problem} (adding {name})")
+    src, added = _source_line(e.line, inserts)
+    if added:
+        problem += f" (in the lines add-tor adds for {name} after line {src}: {lines[e.line - 1].strip()!r})"
+    return ConfigError(e.file, src, e.field, problem)
 
 
 def _next_name(like: str, names: set[str]) -> str:
@@ -187,9 +227,9 @@ def _switch_block(name: str, sid: int, loopback: IPv4Network | None, prefixes: l
     return lines
 
 
-def _append(text: str, source: str, key: str, items: list[str]) -> str:
+def _append(text: str, source: str, key: str, items: list[str]) -> tuple[str, int]:
     """`text` with `items` (lines of one or more block-sequence entries) appended to the top-level sequence
-    `key`, at the indentation of its existing entries."""
+    `key`, at the indentation of its existing entries; and how many lines precede them."""
     root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     node = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
     if not isinstance(node, yaml.SequenceNode) or node.flow_style or not node.value:
@@ -203,4 +243,4 @@ def _append(text: str, source: str, key: str, items: list[str]) -> str:
         end -= 1
     if end and not lines[end - 1].endswith("\n"):
         lines[end - 1] += "\n"
-    return "".join(lines[:end]) + "".join(f"{indent}{line}\n" for line in items) + "".join(lines[end:])
+    return "".join(lines[:end]) + "".join(f"{indent}{line}\n" for line in items) + "".join(lines[end:]), end

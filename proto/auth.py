@@ -79,6 +79,7 @@ __all__ = [
     "TCP_MD5_MAX_KEY",
     "MIN_SECRET_BYTES",
     "AuthError",
+    "read_admin_token",
     "read_tcp_md5_key",
     "KeyKind",
     "KeyRing",
@@ -478,6 +479,21 @@ class ReplayWindow:
         else:
             self._bitmap |= 1 << (self.top - seq)
         return True
+
+
+def read_admin_token(path: Path, where: str) -> str:
+    """The admin (drain) token in `path` (`security.admin_token_file`), stripped. AuthError naming `where`
+    (the config's ``file:line: security.admin_token_file``), the file and the problem: not found, unreadable,
+    empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise AuthError(f"{where}: {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise AuthError(f"{where}: {path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if not text.strip():
+        raise AuthError(f"{where}: {path}: the token file is empty")
+    return text.strip()
 
 
 #: Linux TCP MD5 (RFC 2385) keys are at most TCP_MD5SIG_MAXKEYLEN bytes.

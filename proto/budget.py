@@ -71,6 +71,24 @@ REFRESH_JITTER = 0.25
 TICK_PEERS = 500
 
 
+#: kernel memory one queued report takes in a socket's receive queue: the skb's truesize (a 300-byte UDP
+#: datagram on loopback measured 1,280 bytes: payload rounded up plus sk_buff and shared info), with room
+#: for a report of many ports
+DATAGRAM_TRUESIZE = 2048
+#: reports of every switch the master's client socket can hold unread: the first report and one retry
+BURST_ROUNDS = 2
+#: SO_RCVBUF a master asks for at least (bytes; Linux doubles it for its bookkeeping)
+MIN_RECEIVE_BUFFER = 8 * 1024 * 1024
+
+
+def receive_buffer(n_switches: int) -> int:
+    """SO_RCVBUF (bytes) for a master's client socket: a cold start's burst — every switch's first report
+    and one retry — waits in the kernel queue, read at the master's pace, instead of being dropped (a dropped
+    report costs its switch a retry back-off, `report_retry_min` and more). Linux doubles the value set and
+    counts each datagram's truesize against it (socket(7)); the memory is only used while queued."""
+    return max(MIN_RECEIVE_BUFFER, n_switches * BURST_ROUNDS * DATAGRAM_TRUESIZE // 2)
+
+
 @dataclass(frozen=True, slots=True)
 class Load:
     """Periodic datagrams/s at one master replica for given timers."""

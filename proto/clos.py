@@ -33,7 +33,12 @@ from typing import Any
 from proto.config import LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
 from proto.configparse import _TIMER_KEYS
 
-__all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml"]
+__all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml", "mark_edited"]
+
+#: The generator's promise in its header; a tool that edits the file (add-tor, keygen --add) breaks it.
+GENERATED_PROMISE = "Do not edit: regenerate."
+_EDITED_BY = "edited since by "
+_EDITED_END = ": regenerating would undo that."
 
 HOST_PORT_BASE = 100
 FIRST_HOST_OCTET = 10  # hosts use .10, .11, ... of their ToR's /24; .1 is the gateway
@@ -356,6 +361,29 @@ EXTERNAL_PORT = 60000
 EXTERNAL_NET = "100.64.0.0/16"
 EXTERNAL_LOCAL_AS = 64512
 EXTERNAL_PEER_AS = 65000
+
+
+def mark_edited(text: str, by: str) -> str:
+    """`text` with the generator's header promise ("Do not edit: regenerate.") replaced by "As generated;
+    edited since by BY: regenerating would undo that." (or BY added to such a line): once a tool edited the
+    file, regenerating it would lose the edit. Only the leading comment block is looked at; one line is
+    replaced by one (line numbers stay); a file without the header is returned unchanged."""
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if not line.startswith("#"):
+            break
+        body = line.rstrip("\r\n")
+        eol = line[len(body):]
+        if body.endswith(GENERATED_PROMISE):
+            lines[i] = f"{body[:-len(GENERATED_PROMISE)]}As generated; {_EDITED_BY}{by}{_EDITED_END}{eol}"
+            return "".join(lines)
+        start = body.find(_EDITED_BY)
+        if start >= 0 and body.endswith(_EDITED_END):
+            tools = body[start + len(_EDITED_BY):-len(_EDITED_END)]
+            if by not in tools.split(", "):
+                lines[i] = f"{body[:-len(_EDITED_END)]}, {by}{_EDITED_END}{eol}"
+            return "".join(lines)
+    return text
 
 
 def external_link(k: int) -> tuple[str, str]:

@@ -13,7 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from proto.clos import PRESETS, ClosParams, generate_clos_yaml
+from proto.clos import PRESETS, ClosParams, generate_clos_yaml, mark_edited
 from proto.config import ConfigError, Fabric, Role, load_fabric
 
 SECRET_BYTES = 32
@@ -146,25 +146,22 @@ def check_secrets(fabric: Fabric) -> str | None:
     except AuthError as e:            # not found, unreadable, empty, malformed: names the field and the file
         msg = str(e)
         return msg if msg.startswith(str(fabric.source)) else f"{fabric.source}: security: {msg}"
+    from proto.auth import read_admin_token, read_tcp_md5_key
+
     token = fabric.security.admin_token_file
     if token is not None:
         try:
-            text = token.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return f"{fabric.source}: security.admin_token_file: {token}: file not found"
-        except (OSError, UnicodeDecodeError) as e:
-            return f"{fabric.source}: security.admin_token_file: {token}: cannot read: {e}"
-        if not text.strip():
-            return f"{fabric.source}: security.admin_token_file: {token}: the token file is empty"
-    from proto.auth import read_tcp_md5_key
+            read_admin_token(token, fabric.security.admin_token_where)
+        except AuthError as e:        # names the config's file:line, the field, the token file and the problem
+            return str(e)
     for sw in fabric.switches:          # eBGP borders' TCP MD5 keys (issue #13), read by their clients
-        for j, peer in enumerate(sw.bgp.peers if sw.bgp is not None else ()):
+        for peer in sw.bgp.peers if sw.bgp is not None else ():
             if peer.password_file is not None:
                 try:
                     read_tcp_md5_key(peer.password_file)
                 except AuthError as e:
-                    return (f"{fabric.source}: switch {sw.name}: bgp.peers[{j}] (peer {peer.address}): "
-                            f"password_file {peer.password_file}: {e}")
+                    return (f"{peer.password_where} (switch {sw.name}, peer {peer.address}): "
+                            f"{peer.password_file}: {e}")
     return None
 
 
@@ -264,7 +261,8 @@ def _keygen_add(args: argparse.Namespace) -> int:
         return 0
     try:
         text = args.add.read_text(encoding="utf-8")
-        new_text = replace_security(text, steps[0][1], str(args.add))
+        # the generator's "Do not edit: regenerate." is false from now on: regenerating loses the key set
+        new_text = mark_edited(replace_security(text, steps[0][1], str(args.add)), "firepath config keygen --add")
         _check_rewrite(new_text, args.add)
     except (OSError, ConfigError) as e:
         print(f"firepath config keygen: {args.add} not rewritten (no key written): {e}", file=sys.stderr)

@@ -202,6 +202,8 @@ class FabricParser(TopologyReader):
     def security(self, node: yaml.Node) -> Security:
         f = self.fields(node, "security", ("key_file", "keys", "send_key", "accept", "admin_token_file"), ())
         token = self.path(f["admin_token_file"], "security.admin_token_file") if "admin_token_file" in f else None
+        token_where = (f"{self.source}:{_line(f['admin_token_file'])}: security.admin_token_file" if token
+                       else "security.admin_token_file")
         if "key_file" not in f and "keys" not in f:
             raise self.fail(node, "security.key_file", "missing required field (or keys: a key set)")
         if "key_file" in f and "keys" in f:
@@ -213,7 +215,7 @@ class FabricParser(TopologyReader):
                     raise self.fail(f[extra], f"security.{extra}", "needs a key set (keys:), not key_file")
             key_file = self.path(f["key_file"], "security.key_file")
             ref = KeyRef(LEGACY_KEY_ID, key_file, f"{self.source}:{_line(f['key_file'])}: security.key_file")
-            return Security(key_file=key_file, admin_token_file=token, keys=(ref,))
+            return Security(key_file=key_file, admin_token_file=token, keys=(ref,), admin_token_where=token_where)
         refs: dict[int, KeyRef] = {}
         id_where: dict[int, str] = {}
         items = self.seq(f["keys"], "security.keys")
@@ -260,7 +262,7 @@ class FabricParser(TopologyReader):
         else:
             raise self.fail(node, "security.send_key", f"missing: which of the keys {sorted(accept)} to sign with")
         return Security(key_file=refs[send].file, admin_token_file=token, keys=tuple(refs.values()),
-                        send_key=send, accept=accept)
+                        send_key=send, accept=accept, admin_token_where=token_where)
 
     def distribution(self, node: yaml.Node) -> Distribution:
         f = self.fields(node, "distribution", ("mode", "group", "port"), ("mode",))

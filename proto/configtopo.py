@@ -264,7 +264,8 @@ class TopologyReader(NodeReader):
                 raise self.fail(pf["keepalive"], f"{pp}.keepalive", f"{keep} s must be below the hold time {hold} s")
             maxp = self.integer(pf["max_prefix"], f"{pp}.max_prefix", 1, 1_000_000) if "max_prefix" in pf else 100
             pw = self.path(pf["password_file"], f"{pp}.password_file") if "password_file" in pf else None
-            peers.append(BgpPeer(address, peer_as, port, local, plocal, hold, keep, maxp, pw))
+            pw_where = f"{self.source}:{_line(pf['password_file'])}: {pp}.password_file" if pw else ""
+            peers.append(BgpPeer(address, peer_as, port, local, plocal, hold, keep, maxp, pw, pw_where))
         return BgpSettings(local_as, tuple(announce), tuple(peers), router_id, damping, track)
 
     def use_port(self, switch: str, port: int, node: yaml.Node, user: tuple[int, int | str]) -> None:

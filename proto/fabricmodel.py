@@ -112,7 +112,8 @@ class BgpPeer:
     the border's own address and prefix length on that link (the session's source, the next hop the peer
     sees); hold/keepalive in seconds (RFC 4271: hold 0 or >= 3, keepalive < hold); `max_prefix`: more
     prefixes than this from the peer tear the session down (RFC 4486 cease subcode 1); `password_file`:
-    TCP MD5 (RFC 2385) key, a local path (not in the digest)."""
+    TCP MD5 (RFC 2385) key, a local path (not in the digest); `password_where`: the config's
+    ``file:line: field`` that names it, for errors about the file (not compared)."""
 
     address: IPv4Address
     peer_as: int
@@ -123,6 +124,7 @@ class BgpPeer:
     keepalive: int = 3
     max_prefix: int = 100
     password_file: Path | None = None
+    password_where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +271,8 @@ class Security:
     keys: tuple[KeyRef, ...] = ()  # empty: the single-secret form (key_file, id 1)
     send_key: int = LEGACY_KEY_ID
     accept: tuple[int, ...] = ()  # empty: every key of key_refs()
+    #: ``file:line: security.admin_token_file`` of the config, for errors about the token file (not compared)
+    admin_token_where: str = field(default="security.admin_token_file", compare=False)
 
     def key_refs(self) -> tuple[KeyRef, ...]:
         return self.keys or (KeyRef(LEGACY_KEY_ID, self.key_file, f"{self.key_file}"),)

@@ -135,3 +135,59 @@ def test_a_hand_written_tor_with_two_prefixes_weights_and_taken_host_names(tmp_p
     assert (link.weight, link.capacity) == (3, 40.0)
     assert [h.name for h in sw.hosts] == ["h-2-3", "h-2-4"]     # h-2-1 and h-2-2 are rack7's
 
+
+
+def test_the_generators_do_not_edit_header_is_replaced_once_edited(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Fresh-user finding: after add-tor (and keygen --add --write) the file still said "Do not edit:
+    regenerate." — false, regenerating would undo the edit. The line now says who edited it (once per tool)."""
+    text = _clos3()
+    assert "Do not edit: regenerate." in text
+    once = add_tor(text, "f.yaml", "tor-2-2").text
+    assert "Do not edit" not in once and len(once.splitlines()) > len(text.splitlines())
+    header = [line for line in once.splitlines() if "edited since by" in line]
+    assert len(header) == 1 and header[0] in once.splitlines()[:3], header
+    assert header[0].endswith(". As generated; edited since by firepath config add-tor: regenerating would undo that.")
+    twice = add_tor(once, "f.yaml", "tor-2-3").text
+    assert [line for line in twice.splitlines() if "edited since by" in line] == header    # not repeated
+    # keygen --add --write: the key set is an edit too
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text(twice.replace('key_file: "fabric.key"', 'key_file: "k1.key"'))
+    (tmp_path / "k1.key").write_text("ab" * 32 + "\n")
+    assert main(["config", "keygen", "--add", str(cfg), "--write"]) == 0, capsys.readouterr().err
+    lines = [line for line in cfg.read_text().splitlines() if "edited since by" in line]
+    assert len(lines) == 1 and lines[0].endswith("edited since by firepath config add-tor, firepath config keygen "
+                                                 "--add: regenerating would undo that."), lines
+    # a hand-written file has no header: nothing is added
+    hand = add_tor(HAND, "hand.yaml", "rack7", "rack7-2", base_dir=tmp_path).text
+    assert "edited since" not in hand and hand.startswith(HAND.split("\n", 1)[0])
+
+
+def test_errors_in_the_grown_config_cite_the_users_file_and_lines(tmp_path: Path) -> None:
+    """Fresh-user finding: an error found when the grown text was validated cited line numbers of that
+    intermediate text (past the end of the user's file). Now: the user's line the added lines follow, the
+    added line quoted, and any "line N" of the problem mapped back to the user's file."""
+    (tmp_path / "k.key").write_text("ab" * 32 + "\n")
+    # rack7-2 gets id 4, so its first host's MAC is 02:01:00:00:04:01: already used by h-1-1
+    text = HAND.replace('mac: "02:00:00:00:00:03"', 'mac: "02:01:00:00:04:01"')
+    mac_line = next(i for i, line in enumerate(text.splitlines(), 1) if "02:01:00:00:04:01" in line)
+    switches_end = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("links:")) - 1
+    with pytest.raises(ConfigError) as e:
+        add_tor(text, "hand.yaml", "rack7", "rack7-2", base_dir=tmp_path)
+    err = e.value
+    assert err.file == "hand.yaml" and err.line == switches_end, str(err)
+    assert f"duplicate MAC 02:01:00:00:04:01 (also used by h-1-1 at line {mac_line})" in err.problem, str(err)
+    assert "in the lines add-tor adds for rack7-2 after line" in err.problem, str(err)
+    assert 'mac: "02:01:00:00:04:01"' in err.problem, str(err)                  # the added line, quoted
+    assert err.line <= len(text.splitlines())
+
+
+def test_added_line_numbers_map_back_to_the_users_file() -> None:
+    from proto.addtor import _source_line
+
+    inserts = [(10, 5), (30, 2)]          # 5 lines after line 10, then (in the grown text) 2 after line 30
+    assert _source_line(7, inserts) == (7, False)
+    assert _source_line(12, inserts) == (10, True)
+    assert _source_line(16, inserts) == (11, False)
+    assert _source_line(31, inserts) == (25, True)       # after line 30 of the grown text = 25 of the user's
+    assert _source_line(33, inserts) == (26, False)

@@ -77,5 +77,7 @@ def test_password_file_refused_with_peer_file_and_reason(tmp_path: Path, content
     f = parse_fabric(text, source="f.yaml", base_dir=tmp_path)
     with pytest.raises(PasswordError, match=message) as e:
         exabgp_config(f, "border-1-1", ["x"])
-    assert str(e.value).startswith(f"f.yaml: switch border-1-1: bgp.peers[0] (peer 100.64.0.2): password_file {tmp_path}/pw")
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if "password_file" in ln)
+    assert str(e.value).startswith(f"f.yaml:{line}: switches["), e.value          # file:line: field
+    assert f"].bgp.peers[0].password_file (switch border-1-1, peer 100.64.0.2): {tmp_path}/pw: " in str(e.value)
     assert exabgp_config(f, "border-1-2", ["x"])          # the other border has no password: unaffected

@@ -3,6 +3,7 @@ timers, settled fan-out, one LSD version per batch of reports, overload detectio
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import socket
 import time
@@ -214,3 +215,33 @@ def test_input_loss_keeps_everyone_alive_with_one_entry() -> None:
     assert all(d.alive(sw.name, dead + 9.0) for sw in f.switches)
     assert d.expire(10.0 + dead) == {sw.name for sw in f.switches}
     assert d.next_deadline() is None
+
+
+def test_receive_buffer_holds_a_cold_start_burst() -> None:
+    """A master's client socket queues every switch's first report and one retry (issue #18): measured
+    against the kernel, a 300-byte datagram takes 1,280 bytes of the (doubled) SO_RCVBUF."""
+    from proto.budget import BURST_ROUNDS, MIN_RECEIVE_BUFFER, receive_buffer
+
+    assert receive_buffer(10) == MIN_RECEIVE_BUFFER
+    n = 30_088
+    assert 2 * receive_buffer(n) >= n * BURST_ROUNDS * 1280
+    assert receive_buffer(2 * n) > receive_buffer(n)
+    # the kernel does count ~1,280 bytes per small datagram: check the assumption on this machine
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+        r.bind(("127.0.0.1", 0))
+        r.setblocking(False)
+        size = r.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        for _ in range(size // 300 + 10):
+            s.sendto(b"x" * 300, r.getsockname())
+        held = 0
+        with contextlib.suppress(BlockingIOError):
+            while held < 100_000:
+                r.recv(2048)
+                held += 1
+        assert size / held <= 2048          # DATAGRAM_TRUESIZE is an upper bound per report
+    finally:
+        r.close()
+        s.close()

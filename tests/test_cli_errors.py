@@ -100,6 +100,30 @@ def test_config_check_names_a_missing_or_bad_key_file(tmp_path: Path) -> None:
     one_clear_line(p, "security.admin_token_file", "admin.token", "empty")
 
 
+def _line_of(path: Path, text: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if text in line)
+
+
+def test_a_missing_admin_token_file_is_named_with_the_config_line(tmp_path: Path) -> None:
+    """Fresh-user finding: "admin token file not found" named neither the config file nor its line (every
+    other config error does). `config check`, the master at start and the operator commands say where."""
+    cfg = write_config(tmp_path)
+    token = tmp_path / "admin.token"
+    token.unlink()
+    where = f"{cfg}:{_line_of(cfg, 'admin_token_file')}: security.admin_token_file: {token}"
+    p = firepath("config", "check", str(cfg))
+    assert p.returncode == 1
+    one_clear_line(p, where, "file not found")
+    p = firepath("master", "--config", str(cfg), "--id", "m1", "--state-dir", str(tmp_path / "state"))
+    assert p.returncode == 2
+    one_clear_line(p, where, "file not found")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FIREPATH_TOKEN")}
+    p = subprocess.run([sys.executable, "-m", "proto.cli", "undrain", "--config", str(cfg), "--switch", "leaf-1"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=30, env=env)
+    assert p.returncode == 2
+    one_clear_line(p, where, "file not found")
+
+
 def test_config_check_names_a_bad_bgp_password_file(tmp_path: Path) -> None:
     """Issue #13: an eBGP peer's TCP MD5 key file is checked like the fabric's key files."""
     from proto.auth import write_secret_file
@@ -110,11 +134,13 @@ def test_config_check_names_a_bad_bgp_password_file(tmp_path: Path) -> None:
     cfg = tmp_path / "f.yaml"
     cfg.write_text(text.replace("hold_time: 3", "password_file: bgp.pw, hold_time: 3", 1))
     pw = tmp_path / "bgp.pw"
+    where = f"{cfg}:{_line_of(cfg, 'password_file')}: switches["    # file:line: field, as every config error
     p = firepath("config", "check", str(cfg))
-    one_clear_line(p, str(cfg), "switch border-1-1", "bgp.peers[0] (peer 100.64.0.2)", str(pw), "cannot read")
+    one_clear_line(p, where, "].bgp.peers[0].password_file (switch border-1-1, peer 100.64.0.2)", str(pw),
+                   "cannot read")
     pw.write_text("s3cret\n")
     pw.chmod(0o644)
-    one_clear_line(firepath("config", "check", str(cfg)), str(pw), "mode 644", "chmod 600")
+    one_clear_line(firepath("config", "check", str(cfg)), where, str(pw), "mode 644", "chmod 600")
     pw.chmod(0o600)
     assert firepath("config", "check", str(cfg)).returncode == 0
 

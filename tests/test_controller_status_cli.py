@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,12 @@ def status(cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT, capture_output=True, text=True, timeout=30)
 
 
-def test_status_of_a_serving_master_and_its_clients(tmp_path: Path) -> None:
+@contextmanager
+def serving(tmp_path: Path, ack_updates: bool = True) -> Iterator[tuple[LoopCluster, int]]:
+    """One master on loopback serving a simulated fleet that reported and was acknowledged: (cluster, term)."""
     cluster = LoopCluster(tmp_path, masters=1)
-    fleet = SimFleet(cluster.fabric, KeyRing.load(cluster.fabric.security.key_file), cluster.client_addr)
+    fleet = SimFleet(cluster.fabric, KeyRing.load(cluster.fabric.security.key_file), cluster.client_addr,
+                     ack_updates=ack_updates)
     try:
         cluster.start_all()
         fleet.report()
@@ -31,7 +36,15 @@ def test_status_of_a_serving_master_and_its_clients(tmp_path: Path) -> None:
         assert got, cluster.versions()
         term = got[1]["term"]
         assert cluster.wait(lambda: fleet.on_term(term) and fleet.all_acked(), 15.0, fleet.pump)
-        fleet.pump(0.2)                  # the acknowledging LsdRequests reach the master
+        fleet.pump(0.2)                  # the acknowledging LsdRequests (if any) reach the master
+        yield cluster, term
+    finally:
+        cluster.stop_all()
+        fleet.close()
+
+
+def test_status_of_a_serving_master_and_its_clients(tmp_path: Path) -> None:
+    with serving(tmp_path) as (cluster, term):
         res = status(cluster.config, "--json")
         assert res.returncode == 0, res.stdout + res.stderr
         state = json.loads(res.stdout)
@@ -40,13 +53,31 @@ def test_status_of_a_serving_master_and_its_clients(tmp_path: Path) -> None:
         c = state["clients"]
         assert c["total"] == c["alive"] == c["on_term"] == len(cluster.fabric.switches)
         assert c["max_lag"] == 0 and c["behind"] == [] and c["silent"] == []
+        assert c["confirmed"] == len(cluster.fabric.switches) and c["unconfirmed"] == 0   # they all acked
         text = status(cluster.config)
         assert text.returncode == 0
         assert "m1" in text.stdout and "master" in text.stdout
         assert f"{len(cluster.fabric.switches)}/{len(cluster.fabric.switches)} alive" in text.stdout
-    finally:
-        cluster.stop_all()
-        fleet.close()
+
+
+def test_status_never_shows_an_unconfirmed_lag(tmp_path: Path) -> None:
+    """Fresh-user finding: clients that never confirm a version (real clients ask only on a gap) made
+    `status` say "max lag 0" from what the master had merely sent. Now the lag is unknown, the count of
+    clients sent the current version without confirming it is shown, and the fabric is still healthy."""
+    with serving(tmp_path, ack_updates=False) as (cluster, _term):
+        n = len(cluster.fabric.switches)
+        res = status(cluster.config, "--json")
+        assert res.returncode == 0, res.stdout + res.stderr
+        c = json.loads(res.stdout)["clients"]
+        assert c["max_lag"] is None and c["confirmed"] == 0 and c["unconfirmed"] == n and c["behind"] == [], c
+        text = status(cluster.config).stdout
+        assert f"max confirmed lag unknown (0 confirmed, {n} sent the current version" in text, text
+        assert "max lag 0" not in text
+        res = subprocess.run([sys.executable, "-m", "proto.cli", "clients", "--config", str(cluster.config)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=30)
+        assert res.returncode == 0, res.stdout + res.stderr
+        rows = [line.split() for line in res.stdout.splitlines() if line.startswith(("leaf", "spine", "tor"))]
+        assert len(rows) == n and all(r[-1] == "unknown" for r in rows), res.stdout
 
 
 def test_status_with_every_master_down(tmp_path: Path) -> None:

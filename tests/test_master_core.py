@@ -301,6 +301,31 @@ def test_new_client_gets_full_then_deltas(fabric: Fabric) -> None:
     assert c.lsd.states() == core.lsd.states() and c.version == core.version
 
 
+def test_client_lag_is_confirmed_or_unknown_never_a_stale_figure(fabric: Fabric) -> None:
+    """Fresh-user finding: /v1/clients derived `lag` from the client's last LsdRequest even after the master
+    had sent it newer versions (a client asks only on a gap), so a current client showed a lag for ever.
+    The lag is now known only while the client's request is its latest word; otherwise None (unknown)."""
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    core.tick(0.0)
+
+    def lag(switch: str, now: float) -> int | None:
+        return next(c.lag for c in core.clients(now) if c.switch == switch)
+
+    assert lag("leaf-1", 0.01) is None                           # sent a full, never confirmed anything
+    v = core.version
+    core.handle("leaf-1", LsdRequest("leaf-1", 1, v), 0.02)      # it confirms the current version
+    assert lag("leaf-1", 0.02) == 0
+    core.handle("spine-1", report(fabric, "spine-1", usable=set(), seq=2), 0.03)
+    assert core.version == v + 1 and lag("leaf-1", 0.03) == 1    # not sent yet: it is one behind, for sure
+    assert sends(core.tick(0.03), "leaf-1", LsdDelta)            # bad news: sent at once
+    assert lag("leaf-1", 0.04) is None                           # sent, not confirmed: unknown, not 1
+    info = next(c for c in core.clients(0.04) if c.switch == "leaf-1")
+    assert (info.acked_version, info.sent_version) == (v, v + 1)
+    core.handle("leaf-1", LsdRequest("leaf-1", 1, v - 1), 0.05)  # it says it is older: a confirmed lag
+    assert lag("leaf-1", 0.05) == 2
+
+
 def test_pacing_coalesces_good_news_into_one_delta() -> None:
     f = make_fabric(NO_GUARD, timers=(("pacing_ms", 10), ("max_update_rate", 1000)))
     core = master(f)

@@ -199,3 +199,31 @@ def test_drain_follows_the_leader_on_409(tmp_path: Path, capsys) -> None:
         for s in servers.values():
             s.shutdown()
             s.server_close()
+
+
+def test_lab_name_finds_a_lab_started_with_its_own_config_from_anywhere(tmp_path: Path, monkeypatch) -> None:
+    """Fresh-user finding: `--lab NAME` looked for /tmp/fplab-NAME/fabric.yaml, which a lab started with
+    `lab up --config FILE` does not have. The lab's record names the config it runs and its namespace."""
+    from controller.ops import cli as ops_cli
+    from lab.state import LabState
+
+    own = tmp_path / "mine"
+    own.mkdir()
+    cfg = dead_config(own)                                   # the user's config, outside the lab dir
+    lab_dir = tmp_path / "fplab-ux1"
+    monkeypatch.setattr("lab.state.default_dir", lambda name: tmp_path / f"fplab-{name}")
+    entered: list[str] = []
+    monkeypatch.setattr(ops_cli, "_enter_netns", entered.append)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv(api.TOKEN_ENV, raising=False)
+    monkeypatch.delenv(api.TOKEN_FILE_ENV, raising=False)
+    args = build_parser("masters").parse_args(["masters", "--lab", "ux1"])
+    with pytest.raises(api.OpsError) as e:                   # not up: says so
+        ops_cli.load_target(args)
+    assert e.value.code == api.USAGE and "lab ux1: no " in str(e.value) and "firepath lab up" in str(e.value)
+    LabState(name="ux1", dir=str(lab_dir), config=str(cfg), netns="fplab-ux1").save()
+    fabric = ops_cli.load_target(args)
+    assert fabric.source == str(cfg) and entered == ["fplab-ux1"]
+    assert api.read_token(fabric, None) == "secret"          # the token named by that config

@@ -36,3 +36,33 @@ def test_the_checker_sees_function_level_and_type_checking_imports(tmp_path):
     r = check.report(tmp_path)
     assert r["cycles"] == [["lab.a", "lab.b"]]
     assert r["oversized"] == [["proto/big.py", check.MAX_LINES + 1]]
+
+
+_CLEANUP = {"close", "stop", "shutdown", "cleanup", "release"}
+
+
+def _does_nothing(fn) -> bool:
+    import ast
+
+    return all(isinstance(b, ast.Pass) or (isinstance(b, ast.Return) and b.value is None)
+               or (isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant)) for b in fn.body)
+
+
+def test_no_cleanup_method_is_a_no_op():
+    """Fresh-user finding: bench_convergence's `Injector.close()` did nothing (and was called as if it
+    cleaned up). A close/stop/... that does nothing promises what it does not do: remove it instead.
+    Protocol (interface) declarations are exempt."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent
+    found = []
+    for pkg in (*check.PACKAGES, "bench"):
+        for path in sorted((root / pkg).rglob("*.py")):
+            for cls in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if not isinstance(cls, ast.ClassDef) or any(
+                        getattr(b, "id", getattr(b, "attr", None)) == "Protocol" for b in cls.bases):
+                    continue
+                found += [f"{path.relative_to(root)}:{fn.lineno} {cls.name}.{fn.name}" for fn in cls.body
+                          if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef) and fn.name in _CLEANUP
+                          and _does_nothing(fn)]
+    assert found == []

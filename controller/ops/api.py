@@ -64,19 +64,21 @@ def _reason(e: Exception) -> str:
 def read_token(fabric: Fabric, token_file: str | None) -> str:
     """The admin token: --token-file, else $FIREPATH_TOKEN, else $FIREPATH_TOKEN_FILE, else the config's
     security.admin_token_file. OpsError(USAGE) when a named file cannot be read, DENIED when there is none."""
+    from proto.auth import AuthError, read_admin_token
+
     if token_file is None and os.environ.get(TOKEN_ENV):
         return os.environ[TOKEN_ENV].strip()
-    path = token_file or os.environ.get(TOKEN_FILE_ENV) or fabric.security.admin_token_file
+    path: str | Path | None = token_file or os.environ.get(TOKEN_FILE_ENV)
+    where = "--token-file" if token_file else f"${TOKEN_FILE_ENV}"
+    if path is None and fabric.security.admin_token_file is not None:
+        path, where = fabric.security.admin_token_file, fabric.security.admin_token_where   # file:line: field
     if path is None:
         raise OpsError(DENIED, f"no admin token: pass --token-file, set ${TOKEN_ENV}, or set "
                                "security.admin_token_file in the config")
     try:
-        token = Path(path).read_text(encoding="utf-8").strip()
-    except OSError as e:
-        raise OpsError(USAGE, f"token file {path}: {e.strerror or e}") from None
-    if not token:
-        raise OpsError(USAGE, f"token file {path} is empty")
-    return token
+        return read_admin_token(Path(path), where)
+    except AuthError as e:
+        raise OpsError(USAGE, str(e)) from None
 
 
 class Masters:

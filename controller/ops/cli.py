@@ -133,16 +133,8 @@ def _setup(args: argparse.Namespace) -> Any:
 
     config, netns = args.config, args.netns
     if args.lab:
-        from lab.state import LabStateError, check_lab_name, default_dir, lab_netns
-
-        try:
-            check_lab_name(args.lab)
-        except LabStateError as e:
-            raise OpsError(USAGE, str(e)) from None
-        config = default_dir(args.lab) / "fabric.yaml"
-        netns = netns or lab_netns(args.lab)
-        if not config.exists():
-            raise OpsError(USAGE, f"lab {args.lab}: no {config} (is it up? `firepath lab up --name {args.lab}`)")
+        config, lab_ns = lab_target(args.lab)
+        netns = netns or lab_ns
     try:
         fabric = load_fabric(config)
     except (ConfigError, OSError) as e:
@@ -150,6 +142,27 @@ def _setup(args: argparse.Namespace) -> Any:
     if netns:
         _enter_netns(netns)
     return fabric
+
+
+def lab_target(name: str) -> tuple[str, str]:
+    """(config, network namespace) of the lab NAME, from its record in its default directory
+    (/tmp/fplab-NAME/lab.json): the config it was started with — generated, or `lab up --config FILE`
+    wherever FILE is — whatever the current directory. OpsError(USAGE) if there is no such lab."""
+    from lab.state import STATE_FILE, LabState, LabStateError, check_lab_name, default_dir, lab_netns
+
+    try:
+        check_lab_name(name)
+    except LabStateError as e:
+        raise OpsError(USAGE, str(e)) from None
+    d = default_dir(name)
+    if not LabState.exists(d):
+        raise OpsError(USAGE, f"lab {name}: no {d / STATE_FILE} (is it up? `firepath lab up --name {name}`; for a "
+                              f"lab up with --dir, pass --config with its config and --netns {lab_netns(name)})")
+    try:
+        st = LabState.load(d)
+    except LabStateError as e:
+        raise OpsError(USAGE, f"lab {name}: {e}") from None
+    return st.config, st.netns or lab_netns(name)
 
 
 def _enter_netns(name: str) -> None:
@@ -366,12 +379,22 @@ def cmd_clients(args: argparse.Namespace, fabric: Any) -> int:
         return OK
     rows = answer.get("clients", [])
     alive = sum(1 for c in rows if c.get("alive"))
-    print(f"{alive}/{len(rows)} clients alive (master {mid}, term {answer.get('term')}, "
-          f"LSD version {answer.get('version')})")
+    term = answer.get("term")
+    print(f"{alive}/{len(rows)} clients alive (master {mid}, term {term}, LSD version {answer.get('version')})")
     print(_table([[c["switch"], c.get("address"), "yes" if c.get("alive") else "NO",
-                   _age(c.get("last_report_age")), c.get("acked_version"), c.get("sent_version"), c.get("lag")]
-                  for c in rows], ["switch", "address", "alive", "report age", "acked", "sent", "lag"]))
+                   _age(c.get("last_report_age")), _confirmed(c, term), c.get("sent_version"),
+                   "unknown" if c.get("lag") is None else c["lag"]]
+                  for c in rows], ["switch", "address", "alive", "report age", "confirmed", "sent", "lag"]))
+    if any(c.get("lag") is None for c in rows):
+        print("confirmed: the version the client last said it holds in this term (an LsdRequest: clients ask "
+              "only on a gap); lag unknown: nothing confirmed since the last update sent to it")
     return OK if alive == len(rows) else BAD_NEWS
+
+
+def _confirmed(c: dict[str, Any], term: Any) -> Any:
+    """The version the client itself last reported holding, in the master's term (None: none)."""
+    v = c.get("acked_version")
+    return v if c.get("acked_term") == term and isinstance(v, int) and v >= 0 else None
 
 
 def _age(x: Any) -> str | None:
