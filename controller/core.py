@@ -314,7 +314,9 @@ class MasterCore(DrainOps, RolloutOps):
         if not self.dist.held or self.hold_until is None:
             return
         everyone = len(self.deriver.views) >= len(self.switch_names)
-        blocked = self._unheard and bool(self.other_config(now))
+        dead = self.fabric.timers.switch_dead      # any live entry: short-circuits, O(1) per report in a storm
+        blocked = self._unheard and any(now - at < dead for t in (self._other_config, self._unreported)
+                                        for _d, at in t.values())
         self.dist.strict = blocked
         if everyone or (now >= self.hold_until and not blocked):
             self.hold_until = None
@@ -698,7 +700,8 @@ class MasterCore(DrainOps, RolloutOps):
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
-        if self._unheard and self.dist.held and r.version >= 0 and sender not in self.deriver.views:
+        ours = peer.sent_term == self.term and peer.sent_version is not None and r.version <= peer.sent_version
+        if self._unheard and self.dist.held and r.version >= 0 and sender not in self.deriver.views and not ours:
             # It forwards on an LSD we did not build and has not reported under our config: until it does
             # (or goes silent), publishing would be publishing what we did not hear (_maybe_release).
             self._unreported[sender] = ("unknown", now)

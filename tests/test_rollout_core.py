@@ -301,3 +301,19 @@ def test_prepare_changes_nothing_any_client_receives() -> None:
     acts = prepared.handle("leaf-2", report(nxt, "leaf-2", seq=4), 3.0)
     assert rejected(acts) == [] and not [m for _, m in _client_sends(acts) if isinstance(m, LsdFull)]
     assert (prepared.version, prepared.lsd.states()) == (v, states)
+
+
+def test_a_client_holding_the_snapshot_this_master_sent_it_does_not_block_the_hold() -> None:
+    """Multicast cold start (issue #18): a switch at -1 gets this mastership's snapshot during the hold, then
+    asks again (a group keepalive announced a newer version) before its report is read. What it holds came
+    from us: it is no 'unknown' LSD and must not make the hold strict; an LSD we never sent it still is."""
+    f = make_fabric(NO_GUARD)
+    core = fresh_master(f)
+    got = core.handle("leaf-1", LsdRequest("leaf-1", 0, -1), 0.1)       # bring-up: no LSD, not held back
+    for k in range(1, 4):
+        got += core.tick(0.1 + 0.05 * k)
+    (full,) = sends(got, "leaf-1", LsdFull)
+    core.handle("leaf-1", LsdRequest("leaf-1", full.term, full.version), 0.3)
+    assert core.other_config(0.3) == {}
+    core.handle("leaf-2", LsdRequest("leaf-2", full.term, full.version), 0.3)   # never sent to leaf-2
+    assert core.other_config(0.3) == {"leaf-2": "unknown"}
