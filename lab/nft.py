@@ -36,12 +36,12 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import re
 import subprocess
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from lab.netns import check_ifname, exec_cmd
 
@@ -99,19 +99,13 @@ class _Libnftables:
         return at, rc, err.decode(errors="replace").strip()
 
 
-_lib: Any = None
-_lib_lock = threading.Lock()
-
-
+@functools.cache
 def _libnftables() -> _Libnftables | None:
-    global _lib
-    with _lib_lock:
-        if _lib is None:
-            try:
-                _lib = _Libnftables()
-            except (OSError, AttributeError):
-                _lib = False
-        return _lib or None
+    """The library, loaded once; None where it is missing (then the `nft` process is used)."""
+    try:
+        return _Libnftables()
+    except (OSError, AttributeError):
+        return None
 
 
 def _apply(netns: str | None, script: str, check: bool = True) -> tuple[float, bool]:

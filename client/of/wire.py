@@ -42,33 +42,34 @@ class WireCache:
     def encode(self, msg: ofmsg.OfMessage, hw_addrs: Any = None) -> tuple[bytes | Any, int]:
         """(what to hand to the datapath, xid): cached bytes with a fresh xid for a cacheable value, else an
         os-ken message with its xid set (to be sent with `send_msg`)."""
-        dp = self.dp
         if isinstance(msg, _CACHED):
             try:
                 data = self._bytes.get(msg)
-            except TypeError:           # an unhashable field (e.g. a list in a match): build it each time
-                data = None
-                cacheable = False
+            except TypeError:           # an unhashable field (e.g. a list in a match): not cached
+                pass
             else:
-                cacheable = True
-            if data is not None:
+                if data is None:        # first send of this value: os-ken builds and serializes it
+                    built = self._build(msg, hw_addrs)
+                    built.serialize()
+                    data = self._bytes[msg] = bytes(built.buf)
+                    self.misses += 1
+                    if len(self._bytes) > self.maxsize:
+                        self._bytes.popitem(last=False)
+                    return data, built.xid
                 self._bytes.move_to_end(msg)
                 self.hits += 1
                 xid = self._next_xid()
                 buf = bytearray(data)
                 _XID.pack_into(buf, 4, xid)
                 return bytes(buf), xid
-            if cacheable:
-                built = translate.to_osken(msg, dp, select_method=self.select_method, hw_addrs=hw_addrs)
-                xid = dp.set_xid(built)
-                built.serialize()
-                self.misses += 1
-                self._bytes[msg] = bytes(built.buf)
-                if len(self._bytes) > self.maxsize:
-                    self._bytes.popitem(last=False)
-                return bytes(built.buf), xid
-        built = translate.to_osken(msg, dp, select_method=self.select_method, hw_addrs=hw_addrs)
-        return built, dp.set_xid(built)
+        built = self._build(msg, hw_addrs)
+        return built, built.xid
+
+    def _build(self, msg: ofmsg.OfMessage, hw_addrs: Any) -> Any:
+        """The os-ken message for `msg`, its xid taken from the datapath's counter."""
+        built = translate.to_osken(msg, self.dp, select_method=self.select_method, hw_addrs=hw_addrs)
+        self.dp.set_xid(built)
+        return built
 
     def _next_xid(self) -> int:
         # os-ken's Datapath.set_xid without a message object
