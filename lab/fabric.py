@@ -571,7 +571,8 @@ class Lab:
         if min_version is not None and version < min_version:
             return f"master {leader[0]} at LSD version {version} < {min_version}"
         behind = []
-        for name, s in self.client_states().items():
+        states = self.client_states()
+        for name, s in states.items():
             if name in dead_clients:
                 continue
             if isinstance(s, Exception):
@@ -584,7 +585,41 @@ class Lab:
             usable = sum(1 for p in s.get("ports", []) if p.get("usable"))
             if usable != want:
                 behind.append(f"{name}: {usable}/{want} ports usable")
-        return "; ".join(behind[:6]) if behind else None
+        if behind:
+            return "; ".join(behind[:6])
+        return self._lsd_disagreement(states, dead_clients)
+
+    def _lsd_disagreement(self, states: dict[str, dict | Exception], dead_clients: set[str]) -> str | None:
+        """None when the master's LSD agrees with what the clients say right now: a link whose two ends are
+        usable is up, a link with an end out of use is not up (drained and damped links are not compared).
+        Programmed-version equality alone is not enough: a report still in flight to the master (a repaired
+        port just usable) leaves every client at the current version while the LSD is about to change."""
+        try:
+            lsd = self.master_get("/v1/lsd")
+        except (LabError, OSError, ValueError) as e:
+            return f"master LSD: {type(e).__name__}: {e}"
+        if lsd.get("held") or lsd.get("guard_held"):     # the master holds changes on purpose: not a race
+            return None
+        links = lsd.get("links", {})
+        usable = {(name, int(p["port"])): bool(p.get("usable")) for name, s in states.items()
+                  if isinstance(s, dict) for p in s.get("ports", [])}
+        wrong = []
+        for link in self.fabric.links:
+            if link.a.switch in dead_clients or link.b.switch in dead_clients:
+                continue
+            ends = (usable.get((link.a.switch, link.a.port)), usable.get((link.b.switch, link.b.port)))
+            state = links.get(link.name)
+            if None in ends or state in (None, "drained"):       # a drain wins over evidence
+                continue
+            if all(ends) != (state == "up"):
+                wrong.append(link.name)
+        if wrong:      # a link the master damps stays down with both ends usable (controller.damping)
+            try:
+                damped = {d["link"] for d in self.master_get("/v1/damping").get("suppressed", [])}
+            except (LabError, OSError, ValueError) as e:
+                return f"master damping: {type(e).__name__}: {e}"
+            wrong = [name for name in wrong if name not in damped]
+        return "; ".join(f"{name}: LSD {links[name]} vs. the clients' usable ports" for name in wrong[:6]) or None
 
     def wait_converged(self, timeout: float = 30.0, expect_usable: dict[str, int] | None = None,
                        min_version: int | None = None) -> bool:

@@ -84,6 +84,8 @@ def test_sessions_establish_and_hosts_reach_the_outside(lab: Lab) -> None:
     assert wait_until(lambda: all(has_default(lab, t) for t in tors(lab)), WAIT_S)
     lsd = lab.master_get("/v1/lsd")
     assert lsd["external"] == {b: {"0.0.0.0/0": True} for b in borders(lab)}
+    # a ToR holding the default is not the whole path: every switch on the way must have programmed it
+    assert lab.wait_converged(WAIT_S), lab.convergence_problem()
     results = lab.ping(ext_pairs(lab), count=3)
     assert all(n == 3 for n in results.values()), results
 
