@@ -102,6 +102,20 @@ def _max_term(cluster: LoopCluster) -> int:
     return max(terms) if terms else -1
 
 
+def _sent_counts(rest_port: int) -> dict[str, int]:
+    """{"<message type>/<destination kind>": count} from a replica's Prometheus metrics ({} if unreachable)."""
+    import re
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    line = re.compile(r'^firepath_master_messages_sent_total\{type="(\w+)",dest="(\w+)"\} (\S+)$')
+    return {f"{m[1]}/{m[2]}": int(float(m[3])) for m in filter(None, map(line.match, text.splitlines()))}
+
+
 def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: int = 3, timeout: float = 120.0,
         stable: float = 10.0, log: Any = print, **clos: Any) -> dict[str, Any]:
     """One cold start; returns the measurements (see the module docstring)."""
@@ -178,6 +192,7 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
                 "silences": count_lines(cluster.log_path(m), offsets[m], "switch_silent"),
                 "masterships": count_lines(cluster.log_path(m), offsets[m], "role=master"),
             }
+            res["replicas"][m]["sent"] = _sent_counts(cluster.rest_port[m])
         res["silences"] = sum(r["silences"] for r in res["replicas"].values())
         # a mastership taken after t0 is an election (REST may be slow to answer under load: logs count too)
         res["elections"] = max(res["elections"], sum(r["masterships"] for r in res["replicas"].values()))

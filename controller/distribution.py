@@ -16,6 +16,11 @@ ReplicationAck). Rules:
   limit and the cold-start settle window.
 - Keepalive(master, term, version) goes to a peer when nothing was sent to it for `keepalive` seconds. A
   client that finds itself behind answers with LsdRequest(its version) and gets the missing delta (repair).
+  The version announced is the one the peer (or the group) was last brought to in this term, not the
+  LSD's newest: while an update waits (paced, held, settling) a client in step has nothing to repair, and
+  a keepalive naming a version it cannot get yet would make every such client ask every request interval
+  (issue #18: 460,000 requests in a multicast cold start). A client that lost an update still sees a
+  version above its own. A peer with nothing from this term is told the LSD's version (it needs a full).
 - Multicast mode: clients get one LsdDelta per coalesced change on the group (and group keepalives);
   unicast only for a new client's first full and for repairs. Backups stay unicast.
 - A client silent for longer than `switch_dead` is considered gone: no more keepalives until it speaks
@@ -83,7 +88,7 @@ class _TickCache:
     full: LsdFull | None = None
     full_len: int = 0
     deltas: dict[int, LsdDelta | LsdFull] = field(default_factory=dict)
-    keepalive: Keepalive | None = None
+    keepalives: dict[int, Keepalive] = field(default_factory=dict)
 
 
 class Distributor:
@@ -215,12 +220,13 @@ class Distributor:
         for p in self.peers.values():
             if p.is_master or not self._unicast(p):
                 continue
-            out.append(Send(p.name, self._keepalive(lsd, cache)))
+            out.append(Send(p.name, self._keepalive(self._announced(p.sent_term, p.sent_version, lsd), cache)))
             p.last_send_at = now
             self._queue(p)
         if self.multicast:
-            out.append(Send(GROUP, self._keepalive(lsd, cache)))
-            self._group.last_send_at = now
+            g = self._group
+            out.append(Send(GROUP, self._keepalive(self._announced(g.term, g.version, lsd), cache)))
+            g.last_send_at = now
         return out
 
     def deactivate(self) -> None:
@@ -381,7 +387,7 @@ class Distributor:
                 p.last_update_at = p.last_send_at = now
                 sent = True
         if not sent and unicast and p.last_send_at + keepalive <= now:
-            out.append(Send(p.name, self._keepalive(lsd, cache)))
+            out.append(Send(p.name, self._keepalive(self._announced(p.sent_term, p.sent_version, lsd), cache)))
             p.last_send_at = now
         if unicast and p.last_send_at == NEVER:
             p.last_send_at = now                       # start the keepalive clock
@@ -403,13 +409,18 @@ class Distributor:
                 g.term, g.version = self.term, lsd.version
                 g.last_update_at = g.last_send_at = now
         if g.last_send_at + self.keepalive <= now:
-            out.append(Send(GROUP, self._keepalive(lsd, cache)))
+            out.append(Send(GROUP, self._keepalive(self._announced(g.term, g.version, lsd), cache)))
             g.last_send_at = now
 
-    def _keepalive(self, lsd: LinkStateDB, cache: _TickCache) -> Keepalive:
-        if cache.keepalive is None:
-            cache.keepalive = Keepalive(self.master_id, self.term, lsd.version)
-        return cache.keepalive
+    def _announced(self, term: int | None, version: int | None, lsd: LinkStateDB) -> int:
+        """The version a keepalive names for a peer (or the group) last brought to (term, version)."""
+        return version if term == self.term and version is not None else lsd.version
+
+    def _keepalive(self, version: int, cache: _TickCache) -> Keepalive:
+        msg = cache.keepalives.get(version)
+        if msg is None:
+            msg = cache.keepalives[version] = Keepalive(self.master_id, self.term, version)
+        return msg
 
     def _full(self, lsd: LinkStateDB, cache: _TickCache) -> LsdFull:
         if cache.full is None:

@@ -428,8 +428,11 @@ class MasterServer:
     def _execute(self, actions: list[Action]) -> None:
         for a in actions:
             if isinstance(a, Send):
-                if a.dest in self.master_addrs:
-                    self._send(a)                 # replicas: never deferred
+                if a.dest in self.master_addrs or a.dest == GROUP:
+                    # replicas, and the group's one datagram (its keepalive is every client's sign of life:
+                    # queued behind a storm's acks it came > 300 ms late and made every switch probe
+                    # every replica): never deferred
+                    self._send(a)
                 elif self._out_left > 0 and not self._deferred:
                     self._out_left -= 1
                     self._send(a)

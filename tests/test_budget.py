@@ -116,6 +116,57 @@ def test_small_fabrics_do_not_settle() -> None:
     assert [type(s.msg) for s in d.tick(lsd, 0.0) if isinstance(s.msg, LsdFull)] == [LsdFull]
 
 
+def test_keepalives_name_what_a_waiting_client_has_so_clients_in_step_do_not_ask() -> None:
+    """While the LSD churns (settling) the group and unicast keepalives announce the version the group /
+    client was last brought to: a replica in step asks nothing (issue #18: a multicast cold start made every
+    switch ask every request interval); one that missed an update still sees the gap and asks."""
+    from client.replica import LsdReplica
+    from controller.actions import GROUP
+    from proto.messages import Keepalive, LsdDelta, LsdRequest
+
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=1)
+    master = f.masters[0].id
+    lsd = LinkStateDB(f.lsd_size)
+    for multicast in (True, False):
+        d = Distributor(master, f.digest, pacing=0.002, max_update_rate=200.0, keepalive=0.1, client_dead=100.0,
+                        multicast=multicast, settle_quiet=0.05, settle_max=5.0)
+        d.activate(1, 0.0)
+        in_step, lossy = (LsdReplica(f, sw.name, request_interval=0.1) for sw in f.switches[:2])
+        for r in (in_step, lossy):
+            d.on_request(d.peer(r.switch, False, 0.0), 0, -1, lsd.version, 0.0)
+        requests = {in_step.switch: 0, lossy.switch: 0}
+        keepalives: list[int] = []                             # versions behind the newest, announced
+        lost_one = False
+        t = 0.0
+        lsd.apply({0: LinkState.UP})
+        d.on_version(0.0)
+        for k in range(300):          # both get a full; from 0.2 s a version every 10 ms for 1.5 s, then quiet
+            t = round(0.01 * (k + 1), 2)
+            if 20 <= k < 170:
+                lsd.apply({k % len(f.links): LinkState.UP if (k // len(f.links)) % 2 == 0 else LinkState.DOWN})
+                d.on_version(t)
+            for send in d.tick(lsd, t):
+                dests = [r for r in (in_step, lossy) if send.dest in (GROUP, r.switch)]
+                if isinstance(send.msg, Keepalive) and 0.3 < t < 1.7:
+                    keepalives.append(lsd.version - send.msg.version)
+                for r in dests:
+                    if r is lossy and isinstance(send.msg, LsdDelta) and not lost_one:
+                        lost_one = True                        # the lossy replica misses one update
+                        continue
+                    msg = send.msg
+                    handler = r.on_keepalive if isinstance(msg, Keepalive) else \
+                        r.on_full if isinstance(msg, LsdFull) else r.on_delta
+                    for action in handler(msg, t) + r.tick(t):
+                        req = getattr(action, "msg", None)
+                        if isinstance(req, LsdRequest):
+                            requests[r.switch] += t > 0.2      # after both hold the first full
+                            d.on_request(d.peer(r.switch, False, t), req.term, req.version, lsd.version, t)
+        assert keepalives and max(keepalives) > 0, (multicast, keepalives)     # not the newest while settling
+        assert in_step.version == lossy.version == lsd.version, multicast
+        assert requests[in_step.switch] == 0, (multicast, requests)
+        assert lost_one and requests[lossy.switch] >= 1, (multicast, requests)
+
+
 # ----------------------------------------------------------------------------------------- batches
 def test_a_batch_of_reports_is_one_lsd_version() -> None:
     f = clos_fabric(pods=0, leaves=4, spines=2, masters=1)

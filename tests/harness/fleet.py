@@ -146,7 +146,8 @@ class _Worker:
         self.ref: dict[int, LinkStateDB] = {}        # term -> reference LSD
         self.heap: list[tuple[float, int, str]] = []
         self.counts = {"in": 0, "out": 0, "full": 0, "delta": 0, "keepalive": 0, "ack": 0, "requests": 0,
-                       "rejected": 0, "send_drops": 0, "group": 0, "diverged": 0, "rejoined": 0, "rebased": 0}
+                       "rejected": 0, "send_drops": 0, "group": 0, "diverged": 0, "rejoined": 0, "rebased": 0,
+                       "fail_static": 0}
         self.first_report_at: float | None = None
 
     # ---------------------------------------------------------------------------------------- sending
@@ -235,7 +236,10 @@ class _Worker:
         g = self.g
         if g.next_deadline() <= now:
             out: list[Request] = []
+            was = g.fail_static
             g.tick(now, out)
+            if g.fail_static and not was:       # every switch in step with the group went fail-static
+                self.counts["fail_static"] += len(self.sw) - len(self.diverged)
             if out:
                 self._fan_out(out)
         rh = self.rep_heap
@@ -246,7 +250,10 @@ class _Worker:
                 continue
             sw.rep_due = math.inf
             own: list[Request] = []
+            was = sw.rep.fail_static
             sw.rep.tick(now, own)
+            if sw.rep.fail_static and not was:
+                self.counts["fail_static"] += 1
             for r in own:
                 self._request(sw, r)
             self._due(sw, now)
