@@ -103,7 +103,8 @@ def _max_term(cluster: LoopCluster) -> int:
 
 
 def _sent_counts(rest_port: int) -> dict[str, int]:
-    """{"<message type>/<destination kind>": count} from a replica's Prometheus metrics ({} if unreachable)."""
+    """{"<message type>/<destination kind>": sent, "rejected/<reason>": datagrams} from a replica's
+    Prometheus metrics ({} if unreachable)."""
     import re
     import urllib.request
 
@@ -112,8 +113,11 @@ def _sent_counts(rest_port: int) -> dict[str, int]:
             text = r.read().decode()
     except OSError:
         return {}
-    line = re.compile(r'^firepath_master_messages_sent_total\{type="(\w+)",dest="(\w+)"\} (\S+)$')
-    return {f"{m[1]}/{m[2]}": int(float(m[3])) for m in filter(None, map(line.match, text.splitlines()))}
+    sent = re.compile(r'^firepath_master_messages_sent_total\{dest="(\w+)",type="(\w+)"\} (\S+)$')
+    rejected = re.compile(r'^firepath_master_datagrams_rejected_total\{reason="(\w+)"\} (\S+)$')
+    out = {f"{m[2]}/{m[1]}": int(float(m[3])) for m in filter(None, map(sent.match, text.splitlines()))}
+    out.update({f"rejected/{m[1]}": int(float(m[2])) for m in filter(None, map(rejected.match, text.splitlines()))})
+    return out
 
 
 def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: int = 3, timeout: float = 120.0,
