@@ -202,7 +202,7 @@ class ClientCore:
     # ------------------------------------------------------------------------------------------ masters
     def on_datagram(self, data: bytes, now: float) -> list[Action]:
         try:
-            _sender, msg = self.codec.decode(data)
+            sender, msg = self.codec.decode(data)
         except DecodeError as e:
             self.counters[f"rejected_{e.reason}"] += 1
             log.debug("dropped datagram: %s", e)
@@ -217,8 +217,9 @@ class ClientCore:
         out: list[Action] = []
         if isinstance(msg, Challenge):
             # The master verified us or asks us to verify it: our unacked report was probably rejected as
-            # stale, so send it again now (reflecting the offer just heard) instead of at the next retry.
-            self._run(self.reporter.retransmit_now(now), now, out)
+            # stale, so send it again now (reflecting the offer just heard) instead of at the next retry —
+            # to that master only.
+            self._run(self.reporter.retransmit_now(now, sender), now, out)
         elif isinstance(msg, ReportAck):
             self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now, out)
             self._run(self.reporter.on_ack(msg, now), now, out)

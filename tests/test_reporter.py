@@ -203,3 +203,21 @@ def test_non_urgent_change_rides_on_the_next_refresh(fabric, clock):
     tick, deadline = with_keepalives(r, "m1", 5, t0, fabric.timers.keepalive)
     out = run_until(clock, t0 + fabric.timers.report_refresh + 0.001, tick, deadline)
     assert out and all(a.msg.ports == damped and a.msg.report_seq == 2 for _, a in out)
+
+
+def test_a_challenge_brings_the_open_report_to_the_challenger_alone(fabric, clock):
+    """Issue #18: before a master is known a report goes to every replica, and each answers a switch's first
+    frame with a Challenge. The copy each Challenge calls for goes to that replica only (it used to go to all
+    three: ~8 copies per replica per switch in a cold start), and the retry schedule is untouched."""
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    first = r.update(ports(), clock.now)
+    assert sorted(a.master for a in first) == list(MASTERS)
+    retry_at = r.next_deadline()
+    for m in MASTERS:
+        again = r.retransmit_now(clock.now, m)
+        assert [a.master for a in again] == [m] and reports(again)[0].report_seq == reports(first)[0].report_seq
+    assert r.next_deadline() == retry_at
+    assert r.retransmit_now(clock.now, "not-a-master") == []
+    r.on_master_heard("m2", 3, clock.now)                      # a new term: a new report to every replica
+    r.on_ack(ReportAck("m2", 3, r.report_seq), clock.now)
+    assert r.retransmit_now(clock.now, "m1") == []             # acked by the master: nothing open

@@ -309,8 +309,8 @@ class _Worker:
             return
         t = type(msg)
         if t is Challenge:
-            if not sw.acked:
-                self._report(sw, now, new=False)
+            if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only
+                self._send(sw, PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports), (sender,))
         elif t is ReportAck:
             self.counts["ack"] += 1
             self._heard(sw, sender, msg.term, msg.backup, now)
