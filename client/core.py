@@ -49,6 +49,7 @@ from proto.messages import (
     Keepalive,
     LsdDelta,
     LsdFull,
+    LsdRequest,
     NdFrame,
     ReportAck,
     decode_nd_ethernet,
@@ -111,6 +112,8 @@ class ClientCore:
         self._nd_silenced = False
         self.ovsdb_connected = False      # set by the runtime (client.liveness events)
         self.counters: Counter[str] = Counter()
+        #: master -> the newest LsdRequest waiting for the freshness handshake with it (_encode_to_master)
+        self._held_requests: dict[str, SendToMaster] = {}
         # Every ND frame has the same Ethernet header (dst, our MAC, ethertype): built once, not per frame.
         self._nd_header = encode_nd_ethernet(self.switch.mac, b"")
 
@@ -215,6 +218,9 @@ class ClientCore:
                     return [SendDatagram(e.sender, answer)]
             return []
         out: list[Action] = []
+        held = self._held_requests.pop(sender, None) if self._held_requests else None
+        if held is not None:            # the handshake with this master is done: the request can go now
+            self._encode_to_master(held, out)
         if isinstance(msg, Challenge):
             # The master verified us or asks us to verify it: our unacked report was probably rejected as
             # stale, so send it again now (reflecting the offer just heard) instead of at the next retry —
@@ -335,6 +341,13 @@ class ClientCore:
         out.append(SendFrames(batch))
 
     def _encode_to_master(self, action: SendToMaster, out: list[Action]) -> None:
+        if isinstance(action.msg, LsdRequest) and not self.codec.established(action.master):
+            # Issue #18: before the freshness handshake with this master (our first report starts it) a
+            # request is a stale frame it verifies, rejects and answers with a second Challenge: hold the
+            # newest one and send it when the master's Challenge arrives (on_datagram).
+            self._held_requests[action.master] = action
+            self.counters["requests_held"] += 1
+            return
         try:
             data = self.codec.encode(action.msg, to=action.master)
         except EncodeError:

@@ -15,8 +15,10 @@ from proto.lsd import LinkStateDB
 from proto.messages import (
     Challenge,
     Codec,
+    DecodeError,
     Keepalive,
     LsdFull,
+    LsdRequest,
     NdFrame,
     PortReport,
     ReportAck,
@@ -281,3 +283,24 @@ def test_a_restarted_master_is_challenged_and_the_open_report_resent_within_one_
     assert resent and all(isinstance(master2.decode(a.data)[1], PortReport) for a in resent)
     assert world.core.on_datagram(master2.encode(Keepalive("m1", 2, 0), to=ME), world.clock.now) is not None
     assert world.core.reporter.term == 2
+
+
+def test_a_request_waits_for_the_freshness_handshake_with_its_master(fabric):
+    """Issue #18: an LsdRequest sent before the handshake with a master is a stale frame the master verifies,
+    rejects and answers with a second Challenge. The core holds the newest one per master and sends it the
+    moment the master's first frame is accepted — it then decodes at the master."""
+    ring = KeyRing.from_secret(SECRET)
+    core = ClientCore(fabric, ME, ring.bundle_for_switch(ME), now=1000.0)
+    master = Codec(ring, "m1", [s.name for s in fabric.switches], [m.id for m in fabric.masters])
+    out = core.tick(1000.0) + core.tick(1001.0)                    # the replica wants the LSD: held
+    assert not [a for a in out if isinstance(a, SendDatagram)]
+    assert core.counters["requests_held"] >= 1
+    # our first frame reaches the master (stale there, but it learns our offer); its Challenge reflects it
+    with pytest.raises(DecodeError):
+        master.decode(core.codec.challenge("m1"))
+    out = core.on_datagram(master.challenge(ME), 1001.5)
+    sent = [a for a in out if isinstance(a, SendDatagram)]
+    assert len(sent) == 1 and sent[0].master == "m1"
+    sender, msg = master.decode(sent[0].data)                      # accepted: no second round trip
+    assert sender == ME and isinstance(msg, LsdRequest) and msg.version == -1
+    assert master.rejected["stale"] == 1

@@ -73,8 +73,8 @@ _UP = int(LinkState.UP)
 
 
 class _Sw:
-    __slots__ = ("acked", "backoff", "codec", "idx", "name", "next_at", "ports", "refreshes", "rep", "rep_due",
-                 "rheard", "rmaster", "rterm", "seq", "sock")
+    __slots__ = ("acked", "backoff", "codec", "held", "idx", "name", "next_at", "ports", "refreshes", "rep",
+                 "rep_due", "rheard", "rmaster", "rterm", "seq", "sock")
 
     def __init__(self, idx: int, name: str, codec: Codec, sock: int, ports: tuple[PortStatus, ...], rep: Rep) -> None:
         self.idx, self.name, self.codec, self.sock, self.ports = idx, name, codec, sock, ports
@@ -90,6 +90,7 @@ class _Sw:
         self.rheard = -math.inf
         self.rep = rep                  # the worker's shared group Rep while in step, else its own
         self.rep_due = math.inf         # own Rep's deadline queued in the worker's rep heap
+        self.held: dict[str, LsdRequest] | None = None    # requests waiting for a handshake (client.core)
 
 
 class _Worker:
@@ -190,8 +191,15 @@ class _Worker:
         heapq.heappush(self.heap, (at, sw.idx, sw.name))
 
     def _request(self, sw: _Sw, r: Request) -> None:
+        """Like client.core: a request to a master we have no freshness handshake with waits for it."""
         self.counts["requests"] += 1
-        self._send(sw, LsdRequest(sw.name, r.term, r.version), r.targets)
+        msg = LsdRequest(sw.name, r.term, r.version)
+        ready = [m for m in r.targets if sw.codec.established(m)]
+        if len(ready) < len(r.targets):
+            if sw.held is None:
+                sw.held = {}
+            sw.held.update((m, msg) for m in r.targets if m not in ready)
+        self._send(sw, msg, ready)
 
     def _fan_out(self, out: list[Request]) -> None:
         """The shared Rep asked: every in-step switch sends its own LsdRequest (genuine per-switch traffic)."""
@@ -307,6 +315,8 @@ class _Worker:
                 if answer is not None:
                     self.socks[sw.sock].sendto(answer, self.masters[e.sender])
             return
+        if sw.held and sender in sw.held:             # handshake done: the held request goes now
+            self._send(sw, sw.held.pop(sender), (sender,))
         t = type(msg)
         if t is Challenge:
             if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only
