@@ -21,6 +21,7 @@ Results: bench/results/coldstart.json and BENCHMARKS.md. The machine is shared: 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -216,11 +217,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--stable", type=float, default=300.0)
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="run in this directory and keep it (the replicas' logs and config) instead of a temporary one")
     a = ap.parse_args(argv)
     p = asdict(PRESETS[a.preset])
     clos = {k: p[k] for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "hosts_per_tor", "border_pods",
                               "planes", "leaves")}
-    with tempfile.TemporaryDirectory(prefix="fp-coldstart-") as d:
+    with contextlib.ExitStack() as stack:
+        if a.keep is not None:
+            a.keep.mkdir(parents=True, exist_ok=True)
+            d = str(a.keep)
+        else:
+            d = stack.enter_context(tempfile.TemporaryDirectory(prefix="fp-coldstart-"))
         res = run(Path(d), masters=a.masters, multicast=a.multicast, workers=a.workers, timeout=a.timeout,
                   stable=a.stable, name=a.preset, **clos)
     res.update(preset=a.preset, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -477,10 +477,10 @@ class MasterCore(DrainOps, RolloutOps):
         self.dist.on_version(now, urgent)
         return len(changes)
 
-    def note_backlog(self, now: float) -> None:
-        """The runtime has client input waiting after this turn: LSD fan-out waits (Distributor.note_backlog)."""
+    def note_backlog(self, now: float, changed: bool = True) -> None:
+        """The runtime has client input waiting after a turn that `changed` the LSD or not (Distributor.note_backlog)."""
         if self.role == Role.MASTER:
-            self.dist.note_backlog(now)
+            self.dist.note_backlog(now, changed)
 
     def begin_batch(self) -> None:
         """The runtime hands over a batch of datagrams (issue #18): until end_batch(), every LSD change is

@@ -302,10 +302,13 @@ class Distributor:
             else:
                 bucket.append(p)
 
-    def note_backlog(self, now: float) -> None:
+    def note_backlog(self, now: float, changed: bool = True) -> None:
         """The runtime left client input queued this turn (a cold start): while it does, updates to clients
-        wait (reading the reports that make the LSD complete comes first), up to 4 x settle_max."""
-        if self.settle_max <= 0 or not self.active:
+        wait (reading the reports that make the LSD complete comes first), up to 4 x settle_max. Only while
+        that input is changing the LSD (`changed`: the turn made a new version): a queue of requests — every
+        client of a cold start asking for the LSD it waits for — or of refreshes changes nothing, and
+        deferring for it only delayed what they ask for (issue #18)."""
+        if self.settle_max <= 0 or not self.active or not changed:
             return
         self._pressure_until = now + self.settle_quiet
         if self._settle_at is not None and self._unsent_since is not None:

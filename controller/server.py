@@ -241,6 +241,7 @@ class MasterServer:
         self._read_peers()
         self._flush_deferred()
         n = 0
+        version = self.core.version
         if self._out_left > 0:
             sock, end = self._client_sock, t0 + TURN_BUDGET
             self._batching = True
@@ -260,8 +261,8 @@ class MasterServer:
                 if n:
                     self._after_turn(rearm=True)
         self._backlog = n >= CLIENT_BATCH or (n > 0 and time.perf_counter() >= t0 + TURN_BUDGET)
-        if self._backlog:
-            self.core.note_backlog(self.now())      # input first: fan-out waits (bounded, see Distributor)
+        if self._backlog:     # input first: fan-out waits while input changes the LSD (Distributor.note_backlog)
+            self.core.note_backlog(self.now(), changed=self.core.version != version)
         spent = time.perf_counter() - t0
         if spent > 0.2:
             log.info(kv("slow_turn", ms=round(spent * 1000), datagrams=n, deferred=len(self._deferred)))

@@ -251,6 +251,25 @@ def test_input_backlog_defers_the_fan_out_up_to_four_settle_windows() -> None:
     assert fulls and t == pytest.approx(2.0, abs=0.02)    # 4 x max_wait after the first unsent version
 
 
+def test_a_backlog_that_changes_no_lsd_does_not_defer_the_fan_out() -> None:
+    """Issue #18: after a cold start's reports are read, every client asks for the LSD it waits for; that
+    queue of requests is input too, but it changes no link: the fan-out goes at the end of the quiet window
+    (it used to wait up to 4 x max_wait for the requests about it)."""
+    d, lsd = _dist(budget.Settle(0.05, 0.5))
+    p = d.peer("s1", False, 0.0)
+    d.on_request(p, 0, -1, lsd.version, 0.0)
+    lsd.apply({0: LinkState.UP})
+    d.on_version(0.0)
+    d.note_backlog(0.01, changed=True)                      # the turn that read the last report
+    fulls = []
+    t = 0.01
+    while t < 3.0 and not fulls:
+        t = round(t + 0.01, 2)
+        d.note_backlog(t, changed=False)                   # turns full of requests
+        fulls = [s for s in d.tick(lsd, t) if isinstance(s.msg, LsdFull)]
+    assert fulls and t == pytest.approx(0.06, abs=0.011)   # quiet window after the last change, not 2 s
+
+
 def test_input_loss_keeps_everyone_alive_with_one_entry() -> None:
     from controller.linkstate import LinkStateDeriver
 
