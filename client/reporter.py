@@ -195,10 +195,12 @@ class Reporter:
         """Send the outstanding report again at once (a master just proved its freshness handshake
         with us, so the copy it rejected as stale would now be accepted); [] if nothing is outstanding.
 
-        `master`: the replica whose Challenge this answers — the copy goes to it alone, and the retry timer
-        is left as it is. Sending it to every replica (as a retransmission does while no master is known)
-        made each Challenge bring a copy to the replicas that had accepted it, or were about to challenge
-        it themselves: with 3 replicas a cold start's first report cost each of them ~8 datagrams."""
+        `master`: the replica whose Challenge this answers — the copy goes to it alone, and the next retry
+        waits a full back-off from now (the copy that counts left now: in a cold start the master's queue
+        holds it for seconds, and a retry timed from the stale first copy only added to that queue).
+        Sending it to every replica (as a retransmission does while no master is known) made each Challenge
+        bring a copy to the replicas that had accepted it, or were about to challenge it themselves: with 3
+        replicas a cold start's first report cost each of them ~8 datagrams."""
         if self.ports is None or self.acked:
             return []
         self.retransmits += 1
@@ -209,6 +211,7 @@ class Reporter:
         report = self.report(now)
         assert report is not None
         self.sent += 1
+        self._retry_at = min(now + self._backoff, self._refresh_at)
         return [SendToMaster(master, report)]
 
     def tick(self, now: float) -> list[SendToMaster]:

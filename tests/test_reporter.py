@@ -208,15 +208,27 @@ def test_non_urgent_change_rides_on_the_next_refresh(fabric, clock):
 def test_a_challenge_brings_the_open_report_to_the_challenger_alone(fabric, clock):
     """Issue #18: before a master is known a report goes to every replica, and each answers a switch's first
     frame with a Challenge. The copy each Challenge calls for goes to that replica only (it used to go to all
-    three: ~8 copies per replica per switch in a cold start), and the retry schedule is untouched."""
+    three: ~8 copies per replica per switch in a cold start); the next retry waits a back-off from that copy."""
     r = Reporter(fabric, "leaf-1", now=clock.now)
     first = r.update(ports(), clock.now)
     assert sorted(a.master for a in first) == list(MASTERS)
-    retry_at = r.next_deadline()
+    backoff = fabric.timers.report_retry_min
+    clock.advance(backoff / 2)
+    resent_at = clock.now
     for m in MASTERS:
         again = r.retransmit_now(clock.now, m)
         assert [a.master for a in again] == [m] and reports(again)[0].report_seq == reports(first)[0].report_seq
-    assert r.next_deadline() == retry_at
+    seq = r.report_seq
+
+    def retried(until: float) -> list[float]:
+        times = []
+        while clock.now < until:
+            clock.advance(backoff / 50)
+            if [a for a in r.tick(clock.now) if isinstance(a.msg, PortReport) and a.msg.report_seq == seq]:
+                times.append(clock.now)
+        return times
+    assert retried(resent_at + backoff * 0.98) == []        # not a back-off after the stale first copy
+    assert retried(resent_at + backoff * 1.1)               # a full back-off from the copy that counts
     assert r.retransmit_now(clock.now, "not-a-master") == []
     r.on_master_heard("m2", 3, clock.now)                      # a new term: a new report to every replica
     r.on_ack(ReportAck("m2", 3, r.report_seq), clock.now)

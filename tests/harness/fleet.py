@@ -319,8 +319,10 @@ class _Worker:
             self._send(sw, sw.held.pop(sender), (sender,))
         t = type(msg)
         if t is Challenge:
-            if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only
+            if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only,
                 self._send(sw, PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports), (sender,))
+                sw.next_at = now + self.retry_min               # and the next retry a back-off from this copy
+                heapq.heappush(self.heap, (sw.next_at, sw.idx, sw.name))
         elif t is ReportAck:
             self.counts["ack"] += 1
             self._heard(sw, sender, msg.term, msg.backup, now)
