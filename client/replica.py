@@ -25,7 +25,8 @@ Rules
   applied full/delta counts as the answer, so the next gap may be requested at once. Requests go to the
   master in use, or to all configured masters when none is known or it is silent.
 - Fail-static: no message from the master in use (nor from a backup serving us, below) for
-  `master_silence` (default 3 x keepalive) -> `fail_static` (the last LSD stays in force, routes are not
+  `master_silence` (default 3 x keepalive; on a big fabric at least n / budget: proto.budget) ->
+  `fail_static` (the last LSD stays in force, routes are not
   touched) until any replica is heard again. While fail-static it probes every configured master with an
   LsdRequest every `master_silence`, which also recovers a client whose multicast path alone is broken
   (the master answers by unicast).
@@ -44,6 +45,7 @@ import math
 from dataclasses import dataclass
 
 from client.reporter import SendToMaster
+from proto.budget import master_silence as budget_master_silence
 from proto.budget import request_interval as budget_request_interval
 from proto.config import Fabric
 from proto.lsd import LinkStateDB, decode_changes, decode_snapshot
@@ -97,14 +99,14 @@ class LsdReplica:
         fabric.switch(switch)  # KeyError for an unknown switch
         if not fabric.masters:
             raise ValueError(f"{fabric.source}: masters: no master configured")
-        keepalive = fabric.timers.keepalive
         self.switch = switch
         self.digest = fabric.digest
         self.masters: tuple[str, ...] = tuple(m.id for m in fabric.masters)
         self.n_links = fabric.lsd_size      # links, then the borders' external slots (issue #13)
         self.request_interval = (budget_request_interval(fabric.timers, len(fabric.switches))
                                  if request_interval is None else request_interval)   # issue #18
-        self.master_silence = 3 * keepalive if master_silence is None else master_silence
+        self.master_silence = (budget_master_silence(fabric.timers, len(fabric.switches))
+                               if master_silence is None else master_silence)
         self.db = LinkStateDB(self.n_links, history=0)   # a replica never serves deltas
         self.has_data = False
         self.data_term = 0               # term of the master our LSD came from

@@ -16,7 +16,7 @@ Which master: the one of the highest term known, learned from any authenticated 
 (`on_master_heard(master, term, now)` for Keepalive / LsdFull / LsdDelta; `on_ack` does it for acks).
 A higher term switches to that master and re-sends at once (new seq, new term). Messages of a lower term
 are ignored. Before any master is known, or when the master in use has been silent for
-`master_silence` (default 3 x keepalive), reports go to *all* configured masters (one `SendToMaster`
+`master_silence` (proto.budget.master_silence: 3 x keepalive, more on a big fabric), reports go to *all* configured masters (one `SendToMaster`
 each) and an ack from any of them is accepted, adopting it as the master in use.
 
 Reachability (issue #16): every replica acknowledges the reports it hears (backups with
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from proto.budget import jitter_fraction, refresh_jitter
+from proto.budget import master_silence as budget_master_silence
 from proto.config import Fabric
 from proto.messages import BgpSession, PortReport, PortStatus, ReportAck
 
@@ -69,7 +70,8 @@ class Reporter:
         self.retry_max = max(timers.report_retry_max, timers.report_retry_min)
         self.refresh = timers.report_refresh
         self.refresh_jitter = refresh_jitter(len(fabric.switches))     # issue #18: proto.budget
-        self.master_silence = 3 * timers.keepalive if master_silence is None else master_silence
+        self.master_silence = (budget_master_silence(timers, len(fabric.switches))
+                               if master_silence is None else master_silence)
         self.reach_timeout = 2 * timers.keepalive if reach_timeout is None else reach_timeout
         # Reachability: highest report_seq each replica acknowledged, reports sent to everyone (seq, time).
         self._acked_by: dict[str, int] = {}

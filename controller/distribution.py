@@ -22,7 +22,9 @@ ReplicationAck). Rules:
   (issue #18: 460,000 requests in a multicast cold start). A client that lost an update still sees a
   version above its own. A peer with nothing from this term is told the LSD's version (it needs a full).
 - Multicast mode: clients get one LsdDelta per coalesced change on the group (and group keepalives);
-  unicast only for a new client's first full and for repairs. Backups stay unicast.
+  unicast only for a new client's first full and for repairs. Backups stay unicast. When many clients are
+  off the group's version (a cold start: each got its unicast snapshot at another version), the group
+  update is one snapshot instead: for them a delta would be a gap, and each would ask again.
 - A client silent for longer than `switch_dead` is considered gone: no more keepalives until it speaks
   again (its next report or LsdRequest makes it live and due a full snapshot). A silent client thus stops
   getting keepalives — harmless: a live client reports every `report_refresh`, far inside `switch_dead`.
@@ -51,6 +53,9 @@ from proto.lsd import LinkStateDB, encode_changes
 from proto.messages import MAX_LSD_BYTES, Keepalive, LsdDelta, LsdFull
 
 NEVER = -math.inf
+#: a group update is a snapshot instead of a delta when at least this many clients (and an eighth of them)
+#: are off the group's version: a delta would be a gap for each of them (see _tick_group)
+GROUP_FULL_MIN = 32
 
 
 @dataclass(slots=True, eq=False)
@@ -139,6 +144,7 @@ class Distributor:
         #: a fan-out to 30,000 clients is spread over several turns, FMRP is read in between)
         self.max_per_tick = max_per_tick
         self._settle_at: float | None = None
+        self.group_fulls = 0                # group updates sent as a snapshot (many clients off the group)
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -403,12 +409,19 @@ class Distributor:
             g.update_due = None
             msg = self._update_for(g.term, g.version, lsd, cache)
             if msg is not None:
-                out.append(Send(GROUP, msg))
                 frm = g.version
-                # Clients that were in sync with the group ride along.
-                for p in self.peers.values():
-                    if not p.is_master and p.sent_term == self.term and p.sent_version == frm:
-                        p.sent_version = lsd.version
+                clients = [p for p in self.peers.values() if not p.is_master and self.is_live(p, now)]
+                in_step = [p for p in clients if p.sent_term == self.term and p.sent_version == frm]
+                if isinstance(msg, LsdDelta) and len(clients) - len(in_step) >= max(GROUP_FULL_MIN, len(clients) / 8):
+                    # Many clients are off the group's version (each took a unicast snapshot at another
+                    # version: a cold start): the delta would be a gap for every one of them, each asking for
+                    # its own snapshot again. One group snapshot brings them all to the current version.
+                    msg = self._full(lsd, cache)
+                    in_step = clients
+                    self.group_fulls += 1
+                out.append(Send(GROUP, msg))
+                for p in in_step:                   # clients in sync with the group ride along
+                    p.sent_term, p.sent_version = self.term, lsd.version
                 g.term, g.version = self.term, lsd.version
                 g.last_update_at = g.last_send_at = now
         if g.last_send_at + self.keepalive <= now:

@@ -154,6 +154,17 @@ def request_interval(timers: Any, n_switches: int, budget: float = PERIODIC_BUDG
     return max(timers.keepalive, _ms_ceil(n_switches / budget))
 
 
+def master_silence(timers: Any, n_switches: int, budget: float = PERIODIC_BUDGET) -> float:
+    """How long a client hears nothing from its master before it goes fail-static (client.replica,
+    client.reporter; the fleet harness): 3 keepalives, but on a big fabric no less than n / budget. A
+    master late by that much (a stalled process) makes *every* switch fail-static at once, and each then
+    probes every replica once per silence: n probes at each replica must fit the budget. With multicast
+    keepalives (100 ms) a 300 ms stall of a Jupiter master set off 30,088 x 3 probes (issue #18)."""
+    if n_switches < SETTLE_MIN_SWITCHES:
+        return 3 * timers.keepalive
+    return max(3 * timers.keepalive, _ms_ceil(n_switches / budget))
+
+
 @dataclass(frozen=True, slots=True)
 class Settle:
     """LSD fan-out settling: send when quiet for `quiet`, at the latest `max_wait` after the first unsent

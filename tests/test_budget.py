@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from controller.actions import GROUP
 from controller.core import MasterCore
 from controller.distribution import Distributor
 from controller.intake import Overload, enable_timestamps, read_batch, udp_stats
@@ -17,7 +18,7 @@ from proto import budget
 from proto.clos import clos_fabric
 from proto.config import Timers
 from proto.lsd import LinkState, LinkStateDB
-from proto.messages import LsdFull, PortReport, PortStatus
+from proto.messages import LsdDelta, LsdFull, PortReport, PortStatus
 
 
 @pytest.mark.parametrize("multicast", [False, True])
@@ -57,6 +58,10 @@ def test_jupiter_timers() -> None:
     assert (m.keepalive, m.report_refresh, m.switch_dead) == pytest.approx((0.1, 12.036, 36.108))
     assert budget.request_interval(m, 30_088) == pytest.approx(6.018)
     assert budget.request_interval(Timers(), 100) == Timers().keepalive
+    # fail-static: a stalled master makes every switch probe every replica once per silence (issue #18)
+    assert budget.master_silence(m, 30_088) == pytest.approx(6.018)
+    assert budget.master_silence(u, 30_088) == pytest.approx(3 * u.keepalive)
+    assert budget.master_silence(Timers(), 100) == 3 * Timers().keepalive
     assert u.master_dead == pytest.approx(3.009) and u.hello_interval == pytest.approx(0.602)
 
 
@@ -121,7 +126,6 @@ def test_keepalives_name_what_a_waiting_client_has_so_clients_in_step_do_not_ask
     client was last brought to: a replica in step asks nothing (issue #18: a multicast cold start made every
     switch ask every request interval); one that missed an update still sees the gap and asks."""
     from client.replica import LsdReplica
-    from controller.actions import GROUP
     from proto.messages import Keepalive, LsdDelta, LsdRequest
 
     f = clos_fabric(pods=0, leaves=4, spines=2, masters=1)
@@ -165,6 +169,35 @@ def test_keepalives_name_what_a_waiting_client_has_so_clients_in_step_do_not_ask
         assert in_step.version == lossy.version == lsd.version, multicast
         assert requests[in_step.switch] == 0, (multicast, requests)
         assert lost_one and requests[lossy.switch] >= 1, (multicast, requests)
+
+
+def test_group_update_is_one_snapshot_when_many_clients_are_off_the_group() -> None:
+    """Issue #18, multicast cold start: each switch got a unicast snapshot at another version; a group delta
+    would be a gap for all of them (each asking for its own snapshot again). When many are off the group's
+    version the group gets one snapshot instead, and they all ride along; a few off it get a delta as before."""
+    for off, expect in ((2, LsdDelta), (40, LsdFull)):
+        d = Distributor("m1", "0" * 64, pacing=0.002, max_update_rate=200.0, keepalive=10.0, client_dead=100.0,
+                        multicast=True)
+        lsd = LinkStateDB(4096)
+        lsd.apply({i: LinkState.UP for i in range(64, 4096) if (i * 2654435761) % 7 < 3})  # a snapshot > a delta
+        d.activate(1, 0.0)
+        d.tick(lsd, 0.0)                                       # the group gets the LSD as it is
+        in_step = [d.peer(f"s{i}", False, 0.0) for i in range(100)]
+        for p in in_step:
+            d.on_request(p, 1, lsd.version, lsd.version, 0.0)  # in step with the group
+        assert d.tick(lsd, 0.0) == []                          # nothing to send them
+        for k in range(off):                                   # these took a unicast snapshot at version k + 1
+            lsd.apply({k: LinkState.UP})
+            p = d.peer(f"late{k}", False, 0.0)
+            d.on_request(p, 0, -1, lsd.version, 0.0)
+            assert [type(s.msg) for s in d.tick(lsd, 0.0) if s.dest == p.name] == [LsdFull]
+        lsd.apply({63: LinkState.UP})
+        d.on_version(0.1)
+        group = [s.msg for s in d.tick(lsd, 0.2) if s.dest == GROUP]
+        assert [type(m) for m in group] == [expect], off
+        riding = [p for p in d.peers.values() if p.sent_version == lsd.version]
+        assert len(riding) == 100 + (off if expect is LsdFull else 0)
+        assert d.group_fulls == (expect is LsdFull)
 
 
 # ----------------------------------------------------------------------------------------- batches

@@ -51,7 +51,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from proto.auth import KeyRing
-from proto.budget import jitter_fraction, refresh_jitter, request_interval
+from proto.budget import jitter_fraction, master_silence, refresh_jitter, request_interval
 from proto.config import Fabric
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
 from proto.messages import (
@@ -105,8 +105,8 @@ class _Worker:
         self.retry_min, self.retry_max = t.report_retry_min, max(t.report_retry_max, t.report_retry_min)
         self.refresh = t.report_refresh
         self.jitter = refresh_jitter(len(fabric.switches))
-        self.silence = 3 * t.keepalive
-        # like client.replica's defaults: master_silence 3 x keepalive, request_interval from the budget
+        self.silence = master_silence(t, len(fabric.switches))
+        # like client.replica's defaults: master_silence and request_interval from the budget
         self.cfg = RepConfig(self.mids, self.silence, request_interval(t, len(fabric.switches)))
         self.g = Rep(self.cfg, 0.0)                 # the state of every switch in step with the group
         self.diverged: dict[str, _Sw] = {}          # switches with their own Rep

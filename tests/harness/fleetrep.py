@@ -28,7 +28,7 @@ _NONE = -1
 @dataclass(frozen=True, slots=True)
 class RepConfig:
     masters: tuple[str, ...]
-    silence: float            # master_silence: 3 x keepalive, like LsdReplica's default
+    silence: float            # master_silence: proto.budget.master_silence, like LsdReplica's default
     interval: float           # request_interval (proto.budget), like LsdReplica's default
 
 
