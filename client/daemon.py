@@ -58,7 +58,8 @@ MAX_BATCH = 256
 def _osken_driver(target: str, on_event: Callable[[DriverEvent], None], netns: str | None) -> Driver:
     from client.of.driver import OfDriver  # os-ken is loaded only when a real driver is built
 
-    return OfDriver(target, on_event, netns=netns)
+    # The daemon's callback never blocks (it enqueues, or completes a batch): run it on the receiving thread.
+    return OfDriver(target, on_event, netns=netns, inline_events=True)
 
 
 class ClientDaemon:
