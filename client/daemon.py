@@ -2,22 +2,31 @@
 
 Threads, and why:
 
-- **control** (this module): feeds the core its inputs with `now` and carries out the actions. It never
-  computes routes, so ND frames go out on time whatever the routing load (Firepath's whole-fabric reboot
-  outage was ND starved of CPU). It sleeps until the core's next deadline or the next input, and always
-  drains its inbox, even when a deadline is already due. Switch events (ND frames, port status,
-  connection) are handled before master datagrams and operator calls that arrived with them.
+- **control** (this module): feeds the core its inputs with `now` and carries out the actions. It sleeps
+  until the core's next deadline or the next input — a datagram on the master socket, which it reads itself,
+  or an item in its inbox (an eventfd wakes it) — and always drains both, even when a deadline is already
+  due. Switch events (ND frames, port status, connection) are handled before master datagrams and operator
+  calls that arrived with them. It computes routes only for a small update that finds the programmer idle
+  (`client.programmer`, bounded by `INLINE_BUDGET`): a big computation never delays ND frames (Firepath's
+  whole-fabric reboot outage was ND starved of CPU).
 - **programmer** (`client.programmer`): route computation and OpenFlow programming, fed the latest LSD.
-- **udp-rx** (`client.transport`) and the OpenFlow driver's threads (`client.of.driver`) only hand raw
-  inputs to the control thread's inbox.
+- the OpenFlow driver's threads (`client.of.driver`) hand switch events to the control thread's inbox from
+  the connection's receive thread, and barrier replies straight to the programmer.
+
+Hand-offs on the way of an LSD delta (issue #20): the datagram wakes the control thread, which decodes it,
+computes the routes and writes the batch to the switch's socket; the barrier reply, read by the driver's
+receive thread, completes the batch there. A port status: receive thread → control thread (report sent).
 
 The policy (dispatch, urgency, first-report hold for hitless restart) lives in `client.core`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import selectors
 import sys
 import threading
 import time
@@ -85,7 +94,7 @@ class ClientDaemon:
             driver_factory = _osken_driver
         self.driver = driver_factory(ovs_target, self._on_driver_event, netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
-        self.transport = UdpTransport(fabric, self._on_datagram, bind=bind)
+        self.transport = UdpTransport(fabric, None, bind=bind)     # read by the control thread itself
         self.ovsdb = ovsdb
         self.liveness: Any = None
         if ovsdb and self.core.ports.oam.enabled:
@@ -103,6 +112,11 @@ class ClientDaemon:
                 set_ports=self._set_external_ports)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # written after every inbox item
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake, selectors.EVENT_READ)
+        for sock in self.transport.sockets:
+            self._selector.register(sock, selectors.EVENT_READ)
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -151,7 +165,7 @@ class ClientDaemon:
         if self.border is not None:
             self.border.stop()
         self._stopped.set()
-        self._inbox.put((_STOP, None))
+        self._put((_STOP, None))
         if self._thread is not None:
             self._thread.join(2.0)
         if self.liveness is not None:
@@ -159,11 +173,19 @@ class ClientDaemon:
         self.driver.stop()
         self.programmer.stop()
         self.transport.stop()
+        self._selector.close()
+        with contextlib.suppress(OSError):
+            os.close(self._wake)
         log.info("client stopped switch=%s", self.name)
 
     def call(self, fn: Callable[[float], None]) -> None:
         """Run `fn(now)` on the control thread (for operator actions such as admin down)."""
-        self._inbox.put((_CALL, fn))
+        self._put((_CALL, fn))
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        self._inbox.put(item)
+        with contextlib.suppress(OSError):     # closed: the daemon has stopped
+            os.eventfd_write(self._wake, 1)
 
     # ------------------------------------------------------------------------------------------ inputs
     def _start_oam(self, now: float) -> None:
@@ -193,30 +215,34 @@ class ClientDaemon:
         self.call(lambda now: self._execute(self.core.set_bgp(sessions, now)))
 
     def _on_liveness_event(self, event: Any) -> None:
-        self._inbox.put((_OAM, event))
-
-    def _on_datagram(self, data: bytes) -> None:
-        self._inbox.put((_DATAGRAM, data))
+        self._put((_OAM, event))
 
     def _on_driver_event(self, event: DriverEvent) -> None:
         if isinstance(event, BarrierDone | OfError):
             self.programmer.on_driver_event(event)
             return
-        self._inbox.put((_DRIVER, event))
+        self._put((_DRIVER, event))
 
     # ------------------------------------------------------------------------------------------ control loop
-    def _next_items(self) -> list[tuple[str, Any]]:
-        """Wait for inputs until the core's next deadline; return what arrived (at most MAX_BATCH),
-        switch events first. Never skips the inbox, even when a deadline is already due."""
-        timeout = self.core.next_deadline() - self.clock()
-        items: list[tuple[str, Any]] = []
-        try:
-            if timeout > 0:
-                items.append(self._inbox.get(timeout=min(timeout, 1.0)))
+    def _drain_inbox(self, items: list[tuple[str, Any]]) -> None:
+        with contextlib.suppress(queue.Empty):
             while len(items) < MAX_BATCH:
                 items.append(self._inbox.get_nowait())
-        except queue.Empty:
-            pass
+
+    def _next_items(self) -> list[tuple[str, Any]]:
+        """Wait for inputs (the inbox, the master socket) until the core's next deadline; return what
+        arrived (at most MAX_BATCH), switch events first. Never skips an input, even when a deadline is
+        already due."""
+        items: list[tuple[str, Any]] = []
+        self._drain_inbox(items)
+        if not items:
+            timeout = self.core.next_deadline() - self.clock()
+            if timeout > 0:
+                self._selector.select(min(timeout, 1.0))
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wake)    # items put from now on write it again
+            self._drain_inbox(items)
+        items.extend((_DATAGRAM, data) for data in self.transport.read(MAX_BATCH - len(items)))
         # Liveness first: a stable sort keeps arrival order within each class.
         items.sort(key=lambda item: item[0] not in (_DRIVER, _OAM))
         return items
