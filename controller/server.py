@@ -262,6 +262,9 @@ class MasterServer:
         self._backlog = n >= CLIENT_BATCH or (n > 0 and time.perf_counter() >= t0 + TURN_BUDGET)
         if self._backlog:
             self.core.note_backlog(self.now())      # input first: fan-out waits (bounded, see Distributor)
+        elif n and self._timer is not None and self._timer_at is not None and self._timer_at <= self.now():
+            self._timer.cancel()    # due now (bad news: Distributor.on_version urgent): sent in this turn
+            self._on_timer()
         spent = time.perf_counter() - t0
         if spent > 0.2:
             log.info(kv("slow_turn", ms=round(spent * 1000), datagrams=n, deferred=len(self._deferred)))
