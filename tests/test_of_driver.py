@@ -509,7 +509,7 @@ def test_inline_events_come_from_the_receive_thread_and_an_idle_send_from_the_ca
     """issue #20: with `inline_events`, switch messages reach `on_event` on the connection's receive thread
     (of-connect serves it), not through the app queue and the of-dispatch thread, still in wire order (the
     error before its batch's barrier reply); a batch sent while nothing else is being sent is written by the
-    calling thread, not handed to of-send."""
+    calling thread, not handed to of-send, in one write."""
     log = EventLog()
     threads: list[tuple[str, type]] = []
 
@@ -523,13 +523,15 @@ def test_inline_events_come_from_the_receive_thread_and_an_idle_send_from_the_ca
         log.wait_for(lambda e: isinstance(e, Connected), timeout=10)
         mark = log.mark()
         direct, queued = d.sent_direct, d.sent_queued
+        assert d._dp is not None
+        writes = d._dp.direct_sends
         batch = d.send([_flow(100, "10.9.9.8", None, 4244), M.Barrier()])  # group 4244 does not exist
         assert (d.sent_direct, d.sent_queued) == (direct + 1, queued)
+        assert d._dp.direct_sends == writes + 1                          # the whole batch in one write
         log.wait_for(lambda e: e == BarrierDone(batch), since=mark)
         kinds = [type(e) for _, e in log.events[mark:]]
         assert kinds == [OfError, BarrierDone]
         assert {name for name, kind in threads} == {"of-connect"}
-        assert d._dp is not None and d._dp.direct_sends > 0          # written by _Datapath.send itself
     finally:
         d.stop()
 

@@ -461,11 +461,16 @@ class OfDriver:
             for m, xid in zip(work.messages, xids, strict=True):
                 if isinstance(m, ofmsg.Barrier):
                     self._barriers[xid] = work.batch_id
+        # The whole batch in one write (one syscall, one read for the switch), on this thread
+        # (client.of.embed._Datapath.send); an os-ken message object serializes with its xid already set.
+        chunks: list[bytes] = []
         for item, _ in encoded:
-            # written on this thread (client.of.embed._Datapath.send)
-            sent = dp.send(item) if isinstance(item, bytes) else dp.send_msg(item)
-            if not sent:
-                return  # connection is going away; the runtime reconciles after reconnecting
+            if not isinstance(item, bytes):
+                item.serialize()
+                item = bytes(item.buf)
+            chunks.append(item)
+        if not dp.send(b"".join(chunks)):
+            return  # connection is going away; the runtime reconciles after reconnecting
 
     # ---------------------------------------------------------------- called from os-ken's threads
     # (_on_main/_on_dead: FirepathOFApp's thread; the others: the connection's receive thread)
