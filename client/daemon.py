@@ -11,11 +11,13 @@ Threads, and why:
   whole-fabric reboot outage was ND starved of CPU).
 - **programmer** (`client.programmer`): route computation and OpenFlow programming, fed the latest LSD.
 - the OpenFlow driver's threads (`client.of.driver`) hand switch events to the control thread's inbox from
-  the connection's receive thread, and barrier replies straight to the programmer.
+  the connection's receive thread (a port status is handled there when nothing waits before it), and
+  barrier replies straight to the programmer.
 
 Hand-offs on the way of an LSD delta (issue #20): the datagram wakes the control thread, which decodes it,
 computes the routes and writes the batch to the switch's socket; the barrier reply, read by the driver's
-receive thread, completes the batch there. A port status: receive thread → control thread (report sent).
+receive thread, completes the batch there. A port status is handled on the receive thread itself when no
+input waits before it (report sent, local repair programmed), else queued for the control thread.
 
 The policy (dispatch, urgency, first-report hold for hitless restart) lives in `client.core`.
 """
@@ -112,6 +114,8 @@ class ClientDaemon:
                 set_ports=self._set_external_ports)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._pending = 0                    # inbox items not handled yet (guarded by _pending_lock)
+        self._pending_lock = threading.Lock()
         self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # written after every inbox item
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake, selectors.EVENT_READ)
@@ -183,6 +187,8 @@ class ClientDaemon:
         self._put((_CALL, fn))
 
     def _put(self, item: tuple[str, Any]) -> None:
+        with self._pending_lock:
+            self._pending += 1
         self._inbox.put(item)
         with contextlib.suppress(OSError):     # closed: the daemon has stopped
             os.eventfd_write(self._wake, 1)
@@ -221,7 +227,26 @@ class ClientDaemon:
         if isinstance(event, BarrierDone | OfError):
             self.programmer.on_driver_event(event)
             return
+        if isinstance(event, PortStatusChanged) and self._handle_now(event):
+            return
         self._put((_DRIVER, event))
+
+    def _handle_now(self, event: PortStatusChanged) -> bool:
+        """A port status, on the thread that delivers it (the driver's receive thread), when no input waits
+        before it in the inbox: the report and the local repair leave without waking the control thread
+        (issue #20). The lock keeps the core single-owner; a switch event queued earlier keeps it queued
+        (the switch's events stay in order). False: queue it."""
+        if self._pending or self._thread is None or self._stopped.is_set():
+            return False
+        with self.lock:
+            if self._pending:
+                return False
+            deadline = self.core.next_deadline()
+            self._handle((_DRIVER, event), self.clock())
+            if self.core.next_deadline() < deadline:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self._wake, 1)   # the control thread sleeps until the older deadline
+        return True
 
     # ------------------------------------------------------------------------------------------ control loop
     def _drain_inbox(self, items: list[tuple[str, Any]]) -> None:
@@ -251,10 +276,14 @@ class ClientDaemon:
         while True:
             items = self._next_items()
             with self.lock:
+                queued = 0
                 for item in items:
                     if item[0] == _STOP:
                         return
                     self._handle(item, self.clock())
+                    queued += item[0] != _DATAGRAM       # datagrams come from the socket, not the inbox
+                with self._pending_lock:
+                    self._pending -= queued
                 now = self.clock()
                 self._execute(self.core.tick(now))
 

@@ -296,7 +296,7 @@ class Programmer:
         timeouts = []
         if self._excluded:
             timeouts.append(max(0.01, self._restore_after / 4))
-        if self._reconcile and self._retry_at > 0:
+        if self._reconcile and self._retry_at > 0 and not self._busy:
             timeouts.append(max(0.001, self._retry_at - self.clock()))
         batch = self._inflight
         if batch is not None:

@@ -232,7 +232,8 @@ class MasterServer:
     # ------------------------------------------------------------------------------------ input
     def _pump(self) -> None:
         """One turn of input (controller.intake): FMRP first, then a chunk of a deferred fan-out, then one
-        bounded batch of client datagrams as one LSD version; bookkeeping once per batch."""
+        bounded batch of client datagrams as one LSD version; bookkeeping once per batch; an update then due
+        (bad news) is sent in this turn."""
         self._pump_soon = False
         if self.node is None or self._client_sock is None:
             return
