@@ -69,6 +69,10 @@ class BatchRejected(RuntimeError):
     """The switch answered a batch's barrier after rejecting one of its messages."""
 
 
+class _OnTheThread(Exception):
+    """A round taken inline needs the switch read back: the programmer thread does it."""
+
+
 @dataclass(slots=True)
 class _Batch:
     """The batch in flight: what its barrier reply completes."""
@@ -277,6 +281,8 @@ class Programmer:
         """One round on this thread: compute and send; its barrier reply completes it (`_complete`)."""
         try:
             self._round(*work)
+        except _OnTheThread:
+            self._idle(reconcile=True)
         except NotConnected:
             self._idle(reconcile=True)      # program again after the reconnection
         except Exception:
@@ -360,6 +366,10 @@ class Programmer:
         self._update_exclusions(lsd is not None)
         excluded = self._excluded_ports()
         if reconcile or self._readback:
+            if threading.current_thread() is not self._thread:
+                # An OpenFlow error arrived since this small update was taken inline: reading the switch back
+                # blocks, so the programmer thread does it (a full computation on the LSD just taken).
+                raise _OnTheThread
             flows, groups = self.driver.dump_state()
             self.planner.load_installed(flows, groups, self.driver.dump_meters())
             self._readback = False

@@ -353,3 +353,25 @@ def test_a_batch_lost_with_its_connection_does_not_delay_the_reconciliation(setu
     prog.on_connected()
     wait_for(lambda: prog.programmed_version == 2, timeout=2.0)
     assert driver.dumps == 2 and next_hops(fabric, driver) == {2}
+
+
+def test_an_error_racing_an_inline_update_leaves_the_read_back_to_the_programmer_thread(setup):
+    """An OpenFlow error that arrives after a small update was taken inline: the caller's thread never reads
+    the switch back (it would block); the programmer thread reconciles and programs the newest LSD."""
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    link = uplink_index(fabric, "leaf-1", 1)
+    real_update = prog._update_exclusions
+
+    def error_meanwhile(new_lsd: bool) -> None:       # runs inside the round, after the inputs were taken
+        prog._readback = True
+        real_update(new_lsd)
+
+    prog._update_exclusions = error_meanwhile          # type: ignore[method-assign]
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    prog._update_exclusions = real_update              # type: ignore[method-assign]
+    assert driver.dumps == 1 and driver.threads == ["programmer"]   # nothing read back nor sent inline
+    wait_for(lambda: prog.programmed_version == 2)
+    assert driver.dumps == 2 and driver.threads[-1] == "programmer" and next_hops(fabric, driver) == {2}
