@@ -232,8 +232,8 @@ class MasterServer:
     # ------------------------------------------------------------------------------------ input
     def _pump(self) -> None:
         """One turn of input (controller.intake): FMRP first, then a chunk of a deferred fan-out, then one
-        bounded batch of client datagrams as one LSD version; bookkeeping once per batch; an update then due
-        (bad news) is sent in this turn."""
+        bounded batch of client datagrams as one LSD version; bookkeeping once per batch; a version due at
+        once (bad news) ends the batch and is sent in this turn."""
         self._pump_soon = False
         if self.node is None or self._client_sock is None:
             return
@@ -252,9 +252,11 @@ class MasterServer:
                     if got is None:
                         break
                     n += 1
+                    version = self.core.version
                     self._on_datagram(got[0], got[1])
-                    if time.perf_counter() >= end:
-                        break
+                    if time.perf_counter() >= end or (self.core.version != version and (
+                            (at := self.node.next_deadline()) is not None and at <= self.now())):
+                        break       # ... or a new version is due now (bad news): sent before the rest is read
             finally:
                 self.core.end_batch()
                 self._batching = False

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import select
+import time
 from pathlib import Path
 
 from controller.server import MasterServer
@@ -58,6 +59,46 @@ def test_a_link_down_reaches_every_switch_in_the_turn_that_read_its_report(tmp_p
         fleet.pump(0.05)                                 # the event loop does not run meanwhile
         behind = [sw.name for sw in fleet.switches.values() if sw.version != version + 1]
         assert behind == []
+    finally:
+        loop.run_until_complete(server.stop())
+        loop.close()
+        for s in fleet.socks:
+            s.close()
+
+
+def test_bad_news_leaves_before_the_rest_of_the_batch_is_read(tmp_path: Path) -> None:
+    """Both ends report the link down; the first report's version is sent before the master reads the second
+    (which changes no link state): one turn per urgent version, the rest in the next turn."""
+    write_secret_file(tmp_path / "fabric.key")
+    (tmp_path / "f.yaml").write_text(generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=4, masters=1)))
+    f = load_fabric(tmp_path / "f.yaml")
+    ring = KeyRing.load(tmp_path / "fabric.key")
+    loop = asyncio.new_event_loop()
+    server = MasterServer(f, "m1", ring, tmp_path / "state", bind="127.0.0.1", client_port=0, peer_port=0,
+                          rest_port=0)
+    loop.run_until_complete(server.start(rest=False))
+    fleet = SimFleet(f, ring, {"m1": ("127.0.0.1", server._client_sock.getsockname()[1])})
+    try:
+        server._run(server.core.become_master(1, server.now()) + server.core.end_hold(server.now()))
+        fleet.report()
+        link = f.links[f.link_at("leaf-1", 1).index]
+        (a, pa), (b, pb) = (link.a.switch, link.a.port), (link.b.switch, link.b.port)
+        _serve(loop, fleet, lambda: all(sw.version == server.core.version for sw in fleet.switches.values())
+               and server.core.lsd.state(link.index) == LinkState.UP)
+        loop.run_until_complete(asyncio.sleep(0.1))
+        fleet.pump(0.01)
+        version = server.core.version
+        for sw, port in ((a, pa), (b, pb)):
+            fleet.set_usable(sw, set(f.fabric_ports(sw)) - {port})
+            fleet.report([sw])
+        time.sleep(0.05)                                 # both reports wait in the master's socket
+        server._pump()
+        assert server.core.version == version + 1
+        assert select.select([server._client_sock], [], [], 0)[0]      # the second end's report: not read yet
+        fleet.pump(0.05)
+        assert [sw.name for sw in fleet.switches.values() if sw.version != version + 1] == []
+        server._pump()
+        assert server.core.version == version + 1 and not select.select([server._client_sock], [], [], 0)[0]
     finally:
         loop.run_until_complete(server.stop())
         loop.close()
