@@ -121,6 +121,11 @@ class Programmer:
         self._busy = False                            # a round computes or its batch is in flight (_cv)
         self._inflight: _Batch | None = None          # the batch sent, not answered yet (_barrier_lock)
         self._failed: set[int] = set()                # batches with an OpenFlow error (guarded by lock)
+        # A batch being written (its id not known yet): its replies may come first (_barrier_lock). The lock is
+        # never held while writing: the receive thread must keep reading (a batch of many rejected messages
+        # fills the switch's reply queue, and then the switch stops reading ours).
+        self._sending = False
+        self._early_done: set[int] = set()
         self._barrier_lock = threading.Lock()
         self._compute_s = float("inf")                # CPU time of the last computation (inline only below budget)
         self.inline_rounds = 0                        # rounds run on the caller's thread
@@ -203,9 +208,11 @@ class Programmer:
     def on_driver_event(self, event: BarrierDone | OfError) -> None:
         """From the driver, on the thread that received the reply: a barrier completes its batch here."""
         if isinstance(event, BarrierDone):
-            with self._barrier_lock:        # the batch is registered before its reply can be looked up
+            with self._barrier_lock:
                 batch = self._inflight
                 if batch is None or batch.batch_id != event.batch_id:
+                    if self._sending:           # answered before send() returned its id: `_program` completes it
+                        self._early_done.add(event.batch_id)
                     return
                 self._inflight = None
                 rejected = event.batch_id in self._failed
@@ -218,7 +225,7 @@ class Programmer:
             if event.type == OFPET_METER_MOD_FAILED and event.code not in METER_MODEL_CODES:
                 self._meters_refused = event.text
             with self._barrier_lock:        # errors precede their batch's barrier reply on the connection
-                if self._inflight is not None and self._inflight.batch_id == event.batch_id:
+                if self._sending or (self._inflight is not None and self._inflight.batch_id == event.batch_id):
                     self._failed.add(event.batch_id)
             with self._cv:
                 self._readback = True                 # our model of the switch is wrong: reconcile
@@ -407,10 +414,29 @@ class Programmer:
             self.last_program_ms = (self.clock() - started) * 1000.0
             self._idle()
             return
-        with self._barrier_lock:            # registered before its reply can be looked up
-            batch_id = self.driver.send(messages)
-            self._inflight = _Batch(batch_id, version, started, len(messages), time.monotonic() + BARRIER_TIMEOUT)
-            self._failed.discard(batch_id)
+        with self._barrier_lock:
+            self._sending = True
+        try:
+            batch_id = self.driver.send(messages)       # may be written (and answered) before it returns
+        except BaseException:
+            with self._barrier_lock:
+                self._sending = False
+                self._failed.clear()
+                self._early_done.clear()
+            raise
+        batch = _Batch(batch_id, version, started, len(messages), time.monotonic() + BARRIER_TIMEOUT)
+        with self._barrier_lock:
+            self._sending = False
+            self._failed &= {batch_id}
+            answered = batch_id in self._early_done
+            self._early_done.clear()
+            if answered:
+                rejected = batch_id in self._failed
+                self._failed.discard(batch_id)
+            else:
+                self._inflight = batch
+        if answered:
+            self._complete(batch, rejected)
 
     def _complete(self, batch: _Batch, rejected: bool) -> None:
         """The barrier reply of `batch` arrived: commit it (or, rejected in part, retry after a backoff)."""

@@ -31,6 +31,8 @@ class FakeDriver:
         self.threads: list[str] = []   # the thread that sent each batch
         self.hold = False       # keep the answers until release() (a switch that is slow to answer)
         self.held: list[Callable[[], None]] = []
+        self.answer_in_send = False   # the replies arrive (on another thread) while send() is still writing
+        self.answered_in_send: list[bool] = []
 
     def send(self, messages: list) -> int:
         self.batches.append(list(messages))
@@ -61,6 +63,11 @@ class FakeDriver:
 
         if self.hold:
             self.held.append(answer)
+        elif self.answer_in_send:
+            t = threading.Thread(target=answer)
+            t.start()
+            t.join(1.0)
+            self.answered_in_send.append(not t.is_alive())
         else:
             threading.Thread(target=answer).start()
         return batch_id
@@ -375,3 +382,23 @@ def test_an_error_racing_an_inline_update_leaves_the_read_back_to_the_programmer
     assert driver.dumps == 1 and driver.threads == ["programmer"]   # nothing read back nor sent inline
     wait_for(lambda: prog.programmed_version == 2)
     assert driver.dumps == 2 and driver.threads[-1] == "programmer" and next_hops(fabric, driver) == {2}
+
+
+def test_replies_that_arrive_while_the_batch_is_written_are_handled_at_once(setup, clock):
+    """The receive thread never waits for the writer (a batch of many rejected messages fills the switch's
+    reply queue, and then the switch stops reading ours): a barrier reply or an error that comes before
+    send() returns is taken at once and completes the batch afterwards; a rejection still counts."""
+    fabric, driver, prog = setup
+    driver.answer_in_send = True
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    link = uplink_index(fabric, "leaf-1", 1)
+    driver.reject = 1
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    wait_for(lambda: prog.of_retries == 1)
+    assert prog.programmed_version == 1              # rejected in part: not acknowledged
+    clock.now += 0.06                                # the backoff
+    wait_for(lambda: prog.programmed_version == 2)
+    assert driver.answered_in_send and all(driver.answered_in_send)
+    assert next_hops(fabric, driver) == {2}
