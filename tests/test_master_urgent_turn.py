@@ -56,7 +56,8 @@ def test_a_link_down_reaches_every_switch_in_the_turn_that_read_its_report(tmp_p
         assert select.select([server._client_sock], [], [], 2.0)[0]
         server._pump()                                   # one turn: the report, and nothing of the loop after it
         assert server.core.version == version + 1 and server.core.lsd.state(link) == LinkState.DOWN
-        fleet.pump(0.05)                                 # the event loop does not run meanwhile
+        # The event loop does not run meanwhile: whatever the switches get was sent in that turn.
+        fleet.pump(5.0, until=lambda: all(sw.version == version + 1 for sw in fleet.switches.values()))
         behind = [sw.name for sw in fleet.switches.values() if sw.version != version + 1]
         assert behind == []
     finally:
@@ -95,7 +96,7 @@ def test_bad_news_leaves_before_the_rest_of_the_batch_is_read(tmp_path: Path) ->
         server._pump()
         assert server.core.version == version + 1
         assert select.select([server._client_sock], [], [], 0)[0]      # the second end's report: not read yet
-        fleet.pump(0.05)
+        fleet.pump(5.0, until=lambda: all(sw.version == version + 1 for sw in fleet.switches.values()))
         assert [sw.name for sw in fleet.switches.values() if sw.version != version + 1] == []
         server._pump()
         assert server.core.version == version + 1 and not select.select([server._client_sock], [], [], 0)[0]
