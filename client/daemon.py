@@ -2,22 +2,33 @@
 
 Threads, and why:
 
-- **control** (this module): feeds the core its inputs with `now` and carries out the actions. It never
-  computes routes, so ND frames go out on time whatever the routing load (Firepath's whole-fabric reboot
-  outage was ND starved of CPU). It sleeps until the core's next deadline or the next input, and always
-  drains its inbox, even when a deadline is already due. Switch events (ND frames, port status,
-  connection) are handled before master datagrams and operator calls that arrived with them.
+- **control** (this module): feeds the core its inputs with `now` and carries out the actions. It sleeps
+  until the core's next deadline or the next input — a datagram on the master socket, which it reads itself,
+  or an item in its inbox (an eventfd wakes it) — and always drains both, even when a deadline is already
+  due. Switch events (ND frames, port status, connection) are handled before master datagrams and operator
+  calls that arrived with them. It computes routes only for a small update that finds the programmer idle
+  (`client.programmer`, bounded by `INLINE_BUDGET`): a big computation never delays ND frames (Firepath's
+  whole-fabric reboot outage was ND starved of CPU).
 - **programmer** (`client.programmer`): route computation and OpenFlow programming, fed the latest LSD.
-- **udp-rx** (`client.transport`) and the OpenFlow driver's threads (`client.of.driver`) only hand raw
-  inputs to the control thread's inbox.
+- the OpenFlow driver's threads (`client.of.driver`) hand switch events to the control thread's inbox from
+  the connection's receive thread (a port status is handled there when nothing waits before it), and
+  barrier replies straight to the programmer.
+
+Hand-offs on the way of an LSD delta (issue #20): the datagram wakes the control thread, which decodes it,
+computes the routes and writes the batch to the switch's socket; the barrier reply, read by the driver's
+receive thread, completes the batch there. A port status is handled on the receive thread itself when no
+input waits before it (report sent, local repair programmed), else queued for the control thread.
 
 The policy (dispatch, urgency, first-report hold for hitless restart) lives in `client.core`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import selectors
 import sys
 import threading
 import time
@@ -58,7 +69,8 @@ MAX_BATCH = 256
 def _osken_driver(target: str, on_event: Callable[[DriverEvent], None], netns: str | None) -> Driver:
     from client.of.driver import OfDriver  # os-ken is loaded only when a real driver is built
 
-    return OfDriver(target, on_event, netns=netns)
+    # The daemon's callback never blocks (it enqueues, or completes a batch): run it on the receiving thread.
+    return OfDriver(target, on_event, netns=netns, inline_events=True)
 
 
 class ClientDaemon:
@@ -84,7 +96,7 @@ class ClientDaemon:
             driver_factory = _osken_driver
         self.driver = driver_factory(ovs_target, self._on_driver_event, netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
-        self.transport = UdpTransport(fabric, self._on_datagram, bind=bind)
+        self.transport = UdpTransport(fabric, None, bind=bind)     # read by the control thread itself
         self.ovsdb = ovsdb
         self.liveness: Any = None
         if ovsdb and self.core.ports.oam.enabled:
@@ -102,6 +114,13 @@ class ClientDaemon:
                 set_ports=self._set_external_ports)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._pending = 0                    # inbox items not handled yet (guarded by _pending_lock)
+        self._pending_lock = threading.Lock()
+        self._wake = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)   # written after every inbox item
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake, selectors.EVENT_READ)
+        for sock in self.transport.sockets:
+            self._selector.register(sock, selectors.EVENT_READ)
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
 
@@ -150,7 +169,7 @@ class ClientDaemon:
         if self.border is not None:
             self.border.stop()
         self._stopped.set()
-        self._inbox.put((_STOP, None))
+        self._put((_STOP, None))
         if self._thread is not None:
             self._thread.join(2.0)
         if self.liveness is not None:
@@ -158,11 +177,21 @@ class ClientDaemon:
         self.driver.stop()
         self.programmer.stop()
         self.transport.stop()
+        self._selector.close()
+        with contextlib.suppress(OSError):
+            os.close(self._wake)
         log.info("client stopped switch=%s", self.name)
 
     def call(self, fn: Callable[[float], None]) -> None:
         """Run `fn(now)` on the control thread (for operator actions such as admin down)."""
-        self._inbox.put((_CALL, fn))
+        self._put((_CALL, fn))
+
+    def _put(self, item: tuple[str, Any]) -> None:
+        with self._pending_lock:
+            self._pending += 1
+        self._inbox.put(item)
+        with contextlib.suppress(OSError):     # closed: the daemon has stopped
+            os.eventfd_write(self._wake, 1)
 
     # ------------------------------------------------------------------------------------------ inputs
     def _start_oam(self, now: float) -> None:
@@ -192,30 +221,53 @@ class ClientDaemon:
         self.call(lambda now: self._execute(self.core.set_bgp(sessions, now)))
 
     def _on_liveness_event(self, event: Any) -> None:
-        self._inbox.put((_OAM, event))
-
-    def _on_datagram(self, data: bytes) -> None:
-        self._inbox.put((_DATAGRAM, data))
+        self._put((_OAM, event))
 
     def _on_driver_event(self, event: DriverEvent) -> None:
         if isinstance(event, BarrierDone | OfError):
             self.programmer.on_driver_event(event)
             return
-        self._inbox.put((_DRIVER, event))
+        if isinstance(event, PortStatusChanged) and self._handle_now(event):
+            return
+        self._put((_DRIVER, event))
+
+    def _handle_now(self, event: PortStatusChanged) -> bool:
+        """A port status, on the thread that delivers it (the driver's receive thread), when no input waits
+        before it in the inbox: the report and the local repair leave without waking the control thread
+        (issue #20). The lock keeps the core single-owner; a switch event queued earlier keeps it queued
+        (the switch's events stay in order). False: queue it."""
+        if self._pending or self._thread is None or self._stopped.is_set():
+            return False
+        with self.lock:
+            if self._pending:
+                return False
+            deadline = self.core.next_deadline()
+            self._handle((_DRIVER, event), self.clock())
+            if self.core.next_deadline() < deadline:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self._wake, 1)   # the control thread sleeps until the older deadline
+        return True
 
     # ------------------------------------------------------------------------------------------ control loop
-    def _next_items(self) -> list[tuple[str, Any]]:
-        """Wait for inputs until the core's next deadline; return what arrived (at most MAX_BATCH),
-        switch events first. Never skips the inbox, even when a deadline is already due."""
-        timeout = self.core.next_deadline() - self.clock()
-        items: list[tuple[str, Any]] = []
-        try:
-            if timeout > 0:
-                items.append(self._inbox.get(timeout=min(timeout, 1.0)))
+    def _drain_inbox(self, items: list[tuple[str, Any]]) -> None:
+        with contextlib.suppress(queue.Empty):
             while len(items) < MAX_BATCH:
                 items.append(self._inbox.get_nowait())
-        except queue.Empty:
-            pass
+
+    def _next_items(self) -> list[tuple[str, Any]]:
+        """Wait for inputs (the inbox, the master socket) until the core's next deadline; return what
+        arrived (at most MAX_BATCH), switch events first. Never skips an input, even when a deadline is
+        already due."""
+        items: list[tuple[str, Any]] = []
+        self._drain_inbox(items)
+        if not items:
+            timeout = self.core.next_deadline() - self.clock()
+            if timeout > 0:
+                self._selector.select(min(timeout, 1.0))
+            with contextlib.suppress(BlockingIOError):
+                os.eventfd_read(self._wake)    # items put from now on write it again
+            self._drain_inbox(items)
+        items.extend((_DATAGRAM, data) for data in self.transport.read(MAX_BATCH - len(items)))
         # Liveness first: a stable sort keeps arrival order within each class.
         items.sort(key=lambda item: item[0] not in (_DRIVER, _OAM))
         return items
@@ -224,10 +276,14 @@ class ClientDaemon:
         while True:
             items = self._next_items()
             with self.lock:
+                queued = 0
                 for item in items:
                     if item[0] == _STOP:
                         return
                     self._handle(item, self.clock())
+                    queued += item[0] != _DATAGRAM       # datagrams come from the socket, not the inbox
+                with self._pending_lock:
+                    self._pending -= queued
                 now = self.clock()
                 self._execute(self.core.tick(now))
 

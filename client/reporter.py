@@ -108,6 +108,13 @@ class Reporter:
         """The master in use if it is alive, else every configured master."""
         return (self.master,) if self.master is not None and self.master_alive(now) else self.masters
 
+    def _everyone(self, now: float) -> tuple[str, ...]:
+        """Every configured master, the master in use first (if alive): it is the one that acts on the report
+        (issue #20: a link down reaches the LSD before the backups' copies are even sent)."""
+        if self.master is None or not self.master_alive(now):
+            return self.masters
+        return (self.master, *(m for m in self.masters if m != self.master))
+
     def report(self, now: float | None = None) -> PortReport | None:
         if self.ports is None:
             return None
@@ -289,6 +296,6 @@ class Reporter:
         self._retry_at = math.inf if self.acked else min(now + self._backoff, self._refresh_at)
         if everyone:
             self._sent_all.append((self.report_seq, now))
-        out = [SendToMaster(master, report) for master in (self.masters if everyone else self.targets(now))]
+        out = [SendToMaster(master, report) for master in (self._everyone(now) if everyone else self.targets(now))]
         self.sent += len(out)
         return out

@@ -1,7 +1,10 @@
-"""UDP transport of the switch client: one socket to the masters, a receiver thread, raw bytes out.
+"""UDP transport of the switch client: one socket to the masters (and the multicast group's), raw bytes.
 
-Decoding (HMAC, replay window) is not done here: the receiver hands raw datagrams to the control
-thread, which owns the Codec, so that exactly one thread touches the replay windows.
+Decoding (HMAC, replay window) is not done here: raw datagrams go to the control thread, which owns the
+Codec, so that exactly one thread touches the replay windows. Two ways to receive: with an `on_datagram`
+callback, a receiver thread per socket calls it; without one (the client daemon, issue #20: one thread
+hand-off less per datagram), the control thread waits on `sockets` itself and takes what arrived with
+`read()`.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ MAX_DATAGRAM = 65_535
 class UdpTransport:
     """Sends datagrams to masters by id; delivers every received datagram to `on_datagram(data)`."""
 
-    def __init__(self, fabric: Fabric, on_datagram: Callable[[bytes], None], *, bind: str = "127.0.0.1",
+    def __init__(self, fabric: Fabric, on_datagram: Callable[[bytes], None] | None, *, bind: str = "127.0.0.1",
                  port: int = 0) -> None:
         self._masters = {m.id: (str(m.address), m.client_port) for m in fabric.masters}
         self._on_datagram = on_datagram
@@ -53,7 +56,32 @@ class UdpTransport:
     def address(self) -> tuple[str, int]:
         return self.sock.getsockname()
 
+    @property
+    def sockets(self) -> list[socket.socket]:
+        """The receiving sockets (for a caller that waits on them itself: no `on_datagram`)."""
+        return [s for s in (self.sock, self._mcast) if s is not None]
+
+    def read(self, limit: int) -> list[bytes]:
+        """What arrived on every socket, at most `limit` datagrams, without waiting (no `on_datagram`)."""
+        out: list[bytes] = []
+        for sock in self.sockets:
+            while len(out) < limit:
+                try:
+                    data = sock.recv(MAX_DATAGRAM)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError as e:        # e.g. an ICMP error queued on the socket: the rest next time
+                    log.debug("receive failed: %s", e)
+                    break
+                out.append(data)
+        self.received += len(out)
+        return out
+
     def start(self) -> None:
+        if self._on_datagram is None:
+            for sock in self.sockets:
+                sock.setblocking(False)
+            return
         for sock, name in ((self.sock, "udp-rx"), (self._mcast, "udp-mcast-rx")):
             if sock is None:
                 continue
@@ -81,6 +109,7 @@ class UdpTransport:
                     return
                 continue
             self.received += 1
+            assert self._on_datagram is not None
             self._on_datagram(data)
 
     def stop(self) -> None:

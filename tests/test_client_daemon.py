@@ -93,3 +93,59 @@ def test_disconnect_before_the_first_report_then_reconnect_is_handled():
         assert any(n == "firepath_client_nd_meters" for n, _ in names)
     finally:
         d.stop()
+
+
+def test_the_control_thread_reads_the_master_socket_itself():
+    """issue #20: no receiver thread hands datagrams over; the control thread waits on the socket and its
+    inbox together, so a datagram is decoded by the thread it wakes, and inbox items still wake it."""
+    import socket
+
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
+    ring = KeyRing.from_secret(bytes(range(32)))
+    d = ClientDaemon(fabric, "leaf-1", ring.bundle_for_switch("leaf-1"), ovs_target="tcp:127.0.0.1:9",
+                     driver_factory=FakeDriver)
+    d.start()
+    try:
+        assert not [t for t in threading.enumerate() if t.name.startswith("udp-")]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for _ in range(3):
+                sock.sendto(b"not a firepath datagram", d.transport.address)
+        finally:
+            sock.close()
+        wait_for(lambda: sum(v for k, v in d.core.counters.items() if k.startswith("rejected_")) == 3)
+        ran = threading.Event()
+        names: list[str] = []
+        d.call(lambda now: (names.append(threading.current_thread().name), ran.set()))
+        assert ran.wait(5.0) and names == ["control"]
+    finally:
+        d.stop()
+
+
+def test_a_port_status_is_handled_by_the_thread_that_delivers_it_when_nothing_waits():
+    """issue #20: the driver's receive thread runs the port status through the core itself (report and
+    local repair leave at once) when the inbox holds nothing before it; otherwise it is queued in order."""
+    from client.of.events import PortStatusChanged
+
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
+    ring = KeyRing.from_secret(bytes(range(32)))
+    d = ClientDaemon(fabric, "leaf-1", ring.bundle_for_switch("leaf-1"), ovs_target="tcp:127.0.0.1:9",
+                     driver_factory=FakeDriver)
+    drv: FakeDriver = d.driver  # type: ignore[assignment]
+    d.start()
+    try:
+        drv.connected = True
+        drv.emit(Connected(dpid=1, ports={1: True, 2: True}))
+        wait_for(lambda: d.connected and d._pending == 0)
+        drv.emit(PortStatusChanged(1, False, "p1", carrier=False))
+        assert not d.core.ports.view(1, d.clock()).phy          # handled before emit() returned
+        # Something queued before it (an operator call held behind the lock): the port status waits its turn.
+        order: list[str] = []
+        with d.lock:
+            d.call(lambda now: order.append("call"))
+            drv.emit(PortStatusChanged(2, False, "p2", carrier=False))
+            assert d.core.ports.view(2, d.clock()).phy          # queued, not handled ahead of the call
+        wait_for(lambda: not d.core.ports.view(2, d.clock()).phy)
+        assert order == ["call"]
+    finally:
+        d.stop()

@@ -505,6 +505,38 @@ def test_no_listening_socket(rig: Rig) -> None:
 
 
 @pytest.mark.ovs
+def test_inline_events_come_from_the_receive_thread_and_an_idle_send_from_the_caller(rig: Rig) -> None:
+    """issue #20: with `inline_events`, switch messages reach `on_event` on the connection's receive thread
+    (of-connect serves it), not through the app queue and the of-dispatch thread, still in wire order (the
+    error before its batch's barrier reply); a batch sent while nothing else is being sent is written by the
+    calling thread, not handed to of-send, in one write."""
+    log = EventLog()
+    threads: list[tuple[str, type]] = []
+
+    def on_event(ev: DriverEvent) -> None:
+        threads.append((threading.current_thread().name, type(ev)))
+        log(ev)
+
+    d = OfDriver(f"tcp:127.0.0.1:{OF_PORT_B2}", on_event, netns=rig.ns, inline_events=True)
+    d.start()
+    try:
+        log.wait_for(lambda e: isinstance(e, Connected), timeout=10)
+        mark = log.mark()
+        direct, queued = d.sent_direct, d.sent_queued
+        assert d._dp is not None
+        writes = d._dp.direct_sends
+        batch = d.send([_flow(100, "10.9.9.8", None, 4244), M.Barrier()])  # group 4244 does not exist
+        assert (d.sent_direct, d.sent_queued) == (direct + 1, queued)
+        assert d._dp.direct_sends == writes + 1                          # the whole batch in one write
+        log.wait_for(lambda e: e == BarrierDone(batch), since=mark)
+        kinds = [type(e) for _, e in log.events[mark:]]
+        assert kinds == [OfError, BarrierDone]
+        assert {name for name, kind in threads} == {"of-connect"}
+    finally:
+        d.stop()
+
+
+@pytest.mark.ovs
 def test_ovs_restart_disconnects_and_reconnects(rig: Rig) -> None:
     """Must run last in this module: restarting OVS flushes the tables."""
     mark = rig.log1.mark()

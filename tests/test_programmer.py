@@ -28,9 +28,15 @@ class FakeDriver:
         self.programmer: Programmer | None = None
         self.reject = 0        # reject (drop, answer OfError) the last message of this many next batches
         self.no_meters = False  # a switch without meters: MeterMods fail with METER_MOD_FAILED/BAD_BAND
+        self.threads: list[str] = []   # the thread that sent each batch
+        self.hold = False       # keep the answers until release() (a switch that is slow to answer)
+        self.held: list[Callable[[], None]] = []
+        self.answer_in_send = False   # the replies arrive (on another thread) while send() is still writing
+        self.answered_in_send: list[bool] = []
 
     def send(self, messages: list) -> int:
         self.batches.append(list(messages))
+        self.threads.append(threading.current_thread().name)
         batch_id = len(self.batches)
         assert self.programmer is not None
         events: list = []
@@ -55,8 +61,21 @@ class FakeDriver:
             for ev in events:
                 self.programmer.on_driver_event(ev)
 
-        threading.Thread(target=answer).start()
+        if self.hold:
+            self.held.append(answer)
+        elif self.answer_in_send:
+            t = threading.Thread(target=answer)
+            t.start()
+            t.join(1.0)
+            self.answered_in_send.append(not t.is_alive())
+        else:
+            threading.Thread(target=answer).start()
         return batch_id
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for answer in held:
+            threading.Thread(target=answer).start()
 
     def dump_state(self, timeout: float = 5.0):
         self.dumps += 1
@@ -265,3 +284,121 @@ def test_a_short_local_failure_the_master_never_saw_is_restored_after_a_keepaliv
     clock.now += fabric.timers.keepalive
     wait_for(lambda: next_hops(fabric, driver) == {1, 2})
     assert prog.status()["excluded_ports"] == []
+
+
+def test_a_small_update_is_programmed_on_the_callers_thread_and_acknowledged_by_its_barrier(setup):
+    """Issue #20: a delta that finds the programmer idle is computed and sent by the thread that received it
+    (no wake-up of the programmer thread); a snapshot stays on the programmer thread."""
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    assert driver.threads == ["programmer"]
+    link = uplink_index(fabric, "leaf-1", 1)
+    driver.hold = True
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    assert driver.threads[-1] == threading.current_thread().name and len(driver.batches) == 2
+    assert prog.programmed_version == 1            # sent, not installed: no barrier reply yet
+    driver.release()
+    wait_for(lambda: prog.programmed_version == 2)
+    assert next_hops(fabric, driver) == {2} and prog.status()["inline_rounds"] == 1
+    prog.on_port_usable(2, False)                  # local repair: also inline
+    assert driver.threads[-1] == threading.current_thread().name
+    driver.release()
+    wait_for(lambda: next_hops(fabric, driver) == set())
+
+
+def test_one_batch_in_flight_whoever_sends_it(setup):
+    """Make-before-break: an update that arrives while a batch waits for its barrier is not sent before that
+    reply; it follows in the next batch (from the programmer thread), the newest LSD wins."""
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    link = uplink_index(fabric, "leaf-1", 1)
+    driver.hold = True
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    prog.on_lsd(lsd(fabric, 3, changed=(link,)))
+    prog.on_lsd(lsd(fabric, 4, down=(link,), changed=(link,)))
+    time.sleep(0.05)
+    assert len(driver.batches) == 2 and prog.programmed_version == 1
+    driver.hold = False
+    driver.release()
+    wait_for(lambda: prog.programmed_version == 4)
+    assert len(driver.batches) == 2               # v4's routes equal v2's: nothing more to send
+    assert next_hops(fabric, driver) == {2}
+
+
+def test_a_slow_computation_keeps_updates_on_the_programmer_thread(setup, monkeypatch):
+    import client.programmer as programmer
+
+    fabric, driver, prog = setup
+    monkeypatch.setattr(programmer, "INLINE_BUDGET", 0.0)
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    link = uplink_index(fabric, "leaf-1", 1)
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    wait_for(lambda: prog.programmed_version == 2)
+    assert driver.threads == ["programmer", "programmer"] and prog.inline_rounds == 0
+
+
+def test_a_batch_lost_with_its_connection_does_not_delay_the_reconciliation(setup):
+    """The driver forgets a dead connection's barriers: the batch in flight is given up at the disconnection,
+    and the next connection reconciles at once (not after BARRIER_TIMEOUT)."""
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    link = uplink_index(fabric, "leaf-1", 1)
+    driver.hold = True
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    wait_for(lambda: len(driver.held) == 1)
+    driver.held.clear()                           # its barrier reply never comes
+    prog.on_disconnected()
+    driver.hold = False
+    prog.on_connected()
+    wait_for(lambda: prog.programmed_version == 2, timeout=2.0)
+    assert driver.dumps == 2 and next_hops(fabric, driver) == {2}
+
+
+def test_an_error_racing_an_inline_update_leaves_the_read_back_to_the_programmer_thread(setup):
+    """An OpenFlow error that arrives after a small update was taken inline: the caller's thread never reads
+    the switch back (it would block); the programmer thread reconciles and programs the newest LSD."""
+    fabric, driver, prog = setup
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    link = uplink_index(fabric, "leaf-1", 1)
+    real_update = prog._update_exclusions
+
+    def error_meanwhile(new_lsd: bool) -> None:       # runs inside the round, after the inputs were taken
+        prog._readback = True
+        real_update(new_lsd)
+
+    prog._update_exclusions = error_meanwhile          # type: ignore[method-assign]
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    prog._update_exclusions = real_update              # type: ignore[method-assign]
+    assert driver.dumps == 1 and driver.threads == ["programmer"]   # nothing read back nor sent inline
+    wait_for(lambda: prog.programmed_version == 2)
+    assert driver.dumps == 2 and driver.threads[-1] == "programmer" and next_hops(fabric, driver) == {2}
+
+
+def test_replies_that_arrive_while_the_batch_is_written_are_handled_at_once(setup, clock):
+    """The receive thread never waits for the writer (a batch of many rejected messages fills the switch's
+    reply queue, and then the switch stops reading ours): a barrier reply or an error that comes before
+    send() returns is taken at once and completes the batch afterwards; a rejection still counts."""
+    fabric, driver, prog = setup
+    driver.answer_in_send = True
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    link = uplink_index(fabric, "leaf-1", 1)
+    driver.reject = 1
+    prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
+    wait_for(lambda: prog.of_retries == 1)
+    assert prog.programmed_version == 1              # rejected in part: not acknowledged
+    clock.now += 0.06                                # the backoff
+    wait_for(lambda: prog.programmed_version == 2)
+    assert driver.answered_in_send and all(driver.answered_in_send)
+    assert next_hops(fabric, driver) == {2}

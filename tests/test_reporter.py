@@ -132,7 +132,7 @@ def test_new_term_resends_at_once_to_the_new_master(fabric, clock):
     r.update(ports(), clock.now)
     r.on_ack(ReportAck("m1", 5, 1), clock.now)
     out = r.on_master_heard("m2", 6, clock.advance(0.01))
-    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 6, 2) for m in ("m1", "m2", "m3")]
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 6, 2) for m in ("m2", "m1", "m3")]
     assert (r.master, r.term, r.term_changes) == ("m2", 6, 2)
     # Older term: ignored entirely (no master switch, no send, ack not taken).
     assert r.on_master_heard("m1", 5, clock.now) == []
@@ -151,7 +151,7 @@ def test_ack_of_a_higher_term_adopts_the_master_and_resends(fabric, clock):
     known_master(r, clock, "m1", 5)
     r.update(ports(), clock.now)
     out = r.on_ack(ReportAck("m3", 7, 1), clock.now)
-    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 7, 2) for m in ("m1", "m2", "m3")]
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 7, 2) for m in ("m3", "m1", "m2")]
     assert not r.acked
 
 
@@ -168,9 +168,20 @@ def test_silent_master_means_sending_to_every_master(fabric, clock):
     # An ack from any master (same term) is then taken, and that master is followed.
     r.on_ack(ReportAck("m2", 5, r.report_seq), clock.advance(0.01))
     assert r.acked and r.master == "m2"
-    assert [a.master for a in r.update(ports(), clock.now)] == ["m1", "m2", "m3"]   # backups learn us too
+    assert [a.master for a in r.update(ports(), clock.now)] == ["m2", "m1", "m3"]   # backups learn us too
     retries = r.tick(clock.advance(fabric.timers.report_retry_min))
     assert [a.master for a in retries] == ["m2"]          # but only the master in use gets retransmissions
+
+
+def test_a_new_report_goes_to_the_master_in_use_first(fabric, clock):
+    """issue #20: the master in use acts on a report (a link down becomes an LSD version there): it gets the
+    datagram before the backups' copies are sent; with no master alive, the configured order."""
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock, "m3", 5)
+    out = r.update(ports(), clock.now)
+    assert [a.master for a in out] == ["m3", "m1", "m2"]
+    out = r.update(ports(usable1=False), clock.advance(3 * fabric.timers.keepalive + 0.001))   # m3 went quiet
+    assert [a.master for a in out] == ["m1", "m2", "m3"]
 
 
 def test_before_any_master_is_known_the_first_ack_picks_it(fabric, clock):

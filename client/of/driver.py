@@ -10,11 +10,15 @@ On 1.5 every SELECT group ADD/MODIFY carries `selection_method=dp_hash` (see `cl
 setting it afterwards with `ovs-ofctl -O OpenFlow15 mod-group` is not viable, as the next OF1.3 group
 MODIFY silently resets it.
 
-Threads: os-ken's (handshake and receive loop of each connection; its app handlers only translate and
-enqueue into an unbounded dispatch queue); `of-dispatch` calls the user's `on_event` in order, so a slow
-callback never stalls os-ken's receive loop; `of-send` sends every message (FIFO) because a datapath's
-send queue is only 16 deep and `send_msg` blocks when it is full, never from a handler; `of-connect`
-opens the connection (optionally inside a network namespace, `client.of.sockets`) and serves it.
+Threads: os-ken's (handshake and receive loop of each connection: replies and asynchronous messages are
+handed to this driver's `_on_*` methods on the receive thread itself, `client.of.embed`); `of-dispatch`
+calls the user's `on_event` in order, so a slow callback never stalls os-ken's receive loop — unless the
+driver is built with `inline_events=True`, for a callback that never blocks (the client daemon's: it only
+enqueues, or completes a batch): then `on_event` runs on the thread that produced the event, one thread
+hand-off less per event (issue #20); `of-connect` opens the connection (optionally inside a network
+namespace, `client.of.sockets`) and serves it. Sending: a batch (or request) is serialized and written to
+the socket by the thread that calls `send()` when nothing is queued before it (`_Datapath.send` writes
+directly, under a lock); while another send is under way it is queued, in order, for `of-send`.
 Barriers are never waited for: a barrier reply becomes a `BarrierDone(batch_id)` event.
 
 Connection life cycle: `Connected(dpid, ports)` is emitted once per connection after the switch config
@@ -89,7 +93,9 @@ class OfDriver:
     selection-method property with this value (default "dp_hash": hash of the L4 5-tuple, UDP ports
     included; OVS's default for OF1.3 groups hashes UDP flows by addresses only). Ignored on 1.3.
     `on_event` is called from one dispatcher thread of the driver, in order; it may call `send()`,
-    `packet_out()` and even `dump_state()` (which blocks the dispatcher meanwhile).
+    `packet_out()` and even `dump_state()` (which blocks the dispatcher meanwhile). With `inline_events`,
+    it is called on the thread that produced the event (os-ken's receive thread for messages of the switch),
+    still in the order the switch sent them; it must then never block (no `dump_state()`).
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class OfDriver:
         reconnect_max: float = 1.0,
         connect_timeout: float = 2.0,
         select_method: str | None = "dp_hash",
+        inline_events: bool = False,
     ) -> None:
         self.address = parse_target(target)
         self.select_method = select_method
@@ -111,6 +118,7 @@ class OfDriver:
         self.target = target
         self.netns = netns
         self._on_event = on_event
+        self.inline_events = inline_events
         self._reconnect_min = reconnect_min
         self._reconnect_max = reconnect_max
         self._connect_timeout = connect_timeout
@@ -136,6 +144,10 @@ class OfDriver:
 
         self._events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._work: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._tx = threading.Lock()     # held while a work item is serialized and written (any thread)
+        self._queued = 0                # work items queued for of-send, not finished (guarded by _lock)
+        self.sent_direct = 0            # work items written by the caller's thread
+        self.sent_queued = 0            # ... by of-send (another send was under way)
         self._app: Any = None
         self._threads: list[threading.Thread] = []
         self._osken_threads: set[int] = set()
@@ -217,7 +229,7 @@ class OfDriver:
             self._next_batch += 1
             batch_id = self._next_batch
             epoch = self._epoch
-        self._work.put(_Work(epoch, "batch", batch_id, list(messages)))
+        self._submit(_Work(epoch, "batch", batch_id, list(messages)))
         return batch_id
 
     def packet_out(self, port: int, data: bytes) -> int:
@@ -243,7 +255,7 @@ class OfDriver:
             if not self._connected:
                 raise NotConnected(f"no OpenFlow connection to {self.target}")
             epoch = self._epoch
-        self._work.put(
+        self._submit(
             _Work(
                 epoch,
                 "request",
@@ -279,7 +291,7 @@ class OfDriver:
             if not self._connected:
                 raise NotConnected(f"no OpenFlow connection to {self.target}")
             epoch = self._epoch
-        self._work.put(_Work(epoch, "request", requests=[(translate.meter_dump_request, req)]))
+        self._submit(_Work(epoch, "request", requests=[(translate.meter_dump_request, req)]))
         if not req.done.wait(timeout):
             raise TimeoutError(f"dump_meters: no complete multipart reply from {self.target} in {timeout}s")
         if req.error is not None:
@@ -289,7 +301,13 @@ class OfDriver:
     # ---------------------------------------------------------------- threads of ours
 
     def _emit(self, event: DriverEvent) -> None:
-        self._events.put(event)
+        if not self.inline_events:
+            self._events.put(event)
+            return
+        try:
+            self._on_event(event)
+        except Exception:
+            LOG.exception("on_event(%r) raised", event)
 
     def _dispatch_loop(self) -> None:
         while True:
@@ -364,26 +382,52 @@ class OfDriver:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    def _submit(self, work: _Work) -> None:
+        """Write `work` now on this thread if nothing is queued before it and no other thread is writing;
+        otherwise queue it for of-send (FIFO: a direct write never overtakes queued work)."""
+        with self._lock:
+            direct = self._queued == 0 and self._tx.acquire(blocking=False)
+            if not direct:
+                self._queued += 1
+        if not direct:
+            self._work.put(work)
+            return
+        try:
+            self._send_current(work)
+            self.sent_direct += 1
+        finally:
+            self._tx.release()
+
     def _send_loop(self) -> None:
         while True:
             work = self._work.get()
             if work is _STOP:
                 return
-            with self._lock:
-                dp = self._dp
-                current = work.epoch == self._epoch and dp is not None
-            if not current:
-                for _, req in work.requests:
-                    req.error = f"connection to {self.target} ended"
-                    req.done.set()
-                continue
             try:
-                self._send_work(dp, work)
-            except Exception as e:
-                LOG.exception("sending to %s failed", self.target)
-                for _, req in work.requests:
-                    req.error = f"send failed: {e}"
-                    req.done.set()
+                with self._tx:
+                    self._send_current(work)
+                    self.sent_queued += 1
+            finally:
+                with self._lock:
+                    self._queued -= 1
+
+    def _send_current(self, work: _Work) -> None:
+        """Serialize and write `work` if its connection is still the current one (with `_tx` held)."""
+        with self._lock:
+            dp = self._dp
+            current = work.epoch == self._epoch and dp is not None
+        if not current:
+            for _, req in work.requests:
+                req.error = f"connection to {self.target} ended"
+                req.done.set()
+            return
+        try:
+            self._send_work(dp, work)
+        except Exception as e:
+            LOG.exception("sending to %s failed", self.target)
+            for _, req in work.requests:
+                req.error = f"send failed: {e}"
+                req.done.set()
 
     def _send_work(self, dp: Any, work: _Work) -> None:
         if work.kind == "setup":
@@ -417,13 +461,19 @@ class OfDriver:
             for m, xid in zip(work.messages, xids, strict=True):
                 if isinstance(m, ofmsg.Barrier):
                     self._barriers[xid] = work.batch_id
+        # The whole batch in one write (one syscall, one read for the switch), on this thread
+        # (client.of.embed._Datapath.send); an os-ken message object serializes with its xid already set.
+        chunks: list[bytes] = []
         for item, _ in encoded:
-            # blocks while os-ken's 16-deep send queue is full
-            sent = dp.send(item) if isinstance(item, bytes) else dp.send_msg(item)
-            if not sent:
-                return  # connection is going away; the runtime reconciles after reconnecting
+            if not isinstance(item, bytes):
+                item.serialize()
+                item = bytes(item.buf)
+            chunks.append(item)
+        if not dp.send(b"".join(chunks)):
+            return  # connection is going away; the runtime reconciles after reconnecting
 
-    # ---------------------------------------------------------------- called from os-ken's app thread
+    # ---------------------------------------------------------------- called from os-ken's threads
+    # (_on_main/_on_dead: FirepathOFApp's thread; the others: the connection's receive thread)
 
     def _on_main(self, dp: Any) -> None:
         with self._lock:
@@ -433,7 +483,7 @@ class OfDriver:
             self._barriers.clear()
             self._pending_ports = {}
             epoch = self._epoch
-        self._work.put(_Work(epoch, "setup"))
+        self._submit(_Work(epoch, "setup"))
 
     def _on_port_desc(self, msg: Any) -> None:
         dp = msg.datapath

@@ -12,8 +12,15 @@
 * Several drivers may live in one process: each has its own `FirepathOFApp` (unique name) that keeps
   only the events of the connections its driver opened (`Datapath.owner`). One handshake app is shared
   (reference-counted by `acquire_shared` / `release_shared`).
-* App handlers only hand os-ken messages to the owner's `_on_*` methods (which translate and enqueue);
-  they never block: os-ken's per-app event queue holds 128 events.
+* Replies and asynchronous messages of a connection in MAIN state (port status, packet-in, barrier and
+  error replies, multipart replies) go from os-ken's receive thread straight to the owner's `_on_*` methods
+  (`_ClientOnlyOFPHandler._direct`: an os-ken *handler* of the `ofp_event` brick, called in the receive
+  loop, not an *observer* whose events wait in an app's queue for the app's thread): one thread hand-off
+  less per message (issue #20), and every message is handled in the order the switch sent it (an error
+  before its batch's barrier reply). Those methods translate and hand over; they never block. Only state
+  changes (MAIN, DEAD) still go through `FirepathOFApp`'s queue (128 events) and thread.
+* `_Datapath.send` writes to the socket on the caller's thread, under a lock, instead of queueing for
+  os-ken's send thread (a second hand-off per message); only the close marker still goes through that queue.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from oslo_config import cfg as oslo_cfg
 from os_ken.base import app_manager  # isort: skip
 from os_ken.controller import controller as osken_controller
 from os_ken.controller import ofp_event
-from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls
+from os_ken.controller.handler import DEAD_DISPATCHER, MAIN_DISPATCHER, set_ev_cls, set_ev_handler
 from os_ken.controller.ofp_handler import OFPHandler
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_5
 
@@ -60,12 +67,39 @@ def configure() -> None:
         _CONFIGURED = True
 
 
+#: Messages handed from os-ken's receive thread straight to the owning driver (method names of OfDriver).
+_DIRECT = {
+    ofp_event.EventOFPPortDescStatsReply: "_on_port_desc",
+    ofp_event.EventOFPPortStatus: "_on_port_status",
+    ofp_event.EventOFPPacketIn: "_on_packet_in",
+    ofp_event.EventOFPBarrierReply: "_on_barrier_reply",
+    ofp_event.EventOFPFlowStatsReply: "_on_multipart",
+    ofp_event.EventOFPFlowDescStatsReply: "_on_multipart",
+    ofp_event.EventOFPGroupDescStatsReply: "_on_multipart",
+    ofp_event.EventOFPMeterConfigStatsReply: "_on_multipart",
+    ofp_event.EventOFPMeterDescStatsReply: "_on_multipart",
+    ofp_event.EventOFPErrorMsg: "_on_error",
+}
+
+
 class _ClientOnlyOFPHandler(OFPHandler):
     """os-ken's handshake app (hello, features, port-desc, echo) without OpenFlowController's listener."""
 
     def start(self) -> None:  # type: ignore[override]
         app_manager.OSKenApp.start(self)  # only the event loop; returns None: no main thread
         return None
+
+    @set_ev_handler(list(_DIRECT), MAIN_DISPATCHER)
+    def _direct(self, ev: Any) -> None:
+        """Called by os-ken's receive loop itself (a handler of this brick, not a queued observer)."""
+        msg = ev.msg
+        owner = getattr(msg.datapath, "owner", None)
+        if owner is None:
+            return
+        try:
+            getattr(owner, _DIRECT[type(ev)])(msg)
+        except Exception:       # never let one message end the connection's receive loop
+            self.logger.exception("firepath: handling %s failed", type(ev).__name__)
 
 
 def acquire_shared() -> None:
@@ -103,7 +137,26 @@ class _Datapath(osken_controller.Datapath):
 
     def __init__(self, sock: socket.socket, address: tuple[str, int], owner: Any) -> None:
         self.owner = owner  # before super().__init__, which already emits a state-change event
+        self._tx_lock = threading.Lock()
+        self.direct_sends = 0
         super().__init__(sock, address)
+
+    def send(self, buf: Any, close_socket: bool = False) -> bool:
+        """Write `buf` to the switch now, on this thread (os-ken queues it for its send thread: one more
+        hand-off per message). The close marker still goes through os-ken's queue: it ends the send loop."""
+        if close_socket:
+            return bool(super().send(buf, close_socket=True))
+        with self._tx_lock:
+            if not self.send_q or self.state == DEAD_DISPATCHER:
+                return False
+            try:
+                self.socket.sendall(buf)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    self.socket.shutdown(socket.SHUT_RDWR)   # the receive loop ends the connection
+                return False
+            self.direct_sends += 1
+        return True
 
     def _recv_loop(self) -> None:
         try:
@@ -120,7 +173,8 @@ def serve_connection(sock: socket.socket, address: tuple[str, int], owner: Any) 
 
 
 class FirepathOFApp(app_manager.OSKenApp):
-    """Receives os-ken events for one driver. Handlers translate and hand over; they never block."""
+    """Receives one driver's connection state changes (MAIN, DEAD) on its own thread; messages go to the
+    driver from the receive thread (`_ClientOnlyOFPHandler._direct`)."""
 
     # Global in os-ken (intersected over all apps): both versions, the bridge's `protocols` decides.
     OFP_VERSIONS = [ofproto_v1_3.OFP_VERSION, ofproto_v1_5.OFP_VERSION]
@@ -141,46 +195,6 @@ class FirepathOFApp(app_manager.OSKenApp):
             self.driver._on_main(ev.datapath)
         elif ev.state == DEAD_DISPATCHER:
             self.driver._on_dead(ev.datapath)
-
-    @set_ev_cls(
-        [
-            ofp_event.EventOFPPortDescStatsReply,
-            ofp_event.EventOFPPortStatus,
-            ofp_event.EventOFPPacketIn,
-            ofp_event.EventOFPBarrierReply,
-            ofp_event.EventOFPFlowStatsReply,
-            ofp_event.EventOFPFlowDescStatsReply,
-            ofp_event.EventOFPGroupDescStatsReply,
-            ofp_event.EventOFPMeterConfigStatsReply,
-            ofp_event.EventOFPMeterDescStatsReply,
-            ofp_event.EventOFPErrorMsg,
-        ],
-        MAIN_DISPATCHER,
-    )
-    def _message(self, ev: Any) -> None:
-        msg = ev.msg
-        if not self._mine(msg.datapath):
-            return
-        handler = self._handlers.get(type(ev))
-        if handler is not None:
-            handler(msg)
-
-    def start(self) -> Any:
-        d = self.driver
-        self._handlers = {
-            ofp_event.EventOFPPortDescStatsReply: d._on_port_desc,
-            ofp_event.EventOFPPortStatus: d._on_port_status,
-            ofp_event.EventOFPPacketIn: d._on_packet_in,
-            ofp_event.EventOFPBarrierReply: d._on_barrier_reply,
-            ofp_event.EventOFPFlowStatsReply: d._on_multipart,
-            ofp_event.EventOFPFlowDescStatsReply: d._on_multipart,
-            ofp_event.EventOFPGroupDescStatsReply: d._on_multipart,
-            ofp_event.EventOFPMeterConfigStatsReply: d._on_multipart,
-            ofp_event.EventOFPMeterDescStatsReply: d._on_multipart,
-            ofp_event.EventOFPErrorMsg: d._on_error,
-        }
-        return super().start()
-
 
 
 def instantiate_app(driver: Any) -> FirepathOFApp:
