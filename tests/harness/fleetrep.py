@@ -72,7 +72,11 @@ class Rep:
         already past their use are normalised (a request allowed since t1 or since t2 < now: allowed)."""
         s = self.cfg.silence
         v = self.version
-        return (v, self.data_term if v >= 0 else None, self.term, self.master, max(self.announced, v),
+        # an announcement at or below our version changes nothing — only if both are of the same term (our
+        # data may be of an older term than the announcement: then a later full of that term at a lower
+        # version still leaves us behind the announced one)
+        announced = max(self.announced, v) if v >= 0 and self.data_term == self.term else self.announced
+        return (v, self.data_term if v >= 0 else None, self.term, self.master, announced,
                 self.need_sync, self.fail_static, None if self.fail_static else max(self.heard_at, now - s),
                 None if self.master is None else max(self.master_heard_at, now - s),
                 self.server, None if self.server is None else max(self.server_heard_at, now - s),
