@@ -417,8 +417,9 @@ class Distributor:
                     # version: a cold start): the delta would be a gap for every one of them, each asking for
                     # its own snapshot again. One group snapshot brings them all to the current version.
                     msg = self._full(lsd, cache)
-                    in_step = clients
                     self.group_fulls += 1
+                if isinstance(msg, LsdFull):
+                    in_step = clients               # a snapshot brings every client to the current version
                 out.append(Send(GROUP, msg))
                 for p in in_step:                   # clients in sync with the group ride along
                     p.sent_term, p.sent_version = self.term, lsd.version

@@ -200,6 +200,24 @@ def test_group_update_is_one_snapshot_when_many_clients_are_off_the_group() -> N
         assert d.group_fulls == (expect is LsdFull)
 
 
+def test_a_group_snapshot_brings_every_client_along() -> None:
+    """A group update that is a snapshot anyway (the delta would be bigger) brings the clients off the group's
+    version along too: they are not asked about again (they used to keep their unicast version and ask)."""
+    d = Distributor("m1", "0" * 64, pacing=0.002, max_update_rate=200.0, keepalive=10.0, client_dead=100.0,
+                    multicast=True)
+    lsd = LinkStateDB(64)
+    d.activate(1, 0.0)
+    d.tick(lsd, 0.0)
+    late = d.peer("late", False, 0.0)
+    lsd.apply({0: LinkState.UP})
+    d.on_request(late, 0, -1, lsd.version, 0.0)
+    assert [type(s.msg) for s in d.tick(lsd, 0.0) if s.dest == "late"] == [LsdFull]
+    lsd.apply({i: LinkState.UP for i in range(1, 64)})           # a delta bigger than the snapshot
+    d.on_version(0.1)
+    assert [type(s.msg) for s in d.tick(lsd, 0.2) if s.dest == GROUP] == [LsdFull]
+    assert (late.sent_term, late.sent_version) == (1, lsd.version)
+
+
 # ----------------------------------------------------------------------------------------- batches
 def test_a_batch_of_reports_is_one_lsd_version() -> None:
     f = clos_fabric(pods=0, leaves=4, spines=2, masters=1)
