@@ -242,6 +242,9 @@ class MasterServer:
         self._read_peers()
         self._flush_deferred()
         n = 0
+        # below proto.budget.SETTLE_MIN_SWITCHES a fan-out leaves at once: bad news ends the batch and is sent
+        # in this turn (big fabrics keep their batches and settling: issue #18)
+        prompt = not self.core.dist.settle_max
         if self._out_left > 0:
             sock, end = self._client_sock, t0 + TURN_BUDGET
             self._batching = True
@@ -254,7 +257,7 @@ class MasterServer:
                     n += 1
                     version = self.core.version
                     self._on_datagram(got[0], got[1])
-                    if time.perf_counter() >= end or (self.core.version != version and (
+                    if time.perf_counter() >= end or (prompt and self.core.version != version and (
                             (at := self.node.next_deadline()) is not None and at <= self.now())):
                         break       # ... or a new version is due now (bad news): sent before the rest is read
             finally:
@@ -265,7 +268,7 @@ class MasterServer:
         self._backlog = n >= CLIENT_BATCH or (n > 0 and time.perf_counter() >= t0 + TURN_BUDGET)
         if self._backlog:
             self.core.note_backlog(self.now())      # input first: fan-out waits (bounded, see Distributor)
-        elif n and self._timer is not None and self._timer_at is not None and self._timer_at <= self.now():
+        elif n and prompt and self._timer is not None and self._timer_at is not None and self._timer_at <= self.now():
             self._timer.cancel()    # due now (bad news: Distributor.on_version urgent): sent in this turn
             self._on_timer()
         spent = time.perf_counter() - t0
