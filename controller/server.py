@@ -242,7 +242,10 @@ class MasterServer:
         self._read_peers()
         self._flush_deferred()
         n = 0
-        version = self.core.version
+        batch_version = self.core.version
+        # below proto.budget.SETTLE_MIN_SWITCHES a fan-out leaves at once: bad news ends the batch and is sent
+        # in this turn (big fabrics keep their batches and settling: issue #18)
+        prompt = not self.core.dist.settle_max
         if self._out_left > 0:
             sock, end = self._client_sock, t0 + TURN_BUDGET
             self._batching = True
@@ -255,7 +258,7 @@ class MasterServer:
                     n += 1
                     version = self.core.version
                     self._on_datagram(got[0], got[1])
-                    if time.perf_counter() >= end or (self.core.version != version and (
+                    if time.perf_counter() >= end or (prompt and self.core.version != version and (
                             (at := self.node.next_deadline()) is not None and at <= self.now())):
                         break       # ... or a new version is due now (bad news): sent before the rest is read
             finally:
@@ -265,8 +268,8 @@ class MasterServer:
                     self._after_turn(rearm=True)
         self._backlog = n >= CLIENT_BATCH or (n > 0 and time.perf_counter() >= t0 + TURN_BUDGET)
         if self._backlog:     # input first: fan-out waits while input changes the LSD (Distributor.note_backlog)
-            self.core.note_backlog(self.now(), changed=self.core.version != version)
-        elif n and self._timer is not None and self._timer_at is not None and self._timer_at <= self.now():
+            self.core.note_backlog(self.now(), changed=self.core.version != batch_version)
+        elif n and prompt and self._timer is not None and self._timer_at is not None and self._timer_at <= self.now():
             self._timer.cancel()    # due now (bad news: Distributor.on_version urgent): sent in this turn
             self._on_timer()
         spent = time.perf_counter() - t0

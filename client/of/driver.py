@@ -148,6 +148,7 @@ class OfDriver:
         self._queued = 0                # work items queued for of-send, not finished (guarded by _lock)
         self.sent_direct = 0            # work items written by the caller's thread
         self.sent_queued = 0            # ... by of-send (another send was under way)
+        self.batch_writes = 0           # socket writes of batches (one per batch)
         self._app: Any = None
         self._threads: list[threading.Thread] = []
         self._osken_threads: set[int] = set()
@@ -469,6 +470,7 @@ class OfDriver:
                 item.serialize()
                 item = bytes(item.buf)
             chunks.append(item)
+        self.batch_writes += 1
         if not dp.send(b"".join(chunks)):
             return  # connection is going away; the runtime reconciles after reconnecting
 
