@@ -308,14 +308,19 @@ def test_a_small_update_is_programmed_on_the_callers_thread_and_acknowledged_by_
     wait_for(lambda: next_hops(fabric, driver) == set())
 
 
+def _at_v1(fabric, prog) -> int:
+    """Connect, program LSD version 1 (all links up) and return leaf-1's uplink on port 1."""
+    prog.on_connected()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    return uplink_index(fabric, "leaf-1", 1)
+
+
 def test_one_batch_in_flight_whoever_sends_it(setup):
     """Make-before-break: an update that arrives while a batch waits for its barrier is not sent before that
     reply; it follows in the next batch (from the programmer thread), the newest LSD wins."""
     fabric, driver, prog = setup
-    prog.on_connected()
-    prog.on_lsd(lsd(fabric, 1, full=True))
-    wait_for(lambda: prog.programmed_version == 1)
-    link = uplink_index(fabric, "leaf-1", 1)
+    link = _at_v1(fabric, prog)
     driver.hold = True
     prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
     prog.on_lsd(lsd(fabric, 3, changed=(link,)))
@@ -334,10 +339,7 @@ def test_a_slow_computation_keeps_updates_on_the_programmer_thread(setup, monkey
 
     fabric, driver, prog = setup
     monkeypatch.setattr(programmer, "INLINE_BUDGET", 0.0)
-    prog.on_connected()
-    prog.on_lsd(lsd(fabric, 1, full=True))
-    wait_for(lambda: prog.programmed_version == 1)
-    link = uplink_index(fabric, "leaf-1", 1)
+    link = _at_v1(fabric, prog)
     prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
     wait_for(lambda: prog.programmed_version == 2)
     assert driver.threads == ["programmer", "programmer"] and prog.inline_rounds == 0
@@ -347,10 +349,7 @@ def test_a_batch_lost_with_its_connection_does_not_delay_the_reconciliation(setu
     """The driver forgets a dead connection's barriers: the batch in flight is given up at the disconnection,
     and the next connection reconciles at once (not after BARRIER_TIMEOUT)."""
     fabric, driver, prog = setup
-    prog.on_connected()
-    prog.on_lsd(lsd(fabric, 1, full=True))
-    wait_for(lambda: prog.programmed_version == 1)
-    link = uplink_index(fabric, "leaf-1", 1)
+    link = _at_v1(fabric, prog)
     driver.hold = True
     prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
     wait_for(lambda: len(driver.held) == 1)
@@ -366,10 +365,7 @@ def test_an_error_racing_an_inline_update_leaves_the_read_back_to_the_programmer
     """An OpenFlow error that arrives after a small update was taken inline: the caller's thread never reads
     the switch back (it would block); the programmer thread reconciles and programs the newest LSD."""
     fabric, driver, prog = setup
-    prog.on_connected()
-    prog.on_lsd(lsd(fabric, 1, full=True))
-    wait_for(lambda: prog.programmed_version == 1)
-    link = uplink_index(fabric, "leaf-1", 1)
+    link = _at_v1(fabric, prog)
     real_update = prog._update_exclusions
 
     def error_meanwhile(new_lsd: bool) -> None:       # runs inside the round, after the inputs were taken
@@ -390,10 +386,7 @@ def test_replies_that_arrive_while_the_batch_is_written_are_handled_at_once(setu
     send() returns is taken at once and completes the batch afterwards; a rejection still counts."""
     fabric, driver, prog = setup
     driver.answer_in_send = True
-    prog.on_connected()
-    prog.on_lsd(lsd(fabric, 1, full=True))
-    wait_for(lambda: prog.programmed_version == 1)
-    link = uplink_index(fabric, "leaf-1", 1)
+    link = _at_v1(fabric, prog)
     driver.reject = 1
     prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
     wait_for(lambda: prog.of_retries == 1)
