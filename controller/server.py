@@ -232,8 +232,7 @@ class MasterServer:
     # ------------------------------------------------------------------------------------ input
     def _pump(self) -> None:
         """One turn of input (controller.intake): FMRP first, then a chunk of a deferred fan-out, then one
-        bounded batch of client datagrams as one LSD version; bookkeeping once per batch; a version due at
-        once (bad news) ends the batch and is sent in this turn."""
+        bounded batch of client datagrams as one LSD version; bookkeeping once per batch."""
         self._pump_soon = False
         if self.node is None or self._client_sock is None:
             return
@@ -243,9 +242,6 @@ class MasterServer:
         self._flush_deferred()
         n = 0
         batch_version = self.core.version
-        # below proto.budget.SETTLE_MIN_SWITCHES a fan-out leaves at once: bad news ends the batch and is sent
-        # in this turn (big fabrics keep their batches and settling: issue #18)
-        prompt = not self.core.dist.settle_max
         if self._out_left > 0:
             sock, end = self._client_sock, t0 + TURN_BUDGET
             self._batching = True
@@ -256,11 +252,9 @@ class MasterServer:
                     if got is None:
                         break
                     n += 1
-                    version = self.core.version
                     self._on_datagram(got[0], got[1])
-                    if time.perf_counter() >= end or (prompt and self.core.version != version and (
-                            (at := self.node.next_deadline()) is not None and at <= self.now())):
-                        break       # ... or a new version is due now (bad news): sent before the rest is read
+                    if time.perf_counter() >= end:
+                        break
             finally:
                 self.core.end_batch()
                 self._batching = False
@@ -269,9 +263,6 @@ class MasterServer:
         self._backlog = n >= CLIENT_BATCH or (n > 0 and time.perf_counter() >= t0 + TURN_BUDGET)
         if self._backlog:     # input first: fan-out waits while input changes the LSD (Distributor.note_backlog)
             self.core.note_backlog(self.now(), changed=self.core.version != batch_version)
-        elif n and prompt and self._timer is not None and self._timer_at is not None and self._timer_at <= self.now():
-            self._timer.cancel()    # due now (bad news: Distributor.on_version urgent): sent in this turn
-            self._on_timer()
         spent = time.perf_counter() - t0
         if spent > 0.2:
             log.info(kv("slow_turn", ms=round(spent * 1000), datagrams=n, deferred=len(self._deferred)))
