@@ -27,9 +27,12 @@ import os
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from proto.clos import PRESETS
 from tests.harness.fleet import Fleet
@@ -105,19 +108,19 @@ def _max_term(cluster: LoopCluster) -> int:
 
 def _sent_counts(rest_port: int) -> dict[str, int]:
     """{"<message type>/<destination kind>": sent, "rejected/<reason>": datagrams} from a replica's
-    Prometheus metrics ({} if unreachable)."""
-    import re
-    import urllib.request
-
+    Prometheus metrics (prometheus_client's parser; {} if unreachable)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{rest_port}/metrics", timeout=5) as r:
             text = r.read().decode()
     except OSError:
         return {}
-    sent = re.compile(r'^firepath_master_messages_sent_total\{dest="(\w+)",type="(\w+)"\} (\S+)$')
-    rejected = re.compile(r'^firepath_master_datagrams_rejected_total\{reason="(\w+)"\} (\S+)$')
-    out = {f"{m[2]}/{m[1]}": int(float(m[3])) for m in filter(None, map(sent.match, text.splitlines()))}
-    out.update({f"rejected/{m[1]}": int(float(m[2])) for m in filter(None, map(rejected.match, text.splitlines()))})
+    out: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "firepath_master_messages_sent_total":
+                out[f"{sample.labels['type']}/{sample.labels['dest']}"] = int(sample.value)
+            elif sample.name == "firepath_master_datagrams_rejected_total":
+                out[f"rejected/{sample.labels['reason']}"] = int(sample.value)
     return out
 
 

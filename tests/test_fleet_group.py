@@ -73,12 +73,18 @@ def test_group_traffic_is_shared_and_unicast_divergence_rejoins(world) -> None:
     assert w.stats()["complete"] == n and not w.diverged
 
 
-def test_missed_group_delta_repairs_by_unicast_and_the_shared_state_follows(world) -> None:
+def _started(world) -> tuple[int, float]:
+    """Cold-start the worker and hand it the group's first snapshot: (its switches, the time of that)."""
     fabric, w, m, db = world
-    n = len(w.sw)
     w.cold_start()
     now = w.g.heard_at + 0.01
     w._group(m, _full(fabric, m, db), now)
+    return len(w.sw), now
+
+
+def test_missed_group_delta_repairs_by_unicast_and_the_shared_state_follows(world) -> None:
+    fabric, w, m, db = world
+    n, now = _started(world)
     v1 = db.version
     db.apply({1: DOWN})                     # v1 -> v2: the worker misses this group delta
     v2 = db.version
@@ -102,10 +108,7 @@ def test_missed_group_delta_repairs_by_unicast_and_the_shared_state_follows(worl
 
 def test_a_silent_group_makes_every_switch_probe_until_heard(world) -> None:
     fabric, w, m, db = world
-    n = len(w.sw)
-    w.cold_start()
-    now = w.g.heard_at + 0.01
-    w._group(m, _full(fabric, m, db), now)
+    n, now = _started(world)
     w._group(m, Keepalive(m, 1, db.version), now + 0.05)
     req = w.counts["requests"]
     silence = w.silence

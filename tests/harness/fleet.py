@@ -177,8 +177,11 @@ class _Worker:
             sw.backoff = self.retry_min
         rm = sw.rmaster
         targets = self.mids if new or everyone or rm is None or not self._alive(sw, now) else (rm,)
-        self._send(sw, PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports), targets)
+        self._send(sw, self._report_of(sw), targets)
         self._schedule(sw, now)
+
+    def _report_of(self, sw: _Sw) -> PortReport:
+        return PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports)
 
     def _schedule(self, sw: _Sw, now: float) -> None:
         if sw.acked:
@@ -320,7 +323,7 @@ class _Worker:
         t = type(msg)
         if t is Challenge:
             if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only,
-                self._send(sw, PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports), (sender,))
+                self._send(sw, self._report_of(sw), (sender,))
                 sw.next_at = now + self.retry_min               # and the next retry a back-off from this copy
                 heapq.heappush(self.heap, (sw.next_at, sw.idx, sw.name))
         elif t is ReportAck:
