@@ -84,6 +84,15 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"firepath client: key file: {e}", file=sys.stderr)
         return 2
+    admin_token = None
+    if fabric.security.admin_token_file is not None:     # named but unreadable: refuse, as the master does
+        from proto.auth import AuthError, read_admin_token
+
+        try:
+            admin_token = read_admin_token(fabric.security.admin_token_file, fabric.security.admin_token_where)
+        except AuthError as e:
+            print(f"firepath client: {e}", file=sys.stderr)
+            return 2
     rest_port = args.rest_port if args.rest_port is not None else switch.rest_port
     # Everything that can fail at start-up (UDP and REST sockets) happens before any thread runs or any
     # ND peer is told anything; a failure ends the process at once, with the reason, and exit status 1.
@@ -117,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if rest_port:
         try:
             rest = RestServer(daemon.status, "127.0.0.1", rest_port, routes=daemon.routes_view,
-                              reload=rest_reload, token=_admin_token(fabric))
+                              reload=rest_reload, token=admin_token)
             rest.start()
         except OSError as e:
             daemon.transport.stop()
@@ -165,17 +174,6 @@ def run(args: argparse.Namespace) -> int:
         logging.shutdown()
         os.execv(sys.executable, sys.orig_argv)
     return 0
-
-
-def _admin_token(fabric: Any) -> str | None:
-    """The admin token (security.admin_token_file) for POST /v1/reload; None if none is configured/readable."""
-    path = fabric.security.admin_token_file
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None
 
 
 def _apply_keys(log: logging.Logger, daemon: Any, nxt: Any) -> None:

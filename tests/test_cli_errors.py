@@ -106,7 +106,8 @@ def _line_of(path: Path, text: str) -> int:
 
 def test_a_missing_admin_token_file_is_named_with_the_config_line(tmp_path: Path) -> None:
     """Fresh-user finding: "admin token file not found" named neither the config file nor its line (every
-    other config error does). `config check`, the master at start and the operator commands say where."""
+    other config error does). `config check`, the master and the client at start and the operator commands
+    say where."""
     cfg = write_config(tmp_path)
     token = tmp_path / "admin.token"
     token.unlink()
@@ -116,6 +117,9 @@ def test_a_missing_admin_token_file_is_named_with_the_config_line(tmp_path: Path
     one_clear_line(p, where, "file not found")
     p = firepath("master", "--config", str(cfg), "--id", "m1", "--state-dir", str(tmp_path / "state"))
     assert p.returncode == 2
+    one_clear_line(p, where, "file not found")
+    p = firepath("client", "--config", str(cfg), "--switch", "leaf-1", "--ovs", "tcp:127.0.0.1:9")
+    assert p.returncode == 2                  # was: started, and POST /v1/reload answered "no token configured"
     one_clear_line(p, where, "file not found")
     env = {k: v for k, v in os.environ.items() if not k.startswith("FIREPATH_TOKEN")}
     p = subprocess.run([sys.executable, "-m", "proto.cli", "undrain", "--config", str(cfg), "--switch", "leaf-1"],
