@@ -525,11 +525,24 @@ def test_inline_events_come_from_the_receive_thread_and_an_idle_send_from_the_ca
         direct, queued, writes = d.sent_direct, d.sent_queued, d.batch_writes
         assert d._dp is not None
         sends = d._dp.direct_sends
+        written: list[tuple[str, bytes]] = []
+        dp_send = d._dp.send
+
+        def recording(buf: bytes, close_socket: bool = False) -> bool:     # what reaches the socket, and by whom
+            written.append((threading.current_thread().name, bytes(buf)))
+            return dp_send(buf, close_socket)
+
+        d._dp.send = recording  # type: ignore[method-assign]
         batch = d.send([_flow(100, "10.9.9.8", None, 4244), M.Barrier()])  # group 4244 does not exist
         assert (d.sent_direct, d.sent_queued) == (direct + 1, queued)
-        assert d.batch_writes == writes + 1                              # the whole batch in one write ...
-        assert d._dp.direct_sends > sends                                # ... by _Datapath.send itself
-        # (os-ken's echo requests and replies are written the same way: direct_sends may count them too)
+        assert d.batch_writes == writes + 1
+        assert d._dp.direct_sends > sends                                # by _Datapath.send itself
+        # The whole batch in one write on this thread: a FLOW_MOD then an 8-byte BARRIER_REQUEST (OpenFlow types
+        # 14 and 20; header: version, type, length); echo requests and replies may be written too.
+        ours = [buf for name, buf in written if name == threading.current_thread().name]
+        assert len(ours) == 1, ours
+        first_len = int.from_bytes(ours[0][2:4], "big")
+        assert (ours[0][1], ours[0][first_len + 1], len(ours[0])) == (14, 20, first_len + 8)
         log.wait_for(lambda e: e == BarrierDone(batch), since=mark)
         kinds = [type(e) for _, e in log.events[mark:]]
         assert kinds == [OfError, BarrierDone]
