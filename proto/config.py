@@ -38,7 +38,13 @@ def load_fabric(path: str | Path) -> Fabric:
     """
     source = str(path)
     try:
-        with open(path, "rb") as f:
+        if "\0" in source:
+            raise OSError(f"the path contains a NUL character: {source!r}")
+        # Opened without blocking: a FIFO nobody writes must not hang a master's REST (rollout prepare);
+        # then read blocking, so a pipe that is written (`config check <(...)`) is read to its end.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        os.set_blocking(fd, True)
+        with open(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > MAX_CONFIG_BYTES:
                 raise ConfigError(
