@@ -381,7 +381,7 @@ def make_app(server: MasterApi) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/keys", keys)
     add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
-    add_rollout_routes(app, _srv, lambda r: _check_token(r, r.app[TOKEN_KEY]), _json)   # issue #21
+    add_rollout_routes(app, _srv, lambda r: _check_token(r, r.app[TOKEN_KEY]), _json, READ_TIMEOUT)   # issue #21
     return app
 
 
