@@ -54,8 +54,9 @@ def load_fabric(path: str | Path) -> Fabric:
         if len(raw) > MAX_CONFIG_BYTES:  # grew while read, or not a regular file
             raise ConfigError(source, None, "", f"config is over the limit of {MAX_CONFIG_BYTES:,} bytes")
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(source, None, "", f"cannot read config: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:         # the path is named once, by the error's file
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(source, None, "", f"cannot read config: {why}") from None
     return parse_fabric(text, source=source, base_dir=Path(path).resolve().parent)
 
 
