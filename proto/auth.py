@@ -81,6 +81,7 @@ __all__ = [
     "MAX_SECRET_FILE",
     "AuthError",
     "read_admin_token",
+    "token_problem",
     "read_tcp_md5_key",
     "KeyKind",
     "KeyRing",
@@ -520,7 +521,20 @@ def read_admin_token(path: Path, where: str) -> str:
         raise AuthError(f"{where}: {path}: cannot read: {_why(e)}") from None
     if not text.strip():
         raise AuthError(f"{where}: {path}: the token file is empty")
+    problem = token_problem(text.strip())
+    if problem:
+        raise AuthError(f"{where}: {path}: {problem}")
     return text.strip()
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be an admin token (None if it can): it travels in an HTTP header, `Authorization:
+    Bearer <token>`, so it is one line of printable ASCII (a newline, a tab, a control or non-ASCII character
+    could not be sent, or would arrive changed)."""
+    bad = next((c for c in token if not " " <= c <= "~"), None)
+    if bad is None:
+        return None
+    return f"the token must be one line of printable ASCII (an HTTP header carries it), found {bad!r}"
 
 
 #: Linux TCP MD5 (RFC 2385) keys are at most TCP_MD5SIG_MAXKEYLEN bytes.
