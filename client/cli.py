@@ -19,7 +19,7 @@ import tempfile
 import threading
 from typing import Any
 
-from proto.argtypes import non_negative_float, port_or_zero
+from proto.argtypes import non_negative_float, ovsdb_target, port_or_zero
 
 
 def add_parser(subparsers: Any) -> None:
@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--switch", required=True, help="this switch's name in the config")
     p.add_argument("--ovs", help="OpenFlow target of the bridge, tcp:IP:PORT (default: from the config)")
     p.add_argument("--netns", help="connect to OVS from inside this network namespace")
-    p.add_argument("--ovsdb", help="OVSDB of the switch's OVS, unix:PATH or tcp:IP:PORT: the client configures "
+    p.add_argument("--ovsdb", type=ovsdb_target, help="OVSDB of the switch's OVS, unix:PATH or tcp:IP:PORT: the client configures "
                                    "and monitors link OAM (CFM) on its fabric ports there (liveness: oam); "
                                    "without it, ports fall back to software ND")
     p.add_argument("--rest-port", type=port_or_zero,

@@ -22,6 +22,7 @@ import logging
 import socketserver
 import threading
 from collections.abc import Callable
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -181,9 +182,17 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        if "Transfer-Encoding" in self.headers:     # its body would be read as the next request
+            self._send(_json(411, {"error": "a request body needs a Content-Length (no Transfer-Encoding)"}),
+                       close=True)
+            return
+        raw = (self.headers.get("Content-Length") or "0").strip()
+        if not raw.isdigit() or not raw.isascii():
+            self._send(_json(400, {"error": f"bad Content-Length {raw[:40]!r}"}), close=True)
+            return
+        length = int(raw)
         if length > MAX_BODY:
-            self._send((413, "application/json", b'{"error": "request body too large"}'), close=True)
+            self._send(_json(413, {"error": "request body too large"}), close=True)
             return
         if length:
             self.rfile.read(length)
@@ -207,6 +216,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = _serve
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own errors (a malformed request line, headers or version, a URI too long, a method
+        with no do_X) as JSON like every other answer, and the connection closed."""
+        if code == HTTPStatus.NOT_IMPLEMENTED:      # an unknown method: not allowed on any of our paths
+            code, message = HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} {self.path}: method not allowed"
+        if self.request_version == "HTTP/0.9":      # the request line was unreadable: answer in HTTP/1.1
+            self.request_version = "HTTP/1.1"
+        self._send(_json(int(code), {"error": message or self.responses.get(code, ("error",))[0]}), close=True)
+
+    def handle(self) -> None:
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError) as e:     # the client left: its affair, no traceback
+            log.debug("rest %s connection lost: %s", self.client_address[0], e)
 
     def log_message(self, format: str, *args: Any) -> None:   # noqa: A002 - the stdlib's signature
         log.debug("rest %s " + format, self.client_address[0], *args)

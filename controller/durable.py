@@ -41,6 +41,9 @@ class StateStore:
         """
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:        # not the state file's absence: nothing could ever be saved here
+            raise DurableStateError(f"{self.dir}: cannot create the state directory: {e.strerror or e}") from e
+        try:
             for stale in self.dir.glob(f".{STATE_FILE}.*.tmp"):
                 stale.unlink(missing_ok=True)
             raw = self.path.read_text(encoding="utf-8")

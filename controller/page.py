@@ -375,7 +375,7 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def _link_index(feed: PageFeed, ref: str) -> int | None:
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():       # '²' and '①' are str.isdigit() too, but not int()
         i = int(ref)
         return i if i < len(feed.fabric.links) else None
     try:

@@ -360,6 +360,11 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
             raise
         return web.json_response({"error": e.text or e.reason}, status=e.status, headers={
             k: v for k, v in e.headers.items() if k.lower() == "allow"})
+    except (ConnectionResetError, asyncio.CancelledError):
+        raise
+    except Exception as e:      # noqa: BLE001 - a handler's bug: JSON like every answer, the trace in the log
+        log.exception("event=rest_error method=%s path=%s", request.method, request.path)
+        return web.json_response({"error": f"internal error: {type(e).__name__}: {e}"}, status=500)
 
 
 def make_app(server: MasterApi) -> web.Application:
@@ -381,7 +386,7 @@ def make_app(server: MasterApi) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/keys", keys)
     add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
-    add_rollout_routes(app, _srv, lambda r: _check_token(r, r.app[TOKEN_KEY]), _json)   # issue #21
+    add_rollout_routes(app, _srv, lambda r: _check_token(r, r.app[TOKEN_KEY]), _json, READ_TIMEOUT)   # issue #21
     return app
 
 

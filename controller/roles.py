@@ -88,7 +88,8 @@ class SingleMasterDriver:
         if self.durable_term == term:
             self.durable_term = term - 1
         self.wake_at = now + self.core.fabric.timers.master_dead
-        return self.core.become_inactive(self.durable_term) if self.core.role == Role.MASTER else []
+        # the core keeps its term (never lowered): the next attempt takes durable_term + 1, i.e. this term again
+        return self.core.become_inactive() if self.core.role == Role.MASTER else []
 
     def persisted(self, term: int) -> None:
         pass

@@ -14,6 +14,7 @@ Every POST needs the admin token (as the drains do).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,8 +29,9 @@ Check = Callable[[web.Request], web.Response | None]
 
 
 def add_rollout_routes(app: web.Application, srv: Callable[[web.Request], MasterApi],
-                       check: Check, json: Callable[..., web.Response]) -> None:
-    """Mount the routes; `check(request)` returns an error response unless the admin token is right."""
+                       check: Check, json: Callable[..., web.Response], read_timeout: float) -> None:
+    """Mount the routes; `check(request)` returns an error response unless the admin token is right; a
+    request body not received within `read_timeout` s is answered 408."""
 
     def guarded(fn: Callable[[web.Request, MasterApi], Awaitable[web.Response]]) -> Any:
         async def handler(request: web.Request) -> web.Response:
@@ -53,9 +55,12 @@ def add_rollout_routes(app: web.Application, srv: Callable[[web.Request], Master
 
     async def prepare(request: web.Request, s: MasterApi) -> web.Response:
         try:
-            body = await request.json()
+            async with asyncio.timeout(read_timeout):
+                body = await request.json()
         except (ValueError, RecursionError):
             body = None
+        except TimeoutError:
+            return json({"error": f"request body not received within {read_timeout:g} s"}, status=408)
         if not isinstance(body, dict) or not isinstance(body.get("config"), str) or body.keys() != {"config"}:
             return json({"error": 'body must be JSON: {"config": "/path/to/next.yaml"} (a path on this '
                                   'replica\'s host)'}, status=400)

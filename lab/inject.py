@@ -79,7 +79,7 @@ def _set_ifaces(lab: Lab, ifaces: list[str], up: bool) -> float:
 
 def _endpoint(spec: str) -> tuple[str, int]:
     sw, sep, port = spec.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise LabError(f"endpoint {spec!r}: expected SWITCH:PORT")
     return sw, int(port)
 

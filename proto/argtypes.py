@@ -8,7 +8,7 @@ import argparse
 import ipaddress
 import math
 
-__all__ = ["ipv4_list", "non_negative_float", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int"]
+__all__ = ["ipv4_list", "non_negative_float", "ovsdb_target", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int"]
 
 
 def _int(text: str) -> int:
@@ -80,3 +80,20 @@ def ipv4_list(text: str) -> str:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{a!r} is not an IPv4 address") from None
     return ",".join(out)
+
+
+def ovsdb_target(text: str) -> str:
+    """An OVSDB remote the client can open: unix:PATH or tcp:IPV4:PORT (what `ovs.stream` connects to)."""
+    kind, _, rest = text.partition(":")
+    if kind == "unix" and rest and "\0" not in rest:
+        return text
+    if kind == "tcp":
+        host, _, p = rest.rpartition(":")
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            pass
+        else:
+            port(p)
+            return text
+    raise argparse.ArgumentTypeError(f"{text!r}: expected unix:PATH or tcp:IP:PORT")

@@ -78,8 +78,10 @@ __all__ = [
     "BUNDLE_KIND",
     "TCP_MD5_MAX_KEY",
     "MIN_SECRET_BYTES",
+    "MAX_SECRET_FILE",
     "AuthError",
     "read_admin_token",
+    "token_problem",
     "read_tcp_md5_key",
     "KeyKind",
     "KeyRing",
@@ -91,6 +93,8 @@ __all__ = [
 ]
 
 MIN_SECRET_BYTES = 16
+#: Largest key, bundle, token or password file read (bytes): each is well under 1 KB.
+MAX_SECRET_FILE = 64 * 1024
 MIN_KEY_ID, MAX_KEY_ID = 1, 255  # a u8 on the wire; 0 is reserved (never a valid key id)
 LEGACY_KEY_ID = 1  # the key id of the single-secret config form (``security.key_file``)
 KEY_BYTES = 32
@@ -200,11 +204,11 @@ class KeyRing:
         path = Path(path)
         source = str(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_secret_file(path).decode("utf-8")
         except FileNotFoundError:
             raise AuthError(f"{source}: key file not found") from None
         except (OSError, UnicodeDecodeError) as e:
-            raise AuthError(f"{source}: cannot read key file: {e}") from None
+            raise AuthError(f"{source}: cannot read key file: {_why(e)}") from None
         warning = key_file_warning(path)
         if warning and source not in _WARNED:
             _WARNED.add(source)
@@ -481,19 +485,56 @@ class ReplayWindow:
         return True
 
 
+def read_secret_file(path: str | Path) -> bytes:
+    """The bytes of a small node-local secret file (key, bundle, token, TCP MD5 key). OSError unless it is a
+    regular file of at most MAX_SECRET_FILE bytes: opened without blocking and checked before a byte is read,
+    so a FIFO named by mistake (or malice) cannot hang a start or a reload, nor /dev/zero fill the memory."""
+    if "\0" in str(path):
+        raise OSError(f"path {str(path)!r} contains a NUL character")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            raw = f.read(MAX_SECRET_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_SECRET_FILE:
+        raise OSError(f"over {MAX_SECRET_FILE} bytes: not a key, token or password file")
+    return raw
+
+
+def _why(e: Exception) -> str:
+    """An OSError's reason without its repetition of the path (the callers name the file)."""
+    return (e.strerror if isinstance(e, OSError) and e.strerror else None) or str(e)
+
+
 def read_admin_token(path: Path, where: str) -> str:
     """The admin (drain) token in `path` (`security.admin_token_file`), stripped. AuthError naming `where`
     (the config's ``file:line: security.admin_token_file``), the file and the problem: not found, unreadable,
     empty."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_secret_file(path).decode("utf-8")
     except FileNotFoundError:
         raise AuthError(f"{where}: {path}: file not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise AuthError(f"{where}: {path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+        raise AuthError(f"{where}: {path}: cannot read: {_why(e)}") from None
     if not text.strip():
         raise AuthError(f"{where}: {path}: the token file is empty")
+    problem = token_problem(text.strip())
+    if problem:
+        raise AuthError(f"{where}: {path}: {problem}")
     return text.strip()
+
+
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be an admin token (None if it can): it travels in an HTTP header, `Authorization:
+    Bearer <token>`, so it is one line of printable ASCII (a newline, a tab, a control or non-ASCII character
+    could not be sent, or would arrive changed)."""
+    bad = next((c for c in token if not " " <= c <= "~"), None)
+    if bad is None:
+        return None
+    return f"the token must be one line of printable ASCII (an HTTP header carries it), found {bad!r}"
 
 
 #: Linux TCP MD5 (RFC 2385) keys are at most TCP_MD5SIG_MAXKEYLEN bytes.
@@ -505,10 +546,10 @@ def read_tcp_md5_key(path: Path) -> str:
     1..80 printable ASCII characters without quotes or backslashes (it goes into ExaBGP's configuration),
     in a file only its owner may read or write. AuthError names the problem (the caller adds where)."""
     try:
+        raw = read_secret_file(path)
         st = path.stat()
-        raw = path.read_bytes()
     except OSError as e:
-        raise AuthError(f"cannot read: {e.strerror or e}") from None
+        raise AuthError(f"cannot read: {_why(e)}") from None
     if st.st_mode & 0o077:
         raise AuthError(f"mode {st.st_mode & 0o777:o} lets others read or change the key; chmod 600 it")
     text = raw[:-1] if raw.endswith(b"\n") else raw

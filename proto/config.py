@@ -38,7 +38,13 @@ def load_fabric(path: str | Path) -> Fabric:
     """
     source = str(path)
     try:
-        with open(path, "rb") as f:
+        if "\0" in source:
+            raise OSError(f"the path contains a NUL character: {source!r}")
+        # Opened without blocking: a FIFO nobody writes must not hang a master's REST (rollout prepare);
+        # then read blocking, so a pipe that is written (`config check <(...)`) is read to its end.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        os.set_blocking(fd, True)
+        with open(fd, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > MAX_CONFIG_BYTES:
                 raise ConfigError(
@@ -48,8 +54,9 @@ def load_fabric(path: str | Path) -> Fabric:
         if len(raw) > MAX_CONFIG_BYTES:  # grew while read, or not a regular file
             raise ConfigError(source, None, "", f"config is over the limit of {MAX_CONFIG_BYTES:,} bytes")
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(source, None, "", f"cannot read config: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:         # the path is named once, by the error's file
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise ConfigError(source, None, "", f"cannot read config: {why}") from None
     return parse_fabric(text, source=source, base_dir=Path(path).resolve().parent)
 
 

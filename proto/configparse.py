@@ -116,6 +116,10 @@ class FabricParser(TopologyReader):
         damping = self.damping(top["damping"]) if "damping" in top else Damping()
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
+        for mid, (id_node, field) in self.master_id_nodes.items():
+            if mid in self.switch_line:    # one Codec peer namespace: a name must say who is speaking
+                raise self.fail(id_node, field, f"{mid!r} is also the name of a switch (line "
+                                                f"{self.switch_line[mid]}): masters and switches need distinct names")
         links = self.links(top["links"]) if "links" in top else ()
         # issue #18: periodic traffic per master replica within the budget (proto.budget); the digest
         # covers the derived timers
@@ -351,6 +355,7 @@ class FabricParser(TopologyReader):
             raise self.fail(node, "masters", "at least 1 master is required")
         masters: list[Master] = []
         ids: dict[str, int] = {}
+        self.master_id_nodes: dict[str, tuple[yaml.Node, str]] = {}
         ports: dict[tuple[IPv4Address, int], tuple[str, int]] = {}
         for i, item in enumerate(items):
             path = f"masters[{i}]"
@@ -359,6 +364,7 @@ class FabricParser(TopologyReader):
             if mid in ids:
                 raise self.fail(f["id"], f"{path}.id", f"duplicate master id {mid!r} (also at line {ids[mid]})")
             ids[mid] = _line(f["id"])
+            self.master_id_nodes[mid] = (f["id"], f"{path}.id")
             address = self.address(f["address"], f"{path}.address")
             values = {}
             for key in ("client_port", "peer_port", "rest_port"):

@@ -196,6 +196,8 @@ class NodeReader:
         value = self.string(node, field)
         if not value:
             raise self.fail(node, field, "empty path")
+        if "\0" in value:
+            raise self.fail(node, field, f"path {value!r} contains a NUL character")
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p
 

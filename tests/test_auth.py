@@ -4,13 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import stat
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proto.auth import AuthError, KeyKind, KeyRing, MissingKeyError, ReplayWindow, write_secret_file
+from proto.auth import (
+    MAX_SECRET_FILE,
+    AuthError,
+    KeyKind,
+    KeyRing,
+    MissingKeyError,
+    ReplayWindow,
+    read_admin_token,
+    read_tcp_md5_key,
+    write_secret_file,
+)
 
 SECRET = bytes(range(32))
 
@@ -58,6 +70,36 @@ def test_unreadable_key_files(tmp_path):
     (tmp_path / "bin.key").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(AuthError, match="cannot read"):
         KeyRing.load(tmp_path / "bin.key")
+
+
+def _secret_readers(tmp_path):
+    """Every reader of a node-local secret file named in the config: the fabric key / key bundle, the admin
+    token, an eBGP peer's TCP MD5 key."""
+    return [KeyRing.load, lambda p: read_admin_token(p, "f.yaml:3: security.admin_token_file"), read_tcp_md5_key]
+
+
+@pytest.mark.timeout(20)
+def test_secret_files_that_are_not_regular_files_are_refused_at_once(tmp_path):
+    """A FIFO used to block the reader forever (config check, a master or client start, a reload), and a
+    character device such as /dev/zero to be read until memory ran out: only a regular file is a secret."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for read in _secret_readers(tmp_path):
+        for path in (fifo, Path("/dev/zero"), tmp_path):
+            with pytest.raises(AuthError, match="not a regular file") as info:
+                read(path)
+            assert str(path) in str(info.value) or read is read_tcp_md5_key
+
+
+def test_oversized_and_nul_named_secret_files_are_refused(tmp_path):
+    big = tmp_path / "big"
+    big.write_bytes(b"a" * (MAX_SECRET_FILE + 1))
+    big.chmod(0o600)
+    for read in _secret_readers(tmp_path):
+        with pytest.raises(AuthError, match=f"over {MAX_SECRET_FILE} bytes"):
+            read(big)
+        with pytest.raises(AuthError, match="NUL"):
+            read(Path("a\0b"))
 
 
 def test_switch_bundle_round_trip_and_restriction(tmp_path):

@@ -49,6 +49,11 @@ def cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (("lab", "probe", "h1", "h2", "--rate", "-5"), ("--rate", "positive")),
     (("lab", "probe", "h1", "h2", "--rate", "nan"), ("--rate", "positive")),
     (("lab", "ping", "--count", "0"), ("--count", "at least 1")),
+    # --ovsdb garbage used to start and fall back to software ND on every port, logged as "OAM unavailable"
+    (("client", "--config", "x.yaml", "--switch", "s", "--ovsdb", "garbage"), ("--ovsdb", "unix:PATH or tcp:IP:PORT")),
+    (("client", "--config", "x.yaml", "--switch", "s", "--ovsdb", "tcp:1.2.3:6640"), ("--ovsdb", "unix:PATH or tcp:IP:PORT")),
+    (("client", "--config", "x.yaml", "--switch", "s", "--ovsdb", "tcp:127.0.0.1:0"), ("--ovsdb", "not a port")),
+    (("client", "--config", "x.yaml", "--switch", "s", "--ovsdb", "unix:"), ("--ovsdb", "unix:PATH or tcp:IP:PORT")),
     (("lab", "config", "-o", "/nonexistent-dir", "--master-address", "127.0.0.11}, {evil: 1"),
      ("--master-address", "not an IPv4 address")),
 ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from ipaddress import IPv4Network
@@ -85,3 +86,49 @@ def test_a_port_in_use_fails_start_with_nothing_left_running() -> None:
         assert not any(t.name == "rest" and t.ident != first._thread.ident for t in threading.enumerate())
     finally:
         first.stop()
+
+
+def _raw(port: int, data: bytes, timeout: float = 5.0) -> tuple[int, dict, bytes]:
+    """Send `data` as is; (status, headers, body) of the answer, read until the server closes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        raw = b""
+        while chunk := s.recv(65536):
+            raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+@pytest.mark.timeout(60)
+def test_malformed_requests_get_a_json_4xx_and_the_server_lives_on(rest: tuple[RestServer, list],
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A bad Content-Length used to kill the request's thread with a traceback on stderr and no answer (a
+    negative one to block it reading to EOF); other methods and a malformed request line got stdlib HTML;
+    a chunked body was left in the stream."""
+    server, _ = rest
+    cases = [
+        (b"POST /v1/state HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400, "Content-Length"),
+        (b"POST /v1/state HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n", 400, "Content-Length"),
+        (b"POST /v1/state HTTP/1.1\r\nHost: x\r\nContent-Length: 1e3\r\n\r\n", 400, "Content-Length"),
+        (b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+         411, "Content-Length"),
+        (b"POST /v1/state HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n", 413, "too large"),
+        (b"PATCH /v1/state HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
+        (b"OPTIONS /v1/state HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
+        (b"FOO /v1/state HTTP/1.1\r\nHost: x\r\n\r\n", 405, "method not allowed"),
+        (b"GARBAGE\r\n\r\n", 400, "request"),
+        (b"GET /v1/state HTTP/9.9\r\nHost: x\r\n\r\n", 505, "version"),
+        (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, "URI"),
+    ]
+    for data, status, fragment in cases:
+        got, headers, body = _raw(server.port, data)
+        assert got == status, (data[:60], got, body[:200])
+        assert headers["content-type"].startswith("application/json"), (data[:60], headers)
+        assert fragment in json.loads(body)["error"], (data[:60], body)
+        assert headers.get("connection") == "close", (data[:60], headers)
+    assert "Traceback" not in caplog.text
+    assert request("GET", f"http://127.0.0.1:{server.port}/v1/state") == (200, STATE)

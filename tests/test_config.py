@@ -346,6 +346,41 @@ def test_unreadable_file(tmp_path: Path) -> None:
     assert str(info.value).startswith(f"{missing}: cannot read config")
 
 
+@pytest.mark.timeout(20)
+def test_a_fifo_or_a_nul_in_the_path_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """`POST /v1/rollout/prepare {"config": PATH}` reads PATH in the master's event loop: a FIFO nobody writes
+    used to block it for good, a NUL in PATH to answer 500. A pipe that is written (`config check <(...)`)
+    still loads."""
+    import os
+    import threading
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="empty document") as info:
+        load_fabric(fifo)
+    assert info.value.file == str(fifo)
+    with pytest.raises(ConfigError, match="NUL") as info:
+        load_fabric(str(tmp_path / "a\0b.yaml"))
+    assert info.value.line is None
+    (tmp_path / "k.key").write_text("00" * 32)
+
+    def write() -> None:
+        with open(fifo, "w") as w:
+            w.write(BASE)
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    for _ in range(100):    # until the writer waits in open(): before that, a read finds no writer (EOF)
+        try:
+            assert load_fabric(fifo).name == "t"
+            break
+        except ConfigError as e:
+            assert "empty document" in str(e)
+            writer.join(0.05)
+    else:
+        pytest.fail("the written FIFO never loaded")
+    writer.join(5)
+
+
 # --------------------------------------------------------------------------------------------- errors
 
 ERRORS = [
@@ -406,6 +441,9 @@ ERRORS = [
     ("master port clash within", "rest_port: 6801}", "rest_port: 6601}", 4, "masters[0].rest_port", "already used by masters[0].client_port"),
     ("master bad address", "address: 127.0.0.1", "address: localhost", 4, "masters[0].address", "'localhost' is not an IPv4 address"),
     ("master missing port", ", rest_port: 6801", "", 4, "masters[0].rest_port", "missing required field"),
+    ("master named like a switch", "{id: m1,", "{id: tor-2,", 4, "masters[0].id", "'tor-2' is also the name of a switch (line 17): masters and switches need distinct names"),
+    ("key file path with a NUL", "security: {key_file: k.key}", 'security: {key_file: "k\\0.key"}', 2, "security.key_file", "NUL"),
+    ("token file path with a NUL", "security: {key_file: k.key}", 'security: {key_file: k.key, admin_token_file: "t\\0"}', 2, "security.admin_token_file", "NUL"),
     ("timers nd_dead", "name: t\n", "name: t\ntimers: {nd_interval_ms: 50, nd_dead_ms: 40}\n", 2, "timers.nd_dead_ms", "nd_dead_ms (40) must exceed nd_interval_ms (50)"),
     ("timers nd_dead default", "name: t\n", "name: t\ntimers: {nd_interval_ms: 30}\n", 2, "timers.nd_interval_ms", "nd_dead_ms (30) must exceed nd_interval_ms (30)"),
     ("timers switch_dead", "name: t\n", "name: t\ntimers: {switch_dead_ms: 400}\n", 2, "timers.switch_dead_ms", "must exceed report_refresh_ms (500)"),

@@ -58,6 +58,17 @@ def test_corrupt_state_is_one_line_at_master_start(tmp_path: Path) -> None:
     assert str(state / STATE_FILE) in proc.stderr
 
 
+def test_a_state_dir_that_cannot_be_created_is_an_error_not_term_zero(tmp_path: Path) -> None:
+    """mkdir's "No such file or directory" (a state dir under /proc, a vanished mount) was taken for a missing
+    state file: the master started on term 0 and failed every save (under --election single it then wedged)."""
+    for where in (Path("/proc/firepath-no-such-dir/state"), tmp_path / "f" / "state"):
+        if where.parent == tmp_path / "f":
+            (tmp_path / "f").write_text("a file, not a directory")
+        with pytest.raises(DurableStateError, match="cannot create the state directory") as info:
+            StateStore(where).load()
+        assert str(where) in str(info.value)
+
+
 def test_crash_mid_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = StateStore(tmp_path)
     store.save(DurableState(1, None))
@@ -92,6 +103,22 @@ def test_single_master_driver_waits_then_takes_next_term() -> None:
     view = d.view(11.0)
     assert view["replicas"][0] == {"id": "m1", "self": True, "state": "master", "term": 5, "version": 0,
                                    "leader": "m1"}
+
+
+def test_single_master_driver_gives_up_a_term_it_could_not_persist_and_tries_again() -> None:
+    """A state dir that cannot be written (`--state-dir /proc/x`, a full disk): the failed save used to raise
+    ValueError (become_inactive below the current term) inside the master's timer callback, which then never
+    ran again — no keepalives, no LSD, a wedged master."""
+    f = clos_fabric(pods=0, spines=2, leaves=2, masters=1)
+    core = MasterCore(f, "m1")
+    d = SingleMasterDriver(core, durable_term=0)
+    d.start(0.0)
+    assert d.tick(f.timers.master_dead)[0] == PersistTerm(1) and core.role == Role.MASTER
+    now = f.timers.master_dead + 0.01
+    d.persist_failed(1, now)                                # the save of term 1 failed
+    assert core.role == Role.INACTIVE and d.next_deadline() == pytest.approx(now + f.timers.master_dead)
+    acts = d.tick(now + f.timers.master_dead)               # tries the same term again
+    assert acts[0] == PersistTerm(1) and core.role == Role.MASTER and core.term == 1
 
 
 def test_single_master_driver_steps_down_on_higher_term() -> None:

@@ -188,8 +188,9 @@ def _installed_group(g: M.GroupMod, version: int) -> M.InstalledGroup:
 def test_parse_target() -> None:
     assert parse_target("tcp:127.0.0.1:16001") == ("127.0.0.1", 16001)
     assert parse_target("127.0.0.1:6653") == ("127.0.0.1", 6653)
-    for bad in ("unix:/x", "tcp:localhost:1", "tcp:127.0.0.1", "tcp:127.0.0.1:0", "tcp:127.0.0.1:70000"):
-        with pytest.raises(ValueError):
+    for bad in ("unix:/x", "tcp:localhost:1", "tcp:127.0.0.1", "tcp:127.0.0.1:0", "tcp:127.0.0.1:70000",
+                "tcp:127.0.0.1:\u00b2", "tcp:127.0.0.1:\u2460"):   # str.isdigit() but not int(): int's message
+        with pytest.raises(ValueError, match="expected tcp:IP:PORT|is not an IPv4 address"):
             parse_target(bad)
 
 

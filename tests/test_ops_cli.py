@@ -94,6 +94,24 @@ def test_token_lookup_order(fabric, tmp_path: Path, monkeypatch) -> None:
     assert e.value.code == api.USAGE and "missing" in str(e.value)
 
 
+@pytest.mark.parametrize("token", ["a\nb", "t\u00f8ken\u20ac", "\x01x", "a\tb"])
+def test_a_token_no_http_header_can_carry_is_a_usage_error(fabric, tmp_path: Path, monkeypatch,
+                                                            token: str) -> None:
+    """A newline or a non-ASCII character in the token used to fail inside urllib ("Invalid header value",
+    "ordinal not in range(256)") and be reported as an unreachable master (exit 3)."""
+    monkeypatch.delenv(api.TOKEN_FILE_ENV, raising=False)
+    monkeypatch.setenv(api.TOKEN_ENV, token)
+    with pytest.raises(api.OpsError) as e:
+        api.read_token(fabric, None)
+    assert e.value.code == api.USAGE and f"${api.TOKEN_ENV}" in str(e.value) and "printable ASCII" in str(e.value)
+    monkeypatch.delenv(api.TOKEN_ENV)
+    f = tmp_path / "t"
+    f.write_text(token + "\n")
+    with pytest.raises(api.OpsError) as e:
+        api.read_token(fabric, str(f))
+    assert e.value.code == api.USAGE and str(f) in str(e.value) and "printable ASCII" in str(e.value)
+
+
 def test_errors_are_one_line_with_their_exit_code(tmp_path: Path) -> None:
     cfg = str(dead_config(tmp_path))
     cases = [

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+import controller.rest
 from controller.server import MasterServer
 from proto.clos import ClosParams, generate_clos_yaml
 from tests.test_controller_rest import TOKEN, run
@@ -120,5 +124,32 @@ def test_reload_swaps_the_key_set_without_a_rollout(tmp_path: Path) -> None:
         r = await c.post("/v1/reload", headers=AUTH)
         assert r.status == 400 and "send_key" in (await r.json())["error"]
         assert (await (await c.get("/v1/keys")).json())["accepted"] == [1, 2]
+
+    run(tmp_path, body)
+
+
+@pytest.mark.timeout(60)
+def test_prepare_of_a_fifo_a_nul_path_or_a_stalled_body_answers_4xx_and_never_wedges(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO as the next config used to block the master's event loop for good (no FMRP, no LSD), a NUL in
+    the path to answer 500, and a body that never arrives to hold the request open forever."""
+    monkeypatch.setattr(controller.rest, "READ_TIMEOUT", 0.5)
+    fifo = tmp_path / "next.fifo"
+    os.mkfifo(fifo)
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        digest = server.fabric.digest
+        for path, status in ((str(fifo), 400), (str(tmp_path) + "/a\u0000b.yaml", 400)):
+            r = await asyncio.wait_for(c.post("/v1/rollout/prepare", json={"config": path}, headers=AUTH), 10)
+            out = await r.json()
+            assert r.status == status and "error" in out, out
+        reader, writer = await asyncio.open_connection(c.host, c.port)
+        writer.write(b"POST /v1/rollout/prepare HTTP/1.1\r\nHost: x\r\nAuthorization: " + AUTH["Authorization"].encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"config\"")
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        assert head.startswith(b"HTTP/1.1 408") and b"application/json" in head, head
+        writer.close()
+        assert (await (await c.get("/v1/rollout")).json())["phase"] == "idle" and server.fabric.digest == digest
 
     run(tmp_path, body)

@@ -49,7 +49,8 @@ def parse_target(target: str) -> tuple[str, int]:
     """'tcp:127.0.0.1:16001' (or '127.0.0.1:16001') -> ('127.0.0.1', 16001)."""
     rest = target[4:] if target.startswith("tcp:") else target
     host, sep, port = rest.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) \
+            or not 0 < int(port) < 65536:
         raise ValueError(f"OpenFlow target {target!r}: expected tcp:IP:PORT")
     try:
         socket.inet_aton(host)

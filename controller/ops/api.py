@@ -64,10 +64,14 @@ def _reason(e: Exception) -> str:
 def read_token(fabric: Fabric, token_file: str | None) -> str:
     """The admin token: --token-file, else $FIREPATH_TOKEN, else $FIREPATH_TOKEN_FILE, else the config's
     security.admin_token_file. OpsError(USAGE) when a named file cannot be read, DENIED when there is none."""
-    from proto.auth import AuthError, read_admin_token
+    from proto.auth import AuthError, read_admin_token, token_problem
 
     if token_file is None and os.environ.get(TOKEN_ENV):
-        return os.environ[TOKEN_ENV].strip()
+        token = os.environ[TOKEN_ENV].strip()
+        problem = token_problem(token)
+        if problem:
+            raise OpsError(USAGE, f"${TOKEN_ENV}: {problem}")
+        return token
     path: str | Path | None = token_file or os.environ.get(TOKEN_FILE_ENV)
     where = "--token-file" if token_file else f"${TOKEN_FILE_ENV}"
     if path is None and fabric.security.admin_token_file is not None:
