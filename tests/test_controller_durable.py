@@ -121,6 +121,19 @@ def test_single_master_driver_gives_up_a_term_it_could_not_persist_and_tries_aga
     assert acts[0] == PersistTerm(1) and core.role == Role.MASTER and core.term == 1
 
 
+def test_the_last_term_is_refused_or_never_stood_in(tmp_path: Path) -> None:
+    """A state file at 2^63-1 made a single master take term 2^63, which no message can carry: the first
+    Keepalive raised in the timer callback and the master was wedged. Beyond u63 the file is invalid."""
+    (tmp_path / STATE_FILE).write_text('{"term": 9223372036854775808}')
+    with pytest.raises(DurableStateError, match="out of range"):
+        StateStore(tmp_path).load()
+    f = clos_fabric(pods=0, spines=2, leaves=2, masters=1)
+    core = MasterCore(f, "m1")
+    d = SingleMasterDriver(core, durable_term=2**63 - 1)
+    d.start(0.0)
+    assert d.tick(f.timers.master_dead) == [] and core.role == Role.INACTIVE and d.next_deadline() is None
+
+
 def test_single_master_driver_steps_down_on_higher_term() -> None:
     f = clos_fabric(pods=0, spines=2, leaves=2, masters=2)
     core = MasterCore(f, "m1")
