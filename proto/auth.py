@@ -351,6 +351,15 @@ class KeySet:
         self.restricted_to = scopes.pop()
         self.source = source
 
+    def check_usable_by(self, local_id: str, master: bool) -> None:
+        """AuthError naming where the keys come from unless node `local_id` can sign and verify with them: a
+        master needs fabric secrets, a switch its own bundles (or the secrets)."""
+        if self.restricted_to is None or (not master and self.restricted_to == local_id):
+            return
+        need = " (a master needs the fabric secret)" if master else ""
+        raise AuthError(f"{self.source}: the key bundle of switch {self.restricted_to!r} cannot be used by "
+                        f"{local_id!r}{need}")
+
     @classmethod
     def single(cls, ring: KeyRing, key_id: int = LEGACY_KEY_ID) -> KeySet:
         """A set of one key (the single-secret form): signs and accepts only ``key_id``."""
