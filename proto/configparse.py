@@ -58,6 +58,8 @@ _TIMER_KEYS: dict[str, tuple[str, str]] = {
     "nd_identity_dead_ms": ("nd_identity_dead", "ms"),
 }
 # (longer, shorter, why): the longer timer must strictly exceed the shorter one.
+#: (lowest, highest, unit) of a timer of each kind: 0.1 ms (below, a heartbeat is a busy loop) to a day.
+_TIMER_BOUNDS = {"ms": (0.1, 86_400_000, "ms"), "rate": (0.01, 1_000_000, "per second")}
 _TIMER_ORDER = (
     ("nd_dead", "nd_interval", "ND must miss at least one hello before declaring a port down"),
     ("switch_dead", "report_refresh", "a switch must miss a report refresh before it is declared dead"),
@@ -168,6 +170,9 @@ class FabricParser(TopologyReader):
                 value = self.number(value_node, field_name)
                 if value <= 0:
                     raise self.fail(value_node, field_name, f"must be positive, got {value_node.value}")
+                lo, hi, unit = _TIMER_BOUNDS[kind]     # a typo's 1e13 ms, a 10 ns heartbeat: refused
+                if not lo <= value <= hi:
+                    raise self.fail(value_node, field_name, f"{value_node.value} out of range {lo:g}..{hi:.12g} {unit}")
                 values[attr] = value / 1000.0 if kind == "ms" else value
                 if attr == "oam_interval" and (value != int(value) or value > MAX_OAM_INTERVAL_MS):
                     raise self.fail(value_node, field_name,
