@@ -308,6 +308,9 @@ class FabricParser(TopologyReader):
             if key.endswith("_ms"):
                 if value <= 0:
                     raise self.fail(value_node, field_name, f"must be positive, got {value_node.value}")
+                lo, hi, unit = _TIMER_BOUNDS["ms"]
+                if not lo <= value <= hi:
+                    raise self.fail(value_node, field_name, f"{value_node.value} out of range {lo:g}..{hi:.12g} {unit}")
                 values[key[:-3]] = value / 1000.0
             else:
                 if not 0 < value <= 1:
