@@ -81,6 +81,16 @@ def test_a_switch_key_bundle_is_refused_by_a_master_and_another_switch_in_one_li
     one_clear_line(p, "bundled.yaml:", "security.key_file", "key bundle of switch 'leaf-2'", "'leaf-1'")
 
 
+def test_a_lab_timer_that_is_not_a_number_is_named(tmp_path: Path) -> None:
+    """`lab up --timer nd_interval_ms=abc` said only "could not convert string to float: 'abc'"."""
+    for argv in (("lab", "up", "--name", "brkq", "--timer", "nd_interval_ms=abc"),
+                 ("lab", "config", "-o", str(tmp_path), "--timer", "nd_interval_ms=abc")):
+        p = firepath(*argv)
+        assert p.returncode == 1
+        one_clear_line(p, "--timer 'nd_interval_ms=abc'", "'abc' is not a number")
+    assert not (tmp_path / "fabric.yaml").exists()
+
+
 def test_client_refuses_a_unix_socket_ovs_target(cfg: Path) -> None:
     p = firepath("client", "--config", str(cfg), "--switch", "leaf-1", "--ovs", "unix:/nonexistent")
     assert p.returncode == 2
