@@ -89,7 +89,7 @@ class ClosParams:
         need(self.spines % self.planes == 0, f"spines ({self.spines}) must be a multiple of planes ({self.planes})")
         if self.pods or self.border_pods:
             need(self.planes <= self.aggs_per_pod, "planes must not exceed aggs_per_pod (each plane needs an agg)")
-        need(self.masters < 100, "at most 99 masters")
+        need(self.masters <= 63, "at most 63 masters (a report has one reach bit per replica)")
         need(self.master_base_port + 299 <= 65535, "master_base_port too high")
         need(self.master_base_port >= 1, "master_base_port must be positive")
         addresses = self.master_addresses

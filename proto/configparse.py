@@ -60,6 +60,7 @@ _TIMER_KEYS: dict[str, tuple[str, str]] = {
 # (longer, shorter, why): the longer timer must strictly exceed the shorter one.
 #: (lowest, highest, unit) of a timer of each kind: 0.1 ms (below, a heartbeat is a busy loop) to a day.
 _TIMER_BOUNDS = {"ms": (0.1, 86_400_000, "ms"), "rate": (0.01, 1_000_000, "per second")}
+MAX_MASTERS = 63
 _TIMER_ORDER = (
     ("nd_dead", "nd_interval", "ND must miss at least one hello before declaring a port down"),
     ("switch_dead", "report_refresh", "a switch must miss a report refresh before it is declared dead"),
@@ -361,6 +362,10 @@ class FabricParser(TopologyReader):
         items = self.seq(node, "masters")
         if not items:
             raise self.fail(node, "masters", "at least 1 master is required")
+        if len(items) > MAX_MASTERS:    # a report's `reach` has one bit per replica in a u63
+            raise self.fail(items[MAX_MASTERS], f"masters[{MAX_MASTERS}]",
+                            f"at most {MAX_MASTERS} masters (a switch's report has one reach bit per replica), "
+                            f"got {len(items)}")
         masters: list[Master] = []
         ids: dict[str, int] = {}
         self.master_id_nodes: dict[str, tuple[yaml.Node, str]] = {}

@@ -441,6 +441,9 @@ ERRORS = [
     ("master port clash within", "rest_port: 6801}", "rest_port: 6601}", 4, "masters[0].rest_port", "already used by masters[0].client_port"),
     ("master bad address", "address: 127.0.0.1", "address: localhost", 4, "masters[0].address", "'localhost' is not an IPv4 address"),
     ("master missing port", ", rest_port: 6801", "", 4, "masters[0].rest_port", "missing required field"),
+    ("64 masters", "rest_port: 6801}\n", "rest_port: 6801}\n" + "".join(
+        f"  - {{id: m{i}, address: 127.0.1.{i}, client_port: 6601, peer_port: 6701, rest_port: 6801}}\n"
+        for i in range(2, 65)), 67, "masters[63]", "at most 63 masters"),
     ("master named like a switch", "{id: m1,", "{id: tor-2,", 4, "masters[0].id", "'tor-2' is also the name of a switch (line 17): masters and switches need distinct names"),
     ("key file path with a NUL", "security: {key_file: k.key}", 'security: {key_file: "k\\0.key"}', 2, "security.key_file", "NUL"),
     ("token file path with a NUL", "security: {key_file: k.key}", 'security: {key_file: k.key, admin_token_file: "t\\0"}', 2, "security.admin_token_file", "NUL"),
