@@ -3,6 +3,7 @@ checked as they are read (ports used once, prefixes not overlapping, peers consi
 
 
 import bisect
+from collections import Counter
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import yaml
@@ -37,6 +38,10 @@ _BGP_KEYS = ("local_as", "announce", "peers", "router_id", "damping", "track_fab
 _PEER_KEYS = ("address", "peer_as", "port", "local_address", "local_as", "hold_time", "keepalive", "max_prefix",
               "password_file")
 MAX_ASN = 2**32 - 1
+#: A switch's PortReport lists every fabric port: at most this many, so that the worst report (each port
+#: miscabled by a 63-character name, a border's whole eBGP summary) fits one datagram (tests/test_config.py).
+#: The Jupiter preset has at most 262 per switch.
+MAX_FABRIC_PORTS = 600
 _HOST_KEYS = ("name", "port", "ip", "mac")
 _LINK_KEYS = ("a", "b", "weight", "capacity")
 MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
@@ -342,7 +347,21 @@ class TopologyReader(NodeReader):
                                 append(Link(i, Endpoint(sa, porta), Endpoint(sb, portb)))
                                 continue
             append(self.link(i, item))
+        self.check_port_counts(links)
         return tuple(links)
+
+    def check_port_counts(self, links: list[Link]) -> None:
+        if not links or max(Counter(e.switch for link in links for e in (link.a, link.b)).values()) \
+                <= MAX_FABRIC_PORTS:
+            return
+        counts: dict[str, int] = {}         # over the limit: find the link end that passes it
+        for link in links:
+            for end, which in ((link.a, "a"), (link.b, "b")):
+                n = counts[end.switch] = counts.get(end.switch, 0) + 1
+                if n > MAX_FABRIC_PORTS:
+                    raise self.fail(self.port_use[(end.switch, end.port)][2], f"links[{link.index}].{which}",
+                                    f"switch {end.switch} has more than {MAX_FABRIC_PORTS} fabric ports: its "
+                                    f"report of them would not fit one datagram")
 
     def link(self, i: int, item: yaml.Node) -> Link:
         path = f"links[{i}]"

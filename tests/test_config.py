@@ -539,3 +539,32 @@ def test_fabric_equality_and_hash_follow_the_digest() -> None:
     a, b = parse_fabric(BASE), parse_fabric(BASE, source="other.yaml")
     assert a == b and hash(a) == hash(b) and a.source != b.source
     assert a != parse_fabric(edit("name: t\n", "name: u\n"))
+
+
+def test_a_switch_whose_report_cannot_fit_one_datagram_is_refused() -> None:
+    """A spine with 7,500 links passed check; its client then logged "cannot encode PortReport" forever (74 KB
+    > one datagram) and the master never heard it. The bound holds for the worst report: every port
+    miscabled by the longest name at the highest port, a border's whole eBGP summary."""
+    from proto.clos import ClosParams, generate_clos_yaml
+    from proto.configtopo import MAX_FABRIC_PORTS
+    from proto.wire import (
+        MAX_BGP_SESSIONS,
+        MAX_DATAGRAM,
+        MAX_PORT,
+        BgpSession,
+        PortReport,
+        PortStatus,
+        encode_payload,
+    )
+
+    worst = PortReport("s" * 63, "0" * 64, 2**63 - 1, 2**63 - 1, tuple(
+        PortStatus(p, True, True, False, True, True, Endpoint("x" * 63, MAX_PORT))
+        for p in range(MAX_PORT - MAX_FABRIC_PORTS + 1, MAX_PORT + 1)), 2**63 - 1, 2**63 - 1,
+        tuple(BgpSession(i, 2, 2**32 - 1, 2**32 - 1, 2**32 - 1, 2**32 - 1) for i in range(MAX_BGP_SESSIONS)))
+    assert len(encode_payload(worst)) + 46 + 2 * 64 + 32 < MAX_DATAGRAM
+    text = generate_clos_yaml(ClosParams(pods=0, spines=1, leaves=MAX_FABRIC_PORTS + 1, masters=1, hosts_per_tor=0))
+    with pytest.raises(ConfigError) as info:
+        parse_fabric(text, source="t.yaml")
+    e = info.value
+    assert e.field == f"links[{MAX_FABRIC_PORTS}].b" and e.line is not None, str(e)
+    assert f"spine-1 has more than {MAX_FABRIC_PORTS} fabric ports" in e.problem, str(e)
