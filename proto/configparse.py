@@ -61,6 +61,9 @@ _TIMER_KEYS: dict[str, tuple[str, str]] = {
 #: (lowest, highest, unit) of a timer of each kind: 0.1 ms (below, a heartbeat is a busy loop) to a day.
 _TIMER_BOUNDS = {"ms": (0.1, 86_400_000, "ms"), "rate": (0.01, 1_000_000, "per second")}
 MAX_MASTERS = 63
+#: 2 bits an LSD entry, zlib: 250,000 entries of random states are ~50 KB, within one datagram (the Jupiter
+#: preset has 134,400; tests/test_config.py checks the worst case).
+MAX_LSD_ENTRIES = 250_000
 _TIMER_ORDER = (
     ("nd_dead", "nd_interval", "ND must miss at least one hello before declaring a port down"),
     ("switch_dead", "report_refresh", "a switch must miss a report refresh before it is declared dead"),
@@ -127,6 +130,11 @@ class FabricParser(TopologyReader):
         # issue #18: periodic traffic per master replica within the budget (proto.budget); the digest
         # covers the derived timers
         timers = derive_timers(timers, len(switches), distribution.mode == "multicast")
+        entries = len(links) + sum(len(s.prefixes) for s in switches if s.bgp is not None)
+        if entries > MAX_LSD_ENTRIES:
+            raise self.fail(top.get("links", root), "links",
+                            f"{entries} LSD entries (links and eBGP prefixes), at most {MAX_LSD_ENTRIES}: the LSD "
+                            f"snapshot must fit one datagram")
         return Fabric(
             name=name,
             source=self.source,

@@ -42,6 +42,7 @@ MAX_ASN = 2**32 - 1
 #: miscabled by a 63-character name, a border's whole eBGP summary) fits one datagram (tests/test_config.py).
 #: The Jupiter preset has at most 262 per switch.
 MAX_FABRIC_PORTS = 600
+MAX_EXTERNAL = 63
 _HOST_KEYS = ("name", "port", "ip", "mac")
 _LINK_KEYS = ("a", "b", "weight", "capacity")
 MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
@@ -201,6 +202,10 @@ class TopologyReader(NodeReader):
                 if role is not Role.BORDER:
                     raise self.fail(f["bgp"], f"{path}.bgp", f"only a border speaks eBGP, not a {role}")
                 bgp = self.bgp(f["bgp"], f"{path}.bgp", name)
+                if len(prefixes) > MAX_EXTERNAL:       # its report's `external` has one bit per prefix, in a u63
+                    raise self.fail(self.seq(f["prefixes"], "")[MAX_EXTERNAL], f"{path}.prefixes[{MAX_EXTERNAL}]",
+                                    f"a border speaking eBGP originates at most {MAX_EXTERNAL} prefixes (one bit "
+                                    f"each in its report), got {len(prefixes)}")
             switches.append(
                 Switch(
                     bgp=bgp,

@@ -568,3 +568,35 @@ def test_a_switch_whose_report_cannot_fit_one_datagram_is_refused() -> None:
     e = info.value
     assert e.field == f"links[{MAX_FABRIC_PORTS}].b" and e.line is not None, str(e)
     assert f"spine-1 has more than {MAX_FABRIC_PORTS} fabric ports" in e.problem, str(e)
+
+
+def test_a_border_speaking_ebgp_originates_at_most_63_prefixes() -> None:
+    """Its report says which prefixes it provides in `external`, one bit each in a u63: a 64th prefix
+    passed check and could never be reported (the report could not even be built once it was provided)."""
+    from proto.clos import ClosParams, generate_clos_yaml
+
+    text = generate_clos_yaml(ClosParams(pods=1, aggs_per_pod=2, tors_per_pod=1, spines=2, masters=1,
+                                         border_pods=1, external=True))
+    many = ", ".join(f"198.51.{i}.0/24" for i in range(64))
+    with pytest.raises(ConfigError) as info:
+        parse_fabric(text.replace("    prefixes: [0.0.0.0/0]\n", f"    prefixes: [{many}]\n", 1), source="t.yaml")
+    assert info.value.field.endswith(".prefixes[63]") and "at most 63" in info.value.problem, str(info.value)
+    fewer = ", ".join(f"198.51.{i}.0/24" for i in range(63))
+    f = parse_fabric(text.replace("    prefixes: [0.0.0.0/0]\n", f"    prefixes: [{fewer}]\n", 1), source="t.yaml")
+    assert len(f.slots_of("border-1-1")) == 63
+
+
+def test_a_fabric_whose_lsd_snapshot_might_not_fit_one_datagram_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LSD snapshot (2 bits an entry, zlib) is one datagram: 250,000 entries of random states still fit,
+    more might not and no snapshot could be sent. The limit is checked with the file's links line."""
+    import random
+
+    from proto import configparse
+    from proto.lsd import encode_snapshot
+    from proto.wire import MAX_LSD_BYTES
+
+    r = random.Random(1)
+    states = bytes(r.randrange(3) for _ in range(configparse.MAX_LSD_ENTRIES))
+    assert len(encode_snapshot(states)) < MAX_LSD_BYTES
+    monkeypatch.setattr(configparse, "MAX_LSD_ENTRIES", 1)
+    expect_error(BASE, 25, "links", "2 LSD entries (links and eBGP prefixes), at most 1")
