@@ -119,6 +119,11 @@ def _run(func: Any) -> Any:
             return e.code
         except BrokenPipeError:           # `firepath lsd --all | head`
             return OK
+        except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:
+            # JSON of another shape than firepath serves (another program on the port, another version)
+            print(f"firepath {args.command}: unexpected answer from a master or switch client REST "
+                  f"({type(e).__name__}: {e}); is firepath of this version serving there?", file=sys.stderr)
+            return UNREACHABLE
     return run
 
 
