@@ -198,7 +198,10 @@ class NodeReader:
             raise self.fail(node, field, "empty path")
         if "\0" in value:
             raise self.fail(node, field, f"path {value!r} contains a NUL character")
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:            # ~user of no such user, or ~ without a home directory
+            raise self.fail(node, field, f"path {value!r}: cannot expand {value.split('/')[0]!r}") from None
         return p if p.is_absolute() else self.base_dir / p
 
     def boolean(self, node: yaml.Node, field: str) -> bool:

@@ -446,6 +446,7 @@ ERRORS = [
         for i in range(2, 65)), 67, "masters[63]", "at most 63 masters"),
     ("master named like a switch", "{id: m1,", "{id: tor-2,", 4, "masters[0].id", "'tor-2' is also the name of a switch (line 17): masters and switches need distinct names"),
     ("key file path with a NUL", "security: {key_file: k.key}", 'security: {key_file: "k\\0.key"}', 2, "security.key_file", "NUL"),
+    ("key file of an unknown user", "security: {key_file: k.key}", 'security: {key_file: "~nosuchuser-fp/k.key"}', 2, "security.key_file", "cannot expand '~nosuchuser-fp'"),
     ("token file path with a NUL", "security: {key_file: k.key}", 'security: {key_file: k.key, admin_token_file: "t\\0"}', 2, "security.admin_token_file", "NUL"),
     ("timers nd_dead", "name: t\n", "name: t\ntimers: {nd_interval_ms: 50, nd_dead_ms: 40}\n", 2, "timers.nd_dead_ms", "nd_dead_ms (40) must exceed nd_interval_ms (50)"),
     ("timers nd_dead default", "name: t\n", "name: t\ntimers: {nd_interval_ms: 30}\n", 2, "timers.nd_interval_ms", "nd_dead_ms (30) must exceed nd_interval_ms (30)"),
