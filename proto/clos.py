@@ -307,7 +307,7 @@ def generate_clos_yaml(params: ClosParams) -> str:
     if p.admin_token_file:
         out.append(f'  admin_token_file: "{p.admin_token_file}"\n')
     if p.timers:
-        out.append("timers: {" + ", ".join(f"{key}: {_number(value)}" for key, value in p.timers) + "}\n")
+        out.append("timers: {" + ", ".join(f"{key}: {yaml_number(value)}" for key, value in p.timers) + "}\n")
     if p.damping:
         out.append("damping: {" + ", ".join(f"{key}: {str(value).lower() if isinstance(value, bool) else value}"
                                           for key, value in p.damping) + "}\n")
@@ -402,6 +402,6 @@ def clos_fabric(base_dir: Path | None = None, **kw: object) -> Fabric:
     return parse_fabric(generate_clos_yaml(params), source=f"<clos {params.name}>", base_dir=base_dir)
 
 
-def _number(value: float) -> str:
+def yaml_number(value: float) -> str:
     """A YAML number: 20000000 or 0.5, never 2e+07 or 1e-05 (YAML 1.1 reads those as strings)."""
     return str(int(value)) if value == int(value) else repr(float(value))
