@@ -440,6 +440,9 @@ ERRORS = [
     ("duplicate master port", "rest_port: 6801}\n", "rest_port: 6801}\n  - {id: m2, address: 127.0.0.1, client_port: 6602, peer_port: 6701, rest_port: 6802}\n", 5, "masters[1].peer_port", "port 6701 on 127.0.0.1 already used by masters[0].peer_port (line 4)"),
     ("master port clash within", "rest_port: 6801}", "rest_port: 6601}", 4, "masters[0].rest_port", "already used by masters[0].client_port"),
     ("master bad address", "address: 127.0.0.1", "address: localhost", 4, "masters[0].address", "'localhost' is not an IPv4 address"),
+    # Arabic-Indic digits are \d to Python's re and int(), not to ipaddress nor to the clients
+    ("master address of non-ASCII digits", "address: 127.0.0.1", "address: \u0661\u0662\u0667.0.0.1", 4, "masters[0].address", "is not an IPv4 address"),
+    ("ovs of non-ASCII digits", "    id: 3\n", "    id: 3\n    ovs: tcp:127.0.0.1:\u0661\u0662\n", 19, "switches[2].ovs", "is not tcp:IPV4:PORT"),
     ("master missing port", ", rest_port: 6801", "", 4, "masters[0].rest_port", "missing required field"),
     ("64 masters", "rest_port: 6801}\n", "rest_port: 6801}\n" + "".join(
         f"  - {{id: m{i}, address: 127.0.1.{i}, client_port: 6601, peer_port: 6701, rest_port: 6801}}\n"

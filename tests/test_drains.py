@@ -221,3 +221,13 @@ def test_drained_links_past_the_note_limit_stay_drained_until_undrained() -> Non
     b.undrain("link", f.links[MAX_NOTES].name, 1.2)
     assert MAX_NOTES not in b.deriver.drained and MAX_NOTES + 1 in b.deriver.drained
     assert b.lsd.state(MAX_NOTES + 1) == DRAINED and b.lsd.state(MAX_NOTES) != DRAINED
+
+
+def test_a_link_name_of_non_ascii_digits_is_unknown(fabric) -> None:
+    """'leaf-1:\u0661' matched \\d and int() made it port 1: another spelling of a link than the API names."""
+    from controller.core import UnknownTarget
+
+    m = MasterCore(fabric, "m1")
+    m.become_master(1, 0.0)
+    with pytest.raises(UnknownTarget, match="expected 'switch:port-switch:port'"):
+        m.drain("link", f"leaf-1:\u0661-spine-1:{fabric.link_at('leaf-1', 1).b.port}", 1.0)
