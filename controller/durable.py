@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from proto.auth import read_secret_file
+
 STATE_FILE = "master-state.json"
 MAX_TERM = 2**63 - 1        # proto.wire.MAX_U63: the largest term a message can carry
 
@@ -47,7 +49,7 @@ class StateStore:
         try:
             for stale in self.dir.glob(f".{STATE_FILE}.*.tmp"):
                 stale.unlink(missing_ok=True)
-            raw = self.path.read_text(encoding="utf-8")
+            raw = read_secret_file(self.path).decode("utf-8")    # a small regular file, never a FIFO's wait
         except FileNotFoundError:
             self._cached = DurableState()
             return self._cached

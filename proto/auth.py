@@ -495,7 +495,7 @@ class ReplayWindow:
 
 
 def read_secret_file(path: str | Path) -> bytes:
-    """The bytes of a small node-local secret file (key, bundle, token, TCP MD5 key). OSError unless it is a
+    """The bytes of a small node-local file (key, bundle, token, TCP MD5 key, master state). OSError unless it is a
     regular file of at most MAX_SECRET_FILE bytes: opened without blocking and checked before a byte is read,
     so a FIFO named by mistake (or malice) cannot hang a start or a reload, nor /dev/zero fill the memory."""
     if "\0" in str(path):
@@ -509,7 +509,7 @@ def read_secret_file(path: str | Path) -> bytes:
     finally:
         os.close(fd)
     if len(raw) > MAX_SECRET_FILE:
-        raise OSError(f"over {MAX_SECRET_FILE} bytes: not a key, token or password file")
+        raise OSError(f"over {MAX_SECRET_FILE} bytes, too large for what it should hold")
     return raw
 
 

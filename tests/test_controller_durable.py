@@ -69,6 +69,19 @@ def test_a_state_dir_that_cannot_be_created_is_an_error_not_term_zero(tmp_path: 
         assert str(where) in str(info.value)
 
 
+@pytest.mark.timeout(20)
+def test_a_state_file_that_is_not_a_regular_file_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """A FIFO at the state file's path blocked the master's start for good; /dev/zero there filled memory."""
+    os.mkfifo(tmp_path / STATE_FILE)
+    with pytest.raises(DurableStateError, match="not a regular file"):
+        StateStore(tmp_path).load()
+    other = tmp_path / "zero"
+    other.mkdir()
+    (other / STATE_FILE).symlink_to("/dev/zero")
+    with pytest.raises(DurableStateError, match="not a regular file"):
+        StateStore(other).load()
+
+
 def test_crash_mid_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = StateStore(tmp_path)
     store.save(DurableState(1, None))
