@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         keyring = KeySet.from_security(fabric.security)
+        keyring.check_usable_by(args.switch, master=False)
     except (OSError, ValueError) as e:
         print(f"firepath client: key file: {e}", file=sys.stderr)
         return 2

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         keyring = KeySet.from_security(fabric.security)
+        keyring.check_usable_by(args.id, master=True)
     except (OSError, ValueError) as e:
         print(f"firepath master: key file: {e}", file=sys.stderr)
         return 2

@@ -20,7 +20,7 @@ from proto.messages import (
     DrainNotesAck,
 )
 
-_LINK_NAME = re.compile(r"([^:\s]+):(\d{1,5})-([^:\s]+):(\d{1,5})")  # OF ports <= 65279
+_LINK_NAME = re.compile(r"([^:\s]+):(\d{1,5})-([^:\s]+):(\d{1,5})", re.ASCII)  # OF ports <= 65279
 
 
 class DrainOps:

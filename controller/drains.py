@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from proto.config import Fabric
-from proto.drains import MAX_NOTES, DrainNote, NoteError
+from proto.drains import MAX_NOTES, DrainNote, NoteError, encode_notes
 
 #: the reason of an anonymous note made for an LSD-drained link that no note covered
 INHERITED = "inherited: drained in the LSD without a note"
@@ -67,6 +67,10 @@ class DrainBook:
         if note.key not in self._notes and len(self._notes) >= MAX_NOTES:
             raise DrainBookFull(f"{len(self._notes)} drains in force, the limit is {MAX_NOTES}: "
                                 "undrain some, or drain whole switches")
+        try:                        # the book must still fit its replication datagram (NoteError says why)
+            encode_notes([*(n for k, n in self._notes.items() if k != note.key), note])
+        except NoteError as e:
+            raise DrainBookFull(str(e)) from None
         self._notes[note.key] = note
         self.serial += 1
 

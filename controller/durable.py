@@ -13,7 +13,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from proto.auth import read_secret_file
+
 STATE_FILE = "master-state.json"
+MAX_TERM = 2**63 - 1        # proto.wire.MAX_U63: the largest term a message can carry
 
 
 class DurableStateError(ValueError):
@@ -46,7 +49,7 @@ class StateStore:
         try:
             for stale in self.dir.glob(f".{STATE_FILE}.*.tmp"):
                 stale.unlink(missing_ok=True)
-            raw = self.path.read_text(encoding="utf-8")
+            raw = read_secret_file(self.path).decode("utf-8")    # a small regular file, never a FIFO's wait
         except FileNotFoundError:
             self._cached = DurableState()
             return self._cached
@@ -60,6 +63,8 @@ class StateStore:
             voted_for = data.get("voted_for")
             if not isinstance(term, int) or isinstance(term, bool) or term < 0:
                 raise ValueError("term must be a non-negative integer")
+            if term > MAX_TERM:
+                raise ValueError(f"term {term} out of range 0..{MAX_TERM} (u63 on the wire)")
             if voted_for is not None and not isinstance(voted_for, str):
                 raise ValueError("voted_for must be a string or null")
         except (ValueError, KeyError, TypeError, AttributeError) as e:

@@ -91,19 +91,10 @@ from controller.fmrpstate import NEVER, UNKNOWN, Candidacy, Config, HandoverPlan
 from controller.reach import ReachSettle, handover_target
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
+from proto.wire import MAX_U63
 
-__all__ = [
-    "BecomeBackup",
-    "BecomeInactive",
-    "BecomeMaster",
-    "Fmrp",
-    "FmrpAction",
-    "FmrpError",
-    "FmrpState",
-    "PeerView",
-    "PersistTerm",
-    "SendPeer",
-]
+__all__ = ["BecomeBackup", "BecomeInactive", "BecomeMaster", "Fmrp", "FmrpAction", "FmrpError", "FmrpState",
+           "PeerView", "PersistTerm", "SendPeer"]
 
 
 class FmrpError(ValueError):
@@ -618,7 +609,10 @@ class Fmrp:
             self._stand(self._term + 1, now, out)
 
     def _stand(self, term: int, now: float, out: list[FmrpAction]) -> None:
-        """Stand in `term`: persist it with our own vote, then ask every replica (a single replica wins)."""
+        """Stand in `term`: persist it with our own vote, then ask every replica (a single replica wins). Terms
+        are u63 on the wire: a replica at the last term (a state file, a hello) stays out of elections."""
+        if term > MAX_U63:
+            return
         self._term = term
         self._cand.stood_term = term
         self._voted_for = self._id

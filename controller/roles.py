@@ -12,6 +12,7 @@ driver.next_deadline()); on SIGTERM it runs `driver.stop(now)`.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
 
 from controller.actions import Action, Handover, PersistTerm, Send, TermSeen
@@ -19,6 +20,9 @@ from controller.core import MasterCore, Role
 from controller.fmrp import BecomeBackup, BecomeInactive, BecomeMaster, Fmrp, FmrpAction, FmrpState, SendPeer
 from controller.reach import reach_margin
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
+from proto.wire import MAX_U63
+
+log = logging.getLogger("firepath.master")
 
 
 class RoleDriver(Protocol):
@@ -76,6 +80,9 @@ class SingleMasterDriver:
             return []
         self.wake_at = None
         term = self.durable_term + 1
+        if term > MAX_U63:          # u63 on the wire: no message could carry it (a state file at the last term)
+            log.error("event=term_exhausted term=%d: no term left to take; reset the state dir", self.durable_term)
+            return []
         self.durable_term = term
         return [PersistTerm(term), *self.core.become_master(term, now)]
 

@@ -680,9 +680,14 @@ class MasterServer:
         """Key rollover (issue #21): the key set of every valid file read is swapped in at once; the security
         section is outside the digest, so a key-only change is an "unchanged" config. The file's keys were
         read by load_fabric (a bad key file is a ConfigError there)."""
-        from proto.auth import KeySet
+        from proto.auth import AuthError, KeySet
+        from proto.config import ConfigError
 
         keys = KeySet.from_security(nxt.security)
+        try:
+            keys.check_usable_by(self.core.id, master=True)
+        except AuthError as e:          # a switch's bundle: refused like any bad file, nothing changes
+            raise ConfigError(nxt.source, None, "", str(e)) from None
         if not keys.same_as(self.codec.keys):
             self.codec.set_keys(keys)
             log.warning(kv("keys_reloaded", send_key=keys.send_id, accepted=",".join(map(str, sorted(keys.accepted))),

@@ -48,7 +48,10 @@ def add_parser(subparsers: Any) -> None:
 def _get(url: str, timeout: float) -> dict[str, Any] | str:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
-            return json.loads(r.read())
+            doc = json.loads(r.read())
+        if not isinstance(doc, dict):
+            return f"unexpected answer: JSON {type(doc).__name__}, not an object (is firepath serving there?)"
+        return doc
     except Exception as e:  # noqa: BLE001 - reported per master, never fatal
         reason = getattr(e, "reason", None)
         return f"{type(e).__name__}: {reason if reason is not None else e}"
@@ -161,9 +164,14 @@ def run(args: argparse.Namespace) -> int:
     except OpsError as e:
         print(f"firepath status: {e}", file=sys.stderr)
         return 2
-    state = gather(fabric, args.timeout)
-    if args.json:
-        print(json.dumps(state, indent=1, sort_keys=True))
-    else:
-        print(render(state))
-    return 0 if healthy(state) else 1
+    try:
+        state = gather(fabric, args.timeout)
+        text = json.dumps(state, indent=1, sort_keys=True) if args.json else render(state)
+        ok = healthy(state)
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:
+        # JSON of another shape than firepath serves (another program on the port, another version)
+        print(f"firepath status: unexpected answer from a master REST ({type(e).__name__}: {e}); is firepath of "
+              f"this version serving there?", file=sys.stderr)
+        return 3
+    print(text)
+    return 0 if ok else 1

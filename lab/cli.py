@@ -42,12 +42,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         if not args.border_pods:
             return _err("--external needs borders: give --border-pods N")
         clos["external"] = True
-    timers = []
-    for item in args.timer or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            return _err(f"--timer {item!r}: expected KEY=VALUE, e.g. nd_dead_ms=60")
-        timers.append((key.strip(), float(value)))
+    timers = _timer_items(args.timer or [])
+    if isinstance(timers, str):
+        return _err(timers)
     if timers:
         # over the lab's defaults (as `lab config` does); the CFM interval stays sized to the fabric unless given
         from lab.fabric import LAB_DEFAULT_TIMERS
@@ -83,18 +80,29 @@ def cmd_config(args: argparse.Namespace) -> int:
         if args.timer:
             from lab.fabric import LAB_DEFAULT_TIMERS
 
-            timers = dict(LAB_DEFAULT_TIMERS)
-            for item in args.timer:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    return _err(f"--timer {item!r}: expected KEY=VALUE, e.g. nd_dead_ms=60")
-                timers[key.strip()] = float(value)
-            clos["timers"] = tuple(timers.items())
+            items = _timer_items(args.timer)
+            if isinstance(items, str):
+                return _err(items)
+            clos["timers"] = tuple({**dict(LAB_DEFAULT_TIMERS), **dict(items)}.items())
         path = write_config(Path(args.output).resolve(), args.name, key_owner=args.key_owner, **clos)
     except (ValueError, LabStateError, OSError) as e:
         return _err(f"config: {e}")
     print(f"wrote {path} and {path.parent / 'fabric.key'} (owner uid {args.key_owner}, mode 0400)")
     return 0
+
+
+def _timer_items(items: list[str]) -> list[tuple[str, float]] | str:
+    """`--timer KEY=VALUE` values as (key, number), or the one-line error naming the bad one."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            return f"--timer {item!r}: expected KEY=VALUE, e.g. nd_dead_ms=60"
+        try:
+            out.append((key.strip(), float(value)))
+        except ValueError:
+            return f"--timer {item!r}: {value.strip()!r} is not a number"
+    return out
 
 
 def cmd_down(args: argparse.Namespace) -> int:

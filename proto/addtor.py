@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from proto.clos import mark_edited
+from proto.clos import mark_edited, yaml_number
 from proto.config import ConfigError, Fabric, parse_fabric
 
 __all__ = ["AddedTor", "add_tor"]
@@ -75,7 +75,7 @@ def add_tor(text: str, source: str, like: str, name: str | None = None, base_dir
             raise ConfigError(source, None, "links", f"{other.switch}: no free port above {port - 1}")
         used_ports.setdefault(other.switch, {0}).add(port)
         extra = (f", weight: {link.weight}" if link.weight != 1 else "") \
-            + (f", capacity: {link.capacity:g}" if link.capacity is not None else "")
+            + (f", capacity: {yaml_number(link.capacity)}" if link.capacity is not None else "")
         links.append((mine.port, other.switch, port, extra))
     # a border's prefixes (0.0.0.0/0, external ones) are routes to the outside, not address assignments
     taken = [p for s in fabric.switches if s.role.value != "border" for p in s.prefixes] \

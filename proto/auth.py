@@ -351,6 +351,15 @@ class KeySet:
         self.restricted_to = scopes.pop()
         self.source = source
 
+    def check_usable_by(self, local_id: str, master: bool) -> None:
+        """AuthError naming where the keys come from unless node `local_id` can sign and verify with them: a
+        master needs fabric secrets, a switch its own bundles (or the secrets)."""
+        if self.restricted_to is None or (not master and self.restricted_to == local_id):
+            return
+        need = " (a master needs the fabric secret)" if master else ""
+        raise AuthError(f"{self.source}: the key bundle of switch {self.restricted_to!r} cannot be used by "
+                        f"{local_id!r}{need}")
+
     @classmethod
     def single(cls, ring: KeyRing, key_id: int = LEGACY_KEY_ID) -> KeySet:
         """A set of one key (the single-secret form): signs and accepts only ``key_id``."""
@@ -486,7 +495,7 @@ class ReplayWindow:
 
 
 def read_secret_file(path: str | Path) -> bytes:
-    """The bytes of a small node-local secret file (key, bundle, token, TCP MD5 key). OSError unless it is a
+    """The bytes of a small node-local file (key, bundle, token, TCP MD5 key, master state). OSError unless it is a
     regular file of at most MAX_SECRET_FILE bytes: opened without blocking and checked before a byte is read,
     so a FIFO named by mistake (or malice) cannot hang a start or a reload, nor /dev/zero fill the memory."""
     if "\0" in str(path):
@@ -500,7 +509,7 @@ def read_secret_file(path: str | Path) -> bytes:
     finally:
         os.close(fd)
     if len(raw) > MAX_SECRET_FILE:
-        raise OSError(f"over {MAX_SECRET_FILE} bytes: not a key, token or password file")
+        raise OSError(f"over {MAX_SECRET_FILE} bytes, too large for what it should hold")
     return raw
 
 

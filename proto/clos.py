@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from proto.config import LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
-from proto.configparse import _TIMER_KEYS
+from proto.configparse import _TIMER_BOUNDS, _TIMER_KEYS
 
 __all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml", "mark_edited"]
 
@@ -89,7 +89,7 @@ class ClosParams:
         need(self.spines % self.planes == 0, f"spines ({self.spines}) must be a multiple of planes ({self.planes})")
         if self.pods or self.border_pods:
             need(self.planes <= self.aggs_per_pod, "planes must not exceed aggs_per_pod (each plane needs an agg)")
-        need(self.masters < 100, "at most 99 masters")
+        need(self.masters <= 63, "at most 63 masters (a report has one reach bit per replica)")
         need(self.master_base_port + 299 <= 65535, "master_base_port too high")
         need(self.master_base_port >= 1, "master_base_port must be positive")
         addresses = self.master_addresses
@@ -115,6 +115,10 @@ class ClosParams:
         for key, value in self.timers:
             need(key in _TIMER_KEYS, f"unknown timer {key!r} (expected one of: {', '.join(_TIMER_KEYS)})")
             need(value > 0, f"timer {key} must be positive")
+            kind = _TIMER_KEYS[key][1]          # what the parser accepts, so that the file written loads
+            lo, hi, unit = _TIMER_BOUNDS.get(kind, (1, 1_000_000, "(a whole count)"))
+            need(lo <= value <= hi and (kind != "count" or value == int(value)),
+                 f"timer {key}: {value:g} out of range {lo:g}..{hi:.12g} {unit}")
         need(self.host_port_base + self.hosts_per_tor - 1 <= MAX_OF_PORT, "too many host ports")
         for role, ports in self.max_ports().items():
             need(ports <= MAX_OF_PORT, f"a {role} would need {ports} fabric ports (max {MAX_OF_PORT})")
@@ -303,7 +307,7 @@ def generate_clos_yaml(params: ClosParams) -> str:
     if p.admin_token_file:
         out.append(f'  admin_token_file: "{p.admin_token_file}"\n')
     if p.timers:
-        out.append("timers: {" + ", ".join(f"{key}: {value:g}" for key, value in p.timers) + "}\n")
+        out.append("timers: {" + ", ".join(f"{key}: {yaml_number(value)}" for key, value in p.timers) + "}\n")
     if p.damping:
         out.append("damping: {" + ", ".join(f"{key}: {str(value).lower() if isinstance(value, bool) else value}"
                                           for key, value in p.damping) + "}\n")
@@ -396,3 +400,8 @@ def clos_fabric(base_dir: Path | None = None, **kw: object) -> Fabric:
     """A loaded `Fabric` for `ClosParams(**kw)` -- handy in tests: `clos_fabric(spines=4, pods=0, leaves=8)`."""
     params = ClosParams(**kw)  # type: ignore[arg-type]
     return parse_fabric(generate_clos_yaml(params), source=f"<clos {params.name}>", base_dir=base_dir)
+
+
+def yaml_number(value: float) -> str:
+    """A YAML number: 20000000 or 0.5, never 2e+07 or 1e-05 (YAML 1.1 reads those as strings)."""
+    return str(int(value)) if value == int(value) else repr(float(value))

@@ -58,6 +58,12 @@ _TIMER_KEYS: dict[str, tuple[str, str]] = {
     "nd_identity_dead_ms": ("nd_identity_dead", "ms"),
 }
 # (longer, shorter, why): the longer timer must strictly exceed the shorter one.
+#: (lowest, highest, unit) of a timer of each kind: 0.1 ms (below, a heartbeat is a busy loop) to a day.
+_TIMER_BOUNDS = {"ms": (0.1, 86_400_000, "ms"), "rate": (0.01, 1_000_000, "per second")}
+MAX_MASTERS = 63
+#: 2 bits an LSD entry, zlib: 250,000 entries of random states are ~50 KB, within one datagram (the Jupiter
+#: preset has 134,400; tests/test_config.py checks the worst case).
+MAX_LSD_ENTRIES = 250_000
 _TIMER_ORDER = (
     ("nd_dead", "nd_interval", "ND must miss at least one hello before declaring a port down"),
     ("switch_dead", "report_refresh", "a switch must miss a report refresh before it is declared dead"),
@@ -124,6 +130,11 @@ class FabricParser(TopologyReader):
         # issue #18: periodic traffic per master replica within the budget (proto.budget); the digest
         # covers the derived timers
         timers = derive_timers(timers, len(switches), distribution.mode == "multicast")
+        entries = len(links) + sum(len(s.prefixes) for s in switches if s.bgp is not None)
+        if entries > MAX_LSD_ENTRIES:
+            raise self.fail(top.get("links", root), "links",
+                            f"{entries} LSD entries (links and eBGP prefixes), at most {MAX_LSD_ENTRIES}: the LSD "
+                            f"snapshot must fit one datagram")
         return Fabric(
             name=name,
             source=self.source,
@@ -168,6 +179,9 @@ class FabricParser(TopologyReader):
                 value = self.number(value_node, field_name)
                 if value <= 0:
                     raise self.fail(value_node, field_name, f"must be positive, got {value_node.value}")
+                lo, hi, unit = _TIMER_BOUNDS[kind]     # a typo's 1e13 ms, a 10 ns heartbeat: refused
+                if not lo <= value <= hi:
+                    raise self.fail(value_node, field_name, f"{value_node.value} out of range {lo:g}..{hi:.12g} {unit}")
                 values[attr] = value / 1000.0 if kind == "ms" else value
                 if attr == "oam_interval" and (value != int(value) or value > MAX_OAM_INTERVAL_MS):
                     raise self.fail(value_node, field_name,
@@ -303,6 +317,9 @@ class FabricParser(TopologyReader):
             if key.endswith("_ms"):
                 if value <= 0:
                     raise self.fail(value_node, field_name, f"must be positive, got {value_node.value}")
+                lo, hi, unit = _TIMER_BOUNDS["ms"]
+                if not lo <= value <= hi:
+                    raise self.fail(value_node, field_name, f"{value_node.value} out of range {lo:g}..{hi:.12g} {unit}")
                 values[key[:-3]] = value / 1000.0
             else:
                 if not 0 < value <= 1:
@@ -353,6 +370,10 @@ class FabricParser(TopologyReader):
         items = self.seq(node, "masters")
         if not items:
             raise self.fail(node, "masters", "at least 1 master is required")
+        if len(items) > MAX_MASTERS:    # a report's `reach` has one bit per replica in a u63
+            raise self.fail(items[MAX_MASTERS], f"masters[{MAX_MASTERS}]",
+                            f"at most {MAX_MASTERS} masters (a switch's report has one reach bit per replica), "
+                            f"got {len(items)}")
         masters: list[Master] = []
         ids: dict[str, int] = {}
         self.master_id_nodes: dict[str, tuple[yaml.Node, str]] = {}

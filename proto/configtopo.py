@@ -3,6 +3,7 @@ checked as they are read (ports used once, prefixes not overlapping, peers consi
 
 
 import bisect
+from collections import Counter
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import yaml
@@ -37,6 +38,11 @@ _BGP_KEYS = ("local_as", "announce", "peers", "router_id", "damping", "track_fab
 _PEER_KEYS = ("address", "peer_as", "port", "local_address", "local_as", "hold_time", "keepalive", "max_prefix",
               "password_file")
 MAX_ASN = 2**32 - 1
+#: A switch's PortReport lists every fabric port: at most this many, so that the worst report (each port
+#: miscabled by a 63-character name, a border's whole eBGP summary) fits one datagram (tests/test_config.py).
+#: The Jupiter preset has at most 262 per switch.
+MAX_FABRIC_PORTS = 600
+MAX_EXTERNAL = 63
 _HOST_KEYS = ("name", "port", "ip", "mac")
 _LINK_KEYS = ("a", "b", "weight", "capacity")
 MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
@@ -196,6 +202,10 @@ class TopologyReader(NodeReader):
                 if role is not Role.BORDER:
                     raise self.fail(f["bgp"], f"{path}.bgp", f"only a border speaks eBGP, not a {role}")
                 bgp = self.bgp(f["bgp"], f"{path}.bgp", name)
+                if len(prefixes) > MAX_EXTERNAL:       # its report's `external` has one bit per prefix, in a u63
+                    raise self.fail(self.seq(f["prefixes"], "")[MAX_EXTERNAL], f"{path}.prefixes[{MAX_EXTERNAL}]",
+                                    f"a border speaking eBGP originates at most {MAX_EXTERNAL} prefixes (one bit "
+                                    f"each in its report), got {len(prefixes)}")
             switches.append(
                 Switch(
                     bgp=bgp,
@@ -342,7 +352,21 @@ class TopologyReader(NodeReader):
                                 append(Link(i, Endpoint(sa, porta), Endpoint(sb, portb)))
                                 continue
             append(self.link(i, item))
+        self.check_port_counts(links)
         return tuple(links)
+
+    def check_port_counts(self, links: list[Link]) -> None:
+        if not links or max(Counter(e.switch for link in links for e in (link.a, link.b)).values()) \
+                <= MAX_FABRIC_PORTS:
+            return
+        counts: dict[str, int] = {}         # over the limit: find the link end that passes it
+        for link in links:
+            for end, which in ((link.a, "a"), (link.b, "b")):
+                n = counts[end.switch] = counts.get(end.switch, 0) + 1
+                if n > MAX_FABRIC_PORTS:
+                    raise self.fail(self.port_use[(end.switch, end.port)][2], f"links[{link.index}].{which}",
+                                    f"switch {end.switch} has more than {MAX_FABRIC_PORTS} fabric ports: its "
+                                    f"report of them would not fit one datagram")
 
     def link(self, i: int, item: yaml.Node) -> Link:
         path = f"links[{i}]"

@@ -21,9 +21,9 @@ _T_BOOL = "tag:yaml.org,2002:bool"
 _T_NULL = "tag:yaml.org,2002:null"
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
-_OVS_RE = re.compile(r"tcp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z")
+_OVS_RE = re.compile(r"tcp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z", re.ASCII)   # \d: ASCII digits only
 _OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_QUAD_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?\d))?\Z")
+_QUAD_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?\d))?\Z", re.ASCII)
 
 
 def _quad(text: str) -> tuple[int, int | None] | None:
@@ -198,7 +198,10 @@ class NodeReader:
             raise self.fail(node, field, "empty path")
         if "\0" in value:
             raise self.fail(node, field, f"path {value!r} contains a NUL character")
-        p = Path(value).expanduser()
+        try:
+            p = Path(value).expanduser()
+        except RuntimeError:            # ~user of no such user, or ~ without a home directory
+            raise self.fail(node, field, f"path {value!r}: cannot expand {value.split('/')[0]!r}") from None
         return p if p.is_absolute() else self.base_dir / p
 
     def boolean(self, node: yaml.Node, field: str) -> bool:

@@ -18,11 +18,16 @@ from dataclasses import dataclass
 
 import msgpack
 
+from proto.wire import MAX_LSD_BYTES
+
 KINDS = ("link", "switch")
 MAX_NOTES = 128          # 128 notes of the longest fields are ~45 KB: one datagram (MAX_LSD_BYTES)
 MAX_WHO = 64
 MAX_REASON = 200
 MAX_TARGET = 140         # a link name is two switch names (<= 64 each) and two ports
+#: The encoded book rides in one DrainNotes datagram. The field limits are characters: ASCII notes always fit
+#: (128 x ~450 B), 4-byte UTF-8 ones (~1.2 KB each) do not, so the encoder checks the bytes too.
+MAX_NOTES_BYTES = MAX_LSD_BYTES
 
 
 class NoteError(ValueError):
@@ -66,8 +71,13 @@ class DrainNote:
 def encode_notes(notes: tuple[DrainNote, ...] | list[DrainNote]) -> bytes:
     if len(notes) > MAX_NOTES:
         raise NoteError(f"{len(notes)} drain notes exceed the limit of {MAX_NOTES}")
-    return msgpack.packb([[n.kind, n.target, n.who, int(round(n.at * 1000)), n.reason] for n in notes],
+    data = msgpack.packb([[n.kind, n.target, n.who, int(round(n.at * 1000)), n.reason] for n in notes],
                          use_bin_type=True)
+    if len(data) > MAX_NOTES_BYTES:
+        raise NoteError(f"{len(notes)} drain notes take {len(data):,} bytes, over the {MAX_NOTES_BYTES:,} of one "
+                        f"replication datagram: shorten the who/reason texts (non-ASCII characters take up to 4 "
+                        f"bytes each), or lift a drain")
+    return data
 
 
 def decode_notes(data: bytes) -> tuple[DrainNote, ...]:

@@ -257,8 +257,7 @@ class Codec:
 
     def _key_state(self, keys: KeyRing | KeySet) -> _KeyState:
         keys = KeySet.of(keys)
-        if keys.restricted_to is not None and keys.restricted_to != self.local_id:
-            raise ValueError(f"key set {keys!r} cannot be used by {self.local_id!r}")
+        keys.check_usable_by(self.local_id, self.is_master)     # AuthError (a ValueError) naming the key file
         return _KeyState(keys)
 
     def set_keys(self, keys: KeyRing | KeySet) -> None:

@@ -62,6 +62,15 @@ def test_a_leaf_added_to_a_leaf_spine_connects_every_spine() -> None:
     assert len(links) == 6 and {lk.b.switch for lk in links} == {"spine-1", "spine-2", "spine-3"}
 
 
+def test_capacities_are_copied_as_yaml_numbers() -> None:
+    """A like-link of capacity 1000000 (the largest allowed) was written as `1e+06`, a string to YAML 1.1."""
+    text = generate_clos_yaml(ClosParams(name="t", spines=2, pods=0, leaves=2, masters=1))
+    text = text.replace('{a: "leaf-2:1", b: "spine-1:2"}', '{a: "leaf-2:1", b: "spine-1:2", capacity: 1000000}')
+    text = text.replace('{a: "leaf-2:2", b: "spine-2:2"}', '{a: "leaf-2:2", b: "spine-2:2", capacity: 0.5}')
+    added = parse_fabric(add_tor(text, "f.yaml", "leaf-2").text, source="f.yaml")
+    assert sorted(added.links[i].capacity for i in added.links_of("leaf-3")) == [0.5, 1_000_000]
+
+
 @pytest.mark.parametrize(("like", "name", "why"), [
     ("spine-1", None, "a spine, not a ToR"),
     ("nosuch", None, "no such switch"),

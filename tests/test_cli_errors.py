@@ -63,6 +63,34 @@ def test_bad_argument_values_are_refused_with_one_line(argv: tuple[str, ...], wo
     one_clear_line(p, *words)
 
 
+def test_a_switch_key_bundle_is_refused_by_a_master_and_another_switch_in_one_line(tmp_path: Path) -> None:
+    """A master given a switch's key bundle died with a traceback (ValueError from the Codec); a client given
+    another switch's bundle printed the KeySet's repr."""
+    from proto.auth import KeyRing
+
+    cfg = write_config(tmp_path)
+    KeyRing.load(tmp_path / "fabric.key").bundle_for_switch("leaf-2").save_bundle(tmp_path / "leaf-2.keys")
+    bundled = tmp_path / "bundled.yaml"
+    bundled.write_text(cfg.read_text().replace('key_file: "fabric.key"', 'key_file: "leaf-2.keys"'))
+    p = firepath("master", "--config", str(bundled), "--id", "m1", "--state-dir", str(tmp_path / "st"))
+    assert p.returncode == 2
+    one_clear_line(p, "bundled.yaml:", "security.key_file", "key bundle of switch 'leaf-2'", "fabric secret")
+    p = firepath("client", "--config", str(bundled), "--switch", "leaf-1", "--rest-port", "0", "--ovs",
+                 "tcp:127.0.0.1:1")
+    assert p.returncode == 2
+    one_clear_line(p, "bundled.yaml:", "security.key_file", "key bundle of switch 'leaf-2'", "'leaf-1'")
+
+
+def test_a_lab_timer_that_is_not_a_number_is_named(tmp_path: Path) -> None:
+    """`lab up --timer nd_interval_ms=abc` said only "could not convert string to float: 'abc'"."""
+    for argv in (("lab", "up", "--name", "brkq", "--timer", "nd_interval_ms=abc"),
+                 ("lab", "config", "-o", str(tmp_path), "--timer", "nd_interval_ms=abc")):
+        p = firepath(*argv)
+        assert p.returncode == 1
+        one_clear_line(p, "--timer 'nd_interval_ms=abc'", "'abc' is not a number")
+    assert not (tmp_path / "fabric.yaml").exists()
+
+
 def test_client_refuses_a_unix_socket_ovs_target(cfg: Path) -> None:
     p = firepath("client", "--config", str(cfg), "--switch", "leaf-1", "--ovs", "unix:/nonexistent")
     assert p.returncode == 2

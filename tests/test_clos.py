@@ -154,6 +154,18 @@ def test_timers_and_key_file_pass_through(tmp_path: Path) -> None:
     assert f.timers.nd_interval == pytest.approx(0.005) and f.timers.nd_dead == pytest.approx(0.025)
 
 
+def test_every_timer_the_generator_accepts_loads() -> None:
+    """`config clos`/`lab config --timer` wrote `nd_interval_ms: inf`, `1e-05` or `2e+07` (YAML 1.1 reads
+    those as strings) and the file it had just written did not load; now it refuses what the parser would."""
+    f = clos_fabric(timers=(("switch_dead_ms", 20_000_000), ("pacing_ms", 0.5), ("max_update_rate", 0.25)))
+    assert f.timers.switch_dead == pytest.approx(20_000) and f.timers.pacing == pytest.approx(0.0005)
+    assert f.timers.max_update_rate == pytest.approx(0.25)
+    for key, value in (("nd_interval_ms", float("inf")), ("nd_interval_ms", float("nan")),
+                       ("nd_interval_ms", 1e-5), ("switch_dead_ms", 1e12), ("flap_threshold", 2.5)):
+        with pytest.raises(ValueError, match=f"timer {key}"):
+            ClosParams(timers=((key, value),))
+
+
 def test_determinism_and_header() -> None:
     p = ClosParams(spines=4, pods=3, aggs_per_pod=2, tors_per_pod=3, border_pods=1, uplinks=2)
     a, b = generate_clos_yaml(p), generate_clos_yaml(dataclasses.replace(p))

@@ -440,9 +440,16 @@ ERRORS = [
     ("duplicate master port", "rest_port: 6801}\n", "rest_port: 6801}\n  - {id: m2, address: 127.0.0.1, client_port: 6602, peer_port: 6701, rest_port: 6802}\n", 5, "masters[1].peer_port", "port 6701 on 127.0.0.1 already used by masters[0].peer_port (line 4)"),
     ("master port clash within", "rest_port: 6801}", "rest_port: 6601}", 4, "masters[0].rest_port", "already used by masters[0].client_port"),
     ("master bad address", "address: 127.0.0.1", "address: localhost", 4, "masters[0].address", "'localhost' is not an IPv4 address"),
+    # Arabic-Indic digits are \d to Python's re and int(), not to ipaddress nor to the clients
+    ("master address of non-ASCII digits", "address: 127.0.0.1", "address: \u0661\u0662\u0667.0.0.1", 4, "masters[0].address", "is not an IPv4 address"),
+    ("ovs of non-ASCII digits", "    id: 3\n", "    id: 3\n    ovs: tcp:127.0.0.1:\u0661\u0662\n", 19, "switches[2].ovs", "is not tcp:IPV4:PORT"),
     ("master missing port", ", rest_port: 6801", "", 4, "masters[0].rest_port", "missing required field"),
+    ("64 masters", "rest_port: 6801}\n", "rest_port: 6801}\n" + "".join(
+        f"  - {{id: m{i}, address: 127.0.1.{i}, client_port: 6601, peer_port: 6701, rest_port: 6801}}\n"
+        for i in range(2, 65)), 67, "masters[63]", "at most 63 masters"),
     ("master named like a switch", "{id: m1,", "{id: tor-2,", 4, "masters[0].id", "'tor-2' is also the name of a switch (line 17): masters and switches need distinct names"),
     ("key file path with a NUL", "security: {key_file: k.key}", 'security: {key_file: "k\\0.key"}', 2, "security.key_file", "NUL"),
+    ("key file of an unknown user", "security: {key_file: k.key}", 'security: {key_file: "~nosuchuser-fp/k.key"}', 2, "security.key_file", "cannot expand '~nosuchuser-fp'"),
     ("token file path with a NUL", "security: {key_file: k.key}", 'security: {key_file: k.key, admin_token_file: "t\\0"}', 2, "security.admin_token_file", "NUL"),
     ("timers nd_dead", "name: t\n", "name: t\ntimers: {nd_interval_ms: 50, nd_dead_ms: 40}\n", 2, "timers.nd_dead_ms", "nd_dead_ms (40) must exceed nd_interval_ms (50)"),
     ("timers nd_dead default", "name: t\n", "name: t\ntimers: {nd_interval_ms: 30}\n", 2, "timers.nd_interval_ms", "nd_dead_ms (30) must exceed nd_interval_ms (30)"),
@@ -451,6 +458,10 @@ ERRORS = [
     ("timers retry range", "name: t\n", "name: t\ntimers: {report_retry_max_ms: 10}\n", 2, "timers.report_retry_max_ms", "must not be below report_retry_min_ms"),
     ("timers negative", "name: t\n", "name: t\ntimers: {keepalive_ms: -1}\n", 2, "timers.keepalive_ms", "must be positive"),
     ("timers nan", "name: t\n", "name: t\ntimers: {keepalive_ms: .nan}\n", 2, "timers.keepalive_ms", "finite"),
+    ("timers absurdly long", "name: t\n", "name: t\ntimers: {master_dead_ms: 10000000000000}\n", 2, "timers.master_dead_ms", "out of range 0.1..86400000 ms"),
+    ("timers absurdly short", "name: t\n", "name: t\ntimers: {nd_interval_ms: 0.00001}\n", 2, "timers.nd_interval_ms", "out of range 0.1..86400000 ms"),
+    ("guard window absurd", "name: t\n", "name: t\nguard: {window_ms: 100000000000}\n", 2, "guard.window_ms", "out of range 0.1..86400000 ms"),
+    ("rate absurdly low", "name: t\n", "name: t\ntimers: {max_update_rate: 0.0000001}\n", 2, "timers.max_update_rate", "out of range 0.01..1000000 per second"),
     ("timers string", "name: t\n", "name: t\ntimers: {keepalive_ms: 10ms}\n", 2, "timers.keepalive_ms", "expected a number, got the string '10ms'"),
     ("timers unknown", "name: t\n", "name: t\ntimers: {keepalive: 10}\n", 2, "timers.keepalive", "unknown key 'keepalive'"),
     ("timers flap threshold", "name: t\n", "name: t\ntimers: {flap_threshold: 0}\n", 2, "timers.flap_threshold", "out of range"),
@@ -532,3 +543,64 @@ def test_fabric_equality_and_hash_follow_the_digest() -> None:
     a, b = parse_fabric(BASE), parse_fabric(BASE, source="other.yaml")
     assert a == b and hash(a) == hash(b) and a.source != b.source
     assert a != parse_fabric(edit("name: t\n", "name: u\n"))
+
+
+def test_a_switch_whose_report_cannot_fit_one_datagram_is_refused() -> None:
+    """A spine with 7,500 links passed check; its client then logged "cannot encode PortReport" forever (74 KB
+    > one datagram) and the master never heard it. The bound holds for the worst report: every port
+    miscabled by the longest name at the highest port, a border's whole eBGP summary."""
+    from proto.clos import ClosParams, generate_clos_yaml
+    from proto.configtopo import MAX_FABRIC_PORTS
+    from proto.wire import (
+        MAX_BGP_SESSIONS,
+        MAX_DATAGRAM,
+        MAX_PORT,
+        BgpSession,
+        PortReport,
+        PortStatus,
+        encode_payload,
+    )
+
+    worst = PortReport("s" * 63, "0" * 64, 2**63 - 1, 2**63 - 1, tuple(
+        PortStatus(p, True, True, False, True, True, Endpoint("x" * 63, MAX_PORT))
+        for p in range(MAX_PORT - MAX_FABRIC_PORTS + 1, MAX_PORT + 1)), 2**63 - 1, 2**63 - 1,
+        tuple(BgpSession(i, 2, 2**32 - 1, 2**32 - 1, 2**32 - 1, 2**32 - 1) for i in range(MAX_BGP_SESSIONS)))
+    assert len(encode_payload(worst)) + 46 + 2 * 64 + 32 < MAX_DATAGRAM
+    text = generate_clos_yaml(ClosParams(pods=0, spines=1, leaves=MAX_FABRIC_PORTS + 1, masters=1, hosts_per_tor=0))
+    with pytest.raises(ConfigError) as info:
+        parse_fabric(text, source="t.yaml")
+    e = info.value
+    assert e.field == f"links[{MAX_FABRIC_PORTS}].b" and e.line is not None, str(e)
+    assert f"spine-1 has more than {MAX_FABRIC_PORTS} fabric ports" in e.problem, str(e)
+
+
+def test_a_border_speaking_ebgp_originates_at_most_63_prefixes() -> None:
+    """Its report says which prefixes it provides in `external`, one bit each in a u63: a 64th prefix
+    passed check and could never be reported (the report could not even be built once it was provided)."""
+    from proto.clos import ClosParams, generate_clos_yaml
+
+    text = generate_clos_yaml(ClosParams(pods=1, aggs_per_pod=2, tors_per_pod=1, spines=2, masters=1,
+                                         border_pods=1, external=True))
+    many = ", ".join(f"198.51.{i}.0/24" for i in range(64))
+    with pytest.raises(ConfigError) as info:
+        parse_fabric(text.replace("    prefixes: [0.0.0.0/0]\n", f"    prefixes: [{many}]\n", 1), source="t.yaml")
+    assert info.value.field.endswith(".prefixes[63]") and "at most 63" in info.value.problem, str(info.value)
+    fewer = ", ".join(f"198.51.{i}.0/24" for i in range(63))
+    f = parse_fabric(text.replace("    prefixes: [0.0.0.0/0]\n", f"    prefixes: [{fewer}]\n", 1), source="t.yaml")
+    assert len(f.slots_of("border-1-1")) == 63
+
+
+def test_a_fabric_whose_lsd_snapshot_might_not_fit_one_datagram_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The LSD snapshot (2 bits an entry, zlib) is one datagram: 250,000 entries of random states still fit,
+    more might not and no snapshot could be sent. The limit is checked with the file's links line."""
+    import random
+
+    from proto import configparse
+    from proto.lsd import encode_snapshot
+    from proto.wire import MAX_LSD_BYTES
+
+    r = random.Random(1)
+    states = bytes(r.randrange(3) for _ in range(configparse.MAX_LSD_ENTRIES))
+    assert len(encode_snapshot(states)) < MAX_LSD_BYTES
+    monkeypatch.setattr(configparse, "MAX_LSD_ENTRIES", 1)
+    expect_error(BASE, 25, "links", "2 LSD entries (links and eBGP prefixes), at most 1")

@@ -69,6 +69,19 @@ def test_a_state_dir_that_cannot_be_created_is_an_error_not_term_zero(tmp_path: 
         assert str(where) in str(info.value)
 
 
+@pytest.mark.timeout(20)
+def test_a_state_file_that_is_not_a_regular_file_is_an_error_not_a_hang(tmp_path: Path) -> None:
+    """A FIFO at the state file's path blocked the master's start for good; /dev/zero there filled memory."""
+    os.mkfifo(tmp_path / STATE_FILE)
+    with pytest.raises(DurableStateError, match="not a regular file"):
+        StateStore(tmp_path).load()
+    other = tmp_path / "zero"
+    other.mkdir()
+    (other / STATE_FILE).symlink_to("/dev/zero")
+    with pytest.raises(DurableStateError, match="not a regular file"):
+        StateStore(other).load()
+
+
 def test_crash_mid_save_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = StateStore(tmp_path)
     store.save(DurableState(1, None))
@@ -119,6 +132,19 @@ def test_single_master_driver_gives_up_a_term_it_could_not_persist_and_tries_aga
     assert core.role == Role.INACTIVE and d.next_deadline() == pytest.approx(now + f.timers.master_dead)
     acts = d.tick(now + f.timers.master_dead)               # tries the same term again
     assert acts[0] == PersistTerm(1) and core.role == Role.MASTER and core.term == 1
+
+
+def test_the_last_term_is_refused_or_never_stood_in(tmp_path: Path) -> None:
+    """A state file at 2^63-1 made a single master take term 2^63, which no message can carry: the first
+    Keepalive raised in the timer callback and the master was wedged. Beyond u63 the file is invalid."""
+    (tmp_path / STATE_FILE).write_text('{"term": 9223372036854775808}')
+    with pytest.raises(DurableStateError, match="out of range"):
+        StateStore(tmp_path).load()
+    f = clos_fabric(pods=0, spines=2, leaves=2, masters=1)
+    core = MasterCore(f, "m1")
+    d = SingleMasterDriver(core, durable_term=2**63 - 1)
+    d.start(0.0)
+    assert d.tick(f.timers.master_dead) == [] and core.role == Role.INACTIVE and d.next_deadline() is None
 
 
 def test_single_master_driver_steps_down_on_higher_term() -> None:

@@ -86,6 +86,32 @@ def test_notes_codec_round_trip_and_errors() -> None:
             DrainNote(**{"kind": "link", "target": "a:1-b:2", "who": None, "at": 0.0, "reason": None, **kwargs})
 
 
+def test_a_drain_whose_notes_would_not_fit_one_datagram_is_refused_and_changes_nothing() -> None:
+    """The limits are characters: 128 notes of 4-byte UTF-8 text are ~150 KB, not the ~45 KB of ASCII. The
+    59th such drain used to change the book and the LSD, then raise MessageError building the DrainNotes
+    (a 500) — and again at every timer turn: the master never replicated or ticked again."""
+    f = clos_fabric(pods=0, spines=2, leaves=70, masters=2)
+    m = MasterCore(f, "m1")
+    m.become_master(1, 0.0)
+    m.end_hold(0.0)
+    all_up(m, f, 0.1)
+    wide = "\U0001F600"
+    refused = None
+    for i, link in enumerate(f.links[:MAX_NOTES]):
+        try:
+            m.drain("link", link.name, 1.0 + i / 1000, who=wide * 64, reason=wide * 200, at=1.7e9)
+        except DrainRefused as e:
+            refused = (i, str(e))
+            break
+    assert refused is not None and "datagram" in refused[1], refused
+    i = refused[0]
+    assert len(m.drains.notes) == i and m.lsd.state(f.links[i].index) == UP        # nothing changed
+    acts = m.tick(10.0)
+    (msg,) = [a.msg for a in acts if isinstance(getattr(a, "msg", None), DrainNotes)]
+    assert len(decode_notes(msg.notes)) == i
+    m.drain("link", f.links[i].name, 11.0, who="ann", reason="short")   # a short note still fits
+
+
 # ------------------------------------------------------------------------------------------ replication
 def test_notes_reach_the_backups_before_the_lsd_and_survive_failover(fabric) -> None:
     a, b, c = (MasterCore(fabric, m) for m in ("m1", "m2", "m3"))
@@ -195,3 +221,13 @@ def test_drained_links_past_the_note_limit_stay_drained_until_undrained() -> Non
     b.undrain("link", f.links[MAX_NOTES].name, 1.2)
     assert MAX_NOTES not in b.deriver.drained and MAX_NOTES + 1 in b.deriver.drained
     assert b.lsd.state(MAX_NOTES + 1) == DRAINED and b.lsd.state(MAX_NOTES) != DRAINED
+
+
+def test_a_link_name_of_non_ascii_digits_is_unknown(fabric) -> None:
+    """'leaf-1:\u0661' matched \\d and int() made it port 1: another spelling of a link than the API names."""
+    from controller.core import UnknownTarget
+
+    m = MasterCore(fabric, "m1")
+    m.become_master(1, 0.0)
+    with pytest.raises(UnknownTarget, match="expected 'switch:port-switch:port'"):
+        m.drain("link", f"leaf-1:\u0661-spine-1:{fabric.link_at('leaf-1', 1).b.port}", 1.0)

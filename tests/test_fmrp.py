@@ -690,3 +690,25 @@ def test_transition_table_covers_every_state_and_message():
     ignored = sorted(f"{st.value} x {m.__name__}" for (st, m), h in TRANSITIONS.items() if h is Fmrp._ignore)
     # only the lease's acknowledgements are meaningless outside MASTER
     assert ignored == ["backup x ReplicationAck", "electing x ReplicationAck", "init x ReplicationAck"]
+
+
+def test_the_last_term_is_never_stood_in_and_nothing_raises():
+    """Terms are u63 on the wire. A replica at term 2^63-1 (a state file, a peer's hello) used to stand in
+    2^63: the VoteRequest could not be built (MessageError in the master's timer callback, which never ran
+    again). It now stays out of elections, and says so."""
+    top = 2**63 - 1
+    f = Fmrp("m1", masters(1), T, durable_term=top, now=0.0)
+    now = 0.0
+    while now < 2.0:
+        now += T.hello_interval
+        acts = f.tick(now)
+        assert not any(isinstance(a, SendPeer) and isinstance(a.msg, VoteRequest) for a in acts)
+    assert f.state is not FmrpState.MASTER and f.term == top
+    g = Fmrp("m2", masters(), T, durable_term=0, now=0.0)
+    g.on_message("m1", Hello("m1", "master", top, 10, 100, "m1"), 0.01)   # m1 at the last term, then silent
+    now = 0.01
+    while now < 3.0:
+        now += T.hello_interval
+        acts = g.tick(now)
+        assert not any(isinstance(a, SendPeer) and isinstance(a.msg, VoteRequest) for a in acts)
+    assert g.term == top

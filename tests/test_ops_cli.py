@@ -245,3 +245,46 @@ def test_lab_name_finds_a_lab_started_with_its_own_config_from_anywhere(tmp_path
     fabric = ops_cli.load_target(args)
     assert fabric.source == str(cfg) and entered == ["fplab-ux1"]
     assert api.read_token(fabric, None) == "secret"          # the token named by that config
+
+
+@pytest.mark.parametrize("body", ["[]", "null", '{"routes": 5}', '{"routes": [{"prefix": 1}]}', '"x"',
+                                  '{"role": 5, "term": [], "links": 3, "clients": 7, "drains": 9}'])
+def test_an_answer_that_is_not_what_firepath_serves_is_one_line_not_a_traceback(tmp_path: Path, body: str) -> None:
+    """Something else (or another version) on a master's or a client's REST port: the commands used to die
+    with AttributeError/TypeError/KeyError tracebacks on its JSON."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class H(BaseHTTPRequestHandler):
+        def log_message(self, *a: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        text = re.sub(r"rest_port: 680\d", f"rest_port: {port}", generate_clos_yaml(ClosParams(pods=0, masters=1)))
+        cfg = tmp_path / "f.yaml"
+        cfg.write_text(text)
+        (tmp_path / "fabric.key").write_text("00" * 32)
+        for argv in (["routes", "--config", str(cfg), "leaf-1", "--address", f"127.0.0.1:{port}"],
+                     ["lsd", "--config", str(cfg)], ["clients", "--config", str(cfg)],
+                     ["masters", "--config", str(cfg)], ["drains", "--config", str(cfg)],
+                     ["status", "--config", str(cfg)],
+                     ["config", "rollout", str(cfg), "--config", str(cfg), "--status"]):
+            p = cli(*argv)
+            assert "Traceback" not in p.stderr, (argv, p.stderr)
+            assert p.returncode in (api.BAD_NEWS, api.UNREACHABLE), (argv, p.returncode, p.stderr)
+            if p.returncode == api.UNREACHABLE:
+                assert p.stderr.startswith("firepath ") and p.stderr.count("\n") == 1, (argv, p.stderr)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -153,3 +153,21 @@ def test_prepare_of_a_fifo_a_nul_path_or_a_stalled_body_answers_4xx_and_never_we
         assert (await (await c.get("/v1/rollout")).json())["phase"] == "idle" and server.fabric.digest == digest
 
     run(tmp_path, body)
+
+
+def test_a_reload_naming_a_switch_key_bundle_is_a_400_and_changes_nothing(tmp_path: Path) -> None:
+    """The master's Codec refused the bundle with a ValueError the reload did not expect: a 500, and on
+    SIGHUP an exception in the signal callback."""
+    from proto.auth import KeyRing
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        KeyRing.load(tmp_path / "fabric.key").bundle_for_switch("leaf-1").save_bundle(tmp_path / "leaf-1.keys")
+        nxt = tmp_path / "bundled.yaml"
+        nxt.write_text((tmp_path / "f.yaml").read_text().replace('key_file: "fabric.key"', 'key_file: "leaf-1.keys"'))
+        keys = server.codec.keys
+        r = await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)
+        err = (await r.json())["error"]
+        assert r.status == 400 and "key bundle of switch 'leaf-1'" in err and "bundled.yaml:" in err, err
+        assert server.codec.keys is keys and (await (await c.get("/v1/rollout")).json())["phase"] == "idle"
+
+    run(tmp_path, body)

@@ -119,6 +119,11 @@ def _run(func: Any) -> Any:
             return e.code
         except BrokenPipeError:           # `firepath lsd --all | head`
             return OK
+        except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:
+            # JSON of another shape than firepath serves (another program on the port, another version)
+            print(f"firepath {args.command}: unexpected answer from a master or switch client REST "
+                  f"({type(e).__name__}: {e}); is firepath of this version serving there?", file=sys.stderr)
+            return UNREACHABLE
     return run
 
 
@@ -197,7 +202,7 @@ def resolve(fabric: Any, link: str | None, switch: str | None) -> tuple[str, str
         return "switch", switch, fabric.links_of(switch)
     assert link is not None
     # a switch name may itself contain '-': the separator is the '-' that follows ':<digits>'
-    m = re.fullmatch(r"([^:\s]+):(\d+)-([^:\s]+):(\d+)", link)
+    m = re.fullmatch(r"([^:\s]+):(\d+)-([^:\s]+):(\d+)", link, re.ASCII)     # \d: ASCII digits only
     if m is None:
         raise OpsError(UNKNOWN, f"link {link!r}: expected SWITCH:PORT-SWITCH:PORT, e.g. tor-1-1:1-agg-1-1:1")
     parsed = [(m[1], int(m[2])), (m[3], int(m[4]))]

@@ -55,6 +55,16 @@ def add_rollout_parser(actions: Any) -> None:
 
 
 def cmd_rollout(args: argparse.Namespace) -> int:
+    try:
+        return _rollout(args)
+    except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:
+        # JSON of another shape than firepath serves (another program on the port, another version)
+        print(f"firepath config rollout: unexpected answer from a master REST ({type(e).__name__}: {e}); is "
+              f"firepath of this version serving there?", file=sys.stderr)
+        return UNREACHABLE
+
+
+def _rollout(args: argparse.Namespace) -> int:
     from controller.ops.cli import _print_json, _setup, _table
     from proto.config import ConfigError, load_fabric
 
