@@ -36,7 +36,10 @@ port: watch_port=port, eth_src=own MAC, eth_dst=the neighbour's MAC, DecNwTtl, O
 Group ids live in [GROUP_ID_MIN, GROUP_ID_MAX] — only groups in that range are ours (groups carry no
 cookie) — and are *stable*: a port set keeps its id as long as some route uses it; a new set gets the
 lowest id that is neither in use nor still installed, so an id freed by a plan is only reused by a
-later plan, after its DELETE went out (a reused id never changes meaning under a live flow). After a
+later plan, after its DELETE went out (a reused id never changes meaning under a live flow) — except
+in place: when every prefix of a set moves to one set that has no group yet (a link at this switch went
+down: all its routes change together), that group takes the new buckets with one GroupMod MODIFY instead
+of a new group, a FlowMod per prefix and a DELETE; every flow on it wants the new set. After a
 reconnect, `reconcile` adopts the installed ids (the group the installed flows of a set point to, or a
 group with exactly the desired buckets), so a restarted client rewrites nothing that is right.
 
@@ -335,12 +338,16 @@ class OfPlanner:
         touched: dict[IPv4Network, None] = {}
         touched_sets: set[frozenset[int]] = set()
         routes, users = self._routes, self._users
+        moved_to: dict[frozenset[int], set[frozenset[int] | None]] = {}   # old set -> where its prefixes went
+        moved_n: Counter[frozenset[int]] = Counter()                     # old set -> prefixes that left it
         for p in delta.removed:
             old = routes.pop(p, None)
             if old is not None:
                 users[old] -= 1
                 touched_sets.add(old)
                 touched[p] = None
+                moved_to.setdefault(old, set()).add(None)
+                moved_n[old] += 1
         for p, hops in delta.changed.items():
             ports = frozenset(hops)
             old = routes.get(p)
@@ -349,19 +356,33 @@ class OfPlanner:
             if old is not None:
                 users[old] -= 1
                 touched_sets.add(old)
+                moved_to.setdefault(old, set()).add(ports)
+                moved_n[old] += 1
             routes[p] = ports
             users[ports] += 1
             touched_sets.add(ports)
             touched[p] = None
         self._have_routes = True
         touched_groups: set[int] = set()
-        for s in touched_sets:
-            if users[s] <= 0:
-                del users[s]
-                gid = self._group_of.pop(s, None)
-                if gid is not None:
-                    touched_groups.add(gid)
-                    self._desired.groups.pop(gid, None)
+        # The sets left without users, the one that lost the most prefixes first (see the in-place rule below).
+        emptied = sorted((s for s in touched_sets if users[s] <= 0), key=lambda s: (-moved_n[s], sorted(s)))
+        for s in emptied:
+            del users[s]
+            gid = self._group_of.pop(s, None)
+            if gid is None:
+                continue
+            touched_groups.add(gid)
+            into = moved_to.get(s, set())
+            new = next(iter(into)) if len(into) == 1 else None
+            if new is not None and new not in self._group_of:
+                # Every prefix of `s` moved to one set that has no group yet (a link at this switch went
+                # down or came back: its routes change together): the group takes the new buckets in
+                # place — one GroupMod MODIFY instead of an ADD, a FlowMod per prefix and a DELETE. Every
+                # flow pointing to the group wants exactly the new set, so no flow ever uses a group that
+                # is wrong for it (make-before-break holds).
+                self._group_of[new] = gid
+                continue
+            self._desired.groups.pop(gid, None)
         if down_ports is not None and set(down_ports) != self._down:
             changed_ports = set(down_ports) ^ self._down
             self._down = set(down_ports)

@@ -156,3 +156,15 @@ class LinkStateDeriver:
                 break
             heapq.heappop(self._expiry)
         return self._expiry[0][0] if self._expiry else None
+
+
+def link_ends(fabric: Fabric, changes: Mapping[int, LinkState], reporter: str | None) -> tuple[str, ...]:
+    """`reporter`, when its report takes a fabric link at it out of use: it repaired locally, so the fan-out
+    reaches it after the other switches (Distributor.on_version). The other end stays in the plain order:
+    it may not have seen the failure yet."""
+    links = fabric.links
+    if reporter is None or not any(st is not LinkState.UP and i < len(links)
+                                   and reporter in (links[i].a.switch, links[i].b.switch)
+                                   for i, st in changes.items()):
+        return ()
+    return (reporter,)

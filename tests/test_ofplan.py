@@ -45,6 +45,7 @@ from client.ofplan import (
     prefix_match,
 )
 from client.routes import RouteComputer, RouteDelta
+from proto.clos import clos_fabric
 from proto.config import Fabric, default_hash_basis
 from proto.lsd import LinkState
 from tests.fakes import build_clos
@@ -287,20 +288,73 @@ def test_group_ids_are_stable_and_not_reused_within_a_plan() -> None:
     msgs = net.change({far: DOWN})["tor-0-0"]
     assert planner.group_id(up_all) == gid
     net.table["tor-0-0"].apply_all(msgs)
-    # a single port set replacing another: the new group must not take the id being deleted
-    p1 = IPv4Network("10.9.0.0/24")
+    # a port set split between two new sets: neither new group may take the id being deleted
+    p1, p2 = IPv4Network("10.9.0.0/24"), IPv4Network("10.9.2.0/24")
     tor = OfPlanner(fabric, "tor-0-0")
-    tor.set_routes({p1: frozenset({1})})
+    tor.set_routes({p1: frozenset({1}), p2: frozenset({1})})
     g1 = tor.group_id({1})
-    msgs = tor.update(RouteDelta({p1: frozenset({2})}, frozenset()))
-    g2 = tor.group_id({2})
-    assert g2 != g1
+    msgs = tor.update(RouteDelta({p1: frozenset({2}), p2: frozenset({1, 2})}, frozenset()))
+    assert g1 not in (tor.group_id({2}), tor.group_id({1, 2}))
     assert [type(m).__name__ + ":" + m.command.name for m in msgs if not isinstance(m, Barrier)] == [
-        "GroupMod:ADD", "FlowMod:MODIFY_STRICT", "GroupMod:DELETE"]
+        "GroupMod:ADD", "GroupMod:ADD", "FlowMod:MODIFY_STRICT", "FlowMod:MODIFY_STRICT", "GroupMod:DELETE"]
     assert msgs[-2] == GroupMod(GroupCommand.DELETE, g1)
     msgs = tor.update(RouteDelta({IPv4Network("10.9.1.0/24"): frozenset({1})}, frozenset()))
     assert tor.group_id({1}) == g1  # freed by an earlier plan: may be reused now
     assert [m.group_id for m in msgs if isinstance(m, GroupMod) and m.command is GroupCommand.ADD] == [g1]
+
+
+def test_a_set_replaced_whole_by_a_new_set_is_one_group_modify() -> None:
+    """A link at a switch goes down: every route using the old next-hop set moves to the same new set.
+    The group is modified in place — no flow is rewritten, no group added or deleted
+    (was: a new group, a FlowMod per prefix and a DELETE: 35 messages at a leaf of 4 x 16)."""
+    fabric = clos_fabric(pods=0, leaves=4, spines=3, masters=1)
+    net = Net(fabric)
+    name = "leaf-1"
+    table, planner = net.table[name], net.planner[name]
+    up_all = frozenset(fabric.fabric_ports(name))
+    gid = planner.group_id(up_all)
+    users = [p for p, s in net.rc[name].routes.items() if s == up_all]
+    assert len(users) > 2
+    port = min(up_all)
+    li = fabric.link_at(name, port).index
+    prefixes = sorted({p for rc in net.rc.values() for p in rc.routes}, key=str)
+    for state in (DOWN, UP):
+        plans = net.change({li: state})
+        msgs = plans[name]
+        if state == DOWN:
+            assert GroupMod(GroupCommand.MODIFY, gid, GroupType.SELECT, planner.desired.groups[gid].buckets,
+                            planner.selection) in msgs
+            assert not [m for m in msgs if isinstance(m, FlowMod) and m.match in {prefix_match(p) for p in users}]
+            assert not [m for m in msgs if isinstance(m, GroupMod) and m.group_id == gid
+                        and m.command is not GroupCommand.MODIFY]
+            assert planner.group_id(up_all - {port}) == gid
+        check_step_by_step(table, msgs, prefixes, planner.desired)
+        for n, other in plans.items():
+            if n != name:
+                net.table[n].apply_all(other)
+        for h in fabric.hosts:
+            assert len(net.walk(fabric.hosts[0].name, str(h.ip))) >= 1
+        assert (port in {b.watch_port for g in table.groups.values() for b in g.buckets}) == (state == UP)
+    # back up, the spine's loopback splits off the set again: not in place (a new group and FlowMods)
+    assert planner.reconcile(table.installed_flows(), table.installed_groups()) == []
+
+
+def test_local_repair_then_the_lsd_sends_nothing_for_the_repaired_group() -> None:
+    """At an end of a failed link, local repair already took the port out of the group; when the LSD
+    confirms the failure, the routes that used the old set need no message at all."""
+    fabric = clos_fabric(pods=0, leaves=4, spines=3, masters=1)
+    net = Net(fabric)
+    name = "leaf-1"
+    table, planner = net.table[name], net.planner[name]
+    up_all = frozenset(fabric.fabric_ports(name))
+    users = {prefix_match(p) for p, s in net.rc[name].routes.items() if s == up_all}
+    port = min(up_all)
+    table.apply_all(planner.local_port_down(port))
+    msgs = net.change({fabric.link_at(name, port).index: DOWN})[name]
+    assert not [m for m in msgs if isinstance(m, GroupMod) and m.group_id == planner.group_id(up_all - {port})]
+    assert not [m for m in msgs if isinstance(m, FlowMod) and m.match in users]
+    table.apply_all(msgs)
+    assert planner.reconcile(table.installed_flows(), table.installed_groups()) == []
 
 
 def test_reconcile_partially_wrong_switch_gives_a_minimal_plan() -> None:
