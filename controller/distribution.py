@@ -255,8 +255,8 @@ class Distributor:
     def on_version(self, now: float, urgent: bool = False, last: Collection[str] = ()) -> None:
         """The LSD got a new version: schedule a coalesced update for every peer (or the group); `urgent`
         (a link went out of use): due now instead of after `pacing`. `last`: clients sent to after the
-        others by the next fan-out — whose reports took a link at them out of use: they already repaired
-        locally (issue #20: the remote switches, whose traffic still goes to the failure, come first)."""
+        others of the same turn — the ends of a failed link, which already repaired locally (issue #20:
+        the remote switches, whose traffic still goes to the failure, get the version first)."""
         if not self.active:
             return
         if self.settle_max > 0:
@@ -272,8 +272,7 @@ class Distributor:
             due = max(now + pace, g.last_update_at + self.min_interval)
             if g.update_due is None or due < g.update_due:
                 g.update_due = due
-        if last:
-            self._last |= frozenset(last)       # a batch of reports: every reporter so far
+        self._last = frozenset(last)
         idle, self._idle = self._idle, {}
         for p in idle.values():
             if p.update_due is None and self.is_live(p, now):
@@ -374,8 +373,8 @@ class Distributor:
                             buckets.setdefault(at, []).extend(bucket[k + 1:])
                             heapq.heappush(times, at)
                         break
-        if self._last and out:                   # reporters of the failure after the other clients
-            last, self._last = self._last, frozenset()
+        if self._last and len(out) > 1:          # the ends of a failed link after the other clients
+            last = self._last
             out = [s for s in out if s.dest not in last] + [s for s in out if s.dest in last]
         # Backups first: a version reaches the replicas before any client, so a master that dies half-way
         # through a fan-out never leaves clients with a version no surviving replica has.

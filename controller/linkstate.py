@@ -158,13 +158,9 @@ class LinkStateDeriver:
         return self._expiry[0][0] if self._expiry else None
 
 
-def link_ends(fabric: Fabric, changes: Mapping[int, LinkState], reporter: str | None) -> tuple[str, ...]:
-    """`reporter`, when its report takes a fabric link at it out of use: it repaired locally, so the fan-out
-    reaches it after the other switches (Distributor.on_version). The other end stays in the plain order:
-    it may not have seen the failure yet."""
+def link_ends(fabric: Fabric, changes: Mapping[int, LinkState]) -> frozenset[str]:
+    """The switches at either end of the fabric links that `changes` takes out of use: they repaired
+    locally, so the fan-out reaches them after the other switches (Distributor.on_version)."""
     links = fabric.links
-    if reporter is None or not any(st is not LinkState.UP and i < len(links)
-                                   and reporter in (links[i].a.switch, links[i].b.switch)
-                                   for i, st in changes.items()):
-        return ()
-    return (reporter,)
+    return frozenset(sw for i, st in changes.items() if st is not LinkState.UP and i < len(links)
+                     for sw in (links[i].a.switch, links[i].b.switch))
