@@ -45,7 +45,7 @@ from controller.damping import Damper
 from controller.distribution import Distributor, Peer
 from controller.drains import DrainBook
 from controller.guard import Guard
-from controller.linkstate import LinkStateDeriver, link_ends
+from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
 from controller.rollout import Rollout
 from proto.budget import SETTLE_MIN_SWITCHES, TICK_PEERS, settle_window
@@ -466,7 +466,7 @@ class MasterCore(DrainOps, RolloutOps):
         urgent = any(st is not LinkState.UP for st in changes.values())     # bad news is not paced
         if self._batch is not None and self._batch == before:
             self.lsd.amend(changes)             # one version per batch of reports (begin_batch)
-            self.dist.on_version(now, urgent, link_ends(self.fabric, changes) if urgent else ())
+            self.dist.on_version(now, urgent)
             return len(changes)
         self.lsd.apply(changes)
         if self.lsd.version == before:
@@ -474,7 +474,7 @@ class MasterCore(DrainOps, RolloutOps):
         if self._batch is not None:
             self._batch = self.lsd.version
         out.append(VersionChanged(self.lsd.version, len(changes), cause))
-        self.dist.on_version(now, urgent, link_ends(self.fabric, changes) if urgent else ())
+        self.dist.on_version(now, urgent)
         return len(changes)
 
     def note_backlog(self, now: float, changed: bool = True) -> None:

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from controller.actions import GROUP, Send
@@ -128,7 +127,6 @@ class Distributor:
         self._buckets: dict[float, list[Peer]] = {}
         # Unicast peers with no update pending: the only ones a new version must schedule.
         self._idle: dict[str, Peer] = {}
-        self._last: frozenset[str] = frozenset()      # clients sent to last (on_version)
         self._group = _GroupState()
         self.held = False                   # LSD updates to clients suspended (see hold())
         #: a strict hold also holds clients that hold no LSD (issue #21: see MasterCore.other_config)
@@ -252,11 +250,9 @@ class Distributor:
         self._group = _GroupState()
 
     # ----------------------------------------------------------------------------------------- inputs
-    def on_version(self, now: float, urgent: bool = False, last: Collection[str] = ()) -> None:
+    def on_version(self, now: float, urgent: bool = False) -> None:
         """The LSD got a new version: schedule a coalesced update for every peer (or the group); `urgent`
-        (a link went out of use): due now instead of after `pacing`. `last`: clients sent to after the
-        others of the same turn — the ends of a failed link, which already repaired locally (issue #20:
-        the remote switches, whose traffic still goes to the failure, get the version first)."""
+        (a link went out of use): due now instead of after `pacing`."""
         if not self.active:
             return
         if self.settle_max > 0:
@@ -272,7 +268,6 @@ class Distributor:
             due = max(now + pace, g.last_update_at + self.min_interval)
             if g.update_due is None or due < g.update_due:
                 g.update_due = due
-        self._last = frozenset(last)
         idle, self._idle = self._idle, {}
         for p in idle.values():
             if p.update_due is None and self.is_live(p, now):
@@ -373,9 +368,6 @@ class Distributor:
                             buckets.setdefault(at, []).extend(bucket[k + 1:])
                             heapq.heappush(times, at)
                         break
-        if self._last and len(out) > 1:          # the ends of a failed link after the other clients
-            last = self._last
-            out = [s for s in out if s.dest not in last] + [s for s in out if s.dest in last]
         # Backups first: a version reaches the replicas before any client, so a master that dies half-way
         # through a fan-out never leaves clients with a version no surviving replica has.
         return backups + out if backups else out

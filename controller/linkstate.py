@@ -156,11 +156,3 @@ class LinkStateDeriver:
                 break
             heapq.heappop(self._expiry)
         return self._expiry[0][0] if self._expiry else None
-
-
-def link_ends(fabric: Fabric, changes: Mapping[int, LinkState]) -> frozenset[str]:
-    """The switches at either end of the fabric links that `changes` takes out of use: they repaired
-    locally, so the fan-out reaches them after the other switches (Distributor.on_version)."""
-    links = fabric.links
-    return frozenset(sw for i, st in changes.items() if st is not LinkState.UP and i < len(links)
-                     for sw in (links[i].a.switch, links[i].b.switch))

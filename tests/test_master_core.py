@@ -738,27 +738,3 @@ def test_hold_never_delays_a_client_that_has_no_lsd(fabric: Fabric) -> None:
     acts = core.tick(0.02)
     assert core.held
     assert len(sends(acts, "leaf-1", LsdFull)) == 1 and not sends(acts, "leaf-2", LsdFull)
-
-
-def test_the_ends_of_a_failed_link_get_the_version_after_the_other_switches(fabric: Fabric) -> None:
-    """Issue #20: the ends already repaired locally; the remote switches still send traffic to the failure,
-    so the fan-out of bad news reaches them first (backups stay first of all)."""
-    core = master(fabric)
-    core.handle("m2", ReplicationAck("m2", 1, -1), 0.0)
-    all_up(core, fabric, 0.0)
-    core.tick(0.0)
-    core.handle("m2", ReplicationAck("m2", 1, core.version), 0.001)
-    for t in (1.0, 2.0):                      # the order of the last fan-out must not decide it
-        core.tick(t)
-    link = fabric.links[0]
-    ends = {link.a.switch, link.b.switch}
-    core.handle(link.a.switch, report(fabric, link.a.switch, usable=set(fabric.fabric_ports(link.a.switch))
-                                      - {link.a.port}, seq=2), 2.5)
-    acts = core.tick(2.5)
-    dests = [a.dest for a in acts if isinstance(a, Send) and isinstance(a.msg, LsdDelta)]
-    assert dests[0] == "m2" and len(dests) == 1 + len(fabric.switches)
-    assert set(dests[-len(ends):]) == ends, dests
-    # good news keeps the plain order (nothing to put last)
-    core.handle(link.a.switch, report(fabric, link.a.switch, seq=3), 3.0)
-    acts = core.tick(3.0) + core.tick(3.5)
-    assert len([a for a in acts if isinstance(a, Send) and isinstance(a.msg, LsdDelta)]) == 1 + len(fabric.switches)
