@@ -190,7 +190,19 @@ class Reporter:
         if ack.backup:
             # A backup heard us: reachability only (it is not the master of any term).
             return self._reach_check(now)
-        out = self.on_master_heard(ack.master, ack.term, now)
+        if (ack.term > self.term and ack.master in self.masters and self.ports is not None
+                and ack.report_seq >= self.report_seq):
+            # The master of a newer term acknowledges our current report: it took it under its mastership
+            # (only a master acks as one, in its own term). Follow the term without the new report a new
+            # term otherwise costs (issue #18: in a cold start every switch's first ack is news of the
+            # master's term, and that report doubled every replica's intake).
+            self.term = ack.term
+            self.master = ack.master
+            self._heard_at = now
+            self.term_changes += 1
+            out: list[SendToMaster] = []
+        else:
+            out = self.on_master_heard(ack.master, ack.term, now)
         if ack.master != self.master or ack.term != self.term:
             return out          # from a lower term, or not from the master in use
         if not self.acked and ack.report_seq >= self.report_seq:

@@ -325,6 +325,10 @@ class _Worker:
                 heapq.heappush(self.heap, (sw.next_at, sw.idx, sw.name))
         elif t is ReportAck:
             self.counts["ack"] += 1
+            if (not msg.backup and sender in self.masters and msg.term > sw.rterm and not sw.acked
+                    and msg.report_seq >= sw.seq):
+                # client.reporter.on_ack: the master of a new term acks our report: follow it, no resend
+                sw.rterm, sw.rmaster, sw.rheard = msg.term, sender, now
             self._heard(sw, sender, msg.term, msg.backup, now)
             if (not msg.backup and sender == sw.rmaster and msg.term == sw.rterm and not sw.acked
                     and msg.report_seq >= sw.seq):
