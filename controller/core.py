@@ -247,7 +247,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         a request that waited in the input queue while its answer went out asks for nothing (corerequests)."""
         match msg:
             case PortReport():
-                return self._on_report(sender, msg, now)
+                return self._on_report(sender, msg, now, arrived=arrived)
             case LsdRequest():
                 return self._on_lsd_request(sender, msg, now, arrived)
             case ReplicationAck():
@@ -630,7 +630,8 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
             return []                  # already have it (from the switch or another backup)
         return self._on_report(r.switch, r, now, relayed=True)
 
-    def _on_report(self, sender: str, r: PortReport, now: float, relayed: bool = False) -> list[Action]:
+    def _on_report(self, sender: str, r: PortReport, now: float, relayed: bool = False,
+                   arrived: float | None = None) -> list[Action]:
         kind = "PortReport"
         out: list[Action] = []
         if self.role != Role.MASTER and r.switch == sender and sender in self.switch_names:
@@ -670,8 +671,9 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         peer.last_report = now
         self.borders.note(sender, r.bgp, now)
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
-            # It still follows another term: it has not taken our snapshot (lost?) — send it again.
-            self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
+            # It still follows another term: it has not taken our snapshot (lost?) — send it again. Unless
+            # the report waited in our queue while the snapshot went out (a cold start's retransmission).
+            self.dist.on_request(peer, r.term, -1, self.lsd.version, now, arrived)
         usable_ports = frozenset(ps.port for ps in r.ports if ps.usable)
         if self.rollout.next is not None and r.digest == self.rollout.next.digest:
             self._next_usable[sender] = (usable_ports, r.report_seq, now)

@@ -87,3 +87,21 @@ def test_read_one_at_gives_the_receive_time_on_the_callers_clock() -> None:
     finally:
         rx.close()
         tx.close()
+
+
+def test_the_core_answers_a_crossed_request_or_old_term_report_with_no_second_snapshot() -> None:
+    from proto.messages import LsdRequest
+    from tests.test_master_core import NO_GUARD, make_fabric, master, report, sends
+
+    f = make_fabric(NO_GUARD)
+    core = master(f)
+    core.handle("leaf-1", report(f, "leaf-1"), 0.0, arrived=0.0)
+    core.handle("leaf-1", LsdRequest("leaf-1", 0, -1), 0.0, arrived=0.0)
+    assert len(sends(core.tick(1.0), "leaf-1", LsdFull)) == 1             # sent at t=1
+    # queued since t=0.5 and read at t=2: a request and a retransmitted report of the old term (0)
+    core.handle("leaf-1", LsdRequest("leaf-1", 0, -1), 2.0, arrived=0.5)
+    core.handle("leaf-1", report(f, "leaf-1", term=0), 2.0, arrived=0.5)
+    assert sends(core.tick(3.0), "leaf-1", LsdFull) == []
+    # the same, heard after the snapshot left: it was lost, sent again
+    core.handle("leaf-1", report(f, "leaf-1", term=0), 4.0, arrived=4.0)
+    assert len(sends(core.tick(5.0), "leaf-1", LsdFull)) == 1
