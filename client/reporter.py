@@ -174,6 +174,15 @@ class Reporter:
             self.master = master
             self._heard_at = now
             self.term_changes += 1
+            if (self.ports is not None and not self.acked
+                    and self._acked_by.get(master, -1) < self.report_seq):
+                # Our current report is outstanding and the new master never acknowledged it (as a backup):
+                # its copy is still on the way to it, waiting in its queue (a cold start: the group's first
+                # keepalive comes while every switch's first report waits), or lost — and then the pending
+                # retry brings it, to the master in use. Either way it is taken under the new mastership: a
+                # new report now would only queue behind it (issue #18). A master that acked it as a backup
+                # took it before its mastership: that one gets a new report at once, below.
+                return []
             return self._send_new(now) if self.ports is not None else []
         if master == self.master:
             self._heard_at = now

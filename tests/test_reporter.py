@@ -253,11 +253,32 @@ def test_an_ack_from_the_master_of_a_new_term_is_followed_without_a_new_report(f
     assert r.on_ack(ReportAck("m1", 1, 1), clock.advance(0.01)) == []
     assert (r.master, r.term, r.acked, r.report_seq) == ("m1", 1, True, 1)
     assert r.next_deadline() == pytest.approx(clock.now - 0.01 + fabric.timers.report_refresh)
-    # an ack of an older report in a new term is no proof: the new master gets the current report at once
-    r.update(ports(usable1=False), clock.advance(0.01))     # seq 2, unacked
-    out = r.on_ack(ReportAck("m2", 2, 1), clock.advance(0.01))
-    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 2, 3) for m in ("m2", "m1", "m3")]
-    # a Keepalive of a new term still brings a new report (the new master needs one under its mastership)
-    r.on_ack(ReportAck("m2", 2, 3), clock.now)
+    # an ack of an older report in a new term: the current one (seq 2) is on its way to that master, or lost
+    # and then retried to it — not re-sent at once to everyone
+    sent_at = clock.advance(0.01)
+    r.update(ports(usable1=False), sent_at)                 # seq 2, unacked
+    assert r.on_ack(ReportAck("m2", 2, 1), clock.advance(0.01)) == []
+    assert (r.master, r.term, r.acked, r.report_seq) == ("m2", 2, False, 2)
+    retry = r.tick(sent_at + fabric.timers.report_retry_min)
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in retry] == [("m2", 2, 2)]
+    r.on_ack(ReportAck("m2", 2, 2), clock.now)
+    assert r.acked
+
+
+def test_a_new_term_heard_while_the_report_is_outstanding(fabric, clock):
+    """Issue #18: a Keepalive of a new term (a multicast cold start: the group's first keepalive) while the
+    first report waits in that master's queue costs no second report; a master that acked it as a backup
+    (a failover: it took it before its mastership) gets a new one at once."""
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    t0 = clock.now
+    r.update(ports(), t0)                                   # seq 1 to every replica, term 0
+    assert r.on_master_heard("m1", 1, clock.advance(0.1)) == []
+    assert (r.master, r.term, r.acked) == ("m1", 1, False)
+    assert [(a.master, a.msg.report_seq) for a in r.tick(t0 + fabric.timers.report_retry_min)] == [("m1", 1)]
+    r.on_ack(ReportAck("m2", 1, 1, backup=True), clock.now)   # m2 took it as a backup
+    out = r.on_master_heard("m2", 2, clock.advance(0.01))
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 2, 2) for m in ("m2", "m1", "m3")]
+    # acked: a Keepalive of a new term brings a new report (the new master needs one under its mastership)
+    r.on_ack(ReportAck("m2", 2, 2), clock.now)
     out = r.on_master_heard("m3", 3, clock.advance(0.01))
-    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 3, 4) for m in ("m3", "m1", "m2")]
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 3, 3) for m in ("m3", "m1", "m2")]
