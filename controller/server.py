@@ -318,7 +318,8 @@ class MasterServer:
             sender, msg = self.codec.decode(data)
         except DecodeError as e:
             self.metrics.rejected.labels(e.reason).inc()
-            log.debug(kv("rejected", reason=e.reason, addr=f"{addr[0]}:{addr[1]}"))
+            if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
+                log.debug(kv("rejected", reason=e.reason, addr=f"{addr[0]}:{addr[1]}"))
             if e.reason == "stale":
                 self._answer_stale(e.sender, addr)
             return
@@ -559,7 +560,8 @@ class MasterServer:
         m = self.metrics
         if isinstance(ev, Rejected):
             m.rejected.labels(ev.reason).inc()
-            log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
+            if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
+                log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
         elif isinstance(ev, VersionChanged):
             if self._report is not None:
                 t0 = self._report[2]
@@ -576,7 +578,8 @@ class MasterServer:
             if self._report is not None:
                 for o in self.observers:
                     o.reported(self._report[0], self._report[1])
-            log.debug(kv("report", switch=ev.switch, seq=ev.report_seq, changes=ev.changes))
+            if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
+                log.debug(kv("report", switch=ev.switch, seq=ev.report_seq, changes=ev.changes))
         elif isinstance(ev, PeerAcked):
             m.client_lag.labels("backup" if ev.peer in self.master_addrs else "client").observe(ev.lag)
         elif isinstance(ev, RoleChanged):

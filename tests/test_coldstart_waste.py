@@ -105,3 +105,4 @@ def test_the_core_answers_a_crossed_request_or_old_term_report_with_no_second_sn
     # the same, heard after the snapshot left: it was lost, sent again
     core.handle("leaf-1", report(f, "leaf-1", term=0), 4.0, arrived=4.0)
     assert len(sends(core.tick(5.0), "leaf-1", LsdFull)) == 1
+
