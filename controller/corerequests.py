@@ -17,8 +17,13 @@ class RequestOps:
     def _on_lsd_request(self, sender: str, r: LsdRequest, now: float, arrived: float | None = None) -> list[Action]:
         kind = "LsdRequest"
         out: list[Action] = []
-        if self.role == Role.BACKUP and r.switch == sender and sender in self.switch_names:
-            return self._serve_as_backup(sender, r, now)
+        if self.role != Role.MASTER and r.switch == sender and sender in self.switch_names:
+            # its word (term, version) is kept: should we become master, a switch that holds no LSD gets ours
+            # at once, without asking again (client.replica: a new term whose master has its request asks
+            # nothing more)
+            self.dist.on_request(self.dist.peer(sender, False, now), r.term, r.version, self.lsd.version, now)
+            if self.role == Role.BACKUP:
+                return self._serve_as_backup(sender, r, now)
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)

@@ -106,3 +106,46 @@ def test_the_core_answers_a_crossed_request_or_old_term_report_with_no_second_sn
     core.handle("leaf-1", report(f, "leaf-1", term=0), 4.0, arrived=4.0)
     assert len(sends(core.tick(5.0), "leaf-1", LsdFull)) == 1
 
+
+
+def test_a_new_term_from_the_master_holding_our_request_asks_nothing_more() -> None:
+    """Issue #18: a cold-started switch asks for the LSD (to every replica: no master known yet); the master's
+    first keepalive (its term is news) used to make it ask again at once, while the first request still waited
+    in that master's queue: ~25,000 extra requests in a Jupiter cold start."""
+    from client.replica import LsdReplica
+    from client.reporter import SendToMaster
+    from proto.clos import clos_fabric
+    from proto.messages import Keepalive
+
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=3)
+    r = LsdReplica(f, "leaf-1", now=0.0, request_interval=5.0, master_silence=100.0)
+    first = r.tick(0.0)
+    assert [a.master for a in first if isinstance(a, SendToMaster)] == ["m1", "m2", "m3"]
+    assert r.on_keepalive(Keepalive("m2", 1, 0), 0.5) == []              # m2 has our request: no second one
+    assert (r.term, r.master, r.need_sync) == (1, "m2", True)
+    later = r.tick(5.0)                                                  # unanswered: asked again, to m2
+    assert [(a.master, a.msg.term, a.msg.version) for a in later] == [("m2", 1, -1)]
+    # a newer term from a master our last request did not go to: asked at once, as before
+    out = r.on_keepalive(Keepalive("m3", 2, 0), 5.5)
+    assert [(a.master, a.msg.term) for a in out if isinstance(a, SendToMaster)] == [("m3", 2)]
+
+
+def test_a_replica_keeps_the_word_of_a_switch_without_lsd_so_its_mastership_sends_it_at_once() -> None:
+    """The other half of the rule above: a switch at -1 whose request a replica read before its mastership
+    (as a backup, or between roles) does not ask again when that replica becomes master — it gets the LSD
+    at once, not after the failover hold; a switch that holds an LSD is held as before."""
+    from controller.core import MasterCore
+    from proto.messages import LsdRequest
+    from tests.test_master_core import NO_GUARD, make_fabric, sends
+
+    f = make_fabric(NO_GUARD)
+    for backup in (True, False):
+        core = MasterCore(f, "m2")
+        if backup:
+            core.become_backup(1, "m1", 0.0)
+        core.handle("leaf-1", LsdRequest("leaf-1", 1, -1), 0.1)         # nothing to serve yet
+        core.handle("leaf-2", LsdRequest("leaf-2", 1, 3), 0.1)          # it holds an LSD: held below
+        acts = core.become_master(2, 1.0) + core.tick(1.0)
+        assert core.held
+        assert len(sends(acts, "leaf-1", LsdFull)) == 1, backup
+        assert sends(acts, "leaf-2", LsdFull) == [], backup
