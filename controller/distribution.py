@@ -147,6 +147,12 @@ class Distributor:
         self._settle_at: float | None = None
         self.group_fulls = 0                # group updates sent as a snapshot (many clients off the group)
         self.crossed_requests = 0           # requests that crossed the update they ask for (on_request)
+        # Across ticks, for the LSD content of one snapshot object (LinkStateDB.snapshot() is cached per
+        # version and rebuilt by an amend): the snapshot message, and the versions whose delta to it is bigger
+        # than it (issue #18: a cold start's fan-out spans many ticks, and each tick rebuilt both — the delta
+        # of ~100,000 changes only to find it too big: 16 % of the master's samples)
+        self._full_msg: LsdFull | None = None
+        self._too_big: dict[int, bytes] = {}
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -245,6 +251,7 @@ class Distributor:
             p.update_due = p.queued_at = None
 
     def _clear_schedule(self) -> None:
+        self._too_big.clear()
         self._settle_at = self._unsent_since = None
         self._times.clear()
         self._buckets.clear()
@@ -456,7 +463,11 @@ class Distributor:
     def _full(self, lsd: LinkStateDB, cache: _TickCache) -> LsdFull:
         if cache.full is None:
             snap = lsd.snapshot()
-            cache.full = LsdFull(self.master_id, self.term, lsd.version, self.digest, snap)
+            f = self._full_msg
+            if (f is None or f.snapshot is not snap or f.version != lsd.version or f.term != self.term
+                    or f.digest != self.digest):
+                f = self._full_msg = LsdFull(self.master_id, self.term, lsd.version, self.digest, snap)
+            cache.full = f
             cache.full_len = len(snap)
         return cache.full
 
@@ -471,6 +482,10 @@ class Distributor:
         hit = cache.deltas.get(version)
         if hit is not None:
             return hit
+        full = self._full(lsd, cache)
+        if self._too_big.get(version) is full.snapshot:
+            cache.deltas[version] = full
+            return full
         changes = lsd.changes_since(version)
         if changes is None:
             msg: LsdFull | LsdDelta = self._full(lsd, cache)
@@ -479,6 +494,9 @@ class Distributor:
             self._full(lsd, cache)
             if len(data) > cache.full_len or len(data) > MAX_LSD_BYTES:
                 msg = self._full(lsd, cache)
+                if len(self._too_big) >= 64:
+                    self._too_big.clear()
+                self._too_big[version] = msg.snapshot
             else:
                 msg = LsdDelta(self.master_id, self.term, version, lsd.version, data)
         cache.deltas[version] = msg

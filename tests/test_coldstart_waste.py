@@ -149,3 +149,34 @@ def test_a_replica_keeps_the_word_of_a_switch_without_lsd_so_its_mastership_send
         assert core.held
         assert len(sends(acts, "leaf-1", LsdFull)) == 1, backup
         assert sends(acts, "leaf-2", LsdFull) == [], backup
+
+
+def test_a_fan_out_over_many_ticks_builds_the_snapshot_and_the_too_big_delta_once() -> None:
+    """Issue #18: a cold start's fan-out of 30,088 snapshots spans ~60 ticks; each tick rebuilt the snapshot
+    message and, for clients at an older version, the delta of ~100,000 changes only to find it bigger than
+    the snapshot. Both now last as long as the LSD content (an amend of the newest version is new content)."""
+    d = Distributor("m1", "0" * 64, pacing=0.0, max_update_rate=1000.0, keepalive=10.0, client_dead=100.0,
+                    max_per_tick=2)
+    d.activate(1, 0.0)
+    calls: list[int] = []
+
+    class Counting(LinkStateDB):
+        def changes_since(self, version: int):  # type: ignore[no-untyped-def]
+            calls.append(version)
+            return super().changes_since(version)
+
+    lsd = Counting(64, history=16)
+    peers = [d.peer(f"s{i}", False, 0.0) for i in range(6)]
+    d.tick(lsd, 0.0)                                               # everyone at version 0 (empty LSD)
+    lsd.apply({i: LinkState.UP for i in range(64)})               # a delta bigger than the snapshot
+    d.on_version(0.1)
+    sent = [s.msg for t in (0.2, 0.3, 0.4) for s in d.tick(lsd, t)]
+    assert len(sent) == 6 and all(isinstance(m, LsdFull) for m in sent)
+    assert all(m is sent[0] for m in sent) and calls == [0]        # one message, one delta computed
+    assert all((p.sent_version == lsd.version) for p in peers)
+    lsd.amend({0: LinkState.DOWN})                                 # same version, new content
+    for p in peers:
+        d.on_request(p, 1, 0, lsd.version, 0.5)                    # each asks from version 0 again
+    again = [s.msg for t in (0.6, 0.7, 0.8) for s in d.tick(lsd, t)]
+    assert len(again) == 6 and again[0] is not sent[0] and again[0].snapshot == lsd.snapshot()
+    assert calls == [0, 0]
