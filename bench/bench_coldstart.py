@@ -165,6 +165,8 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
                 progress.append((round(t, 1), s["complete"]))
                 log(f"t={t:6.1f}s complete={s['complete']}/{s['switches']} acked={s['acked']} "
                     f"in_step={s['in_step']} requests={s['counts'].get('requests', 0)} group={s['counts'].get('group', 0)} "
+                    f"full={s['counts'].get('full', 0)} delta={s['counts'].get('delta', 0)} "
+                    f"ack={s['counts'].get('ack', 0)} "
                     f"terms={sorted(s['terms'])}")
 
         n = len(fleet.names)

@@ -227,8 +227,7 @@ class ClientCore:
             # to that master only.
             self._run(self.reporter.retransmit_now(now, sender), now, out)
         elif isinstance(msg, ReportAck):
-            self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now, out)
-            self._run(self.reporter.on_ack(msg, now), now, out)
+            self._run(self.reporter.on_ack(msg, now), now, out)      # on_master_heard included
         elif isinstance(msg, Keepalive | LsdFull | LsdDelta):
             self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now, out)
             if isinstance(msg, Keepalive):

@@ -122,6 +122,7 @@ class LsdReplica:
         self.server: str | None = None   # a backup that answered us while the master was silent
         self._server_heard_at = -math.inf
         self._next_request = now         # earliest time the next request may go out
+        self._asked: tuple[str, ...] = ()  # the replicas the last request went to
         # Counters (metrics) and the last refusal, for operators.
         self.counters: dict[str, int] = dict.fromkeys(
             ("applied_full", "applied_delta", "requests", "gaps", "ignored_lower_term", "ignored_stale",
@@ -295,7 +296,13 @@ class LsdReplica:
             self.master = master
             self.announced = -1
             self.need_sync = True
-            self._next_request = now          # a new term answers nothing outstanding: ask at once
+            if self.has_data or not (master in self._asked and now < self._next_request):
+                self._next_request = now      # a new term answers nothing outstanding: ask at once
+            # else we hold no LSD and our request for one is outstanding at that very master (issue #18: in a
+            # cold start the master's first keepalive comes while our first request waits in its queue): as
+            # master it answers it; read before its mastership, it made us a peer without LSD that its
+            # mastership sends the LSD at once (controller.corerequests); lost, it is asked again when the
+            # rate limit ends, as any request
             self.counters["term_changes"] += 1
         elif master != self.master:
             # Same term, another master id (normally impossible: one master per term). Ask, but do not
@@ -336,6 +343,7 @@ class LsdReplica:
         else:
             targets = self.masters
         out.extend(SendToMaster(m, request) for m in targets)
+        self._asked = targets
         self.counters["requests"] += 1
         self._next_request = now + (self.master_silence if probing and not served else self.request_interval)
 

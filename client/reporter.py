@@ -174,6 +174,15 @@ class Reporter:
             self.master = master
             self._heard_at = now
             self.term_changes += 1
+            if (self.ports is not None and not self.acked
+                    and self._acked_by.get(master, -1) < self.report_seq):
+                # Our current report is outstanding and the new master never acknowledged it (as a backup):
+                # its copy is still on the way to it, waiting in its queue (a cold start: the group's first
+                # keepalive comes while every switch's first report waits), or lost — and then the pending
+                # retry brings it, to the master in use. Either way it is taken under the new mastership: a
+                # new report now would only queue behind it (issue #18). A master that acked it as a backup
+                # took it before its mastership: that one gets a new report at once, below.
+                return []
             return self._send_new(now) if self.ports is not None else []
         if master == self.master:
             self._heard_at = now
@@ -190,7 +199,19 @@ class Reporter:
         if ack.backup:
             # A backup heard us: reachability only (it is not the master of any term).
             return self._reach_check(now)
-        out = self.on_master_heard(ack.master, ack.term, now)
+        if (ack.term > self.term and ack.master in self.masters and self.ports is not None
+                and ack.report_seq >= self.report_seq):
+            # The master of a newer term acknowledges our current report: it took it under its mastership
+            # (only a master acks as one, in its own term). Follow the term without the new report a new
+            # term otherwise costs (issue #18: in a cold start every switch's first ack is news of the
+            # master's term, and that report doubled every replica's intake).
+            self.term = ack.term
+            self.master = ack.master
+            self._heard_at = now
+            self.term_changes += 1
+            out: list[SendToMaster] = []
+        else:
+            out = self.on_master_heard(ack.master, ack.term, now)
         if ack.master != self.master or ack.term != self.term:
             return out          # from a lower term, or not from the master in use
         if not self.acked and ack.report_seq >= self.report_seq:

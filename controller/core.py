@@ -39,6 +39,7 @@ from controller.actions import (
 )
 from controller.borders import BorderSessions
 from controller.coredrains import DrainOps
+from controller.corerequests import RequestOps
 from controller.corerollout import RolloutOps
 from controller.coretypes import DrainRefused, NotMaster, Role, UnknownTarget
 from controller.damping import Damper
@@ -50,9 +51,8 @@ from controller.reach import ReachTracker
 from controller.rollout import Rollout
 from proto.budget import SETTLE_MIN_SWITCHES, TICK_PEERS, settle_window
 from proto.config import Fabric
-from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes, encode_changes
+from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
 from proto.messages import (
-    MAX_LSD_BYTES,
     DrainNotes,
     DrainNotesAck,
     Keepalive,
@@ -81,7 +81,7 @@ class ClientInfo:
     deltas_sent: int
 
 
-class MasterCore(DrainOps, RolloutOps):
+class MasterCore(DrainOps, RolloutOps, RequestOps):
     def __init__(self, fabric: Fabric, master_id: str) -> None:
         fabric.master(master_id)                     # KeyError if not configured
         self.fabric = fabric
@@ -241,13 +241,15 @@ class MasterCore(DrainOps, RolloutOps):
         return [RoleChanged(self.role.value, self.term, None)]
 
     # ============================================================================ inputs
-    def handle(self, sender: str, msg: object, now: float) -> list[Action]:
-        """One decoded datagram from `sender` (a switch name or master id, authenticated by the Codec)."""
+    def handle(self, sender: str, msg: object, now: float, arrived: float | None = None) -> list[Action]:
+        """One decoded datagram from `sender` (a switch name or master id, authenticated by the Codec).
+        `arrived`: when it reached this replica (the kernel's receive time, on the clock of `now`), if known:
+        a request that waited in the input queue while its answer went out asks for nothing (corerequests)."""
         match msg:
             case PortReport():
-                return self._on_report(sender, msg, now)
+                return self._on_report(sender, msg, now, arrived=arrived)
             case LsdRequest():
-                return self._on_lsd_request(sender, msg, now)
+                return self._on_lsd_request(sender, msg, now, arrived)
             case ReplicationAck():
                 return self._on_replication_ack(sender, msg, now)
             case RelayedReport():
@@ -628,7 +630,8 @@ class MasterCore(DrainOps, RolloutOps):
             return []                  # already have it (from the switch or another backup)
         return self._on_report(r.switch, r, now, relayed=True)
 
-    def _on_report(self, sender: str, r: PortReport, now: float, relayed: bool = False) -> list[Action]:
+    def _on_report(self, sender: str, r: PortReport, now: float, relayed: bool = False,
+                   arrived: float | None = None) -> list[Action]:
         kind = "PortReport"
         out: list[Action] = []
         if self.role != Role.MASTER and r.switch == sender and sender in self.switch_names:
@@ -668,8 +671,9 @@ class MasterCore(DrainOps, RolloutOps):
         peer.last_report = now
         self.borders.note(sender, r.bgp, now)
         if r.term != self.term and peer.sent_term == self.term and peer.update_due is None:
-            # It still follows another term: it has not taken our snapshot (lost?) — send it again.
-            self.dist.on_request(peer, r.term, -1, self.lsd.version, now)
+            # It still follows another term: it has not taken our snapshot (lost?) — send it again. Unless
+            # the report waited in our queue while the snapshot went out (a cold start's retransmission).
+            self.dist.on_request(peer, r.term, -1, self.lsd.version, now, arrived)
         usable_ports = frozenset(ps.port for ps in r.ports if ps.usable)
         if self.rollout.next is not None and r.digest == self.rollout.next.digest:
             self._next_usable[sender] = (usable_ports, r.report_seq, now)
@@ -691,59 +695,6 @@ class MasterCore(DrainOps, RolloutOps):
         if not relayed:
             out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
         return out
-
-    def _on_lsd_request(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
-        kind = "LsdRequest"
-        out: list[Action] = []
-        if self.role == Role.BACKUP and r.switch == sender and sender in self.switch_names:
-            return self._serve_as_backup(sender, r, now)
-        if not self._admit_client(sender, kind, r.switch, r.term, now, out):
-            return out
-        peer = self.dist.peer(sender, False, now)
-        ours = peer.sent_term == self.term and peer.sent_version is not None and r.version <= peer.sent_version
-        if self._unheard and self.dist.held and r.version >= 0 and sender not in self.deriver.views and not ours:
-            # It forwards on an LSD we did not build and has not reported under our config: until it does
-            # (or goes silent), publishing would be publishing what we did not hear (_maybe_release).
-            self._unreported[sender] = ("unknown", now)
-            self._maybe_release(now)
-        self.dist.on_request(peer, r.term, r.version, self.lsd.version, now)
-        if r.term == self.term and 0 <= r.version <= self.lsd.version:
-            out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))
-        return out
-
-    def _serve_as_backup(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
-        """Issue #16: a switch that cannot hear its master asks every replica; a backup holding the LSD of
-        the current term answers from it (`backup=True`, under the master's term): a Keepalive if the switch
-        is current, the minimal delta, or a snapshot. At most `max_update_rate` answers/s per switch."""
-        kind = "LsdRequest"
-        self.dist.peer(sender, False, now)
-        out: list[Action] = []
-        if self._higher_term(sender, kind, r.term, out):
-            return out
-        if self.lsd_term != self.term:
-            return [Rejected(sender, kind, "not_master")]      # nothing of this term to give yet
-        if self.other_config(now):
-            # Live switches report under another config: the leader may be holding an LSD it did not hear
-            # (MasterCore._maybe_release); a backup cannot tell, so it serves nothing (issue #21).
-            return [Rejected(sender, kind, "other_config")]
-        rate = self.fabric.timers.max_update_rate
-        last = self._served_at.get(sender)
-        if last is not None and rate > 0 and now - last < 1.0 / rate:
-            return [Rejected(sender, kind, "rate_limited")]
-        self._served_at[sender] = now
-        v, term = self.lsd.version, self.term
-        msg: Keepalive | LsdDelta | LsdFull | None = None
-        if r.term == term and r.version >= v:
-            msg = Keepalive(self.id, term, v, backup=True)
-        elif r.term == term and r.version >= 0:
-            changes = self.lsd.changes_since(r.version)
-            if changes is not None:
-                data = encode_changes(changes)
-                if len(data) <= MAX_LSD_BYTES:
-                    msg = LsdDelta(self.id, term, r.version, v, data, backup=True)
-        if msg is None:
-            msg = LsdFull(self.id, term, v, self.fabric.digest, self.lsd.snapshot(), backup=True)
-        return [Send(sender, msg)]
 
     def _on_replication_ack(self, sender: str, a: ReplicationAck, now: float) -> list[Action]:
         kind = "ReplicationAck"

@@ -71,6 +71,7 @@ class Peer:
     sent_version: int | None = None
     last_update_at: float = NEVER        # last LsdFull/LsdDelta sent (rate limit)
     last_send_at: float = NEVER          # last message of any kind (keepalive timer)
+    synced_at: float = NEVER             # when we last brought it to (sent_term, sent_version): unicast or group
     update_due: float | None = None
     queued_at: float | None = None       # time of this peer's live heap entry
     fulls_sent: int = 0
@@ -145,6 +146,13 @@ class Distributor:
         self.max_per_tick = max_per_tick
         self._settle_at: float | None = None
         self.group_fulls = 0                # group updates sent as a snapshot (many clients off the group)
+        self.crossed_requests = 0           # requests that crossed the update they ask for (on_request)
+        # Across ticks, for the LSD content of one snapshot object (LinkStateDB.snapshot() is cached per
+        # version and rebuilt by an amend): the snapshot message, and the versions whose delta to it is bigger
+        # than it (issue #18: a cold start's fan-out spans many ticks, and each tick rebuilt both — the delta
+        # of ~100,000 changes only to find it too big: 16 % of the master's samples)
+        self._full_msg: LsdFull | None = None
+        self._too_big: dict[int, bytes] = {}
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -179,7 +187,7 @@ class Distributor:
             p.sent_term = p.sent_version = None
             p.update_due = None
             p.queued_at = None
-            p.last_update_at = p.last_send_at = NEVER
+            p.last_update_at = p.last_send_at = p.synced_at = NEVER
             if self.is_live(p, now):
                 self._due_update(p, now, paced=False)
         if self.multicast:
@@ -243,6 +251,7 @@ class Distributor:
             p.update_due = p.queued_at = None
 
     def _clear_schedule(self) -> None:
+        self._too_big.clear()
         self._settle_at = self._unsent_since = None
         self._times.clear()
         self._buckets.clear()
@@ -273,10 +282,21 @@ class Distributor:
             if p.update_due is None and self.is_live(p, now):
                 self._due_update(p, now, paced=not urgent)
 
-    def on_request(self, p: Peer, term: int, version: int, current: int, now: float) -> None:
-        """The peer says it has (term, version) — LsdRequest or ReplicationAck. Repair if it is behind."""
+    def on_request(self, p: Peer, term: int, version: int, current: int, now: float,
+                   arrived: float | None = None) -> None:
+        """The peer says it has (term, version) — LsdRequest or ReplicationAck. Repair if it is behind.
+
+        `arrived` (the request's receive time, if known): a request that was already waiting in our input
+        queue when we brought the peer to (our term, `sent_version`) crossed that update — it asks for what
+        the update carries (issue #18: in a cold start every client asks again while its snapshot is on the
+        way, and each such request cost another ~27 KB snapshot). It is not answered; a client whose update
+        was lost asks again after it (that request arrives after the update left, and is answered)."""
         p.acked_term, p.acked_version = term, version
         if not self.active:
+            return
+        if (arrived is not None and arrived < p.synced_at and p.sent_term == self.term
+                and p.sent_version is not None and not (term == self.term and version > p.sent_version)):
+            self.crossed_requests += 1
             return
         if term != self.term or version < 0 or version > current:
             p.sent_term = p.sent_version = None
@@ -393,7 +413,7 @@ class Distributor:
                 else:
                     p.deltas_sent += 1
                 p.sent_term, p.sent_version = self.term, lsd.version
-                p.last_update_at = p.last_send_at = now
+                p.last_update_at = p.last_send_at = p.synced_at = now
                 sent = True
         if not sent and unicast and p.last_send_at + keepalive <= now:
             out.append(Send(p.name, self._keepalive(self._announced(p.sent_term, p.sent_version, lsd), cache)))
@@ -423,6 +443,7 @@ class Distributor:
                 out.append(Send(GROUP, msg))
                 for p in in_step:                   # clients in sync with the group ride along
                     p.sent_term, p.sent_version = self.term, lsd.version
+                    p.synced_at = now
                 g.term, g.version = self.term, lsd.version
                 g.last_update_at = g.last_send_at = now
         if g.last_send_at + self.keepalive <= now:
@@ -442,7 +463,11 @@ class Distributor:
     def _full(self, lsd: LinkStateDB, cache: _TickCache) -> LsdFull:
         if cache.full is None:
             snap = lsd.snapshot()
-            cache.full = LsdFull(self.master_id, self.term, lsd.version, self.digest, snap)
+            f = self._full_msg
+            if (f is None or f.snapshot is not snap or f.version != lsd.version or f.term != self.term
+                    or f.digest != self.digest):
+                f = self._full_msg = LsdFull(self.master_id, self.term, lsd.version, self.digest, snap)
+            cache.full = f
             cache.full_len = len(snap)
         return cache.full
 
@@ -457,6 +482,10 @@ class Distributor:
         hit = cache.deltas.get(version)
         if hit is not None:
             return hit
+        full = self._full(lsd, cache)
+        if self._too_big.get(version) is full.snapshot:
+            cache.deltas[version] = full
+            return full
         changes = lsd.changes_since(version)
         if changes is None:
             msg: LsdFull | LsdDelta = self._full(lsd, cache)
@@ -465,6 +494,9 @@ class Distributor:
             self._full(lsd, cache)
             if len(data) > cache.full_len or len(data) > MAX_LSD_BYTES:
                 msg = self._full(lsd, cache)
+                if len(self._too_big) >= 64:
+                    self._too_big.clear()
+                self._too_big[version] = msg.snapshot
             else:
                 msg = LsdDelta(self.master_id, self.term, version, lsd.version, data)
         cache.deltas[version] = msg

@@ -78,6 +78,25 @@ def read_one(sock: socket.socket) -> tuple[bytes, tuple[str, int]] | None:
             continue
 
 
+def read_one_at(sock: socket.socket, offset: float
+                ) -> tuple[bytes, tuple[str, int], float | None] | None:
+    """One datagram waiting on non-blocking `sock` with its kernel receive time (see enable_timestamps)
+    converted to another clock: wall time + `offset` (the caller's clock minus time.time(), taken once per
+    turn); None as the time if the kernel gave none. None if nothing waits."""
+    while True:
+        try:
+            data, anc, _flags, addr = sock.recvmsg(65535, 64)
+        except (BlockingIOError, InterruptedError):
+            return None
+        except OSError:          # ICMP port unreachable reported on a later read: skip it
+            continue
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+                sec, nsec = _TIMESPEC.unpack_from(raw)
+                return data, addr, sec + nsec * 1e-9 + offset
+        return data, addr, None
+
+
 def read_batch(sock: socket.socket, limit: int, clock: Callable[[], float], timestamps: bool = False
                ) -> list[tuple[bytes, tuple[str, int], float]]:
     """Up to `limit` datagrams waiting on non-blocking `sock`: (data, addr, arrival time on `clock`).

@@ -66,12 +66,13 @@ class MasterNode:
     def start(self, now: float) -> Step:
         return self._turn(self.driver.start(now), now)
 
-    def datagram(self, sender: str, msg: object, now: float) -> Step:
-        """One authenticated, decoded message from `sender` (a switch or another master replica)."""
+    def datagram(self, sender: str, msg: object, now: float, arrived: float | None = None) -> Step:
+        """One authenticated, decoded message from `sender` (a switch or another master replica);
+        `arrived`: its receive time if the runtime knows it (MasterCore.handle)."""
         driver = self.driver
         if driver.handles and isinstance(msg, driver.handles):
             return self._turn(driver.handle(sender, msg, now), now)
-        actions = self.core.handle(sender, msg, now)
+        actions = self.core.handle(sender, msg, now, arrived)
         if driver.observes and isinstance(msg, driver.observes):
             actions += driver.handle(sender, msg, now)
         return self._turn(actions, now)

@@ -53,6 +53,7 @@ from controller.intake import (
     enable_timestamps,
     read_batch,
     read_one,
+    read_one_at,
     udp_stats,
 )
 from controller.metrics import MasterMetrics
@@ -128,6 +129,7 @@ class MasterServer:
         self._sent_counts: dict[tuple[type, str], int] = {}
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
+        self._client_stamps = False    # the client socket gives each datagram's receive time (crossed requests)
         self._drops_checked = float("-inf")
         self._loss_noted = float("-inf")
         # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
@@ -154,6 +156,7 @@ class MasterServer:
                                              rcvbuf=receive_buffer(len(self.fabric.switches)))
         self._peer_sock = peer_sock = self._udp_socket(self.peer_port, multicast=False)
         self._peer_stamps = enable_timestamps(peer_sock)
+        self._client_stamps = enable_timestamps(self._client_sock)
         self._client_tx = Outbox(self._client_sock, self._loop)
         self._peer_tx = Outbox(peer_sock, self._loop)
         self.overload = Overload(self._client_sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
@@ -246,13 +249,20 @@ class MasterServer:
             sock, end = self._client_sock, t0 + TURN_BUDGET
             self._batching = True
             self.core.begin_batch()
+            offset = self.now() - time.time() if self._client_stamps else None
             try:
                 while n < CLIENT_BATCH:
-                    got = read_one(sock)
-                    if got is None:
-                        break
+                    if offset is None:
+                        got = read_one(sock)
+                        if got is None:
+                            break
+                        self._on_datagram(got[0], got[1])
+                    else:
+                        stamped = read_one_at(sock, offset)
+                        if stamped is None:
+                            break
+                        self._on_datagram(stamped[0], stamped[1], arrived=stamped[2])
                     n += 1
-                    self._on_datagram(got[0], got[1])
                     if time.perf_counter() >= end:
                         break
             finally:
@@ -298,14 +308,18 @@ class MasterServer:
             self.fanout.reset()
             self._flush_counts()
 
-    def _on_datagram(self, data: bytes, addr: tuple[str, int], at: float | None = None) -> None:
+    def _on_datagram(self, data: bytes, addr: tuple[str, int], at: float | None = None,
+                     arrived: float | None = None) -> None:
+        """`at`: the time the turn runs at (peer datagrams: their arrival); `arrived`: a client datagram's
+        receive time, given to the core (a request that waited while its answer went out, issue #18)."""
         t0 = time.perf_counter()
         self.metrics.received.inc()
         try:
             sender, msg = self.codec.decode(data)
         except DecodeError as e:
             self.metrics.rejected.labels(e.reason).inc()
-            log.debug(kv("rejected", reason=e.reason, addr=f"{addr[0]}:{addr[1]}"))
+            if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
+                log.debug(kv("rejected", reason=e.reason, addr=f"{addr[0]}:{addr[1]}"))
             if e.reason == "stale":
                 self._answer_stale(e.sender, addr)
             return
@@ -324,7 +338,7 @@ class MasterServer:
         now = self.now() if at is None else at
         self._report = (sender, msg.ports, t0) if isinstance(msg, PortReport) else None
         try:
-            self._turn(self.node.datagram(sender, msg, now), now)
+            self._turn(self.node.datagram(sender, msg, now, arrived), now)
         finally:
             self._report = None
 
@@ -546,7 +560,8 @@ class MasterServer:
         m = self.metrics
         if isinstance(ev, Rejected):
             m.rejected.labels(ev.reason).inc()
-            log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
+            if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
+                log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
         elif isinstance(ev, VersionChanged):
             if self._report is not None:
                 t0 = self._report[2]
@@ -563,7 +578,8 @@ class MasterServer:
             if self._report is not None:
                 for o in self.observers:
                     o.reported(self._report[0], self._report[1])
-            log.debug(kv("report", switch=ev.switch, seq=ev.report_seq, changes=ev.changes))
+            if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
+                log.debug(kv("report", switch=ev.switch, seq=ev.report_seq, changes=ev.changes))
         elif isinstance(ev, PeerAcked):
             m.client_lag.labels("backup" if ev.peer in self.master_addrs else "client").observe(ev.lag)
         elif isinstance(ev, RoleChanged):

@@ -19,8 +19,9 @@ client of a config runs the same derived timers.
 
 Shares: with unicast distribution half the budget goes to keepalives and half to reports + acks; with multicast, keepalives cost 1 datagram per interval and the whole budget goes to reports +
 acks. Unacked reports: during a cold start every switch retries until the master has read its first
-report, so the first retry waits `report_retry_min` >= n / (2 x INTAKE_RATE) (half the time a replica
-needs to read one report of every switch) and retries back off to `report_retry_max` >= 2n / budget.
+report, so the first retry waits `report_retry_min` >= n / INTAKE_RATE (the time a replica needs to read one
+frame of every switch: the copy a freshness Challenge brings waits behind every switch's stale first frame)
+and retries back off to `report_retry_max` >= 2n / budget.
 
 Dependent timers follow:
 
@@ -127,8 +128,11 @@ def derive(timers: Any, n_switches: int, multicast: bool, budget: float = PERIOD
     hello = timers.hello_interval
     if master_dead != timers.master_dead:
         hello = max(hello, _ms_ceil(master_dead / 5))
-    # the client notices a dead master after 3 keepalives; retries need not be faster than a keepalive
-    retry_min = max(timers.report_retry_min, _ms_ceil(n_switches / (2 * INTAKE_RATE)))
+    # the client notices a dead master after 3 keepalives; retries need not be faster than a keepalive. A
+    # cold start's first report costs the master two datagrams (the stale first frame of the freshness
+    # handshake, then the copy the Challenge brings, queued behind every other first frame): a retry before
+    # n / INTAKE_RATE only queues a duplicate behind its own copy (issue #18, stop 27)
+    retry_min = max(timers.report_retry_min, _ms_ceil(n_switches / INTAKE_RATE))
     retry_max = max(timers.report_retry_max, _ms_ceil(2 * n_switches / budget), retry_min)
     new = dataclasses.replace(timers, keepalive=keepalive, report_refresh=refresh, switch_dead=switch_dead,
                               master_dead=master_dead, hello_interval=hello, report_retry_min=retry_min,

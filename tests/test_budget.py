@@ -63,6 +63,9 @@ def test_jupiter_timers() -> None:
     assert budget.master_silence(u, 30_088) == pytest.approx(3 * u.keepalive)
     assert budget.master_silence(Timers(), 100) == 3 * Timers().keepalive
     assert u.master_dead == pytest.approx(3.009) and u.hello_interval == pytest.approx(0.602)
+    # a first report's retry waits until the copy the freshness handshake brought can have been read: n / 5,000
+    # (stop 27: at n / 10,000 a Jupiter cold start's master read ~22,000 duplicate reports)
+    assert (u.report_retry_min, m.report_retry_min) == pytest.approx((6.018, 6.018))
 
 
 def test_refresh_jitter_is_deterministic_and_bounded() -> None:

@@ -17,7 +17,7 @@ class StubCore:
         self.got: list[Any] = []
         self.deadline: float | None = None
 
-    def handle(self, sender: str, msg: Any, now: float) -> list[Any]:
+    def handle(self, sender: str, msg: Any, now: float, arrived: float | None = None) -> list[Any]:
         self.got.append(msg)
         return [TermSeen(sender, 7), Send("sw1", "lsd")]
 

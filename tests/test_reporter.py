@@ -146,13 +146,13 @@ def test_new_term_resends_at_once_to_the_new_master(fabric, clock):
     assert r.acked
 
 
-def test_ack_of_a_higher_term_adopts_the_master_and_resends(fabric, clock):
+def test_ack_of_a_higher_term_adopts_the_master(fabric, clock):
     r = Reporter(fabric, "leaf-1", now=clock.now)
     known_master(r, clock, "m1", 5)
     r.update(ports(), clock.now)
-    out = r.on_ack(ReportAck("m3", 7, 1), clock.now)
-    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 7, 2) for m in ("m3", "m1", "m2")]
-    assert not r.acked
+    # it acks our current report: taken under its mastership, nothing to resend (issue #18)
+    assert r.on_ack(ReportAck("m3", 7, 1), clock.now) == []
+    assert (r.master, r.term, r.acked) == ("m3", 7, True)
 
 
 def test_silent_master_means_sending_to_every_master(fabric, clock):
@@ -189,10 +189,8 @@ def test_before_any_master_is_known_the_first_ack_picks_it(fabric, clock):
     r.update(ports(), clock.now)
     r.on_ack(ReportAck("m3", 1, 1), clock.advance(0.002))
     assert r.master == "m3" and r.term == 1
-    # the term went 0 -> 1: the report is re-sent at once to m3 with the new term, seq 2
-    assert not r.acked and r.report_seq == 2
-    r.on_ack(ReportAck("m3", 1, 2), clock.now)
-    assert r.acked
+    # the term went 0 -> 1 with an ack of our report: m3 took it as master, nothing is re-sent (issue #18)
+    assert r.acked and r.report_seq == 1
 
 
 def test_unknown_master_is_ignored(fabric, clock):
@@ -244,3 +242,43 @@ def test_a_challenge_brings_the_open_report_to_the_challenger_alone(fabric, cloc
     r.on_master_heard("m2", 3, clock.now)                      # a new term: a new report to every replica
     r.on_ack(ReportAck("m2", 3, r.report_seq), clock.now)
     assert r.retransmit_now(clock.now, "m1") == []             # acked by the master: nothing open
+
+
+def test_an_ack_from_the_master_of_a_new_term_is_followed_without_a_new_report(fabric, clock):
+    """Issue #18: in a cold start each switch learns the master's term from the ack of its first report. That
+    master took the report under its mastership: a new report to every replica would only double their
+    intake."""
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    r.update(ports(), clock.now)                            # term 0: no master known yet
+    assert r.on_ack(ReportAck("m1", 1, 1), clock.advance(0.01)) == []
+    assert (r.master, r.term, r.acked, r.report_seq) == ("m1", 1, True, 1)
+    assert r.next_deadline() == pytest.approx(clock.now - 0.01 + fabric.timers.report_refresh)
+    # an ack of an older report in a new term: the current one (seq 2) is on its way to that master, or lost
+    # and then retried to it — not re-sent at once to everyone
+    sent_at = clock.advance(0.01)
+    r.update(ports(usable1=False), sent_at)                 # seq 2, unacked
+    assert r.on_ack(ReportAck("m2", 2, 1), clock.advance(0.01)) == []
+    assert (r.master, r.term, r.acked, r.report_seq) == ("m2", 2, False, 2)
+    retry = r.tick(sent_at + fabric.timers.report_retry_min)
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in retry] == [("m2", 2, 2)]
+    r.on_ack(ReportAck("m2", 2, 2), clock.now)
+    assert r.acked
+
+
+def test_a_new_term_heard_while_the_report_is_outstanding(fabric, clock):
+    """Issue #18: a Keepalive of a new term (a multicast cold start: the group's first keepalive) while the
+    first report waits in that master's queue costs no second report; a master that acked it as a backup
+    (a failover: it took it before its mastership) gets a new one at once."""
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    t0 = clock.now
+    r.update(ports(), t0)                                   # seq 1 to every replica, term 0
+    assert r.on_master_heard("m1", 1, clock.advance(0.1)) == []
+    assert (r.master, r.term, r.acked) == ("m1", 1, False)
+    assert [(a.master, a.msg.report_seq) for a in r.tick(t0 + fabric.timers.report_retry_min)] == [("m1", 1)]
+    r.on_ack(ReportAck("m2", 1, 1, backup=True), clock.now)   # m2 took it as a backup
+    out = r.on_master_heard("m2", 2, clock.advance(0.01))
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 2, 2) for m in ("m2", "m1", "m3")]
+    # acked: a Keepalive of a new term brings a new report (the new master needs one under its mastership)
+    r.on_ack(ReportAck("m2", 2, 2), clock.now)
+    out = r.on_master_heard("m3", 3, clock.advance(0.01))
+    assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 3, 3) for m in ("m3", "m1", "m2")]

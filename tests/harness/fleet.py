@@ -73,8 +73,8 @@ _UP = int(LinkState.UP)
 
 
 class _Sw:
-    __slots__ = ("acked", "backoff", "codec", "held", "idx", "name", "next_at", "ports", "refreshes", "rep",
-                 "rep_due", "rheard", "rmaster", "rterm", "seq", "sock")
+    __slots__ = ("acked", "backoff", "backed", "codec", "held", "idx", "name", "next_at", "ports", "refreshes",
+                 "rep", "rep_due", "rheard", "rmaster", "rterm", "seq", "sock")
 
     def __init__(self, idx: int, name: str, codec: Codec, sock: int, ports: tuple[PortStatus, ...], rep: Rep) -> None:
         self.idx, self.name, self.codec, self.sock, self.ports = idx, name, codec, sock, ports
@@ -91,6 +91,7 @@ class _Sw:
         self.rep = rep                  # the worker's shared group Rep while in step, else its own
         self.rep_due = math.inf         # own Rep's deadline queued in the worker's rep heap
         self.held: dict[str, LsdRequest] | None = None    # requests waiting for a handshake (client.core)
+        self.backed: dict[str, int] | None = None         # replica -> highest seq it acked as a backup
 
 
 class _Worker:
@@ -328,6 +329,14 @@ class _Worker:
                 heapq.heappush(self.heap, (sw.next_at, sw.idx, sw.name))
         elif t is ReportAck:
             self.counts["ack"] += 1
+            if msg.backup:
+                if sw.backed is None:
+                    sw.backed = {}
+                sw.backed[sender] = max(sw.backed.get(sender, 0), msg.report_seq)
+            if (not msg.backup and sender in self.masters and msg.term > sw.rterm and not sw.acked
+                    and msg.report_seq >= sw.seq):
+                # client.reporter.on_ack: the master of a new term acks our report: follow it, no resend
+                sw.rterm, sw.rmaster, sw.rheard = msg.term, sender, now
             self._heard(sw, sender, msg.term, msg.backup, now)
             if (not msg.backup and sender == sw.rmaster and msg.term == sw.rterm and not sw.acked
                     and msg.report_seq >= sw.seq):
@@ -342,7 +351,9 @@ class _Worker:
             return
         if term > sw.rterm:
             sw.rterm, sw.rmaster, sw.rheard = term, sender, now
-            if not sw.acked:
+            # client.reporter: an outstanding report goes again at once only to a master that acked it as a
+            # backup (it took it before its mastership); otherwise its copy is on the way, or the retry brings it
+            if not sw.acked and sw.backed is not None and sw.backed.get(sender, 0) >= sw.seq:
                 self._report(sw, now, new=False, everyone=True)
         elif sender == sw.rmaster:
             sw.rheard = now

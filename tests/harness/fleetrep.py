@@ -42,7 +42,7 @@ class Request:
 
 
 class Rep:
-    __slots__ = ("announced", "cfg", "data_term", "fail_static", "heard_at", "master", "master_heard_at",
+    __slots__ = ("announced", "asked", "cfg", "data_term", "fail_static", "heard_at", "master", "master_heard_at",
                  "mismatch", "need_sync", "next_request", "server", "server_heard_at", "term", "version")
 
     def __init__(self, cfg: RepConfig, now: float) -> None:
@@ -59,6 +59,7 @@ class Rep:
         self.server: str | None = None
         self.server_heard_at = -math.inf
         self.next_request = now
+        self.asked: tuple[str, ...] = ()   # the replicas the last request went to
         self.mismatch = False           # last snapshot refused for another fabric digest
 
     def copy(self) -> Rep:
@@ -80,7 +81,7 @@ class Rep:
                 self.need_sync, self.fail_static, None if self.fail_static else max(self.heard_at, now - s),
                 None if self.master is None else max(self.master_heard_at, now - s),
                 self.server, None if self.server is None else max(self.server_heard_at, now - s),
-                max(self.next_request, now), self.mismatch)
+                max(self.next_request, now), self.asked if self.next_request > now else None, self.mismatch)
 
     # ------------------------------------------------------------------------------------------ queries
     @property
@@ -178,7 +179,8 @@ class Rep:
         new = term > self.term or master != self.master
         if term > self.term:
             self.term, self.master, self.announced, self.need_sync = term, master, -1, True
-            self.next_request = now
+            if self.version >= 0 or not (master in self.asked and now < self.next_request):
+                self.next_request = now     # LsdReplica: unless we hold no LSD and that master has our request
         elif master != self.master:
             self.master, self.announced, self.need_sync = master, -1, True
         self.heard_at = self.master_heard_at = now
@@ -207,4 +209,5 @@ class Rep:
         else:
             targets = self.cfg.masters
         out.append(Request(targets, term, self.version))
+        self.asked = targets
         self.next_request = now + (self.cfg.silence if probing and not served else self.cfg.interval)

@@ -1,0 +1,182 @@
+"""Issue #18, stop 27: work a cold start no longer does at the master — a request that crossed the snapshot it
+asks for (it waited in the input queue while the snapshot went out) costs no second snapshot, unicast or
+group; the client socket gives every datagram's receive time so the master can tell."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from controller.actions import GROUP
+from controller.distribution import Distributor
+from controller.intake import enable_timestamps, read_one_at
+from proto.lsd import LinkState, LinkStateDB
+from proto.messages import LsdFull
+
+
+def _dist(multicast: bool = False) -> tuple[Distributor, LinkStateDB]:
+    d = Distributor("m1", "0" * 64, pacing=0.002, max_update_rate=200.0, keepalive=10.0, client_dead=100.0,
+                    multicast=multicast)
+    d.activate(1, 0.0)
+    lsd = LinkStateDB(64)
+    lsd.apply({0: LinkState.UP})
+    return d, lsd
+
+
+def _fulls(d: Distributor, lsd: LinkStateDB, now: float, dest: str) -> list[int]:
+    return [s.msg.version for s in d.tick(lsd, now) if s.dest == dest and isinstance(s.msg, LsdFull)]
+
+
+def test_a_request_that_crossed_its_snapshot_gets_no_second_one() -> None:
+    d, lsd = _dist()
+    p = d.peer("s1", False, 0.0)
+    d.on_request(p, 0, -1, lsd.version, 0.0, arrived=0.0)
+    assert _fulls(d, lsd, 1.0, "s1") == [lsd.version]             # the snapshot leaves at t=1
+    # the client asked again at t=0.9 (its request interval): the request waited in the queue until t=1.5
+    d.on_request(p, 0, -1, lsd.version, 1.5, arrived=0.9)
+    assert _fulls(d, lsd, 2.0, "s1") == [] and d.crossed_requests == 1
+    # a request that arrived after the snapshot left says it was lost: answered
+    d.on_request(p, 0, -1, lsd.version, 3.0, arrived=2.5)
+    assert _fulls(d, lsd, 3.0, "s1") == [lsd.version]
+    # without a receive time (simulator, or a kernel without timestamps): answered, as before
+    d.on_request(p, 0, -1, lsd.version, 4.0)
+    assert _fulls(d, lsd, 4.0, "s1") == [lsd.version] and d.crossed_requests == 1
+
+
+def test_a_crossed_request_for_a_newer_version_than_sent_is_still_answered() -> None:
+    d, lsd = _dist()
+    p = d.peer("s1", False, 0.0)
+    d.on_request(p, 0, -1, lsd.version, 0.0)
+    d.tick(lsd, 1.0)
+    lsd.apply({1: LinkState.UP})
+    d.on_version(1.1)
+    # in our term, at a version above what we sent it: nothing we know of covers it (reset to a full)
+    d.on_request(p, 1, lsd.version + 5, lsd.version, 1.2, arrived=0.5)
+    assert _fulls(d, lsd, 2.0, "s1") == [lsd.version] and d.crossed_requests == 0
+
+
+def test_a_request_that_crossed_a_group_snapshot_gets_no_unicast_one() -> None:
+    d, lsd = _dist(multicast=True)
+    d.tick(lsd, 0.0)                                              # the group's first update: a snapshot
+    p = d.peer("s1", False, 0.5)
+    d.on_request(p, 0, -1, lsd.version, 0.5, arrived=0.5)
+    lsd.apply({i: LinkState.UP for i in range(1, 64)})            # bigger than the snapshot as a delta
+    d.on_version(0.9)
+    out = d.tick(lsd, 1.0)
+    assert [type(s.msg) for s in out if s.dest == GROUP] == [LsdFull]
+    assert [s for s in out if s.dest == "s1"] == []               # it rode along the group's snapshot
+    assert (p.sent_term, p.sent_version, p.synced_at) == (1, lsd.version, 1.0)
+    d.on_request(p, 0, -1, lsd.version, 1.2, arrived=0.95)        # asked before the group snapshot came
+    assert _fulls(d, lsd, 1.5, "s1") == [] and d.crossed_requests == 1
+
+
+def test_read_one_at_gives_the_receive_time_on_the_callers_clock() -> None:
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        assert enable_timestamps(rx)
+        tx.sendto(b"x", rx.getsockname())
+        sent = time.monotonic()
+        time.sleep(0.05)
+        got = read_one_at(rx, time.monotonic() - time.time())
+        assert got is not None and got[0] == b"x"
+        assert got[2] is not None and abs(got[2] - sent) < 0.02      # received when sent, not when read
+        assert read_one_at(rx, 0.0) is None
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_the_core_answers_a_crossed_request_or_old_term_report_with_no_second_snapshot() -> None:
+    from proto.messages import LsdRequest
+    from tests.test_master_core import NO_GUARD, make_fabric, master, report, sends
+
+    f = make_fabric(NO_GUARD)
+    core = master(f)
+    core.handle("leaf-1", report(f, "leaf-1"), 0.0, arrived=0.0)
+    core.handle("leaf-1", LsdRequest("leaf-1", 0, -1), 0.0, arrived=0.0)
+    assert len(sends(core.tick(1.0), "leaf-1", LsdFull)) == 1             # sent at t=1
+    # queued since t=0.5 and read at t=2: a request and a retransmitted report of the old term (0)
+    core.handle("leaf-1", LsdRequest("leaf-1", 0, -1), 2.0, arrived=0.5)
+    core.handle("leaf-1", report(f, "leaf-1", term=0), 2.0, arrived=0.5)
+    assert sends(core.tick(3.0), "leaf-1", LsdFull) == []
+    # the same, heard after the snapshot left: it was lost, sent again
+    core.handle("leaf-1", report(f, "leaf-1", term=0), 4.0, arrived=4.0)
+    assert len(sends(core.tick(5.0), "leaf-1", LsdFull)) == 1
+
+
+
+def test_a_new_term_from_the_master_holding_our_request_asks_nothing_more() -> None:
+    """Issue #18: a cold-started switch asks for the LSD (to every replica: no master known yet); the master's
+    first keepalive (its term is news) used to make it ask again at once, while the first request still waited
+    in that master's queue: ~25,000 extra requests in a Jupiter cold start."""
+    from client.replica import LsdReplica
+    from client.reporter import SendToMaster
+    from proto.clos import clos_fabric
+    from proto.messages import Keepalive
+
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=3)
+    r = LsdReplica(f, "leaf-1", now=0.0, request_interval=5.0, master_silence=100.0)
+    first = r.tick(0.0)
+    assert [a.master for a in first if isinstance(a, SendToMaster)] == ["m1", "m2", "m3"]
+    assert r.on_keepalive(Keepalive("m2", 1, 0), 0.5) == []              # m2 has our request: no second one
+    assert (r.term, r.master, r.need_sync) == (1, "m2", True)
+    later = r.tick(5.0)                                                  # unanswered: asked again, to m2
+    assert [(a.master, a.msg.term, a.msg.version) for a in later] == [("m2", 1, -1)]
+    # a newer term from a master our last request did not go to: asked at once, as before
+    out = r.on_keepalive(Keepalive("m3", 2, 0), 5.5)
+    assert [(a.master, a.msg.term) for a in out if isinstance(a, SendToMaster)] == [("m3", 2)]
+
+
+def test_a_replica_keeps_the_word_of_a_switch_without_lsd_so_its_mastership_sends_it_at_once() -> None:
+    """The other half of the rule above: a switch at -1 whose request a replica read before its mastership
+    (as a backup, or between roles) does not ask again when that replica becomes master — it gets the LSD
+    at once, not after the failover hold; a switch that holds an LSD is held as before."""
+    from controller.core import MasterCore
+    from proto.messages import LsdRequest
+    from tests.test_master_core import NO_GUARD, make_fabric, sends
+
+    f = make_fabric(NO_GUARD)
+    for backup in (True, False):
+        core = MasterCore(f, "m2")
+        if backup:
+            core.become_backup(1, "m1", 0.0)
+        core.handle("leaf-1", LsdRequest("leaf-1", 1, -1), 0.1)         # nothing to serve yet
+        core.handle("leaf-2", LsdRequest("leaf-2", 1, 3), 0.1)          # it holds an LSD: held below
+        acts = core.become_master(2, 1.0) + core.tick(1.0)
+        assert core.held
+        assert len(sends(acts, "leaf-1", LsdFull)) == 1, backup
+        assert sends(acts, "leaf-2", LsdFull) == [], backup
+
+
+def test_a_fan_out_over_many_ticks_builds_the_snapshot_and_the_too_big_delta_once() -> None:
+    """Issue #18: a cold start's fan-out of 30,088 snapshots spans ~60 ticks; each tick rebuilt the snapshot
+    message and, for clients at an older version, the delta of ~100,000 changes only to find it bigger than
+    the snapshot. Both now last as long as the LSD content (an amend of the newest version is new content)."""
+    d = Distributor("m1", "0" * 64, pacing=0.0, max_update_rate=1000.0, keepalive=10.0, client_dead=100.0,
+                    max_per_tick=2)
+    d.activate(1, 0.0)
+    calls: list[int] = []
+
+    class Counting(LinkStateDB):
+        def changes_since(self, version: int):  # type: ignore[no-untyped-def]
+            calls.append(version)
+            return super().changes_since(version)
+
+    lsd = Counting(64, history=16)
+    peers = [d.peer(f"s{i}", False, 0.0) for i in range(6)]
+    d.tick(lsd, 0.0)                                               # everyone at version 0 (empty LSD)
+    lsd.apply({i: LinkState.UP for i in range(64)})               # a delta bigger than the snapshot
+    d.on_version(0.1)
+    sent = [s.msg for t in (0.2, 0.3, 0.4) for s in d.tick(lsd, t)]
+    assert len(sent) == 6 and all(isinstance(m, LsdFull) for m in sent)
+    assert all(m is sent[0] for m in sent) and calls == [0]        # one message, one delta computed
+    assert all((p.sent_version == lsd.version) for p in peers)
+    lsd.amend({0: LinkState.DOWN})                                 # same version, new content
+    for p in peers:
+        d.on_request(p, 1, 0, lsd.version, 0.5)                    # each asks from version 0 again
+    again = [s.msg for t in (0.6, 0.7, 0.8) for s in d.tick(lsd, t)]
+    assert len(again) == 6 and again[0] is not sent[0] and again[0].snapshot == lsd.snapshot()
+    assert calls == [0, 0]
