@@ -7,13 +7,14 @@ import contextlib
 import dataclasses
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 
 from controller.actions import GROUP
 from controller.core import MasterCore
 from controller.distribution import Distributor
-from controller.intake import Overload, enable_timestamps, read_batch, udp_stats
+from controller.intake import Overload, enable_timestamps, read_batch, read_one_at, udp_stats
 from proto import budget
 from proto.clos import clos_fabric
 from proto.config import Timers
@@ -265,12 +266,34 @@ def test_overload_from_drops_queue_or_backlog_then_holds() -> None:
     assert ov.overloaded(4.5) and ov.episodes == 3 and ov.total_dropped == 4
 
 
-def test_read_batch_with_arrival_times() -> None:
+@contextlib.contextmanager
+def _udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """(rx, tx): rx bound on loopback, non-blocking; both closed on exit."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         rx.bind(("127.0.0.1", 0))
         rx.setblocking(False)
+        yield rx, tx
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_read_one_at_gives_the_receive_time_on_the_callers_clock() -> None:
+    with _udp_pair() as (rx, tx):
+        assert enable_timestamps(rx)
+        tx.sendto(b"x", rx.getsockname())
+        sent = time.monotonic()
+        time.sleep(0.05)
+        got = read_one_at(rx, time.monotonic() - time.time())
+        assert got is not None and got[0] == b"x"
+        assert got[2] is not None and abs(got[2] - sent) < 0.02      # received when sent, not when read
+        assert read_one_at(rx, 0.0) is None
+
+
+def test_read_batch_with_arrival_times() -> None:
+    with _udp_pair() as (rx, tx):
         stamps = enable_timestamps(rx)
         for i in range(5):
             tx.sendto(bytes([i]), rx.getsockname())
@@ -285,9 +308,6 @@ def test_read_batch_with_arrival_times() -> None:
         assert read_batch(rx, 10, time.monotonic) == []
         stats = udp_stats(rx)
         assert stats is None or stats == (0, 0)
-    finally:
-        rx.close()
-        tx.close()
 
 
 def test_input_backlog_defers_the_fan_out_up_to_four_settle_windows() -> None:

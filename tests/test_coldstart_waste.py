@@ -4,12 +4,8 @@ group; the client socket gives every datagram's receive time so the master can t
 
 from __future__ import annotations
 
-import socket
-import time
-
 from controller.actions import GROUP
 from controller.distribution import Distributor
-from controller.intake import enable_timestamps, read_one_at
 from proto.lsd import LinkState, LinkStateDB
 from proto.messages import LsdFull
 
@@ -68,25 +64,6 @@ def test_a_request_that_crossed_a_group_snapshot_gets_no_unicast_one() -> None:
     assert (p.sent_term, p.sent_version, p.synced_at) == (1, lsd.version, 1.0)
     d.on_request(p, 0, -1, lsd.version, 1.2, arrived=0.95)        # asked before the group snapshot came
     assert _fulls(d, lsd, 1.5, "s1") == [] and d.crossed_requests == 1
-
-
-def test_read_one_at_gives_the_receive_time_on_the_callers_clock() -> None:
-    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        rx.bind(("127.0.0.1", 0))
-        rx.setblocking(False)
-        assert enable_timestamps(rx)
-        tx.sendto(b"x", rx.getsockname())
-        sent = time.monotonic()
-        time.sleep(0.05)
-        got = read_one_at(rx, time.monotonic() - time.time())
-        assert got is not None and got[0] == b"x"
-        assert got[2] is not None and abs(got[2] - sent) < 0.02      # received when sent, not when read
-        assert read_one_at(rx, 0.0) is None
-    finally:
-        rx.close()
-        tx.close()
 
 
 def test_the_core_answers_a_crossed_request_or_old_term_report_with_no_second_snapshot() -> None:
