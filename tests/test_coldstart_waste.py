@@ -1,6 +1,7 @@
 """Issue #18, stop 27: work a cold start no longer does at the master — a request that crossed the snapshot it
 asks for (it waited in the input queue while the snapshot went out) costs no second snapshot, unicast or
-group; the client socket gives every datagram's receive time so the master can tell."""
+group (the master tells by each datagram's kernel receive time: `read_one_at`, tested in
+tests/test_budget.py)."""
 
 from __future__ import annotations
 
