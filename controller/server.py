@@ -97,6 +97,7 @@ class MasterServer:
         self.store = StateStore(state_dir)
         self.core = MasterCore(fabric, master_id)
         self.metrics = MasterMetrics(master_id)
+        self._rejected_by: dict[str, Any] = {}   # rejection reason -> its metric child
         self._driver_factory = driver_factory
         self.driver: RoleDriver | None = None
         self.node: MasterNode | None = None     # set by start(): input flows to the node from then on
@@ -317,7 +318,10 @@ class MasterServer:
         try:
             sender, msg = self.codec.decode(data)
         except DecodeError as e:
-            self.metrics.rejected.labels(e.reason).inc()
+            counter = self._rejected_by.get(e.reason)
+            if counter is None:   # one child per reason (DECODE_REASONS: bounded), not a labels() per datagram
+                counter = self._rejected_by[e.reason] = self.metrics.rejected.labels(e.reason)
+            counter.inc()
             if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
                 log.debug(kv("rejected", reason=e.reason, addr=f"{addr[0]}:{addr[1]}"))
             if e.reason == "stale":

@@ -252,6 +252,7 @@ class Codec:
         #: Set by ``decode``: the peer (name) whose new incarnation the last accepted frame started, else None.
         self.last_new_peer: str | None = None
         self._own_trailer = dest_trailer(local_id)
+        self._challenge_payload = encode_payload(Challenge(local_id))
 
     # -- keys ---------------------------------------------------------------------------------------
 
@@ -395,8 +396,29 @@ class Codec:
         return body + mac.digest()
 
     def challenge(self, to: str) -> bytes:
-        """A ``Challenge`` datagram for peer ``to``: carries our challenge and reflects its last offer."""
-        return self.encode(Challenge(self.local_id), to=to)
+        """A ``Challenge`` datagram for peer ``to``: carries our challenge and reflects its last offer.
+
+        The same bytes as ``encode(Challenge(local_id), to=to)``, from a payload encoded once (a cold
+        start answers one per switch)."""
+        if to == self.local_id or (to not in self.switches and to not in self.masters):
+            raise EncodeError(f"unknown destination {to!r}")
+        if not self.is_master:
+            if to not in self.masters:
+                raise EncodeError(f"a switch sends unicast only to masters, not {to!r}")
+            kind, owner = KeyKind.SWITCH, self.local_id
+        elif to in self.switches:
+            kind, owner = KeyKind.SWITCH, to
+        else:
+            kind, owner = KeyKind.MASTER, self.local_id
+        try:
+            key_id, template = self.signer(kind, owner)
+        except AuthError as e:
+            raise EncodeError(str(e)) from None
+        mac = template.copy()
+        body = self.header(Challenge.TYPE, kind, owner, to, key_id) + self._challenge_payload
+        mac.update(body)
+        mac.update(dest_trailer(to))
+        return body + mac.digest()
 
     def answer(self, peer: str | None, now: float) -> bytes | None:
         """The reply to a ``stale`` rejection from ``peer`` (``DecodeError.sender``): a Challenge, at most
@@ -485,6 +507,15 @@ class Codec:
             raise DecodeError("bad_hmac", f"{cls.__name__} from {sender!r} (or not sent to us)")
         if inc == 0 or seq == 0:
             raise DecodeError("malformed", f"{cls.__name__} from {sender!r}: incarnation and seq must be > 0")
+        if kind == KeyKind.SWITCH or kind == KeyKind.MASTER:
+            # Unicast freshness needs only the authenticated header: a frame of an unverified incarnation
+            # that does not reflect our challenge is rejected before its payload is decoded (a cold start
+            # sends one per switch; its payload could change nothing anyway).
+            sess = self._session(sender)
+            if (sess.inc != inc or sess.peer != sender) and reflect != sess.chal:
+                self._stale(sess, offer)
+                raise DecodeError("stale", f"{cls.__name__} from {sender!r}: unverified incarnation "
+                                           f"{inc:016x} (reflects {reflect:016x})", sender=sender)
         try:
             msg = decode_payload(cls, memoryview(data)[pos:end])
         except MessageError as e:
@@ -521,11 +552,8 @@ class Codec:
                 window.accept(seq)
                 sess.offer = offer
             return sender, msg, commit_known
-        if reflect != sess.chal:
-            # An older incarnation (replay) or a new one that has not heard our challenge yet: remember its
-            # offer (only decides what we reflect next: a genuine restart is then verified in one exchange).
-            if offer:
-                sess.offer = offer
+        if reflect != sess.chal:  # ND only here: unicast was checked before the payload
+            self._stale(sess, offer)
             raise DecodeError("stale", f"{cls.__name__} from {sender!r}: unverified incarnation "
                                        f"{inc:016x} (reflects {reflect:016x})",
                               sender=sender if kind != KeyKind.ND else None)
@@ -542,6 +570,13 @@ class Codec:
             self.new_incarnations[sender] += 1
             self.last_new_peer = sender
         return sender, msg, commit_new
+
+    @staticmethod
+    def _stale(sess: _Session, offer: int) -> None:
+        """An older incarnation (replay) or a new one that has not heard our challenge yet: remember its
+        offer (only decides what we reflect next: a genuine restart is then verified in one exchange)."""
+        if offer:
+            sess.offer = offer
 
     def _key_id_rejected(self, sender: str, key_id: int, ks: _KeyState, port: int | None) -> None:
         n = self.rejected_key_ids[(sender, key_id)] = self.rejected_key_ids[(sender, key_id)] + 1

@@ -242,19 +242,25 @@ def test_a_forged_datagram_does_not_move_the_replay_window():
 def test_wrong_sender_and_malformed_payloads():
     master = codec("m1")
     payload = msgpack.packb(["tor-2", 1, 1])
+    # The payload is checked only in a fresh frame (a stale one is rejected from its header, issue #18):
+    # these reflect the master's challenge, and none is accepted, so it stays the same.
+    fresh = chal(master, "tor-1")
     # signed correctly by tor-1, but the message claims to come from tor-2
-    assert reason(master, sign_raw(3, KeyKind.SWITCH, 1, "tor-1", "tor-1", payload)) == "wrong_sender"
+    assert reason(master, sign_raw(3, KeyKind.SWITCH, 1, "tor-1", "tor-1", payload, reflect=fresh)) == \
+        "wrong_sender"
     assert reason(master, sign_raw(3, KeyKind.SWITCH, 2, "ghost", "ghost", payload)) == "wrong_sender"
     # a switch may not send master messages, a master not switch messages
     ack = msgpack.packb(["tor-1", 1, 1])
     assert reason(master, sign_raw(2, KeyKind.SWITCH, 3, "tor-1", "tor-1", ack)) == "wrong_sender"
     for bad in ([1, 1, 1], ["tor-1", True, 1], ["tor-1", 1, -2], ["tor-1", 1, 2**63], ["tor-1", 1],
                 ["tor-1", 1.0, 1], {"a": 1}, ["tor-1", 1, 1, 1], ["", 1, 1], ["tor\n1", 1, 1]):
-        wire = sign_raw(3, KeyKind.SWITCH, 4, "tor-1", "tor-1", msgpack.packb(bad))
+        wire = sign_raw(3, KeyKind.SWITCH, 4, "tor-1", "tor-1", msgpack.packb(bad), reflect=fresh)
         assert reason(master, wire) in ("malformed", "wrong_sender"), bad
     for raw in (b"", b"\xc1", b"\x93\x01", b"\x93\xa5tor-1\x01\x01\x00"):  # bad msgpack / trailing bytes
-        assert reason(master, sign_raw(3, KeyKind.SWITCH, 5, "tor-1", "tor-1", raw)) == "malformed"
-    assert master.rejected["wrong_sender"] == 3
+        assert reason(master, sign_raw(3, KeyKind.SWITCH, 5, "tor-1", "tor-1", raw, reflect=fresh)) == \
+            "malformed"
+    assert master.rejected["wrong_sender"] == 3 and not master.established("tor-1")
+    assert chal(master, "tor-1") == fresh
 
 
 def test_a_switch_cannot_speak_for_another_switch():
