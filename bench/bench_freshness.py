@@ -11,33 +11,22 @@ and of an NdFrame (the ND path), each on an established sender/receiver pair. Pr
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
-import tempfile
 import time
 from contextlib import suppress
 from pathlib import Path
 
+from bench.gitrev import load_at
 from proto.auth import KeyRing
 from proto.config import Endpoint
 from proto.messages import DecodeError, NdFrame
 
-ROOT = Path(__file__).resolve().parents[1]
 SW, PEER, MASTER = "tor-000-001", "agg-000-001", "master-1"
 DIGEST = "ab" * 32
 
 
 def load_old(rev: str):
-    text = subprocess.run(["git", "show", f"{rev}:proto/messages.py"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="fp-bench-fresh-")) / "messages_v1.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("messages_v1", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["messages_v1"] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return load_at(rev, "proto/messages.py", "messages_v1")
 
 
 def best(fn, n: int) -> float:

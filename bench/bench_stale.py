@@ -12,31 +12,20 @@ both run alternately in the same process. Prints a table.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import proto.messages  # noqa: F401  (the new codec, read from sys.modules)
+from bench.gitrev import load_at
 from proto.auth import KeyRing
 
-ROOT = Path(__file__).resolve().parents[1]
 MASTER = "master-1"
 DIGEST = "ab" * 32
 
 
 def load_old(rev: str):
-    text = subprocess.run(["git", "show", f"{rev}:proto/messages.py"], cwd=ROOT, check=True,
-                          capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp(prefix="fp-bench-stale-")) / "messages_old.py"
-    path.write_text(text)
-    spec = importlib.util.spec_from_file_location("messages_old", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["messages_old"] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+    return load_at(rev, "proto/messages.py", "messages_old")
 
 
 def frames(mod, ring: KeyRing, names: list[str]) -> list[bytes]:
