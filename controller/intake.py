@@ -67,22 +67,11 @@ def enable_timestamps(sock: socket.socket) -> bool:
         return False
 
 
-def read_one(sock: socket.socket) -> tuple[bytes, tuple[str, int]] | None:
-    """One datagram waiting on non-blocking `sock`, or None."""
-    while True:
-        try:
-            return sock.recvfrom(65535)
-        except (BlockingIOError, InterruptedError):
-            return None
-        except OSError:          # ICMP port unreachable reported on a later read: skip it
-            continue
-
-
 def read_one_at(sock: socket.socket, offset: float
                 ) -> tuple[bytes, tuple[str, int], float | None] | None:
     """One datagram waiting on non-blocking `sock` with its kernel receive time (see enable_timestamps)
     converted to another clock: wall time + `offset` (the caller's clock minus time.time(), taken once per
-    turn); None as the time if the kernel gave none. None if nothing waits."""
+    turn); None as the time if the kernel gave none (timestamps not enabled). None if nothing waits."""
     while True:
         try:
             data, anc, _flags, addr = sock.recvmsg(65535, 64)
@@ -90,11 +79,17 @@ def read_one_at(sock: socket.socket, offset: float
             return None
         except OSError:          # ICMP port unreachable reported on a later read: skip it
             continue
-        for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
-                sec, nsec = _TIMESPEC.unpack_from(raw)
-                return data, addr, sec + nsec * 1e-9 + offset
-        return data, addr, None
+        wall = _kernel_time(anc)
+        return data, addr, None if wall is None else wall + offset
+
+
+def _kernel_time(anc: list[tuple[int, int, bytes]]) -> float | None:
+    """The SO_TIMESTAMPNS receive time (wall clock, s) in a datagram's ancillary data, None if absent."""
+    for level, kind, raw in anc:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
+            sec, nsec = _TIMESPEC.unpack_from(raw)
+            return sec + nsec * 1e-9
+    return None
 
 
 def read_batch(sock: socket.socket, limit: int, clock: Callable[[], float], timestamps: bool = False
@@ -123,12 +118,8 @@ def read_batch(sock: socket.socket, limit: int, clock: Callable[[], float], time
             break
         except OSError:
             continue
-        at = now
-        for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= _TIMESPEC.size:
-                sec, nsec = _TIMESPEC.unpack_from(raw)
-                at = min(now, sec + nsec * 1e-9 + offset)
-        out.append((data, addr, at))
+        wall = _kernel_time(anc)
+        out.append((data, addr, now if wall is None else min(now, wall + offset)))
     return out
 
 

@@ -52,7 +52,6 @@ from controller.intake import (
     Overload,
     enable_timestamps,
     read_batch,
-    read_one,
     read_one_at,
     udp_stats,
 )
@@ -130,7 +129,6 @@ class MasterServer:
         self._sent_counts: dict[tuple[type, str], int] = {}
         self._client_sock: socket.socket | None = None
         self._client_buffered = False
-        self._client_stamps = False    # the client socket gives each datagram's receive time (crossed requests)
         self._drops_checked = float("-inf")
         self._loss_noted = float("-inf")
         # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
@@ -157,7 +155,7 @@ class MasterServer:
                                              rcvbuf=receive_buffer(len(self.fabric.switches)))
         self._peer_sock = peer_sock = self._udp_socket(self.peer_port, multicast=False)
         self._peer_stamps = enable_timestamps(peer_sock)
-        self._client_stamps = enable_timestamps(self._client_sock)
+        enable_timestamps(self._client_sock)   # receive times: a request that crossed its answer (issue #18)
         self._client_tx = Outbox(self._client_sock, self._loop)
         self._peer_tx = Outbox(peer_sock, self._loop)
         self.overload = Overload(self._client_sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF),
@@ -250,19 +248,13 @@ class MasterServer:
             sock, end = self._client_sock, t0 + TURN_BUDGET
             self._batching = True
             self.core.begin_batch()
-            offset = self.now() - time.time() if self._client_stamps else None
+            offset = self.now() - time.time()     # wall -> our clock, for the kernel's receive times
             try:
                 while n < CLIENT_BATCH:
-                    if offset is None:
-                        got = read_one(sock)
-                        if got is None:
-                            break
-                        self._on_datagram(got[0], got[1])
-                    else:
-                        stamped = read_one_at(sock, offset)
-                        if stamped is None:
-                            break
-                        self._on_datagram(stamped[0], stamped[1], arrived=stamped[2])
+                    got = read_one_at(sock, offset)   # its time is None if the socket gives none
+                    if got is None:
+                        break
+                    self._on_datagram(got[0], got[1], arrived=got[2])
                     n += 1
                     if time.perf_counter() >= end:
                         break
@@ -309,6 +301,12 @@ class MasterServer:
             self.fanout.reset()
             self._flush_counts()
 
+    def _count_rejected(self, reason: str) -> None:
+        counter = self._rejected_by.get(reason)
+        if counter is None:   # one child per reason (a bounded set), not a labels() lookup per datagram
+            counter = self._rejected_by[reason] = self.metrics.rejected.labels(reason)
+        counter.inc()
+
     def _on_datagram(self, data: bytes, addr: tuple[str, int], at: float | None = None,
                      arrived: float | None = None) -> None:
         """`at`: the time the turn runs at (peer datagrams: their arrival); `arrived`: a client datagram's
@@ -318,10 +316,7 @@ class MasterServer:
         try:
             sender, msg = self.codec.decode(data)
         except DecodeError as e:
-            counter = self._rejected_by.get(e.reason)
-            if counter is None:   # one child per reason (DECODE_REASONS: bounded), not a labels() per datagram
-                counter = self._rejected_by[e.reason] = self.metrics.rejected.labels(e.reason)
-            counter.inc()
+            self._count_rejected(e.reason)
             if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
                 log.debug(kv("rejected", reason=e.reason, addr=f"{addr[0]}:{addr[1]}"))
             if e.reason == "stale":
@@ -563,7 +558,7 @@ class MasterServer:
     def _event(self, ev: Action) -> None:
         m = self.metrics
         if isinstance(ev, Rejected):
-            m.rejected.labels(ev.reason).inc()
+            self._count_rejected(ev.reason)
             if log.isEnabledFor(logging.DEBUG):       # per datagram: no line built for nothing
                 log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
         elif isinstance(ev, VersionChanged):
