@@ -164,9 +164,14 @@ class Reporter:
         self.bgp = sessions
         return self._send_new(now) if moved and self.ports is not None else []
 
-    def on_master_heard(self, master: str, term: int, now: float, backup: bool = False) -> list[SendToMaster]:
+    def on_master_heard(self, master: str, term: int, now: float, backup: bool = False,
+                        report_taken: bool = False) -> list[SendToMaster]:
         """Any authenticated message of master `master` in `term` (Keepalive, LsdFull, LsdDelta, ReportAck).
-        `backup`: the message says it comes from a backup serving us (issue #16): it names no master."""
+        `backup`: the message says it comes from a backup serving us (issue #16): it names no master.
+        `report_taken`: the message is that master's ack of our current report in `term` (only a master acks
+        as one, in its own term): a newer term is followed without a new report (issue #18: in a cold start
+        every switch's first ack is news of the master's term, and that report doubled every replica's
+        intake)."""
         if backup or master not in self.masters or term < self.term:
             return []
         if term > self.term:
@@ -174,6 +179,8 @@ class Reporter:
             self.master = master
             self._heard_at = now
             self.term_changes += 1
+            if report_taken:
+                return []
             if (self.ports is not None and not self.acked
                     and self._acked_by.get(master, -1) < self.report_seq):
                 # Our current report is outstanding and the new master never acknowledged it (as a backup):
@@ -199,19 +206,8 @@ class Reporter:
         if ack.backup:
             # A backup heard us: reachability only (it is not the master of any term).
             return self._reach_check(now)
-        if (ack.term > self.term and ack.master in self.masters and self.ports is not None
-                and ack.report_seq >= self.report_seq):
-            # The master of a newer term acknowledges our current report: it took it under its mastership
-            # (only a master acks as one, in its own term). Follow the term without the new report a new
-            # term otherwise costs (issue #18: in a cold start every switch's first ack is news of the
-            # master's term, and that report doubled every replica's intake).
-            self.term = ack.term
-            self.master = ack.master
-            self._heard_at = now
-            self.term_changes += 1
-            out: list[SendToMaster] = []
-        else:
-            out = self.on_master_heard(ack.master, ack.term, now)
+        out = self.on_master_heard(ack.master, ack.term, now,
+                                   report_taken=self.ports is not None and ack.report_seq >= self.report_seq)
         if ack.master != self.master or ack.term != self.term:
             return out          # from a lower term, or not from the master in use
         if not self.acked and ack.report_seq >= self.report_seq:
