@@ -252,7 +252,8 @@ class Codec:
         #: Set by ``decode``: the peer (name) whose new incarnation the last accepted frame started, else None.
         self.last_new_peer: str | None = None
         self._own_trailer = dest_trailer(local_id)
-        self._challenge_payload = encode_payload(Challenge(local_id))
+        self._challenge_msg = Challenge(local_id)
+        self._challenge_payload = encode_payload(self._challenge_msg)
 
     # -- keys ---------------------------------------------------------------------------------------
 
@@ -402,14 +403,9 @@ class Codec:
         start answers one per switch)."""
         if to == self.local_id or (to not in self.switches and to not in self.masters):
             raise EncodeError(f"unknown destination {to!r}")
-        if not self.is_master:
-            if to not in self.masters:
-                raise EncodeError(f"a switch sends unicast only to masters, not {to!r}")
-            kind, owner = KeyKind.SWITCH, self.local_id
-        elif to in self.switches:
-            kind, owner = KeyKind.SWITCH, to
-        else:
-            kind, owner = KeyKind.MASTER, self.local_id
+        if not self.is_master and to not in self.masters:
+            raise EncodeError(f"a switch sends unicast only to masters, not {to!r}")
+        kind, owner = self._signing_key(self._challenge_msg, to, None)
         try:
             key_id, template = self.signer(kind, owner)
         except AuthError as e:
