@@ -292,7 +292,7 @@ def test_a_small_update_is_programmed_on_the_callers_thread_and_acknowledged_by_
     fabric, driver, prog = setup
     prog.on_connected()
     prog.on_lsd(lsd(fabric, 1, full=True))
-    wait_for(lambda: prog.programmed_version == 1)
+    wait_for(lambda: prog.programmed_version == 1 and not prog._busy)     # (see _at_v1)
     assert driver.threads == ["programmer"]
     link = uplink_index(fabric, "leaf-1", 1)
     driver.hold = True
@@ -300,7 +300,7 @@ def test_a_small_update_is_programmed_on_the_callers_thread_and_acknowledged_by_
     assert driver.threads[-1] == threading.current_thread().name and len(driver.batches) == 2
     assert prog.programmed_version == 1            # sent, not installed: no barrier reply yet
     driver.release()
-    wait_for(lambda: prog.programmed_version == 2)
+    wait_for(lambda: prog.programmed_version == 2 and not prog._busy)
     assert next_hops(fabric, driver) == {2} and prog.status()["inline_rounds"] == 1
     prog.on_port_usable(2, False)                  # local repair: also inline
     assert driver.threads[-1] == threading.current_thread().name
@@ -312,7 +312,9 @@ def _at_v1(fabric, prog) -> int:
     """Connect, program LSD version 1 (all links up) and return leaf-1's uplink on port 1."""
     prog.on_connected()
     prog.on_lsd(lsd(fabric, 1, full=True))
-    wait_for(lambda: prog.programmed_version == 1)
+    # programmed_version is set by the barrier's thread a moment before the programmer is idle again: wait for
+    # both, so that the next update can be taken inline
+    wait_for(lambda: prog.programmed_version == 1 and not prog._busy)
     return uplink_index(fabric, "leaf-1", 1)
 
 
@@ -373,8 +375,10 @@ def test_an_error_racing_an_inline_update_leaves_the_read_back_to_the_programmer
         real_update(new_lsd)
 
     prog._update_exclusions = error_meanwhile          # type: ignore[method-assign]
+    inline = prog.inline_rounds
     prog.on_lsd(lsd(fabric, 2, down=(link,), changed=(link,)))
     prog._update_exclusions = real_update              # type: ignore[method-assign]
+    assert prog.inline_rounds == inline + 1             # the update was taken on this thread
     assert driver.dumps == 1 and driver.threads == ["programmer"]   # nothing read back nor sent inline
     wait_for(lambda: prog.programmed_version == 2)
     assert driver.dumps == 2 and driver.threads[-1] == "programmer" and next_hops(fabric, driver) == {2}
