@@ -234,8 +234,11 @@ def bgp_problem(lab: Any) -> str | None:
             continue
         down = [str(x.get("peer", x.get("address", "?"))) for x in border.get("sessions", [])
                 if x.get("state") != "established"]
+        damped = [f"{prefix} from {peer}" for peer, prefix in border.get("suppressed") or ()]
         if down:
             missing.append(f"{b}: BGP session(s) not established: {', '.join(down)}")
+        elif damped:        # RFC 2439: back once the penalty decays (client.border HALF_LIFE, MAX_SUPPRESS)
+            missing.append(f"{b}: route(s) suppressed by flap damping: {', '.join(damped)}")
         elif not border.get("provided"):
             missing.append(f"{b}: provides no external prefix yet")
     if missing:
