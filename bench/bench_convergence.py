@@ -263,6 +263,17 @@ def lsd_versions(master_lines: dict[str, list[LogLine]]) -> list[tuple[float, in
 
 
 # -------------------------------------------------------------------------------------------------- stats
+def _added(per: dict[str, dict[str, Any]], prefix: str) -> dict[str, Any] | None:
+    """CPU % and RSS of every process whose key starts with `prefix`, added up (the lab's OVS instances)."""
+    rows = [v for k, v in per.items() if k.startswith(prefix)]
+    if not rows:
+        return None
+    cpu = [v["cpu_pct"] for v in rows if v["cpu_pct"] is not None]
+    rss = [v["rss_mib"] for v in rows if v["rss_mib"] is not None]
+    return {"cpu_pct": round(sum(cpu), 2) if cpu else None, "rss_mib": round(sum(rss), 1) if rss else None,
+            "instances": len(rows)}
+
+
 def ms(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round((a - b) * 1000.0, 2)
 
@@ -498,9 +509,8 @@ class Bench:
             return None
 
         pids = {rec.key: rec.pid for rec in self.lab.state.processes.values()}
-        vswitchd = self.lab.ovs.pid("ovs-vswitchd")
-        if vswitchd is not None:
-            pids["ovs-vswitchd"] = vswitchd
+        for i, vswitchd in enumerate(self.lab.vswitchd_pids()):
+            pids[f"ovs-vswitchd:{i}"] = vswitchd
         before = {k: cpu(p) for k, p in pids.items()}
         t0 = time.monotonic()
         time.sleep(seconds)
@@ -523,7 +533,7 @@ class Bench:
                     "rss_mib_max": rsss[-1] if rsss else None}
 
         return {"seconds": round(wall, 1), "loadavg": os.getloadavg(), "clients": summary("client:"),
-                "masters": summary("master:"), "ovs_vswitchd": per.get("ovs-vswitchd"), "per_process": per}
+                "masters": summary("master:"), "ovs_vswitchd": _added(per, "ovs-vswitchd:"), "per_process": per}
 
     def soak(self, seconds: float) -> dict[str, Any]:
         """Idle `seconds` and count what moved: LSD versions (every link flap makes one) and, per client,

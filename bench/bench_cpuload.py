@@ -58,13 +58,15 @@ def _offsets(lab: Any) -> dict[str, int]:
 
 
 def set_group_nice(lab: Any, nice: int) -> bool:
-    pid = lab.ovs.pid("ovs-vswitchd")
-    try:
-        with open(f"/proc/{pid}/autogroup", "w") as f:
-            f.write(str(nice))
-        return True
-    except OSError:
-        return False
+    """The autogroup nice of every ovs-vswitchd of the lab; False if one could not be set."""
+    ok = True
+    for pid in lab.vswitchd_pids():
+        try:
+            with open(f"/proc/{pid}/autogroup", "w") as f:
+                f.write(str(nice))
+        except OSError:
+            ok = False
+    return ok
 
 
 def phase(lab: Any, name: str, hogs: int, soak_s: float, log: Any, sessions: bool = False) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def config(mode: str, name: str) -> Path:
 
 
 def route_group(lab: Lab, switch: str, prefix: str) -> int:
-    out = lab.ovs.ofctl(lab.state.bridges[switch], "dump-flows", f"ip,nw_dst={prefix}", protocol="OpenFlow15")
+    out = lab.ovs_of(switch).ofctl(lab.state.bridges[switch], "dump-flows", f"ip,nw_dst={prefix}", protocol="OpenFlow15")
     m = re.search(r"group:(\d+)", out)
     if m is None:
         raise RuntimeError(f"{switch}: no group route to {prefix}: {out}")
@@ -79,7 +79,7 @@ def settled_groups(lab: Lab, prefix: str, timeout: float = 120.0) -> dict[str, i
 
 
 def buckets(lab: Lab, switch: str, gid: int) -> list[int]:
-    out = lab.ovs.ofctl(lab.state.bridges[switch], "dump-group-stats", f"group_id={gid}", protocol="OpenFlow15")
+    out = lab.ovs_of(switch).ofctl(lab.state.bridges[switch], "dump-group-stats", f"group_id={gid}", protocol="OpenFlow15")
     return [int(x) for x in re.findall(r"bucket\d+:packet_count=(\d+)", out)]
 
 

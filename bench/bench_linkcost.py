@@ -1,12 +1,12 @@
 """CPU of every process of a lab per link change, and what ovs-vswitchd does for it (issue #20, "link down,
 remote switches": where the 2 cores go when a link goes down and comes back).
 
-    sudo .venv/bin/python -m bench.bench_linkcost [--scenario ls4x16-oam] [--flaps 10] [--mode link|host]
+    sudo .venv/bin/python -m bench.bench_linkcost [--scenario ls4x16-oam] [--flaps 10] [--mode link|host] [--shared-ovs]
 
 One lab (the scenario's fabric and timers, as bench_convergence), then two windows of equal length: idle, and
 `--flaps` failures and repairs of one fabric link (`link`: carrier down at both ends, as bench_convergence's
 tor_s2_link; `host`: one host port of the last ToR, a carrier change with no routing change at all). For every
-daemon and for each thread of ovs-vswitchd: CPU time (/proc/PID/task/*/schedstat, ns) in the flap window
+daemon and for each thread of ovs-vswitchd (added up over the lab's OVS instances): CPU time (/proc/PID/task/*/schedstat, ns) in the flap window
 minus the idle window, per change (each failure and each repair is a change). And ovs-vswitchd's coverage
 counters (`ovs-appctl coverage/show`, totals) over the same windows: how many flow-table revalidations
 (`rev_flow_table`), bridge reconfigurations (`bridge_reconfigure`), OpenFlow messages received
@@ -49,15 +49,17 @@ def _threads(pid: int) -> dict[str, int]:
 
 
 def _coverage(lab: Any) -> dict[str, int]:
-    out = {}
-    for line in lab.ovs.appctl("coverage/show").splitlines():
-        m = re.match(r"(\S+)\s+.*total:\s*(\d+)", line)
-        if m:
-            out[m.group(1)] = int(m.group(2))
+    """ovs-vswitchd's coverage counters, added up over every OVS instance of the lab."""
+    out: dict[str, int] = {}
+    for ovs in lab.ovs_instances():
+        for line in ovs.appctl("coverage/show").splitlines():
+            m = re.match(r"(\S+)\s+.*total:\s*(\d+)", line)
+            if m:
+                out[m.group(1)] = out.get(m.group(1), 0) + int(m.group(2))
     return out
 
 
-def measure(scenario: str, flaps: int, mode: str, name: str, period: float) -> dict[str, Any]:
+def measure(scenario: str, flaps: int, mode: str, name: str, period: float, shared_ovs: bool = False) -> dict[str, Any]:
     from bench.bench_convergence import SCENARIOS, Injector, override_timers
     from lab.fabric import Lab
     from lab.inject import _set_ifaces
@@ -66,11 +68,11 @@ def measure(scenario: str, flaps: int, mode: str, name: str, period: float) -> d
     clos = dict(sc.clos)
     clos.setdefault("damping", (("enabled", False),))
     clos["timers"] = override_timers(sc.timers, [])
-    lab = Lab.up(name=name, clos=clos, clean=True, timeout=90, log=lambda _m: None)
+    lab = Lab.up(name=name, clos=clos, clean=True, timeout=90, log=lambda _m: None, shared_ovs=shared_ovs)
     try:
         time.sleep(3)
         pids = {rec.key: rec.pid for rec in lab.state.processes.values()}
-        pids["ovs-vswitchd"] = lab.ovs.pid("ovs-vswitchd")
+        vswitchds = lab.vswitchd_pids()
         link = next(lk for lk in lab.fabric.links if lk.a.switch.startswith(("leaf", "tor")))
         fabric_ports = {f"{sw.name}:{p}" for sw in lab.fabric.switches for p in lab.fabric.fabric_ports(sw.name)}
         last_tor = [sw.name for sw in lab.fabric.switches if sw.hosts][-1]
@@ -78,7 +80,13 @@ def measure(scenario: str, flaps: int, mode: str, name: str, period: float) -> d
         window = 2 * flaps * period
 
         def snap() -> tuple[dict[str, dict[str, int]], dict[str, int]]:
-            return {k: _threads(p) for k, p in pids.items()}, _coverage(lab)
+            threads = {k: _threads(p) for k, p in pids.items()}
+            merged: dict[str, int] = {}         # every instance's threads, added up by thread name
+            for p in vswitchds:
+                for t, v in _threads(p).items():
+                    merged[t] = merged.get(t, 0) + v
+            threads["ovs-vswitchd"] = merged
+            return threads, _coverage(lab)
 
         a = snap()
         time.sleep(window)
@@ -108,13 +116,13 @@ def measure(scenario: str, flaps: int, mode: str, name: str, period: float) -> d
             return round(((tot(c) - tot(b)) - idle) / changes / 1000, 1)
 
         ends = {link.a.switch, link.b.switch} if mode == "link" else set()
-        procs = {k: per_change(k) for k in pids}
+        procs = {k: per_change(k) for k in [*pids, "ovs-vswitchd"]}
         ovs_threads = {t: per_change("ovs-vswitchd", t) for t in c[0].get("ovs-vswitchd", {})}
         cov = {k: round(((c[1].get(k, 0) - b[1].get(k, 0)) - (b[1].get(k, 0) - a[1].get(k, 0)) / scale) / changes, 1)
                for k in COUNTERS}
         clients = {k[7:]: v for k, v in procs.items() if k.startswith("client:")}
         return {
-            "scenario": scenario, "mode": mode, "changes": changes, "link": link.name if mode == "link" else host_if,
+            "scenario": scenario, "mode": mode, "ovs": "shared" if shared_ovs else f"{len(vswitchds)} instances", "changes": changes, "link": link.name if mode == "link" else host_if,
             "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "loadavg": os.getloadavg(),
             "cpu_us_per_change": {
                 "ovs-vswitchd": procs["ovs-vswitchd"], "ovs_threads": {t: v for t, v in ovs_threads.items() if abs(v) >= 20},
@@ -137,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("link", "host"), default="link")
     ap.add_argument("--name", default="linkcost")
     ap.add_argument("--period", type=float, default=0.5, help="s between a change and the next")
+    ap.add_argument("--shared-ovs", action="store_true", help="one OVS instance for all switches (`lab up --shared-ovs`)")
     ap.add_argument("--output", default=str(RESULTS))
     args = ap.parse_args(argv)
-    res = measure(args.scenario, args.flaps, args.mode, args.name, args.period)
+    res = measure(args.scenario, args.flaps, args.mode, args.name, args.period, args.shared_ovs)
     print(json.dumps(res, indent=1))
     out = Path(args.output)
     data = json.loads(out.read_text()) if out.exists() else {}
-    data[f"{args.scenario}/{args.mode}"] = res
+    data[f"{args.scenario}/{args.mode}" + ("/shared-ovs" if args.shared_ovs else "")] = res
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     return 0

@@ -95,12 +95,12 @@ def firepath_idle(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
         bc.wait_for(lambda: lab.convergence_problem() is None, 30.0)
         time.sleep(args.settle)
         pids = {rec.name: [rec.pid] for rec in lab.state.clients()}
-        pids["ovs-vswitchd (all bridges)"] = [p for p in [lab.ovs.pid("ovs-vswitchd")] if p]
+        pids["ovs-vswitchd (all instances)"] = lab.vswitchd_pids()
         la = loadavg()
         sample = cpu_rss(pids, args.idle_s)
         log(f"firepath idle: {sample}")
         return {"per_switch": {k: v for k, v in sample.items() if not k.startswith("ovs-")},
-                "ovs_vswitchd": sample.get("ovs-vswitchd (all bridges)"), "seconds": args.idle_s,
+                "ovs_vswitchd": sample.get("ovs-vswitchd (all instances)"), "seconds": args.idle_s,
                 "loadavg": la, "timers": dict(clos["timers"])}
     except Exception as e:  # noqa: BLE001 - recorded, the FRR side still runs
         log(f"firepath idle failed: {e!r}")

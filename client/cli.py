@@ -28,7 +28,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--config", required=True, help="fabric YAML")
     p.add_argument("--switch", required=True, help="this switch's name in the config")
     p.add_argument("--ovs", help="OpenFlow target of the bridge, tcp:IP:PORT (default: from the config)")
-    p.add_argument("--netns", help="connect to OVS from inside this network namespace")
+    p.add_argument("--netns", help="the switch's network namespace: its OVS (OpenFlow) is reached from "
+                   "inside it, and a border's BGP speaker runs in it")
     p.add_argument("--ovsdb", type=ovsdb_target, help="OVSDB of the switch's OVS, unix:PATH or tcp:IP:PORT: the client configures "
                                    "and monitors link OAM (CFM) on its fabric ports there (liveness: oam); "
                                    "without it, ports fall back to software ND")

@@ -111,7 +111,7 @@ class ClientDaemon:
             self.border = BorderSpeaker(
                 fabric, switch, Path(bgp_dir), report=self._report_external, program=self.programmer.on_external,
                 fabric_prefixes=self._reachable_prefixes, clock=clock, report_sessions=self._report_bgp,
-                set_ports=self._set_external_ports)
+                set_ports=self._set_external_ports, netns=netns)
         self.lock = threading.RLock()     # held while the control thread mutates the core (REST reads)
         self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self._pending = 0                    # inbox items not handled yet (guarded by _pending_lock)

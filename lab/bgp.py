@@ -84,6 +84,8 @@ def build(lab: Any, log: Any = print) -> None:
     for sw, p in peers(fabric):
         lab_end, far = f"s{index[sw.name]}p{p.port}", f"b{index[sw.name]}p{p.port}"[:15]
         st.ifaces[f"{sw.name}:{p.port}"] = lab_end
+        if sw.name in st.switch_ns:
+            st.iface_netns[lab_end] = st.switch_ns[sw.name]
         links.append((sw, p, lab_end, far))
     st.save()
     for ns in (rns, hns):
@@ -104,23 +106,27 @@ def build(lab: Any, log: Any = print) -> None:
                     f"route add default via {EXTERNAL_GATEWAY}"])
     disable_tx_checksum(hns, "eth0")
     disable_tx_checksum(rns, "xh0")
-    args: list[str] = []
+    by_switch: dict[str, list[str]] = {}
     for sw, p, lab_end, far in links:
-        subprocess.run(["ip", "link", "add", lab_end, "netns", st.netns, "type", "veth", "peer", "name", far,
+        sns = st.ns_of_switch(sw.name)
+        subprocess.run(["ip", "link", "add", lab_end, "netns", sns, "type", "veth", "peer", "name", far,
                         "netns", rns], check=True, capture_output=True, timeout=10)
         ip_batch(rns, [f"addr add {p.address}/{p.local_address.network.prefixlen} dev {far}", f"link set {far} up"])
         disable_tx_checksum(rns, far)
         br = st.bridges[sw.name]
-        ip_batch(st.netns, [f"link set {lab_end} up"])
-        args += ["--", "--may-exist", "add-port", br, lab_end, "--", "set", "interface", lab_end,
-                 f"ofport_request={p.port}", "--", "set", "bridge", br, f"other-config:hwaddr={sw.mac}"]
-    lab.ovs.vsctl(*args[1:], timeout=60)
+        ip_batch(sns, [f"link set {lab_end} up"])
+        by_switch.setdefault(sw.name, []).extend(
+            ["--", "--may-exist", "add-port", br, lab_end, "--", "set", "interface", lab_end,
+             f"ofport_request={p.port}", "--", "set", "bridge", br, f"other-config:hwaddr={sw.mac}"])
+    for name, args in by_switch.items():
+        lab.ovs_of(name).vsctl(*args[1:], timeout=60)
     lab._check_ofports()
-    # each border's own IP stack: its bridge's LOCAL port, with the peer links' addresses
+    # each border's own IP stack: its bridge's LOCAL port (in the border's namespace), with the peer links'
+    # addresses
     for sw in {sw.name: sw for sw, _p, _l, _f in links}.values():
         br = st.bridges[sw.name]
-        ip_batch(st.netns, [f"link set {br} address {sw.mac}", f"link set {br} up"]
-                  + [f"addr replace {p.local_address} dev {br}" for p in sw.bgp.peers])
+        ip_batch(st.ns_of_switch(sw.name), [f"link set {br} address {sw.mac}", f"link set {br} up"]
+                 + [f"addr replace {p.local_address} dev {br}" for p in sw.bgp.peers])
     start_frr(lab)
     log(f"external router {rns} (FRR bgpd, AS {router_asn(fabric)}) peering with {len(links)} border "
         f"session(s); external host {EXT_HOST} {EXTERNAL_HOST_IP}")

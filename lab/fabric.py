@@ -2,16 +2,18 @@
 
 Layout (lab name N, e.g. ``demo``):
 
-* one **lab namespace** ``fplab-N`` holds everything of the fabric: the private OVS instance
-  (ovsdb-server + ovs-vswitchd, run dir ``<dir>/ovs``), one bridge per switch, both ends of every fabric
-  veth, the switch end of every host veth, and the master and client processes. OpenFlow listeners,
-  master and client REST ports all bind to *that namespace's* 127.0.0.1, so nothing collides with the
-  machine or with another lab, and nothing of the lab appears in the root namespace — except, with
-  external masters (`lab up --external-masters`), one veth end ``fpmN`` linking the lab namespace to the
-  machine's, where those masters run (lab/external.py); it goes away with the lab namespace.
+* one **lab namespace** ``fplab-N`` holds the master and client processes; master and client REST ports
+  bind to *that namespace's* 127.0.0.1, so nothing collides with the machine or with another lab, and
+  nothing of the lab appears in the root namespace — except, with external masters (`lab up
+  --external-masters`), one veth end ``fpmN`` linking the lab namespace to the machine's, where those
+  masters run (lab/external.py); it goes away with the lab namespace.
+* one **switch namespace** ``fplab-N-sw<i>`` per switch (lab/plumbing.py) with the switch's own OVS
+  (ovsdb-server + ovs-vswitchd, run dir ``<dir>/ovs/<bridge>``), its bridge, its ends of the fabric veths
+  and of its hosts' veths; its OpenFlow listener binds to that namespace's 127.0.0.1. With `--shared-ovs`
+  there are none: one OVS instance (``<dir>/ovs``) and every bridge and veth end are in the lab namespace.
 * one **host namespace** ``fplab-N-<host>`` per host, holding ``eth0`` (the other end of its veth) with
   the configured MAC, address/prefix and a default route via the ToR gateway.
-* interface names in the lab namespace: ``s<i>p<port>`` where ``i`` is the switch's position in the
+* interface names: ``s<i>p<port>`` where ``i`` is the switch's position in the
   config and ``port`` its OpenFlow port number (always <= 15 bytes); bridges are named after the switch
   when the name fits in 15 bytes, else ``sw<id>``.
 
@@ -40,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 from client.of.sockets import enter_netns
-from lab import external
+from lab import external, plumbing
 from lab import netns as nsutil
-from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
+from lab.iputil import ip_batch, quiet_ipv6
 from lab.labconfig import (
     ADMIN_TOKEN,
     CLIENT_CPN_BASE,
@@ -74,7 +76,8 @@ from lab.state import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-HOST_IFNAME = "eth0"
+HOST_IFNAME = plumbing.HOST_IFNAME
+bridge_name = plumbing.bridge_name
 _IFNAME_RE = re.compile(r"^s\d+p\d+$")   # our interface names (only ever inside lab namespaces)
 INSTALL_HINT = "run `make test` (or `sudo scripts/install-deps.sh`) to install what is missing"
 
@@ -151,13 +154,6 @@ def _reserve_ports(netns: str, ports: Iterable[int]) -> None:
         raise LabError(f"cannot reserve the lab's ports in {netns}: {proc.stderr.strip()}")
 
 
-def bridge_name(switch: Any) -> str:
-    name = switch.name
-    if len(name.encode()) <= nsutil.IFNAMSIZ_MAX and all(c.isalnum() or c in "-_." for c in name):
-        return name
-    return f"sw{switch.id}"
-
-
 def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     """Poll (bounded); True as soon as predicate() holds."""
     deadline = time.monotonic() + timeout
@@ -183,7 +179,6 @@ class Lab:
         self.state = state
         self.fabric = fabric
         self.ports = LabPorts(fabric) if fabric is not None else None
-        self.ovs = OvsInstance(state.ovs_dir or Path(state.dir) / "ovs", state.netns or None)
         self._http: NetnsHttp | None = None
         self._lock = threading.Lock()
         self._zygote: Any = None           # kind -> lab.zygote.Zygote while _start_daemons runs
@@ -200,11 +195,12 @@ class Lab:
     def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,
            clos: dict[str, Any] | None = None, clean: bool = False, daemons: bool = True,
            timeout: float = 60.0, keep_on_failure: bool = False, log: Callable[[str], None] = print,
-           external_masters: bool = False) -> Lab:
+           external_masters: bool = False, shared_ovs: bool = False) -> Lab:
         """Build the whole lab; on any failure tear down what was built and re-raise.
 
         `external_masters`: start no masters; the clients follow the masters of `config` that already run
-        on this machine, reached over a CPN link (lab/external.py)."""
+        on this machine, reached over a CPN link (lab/external.py). `shared_ovs`: one OVS instance for
+        every switch instead of one per switch (lab/plumbing.py)."""
         problem = preflight()
         if problem:
             raise LabError(problem)
@@ -246,7 +242,7 @@ class Lab:
             state.save()
             lab = cls(state, fabric)
             try:
-                lab._build_plumbing(log)
+                lab._build_plumbing(log, shared_ovs)
                 if fabric.external_slots:       # eBGP borders (issue #13): the outside world
                     from lab import bgp
                     bgp.build(lab, log)
@@ -276,7 +272,7 @@ class Lab:
                     _teardown_locked(d, name, log=lambda _m: None, keep_logs=True)
                 raise
 
-    def _build_plumbing(self, log: Callable[[str], None]) -> None:
+    def _build_plumbing(self, log: Callable[[str], None], shared_ovs: bool = False) -> None:
         st, fabric = self.state, self.fabric
         (Path(st.dir) / "logs").mkdir(parents=True, exist_ok=True)
         index = {sw.name: i for i, sw in enumerate(fabric.switches)}
@@ -285,16 +281,18 @@ class Lab:
             return f"s{index[switch]}p{port}"
 
         # record intent first: everything below is removed by name or by namespace on teardown
-        for sw in fabric.switches:
-            st.bridges[sw.name] = bridge_name(sw)
+        plumbing.plan_switches(st, fabric, fabric.switches, per_switch=not shared_ovs)
+        pairs = []
         for link in fabric.links:
             a, b = ifname(link.a.switch, link.a.port), ifname(link.b.switch, link.b.port)
             st.ifaces[f"{link.a.switch}:{link.a.port}"] = a
             st.ifaces[f"{link.b.switch}:{link.b.port}"] = b
             st.cabling.append([a, b])
+            pairs.append((a, b))
         for host in fabric.hosts:
             st.host_netns[host.name] = host_netns(st.name, host.name)
             st.ifaces[f"{host.tor}:{host.port}"] = ifname(host.tor, host.port)
+        plumbing.plan_ifaces(st)
         st.save()
 
         nsutil.create_netns(st.netns)
@@ -317,57 +315,25 @@ class Lab:
                 external.create(link)
             except subprocess.CalledProcessError as e:
                 raise LabError(f"CPN link to the external masters: {' '.join(e.cmd)}: {e.stderr}") from None
-        self.ovs.start()
-        self.ovs.boost()        # the emulated data plane must not be starved by the control plane
-        # bridges: one ovs-vsctl transaction
-        args: list[str] = []
-        for sw in fabric.switches:
-            br = st.bridges[sw.name]
-            args += ["--", "--may-exist", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
-                     "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15",
-                     f"other-config:datapath-id={sw.id:016x}", "other-config:disable-in-band=true",
-                     "--", "set-controller", br, f"ptcp:{self.ports.ovs[sw.name]}:127.0.0.1"]
-        self.ovs.vsctl(*args[1:], timeout=60)
-        # fabric veths (both ends in the lab namespace)
-        lines = []
-        for a, b in st.cabling:
-            lines += [f"link add {a} type veth peer name {b}", f"link set {a} up", f"link set {b} up"]
-        ip_batch(st.netns, lines)
-        # hosts
-        for host in fabric.hosts:
-            hns = st.host_netns[host.name]
-            nsutil.create_netns(hns)
-            quiet_ipv6(hns)
-            lab_end = st.ifaces[f"{host.tor}:{host.port}"]
-            subprocess.run(["ip", "link", "add", lab_end, "netns", st.netns, "type", "veth", "peer", "name",
-                            HOST_IFNAME, "netns", hns], check=True, capture_output=True, timeout=10)
-            tor = fabric.switch(host.tor)
-            prefix = next((p for p in tor.prefixes if host.ip in p), None)
-            if prefix is None:
-                raise LabError(f"host {host.name}: {host.ip} is in none of {host.tor}'s prefixes")
-            ip_batch(hns, [f"link set {HOST_IFNAME} address {host.mac}",
-                            f"addr add {host.ip}/{prefix.prefixlen} dev {HOST_IFNAME}",
-                            f"link set {HOST_IFNAME} up",
-                            f"route add default via {tor.gateway} dev {HOST_IFNAME}"])
-            disable_tx_checksum(hns, HOST_IFNAME)
-            ip_batch(st.netns, [f"link set {lab_end} up"])
-        # ports: one transaction, then check every ofport
-        args = []
-        for key, ifn in st.ifaces.items():
-            sw, port = key.rsplit(":", 1)
-            args += ["--", "--may-exist", "add-port", st.bridges[sw], ifn, "--", "set", "interface", ifn,
-                     f"ofport_request={port}"]
-        self.ovs.vsctl(*args[1:], timeout=60)
-        self._check_ofports()
-        self.ovs.boost()        # threads vswitchd started for the new bridges and ports
+        plumbing.add_switches(st, fabric, fabric.switches, lambda sw: self.ports.ovs[sw])
+        plumbing.cable(st, pairs)
+        plumbing.add_hosts(st, fabric, fabric.hosts)
+        plumbing.add_ports(st, list(st.ifaces))
+
+    def ovs_of(self, switch: str) -> OvsInstance:
+        """The OVS instance of `switch` (its own, or the lab's shared one)."""
+        return plumbing.ovs_of(self.state, switch)
+
+    def ovs_instances(self) -> list[OvsInstance]:
+        """Every OVS instance of the lab."""
+        return plumbing.instances(self.state)
+
+    def vswitchd_pids(self) -> list[int]:
+        """The running ovs-vswitchd of every OVS instance (benchmarks add up their CPU)."""
+        return [p for o in self.ovs_instances() if (p := o.pid("ovs-vswitchd")) is not None]
 
     def _check_ofports(self) -> None:
-        out = self.ovs.vsctl("--format=json", "--columns=name,ofport", "list", "interface")
-        got = {row[0]: row[1] for row in json.loads(out)["data"]}
-        wrong = [f"{ifn}: ofport {got.get(ifn)} != {key}" for key, ifn in self.state.ifaces.items()
-                 if got.get(ifn) != int(key.rsplit(':', 1)[1])]
-        if wrong:
-            raise LabError("OVS did not give the configured port numbers: " + "; ".join(wrong[:5]))
+        plumbing.check_ofports(self.state)
 
     # --- processes ----------------------------------------------------------------------------
 
@@ -465,7 +431,9 @@ class Lab:
         argv = python_argv(
             "client", "--config", str(config or self.state.config), "--switch", switch, "--restart-hold", f"{hold:g}",
             "--ovs", self.ports.ovs_target(switch), "--rest-port", str(self.ports.rest[switch]),
-            "--ovsdb", self.ovs.db_target)
+            "--ovsdb", self.ovs_of(switch).db_target)
+        if self.state.switch_ns:     # its OVS (OpenFlow listener) and its IP stack (ExaBGP) are in its namespace
+            argv += ["--netns", self.state.switch_ns[switch]]
         # Answers from the masters come back over the CPN link (external masters); otherwise each client has
         # its own CPN address, so one switch can be cut from a master (`lab fail cpn --switch`).
         argv += ["--bind", str(self.state.cpn["lab_addr"]) if self.state.external_masters
@@ -671,10 +639,10 @@ class Lab:
             return dict(zip(todo, pool.map(one, todo), strict=True))
 
     def dump_groups(self, switch: str) -> list[str]:
-        return self.ovs.dump_groups(self.state.bridges[switch])
+        return self.ovs_of(switch).dump_groups(self.state.bridges[switch])
 
     def dump_flows(self, switch: str) -> list[str]:
-        return self.ovs.dump_flows(self.state.bridges[switch])
+        return self.ovs_of(switch).dump_flows(self.state.bridges[switch])
 
     def probe(self, src: str, dst: str, *, flows: int = 4, rate: float = 1000.0, port: int = 7000) -> Any:
         from lab.probe import Probe
@@ -717,10 +685,12 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
         raise LabError(f"{d}: no lab record; give the lab name to clean up by name")
     check_lab_name(name)
     ns = lab_netns(name)
-    ovs = OvsInstance(Path(state.ovs_dir) if state and state.ovs_dir else d / "ovs", ns)
-    if ovs.running() or ovs.pid("ovsdb-server") or ovs.pid("ovs-vswitchd"):
-        ovs.stop()
-        removed.append("ovs daemons")
+    ovs_dir = Path(state.ovs_dir) if state and state.ovs_dir else d / "ovs"
+    running = [o for o in plumbing.instances_on_disk(ovs_dir, ns) if o.pid("ovsdb-server") or o.pid("ovs-vswitchd")]
+    with ThreadPoolExecutor(max_workers=plumbing.PARALLEL) as pool:
+        list(pool.map(lambda o: o.stop(), running))
+    if running:
+        removed.append(f"ovs daemons ({len(running)} instance{'s' if len(running) > 1 else ''})")
     # anything still running inside our namespaces is ours (probes, pings, strays): kill by PID
     host_nses = set(state.host_netns.values()) if state else set()
     host_nses |= {n for n in nsutil.list_netns() if n.startswith(ns + "-")}
@@ -771,8 +741,8 @@ def lab_leftovers(name: str, lab_dir: Path | str | None = None, ifaces: Iterable
     ns = lab_netns(name)
     left = [f"netns {n}" for n in nsutil.list_netns() if n == ns or n.startswith(ns + "-")]
     d = Path(lab_dir) if lab_dir else default_dir(name)
-    ovs = OvsInstance(d / "ovs", ns)
-    left += [f"{daemon} pid {ovs.pid(daemon)}" for daemon in ("ovsdb-server", "ovs-vswitchd") if ovs.pid(daemon)]
+    left += [f"{daemon} pid {ovs.pid(daemon)}" for ovs in plumbing.instances_on_disk(d / "ovs", ns)
+             for daemon in ("ovsdb-server", "ovs-vswitchd") if ovs.pid(daemon)]
     for n in list(left):
         if n.startswith("netns "):
             left += [f"pid {p} in {n[6:]}" for p in nsutil.netns_pids(n[6:])]

@@ -14,19 +14,10 @@ switch simply stops being in the config (its veths and bridge stay until `lab do
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
-from lab import netns as nsutil
-from lab.fabric import (
-    HOST_IFNAME,
-    Lab,
-    LabError,
-    LabPorts,
-    _reserve_ports,
-    bridge_name,
-)
-from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
+from lab import plumbing
+from lab.fabric import Lab, LabError, LabPorts, _reserve_ports
 from lab.state import host_netns
 
 __all__ = ["grow"]
@@ -62,9 +53,9 @@ def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
              and f"{link.b.switch}:{link.b.port}" not in st.ifaces]
     hosts = [h for h in new.hosts if h.name not in st.host_netns]
     ports = LabPorts(new)
-    # record intent first (teardown removes by name / namespace)
-    for sw in switches:
-        st.bridges[sw.name] = bridge_name(sw)
+    # record intent first (teardown removes by name / namespace); a new switch gets its own OVS if the lab's
+    # switches have theirs
+    plumbing.plan_switches(st, new, switches, per_switch=bool(st.switch_ns))
     pairs = []
     for link in links:
         a, b = ifname(link.a.switch, link.a.port), ifname(link.b.switch, link.b.port)
@@ -75,52 +66,18 @@ def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
     for h in hosts:
         st.host_netns[h.name] = host_netns(st.name, h.name)
         st.ifaces[f"{h.tor}:{h.port}"] = ifname(h.tor, h.port)
+    plumbing.plan_ifaces(st)
     st.save()
     _reserve_ports(st.netns, ports.all)
-    args: list[str] = []
-    for sw in switches:
-        br = st.bridges[sw.name]
-        args += ["--", "--may-exist", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
-                 "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", f"other-config:datapath-id={sw.id:016x}",
-                 "other-config:disable-in-band=true", "--", "set-controller", br,
-                 f"ptcp:{ports.ovs[sw.name]}:127.0.0.1"]
-    if args:
-        lab.ovs.vsctl(*args[1:], timeout=60)
-    lines = []
-    for a, b in pairs:
-        lines += [f"link add {a} type veth peer name {b}", f"link set {a} up", f"link set {b} up"]
-    if lines:
-        ip_batch(st.netns, lines)
-    for h in hosts:
-        hns = st.host_netns[h.name]
-        nsutil.create_netns(hns)
-        quiet_ipv6(hns)
-        lab_end = st.ifaces[f"{h.tor}:{h.port}"]
-        subprocess.run(["ip", "link", "add", lab_end, "netns", st.netns, "type", "veth", "peer", "name",
-                        HOST_IFNAME, "netns", hns], check=True, capture_output=True, timeout=10)
-        tor = new.switch(h.tor)
-        prefix = next((p for p in tor.prefixes if h.ip in p), None)
-        if prefix is None:
-            raise LabError(f"host {h.name}: {h.ip} is in none of {h.tor}'s prefixes")
-        ip_batch(hns, [f"link set {HOST_IFNAME} address {h.mac}", f"addr add {h.ip}/{prefix.prefixlen} dev "
-                        f"{HOST_IFNAME}", f"link set {HOST_IFNAME} up",
-                        f"route add default via {tor.gateway} dev {HOST_IFNAME}"])
-        disable_tx_checksum(hns, HOST_IFNAME)
-        ip_batch(st.netns, [f"link set {lab_end} up"])
-    new_ifaces = [(key, ifn) for key, ifn in st.ifaces.items()
+    plumbing.add_switches(st, new, switches, lambda sw: ports.ovs[sw])
+    plumbing.cable(st, pairs)
+    plumbing.add_hosts(st, new, hosts)
+    new_ifaces = [key for key, ifn in st.ifaces.items()
                   if key.rsplit(":", 1)[0] in {s.name for s in switches}
                   or ifn in {x for pair in pairs for x in pair}
                   or any(key == f"{h.tor}:{h.port}" for h in hosts)]
-    args = []
-    for key, ifn in new_ifaces:
-        sw, port = key.rsplit(":", 1)
-        args += ["--", "--may-exist", "add-port", st.bridges[sw], ifn, "--", "set", "interface", ifn,
-                 f"ofport_request={port}"]
-    if args:
-        lab.ovs.vsctl(*args[1:], timeout=60)
+    plumbing.add_ports(st, new_ifaces)
     lab.fabric, lab.ports = new, ports
-    lab._check_ofports()
-    lab.ovs.boost()
     for sw in switches:
         lab.start_client(sw.name)
         log(f"switch {sw.name}: bridge, {sum(1 for link in links if sw.name in (link.a.switch, link.b.switch))} "

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from lab import nft
+from lab import nft, plumbing
 from lab.fabric import Lab, LabError, client_cpn_address
 from lab.iputil import ip_batch, set_carrier
 from lab.state import locked
@@ -219,23 +219,32 @@ def _recable(lab: Lab, old_pairs: list[list[str]], new_pairs: list[list[str]]) -
         st.cabling.remove(pair) if pair in st.cabling else st.cabling.remove(pair[::-1])
     st.cabling.extend(new_pairs)
     _save(lab)
-    lines = [f"link del {pair[0]}" for pair in old_pairs]
-    for a, b in new_pairs:
-        lines += [f"link add {a} type veth peer name {b}", f"link set {a} up", f"link set {b} up"]
-    ip_batch(st.netns, lines)
+    by_ns: dict[str, list[str]] = {}
+    for pair in old_pairs:
+        by_ns.setdefault(st.netns_of(pair[0]), []).append(f"link del {pair[0]}")
+    for ns, lines in by_ns.items():
+        ip_batch(ns, lines)
+    plumbing.cable(st, [(a, b) for a, b in new_pairs])
     # Make vswitchd re-open the re-created devices under the same port numbers: it does not on its own
     # (the new device is not put in promiscuous mode, nothing is received), and a del-port + add-port
-    # in ONE transaction is a no-op for it, hence two transactions.
+    # in ONE transaction is a no-op for it, hence two transactions (per OVS instance).
     port_of = {ifn: key for key, ifn in st.ifaces.items()}
-    dels: list[str] = []
-    adds: list[str] = []
+    dels: dict[str, list[str]] = {}
+    adds: dict[str, list[str]] = {}
     for ifn in sorted({i for pair in new_pairs for i in pair}):
         sw, port = port_of[ifn].rsplit(":", 1)
         br = st.bridges[sw]
-        dels += ["--", "--if-exists", "del-port", br, ifn]
-        adds += ["--", "add-port", br, ifn, "--", "set", "interface", ifn, f"ofport_request={port}"]
-    lab.ovs.vsctl(*dels[1:])
-    lab.ovs.vsctl(*adds[1:])
+        dels.setdefault(sw, []).extend(["--", "--if-exists", "del-port", br, ifn])
+        adds.setdefault(sw, []).extend(["--", "add-port", br, ifn, "--", "set", "interface", ifn,
+                                        f"ofport_request={port}"])
+    if st.switch_ns:
+        for sw in dels:
+            lab.ovs_of(sw).vsctl(*dels[sw][1:])
+            lab.ovs_of(sw).vsctl(*adds[sw][1:])
+    else:       # one instance: one transaction each for all of them
+        ovs = lab.ovs_instances()[0]
+        ovs.vsctl(*[a for sw in dels for a in dels[sw]][1:])
+        ovs.vsctl(*[a for sw in adds for a in adds[sw]][1:])
     lab._check_ofports()
 
 

@@ -44,6 +44,11 @@ def host_netns(name: str, host: str) -> str:
     return f"{NETNS_PREFIX}{name}-{host}"
 
 
+def switch_netns(name: str, index: int) -> str:
+    """The namespace of the switch at position `index` of `switches:` (its OVS, its ports, its IP stack)."""
+    return f"{NETNS_PREFIX}{name}-sw{index}"
+
+
 def default_dir(name: str) -> Path:
     return Path("/tmp") / f"{NETNS_PREFIX}{name}"
 
@@ -110,14 +115,16 @@ class LabState:
     dir: str
     config: str                              # fabric YAML the daemons run with
     phase: str = "building"                  # building | up | down
-    netns: str = ""                          # the lab namespace (OVS, fabric veths, daemons)
+    netns: str = ""                          # the lab namespace (the daemons; with a shared OVS also it, the veths)
     host_netns: dict[str, str] = field(default_factory=dict)      # host -> namespace
     ovs_dir: str = ""
     bridges: dict[str, str] = field(default_factory=dict)         # switch -> bridge name
     ifaces: dict[str, str] = field(default_factory=dict)          # "switch:port" -> ifname (lab ns)
-    # ifname -> namespace, for interfaces that are not in `netns` (a fabric of per-switch router namespaces,
-    # e.g. the FRR peer in bench/peers); empty for the OVS lab, where every fabric interface is in `netns`
+    # ifname -> namespace, for interfaces that are not in `netns` (one namespace per switch: the OVS lab's
+    # default, the FRR peer in bench/peers); empty for a lab with one shared OVS, where all are in `netns`
     iface_netns: dict[str, str] = field(default_factory=dict)
+    # switch -> its own namespace, where its own OVS runs (lab/plumbing.py); empty: one OVS in `netns` for all
+    switch_ns: dict[str, str] = field(default_factory=dict)
     cabling: list[list[str]] = field(default_factory=list)        # current veth pairs [ifname, ifname]
     processes: dict[str, ProcRecord] = field(default_factory=dict)  # ProcRecord.key -> record
     faults: list[dict[str, object]] = field(default_factory=list)   # undo log, oldest first
@@ -175,6 +182,10 @@ class LabState:
     def netns_of(self, ifname: str) -> str:
         """The namespace an interface of the fabric lives in."""
         return self.iface_netns.get(ifname, self.netns)
+
+    def ns_of_switch(self, switch: str) -> str:
+        """The namespace of a switch's bridge and ports (its own, or the lab's with a shared OVS)."""
+        return self.switch_ns.get(switch, self.netns)
 
 
 _held = threading.local()       # lab dirs whose lock this thread holds -> nesting depth

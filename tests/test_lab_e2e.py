@@ -11,6 +11,7 @@ All waits are bounded; nothing here asserts a timing target (those are in bench/
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -181,8 +182,8 @@ def _static_route(lab: Lab, src: str, dst: str) -> None:
     fabric = lab.fabric
     hs, hd = fabric.host(src), fabric.host(dst)
     for sw, port in _shortest_path(fabric, hs.tor, hd.tor):
-        lab.ovs.add_flow(lab.state.bridges[sw], f"priority=100,ip,nw_dst={hd.ip},actions=output:{port}")
-    lab.ovs.add_flow(lab.state.bridges[hd.tor],
+        lab.ovs_of(sw).add_flow(lab.state.bridges[sw], f"priority=100,ip,nw_dst={hd.ip},actions=output:{port}")
+    lab.ovs_of(hd.tor).add_flow(lab.state.bridges[hd.tor],
                      f"priority=100,ip,nw_dst={hd.ip},actions=mod_dl_dst:{hd.mac},output:{hd.port}")
     tor = fabric.switch(hs.tor)
     nsutil.add_neighbor(str(tor.gateway), tor.mac, "eth0", lab.state.host_netns[src])
@@ -190,7 +191,21 @@ def _static_route(lab: Lab, src: str, dst: str) -> None:
 
 def _port_link(lab: Lab, switch: str, port: int, *, up: bool, timeout: float = 10.0) -> bool:
     """Bounded wait until OVS reports the port's carrier as `up`."""
-    return wait_until(lambda: lab.ovs.port_state(lab.state.bridges[switch], port).link_up == up, timeout, 0.02)
+    return wait_until(lambda: lab.ovs_of(switch).port_state(lab.state.bridges[switch], port).link_up == up, timeout,
+                      0.02)
+
+
+def _veth_peer(lab: Lab, ifname: str) -> str | None:
+    """The name of the far end of veth `ifname`, whichever namespace it is in (its ifindex there)."""
+    me = json.loads(nsutil.run_in(lab.state.netns_of(ifname), ["ip", "-j", "link", "show", "dev", ifname]).stdout)[0]
+    for other in lab.state.ifaces.values():
+        if other == ifname:
+            continue
+        out = nsutil.run_in(lab.state.netns_of(other), ["ip", "-j", "link", "show", "dev", other]).stdout
+        row = json.loads(out)[0] if out.strip() else {}
+        if row.get("ifindex") == me.get("link_index") and row.get("link_index") == me.get("ifindex"):
+            return other
+    return None
 
 
 def _pair(lab: Lab) -> tuple[str, str]:
@@ -201,12 +216,16 @@ def _pair(lab: Lab) -> tuple[str, str]:
 @ovs
 def test_plumbing_bridges_ports_and_hosts(plumbing: Lab) -> None:
     lab, fabric = plumbing, plumbing.fabric
-    assert sorted(lab.ovs.bridges()) == sorted(lab.state.bridges.values())
+    # one OVS per switch, each with its one bridge, in the switch's own namespace (lab/plumbing.py)
+    assert len({o.run_dir for o in lab.ovs_instances()}) == len(fabric.switches)
     for sw in fabric.switches:
-        br = lab.state.bridges[sw.name]
-        assert lab.ovs.vsctl("get", "bridge", br, "fail_mode").strip() == "secure"
-        assert lab.ovs.vsctl("get", "bridge", br, "other-config:datapath-id").strip().strip('"') == f"{sw.id:016x}"
-        assert f"ptcp:{sw.ovs.rsplit(':', 1)[1]}:127.0.0.1" in lab.ovs.vsctl("get-controller", br)
+        br, ovs = lab.state.bridges[sw.name], lab.ovs_of(sw.name)
+        assert ovs.bridges() == [br] and ovs.netns == lab.state.ns_of_switch(sw.name) != lab.state.netns
+        assert ovs.vsctl("get", "bridge", br, "fail_mode").strip() == "secure"
+        assert ovs.vsctl("get", "bridge", br, "other-config:datapath-id").strip().strip('"') == f"{sw.id:016x}"
+        assert f"ptcp:{sw.ovs.rsplit(':', 1)[1]}:127.0.0.1" in ovs.vsctl("get-controller", br)
+        assert {lab.state.netns_of(lab.state.ifaces[f"{sw.name}:{p}"]) for p in fabric.fabric_ports(sw.name)} \
+            == {ovs.netns}
         for port in fabric.fabric_ports(sw.name):
             assert _port_link(lab, sw.name, port, up=True)
     lab._check_ofports()       # every interface got the config's OpenFlow port number
@@ -260,11 +279,12 @@ def test_plumbing_injections_act_and_heal(plumbing: Lab) -> None:
 
     fault = inject.fail_link(lab, tor, peer.switch, silent=True)
     assert fault["link"] == link.index
-    assert lab.ovs.port_state(lab.state.bridges[tor], first_hop).link_up     # silent: carrier stays up
-    assert nft.table_name(str(fault["table"])) in nft.tables(lab.state.netns)
+    assert lab.ovs_of(tor).port_state(lab.state.bridges[tor], first_hop).link_up     # silent: carrier stays up
+    tor_ns = lab.state.ns_of_switch(tor)
+    assert nft.table_name(str(fault["table"])) in nft.tables(tor_ns)
     assert lab.ping([(src, dst)], count=2) == {(src, dst): 0}
     inject.heal(lab)
-    assert nft.table_name(str(fault["table"])) not in nft.tables(lab.state.netns)
+    assert nft.table_name(str(fault["table"])) not in nft.tables(tor_ns)
     assert lab.ping([(src, dst)]) == {(src, dst): 3}
 
     inject.fail_switch(lab, peer.switch)
@@ -278,10 +298,9 @@ def test_plumbing_injections_act_and_heal(plumbing: Lab) -> None:
     cabling_before = sorted(map(sorted, lab.state.cabling))
     fault = inject.miscable(lab, f"{tor}:{first_hop}", f"{far.switch}:{far.port}")
     me = lab.state.ifaces[f"{tor}:{first_hop}"]
-    now_peer = nsutil.link_info(me, lab.state.netns)
+    now_peer = nsutil.link_info(me, lab.state.netns_of(me))
     assert now_peer is not None and now_peer.carrier
-    out = nsutil.run_in(lab.state.netns, ["ip", "-o", "link", "show", "dev", me]).stdout
-    assert f"@{lab.state.ifaces[f'{peer.switch}:{other_port}']}" in out     # now cabled to the other port
+    assert _veth_peer(lab, me) == lab.state.ifaces[f"{peer.switch}:{other_port}"]    # now cabled to the other port
     assert lab.ping([(src, dst)], count=2) == {(src, dst): 0}             # static rules point at the old peer
     inject.heal(lab)
     assert sorted(map(sorted, lab.state.cabling)) == cabling_before
@@ -294,13 +313,13 @@ def test_plumbing_injections_act_and_heal(plumbing: Lab) -> None:
 def test_plumbing_up_refuses_a_lab_that_exists(plumbing: Lab) -> None:
     with pytest.raises(LabError, match="already exists"):
         Lab.up(name=plumbing.state.name, lab_dir=plumbing.state.dir, clos=CLOS, daemons=False, log=lambda m: None)
-    assert plumbing.ovs.running()       # and the refusal did not touch it
+    assert all(o.running() for o in plumbing.ovs_instances())       # and the refusal did not touch it
 
 
 @ovs
 def test_plumbing_down_is_complete_and_idempotent(plumbing: Lab) -> None:
     name, d = plumbing.state.name, plumbing.state.dir
-    pids = [plumbing.ovs.pid("ovsdb-server"), plumbing.ovs.pid("ovs-vswitchd")]
+    pids = [o.pid(d) for o in plumbing.ovs_instances() for d in ("ovsdb-server", "ovs-vswitchd")]
     plumbing.down(log=lambda m: None)
     assert lab_leftovers(name, d) == []
     assert all(not os.path.exists(f"/proc/{p}") or _zombie_or_gone(p) for p in pids if p)
@@ -731,7 +750,7 @@ def test_lab_down_leaves_nothing(lab: Lab) -> None:
     name, d = lab.state.name, lab.state.dir
     pids = [p.pid for p in lab.state.processes.values()]
     ifaces = list(lab.state.ifaces.values())
-    ovs_pids = [lab.ovs.pid("ovsdb-server"), lab.ovs.pid("ovs-vswitchd")]
+    ovs_pids = [o.pid(d) for o in lab.ovs_instances() for d in ("ovsdb-server", "ovs-vswitchd")]
     assert all(ovs_pids)
     lab.down(log=lambda m: None)
     assert lab_leftovers(name, d, ifaces=ifaces) == []

@@ -143,7 +143,8 @@ def test_a_fabric_port_flood_is_bounded_by_its_meter_and_other_links_stay_up(lab
     before = leaf_state(lab)
     # Frames sent on the neighbour's veth end arrive on the leaf's port 1.
     c0, t0 = cpu_seconds(lab, LEAF), time.monotonic()
-    sent, seconds = flood(lab.state.netns, lab.state.ifaces[f"{far.switch}:{far.port}"])
+    far_if = lab.state.ifaces[f"{far.switch}:{far.port}"]
+    sent, seconds = flood(lab.state.netns_of(far_if), far_if)
     c1, t1 = cpu_seconds(lab, LEAF), time.monotonic()
     time.sleep(0.5)
     after = leaf_state(lab)

@@ -199,7 +199,7 @@ def test_routes_as_computed_and_as_in_ovs(lab: Lab) -> None:
     # take the flow out of OVS behind the client's back: marked missing, exit 1; then put it back
     bridge = lab.state.bridges["tor-1-1"]
     match = f"ip,nw_dst={dst}"
-    lab.ovs.ofctl(bridge, "del-flows", f"cookie=0xf1be000000000004/-1,{match}")
+    lab.ovs_of("tor-1-1").ofctl(bridge, "del-flows", f"cookie=0xf1be000000000004/-1,{match}")
     try:
         r = fp(lab, "routes", "tor-1-1", dst)
         assert r.returncode == 1 and "1 difference(s) marked !" in r.stdout and f"!{dst}" in r.stdout
@@ -207,7 +207,7 @@ def test_routes_as_computed_and_as_in_ovs(lab: Lab) -> None:
         assert missing["status"] == "missing" and missing["installed"] is None
     finally:
         prio = 1000 + lab.fabric.switch("tor-2-2").prefixes[0].prefixlen
-        lab.ovs.ofctl(bridge, "add-flow",
+        lab.ovs_of("tor-1-1").ofctl(bridge, "add-flow",
                       f"cookie=0xf1be000000000004,priority={prio},{match},actions=group:{far['installed']['group']}")
     assert fp(lab, "routes", "tor-1-1", dst).returncode == 0
     r = fp(lab, "routes", "tor-1-1", "192.0.2.1")

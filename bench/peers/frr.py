@@ -47,6 +47,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from lab.state import switch_netns
+
 FRR_DIR = Path("/usr/lib/frr")
 LINK_NET = ipaddress.IPv4Network("172.31.0.0/16")
 VARIANTS = ("ospf", "bgp")
@@ -127,7 +129,7 @@ def plan(fabric: Any, lab_name: str, variant: str, *, bfd_ms: int = 50, bfd_mult
     if not 10 <= bfd_ms <= 60000 or not 2 <= bfd_mult <= 255:
         raise FrrError(f"BFD {bfd_ms} ms x {bfd_mult}: FRR takes 10..60000 ms and a multiplier of 2..255")
     index = {sw.name: i for i, sw in enumerate(fabric.switches)}
-    plans = {sw.name: SwitchPlan(name=sw.name, index=index[sw.name], netns=f"fplab-{lab_name}-sw{index[sw.name]}",
+    plans = {sw.name: SwitchPlan(name=sw.name, index=index[sw.name], netns=switch_netns(lab_name, index[sw.name]),
                                  loopback=f"10.255.255.{sw.id}" if sw.id < 255 else
                                  str(ipaddress.IPv4Address("10.254.0.0") + sw.id),
                                  asn=switch_asn(sw) if variant == "bgp" else None)

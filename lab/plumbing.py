@@ -1,0 +1,201 @@
+"""The lab's data plane: switches (an Open vSwitch bridge each), fabric veths, hosts; built by `Lab.up`
+(lab/fabric.py) and grown by `lab.grow` through the same functions.
+
+**One OVS per switch** (the default): each switch gets its own namespace ``fplab-N-sw<i>`` (lab.state
+`switch_netns`, `i` its position in `switches:`) with its own ovsdb-server and ovs-vswitchd (run dir
+``<dir>/ovs/<bridge>``), one bridge, and its ends of the fabric and host veths — as a switch of a real
+fabric has its own forwarding process and its own handful of ports. Why not one ovs-vswitchd for the
+whole lab: OVS re-reads every bridge's configuration when the kernel reports any link change in its
+namespace (`bridge_reconfigure`), and every bridge of one instance shares one datapath, so one link change
+made the shared instance re-check all the lab's ports and revalidate all its flows before it handled the
+switches' OpenFlow updates (BENCHMARKS.md, "One OVS per switch"). With one instance per switch a link
+change costs the two switches at its ends.
+
+**One shared OVS** (`lab up --shared-ovs`): the old layout, every bridge and veth in the lab namespace,
+one instance in ``<dir>/ovs`` — less memory and fewer processes for big labs on small machines.
+
+Either way the daemons run in the lab namespace: a client reaches its switch's OVS with
+``--netns <switch namespace>`` (OpenFlow socket and ExaBGP there) and ``--ovsdb unix:<run dir>/db.sock``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from lab import netns as nsutil
+from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
+from lab.ovs import OvsInstance
+from lab.state import LabError, LabState, switch_netns
+
+__all__ = ["HOST_IFNAME", "add_hosts", "add_ports", "add_switches", "bridge_name", "cable", "check_ofports",
+           "instances", "instances_on_disk", "ovs_of", "plan_ifaces", "plan_switches"]
+
+HOST_IFNAME = "eth0"
+#: OVS instances started (or reconfigured) at once: each start is a few short processes.
+PARALLEL = 8
+
+
+def bridge_name(switch: Any) -> str:
+    name = switch.name
+    if len(name.encode()) <= nsutil.IFNAMSIZ_MAX and all(c.isalnum() or c in "-_." for c in name):
+        return name
+    return f"sw{switch.id}"
+
+
+def ovs_of(st: LabState, switch: str) -> OvsInstance:
+    """The OVS instance that holds `switch`'s bridge."""
+    if st.switch_ns:
+        return OvsInstance(Path(st.ovs_dir) / st.bridges[switch], st.switch_ns[switch])
+    return OvsInstance(st.ovs_dir, st.netns or None)
+
+
+def instances(st: LabState) -> list[OvsInstance]:
+    """Every OVS instance of the lab (one per switch, or the shared one)."""
+    if st.switch_ns:
+        return [ovs_of(st, sw) for sw in st.switch_ns]
+    return [OvsInstance(st.ovs_dir, st.netns or None)]
+
+
+def instances_on_disk(ovs_dir: Path, netns: str | None) -> list[OvsInstance]:
+    """Every OVS run dir under `ovs_dir` (the shared one and one per switch), for teardown without a record:
+    stopping one only needs its PID files."""
+    dirs = [ovs_dir] + (sorted(p for p in ovs_dir.iterdir() if p.is_dir()) if ovs_dir.is_dir() else [])
+    return [OvsInstance(d, netns) for d in dirs]
+
+
+def _parallel(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    if len(items) <= 1:
+        return [func(i) for i in items]
+    with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="plumbing") as pool:
+        return list(pool.map(func, items))
+
+
+def plan_switches(st: LabState, fabric: Any, switches: Iterable[Any], per_switch: bool) -> None:
+    """Record the bridge (and, per switch, the namespace) of each of `switches` (intent first)."""
+    index = {sw.name: i for i, sw in enumerate(fabric.switches)}
+    for sw in switches:
+        st.bridges[sw.name] = bridge_name(sw)
+        if per_switch:
+            st.switch_ns[sw.name] = switch_netns(st.name, index[sw.name])
+
+
+def plan_ifaces(st: LabState) -> None:
+    """Record the namespace of every interface of a switch that has its own (`st.netns_of`)."""
+    for key, ifn in st.ifaces.items():
+        ns = st.switch_ns.get(key.rsplit(":", 1)[0])
+        if ns is not None:
+            st.iface_netns[ifn] = ns
+
+
+def add_switches(st: LabState, fabric: Any, switches: Sequence[Any], ovs_port: Callable[[str], int]) -> None:
+    """Namespaces (per switch), OVS instances and one bridge per switch of `switches`; `ovs_port(name)`: the
+    TCP port its OpenFlow listener takes on its namespace's 127.0.0.1."""
+    def bridge_args(sw: Any) -> list[str]:
+        br = st.bridges[sw.name]
+        return ["--", "--may-exist", "add-br", br, "--", "set", "bridge", br, "datapath_type=netdev",
+                "fail_mode=secure", "protocols=OpenFlow13,OpenFlow15", f"other-config:datapath-id={sw.id:016x}",
+                "other-config:disable-in-band=true", "--", "set-controller", br, f"ptcp:{ovs_port(sw.name)}:127.0.0.1"]
+
+    if not st.switch_ns:
+        shared = instances(st)[0]
+        if not shared.running():
+            shared.start()
+        shared.boost()        # the emulated data plane must not be starved by the control plane
+        args = [a for sw in switches for a in bridge_args(sw)]
+        if args:
+            shared.vsctl(*args[1:], timeout=60)
+        return
+
+    def one(sw: Any) -> None:
+        ns = st.switch_ns[sw.name]
+        nsutil.create_netns(ns)
+        quiet_ipv6(ns)
+        ovs = ovs_of(st, sw.name)
+        ovs.start()
+        ovs.boost()
+        ovs.vsctl(*bridge_args(sw)[1:], timeout=60)
+
+    _parallel(one, switches)
+
+
+def cable(st: LabState, pairs: Sequence[tuple[str, str]]) -> None:
+    """Create the veth pairs (each end in its switch's namespace: `st.netns_of`) and bring them up."""
+    if not pairs:
+        return
+    ip_batch(None, [f"link add {a} netns {st.netns_of(a)} type veth peer name {b} netns {st.netns_of(b)}"
+                    for a, b in pairs])
+    by_ns: dict[str, list[str]] = {}
+    for a, b in pairs:
+        for end in (a, b):
+            by_ns.setdefault(st.netns_of(end), []).append(f"link set {end} up")
+    for ns, lines in by_ns.items():
+        ip_batch(ns, lines)
+
+
+def add_hosts(st: LabState, fabric: Any, hosts: Sequence[Any]) -> None:
+    """A namespace per host with `eth0` (MAC, address, default route via its ToR); the ToR end in the ToR's
+    namespace."""
+    for host in hosts:
+        hns = st.host_netns[host.name]
+        nsutil.create_netns(hns)
+        quiet_ipv6(hns)
+        tor_end = st.ifaces[f"{host.tor}:{host.port}"]
+        tor_ns = st.netns_of(tor_end)
+        subprocess.run(["ip", "link", "add", tor_end, "netns", tor_ns, "type", "veth", "peer", "name",
+                        HOST_IFNAME, "netns", hns], check=True, capture_output=True, timeout=10)
+        tor = fabric.switch(host.tor)
+        prefix = next((p for p in tor.prefixes if host.ip in p), None)
+        if prefix is None:
+            raise LabError(f"host {host.name}: {host.ip} is in none of {host.tor}'s prefixes")
+        ip_batch(hns, [f"link set {HOST_IFNAME} address {host.mac}",
+                       f"addr add {host.ip}/{prefix.prefixlen} dev {HOST_IFNAME}",
+                       f"link set {HOST_IFNAME} up",
+                       f"route add default via {tor.gateway} dev {HOST_IFNAME}"])
+        disable_tx_checksum(hns, HOST_IFNAME)
+        ip_batch(tor_ns, [f"link set {tor_end} up"])
+
+
+def add_ports(st: LabState, keys: Iterable[str]) -> None:
+    """Attach the interfaces of `keys` ("switch:port" of `st.ifaces`) to their bridges under their port
+    numbers (one transaction per OVS instance), then check every port number."""
+    by_switch: dict[str, list[str]] = {}
+    for key in keys:
+        by_switch.setdefault(key.rsplit(":", 1)[0], []).append(key)
+    groups: dict[str, list[str]] = {}        # OVS run dir -> vsctl args
+    owner: dict[str, OvsInstance] = {}
+    for sw, sw_keys in by_switch.items():
+        ovs = ovs_of(st, sw)
+        owner[str(ovs.run_dir)] = ovs
+        args = groups.setdefault(str(ovs.run_dir), [])
+        for key in sw_keys:
+            ifn, port = st.ifaces[key], key.rsplit(":", 1)[1]
+            args += ["--", "--may-exist", "add-port", st.bridges[sw], ifn, "--", "set", "interface", ifn,
+                     f"ofport_request={port}"]
+
+    def one(run_dir: str) -> None:
+        owner[run_dir].vsctl(*groups[run_dir][1:], timeout=60)
+        owner[run_dir].boost()     # threads vswitchd started for the new ports
+
+    _parallel(one, sorted(groups))
+    check_ofports(st)
+
+
+def check_ofports(st: LabState) -> None:
+    """Every recorded interface has its configured OpenFlow port number; LabError names those that do not."""
+    got: dict[str, int] = {}
+
+    def listed(ovs: OvsInstance) -> dict[str, int]:
+        out = ovs.vsctl("--format=json", "--columns=name,ofport", "list", "interface")
+        return {row[0]: row[1] for row in json.loads(out)["data"]}
+
+    for part in _parallel(listed, instances(st)):
+        got.update(part)
+    wrong = [f"{ifn}: ofport {got.get(ifn)} != {key}" for key, ifn in st.ifaces.items()
+             if got.get(ifn) != int(key.rsplit(':', 1)[1])]
+    if wrong:
+        raise LabError("OVS did not give the configured port numbers: " + "; ".join(wrong[:5]))
