@@ -13,9 +13,12 @@ With the defaults (keepalive 100 ms, refresh 500 ms) a 30,088-switch fabric is ~
 every replica, more than one Python process can read, so a cold start never converges (issue #18). The
 budget caps that sum at `PERIODIC_BUDGET` datagrams/s per replica: `derive(timers, ...)` returns timers
 at least as long as the configured ones, raised just enough to fit. A fabric that fits (every lab and
-test fabric: a few hundred switches) keeps its timers — and its digest — unchanged; the digest covers
-the *derived* timers (proto.config applies `derive` before building the Fabric), so every replica and
-client of a config runs the same derived timers.
+test fabric: a hundred switches or fewer) runs its timers unchanged. The model applies `derive` to every
+Fabric (`Fabric.timers`, what every node runs); the config digest covers the configured timers
+(`Fabric.config_timers`), not the derived ones: this rule is the software's, and changing it (a new
+firepath version) does not change the digest of an unchanged file. Nodes of two versions of the rule may
+then run different derived timers for a while (a rolling upgrade): see ARCHITECTURE.md ("Cold start: the
+traffic budget ...") for why that is safe.
 
 Shares: with unicast distribution half the budget goes to keepalives and half to reports + acks; with multicast, keepalives cost 1 datagram per interval and the whole budget goes to reports +
 acks. Unacked reports: during a cold start every switch retries until the master has read its first
@@ -116,8 +119,9 @@ def _ms_ceil(seconds: float) -> float:
 
 
 def derive(timers: Any, n_switches: int, multicast: bool, budget: float = PERIODIC_BUDGET) -> Any:
-    """`timers` (a proto.config.Timers), each raised as needed so `periodic_load` <= `budget` (see the module docstring). Never
-    lowers a timer; returns `timers` itself when nothing changes."""
+    """`timers` (a proto.config.Timers), each raised as needed so `periodic_load` <= `budget` (see the module
+    docstring). Never lowers a timer; returns `timers` itself when nothing changes. Called by the model
+    (`Fabric.timers`); its result is not part of the config digest."""
     if n_switches <= 0 or budget <= 0:
         return timers
     report_share = budget if multicast else budget / 2

@@ -6,7 +6,9 @@ Every switch and master loads the same file. Two things in it are shared protoco
 * the **digest** -- sha256 over a canonical serialization of the normalized model -- is what masters and
   clients compare to be sure they route over the same fabric. It ignores key order, comments, whitespace,
   flow/block style and defaults written out or left implicit. Local file paths (`security:`) are not part
-  of it: machines may keep their key files in different places.
+  of it: machines may keep their key files in different places. Nor are the timers the software derives
+  for a big fabric (`Fabric.timers`, proto.budget): it covers the file's (`Fabric.config_timers`), so the
+  same file has the same digest across firepath versions.
 
 The loader parses with `yaml.compose` (libyaml) so every node keeps its line, and converts the node tree
 itself: every error is a `ConfigError` naming the file, the YAML line and the field.

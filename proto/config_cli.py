@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from proto.clos import PRESETS, ClosParams, generate_clos_yaml, mark_edited
-from proto.config import ConfigError, Fabric, Role, load_fabric
+from proto.config import ConfigError, Fabric, Role, Timers, load_fabric
 
 SECRET_BYTES = 32
 
@@ -128,6 +128,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"hosts:    {len(fabric.hosts)}")
     print(f"masters:  {len(fabric.masters)} ({', '.join(m.id for m in fabric.masters)})")
     print(f"digest:   {fabric.digest}")
+    derived = [f"{name} {getattr(fabric.config_timers, name) * 1000:g} -> {getattr(fabric.timers, name) * 1000:g} ms"
+               for name in Timers.__slots__ if getattr(fabric.timers, name) != getattr(fabric.config_timers, name)]
+    if derived:     # issue #18: what the nodes run; the digest covers the file's values
+        print(f"timers:   derived for {len(fabric.switches)} switches (not in the digest): {', '.join(derived)}")
     retired = ", ".join(map(str, sorted(keys.retired))) or "none"
     print(f"keys:     send {keys.send_id}, accept {', '.join(map(str, sorted(keys.accepted)))}, retired {retired}")
     print(f"loaded in {elapsed:.2f} s")

@@ -10,7 +10,6 @@ import yaml
 
 # Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
 from proto.auth import LEGACY_KEY_ID, MAX_KEY_ID, MIN_KEY_ID
-from proto.budget import derive as derive_timers
 from proto.configtopo import (
     _ROLES,
     TopologyReader,
@@ -127,9 +126,6 @@ class FabricParser(TopologyReader):
                 raise self.fail(id_node, field, f"{mid!r} is also the name of a switch (line "
                                                 f"{self.switch_line[mid]}): masters and switches need distinct names")
         links = self.links(top["links"]) if "links" in top else ()
-        # issue #18: periodic traffic per master replica within the budget (proto.budget); the digest
-        # covers the derived timers
-        timers = derive_timers(timers, len(switches), distribution.mode == "multicast")
         entries = len(links) + sum(len(s.prefixes) for s in switches if s.bgp is not None)
         if entries > MAX_LSD_ENTRIES:
             raise self.fail(top.get("links", root), "links",
@@ -141,7 +137,7 @@ class FabricParser(TopologyReader):
             switches=switches,
             links=links,
             masters=masters,
-            timers=timers,
+            config_timers=timers,       # as written; the model derives the effective ones (proto.budget)
             security=security,
             distribution=distribution,
             lsd=lsd,

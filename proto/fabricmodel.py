@@ -6,7 +6,10 @@ Every switch and master loads the same file (proto.config). Two things in the mo
 * the **digest** -- sha256 over a canonical serialization of the normalized model -- is what masters and
   clients compare to be sure they route over the same fabric. It ignores key order, comments, whitespace,
   flow/block style and defaults written out or left implicit. Local file paths (`security:`) are not part
-  of it: machines may keep their key files in different places.
+  of it: machines may keep their key files in different places. It covers the config as written: the
+  timers of the file (`Fabric.config_timers`), not the effective timers the software derives from them for
+  the fabric's size (`Fabric.timers`, proto.budget), so the same file has the same digest across firepath
+  versions that derive differently (a rolling upgrade must not look like a config change).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import msgspec
+
+from proto import budget
 
 # Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
 from proto.auth import LEGACY_KEY_ID
@@ -363,7 +368,11 @@ class Fabric:
     """The whole fabric, immutable. Built by `load_fabric`/`parse_fabric`, which validate it.
 
     Lookups are O(1): the per-switch indexes are computed once here. Two fabrics are equal when their
-    digests are.
+    digests are (the same config; the effective timers are this software's derivation of it).
+
+    `config_timers` are the timers as the file gives them (defaults filled in): the digest covers them.
+    `timers` are the effective ones every node runs: `proto.budget.derive` of them for the fabric's size
+    and distribution mode (a fabric within the traffic budget runs its config timers unchanged).
     """
 
     name: str
@@ -371,7 +380,7 @@ class Fabric:
     switches: tuple[Switch, ...]
     links: tuple[Link, ...]  # link.index == position: THE LSD ORDER
     masters: tuple[Master, ...]
-    timers: Timers
+    config_timers: Timers
     security: Security
     distribution: Distribution
     lsd: LsdSettings
@@ -379,6 +388,7 @@ class Fabric:
     liveness: str = "oam"  # one of LIVENESS_MODES
     guard: Guard = field(default_factory=Guard)
     damping: Damping = field(default_factory=Damping)
+    timers: Timers = field(init=False)
     digest: str = field(init=False)
     hosts: tuple[Host, ...] = field(init=False)
     #: Dynamic external prefixes (issue #13): (border switch, prefix) per LSD entry after the links, in
@@ -414,6 +424,10 @@ class Fabric:
         init(self, "_hosts", {h.name: h for h in hosts})
         init(self, "external_slots", tuple((s.name, p) for s in self.switches if s.bgp is not None
                                            for p in external_prefixes(s)))
+        # issue #18: periodic traffic per master replica within the budget. The rule is the software's, not
+        # the config's: it is applied here, to every model, and left out of the digest.
+        init(self, "timers", budget.derive(self.config_timers, len(self.switches),
+                                           self.distribution.mode == "multicast"))
         init(self, "digest", _digest(self))
 
     def __eq__(self, other: object) -> bool:
@@ -486,8 +500,9 @@ def _net_str(network: IPv4Network) -> str:
 
 
 def _digest(fabric: Fabric) -> str:
-    """sha256 over a canonical JSON rendering of the normalized model (security paths excluded)."""
-    t = fabric.timers
+    """sha256 over a canonical JSON rendering of the normalized model (security paths excluded): the
+    timers as configured, not as derived (the module docstring)."""
+    t = fabric.config_timers
     d = fabric.distribution
     doc = {
         "format": 1,

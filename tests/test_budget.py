@@ -41,12 +41,13 @@ def test_a_small_fabric_keeps_its_timers_and_digest() -> None:
     assert f.timers == Timers()
 
 
-def test_the_digest_covers_the_derived_timers() -> None:
-    # A fabric past the budget: the parsed fabric carries the derived timers, so every node of the
-    # config (same digest) runs the same ones.
+def test_a_big_fabric_runs_the_derived_timers_and_digests_the_written_ones() -> None:
+    # A fabric past the budget: every node runs the derived timers (Fabric.timers); the digest covers the
+    # file's (Fabric.config_timers), so a change of the derivation is not a change of the config
+    # (tests/test_config_digest.py); a written timer is.
     f = clos_fabric(pods=4, spines=4, aggs_per_pod=2, tors_per_pod=300, hosts_per_tor=0, masters=3)
     n = len(f.switches)
-    assert f.timers == budget.derive(Timers(), n, False) != Timers()
+    assert f.timers == budget.derive(Timers(), n, False) != Timers() == f.config_timers
     g = clos_fabric(pods=4, spines=4, aggs_per_pod=2, tors_per_pod=300, hosts_per_tor=0, masters=3,
                     timers=(("keepalive_ms", f.timers.keepalive * 1000 + 1),))
     assert g.digest != f.digest and g.timers.keepalive > f.timers.keepalive

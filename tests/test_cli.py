@@ -161,6 +161,22 @@ def test_config_check_warns_about_an_even_number_of_masters(tmp_path: Path,
     assert "odd number" not in capsys.readouterr().err
 
 
+def test_config_check_names_the_derived_timers(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A fabric past the traffic budget (issue #18): check says which timers the nodes run derived, and that
+    the digest covers the written ones; a small fabric has no such line."""
+    cfg = tmp_path / "f.yaml"
+    (tmp_path / "fabric.key").write_text("ab" * 32 + "\n")
+    (tmp_path / "fabric.key").chmod(0o600)
+    cfg.write_text(generate_clos_yaml(ClosParams(name="t", pods=2, tors_per_pod=150, hosts_per_tor=0)))
+    assert cli.main(["config", "check", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert ("timers:   derived for 306 switches (not in the digest): keepalive 100 -> 123 ms, "
+            "report_retry_min 20 -> 62 ms") in out
+    cfg.write_text(generate_clos_yaml(ClosParams(name="t", spines=2, pods=0, leaves=2, masters=3)))
+    assert cli.main(["config", "check", str(cfg)]) == 0
+    assert "timers:" not in capsys.readouterr().out
+
+
 def test_a_closed_pipe_ends_the_command_quietly() -> None:
     import subprocess
     import sys

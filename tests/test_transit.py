@@ -52,7 +52,7 @@ def irregular_fabric(rng: random.Random) -> Fabric:
         links.append(Link(len(links), Endpoint(f"s{a}", ports[a]), Endpoint(f"s{b}", ports[b]), w))
     return Fabric(
         name="irregular", source="<test>", switches=tuple(switches), links=tuple(links), masters=(),
-        timers=Timers(), security=Security(Path("k"), None), distribution=Distribution(), lsd=LsdSettings(),
+        config_timers=Timers(), security=Security(Path("k"), None), distribution=Distribution(), lsd=LsdSettings(),
     )
 
 
@@ -202,7 +202,7 @@ def test_clos_routes_never_cross_a_tor_when_a_fabric_path_exists() -> None:
     extra = Link(len(fabric.links), Endpoint("tor-0-0", 50), Endpoint("agg-1-0", 50))
     fabric = Fabric(
         name=fabric.name, source=fabric.source, switches=fabric.switches, links=(*fabric.links, extra),
-        masters=(), timers=fabric.timers, security=fabric.security, distribution=fabric.distribution, lsd=fabric.lsd,
+        masters=(), config_timers=fabric.config_timers, security=fabric.security, distribution=fabric.distribution, lsd=fabric.lsd,
     )
     states = bytes([UP]) * len(fabric.links)
     routes = RouteComputer(fabric, "agg-0-0").compute(states)

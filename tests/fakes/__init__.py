@@ -118,7 +118,7 @@ def build_clos(
         switches=tuple(switches),
         links=tuple(links),
         masters=(),
-        timers=Timers(),
+        config_timers=Timers(),
         security=Security(Path("fabric.key"), None),
         distribution=Distribution(),
         lsd=LsdSettings(),
