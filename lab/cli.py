@@ -233,16 +233,14 @@ def cmd_heal(args: argparse.Namespace) -> int:
             print("nothing to heal")
         if args.wait and lab.state.daemons:
             from lab import bgp
-            from lab.fabric import wait_until
 
             t0 = time.monotonic()
             ok = lab.wait_converged(args.wait)
             problem = None if ok else lab.convergence_problem()
             external = bool(lab.fabric.external_slots)
             if ok and external:         # --external: converged only once the eBGP sessions are back too
-                left = max(0.0, args.wait - (time.monotonic() - t0))
-                ok = wait_until(lambda: bgp.bgp_problem(lab) is None, left, 0.1)
-                problem = None if ok else bgp.bgp_problem(lab)
+                problem = bgp.wait_ready(lab, max(0.0, args.wait - (time.monotonic() - t0)))
+                ok = problem is None
             if not ok:
                 return _err(f"heal: not converged within {args.wait:g}s: {problem}")
             print(f"converged in {time.monotonic() - t0:.2f}s" + (" (eBGP sessions established)" if external else ""))
