@@ -242,7 +242,11 @@ def cmd_heal(args: argparse.Namespace) -> int:
                 problem = bgp.wait_ready(lab, max(0.0, args.wait - (time.monotonic() - t0)))
                 ok = problem is None
             if not ok:
-                return _err(f"heal: not converged within {args.wait:g}s: {problem}")
+                from lab.plumbing import stopped_ovs
+
+                stopped = stopped_ovs(lab.state)      # a crashed OVS is no lab fault: heal cannot undo it
+                return _err(f"heal: not converged within {args.wait:g}s: {problem}"
+                            + (f" (OVS not running: {', '.join(stopped)})" if stopped else ""))
             print(f"converged in {time.monotonic() - t0:.2f}s" + (" (eBGP sessions established)" if external else ""))
     finally:
         lab.close()

@@ -95,3 +95,34 @@ def test_lab_down_removes_the_socket_of_a_zygote_it_kills(tmp_path: Path) -> Non
             nsutil.delete_netns(ns)
         if os.path.exists(z.path):
             os.unlink(z.path)
+
+
+@pytest.mark.parametrize("shared_ovs", [False, True], ids=["ovs-per-switch", "shared-ovs"])
+def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, shared_ovs: bool) -> None:
+    """An ovs-vswitchd killed by PID (a switch that stopped forwarding) was nowhere in `lab status`, and `lab heal`
+    only said "not converged: spine-1: 3/4 ports usable": no lab fault records it."""
+    import signal
+
+    from lab.report import format_status
+
+    name = f"tqo{os.getpid() % 10000}{int(shared_ovs)}"
+    d = Path("/tmp") / f"fplab-{name}"
+    lab = Lab.up(name=name, lab_dir=d, clos={"spines": 1, "pods": 0, "leaves": 2, "masters": 1}, clean=True,
+                 daemons=False, shared_ovs=shared_ovs, log=lambda m: None)
+    try:
+        assert "OVS not running" not in format_status(lab)
+        ovs = lab.ovs_of("leaf-2")
+        pid = ovs.pid("ovs-vswitchd")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        who = "every switch" if shared_ovs else "leaf-2"
+        line = f"OVS not running (no lab fault: `lab heal` does not restart it, `lab up --clean` rebuilds the lab): " \
+               f"{who}: ovs-vswitchd"
+        deadline = time.monotonic() + 5
+        while line not in format_status(lab) and time.monotonic() < deadline:     # SIGKILL is not instantaneous
+            time.sleep(0.05)
+        assert line in format_status(lab), format_status(lab)
+    finally:
+        lab.close()
+        teardown(d, name=name, log=lambda m: None)
+        shutil.rmtree(d, ignore_errors=True)
