@@ -303,6 +303,7 @@ def _guard(func: Any) -> Any:
     """Turn the lab's expected errors into one readable line and exit code 1."""
     def run(args: argparse.Namespace) -> int:
         from lab.fabric import LabError, preflight
+        from lab.ovs import OvsError
 
         problem = preflight()
         if problem:
@@ -313,7 +314,7 @@ def _guard(func: Any) -> Any:
             return func(args)
         except KeyError as e:          # a switch, host, link end or master name the lab does not have
             return _err(_unknown_name(args, e))
-        except (LabError, LabStateError, ValueError) as e:
+        except (LabError, LabStateError, ValueError, OvsError) as e:     # OvsError: the command and its stderr
             return _err(str(e))
         except BrokenPipeError:        # `firepath lab status | head`
             return 0

@@ -91,6 +91,13 @@ def _parallel(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 def plan_switches(st: LabState, fabric: Any, switches: Iterable[Any], per_switch: bool) -> None:
     """Record the bridge (and, per switch, the namespace) of each of `switches` (intent first)."""
     index = {sw.name: i for i, sw in enumerate(fabric.switches)}
+    owner = {br: name for name, br in st.bridges.items()}
+    for sw in switches:
+        br = bridge_name(sw)
+        if owner.setdefault(br, sw.name) != sw.name:    # a name over 15 bytes becomes sw<id>: another's name?
+            raise LabError(f"{fabric.source}: switches {owner[br]} and {sw.name} would both be OVS bridge {br!r} (a "
+                           f"name longer than {nsutil.IFNAMSIZ_MAX} bytes or with other characters than letters, "
+                           f"digits, '-', '_', '.' becomes sw<id>): rename one")
     for sw in switches:
         st.bridges[sw.name] = bridge_name(sw)
         if per_switch:

@@ -98,7 +98,7 @@ def test_lab_down_removes_the_socket_of_a_zygote_it_kills(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("shared_ovs", [False, True], ids=["ovs-per-switch", "shared-ovs"])
-def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, shared_ovs: bool) -> None:
+def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, shared_ovs: bool, capsys) -> None:
     """An ovs-vswitchd killed by PID (a switch that stopped forwarding) was nowhere in `lab status`, and `lab heal`
     only said "not converged: spine-1: 3/4 ports usable": no lab fault records it."""
     import signal
@@ -122,7 +122,36 @@ def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, shared_ovs: bool) 
         while line not in format_status(lab) and time.monotonic() < deadline:     # SIGKILL is not instantaneous
             time.sleep(0.05)
         assert line in format_status(lab), format_status(lab)
+        from proto.cli import main
+
+        capsys.readouterr()
+        assert main(["lab", "groups", "leaf-2", "--name", name, "--dir", str(d)]) == 1      # was a traceback
+        err = capsys.readouterr().err
+        assert err.startswith("firepath lab: ovs-ofctl") and err.count("\n") <= 2 and "Traceback" not in err, err
     finally:
         lab.close()
+        teardown(d, name=name, log=lambda m: None)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("shared_ovs", [False, True], ids=["ovs-per-switch", "shared-ovs"])
+def test_two_switches_that_would_share_a_bridge_name_are_refused_before_anything_is_built(
+        tmp_path: Path, shared_ovs: bool) -> None:
+    """A switch over 15 bytes becomes bridge sw<id>; a switch literally named so made one OVS run dir for both
+    (per switch: a traceback from ovsdb-server "already running") or one bridge for both (shared: "OVS did not
+    give the configured port numbers")."""
+    name = f"tqc{os.getpid() % 10000}{int(shared_ovs)}"
+    d = Path("/tmp") / f"fplab-{name}"
+    config = generate_config(d, name, spines=1, pods=0, leaves=2, masters=1)
+    text = config.read_text()
+    assert "  - name: leaf-2\n    id: 3\n" in text
+    text = text.replace("leaf-2", "leaf-number-two-long")       # over 15 bytes, id 3: bridge sw3
+    config.write_text(text.replace("leaf-1", "sw3"))
+    try:
+        with pytest.raises(LabError, match="switches sw3 and leaf-number-two-long would both be OVS bridge 'sw3'"):
+            Lab.up(name=name, lab_dir=d, config=config, clean=True, daemons=False, shared_ovs=shared_ovs,
+                   log=lambda m: None)
+        assert not [n for n in nsutil.list_netns() if n == lab_netns(name) or n.startswith(lab_netns(name) + "-")]
+    finally:
         teardown(d, name=name, log=lambda m: None)
         shutil.rmtree(d, ignore_errors=True)
