@@ -480,7 +480,7 @@ class Bench:
 
         t0 = time.time()
         lab = Lab.up(name=self.args.name, clos=clos, clean=True, timeout=self.args.up_timeout, log=on_log,
-                     shared_ovs=self.args.shared_ovs)
+                     ovs_per_switch=self.args.ovs_per_switch)
         t_end = time.time()
         self.lab = lab
         self.logs = Logs(lab)
@@ -1087,8 +1087,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gap", type=float, default=0.1, help="s between trials")
     ap.add_argument("--converge-timeout", type=float, default=10.0)
     ap.add_argument("--up-timeout", type=float, default=90.0)
-    ap.add_argument("--shared-ovs", action="store_true",
-                    help="one OVS instance for every switch (`lab up --shared-ovs`) instead of one per switch")
+    ap.add_argument("--ovs-per-switch", action="store_true",
+                    help="one OVS instance per switch in its own namespace (`lab up --ovs-per-switch`)")
     ap.add_argument("--no-follow-poll", dest="follow_poll", action="store_false",
                     help="master kill: do not poll the clients' REST during the probe (the poll load costs the "
                          "software datapath packets); clients-following time is then only known after the hold")

@@ -1,7 +1,7 @@
 """CPU of every process of a lab per link change, and what ovs-vswitchd does for it (issue #20, "link down,
 remote switches": where the 2 cores go when a link goes down and comes back).
 
-    sudo .venv/bin/python -m bench.bench_linkcost [--scenario ls4x16-oam] [--flaps 10] [--mode link|host] [--shared-ovs]
+    sudo .venv/bin/python -m bench.bench_linkcost [--scenario ls4x16-oam] [--flaps 10] [--mode link|host] [--ovs-per-switch]
 
 One lab (the scenario's fabric and timers, as bench_convergence), then two windows of equal length: idle, and
 `--flaps` failures and repairs of one fabric link (`link`: carrier down at both ends, as bench_convergence's
@@ -59,7 +59,7 @@ def _coverage(lab: Any) -> dict[str, int]:
     return out
 
 
-def measure(scenario: str, flaps: int, mode: str, name: str, period: float, shared_ovs: bool = False) -> dict[str, Any]:
+def measure(scenario: str, flaps: int, mode: str, name: str, period: float, ovs_per_switch: bool = False) -> dict[str, Any]:
     from bench.bench_convergence import SCENARIOS, Injector, override_timers
     from lab.fabric import Lab
     from lab.inject import _set_ifaces
@@ -68,7 +68,7 @@ def measure(scenario: str, flaps: int, mode: str, name: str, period: float, shar
     clos = dict(sc.clos)
     clos.setdefault("damping", (("enabled", False),))
     clos["timers"] = override_timers(sc.timers, [])
-    lab = Lab.up(name=name, clos=clos, clean=True, timeout=90, log=lambda _m: None, shared_ovs=shared_ovs)
+    lab = Lab.up(name=name, clos=clos, clean=True, timeout=90, log=lambda _m: None, ovs_per_switch=ovs_per_switch)
     try:
         time.sleep(3)
         pids = {rec.key: rec.pid for rec in lab.state.processes.values()}
@@ -122,7 +122,7 @@ def measure(scenario: str, flaps: int, mode: str, name: str, period: float, shar
                for k in COUNTERS}
         clients = {k[7:]: v for k, v in procs.items() if k.startswith("client:")}
         return {
-            "scenario": scenario, "mode": mode, "ovs": "shared" if shared_ovs else f"{len(vswitchds)} instances", "changes": changes, "link": link.name if mode == "link" else host_if,
+            "scenario": scenario, "mode": mode, "ovs": f"{len(vswitchds)} instances" if ovs_per_switch else "shared", "changes": changes, "link": link.name if mode == "link" else host_if,
             "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "loadavg": os.getloadavg(),
             "cpu_us_per_change": {
                 "ovs-vswitchd": procs["ovs-vswitchd"], "ovs_threads": {t: v for t, v in ovs_threads.items() if abs(v) >= 20},
@@ -145,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mode", choices=("link", "host"), default="link")
     ap.add_argument("--name", default="linkcost")
     ap.add_argument("--period", type=float, default=0.5, help="s between a change and the next")
-    ap.add_argument("--shared-ovs", action="store_true", help="one OVS instance for all switches (`lab up --shared-ovs`)")
+    ap.add_argument("--ovs-per-switch", action="store_true", help="one OVS per switch (`lab up --ovs-per-switch`)")
     ap.add_argument("--output", default=str(RESULTS))
     args = ap.parse_args(argv)
-    res = measure(args.scenario, args.flaps, args.mode, args.name, args.period, args.shared_ovs)
+    res = measure(args.scenario, args.flaps, args.mode, args.name, args.period, args.ovs_per_switch)
     print(json.dumps(res, indent=1))
     out = Path(args.output)
     data = json.loads(out.read_text()) if out.exists() else {}
-    data[f"{args.scenario}/{args.mode}" + ("/shared-ovs" if args.shared_ovs else "")] = res
+    data[f"{args.scenario}/{args.mode}" + ("/ovs-per-switch" if args.ovs_per_switch else "")] = res
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     return 0

@@ -71,8 +71,8 @@ def run_firepath(args: argparse.Namespace, kinds: list[str], log: Callable[[str]
         argv += ["--timer", item]
     if args.bringups <= 1:
         argv.append("--quick")          # one bring-up; --trials still wins over quick's 2
-    if args.shared_ovs:
-        argv.append("--shared-ovs")
+    if args.ovs_per_switch:
+        argv.append("--ovs-per-switch")
     log(f"firepath: python -m bench.bench_convergence {' '.join(argv)}  (load {loadavg()})")
     t0 = time.time()
     rc = bc.main(argv)
@@ -94,7 +94,7 @@ def firepath_idle(args: argparse.Namespace, log: Callable[[str], None]) -> dict[
     lab = None
     try:
         lab = Lab.up(name=f"{args.name}fp", clos=clos, clean=True, timeout=90.0, log=lambda _m: None,
-                     shared_ovs=args.shared_ovs)
+                     ovs_per_switch=args.ovs_per_switch)
         bc.wait_for(lambda: lab.convergence_problem() is None, 30.0)
         time.sleep(args.settle)
         pids = {rec.name: [rec.pid] for rec in lab.state.clients()}
@@ -347,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="ospf,bgp")
     ap.add_argument("--skip-firepath", action="store_true", help="FRR only (no ratios)")
     ap.add_argument("--name", default="frrpeer", help="lab name prefix (labs NAMEfp, NAMEospf, NAMEbgp)")
-    ap.add_argument("--shared-ovs", action="store_true", help="firepath's lab with one OVS instance for every switch")
+    ap.add_argument("--ovs-per-switch", action="store_true", help="firepath's lab with one OVS instance per switch")
     ap.add_argument("--bfd-ms", type=int, default=50)
     ap.add_argument("--bfd-mult", type=int, default=3)
     ap.add_argument("--timer", action="append", default=[], metavar="KEY=VALUE",

@@ -7,8 +7,8 @@ Layout for lab N (built when the config has borders with `bgp:`, e.g. `lab up --
   with one interface ``b<i>`` per border peer (the peer's `address` on the `local_address` subnet) whose
   other end ``s<i>p<port>`` is the border bridge's external port, and ``xh0`` (EXTERNAL_GATEWAY) towards
 * ``fplab-N-ext-host``: ``eth0`` at EXTERNAL_HOST_IP, default route via the router.
-* each border's own IP stack is its bridge's LOCAL interface in the border's own namespace (the lab
-  namespace with `--shared-ovs`; the border client's ExaBGP runs there), with the peer link's
+* each border's own IP stack is its bridge's LOCAL interface in the lab namespace (in the border's own
+  namespace with `lab up --ovs-per-switch`; the border client's ExaBGP runs there), with the peer link's
   `local_address` and the switch's router MAC.
 
 The router announces 0.0.0.0/0 to every border (`default-originate`) and installs the cluster aggregate the

@@ -58,7 +58,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     lab = Lab.up(name=args.name, lab_dir=_lab_dir(args), config=args.external_masters or args.config, clos=clos,
                  clean=args.clean, daemons=not args.no_daemons, timeout=args.timeout,
                  keep_on_failure=args.keep_on_failure, external_masters=bool(args.external_masters),
-                 shared_ovs=args.shared_ovs)
+                 ovs_per_switch=args.ovs_per_switch)
     lab.close()
     return 0
 
@@ -350,9 +350,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "router (FRR bgpd) with a host behind it (issue #13; needs --border-pods)")
     up.add_argument("--no-daemons", action="store_true", help="plumbing only: no masters, no clients")
     up.add_argument("--keep-on-failure", action="store_true", help="leave a lab that did not converge in place")
-    up.add_argument("--shared-ovs", action="store_true", help="one OVS instance for every switch (in the lab "
-                    "namespace) instead of one per switch in its own namespace: fewer processes, but every link "
-                    "change makes it re-check all the lab's ports (lab/plumbing.py)")
+    up.add_argument("--ovs-per-switch", action="store_true", help="one OVS instance per switch, each in the switch's "
+                    "own namespace, instead of one for the lab: a link change costs the OVS of its two ends only, "
+                    "but idle CPU and memory grow with the switches (lab/plumbing.py)")
     up.add_argument("--timeout", type=positive_float, default=90.0, help="seconds to wait for convergence")
     up.add_argument("--external-masters", metavar="CONFIG",
                     help="use the masters of CONFIG already running on this machine (e.g. docker/compose.yaml) "

@@ -2,15 +2,17 @@
 
 Layout (lab name N, e.g. ``demo``):
 
-* one **lab namespace** ``fplab-N`` holds the master and client processes; master and client REST ports
-  bind to *that namespace's* 127.0.0.1, so nothing collides with the machine or with another lab, and
-  nothing of the lab appears in the root namespace — except, with external masters (`lab up
-  --external-masters`), one veth end ``fpmN`` linking the lab namespace to the machine's, where those
-  masters run (lab/external.py); it goes away with the lab namespace.
-* one **switch namespace** ``fplab-N-sw<i>`` per switch (lab/plumbing.py) with the switch's own OVS
-  (ovsdb-server + ovs-vswitchd, run dir ``<dir>/ovs/<bridge>``), its bridge, its ends of the fabric veths
-  and of its hosts' veths; its OpenFlow listener binds to that namespace's 127.0.0.1. With `--shared-ovs`
-  there are none: one OVS instance (``<dir>/ovs``) and every bridge and veth end are in the lab namespace.
+* one **lab namespace** ``fplab-N`` holds the private OVS instance (ovsdb-server + ovs-vswitchd, run dir
+  ``<dir>/ovs``), one bridge per switch, both ends of every fabric veth, the switch end of every host veth,
+  and the master and client processes. OpenFlow listeners, master and client REST ports all bind to *that
+  namespace's* 127.0.0.1, so nothing collides with the machine or with another lab, and nothing of the lab
+  appears in the root namespace — except, with external masters (`lab up --external-masters`), one veth
+  end ``fpmN`` linking the lab namespace to the machine's, where those masters run (lab/external.py); it
+  goes away with the lab namespace.
+* with `--ovs-per-switch`, one **switch namespace** ``fplab-N-sw<i>`` per switch instead (lab/plumbing.py):
+  the switch's own OVS (run dir ``<dir>/ovs/<bridge>``), its bridge, its ends of the fabric veths and of
+  its hosts' veths; its OpenFlow listener binds to that namespace's 127.0.0.1. The daemons stay in the lab
+  namespace.
 * one **host namespace** ``fplab-N-<host>`` per host, holding ``eth0`` (the other end of its veth) with
   the configured MAC, address/prefix and a default route via the ToR gateway.
 * interface names: ``s<i>p<port>`` where ``i`` is the switch's position in the
@@ -196,12 +198,12 @@ class Lab:
     def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,
            clos: dict[str, Any] | None = None, clean: bool = False, daemons: bool = True,
            timeout: float = 60.0, keep_on_failure: bool = False, log: Callable[[str], None] = print,
-           external_masters: bool = False, shared_ovs: bool = False) -> Lab:
+           external_masters: bool = False, ovs_per_switch: bool = False) -> Lab:
         """Build the whole lab; on any failure tear down what was built and re-raise.
 
         `external_masters`: start no masters; the clients follow the masters of `config` that already run
-        on this machine, reached over a CPN link (lab/external.py). `shared_ovs`: one OVS instance for
-        every switch instead of one per switch (lab/plumbing.py)."""
+        on this machine, reached over a CPN link (lab/external.py). `ovs_per_switch`: one OVS instance
+        per switch, in the switch's own namespace, instead of one for the lab (lab/plumbing.py)."""
         problem = preflight()
         if problem:
             raise LabError(problem)
@@ -243,7 +245,7 @@ class Lab:
             state.save()
             lab = cls(state, fabric)
             try:
-                lab._build_plumbing(log, shared_ovs)
+                lab._build_plumbing(log, ovs_per_switch)
                 if fabric.external_slots:       # eBGP borders (issue #13): the outside world
                     from lab import bgp
                     bgp.build(lab, log)
@@ -279,7 +281,7 @@ class Lab:
                     _teardown_locked(d, name, log=lambda _m: None, keep_logs=True)
                 raise
 
-    def _build_plumbing(self, log: Callable[[str], None], shared_ovs: bool = False) -> None:
+    def _build_plumbing(self, log: Callable[[str], None], ovs_per_switch: bool = False) -> None:
         st, fabric = self.state, self.fabric
         (Path(st.dir) / "logs").mkdir(parents=True, exist_ok=True)
         index = {sw.name: i for i, sw in enumerate(fabric.switches)}
@@ -288,7 +290,7 @@ class Lab:
             return f"s{index[switch]}p{port}"
 
         # record intent first: everything below is removed by name or by namespace on teardown
-        plumbing.plan_switches(st, fabric, fabric.switches, per_switch=not shared_ovs)
+        plumbing.plan_switches(st, fabric, fabric.switches, per_switch=ovs_per_switch)
         pairs = []
         for link in fabric.links:
             a, b = ifname(link.a.switch, link.a.port), ifname(link.b.switch, link.b.port)

@@ -1,21 +1,22 @@
 """The lab's data plane: switches (an Open vSwitch bridge each), fabric veths, hosts; built by `Lab.up`
-(lab/fabric.py) and grown by `lab.grow` through the same functions.
+(lab/fabric.py) and grown by `lab.grow` through the same functions. Two layouts:
 
-**One OVS per switch** (the default): each switch gets its own namespace ``fplab-N-sw<i>`` (lab.state
-`switch_netns`, `i` its position in `switches:`) with its own ovsdb-server and ovs-vswitchd (run dir
-``<dir>/ovs/<bridge>``), one bridge, and its ends of the fabric and host veths — as a switch of a real
-fabric has its own forwarding process and its own handful of ports. Why not one ovs-vswitchd for the
-whole lab: OVS re-reads every bridge's configuration when the kernel reports any link change in its
-namespace (`bridge_reconfigure`), and every bridge of one instance shares one datapath, so one link change
-made the shared instance re-check all the lab's ports and revalidate all its flows before it handled the
-switches' OpenFlow updates (BENCHMARKS.md, "One OVS per switch"). With one instance per switch a link
-change costs the two switches at its ends.
+**One OVS for the lab** (the default): one ovsdb-server + ovs-vswitchd (run dir ``<dir>/ovs``) holds every
+switch's bridge; every bridge and veth end is in the lab namespace.
 
-**One shared OVS** (`lab up --shared-ovs`): the old layout, every bridge and veth in the lab namespace,
-one instance in ``<dir>/ovs`` — less memory and fewer processes for big labs on small machines.
+**One OVS per switch** (`lab up --ovs-per-switch`): each switch gets its own namespace ``fplab-N-sw<i>``
+(lab.state `switch_netns`, `i` its position in `switches:`) with its own ovsdb-server and ovs-vswitchd
+(run dir ``<dir>/ovs/<bridge>``), one bridge, and its ends of the fabric and host veths — as a switch of a
+real fabric has its own forwarding process and a handful of ports. OVS re-reads every bridge's
+configuration when the kernel reports any link change in its namespace (`bridge_reconfigure`), and every
+bridge of one instance shares one datapath, so with one instance for the lab a link change makes it
+re-check all the lab's ports and revalidate all its flows; with one per switch the change costs the two
+instances at its ends. The price: an idle ovs-vswitchd per switch (CPU and ~17 MiB each). BENCHMARKS.md
+"One OVS per switch" has both sides measured.
 
-Either way the daemons run in the lab namespace: a client reaches its switch's OVS with
-``--netns <switch namespace>`` (OpenFlow socket and ExaBGP there) and ``--ovsdb unix:<run dir>/db.sock``.
+Either way the daemons run in the lab namespace; with one OVS per switch a client reaches its switch's OVS
+with ``--netns <switch namespace>`` (the OpenFlow socket; a border's ExaBGP runs there too) and
+``--ovsdb unix:<run dir>/db.sock``.
 """
 
 from __future__ import annotations

@@ -40,7 +40,10 @@ def lab() -> Iterator[Lab]:
     assert peer in text
     config.write_text(text.replace(peer, f"{peer}password_file: {password}, ", 1))
     try:
-        the_lab = Lab.up(name=name, lab_dir=d, config=config, clean=True, timeout=90.0, log=lambda m: None)
+        # one OVS per switch (lab/plumbing.py): each border's ExaBGP and IP stack live in the border's own
+        # namespace (client --netns), where its external port and the router's veth end are
+        the_lab = Lab.up(name=name, lab_dir=d, config=config, clean=True, timeout=90.0, log=lambda m: None,
+                         ovs_per_switch=True)
     except LabError as e:
         pytest.fail(f"lab with eBGP borders did not come up: {e}", pytrace=False)
     try:
@@ -88,6 +91,10 @@ def test_sessions_establish_and_hosts_reach_the_outside(lab: Lab) -> None:
     assert lab.wait_converged(WAIT_S), lab.convergence_problem()
     results = lab.ping(ext_pairs(lab), count=3)
     assert all(n == 3 for n in results.values()), results
+    for b in borders(lab):      # each border's BGP speaker runs in the border's own namespace (--netns)
+        pid = lab.client_states()[b]["border"]["exabgp_pid"]
+        where = subprocess.run(["ip", "netns", "identify", str(pid)], capture_output=True, text=True, timeout=10)
+        assert where.stdout.strip() == lab.state.ns_of_switch(b) != lab.state.netns, (b, where.stdout)
 
 
 def test_withdraw_and_reannounce_reach_every_tor(lab: Lab) -> None:

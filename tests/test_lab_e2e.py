@@ -144,11 +144,13 @@ def test_cli_parses_every_lab_command() -> None:
 
 # ---------------------------------------------------------------------------------------------- plumbing
 
-@pytest.fixture(scope="module")
-def plumbing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    name = _name("pl")
+@pytest.fixture(scope="module", params=["shared", "per-switch"])
+def plumbing(request: pytest.FixtureRequest) -> Iterator[Lab]:
+    """The plumbing alone, in both layouts (lab/plumbing.py): one OVS for the lab, and one per switch."""
+    name = _name("pl" if request.param == "shared" else "ps")
     d = Path("/tmp") / f"fplab-{name}"      # short: OVS unix socket paths are limited
-    lab = Lab.up(name=name, lab_dir=d, clos=CLOS, daemons=False, clean=True, log=lambda m: None)
+    lab = Lab.up(name=name, lab_dir=d, clos=CLOS, daemons=False, clean=True, log=lambda m: None,
+                 ovs_per_switch=request.param == "per-switch")
     try:
         yield lab
     finally:
@@ -198,6 +200,8 @@ def _port_link(lab: Lab, switch: str, port: int, *, up: bool, timeout: float = 1
 def _veth_peer(lab: Lab, ifname: str) -> str | None:
     """The name of the far end of veth `ifname`, whichever namespace it is in (its ifindex there)."""
     me = json.loads(nsutil.run_in(lab.state.netns_of(ifname), ["ip", "-j", "link", "show", "dev", ifname]).stdout)[0]
+    if "link_netnsid" not in me:        # the peer is in the same namespace: iproute2 names it
+        return me.get("link")
     for other in lab.state.ifaces.values():
         if other == ifname:
             continue
@@ -216,11 +220,15 @@ def _pair(lab: Lab) -> tuple[str, str]:
 @ovs
 def test_plumbing_bridges_ports_and_hosts(plumbing: Lab) -> None:
     lab, fabric = plumbing, plumbing.fabric
-    # one OVS per switch, each with its one bridge, in the switch's own namespace (lab/plumbing.py)
-    assert len({o.run_dir for o in lab.ovs_instances()}) == len(fabric.switches)
+    per_switch = bool(lab.state.switch_ns)
+    if per_switch:      # one OVS per switch, each with its one bridge, in the switch's own namespace
+        assert len({o.run_dir for o in lab.ovs_instances()}) == len(fabric.switches)
+    else:
+        assert sorted(lab.ovs_instances()[0].bridges()) == sorted(lab.state.bridges.values())
     for sw in fabric.switches:
         br, ovs = lab.state.bridges[sw.name], lab.ovs_of(sw.name)
-        assert ovs.bridges() == [br] and ovs.netns == lab.state.ns_of_switch(sw.name) != lab.state.netns
+        assert ovs.netns == lab.state.ns_of_switch(sw.name)
+        assert (ovs.bridges() == [br] and ovs.netns != lab.state.netns) if per_switch else ovs.netns == lab.state.netns
         assert ovs.vsctl("get", "bridge", br, "fail_mode").strip() == "secure"
         assert ovs.vsctl("get", "bridge", br, "other-config:datapath-id").strip().strip('"') == f"{sw.id:016x}"
         assert f"ptcp:{sw.ovs.rsplit(':', 1)[1]}:127.0.0.1" in ovs.vsctl("get-controller", br)

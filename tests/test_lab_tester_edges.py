@@ -97,25 +97,25 @@ def test_lab_down_removes_the_socket_of_a_zygote_it_kills(tmp_path: Path) -> Non
             os.unlink(z.path)
 
 
-@pytest.mark.parametrize("shared_ovs", [False, True], ids=["ovs-per-switch", "shared-ovs"])
-def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, shared_ovs: bool, capsys) -> None:
+@pytest.mark.parametrize("ovs_per_switch", [True, False], ids=["ovs-per-switch", "shared-ovs"])
+def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, ovs_per_switch: bool, capsys) -> None:
     """An ovs-vswitchd killed by PID (a switch that stopped forwarding) was nowhere in `lab status`, and `lab heal`
     only said "not converged: spine-1: 3/4 ports usable": no lab fault records it."""
     import signal
 
     from lab.report import format_status
 
-    name = f"tqo{os.getpid() % 10000}{int(shared_ovs)}"
+    name = f"tqo{os.getpid() % 10000}{int(ovs_per_switch)}"
     d = Path("/tmp") / f"fplab-{name}"
     lab = Lab.up(name=name, lab_dir=d, clos={"spines": 1, "pods": 0, "leaves": 2, "masters": 1}, clean=True,
-                 daemons=False, shared_ovs=shared_ovs, log=lambda m: None)
+                 daemons=False, ovs_per_switch=ovs_per_switch, log=lambda m: None)
     try:
         assert "OVS not running" not in format_status(lab)
         ovs = lab.ovs_of("leaf-2")
         pid = ovs.pid("ovs-vswitchd")
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
-        who = "every switch" if shared_ovs else "leaf-2"
+        who = "leaf-2" if ovs_per_switch else "every switch"
         line = f"OVS not running (no lab fault: `lab heal` does not restart it, `lab up --clean` rebuilds the lab): " \
                f"{who}: ovs-vswitchd"
         deadline = time.monotonic() + 5
@@ -134,13 +134,13 @@ def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, shared_ovs: bool, 
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.parametrize("shared_ovs", [False, True], ids=["ovs-per-switch", "shared-ovs"])
+@pytest.mark.parametrize("ovs_per_switch", [True, False], ids=["ovs-per-switch", "shared-ovs"])
 def test_two_switches_that_would_share_a_bridge_name_are_refused_before_anything_is_built(
-        tmp_path: Path, shared_ovs: bool) -> None:
+        tmp_path: Path, ovs_per_switch: bool) -> None:
     """A switch over 15 bytes becomes bridge sw<id>; a switch literally named so made one OVS run dir for both
     (per switch: a traceback from ovsdb-server "already running") or one bridge for both (shared: "OVS did not
     give the configured port numbers")."""
-    name = f"tqc{os.getpid() % 10000}{int(shared_ovs)}"
+    name = f"tqc{os.getpid() % 10000}{int(ovs_per_switch)}"
     d = Path("/tmp") / f"fplab-{name}"
     config = generate_config(d, name, spines=1, pods=0, leaves=2, masters=1)
     text = config.read_text()
@@ -149,7 +149,7 @@ def test_two_switches_that_would_share_a_bridge_name_are_refused_before_anything
     config.write_text(text.replace("leaf-1", "sw3"))
     try:
         with pytest.raises(LabError, match="switches sw3 and leaf-number-two-long would both be OVS bridge 'sw3'"):
-            Lab.up(name=name, lab_dir=d, config=config, clean=True, daemons=False, shared_ovs=shared_ovs,
+            Lab.up(name=name, lab_dir=d, config=config, clean=True, daemons=False, ovs_per_switch=ovs_per_switch,
                    log=lambda m: None)
         assert not [n for n in nsutil.list_netns() if n == lab_netns(name) or n.startswith(lab_netns(name) + "-")]
     finally:
