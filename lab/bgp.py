@@ -7,8 +7,9 @@ Layout for lab N (built when the config has borders with `bgp:`, e.g. `lab up --
   with one interface ``b<i>`` per border peer (the peer's `address` on the `local_address` subnet) whose
   other end ``s<i>p<port>`` is the border bridge's external port, and ``xh0`` (EXTERNAL_GATEWAY) towards
 * ``fplab-N-ext-host``: ``eth0`` at EXTERNAL_HOST_IP, default route via the router.
-* each border's own IP stack is its bridge's LOCAL interface in the lab namespace (the border client's
-  ExaBGP runs there), with the peer link's `local_address` and the switch's router MAC.
+* each border's own IP stack is its bridge's LOCAL interface in the lab namespace (in the border's own
+  namespace with `lab up --ovs-per-switch`; the border client's ExaBGP runs there), with the peer link's
+  `local_address` and the switch's router MAC.
 
 The router announces 0.0.0.0/0 to every border (`default-originate`) and installs the cluster aggregate the
 borders announce (ECMP over them: `maximum-paths`). `lab fail external` withdraws the default on every
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import netns as nsutil
-from lab.state import ProcRecord, host_netns, proc_starttime
+from lab.state import LabError, ProcRecord, host_netns, proc_starttime
 
 ROUTER = "ext-router"
 EXT_HOST = "ext-host"
@@ -36,8 +37,8 @@ EXTERNAL_HOST_IP = "198.51.100.10"
 FRR_DIR = Path("/usr/lib/frr")
 
 
-class BgpLabError(RuntimeError):
-    pass
+class BgpLabError(LabError):
+    """A LabError: the CLI prints it as one line (`lab fail external` on a lab without borders, twice)."""
 
 
 def peers(fabric: Any) -> list[tuple[Any, Any]]:
@@ -255,6 +256,40 @@ def bgp_problem(lab: Any) -> str | None:
         return f"master LSD not read: {e}"
     down_slots = [f"{b} {p}" for b, slots in (lsd.get("external") or {}).items() for p, up in slots.items() if not up]
     return f"external prefix(es) not in the LSD: {', '.join(down_slots)}" if down_slots else None
+
+
+def router_problem(lab: Any) -> str | None:
+    """None when the external router has every session Established and a route to every prefix the borders
+    announce (traffic from the outside can come in), else what is missing (one line)."""
+    try:
+        sessions = router_sessions(lab)
+        routes = router_routes(lab)
+    except (BgpLabError, OSError, subprocess.SubprocessError, ValueError) as e:
+        return f"external router not read: {e}"
+    want = {str(p.local_address.ip) for _sw, p in peers(lab.fabric)}
+    down = sorted(a for a in want if (sessions.get(a) or {}).get("state") != "Established")
+    if down:
+        return f"external router: session(s) with {', '.join(down)} not established"
+    missing = sorted({str(n) for sw, _p in peers(lab.fabric) for n in sw.bgp.announce} - set(routes))
+    return f"external router: no route to {', '.join(missing)} yet" if missing else None
+
+
+def wait_ready(lab: Any, timeout: float) -> str | None:
+    """Bounded wait until the outside and the fabric reach each other: every border's sessions up and its
+    prefixes in the LSD (`bgp_problem`), the router's sessions and routes up (`router_problem`), then every
+    client programmed the master's LSD version (the external slots coming UP made a new one). None when
+    ready, else what is missing. `lab up` and `lab heal --wait` wait for it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        problem = bgp_problem(lab) or router_problem(lab)
+        if problem is None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    if problem is not None:
+        return problem
+    if not lab.wait_converged(max(0.0, deadline - time.monotonic())):
+        return lab.convergence_problem() or "not converged"
+    return None
 
 
 def router_routes(lab: Any) -> dict[str, list[str]]:

@@ -233,18 +233,20 @@ def cmd_heal(args: argparse.Namespace) -> int:
             print("nothing to heal")
         if args.wait and lab.state.daemons:
             from lab import bgp
-            from lab.fabric import wait_until
 
             t0 = time.monotonic()
             ok = lab.wait_converged(args.wait)
             problem = None if ok else lab.convergence_problem()
             external = bool(lab.fabric.external_slots)
             if ok and external:         # --external: converged only once the eBGP sessions are back too
-                left = max(0.0, args.wait - (time.monotonic() - t0))
-                ok = wait_until(lambda: bgp.bgp_problem(lab) is None, left, 0.1)
-                problem = None if ok else bgp.bgp_problem(lab)
+                problem = bgp.wait_ready(lab, max(0.0, args.wait - (time.monotonic() - t0)))
+                ok = problem is None
             if not ok:
-                return _err(f"heal: not converged within {args.wait:g}s: {problem}")
+                from lab.plumbing import stopped_ovs
+
+                stopped = stopped_ovs(lab.state)      # a crashed OVS is no lab fault: heal cannot undo it
+                return _err(f"heal: not converged within {args.wait:g}s: {problem}"
+                            + (f" (OVS not running: {', '.join(stopped)})" if stopped else ""))
             print(f"converged in {time.monotonic() - t0:.2f}s" + (" (eBGP sessions established)" if external else ""))
     finally:
         lab.close()
@@ -301,6 +303,7 @@ def _guard(func: Any) -> Any:
     """Turn the lab's expected errors into one readable line and exit code 1."""
     def run(args: argparse.Namespace) -> int:
         from lab.fabric import LabError, preflight
+        from lab.ovs import OvsError
 
         problem = preflight()
         if problem:
@@ -311,7 +314,7 @@ def _guard(func: Any) -> Any:
             return func(args)
         except KeyError as e:          # a switch, host, link end or master name the lab does not have
             return _err(_unknown_name(args, e))
-        except (LabError, LabStateError, ValueError) as e:
+        except (LabError, LabStateError, ValueError, OvsError) as e:     # OvsError: the command and its stderr
             return _err(str(e))
         except BrokenPipeError:        # `firepath lab status | head`
             return 0

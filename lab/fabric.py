@@ -60,6 +60,7 @@ from lab.labports import OVS_BASE_PORT, REST_BASE_PORT, LabPorts, port_ranges
 from lab.ovs import OvsInstance, ovs_missing
 from lab.pyenv import python_env, set_group_nice
 from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, nd_load_warning, oam_load_warning
+from lab.zygote import socket_of
 
 __all__ = ["ADMIN_TOKEN", "CLIENT_CPN_BASE", "CLIENT_RESTART_HOLD_S", "LAB_DEFAULT_TIMERS", "ND_CPU_BUDGET",
            "ND_FRAME_COST_S", "OVS_BASE_PORT", "REST_BASE_PORT", "LabPorts", "client_cpn_address", "generate_config",
@@ -255,11 +256,17 @@ class Lab:
                     t1 = time.monotonic()
                     lab._start_daemons()
                     converged = lab.wait_converged(timeout)
-                    t_ctl = time.monotonic() - t1
                     if not converged:
                         raise LabError(f"fabric did not converge within {timeout:.0f}s: "
                                        f"{lab.convergence_problem()} (logs in {d / 'logs'})")
-                    log(f"control plane converged in {t_ctl:.2f}s after starting the daemons")
+                    if fabric.external_slots:     # up = the outside reachable too (sessions, routes, LSD)
+                        from lab import bgp
+                        problem = bgp.wait_ready(lab, max(10.0, timeout - (time.monotonic() - t1)))
+                        if problem is not None:
+                            raise LabError(f"eBGP not up within {timeout:.0f}s: {problem} (logs in {d / 'logs'})")
+                    t_ctl = time.monotonic() - t1
+                    log(f"control plane converged in {t_ctl:.2f}s after starting the daemons"
+                        + (" (eBGP sessions established)" if fabric.external_slots else ""))
                 state.bringup_s = round(time.monotonic() - t0, 3)
                 state.phase = "up"
                 state.save()
@@ -699,11 +706,16 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
     for n in [ns, *sorted(host_nses)]:
         if not nsutil.netns_exists(n):
             continue
+        sockets = []
         for pid in nsutil.netns_pids(n):
+            sockets.append(socket_of(pid))      # a zygote's socket file outlives a SIGKILL
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
                 removed.append(f"pid {pid} in {n}")
         wait_until(lambda n=n: not nsutil.netns_pids(n), 3.0, 0.02)
+        for path in filter(None, sockets):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
     for n in [*sorted(host_nses), ns]:
         if nsutil.netns_exists(n):
             nsutil.delete_netns(n)

@@ -31,10 +31,10 @@ from typing import Any
 from lab import netns as nsutil
 from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
 from lab.ovs import OvsInstance
-from lab.state import LabError, LabState, switch_netns
+from lab.state import LabError, LabState, proc_starttime, switch_netns
 
 __all__ = ["HOST_IFNAME", "add_hosts", "add_ports", "add_switches", "bridge_name", "cable", "check_ofports",
-           "instances", "instances_on_disk", "ovs_of", "plan_ifaces", "plan_switches"]
+           "instances", "instances_on_disk", "ovs_of", "plan_ifaces", "plan_switches", "stopped_ovs"]
 
 HOST_IFNAME = "eth0"
 #: OVS instances started (or reconfigured) at once: each start is a few short processes.
@@ -62,6 +62,19 @@ def instances(st: LabState) -> list[OvsInstance]:
     return [OvsInstance(st.ovs_dir, st.netns or None)]
 
 
+def stopped_ovs(st: LabState) -> list[str]:
+    """"SWITCH: DAEMON" for each OVS daemon of the lab that is not running (with a shared OVS: "every switch:
+    DAEMON"). A crashed ovs-vswitchd is a switch that stopped forwarding, which no lab fault records: `lab status`
+    says so, as `lab heal` does not restart it."""
+    owners = [(sw, ovs_of(st, sw)) for sw in st.switch_ns] if st.switch_ns else [("every switch", instances(st)[0])]
+    def stopped(ovs: OvsInstance, daemon: str) -> bool:      # a zombie (reaped late by init) counts as stopped
+        pid = ovs.pid(daemon)
+        return pid is None or proc_starttime(pid) is None
+
+    return [f"{who}: {daemon}" for who, ovs in owners for daemon in ("ovs-vswitchd", "ovsdb-server")
+            if stopped(ovs, daemon)]
+
+
 def instances_on_disk(ovs_dir: Path, netns: str | None) -> list[OvsInstance]:
     """Every OVS run dir under `ovs_dir` (the shared one and one per switch), for teardown without a record:
     stopping one only needs its PID files."""
@@ -79,6 +92,13 @@ def _parallel(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
 def plan_switches(st: LabState, fabric: Any, switches: Iterable[Any], per_switch: bool) -> None:
     """Record the bridge (and, per switch, the namespace) of each of `switches` (intent first)."""
     index = {sw.name: i for i, sw in enumerate(fabric.switches)}
+    owner = {br: name for name, br in st.bridges.items()}
+    for sw in switches:
+        br = bridge_name(sw)
+        if owner.setdefault(br, sw.name) != sw.name:    # a name over 15 bytes becomes sw<id>: another's name?
+            raise LabError(f"{fabric.source}: switches {owner[br]} and {sw.name} would both be OVS bridge {br!r} (a "
+                           f"name longer than {nsutil.IFNAMSIZ_MAX} bytes or with other characters than letters, "
+                           f"digits, '-', '_', '.' becomes sw<id>): rename one")
     for sw in switches:
         st.bridges[sw.name] = bridge_name(sw)
         if per_switch:

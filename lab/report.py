@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lab import plumbing
+
 
 def format_status(lab: Any) -> str:
     lines = []
@@ -51,6 +53,11 @@ def format_status(lab: Any) -> str:
     if lab.state.faults:
         lines.append("")
         lines.append("active faults: " + ", ".join(describe_fault(f) for f in lab.state.faults))
+    stopped = plumbing.stopped_ovs(lab.state) if lab.state.phase == "up" else []
+    if stopped:
+        lines.append("")
+        lines.append("OVS not running (no lab fault: `lab heal` does not restart it, `lab up --clean` rebuilds the "
+                     "lab): " + ", ".join(stopped))
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -38,6 +39,21 @@ PRELOAD = {
 }
 CODE = "import sys; from proto.cli import main; sys.exit(main())"
 MAX_REQUEST = 1 << 20
+SOCKET_RE = re.compile(r"^/tmp/fpzygote-\d+-[0-9a-f]{6}\.sock$")      # Zygote.path
+
+
+def socket_of(pid: int) -> str | None:
+    """The socket path of the zygote running as `pid` (None if `pid` is not one): a zygote killed without its
+    SIGTERM handler (teardown SIGKILLs what runs in the lab's namespaces, e.g. the zygotes of a `lab up` that
+    was itself killed) leaves it in /tmp, and its path is only in its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if len(argv) >= 4 and argv[1:3] == ["-m", "lab.zygote"] and SOCKET_RE.match(argv[3]):
+        return argv[3]
+    return None
 
 
 def preload(role: str) -> None:

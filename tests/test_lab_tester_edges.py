@@ -1,0 +1,157 @@
+"""Lab edges found by using the lab as an operator would (tester, one OVS per switch): `lab up --external`
+returned before the outside was reachable, `lab fail external` errors were tracebacks, and a zygote killed by
+`lab down` (the zygotes of a `lab up` that was itself killed) left its socket file in /tmp."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lab import bgp
+from lab import netns as nsutil
+from lab.fabric import REPO_ROOT, Lab, LabError, generate_config, teardown
+from lab.state import LabState, lab_netns
+from lab.zygote import Zygote, socket_of
+
+pytestmark = pytest.mark.ovs
+
+CLOS = {"spines": 2, "pods": 0, "leaves": 2, "hosts_per_tor": 1, "masters": 1, "border_pods": 1, "external": True}
+
+
+@pytest.fixture
+def border_lab() -> Iterator[Lab]:
+    name = f"tqb{os.getpid() % 100000}"
+    d = Path("/tmp") / f"fplab-{name}"
+    try:
+        the_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=60.0, log=lambda m: None)
+    except LabError as e:
+        pytest.fail(f"lab with eBGP borders did not come up: {e}", pytrace=False)
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()
+        teardown(d, name=name, log=lambda m: None)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_lab_up_with_external_borders_returns_once_the_outside_is_reachable(border_lab: Lab, capsys) -> None:
+    """`lab up --external` said "up" before the eBGP sessions were Established: a `lab ping` right after it
+    lost every host <-> ext-host pair (exit 1); a second `lab fail external` was a traceback."""
+    from proto.cli import main
+
+    hosts = [h.name for h in border_lab.fabric.hosts]
+    pairs = [(h, bgp.EXT_HOST) for h in hosts] + [(bgp.EXT_HOST, h) for h in hosts]
+    got = border_lab.ping(pairs, count=1)          # at once: no wait of the test's own
+    assert all(n == 1 for n in got.values()), got
+    common = ["--name", border_lab.state.name, "--dir", border_lab.state.dir]
+    assert main(["lab", "fail", "external", *common]) == 0
+    capsys.readouterr()
+    assert main(["lab", "fail", "external", *common]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("firepath lab: already injected") and "Traceback" not in err, err
+    assert main(["lab", "heal", "--wait", "30", *common]) == 0
+    assert "eBGP sessions established" in capsys.readouterr().out
+    got = border_lab.ping(pairs, count=1)           # heal --wait said converged: the outside is reachable
+    assert all(n == 1 for n in got.values()), got
+
+
+def test_lab_fail_external_without_borders_is_one_line(tmp_path: Path, capsys) -> None:
+    from proto.cli import main
+
+    name = f"tqn{os.getpid() % 100000}"
+    config = generate_config(tmp_path, name, spines=1, pods=0, leaves=2, masters=1)
+    LabState(name=name, dir=str(tmp_path), config=str(config)).save()      # a record only: nothing is built
+    assert main(["lab", "fail", "external", "--name", name, "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err == "firepath lab: this lab has no eBGP border (lab up --border-pods N --external)\n", err
+
+
+def test_lab_down_removes_the_socket_of_a_zygote_it_kills(tmp_path: Path) -> None:
+    """A `lab up` killed during bring-up leaves its zygotes running in the lab namespace; `lab down` SIGKILLs
+    them, which skips their own unlink: the socket file stayed in /tmp for good."""
+    name = f"tqz{os.getpid() % 100000}"
+    ns = lab_netns(name)
+    nsutil.create_netns(ns)
+    z = Zygote(ns, str(tmp_path), str(REPO_ROOT), "client").start()
+    try:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(z.path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert os.path.exists(z.path), (tmp_path / "zygote-client.log").read_text()
+        assert socket_of(z.proc.pid) == z.path and socket_of(os.getpid()) is None
+        removed = teardown(tmp_path, name=name, log=lambda m: None)      # no record: by the lab's names
+        assert f"pid {z.proc.pid} in {ns}" in removed
+        assert z.proc.wait(10) is not None
+        assert not os.path.exists(z.path)
+        assert not nsutil.netns_exists(ns)
+    finally:
+        z._stop()
+        if nsutil.netns_exists(ns):
+            nsutil.delete_netns(ns)
+        if os.path.exists(z.path):
+            os.unlink(z.path)
+
+
+@pytest.mark.parametrize("ovs_per_switch", [True, False], ids=["ovs-per-switch", "shared-ovs"])
+def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, ovs_per_switch: bool, capsys) -> None:
+    """An ovs-vswitchd killed by PID (a switch that stopped forwarding) was nowhere in `lab status`, and `lab heal`
+    only said "not converged: spine-1: 3/4 ports usable": no lab fault records it."""
+    import signal
+
+    from lab.report import format_status
+
+    name = f"tqo{os.getpid() % 10000}{int(ovs_per_switch)}"
+    d = Path("/tmp") / f"fplab-{name}"
+    lab = Lab.up(name=name, lab_dir=d, clos={"spines": 1, "pods": 0, "leaves": 2, "masters": 1}, clean=True,
+                 daemons=False, ovs_per_switch=ovs_per_switch, log=lambda m: None)
+    try:
+        assert "OVS not running" not in format_status(lab)
+        ovs = lab.ovs_of("leaf-2")
+        pid = ovs.pid("ovs-vswitchd")
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        who = "leaf-2" if ovs_per_switch else "every switch"
+        line = f"OVS not running (no lab fault: `lab heal` does not restart it, `lab up --clean` rebuilds the lab): " \
+               f"{who}: ovs-vswitchd"
+        deadline = time.monotonic() + 5
+        while line not in format_status(lab) and time.monotonic() < deadline:     # SIGKILL is not instantaneous
+            time.sleep(0.05)
+        assert line in format_status(lab), format_status(lab)
+        from proto.cli import main
+
+        capsys.readouterr()
+        assert main(["lab", "groups", "leaf-2", "--name", name, "--dir", str(d)]) == 1      # was a traceback
+        err = capsys.readouterr().err
+        assert err.startswith("firepath lab: ovs-ofctl") and err.count("\n") <= 2 and "Traceback" not in err, err
+    finally:
+        lab.close()
+        teardown(d, name=name, log=lambda m: None)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.parametrize("ovs_per_switch", [True, False], ids=["ovs-per-switch", "shared-ovs"])
+def test_two_switches_that_would_share_a_bridge_name_are_refused_before_anything_is_built(
+        tmp_path: Path, ovs_per_switch: bool) -> None:
+    """A switch over 15 bytes becomes bridge sw<id>; a switch literally named so made one OVS run dir for both
+    (per switch: a traceback from ovsdb-server "already running") or one bridge for both (shared: "OVS did not
+    give the configured port numbers")."""
+    name = f"tqc{os.getpid() % 10000}{int(ovs_per_switch)}"
+    d = Path("/tmp") / f"fplab-{name}"
+    config = generate_config(d, name, spines=1, pods=0, leaves=2, masters=1)
+    text = config.read_text()
+    assert "  - name: leaf-2\n    id: 3\n" in text
+    text = text.replace("leaf-2", "leaf-number-two-long")       # over 15 bytes, id 3: bridge sw3
+    config.write_text(text.replace("leaf-1", "sw3"))
+    try:
+        with pytest.raises(LabError, match="switches sw3 and leaf-number-two-long would both be OVS bridge 'sw3'"):
+            Lab.up(name=name, lab_dir=d, config=config, clean=True, daemons=False, ovs_per_switch=ovs_per_switch,
+                   log=lambda m: None)
+        assert not [n for n in nsutil.list_netns() if n == lab_netns(name) or n.startswith(lab_netns(name) + "-")]
+    finally:
+        teardown(d, name=name, log=lambda m: None)
+        shutil.rmtree(d, ignore_errors=True)
