@@ -53,7 +53,7 @@ def format_status(lab: Any) -> str:
     if lab.state.faults:
         lines.append("")
         lines.append("active faults: " + ", ".join(describe_fault(f) for f in lab.state.faults))
-    stopped = plumbing.stopped_ovs(lab.state) if lab.state.phase == "up" else []
+    stopped = plumbing.stopped_ovs(lab.state) if getattr(lab.state, "phase", None) == "up" else []
     if stopped:
         lines.append("")
         lines.append("OVS not running (no lab fault: `lab heal` does not restart it, `lab up --clean` rebuilds the "
