@@ -308,24 +308,30 @@ def test_lab_heal_waits_for_bgp_sessions_and_fails_when_not_converged(lab: Lab, 
 
 
 def test_lab_heal_names_routes_held_by_flap_damping(lab: Lab, capsys) -> None:
-    """Three session losses in a row, each after the default route arrived: the third suppresses it (RFC 2439,
-    penalty 3 x 1000 > 2000) although every session is up; `lab heal --wait` says so instead of "provides no
-    external prefix yet", and the route comes back once the penalty decays (restarted here instead)."""
+    """Session losses in a row, each after the default route arrived, suppress it (RFC 2439: each adds 1000,
+    halving every 15 s; above 2000 it is held) although every session is up — three when they come fast, a
+    few more on a slow machine; `lab heal --wait` then says so instead of "provides no external prefix yet".
+    The route would come back once the penalty decays (restarted here instead)."""
     from proto.cli import main
 
+    def suppressed() -> list[bool]:
+        return [bool(lab.client_states()[b]["border"]["suppressed"]) for b in borders(lab)]
+
     restart_borders(lab)
-    for _ in range(3):
-        bgp.set_external(lab, False, session=True)
-        assert wait_until(lambda: not sessions_up(lab), WAIT_S)
-        bgp.set_external(lab, True, session=True)
-        assert wait_until(lambda: all(s["state"] == "established" and s["prefixes_in"] >= 1
-                                      for b in borders(lab) for s in lab.client_states()[b]["border"]["sessions"]),
-                          WAIT_S), lab.client_states()
     try:
+        for _ in range(6):
+            bgp.set_external(lab, False, session=True)
+            assert wait_until(lambda: not sessions_up(lab), WAIT_S)
+            bgp.set_external(lab, True, session=True)
+            assert wait_until(lambda: all(s["state"] == "established" and s["prefixes_in"] >= 1
+                                          for b in borders(lab) for s in lab.client_states()[b]["border"]["sessions"]),
+                              WAIT_S), lab.client_states()
+            if all(suppressed()):
+                break
+        assert all(suppressed()), {b: lab.client_states()[b]["border"] for b in borders(lab)}
         rc = main(["lab", "heal", "--name", lab.state.name, "--dir", str(lab.state.dir), "--wait", "1"])
         err = capsys.readouterr().err
         assert rc == 1 and "suppressed by flap damping: 0.0.0.0/0 from" in err, err
-        assert all(lab.client_states()[b]["border"]["suppressed"] for b in borders(lab))
     finally:
         restart_borders(lab)
 

@@ -17,6 +17,7 @@ from lab import netns as nsutil
 from lab.fabric import REPO_ROOT, Lab, LabError, generate_config, teardown
 from lab.state import LabState, lab_netns
 from lab.zygote import Zygote, socket_of
+from tests.harness.labs import running_lab
 
 pytestmark = pytest.mark.ovs
 
@@ -25,18 +26,8 @@ CLOS = {"spines": 2, "pods": 0, "leaves": 2, "hosts_per_tor": 1, "masters": 1, "
 
 @pytest.fixture
 def border_lab() -> Iterator[Lab]:
-    name = f"tqb{os.getpid() % 100000}"
-    d = Path("/tmp") / f"fplab-{name}"
-    try:
-        the_lab = Lab.up(name=name, lab_dir=d, clos=CLOS, clean=True, timeout=60.0, log=lambda m: None)
-    except LabError as e:
-        pytest.fail(f"lab with eBGP borders did not come up: {e}", pytrace=False)
-    try:
+    with running_lab("tqb", CLOS, timeout=60.0) as the_lab:
         yield the_lab
-    finally:
-        the_lab.close()
-        teardown(d, name=name, log=lambda m: None)
-        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_lab_up_with_external_borders_returns_once_the_outside_is_reachable(border_lab: Lab, capsys) -> None:
