@@ -73,6 +73,7 @@ def frr_config(fabric: Any, log_dir: Path) -> dict[str, str]:
 
 def build(lab: Any, log: Any = print) -> None:
     """Plumb the external router and host, address the borders' own interfaces, start FRR."""
+    from lab import plumbing
     from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
 
     st, fabric = lab.state, lab.fabric
@@ -107,25 +108,19 @@ def build(lab: Any, log: Any = print) -> None:
                     f"route add default via {EXTERNAL_GATEWAY}"])
     disable_tx_checksum(hns, "eth0")
     disable_tx_checksum(rns, "xh0")
-    by_switch: dict[str, list[str]] = {}
     for sw, p, lab_end, far in links:
         sns = st.ns_of_switch(sw.name)
         subprocess.run(["ip", "link", "add", lab_end, "netns", sns, "type", "veth", "peer", "name", far,
                         "netns", rns], check=True, capture_output=True, timeout=10)
         ip_batch(rns, [f"addr add {p.address}/{p.local_address.network.prefixlen} dev {far}", f"link set {far} up"])
         disable_tx_checksum(rns, far)
-        br = st.bridges[sw.name]
         ip_batch(sns, [f"link set {lab_end} up"])
-        by_switch.setdefault(sw.name, []).extend(
-            ["--", "--may-exist", "add-port", br, lab_end, "--", "set", "interface", lab_end,
-             f"ofport_request={p.port}", "--", "set", "bridge", br, f"other-config:hwaddr={sw.mac}"])
-    for name, args in by_switch.items():
-        lab.ovs_of(name).vsctl(*args[1:], timeout=60)
-    lab._check_ofports()
+    plumbing.add_ports(st, [f"{sw.name}:{p.port}" for sw, p, _l, _f in links])
     # each border's own IP stack: its bridge's LOCAL port (in the border's namespace), with the peer links'
     # addresses
     for sw in {sw.name: sw for sw, _p, _l, _f in links}.values():
         br = st.bridges[sw.name]
+        lab.ovs_of(sw.name).vsctl("set", "bridge", br, f"other-config:hwaddr={sw.mac}")
         ip_batch(st.ns_of_switch(sw.name), [f"link set {br} address {sw.mac}", f"link set {br} up"]
                  + [f"addr replace {p.local_address} dev {br}" for p in sw.bgp.peers])
     start_frr(lab)

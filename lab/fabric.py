@@ -80,7 +80,6 @@ from lab.state import (
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST_IFNAME = plumbing.HOST_IFNAME
-bridge_name = plumbing.bridge_name
 _IFNAME_RE = re.compile(r"^s\d+p\d+$")   # our interface names (only ever inside lab namespaces)
 INSTALL_HINT = "run `make test` (or `sudo scripts/install-deps.sh`) to install what is missing"
 
@@ -696,8 +695,7 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
     ns = lab_netns(name)
     ovs_dir = Path(state.ovs_dir) if state and state.ovs_dir else d / "ovs"
     running = [o for o in plumbing.instances_on_disk(ovs_dir, ns) if o.pid("ovsdb-server") or o.pid("ovs-vswitchd")]
-    with ThreadPoolExecutor(max_workers=plumbing.PARALLEL) as pool:
-        list(pool.map(lambda o: o.stop(), running))
+    plumbing.parallel(lambda o: o.stop(), running)
     if running:
         removed.append(f"ovs daemons ({len(running)} instance{'s' if len(running) > 1 else ''})")
     # anything still running inside our namespaces is ours (probes, pings, strays): kill by PID

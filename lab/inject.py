@@ -225,27 +225,8 @@ def _recable(lab: Lab, old_pairs: list[list[str]], new_pairs: list[list[str]]) -
     for ns, lines in by_ns.items():
         ip_batch(ns, lines)
     plumbing.cable(st, [(a, b) for a, b in new_pairs])
-    # Make vswitchd re-open the re-created devices under the same port numbers: it does not on its own
-    # (the new device is not put in promiscuous mode, nothing is received), and a del-port + add-port
-    # in ONE transaction is a no-op for it, hence two transactions (per OVS instance).
     port_of = {ifn: key for key, ifn in st.ifaces.items()}
-    dels: dict[str, list[str]] = {}
-    adds: dict[str, list[str]] = {}
-    for ifn in sorted({i for pair in new_pairs for i in pair}):
-        sw, port = port_of[ifn].rsplit(":", 1)
-        br = st.bridges[sw]
-        dels.setdefault(sw, []).extend(["--", "--if-exists", "del-port", br, ifn])
-        adds.setdefault(sw, []).extend(["--", "add-port", br, ifn, "--", "set", "interface", ifn,
-                                        f"ofport_request={port}"])
-    if st.switch_ns:
-        for sw in dels:
-            lab.ovs_of(sw).vsctl(*dels[sw][1:])
-            lab.ovs_of(sw).vsctl(*adds[sw][1:])
-    else:       # one instance: one transaction each for all of them
-        ovs = lab.ovs_instances()[0]
-        ovs.vsctl(*[a for sw in dels for a in dels[sw]][1:])
-        ovs.vsctl(*[a for sw in adds for a in adds[sw]][1:])
-    lab._check_ofports()
+    plumbing.add_ports(st, [port_of[ifn] for ifn in sorted({i for pair in new_pairs for i in pair})], reopen=True)
 
 
 def cabling_ends(ifaces: dict[str, str], pairs: list[list[str]]) -> list[list[str]]:

@@ -34,7 +34,7 @@ from lab.ovs import OvsInstance
 from lab.state import LabError, LabState, proc_starttime, switch_netns
 
 __all__ = ["HOST_IFNAME", "add_hosts", "add_ports", "add_switches", "bridge_name", "cable", "check_ofports",
-           "instances", "instances_on_disk", "ovs_of", "plan_ifaces", "plan_switches", "stopped_ovs"]
+           "instances", "instances_on_disk", "ovs_of", "parallel", "plan_ifaces", "plan_switches", "stopped_ovs"]
 
 HOST_IFNAME = "eth0"
 #: OVS instances started (or reconfigured) at once: each start is a few short processes.
@@ -82,7 +82,7 @@ def instances_on_disk(ovs_dir: Path, netns: str | None) -> list[OvsInstance]:
     return [OvsInstance(d, netns) for d in dirs]
 
 
-def _parallel(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+def parallel(func: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
     if len(items) <= 1:
         return [func(i) for i in items]
     with ThreadPoolExecutor(max_workers=PARALLEL, thread_name_prefix="plumbing") as pool:
@@ -141,7 +141,7 @@ def add_switches(st: LabState, fabric: Any, switches: Sequence[Any], ovs_port: C
         ovs.boost()
         ovs.vsctl(*bridge_args(sw)[1:], timeout=60)
 
-    _parallel(one, switches)
+    parallel(one, switches)
 
 
 def cable(st: LabState, pairs: Sequence[tuple[str, str]]) -> None:
@@ -181,28 +181,38 @@ def add_hosts(st: LabState, fabric: Any, hosts: Sequence[Any]) -> None:
         ip_batch(tor_ns, [f"link set {tor_end} up"])
 
 
-def add_ports(st: LabState, keys: Iterable[str]) -> None:
-    """Attach the interfaces of `keys` ("switch:port" of `st.ifaces`) to their bridges under their port
-    numbers (one transaction per OVS instance), then check every port number."""
-    by_switch: dict[str, list[str]] = {}
+def _per_instance(st: LabState, keys: Sequence[str],
+                  args_of: Callable[[str, str], list[str]]) -> list[tuple[OvsInstance, list[str]]]:
+    """ovs-vsctl arguments of `keys` ("switch:port"), one transaction per OVS instance."""
+    groups: dict[str, tuple[OvsInstance, list[str]]] = {}
     for key in keys:
-        by_switch.setdefault(key.rsplit(":", 1)[0], []).append(key)
-    groups: dict[str, list[str]] = {}        # OVS run dir -> vsctl args
-    owner: dict[str, OvsInstance] = {}
-    for sw, sw_keys in by_switch.items():
+        sw = key.rsplit(":", 1)[0]
         ovs = ovs_of(st, sw)
-        owner[str(ovs.run_dir)] = ovs
-        args = groups.setdefault(str(ovs.run_dir), [])
-        for key in sw_keys:
-            ifn, port = st.ifaces[key], key.rsplit(":", 1)[1]
-            args += ["--", "--may-exist", "add-port", st.bridges[sw], ifn, "--", "set", "interface", ifn,
-                     f"ofport_request={port}"]
+        groups.setdefault(str(ovs.run_dir), (ovs, []))[1].extend(args_of(key, sw))
+    return list(groups.values())
 
-    def one(run_dir: str) -> None:
-        owner[run_dir].vsctl(*groups[run_dir][1:], timeout=60)
-        owner[run_dir].boost()     # threads vswitchd started for the new ports
 
-    _parallel(one, sorted(groups))
+def add_ports(st: LabState, keys: Iterable[str], *, reopen: bool = False) -> None:
+    """Attach the interfaces of `keys` ("switch:port" of `st.ifaces`) to their bridges under their port
+    numbers (one transaction per OVS instance), then check every port number. `reopen`: the devices were
+    re-created under the same names (miscabling): vswitchd does not re-open them by itself (nothing is
+    received), and a del-port + add-port in ONE transaction is a no-op for it, so the ports are deleted in a
+    transaction of their own first."""
+    keys = list(keys)
+    if reopen:
+        dels = _per_instance(st, keys, lambda key, sw: ["--", "--if-exists", "del-port", st.bridges[sw], st.ifaces[key]])
+        parallel(lambda group: group[0].vsctl(*group[1][1:], timeout=60), dels)
+
+    def add(key: str, sw: str) -> list[str]:
+        ifn, port = st.ifaces[key], key.rsplit(":", 1)[1]
+        return ["--", "--may-exist", "add-port", st.bridges[sw], ifn, "--", "set", "interface", ifn,
+                f"ofport_request={port}"]
+
+    def one(group: tuple[OvsInstance, list[str]]) -> None:
+        group[0].vsctl(*group[1][1:], timeout=60)
+        group[0].boost()     # threads vswitchd started for the new ports
+
+    parallel(one, _per_instance(st, keys, add))
     check_ofports(st)
 
 
@@ -214,7 +224,7 @@ def check_ofports(st: LabState) -> None:
         out = ovs.vsctl("--format=json", "--columns=name,ofport", "list", "interface")
         return {row[0]: row[1] for row in json.loads(out)["data"]}
 
-    for part in _parallel(listed, instances(st)):
+    for part in parallel(listed, instances(st)):
         got.update(part)
     wrong = [f"{ifn}: ofport {got.get(ifn)} != {key}" for key, ifn in st.ifaces.items()
              if got.get(ifn) != int(key.rsplit(':', 1)[1])]
