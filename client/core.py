@@ -253,6 +253,15 @@ class ClientCore:
         self._run(self.ports.on_oam(obs, now), now, out)
         return out
 
+    def on_stall(self, start: float, end: float, now: float) -> list[Action]:
+        """The client's process did not run from `start` to `end` (seconds, its clock; client.stallwatch):
+        counted, and port drops on either side of it may be one correlated event (client.damping)."""
+        self.counters["process_stalls"] += 1
+        self.counters["process_stalled_ms"] += round((end - start) * 1000)
+        out: list[Action] = []
+        self._run(self.ports.on_stall(start, end, now), now, out)
+        return out
+
     def on_oam_failed(self, ports: tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
         out: list[Action] = []
         self._run(self.ports.on_oam_failed(ports, reason, now), now, out)

@@ -13,7 +13,8 @@ Threads, and why:
 - the OpenFlow driver's threads (`client.of.driver`) hand switch events to the control thread's inbox from
   the connection's receive thread, and barrier replies straight to the programmer. (Handling a port status
   on the receive thread itself when nothing waited before it saved ~3 ms of local repair, but the lab's
-  correlated-stall test then damped a port in about 1 run of 10; taken out until that is understood.)
+  correlated-stall test then damped a port in about 1 run of 10: drops handled on both sides of the stall,
+  which client.stallwatch now accounts for; not brought back.)
 
 Hand-offs on the way of an LSD delta (issue #20): the datagram wakes the control thread, which decodes it,
 computes the routes and writes the batch to the switch's socket; the barrier reply, read by the driver's
@@ -48,6 +49,7 @@ from client.of.events import (
     PortStatusChanged,
 )
 from client.programmer import Programmer
+from client.stallwatch import StallWatch
 from client.transport import UdpTransport
 from proto.auth import KeyRing
 from proto.config import Fabric
@@ -61,6 +63,7 @@ _DRIVER = "driver"
 _STOP = "stop"
 _CALL = "call"
 _OAM = "oam"
+_STALL = "stall"
 
 #: Most inputs handled between two ticks (so timers run even under a flood of inputs).
 MAX_BATCH = 256
@@ -123,6 +126,7 @@ class ClientDaemon:
             self._selector.register(sock, selectors.EVENT_READ)
         self._thread: threading.Thread | None = None
         self._stopped = threading.Event()
+        self.stall_watch = StallWatch(lambda start, end: self._put((_STALL, (start, end))), clock=clock)
 
     @property
     def connected(self) -> bool:
@@ -135,6 +139,7 @@ class ClientDaemon:
         self.programmer.start()
         self._thread = threading.Thread(target=self._control_loop, name="control", daemon=True)
         self._thread.start()
+        self.stall_watch.start()
         self.call(self._start_oam)
         if self.liveness is not None:
             self.liveness.start()
@@ -169,6 +174,7 @@ class ClientDaemon:
         if self.border is not None:
             self.border.stop()
         self._stopped.set()
+        self.stall_watch.stop()
         self._put((_STOP, None))
         if self._thread is not None:
             self._thread.join(2.0)
@@ -249,8 +255,9 @@ class ClientDaemon:
                 os.eventfd_read(self._wake)    # items put from now on write it again
             self._drain_inbox(items)
         items.extend((_DATAGRAM, data) for data in self.transport.read(MAX_BATCH - len(items)))
-        # Liveness first: a stable sort keeps arrival order within each class.
-        items.sort(key=lambda item: item[0] not in (_DRIVER, _OAM))
+        # The process's own stalls first (they decide which port drops were one event: client.damping),
+        # then liveness; a stable sort keeps arrival order within each class.
+        items.sort(key=lambda item: 0 if item[0] == _STALL else 1 if item[0] in (_DRIVER, _OAM) else 2)
         return items
 
     def _control_loop(self) -> None:
@@ -279,6 +286,8 @@ class ClientDaemon:
                 payload(now)
             elif kind == _OAM:
                 self._on_oam_event(payload, now)
+            elif kind == _STALL:
+                self._execute(self.core.on_stall(*payload, now))
         except Exception:  # a bug in one input must not kill the control thread
             self.core.counters["handler_errors"] += 1
             log.exception("control: error handling %s", kind)

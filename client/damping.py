@@ -24,6 +24,12 @@ is its own; IS-IS / interface dampening likewise per interface): it suppresses *
 stall that drops every port at once says nothing about any one of them. The master's damper applies the
 same rule fabric-wide (controller.damping). A single flapping link is never part of such a set, so it is
 damped exactly as before.
+
+**Time the client did not run does not count toward the window** (`note_stall`). Events are timed when the
+client handles them: when its process is stopped or starved for a second, a port whose drop it handled just
+before and the ports whose drops it finds queued after are a second apart in its clock, though they fell
+together. So the distance between two downs is their clock distance minus the client's stalls between them
+(the runtime's stall watch reports each stall it sees; client.stallwatch).
 """
 
 from __future__ import annotations
@@ -43,6 +49,8 @@ _MAX_HALVINGS = 64
 STORM_WINDOW = 1.0
 #: ... when they are at least this share of the switch's fabric ports (and at least 2 ports).
 STORM_SHARE = 0.5
+#: Stalls are remembered this long (seconds): longer than any window they can shorten.
+STALL_MEMORY = 120.0
 
 
 def storm_ports(n_ports: int) -> int:
@@ -91,6 +99,8 @@ class FlapDamper:
         self.maximum = max(timers.damp_max, timers.damp_initial)
         self._ports: dict[int, _Flaps] = {}
         self._expiry: list[tuple[float, int]] = []   # (until, port), lazily invalidated
+        self._stalls: deque[tuple[float, float]] = deque()   # (start, end) of the client's own stalls
+        self._last_storm_down = -math.inf            # the latest down of the latest storm (counting storms)
 
     def _get(self, port: int) -> _Flaps:
         st = self._ports.get(port)
@@ -119,7 +129,7 @@ class FlapDamper:
         if not healthy:
             if st.seen_up:
                 st.down_at = now
-                self._check_storm(port, now)
+                self._check_storm(now, now)
             return False
         if not st.seen_up:
             st.seen_up = True
@@ -149,34 +159,60 @@ class FlapDamper:
         return False
 
     # ------------------------------------------------------------------------------------------ storms
+    def note_stall(self, start: float, end: float, now: float) -> None:
+        """The client's process did not run from `start` to `end` (seconds, the damper's clock): stopped,
+        or starved of CPU. Downs on either side of it count as that much closer (storm window). A down
+        handled after the stall may now make a storm with downs handled before it: their flaps are refunded
+        as `_check_storm` does (`take_released` names holds this cancelled)."""
+        if not end > start:
+            return
+        self._stalls.append((start, end))
+        while self._stalls and self._stalls[0][1] < now - STALL_MEMORY:
+            self._stalls.popleft()
+        later = [st.down_at for st in self._ports.values() if st.down_at >= start]
+        if later:
+            self._check_storm(max(later), now)
+
+    def _apart(self, a: float, b: float) -> float:
+        """Seconds between `a` and `b` during which the client ran (clock distance minus its stalls)."""
+        lo, hi = (a, b) if a <= b else (b, a)
+        gap = hi - lo
+        for s, e in self._stalls:
+            if e > lo and s < hi:
+                gap -= min(e, hi) - max(s, lo)
+        return gap
+
     def _storm_size(self) -> int:
         return storm_ports(self.n_ports if self.n_ports is not None else len(self._ports))
 
     def _together(self, at: float) -> list[int]:
-        """Ports whose latest down is within STORM_WINDOW of `at`."""
-        return [p for p, st in self._ports.items() if abs(st.down_at - at) <= STORM_WINDOW]
+        """Ports whose latest down is within STORM_WINDOW of `at` (in the client's running time)."""
+        return [p for p, st in self._ports.items()
+                if st.down_at > -math.inf and self._apart(st.down_at, at) <= STORM_WINDOW]
 
     def _in_storm(self, down_at: float) -> bool:
         return down_at > -math.inf and len(self._together(down_at)) >= self._storm_size()
 
-    def _check_storm(self, port: int, now: float) -> None:
-        """`port` just went down: if that makes a storm, refund the flaps its members were charged for."""
-        together = self._together(now)
+    def _check_storm(self, at: float, now: float) -> None:
+        """A port went down at `at`: if that makes a storm, refund the flaps its members were charged for."""
+        together = self._together(at)
         if len(together) < self._storm_size():
             return
-        if len(together) == self._storm_size():
+        downs = [self._ports[p].down_at for p in together]
+        if min(downs) > self._last_storm_down:     # not the same storm seen again (or grown)
             self.storms += 1
+        self._last_storm_down = max(self._last_storm_down, *downs)
         for p in together:
             st = self._ports[p]
             c = st.charged
-            if c is None or now - c[0] > STORM_WINDOW:
+            if c is None or self._apart(c[0], at) > STORM_WINDOW:
                 continue
-            down_at, level, until, last_flap, at = c
+            down_at, level, until, last_flap, flap_at = c
             damped_before = now < st.until
             st.charged = None
             st.level, st.until, st.last_flap = level, until, last_flap
-            if at in st.recent:
-                st.recent.remove(at)
+            if flap_at in st.recent:
+                st.recent.remove(flap_at)
             self.storm_flaps += 1
             if damped_before and not now < st.until:
                 self._released.append(p)

@@ -225,6 +225,14 @@ class PortTable:
         self._fold([], out, now, touched={port})
         return out
 
+    def on_stall(self, start: float, end: float, now: float) -> list[Action]:
+        """This client's process did not run from `start` to `end` (client.stallwatch): the damper counts
+        port drops on both sides of it as that much closer (a correlated storm, client.damping)."""
+        self.damper.note_stall(start, end, now)
+        out: list[Action] = []
+        self._fold([], out, now)      # recompute ports whose hold the storm refund cancelled
+        return out
+
     def tick(self, now: float) -> list[Action]:
         """Run ND (sends, expiries) and end damping holds that ran out."""
         out: list[Action] = []

@@ -4,6 +4,8 @@ flapping link is damped exactly as before. Fake clocks; the lab reproduction is 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from client.damping import FlapDamper, storm_ports
@@ -14,6 +16,7 @@ from tests.fakes.clock import FakeClock
 from tests.test_ports import Pair
 
 T = Timers()   # flap_threshold=3 within 10 s, holds 1 s .. 60 s
+T5 = dataclasses.replace(T, damp_initial=5.0)    # a hold that outlasts the tests' stalls
 
 
 def storm(d: FlapDamper, ports: list[int], clock: FakeClock, down_for: float = 1.0, skew: float = 0.05) -> None:
@@ -277,3 +280,116 @@ def test_master_a_flapping_link_stays_suppressed_next_to_a_coincidental_failure(
     assert core.damper.suppressed(victim) and core.lsd.state(victim) == LinkState.DOWN
     assert core.lsd.state(other) == LinkState.DOWN
     assert core.version - v0 <= 10
+
+
+# --- the client's own stalls (client.stallwatch): time it did not run does not separate two drops ------------
+
+def straddled_storm(d: FlapDamper, clock: FakeClock, stall_first: bool | None) -> None:
+    """What tests/test_lab_storm.py's CI failure showed on a 2-port leaf: both links lose carrier, the
+    client handles port 1's drop, then is stopped for 1 s; after it resumes it handles port 2's drop, 1.05 s
+    later in its clock. `stall_first`: the stall watch's report reaches the damper before port 2's drop
+    (True), after it (False), or never (None: the damper cannot know)."""
+    d.observe(1, False, clock.advance(0.01))
+    start = clock.advance(0.01)
+    end = clock.advance(1.0)
+    if stall_first:
+        d.note_stall(start, end, clock.now)
+    d.observe(2, False, clock.advance(0.04))
+    if stall_first is False:
+        d.note_stall(start, end, clock.advance(0.005))
+    clock.advance(0.2)                       # carrier back, CFM and ND up again
+    d.observe(1, True, clock.advance(0.01))
+    d.observe(2, True, clock.advance(0.01))
+
+
+@pytest.mark.parametrize("stall_first", [True, False])
+def test_drops_on_both_sides_of_a_client_stall_are_one_storm(stall_first: bool):
+    clock = FakeClock(100.0)
+    d = FlapDamper(T, n_ports=2)
+    d.observe(1, True, clock.now)
+    d.observe(2, True, clock.now)
+    for _ in range(2 * T.flap_threshold):        # six stalls ~2.3 s apart, as the lab test does
+        straddled_storm(d, clock, stall_first)
+        clock.advance(1.0)
+        assert not d.damped(1, clock.now) and not d.damped(2, clock.now)
+    assert d.storms == 2 * T.flap_threshold and d.storm_flaps == 2 * 2 * T.flap_threshold
+    assert d.view(1, clock.now).recent_flaps == 0
+
+
+def test_without_the_stall_the_same_drops_are_a_flap_of_the_port_handled_first():
+    """The control: the damper's clock alone puts 1.05 s between the drops; each is charged as a flap."""
+    clock = FakeClock(100.0)
+    d = FlapDamper(T5, n_ports=2)
+    d.observe(1, True, clock.now)
+    d.observe(2, True, clock.now)
+    for _ in range(T.flap_threshold + 1):
+        straddled_storm(d, clock, None)
+        clock.advance(1.0)
+    assert d.damped(1, clock.now) and d.damped(2, clock.now) and d.storms == 0
+
+
+def test_a_stall_late_in_the_report_refunds_a_flap_already_charged_and_cancels_its_hold():
+    """Port 1 flapped three times alone (charged), then dropped and came back just before the client
+    stalled: the fourth flap damps it. Port 2's drop is handled after the stall; the stall's report comes
+    last and makes the two drops one storm: the fourth flap is refunded, its hold cancelled."""
+    clock = FakeClock(100.0)
+    d = FlapDamper(T5, n_ports=2)
+    d.observe(1, True, clock.now)
+    d.observe(2, True, clock.now)
+    for _ in range(T.flap_threshold):
+        d.observe(1, False, clock.advance(0.5))
+        assert not d.observe(1, True, clock.advance(0.1))
+    d.observe(1, False, clock.advance(0.5))
+    assert d.observe(1, True, clock.advance(0.05))          # the fourth flap starts a hold
+    start, end = clock.advance(0.01), clock.advance(1.5)
+    d.observe(2, False, clock.advance(0.02))
+    assert d.damped(1, clock.now) and d.storms == 0
+    d.note_stall(start, end, clock.advance(0.01))
+    assert not d.damped(1, clock.now) and d.take_released() == [1] and d.storms == 1
+
+
+def test_a_stall_does_not_join_drops_further_apart_than_the_window_in_running_time():
+    clock = FakeClock(100.0)
+    d = FlapDamper(T, n_ports=2)
+    d.observe(1, True, clock.now)
+    d.observe(2, True, clock.now)
+    d.observe(1, False, clock.advance(0.1))
+    start, end = clock.advance(0.6), clock.advance(1.0)       # 0.6 s of running time, a 1 s stall,
+    d.observe(2, False, clock.advance(0.6))                     # 0.6 s more: 1.2 s apart while running
+    d.note_stall(start, end, clock.now)
+    assert d.storms == 0 and not d._in_storm(clock.now)
+
+
+def test_the_port_table_recomputes_a_port_whose_hold_a_late_stall_cancelled():
+    """Through PortTable: port 1 is damped by its fourth lone flap; port 2's drop is handled 1.05 s after
+    port 1's last drop (the client stalled in between); the stall's report comes last and releases port 1
+    in the same call (a PortChanged)."""
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
+    clock = FakeClock(1000.0)
+
+    class Three(Pair):
+        def __init__(self) -> None:
+            super().__init__(fabric, clock)
+            self.tables["spine-2"] = PortTable(fabric, "spine-2", now=clock.now)
+            self.cable.update({("leaf-1", 2): ("spine-2", 1), ("spine-2", 1): ("leaf-1", 2)})
+
+    p = Three()
+    for sw, port in (("leaf-1", 1), ("spine-1", 1), ("leaf-1", 2), ("spine-2", 1)):
+        p.phy(sw, port, True)
+    p.run(0.1)
+    leaf = p.tables["leaf-1"]
+    for _ in range(T.flap_threshold + 1):
+        p.phy("leaf-1", 1, False)
+        down = clock.now
+        p.run(0.1)
+        p.phy("leaf-1", 1, True)
+        p.run(0.1)
+    assert leaf.status(1).damped
+    start = clock.advance(0.01)
+    end = clock.set(down + 1.04)
+    clock.set(down + 1.05)
+    out = p.phy("leaf-1", 2, False)                 # 1.05 s after port 1's drop by the clock: no storm yet
+    assert leaf.status(1).damped and not any(isinstance(a, PortChanged) and a.port == 1 for a in out)
+    out = leaf.on_stall(start, end, clock.advance(0.01))
+    assert PortChanged(1, True, True, leaf.status(1)) in out
+    assert leaf.usable(1) and not leaf.status(1).damped
