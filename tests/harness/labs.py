@@ -23,6 +23,9 @@ def running_lab(prefix: str, clos: dict[str, Any], *, timeout: float = 90.0,
     first (debugging)."""
     name = f"{prefix}{os.getpid() % 100000}"
     d = Path("/tmp") / f"fplab-{name}"
+    keep = os.environ.get(keep_logs_env) if keep_logs_env else None
+    if keep and not os.path.isabs(keep):     # "=1" once copied a lab's logs into the repository
+        pytest.fail(f"{keep_logs_env}={keep!r}: give an absolute directory for the lab's logs", pytrace=False)
     try:
         the_lab = Lab.up(name=name, lab_dir=d, clos=clos, clean=True, timeout=timeout, log=lambda m: None)
     except LabError as e:
@@ -32,7 +35,6 @@ def running_lab(prefix: str, clos: dict[str, Any], *, timeout: float = 90.0,
     finally:
         the_lab.close()
         teardown(d, name=name, log=lambda m: None)
-        keep = os.environ.get(keep_logs_env) if keep_logs_env else None
         if keep:
             shutil.copytree(d / "logs", keep, dirs_exist_ok=True)
         shutil.rmtree(d, ignore_errors=True)
