@@ -16,6 +16,7 @@ its own short-lived thread, so a slow /v1/routes (an OVS read) never blocks /v1/
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -40,8 +41,9 @@ ReloadFn = Callable[[], dict[str, Any]]
 class ClientCollector:
     """Builds the metrics from one consistent `status()` snapshot at scrape time."""
 
-    def __init__(self, status: StatusFn) -> None:
+    def __init__(self, status: StatusFn, refused: Callable[[], int] = lambda: 0) -> None:
         self._status = status
+        self._refused = refused      # REST connections answered 503 (RestServer)
 
     def collect(self) -> Any:
         s = self._status()
@@ -80,7 +82,7 @@ class ClientCollector:
             oam.add_metric([sw, str(p["port"]), p.get("oam", "off")], int(p.get("oam") == "up"))
         yield oam
         counters = CounterMetricFamily("firepath_client_events", "Client event counters", labels=["switch", "event"])
-        for event, value in client_events(s).items():
+        for event, value in {**client_events(s), "rest_refused": self._refused()}.items():
             counters.add_metric([sw, event], value)
         yield counters
 
@@ -113,7 +115,8 @@ class ClientApi:
                  token: str | None = None) -> None:
         self.status, self.routes, self.reload, self.token = status, routes, reload, token
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ClientCollector(status))  # type: ignore[arg-type]
+        self.refused = 0             # set by RestServer: connections answered 503
+        self.registry.register(ClientCollector(status, lambda: self.refused))  # type: ignore[arg-type]
 
     def handle(self, method: str, target: str, headers: Any) -> Answer:
         url = urlsplit(target)
@@ -174,6 +177,12 @@ class ClientApi:
 
 
 MAX_BODY = 1 << 16      # the API takes no request body; one sent anyway is read (up to this) and ignored
+#: Connections served at once (a thread each). More are answered 503 and closed on the accepting thread: a
+#: host that opens thousands of connections must not make thousands of threads on a switch's client.
+MAX_CONNECTIONS = 32
+_BUSY_BODY = json.dumps({"error": f"too many connections to this REST API (at most {MAX_CONNECTIONS} at once)"}).encode()
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+         b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -240,6 +249,35 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     api: ClientApi
 
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], max_connections: int) -> None:
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0            # connections answered 503 (MAX_CONNECTIONS busy)
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.refused += 1
+            self.api.refused = self.refused
+            if self.refused & (self.refused - 1) == 0:        # 1, 2, 4, 8 ...: logged, not flooded
+                log.warning("rest: %d connections refused so far (%d served at once; the latest from %s)",
+                            self.refused, MAX_CONNECTIONS, client_address[0])
+            with contextlib.suppress(OSError):
+                request.settimeout(0.2)
+                request.sendall(_BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
     def server_bind(self) -> None:
         # HTTPServer.server_bind resolves the host's FQDN (a DNS lookup at every start); not needed here.
         socketserver.TCPServer.server_bind(self)
@@ -261,7 +299,7 @@ class RestServer:
 
     def start(self) -> None:
         """Bind and serve. Raises OSError (e.g. the port is in use) with nothing left running."""
-        server = _Server((self.host, self.port), _Handler)     # binds and listens, or raises
+        server = _Server((self.host, self.port), _Handler, MAX_CONNECTIONS)     # binds and listens, or raises
         server.api = self.api
         self._server, self.port = server, server.server_port
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from ipaddress import IPv4Network
 from typing import Any
@@ -132,3 +133,42 @@ def test_malformed_requests_get_a_json_4xx_and_the_server_lives_on(rest: tuple[R
         assert headers.get("connection") == "close", (data[:60], headers)
     assert "Traceback" not in caplog.text
     assert request("GET", f"http://127.0.0.1:{server.port}/v1/state") == (200, STATE)
+
+
+def test_connections_beyond_the_cap_get_503_and_the_api_stays_answering(rest: tuple[RestServer, list]) -> None:
+    """A host that opens many idle connections (each a thread in http.server) must not be able to make a
+    switch's client grow without bound: beyond MAX_CONNECTIONS it gets 503 at once; when they close, the
+    API answers again, and the refusals are counted in the metrics."""
+    import socket
+
+    from client.rest import MAX_CONNECTIONS
+    server, _ = rest
+    base = f"http://127.0.0.1:{server.port}"
+    held = []
+    try:
+        for _ in range(MAX_CONNECTIONS):
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            held.append(s)
+        deadline = time.monotonic() + 10
+        while threading.active_count() < MAX_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.02)                          # every held connection has its thread
+        extra = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        extra.sendall(b"GET /v1/state HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        while chunk := extra.recv(4096):
+            answer += chunk
+        extra.close()
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"too many connections" in answer, answer
+        body = answer.split(b"\r\n\r\n", 1)[1]
+        assert json.loads(body)["error"].startswith("too many connections")
+    finally:
+        for s in held:
+            s.close()
+    deadline = time.monotonic() + 10
+    status = None
+    while time.monotonic() < deadline:
+        status, text = request("GET", f"{base}/metrics")
+        if status == 200:
+            break
+        time.sleep(0.05)
+    assert status == 200 and 'firepath_client_events_total{event="rest_refused",switch="leaf-1"} 1.0' in text
