@@ -198,8 +198,19 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from lab import inject
 
-    gap = _mutate(args, lambda lab: inject.restart_client(lab, args.switch))
-    print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client)")
+    def restart(lab: Any) -> tuple[float, float, str | None, Path]:
+        gap = inject.restart_client(lab, args.switch)
+        t0 = time.monotonic()
+        lack = inject.wait_client_ready(lab, args.switch, args.wait)
+        return gap, time.monotonic() - t0, lack, Path(lab.state.dir) / "logs" / f"client-{args.switch}.log"
+
+    gap, took, lack, log_path = _mutate(args, restart)
+    if lack is not None:
+        print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client) but not ready "
+              f"{args.wait:g} s later: {lack} (its log: {log_path})", file=sys.stderr)
+        return 1
+    print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client), ready "
+          f"{took * 1000:.0f} ms later")
     return 0
 
 
@@ -432,6 +443,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rsub = rs.add_subparsers(dest="what", required=True)
     rc = rsub.add_parser("client", parents=[common])
     rc.add_argument("switch")
+    rc.add_argument("--wait", type=positive_float, default=15.0, help="seconds to wait for the new client to "
+                    "answer REST, connect and program (positive; default 15); exit 1 if it does not")
     rc.set_defaults(func=_guard(cmd_restart))
 
     rl = sub.add_parser("reload", parents=[common], help="roll an edited fabric.yaml out: masters, clients, commit")

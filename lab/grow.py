@@ -42,6 +42,10 @@ def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
     """Build the additions of `new` over the running lab and start the new switches' clients. Returns
     {"switches": [...], "links": [...], "hosts": [...]} added."""
     st = lab.state
+    if st.growing:
+        raise LabError(f"an earlier `lab reload all --grow` stopped while building {', '.join(st.growing)}: they "
+                       f"may be half built and this lab cannot tell; `firepath lab up --clean` rebuilds the lab from "
+                       f"its fabric.yaml (`lab down` first to keep nothing)")
     _check_additive(st, new)
     index = {sw.name: i for i, sw in enumerate(new.switches)}
 
@@ -67,6 +71,7 @@ def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
         st.host_netns[h.name] = host_netns(st.name, h.name)
         st.ifaces[f"{h.tor}:{h.port}"] = ifname(h.tor, h.port)
     plumbing.plan_ifaces(st)
+    st.growing = [s.name for s in switches] + [link.name for link in links] + [h.name for h in hosts]
     st.save()
     _reserve_ports(st.netns, ports.all)
     plumbing.add_switches(st, new, switches, lambda sw: ports.ovs[sw])
@@ -82,5 +87,7 @@ def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
         lab.start_client(sw.name)
         log(f"switch {sw.name}: bridge, {sum(1 for link in links if sw.name in (link.a.switch, link.b.switch))} "
             f"links and its client started on config {new.digest[:12]}...")
+    st.growing = []
+    st.save()
     return {"switches": [s.name for s in switches], "links": [link.name for link in links],
             "hosts": [h.name for h in hosts]}

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from lab import nft, plumbing
-from lab.fabric import Lab, LabError, client_cpn_address
+from lab.fabric import Lab, LabError, client_cpn_address, wait_until
 from lab.iputil import ip_batch, set_carrier
 from lab.state import locked
 
@@ -201,6 +201,26 @@ def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
     lab.stop_process(key, signal.SIGTERM, timeout)
     lab.start_client(switch)
     return time.monotonic() - t0
+
+
+def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | None:
+    """Wait until the switch's client answers REST, is connected to its switch and has programmed an LSD;
+    None when it is, else what it lacks (at `timeout` seconds)."""
+    lack = ["no answer"]
+
+    def ready() -> bool:
+        s = lab.http.get_many([(lab.rest_port(switch), "/v1/state")], 0.5)[0]
+        if not isinstance(s, dict):
+            lack[0] = f"REST does not answer ({s})"
+        elif not s.get("connected"):
+            lack[0] = "not connected to its switch"
+        elif not s.get("programmed_version"):
+            lack[0] = "nothing programmed yet"
+        else:
+            return True
+        return False
+
+    return None if wait_until(ready, timeout, 0.05) else lack[0]
 
 
 def _peer_of(lab: Lab, ifname: str) -> str:

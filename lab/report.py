@@ -58,6 +58,10 @@ def format_status(lab: Any) -> str:
         lines.append("")
         lines.append("OVS not running (no lab fault: `lab heal` does not restart it, `lab up --clean` rebuilds the "
                      "lab): " + ", ".join(stopped))
+    growing = getattr(lab.state, "growing", None)
+    if growing:
+        lines.append("")
+        lines.append("interrupted `reload --grow` (may be half built; `lab up --clean` rebuilds): " + ", ".join(growing))
     return "\n".join(lines)
 
 

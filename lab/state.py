@@ -132,6 +132,9 @@ class LabState:
     external_masters: bool = False           # masters run outside the lab (lab/external.py)
     cpn: dict[str, object] = field(default_factory=dict)          # the CPN link to them (CpnLink.record())
     bringup_s: float | None = None
+    # what a `reload --grow` recorded and is building (switches, links, hosts); left non-empty when it was
+    # interrupted: the record then names things that may be half built (lab/grow.py refuses to go on)
+    growing: list[str] = field(default_factory=list)
     created_unix: float = field(default_factory=time.time)       # for display only
 
     @property

@@ -200,3 +200,21 @@ def test_added_line_numbers_map_back_to_the_users_file() -> None:
     assert _source_line(16, inserts) == (11, False)
     assert _source_line(31, inserts) == (25, True)       # after line 30 of the grown text = 25 of the user's
     assert _source_line(33, inserts) == (26, False)
+
+
+def test_a_grow_interrupted_while_building_is_refused_by_name_on_retry(tmp_path: Path) -> None:
+    """`lab reload all --grow` records what it will build before building it; interrupted, the record said
+    the new switch existed and a retry skipped it silently (tester). Now the record keeps what was being built
+    until the build ends, and a retry names it instead of going on."""
+    from types import SimpleNamespace
+
+    from lab.fabric import LabError
+    from lab.grow import grow
+    from lab.state import LabState
+
+    st = LabState(name="gx", dir=str(tmp_path), config=str(tmp_path / "fabric.yaml"),
+                  growing=["tor-2-3", "agg-2-1:5--tor-2-3:1"])
+    st.save()
+    assert LabState.load(tmp_path).growing == st.growing          # kept across processes (the record)
+    with pytest.raises(LabError, match=r"stopped while building tor-2-3, agg-2-1:5--tor-2-3:1.*lab up --clean"):
+        grow(SimpleNamespace(state=st), object(), log=lambda m: None)

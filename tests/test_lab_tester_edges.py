@@ -24,7 +24,7 @@ pytestmark = pytest.mark.ovs
 CLOS = {"spines": 2, "pods": 0, "leaves": 2, "hosts_per_tor": 1, "masters": 1, "border_pods": 1, "external": True}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def border_lab() -> Iterator[Lab]:
     with running_lab("tqb", CLOS, timeout=60.0) as the_lab:
         yield the_lab
@@ -49,6 +49,21 @@ def test_lab_up_with_external_borders_returns_once_the_outside_is_reachable(bord
     assert "eBGP sessions established" in capsys.readouterr().out
     got = border_lab.ping(pairs, count=1)           # heal --wait said converged: the outside is reachable
     assert all(n == 1 for n in got.values()), got
+
+
+def test_lab_restart_client_returns_once_the_new_client_answers(border_lab: Lab, capsys) -> None:
+    """`lab restart client` returned when the process was spawned: a `lab status` (or a REST read) right after
+    it found the switch's REST not answering yet."""
+    from proto.cli import main
+
+    common = ["--name", border_lab.state.name, "--dir", border_lab.state.dir]
+    capsys.readouterr()
+    assert main(["lab", "restart", "client", "leaf-1", *common]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("client leaf-1 restarted (") and "ready" in out, out
+    state = border_lab.client_states()["leaf-1"]               # at once: no wait of the test's own
+    assert isinstance(state, dict) and state["connected"] and state["programmed_version"], state
+    assert main(["lab", "restart", "client", "nosuch", *common]) == 1
 
 
 def test_lab_fail_external_without_borders_is_one_line(tmp_path: Path, capsys) -> None:
