@@ -121,6 +121,10 @@ def _link_ifaces(lab: Lab, link: Any) -> list[str]:
 def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, object]:
     link = find_link(lab, a, b)
     ifaces = _link_ifaces(lab, link)
+    for f in lab.state.faults:       # carrier loss and silent loss on one link: the second is not observable
+        if f.get("kind") in ("link", "silent") and f.get("link") == link.index:
+            from lab.report import describe_fault
+            raise LabError(f"already injected on this link: {describe_fault(f)} (undo with `firepath lab heal`)")
     if silent:
         table = f"fplab_{lab.state.name}_l{link.index}"
         fault: dict[str, object] = {"kind": "silent", "link": link.index, "name": link.name, "table": table,

@@ -174,6 +174,17 @@ def test_errors_against_the_lab(lab: Lab, tmp_path: Path) -> None:
         assert len(lab.state.load(lab.state.dir).faults) == 1
     finally:
         inject.heal(lab)
+    # tester: a silent failure on a link whose carrier is already down was accepted (it cannot be observed)
+    link = lab.fabric.links[0]
+    a, b = f"{link.a.switch}:{link.a.port}", f"{link.b.switch}:{link.b.port}"
+    inject.fail_link(lab, a, b)
+    try:
+        r = subprocess.run([sys.executable, "-m", "proto.cli", "lab", "fail", "link", b, a, "--silent", "--name",
+                            lab.state.name], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1 and "already injected on this link: link" in r.stderr, r.stderr
+        assert len(lab.state.load(lab.state.dir).faults) == 1
+    finally:
+        inject.heal(lab)
     converge(lab)
 
 
