@@ -11,14 +11,13 @@ Threads, and why:
   whole-fabric reboot outage was ND starved of CPU).
 - **programmer** (`client.programmer`): route computation and OpenFlow programming, fed the latest LSD.
 - the OpenFlow driver's threads (`client.of.driver`) hand switch events to the control thread's inbox from
-  the connection's receive thread, and barrier replies straight to the programmer. (Handling a port status
-  on the receive thread itself when nothing waited before it saved ~3 ms of local repair, but the lab's
-  correlated-stall test then damped a port in about 1 run of 10: drops handled on both sides of the stall,
-  which client.stallwatch now accounts for; not brought back.)
+  the connection's receive thread (a port status is handled there when nothing waits before it), and
+  barrier replies straight to the programmer.
 
 Hand-offs on the way of an LSD delta (issue #20): the datagram wakes the control thread, which decodes it,
 computes the routes and writes the batch to the switch's socket; the barrier reply, read by the driver's
-receive thread, completes the batch there. A port status goes through the inbox to the control thread.
+receive thread, completes the batch there. A port status is handled on the receive thread itself when no
+input waits before it (report sent, local repair programmed), else queued for the control thread.
 
 The policy (dispatch, urgency, first-report hold for hitless restart) lives in `client.core`.
 """
@@ -233,7 +232,26 @@ class ClientDaemon:
         if isinstance(event, BarrierDone | OfError):
             self.programmer.on_driver_event(event)
             return
+        if isinstance(event, PortStatusChanged) and self._handle_now(event):
+            return
         self._put((_DRIVER, event))
+
+    def _handle_now(self, event: PortStatusChanged) -> bool:
+        """A port status, on the thread that delivers it (the driver's receive thread), when no input waits
+        before it in the inbox: the report and the local repair leave without waking the control thread
+        (issue #20). The lock keeps the core single-owner; an input queued earlier (a switch event, the
+        process's own stall) keeps it queued, so the switch's events stay in order. False: queue it."""
+        if self._pending or self._thread is None or self._stopped.is_set():
+            return False
+        with self.lock:
+            if self._pending:
+                return False
+            deadline = self.core.next_deadline()
+            self._handle((_DRIVER, event), self.clock())
+            if self.core.next_deadline() < deadline:
+                with contextlib.suppress(OSError):
+                    os.eventfd_write(self._wake, 1)   # the control thread sleeps until the older deadline
+        return True
 
     # ------------------------------------------------------------------------------------------ control loop
     def _drain_inbox(self, items: list[tuple[str, Any]]) -> None:

@@ -120,3 +120,32 @@ def test_the_control_thread_reads_the_master_socket_itself():
         assert ran.wait(5.0) and names == ["control"]
     finally:
         d.stop()
+
+
+def test_a_port_status_is_handled_by_the_thread_that_delivers_it_when_nothing_waits():
+    """issue #20: the driver's receive thread runs the port status through the core itself (report and
+    local repair leave at once) when the inbox holds nothing before it; otherwise it is queued in order."""
+    from client.of.events import PortStatusChanged
+
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
+    ring = KeyRing.from_secret(bytes(range(32)))
+    d = ClientDaemon(fabric, "leaf-1", ring.bundle_for_switch("leaf-1"), ovs_target="tcp:127.0.0.1:9",
+                     driver_factory=FakeDriver)
+    drv: FakeDriver = d.driver  # type: ignore[assignment]
+    d.start()
+    try:
+        drv.connected = True
+        drv.emit(Connected(dpid=1, ports={1: True, 2: True}))
+        wait_for(lambda: d.connected and d._pending == 0)
+        drv.emit(PortStatusChanged(1, False, "p1", carrier=False))
+        assert not d.core.ports.view(1, d.clock()).phy          # handled before emit() returned
+        # Something queued before it (an operator call held behind the lock): the port status waits its turn.
+        order: list[str] = []
+        with d.lock:
+            d.call(lambda now: order.append("call"))
+            drv.emit(PortStatusChanged(2, False, "p2", carrier=False))
+            assert d.core.ports.view(2, d.clock()).phy          # queued, not handled ahead of the call
+        wait_for(lambda: not d.core.ports.view(2, d.clock()).phy)
+        assert order == ["call"]
+    finally:
+        d.stop()
