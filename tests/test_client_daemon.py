@@ -60,12 +60,17 @@ def wait_for(pred: Callable[[], bool], timeout: float = 5.0) -> None:
     raise AssertionError("condition not reached in time")
 
 
-def test_disconnect_before_the_first_report_then_reconnect_is_handled():
+def leaf_daemon() -> tuple[ClientDaemon, FakeDriver]:
+    """leaf-1's daemon on a 2 x 2 fabric (software ND) over a FakeDriver, not started."""
     fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
     ring = KeyRing.from_secret(bytes(range(32)))
     d = ClientDaemon(fabric, "leaf-1", ring.bundle_for_switch("leaf-1"), ovs_target="tcp:127.0.0.1:9",
                      driver_factory=FakeDriver)
-    drv: FakeDriver = d.driver  # type: ignore[assignment]
+    return d, d.driver  # type: ignore[return-value]
+
+
+def test_disconnect_before_the_first_report_then_reconnect_is_handled():
+    d, drv = leaf_daemon()
     d.start()
     try:
         ports = {1: True, 2: True}
@@ -127,11 +132,7 @@ def test_a_port_status_is_handled_by_the_thread_that_delivers_it_when_nothing_wa
     local repair leave at once) when the inbox holds nothing before it; otherwise it is queued in order."""
     from client.of.events import PortStatusChanged
 
-    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
-    ring = KeyRing.from_secret(bytes(range(32)))
-    d = ClientDaemon(fabric, "leaf-1", ring.bundle_for_switch("leaf-1"), ovs_target="tcp:127.0.0.1:9",
-                     driver_factory=FakeDriver)
-    drv: FakeDriver = d.driver  # type: ignore[assignment]
+    d, drv = leaf_daemon()
     d.start()
     try:
         drv.connected = True

@@ -76,21 +76,22 @@ def test_a_flap_charged_before_the_storm_was_seen_is_refunded_and_its_hold_cance
     assert d.take_released() == []
 
 
-def test_port_table_storm_releases_a_port_at_once():
-    """The same through PortTable: the refunded port becomes usable in the same call (a PortChanged)."""
+def leaf_with_two_uplinks(clock: FakeClock) -> Pair:
+    """leaf-1's port table cabled to spine-1 (port 1) and spine-2 (port 2), every port up and ND settled."""
     fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
-    clock = FakeClock(1000.0)
-
-    class Three(Pair):
-        def __init__(self) -> None:
-            super().__init__(fabric, clock)
-            self.tables["spine-2"] = PortTable(fabric, "spine-2", now=clock.now)
-            self.cable.update({("leaf-1", 2): ("spine-2", 1), ("spine-2", 1): ("leaf-1", 2)})
-
-    p = Three()
+    p = Pair(fabric, clock)
+    p.tables["spine-2"] = PortTable(fabric, "spine-2", now=clock.now)
+    p.cable.update({("leaf-1", 2): ("spine-2", 1), ("spine-2", 1): ("leaf-1", 2)})
     for sw, port in (("leaf-1", 1), ("spine-1", 1), ("leaf-1", 2), ("spine-2", 1)):
         p.phy(sw, port, True)
     p.run(0.1)
+    return p
+
+
+def test_port_table_storm_releases_a_port_at_once():
+    """The same through PortTable: the refunded port becomes usable in the same call (a PortChanged)."""
+    clock = FakeClock(1000.0)
+    p = leaf_with_two_uplinks(clock)
     leaf = p.tables["leaf-1"]
     assert leaf.usable(1) and leaf.usable(2)
     for _ in range(T.flap_threshold + 1):            # port 1 alone: the 4th flap damps it
@@ -364,19 +365,8 @@ def test_the_port_table_recomputes_a_port_whose_hold_a_late_stall_cancelled():
     """Through PortTable: port 1 is damped by its fourth lone flap; port 2's drop is handled 1.05 s after
     port 1's last drop (the client stalled in between); the stall's report comes last and releases port 1
     in the same call (a PortChanged)."""
-    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
     clock = FakeClock(1000.0)
-
-    class Three(Pair):
-        def __init__(self) -> None:
-            super().__init__(fabric, clock)
-            self.tables["spine-2"] = PortTable(fabric, "spine-2", now=clock.now)
-            self.cable.update({("leaf-1", 2): ("spine-2", 1), ("spine-2", 1): ("leaf-1", 2)})
-
-    p = Three()
-    for sw, port in (("leaf-1", 1), ("spine-1", 1), ("leaf-1", 2), ("spine-2", 1)):
-        p.phy(sw, port, True)
-    p.run(0.1)
+    p = leaf_with_two_uplinks(clock)
     leaf = p.tables["leaf-1"]
     for _ in range(T.flap_threshold + 1):
         p.phy("leaf-1", 1, False)
