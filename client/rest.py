@@ -43,7 +43,7 @@ class ClientCollector:
 
     def __init__(self, status: StatusFn, refused: Callable[[], int] = lambda: 0) -> None:
         self._status = status
-        self._refused = refused      # REST connections answered 503 (RestServer)
+        self._refused = refused      # REST connections answered 503 (ClientApi.refused)
 
     def collect(self) -> Any:
         s = self._status()
@@ -115,7 +115,7 @@ class ClientApi:
                  token: str | None = None) -> None:
         self.status, self.routes, self.reload, self.token = status, routes, reload, token
         self.registry = CollectorRegistry(auto_describe=False)
-        self.refused = 0             # set by RestServer: connections answered 503
+        self.refused = 0             # connections the server answered 503 (MAX_CONNECTIONS busy)
         self.registry.register(ClientCollector(status, lambda: self.refused))  # type: ignore[arg-type]
 
     def handle(self, method: str, target: str, headers: Any) -> Answer:
@@ -251,16 +251,15 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], max_connections: int) -> None:
         self.slots = threading.BoundedSemaphore(max_connections)
-        self.refused = 0            # connections answered 503 (MAX_CONNECTIONS busy)
         super().__init__(address, handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
-            self.refused += 1
-            self.api.refused = self.refused
-            if self.refused & (self.refused - 1) == 0:        # 1, 2, 4, 8 ...: logged, not flooded
+            self.api.refused += 1
+            n = self.api.refused
+            if n & (n - 1) == 0:        # 1, 2, 4, 8 ...: logged, not flooded
                 log.warning("rest: %d connections refused so far (%d served at once; the latest from %s)",
-                            self.refused, MAX_CONNECTIONS, client_address[0])
+                            n, MAX_CONNECTIONS, client_address[0])
             with contextlib.suppress(OSError):
                 request.settimeout(0.2)
                 request.sendall(_BUSY)

@@ -202,7 +202,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
         gap = inject.restart_client(lab, args.switch)
         t0 = time.monotonic()
         lack = inject.wait_client_ready(lab, args.switch, args.wait)
-        return gap, time.monotonic() - t0, lack, Path(lab.state.dir) / "logs" / f"client-{args.switch}.log"
+        return gap, time.monotonic() - t0, lack, Path(lab.state.processes[f"client:{args.switch}"].log)
 
     gap, took, lack, log_path = _mutate(args, restart)
     if lack is not None:

@@ -129,13 +129,11 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
         table = f"fplab_{lab.state.name}_l{link.index}"
         fault: dict[str, object] = {"kind": "silent", "link": link.index, "name": link.name, "table": table,
                                     "ifaces": ifaces}
-        _refuse_duplicate(lab, fault, "link")
         lab.state.faults.append(fault)
         _save(lab)
         fault["at"] = nft.drop_link(table, [(lab.state.netns_of(i), i) for i in ifaces])
     else:
         fault = {"kind": "link", "link": link.index, "name": link.name, "ifaces": ifaces}
-        _refuse_duplicate(lab, fault, "link")
         lab.state.faults.append(fault)
         _save(lab)
         fault["at"] = _set_ifaces(lab, ifaces, up=False)
