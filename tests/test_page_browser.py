@@ -177,7 +177,7 @@ def test_the_page_follows_a_master_failover(driver: Any, demo: World) -> None:
             break
         time.sleep(0.02)
     followed = time.monotonic() - t_kill
-    assert header, driver.execute_script("return [fp.header, fp.serving, document.getElementById('conn').textContent]")
+    assert header, _failover_diagnosis(driver, cluster, old)
     others = [m for m in cluster.ids if m != old]
     new, new_view = cluster.wait(lambda: cluster.single_master(others, above_term=old_view["term"]), 10)  # type: ignore[misc]
     assert header["master"] == new and header["term"] == new_view["term"] > old_view["term"]
@@ -202,6 +202,21 @@ def test_the_page_follows_a_master_failover(driver: Any, demo: World) -> None:
     banner = wait_js(driver, "const b = document.getElementById('banner'); return !b.hidden && b.innerText", 5)
     assert banner and f"{backup} is a backup" in banner and f"the leader is {new}" in banner
     assert page_links(driver)[drained] == "drained"          # the replicated LSD
+
+
+def _failover_diagnosis(driver: Any, cluster: Any, killed: str) -> str:
+    """What the page saw, each surviving replica's FMRP view and the end of its log: enough to tell a page
+    that did not follow from a cluster that did not elect."""
+    seen = driver.execute_script("return [fp.header, fp.serving, document.getElementById('conn').textContent]")
+    lines = [f"page: {seen}"]
+    for mid in cluster.ids:
+        if mid == killed:
+            continue
+        lines.append(f"{mid} /v1/masters: {cluster.get(mid, '/v1/masters')}")
+        log = cluster.log_path(mid)
+        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        lines += [f"  {mid}| {line}" for line in tail]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ Jupiter
