@@ -198,7 +198,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         self.guard.reset()
         self.damper.reset()
         self.lsd_term = term
-        for mid in self.master_ids - {self.id}:
+        for mid in sorted(self.master_ids - {self.id}):          # a fixed order: replayable runs
             self.dist.peer(mid, True, now)
         self.dist.activate(term, now)
         # Without a valid LSD, what we build is unheard until the switches report: not even the backups get

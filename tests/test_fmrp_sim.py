@@ -99,6 +99,23 @@ def test_same_seed_replays_identically():
     assert ra == rb and a.format_trace() == b.format_trace()
 
 
+def test_a_real_core_seed_replays_identically_in_another_process():
+    """The replay command a failure prints runs in a new process, with another string-hash seed: the real
+    master cores must not iterate a set of names in hash order (a new master used to register its backups
+    that way, so the fan-out order, and from it the whole trace, changed between processes)."""
+    import subprocess
+    import sys
+
+    traces = []
+    for hash_seed in ("0", "1", "2", "3"):
+        run = subprocess.run([sys.executable, "-m", "tests.sim", "--seed", "5123", "--real", "--trace"],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "PYTHONHASHSEED": hash_seed})
+        assert run.returncode == 0, run.stderr[-2000:]
+        traces.append(run.stdout)
+    assert traces[0].count("\n") > 1000 and all(t == traces[0] for t in traces)
+
+
 @pytest.mark.parametrize("sticky", [True, False])
 def test_both_run_kinds_can_be_forced(sticky):
     assert run_seed(5, sticky=sticky).sticky is sticky
