@@ -24,8 +24,8 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   from a MASTER whose term is not below the highest master term we know → BACKUP of it. Else → ELECTING.
 * ELECTING: after a short deterministic jitter the replica bumps its durable term, votes for itself and
   sends `VoteRequest(candidate, term, version, priority)` to every replica (re-sent each hello interval
-  until the round ends: 2 hello intervals, doubled per failed candidacy up to 2 x master_dead, so an
-  overloaded host whose round trips exceed a round still elects). Votes from a majority of the
+  until the round ends: 2 hello intervals, doubled per failed candidacy up to 2 x master_dead, never
+  under two term writes, so an overloaded host or a slow disk still elects). Votes from a majority of the
   *configured* replicas (itself included) → MASTER; a late vote of its term still counts until it stands
   again. A failed round backs off exponentially (jittered) and retries with a new term.
 * Voting: a replica grants at most one vote per term, and only if (a) it is not in INIT, (b) it follows no
@@ -179,6 +179,7 @@ class Fmrp:
         self._term = durable_term
         self._voted_for: str | None | Unknown = UNKNOWN  # see Unknown: never vote again in durable_term
         self._durable_ok = True  # False after a failed save of term/vote, until one succeeds
+        self._persist_took = 0.0  # how long term writes take (s), a decaying maximum (persisted)
         # role and what we know of the others
         self._state = FmrpState.INIT
         self._init_until = now + timers.master_dead
@@ -321,10 +322,12 @@ class Fmrp:
             self._cand.at = now + self._retry_delay(now)
         return out
 
-    def persisted(self, term: int) -> None:
-        """A save of `term` succeeded: votes and candidacies are allowed again."""
+    def persisted(self, term: int, took: float = 0.0) -> None:
+        """A save of `term` succeeded (`took`: seconds the write held this replica's turn): votes and
+        candidacies are allowed again; rounds last at least two such writes (_round_len)."""
         if term >= self._term:
             self._durable_ok = True
+        self._persist_took = max(took, self._persist_took * 0.5)   # decays by half per faster write
 
     @property
     def durable_ok(self) -> bool:
@@ -724,8 +727,11 @@ class Fmrp:
     def _round_len(self) -> float:
         """How long a candidacy waits for votes: 2 hello intervals, doubled per failed candidacy since we
         last had a master, at most 2 x master_dead. On an overloaded host a round trip can take longer than
-        2 hello intervals; with fixed rounds every vote then arrives after its round and nobody ever wins."""
-        return min(self._cfg.round_first * 2 ** min(self._cand.failed, 8), self._cfg.round_max)
+        2 hello intervals; with fixed rounds every vote then arrives after its round and nobody ever wins.
+        Never shorter than two term writes (the candidate's and the voter's: both precede the vote) plus
+        the first round: with a disk slower than the cap, two replicas never elected."""
+        doubled = min(self._cfg.round_first * 2 ** min(self._cand.failed, 8), self._cfg.round_max)
+        return max(doubled, 2 * self._persist_took + self._cfg.round_first)
 
     def _retry_delay(self, now: float) -> float:
         backoff = self._cfg.hello * min(2 ** max(self._cand.failed - 1, 0), 8)

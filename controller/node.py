@@ -96,15 +96,16 @@ class MasterNode:
         `core.note_input_loss`): executed under the same rules."""
         return self._turn(actions, now)
 
-    def persisted(self, ok: bool, now: float) -> Step:
-        """The outcome of the last `Step.persist`; returns the rest of the turn."""
+    def persisted(self, ok: bool, now: float, took: float = 0.0) -> Step:
+        """The outcome of the last `Step.persist` (`took`: how long the write took, s); returns the rest of
+        the turn."""
         p = self._waiting
         if p is None:
             raise RuntimeError("persisted() without a pending PersistTerm")
         self._waiting = None
         self._now = now
         if ok:
-            self.driver.persisted(p.term)
+            self.driver.persisted(p.term, took)
         else:
             self._durable = False
             self._failed_term = p.term
@@ -148,11 +149,17 @@ class MasterNode:
 
 
 def run_turn(node: MasterNode, step: Step, now: float, execute: Callable[[Iterable[Action]], Any],
-             save: Callable[[PersistTerm], bool]) -> None:
+             save: Callable[[PersistTerm], bool], clock: Callable[[], float] | None = None) -> None:
     """Execute one turn to its end: `execute(actions)` for each step's actions, `save(persist) -> ok` for
-    each PersistTerm before anything that follows it."""
+    each PersistTerm before anything that follows it; with `clock` (seconds), each save is timed and the
+    role driver told how long it took (FMRP sizes its election rounds by it)."""
     while True:
         execute(step.actions)
         if step.persist is None:
             return
-        step = node.persisted(save(step.persist), now)
+        if clock is None:
+            step = node.persisted(save(step.persist), now)
+        else:
+            t0 = clock()
+            ok = save(step.persist)
+            step = node.persisted(ok, now, clock() - t0)

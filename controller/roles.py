@@ -37,7 +37,7 @@ class RoleDriver(Protocol):
     def tick(self, now: float) -> list[Action]: ...
     def next_deadline(self) -> float | None: ...
     def persist_failed(self, term: int, now: float) -> list[Action]: ...
-    def persisted(self, term: int) -> None: ...
+    def persisted(self, term: int, took: float = 0.0) -> None: ...
     def stop(self, now: float) -> list[Action]: ...
     def view(self, now: float) -> dict[str, Any]: ...
 
@@ -98,7 +98,7 @@ class SingleMasterDriver:
         # the core keeps its term (never lowered): the next attempt takes durable_term + 1, i.e. this term again
         return self.core.become_inactive() if self.core.role == Role.MASTER else []
 
-    def persisted(self, term: int) -> None:
+    def persisted(self, term: int, took: float = 0.0) -> None:
         pass
 
     def stop(self, now: float) -> list[Action]:
@@ -180,9 +180,9 @@ class FmrpDriver:
     def persist_failed(self, term: int, now: float) -> list[Any]:
         return self._translate(self._synced(now).persist_failed(term, now), now)
 
-    def persisted(self, term: int) -> None:
+    def persisted(self, term: int, took: float = 0.0) -> None:
         if self.fmrp is not None:
-            self.fmrp.persisted(term)
+            self.fmrp.persisted(term, took)
 
     def stop(self, now: float) -> list[Any]:
         return self._translate(self._synced(now).step_down(now), now)

@@ -414,7 +414,7 @@ class MasterServer:
         """Execute one turn of the node (controller.node): sends and events in order, each PersistTerm
         written before what follows it; then the per-batch bookkeeping and the timer."""
         assert self.node is not None
-        run_turn(self.node, step, now, self._execute, self._persist)
+        run_turn(self.node, step, now, self._execute, self._persist, clock=time.monotonic)
         if not self._deferred:
             self.fanout.reset()
         if self.core.fabric is not self.fabric:

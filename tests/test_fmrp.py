@@ -19,6 +19,7 @@ from controller.fmrp import (
 )
 from proto.config import Master, Timers
 from proto.messages import Hello, ReplicationAck, StepDown, Vote, VoteRequest
+from tests.harness.slowdisk import elect_with_a_slow_disk
 
 T = Timers()
 
@@ -263,6 +264,18 @@ def test_crash_failover_within_300ms_and_freshest_lsd_wins():
     assert c.now - t0 <= 0.300
     c.run(0.1)
     assert c.nodes["m3"].leader == "m2"
+
+
+@pytest.mark.parametrize("write", [0.0, 0.5 * T.master_dead, 2 * T.master_dead, 10 * T.master_dead])
+def test_two_replicas_elect_even_when_every_term_write_is_slower_than_a_round(write):
+    """A loaded disk: each write of the term (before a VoteRequest, before a vote) holds the replica for up
+    to 10 x master_dead. Rounds capped at 2 x master_dead made every vote arrive after its candidate had
+    stood again in a new term: no master, ever (CI once saw 20 s without one). A round now covers two
+    writes, so every seed elects, in a handful of writes."""
+    for seed in range(8):
+        elected = elect_with_a_slow_disk(write, seed)
+        assert elected is not None, f"seed {seed}: no master in 60 s with {write:.3f} s writes"
+        assert elected <= T.master_dead + 8 * write + 1.0, (seed, elected)
 
 
 def test_step_down_fails_over_immediately():

@@ -60,8 +60,8 @@ class StubDriver:
         self.calls.append(("persist_failed", term))
         return [RoleChanged("inactive", term - 1, None)]
 
-    def persisted(self, term: int) -> None:
-        self.calls.append(("persisted", term))
+    def persisted(self, term: int, took: float = 0.0) -> None:
+        self.calls.append(("persisted", term) if not took else ("persisted", term, took))
 
     def stop(self, now: float) -> list[Any]:
         return []
@@ -105,6 +105,15 @@ def test_core_events_reach_the_driver_and_its_term_is_persisted_before_its_sends
     assert rest.actions == [Send("m2", "hello-7"), RoleChanged("inactive", 7, None)] and rest.persist is None
     assert ("persisted", 7) in driver.calls
     assert driver.calls[-1] == ("observe", ("RoleChanged",))
+
+
+def test_a_timed_turn_tells_the_driver_how_long_the_write_took():
+    """run_turn with a clock times each save (FMRP sizes its election rounds by it)."""
+    node, core, driver = _node()
+    clock = iter([10.0, 10.75])
+    done: list[Any] = []
+    run_turn(node, node.datagram("sw1", object(), 0.0), 0.0, done.extend, lambda p: True, clock=lambda: next(clock))
+    assert ("persisted", 7, 0.75) in driver.calls and Send("m2", "hello-7") in done
 
 
 def test_after_a_failed_save_no_send_of_the_turn_leaves_and_the_driver_hears_of_it_after_the_batch():
