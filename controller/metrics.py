@@ -50,6 +50,11 @@ class MasterMetrics:
             "firepath_master_state_persist_failures_total",
             "Durable term/vote saves that failed (this replica then neither votes nor stands)", registry=r,
         )
+        self.turn_failures = Counter(
+            "firepath_master_turn_failures_total",
+            "Turns that raised midway (a bug, logged with its traceback): their unsent actions were dropped",
+            registry=r,
+        )
         self.persist_ok = Gauge(
             "firepath_master_state_persist_ok", "1 if the last durable term/vote save succeeded", registry=r
         )

@@ -111,6 +111,18 @@ class MasterNode:
             self._failed_term = p.term
         return self._drain()
 
+    def abandon(self, now: float) -> list[Action]:
+        """The runtime raised in the middle of a turn (a bug in an observer, a sender): drop what the turn
+        had not released, so the next input is not refused (TurnInProgress) forever — a replica that sends
+        no hello and casts no vote. A term write the turn waited for counts as failed (it may not be
+        durable: FMRP neither votes nor stands on it until a save succeeds); returns the driver's reaction,
+        to run as a turn of its own (`apply`)."""
+        waiting, self._waiting = self._waiting, None
+        self._queue.clear()
+        self._events = []
+        self._durable, self._failed_term = True, None
+        return self.driver.persist_failed(waiting.term, now) if waiting is not None else []
+
     def next_deadline(self) -> float | None:
         times = [t for t in (self.core.next_deadline(), self.driver.next_deadline()) if t is not None]
         return min(times) if times else None

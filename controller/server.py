@@ -414,7 +414,17 @@ class MasterServer:
         """Execute one turn of the node (controller.node): sends and events in order, each PersistTerm
         written before what follows it; then the per-batch bookkeeping and the timer."""
         assert self.node is not None
-        run_turn(self.node, step, now, self._execute, self._persist, clock=time.monotonic)
+        try:
+            run_turn(self.node, step, now, self._execute, self._persist, clock=time.monotonic)
+        except Exception:           # a bug: logged and counted; the node must take the next input
+            self.metrics.turn_failures.inc()
+            log.exception(kv("turn_failed", effect="the turn's unsent actions dropped, a pending term write "
+                                                   "counted as failed"))
+            try:
+                run_turn(self.node, self.node.apply(self.node.abandon(now), now), now, self._execute, self._persist)
+            except Exception:
+                log.exception(kv("turn_failed", effect="its recovery failed too: dropped"))
+                self.node.abandon(now)
         if not self._deferred:
             self.fanout.reset()
         if self.core.fabric is not self.fabric:

@@ -116,6 +116,27 @@ def test_a_timed_turn_tells_the_driver_how_long_the_write_took():
     assert ("persisted", 7, 0.75) in driver.calls and Send("m2", "hello-7") in done
 
 
+def test_a_turn_that_raised_midway_is_abandoned_and_the_next_input_is_taken():
+    """A runtime that raises while executing a turn (a bug in an observer) used to leave the node waiting
+    for a write forever: every later input raised TurnInProgress — no hello, no vote, ever."""
+    node, core, driver = _node()
+
+    def explode(actions: Any) -> None:
+        raise RuntimeError("observer bug")
+
+    with pytest.raises(RuntimeError, match="observer bug"):
+        run_turn(node, node.datagram("sw1", object(), 0.0), 0.0, explode, lambda p: True)
+    with pytest.raises(TurnInProgress):                  # what the replica did until it was abandoned
+        node.timer(0.05)
+    reaction = node.abandon(0.1)
+    # the term write it waited for may not be durable: the driver hears it failed, nothing of it was sent
+    assert driver.calls[-1] == ("persist_failed", 7) and reaction == [RoleChanged("inactive", 6, None)]
+    done, saved = _run(node, node.apply(reaction, 0.1), True)
+    assert done == [RoleChanged("inactive", 6, None)] and saved == []
+    done, _ = _run(node, node.timer(1.0), True)          # the next input is taken
+    assert done == [Send("m2", "driver-tick"), Send("sw1", "core-tick")]
+
+
 def test_after_a_failed_save_no_send_of_the_turn_leaves_and_the_driver_hears_of_it_after_the_batch():
     node, core, driver = _node()
     done, saved = _run(node, node.datagram("sw1", object(), 0.0), False)
