@@ -214,8 +214,9 @@ def _failover_diagnosis(driver: Any, cluster: Any, killed: str) -> str:
             continue
         lines.append(f"{mid} /v1/masters: {cluster.get(mid, '/v1/masters')}")
         log = cluster.log_path(mid)
-        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
-        lines += [f"  {mid}| {line}" for line in tail]
+        text = log.read_text(errors="replace").splitlines() if log.exists() else []
+        errors = [line for line in text if "Traceback" in line or "Error" in line or "turn_failed" in line][:20]
+        lines += [f"  {mid}! {line}" for line in errors] + [f"  {mid}| {line}" for line in text[-15:]]
     return "\n".join(lines)
 
 
