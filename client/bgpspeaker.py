@@ -45,6 +45,9 @@ __all__ = ["BorderSpeaker", "ExaBgp", "PasswordError", "SessionEvent", "UpdateEv
 EXABGP = "exabgp"
 #: How often the speaker looks at the switch's routes (fabric reach of the aggregates) and at ARP.
 POLL_INTERVAL = 0.05
+#: ExaBGP restarted after it exited: first after RESTART_MIN s, doubling to RESTART_MAX while it keeps
+#: exiting; back to RESTART_MIN once a run lasted RESTART_STABLE s.
+RESTART_MIN, RESTART_MAX, RESTART_STABLE = 1.0, 30.0, 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,13 +207,26 @@ class ExaBgp:
         self._stop = threading.Event()
         self.lines = 0
         self.ignored = 0
+        self.started_at: float | None = None
 
     def start(self) -> None:
+        """The API socket and its reader thread (once), then the process (`spawn`)."""
         with contextlib.suppress(FileNotFoundError):
             self.sock_path.unlink()
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(self.sock_path))
         self._listener.listen(1)
+        threading.Thread(target=self._reader, name="exabgp-api", daemon=True).start()
+        self.spawn()
+
+    def exited(self) -> int | None:
+        """The exit status of an ExaBGP that ended by itself (crashed, killed, refused its config), else None."""
+        if self._stop.is_set() or self.proc is None:
+            return None
+        return self.proc.poll()
+
+    def spawn(self) -> None:
+        """Start the ExaBGP process (again, after `exited`): its API child connects to our socket."""
         env = dict(os.environ)
         env.update({"exabgp.daemon.user": os.environ.get("USER", "root") if os.geteuid() else "root",
                     "exabgp.daemon.daemonize": "false", "exabgp.log.destination": "stdout",
@@ -219,7 +235,7 @@ class ExaBgp:
             self.proc = subprocess.Popen(netns_argv(self.netns, [EXABGP, str(self.conf_path)]), stdout=logf,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                          cwd=self.workdir, start_new_session=True)
-        threading.Thread(target=self._reader, name="exabgp-api", daemon=True).start()
+        self.started_at = time.monotonic()
 
     def send(self, line: str) -> bool:
         with self._send_lock:
@@ -304,7 +320,9 @@ class BorderSpeaker:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self.counters = {"looped": 0, "malformed": 0, "teardowns": 0, "commands": 0, "unresolved": 0,
-                         "ports_down": 0, "ports_up": 0}
+                         "ports_down": 0, "ports_up": 0, "exabgp_exits": 0, "exabgp_restarts": 0}
+        self._restart_at: float | None = None      # ExaBGP exited: when it is started again
+        self._restart_delay = RESTART_MIN
 
     def start(self) -> None:
         self.exabgp.start()
@@ -350,6 +368,7 @@ class BorderSpeaker:
             if self._stop.is_set():
                 return
             try:
+                self._supervise()
                 prefixes = self._fabric_prefixes()
                 now = self.clock()
                 with self.lock:
@@ -365,6 +384,37 @@ class BorderSpeaker:
                     self._sessions(now)
             except Exception:
                 log.exception("border poll failed")
+
+    def _supervise(self) -> None:
+        """ExaBGP exited by itself (a crash, a kill, a refused config): its sessions are gone, so they are
+        taken down at once — nothing it learnt is provided to the fabric any more, and it is not the peers'
+        flap — and it is started again after a back-off (RESTART_MIN doubling to RESTART_MAX while it keeps
+        exiting), logged and counted (`exabgp_exits`, `exabgp_restarts`)."""
+        now = self.clock()
+        if self._restart_at is not None:
+            if now >= self._restart_at:
+                self._restart_at = None
+                self.counters["exabgp_restarts"] += 1
+                log.warning("border: starting exabgp again (restart %d)", self.counters["exabgp_restarts"])
+                self.exabgp.spawn()
+            return
+        code = self.exabgp.exited()
+        if code is None:
+            return
+        ran = time.monotonic() - (self.exabgp.started_at or time.monotonic())
+        first = self.counters["exabgp_exits"] == 0 or ran >= RESTART_STABLE
+        self._restart_delay = RESTART_MIN if first else min(2 * self._restart_delay, RESTART_MAX)
+        self.counters["exabgp_exits"] += 1
+        self._restart_at = now + self._restart_delay
+        log.error("border: exabgp exited with status %s after %.1f s (log %s): sessions down, restart in %.0f s",
+                  code, ran, self.exabgp.workdir / "exabgp.log", self._restart_delay)
+        with self.lock:
+            actions: list = []
+            for peer, view in self.core.peers.items():
+                if view.established:
+                    actions += self.core.session(peer, False, now, own=True)
+            self._sessions(now)
+            self._execute(actions)
 
     # ------------------------------------------------------------------------------------------ actions
     def _execute(self, actions: list) -> None:

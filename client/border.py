@@ -148,7 +148,9 @@ class BorderCore:
         self.flaps = 0
 
     # ------------------------------------------------------------------------------------------ inputs
-    def session(self, peer: str, up: bool, now: float) -> list:
+    def session(self, peer: str, up: bool, now: float, *, own: bool = False) -> list:
+        """`peer`'s session went up or down. `own`: lost through no fault of the peer (our BGP speaker
+        exited): its routes are not charged as flaps."""
         view = self.peers.get(peer)
         if view is None:
             self.ignored += 1
@@ -164,7 +166,7 @@ class BorderCore:
             out += self._announcements(view)
         else:
             # a session lost because the border took its own external ports down is not the peer's flap
-            self._forget(view, now, flap=not (self._isolated and self.bgp.track_fabric))
+            self._forget(view, now, flap=not own and not (self._isolated and self.bgp.track_fabric))
             view.announced.clear()
         return out + self._provide(now)
 
