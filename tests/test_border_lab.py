@@ -158,6 +158,41 @@ def test_master_rest_shows_each_borders_sessions(lab: Lab) -> None:
     assert wait_until(lambda: all(s[0]["uptime_s"] > ses["uptime_s"] for s in master_sessions(lab).values()), WAIT_S)
 
 
+
+def test_a_killed_exabgp_takes_its_sessions_down_at_once_and_is_started_again(lab: Lab) -> None:
+    """ExaBGP dies (kill -9 of its PID): the border must not keep providing what a dead speaker learnt. Its
+    sessions go down at once (not after the hold time) without charging the peer a flap, the master's LSD
+    stops naming it for the default route, and the client starts ExaBGP again, which re-establishes the
+    session and the route."""
+    import signal
+
+    assert wait_until(lambda: sessions_up(lab), WAIT_S)
+    dead, alive = borders(lab)
+    before = lab.client_states()[dead]["border"]
+    pid = before["exabgp_pid"]
+    os.kill(pid, signal.SIGKILL)
+    t0 = time.monotonic()
+
+    def seen_down() -> bool:
+        b = lab.client_states()[dead]["border"]
+        return b["exabgp_exits"] == before["exabgp_exits"] + 1 and all(
+            s["state"] != "established" for s in b["sessions"])
+
+    assert wait_until(seen_down, 2.0), lab.client_states()[dead]["border"]
+    down_s = time.monotonic() - t0
+    assert wait_until(lambda: lab.master_get("/v1/lsd")["external"].get(dead) == {"0.0.0.0/0": False}, 5.0)
+    assert lab.master_get("/v1/lsd")["external"][alive] == {"0.0.0.0/0": True}
+    assert all(has_default(lab, t) for t in tors(lab))          # through the other border meanwhile
+    # started again after the back-off, a new process, the session and the route back
+    assert wait_until(lambda: sessions_up(lab), WAIT_S + 5), lab.client_states()[dead]["border"]
+    after = lab.client_states()[dead]["border"]
+    assert after["exabgp_restarts"] == before["exabgp_restarts"] + 1 and after["exabgp_pid"] not in (None, pid)
+    assert after["exabgp_running"] and not after["suppressed"]          # the peer was charged no flap
+    assert wait_until(lambda: lab.master_get("/v1/lsd")["external"].get(dead) == {"0.0.0.0/0": True}, WAIT_S)
+    print(f"\nexabgp of {dead} killed: sessions down after {down_s:.2f} s, back after "
+          f"{time.monotonic() - t0:.1f} s")
+
+
 def routes_of(lab: Lab, switch: str) -> list[str]:
     """The switch's flows without their counters and ages."""
     return sorted(re.sub(r"\b(duration|n_packets|n_bytes|idle_age|hard_age)=[^,\s]*,?\s*", "", line).strip()
@@ -355,37 +390,3 @@ def test_max_prefix_tears_the_session_down(lab: Lab) -> None:
         bgp.vtysh(lab, "configure terminal", f"router bgp {asn}", "address-family ipv4 unicast",
                   *[f"no {n}" for n in nets])
     time.sleep(0.1)
-
-
-def test_a_killed_exabgp_takes_its_sessions_down_at_once_and_is_started_again(lab: Lab) -> None:
-    """ExaBGP dies (kill -9 of its PID): the border must not keep providing what a dead speaker learnt. Its
-    sessions go down at once (not after the hold time) without charging the peer a flap, the master's LSD
-    stops naming it for the default route, and the client starts ExaBGP again, which re-establishes the
-    session and the route."""
-    import signal
-
-    assert wait_until(lambda: sessions_up(lab), WAIT_S)
-    dead, alive = borders(lab)
-    before = lab.client_states()[dead]["border"]
-    pid = before["exabgp_pid"]
-    os.kill(pid, signal.SIGKILL)
-    t0 = time.monotonic()
-
-    def seen_down() -> bool:
-        b = lab.client_states()[dead]["border"]
-        return b["exabgp_exits"] == before["exabgp_exits"] + 1 and all(
-            s["state"] != "established" for s in b["sessions"])
-
-    assert wait_until(seen_down, 2.0), lab.client_states()[dead]["border"]
-    down_s = time.monotonic() - t0
-    assert wait_until(lambda: lab.master_get("/v1/lsd")["external"].get(dead) == {"0.0.0.0/0": False}, 5.0)
-    assert lab.master_get("/v1/lsd")["external"][alive] == {"0.0.0.0/0": True}
-    assert all(has_default(lab, t) for t in tors(lab))          # through the other border meanwhile
-    # started again after the back-off, a new process, the session and the route back
-    assert wait_until(lambda: sessions_up(lab), WAIT_S + 5), lab.client_states()[dead]["border"]
-    after = lab.client_states()[dead]["border"]
-    assert after["exabgp_restarts"] == before["exabgp_restarts"] + 1 and after["exabgp_pid"] not in (None, pid)
-    assert after["exabgp_running"] and not after["suppressed"]          # the peer was charged no flap
-    assert wait_until(lambda: lab.master_get("/v1/lsd")["external"].get(dead) == {"0.0.0.0/0": True}, WAIT_S)
-    print(f"\nexabgp of {dead} killed: sessions down after {down_s:.2f} s, back after "
-          f"{time.monotonic() - t0:.1f} s")
