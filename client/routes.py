@@ -14,8 +14,8 @@ plan's job). Unreachable prefixes are absent from the table — never black-hole
 Transit policy (valley-free routing: RFC 7938's AS-path rules, RIFT, the IS-IS overload bit, Open/R's
 node overload). A switch *relays* when it forwards traffic between two other switches. A switch whose
 `transit` is false (by default ToRs and borders: `routing.transit_roles` in the config, overridable
-per switch) or that is *drained* (every one of its links DRAINED in the LSD, what an operator's switch
-drain produces) relays only as a last resort. The rule: leaving such a node (other than the source)
+per switch) or that is *drained* (every one of its links DRAINED or DRAINED_DOWN in the LSD, what an
+operator's switch drain produces) relays only as a last resort. The rule: leaving such a node (other than the source)
 costs PENALTY on top of the link weight, PENALTY being more than the sum of all link weights, so paths
 are ranked by (number of such relays, distance): a destination that a transit-free path reaches is
 routed over the shortest transit-free paths only; one that only relays reach (e.g. on a 4-plane Clos,
@@ -79,8 +79,9 @@ _UP = 1
 _UP_TABLE = bytes(1 if i == _UP else 0 for i in range(256))
 _INF = 1 << 62
 _NONZERO = re.compile(rb"[^\x00]")
-_DRAINED = re.compile(rb"\x02")  # LinkState.DRAINED
-_DRAINED_BYTE = b"\x02"
+_DRAINED = re.compile(rb"[\x02\x03]")  # LinkState.DRAINED, DRAINED_DOWN: part of a drain
+_DRAINED_BYTE = b"\x02"                 # LinkState.DRAINED: a drained link that works
+_DRAINED_DOWN = 3                       # LinkState.DRAINED_DOWN: drained and failed, never used
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 Routes = dict[IPv4Network, frozenset[int]]
@@ -279,20 +280,22 @@ class RouteComputer:
 
     @property
     def drained_switches(self) -> frozenset[str]:
-        """Switches the last LSD showed drained (every link DRAINED): reachable, never relays."""
+        """Switches the last LSD showed drained (every link DRAINED or DRAINED_DOWN): reachable over the
+        working ones, never relays."""
         names = self.fabric.switches
         return frozenset(names[i].name for i in self._drained)
 
     def link_usable(self, states: bytes, index: int) -> bool:
         """Whether routing may use link `index` under `states`: UP, or DRAINED with an end whose every
-        link is DRAINED (a drained switch stays reachable: soft drain). O(degree of its two ends)."""
+        link is DRAINED or DRAINED_DOWN (a drained switch stays reachable: soft drain). O(degree of its two
+        ends)."""
         state = states[index]
         if state == _UP:
             return True
         if state != _DRAINED_BYTE[0]:
             return False
         a, b, _w = self._ends[index]
-        return any(all(states[li] == state for li, _v in self._adj[x]) for x in (a, b))
+        return any(all(states[li] in (state, _DRAINED_DOWN) for li, _v in self._adj[x]) for x in (a, b))
 
     def relays(self, switch: str) -> bool:
         """Whether `switch` relays traffic between two other switches without a penalty (policy + drain)."""
@@ -401,8 +404,8 @@ class RouteComputer:
     # ---------------------------------------------------------------------------------------- private
 
     def _check_states(self, states: bytes) -> tuple[bytes, frozenset[int]]:
-        """The 0/1 usability string (UP links, plus the DRAINED links of a drained switch: soft drain)
-        and the drained nodes."""
+        """The 0/1 usability string (UP links, plus the DRAINED links of a drained switch: soft drain; never
+        a DRAINED_DOWN one) and the drained nodes."""
         if not isinstance(states, bytes | bytearray | memoryview):
             raise RouteError(f"route states: expected bytes, got {type(states).__name__}")
         if len(states) != self.n_entries:
@@ -417,14 +420,16 @@ class RouteComputer:
         drained = self._drained_in(states)
         if drained:
             patched = bytearray(up)
+            working = _DRAINED_BYTE[0]
             for i in drained:
                 for li, _v in self._adj[i]:
-                    patched[li] = 1
+                    if states[li] == working:
+                        patched[li] = 1
             up = bytes(patched)
         return up, drained
 
     def _drained_in(self, states: bytes) -> frozenset[int]:
-        """Nodes whose every link is DRAINED (what an operator's switch drain produces)."""
+        """Nodes whose every link is DRAINED or DRAINED_DOWN (what an operator's switch drain produces)."""
         if _DRAINED_BYTE not in states:
             return frozenset()
         count: dict[int, int] = {}

@@ -51,7 +51,7 @@ from controller.reach import ReachTracker
 from controller.rollout import Rollout
 from proto.budget import SETTLE_MIN_SWITCHES, TICK_PEERS, settle_window
 from proto.config import Fabric
-from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
+from proto.lsd import DRAINED_STATES, LinkState, LinkStateDB, LsdError, decode_changes
 from proto.messages import (
     DrainNotes,
     DrainNotesAck,
@@ -186,7 +186,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
             raise ValueError(f"become_master: term {term} < current term {self.term}")
         replicated = self.lsd_term is not None
         self.role, self.term, self.leader = Role.MASTER, term, self.id
-        lsd_drained = {i for i, s in enumerate(self.lsd.states()) if s == LinkState.DRAINED}
+        lsd_drained = {i for i, s in enumerate(self.lsd.states()) if s in DRAINED_STATES}
         self.drains.prune(lsd_drained)
         self.drains.inherit(lsd_drained)
         self._unnoted = lsd_drained - self.drains.drained()

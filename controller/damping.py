@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 from controller.actions import DampEvent
 from proto.config import Damping
-from proto.lsd import LinkState
+from proto.lsd import DRAINED_STATES, LinkState
 
 __all__ = ["DampEvent", "Damper", "LinkDamping", "SwitchLimit"]
 
@@ -318,7 +318,7 @@ class Damper:
     @staticmethod
     def _withhold(changes: dict[int, LinkState], states: Mapping[int, int] | bytes, links: list[int]) -> None:
         for i in links:
-            if states[i] == LinkState.DRAINED:
+            if states[i] in DRAINED_STATES:
                 changes[i] = _DOWN
             else:
                 del changes[i]

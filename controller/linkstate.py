@@ -12,8 +12,11 @@ otherwise (an end is silent, the other ``up`` or silent too) it **keeps its curr
 whose client cannot reach the master still forwards (fail-static), and its neighbours' ND — which needs
 that client alive and two-way — keeps their side usable: the master must not take its links down for a
 silence that may be the control network's fault. A switch that really died is taken out by its
-neighbours' reports (their ND goes down within `nd_dead`). An operator drain wins over everything
-(DRAINED); a lifted drain on a link with a silent end falls back to DOWN (no evidence it is usable).
+neighbours' reports (their ND goes down within `nd_dead`). An operator drain wins over UP and over
+silence (DRAINED); a drained link that an end reports down is DRAINED_DOWN — switches use a drained
+switch's DRAINED links to reach it (soft drain, client.routes) and must never use a dead one, while the
+failed link still counts towards its switch's drain; a lifted drain on a link with a silent end falls
+back to DOWN (no evidence it is usable).
 
 `switch_dead` still decides what is *said about* a switch (live or silent in REST/metrics/logs, whether
 its report_seq may restart) but never a link state. While the runtime knows it is dropping input (socket
@@ -29,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from proto.config import Fabric
-from proto.lsd import LinkState
+from proto.lsd import DRAINED_STATES, LinkState
 
 
 @dataclass(slots=True)
@@ -105,14 +108,18 @@ class LinkStateDeriver:
         return self._end(link.a.switch, link.a.port, now), self._end(link.b.switch, link.b.port, now)
 
     def desired(self, index: int, current: LinkState, now: float) -> LinkState:
-        if index in self.drained:
-            return LinkState.DRAINED
         a, b = self.evidence(index, now)
-        if a == "down" or b == "down":
+        down = a == "down" or b == "down"
+        silent = a == "unknown" or b == "unknown"
+        if index in self.drained:
+            if down or (silent and current == LinkState.DRAINED_DOWN):   # silence keeps a failed one failed
+                return LinkState.DRAINED_DOWN
+            return LinkState.DRAINED
+        if down:
             return LinkState.DOWN
-        if a == "unknown" or b == "unknown":
+        if silent:
             # No evidence either way: keep the state — but a drain that the operator lifted must not linger.
-            return LinkState.DOWN if current == LinkState.DRAINED else current
+            return LinkState.DOWN if current in DRAINED_STATES else current
         return LinkState.UP
 
     def changes(self, indices: Iterable[int], states: bytes | Mapping[int, int], now: float) -> dict[int, LinkState]:

@@ -25,7 +25,7 @@ from controller.page import add_page_routes
 from controller.rollout_rest import add_rollout_routes
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
-from proto.lsd import LinkState
+from proto.lsd import DRAINED_STATES, LinkState
 
 log = logging.getLogger("firepath.master.rest")
 
@@ -308,7 +308,7 @@ async def drains(request: web.Request) -> web.Response:
     out = _header(s)
     states = s.core.lsd.states()
     out.update(serial=s.core.drains.serial, drains=[_note_json(s, n) for n in s.core.drains.notes],
-               drained_links=[link.name for link in s.fabric.links if states[link.index] == LinkState.DRAINED])
+               drained_links=[link.name for link in s.fabric.links if states[link.index] in DRAINED_STATES])
     return _json(out)
 
 

@@ -41,6 +41,7 @@ from sortedcontainers import SortedDict
 
 __all__ = [
     "CHANGES_ENCODING_VERSION",
+    "DRAINED_STATES",
     "SNAPSHOT_ENCODING_VERSION",
     "LinkState",
     "LinkStateDB",
@@ -53,9 +54,19 @@ __all__ = [
 
 
 class LinkState(IntEnum):
+    """A link's state in the LSD (two bits on the wire). DRAINED: an operator drained it; routing uses it
+    only to reach a drained switch (soft drain, client.routes). DRAINED_DOWN: drained and failed (an end
+    reports it down): never used, like DOWN, but still part of its switch's drain — so a drained switch
+    with a failed link stays reachable over its other drained links (controller.linkstate)."""
+
     DOWN = 0
     UP = 1
     DRAINED = 2
+    DRAINED_DOWN = 3
+
+
+#: The states of a drained link (failed or not).
+DRAINED_STATES = frozenset((LinkState.DRAINED, LinkState.DRAINED_DOWN))
 
 
 class LsdError(ValueError):
@@ -70,11 +81,11 @@ _SNAPSHOT_HEADER_LEN = 6
 MAX_LINKS = 2**32 - 1
 MAX_VERSION = 2**63 - 1
 
-_VALID_STATES = bytes((LinkState.DOWN, LinkState.UP, LinkState.DRAINED))
+_VALID_STATES = bytes((LinkState.DOWN, LinkState.UP, LinkState.DRAINED, LinkState.DRAINED_DOWN))
 # Translation tables used to pack/unpack 2-bit fields at C speed (bytes.translate), see encode_snapshot.
 _SHIFT = [bytes(((v << s) & 0xFF) for v in range(256)) for s in (0, 2, 4, 6)]
 _FIELD = [bytes(((v >> s) & 3) for v in range(256)) for s in (0, 2, 4, 6)]
-_STATE_OF = (LinkState.DOWN, LinkState.UP, LinkState.DRAINED)
+_STATE_OF = (LinkState.DOWN, LinkState.UP, LinkState.DRAINED, LinkState.DRAINED_DOWN)
 
 
 def _check_n_links(n_links: object) -> int:
@@ -94,7 +105,7 @@ def _check_states_bytes(states: bytes) -> None:
         raise LsdError(f"states must be bytes (one LinkState value per link), got {type(states).__name__}")
     bad = bytes(states).translate(None, _VALID_STATES)
     if bad:
-        raise LsdError(f"states contains invalid link state value {bad[0]} (valid: 0, 1, 2)")
+        raise LsdError(f"states contains invalid link state value {bad[0]} (valid: 0, 1, 2, 3)")
 
 
 def _coerce_changes(changes: Mapping[int, LinkState], n_links: int) -> dict[int, int]:
@@ -107,10 +118,10 @@ def _coerce_changes(changes: Mapping[int, LinkState], n_links: int) -> dict[int,
             raise LsdError(f"link index {index!r} out of range 0..{n_links - 1}")
         if isinstance(state, LinkState):
             out[index] = int(state)
-        elif type(state) is int and 0 <= state <= 2:
+        elif type(state) is int and 0 <= state <= 3:
             out[index] = state
         else:
-            raise LsdError(f"link {index}: invalid state {state!r} (expected LinkState DOWN/UP/DRAINED)")
+            raise LsdError(f"link {index}: invalid state {state!r} (expected LinkState DOWN/UP/DRAINED/DRAINED_DOWN)")
     return out
 
 
@@ -119,7 +130,7 @@ def _coerce_changes(changes: Mapping[int, LinkState], n_links: int) -> dict[int,
 
 
 def encode_snapshot(states: bytes) -> bytes:
-    """Encode all link states (one byte per link, values 0..2) as a compact snapshot."""
+    """Encode all link states (one byte per link, values 0..3) as a compact snapshot."""
     _check_states_bytes(states)
     states = bytes(states)
     n = len(states)
@@ -182,9 +193,6 @@ def decode_snapshot(data: bytes, n_links: int) -> bytes:
     out = bytearray(expected * 4)
     for lane in range(4):
         out[lane::4] = packed.translate(_FIELD[lane])
-    bad = out.find(3)
-    if bad != -1 and bad < n:
-        raise LsdError(f"snapshot has invalid state 3 for link {bad}")
     if any(out[n:]):
         raise LsdError("snapshot has non-zero padding bits after the last link")
     del out[n:]
@@ -260,8 +268,6 @@ def decode_changes(data: bytes, n_links: int) -> dict[int, LinkState]:
         index += (entry >> 2) + 1
         if index >= n_links:
             raise LsdError(f"delta changes link {index}, out of range 0..{n_links - 1}")
-        if state == 3:
-            raise LsdError(f"delta has invalid state 3 for link {index}")
         result[index] = _STATE_OF[state]
     if pos != end:
         raise LsdError(f"delta has {end - pos} trailing bytes after {count} entries")

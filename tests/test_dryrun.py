@@ -50,12 +50,14 @@ def next_hops_brute(fabric: Fabric, states: bytes) -> dict[tuple[str, str], set[
     """(switch, destination) -> first hops of its best paths, by enumerating every simple path.
 
     The transit policy of client.routes, restated: a switch is drained when every one of its links is
-    DRAINED; usable links are UP ones and the DRAINED links of a drained switch (soft drain); a path costs
+    DRAINED or DRAINED_DOWN; usable links are UP ones and the DRAINED links of a drained switch (soft
+    drain), never a DRAINED_DOWN one; a path costs
     (how many of its intermediate switches are non-transit or drained, total weight), compared in that
     order; the first hops of the cheapest paths are the next hops."""
     names = [s.name for s in fabric.switches]
     links_of = {n: [fabric.links[i] for i in fabric.links_of(n)] for n in names}
-    drained = {n for n in names if links_of[n] and all(states[lk.index] == LinkState.DRAINED for lk in links_of[n])}
+    drained = {n for n in names if links_of[n]
+               and all(states[lk.index] in (LinkState.DRAINED, LinkState.DRAINED_DOWN) for lk in links_of[n])}
     usable = [lk for lk in fabric.links if lk.a.switch != lk.b.switch and (
         states[lk.index] == UP or (states[lk.index] == LinkState.DRAINED
                                    and (lk.a.switch in drained or lk.b.switch in drained)))]
@@ -121,8 +123,8 @@ def brute_force(fabric: Fabric, states: bytes, src: str, dst: str) -> tuple[int,
 def check(fabric: Fabric, states: bytes, drain: tuple[int, ...]) -> None:
     impact = drain_impact(fabric, states, drain)
     after = bytearray(states)
-    for i in drain:
-        after[i] = LinkState.DRAINED
+    for i in drain:      # the master's rule: a drained link that is down is DRAINED_DOWN
+        after[i] = LinkState.DRAINED_DOWN if states[i] in (LinkState.DOWN, LinkState.DRAINED_DOWN) else LinkState.DRAINED
     assert len(impact.pairs) == len(tor_destinations(fabric)) * (len(tor_destinations(fabric)) - 1)
     drained_after = set(impact.drained_switches)
     for p in impact.pairs:

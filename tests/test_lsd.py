@@ -128,7 +128,7 @@ def test_history_is_bounded_by_versions_and_changes():
 
 
 @pytest.mark.parametrize("bad", [{100: LinkState.UP}, {-1: LinkState.UP}, {True: LinkState.UP},
-                                 {"1": LinkState.UP}, {1: 3}, {1: True}, {1: "UP"}, {1: None}])
+                                 {"1": LinkState.UP}, {1: 4}, {1: True}, {1: "UP"}, {1: None}])
 def test_apply_rejects_bad_input_and_keeps_state(bad):
     db = LinkStateDB(100)
     db.apply({5: LinkState.UP})
@@ -196,7 +196,7 @@ def test_mutated_snapshots_are_rejected_or_decode_to_valid_states(states, pos, b
         except LsdError:
             continue
         # zlib's checksum makes a silent change practically impossible; anything accepted must be valid
-        assert len(out) == len(states) and set(out) <= {0, 1, 2}
+        assert len(out) == len(states) and set(out) <= {0, 1, 2, 3}
 
 
 def test_snapshot_specific_errors():
@@ -212,14 +212,15 @@ def test_snapshot_specific_errors():
     with pytest.raises(LsdError, match="trailing"):
         decode_snapshot(good + b"x", 5)
     header = good[:6]
-    with pytest.raises(LsdError, match="invalid state 3 for link 2"):
-        decode_snapshot(header + zlib.compress(bytes([0b00110001, 0])), 5)
+    # every two-bit value is a state: 3 is DRAINED_DOWN (drained and failed)
+    assert decode_snapshot(header + zlib.compress(bytes([0b00110001, 0])), 5) == bytes([1, 0, 3, 0, 0])
     with pytest.raises(LsdError, match="padding"):
         decode_snapshot(header + zlib.compress(bytes([0, 0b00000100])), 5)
     with pytest.raises(LsdError, match="expands beyond"):
         decode_snapshot(header + zlib.compress(bytes(1_000_000)), 5)  # zip bomb stays bounded
-    with pytest.raises(LsdError, match="invalid link state value 3"):
-        encode_snapshot(bytes([0, 3]))
+    with pytest.raises(LsdError, match="invalid link state value 4"):
+        encode_snapshot(bytes([0, 4]))
+    assert decode_snapshot(encode_snapshot(bytes([3, 2, 1, 0, 3])), 5) == bytes([3, 2, 1, 0, 3])
 
 
 def test_changes_specific_errors():
@@ -231,8 +232,7 @@ def test_changes_specific_errors():
         decode_changes(good[:-1], 8)
     with pytest.raises(LsdError, match="trailing"):
         decode_changes(good + b"\0", 8)
-    with pytest.raises(LsdError, match="invalid state 3"):
-        decode_changes(b"C\x01\x01\x03", 8)
+    assert decode_changes(b"C\x01\x01\x03", 8) == {0: LinkState.DRAINED_DOWN}
     with pytest.raises(LsdError, match="over-long"):
         decode_changes(b"C\x01" + b"\xff" * 11, 8)
     assert decode_changes(encode_changes({}), 0) == {}

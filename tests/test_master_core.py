@@ -494,10 +494,17 @@ def test_drain_link_and_switch(fabric: Fabric) -> None:
     core.undrain_switch("spine-2", 1.3)
     core.undrain_link(0, 1.3)
     assert set(core.lsd.states()) == {UP} and core.version == v + 4
-    # a drained link whose end is down stays drained (drain wins); undrain -> DOWN
+    # a drained link whose end reports it down is DRAINED_DOWN (switches use a drained switch's DRAINED links
+    # to reach it: a dead one must not look usable), DRAINED again when it comes back; undrain -> per the
+    # evidence
     core.drain_link(0, 1.4)
+    v = core.version
     core.handle("leaf-1", report(fabric, "leaf-1", usable={2}, seq=3), 1.5)
+    assert core.lsd.state(0) == LinkState.DRAINED_DOWN and core.version == v + 1
+    assert core.drains.drained() == {0}                      # the drain stays in force
+    core.handle("leaf-1", report(fabric, "leaf-1", seq=4), 1.55)
     assert core.lsd.state(0) == DRAINED
+    core.handle("leaf-1", report(fabric, "leaf-1", usable={2}, seq=5), 1.58)
     core.undrain_link(0, 1.6)
     assert core.lsd.state(0) == DOWN
 

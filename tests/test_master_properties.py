@@ -33,19 +33,23 @@ op = st.one_of(
 def model_state(i: int, views: dict[str, tuple[set[int], float]], drained: set[int], now: float,
                 current: LinkState) -> LinkState:
     """Issue #16: DOWN on a live end saying not usable; UP when both live ends say usable; a silent end
-    (no report, or none for switch_dead) is no evidence: the link keeps its state (a lifted drain: DOWN)."""
-    if i in drained:
-        return LinkState.DRAINED
+    (no report, or none for switch_dead) is no evidence: the link keeps its state (a lifted drain: DOWN). A
+    drain wins over UP and silence (DRAINED), not over a live end saying not usable (DRAINED_DOWN, kept
+    while an end is silent)."""
     link = FABRIC.links[i]
     ends = []
     for end in (link.a, link.b):
         view = views.get(end.switch)
         ends.append(None if view is None or now - view[1] >= DEAD else end.port in view[0])
+    if i in drained:
+        if False in ends or (None in ends and current == LinkState.DRAINED_DOWN):
+            return LinkState.DRAINED_DOWN
+        return LinkState.DRAINED
     if False in ends:
         return LinkState.DOWN
     if ends == [True, True]:
         return LinkState.UP
-    return LinkState.DOWN if current == LinkState.DRAINED else current
+    return LinkState.DOWN if current in (LinkState.DRAINED, LinkState.DRAINED_DOWN) else current
 
 
 class LossyClient:

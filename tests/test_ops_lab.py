@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -223,3 +224,42 @@ def test_routes_as_computed_and_as_in_ovs(lab: Lab) -> None:
     assert fp(lab, "routes", "tor-1-1", dst).returncode == 0
     r = fp(lab, "routes", "tor-1-1", "192.0.2.1")
     assert r.returncode == 5 and "no route for 192.0.2.1/32" in r.stderr
+
+
+def test_a_drained_switch_whose_link_fails_stays_reachable_over_its_other_drained_link(lab: Lab) -> None:
+    """A tester drained both uplinks of tor-2-1 (a drained switch: reachable, no transit), then failed one:
+    the LSD kept it `drained`, the spines kept sending tor-2-1's traffic to the dead link's agg, and 2 of 3
+    probe packets were lost until the heal. The failed link is now `drained_down` (never used, still part of
+    the drain), and tor-2-1 is reached over its other drained link."""
+    converge(lab)
+    tor = "tor-2-1"
+    uplinks = sorted(n for n in lab.master_get("/v1/lsd")["links"] if n.startswith(f"{tor}:"))
+    assert len(uplinks) == 2, uplinks
+    for link in uplinks:
+        fp_json(lab, "drain", "--link", link, "--reason", "test: both uplinks")
+    converge(lab)
+    src = next(h.name for h in lab.fabric.hosts if h.tor == "tor-1-1")
+    dst = next(h.name for h in lab.fabric.hosts if h.tor == tor)
+    failed = uplinks[0]
+    link = next(lk for lk in lab.fabric.links if lk.name == failed)
+    try:
+        v = lab.lsd_version()
+        inject.fail_link(lab, f"{link.a.switch}:{link.a.port}", f"{link.b.switch}:{link.b.port}")
+        assert wait_until(lambda: lab.master_get("/v1/lsd")["links"][failed] == "drained_down", 10.0), \
+            lab.master_get("/v1/lsd")["links"]
+        converge(lab, after=v)
+        links = lab.master_get("/v1/lsd")["links"]
+        assert links[uplinks[1]] == "drained"
+        probe = lab.probe(src, dst, port=7300, flows=8, rate=500.0)
+        probe.start()
+        try:
+            time.sleep(1.0)
+            result = probe.stop()
+        finally:
+            probe.close()
+        assert result["lost"] == 0 and result["received"] > 0, result
+    finally:
+        inject.heal(lab)
+        for link in uplinks:
+            fp(lab, "undrain", "--link", link)
+        converge(lab)

@@ -14,7 +14,8 @@ from proto.config import Fabric, Role
 from proto.lsd import LinkState
 from tests.fakes import build_clos
 
-UP, DOWN, DRAINED = int(LinkState.UP), int(LinkState.DOWN), int(LinkState.DRAINED)
+UP, DOWN, DRAINED, DRAINED_DOWN = (int(LinkState.UP), int(LinkState.DOWN), int(LinkState.DRAINED),
+                                  int(LinkState.DRAINED_DOWN))
 INF = float("inf")
 
 
@@ -23,17 +24,20 @@ def all_up(fabric: Fabric) -> bytes:
 
 
 def usable_links(fabric: Fabric, states: bytes) -> tuple[set[int], set[str]]:
-    """Links routing may use and the drained switches: UP links, plus every link of a switch whose links
-    are all DRAINED (a drained switch stays reachable but never relays: soft drain)."""
+    """Links routing may use and the drained switches: UP links, plus the DRAINED links of a switch whose
+    links are all DRAINED or DRAINED_DOWN (a drained switch stays reachable but never relays: soft drain;
+    a drained link that failed is never used)."""
     drained = {
         sw.name
         for sw in fabric.switches
-        if fabric.links_of(sw.name) and all(states[li] == DRAINED for li in fabric.links_of(sw.name))
+        if fabric.links_of(sw.name)
+        and all(states[li] in (DRAINED, DRAINED_DOWN) for li in fabric.links_of(sw.name))
     }
     usable = {
         lk.index
         for lk in fabric.links
-        if states[lk.index] == UP or (lk.a.switch in drained or lk.b.switch in drained)
+        if states[lk.index] == UP
+        or (states[lk.index] == DRAINED and (lk.a.switch in drained or lk.b.switch in drained))
     }
     return usable, drained
 
@@ -347,3 +351,12 @@ def test_link_usable_follows_the_soft_drain() -> None:
     states[one] = DOWN
     assert not rc.link_usable(bytes(states), one)
     assert rc.link_usable(bytes(states), fabric.link_at("tor-0-0", 1).index)
+    # a drained switch whose link failed (the master says DRAINED_DOWN): the failed link is never used, the
+    # switch stays drained and reachable over its other drained links
+    states[one] = DRAINED_DOWN
+    other = fabric.link_at("tor-0-1", 2).index
+    assert not rc.link_usable(bytes(states), one) and rc.link_usable(bytes(states), other)
+    routes = RouteComputer(fabric, "agg-0-1").compute(bytes(states))
+    prefix = next(p for p in routes if str(p) == str(fabric.switch("tor-0-1").prefixes[0]))
+    port = next(e.port for e in (fabric.links[other].a, fabric.links[other].b) if e.switch == "agg-0-1")
+    assert routes[prefix] == {port}

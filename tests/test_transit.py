@@ -21,7 +21,8 @@ from proto.config import Distribution, Endpoint, Fabric, Link, LsdSettings, Role
 from proto.lsd import LinkState
 from tests.fakes import build_clos, switch_mac
 
-UP, DOWN, DRAINED = int(LinkState.UP), int(LinkState.DOWN), int(LinkState.DRAINED)
+UP, DOWN, DRAINED, DRAINED_DOWN = (int(LinkState.UP), int(LinkState.DOWN), int(LinkState.DRAINED),
+                                  int(LinkState.DRAINED_DOWN))
 ROLES = (Role.TOR, Role.AGG, Role.SPINE, Role.BORDER)
 
 
@@ -57,7 +58,7 @@ def irregular_fabric(rng: random.Random) -> Fabric:
 
 
 def random_states(rng: random.Random, fabric: Fabric) -> bytearray:
-    states = bytearray(rng.choice((UP, UP, UP, DOWN, DRAINED)) for _ in fabric.links)
+    states = bytearray(rng.choice((UP, UP, UP, DOWN, DRAINED, DRAINED_DOWN)) for _ in fabric.links)
     if rng.random() < 0.4:  # drain a whole switch
         sw = rng.choice(fabric.switches).name
         for li in fabric.links_of(sw):
@@ -76,13 +77,13 @@ def brute_force_costs(
     """`brute_force`, plus each prefix's best (relays, weight) and which switches relay freely."""
     drained = {
         sw.name for sw in fabric.switches
-        if fabric.links_of(sw.name) and all(states[li] == DRAINED for li in fabric.links_of(sw.name))
+        if fabric.links_of(sw.name) and all(states[li] in (DRAINED, DRAINED_DOWN) for li in fabric.links_of(sw.name))
     }
     relay = {sw.name: bool(sw.transit) and sw.name not in drained for sw in fabric.switches}
 
     def usable(li: int) -> bool:
         lk = fabric.links[li]
-        return states[li] == UP or lk.a.switch in drained or lk.b.switch in drained
+        return states[li] == UP or (states[li] == DRAINED and (lk.a.switch in drained or lk.b.switch in drained))
 
     best: dict[str, tuple[tuple[int, int], set[int]]] = {}  # destination -> (cost, first-hop ports)
 
@@ -157,7 +158,7 @@ def test_incremental_matches_brute_force(seed: int, steps: int) -> None:
         else:
             changed = rng.sample(range(len(fabric.links)), min(len(fabric.links), rng.choice((1, 1, 2))))
             for li in changed:
-                states[li] = rng.choice((UP, UP, DOWN, DRAINED))
+                states[li] = rng.choice((UP, UP, DOWN, DRAINED, DRAINED_DOWN))
         for rc in computers:
             rc.update(bytes(states), changed)
             assert dict(rc.routes) == brute_force(fabric, rc.switch_name, bytes(states)), rc.switch_name

@@ -221,7 +221,8 @@ def _lsd_states(fabric: Any, lsd: dict[str, Any]) -> bytes:
     from proto.lsd import LinkState
 
     by_name = lsd.get("links", {})
-    code = {"up": LinkState.UP, "down": LinkState.DOWN, "drained": LinkState.DRAINED}
+    code = {"up": LinkState.UP, "down": LinkState.DOWN, "drained": LinkState.DRAINED,
+            "drained_down": LinkState.DRAINED_DOWN}
     return bytes(code.get(by_name.get(link.name, "down"), LinkState.DOWN) for link in fabric.links)
 
 

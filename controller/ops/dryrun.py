@@ -37,7 +37,7 @@ from client.routes import RouteComputer
 from proto.config import Fabric
 
 _UP = 1            # proto.lsd.LinkState.UP
-_DRAINED = 2
+_DOWN, _DRAINED, _DRAINED_DOWN = 0, 2, 3        # proto.lsd.LinkState
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +196,8 @@ def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
         raise ValueError(f"{len(states)} link states for a fabric of {len(fabric.links)} links")
     after = bytearray(states)
     for i in drain:
-        after[i] = _DRAINED
+        # as the master derives it (controller.linkstate): a drained link that is down is DRAINED_DOWN
+        after[i] = _DRAINED_DOWN if states[i] in (_DOWN, _DRAINED_DOWN) else _DRAINED
     before_t, _ = _tables(fabric, bytes(states))
     after_t, drained_after = _tables(fabric, bytes(after))
     dests = tor_destinations(fabric)
