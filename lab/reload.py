@@ -87,7 +87,7 @@ def _running_digest(lab: Lab) -> str:
     view = _rollout_view(lab)
     if view is None or not view.get("current"):
         raise LabError(f"refused, nothing changed: no single serving master says which config it runs "
-                       f"({describe_masters(lab.master_states())})")
+                       f"({describe_masters(lab.master_states(), lab.fabric)})")
     return str(view["current"])
 
 
@@ -97,24 +97,28 @@ def _why(e: BaseException) -> str:
     return getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
 
 
-def describe_masters(states: dict[str, Any]) -> str:
-    """`Lab.master_states()` for a person: "m1: backup (term 2), m3: no answer (Connection refused)"."""
+def describe_masters(states: dict[str, Any], fabric: Fabric | None = None) -> str:
+    """`Lab.master_states()` for a person: "m1: backup (term 2), m3: no answer on REST port 6803 (Connection
+    refused)" (the port when `fabric`, the config asked from, is given)."""
+    ports = {m.id: m.rest_port for m in fabric.masters} if fabric is not None else {}
+
     def one(mid: str, st: Any) -> str:
         if isinstance(st, BaseException):
-            return f"{mid}: no answer ({_why(st)})"
+            where = f" on REST port {ports[mid]}" if mid in ports else ""
+            return f"{mid}: no answer{where} ({_why(st)})"
         return f"{mid}: {str(st.get('role', '?')).lower()} (term {st.get('term', '?')})" if isinstance(st, dict) \
             else f"{mid}: {st!r}"[:80]
     return ", ".join(one(mid, st) for mid, st in states.items())
 
 
-def _check_masters_answer(lab: Lab, new: Fabric) -> None:
-    """Every master of `new` answers on the REST port the file gives it; else LabError naming the master and
-    the field at its line, nothing changed. A rollout cannot move a master (each keeps the ports it started
+def _check_masters_answer(lab: Lab, new: Fabric, ids: list[str]) -> None:
+    """The masters `ids` of `new` answer on the REST ports the file gives them; else LabError naming the master
+    and the field at its line, nothing changed. A rollout cannot move a master (each keeps the ports it started
     with), so an edited `masters[i].rest_port` shows up here, as a master silent where the file says."""
     states = lab.master_states(timeout=2.0)
     for i, m in enumerate(new.masters):
         st = states.get(m.id)
-        if isinstance(st, BaseException):
+        if m.id in ids and isinstance(st, BaseException):
             field = f"masters[{i}].rest_port"
             err = ConfigError(new.source, line_of(new.source, field), field,
                               f"master {m.id} does not answer on REST port {m.rest_port} ({_why(st)}): if the "
@@ -156,7 +160,7 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
                            "grown": None}
     keys = _key_status(new)
     if target in ("all", *masters):
-        _check_masters_answer(lab, new)
+        _check_masters_answer(lab, new, masters if target == "all" else [target])
     keys_only = new.digest == _running_digest(lab)
     token = _token(new)
     poster = _Poster(lab.state.netns)

@@ -136,10 +136,17 @@ def keys_for_reload(held: KeySet, nxt: Fabric, running_digest: str) -> KeySet | 
         return None
     if nxt.digest == running_digest:
         return keys
-    now, there = held.status(), keys.status()
-    what = f"{there}, this node holds {now}" if now != there else f"the same ids {now} with other key material"
+    now, there = _words(held.status()), _words(keys.status())
+    what = (f"the same key ids ({now}) with other key material" if now == there
+            else f"{there} here, {now} held now")
     raise ConfigError(nxt.source, line_of(nxt.source, "security"), "security",
-                      f"another config (digest {nxt.digest[:12]}...) with another key set ({what}): a rollout "
-                      f"does not change keys, the switches still on the running config use the ones held now. "
-                      f"Give this file the key set held now; roll keys separately, by reloading the running "
+                      f"another config (digest {nxt.digest[:12]}...) naming another key set ({what}): a rollout "
+                      f"does not change keys, the switches still on the running config sign and verify with the "
+                      f"set held now. Give this file that set; change keys separately, by reloading the running "
                       f"config (README, key rollover)")
+
+
+def _words(status: dict[str, Any]) -> str:
+    """KeySet.status() for a person: "send key 2, accepted 1,2, retired 3"."""
+    out = f"send key {status['send_key']}, accepted {','.join(map(str, status['accepted']))}"
+    return out + (f", retired {','.join(map(str, status['retired']))}" if status["retired"] else "")
