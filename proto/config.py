@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 import yaml
@@ -83,9 +84,13 @@ def line_of(path: str | Path, field: str) -> int | None:
     or has no such field: best effort, for errors found after loading (e.g. comparing two configs)."""
     steps = [int(s) if s.isdigit() else s for s in re.findall(r"[^.\[\]]+", field)]
     try:
-        with open(path, encoding="utf-8") as f:
+        # a regular file only, opened without blocking: a FIFO put there since must not hang a master's REST
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        with open(fd, encoding="utf-8") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
             node = yaml.compose(f.read(MAX_CONFIG_BYTES + 1), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+    except (OSError, ValueError, yaml.YAMLError):      # ValueError: UnicodeDecodeError, a NUL in the path
         return None
     for step in steps:
         if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
