@@ -606,7 +606,7 @@ def test_a_fabric_whose_lsd_snapshot_might_not_fit_one_datagram_is_refused(monke
     expect_error(BASE, 25, "links", "2 LSD entries (links and eBGP prefixes), at most 1")
 
 
-def test_line_of_finds_a_field_as_errors_name_it_and_never_blocks(tmp_path) -> None:  # noqa: ANN001
+def test_line_of_finds_a_field_as_errors_name_it_and_never_blocks(tmp_path: Path) -> None:
     """proto.config.line_of: the line of `masters[1].rest_port` (flow or block style) for errors found after
     loading; None for a missing field, an unreadable path, or a FIFO (never waits for a writer)."""
     import os
