@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         from client.reload import check
 
         decision = check(args.config, args.switch, fabric)
-        _apply_keys(log, daemon, decision.fabric)
+        _apply_keys(log, daemon, decision.fabric, fabric)
         if decision.outcome == "changed":
             # shortly after the answer is on its way: the restart stops the REST server
             threading.Timer(0.2, lambda: (reload_asked.set(), stop.set())).start()
@@ -178,13 +178,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _apply_keys(log: logging.Logger, daemon: Any, nxt: Any) -> None:
-    """Key rollover (issue #21): a reloaded file's key set is swapped in at once (the security section is
-    outside the digest: a key-only change is an "unchanged" config, no restart). Raises AuthError."""
-    from proto.auth import KeySet
+def _apply_keys(log: logging.Logger, daemon: Any, nxt: Any, running: Any) -> None:
+    """Key rollover (issue #21): the key set of a reloaded file of the `running` config is swapped in at once
+    (the security section is outside the digest: a key-only change is an "unchanged" config, no restart).
+    Another config must name the key set held now (proto.keyroll.keys_for_reload): the masters verify this
+    switch with it until they commit. Raises ConfigError (another config, another set), AuthError."""
+    from proto.keyroll import keys_for_reload
 
-    keys = KeySet.from_security(nxt.security)
-    if not keys.same_as(daemon.core.codec.keys):
+    keys = keys_for_reload(daemon.core.codec.keys, nxt, running.digest)
+    if keys is not None:
         daemon.core.codec.set_keys(keys)
         log.warning("config-reload: key set now %s", keys.status())
 
@@ -196,7 +198,7 @@ def _reload(log: logging.Logger, path: str, switch: str, running: Any, daemon: A
 
     try:
         decision = check(path, switch, running)
-        _apply_keys(log, daemon, decision.fabric)
+        _apply_keys(log, daemon, decision.fabric, running)
     except (ConfigError, ValueError) as e:      # AuthError is a ValueError: a key file, named
         log.error("config-reload refused (nothing changes): %s", e)
         return False

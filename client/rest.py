@@ -158,7 +158,8 @@ class ClientApi:
     def _reload(self, _query: dict[str, str], headers: Any) -> Answer:
         """POST /v1/reload (issue #21, admin token): read the config file again, as SIGHUP does. 200
         {"outcome": "unchanged"|"changed", "digest"}: "changed" restarts the client on it, gracefully; 400
-        with the file:line:field error for an invalid file (nothing changes); 401/403 without the right
+        with the file:line:field error for an invalid file, or another config naming another key set
+        (proto.keyroll.keys_for_reload; nothing changes); 401/403 without the right
         token; 404 when this client has no reload."""
         if self.reload is None:
             return _json(404, {"error": "reload is not available on this client"})

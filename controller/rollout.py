@@ -23,13 +23,13 @@ Pure: `now` in, no I/O. The master core (controller.core) wires it to reports, t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 
 from proto.config import Fabric
 from proto.lsd import LinkState
 
-__all__ = ["Phase", "Rollout", "RolloutError", "carry_states", "link_key"]
+__all__ = ["IncompatibleConfig", "Phase", "Rollout", "RolloutError", "carry_states", "check_compatible", "link_key"]
 
 
 class RolloutError(ValueError):
@@ -71,17 +71,40 @@ def carry_states(old: Fabric, old_states: bytes, new: Fabric,
     return out
 
 
-def check_compatible(current: Fabric, nxt: Fabric) -> None:
-    """What a rollout cannot change (a restart of the replicas can): the masters and the distribution."""
-    def masters(f: Fabric) -> list[tuple]:
-        return [(m.id, str(m.address), m.client_port, m.peer_port) for m in f.masters]
+class IncompatibleConfig(RolloutError):
+    """A next config that changes what a rollout cannot; `field` is named as the config file names it
+    (`masters[2].rest_port`, `distribution.mode`), `problem` says what differs. Nothing changed."""
 
-    if masters(current) != masters(nxt):
-        raise RolloutError(f"{nxt.source}: masters: differ from the running config's; a rollout cannot "
-                           f"change the replicas (restart them on the new config instead)")
-    if current.distribution != nxt.distribution:
-        raise RolloutError(f"{nxt.source}: distribution: differs from the running config's; a rollout cannot "
-                           f"change it")
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        self.source, self.field, self.problem = source, field, problem
+        super().__init__(f"{source}: {field}: {problem}")
+
+
+def _differs(section: str, old: object, new: object) -> tuple[str, object, object] | None:
+    """The first field of dataclass `new` whose value differs from `old`'s: (field path, old, new)."""
+    for f in fields(new):  # type: ignore[arg-type]
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if a != b:
+            return f"{section}.{f.name}", a, b
+    return None
+
+
+def check_compatible(current: Fabric, nxt: Fabric) -> None:
+    """What a rollout cannot change (a restart of the replicas can): the masters (every field, in order) and
+    the distribution. Raises IncompatibleConfig naming the first field that differs."""
+    why = "a rollout cannot change the replicas (restart them on the new config instead)"
+    if len(current.masters) != len(nxt.masters):
+        raise IncompatibleConfig(nxt.source, "masters", f"{len(nxt.masters)} replica(s), the running config has "
+                                                        f"{len(current.masters)}: {why}")
+    for i, (old, new) in enumerate(zip(current.masters, nxt.masters, strict=True)):
+        diff = _differs(f"masters[{i}]", old, new)
+        if diff is not None:
+            raise IncompatibleConfig(nxt.source, diff[0], f"{diff[2]} here, {diff[1]} in the running config: {why}")
+    diff = _differs("distribution", current.distribution, nxt.distribution)
+    if diff is not None:
+        raise IncompatibleConfig(nxt.source, diff[0], f"{diff[2]} here, {diff[1]} in the running config: a "
+                                                      f"rollout cannot change the distribution (restart the "
+                                                      f"replicas and clients on the new config instead)")
 
 
 @dataclass(frozen=True, slots=True)

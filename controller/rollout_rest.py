@@ -4,8 +4,10 @@
   (current/next/other/unheard, from the digest of its last report), what blocks a commit, the last outcome.
 - `POST /v1/rollout/prepare` `{"config": PATH}`: read PATH (on the replica's host) and hold it as the next
   config; `POST /v1/reload` (no body): read the replica's own config file again (as SIGHUP does) — the
-  same config changes nothing, another is prepared. 400 with the file:line:field error for a bad file,
-  409 for a rollout that cannot be prepared now (another one is).
+  same config changes nothing, another is prepared. 400 with the file:line:field error for a bad file, one
+  changing a master or the distribution (`masters[2].rest_port`) or another config naming another key set
+  (a prepare never changes keys); 409 for a rollout that cannot be prepared now (another one is). Refused:
+  nothing changed, keys included.
 - `POST /v1/rollout/commit`: the master switches (409 on a backup, with `leader`; 409 with the blockers
   while a live switch does not hold the next config). `POST /v1/rollout/abort`: any replica.
 

@@ -58,6 +58,7 @@ from controller.intake import (
 from controller.metrics import MasterMetrics
 from controller.node import MasterNode, Step, run_turn
 from controller.roles import RoleDriver, SingleMasterDriver
+from controller.rollout import IncompatibleConfig, check_compatible
 from proto.auth import KeyKind, KeyRing
 from proto.budget import MIN_RECEIVE_BUFFER, receive_buffer
 from proto.config import Fabric
@@ -679,44 +680,56 @@ class MasterServer:
     def reload(self, path: str | Path | None = None) -> dict[str, Any]:
         """Read the config file again (`path`, default: the one this replica runs) and act on it: the same
         config -> nothing; the prepared next one -> nothing; another -> prepared as the next config (the
-        two-phase rollout, controller.rollout). Raises ConfigError (file:line:field) or RolloutError:
-        nothing changes. Returns {"outcome": "unchanged"|"prepared"|"already_prepared", "digest": ...}.
+        two-phase rollout, controller.rollout). Returns {"outcome": "unchanged"|"prepared"|"already_prepared",
+        "digest", "source", "keys": the key ids held after it}.
 
-        The file's key set is swapped in first (key rollover: the security section is outside the digest),
-        then `reload_hooks` observers run for every valid file read, before the rollout decision."""
-        from proto.config import load_fabric
+        Raises ConfigError (file:line:field: an invalid file, one changing the masters or the distribution
+        (controller.rollout.check_compatible), another config naming another key set
+        (proto.keyroll.keys_for_reload)) or RolloutError (another rollout is prepared): then nothing changed,
+        keys included. Keys change only with a key-only change of the running config (the security section is
+        outside the digest: the key rollover); `reload_hooks` observers then run for every file accepted."""
+        from proto.config import ConfigError, line_of, load_fabric
 
         nxt = load_fabric(path if path is not None else self.fabric.source)
-        self._apply_keys(nxt)
-        for hook in self.reload_hooks:
-            hook(nxt)
-        if nxt.digest == self.core.fabric.digest:
+        same = nxt.digest == self.core.fabric.digest
+        if not same:
+            try:
+                check_compatible(self.core.fabric, nxt)
+            except IncompatibleConfig as e:
+                raise ConfigError(e.source, line_of(e.source, e.field), e.field, e.problem) from None
+        keys = self._keys_to_apply(nxt)          # every check before any change
+        if same:
             outcome = "unchanged"
         else:
             outcome = "prepared" if self.core.rollout_prepare(nxt, self.now()) else "already_prepared"
             # its switches (new ones too) may speak to us from now on
             self.codec.switches = self.codec.switches | {sw.name for sw in nxt.switches}
             self.fanout.warm([sw.name for sw in nxt.switches])
+        if keys is not None:
+            self.codec.set_keys(keys)
+            log.warning(kv("keys_reloaded", send_key=keys.send_id, accepted=",".join(map(str, sorted(keys.accepted))),
+                           retired=",".join(map(str, sorted(keys.retired))) or None))
+        for hook in self.reload_hooks:
+            hook(nxt)
         log.info(kv("config_reload", source=nxt.source, digest=nxt.digest[:12], outcome=outcome))
         self._run([])
         return {"outcome": outcome, "digest": nxt.digest, "source": nxt.source, "keys": self.codec.keys.status()}
 
-    def _apply_keys(self, nxt: Fabric) -> None:
-        """Key rollover (issue #21): the key set of every valid file read is swapped in at once; the security
-        section is outside the digest, so a key-only change is an "unchanged" config. The file's keys were
-        read by load_fabric (a bad key file is a ConfigError there)."""
-        from proto.auth import AuthError, KeySet
+    def _keys_to_apply(self, nxt: Fabric) -> Any:
+        """The file's key set if a reload of `nxt` swaps it in, else None (proto.keyroll.keys_for_reload: only
+        a reload of the running config changes keys). The file's key files were read by load_fabric. Raises
+        ConfigError: another config naming another key set, or a switch's bundle instead of the secret."""
+        from proto.auth import AuthError
         from proto.config import ConfigError
+        from proto.keyroll import keys_for_reload
 
-        keys = KeySet.from_security(nxt.security)
-        try:
-            keys.check_usable_by(self.core.id, master=True)
-        except AuthError as e:          # a switch's bundle: refused like any bad file, nothing changes
-            raise ConfigError(nxt.source, None, "", str(e)) from None
-        if not keys.same_as(self.codec.keys):
-            self.codec.set_keys(keys)
-            log.warning(kv("keys_reloaded", send_key=keys.send_id, accepted=",".join(map(str, sorted(keys.accepted))),
-                           retired=",".join(map(str, sorted(keys.retired))) or None))
+        keys = keys_for_reload(self.codec.keys, nxt, self.core.fabric.digest)
+        if keys is not None:
+            try:
+                keys.check_usable_by(self.core.id, master=True)
+            except AuthError as e:      # a switch's bundle: refused like any bad file, nothing changes
+                raise ConfigError(nxt.source, None, "", str(e)) from None
+        return keys
 
     def rollout_commit(self) -> dict[str, Any]:
         """Commit the prepared rollout (master only). Raises NotMaster, RolloutError."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from client.of.sockets import enter_netns
 from lab.fabric import Lab, LabError, wait_until
-from proto.config import ConfigError, Fabric, load_fabric
+from proto.config import ConfigError, Fabric, line_of, load_fabric
 
 __all__ = ["reload_lab"]
 
@@ -86,8 +86,45 @@ def _running_digest(lab: Lab) -> str:
     LabError when no single master serves."""
     view = _rollout_view(lab)
     if view is None or not view.get("current"):
-        raise LabError(f"no serving master says which config it runs: {lab.master_states()}")
+        raise LabError(f"refused, nothing changed: no single serving master says which config it runs "
+                       f"({describe_masters(lab.master_states(), lab.fabric)})")
     return str(view["current"])
+
+
+def _why(e: BaseException) -> str:
+    """An unreachable REST's reason in words (URLError(ConnectionRefusedError(...)) -> "Connection refused")."""
+    reason = getattr(e, "reason", e)
+    return getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
+
+
+def describe_masters(states: dict[str, Any], fabric: Fabric | None = None) -> str:
+    """`Lab.master_states()` for a person: "m1: backup (term 2), m3: no answer on REST port 6803 (Connection
+    refused)" (the port when `fabric`, the config asked from, is given)."""
+    ports = {m.id: m.rest_port for m in fabric.masters} if fabric is not None else {}
+
+    def one(mid: str, st: Any) -> str:
+        if isinstance(st, BaseException):
+            where = f" on REST port {ports[mid]}" if mid in ports else ""
+            return f"{mid}: no answer{where} ({_why(st)})"
+        return f"{mid}: {str(st.get('role', '?')).lower()} (term {st.get('term', '?')})" if isinstance(st, dict) \
+            else f"{mid}: {st!r}"[:80]
+    return ", ".join(one(mid, st) for mid, st in states.items())
+
+
+def _check_masters_answer(lab: Lab, new: Fabric, ids: list[str]) -> None:
+    """The masters `ids` of `new` answer on the REST ports the file gives them; else LabError naming the master
+    and the field at its line, nothing changed. A rollout cannot move a master (each keeps the ports it started
+    with), so an edited `masters[i].rest_port` shows up here, as a master silent where the file says."""
+    states = lab.master_states(timeout=2.0)
+    for i, m in enumerate(new.masters):
+        st = states.get(m.id)
+        if m.id in ids and isinstance(st, BaseException):
+            field = f"masters[{i}].rest_port"
+            err = ConfigError(new.source, line_of(new.source, field), field,
+                              f"master {m.id} does not answer on REST port {m.rest_port} ({_why(st)}): if the "
+                              f"file moved it, put it back (a rollout cannot change the masters; restart the "
+                              f"replicas on the new config to move them); if {m.id} is down, bring it back first")
+            raise LabError(f"refused, nothing changed: {err}")
 
 
 def _token(fabric: Fabric) -> str | None:
@@ -122,6 +159,8 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
     out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None,
                            "grown": None}
     keys = _key_status(new)
+    if target in ("all", *masters):
+        _check_masters_answer(lab, new, masters if target == "all" else [target])
     keys_only = new.digest == _running_digest(lab)
     token = _token(new)
     poster = _Poster(lab.state.netns)
@@ -129,7 +168,12 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
         for mid in masters if target in ("all", *masters) and target not in switches else []:
             if target not in ("all", mid):
                 continue
-            status, ans = _retry(lambda m=mid: poster.post(new.master(m).rest_port, "/v1/reload", token), timeout)
+            try:
+                status, ans = _retry(lambda m=mid: poster.post(new.master(m).rest_port, "/v1/reload", token), timeout)
+            except OSError as e:
+                raise LabError(f"master {mid}: no answer on REST port {new.master(mid).rest_port} within "
+                               f"{timeout:.0f}s ({_why(e)}); masters reloaded before it: "
+                               f"{', '.join(out['prepared']) or 'none'}") from None
             if status != 200:
                 hint = ("; the lab's config has no security.admin_token_file, which the masters' reload needs: add "
                         "one (a file with a random token), restart the masters on it (`firepath lab kill master M`, "

@@ -18,14 +18,18 @@ itself: every error is a `ConfigError` naming the file, the YAML line and the fi
 from __future__ import annotations
 
 import os
+import re
+import stat
 from pathlib import Path
+
+import yaml
 
 from proto import fabricmodel
 from proto.configparse import FabricParser
 from proto.fabricmodel import *  # noqa: F403 - the model (proto.fabricmodel) is this module's public API too
 from proto.fabricmodel import ConfigError, Fabric
 
-__all__ = [*fabricmodel.__all__, "MAX_CONFIG_BYTES", "load_fabric", "parse_fabric"]  # noqa: PLE0604
+__all__ = [*fabricmodel.__all__, "MAX_CONFIG_BYTES", "line_of", "load_fabric", "parse_fabric"]  # noqa: PLE0604
 
 
 MAX_CONFIG_BYTES = 32 * 1024 * 1024
@@ -72,3 +76,29 @@ def parse_fabric(text: str, source: str = "<string>", base_dir: Path | None = No
     return FabricParser(source, base_dir if base_dir is not None else Path.cwd()).parse(text)
 
 
+
+
+def line_of(path: str | Path, field: str) -> int | None:
+    """The YAML line (1-based) of `field` in the config file at `path`: a dotted path with list indexes as
+    the errors name fields (`masters[2].rest_port`, `security`). None when the file cannot be read or parsed,
+    or has no such field: best effort, for errors found after loading (e.g. comparing two configs)."""
+    steps = [int(s) if s.isdigit() else s for s in re.findall(r"[^.\[\]]+", field)]
+    try:
+        # a regular file only, opened without blocking: a FIFO put there since must not hang a master's REST
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        with open(fd, encoding="utf-8") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            node = yaml.compose(f.read(MAX_CONFIG_BYTES + 1), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, ValueError, yaml.YAMLError):      # ValueError: UnicodeDecodeError, a NUL in the path
+        return None
+    for step in steps:
+        if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+        elif isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(step)), None)
+        else:
+            node = None
+        if node is None:
+            return None
+    return None if node is None else node.start_mark.line + 1

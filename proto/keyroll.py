@@ -10,7 +10,8 @@ Rolling the fabric secret from key id A to a new key id B without loss, one node
 
 Pure text work: ``security_yaml`` renders a section, ``replace_security`` swaps the section of a config's
 text (the rest of the file, comments included, is kept byte for byte). Used by ``firepath config keygen``.
-``reload_keys`` is what a runtime reload (SIGHUP) calls to apply a config file's key set to a live Codec.
+``reload_keys`` is what a runtime reload (SIGHUP) calls to apply a config file's key set to a live Codec;
+``keys_for_reload`` is the rule every reload follows: only a reload of the running config changes keys.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ from typing import Any
 import yaml
 
 from proto.auth import MAX_KEY_ID, MIN_KEY_ID, KeySet
-from proto.config import ConfigError, Security
+from proto.config import ConfigError, Fabric, Security, line_of
 
-__all__ = ["next_key_id", "reload_keys", "replace_security", "rollover_steps", "security_yaml"]
+__all__ = ["keys_for_reload", "next_key_id", "reload_keys", "replace_security", "rollover_steps", "security_yaml"]
 
 
 def next_key_id(ids: Sequence[int]) -> int:
@@ -118,3 +119,34 @@ def reload_keys(codec: Any, path: str | Path) -> KeySet:
     keys = KeySet.from_security(load_fabric(path).security)
     codec.set_keys(keys)
     return keys
+
+
+def keys_for_reload(held: KeySet, nxt: Fabric, running_digest: str) -> KeySet | None:
+    """The key set a node holding `held` swaps in when it reloads the config `nxt` (issue #21); None: keep
+    `held` (the file names the same set).
+
+    Keys change only with a reload of the running config (`nxt.digest == running_digest`: a key-only change,
+    one step of the key rollover). A reload of another config (a master preparing a rollout, a client moving
+    to the next config) must name the set held now: the nodes still on the running config sign and verify
+    with it until they move, so a master swapping keys at prepare would cut every switch off (and an abort
+    would not bring the old set back). Such a file is refused: ConfigError naming `security` (file:line),
+    nothing changes. Reading the file's key files may raise AuthError (named)."""
+    keys = KeySet.from_security(nxt.security)
+    if keys.same_as(held):
+        return None
+    if nxt.digest == running_digest:
+        return keys
+    now, there = _words(held.status()), _words(keys.status())
+    what = (f"the same key ids ({now}) with other key material" if now == there
+            else f"{there} here, {now} held now")
+    raise ConfigError(nxt.source, line_of(nxt.source, "security"), "security",
+                      f"another config (digest {nxt.digest[:12]}...) naming another key set ({what}): a rollout "
+                      f"does not change keys, the switches still on the running config sign and verify with the "
+                      f"set held now. Give this file that set; change keys separately, by reloading the running "
+                      f"config (README, key rollover)")
+
+
+def _words(status: dict[str, Any]) -> str:
+    """KeySet.status() for a person: "send key 2, accepted 1,2, retired 3"."""
+    out = f"send key {status['send_key']}, accepted {','.join(map(str, status['accepted']))}"
+    return out + (f", retired {','.join(map(str, status['retired']))}" if status["retired"] else "")

@@ -604,3 +604,18 @@ def test_a_fabric_whose_lsd_snapshot_might_not_fit_one_datagram_is_refused(monke
     assert len(encode_snapshot(states)) < MAX_LSD_BYTES
     monkeypatch.setattr(configparse, "MAX_LSD_ENTRIES", 1)
     expect_error(BASE, 25, "links", "2 LSD entries (links and eBGP prefixes), at most 1")
+
+
+def test_line_of_finds_a_field_as_errors_name_it_and_never_blocks(tmp_path: Path) -> None:
+    """proto.config.line_of: the line of `masters[1].rest_port` (flow or block style) for errors found after
+    loading; None for a missing field, an unreadable path, or a FIFO (never waits for a writer)."""
+    import os
+
+    from proto.config import line_of
+
+    p = tmp_path / "f.yaml"
+    p.write_text("name: x\nmasters:\n  - {id: m1, rest_port: 5}\n  - id: m2\n    rest_port: 6\n")
+    assert (line_of(p, "masters[0].rest_port"), line_of(p, "masters[1].rest_port")) == (3, 5)
+    assert line_of(p, "masters[2].rest_port") is None and line_of(p, "security") is None
+    os.mkfifo(tmp_path / "fifo")
+    assert line_of(tmp_path / "fifo", "name") is None and line_of(tmp_path / "gone.yaml", "name") is None

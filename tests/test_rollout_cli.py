@@ -1,4 +1,5 @@
-"""Reload decisions of a client (client.reload) and the `firepath config rollout` command's local checks."""
+"""Reload decisions of a client (client.reload), the `firepath config rollout` command's local checks, and
+what `firepath lab reload` says when it refuses (lab.reload, on a stand-in lab)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,96 @@ def test_client_rest_reload_needs_the_token_and_refuses_an_invalid_file(tmp_path
     finally:
         rest.stop()
     assert calls == ["reload", "reload"]          # never called without the right token
+
+
+def _rollout_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "import sys; from proto.cli import main; sys.exit(main())",
+                           "config", "rollout", *argv], capture_output=True, text=True, timeout=60)
+
+
+def test_config_rollout_refuses_a_master_or_key_change_before_contacting_anyone(tmp_path: Path) -> None:
+    """What every master refuses at prepare is refused here first (exit 2, nothing sent: no master runs
+    here, so a request would have been exit 3 "unreachable"), naming file:line: field."""
+    from proto.auth import write_secret_file
+
+    write_secret_file(tmp_path / "fabric.key")
+    cur, moved = tmp_path / "f.yaml", tmp_path / "next.yaml"
+    cur.write_text(_text())
+    reweighted = _text().replace('{a: "leaf-1:1", b: "spine-1:1"}', '{a: "leaf-1:1", b: "spine-1:1", weight: 2}')
+    moved.write_text(reweighted.replace("rest_port: 6802", "rest_port: 6902"))
+    line = next(i for i, ln in enumerate(moved.read_text().splitlines(), 1) if "6902" in ln)
+    proc = _rollout_cli(str(moved), "--config", str(cur))
+    assert proc.returncode == 2, proc.stderr
+    assert f"next.yaml:{line}: masters[1].rest_port: 6902 here, 6802 in the running config" in proc.stderr
+    other = tmp_path / "x"
+    other.mkdir()
+    rekeyed = other / "next.yaml"
+    rekeyed.write_text(reweighted)
+    write_secret_file(other / "fabric.key")                             # another secret under key id 1
+    proc = _rollout_cli(str(rekeyed), "--config", str(cur))
+    assert proc.returncode == 2, proc.stderr
+    assert "x/next.yaml:" in proc.stderr and ": security: " in proc.stderr and "key set" in proc.stderr
+
+
+def test_a_client_reload_to_another_config_never_changes_its_keys(tmp_path: Path) -> None:
+    """A client SIGHUPed onto an edit that changes the config AND the key set swapped the keys in, then
+    restarted: cut off from the masters, which verify it with the running keys until the commit. Refused
+    now (nothing changes); a key-only change of the running config still swaps the set in."""
+    import logging
+    from types import SimpleNamespace
+
+    from client.cli import _reload
+    from proto.auth import KeySet, write_secret_file
+    from proto.messages import Codec
+
+    path = _write(tmp_path, "f.yaml", _text())
+    (tmp_path / "fabric.key").unlink()
+    write_secret_file(tmp_path / "fabric.key")
+    cur = load_fabric(path)
+    codec = Codec(KeySet.from_security(cur.security), "m1", [s.name for s in cur.switches], ["m1", "m2"])
+    daemon = SimpleNamespace(core=SimpleNamespace(codec=codec))
+    keys = codec.keys
+    log = logging.getLogger("test")
+    write_secret_file(tmp_path / "other.key")
+    path.write_text(_text().replace('{a: "leaf-1:1", b: "spine-1:1"}', '{a: "leaf-1:1", b: "spine-1:1", weight: 2}')
+                    .replace('key_file: "fabric.key"', 'key_file: "other.key"'))
+    assert _reload(log, str(path), "leaf-1", cur, daemon) is False          # refused: no restart
+    assert codec.keys is keys
+    path.write_text(_text().replace('key_file: "fabric.key"', 'key_file: "other.key"'))
+    assert _reload(log, str(path), "leaf-1", cur, daemon) is False          # key-only: no restart ...
+    assert codec.keys is not keys and not codec.keys.same_as(keys)          # ... and the new key in force
+
+
+def test_lab_reload_of_a_moved_master_names_the_field_not_a_raw_dict(tmp_path: Path) -> None:
+    """`lab reload all` after m2's rest_port was edited failed with the raw states dict (`{'m1': {...},
+    'm2': URLError(...)}`) or a URLError traceback. Now it is refused before anything is sent, naming the
+    master and the field at its line; the states read as words."""
+    import urllib.error
+    from types import SimpleNamespace
+
+    from lab.fabric import LabError
+    from lab.reload import describe_masters, reload_lab
+    from proto.auth import write_secret_file
+
+    write_secret_file(tmp_path / "fabric.key")
+    path = tmp_path / "fabric.yaml"
+    path.write_text(_text().replace("rest_port: 6802", "rest_port: 6902"))
+    fabric = load_fabric(path)
+    line = next(i for i, ln in enumerate(path.read_text().splitlines(), 1) if "6902" in ln)
+    refused = urllib.error.URLError(ConnectionRefusedError(111, "Connection refused"))
+    states = {"m1": {"role": "backup", "term": 2}, "m2": refused}       # m2 serves, on port 6802
+    posted: list = []
+    lab = SimpleNamespace(
+        state=SimpleNamespace(config=str(path), bridges={s.name: s.name for s in fabric.switches}, netns="x",
+                              ifaces={f"{e.switch}:{e.port}": "if" for k in fabric.links for e in (k.a, k.b)},
+                              processes={}),
+        fabric=fabric, master_states=lambda timeout=0.5: states, current_master=lambda: None,
+        http=SimpleNamespace(get=lambda *a, **k: posted.append(a)))
+    with pytest.raises(LabError) as info:
+        reload_lab(lab, "all", timeout=1.0, log=lambda m: None)
+    msg = str(info.value)
+    assert msg.startswith("refused, nothing changed: "), msg
+    assert f"fabric.yaml:{line}: masters[1].rest_port: master m2 does not answer on REST port 6902 " \
+           f"(Connection refused)" in msg, msg
+    assert "URLError" not in msg and "{" not in msg and posted == []
+    assert describe_masters(states) == "m1: backup (term 2), m2: no answer (Connection refused)"

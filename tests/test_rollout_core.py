@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from controller.core import MasterCore, NotMaster
-from controller.rollout import Phase, Rollout, RolloutError, carry_states
+from controller.rollout import IncompatibleConfig, Phase, Rollout, RolloutError, carry_states
 from proto.lsd import LinkState, decode_snapshot
 from proto.messages import Keepalive, LsdFull, LsdRequest
 from tests.test_master_core import NO_GUARD, make_fabric, master, rejected, report, sends
@@ -152,6 +152,31 @@ def test_rollout_refuses_to_change_the_masters() -> None:
     cur = make_fabric(NO_GUARD)
     with pytest.raises(RolloutError, match="masters"):
         Rollout(cur).prepare(make_fabric(NO_GUARD, masters=3), 0.0)
+
+
+@pytest.mark.parametrize(("old", "new", "field"), [
+    ("rest_port: 6802", "rest_port: 6902", "masters[1].rest_port"),
+    ("rest_port: 6801}", "rest_port: 6801, priority: 7}", "masters[0].priority"),
+    ("address: 127.0.0.1, client_port: 6602", "address: 127.0.0.2, client_port: 6602", "masters[1].address"),
+    ("peer_port: 6701", "peer_port: 6711", "masters[0].peer_port"),
+    ("id: m2", "id: m9", "masters[1].id"),
+])
+def test_rollout_names_any_field_of_a_master_it_cannot_change(old: str, new: str, field: str) -> None:
+    """Only id, address and the client and peer ports were compared: a next config moving m3's REST port
+    was prepared by every replica. Every field of every master is compared, the first that differs named."""
+    from proto.clos import ClosParams, generate_clos_yaml
+    from proto.config import parse_fabric
+
+    text = generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=3, masters=2)) + NO_GUARD
+    assert old in text
+    cur = parse_fabric(text, source="cur.yaml")
+    nxt = parse_fabric(text.replace(old, new).replace('{a: "leaf-1:1", b: "spine-1:1"}',
+                                                      '{a: "leaf-1:1", b: "spine-1:1", weight: 3}'), source="next.yaml")
+    ro = Rollout(cur)
+    with pytest.raises(IncompatibleConfig) as info:
+        ro.prepare(nxt, 0.0)
+    assert info.value.field == field and str(info.value).startswith(f"next.yaml: {field}: "), info.value
+    assert ro.phase == Phase.IDLE and ro.next is None and ro.digests == (cur.digest,)
 
 
 def all_report(core: MasterCore, f, now: float, seq: int, digest: str | None = None) -> list:

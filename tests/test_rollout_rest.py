@@ -171,3 +171,109 @@ def test_a_reload_naming_a_switch_key_bundle_is_a_400_and_changes_nothing(tmp_pa
         assert server.codec.keys is keys and (await (await c.get("/v1/rollout")).json())["phase"] == "idle"
 
     run(tmp_path, body)
+
+
+def _switch_codec(server: MasterServer, tmp: Path, switch: str = "leaf-1"):  # noqa: ANN202
+    """A switch's Codec on the running key (its bundle), its incarnation accepted by `server` both ways."""
+    from proto.auth import KeyRing
+    from proto.messages import Codec
+    from tests.harness.fresh import establish
+
+    sw = Codec(KeyRing.load(tmp / "fabric.key").bundle_for_switch(switch), switch,
+               [s.name for s in server.fabric.switches], [m.id for m in server.fabric.masters])
+    establish(server.codec, sw)
+    return sw
+
+
+def _report(server: MasterServer, sw, seq: int) -> bytes:  # noqa: ANN001
+    from proto.messages import PortReport, PortStatus
+
+    return sw.encode(PortReport(sw.local_id, server.fabric.digest, seq, 1, (PortStatus(1, True, True, True, True, False),)),
+                     to="m1")
+
+
+def test_a_rollout_naming_another_key_set_is_refused_and_the_switches_keep_being_heard(tmp_path: Path) -> None:
+    """The tester's repro: next.yaml (one weight changed) beside ANOTHER fabric.key. The prepare swapped the
+    masters' keys at once (event=keys_reloaded): every switch of the running config was rejected as
+    bad_hmac (fail-static fabric), and the abort did not bring the old keys back. Now the prepare is refused
+    naming `security` at its line, the key set is untouched, a switch's report still verifies; the same
+    edit made in place (reload of the own file) too."""
+    from proto.auth import write_secret_file
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        other = tmp_path / "x"
+        other.mkdir()
+        write_secret_file(other / "fabric.key")
+        (other / "admin.token").write_text(TOKEN + "\n")
+        nxt = other / "next.yaml"
+        nxt.write_text((tmp_path / "f.yaml").read_text().replace('{a: "leaf-1:1", b: "spine-1:1"}',
+                                                                 '{a: "leaf-1:1", b: "spine-1:1", weight: 4}'))
+        sw = _switch_codec(server, tmp_path)
+        keys, digest = server.codec.keys, server.fabric.digest
+        r = await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)
+        out = await r.json()
+        assert r.status == 400, out
+        assert "next.yaml:" in out["error"] and ": security: " in out["error"] and "key set" in out["error"], out
+        assert server.codec.keys is keys and (await (await c.get("/v1/rollout")).json())["phase"] == "idle"
+        assert server.codec.decode(_report(server, sw, 1))[0] == "leaf-1"      # not bad_hmac
+        # the abort has nothing to restore: still the running keys
+        await c.post("/v1/rollout/abort", headers=AUTH)
+        assert server.codec.keys is keys and server.codec.decode(_report(server, sw, 2))[0] == "leaf-1"
+        # the same edit in place: the own file with the weight changed and the other key
+        own = Path(server.fabric.source)
+        own.write_text(nxt.read_text().replace('key_file: "fabric.key"', f'key_file: "{other / "fabric.key"}"'))
+        r = await c.post("/v1/reload", headers=AUTH)
+        assert r.status == 400 and "security" in (await r.json())["error"]
+        assert server.codec.keys is keys and server.fabric.digest == digest
+        assert (await (await c.get("/v1/rollout")).json())["phase"] == "idle"
+        assert server.codec.decode(_report(server, sw, 3))[0] == "leaf-1"
+
+    run(tmp_path, body)
+
+
+def test_a_rollout_keeping_the_key_set_is_prepared_and_its_abort_leaves_the_keys(tmp_path: Path) -> None:
+    """The rule's other side: another config naming the same key set (other paths, same key material) is
+    prepared, and neither prepare nor abort changes what the master signs and verifies with."""
+    async def body(server: MasterServer, c: TestClient) -> None:
+        other = tmp_path / "y"
+        other.mkdir()
+        (other / "fabric.key").write_bytes((tmp_path / "fabric.key").read_bytes())
+        (other / "admin.token").write_text(TOKEN + "\n")
+        nxt = other / "next.yaml"
+        nxt.write_text((tmp_path / "f.yaml").read_text().replace('{a: "leaf-1:1", b: "spine-1:1"}',
+                                                                 '{a: "leaf-1:1", b: "spine-1:1", weight: 4}'))
+        sw = _switch_codec(server, tmp_path)
+        keys = server.codec.keys
+        out = await (await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)).json()
+        assert out["outcome"] == "prepared" and server.codec.keys is keys, out
+        assert server.codec.decode(_report(server, sw, 1))[0] == "leaf-1"
+        await c.post("/v1/rollout/abort", headers=AUTH)
+        assert server.codec.keys is keys and server.codec.decode(_report(server, sw, 2))[0] == "leaf-1"
+
+    run(tmp_path, body)
+
+
+@pytest.mark.parametrize(("old", "new", "field"), [
+    ("rest_port: 6802", "rest_port: 6902", "masters[1].rest_port"),
+    ("client_port: 6601", "client_port: 6611", "masters[0].client_port"),
+    ("rest_port: 6802}", "rest_port: 6802, priority: 200}", "masters[1].priority"),
+])
+def test_a_rollout_changing_a_master_is_refused_naming_the_field_at_its_line(
+        tmp_path: Path, old: str, new: str, field: str) -> None:
+    """m3's rest_port changed in next.yaml was prepared by every replica (the check compared id, address,
+    client and peer ports only). Every field of every master is compared now: 400 with file:line: field."""
+    nxt = next_config(tmp_path, leaves=2)
+    text = nxt.read_text()
+    assert old in text
+    nxt.write_text(text.replace(old, new).replace('{a: "leaf-1:1", b: "spine-1:1"}',
+                                                  '{a: "leaf-1:1", b: "spine-1:1", weight: 4}'))
+    line = next(i for i, ln in enumerate(nxt.read_text().splitlines(), 1) if new in ln)
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        r = await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)
+        err = (await r.json())["error"]
+        assert r.status == 400 and f"next-2.yaml:{line}: {field}: " in err and "cannot change" in err, err
+        st = await (await c.get("/v1/rollout")).json()
+        assert st["phase"] == "idle" and st["next"] is None
+
+    run(tmp_path, body)

@@ -5,9 +5,10 @@
     firepath config rollout NEXT.yaml (--config ... | --lab ...) --commit         # the masters switch
     firepath config rollout NEXT.yaml (--config ... | --lab ...) --abort          # back to the current one
 
-NEXT.yaml is validated here first (errors name file, line and field; exit 2, nothing sent). Prepare and
-abort go to every configured master (each replica holds the next config; an unreachable one is named and
-the exit code is 3), commit to the serving master (following `leader`). The masters read NEXT.yaml from
+NEXT.yaml is validated here first (errors name file, line and field; exit 2, nothing sent), and so is
+what the masters would refuse at prepare: a change of the masters or the distribution, or another key
+set than CUR.yaml's. Prepare and abort go to every configured master (each replica holds the next config;
+an unreachable one is named and the exit code is 3), commit to the serving master (following `leader`). The masters read NEXT.yaml from
 its absolute path on their host (the config pipeline puts it there; in a lab it is this machine).
 After a prepare the switches move to NEXT.yaml (SIGHUP or restart of each client on it, e.g. `firepath
 lab reload`); `--status` shows which switch holds which config and what blocks the commit.
@@ -34,6 +35,7 @@ from controller.ops.api import (
     request,
 )
 from proto.argtypes import positive_float
+from proto.config import Fabric
 
 
 def add_rollout_parser(actions: Any) -> None:
@@ -74,6 +76,8 @@ def _rollout(args: argparse.Namespace) -> int:
             nxt = load_fabric(args.next)
         except (ConfigError, OSError) as e:
             raise OpsError(USAGE, str(e)) from None
+        if not (args.status or args.commit or args.abort):
+            check_next(fabric, nxt)
         masters = Masters(fabric, args.timeout)
         path = str(args.next.resolve())
         if args.status:
@@ -92,6 +96,26 @@ def _rollout(args: argparse.Namespace) -> int:
         return code
     print(render(st, mid, nxt.digest, _table))
     return code
+
+
+def check_next(running: Fabric, nxt: Fabric) -> None:
+    """What every master would refuse at prepare, found before anything is sent: a next config that changes
+    the masters or the distribution, or names another key set than the running config's file
+    (proto.keyroll.keys_for_reload). OpsError(USAGE) with the file:line: field error."""
+    from controller.rollout import IncompatibleConfig, check_compatible
+    from proto.auth import KeySet
+    from proto.config import ConfigError, line_of
+    from proto.keyroll import keys_for_reload
+
+    if nxt.digest == running.digest:
+        return                          # a key-only change, or nothing: the masters say which
+    try:
+        check_compatible(running, nxt)
+        keys_for_reload(KeySet.from_security(running.security), nxt, running.digest)
+    except IncompatibleConfig as e:
+        raise OpsError(USAGE, str(ConfigError(e.source, line_of(e.source, e.field), e.field, e.problem))) from None
+    except ValueError as e:             # ConfigError, AuthError (a key file): named
+        raise OpsError(USAGE, str(e)) from None
 
 
 def _to_all(masters: Masters, route: str, body: Any, token: str) -> tuple[str, dict, int]:
