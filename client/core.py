@@ -202,7 +202,15 @@ class ClientCore:
             sender, msg = self.codec.decode(decode_nd_ethernet(data), port=port)
         except DecodeError as e:
             self.counters[f"nd_rejected_{e.reason}"] += 1
-            return []
+            if e.reason != "stale":
+                return []
+            # A new incarnation of the peer (its client restarted) that has not heard our challenge yet: the
+            # codec learnt its offer, so our next frame on this port lets the peer verify us in one exchange.
+            # Send it now (at most once per nd_interval), not at the identity cadence (~1 s): the restarted
+            # client holds its first report until it has verified its ports (hitless restart).
+            answered: list[Action] = []
+            self._run(self.ports.nd.answer(port, now), now, answered)
+            return answered
         if not isinstance(msg, NdFrame):
             self.counters["nd_rejected_not_nd"] += 1
             return []

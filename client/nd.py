@@ -253,15 +253,23 @@ class NeighborDiscovery:
         out: list[SendNd | NdChanged] = []
         self._evaluate(p, now, out, send_on_change=True)
         if (not p.peer_agrees and not p.fast and p.state is NdState.UP and p.send not in out
-                and now >= p.answered_until and (frame.switch, frame.port) == p.expected_key):
+                and (frame.switch, frame.port) == p.expected_key):
             # The expected peer does not confirm us (its client just restarted, or lost our frames) while
             # this port, UP (or held for that restart), sends only at the identity cadence: answer at once
-            # (at most once per nd_interval) so its verification takes a round trip, not up to a whole
-            # nd_identity_interval (hitless restart, client.core).
-            p.answered_until = now + self.interval
-            p.tx += 1
-            out.append(p.send)
+            # so its verification takes a round trip, not up to a whole nd_identity_interval.
+            out.extend(self.answer(port, now))
         return out
+
+    def answer(self, port: int, now: float) -> list[SendNd | NdChanged]:
+        """One frame out of `port` at once, at most once per nd_interval: the answer to a peer that needs
+        to hear us now (hitless restart: a restarted client's first frames, whose new incarnation the
+        codec rejects as stale until our next frame reflects its challenge; client.core)."""
+        p = self._ports.get(port)
+        if p is None or not p.phy or now < p.answered_until:
+            return []
+        p.answered_until = now + self.interval
+        p.tx += 1
+        return [p.send]
 
     def set_phy(self, port: int, up: bool, now: float) -> list[SendNd | NdChanged]:
         """PHY went up (start sending, at once) or down (reset the port: forget all neighbours)."""

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from client.core import verification_bound
+from client.core import SendFrames, verification_bound
 from client.oam import OamObservation, mpid
 from proto.clos import clos_fabric
-from tests.test_client_core import World
+from proto.messages import Codec, decode_nd_ethernet
+from tests.test_client_core import ME, World
 
 #: A peer's identity tick lands anywhere in its 1 s interval: these are late but ordinary answers.
 ANSWER_1 = 0.6
@@ -109,3 +110,31 @@ def test_a_port_that_really_fails_during_the_hold_is_reported_at_once(fabric, fa
         assert ports[2].miscabled_by is not None and ports[2].miscabled_by.switch == "leaf-2"
     w.run(3.0)
     assert all(not p.usable for r in w.reports() for p in r.ports if p.port == 2)
+
+
+def test_a_restarted_peer_is_answered_at_once_not_at_the_identity_cadence(fabric):
+    """The restarted peer's first ND frames carry a new incarnation: the codec rejects them as stale and
+    learns its offer. Our next frame on that port lets the peer verify us; with OAM that frame used to
+    come at the identity cadence (up to 1 s later), so the restarted client could not verify the link
+    within its hold. It is sent at once now (at most once per nd_interval)."""
+    w = World(fabric)
+    w.feed(w.core.start_oam(w.clock.now))
+    w.connect()
+    oam(w, 1)
+    oam(w, 2)
+    w.nd_up()
+    w.run(1.5)                                            # steady state: identity cadence
+    switches = [s.name for s in fabric.switches]
+    spine = Codec(w.ring.bundle_for_switch("spine-1"), "spine-1", switches, [m.id for m in fabric.masters])
+    w.peers["spine-1"] = spine                            # spine-1's client restarted: a new incarnation
+    t = w.clock.now
+    first = w.nd_frame(1, two_way=False)
+    out = w.feed(w.core.on_packet_in(1, first, t))
+    assert w.core.counters["nd_rejected_stale"] == 1
+    sends = [f for a in out if isinstance(a, SendFrames) for f in a.frames]
+    assert [f.port for f in sends] == [1], out           # old code: nothing until the next identity tick
+    peer = fabric.peer_of(ME, 1)
+    sender, msg = spine.decode(decode_nd_ethernet(sends[0].data), port=peer.port)
+    assert sender == ME and msg.discovered == peer         # the restarted peer verifies us: link two-way again
+    again = w.core.on_packet_in(1, w.nd_frame(1, two_way=False), t + 0.001)
+    assert not [a for a in again if isinstance(a, SendFrames)]     # rate-limited: once per nd_interval
