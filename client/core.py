@@ -8,8 +8,12 @@ reporter and the LSD replica, and the rules that tie them together:
 - **urgency**: a change of a port's usable bit, or a miscabling, is reported at once; other port changes
   (ND flapping on a damped port, ...) ride on the next refresh, so a flapping port cannot flood the master;
 - **first-report hold** (hitless restart): after a (re)start the first report waits until every live
-  fabric port has ND up, or `report_grace` after the switch connection, so a restarting client never
-  tells the master its links are down. The hold runs only while the switch is connected: a connection
+  fabric port is verified (usable) or has really failed (`PortTable.settled`: PHY/liveness down,
+  miscabled, admin down), or `report_grace` after the switch connection, so a restarting client never
+  tells the master its links are down merely because it has not verified them yet. `report_grace`
+  defaults to `verification_bound(fabric)`: how long verifying a port can take, which with link OAM is
+  paced by the peer's ND *identity* cadence (~1 s: a peer holding our link answers at that cadence),
+  not by `nd_dead`. The hold runs only while the switch is connected: a connection
   that drops before the report is released cancels the deadline, the next connection starts it again.
   `next_deadline()` is therefore never in the past after `tick(now)` (the runtime never spins);
 - **graceful restart**: `graceful_restart(hold)` asks every ND peer to hold its link, then silences ND.
@@ -58,7 +62,27 @@ from proto.messages import (
 
 log = logging.getLogger("firepath.client")
 
-__all__ = ["Action", "ClientCore", "LsdApplied", "SendDatagram", "SendFrames", "UsableChanged"]
+__all__ = ["Action", "ClientCore", "LsdApplied", "SendDatagram", "SendFrames", "UsableChanged",
+           "verification_bound"]
+
+
+def verification_bound(fabric: Fabric) -> float:
+    """How long verifying a live fabric port can take after the switch connection (s): the default
+    first-report hold of a (re)started client.
+
+    Our first ND frame goes out at once and a port not yet UP keeps probing at the heartbeat cadence, so
+    the wait is for the peer's answer. A peer on software ND answers within `nd_interval`; with link OAM
+    the peer's port is UP (it holds our link through the graceful restart) and sends at the *identity*
+    cadence only, so its answer can take a whole `nd_identity_interval`. Allow one lost answer (two of
+    the peer's intervals) plus the software-ND margin max(5 x nd_dead, 0.2 s) for the round trip, the
+    OVSDB monitor's first CFM status and a loaded runtime. A port still unverified after that has a
+    problem and is reported unusable.
+    """
+    t = fabric.timers
+    margin = max(5 * t.nd_dead, 0.2)
+    if fabric.liveness == "oam":
+        return 2 * t.nd_identity_interval + margin
+    return margin
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +115,7 @@ class ClientCore:
     """One switch's control state. Every input method returns the actions it caused, in order.
 
     `report_grace` (s): longest first-report hold after the switch connection; default
-    max(5 × nd_dead, 0.2 s). `initial_seq`: first report sequence number (the runtime passes wall-clock
+    `verification_bound(fabric)` (2 x nd_identity_interval + max(5 x nd_dead, 0.2 s) with link OAM). `initial_seq`: first report sequence number (the runtime passes wall-clock
     ms so a restarted client's reports are newer than its previous life's).
     """
 
@@ -105,7 +129,7 @@ class ClientCore:
         self.ports = PortTable(fabric, switch, now=now)
         self.reporter = Reporter(fabric, switch, now=now, initial_seq=initial_seq)
         self.replica = LsdReplica(fabric, switch, now=now)
-        self.report_grace = max(5 * fabric.timers.nd_dead, 0.2) if report_grace is None else report_grace
+        self.report_grace = verification_bound(fabric) if report_grace is None else report_grace
         self.connected = False
         self.report_released = False
         self._hold_until = math.inf       # armed only while connected and not released
@@ -169,6 +193,7 @@ class ClientCore:
         """A PortStatus: `live` = OFPPS_LIVE, `carrier` = PHY up (None: same as live; client.ports)."""
         out: list[Action] = []
         self._run(self.ports.on_phy(port, live, now, carrier), now, out)
+        self._maybe_release_report(now, out)   # a port may have failed without a status change
         return out
 
     def on_packet_in(self, port: int, data: bytes, now: float) -> list[Action]:
@@ -177,7 +202,15 @@ class ClientCore:
             sender, msg = self.codec.decode(decode_nd_ethernet(data), port=port)
         except DecodeError as e:
             self.counters[f"nd_rejected_{e.reason}"] += 1
-            return []
+            if e.reason != "stale":
+                return []
+            # A new incarnation of the peer (its client restarted) that has not heard our challenge yet: the
+            # codec learnt its offer, so our next frame on this port lets the peer verify us in one exchange.
+            # Send it now (at most once per nd_interval), not at the identity cadence (~1 s): the restarted
+            # client holds its first report until it has verified its ports (hitless restart).
+            answered: list[Action] = []
+            self._run(self.ports.nd.answer(port, now), now, answered)
+            return answered
         if not isinstance(msg, NdFrame):
             self.counters["nd_rejected_not_nd"] += 1
             return []
@@ -192,6 +225,7 @@ class ClientCore:
         """Operator admin state of a fabric port (KeyError for another port)."""
         out: list[Action] = []
         self._run(self.ports.set_admin(port, up, now), now, out)
+        self._maybe_release_report(now, out)   # a port may have failed without a status change
         return out
 
     def graceful_restart(self, hold: float, now: float) -> list[Action]:
@@ -251,6 +285,7 @@ class ClientCore:
         self.counters["oam_observations"] += 1
         out: list[Action] = []
         self._run(self.ports.on_oam(obs, now), now, out)
+        self._maybe_release_report(now, out)   # a port may have failed without a status change
         return out
 
     def on_stall(self, start: float, end: float, now: float) -> list[Action]:
@@ -265,6 +300,7 @@ class ClientCore:
     def on_oam_failed(self, ports: tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
         out: list[Action] = []
         self._run(self.ports.on_oam_failed(ports, reason, now), now, out)
+        self._maybe_release_report(now, out)   # a port may have failed without a status change
         return out
 
     # ------------------------------------------------------------------------------------------ actions
@@ -328,11 +364,16 @@ class ClientCore:
         out.extend(local_repair)
 
     def _maybe_release_report(self, now: float, out: list[Action]) -> None:
-        """Hitless restart: report only once ND had its chance on every live port (or the hold ran out)."""
+        """Hitless restart: report only once every live port is verified or really failed (or the hold ran
+        out): a port is never reported unusable merely because it has not been verified yet."""
         if self.report_released or not self.connected:
             return
         statuses = self.ports.statuses()
-        if self.ports.settled() or now >= self._hold_until:
+        unverified = self.ports.unverified()
+        if not unverified or now >= self._hold_until:
+            if unverified:
+                log.warning(kv("report_hold_expired", grace_s=round(self.report_grace, 3),
+                               unverified=",".join(map(str, unverified))))
             self.report_released = True
             self._hold_until = math.inf
             self._run(self.reporter.update(statuses, now), now, out)

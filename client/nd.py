@@ -100,7 +100,7 @@ class NdPortView:
 
 class _Port:
     __slots__ = ("deadline", "discovered", "expected", "expected_until", "fast", "frame", "local", "miscabled_by",
-                 "expected_key", "held", "hold_until", "peer_agrees", "phy", "port", "rx", "rx_ignored",
+                 "expected_key", "answered_until", "held", "hold_until", "peer_agrees", "phy", "port", "rx", "rx_ignored",
                  "rx_wrong", "send", "since", "state", "sticky_miscabled", "tx", "wrong_peer", "wrong_until")
 
     def __init__(self, port: int, local: Endpoint, expected: Endpoint, now: float, fast: bool = True) -> None:
@@ -117,6 +117,7 @@ class _Port:
         self.sticky_miscabled = False       # MISCABLED holds until the expected peer is heard again
         self.hold_until = -math.inf         # graceful restart of the peer: keep UP until then (PHY up)
         self.held = 0                       # holds granted (metrics)
+        self.answered_until = -math.inf     # last immediate answer to a peer that does not confirm us
         self.state = NdState.DOWN
         self.discovered: Endpoint | None = None
         self.miscabled_by: Endpoint | None = None
@@ -251,7 +252,24 @@ class NeighborDiscovery:
             p.wrong_peer = Endpoint(frame.switch, frame.port)
         out: list[SendNd | NdChanged] = []
         self._evaluate(p, now, out, send_on_change=True)
+        if (not p.peer_agrees and not p.fast and p.state is NdState.UP and p.send not in out
+                and (frame.switch, frame.port) == p.expected_key):
+            # The expected peer does not confirm us (its client just restarted, or lost our frames) while
+            # this port, UP (or held for that restart), sends only at the identity cadence: answer at once
+            # so its verification takes a round trip, not up to a whole nd_identity_interval.
+            out.extend(self.answer(port, now))
         return out
+
+    def answer(self, port: int, now: float) -> list[SendNd | NdChanged]:
+        """One frame out of `port` at once, at most once per nd_interval: the answer to a peer that needs
+        to hear us now (hitless restart: a restarted client's first frames, whose new incarnation the
+        codec rejects as stale until our next frame reflects its challenge; client.core)."""
+        p = self._ports.get(port)
+        if p is None or not p.phy or now < p.answered_until:
+            return []
+        p.answered_until = now + self.interval
+        p.tx += 1
+        return [p.send]
 
     def set_phy(self, port: int, up: bool, now: float) -> list[SendNd | NdChanged]:
         """PHY went up (start sending, at once) or down (reset the port: forget all neighbours)."""

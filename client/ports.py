@@ -188,8 +188,17 @@ class PortTable:
         return out
 
     def settled(self) -> bool:
-        """Every port that can be usable (carrier and live) is: ND had its chance (hitless restart)."""
-        return all(p.status.usable or not (p.phy and p.live) for p in self._ports.values())
+        """No port awaits verification (hitless restart): every fabric port is usable, or has really
+        failed (no carrier, not live: a CFM/BFD fault, miscabled by ND or OAM), or is admin down or
+        damped. A port with carrier and liveness whose peer (ND two-way, OAM status) is not confirmed yet
+        is unverified, not failed: reporting it would take a working link down."""
+        return not self.unverified()
+
+    def unverified(self) -> tuple[int, ...]:
+        """The ports that could be usable but are not verified yet (see `settled`)."""
+        return tuple(p.port for p in self._ports.values()
+                     if p.phy and p.live and p.admin and not p.status.usable and not p.status.damped
+                     and p.status.miscabled_by is None)
 
     def start_oam(self, now: float) -> list[Action]:
         """Ask for CFM on the OAM ports (a `ConfigureOam` for the runtime); [] with `liveness: nd`."""

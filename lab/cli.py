@@ -444,7 +444,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rc = rsub.add_parser("client", parents=[common])
     rc.add_argument("switch")
     rc.add_argument("--wait", type=positive_float, default=15.0, help="seconds to wait for the new client to "
-                    "answer REST, connect and program (positive; default 15); exit 1 if it does not")
+                    "answer REST, connect, program, have its fabric ports usable and their links up in the "
+                    "master's LSD (positive; default 15); exit 1 naming what is missing if it does not")
     rc.set_defaults(func=_guard(cmd_restart))
 
     rl = sub.add_parser("reload", parents=[common], help="roll an edited fabric.yaml out: masters, clients, commit")

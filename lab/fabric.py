@@ -505,6 +505,12 @@ class Lab:
 
     def expected_usable(self) -> dict[str, int]:
         """Usable fabric ports per switch given the recorded faults (all of them when there are none)."""
+        down = self.expected_down()
+        return {sw.name: sum(1 for p in self.fabric.fabric_ports(sw.name) if (sw.name, p) not in down)
+                for sw in self.fabric.switches}
+
+    def expected_down(self) -> set[tuple[str, int]]:
+        """The fabric ports (switch, port) the recorded faults take out of use."""
         fabric = self.fabric
         port_of = {ifn: key for key, ifn in self.state.ifaces.items()}
         down: set[tuple[str, int]] = set()
@@ -528,8 +534,7 @@ class Lab:
                     for ifn in pair:
                         sw, port = port_of[ifn].rsplit(":", 1)
                         down.add((sw, int(port)))
-        return {sw.name: sum(1 for p in fabric.fabric_ports(sw.name) if (sw.name, p) not in down)
-                for sw in fabric.switches}
+        return down
 
     def convergence_problem(self, expect_usable: dict[str, int] | None = None,
                             min_version: int | None = None) -> str | None:

@@ -206,9 +206,14 @@ def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
 
 
 def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | None:
-    """Wait until the switch's client answers REST, is connected to its switch and has programmed an LSD;
-    None when it is, else what it lacks (at `timeout` seconds)."""
+    """Wait until the switch's client answers REST, is connected to its switch, has programmed an LSD, has
+    every fabric port usable that the recorded faults leave in use, and the master's LSD has those links
+    up; None when it is, else what it lacks (at `timeout` seconds)."""
     lack = ["no answer"]
+    down = lab.expected_down()
+    links = [link for link in lab.fabric.links if switch in (link.a.switch, link.b.switch)
+             and (link.a.switch, link.a.port) not in down and (link.b.switch, link.b.port) not in down]
+    want = sorted(p for p in lab.fabric.fabric_ports(switch) if (switch, p) not in down)
 
     def ready() -> bool:
         s = lab.http.get_many([(lab.rest_port(switch), "/v1/state")], 0.5)[0]
@@ -218,7 +223,20 @@ def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | Non
             lack[0] = "not connected to its switch"
         elif not s.get("programmed_version"):
             lack[0] = "nothing programmed yet"
+        elif missing := [p for p in want if not any(q.get("port") == p and q.get("usable")
+                                                     for q in s.get("ports", []))]:
+            lack[0] = f"fabric ports not usable: {', '.join(map(str, missing))} (of {len(want)} expected)"
         else:
+            try:
+                lsd = lab.master_get("/v1/lsd").get("links", {})
+            except (LabError, OSError, ValueError) as e:
+                lack[0] = f"master LSD: {type(e).__name__}: {e}"
+                return False
+            not_up = [f"{link.name} ({lsd.get(link.name)})" for link in links
+                      if lsd.get(link.name) not in ("up", "drained")]
+            if not_up:
+                lack[0] = f"links not up in the master's LSD: {', '.join(not_up[:8])}"
+                return False
             return True
         return False
 

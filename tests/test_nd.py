@@ -376,3 +376,32 @@ def test_graceful_restart_hold_expires_when_the_client_never_returns(fabric, clo
     w.run(1.0)
     assert w.state("spine-1:1") == NdState.DOWN
     assert 0.5 <= w.changed_at("spine-1:1", NdState.DOWN, t0) - t0 <= 0.5 + 0.011
+
+
+def test_identity_cadence_peer_answers_a_restarted_client_at_once(fabric, clock):
+    """With link OAM the ports run ND at the identity cadence (1 s). A port that is UP (here: held for the
+    peer's graceful restart) answers a frame of the expected peer that does not confirm it at once, so the
+    restarted client verifies the link in a round trip, not at the holder's next identity tick (up to
+    1 s later: longer than the restarted client's first-report hold used to be)."""
+    w = Wires(fabric, clock, switches=["leaf-1", "spine-1"])
+    for name in w.nd:
+        w.nd[name] = NeighborDiscovery(fabric, name, now=clock.now, fast=False)
+    w.run(0.05)
+    assert w.state("spine-1:1") == NdState.UP and w.state("leaf-1:1") == NdState.UP
+    w.run(0.3)                                   # the identity tick is now 0.65 s away
+    w._handle("leaf-1", w.nd["leaf-1"].restart_frames(5.0))
+    w.dead.add("leaf-1")
+    w.run(0.2)
+    w.nd["leaf-1"] = NeighborDiscovery(fabric, "leaf-1", now=clock.now, fast=False)
+    w.dead.discard("leaf-1")
+    t0 = clock.now
+    w.run(0.05)
+    assert w.state("leaf-1:1") == NdState.UP
+    assert w.changed_at("leaf-1:1", NdState.UP, t0) - t0 <= 0.001
+    assert w.state("spine-1:1") == NdState.UP
+    assert not [c for t, sw, c in w.log if t > t0 and sw == "spine-1" and c.state != NdState.UP]
+    # Steady state afterwards: no extra frames, identity cadence only (a frame a second per side).
+    n = len(w.sent)
+    w.run(3.0)
+    link = [a for _, sw, a in w.sent[n:] if (sw, a.port) in (("leaf-1", 1), ("spine-1", 1))]
+    assert 4 <= len(link) <= 8
