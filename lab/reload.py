@@ -30,7 +30,7 @@ from typing import Any
 
 from client.of.sockets import enter_netns
 from lab.fabric import Lab, LabError, wait_until
-from proto.config import ConfigError, Fabric, line_of, load_fabric
+from proto.config import ConfigError, Fabric, load_fabric
 
 __all__ = ["reload_lab"]
 
@@ -111,22 +111,6 @@ def describe_masters(states: dict[str, Any], fabric: Fabric | None = None) -> st
     return ", ".join(one(mid, st) for mid, st in states.items())
 
 
-def _check_masters_answer(lab: Lab, new: Fabric, ids: list[str]) -> None:
-    """The masters `ids` of `new` answer on the REST ports the file gives them; else LabError naming the master
-    and the field at its line, nothing changed. A rollout cannot move a master (each keeps the ports it started
-    with), so an edited `masters[i].rest_port` shows up here, as a master silent where the file says."""
-    states = lab.master_states(timeout=2.0)
-    for i, m in enumerate(new.masters):
-        st = states.get(m.id)
-        if m.id in ids and isinstance(st, BaseException):
-            field = f"masters[{i}].rest_port"
-            err = ConfigError(new.source, line_of(new.source, field), field,
-                              f"master {m.id} does not answer on REST port {m.rest_port} ({_why(st)}): if the "
-                              f"file moved it, put it back (a rollout cannot change the masters; restart the "
-                              f"replicas on the new config to move them); if {m.id} is down, bring it back first")
-            raise LabError(f"refused, nothing changed: {err}")
-
-
 def _token(fabric: Fabric) -> str | None:
     """The admin token of `fabric` (None without one); LabError naming the config line if it is unusable."""
     from proto.auth import AuthError, read_admin_token
@@ -159,8 +143,6 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
     out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None,
                            "grown": None}
     keys = _key_status(new)
-    if target in ("all", *masters):
-        _check_masters_answer(lab, new, masters if target == "all" else [target])
     keys_only = new.digest == _running_digest(lab)
     token = _token(new)
     poster = _Poster(lab.state.netns)
