@@ -622,12 +622,8 @@ def _free_master_base(n: int) -> int:
     raise RuntimeError("no free port range")
 
 
-def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_path):
-    """controller.server.MasterServer x3 on loopback with FmrpDriver: HMAC'd UDP, durable state dirs."""
-    import asyncio
-
-    from controller.roles import FmrpDriver
-    from controller.server import MasterServer
+def _three_master_fabric(tmp_path):
+    """A 2-spine x 3-leaf fabric with three masters on free loopback ports, and its keyring."""
     from proto.auth import KeyRing, write_secret_file
     from proto.clos import ClosParams, generate_clos_yaml
     from proto.config import load_fabric
@@ -635,8 +631,30 @@ def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_
     text = generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=3, masters=3, master_base_port=_free_master_base(3)))
     write_secret_file(tmp_path / "fabric.key")
     (tmp_path / "fabric.yaml").write_text(text)
-    fabric = load_fabric(tmp_path / "fabric.yaml")
-    keyring = KeyRing.load(tmp_path / "fabric.key")
+    return load_fabric(tmp_path / "fabric.yaml"), KeyRing.load(tmp_path / "fabric.key")
+
+
+async def _until(cond, limit: float = 5.0) -> bool:
+    """Poll `cond()` every 2 ms of the running loop for up to `limit` s."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while not cond():
+        if loop.time() > end:
+            return False
+        await asyncio.sleep(0.002)
+    return True
+
+
+def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_path):
+    """controller.server.MasterServer x3 on loopback with FmrpDriver: HMAC'd UDP, durable state dirs."""
+    import asyncio
+
+    from controller.roles import FmrpDriver
+    from controller.server import MasterServer
+
+    fabric, keyring = _three_master_fabric(tmp_path)
 
     def server(mid: str) -> MasterServer:
         return MasterServer(fabric, mid, keyring, tmp_path / f"state-{mid}",
@@ -644,15 +662,6 @@ def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_
 
     def fstate(s: MasterServer) -> FmrpState | None:
         return s.driver.fmrp.state if s.driver is not None and s.driver.fmrp is not None else None
-
-    async def until(cond, limit: float = 5.0) -> bool:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + limit
-        while not cond():
-            if loop.time() > end:
-                return False
-            await asyncio.sleep(0.002)
-        return True
 
     async def scenario() -> None:
         live = {m.id: server(m.id) for m in fabric.masters}
@@ -666,26 +675,26 @@ def test_three_master_servers_elect_fail_over_and_stay_sticky_over_real_udp(tmp_
                 return len(masters()) == 1 and all(fstate(s) is FmrpState.BACKUP for i, s in live.items()
                                                    if i != masters()[0])
 
-            assert await until(settled)
+            assert await _until(settled)
             m1 = masters()[0]
             term1 = live[m1].driver.fmrp.term
             # SIGTERM path: the stopping master announces StepDown; a backup takes over with the next term.
             await live.pop(m1).stop()
-            assert await until(lambda: len(masters()) == 1)
+            assert await _until(lambda: len(masters()) == 1)
             m2 = masters()[0]
             # normally term1 + 1; a split vote under heavy scheduling noise costs a term or two
             assert live[m2].driver.fmrp.term > term1 and live[m2].core.term == live[m2].driver.fmrp.term
             # The old master restarts from its state dir: it joins as backup (sticky), never reusing a term.
             live[m1] = server(m1)
             await live[m1].start(rest=False)
-            assert await until(settled)
+            assert await _until(settled)
             assert masters() == [m2] and live[m1].driver.fmrp.leader == m2
             assert live[m1].store.load().term >= term1 + 1
             def view() -> dict:
                 return live[m2].driver.view(live[m2].now())
 
             # the master's view of a peer is its last hello: it catches up within a datagram or two
-            assert await until(lambda: {r["state"] for r in view()["replicas"]} == {"master", "backup"})
+            assert await _until(lambda: {r["state"] for r in view()["replicas"]} == {"master", "backup"})
             assert view()["mode"] == "fmrp" and view()["replicas"][0]["lease_ok"] is True
         finally:
             for s in live.values():
@@ -703,24 +712,8 @@ def test_a_replica_whose_turn_raised_midway_still_votes_and_a_master_is_elected(
 
     from controller.roles import FmrpDriver
     from controller.server import MasterServer
-    from proto.auth import KeyRing, write_secret_file
-    from proto.clos import ClosParams, generate_clos_yaml
-    from proto.config import load_fabric
 
-    text = generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=3, masters=3, master_base_port=_free_master_base(3)))
-    write_secret_file(tmp_path / "fabric.key")
-    (tmp_path / "fabric.yaml").write_text(text)
-    fabric = load_fabric(tmp_path / "fabric.yaml")
-    keyring = KeyRing.load(tmp_path / "fabric.key")
-
-    async def until(cond, limit: float = 5.0) -> bool:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + limit
-        while not cond():
-            if loop.time() > end:
-                return False
-            await asyncio.sleep(0.002)
-        return True
+    fabric, keyring = _three_master_fabric(tmp_path)
 
     async def scenario() -> None:
         live = {m.id: MasterServer(fabric, m.id, keyring, tmp_path / f"state-{m.id}",
@@ -732,7 +725,7 @@ def test_a_replica_whose_turn_raised_midway_still_votes_and_a_master_is_elected(
             def masters() -> list[str]:
                 return [i for i, srv in live.items() if srv.core.role.value == "master"]
 
-            assert await until(lambda: len(masters()) == 1)
+            assert await _until(lambda: len(masters()) == 1)
             old = masters()[0]
             buggy = next(i for i in live if i != old)
             srv = live[buggy]
@@ -747,10 +740,10 @@ def test_a_replica_whose_turn_raised_midway_still_votes_and_a_master_is_elected(
 
             srv._persist = persist_once_broken             # type: ignore[method-assign]
             await live.pop(old).stop()                     # StepDown: the two survivors elect at once
-            assert await until(lambda: len(masters()) == 1), {i: s.core.role.value for i, s in live.items()}
+            assert await _until(lambda: len(masters()) == 1), {i: s.core.role.value for i, s in live.items()}
             assert raised and srv.metrics.turn_failures._value.get() == 1
             new = masters()[0]
-            assert await until(lambda: live[next(i for i in live if i != new)].core.leader == new)
+            assert await _until(lambda: live[next(i for i in live if i != new)].core.leader == new)
         finally:
             for srv in live.values():
                 await srv.stop()
