@@ -182,3 +182,26 @@ def test_lab_status_falls_back_to_the_masters_view_for_a_silent_border_client() 
     assert any("100.64.0.2" in line and "5.0s" in line and "10.0.0.0/8" in line for line in lines)
     fallback = next(line for line in lines if str(peer.address) in line)
     assert "9.5s" in fallback and "master's view, report 2.5s old" in fallback and "0.0.0.0/0" in fallback
+
+
+def test_lab_status_says_no_master_and_which_switches_are_fail_static() -> None:
+    """A tester killed two of three masters: `lab status` still showed each switch's last master and LSD
+    version, with no word that they were fail-static."""
+    from types import SimpleNamespace
+
+    from lab.report import format_status
+
+    f = fabric()
+    clients = {sw.name: {"ports": [], "routes": 1, "groups": 1, "master": "m1", "fail_static": False}
+               for sw in f.switches}
+    lab = SimpleNamespace(fabric=f, http=SimpleNamespace(get=lambda port, path: {"borders": {}}),
+                          state=SimpleNamespace(external_masters=False, processes={}, faults=[]),
+                          master_states=lambda: {"m1": {"role": "master", "term": 1, "version": 3}},
+                          client_states=lambda: clients, current_master=lambda: ("m1", {"role": "master"}))
+    text = format_status(lab)
+    assert "fail-static" not in text and "no master" not in text
+    clients["border-1-1"]["fail_static"] = True
+    lab.master_states = lambda: {"m1": {"role": "inactive", "term": 2, "version": 3}}
+    text = format_status(lab)
+    assert "no master: no replica is serving" in text
+    assert "fail-static (no master heard, forwarding on the last LSD): border-1-1" in text
