@@ -271,13 +271,30 @@ def cmd_groups(args: argparse.Namespace) -> int:
     return 0
 
 
+#: One UDP socket per flow in the sender (the process's descriptor limit is ~1,024).
+MAX_PROBE_FLOWS = 256
+
+
+def probe_flows(text: str) -> int:
+    """--flows: 1..MAX_PROBE_FLOWS."""
+    value = positive_int(text)
+    if value > MAX_PROBE_FLOWS:
+        raise argparse.ArgumentTypeError(f"{value}: at most {MAX_PROBE_FLOWS} (one UDP socket per flow)")
+    return value
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
+    from lab.fabric import LabError
+    from lab.probe import ProbeError
+
     lab = _open(args)
     probe = lab.probe(args.src, args.dst, flows=args.flows, rate=args.rate)
-    probe.start()
     try:
+        probe.start()
         time.sleep(args.seconds)
         result = probe.stop()
+    except ProbeError as e:
+        raise LabError(f"probe {args.src} -> {args.dst}: {e}") from None
     finally:
         probe.close()
     print(json.dumps(result, indent=1) if args.json else
@@ -473,7 +490,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pr.add_argument("src")
     pr.add_argument("dst")
     pr.add_argument("--seconds", type=positive_float, default=2.0)
-    pr.add_argument("--flows", type=positive_int, default=4)
+    pr.add_argument("--flows", type=probe_flows, default=4, help=f"flows, 1..{MAX_PROBE_FLOWS} (default 4)")
     pr.add_argument("--rate", type=positive_float, default=1000.0, help="packets/s per flow (default 1000)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=_guard(cmd_probe))

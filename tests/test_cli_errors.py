@@ -48,6 +48,8 @@ def cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (("client", "--config", "x.yaml", "--switch", "s", "--rest-port", "http"), ("--rest-port", "not an integer")),
     (("lab", "probe", "h1", "h2", "--rate", "-5"), ("--rate", "positive")),
     (("lab", "probe", "h1", "h2", "--rate", "nan"), ("--rate", "positive")),
+    # one UDP socket per flow: 100,000 ended in a ProbeError traceback
+    (("lab", "probe", "h1", "h2", "--flows", "100000"), ("--flows", "at most 256")),
     (("lab", "ping", "--count", "0"), ("--count", "at least 1")),
     # --ovsdb garbage used to start and fall back to software ND on every port, logged as "OAM unavailable"
     (("client", "--config", "x.yaml", "--switch", "s", "--ovsdb", "garbage"), ("--ovsdb", "unix:PATH or tcp:IP:PORT")),

@@ -288,3 +288,17 @@ def test_an_answer_that_is_not_what_firepath_serves_is_one_line_not_a_traceback(
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("address, why", [("localhost:abc", "port 'abc' is not a number"),
+                                          ("evil host:1", "expected HOST:PORT"),
+                                          ("127.0.0.1:99999", "port '99999' is not a number in 1..65535"),
+                                          (":8080", "expected HOST:PORT")])
+def test_a_bad_routes_address_is_a_usage_error_naming_it(tmp_path: Path, address: str, why: str) -> None:
+    """A tester got http.client.InvalidURL tracebacks (and 'Connection refused' for port 99999)."""
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text(generate_clos_yaml(ClosParams(pods=0, masters=1)))
+    (tmp_path / "fabric.key").write_text("00" * 32)
+    p = cli("routes", "--config", str(cfg), "leaf-1", "--address", address)
+    assert "Traceback" not in p.stderr and p.returncode == api.USAGE, (p.returncode, p.stderr)
+    assert f"--address {address!r}" in p.stderr and why in p.stderr, p.stderr

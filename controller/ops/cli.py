@@ -184,6 +184,17 @@ def _table(rows: list[list[Any]], headers: list[str]) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, missingval="-")
 
 
+def _check_address(address: str) -> str:
+    """`HOST:PORT` for --address: a host name or IPv4 address without spaces or URL characters, a port in
+    1..65535; OpsError(USAGE) naming what is wrong (it used to surface as http.client.InvalidURL)."""
+    host, _, port = address.rpartition(":")
+    if not host or any(c in host for c in " /?#@[]\\") or not host.isprintable():
+        raise OpsError(USAGE, f"--address {address!r}: expected HOST:PORT (a host name or IPv4 address)")
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise OpsError(USAGE, f"--address {address!r}: port {port!r} is not a number in 1..65535")
+    return address
+
+
 def _print_json(data: Any) -> None:
     print(json.dumps(data, indent=1, sort_keys=True))
 
@@ -454,6 +465,7 @@ def cmd_routes(args: argparse.Namespace, fabric: Any) -> int:
         address = f"127.0.0.1:{sw.rest_port}"
     elif ":" not in address:
         address = f"{address}:{sw.rest_port}"
+    address = _check_address(address)
     query = []
     if prefix is not None:
         query.append(f"prefix={prefix}")
