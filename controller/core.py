@@ -187,7 +187,10 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         replicated = self.lsd_term is not None
         self.role, self.term, self.leader = Role.MASTER, term, self.id
         lsd_drained = {i for i, s in enumerate(self.lsd.states()) if s in DRAINED_STATES}
-        self.drains.prune(lsd_drained)
+        # The LSD decides (a replicated note it does not enact was never in force); without an LSD, notes
+        # this replica saved before every replica restarted are the operator's word (controller.durable).
+        if replicated or not self.drains.restored:
+            self.drains.prune(lsd_drained)
         self.drains.inherit(lsd_drained)
         self._unnoted = lsd_drained - self.drains.drained()
         self.deriver.drained = self.drains.drained() | self._unnoted

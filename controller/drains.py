@@ -36,6 +36,10 @@ class DrainBook:
     def __init__(self, fabric: Fabric) -> None:
         self.fabric = fabric
         self.serial = 0
+        #: every change of the notes, local to this replica (the runtime saves the book when it moves)
+        self.changes = 0
+        #: the notes are this replica's saved ones (controller.durable.DrainStore.restore), not replicated
+        self.restored = False
         self._notes: dict[tuple[str, str], DrainNote] = {}
         self._link_names = {link.name: link.index for link in fabric.links}
         self._switches = {s.name for s in fabric.switches}
@@ -73,6 +77,7 @@ class DrainBook:
             raise DrainBookFull(str(e)) from None
         self._notes[note.key] = note
         self.serial += 1
+        self.changes += 1
 
     def undrain(self, kind: str, target: str) -> UndrainResult:
         """Lift the note of (kind, target); undraining a switch also lifts anonymous inherited notes of its
@@ -90,6 +95,7 @@ class DrainBook:
                     removed.append(self._notes.pop(key))
         if removed:
             self.serial += 1
+            self.changes += 1
         after = self.drained()
         if kind == "link":
             targets: tuple[int, ...] = (self._link_names[target],)
@@ -102,6 +108,8 @@ class DrainBook:
         """Take the master's whole book (replication). Notes naming nothing in this fabric are dropped."""
         self._notes = {n.key: n for n in notes if self.links_of(n)}
         self.serial = serial
+        self.changes += 1
+        self.restored = False
 
     def prune(self, lsd_drained: set[int]) -> int:
         """Drop the notes whose links the LSD does not all say DRAINED (the LSD decides; a note that arrived
@@ -111,6 +119,7 @@ class DrainBook:
             del self._notes[k]
         if stale:
             self.serial += 1
+            self.changes += 1
         return len(stale)
 
     def inherit(self, lsd_drained: set[int]) -> int:

@@ -12,10 +12,16 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proto.auth import read_secret_file
+from proto.drains import NoteError, decode_notes, encode_notes
+
+if TYPE_CHECKING:
+    from controller.drains import DrainBook
 
 STATE_FILE = "master-state.json"
+DRAINS_FILE = "drains.msgpack"      # the drain notes (proto.drains.encode_notes), so they outlive every replica
 MAX_TERM = 2**63 - 1        # proto.wire.MAX_U63: the largest term a message can carry
 
 
@@ -98,3 +104,69 @@ class StateStore:
         finally:
             os.close(dfd)
         self._cached = state
+
+
+def _write_atomic(directory: Path, name: str, data: bytes) -> None:
+    """Write `data` to directory/name: temp file, fsync, rename, fsync the directory."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(f"short write to {tmp}")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class DrainStore:
+    """The replica's copy of the drain notes on disk (issue: drains were lost when every replica restarted:
+    only the term was durable). Written atomically whenever the book changes; read at start. Drains stay
+    in the LSD and in the replicated notes as before — this file only matters when no replica kept them."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+        self.path = self.dir / DRAINS_FILE
+
+    def load(self) -> bytes | None:
+        """The saved notes (encoded), None if none were saved. Raises DurableStateError naming the file if
+        it cannot be read."""
+        try:
+            for stale in self.dir.glob(f".{DRAINS_FILE}.*.tmp"):
+                stale.unlink(missing_ok=True)
+            return read_secret_file(self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise DurableStateError(f"{self.path}: cannot read: {e}") from e
+
+    def restore(self, book: DrainBook) -> int:
+        """Put the saved notes into `book` (serial 1: a master replicates them); how many. DurableStateError
+        naming the file if it is unreadable or invalid (the replica does not start: move the file away to
+        start without them)."""
+        blob = self.load()
+        if blob is None:
+            return 0
+        try:
+            notes = decode_notes(blob)
+        except NoteError as e:
+            raise DurableStateError(f"{self.path}: invalid drain notes: {e} (move the file away to start "
+                                    "without them)") from None
+        book.replace(1 if notes else 0, notes)
+        book.restored = True
+        return len(book.notes)
+
+    def save_book(self, book: DrainBook) -> None:
+        """Raises OSError or NoteError (the caller logs it: the notes are still replicated)."""
+        _write_atomic(self.dir, DRAINS_FILE, encode_notes(book.notes))

@@ -41,7 +41,7 @@ from controller.actions import (
     VersionChanged,
 )
 from controller.core import MasterCore, Role
-from controller.durable import DurableState, DurableStateError, StateStore
+from controller.durable import DrainStore, DurableState, DurableStateError, StateStore
 from controller.fanout import FanoutEncoder
 from controller.intake import (
     CHECK_EVERY,
@@ -95,6 +95,8 @@ class MasterServer:
         )
         self.fanout = FanoutEncoder(self.codec, keyring, fabric.switches[0].name if fabric.switches else None)
         self.store = StateStore(state_dir)
+        self.drain_store = DrainStore(state_dir)
+        self._drains_saved = -1
         self.core = MasterCore(fabric, master_id)
         self.metrics = MasterMetrics(master_id)
         self._rejected_by: dict[str, Any] = {}   # rejection reason -> its metric child
@@ -149,6 +151,7 @@ class MasterServer:
     async def start(self, rest: bool = True) -> None:
         self._loop = asyncio.get_running_loop()
         durable = self.store.load()
+        self._load_drains()
         self.driver = (self._driver_factory or (lambda core, store: SingleMasterDriver(core, durable.term)))(
             self.core, self.store
         )
@@ -411,6 +414,20 @@ class MasterServer:
         now = self.now()
         self._turn(self.node.apply(actions, now), now, rearm=rearm)
 
+    def _load_drains(self) -> None:
+        """The saved drain notes (controller.durable.DrainStore.restore; DurableStateError: no start)."""
+        if self.drain_store.restore(self.core.drains):
+            log.info(kv("drains_loaded", notes=len(self.core.drains.notes), file=self.drain_store.path))
+        self._drains_saved = self.core.drains.changes
+
+    def _save_drains(self) -> None:
+        self._drains_saved = self.core.drains.changes
+        try:
+            self.drain_store.save_book(self.core.drains)
+        except (OSError, ValueError) as e:     # still replicated to the backups; said once per change
+            log.error(kv("drains_save_failed", file=self.drain_store.path, error=e,
+                         effect="the drains would not survive a restart of every replica"))
+
     def _turn(self, step: Step, now: float, rearm: bool = True) -> None:
         """Execute one turn of the node (controller.node): sends and events in order, each PersistTerm
         written before what follows it; then the per-batch bookkeeping and the timer."""
@@ -426,6 +443,8 @@ class MasterServer:
             except Exception:
                 log.exception(kv("turn_failed", effect="its recovery failed too: dropped"))
                 self.node.abandon(now)
+        if self.core.drains.changes != self._drains_saved:
+            self._save_drains()
         if not self._deferred:
             self.fanout.reset()
         if self.core.fabric is not self.fabric:

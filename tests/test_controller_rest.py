@@ -219,3 +219,46 @@ def test_unknown_paths_and_methods_answer_json(tmp_path: Path) -> None:
         assert "POST" in r.headers.get("Allow", "")
 
     run(tmp_path, body)
+
+
+def test_drains_survive_a_restart_of_every_replica(tmp_path: Path) -> None:
+    """A tester drained spine-1, killed every master and healed: the drain was gone and spine-1 carried
+    traffic again (only the term was on disk). The replica now saves its notes (state dir) and a cold
+    mastership (no replicated LSD) puts them back in force; a corrupt file refuses the start, named."""
+    from controller.durable import DRAINS_FILE, DurableStateError
+
+    async def first() -> None:
+        server = make_server(tmp_path)
+        await server.start(rest=False)
+        try:
+            server._run(server.core.become_master(1, server.now()) + server.core.end_hold(server.now()))
+            server.drain(switch="spine-1", drained=True, who="ops@example", reason="optics")
+            server.drain(link="leaf-2:2-spine-2:2", drained=True, who="ops@example", reason="flaky")
+            server.drain(link="leaf-2:2-spine-2:2", drained=False)
+        finally:
+            await server.stop()
+
+    async def second() -> tuple[set[int], list[tuple[str, str, str | None]], bytes]:
+        server = make_server(tmp_path)
+        await server.start(rest=False)
+        try:
+            server._run(server.core.become_master(2, server.now()))
+            core = server.core
+            notes = [(n.kind, n.target, n.reason) for n in core.drains.notes]
+            return core.deriver.drained, notes, core.lsd.states()
+        finally:
+            await server.stop()
+
+    asyncio.run(first())
+    assert (tmp_path / "state" / DRAINS_FILE).exists()
+    drained, notes, _states = asyncio.run(second())
+    fabric = load_fabric(tmp_path / "f.yaml")
+    assert notes == [("switch", "spine-1", "optics")]                  # the lifted link drain stays lifted
+    assert drained == set(fabric.links_of("spine-1"))
+    (tmp_path / "state" / DRAINS_FILE).write_bytes(b"\xc1garbage")
+    try:
+        asyncio.run(second())
+    except DurableStateError as e:
+        assert DRAINS_FILE in str(e) and "move the file away" in str(e)
+    else:
+        raise AssertionError("a corrupt drains file was accepted")
