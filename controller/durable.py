@@ -82,27 +82,8 @@ class StateStore:
         current = self._cached if self._cached is not None else self.load()
         if state.term < current.term:
             raise DurableStateError(f"{self.path}: refusing to lower term {current.term} -> {state.term}")
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
         payload = json.dumps({"term": state.term, "voted_for": state.voted_for}, sort_keys=True) + "\n"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                data = payload.encode()
-                if os.write(fd, data) != len(data):
-                    raise OSError(f"short write to {tmp}")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _write_atomic(self.dir, STATE_FILE, payload.encode())
         self._cached = state
 
 
