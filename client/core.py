@@ -178,10 +178,7 @@ class ClientCore:
         self.connected = True
         if not self.report_released:
             self._hold_until = now + self.report_grace
-        out: list[Action] = []
-        self._run(self.ports.on_port_desc(ports, now, carrier), now, out)
-        self._maybe_release_report(now, out)
-        return out
+        return self._port_input(self.ports.on_port_desc(ports, now, carrier), now)
 
     def on_disconnected(self, now: float) -> list[Action]:
         self.connected = False
@@ -191,10 +188,7 @@ class ClientCore:
 
     def on_port_status(self, port: int, live: bool, now: float, carrier: bool | None = None) -> list[Action]:
         """A PortStatus: `live` = OFPPS_LIVE, `carrier` = PHY up (None: same as live; client.ports)."""
-        out: list[Action] = []
-        self._run(self.ports.on_phy(port, live, now, carrier), now, out)
-        self._maybe_release_report(now, out)   # a port may have failed without a status change
-        return out
+        return self._port_input(self.ports.on_phy(port, live, now, carrier), now)
 
     def on_packet_in(self, port: int, data: bytes, now: float) -> list[Action]:
         """A frame punted by the switch (the ND flow): decode, authenticate, hand to ND."""
@@ -223,10 +217,7 @@ class ClientCore:
 
     def set_admin(self, port: int, up: bool, now: float) -> list[Action]:
         """Operator admin state of a fabric port (KeyError for another port)."""
-        out: list[Action] = []
-        self._run(self.ports.set_admin(port, up, now), now, out)
-        self._maybe_release_report(now, out)   # a port may have failed without a status change
-        return out
+        return self._port_input(self.ports.set_admin(port, up, now), now)
 
     def graceful_restart(self, hold: float, now: float) -> list[Action]:
         """Ask every ND peer to keep its link up for `hold` s, then send no more ND (a normal frame after
@@ -283,10 +274,7 @@ class ClientCore:
 
     def on_oam_observed(self, obs: OamObservation, now: float) -> list[Action]:
         self.counters["oam_observations"] += 1
-        out: list[Action] = []
-        self._run(self.ports.on_oam(obs, now), now, out)
-        self._maybe_release_report(now, out)   # a port may have failed without a status change
-        return out
+        return self._port_input(self.ports.on_oam(obs, now), now)
 
     def on_stall(self, start: float, end: float, now: float) -> list[Action]:
         """The client's process did not run from `start` to `end` (seconds, its clock; client.stallwatch):
@@ -298,10 +286,7 @@ class ClientCore:
         return out
 
     def on_oam_failed(self, ports: tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
-        out: list[Action] = []
-        self._run(self.ports.on_oam_failed(ports, reason, now), now, out)
-        self._maybe_release_report(now, out)   # a port may have failed without a status change
-        return out
+        return self._port_input(self.ports.on_oam_failed(ports, reason, now), now)
 
     # ------------------------------------------------------------------------------------------ actions
     def _run(self, actions: list[Any], now: float, out: list[Action]) -> None:
@@ -362,6 +347,14 @@ class ClientCore:
         # After the report: sending it takes microseconds, while local repair wakes the programmer thread,
         # which would otherwise compete with the report for the interpreter first.
         out.extend(local_repair)
+
+    def _port_input(self, actions: list[Any], now: float) -> list[Action]:
+        """The port table's actions for one input, then the first-report hold's check: a port may have been
+        verified or really failed without a status change (a miscabling, a CFM fault, admin down)."""
+        out: list[Action] = []
+        self._run(actions, now, out)
+        self._maybe_release_report(now, out)
+        return out
 
     def _maybe_release_report(self, now: float, out: list[Action]) -> None:
         """Hitless restart: report only once every live port is verified or really failed (or the hold ran
