@@ -60,6 +60,10 @@ def udp_stats(sock: socket.socket, table: str = "/proc/net/udp") -> tuple[int, i
 
 
 def enable_timestamps(sock: socket.socket) -> bool:
+    """Ask the kernel to stamp each datagram `sock` receives with its arrival time (SO_TIMESTAMPNS,
+    socket(7)); False if the option is refused. Linux turns receive stamping on from a work queue, so the
+    first datagrams after this call may carry the time they are *read* (net/core/sock.c,
+    __sock_recv_timestamp fills in the current time for an unstamped packet): later, never earlier."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
         return True

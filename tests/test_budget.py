@@ -281,9 +281,23 @@ def _udp_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
         tx.close()
 
 
+def _stamping(rx: socket.socket, tx: socket.socket) -> None:
+    """Wait (at most 2 s) until `rx`'s datagrams carry their arrival time: Linux turns stamping on from a
+    work queue, and until then a datagram gets the time it is read (see enable_timestamps)."""
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        tx.sendto(b"warm", rx.getsockname())
+        time.sleep(0.02)
+        got = read_one_at(rx, time.monotonic() - time.time())
+        if got is not None and got[2] is not None and got[2] < time.monotonic() - 0.01:
+            return
+    raise AssertionError("the kernel never stamped a datagram with its arrival time")
+
+
 def test_read_one_at_gives_the_receive_time_on_the_callers_clock() -> None:
     with _udp_pair() as (rx, tx):
         assert enable_timestamps(rx)
+        _stamping(rx, tx)
         tx.sendto(b"x", rx.getsockname())
         sent = time.monotonic()
         time.sleep(0.05)
@@ -296,6 +310,8 @@ def test_read_one_at_gives_the_receive_time_on_the_callers_clock() -> None:
 def test_read_batch_with_arrival_times() -> None:
     with _udp_pair() as (rx, tx):
         stamps = enable_timestamps(rx)
+        if stamps:
+            _stamping(rx, tx)
         for i in range(5):
             tx.sendto(bytes([i]), rx.getsockname())
         time.sleep(0.05)
