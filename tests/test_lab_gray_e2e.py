@@ -22,7 +22,7 @@ import pytest
 from lab import inject, nft
 from lab.fabric import LAB_DEFAULT_TIMERS, Lab, wait_until
 from tests.harness.labs import running_lab
-from tests.harness.labwatch import down_links, link_everywhere, serving
+from tests.harness.labwatch import down_links, link_everywhere, link_story, serving
 
 ovs = pytest.mark.ovs
 
@@ -78,6 +78,7 @@ def _watch(lab: Lab, seconds: float, allowed_down: set[str] = frozenset()) -> li
     """Ping every pair and read every replica's LSD, round after round, for `seconds`; returns what went
     wrong (pairs unreachable, links down in some replica's LSD other than `allowed_down`), timestamped."""
     problems = []
+    told: set[str] = set()
     t0 = time.monotonic()
     rounds = 0
     while time.monotonic() - t0 < seconds and rounds < 200:
@@ -92,6 +93,9 @@ def _watch(lab: Lab, seconds: float, allowed_down: set[str] = frozenset()) -> li
         down = {m: links for m, links in down.items() if links}
         if down:
             problems.append(f"{t:.1f}s: links down in the LSD: {down}")
+            for name in sorted({n for links in down.values() for n in links} - told):
+                told.add(name)          # each end's port history, once: a real flap or the master's doing?
+                problems.append(f"  {link_story(lab, name)}")
         time.sleep(0.2)
     return problems
 

@@ -8,7 +8,9 @@ barrier reply). Polled, so a time is late by up to one polling round (a few tens
 
 from __future__ import annotations
 
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 from lab.fabric import wait_until
@@ -29,6 +31,30 @@ def down_links(lab: Any) -> dict[str, list[str]]:
         if down:
             out[mid] = down
     return out
+
+
+def link_story(lab: Any, link_name: str, last: int = 6) -> str:
+    """Each end's last `last` port_state log lines for link `link_name` ("a:1-b:2"): why a link went down
+    (phy, live, nd, damped), for a test's failure message. Ends whose log is missing say so."""
+    out = []
+    ends = re.fullmatch(r"(.+):(\d+)-(.+):(\d+)", link_name)
+    if ends is None:
+        return f"{link_name}: not a link name"
+    for switch, port in ((ends[1], ends[2]), (ends[3], ends[4])):
+        log = Path(lab.state.dir) / "logs" / f"client-{switch}.log"
+        try:
+            lines = [_short(ln) for ln in log.read_text(errors="replace").splitlines()
+                     if f"port={port} " in ln and ("port_state" in ln or "damp" in ln)]
+        except OSError as e:
+            lines = [f"no log: {e}"]
+        out.append(f"{switch} port {port}: " + " | ".join(lines[-last:]))
+    return "; ".join(out)
+
+
+def _short(line: str) -> str:
+    """A client log line without its level and logger: time of day and the fields."""
+    m = re.match(r"ts=\S*T(\S+)Z .*?logger=\S+ (.*)", line.strip())
+    return f"{m[1]} {m[2]}" if m else line.strip()
 
 
 def serving(lab: Any) -> str | None:
