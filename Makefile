@@ -24,7 +24,7 @@ lint: setup
 	$(VENV)/bin/ruff check .
 
 test: setup deps-containers lint
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q --durations=20
 
 unit: setup
 	$(VENV)/bin/python -m pytest -q -m "not ovs"
