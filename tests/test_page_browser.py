@@ -230,6 +230,8 @@ def test_jupiter_page_opens_aggregated_drills_down_and_follows_a_failure(driver:
         ready_ms, wall = open_page(driver, cluster.rest_port["m1"])
         print(f"jupiter page drawn {ready_ms:.0f} ms after navigation ({wall:.2f} s wall), load {_load()}")
         assert driver.execute_script("return fp.mode") == "groups"
+        # a cold mastership that has heard one pod of 128 still holds its first LSD, and says so
+        assert driver.find_element(By.ID, "role").text.endswith("(holding)"), driver.find_element(By.ID, "role").text
         summary = driver.find_element(By.ID, "summary").text
         assert ("30,088 switches (234 alive, 0 dead, 29,854 unknown)" in summary
                 and f"134,400 links ({JUPITER_UP:,} up, {134_400 - JUPITER_UP:,} down" in summary), summary
