@@ -13,7 +13,7 @@ from controller.actions import (
     Send,
 )
 from controller.coretypes import DrainRefused, NotMaster, Role, UnknownTarget
-from controller.drains import DrainBookFull, UndrainResult
+from controller.drains import DrainBookFull, DrainResult, UndrainResult
 from proto.drains import DrainNote, NoteError, decode_notes, encode_notes
 from proto.messages import (
     DrainNotes,
@@ -53,17 +53,28 @@ class DrainOps:
 
     def drain(self, kind: str, target: str, now: float, *, who: str | None = None, reason: str | None = None,
               at: float = 0.0) -> tuple[list[Action], tuple[int, ...]]:
+        """`drain_target` without its DrainResult: (actions, link indices)."""
+        actions, indices, _result = self.drain_target(kind, target, now, who=who, reason=reason, at=at)
+        return actions, indices
+
+    def drain_target(self, kind: str, target: str, now: float, *, who: str | None = None,
+                     reason: str | None = None, at: float = 0.0) -> tuple[list[Action], tuple[int, ...], DrainResult]:
         """Drain a link ("a:1-b:2", either orientation) or every link of a switch, noting who/when(`at`,
-        Unix seconds)/why. Replaces the note of a target drained before. Returns (actions, link indices).
+        Unix seconds)/why. Returns (actions, link indices, what happened to the target's note). A target
+        drained before keeps its note when the request gives no reason or the same one (outcome
+        ALREADY_DRAINED: no action, no replication, no LSD version) and gets the new note when it gives
+        another (REASON_CHANGED); controller.drains.DrainBook.drain has the rule.
         Raises NotMaster, UnknownTarget, DrainRefused; nothing changes then."""
         self._check_master()
         name, indices = self.resolve(kind, target)
         try:
             # milliseconds: what the replicated note carries, so every replica shows the same time
-            self.drains.drain(DrainNote(kind, name, who, round(at, 3), reason))
+            result = self.drains.drain(DrainNote(kind, name, who, round(at, 3), reason))
         except (NoteError, DrainBookFull) as e:
             raise DrainRefused(str(e)) from None
-        return self._drains_changed(indices, now), indices
+        if not result.changed:
+            return [], indices, result
+        return self._drains_changed(indices, now), indices, result
 
     def undrain(self, kind: str, target: str, now: float) -> tuple[list[Action], UndrainResult]:
         """Lift the drain of a link or switch. Links that another drain still covers stay drained (listed in

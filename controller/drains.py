@@ -13,12 +13,20 @@ undrained like any other.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from proto.config import Fabric
 from proto.drains import MAX_NOTES, DrainNote, NoteError, encode_notes
 
 #: the reason of an anonymous note made for an LSD-drained link that no note covered
 INHERITED = "inherited: drained in the LSD without a note"
+
+#: `DrainResult.outcome` (the REST answer's `outcome`): the target had no note and has one now
+NEW_DRAIN = "drained"
+#: the target had a note and the request gave no reason or the same one: nothing changed (the first who/when/why stay)
+ALREADY_DRAINED = "already_drained"
+#: the target had a note with another reason: the request's note (who, when, why) replaced it
+REASON_CHANGED = "reason_changed"
 
 
 class DrainBookFull(ValueError):
@@ -30,6 +38,39 @@ class UndrainResult:
     removed: tuple[DrainNote, ...]                 # notes lifted
     undrained: tuple[int, ...]                     # links no note covers any more
     still: dict[int, tuple[DrainNote, ...]]        # links of the target that other notes keep drained
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    """What a drain request did to its target's note (`DrainBook.drain`)."""
+
+    outcome: str                    # NEW_DRAIN | ALREADY_DRAINED | REASON_CHANGED
+    previous: DrainNote | None      # the target's note before the request (None: it had none)
+    note: DrainNote                 # the target's note after it
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome != ALREADY_DRAINED
+
+    def message(self) -> str:
+        """One line for the operator: `switch spine-1 was already drained (by ann, since 2026-12-03 06:03:42Z,
+        reason 'A'): reason changed from 'A' to 'B'` (or `: nothing changed`; `switch spine-1 drained`)."""
+        what = f"{self.note.kind} {self.note.target}"
+        prev = self.previous
+        if prev is None:
+            return f"{what} drained"
+        seen = [f"by {prev.who}"] if prev.who else []
+        if prev.at:
+            seen.append("since " + datetime.fromtimestamp(prev.at, UTC).strftime("%Y-%m-%d %H:%M:%SZ"))
+        seen.append(_reason(prev.reason, "reason "))
+        head = f"{what} was already drained ({', '.join(seen)})"
+        if not self.changed:
+            return f"{head}: nothing changed"
+        return f"{head}: reason changed from {_reason(prev.reason)} to {_reason(self.note.reason)}"
+
+
+def _reason(reason: str | None, label: str = "") -> str:
+    return "no reason" if reason is None else f"{label}{reason!r}"
 
 
 class DrainBook:
@@ -66,8 +107,15 @@ class DrainBook:
         return tuple(n for n in self._notes.values() if index in self.links_of(n))
 
     # ---------------------------------------------------------------------------------------- changes
-    def drain(self, note: DrainNote) -> None:
-        """Add (or replace: new who/when/why) the note for its target. DrainBookFull past MAX_NOTES."""
+    def drain(self, note: DrainNote) -> DrainResult:
+        """Add the note for its target, or, for a target drained before, replace its note when `note` gives
+        another reason. A re-drain with the same reason or with none changes nothing (the first who/when/why
+        stay: a drain repeated to make sure, or by a script, must not erase why it was drained); the result
+        says which (tester: a re-drain replaced the reason silently). DrainBookFull past MAX_NOTES, or when
+        the book would not fit its replication datagram; nothing changes then."""
+        previous = self._notes.get(note.key)
+        if previous is not None and note.reason in (None, previous.reason):
+            return DrainResult(ALREADY_DRAINED, previous, previous)
         if note.key not in self._notes and len(self._notes) >= MAX_NOTES:
             raise DrainBookFull(f"{len(self._notes)} drains in force, the limit is {MAX_NOTES}: "
                                 "undrain some, or drain whole switches")
@@ -78,6 +126,7 @@ class DrainBook:
         self._notes[note.key] = note
         self.serial += 1
         self.changes += 1
+        return DrainResult(NEW_DRAIN if previous is None else REASON_CHANGED, previous, note)
 
     def undrain(self, kind: str, target: str) -> UndrainResult:
         """Lift the note of (kind, target); undraining a switch also lifts anonymous inherited notes of its

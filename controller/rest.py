@@ -300,6 +300,10 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
                               for i, notes in result["still"].items()})
     if not drained:
         out["lifted"] = [_note_json(s, n) for n in result["lifted"]]
+    else:       # added fields only: a client of the older answer reads it as before
+        d = result["drain"]
+        out.update(outcome=d.outcome, previous=None if d.previous is None else _note_json(s, d.previous),
+                   message=d.message())
     return _json(out)
 
 

@@ -674,26 +674,26 @@ class MasterServer:
     def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool,
               who: str | None = None, reason: str | None = None) -> dict[str, Any]:
         """Drain/undrain a link (by name) or every link of a switch, noting who and why (and the wall-clock
-        time). Returns {"target", "links": [indices touched], "still": {index: [notes]}, "lifted": (notes)}
-        ("still": links of an undrained target that another drain keeps drained; "lifted": the notes an
-        undrain removed). Raises UnknownTarget, NotMaster,
-        DrainRefused."""
+        time). Returns {"target", "links": [indices touched], "still": {index: [notes]}, "lifted": (notes),
+        "drain": DrainResult | None} ("still": links of an undrained target another drain keeps drained;
+        "lifted": notes an undrain removed; "drain": what a drain did to the target's note, controller.drains).
+        Raises UnknownTarget, NotMaster, DrainRefused."""
         now = self.now()
         kind, target = ("link", link) if link is not None else ("switch", switch)
         assert target is not None
+        drain = None
         if drained:
-            actions, idx = self.core.drain(kind, target, now, who=who, reason=reason, at=time.time())
+            actions, idx, drain = self.core.drain_target(kind, target, now, who=who, reason=reason, at=time.time())
             still: dict[int, Any] = {}
             lifted: tuple[Any, ...] = ()
         else:
             actions, result = self.core.undrain(kind, target, now)
             idx, still, lifted = self.core.resolve(kind, target)[1], result.still, result.removed
-        log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx), who=who,
-                    reason=reason))
+        log.info(kv("drain" if drained else "undrain", link=link, switch=switch, links=len(idx), who=who, reason=reason,
+                    outcome=drain and drain.outcome, previous_reason=drain and drain.previous and drain.previous.reason))
         self._run(actions)
         return {"target": self.core.resolve(kind, target)[0], "links": list(idx), "still": still,
-                "lifted": lifted}
-
+                "lifted": lifted, "drain": drain}
 
     # ------------------------------------------------------------------------------------ config rollout (#21)
     def reload(self, path: str | Path | None = None) -> dict[str, Any]:

@@ -121,16 +121,14 @@ class FabricParser(TopologyReader):
         damping = self.damping(top["damping"]) if "damping" in top else Damping()
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
-        for mid, (id_node, field) in self.master_id_nodes.items():
-            if mid in self.switch_line:    # one Codec peer namespace: a name must say who is speaking
-                raise self.fail(id_node, field, f"{mid!r} is also the name of a switch (line "
-                                                f"{self.switch_line[mid]}): masters and switches need distinct names")
+        self.check_names()
         links = self.links(top["links"]) if "links" in top else ()
         entries = len(links) + sum(len(s.prefixes) for s in switches if s.bgp is not None)
         if entries > MAX_LSD_ENTRIES:
             raise self.fail(top.get("links", root), "links",
                             f"{entries} LSD entries (links and eBGP prefixes), at most {MAX_LSD_ENTRIES}: the LSD "
                             f"snapshot must fit one datagram")
+        self.check_connected(switches, links, top.get("links", root))
         return Fabric(
             name=name,
             source=self.source,
@@ -146,6 +144,27 @@ class FabricParser(TopologyReader):
             guard=guard,
             damping=damping,
         )
+
+    def check_names(self) -> None:
+        """Masters, switches and hosts share one namespace: ConfigError at a master id or a host name that is
+        also another node's name (duplicates within one kind are refused where they are read).
+
+        A master id and a switch name are both peer names of one Codec (proto.messages: the sender a frame's
+        key is chosen by), so one name must say who is speaking. A host's name is one of the names operators
+        type and read (the `firepath lab` commands list switch, host and master names together when one is
+        unknown; logs and the lab's namespaces name nodes): a name must name one node."""
+        for mid, (node, field) in self.master_id_nodes.items():
+            if mid in self.switch_line:
+                raise self.fail(node, field, f"{mid!r} is also the name of a switch (line "
+                                             f"{self.switch_line[mid]}): masters and switches need distinct names")
+        for hname, (node, field) in self.host_names.items():
+            if hname in self.switch_line:
+                raise self.fail(node, field, f"{hname!r} is also the name of a switch (line "
+                                             f"{self.switch_line[hname]}): hosts and switches need distinct names")
+            if hname in self.master_id_nodes:
+                raise self.fail(node, field, f"{hname!r} is also the id of a master (line "
+                                             f"{_line(self.master_id_nodes[hname][0])}): hosts and masters need "
+                                             f"distinct names")
 
     def routing(self, node: yaml.Node) -> Routing:
         f = self.fields(node, "routing", ("transit_roles",), ())

@@ -59,9 +59,13 @@ class TopologyReader(NodeReader):
         self.switch_line: dict[str, int] = {}
         # (switch, port) -> (i, "a"|"b", node) for link ends, (switch index, -1 - host index, node) for hosts
         self.port_use: dict[tuple[str, int], tuple] = {}
+        #: the YAML node of each switch, in file order (errors about a whole switch point at it)
+        self.switch_nodes: list[yaml.Node] = items
         ids: dict[int, tuple[str, int]] = {}
         macs: dict[str, tuple[str, int]] = {}
-        host_names: dict[str, int] = {}
+        #: host name -> (its name node, its field), for the cross-checks of names (FabricParser.check_names)
+        self.host_names: dict[str, tuple[yaml.Node, str]] = {}
+        host_names = self.host_names
         host_ips: dict[IPv4Address, tuple[str, int]] = {}
         # (first, last, prefixlen, field, line, owner) of every internally originated prefix and loopback
         self.internal: list[tuple[int, int, int, str, int, str]] = []
@@ -145,10 +149,9 @@ class TopologyReader(NodeReader):
                     hf = self.fields(hnode, hpath, _HOST_KEYS, _HOST_KEYS)
                     hname = self.name(hf["name"], f"{hpath}.name")
                     if hname in host_names:
-                        raise self.fail(
-                            hf["name"], f"{hpath}.name", f"duplicate host name {hname!r} (also at line {host_names[hname]})"
-                        )
-                    host_names[hname] = _line(hf["name"])
+                        raise self.fail(hf["name"], f"{hpath}.name",
+                                        f"duplicate host name {hname!r} (also at line {_line(host_names[hname][0])})")
+                    host_names[hname] = (hf["name"], f"{hpath}.name")
                     port = self.integer(hf["port"], f"{hpath}.port", 1, MAX_OF_PORT)
                     self.use_port(name, port, hf["port"], (i, -1 - j))
                     ip = self.address(hf["ip"], f"{hpath}.ip")
@@ -367,6 +370,63 @@ class TopologyReader(NodeReader):
                     raise self.fail(self.port_use[(end.switch, end.port)][2], f"links[{link.index}].{which}",
                                     f"switch {end.switch} has more than {MAX_FABRIC_PORTS} fabric ports: its "
                                     f"report of them would not fit one datagram")
+
+    def check_connected(self, switches: tuple[Switch, ...], links: tuple[Link, ...], links_node: yaml.Node) -> None:
+        """Every switch must reach every other over `links:`: ConfigError otherwise, at the first switch (in
+        file order) that cannot be reached, naming why.
+
+        A switch with no link is unreachable, and so are its hosts and prefixes; two parts with no link
+        between them are two fabrics under one name (one master set, one LSD) whose ToRs cannot reach each
+        other's. Routing policy (transit roles, drains) is not considered: this is the cabling, the least
+        any routing needs. A one-switch fabric needs no link. `links_node`: the `links:` value, or the
+        document when the key is absent (then `links` is empty). One union-find pass, O(links).
+        """
+        n = len(switches)
+        if n < 2:
+            return
+        if not links:
+            raise self.fail(links_node, "links", f"{n} switches and no link between them: a switch reaches the "
+                                                 f"others only over fabric links (only a one-switch fabric has none)")
+        index = {s.name: i for i, s in enumerate(switches)}
+        parent = list(range(n))
+        linked = [False] * n
+
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]         # path halving
+                x = parent[x]
+            return x
+
+        parts = n
+        for link in links:
+            a, b = index[link.a.switch], index[link.b.switch]
+            linked[a] = linked[b] = True
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[ra] = rb
+                parts -= 1
+        if parts == 1:
+            return
+        for i, ok in enumerate(linked):
+            if not ok:
+                sw = switches[i]
+                also = f" or its host(s) {', '.join(h.name for h in sw.hosts)}" if sw.hosts else ""
+                raise self.fail(self.switch_nodes[i], f"switches[{i}]",
+                                f"{sw.role} {sw.name} has no fabric link (no entry of links: names it): no other "
+                                f"switch can reach it{also}")
+        members: dict[int, list[int]] = {}
+        for i in range(n):
+            members.setdefault(find(i), []).append(i)
+        # the largest part is "the fabric" (ties: the one listed first); name the first switch outside it
+        main = max(members.values(), key=lambda m: (len(m), -m[0]))
+        cut = min(i for i in range(n) if find(i) != find(main[0]))
+        part = members[find(cut)]
+        names = ", ".join(switches[j].name for j in part[:5]) + (f" and {len(part) - 5} more" if len(part) > 5 else "")
+        first = switches[main[0]]
+        raise self.fail(self.switch_nodes[cut], f"switches[{cut}]",
+                        f"switch {switches[cut].name} is cut off from the rest of the fabric: its links connect "
+                        f"only {len(part)} switch(es) ({names}), none of the other {n - len(part)} (such as "
+                        f"{first.name}, line {self.switch_line[first.name]}): link the parts")
 
     def link(self, i: int, item: yaml.Node) -> Link:
         path = f"links[{i}]"

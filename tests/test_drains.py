@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from controller.core import DrainRefused, MasterCore
-from controller.drains import INHERITED, DrainBook, DrainBookFull
+from controller.drains import ALREADY_DRAINED, INHERITED, NEW_DRAIN, REASON_CHANGED, DrainBook, DrainBookFull
 from controller.server import MasterServer
 from proto.clos import clos_fabric
 from proto.drains import MAX_NOTES, DrainNote, NoteError, decode_notes, encode_notes
@@ -70,6 +70,57 @@ def test_book_inherit_prune_replace_and_limit(fabric) -> None:
     with pytest.raises(DrainBookFull):
         big.drain(note("link", big.fabric.links[MAX_NOTES].name))
     big.drain(note("link", big.fabric.links[0].name, reason="again"))  # replacing one is fine
+
+
+def test_book_redrain_says_what_it_found(fabric) -> None:
+    """Tester: `drain spine-1 --reason A` then `--reason B` replaced A silently. A re-drain now keeps the note
+    when it gives the same reason or none (idempotent: the first who/when/why stay) and replaces it when it
+    gives another; the result says which, with the note found."""
+    book = DrainBook(fabric)
+    first = book.drain(note("switch", "spine-1", "ann", "A"))
+    assert (first.outcome, first.previous, first.changed) == (NEW_DRAIN, None, True)
+    assert first.message() == "switch spine-1 drained" and book.serial == 1
+    for again in (note("switch", "spine-1", "bob", "A"), note("switch", "spine-1", "bob", None)):
+        r = book.drain(again)
+        assert (r.outcome, r.previous, r.note, r.changed) == (ALREADY_DRAINED, first.note, first.note, False)
+        assert r.message() == ("switch spine-1 was already drained (by ann, since 2023-11-14 22:13:20Z, reason "
+                               "'A'): nothing changed")
+        assert book.notes == (first.note,) and (book.serial, book.changes) == (1, 1)
+    r = book.drain(note("switch", "spine-1", "bob", "B"))
+    assert (r.outcome, r.previous, r.note.who, r.note.reason) == (REASON_CHANGED, first.note, "bob", "B")
+    assert r.message() == ("switch spine-1 was already drained (by ann, since 2023-11-14 22:13:20Z, reason 'A'): "
+                           "reason changed from 'A' to 'B'")
+    assert book.notes == (r.note,) and book.serial == 2
+    # an anonymous note (no who, no time, no reason) is named for what it is
+    link = fabric.links[0].name
+    book.drain(DrainNote("link", link, None, 0.0, None))
+    r = book.drain(note("link", link, "ann", "cabling"))
+    assert r.message() == f"link {link} was already drained (no reason): reason changed from no reason to 'cabling'"
+
+
+def test_core_redrain_changes_nothing_or_only_the_note(fabric) -> None:
+    """The master: an idempotent re-drain sends nothing (no replication, no LSD version); a new reason goes to
+    the backups like any change of the book, and the LSD stays as it was."""
+    a, b = MasterCore(fabric, "m1"), MasterCore(fabric, "m2")
+    b.become_backup(1, "m1", 0.0)
+    acts = a.become_master(1, 0.0) + all_up(a, fabric, 0.0) + a.tick(0.01)
+    wire(a, b, acts, 0.0)
+    acts, links, r = a.drain_target("switch", "spine-1", 0.1, who="ann", reason="A", at=1_700_000_000.0)
+    assert r.outcome == NEW_DRAIN and set(links) == set(fabric.links_of("spine-1"))
+    wire(a, b, acts + a.tick(0.11), 0.11)
+    version, serial, states = a.version, a.drains.serial, a.lsd.states()
+    acts, links, r = a.drain_target("switch", "spine-1", 0.2, who="bob", reason="A", at=1_700_000_100.0)
+    assert (acts, r.outcome, r.previous.who) == ([], ALREADY_DRAINED, "ann")
+    assert set(links) == set(fabric.links_of("spine-1"))
+    assert (a.version, a.drains.serial, a.drains.notes) == (version, serial, (r.previous,))
+    assert a.drain("switch", "spine-1", 0.25)[0] == []                 # no reason: nothing changes either
+    acts, _links, r = a.drain_target("switch", "spine-1", 0.3, who="bob", reason="B", at=1_700_000_200.0)
+    assert r.outcome == REASON_CHANGED and r.previous.reason == "A"
+    acts += a.tick(0.31)
+    assert [n.reason for n in decode_notes(sends(acts, "m2", DrainNotes)[0].notes)] == ["B"]
+    wire(a, b, acts, 0.31)
+    assert [(n.who, n.reason) for n in b.drains.notes] == [("bob", "B")]
+    assert (a.version, a.lsd.states()) == (version, states)
 
 
 def test_notes_codec_round_trip_and_errors() -> None:
@@ -204,6 +255,66 @@ def test_rest_drain_with_reason_and_list(tmp_path: Path) -> None:
         assert r.status == 400 and (await r.json())["unknown"] is True
 
     run(tmp_path, body)
+
+
+def test_rest_redrain_answers_what_it_found(tmp_path: Path) -> None:
+    """POST /v1/drain of a drained target: the answer keeps its fields and adds `outcome`, `previous` (the note
+    found) and `message`; the same reason changes nothing, another one replaces the note."""
+    async def body(server: MasterServer, c) -> None:
+        r = await c.post("/v1/drain", json={"switch": "spine-1", "reason": "A", "who": "ann"}, headers=AUTH)
+        first = await r.json()
+        assert r.status == 200 and (first["outcome"], first["previous"]) == ("drained", None)
+        assert first["message"] == "switch spine-1 drained"
+        v = first["version"]
+        r = await c.post("/v1/drain", json={"switch": "spine-1", "reason": "A", "who": "bob"}, headers=AUTH)
+        same = await r.json()
+        assert r.status == 200 and same["outcome"] == "already_drained" and same["version"] == v
+        assert {k: same[k] for k in ("drained", "target", "links", "still_drained")} == {
+            k: first[k] for k in ("drained", "target", "links", "still_drained")}        # the old contract
+        assert (same["previous"]["who"], same["previous"]["reason"]) == ("ann", "A")
+        assert same["message"].startswith("switch spine-1 was already drained (by ann, since ")
+        assert same["message"].endswith(", reason 'A'): nothing changed")
+        r = await c.post("/v1/drain", json={"switch": "spine-1", "reason": "B", "who": "bob"}, headers=AUTH)
+        changed = await r.json()
+        assert changed["outcome"] == "reason_changed" and changed["previous"]["reason"] == "A"
+        assert changed["message"].endswith("reason changed from 'A' to 'B'") and changed["version"] == v
+        d = await (await c.get("/v1/drains")).json()
+        assert [(x["who"], x["reason"]) for x in d["drains"]] == [("bob", "B")]
+
+    run(tmp_path, body)
+
+
+def test_cli_redrain_says_what_it_found(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`firepath drain` against a real master REST: the tester's `--reason A` then `--reason B`."""
+    import asyncio
+    import re
+
+    from proto.cli import main
+    from tests.harness.loopcluster import free_ports
+
+    async def body(server: MasterServer, c) -> list[tuple[int, str, str]]:
+        ports = iter([c.server.port, free_ports(1)[0]])      # m1 serves here, m2 is down
+        text = re.sub(r"rest_port: 680\d", lambda _m: f"rest_port: {next(ports)}", (tmp_path / "f.yaml").read_text())
+        (tmp_path / "cli.yaml").write_text(text)
+
+        def drain(*argv: str) -> tuple[int, str, str]:
+            code = main(["drain", "--config", str(tmp_path / "cli.yaml"), "--switch", "spine-1", *argv])
+            out, err = capsys.readouterr()
+            return code, out, err
+
+        return [await asyncio.to_thread(drain, *argv) for argv in (
+            ("--reason", "A", "--who", "ann"), ("--reason", "A", "--who", "bob"), ("--who", "bob"),
+            ("--reason", "B", "--who", "bob"))]
+
+    first, same, bare, changed = run(tmp_path, body)
+    assert first[0] == 0 and first[1].startswith("drained switch spine-1: 2 link(s), LSD version 1 on master m1")
+    for code, out, _err in (same, bare):          # stderr: the in-process master's log lines, not the CLI's
+        assert code == 0 and re.fullmatch(
+            r"switch spine-1 was already drained \(by ann, since \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ, reason 'A'\): "
+            r"nothing changed \(master m1, LSD version 1, term 1\)\n", out), out
+    assert changed[0] == 0 and re.fullmatch(
+        r"switch spine-1 was already drained \(by ann, since [^)]*, reason 'A'\): reason changed from 'A' to 'B' "
+        r"\(master m1, LSD version 1, term 1\)\n", changed[1]), changed[1]
 
 
 def test_drained_links_past_the_note_limit_stay_drained_until_undrained() -> None:

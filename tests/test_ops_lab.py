@@ -134,6 +134,21 @@ def test_dry_run_refusal_drain_failover_undrain(lab: Lab) -> None:
         assert fp_json(lab, "drains")["drains"] == []
         again = fp(lab, "undrain", "--switch", "spine-1")
         assert again.returncode == 0 and "switch spine-1 was not drained" in again.stdout
+        # tester: a re-drain replaced the reason silently; it now says what it found and what it did
+        link = lab.fabric.links[0].name
+        v2 = lab.lsd_version()
+        assert fp(lab, "drain", "--link", link, "--reason", "A", "--who", "tester").returncode == 0
+        converge(lab, v2)
+        v3 = lab.lsd_version()
+        same = fp(lab, "drain", "--link", link, "--reason", "A", "--who", "other")
+        assert same.returncode == 0 and same.stdout.startswith(f"link {link} was already drained (by tester, since ")
+        assert "reason 'A'): nothing changed (master " in same.stdout, same.stdout
+        changed = fp(lab, "drain", "--link", link, "--reason", "B", "--who", "other")
+        assert changed.returncode == 0 and "reason changed from 'A' to 'B' (master " in changed.stdout, changed.stdout
+        assert lab.lsd_version() == v3
+        assert [(d["who"], d["reason"]) for d in fp_json(lab, "drains")["drains"]] == [("other", "B")]
+        assert fp(lab, "undrain", "--link", link).returncode == 0
+        converge(lab, v3)
         assert set(fp_json(lab, "lsd")["links"].values()) == {"up"}
     finally:
         inject.heal(lab)

@@ -155,6 +155,11 @@ def test_drain_and_undrain_from_the_page(driver: Any, demo: World) -> None:
     assert wait_link(driver, link, "drained", 5.0) is not None
     assert lsd_state(cluster, leader, link) == "drained"
     assert "drained 1 link(s)" in wait_js(driver, "return document.getElementById('drain-msg').textContent", 2)
+    driver.find_element(By.ID, "drain").click()         # again: the master says what it found, nothing changes
+    again = wait_js(driver, "const t = document.getElementById('drain-msg').textContent;"
+                            " return t.includes('already') && t", 2)
+    assert again and again.startswith(f"link {link} was already drained (by unknown@127.0.0.1, since "), again
+    assert "no reason): nothing changed: LSD v" in again, again
     driver.find_element(By.ID, "undrain").click()
     assert wait_link(driver, link, "up", 5.0) is not None
     assert lsd_state(cluster, leader, link) == "up"

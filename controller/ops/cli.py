@@ -273,6 +273,12 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
         _print_json({"dry_run": False, "refused": False, "target": {"kind": kind, "name": name},
                      "impact": report, "answer": answer})
         return OK
+    if answer.get("outcome") in ("already_drained", "reason_changed"):
+        # drained before: the LSD and the links did not change, only (maybe) the note; the master's message
+        # names the note it had (who, since when, why) and what became of it
+        print(f"{answer.get('message')} (master {mid}, LSD version {answer.get('version')}, "
+              f"term {answer.get('term')})")
+        return OK
     print(f"drained {kind} {name}: {len(answer.get('links', []))} link(s), LSD version {answer.get('version')} "
           f"on master {mid} (term {answer.get('term')})")
     print("  " + _impact_line(impact))

@@ -653,7 +653,9 @@ async function drain(kind, name, on) {
     const d = await r.json();
     if (!r.ok) { msg.className = 'msg err'; msg.textContent = `${r.status}: ${d.error || JSON.stringify(d)}`; return; }
     msg.className = 'msg ok';
-    msg.textContent = `${on ? 'drained' : 'undrained'} ${d.links.length} link(s): LSD v${d.version}`;
+    // a target drained before: the master says what it found (who, since when, why) and kept
+    msg.textContent = on && d.outcome && d.outcome !== 'drained' ? `${d.message}: LSD v${d.version}`
+      : `${on ? 'drained' : 'undrained'} ${d.links.length} link(s): LSD v${d.version}`;
   } catch (e) {
     msg.className = 'msg err'; msg.textContent = `${target.id}: ${e}`;
   }
