@@ -23,12 +23,15 @@ tell whose datagram it lost, and overload is not failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import struct
 import time
 from collections import deque
 from collections.abc import Callable
+
+from proto.budget import MIN_RECEIVE_BUFFER
 
 #: client datagrams read per turn at most (one LSD version)
 CLIENT_BATCH = 512
@@ -41,6 +44,38 @@ OUT_CHUNK = 1000
 CHECK_EVERY = 0.25
 _SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("@qq")
+
+
+def udp_socket(bind: str, port: int, *, multicast: bool = False, rcvbuf: int = MIN_RECEIVE_BUFFER,
+               reuse_port: bool = False) -> socket.socket:
+    """A non-blocking UDP socket bound to (`bind`, `port`) with large buffers (receive `rcvbuf` bytes, send
+    MIN_RECEIVE_BUFFER), multicast-sending options if `multicast`, SO_REUSEPORT if `reuse_port`. The raw
+    socket is kept (asyncio only exposes a wrapper) so the fan-out can sendto directly. OSError (e.g.
+    EADDRINUSE) if it cannot be bound; nothing is left open then."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # Large buffers so a burst (every client reporting after a failover) is not dropped; the
+        # *FORCE variants work past net.core.[rw]mem_max when we have CAP_NET_ADMIN.
+        for force, opt, size in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF, rcvbuf),
+                                 (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF, MIN_RECEIVE_BUFFER)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, force, size)
+            except OSError:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, opt, size)
+        if multicast:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            if bind not in ("0.0.0.0", ""):
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(bind))
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((bind, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def udp_stats(sock: socket.socket, table: str = "/proc/net/udp") -> tuple[int, int] | None:

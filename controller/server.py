@@ -13,7 +13,6 @@ its configured address and peer port; the multicast group at distribution.group:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import socket
@@ -51,16 +50,17 @@ from controller.intake import (
     Outbox,
     Overload,
     enable_timestamps,
-    read_batch,
     read_one_at,
+    udp_socket,
     udp_stats,
 )
 from controller.metrics import MasterMetrics
 from controller.node import MasterNode, Step, run_turn
+from controller.peerinput import PeerInput
 from controller.roles import RoleDriver, SingleMasterDriver
 from controller.rollout import IncompatibleConfig, check_compatible
 from proto.auth import KeyKind, KeyRing
-from proto.budget import MIN_RECEIVE_BUFFER, receive_buffer
+from proto.budget import receive_buffer
 from proto.config import Fabric
 from proto.logsetup import kv
 from proto.messages import Challenge, Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
@@ -111,9 +111,7 @@ class MasterServer:
         self.group_addr = (str(dist.group), dist.port) if dist.mode == "multicast" and dist.group else None
         self._client_tx: Outbox | None = None
         self._peer_tx: Outbox | None = None
-        self._peer_sock: socket.socket | None = None
-        self._peer_stamps = False
-        self._last_peer_at = float("-inf")
+        self._peer_in: PeerInput | None = None     # FMRP input, each peer on its own queue (peerinput)
         # issue #18: a fan-out bigger than OUT_CHUNK continues over the next turns (after FMRP input)
         self._deferred: deque[Send] = deque()
         self._out_left = OUT_CHUNK
@@ -155,10 +153,10 @@ class MasterServer:
         self.driver = (self._driver_factory or (lambda core, store: SingleMasterDriver(core, durable.term)))(
             self.core, self.store
         )
-        self._client_sock = self._udp_socket(self.client_port, multicast=self.group_addr is not None,
-                                             rcvbuf=receive_buffer(len(self.fabric.switches)))
-        self._peer_sock = peer_sock = self._udp_socket(self.peer_port, multicast=False)
-        self._peer_stamps = enable_timestamps(peer_sock)
+        self._client_sock = udp_socket(self.bind, self.client_port, multicast=self.group_addr is not None,
+                                       rcvbuf=receive_buffer(len(self.fabric.switches)))
+        self._peer_in = PeerInput.open(self.bind, self.peer_port, self.master_addrs)
+        peer_sock = self._peer_in.main
         enable_timestamps(self._client_sock)   # receive times: a request that crossed its answer (issue #18)
         self._client_tx = Outbox(self._client_sock, self._loop)
         self._peer_tx = Outbox(peer_sock, self._loop)
@@ -180,38 +178,13 @@ class MasterServer:
         now = self.now()
         self._turn(self.node.start(now), now)
         # Read from now on (what arrived since the sockets opened waits in the kernel, not dropped).
-        self._loop.add_reader(peer_sock.fileno(), self._pump)
+        for sock in self._peer_in.sockets():
+            self._loop.add_reader(sock.fileno(), self._pump)
         self._loop.add_reader(self._client_sock.fileno(), self._pump)
         if rest:
             from controller.rest import start_rest
 
             self._rest_runner = await start_rest(self, self.bind, self.rest_port)
-
-    def _udp_socket(self, port: int, multicast: bool, rcvbuf: int = MIN_RECEIVE_BUFFER) -> socket.socket:
-        """A bound non-blocking UDP socket. We keep the raw socket (asyncio only exposes a wrapper) so the
-        fan-out can sendto directly; asyncio's transport still owns reading and buffered writes."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            # Large buffers so a burst (every client reporting after a failover) is not dropped; the
-            # *FORCE variants work past net.core.[rw]mem_max when we have CAP_NET_ADMIN.
-            for force, opt, size in ((getattr(socket, "SO_RCVBUFFORCE", 33), socket.SO_RCVBUF, rcvbuf),
-                                     (getattr(socket, "SO_SNDBUFFORCE", 32), socket.SO_SNDBUF, MIN_RECEIVE_BUFFER)):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, force, size)
-                except OSError:
-                    with contextlib.suppress(OSError):
-                        sock.setsockopt(socket.SOL_SOCKET, opt, size)
-            if multicast:
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 8)
-                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
-                if self.bind not in ("0.0.0.0", ""):
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(self.bind))
-            sock.bind((self.bind, port))
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            raise
-        return sock
 
     async def stop(self) -> None:
         if self.node is not None and self._loop is not None:
@@ -223,12 +196,14 @@ class MasterServer:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for sock in (self._client_sock, self._peer_sock):
+        for sock in (self._client_sock, *(self._peer_in.sockets() if self._peer_in else ())):
             if sock is not None and self._loop is not None and sock.fileno() >= 0:
                 self._loop.remove_reader(sock.fileno())
         for tx in (self._client_tx, self._peer_tx):
             if tx is not None:
                 tx.close()
+        if self._peer_in is not None:
+            self._peer_in.close()         # the peers' connected sockets (its main one is the outbox's)
         self._deferred.clear()
         if self._rest_runner is not None:
             await self._rest_runner.cleanup()
@@ -278,18 +253,10 @@ class MasterServer:
             self._loop.call_soon(self._pump)  # type: ignore[union-attr]
 
     def _read_peers(self) -> None:
-        """Every waiting FMRP/replication datagram, each handled at the time it arrived (never earlier
-        than the previous one: the driver's clock does not go back)."""
-        if self._peer_sock is None:
-            return
-        while True:
-            batch = read_batch(self._peer_sock, 256, self.now, self._peer_stamps)
-            for data, addr, at in batch:
-                at = max(at, self._last_peer_at)
-                self._last_peer_at = at
-                self._on_datagram(data, addr, at)
-            if len(batch) < 256:
-                return
+        """FMRP/replication input of this turn (controller.peerinput: each peer's queue, then strangers
+        within a budget), each datagram handled at the time it arrived."""
+        if self._peer_in is not None:
+            self._peer_in.read(self.now, self._on_datagram)
 
     def _flush_deferred(self) -> None:
         q = self._deferred
