@@ -121,9 +121,10 @@ class Scenario:
 _CLOS3 = {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2}
 _LEAFSPINE = {"spines": 2, "pods": 0, "leaves": 4}
 SCENARIOS: dict[str, Scenario] = {
-    "clos3-oam": Scenario("clos3-oam", {**_CLOS3, "liveness": "oam"}, OAM_TIMERS, ("baseline", "silent", "s2s3_link")),
+    "clos3-oam": Scenario("clos3-oam", {**_CLOS3, "liveness": "oam"}, OAM_TIMERS,
+                          ("baseline", "silent", "s2s3_link", "master_kill")),
     "leafspine-oam": Scenario("leafspine-oam", {**_LEAFSPINE, "liveness": "oam"}, OAM_TIMERS,
-                              ("baseline", "silent", "tor_s2_link"), bringups=3),
+                              ("baseline", "silent", "tor_s2_link", "master_kill"), bringups=3),
     "clos3": Scenario("clos3", {"spines": 2, "pods": 2, "aggs_per_pod": 2, "tors_per_pod": 2, "liveness": "nd"}, LAB_TIMERS,
                       ("baseline", "s2s3_link", "s3_chassis", "s2_chassis", "tor_s2_link", "silent",
                        "master_kill")),
