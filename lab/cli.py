@@ -198,19 +198,22 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from lab import inject
 
-    def restart(lab: Any) -> tuple[float, float, str | None, Path]:
+    def restart(lab: Any) -> tuple[str, float, str | None, Path]:
+        killed = len(inject.without_kill(lab.state.faults, "client", args.switch)) < len(lab.state.faults)
         gap = inject.restart_client(lab, args.switch)
         t0 = time.monotonic()
         lack = inject.wait_client_ready(lab, args.switch, args.wait)
-        return gap, time.monotonic() - t0, lack, Path(lab.state.processes[f"client:{args.switch}"].log)
+        # a killed client had none since the kill, not for the restart's gap
+        how = ("was killed; its kill is no longer an active fault" if killed
+               else f"{gap * 1000:.0f} ms without a client")
+        return how, time.monotonic() - t0, lack, Path(lab.state.processes[f"client:{args.switch}"].log)
 
-    gap, took, lack, log_path = _mutate(args, restart)
+    how, took, lack, log_path = _mutate(args, restart)
     if lack is not None:
-        print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client) but not ready "
+        print(f"client {args.switch} restarted ({how}) but not ready "
               f"{args.wait:g} s later: {lack} (its log: {log_path})", file=sys.stderr)
         return 1
-    print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client), ready "
-          f"{took * 1000:.0f} ms later")
+    print(f"client {args.switch} restarted ({how}), ready {took * 1000:.0f} ms later")
     return 0
 
 
@@ -456,7 +459,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     kc.add_argument("switch")
     kc.set_defaults(func=_guard(cmd_kill))
 
-    rs = sub.add_parser("restart", help="restart a client (SIGTERM, start again)")
+    rs = sub.add_parser("restart", help="restart a client (SIGTERM, start again; a killed one: its kill is cleared)")
     rsub = rs.add_subparsers(dest="what", required=True)
     rc = rsub.add_parser("client", parents=[common])
     rc.add_argument("switch")
