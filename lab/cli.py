@@ -10,20 +10,35 @@ from pathlib import Path
 from typing import Any
 
 from lab.report import describe_fault, format_status, ping_summary
-from lab.state import LabState, LabStateError, check_lab_name, default_dir, locked
+from lab.state import LabState, LabStateError, check_lab_name, default_dir, find_lab_dir, locked, not_found
 from proto.argtypes import ipv4_list, non_negative_float, non_negative_int, port, positive_float, positive_int
 
 DEFAULT_NAME = "demo"
 
 
 def _lab_dir(args: argparse.Namespace) -> Path:
-    return Path(args.dir).resolve() if args.dir else default_dir(args.name)
+    """--dir, else where lab --name lives: its default directory, or the one it was started in with --dir
+    (lab.state.find_lab_dir); `lab up` and `lab demo` build in the default one."""
+    if args.dir:
+        return Path(args.dir).resolve()
+    if args.lab_command in ("up", "demo"):
+        return default_dir(args.name)
+    return find_lab_dir(args.name)
+
+
+def _found_dir(args: argparse.Namespace) -> Path:
+    """The directory of an existing lab; LabStateError naming where it looked, and the labs it knows, if
+    --name finds none (before anything, the lock file included, is created there)."""
+    d = _lab_dir(args)
+    if not args.dir and not LabState.exists(d):
+        raise LabStateError(not_found(args.name, "a lab up with --dir DIR that is not registered: pass --dir DIR"))
+    return d
 
 
 def _open(args: argparse.Namespace) -> Any:
     from lab.fabric import Lab
 
-    return Lab.open(_lab_dir(args))
+    return Lab.open(_found_dir(args))
 
 
 def _err(msg: str) -> int:
@@ -162,7 +177,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 def _mutate(args: argparse.Namespace, op: Any) -> Any:
     """Open the lab and run `op(lab)` under the lab lock: the record read is the one `op` updates."""
-    with locked(_lab_dir(args)):
+    with locked(_found_dir(args)):
         lab = _open(args)
         try:
             return op(lab)
@@ -362,7 +377,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description="Emulated fabric on this machine: real OVS, namespaces, daemons. Needs root.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--name", default=DEFAULT_NAME, help="lab name: namespaces are fplab-NAME[-HOST] "
-                        f"(default {DEFAULT_NAME})")
+                        f"(default {DEFAULT_NAME}, also for a lab up with --dir); finds a lab up with --dir too")
     common.add_argument("--dir", help="lab directory (default /tmp/fplab-NAME): config, logs, OVS run dir, state")
     sub = p.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
 

@@ -62,3 +62,76 @@ def test_without_kill_matches_the_kind_and_the_process_name() -> None:
     with pytest.raises(KeyError):
         inject.without_kill(faults, "switch", "leaf-1")
 
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The lab registry and default lab directories under tmp_path (nothing of the machine's is touched)."""
+    monkeypatch.setattr("lab.state.REGISTRY_DIR", tmp_path / "registry")
+    for module in ("lab.state", "lab.cli"):      # lab.cli binds the name at import
+        monkeypatch.setattr(f"{module}.default_dir", lambda name: tmp_path / f"fplab-{name}")
+    return tmp_path / "registry"
+
+
+def _lab_up_with_dir(tmp_path: Path, name: str) -> Path:
+    """The record and registry entry `lab up --name NAME --dir DIR` leaves (Lab.up: record, then register)."""
+    from lab.state import register
+
+    d = tmp_path / "elsewhere" / name
+    LabState(name=name, dir=str(d), config=str(tmp_path / "cfg.yaml"), netns=f"fplab-{name}").save()
+    register(name, d)
+    return d
+
+
+def test_lab_commands_find_a_lab_up_with_dir_by_its_name(tmp_path: Path, registry: Path) -> None:
+    """Tester: `lab up --dir /tmp/x` then `lab status --name <its name>` said "no lab here": names were looked
+    up in /tmp/fplab-NAME only. (Its name is `demo`, the default, unless --name was given.)"""
+    from lab import cli as lab_cli
+    from proto.cli import build_parser
+
+    d = _lab_up_with_dir(tmp_path, "lc9")
+    args = build_parser("lab").parse_args(["lab", "status", "--name", "lc9"])
+    assert lab_cli._found_dir(args) == d
+    args = build_parser("lab").parse_args(["lab", "kill", "client", "leaf-1", "--name", "lc9"])
+    assert lab_cli._found_dir(args) == d
+    args = build_parser("lab").parse_args(["lab", "up", "--name", "lc9"])      # up builds in the default dir
+    assert lab_cli._lab_dir(args) == tmp_path / "fplab-lc9"
+
+
+def test_a_lab_not_found_by_name_says_where_it_looked_and_which_labs_exist(tmp_path: Path, registry: Path) -> None:
+    from lab import cli as lab_cli
+    from lab.state import LabStateError
+    from proto.cli import build_parser
+
+    d = _lab_up_with_dir(tmp_path, "demo")
+    args = build_parser("lab").parse_args(["lab", "status", "--name", "lc8"])
+    with pytest.raises(LabStateError) as e:
+        lab_cli._found_dir(args)
+    msg = str(e.value)
+    assert msg.startswith(f"lab lc8: no {tmp_path / 'fplab-lc8' / 'lab.json'} and no lab of that name in {registry}")
+    assert f"labs registered here: demo in {d}" in msg and "pass --dir DIR" in msg, msg
+    assert not (tmp_path / "fplab-lc8").exists()                 # looking created nothing
+
+
+def test_operator_commands_find_a_lab_up_with_dir_by_its_name(tmp_path: Path, registry: Path, monkeypatch) -> None:
+    """`firepath status --lab NAME` / `firepath drain --lab NAME` (controller.ops.cli.lab_target) too."""
+    from controller.ops import api
+    from controller.ops.cli import lab_target
+
+    d = _lab_up_with_dir(tmp_path, "lc7")
+    assert lab_target("lc7") == (str(tmp_path / "cfg.yaml"), "fplab-lc7")
+    with pytest.raises(api.OpsError) as e:
+        lab_target("lc6")
+    assert e.value.code == api.USAGE and f"lc7 in {d}" in str(e.value) and "--netns fplab-lc6" in str(e.value)
+
+
+def test_a_stale_registry_entry_is_ignored_and_teardown_forgets_its_own(tmp_path: Path, registry: Path) -> None:
+    from lab.state import find_lab_dir, registered_dir, registered_labs, unregister
+
+    d = _lab_up_with_dir(tmp_path, "lc5")
+    assert registered_labs() == {"lc5": d}
+    unregister("lc5", tmp_path / "another")                     # not its entry: kept
+    assert registered_dir("lc5") == d
+    LabState(name="other", dir=str(d), config="x").save()       # the directory now holds another lab
+    assert registered_dir("lc5") is None and find_lab_dir("lc5") == tmp_path / "fplab-lc5"
+    unregister("lc5", d)
+    assert not (registry / "lc5").exists() and registered_labs() == {}
