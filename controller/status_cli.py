@@ -1,18 +1,23 @@
 """`firepath status`: the fabric as the masters see it, from their REST APIs.
 
-    firepath status (--config FABRIC.yaml | --lab NAME) [--netns NS] [--json] [--timeout S]
+    firepath status (--config FABRIC.yaml | --lab NAME) [--client-rest] [--netns NS] [--json] [--timeout S]
 
-Queries every configured master (its configured address and rest_port — nothing else is contacted) for
-`/v1/lsd/version`, `/v1/masters` and `/v1/clients`, in parallel, and prints
+Queries every configured master (its configured address and rest_port) for `/v1/lsd/version`,
+`/v1/masters` and `/v1/clients`, in parallel, and prints
 
 - one row per master: reachable?, role, term, LSD version, leader, whether a new master still holds its
   first LSD publication (`held`), and how its FMRP view sees it;
-- the clients as the serving master sees them: how many are alive and on its term; the lag a client
-  *confirmed* (master version - the version of its last LsdRequest, while nothing newer was sent to it: a
-  client asks only when it finds a gap, so most lags are unknown, never guessed), how many were sent the
-  current version without confirming it, and the switches that are silent or behind by name (behind: a
-  confirmed lag, or the master has not even sent it its current version).
+- the clients as the serving master sees them: how many are alive and on its term, how many it sent its
+  current version, and the switches that are silent or behind by name;
+- each client's lag (the serving master's LSD version minus the version the client holds; and minus the
+  version it has programmed into its switch) when the clients' own REST can be read from here: with `--lab`
+  (every lab client serves it on 127.0.0.1:<rest_port> in the lab namespace) or `--client-rest` (clients
+  on this host, in --netns). The master alone cannot know it: a client tells it the version it holds only
+  in an LsdRequest, sent when it finds a gap, so the master's `lag` is a confirmed figure only while such a
+  request is the client's latest word (shown as "max confirmed lag" when some client has one), never guessed.
 
+A client is behind when it says it holds or has programmed less than the master's version (read from it),
+or else when it confirmed a lag or the master has not even sent it its current version.
 Exit status: 0 when exactly one master serves and no alive client is behind; 1 otherwise (no master,
 several masters, clients behind); 2 on a bad config or option. `--json` prints everything gathered.
 `--lab NAME` is a local `firepath lab` (its config and network namespace), as for the operator commands.
@@ -21,6 +26,7 @@ several masters, clients behind); 2 on a bad config or option. `--json` prints e
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import urllib.request
@@ -38,6 +44,10 @@ def add_parser(subparsers: Any) -> None:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", help="fabric YAML (master addresses and REST ports)")
     where.add_argument("--lab", metavar="NAME", help="a local `firepath lab`: its config and namespace")
+    p.add_argument("--client-rest", action="store_true",
+                   help="also read each switch client's own REST on 127.0.0.1:<rest_port> (the clients run on this "
+                        "host, in --netns): the LSD version it holds and has programmed, i.e. its real lag "
+                        "(implied by --lab)")
     p.add_argument("--netns", help="run the requests inside this network namespace")
     p.add_argument("--json", action="store_true", help="print the gathered state as JSON")
     p.add_argument("--timeout", type=positive_float, default=1.0,
@@ -57,8 +67,11 @@ def _get(url: str, timeout: float) -> dict[str, Any] | str:
         return f"{type(e).__name__}: {reason if reason is not None else e}"
 
 
-def gather(fabric: Any, timeout: float = 1.0) -> dict[str, Any]:
-    """{"masters": {id: {"address", "rest_port", "version"|..., "error"?}}, "leader": id|None, "clients": ...}"""
+def gather(fabric: Any, timeout: float = 1.0, client_ports: dict[str, int] | None = None) -> dict[str, Any]:
+    """{"fabric", "masters": {id: {"address", "rest_port", "version"|..., "error"?}}, "serving": [id],
+    "leader": id|None, "clients": summary (`_client_summary`) or None}. `client_ports` {switch: REST port}: also
+    read each client's `/v1/state` on 127.0.0.1:<port> (after the masters, so a client is seldom ahead of the
+    version it is compared with); None: the masters only."""
     jobs = [(m, ep) for m in fabric.masters for ep in ENDPOINTS]
     with ThreadPoolExecutor(max_workers=min(16, len(jobs)) or 1) as pool:
         results = list(pool.map(lambda j: _get(f"http://{j[0].address}:{j[0].rest_port}{j[1]}", timeout), jobs))
@@ -72,11 +85,50 @@ def gather(fabric: Any, timeout: float = 1.0) -> dict[str, Any]:
             row[key] = res
     serving = [mid for mid, row in masters.items() if row.get("version", {}).get("role") == "master"]
     leader = serving[0] if len(serving) == 1 else None
+    own = None
+    if client_ports is not None and leader is not None:
+        names = sorted(client_ports)
+        with ThreadPoolExecutor(max_workers=min(16, len(names)) or 1) as pool:
+            answers = list(pool.map(lambda n: _get(f"http://127.0.0.1:{client_ports[n]}/v1/state", timeout), names))
+        own = dict(zip(names, answers, strict=True))
     return {"fabric": fabric.name, "masters": masters, "serving": serving, "leader": leader,
-            "clients": _client_summary(masters[leader]) if leader else None}
+            "clients": _client_summary(masters[leader], own) if leader else None}
 
 
-def _client_summary(row: dict[str, Any]) -> dict[str, Any] | None:
+def client_ports(fabric: Any, lab: bool) -> dict[str, int]:
+    """{switch: its client's REST port}: the config's `rest_port`; in a lab, the ports the lab gives switches
+    the config leaves without one (lab.labports). Switches with neither are left out (not read)."""
+    ports = {sw.name: int(sw.rest_port) for sw in fabric.switches if sw.rest_port}
+    if lab:
+        from lab.labports import LabPorts
+        from lab.state import LabError
+
+        with contextlib.suppress(LabError):      # ports that clash: no lab runs this config; read what it names
+            ports = {**LabPorts(fabric).rest, **ports}
+    return ports
+
+
+def own_lag(version: Any, state: dict[str, Any] | str) -> dict[str, Any]:
+    """What a client says it holds (`state`: its REST `/v1/state`, or why it could not be read) against the
+    serving master's LSD `version`: {"lsd_version", "programmed_version", "lag", "programmed_lag"} (lags in
+    LSD versions, None when it holds or programmed nothing yet; never below 0: a client read after the master
+    may already hold a newer version), or {"error": why}."""
+    if isinstance(state, str):
+        return {"error": state}
+    held, prog = state.get("lsd_version"), state.get("programmed_version")
+    if not isinstance(version, int) or not isinstance(held, int) or not isinstance(prog, int):
+        return {"error": f"unexpected answer: lsd_version {held!r}, programmed_version {prog!r}"}
+
+    def lag(v: int) -> int | None:
+        return None if v < 0 else max(0, version - v)
+
+    return {"lsd_version": held, "programmed_version": prog, "lag": lag(held), "programmed_lag": lag(prog)}
+
+
+def _client_summary(row: dict[str, Any], own: dict[str, dict[str, Any] | str] | None = None) -> dict[str, Any] | None:
+    """The serving master's `/v1/clients` (`row["clients"]`) summed up, with each client's own word where
+    `own` ({switch: its `/v1/state` or an error}) has it: "lag_source" is "clients" then, else "master"
+    (confirmed lags only); "max_lag"/"max_programmed_lag" over the alive clients (None: none known)."""
     view = row.get("clients")
     if not isinstance(view, dict):
         return None
@@ -86,16 +138,35 @@ def _client_summary(row: dict[str, Any]) -> dict[str, Any] | None:
     have = {c["switch"]: _client_version(c, term) for c in alive}
     lags = {name: version - v for name, v in have.items() if v is not None and isinstance(version, int)}
     confirmed = {c["switch"]: c["lag"] for c in alive if isinstance(c.get("lag"), int)}
+    read = {name: own_lag(version, s) for name, s in own.items()} if own is not None else {}
+    known = {name: r for name, r in read.items() if name in have and "error" not in r}
+
+    def behind(name: str) -> bool:
+        if name in known:          # the client's own word: it holds or programmed less (or nothing)
+            r = known[name]
+            return r["lag"] != 0 or r["programmed_lag"] != 0
+        return confirmed.get(name, 0) > 0 or (name not in confirmed and (lags.get(name) is None or lags[name] > 0))
+
+    def most(values: list[Any]) -> int | None:
+        values = [v for v in values if isinstance(v, int)]
+        return max(values) if values else None
+
     return {
         "total": len(rows),
         "alive": len(alive),
         "on_term": len(lags),
+        "sent_current": sum(1 for lag in lags.values() if lag == 0),
         "confirmed": len(confirmed),
-        "max_lag": max(confirmed.values()) if confirmed else None,     # confirmed lags only
         "unconfirmed": sum(1 for name, lag in lags.items() if lag == 0 and name not in confirmed),
+        "lag_source": "clients" if own is not None else "master",
+        "max_lag": (most([r["lag"] for r in known.values()]) if own is not None
+                    else most(list(confirmed.values()))),
+        "max_programmed_lag": most([r["programmed_lag"] for r in known.values()]) if own is not None else None,
+        "read": len(known),
+        "own": read,
+        "unread": sorted(name for name in have if name in read and name not in known),
         "silent": sorted(c["switch"] for c in rows if not c.get("alive")),
-        "behind": sorted(name for name in have if confirmed.get(name, 0) > 0
-                         or (name not in confirmed and (lags.get(name) is None or lags[name] > 0))),
+        "behind": sorted(name for name in have if behind(name)),
     }
 
 
@@ -145,15 +216,39 @@ def render(state: dict[str, Any]) -> str:
     if c is None:
         lines.append(f"clients: {state['leader']} did not answer /v1/clients")
         return "\n".join(lines)
-    lag = "unknown" if c["max_lag"] is None else str(c["max_lag"])
-    lines.append(f"clients (as {state['leader']} sees them): {c['alive']}/{c['total']} alive, "
-                 f"{c['on_term']} on its term, max confirmed lag {lag} ({c['confirmed']} confirmed, "
-                 f"{c['unconfirmed']} sent the current version without confirming it)")
+    line = (f"clients (as {state['leader']} sees them): {c['alive']}/{c['total']} alive, {c['on_term']} on its "
+            f"term, {c['sent_current']} sent its current version")
+    if c["lag_source"] == "clients":
+        line += (f"; from their own REST ({c['read']} read): max lag {_n(c['max_lag'])}, "
+                 f"max programmed lag {_n(c['max_programmed_lag'])} (LSD versions)")
+    elif c["confirmed"]:
+        line += f"; max confirmed lag {c['max_lag']} ({c['confirmed']} confirmed)"
+    else:       # why there is no lag figure, and how to get one
+        line += ("; lag not known here (a client tells the master its version only on a gap; "
+                 "--client-rest or --lab read each client's own)")
+    lines.append(line)
+    if c["unread"]:
+        lines.append(f"  no REST answer: {_names(c['unread'])}")
     if c["silent"]:
         lines.append(f"  silent: {', '.join(c['silent'])}")
     if c["behind"]:
-        lines.append(f"  behind: {', '.join(c['behind'])}")
+        lines.append(f"  behind: {', '.join(_behind(name, c['own'].get(name)) for name in c['behind'])}")
     return "\n".join(lines)
+
+
+def _names(names: list[str], limit: int = 12) -> str:
+    return ", ".join(names[:limit]) + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _n(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _behind(name: str, own: dict[str, Any] | None) -> str:
+    """A switch behind, with what it holds and programmed when it said so itself."""
+    if own is None or "error" in own:
+        return name
+    return f"{name} (holds {own['lsd_version']}, programmed {own['programmed_version']})"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,7 +260,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"firepath status: {e}", file=sys.stderr)
         return 2
     try:
-        state = gather(fabric, args.timeout)
+        ports = client_ports(fabric, bool(args.lab)) if args.lab or args.client_rest else None
+        state = gather(fabric, args.timeout, ports)
         text = json.dumps(state, indent=1, sort_keys=True) if args.json else render(state)
         ok = healthy(state)
     except (AttributeError, KeyError, TypeError, IndexError, ValueError) as e:

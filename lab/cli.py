@@ -10,20 +10,35 @@ from pathlib import Path
 from typing import Any
 
 from lab.report import describe_fault, format_status, ping_summary
-from lab.state import LabState, LabStateError, check_lab_name, default_dir, locked
+from lab.state import LabState, LabStateError, check_lab_name, default_dir, find_lab_dir, locked, not_found
 from proto.argtypes import ipv4_list, non_negative_float, non_negative_int, port, positive_float, positive_int
 
 DEFAULT_NAME = "demo"
 
 
 def _lab_dir(args: argparse.Namespace) -> Path:
-    return Path(args.dir).resolve() if args.dir else default_dir(args.name)
+    """--dir, else where lab --name lives: its default directory, or the one it was started in with --dir
+    (lab.state.find_lab_dir); `lab up` and `lab demo` build in the default one."""
+    if args.dir:
+        return Path(args.dir).resolve()
+    if args.lab_command in ("up", "demo"):
+        return default_dir(args.name)
+    return find_lab_dir(args.name)
+
+
+def _found_dir(args: argparse.Namespace) -> Path:
+    """The directory of an existing lab; LabStateError naming where it looked, and the labs it knows, if
+    --name finds none (before anything, the lock file included, is created there)."""
+    d = _lab_dir(args)
+    if not args.dir and not LabState.exists(d):
+        raise LabStateError(not_found(args.name, "a lab up with --dir DIR that is not registered: pass --dir DIR"))
+    return d
 
 
 def _open(args: argparse.Namespace) -> Any:
     from lab.fabric import Lab
 
-    return Lab.open(_lab_dir(args))
+    return Lab.open(_found_dir(args))
 
 
 def _err(msg: str) -> int:
@@ -162,7 +177,7 @@ def cmd_ping(args: argparse.Namespace) -> int:
 
 def _mutate(args: argparse.Namespace, op: Any) -> Any:
     """Open the lab and run `op(lab)` under the lab lock: the record read is the one `op` updates."""
-    with locked(_lab_dir(args)):
+    with locked(_found_dir(args)):
         lab = _open(args)
         try:
             return op(lab)
@@ -198,19 +213,22 @@ def cmd_kill(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from lab import inject
 
-    def restart(lab: Any) -> tuple[float, float, str | None, Path]:
+    def restart(lab: Any) -> tuple[str, float, str | None, Path]:
+        killed = len(inject.without_kill(lab.state.faults, "client", args.switch)) < len(lab.state.faults)
         gap = inject.restart_client(lab, args.switch)
         t0 = time.monotonic()
         lack = inject.wait_client_ready(lab, args.switch, args.wait)
-        return gap, time.monotonic() - t0, lack, Path(lab.state.processes[f"client:{args.switch}"].log)
+        # a killed client had none since the kill, not for the restart's gap
+        how = ("was killed; its kill is no longer an active fault" if killed
+               else f"{gap * 1000:.0f} ms without a client")
+        return how, time.monotonic() - t0, lack, Path(lab.state.processes[f"client:{args.switch}"].log)
 
-    gap, took, lack, log_path = _mutate(args, restart)
+    how, took, lack, log_path = _mutate(args, restart)
     if lack is not None:
-        print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client) but not ready "
+        print(f"client {args.switch} restarted ({how}) but not ready "
               f"{args.wait:g} s later: {lack} (its log: {log_path})", file=sys.stderr)
         return 1
-    print(f"client {args.switch} restarted ({gap * 1000:.0f} ms without a client), ready "
-          f"{took * 1000:.0f} ms later")
+    print(f"client {args.switch} restarted ({how}), ready {took * 1000:.0f} ms later")
     return 0
 
 
@@ -359,7 +377,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description="Emulated fabric on this machine: real OVS, namespaces, daemons. Needs root.")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--name", default=DEFAULT_NAME, help="lab name: namespaces are fplab-NAME[-HOST] "
-                        f"(default {DEFAULT_NAME})")
+                        f"(default {DEFAULT_NAME}, also for a lab up with --dir); finds a lab up with --dir too")
     common.add_argument("--dir", help="lab directory (default /tmp/fplab-NAME): config, logs, OVS run dir, state")
     sub = p.add_subparsers(dest="lab_command", metavar="COMMAND", required=True)
 
@@ -456,7 +474,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     kc.add_argument("switch")
     kc.set_defaults(func=_guard(cmd_kill))
 
-    rs = sub.add_parser("restart", help="restart a client (SIGTERM, start again)")
+    rs = sub.add_parser("restart", help="restart a client (SIGTERM, start again; a killed one: its kill is cleared)")
     rsub = rs.add_subparsers(dest="what", required=True)
     rc = rsub.add_parser("client", parents=[common])
     rc.add_argument("switch")

@@ -76,6 +76,9 @@ from lab.state import (
     lab_netns,
     locked,
     proc_starttime,
+    register,
+    registered_dir,
+    unregister,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -210,6 +213,12 @@ class Lab:
         d = Path(lab_dir) if lab_dir else default_dir(name)
         d = d.resolve()
         t0 = time.monotonic()
+        other = registered_dir(name)
+        if other is not None and other != d:           # one namespace per name: that lab is in the way
+            if not clean:
+                raise LabError(f"lab {name} already exists in {other} (netns {lab_netns(name)}): "
+                               f"`firepath lab down --name {name}` first, or `lab up --clean`")
+            teardown(other, name=name, log=log)
         with locked(d):
             if LabState.exists(d) or nsutil.netns_exists(lab_netns(name)):
                 if not clean:
@@ -242,6 +251,11 @@ class Lab:
             state = LabState(name=name, dir=str(d), config=str(Path(config).resolve()), netns=lab_netns(name),
                              ovs_dir=str(d / "ovs"), daemons=daemons, external_masters=external_masters)
             state.save()
+            try:                       # so that `--name` / `--lab NAME` find a lab up with --dir too
+                register(name, d)
+            except OSError as e:       # a lab in its default dir is found without the registry
+                if d != default_dir(name):
+                    log(f"warning: lab not registered ({e}): other commands find it with --dir {d} only")
             lab = cls(state, fabric)
             try:
                 lab._build_plumbing(log, ovs_per_switch)
@@ -729,6 +743,7 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
     shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
     if state is not None:
         state.remove()
+    unregister(name, d)
     if not keep_logs:
         shutil.rmtree(d / "logs", ignore_errors=True)
     for line in removed:

@@ -17,7 +17,8 @@ benchmarks' timelines). Kinds (each reversible):
                 namespace's loopback, lab/nft.py; FMRP between the replicas is untouched); healed by
                 deleting the table
 
-``restart_client`` is not a fault: SIGTERM then start again (the flows stay in OVS meanwhile).
+``restart_client`` is not a fault: SIGTERM then start again (the flows stay in OVS meanwhile). A restart
+of a killed client undoes that kill, so it also drops the kill's record (``without_kill``).
 
 Every public operation holds the lab's lock (lab/state.py `locked`, re-entrant within a thread) while it
 changes the fabric and the record, so two `firepath lab` commands (or a command and `lab down`) never
@@ -194,15 +195,32 @@ def kill_client(lab: Lab, switch: str) -> dict[str, object]:
     return fault
 
 
+#: The field of a kill's fault record that names the process it stopped, per process kind (ProcRecord.kind).
+_KILLED = {"client": "switch", "master": "id"}
+
+
+def without_kill(faults: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    """`faults` (the lab's record, oldest first) without the kill of process `kind` ("client" or "master")
+    `name` (switch or master id), for once that process runs again: a kill record left behind made
+    `lab status` list the kill as active, convergence checks skip the switch as dead, and the readiness wait
+    of `lab restart client` expect its links down. Order kept; KeyError for another kind."""
+    field = _KILLED[kind]
+    return [f for f in faults if not (f.get("kind") == kind and f.get(field) == name)]
+
+
 @_exclusive
 def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
-    """SIGTERM the client, start it again; returns the seconds the switch had no client."""
+    """SIGTERM the client (nothing to stop if it was killed), start it again and drop any recorded kill of
+    it (the restart undid it); returns the seconds the switch had no client."""
     key = f"client:{switch}"
     _check_client(lab, switch, key)
     t0 = time.monotonic()
     lab.stop_process(key, signal.SIGTERM, timeout)
     lab.start_client(switch)
-    return time.monotonic() - t0
+    gap = time.monotonic() - t0
+    lab.state.faults = without_kill(lab.state.faults, "client", switch)
+    _save(lab)
+    return gap
 
 
 def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | None:

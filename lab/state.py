@@ -53,6 +53,73 @@ def default_dir(name: str) -> Path:
     return Path("/tmp") / f"{NETNS_PREFIX}{name}"
 
 
+# ---------------------------------------------------------------------------------------------- registry
+
+#: One file per lab up on this machine, named after the lab, holding its directory: `--name NAME` (lab
+#: commands) and `--lab NAME` (operator commands) find a lab started with `lab up --dir DIR` through it. On
+#: tmpfs, like the network namespaces (one `fplab-NAME` per name, so at most one lab of a name is up).
+REGISTRY_DIR = Path("/run/firepath/labs")
+
+
+def register(name: str, lab_dir: Path | str) -> None:
+    """Record that lab `name` lives in `lab_dir` (atomic replace); OSError if the registry is not writable."""
+    REGISTRY_DIR.mkdir(parents=True, exist_ok=True)
+    path = REGISTRY_DIR / check_lab_name(name)
+    tmp = path.with_name(f".{name}.tmp")
+    tmp.write_text(f"{Path(lab_dir).resolve()}\n")
+    os.replace(tmp, path)
+
+
+def unregister(name: str, lab_dir: Path | str) -> None:
+    """Forget lab `name` if the registry still names `lab_dir` for it (another lab of that name may have been
+    registered since); never raises."""
+    with contextlib.suppress(OSError):
+        path = REGISTRY_DIR / name
+        if path.read_text().strip() == str(Path(lab_dir).resolve()):
+            path.unlink()
+
+
+def registered_dir(name: str) -> Path | None:
+    """The directory the registry names for lab `name` if it still holds that lab's record, else None (no
+    entry; a stale one: the lab is gone or its directory now holds another lab)."""
+    try:
+        d = Path((REGISTRY_DIR / name).read_text().strip())
+    except (OSError, UnicodeDecodeError):
+        return None
+    try:
+        return d if d.is_absolute() and LabState.load(d).name == name else None
+    except LabStateError:
+        return None
+
+
+def find_lab_dir(name: str) -> Path:
+    """The directory of lab `name`: its default one (/tmp/fplab-NAME) when that holds a record, else the one
+    the registry names (a lab started with `--dir`), else the default one (which has no record: the caller
+    says so, e.g. with `not_found`)."""
+    d = default_dir(name)
+    if LabState.exists(d):
+        return d
+    return registered_dir(name) or d
+
+
+def registered_labs() -> dict[str, Path]:
+    """{name: directory} of every lab in the registry that still holds its record, by name."""
+    try:
+        names = sorted(p.name for p in REGISTRY_DIR.iterdir() if not p.name.startswith("."))
+    except OSError:
+        return {}
+    return {n: d for n in names if (d := registered_dir(n)) is not None}
+
+
+def not_found(name: str, remedy: str) -> str:
+    """One line: lab `name` is neither in its default directory nor in the registry, the labs that are, and
+    `remedy` (what the caller's command takes instead, e.g. "pass --dir DIR")."""
+    up = registered_labs()
+    where = "; ".join(f"{n} in {p}" for n, p in up.items()) or "none"
+    return (f"lab {name}: no {default_dir(name) / STATE_FILE} and no lab of that name in {REGISTRY_DIR} "
+            f"(is it up? `firepath lab up --name {name}`; labs registered here: {where}); {remedy}")
+
+
 # ---------------------------------------------------------------------------------------------- processes
 
 def proc_starttime(pid: int) -> int | None:

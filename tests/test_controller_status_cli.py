@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from proto.auth import KeyRing
-from tests.harness.loopcluster import ROOT, LoopCluster, write_cluster_config
+from tests.harness.loopcluster import ROOT, LoopCluster, free_ports, write_cluster_config
 from tests.harness.simclient import SimFleet
 
 pytestmark = pytest.mark.timeout(90)
@@ -71,8 +71,8 @@ def test_status_never_shows_an_unconfirmed_lag(tmp_path: Path) -> None:
         c = json.loads(res.stdout)["clients"]
         assert c["max_lag"] is None and c["confirmed"] == 0 and c["unconfirmed"] == n and c["behind"] == [], c
         text = status(cluster.config).stdout
-        assert f"max confirmed lag unknown (0 confirmed, {n} sent the current version" in text, text
-        assert "max lag 0" not in text
+        assert f"{n} sent its current version; lag not known here" in text and "--client-rest" in text, text
+        assert "max lag" not in text and "unknown" not in text
         res = subprocess.run([sys.executable, "-m", "proto.cli", "clients", "--config", str(cluster.config)],
                              cwd=ROOT, capture_output=True, text=True, timeout=30)
         assert res.returncode == 0, res.stdout + res.stderr
@@ -122,3 +122,85 @@ def test_status_takes_lab_like_the_other_commands(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "proto.cli", "status", "--lab", "x", "--config", str(cfg)],
                          cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "not allowed with argument" in res.stderr, res.stderr
+
+
+@contextmanager
+def client_rest(states: dict[str, dict]) -> Iterator[dict[str, int]]:
+    """One HTTP server per switch on loopback answering `GET /v1/state` with `states[switch]`, as a client's
+    REST does: yields {switch: port}."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    servers = {}
+    for name, body in states.items():
+        class Handler(BaseHTTPRequestHandler):
+            doc = json.dumps(body).encode()
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                self.send_response(200 if self.path == "/v1/state" else 404)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(self.doc)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        servers[name] = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=servers[name].serve_forever, daemon=True).start()
+    try:
+        yield {name: srv.server_address[1] for name, srv in servers.items()}
+    finally:
+        for srv in servers.values():
+            srv.shutdown()
+            srv.server_close()
+
+
+def test_status_shows_each_clients_own_lag_read_from_its_rest(tmp_path: Path) -> None:
+    """Tester: the lag `firepath status` showed was always "unknown": the master learns a client's version
+    only from an LsdRequest, sent on a gap. The clients' own REST has it (what `lab status` shows as lsd and
+    prog): read there (--lab, --client-rest), a client behind is named even though the master sent it all."""
+    from controller.status_cli import gather, healthy, render
+
+    with serving(tmp_path, ack_updates=False) as (cluster, _term):
+        version = cluster.get("m1", "/v1/lsd/version")["version"]
+        names = [sw.name for sw in cluster.fabric.switches]
+        behind, unheard = names[0], names[-1]
+        states = {n: {"lsd_version": version, "programmed_version": version} for n in names[:-1]}
+        states[behind] = {"lsd_version": 0, "programmed_version": 0}
+        master_only = gather(cluster.fabric, 1.0)["clients"]
+        assert master_only["lag_source"] == "master" and master_only["max_lag"] is None
+        assert master_only["behind"] == []                         # all sent: the master cannot tell
+        with client_rest(states) as ports:
+            ports[unheard] = free_ports(1)[0]                      # nothing listens there
+            state = gather(cluster.fabric, 1.0, ports)
+    c = state["clients"]
+    assert c["lag_source"] == "clients" and c["read"] == len(names) - 1, c
+    assert c["max_lag"] == version and c["max_programmed_lag"] == version, c
+    assert c["behind"] == [behind] and c["unread"] == [unheard], c
+    assert c["own"][names[1]] == {"lsd_version": version, "programmed_version": version, "lag": 0,
+                                  "programmed_lag": 0}
+    assert not healthy(state)
+    text = render(state)
+    assert f"from their own REST ({len(names) - 1} read): max lag {version}, max programmed lag {version}" in text
+    assert f"behind: {behind} (holds 0, programmed 0)" in text and f"no REST answer: {unheard}" in text, text
+
+
+def test_own_lag_of_a_client_that_holds_nothing_or_is_ahead() -> None:
+    from controller.status_cli import own_lag
+
+    assert own_lag(7, {"lsd_version": -1, "programmed_version": -1})["lag"] is None      # nothing yet
+    assert own_lag(7, {"lsd_version": 8, "programmed_version": 7})["lag"] == 0           # read after a change
+    assert own_lag(7, "URLError: refused") == {"error": "URLError: refused"}
+    assert "unexpected answer" in own_lag(7, {"lsd_version": "x", "programmed_version": 1})["error"]
+
+
+def test_client_rest_ports_from_the_config_or_as_the_lab_assigns_them() -> None:
+    from controller.status_cli import client_ports
+    from lab.labports import REST_BASE_PORT
+    from proto.clos import clos_fabric
+
+    with_ports = clos_fabric(pods=0, spines=1, leaves=2, masters=1, rest_base_port=9900)
+    assert client_ports(with_ports, lab=False) == {sw.name: 9900 + sw.id for sw in with_ports.switches}
+    bare = clos_fabric(pods=0, spines=1, leaves=2, masters=1)
+    assert client_ports(bare, lab=False) == {}
+    assert client_ports(bare, lab=True) == {sw.name: REST_BASE_PORT + sw.id for sw in bare.switches}

@@ -150,19 +150,20 @@ def _setup(args: argparse.Namespace) -> Any:
 
 
 def lab_target(name: str) -> tuple[str, str]:
-    """(config, network namespace) of the lab NAME, from its record in its default directory
-    (/tmp/fplab-NAME/lab.json): the config it was started with — generated, or `lab up --config FILE`
-    wherever FILE is — whatever the current directory. OpsError(USAGE) if there is no such lab."""
-    from lab.state import STATE_FILE, LabState, LabStateError, check_lab_name, default_dir, lab_netns
+    """(config, network namespace) of the lab NAME, from its record (lab.json) in its default directory
+    (/tmp/fplab-NAME) or, for a lab up with `--dir DIR`, in DIR as the lab registry names it
+    (lab.state.find_lab_dir): the config it was started with — generated, or `lab up --config FILE` wherever
+    FILE is — whatever the current directory. OpsError(USAGE) if there is no such lab."""
+    from lab.state import LabState, LabStateError, check_lab_name, find_lab_dir, lab_netns, not_found
 
     try:
         check_lab_name(name)
     except LabStateError as e:
         raise OpsError(USAGE, str(e)) from None
-    d = default_dir(name)
+    d = find_lab_dir(name)
     if not LabState.exists(d):
-        raise OpsError(USAGE, f"lab {name}: no {d / STATE_FILE} (is it up? `firepath lab up --name {name}`; for a "
-                              f"lab up with --dir, pass --config with its config and --netns {lab_netns(name)})")
+        raise OpsError(USAGE, not_found(name, f"for a lab the registry does not know, pass --config with its "
+                                              f"config and --netns {lab_netns(name)}"))
     try:
         st = LabState.load(d)
     except LabStateError as e:

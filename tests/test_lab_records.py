@@ -1,0 +1,137 @@
+"""The lab's record of faults and of where labs live, without building a lab (no OVS, no namespaces)."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lab import inject
+from lab.state import LabState, ProcRecord
+
+LINK = {"kind": "link", "link": 0, "name": "leaf-1:1-spine-1:1", "ifaces": ["s0p1", "s2p1"]}
+
+
+class _RecordOnlyLab:
+    """What restart_client uses of a Lab: its record, stop_process and start_client (recorded, not run)."""
+
+    def __init__(self, state: LabState) -> None:
+        self.state = state
+        self.calls: list[tuple[Any, ...]] = []
+
+    def stop_process(self, key: str, signum: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+        self.calls.append(("stop", key, signum))
+
+    def start_client(self, switch: str) -> None:
+        self.calls.append(("start", switch))
+
+
+def _state(tmp_path: Path, faults: list[dict[str, Any]]) -> LabState:
+    st = LabState(name="rec1", dir=str(tmp_path), config=str(tmp_path / "fabric.yaml"), netns="fplab-rec1",
+                  faults=[dict(f) for f in faults])
+    for sw in ("leaf-1", "leaf-2"):
+        st.processes[f"client:{sw}"] = ProcRecord("client", sw, 1, 1, [], "log")
+    st.save()
+    return st
+
+
+def test_restarting_a_killed_client_clears_its_kill_from_the_record(tmp_path: Path) -> None:
+    """Tester: `lab kill client leaf-1`, `lab restart client leaf-1`: `lab status` still listed "client leaf-1
+    killed" among the active faults until `lab heal` (and convergence checks still skipped leaf-1 as dead)."""
+    kill1, kill2 = {"kind": "client", "switch": "leaf-1"}, {"kind": "client", "switch": "leaf-2"}
+    lab = _RecordOnlyLab(_state(tmp_path, [LINK, kill1, kill2]))
+    inject.restart_client(lab, "leaf-1")                        # type: ignore[arg-type]
+    assert lab.calls == [("stop", "client:leaf-1", signal.SIGTERM), ("start", "leaf-1")]
+    assert lab.state.faults == [LINK, kill2]                     # the other faults stay, in order
+    assert LabState.load(tmp_path).faults == [LINK, kill2]      # and so says the record on disk
+
+
+def test_restarting_a_running_client_leaves_the_faults_alone(tmp_path: Path) -> None:
+    lab = _RecordOnlyLab(_state(tmp_path, [LINK, {"kind": "switch", "switch": "leaf-1", "ifaces": []}]))
+    inject.restart_client(lab, "leaf-1")                        # type: ignore[arg-type]
+    assert [f["kind"] for f in LabState.load(tmp_path).faults] == ["link", "switch"]   # a restart heals no link
+
+
+def test_without_kill_matches_the_kind_and_the_process_name() -> None:
+    faults = [{"kind": "master", "id": "m1"}, {"kind": "client", "switch": "m1"}, {"kind": "master", "id": "m2"}]
+    assert inject.without_kill(faults, "master", "m1") == faults[1:]
+    assert inject.without_kill(faults, "client", "m1") == [faults[0], faults[2]]
+    assert inject.without_kill(faults, "client", "leaf-9") == faults
+    with pytest.raises(KeyError):
+        inject.without_kill(faults, "switch", "leaf-1")
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The lab registry and default lab directories under tmp_path (nothing of the machine's is touched)."""
+    monkeypatch.setattr("lab.state.REGISTRY_DIR", tmp_path / "registry")
+    for module in ("lab.state", "lab.cli"):      # lab.cli binds the name at import
+        monkeypatch.setattr(f"{module}.default_dir", lambda name: tmp_path / f"fplab-{name}")
+    return tmp_path / "registry"
+
+
+def _lab_up_with_dir(tmp_path: Path, name: str) -> Path:
+    """The record and registry entry `lab up --name NAME --dir DIR` leaves (Lab.up: record, then register)."""
+    from lab.state import register
+
+    d = tmp_path / "elsewhere" / name
+    LabState(name=name, dir=str(d), config=str(tmp_path / "cfg.yaml"), netns=f"fplab-{name}").save()
+    register(name, d)
+    return d
+
+
+def test_lab_commands_find_a_lab_up_with_dir_by_its_name(tmp_path: Path, registry: Path) -> None:
+    """Tester: `lab up --dir /tmp/x` then `lab status --name <its name>` said "no lab here": names were looked
+    up in /tmp/fplab-NAME only. (Its name is `demo`, the default, unless --name was given.)"""
+    from lab import cli as lab_cli
+    from proto.cli import build_parser
+
+    d = _lab_up_with_dir(tmp_path, "lc9")
+    args = build_parser("lab").parse_args(["lab", "status", "--name", "lc9"])
+    assert lab_cli._found_dir(args) == d
+    args = build_parser("lab").parse_args(["lab", "kill", "client", "leaf-1", "--name", "lc9"])
+    assert lab_cli._found_dir(args) == d
+    args = build_parser("lab").parse_args(["lab", "up", "--name", "lc9"])      # up builds in the default dir
+    assert lab_cli._lab_dir(args) == tmp_path / "fplab-lc9"
+
+
+def test_a_lab_not_found_by_name_says_where_it_looked_and_which_labs_exist(tmp_path: Path, registry: Path) -> None:
+    from lab import cli as lab_cli
+    from lab.state import LabStateError
+    from proto.cli import build_parser
+
+    d = _lab_up_with_dir(tmp_path, "demo")
+    args = build_parser("lab").parse_args(["lab", "status", "--name", "lc8"])
+    with pytest.raises(LabStateError) as e:
+        lab_cli._found_dir(args)
+    msg = str(e.value)
+    assert msg.startswith(f"lab lc8: no {tmp_path / 'fplab-lc8' / 'lab.json'} and no lab of that name in {registry}")
+    assert f"labs registered here: demo in {d}" in msg and "pass --dir DIR" in msg, msg
+    assert not (tmp_path / "fplab-lc8").exists()                 # looking created nothing
+
+
+def test_operator_commands_find_a_lab_up_with_dir_by_its_name(tmp_path: Path, registry: Path, monkeypatch) -> None:
+    """`firepath status --lab NAME` / `firepath drain --lab NAME` (controller.ops.cli.lab_target) too."""
+    from controller.ops import api
+    from controller.ops.cli import lab_target
+
+    d = _lab_up_with_dir(tmp_path, "lc7")
+    assert lab_target("lc7") == (str(tmp_path / "cfg.yaml"), "fplab-lc7")
+    with pytest.raises(api.OpsError) as e:
+        lab_target("lc6")
+    assert e.value.code == api.USAGE and f"lc7 in {d}" in str(e.value) and "--netns fplab-lc6" in str(e.value)
+
+
+def test_a_stale_registry_entry_is_ignored_and_teardown_forgets_its_own(tmp_path: Path, registry: Path) -> None:
+    from lab.state import find_lab_dir, registered_dir, registered_labs, unregister
+
+    d = _lab_up_with_dir(tmp_path, "lc5")
+    assert registered_labs() == {"lc5": d}
+    unregister("lc5", tmp_path / "another")                     # not its entry: kept
+    assert registered_dir("lc5") == d
+    LabState(name="other", dir=str(d), config="x").save()       # the directory now holds another lab
+    assert registered_dir("lc5") is None and find_lab_dir("lc5") == tmp_path / "fplab-lc5"
+    unregister("lc5", d)
+    assert not (registry / "lc5").exists() and registered_labs() == {}
