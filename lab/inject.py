@@ -223,6 +223,25 @@ def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
     return gap
 
 
+def client_lacks(state: object, want: list[int]) -> str | None:
+    """What a client's REST `/v1/state` (`state`: its JSON, or the error of the request) lacks to be back
+    in the fabric's control: connected to its switch, following a master, an LSD programmed (a version
+    >= 0: -1 means none), every port of `want` usable. None if nothing."""
+    if not isinstance(state, dict):
+        return f"REST does not answer ({state})"
+    if not state.get("connected"):
+        return "not connected to its switch"
+    programmed = state.get("programmed_version")
+    if isinstance(programmed, bool) or not isinstance(programmed, int) or programmed < 0:
+        return "nothing programmed yet"
+    if not state.get("master"):
+        return "no master heard (fail-static)"
+    missing = [p for p in want if not any(q.get("port") == p and q.get("usable") for q in state.get("ports", []))]
+    if missing:
+        return f"fabric ports not usable: {', '.join(map(str, missing))} (of {len(want)} expected)"
+    return None
+
+
 def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | None:
     """Wait until the switch's client answers REST, is connected to its switch, has programmed an LSD, has
     every fabric port usable that the recorded faults leave in use, and the master's LSD has those links
@@ -235,15 +254,8 @@ def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | Non
 
     def ready() -> bool:
         s = lab.http.get_many([(lab.rest_port(switch), "/v1/state")], 0.5)[0]
-        if not isinstance(s, dict):
-            lack[0] = f"REST does not answer ({s})"
-        elif not s.get("connected"):
-            lack[0] = "not connected to its switch"
-        elif not s.get("programmed_version"):
-            lack[0] = "nothing programmed yet"
-        elif missing := [p for p in want if not any(q.get("port") == p and q.get("usable")
-                                                     for q in s.get("ports", []))]:
-            lack[0] = f"fabric ports not usable: {', '.join(map(str, missing))} (of {len(want)} expected)"
+        if (what := client_lacks(s, want)) is not None:
+            lack[0] = what
         else:
             try:
                 lsd = lab.master_get("/v1/lsd").get("links", {})

@@ -33,18 +33,22 @@ def format_status(lab: Any) -> str:
         usable = sum(1 for p in ports if p.get("usable"))
         misc = sum(1 for p in ports if p.get("nd") == "miscabled")
         down = len(ports) - usable
-        lines.append(f"{name:<12} {pid:>7} {str(s.get('master') or '-'):<7} {s.get('lsd_version', '?'):>5} "
+        # fail-static: the master it last heard, in parentheses (it hears none now)
+        master = str(s.get("master") or "-")
+        master = f"({master})" if s.get("fail_static") and master != "-" else master
+        lines.append(f"{name:<12} {pid:>7} {master:<7} {s.get('lsd_version', '?'):>5} "
                      f"{s.get('programmed_version', '?'):>5} {usable:>6} {down:>5} {misc:>6} "
                      f"{s.get('routes', '?'):>6} {s.get('groups', '?'):>6}")
-    # A switch without a master forwards on its last LSD (fail-static): the master column shows the last one
-    # it heard, so say it in words (a tester saw "master m3" with every master dead).
+    # A switch without a master forwards on its last LSD (fail-static): say it in words too (a tester saw
+    # "master m3" with every master dead).
     static = [name for name, s in switches.items() if isinstance(s, dict) and s.get("fail_static")]
     if not any(isinstance(s, dict) and s.get("role") == "master" for s in masters.values()):
         lines.append("")
         lines.append("no master: no replica is serving (election in progress, or no majority)")
     if static:
         lines.append("")
-        lines.append(f"fail-static (no master heard, forwarding on the last LSD): {', '.join(static)}")
+        lines.append(f"fail-static (no master heard, forwarding on the last LSD; '(m)' = the last master it "
+                     f"heard): {', '.join(static)}")
     borders = [(name, s["border"]) for name, s in switches.items()
                if isinstance(s, dict) and isinstance(s.get("border"), dict)]
     unheard = [sw.name for sw in lab.fabric.switches if getattr(sw, "bgp", None) is not None

@@ -204,4 +204,9 @@ def test_lab_status_says_no_master_and_which_switches_are_fail_static() -> None:
     lab.master_states = lambda: {"m1": {"role": "inactive", "term": 2, "version": 3}}
     text = format_status(lab)
     assert "no master: no replica is serving" in text
-    assert "fail-static (no master heard, forwarding on the last LSD): border-1-1" in text
+    assert "fail-static (no master heard, forwarding on the last LSD; '(m)' = the last master it heard): " \
+           "border-1-1" in text
+    row = next(line for line in text.splitlines() if line.startswith("border-1-1 "))
+    assert row.split()[2] == "(m1)", row          # its last master, marked as not heard now (tester, stop 31)
+    other = next(line for line in text.splitlines() if line.startswith("border-1-2 "))
+    assert other.split()[2] == "m1", other

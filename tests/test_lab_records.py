@@ -135,3 +135,20 @@ def test_a_stale_registry_entry_is_ignored_and_teardown_forgets_its_own(tmp_path
     assert registered_dir("lc5") is None and find_lab_dir("lc5") == tmp_path / "fplab-lc5"
     unregister("lc5", d)
     assert not (registry / "lc5").exists() and registered_labs() == {}
+
+
+def test_a_client_with_nothing_programmed_or_no_master_is_not_ready() -> None:
+    """Tester (stop 31): `lab restart client` said "ready" for a client cut from every master that had
+    programmed nothing (programmed_version -1 is truthy)."""
+    from lab.inject import client_lacks
+
+    ok = {"connected": True, "programmed_version": 7, "master": "m1",
+          "ports": [{"port": 1, "usable": True}, {"port": 2, "usable": True}]}
+    assert client_lacks(ok, [1, 2]) is None
+    assert client_lacks({**ok, "programmed_version": -1}, [1, 2]) == "nothing programmed yet"
+    assert client_lacks({**ok, "programmed_version": None}, [1, 2]) == "nothing programmed yet"
+    assert client_lacks({**ok, "programmed_version": 0}, [1, 2]) is None
+    assert client_lacks({**ok, "master": None}, [1, 2]) == "no master heard (fail-static)"
+    assert client_lacks({**ok, "connected": False}, [1, 2]) == "not connected to its switch"
+    assert client_lacks({**ok, "ports": [{"port": 1, "usable": True}]}, [1, 2]).startswith("fabric ports not usable: 2")
+    assert client_lacks(OSError("refused"), [1]).startswith("REST does not answer")
