@@ -5,6 +5,13 @@ Codec, so that exactly one thread touches the replay windows. Two ways to receiv
 callback, a receiver thread per socket calls it; without one (the client daemon, issue #20: one thread
 hand-off less per datagram), the control thread waits on `sockets` itself and takes what arrived with
 `read()`.
+
+Each master has a queue of its own: the client's port is bound once per master with SO_REUSEPORT and each
+of those sockets is connected to that master's configured client address, so Linux delivers the master's
+datagrams there and nowhere else (udp(7)); `read()` takes them before the unconnected socket, which gets
+everything else (junk, a master sending from an address other than its configured one) and is read within
+`STRANGER_BATCH` a call. A junk flood on the client's port then fills only its own queue, never the
+masters' (the same split as the masters' peer port: controller.peerinput).
 """
 
 from __future__ import annotations
@@ -21,6 +28,9 @@ from proto.config import Fabric
 log = logging.getLogger("firepath.client.transport")
 
 MAX_DATAGRAM = 65_535
+#: datagrams read from unknown sources per read() at most (the masters' queues are read first)
+STRANGER_BATCH = 64
+_RCVBUF = 4 << 20
 
 
 class UdpTransport:
@@ -30,9 +40,20 @@ class UdpTransport:
                  port: int = 0) -> None:
         self._masters = {m.id: (str(m.address), m.client_port) for m in fabric.masters}
         self._on_datagram = on_datagram
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        self.sock.bind((bind, port))
+        probe = _udp(bind, port, reuse_port=False)      # a port in use is refused (EADDRINUSE) as before
+        port = probe.getsockname()[1]
+        probe.close()
+        self.sock = _udp(bind, port, reuse_port=True)
+        self._by_master: dict[str, socket.socket] = {}
+        for mid, addr in self._masters.items():
+            sock = _udp(bind, port, reuse_port=True)
+            try:
+                sock.connect(addr)
+            except OSError as e:         # no route to it from here: its datagrams use the shared socket
+                sock.close()
+                log.warning("no queue of its own for master %s at %s:%s: %s", mid, addr[0], addr[1], e)
+                continue
+            self._by_master[mid] = sock
         self._mcast: socket.socket | None = None
         dist = fabric.distribution
         if dist.mode == "multicast" and dist.group is not None and dist.port is not None:
@@ -58,14 +79,17 @@ class UdpTransport:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        """The receiving sockets (for a caller that waits on them itself: no `on_datagram`)."""
-        return [s for s in (self.sock, self._mcast) if s is not None]
+        """The receiving sockets (for a caller that waits on them itself: no `on_datagram`): each master's,
+        the multicast group's, then the unconnected one."""
+        return [*self._by_master.values(), *(s for s in (self._mcast, self.sock) if s is not None)]
 
     def read(self, limit: int) -> list[bytes]:
-        """What arrived on every socket, at most `limit` datagrams, without waiting (no `on_datagram`)."""
+        """What arrived, at most `limit` datagrams, without waiting (no `on_datagram`): the masters' queues
+        and the group first, then at most STRANGER_BATCH from the unconnected socket."""
         out: list[bytes] = []
         for sock in self.sockets:
-            while len(out) < limit:
+            cap = limit if sock is not self.sock else min(limit, len(out) + STRANGER_BATCH)
+            while len(out) < cap:
                 try:
                     data = sock.recv(MAX_DATAGRAM)
                 except (BlockingIOError, InterruptedError):
@@ -82,7 +106,9 @@ class UdpTransport:
             for sock in self.sockets:
                 sock.setblocking(False)
             return
-        for sock, name in ((self.sock, "udp-rx"), (self._mcast, "udp-mcast-rx")):
+        named = [(self.sock, "udp-rx"), (self._mcast, "udp-mcast-rx"),
+                 *((sock, f"udp-rx-{mid}") for mid, sock in self._by_master.items())]
+        for sock, name in named:
             if sock is None:
                 continue
             sock.settimeout(0.2)
@@ -116,7 +142,20 @@ class UdpTransport:
         self._stop.set()
         for t in self._threads:
             t.join(1.0)
-        for sock in (self.sock, self._mcast):
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.close()
+        for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+def _udp(bind: str, port: int, reuse_port: bool) -> socket.socket:
+    """A UDP socket bound to (`bind`, `port`) with a 4 MB receive buffer; SO_REUSEPORT if `reuse_port`."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((bind, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
