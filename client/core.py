@@ -236,7 +236,9 @@ class ClientCore:
             log.debug("dropped datagram: %s", e)
             if e.reason == "stale" and e.sender is not None:
                 # A master of an incarnation we have not verified (it or we restarted, or a replay): answer
-                # with our challenge at its configured address, so its next frame is accepted.
+                # with our challenge at its configured address, so its next frame is accepted. One allowance
+                # per master (no address): whichever frame drew it, replayed or not, it reaches the genuine
+                # master, so replays from elsewhere cannot starve it (tests/test_unauth_bounds.py).
                 answer = self.codec.answer(e.sender, now)
                 if answer is not None:
                     self.counters["challenges_sent"] += 1

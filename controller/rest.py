@@ -317,11 +317,15 @@ async def drains(request: web.Request) -> web.Response:
 
 
 async def keys(request: web.Request) -> web.Response:
-    """The key set this replica signs and verifies with (ids only; key rollover, issue #21)."""
+    """The key set this replica signs and verifies with (ids only; key rollover, issue #21), and the frames
+    dropped under a key id it does not accept: the 256 most recently seen (claimed sender, key id) pairs
+    (unauthenticated: bounded, proto.bounded.KeyIdRejections) and exact totals per key id and evicted."""
     s = _srv(request)
+    rej = s.codec.rejected_key_ids
     return _json({"master": s.core.id, **s.codec.keys.status(),
-                  "rejected_key_ids": [{"peer": p, "key_id": k, "count": n}
-                                       for (p, k), n in sorted(s.codec.rejected_key_ids.items())]})
+                  "rejected_key_ids": [{"peer": p, "key_id": k, "count": n} for (p, k), n in sorted(rej.items())],
+                  "rejected_key_id_totals": [{"key_id": k, "count": n} for k, n in sorted(rej.by_key_id.items())],
+                  "rejected_key_ids_evicted": {"pairs": rej.evicted_pairs, "frames": rej.evicted_frames}})
 
 
 async def drain(request: web.Request) -> web.Response:

@@ -313,17 +313,17 @@ class MasterServer:
             self._report = None
 
     def _answer_stale(self, peer: str | None, addr: tuple[str, int]) -> None:
-        """A verified frame of an unverified incarnation (a restarted peer, or a replay): answer with a
-        Challenge (rate-limited per peer by the Codec) so a genuine peer is accepted at its next frame. A
-        switch is answered at the datagram's source (its address is not learnt from a stale frame: a replay
-        from elsewhere gets one small datagram, never the LSD), a master at its configured address."""
-        data = self.codec.answer(peer, time.monotonic())
+        """A verified frame of an unverified incarnation (a restarted peer, or a replay): a Challenge, so a
+        genuine peer is accepted at its next frame. A switch is answered at the datagram's source (not learnt
+        from a stale frame: a replay gets one small datagram, never the LSD), at most once per (switch, source)
+        per interval: replays from one address cannot starve another; a master at its configured address."""
+        to_master = peer in self.master_addrs
+        data = self.codec.answer(peer, time.monotonic(), None if to_master else addr)
         if data is None or peer is None:
             return
-        dest = self.master_addrs.get(peer, addr)
-        tx = self._peer_tx if peer in self.master_addrs else self._client_tx
+        tx = self._peer_tx if to_master else self._client_tx
         if tx is not None:
-            tx.sendto(data, dest)
+            tx.sendto(data, self.master_addrs[peer] if to_master else addr)
             self.metrics.challenges.inc()
 
     def _on_timer(self) -> None:

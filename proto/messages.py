@@ -52,15 +52,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 import re
 import secrets
 import struct
+import time
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Hashable
 from typing import Any
 
 from proto.auth import AuthError, KeyKind, KeyRing, KeySet, ReplayWindow
+from proto.bounded import AnswerBudget, KeyIdRejections, LogBudget
 from proto.config import Endpoint
 from proto.wire import (
     HEADER_LEN,
@@ -181,10 +182,10 @@ class _Session:
     the first verified frame. ``win``/``gwin``: replay windows of that incarnation's unicast and group
     streams. ``chal``: the random challenge we offer this peer (redrawn whenever we accept a new
     incarnation). ``offer``: the peer's last offer to us (what we reflect). ``tx``: our next sequence number
-    towards it. ``answered``: when we last answered a stale frame (rate limit).
+    towards it. (The rate limit of answers to its stale frames is the Codec's ``AnswerBudget``.)
     """
 
-    __slots__ = ("answered", "chal", "gwin", "inc", "offer", "peer", "tx", "win")
+    __slots__ = ("chal", "gwin", "inc", "offer", "peer", "tx", "win")
 
     def __init__(self, window: int) -> None:
         self.inc: int | None = None
@@ -194,7 +195,6 @@ class _Session:
         self.chal = _nonce()
         self.offer = 0
         self.tx = 1
-        self.answered = -math.inf
 
 
 def _nonce() -> int:
@@ -207,8 +207,9 @@ class Codec:
     ``switches``/``masters``: every known sender (from the Fabric). ``accept_group``: accept GROUP-signed
     datagrams (set False when distribution is unicast, so a compromised switch holding the shared group key
     cannot inject master multicast). ``incarnation``: this process's random 64-bit incarnation (default:
-    drawn from ``secrets``; tests pin it). ``answer_interval`` (s): at most one challenge answer per peer in
-    that time (see ``answer``).
+    drawn from ``secrets``; tests pin it). ``answer_interval`` (s): at most one challenge answer per peer and
+    address in that time (see ``answer``). ``clock``: monotonic seconds, read only to rate-limit log lines
+    (freshness reads no clock).
 
     Freshness (see the module docstring and ARCHITECTURE.md "Freshness"): a frame is accepted if it belongs
     to the peer's accepted incarnation and passes its replay window, or if it starts a new incarnation and
@@ -217,13 +218,16 @@ class Codec:
 
     ``keys``: a ``KeySet`` (key rollover: signs with its send key, accepts its accepted ids) or one
     ``KeyRing`` (= key id 1). ``set_keys`` swaps it at run time; a frame under an id not accepted is
-    rejected as ``unknown_key_id``, counted per (claimed sender, key id) in ``rejected_key_ids`` and logged
-    at the 1st, 2nd, 4th, 8th, ... such frame of each pair (a count-based rate limit: no clock here).
+    rejected as ``unknown_key_id`` before any HMAC work. It is not authenticated, so the (claimed sender,
+    key id) pair is the sender's choice: ``rejected_key_ids`` (a ``proto.bounded.KeyIdRejections``) keeps the
+    256 most recently seen pairs and exact totals (per key id, evicted), and a line is logged at the 1st,
+    2nd, 4th, 8th, ... frame of a pair within one ``LogBudget`` for the whole Codec (``key_log``: 20 lines,
+    then one per 10 s, each saying how many were suppressed before it).
     """
 
     def __init__(self, keys: KeyRing | KeySet, local_id: str, switches: Collection[str], masters: Collection[str],
                  *, accept_group: bool = True, replay_window: int = 64, incarnation: int | None = None,
-                 answer_interval: float = 0.05) -> None:
+                 answer_interval: float = 0.05, clock: Callable[[], float] = time.monotonic) -> None:
         self.local_id = local_id
         self.switches = frozenset(switches)
         self.masters = frozenset(masters)
@@ -239,13 +243,18 @@ class Codec:
         self.accept_group = accept_group
         self.replay_window = replay_window
         self.answer_interval = answer_interval
-        # Bounded: unicast sessions only for configured names, ND sessions only for the ports the runtime
-        # passes (the switch's own ports), one group stream.
+        #: Answers to stale frames sent, by (peer, address): proto.bounded.AnswerBudget.
+        self.answers = AnswerBudget(answer_interval)
+        self._clock = clock
+        # Bounded: unicast sessions only for configured names (created once a frame's tag verified), ND
+        # sessions only for the ports the runtime passes (the switch's own ports), one group stream.
         self._sessions: dict[str | int, _Session] = {}
         self._group_tx = 1
         self.rejected: Counter[str] = Counter()
-        #: ``unknown_key_id`` rejections by (claimed sender, key id): the frame is not authenticated.
-        self.rejected_key_ids: Counter[tuple[str, int]] = Counter()
+        #: ``unknown_key_id`` rejections by (claimed sender, key id), bounded: the frame is not authenticated.
+        self.rejected_key_ids = KeyIdRejections()
+        #: The log lines about those rejections, all pairs together.
+        self.key_log = LogBudget()
         self.accepted: Counter[str] = Counter()  # by message class name
         #: Peers whose new incarnation was accepted (a restart noticed), by name.
         self.new_incarnations: Counter[str] = Counter()
@@ -416,19 +425,23 @@ class Codec:
         mac.update(dest_trailer(to))
         return body + mac.digest()
 
-    def answer(self, peer: str | None, now: float) -> bytes | None:
+    def answer(self, peer: str | None, now: float, addr: Hashable = None) -> bytes | None:
         """The reply to a ``stale`` rejection from ``peer`` (``DecodeError.sender``): a Challenge, at most
-        one per peer per ``answer_interval`` s (monotonic ``now``), None otherwise or for an ND/unknown peer.
-        One round trip then re-establishes the pair after a restart of either side."""
+        one per (peer, ``addr``) per ``answer_interval`` s (monotonic ``now``), None otherwise or for an
+        ND/unknown peer. One round trip then re-establishes the pair after a restart of either side.
+
+        ``addr``: where the Challenge goes when that is the datagram's source (a master answering a
+        switch): replays of the switch's frames from another address then cannot use up the allowance of
+        the address the genuine switch speaks from (``proto.bounded.AnswerBudget``: at most 4 addresses per
+        peer, 4,096 entries in all). None (one allowance per peer) when it goes to the peer's configured
+        address: whichever frame drew it, it reaches the genuine peer."""
         if peer is None or (peer not in self.switches and peer not in self.masters) or peer == self.local_id:
             return None
         if not self.is_master and peer not in self.masters:
             return None
-        sess = self._session(peer)
-        if now - sess.answered < self.answer_interval:
+        if not self.answers.allow(peer, addr, now):
             self.rejected["answer_limited"] += 1
             return None
-        sess.answered = now
         return self.challenge(peer)
 
     def established(self, peer: str | int) -> bool:
@@ -575,13 +588,17 @@ class Codec:
             sess.offer = offer
 
     def _key_id_rejected(self, sender: str, key_id: int, ks: _KeyState, port: int | None) -> None:
-        n = self.rejected_key_ids[(sender, key_id)] = self.rejected_key_ids[(sender, key_id)] + 1
-        if n & (n - 1) == 0:  # 1st, 2nd, 4th, 8th, ...: bounded log volume under a flood, no clock needed
-            why = "retired" if key_id in ks.keys.retired else "unknown"
-            log.warning("event=key_id_rejected local=%s peer=%s key_id=%d why=%s%s count=%d accepted=%s "
-                        "send_key=%d", self.local_id, sender, key_id, why,
-                        "" if port is None else f" port={port}", n,
-                        ",".join(map(str, sorted(ks.accepted))), ks.send_id)
+        n = self.rejected_key_ids.note(sender, key_id)
+        if n & (n - 1):  # log the 1st, 2nd, 4th, 8th, ... frame of a pair, within the Codec's line budget
+            return
+        suppressed = self.key_log.take(self._clock())
+        if suppressed is None:
+            return
+        why = "retired" if key_id in ks.keys.retired else "unknown"
+        log.warning("event=key_id_rejected local=%s peer=%s key_id=%d why=%s%s count=%d accepted=%s "
+                    "send_key=%d total=%d%s", self.local_id, sender, key_id, why,
+                    "" if port is None else f" port={port}", n, ",".join(map(str, sorted(ks.accepted))),
+                    ks.send_id, self.rejected_key_ids.total, f" suppressed={suppressed}" if suppressed else "")
 
 
 class _KeyState:

@@ -418,14 +418,17 @@ def test_master_rest_shows_the_key_set_and_follows_a_swap(tmp_path: Path) -> Non
 
     async def body(server, c) -> None:
         doc = await (await c.get("/v1/keys")).json()
-        assert doc == {"master": "m1", "send_key": 1, "accepted": [1], "retired": [], "rejected_key_ids": []}
+        assert doc == {"master": "m1", "send_key": 1, "accepted": [1], "retired": [], "rejected_key_ids": [],
+                       "rejected_key_id_totals": [], "rejected_key_ids_evicted": {"pairs": 0, "frames": 0}}
         server.codec.set_keys(KeySet({1: OLD, 2: NEW}, 2, retired=frozenset({3})))
         stale = Codec(KeySet({3: OLD.bundle_for_switch("leaf-1")}, 3), "leaf-1", server.codec.switches,
                       server.codec.masters).encode(LsdRequest("leaf-1", 1, 1), to="m1")
         server._on_datagram(stale, ("127.0.0.1", 9))
         doc = await (await c.get("/v1/keys")).json()
         assert doc == {"master": "m1", "send_key": 2, "accepted": [1, 2], "retired": [3],
-                       "rejected_key_ids": [{"peer": "leaf-1", "key_id": 3, "count": 1}]}
+                       "rejected_key_ids": [{"peer": "leaf-1", "key_id": 3, "count": 1}],
+                       "rejected_key_id_totals": [{"key_id": 3, "count": 1}],
+                       "rejected_key_ids_evicted": {"pairs": 0, "frames": 0}}
         metrics = await (await c.get("/metrics")).text()
         assert 'firepath_master_datagrams_rejected_total{reason="unknown_key_id"} 1.0' in metrics
 

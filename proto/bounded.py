@@ -1,0 +1,188 @@
+"""Bounded bookkeeping that frames the Codec has not authenticated, or has judged replays, can feed.
+
+An attacker without the fabric key chooses the claimed sender, the key id and the source address of every
+datagram it sends, and may replay any authenticated frame it saw from any address. Whatever the Codec (or a
+runtime) remembers or logs per such value must therefore stay bounded however many values it sends — per
+configured name x 255 key ids is millions of rows at Jupiter size (30,088 switches) — and must not let one
+source take from another what it needs:
+
+* ``KeyIdRejections`` — ``unknown_key_id`` drops by (claimed sender, key id): a fixed-size LRU table with
+  exact totals beside it (the genuine need, a peer signing under a key id this node does not have yet or
+  no longer accepts during a key rollover, stays visible);
+* ``LogBudget`` — one token bucket for the log lines about such drops: a fixed number of lines per minute
+  whatever the number of pairs, each line carrying how many were suppressed before it;
+* ``AnswerBudget`` — the Challenges that answer ``stale`` frames, at most one per interval per
+  (peer, address): replays sent from one address cannot use up the allowance of the address the genuine
+  peer speaks from.
+
+Pure objects: the caller passes the time (monotonic seconds).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Hashable, Iterator, Mapping
+
+__all__ = ["AnswerBudget", "KeyIdRejections", "LogBudget"]
+
+
+class KeyIdRejections(Mapping[tuple[str, int], int]):
+    """``unknown_key_id`` rejections by (claimed sender, key id): at most ``capacity`` pairs, exact totals.
+
+    Shape: a mapping (sender, key id) -> frames counted while the pair is in the table, holding the
+    ``capacity`` (default 256) most recently seen pairs: a pair seen again moves to the newest end, a new
+    pair evicts the least recently seen one (an evicted pair that comes back counts from 1 again). Beside it,
+    exact whatever was evicted: ``total`` (every rejection), ``by_key_id`` (per key id; at most 256 entries,
+    the id is a u8 on the wire), ``evicted_pairs`` and ``evicted_frames``, with
+    ``total == sum(self.values()) + evicted_frames``.
+
+    Why bounded: the frames are not authenticated, so the pair is the sender's free choice; counting every
+    pair ever claimed grew without end and was served whole by ``GET /v1/keys``. Why LRU: the genuine case
+    is key rollover (a peer under a key id we do not have yet, or a straggler under a retired one), a peer
+    that keeps sending and so stays among the most recently seen or comes straight back; and ``by_key_id``
+    names its key id exactly even while a flood of forged pairs cycles through the table.
+    """
+
+    __slots__ = ("_pairs", "by_key_id", "capacity", "evicted_frames", "evicted_pairs", "total")
+
+    def __init__(self, capacity: int = 256) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._pairs: dict[tuple[str, int], int] = {}     # insertion order = least recently seen first
+        self.by_key_id: Counter[int] = Counter()
+        self.total = 0
+        self.evicted_pairs = 0
+        self.evicted_frames = 0
+
+    def note(self, sender: str, key_id: int) -> int:
+        """Count one rejected frame of (``sender``, ``key_id``); returns the pair's count in the table."""
+        self.total += 1
+        self.by_key_id[key_id] += 1
+        pair = (sender, key_id)
+        pairs = self._pairs
+        n = pairs.pop(pair, 0) + 1
+        if not n - 1 and len(pairs) >= self.capacity:
+            oldest = next(iter(pairs))
+            self.evicted_frames += pairs.pop(oldest)
+            self.evicted_pairs += 1
+        pairs[pair] = n
+        return n
+
+    def __getitem__(self, pair: tuple[str, int]) -> int:
+        return self._pairs[pair]
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return iter(self._pairs)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __repr__(self) -> str:
+        return (f"KeyIdRejections({self._pairs!r}, total={self.total}, evicted_pairs={self.evicted_pairs}, "
+                f"evicted_frames={self.evicted_frames})")
+
+
+class LogBudget:
+    """A token bucket for log lines about unauthenticated input: ``burst`` lines at once (default 20), then
+    ``rate`` lines/s (default 0.1: six a minute), whatever the number of senders, key ids or addresses.
+
+    ``take(now)`` spends one line: the number of lines suppressed since the previous line it allowed (to be
+    written in that line, so nothing is lost silently), or None when this line must be suppressed. The
+    counters that feed the lines stay exact; only the lines are limited. ``suppressed`` counts every
+    suppressed line. Why: a per-pair limit (1st, 2nd, 4th, ... frame of each pair) bounds nothing when the
+    attacker picks the pairs: 18,288 header-only frames wrote 4,572 WARNING lines (739 KB)."""
+
+    __slots__ = ("_at", "_pending", "_tokens", "burst", "rate", "suppressed")
+
+    def __init__(self, rate: float = 0.1, burst: int = 20) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError(f"need rate > 0 and burst >= 1, got {rate}, {burst}")
+        self.rate = rate
+        self.burst = burst
+        self._tokens = float(burst)
+        self._at: float | None = None
+        self._pending = 0           # suppressed since the last line allowed
+        self.suppressed = 0
+
+    def take(self, now: float) -> int | None:
+        if self._at is not None and now > self._at:
+            self._tokens = min(float(self.burst), self._tokens + (now - self._at) * self.rate)
+        if self._at is None or now > self._at:
+            self._at = now
+        if self._tokens < 1.0:
+            self._pending += 1
+            self.suppressed += 1
+            return None
+        self._tokens -= 1.0
+        pending, self._pending = self._pending, 0
+        return pending
+
+
+class AnswerBudget:
+    """Rate limit of the Challenges that answer ``stale`` frames: at most one per ``interval`` s per
+    (peer, address).
+
+    ``address``: where the answer goes. A master answers a switch at the datagram's source, so replays of a
+    switch's frames sent from one address must not use up the allowance of the address the genuine
+    (restarted) switch speaks from: each address has its own. An answer sent to a configured address
+    (a client to its masters, FMRP between masters) passes ``None``: whatever frame drew it, the Challenge
+    reaches the genuine peer, so one allowance per peer is right there.
+
+    Bounds: only entries answered within the last ``interval`` are kept (an older one limits nothing and is
+    dropped as time passes); at most ``per_peer`` (default 4) addresses per peer — a further address
+    takes the place of the one answered longest ago — and at most ``capacity`` (default 4,096) entries in
+    all, the oldest answer going first (4,096 answers within 50 ms is 80,000/s). Dropping an entry early
+    only lets its address be answered again sooner, never later, so no source can make another wait.
+    Anti-amplification: at most one Challenge (a small datagram) per incoming datagram always, and at most
+    one per ``interval`` per (peer, address) while at most ``per_peer`` addresses send that peer's frames.
+    """
+
+    __slots__ = ("_order", "_peers", "capacity", "evicted", "interval", "per_peer")
+
+    def __init__(self, interval: float, per_peer: int = 4, capacity: int = 4096) -> None:
+        if per_peer < 1 or capacity < 1:
+            raise ValueError(f"need per_peer >= 1 and capacity >= 1, got {per_peer}, {capacity}")
+        self.interval = interval
+        self.per_peer = per_peer
+        self.capacity = capacity
+        self._peers: dict[str, dict[Hashable, float]] = {}        # peer -> address -> last answer, oldest first
+        self._order: dict[tuple[str, Hashable], float] = {}      # every entry, oldest answer first
+        self.evicted = 0          # entries dropped before their interval ran out (per_peer or capacity)
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def allow(self, peer: str, address: Hashable, now: float) -> bool:
+        """Whether ``peer`` may be answered at ``address`` now (if so, the answer is recorded)."""
+        self._expire(now)
+        addrs = self._peers.get(peer, {})
+        last = addrs.get(address)
+        if last is not None:
+            if now - last < self.interval:
+                return False
+            self._drop(peer, address)
+        elif len(addrs) >= self.per_peer:
+            self._drop(peer, next(iter(addrs)))
+            self.evicted += 1
+        self._peers.setdefault(peer, {})[address] = now
+        self._order[(peer, address)] = now
+        if len(self._order) > self.capacity:
+            self._drop(*next(iter(self._order)))
+            self.evicted += 1
+        return True
+
+    def _expire(self, now: float) -> None:
+        order = self._order
+        while order:
+            entry = next(iter(order))
+            if now - order[entry] < self.interval:
+                return
+            self._drop(*entry)
+
+    def _drop(self, peer: str, address: Hashable) -> None:
+        del self._order[(peer, address)]
+        addrs = self._peers[peer]
+        del addrs[address]
+        if not addrs:
+            del self._peers[peer]
