@@ -27,7 +27,8 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   until the round ends: 2 hello intervals, doubled per failed candidacy up to 2 x master_dead, never
   under two term writes, so an overloaded host or a slow disk still elects). Votes from a majority of the
   *configured* replicas (itself included) → MASTER; a late vote of its term still counts until it stands
-  again. A failed round backs off exponentially (jittered) and retries with a new term.
+  again. A failed round backs off (jittered) and retries with a new term, only while it hears (any message
+  within `master_dead`) a majority: alone, a bump wins nothing (a lone replica's term climbed ~1/s).
 * Voting: a replica grants at most one vote per term, and only if (a) it is not in INIT, (b) it follows no
   live master (no MASTER hello within `master_dead`) and is not itself a master holding its lease —
   **sticky**: such a replica does not even adopt the candidate's term, so a newcomer (higher priority,
@@ -39,8 +40,8 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   so the freshest LSD normally wins within one round trip. Candidacy jitter is rank-ordered too: a replica
   waits a whole hello interval for each live peer it knows to have a better (version, priority, id), plus
   a random half hello interval — so the best candidate asks first with a margin of at least half a hello
-  interval for delivery and scheduling (with half a hello per rank the ranges touched, and on a loaded
-  host two replicas regularly stood in the same term and split the vote). If a candidate nevertheless
+  interval for delivery and scheduling (half a hello per rank: two replicas stood in one term on a loaded
+  host and split the vote). If a candidate nevertheless
   receives a better-ranked candidate's request for its own term (split vote), it yields: its next attempt
   waits until the better one has had a full round of the next term.
 * Durability: the term (and the vote) is persisted before any message carrying it is sent. After a
@@ -55,18 +56,16 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
   term and a master steps down at once. VoteRequests carry a higher term only for replicas without a live
   master (see sticky); hellos of non-masters never move terms.
 * BACKUP: a master silent for `master_dead`, or a Hello from it that no longer says MASTER, or its StepDown
-  → ELECTING. A StepDown (SIGTERM, `step_down()`, like VRRP priority 0) skips the dead interval.
-* Backups follow the live master with the highest term, never one below their own durable term (see
-  re-anchoring below); the term handed to the master core (`BecomeBackup`/`BecomeInactive`) is the highest
-  *master* term known, which never decreases.
+  (SIGTERM, `step_down()`, like VRRP priority 0: skips the dead interval) → ELECTING. Backups follow the
+  live master with the highest term, never one below their own durable term (re-anchoring, below); the term
+  handed to the master core (`BecomeBackup`/`BecomeInactive`) is the highest master term known (monotonic).
 
 Timers and the failover trade-off
 ---------------------------------
 A crashed master is detected after `master_dead`; the best-ranked backup asks for votes after its
 rank-ordered jitter and wins after one round trip; a SIGTERM step-down skips the dead interval. Shorter
-timers fail over faster but risk a spurious suspicion after a scheduler stall or a few lost datagrams
-(harmless for the master thanks to stickiness, but it costs term bumps and fsyncs); longer ones make
-failover slower. Measured failover times (simulator and real processes): BENCHMARKS.md.
+timers fail over faster but risk spurious suspicions (harmless thanks to stickiness, but they cost term
+bumps and fsyncs). Measured failover times: BENCHMARKS.md.
 
 Re-anchoring (issue #19)
 ------------------------
@@ -161,9 +160,8 @@ class Fmrp:
         if isinstance(durable_term, bool) or not isinstance(durable_term, int) or durable_term < 0:
             raise FmrpError(f"durable_term: expected a non-negative integer, got {durable_term!r}")
         if not 0 < timers.hello_interval < timers.master_dead:
-            raise FmrpError(
-                f"timers: need 0 < hello_interval ({timers.hello_interval}) < master_dead ({timers.master_dead})"
-            )
+            raise FmrpError(f"timers: need 0 < hello_interval ({timers.hello_interval}) < master_dead "
+                            f"({timers.master_dead})")
         self._id = self_id
         priorities = {m.id: m.priority for m in masters}
         first_round = 2 * timers.hello_interval
@@ -191,6 +189,7 @@ class Fmrp:
         self._retired = False
         self._next_hello = now
         self._views: dict[str, tuple[Hello, float]] = {}
+        self._heard: dict[str, float] = {}    # peer -> when any message of it last arrived
         self._reach: tuple[int, ...] = ()           # our own reachability view (controller.reach counts)
         self._settle = ReachSettle(self._cfg.reach_settle, self._cfg.dead / 2)   # when that view may judge us
         self._cand = Candidacy()
@@ -288,6 +287,7 @@ class Fmrp:
         if getattr(msg, claimed) != sender:
             raise FmrpError(f"{type(msg).__name__}.{claimed}: {getattr(msg, claimed)!r} does not match the "
                             f"authenticated sender {sender!r}")
+        self._heard[sender] = now
         return handler(self, sender, msg, now)
 
     def observe_term(self, term: int, now: float) -> list[FmrpAction]:
@@ -601,7 +601,9 @@ class Fmrp:
                 self._request_votes(now, out)
                 return
         if self._cand.until is None and self._cand.at is not None and now >= self._cand.at:
-            if self._lower_live(now):       # a live master below our term will re-anchor above it (#19)
+            # a live master below our term will re-anchor above it (#19); too few heard: nothing to win
+            if self._lower_live(now) or 1 + sum(now - t <= self._cfg.dead for t in self._heard.values()) \
+                    < self._cfg.majority:
                 self._cand.at = now + self._cfg.hello
                 return
             self._start_candidacy(now, out)
@@ -726,10 +728,8 @@ class Fmrp:
 
     def _round_len(self) -> float:
         """How long a candidacy waits for votes: 2 hello intervals, doubled per failed candidacy since we
-        last had a master, at most 2 x master_dead. On an overloaded host a round trip can take longer than
-        2 hello intervals; with fixed rounds every vote then arrives after its round and nobody ever wins.
-        Never shorter than two term writes (the candidate's and the voter's: both precede the vote) plus
-        the first round: with a disk slower than the cap, two replicas never elected."""
+        last had a master (on an overloaded host fixed rounds ended before any vote came), at most 2 x
+        master_dead, never under two term writes (the candidate's and the voter's) plus the first round."""
         doubled = min(self._cfg.round_first * 2 ** min(self._cand.failed, 8), self._cfg.round_max)
         return max(doubled, 2 * self._persist_took + self._cfg.round_first)
 

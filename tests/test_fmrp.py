@@ -163,6 +163,7 @@ def test_init_without_master_elects_and_wins_with_majority():
     assert BecomeInactive(0) in acts and f.state is FmrpState.ELECTING
     t = f.next_deadline()
     assert T.master_dead <= t <= T.master_dead + T.hello_interval
+    f.on_message("m2", Hello("m2", "electing", 0, -1, 100, None), t - 0.001)   # a majority is heard
     acts = f.tick(max(t, f.next_deadline()))
     acts += f.tick(f.next_deadline())
     assert acts[0] == PersistTerm(1, "m1"), acts  # persisted before the VoteRequests
@@ -188,7 +189,35 @@ def test_no_master_without_majority_and_term_always_persisted_first():
     f = c.nodes["m1"]
     assert c.masters_now() == [] and f.state is FmrpState.ELECTING
     assert any(isinstance(a, BecomeInactive) for _, _, a in c.roles)
-    assert f.term >= 3 and c.durable["m1"] == f.term  # it kept trying, each term persisted
+    # alone it cannot win a vote: it does not bump its term (a tester saw a lone replica's term climb ~1/s)
+    assert f.term == 0 and c.durable["m1"] == 0
+    c.start("m2")                               # a majority again: they elect, each term persisted first
+    c.run(2.0, until=lambda: bool(c.masters_now()))
+    (m,) = c.masters_now()
+    assert c.nodes[m].term <= 3 and c.durable[m] == c.nodes[m].term   # a round or two, not 2 s of bumps
+
+
+def test_a_replica_that_hears_too_few_does_not_stand_but_one_that_hears_a_majority_does():
+    f = _electing("m1", term=4)
+    now = T.master_dead
+    for _ in range(40):                         # 40 hello intervals alone: never a PersistTerm
+        now += T.hello_interval
+        assert not any(isinstance(a, PersistTerm) for a in f.tick(now))
+    assert f.term == 4
+    f.on_message("m3", Hello("m3", "electing", 4, -1, 100, None), now)   # m3 is heard: 2 of 3
+    acts = []
+    for _ in range(10):
+        now += T.hello_interval
+        acts += f.tick(now)
+    assert PersistTerm(5, "m1") in acts and f.term == 5
+    for _ in range(40):                         # m3 silent for longer than master_dead: stops again
+        now += T.hello_interval
+        f.tick(now)
+    term = f.term
+    for _ in range(40):
+        now += T.hello_interval
+        assert not any(isinstance(a, PersistTerm) and a.voted_for == "m1" for a in f.tick(now))
+    assert f.term == term
 
 
 def test_master_that_loses_its_majority_steps_down_and_clients_stay_fail_static():
@@ -410,15 +439,18 @@ def test_restart_never_reuses_a_term_nor_votes_twice_in_it():
     # crash + restart with the durable term: in term 5 we may have voted, so never again in 5
     g = _electing("m1", term=5)
     acts = g.on_message("m3", VoteRequest("m3", 5, -1, 100), now)
-    assert acts == [SendPeer("m3", Vote("m1", 5, "m3", False))]
+    assert acts == [SendPeer("m3", Vote("m1", 5, "m3", False))]     # m3 is heard (its request)
     acts = g.tick(g.next_deadline())
-    while not any(isinstance(a, PersistTerm) for a in acts):
+    for _ in range(50):                                              # bounded: it stands within a few
+        if any(isinstance(a, PersistTerm) for a in acts):
+            break
         acts = g.tick(g.next_deadline())
     assert PersistTerm(6, "m1") in acts and g.term == 6
 
 
 def test_candidate_adopts_higher_term_from_a_refusal():
     f = _electing("m1", term=2)
+    f.on_message("m2", Hello("m2", "electing", 2, -1, 100, None), T.master_dead)
     acts = f.tick(f.next_deadline())
     assert PersistTerm(3, "m1") in acts
     acts = f.on_message("m2", Vote("m2", 9, "m1", False), f.next_deadline())
