@@ -303,10 +303,14 @@ def test_cli_redrain_says_what_it_found(tmp_path: Path, capsys: pytest.CaptureFi
             return code, out, err
 
         return [await asyncio.to_thread(drain, *argv) for argv in (
-            ("--reason", "A", "--who", "ann"), ("--reason", "A", "--who", "bob"), ("--who", "bob"),
-            ("--reason", "B", "--who", "bob"))]
+            ("--dry-run",), ("--reason", "A", "--who", "ann"), ("--reason", "A", "--who", "bob"), ("--who", "bob"),
+            ("--reason", "B", "--who", "bob"), ("--dry-run",))]
 
-    first, same, bare, changed = run(tmp_path, body)
+    dry_before, first, same, bare, changed, dry_after = run(tmp_path, body)
+    assert dry_before[0] == 0 and dry_before[1].startswith("dry run: drain switch spine-1: 2 link(s)\n")
+    # a dry run of a drained target says so (tester: a zero-impact table and nothing else)
+    assert dry_after[0] == 0 and dry_after[1].startswith(
+        "dry run: drain switch spine-1: 2 link(s) — already drained: no link would change"), dry_after[1]
     assert first[0] == 0 and first[1].startswith("drained switch spine-1: 2 link(s), LSD version 1 on master m1")
     for code, out, _err in (same, bare):          # stderr: the in-process master's log lines, not the CLI's
         assert code == 0 and re.fullmatch(

@@ -241,6 +241,7 @@ def _lsd_states(fabric: Any, lsd: dict[str, Any]) -> bytes:
 # ---------------------------------------------------------------------------------------------- drain
 def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
     from controller.ops.dryrun import drain_impact
+    from proto.lsd import LinkState
 
     kind, name, links = resolve(fabric, args.link, args.switch)
     for field, value, limit in (("--reason", args.reason, MAX_REASON), ("--who", args.who, MAX_WHO)):
@@ -249,15 +250,20 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
     token = None if args.dry_run else read_token(fabric, args.token_file)
     masters = Masters(fabric, args.timeout)
     mid, lsd = masters.get("/v1/lsd")
-    impact = drain_impact(fabric, _lsd_states(fabric, lsd), links)
+    states = _lsd_states(fabric, lsd)
+    impact = drain_impact(fabric, states, links)
     refused = bool(impact.disconnected) and not args.force
     report = _impact_json(fabric, impact, lsd, mid)
+    # every link of the target drained in the LSD already: the drain would change no link (at most its note)
+    drained = bool(links) and all(states[i] in (LinkState.DRAINED, LinkState.DRAINED_DOWN) for i in links)
     if args.dry_run or refused:
         if args.json:
             _print_json({"dry_run": args.dry_run, "refused": refused, "target": {"kind": kind, "name": name},
-                         "impact": report})
+                         "already_drained": drained, "impact": report})
         else:
-            print(f"{'dry run: ' if args.dry_run else ''}drain {kind} {name}: {len(links)} link(s)")
+            print(f"{'dry run: ' if args.dry_run else ''}drain {kind} {name}: {len(links)} link(s)"
+                  + (" — already drained: no link would change (`firepath drains` shows who, when, why)"
+                     if drained else ""))
             print(render_impact(impact, lsd, mid, all_pairs=args.all_pairs))
         if refused:
             n = len(impact.disconnected)
