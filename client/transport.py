@@ -6,12 +6,11 @@ callback, a receiver thread per socket calls it; without one (the client daemon,
 hand-off less per datagram), the control thread waits on `sockets` itself and takes what arrived with
 `read()`.
 
-Each master has a queue of its own: the client's port is bound once per master with SO_REUSEPORT and each
-of those sockets is connected to that master's configured client address, so Linux delivers the master's
-datagrams there and nowhere else (udp(7)); `read()` takes them before the unconnected socket, which gets
-everything else (junk, a master sending from an address other than its configured one) and is read within
-`STRANGER_BATCH` a call. A junk flood on the client's port then fills only its own queue, never the
-masters' (the same split as the masters' peer port: controller.peerinput).
+Each master has a queue of its own (`proto.queues.bind_split`: the port bound once per master with
+SO_REUSEPORT, each socket connected to that master's client address); `read()` takes them before the
+unconnected socket, which gets everything else (junk, a master sending from another address than its
+configured one) and is read within `STRANGER_BATCH` a call. A junk flood on the client's port then fills
+only its own queue, never the masters' (the same split as the masters' peer port: controller.peerinput).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ import threading
 from collections.abc import Callable
 
 from proto.config import Fabric
+from proto.queues import bind_split
 
 log = logging.getLogger("firepath.client.transport")
 
@@ -40,20 +40,7 @@ class UdpTransport:
                  port: int = 0) -> None:
         self._masters = {m.id: (str(m.address), m.client_port) for m in fabric.masters}
         self._on_datagram = on_datagram
-        probe = _udp(bind, port, reuse_port=False)      # a port in use is refused (EADDRINUSE) as before
-        port = probe.getsockname()[1]
-        probe.close()
-        self.sock = _udp(bind, port, reuse_port=True)
-        self._by_master: dict[str, socket.socket] = {}
-        for mid, addr in self._masters.items():
-            sock = _udp(bind, port, reuse_port=True)
-            try:
-                sock.connect(addr)
-            except OSError as e:         # no route to it from here: its datagrams use the shared socket
-                sock.close()
-                log.warning("no queue of its own for master %s at %s:%s: %s", mid, addr[0], addr[1], e)
-                continue
-            self._by_master[mid] = sock
+        self.sock, self._by_master = bind_split(bind, port, self._masters, _udp)
         self._mcast: socket.socket | None = None
         dist = fabric.distribution
         if dist.mode == "multicast" and dist.group is not None and dist.port is not None:

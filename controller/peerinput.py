@@ -5,32 +5,22 @@ behind anything else (issue #18: liveness traffic first). Reading one shared pee
 turn did not hold that against a flood: junk datagrams to the peer port (no key needed; a tester's
 50 k/s for 3 s) kept the reading loop busy, no hello went out, and the serving master lost its lease.
 
-Every replica sends from its configured (address, peer_port). `PeerInput` binds its own peer port once
-per configured peer with SO_REUSEPORT and connects each of those sockets to that peer: Linux delivers a
-datagram to the socket *connected* to its exact source before any unconnected one (udp(7); reuseport
-groups keep connected sockets apart), so a peer's datagrams sit in a queue nobody else can fill. The
-unconnected socket (the one replies are sent from) receives everything else: junk, forgeries, and a peer
-whose datagrams come from an address other than its configured one (a host bound to 0.0.0.0 with several
-addresses) — read after the peers' queues, at most `STRANGER_BATCH` datagrams or `STRANGER_BUDGET` of
+Every replica sends from its configured (address, peer_port), so each peer gets a receive queue of its own
+(`proto.queues.bind_split`: SO_REUSEPORT + connect, udp(7)). The unconnected socket (the one replies are sent
+from) receives everything else — junk, forgeries, a peer sending from another address than its configured
+one — and is read after the peers' queues, at most `STRANGER_BATCH` datagrams or `STRANGER_BUDGET` of
 wall-clock time per turn, so a flood there only fills its own queue (the kernel drops the rest, counted in
-/proc/net/udp). A forged *source address* (raw sockets) defeats the split; the HMAC still drops its frames.
-
-SO_REUSEPORT would also let a second process bind the same port silently (two masters started on one
-config entry would share its datagrams), so the port is first bound once without it: a port in use is
-refused as before (EADDRINUSE).
+/proc/net/udp).
 """
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from collections.abc import Callable
 
 from controller.intake import enable_timestamps, read_batch, udp_socket
-from proto.logsetup import kv
-
-log = logging.getLogger("firepath.master")
+from proto.queues import bind_split
 
 #: datagrams read from one peer's queue per turn at most (it is drained over the next turns if longer)
 PEER_BATCH = 256
@@ -57,29 +47,10 @@ class PeerInput:
 
     @classmethod
     def open(cls, bind: str, port: int, peers: dict[str, tuple[str, int]]) -> PeerInput:
-        """Bind `port` on `bind`: once plainly (OSError EADDRINUSE if taken), then the unconnected socket
-        and one socket connected to each peer. A peer that cannot be connected to (an address this host
-        has no route to) is logged and read through the unconnected socket."""
-        probe = udp_socket(bind, port)          # EADDRINUSE here if another process holds the port
-        port = probe.getsockname()[1]
-        probe.close()
-        main = udp_socket(bind, port, reuse_port=True)
-        by_peer: dict[str, socket.socket] = {}
-        try:
-            for pid, addr in sorted(peers.items()):
-                sock = udp_socket(bind, port, reuse_port=True)
-                try:
-                    sock.connect(addr)
-                except OSError as e:
-                    sock.close()
-                    log.warning(kv("peer_queue_unavailable", peer=pid, address=f"{addr[0]}:{addr[1]}", error=e))
-                    continue
-                by_peer[pid] = sock
-        except OSError:
-            main.close()
-            for sock in by_peer.values():
-                sock.close()
-            raise
+        """Bind `port` on `bind` (proto.queues.bind_split: OSError EADDRINUSE if taken): the unconnected
+        socket and one socket connected to each peer."""
+        main, by_peer = bind_split(bind, port, peers,
+                                   lambda b, p, reuse: udp_socket(b, p, reuse_port=reuse))
         return cls(main, by_peer)
 
     def sockets(self) -> list[socket.socket]:
