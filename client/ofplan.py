@@ -297,6 +297,19 @@ class OfPlanner:
         self.desired_from_routes(routes, self._down if down_ports is None else down_ports)
         return self._commit(plan(self._desired, self._installed))
 
+    def plan_static(self) -> list[OfMessage]:
+        """Before any route is known (a switch just connected, no LSD yet): the route-independent flows and
+        meters the switch lacks or has wrong, added or modified — the ND punt first of all, without which
+        no neighbour of a fresh switch can be verified (client.core holds the first report until they are).
+        Every other flow, group and meter installed is left as it is: a restarted client's forwarding
+        state stays until the LSD says otherwise. Call after `load_installed`; the next full plan
+        (`set_routes`) still adopts the installed group ids."""
+        desired = self._installed.copy()
+        desired.flows.update(self._static)
+        desired.meters.update(self._meters)
+        self._desired = desired
+        return self._commit(plan(desired, self._installed))
+
     def reconcile(
         self,
         installed_flows: Iterable[InstalledFlow],

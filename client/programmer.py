@@ -238,7 +238,8 @@ class Programmer:
             return False
         if self._repair_pending or self._lsd is not None or (self._external is not None and self._computed):
             return True
-        return self._reconcile and self._states is not None and self.clock() >= self._retry_at
+        # A reconcile without an LSD reads the switch back and adds its route-independent flows (`_round`).
+        return self._reconcile and self.clock() >= self._retry_at
 
     def _take(self) -> tuple[LsdApplied | None, set[int], bool, bool]:
         """The inputs of the next round (with _cv held); the programmer is busy from now on."""
@@ -250,7 +251,7 @@ class Programmer:
             self._external = None
             self.planner.set_external(external)
             self._ext_pending = True
-        reconcile = self._reconcile and (lsd is not None or self._states is not None)
+        reconcile = self._reconcile
         if reconcile:
             self._reconcile = False
         self._repair_pending = False
@@ -359,17 +360,23 @@ class Programmer:
                 full = False        # a new master's snapshot equal to what we have: nothing to recompute
             self._states = lsd.states
             self._version = lsd.version
-        if self._states is None:
-            # No LSD yet (e.g. just restarted): leave the switch as it is. Its flows are the last good
-            # state and a dead port's buckets are already skipped by OVS (watch_port).
-            self._idle()
-            return
         if self._meters_refused and self.nd_meters:
             # Fail loudly, then fall back: ND is still punted only from fabric ports, unmetered.
             log.error("switch refused the ND punt meters (%s): punting ND without meters", self._meters_refused)
             self.planner.set_nd_meter(None)
             self.nd_meters = False
             reconcile = True
+        if self._states is None:
+            # No LSD yet (a fresh switch, or just restarted): routes stay as they are (a restarted client's
+            # flows are the last good state; OVS skips a dead port's buckets through watch_port). Only the
+            # route-independent flows go in, once per connection: without the ND punt a fresh switch could
+            # verify no neighbour, and its first report waits for that (client.core's first-report hold).
+            if not reconcile:
+                self._idle()
+                return
+            self._read_back()
+            self._program(self.planner.plan_static(), started, None)
+            return
         self._update_exclusions(lsd is not None)
         excluded = self._excluded_ports()
         if reconcile or self._readback:
@@ -377,10 +384,7 @@ class Programmer:
                 # An OpenFlow error arrived since this small update was taken inline: reading the switch back
                 # blocks, so the programmer thread does it (a full computation on the LSD just taken).
                 raise _OnTheThread
-            flows, groups = self.driver.dump_state()
-            self.planner.load_installed(flows, groups, self.driver.dump_meters())
-            self._readback = False
-            self.reconciles += 1
+            self._read_back()
             cpu0 = time.perf_counter()      # the read-back's wait is not computation
         if not self._computed or full or reconcile:
             messages = self.planner.set_routes(self.routes.compute(self._states), excluded)
@@ -394,6 +398,13 @@ class Programmer:
             messages = self.planner.set_routes(dict(self.routes.routes), excluded)
         self._compute_s = max(0.0, time.perf_counter() - cpu0)
         self._program(messages, started, self._version)
+
+    def _read_back(self) -> None:
+        """Load what the switch has installed into the plan (blocks for the dumps' replies)."""
+        flows, groups = self.driver.dump_state()
+        self.planner.load_installed(flows, groups, self.driver.dump_meters())
+        self._readback = False
+        self.reconciles += 1
 
     def _excluded_ports(self) -> frozenset[int]:
         with self._cv:

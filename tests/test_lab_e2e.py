@@ -458,6 +458,12 @@ def test_bringup_full_reachability(lab: Lab) -> None:
     assert lab.state.bringup_s is not None
     _converge(lab)          # up() waited for it; a flap since then must settle again
     assert _all_pairs_ok(lab) == {}
+    # Every client verified its ports and reported before its first-report hold ran out: a fresh switch
+    # gets its ND punt flows at the connection, not with the first LSD (which only follows the report).
+    logs = Path(lab.state.dir) / "logs"
+    expired = {p.name: ln for p in logs.glob("client-*.log") for ln in p.read_text().splitlines()
+               if "report_hold_expired" in ln}
+    assert expired == {}, expired
 
 
 @ovs

@@ -163,6 +163,65 @@ def test_nothing_is_programmed_before_connection_and_lsd(setup):
     wait_for(lambda: prog.programmed_version == 1)
 
 
+OFPP_CONTROLLER = 0xFFFFFFFD
+
+
+def punted(driver: FakeDriver, port: int) -> bool:
+    """An ND frame arriving on `port` reaches the client (Output(CONTROLLER))."""
+    return OFPP_CONTROLLER in {d.port for d in driver.table.lookup(port, eth_type=0x88B5)}
+
+
+def test_a_fresh_switch_gets_its_nd_punt_before_any_lsd(setup):
+    # Without the punt no neighbour can be verified, and the first report waits for that (client.core):
+    # a fresh lab took the whole first-report hold (3.25 s) to come up.
+    fabric, driver, prog = setup
+    prog.on_connected()
+    wait_for(lambda: punted(driver, 1) and punted(driver, 2))
+    assert not punted(driver, 100)                     # a host port's ND is dropped, never punted
+    assert driver.table.meters                         # each fabric port's punt goes through its meter
+    assert next_hops(fabric, driver) == set()          # no route before the LSD
+    assert prog.programmed_version == -1               # and no version programmed
+    assert not driver.table.errors and not driver.table.dangling()
+    prog.on_lsd(lsd(fabric, 1, full=True))
+    wait_for(lambda: prog.programmed_version == 1)
+    assert next_hops(fabric, driver) == {1, 2} and punted(driver, 1)
+
+
+def test_a_restarted_client_without_lsd_leaves_the_switch_alone(fabric):
+    first = FakeDriver()
+    prog = Programmer(fabric, "leaf-1", first)  # type: ignore[arg-type]
+    first.programmer = prog
+    prog.start()
+    try:
+        prog.on_connected()
+        prog.on_lsd(lsd(fabric, 1, full=True))
+        wait_for(lambda: prog.programmed_version == 1)
+    finally:
+        prog.stop()
+    # Routes installed, and one fabric port's punt flow lost (an operator's del-flows, say).
+    first.table.flows = {k: f for k, f in first.table.flows.items() if not (f.priority == 65535 and
+                                                                             ("in_port", 2) in f.match)}
+    assert not punted(first, 2)
+    second = FakeDriver()
+    second.table = first.table
+    restarted = Programmer(fabric, "leaf-1", second)  # type: ignore[arg-type]
+    second.programmer = restarted
+    restarted.start()
+    try:
+        restarted.on_connected()
+        wait_for(lambda: punted(second, 2))
+        assert len(second.batches) == 1 and second.dumps == 1
+        assert [type(m).__name__ for m in second.batches[0]] == ["FlowMod", "Barrier"]   # the lost punt only
+        assert next_hops(fabric, second) == {1, 2}             # the last good routes stay until an LSD
+        time.sleep(0.05)
+        assert len(second.batches) == 1                        # once per connection
+        restarted.on_lsd(lsd(fabric, 1, full=True))
+        wait_for(lambda: restarted.programmed_version == 1)
+        assert len(second.batches) == 1                        # the routes were right: nothing to send
+    finally:
+        restarted.stop()
+
+
 def test_local_repair_then_restore_only_when_the_lsd_says_up(setup):
     fabric, driver, prog = setup
     prog.on_connected()
