@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from client.of.sockets import enter_netns
-from lab import external, plumbing
+from lab import bgp, external, plumbing
 from lab import netns as nsutil
 from lab.iputil import ip_batch, quiet_ipv6
 from lab.labconfig import (
@@ -260,7 +260,6 @@ class Lab:
             try:
                 lab._build_plumbing(log, ovs_per_switch)
                 if fabric.external_slots:       # eBGP borders (issue #13): the outside world
-                    from lab import bgp
                     bgp.build(lab, log)
                 t_plumb = time.monotonic() - t0
                 log(f"plumbing ready in {t_plumb:.2f}s: {len(fabric.switches)} bridges, {len(fabric.links)} links, "
@@ -273,7 +272,6 @@ class Lab:
                         raise LabError(f"fabric did not converge within {timeout:.0f}s: "
                                        f"{lab.convergence_problem()} (logs in {d / 'logs'})")
                     if fabric.external_slots:     # up = the outside reachable too (sessions, routes, LSD)
-                        from lab import bgp
                         problem = bgp.wait_ready(lab, max(10.0, timeout - (time.monotonic() - t1)))
                         if problem is not None:
                             raise LabError(f"eBGP not up within {timeout:.0f}s: {problem} (logs in {d / 'logs'})")
@@ -314,6 +312,7 @@ class Lab:
         for host in fabric.hosts:
             st.host_netns[host.name] = host_netns(st.name, host.name)
             st.ifaces[f"{host.tor}:{host.port}"] = ifname(host.tor, host.port)
+        plumbing.check_netns(st, fabric, (bgp.ROUTER, bgp.EXT_HOST) if fabric.external_slots else ())
         plumbing.plan_ifaces(st)
         st.save()
 
@@ -738,7 +737,6 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
             nsutil.delete_netns(n)
             removed.append(f"netns {n}")
     shutil.rmtree(d / "ovs", ignore_errors=True)
-    from lab import bgp
     bgp.cleanup(name)
     shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
     if state is not None:

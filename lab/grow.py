@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab import plumbing
+from lab.bgp import EXT_HOST, ROUTER
 from lab.fabric import Lab, LabError, LabPorts, _reserve_ports
 from lab.state import host_netns
 
@@ -70,6 +71,7 @@ def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
     for h in hosts:
         st.host_netns[h.name] = host_netns(st.name, h.name)
         st.ifaces[f"{h.tor}:{h.port}"] = ifname(h.tor, h.port)
+    plumbing.check_netns(st, new, (ROUTER, EXT_HOST) if EXT_HOST in st.host_netns else ())
     plumbing.plan_ifaces(st)
     st.growing = [s.name for s in switches] + [link.name for link in links] + [h.name for h in hosts]
     st.save()

@@ -31,7 +31,7 @@ from typing import Any
 from lab import netns as nsutil
 from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6
 from lab.ovs import OvsInstance
-from lab.state import LabError, LabState, proc_starttime, switch_netns
+from lab.state import LabError, LabState, host_netns, proc_starttime, switch_netns
 
 __all__ = ["HOST_IFNAME", "add_hosts", "add_ports", "add_switches", "bridge_name", "cable", "check_ofports",
            "instances", "instances_on_disk", "ovs_of", "parallel", "plan_ifaces", "plan_switches", "stopped_ovs"]
@@ -103,6 +103,21 @@ def plan_switches(st: LabState, fabric: Any, switches: Iterable[Any], per_switch
         st.bridges[sw.name] = bridge_name(sw)
         if per_switch:
             st.switch_ns[sw.name] = switch_netns(st.name, index[sw.name])
+
+
+def check_netns(st: LabState, fabric: Any, external: Iterable[str] = ()) -> None:
+    """Refuse (LabError naming both) a lab whose network namespaces would share a name before any is made:
+    a host's is ``fplab-N-<host>``, so a host named ``sw3`` would be switch 3's own namespace with
+    `--ovs-per-switch`, and one named like an `external` namespace (``ext-router``, ``ext-host`` of
+    lab.bgp) would be that one."""
+    owner: dict[str, str] = {}
+    named = [(f"switch {sw}", ns) for sw, ns in st.switch_ns.items()]
+    named += [(f"host {h.name}", host_netns(st.name, h.name)) for h in fabric.hosts]
+    named += [(f"the eBGP borders' {x}", host_netns(st.name, x)) for x in external]
+    for who, ns in named:
+        if owner.setdefault(ns, who) != who:
+            raise LabError(f"{fabric.source}: {owner[ns]} and {who} would both be network namespace {ns!r} in this "
+                           f"lab: rename the host")
 
 
 def plan_ifaces(st: LabState) -> None:

@@ -161,3 +161,39 @@ def test_two_switches_that_would_share_a_bridge_name_are_refused_before_anything
     finally:
         teardown(d, name=name, log=lambda m: None)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_host_named_like_a_switch_namespace_is_refused_before_anything_is_built(tmp_path: Path) -> None:
+    """A host's namespace is fplab-N-<host> and, with one OVS per switch, switch i's is fplab-N-sw<i>: a host
+    named sw0 would have been put into the first switch's namespace."""
+    name = f"tqn{os.getpid() % 10000}"
+    d = Path("/tmp") / f"fplab-{name}"
+    config = generate_config(d, name, spines=1, pods=0, leaves=2, masters=1)
+    text = config.read_text()
+    assert "{name: h-1-1," in text and "  - name: spine-1\n    id: 1\n" in text
+    config.write_text(text.replace("name: h-1-1,", "name: sw0,"))
+    try:
+        with pytest.raises(LabError, match="switch spine-1 and host sw0 would both be network namespace "
+                                           f"'fplab-{name}-sw0' in this lab: rename the host"):
+            Lab.up(name=name, lab_dir=d, config=config, clean=True, daemons=False, ovs_per_switch=True,
+                   log=lambda m: None)
+        assert not [n for n in nsutil.list_netns() if n == lab_netns(name) or n.startswith(lab_netns(name) + "-")]
+    finally:
+        teardown(d, name=name, log=lambda m: None)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_host_named_like_the_external_namespaces_is_refused() -> None:
+    from lab.plumbing import check_netns
+    from proto.clos import clos_fabric
+
+    fabric = clos_fabric(pods=0, leaves=2, spines=1, masters=1)
+    host = fabric.hosts[0].name
+    st = LabState(name="x", dir="/nonexistent", config="c", netns=lab_netns("x"), ovs_dir="o")
+    check_netns(st, fabric, (bgp.ROUTER, bgp.EXT_HOST))       # no clash: accepted
+    st.switch_ns = {"spine-1": f"fplab-x-{host}"}
+    with pytest.raises(LabError, match=f"switch spine-1 and host {host} would both be network namespace"):
+        check_netns(st, fabric)
+    st.switch_ns = {}
+    with pytest.raises(LabError, match=f"host {host} and the eBGP borders' {host} would both be network namespace 'fplab-x-{host}'"):
+        check_netns(st, fabric, (bgp.ROUTER, host))
