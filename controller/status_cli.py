@@ -87,10 +87,7 @@ def gather(fabric: Any, timeout: float = 1.0, client_ports: dict[str, int] | Non
     leader = serving[0] if len(serving) == 1 else None
     own = None
     if client_ports is not None and leader is not None:
-        names = sorted(client_ports)
-        with ThreadPoolExecutor(max_workers=min(16, len(names)) or 1) as pool:
-            answers = list(pool.map(lambda n: _get(f"http://127.0.0.1:{client_ports[n]}/v1/state", timeout), names))
-        own = dict(zip(names, answers, strict=True))
+        own = _read_states(client_ports, timeout)
     return {"fabric": fabric.name, "masters": masters, "serving": serving, "leader": leader,
             "clients": _client_summary(masters[leader], own) if leader else None}
 
@@ -106,6 +103,20 @@ def client_ports(fabric: Any, lab: bool) -> dict[str, int]:
         with contextlib.suppress(LabError):      # ports that clash: no lab runs this config; read what it names
             ports = {**LabPorts(fabric).rest, **ports}
     return ports
+
+
+def read_clients(fabric: Any, version: Any, lab: bool, timeout: float) -> dict[str, dict[str, Any]]:
+    """{switch: `own_lag`} for every client with a REST port (`client_ports`), read in parallel from
+    127.0.0.1 (the caller is in the clients' namespace), against the master's LSD `version`."""
+    return {name: own_lag(version, a) for name, a in _read_states(client_ports(fabric, lab), timeout).items()}
+
+
+def _read_states(ports: dict[str, int], timeout: float) -> dict[str, dict[str, Any] | str]:
+    """{switch: its client's `/v1/state` on 127.0.0.1:<port>, or why it could not be read}, in parallel."""
+    names = sorted(ports)
+    with ThreadPoolExecutor(max_workers=min(16, len(names)) or 1) as pool:
+        answers = list(pool.map(lambda n: _get(f"http://127.0.0.1:{ports[n]}/v1/state", timeout), names))
+    return dict(zip(names, answers, strict=True))
 
 
 def own_lag(version: Any, state: dict[str, Any] | str) -> dict[str, Any]:

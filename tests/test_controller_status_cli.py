@@ -204,3 +204,38 @@ def test_client_rest_ports_from_the_config_or_as_the_lab_assigns_them() -> None:
     bare = clos_fabric(pods=0, spines=1, leaves=2, masters=1)
     assert client_ports(bare, lab=False) == {}
     assert client_ports(bare, lab=True) == {sw.name: REST_BASE_PORT + sw.id for sw in bare.switches}
+
+
+def test_clients_reads_each_clients_own_version(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`firepath clients` showed "unknown" in its lag column for nearly every client (the master learns a
+    version only from an LsdRequest); with --client-rest (implied by --lab) it reads each client's own REST:
+    what it holds and programmed, its lag, and a client behind or silent makes the exit status 1."""
+    import controller.status_cli as status_cli
+    from proto.cli import main
+
+    with serving(tmp_path, ack_updates=False) as (cluster, _term):
+        version = cluster.get("m1", "/v1/lsd/version")["version"]
+        names = [sw.name for sw in cluster.fabric.switches]
+        states = {n: {"lsd_version": version, "programmed_version": version} for n in names}
+        with client_rest(states) as ports:
+            monkeypatch.setattr(status_cli, "client_ports", lambda fabric, lab: ports)
+            capsys.readouterr()
+            assert main(["clients", "--config", str(cluster.config), "--client-rest"]) == 0
+            out = capsys.readouterr().out
+            rows = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.split()[:1] and ln.split()[0] in names}
+            assert set(rows) == set(names) and all(r[-4:] == [str(version), str(version), "0", "0"]
+                                                   for r in rows.values()), out
+            assert "unknown" not in out and "holds / programmed" in out
+        states[names[0]] = {"lsd_version": version, "programmed_version": 0}
+        with client_rest(states) as ports:
+            ports[names[1]] = free_ports(1)[0]                       # nothing listens there
+            monkeypatch.setattr(status_cli, "client_ports", lambda fabric, lab: ports)
+            capsys.readouterr()
+            assert main(["clients", "--config", str(cluster.config), "--client-rest"]) == 1
+            out = capsys.readouterr().out
+            line0 = next(ln for ln in out.splitlines() if ln.startswith(names[0] + " "))
+            assert line0.split()[-4:] == [str(version), "0", "0", str(version)], out
+            assert "no answer" in next(ln for ln in out.splitlines() if ln.startswith(names[1] + " ")), out
+            assert main(["clients", "--config", str(cluster.config), "--client-rest", "--json"]) == 0
+            doc = json.loads(capsys.readouterr().out)
+            assert doc["own"][names[0]]["programmed_lag"] == version and "error" in doc["own"][names[1]], doc

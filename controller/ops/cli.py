@@ -105,7 +105,11 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--since", type=int, metavar="V", help="only the links changed since version V")
     p.add_argument("--all", action="store_true", help="list every link (default: those not up)")
     p.set_defaults(func=_run(cmd_lsd))
-    sub("clients", js).set_defaults(func=_run(cmd_clients))
+    p = sub("clients", js)
+    p.add_argument("--client-rest", action="store_true",
+                   help="also read each client's own REST on 127.0.0.1:<rest_port> (clients on this host, in "
+                        "--netns): the LSD version it holds and has programmed, its real lag (implied by --lab)")
+    p.set_defaults(func=_run(cmd_clients))
     sub("masters", js).set_defaults(func=_run(cmd_masters))
 
 
@@ -403,22 +407,44 @@ def cmd_lsd(args: argparse.Namespace, fabric: Any) -> int:
 
 
 def cmd_clients(args: argparse.Namespace, fabric: Any) -> int:
+    from controller.status_cli import read_clients
+
     mid, answer = Masters(fabric, args.timeout).get("/v1/clients")
-    if args.json:
-        _print_json(answer)
-        return OK
     rows = answer.get("clients", [])
+    term, version = answer.get("term"), answer.get("version")
+    own = (read_clients(fabric, version, bool(args.lab), args.timeout)
+           if getattr(args, "lab", None) or getattr(args, "client_rest", False) else None)
+    if args.json:
+        _print_json(answer if own is None else {**answer, "own": own})
+        return OK
     alive = sum(1 for c in rows if c.get("alive"))
-    term = answer.get("term")
-    print(f"{alive}/{len(rows)} clients alive (master {mid}, term {term}, LSD version {answer.get('version')})")
+    print(f"{alive}/{len(rows)} clients alive (master {mid}, term {term}, LSD version {version})")
+    if own is None:
+        print(_table([[c["switch"], c.get("address"), "yes" if c.get("alive") else "NO",
+                       _age(c.get("last_report_age")), _confirmed(c, term), c.get("sent_version"),
+                       "unknown" if c.get("lag") is None else c["lag"]]
+                      for c in rows], ["switch", "address", "alive", "report age", "confirmed", "sent", "lag"]))
+        if any(c.get("lag") is None for c in rows):
+            print("confirmed: the version the client last said it holds in this term (an LsdRequest: clients ask "
+                  "only on a gap); lag unknown: nothing confirmed since the last update sent to it; --client-rest "
+                  "(or --lab) reads each client's own version")
+        return OK if alive == len(rows) else BAD_NEWS
+
+    def mine(name: str, key: str) -> Any:
+        r = own.get(name)
+        return "no answer" if r is None or "error" in r else r[key]
+
     print(_table([[c["switch"], c.get("address"), "yes" if c.get("alive") else "NO",
-                   _age(c.get("last_report_age")), _confirmed(c, term), c.get("sent_version"),
-                   "unknown" if c.get("lag") is None else c["lag"]]
-                  for c in rows], ["switch", "address", "alive", "report age", "confirmed", "sent", "lag"]))
-    if any(c.get("lag") is None for c in rows):
-        print("confirmed: the version the client last said it holds in this term (an LsdRequest: clients ask "
-              "only on a gap); lag unknown: nothing confirmed since the last update sent to it")
-    return OK if alive == len(rows) else BAD_NEWS
+                   _age(c.get("last_report_age")), c.get("sent_version"), mine(c["switch"], "lsd_version"),
+                   mine(c["switch"], "programmed_version"), mine(c["switch"], "lag"),
+                   mine(c["switch"], "programmed_lag")]
+                  for c in rows], ["switch", "address", "alive", "report age", "sent", "holds", "programmed",
+                                   "lag", "programmed lag"]))
+    print("holds / programmed: the LSD version the client says it holds / has installed in its switch (its own "
+          "REST, read after the master's); lag: the master's version minus that (- while it holds none)")
+    behind = [c["switch"] for c in rows if c.get("alive") and mine(c["switch"], "lag") != 0
+              or c.get("alive") and mine(c["switch"], "programmed_lag") != 0]
+    return OK if alive == len(rows) and not behind else BAD_NEWS
 
 
 def _confirmed(c: dict[str, Any], term: Any) -> Any:
