@@ -497,20 +497,24 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
 
     def _corroborated(self, index: int, now: float, cache: dict[str, bool]) -> bool:
         """A link-down is corroborated (controller.guard) when both ends are live and say not usable, or
-        one says so and the other end's switch is silent and corroborated down (`_switch_down`)."""
+        one says so and the other end's switch is corroborated down (`_switch_down`) — silent, or still
+        live on a last report that says usable: a switch whose client died a moment before its links lost
+        carrier (a power loss) is live for `switch_dead` more on that stale word, and every neighbour
+        that says otherwise is a witness against it."""
         a, b = self.deriver.evidence(index, now)
         if a == "down" and b == "down":
             return True
         link = self.fabric.links[index]
-        if a == "down" and b == "unknown":
+        if a == "down":
             return self._switch_down(link.b.switch, now, cache)
-        if b == "down" and a == "unknown":
+        if b == "down":
             return self._switch_down(link.a.switch, now, cache)
         return False
 
     def _switch_down(self, switch: str, now: float, cache: dict[str, bool]) -> bool:
-        """A silent switch is corroborated down when at least two of its neighbours are live and every live
-        neighbour reports its link to it not usable (independent witnesses, none contradicting)."""
+        """A switch is corroborated down when at least two of its neighbours are live and every live
+        neighbour reports its link to it not usable (independent witnesses, none contradicting), whatever
+        the switch itself last said: its own word is the one in doubt."""
         hit = cache.get(switch)
         if hit is not None:
             return hit

@@ -141,3 +141,30 @@ def test_guard_config_is_validated() -> None:
         with pytest.raises(ConfigError, match=why) as e:
             parse_fabric(text + f"guard: {{{bad}}}\n", source="<t>")
         assert "guard." in str(e.value)
+
+
+def test_a_switch_live_on_a_stale_report_is_corroborated_down_by_its_neighbours(fabric: Fabric) -> None:
+    """Tester (R2, power loss): spine-1's client dies, then its links lose carrier. Its last report (all
+    usable) keeps it live for switch_dead; the four leaves report their link to it unusable. Every live
+    neighbour says so: published at once (was: two published, two held until switch_dead — a black hole
+    wherever a held link was the only way on)."""
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    assert core.silent_switches(0.5) == []
+    acts = []
+    for i, leaf in enumerate(("leaf-1", "leaf-2", "leaf-3", "leaf-4")):
+        keep = set(fabric.fabric_ports(leaf)) - ports_to(fabric, leaf, "spine-1")
+        acts += core.handle(leaf, report(fabric, leaf, usable=keep, seq=2), 0.5 + i * 0.01)
+    assert core.silent_switches(0.6) == []                    # spine-1 is still live on its stale word
+    assert down_links(core) == set(fabric.links_of("spine-1")) and core.guard_held() == {}, guard_events(acts)
+
+
+def test_one_neighbour_contradicting_keeps_the_switch_not_corroborated(fabric: Fabric) -> None:
+    """Three leaves say their link to a live spine-1 is unusable, leaf-4 still says usable: spine-1 is not
+    corroborated down, so the third uncorroborated down is over the budget and held."""
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    for i, leaf in enumerate(("leaf-1", "leaf-2", "leaf-3")):
+        keep = set(fabric.fabric_ports(leaf)) - ports_to(fabric, leaf, "spine-1")
+        core.handle(leaf, report(fabric, leaf, usable=keep, seq=2), 0.5 + i * 0.01)
+    assert len(down_links(core)) == 2 and len(core.guard_held()) == 1
