@@ -81,7 +81,7 @@ _INF = 1 << 62
 _NONZERO = re.compile(rb"[^\x00]")
 _DRAINED = re.compile(rb"[\x02\x03]")  # LinkState.DRAINED, DRAINED_DOWN: part of a drain
 _DRAINED_BYTE = b"\x02"                 # LinkState.DRAINED: a drained link that works
-_DRAINED_DOWN = 3                       # LinkState.DRAINED_DOWN: drained and failed, never used
+_DRAINED_DOWN = 3                       # LinkState.DRAINED_DOWN: drained and failed or drained alone, never used
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 Routes = dict[IPv4Network, frozenset[int]]

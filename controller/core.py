@@ -186,14 +186,15 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
             raise ValueError(f"become_master: term {term} < current term {self.term}")
         replicated = self.lsd_term is not None
         self.role, self.term, self.leader = Role.MASTER, term, self.id
-        lsd_drained = {i for i, s in enumerate(self.lsd.states()) if s in DRAINED_STATES}
+        lsd_states = self.lsd.states()
+        lsd_drained = {i for i, s in enumerate(lsd_states) if s in DRAINED_STATES}
         # The LSD decides (a replicated note it does not enact was never in force); without an LSD, notes
         # this replica saved before every replica restarted are the operator's word (controller.durable).
         if replicated or not self.drains.restored:
             self.drains.prune(lsd_drained)
-        self.drains.inherit(lsd_drained)
+        self.drains.inherit(lsd_drained, {i for i in lsd_drained if lsd_states[i] == LinkState.DRAINED_DOWN})
         self._unnoted = lsd_drained - self.drains.drained()
-        self.deriver.drained = self.drains.drained() | self._unnoted
+        self._set_drained()
         self._notes_term = term
         self._notes_acked.clear()
         self._notes_sent_at.clear()

@@ -107,6 +107,11 @@ class DrainOps:
             raise UnknownTarget(f"switch {switch!r}: not in fabric {self.fabric.name!r}")
         return self._links_of[switch]
 
+    def _set_drained(self) -> None:
+        """The deriver's drained links from the book (and the LSD's unnoted drains, soft)."""
+        self.deriver.drained = self.drains.drained() | self._unnoted
+        self.deriver.drained_alone = self.drains.drained_alone()
+
     def _check_master(self) -> None:
         if self.role != Role.MASTER:
             raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
@@ -114,7 +119,7 @@ class DrainOps:
     def _drains_changed(self, indices: Iterable[int], now: float) -> list[Action]:
         """The book changed: send it to the backups first (before the LSD version that enacts it), then
         re-derive the touched links as one LSD version."""
-        self.deriver.drained = self.drains.drained() | self._unnoted
+        self._set_drained()
         out: list[Action] = []
         self._notes_acked.clear()
         self._notes_sent_at.clear()

@@ -15,7 +15,7 @@ from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.rollout import RolloutError, carry_states, link_key
 from proto.config import Fabric
-from proto.lsd import DRAINED_STATES, LinkStateDB
+from proto.lsd import DRAINED_STATES, LinkState, LinkStateDB
 from proto.lsd import encode_snapshot as _encode
 
 
@@ -70,8 +70,9 @@ class RolloutOps:
         self._adopt_fabric(nxt, now, usable)
         # The first version on the new index: carried states, then what the reports say about every link.
         drained = {i for i, st in enumerate(states) if st in DRAINED_STATES}
-        self.drains.inherit(drained)
+        self.drains.inherit(drained, {i for i in drained if states[i] == LinkState.DRAINED_DOWN})
         self.deriver.drained = set(drained)
+        self.deriver.drained_alone = self.drains.drained_alone() & drained
         changes = self.deriver.changes(range(len(nxt.links)), bytes(states), now)
         for i, st in changes.items():
             states[i] = st

@@ -20,6 +20,8 @@ from proto.drains import MAX_NOTES, DrainNote, NoteError, encode_notes
 
 #: the reason of an anonymous note made for an LSD-drained link that no note covered
 INHERITED = "inherited: drained in the LSD without a note"
+#: the same for a link the LSD held DRAINED_DOWN: drained on its own (or failed) — kept out of use (`drained_alone`)
+INHERITED_OUT = "inherited: drained and out of use in the LSD without a note"
 
 #: `DrainResult.outcome` (the REST answer's `outcome`): the target had no note and has one now
 NEW_DRAIN = "drained"
@@ -103,6 +105,15 @@ class DrainBook:
             out.update(self.links_of(n))
         return out
 
+    def drained_alone(self) -> set[int]:
+        """Every link a link note drains (out of service itself, not only as part of a switch drain; an
+        inherited note only if the LSD held the link out of use, `INHERITED_OUT`)."""
+        out: set[int] = set()
+        for n in self._notes.values():
+            if n.kind == "link" and not (n.who is None and n.reason == INHERITED):
+                out.update(self.links_of(n))
+        return out
+
     def covering(self, index: int) -> tuple[DrainNote, ...]:
         return tuple(n for n in self._notes.values() if index in self.links_of(n))
 
@@ -140,7 +151,7 @@ class DrainBook:
             for i in self.fabric.links_of(target):
                 key = ("link", self.fabric.links[i].name)
                 n = self._notes.get(key)
-                if n is not None and n.who is None and n.reason == INHERITED:
+                if n is not None and n.who is None and n.reason in (INHERITED, INHERITED_OUT):
                     removed.append(self._notes.pop(key))
         if removed:
             self.serial += 1
@@ -171,12 +182,15 @@ class DrainBook:
             self.changes += 1
         return len(stale)
 
-    def inherit(self, lsd_drained: set[int]) -> int:
-        """Add an anonymous note for every LSD-drained link no note covers; returns how many."""
+    def inherit(self, lsd_drained: set[int], lsd_out: set[int] = frozenset()) -> int:
+        """Add an anonymous note for every LSD-drained link no note covers (`INHERITED_OUT` for those in
+        `lsd_out`, the LSD's DRAINED_DOWN: it cannot tell a link drain from a failure, and keeps both out of
+        use); returns how many."""
         missing = sorted(lsd_drained - self.drained())
         for i in missing:
+            reason = INHERITED_OUT if i in lsd_out else INHERITED
             try:
-                self.drain(DrainNote("link", self.fabric.links[i].name, None, 0.0, INHERITED))
+                self.drain(DrainNote("link", self.fabric.links[i].name, None, 0.0, reason))
             except (DrainBookFull, NoteError):
                 break
         return len(missing)

@@ -15,8 +15,10 @@ silence that may be the control network's fault. A switch that really died is ta
 neighbours' reports (their ND goes down within `nd_dead`). An operator drain wins over UP and over
 silence (DRAINED); a drained link that an end reports down is DRAINED_DOWN — switches use a drained
 switch's DRAINED links to reach it (soft drain, client.routes) and must never use a dead one, while the
-failed link still counts towards its switch's drain; a lifted drain on a link with a silent end falls
-back to DOWN (no evidence it is usable).
+failed link still counts towards its switch's drain; so is a link drained on its own (`drained_alone`: a
+link drain takes the link out of service, and draining a switch's other links must not bring it back as
+a way to that switch); a lifted drain on a link with a silent end falls back to DOWN (no evidence it is
+usable).
 
 `switch_dead` still decides what is *said about* a switch (live or silent in REST/metrics/logs, whether
 its report_seq may restart) but never a link state. While the runtime knows it is dropping input (socket
@@ -52,6 +54,8 @@ class LinkStateDeriver:
         self.switch_dead = fabric.timers.switch_dead
         self.views: dict[str, SwitchView] = {}
         self.drained: set[int] = set()
+        #: drained links never used to reach a drained switch: drained on their own (a link drain, issue R1)
+        self.drained_alone: set[int] = set()
         #: last time the runtime saw input dropped (socket overflow): silence before it is not silence
         self.input_loss_at = float("-inf")
         # (expiry time, switch) — lazily invalidated: an entry is live iff it matches the view's expiry.
@@ -112,7 +116,8 @@ class LinkStateDeriver:
         down = a == "down" or b == "down"
         silent = a == "unknown" or b == "unknown"
         if index in self.drained:
-            if down or (silent and current == LinkState.DRAINED_DOWN):   # silence keeps a failed one failed
+            if (down or index in self.drained_alone
+                    or (silent and current == LinkState.DRAINED_DOWN)):   # silence keeps a failed one failed
                 return LinkState.DRAINED_DOWN
             return LinkState.DRAINED
         if down:

@@ -26,13 +26,12 @@ several masters, clients behind); 2 on a bad config or option. `--json` prints e
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from controller.ops.clientrest import client_ports, get_json, own_lag, read_states
 from proto.argtypes import positive_float
 
 ENDPOINTS = ("/v1/lsd/version", "/v1/masters", "/v1/clients")
@@ -55,18 +54,6 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _get(url: str, timeout: float) -> dict[str, Any] | str:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            doc = json.loads(r.read())
-        if not isinstance(doc, dict):
-            return f"unexpected answer: JSON {type(doc).__name__}, not an object (is firepath serving there?)"
-        return doc
-    except Exception as e:  # noqa: BLE001 - reported per master, never fatal
-        reason = getattr(e, "reason", None)
-        return f"{type(e).__name__}: {reason if reason is not None else e}"
-
-
 def gather(fabric: Any, timeout: float = 1.0, client_ports: dict[str, int] | None = None) -> dict[str, Any]:
     """{"fabric", "masters": {id: {"address", "rest_port", "version"|..., "error"?}}, "serving": [id],
     "leader": id|None, "clients": summary (`_client_summary`) or None}. `client_ports` {switch: REST port}: also
@@ -74,7 +61,7 @@ def gather(fabric: Any, timeout: float = 1.0, client_ports: dict[str, int] | Non
     version it is compared with); None: the masters only."""
     jobs = [(m, ep) for m in fabric.masters for ep in ENDPOINTS]
     with ThreadPoolExecutor(max_workers=min(16, len(jobs)) or 1) as pool:
-        results = list(pool.map(lambda j: _get(f"http://{j[0].address}:{j[0].rest_port}{j[1]}", timeout), jobs))
+        results = list(pool.map(lambda j: get_json(f"http://{j[0].address}:{j[0].rest_port}{j[1]}", timeout), jobs))
     masters: dict[str, dict[str, Any]] = {}
     for (m, ep), res in zip(jobs, results, strict=True):
         row = masters.setdefault(m.id, {"address": str(m.address), "rest_port": m.rest_port})
@@ -87,53 +74,9 @@ def gather(fabric: Any, timeout: float = 1.0, client_ports: dict[str, int] | Non
     leader = serving[0] if len(serving) == 1 else None
     own = None
     if client_ports is not None and leader is not None:
-        own = _read_states(client_ports, timeout)
+        own = read_states(client_ports, timeout)
     return {"fabric": fabric.name, "masters": masters, "serving": serving, "leader": leader,
             "clients": _client_summary(masters[leader], own) if leader else None}
-
-
-def client_ports(fabric: Any, lab: bool) -> dict[str, int]:
-    """{switch: its client's REST port}: the config's `rest_port`; in a lab, the ports the lab gives switches
-    the config leaves without one (lab.labports). Switches with neither are left out (not read)."""
-    ports = {sw.name: int(sw.rest_port) for sw in fabric.switches if sw.rest_port}
-    if lab:
-        from lab.labports import LabPorts
-        from lab.state import LabError
-
-        with contextlib.suppress(LabError):      # ports that clash: no lab runs this config; read what it names
-            ports = {**LabPorts(fabric).rest, **ports}
-    return ports
-
-
-def read_clients(fabric: Any, version: Any, lab: bool, timeout: float) -> dict[str, dict[str, Any]]:
-    """{switch: `own_lag`} for every client with a REST port (`client_ports`), read in parallel from
-    127.0.0.1 (the caller is in the clients' namespace), against the master's LSD `version`."""
-    return {name: own_lag(version, a) for name, a in _read_states(client_ports(fabric, lab), timeout).items()}
-
-
-def _read_states(ports: dict[str, int], timeout: float) -> dict[str, dict[str, Any] | str]:
-    """{switch: its client's `/v1/state` on 127.0.0.1:<port>, or why it could not be read}, in parallel."""
-    names = sorted(ports)
-    with ThreadPoolExecutor(max_workers=min(16, len(names)) or 1) as pool:
-        answers = list(pool.map(lambda n: _get(f"http://127.0.0.1:{ports[n]}/v1/state", timeout), names))
-    return dict(zip(names, answers, strict=True))
-
-
-def own_lag(version: Any, state: dict[str, Any] | str) -> dict[str, Any]:
-    """What a client says it holds (`state`: its REST `/v1/state`, or why it could not be read) against the
-    serving master's LSD `version`: {"lsd_version", "programmed_version", "lag", "programmed_lag"} (lags in
-    LSD versions, None when it holds or programmed nothing yet; never below 0: a client read after the master
-    may already hold a newer version), or {"error": why}."""
-    if isinstance(state, str):
-        return {"error": state}
-    held, prog = state.get("lsd_version"), state.get("programmed_version")
-    if not isinstance(version, int) or not isinstance(held, int) or not isinstance(prog, int):
-        return {"error": f"unexpected answer: lsd_version {held!r}, programmed_version {prog!r}"}
-
-    def lag(v: int) -> int | None:
-        return None if v < 0 else max(0, version - v)
-
-    return {"lsd_version": held, "programmed_version": prog, "lag": lag(held), "programmed_lag": lag(prog)}
 
 
 def _client_summary(row: dict[str, Any], own: dict[str, dict[str, Any] | str] | None = None) -> dict[str, Any] | None:

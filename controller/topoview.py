@@ -41,6 +41,8 @@ def link_status(lsd_state: int, a: PortStatus | None, b: PortStatus | None) -> i
         return UP
     if lsd_state == LinkState.DRAINED:
         return DRAINED
+    if lsd_state == LinkState.DRAINED_DOWN and not any(p is not None and not p.usable for p in (a, b)):
+        return DRAINED              # drained on its own (out of use), not failed: no end says it does not work
     if (a is not None and a.miscabled_by is not None) or (b is not None and b.miscabled_by is not None):
         return MISCABLED
     if a is not None and b is not None and a.phy and b.phy and a.admin and b.admin and not (a.nd and b.nd):

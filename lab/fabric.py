@@ -603,7 +603,7 @@ class Lab:
                 continue
             ends = (usable.get((link.a.switch, link.a.port)), usable.get((link.b.switch, link.b.port)))
             state = links.get(link.name)
-            if None in ends or state in (None, "drained"):       # a drain wins over evidence
+            if None in ends or state in (None, "drained", "drained_down"):   # a drain wins over evidence
                 continue
             if all(ends) != (state == "up"):
                 wrong.append(link.name)

@@ -263,7 +263,7 @@ def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | Non
                 lack[0] = f"master LSD: {type(e).__name__}: {e}"
                 return False
             not_up = [f"{link.name} ({lsd.get(link.name)})" for link in links
-                      if lsd.get(link.name) not in ("up", "drained")]
+                      if lsd.get(link.name) not in ("up", "drained", "drained_down")]   # drains: the operator's
             if not_up:
                 lack[0] = f"links not up in the master's LSD: {', '.join(not_up[:8])}"
                 return False

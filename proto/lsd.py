@@ -54,10 +54,11 @@ __all__ = [
 
 
 class LinkState(IntEnum):
-    """A link's state in the LSD (two bits on the wire). DRAINED: an operator drained it; routing uses it
-    only to reach a drained switch (soft drain, client.routes). DRAINED_DOWN: drained and failed (an end
-    reports it down): never used, like DOWN, but still part of its switch's drain — so a drained switch
-    with a failed link stays reachable over its other drained links (controller.linkstate)."""
+    """A link's state in the LSD (two bits on the wire). DRAINED: an operator drained it as part of a
+    switch drain; routing uses it only to reach a drained switch (soft drain, client.routes). DRAINED_DOWN:
+    drained and out of use — failed (an end reports it down) or drained on its own (a link drain): never
+    used, like DOWN, but still part of its switch's drain — so a drained switch with such a link stays
+    reachable over its other drained links (controller.linkstate)."""
 
     DOWN = 0
     UP = 1

@@ -130,7 +130,7 @@ def test_drain_auth_and_validation(tmp_path: Path) -> None:
         assert server.core.version == 0
         r = await c.post("/v1/drain", json=link, headers=AUTH)
         assert r.status == 200 and (await r.json())["links"] == ["leaf-1:1-spine-1:1"]
-        assert server.core.lsd.state(0) == 2
+        assert server.core.lsd.state(0) == 3            # DRAINED_DOWN: a link drain takes it out of use
         r = await c.delete("/v1/drain", json=link, headers=AUTH)
         assert r.status == 200 and server.core.lsd.state(0) == 0 and server.core.version == 2
 

@@ -210,7 +210,7 @@ def test_clients_reads_each_clients_own_version(tmp_path: Path, monkeypatch, cap
     """`firepath clients` showed "unknown" in its lag column for nearly every client (the master learns a
     version only from an LsdRequest); with --client-rest (implied by --lab) it reads each client's own REST:
     what it holds and programmed, its lag, and a client behind or silent makes the exit status 1."""
-    import controller.status_cli as status_cli
+    import controller.ops.clientrest as clientrest
     from proto.cli import main
 
     with serving(tmp_path, ack_updates=False) as (cluster, _term):
@@ -218,7 +218,7 @@ def test_clients_reads_each_clients_own_version(tmp_path: Path, monkeypatch, cap
         names = [sw.name for sw in cluster.fabric.switches]
         states = {n: {"lsd_version": version, "programmed_version": version} for n in names}
         with client_rest(states) as ports:
-            monkeypatch.setattr(status_cli, "client_ports", lambda fabric, lab: ports)
+            monkeypatch.setattr(clientrest, "client_ports", lambda fabric, lab: ports)
             capsys.readouterr()
             assert main(["clients", "--config", str(cluster.config), "--client-rest"]) == 0
             out = capsys.readouterr().out
@@ -229,7 +229,7 @@ def test_clients_reads_each_clients_own_version(tmp_path: Path, monkeypatch, cap
         states[names[0]] = {"lsd_version": version, "programmed_version": 0}
         with client_rest(states) as ports:
             ports[names[1]] = free_ports(1)[0]                       # nothing listens there
-            monkeypatch.setattr(status_cli, "client_ports", lambda fabric, lab: ports)
+            monkeypatch.setattr(clientrest, "client_ports", lambda fabric, lab: ports)
             capsys.readouterr()
             assert main(["clients", "--config", str(cluster.config), "--client-rest"]) == 1
             out = capsys.readouterr().out

@@ -120,11 +120,12 @@ def brute_force(fabric: Fabric, states: bytes, src: str, dst: str) -> tuple[int,
     return len(first), paths, (1.0 / max(load.values())) if paths else 0.0, relays
 
 
-def check(fabric: Fabric, states: bytes, drain: tuple[int, ...]) -> None:
-    impact = drain_impact(fabric, states, drain)
+def check(fabric: Fabric, states: bytes, drain: tuple[int, ...], alone: bool = False) -> None:
+    impact = drain_impact(fabric, states, drain, alone=alone)
     after = bytearray(states)
-    for i in drain:      # the master's rule: a drained link that is down is DRAINED_DOWN
-        after[i] = LinkState.DRAINED_DOWN if states[i] in (LinkState.DOWN, LinkState.DRAINED_DOWN) else LinkState.DRAINED
+    for i in drain:      # the master's rule: a link drained on its own, or drained and down, is DRAINED_DOWN
+        after[i] = (LinkState.DRAINED_DOWN if alone or states[i] in (LinkState.DOWN, LinkState.DRAINED_DOWN)
+                    else LinkState.DRAINED)
     assert len(impact.pairs) == len(tor_destinations(fabric)) * (len(tor_destinations(fabric)) - 1)
     drained_after = set(impact.drained_switches)
     for p in impact.pairs:
@@ -145,6 +146,7 @@ def test_every_single_link_and_switch_drain_matches_brute_force(irregular: Fabri
     f = irregular
     states = bytes([UP]) * len(f.links)
     for i in range(len(f.links)):
+        check(f, states, (i,), alone=True)
         check(f, states, (i,))
     for sw in f.switches:
         check(f, states, f.links_of(sw.name))
@@ -155,17 +157,22 @@ def test_random_drains_on_a_partly_failed_fabric_match_brute_force(irregular: Fa
     rng = random.Random(7)
     for _ in range(12):
         states = bytes(rng.choice([UP, UP, UP, DOWN]) for _ in f.links)
-        check(f, states, tuple(rng.sample(range(len(f.links)), rng.randint(1, 3))))
+        check(f, states, tuple(rng.sample(range(len(f.links)), rng.randint(1, 3))), alone=rng.random() < 0.5)
 
 
 def test_figures_a_reader_can_check(irregular: Fabric) -> None:
     f = irregular
     states = bytes([UP]) * len(f.links)
-    # t4's only uplink drained: t4 is then a drained switch, still reachable over it (soft drain)
+    # t4 drained (its only link, as a switch drain): a drained switch, still reachable over it (soft drain)
     only = f.link_at("t4", 1).index
     impact = drain_impact(f, states, (only,))
     assert not impact.disconnected and not [p for p in impact.pairs if p.changed]
     assert impact.drained_switches == ("t4",)
+    # the same link drained on its own: out of use, t4 is cut off (tester R1: was accepted as "1 link out"
+    # and changed nothing, the link stayed in use)
+    impact = drain_impact(f, states, (only,), alone=True)
+    assert sorted((p.src, p.dst) for p in impact.disconnected) == sorted(
+        [("t4", x) for x in ("t1", "t2", "t3")] + [(x, "t4") for x in ("t1", "t2", "t3")])
     # t3's uplink to a3 is down; draining the one to a1 takes its last usable link: t3 is cut off both ways
     down = bytearray(states)
     down[f.link_at("t3", 1).index] = DOWN

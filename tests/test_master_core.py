@@ -484,28 +484,35 @@ def test_drain_link_and_switch(fabric: Fabric) -> None:
     v = core.version
     i = core.link_index("spine-1:1-leaf-1:1")               # either orientation
     assert i == 0
+    # a link drained on its own is out of use (DRAINED_DOWN): never a way to a drained switch, so draining
+    # its switch's other links cannot bring it back into use (tester R1)
     core.drain_link(i, 1.0)
-    assert core.lsd.state(0) == DRAINED and core.version == v + 1
+    assert core.lsd.state(0) == LinkState.DRAINED_DOWN and core.version == v + 1
     core.handle("leaf-1", report(fabric, "leaf-1", seq=2), 1.1)     # reports do not undo a drain
-    assert core.lsd.state(0) == DRAINED
-    core.drain_switch("spine-2", 1.2)
+    assert core.lsd.state(0) == LinkState.DRAINED_DOWN
+    core.drain_switch("spine-2", 1.2)                               # a switch drain is soft: DRAINED
     assert core.version == v + 2
     assert {core.lsd.state(j) for j in fabric.links_of("spine-2")} == {DRAINED}
     core.undrain_switch("spine-2", 1.3)
     core.undrain_link(0, 1.3)
     assert set(core.lsd.states()) == {UP} and core.version == v + 4
-    # a drained link whose end reports it down is DRAINED_DOWN (switches use a drained switch's DRAINED links
-    # to reach it: a dead one must not look usable), DRAINED again when it comes back; undrain -> per the
-    # evidence
-    core.drain_link(0, 1.4)
+    # a link of a drained switch whose end reports it down is DRAINED_DOWN (switches use a drained switch's
+    # DRAINED links to reach it: a dead one must not look usable), DRAINED again when it comes back;
+    # undrain -> per the evidence
+    core.drain_switch("spine-1", 1.4)
     v = core.version
     core.handle("leaf-1", report(fabric, "leaf-1", usable={2}, seq=3), 1.5)
     assert core.lsd.state(0) == LinkState.DRAINED_DOWN and core.version == v + 1
-    assert core.drains.drained() == {0}                      # the drain stays in force
+    assert core.drains.drained() == set(fabric.links_of("spine-1"))   # the drain stays in force
     core.handle("leaf-1", report(fabric, "leaf-1", seq=4), 1.55)
     assert core.lsd.state(0) == DRAINED
+    # the same link drained on its own too: out of use while that note stands, soft again when it is lifted
+    core.drain_link(0, 1.56)
+    assert core.lsd.state(0) == LinkState.DRAINED_DOWN
+    core.undrain_link(0, 1.57)
+    assert core.lsd.state(0) == DRAINED
     core.handle("leaf-1", report(fabric, "leaf-1", usable={2}, seq=5), 1.58)
-    core.undrain_link(0, 1.6)
+    core.undrain_switch("spine-1", 1.6)
     assert core.lsd.state(0) == DOWN
 
 
@@ -589,10 +596,10 @@ def test_become_master_keeps_drains_and_lower_term_refused(fabric: Fabric) -> No
     acts = a.become_master(1, 0.0) + all_up(a, fabric, 0.0) + a.drain_link(0, 0.0) + a.tick(0.01)
     wire(a, b, acts, 0.0)
     b.become_master(2, 1.0)
-    assert b.lsd.state(0) == DRAINED
+    assert b.lsd.state(0) == LinkState.DRAINED_DOWN                  # a link drain: out of use
     b.handle("leaf-1", report(fabric, "leaf-1", seq=1, term=2), 1.1)
     b.handle("spine-1", report(fabric, "spine-1", seq=1, term=2), 1.1)
-    assert b.lsd.state(0) == DRAINED
+    assert b.lsd.state(0) == LinkState.DRAINED_DOWN
     b.undrain_link(0, 1.2)
     assert b.lsd.state(0) == UP
     with pytest.raises(ValueError):
@@ -745,3 +752,29 @@ def test_hold_never_delays_a_client_that_has_no_lsd(fabric: Fabric) -> None:
     acts = core.tick(0.02)
     assert core.held
     assert len(sends(acts, "leaf-1", LsdFull)) == 1 and not sends(acts, "leaf-2", LsdFull)
+
+
+def test_link_drains_of_every_link_of_a_switch_never_bring_one_back(fabric: Fabric) -> None:
+    """Tester R1: a link drained for an optics swap carried traffic again once its switch's other links were
+    drained too (every link drained looked like a switch drain, whose links stay a way to the switch). A
+    link drain keeps its link out of use whatever else is drained; a switch drain stays soft."""
+    from client.routes import RouteComputer
+
+    leaf1 = fabric.switch("leaf-1").prefixes[0]
+    remote = RouteComputer(fabric, "leaf-2")
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    first, second = fabric.links_of("leaf-1")
+    core.drain_link(first, 1.0)
+    assert len(remote.compute(core.lsd.states())[leaf1]) == 1        # only via the other spine
+    core.drain_link(second, 1.1)
+    assert {core.lsd.state(i) for i in (first, second)} == {LinkState.DRAINED_DOWN}
+    assert leaf1 not in remote.compute(core.lsd.states())           # cut off: what was asked
+    core.undrain_link(first, 1.2)
+    core.undrain_link(second, 1.2)
+    core.drain_switch("leaf-1", 1.3)                                 # a switch drain: soft, still reached
+    assert {core.lsd.state(i) for i in (first, second)} == {DRAINED}
+    assert len(remote.compute(core.lsd.states())[leaf1]) == 2
+    core.drain_link(first, 1.4)                                      # ... but never over a link drained alone
+    assert core.lsd.state(first) == LinkState.DRAINED_DOWN and core.lsd.state(second) == DRAINED
+    assert len(remote.compute(core.lsd.states())[leaf1]) == 1

@@ -242,17 +242,22 @@ def test_routes_as_computed_and_as_in_ovs(lab: Lab) -> None:
 
 
 def test_a_drained_switch_whose_link_fails_stays_reachable_over_its_other_drained_link(lab: Lab) -> None:
-    """A tester drained both uplinks of tor-2-1 (a drained switch: reachable, no transit), then failed one:
+    """A tester drained tor-2-1 (a drained switch: reachable, no transit), then failed one of its links:
     the LSD kept it `drained`, the spines kept sending tor-2-1's traffic to the dead link's agg, and 2 of 3
     probe packets were lost until the heal. The failed link is now `drained_down` (never used, still part of
-    the drain), and tor-2-1 is reached over its other drained link."""
+    the drain), and tor-2-1 is reached over its other drained link. (Draining both uplinks one by one is
+    refused now: link drains take their links out of use, which would cut tor-2-1 off.)"""
     converge(lab)
     tor = "tor-2-1"
     uplinks = sorted(n for n in lab.master_get("/v1/lsd")["links"] if n.startswith(f"{tor}:"))
     assert len(uplinks) == 2, uplinks
-    for link in uplinks:
-        fp_json(lab, "drain", "--link", link, "--reason", "test: both uplinks")
+    fp_json(lab, "drain", "--link", uplinks[0], "--reason", "test: first uplink")
+    refused = fp_json(lab, "drain", "--link", uplinks[1], code=6)     # the last way in: refused, nothing sent
+    assert refused["refused"] and refused["impact"]["disconnected"], refused
+    fp(lab, "undrain", "--link", uplinks[0])
+    fp_json(lab, "drain", "--switch", tor, "--reason", "test: drained switch")
     converge(lab)
+    assert {lab.master_get("/v1/lsd")["links"][n] for n in uplinks} == {"drained"}
     src = next(h.name for h in lab.fabric.hosts if h.tor == "tor-1-1")
     dst = next(h.name for h in lab.fabric.hosts if h.tor == tor)
     failed = uplinks[0]
@@ -275,6 +280,5 @@ def test_a_drained_switch_whose_link_fails_stays_reachable_over_its_other_draine
         assert result["lost"] == 0 and result["received"] > 0, result
     finally:
         inject.heal(lab)
-        for link in uplinks:
-            fp(lab, "undrain", "--link", link)
+        fp(lab, "undrain", "--switch", tor)
         converge(lab)

@@ -153,7 +153,7 @@ def test_drain_and_undrain_from_the_page(driver: Any, demo: World) -> None:
     token.send_keys(TOKEN)
     driver.find_element(By.ID, "drain").click()
     assert wait_link(driver, link, "drained", 5.0) is not None
-    assert lsd_state(cluster, leader, link) == "drained"
+    assert lsd_state(cluster, leader, link) == "drained_down"      # a link drain: out of use
     assert "drained 1 link(s)" in wait_js(driver, "return document.getElementById('drain-msg').textContent", 2)
     driver.find_element(By.ID, "drain").click()         # again: the master says what it found, nothing changes
     again = wait_js(driver, "const t = document.getElementById('drain-msg').textContent;"
@@ -200,7 +200,7 @@ def test_the_page_follows_a_master_failover(driver: Any, demo: World) -> None:
     drained = link_between(cluster, "agg-1-2", "spine-2")
     _drain_from_page(driver, drained)
     assert wait_link(driver, drained, "drained", 5.0) is not None
-    assert lsd_state(cluster, new, drained) == "drained"
+    assert lsd_state(cluster, new, drained) == "drained_down"
     # a backup's page names the leader in a banner
     backup = next(m for m in others if m != new)
     open_page(driver, cluster.rest_port[backup])

@@ -242,7 +242,7 @@ def test_master_commit_removes_a_tor_and_keeps_drains() -> None:
     core.handle("leaf-4", report(big, "leaf-4", seq=5), 0.2)     # leaf-4 leaves: it still runs the old config
     core.rollout_commit(0.3)                                     # not in the next config: it does not block
     after = lsd_by_name(core)
-    assert len(after) == len(small.links) and after["leaf-2:1-spine-1:2"] == DRAINED
+    assert len(after) == len(small.links) and after["leaf-2:1-spine-1:2"] == LinkState.DRAINED_DOWN   # out of use
     assert all(st == UP for name, st in after.items() if name != "leaf-2:1-spine-1:2")
 
 

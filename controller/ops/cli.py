@@ -255,7 +255,7 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
     masters = Masters(fabric, args.timeout)
     mid, lsd = masters.get("/v1/lsd")
     states = _lsd_states(fabric, lsd)
-    impact = drain_impact(fabric, states, links)
+    impact = drain_impact(fabric, states, links, alone=kind == "link")
     refused = bool(impact.disconnected) and not args.force
     report = _impact_json(fabric, impact, lsd, mid)
     # every link of the target drained in the LSD already: the drain would change no link (at most its note)
@@ -407,7 +407,7 @@ def cmd_lsd(args: argparse.Namespace, fabric: Any) -> int:
 
 
 def cmd_clients(args: argparse.Namespace, fabric: Any) -> int:
-    from controller.status_cli import read_clients
+    from controller.ops.clientrest import read_clients
 
     mid, answer = Masters(fabric, args.timeout).get("/v1/clients")
     rows = answer.get("clients", [])

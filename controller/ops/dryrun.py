@@ -16,7 +16,8 @@ ToRs (source ToR, destination ToR's first prefix, or its loopback) we report:
 A switch drain is soft (client.routes' transit policy: a switch whose every link is DRAINED stays
 reachable and relays traffic between others only when nothing else reaches the destination), so
 draining a switch that is some pair's only way leaves that traffic on it: `via_drained` says so, and
-the CLI warns. Only a link drain that takes a pair's last usable link disconnects it.
+the CLI warns. A link drain takes its link out of use (DRAINED_DOWN, never a way to a drained switch),
+so one that takes a pair's last usable link disconnects it.
 
 A pair's capacity is its own, alone in the fabric: a spine drain in a Clos whose ToR uplinks are the
 bottleneck halves the paths but costs a single pair nothing; the fabric-wide figure is `links_lost`
@@ -185,9 +186,10 @@ class _Towards:
 
 
 def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
-                 pairs: Iterable[tuple[str, str]] | None = None) -> Impact:
+                 pairs: Iterable[tuple[str, str]] | None = None, alone: bool = False) -> Impact:
     """The impact of draining the links `drain` on top of the LSD `states` (see module docstring).
-    `pairs`: the (source ToR, destination ToR) pairs to report; default every ordered pair."""
+    `pairs`: the (source ToR, destination ToR) pairs to report; default every ordered pair. `alone`: a
+    link drain (its link out of use, DRAINED_DOWN), not a switch drain (DRAINED: soft)."""
     drain = tuple(sorted(set(drain)))
     if len(states) == len(fabric.links) and fabric.external_slots:
         # eBGP borders' external slots (issue #13) do not change paths between ToRs: take them as provided
@@ -196,8 +198,9 @@ def drain_impact(fabric: Fabric, states: bytes, drain: Iterable[int],
         raise ValueError(f"{len(states)} link states for a fabric of {len(fabric.links)} links")
     after = bytearray(states)
     for i in drain:
-        # as the master derives it (controller.linkstate): a drained link that is down is DRAINED_DOWN
-        after[i] = _DRAINED_DOWN if states[i] in (_DOWN, _DRAINED_DOWN) else _DRAINED
+        # as the master derives it (controller.linkstate): a link drained on its own, or drained and down,
+        # is DRAINED_DOWN (never used)
+        after[i] = _DRAINED_DOWN if alone or states[i] in (_DOWN, _DRAINED_DOWN) else _DRAINED
     before_t, _ = _tables(fabric, bytes(states))
     after_t, drained_after = _tables(fabric, bytes(after))
     dests = tor_destinations(fabric)
