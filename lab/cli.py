@@ -188,8 +188,13 @@ def _mutate(args: argparse.Namespace, op: Any) -> Any:
 def cmd_fail(args: argparse.Namespace) -> int:
     from lab import inject
 
+    others: list[str] = []
     if args.what == "link":
-        f = _mutate(args, lambda lab: inject.fail_link(lab, args.a, args.b, silent=args.silent))
+        def fail(lab: Any) -> Any:
+            fault = inject.fail_link(lab, args.a, args.b, silent=args.silent)
+            others.extend(k.name for k in inject.links_between(lab, args.a, args.b) if k.index != fault["link"])
+            return fault
+        f = _mutate(args, fail)
     elif args.what == "external":
         from lab import bgp
         f = _mutate(args, lambda lab: bgp.fail_external(lab, args.session))
@@ -198,6 +203,10 @@ def cmd_fail(args: argparse.Namespace) -> int:
     else:
         f = _mutate(args, lambda lab: inject.fail_switch(lab, args.switch))
     print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
+    if others:      # parallel links (tester: one of two failed without a word about the other)
+        print(f"note: {args.a} and {args.b} name {len(others) + 1} links; this is the first not failed; the "
+              f"other(s): {', '.join(others)} (name an end as SWITCH:PORT to pick one, or run the command again "
+              f"for the next)")
     return 0
 
 

@@ -87,14 +87,25 @@ def _endpoint(spec: str) -> tuple[str, int]:
 
 def find_link(lab: Lab, a: str, b: str) -> Any:
     """The fabric link between switches `a` and `b` (or given as SWITCH:PORT endpoints); the first one
-    not already failed when there are parallel links."""
+    not already failed when there are parallel links (`links_between` lists them all)."""
+    return _pick(lab, links_between(lab, a, b))
+
+
+def _pick(lab: Lab, candidates: list[Any]) -> Any:
+    failed = {f.get("link") for f in lab.state.faults}
+    fresh = [link for link in candidates if link.index not in failed]
+    return (fresh or candidates)[0]
+
+
+def links_between(lab: Lab, a: str, b: str) -> list[Any]:
+    """Every fabric link that `a` and `b` (switch names or SWITCH:PORT endpoints) name, in config order;
+    KeyError for an unknown switch, LabError when there is none."""
     fabric = lab.fabric
     known = {sw.name for sw in fabric.switches}
     for spec in (a, b):
         sw = _endpoint(spec)[0] if ":" in spec else spec
         if sw not in known:
             raise KeyError(sw)          # lab.cli lists the lab's names
-    failed = {f.get("link") for f in lab.state.faults}
     candidates = []
     for link in fabric.links:
         ends = {(link.a.switch, link.a.port), (link.b.switch, link.b.port)}
@@ -109,8 +120,7 @@ def find_link(lab: Lab, a: str, b: str) -> Any:
             candidates.append(link)
     if not candidates:
         raise LabError(f"no fabric link between {a} and {b}")
-    fresh = [link for link in candidates if link.index not in failed]
-    return (fresh or candidates)[0]
+    return candidates
 
 
 def _link_ifaces(lab: Lab, link: Any) -> list[str]:

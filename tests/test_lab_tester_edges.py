@@ -197,3 +197,25 @@ def test_a_host_named_like_the_external_namespaces_is_refused() -> None:
     st.switch_ns = {}
     with pytest.raises(LabError, match=f"host {host} and the eBGP borders' {host} would both be network namespace 'fplab-x-{host}'"):
         check_netns(st, fabric, (bgp.ROUTER, host))
+
+
+def test_parallel_links_between_two_switches_are_all_named() -> None:
+    """Tester R3: `lab fail link A B` between switches joined by two links failed the first one; the CLI now
+    names the other(s). `links_between` lists them in config order; `find_link` takes the first not failed."""
+    from types import SimpleNamespace
+
+    from lab import inject
+    from proto.config import parse_fabric
+    from tests.test_dryrun import irregular_yaml
+
+    f = parse_fabric(irregular_yaml(), source="<irregular>")
+    pair = [k for k in f.links if {k.a.switch, k.b.switch} == {"t1", "a2"}]
+    assert len(pair) == 2
+    lab = SimpleNamespace(fabric=f, state=SimpleNamespace(faults=[]))
+    assert inject.links_between(lab, "t1", "a2") == pair and inject.find_link(lab, "a2", "t1") == pair[0]
+    lab.state.faults = [{"kind": "link", "link": pair[0].index}]
+    assert inject.find_link(lab, "t1", "a2") == pair[1]           # the next one not failed
+    end = pair[1].a if pair[1].a.switch == "t1" else pair[1].b
+    assert inject.links_between(lab, f"t1:{end.port}", "a2") == [pair[1]]
+    with pytest.raises(LabError, match="no fabric link between t1 and t4"):
+        inject.links_between(lab, "t1", "t4")
