@@ -12,7 +12,8 @@ The own switch's prefixes are not routed through the fabric at all (local delive
 plan's job). Unreachable prefixes are absent from the table — never black-holed.
 
 Transit policy (valley-free routing: RFC 7938's AS-path rules, RIFT, the IS-IS overload bit, Open/R's
-node overload). A switch *relays* when it forwards traffic between two other switches. A switch whose
+node overload; the rule itself is proto.transit's `relay_costs`, which the config check shares). A switch
+*relays* when it forwards traffic between two other switches. A switch whose
 `transit` is false (by default ToRs and borders: `routing.transit_roles` in the config, overridable
 per switch) or that is *drained* (every one of its links DRAINED or DRAINED_DOWN in the LSD, what an
 operator's switch drain produces) relays only as a last resort. The rule: leaving such a node (other than the source)
@@ -69,6 +70,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 from types import MappingProxyType
 from typing import TYPE_CHECKING
+
+from proto.transit import relay_costs
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from proto.config import Fabric
@@ -443,12 +446,7 @@ class RouteComputer:
         return frozenset(x for x, c in count.items() if c == deg[x])
 
     def _penalties(self, drained: frozenset[int]) -> list[int]:
-        pen_value = self.penalty
-        pen = [0 if ok else pen_value for ok in self._transit]
-        for x in drained:
-            pen[x] = pen_value
-        pen[self.src] = 0  # the source always sends its own traffic
-        return pen
+        return relay_costs(self._transit, self.penalty, drained, self.src)  # the rule the config check uses too
 
     def _set_drained(self, drained: frozenset[int]) -> None:
         if drained != self._drained:

@@ -108,6 +108,17 @@ class ClosParams:
         need(self.loopback_bits <= 32 - base.prefixlen, f"base_prefix {base} too small for {self.n_switches} loopbacks")
         tor_space = base.num_addresses - (1 << self.loopback_bits)
         need(self.n_tors * 256 <= tor_space, f"base_prefix {base} too small for {self.n_tors} ToR /24 subnets")
+        used = self.fabric_ranges()            # what the loader refuses a master or an eBGP peering on
+        for address in addresses:
+            a = int(IPv4Address(address))
+            need(not any(lo <= a <= hi for lo, hi in used),
+                 f"master_address {address} is a fabric address (a ToR subnet or loopback of base_prefix {base}): "
+                 f"masters are on the control-plane network")
+        if self.external and self.n_borders:
+            lo = int(IPv4Network(EXTERNAL_NET).network_address)
+            hi = lo + 4 * self.n_borders - 1
+            need(not any(a <= hi and lo <= b for a, b in used),
+                 f"base_prefix {base} overlaps the borders' eBGP links ({_ip(lo)}..{_ip(hi)} of {EXTERNAL_NET})")
         for label, port_base in (("ovs_base_port", self.ovs_base_port), ("rest_base_port", self.rest_base_port)):
             if port_base is not None:
                 need(port_base >= 1 and port_base + self.n_switches <= 65535, f"{label} too high for {self.n_switches} switches")
@@ -163,6 +174,14 @@ class ClosParams:
         else:
             lower = self.leaves * self.spines * u
         return lower + self.n_borders * self.spines_per_plane * u
+
+    def fabric_ranges(self) -> list[tuple[int, int]]:
+        """The (first, last) addresses the generated fabric uses: its ToR subnets, its loopbacks."""
+        base = IPv4Network(self.base_prefix)
+        start = int(base.network_address)
+        loop_start = int(base.broadcast_address) + 1 - (1 << self.loopback_bits)
+        tors = [(start, start + self.n_tors * 256 - 1)] if self.n_tors else []
+        return [*tors, (loop_start + 1, loop_start + self.n_switches)]
 
     @property
     def loopback_bits(self) -> int:

@@ -122,13 +122,18 @@ class FabricParser(TopologyReader):
         masters = self.masters(top["masters"])
         switches = self.switches(top["switches"])
         self.check_names()
+        for address, node, field in self.master_addresses:
+            self.check_outside(int(address), int(address), node, field, f"master address {address}",
+                               "masters are on the control-plane network, outside the fabric's prefixes, "
+                               "loopbacks and hosts")
         links = self.links(top["links"]) if "links" in top else ()
         entries = len(links) + sum(len(s.prefixes) for s in switches if s.bgp is not None)
         if entries > MAX_LSD_ENTRIES:
             raise self.fail(top.get("links", root), "links",
                             f"{entries} LSD entries (links and eBGP prefixes), at most {MAX_LSD_ENTRIES}: the LSD "
                             f"snapshot must fit one datagram")
-        self.check_connected(switches, links, top.get("links", root))
+        ends = self.check_connected(switches, links, top.get("links", root))
+        self.check_transit(switches, ends)
         return Fabric(
             name=name,
             source=self.source,
@@ -392,6 +397,8 @@ class FabricParser(TopologyReader):
         masters: list[Master] = []
         ids: dict[str, int] = {}
         self.master_id_nodes: dict[str, tuple[yaml.Node, str]] = {}
+        #: (address, node, field) of each master, checked against the fabric's addresses once switches are read
+        self.master_addresses: list[tuple[IPv4Address, yaml.Node, str]] = []
         ports: dict[tuple[IPv4Address, int], tuple[str, int]] = {}
         for i, item in enumerate(items):
             path = f"masters[{i}]"
@@ -402,6 +409,7 @@ class FabricParser(TopologyReader):
             ids[mid] = _line(f["id"])
             self.master_id_nodes[mid] = (f["id"], f"{path}.id")
             address = self.address(f["address"], f"{path}.address")
+            self.master_addresses.append((address, f["address"], f"{path}.address"))
             values = {}
             for key in ("client_port", "peer_port", "rest_port"):
                 port = self.integer(f[key], f"{path}.{key}", 1, 65535)

@@ -1,5 +1,6 @@
 """The topology part of the config loader: switches (hosts, prefixes, eBGP), links and their endpoints,
-checked as they are read (ports used once, prefixes not overlapping, peers consistent)."""
+checked as they are read (ports used once, prefixes not overlapping, peers consistent), then as a whole
+(every switch cabled to the fabric, transit-free paths between the racks: proto.transit)."""
 
 
 import bisect
@@ -29,6 +30,7 @@ from proto.fabricmodel import (
     Switch,
     default_hash_basis,
 )
+from proto.transit import transit_gap
 
 _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
@@ -47,6 +49,7 @@ _HOST_KEYS = ("name", "port", "ip", "mac")
 _LINK_KEYS = ("a", "b", "weight", "capacity")
 MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
 _ROLES = {r.value: r for r in Role}
+_ROLE_PLURAL = {"tor": "ToRs", "border": "borders", "agg": "aggs", "spine": "spines"}
 
 
 class TopologyReader(NodeReader):
@@ -66,7 +69,11 @@ class TopologyReader(NodeReader):
         #: host name -> (its name node, its field), for the cross-checks of names (FabricParser.check_names)
         self.host_names: dict[str, tuple[yaml.Node, str]] = {}
         host_names = self.host_names
-        host_ips: dict[IPv4Address, tuple[str, int]] = {}
+        #: host IP -> (host name, line): the addresses checked against masters and eBGP peers (check_outside)
+        self.host_ips: dict[IPv4Address, tuple[str, int]] = {}
+        host_ips = self.host_ips
+        #: (first, last, node, field, what) of every eBGP peer address, local address and peer subnet
+        self.external_addresses: list[tuple[int, int, yaml.Node, str, str]] = []
         # (first, last, prefixlen, field, line, owner) of every internally originated prefix and loopback
         self.internal: list[tuple[int, int, int, str, int, str]] = []
         border: list[tuple[IPv4Network, str, yaml.Node, str]] = []
@@ -269,6 +276,16 @@ class TopologyReader(NodeReader):
             if "/" not in text or address not in local.network or address == local.ip:
                 raise self.fail(pf["local_address"], f"{pp}.local_address",
                                 f"{text} must be ADDRESS/LEN on the peer's subnet (peer {address})")
+            net = local.network
+            for value, where, field, what in (
+                    (address, pf["address"], f"{pp}.address", f"eBGP peer address {address} of border {switch}"),
+                    (local.ip, pf["local_address"], f"{pp}.local_address",
+                     f"eBGP local address {local.ip} of border {switch}"),
+                    (net, pf["local_address"], f"{pp}.local_address", f"the eBGP peer subnet {net} of border {switch}"),
+            ):
+                first = int(value.network_address) if isinstance(value, IPv4Network) else int(value)
+                last = int(value.broadcast_address) if isinstance(value, IPv4Network) else first
+                self.external_addresses.append((first, last, where, field, what))
             hold = self.integer(pf["hold_time"], f"{pp}.hold_time", 0, 65535) if "hold_time" in pf else 9
             if 0 < hold < 3:
                 raise self.fail(pf["hold_time"], f"{pp}.hold_time", f"{hold} s: 0 or at least 3 (RFC 4271)")
@@ -298,7 +315,8 @@ class TopologyReader(NodeReader):
 
         A border switch's prefixes are external routes (e.g. the 0.0.0.0/0 default): several border switches
         may originate the same one and they may cover internal prefixes (longest match prefers those), but
-        one must not be equal to or inside an internal prefix.
+        one must not be equal to or inside an internal prefix. Nor may an eBGP peering (the peer's address, the
+        local address, their subnet) meet an internal prefix or loopback (`check_outside`).
         """
         items = sorted(self.internal, key=lambda it: (it[0], -it[1]))
         for prev, cur in zip(items, items[1:], strict=False):
@@ -311,6 +329,7 @@ class TopologyReader(NodeReader):
                     f"{_net(second)} of {second[5]} overlaps {_net(first)} of {first[5]} (line {first[4]})",
                 )
         starts = [it[0] for it in items]
+        self._internal_sorted, self._internal_starts = items, starts
         for prefix, pfield, pnode, owner in border:
             lo, hi = int(prefix.network_address), int(prefix.broadcast_address)
             k = bisect.bisect_right(starts, lo) - 1
@@ -321,6 +340,31 @@ class TopologyReader(NodeReader):
                     pfield,
                     f"external prefix {prefix} of {owner} lies inside {_net(inside)} of {inside[5]} (line {inside[4]})",
                 )
+
+        for lo, hi, node, field, what in self.external_addresses:
+            self.check_outside(lo, hi, node, field, what,
+                               "an eBGP peering is outside the fabric, not on its prefixes, loopbacks or hosts")
+
+    def check_outside(self, lo: int, hi: int, node: yaml.Node, field: str, what: str, why: str) -> None:
+        """ConfigError at `field` if addresses lo..hi meet an internal prefix or loopback (after check_overlaps:
+        those are disjoint and sorted: the first one meeting them starts at or below `lo`, or right after it)."""
+        items = self._internal_sorted
+        k = bisect.bisect_right(self._internal_starts, lo) - 1
+        if k < 0 or items[k][1] < lo:
+            k += 1
+            if k == len(items) or items[k][0] > hi:
+                return
+        first, last, _plen, ifield, line, owner = items[k]
+        host = self.host_ips.get(IPv4Address(lo)) if lo == hi else None
+        if host is not None:
+            clash = f"is the IP of host {host[0]} of tor {owner} (line {host[1]})"
+        elif ifield.endswith(".loopback"):
+            clash = f"{'is' if lo == hi else 'contains'} the loopback {IPv4Address(first)} of {owner} (line {line})"
+        elif lo == hi or first <= lo and hi <= last:
+            clash = f"lies inside {_net(items[k])} of {owner} (line {line})"
+        else:
+            clash = f"overlaps {_net(items[k])} of {owner} (line {line})"
+        raise self.fail(node, field, f"{what} {clash}: {why}")
 
     def links(self, node: yaml.Node) -> tuple[Link, ...]:
         items = self.seq(node, "links")
@@ -371,19 +415,20 @@ class TopologyReader(NodeReader):
                                     f"switch {end.switch} has more than {MAX_FABRIC_PORTS} fabric ports: its "
                                     f"report of them would not fit one datagram")
 
-    def check_connected(self, switches: tuple[Switch, ...], links: tuple[Link, ...], links_node: yaml.Node) -> None:
+    def check_connected(self, switches: tuple[Switch, ...], links: tuple[Link, ...],
+                        links_node: yaml.Node) -> list[tuple[int, int]]:
         """Every switch must reach every other over `links:`: ConfigError otherwise, at the first switch (in
-        file order) that cannot be reached, naming why.
+        file order) that cannot be reached, naming why. Returns each link's two switch positions.
 
         A switch with no link is unreachable, and so are its hosts and prefixes; two parts with no link
         between them are two fabrics under one name (one master set, one LSD) whose ToRs cannot reach each
-        other's. Routing policy (transit roles, drains) is not considered: this is the cabling, the least
-        any routing needs. A one-switch fabric needs no link. `links_node`: the `links:` value, or the
+        other's. Routing policy (transit roles) is `check_transit`'s: this is the cabling, the least any
+        routing needs. A one-switch fabric needs no link. `links_node`: the `links:` value, or the
         document when the key is absent (then `links` is empty). One union-find pass, O(links).
         """
         n = len(switches)
         if n < 2:
-            return
+            return []
         if not links:
             raise self.fail(links_node, "links", f"{n} switches and no link between them: a switch reaches the "
                                                  f"others only over fabric links (only a one-switch fabric has none)")
@@ -398,15 +443,15 @@ class TopologyReader(NodeReader):
             return x
 
         parts = n
-        for link in links:
-            a, b = index[link.a.switch], index[link.b.switch]
+        ends = [(index[link.a.switch], index[link.b.switch]) for link in links]
+        for a, b in ends:
             linked[a] = linked[b] = True
             ra, rb = find(a), find(b)
             if ra != rb:
                 parent[ra] = rb
                 parts -= 1
         if parts == 1:
-            return
+            return ends
         for i, ok in enumerate(linked):
             if not ok:
                 sw = switches[i]
@@ -427,6 +472,44 @@ class TopologyReader(NodeReader):
                         f"switch {switches[cut].name} is cut off from the rest of the fabric: its links connect "
                         f"only {len(part)} switch(es) ({names}), none of the other {n - len(part)} (such as "
                         f"{first.name}, line {self.switch_line[first.name]}): link the parts")
+
+    def check_transit(self, switches: tuple[Switch, ...], ends: list[tuple[int, int]]) -> None:
+        """With every link up, each ToR originating prefixes must reach every other switch originating prefixes
+        over a path whose switches in between all carry transit traffic: the rule of the route computation
+        (proto.transit), which relays through a ToR, a border or a `transit: false` switch only as a last
+        resort. ConfigError at the switch to fix, naming the other end and the relays. `ends`: from
+        check_connected (the cabling is connected)."""
+        gap = transit_gap(switches, ends)
+        if gap is None:
+            return
+        sw, other = switches[gap.switch], switches[gap.other]
+        relays = [switches[i] for i in gap.relays]
+        shown = ", ".join(r.name for r in relays[:5]) + (f" and {len(relays) - 5} more" if len(relays) > 5 else "")
+        if gap.stranded and relays:
+            why = f"it reaches the fabric only through {shown}, and {self.no_transit(relays)}"
+        elif relays:
+            why = f"the two are joined only through {shown}, and {self.no_transit(relays)}"
+        else:
+            why = "the two are joined only through chains of switches that do not carry transit traffic"
+        fix = f"cable {sw.name} to a transit switch" + (f" or set transit: true on {relays[0].name}" if relays else "")
+        raise self.fail(self.switch_nodes[gap.switch], f"switches[{gap.switch}]",
+                        f"{sw.role} {sw.name} has no path to {other.role} {other.name} (line "
+                        f"{self.switch_line[other.name]}) through switches that carry transit traffic: {why}; "
+                        f"the route computation relays through such a switch only as a last resort: {fix}")
+
+    def no_transit(self, relays: list[Switch]) -> str:
+        """Why these switches relay no traffic: their role is not a transit role, or their `transit: false`."""
+        roles = self.routing_settings.transit_roles
+        by_role = [r.role.value for r in relays if r.role.value not in roles]
+        override = [r.name for r in relays if r.role.value in roles]
+        parts = []
+        if by_role:
+            names = [_ROLE_PLURAL.get(role, role + "s") for role in dict.fromkeys(by_role)]
+            listed = f"routing.transit_roles: {', '.join(roles)}" if roles else "routing.transit_roles is empty"
+            parts.append(f"{' and '.join(names)} do not carry transit traffic ({listed})")
+        if override:
+            parts.append(f"{', '.join(override[:5])} {'has' if len(override) == 1 else 'have'} transit: false")
+        return "; ".join(parts)
 
     def link(self, i: int, item: yaml.Node) -> Link:
         path = f"links[{i}]"

@@ -97,6 +97,7 @@ def clos_params(draw: st.DrawFn) -> ClosParams:
         ovs_base_port=draw(st.none() | st.just(16000)),
         rest_base_port=draw(st.none() | st.just(9000)),
         timers=draw(st.sampled_from([(), (("nd_interval_ms", 20.0), ("nd_dead_ms", 70.0))])),
+        external=draw(st.booleans()),
     )
 
 

@@ -177,7 +177,8 @@ def test_ecmp_and_transit_options() -> None:
     text = edit("    role: spine\n", "    role: spine\n    hash_basis: 0\n    transit: false\n")
     text = edit('  - {a: "tor-2:1", b: "spine-1:2"}', '  - {a: "tor-2:1", b: "spine-1:2", capacity: 2.5}', text)
     text = edit("name: t\n", "name: t\nrouting: {transit_roles: [tor]}\n", text)
-    g = parse_fabric(text)
+    # a spine that may not relay must not be the only way between the racks (proto.transit): cable them too
+    g = parse_fabric(text + '  - {a: "tor-1:2", b: "tor-2:2"}\n')
     assert g.switch("spine-1").hash_basis == 0 and not g.switch("spine-1").transit  # explicit beats the role
     assert g.switch("tor-1").transit and g.routing.transit_roles == ("tor",)
     assert g.links[1].capacity == 2.5 and g.links[0].capacity is None
@@ -290,7 +291,8 @@ name:    t
         ("name: t\n", "name: t\ntimers: {keepalive_ms: 101}\n"),
         ('  - {a: "tor-2:1", b: "spine-1:2"}', '  - {a: "tor-2:1", b: "spine-1:2", capacity: 40}'),
         ("    role: spine\n", "    role: spine\n    hash_basis: 7\n"),
-        ("    role: spine\n", "    role: spine\n    transit: false\n"),
+        ("    loopback: 10.255.0.2/32\n", "    loopback: 10.255.0.2/32\n    transit: true\n"),   # (a lone spine
+        # with transit: false would be the racks' only relay: refused, proto.transit)
         ("name: t\n", "name: t\nrouting: {transit_roles: [spine]}\n"),
     ],
 )

@@ -9,6 +9,7 @@ The reference enumerates every simple path; the route computer must agree, fully
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from client.routes import RouteComputer
 from proto.config import Distribution, Endpoint, Fabric, Link, LsdSettings, Role, Security, Switch, Timers
 from proto.lsd import LinkState
+from proto.transit import relay_costs, transit_gap
 from tests.fakes import build_clos, switch_mac
 
 UP, DOWN, DRAINED, DRAINED_DOWN = (int(LinkState.UP), int(LinkState.DOWN), int(LinkState.DRAINED),
@@ -231,3 +233,60 @@ def test_drained_spine_is_reachable_but_relays_nothing() -> None:
     assert {via[p] for p in routes[IPv4Network("10.1.0.0/24")]} == {"spine-0-1"}
     assert {via[p] for p in routes[fabric.switch("spine-0-0").loopback]} == {"spine-0-0"}
     assert rc.drained_switches == {"spine-0-0"} and not rc.relays("spine-0-0") and rc.relays("spine-0-1")
+
+
+# ---------------------------------------------------------------------------------- the config check's rule
+
+
+def origin_fabric(rng: random.Random) -> Fabric:
+    """`irregular_fabric`, but each origin of traffic with a prefix of its own (borders too, and sometimes an
+    agg or a spine), and sometimes a ToR without one: so that every pair's best path can be told apart."""
+    fabric = irregular_fabric(rng)
+    switches = []
+    for i, sw in enumerate(fabric.switches):
+        prefixes: tuple[IPv4Network, ...] = ()
+        if sw.role is Role.TOR and rng.random() < 0.85:
+            prefixes = (IPv4Network(f"10.{i}.0.0/24"),)
+        elif sw.role is Role.BORDER:
+            prefixes = (IPv4Network(f"192.0.2.{i}/32"),)
+        elif rng.random() < 0.15:
+            prefixes = (IPv4Network(f"172.16.{i}.0/24"),)
+        switches.append(dataclasses.replace(sw, prefixes=prefixes))
+    return dataclasses.replace(fabric, switches=tuple(switches))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1))
+def test_the_config_check_refuses_exactly_what_the_route_computation_relays_by_last_resort(seed: int) -> None:
+    """proto.transit.transit_gap (the config check) against the routes' reference: with every link up, a ToR
+    with a prefix whose best path to another origin (any ToR's, border's, other prefix) has a non-transit relay
+    is a gap, and only such pairs are (borders and other non-ToRs among themselves do not count)."""
+    rng = random.Random(seed)
+    fabric = origin_fabric(rng)
+    index = {sw.name: i for i, sw in enumerate(fabric.switches)}
+    ends = [(index[lk.a.switch], index[lk.b.switch]) for lk in fabric.links]
+    up = bytes([UP]) * len(fabric.links)
+    origins = [sw for sw in fabric.switches if sw.prefixes]
+    bad: set[frozenset[str]] = set()
+    for x in origins:
+        if x.role is not Role.TOR:
+            continue
+        costs = brute_force_costs(fabric, x.name, up)[1]
+        for y in origins:
+            if y is not x and (y.prefixes[0] not in costs or costs[y.prefixes[0]][0] > 0):
+                bad.add(frozenset((x.name, y.name)))
+    gap = transit_gap(fabric.switches, ends)
+    assert (gap is None) == (not bad), (gap, bad)
+    if gap is not None:
+        pair = frozenset((fabric.switches[gap.switch].name, fabric.switches[gap.other].name))
+        assert pair in bad
+        relays = {fabric.switches[i] for i in gap.relays}
+        assert all(not r.transit for r in relays) and not {r.name for r in relays} & pair
+
+
+def test_the_route_computer_and_the_config_check_share_the_relay_rule() -> None:
+    assert relay_costs([True, False, True, False], 9, drained=[2], src=1) == [0, 0, 9, 9]
+    fabric = build_clos(pods=1, tors=2, aggs=1, spines_per_plane=1)
+    rc = RouteComputer(fabric, "tor-0-0")
+    assert rc._penalties(frozenset()) == relay_costs([sw.transit for sw in fabric.switches], rc.penalty,
+                                                     src=rc.src)

@@ -1,0 +1,191 @@
+"""proto/config.py: addresses that clash across the fabric, and racks that only a non-transit relay joins
+(helper's finding: `firepath config check` passed an eBGP peer on a host's IP, a master on a loopback, and a
+ToR cabled only to another ToR). Already refused before, and tested in tests/test_config.py: a host outside
+its ToR's prefixes, two hosts with one IP, a loopback inside a ToR prefix, overlapping internal prefixes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proto import cli
+from proto.clos import ClosParams, clos_fabric
+from proto.config import parse_fabric
+from tests.test_config import BASE, edit, expect_error
+from tests.test_config_reach import with_tor_3
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# BASE (tests/test_config.py) with an eBGP border cabled to spine-1: its peers line is 32
+BORDER = edit("links:\n", """\
+  - name: b1
+    id: 9
+    role: border
+    loopback: 10.255.0.9/32
+    prefixes: [0.0.0.0/0]
+    bgp:
+      local_as: 64512
+      peers:
+        - {address: 100.64.0.2, peer_as: 65000, port: 7, local_address: 100.64.0.1/30}
+links:
+  - {a: "b1:1", b: "spine-1:9"}
+""")
+PEERING = "address: 100.64.0.2, peer_as: 65000, port: 7, local_address: 100.64.0.1/30"
+OUTSIDE = "an eBGP peering is outside the fabric, not on its prefixes, loopbacks or hosts"
+CPN = "masters are on the control-plane network, outside the fabric's prefixes, loopbacks and hosts"
+
+
+def peering(address: str, local: str) -> str:
+    return edit(PEERING, f"address: {address}, peer_as: 65000, port: 7, local_address: {local}", BORDER)
+
+
+# ----------------------------------------------------------------------------------------- eBGP peers
+
+
+@pytest.mark.parametrize(("address", "local", "field", "problem"), [
+    ("10.1.0.10", "10.1.0.9/30", "address",
+     "eBGP peer address 10.1.0.10 of border b1 is the IP of host h1 of tor tor-1 (line 16)"),
+    ("10.2.0.200", "10.2.0.201/30", "address", "eBGP peer address 10.2.0.200 of border b1 lies inside 10.2.0.0/24 "
+                                               "of tor-2 (line 21)"),
+    ("10.255.0.3", "10.255.0.2/30", "address",
+     "eBGP peer address 10.255.0.3 of border b1 is the loopback 10.255.0.3 of tor-2 (line 20)"),
+    ("10.1.1.1", "10.1.0.254/23", "local_address",
+     "eBGP local address 10.1.0.254 of border b1 lies inside 10.1.0.0/24 of tor-1 (line 14)"),
+    ("10.255.0.0", "10.255.0.1/31", "local_address",
+     "eBGP local address 10.255.0.1 of border b1 is the loopback 10.255.0.1 of spine-1 (line 9)"),
+    ("10.255.0.5", "10.255.0.6/29", "local_address",
+     "the eBGP peer subnet 10.255.0.0/29 of border b1 contains the loopback 10.255.0.1 of spine-1 (line 9)"),
+])
+def test_an_ebgp_peering_on_a_fabric_address_is_refused(address: str, local: str, field: str, problem: str) -> None:
+    expect_error(peering(address, local), 32, f"switches[3].bgp.peers[0].{field}", f"{problem}: {OUTSIDE}")
+
+
+def test_an_ebgp_peering_outside_the_fabric_loads() -> None:
+    assert parse_fabric(BORDER).switch("b1").bgp is not None
+    assert parse_fabric(peering("10.9.0.2", "10.9.0.1/30")).switch("b1").bgp is not None  # 10/8, no one's prefix
+
+
+# ----------------------------------------------------------------------------------------- masters
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    ("10.1.0.10", "master address 10.1.0.10 is the IP of host h1 of tor tor-1 (line 16)"),
+    ("10.2.0.77", "master address 10.2.0.77 lies inside 10.2.0.0/24 of tor-2 (line 21)"),
+    ("10.255.0.1", "master address 10.255.0.1 is the loopback 10.255.0.1 of spine-1 (line 9)"),
+])
+def test_a_master_on_a_fabric_address_is_refused(address: str, problem: str) -> None:
+    expect_error(edit("address: 127.0.0.1", f"address: {address}"), 4, "masters[0].address", f"{problem}: {CPN}")
+
+
+def test_masters_on_loopback_or_the_control_network_load() -> None:
+    assert str(parse_fabric(BASE).masters[0].address) == "127.0.0.1"          # the lab's
+    assert str(parse_fabric(edit("address: 127.0.0.1", "address: 10.9.0.1")).masters[0].address) == "10.9.0.1"
+
+
+def test_the_generator_refuses_a_master_or_peering_it_would_put_on_a_fabric_address() -> None:
+    with pytest.raises(ValueError, match="master_address 10.0.1.5 is a fabric address"):
+        ClosParams(master_address="10.0.1.5")
+    with pytest.raises(ValueError, match="overlaps the borders' eBGP links"):
+        ClosParams(base_prefix="100.64.0.0/16", border_pods=1, external=True)
+    assert clos_fabric(master_address="10.200.0.1").masters[0].address.packed == bytes([10, 200, 0, 1])
+
+
+# ----------------------------------------------------------------------------------------- transit
+
+TOR_3_VIA_TOR_2 = ("tor tor-3 has no path to tor tor-1 (line 10) through switches that carry transit traffic: it "
+                   "reaches the fabric only through tor-2, and ToRs do not carry transit traffic "
+                   "(routing.transit_roles: agg, spine); the route computation relays through such a switch only "
+                   "as a last resort: cable tor-3 to a transit switch or set transit: true on tor-2")
+
+
+def test_a_tor_cabled_only_to_another_tor_is_refused() -> None:
+    e = expect_error(with_tor_3('  - {a: "tor-3:1", b: "tor-2:2"}\n'), 24, "switches[3]", "")
+    assert e.problem == TOR_3_VIA_TOR_2
+    twice = with_tor_3('  - {a: "tor-3:1", b: "tor-2:2"}\n  - {a: "tor-3:2", b: "tor-2:3"}\n')
+    assert expect_error(twice, 24, "switches[3]", "").problem == TOR_3_VIA_TOR_2   # parallel cables change nothing
+
+
+def test_a_tor_behind_a_border_is_refused() -> None:
+    text = with_tor_3('  - {a: "tor-3:1", b: "b1:2"}\n').replace(
+        "links:\n", "  - {name: b1, id: 9, role: border, prefixes: [0.0.0.0/0]}\nlinks:\n", 1) + \
+        '  - {a: "b1:1", b: "spine-1:9"}\n'
+    expect_error(text, 24, "switches[3]", "tor tor-3 has no path to tor tor-1 (line 10) through switches that carry "
+                                          "transit traffic: it reaches the fabric only through b1, and borders do "
+                                          "not carry transit traffic")
+
+
+def test_a_spine_joined_to_the_fabric_only_through_a_tor_is_refused() -> None:
+    # tor-3 -- spine-2 -- tor-2 -- spine-1 -- tor-1: from tor-3 to tor-1, tor-2 must relay
+    text = with_tor_3('  - {a: "tor-3:1", b: "spine-2:1"}\n  - {a: "tor-2:2", b: "spine-2:2"}\n').replace(
+        "links:\n", "  - {name: spine-2, id: 5, role: spine}\nlinks:\n", 1)
+    expect_error(text, 24, "switches[3]", "tor tor-3 has no path to tor tor-1 (line 10) through switches that carry "
+                                          "transit traffic: the two are joined only through tor-2, and ToRs do not "
+                                          "carry transit traffic (routing.transit_roles: agg, spine)")
+
+
+def test_a_chain_of_non_transit_relays_is_refused() -> None:
+    # tor-3 -- spine-2 -- tor-4 -- tor-2 -- spine-1 -- tor-1: no single relay joins them (tor-4 has no prefix)
+    text = with_tor_3('  - {a: "tor-3:1", b: "spine-2:1"}\n  - {a: "tor-4:1", b: "spine-2:2"}\n'
+                      '  - {a: "tor-4:2", b: "tor-2:2"}\n').replace(
+        "links:\n", "  - {name: spine-2, id: 5, role: spine}\n  - {name: tor-4, id: 6, role: tor}\nlinks:\n", 1)
+    expect_error(text, 24, "switches[3]", "the two are joined only through chains of switches that do not carry "
+                                          "transit traffic; the route computation relays through such a switch "
+                                          "only as a last resort: cable tor-3 to a transit switch")
+
+
+def test_a_lone_spine_with_transit_false_is_refused() -> None:
+    expect_error(edit("    role: spine\n", "    role: spine\n    transit: false\n"), 18, "switches[2]",
+                 "tor tor-2 has no path to tor tor-1 (line 11) through switches that carry transit traffic: it reaches "
+                 "the fabric only through spine-1, and spine-1 has transit: false")
+
+
+def test_no_transit_role_at_all_is_refused() -> None:
+    expect_error(edit("name: t\n", "name: t\nrouting: {transit_roles: []}\n"), 18, "switches[2]",
+                 "spines do not carry transit traffic (routing.transit_roles is empty)")
+
+
+def test_config_check_refuses_a_leaf_cabled_only_to_another_leaf(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/leafspine.yaml with leaf-4 moved from the spines to leaf-3."""
+    example = ROOT / "examples" / "leafspine.yaml"
+    text = example.read_text()
+    text = "".join(line for line in text.splitlines(True) if '"leaf-4:' not in line)
+    text += '  - {a: "leaf-4:1", b: "leaf-3:3"}\n'
+    cfg = tmp_path / "fabric.yaml"
+    cfg.write_text(text)
+    (tmp_path / "test-only-insecure.key").write_bytes((example.parent / "test-only-insecure.key").read_bytes())
+    assert cli.main(["config", "check", str(cfg)]) == 1
+    out, err = capsys.readouterr()
+    line = text.splitlines().index("  - name: leaf-4") + 1
+    assert out == "" and err.startswith(f"{cfg}:{line}: switches[5]: tor leaf-4 has no path to tor leaf-1 (line ")
+    assert "it reaches the fabric only through leaf-3, and ToRs do not carry transit traffic" in err
+
+
+def test_irregular_fabrics_with_transit_paths_load() -> None:
+    single = parse_fabric(with_tor_3('  - {a: "tor-3:1", b: "spine-1:3"}\n'))             # single-homed ToR
+    assert single.links_of("tor-3") == (0,)
+    parallel = parse_fabric(with_tor_3('  - {a: "tor-3:1", b: "spine-1:3"}\n  - {a: "tor-3:2", b: "spine-1:4"}\n'))
+    assert parallel.links_of("tor-3") == (0, 1)
+    # a ToR-ToR cable next to the uplinks is fine: the racks still meet at the spine
+    extra = parse_fabric(with_tor_3('  - {a: "tor-3:1", b: "spine-1:3"}\n  - {a: "tor-3:2", b: "tor-2:2"}\n'))
+    assert len(extra.links) == 4
+    # the operator lets tor-2 relay: tor-3 behind it is then a design, not a miscabling
+    relay = with_tor_3('  - {a: "tor-3:1", b: "tor-2:2"}\n').replace(
+        "    loopback: 10.255.0.3/32\n", "    loopback: 10.255.0.3/32\n    transit: true\n")
+    assert parse_fabric(relay).switch("tor-2").transit
+    assert parse_fabric(BORDER).switch("b1").bgp is not None                            # a border on the spine
+
+
+def test_two_racks_cabled_to_each_other_alone_load() -> None:
+    two = BASE.split("  - name: spine-1\n")[0] + (
+        "  - {name: tor-1, id: 2, role: tor, prefixes: [10.1.0.0/24]}\n"
+        "  - {name: tor-2, id: 3, role: tor, prefixes: [10.2.0.0/24]}\n"
+        "links:\n  - {a: \"tor-1:1\", b: \"tor-2:1\"}\n  - {a: \"tor-1:2\", b: \"tor-2:2\"}\n")
+    assert len(parse_fabric(two).links) == 2
+
+
+def test_borders_of_different_planes_need_no_transit_path_between_them() -> None:
+    """border-1-1 (plane 1) and border-1-2 (plane 2) meet only through ToRs; borders exchange no traffic."""
+    f = clos_fabric(spines=4, planes=2, pods=2, aggs_per_pod=2, tors_per_pod=2, border_pods=1, external=True)
+    assert {s.name for s in f.switches if s.role.value == "border"} == {"border-1-1", "border-1-2"}
