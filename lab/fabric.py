@@ -61,6 +61,7 @@ from lab.ovs import OvsInstance, ovs_missing
 from lab.pyenv import python_env, set_group_nice
 from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, nd_load_warning, oam_load_warning
 from lab.zygote import socket_of
+from proto.transit import transit_warning
 
 __all__ = ["ADMIN_TOKEN", "CLIENT_CPN_BASE", "CLIENT_RESTART_HOLD_S", "LAB_DEFAULT_TIMERS", "ND_CPU_BUDGET",
            "ND_FRAME_COST_S", "OVS_BASE_PORT", "REST_BASE_PORT", "LabPorts", "client_cpn_address", "generate_config",
@@ -240,7 +241,7 @@ class Lab:
                     f"switch(es) without one")
             if ports.assigned_rest and len(ports.assigned_rest) < len(fabric.switches):
                 log(f"assigned REST ports {REST_BASE_PORT}+id to {len(ports.assigned_rest)} switch(es) without one")
-            for warning in (nd_load_warning(fabric), oam_load_warning(fabric)):
+            for warning in (nd_load_warning(fabric), oam_load_warning(fabric), transit_warning(fabric)):
                 if warning:
                     log(f"warning: {warning}")
             if external_masters:

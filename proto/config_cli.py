@@ -122,6 +122,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     roles = Counter(s.role for s in fabric.switches)
     per_role = ", ".join(f"{role.value} {roles[role]}" for role in Role)
+    from proto.transit import transit_warning
+
+    transit = transit_warning(fabric)
+    if transit:
+        print(f"{fabric.source}: warning: {transit}", file=sys.stderr)
     print(f"fabric:   {fabric.name} ({fabric.source})")
     print(f"switches: {len(fabric.switches)} ({per_role})")
     print(f"links:    {len(fabric.links)}")

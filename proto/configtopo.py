@@ -1,6 +1,6 @@
 """The topology part of the config loader: switches (hosts, prefixes, eBGP), links and their endpoints,
 checked as they are read (ports used once, prefixes not overlapping, peers consistent), then as a whole
-(every switch cabled to the fabric, transit-free paths between the racks: proto.transit)."""
+(every switch cabled to the fabric; proto.transit warns of racks joined only by a non-transit relay)."""
 
 
 import bisect
@@ -30,7 +30,6 @@ from proto.fabricmodel import (
     Switch,
     default_hash_basis,
 )
-from proto.transit import transit_gap
 
 _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
@@ -49,7 +48,6 @@ _HOST_KEYS = ("name", "port", "ip", "mac")
 _LINK_KEYS = ("a", "b", "weight", "capacity")
 MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
 _ROLES = {r.value: r for r in Role}
-_ROLE_PLURAL = {"tor": "ToRs", "border": "borders", "agg": "aggs", "spine": "spines"}
 
 
 class TopologyReader(NodeReader):
@@ -422,7 +420,7 @@ class TopologyReader(NodeReader):
 
         A switch with no link is unreachable, and so are its hosts and prefixes; two parts with no link
         between them are two fabrics under one name (one master set, one LSD) whose ToRs cannot reach each
-        other's. Routing policy (transit roles) is `check_transit`'s: this is the cabling, the least any
+        other's. Routing policy (transit roles) is `proto.transit.transit_warning`'s: this is the cabling, the least any
         routing needs. A one-switch fabric needs no link. `links_node`: the `links:` value, or the
         document when the key is absent (then `links` is empty). One union-find pass, O(links).
         """
@@ -472,44 +470,6 @@ class TopologyReader(NodeReader):
                         f"switch {switches[cut].name} is cut off from the rest of the fabric: its links connect "
                         f"only {len(part)} switch(es) ({names}), none of the other {n - len(part)} (such as "
                         f"{first.name}, line {self.switch_line[first.name]}): link the parts")
-
-    def check_transit(self, switches: tuple[Switch, ...], ends: list[tuple[int, int]]) -> None:
-        """With every link up, each ToR originating prefixes must reach every other switch originating prefixes
-        over a path whose switches in between all carry transit traffic: the rule of the route computation
-        (proto.transit), which relays through a ToR, a border or a `transit: false` switch only as a last
-        resort. ConfigError at the switch to fix, naming the other end and the relays. `ends`: from
-        check_connected (the cabling is connected)."""
-        gap = transit_gap(switches, ends)
-        if gap is None:
-            return
-        sw, other = switches[gap.switch], switches[gap.other]
-        relays = [switches[i] for i in gap.relays]
-        shown = ", ".join(r.name for r in relays[:5]) + (f" and {len(relays) - 5} more" if len(relays) > 5 else "")
-        if gap.stranded and relays:
-            why = f"it reaches the fabric only through {shown}, and {self.no_transit(relays)}"
-        elif relays:
-            why = f"the two are joined only through {shown}, and {self.no_transit(relays)}"
-        else:
-            why = "the two are joined only through chains of switches that do not carry transit traffic"
-        fix = f"cable {sw.name} to a transit switch" + (f" or set transit: true on {relays[0].name}" if relays else "")
-        raise self.fail(self.switch_nodes[gap.switch], f"switches[{gap.switch}]",
-                        f"{sw.role} {sw.name} has no path to {other.role} {other.name} (line "
-                        f"{self.switch_line[other.name]}) through switches that carry transit traffic: {why}; "
-                        f"the route computation relays through such a switch only as a last resort: {fix}")
-
-    def no_transit(self, relays: list[Switch]) -> str:
-        """Why these switches relay no traffic: their role is not a transit role, or their `transit: false`."""
-        roles = self.routing_settings.transit_roles
-        by_role = [r.role.value for r in relays if r.role.value not in roles]
-        override = [r.name for r in relays if r.role.value in roles]
-        parts = []
-        if by_role:
-            names = [_ROLE_PLURAL.get(role, role + "s") for role in dict.fromkeys(by_role)]
-            listed = f"routing.transit_roles: {', '.join(roles)}" if roles else "routing.transit_roles is empty"
-            parts.append(f"{' and '.join(names)} do not carry transit traffic ({listed})")
-        if override:
-            parts.append(f"{', '.join(override[:5])} {'has' if len(override) == 1 else 'have'} transit: false")
-        return "; ".join(parts)
 
     def link(self, i: int, item: yaml.Node) -> Link:
         path = f"links[{i}]"

@@ -8,10 +8,11 @@ last resort: leaving it costs a penalty larger than any path (`relay_costs`), so
 uses a path through it only when no path through transit switches alone exists. A switch always sends
 its own traffic.
 
-The config check (`transit_gap`) asks, with every link up and nothing drained, that each ToR originating
-prefixes reach every other switch originating prefixes (ToRs, borders, any other role with `prefixes`)
-over a path whose switches in between all relay freely: a config whose healthy fabric needs the last
-resort (a ToR cabled only to another ToR) sends a rack's traffic through another rack's uplinks by design.
+The config check (`transit_gap`, `transit_warning`) asks, with every link up and nothing drained, that each
+ToR originating prefixes reach every other switch originating prefixes (ToRs, borders, any other role with
+`prefixes`) over a path whose switches in between all relay freely: a config whose healthy fabric needs
+the last resort (a ToR cabled only to another ToR) sends a rack's traffic through another rack's uplinks by
+design. It works (the route computation uses the last resort), so it is a warning, not a refusal.
 Borders need not reach each other (they exchange no traffic), nor do the loopbacks need transit-free paths
 (on a multi-plane Clos an agg reaches another plane's aggs only through ToRs).
 """
@@ -21,12 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from proto.fabricmodel import Switch
 
-__all__ = ["TransitGap", "relay_costs", "transit_gap"]
+__all__ = ["TransitGap", "relay_costs", "transit_gap", "transit_warning"]
+
+_ROLE_PLURAL = {"tor": "ToRs", "border": "borders", "agg": "aggs", "spine": "spines"}
 
 
 def relay_costs(transit: Sequence[bool], penalty: int, drained: Iterable[int] = (),
@@ -149,3 +152,41 @@ def _explain(x: int, y: int, parts: dict[int, set[int]], free: list[bool], ends:
     stranded = not free[x] and not touched[x]
     relays = tuple(sorted(neighbours)) if stranded else tuple(sorted(near[x] & near[y]))
     return TransitGap(x, y, stranded, relays)
+
+
+def transit_warning(fabric: Any) -> str | None:
+    """Why the healthy `fabric` needs the route computation's last resort (see `transit_gap`): the switch to
+    fix, the other end, the relays and the fix; None when it does not."""
+    switches = fabric.switches
+    index = {s.name: i for i, s in enumerate(switches)}
+    gap = transit_gap(switches, [(index[k.a.switch], index[k.b.switch]) for k in fabric.links])
+    if gap is None:
+        return None
+    sw, other = switches[gap.switch], switches[gap.other]
+    relays = [switches[i] for i in gap.relays]
+    shown = ", ".join(r.name for r in relays[:5]) + (f" and {len(relays) - 5} more" if len(relays) > 5 else "")
+    roles = fabric.routing.transit_roles
+    if gap.stranded and relays:
+        why = f"it reaches the fabric only through {shown}, and {_no_transit(relays, roles)}"
+    elif relays:
+        why = f"the two are joined only through {shown}, and {_no_transit(relays, roles)}"
+    else:
+        why = "the two are joined only through chains of switches that do not carry transit traffic"
+    fix = f"cable {sw.name} to a transit switch" + (f" or set transit: true on {relays[0].name}" if relays else "")
+    return (f"{sw.role.value} {sw.name} has no path to {other.role.value} {other.name} through switches that "
+            f"carry transit traffic: {why}; the route computation relays through such a switch only as a last "
+            f"resort (so their traffic shares that switch's links): {fix}")
+
+
+def _no_transit(relays: list[Any], roles: Sequence[str]) -> str:
+    """Why these switches relay no traffic: their role is not a transit role, or their `transit: false`."""
+    by_role = [r.role.value for r in relays if r.role.value not in roles]
+    override = [r.name for r in relays if r.role.value in roles]
+    parts = []
+    if by_role:
+        names = [_ROLE_PLURAL.get(role, role + "s") for role in dict.fromkeys(by_role)]
+        listed = f"routing.transit_roles: {', '.join(roles)}" if roles else "routing.transit_roles is empty"
+        parts.append(f"{' and '.join(names)} do not carry transit traffic ({listed})")
+    if override:
+        parts.append(f"{', '.join(override[:5])} {'has' if len(override) == 1 else 'have'} transit: false")
+    return "; ".join(parts)
