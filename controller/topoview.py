@@ -24,6 +24,7 @@ from typing import Any
 
 from proto.config import Fabric
 from proto.config import Role as SwitchRole
+from proto.disjoint import DisjointSets
 from proto.lsd import LinkState
 from proto.messages import PortStatus
 
@@ -85,22 +86,13 @@ class FabricView:
 
 def _components(n: int, edges: list[tuple[int, int]], keep: Callable[[int], bool]) -> list[list[int]]:
     """Connected components (sorted member lists, ordered by smallest member) of the kept vertices."""
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    sets = DisjointSets(n)
     for a, b in edges:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
+        sets.union(a, b)
     comps: dict[int, list[int]] = {}
     for v in range(n):
         if keep(v):
-            comps.setdefault(find(v), []).append(v)
+            comps.setdefault(sets.find(v), []).append(v)
     return sorted(comps.values(), key=lambda c: c[0])
 
 

@@ -16,6 +16,7 @@ from proto.configyaml import (
     NodeReader,
     _line,
 )
+from proto.disjoint import DisjointSets
 from proto.fabricmodel import (
     MAX_BGP_PEERS,
     MAX_HASH_BASIS,
@@ -413,10 +414,9 @@ class TopologyReader(NodeReader):
                                     f"switch {end.switch} has more than {MAX_FABRIC_PORTS} fabric ports: its "
                                     f"report of them would not fit one datagram")
 
-    def check_connected(self, switches: tuple[Switch, ...], links: tuple[Link, ...],
-                        links_node: yaml.Node) -> list[tuple[int, int]]:
+    def check_connected(self, switches: tuple[Switch, ...], links: tuple[Link, ...], links_node: yaml.Node) -> None:
         """Every switch must reach every other over `links:`: ConfigError otherwise, at the first switch (in
-        file order) that cannot be reached, naming why. Returns each link's two switch positions.
+        file order) that cannot be reached, naming why.
 
         A switch with no link is unreachable, and so are its hosts and prefixes; two parts with no link
         between them are two fabrics under one name (one master set, one LSD) whose ToRs cannot reach each
@@ -426,30 +426,21 @@ class TopologyReader(NodeReader):
         """
         n = len(switches)
         if n < 2:
-            return []
+            return
         if not links:
             raise self.fail(links_node, "links", f"{n} switches and no link between them: a switch reaches the "
                                                  f"others only over fabric links (only a one-switch fabric has none)")
         index = {s.name: i for i, s in enumerate(switches)}
-        parent = list(range(n))
+        sets = DisjointSets(n)
+        find = sets.find
         linked = [False] * n
-
-        def find(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]         # path halving
-                x = parent[x]
-            return x
-
         parts = n
-        ends = [(index[link.a.switch], index[link.b.switch]) for link in links]
-        for a, b in ends:
+        for link in links:
+            a, b = index[link.a.switch], index[link.b.switch]
             linked[a] = linked[b] = True
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[ra] = rb
-                parts -= 1
+            parts -= sets.union(a, b)
         if parts == 1:
-            return ends
+            return
         for i, ok in enumerate(linked):
             if not ok:
                 sw = switches[i]

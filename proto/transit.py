@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import TYPE_CHECKING, Any
 
+from proto.disjoint import DisjointSets
+
 if TYPE_CHECKING:
     from proto.fabricmodel import Switch
 
@@ -66,13 +68,8 @@ def transit_gap(switches: Sequence[Switch], ends: Sequence[tuple[int, int]]) -> 
     Clos has a handful); a failure costs one more pass over the links."""
     n = len(switches)
     free = [c == 0 for c in relay_costs([bool(s.transit) for s in switches], 1)]
-    parent = list(range(n))
-
-    def find(x: int) -> int:
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
+    sets = DisjointSets(n)
+    find = sets.find
 
     origins = [i for i, s in enumerate(switches) if s.prefixes or s.role.value == "border"]
     is_origin = bytearray(n)
@@ -83,9 +80,7 @@ def transit_gap(switches: Sequence[Switch], ends: Sequence[tuple[int, int]]) -> 
     for a, b in ends:
         fa, fb = free[a], free[b]
         if fa and fb:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[ra] = rb
+            sets.union(a, b)
         elif fa:
             if is_origin[b]:
                 fixed.append((b, a))
