@@ -173,13 +173,13 @@ def test_master_process_with_scripted_clients(master: Master) -> None:
         assert master.request("POST", "/v1/drain", b"not json", TOKEN)[0] == 400
         status, body = master.request("POST", "/v1/drain", {"link": link}, TOKEN)
         assert status == 200 and body["links"] == [link]
-        lsd = converge(fleet, master, want | {link: "drained"})
+        lsd = converge(fleet, master, want | {link: "drained_down"})           # a link drain: out of use
         status, body = master.request("POST", "/v1/drain", {"switch": "spine-1"}, TOKEN)
         assert status == 200 and len(body["links"]) == 4
         spine1 = {n: "drained" for n in names if "spine-1:" in n}
         # the one that is down (step 2) is drained and failed: never used, still part of spine-1's drain
         spine1["leaf-1:1-spine-1:1"] = "drained_down"
-        converge(fleet, master, want | {link: "drained"} | spine1)
+        converge(fleet, master, want | {link: "drained_down"} | spine1)
         assert master.request("DELETE", "/v1/drain", {"switch": "spine-1"}, TOKEN)[0] == 200
         assert master.request("DELETE", "/v1/drain", {"link": link}, TOKEN)[0] == 200
         lsd = converge(fleet, master, want)

@@ -31,18 +31,18 @@ op = st.one_of(
 
 
 def model_state(i: int, views: dict[str, tuple[set[int], float]], drained: set[int], now: float,
-                current: LinkState) -> LinkState:
+                current: LinkState, alone: set[int] = frozenset()) -> LinkState:
     """Issue #16: DOWN on a live end saying not usable; UP when both live ends say usable; a silent end
     (no report, or none for switch_dead) is no evidence: the link keeps its state (a lifted drain: DOWN). A
     drain wins over UP and silence (DRAINED), not over a live end saying not usable (DRAINED_DOWN, kept
-    while an end is silent)."""
+    while an end is silent); a link drained on its own (`alone`) is always DRAINED_DOWN (out of use)."""
     link = FABRIC.links[i]
     ends = []
     for end in (link.a, link.b):
         view = views.get(end.switch)
         ends.append(None if view is None or now - view[1] >= DEAD else end.port in view[0])
     if i in drained:
-        if False in ends or (None in ends and current == LinkState.DRAINED_DOWN):
+        if i in alone or False in ends or (None in ends and current == LinkState.DRAINED_DOWN):
             return LinkState.DRAINED_DOWN
         return LinkState.DRAINED
     if False in ends:
@@ -118,7 +118,7 @@ def test_lsd_matches_model_and_lossy_client_converges(ops: list, seed: int) -> N
         client.receive(acts, now)
         # a link is drained while its own drain or a drain of one of its switches is in force
         in_force = drained | {i for sw in drained_switches for i in FABRIC.links_of(sw)}
-        model = [model_state(i, views, in_force, now, model[i]) for i in range(N)]
+        model = [model_state(i, views, in_force, now, model[i], drained) for i in range(N)]
         assert model == list(core.link_states())
     # losses stop; leaf-1 keeps reporting so it stays alive; within a few keepalives it holds the LSD
     client.loss = 0.0
