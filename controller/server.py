@@ -709,7 +709,7 @@ class MasterServer:
         from proto.config import ConfigError
         from proto.keyroll import keys_for_reload
 
-        keys = keys_for_reload(self.codec.keys, nxt, self.core.fabric.digest)
+        keys = keys_for_reload(self.codec.keys, nxt, self.core.fabric.digest, self.fabric.source)
         if keys is not None:
             try:
                 keys.check_usable_by(self.core.id, master=True)

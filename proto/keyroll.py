@@ -121,24 +121,34 @@ def reload_keys(codec: Any, path: str | Path) -> KeySet:
     return keys
 
 
-def keys_for_reload(held: KeySet, nxt: Fabric, running_digest: str) -> KeySet | None:
+def keys_for_reload(held: KeySet, nxt: Fabric, running_digest: str,
+                    running_file: str | Path | None = None) -> KeySet | None:
     """The key set a node holding `held` swaps in when it reloads the config `nxt` (issue #21); None: keep
     `held` (the file names the same set).
 
     Keys change only with a reload of the running config (`nxt.digest == running_digest`: a key-only change,
-    one step of the key rollover). A reload of another config (a master preparing a rollout, a client moving
-    to the next config) must name the set held now: the nodes still on the running config sign and verify
-    with it until they move, so a master swapping keys at prepare would cut every switch off (and an abort
-    would not bring the old set back). Such a file is refused: ConfigError naming `security` (file:line),
-    nothing changes. Reading the file's key files may raise AuthError (named)."""
+    one step of the key rollover) from the running config's own file (`running_file`, when given: a copy
+    elsewhere reads its key files from its own directory, i.e. other keys, and a rollout of it reports
+    "unchanged" — tester: every switch cut off). A reload of another config (a master preparing a rollout, a
+    client moving to the next config) must name the set held now: the nodes still on the running config
+    sign and verify with it until they move, so a master swapping keys at prepare would cut every switch
+    off (and an abort would not bring the old set back). Such a file is refused: ConfigError naming
+    `security` (file:line), nothing changes. Reading the file's key files may raise AuthError (named)."""
     keys = KeySet.from_security(nxt.security)
     if keys.same_as(held):
         return None
-    if nxt.digest == running_digest:
-        return keys
     now, there = _words(held.status()), _words(keys.status())
     what = (f"the same key ids ({now}) with other key material" if now == there
             else f"{there} here, {now} held now")
+    if nxt.digest == running_digest:
+        if running_file is None or Path(nxt.source).resolve() == Path(running_file).resolve():
+            return keys
+        files = ", ".join(dict.fromkeys(str(r.file) for r in nxt.security.key_refs()))
+        raise ConfigError(nxt.source, line_of(nxt.source, "security"), "security",
+                          f"the running config from another file than {running_file}, naming another key set "
+                          f"({what}; its key files, read from its own directory: {files}): keys change only by "
+                          f"reloading the running config's own file (SIGHUP, POST /v1/reload, `firepath lab "
+                          f"reload all`), never by a rollout")
     raise ConfigError(nxt.source, line_of(nxt.source, "security"), "security",
                       f"another config (digest {nxt.digest[:12]}...) naming another key set ({what}): a rollout "
                       f"does not change keys, the switches still on the running config sign and verify with the "

@@ -181,3 +181,35 @@ def test_lab_reload_of_a_moved_master_names_the_field_not_a_raw_dict(tmp_path: P
     assert "m2: no answer on REST port 6902 (Connection refused)" in msg, msg
     assert "URLError" not in msg and "{" not in msg and posted == []
     assert describe_masters(states) == "m1: backup (term 2), m2: no answer (Connection refused)"
+
+
+def test_the_running_config_copied_elsewhere_never_changes_keys(tmp_path: Path) -> None:
+    """Tester (HIGH): the lab's fabric.yaml copied to another directory (its key_file then names another
+    secret) and rolled out: every master said "unchanged", swapped its keys in and every switch went
+    fail-static. A same-digest file changes keys only when it is the running config's own file."""
+    from proto.auth import KeySet, write_secret_file
+    from proto.keyroll import keys_for_reload
+
+    write_secret_file(tmp_path / "fabric.key")
+    cur = tmp_path / "f.yaml"
+    cur.write_text(_text())
+    other = tmp_path / "copy"
+    other.mkdir()
+    copy = other / "f.yaml"
+    copy.write_text(_text())
+    write_secret_file(other / "fabric.key")                             # another secret under key id 1
+    running, nxt = load_fabric(cur), load_fabric(copy)
+    assert nxt.digest == running.digest
+    held = KeySet.from_security(running.security)
+    with pytest.raises(ConfigError, match=r"the running config from another file than .*f\.yaml, naming another key "
+                                          r"set \(the same key ids .* with other key material; its key files, read "
+                                          r"from its own directory: .*copy/fabric\.key\): keys change only by "
+                                          r"reloading the running config's own file"):
+        keys_for_reload(held, nxt, running.digest, running.source)
+    proc = _rollout_cli(str(copy), "--config", str(cur))                  # refused before contacting anyone
+    assert proc.returncode == 2 and "copy/f.yaml:" in proc.stderr and ": security: " in proc.stderr, proc.stderr
+    # the running file itself, edited to the other secret: a key-only change, swapped in
+    (tmp_path / "fabric.key").unlink()
+    write_secret_file(tmp_path / "fabric.key")
+    assert keys_for_reload(held, load_fabric(cur), running.digest, running.source) is not None
+    assert keys_for_reload(held, load_fabric(copy), running.digest) is not None   # a client's own file: no path check

@@ -107,11 +107,11 @@ def check_next(running: Fabric, nxt: Fabric) -> None:
     from proto.config import ConfigError, line_of
     from proto.keyroll import keys_for_reload
 
-    if nxt.digest == running.digest:
-        return                          # a key-only change, or nothing: the masters say which
     try:
-        check_compatible(running, nxt)
-        keys_for_reload(KeySet.from_security(running.security), nxt, running.digest)
+        if nxt.digest != running.digest:
+            check_compatible(running, nxt)
+        # the same config from the running file is a key-only change, or nothing: the masters say which
+        keys_for_reload(KeySet.from_security(running.security), nxt, running.digest, running.source)
     except IncompatibleConfig as e:
         raise OpsError(USAGE, str(ConfigError(e.source, line_of(e.source, e.field), e.field, e.problem))) from None
     except ValueError as e:             # ConfigError, AuthError (a key file): named
