@@ -7,7 +7,8 @@ ports whose link lies on *some* shortest path to it (ECMP; parallel links count 
 Destinations are every other switch's originated prefixes and loopback; border switches originate
 their configured external prefixes (0.0.0.0/0 when they list none). A prefix originated by several
 switches (anycast, e.g. the default route of several borders) is routed towards the nearest origins:
-the union of their next hops at the minimum distance.
+the union of their next hops at the minimum distance — among the origins not drained, while one of those
+is reachable (draining a border moves its share of the default route to the others).
 The own switch's prefixes are not routed through the fabric at all (local delivery is the OpenFlow
 plan's job). Unreachable prefixes are absent from the table — never black-holed.
 
@@ -600,7 +601,14 @@ class RouteComputer:
         self._routes = routes
 
     def _multi_mask(self, org: tuple[int, ...]) -> int:
-        dist, mask = self._dist, self._mask
+        """Next hops of a prefix several switches originate: towards the nearest origins — the nearest of
+        those not drained while one is reachable (a drained border's default route must move to the other
+        borders: soft drain keeps a drained switch reachable, not preferred)."""
+        dist, mask, drained = self._dist, self._mask, self._drained
+        if drained:
+            live = tuple(o for o in org if o not in drained and dist[o] != _INF)
+            if live:
+                org = live
         best = min(dist[o] for o in org)
         if best == _INF:
             return 0

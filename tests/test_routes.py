@@ -89,7 +89,7 @@ def reference_routes(fabric: Fabric, switch: str, states: bytes) -> dict[IPv4Net
     """Local link l = (switch, v, w) is an ECMP next hop towards origin o iff w + d(v, o) is the minimum
     over the switch's links (the switch itself pays no penalty for sending its own traffic)."""
     names, d = all_pairs(fabric, states)
-    usable, _drained = usable_links(fabric, states)
+    usable, drained = usable_links(fabric, states)
     hops: list[tuple[int, int, int]] = []  # (port, peer index, weight)
     for li in fabric.links_of(switch):
         link = fabric.links[li]
@@ -102,7 +102,10 @@ def reference_routes(fabric: Fabric, switch: str, states: bytes) -> dict[IPv4Net
         if switch in orgs:
             continue
         cost = {o: min((w + d[v][names[o]] for _p, v, w in hops), default=INF) for o in orgs}
-        best = min(cost.values())
+        live = [o for o in orgs if o not in drained and cost[o] != INF]      # anycast: drained origins last
+        if live and len(orgs) > 1:
+            orgs = live
+        best = min(cost[o] for o in orgs)
         if best == INF:
             continue
         ports = {p for o in orgs if cost[o] == best for p, v, w in hops if w + d[v][names[o]] == best}
@@ -360,3 +363,28 @@ def test_link_usable_follows_the_soft_drain() -> None:
     prefix = next(p for p in routes if str(p) == str(fabric.switch("tor-0-1").prefixes[0]))
     port = next(e.port for e in (fabric.links[other].a, fabric.links[other].b) if e.switch == "agg-0-1")
     assert routes[prefix] == {port}
+
+
+def test_a_drained_border_gives_its_default_route_share_to_the_other_borders() -> None:
+    """Tester: draining a border moved none of its egress traffic (the soft drain keeps a drained switch's own
+    prefixes routed to it, and a border's is the default route). An anycast prefix goes to the nearest origins
+    not drained while one is reachable; to a drained one only when it is the last."""
+    fabric = build_clos(borders=2)
+    default = IPv4Network("0.0.0.0/0")
+    rc = RouteComputer(fabric, "tor-0-0")
+    spine = next(sw.name for sw in fabric.switches if sw.role is Role.SPINE)
+    spine_rc = RouteComputer(fabric, spine)
+    states = bytearray(all_up(fabric))
+    to_border = {b: {p for p in fabric.fabric_ports(spine) if fabric.peer_of(spine, p).switch == b}
+                 for b in ("border-0", "border-1")}
+    assert all(to_border.values())
+    assert spine_rc.compute(bytes(states))[default] == to_border["border-0"] | to_border["border-1"]
+    rc.compute(bytes(states))
+    for li in fabric.links_of("border-0"):
+        states[li] = DRAINED
+    assert spine_rc.compute(bytes(states))[default] == to_border["border-1"]
+    rc.update(bytes(states), fabric.links_of("border-0"))                 # the incremental path agrees
+    assert rc.routes[default] == reference_routes(fabric, "tor-0-0", bytes(states))[default]
+    for li in fabric.links_of("border-1"):                  # border-1 cut off: the drained one is the last way out
+        states[li] = DOWN
+    assert spine_rc.compute(bytes(states))[default] == to_border["border-0"]

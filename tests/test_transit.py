@@ -124,6 +124,9 @@ def brute_force_costs(
         reached = [best[o] for o in orgs if o in best]
         if not reached:
             continue
+        live = [best[o] for o in orgs if o in best and o not in drained]    # anycast: drained origins last
+        if live and len(orgs) > 1:
+            reached = live
         cost = min(c for c, _p in reached)
         routes[prefix] = frozenset(p for c, ports in reached if c == cost for p in ports)
         costs[prefix] = cost
