@@ -19,7 +19,8 @@ Queries every configured master (its configured address and rest_port) for `/v1/
 A client is behind when it says it holds or has programmed less than the master's version (read from it),
 or else when it confirmed a lag or the master has not even sent it its current version.
 Exit status: 0 when exactly one master serves and no alive client is behind; 1 otherwise (no master,
-several masters, clients behind); 2 on a bad config or option. `--json` prints everything gathered.
+several masters, clients behind); 2 on a bad config or option; 3 when no master answered (unreachable
+from here: nothing is known). `--json` prints everything gathered.
 `--lab NAME` is a local `firepath lab` (its config and network namespace), as for the operator commands.
 """
 
@@ -135,6 +136,11 @@ def _client_version(c: dict[str, Any], term: Any) -> int | None:
     return max(known) if known else None
 
 
+def answered(state: dict[str, Any]) -> bool:
+    """Whether any master answered its LSD version (else nothing is known: exit 3, like the other commands)."""
+    return any(isinstance(row.get("version"), dict) for row in state["masters"].values())
+
+
 def healthy(state: dict[str, Any]) -> bool:
     c = state["clients"]
     return state["leader"] is not None and c is not None and not c["behind"]
@@ -163,8 +169,12 @@ def render(state: dict[str, Any]) -> str:
     lines.append("")
     if state["leader"] is None:
         n = len(state["serving"])
-        lines.append("NO MASTER SERVING: clients forward on their last LSD (fail-static)" if n == 0
-                     else f"SEVERAL MASTERS SERVING: {', '.join(state['serving'])}")
+        if not answered(state):
+            lines.append("NO MASTER ANSWERED from here: whether one serves is unknown (run where the masters' "
+                         "addresses are reachable: --netns NS, or --lab NAME for a lab)")
+        else:
+            lines.append("NO MASTER SERVING: clients forward on their last LSD (fail-static)" if n == 0
+                         else f"SEVERAL MASTERS SERVING: {', '.join(state['serving'])}")
         return "\n".join(lines)
     c = state["clients"]
     if c is None:
@@ -224,4 +234,4 @@ def run(args: argparse.Namespace) -> int:
               f"this version serving there?", file=sys.stderr)
         return 3
     print(text)
-    return 0 if ok else 1
+    return 0 if ok else 1 if answered(state) else 3

@@ -259,6 +259,19 @@ def cmd_miscable(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_masters_back(lab: Any, ids: list[str], timeout: float) -> str | None:
+    """Bounded wait until every master in `ids` answers its REST as master or backup; None, or what is not."""
+    from lab.fabric import wait_until
+
+    def role(mid: str) -> str:
+        s = lab.master_states().get(mid)
+        return str(s.get("role", "?")).lower() if isinstance(s, dict) else "no answer"
+
+    if wait_until(lambda: all(role(m) in ("master", "backup") for m in ids), timeout, 0.05):
+        return None
+    return "restarted master(s) not back: " + ", ".join(f"{m} {role(m)}" for m in ids)
+
+
 def cmd_heal(args: argparse.Namespace) -> int:
     from lab import inject
 
@@ -275,6 +288,10 @@ def cmd_heal(args: argparse.Namespace) -> int:
             t0 = time.monotonic()
             ok = lab.wait_converged(args.wait)
             problem = None if ok else lab.convergence_problem()
+            restarted = [str(f.get("id")) for f in undone if f.get("kind") == "master"]
+            if ok and restarted:      # tester: "converged" while a restarted master did not answer yet
+                problem = _wait_masters_back(lab, restarted, max(0.0, args.wait - (time.monotonic() - t0)))
+                ok = problem is None
             external = bool(lab.fabric.external_slots)
             if ok and external:         # --external: converged only once the eBGP sessions are back too
                 problem = bgp.wait_ready(lab, max(0.0, args.wait - (time.monotonic() - t0)))

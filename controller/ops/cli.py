@@ -258,8 +258,10 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
     impact = drain_impact(fabric, states, links, alone=kind == "link")
     refused = bool(impact.disconnected) and not args.force
     report = _impact_json(fabric, impact, lsd, mid)
-    # every link of the target drained in the LSD already: the drain would change no link (at most its note)
-    drained = bool(links) and all(states[i] in (LinkState.DRAINED, LinkState.DRAINED_DOWN) for i in links)
+    # every link of the target drained in the LSD already as this drain would leave it: no link would change
+    # (at most its note). A link drain takes a link of a drained switch (DRAINED) out of use: that changes it.
+    done = (LinkState.DRAINED_DOWN,) if kind == "link" else (LinkState.DRAINED, LinkState.DRAINED_DOWN)
+    drained = bool(links) and all(states[i] in done for i in links)
     if args.dry_run or refused:
         if args.json:
             _print_json({"dry_run": args.dry_run, "refused": refused, "target": {"kind": kind, "name": name},
@@ -394,10 +396,11 @@ def cmd_lsd(args: argparse.Namespace, fabric: Any) -> int:
         _print_json(answer)
         return OK
     links = answer.get("links", {})
-    counts = {s: sum(1 for v in links.values() if v == s) for s in ("up", "down", "drained")}
+    counts = {s: sum(1 for v in links.values() if v == s) for s in ("up", "down", "drained", "drained_down")}
     scope = "full" if answer.get("full") else f"changes since version {answer.get('since')}"
     print(f"LSD version {answer.get('version')} (term {answer.get('term')}, master {mid}), {scope}: "
-          f"{len(links)} link(s): {counts['up']} up, {counts['down']} down, {counts['drained']} drained")
+          f"{len(links)} link(s): {counts['up']} up, {counts['down']} down, {counts['drained']} drained"
+          + (f", {counts['drained_down']} drained and out of use" if counts["drained_down"] else ""))
     if answer.get("reason"):
         print(f"  ({answer['reason']})")
     shown = [(n, s) for n, s in links.items() if args.all or s != "up" or args.since is not None]
