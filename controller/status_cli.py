@@ -234,4 +234,8 @@ def run(args: argparse.Namespace) -> int:
               f"this version serving there?", file=sys.stderr)
         return 3
     print(text)
-    return 0 if ok else 1 if answered(state) else 3
+    if not answered(state):
+        errors = sorted({str(row.get("error", "no version")) for row in state["masters"].values()})
+        print(f"firepath status: no master answered from here ({'; '.join(errors)[:300]})", file=sys.stderr)
+        return 3
+    return 0 if ok else 1
