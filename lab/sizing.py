@@ -71,7 +71,10 @@ def oam_load_warning(fabric: Any) -> str | None:
 
 def nd_load_warning(fabric: Any, cores: int | None = None) -> str | None:
     """A warning when software ND at the fabric's `nd_interval` needs more CPU than this machine can give
-    it (ND_CPU_BUDGET of its cores at ND_FRAME_COST_S per frame), with timers that would fit; else None."""
+    it (ND_CPU_BUDGET of its cores at ND_FRAME_COST_S per frame), with timers that would fit; else None.
+    None with `liveness: oam` (ovs-vswitchd's CFM is the heartbeat; ND runs at the identity cadence)."""
+    if getattr(fabric, "liveness", "nd") == "oam":
+        return None
     cores = cores or os.cpu_count() or 1
     links = len(fabric.links)
     interval = fabric.timers.nd_interval

@@ -53,7 +53,7 @@ def test_port_ranges():
 
 def test_nd_timers_that_cannot_be_sustained_are_warned_about_with_timers_that_fit():
     # The case: an 11-switch 3-tier fabric at the default ND 10/30 ms on a 2-core machine.
-    fast = clos_fabric(pods=2, aggs_per_pod=2, tors_per_pod=2, spines=2, border_pods=1, masters=1)
+    fast = clos_fabric(pods=2, aggs_per_pod=2, tors_per_pod=2, spines=2, border_pods=1, masters=1, liveness="nd")
     warning = nd_load_warning(fast, cores=2)
     assert warning is not None and "ND every 10 ms" in warning and "nd_interval_ms:" in warning
     fit = int(warning.split("nd_interval_ms: ")[1].split(",")[0])
@@ -61,6 +61,10 @@ def test_nd_timers_that_cannot_be_sustained_are_warned_about_with_timers_that_fi
     # The lab's defaults on the 2-spine x 4-leaf fabric fit.
     lab_timers = clos_fabric(pods=0, leaves=4, spines=2, masters=1, timers=LAB_DEFAULT_TIMERS)
     assert nd_load_warning(lab_timers, cores=2) is None
+    # With OAM (the default) CFM is the heartbeat and ND only checks identity: no ND warning (tester: it said
+    # links would flap while ND ran once a second)
+    assert nd_load_warning(clos_fabric(pods=2, aggs_per_pod=2, tors_per_pod=2, spines=2, border_pods=1,
+                                       masters=1), cores=2) is None
 
 
 def test_cfm_interval_is_sized_to_the_fabric_with_a_warning(tmp_path):
