@@ -162,12 +162,19 @@ def test_a_reload_naming_a_switch_key_bundle_is_a_400_and_changes_nothing(tmp_pa
 
     async def body(server: MasterServer, c: TestClient) -> None:
         KeyRing.load(tmp_path / "fabric.key").bundle_for_switch("leaf-1").save_bundle(tmp_path / "leaf-1.keys")
+        keys = server.codec.keys
+        # another file naming it: refused as a key change from another file than the running one
         nxt = tmp_path / "bundled.yaml"
         nxt.write_text((tmp_path / "f.yaml").read_text().replace('key_file: "fabric.key"', 'key_file: "leaf-1.keys"'))
-        keys = server.codec.keys
         r = await c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH)
         err = (await r.json())["error"]
-        assert r.status == 400 and "key bundle of switch 'leaf-1'" in err and "bundled.yaml:" in err, err
+        assert r.status == 400 and "from another file than" in err and "bundled.yaml:" in err, err
+        # the running file itself edited to name it (a key-only change): refused as a switch's bundle
+        running = tmp_path / "f.yaml"
+        running.write_text(nxt.read_text())
+        r = await c.post("/v1/rollout/prepare", json={"config": str(running)}, headers=AUTH)
+        err = (await r.json())["error"]
+        assert r.status == 400 and "key bundle of switch 'leaf-1'" in err and "f.yaml:" in err, err
         assert server.codec.keys is keys and (await (await c.get("/v1/rollout")).json())["phase"] == "idle"
 
     run(tmp_path, body)
