@@ -187,7 +187,8 @@ def test_a_fresh_switch_gets_its_nd_punt_before_any_lsd(setup):
     assert next_hops(fabric, driver) == {1, 2} and punted(driver, 1)
 
 
-def test_a_restarted_client_without_lsd_leaves_the_switch_alone(fabric):
+def programmed_table(fabric) -> FakeOFTable:
+    """The table a first programmer process left after programming LSD version 1 (then it stopped)."""
     first = FakeDriver()
     prog = Programmer(fabric, "leaf-1", first)  # type: ignore[arg-type]
     first.programmer = prog
@@ -198,15 +199,25 @@ def test_a_restarted_client_without_lsd_leaves_the_switch_alone(fabric):
         wait_for(lambda: prog.programmed_version == 1)
     finally:
         prog.stop()
-    # Routes installed, and one fabric port's punt flow lost (an operator's del-flows, say).
-    first.table.flows = {k: f for k, f in first.table.flows.items() if not (f.priority == 65535 and
-                                                                             ("in_port", 2) in f.match)}
-    assert not punted(first, 2)
-    second = FakeDriver()
-    second.table = first.table
-    restarted = Programmer(fabric, "leaf-1", second)  # type: ignore[arg-type]
-    second.programmer = restarted
+    return first.table
+
+
+def restarted_on(fabric, table: FakeOFTable) -> tuple[FakeDriver, Programmer]:
+    """A new programmer process (started) on a switch that kept `table` (fail_mode=secure keeps the flows)."""
+    driver = FakeDriver()
+    driver.table = table
+    restarted = Programmer(fabric, "leaf-1", driver)  # type: ignore[arg-type]
+    driver.programmer = restarted
     restarted.start()
+    return driver, restarted
+
+
+def test_a_restarted_client_without_lsd_leaves_the_switch_alone(fabric):
+    table = programmed_table(fabric)
+    # Routes installed, and one fabric port's punt flow lost (an operator's del-flows, say).
+    table.flows = {k: f for k, f in table.flows.items() if not (f.priority == 65535 and ("in_port", 2) in f.match)}
+    second, restarted = restarted_on(fabric, table)
+    assert not punted(second, 2)
     try:
         restarted.on_connected()
         wait_for(lambda: punted(second, 2))
@@ -262,22 +273,8 @@ def test_reconnect_reconciles_without_touching_a_correct_switch(setup):
 
 
 def test_a_restarted_client_adopts_the_installed_state(fabric):
-    first = FakeDriver()
-    prog = Programmer(fabric, "leaf-1", first)  # type: ignore[arg-type]
-    first.programmer = prog
-    prog.start()
-    try:
-        prog.on_connected()
-        prog.on_lsd(lsd(fabric, 1, full=True))
-        wait_for(lambda: prog.programmed_version == 1)
-    finally:
-        prog.stop()
     # A new process finds the switch programmed (same table, fail_mode=secure kept the flows).
-    second = FakeDriver()
-    second.table = first.table
-    restarted = Programmer(fabric, "leaf-1", second)  # type: ignore[arg-type]
-    second.programmer = restarted
-    restarted.start()
+    second, restarted = restarted_on(fabric, programmed_table(fabric))
     try:
         restarted.on_connected()
         restarted.on_lsd(lsd(fabric, 1, full=True))
