@@ -459,7 +459,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         changes = self.deriver.changes(idx, states, now)
         out.extend(self.damper.observe(idx, states, changes, now, switch))
         if cause != "guard" and (changes or self.guard.held):
-            cache: dict[str, bool] = {}
+            cache: dict[tuple[str, bool], bool] = {}
             out.extend(self.guard.filter(changes, states, self.lsd.states,
                                          lambda i: self._corroborated(i, now, cache), idx, now))
         if changes:
@@ -496,27 +496,28 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
     def end_batch(self) -> None:
         self._batch = None
 
-    def _corroborated(self, index: int, now: float, cache: dict[str, bool]) -> bool:
+    def _corroborated(self, index: int, now: float, cache: dict[tuple[str, bool], bool]) -> bool:
         """A link-down is corroborated (controller.guard) when both ends are live and say not usable, or
-        one says so and the other end's switch is corroborated down (`_switch_down`) — silent, or still
-        live on a last report that says usable: a switch whose client died a moment before its links lost
-        carrier (a power loss) is live for `switch_dead` more on that stale word, and every neighbour
-        that says otherwise is a witness against it."""
+        one says so and the other end's switch is corroborated down (`_switch_down`): silent, or still live
+        on a last report that says usable while every neighbour has lost carrier to it — a power loss, whose
+        client died a moment before its links went dark, is live for `switch_dead` more on that stale word.
+        (Without carrier loss a live switch's word stands: a whole tier reporting its links down wrongly
+        must not take the healthy tier above it out.)"""
         a, b = self.deriver.evidence(index, now)
         if a == "down" and b == "down":
             return True
         link = self.fabric.links[index]
-        if a == "down":
-            return self._switch_down(link.b.switch, now, cache)
+        if a == "down" and b != "down":
+            return self._switch_down(link.b.switch, now, cache, dark=b == "up")
         if b == "down":
-            return self._switch_down(link.a.switch, now, cache)
+            return self._switch_down(link.a.switch, now, cache, dark=a == "up")
         return False
 
-    def _switch_down(self, switch: str, now: float, cache: dict[str, bool]) -> bool:
+    def _switch_down(self, switch: str, now: float, cache: dict[tuple[str, bool], bool], dark: bool = False) -> bool:
         """A switch is corroborated down when at least two of its neighbours are live and every live
-        neighbour reports its link to it not usable (independent witnesses, none contradicting), whatever
-        the switch itself last said: its own word is the one in doubt."""
-        hit = cache.get(switch)
+        neighbour reports its link to it not usable (independent witnesses, none contradicting) — and, with
+        `dark` (the switch itself is live and says usable), without carrier: only hardware can outvote it."""
+        hit = cache.get((switch, dark))
         if hit is not None:
             return hit
         witnesses = 0
@@ -524,13 +525,14 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         for j in self._links_of[switch]:
             link = self.fabric.links[j]
             ev_a, ev_b = self.deriver.evidence(j, now)
+            far = link.b if link.a.switch == switch else link.a
             ev = ev_b if link.a.switch == switch else ev_a
-            if ev == "up":
+            if ev == "up" or (dark and ev == "down" and not self.deriver.dark(far.switch, far.port, now)):
                 verdict = False
                 break
             if ev == "down":
                 witnesses += 1
-        cache[switch] = verdict = verdict and witnesses >= 2
+        cache[(switch, dark)] = verdict = verdict and witnesses >= 2
         return verdict
 
     # ============================================================================ drastic-change guard
@@ -683,6 +685,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
             # the report waited in our queue while the snapshot went out (a cold start's retransmission).
             self.dist.on_request(peer, r.term, -1, self.lsd.version, now, arrived)
         usable_ports = frozenset(ps.port for ps in r.ports if ps.usable)
+        dark = [ps.port for ps in r.ports if not ps.phy]
         if self.rollout.next is not None and r.digest == self.rollout.next.digest:
             self._next_usable[sender] = (usable_ports, r.report_seq, now)
         else:
@@ -691,11 +694,11 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
                 and sender not in self._slots_of and view.usable == usable_ports & self.deriver.fabric_ports(sender)):
             # issue #18: a refresh or retransmission of what a live switch already says changes no derivation
             # (its links depend on its view and its neighbours', not on when it was heard): O(1), not O(links)
-            self.deriver.set_report(sender, usable_ports, r.report_seq, now)
+            self.deriver.set_report(sender, usable_ports, r.report_seq, now, dark)
             n_changes = 0
         else:
             if sender in self._links_of:             # a switch only in the next config has no link yet
-                self.deriver.set_report(sender, usable_ports, r.report_seq, now)
+                self.deriver.set_report(sender, usable_ports, r.report_seq, now, dark)
             n_changes = self._rederive(self._links_of.get(sender, ()), now, "report", out,
                                        self._external(sender, r.external), switch=sender)
         self._maybe_release(now)

@@ -44,6 +44,7 @@ class SwitchView:
     usable: frozenset[int]          # fabric ports the switch reports usable
     reported_at: float
     report_seq: int
+    dark: frozenset[int] = frozenset()   # fabric ports it reports without carrier (PHY down)
 
 
 class LinkStateDeriver:
@@ -68,10 +69,13 @@ class LinkStateDeriver:
     def fabric_ports(self, switch: str) -> frozenset[int]:
         return self._fabric_ports[switch]
 
-    def set_report(self, switch: str, usable_ports: Iterable[int], report_seq: int, now: float) -> None:
-        """Replace `switch`'s view. Ports that are not fabric ports of the switch are ignored."""
-        ports = frozenset(usable_ports) & self._fabric_ports[switch]
-        self.views[switch] = SwitchView(ports, now, report_seq)
+    def set_report(self, switch: str, usable_ports: Iterable[int], report_seq: int, now: float,
+                   dark: Iterable[int] = ()) -> None:
+        """Replace `switch`'s view (`dark`: the ports it reports without carrier). Ports that are not fabric
+        ports of the switch are ignored."""
+        mine = self._fabric_ports[switch]
+        ports = frozenset(usable_ports) & mine
+        self.views[switch] = SwitchView(ports, now, report_seq, frozenset(dark) & mine if dark else frozenset())
         heapq.heappush(self._expiry, (now + self.switch_dead, switch))
 
     def start_mastership(self, now: float) -> None:
@@ -105,6 +109,11 @@ class LinkStateDeriver:
         if view is None or now - self._last_heard(view) >= self.switch_dead:
             return "unknown"
         return "up" if port in view.usable else "down"
+
+    def dark(self, switch: str, port: int, now: float) -> bool:
+        """Whether live `switch` reports `port` without carrier (its PHY is down: the far end is dark)."""
+        view = self.views.get(switch)
+        return view is not None and now - self._last_heard(view) < self.switch_dead and port in view.dark
 
     def evidence(self, index: int, now: float) -> tuple[str, str]:
         """The two ends' evidence about link `index`: ('up'|'down'|'unknown', same) for ends a, b."""

@@ -168,3 +168,19 @@ def test_one_neighbour_contradicting_keeps_the_switch_not_corroborated(fabric: F
         keep = set(fabric.fabric_ports(leaf)) - ports_to(fabric, leaf, "spine-1")
         core.handle(leaf, report(fabric, leaf, usable=keep, seq=2), 0.5 + i * 0.01)
     assert len(down_links(core)) == 2 and len(core.guard_held()) == 1
+
+
+def test_a_live_switch_is_not_outvoted_without_carrier_loss(fabric: Fabric) -> None:
+    """The other side of the power-loss rule: all four leaves say their link to spine-1 is unusable while
+    their carrier stays up (an ND or liveness failure — or a bug of the whole leaf tier) and spine-1, live,
+    says usable. Only hardware (carrier loss at every neighbour) outvotes a live switch's word: beyond the
+    budget these downs are held, so a tier that reports wrongly cannot take the tier above it out."""
+    from proto.messages import PortReport, PortStatus
+
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    for i, leaf in enumerate(("leaf-1", "leaf-2", "leaf-3", "leaf-4")):
+        cut = ports_to(fabric, leaf, "spine-1")
+        ports = tuple(PortStatus(p, True, p not in cut, p not in cut, True, False) for p in fabric.fabric_ports(leaf))
+        core.handle(leaf, PortReport(leaf, fabric.digest, 2, 1, ports), 0.5 + i * 0.01)
+    assert len(down_links(core)) == 2 and len(core.guard_held()) == 2
