@@ -5,9 +5,10 @@ version) passes through `filter()` first. A link the batch takes from UP to DOWN
 
 - **corroborated** (the core's `corroborated(index, now)`, see `controller.core`): both ends are live and
   report the port not usable; or one end says so and the other end's switch is *corroborated down* — at
-  least two of its neighbours are live and every live neighbour reports its link to it not usable, whether
-  that switch is silent or still live on a last report saying usable (its client died just before its
-  links lost carrier: a power loss). Independent switches say so: published at once and never counted; or
+  least two of its neighbours are live and every live neighbour reports its link to it not usable — the
+  switch silent, or still live on a last report saying usable while all those neighbours lost carrier to
+  it (its client died just before its links went dark: a power loss). Independent switches say so:
+  published at once and never counted; or
 - **uncorroborated**: a single live witness (the other end silent or saying usable, without such
   agreement of its neighbours). These are counted: if the distinct links taken down without corroboration within
   `window`, with the ones already held and this batch's, would exceed `down_share` of the fabric's links — or would
