@@ -313,7 +313,8 @@ class ClientCore:
                     log.debug("oam port=%d state=%s", action.port, action.state)
             elif isinstance(action, PortChanged):
                 ports_changed = True
-                urgent = urgent or action.usable_changed or action.status.miscabled_by is not None
+                urgent = (urgent or action.usable_changed or action.phy_changed
+                          or action.status.miscabled_by is not None)
                 st = action.status
                 log.info(kv("port_state", port=action.port, usable=st.usable, phy=st.phy,
                             live=self.ports.live(action.port), nd=st.nd, admin=st.admin, damped=st.damped,

@@ -50,12 +50,15 @@ __all__ = ["PortChanged", "PortTable", "PortView"]
 
 @dataclass(frozen=True, slots=True)
 class PortChanged:
-    """A field of `port`'s reported status changed. `usable_changed`: the usable bit itself flipped."""
+    """A field of `port`'s reported status changed. `usable_changed`: the usable bit itself flipped;
+    `phy_changed`: the carrier did (news for the master's guard: only carrier loss at every neighbour
+    outvotes a live switch, controller.core)."""
 
     port: int
     usable: bool
     usable_changed: bool
     status: PortStatus
+    phy_changed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,4 +311,4 @@ class PortTable:
         usable_changed = usable != old.usable
         if usable_changed:
             p.since = now
-        out.append(PortChanged(p.port, usable, usable_changed, status))
+        out.append(PortChanged(p.port, usable, usable_changed, status, status.phy != old.phy))

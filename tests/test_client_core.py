@@ -246,6 +246,21 @@ def test_usable_change_is_urgent_other_changes_wait_for_the_refresh(world):
     assert {p.port: (p.usable, p.admin) for p in report.ports}[2] == (False, False)
 
 
+def test_carrier_loss_of_an_unusable_port_is_reported_at_once(world):
+    """The master's guard outvotes a live switch only with carrier loss at every neighbour (a power loss):
+    a port already out of use (liveness lost first) that then loses its carrier is news, not a refresh."""
+    world.connect()
+    world.nd_up()
+    n = len(world.reports())
+    out = world.feed(world.core.on_port_status(1, False, world.clock.now, carrier=True))   # liveness lost
+    (report,) = world.reports(out)
+    assert {p.port: (p.usable, p.phy) for p in report.ports}[1] == (False, True)
+    out = world.feed(world.core.on_port_status(1, False, world.clock.now, carrier=False))  # then the carrier
+    (report,) = world.reports(out)
+    assert {p.port: (p.usable, p.phy) for p in report.ports}[1] == (False, False)
+    assert len(world.reports()) == n + 2
+
+
 def test_graceful_restart_sends_hold_frames_then_silences_nd(world):
     world.connect()
     world.nd_up()
