@@ -201,8 +201,9 @@ def fail_external(lab: Any, session: bool = False) -> dict[str, object]:
         raise BgpLabError("this lab has no eBGP border (lab up --border-pods N --external)")
     fault: dict[str, object] = {"kind": "external", "session": session}
     if any(f.get("kind") == "external" and f.get("session") == session for f in lab.state.faults):
+        from lab.report import heal_command
         raise BgpLabError("already injected: the outside " + ("dropped its sessions" if session else
-                          "withdrew the default") + " (undo with `firepath lab heal`)")
+                          "withdrew the default") + f" (undo with `{heal_command(lab.state.name)}`)")
     lab.state.faults.append(fault)
     lab.state.save()
     fault["at"] = time.monotonic()

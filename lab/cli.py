@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lab.report import describe_fault, format_status, ping_summary
+from lab.report import describe_fault, format_status, heal_command, ping_summary
 from lab.state import LabState, LabStateError, check_lab_name, default_dir, find_lab_dir, locked, not_found
 from proto.argtypes import ipv4_list, non_negative_float, non_negative_int, port, positive_float, positive_int
 
@@ -39,6 +39,10 @@ def _open(args: argparse.Namespace) -> Any:
     from lab.fabric import Lab
 
     return Lab.open(_found_dir(args))
+
+
+def _heal(args: argparse.Namespace) -> str:
+    return heal_command(getattr(args, "name", None) or "demo", getattr(args, "dir", None))
 
 
 def _err(msg: str) -> int:
@@ -202,7 +206,7 @@ def cmd_fail(args: argparse.Namespace) -> int:
         f = _mutate(args, lambda lab: inject.fail_cpn(lab, args.master, args.direction, args.switch))
     else:
         f = _mutate(args, lambda lab: inject.fail_switch(lab, args.switch))
-    print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
+    print(f"injected: {describe_fault(f)} (undo with `{_heal(args)}`)")
     if others:      # parallel links (tester: one of two failed without a word about the other)
         print(f"note: {args.a} and {args.b} name {len(others) + 1} links; this is the first not failed; the "
               f"other(s): {', '.join(others)} (name an end as SWITCH:PORT to pick one, or run the command again "
@@ -215,7 +219,7 @@ def cmd_kill(args: argparse.Namespace) -> int:
 
     f = _mutate(args, lambda lab: inject.kill_master(lab, args.id) if args.what == "master"
                 else inject.kill_client(lab, args.switch))
-    print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
+    print(f"injected: {describe_fault(f)} (undo with `{_heal(args)}`)")
     return 0
 
 
@@ -255,7 +259,7 @@ def cmd_miscable(args: argparse.Namespace) -> int:
     from lab import inject
 
     f = _mutate(args, lambda lab: inject.miscable(lab, args.a, args.b))
-    print(f"injected: {describe_fault(f)} (undo with `firepath lab heal`)")
+    print(f"injected: {describe_fault(f)} (undo with `{_heal(args)}`)")
     return 0
 
 

@@ -56,8 +56,8 @@ def _refuse_duplicate(lab: Lab, fault: dict[str, object], *fields: str) -> None:
     once, and a second record of the same fault made `lab heal` act twice and `lab status` list it twice."""
     for f in lab.state.faults:
         if f.get("kind") == fault["kind"] and all(f.get(k) == fault.get(k) for k in fields):
-            from lab.report import describe_fault
-            raise LabError(f"already injected: {describe_fault(f)} (undo with `firepath lab heal`)")
+            from lab.report import describe_fault, heal_command
+            raise LabError(f"already injected: {describe_fault(f)} (undo with `{heal_command(lab.state.name)}`)")
 
 
 def _no_master(lab: Lab, master_id: object) -> LabError:
@@ -134,8 +134,8 @@ def fail_link(lab: Lab, a: str, b: str, *, silent: bool = False) -> dict[str, ob
     ifaces = _link_ifaces(lab, link)
     for f in lab.state.faults:       # carrier loss and silent loss on one link: the second is not observable
         if f.get("kind") in ("link", "silent") and f.get("link") == link.index:
-            from lab.report import describe_fault
-            raise LabError(f"already injected on this link: {describe_fault(f)} (undo with `firepath lab heal`)")
+            from lab.report import describe_fault, heal_command
+            raise LabError(f"already injected on this link: {describe_fault(f)} (undo with `{heal_command(lab.state.name)}`)")
     if silent:
         table = f"fplab_{lab.state.name}_l{link.index}"
         fault: dict[str, object] = {"kind": "silent", "link": link.index, "name": link.name, "table": table,

@@ -163,7 +163,7 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
                 raise LabError(f"master {mid}: HTTP {status}: "
                                f"{ans.get('error') if isinstance(ans, dict) else ans}{hint}")
             if ans.get("keys") != keys:
-                raise LabError(f"master {mid}: holds key set {ans.get('keys')}, the file says {keys}")
+                raise LabError(f"master {mid}: holds key set {_keys(ans.get('keys'))}, the file says {_keys(keys)}")
             out["prepared"].append(mid)
             log(f"master {mid}: {ans['outcome']} (config {new.digest[:12]}...)")
         if added:
@@ -188,10 +188,10 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
                 raise LabError(f"switch {sw}: its client is not back on config {new.digest[:12]}... after "
                                f"{timeout:.0f}s (log: {rec.log})")
             out["reloaded"].append(sw)
-            log(f"switch {sw}: holds key set {keys} (config unchanged, no restart)" if keys_only else
+            log(f"switch {sw}: holds key set {_keys(keys)} (config unchanged, no restart)" if keys_only else
                 f"switch {sw}: restarted on config {new.digest[:12]}... in {time.monotonic() - t0:.1f}s")
         if target == "all" and keys_only:
-            log(f"config {new.digest[:12]}... unchanged: key set {keys} on every daemon, nothing to commit")
+            log(f"config {new.digest[:12]}... unchanged: key set {_keys(keys)} on every daemon, nothing to commit")
         elif target == "all":
             out["committed_version"], out["committed_at"] = _commit(lab, poster, new, token, timeout, log)
     finally:
@@ -219,6 +219,16 @@ def _key_status(fabric: Fabric) -> dict[str, Any]:
         return KeySet.from_security(fabric.security).status()
     except ValueError as e:                 # AuthError: a key file, named
         raise LabError(f"refused, nothing changed: {e}") from None
+
+
+def _keys(status: Any) -> str:
+    """A key set's status (KeySet.status()) in words, as the refusals name it; anything else as it is."""
+    from proto.keyroll import describe_keys
+
+    try:
+        return describe_keys(status)
+    except (KeyError, TypeError):
+        return repr(status)
 
 
 def _back(lab: Lab, switch: str, port: int, digest: str, heard: bool, keys: dict[str, Any]) -> bool:

@@ -107,6 +107,13 @@ def _master_border_lines(lab: Any, names: list[str]) -> list[str]:
     return out
 
 
+def heal_command(name: str = "demo", lab_dir: str | None = None) -> str:
+    """The command that undoes a fault of this lab (tester: the hints said `firepath lab heal` for every lab)."""
+    if lab_dir:
+        return f"firepath lab heal --dir {lab_dir}"
+    return "firepath lab heal" + ("" if name == "demo" else f" --name {name}")
+
+
 def describe_fault(f: dict[str, Any]) -> str:
     kind = f["kind"]
     if kind in ("link", "silent"):

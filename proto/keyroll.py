@@ -137,7 +137,7 @@ def keys_for_reload(held: KeySet, nxt: Fabric, running_digest: str,
     keys = KeySet.from_security(nxt.security)
     if keys.same_as(held):
         return None
-    now, there = _words(held.status()), _words(keys.status())
+    now, there = describe_keys(held.status()), describe_keys(keys.status())
     what = (f"the same key ids ({now}) with other key material" if now == there
             else f"{there} here, {now} held now")
     if nxt.digest == running_digest:
@@ -156,7 +156,7 @@ def keys_for_reload(held: KeySet, nxt: Fabric, running_digest: str,
                       f"config (README, key rollover)")
 
 
-def _words(status: dict[str, Any]) -> str:
+def describe_keys(status: dict[str, Any]) -> str:
     """KeySet.status() for a person: "send key 2, accepted 1,2, retired 3"."""
     out = f"send key {status['send_key']}, accepted {','.join(map(str, status['accepted']))}"
     return out + (f", retired {','.join(map(str, status['retired']))}" if status["retired"] else "")

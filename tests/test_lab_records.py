@@ -152,3 +152,16 @@ def test_a_client_with_nothing_programmed_or_no_master_is_not_ready() -> None:
     assert client_lacks({**ok, "connected": False}, [1, 2]) == "not connected to its switch"
     assert client_lacks({**ok, "ports": [{"port": 1, "usable": True}]}, [1, 2]).startswith("fabric ports not usable: 2")
     assert client_lacks(OSError("refused"), [1]).startswith("REST does not answer")
+
+
+def test_fault_hints_and_key_sets_are_written_for_the_lab_at_hand() -> None:
+    """Tester 2: every fault hint said `firepath lab heal` whatever the lab, and `lab reload` printed key sets
+    as Python dicts."""
+    from lab.reload import _keys
+    from lab.report import heal_command
+
+    assert heal_command() == "firepath lab heal" and heal_command("demo") == "firepath lab heal"
+    assert heal_command("u1") == "firepath lab heal --name u1"
+    assert heal_command("u1", "/srv/lab1") == "firepath lab heal --dir /srv/lab1"
+    assert _keys({"send_key": 2, "accepted": [1, 2], "retired": [3]}) == "send key 2, accepted 1,2, retired 3"
+    assert _keys(None) == "None"
