@@ -148,13 +148,13 @@ def healthy(state: dict[str, Any]) -> bool:
 
 def render(state: dict[str, Any]) -> str:
     lines = [f"fabric {state['fabric']}", ""]
-    header = f"{'master':<10} {'address':<21} {'role':<9} {'term':>6} {'version':>8} {'leader':<8} {'fmrp':<9} note"
+    header = f"{'master':<10} {'address':<21} {'role':<11} {'term':>6} {'version':>8} {'leader':<8} {'fmrp':<9} note"
     lines.append(header)
     for mid, row in state["masters"].items():
         addr = f"{row['address']}:{row['rest_port']}"
         v = row.get("version")
         if not isinstance(v, dict):
-            lines.append(f"{mid:<10} {addr:<21} {'down':<9} {'-':>6} {'-':>8} {'-':<8} {'-':<9} "
+            lines.append(f"{mid:<10} {addr:<21} {'unreachable':<11} {'-':>6} {'-':>8} {'-':<8} {'-':<9} "
                          f"{row.get('error', '')}")
             continue
         fmrp = "-"
@@ -164,7 +164,7 @@ def render(state: dict[str, Any]) -> str:
             if me is not None:
                 fmrp = str(me.get("state", "-"))
         note = "holding first LSD" if v.get("held") else ""
-        lines.append(f"{mid:<10} {addr:<21} {v['role']:<9} {v['term']:>6} {v['version']:>8} "
+        lines.append(f"{mid:<10} {addr:<21} {v['role']:<11} {v['term']:>6} {v['version']:>8} "
                      f"{str(v.get('leader') or '-'):<8} {fmrp:<9} {note}")
     lines.append("")
     if state["leader"] is None:

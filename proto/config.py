@@ -51,7 +51,8 @@ def load_fabric(path: str | Path) -> Fabric:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
         os.set_blocking(fd, True)
         with open(fd, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            st = os.fstat(f.fileno())
+            size = st.st_size
             if size > MAX_CONFIG_BYTES:
                 raise ConfigError(
                     source, None, "", f"config is {size:,} bytes, over the limit of {MAX_CONFIG_BYTES:,}"
@@ -59,6 +60,9 @@ def load_fabric(path: str | Path) -> Fabric:
             raw = f.read(MAX_CONFIG_BYTES + 1)
         if len(raw) > MAX_CONFIG_BYTES:  # grew while read, or not a regular file
             raise ConfigError(source, None, "", f"config is over the limit of {MAX_CONFIG_BYTES:,} bytes")
+        if not raw and not stat.S_ISREG(st.st_mode):   # tester: a FIFO nobody writes read as "empty document"
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode) else "not a file"
+            raise ConfigError(source, None, "", f"cannot read config: {kind} that gave no data, not a regular file")
         text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as e:         # the path is named once, by the error's file
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)

@@ -195,3 +195,21 @@ def test_borders_of_different_planes_need_no_transit_path_between_them() -> None
     """border-1-1 (plane 1) and border-1-2 (plane 2) meet only through ToRs; borders exchange no traffic."""
     f = clos_fabric(spines=4, planes=2, pods=2, aggs_per_pod=2, tors_per_pod=2, border_pods=1, external=True)
     assert {s.name for s in f.switches if s.role.value == "border"} == {"border-1-1", "border-1-2"}
+
+
+def test_a_fifo_or_device_named_as_the_config_says_so(tmp_path: Path) -> None:
+    """Tester 2: `config check` of a FIFO nobody writes (or of /dev/null) said "empty document"."""
+    import os
+
+    from proto.config import ConfigError, load_fabric
+
+    fifo = tmp_path / "f.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="a FIFO that gave no data, not a regular file"):
+        load_fabric(fifo)
+    with pytest.raises(ConfigError, match="a device that gave no data, not a regular file"):
+        load_fabric("/dev/null")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty document"):                # a regular empty file: as before
+        load_fabric(empty)
