@@ -507,7 +507,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         if a == "down" and b == "down":
             return True
         link = self.fabric.links[index]
-        if a == "down" and b != "down":
+        if a == "down":
             return self._switch_down(link.b.switch, now, cache, dark=b == "up")
         if b == "down":
             return self._switch_down(link.a.switch, now, cache, dark=a == "up")

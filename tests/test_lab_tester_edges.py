@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -140,21 +140,14 @@ def test_lab_status_names_an_ovs_that_stopped(tmp_path: Path, ovs_per_switch: bo
         shutil.rmtree(d, ignore_errors=True)
 
 
-@pytest.mark.parametrize("ovs_per_switch", [True, False], ids=["ovs-per-switch", "shared-ovs"])
-def test_two_switches_that_would_share_a_bridge_name_are_refused_before_anything_is_built(
-        tmp_path: Path, ovs_per_switch: bool) -> None:
-    """A switch over 15 bytes becomes bridge sw<id>; a switch literally named so made one OVS run dir for both
-    (per switch: a traceback from ovsdb-server "already running") or one bridge for both (shared: "OVS did not
-    give the configured port numbers")."""
-    name = f"tqc{os.getpid() % 10000}{int(ovs_per_switch)}"
+def _refused_before_building(name: str, edit: Callable[[str], str], match: str, ovs_per_switch: bool) -> None:
+    """A generated 1 x 2 lab config passed through `edit` is refused by `lab up` with `match`, and no namespace
+    of the lab was made."""
     d = Path("/tmp") / f"fplab-{name}"
     config = generate_config(d, name, spines=1, pods=0, leaves=2, masters=1)
-    text = config.read_text()
-    assert "  - name: leaf-2\n    id: 3\n" in text
-    text = text.replace("leaf-2", "leaf-number-two-long")       # over 15 bytes, id 3: bridge sw3
-    config.write_text(text.replace("leaf-1", "sw3"))
+    config.write_text(edit(config.read_text()))
     try:
-        with pytest.raises(LabError, match="switches sw3 and leaf-number-two-long would both be OVS bridge 'sw3'"):
+        with pytest.raises(LabError, match=match):
             Lab.up(name=name, lab_dir=d, config=config, clean=True, daemons=False, ovs_per_switch=ovs_per_switch,
                    log=lambda m: None)
         assert not [n for n in nsutil.list_netns() if n == lab_netns(name) or n.startswith(lab_netns(name) + "-")]
@@ -163,24 +156,32 @@ def test_two_switches_that_would_share_a_bridge_name_are_refused_before_anything
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.parametrize("ovs_per_switch", [True, False], ids=["ovs-per-switch", "shared-ovs"])
+def test_two_switches_that_would_share_a_bridge_name_are_refused_before_anything_is_built(
+        tmp_path: Path, ovs_per_switch: bool) -> None:
+    """A switch over 15 bytes becomes bridge sw<id>; a switch literally named so made one OVS run dir for both
+    (per switch: a traceback from ovsdb-server "already running") or one bridge for both (shared: "OVS did not
+    give the configured port numbers")."""
+    def edit(text: str) -> str:
+        assert "  - name: leaf-2\n    id: 3\n" in text
+        text = text.replace("leaf-2", "leaf-number-two-long")       # over 15 bytes, id 3: bridge sw3
+        return text.replace("leaf-1", "sw3")
+
+    _refused_before_building(f"tqc{os.getpid() % 10000}{int(ovs_per_switch)}", edit,
+                             "switches sw3 and leaf-number-two-long would both be OVS bridge 'sw3'", ovs_per_switch)
+
+
 def test_a_host_named_like_a_switch_namespace_is_refused_before_anything_is_built(tmp_path: Path) -> None:
     """A host's namespace is fplab-N-<host> and, with one OVS per switch, switch i's is fplab-N-sw<i>: a host
     named sw0 would have been put into the first switch's namespace."""
     name = f"tqn{os.getpid() % 10000}"
-    d = Path("/tmp") / f"fplab-{name}"
-    config = generate_config(d, name, spines=1, pods=0, leaves=2, masters=1)
-    text = config.read_text()
-    assert "{name: h-1-1," in text and "  - name: spine-1\n    id: 1\n" in text
-    config.write_text(text.replace("name: h-1-1,", "name: sw0,"))
-    try:
-        with pytest.raises(LabError, match="switch spine-1 and host sw0 would both be network namespace "
-                                           f"'fplab-{name}-sw0' in this lab: rename the host"):
-            Lab.up(name=name, lab_dir=d, config=config, clean=True, daemons=False, ovs_per_switch=True,
-                   log=lambda m: None)
-        assert not [n for n in nsutil.list_netns() if n == lab_netns(name) or n.startswith(lab_netns(name) + "-")]
-    finally:
-        teardown(d, name=name, log=lambda m: None)
-        shutil.rmtree(d, ignore_errors=True)
+
+    def edit(text: str) -> str:
+        assert "{name: h-1-1," in text and "  - name: spine-1\n    id: 1\n" in text
+        return text.replace("name: h-1-1,", "name: sw0,")
+
+    _refused_before_building(name, edit, "switch spine-1 and host sw0 would both be network namespace "
+                                         f"'fplab-{name}-sw0' in this lab: rename the host", True)
 
 
 def test_a_host_named_like_the_external_namespaces_is_refused() -> None:
