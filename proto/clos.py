@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from proto.config import LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
-from proto.configparse import _TIMER_BOUNDS, _TIMER_KEYS
+from proto.configparse import _TIMER_BOUNDS, _TIMER_KEYS, DAMPING_KEYS, damping_problem
 
 __all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml", "mark_edited"]
 
@@ -123,6 +123,11 @@ class ClosParams:
             if port_base is not None:
                 need(port_base >= 1 and port_base + self.n_switches <= 65535, f"{label} too high for {self.n_switches} switches")
         need(self.liveness in LIVENESS_MODES, f"liveness must be one of: {', '.join(LIVENESS_MODES)}")
+        for key, _value in self.damping:
+            need(key in DAMPING_KEYS, f"unknown damping key {key!r} (expected one of: {', '.join(DAMPING_KEYS)})")
+        if self.damping:            # what the parser accepts, so that the file written loads
+            problem = damping_problem(_damping_yaml(self.damping))
+            need(problem is None, str(problem))
         for key, value in self.timers:
             need(key in _TIMER_KEYS, f"unknown timer {key!r} (expected one of: {', '.join(_TIMER_KEYS)})")
             need(value > 0, f"timer {key} must be positive")
@@ -219,6 +224,8 @@ class ClosParams:
                 continue
             if f.name == "timers":
                 args += [arg for key, ms in value for arg in ("--timer", f"{key}={ms:g}")]
+            elif f.name == "damping":
+                args += [arg for key, v in value for arg in ("--damping", f"{key}={_yaml_scalar(v)}")]
             elif isinstance(value, bool):
                 args.append(f"--{f.name.replace('_', '-')}")
             else:
@@ -328,8 +335,7 @@ def generate_clos_yaml(params: ClosParams) -> str:
     if p.timers:
         out.append("timers: {" + ", ".join(f"{key}: {yaml_number(value)}" for key, value in p.timers) + "}\n")
     if p.damping:
-        out.append("damping: {" + ", ".join(f"{key}: {str(value).lower() if isinstance(value, bool) else value}"
-                                          for key, value in p.damping) + "}\n")
+        out.append(f"damping: {_damping_yaml(p.damping)}\n")
     if p.liveness != "oam":
         out.append(f"liveness: {p.liveness}\n")
     out.append("masters:\n")
@@ -419,6 +425,15 @@ def clos_fabric(base_dir: Path | None = None, **kw: object) -> Fabric:
     """A loaded `Fabric` for `ClosParams(**kw)` -- handy in tests: `clos_fabric(spines=4, pods=0, leaves=8)`."""
     params = ClosParams(**kw)  # type: ignore[arg-type]
     return parse_fabric(generate_clos_yaml(params), source=f"<clos {params.name}>", base_dir=base_dir)
+
+
+def _damping_yaml(damping: tuple[tuple[str, Any], ...]) -> str:
+    return "{" + ", ".join(f"{key}: {_yaml_scalar(value)}" for key, value in damping) + "}"
+
+
+def _yaml_scalar(value: Any) -> str:
+    """A damping value as YAML and as `--damping KEY=VALUE` take it: true/false, else the number."""
+    return str(value).lower() if isinstance(value, bool) else yaml_number(float(value))
 
 
 def yaml_number(value: float) -> str:

@@ -59,6 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                       help="borders speak eBGP: a bgp: section per border (issue #13; see proto.clos.EXTERNAL_*)")
     clos.add_argument("--timer", action="append", default=[], metavar="KEY=VALUE", help="e.g. nd_dead_ms=40")
     clos.add_argument("--nd-interval-ms", type=float, help="shorthand for --timer nd_interval_ms=VALUE")
+    clos.add_argument("--damping", action="append", default=[], metavar="KEY=VALUE",
+                      help="master-side damping, e.g. enabled=false or half_life_ms=2000 (YAML damping:)")
     clos.add_argument("-o", "--output", default="-", help="output file (default: standard output)")
     clos.set_defaults(func=cmd_clos)
 
@@ -192,6 +194,20 @@ def clos_params(args: argparse.Namespace) -> ClosParams:
     if args.nd_interval_ms is not None:
         timers["nd_interval_ms"] = args.nd_interval_ms
     changes["timers"] = tuple(timers.items())
+    damping = dict(base.damping)
+    for item in getattr(args, "damping", None) or []:
+        key, sep, value = item.partition("=")
+        value = value.strip().lower()
+        if not sep:
+            raise ValueError(f"--damping {item!r}: expected KEY=VALUE")
+        if value in ("true", "false"):
+            damping[key.strip()] = value == "true"
+            continue
+        try:
+            damping[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--damping {item!r}: {value!r} is neither a number nor true/false") from None
+    changes["damping"] = tuple(damping.items())
     return dataclasses.replace(base, **changes)
 
 

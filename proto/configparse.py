@@ -20,6 +20,7 @@ from proto.configyaml import (
 )
 from proto.fabricmodel import (
     LIVENESS_MODES,
+    ConfigError,
     Damping,
     Distribution,
     Fabric,
@@ -56,6 +57,9 @@ _TIMER_KEYS: dict[str, tuple[str, str]] = {
     "nd_identity_interval_ms": ("nd_identity_interval", "ms"),
     "nd_identity_dead_ms": ("nd_identity_dead", "ms"),
 }
+#: The keys of the YAML `damping:` section (proto.fabricmodel.Damping; durations in ms).
+DAMPING_KEYS = ("enabled", "half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst",
+                "storm_window_ms", "storm_share", "storm_switches")
 # (longer, shorter, why): the longer timer must strictly exceed the shorter one.
 #: (lowest, highest, unit) of a timer of each kind: 0.1 ms (below, a heartbeat is a busy loop) to a day.
 _TIMER_BOUNDS = {"ms": (0.1, 86_400_000, "ms"), "rate": (0.01, 1_000_000, "per second")}
@@ -74,6 +78,16 @@ _TIMER_RANGES = (("report_retry_max", "report_retry_min"), ("damp_max", "damp_in
                  ("nd_identity_interval", "nd_interval"))
 #: OVS takes `other_config:cfm_interval` in whole milliseconds, at most 65535 in extended mode (vswitch.xml).
 MAX_OAM_INTERVAL_MS = 65535
+
+
+def damping_problem(section: str) -> str | None:
+    """The first problem of a YAML `damping:` mapping given as flow text (e.g. "{enabled: false}"), or
+    None: the generator (proto.clos) checks the section it will write, as the config parser will read it."""
+    try:
+        FabricParser("--damping", None).damping(yaml.compose(section, Loader=_FastLoader))
+    except ConfigError as e:
+        return f"{e.field}: {e.problem}"
+    return None
 
 
 class FabricParser(TopologyReader):
@@ -347,9 +361,7 @@ class FabricParser(TopologyReader):
         return Guard(**values)
 
     def damping(self, node: yaml.Node) -> Damping:
-        keys = ("enabled", "half_life_ms", "penalty", "suppress", "reuse", "max_suppress_ms", "up_rate", "up_burst",
-                "storm_window_ms", "storm_share", "storm_switches")
-        f = self.fields(node, "damping", keys, ())
+        f = self.fields(node, "damping", DAMPING_KEYS, ())
         values: dict[str, float | int | bool] = {}
         for key, value_node in f.items():
             field_name = f"damping.{key}"
