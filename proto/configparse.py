@@ -140,6 +140,11 @@ class FabricParser(TopologyReader):
             self.check_outside(int(address), int(address), node, field, f"master address {address}",
                                "masters are on the control-plane network, outside the fabric's prefixes, "
                                "loopbacks and hosts")
+            for lo, hi, _enode, _efield, what in self.external_addresses:
+                # on loopback (127/8) everything is one machine (tests, a peer scripted next to a master)
+                if lo <= int(address) <= hi and not address.is_loopback:
+                    raise self.fail(node, field, f"master address {address} {'is' if lo == hi else 'lies in'} "
+                                    f"{what}: masters are on the control-plane network, not on an eBGP peering")
         links = self.links(top["links"]) if "links" in top else ()
         entries = len(links) + sum(len(s.prefixes) for s in switches if s.bgp is not None)
         if entries > MAX_LSD_ENTRIES:

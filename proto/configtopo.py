@@ -73,6 +73,8 @@ class TopologyReader(NodeReader):
         host_ips = self.host_ips
         #: (first, last, node, field, what) of every eBGP peer address, local address and peer subnet
         self.external_addresses: list[tuple[int, int, yaml.Node, str, str]] = []
+        #: (BGP identifier, local AS) -> (border, line) of the sessions that use it (RFC 6286: unique in an AS)
+        self.bgp_ids: dict[tuple[IPv4Address, int], tuple[str, int]] = {}
         # (first, last, prefixlen, field, line, owner) of every internally originated prefix and loopback
         self.internal: list[tuple[int, int, int, str, int, str]] = []
         border: list[tuple[IPv4Network, str, yaml.Node, str]] = []
@@ -246,6 +248,8 @@ class TopologyReader(NodeReader):
                 raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} listed twice")
             announce.append(prefix)
         router_id = self.address(f["router_id"], f"{path}.router_id") if "router_id" in f else None
+        if router_id is not None and int(router_id) == 0:
+            raise self.fail(f["router_id"], f"{path}.router_id", "0.0.0.0: a BGP identifier is non-zero (RFC 6286)")
         damping = self.boolean(f["damping"], f"{path}.damping") if "damping" in f else True
         track = self.boolean(f["track_fabric"], f"{path}.track_fabric") if "track_fabric" in f else True
         peers: list[BgpPeer] = []
@@ -295,6 +299,14 @@ class TopologyReader(NodeReader):
             pw = self.path(pf["password_file"], f"{pp}.password_file") if "password_file" in pf else None
             pw_where = f"{self.source}:{_line(pf['password_file'])}: {pp}.password_file" if pw else ""
             peers.append(BgpPeer(address, peer_as, port, local, plocal, hold, keep, maxp, pw, pw_where))
+            # the session's BGP identifier: router_id, else its local address (client.bgpspeaker)
+            bgp_id, id_node = (router_id, f["router_id"]) if router_id is not None else (local.ip, pf["local_address"])
+            id_field = f"{path}.router_id" if router_id is not None else f"{pp}.local_address"
+            other = self.bgp_ids.setdefault((bgp_id, plocal), (switch, _line(id_node)))
+            if other[0] != switch:
+                raise self.fail(id_node, id_field, f"BGP identifier {bgp_id} in AS {plocal} is also border {other[0]}'s "
+                                f"(line {other[1]}): it must be unique within an AS (RFC 6286; without router_id a "
+                                "session's identifier is its local address)")
         return BgpSettings(local_as, tuple(announce), tuple(peers), router_id, damping, track)
 
     def use_port(self, switch: str, port: int, node: yaml.Node, user: tuple[int, int | str]) -> None:

@@ -67,6 +67,49 @@ def test_an_ebgp_peering_outside_the_fabric_loads() -> None:
     assert parse_fabric(peering("10.9.0.2", "10.9.0.1/30")).switch("b1").bgp is not None  # 10/8, no one's prefix
 
 
+# A second border b2 on spine-1 in the same AS.
+TWO_BORDERS = edit("links:\n", """\
+  - name: b2
+    id: 10
+    role: border
+    loopback: 10.255.0.10/32
+    prefixes: [0.0.0.0/0]
+    bgp:
+      local_as: 64512
+      peers:
+        - {address: 100.64.0.6, peer_as: 65000, port: 7, local_address: 100.64.0.5/30}
+links:
+  - {a: "b2:1", b: "spine-1:10"}
+""", BORDER)
+
+
+def test_two_borders_with_distinct_bgp_identifiers_load() -> None:
+    fabric = parse_fabric(TWO_BORDERS)
+    assert fabric.switch("b1").bgp is not None and fabric.switch("b2").bgp is not None
+
+
+def test_a_bgp_identifier_shared_by_two_borders_of_one_as_is_refused() -> None:
+    # explicit router_id on both
+    both = TWO_BORDERS.replace("      local_as: 64512\n", "      local_as: 64512\n      router_id: 192.0.2.1\n")
+    assert both.count("router_id") == 2
+    expect_error(both, 41, "switches[4].bgp.router_id",
+                 "BGP identifier 192.0.2.1 in AS 64512 is also border b1's (line 31): it must be unique within an AS")
+    # without router_id the identifier is the session's local address: the same local address on two borders
+    same_local = edit("address: 100.64.0.6, peer_as: 65000, port: 7, local_address: 100.64.0.5/30",
+                      "address: 100.64.0.2, peer_as: 65000, port: 7, local_address: 100.64.0.1/30", TWO_BORDERS)
+    expect_error(same_local, 41, "switches[4].bgp.peers[0].local_address",
+                 "BGP identifier 100.64.0.1 in AS 64512 is also border b1's (line 32)")
+    # in another AS it is no conflict (RFC 6286 asks uniqueness within an AS)
+    head, tail = same_local.split("  - name: b2\n")
+    other_as = head + "  - name: b2\n" + tail.replace("local_as: 64512", "local_as: 64513")
+    assert parse_fabric(other_as).switch("b2").bgp.local_as == 64513
+
+
+def test_a_zero_bgp_identifier_is_refused() -> None:
+    expect_error(edit("      local_as: 64512\n", "      local_as: 64512\n      router_id: 0.0.0.0\n", BORDER),
+                 31, "switches[3].bgp.router_id", "0.0.0.0: a BGP identifier is non-zero (RFC 6286)")
+
+
 # ----------------------------------------------------------------------------------------- masters
 
 
@@ -77,6 +120,16 @@ def test_an_ebgp_peering_outside_the_fabric_loads() -> None:
 ])
 def test_a_master_on_a_fabric_address_is_refused(address: str, problem: str) -> None:
     expect_error(edit("address: 127.0.0.1", f"address: {address}"), 4, "masters[0].address", f"{problem}: {CPN}")
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    ("100.64.0.2", "master address 100.64.0.2 is eBGP peer address 100.64.0.2 of border b1"),
+    ("100.64.0.1", "master address 100.64.0.1 is eBGP local address 100.64.0.1 of border b1"),
+    ("100.64.0.3", "master address 100.64.0.3 lies in the eBGP peer subnet 100.64.0.0/30 of border b1"),
+])
+def test_a_master_on_an_ebgp_peering_is_refused(address: str, problem: str) -> None:
+    expect_error(edit("address: 127.0.0.1", f"address: {address}", BORDER), 4, "masters[0].address",
+                 f"{problem}: masters are on the control-plane network, not on an eBGP peering")
 
 
 def test_masters_on_loopback_or_the_control_network_load() -> None:
