@@ -424,7 +424,7 @@ class FabricParser(TopologyReader):
                 raise self.fail(f["id"], f"{path}.id", f"duplicate master id {mid!r} (also at line {ids[mid]})")
             ids[mid] = _line(f["id"])
             self.master_id_nodes[mid] = (f["id"], f"{path}.id")
-            address = self.address(f["address"], f"{path}.address")
+            address = self.unicast_address(f["address"], f"{path}.address")
             self.master_addresses.append((address, f["address"], f"{path}.address"))
             values = {}
             for key in ("client_port", "peer_port", "rest_port"):

@@ -75,6 +75,9 @@ class TopologyReader(NodeReader):
         self.external_addresses: list[tuple[int, int, yaml.Node, str, str]] = []
         #: (BGP identifier, local AS) -> (border, line) of the sessions that use it (RFC 6286: unique in an AS)
         self.bgp_ids: dict[tuple[IPv4Address, int], tuple[str, int]] = {}
+        #: address -> (border, line) of every eBGP peer address / local address
+        self.bgp_peer_ips: dict[IPv4Address, tuple[str, int]] = {}
+        self.bgp_local_ips: dict[IPv4Address, tuple[str, int]] = {}
         # (first, last, prefixlen, field, line, owner) of every internally originated prefix and loopback
         self.internal: list[tuple[int, int, int, str, int, str]] = []
         border: list[tuple[IPv4Network, str, yaml.Node, str]] = []
@@ -262,7 +265,7 @@ class TopologyReader(NodeReader):
         for j, item in enumerate(items):
             pp = f"{path}.peers[{j}]"
             pf = self.fields(item, pp, _PEER_KEYS, ("address", "peer_as", "port", "local_address"))
-            address = self.address(pf["address"], f"{pp}.address")
+            address = self.unicast_address(pf["address"], f"{pp}.address")
             if any(p.address == address for p in peers):
                 raise self.fail(pf["address"], f"{pp}.address", f"peer {address} listed twice")
             peer_as = self.integer(pf["peer_as"], f"{pp}.peer_as", 1, MAX_ASN)
@@ -280,6 +283,24 @@ class TopologyReader(NodeReader):
                 raise self.fail(pf["local_address"], f"{pp}.local_address",
                                 f"{text} must be ADDRESS/LEN on the peer's subnet (peer {address})")
             net = local.network
+            for value, vnode, vfield in ((address, pf["address"], f"{pp}.address"),
+                                         (local.ip, pf["local_address"], f"{pp}.local_address")):
+                if net.prefixlen <= 30 and value in (net.network_address, net.broadcast_address):
+                    which = "network" if value == net.network_address else "broadcast"
+                    raise self.fail(vnode, vfield, f"{value} is the {which} address of {net}: not a host's")
+            first = local.ip.packed[0]
+            if first == 0 or first >= 224:
+                raise self.fail(pf["local_address"], f"{pp}.local_address", f"{local.ip} is not a unicast address")
+            # one border's peer is never another border's own address (a copy-paste of the wrong side)
+            for value, vnode, vfield, mine, theirs in (
+                    (address, pf["address"], f"{pp}.address", self.bgp_peer_ips, self.bgp_local_ips),
+                    (local.ip, pf["local_address"], f"{pp}.local_address", self.bgp_local_ips, self.bgp_peer_ips)):
+                other = theirs.get(value)
+                if other is not None and other[0] != switch:
+                    side = "a local address" if theirs is self.bgp_local_ips else "an eBGP peer address"
+                    raise self.fail(vnode, vfield, f"{value} is {side} of border {other[0]} (line {other[1]}): "
+                                    "a border's peer is outside the fabric, not another border")
+                mine.setdefault(value, (switch, _line(vnode)))
             for value, where, field, what in (
                     (address, pf["address"], f"{pp}.address", f"eBGP peer address {address} of border {switch}"),
                     (local.ip, pf["local_address"], f"{pp}.local_address",

@@ -66,6 +66,13 @@ class _FastLoader(yaml.CSafeLoader):
 _constructor = yaml.constructor.SafeConstructor()
 
 
+def _no_base_60(reader: Any, node: yaml.ScalarNode, field: str) -> None:
+    """YAML 1.1 reads 1:30 as the base-60 number 90: refused, it is never what a fabric config means."""
+    if ":" in node.value:
+        raise reader.fail(node, field, f"{node.value} is a YAML 1.1 base-60 number "
+                                       f"({_constructor.construct_object(node)}): write the number, or quote a string")
+
+
 def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
@@ -135,6 +142,7 @@ class NodeReader:
     def integer(self, node: yaml.Node, field: str, lo: int, hi: int) -> int:
         if not (isinstance(node, yaml.ScalarNode) and node.tag == _T_INT):
             raise self.fail(node, field, f"expected an integer, got {_kind(node)}")
+        _no_base_60(self, node, field)
         try:
             value = int(node.value)
         except ValueError:  # 0x1f, 1_000, 0o17, 1:20 (YAML 1.1 forms)
@@ -148,6 +156,7 @@ class NodeReader:
             raise self.fail(node, field, f"expected a number, got {_kind(node)}")
         if node.tag == _T_INT:
             return float(self.integer(node, field, -(2**63), 2**63))
+        _no_base_60(self, node, field)
         value = _constructor.construct_yaml_float(node)
         if value != value or value in (float("inf"), float("-inf")):
             raise self.fail(node, field, f"expected a finite number, got {node.value}")
@@ -167,6 +176,18 @@ class NodeReader:
             return IPv4Address(value)
         except ValueError:
             raise self.fail(node, field, f"{value!r} is not an IPv4 address") from None
+
+    def unicast_address(self, node: yaml.Node, field: str) -> IPv4Address:
+        """An IPv4 address a host can have: not 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3), multicast
+        (224/4), reserved (240/4) or the limited broadcast. Loopback (127/8) is allowed: tests and the lab."""
+        address = self.address(node, field)
+        first = address.packed[0]
+        kind = ("in 0.0.0.0/8 (\"this network\")" if first == 0 else "multicast" if 224 <= first < 240
+                else "the limited broadcast address" if int(address) == 0xFFFFFFFF
+                else "reserved (240.0.0.0/4)" if first >= 240 else None)
+        if kind is not None:
+            raise self.fail(node, field, f"{address} is {kind}: not a unicast address")
+        return address
 
     def network(self, node: yaml.Node, field: str) -> IPv4Network:
         value = self.string(node, field)

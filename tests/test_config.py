@@ -214,6 +214,12 @@ def test_yaml_integer_forms_and_anchors() -> None:
     assert parse_fabric(text).switch("tor-2").id == 3
 
 
+def test_a_yaml_base_60_number_is_refused() -> None:
+    # YAML 1.1 reads 1:30 as 90: never what a config means (a time? a switch:port?)
+    expect_error(edit("    id: 3\n", "    id: 1:30\n"), 18, "switches[2].id",
+                 "1:30 is a YAML 1.1 base-60 number (90): write the number, or quote a string")
+
+
 def test_fast_loader_resolves_tags_like_csafeloader() -> None:
     doc = (
         "a: [1, 0x1f, 1_000, 1:20, -3, 1.5, .inf, .NaN, 1e3, yes, No, off, ~, null, '', x, '7', 10.0.0.1,"

@@ -47,9 +47,9 @@ def peering(address: str, local: str) -> str:
 @pytest.mark.parametrize(("address", "local", "field", "problem"), [
     ("10.1.0.10", "10.1.0.9/30", "address",
      "eBGP peer address 10.1.0.10 of border b1 is the IP of host h1 of tor tor-1 (line 16)"),
-    ("10.2.0.200", "10.2.0.201/30", "address", "eBGP peer address 10.2.0.200 of border b1 lies inside 10.2.0.0/24 "
+    ("10.2.0.201", "10.2.0.202/30", "address", "eBGP peer address 10.2.0.201 of border b1 lies inside 10.2.0.0/24 "
                                                "of tor-2 (line 21)"),
-    ("10.255.0.3", "10.255.0.2/30", "address",
+    ("10.255.0.3", "10.255.0.2/29", "address",
      "eBGP peer address 10.255.0.3 of border b1 is the loopback 10.255.0.3 of tor-2 (line 20)"),
     ("10.1.1.1", "10.1.0.254/23", "local_address",
      "eBGP local address 10.1.0.254 of border b1 lies inside 10.1.0.0/24 of tor-1 (line 14)"),
@@ -60,6 +60,21 @@ def peering(address: str, local: str) -> str:
 ])
 def test_an_ebgp_peering_on_a_fabric_address_is_refused(address: str, local: str, field: str, problem: str) -> None:
     expect_error(peering(address, local), 32, f"switches[3].bgp.peers[0].{field}", f"{problem}: {OUTSIDE}")
+
+
+@pytest.mark.parametrize(("address", "local", "field", "problem"), [
+    ("224.0.0.6", "224.0.0.5/30", "address", "224.0.0.6 is multicast: not a unicast address"),
+    ("0.0.0.2", "0.0.0.1/30", "address", '0.0.0.2 is in 0.0.0.0/8 ("this network"): not a unicast address'),
+    ("100.64.0.0", "100.64.0.1/30", "address", "100.64.0.0 is the network address of 100.64.0.0/30: not a host's"),
+    ("100.64.0.2", "100.64.0.3/30", "local_address",
+     "100.64.0.3 is the broadcast address of 100.64.0.0/30: not a host's"),
+])
+def test_an_ebgp_peering_on_a_non_host_address_is_refused(address: str, local: str, field: str, problem: str) -> None:
+    expect_error(peering(address, local), 32, f"switches[3].bgp.peers[0].{field}", problem)
+
+
+def test_an_ebgp_point_to_point_31_uses_both_addresses() -> None:
+    assert parse_fabric(peering("100.64.0.0", "100.64.0.1/31")).switch("b1").bgp is not None   # RFC 3021
 
 
 def test_an_ebgp_peering_outside_the_fabric_loads() -> None:
@@ -105,6 +120,13 @@ def test_a_bgp_identifier_shared_by_two_borders_of_one_as_is_refused() -> None:
     assert parse_fabric(other_as).switch("b2").bgp.local_as == 64513
 
 
+def test_a_border_peering_with_another_border_is_refused() -> None:
+    crossed = edit("address: 100.64.0.6, peer_as: 65000, port: 7, local_address: 100.64.0.5/30",
+                   "address: 100.64.0.1, peer_as: 65000, port: 7, local_address: 100.64.0.2/30", TWO_BORDERS)
+    expect_error(crossed, 41, "switches[4].bgp.peers[0].address",
+                 "100.64.0.1 is a local address of border b1 (line 32): a border's peer is outside the fabric")
+
+
 def test_a_zero_bgp_identifier_is_refused() -> None:
     expect_error(edit("      local_as: 64512\n", "      local_as: 64512\n      router_id: 0.0.0.0\n", BORDER),
                  31, "switches[3].bgp.router_id", "0.0.0.0: a BGP identifier is non-zero (RFC 6286)")
@@ -130,6 +152,15 @@ def test_a_master_on_a_fabric_address_is_refused(address: str, problem: str) -> 
 def test_a_master_on_an_ebgp_peering_is_refused(address: str, problem: str) -> None:
     expect_error(edit("address: 127.0.0.1", f"address: {address}", BORDER), 4, "masters[0].address",
                  f"{problem}: masters are on the control-plane network, not on an eBGP peering")
+
+
+@pytest.mark.parametrize(("address", "kind"), [
+    ("224.0.0.1", "multicast"), ("0.0.0.0", 'in 0.0.0.0/8 ("this network")'),
+    ("255.255.255.255", "the limited broadcast address"), ("240.0.0.1", "reserved (240.0.0.0/4)"),
+])
+def test_a_master_on_a_non_unicast_address_is_refused(address: str, kind: str) -> None:
+    expect_error(edit("address: 127.0.0.1", f"address: {address}"), 4, "masters[0].address",
+                 f"{address} is {kind}: not a unicast address")
 
 
 def test_masters_on_loopback_or_the_control_network_load() -> None:
