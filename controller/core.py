@@ -644,6 +644,8 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
                    arrived: float | None = None) -> list[Action]:
         kind = "PortReport"
         out: list[Action] = []
+        if r.switch == sender and self._foreign_port(sender, r):
+            return [Rejected(sender, kind, "unknown_port")]     # no config of ours has it: changes nothing
         if self.role != Role.MASTER and r.switch == sender and sender in self.switch_names:
             # A backup (or a replica between roles) hears every client's new reports: it notes the switch
             # (address, reachability) and acknowledges as a backup, so the client knows it hears us.
@@ -706,6 +708,21 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         if not relayed:
             out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
         return out
+
+    def _foreign_port(self, switch: str, r: PortReport) -> bool:
+        """The report states a port that is not a fabric port of `switch` in the config it names (a client on
+        that config reports only those: a broken or hostile one). False for a config that is not ours."""
+        nxt = self.rollout.next
+        try:
+            if r.digest == self.fabric.digest:
+                known = self.deriver.fabric_ports(switch)
+            elif nxt is not None and r.digest == nxt.digest:
+                known = frozenset(nxt.fabric_ports(switch))
+            else:
+                return False
+        except KeyError:        # not a switch of that config: the checks that follow say so
+            return False
+        return any(ps.port not in known for ps in r.ports)
 
     def _on_replication_ack(self, sender: str, a: ReplicationAck, now: float) -> list[Action]:
         kind = "ReplicationAck"

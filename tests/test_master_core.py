@@ -255,6 +255,24 @@ def test_a_restarted_client_with_its_clock_stepped_back_is_heard_at_once(fabric:
     core.peer_restarted("leaf-2")  # never reported: nothing to forget
 
 
+def test_a_report_of_ports_the_config_does_not_have_is_rejected_and_changes_nothing(fabric: Fabric) -> None:
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    version = core.lsd.version
+    leaf = "leaf-1"
+    good = report(fabric, leaf, usable=set(), seq=50)          # every link of leaf-1 down, if it were accepted
+    extra = tuple(PortStatus(p, True, True, True, True, False) for p in range(1000, 3000))
+    forged = PortReport(leaf, fabric.digest, 50, core.term, good.ports + extra)
+    acts = core.handle(leaf, forged, 0.1)
+    assert rejected(acts) == ["unknown_port"] and sends(acts) == []
+    assert core.lsd.version == version and core.deriver.views[leaf].report_seq < 50   # nothing taken from it
+    # a backup drops it too (it would note the switch's reachability from it)
+    b = MasterCore(fabric, "m2")
+    assert rejected(b.handle(leaf, forged, 0.1)) == ["unknown_port"]
+    # the same report without the extra ports is taken
+    assert rejected(core.handle(leaf, good, 0.2)) == [] and core.lsd.version > version
+
+
 def test_unknown_switch_rejected() -> None:
     big = clos_fabric(pods=0, spines=2, leaves=4, masters=2)
     small = clos_fabric(pods=0, spines=2, leaves=3, masters=2)
