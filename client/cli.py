@@ -19,7 +19,7 @@ import tempfile
 import threading
 from typing import Any
 
-from proto.argtypes import non_negative_float, ovsdb_target, port_or_zero
+from proto.argtypes import ipv4, non_negative_float, ovsdb_target, port_or_zero
 
 
 def add_parser(subparsers: Any) -> None:
@@ -35,7 +35,7 @@ def add_parser(subparsers: Any) -> None:
                                    "without it, ports fall back to software ND")
     p.add_argument("--rest-port", type=port_or_zero,
                    help="REST/metrics port on 127.0.0.1 (default: from the config; 0: none)")
-    p.add_argument("--bind", default="127.0.0.1", help="UDP bind address towards the masters")
+    p.add_argument("--bind", type=ipv4, default="127.0.0.1", help="UDP bind address towards the masters")
     p.add_argument("--restart-hold", type=non_negative_float, default=None, metavar="SECONDS",
                    help="on SIGTERM/SIGINT ask ND peers to keep the links up this long while the client "
                         "restarts (graceful restart; default: the fabric's switch_dead, after which the "

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proto.argtypes import port, positive_float
+from proto.argtypes import ipv4, port, positive_float
 
 DEFAULT_STATE_ROOT = Path("run")
 
@@ -40,7 +40,7 @@ def add_parser(subparsers: Any) -> None:
                    help="master id, one of the config's masters (default $FIREPATH_ID)")
     p.add_argument("--state-dir", default=env("FIREPATH_STATE_DIR"),
                    help="durable state directory (default $FIREPATH_STATE_DIR, else run/<fabric>/<id>)")
-    p.add_argument("--bind", help="bind address (default: the master's address in the config)")
+    p.add_argument("--bind", type=ipv4, help="bind address (default: the master's address in the config)")
     p.add_argument("--client-port", type=port, help="UDP port for clients")
     p.add_argument("--peer-port", type=port, help="UDP port for the other masters")
     p.add_argument("--rest-port", type=port, help="TCP port of the REST API / metrics")

@@ -8,7 +8,7 @@ import argparse
 import ipaddress
 import math
 
-__all__ = ["ipv4_list", "non_negative_float", "ovsdb_target", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int"]
+__all__ = ["ipv4", "ipv4_list", "non_negative_float", "ovsdb_target", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int"]
 
 
 def _int(text: str) -> int:
@@ -66,6 +66,14 @@ def non_negative_float(text: str) -> float:
     if not (value >= 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text}: must be a finite number >= 0")
     return value
+
+
+def ipv4(text: str) -> str:
+    """One IPv4 address (0.0.0.0: every address), returned normalised."""
+    try:
+        return str(ipaddress.IPv4Address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
 
 
 def ipv4_list(text: str) -> str:

@@ -46,6 +46,9 @@ def cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (("master", "--config", "x.yaml", "--id", "m1", "--client-port", "0"), ("--client-port", "0 is not a port")),
     (("client", "--config", "x.yaml", "--switch", "s", "--rest-port", "99999"), ("--rest-port", "99999")),
     (("client", "--config", "x.yaml", "--switch", "s", "--rest-port", "http"), ("--rest-port", "not an integer")),
+    # a bad --bind used to start and die with "Name or service not known", exit 1, the option unnamed
+    (("master", "--config", "x.yaml", "--id", "m1", "--bind", "300.1.1.1"), ("--bind", "not an IPv4 address")),
+    (("client", "--config", "x.yaml", "--switch", "s", "--bind", "nohost"), ("--bind", "not an IPv4 address")),
     (("lab", "probe", "h1", "h2", "--rate", "-5"), ("--rate", "positive")),
     (("lab", "probe", "h1", "h2", "--rate", "nan"), ("--rate", "positive")),
     # one UDP socket per flow: 100,000 ended in a ProbeError traceback

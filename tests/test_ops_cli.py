@@ -293,7 +293,9 @@ def test_an_answer_that_is_not_what_firepath_serves_is_one_line_not_a_traceback(
 @pytest.mark.parametrize("address, why", [("localhost:abc", "port 'abc' is not a number"),
                                           ("evil host:1", "expected HOST:PORT"),
                                           ("127.0.0.1:99999", "port '99999' is not a number in 1..65535"),
-                                          (":8080", "expected HOST:PORT")])
+                                          (":8080", "expected HOST:PORT"),
+                                          # was 'nohost:None': no port given and the config has none
+                                          ("nohost", "has no port and switch leaf-1 has no rest_port")])
 def test_a_bad_routes_address_is_a_usage_error_naming_it(tmp_path: Path, address: str, why: str) -> None:
     """A tester got http.client.InvalidURL tracebacks (and 'Connection refused' for port 99999)."""
     cfg = tmp_path / "f.yaml"

@@ -506,6 +506,9 @@ def cmd_routes(args: argparse.Namespace, fabric: Any) -> int:
             raise OpsError(USAGE, f"switch {sw.name} has no rest_port in the config: pass --address")
         address = f"127.0.0.1:{sw.rest_port}"
     elif ":" not in address:
+        if not sw.rest_port:
+            raise OpsError(USAGE, f"--address {address!r} has no port and switch {sw.name} has no rest_port in "
+                                  "the config: pass HOST:PORT")
         address = f"{address}:{sw.rest_port}"
     address = _check_address(address)
     query = []
