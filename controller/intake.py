@@ -94,6 +94,23 @@ def udp_stats(sock: socket.socket, table: str = "/proc/net/udp") -> tuple[int, i
     return None
 
 
+def udp_drops(socks: list[socket.socket], table: str = "/proc/net/udp") -> int | None:
+    """Datagrams the kernel dropped on any of `socks` (receive queue full), summed from one read of
+    /proc/net/udp; None if unavailable."""
+    try:
+        inodes = {str(os.fstat(s.fileno()).st_ino) for s in socks}
+        total = 0
+        with open(table, encoding="ascii") as f:
+            next(f, None)
+            for line in f:
+                cols = line.split()
+                if len(cols) >= 13 and cols[9] in inodes:
+                    total += int(cols[-1])
+    except (OSError, ValueError):
+        return None
+    return total
+
+
 def enable_timestamps(sock: socket.socket) -> bool:
     """Ask the kernel to stamp each datagram `sock` receives with its arrival time (SO_TIMESTAMPNS,
     socket(7)); False if the option is refused. Linux turns receive stamping on from a work queue, so the

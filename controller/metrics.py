@@ -75,6 +75,11 @@ class MasterMetrics:
             "Datagrams the kernel dropped on the client socket (receive queue overflow); while it drops, "
             "the master declares no switch silent", registry=r,
         )
+        self.peer_input_drops = Counter(
+            "firepath_master_peer_input_drops_total",
+            "Datagrams the kernel dropped on the peer (FMRP) port's sockets (a flood of junk fills the strangers' "
+            "queue; the replicas' own queues are read first)", registry=r,
+        )
         self.guard_held = Gauge(
             "firepath_master_guard_held_links",
             "Links the drastic-change guard holds (wanted DOWN on uncorroborated evidence, not published)",

@@ -51,6 +51,7 @@ from controller.intake import (
     Overload,
     enable_timestamps,
     read_one_at,
+    udp_drops,
     udp_socket,
     udp_stats,
 )
@@ -132,6 +133,7 @@ class MasterServer:
         self._client_buffered = False
         self._drops_checked = float("-inf")
         self._loss_noted = float("-inf")
+        self._peer_drops: tuple[float, int | None] = (float("-inf"), None)   # (checked at, kernel total then)
         # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
         # port report is accepted, `changed()` after every batch of actions. They must be cheap and not raise.
         self.observers: list[Any] = []
@@ -356,6 +358,7 @@ class MasterServer:
         """Sample the client socket's kernel counters (every CHECK_EVERY, controller.intake.Overload):
         while the master drops or queues input it declares no switch silent (note_input_loss, at most once
         a second: it is O(switches))."""
+        self._check_peer_drops(now)
         ov = self.overload
         if self._client_sock is None or ov is None or now - self._drops_checked < CHECK_EVERY:
             return []
@@ -373,6 +376,17 @@ class MasterServer:
             self._loss_noted = now
             return self.core.note_input_loss(dropped, now)
         return []
+
+    def _check_peer_drops(self, now: float) -> None:
+        """Once a second: the peer port's kernel drops (controller.peerinput) into the metric and one line."""
+        checked, seen = self._peer_drops
+        if self._peer_in is None or now - checked < 1.0:
+            return
+        total = udp_drops(self._peer_in.sockets())
+        self._peer_drops = (now, total if total is not None else seen)
+        if total is not None and seen is not None and total > seen:
+            self.metrics.peer_input_drops.inc(total - seen)
+            log.warning(kv("peer_input_drops", dropped=total - seen, effect="FMRP peers are read first"))
 
     # ------------------------------------------------------------------------------------ execution
     def _run(self, actions: list[Action], rearm: bool = True) -> None:
