@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from client.of.sockets import enter_netns
-from lab import bgp, external, plumbing
+from lab import bgp, converge, external, plumbing
 from lab import netns as nsutil
 from lab.iputil import ip_batch, quiet_ipv6
 from lab.labconfig import (
@@ -550,77 +550,21 @@ class Lab:
                         down.add((sw, int(port)))
         return down
 
-    def convergence_problem(self, expect_usable: dict[str, int] | None = None,
-                            min_version: int | None = None) -> str | None:
-        """None when every live client programmed the master's LSD version and has the usable port counts
-        expected (by default: from the recorded faults), else a short description of what is missing."""
-        if expect_usable is None:
-            expect_usable = self.expected_usable()
-        dead_clients = {str(f["switch"]) for f in self.state.faults if f["kind"] == "client"}
-        leader = self.current_master()
-        if leader is None:
-            states = {m: (s.get("role") if isinstance(s, dict) else type(s).__name__)
-                      for m, s in self.master_states().items()}
-            return f"no single master: {states}"
-        version = int(leader[1]["version"])
-        if min_version is not None and version < min_version:
-            return f"master {leader[0]} at LSD version {version} < {min_version}"
-        behind = []
-        states = self.client_states()
-        for name, s in states.items():
-            if name in dead_clients:
-                continue
-            if isinstance(s, Exception):
-                behind.append(f"{name}: REST {type(s).__name__}")
-                continue
-            if int(s.get("programmed_version", -1)) != version:
-                behind.append(f"{name}: programmed {s.get('programmed_version')} != {version}")
-                continue
-            want = expect_usable.get(name, len(self.fabric.fabric_ports(name)))
-            usable = sum(1 for p in s.get("ports", []) if p.get("usable"))
-            if usable != want:
-                behind.append(f"{name}: {usable}/{want} ports usable")
-        if behind:
-            return "; ".join(behind[:6])
-        return self._lsd_disagreement(states, dead_clients)
-
-    def _lsd_disagreement(self, states: dict[str, dict | Exception], dead_clients: set[str]) -> str | None:
-        """None when the master's LSD agrees with what the clients say right now: a link whose two ends are
-        usable is up, a link with an end out of use is not up (drained and damped links are not compared).
-        Programmed-version equality alone is not enough: a report still in flight to the master (a repaired
-        port just usable) leaves every client at the current version while the LSD is about to change."""
-        try:
-            lsd = self.master_get("/v1/lsd")
-        except (LabError, OSError, ValueError) as e:
-            return f"master LSD: {type(e).__name__}: {e}"
-        if lsd.get("held") or lsd.get("guard_held"):     # the master holds changes on purpose: not a race
-            return None
-        links = lsd.get("links", {})
-        usable = {(name, int(p["port"])): bool(p.get("usable")) for name, s in states.items()
-                  if isinstance(s, dict) for p in s.get("ports", [])}
-        wrong = []
-        for link in self.fabric.links:
-            if link.a.switch in dead_clients or link.b.switch in dead_clients:
-                continue
-            ends = (usable.get((link.a.switch, link.a.port)), usable.get((link.b.switch, link.b.port)))
-            state = links.get(link.name)
-            if None in ends or state in (None, "drained", "drained_down"):   # a drain wins over evidence
-                continue
-            if all(ends) != (state == "up"):
-                wrong.append(link.name)
-        if wrong:      # a link the master damps stays down with both ends usable (controller.damping)
-            try:
-                damped = {d["link"] for d in self.master_get("/v1/damping").get("suppressed", [])}
-            except (LabError, OSError, ValueError) as e:
-                return f"master damping: {type(e).__name__}: {e}"
-            wrong = [name for name in wrong if name not in damped]
-        return "; ".join(f"{name}: LSD {links[name]} vs. the clients' usable ports" for name in wrong[:6]) or None
+    def convergence_problem(self, expect_usable: dict[str, int] | None = None, min_version: int | None = None,
+                            holds_ok: bool = True) -> str | None:
+        """None when every live client programmed the master's LSD version, has the usable port counts
+        expected (by default: from the recorded faults), keeps no usable port of an UP link out of its groups,
+        and the LSD agrees with the clients; else a short description of what is missing. `holds_ok=False`:
+        a link the master holds on purpose (damping, the drastic-change guard) is not converged either
+        (lab.converge says when a caller needs that)."""
+        return converge.convergence_problem(self, expect_usable, min_version, holds_ok)
 
     def wait_converged(self, timeout: float = 30.0, expect_usable: dict[str, int] | None = None,
-                       min_version: int | None = None) -> bool:
+                       min_version: int | None = None, holds_ok: bool = True) -> bool:
         """Bounded wait for :meth:`convergence_problem` to clear; `min_version`: the master's LSD version
         must have reached it (pass version+1 after a fault, so the pre-fault state does not count)."""
-        return wait_until(lambda: self.convergence_problem(expect_usable, min_version) is None, timeout, 0.02)
+        return wait_until(lambda: self.convergence_problem(expect_usable, min_version, holds_ok) is None,
+                          timeout, 0.02)
 
     def master_get(self, path: str, timeout: float = 1.0) -> Any:
         """GET `path` (e.g. "/v1/lsd") from the current master's REST API."""

@@ -116,7 +116,7 @@ def env() -> Iterator[Env]:
 
 
 def _converge(env: Env, timeout: float = 30.0) -> None:
-    assert env.lab.wait_converged(timeout), env.lab.convergence_problem()
+    assert env.lab.wait_converged(timeout, holds_ok=False), env.lab.convergence_problem(holds_ok=False)
 
 
 def _follow(env: Env, master: str, term: int) -> bool:

@@ -36,7 +36,7 @@ def lab() -> Iterator[Lab]:
 
 @ovs
 def test_a_tor_with_a_host_joins_a_running_three_tier_fabric(lab: Lab) -> None:
-    assert lab.wait_converged(60.0), lab.convergence_problem()
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
     old_hosts = [h.name for h in lab.fabric.hosts]
     assert len(old_hosts) == 4
     assert firepath(["config", "add-tor", lab.state.config, "--like", "tor-2-2", "--write"]) == 0

@@ -44,7 +44,7 @@ def test_graceful_client_restart_at_default_timers_changes_no_link(lab: Lab, cap
 
     timers = lab.fabric.timers
     assert (timers.nd_interval, timers.nd_dead, lab.fabric.liveness) == (0.010, 0.030, "oam")
-    assert lab.wait_converged(CONVERGE_S), lab.convergence_problem()
+    assert lab.wait_converged(CONVERGE_S, holds_ok=False), lab.convergence_problem(holds_ok=False)
     src = next(h.name for h in lab.fabric.hosts if h.tor == "tor-1-1")    # crosses tor-1-1 and a pod-1 agg
     dst = next(h.name for h in lab.fabric.hosts if h.tor == "tor-2-1")
     v = lab.lsd_version()

@@ -79,7 +79,7 @@ def _reweight(config: Path) -> None:
 
 @ovs
 def test_rolling_restart_on_a_new_config_keeps_every_pair(lab: Lab) -> None:
-    assert lab.wait_converged(60.0), lab.convergence_problem()
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
     assert _broken_pairs(lab) == {}
     config = Path(lab.state.config)
     old_digest = lab.fabric.digest
@@ -111,7 +111,7 @@ def test_rolling_restart_on_a_new_config_keeps_every_pair(lab: Lab) -> None:
         if sw.name not in ("leaf-1", "spine-1"):
             inject.restart_client(lab, sw.name)
     lab.fabric = load_fabric(config)
-    assert lab.wait_converged(60.0), lab.convergence_problem()
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
     _leader, st = lab.current_master()
     assert st.get("held") is False and st["version"] > 0, st
     assert _broken_pairs(lab) == {}
@@ -139,7 +139,7 @@ def _set_weight(config: Path, link: str, weight: int | None) -> None:
 def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) -> None:
     quiet = lambda m: None  # noqa: E731
     lab.fabric = load_fabric(lab.state.config)       # whatever the previous test left in force
-    assert lab.wait_converged(60.0), lab.convergence_problem()
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
     config = Path(lab.state.config)
     before_text = config.read_text()
     running = lab.fabric.digest
@@ -194,7 +194,7 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
     config.write_text(before_text)
     reload_lab(lab, "leaf-1", log=quiet)
     assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") is None, 10.0, 0.1)
-    assert lab.wait_converged(60.0), lab.convergence_problem()
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
     assert _broken_pairs(lab) == {}, "after the abort"
 
     # again, with a backup master restarted mid-rollout (it starts on the next config), then commit
@@ -230,7 +230,7 @@ def test_adding_a_tor_with_a_host_to_the_running_fabric(lab: Lab) -> None:
     from proto.clos import ClosParams, generate_clos_yaml
 
     lab.fabric = load_fabric(lab.state.config)
-    assert lab.wait_converged(60.0), lab.convergence_problem()
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
     config = Path(lab.state.config)
     params = ClosParams(name=lab.state.name, ovs_base_port=OVS_BASE_PORT, rest_base_port=REST_BASE_PORT,
                         key_file="fabric.key", admin_token_file=ADMIN_TOKEN, **{**CLOS, "leaves": 5})

@@ -50,8 +50,9 @@ def fp_json(lab: Lab, *argv: str, code: int = 0) -> dict:
 
 
 def converge(lab: Lab, after: int | None = None) -> None:
-    mv = None if after is None else after + 1
-    assert lab.wait_converged(CONVERGE_S, min_version=mv), lab.convergence_problem(min_version=mv)
+    mv = None if after is None else after + 1      # holds_ok=False: the tests read the LSD right after it
+    assert lab.wait_converged(CONVERGE_S, min_version=mv, holds_ok=False), \
+        lab.convergence_problem(min_version=mv, holds_ok=False)
 
 
 def test_reads_masters_clients_lsd(lab: Lab) -> None:

@@ -1,0 +1,128 @@
+"""When a lab fabric has converged (`Lab.convergence_problem`, `Lab.wait_converged`): what a check reads and
+what it may ignore.
+
+Converged means every live client programmed the serving master's LSD version, has the usable port counts the
+recorded faults leave, and the master's LSD agrees with what the clients say right now: a link whose two ends
+are usable is UP, a link with an end out of use is not.
+
+Two kinds of "not yet" are told apart:
+
+- **Pending**, never converged: a report still in flight to the master (the LSD is about to change), or a port
+  that *local repair* still keeps out of the ECMP groups although it is usable and its link is UP in the LSD
+  the client programmed (client.programmer: an excluded port returns with the next LSD, or after
+  `max(keepalive, 3 x nd_interval)` of usability when the master never saw the failure). The client's
+  `programmed_version` is already current then, so a check on versions alone passes while the switch still
+  forwards around the port: a test reading the groups right after it found the port missing.
+- **Held on purpose** by the master: a link its flap damping suppresses (controller.damping: DOWN in the LSD
+  with both ends usable, until its penalty decays), the downs its drastic-change guard holds
+  (controller.guard: until corroborated or confirmed), or a whole LSD held (a master that heard no switch on
+  its config). With `holds_ok` (the default: `lab up`, `lab heal --wait`, reloads) these count as converged —
+  the fabric is where the master wants it. With `holds_ok=False` they do not: a hold ends by itself (a
+  damped link is reused, a held down corroborated a moment later), so a test that reads the LSD or the
+  switches right after the wait must not start while one is in force, or it reads a change half-way (CI,
+  2026-12-04: a heal held by damping and released just after the wait; a spine failure whose downs the guard
+  held until the spine's own report arrived). A hold that never ends then fails the wait, naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lab.state import LabError
+
+__all__ = ["convergence_problem", "lsd_disagreement", "pending_exclusions"]
+
+
+def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, min_version: int | None = None,
+                        holds_ok: bool = True) -> str | None:
+    """None when `lab` has converged (module docstring), else a short description of what is missing."""
+    if expect_usable is None:
+        expect_usable = lab.expected_usable()
+    dead_clients = {str(f["switch"]) for f in lab.state.faults if f["kind"] == "client"}
+    leader = lab.current_master()
+    if leader is None:
+        states = {m: (s.get("role") if isinstance(s, dict) else type(s).__name__)
+                  for m, s in lab.master_states().items()}
+        return f"no single master: {states}"
+    version = int(leader[1]["version"])
+    if min_version is not None and version < min_version:
+        return f"master {leader[0]} at LSD version {version} < {min_version}"
+    behind = []
+    states = lab.client_states()
+    for name, s in states.items():
+        if name in dead_clients:
+            continue
+        if isinstance(s, Exception):
+            behind.append(f"{name}: REST {type(s).__name__}")
+            continue
+        if int(s.get("programmed_version", -1)) != version:
+            behind.append(f"{name}: programmed {s.get('programmed_version')} != {version}")
+            continue
+        want = expect_usable.get(name, len(lab.fabric.fabric_ports(name)))
+        usable = sum(1 for p in s.get("ports", []) if p.get("usable"))
+        if usable != want:
+            behind.append(f"{name}: {usable}/{want} ports usable")
+    if behind:
+        return "; ".join(behind[:6])
+    return lsd_disagreement(lab, states, dead_clients, holds_ok)
+
+
+def lsd_disagreement(lab: Any, states: dict[str, dict | Exception], dead_clients: set[str],
+                     holds_ok: bool = True) -> str | None:
+    """None when the master's LSD agrees with what the clients say right now and no client keeps a port out
+    of its groups that the LSD lets it use (drained links are not compared; held links: module docstring).
+    Programmed-version equality alone is not enough: a report still in flight to the master (a repaired
+    port just usable) leaves every client at the current version while the LSD is about to change."""
+    try:
+        lsd = lab.master_get("/v1/lsd")
+    except (LabError, OSError, ValueError) as e:
+        return f"master LSD: {type(e).__name__}: {e}"
+    links = lsd.get("links", {})
+    pending = pending_exclusions(lab.fabric, states, links, dead_clients)
+    if pending:
+        return pending
+    if lsd.get("held") or lsd.get("guard_held"):     # the master holds changes on purpose
+        if holds_ok:
+            return None
+        return (f"master {lsd.get('master')} holds its LSD (no switch heard on its config)" if lsd.get("held")
+                else f"master {lsd.get('master')}: the drastic-change guard holds {lsd['guard_held']} link(s) down")
+    usable = {(name, int(p["port"])): bool(p.get("usable")) for name, s in states.items()
+              if isinstance(s, dict) for p in s.get("ports", [])}
+    wrong = []
+    for link in lab.fabric.links:
+        if link.a.switch in dead_clients or link.b.switch in dead_clients:
+            continue
+        ends = (usable.get((link.a.switch, link.a.port)), usable.get((link.b.switch, link.b.port)))
+        state = links.get(link.name)
+        if None in ends or state in (None, "drained", "drained_down"):   # a drain wins over evidence
+            continue
+        if all(ends) != (state == "up"):
+            wrong.append(link.name)
+    if wrong:      # a link the master damps stays down with both ends usable (controller.damping)
+        try:
+            damped = {d["link"] for d in lab.master_get("/v1/damping").get("suppressed", [])}
+        except (LabError, OSError, ValueError) as e:
+            return f"master damping: {type(e).__name__}: {e}"
+        held = [name for name in wrong if name in damped]
+        wrong = [name for name in wrong if name not in damped]
+        if held and not holds_ok and not wrong:
+            return f"master damping suppresses {', '.join(held[:6])} (both ends usable)"
+    return "; ".join(f"{name}: LSD {links[name]} vs. the clients' usable ports" for name in wrong[:6]) or None
+
+
+def pending_exclusions(fabric: Any, states: dict[str, dict | Exception], links: dict[str, str],
+                       dead_clients: set[str]) -> str | None:
+    """The ports local repair still keeps out of the groups although they are usable and their link is UP in
+    the LSD (they return within a keepalive or so: client.programmer `_may_restore`), or None."""
+    late = []
+    for name, s in states.items():
+        if name in dead_clients or not isinstance(s, dict) or not s.get("excluded_ports"):
+            continue
+        usable = {int(p["port"]) for p in s.get("ports", []) if p.get("usable")}
+        for port in s["excluded_ports"]:
+            link = fabric.link_at(name, int(port))
+            if int(port) in usable and link is not None and links.get(link.name) == "up":
+                late.append(f"{name}:{port}")
+    if not late:
+        return None
+    return f"still excluded by local repair, usable and UP in the LSD: {', '.join(late[:6])}"
