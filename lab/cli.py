@@ -306,7 +306,10 @@ def cmd_heal(args: argparse.Namespace) -> int:
                 stopped = stopped_ovs(lab.state)      # a crashed OVS is no lab fault: heal cannot undo it
                 return _err(f"heal: not converged within {args.wait:g}s: {problem}"
                             + (f" (OVS not running: {', '.join(stopped)})" if stopped else ""))
-            print(f"converged in {time.monotonic() - t0:.2f}s" + (" (eBGP sessions established)" if external else ""))
+            # converged counts what the master holds on purpose (damping, the guard): say so, it ends by itself
+            held = lab.convergence_problem(holds_ok=False)
+            print(f"converged in {time.monotonic() - t0:.2f}s" + (" (eBGP sessions established)" if external else "")
+                  + (f"; still held on purpose: {held}" if held else ""))
     finally:
         lab.close()
     return 0
