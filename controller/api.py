@@ -26,6 +26,7 @@ class MasterApi(Protocol):
     observers: list[Any]                     # read-only observers: reported(switch, ports), changed()
     bind: str
     rest_port: int
+    config_root: Path                        # where a prepare may read (controller.configpath)
 
     def now(self) -> float: ...
 
@@ -37,6 +38,8 @@ class MasterApi(Protocol):
     def guard_confirm(self) -> list[int]: ...
 
     def reload(self, path: str | Path | None = None) -> dict[str, Any]: ...
+
+    async def reload_async(self, path: str | Path | None = None) -> dict[str, Any]: ...   # off the loop
 
     def rollout_commit(self) -> dict[str, Any]: ...
 

@@ -39,6 +39,7 @@ from controller.actions import (
     TermSeen,
     VersionChanged,
 )
+from controller.configpath import config_dir
 from controller.core import MasterCore, Role
 from controller.durable import DrainStore, DurableState, DurableStateError, StateStore
 from controller.fanout import FanoutEncoder
@@ -59,7 +60,7 @@ from controller.metrics import MasterMetrics
 from controller.node import MasterNode, Step, run_turn
 from controller.peerinput import PeerInput
 from controller.roles import RoleDriver, SingleMasterDriver
-from controller.rollout import IncompatibleConfig, check_compatible
+from controller.serverreload import ReloadOps
 from proto.auth import KeyKind, KeyRing
 from proto.budget import receive_buffer
 from proto.config import Fabric
@@ -69,7 +70,7 @@ from proto.messages import Challenge, Codec, DecodeError, EncodeError, LsdDelta,
 log = logging.getLogger("firepath.master")
 
 
-class MasterServer:
+class MasterServer(ReloadOps):
     def __init__(
         self,
         fabric: Fabric,
@@ -85,6 +86,8 @@ class MasterServer:
     ) -> None:
         me = fabric.master(master_id)
         self.fabric = fabric
+        #: the resolved directory of the config started with: a REST prepare reads there only (configpath)
+        self.config_root = config_dir(fabric.source)
         self.id = master_id
         self.bind = bind if bind is not None else str(me.address)
         self.client_port = client_port if client_port is not None else me.client_port
@@ -677,60 +680,7 @@ class MasterServer:
                 "lifted": lifted, "drain": drain}
 
     # ------------------------------------------------------------------------------------ config rollout (#21)
-    def reload(self, path: str | Path | None = None) -> dict[str, Any]:
-        """Read the config file again (`path`, default: the one this replica runs) and act on it: the same
-        config -> nothing; the prepared next one -> nothing; another -> prepared as the next config (the
-        two-phase rollout, controller.rollout). Returns {"outcome": "unchanged"|"prepared"|"already_prepared",
-        "digest", "source", "keys": the key ids held after it}.
-
-        Raises ConfigError (file:line:field: an invalid file, one changing the masters or the distribution
-        (controller.rollout.check_compatible), another config naming another key set
-        (proto.keyroll.keys_for_reload)) or RolloutError (another rollout is prepared): then nothing changed,
-        keys included. Keys change only with a key-only change of the running config (the security section is
-        outside the digest: the key rollover); `reload_hooks` observers then run for every file accepted."""
-        from proto.config import ConfigError, line_of, load_fabric
-
-        nxt = load_fabric(path if path is not None else self.fabric.source)
-        same = nxt.digest == self.core.fabric.digest
-        if not same:
-            try:
-                check_compatible(self.core.fabric, nxt)
-            except IncompatibleConfig as e:
-                raise ConfigError(e.source, line_of(e.source, e.field), e.field, e.problem) from None
-        keys = self._keys_to_apply(nxt)          # every check before any change
-        if same:
-            outcome = "unchanged"
-        else:
-            outcome = "prepared" if self.core.rollout_prepare(nxt, self.now()) else "already_prepared"
-            # its switches (new ones too) may speak to us from now on
-            self.codec.switches = self.codec.switches | {sw.name for sw in nxt.switches}
-            self.fanout.warm([sw.name for sw in nxt.switches])
-        if keys is not None:
-            self.codec.set_keys(keys)
-            log.warning(kv("keys_reloaded", send_key=keys.send_id, accepted=",".join(map(str, sorted(keys.accepted))),
-                           retired=",".join(map(str, sorted(keys.retired))) or None))
-        for hook in self.reload_hooks:
-            hook(nxt)
-        log.info(kv("config_reload", source=nxt.source, digest=nxt.digest[:12], outcome=outcome))
-        self._run([])
-        return {"outcome": outcome, "digest": nxt.digest, "source": nxt.source, "keys": self.codec.keys.status()}
-
-    def _keys_to_apply(self, nxt: Fabric) -> Any:
-        """The file's key set if a reload of `nxt` swaps it in, else None (proto.keyroll.keys_for_reload: only
-        a reload of the running config changes keys). The file's key files were read by load_fabric. Raises
-        ConfigError: another config naming another key set, or a switch's bundle instead of the secret."""
-        from proto.auth import AuthError
-        from proto.config import ConfigError
-        from proto.keyroll import keys_for_reload
-
-        keys = keys_for_reload(self.codec.keys, nxt, self.core.fabric.digest, self.fabric.source)
-        if keys is not None:
-            try:
-                keys.check_usable_by(self.core.id, master=True)
-            except AuthError as e:      # a switch's bundle: refused like any bad file, nothing changes
-                raise ConfigError(nxt.source, None, "", str(e)) from None
-        return keys
-
+    # reload / prepare: controller.serverreload (ReloadOps)
     def rollout_commit(self) -> dict[str, Any]:
         """Commit the prepared rollout (master only). Raises NotMaster, RolloutError."""
         actions = self.core.rollout_commit(self.now())

@@ -78,6 +78,10 @@ _TIMER_RANGES = (("report_retry_max", "report_retry_min"), ("damp_max", "damp_in
                  ("nd_identity_interval", "nd_interval"))
 #: OVS takes `other_config:cfm_interval` in whole milliseconds, at most 65535 in extended mode (vswitch.xml).
 MAX_OAM_INTERVAL_MS = 65535
+#: a document's top-level scalar, by type only (check_fabric_document: its text is never quoted)
+_SCALAR_KINDS = {"tag:yaml.org,2002:str": "a string", "tag:yaml.org,2002:int": "an integer",
+                 "tag:yaml.org,2002:float": "a number", "tag:yaml.org,2002:bool": "a boolean",
+                 "tag:yaml.org,2002:null": "null"}
 
 
 def damping_problem(section: str) -> str | None:
@@ -104,6 +108,21 @@ class FabricParser(TopologyReader):
             if gc_was_enabled:
                 gc.enable()
 
+    def check_fabric_document(self, root: yaml.Node) -> None:
+        """A document that is not a fabric config at all (a secret file, /etc/shadow: a string; a list; a
+        mapping with none of the fabric's keys) is reported by its type, never by its text: a master's REST
+        answers a prepare with this message, and the admin token must not read files through it."""
+        if isinstance(root, yaml.MappingNode):
+            if any(isinstance(k, yaml.ScalarNode) and k.value in _TOP_KEYS for k, _v in root.value):
+                return
+            what = f"a mapping with none of the keys {', '.join(_TOP_KEYS)}"
+        elif isinstance(root, yaml.SequenceNode):
+            what = "a list"
+        else:
+            what = _SCALAR_KINDS.get(root.tag, "a scalar")
+        raise self.fail(root, "", f"not a fabric config ({what}): expected a mapping with name, security, "
+                                  f"masters and switches")
+
     def parse_document(self, text: str) -> Fabric:
         try:
             root = yaml.compose(text, Loader=_FastLoader)
@@ -119,6 +138,7 @@ class FabricParser(TopologyReader):
             raise self.fail(None, "", f"YAML error: {e}") from None
         if root is None:
             raise self.fail(1, "", "empty document: expected a fabric mapping")
+        self.check_fabric_document(root)
         top = self.fields(root, "", _TOP_KEYS, ("name", "security", "masters", "switches"))
         name = self.name(top["name"], "name")
         timers = self.timers(top["timers"]) if "timers" in top else Timers()

@@ -497,7 +497,12 @@ def test_validation_error(old: str, new: str, line: int, field: str, fragment: s
 def test_empty_and_non_mapping_documents() -> None:
     expect_error("", 1, "", "empty document")
     expect_error("# only a comment\n", 1, "", "empty document")
-    expect_error("- 1\n", 1, "", "expected a mapping, got a list")
+    expect_error("- 1\n", 1, "", "not a fabric config (a list)")
+    # a secret file or /etc/shadow read as a config: named by type, never quoted (a REST prepare answers this)
+    for text, kind in (("fbc5f867deadbeef\n", "a string"), ("root:$6$salt$hash:19000:0:99999:7:::\n", "a mapping"),
+                       ("12345\n", "an integer"), ("password: hunter2\n", "a mapping with none of the keys")):
+        e = expect_error(text, 1, "", f"not a fabric config ({kind}")
+        assert not {"fbc5", "$6$", "12345", "hunter2"} & {w for w in ("fbc5", "$6$", "12345", "hunter2") if w in str(e)}
     expect_error("a: 1\n---\nb: 2\n", 2, "", "YAML")
 
 

@@ -284,3 +284,77 @@ def test_a_rollout_changing_a_master_is_refused_naming_the_field_at_its_line(
         assert st["phase"] == "idle" and st["next"] is None
 
     run(tmp_path, body)
+
+
+def test_one_prepare_at_a_time_and_the_loop_keeps_answering_while_a_file_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is read on a worker thread (a 9 MB config stalled the loop into a failover): while one is
+    read, GETs answer, and a second prepare or reload is a 429 with Retry-After, nothing done."""
+    import threading
+
+    nxt = next_config(tmp_path)
+    release, reading = threading.Event(), threading.Event()
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        real = server.reload_check
+
+        def slow(path=None):  # noqa: ANN001, ANN202
+            reading.set()
+            assert release.wait(20)
+            return real(path)
+
+        monkeypatch.setattr(server, "reload_check", slow)
+        first = asyncio.ensure_future(c.post("/v1/rollout/prepare", json={"config": str(nxt)}, headers=AUTH))
+        assert await asyncio.to_thread(reading.wait, 10)
+        r = await asyncio.wait_for(c.get("/v1/lsd/version"), 5)             # the loop is free
+        assert r.status == 200
+        for route, body_ in (("/v1/rollout/prepare", {"config": str(nxt)}), ("/v1/reload", None)):
+            r = await c.post(route, json=body_, headers=AUTH)
+            out = await r.json()
+            assert r.status == 429 and r.headers["Retry-After"] == "1" and "one at a time" in out["error"], out
+        release.set()
+        r = await asyncio.wait_for(first, 20)
+        assert r.status == 200 and (await r.json())["outcome"] == "prepared"
+
+    run(tmp_path, body)
+
+
+def test_a_prepare_reads_only_fabric_configs_in_the_config_directory_and_never_quotes_a_file(
+        tmp_path: Path) -> None:
+    """Tester: the admin token read any file: `{"config": ".../fabric.key"}` answered 400 quoting the HMAC
+    secret (`expected a mapping, got the string 'fbc5...'`), /etc/shadow likewise. Now PATH must resolve in
+    the config directory (or below), the running config's secret files are refused by path and by inode,
+    and a file that is not a fabric config is named by its type, not its text."""
+    outside = tmp_path.parent / f"{tmp_path.name}-outside.yaml"
+    outside.write_text("hunter2-outside-secret\n")
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        key = (tmp_path / "fabric.key").read_text().strip()
+        os.link(tmp_path / "fabric.key", tmp_path / "innocent.yaml")
+        (tmp_path / "escape.yaml").symlink_to(outside)
+        (tmp_path / "notes.txt").write_text("hunter2-inside-secret\n")
+        (tmp_path / "other.yaml").write_text("password: hunter2-value\n")
+        nxt = next_config(tmp_path)
+        cases = [
+            (str(tmp_path / "fabric.key"), "secret file"),
+            ("fabric.key", "secret file"),                            # relative: in the config directory
+            (str(tmp_path / "admin.token"), "secret file"),
+            (str(tmp_path / "innocent.yaml"), "secret file"),         # a hard link of the key
+            (str(tmp_path / "escape.yaml"), "config directory"),      # a symlink out
+            (str(outside), "config directory"),
+            ("/etc/shadow", "config directory"),
+            (str(tmp_path / ".." / tmp_path.name / ".." / outside.name), "config directory"),
+            (str(tmp_path / "state"), "not a regular file"),
+            (str(tmp_path / "notes.txt"), "not a fabric config (a string)"),
+            (str(tmp_path / "other.yaml"), "not a fabric config (a mapping with none of the keys"),
+        ]
+        for path, why in cases:
+            r = await c.post("/v1/rollout/prepare", json={"config": path}, headers=AUTH)
+            err = (await r.json())["error"]
+            assert r.status == 400 and why in err, (path, err)
+            assert key not in err and TOKEN not in err and "hunter2" not in err and "root:" not in err, err
+        assert (await (await c.get("/v1/rollout")).json())["phase"] == "idle"
+        r = await c.post("/v1/rollout/prepare", json={"config": nxt.name}, headers=AUTH)   # relative, beside
+        assert r.status == 200 and (await r.json())["outcome"] == "prepared"
+
+    run(tmp_path, body)

@@ -1,0 +1,182 @@
+"""Config reload and rollout prepare on a master replica's runtime (issue #21; controller.server.MasterServer
+mixes this in): read a config file, check it, then act on it.
+
+The read and every check (a Jupiter-size file: ~10 MB, seconds of parsing; `line_of` re-reads it for an
+error's line) run on a worker thread, off the event loop, so FMRP hellos, reports and the LSD keep flowing
+while a big file is read — a prepare that blocked the loop for seconds cost the replica its mastership even
+when it was refused. Only the change itself (cheap) runs on the loop, after checking that nothing it was
+checked against changed meanwhile. One reload at a time: another one while a file is being read is refused
+(`ReloadBusy`, REST 429); SIGHUPs arriving meanwhile are folded into one more reload after it.
+
+    plan = server.reload_check(path)        # any thread: reads, parses, checks; changes nothing
+    out = server.reload_apply(plan)         # the loop: prepares / swaps keys
+    out = await server.reload_async(path)   # both, the first on a worker thread, one at a time
+    server.reload(path)                     # both, here (tests, tools)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from controller.rollout import IncompatibleConfig, RolloutError, check_compatible
+from proto.config import Fabric
+from proto.logsetup import kv
+
+log = logging.getLogger("firepath.master")
+
+__all__ = ["ReloadBusy", "ReloadOps", "ReloadPlan"]
+
+
+class ReloadBusy(Exception):  # noqa: N818 - reads as what it is
+    """Another reload or prepare is reading its file: nothing was done; try again when it finished."""
+
+    def __init__(self, source: str, since: float) -> None:
+        self.source, self.since = source, since
+        super().__init__(f"busy: a reload of {source} is being read (for {since:.1f} s): one at a time, "
+                         f"retry when it finished (nothing was done)")
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadPlan:
+    """A file read and checked (reload_check): what reload_apply does, and what it was checked against."""
+
+    nxt: Fabric
+    same: bool                  # the running config's digest: no rollout (a key-only change at most)
+    keys: Any                   # the key set to swap in, or None
+    running: Fabric             # the core's config it was checked against
+    held: Any                   # the Codec's key set it was checked against
+
+
+class ReloadOps:
+    """MasterServer's reload operations (a mixin: every other attribute it uses is MasterServer's)."""
+
+    _reloading: tuple[str, float] | None = None     # (source, monotonic start) of the reload being read
+    _reload_again = False                           # a SIGHUP arrived meanwhile: read the file once more
+
+    def reload(self, path: str | Path | None = None) -> dict[str, Any]:
+        """Read the config file again (`path`, default: the one this replica runs) and act on it: the same
+        config -> nothing; the prepared next one -> nothing; another -> prepared as the next config (the
+        two-phase rollout, controller.rollout). Returns {"outcome": "unchanged"|"prepared"|"already_prepared",
+        "digest", "source", "keys": the key ids held after it}. Blocks while reading: on the event loop, use
+        reload_async.
+
+        Raises ConfigError (file:line:field: an invalid file, one changing the masters or the distribution
+        (controller.rollout.check_compatible), another config naming another key set
+        (proto.keyroll.keys_for_reload)) or RolloutError (another rollout is prepared): then nothing changed,
+        keys included. Keys change only with a key-only change of the running config (the security section is
+        outside the digest: the key rollover); `reload_hooks` observers then run for every file accepted."""
+        return self.reload_apply(self.reload_check(path))
+
+    async def reload_async(self, path: str | Path | None = None) -> dict[str, Any]:
+        """reload(), the read and the checks on a worker thread. Raises ReloadBusy while another one reads."""
+        source = str(path if path is not None else self.fabric.source)
+        if self._reloading is not None:
+            raise ReloadBusy(self._reloading[0], time.monotonic() - self._reloading[1])
+        self._reloading = (source, time.monotonic())
+        try:
+            plan = await asyncio.get_running_loop().run_in_executor(None, self.reload_check, path)
+        finally:
+            self._reloading = None
+        return self.reload_apply(plan)
+
+    def reload_signal(self) -> None:
+        """SIGHUP: reload the own file off the loop; one arriving while a reload reads is folded into one more
+        reload after it (the file may have changed since that one read it). Errors are logged."""
+        from proto.config import ConfigError
+
+        if self._reloading is not None:
+            self._reload_again = True
+            log.info(kv("config_reload_deferred", reading=self._reloading[0]))
+            return
+
+        async def run() -> None:
+            again = True
+            while again:            # bounded: only SIGHUPs arriving during a read add a round
+                self._reload_again = False
+                try:
+                    await self.reload_async()
+                except (ConfigError, RolloutError, ReloadBusy) as e:
+                    log.error(kv("config_reload_refused", error=e))
+                again = self._reload_again
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._reload_tasks = getattr(self, "_reload_tasks", set())
+        self._reload_tasks.add(task)                # a reference until done (asyncio keeps weak ones)
+        task.add_done_callback(self._reload_tasks.discard)
+
+    def reload_check(self, path: str | Path | None = None) -> ReloadPlan:
+        """Read and check the file; change nothing (safe on any thread). Raises as reload().
+
+        The cyclic GC stays off while reading, and what the read leaves (the new config) is frozen out of
+        its reach before it is back on, as the server freezes its config at start: otherwise the first
+        collection after the parse rescans the million objects it made, a second-long stop of every thread
+        (the event loop's too: the tester's failover)."""
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._reload_check(path)
+        finally:
+            if was_enabled:
+                gc.freeze()
+                gc.enable()
+
+    def _reload_check(self, path: str | Path | None) -> ReloadPlan:
+        from proto.config import ConfigError, line_of, load_fabric
+
+        running, held = self.core.fabric, self.codec.keys
+        nxt = load_fabric(path if path is not None else self.fabric.source)
+        same = nxt.digest == running.digest
+        if not same:
+            try:
+                check_compatible(running, nxt)
+            except IncompatibleConfig as e:
+                raise ConfigError(e.source, line_of(e.source, e.field), e.field, e.problem) from None
+        keys = self._keys_to_apply(nxt, running, held)          # every check before any change
+        if not same:    # derive its switches' keys here (~30 µs each, a cache of the key set held), not on the loop
+            self.fanout.warm([sw.name for sw in nxt.switches])
+        return ReloadPlan(nxt, same, keys, running, held)
+
+    def reload_apply(self, plan: ReloadPlan) -> dict[str, Any]:
+        """Act on a checked file (the event loop). RolloutError (409) if the running config or the keys
+        changed since it was checked (a commit, a leader's snapshot, another reload): nothing done."""
+        if self.core.fabric is not plan.running or self.codec.keys is not plan.held:
+            raise RolloutError(f"{plan.nxt.source}: the running config or key set changed while it was read "
+                               f"(a commit or another reload): nothing done, send it again")
+        nxt, keys = plan.nxt, plan.keys
+        if plan.same:
+            outcome = "unchanged"
+        else:
+            outcome = "prepared" if self.core.rollout_prepare(nxt, self.now()) else "already_prepared"
+            # its switches (new ones too) may speak to us from now on
+            self.codec.switches = self.codec.switches | {sw.name for sw in nxt.switches}
+        if keys is not None:
+            self.codec.set_keys(keys)
+            log.warning(kv("keys_reloaded", send_key=keys.send_id, accepted=",".join(map(str, sorted(keys.accepted))),
+                           retired=",".join(map(str, sorted(keys.retired))) or None))
+        for hook in self.reload_hooks:
+            hook(nxt)
+        log.info(kv("config_reload", source=nxt.source, digest=nxt.digest[:12], outcome=outcome))
+        self._run([])
+        return {"outcome": outcome, "digest": nxt.digest, "source": nxt.source, "keys": self.codec.keys.status()}
+
+    def _keys_to_apply(self, nxt: Fabric, running: Fabric, held: Any) -> Any:
+        """The file's key set if a reload of `nxt` swaps it in, else None (proto.keyroll.keys_for_reload: only
+        a reload of the running config changes keys). The file's key files were read by load_fabric. Raises
+        ConfigError: another config naming another key set, or a switch's bundle instead of the secret."""
+        from proto.auth import AuthError
+        from proto.config import ConfigError
+        from proto.keyroll import keys_for_reload
+
+        keys = keys_for_reload(held, nxt, running.digest, self.fabric.source)
+        if keys is not None:
+            try:
+                keys.check_usable_by(self.core.id, master=True)
+            except AuthError as e:      # a switch's bundle: refused like any bad file, nothing changes
+                raise ConfigError(nxt.source, None, "", str(e)) from None
+        return keys

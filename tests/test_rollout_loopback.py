@@ -1,0 +1,111 @@
+"""A big rollout prepare against three real `firepath master` processes on loopback must cost no election.
+
+Tester's finding: `POST /v1/rollout/prepare` of a 9 MB Jupiter config (`firepath config clos --preset
+jupiter`) parsed on the master's event loop: 12.7 s without FMRP hellos, and mastership moved (term 7 -> 10)
+although the prepare was refused. The file is now read and checked on a worker thread
+(controller.serverreload): the leader keeps its term, and every replica agrees, throughout.
+
+Timers as tests/test_gray_loopback.py (hello 50 ms, master dead 400 ms: a loaded shared machine).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from proto.clos import PRESETS, generate_clos_yaml
+from tests.harness.loopcluster import LoopCluster
+
+pytestmark = pytest.mark.timeout(240)
+
+TIMERS = (("hello_interval_ms", 50), ("master_dead_ms", 400))
+TOKEN = "rollout-token"
+
+
+def _post(port: int, path: str, body: Any, timeout: float) -> tuple[int, dict[str, Any]]:
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method="POST",
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def _terms(cluster: LoopCluster) -> dict[str, Any]:
+    """Each replica's (role, term, leader); an unreachable one as its exception's name."""
+    out: dict[str, Any] = {}
+    for mid, v in cluster.versions().items():
+        out[mid] = (v["role"], v["term"], v["leader"]) if isinstance(v, dict) else type(v).__name__
+    return out
+
+
+def _agreed(terms: dict[str, Any]) -> bool:
+    """Every replica answers, with one term and one leader."""
+    return all(isinstance(t, tuple) for t in terms.values()) and len({t[1:] for t in terms.values()}) == 1
+
+
+def _jupiter(cluster: LoopCluster, same_masters: bool) -> Path:
+    """The Jupiter preset (~9 MB) in the cluster's directory; with `same_masters`, its masters and
+    distribution those of the running config (a prepare then accepts it), else the preset's (refused)."""
+    text = generate_clos_yaml(PRESETS["jupiter"])
+    if same_masters:
+        running = cluster.config.read_text()
+        block = re.search(r"^masters:\n(?:  - .*\n)+", running, re.MULTILINE)
+        assert block is not None
+        text = re.sub(r"^masters:\n(?:  - .*\n)+", lambda _m: block.group(0), text, count=1, flags=re.MULTILINE)
+    path = cluster.dir / "jupiter.yaml"
+    path.write_text(text)
+    assert path.stat().st_size > 8_000_000
+    return path
+
+
+@pytest.mark.parametrize("same_masters", [False, True], ids=["refused", "prepared"])
+def test_a_jupiter_prepare_costs_no_election(tmp_path: Path, same_masters: bool) -> None:
+    cluster = LoopCluster(tmp_path, masters=3, timers=TIMERS, admin_token=TOKEN, name="bigprep")
+    try:
+        cluster.start_all()
+        got = cluster.wait(lambda: cluster.single_master(), 30.0)
+        assert got is not None, _terms(cluster)
+        leader = got[0]
+        big = _jupiter(cluster, same_masters)
+        assert cluster.wait(lambda: _agreed(_terms(cluster)), 30.0), _terms(cluster)
+        before = _terms(cluster)
+        seen: list[dict[str, Any]] = []
+        stop = threading.Event()
+
+        def watch() -> None:                 # what every replica says while the leader reads the file
+            while not stop.is_set():
+                seen.append(_terms(cluster))
+                stop.wait(0.1)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        t0 = time.monotonic()
+        try:
+            status, out = _post(cluster.rest_port[leader], "/v1/rollout/prepare", {"config": str(big)}, 180.0)
+        finally:
+            stop.set()
+            watcher.join(10.0)
+        took = time.monotonic() - t0
+        if same_masters:
+            assert status == 200 and out["outcome"] == "prepared", (status, str(out)[:500])
+        else:
+            assert status == 400 and "masters" in out["error"], (status, out)
+        time.sleep(1.0)                       # an election started at the end would show by now
+        after = _terms(cluster)
+        # an election: a replica that answers with another term or leader (a slow answer is no election)
+        moved = [s for s in seen if any(isinstance(v, tuple) and v[1:] != before[m][1:] for m, v in s.items())]
+        assert after == before and not moved, (f"prepare took {took:.1f} s; before {before}, after {after}, "
+                                                f"{len(moved)} of {len(seen)} samples differ: {moved[:3]}")
+    finally:
+        cluster.stop_all()
