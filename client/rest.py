@@ -17,7 +17,6 @@ its own short-lived thread, so a slow /v1/routes (an OVS read) never blocks /v1/
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 import socketserver
@@ -30,6 +29,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from proto.auth import bearer_denial
 
 log = logging.getLogger("firepath.client.rest")
 
@@ -163,13 +164,9 @@ class ClientApi:
         token; 404 when this client has no reload."""
         if self.reload is None:
             return _json(404, {"error": "reload is not available on this client"})
-        scheme, _, presented = (headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            return _json(401, {"error": "missing Authorization: Bearer <token>"})
-        if self.token is None:
-            return _json(403, {"error": "no security.admin_token_file in the config"})
-        if not hmac.compare_digest(presented.strip().encode(), self.token.encode()):
-            return _json(403, {"error": "invalid token"})
+        denied = bearer_denial(headers.get("Authorization"), self.token)
+        if denied is not None:
+            return _json(denied[0], {"error": denied[1]})
         try:
             out = self.reload()
         except ValueError as e:           # ConfigError (file:line:field) or AuthError (a key file, named)
