@@ -243,12 +243,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         self.server.waiting(self.connection, False)         # its headers are in: no longer evictable
-        try:
-            self._serve_request()
-        except TimeoutError:                                 # the body came too slowly
-            self._send(_json(408, {"error": f"request not received within {READ_TIMEOUT:g} s"}), close=True)
-
-    def _serve_request(self) -> None:
         if "Transfer-Encoding" in self.headers:     # its body would be read as the next request
             self._send(_json(411, {"error": "a request body needs a Content-Length (no Transfer-Encoding)"}),
                        close=True)
@@ -262,7 +256,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_json(413, {"error": "request body too large"}), close=True)
             return
         if length:
-            self.rfile.read(length)
+            try:
+                self.rfile.read(length)
+            except TimeoutError:                                 # the body came too slowly
+                self._send(_json(408, {"error": f"request not received within {READ_TIMEOUT:g} s"}), close=True)
+                return
         try:
             answer = self.server.api.handle(self.command, self.path, self.headers)
         except Exception as e:  # noqa: BLE001 - a broken status() must not kill the thread silently
