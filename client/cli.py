@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from proto.auth import KeySet
     from proto.config import ConfigError, load_fabric
     from proto.logsetup import setup_logging
+    from proto.restaddr import CLIENT_REST_HOST
 
     setup_logging(args.log_level, args.log_format)
     log = logging.getLogger("firepath.client")
@@ -127,12 +128,12 @@ def run(args: argparse.Namespace) -> int:
 
     if rest_port:
         try:
-            rest = RestServer(daemon.status, "127.0.0.1", rest_port, routes=daemon.routes_view,
+            rest = RestServer(daemon.status, CLIENT_REST_HOST, rest_port, routes=daemon.routes_view,
                               reload=rest_reload, token=admin_token)
             rest.start()
         except OSError as e:
             daemon.transport.stop()
-            return _fatal(log, f"cannot serve REST on 127.0.0.1:{rest_port}: {e.strerror or e}")
+            return _fatal(log, f"cannot serve REST on {CLIENT_REST_HOST}:{rest_port}: {e.strerror or e}")
 
     def on_signal(signum: int, _frame: Any) -> None:
         log.info("signal=%s stopping", signal.Signals(signum).name)

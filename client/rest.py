@@ -12,16 +12,20 @@ Why the standard library and not aiohttp (issue #20, "a lighter client"): the cl
 requests a minute; importing aiohttp and running an asyncio loop for them cost ~11 MiB of RSS and ~0.15 s
 of CPU at every start (BENCHMARKS "Client REST on http.server"). ThreadingHTTPServer answers each request on
 its own short-lived thread, so a slow /v1/routes (an OVS read) never blocks /v1/state or /metrics.
+At most MAX_CONNECTIONS at once; each has READ_TIMEOUT seconds in all to send a request, and one that has
+waited EVICT_AFTER for its request makes room for a new connection (slow-header floods: see those names).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hmac
+import io
 import json
 import logging
+import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +34,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from proto.auth import bearer_denial
 
 log = logging.getLogger("firepath.client.rest")
 
@@ -41,9 +47,11 @@ ReloadFn = Callable[[], dict[str, Any]]
 class ClientCollector:
     """Builds the metrics from one consistent `status()` snapshot at scrape time."""
 
-    def __init__(self, status: StatusFn, refused: Callable[[], int] = lambda: 0) -> None:
+    def __init__(self, status: StatusFn, refused: Callable[[], int] = lambda: 0,
+                 evicted: Callable[[], int] = lambda: 0) -> None:
         self._status = status
         self._refused = refused      # REST connections answered 503 (ClientApi.refused)
+        self._evicted = evicted      # REST connections closed to make room (ClientApi.evicted)
 
     def collect(self) -> Any:
         s = self._status()
@@ -82,7 +90,8 @@ class ClientCollector:
             oam.add_metric([sw, str(p["port"]), p.get("oam", "off")], int(p.get("oam") == "up"))
         yield oam
         counters = CounterMetricFamily("firepath_client_events", "Client event counters", labels=["switch", "event"])
-        for event, value in {**client_events(s), "rest_refused": self._refused()}.items():
+        for event, value in {**client_events(s), "rest_refused": self._refused(),
+                             "rest_evicted": self._evicted()}.items():
             counters.add_metric([sw, event], value)
         yield counters
 
@@ -116,7 +125,9 @@ class ClientApi:
         self.status, self.routes, self.reload, self.token = status, routes, reload, token
         self.registry = CollectorRegistry(auto_describe=False)
         self.refused = 0             # connections the server answered 503 (MAX_CONNECTIONS busy)
-        self.registry.register(ClientCollector(status, lambda: self.refused))  # type: ignore[arg-type]
+        self.evicted = 0             # connections closed, still waiting for a request, to make room (EVICT_AFTER)
+        self.registry.register(ClientCollector(status, lambda: self.refused,  # type: ignore[arg-type]
+                                               lambda: self.evicted))
 
     def handle(self, method: str, target: str, headers: Any) -> Answer:
         url = urlsplit(target)
@@ -163,13 +174,9 @@ class ClientApi:
         token; 404 when this client has no reload."""
         if self.reload is None:
             return _json(404, {"error": "reload is not available on this client"})
-        scheme, _, presented = (headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not presented.strip():
-            return _json(401, {"error": "missing Authorization: Bearer <token>"})
-        if self.token is None:
-            return _json(403, {"error": "no security.admin_token_file in the config"})
-        if not hmac.compare_digest(presented.strip().encode(), self.token.encode()):
-            return _json(403, {"error": "invalid token"})
+        denied = bearer_denial(headers.get("Authorization"), self.token)
+        if denied is not None:
+            return _json(denied[0], {"error": denied[1]})
         try:
             out = self.reload()
         except ValueError as e:           # ConfigError (file:line:field) or AuthError (a key file, named)
@@ -181,17 +188,61 @@ MAX_BODY = 1 << 16      # the API takes no request body; one sent anyway is read
 #: Connections served at once (a thread each). More are answered 503 and closed on the accepting thread: a
 #: host that opens thousands of connections must not make thousands of threads on a switch's client.
 MAX_CONNECTIONS = 32
+#: Seconds a connection has to send a whole request (request line, headers, body), counted from its accept
+#: or from the previous answer on a keep-alive connection; then it is closed (408 when only the body is
+#: late). The master's REST does the same (controller.rest.READ_TIMEOUT). Before, each read waited 30 s
+#: afresh, so a byte every few seconds held a connection, and its thread, for ever: 33 such connections
+#: answered every other request 503 for as long as they lasted.
+READ_TIMEOUT = 10.0
+#: When all MAX_CONNECTIONS are busy, a new connection takes the place of the one that has waited longest
+#: for its request, if that one has waited at least this long (seconds); it is closed. A request in
+#: progress is never cut. So slow connections hold this API for at most EVICT_AFTER, not READ_TIMEOUT, even
+#: when they keep coming back.
+EVICT_AFTER = 1.0
 _BUSY_BODY = json.dumps({"error": f"too many connections to this REST API (at most {MAX_CONNECTIONS} at once)"}).encode()
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
          b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
+class _DeadlineReader(io.RawIOBase):
+    """The request side of a connection, each read bounded by what is left of the handler's `read_deadline`
+    (TimeoutError past it): a total deadline, where the socket's own timeout restarts at every byte."""
+
+    def __init__(self, sock: socket.socket, handler: _Handler) -> None:
+        self._sock, self._handler = sock, handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        left = self._handler.read_deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request not received within {READ_TIMEOUT:g} s")
+        self._sock.settimeout(left)
+        return self._sock.recv_into(b)
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    timeout = 30.0          # an idle keep-alive connection (a scraper's pool) gives its thread back
+    timeout = READ_TIMEOUT          # writes; reads follow read_deadline (_DeadlineReader)
     server: _Server
+    read_deadline = 0.0
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()          # the stdlib's buffered socket file: replaced by one bounded in total
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+
+    def handle_one_request(self) -> None:
+        self.read_deadline = time.monotonic() + READ_TIMEOUT
+        self.server.waiting(self.connection, True)
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.waiting(self.connection, False)
 
     def _serve(self) -> None:
+        self.server.waiting(self.connection, False)         # its headers are in: no longer evictable
         if "Transfer-Encoding" in self.headers:     # its body would be read as the next request
             self._send(_json(411, {"error": "a request body needs a Content-Length (no Transfer-Encoding)"}),
                        close=True)
@@ -205,7 +256,11 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(_json(413, {"error": "request body too large"}), close=True)
             return
         if length:
-            self.rfile.read(length)
+            try:
+                self.rfile.read(length)
+            except TimeoutError:                                 # the body came too slowly
+                self._send(_json(408, {"error": f"request not received within {READ_TIMEOUT:g} s"}), close=True)
+                return
         try:
             answer = self.server.api.handle(self.command, self.path, self.headers)
         except Exception as e:  # noqa: BLE001 - a broken status() must not kill the thread silently
@@ -215,6 +270,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, answer: Answer, close: bool = False) -> None:
         status, ctype, body = answer
+        self.connection.settimeout(READ_TIMEOUT)      # the answer's writes: not what is left of the read
         self.send_response(status)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
@@ -239,7 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
     def handle(self) -> None:
         try:
             super().handle()
-        except (BrokenPipeError, ConnectionResetError) as e:     # the client left: its affair, no traceback
+        except OSError as e:    # the client left, or stopped reading its answer: its affair, no traceback
             log.debug("rest %s connection lost: %s", self.client_address[0], e)
 
     def log_message(self, format: str, *args: Any) -> None:   # noqa: A002 - the stdlib's signature
@@ -252,10 +308,33 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], max_connections: int) -> None:
         self.slots = threading.BoundedSemaphore(max_connections)
+        self._lock = threading.Lock()
+        self._waiting: dict[socket.socket, float] = {}     # connections waiting for a request: since when
         super().__init__(address, handler)
 
+    def waiting(self, conn: socket.socket, yes: bool) -> None:
+        with self._lock:
+            if yes:
+                self._waiting[conn] = time.monotonic()
+            else:
+                self._waiting.pop(conn, None)
+
+    def _evict(self) -> bool:
+        """Close the connection that has waited longest for its request, if at least EVICT_AFTER."""
+        with self._lock:
+            if not self._waiting:
+                return False
+            conn, since = min(self._waiting.items(), key=lambda kv: kv[1])
+            if time.monotonic() - since < EVICT_AFTER:
+                return False
+            del self._waiting[conn]
+        with contextlib.suppress(OSError):
+            conn.shutdown(socket.SHUT_RDWR)       # its thread's read ends at once and gives its slot back
+        self.api.evicted += 1
+        return True
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
+        if not self.slots.acquire(blocking=False) and not (self._evict() and self.slots.acquire(timeout=0.5)):
             self.api.refused += 1
             n = self.api.refused
             if n & (n - 1) == 0:        # 1, 2, 4, 8 ...: logged, not flooded

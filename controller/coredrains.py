@@ -38,7 +38,8 @@ class DrainOps:
                 raise UnknownTarget(f"link {name!r}: unknown switch {sw!r}")
         ia = self._link_by_end.get(parsed[0])
         ib = self._link_by_end.get(parsed[1])
-        if ia is None or ia != ib:
+        # both ends the same port ("leaf-1:1-leaf-1:1"): ia == ib trivially, but no link is a self-loop
+        if ia is None or ia != ib or parsed[0] == parsed[1]:
             raise UnknownTarget(f"link {name!r}: no such link in fabric {self.fabric.name!r}")
         return ia
 

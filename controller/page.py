@@ -13,8 +13,9 @@ Routes (added to the REST app by `add_page_routes`; the page itself is `controll
   change, and ``ping`` (the header) every `ping_interval` so a page detects a silent replica.
 - ``GET /v1/link/{name or index}``, ``GET /v1/switch/{name}``: details for a click — ends, ports, weight,
   LSD and display state, when this replica saw it change, the ends' last port reports, and for a switch
-  its client's ``/v1/state`` fetched from the client REST (at the address its datagrams come from, on its
-  configured ``rest_port``; `client_timeout` seconds, an error string when unreachable).
+  its client's ``/v1/state`` read from the client REST where proto.restaddr says it is (127.0.0.1:<rest_port>,
+  when the switch's datagrams come from this replica's namespace), bounded in size, time and shape
+  (controller.clientfetch; `client_timeout` seconds), or an error string saying why not.
 - CORS: every ``GET`` answers any origin (reads need no token anyway); ``/v1/drain`` answers a preflight and
   the request itself only for the origins of the configured replicas (``http://address:rest_port``, and
   ``localhost`` for a loopback replica), so a page served by one replica can drain through the leader and
@@ -42,6 +43,7 @@ import aiohttp
 from aiohttp import web
 
 from controller.api import MasterApi
+from controller.clientfetch import ClientFetcher
 from controller.core import Role, UnknownTarget
 from controller.topoview import STATUS_NAMES, FabricView, build_view, link_status
 from proto.lsd import LinkState
@@ -401,27 +403,13 @@ async def switch(request: web.Request) -> web.Response:
     if i is None:
         return _json({"error": f"switch {name!r}: no such switch in fabric {feed.fabric.name!r}"}, 404)
     out = feed.switch_details(i)
-    out["client"] = await _client_state(feed, name, request.app[TIMEOUT_KEY])
-    return _json(out)
-
-
-async def _client_state(feed: PageFeed, name: str, timeout: float) -> dict[str, Any]:
-    """The client's own `/v1/state` (client REST), or why it could not be read."""
-    sw = feed.fabric.switch(name)
-    addr = feed.server.addresses.get(name)
-    if sw.rest_port is None:
-        return {"error": "no rest_port for this switch in the config"}
-    if addr is None:
-        return {"error": "this replica has not heard from the switch: its address is unknown"}
-    url = f"http://{addr[0]}:{sw.rest_port}/v1/state"
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session, \
-                session.get(url) as r:
-            if r.status != 200:
-                return {"url": url, "error": f"HTTP {r.status}"}
-            return {"url": url, "state": await r.json()}
-    except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-        return {"url": url, "error": f"{type(e).__name__}: {e}".rstrip(": ")}
+    fetcher: ClientFetcher = request.app[FETCHER_KEY]  # type: ignore[assignment]
+    out["client"] = await fetcher.state(name, feed.fabric.switch(name).rest_port, feed.server.addresses.get(name))
+    if "state" not in out["client"]:
+        return _json(out)
+    # up to MAX_STATE bytes of the client's state, encoded with indent (pure Python): not on the loop
+    body = await asyncio.to_thread(lambda: json.dumps(out, indent=1).encode())
+    return web.Response(body=body, content_type="application/json")
 
 
 # ------------------------------------------------------------------------------------------------ CORS
@@ -439,7 +427,7 @@ def replica_origins(server: MasterApi) -> frozenset[str]:
 
 
 ORIGINS_KEY = web.AppKey("page_origins", frozenset)
-TIMEOUT_KEY = web.AppKey("page_client_timeout", float)
+FETCHER_KEY = web.AppKey("page_client_fetcher", object)
 
 
 @web.middleware
@@ -472,7 +460,7 @@ def add_page_routes(app: web.Application, server: MasterApi, client_timeout: flo
     feed = PageFeed(server)
     app[FEED_KEY] = feed
     app[ORIGINS_KEY] = replica_origins(server)
-    app[TIMEOUT_KEY] = client_timeout
+    app[FETCHER_KEY] = ClientFetcher(client_timeout)
     app.middlewares.append(cors)
     app.router.add_get("/", index)
     app.router.add_static("/page/", ASSETS)

@@ -5,13 +5,13 @@ Reads need no token. Drains (POST/DELETE /v1/drain) and confirming what the dras
 the content of `security.admin_token_file` (401 without/with a malformed header, 403 with a wrong token or
 when no token file is configured, 400 on bad input or an unknown link or switch (then with
 `"unknown": true`), 409 when this replica is not the master). GET /v1/drains lists the drains in force with who/when/why (any replica:
-backups hold the master's notes).
+backups hold the master's notes). Input it cannot use (a non-ASCII token, a JSON key twice, an undecodable
+body, a request aiohttp refuses) is a 4xx and at most a debug line: controller.restguard.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -22,7 +22,9 @@ from aiohttp import web
 from controller.api import MasterApi
 from controller.core import DrainRefused, NotMaster, UnknownTarget
 from controller.page import add_page_routes
+from controller.restguard import QuietServerLog, client_gone, json_errors, strict_json_bodies
 from controller.rollout_rest import add_rollout_routes
+from proto.auth import bearer_denial
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import DRAINED_STATES, LinkState
@@ -170,17 +172,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _check_token(request: web.Request, token: str | None) -> web.Response | None:
-    auth = request.headers.get("Authorization")
-    if auth is None:
-        return _error(401, "missing Authorization: Bearer <token>")
-    scheme, _, presented = auth.partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
-        return _error(401, "malformed Authorization header (expected 'Bearer <token>')")
-    if token is None:
-        return _error(403, "drains are disabled: no security.admin_token_file in the config")
-    if not hmac.compare_digest(presented.strip().encode(), token.encode()):
-        return _error(403, "invalid token")
-    return None
+    denied = bearer_denial(request.headers.get("Authorization"), token,
+                           disabled="drains are disabled: no security.admin_token_file in the config")
+    return None if denied is None else _error(*denied)
 
 
 async def guard(request: web.Request) -> web.Response:
@@ -345,38 +339,9 @@ def read_token(server: MasterApi) -> str | None:
     return None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file, sec.admin_token_where)
 
 
-@web.middleware
-async def _client_gone(request: web.Request, handler: Any) -> web.StreamResponse:
-    """A client that resets its connection mid-request is the client's affair: one debug line, not an
-    error with a traceback in the master's log."""
-    try:
-        return await handler(request)
-    except ConnectionResetError as e:
-        log.debug("event=rest_connection_reset remote=%s method=%s path=%s error=%r", request.remote,
-                  request.method, request.path, str(e))
-        raise web.HTTPBadRequest(text="connection reset") from None
-
-
-@web.middleware
-async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every error body is JSON, as docs/API.md says: aiohttp's own 404 (no such path) and 405 (method) come
-    as plain text otherwise."""
-    try:
-        return await handler(request)
-    except web.HTTPException as e:
-        if e.status < 400 or e.content_type == "application/json":
-            raise
-        return web.json_response({"error": e.text or e.reason}, status=e.status, headers={
-            k: v for k, v in e.headers.items() if k.lower() == "allow"})
-    except (ConnectionResetError, asyncio.CancelledError):
-        raise
-    except Exception as e:      # noqa: BLE001 - a handler's bug: JSON like every answer, the trace in the log
-        log.exception("event=rest_error method=%s path=%s", request.method, request.path)
-        return web.json_response({"error": f"internal error: {type(e).__name__}: {e}"}, status=500)
-
-
 def make_app(server: MasterApi) -> web.Application:
-    app = web.Application(middlewares=[_json_errors, _client_gone])
+    app = web.Application(middlewares=[json_errors, client_gone, strict_json_bodies(
+        lambda r: _check_token(r, r.app[TOKEN_KEY]), READ_TIMEOUT)])
     app[SERVER_KEY] = server
     app[TOKEN_KEY] = read_token(server)
     app.router.add_get("/v1/lsd/version", lsd_version)
@@ -399,7 +364,9 @@ def make_app(server: MasterApi) -> web.Application:
 
 
 async def start_rest(server: MasterApi, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(make_app(server), access_log=None, keepalive_timeout=READ_TIMEOUT)
+    # QuietServerLog: a request aiohttp refuses itself (LineTooLong...) is one debug line, not a traceback
+    runner = web.AppRunner(make_app(server), access_log=None, keepalive_timeout=READ_TIMEOUT,
+                           logger=QuietServerLog())
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

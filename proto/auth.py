@@ -569,3 +569,24 @@ def read_tcp_md5_key(path: Path) -> str:
     if any(c < 0x20 or c > 0x7E or c in b'"\\' for c in text):
         raise AuthError("one line of printable ASCII without quotes or backslashes expected")
     return text.decode()
+
+
+def bearer_denial(header: str | None, token: str | None,
+                  disabled: str = "no security.admin_token_file in the config") -> tuple[int, str] | None:
+    """Why a request's `Authorization` header does not grant the admin `token` — (401 or 403, message) — or
+    None when it does; the one check of the master's and the switch client's REST APIs. 401 without the
+    header or with one that is not `Bearer <token>`, a token that is not printable ASCII included (a token
+    never is, `token_problem`; aiohttp hands such bytes over as surrogates, which str.encode() refused with
+    a UnicodeEncodeError: a 500 and a traceback); 403 with `disabled` when there is no token to match, or
+    for a wrong one (compared in constant time)."""
+    if header is None:
+        return 401, "missing Authorization: Bearer <token>"
+    scheme, _, presented = header.partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented or token_problem(presented) is not None:
+        return 401, "malformed Authorization header (expected 'Bearer <token>', the token printable ASCII)"
+    if token is None:
+        return 403, disabled
+    if not hmac.compare_digest(presented.encode("ascii"), token.encode("ascii")):
+        return 403, "invalid token"
+    return None

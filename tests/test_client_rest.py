@@ -136,18 +136,20 @@ def test_malformed_requests_get_a_json_4xx_and_the_server_lives_on(rest: tuple[R
 
 
 def test_connections_beyond_the_cap_get_503_and_the_api_stays_answering(rest: tuple[RestServer, list]) -> None:
-    """A host that opens many idle connections (each a thread in http.server) must not be able to make a
-    switch's client grow without bound: beyond MAX_CONNECTIONS it gets 503 at once; when they close, the
-    API answers again, and the refusals are counted in the metrics."""
+    """A host that opens many connections (each a thread in http.server) must not be able to make a
+    switch's client grow without bound: beyond MAX_CONNECTIONS busy ones (here each in a slow OVS read: a
+    request in progress is never cut, unlike one still waiting for its request, test_slow_connections_...)
+    it gets 503 at once; when they close, the API answers again, and the refusals are counted."""
     import socket
 
     from client.rest import MAX_CONNECTIONS
-    server, _ = rest
+    server, (_seen, gate) = rest
     base = f"http://127.0.0.1:{server.port}"
     held = []
     try:
         for _ in range(MAX_CONNECTIONS):
             s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            s.sendall(b"GET /v1/routes?prefix=10.8.8.0/24 HTTP/1.1\r\nHost: x\r\n\r\n")     # waits for gate
             held.append(s)
         deadline = time.monotonic() + 10
         while threading.active_count() < MAX_CONNECTIONS and time.monotonic() < deadline:
@@ -162,6 +164,7 @@ def test_connections_beyond_the_cap_get_503_and_the_api_stays_answering(rest: tu
         body = answer.split(b"\r\n\r\n", 1)[1]
         assert json.loads(body)["error"].startswith("too many connections")
     finally:
+        gate.set()
         for s in held:
             s.close()
     deadline = time.monotonic() + 10
@@ -173,3 +176,84 @@ def test_connections_beyond_the_cap_get_503_and_the_api_stays_answering(rest: tu
         refused += status == 503            # the held connections' threads have not all ended yet: refused too
         time.sleep(0.05)
     assert status == 200 and f'firepath_client_events_total{{event="rest_refused",switch="leaf-1"}} {refused}.0' in text
+
+
+def _trickle(port: int, stop: threading.Event, first: bytes = b"GET /v1/state HTTP/1.1\r\n") -> dict[str, float]:
+    """One slowloris connection: `first`, then a header byte every 0.1 s until the server closes it (or
+    `stop`); {"closed_after": s} when the server closed it."""
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    t0 = time.monotonic()
+    try:
+        s.sendall(first)
+        while not stop.wait(0.1):
+            s.sendall(b"X")
+    except OSError:                                 # reset or broken pipe: closed by the server
+        return {"closed_after": time.monotonic() - t0}
+    finally:
+        s.close()
+    return {}
+
+
+def test_a_request_has_read_timeout_seconds_in_all(rest: tuple[RestServer, list],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A byte every 0.1 s restarted the socket's 30 s timeout at every byte: the connection (and its
+    thread) was held for as long as the sender liked. Now the whole request (headers, and a body) has
+    READ_TIMEOUT seconds; a late body is answered 408."""
+    import socket
+
+    import client.rest
+    monkeypatch.setattr(client.rest, "READ_TIMEOUT", 0.6)
+    server, _ = rest
+    stop = threading.Event()
+    got: dict[str, float] = {}
+    t = threading.Thread(target=lambda: got.update(_trickle(server.port, stop)))
+    t.start()
+    t.join(5)
+    stop.set()
+    t.join(2)
+    assert 0.5 <= got.get("closed_after", 99) < 2.5, got
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    s.sendall(b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    answer = s.recv(4096)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"not received within 0.6 s" in answer, answer
+
+
+def test_slow_connections_cannot_lock_the_api_out(rest: tuple[RestServer, list],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: 33 connections trickling header bytes made every probe a 503 for as long as they lasted. Now
+    each is closed at READ_TIMEOUT, and a new connection takes the place of one that has waited EVICT_AFTER
+    for its request — even when the slow ones come back at once, probes are answered within EVICT_AFTER."""
+    import client.rest
+    from client.rest import MAX_CONNECTIONS
+    monkeypatch.setattr(client.rest, "READ_TIMEOUT", 3.0)
+    monkeypatch.setattr(client.rest, "EVICT_AFTER", 0.3)
+    server, _ = rest
+    base = f"http://127.0.0.1:{server.port}"
+    stop = threading.Event()
+
+    def slowloris() -> None:                         # reconnects as soon as it is closed, until stop
+        while not stop.is_set():
+            _trickle(server.port, stop)
+
+    threads = [threading.Thread(target=slowloris, daemon=True) for _ in range(MAX_CONNECTIONS + 1)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)                              # every slot held by a trickler
+        answered = []
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5:           # within READ_TIMEOUT: eviction, not the deadline
+            status, _ = request("GET", f"{base}/v1/state", timeout=2)
+            answered.append((round(time.monotonic() - t0, 2), status))
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+    ok = [at for at, status in answered if status == 200]
+    assert ok and ok[0] < 1.0 and len(ok) >= len(answered) // 2, answered
+    status, text = request("GET", f"{base}/metrics")
+    assert status == 200 and 'event="rest_evicted"' in text

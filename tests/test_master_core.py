@@ -542,6 +542,9 @@ def test_drain_errors(fabric: Fabric) -> None:
     for bad in ("leaf-1:1", "leaf-1:1-spine-2:1", "nosuch:1-leaf-1:1", "leaf-1:x-spine-1:1"):
         with pytest.raises(UnknownTarget):
             core.link_index(bad)
+    for loop in ("leaf-1:1-leaf-1:1", "spine-1:1-spine-1:1"):      # both ends one port: drained leaf-1:1-spine-1:1
+        with pytest.raises(UnknownTarget, match="no such link"):
+            core.link_index(loop)
     with pytest.raises(UnknownTarget):
         core.drain_switch("nosuch", 0.0)
     assert core.version == 0

@@ -66,7 +66,9 @@ def test_resolve_names_what_is_wrong(fabric) -> None:
     rev = f"{link.b.switch}:{link.b.port}-{link.a.switch}:{link.a.port}"
     assert resolve(fabric, rev, None) == ("link", link.name, (0,))
     for bad, words in (("nosuch:1-tor-1-1:1", "unknown switch 'nosuch'"), ("tor-1-1:1", "expected SWITCH:PORT"),
-                       (f"{link.a.switch}:{link.a.port}-spine-2:9", "no link between")):
+                       (f"{link.a.switch}:{link.a.port}-spine-2:9", "no link between"),
+                       (f"{link.a.switch}:{link.a.port}-{link.a.switch}:{link.a.port}", "no link between"),
+                       (f"{link.b.switch}:{link.b.port}-{link.b.switch}:{link.b.port}", "no link between")):
         with pytest.raises(api.OpsError, match=words) as e:
             resolve(fabric, bad, None)
         assert e.value.code == api.UNKNOWN

@@ -112,8 +112,9 @@ def _run(tmp: Path, body: Callable[[MasterServer, TestClient], Awaitable[Any]],
     return asyncio.run(main())
 
 
-def _report(server: MasterServer, switch: str, ports: list[PortStatus], seq: int) -> None:
-    """A real signed PortReport from `switch`, over UDP to the server's client port."""
+def _report(server: MasterServer, switch: str, ports: list[PortStatus], seq: int, source: str | None = None) -> None:
+    """A real signed PortReport from `switch`, over UDP to the server's client port (from `source`, an
+    address on lo, if given: a lab client's 127.1.0.<id>)."""
     import socket
 
     f = server.fabric
@@ -128,6 +129,8 @@ def _report(server: MasterServer, switch: str, ports: list[PortStatus], seq: int
     data = codec.encode(PortReport(switch, f.digest, seq, server.core.term, tuple(ports)), to=server.id)
     assert server._client_sock is not None
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        if source is not None:
+            s.bind((source, 0))
         s.sendto(data, server._client_sock.getsockname())
 
 

@@ -227,7 +227,8 @@ def resolve(fabric: Any, link: str | None, switch: str | None) -> tuple[str, str
         if sw not in names:
             raise OpsError(UNKNOWN, f"link {link!r}: unknown switch {sw!r}")
     la = fabric.link_at(*parsed[0])
-    if la is None or la is not fabric.link_at(*parsed[1]):
+    # both ends the same port ("spine-1:1-spine-1:1") names no link, though link_at agrees with itself
+    if la is None or la is not fabric.link_at(*parsed[1]) or parsed[0] == parsed[1]:
         raise OpsError(UNKNOWN, f"link {link!r}: no link between {parsed[0][0]}:{parsed[0][1]} and "
                                 f"{parsed[1][0]}:{parsed[1][1]} in fabric {fabric.name!r}")
     return "link", la.name, (la.index,)

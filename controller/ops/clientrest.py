@@ -1,5 +1,5 @@
 """Reading the switch clients' own REST from where an operator command runs (shared by `firepath status`
-and `firepath clients`): each client's `GET /v1/state` on 127.0.0.1:<rest_port> and its lag against the
+and `firepath clients`): each client's `GET /v1/state` on 127.0.0.1:<rest_port> (proto.restaddr) and its lag against the
 serving master's LSD version. The master alone cannot know a client's version (a client tells it only in
 an LsdRequest, on a gap); the client's own word can."""
 
@@ -7,19 +7,36 @@ from __future__ import annotations
 
 import contextlib
 import json
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from proto.restaddr import MAX_STATE, client_rest_url
 
-def get_json(url: str, timeout: float) -> dict[str, Any] | str:
-    """The JSON object at `url`, or why not (a string: the error, or an answer that is not an object)."""
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kw: Any) -> None:     # a 3xx is an answer (an error), not a hop
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect(), urllib.request.ProxyHandler({}))
+
+
+def get_json(url: str, timeout: float, limit: int = MAX_STATE) -> dict[str, Any] | str:
+    """The JSON object at `url`, or why not (a string: the error, or an answer that is not an object). As the
+    master's page reads it (controller.clientfetch): no redirect followed, no proxy, at most `limit` bytes."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            doc = json.loads(r.read())
+        with _OPENER.open(url, timeout=timeout) as r:
+            raw = r.read(limit + 1)
+        if len(raw) > limit:
+            return f"answer of more than {limit} bytes (refused)"
+        doc = json.loads(raw)
         if not isinstance(doc, dict):
             return f"unexpected answer: JSON {type(doc).__name__}, not an object (is firepath serving there?)"
         return doc
+    except urllib.error.HTTPError as e:     # a 3xx too: not followed
+        return f"HTTP {e.code}: {e.reason}"
     except Exception as e:  # noqa: BLE001 - reported per node, never fatal
         reason = getattr(e, "reason", None)
         return f"{type(e).__name__}: {reason if reason is not None else e}"
@@ -48,7 +65,7 @@ def read_states(ports: dict[str, int], timeout: float) -> dict[str, dict[str, An
     """{switch: its client's `/v1/state` on 127.0.0.1:<port>, or why it could not be read}, in parallel."""
     names = sorted(ports)
     with ThreadPoolExecutor(max_workers=min(16, len(names)) or 1) as pool:
-        answers = list(pool.map(lambda n: get_json(f"http://127.0.0.1:{ports[n]}/v1/state", timeout), names))
+        answers = list(pool.map(lambda n: get_json(client_rest_url(ports[n]), timeout), names))
     return dict(zip(names, answers, strict=True))
 
 
