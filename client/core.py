@@ -180,6 +180,13 @@ class ClientCore:
             self._hold_until = now + self.report_grace
         return self._port_input(self.ports.on_port_desc(ports, now, carrier), now)
 
+    def on_kept_routes(self, kept: bool, now: float) -> list[Action]:
+        """The switch was read back while we hold no LSD: whether it forwards on routes it kept (a restarted
+        client). Until this is known no LSD request goes out (client.replica `kept_routes`)."""
+        out: list[Action] = []
+        self._run(self.replica.set_kept_routes(kept, now), now, out)
+        return out
+
     def on_disconnected(self, now: float) -> list[Action]:
         self.connected = False
         if not self.report_released:

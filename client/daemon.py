@@ -98,6 +98,11 @@ class ClientDaemon:
             driver_factory = _osken_driver
         self.driver = driver_factory(ovs_target, self._on_driver_event, netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
+        # No LSD request before the switch is read back: a restarted client's switch forwards on kept routes,
+        # and its request says so (LsdRequest.kept: a new master's unheard LSD must not replace them)
+        self.core.replica.kept_routes = None
+        self.programmer.on_kept_routes = lambda kept: self.call(
+            lambda now: self._execute(self.core.on_kept_routes(kept, now)))
         self.transport = UdpTransport(fabric, None, bind=bind)     # read by the control thread itself
         self.ovsdb = ovsdb
         self.liveness: Any = None

@@ -238,6 +238,11 @@ class OfPlanner:
         """The planner's model of the switch (what it last planned, once committed)."""
         return self._installed.copy()
 
+    def holds_routes(self) -> bool:
+        """The switch, as last read back or planned, has route groups of ours: it forwards on kept routes
+        (every route points at an ECMP select group)."""
+        return bool(self._installed.groups)
+
     @property
     def group_count(self) -> int:
         """Number of groups in the desired state (one per distinct next-hop set)."""

@@ -128,6 +128,9 @@ class Programmer:
         self._early_done: set[int] = set()
         self._barrier_lock = threading.Lock()
         self._compute_s = float("inf")                # CPU time of the last computation (inline only below budget)
+        #: called (programmer thread) with whether the switch kept routes, after each read-back without an LSD:
+        #: the client's LSD request says so (LsdRequest.kept); set by the daemon
+        self.on_kept_routes: Callable[[bool], None] | None = None
         self.inline_rounds = 0                        # rounds run on the caller's thread
         self._retry_at = 0.0                          # no retry of a rejected batch before this time
         self._backoff = RETRY_MIN
@@ -375,6 +378,8 @@ class Programmer:
                 self._idle()
                 return
             self._read_back()
+            if self.on_kept_routes is not None:
+                self.on_kept_routes(self.planner.holds_routes())
             self._program(self.planner.plan_static(), started, None)
             return
         self._update_exclusions(lsd is not None)

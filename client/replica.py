@@ -123,6 +123,10 @@ class LsdReplica:
         self._server_heard_at = -math.inf
         self._next_request = now         # earliest time the next request may go out
         self._asked: tuple[str, ...] = ()  # the replicas the last request went to
+        #: whether the switch forwards on routes it kept while we hold no LSD (LsdRequest.kept); None: not
+        #: known yet (the switch not read back), and then no request goes out — a -1 request would be taken for
+        #: a fabric bring-up's, and a new master's unheard LSD would replace the kept routes. Standalone: False.
+        self.kept_routes: bool | None = False
         # Counters (metrics) and the last refusal, for operators.
         self.counters: dict[str, int] = dict.fromkeys(
             ("applied_full", "applied_delta", "requests", "gaps", "ignored_lower_term", "ignored_stale",
@@ -329,13 +333,23 @@ class LsdReplica:
         self._next_request = now
         self.need_sync = self.data_term != self.term or self.announced > version
 
+    def set_kept_routes(self, kept: bool, now: float) -> list[Action]:
+        """The switch was read back (no LSD held): whether it forwards on kept routes. May send a request."""
+        self.kept_routes = kept
+        out: list[Action] = []
+        self._maybe_request(now, out)
+        return out
+
     def _maybe_request(self, now: float, out: list[Action]) -> None:
+        if self.kept_routes is None and not self.has_data:
+            return
         served = self.served(now)
         probing = self.fail_static
         if not (self.need_sync or probing or served) or now < self._next_request:
             return
         term = self.data_term if self.has_data else self.term
-        request = LsdRequest(switch=self.switch, term=term, version=self.version)
+        request = LsdRequest(switch=self.switch, term=term, version=self.version,
+                             kept=bool(self.kept_routes) and not self.has_data)
         if self.master_alive(now) and self.master is not None:
             targets: tuple[str, ...] = (self.master,)
         elif served and self.server is not None:

@@ -21,12 +21,15 @@ class RequestOps:
             # its word (term, version) is kept: should we become master, a switch that holds no LSD gets ours
             # at once, without asking again (client.replica: a new term whose master has its request asks
             # nothing more)
-            self.dist.on_request(self.dist.peer(sender, False, now), r.term, r.version, self.lsd.version, now)
+            peer = self.dist.peer(sender, False, now)
+            peer.kept = r.kept and r.version < 0
+            self.dist.on_request(peer, r.term, r.version, self.lsd.version, now)
             if self.role == Role.BACKUP:
                 return self._serve_as_backup(sender, r, now)
         if not self._admit_client(sender, kind, r.switch, r.term, now, out):
             return out
         peer = self.dist.peer(sender, False, now)
+        peer.kept = r.kept and r.version < 0
         ours = peer.sent_term == self.term and peer.sent_version is not None and r.version <= peer.sent_version
         if self._unheard and self.dist.held and r.version >= 0 and sender not in self.deriver.views and not ours:
             # It forwards on an LSD we did not build and has not reported under our config: until it does

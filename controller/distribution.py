@@ -31,7 +31,8 @@ ReplicationAck). Rules:
 - Hold (failover): a new master may `hold()` LSD updates to clients (fulls/deltas, unicast and group)
   until it knows its LSD matches reality (`release()`); keepalives still flow, backups are never held,
   nor are clients that said they hold no LSD (LsdRequest version -1: a fabric bring-up) unless the hold
-  is `strict` (a restarted client at -1 still forwards on the flows its switch kept: issue #21).
+  is `strict` (issue #21) or the client said its switch kept routes (`LsdRequest.kept`: a restarted
+  client at -1 still forwards on the flows its switch kept, and must not get an LSD nobody heard yet).
   `announce()` sends a Keepalive of the new term at once to every client ever heard (live or not), so
   clients learn the new master in one datagram instead of after their master-silence timeout.
 
@@ -76,6 +77,7 @@ class Peer:
     queued_at: float | None = None       # time of this peer's live heap entry
     fulls_sent: int = 0
     deltas_sent: int = 0
+    kept: bool = False                   # no LSD, but its switch forwards on kept routes (LsdRequest.kept)
 
 
 @dataclass(slots=True)
@@ -201,12 +203,14 @@ class Distributor:
 
     def _held(self, p: Peer) -> bool:
         """Updates to `p` wait for `release()`: a client during a hold — unless it told us it holds no LSD
-        at all (LsdRequest version -1): there is nothing to protect, and it gets the LSD at once."""
+        at all (LsdRequest version -1) and its switch has no routes either (not `kept`): there is nothing
+        to protect, and it gets the LSD at once. A restarted client at -1 forwards on the routes its switch
+        kept: an LSD built from what this master has not heard yet would take them away."""
         if not self.held:
             return False
         if p.is_master:
             return self.hold_backups
-        return self.strict or not (p.acked_version is not None and p.acked_version < 0)
+        return self.strict or p.kept or not (p.acked_version is not None and p.acked_version < 0)
 
     def release(self, now: float) -> None:
         """End the hold: every client with an update due gets it now (group too)."""

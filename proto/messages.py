@@ -141,7 +141,7 @@ __all__ = [
 MAGIC = b"FP"
 # 2: incarnation/offer/reflect freshness fields, per-stream sequence numbers; 3: key id (key rollover);
 # 4: PortReport/RelayedReport.bgp (a border's eBGP session summaries, issue #13)
-WIRE_VERSION = 4
+WIRE_VERSION = 5
 # magic, version, type, key kind, key id, incarnation, seq, offer, reflect, group seq
 _FIXED = struct.Struct(">2sBBBBQQQQQ")
 assert _FIXED.size == HEADER_LEN  # 46: where the sender name starts

@@ -2,7 +2,7 @@
 
 A payload is a msgpack array of the message's fields in declaration order (``array_like``); nested
 ``PortStatus``, ``BgpSession`` and ``Endpoint`` values are arrays too, ``None`` is nil, byte strings are msgpack bin —
-the layout of wire v4, fixed byte for byte by tests/test_wire_golden.py. The framing, signatures and
+the layout of wire v5, fixed byte for byte by tests/test_wire_golden.py. The framing, signatures and
 freshness around it are proto.messages' (``Codec``).
 
 Decoding is msgspec's, in C, against the annotated types below, so every field of every (nested) struct
@@ -347,6 +347,10 @@ class LsdRequest(Message):
     switch: Name
     term: U63
     version: VersionOrNone
+    #: With ``version`` -1: the client holds no LSD but its switch forwards on routes it kept (a restarted
+    #: client). A fabric bring-up's switch (nothing installed) gets a new master's LSD at once, even while
+    #: the master holds it as unheard; this one waits for the hold's end like a client with an LSD.
+    kept: bool = False
 
     def __post_init__(self) -> None:
         _name(self.switch, "switch")

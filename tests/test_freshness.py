@@ -195,7 +195,7 @@ def test_incarnation_and_wire_version_checks():
     sw = codec("tor-1", incarnation=42)
     assert sw.incarnation == 42
     data = sw.encode(LsdRequest("tor-1", 1, 1), to="m1")
-    assert data[2] == 4 and data[5] == 1             # wire v4: key id 1 (the single-secret form)
+    assert data[2] == 5 and data[5] == 1             # wire v5: key id 1 (the single-secret form)
     assert int.from_bytes(data[6:14], "big") == 42
     assert int.from_bytes(data[14:22], "big") == 1   # per-stream seq starts at 1
     assert int.from_bytes(data[30:38], "big") == 0   # nothing to reflect yet

@@ -775,6 +775,27 @@ def test_hold_never_delays_a_client_that_has_no_lsd(fabric: Fabric) -> None:
     assert len(sends(acts, "leaf-1", LsdFull)) == 1 and not sends(acts, "leaf-2", LsdFull)
 
 
+def test_hold_delays_a_restarted_client_that_kept_its_routes(fabric: Fabric) -> None:
+    """Control-plane tester, HIGH: every master down, a client restarted (no LSD, its switch forwarding on the
+    routes it kept), the masters back: the new master's first LSD (version 0, nothing heard) wiped its routes.
+    A client at -1 whose switch kept routes says so and waits for the hold's end like one with an LSD."""
+    core = MasterCore(fabric, "m1")
+    core.become_master(1, 0.0)                                     # no replicated LSD: what it builds is unheard
+    core.handle("leaf-1", report(fabric, "leaf-1", seq=1, term=0), 0.01)
+    core.handle("leaf-1", LsdRequest("leaf-1", 0, -1, kept=True), 0.01)
+    core.handle("leaf-2", report(fabric, "leaf-2", seq=1, term=0), 0.01)
+    core.handle("leaf-2", LsdRequest("leaf-2", 0, -1), 0.01)        # a fabric bring-up's: nothing to protect
+    acts = core.tick(0.02)
+    assert core.held
+    assert not sends(acts, "leaf-1", LsdFull) and len(sends(acts, "leaf-2", LsdFull)) == 1
+    acts = []
+    for sw in fabric.switches:                                       # everyone reported: the hold ends
+        if sw.name not in ("leaf-1", "leaf-2"):
+            acts += core.handle(sw.name, report(fabric, sw.name, seq=1, term=0), 0.03)
+    acts += core.tick(0.04)
+    assert not core.held and len(sends(acts, "leaf-1", LsdFull)) == 1
+
+
 def test_link_drains_of_every_link_of_a_switch_never_bring_one_back(fabric: Fabric) -> None:
     """Tester R1: a link drained for an optics swap carried traffic again once its switch's other links were
     drained too (every link drained looked like a switch drain, whose links stay a way to the switch). A

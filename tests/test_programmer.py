@@ -175,8 +175,11 @@ def test_a_fresh_switch_gets_its_nd_punt_before_any_lsd(setup):
     # Without the punt no neighbour can be verified, and the first report waits for that (client.core):
     # a fresh lab took the whole first-report hold (3.25 s) to come up.
     fabric, driver, prog = setup
+    kept: list[bool] = []
+    prog.on_kept_routes = kept.append
     prog.on_connected()
     wait_for(lambda: punted(driver, 1) and punted(driver, 2))
+    assert kept == [False]                             # nothing installed: the LSD request says so
     assert not punted(driver, 100)                     # a host port's ND is dropped, never punted
     assert driver.table.meters                         # each fabric port's punt goes through its meter
     assert next_hops(fabric, driver) == set()          # no route before the LSD
@@ -217,10 +220,13 @@ def test_a_restarted_client_without_lsd_leaves_the_switch_alone(fabric):
     # Routes installed, and one fabric port's punt flow lost (an operator's del-flows, say).
     table.flows = {k: f for k, f in table.flows.items() if not (f.priority == 65535 and ("in_port", 2) in f.match)}
     second, restarted = restarted_on(fabric, table)
+    kept: list[bool] = []
+    restarted.on_kept_routes = kept.append
     assert not punted(second, 2)
     try:
         restarted.on_connected()
         wait_for(lambda: punted(second, 2))
+        assert kept == [True]          # it forwards on kept routes: its LSD request says so (LsdRequest.kept)
         assert len(second.batches) == 1 and second.dumps == 1
         assert [type(m).__name__ for m in second.batches[0]] == ["FlowMod", "Barrier"]   # the lost punt only
         assert next_hops(fabric, second) == {1, 2}             # the last good routes stay until an LSD

@@ -83,6 +83,21 @@ def test_starts_empty_and_asks_every_master_rate_limited(fabric, clock):
     assert r.counters["requests"] == 2
 
 
+def test_no_request_before_the_switch_is_read_back_then_it_says_whether_routes_were_kept(fabric, clock):
+    """A -1 request is taken for a fabric bring-up's (a new master's unheard LSD goes to it at once): a
+    restarted client whose switch forwards on kept routes says so (LsdRequest.kept), and says nothing before
+    it knows (the daemon sets kept_routes None until the programmer has read the switch back)."""
+    r = LsdReplica(fabric, "leaf-1", now=clock.now)
+    r.kept_routes = None
+    assert requests(r.tick(clock.advance(10 * fabric.timers.keepalive))) == []
+    out = r.set_kept_routes(True, clock.now)
+    assert requests(out) == [(m, LsdRequest("leaf-1", 0, -1, kept=True)) for m in MASTERS]
+    fresh = LsdReplica(fabric, "leaf-2", now=clock.now)
+    fresh.kept_routes = None
+    out = fresh.set_kept_routes(False, clock.advance(fabric.timers.keepalive))
+    assert requests(out) == [(m, LsdRequest("leaf-2", 0, -1, kept=False)) for m in MASTERS]
+
+
 def test_full_then_deltas_in_order(fabric, clock):
     m = Master(fabric)
     r = LsdReplica(fabric, "leaf-1", now=clock.now)

@@ -74,7 +74,8 @@ HOSTILE: list[tuple[int, object, str]] = [
     (1, port_with(0, 0), "ports[0].port"),
     (1, port_with(0, 65280), "ports[0].port"),
     (1, port_with(6, ["tor-2", 0]), "ports[0].miscabled_by.port"),
-    (3, ["tor-1", 1, -2], "version"),
+    (3, ["tor-1", 1, -2, False], "version"),
+    (3, ["tor-1", 1, -1, 1], "kept"),                                  # a bool, not an int
     (7, with_(HELLO, 4, 2**32), "priority"),
     (7, with_(HELLO, 6, [-1]), "reach[0]"),
     (12, with_(ND, 4, 60_001), "hold_ms"),
@@ -95,7 +96,7 @@ HOSTILE: list[tuple[int, object, str]] = [
     (12, with_(ND, 2, ["tor-2", 7, None]), "expected"),
     (7, HELLO[:5], "at least length 7"),
     (7, with_(HELLO, 6, [0] * 65), "reach"),
-    (3, [], "at least length 3"),
+    (3, [], "at least length 4"),
     # names, digests, states
     (1, with_(REPORT, 4, [PORT, [1, T, T, T, T, F, None]]), "port 1 reported twice"),
     (1, with_(REPORT, 1, DIGEST.upper()), "digest"),
@@ -161,7 +162,7 @@ def _escape(text: str) -> str:
 
 def _valid(cls: type, sender: str) -> list:
     return {
-        "LsdRequest": [sender, 1, -1],
+        "LsdRequest": [sender, 1, -1, False],
         "DrainNotes": [sender, 1, 1, b""],
         "Keepalive": [sender, 1, 1, False],
     }[cls.__name__]
