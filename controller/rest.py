@@ -298,6 +298,8 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
         d = result["drain"]
         out.update(outcome=d.outcome, previous=None if d.previous is None else _note_json(s, d.previous),
                    message=d.message())
+    if result.get("not_saved"):     # in force and replicated, but lost if every replica restarts
+        out["not_saved"] = result["not_saved"]
     return _json(out)
 
 

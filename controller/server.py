@@ -136,6 +136,8 @@ class MasterServer(ReloadOps):
         self._client_buffered = False
         self._drops_checked = float("-inf")
         self._loss_noted = float("-inf")
+        #: why the drain notes could not be saved last time (None: saved): a drain answer says so
+        self.drains_save_error: str | None = None
         self._peer_drops: tuple[float, int | None] = (float("-inf"), None)   # (checked at, kernel total then)
         # Read-only observers (the topology page's feed, controller.page): `reported(switch, ports)` after a
         # port report is accepted, `changed()` after every batch of actions. They must be cheap and not raise.
@@ -408,7 +410,9 @@ class MasterServer(ReloadOps):
         self._drains_saved = self.core.drains.changes
         try:
             self.drain_store.save_book(self.core.drains)
+            self.drains_save_error = None
         except (OSError, ValueError) as e:     # still replicated to the backups; said once per change
+            self.drains_save_error = f"{self.drain_store.path}: {e}"
             log.error(kv("drains_save_failed", file=self.drain_store.path, error=e,
                          effect="the drains would not survive a restart of every replica"))
 
@@ -677,7 +681,7 @@ class MasterServer(ReloadOps):
                     outcome=drain and drain.outcome, previous_reason=drain and drain.previous and drain.previous.reason))
         self._run(actions)
         return {"target": self.core.resolve(kind, target)[0], "links": list(idx), "still": still,
-                "lifted": lifted, "drain": drain}
+                "lifted": lifted, "drain": drain, "not_saved": self.drains_save_error}
 
     # ------------------------------------------------------------------------------------ config rollout (#21)
     # reload / prepare: controller.serverreload (ReloadOps)

@@ -32,6 +32,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from controller.ops.api import master_note
 from controller.ops.clientrest import client_ports, get_json, own_lag, read_states
 from proto.argtypes import positive_float
 
@@ -163,7 +164,7 @@ def render(state: dict[str, Any]) -> str:
             me = next((r for r in view.get("replicas", []) if r.get("self")), None)
             if me is not None:
                 fmrp = str(me.get("state", "-"))
-        note = "holding first LSD" if v.get("held") else ""
+        note = master_note(v)
         lines.append(f"{mid:<10} {addr:<21} {v['role']:<11} {v['term']:>6} {v['version']:>8} "
                      f"{str(v.get('leader') or '-'):<8} {fmrp:<9} {note}")
     lines.append("")

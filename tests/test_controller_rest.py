@@ -137,6 +137,24 @@ def test_drain_auth_and_validation(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_a_drain_the_master_cannot_save_says_so(tmp_path: Path) -> None:
+    """Control-plane tester: with the master's disk full a drain answered 200 'drained' and only the log said
+    the notes were not saved (in force and replicated, lost if every replica restarts)."""
+    async def body(server: MasterServer, client: TestClient) -> tuple[dict, dict]:
+        store = server.drain_store
+        (tmp_path / "a-file").write_text("")
+        store.dir = tmp_path / "a-file" / "state"               # every save fails (ENOTDIR), like a full disk
+        r = await client.post("/v1/drain", json={"switch": "spine-1"}, headers=AUTH)
+        failed = await r.json()
+        store.dir = tmp_path / "state"
+        r = await client.delete("/v1/drain", json={"switch": "spine-1"}, headers=AUTH)
+        return failed, await r.json()
+
+    failed, saved = run(tmp_path, body)
+    assert failed["outcome"] == "drained" and "Not a directory" in failed["not_saved"], failed
+    assert "not_saved" not in saved, saved                           # saved again: nothing to say
+
+
 def test_drain_without_token_file_or_mastership(tmp_path: Path) -> None:
     async def no_token(server: MasterServer, c: TestClient) -> None:
         r = await c.post("/v1/drain", json={"switch": "leaf-1"}, headers=AUTH)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -51,6 +53,11 @@ def test_full_state_disk_neither_votes_nor_stands_and_recovers(tmp_path: Path) -
         with urllib.request.urlopen(f"http://127.0.0.1:{cluster.rest_port['m2']}/metrics", timeout=2) as r:
             text = r.read().decode()
         assert "firepath_master_state_persist_ok 0.0" in text
+        # and the operator's commands say why (a tester saw "inactive / electing" with an empty note)
+        shown = subprocess.run([sys.executable, "-m", "proto.cli", "masters", "--config", str(cluster.config)],
+                               capture_output=True, text=True, timeout=30)
+        row = next(line for line in shown.stdout.splitlines() if line.startswith("m2 "))
+        assert "cannot save its state" in row and "No space left" in row, shown.stdout
 
         inside = Path(f"/proc/{proc.pid}/root") / str(full).lstrip("/")
         (inside / "fill").unlink()

@@ -56,6 +56,18 @@ def request(url: str, method: str = "GET", body: Any = None, token: str | None =
             return e.code, {"error": raw.decode(errors="replace")[:200] or e.reason}
 
 
+def master_note(header: dict[str, Any]) -> str:
+    """What an operator should know of a replica beyond role and term (a REST answer's header): it cannot
+    save its state (a full disk: it neither stands nor votes, controller.server `persist_error`), or it holds
+    its first LSD after a cold mastership."""
+    notes = []
+    if header.get("persist_error"):
+        notes.append(f"cannot save its state: {header['persist_error']}")
+    if header.get("held"):
+        notes.append("holding first LSD")
+    return "; ".join(notes)
+
+
 def _reason(e: Exception) -> str:
     r = getattr(e, "reason", None)
     return str(r if r is not None else e)

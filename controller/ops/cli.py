@@ -45,6 +45,7 @@ from controller.ops.api import (
     Masters,
     OpsError,
     client_get,
+    master_note,
     read_token,
 )
 from proto.argtypes import positive_float
@@ -244,6 +245,12 @@ def _lsd_states(fabric: Any, lsd: dict[str, Any]) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------- drain
+def _warn_not_saved(mid: str, answer: dict[str, Any]) -> None:
+    if answer.get("not_saved"):
+        print(f"firepath: warning: master {mid} could not save its drain notes ({answer['not_saved']}): the "
+              "change is in force and replicated, but would be lost if every replica restarted", file=sys.stderr)
+
+
 def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
     from controller.ops.dryrun import drain_impact
     from proto.lsd import LinkState
@@ -283,6 +290,7 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
     if args.reason:
         body["reason"] = args.reason
     mid, answer = masters.write("POST", "/v1/drain", body, token)  # type: ignore[arg-type]
+    _warn_not_saved(mid, answer)
     if args.json:
         _print_json({"dry_run": False, "refused": False, "target": {"kind": kind, "name": name},
                      "impact": report, "answer": answer})
@@ -305,6 +313,7 @@ def cmd_undrain(args: argparse.Namespace, fabric: Any) -> int:
     kind, name, _links = resolve(fabric, args.link, args.switch)
     token = read_token(fabric, args.token_file)
     mid, answer = Masters(fabric, args.timeout).write("DELETE", "/v1/drain", {kind: name}, token)
+    _warn_not_saved(mid, answer)
     if args.json:
         _print_json(answer)
         return OK
@@ -481,7 +490,7 @@ def cmd_masters(args: argparse.Namespace, fabric: Any) -> int:
                 continue
             me = next((r for r in v.get("replicas", []) if r.get("self")), {})
             rows.append([mid, v["url"], v.get("role"), v.get("term"), v.get("version"), v.get("leader"),
-                         me.get("state"), "holding first LSD" if v.get("held") else ""])
+                         me.get("state"), master_note(v)])
         print(_table(rows, ["master", "REST", "role", "term", "version", "leader", "fmrp", "note"]))
     if not serving:
         print("firepath masters: no master serving", file=sys.stderr)
