@@ -158,6 +158,8 @@ class NeighborDiscovery:
         self._next_send = now               # heartbeat schedule
         self._next_identity = now           # identity schedule
         self.rx_unknown_port = 0   # frames received on a port that is not a fabric port
+        self._due = math.inf                # when the last tick said it was due next
+        self.stalled_s = 0.0                # time this process did not run, not counted against neighbours
 
     # ------------------------------------------------------------------------------------------ queries
     @property
@@ -195,7 +197,15 @@ class NeighborDiscovery:
 
     # ------------------------------------------------------------------------------------------ inputs
     def tick(self, now: float) -> list[SendNd | NdChanged]:
-        """Expire stale neighbours and, when due, send one frame out of every PHY-up fabric port."""
+        """Expire stale neighbours and, when due, send one frame out of every PHY-up fabric port.
+
+        A tick later than due by more than a heartbeat interval means this process did not run (stopped,
+        starved): the neighbours' frames of that time wait unread in its queues, so that time is not
+        counted against them — their expiries move by it, and the queued frames are read before any
+        expires (a client resumed after a 6 s stop took every port down, blaming its neighbours)."""
+        late = now - self._due
+        if late > self.interval:
+            self._forgive(now - late, late)
         out: list[SendNd | NdChanged] = []
         send = now >= self._next_send
         if send:
@@ -217,7 +227,19 @@ class NeighborDiscovery:
             if due and p.phy:
                 p.tx += 1
                 out.append(p.send)
+        self._due = self.next_deadline()
         return out
+
+    def _forgive(self, since: float, gap: float) -> None:
+        """Move every expiry still pending at `since` by `gap` (time this process did not run)."""
+        self.stalled_s += gap
+        for p in self._ports.values():
+            if p.expected_until > since:
+                p.expected_until += gap
+            if p.wrong_until > since:
+                p.wrong_until += gap
+            if since < p.deadline < math.inf:
+                p.deadline += gap
 
     def on_frame(self, port: int, sender_switch: str, frame: NdFrame, now: float) -> list[SendNd | NdChanged]:
         """A frame (already authenticated by the codec as coming from `sender_switch`) arrived on `port`."""

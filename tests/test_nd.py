@@ -320,6 +320,33 @@ def test_deadline_is_exact_and_late_ticks_do_not_burst(fabric, clock):
     assert nd.next_deadline() == pytest.approx(t + 1.5 + fabric.timers.nd_interval)
 
 
+def test_time_the_process_did_not_run_is_not_counted_against_its_neighbours(fabric, clock):
+    """Control-plane tester: a client resumed after a 6 s SIGSTOP took every port down at its first tick,
+    before reading the ND frames waiting in its queues (local repair took them all out of its groups)."""
+    nd = NeighborDiscovery(fabric, "leaf-1", now=clock.now)
+    t = clock.now
+    nd.tick(t)
+    frame = NdFrame("spine-1", 1, ep("leaf-1:1"), ep("leaf-1:1"))
+    nd.on_frame(1, "spine-1", frame, t + 0.001)
+    assert nd.state(1) == NdState.UP
+    nd.tick(nd.next_deadline())
+    resumed = t + 6.0                                  # stopped right after that tick, for ~6 s
+    out = nd.tick(resumed)
+    assert not [a for a in out if isinstance(a, NdChanged)] and nd.state(1) == NdState.UP
+    assert nd.stalled_s == pytest.approx(6.0, abs=0.05)
+    nd.on_frame(1, "spine-1", frame, resumed + 0.002)  # the queued frame, read right after
+    nd.tick(resumed + 0.02)
+    assert nd.state(1) == NdState.UP
+    # a neighbour really silent since: it expires exactly nd_dead after its last frame, the process on time
+    last, went_down = resumed + 0.002, None
+    for _ in range(20):
+        at = nd.next_deadline()
+        if any(isinstance(a, NdChanged) and a.state is NdState.DOWN for a in nd.tick(at)):
+            went_down = at
+            break
+    assert went_down == pytest.approx(last + fabric.timers.nd_dead)
+
+
 def test_bad_timers_rejected(fabric):
     """The config loader already refuses nd_dead <= nd_interval; the core checks again for hand-built fabrics."""
     from dataclasses import replace
