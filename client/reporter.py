@@ -247,10 +247,9 @@ class Reporter:
         if changed:
             return changed
         if not self.acked and now >= self._retry_at:
+            self.retransmits += 1
             self._backoff = min(self._backoff * 2.0, self.retry_max)
-            out = self._transmit(now)
-            self.retransmits += bool(out)
-            return out
+            return self._transmit(now)
         if now >= self._refresh_at:
             self.refreshes += 1
             return self._send_new(now)
@@ -314,12 +313,6 @@ class Reporter:
         self._retry_at = math.inf if self.acked else min(now + self._backoff, self._refresh_at)
         if everyone:
             self._sent_all.append((self.report_seq, now))
-        targets = self._everyone(now) if everyone else self.targets(now)
-        if not everyone and len(targets) > 1:
-            # A retry while no master is known skips the replicas that acknowledged this report as backups:
-            # they hold it, and one that becomes master gets a new report at once (on_master_heard). Sent to
-            # them again, each retry of a cold start cost every backup a decode and an ack (issue #18).
-            targets = tuple(m for m in targets if self._acked_by.get(m, -1) < self.report_seq)
-        out = [SendToMaster(master, report) for master in targets]
+        out = [SendToMaster(master, report) for master in (self._everyone(now) if everyone else self.targets(now))]
         self.sent += len(out)
         return out

@@ -96,25 +96,6 @@ def test_retransmits_with_exponential_backoff_until_acked(fabric, clock):
     assert r.retransmits == len(sent)
 
 
-def test_a_retry_while_no_master_is_known_skips_the_backups_that_acked_it(fabric, clock):
-    """Issue #18: in a cold start no master is known yet and the retries go to every replica; a replica that
-    acknowledged the report as a backup holds it, and each copy cost it a decode and an ack."""
-    r = Reporter(fabric, "leaf-1", now=clock.now)
-    first = r.update(ports(), clock.now)
-    assert [a.master for a in first] == list(MASTERS)
-    r.on_ack(ReportAck("m2", 0, 1, backup=True), clock.advance(0.001))
-    retry = r.tick(clock.advance(fabric.timers.report_retry_min))
-    assert [a.master for a in retry] == ["m1", "m3"] and {a.msg.report_seq for a in retry} == {1}
-    r.on_ack(ReportAck("m1", 0, 1, backup=True), clock.now)
-    r.on_ack(ReportAck("m3", 0, 1, backup=True), clock.now)
-    retransmits = r.retransmits
-    assert r.tick(clock.advance(1.0)) == []                # every replica holds it: no copy goes anywhere
-    assert r.retransmits == retransmits                   # and none is counted
-    # the backup that becomes master took it before its mastership: it gets a new report at once
-    out = r.on_master_heard("m2", 1, clock.advance(0.001))
-    assert [(a.master, a.msg.report_seq) for a in out] == [(m, 2) for m in ("m2", "m1", "m3")]   # its master first
-
-
 def test_backoff_caps_at_retry_max_when_refresh_is_longer(clock):
     fab = clos_fabric(pods=0, leaves=2, spines=2, masters=1, timers=(
         ("report_refresh_ms", 5000), ("switch_dead_ms", 15000), ("report_retry_max_ms", 200),

@@ -178,9 +178,6 @@ class _Worker:
             sw.backoff = self.retry_min
         rm = sw.rmaster
         targets = self.mids if new or everyone or rm is None or not self._alive(sw, now) else (rm,)
-        if not (new or everyone) and len(targets) > 1 and sw.backed is not None:
-            # client.reporter: a retry while no master is known skips the replicas that acked it as backups
-            targets = tuple(m for m in targets if sw.backed.get(m, 0) < sw.seq)
         self._send(sw, self._report_of(sw), targets)
         self._schedule(sw, now)
 
