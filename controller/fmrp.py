@@ -276,7 +276,8 @@ class Fmrp:
         self._version = version
 
     def on_message(self, sender: str, msg: object, now: float) -> list[FmrpAction]:
-        """An authenticated FMRP datagram from `sender` (TRANSITIONS); FmrpError if it speaks for another."""
+        """One authenticated FMRP datagram from replica `sender`, handled by `TRANSITIONS[(state, type)]`.
+        Other message types: []. Raises FmrpError if the message speaks for another replica."""
         if sender not in self._cfg.priorities or sender == self._id:
             raise FmrpError(f"sender: {sender!r} is not another configured master replica")
         handler = TRANSITIONS.get((self._state, type(msg)))
@@ -393,9 +394,6 @@ class Fmrp:
     # One handler per (state, message type): `TRANSITIONS` below is the table; `on_message` dispatches on it.
     def _hello_to_master(self, sender: str, h: Hello, now: float) -> list[FmrpAction]:
         out: list[FmrpAction] = []
-        if not self.lease_ok(now):      # frozen past our lease (SIGSTOP): no master any more (before a stale
-            self._abdicate(now, out, announce=True)   # hello renews it); no re-anchor
-            return out + self._hello(sender, h, now)
         self._views[sender] = (h, now)
         if h.state == FmrpState.MASTER:
             if h.term > self._leader_term:  # a newer master was elected without us: follow it
@@ -678,7 +676,8 @@ class Fmrp:
         out.append(BecomeInactive(self._master_term))
 
     def _abdicate(self, now: float, out: list[FmrpAction], *, announce: bool) -> None:
-        """A master stops being one (lease lost, newer term, SIGTERM); it waits master_dead to stand again."""
+        """A master stops being one (lease lost, newer term, SIGTERM). It waits master_dead before standing
+        again, so the replicas that still have a majority elect first."""
         if announce:
             self._broadcast(StepDown(self._id, self._leader_term), out)
         self._to_electing(now, out)
@@ -750,8 +749,9 @@ class Fmrp:
 
     # ------------------------------------------------------------------ re-anchoring (issue #19)
     def _maybe_reanchor(self, now: float, out: list[FmrpAction]) -> None:
-        """MASTER: a live replica's durable term is above ours, so it will not follow us: stand again above
-        every term we know of (same election rules). We stay master of our term meanwhile."""
+        """MASTER: a live replica's durable term is above the term we are master of, so it will not follow
+        us: stand again, in a term above every term we know of (the same election rules: a majority votes,
+        our followers vote for their live master). We stay master of our term meanwhile."""
         if self._cand.until is not None or now < self._cand.reanchor_at or self._retired or not self._durable_ok:
             return
         above = [h.term for p, (h, t) in self._views.items()
