@@ -22,7 +22,7 @@ from aiohttp import web
 from controller.api import MasterApi
 from controller.core import DrainRefused, NotMaster, UnknownTarget
 from controller.page import add_page_routes
-from controller.restguard import QuietServerLog, client_gone, json_errors, strict_json_bodies
+from controller.restguard import QuietServerLog, client_gone, error_response, json_errors, strict_json_bodies
 from controller.rollout_rest import add_rollout_routes
 from proto.auth import bearer_denial
 from proto.config import Role as SwitchRole
@@ -45,8 +45,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, indent=1))
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
-    return _json({"error": message, **extra}, status=status)
+_error = error_response
 
 
 def _srv(request: web.Request) -> MasterApi:

@@ -65,7 +65,8 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:140]}{'...' if len(text) > 140 else ''}"
 
 
-def _error(status: int, message: str, **extra: Any) -> web.Response:
+def error_response(status: int, message: str, **extra: Any) -> web.Response:
+    """The JSON error answer of every master endpoint: {"error": message, **extra}."""
     return web.json_response({"error": message, **extra}, status=status,
                              dumps=lambda d: json.dumps(d, indent=1))
 
@@ -94,7 +95,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": e.text or e.reason}, status=e.status, headers={
             k: v for k, v in e.headers.items() if k.lower() == "allow"})
     except BAD_INPUT as e:      # e.g. Content-Encoding: gzip over garbage (logged once, by QuietServerLog,
-        return _error(400, f"unreadable request body: {_short(e)}")     # when aiohttp discards the rest)
+        return error_response(400, f"unreadable request body: {_short(e)}")     # when aiohttp discards the rest)
     except (ConnectionResetError, asyncio.CancelledError):
         raise
     except Exception as e:      # noqa: BLE001 - a handler's bug: JSON like every answer, the trace in the log
@@ -114,11 +115,11 @@ def strict_json_bodies(check: Check, read_timeout: float) -> Any:
                 async with asyncio.timeout(read_timeout):
                     raw = await request.read()
             except TimeoutError:
-                return _error(408, f"request body not received within {read_timeout:g} s")
+                return error_response(408, f"request body not received within {read_timeout:g} s")
             try:
                 loads_strict(raw)
             except DuplicateKey as e:
-                return _error(400, str(e), duplicate_key=e.key)
+                return error_response(400, str(e), duplicate_key=e.key)
             except (ValueError, RecursionError):
                 pass                    # not JSON (or too deep): the handler answers it
         return await handler(request)

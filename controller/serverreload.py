@@ -17,7 +17,6 @@ checked against changed meanwhile. One reload at a time: another one while a fil
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -113,18 +112,13 @@ class ReloadOps:
     def reload_check(self, path: str | Path | None = None) -> ReloadPlan:
         """Read and check the file; change nothing (safe on any thread). Raises as reload().
 
-        The cyclic GC stays off while reading, and what the read leaves (the new config) is frozen out of
-        its reach before it is back on, as the server freezes its config at start: otherwise the first
-        collection after the parse rescans the million objects it made, a second-long stop of every thread
-        (the event loop's too: the tester's failover)."""
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
+        The cyclic GC stays off while reading and the new config is frozen out of its reach
+        (proto.configparse.gc_paused), as the server freezes its config at start: the first collection after
+        the parse stopped every thread for a second (the event loop's too: the tester's failover)."""
+        from proto.configparse import gc_paused
+
+        with gc_paused(freeze=True):
             return self._reload_check(path)
-        finally:
-            if was_enabled:
-                gc.freeze()
-                gc.enable()
 
     def _reload_check(self, path: str | Path | None) -> ReloadPlan:
         from proto.config import ConfigError, line_of, load_fabric
