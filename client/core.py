@@ -437,7 +437,8 @@ class ClientCore:
             "report_released": self.report_released,
             "reports_sent": self.reporter.reports, "report_retransmits": self.reporter.retransmits,
             "report_seq": self.reporter.report_seq, "report_acked": self.reporter.acked,
-            "replica": dict(replica.counters), "counters": dict(self.counters),
+            "replica": dict(replica.counters),
+            "counters": {**self.counters, "oam_cfm_restarts": self.ports.oam.restarts},
             "codec_rejected": dict(self.codec.rejected),
             "keys": self.codec.keys.status(),   # key rollover: send key, accepted and retired ids
         }

@@ -278,6 +278,8 @@ class OvsdbLiveness:
         return txn, tuple(ports)
 
     def _observe(self, rows: dict[int, Any], desired: ConfigureOam) -> None:
+        for port in [p for p in self._last if p not in desired.mpids]:
+            del self._last[port]      # CFM removed here: its first status when configured again is news
         for port in desired.mpids:
             row = rows.get(port)
             if row is None:

@@ -28,6 +28,17 @@ Per port, `OamState`:
 `oam_ok(port)` is the OAM term of the usable bit (client.ports): True for UP, and for ports that use
 software ND instead (OFF, FAILED), whose liveness ND itself checks. No sockets, no clocks: `now` in,
 actions out.
+
+**A fresh CFM on a returning carrier.** After a carrier loss both ends' CFM have forgotten each other and
+flag RDI in every CCM until they hear one; a CCM with RDI faults the receiver's whole fault interval
+(3.5 CCM intervals, OVS lib/cfm.c), so a repaired link was usable only at the end of the *second* fault
+interval after the carrier returned (1-2 intervals of 3.5 CCMs). So a port whose carrier stays down for
+`restart_after` has its CFM removed (`ConfigureOam.disable`) and configured again when the carrier
+returns: a new CFM object sends no RDI before its first fault interval ends, and that first verdict (about
+3.5 CCM intervals after the carrier returns) already has the peer's MPID. A shorter carrier blip keeps CFM
+as it is (no OVSDB write, so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). The
+port stays FAULT until that verdict: a new CFM reports no fault before it has heard anyone, which is no
+evidence of a working link.
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from enum import StrEnum
 from proto.config import Endpoint, Fabric
 
 __all__ = [
+    "CFM_RESTART_AFTER",
     "MAX_MPID",
     "OAM_SETUP_TIMEOUT",
     "ConfigureOam",
@@ -59,6 +71,9 @@ __all__ = [
 #: end while CFM stayed faulted at the other, i.e. links stayed out of use. Falling back is for an OVS that
 #: cannot do CFM, which shows at once (schema, refused transaction); 20 s only bounds the silent case.
 OAM_SETUP_TIMEOUT = 20.0
+#: How long a port's carrier must stay down before its CFM is removed, to start afresh when the carrier
+#: returns (see the module docstring); at least two fault intervals, so the old CFM has reported its fault.
+CFM_RESTART_AFTER = 0.25
 #: OVSDB integers are signed 64-bit; switch ids (< 2**31) and ports (< 2**16) fit in 47 bits.
 MAX_MPID = 2**63 - 1
 
@@ -139,7 +154,8 @@ class OamChanged:
 
 
 class _Port:
-    __slots__ = ("deadline", "expected_remote", "local", "reason", "remote", "state")
+    __slots__ = ("carrier", "deadline", "expected_remote", "local", "reason", "remote", "restart_at", "state",
+                 "stopped")
 
     def __init__(self, local: int, expected_remote: int, oam: bool) -> None:
         self.local = local
@@ -147,7 +163,10 @@ class _Port:
         self.state = OamState.PENDING if oam else OamState.OFF
         self.remote: Endpoint | None = None
         self.reason = ""
-        self.deadline = math.inf
+        self.deadline = math.inf        # setup timeout of a PENDING port
+        self.carrier: bool | None = None
+        self.stopped = False            # CFM removed while the carrier is down (configured again on its return)
+        self.restart_at = math.inf      # when a carrier-down port's CFM is removed
 
 
 Action = ConfigureOam | OamChanged
@@ -169,6 +188,8 @@ class OamPorts:
             self._ports[port] = _Port(mpid(me.id, port), mpid(fabric.switch(peer.switch).id, peer.port),
                                       self.enabled)
         self.failures = 0          # ports that fell back to software ND (metric)
+        self.restarts = 0          # CFM configured afresh on a returning carrier (metric)
+        self.restart_after = max(CFM_RESTART_AFTER, 2 * 3.5 * fabric.timers.oam_interval)
 
     # ------------------------------------------------------------------------------------------ queries
     def state(self, port: int) -> OamState:
@@ -193,7 +214,7 @@ class OamPorts:
         return self._ports[port].local
 
     def next_deadline(self) -> float:
-        return min((p.deadline for p in self._ports.values()), default=math.inf)
+        return min((min(p.deadline, p.restart_at) for p in self._ports.values()), default=math.inf)
 
     # ------------------------------------------------------------------------------------------ inputs
     def start(self, now: float) -> list[Action]:
@@ -211,7 +232,9 @@ class OamPorts:
         if p is None or p.state in (OamState.OFF, OamState.FAILED):
             return []
         remote = None
-        if obs.mpid != p.local or obs.fault is None:
+        if p.stopped and obs.mpid != p.local:
+            state = OamState.FAULT          # removed on purpose while the carrier is down
+        elif obs.mpid != p.local or obs.fault is None:
             state = OamState.PENDING
         else:
             wrong = [m for m in obs.remote_mpids if m != p.expected_remote]
@@ -236,6 +259,24 @@ class OamPorts:
         self._set(p, obs.port, state, remote, "", out)
         return out
 
+    def set_carrier(self, port: int, up: bool, now: float) -> list[Action]:
+        """The carrier of `port` went up or down (OpenFlow PortStatus). Down for `restart_after`: CFM is
+        removed (by `tick`); up again after that: CFM is configured afresh (a `ConfigureOam`)."""
+        p = self._ports.get(port)
+        if p is None or p.carrier == up:
+            return []
+        p.carrier = up
+        if up:
+            p.restart_at = math.inf
+            if p.stopped:
+                p.stopped = False
+                self.restarts += 1
+                if p.state not in (OamState.OFF, OamState.FAILED):
+                    return [self._configure()]
+        elif not p.stopped and p.state not in (OamState.OFF, OamState.FAILED):
+            p.restart_at = now + self.restart_after
+        return []
+
     def on_failed(self, ports: list[int] | tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
         """OAM cannot be set up on `ports` (None: all): OVSDB refused, no CFM in the schema, no OVSDB."""
         out: list[Action] = []
@@ -251,18 +292,25 @@ class OamPorts:
     def tick(self, now: float) -> list[Action]:
         """Ports still without a CFM status after `setup_timeout` fall back to software ND."""
         out: list[Action] = []
+        stopped = False
         for port, p in self._ports.items():
+            if now >= p.restart_at:
+                p.restart_at = math.inf
+                if p.carrier is False and p.state not in (OamState.OFF, OamState.FAILED):
+                    p.stopped, stopped = True, True
+                    p.deadline = math.inf
+                    self._set(p, port, OamState.FAULT, None, "", out)
             if now >= p.deadline and p.state is OamState.PENDING:
                 self._fail(port, p, f"no CFM status from ovs-vswitchd within {self.setup_timeout:g}s "
                                     "(OVS or datapath without OAM?)", out)
-        if out:
+        if out or stopped:
             out.append(self._configure())
         return out
 
     # ------------------------------------------------------------------------------------------ internals
     def _configure(self) -> ConfigureOam:
-        mpids = {port: p.local for port, p in self._ports.items() if self.uses_oam(port)}
-        disable = tuple(port for port, p in self._ports.items() if p.state is OamState.FAILED)
+        mpids = {port: p.local for port, p in self._ports.items() if self.uses_oam(port) and not p.stopped}
+        disable = tuple(port for port, p in self._ports.items() if p.state is OamState.FAILED or p.stopped)
         return ConfigureOam(mpids, self.interval_ms, disable)
 
     def _fail(self, port: int, p: _Port, reason: str, out: list[Action]) -> None:

@@ -169,13 +169,14 @@ class PortTable:
         if p.phy == carrier and p.live == live:
             return []
         nd: list[SendNd | NdChanged] = []
+        out: list[Action] = []
         if p.phy != carrier:
             p.phy = carrier
             nd.extend(self.nd.set_phy(port, carrier, now))
+            out.extend(self.oam.set_carrier(port, carrier, now))   # a returning carrier gets a fresh CFM
         elif live:
             nd.extend(self.nd.send_now(port))     # liveness back on the same PHY session: re-check identity
         p.live = live
-        out: list[Action] = []
         self._fold(nd, out, now, touched={port})
         return out
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,6 +130,21 @@ def test_oam_configures_cfm_and_takes_a_silent_drop_out(ovs_pair) -> None:
         sent = [d.core.counters["nd_sent"] for d in daemons]
         time.sleep(1.0)
         assert all(d.core.counters["nd_sent"] - s <= 10 for d, s in zip(daemons, sent, strict=True))
+        # carrier down for longer than restart_after: CFM removed from the port at both ends; the carrier
+        # back: CFM configured afresh, the link usable again only after CFM heard the peer (client.oam)
+        subprocess.run(["ip", "-n", ns, "link", "set", ifaces[0], "down"], check=True)
+        try:
+            assert _wait(lambda: not any(_port(d)["usable"] for d in daemons), 3.0)
+            assert _wait(lambda: all(ovs.vsctl("get", "interface", i, "cfm_mpid").strip() == "[]"
+                                     for i in ifaces), 5.0)
+            assert all(_port(d)["oam"] == "fault" for d in daemons), [_port(d) for d in daemons]
+        finally:
+            subprocess.run(["ip", "-n", ns, "link", "set", ifaces[0], "up"], check=True)
+        assert _wait(lambda: all(_port(d)["usable"] for d in daemons), 5.0), [_port(d) for d in daemons]
+        for d, ifname in zip(daemons, ifaces, strict=True):
+            assert _port(d)["oam"] == "up"
+            assert int(ovs.vsctl("get", "interface", ifname, "cfm_mpid")) == mpid(d.core.switch.id, 1)
+            assert d.status()["counters"]["oam_cfm_restarts"] == 1
     finally:
         for d in daemons:
             d.stop()

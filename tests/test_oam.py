@@ -97,6 +97,69 @@ def test_lost_config_is_pending_again_and_must_come_back(fabric) -> None:
     assert [a.state for a in oam.tick(6.0) if isinstance(a, OamChanged)] == [OamState.FAILED]
 
 
+def test_a_carrier_down_long_enough_gets_a_fresh_cfm_when_it_returns(fabric) -> None:
+    """After a carrier loss both ends' CFM flag RDI until they hear each other, which faults a whole extra
+    fault interval (OVS lib/cfm.c): a port down for `restart_after` has CFM removed and configured afresh
+    when the carrier returns. Until the new CFM's first verdict names the peer the port stays FAULT: a new
+    CFM reports no fault before it heard anyone, which is no evidence."""
+    oam = OamPorts(fabric, "leaf-1", setup_timeout=2.0)
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    other = _ids(fabric, "leaf-1", 2)
+    for port, (lo, re) in ((1, (local, remote)), (2, other)):
+        assert oam.set_carrier(port, True, 0.0) == []          # the first carrier seen changes nothing
+        oam.on_observation(OamObservation(port, lo, False, (re,)), 0.1)
+    assert oam.state(1) is OamState.UP and oam.restart_after >= 2 * 3.5 * fabric.timers.oam_interval
+    # a blip shorter than restart_after: CFM kept as it is, nothing for OVSDB
+    assert oam.set_carrier(1, False, 1.0) == []
+    assert oam.next_deadline() == pytest.approx(1.0 + oam.restart_after)
+    assert oam.set_carrier(1, True, 1.05) == [] and oam.next_deadline() == float("inf")
+    assert oam.tick(1.0 + oam.restart_after) == [] and oam.restarts == 0
+    # down for longer: CFM removed from that port alone, the port FAULT (not PENDING: no setup timeout)
+    assert oam.set_carrier(1, False, 2.0) == []
+    assert oam.tick(2.0 + oam.restart_after - 0.001) == []
+    out = oam.tick(2.0 + oam.restart_after)
+    assert out == [OamChanged(1, OamState.FAULT), ConfigureOam({2: other[0]}, oam.interval_ms, (1,))]
+    assert oam.on_observation(OamObservation(1, None, None), 3.0) == []
+    assert oam.next_deadline() == float("inf") and oam.tick(60.0) == [] and oam.state(1) is OamState.FAULT
+    # the carrier returns: CFM configured again on it
+    assert oam.set_carrier(1, True, 61.0) == [ConfigureOam({1: local, 2: other[0]}, oam.interval_ms, ())]
+    assert oam.restarts == 1
+    assert oam.on_observation(OamObservation(1, None, None), 61.001) == [OamChanged(1, OamState.PENDING)]
+    assert oam.next_deadline() == pytest.approx(63.001)                  # it must show up, as at start
+    assert oam.on_observation(OamObservation(1, local, False, ()), 61.003) == [OamChanged(1, OamState.FAULT)]
+    assert not oam.oam_ok(1)                                               # booting: heard nobody yet
+    assert oam.on_observation(OamObservation(1, local, False, (remote,)), 61.03) == [OamChanged(1, OamState.UP)]
+
+
+def test_a_fresh_cfm_is_not_asked_for_ports_that_fell_back_or_while_the_carrier_is_down(fabric) -> None:
+    oam = OamPorts(fabric, "leaf-1", setup_timeout=2.0)
+    oam.start(0.0)
+    oam.set_carrier(2, False, 0.0)                # port-desc at connect: port 2 has no carrier
+    out = oam.tick(oam.restart_after)
+    assert out[-1] == ConfigureOam({1: _ids(fabric, "leaf-1", 1)[0]}, oam.interval_ms, (2,))
+    out = oam.tick(5.0)                            # port 1 never showed a status: software ND
+    assert [(a.port, a.state) for a in out[:-1]] == [(1, OamState.FAILED)]
+    assert out[-1] == ConfigureOam({}, oam.interval_ms, (1, 2))
+    assert oam.set_carrier(1, False, 6.0) == [] and oam.tick(6.0 + oam.restart_after) == []
+    assert oam.set_carrier(1, True, 9.0) == [] and oam.restarts == 0  # a fallen-back port stays on ND
+    assert oam.set_carrier(2, True, 9.0) == [ConfigureOam({2: _ids(fabric, "leaf-1", 2)[0]}, oam.interval_ms,
+                                                          (1,))]
+
+
+def test_port_table_gives_the_carrier_to_oam(fabric) -> None:
+    clock = FakeClock(0.0)
+    pair = Pair(fabric, clock)
+    leaf = pair.tables["leaf-1"]
+    pair.handle("leaf-1", leaf.on_port_desc({1: True, 2: True}, clock.now))
+    pair.handle("leaf-1", leaf.on_phy(1, False, clock.now))
+    clock.advance(leaf.oam.restart_after)
+    out = leaf.tick(clock.now)
+    assert [a for a in out if isinstance(a, ConfigureOam)][0].disable == (1,)
+    out = leaf.on_phy(1, True, clock.now)
+    assert 1 in [a for a in out if isinstance(a, ConfigureOam)][0].mpids and leaf.oam.restarts == 1
+
+
 def test_liveness_nd_mode_has_no_oam(fabric) -> None:
     nd_fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
     oam = OamPorts(nd_fabric, "leaf-1")
