@@ -32,13 +32,18 @@ actions out.
 **A fresh CFM on a returning carrier.** After a carrier loss both ends' CFM have forgotten each other and
 flag RDI in every CCM until they hear one; a CCM with RDI faults the receiver's whole fault interval
 (3.5 CCM intervals, OVS lib/cfm.c), so a repaired link was usable only at the end of the *second* fault
-interval after the carrier returned (1-2 intervals of 3.5 CCMs). So a port whose carrier stays down for
-`restart_after` has its CFM removed (`ConfigureOam.disable`) and configured again when the carrier
-returns: a new CFM object sends no RDI before its first fault interval ends, and that first verdict (about
-3.5 CCM intervals after the carrier returns) already has the peer's MPID. A shorter carrier blip keeps CFM
-as it is (no OVSDB write, so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). The
-port stays FAULT until that verdict: a new CFM reports no fault before it has heard anyone, which is no
-evidence of a working link.
+interval after the carrier returned. So a port whose carrier stays down `restart_after` has its CFM
+removed (`ConfigureOam.disable`; the datapath's liveness is then the carrier, and the port is unusable
+anyway), and configured again once the carrier is back and ND identity is two-way (`set_identity`). A
+new CFM reports no fault and sends no RDI until its first fault interval ends; that state alone is no
+evidence, but ND has just proved the link two-way, so such a *booting* CFM counts as UP until its first
+verdict, which hears the peer: both ends reach two-way ND within an ND round trip of each other and
+configure their CFM then. If the peer's CFM came more than ~2.5 CCM intervals later, that first verdict
+is a fault and the port goes out until CFM clears (one extra flap, never traffic on a dead link: CFM
+and ND keep watching). A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
+so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). Without ND identity within
+`readd_after` (the peer's client is not running) CFM is configured again anyway, untrusted until it
+hears the peer.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from enum import StrEnum
 from proto.config import Endpoint, Fabric
 
 __all__ = [
+    "CFM_READD_AFTER",
     "CFM_RESTART_AFTER",
     "MAX_MPID",
     "OAM_SETUP_TIMEOUT",
@@ -74,6 +80,9 @@ OAM_SETUP_TIMEOUT = 20.0
 #: How long a port's carrier must stay down before its CFM is removed, to start afresh when the carrier
 #: returns (see the module docstring); at least two fault intervals, so the old CFM has reported its fault.
 CFM_RESTART_AFTER = 0.25
+#: How long a returning carrier waits for ND identity before its CFM is configured again anyway (a peer
+#: whose client does not run: its switch forwards fail-static and may use the link once CFM says so).
+CFM_READD_AFTER = 1.0
 #: OVSDB integers are signed 64-bit; switch ids (< 2**31) and ports (< 2**16) fit in 47 bits.
 MAX_MPID = 2**63 - 1
 
@@ -154,8 +163,8 @@ class OamChanged:
 
 
 class _Port:
-    __slots__ = ("carrier", "deadline", "expected_remote", "local", "reason", "remote", "restart_at", "state",
-                 "stopped")
+    __slots__ = ("booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason", "remote",
+                 "restart_at", "state", "stopped")
 
     def __init__(self, local: int, expected_remote: int, oam: bool) -> None:
         self.local = local
@@ -167,6 +176,8 @@ class _Port:
         self.carrier: bool | None = None
         self.stopped = False            # CFM removed while the carrier is down (configured again on its return)
         self.restart_at = math.inf      # when a carrier-down port's CFM is removed
+        self.readd_at = math.inf        # carrier back, ND identity not (yet): CFM configured anyway then
+        self.booting = False            # CFM configured afresh once ND identity was two-way (see set_identity)
 
 
 Action = ConfigureOam | OamChanged
@@ -190,6 +201,7 @@ class OamPorts:
         self.failures = 0          # ports that fell back to software ND (metric)
         self.restarts = 0          # CFM configured afresh on a returning carrier (metric)
         self.restart_after = max(CFM_RESTART_AFTER, 2 * 3.5 * fabric.timers.oam_interval)
+        self.readd_after = max(CFM_READD_AFTER, 2 * fabric.timers.nd_interval)
 
     # ------------------------------------------------------------------------------------------ queries
     def state(self, port: int) -> OamState:
@@ -214,7 +226,7 @@ class OamPorts:
         return self._ports[port].local
 
     def next_deadline(self) -> float:
-        return min((min(p.deadline, p.restart_at) for p in self._ports.values()), default=math.inf)
+        return min((min(p.deadline, p.restart_at, p.readd_at) for p in self._ports.values()), default=math.inf)
 
     # ------------------------------------------------------------------------------------------ inputs
     def start(self, now: float) -> list[Action]:
@@ -234,6 +246,8 @@ class OamPorts:
         remote = None
         if p.stopped and obs.mpid != p.local:
             state = OamState.FAULT          # removed on purpose while the carrier is down
+        elif p.booting and obs.mpid == p.local and obs.fault is False and not obs.remote_mpids:
+            state = OamState.UP             # our fresh CFM before its first verdict, ND two-way just now
         elif obs.mpid != p.local or obs.fault is None:
             state = OamState.PENDING
         else:
@@ -250,6 +264,8 @@ class OamPorts:
                 state = OamState.FAULT
             else:
                 state = OamState.UP
+        if p.booting and obs.mpid == p.local and (obs.fault or obs.remote_mpids):
+            p.booting = False               # the first verdict: from now on CFM alone speaks
         out: list[Action] = []
         if state is OamState.PENDING:
             if p.state is not OamState.PENDING:
@@ -261,21 +277,41 @@ class OamPorts:
 
     def set_carrier(self, port: int, up: bool, now: float) -> list[Action]:
         """The carrier of `port` went up or down (OpenFlow PortStatus). Down for `restart_after`: CFM is
-        removed (by `tick`); up again after that: CFM is configured afresh (a `ConfigureOam`)."""
+        removed (by `tick`). Up again after that: CFM is configured afresh once ND identity is two-way
+        (`set_identity`), or after `readd_after` without it (a peer whose client is not running)."""
         p = self._ports.get(port)
         if p is None or p.carrier == up:
             return []
         p.carrier = up
+        p.booting = False
         if up:
             p.restart_at = math.inf
             if p.stopped:
-                p.stopped = False
-                self.restarts += 1
-                if p.state not in (OamState.OFF, OamState.FAILED):
-                    return [self._configure()]
-        elif not p.stopped and p.state not in (OamState.OFF, OamState.FAILED):
-            p.restart_at = now + self.restart_after
+                p.readd_at = now + self.readd_after
+        else:
+            p.readd_at = math.inf
+            if not p.stopped and p.state not in (OamState.OFF, OamState.FAILED):
+                p.restart_at = now + self.restart_after
         return []
+
+    def set_identity(self, port: int, up: bool, now: float) -> list[Action]:
+        """ND identity of `port` became two-way (`up`) or not. A port whose CFM was removed while its carrier
+        was down gets it back now, and its fresh CFM counts as UP until its first verdict (about 3.5 CCM
+        intervals later): ND just proved the link two-way, and both ends configure their CFM within an ND
+        round trip of each other, so that verdict hears the peer (see the module docstring)."""
+        p = self._ports.get(port)
+        if p is None or not up or not p.stopped or not p.carrier:
+            return []
+        return self._readd(p, booting=True)
+
+    def _readd(self, p: _Port, *, booting: bool) -> list[Action]:
+        p.stopped = False
+        p.readd_at = math.inf
+        self.restarts += 1
+        if p.state in (OamState.OFF, OamState.FAILED):
+            return []
+        p.booting = booting
+        return [self._configure()]
 
     def on_failed(self, ports: list[int] | tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
         """OAM cannot be set up on `ports` (None: all): OVSDB refused, no CFM in the schema, no OVSDB."""
@@ -290,20 +326,23 @@ class OamPorts:
         return out
 
     def tick(self, now: float) -> list[Action]:
-        """Ports still without a CFM status after `setup_timeout` fall back to software ND."""
+        """Ports still without a CFM status after `setup_timeout` fall back to software ND; CFM removed from
+        ports whose carrier stayed down `restart_after`, configured again where `readd_after` ran out."""
         out: list[Action] = []
-        stopped = False
+        reconfigure = False          # a port's CFM is to be removed or configured again
         for port, p in self._ports.items():
+            if now >= p.readd_at and p.carrier and p.stopped:
+                reconfigure = bool(self._readd(p, booting=False)) or reconfigure
             if now >= p.restart_at:
                 p.restart_at = math.inf
                 if p.carrier is False and p.state not in (OamState.OFF, OamState.FAILED):
-                    p.stopped, stopped = True, True
+                    p.stopped, reconfigure = True, True
                     p.deadline = math.inf
                     self._set(p, port, OamState.FAULT, None, "", out)
             if now >= p.deadline and p.state is OamState.PENDING:
                 self._fail(port, p, f"no CFM status from ovs-vswitchd within {self.setup_timeout:g}s "
                                     "(OVS or datapath without OAM?)", out)
-        if out or stopped:
+        if out or reconfigure:
             out.append(self._configure())
         return out
 

@@ -278,6 +278,8 @@ class PortTable:
                 p = self._ports.get(action.port)
                 if p is None:
                     continue
+                if action.state is NdState.UP and p.nd is not NdState.UP:
+                    out.extend(self.oam.set_identity(action.port, True, now))   # a removed CFM comes back
                 p.nd = action.state
                 p.discovered = action.discovered
                 p.miscabled_by = action.miscabled_by

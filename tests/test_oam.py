@@ -97,11 +97,11 @@ def test_lost_config_is_pending_again_and_must_come_back(fabric) -> None:
     assert [a.state for a in oam.tick(6.0) if isinstance(a, OamChanged)] == [OamState.FAILED]
 
 
-def test_a_carrier_down_long_enough_gets_a_fresh_cfm_when_it_returns(fabric) -> None:
+def test_a_carrier_down_long_enough_gets_a_fresh_cfm_once_nd_identity_is_back(fabric) -> None:
     """After a carrier loss both ends' CFM flag RDI until they hear each other, which faults a whole extra
-    fault interval (OVS lib/cfm.c): a port down for `restart_after` has CFM removed and configured afresh
-    when the carrier returns. Until the new CFM's first verdict names the peer the port stays FAULT: a new
-    CFM reports no fault before it heard anyone, which is no evidence."""
+    fault interval (OVS lib/cfm.c): a port down for `restart_after` has CFM removed, and configured afresh
+    when the carrier is back and ND identity two-way. That fresh CFM counts as UP until its first verdict
+    (ND just proved the link two-way); from then on CFM alone speaks."""
     oam = OamPorts(fabric, "leaf-1", setup_timeout=2.0)
     oam.start(0.0)
     local, remote = _ids(fabric, "leaf-1", 1)
@@ -114,6 +114,7 @@ def test_a_carrier_down_long_enough_gets_a_fresh_cfm_when_it_returns(fabric) -> 
     assert oam.set_carrier(1, False, 1.0) == []
     assert oam.next_deadline() == pytest.approx(1.0 + oam.restart_after)
     assert oam.set_carrier(1, True, 1.05) == [] and oam.next_deadline() == float("inf")
+    assert oam.set_identity(1, True, 1.06) == []            # CFM was never removed: nothing to restart
     assert oam.tick(1.0 + oam.restart_after) == [] and oam.restarts == 0
     # down for longer: CFM removed from that port alone, the port FAULT (not PENDING: no setup timeout)
     assert oam.set_carrier(1, False, 2.0) == []
@@ -122,19 +123,34 @@ def test_a_carrier_down_long_enough_gets_a_fresh_cfm_when_it_returns(fabric) -> 
     assert out == [OamChanged(1, OamState.FAULT), ConfigureOam({2: other[0]}, oam.interval_ms, (1,))]
     assert oam.on_observation(OamObservation(1, None, None), 3.0) == []
     assert oam.next_deadline() == float("inf") and oam.tick(60.0) == [] and oam.state(1) is OamState.FAULT
-    # the carrier returns: CFM configured again on it
-    assert oam.set_carrier(1, True, 61.0) == [ConfigureOam({1: local, 2: other[0]}, oam.interval_ms, ())]
-    assert oam.restarts == 1
-    assert oam.on_observation(OamObservation(1, None, None), 61.001) == [OamChanged(1, OamState.PENDING)]
-    assert oam.next_deadline() == pytest.approx(63.001)                  # it must show up, as at start
-    assert oam.on_observation(OamObservation(1, local, False, ()), 61.003) == [OamChanged(1, OamState.FAULT)]
-    assert not oam.oam_ok(1)                                               # booting: heard nobody yet
-    assert oam.on_observation(OamObservation(1, local, False, (remote,)), 61.03) == [OamChanged(1, OamState.UP)]
+    assert oam.set_identity(1, True, 60.5) == []            # no carrier: nothing to configure
+    # the carrier returns: CFM waits for ND identity, then is configured again
+    assert oam.set_carrier(1, True, 61.0) == []
+    assert oam.next_deadline() == pytest.approx(61.0 + oam.readd_after)
+    assert oam.set_identity(1, True, 61.01) == [ConfigureOam({1: local, 2: other[0]}, oam.interval_ms, ())]
+    assert oam.restarts == 1 and oam.next_deadline() == float("inf")
+    assert oam.on_observation(OamObservation(1, None, None), 61.011) == [OamChanged(1, OamState.PENDING)]
+    # the fresh CFM, before its first verdict: no fault, nobody heard yet -- UP, ND having just proved it
+    assert oam.on_observation(OamObservation(1, local, False, ()), 61.013) == [OamChanged(1, OamState.UP)]
+    assert oam.oam_ok(1)
+    assert oam.on_observation(OamObservation(1, local, False, (remote,)), 61.04) == []   # the verdict: UP
+    # from now on "no fault, nobody heard" is no evidence
+    assert oam.on_observation(OamObservation(1, local, False, ()), 62.0) == [OamChanged(1, OamState.FAULT)]
+    # a first verdict that is a fault (the peer's CFM came too late) takes the port out at once
+    oam.set_carrier(1, False, 70.0)
+    oam.tick(70.0 + oam.restart_after)
+    oam.set_carrier(1, True, 71.0)
+    oam.set_identity(1, True, 71.01)
+    assert oam.on_observation(OamObservation(1, local, False, ()), 71.02) == [OamChanged(1, OamState.UP)]
+    assert oam.on_observation(OamObservation(1, local, True, ()), 71.04) == [OamChanged(1, OamState.FAULT)]
+    assert oam.on_observation(OamObservation(1, local, False, ()), 71.05) == []          # still FAULT
+    assert oam.restarts == 2
 
 
-def test_a_fresh_cfm_is_not_asked_for_ports_that_fell_back_or_while_the_carrier_is_down(fabric) -> None:
+def test_without_nd_identity_cfm_comes_back_untrusted_and_fallen_back_ports_stay_on_nd(fabric) -> None:
     oam = OamPorts(fabric, "leaf-1", setup_timeout=2.0)
     oam.start(0.0)
+    local2, remote2 = _ids(fabric, "leaf-1", 2)
     oam.set_carrier(2, False, 0.0)                # port-desc at connect: port 2 has no carrier
     out = oam.tick(oam.restart_after)
     assert out[-1] == ConfigureOam({1: _ids(fabric, "leaf-1", 1)[0]}, oam.interval_ms, (2,))
@@ -142,22 +158,36 @@ def test_a_fresh_cfm_is_not_asked_for_ports_that_fell_back_or_while_the_carrier_
     assert [(a.port, a.state) for a in out[:-1]] == [(1, OamState.FAILED)]
     assert out[-1] == ConfigureOam({}, oam.interval_ms, (1, 2))
     assert oam.set_carrier(1, False, 6.0) == [] and oam.tick(6.0 + oam.restart_after) == []
-    assert oam.set_carrier(1, True, 9.0) == [] and oam.restarts == 0  # a fallen-back port stays on ND
-    assert oam.set_carrier(2, True, 9.0) == [ConfigureOam({2: _ids(fabric, "leaf-1", 2)[0]}, oam.interval_ms,
-                                                          (1,))]
+    assert oam.set_carrier(1, True, 7.0) == [] and oam.set_identity(1, True, 7.0) == []   # stays on ND
+    # port 2's carrier returns, its peer's client is not running (no ND): CFM after readd_after anyway
+    assert oam.set_carrier(2, True, 9.0) == []
+    assert oam.tick(9.0 + oam.readd_after - 0.001) == []
+    assert oam.tick(9.0 + oam.readd_after) == [ConfigureOam({2: local2}, oam.interval_ms, (1,))]
+    assert oam.on_observation(OamObservation(2, local2, False, ()), 10.5) == []       # untrusted: still FAULT
+    assert oam.state(2) is OamState.FAULT
+    assert oam.on_observation(OamObservation(2, local2, False, (remote2,)), 10.6) == [OamChanged(2, OamState.UP)]
 
 
-def test_port_table_gives_the_carrier_to_oam(fabric) -> None:
-    clock = FakeClock(0.0)
-    pair = Pair(fabric, clock)
-    leaf = pair.tables["leaf-1"]
-    pair.handle("leaf-1", leaf.on_port_desc({1: True, 2: True}, clock.now))
-    pair.handle("leaf-1", leaf.on_phy(1, False, clock.now))
-    clock.advance(leaf.oam.restart_after)
-    out = leaf.tick(clock.now)
-    assert [a for a in out if isinstance(a, ConfigureOam)][0].disable == (1,)
-    out = leaf.on_phy(1, True, clock.now)
-    assert 1 in [a for a in out if isinstance(a, ConfigureOam)][0].mpids and leaf.oam.restarts == 1
+def test_port_table_repairs_a_long_carrier_loss_at_nd_speed(fabric) -> None:
+    """Both ends: carrier down, CFM removed; carrier up, ND two-way, each end asks for CFM again and its
+    booting CFM makes the port usable before the first CFM verdict."""
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    assert p.usable("leaf-1") and p.usable("spine-1")
+    for sw in ("leaf-1", "spine-1"):
+        p.phy(sw, 1, False)
+    p.run(p.tables["leaf-1"].oam.restart_after)
+    assert [c.disable for sw, c in p.configs[-2:]] == [(1,), (1,)]
+    p.configs.clear()
+    for sw in ("leaf-1", "spine-1"):
+        p.phy(sw, 1, True)                     # carrier back: ND probes at once, CFM not yet
+    assert all(1 in c.mpids for _, c in p.configs) and {sw for sw, _ in p.configs} == {"leaf-1", "spine-1"}
+    assert not p.usable("leaf-1") and not p.usable("spine-1")
+    for sw in ("leaf-1", "spine-1"):
+        p.cfm(sw, 1, remote=())                # the fresh CFM, before its first verdict
+    assert p.usable("leaf-1") and p.usable("spine-1")
+    assert p.tables["leaf-1"].oam.restarts == 1
 
 
 def test_liveness_nd_mode_has_no_oam(fabric) -> None:
@@ -183,6 +213,7 @@ class Pair:
         self.drop: set[tuple[str, int]] = set()       # (switch, port) whose transmissions are lost
         self.changes: list[tuple[float, str, PortChanged]] = []
         self.sent: list[tuple[float, str, int]] = []
+        self.configs: list[tuple[str, ConfigureOam]] = []
         for name, table in self.tables.items():
             self.handle(name, table.start_oam(clock.now))
 
@@ -194,6 +225,8 @@ class Pair:
             sw, action = pending.pop(0)
             if isinstance(action, PortChanged):
                 self.changes.append((self.clock.now, sw, action))
+            elif isinstance(action, ConfigureOam):
+                self.configs.append((sw, action))
             elif isinstance(action, SendNd):
                 self.sent.append((self.clock.now, sw, action.port))
                 far = self.cable.get((sw, action.port))
