@@ -130,7 +130,8 @@ def run(args: argparse.Namespace) -> int:
             return FmrpDriver(core, store.load().term)
 
     try:
-        StateStore(state_dir).load()           # a corrupt or unreadable state file: one line, before any socket
+        # a corrupt or unreadable state file (a vote for no master of this fabric): one line, before any socket
+        StateStore(state_dir, [m.id for m in fabric.masters]).load()
     except DurableStateError as e:
         print(f"firepath master: state: {e}", file=sys.stderr)
         return 2

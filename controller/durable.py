@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,9 +38,13 @@ class DurableState:
 
 
 class StateStore:
-    def __init__(self, directory: str | Path) -> None:
+    """`masters`: the fabric's master ids; given, a `voted_for` that names none of them is refused at load
+    (a vote can only have gone to a replica of the fabric: another value is a corrupt or foreign file)."""
+
+    def __init__(self, directory: str | Path, masters: Iterable[str] | None = None) -> None:
         self.dir = Path(directory)
         self.path = self.dir / STATE_FILE
+        self.masters = None if masters is None else tuple(masters)
         self._cached: DurableState | None = None
 
     def load(self) -> DurableState:
@@ -72,7 +77,10 @@ class StateStore:
             if term > MAX_TERM:
                 raise ValueError(f"term {term} out of range 0..{MAX_TERM} (u63 on the wire)")
             if voted_for is not None and not isinstance(voted_for, str):
-                raise ValueError("voted_for must be a string or null")
+                raise ValueError(f"voted_for must be a string or null, got {_shown(voted_for)}")
+            if voted_for is not None and self.masters is not None and voted_for not in self.masters:
+                raise ValueError(f"voted_for {_shown(voted_for)} is not a master of the fabric (masters: "
+                                 f"{', '.join(self.masters)})")
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise DurableStateError(f"{self.path}: invalid state file: {e}") from e
         self._cached = DurableState(term, voted_for)
@@ -85,6 +93,12 @@ class StateStore:
         payload = json.dumps({"term": state.term, "voted_for": state.voted_for}, sort_keys=True) + "\n"
         _write_atomic(self.dir, STATE_FILE, payload.encode())
         self._cached = state
+
+
+def _shown(value: object) -> str:
+    """`value`'s repr for an error line: escaped (one line) and cut short (the file may hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 66 else text[:63] + "..."
 
 
 def _write_atomic(directory: Path, name: str, data: bytes) -> None:

@@ -98,7 +98,7 @@ class MasterServer(ReloadOps):
             keyring, master_id, [s.name for s in fabric.switches], [m.id for m in fabric.masters], accept_group=False
         )
         self.fanout = FanoutEncoder(self.codec, keyring, fabric.switches[0].name if fabric.switches else None)
-        self.store = StateStore(state_dir)
+        self.store = StateStore(state_dir, [m.id for m in fabric.masters])
         self.drain_store = DrainStore(state_dir)
         self._drains_saved = -1
         self.core = MasterCore(fabric, master_id)

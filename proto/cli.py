@@ -55,12 +55,6 @@ def _import(module: str):  # noqa: ANN202 - a module object
         raise  # the module exists but one of its own imports is missing: a real error
 
 
-class _Version(argparse.Action):
-    """Like argparse's "version" action, but the text is only computed when asked for."""
-
-    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
-        print(version_text())
-        parser.exit(0)
 
 
 def build_parser(command: str | None) -> argparse.ArgumentParser | None:
@@ -68,7 +62,9 @@ def build_parser(command: str | None) -> argparse.ArgumentParser | None:
     parser = argparse.ArgumentParser(prog="firepath", description="Firepath routing for Clos fabrics.",
                                      epilog="operator commands exit with 0 ok, 1 bad news, 2 usage or local "
                                             "input, 3 unreachable, 4 denied, 5 unknown target, 6 refused")
-    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
+    # Not argparse's "version" action: that one prints and exits 0 as soon as it is seen, whatever follows
+    # (`firepath --version extra` was a success). main() prints it once the whole line has parsed, alone.
+    parser.add_argument("--version", action="store_true", help="print the version and exit (no other argument)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     if command is not None:
         module = _import(SUBCOMMANDS[command][0])
@@ -90,8 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         args = parser.parse_args(args_list)
+        if args.version and args.command is not None:
+            parser.error(f"--version takes no other argument, got {args.command!r}")
     except SystemExit as e:  # argparse: --help (0) or usage error (2)
         return e.code if isinstance(e.code, int) else 2
+    if args.version:
+        print(version_text())
+        return 0
     func = getattr(args, "func", None)
     if func is None:
         if args.command is None:

@@ -301,6 +301,13 @@ class TopologyReader(NodeReader):
                     raise self.fail(vnode, vfield, f"{value} is {side} of border {other[0]} (line {other[1]}): "
                                     "a border's peer is outside the fabric, not another border")
                 mine.setdefault(value, (switch, _line(vnode)))
+            # nor another border's own address: two borders answering for one IP (ARP, BGP sessions sourced
+            # from it) is an address conflict, whatever their router ids or ASes
+            owner = self.bgp_local_ips[local.ip]
+            if owner[0] != switch:
+                raise self.fail(pf["local_address"], f"{pp}.local_address",
+                                f"eBGP local address {local.ip} of border {switch} is also border {owner[0]}'s "
+                                f"(line {owner[1]}): a local address belongs to one border only")
             for value, where, field, what in (
                     (address, pf["address"], f"{pp}.address", f"eBGP peer address {address} of border {switch}"),
                     (local.ip, pf["local_address"], f"{pp}.local_address",

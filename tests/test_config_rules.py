@@ -109,15 +109,32 @@ def test_a_bgp_identifier_shared_by_two_borders_of_one_as_is_refused() -> None:
     assert both.count("router_id") == 2
     expect_error(both, 41, "switches[4].bgp.router_id",
                  "BGP identifier 192.0.2.1 in AS 64512 is also border b1's (line 31): it must be unique within an AS")
-    # without router_id the identifier is the session's local address: the same local address on two borders
-    same_local = edit("address: 100.64.0.6, peer_as: 65000, port: 7, local_address: 100.64.0.5/30",
-                      "address: 100.64.0.2, peer_as: 65000, port: 7, local_address: 100.64.0.1/30", TWO_BORDERS)
-    expect_error(same_local, 41, "switches[4].bgp.peers[0].local_address",
-                 "BGP identifier 100.64.0.1 in AS 64512 is also border b1's (line 32)")
+    # without router_id the identifier is the session's local address: b2's is b1's router_id
+    b2_local = TWO_BORDERS.replace("      local_as: 64512\n", "      local_as: 64512\n      router_id: 100.64.0.5\n", 1)
+    expect_error(b2_local, 42, "switches[4].bgp.peers[0].local_address",
+                 "BGP identifier 100.64.0.5 in AS 64512 is also border b1's (line 31)")
     # in another AS it is no conflict (RFC 6286 asks uniqueness within an AS)
-    head, tail = same_local.split("  - name: b2\n")
+    head, tail = both.split("  - name: b2\n")
     other_as = head + "  - name: b2\n" + tail.replace("local_as: 64512", "local_as: 64513")
     assert parse_fabric(other_as).switch("b2").bgp.local_as == 64513
+
+
+@pytest.mark.parametrize(("b2_peering", "b2_as"), [
+    ("address: 100.64.0.2, peer_as: 65000, port: 7, local_address: 100.64.0.1/30", 64512),
+    ("address: 100.64.0.2, peer_as: 65000, port: 7, local_address: 100.64.0.1/30", 64513),
+    ("address: 100.64.0.3, peer_as: 65000, port: 7, local_address: 100.64.0.1/29", 64512),
+])
+def test_a_local_address_shared_by_two_borders_is_refused(b2_peering: str, b2_as: int) -> None:
+    """Two borders on one eBGP local address loaded as soon as their BGP identifiers differed (router_id, or
+    another AS): an address conflict that `firepath config check` let through."""
+    ids = TWO_BORDERS.replace("      local_as: 64512\n", "      local_as: 64512\n      router_id: 192.0.2.1\n", 1)
+    ids = ids.replace("      local_as: 64512\n      peers:\n        - {address: 100.64.0.6",
+                      f"      local_as: {b2_as}\n      router_id: 192.0.2.2\n      peers:\n        - {{address: 100.64.0.6")
+    assert parse_fabric(ids).switch("b2").bgp.router_id is not None            # distinct ids: it loads
+    shared = edit("address: 100.64.0.6, peer_as: 65000, port: 7, local_address: 100.64.0.5/30", b2_peering, ids)
+    expect_error(shared, 43, "switches[4].bgp.peers[0].local_address",
+                 "eBGP local address 100.64.0.1 of border b2 is also border b1's (line 33): a local address belongs "
+                 "to one border only")
 
 
 def test_a_border_peering_with_another_border_is_refused() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,50 @@ def test_corrupt_state_is_one_line_at_master_start(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert str(state / STATE_FILE) in proc.stderr
+
+
+@pytest.mark.parametrize(("voted_for", "why"), [
+    ('"m9"', "voted_for 'm9' is not a master of the fabric (masters: m1, m2, m3)"),
+    ('""', "voted_for '' is not a master of the fabric"),
+    ('"m1\\nm2"', "voted_for 'm1\\nm2' is not a master of the fabric"),
+    ("5", "voted_for must be a string or null, got 5"),
+    ("true", "voted_for must be a string or null, got True"),
+    ('["m1"]', "voted_for must be a string or null, got ['m1']"),
+    ('"' + "x" * 500 + '"', "voted_for 'xxx"),
+])
+def test_a_vote_for_no_master_of_the_fabric_is_refused(tmp_path: Path, voted_for: str, why: str) -> None:
+    """A state file whose voted_for named no master of the fabric (a replica name from another fabric, a
+    hand edit) loaded as it was: like a bad term, the file is refused, naming the file, the field and why."""
+    text = f'{{"term": 4, "voted_for": {voted_for}}}'
+    (tmp_path / STATE_FILE).write_text(text)
+    store = StateStore(tmp_path, ["m1", "m2", "m3"])
+    with pytest.raises(DurableStateError) as info:
+        store.load()
+    assert str(info.value).startswith(f"{tmp_path / STATE_FILE}: invalid state file: {why}"), str(info.value)
+    assert "\n" not in str(info.value) and len(str(info.value)) < 200 + len(str(tmp_path))
+    assert (tmp_path / STATE_FILE).read_text() == text                  # nothing changed, nothing cached
+    with pytest.raises(DurableStateError):
+        store.save(DurableState(5, "m1"))
+    assert (tmp_path / STATE_FILE).read_text() == text
+    for ok in ("m1", "m3", None):
+        (tmp_path / STATE_FILE).write_text(json.dumps({"term": 4, "voted_for": ok}))
+        assert StateStore(tmp_path, ["m1", "m2", "m3"]).load() == DurableState(4, ok)
+
+
+def test_a_vote_for_no_master_stops_the_master_at_start(tmp_path: Path) -> None:
+    from tests.harness.loopcluster import write_cluster_config
+
+    config = write_cluster_config(tmp_path, masters=1)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / STATE_FILE).write_text('{"term": 3, "voted_for": "m7"}')
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "master", "--config", str(config), "--id", "m1",
+         "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr == (f"firepath master: state: {state / STATE_FILE}: invalid state file: voted_for 'm7' is "
+                           "not a master of the fabric (masters: m1)\n"), proc.stderr
+    assert (state / STATE_FILE).read_text() == '{"term": 3, "voted_for": "m7"}'
 
 
 def test_a_state_dir_that_cannot_be_created_is_an_error_not_term_zero(tmp_path: Path) -> None:

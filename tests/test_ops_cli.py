@@ -60,6 +60,30 @@ def test_every_command_parses_and_version(capsys) -> None:
     assert main(["drain", "--config", "f"]) == 2                # neither --link nor --switch: usage
 
 
+@pytest.mark.parametrize(("argv", "words"), [
+    (["--version", "extra"], "argument COMMAND: invalid choice: 'extra'"),
+    (["--vers", "extra"], "argument COMMAND: invalid choice: 'extra'"),
+    (["--version", "config"], "--version takes no other argument, got 'config'"),
+    (["--version", "lab"], "--version takes no other argument, got 'lab'"),
+    (["--version", "config", "check", "f.yaml"], "unrecognized arguments: check f.yaml"),
+])
+def test_version_with_another_argument_is_a_usage_error(capsys, argv: list[str], words: str) -> None:
+    """argparse's "version" action printed the version and exited 0 as soon as it saw --version, so
+    `firepath --version extra` succeeded; the other argument is a usage error now (2, stderr, no version)."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "usage: firepath" in captured.err and f"firepath: error: {words}" in captured.err
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("firepath ")
+
+
+def test_version_entry_point_exit_statuses() -> None:
+    run = [sys.executable, "-m", "proto.cli"]
+    alone = subprocess.run([*run, "--version"], capture_output=True, text=True, timeout=60)
+    assert (alone.returncode, alone.stderr) == (0, "") and f"wire protocol {WIRE_VERSION}" in alone.stdout
+    extra = subprocess.run([*run, "--version", "extra"], capture_output=True, text=True, timeout=60)
+    assert (extra.returncode, extra.stdout) == (2, "") and "error: argument COMMAND: invalid choice: 'extra'" in extra.stderr
+
+
 def test_resolve_names_what_is_wrong(fabric) -> None:
     assert resolve(fabric, None, "spine-1") == ("switch", "spine-1", fabric.links_of("spine-1"))
     link = fabric.links[0]
