@@ -55,8 +55,6 @@ def _import(module: str):  # noqa: ANN202 - a module object
         raise  # the module exists but one of its own imports is missing: a real error
 
 
-
-
 def build_parser(command: str | None) -> argparse.ArgumentParser | None:
     """The parser with `command`'s module loaded (None if that module is not installed); others are stubs."""
     parser = argparse.ArgumentParser(prog="firepath", description="Firepath routing for Clos fabrics.",
