@@ -278,9 +278,10 @@ class OvsdbLiveness:
         return txn, tuple(ports)
 
     def _observe(self, rows: dict[int, Any], desired: ConfigureOam) -> None:
-        for port in [p for p in self._last if p not in desired.mpids]:
-            del self._last[port]      # CFM removed here: its first status when configured again is news
-        for port in desired.mpids:
+        watched = (*desired.mpids, *desired.disable)    # removed ports too: the core waits to see them gone
+        for port in [p for p in self._last if p not in watched]:
+            del self._last[port]
+        for port in watched:
             row = rows.get(port)
             if row is None:
                 obs = OamObservation(port, None, None)

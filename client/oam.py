@@ -43,7 +43,8 @@ is a fault and the port goes out until CFM clears (one extra flap, never traffic
 and ND keep watching). A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
 so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). Without ND identity within
 `readd_after` (the peer's client is not running) CFM is configured again anyway, untrusted until it
-hears the peer.
+hears the peer; if ND identity comes after all while it still hears nobody, it is removed and configured
+afresh too (it has been sending RDI, which would fault the peer's fresh CFM).
 """
 
 from __future__ import annotations
@@ -163,8 +164,8 @@ class OamChanged:
 
 
 class _Port:
-    __slots__ = ("booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason", "remote",
-                 "restart_at", "state", "stopped")
+    __slots__ = ("booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason", "rebooting",
+                 "remote", "restart_at", "state", "stopped", "untrusted")
 
     def __init__(self, local: int, expected_remote: int, oam: bool) -> None:
         self.local = local
@@ -178,6 +179,8 @@ class _Port:
         self.restart_at = math.inf      # when a carrier-down port's CFM is removed
         self.readd_at = math.inf        # carrier back, ND identity not (yet): CFM configured anyway then
         self.booting = False            # CFM configured afresh once ND identity was two-way (see set_identity)
+        self.untrusted = False          # CFM configured again without ND identity, has heard nobody yet
+        self.rebooting = False          # such a CFM being removed to start afresh with the peer's
 
 
 Action = ConfigureOam | OamChanged
@@ -245,7 +248,10 @@ class OamPorts:
             return []
         remote = None
         if p.stopped and obs.mpid != p.local:
-            state = OamState.FAULT          # removed on purpose while the carrier is down
+            if p.rebooting and obs.mpid is None:    # removed: now configure it afresh, trusted
+                p.rebooting = False
+                return self._readd(p, booting=True)
+            state = OamState.FAULT          # removed on purpose (carrier down, or to start afresh)
         elif p.booting and obs.mpid == p.local and obs.fault is False and not obs.remote_mpids:
             state = OamState.UP             # our fresh CFM before its first verdict, ND two-way just now
         elif obs.mpid != p.local or obs.fault is None:
@@ -266,6 +272,8 @@ class OamPorts:
                 state = OamState.UP
         if p.booting and obs.mpid == p.local and (obs.fault or obs.remote_mpids):
             p.booting = False               # the first verdict: from now on CFM alone speaks
+        if state is OamState.UP:
+            p.untrusted = False
         out: list[Action] = []
         if state is OamState.PENDING:
             if p.state is not OamState.PENDING:
@@ -283,7 +291,7 @@ class OamPorts:
         if p is None or p.carrier == up:
             return []
         p.carrier = up
-        p.booting = False
+        p.booting = p.untrusted = p.rebooting = False
         if up:
             p.restart_at = math.inf
             if p.stopped:
@@ -300,17 +308,26 @@ class OamPorts:
         intervals later): ND just proved the link two-way, and both ends configure their CFM within an ND
         round trip of each other, so that verdict hears the peer (see the module docstring)."""
         p = self._ports.get(port)
-        if p is None or not up or not p.stopped or not p.carrier:
+        if p is None or not up or not p.carrier:
             return []
-        return self._readd(p, booting=True)
+        if p.stopped and not p.rebooting:
+            return self._readd(p, booting=True)
+        if p.untrusted and p.state is OamState.FAULT:
+            # Configured again without ND (readd_after) and still hearing nobody: it has been sending RDI,
+            # which would fault the first verdict of the fresh CFM the peer configures now. Start afresh too:
+            # removed first (a second transaction once OVSDB shows it gone, `on_observation`).
+            p.untrusted, p.stopped, p.rebooting = False, True, True
+            p.readd_at = now + self.readd_after        # OVSDB never showing it gone: back untrusted
+            return [self._configure()]
+        return []
 
     def _readd(self, p: _Port, *, booting: bool) -> list[Action]:
-        p.stopped = False
+        p.stopped = p.rebooting = False
         p.readd_at = math.inf
         self.restarts += 1
         if p.state in (OamState.OFF, OamState.FAILED):
             return []
-        p.booting = booting
+        p.booting, p.untrusted = booting, not booting
         return [self._configure()]
 
     def on_failed(self, ports: list[int] | tuple[int, ...] | None, reason: str, now: float) -> list[Action]:

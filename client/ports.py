@@ -166,14 +166,15 @@ class PortTable:
             return []
         carrier = live if carrier is None else carrier
         live = live and carrier
+        # OAM hears every carrier report, the first one too: a client that starts with a carrier down (a
+        # restart) must remove that port's CFM like one that saw it go down (a returning carrier's fresh CFM).
+        out: list[Action] = list(self.oam.set_carrier(port, carrier, now))
         if p.phy == carrier and p.live == live:
-            return []
+            return out
         nd: list[SendNd | NdChanged] = []
-        out: list[Action] = []
         if p.phy != carrier:
             p.phy = carrier
             nd.extend(self.nd.set_phy(port, carrier, now))
-            out.extend(self.oam.set_carrier(port, carrier, now))   # a returning carrier gets a fresh CFM
         elif live:
             nd.extend(self.nd.send_now(port))     # liveness back on the same PHY session: re-check identity
         p.live = live

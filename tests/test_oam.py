@@ -168,6 +168,60 @@ def test_without_nd_identity_cfm_comes_back_untrusted_and_fallen_back_ports_stay
     assert oam.on_observation(OamObservation(2, local2, False, (remote2,)), 10.6) == [OamChanged(2, OamState.UP)]
 
 
+def test_cfm_back_without_nd_starts_afresh_too_when_nd_identity_comes(fabric) -> None:
+    """Tester finding: the peer's client paused past readd_after; our CFM came back untrusted and, hearing
+    nobody, sent RDI; the peer's fresh CFM, configured when ND became two-way, heard that RDI in its first
+    fault interval: a flap every time. Now ours starts afresh as well (removed, then configured, trusted)."""
+    oam = OamPorts(fabric, "leaf-1")
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    local2, remote2 = _ids(fabric, "leaf-1", 2)
+    oam.set_carrier(2, True, 0.0)
+    oam.on_observation(OamObservation(2, local2, False, (remote2,)), 0.1)
+    oam.set_carrier(1, False, 1.0)
+    oam.tick(1.0 + oam.restart_after)
+    oam.set_carrier(1, True, 2.0)
+    assert oam.tick(2.0 + oam.readd_after) == [ConfigureOam({1: local, 2: local2}, oam.interval_ms, ())]
+    assert oam.on_observation(OamObservation(1, local, True, ()), 3.1) == []     # hears nobody: FAULT
+    out = oam.set_identity(1, True, 3.5)                                       # the peer's client is back
+    assert out == [ConfigureOam({2: local2}, oam.interval_ms, (1,))]           # removed first
+    assert oam.set_identity(1, True, 3.501) == []
+    assert oam.on_observation(OamObservation(1, local, True, ()), 3.502) == []  # not gone yet
+    # gone: configured afresh, trusted like any fresh CFM after ND identity
+    assert oam.on_observation(OamObservation(1, None, None), 3.51) == [
+        ConfigureOam({1: local, 2: local2}, oam.interval_ms, ())]
+    assert oam.on_observation(OamObservation(1, local, False, ()), 3.52) == [OamChanged(1, OamState.UP)]
+    assert oam.restarts == 2              # configured again twice: untrusted, then afresh
+    # an untrusted CFM that heard the peer on its own is left alone
+    oam.set_carrier(1, False, 5.0)
+    oam.tick(5.0 + oam.restart_after)
+    oam.set_carrier(1, True, 6.0)
+    oam.tick(6.0 + oam.readd_after)
+    oam.on_observation(OamObservation(1, local, False, (remote,)), 7.1)
+    assert oam.state(1) is OamState.UP and oam.set_identity(1, True, 7.2) == []
+    # OVSDB never shows the removal: configured again (untrusted) after readd_after
+    oam.set_carrier(1, False, 8.0)
+    oam.tick(8.0 + oam.restart_after)
+    oam.set_carrier(1, True, 9.0)
+    oam.tick(9.0 + oam.readd_after)
+    oam.on_observation(OamObservation(1, local, True, ()), 10.1)
+    assert oam.set_identity(1, True, 10.2)[0].disable == (1,)
+    assert oam.tick(10.2 + oam.readd_after) == [ConfigureOam({1: local, 2: local2}, oam.interval_ms, ())]
+
+
+def test_a_client_that_starts_with_a_carrier_down_removes_that_ports_cfm(fabric) -> None:
+    """Tester finding: a restarted client never removed the CFM of a port whose carrier was already down
+    (the port table starts with the PHY down, so no change was seen), and that port's repair took the slow
+    path. Every carrier report reaches OAM, the first one too."""
+    clock = FakeClock(0.0)
+    table = PortTable(fabric, "leaf-1", now=clock.now)
+    table.start_oam(clock.now)
+    table.on_port_desc({1: False, 2: True}, clock.now)
+    clock.advance(table.oam.restart_after)
+    out = table.tick(clock.now)
+    assert [a.disable for a in out if isinstance(a, ConfigureOam)] == [(1,)]
+
+
 def test_port_table_repairs_a_long_carrier_loss_at_nd_speed(fabric) -> None:
     """Both ends: carrier down, CFM removed; carrier up, ND two-way, each end asks for CFM again and its
     booting CFM makes the port usable before the first CFM verdict."""
