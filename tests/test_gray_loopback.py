@@ -61,7 +61,8 @@ def setup(tmp_path: Path):
         assert got, f"no single master: {cluster.versions()}"
         all_up = bytes([UP]) * len(cluster.fabric.links)
         assert fleet.pump(SETTLE, until=lambda: fleet.all_have(all_up) and _backups_ready(cluster)), \
-            ({n: sw.replica.states() for n, sw in fleet.switches.items()}, cluster.versions())
+            f"backups not ready: {cluster.versions()}; switches at " \
+            f"{ {n: sw.replica.version for n, sw in fleet.switches.items()} }"
         yield cluster, fleet, got[0]
     finally:
         fleet.close()
