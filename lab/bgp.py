@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from lab import netns as nsutil
-from lab.state import LabError, ProcRecord, host_netns, proc_starttime
+from lab.state import LabError, ProcRecord, host_netns, proc_starttime, say
 
 ROUTER = "ext-router"
 EXT_HOST = "ext-host"
@@ -71,7 +71,7 @@ def frr_config(fabric: Any, log_dir: Path) -> dict[str, str]:
     return {"zebra": zebra, "bgpd": "\n".join(lines)}
 
 
-def build(lab: Any, log: Any = print) -> None:
+def build(lab: Any, log: Any = say) -> None:
     """Plumb the external router and host, address the borders' own interfaces, start FRR."""
     from lab import plumbing
     from lab.iputil import disable_tx_checksum, ip_batch, quiet_ipv6

@@ -79,6 +79,7 @@ from lab.state import (
     proc_starttime,
     register,
     registered_dir,
+    say,
     unregister,
 )
 
@@ -200,7 +201,7 @@ class Lab:
     @classmethod
     def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,
            clos: dict[str, Any] | None = None, clean: bool = False, daemons: bool = True,
-           timeout: float = 60.0, keep_on_failure: bool = False, log: Callable[[str], None] = print,
+           timeout: float = 60.0, keep_on_failure: bool = False, log: Callable[[str], None] = say,
            external_masters: bool = False, ovs_per_switch: bool = False) -> Lab:
         """Build the whole lab; on any failure tear down what was built and re-raise.
 
@@ -621,14 +622,14 @@ class Lab:
         return Probe(src_ip=self.host_ip(src), dst_ip=self.host_ip(dst), src_netns=self.state.host_netns[src],
                      dst_netns=self.state.host_netns[dst], flows=flows, rate=rate, port=port)
 
-    def down(self, log: Callable[[str], None] = print) -> None:
+    def down(self, log: Callable[[str], None] = say) -> None:
         self.close()
         teardown(self.state.dir, name=self.state.name, log=log)
 
 
 # ---------------------------------------------------------------------------------------------- teardown
 
-def teardown(lab_dir: Path | str, *, name: str | None = None, log: Callable[[str], None] = print,
+def teardown(lab_dir: Path | str, *, name: str | None = None, log: Callable[[str], None] = say,
              keep_logs: bool = True) -> list[str]:
     """Remove everything of the lab: processes by PID, OVS, namespaces (and the veths in them), state.
 

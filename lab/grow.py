@@ -19,7 +19,7 @@ from typing import Any
 from lab import plumbing
 from lab.bgp import EXT_HOST, ROUTER
 from lab.fabric import Lab, LabError, LabPorts, _reserve_ports
-from lab.state import host_netns
+from lab.state import host_netns, say
 
 __all__ = ["grow"]
 
@@ -39,7 +39,7 @@ def _check_additive(st: Any, new: Any) -> None:
             raise LabError(f"{new.source}: host {h.name} moved to {h.tor}:{h.port}")
 
 
-def grow(lab: Lab, new: Any, log: Any = print) -> dict[str, list[str]]:
+def grow(lab: Lab, new: Any, log: Any = say) -> dict[str, list[str]]:
     """Build the additions of `new` over the running lab and start the new switches' clients. Returns
     {"switches": [...], "links": [...], "hosts": [...]} added."""
     st = lab.state

@@ -30,6 +30,7 @@ from typing import Any
 
 from client.of.sockets import enter_netns
 from lab.fabric import Lab, LabError, wait_until
+from lab.state import say
 from proto.config import ConfigError, Fabric, load_fabric
 
 __all__ = ["reload_lab"]
@@ -123,7 +124,7 @@ def _token(fabric: Fabric) -> str | None:
 
 
 def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bool = False,
-               log: Callable[[str], None] = print) -> dict[str, Any]:
+               log: Callable[[str], None] = say) -> dict[str, Any]:
     """Reload `target` (a master id, a switch name, or "all": prepare, move every client, commit). Returns
     {"digest", "prepared": [masters], "reloaded": [switches], "committed_version": int | None, "grown"}.
     A config that adds switches or links is refused unless `grow` (and target "all"): then lab.grow builds

@@ -298,5 +298,11 @@ def locked(lab_dir: Path | str, timeout: float = 120.0) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def say(msg: str) -> None:
+    """A lab command's progress line, on stdout at once: through a pipe (`lab up | tee`, a test reading it
+    line by line, a Ctrl-C between two steps) a buffered line would show up only at the end."""
+    print(msg, flush=True)
+
+
 class LabError(RuntimeError):
     """A lab operation cannot proceed; the message says what to do."""
