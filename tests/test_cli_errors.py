@@ -276,9 +276,12 @@ def test_master_rest_read_timeout_and_quiet_resets(tmp_path: Path, monkeypatch: 
 @pytest.mark.ovs
 def test_ctrl_c_during_lab_up_exits_cleanly_and_tears_down() -> None:
     name = "dampctrlc"                            # unique to this test (helper "damp")
+    # SIGINT as a terminal delivers it: a test run started in the background (`cmd &` in a shell without job
+    # control) ignores SIGINT, and a Python started with it ignored keeps ignoring it (never a Ctrl-C).
     proc = subprocess.Popen([sys.executable, "-m", "proto.cli", "lab", "up", "--name", name, "--spines", "1",
                              "--pods", "0", "--leaves", "2", "--masters", "1"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
