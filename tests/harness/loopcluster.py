@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -36,16 +37,33 @@ _MASTER_LINE = re.compile(r"^  - \{id: (m\d+), address: [0-9.]+, client_port: \d
                           re.MULTILINE)
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the kernel hands out for outgoing connections (ip_local_port_range; 32768 if unread)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+#: Ports for the servers a test starts: below the kernel's ephemeral range, so that no process's outgoing
+#: connection can take one between the check here and the server's bind (a CI run lost a master to
+#: "address already in use" on a REST port picked with bind(0)), and apart from the lab's own ranges
+#: (lab.labports: 20000 + id, 28000 + id; the presets' OVS ports, 16000 + id).
+_TEST_PORTS = range(10000, 16000)
+
+
 def free_ports(n: int) -> list[int]:
-    """n distinct ports free for both UDP and TCP on 127.0.0.1 right now."""
+    """n distinct ports free for both UDP and TCP on 127.0.0.1 right now, outside the ephemeral range."""
     ports: list[int] = []
     socks: list[socket.socket] = []
-    while len(ports) < n:
+    top = min(_TEST_PORTS.stop, _ephemeral_low())
+    for port in random.sample(range(_TEST_PORTS.start, top), top - _TEST_PORTS.start):
+        if len(ports) == n:
+            break
         u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
         t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
+            u.bind(("127.0.0.1", port))
             t.bind(("127.0.0.1", port))
         except OSError:
             u.close()
@@ -53,6 +71,8 @@ def free_ports(n: int) -> list[int]:
             continue
         socks += [u, t]
         ports.append(port)
+    if len(ports) < n:
+        raise OSError(f"free_ports: only {len(ports)} of {n} free ports in {_TEST_PORTS.start}..{top - 1}")
     for s in socks:
         s.close()
     return ports
