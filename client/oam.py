@@ -285,10 +285,8 @@ class OamPorts:
         if state is OamState.UP:
             p.untrusted = False
         if p.carrier and not p.stopped:
-            # a working link's fault with the carrier up (a silent failure) that lasts restart_after: CFM is
-            # restarted too. Not at bring-up (PENDING -> FAULT while the peer's CFM is not there yet): that
-            # would rewrite every port's CFM of a slow bring-up.
-            if state is OamState.FAULT and p.state is OamState.UP:
+            # a fault with the carrier up (silent failure) that lasts restart_after: CFM is restarted too
+            if state is OamState.FAULT and p.state is not OamState.FAULT:
                 p.restart_at = now + self.restart_after
             elif state is not OamState.FAULT:
                 p.restart_at = math.inf
