@@ -22,6 +22,7 @@ from aiohttp import web
 from controller.api import MasterApi
 from controller.core import DrainRefused, NotMaster, UnknownTarget
 from controller.page import add_page_routes
+from controller.restgate import MAX_CONNECTIONS, ConnectionGate, GatedSite
 from controller.restguard import QuietServerLog, client_gone, error_response, json_errors, strict_json_bodies
 from controller.rollout_rest import add_rollout_routes
 from proto.auth import bearer_denial
@@ -38,6 +39,7 @@ READ_TIMEOUT = 10.0
 
 SERVER_KEY = web.AppKey("server", object)
 TOKEN_KEY = web.AppKey("admin_token", object)
+GATE_KEY = web.AppKey("connection_gate", object)
 LAYER = {SwitchRole.TOR: 0, SwitchRole.AGG: 1, SwitchRole.SPINE: 2, SwitchRole.BORDER: 1}
 
 
@@ -340,11 +342,12 @@ def read_token(server: MasterApi) -> str | None:
     return None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file, sec.admin_token_where)
 
 
-def make_app(server: MasterApi) -> web.Application:
-    app = web.Application(middlewares=[json_errors, client_gone, strict_json_bodies(
-        lambda r: _check_token(r, r.app[TOKEN_KEY]), READ_TIMEOUT)])
+def make_app(server: MasterApi, gate: ConnectionGate | None = None) -> web.Application:
+    app = web.Application(middlewares=[*([gate.middleware] if gate else []), json_errors, client_gone,
+                                       strict_json_bodies(lambda r: _check_token(r, r.app[TOKEN_KEY]), READ_TIMEOUT)])
     app[SERVER_KEY] = server
     app[TOKEN_KEY] = read_token(server)
+    app[GATE_KEY] = gate
     app.router.add_get("/v1/lsd/version", lsd_version)
     app.router.add_get("/v1/lsd", lsd)
     app.router.add_get("/v1/topology", topology)
@@ -364,11 +367,16 @@ def make_app(server: MasterApi) -> web.Application:
     return app
 
 
-async def start_rest(server: MasterApi, host: str, port: int) -> web.AppRunner:
+async def start_rest(server: MasterApi, host: str, port: int,
+                     max_connections: int = MAX_CONNECTIONS) -> web.AppRunner:
+    """Serves the API on host:port, at most `max_connections` at once (controller.restgate); the gate is
+    `runner.app[GATE_KEY]` (its refused/evicted counts)."""
     # QuietServerLog: a request aiohttp refuses itself (LineTooLong...) is one debug line, not a traceback
-    runner = web.AppRunner(make_app(server), access_log=None, keepalive_timeout=READ_TIMEOUT,
-                           logger=QuietServerLog())
+    handler_args: dict[str, Any] = {"access_log": None, "keepalive_timeout": READ_TIMEOUT,
+                                    "logger": QuietServerLog()}
+    gate = ConnectionGate(handler_args, max_connections)
+    runner = web.AppRunner(make_app(server, gate), **handler_args)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = GatedSite(runner, host, port, gate, reuse_address=True)
     await site.start()
     return runner

@@ -56,7 +56,7 @@ def post(path: str, body: bytes, *extra: bytes, auth: bytes | None = None) -> by
         + b"\r\n" + body
 
 
-def run_master(tmp: Path, body: Callable[[MasterServer, int], Any]) -> Any:
+def run_master(tmp: Path, body: Callable[[MasterServer, int], Any], **rest_args: Any) -> Any:
     """`body(server, rest_port)` in a thread, against a master replica serving `controller.rest.start_rest`
     (the production runner) on 127.0.0.1."""
     from tests.harness.loopcluster import free_ports
@@ -67,7 +67,7 @@ def run_master(tmp: Path, body: Callable[[MasterServer, int], Any]) -> Any:
         server = make_server(tmp)
         await server.start(rest=False)
         server._run(server.core.become_master(1, server.now()) + server.core.end_hold(server.now()))
-        runner = await rest.start_rest(server, "127.0.0.1", port)
+        runner = await rest.start_rest(server, "127.0.0.1", port, **rest_args)
         try:
             return await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, body, server, port), 60)
         finally:
@@ -192,3 +192,53 @@ def test_gzip_body_that_is_gzip_still_works(tmp_path: Path) -> None:
         return raw(port, post("/v1/drain", gzip.compress(b'{"switch": "spine-1"}'), b"Content-Encoding: gzip\r\n"))[0]
 
     assert run_master(tmp_path, body) == 200
+
+
+# ------------------------------------------------------------------------------ connection flood
+def test_master_rest_bounds_its_connections_and_evicts_idle_ones(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A host that opens connections and sends nothing (or a request line a byte at a time) held a descriptor
+    of the master each, without bound: thousands of them ran the master out of descriptors (accept failing,
+    the state file unopenable). Now at most max_connections; more are answered 503 JSON and closed; a new
+    connection takes the place of one that has waited EVICT_AFTER for a request; a request being handled
+    (a drain whose body is late) is never cut."""
+    limit = 8
+
+    def body(server: MasterServer, port: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        slow = socket.create_connection(("127.0.0.1", port), timeout=5)   # a drain whose body comes late
+        slow.sendall(post("/v1/drain", b'{"switch": "spine-1"}')[:-5])
+        time.sleep(0.2)
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(limit - 1)]
+        idle[0].sendall(b"GET /v1/lsd/version HTTP/1.1\r\nHo")            # a request line, never finished
+        time.sleep(0.2)
+        over = [raw(port, b"GET /v1/lsd/version HTTP/1.1\r\nHost: x\r\n\r\n") for _ in range(5)]
+        out["over"] = over
+        time.sleep(1.2)                      # the idle ones have waited EVICT_AFTER: a newcomer gets in
+        out["after"] = [raw(port, b"GET /v1/lsd/version HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        for _ in range(limit + 4)]
+        slow.sendall(b'e-1"}')              # the rest of its body: spine-1 drained
+        out["slow"] = slow.recv(65536)
+        out["oldest idle closed"] = idle[0].recv(100) == b""     # the first evicted (the server closed it)
+        gate = server_gate[0]
+        out["refused"], out["evicted"], out["open"] = gate.refused, gate.evicted, gate.open_connections
+        for s in [slow, *idle]:
+            s.close()
+        return out
+
+    server_gate: list[Any] = []
+    orig = rest.GatedSite.start
+
+    async def start(site: rest.GatedSite) -> None:
+        server_gate.append(site.gate)
+        await orig(site)
+
+    monkeypatch.setattr(rest.GatedSite, "start", start)
+    got = run_master(tmp_path, body, max_connections=limit)
+    for status, headers, raw_body in got["over"]:
+        assert status == 503 and headers["retry-after"] == "1", raw_body
+        assert "too many connections" in json.loads(raw_body)["error"]
+    assert [a[0] for a in got["after"]] == [200] * (limit + 4), got["after"]
+    assert got["refused"] == 5 and got["evicted"] >= 1 and got["oldest idle closed"], got
+    assert got["open"] <= limit
+    assert got["slow"].startswith(b"HTTP/1.1 200"), got["slow"][:200]       # the request in progress: not cut
