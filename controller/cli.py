@@ -58,12 +58,13 @@ def add_parser(subparsers: Any) -> None:
 
 def health(rest_url: str, timeout: float) -> str | None:
     """None if `rest_url` + /v1/lsd/version answers JSON with a `role`, else why not (one line)."""
-    import json
-    import urllib.request
+    from controller.ops.fetch import fetch, loads
 
     try:
-        with urllib.request.urlopen(f"{rest_url}/v1/lsd/version", timeout=timeout) as r:
-            body = json.loads(r.read())
+        status, raw = fetch(f"{rest_url}/v1/lsd/version", timeout=timeout, limit=1 << 20)
+        if status != 200:
+            return f"{rest_url}/v1/lsd/version: HTTP {status}"
+        body = loads(raw)
     except Exception as e:  # noqa: BLE001 - any failure is "unhealthy", reported as one line
         return f"{rest_url}: {type(e).__name__}: {getattr(e, 'reason', e)}"
     if not isinstance(body, dict) or "role" not in body:

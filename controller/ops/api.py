@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from controller.ops.fetch import fetch, loads
 from proto.config import Fabric
 
 OK, BAD_NEWS, USAGE, UNREACHABLE, DENIED, UNKNOWN, REFUSED = 0, 1, 2, 3, 4, 5, 6
@@ -38,22 +37,20 @@ class OpsError(Exception):
 
 def request(url: str, method: str = "GET", body: Any = None, token: str | None = None,
             timeout: float = 2.0) -> tuple[int, Any]:
-    """(HTTP status, decoded JSON body). Connection failures raise OSError (URLError is one)."""
+    """(HTTP status, decoded JSON body). Connection failures and answers that are not HTTP raise OSError
+    (controller.ops.fetch: no proxy, no redirect, bounded size and time); a body that is not JSON
+    ValueError on a 2xx, {"error": its text} on any other status (a 3xx is not followed)."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, method=method)
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
+    headers = {"Content-Type": "application/json"} if data is not None else {}
     if token is not None:
-        req.add_header("Authorization", f"Bearer {token}")
+        headers["Authorization"] = f"Bearer {token}"
+    status, raw = fetch(url, method, data, headers, timeout)
+    if status < 300:
+        return status, loads(raw or b"null")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, {"error": raw.decode(errors="replace")[:200] or e.reason}
+        return status, loads(raw)
+    except ValueError:
+        return status, {"error": raw.decode(errors="replace")[:200] or f"HTTP {status}"}
 
 
 def master_note(header: dict[str, Any]) -> str:
@@ -66,6 +63,11 @@ def master_note(header: dict[str, Any]) -> str:
     if header.get("held"):
         notes.append("holding first LSD")
     return "; ".join(notes)
+
+
+def _term(header: dict[str, Any]) -> int:
+    term = header.get("term")
+    return term if isinstance(term, int) and not isinstance(term, bool) else -1
 
 
 def _reason(e: Exception) -> str:
@@ -120,11 +122,11 @@ class Masters:
         """The id of the one master that says it serves; OpsError(UNREACHABLE) naming each replica's answer."""
         answers = self.ask_all("/v1/lsd/version")
         serving = [mid for mid, a in answers.items()
-                   if isinstance(a, tuple) and a[0] == 200 and a[1].get("role") == "master"]
+                   if isinstance(a, tuple) and a[0] == 200 and isinstance(a[1], dict) and a[1].get("role") == "master"]
         if len(serving) == 1:
             return serving[0]
         if len(serving) > 1:     # several claim it (a partition): the highest term is the current one
-            return max(serving, key=lambda mid: answers[mid][1].get("term", -1))  # type: ignore[index]
+            return max(serving, key=lambda mid: _term(answers[mid][1]))  # type: ignore[index]
         seen = []
         for mid, a in answers.items():
             if isinstance(a, Exception):

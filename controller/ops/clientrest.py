@@ -6,37 +6,27 @@ an LsdRequest, on a gap); the client's own word can."""
 from __future__ import annotations
 
 import contextlib
-import json
-import urllib.error
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from controller.ops.fetch import AnswerError, fetch, loads
 from proto.restaddr import MAX_STATE, client_rest_url
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kw: Any) -> None:     # a 3xx is an answer (an error), not a hop
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect(), urllib.request.ProxyHandler({}))
 
 
 def get_json(url: str, timeout: float, limit: int = MAX_STATE) -> dict[str, Any] | str:
     """The JSON object at `url`, or why not (a string: the error, or an answer that is not an object). As the
-    master's page reads it (controller.clientfetch): no redirect followed, no proxy, at most `limit` bytes."""
+    master's page reads it (controller.clientfetch): no redirect followed, no proxy, at most `limit` bytes,
+    the whole request bounded in time (controller.ops.fetch)."""
     try:
-        with _OPENER.open(url, timeout=timeout) as r:
-            raw = r.read(limit + 1)
-        if len(raw) > limit:
-            return f"answer of more than {limit} bytes (refused)"
-        doc = json.loads(raw)
+        status, raw = fetch(url, timeout=timeout, limit=limit)
+        if status != 200:         # a 3xx too: not followed
+            return f"HTTP {status}"
+        doc = loads(raw)
         if not isinstance(doc, dict):
             return f"unexpected answer: JSON {type(doc).__name__}, not an object (is firepath serving there?)"
         return doc
-    except urllib.error.HTTPError as e:     # a 3xx too: not followed
-        return f"HTTP {e.code}: {e.reason}"
+    except AnswerError as e:    # too big, too slow, not HTTP: says so itself
+        return str(e)
     except Exception as e:  # noqa: BLE001 - reported per node, never fatal
         reason = getattr(e, "reason", None)
         return f"{type(e).__name__}: {reason if reason is not None else e}"
