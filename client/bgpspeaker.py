@@ -111,7 +111,7 @@ def parse_event(line: str | bytes) -> SessionEvent | UpdateEvent | None:
     received from a peer (other messages, ExaBGP's own "done", garbage: never raises)."""
     try:
         msg = json.loads(line)
-    except ValueError:
+    except (ValueError, RecursionError):        # not JSON (nor UTF-8), or nested past the parser's limit
         return None
     if not isinstance(msg, dict):
         return None

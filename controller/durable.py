@@ -81,7 +81,7 @@ class StateStore:
             if voted_for is not None and self.masters is not None and voted_for not in self.masters:
                 raise ValueError(f"voted_for {_shown(voted_for)} is not a master of the fabric (masters: "
                                  f"{', '.join(self.masters)})")
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:   # RecursionError: [[[[...
             raise DurableStateError(f"{self.path}: invalid state file: {e}") from e
         self._cached = DurableState(term, voted_for)
         return self._cached

@@ -226,13 +226,13 @@ class LabState:
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             raise LabStateError(f"{path}: no lab here (run `firepath lab up` first)") from None
-        except (OSError, json.JSONDecodeError) as e:
-            raise LabStateError(f"{path}: unreadable lab record: {e}") from e
+        except (OSError, ValueError, RecursionError) as e:     # not JSON, not UTF-8, nested too deep
+            raise LabStateError(f"{path}: unreadable lab record: {str(e)[:200]}") from e
         try:
             doc["processes"] = {k: ProcRecord(**v) for k, v in doc.get("processes", {}).items()}
             return cls(**doc)
-        except TypeError as e:
-            raise LabStateError(f"{path}: lab record has unexpected fields: {e}") from e
+        except (TypeError, AttributeError) as e:      # a record of another shape (a list, processes not a map)
+            raise LabStateError(f"{path}: lab record has unexpected fields: {str(e)[:200]}") from e
 
     @staticmethod
     def exists(lab_dir: Path | str) -> bool:

@@ -33,6 +33,7 @@ def test_recorded_exabgp_events_parse_into_sessions_and_updates() -> None:
 
 
 @pytest.mark.parametrize("line", [b"", b"done", b"[]", b"{}", b'{"type": "state"}', b"\xff\xfe",
+                                  b"[" * 50_000 + b"]" * 50_000,      # a RecursionError, once
                                   b'{"type": "update", "neighbor": {"address": {"peer": "1.2.3.4"}, '
                                   b'"message": {"update": {"announce": {"ipv4 unicast": {"1.2.3.4": '
                                   b'[{"nlri": "10.0.0.1/8"}, {"nlri": "garbage"}]}}}}}}'])

@@ -37,7 +37,10 @@ def test_save_is_atomic_and_monotonic(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("text", ["", "{", '{"term": -1}', '{"term": "3"}', '{"voted_for": "x"}',
-                                  '{"term": 1, "voted_for": 5}', "[]"])
+                                  '{"term": 1, "voted_for": 5}', "[]",
+                                  # nested past json's recursion limit: a RecursionError traceback at start
+                                  "[" * 30_000 + "]" * 30_000, '{"term": 1, "voted_for": ' + '{"a": ' * 10_000 + "1"
+                                  + "}" * 10_001])
 def test_corrupt_state_is_reported(tmp_path: Path, text: str) -> None:
     (tmp_path / STATE_FILE).write_text(text)
     with pytest.raises(DurableStateError, match=STATE_FILE):

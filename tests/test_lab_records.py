@@ -165,3 +165,15 @@ def test_fault_hints_and_key_sets_are_written_for_the_lab_at_hand() -> None:
     assert heal_command("u1", "/srv/lab1") == "firepath lab heal --dir /srv/lab1"
     assert _keys({"send_key": 2, "accepted": [1, 2], "retired": [3]}) == "send key 2, accepted 1,2, retired 3"
     assert _keys(None) == "None"
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe not utf-8", b"[" * 30_000 + b"]" * 30_000, b"[1, 2]",
+                                     b'{"processes": [1]}', b'{"processes": {"m1": 5}}'])
+def test_a_corrupt_lab_record_is_a_lab_state_error(tmp_path: Path, content: bytes) -> None:
+    """Not UTF-8 (UnicodeDecodeError), nested too deep (RecursionError), a list, processes not a map: each went
+    up as a traceback from every `firepath lab` command; now one LabStateError naming the file."""
+    from lab.state import STATE_FILE, LabStateError
+
+    (tmp_path / STATE_FILE).write_bytes(content)
+    with pytest.raises(LabStateError, match=STATE_FILE):
+        LabState.load(tmp_path)
