@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -156,8 +155,13 @@ def _run(argv: list[str]) -> None:
 
 def get_json(master: Any, path: str, timeout: float = 1.0) -> Any:
     """GET `path` (e.g. "/v1/clients") from a master's REST API at its configured address and rest_port."""
-    with urllib.request.urlopen(f"http://{master.address}:{master.rest_port}{path}", timeout=timeout) as resp:
-        return json.loads(resp.read())
+    from controller.ops.fetch import AnswerError, fetch, loads
+
+    url = f"http://{master.address}:{master.rest_port}{path}"
+    status, raw = fetch(url, timeout=timeout)      # bounded in size and time, no proxy, no redirect
+    if status != 200:
+        raise AnswerError(f"{url}: HTTP {status}")
+    return loads(raw)
 
 
 def master_states(masters: Any, timeout: float = 0.5) -> dict[str, Any]:

@@ -27,7 +27,6 @@ Everything created is recorded in ``<dir>/lab.json`` (lab/state.py) before it is
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -36,8 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -137,8 +134,14 @@ class NetnsHttp:
 
 
 def _get_json(port: int, path: str, timeout: float) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
-        return json.loads(resp.read())
+    """The JSON at 127.0.0.1:port + path; OSError (AnswerError for an HTTP error status or an answer that is
+    not HTTP, too big or too slow: controller.ops.fetch) or ValueError if none."""
+    from controller.ops.fetch import AnswerError, fetch, loads
+
+    status, raw = fetch(f"http://127.0.0.1:{port}{path}", timeout=timeout)
+    if status != 200:
+        raise AnswerError(f"127.0.0.1:{port}{path}: HTTP {status}")
+    return loads(raw)
 
 
 # Clients per bring-up wave when they are forked from the zygote (~0.08 s of CPU each, vs ~0.33 s started

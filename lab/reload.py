@@ -19,11 +19,8 @@ namespaces in the running lab after the masters prepared, and starts the new swi
 
 from __future__ import annotations
 
-import json
 import signal
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,18 +34,9 @@ __all__ = ["reload_lab"]
 
 
 def _post(port: int, path: str, token: str | None, timeout: float) -> tuple[int, Any]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=b"", method="POST")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, json.loads(r.read() or b"null")
-    except urllib.error.HTTPError as e:
-        raw = e.read()
-        try:
-            return e.code, json.loads(raw)
-        except ValueError:
-            return e.code, {"error": raw.decode(errors="replace")[:200]}
+    from controller.ops.api import request
+
+    return request(f"http://127.0.0.1:{port}{path}", "POST", None, token, timeout)
 
 
 class _Poster:

@@ -181,3 +181,21 @@ def test_operator_commands_against_garbage_masters_exit_3_in_one_line(tmp_path: 
             assert "Traceback" not in p.stderr + p.stdout, (argv, p.stderr[-2000:])
             assert p.returncode == 3, (argv, p.returncode, p.stdout[-500:], p.stderr[-500:])
             assert took < 20, (argv, took)
+
+
+@pytest.mark.parametrize("mode", ["garbage", "hugecl", "deep", "trickle", "redirect"])
+def test_the_lab_reads_masters_and_clients_the_same_bounded_way(mode: str) -> None:
+    """`firepath lab` reads the masters' REST (lab.external, also external masters) and the clients' (lab.fabric)
+    with the same fetch: a traceback (BadStatusLine, MemoryError, RecursionError) or a wait without end
+    before; now an OSError or ValueError, which its callers report as that endpoint's failure."""
+    from types import SimpleNamespace
+
+    from lab import external, fabric
+
+    with fake(mode) as f:
+        for read in (lambda: external.get_json(SimpleNamespace(address="127.0.0.1", rest_port=f.port), "/v1/lsd", 0.5),
+                     lambda: fabric._get_json(f.port, "/v1/state", 0.5)):
+            t0 = time.monotonic()
+            with pytest.raises((OSError, ValueError)):
+                read()
+            assert time.monotonic() - t0 < 3.0
