@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from proto.argtypes import ipv4, port, positive_float
+from proto.argtypes import ipv4, port, positive_seconds
 
 DEFAULT_STATE_ROOT = Path("run")
 
@@ -52,7 +52,7 @@ def add_parser(subparsers: Any) -> None:
                         "auto (default) = fmrp when the config has several masters")
     p.add_argument("--health", action="store_true",
                    help="only check that this replica's REST API answers (exit 0) or not (exit 1)")
-    p.add_argument("--timeout", type=positive_float, default=2.0, help="--health: seconds to wait (default 2)")
+    p.add_argument("--timeout", type=positive_seconds, default=2.0, help="--health: seconds to wait (default 2)")
     p.set_defaults(func=run)
 
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from controller.ops.api import master_note
 from controller.ops.clientrest import client_ports, get_json, own_lag, read_states
-from proto.argtypes import positive_float
+from proto.argtypes import positive_seconds
 
 ENDPOINTS = ("/v1/lsd/version", "/v1/masters", "/v1/clients")
 
@@ -51,7 +51,7 @@ def add_parser(subparsers: Any) -> None:
                         "(implied by --lab)")
     p.add_argument("--netns", help="run the requests inside this network namespace")
     p.add_argument("--json", action="store_true", help="print the gathered state as JSON")
-    p.add_argument("--timeout", type=positive_float, default=1.0,
+    p.add_argument("--timeout", type=positive_seconds, default=1.0,
                    help="per-request timeout in seconds (positive; default 1)")
     p.set_defaults(func=run)
 

@@ -11,7 +11,15 @@ from typing import Any
 
 from lab.report import describe_fault, format_status, heal_command, ping_summary
 from lab.state import LabState, LabStateError, check_lab_name, default_dir, find_lab_dir, locked, not_found
-from proto.argtypes import ipv4_list, non_negative_float, non_negative_int, port, positive_float, positive_int
+from proto.argtypes import (
+    ipv4_list,
+    non_negative_float,
+    non_negative_int,
+    port,
+    positive_float,
+    positive_int,
+    positive_seconds,
+)
 
 DEFAULT_NAME = "demo"
 
@@ -432,7 +440,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--ovs-per-switch", action="store_true", help="one OVS instance per switch, each in the switch's "
                     "own namespace, instead of one for the lab: a link change costs the OVS of its two ends only, "
                     "but idle CPU and memory grow with the switches (lab/plumbing.py)")
-    up.add_argument("--timeout", type=positive_float, default=90.0, help="seconds to wait for convergence")
+    up.add_argument("--timeout", type=positive_seconds, default=90.0, help="seconds to wait for convergence")
     up.add_argument("--external-masters", metavar="CONFIG",
                     help="use the masters of CONFIG already running on this machine (e.g. docker/compose.yaml) "
                          "instead of starting them; see `lab config` and lab/external.py")
@@ -511,7 +519,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rsub = rs.add_subparsers(dest="what", required=True)
     rc = rsub.add_parser("client", parents=[common])
     rc.add_argument("switch")
-    rc.add_argument("--wait", type=positive_float, default=15.0, help="seconds to wait for the new client to "
+    rc.add_argument("--wait", type=positive_seconds, default=15.0, help="seconds to wait for the new client to "
                     "answer REST, connect, program, have its fabric ports usable and their links up in the "
                     "master's LSD (positive; default 15); exit 1 naming what is missing if it does not")
     rc.set_defaults(func=_guard(cmd_restart))
@@ -519,7 +527,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     rl = sub.add_parser("reload", parents=[common], help="roll an edited fabric.yaml out: masters, clients, commit")
     rl.add_argument("target", nargs="?", default="all", help="a master id, a switch, or all (default: prepare on "
                     "every master, move every client, commit)")
-    rl.add_argument("--timeout", type=positive_float, default=60.0, help="per step, in s (positive; default 60)")
+    rl.add_argument("--timeout", type=positive_seconds, default=60.0, help="per step, in s (positive; default 60)")
     rl.add_argument("--grow", action="store_true", help="build the switches, links and hosts the file adds "
                     "(a new ToR) before moving the clients")
     rl.set_defaults(func=_guard(cmd_reload))
@@ -540,7 +548,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     pr = sub.add_parser("probe", parents=[common], help="run the UDP probe between two hosts")
     pr.add_argument("src")
     pr.add_argument("dst")
-    pr.add_argument("--seconds", type=positive_float, default=2.0)
+    pr.add_argument("--seconds", type=positive_seconds, default=2.0)
     pr.add_argument("--flows", type=probe_flows, default=4, help=f"flows, 1..{MAX_PROBE_FLOWS} (default 4)")
     pr.add_argument("--rate", type=positive_float, default=1000.0, help="packets/s per flow (default 1000)")
     pr.add_argument("--json", action="store_true")

@@ -8,7 +8,8 @@ import argparse
 import ipaddress
 import math
 
-__all__ = ["ipv4", "ipv4_list", "non_negative_float", "ovsdb_target", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int"]
+__all__ = ["ipv4", "ipv4_list", "non_negative_float", "ovsdb_target", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int",
+           "positive_seconds"]
 
 
 def _int(text: str) -> int:
@@ -55,6 +56,19 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"{text}: must be a positive finite number")
+    return value
+
+
+#: the longest duration an option takes (seconds): `--timeout 1e300` passed positive_float and then failed in
+#: socket.settimeout / threading.Timer with an OverflowError traceback
+MAX_SECONDS = 1e6
+
+
+def positive_seconds(text: str) -> float:
+    """A duration in seconds: a positive finite number, at most MAX_SECONDS."""
+    value = positive_float(text)
+    if value > MAX_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text}: at most {MAX_SECONDS:g} seconds")
     return value
 
 

@@ -54,6 +54,10 @@ def cfg(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # one UDP socket per flow: 100,000 ended in a ProbeError traceback
     (("lab", "probe", "h1", "h2", "--flows", "100000"), ("--flows", "at most 256")),
     (("lab", "ping", "--count", "0"), ("--count", "at least 1")),
+    # a finite but huge timeout passed, then failed in socket.settimeout: OverflowError traceback
+    (("lsd", "--config", "x.yaml", "--timeout", "1e300"), ("--timeout", "at most 1e+06 seconds")),
+    (("master", "--config", "x.yaml", "--id", "m1", "--health", "--timeout", "1e300"), ("--timeout", "at most")),
+    (("lab", "up", "--timeout", "1e20"), ("--timeout", "at most")),
     # --ovsdb garbage used to start and fall back to software ND on every port, logged as "OAM unavailable"
     (("client", "--config", "x.yaml", "--switch", "s", "--ovsdb", "garbage"), ("--ovsdb", "unix:PATH or tcp:IP:PORT")),
     (("client", "--config", "x.yaml", "--switch", "s", "--ovsdb", "tcp:1.2.3:6640"), ("--ovsdb", "unix:PATH or tcp:IP:PORT")),

@@ -48,7 +48,7 @@ from controller.ops.api import (
     master_note,
     read_token,
 )
-from proto.argtypes import positive_float
+from proto.argtypes import positive_seconds
 from proto.drains import MAX_REASON, MAX_WHO
 
 COMMANDS = {
@@ -72,7 +72,7 @@ def add_parser(subparsers: Any) -> None:
     where.add_argument("--config", help="fabric YAML (masters' and switches' REST addresses)")
     where.add_argument("--lab", metavar="NAME", help="a local `firepath lab`: its config, token and namespace")
     common.add_argument("--netns", help="run the requests inside this network namespace")
-    common.add_argument("--timeout", type=positive_float, default=2.0,
+    common.add_argument("--timeout", type=positive_seconds, default=2.0,
                         help="per-request timeout in s (positive; default 2)")
     js = argparse.ArgumentParser(add_help=False)
     js.add_argument("--json", action="store_true", help="print JSON for scripts")

@@ -34,7 +34,7 @@ from controller.ops.api import (
     read_token,
     request,
 )
-from proto.argtypes import positive_float
+from proto.argtypes import positive_seconds
 from proto.config import Fabric
 
 
@@ -51,7 +51,7 @@ def add_rollout_parser(actions: Any) -> None:
     what.add_argument("--abort", action="store_true", help="drop NEXT.yaml, stay on the running config")
     p.add_argument("--token-file", help="admin token file (default: as `firepath drain`)")
     p.add_argument("--netns", help="run the requests inside this network namespace")
-    p.add_argument("--timeout", type=positive_float, default=2.0, help="per-request timeout in s (positive; default 2)")
+    p.add_argument("--timeout", type=positive_seconds, default=2.0, help="per-request timeout in s (positive; default 2)")
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_rollout, command="config rollout")
 
