@@ -36,6 +36,9 @@ log = logging.getLogger("firepath.master.rest")
 #: connection) or its body; then the connection is closed (headers) or answered 408 (body). aiohttp's own
 #: default is an hour, so a slow or stuck client held a connection open for that long.
 READ_TIMEOUT = 10.0
+#: characters of a drain's link or switch name at most (a switch name has at most 63, a link name two of them
+#: and two ports): a longer one is refused without being echoed back
+MAX_TARGET = 160
 
 SERVER_KEY = web.AppKey("server", object)
 TOKEN_KEY = web.AppKey("admin_token", object)
@@ -78,7 +81,8 @@ async def lsd(request: web.Request) -> web.Response:
         try:
             since = int(since_raw)
         except ValueError:
-            return _error(400, f"since: expected an integer version, got {since_raw!r}")
+            return _error(400, f"since: expected an integer version, got {since_raw[:40]!r}"
+                               f"{'...' if len(since_raw) > 40 else ''}")
         changes = s.core.lsd.changes_since(since)
         if changes is not None:
             out.update(full=False, since=since,
@@ -268,6 +272,9 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
     target = body[kind]
     if not isinstance(target, str):
         return _error(400, f"{kind}: expected a string, got {type(target).__name__}")
+    if len(target) > MAX_TARGET:    # echoed back whole before: a 1 MB name, a 1 MB error answer
+        return _error(400, f"{kind} {target[:40]!r}...: {len(target)} characters, longer than any {kind} name",
+                      unknown=True)
     for field, limit in (("reason", MAX_REASON), ("who", MAX_WHO)):
         v = body.get(field)
         if v is None:

@@ -242,3 +242,15 @@ def test_master_rest_bounds_its_connections_and_evicts_idle_ones(tmp_path: Path,
     assert got["refused"] == 5 and got["evicted"] >= 1 and got["oldest idle closed"], got
     assert got["open"] <= limit
     assert got["slow"].startswith(b"HTTP/1.1 200"), got["slow"][:200]       # the request in progress: not cut
+
+
+def test_a_huge_drain_target_or_since_is_not_echoed_back(tmp_path: Path) -> None:
+    """A 100,000-character switch name came back whole in the 400 (an error answer as big as any request)."""
+    def body(server: MasterServer, port: int) -> list[tuple[int, bytes]]:
+        return [raw(port, post("/v1/drain", b'{"switch": "' + b"a" * 100_000 + b'"}')),
+                raw(port, post("/v1/drain", b'{"link": "' + b"a" * 100_000 + b':1-b:2"}')),
+                raw(port, b"GET /v1/lsd?since=" + b"9" * 5000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")]
+
+    for status, _headers, answer in run_master(tmp_path, body):
+        assert status == 400 and len(answer) < 400, (status, answer[:200])
+        assert "characters, longer than any" in json.loads(answer)["error"] or "since" in json.loads(answer)["error"]
