@@ -13,12 +13,14 @@ its configured address and peer port; the multicast group at distribution.group:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import gc
 import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,26 @@ from proto.logsetup import kv
 from proto.messages import Challenge, Codec, DecodeError, EncodeError, LsdDelta, LsdFull, PortReport
 
 log = logging.getLogger("firepath.master")
+
+
+class BindError(OSError):
+    """A socket of the replica could not be opened: which one, where, and why (`firepath master` prints it)."""
+
+
+@contextlib.contextmanager
+def _naming(field: str, proto: str, host: str, port: int) -> Iterator[None]:
+    """An OSError while opening the `field` socket becomes a BindError naming it: before, the replica died
+    with `[Errno 99] Cannot assign requested address`, no port, no address, no option named."""
+    try:
+        yield
+    except BindError:
+        raise
+    except OSError as e:
+        hint = {errno.EADDRNOTAVAIL: f" ({host} is not an address of this host: the config's master address "
+                                     "or --bind)",
+                errno.EADDRINUSE: " (another process has it: stop it, or --" + field.replace("_", "-") + ")",
+                errno.EACCES: " (a port below 1024 needs root)"}.get(e.errno or 0, "")
+        raise BindError(f"{field}: cannot open {proto} {host}:{port}: {e.strerror or e}{hint}") from e
 
 
 class MasterServer(ReloadOps):
@@ -160,9 +182,11 @@ class MasterServer(ReloadOps):
         self.driver = (self._driver_factory or (lambda core, store: SingleMasterDriver(core, durable.term)))(
             self.core, self.store
         )
-        self._client_sock = udp_socket(self.bind, self.client_port, multicast=self.group_addr is not None,
-                                       rcvbuf=receive_buffer(len(self.fabric.switches)))
-        self._peer_in = PeerInput.open(self.bind, self.peer_port, self.master_addrs)
+        with _naming("client_port", "UDP", self.bind, self.client_port):
+            self._client_sock = udp_socket(self.bind, self.client_port, multicast=self.group_addr is not None,
+                                           rcvbuf=receive_buffer(len(self.fabric.switches)))
+        with _naming("peer_port", "UDP", self.bind, self.peer_port):
+            self._peer_in = PeerInput.open(self.bind, self.peer_port, self.master_addrs)
         peer_sock = self._peer_in.main
         enable_timestamps(self._client_sock)   # receive times: a request that crossed its answer (issue #18)
         self._client_tx = Outbox(self._client_sock, self._loop)
@@ -191,7 +215,8 @@ class MasterServer(ReloadOps):
         if rest:
             from controller.rest import start_rest
 
-            self._rest_runner = await start_rest(self, self.bind, self.rest_port)
+            with _naming("rest_port", "TCP", self.bind, self.rest_port):
+                self._rest_runner = await start_rest(self, self.bind, self.rest_port)
 
     async def stop(self) -> None:
         if self.node is not None and self._loop is not None:

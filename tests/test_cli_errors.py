@@ -307,3 +307,23 @@ def test_ctrl_c_during_lab_up_exits_cleanly_and_tears_down() -> None:
     assert "Traceback" not in err and err.strip().splitlines() == ["firepath lab: up: interrupted (Ctrl-C)"], err
     assert "tearing down what was built" in out
     assert f"fplab-{name}" not in netns           # torn down by `lab up` itself
+
+
+def test_a_master_that_cannot_open_a_socket_names_it(tmp_path: Path) -> None:
+    """`[Errno 99] Cannot assign requested address` named no socket, address or option; now the field, the
+    protocol, host:port and a hint."""
+    cfg = write_config(tmp_path)
+    client_port, peer_port, rest_port = free_ports(3)
+    base = ["master", "--config", str(cfg), "--id", "m1", "--state-dir", str(tmp_path / "s"),
+            "--client-port", str(client_port), "--peer-port", str(peer_port), "--rest-port", str(rest_port)]
+    p = firepath(*base, "--bind", "10.254.254.254")               # no address of this host
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert f"client_port: cannot open UDP 10.254.254.254:{client_port}" in p.stderr, p.stderr
+    assert "not an address of this host" in p.stderr
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", rest_port))
+        squatter.listen()
+        p = firepath(*base, "--bind", "127.0.0.1")
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr
+    assert f"rest_port: cannot open TCP 127.0.0.1:{rest_port}" in p.stderr and "--rest-port" in p.stderr, p.stderr
