@@ -30,7 +30,7 @@ from aiohttp.web_protocol import RequestHandler
 log = logging.getLogger("firepath.master.rest")
 
 #: connections a master's REST API serves at once (the CLI, the topology page, scripts: a few each)
-MAX_CONNECTIONS = 128
+MAX_CONNECTIONS = 256
 #: seconds a connection may wait without a request being handled before a new one may take its place
 EVICT_AFTER = 1.0
 
