@@ -54,6 +54,9 @@ ASSETS = Path(__file__).with_name("page_assets")
 FEED_KEY = web.AppKey("page_feed", object)
 DEAD, ALIVE, UNKNOWN = 0, 1, 2                       # liveness codes of a switch on the page
 LIVENESS_NAMES = ("dead", "alive", "unknown")
+#: /v1/events streams open at once: each holds a connection of the REST API for as long as it lasts (never
+#: evicted: controller.restgate), so without a bound 256 streams took every connection the API serves
+MAX_STREAMS = 64
 _DIGITS = bytes(range(48, 58)) + bytes(246)          # code -> ASCII digit, for bytes.translate
 
 
@@ -355,6 +358,9 @@ async def view(request: web.Request) -> web.Response:
 
 async def events(request: web.Request) -> web.StreamResponse:
     feed = _feed(request)
+    if len(feed.subscribers) >= MAX_STREAMS:    # a browser's EventSource retries by itself (retry: 1000)
+        return web.json_response({"error": f"too many event streams open (at most {MAX_STREAMS})"}, status=503,
+                                 headers={"Retry-After": "1"})
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                        "Access-Control-Allow-Origin": "*"})
     await resp.prepare(request)

@@ -335,3 +335,31 @@ def test_feed_stops_even_when_woken_at_the_same_time(tmp_path: Path) -> None:
         assert q.get_nowait() is None and not feed.subscribers and feed not in server.observers
 
     _run(tmp_path, body)
+
+
+def test_event_streams_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each /v1/events stream holds a REST connection for as long as it lasts: at most MAX_STREAMS at once, the
+    next one 503 (Retry-After), and a closed one makes room."""
+    from controller import page
+
+    monkeypatch.setattr(page, "MAX_STREAMS", 3)
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        streams = [await c.get("/v1/events") for _ in range(3)]
+        assert all(r.status == 200 for r in streams)
+        extra = await c.get("/v1/events")
+        assert extra.status == 503 and extra.headers["Retry-After"] == "1"
+        assert "too many event streams" in (await extra.json())["error"]
+        assert (await c.get("/v1/lsd/version")).status == 200
+        streams[0].close()
+        await _until(lambda: len(server_feed(c).subscribers) < 3)
+        again = await c.get("/v1/events")
+        assert again.status == 200
+        for r in (*streams[1:], again):
+            r.close()
+
+    _run(tmp_path, body)
+
+
+def server_feed(c: TestClient) -> PageFeed:
+    return c.server.app[FEED_KEY]  # type: ignore[return-value]
