@@ -62,6 +62,18 @@ class _GatedHandler(RequestHandler):
         self._gate.closed(self)
         super().connection_lost(exc)
 
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """A request aiohttp refuses before any handler (a bad Content-Length, a request line over 8190
+        bytes, a bad method or version): its answer in JSON like every other error (it was text/plain)."""
+        resp = super().handle_error(request, status, exc, message)
+        if not isinstance(resp, web.Response) or resp.content_type == "application/json":
+            return resp
+        text = " ".join((resp.text or "").split())
+        out = web.json_response({"error": text[:300] or f"HTTP {status}"}, status=resp.status)
+        out.force_close()
+        return out
+
 
 class ConnectionGate:
     """The protocol factory of the REST listener (see the module doc); `handler_args` are aiohttp's

@@ -254,3 +254,19 @@ def test_a_huge_drain_target_or_since_is_not_echoed_back(tmp_path: Path) -> None
     for status, _headers, answer in run_master(tmp_path, body):
         assert status == 400 and len(answer) < 400, (status, answer[:200])
         assert "characters, longer than any" in json.loads(answer)["error"] or "since" in json.loads(answer)["error"]
+
+
+def test_requests_aiohttp_refuses_get_a_json_error(tmp_path: Path) -> None:
+    """What aiohttp's parser refuses before any handler came back text/plain; docs/API.md: every error is JSON."""
+    bad = [b"POST /v1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
+           b"POST /v1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+           b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+           b"G\x01T / HTTP/1.1\r\n\r\n",
+           b"GET /v1/lsd HTTP/9\r\n\r\n"]
+
+    def body(_server: MasterServer, port: int) -> list[tuple[int, dict[str, str], bytes]]:
+        return [raw(port, data) for data in bad]
+
+    for status, headers, answer in run_master(tmp_path, body):
+        assert 400 <= status < 500 and headers["content-type"].startswith("application/json"), (status, answer)
+        assert json.loads(answer)["error"]
