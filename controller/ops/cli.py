@@ -73,7 +73,8 @@ def add_parser(subparsers: Any) -> None:
     where.add_argument("--lab", metavar="NAME", help="a local `firepath lab`: its config, token and namespace")
     common.add_argument("--netns", help="run the requests inside this network namespace")
     common.add_argument("--timeout", type=positive_seconds, default=2.0,
-                        help="per-request timeout in s (positive; default 2)")
+                        help="per-request timeout in s: each connect and read (a whole request: 3x) (positive; "
+                             "default 2)")
     js = argparse.ArgumentParser(add_help=False)
     js.add_argument("--json", action="store_true", help="print JSON for scripts")
 
