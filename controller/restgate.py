@@ -143,7 +143,9 @@ class ConnectionGate:
         self._busy.add(proto)
         try:
             resp = await handler(request)
-            if not resp.prepared:       # sent here, so a client slow to read its answer is not cut either
+            # a plain Response is sent here, so a client slow to read its answer is not cut either (not a
+            # FileResponse: its prepare, run again by aiohttp after this, is not idempotent)
+            if isinstance(resp, web.Response) and not resp.prepared:
                 try:
                     await resp.prepare(request)
                     await resp.write_eof()

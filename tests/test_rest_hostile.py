@@ -270,3 +270,26 @@ def test_requests_aiohttp_refuses_get_a_json_error(tmp_path: Path) -> None:
     for status, headers, answer in run_master(tmp_path, body):
         assert 400 <= status < 500 and headers["content-type"].startswith("application/json"), (status, answer)
         assert json.loads(answer)["error"]
+
+
+def test_every_kind_of_answer_through_the_connection_gate(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The production runner (controller.restgate) sends plain answers itself: static files, 304s, HEAD,
+    /metrics and JSON still come out whole, with nothing logged at ERROR (a FileResponse prepared twice was
+    an AssertionError traceback)."""
+    def body(server: MasterServer, port: int) -> list[tuple[int, dict[str, str], bytes]]:
+        close = b"Host: x\r\nConnection: close\r\n"
+        return [raw(port, b"GET / HTTP/1.1\r\n" + close + b"\r\n"),
+                raw(port, b"GET /page/page.js HTTP/1.1\r\n" + close + b"\r\n"),
+                raw(port, b"HEAD /v1/lsd HTTP/1.1\r\n" + close + b"\r\n"),
+                raw(port, b"GET /metrics HTTP/1.1\r\n" + close + b"\r\n"),
+                raw(port, b"GET /v1/view HTTP/1.1\r\n" + close + b'If-None-Match: "' + server.fabric.digest.encode()
+                    + b'"\r\n\r\n'),
+                raw(port, b"GET /v1/lsd/version HTTP/1.1\r\n" + close + b"\r\n")]
+
+    with caplog.at_level(logging.DEBUG):
+        got = run_master(tmp_path, body)
+    assert [g[0] for g in got] == [200, 200, 200, 200, 304, 200]
+    assert got[0][1]["content-type"] == "text/html" and b"<html" in got[0][2].lower()
+    assert len(got[1][2]) == int(got[1][1]["content-length"]) > 0
+    assert json.loads(got[5][2])["role"] == "master"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], _loud(caplog)
