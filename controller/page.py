@@ -57,6 +57,8 @@ LIVENESS_NAMES = ("dead", "alive", "unknown")
 #: /v1/events streams open at once: each holds a connection of the REST API for as long as it lasts (never
 #: evicted: controller.restgate), so without a bound 256 streams took every connection the API serves
 MAX_STREAMS = 64
+#: seconds one event may take to be written to its stream: a client that stopped reading holds none for ever
+STREAM_WRITE_TIMEOUT = 30.0
 _DIGITS = bytes(range(48, 58)) + bytes(246)          # code -> ASCII digit, for bytes.translate
 
 
@@ -374,9 +376,12 @@ async def events(request: web.Request) -> web.StreamResponse:
                 msg = feed.ping()
             if msg is None:
                 break
-            await resp.write(msg)
+            async with asyncio.timeout(STREAM_WRITE_TIMEOUT):  # a client that stopped reading: ended
+                await resp.write(msg)
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         pass
+    except TimeoutError:
+        request.protocol.force_close()
     finally:
         feed.unsubscribe(q)
     return resp

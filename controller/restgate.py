@@ -11,7 +11,8 @@ could not be opened any more). Now:
 - when all are taken, a new connection takes the place of the one that has waited longest without a request
   being handled, if that one has waited at least `evict_after` seconds (it is closed, counted in `evicted`):
   slow or silent connections hold the API for at most `evict_after`, even when they keep coming back. A
-  request being handled is never cut (the middleware `gate.middleware` marks it busy).
+  request being handled is never cut (the middleware `gate.middleware` marks it busy), but a client that
+  does not read its answer within WRITE_TIMEOUT is closed (`slow_readers`).
 
 The client's REST API (client.rest) has the same bound (MAX_CONNECTIONS, EVICT_AFTER) on its threads.
 """
@@ -33,6 +34,9 @@ log = logging.getLogger("firepath.master.rest")
 MAX_CONNECTIONS = 256
 #: seconds a connection may wait without a request being handled before a new one may take its place
 EVICT_AFTER = 1.0
+#: seconds a client has to take its whole answer: one that does not read (a big /v1/topology, its socket
+#: buffers full) held its connection, never evicted since busy, for ever; then it is closed
+WRITE_TIMEOUT = 30.0
 
 
 def busy_answer(limit: int) -> bytes:
@@ -80,12 +84,14 @@ class ConnectionGate:
     RequestHandler keyword arguments (keepalive_timeout, logger, access_log ...), those of the runner."""
 
     def __init__(self, handler_args: dict[str, Any], limit: int = MAX_CONNECTIONS,
-                 evict_after: float = EVICT_AFTER) -> None:
+                 evict_after: float = EVICT_AFTER, write_timeout: float = WRITE_TIMEOUT) -> None:
         self.handler_args = handler_args
         self.limit = limit
         self.evict_after = evict_after
+        self.write_timeout = write_timeout
         self.refused = 0
         self.evicted = 0
+        self.slow_readers = 0
         self._open: dict[RequestHandler, float] = {}      # connection -> since when it waits (monotonic)
         self._busy: set[RequestHandler] = set()            # handling a request now
         self._closing: set[RequestHandler] = set()         # evicted, not closed yet
@@ -147,10 +153,15 @@ class ConnectionGate:
             # FileResponse: its prepare, run again by aiohttp after this, is not idempotent)
             if isinstance(resp, web.Response) and not resp.prepared:
                 try:
-                    await resp.prepare(request)
-                    await resp.write_eof()
+                    async with asyncio.timeout(self.write_timeout):
+                        await resp.prepare(request)
+                        await resp.write_eof()
                 except ConnectionError:     # the client left: aiohttp's own writing ends it quietly
                     pass
+                except TimeoutError:        # a client that does not read its answer: closed
+                    self.slow_readers += 1
+                    log.debug("event=rest_slow_reader path=%s slow_readers=%d", request.path, self.slow_readers)
+                    proto.force_close()
             return resp
         finally:
             self._busy.discard(proto)

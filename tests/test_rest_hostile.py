@@ -293,3 +293,37 @@ def test_every_kind_of_answer_through_the_connection_gate(tmp_path: Path, caplog
     assert len(got[1][2]) == int(got[1][1]["content-length"]) > 0
     assert json.loads(got[5][2])["role"] == "master"
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], _loud(caplog)
+
+
+def test_a_client_that_does_not_read_its_answer_is_closed() -> None:
+    """A request in progress is never evicted, so a client that asked for a big answer and stopped reading
+    held its connection for ever (256 of them: the API); now WRITE_TIMEOUT to take it, then closed."""
+    from types import SimpleNamespace
+
+    from aiohttp import web
+
+    from controller.restgate import ConnectionGate
+
+    class Stuck(web.Response):
+        async def prepare(self, request: Any) -> Any:
+            await asyncio.sleep(30)             # the socket buffers are full: the write never completes
+
+    closed: list[bool] = []
+
+    class Proto:
+        def force_close(self) -> None:
+            closed.append(True)
+
+    request = SimpleNamespace(protocol=Proto(), path="/v1/topology")
+    gate = ConnectionGate({}, limit=4, write_timeout=0.2)
+
+    async def handler(_request: Any) -> web.Response:
+        return Stuck(text="x" * 100)
+
+    async def main() -> float:
+        t0 = time.monotonic()
+        await gate.middleware(request, handler)     # type: ignore[arg-type]
+        return time.monotonic() - t0
+
+    took = asyncio.run(main())
+    assert took < 2.0 and closed == [True] and gate.slow_readers == 1
