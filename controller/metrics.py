@@ -104,6 +104,13 @@ class MasterMetrics:
             "firepath_master_damping_flaps_total",
             "Link flaps charged by master-side damping (evidence going from UP to DOWN)", registry=r,
         )
+        self.rest_dropped = Counter(
+            "firepath_master_rest_connections_dropped_total",
+            "REST connections the master closed (controller.restgate): refused (all taken: 503), evicted "
+            "(waited for a request while all were taken), slow_reader (did not take its answer)",
+            ["reason"], registry=r,
+        )
+        self.rest_open = Gauge("firepath_master_rest_connections", "REST connections open now", registry=r)
         self.handovers = Counter(
             "firepath_master_handovers_total",
             "Mastership handed over to a replica two-way with clearly more switches (issue #16)", registry=r,

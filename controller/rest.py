@@ -381,7 +381,9 @@ async def start_rest(server: MasterApi, host: str, port: int,
     # QuietServerLog: a request aiohttp refuses itself (LineTooLong...) is one debug line, not a traceback
     handler_args: dict[str, Any] = {"access_log": None, "keepalive_timeout": READ_TIMEOUT,
                                     "logger": QuietServerLog()}
-    gate = ConnectionGate(handler_args, max_connections)
+    gate = ConnectionGate(handler_args, max_connections,
+                          on_drop=lambda reason: server.metrics.rest_dropped.labels(reason).inc())
+    server.metrics.rest_open.set_function(lambda: float(gate.open_connections))
     runner = web.AppRunner(make_app(server, gate), **handler_args)
     await runner.setup()
     site = GatedSite(runner, host, port, gate, reuse_address=True)

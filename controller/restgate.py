@@ -23,6 +23,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -84,8 +85,10 @@ class ConnectionGate:
     RequestHandler keyword arguments (keepalive_timeout, logger, access_log ...), those of the runner."""
 
     def __init__(self, handler_args: dict[str, Any], limit: int = MAX_CONNECTIONS,
-                 evict_after: float = EVICT_AFTER, write_timeout: float = WRITE_TIMEOUT) -> None:
+                 evict_after: float = EVICT_AFTER, write_timeout: float = WRITE_TIMEOUT,
+                 on_drop: Callable[[str], None] | None = None) -> None:
         self.handler_args = handler_args
+        self.on_drop = on_drop or (lambda _reason: None)     # "refused", "evicted", "slow_reader": a metric
         self.limit = limit
         self.evict_after = evict_after
         self.write_timeout = write_timeout
@@ -121,6 +124,7 @@ class ConnectionGate:
         self._closing.add(handler)
         handler.force_close()     # it waits for a request (or sends one nobody reads): closed now
         self.evicted += 1
+        self.on_drop("evicted")
         log.debug("event=rest_connection_evicted waited=%.1f evicted=%d", now - since, self.evicted)
         return True
 
@@ -131,6 +135,7 @@ class ConnectionGate:
         def make() -> asyncio.BaseProtocol:
             if len(self._open) - len(self._closing) >= self.limit and not self._evict():
                 self.refused += 1
+                self.on_drop("refused")
                 n = self.refused
                 if n & (n - 1) == 0:        # 1, 2, 4, 8 ...: logged, not flooded
                     log.warning("event=rest_connections_refused refused=%d limit=%d", n, self.limit)
@@ -160,6 +165,7 @@ class ConnectionGate:
                     pass
                 except TimeoutError:        # a client that does not read its answer: closed
                     self.slow_readers += 1
+                    self.on_drop("slow_reader")
                     log.debug("event=rest_slow_reader path=%s slow_readers=%d", request.path, self.slow_readers)
                     proto.force_close()
             return resp

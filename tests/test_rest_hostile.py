@@ -220,6 +220,7 @@ def test_master_rest_bounds_its_connections_and_evicts_idle_ones(tmp_path: Path,
         slow.sendall(b'e-1"}')              # the rest of its body: spine-1 drained
         out["slow"] = slow.recv(65536)
         out["oldest idle closed"] = idle[0].recv(100) == b""     # the first evicted (the server closed it)
+        out["metrics"] = raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")[2].decode()
         gate = server_gate[0]
         out["refused"], out["evicted"], out["open"] = gate.refused, gate.evicted, gate.open_connections
         for s in [slow, *idle]:
@@ -241,6 +242,8 @@ def test_master_rest_bounds_its_connections_and_evicts_idle_ones(tmp_path: Path,
     assert [a[0] for a in got["after"]] == [200] * (limit + 4), got["after"]
     assert got["refused"] == 5 and got["evicted"] >= 1 and got["oldest idle closed"], got
     assert got["open"] <= limit
+    assert 'firepath_master_rest_connections_dropped_total{reason="refused"} 5.0' in got["metrics"]
+    assert 'firepath_master_rest_connections_dropped_total{reason="evicted"}' in got["metrics"]
     assert got["slow"].startswith(b"HTTP/1.1 200"), got["slow"][:200]       # the request in progress: not cut
 
 
