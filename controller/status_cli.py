@@ -34,6 +34,7 @@ from typing import Any
 
 from controller.ops.api import master_note
 from controller.ops.clientrest import client_ports, get_json, own_lag, read_states
+from controller.ops.fetch import MAX_ANSWER
 from proto.argtypes import positive_seconds
 
 ENDPOINTS = ("/v1/lsd/version", "/v1/masters", "/v1/clients")
@@ -63,7 +64,10 @@ def gather(fabric: Any, timeout: float = 1.0, client_ports: dict[str, int] | Non
     version it is compared with); None: the masters only."""
     jobs = [(m, ep) for m in fabric.masters for ep in ENDPOINTS]
     with ThreadPoolExecutor(max_workers=min(16, len(jobs)) or 1) as pool:
-        results = list(pool.map(lambda j: get_json(f"http://{j[0].address}:{j[0].rest_port}{j[1]}", timeout), jobs))
+        # a master's /v1/clients of a big fabric is many MB: the bound of a master's answer, not of a client's
+        # state (MAX_STATE, 1 MiB: 'status' refused a fabric of ~3,000 switches)
+        results = list(pool.map(lambda j: get_json(f"http://{j[0].address}:{j[0].rest_port}{j[1]}", timeout,
+                                                   limit=MAX_ANSWER), jobs))
     masters: dict[str, dict[str, Any]] = {}
     for (m, ep), res in zip(jobs, results, strict=True):
         row = masters.setdefault(m.id, {"address": str(m.address), "rest_port": m.rest_port})

@@ -37,6 +37,8 @@ ANSWERS: dict[str, bytes] = {
     "hugecl": b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{",
     "deep": _http(200, b"[" * 100_000 + b"]" * 100_000),
     "list": _http(200, b"[1, 2]"),
+    "bigdoc": _http(200, json.dumps({"role": "master", "term": 1, "version": 7, "leader": "m1",
+                                     "pad": "x" * (2 << 20)}).encode()),
     "redirect": b"HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:%d/v1/lsd/version\r\nContent-Length: 0\r\n\r\n",
 }
 
@@ -199,3 +201,15 @@ def test_the_lab_reads_masters_and_clients_the_same_bounded_way(mode: str) -> No
             with pytest.raises((OSError, ValueError)):
                 read()
             assert time.monotonic() - t0 < 3.0
+
+
+def test_status_reads_a_big_master_answer(tmp_path: Path) -> None:
+    """`firepath status` read the masters with the 1 MiB bound of a client's state: a fabric of ~3,000
+    switches (its /v1/clients) was 'answer of more than 1048576 bytes (refused)'."""
+    from controller.status_cli import gather
+    from proto.config import load_fabric
+
+    with fake("bigdoc", ("127.0.0.1", "127.0.0.2", "127.0.0.3")) as f:
+        got = gather(load_fabric(_config(tmp_path, f.port)), timeout=2.0)
+    assert all("error" not in row for row in got["masters"].values()), got["masters"]["m1"].get("error")
+    assert got["masters"]["m1"]["version"]["term"] == 1
