@@ -40,7 +40,10 @@ evidence, but ND has just proved the link two-way, so such a *booting* CFM count
 verdict, which hears the peer: both ends reach two-way ND within an ND round trip of each other and
 configure their CFM then. If the peer's CFM came more than ~2.5 CCM intervals later, that first verdict
 is a fault and the port goes out until CFM clears (one extra flap, never traffic on a dead link: CFM
-and ND keep watching). A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
+and ND keep watching). A silent failure (a CFM fault with the carrier up) that lasts `restart_after` is treated the same way:
+CFM removed, ND re-checks the link from scratch (probing at the heartbeat cadence while it is not two-way),
+and CFM comes back afresh with ND's two-way identity — there is no `readd_after` without it, since a
+silent link would fault again and cycle. A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
 so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). Without ND identity within
 `readd_after` (the peer's client is not running) CFM is configured again anyway, untrusted until it
 hears the peer; if ND identity comes after all while it still hears nobody, it is removed and configured
@@ -203,6 +206,7 @@ class OamPorts:
                                       self.enabled)
         self.failures = 0          # ports that fell back to software ND (metric)
         self.restarts = 0          # CFM configured afresh on a returning carrier (metric)
+        self._silent: list[int] = []   # ports stopped during a silent failure, for take_silent_stops
         self.restart_after = max(CFM_RESTART_AFTER, 2 * 3.5 * fabric.timers.oam_interval)
         self.readd_after = max(CFM_READD_AFTER, 2 * fabric.timers.nd_interval)
 
@@ -227,6 +231,12 @@ class OamPorts:
 
     def local_mpid(self, port: int) -> int:
         return self._ports[port].local
+
+    def take_silent_stops(self) -> list[int]:
+        """Ports whose CFM `tick` removed during a silent failure (carrier up) since the last call: their ND
+        must verify the link afresh (client.ports resets it), since the fresh CFM follows ND identity."""
+        out, self._silent = self._silent, []
+        return out
 
     def next_deadline(self) -> float:
         return min((min(p.deadline, p.restart_at, p.readd_at) for p in self._ports.values()), default=math.inf)
@@ -274,6 +284,12 @@ class OamPorts:
             p.booting = False               # the first verdict: from now on CFM alone speaks
         if state is OamState.UP:
             p.untrusted = False
+        if p.carrier and not p.stopped:
+            # a fault with the carrier up (silent failure) that lasts restart_after: CFM is restarted too
+            if state is OamState.FAULT and p.state is not OamState.FAULT:
+                p.restart_at = now + self.restart_after
+            elif state is not OamState.FAULT:
+                p.restart_at = math.inf
         out: list[Action] = []
         if state is OamState.PENDING:
             if p.state is not OamState.PENDING:
@@ -356,6 +372,11 @@ class OamPorts:
                     p.stopped, reconfigure = True, True
                     p.deadline = math.inf
                     self._set(p, port, OamState.FAULT, None, "", out)
+                elif p.carrier and p.state is OamState.FAULT and not p.stopped:
+                    # silent failure: removed; ND re-checks the link from scratch (client.ports) and the
+                    # fresh CFM comes with its two-way identity (set_identity), never without it
+                    p.stopped, reconfigure = True, True
+                    self._silent.append(port)
             if now >= p.deadline and p.state is OamState.PENDING:
                 self._fail(port, p, f"no CFM status from ovs-vswitchd within {self.setup_timeout:g}s "
                                     "(OVS or datapath without OAM?)", out)

@@ -382,7 +382,7 @@ def test_liveness_lost_with_carrier_up_keeps_nd_identity_and_returns_at_oam_spee
     assert change.usable_changed and not change.usable
     assert t.view(1, clock.now).nd is NdState.UP              # identity not forgotten
     p.cfm("leaf-1", 1, fault=True, remote=())
-    p.run(0.5)
+    p.run(t.oam.restart_after * 0.8)                          # shorter than a silent failure's CFM restart
     p.drop.clear()
     p.sent.clear()
     p.cfm("leaf-1", 1)                                        # OVSDB first this time: still not live
@@ -390,6 +390,39 @@ def test_liveness_lost_with_carrier_up_keeps_nd_identity_and_returns_at_oam_spee
     p.phy("leaf-1", 1, live=True, carrier=True)
     assert p.usable()                                         # no ND round trip needed
     assert ("leaf-1", 1) in {(sw, port) for _, sw, port in p.sent}    # but identity is re-checked at once
+
+
+def test_a_long_silent_failure_gets_a_fresh_cfm_with_nd_identity_verified_anew(fabric) -> None:
+    """A CFM fault with the carrier up for restart_after: CFM removed (its RDI would cost a second fault
+    interval when the link heals), ND forgets and probes at the heartbeat cadence, and once frames pass
+    both ways again the fresh CFM is configured and trusted until its first verdict."""
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    t = p.tables["leaf-1"]
+    p.drop |= {("leaf-1", 1), ("spine-1", 1)}
+    p.phy("leaf-1", 1, live=False, carrier=True)
+    p.cfm("leaf-1", 1, fault=True, remote=())
+    p.configs.clear()
+    p.run(t.oam.restart_after * 0.9)
+    assert p.configs == [] and t.view(1, clock.now).nd is NdState.UP      # not yet: identity kept
+    p.run(t.oam.restart_after * 0.2)
+    assert [(sw, c.disable) for sw, c in p.configs] == [("leaf-1", (1,))]   # removed
+    assert t.view(1, clock.now).nd is not NdState.UP and not p.usable()
+    p.phy("leaf-1", 1, live=True, carrier=True)          # no CFM: the datapath's liveness is the carrier
+    assert not p.usable()
+    sent = len(p.sent)
+    p.run(0.1)
+    assert len([s for s in p.sent[sent:] if s[1] == "leaf-1"]) >= 5      # heartbeat-cadence probes
+    assert len(p.configs) == 1 and not p.usable()        # nothing passes: no CFM, not usable
+    p.drop.clear()                                       # the link heals
+    p.run(2 * fabric.timers.nd_interval)
+    assert [(sw, 1 in c.mpids) for sw, c in p.configs[1:]] == [("leaf-1", True)]   # CFM afresh
+    assert not p.usable()
+    p.cfm("leaf-1", 1, remote=())                        # the fresh CFM before its first verdict
+    assert p.usable() and t.oam.restarts == 1
+    p.cfm("leaf-1", 1)                                   # its verdict hears the peer
+    assert p.usable()
 
 
 def test_identity_outlives_a_fault_only_within_its_dead_interval(fabric) -> None:
