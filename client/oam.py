@@ -285,8 +285,10 @@ class OamPorts:
         if state is OamState.UP:
             p.untrusted = False
         if p.carrier and not p.stopped:
-            # a fault with the carrier up (silent failure) that lasts restart_after: CFM is restarted too
-            if state is OamState.FAULT and p.state is not OamState.FAULT:
+            # a working link's fault with the carrier up (a silent failure) that lasts restart_after: CFM is
+            # restarted too. Not at bring-up (PENDING -> FAULT while the peer's CFM is not there yet): that
+            # would rewrite every port's CFM of a slow bring-up.
+            if state is OamState.FAULT and p.state is OamState.UP:
                 p.restart_at = now + self.restart_after
             elif state is not OamState.FAULT:
                 p.restart_at = math.inf

@@ -222,6 +222,21 @@ def test_a_client_that_starts_with_a_carrier_down_removes_that_ports_cfm(fabric)
     assert [a.disable for a in out if isinstance(a, ConfigureOam)] == [(1,)]
 
 
+def test_a_fault_at_bring_up_is_no_silent_failure(fabric) -> None:
+    """PENDING -> FAULT (our CFM runs, the peer's is not there yet) at bring-up: CFM is left alone however
+    long it takes; only a working link's fault (UP -> FAULT) with the carrier up restarts it."""
+    oam = OamPorts(fabric, "leaf-1")
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    oam.set_carrier(1, True, 0.0)
+    assert oam.on_observation(OamObservation(1, local, True, ()), 0.1) == [OamChanged(1, OamState.FAULT)]
+    assert oam.next_deadline() > 10.0 and oam.tick(10.0) == [] and oam.take_silent_stops() == []
+    oam.on_observation(OamObservation(1, local, False, (remote,)), 11.0)
+    oam.on_observation(OamObservation(1, local, True, ()), 12.0)              # a silent failure
+    assert oam.next_deadline() == pytest.approx(12.0 + oam.restart_after)
+    assert oam.tick(12.0 + oam.restart_after)[-1].disable == (1,) and oam.take_silent_stops() == [1]
+
+
 def test_port_table_repairs_a_long_carrier_loss_at_nd_speed(fabric) -> None:
     """Both ends: carrier down, CFM removed; carrier up, ND two-way, each end asks for CFM again and its
     booting CFM makes the port usable before the first CFM verdict."""
