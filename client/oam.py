@@ -43,7 +43,9 @@ is a fault and the port goes out until CFM clears (one extra flap, never traffic
 and ND keep watching). A silent failure (a CFM fault with the carrier up) that lasts `restart_after` is treated the same way:
 CFM removed, ND re-checks the link from scratch (probing at the heartbeat cadence while it is not two-way),
 and CFM comes back afresh with ND's two-way identity — there is no `readd_after` without it, since a
-silent link would fault again and cycle. A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
+silent link would fault again and cycle. At most once per `silent_every` per port
+(`CFM_SILENT_RESTART_EVERY`): a restart faults the peer's CFM until the fresh one speaks, and two ends
+must not keep restarting each other; past the budget the fault clears as CFM clears. A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
 so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). Without ND identity within
 `readd_after` (the peer's client is not running) CFM is configured again anyway, untrusted until it
 hears the peer; if ND identity comes after all while it still hears nobody, it is removed and configured
@@ -61,6 +63,7 @@ from proto.config import Endpoint, Fabric
 __all__ = [
     "CFM_READD_AFTER",
     "CFM_RESTART_AFTER",
+    "CFM_SILENT_RESTART_EVERY",
     "MAX_MPID",
     "OAM_SETUP_TIMEOUT",
     "ConfigureOam",
@@ -87,6 +90,11 @@ CFM_RESTART_AFTER = 0.25
 #: How long a returning carrier waits for ND identity before its CFM is configured again anyway (a peer
 #: whose client does not run: its switch forwards fail-static and may use the link once CFM says so).
 CFM_READD_AFTER = 1.0
+#: A port's CFM is restarted for a silent failure at most once per this many seconds. A restart at one end
+#: faults the other end's CFM until the fresh one speaks (after ND's two-way identity, up to an ND round
+#: trip); if that took longer than `restart_after`, the other end would restart in turn, and the two could
+#: keep restarting each other. Past the budget the fault clears as CFM clears (two fault intervals).
+CFM_SILENT_RESTART_EVERY = 5.0
 #: OVSDB integers are signed 64-bit; switch ids (< 2**31) and ports (< 2**16) fit in 47 bits.
 MAX_MPID = 2**63 - 1
 
@@ -168,7 +176,7 @@ class OamChanged:
 
 class _Port:
     __slots__ = ("booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason", "rebooting",
-                 "remote", "restart_at", "state", "stopped", "untrusted")
+                 "remote", "restart_at", "silent_ok_at", "state", "stopped", "untrusted")
 
     def __init__(self, local: int, expected_remote: int, oam: bool) -> None:
         self.local = local
@@ -184,6 +192,7 @@ class _Port:
         self.booting = False            # CFM configured afresh once ND identity was two-way (see set_identity)
         self.untrusted = False          # CFM configured again without ND identity, has heard nobody yet
         self.rebooting = False          # such a CFM being removed to start afresh with the peer's
+        self.silent_ok_at = -math.inf   # the next silent-failure restart allowed (CFM_SILENT_RESTART_EVERY)
 
 
 Action = ConfigureOam | OamChanged
@@ -206,9 +215,12 @@ class OamPorts:
                                       self.enabled)
         self.failures = 0          # ports that fell back to software ND (metric)
         self.restarts = 0          # CFM configured afresh on a returning carrier (metric)
+        self.silent_restarts = 0   # CFM removed during a silent failure (metric)
+        self.silent_skipped = 0    # silent failures past the restart budget, left to CFM (metric)
         self._silent: list[int] = []   # ports stopped during a silent failure, for take_silent_stops
         self.restart_after = max(CFM_RESTART_AFTER, 2 * 3.5 * fabric.timers.oam_interval)
         self.readd_after = max(CFM_READD_AFTER, 2 * fabric.timers.nd_interval)
+        self.silent_every = max(CFM_SILENT_RESTART_EVERY, 4 * fabric.timers.nd_interval)
 
     # ------------------------------------------------------------------------------------------ queries
     def state(self, port: int) -> OamState:
@@ -375,10 +387,15 @@ class OamPorts:
                     p.deadline = math.inf
                     self._set(p, port, OamState.FAULT, None, "", out)
                 elif p.carrier and p.state is OamState.FAULT and not p.stopped:
-                    # silent failure: removed; ND re-checks the link from scratch (client.ports) and the
-                    # fresh CFM comes with its two-way identity (set_identity), never without it
-                    p.stopped, reconfigure = True, True
-                    self._silent.append(port)
+                    if now < p.silent_ok_at:
+                        self.silent_skipped += 1        # past the budget: CFM clears by itself
+                    else:
+                        # silent failure: removed; ND re-checks the link from scratch (client.ports) and the
+                        # fresh CFM comes with its two-way identity (set_identity), never without it
+                        p.silent_ok_at = now + self.silent_every
+                        p.stopped, reconfigure = True, True
+                        self.silent_restarts += 1
+                        self._silent.append(port)
             if now >= p.deadline and p.state is OamState.PENDING:
                 self._fail(port, p, f"no CFM status from ovs-vswitchd within {self.setup_timeout:g}s "
                                     "(OVS or datapath without OAM?)", out)

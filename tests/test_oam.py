@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from client.nd import NdState, SendNd
-from client.oam import ConfigureOam, OamChanged, OamObservation, OamPorts, OamState, decode_mpid, mpid
+from client.oam import (
+    CFM_SILENT_RESTART_EVERY,
+    ConfigureOam,
+    OamChanged,
+    OamObservation,
+    OamPorts,
+    OamState,
+    decode_mpid,
+    mpid,
+)
 from client.ports import PortChanged, PortTable
 from proto.clos import clos_fabric
 from proto.config import Endpoint
@@ -235,6 +244,33 @@ def test_a_fault_at_bring_up_is_no_silent_failure(fabric) -> None:
     oam.on_observation(OamObservation(1, local, True, ()), 12.0)              # a silent failure
     assert oam.next_deadline() == pytest.approx(12.0 + oam.restart_after)
     assert oam.tick(12.0 + oam.restart_after)[-1].disable == (1,) and oam.take_silent_stops() == [1]
+
+
+def test_silent_failure_restarts_are_budgeted_so_two_ends_cannot_keep_restarting_each_other(fabric) -> None:
+    """A silent-failure restart faults the peer's CFM until the fresh one speaks; if that takes longer than
+    restart_after the peer restarts in turn, which faults ours again. Each port restarts at most once per
+    `silent_every`: a second long fault inside it is left to CFM (counted), one after it restarts again."""
+    oam = OamPorts(fabric, "leaf-1")
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    oam.set_carrier(1, True, 0.0)
+    assert oam.silent_every >= CFM_SILENT_RESTART_EVERY
+
+    def fault_for_restart_after(t: float) -> list:
+        oam.on_observation(OamObservation(1, local, False, (remote,)), t)          # UP
+        oam.on_observation(OamObservation(1, local, True, ()), t + 0.01)           # silent: FAULT
+        return oam.tick(t + 0.01 + oam.restart_after)
+
+    out = fault_for_restart_after(1.0)
+    assert out[-1].disable == (1,) and oam.take_silent_stops() == [1] and oam.silent_restarts == 1
+    # ND two-way again: the fresh CFM, which the monitor shows as ours, then the peer's fault faults it
+    assert oam.set_identity(1, True, 2.0)[-1].disable == ()
+    out = fault_for_restart_after(2.1)
+    assert all(a.disable == () for a in out if isinstance(a, ConfigureOam))        # CFM left as it is
+    assert oam.take_silent_stops() == [] and oam.silent_restarts == 1 and oam.silent_skipped == 1
+    assert oam.state(1) is OamState.FAULT
+    out = fault_for_restart_after(1.0 + oam.silent_every + 0.1)                      # budget renewed
+    assert out[-1].disable == (1,) and oam.take_silent_stops() == [1] and oam.silent_restarts == 2
 
 
 def test_port_table_repairs_a_long_carrier_loss_at_nd_speed(fabric) -> None:
