@@ -45,7 +45,9 @@ CFM removed, ND re-checks the link from scratch (probing at the heartbeat cadenc
 and CFM comes back afresh with ND's two-way identity — there is no `readd_after` without it, since a
 silent link would fault again and cycle. At most once per `silent_every` per port
 (`CFM_SILENT_RESTART_EVERY`): a restart faults the peer's CFM until the fresh one speaks, and two ends
-must not keep restarting each other; past the budget the fault clears as CFM clears. A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
+must not keep restarting each other; past the budget the fault clears as CFM clears. Nor when more than
+half of the switch's ports fault at once: a stall of ovs-vswitchd or the CPU, which CFM rewrites (each one a
+bridge reconfiguration) would only prolong. A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
 so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). Without ND identity within
 `readd_after` (the peer's client is not running) CFM is configured again anyway, untrusted until it
 hears the peer; if ND identity comes after all while it still hears nobody, it is removed and configured
@@ -377,6 +379,7 @@ class OamPorts:
         ports whose carrier stayed down `restart_after`, configured again where `readd_after` ran out."""
         out: list[Action] = []
         reconfigure = False          # a port's CFM is to be removed or configured again
+        correlated: bool | None = None      # most ports faulted at once with the carrier up (computed once)
         for port, p in self._ports.items():
             if now >= p.readd_at and p.carrier and p.stopped:
                 reconfigure = bool(self._readd(p, booting=False)) or reconfigure
@@ -387,8 +390,10 @@ class OamPorts:
                     p.deadline = math.inf
                     self._set(p, port, OamState.FAULT, None, "", out)
                 elif p.carrier and p.state is OamState.FAULT and not p.stopped:
-                    if now < p.silent_ok_at:
-                        self.silent_skipped += 1        # past the budget: CFM clears by itself
+                    if correlated is None:
+                        correlated = self._correlated_faults()
+                    if now < p.silent_ok_at or correlated:
+                        self.silent_skipped += 1        # past the budget, or a stall: CFM clears by itself
                     else:
                         # silent failure: removed; ND re-checks the link from scratch (client.ports) and the
                         # fresh CFM comes with its two-way identity (set_identity), never without it
@@ -404,6 +409,14 @@ class OamPorts:
         return out
 
     # ------------------------------------------------------------------------------------------ internals
+    def _correlated_faults(self) -> bool:
+        """More than half of the OAM ports (at least two) faulted at once with the carrier up: that is this
+        switch's ovs-vswitchd or CPU stalling, not silent links, and rewriting their CFM would reconfigure
+        the bridge on top of it. A single silent link, or one of two, is not correlated."""
+        live = [p for p in self._ports.values() if p.state not in (OamState.OFF, OamState.FAILED) and p.carrier]
+        faulted = sum(1 for p in live if p.state is OamState.FAULT and not p.stopped)
+        return faulted >= 2 and 2 * faulted > len(live)
+
     def _configure(self) -> ConfigureOam:
         mpids = {port: p.local for port, p in self._ports.items() if self.uses_oam(port) and not p.stopped}
         disable = tuple(port for port, p in self._ports.items() if p.state is OamState.FAILED or p.stopped)

@@ -273,6 +273,29 @@ def test_silent_failure_restarts_are_budgeted_so_two_ends_cannot_keep_restarting
     assert out[-1].disable == (1,) and oam.take_silent_stops() == [1] and oam.silent_restarts == 2
 
 
+def test_every_port_faulted_at_once_is_a_stall_not_silent_links_and_keeps_its_cfm(fabric) -> None:
+    """All (more than half) of a switch's ports faulted together with the carrier up is its ovs-vswitchd or
+    CPU stalling: no CFM rewrite (each one reconfigures the bridge on top of the stall). One of the two
+    faulted alone is a silent link and restarts."""
+    oam = OamPorts(fabric, "leaf-1")
+    oam.start(0.0)
+    ids = {port: _ids(fabric, "leaf-1", port) for port in (1, 2)}
+    for port, (local, remote) in ids.items():
+        oam.set_carrier(port, True, 0.0)
+        oam.on_observation(OamObservation(port, local, False, (remote,)), 1.0)
+        assert oam.state(port) is OamState.UP
+    for port, (local, _remote) in ids.items():
+        oam.on_observation(OamObservation(port, local, True, ()), 2.0)
+    out = oam.tick(2.0 + oam.restart_after)
+    assert all(a.disable == () for a in out if isinstance(a, ConfigureOam))
+    assert oam.take_silent_stops() == [] and oam.silent_restarts == 0 and oam.silent_skipped == 2
+    # the stall ends, then port 2's link goes silent on its own: a silent failure, restarted
+    for port, (local, remote) in ids.items():
+        oam.on_observation(OamObservation(port, local, False, (remote,)), 3.0)
+    oam.on_observation(OamObservation(2, ids[2][0], True, ()), 4.0)
+    assert oam.tick(4.0 + oam.restart_after)[-1].disable == (2,) and oam.take_silent_stops() == [2]
+
+
 def test_port_table_repairs_a_long_carrier_loss_at_nd_speed(fabric) -> None:
     """Both ends: carrier down, CFM removed; carrier up, ND two-way, each end asks for CFM again and its
     booting CFM makes the port usable before the first CFM verdict."""
