@@ -438,7 +438,9 @@ class ClientCore:
             "reports_sent": self.reporter.reports, "report_retransmits": self.reporter.retransmits,
             "report_seq": self.reporter.report_seq, "report_acked": self.reporter.acked,
             "replica": dict(replica.counters),
-            "counters": {**self.counters, "oam_cfm_restarts": self.ports.oam.restarts},
+            "counters": {**self.counters, "oam_cfm_restarts": self.ports.oam.restarts,
+                         "oam_silent_restarts": self.ports.oam.silent_restarts,
+                         "oam_silent_restarts_skipped": self.ports.oam.silent_skipped},
             "codec_rejected": dict(self.codec.rejected),
             "keys": self.codec.keys.status(),   # key rollover: send key, accepted and retired ids
         }

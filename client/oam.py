@@ -40,7 +40,14 @@ evidence, but ND has just proved the link two-way, so such a *booting* CFM count
 verdict, which hears the peer: both ends reach two-way ND within an ND round trip of each other and
 configure their CFM then. If the peer's CFM came more than ~2.5 CCM intervals later, that first verdict
 is a fault and the port goes out until CFM clears (one extra flap, never traffic on a dead link: CFM
-and ND keep watching). A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
+and ND keep watching). A silent failure (a CFM fault with the carrier up) that lasts `restart_after` is treated the same way:
+CFM removed, ND re-checks the link from scratch (probing at the heartbeat cadence while it is not two-way),
+and CFM comes back afresh with ND's two-way identity — there is no `readd_after` without it, since a
+silent link would fault again and cycle. At most once per `silent_every` per port
+(`CFM_SILENT_RESTART_EVERY`): a restart faults the peer's CFM until the fresh one speaks, and two ends
+must not keep restarting each other; past the budget the fault clears as CFM clears. Nor when more than
+half of the switch's ports fault at once: a stall of ovs-vswitchd or the CPU, which CFM rewrites (each one a
+bridge reconfiguration) would only prolong. A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
 so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). Without ND identity within
 `readd_after` (the peer's client is not running) CFM is configured again anyway, untrusted until it
 hears the peer; if ND identity comes after all while it still hears nobody, it is removed and configured
@@ -58,6 +65,7 @@ from proto.config import Endpoint, Fabric
 __all__ = [
     "CFM_READD_AFTER",
     "CFM_RESTART_AFTER",
+    "CFM_SILENT_RESTART_EVERY",
     "MAX_MPID",
     "OAM_SETUP_TIMEOUT",
     "ConfigureOam",
@@ -84,6 +92,11 @@ CFM_RESTART_AFTER = 0.25
 #: How long a returning carrier waits for ND identity before its CFM is configured again anyway (a peer
 #: whose client does not run: its switch forwards fail-static and may use the link once CFM says so).
 CFM_READD_AFTER = 1.0
+#: A port's CFM is restarted for a silent failure at most once per this many seconds. A restart at one end
+#: faults the other end's CFM until the fresh one speaks (after ND's two-way identity, up to an ND round
+#: trip); if that took longer than `restart_after`, the other end would restart in turn, and the two could
+#: keep restarting each other. Past the budget the fault clears as CFM clears (two fault intervals).
+CFM_SILENT_RESTART_EVERY = 5.0
 #: OVSDB integers are signed 64-bit; switch ids (< 2**31) and ports (< 2**16) fit in 47 bits.
 MAX_MPID = 2**63 - 1
 
@@ -165,7 +178,7 @@ class OamChanged:
 
 class _Port:
     __slots__ = ("booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason", "rebooting",
-                 "remote", "restart_at", "state", "stopped", "untrusted")
+                 "remote", "restart_at", "silent_ok_at", "state", "stopped", "untrusted")
 
     def __init__(self, local: int, expected_remote: int, oam: bool) -> None:
         self.local = local
@@ -181,6 +194,7 @@ class _Port:
         self.booting = False            # CFM configured afresh once ND identity was two-way (see set_identity)
         self.untrusted = False          # CFM configured again without ND identity, has heard nobody yet
         self.rebooting = False          # such a CFM being removed to start afresh with the peer's
+        self.silent_ok_at = -math.inf   # the next silent-failure restart allowed (CFM_SILENT_RESTART_EVERY)
 
 
 Action = ConfigureOam | OamChanged
@@ -203,8 +217,12 @@ class OamPorts:
                                       self.enabled)
         self.failures = 0          # ports that fell back to software ND (metric)
         self.restarts = 0          # CFM configured afresh on a returning carrier (metric)
+        self.silent_restarts = 0   # CFM removed during a silent failure (metric)
+        self.silent_skipped = 0    # silent failures past the restart budget, left to CFM (metric)
+        self._silent: list[int] = []   # ports stopped during a silent failure, for take_silent_stops
         self.restart_after = max(CFM_RESTART_AFTER, 2 * 3.5 * fabric.timers.oam_interval)
         self.readd_after = max(CFM_READD_AFTER, 2 * fabric.timers.nd_interval)
+        self.silent_every = max(CFM_SILENT_RESTART_EVERY, 4 * fabric.timers.nd_interval)
 
     # ------------------------------------------------------------------------------------------ queries
     def state(self, port: int) -> OamState:
@@ -227,6 +245,12 @@ class OamPorts:
 
     def local_mpid(self, port: int) -> int:
         return self._ports[port].local
+
+    def take_silent_stops(self) -> list[int]:
+        """Ports whose CFM `tick` removed during a silent failure (carrier up) since the last call: their ND
+        must verify the link afresh (client.ports resets it), since the fresh CFM follows ND identity."""
+        out, self._silent = self._silent, []
+        return out
 
     def next_deadline(self) -> float:
         return min((min(p.deadline, p.restart_at, p.readd_at) for p in self._ports.values()), default=math.inf)
@@ -274,6 +298,14 @@ class OamPorts:
             p.booting = False               # the first verdict: from now on CFM alone speaks
         if state is OamState.UP:
             p.untrusted = False
+        if p.carrier and not p.stopped:
+            # a working link's fault with the carrier up (a silent failure) that lasts restart_after: CFM is
+            # restarted too. Not at bring-up (PENDING -> FAULT while the peer's CFM is not there yet): that
+            # would rewrite every port's CFM of a slow bring-up.
+            if state is OamState.FAULT and p.state is OamState.UP:
+                p.restart_at = now + self.restart_after
+            elif state is not OamState.FAULT:
+                p.restart_at = math.inf
         out: list[Action] = []
         if state is OamState.PENDING:
             if p.state is not OamState.PENDING:
@@ -347,6 +379,7 @@ class OamPorts:
         ports whose carrier stayed down `restart_after`, configured again where `readd_after` ran out."""
         out: list[Action] = []
         reconfigure = False          # a port's CFM is to be removed or configured again
+        correlated: bool | None = None      # most ports faulted at once with the carrier up (computed once)
         for port, p in self._ports.items():
             if now >= p.readd_at and p.carrier and p.stopped:
                 reconfigure = bool(self._readd(p, booting=False)) or reconfigure
@@ -356,6 +389,18 @@ class OamPorts:
                     p.stopped, reconfigure = True, True
                     p.deadline = math.inf
                     self._set(p, port, OamState.FAULT, None, "", out)
+                elif p.carrier and p.state is OamState.FAULT and not p.stopped:
+                    if correlated is None:
+                        correlated = self._correlated_faults()
+                    if now < p.silent_ok_at or correlated:
+                        self.silent_skipped += 1        # past the budget, or a stall: CFM clears by itself
+                    else:
+                        # silent failure: removed; ND re-checks the link from scratch (client.ports) and the
+                        # fresh CFM comes with its two-way identity (set_identity), never without it
+                        p.silent_ok_at = now + self.silent_every
+                        p.stopped, reconfigure = True, True
+                        self.silent_restarts += 1
+                        self._silent.append(port)
             if now >= p.deadline and p.state is OamState.PENDING:
                 self._fail(port, p, f"no CFM status from ovs-vswitchd within {self.setup_timeout:g}s "
                                     "(OVS or datapath without OAM?)", out)
@@ -364,6 +409,14 @@ class OamPorts:
         return out
 
     # ------------------------------------------------------------------------------------------ internals
+    def _correlated_faults(self) -> bool:
+        """More than half of the OAM ports (at least two) faulted at once with the carrier up: that is this
+        switch's ovs-vswitchd or CPU stalling, not silent links, and rewriting their CFM would reconfigure
+        the bridge on top of it. A single silent link, or one of two, is not correlated."""
+        live = [p for p in self._ports.values() if p.state not in (OamState.OFF, OamState.FAILED) and p.carrier]
+        faulted = sum(1 for p in live if p.state is OamState.FAULT and not p.stopped)
+        return faulted >= 2 and 2 * faulted > len(live)
+
     def _configure(self) -> ConfigureOam:
         mpids = {port: p.local for port, p in self._ports.items() if self.uses_oam(port) and not p.stopped}
         disable = tuple(port for port, p in self._ports.items() if p.state is OamState.FAILED or p.stopped)

@@ -251,7 +251,11 @@ class PortTable:
         """Run ND (sends, expiries) and end damping holds that ran out."""
         out: list[Action] = []
         self._fold_oam(self.oam.tick(now), out, now)
-        self._fold(self.nd.tick(now), out, now, touched=set(self.damper.tick(now)))
+        nd: list[SendNd | NdChanged] = []
+        for port in self.oam.take_silent_stops():   # its fresh CFM waits for ND identity verified anew
+            nd.extend(self.nd.reset(port, now))
+        nd.extend(self.nd.tick(now))
+        self._fold(nd, out, now, touched=set(self.damper.tick(now)))
         return out
 
     # ------------------------------------------------------------------------------------------ internals

@@ -145,6 +145,21 @@ def test_oam_configures_cfm_and_takes_a_silent_drop_out(ovs_pair) -> None:
             assert _port(d)["oam"] == "up"
             assert int(ovs.vsctl("get", "interface", ifname, "cfm_mpid")) == mpid(d.core.switch.id, 1)
             assert d.status()["counters"]["oam_cfm_restarts"] == 1
+        # a silent failure longer than restart_after: CFM removed too, back afresh with ND identity
+        table = f"oamt_{tok}_long"
+        nft.drop_link(table, [(ns, i) for i in ifaces])
+        try:
+            assert _wait(lambda: not any(_port(d)["usable"] for d in daemons), 3.0)
+            assert _wait(lambda: all(ovs.vsctl("get", "interface", i, "cfm_mpid").strip() == "[]"
+                                     for i in ifaces), 5.0)
+            time.sleep(0.3)
+            assert not any(_port(d)["usable"] for d in daemons), [_port(d) for d in daemons]
+        finally:
+            nft.remove(table, ns)
+        assert _wait(lambda: all(_port(d)["usable"] for d in daemons), 5.0), [_port(d) for d in daemons]
+        for d, ifname in zip(daemons, ifaces, strict=True):
+            assert int(ovs.vsctl("get", "interface", ifname, "cfm_mpid")) == mpid(d.core.switch.id, 1)
+            assert d.status()["counters"]["oam_cfm_restarts"] == 2
     finally:
         for d in daemons:
             d.stop()

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from client.nd import NdState, SendNd
-from client.oam import ConfigureOam, OamChanged, OamObservation, OamPorts, OamState, decode_mpid, mpid
+from client.oam import (
+    CFM_SILENT_RESTART_EVERY,
+    ConfigureOam,
+    OamChanged,
+    OamObservation,
+    OamPorts,
+    OamState,
+    decode_mpid,
+    mpid,
+)
 from client.ports import PortChanged, PortTable
 from proto.clos import clos_fabric
 from proto.config import Endpoint
@@ -222,6 +231,71 @@ def test_a_client_that_starts_with_a_carrier_down_removes_that_ports_cfm(fabric)
     assert [a.disable for a in out if isinstance(a, ConfigureOam)] == [(1,)]
 
 
+def test_a_fault_at_bring_up_is_no_silent_failure(fabric) -> None:
+    """PENDING -> FAULT (our CFM runs, the peer's is not there yet) at bring-up: CFM is left alone however
+    long it takes; only a working link's fault (UP -> FAULT) with the carrier up restarts it."""
+    oam = OamPorts(fabric, "leaf-1")
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    oam.set_carrier(1, True, 0.0)
+    assert oam.on_observation(OamObservation(1, local, True, ()), 0.1) == [OamChanged(1, OamState.FAULT)]
+    assert oam.next_deadline() > 10.0 and oam.tick(10.0) == [] and oam.take_silent_stops() == []
+    oam.on_observation(OamObservation(1, local, False, (remote,)), 11.0)
+    oam.on_observation(OamObservation(1, local, True, ()), 12.0)              # a silent failure
+    assert oam.next_deadline() == pytest.approx(12.0 + oam.restart_after)
+    assert oam.tick(12.0 + oam.restart_after)[-1].disable == (1,) and oam.take_silent_stops() == [1]
+
+
+def test_silent_failure_restarts_are_budgeted_so_two_ends_cannot_keep_restarting_each_other(fabric) -> None:
+    """A silent-failure restart faults the peer's CFM until the fresh one speaks; if that takes longer than
+    restart_after the peer restarts in turn, which faults ours again. Each port restarts at most once per
+    `silent_every`: a second long fault inside it is left to CFM (counted), one after it restarts again."""
+    oam = OamPorts(fabric, "leaf-1")
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    oam.set_carrier(1, True, 0.0)
+    assert oam.silent_every >= CFM_SILENT_RESTART_EVERY
+
+    def fault_for_restart_after(t: float) -> list:
+        oam.on_observation(OamObservation(1, local, False, (remote,)), t)          # UP
+        oam.on_observation(OamObservation(1, local, True, ()), t + 0.01)           # silent: FAULT
+        return oam.tick(t + 0.01 + oam.restart_after)
+
+    out = fault_for_restart_after(1.0)
+    assert out[-1].disable == (1,) and oam.take_silent_stops() == [1] and oam.silent_restarts == 1
+    # ND two-way again: the fresh CFM, which the monitor shows as ours, then the peer's fault faults it
+    assert oam.set_identity(1, True, 2.0)[-1].disable == ()
+    out = fault_for_restart_after(2.1)
+    assert all(a.disable == () for a in out if isinstance(a, ConfigureOam))        # CFM left as it is
+    assert oam.take_silent_stops() == [] and oam.silent_restarts == 1 and oam.silent_skipped == 1
+    assert oam.state(1) is OamState.FAULT
+    out = fault_for_restart_after(1.0 + oam.silent_every + 0.1)                      # budget renewed
+    assert out[-1].disable == (1,) and oam.take_silent_stops() == [1] and oam.silent_restarts == 2
+
+
+def test_every_port_faulted_at_once_is_a_stall_not_silent_links_and_keeps_its_cfm(fabric) -> None:
+    """All (more than half) of a switch's ports faulted together with the carrier up is its ovs-vswitchd or
+    CPU stalling: no CFM rewrite (each one reconfigures the bridge on top of the stall). One of the two
+    faulted alone is a silent link and restarts."""
+    oam = OamPorts(fabric, "leaf-1")
+    oam.start(0.0)
+    ids = {port: _ids(fabric, "leaf-1", port) for port in (1, 2)}
+    for port, (local, remote) in ids.items():
+        oam.set_carrier(port, True, 0.0)
+        oam.on_observation(OamObservation(port, local, False, (remote,)), 1.0)
+        assert oam.state(port) is OamState.UP
+    for port, (local, _remote) in ids.items():
+        oam.on_observation(OamObservation(port, local, True, ()), 2.0)
+    out = oam.tick(2.0 + oam.restart_after)
+    assert all(a.disable == () for a in out if isinstance(a, ConfigureOam))
+    assert oam.take_silent_stops() == [] and oam.silent_restarts == 0 and oam.silent_skipped == 2
+    # the stall ends, then port 2's link goes silent on its own: a silent failure, restarted
+    for port, (local, remote) in ids.items():
+        oam.on_observation(OamObservation(port, local, False, (remote,)), 3.0)
+    oam.on_observation(OamObservation(2, ids[2][0], True, ()), 4.0)
+    assert oam.tick(4.0 + oam.restart_after)[-1].disable == (2,) and oam.take_silent_stops() == [2]
+
+
 def test_port_table_repairs_a_long_carrier_loss_at_nd_speed(fabric) -> None:
     """Both ends: carrier down, CFM removed; carrier up, ND two-way, each end asks for CFM again and its
     booting CFM makes the port usable before the first CFM verdict."""
@@ -382,7 +456,7 @@ def test_liveness_lost_with_carrier_up_keeps_nd_identity_and_returns_at_oam_spee
     assert change.usable_changed and not change.usable
     assert t.view(1, clock.now).nd is NdState.UP              # identity not forgotten
     p.cfm("leaf-1", 1, fault=True, remote=())
-    p.run(0.5)
+    p.run(t.oam.restart_after * 0.8)                          # shorter than a silent failure's CFM restart
     p.drop.clear()
     p.sent.clear()
     p.cfm("leaf-1", 1)                                        # OVSDB first this time: still not live
@@ -390,6 +464,39 @@ def test_liveness_lost_with_carrier_up_keeps_nd_identity_and_returns_at_oam_spee
     p.phy("leaf-1", 1, live=True, carrier=True)
     assert p.usable()                                         # no ND round trip needed
     assert ("leaf-1", 1) in {(sw, port) for _, sw, port in p.sent}    # but identity is re-checked at once
+
+
+def test_a_long_silent_failure_gets_a_fresh_cfm_with_nd_identity_verified_anew(fabric) -> None:
+    """A CFM fault with the carrier up for restart_after: CFM removed (its RDI would cost a second fault
+    interval when the link heals), ND forgets and probes at the heartbeat cadence, and once frames pass
+    both ways again the fresh CFM is configured and trusted until its first verdict."""
+    clock = FakeClock(100.0)
+    p = Pair(fabric, clock)
+    _up(p)
+    t = p.tables["leaf-1"]
+    p.drop |= {("leaf-1", 1), ("spine-1", 1)}
+    p.phy("leaf-1", 1, live=False, carrier=True)
+    p.cfm("leaf-1", 1, fault=True, remote=())
+    p.configs.clear()
+    p.run(t.oam.restart_after * 0.9)
+    assert p.configs == [] and t.view(1, clock.now).nd is NdState.UP      # not yet: identity kept
+    p.run(t.oam.restart_after * 0.2)
+    assert [(sw, c.disable) for sw, c in p.configs] == [("leaf-1", (1,))]   # removed
+    assert t.view(1, clock.now).nd is not NdState.UP and not p.usable()
+    p.phy("leaf-1", 1, live=True, carrier=True)          # no CFM: the datapath's liveness is the carrier
+    assert not p.usable()
+    sent = len(p.sent)
+    p.run(0.1)
+    assert len([s for s in p.sent[sent:] if s[1] == "leaf-1"]) >= 5      # heartbeat-cadence probes
+    assert len(p.configs) == 1 and not p.usable()        # nothing passes: no CFM, not usable
+    p.drop.clear()                                       # the link heals
+    p.run(2 * fabric.timers.nd_interval)
+    assert [(sw, 1 in c.mpids) for sw, c in p.configs[1:]] == [("leaf-1", True)]   # CFM afresh
+    assert not p.usable()
+    p.cfm("leaf-1", 1, remote=())                        # the fresh CFM before its first verdict
+    assert p.usable() and t.oam.restarts == 1
+    p.cfm("leaf-1", 1)                                   # its verdict hears the peer
+    assert p.usable()
 
 
 def test_identity_outlives_a_fault_only_within_its_dead_interval(fabric) -> None:
