@@ -238,10 +238,14 @@ def cmd_restart(args: argparse.Namespace) -> int:
         killed = len(inject.without_kill(lab.state.faults, "client", args.switch)) < len(lab.state.faults)
         gap = inject.restart_client(lab, args.switch)
         t0 = time.monotonic()
-        lack = inject.wait_client_ready(lab, args.switch, args.wait)
+        unplugged: list[int] = []
+        lack = inject.wait_client_ready(lab, args.switch, args.wait, unplugged)
         # a killed client had none since the kill, not for the restart's gap
         how = ("was killed; its kill is no longer an active fault" if killed
                else f"{gap * 1000:.0f} ms without a client")
+        if unplugged:
+            how += (f"; port(s) {', '.join(map(str, unplugged))} without carrier, which no lab fault "
+                    "records (not waited for)")
         return how, time.monotonic() - t0, lack, Path(lab.state.processes[f"client:{args.switch}"].log)
 
     how, took, lack, log_path = _mutate(args, restart)

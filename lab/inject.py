@@ -236,7 +236,7 @@ def restart_client(lab: Lab, switch: str, timeout: float = 5.0) -> float:
 def client_lacks(state: object, want: list[int]) -> str | None:
     """What a client's REST `/v1/state` (`state`: its JSON, or the error of the request) lacks to be back
     in the fabric's control: connected to its switch, following a master, an LSD programmed (a version
-    >= 0: -1 means none), every port of `want` usable. None if nothing."""
+    >= 0: -1 means none), every port of `want` usable or without carrier (see `no_carrier`). None if nothing."""
     if not isinstance(state, dict):
         return f"REST does not answer ({state})"
     if not state.get("connected"):
@@ -246,16 +246,29 @@ def client_lacks(state: object, want: list[int]) -> str | None:
         return "nothing programmed yet"
     if not state.get("master"):
         return "no master heard (fail-static)"
-    missing = [p for p in want if not any(q.get("port") == p and q.get("usable") for q in state.get("ports", []))]
+    ports = [q for q in state.get("ports", []) if isinstance(q, dict)]
+    # a port without carrier (a cable pulled outside the lab's fault records) is not the client's to bring up
+    missing = [p for p in want if not any(q.get("port") == p and (q.get("usable") or q.get("phy") is False)
+                                          for q in ports)]
     if missing:
         return f"fabric ports not usable: {', '.join(map(str, missing))} (of {len(want)} expected)"
     return None
 
 
-def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | None:
+def no_carrier(state: object) -> list[int]:
+    """Ports a connected client's `/v1/state` shows without carrier (`phy` False)."""
+    if not isinstance(state, dict) or not state.get("connected"):
+        return []
+    return sorted(q["port"] for q in state.get("ports", []) if isinstance(q, dict) and q.get("phy") is False
+                  and isinstance(q.get("port"), int))
+
+
+def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0,
+                      unplugged: list[int] | None = None) -> str | None:
     """Wait until the switch's client answers REST, is connected to its switch, has programmed an LSD, has
     every fabric port usable that the recorded faults leave in use, and the master's LSD has those links
-    up; None when it is, else what it lacks (at `timeout` seconds)."""
+    up; None when it is, else what it lacks (at `timeout` seconds). A port without carrier that no fault
+    recorded (a cable pulled behind the lab's back) is not waited for: it goes into `unplugged`."""
     lack = ["no answer"]
     down = lab.expected_down()
     links = [link for link in lab.fabric.links if switch in (link.a.switch, link.b.switch)
@@ -267,13 +280,17 @@ def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0) -> str | Non
         if (what := client_lacks(s, want)) is not None:
             lack[0] = what
         else:
+            gone = {(switch, p) for p in no_carrier(s)}
+            if unplugged is not None:
+                unplugged[:] = sorted(p for _s, p in gone)
             try:
                 lsd = lab.master_get("/v1/lsd").get("links", {})
             except (LabError, OSError, ValueError) as e:
                 lack[0] = f"master LSD: {type(e).__name__}: {e}"
                 return False
             not_up = [f"{link.name} ({lsd.get(link.name)})" for link in links
-                      if lsd.get(link.name) not in ("up", "drained", "drained_down")]   # drains: the operator's
+                      if lsd.get(link.name) not in ("up", "drained", "drained_down")   # drains: the operator's
+                      and not gone & {(link.a.switch, link.a.port), (link.b.switch, link.b.port)}]
             if not_up:
                 lack[0] = f"links not up in the master's LSD: {', '.join(not_up[:8])}"
                 return False

@@ -154,6 +154,20 @@ def test_a_client_with_nothing_programmed_or_no_master_is_not_ready() -> None:
     assert client_lacks(OSError("refused"), [1]).startswith("REST does not answer")
 
 
+def test_a_port_unplugged_behind_the_labs_back_is_not_waited_for() -> None:
+    """`lab restart client` waited its whole --wait and exited 1 when a cable had been pulled outside the
+    lab's fault records (`ip link set ... down` by hand): the port can never be usable, and that is not the
+    restarted client's to fix. A port without carrier is named instead; one with carrier must be usable."""
+    from lab.inject import client_lacks, no_carrier
+
+    state = {"connected": True, "programmed_version": 7, "master": "m1",
+             "ports": [{"port": 1, "usable": True, "phy": True}, {"port": 2, "usable": False, "phy": False}]}
+    assert client_lacks(state, [1, 2]) is None and no_carrier(state) == [2]
+    up_unusable = {**state, "ports": [state["ports"][0], {"port": 2, "usable": False, "phy": True}]}
+    assert client_lacks(up_unusable, [1, 2]).startswith("fabric ports not usable: 2")
+    assert no_carrier(up_unusable) == [] and no_carrier({**state, "connected": False}) == []
+
+
 def test_fault_hints_and_key_sets_are_written_for_the_lab_at_hand() -> None:
     """Tester 2: every fault hint said `firepath lab heal` whatever the lab, and `lab reload` printed key sets
     as Python dicts."""
