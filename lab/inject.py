@@ -425,12 +425,24 @@ def undo(lab: Lab, fault: dict[str, Any]) -> float:
 
 @_exclusive
 def heal(lab: Lab) -> list[dict[str, object]]:
-    """Undo every recorded fault, newest first; returns what was undone."""
-    undone = []
+    """Undo every recorded fault, newest first, then start again every master and client of the lab that is
+    not running although no fault records it (killed by PID or crashed: `{"kind": ..., "outside": True}`);
+    returns what was undone. A stopped OVS is not restarted (`lab up --clean` rebuilds the lab)."""
+    undone: list[dict[str, object]] = []
     while lab.state.faults:
         fault = lab.state.faults[-1]
         undo(lab, fault)
         lab.state.faults.pop()
         _save(lab)
         undone.append(fault)
+    for rec in list(lab.state.processes.values()):
+        if rec.kind not in ("master", "client") or rec.alive():
+            continue
+        if rec.kind == "master":
+            lab.start_master(rec.name)
+            undone.append({"kind": "master", "id": rec.name, "outside": True})
+        else:
+            lab.start_client(rec.name)
+            undone.append({"kind": "client", "switch": rec.name, "outside": True})
+        _save(lab)
     return undone

@@ -120,6 +120,9 @@ def describe_fault(f: dict[str, Any]) -> str:
         return f"{kind} {f['name']}"
     if kind == "switch":
         return f"switch {f['switch']}"
+    if kind in ("master", "client") and f.get("outside"):
+        who = f"master {f['id']}" if kind == "master" else f"client {f['switch']}"
+        return f"{who} was not running (no lab fault recorded it): started again"
     if kind == "master":
         return f"master {f['id']} killed"
     if kind == "client":

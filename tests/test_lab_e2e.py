@@ -776,6 +776,29 @@ def test_client_kill_routes_around_the_switch(lab: Lab) -> None:
 
 
 @ovs
+def test_heal_starts_again_a_daemon_killed_outside_the_labs_faults(lab: Lab) -> None:
+    """A master and a client killed by PID (not `lab kill`: no fault records them) stayed dead through
+    `lab heal`, which said "nothing to heal". Heal now starts every lab daemon that is not running and
+    names it; the fabric converges with both back."""
+    import signal
+
+    _baseline(lab)
+    agg = next(sw.name for sw in lab.fabric.switches if sw.role == "agg")
+    master = sorted(lab.state.processes[k].name for k in lab.state.processes if k.startswith("master:"))[0]
+    recs = [lab.state.processes[f"client:{agg}"], lab.state.processes[f"master:{master}"]]
+    for rec in recs:
+        os.kill(rec.pid, signal.SIGKILL)
+    assert wait_until(lambda: not any(r.alive() for r in recs), 5.0)
+    undone = inject.heal(lab)
+    assert {(f["kind"], f.get("id", f.get("switch")), f.get("outside")) for f in undone} == {
+        ("client", agg, True), ("master", master, True)}, undone
+    assert all(lab.state.processes[r.key].alive() for r in recs)
+    assert inject.heal(lab) == []                      # nothing left: a second heal starts nothing
+    _converge(lab)
+    assert _all_pairs_ok(lab) == {}
+
+
+@ovs
 def test_lab_down_leaves_nothing(lab: Lab) -> None:
     name, d = lab.state.name, lab.state.dir
     pids = [p.pid for p in lab.state.processes.values()]
