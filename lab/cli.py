@@ -12,6 +12,7 @@ from typing import Any
 from lab.report import describe_fault, format_status, heal_command, ping_summary
 from lab.state import LabState, LabStateError, check_lab_name, default_dir, find_lab_dir, locked, not_found
 from proto.argtypes import (
+    at_most,
     ipv4_list,
     non_negative_float,
     non_negative_int,
@@ -338,12 +339,8 @@ def cmd_groups(args: argparse.Namespace) -> int:
 MAX_PROBE_FLOWS = 256
 
 
-def probe_flows(text: str) -> int:
-    """--flows: 1..MAX_PROBE_FLOWS."""
-    value = positive_int(text)
-    if value > MAX_PROBE_FLOWS:
-        raise argparse.ArgumentTypeError(f"{value}: at most {MAX_PROBE_FLOWS} (one UDP socket per flow)")
-    return value
+#: --flows: 1..MAX_PROBE_FLOWS.
+probe_flows = at_most(positive_int, MAX_PROBE_FLOWS, " (one UDP socket per flow)")
 
 
 def cmd_probe(args: argparse.Namespace) -> int:

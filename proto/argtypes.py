@@ -7,9 +7,14 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import math
+from collections.abc import Callable
+from typing import TypeVar
 
-__all__ = ["ipv4", "ipv4_list", "non_negative_float", "ovsdb_target", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int",
+__all__ = ["at_most", "ipv4", "ipv4_list", "non_negative_float", "ovsdb_target", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int",
            "positive_seconds"]
+
+
+_N = TypeVar("_N", int, float)
 
 
 def _int(text: str) -> int:
@@ -64,12 +69,18 @@ def positive_float(text: str) -> float:
 MAX_SECONDS = 1e6
 
 
-def positive_seconds(text: str) -> float:
-    """A duration in seconds: a positive finite number, at most MAX_SECONDS."""
-    value = positive_float(text)
-    if value > MAX_SECONDS:
-        raise argparse.ArgumentTypeError(f"{text}: at most {MAX_SECONDS:g} seconds")
-    return value
+def at_most(parse: Callable[[str], _N], limit: _N, why: str = "") -> Callable[[str], _N]:
+    """An argparse type: `parse`, then refuse a value above `limit` ("TEXT: at most LIMIT WHY")."""
+    def check(text: str) -> _N:
+        value = parse(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"{text}: at most {limit:g}{why}")
+        return value
+    return check
+
+
+#: A duration in seconds: a positive finite number, at most MAX_SECONDS.
+positive_seconds = at_most(positive_float, MAX_SECONDS, " seconds")
 
 
 def non_negative_float(text: str) -> float:
