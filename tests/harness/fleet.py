@@ -7,12 +7,14 @@ Every switch signs with its own key (the real `Codec`) and behaves like `client.
 as far as the master can tell:
 
 - a new report (first, refresh) goes to every configured master; retransmissions of an unacked report
-  (backoff report_retry_min .. report_retry_max) to the master in use, or to all if none is live;
+  (backoff report_retry_min .. report_retry_max) to the master in use, or to all if none is live (before
+  any master was heard: to those that did not ack it as backups);
   refreshes every report_refresh, jittered like the real client (proto.budget); a new term re-sends the
   unacked report to everyone (the real reporter sends a *new* report on a new term, acked or not);
 - the LSD side is `tests.harness.fleetrep.Rep`, client.replica's rules on a (term, version) pointer: the
   highest term wins, fulls/deltas applied strictly in order (deltas are net: only from_version == ours
-  applies), gaps and keepalives showing it behind ask with LsdRequest at most once per request_interval,
+  applies), gaps and keepalives showing it behind ask with LsdRequest at most once per request_interval
+  (the first waits for the master's ack or keepalive, at most request_interval),
   fail-static after master_silence with a probe to every master every master_silence, a backup serving a
   switch whose master is silent.
 
@@ -177,7 +179,13 @@ class _Worker:
             sw.acked = False
             sw.backoff = self.retry_min
         rm = sw.rmaster
-        targets = self.mids if new or everyone or rm is None or not self._alive(sw, now) else (rm,)
+        if new or everyone or (rm is not None and not self._alive(sw, now)):
+            targets: Sequence[str] = self.mids
+        elif rm is None:       # client.reporter._resend_to: no master heard yet, not to those that acked it as backups
+            backed = sw.backed or {}
+            targets = [m for m in self.mids if backed.get(m, 0) < sw.seq]
+        else:
+            targets = (rm,)
         self._send(sw, self._report_of(sw), targets)
         self._schedule(sw, now)
 
@@ -338,6 +346,9 @@ class _Worker:
                 # client.reporter.on_ack: the master of a new term acks our report: follow it, no resend
                 sw.rterm, sw.rmaster, sw.rheard = msg.term, sender, now
             self._heard(sw, sender, msg.term, msg.backup, now)
+            if not msg.backup and sender in self.masters:       # client.replica.on_report_ack
+                term = msg.term
+                self._unicast(sw, now, lambda rep, out: rep.on_report_ack(sender, term, False, now, out))
             if (not msg.backup and sender == sw.rmaster and msg.term == sw.rterm and not sw.acked
                     and msg.report_seq >= sw.seq):
                 sw.acked = True
@@ -406,11 +417,16 @@ class _Worker:
         """A unicast Keepalive / LsdFull / LsdDelta to one switch."""
         self._heard(sw, sender, msg.term, msg.backup, now)
         ok = self._check(msg)
+        self._unicast(sw, now, lambda rep, out: self._apply(rep, sender, msg, ok, now, out))
+
+    def _unicast(self, sw: _Sw, now: float, apply: Callable[[Rep, list[Request]], None]) -> None:
+        """A unicast input to one switch's LSD replica (`apply(rep, out)`): on its own Rep, or on a copy of
+        the shared one that it keeps if it then differs."""
         g = self.g
         own = sw.rep is not g
         rep = sw.rep if own else g.copy()
         out: list[Request] = []
-        self._apply(rep, sender, msg, ok, now, out)
+        apply(rep, out)
         for r in out:
             self._request(sw, r)
         if rep.key(now) == g.key(now):
