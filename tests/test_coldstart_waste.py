@@ -268,3 +268,22 @@ def test_a_retry_while_a_known_master_is_silent_still_goes_to_every_replica() ->
         retry = rep.tick(t)
     assert [a.master for a in retry] == ["m1", "m2", "m3"]             # m1 silent: to every replica
 
+
+def test_a_held_client_whose_report_we_acked_gets_no_keepalive_until_keepalive_passes() -> None:
+    from controller.core import MasterCore
+    from proto.messages import Keepalive, LsdRequest, ReportAck
+    from tests.test_master_core import NO_GUARD, make_fabric, report, sends
+
+    f = make_fabric(NO_GUARD)
+    core = MasterCore(f, "m1")
+    core.become_master(1, 0.0)                                            # no LSD: the cold hold
+    assert core.held
+    acts = core.handle("leaf-1", report(f, "leaf-1"), 0.1) + core.tick(0.1)
+    assert len(sends(acts, "leaf-1", ReportAck)) == 1
+    assert sends(acts, "leaf-1", Keepalive) == []                         # the ack named us
+    ka = f.timers.keepalive
+    acts = core.handle("leaf-2", LsdRequest("leaf-2", 0, 3), 0.1 + ka / 2) + core.tick(0.1 + ka / 2)
+    assert len(sends(acts, "leaf-2", Keepalive)) == 1                     # asked, never acked: told at once
+    assert sends(acts, "leaf-1", Keepalive) == []
+    acts = core.tick(0.1 + ka)
+    assert len(sends(acts, "leaf-1", Keepalive)) == 1                     # the keepalive clock ran
