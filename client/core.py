@@ -262,6 +262,7 @@ class ClientCore:
             self._run(self.reporter.retransmit_now(now, sender), now, out)
         elif isinstance(msg, ReportAck):
             self._run(self.reporter.on_ack(msg, now), now, out)      # on_master_heard included
+            self._run(self.replica.on_report_ack(msg.master, msg.term, msg.backup, now), now, out)
         elif isinstance(msg, Keepalive | LsdFull | LsdDelta):
             self._run(self.reporter.on_master_heard(msg.master, msg.term, now, msg.backup), now, out)
             if isinstance(msg, Keepalive):

@@ -23,7 +23,10 @@ Rules
 - Requests are rate-limited: at most one per `request_interval` (default: keepalive; on a big fabric
   n / budget, proto.budget.request_interval) while unanswered; an
   applied full/delta counts as the answer, so the next gap may be requested at once. Requests go to the
-  master in use, or to all configured masters when none is known or it is silent.
+  master in use, or to all configured masters when none is known or it is silent. The master in use is
+  learnt from its Keepalive / LsdFull / LsdDelta and from its own ReportAck (`on_report_ack`). The first
+  request waits for a master to be known, at most `request_interval` (issue #18: a request to every
+  replica cost each backup a rejection, or a snapshot the master was sending too).
 - Fail-static: no message from the master in use (nor from a backup serving us, below) for
   `master_silence` (default 3 x keepalive; on a big fabric at least n / budget: proto.budget) ->
   `fail_static` (the last LSD stays in force, routes are not
@@ -121,7 +124,12 @@ class LsdReplica:
         self._master_heard_at = now      # the master in use itself (not a serving backup)
         self.server: str | None = None   # a backup that answered us while the master was silent
         self._server_heard_at = -math.inf
-        self._next_request = now         # earliest time the next request may go out
+        # earliest time the next request may go out. The first waits for a master to be known (its ReportAck
+        # of our first report, or its keepalive: then it goes at once, to that master alone), at most one
+        # request_interval: asked with no master known, it went to every replica, and in a cold start each
+        # backup read it, rejected it (`not_master`) or, once it held the LSD, answered it with a ~27 KB
+        # snapshot the master was sending too (issue #18, stop 35)
+        self._next_request = now + self.request_interval
         self._asked: tuple[str, ...] = ()  # the replicas the last request went to
         #: whether the switch forwards on routes it kept while we hold no LSD (LsdRequest.kept); None: not
         #: known yet (the switch not read back), and then no request goes out — a -1 request would be taken for
@@ -249,6 +257,20 @@ class LsdReplica:
             self._gap(now, out)   # a new master/term is asked once even if the versions look equal
         elif msg.version == self.db.version:
             self.need_sync = False     # the master in use confirms our version in our data's term
+        return out
+
+    def on_report_ack(self, master: str, term: int, backup: bool, now: float) -> list[Action]:
+        """A ReportAck of our report. A master's own (not a backup's: `backup`) names the master of its
+        term, like a keepalive that names no version: the master in use is learnt (and heard), and a request
+        that waited for a master to be known goes now, to it alone (issue #18, stop 35: in a cold start the
+        first ack comes long before the master's first LSD message)."""
+        out: list[Action] = []
+        if backup:
+            return out               # a backup acks as a backup: it serves nothing by that (reach only)
+        new = self._accept(master, term, now, out)
+        if new is None:
+            return out
+        self._maybe_request(now, out)   # a new term set need_sync (and lifted the rate limit): ask it
         return out
 
     def tick(self, now: float) -> list[Action]:

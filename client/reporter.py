@@ -108,6 +108,16 @@ class Reporter:
         """The master in use if it is alive, else every configured master."""
         return (self.master,) if self.master is not None and self.master_alive(now) else self.masters
 
+    def _resend_to(self, now: float) -> tuple[str, ...]:
+        """Where a retransmission goes: `targets`, but while no master was ever heard in this life (a cold
+        start) not to a replica that acknowledged this very report as a backup — it has it, and only the
+        master's ack ends the retries (issue #18, stop 35: with three replicas every retry of a cold start
+        cost each backup a report and an ack). A master once heard and now silent (a mute or deaf master,
+        issue #16) still gets every replica's copy: the backups' view of who hears the master rides on them."""
+        if self.master is not None:
+            return self.targets(now)
+        return tuple(m for m in self.masters if self._acked_by.get(m, -1) < self.report_seq)
+
     def _everyone(self, now: float) -> tuple[str, ...]:
         """Every configured master, the master in use first (if alive): it is the one that acts on the report
         (issue #20: a link down reaches the LSD before the backups' copies are even sent)."""
@@ -305,7 +315,7 @@ class Reporter:
     def _transmit(self, now: float, everyone: bool = False) -> list[SendToMaster]:
         """Send the current report. Every new report (change, refresh, new term) goes to every configured
         master, so that backups know this switch and its address and can announce themselves to it the
-        moment they take over; retransmissions go only to the master in use (or to all if none is)."""
+        moment they take over; retransmissions go only to the master in use (or to all if none is, `_resend_to`)."""
         report = self.report(now)
         assert report is not None
         jitter = self.refresh_jitter * jitter_fraction(self.switch, self.reports) if self.refresh_jitter else 0.0
@@ -313,6 +323,6 @@ class Reporter:
         self._retry_at = math.inf if self.acked else min(now + self._backoff, self._refresh_at)
         if everyone:
             self._sent_all.append((self.report_seq, now))
-        out = [SendToMaster(master, report) for master in (self._everyone(now) if everyone else self.targets(now))]
+        out = [SendToMaster(master, report) for master in (self._everyone(now) if everyone else self._resend_to(now))]
         self.sent += len(out)
         return out

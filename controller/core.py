@@ -706,6 +706,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         self._maybe_release(now)
         out.append(ReportAccepted(sender, r.report_seq, n_changes))
         if not relayed:
+            peer.report_acked_at = now
             out.append(Send(sender, ReportAck(self.id, self.term, r.report_seq)))
         return out
 

@@ -15,6 +15,8 @@ ReplicationAck). Rules:
   about the same link changes no link state, so there is nothing to coalesce), still within the rate
   limit and the cold-start settle window.
 - Keepalive(master, term, version) goes to a peer when nothing was sent to it for `keepalive` seconds. A
+  client held at its first contact (below) gets one at once, so it knows its master — unless our ReportAck
+  told it (`Peer.report_acked_at`): then its keepalive clock just starts. A
   client that finds itself behind answers with LsdRequest(its version) and gets the missing delta (repair).
   The version announced is the one the peer (or the group) was last brought to in this term, not the
   LSD's newest: while an update waits (paced, held, settling) a client in step has nothing to repair, and
@@ -66,6 +68,7 @@ class Peer:
     first_seen: float
     last_heard: float
     last_report: float | None = None
+    report_acked_at: float = NEVER       # last ReportAck the master sent it itself (a relayed report gets none)
     acked_term: int | None = None
     acked_version: int | None = None
     sent_term: int | None = None
@@ -124,6 +127,7 @@ class Distributor:
         self.peers: dict[str, Peer] = {}
         self.active = False                 # only a master distributes
         self.term = 0
+        self._active_since = math.inf       # when this mastership's distribution started (activate)
         # Timer wheel: distinct due times (heap) -> peers due then. Peers updated in the same tick share
         # their next due time, so a fan-out to 10,000 peers is a few list appends, not 10,000 heap ops.
         self._times: list[float] = []
@@ -184,6 +188,7 @@ class Distributor:
         """We became master of `term`: every known peer needs a full snapshot of this term, now."""
         self.active = True
         self.term = term
+        self._active_since = now
         self._clear_schedule()
         for p in self.peers.values():
             p.sent_term = p.sent_version = None
@@ -360,6 +365,7 @@ class Distributor:
             ka = p.last_send_at + self.keepalive
         elif self._unicast(p) and p.update_due is not None and self._held(p):
             ka = p.last_heard          # held and never told anything: a keepalive now, so it knows its master
+            #                            (unless our ack told it: then _tick_peer only starts the keepalive clock)
         if p.update_due is None or self._held(p):
             return ka
         due = p.update_due
@@ -419,9 +425,13 @@ class Distributor:
                 p.sent_term, p.sent_version = self.term, lsd.version
                 p.last_update_at = p.last_send_at = p.synced_at = now
                 sent = True
-        if not sent and unicast and p.last_send_at + keepalive <= now:
+        if not sent and unicast and p.last_send_at + keepalive <= now and not (
+                p.last_send_at == NEVER and p.report_acked_at >= self._active_since):
             out.append(Send(p.name, self._keepalive(self._announced(p.sent_term, p.sent_version, lsd), cache)))
             p.last_send_at = now
+        # else: a client we never sent anything whose report we acked in this mastership: the ack named us, its
+        # master (client.replica.on_report_ack) — no keepalive now, only after `keepalive` (issue #18, stop 35:
+        # every held client of a cold start got one, 30,088 datagrams the master built, signed and sent)
         if unicast and p.last_send_at == NEVER:
             p.last_send_at = now                       # start the keepalive clock
         self._queue(p)

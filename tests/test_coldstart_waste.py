@@ -97,14 +97,14 @@ def test_a_new_term_from_the_master_holding_our_request_asks_nothing_more() -> N
 
     f = clos_fabric(pods=0, leaves=4, spines=2, masters=3)
     r = LsdReplica(f, "leaf-1", now=0.0, request_interval=5.0, master_silence=100.0)
-    first = r.tick(0.0)
+    first = r.tick(5.0)          # no master heard within request_interval: every replica is asked
     assert [a.master for a in first if isinstance(a, SendToMaster)] == ["m1", "m2", "m3"]
-    assert r.on_keepalive(Keepalive("m2", 1, 0), 0.5) == []              # m2 has our request: no second one
+    assert r.on_keepalive(Keepalive("m2", 1, 0), 5.5) == []              # m2 has our request: no second one
     assert (r.term, r.master, r.need_sync) == (1, "m2", True)
-    later = r.tick(5.0)                                                  # unanswered: asked again, to m2
+    later = r.tick(10.0)                                                 # unanswered: asked again, to m2
     assert [(a.master, a.msg.term, a.msg.version) for a in later] == [("m2", 1, -1)]
     # a newer term from a master our last request did not go to: asked at once, as before
-    out = r.on_keepalive(Keepalive("m3", 2, 0), 5.5)
+    out = r.on_keepalive(Keepalive("m3", 2, 0), 10.5)
     assert [(a.master, a.msg.term) for a in out if isinstance(a, SendToMaster)] == [("m3", 2)]
 
 
@@ -158,3 +158,132 @@ def test_a_fan_out_over_many_ticks_builds_the_snapshot_and_the_too_big_delta_onc
     again = [s.msg for t in (0.6, 0.7, 0.8) for s in d.tick(lsd, t)]
     assert len(again) == 6 and again[0] is not sent[0] and again[0].snapshot == lsd.snapshot()
     assert calls == [0, 0]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Stop 35: three replicas. Before, a cold-started switch asked every replica for the LSD (no master known: its
+# replica learnt the master only from an LSD message), so each backup read and rejected 30,088 requests
+# (`not_master`) and, once it held the LSD, answered the later ones with ~27 KB snapshots the master was
+# sending too; a retry of the first report went to every replica, also to the backups that had acked it; and
+# the cold hold's master sent every client that reported a keepalive its ack had already made redundant.
+
+
+def _replica3(**kw: float):
+    from client.replica import LsdReplica
+    from proto.clos import clos_fabric
+
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=3)
+    return LsdReplica(f, "leaf-1", now=0.0, request_interval=5.0, master_silence=100.0, **kw)
+
+
+def test_the_first_request_waits_for_the_masters_ack_and_goes_to_it_alone() -> None:
+    from client.reporter import SendToMaster
+
+    r = _replica3()
+    assert r.tick(0.0) == [] and r.tick(4.9) == []                       # nobody named a master yet
+    assert r.on_report_ack("m2", 1, True, 1.0) == []                     # a backup's ack names none
+    out = r.on_report_ack("m1", 1, False, 1.2)                            # the master's own ack does
+    assert [(a.master, a.msg.term, a.msg.version) for a in out if isinstance(a, SendToMaster)] == [("m1", 1, -1)]
+    assert (r.master, r.term, r.master_alive(1.2)) == ("m1", 1, True)
+    assert r.on_report_ack("m1", 1, False, 1.5) == []                    # rate-limited as any request
+    later = r.tick(6.2)                                                   # unanswered: asked again, to m1 only
+    assert [a.master for a in later if isinstance(a, SendToMaster)] == ["m1"]
+
+
+def test_with_no_master_heard_the_first_request_goes_to_every_replica_after_request_interval() -> None:
+    from client.reporter import SendToMaster
+
+    r = _replica3()
+    out = r.tick(5.0)
+    assert [a.master for a in out if isinstance(a, SendToMaster)] == ["m1", "m2", "m3"]
+
+
+def test_a_client_core_asks_the_master_its_ack_named_and_no_backup() -> None:
+    from client.core import ClientCore, SendDatagram
+    from proto.auth import KeyRing
+    from proto.clos import clos_fabric
+    from proto.messages import Codec, LsdRequest, ReportAck
+    from tests.harness.fresh import establish
+
+    f = clos_fabric(pods=0, leaves=2, spines=2, masters=3)
+    ring = KeyRing.from_secret(bytes(range(32)))
+    core = ClientCore(f, "leaf-1", ring.bundle_for_switch("leaf-1"), now=0.0)
+    names = [s.name for s in f.switches]
+    masters = {m.id: Codec(ring, m.id, names, [x.id for x in f.masters]) for m in f.masters}
+    for c in masters.values():
+        establish(c, core.codec)
+    assert [a for a in core.tick(0.0) if isinstance(a, SendDatagram)] == []
+    backup_ack = masters["m2"].encode(ReportAck("m2", 1, 0, backup=True), to="leaf-1")
+    assert [a for a in core.on_datagram(backup_ack, 0.1) if isinstance(a, SendDatagram)] == []
+    out = core.on_datagram(masters["m1"].encode(ReportAck("m1", 1, 0), to="leaf-1"), 0.2)
+    sent = [a for a in out if isinstance(a, SendDatagram)]
+    assert [a.master for a in sent] == ["m1"]
+    assert isinstance(masters["m1"].decode(sent[0].data)[1], LsdRequest)
+    assert core.replica.master == "m1"
+
+
+def _reporter3():
+    from client.reporter import Reporter
+    from proto.clos import clos_fabric
+    from proto.messages import PortStatus
+
+    f = clos_fabric(pods=0, leaves=4, spines=2, masters=3)
+    rep = Reporter(f, "leaf-1", now=0.0, master_silence=10.0)
+    ports = tuple(PortStatus(p, True, True, True, True, False) for p in f.fabric_ports("leaf-1"))
+    first = rep.update(ports, 0.0)
+    assert [a.master for a in first] == ["m1", "m2", "m3"]
+    return rep
+
+
+def test_a_cold_start_retry_skips_the_replicas_that_acked_it_as_backups() -> None:
+    from proto.messages import ReportAck
+
+    rep = _reporter3()
+    seq = rep.report_seq
+    rep.on_ack(ReportAck("m2", 1, seq, backup=True), 0.5)
+    rep.on_ack(ReportAck("m3", 1, seq, backup=True), 0.6)
+    retry = rep.tick(rep.next_deadline())
+    assert [a.master for a in retry] == ["m1"]                            # only the master's ack ends retries
+    rep.on_ack(ReportAck("m1", 1, seq, backup=True), 1.0)                # nobody is master yet: all backups
+    assert rep.tick(rep.next_deadline()) == []                            # everyone has it: nothing to resend
+
+
+def test_a_retry_while_a_known_master_is_silent_still_goes_to_every_replica() -> None:
+    """Issue #16's hand-over (tests/test_gray_loopback.py): a switch that heard its master and no longer does
+    sends its retries to every replica, also to the backups that acked it."""
+    from proto.messages import ReportAck
+
+    rep = _reporter3()
+    rep.on_ack(ReportAck("m1", 1, rep.report_seq), 0.1)                 # m1 is the master in use
+    rep.on_ack(ReportAck("m2", 1, rep.report_seq, backup=True), 0.1)
+    out = rep.tick(rep.next_deadline())                                   # the refresh: a new report
+    assert [a.master for a in out] == ["m1", "m2", "m3"]
+    at = rep.next_deadline() - 1e-3
+    rep.on_ack(ReportAck("m2", 1, rep.report_seq, backup=True), at)    # the backups have it, m1 stays silent
+    rep.on_ack(ReportAck("m3", 1, rep.report_seq, backup=True), at)
+    retry: list = []
+    t = at
+    while not retry or rep.master_alive(t):
+        t = rep.next_deadline()
+        retry = rep.tick(t)
+    assert [a.master for a in retry] == ["m1", "m2", "m3"]             # m1 silent: to every replica
+
+
+def test_a_held_client_whose_report_we_acked_gets_no_keepalive_until_keepalive_passes() -> None:
+    from controller.core import MasterCore
+    from proto.messages import Keepalive, LsdRequest, ReportAck
+    from tests.test_master_core import NO_GUARD, make_fabric, report, sends
+
+    f = make_fabric(NO_GUARD)
+    core = MasterCore(f, "m1")
+    core.become_master(1, 0.0)                                            # no LSD: the cold hold
+    assert core.held
+    acts = core.handle("leaf-1", report(f, "leaf-1"), 0.1) + core.tick(0.1)
+    assert len(sends(acts, "leaf-1", ReportAck)) == 1
+    assert sends(acts, "leaf-1", Keepalive) == []                         # the ack named us
+    ka = f.timers.keepalive
+    acts = core.handle("leaf-2", LsdRequest("leaf-2", 0, 3), 0.1 + ka / 2) + core.tick(0.1 + ka / 2)
+    assert len(sends(acts, "leaf-2", Keepalive)) == 1                     # asked, never acked: told at once
+    assert sends(acts, "leaf-1", Keepalive) == []
+    acts = core.tick(0.1 + ka)
+    assert len(sends(acts, "leaf-1", Keepalive)) == 1                     # the keepalive clock ran

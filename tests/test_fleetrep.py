@@ -22,7 +22,8 @@ CHANGES = encode_changes({0: 1})
 T0 = 1000.0
 
 # one event: (kind, master index, term, a, b, flag, dt)
-EVENT = st.tuples(st.sampled_from(["full", "delta", "keepalive", "tick", "bad_full", "bad_delta", "other_digest"]),
+EVENT = st.tuples(st.sampled_from(["full", "delta", "keepalive", "tick", "bad_full", "bad_delta", "other_digest",
+                                   "ack"]),
                   st.integers(0, 2), st.integers(0, 3), st.integers(0, 5), st.integers(1, 3), st.booleans(),
                   st.sampled_from([0.0, 0.01, 0.1, 0.35, 2.0]))
 
@@ -41,6 +42,8 @@ def _feed_real(r: LsdReplica, ev, now: float) -> list[tuple[tuple[str, ...], int
     m = MASTERS[mi]
     if kind == "tick":
         acts = r.tick(now)
+    elif kind == "ack":
+        acts = r.on_report_ack(m, term, backup, now)
     elif kind == "keepalive":
         acts = r.on_keepalive(Keepalive(m, term, a, backup=backup), now)
     elif kind in ("full", "bad_full", "other_digest"):
@@ -59,6 +62,8 @@ def _feed_rep(r: Rep, ev, now: float) -> list[tuple[tuple[str, ...], int, int]]:
     out: list[Request] = []
     if kind == "tick":
         r.tick(now, out)
+    elif kind == "ack":
+        r.on_report_ack(m, term, backup, now, out)
     elif kind == "keepalive":
         r.on_keepalive(m, term, a, backup, now, out)
     elif kind in ("full", "bad_full", "other_digest"):

@@ -74,8 +74,10 @@ def synced_replica(fabric, clock, master: Master) -> LsdReplica:
 def test_starts_empty_and_asks_every_master_rate_limited(fabric, clock):
     r = LsdReplica(fabric, "leaf-1", now=clock.now)
     assert (r.version, r.state, r.fail_static) == (-1, ReplicaState.EMPTY, False)
-    assert r.next_deadline() == clock.now
-    out = r.tick(clock.now)
+    # no master known: the first request waits for one (its ack or keepalive), at most request_interval
+    assert r.next_deadline() == clock.now + fabric.timers.keepalive
+    assert requests(r.tick(clock.now)) == []
+    out = r.tick(clock.advance(fabric.timers.keepalive))
     assert requests(out) == [(m, LsdRequest("leaf-1", 0, -1)) for m in MASTERS]
     t0 = clock.now
     assert requests(r.tick(clock.set(t0 + 0.05))) == []            # one outstanding request per keepalive
@@ -331,7 +333,7 @@ def test_requests_go_to_every_master_when_ours_is_silent(fabric, clock):
     # hearing it made m1 alive again: the request goes to m1 only
     assert requests(out) == [("m1", LsdRequest("leaf-1", 1, 1))]
     r2 = LsdReplica(fabric, "leaf-2", now=clock.now)
-    assert [mm for mm, _ in requests(r2.tick(clock.now))] == list(MASTERS)
+    assert [mm for mm, _ in requests(r2.tick(clock.advance(fabric.timers.keepalive)))] == list(MASTERS)
 
 
 def test_two_masters_alternating_in_one_term_do_not_cause_a_request_storm(fabric, clock):

@@ -150,6 +150,7 @@ class CoreFleet:
         elif isinstance(msg, ReportAck):
             out += rep.on_master_heard(msg.master, msg.term, now, msg.backup)
             out += rep.on_ack(msg, now)
+            out += rpl.on_report_ack(msg.master, msg.term, msg.backup, now)
         elif isinstance(msg, Keepalive | LsdFull | LsdDelta):
             out += rep.on_master_heard(msg.master, msg.term, now, msg.backup)
             handler = {Keepalive: rpl.on_keepalive, LsdFull: rpl.on_full, LsdDelta: rpl.on_delta}[type(msg)]

@@ -58,7 +58,7 @@ class Rep:
         self.master_heard_at = now
         self.server: str | None = None
         self.server_heard_at = -math.inf
-        self.next_request = now
+        self.next_request = now + cfg.interval   # LsdReplica: the first request waits for a master to be known
         self.asked: tuple[str, ...] = ()   # the replicas the last request went to
         self.mismatch = False           # last snapshot refused for another fabric digest
 
@@ -153,6 +153,12 @@ class Rep:
             self._gap(now, out)
         elif version == self.version:
             self.need_sync = False
+
+    def on_report_ack(self, master: str, term: int, backup: bool, now: float, out: list[Request]) -> None:
+        """LsdReplica.on_report_ack: a master's own ReportAck names the master of its term."""
+        if backup or self._accept(master, term, False, now) is None:
+            return
+        self._maybe_request(now, out)
 
     def tick(self, now: float, out: list[Request]) -> None:
         if not self.fail_static and now >= self.heard_at + self.cfg.silence:
