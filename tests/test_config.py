@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 from ipaddress import IPv4Address, IPv4Network
@@ -373,20 +374,32 @@ def test_a_fifo_or_a_nul_in_the_path_is_an_error_not_a_hang(tmp_path: Path) -> N
     (tmp_path / "k.key").write_text("00" * 32)
 
     def write() -> None:
-        with open(fifo, "w") as w:
+        # open() blocks until a reader opens the FIFO; EPIPE: that reader gave up (EOF) before it wrote (below)
+        with contextlib.suppress(BrokenPipeError), open(fifo, "w") as w:
             w.write(BASE)
-    writer = threading.Thread(target=write, daemon=True)
-    writer.start()
-    for _ in range(100):    # until the writer waits in open(): before that, a read finds no writer (EOF)
+
+    def start() -> threading.Thread:
+        t = threading.Thread(target=write, daemon=True)
+        t.start()
+        return t
+
+    writer = start()
+    for _ in range(100):    # a read before the writer connects finds no writer (EOF): again
         try:
             assert load_fabric(fifo).name == "t"
             break
         except ConfigError as e:
             assert "a FIFO that gave no data" in str(e)
             writer.join(0.05)
+            if not writer.is_alive():
+                # it connected to a reader that had already read EOF: its data went nowhere (CI once lost
+                # its only writer so); a shell's `<(...)` has one writer per read, so a new one
+                writer = start()
     else:
         pytest.fail("the written FIFO never loaded")
     writer.join(5)
+    assert not writer.is_alive()
+    assert not writer.is_alive()
 
 
 # --------------------------------------------------------------------------------------------- errors
