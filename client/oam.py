@@ -218,7 +218,7 @@ class OamPorts:
         self.failures = 0          # ports that fell back to software ND (metric)
         self.restarts = 0          # CFM configured afresh on a returning carrier (metric)
         self.silent_restarts = 0   # CFM removed during a silent failure (metric)
-        self.silent_skipped = 0    # silent failures past the restart budget, left to CFM (metric)
+        self.silent_skipped = 0    # silent failures past the restart budget or in a stall, left to CFM (metric)
         self._silent: list[int] = []   # ports stopped during a silent failure, for take_silent_stops
         self.restart_after = max(CFM_RESTART_AFTER, 2 * 3.5 * fabric.timers.oam_interval)
         self.readd_after = max(CFM_READD_AFTER, 2 * fabric.timers.nd_interval)

@@ -155,13 +155,10 @@ def _run(argv: list[str]) -> None:
 
 def get_json(master: Any, path: str, timeout: float = 1.0) -> Any:
     """GET `path` (e.g. "/v1/clients") from a master's REST API at its configured address and rest_port."""
-    from controller.ops.fetch import AnswerError, fetch, loads
+    from controller.ops.fetch import fetch_json
 
-    url = f"http://{master.address}:{master.rest_port}{path}"
-    status, raw = fetch(url, timeout=timeout)      # bounded in size and time, no proxy, no redirect
-    if status != 200:
-        raise AnswerError(f"{url}: HTTP {status}")
-    return loads(raw)
+    # bounded in size and time, no proxy, no redirect
+    return fetch_json(f"http://{master.address}:{master.rest_port}{path}", timeout)
 
 
 def master_states(masters: Any, timeout: float = 0.5) -> dict[str, Any]:

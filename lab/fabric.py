@@ -136,12 +136,9 @@ class NetnsHttp:
 def _get_json(port: int, path: str, timeout: float) -> Any:
     """The JSON at 127.0.0.1:port + path; OSError (AnswerError for an HTTP error status or an answer that is
     not HTTP, too big or too slow: controller.ops.fetch) or ValueError if none."""
-    from controller.ops.fetch import AnswerError, fetch, loads
+    from controller.ops.fetch import fetch_json
 
-    status, raw = fetch(f"http://127.0.0.1:{port}{path}", timeout=timeout)
-    if status != 200:
-        raise AnswerError(f"127.0.0.1:{port}{path}: HTTP {status}")
-    return loads(raw)
+    return fetch_json(f"http://127.0.0.1:{port}{path}", timeout)
 
 
 # Clients per bring-up wave when they are forked from the zygote (~0.08 s of CPU each, vs ~0.33 s started

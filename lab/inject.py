@@ -246,10 +246,10 @@ def client_lacks(state: object, want: list[int]) -> str | None:
         return "nothing programmed yet"
     if not state.get("master"):
         return "no master heard (fail-static)"
-    ports = [q for q in state.get("ports", []) if isinstance(q, dict)]
     # a port without carrier (a cable pulled outside the lab's fault records) is not the client's to bring up
-    missing = [p for p in want if not any(q.get("port") == p and (q.get("usable") or q.get("phy") is False)
-                                          for q in ports)]
+    unplugged = set(no_carrier(state))
+    missing = [p for p in want if p not in unplugged and not any(
+        isinstance(q, dict) and q.get("port") == p and q.get("usable") for q in state.get("ports", []))]
     if missing:
         return f"fabric ports not usable: {', '.join(map(str, missing))} (of {len(want)} expected)"
     return None
@@ -280,9 +280,10 @@ def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0,
         if (what := client_lacks(s, want)) is not None:
             lack[0] = what
         else:
-            gone = {(switch, p) for p in no_carrier(s)}
+            without = no_carrier(s)
             if unplugged is not None:
-                unplugged[:] = sorted(p for _s, p in gone)
+                unplugged[:] = without
+            gone = {(switch, p) for p in without}
             try:
                 lsd = lab.master_get("/v1/lsd").get("links", {})
             except (LabError, OSError, ValueError) as e:

@@ -91,6 +91,15 @@ def fetch(url: str, method: str = "GET", data: bytes | None = None, headers: dic
         conn.close()
 
 
+def fetch_json(url: str, timeout: float = 1.0) -> Any:
+    """The JSON a GET of `url` answers with 200; AnswerError for another status (a 3xx is not followed) or
+    an answer that is not HTTP, too big or too slow (`fetch`), ValueError for bad JSON."""
+    status, raw = fetch(url, timeout=timeout)
+    if status != 200:
+        raise AnswerError(f"{url}: HTTP {status}")
+    return loads(raw)
+
+
 def loads(raw: bytes) -> Any:
     """json.loads; nesting too deep is a ValueError like any other bad JSON."""
     try:
