@@ -54,6 +54,7 @@ def fetch(url: str, method: str = "GET", data: bytes | None = None, headers: dic
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
+    late = f"no complete answer within {DEADLINE_FACTOR * timeout:g} s"
     timer = threading.Timer(DEADLINE_FACTOR * timeout, cut)
     timer.daemon = True
     timer.start()
@@ -71,20 +72,20 @@ def fetch(url: str, method: str = "GET", data: bytes | None = None, headers: dic
             if size > limit:
                 raise AnswerError(f"answer of more than {limit} bytes (refused)")
             if time.monotonic() > deadline:
-                raise AnswerError(f"no complete answer within {DEADLINE_FACTOR * timeout:g} s")
+                raise AnswerError(late)
         if expired.is_set():
-            raise AnswerError(f"no complete answer within {DEADLINE_FACTOR * timeout:g} s")
+            raise AnswerError(late)
         if resp.length:             # bytes of its Content-Length never sent: the connection closed
             raise AnswerError(f"answer cut short: {size} bytes of the {size + resp.length} announced")
         return resp.status, b"".join(chunks)
     except http.client.HTTPException as e:
         if expired.is_set():
-            raise AnswerError(f"no complete answer within {DEADLINE_FACTOR * timeout:g} s") from None
+            raise AnswerError(late) from None
         text = " ".join(str(e).split())[:120]
         raise AnswerError(f"not an HTTP answer ({type(e).__name__}: {text})") from None
     except OSError:
         if expired.is_set():
-            raise AnswerError(f"no complete answer within {DEADLINE_FACTOR * timeout:g} s") from None
+            raise AnswerError(late) from None
         raise
     finally:
         timer.cancel()
