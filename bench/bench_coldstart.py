@@ -13,7 +13,10 @@ empty LSD. Measured:
   `silences` (switch_silent lines in the master logs after t0) stays 0;
 - `elections`: master terms started after t0 (highest term at the end − term at t0; must be 0);
 - per replica: CPU seconds (utime+stime after t0), peak RSS (VmHWM), kernel drops of its client socket
-  (/proc/net/udp, cumulative), `overload` log lines.
+  (/proc/net/udp, cumulative), `overload` log lines;
+- `fleet_cpu_storm_s` / `replica_cpu_storm_s`: CPU seconds of the fleet workers (summed) and of each replica from
+  t0 to convergence — on a 2-core host their sum / 2 bounds the convergence time from below;
+  `fleet_cpu_setup_s`: the workers' CPU before t0 (building the codecs), included in `fleet_cpu_s`.
 
 Results: bench/results/coldstart.json and BENCHMARKS.md. The machine is shared: `load_avg` is recorded.
 """
@@ -157,6 +160,7 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         offsets = {m: cluster.log_path(m).stat().st_size for m in cluster.ids}
         cpu0 = {m: proc_cpu(cluster.procs[m].pid) for m in cluster.ids}
         res["load_avg_before"] = os.getloadavg()
+        fleet_cpu0 = sum(proc_cpu(pid) for pid in fleet.pids)
         fleet.cold_start()
         progress: list[tuple[float, int]] = []
 
@@ -172,6 +176,11 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         n = len(fleet.names)
         conv = fleet.wait(lambda s: s["complete"] == n, timeout=timeout, on_stats=note)
         res["converged_s"] = None if conv is None else round(conv, 2)
+        # CPU from t0 to convergence (or the timeout): what the storm cost the harness and each replica on the
+        # shared cores (fleet_cpu_s below also counts the workers' setup before t0 and the stable window)
+        res["fleet_cpu_setup_s"] = round(fleet_cpu0, 1)
+        res["fleet_cpu_storm_s"] = round(sum(proc_cpu(pid) for pid in fleet.pids) - fleet_cpu0, 1)
+        res["replica_cpu_storm_s"] = {m: round(proc_cpu(cluster.procs[m].pid) - cpu0[m], 1) for m in cluster.ids}
         res["progress"] = progress
         lost_at = None
         if conv is not None and stable > 0:
