@@ -70,17 +70,20 @@ from proto.messages import (
     PortStatus,
     ReportAck,
 )
+from proto.wire import encode_payload
 from tests.harness.fleetrep import Rep, RepConfig, Request
+from tests.harness.fleetwire import sign
 from tests.harness.simclient import key_owner
 
 _UP = int(LinkState.UP)
+_REPORT, _REQUEST = PortReport.TYPE, LsdRequest.TYPE
 #: how long a worker keeps reading input that is already waiting before it runs its timers (s)
 DRAIN_S = 0.25
 
 
 class _Sw:
-    __slots__ = ("acked", "backoff", "backed", "codec", "held", "idx", "name", "next_at", "ports", "refreshes",
-                 "rep", "rep_due", "rheard", "rmaster", "rterm", "seq", "sock")
+    __slots__ = ("acked", "backoff", "backed", "codec", "held", "idx", "name", "next_at", "payload", "pkey", "ports",
+                 "refreshes", "rep", "rep_due", "rheard", "rmaster", "rterm", "seq", "sock", "tkey")
 
     def __init__(self, idx: int, name: str, codec: Codec, sock: int, ports: tuple[PortStatus, ...], rep: Rep) -> None:
         self.idx, self.name, self.codec, self.sock, self.ports = idx, name, codec, sock, ports
@@ -96,7 +99,10 @@ class _Sw:
         self.rheard = -math.inf
         self.rep = rep                  # the worker's shared group Rep while in step, else its own
         self.rep_due = math.inf         # own Rep's deadline queued in the worker's rep heap
-        self.held: dict[str, LsdRequest] | None = None    # requests waiting for a handshake (client.core)
+        self.held: dict[str, bytes] | None = None         # request payloads waiting for a handshake (client.core)
+        self.pkey: tuple[int, int] | None = None          # the (seq, term) whose report payload is `payload`
+        self.payload = b""
+        self.tkey: tuple[int, int, int] | None = None     # while diverged: its Rep's count in _Worker.tally
         self.backed: dict[str, int] | None = None         # replica -> highest seq it acked as a backup
 
 
@@ -157,14 +163,20 @@ class _Worker:
                        "rejected": 0, "send_drops": 0, "group": 0, "diverged": 0, "rejoined": 0, "rebased": 0,
                        "fail_static": 0, "challenges": 0, "retries": 0, "retries_behind": 0}
         self.behind = False      # the last receive() left input unread (instrumentation: retries_behind)
+        # what stats() reports, kept up to date as it changes (the bench polls it every 100 ms; a scan of
+        # 10,000 switches cost a worker ~3 ms a poll): switches acked, diverged Reps by (data term, version, term)
+        self.n_acked = len(self.swl)
+        self.tally: dict[tuple[int, int, int], int] = {}
         self.first_report_at: float | None = None
 
     # ---------------------------------------------------------------------------------------- sending
-    def _send(self, sw: _Sw, msg: Any, targets: Sequence[str]) -> None:
-        s = self.socks[sw.sock]
+    def _send(self, sw: _Sw, type_id: int, payload: bytes, targets: Sequence[str]) -> None:
+        """One datagram per target, each signed by the switch's codec (fleetwire.sign: Codec.encode's bytes
+        for a payload serialised once)."""
+        s, codec = self.socks[sw.sock], sw.codec
         for mid in targets:
             try:
-                s.sendto(sw.codec.encode(msg, to=mid), self.masters[mid])
+                s.sendto(sign(codec, type_id, payload, mid), self.masters[mid])
                 self.counts["out"] += 1
             except OSError:
                 self.counts["send_drops"] += 1
@@ -181,6 +193,8 @@ class _Worker:
     def _report(self, sw: _Sw, now: float, new: bool, everyone: bool = False) -> None:
         if new:
             sw.seq += 1
+            if sw.acked:
+                self.n_acked -= 1
             sw.acked = False
             sw.backoff = self.retry_min
         rm = sw.rmaster
@@ -191,11 +205,17 @@ class _Worker:
             targets = [m for m in self.mids if backed.get(m, 0) < sw.seq]
         else:
             targets = (rm,)
-        self._send(sw, self._report_of(sw), targets)
+        self._send(sw, _REPORT, self._report_of(sw), targets)
         self._schedule(sw, now)
 
-    def _report_of(self, sw: _Sw) -> PortReport:
-        return PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports)
+    def _report_of(self, sw: _Sw) -> bytes:
+        """The payload of the switch's current report (built and checked once per seq and term: the same bytes
+        go to every replica and in every copy a Challenge asks for)."""
+        key = (sw.seq, sw.rterm)
+        if sw.pkey != key:
+            sw.payload = encode_payload(PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports))
+            sw.pkey = key
+        return sw.payload
 
     def _schedule(self, sw: _Sw, now: float) -> None:
         if sw.acked:
@@ -210,13 +230,13 @@ class _Worker:
     def _request(self, sw: _Sw, r: Request) -> None:
         """Like client.core: a request to a master we have no freshness handshake with waits for it."""
         self.counts["requests"] += 1
-        msg = LsdRequest(sw.name, r.term, r.version)
+        msg = encode_payload(LsdRequest(sw.name, r.term, r.version))
         ready = [m for m in r.targets if sw.codec.established(m)]
         if len(ready) < len(r.targets):
             if sw.held is None:
                 sw.held = {}
             sw.held.update((m, msg) for m in r.targets if m not in ready)
-        self._send(sw, msg, ready)
+        self._send(sw, _REQUEST, msg, ready)
 
     def _fan_out(self, out: list[Request]) -> None:
         """The shared Rep asked: every in-step switch sends its own LsdRequest (genuine per-switch traffic)."""
@@ -337,12 +357,12 @@ class _Worker:
                     self.socks[sw.sock].sendto(answer, self.masters[e.sender])
             return
         if sw.held and sender in sw.held:             # handshake done: the held request goes now
-            self._send(sw, sw.held.pop(sender), (sender,))
+            self._send(sw, _REQUEST, sw.held.pop(sender), (sender,))
         t = type(msg)
         if t is Challenge:
             self.counts["challenges"] += 1
             if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only,
-                self._send(sw, self._report_of(sw), (sender,))
+                self._send(sw, _REPORT, self._report_of(sw), (sender,))
                 sw.next_at = now + self.retry_min               # and the next retry a back-off from this copy
                 heapq.heappush(self.heap, (sw.next_at, sw.idx, sw.name))
         elif t is ReportAck:
@@ -362,6 +382,7 @@ class _Worker:
             if (not msg.backup and sender == sw.rmaster and msg.term == sw.rterm and not sw.acked
                     and msg.report_seq >= sw.seq):
                 sw.acked = True
+                self.n_acked += 1
                 self._schedule(sw, now)
         elif t is Keepalive or t is LsdFull or t is LsdDelta:
             self._lsd(sw, sender, msg, now)
@@ -443,16 +464,45 @@ class _Worker:
             if own:
                 self._rejoin(sw)
         else:
-            if not own:
-                sw.rep = rep
-                self.diverged[sw.name] = sw
-                self.counts["diverged"] += 1
+            if own:
+                self._tally(sw)
+            else:
+                self._diverge(sw, rep)
             self._due(sw, now)
+
+    def _diverge(self, sw: _Sw, rep: Rep) -> None:
+        sw.rep = rep
+        self.diverged[sw.name] = sw
+        self.counts["diverged"] += 1
+        self._tally(sw)
+
+    def _tally(self, sw: _Sw) -> None:
+        """Count a diverged switch's Rep under its (data term, version, term) after it may have changed."""
+        rep = sw.rep
+        key = (rep.data_term if rep.version >= 0 else -1, rep.version, rep.term)
+        old = sw.tkey
+        if key == old:
+            return
+        t = self.tally
+        if old is not None:
+            self._untally(old)
+        t[key] = t.get(key, 0) + 1
+        sw.tkey = key
+
+    def _untally(self, key: tuple[int, int, int]) -> None:
+        t = self.tally
+        if t[key] == 1:
+            del t[key]
+        else:
+            t[key] -= 1
 
     def _rejoin(self, sw: _Sw) -> None:
         sw.rep = self.g
         sw.rep_due = math.inf
         del self.diverged[sw.name]
+        if sw.tkey is not None:
+            self._untally(sw.tkey)
+            sw.tkey = None
         self.counts["rejoined"] += 1
 
     def _group(self, sender: str, msg: Any, now: float) -> None:
@@ -485,6 +535,7 @@ class _Worker:
                 self._rejoin(sw)
             else:
                 classes.setdefault(k, []).append(sw)
+                self._tally(sw)
                 self._due(sw, now)
         # The shared Rep only learns from the group: after a group datagram it missed, the switches repair
         # by unicast and leave it one by one. When more of them agree on another state than follow the
@@ -499,9 +550,7 @@ class _Worker:
         key = new.key(now)
         for sw in self.swl:
             if sw.rep is old:
-                sw.rep = old.copy()
-                self.diverged[sw.name] = sw
-                self.counts["diverged"] += 1
+                self._diverge(sw, old.copy())
                 self._due(sw, now)
             elif sw.rep.key(now) == key:
                 self._rejoin(sw)
@@ -514,15 +563,17 @@ class _Worker:
         complete = 0
         terms: set[int] = set()
         in_step = len(self.sw) - len(self.diverged)
-        groups = [(self.g, in_step)] if in_step else []
-        groups += [(sw.rep, 1) for sw in self.diverged.values()]
-        for rep, k in groups:
-            key = (rep.data_term if rep.has_data else -1, rep.version)
+        g = self.g
+        groups = list(self.tally.items())        # the diverged switches' Reps, counted as they change
+        if in_step:
+            groups.append(((g.data_term if g.version >= 0 else -1, g.version, g.term), in_step))
+        for (data_term, version, term), k in groups:
+            key = (data_term, version)
             versions[key] = versions.get(key, 0) + k
-            if rep.has_data and full_refs.get(rep.data_term) == rep.version:
+            if version >= 0 and full_refs.get(data_term) == version:
                 complete += k
-            terms.add(rep.term)
-        return {"switches": len(self.sw), "complete": complete, "acked": sum(s.acked for s in self.swl),
+            terms.add(term)
+        return {"switches": len(self.sw), "complete": complete, "acked": self.n_acked,
                 "in_step": in_step, "versions": versions, "counts": dict(self.counts),
                 "ports": sorted({sock.getsockname()[1] for sock in self.socks}),
                 "first_report_at": self.first_report_at, "terms": sorted(terms)}
@@ -562,6 +613,11 @@ def _count_gc(counts: dict[str, int]) -> None:
 def _worker_main(conn: Connection, fabric: Fabric, keyring: KeyRing, masters: dict[str, tuple[str, int]],
                  names: Sequence[str], n_sockets: int, group: tuple[str, int] | None, bind: str) -> None:
     w = _Worker(fabric, keyring, masters, names, n_sockets, group, bind)
+    # Like the master (controller.server): what the worker built (~10,000 codecs, the fabric forked from the
+    # parent) is kept for good; out of the cyclic GC's reach, or every full collection of the storm walks it
+    # (~0.35 s each, 2.2 s of a Jupiter cold start's fleet CPU before this)
+    gc.collect()
+    gc.freeze()
     _count_gc(w.counts)
     w.counts["setup_cpu_ms"] = _cpu_ms()     # building ~10,000 codecs: before t0, not the storm's
     conn.send("ready")
