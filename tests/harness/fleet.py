@@ -611,7 +611,8 @@ def _count_gc(counts: dict[str, int]) -> None:
 
 
 def _worker_main(conn: Connection, fabric: Fabric, keyring: KeyRing, masters: dict[str, tuple[str, int]],
-                 names: Sequence[str], n_sockets: int, group: tuple[str, int] | None, bind: str) -> None:
+                 names: Sequence[str], n_sockets: int, group: tuple[str, int] | None, bind: str,
+                 nice: int = 0) -> None:
     w = _Worker(fabric, keyring, masters, names, n_sockets, group, bind)
     # Like the master (controller.server): what the worker built (~10,000 codecs, the fabric forked from the
     # parent) is kept for good; out of the cyclic GC's reach, or every full collection of the storm walks it
@@ -620,6 +621,8 @@ def _worker_main(conn: Connection, fabric: Fabric, keyring: KeyRing, masters: di
     gc.freeze()
     _count_gc(w.counts)
     w.counts["setup_cpu_ms"] = _cpu_ms()     # building ~10,000 codecs: before t0, not the storm's
+    if nice:
+        os.nice(nice)
     conn.send("ready")
     while True:
         while conn.poll(0):
@@ -649,11 +652,12 @@ def _worker_main(conn: Connection, fabric: Fabric, keyring: KeyRing, masters: di
 class Fleet:
     def __init__(self, fabric: Fabric, masters: dict[str, tuple[str, int]], *, workers: int = 3,
                  sockets_per_worker: int = 4, group: tuple[str, int] | None = None, bind: str = "127.0.0.1",
-                 keyring: KeyRing | None = None, names: Sequence[str] | None = None) -> None:
+                 keyring: KeyRing | None = None, names: Sequence[str] | None = None, nice: int = 0) -> None:
         self.fabric = fabric
         self.masters = dict(masters)
         self.n_workers = workers
         self.sockets = sockets_per_worker
+        self.nice = nice        # the workers' scheduling niceness (os.nice) once built: 0 = the caller's
         self.group = group
         self.bind = bind
         self.keyring = keyring if keyring is not None else KeyRing.load(fabric.security.key_file)
@@ -668,7 +672,7 @@ class Fleet:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker_main, daemon=True,
                             args=(child, self.fabric, self.keyring, self.masters, self.names[i::self.n_workers],
-                                  self.sockets, self.group, self.bind))
+                                  self.sockets, self.group, self.bind, self.nice))
             p.start()
             self.procs.append(p)
             self.conns.append(parent)
