@@ -161,7 +161,7 @@ class _Worker:
         self.heap: list[tuple[float, int, str]] = []
         self.counts = {"in": 0, "out": 0, "full": 0, "delta": 0, "keepalive": 0, "ack": 0, "requests": 0,
                        "rejected": 0, "send_drops": 0, "group": 0, "diverged": 0, "rejoined": 0, "rebased": 0,
-                       "fail_static": 0, "challenges": 0, "retries": 0, "retries_behind": 0}
+                       "fail_static": 0, "challenges": 0, "retries": 0, "retries_behind": 0, "wakeups": 0}
         self.behind = False      # the last receive() left input unread (instrumentation: retries_behind)
         # what stats() reports, kept up to date as it changes (the bench polls it every 100 ms; a scan of
         # 10,000 switches cost a worker ~3 ms a poll): switches acked, diverged Reps by (data term, version, term)
@@ -316,6 +316,8 @@ class _Worker:
     # ---------------------------------------------------------------------------------------- receiving
     def receive(self, timeout: float) -> None:
         ready = sorted((key.data != self.group_sock, key.data) for key, _ in self.sel.select(timeout))
+        if ready:
+            self.counts["wakeups"] += 1     # instrumentation: datagrams read per select that found input
         for _, i in ready:       # the group first: a keepalive waiting in the socket was heard in time
             s = self.socks[i]
             for _ in range(512):
