@@ -3,8 +3,9 @@
 `Fleet(fabric, masters, workers=3)` forks `workers` processes; each owns a slice of the switches and a few
 UDP sockets (switches share sockets: the master learns each switch's address from its datagrams; incoming
 unicast is dispatched by the key owner in the header) and, with multicast, one socket joined to the group.
-Every switch signs with its own key (the real `Codec`) and behaves like `client.reporter` + `client.replica`
-as far as the master can tell:
+Every switch signs with its own key (the real `Codec`; a report or request is serialised once and signed per
+destination by `tests.harness.fleetwire.sign`, the bytes `Codec.encode` gives), verifies every datagram it
+receives with that codec, and behaves like `client.reporter` + `client.replica` as far as the master can tell:
 
 - a new report (first, refresh) goes to every configured master; retransmissions of an unacked report
   (backoff report_retry_min .. report_retry_max) to the master in use, or to all if none is live (before
