@@ -1,6 +1,7 @@
 """The fleet harness's shortcuts (issue #18) give the wire what the real codec gives: a switch's datagram
 signed from a payload serialised once (tests.harness.fleetwire.sign) is byte for byte `Codec.encode`'s, and
-the fleet worker's reports, copies and requests decode at a master as the messages a real client sends."""
+the fleet worker's reports, copies and requests decode at a master as the messages a real client sends; its
+switches still reject forged, corrupted and replayed datagrams and ask for a version a delta skipped."""
 
 from __future__ import annotations
 
