@@ -13,7 +13,10 @@ empty LSD. Measured:
   `silences` (switch_silent lines in the master logs after t0) stays 0;
 - `elections`: master terms started after t0 (highest term at the end − term at t0; must be 0);
 - per replica: CPU seconds (utime+stime after t0), peak RSS (VmHWM), kernel drops of its client socket
-  (/proc/net/udp, cumulative), `overload` log lines.
+  (/proc/net/udp, cumulative), `overload` log lines;
+- `fleet_cpu_storm_s` / `replica_cpu_storm_s`: CPU seconds of the fleet workers (summed) and of each replica from
+  t0 to convergence — on a 2-core host their sum / 2 bounds the convergence time from below;
+  `fleet_cpu_setup_s`: the workers' CPU before t0 (building the codecs), included in `fleet_cpu_s`.
 
 Results: bench/results/coldstart.json and BENCHMARKS.md. The machine is shared: `load_avg` is recorded.
 """
@@ -42,11 +45,12 @@ RESULTS = ROOT / "bench" / "results" / "coldstart.json"
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu(pid: int) -> float:
+def proc_cpu(pid: int, user: bool = True, system: bool = True) -> float:
+    """CPU seconds of a process (user + system time; either alone with `system=False` / `user=False`)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             cols = f.read().rsplit(")", 1)[1].split()
-        return (int(cols[11]) + int(cols[12])) / _TICK
+        return (int(cols[11]) * user + int(cols[12]) * system) / _TICK
     except (OSError, IndexError, ValueError):
         return float("nan")
 
@@ -125,7 +129,7 @@ def _sent_counts(rest_port: int) -> dict[str, int]:
 
 
 def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: int = 3, timeout: float = 120.0,
-        stable: float = 10.0, log: Any = print, **clos: Any) -> dict[str, Any]:
+        stable: float = 10.0, fleet_nice: int = 0, log: Any = print, **clos: Any) -> dict[str, Any]:
     """One cold start; returns the measurements (see the module docstring)."""
     cluster = LoopCluster(directory, masters=masters, log_level="info", **clos)
     group = None
@@ -139,10 +143,11 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         cluster.fabric = load_fabric(cluster.config)
     fabric = cluster.fabric
     res: dict[str, Any] = {"switches": len(fabric.switches), "links": len(fabric.links), "masters": masters,
+                           "fleet_nice": fleet_nice,
                            "distribution": "multicast" if multicast else "unicast",
                            "timers": {k: getattr(fabric.timers, k) for k in
                                       ("keepalive", "report_refresh", "switch_dead", "hello_interval", "master_dead")}}
-    fleet = Fleet(fabric, cluster.client_addr, workers=workers, group=group)
+    fleet = Fleet(fabric, cluster.client_addr, workers=workers, group=group, nice=fleet_nice)
     try:
         cluster.start_all()
         t_ready = time.monotonic()
@@ -157,6 +162,8 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         offsets = {m: cluster.log_path(m).stat().st_size for m in cluster.ids}
         cpu0 = {m: proc_cpu(cluster.procs[m].pid) for m in cluster.ids}
         res["load_avg_before"] = os.getloadavg()
+        fleet_cpu0 = sum(proc_cpu(pid) for pid in fleet.pids)
+        fleet_sys0 = sum(proc_cpu(pid, user=False) for pid in fleet.pids)
         fleet.cold_start()
         progress: list[tuple[float, int]] = []
 
@@ -172,6 +179,13 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         n = len(fleet.names)
         conv = fleet.wait(lambda s: s["complete"] == n, timeout=timeout, on_stats=note)
         res["converged_s"] = None if conv is None else round(conv, 2)
+        # CPU from t0 to convergence (or the timeout): what the storm cost the harness and each replica on the
+        # shared cores (fleet_cpu_s below also counts the workers' setup before t0 and the stable window)
+        res["fleet_cpu_setup_s"] = round(fleet_cpu0, 1)
+        res["fleet_cpu_storm_s"] = round(sum(proc_cpu(pid) for pid in fleet.pids) - fleet_cpu0, 1)
+        # of which in the kernel: sendto on loopback also runs the receiving socket's side of each datagram
+        res["fleet_sys_storm_s"] = round(sum(proc_cpu(pid, user=False) for pid in fleet.pids) - fleet_sys0, 1)
+        res["replica_cpu_storm_s"] = {m: round(proc_cpu(cluster.procs[m].pid) - cpu0[m], 1) for m in cluster.ids}
         res["progress"] = progress
         lost_at = None
         if conv is not None and stable > 0:
@@ -219,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--masters", type=int, default=1)
     ap.add_argument("--multicast", action="store_true")
     ap.add_argument("--workers", type=int, default=3)
+    ap.add_argument("--fleet-nice", type=int, default=0,
+                    help="niceness of the fleet workers during the storm (the replicas keep the caller's)")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--stable", type=float, default=300.0)
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -235,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             d = stack.enter_context(tempfile.TemporaryDirectory(prefix="fp-coldstart-"))
         res = run(Path(d), masters=a.masters, multicast=a.multicast, workers=a.workers, timeout=a.timeout,
-                  stable=a.stable, name=a.preset, **clos)
+                  stable=a.stable, fleet_nice=a.fleet_nice, name=a.preset, **clos)
     res.update(preset=a.preset, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                command="python -m bench.bench_coldstart " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps({k: v for k, v in res.items() if k != "progress"}, indent=1))

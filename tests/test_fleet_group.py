@@ -24,11 +24,32 @@ def world():
     m = fabric.masters[0].id
     # the worker sends to a loopback port nobody listens on (UDP: nothing comes back)
     w = _Worker(fabric, keyring, {m: ("127.0.0.1", 9)}, [s.name for s in fabric.switches], 2, None, "127.0.0.1")
+    kept = w.stats
+
+    def checked() -> dict:        # every stats() of these tests is checked against a count of every switch
+        s = kept()
+        assert (s["complete"], s["acked"], s["versions"], set(s["terms"])) == _scan(w)
+        return s
+    w.stats = checked
     db = LinkStateDB(fabric.lsd_size)
     db.apply({i: UP for i in range(len(fabric.links))})
     yield fabric, w, m, db
     for s in w.socks:
         s.close()
+
+
+def _scan(w: _Worker) -> tuple[int, int, dict, set]:
+    """What stats() says, counted switch by switch: (complete, acked, versions, terms). The worker keeps
+    these counts up to date as they change (the bench polls it every 100 ms)."""
+    full_refs = {t: r.version for t, r in w.ref.items() if r.count(UP) >= w.n_links}
+    versions: dict = {}
+    complete = 0
+    for sw in w.swl:
+        rep = sw.rep
+        key = (rep.data_term if rep.has_data else -1, rep.version)
+        versions[key] = versions.get(key, 0) + 1
+        complete += rep.has_data and full_refs.get(rep.data_term) == rep.version
+    return complete, sum(sw.acked for sw in w.swl), versions, {sw.rep.term for sw in w.swl}
 
 
 def _full(fabric, m, db, term=1) -> LsdFull:

@@ -3,8 +3,9 @@
 `Fleet(fabric, masters, workers=3)` forks `workers` processes; each owns a slice of the switches and a few
 UDP sockets (switches share sockets: the master learns each switch's address from its datagrams; incoming
 unicast is dispatched by the key owner in the header) and, with multicast, one socket joined to the group.
-Every switch signs with its own key (the real `Codec`) and behaves like `client.reporter` + `client.replica`
-as far as the master can tell:
+Every switch signs with its own key (the real `Codec`; a report or request is serialised once and signed per
+destination by `tests.harness.fleetwire.sign`, the bytes `Codec.encode` gives), verifies every datagram it
+receives with that codec, and behaves like `client.reporter` + `client.replica` as far as the master can tell:
 
 - a new report (first, refresh) goes to every configured master; retransmissions of an unacked report
   (backoff report_retry_min .. report_retry_max) to the master in use, or to all if none is live (before
@@ -41,10 +42,12 @@ fabric ports usable). That is what `stats()` counts.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import math
 import multiprocessing as mp
 import os
+import resource
 import selectors
 import socket
 import time
@@ -68,17 +71,20 @@ from proto.messages import (
     PortStatus,
     ReportAck,
 )
+from proto.wire import encode_payload
 from tests.harness.fleetrep import Rep, RepConfig, Request
+from tests.harness.fleetwire import sign
 from tests.harness.simclient import key_owner
 
 _UP = int(LinkState.UP)
+_REPORT, _REQUEST = PortReport.TYPE, LsdRequest.TYPE
 #: how long a worker keeps reading input that is already waiting before it runs its timers (s)
 DRAIN_S = 0.25
 
 
 class _Sw:
-    __slots__ = ("acked", "backoff", "backed", "codec", "held", "idx", "name", "next_at", "ports", "refreshes",
-                 "rep", "rep_due", "rheard", "rmaster", "rterm", "seq", "sock")
+    __slots__ = ("acked", "backoff", "backed", "codec", "held", "idx", "name", "next_at", "payload", "pkey", "ports",
+                 "refreshes", "rep", "rep_due", "rheard", "rmaster", "rterm", "seq", "sock", "tkey")
 
     def __init__(self, idx: int, name: str, codec: Codec, sock: int, ports: tuple[PortStatus, ...], rep: Rep) -> None:
         self.idx, self.name, self.codec, self.sock, self.ports = idx, name, codec, sock, ports
@@ -94,7 +100,10 @@ class _Sw:
         self.rheard = -math.inf
         self.rep = rep                  # the worker's shared group Rep while in step, else its own
         self.rep_due = math.inf         # own Rep's deadline queued in the worker's rep heap
-        self.held: dict[str, LsdRequest] | None = None    # requests waiting for a handshake (client.core)
+        self.held: dict[str, bytes] | None = None         # request payloads waiting for a handshake (client.core)
+        self.pkey: tuple[int, int] | None = None          # the (seq, term) whose report payload is `payload`
+        self.payload = b""
+        self.tkey: tuple[int, int, int] | None = None     # while diverged: its Rep's count in _Worker.tally
         self.backed: dict[str, int] | None = None         # replica -> highest seq it acked as a backup
 
 
@@ -153,16 +162,22 @@ class _Worker:
         self.heap: list[tuple[float, int, str]] = []
         self.counts = {"in": 0, "out": 0, "full": 0, "delta": 0, "keepalive": 0, "ack": 0, "requests": 0,
                        "rejected": 0, "send_drops": 0, "group": 0, "diverged": 0, "rejoined": 0, "rebased": 0,
-                       "fail_static": 0, "challenges": 0, "retries": 0, "retries_behind": 0}
+                       "fail_static": 0, "challenges": 0, "retries": 0, "retries_behind": 0, "wakeups": 0}
         self.behind = False      # the last receive() left input unread (instrumentation: retries_behind)
+        # what stats() reports, kept up to date as it changes (the bench polls it every 100 ms; a scan of
+        # 10,000 switches cost a worker ~3 ms a poll): switches acked, diverged Reps by (data term, version, term)
+        self.n_acked = len(self.swl)
+        self.tally: dict[tuple[int, int, int], int] = {}
         self.first_report_at: float | None = None
 
     # ---------------------------------------------------------------------------------------- sending
-    def _send(self, sw: _Sw, msg: Any, targets: Sequence[str]) -> None:
-        s = self.socks[sw.sock]
+    def _send(self, sw: _Sw, type_id: int, payload: bytes, targets: Sequence[str]) -> None:
+        """One datagram per target, each signed by the switch's codec (fleetwire.sign: Codec.encode's bytes
+        for a payload serialised once)."""
+        s, codec = self.socks[sw.sock], sw.codec
         for mid in targets:
             try:
-                s.sendto(sw.codec.encode(msg, to=mid), self.masters[mid])
+                s.sendto(sign(codec, type_id, payload, mid), self.masters[mid])
                 self.counts["out"] += 1
             except OSError:
                 self.counts["send_drops"] += 1
@@ -179,6 +194,8 @@ class _Worker:
     def _report(self, sw: _Sw, now: float, new: bool, everyone: bool = False) -> None:
         if new:
             sw.seq += 1
+            if sw.acked:
+                self.n_acked -= 1
             sw.acked = False
             sw.backoff = self.retry_min
         rm = sw.rmaster
@@ -189,11 +206,17 @@ class _Worker:
             targets = [m for m in self.mids if backed.get(m, 0) < sw.seq]
         else:
             targets = (rm,)
-        self._send(sw, self._report_of(sw), targets)
+        self._send(sw, _REPORT, self._report_of(sw), targets)
         self._schedule(sw, now)
 
-    def _report_of(self, sw: _Sw) -> PortReport:
-        return PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports)
+    def _report_of(self, sw: _Sw) -> bytes:
+        """The payload of the switch's current report (built and checked once per seq and term: the same bytes
+        go to every replica and in every copy a Challenge asks for)."""
+        key = (sw.seq, sw.rterm)
+        if sw.pkey != key:
+            sw.payload = encode_payload(PortReport(sw.name, self.fabric.digest, sw.seq, sw.rterm, sw.ports))
+            sw.pkey = key
+        return sw.payload
 
     def _schedule(self, sw: _Sw, now: float) -> None:
         if sw.acked:
@@ -208,13 +231,13 @@ class _Worker:
     def _request(self, sw: _Sw, r: Request) -> None:
         """Like client.core: a request to a master we have no freshness handshake with waits for it."""
         self.counts["requests"] += 1
-        msg = LsdRequest(sw.name, r.term, r.version)
+        msg = encode_payload(LsdRequest(sw.name, r.term, r.version))
         ready = [m for m in r.targets if sw.codec.established(m)]
         if len(ready) < len(r.targets):
             if sw.held is None:
                 sw.held = {}
             sw.held.update((m, msg) for m in r.targets if m not in ready)
-        self._send(sw, msg, ready)
+        self._send(sw, _REQUEST, msg, ready)
 
     def _fan_out(self, out: list[Request]) -> None:
         """The shared Rep asked: every in-step switch sends its own LsdRequest (genuine per-switch traffic)."""
@@ -294,6 +317,8 @@ class _Worker:
     # ---------------------------------------------------------------------------------------- receiving
     def receive(self, timeout: float) -> None:
         ready = sorted((key.data != self.group_sock, key.data) for key, _ in self.sel.select(timeout))
+        if ready:
+            self.counts["wakeups"] += 1     # instrumentation: datagrams read per select that found input
         for _, i in ready:       # the group first: a keepalive waiting in the socket was heard in time
             s = self.socks[i]
             for _ in range(512):
@@ -335,12 +360,12 @@ class _Worker:
                     self.socks[sw.sock].sendto(answer, self.masters[e.sender])
             return
         if sw.held and sender in sw.held:             # handshake done: the held request goes now
-            self._send(sw, sw.held.pop(sender), (sender,))
+            self._send(sw, _REQUEST, sw.held.pop(sender), (sender,))
         t = type(msg)
         if t is Challenge:
             self.counts["challenges"] += 1
             if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only,
-                self._send(sw, self._report_of(sw), (sender,))
+                self._send(sw, _REPORT, self._report_of(sw), (sender,))
                 sw.next_at = now + self.retry_min               # and the next retry a back-off from this copy
                 heapq.heappush(self.heap, (sw.next_at, sw.idx, sw.name))
         elif t is ReportAck:
@@ -360,6 +385,7 @@ class _Worker:
             if (not msg.backup and sender == sw.rmaster and msg.term == sw.rterm and not sw.acked
                     and msg.report_seq >= sw.seq):
                 sw.acked = True
+                self.n_acked += 1
                 self._schedule(sw, now)
         elif t is Keepalive or t is LsdFull or t is LsdDelta:
             self._lsd(sw, sender, msg, now)
@@ -441,16 +467,45 @@ class _Worker:
             if own:
                 self._rejoin(sw)
         else:
-            if not own:
-                sw.rep = rep
-                self.diverged[sw.name] = sw
-                self.counts["diverged"] += 1
+            if own:
+                self._tally(sw)
+            else:
+                self._diverge(sw, rep)
             self._due(sw, now)
+
+    def _diverge(self, sw: _Sw, rep: Rep) -> None:
+        sw.rep = rep
+        self.diverged[sw.name] = sw
+        self.counts["diverged"] += 1
+        self._tally(sw)
+
+    def _tally(self, sw: _Sw) -> None:
+        """Count a diverged switch's Rep under its (data term, version, term) after it may have changed."""
+        rep = sw.rep
+        key = (rep.data_term if rep.version >= 0 else -1, rep.version, rep.term)
+        old = sw.tkey
+        if key == old:
+            return
+        t = self.tally
+        if old is not None:
+            self._untally(old)
+        t[key] = t.get(key, 0) + 1
+        sw.tkey = key
+
+    def _untally(self, key: tuple[int, int, int]) -> None:
+        t = self.tally
+        if t[key] == 1:
+            del t[key]
+        else:
+            t[key] -= 1
 
     def _rejoin(self, sw: _Sw) -> None:
         sw.rep = self.g
         sw.rep_due = math.inf
         del self.diverged[sw.name]
+        if sw.tkey is not None:
+            self._untally(sw.tkey)
+            sw.tkey = None
         self.counts["rejoined"] += 1
 
     def _group(self, sender: str, msg: Any, now: float) -> None:
@@ -483,6 +538,7 @@ class _Worker:
                 self._rejoin(sw)
             else:
                 classes.setdefault(k, []).append(sw)
+                self._tally(sw)
                 self._due(sw, now)
         # The shared Rep only learns from the group: after a group datagram it missed, the switches repair
         # by unicast and leave it one by one. When more of them agree on another state than follow the
@@ -497,9 +553,7 @@ class _Worker:
         key = new.key(now)
         for sw in self.swl:
             if sw.rep is old:
-                sw.rep = old.copy()
-                self.diverged[sw.name] = sw
-                self.counts["diverged"] += 1
+                self._diverge(sw, old.copy())
                 self._due(sw, now)
             elif sw.rep.key(now) == key:
                 self._rejoin(sw)
@@ -512,15 +566,17 @@ class _Worker:
         complete = 0
         terms: set[int] = set()
         in_step = len(self.sw) - len(self.diverged)
-        groups = [(self.g, in_step)] if in_step else []
-        groups += [(sw.rep, 1) for sw in self.diverged.values()]
-        for rep, k in groups:
-            key = (rep.data_term if rep.has_data else -1, rep.version)
+        g = self.g
+        groups = list(self.tally.items())        # the diverged switches' Reps, counted as they change
+        if in_step:
+            groups.append(((g.data_term if g.version >= 0 else -1, g.version, g.term), in_step))
+        for (data_term, version, term), k in groups:
+            key = (data_term, version)
             versions[key] = versions.get(key, 0) + k
-            if rep.has_data and full_refs.get(rep.data_term) == rep.version:
+            if version >= 0 and full_refs.get(data_term) == version:
                 complete += k
-            terms.add(rep.term)
-        return {"switches": len(self.sw), "complete": complete, "acked": sum(s.acked for s in self.swl),
+            terms.add(term)
+        return {"switches": len(self.sw), "complete": complete, "acked": self.n_acked,
                 "in_step": in_step, "versions": versions, "counts": dict(self.counts),
                 "ports": sorted({sock.getsockname()[1] for sock in self.socks}),
                 "first_report_at": self.first_report_at, "terms": sorted(terms)}
@@ -537,9 +593,39 @@ def _big(s: socket.socket) -> None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * 1024 * 1024)
 
 
+def _cpu_ms() -> int:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return round((ru.ru_utime + ru.ru_stime) * 1000)
+
+
+def _count_gc(counts: dict[str, int]) -> None:
+    """Instrumentation: the worker's time in the cyclic GC (`gc_ms`) and its full collections (`gc_full`)."""
+    t = [0.0, 0.0]      # started, total
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            t[0] = time.process_time()
+            return
+        t[1] += time.process_time() - t[0]
+        counts["gc_ms"] = round(t[1] * 1000)
+        if info["generation"] == 2:
+            counts["gc_full"] = counts.get("gc_full", 0) + 1
+    gc.callbacks.append(note)
+
+
 def _worker_main(conn: Connection, fabric: Fabric, keyring: KeyRing, masters: dict[str, tuple[str, int]],
-                 names: Sequence[str], n_sockets: int, group: tuple[str, int] | None, bind: str) -> None:
+                 names: Sequence[str], n_sockets: int, group: tuple[str, int] | None, bind: str,
+                 nice: int = 0) -> None:
     w = _Worker(fabric, keyring, masters, names, n_sockets, group, bind)
+    # Like the master (controller.server): what the worker built (~10,000 codecs, the fabric forked from the
+    # parent) is kept for good; out of the cyclic GC's reach, or every full collection of the storm walks it
+    # (~0.35 s each, 2.2 s of a Jupiter cold start's fleet CPU before this)
+    gc.collect()
+    gc.freeze()
+    _count_gc(w.counts)
+    w.counts["setup_cpu_ms"] = _cpu_ms()     # building ~10,000 codecs: before t0, not the storm's
+    if nice:
+        os.nice(nice)
     conn.send("ready")
     while True:
         while conn.poll(0):
@@ -569,11 +655,12 @@ def _worker_main(conn: Connection, fabric: Fabric, keyring: KeyRing, masters: di
 class Fleet:
     def __init__(self, fabric: Fabric, masters: dict[str, tuple[str, int]], *, workers: int = 3,
                  sockets_per_worker: int = 4, group: tuple[str, int] | None = None, bind: str = "127.0.0.1",
-                 keyring: KeyRing | None = None, names: Sequence[str] | None = None) -> None:
+                 keyring: KeyRing | None = None, names: Sequence[str] | None = None, nice: int = 0) -> None:
         self.fabric = fabric
         self.masters = dict(masters)
         self.n_workers = workers
         self.sockets = sockets_per_worker
+        self.nice = nice        # the workers' scheduling niceness (os.nice) once built: 0 = the caller's
         self.group = group
         self.bind = bind
         self.keyring = keyring if keyring is not None else KeyRing.load(fabric.security.key_file)
@@ -588,7 +675,7 @@ class Fleet:
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker_main, daemon=True,
                             args=(child, self.fabric, self.keyring, self.masters, self.names[i::self.n_workers],
-                                  self.sockets, self.group, self.bind))
+                                  self.sockets, self.group, self.bind, self.nice))
             p.start()
             self.procs.append(p)
             self.conns.append(parent)
