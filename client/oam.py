@@ -38,7 +38,12 @@ anyway), and configured again once the carrier is back and ND identity is two-wa
 new CFM reports no fault and sends no RDI until its first fault interval ends; that state alone is no
 evidence, but ND has just proved the link two-way, so such a *booting* CFM counts as UP until its first
 verdict, which hears the peer: both ends reach two-way ND within an ND round trip of each other and
-configure their CFM then. If the peer's CFM came more than ~2.5 CCM intervals later, that first verdict
+configure their CFM then. The port is UP from that two-way identity on, not from OVSDB's first row of the new
+CFM: ND's proof is the same one, and waiting for ovs-vswitchd to apply the transaction (a bridge
+reconfiguration, ~8-11 ms on the 3-tier lab) only kept a repaired link out of use. Rows that arrive meanwhile
+(the removed CFM's, or the new one's before it has a status) change nothing; if the new CFM does not show within `boot_grace`
+(`CFM_BOOT_GRACE`) the port is PENDING (out of use) until it does, so a port never runs long without its
+CFM. If the peer's CFM came more than ~2.5 CCM intervals later, that first verdict
 is a fault and the port goes out until CFM clears (one extra flap, never traffic on a dead link: CFM
 and ND keep watching). A silent failure (a CFM fault with the carrier up) that lasts `restart_after` is treated the same way:
 CFM removed, ND re-checks the link from scratch (probing at the heartbeat cadence while it is not two-way),
@@ -97,6 +102,10 @@ CFM_READD_AFTER = 1.0
 #: trip); if that took longer than `restart_after`, the other end would restart in turn, and the two could
 #: keep restarting each other. Past the budget the fault clears as CFM clears (two fault intervals).
 CFM_SILENT_RESTART_EVERY = 5.0
+#: How long a port is UP on ND's two-way identity alone while OVSDB applies its fresh CFM (see the module
+#: docstring); past it, PENDING until the CFM shows. Ten fault intervals at the lab's 7 ms, and far beyond
+#: the OVSDB round trip of an idle lab.
+CFM_BOOT_GRACE = 0.25
 #: OVSDB integers are signed 64-bit; switch ids (< 2**31) and ports (< 2**16) fit in 47 bits.
 MAX_MPID = 2**63 - 1
 
@@ -177,7 +186,7 @@ class OamChanged:
 
 
 class _Port:
-    __slots__ = ("booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason", "rebooting",
+    __slots__ = ("boot_until", "booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason", "rebooting",
                  "remote", "restart_at", "silent_ok_at", "state", "stopped", "untrusted")
 
     def __init__(self, local: int, expected_remote: int, oam: bool) -> None:
@@ -192,6 +201,7 @@ class _Port:
         self.restart_at = math.inf      # when a carrier-down port's CFM is removed
         self.readd_at = math.inf        # carrier back, ND identity not (yet): CFM configured anyway then
         self.booting = False            # CFM configured afresh once ND identity was two-way (see set_identity)
+        self.boot_until = math.inf      # UP on ND's word until the fresh CFM shows in OVSDB (CFM_BOOT_GRACE)
         self.untrusted = False          # CFM configured again without ND identity, has heard nobody yet
         self.rebooting = False          # such a CFM being removed to start afresh with the peer's
         self.silent_ok_at = -math.inf   # the next silent-failure restart allowed (CFM_SILENT_RESTART_EVERY)
@@ -203,12 +213,14 @@ Action = ConfigureOam | OamChanged
 class OamPorts:
     """OAM verdicts for the fabric ports of one switch. Methods take `now` and return actions."""
 
-    def __init__(self, fabric: Fabric, switch: str, *, setup_timeout: float = OAM_SETUP_TIMEOUT) -> None:
+    def __init__(self, fabric: Fabric, switch: str, *, setup_timeout: float = OAM_SETUP_TIMEOUT,
+                 boot_grace: float = CFM_BOOT_GRACE) -> None:
         self.fabric = fabric
         me = fabric.switch(switch)
         self.enabled = fabric.liveness == "oam"
         self.interval_ms = round(fabric.timers.oam_interval * 1000)
         self.setup_timeout = setup_timeout
+        self.boot_grace = boot_grace
         self._ports: dict[int, _Port] = {}
         for port in fabric.fabric_ports(switch):
             peer = fabric.peer_of(switch, port)
@@ -253,7 +265,8 @@ class OamPorts:
         return out
 
     def next_deadline(self) -> float:
-        return min((min(p.deadline, p.restart_at, p.readd_at) for p in self._ports.values()), default=math.inf)
+        return min((min(p.deadline, p.restart_at, p.readd_at, p.boot_until) for p in self._ports.values()),
+                   default=math.inf)
 
     # ------------------------------------------------------------------------------------------ inputs
     def start(self, now: float) -> list[Action]:
@@ -270,11 +283,15 @@ class OamPorts:
         p = self._ports.get(obs.port)
         if p is None or p.state in (OamState.OFF, OamState.FAILED):
             return []
+        if p.boot_until < math.inf:
+            if obs.mpid != p.local or obs.fault is None:
+                return []                   # the removed CFM's row, or ours without a status yet: wait for it
+            p.boot_until = math.inf
         remote = None
         if p.stopped and obs.mpid != p.local:
             if p.rebooting and obs.mpid is None:    # removed: now configure it afresh, trusted
                 p.rebooting = False
-                return self._readd(p, booting=True)
+                return self._readd(p, obs.port, now, booting=True)
             state = OamState.FAULT          # removed on purpose (carrier down, or to start afresh)
         elif p.booting and obs.mpid == p.local and obs.fault is False and not obs.remote_mpids:
             state = OamState.UP             # our fresh CFM before its first verdict, ND two-way just now
@@ -324,6 +341,7 @@ class OamPorts:
             return []
         p.carrier = up
         p.booting = p.untrusted = p.rebooting = False
+        p.boot_until = math.inf
         if up:
             p.restart_at = math.inf
             if p.stopped:
@@ -343,7 +361,7 @@ class OamPorts:
         if p is None or not up or not p.carrier:
             return []
         if p.stopped and not p.rebooting:
-            return self._readd(p, booting=True)
+            return self._readd(p, port, now, booting=True)
         if p.untrusted and p.state is OamState.FAULT:
             # Configured again without ND (readd_after) and still hearing nobody: it has been sending RDI,
             # which would fault the first verdict of the fresh CFM the peer configures now. Start afresh too:
@@ -353,14 +371,22 @@ class OamPorts:
             return [self._configure()]
         return []
 
-    def _readd(self, p: _Port, *, booting: bool) -> list[Action]:
+    def _readd(self, p: _Port, port: int, now: float, *, booting: bool) -> list[Action]:
+        """CFM configured again; `booting`: with ND's two-way identity, so the port is UP at once (for at
+        most `boot_grace` before the new CFM shows in OVSDB, then until its first verdict)."""
         p.stopped = p.rebooting = False
         p.readd_at = math.inf
         self.restarts += 1
         if p.state in (OamState.OFF, OamState.FAILED):
             return []
         p.booting, p.untrusted = booting, not booting
-        return [self._configure()]
+        out: list[Action] = []
+        if booting:
+            p.boot_until = now + self.boot_grace
+            p.deadline = math.inf
+            self._set(p, port, OamState.UP, None, "", out)
+        out.append(self._configure())
+        return out
 
     def on_failed(self, ports: list[int] | tuple[int, ...] | None, reason: str, now: float) -> list[Action]:
         """OAM cannot be set up on `ports` (None: all): OVSDB refused, no CFM in the schema, no OVSDB."""
@@ -382,7 +408,13 @@ class OamPorts:
         correlated: bool | None = None      # most ports faulted at once with the carrier up (computed once)
         for port, p in self._ports.items():
             if now >= p.readd_at and p.carrier and p.stopped:
-                reconfigure = bool(self._readd(p, booting=False)) or reconfigure
+                reconfigure = bool(self._readd(p, port, now, booting=False)) or reconfigure
+            if now >= p.boot_until:
+                # the fresh CFM never showed: out of use until it does (or setup_timeout: software ND)
+                p.boot_until = math.inf
+                p.booting = False
+                p.deadline = now + self.setup_timeout
+                self._set(p, port, OamState.PENDING, None, "", out)
             if now >= p.restart_at:
                 p.restart_at = math.inf
                 if p.carrier is False and p.state not in (OamState.OFF, OamState.FAILED):
@@ -423,7 +455,7 @@ class OamPorts:
         return ConfigureOam(mpids, self.interval_ms, disable)
 
     def _fail(self, port: int, p: _Port, reason: str, out: list[Action]) -> None:
-        p.deadline = math.inf
+        p.deadline = p.boot_until = math.inf
         self.failures += 1
         self._set(p, port, OamState.FAILED, None, reason, out)
 

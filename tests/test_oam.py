@@ -136,12 +136,16 @@ def test_a_carrier_down_long_enough_gets_a_fresh_cfm_once_nd_identity_is_back(fa
     # the carrier returns: CFM waits for ND identity, then is configured again
     assert oam.set_carrier(1, True, 61.0) == []
     assert oam.next_deadline() == pytest.approx(61.0 + oam.readd_after)
-    assert oam.set_identity(1, True, 61.01) == [ConfigureOam({1: local, 2: other[0]}, oam.interval_ms, ())]
-    assert oam.restarts == 1 and oam.next_deadline() == float("inf")
-    assert oam.on_observation(OamObservation(1, None, None), 61.011) == [OamChanged(1, OamState.PENDING)]
-    # the fresh CFM, before its first verdict: no fault, nobody heard yet -- UP, ND having just proved it
-    assert oam.on_observation(OamObservation(1, local, False, ()), 61.013) == [OamChanged(1, OamState.UP)]
-    assert oam.oam_ok(1)
+    # UP on ND's two-way identity at once: not after OVSDB applied the fresh CFM (a bridge reconfiguration)
+    assert oam.set_identity(1, True, 61.01) == [OamChanged(1, OamState.UP),
+                                                ConfigureOam({1: local, 2: other[0]}, oam.interval_ms, ())]
+    assert oam.restarts == 1 and oam.oam_ok(1)
+    assert oam.next_deadline() == pytest.approx(61.01 + oam.boot_grace)
+    assert oam.on_observation(OamObservation(1, None, None), 61.011) == []    # the removed CFM's row: stale
+    assert oam.on_observation(OamObservation(1, local, None), 61.012) == []   # ours, no status yet: wait
+    # the fresh CFM, before its first verdict: no fault, nobody heard yet -- still UP, ND having just proved it
+    assert oam.on_observation(OamObservation(1, local, False, ()), 61.013) == []
+    assert oam.oam_ok(1) and oam.next_deadline() == float("inf")
     assert oam.on_observation(OamObservation(1, local, False, (remote,)), 61.04) == []   # the verdict: UP
     # from now on "no fault, nobody heard" is no evidence
     assert oam.on_observation(OamObservation(1, local, False, ()), 62.0) == [OamChanged(1, OamState.FAULT)]
@@ -149,11 +153,42 @@ def test_a_carrier_down_long_enough_gets_a_fresh_cfm_once_nd_identity_is_back(fa
     oam.set_carrier(1, False, 70.0)
     oam.tick(70.0 + oam.restart_after)
     oam.set_carrier(1, True, 71.0)
-    oam.set_identity(1, True, 71.01)
-    assert oam.on_observation(OamObservation(1, local, False, ()), 71.02) == [OamChanged(1, OamState.UP)]
+    assert oam.set_identity(1, True, 71.01)[0] == OamChanged(1, OamState.UP)
+    assert oam.on_observation(OamObservation(1, local, False, ()), 71.02) == []
     assert oam.on_observation(OamObservation(1, local, True, ()), 71.04) == [OamChanged(1, OamState.FAULT)]
     assert oam.on_observation(OamObservation(1, local, False, ()), 71.05) == []          # still FAULT
     assert oam.restarts == 2
+
+
+def test_a_fresh_cfm_that_does_not_show_in_time_takes_the_port_out_until_it_does(fabric) -> None:
+    """UP on ND's identity lasts `boot_grace` at most without OVSDB showing the new CFM: then PENDING (out of
+    use, the setup timeout running), and the late CFM must hear the peer before the port is UP again."""
+    oam = OamPorts(fabric, "leaf-1", setup_timeout=2.0, boot_grace=0.25)
+    oam.start(0.0)
+    local, remote = _ids(fabric, "leaf-1", 1)
+    local2, remote2 = _ids(fabric, "leaf-1", 2)
+    oam.set_carrier(1, True, 0.0)
+    oam.on_observation(OamObservation(1, local, False, (remote,)), 0.1)
+    oam.on_observation(OamObservation(2, local2, False, (remote2,)), 0.1)
+    oam.set_carrier(1, False, 1.0)
+    oam.tick(1.0 + oam.restart_after)
+    oam.set_carrier(1, True, 5.0)
+    assert oam.set_identity(1, True, 5.01)[0] == OamChanged(1, OamState.UP)
+    assert oam.tick(5.25) == [] and oam.state(1) is OamState.UP
+    assert oam.on_observation(OamObservation(1, None, None), 5.2) == []        # stale rows change nothing
+    out = oam.tick(5.26)
+    assert out[0] == OamChanged(1, OamState.PENDING) and not oam.oam_ok(1)
+    assert oam.next_deadline() == pytest.approx(5.26 + 2.0)                    # then software ND
+    # it shows late: no longer trusted before its verdict
+    assert oam.on_observation(OamObservation(1, local, False, ()), 5.5) == [OamChanged(1, OamState.FAULT)]
+    assert oam.on_observation(OamObservation(1, local, False, (remote,)), 5.53) == [OamChanged(1, OamState.UP)]
+    # a carrier lost while UP on ND's word ends the grace: no PENDING later from it
+    oam.set_carrier(1, False, 6.0)
+    oam.tick(6.0 + oam.restart_after)
+    oam.set_carrier(1, True, 7.0)
+    oam.set_identity(1, True, 7.01)
+    oam.set_carrier(1, False, 7.05)
+    assert all(not isinstance(a, OamChanged) or a.state is not OamState.PENDING for a in oam.tick(7.3))
 
 
 def test_without_nd_identity_cfm_comes_back_untrusted_and_fallen_back_ports_stay_on_nd(fabric) -> None:
@@ -198,8 +233,8 @@ def test_cfm_back_without_nd_starts_afresh_too_when_nd_identity_comes(fabric) ->
     assert oam.on_observation(OamObservation(1, local, True, ()), 3.502) == []  # not gone yet
     # gone: configured afresh, trusted like any fresh CFM after ND identity
     assert oam.on_observation(OamObservation(1, None, None), 3.51) == [
-        ConfigureOam({1: local, 2: local2}, oam.interval_ms, ())]
-    assert oam.on_observation(OamObservation(1, local, False, ()), 3.52) == [OamChanged(1, OamState.UP)]
+        OamChanged(1, OamState.UP), ConfigureOam({1: local, 2: local2}, oam.interval_ms, ())]
+    assert oam.on_observation(OamObservation(1, local, False, ()), 3.52) == []
     assert oam.restarts == 2              # configured again twice: untrusted, then afresh
     # an untrusted CFM that heard the peer on its own is left alone
     oam.set_carrier(1, False, 5.0)
@@ -311,9 +346,11 @@ def test_port_table_repairs_a_long_carrier_loss_at_nd_speed(fabric) -> None:
     for sw in ("leaf-1", "spine-1"):
         p.phy(sw, 1, True)                     # carrier back: ND probes at once, CFM not yet
     assert all(1 in c.mpids for _, c in p.configs) and {sw for sw, _ in p.configs} == {"leaf-1", "spine-1"}
-    assert not p.usable("leaf-1") and not p.usable("spine-1")
+    # usable on ND's two-way identity, while OVSDB applies the fresh CFM
+    assert p.usable("leaf-1") and p.usable("spine-1")
     for sw in ("leaf-1", "spine-1"):
         p.cfm(sw, 1, remote=())                # the fresh CFM, before its first verdict
+    p.run(2 * p.tables["leaf-1"].oam.boot_grace)
     assert p.usable("leaf-1") and p.usable("spine-1")
     assert p.tables["leaf-1"].oam.restarts == 1
 
@@ -492,8 +529,9 @@ def test_a_long_silent_failure_gets_a_fresh_cfm_with_nd_identity_verified_anew(f
     p.drop.clear()                                       # the link heals
     p.run(2 * fabric.timers.nd_interval)
     assert [(sw, 1 in c.mpids) for sw, c in p.configs[1:]] == [("leaf-1", True)]   # CFM afresh
-    assert not p.usable()
+    assert p.usable()                                    # on ND's two-way identity, the CFM on its way
     p.cfm("leaf-1", 1, remote=())                        # the fresh CFM before its first verdict
+    p.run(2 * t.oam.boot_grace)
     assert p.usable() and t.oam.restarts == 1
     p.cfm("leaf-1", 1)                                   # its verdict hears the peer
     assert p.usable()
@@ -512,8 +550,14 @@ def test_identity_outlives_a_fault_only_within_its_dead_interval(fabric) -> None
     p.phy("leaf-1", 1, live=True, carrier=True)
     assert not p.usable()                                     # needs the peer's ND again ...
     p.drop.clear()
-    p.run(fabric.timers.nd_identity_interval + 0.1)
+    step, waited = fabric.timers.nd_interval / 4, 0.0
+    while not p.usable() and waited < fabric.timers.nd_identity_interval + 0.1:
+        p.run(step)
+        waited += step
     assert p.usable()                                         # ... which comes back by itself
+    p.cfm("leaf-1", 1)                                        # and the fresh CFM hears the peer
+    p.run(fabric.timers.nd_identity_interval)
+    assert p.usable()
 
 
 def test_carrier_up_runs_nd_while_oam_is_still_faulted(fabric) -> None:
