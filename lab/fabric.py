@@ -49,6 +49,7 @@ from lab.labconfig import (
     CLIENT_CPN_BASE,
     CLIENT_RESTART_HOLD_S,
     LAB_DEFAULT_TIMERS,
+    check_cpn_addresses,
     client_cpn_address,
     generate_config,
     load_fabric,
@@ -245,6 +246,8 @@ class Lab:
             for warning in (nd_load_warning(fabric), oam_load_warning(fabric), transit_warning(fabric)):
                 if warning:
                     log(f"warning: {warning}")
+            if daemons and not external_masters:      # before anything is built, not at the first client
+                check_cpn_addresses(fabric)
             if external_masters:
                 try:
                     external.check_fabric(fabric)

@@ -72,6 +72,18 @@ def client_cpn_address(fabric: Any, switch: str) -> str:
     return str(CLIENT_CPN_BASE + sw.id)
 
 
+def check_cpn_addresses(fabric: Any, switches: Any = None) -> None:
+    """Refuse, before anything is built, a fabric whose lab clients could not each get a CPN address
+    (client_cpn_address): LabError naming every switch whose id lies outside 0..65535. `switches`: only
+    these (the new ones of a `reload --grow`); default every switch of `fabric`."""
+    bad = [f"{sw.name} (id {sw.id})" for sw in (fabric.switches if switches is None else switches)
+           if not 0 <= sw.id < 1 << 16]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise LabError(f"switch ids must be 0..65535 in a lab (each client binds 127.1.0.0 + id towards the "
+                       f"masters): {', '.join(bad[:5])}{more}; renumber them in the config")
+
+
 def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True,
                     log: Callable[[str], None] | None = None, **clos_params: Any) -> Path:
     """Write ``fabric.yaml`` (proto.clos generator), a fresh ``fabric.key`` and, unless `admin_token` is

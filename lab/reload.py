@@ -131,6 +131,10 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
         raise LabError(f"no master or switch {target!r} in {lab.state.config} (masters: {', '.join(masters)})")
     out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None,
                            "grown": None}
+    if added:      # what grow() would refuse is refused before any master prepares the file
+        from lab.grow import check_grow
+
+        check_grow(lab, new)
     keys = _key_status(new)
     keys_only = new.digest == _running_digest(lab)
     token = _token(new)

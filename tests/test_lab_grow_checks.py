@@ -1,0 +1,124 @@
+"""A lab config the lab cannot run is refused before anything is built or prepared (no OVS needed).
+
+Tester findings: `lab up --config` of a fabric with a switch id over 65535 built every bridge, veth and host
+and only then failed on the first client's CPN address (127.1.0.0 + id); `lab reload all --grow` of a file
+adding such a ToR had every master prepare it first, so the refusal left a rollout prepared and the corrected
+file was then refused ("a rollout to ... is prepared: commit or abort it first").
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lab import plumbing
+from lab.fabric import LabError
+from lab.state import LabState
+from proto.addtor import add_tor
+from proto.clos import ClosParams, generate_clos_yaml
+from proto.config import parse_fabric
+
+
+def _clos3() -> str:
+    return generate_clos_yaml(ClosParams(name="g", spines=2, pods=2, aggs_per_pod=2, tors_per_pod=2, hosts_per_tor=1,
+                                         masters=1, ovs_base_port=41000, rest_base_port=40000, key_file="k.key"))
+
+
+def _running_lab(tmp_path: Path, text: str, per_switch: bool = False) -> SimpleNamespace:
+    """A lab record as lab up builds it for `text` (bridges, interfaces, hosts), without building anything."""
+    (tmp_path / "k.key").write_text("0" * 64 + "\n")
+    fabric = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path)
+    st = LabState(name="gx", dir=str(tmp_path), config=str(tmp_path / "fabric.yaml"), netns="fplab-gx")
+    plumbing.plan_switches(st, fabric, fabric.switches, per_switch=per_switch)
+    index = {sw.name: i for i, sw in enumerate(fabric.switches)}
+    for link in fabric.links:
+        for end in (link.a, link.b):
+            st.ifaces[f"{end.switch}:{end.port}"] = f"s{index[end.switch]}p{end.port}"
+    for h in fabric.hosts:
+        st.host_netns[h.name] = f"fplab-gx-{h.name}"
+        st.ifaces[f"{h.tor}:{h.port}"] = f"s{index[h.tor]}p{h.port}"
+    st.save()
+    return SimpleNamespace(state=st, fabric=fabric)
+
+
+def _grown(text: str, tmp_path: Path, edit: tuple[str, str] | None = None) -> str:
+    grown = add_tor(text, "fabric.yaml", "tor-2-2", base_dir=tmp_path).text
+    if edit is not None:
+        assert edit[0] in grown
+        grown = grown.replace(edit[0], edit[1], 1)
+    return grown
+
+
+@pytest.mark.parametrize(("edit", "why"), [
+    (("    id: 11\n", "    id: 70000\n"), r"switch ids must be 0\.\.65535 in a lab.*tor-2-3 \(id 70000\)"),
+    (("    rest_port: 40011\n", "    rest_port: 40001\n"), r"port 40001 is used twice in the lab"),
+])
+def test_reload_grow_refuses_before_any_master_prepares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         edit: tuple[str, str], why: str) -> None:
+    import lab.reload as reload
+
+    text = _clos3()
+    lab = _running_lab(tmp_path, text)
+    (tmp_path / "fabric.yaml").write_text(_grown(text, tmp_path, edit))
+    before = (tmp_path / "lab.json").read_text()
+
+    def no_master(*_a: object, **_k: object) -> None:
+        raise AssertionError("a master was asked to prepare a file the lab cannot grow to")
+
+    monkeypatch.setattr(reload, "_Poster", no_master)
+    monkeypatch.setattr(reload, "_running_digest", no_master)
+    with pytest.raises(LabError, match=why):
+        reload.reload_lab(lab, "all", grow=True, log=lambda _m: None)
+    assert (tmp_path / "lab.json").read_text() == before          # nothing recorded as built or growing
+
+
+def test_reload_grow_refuses_a_host_that_would_be_the_new_switchs_namespace(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one OVS per switch the new ToR (#10 in switches:) gets namespace fplab-gx-sw10: a host of it
+    named sw10 would be that namespace too. Refused by name before the masters prepare."""
+    import lab.reload as reload
+
+    text = _clos3()
+    lab = _running_lab(tmp_path, text, per_switch=True)
+    (tmp_path / "fabric.yaml").write_text(_grown(text, tmp_path, ("{name: h-2-3-1,", "{name: sw10,")))
+    monkeypatch.setattr(reload, "_Poster", lambda *_a: pytest.fail("prepared"))
+    monkeypatch.setattr(reload, "_running_digest", lambda *_a: pytest.fail("asked the masters"))
+    with pytest.raises(LabError, match=r"switch tor-2-3 and host sw10 would both be network namespace"):
+        reload.reload_lab(lab, "all", grow=True, log=lambda _m: None)
+    assert LabState.load(tmp_path).switch_ns.keys() == lab.state.switch_ns.keys()   # the record is untouched
+
+
+def test_check_grow_accepts_a_plain_added_tor(tmp_path: Path) -> None:
+    """The same checks pass for add-tor's own output (the check is not a blanket refusal)."""
+    from lab.grow import check_grow
+
+    text = _clos3()
+    lab = _running_lab(tmp_path, text)
+    new = parse_fabric(_grown(text, tmp_path), source="fabric.yaml", base_dir=tmp_path)
+    ports = check_grow(lab, new)
+    assert ports.rest["tor-2-3"] == 40011 and "tor-2-3" not in lab.state.bridges
+
+
+def test_lab_up_refuses_an_id_beyond_the_cpn_range_before_building(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import lab.fabric as labfabric
+
+    text = _clos3().replace("    id: 10\n", "    id: 65536\n", 1)
+    (tmp_path / "k.key").write_text("0" * 64 + "\n")
+    (tmp_path / "fabric.yaml").write_text(text)
+    monkeypatch.setattr(labfabric, "preflight", lambda: None)
+    monkeypatch.setattr(labfabric, "registered_dir", lambda _n: None)
+    monkeypatch.setattr(labfabric, "register", lambda *_a: None)
+    monkeypatch.setattr(labfabric.nsutil, "netns_exists", lambda _n: False)
+    monkeypatch.setattr(labfabric.Lab, "_build_plumbing", lambda *_a: pytest.fail("plumbing built first"))
+    monkeypatch.setattr(labfabric, "_teardown_locked", lambda *_a, **_k: [])
+    with pytest.raises(LabError, match=r"switch ids must be 0\.\.65535 in a lab.*\(id 65536\)"):
+        labfabric.Lab.up(name="gxup", lab_dir=tmp_path / "lab", config=tmp_path / "fabric.yaml",
+                         log=lambda _m: None)
+    assert not (tmp_path / "lab" / "lab.json").exists()         # nothing recorded: nothing to tear down
+    # plumbing only (no daemons, no CPN addresses) is still allowed to get that far
+    with pytest.raises(pytest.fail.Exception, match="plumbing built first"):
+        labfabric.Lab.up(name="gxup", lab_dir=tmp_path / "lab2", config=tmp_path / "fabric.yaml",
+                         daemons=False, log=lambda _m: None)
