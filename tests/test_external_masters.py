@@ -71,6 +71,23 @@ def test_multicast_distribution_is_refused_with_the_reason(tmp_path: Path) -> No
         external.plan("fplab-x1", "x1", load_fabric(path), [])
 
 
+def test_a_master_on_the_labs_own_127_0_0_1_is_refused_naming_file_line_and_field(tmp_path: Path) -> None:
+    """Tester: `lab up --external-masters` of a config with its masters at 127.0.0.1 (`config clos`'s default)
+    routed the lab namespace's own 127.0.0.1 over the link: every client died at once ('cannot serve REST on
+    127.0.0.1:...') and lab up said 'REST TimeoutError' after its timeout. Refused before anything is built."""
+    text = generate_clos_yaml(ClosParams(pods=0, leaves=2, masters=3,
+                                         master_address="127.0.0.11,127.0.0.1,127.0.0.13"))
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    fabric = load_fabric(path)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "id: m2" in t)
+    with pytest.raises(external.ExternalMastersError,
+                       match=rf"f\.yaml:{line}: masters\[1\]\.address: master m2 at 127\.0\.0\.1: .*127\.0\.0\.11-13"):
+        external.check_fabric(fabric)
+    path.write_text(text.replace("address: 127.0.0.1,", "address: 127.0.0.12,"))
+    external.check_fabric(load_fabric(path))       # other loopback addresses are what the link routes
+
+
 # ---------------------------------------------------------------------------------------------- configs
 
 
