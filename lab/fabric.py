@@ -72,8 +72,11 @@ from lab.state import (
     check_lab_name,
     default_dir,
     host_netns,
+    is_lab_dir,
+    lab_dir_problem,
     lab_netns,
     locked,
+    mark_lab_dir,
     proc_starttime,
     register,
     registered_dir,
@@ -222,7 +225,10 @@ class Lab:
                 raise LabError(f"lab {name} already exists in {other} (netns {lab_netns(name)}): "
                                f"`firepath lab down --name {name}` first, or `lab up --clean`")
             teardown(other, name=name, log=log)
+        if (problem := lab_dir_problem(d, name, generates=config is None)) is not None:
+            raise LabError(problem)
         with locked(d):
+            mark_lab_dir(d, name)
             if LabState.exists(d) or nsutil.netns_exists(lab_netns(name)):
                 if not clean:
                     raise LabError(f"a lab already exists in {d} (netns {lab_netns(name)}): "
@@ -647,6 +653,7 @@ def teardown(lab_dir: Path | str, *, name: str | None = None, log: Callable[[str
 def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], keep_logs: bool) -> list[str]:
     removed: list[str] = []
     state: LabState | None = None
+    ours = is_lab_dir(d, name)        # else only the namespaces of `name` are its: nothing in d is removed
     with contextlib.suppress(LabStateError):
         state = LabState.load(d)
     if state is not None:
@@ -661,7 +668,7 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
     check_lab_name(name)
     ns = lab_netns(name)
     ovs_dir = Path(state.ovs_dir) if state and state.ovs_dir else d / "ovs"
-    running = [o for o in plumbing.instances_on_disk(ovs_dir, ns) if o.pid("ovsdb-server") or o.pid("ovs-vswitchd")]
+    running = [o for o in plumbing.instances_on_disk(ovs_dir, ns) if ours and (o.pid("ovsdb-server") or o.pid("ovs-vswitchd"))]
     plumbing.parallel(lambda o: o.stop(), running)
     if running:
         removed.append(f"ovs daemons ({len(running)} instance{'s' if len(running) > 1 else ''})")
@@ -685,13 +692,15 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
         if nsutil.netns_exists(n):
             nsutil.delete_netns(n)
             removed.append(f"netns {n}")
-    shutil.rmtree(d / "ovs", ignore_errors=True)
+    if ours:
+        shutil.rmtree(d / "ovs", ignore_errors=True)
     bgp.cleanup(name)
-    shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
+    if ours:
+        shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
     if state is not None:
         state.remove()
     unregister(name, d)
-    if not keep_logs:
+    if not keep_logs and ours:
         shutil.rmtree(d / "logs", ignore_errors=True)
     for line in removed:
         log(f"removed {line}")

@@ -53,6 +53,52 @@ def default_dir(name: str) -> Path:
     return Path("/tmp") / f"{NETNS_PREFIX}{name}"
 
 
+# ---------------------------------------------------------------------------------------------- lab dir
+
+#: Written in a directory when a lab is first brought up there (kept by `lab down`): the directory is the
+#: lab's, and what the lab writes and removes there is its own.
+LAB_MARK = ".firepath-lab"
+#: What a lab removes or replaces in its directory: `lab up` removes state/ and logs.prev/, renames logs/ and
+#: replaces ovs/ and bgp/; `lab down` removes ovs/ and state/ (logs/ with --purge); a generated config
+#: overwrites fabric.yaml, fabric.key and admin.token.
+LAB_REPLACES = ("state", "ovs", "logs", "logs.prev", "bgp")
+LAB_GENERATES = ("fabric.yaml", "fabric.key", "admin.token")
+
+
+def is_lab_dir(lab_dir: Path | str, name: str | None = None) -> bool:
+    """`lab_dir` is a lab's own: the default one of lab `name`, marked by a lab up, or holding a lab record."""
+    d = Path(lab_dir)
+    return ((name is not None and d.resolve() == default_dir(name).resolve()) or (d / LAB_MARK).exists()
+            or (d / STATE_FILE).exists())
+
+
+def lab_dir_problem(lab_dir: Path | str, name: str, generates: bool) -> str | None:
+    """Why `lab up` must not use `lab_dir`, or None. A directory that is not a lab's may be used only if it
+    holds nothing the lab would remove or replace there (`generates`: the lab writes its own config too):
+    `lab up --dir .` in a config directory overwrote its fabric.key and removed its state/ (tester)."""
+    d = Path(lab_dir)
+    if not d.exists():
+        return None
+    if not d.is_dir():
+        return f"--dir {d}: not a directory"
+    if is_lab_dir(d, name):
+        return None
+    clash = [n for n in (*LAB_REPLACES, *(LAB_GENERATES if generates else ())) if (d / n).exists()
+             or (d / n).is_symlink()]
+    if not clash:
+        return None
+    return (f"--dir {d} is not a lab directory and holds {', '.join(clash)}, which a lab would remove or overwrite "
+            f"there (it keeps state/, ovs/, logs/, logs.prev/ and bgp/ of its own"
+            + (", and writes fabric.yaml, fabric.key and admin.token" if generates else "")
+            + "): give a new or empty directory")
+
+
+def mark_lab_dir(lab_dir: Path | str, name: str) -> None:
+    d = Path(lab_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / LAB_MARK).write_text(f"firepath lab {name}: this directory is the lab's (`firepath lab up --dir`)\n")
+
+
 # ---------------------------------------------------------------------------------------------- registry
 
 #: One file per lab up on this machine, named after the lab, holding its directory: `--name NAME` (lab

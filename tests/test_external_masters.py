@@ -119,6 +119,19 @@ def test_lab_config_writes_a_lab_ready_config_and_a_private_key(tmp_path: Path, 
     assert "--master-address: 'nope' is not an IPv4 address" in capsys.readouterr().err
 
 
+def test_lab_config_never_overwrites_an_existing_secret(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """Tester: a second `lab config -o docker/` replaced docker/fabric.key (0400 does not stop root) under the
+    masters running on it: a lab following them could no longer authenticate. As `config keygen`: refused."""
+    out = tmp_path / "cfg"
+    argv = ["lab", "config", "-o", str(out), "--key-owner", str(os.getuid())]
+    assert firepath_main(argv) == 0
+    key, config = (out / "fabric.key").read_bytes(), (out / "fabric.yaml").read_bytes()
+    capsys.readouterr()
+    assert firepath_main([*argv, "--timer", "nd_dead_ms=300"]) == 1
+    assert "fabric.key already exists; not overwriting it" in capsys.readouterr().err
+    assert (out / "fabric.key").read_bytes() == key and (out / "fabric.yaml").read_bytes() == config
+
+
 def test_compose_file_matches_the_config_generator_and_the_image() -> None:
     doc = yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text())
     services = doc["services"]

@@ -122,3 +122,81 @@ def test_lab_up_refuses_an_id_beyond_the_cpn_range_before_building(tmp_path: Pat
     with pytest.raises(pytest.fail.Exception, match="plumbing built first"):
         labfabric.Lab.up(name="gxup", lab_dir=tmp_path / "lab2", config=tmp_path / "fabric.yaml",
                          daemons=False, log=lambda _m: None)
+
+
+# ---------------------------------------------------------------------------------------------- the lab dir
+
+def _foreign_dir(tmp_path: Path) -> Path:
+    """A directory that is no lab's: a project with its own state/, logs/ and fabric secret."""
+    d = tmp_path / "project"
+    (d / "state").mkdir(parents=True)
+    (d / "state" / "important.db").write_text("precious\n")
+    (d / "logs").mkdir()
+    (d / "logs" / "app.log").write_text("app\n")
+    (d / "fabric.key").write_text("the real fabric secret\n")
+    return d
+
+
+def test_lab_up_refuses_a_directory_it_would_wipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: `lab up --dir DIR` on an existing directory removed DIR/state/ and DIR/logs.prev/, moved DIR/logs/
+    aside and overwrote DIR/fabric.key (the generated config's secret); `lab down` then removed DIR/ovs/ and
+    DIR/state/. A directory no lab made is refused if it holds anything the lab would remove or overwrite."""
+    import lab.fabric as labfabric
+
+    d = _foreign_dir(tmp_path)
+    before = sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+    monkeypatch.setattr(labfabric, "preflight", lambda: None)
+    monkeypatch.setattr(labfabric, "registered_dir", lambda _n: None)
+    monkeypatch.setattr(labfabric, "register", lambda *_a: pytest.fail("registered"))
+    with pytest.raises(LabError, match=r"--dir .*project is not a lab directory and holds state, logs, fabric\.key"):
+        labfabric.Lab.up(name="gxdir", lab_dir=d, clos={"pods": 0, "leaves": 2}, log=lambda _m: None)
+    assert sorted(str(p.relative_to(d)) for p in d.rglob("*")) == before          # not even a lock file
+    assert (d / "fabric.key").read_text() == "the real fabric secret\n"
+
+
+def test_what_may_be_a_lab_dir() -> None:
+    import tempfile
+
+    from lab.state import LAB_MARK, lab_dir_problem
+    with tempfile.TemporaryDirectory() as t:
+        root = Path(t)
+        assert lab_dir_problem(root / "new", "x", generates=True) is None            # made by the lab
+        (root / "empty").mkdir()
+        assert lab_dir_problem(root / "empty", "x", generates=True) is None
+        cfg = root / "cfg"
+        cfg.mkdir()
+        (cfg / "fabric.yaml").write_text("name: x\n")
+        (cfg / "fabric.key").write_text("k\n")
+        assert "fabric.yaml, fabric.key" in lab_dir_problem(cfg, "x", generates=True)
+        assert lab_dir_problem(cfg, "x", generates=False) is None       # --config: the lab writes no config there
+        (cfg / "logs").mkdir()
+        assert "holds logs" in lab_dir_problem(cfg, "x", generates=False)
+        (cfg / LAB_MARK).write_text("")
+        assert lab_dir_problem(cfg, "x", generates=True) is None         # a lab up made it: its files are the lab's
+        (root / "file").write_text("")
+        assert "not a directory" in lab_dir_problem(root / "file", "x", generates=True)
+
+
+def test_lab_down_of_a_directory_no_lab_made_removes_nothing_in_it(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import lab.fabric as labfabric
+
+    d = _foreign_dir(tmp_path)
+    (d / "ovs").mkdir()
+    (d / "ovs" / "ovs-vswitchd.pid").write_text("4242\n")
+    stopped: list[object] = []
+
+    class Running:                  # an OVS whose run dir is d/ovs: someone else's, never stopped
+        def pid(self, _daemon: str) -> int:
+            return 4242
+
+        def stop(self) -> None:
+            stopped.append(self)
+
+    monkeypatch.setattr(labfabric.plumbing, "instances_on_disk", lambda _d, _ns: [Running()])
+    monkeypatch.setattr(labfabric.nsutil, "list_netns", lambda: [])
+    monkeypatch.setattr(labfabric.nsutil, "netns_exists", lambda _n: False)
+    labfabric.teardown(d, name="gxdown", keep_logs=False, log=lambda _m: None)
+    for kept in ("state/important.db", "logs/app.log", "ovs/ovs-vswitchd.pid", "fabric.key"):
+        assert (d / kept).exists(), kept
+    assert stopped == []
