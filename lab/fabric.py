@@ -52,6 +52,8 @@ from lab.labconfig import (
     check_cpn_addresses,
     client_cpn_address,
     generate_config,
+    keep_running,
+    lab_fabric,
     load_fabric,
 )
 from lab.labports import OVS_BASE_PORT, REST_BASE_PORT, LabPorts, port_ranges
@@ -199,8 +201,7 @@ class Lab:
     @classmethod
     def open(cls, lab_dir: Path | str) -> Lab:
         state = LabState.load(lab_dir)
-        fabric = load_fabric(state.config) if state.config and Path(state.config).exists() else None
-        return cls(state, fabric)
+        return cls(state, lab_fabric(state))      # the config the lab runs, not an edit awaiting `lab reload`
 
     @classmethod
     def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,
@@ -261,6 +262,7 @@ class Lab:
                     raise LabError(str(e)) from None
             state = LabState(name=name, dir=str(d), config=str(Path(config).resolve()), netns=lab_netns(name),
                              ovs_dir=str(d / "ovs"), daemons=daemons, external_masters=external_masters)
+            keep_running(state, fabric)
             state.save()
             try:                       # so that `--name` / `--lab NAME` find a lab up with --dir too
                 register(name, d)

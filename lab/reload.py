@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from client.of.sockets import enter_netns
-from lab.fabric import Lab, LabError, wait_until
+from lab.fabric import Lab, LabError, LabPorts, wait_until
+from lab.labconfig import keep_running
 from lab.state import say
 from proto.config import ConfigError, Fabric, load_fabric
 
@@ -191,6 +192,9 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
             log(f"config {new.digest[:12]}... unchanged: key set {_keys(keys)} on every daemon, nothing to commit")
         elif target == "all":
             out["committed_version"], out["committed_at"] = _commit(lab, poster, new, token, timeout, log)
+        if target == "all" and keys_only:       # the file's key set is held: it is what the lab runs
+            keep_running(lab.state, new)
+            lab.state.save()
     finally:
         poster.close()
     return out
@@ -269,7 +273,9 @@ def _commit(lab: Lab, poster: _Poster, new: Fabric, token: str | None, timeout: 
     version = int(ans["version"])
     at = time.monotonic()
     log(f"master {leader[0]}: committed, LSD version {version} on config {new.digest[:12]}...")
-    lab.fabric = new
+    lab.fabric, lab.ports = new, LabPorts(new)
+    keep_running(lab.state, new)      # committed: the lab runs the file now (lab.labconfig.lab_fabric)
+    lab.state.save()
     expect = lab.expected_usable()
     if not lab.wait_converged(timeout, expect_usable=expect, min_version=version):
         raise LabError(f"not converged on the new config: {lab.convergence_problem(expect, version)}")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_FILE = "lab.json"
+RUNNING_FILE = "running.yaml"      # the text of the config the lab runs (LabState.running)
 LOCK_FILE = ".lock"
 NETNS_PREFIX = "fplab-"
 _NAME_RE = re.compile(r"^[a-z0-9]{1,12}$")
@@ -248,6 +249,9 @@ class LabState:
     # what a `reload --grow` recorded and is building (switches, links, hosts); left non-empty when it was
     # interrupted: the record then names things that may be half built (lab/grow.py refuses to go on)
     growing: list[str] = field(default_factory=list)
+    # the digest of the config the lab runs (set by lab up and by a committed `lab reload`; its text is kept
+    # in RUNNING_FILE): until a reload commits it, an edit of `config` is not what the lab runs (lab/labconfig.py)
+    running: str = ""
     created_unix: float = field(default_factory=time.time)       # for display only
 
     @property
