@@ -57,7 +57,7 @@ from lab.labconfig import (
     load_fabric,
 )
 from lab.labports import OVS_BASE_PORT, REST_BASE_PORT, LabPorts, port_ranges
-from lab.ovs import OvsInstance, ovs_missing
+from lab.ovs import OvsInstance, ovs_missing, run_dir_problem
 from lab.pyenv import python_env, set_group_nice
 from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, nd_load_warning, oam_load_warning
 from lab.zygote import socket_of
@@ -245,6 +245,9 @@ class Lab:
                 log(f"generated {config}")
             fabric = load_fabric(config)
             ports = LabPorts(fabric)
+            for run_dir in [d / "ovs", *(d / "ovs" / plumbing.bridge_name(s) for s in fabric.switches if ovs_per_switch)]:
+                if (problem := run_dir_problem(run_dir)) is not None:       # before anything is built
+                    raise LabError(problem)
             if ports.assigned_ovs:
                 log(f"assigned `ovs:` targets tcp:127.0.0.1:{OVS_BASE_PORT}+id to {len(ports.assigned_ovs)} "
                     f"switch(es) without one")

@@ -238,3 +238,29 @@ def test_lab_commands_see_the_config_the_lab_runs_not_an_edit_awaiting_reload(tm
     config.write_text("switches: [\n")
     with pytest.raises(ConfigError):
         lab_fabric(old)
+
+
+def test_a_lab_dir_too_long_for_ovs_sockets_is_refused_before_building_and_can_be_torn_down(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: `lab up --dir <98 characters>` created the lab namespace and registered the lab, then failed on
+    the OVS run dir ('path too long for unix sockets'); its teardown and every `lab down` failed on the same
+    check (raised when an OvsInstance was only named), so the namespace and the registry entry stayed."""
+    import lab.fabric as labfabric
+    from lab.ovs import OvsInstance, run_dir_problem
+
+    long_dir = tmp_path / ("d" * (120 - len(str(tmp_path))))
+    assert run_dir_problem(long_dir / "ovs") is not None and run_dir_problem(tmp_path / "ovs") is None
+    assert OvsInstance(long_dir / "ovs").pid("ovs-vswitchd") is None           # naming it is fine: teardown
+    monkeypatch.setattr(labfabric, "preflight", lambda: None)
+    monkeypatch.setattr(labfabric, "registered_dir", lambda _n: None)
+    monkeypatch.setattr(labfabric, "register", lambda *_a: pytest.fail("registered before the check"))
+    monkeypatch.setattr(labfabric.nsutil, "netns_exists", lambda _n: False)
+    monkeypatch.setattr(labfabric.Lab, "_build_plumbing", lambda *_a: pytest.fail("plumbing built first"))
+    with pytest.raises(LabError, match=r"path too long for unix sockets \(\d+ bytes .*use a shorter lab --dir"):
+        labfabric.Lab.up(name="gxlong", lab_dir=long_dir, clos={"pods": 0, "leaves": 2}, log=lambda _m: None)
+    # one OVS per switch: its run dir is one level deeper (ovs/<bridge>)
+    short = tmp_path / ("s" * (100 - len(str(tmp_path)) - len("//ovs/ovs-vswitchd.ctl")))
+    assert run_dir_problem(short / "ovs") is None
+    with pytest.raises(LabError, match=r"ovs/spine-1: path too long"):
+        labfabric.Lab.up(name="gxlong", lab_dir=short, clos={"pods": 0, "leaves": 2, "spines": 1},
+                         ovs_per_switch=True, log=lambda _m: None)
