@@ -167,6 +167,13 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
         # a client back on the new config must be heard on it by the serving master (if it serves or
         # prepared it) before the next switch is restarted
         want_ack = new.digest in _served_digests(lab)
+        if target in switches and not keys_only and not want_ack:
+            # the client would restart on a config no master holds: it refuses every LSD (config_mismatch) and
+            # drops its computed routes, yet this said "restarted on config ..." and exit 0 (tester)
+            raise LabError(f"refused, nothing changed: switch {target} would restart on config {new.digest[:12]}..., "
+                           f"which the serving master neither runs nor has prepared: prepare the masters first "
+                           f"(`firepath lab reload M` for each master), or roll the file out whole "
+                           f"(`firepath lab reload all`)")
         grown = set((out.get("grown") or {}).get("switches", ()))
         for sw in switches:
             if target not in ("all", sw):

@@ -264,3 +264,43 @@ def test_a_lab_dir_too_long_for_ovs_sockets_is_refused_before_building_and_can_b
     with pytest.raises(LabError, match=r"ovs/spine-1: path too long"):
         labfabric.Lab.up(name="gxlong", lab_dir=short, clos={"pods": 0, "leaves": 2, "spines": 1},
                          ovs_per_switch=True, log=lambda _m: None)
+
+
+def test_reloading_one_switch_onto_a_config_no_master_holds_is_refused(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: `lab reload leaf-1` after editing a link weight restarted leaf-1 on a config the masters neither
+    ran nor had prepared, and said "restarted on config ... in 0.4s", exit 0: the client then refused every LSD
+    (config_mismatch) and held no routes of its own. Refused, and no client is signalled, unless a master
+    holds the file (prepared with `lab reload M`); the same file after the masters prepared it goes on."""
+    import lab.reload as reload
+
+    text = _clos3()
+    lab = _running_lab(tmp_path, text)
+    edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
+    assert edited != text
+    (tmp_path / "fabric.yaml").write_text(edited)
+    running = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path).digest
+    served = {running}
+    signalled: list[str] = []
+    lab.state.processes["client:tor-1-1"] = SimpleNamespace(alive=lambda: True, send_signal=signalled.append,
+                                                            log="x.log")
+
+    class Poster:
+        def __init__(self, _netns: str) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(reload, "_Poster", Poster)
+    monkeypatch.setattr(reload, "_running_digest", lambda _lab: running)
+    monkeypatch.setattr(reload, "_served_digests", lambda _lab: served)
+    with pytest.raises(LabError, match=r"refused, nothing changed: switch tor-1-1 would restart on config .* which "
+                                       r"the serving master neither runs nor has prepared"):
+        reload.reload_lab(lab, "tor-1-1", log=lambda _m: None)
+    assert signalled == []
+    served.add(parse_fabric(edited, source="fabric.yaml", base_dir=tmp_path).digest)    # the masters prepared it
+    lab.rest_port = lambda _sw: 1
+    monkeypatch.setattr(reload, "wait_until", lambda *_a, **_k: True)
+    out = reload.reload_lab(lab, "tor-1-1", log=lambda _m: None)
+    assert out["reloaded"] == ["tor-1-1"] and len(signalled) == 1
