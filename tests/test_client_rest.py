@@ -235,7 +235,9 @@ def test_a_request_has_read_timeout_seconds_in_all(rest: tuple[RestServer, list]
     assert 0.5 <= got.get("closed_after", 99) < 2.5, got
     s = socket.create_connection(("127.0.0.1", server.port), timeout=5)
     s.sendall(b"POST /v1/reload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
-    answer = s.recv(4096)
+    answer = b""
+    while chunk := s.recv(4096):      # to the close: one recv() got the headers alone under load (flaky)
+        answer += chunk
     s.close()
     assert answer.startswith(b"HTTP/1.1 408 ") and b"not received within 0.6 s" in answer, answer
 
