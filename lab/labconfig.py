@@ -133,7 +133,11 @@ def load_fabric(path: Path | str) -> Any:
 def keep_running(state: Any, fabric: Any) -> None:
     """Record `fabric` (loaded from `state.config`) as the config the lab runs: its text in the lab dir's
     RUNNING_FILE and its digest in the record (the caller saves the record)."""
-    text = Path(fabric.source).read_text(encoding="utf-8")
+    src = Path(fabric.source)
+    if not src.is_file():            # a pipe (`--config <(...)`) has been read once: never wait on it again
+        state.running = ""
+        return
+    text = src.read_text(encoding="utf-8")
     tmp = Path(state.dir) / f".{RUNNING_FILE}.tmp"
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(Path(state.dir) / RUNNING_FILE)
