@@ -59,10 +59,10 @@ def default_dir(name: str) -> Path:
 #: Written in a directory when a lab is first brought up there (kept by `lab down`): the directory is the
 #: lab's, and what the lab writes and removes there is its own.
 LAB_MARK = ".firepath-lab"
-#: What a lab removes or replaces in its directory: `lab up` removes state/ and logs.prev/, renames logs/ and
-#: replaces ovs/ and bgp/; `lab down` removes ovs/ and state/ (logs/ with --purge); a generated config
-#: overwrites fabric.yaml, fabric.key and admin.token.
-LAB_REPLACES = ("state", "ovs", "logs", "logs.prev", "bgp")
+#: What a lab removes or replaces in its directory: `lab up` removes state/ and logs.prev/, renames logs/,
+#: replaces ovs/ and bgp/ and writes running.yaml; `lab down` removes ovs/ and state/ (logs/ with --purge); a
+#: generated config overwrites fabric.yaml, fabric.key and admin.token.
+LAB_REPLACES = ("state", "ovs", "logs", "logs.prev", "bgp", "running.yaml")
 LAB_GENERATES = ("fabric.yaml", "fabric.key", "admin.token")
 
 
@@ -89,7 +89,7 @@ def lab_dir_problem(lab_dir: Path | str, name: str, generates: bool) -> str | No
     if not clash:
         return None
     return (f"--dir {d} is not a lab directory and holds {', '.join(clash)}, which a lab would remove or overwrite "
-            f"there (it keeps state/, ovs/, logs/, logs.prev/ and bgp/ of its own"
+            f"there (it keeps state/, ovs/, logs/, logs.prev/, bgp/ and running.yaml of its own"
             + (", and writes fabric.yaml, fabric.key and admin.token" if generates else "")
             + "): give a new or empty directory")
 
