@@ -139,7 +139,11 @@ class ClientApi:
             if path in gets or path in posts:
                 return _json(405, {"error": f"{method} {path}: method not allowed"})
             return _json(404, {"error": f"{path}: not found"})
-        query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
+        parsed = parse_qs(url.query, keep_blank_values=True)
+        twice = sorted(k for k, v in parsed.items() if len(v) > 1)
+        if twice:        # the last one silently won: prefix=A&prefix=B answered for B alone
+            return _json(400, {"error": f"query parameter {twice[0][:40]!r} given more than once"})
+        query = {k: v[0] for k, v in parsed.items()}
         return table[path](query, headers)
 
     def _state(self, _query: dict[str, str], _headers: Any) -> Answer:
@@ -155,10 +159,13 @@ class ClientApi:
             return _json(404, {"error": "routes are not available on this client"})
         raw = query.get("prefix")
         try:
-            prefix = IPv4Network(raw, strict=False) if raw else None
+            prefix = IPv4Network(raw, strict=False) if raw is not None else None
         except ValueError:
-            return _json(400, {"error": f"prefix: {raw!r} is not an IPv4 address or prefix"})
-        read_ovs = query.get("ovs", "1") != "0"
+            shown = f"{raw[:40]!r}{'...' if len(raw) > 40 else ''}"
+            return _json(400, {"error": f"prefix: {shown} is not an IPv4 address or prefix"})
+        if query.get("ovs", "1") not in ("0", "1"):      # ovs=no read OVS all the same
+            return _json(400, {"error": f"ovs: expected 0 (skip reading OVS) or 1, got {query['ovs'][:40]!r}"})
+        read_ovs = query.get("ovs", "1") == "1"
         try:
             view = self.routes(prefix, read_ovs)
         except Exception as e:  # noqa: BLE001 - one readable line for the operator, the trace in the log

@@ -397,12 +397,18 @@ def _link_index(feed: PageFeed, ref: str) -> int | None:
         return None
 
 
+def _clip(name: str, keep: int = 40) -> str:
+    """A name from the URL as an error quotes it: at most `keep` characters (a 5,000-character one came back
+    whole in the 404), with its length when cut."""
+    return repr(name) if len(name) <= keep else f"{name[:keep]!r}... ({len(name)} characters)"
+
+
 async def link(request: web.Request) -> web.Response:
     feed = _feed(request)
     ref = request.match_info["ref"]
     i = _link_index(feed, ref)
     if i is None:
-        return _json({"error": f"link {ref!r}: no such link (name 'a:1-b:2' or LSD index) in fabric "
+        return _json({"error": f"link {_clip(ref)}: no such link (name 'a:1-b:2' or LSD index) in fabric "
                                f"{feed.fabric.name!r}"}, 404)
     return _json(feed.link_details(i))
 
@@ -412,7 +418,7 @@ async def switch(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     i = feed.index_of.get(name)
     if i is None:
-        return _json({"error": f"switch {name!r}: no such switch in fabric {feed.fabric.name!r}"}, 404)
+        return _json({"error": f"switch {_clip(name)}: no such switch in fabric {feed.fabric.name!r}"}, 404)
     out = feed.switch_details(i)
     fetcher: ClientFetcher = request.app[FETCHER_KEY]  # type: ignore[assignment]
     out["client"] = await fetcher.state(name, feed.fabric.switch(name).rest_port, feed.server.addresses.get(name))

@@ -76,6 +76,8 @@ async def lsd(request: web.Request) -> web.Response:
     s = _srv(request)
     links = s.fabric.links
     out = _header(s)
+    if len(request.query.getall("since", ())) > 1:     # the first one silently won
+        return _error(400, "since: given more than once")
     since_raw = request.query.get("since")
     if since_raw is not None:
         try:

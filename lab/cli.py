@@ -347,6 +347,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from lab.fabric import LabError
     from lab.probe import ProbeError
 
+    if args.src == args.dst:         # it "measured" the host's own loopback: sent 8004, lost 0
+        raise LabError(f"probe: {args.src} -> {args.dst}: source and destination are the same host")
     lab = _open(args)
     probe = lab.probe(args.src, args.dst, flows=args.flows, rate=args.rate)
     try:
@@ -383,8 +385,14 @@ def _unknown_name(args: argparse.Namespace, e: KeyError) -> str:
         fabric = load_fabric(LabState.load(_lab_dir(args)).config)
     except Exception:  # noqa: BLE001 - the lab's record is unreadable: say what we know
         return f"{what} (and the lab {args.name!r} cannot be read to list its names)"
-    return (f"{what}; this lab has switches: {_names([s.name for s in fabric.switches])}; "
-            f"hosts: {_names([h.name for h in fabric.hosts])}; masters: {_names([m.id for m in fabric.masters])}")
+    kinds = {"switch": [s.name for s in fabric.switches], "host": [h.name for h in fabric.hosts],
+             "master": [m.id for m in fabric.masters]}
+    kind = next((k for k, names in kinds.items() if name in names), None)
+    if kind is not None:        # known, as another kind: "unknown name 'h-1-1' ... hosts: h-1-1" said both
+        wanted = "host" if args.lab_command == "probe" else "switch"
+        what = f"{args.lab_command}: {name!r} is a {kind} of this lab, not a {wanted}"
+    return (f"{what}; this lab has switches: {_names(kinds['switch'])}; "
+            f"hosts: {_names(kinds['host'])}; masters: {_names(kinds['master'])}")
 
 
 def _guard(func: Any) -> Any:

@@ -35,11 +35,14 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
+from proto.config import line_of
+
 LINK_LOCAL = IPv4Network("169.254.0.0/16")
 # Not offered: 169.254.0.0/24 and 169.254.255.0/24 (RFC 3927 reserves them) and 169.254.169.0/24 (cloud
 # metadata services live at 169.254.169.254).
 _RESERVED = (IPv4Network("169.254.0.0/24"), IPv4Network("169.254.255.0/24"), IPv4Network("169.254.169.0/24"))
 LAB_IFNAME = "cpn0"
+LAB_LOOPBACK = IPv4Address("127.0.0.1")     # the lab namespace's: OpenFlow listeners, the clients' REST
 ROOT_IFNAME_PREFIX = "fpm"
 
 
@@ -120,6 +123,18 @@ def check_fabric(fabric: Any) -> None:
                                    "masters carries unicast only; use unicast distribution")
     if not fabric.masters:
         raise ExternalMastersError(f"{fabric.source}: no masters configured")
+    for i, m in enumerate(fabric.masters):
+        # the lab routes each master's /32 over the link, in the lab namespace's local table: 127.0.0.1 there
+        # would stop being local, and the lab's OVS and the clients' REST listen on it (the clients died at
+        # once, 'cannot serve REST on 127.0.0.1:...', and lab up said only 'REST TimeoutError' 10 s later)
+        if m.address == LAB_LOOPBACK:
+            field = f"masters[{i}].address"
+            line = line_of(fabric.source, field) if fabric.source else None
+            raise ExternalMastersError(
+                f"{fabric.source}:{line or '?'}: {field}: master {m.id} at {m.address}: the lab namespace's own "
+                f"{LAB_LOOPBACK} is where its OVS and the clients' REST listen, so the lab cannot route it to the "
+                f"machine's; run the masters on other loopback addresses (127.0.0.11-13: `firepath lab config`, "
+                f"or `config clos --master-address 127.0.0.11,127.0.0.12,127.0.0.13`)")
 
 
 def plan(netns: str, lab_name: str, fabric: Any, in_use: list[IPv4Network]) -> CpnLink:

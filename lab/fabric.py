@@ -49,12 +49,15 @@ from lab.labconfig import (
     CLIENT_CPN_BASE,
     CLIENT_RESTART_HOLD_S,
     LAB_DEFAULT_TIMERS,
+    check_cpn_addresses,
     client_cpn_address,
     generate_config,
+    keep_running,
+    lab_fabric,
     load_fabric,
 )
 from lab.labports import OVS_BASE_PORT, REST_BASE_PORT, LabPorts, port_ranges
-from lab.ovs import OvsInstance, ovs_missing
+from lab.ovs import OvsInstance, ovs_missing, run_dir_problem
 from lab.pyenv import python_env, set_group_nice
 from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, nd_load_warning, oam_load_warning
 from lab.zygote import socket_of
@@ -71,8 +74,11 @@ from lab.state import (
     check_lab_name,
     default_dir,
     host_netns,
+    is_lab_dir,
+    lab_dir_problem,
     lab_netns,
     locked,
+    mark_lab_dir,
     proc_starttime,
     register,
     registered_dir,
@@ -195,8 +201,7 @@ class Lab:
     @classmethod
     def open(cls, lab_dir: Path | str) -> Lab:
         state = LabState.load(lab_dir)
-        fabric = load_fabric(state.config) if state.config and Path(state.config).exists() else None
-        return cls(state, fabric)
+        return cls(state, lab_fabric(state))      # the config the lab runs, not an edit awaiting `lab reload`
 
     @classmethod
     def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,
@@ -221,7 +226,10 @@ class Lab:
                 raise LabError(f"lab {name} already exists in {other} (netns {lab_netns(name)}): "
                                f"`firepath lab down --name {name}` first, or `lab up --clean`")
             teardown(other, name=name, log=log)
+        if (problem := lab_dir_problem(d, name, generates=config is None)) is not None:
+            raise LabError(problem)
         with locked(d):
+            mark_lab_dir(d, name)
             if LabState.exists(d) or nsutil.netns_exists(lab_netns(name)):
                 if not clean:
                     raise LabError(f"a lab already exists in {d} (netns {lab_netns(name)}): "
@@ -237,6 +245,9 @@ class Lab:
                 log(f"generated {config}")
             fabric = load_fabric(config)
             ports = LabPorts(fabric)
+            for run_dir in [d / "ovs", *(d / "ovs" / plumbing.bridge_name(s) for s in fabric.switches if ovs_per_switch)]:
+                if (problem := run_dir_problem(run_dir)) is not None:       # before anything is built
+                    raise LabError(problem)
             if ports.assigned_ovs:
                 log(f"assigned `ovs:` targets tcp:127.0.0.1:{OVS_BASE_PORT}+id to {len(ports.assigned_ovs)} "
                     f"switch(es) without one")
@@ -245,6 +256,8 @@ class Lab:
             for warning in (nd_load_warning(fabric), oam_load_warning(fabric), transit_warning(fabric)):
                 if warning:
                     log(f"warning: {warning}")
+            if daemons and not external_masters:      # before anything is built, not at the first client
+                check_cpn_addresses(fabric)
             if external_masters:
                 try:
                     external.check_fabric(fabric)
@@ -252,6 +265,7 @@ class Lab:
                     raise LabError(str(e)) from None
             state = LabState(name=name, dir=str(d), config=str(Path(config).resolve()), netns=lab_netns(name),
                              ovs_dir=str(d / "ovs"), daemons=daemons, external_masters=external_masters)
+            keep_running(state, fabric)
             state.save()
             try:                       # so that `--name` / `--lab NAME` find a lab up with --dir too
                 register(name, d)
@@ -644,6 +658,7 @@ def teardown(lab_dir: Path | str, *, name: str | None = None, log: Callable[[str
 def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], keep_logs: bool) -> list[str]:
     removed: list[str] = []
     state: LabState | None = None
+    ours = is_lab_dir(d, name)        # else only the namespaces of `name` are its: nothing in d is removed
     with contextlib.suppress(LabStateError):
         state = LabState.load(d)
     if state is not None:
@@ -658,7 +673,7 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
     check_lab_name(name)
     ns = lab_netns(name)
     ovs_dir = Path(state.ovs_dir) if state and state.ovs_dir else d / "ovs"
-    running = [o for o in plumbing.instances_on_disk(ovs_dir, ns) if o.pid("ovsdb-server") or o.pid("ovs-vswitchd")]
+    running = [o for o in plumbing.instances_on_disk(ovs_dir, ns) if ours and (o.pid("ovsdb-server") or o.pid("ovs-vswitchd"))]
     plumbing.parallel(lambda o: o.stop(), running)
     if running:
         removed.append(f"ovs daemons ({len(running)} instance{'s' if len(running) > 1 else ''})")
@@ -682,13 +697,15 @@ def _teardown_locked(d: Path, name: str | None, *, log: Callable[[str], None], k
         if nsutil.netns_exists(n):
             nsutil.delete_netns(n)
             removed.append(f"netns {n}")
-    shutil.rmtree(d / "ovs", ignore_errors=True)
+    if ours:
+        shutil.rmtree(d / "ovs", ignore_errors=True)
     bgp.cleanup(name)
-    shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
+    if ours:
+        shutil.rmtree(d / "state", ignore_errors=True)      # masters' durable terms: the next lab starts fresh
     if state is not None:
         state.remove()
     unregister(name, d)
-    if not keep_logs:
+    if not keep_logs and ours:
         shutil.rmtree(d / "logs", ignore_errors=True)
     for line in removed:
         log(f"removed {line}")

@@ -14,14 +14,16 @@ switch simply stops being in the config (its veths and bridge stay until `lab do
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from lab import plumbing
 from lab.bgp import EXT_HOST, ROUTER
 from lab.fabric import Lab, LabError, LabPorts, _reserve_ports
+from lab.labconfig import check_cpn_addresses
 from lab.state import host_netns, say
 
-__all__ = ["grow"]
+__all__ = ["check_grow", "grow"]
 
 
 def _check_additive(st: Any, new: Any) -> None:
@@ -39,15 +41,31 @@ def _check_additive(st: Any, new: Any) -> None:
             raise LabError(f"{new.source}: host {h.name} moved to {h.tor}:{h.port}")
 
 
-def grow(lab: Lab, new: Any, log: Any = say) -> dict[str, list[str]]:
-    """Build the additions of `new` over the running lab and start the new switches' clients. Returns
-    {"switches": [...], "links": [...], "hosts": [...]} added."""
+def check_grow(lab: Lab, new: Any) -> LabPorts:
+    """Everything that refuses `new` as a growth of the running lab, with no side effect: run before the
+    masters prepare it (`lab reload all --grow`), so that a refused file leaves no rollout prepared, and
+    again by grow() itself. LabError naming the problem; else the lab's ports under `new`."""
     st = lab.state
     if st.growing:
         raise LabError(f"an earlier `lab reload all --grow` stopped while building {', '.join(st.growing)}: they "
                        f"may be half built and this lab cannot tell; `firepath lab up --clean` rebuilds the lab from "
                        f"its fabric.yaml (`lab down` first to keep nothing)")
     _check_additive(st, new)
+    ports = LabPorts(new)
+    switches = [s for s in new.switches if s.name not in st.bridges]
+    if not st.external_masters:
+        check_cpn_addresses(new, switches)
+    trial = copy.deepcopy(st)          # the names grow() would give, on a copy: bridges, namespaces
+    plumbing.plan_switches(trial, new, switches, per_switch=bool(st.switch_ns))
+    plumbing.check_netns(trial, new, (ROUTER, EXT_HOST) if EXT_HOST in st.host_netns else ())
+    return ports
+
+
+def grow(lab: Lab, new: Any, log: Any = say) -> dict[str, list[str]]:
+    """Build the additions of `new` over the running lab and start the new switches' clients. Returns
+    {"switches": [...], "links": [...], "hosts": [...]} added."""
+    st = lab.state
+    ports = check_grow(lab, new)
     index = {sw.name: i for i, sw in enumerate(new.switches)}
 
     def ifname(switch: str, port: int) -> str:
@@ -57,7 +75,6 @@ def grow(lab: Lab, new: Any, log: Any = say) -> dict[str, list[str]]:
     links = [link for link in new.links if f"{link.a.switch}:{link.a.port}" not in st.ifaces
              and f"{link.b.switch}:{link.b.port}" not in st.ifaces]
     hosts = [h for h in new.hosts if h.name not in st.host_netns]
-    ports = LabPorts(new)
     # record intent first (teardown removes by name / namespace); a new switch gets its own OVS if the lab's
     # switches have theirs
     plumbing.plan_switches(st, new, switches, per_switch=bool(st.switch_ns))

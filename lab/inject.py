@@ -281,8 +281,8 @@ def wait_client_ready(lab: Lab, switch: str, timeout: float = 15.0,
             lack[0] = what
         else:
             without = no_carrier(s)
-            if unplugged is not None:
-                unplugged[:] = without
+            if unplugged is not None:      # only what no fault records (a failed link or switch is expected)
+                unplugged[:] = [p for p in without if (switch, p) not in down]
             gone = {(switch, p) for p in without}
             try:
                 lsd = lab.master_get("/v1/lsd").get("links", {})

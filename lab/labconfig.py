@@ -13,7 +13,7 @@ from typing import Any
 
 from lab.labports import OVS_BASE_PORT, REST_BASE_PORT
 from lab.sizing import oam_interval_fit
-from lab.state import LabError
+from lab.state import RUNNING_FILE, LabError
 
 # ND timers of generated lab configs unless `timers` is given: 50 ms / 250 ms, the fastest setting measured
 # stable for the demo fabric (10 switches, 16 links, 3 masters) on this 2-core machine shared with other labs.
@@ -72,6 +72,18 @@ def client_cpn_address(fabric: Any, switch: str) -> str:
     return str(CLIENT_CPN_BASE + sw.id)
 
 
+def check_cpn_addresses(fabric: Any, switches: Any = None) -> None:
+    """Refuse, before anything is built, a fabric whose lab clients could not each get a CPN address
+    (client_cpn_address): LabError naming every switch whose id lies outside 0..65535. `switches`: only
+    these (the new ones of a `reload --grow`); default every switch of `fabric`."""
+    bad = [f"{sw.name} (id {sw.id})" for sw in (fabric.switches if switches is None else switches)
+           if not 0 <= sw.id < 1 << 16]
+    if bad:
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise LabError(f"switch ids must be 0..65535 in a lab (each client binds 127.1.0.0 + id towards the "
+                       f"masters): {', '.join(bad[:5])}{more}; renumber them in the config")
+
+
 def generate_config(lab_dir: Path, name: str, *, admin_token: bool = True,
                     log: Callable[[str], None] | None = None, **clos_params: Any) -> Path:
     """Write ``fabric.yaml`` (proto.clos generator), a fresh ``fabric.key`` and, unless `admin_token` is
@@ -116,3 +128,45 @@ def load_fabric(path: Path | str) -> Any:
     from proto.config import load_fabric as _load
 
     return _load(path)
+
+
+def keep_running(state: Any, fabric: Any) -> None:
+    """Record `fabric` (loaded from `state.config`) as the config the lab runs: its text in the lab dir's
+    RUNNING_FILE and its digest in the record (the caller saves the record)."""
+    src = Path(fabric.source)
+    if not src.is_file():            # a pipe (`--config <(...)`) has been read once: never wait on it again
+        state.running = ""
+        return
+    text = src.read_text(encoding="utf-8")
+    tmp = Path(state.dir) / f".{RUNNING_FILE}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(Path(state.dir) / RUNNING_FILE)
+    state.running = fabric.digest
+
+
+def lab_fabric(state: Any) -> Any:
+    """The fabric a lab command sees: the lab's config file, unless it was edited since the lab last ran it
+    (`lab up`, a committed `lab reload`) — then the config the lab runs, kept in RUNNING_FILE. Before, an edit
+    waiting for `lab reload` (a ToR added by `config add-tor --write`, or a typo) was taken for the running
+    fabric: `lab status` showed the new ToR dead, `lab ping` and `lab heal` failed on it, and a file that did not
+    load stopped every lab command. None without a config; ConfigError if neither loads."""
+    from proto.config import ConfigError, parse_fabric
+
+    if not state.config:
+        return None
+    config, kept = Path(state.config), Path(state.dir) / RUNNING_FILE
+    fabric, edited_error = None, None
+    try:
+        fabric = load_fabric(config) if config.exists() else None
+    except ConfigError as e:
+        edited_error = e
+    if state.running and kept.exists() and (fabric is None or fabric.digest != state.running):
+        try:
+            running = parse_fabric(kept.read_text(encoding="utf-8"), source=str(config), base_dir=config.parent)
+            if running.digest == state.running:
+                return running
+        except (OSError, ConfigError):
+            pass
+    if edited_error is not None:
+        raise edited_error
+    return fabric

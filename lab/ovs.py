@@ -73,6 +73,19 @@ class PortState:
     link_up: bool  # OpenFlow port state: not LINK_DOWN (the carrier)
 
 
+#: unix socket paths are limited to 107 bytes; the control socket's path must stay within this
+MAX_CTL_PATH = 100
+
+
+def run_dir_problem(run_dir: Path | str) -> str | None:
+    """Why an OVS cannot run in `run_dir` (its unix socket paths would be too long), or None."""
+    ctl = Path(run_dir).resolve() / "ovs-vswitchd.ctl"
+    if len(str(ctl)) > MAX_CTL_PATH:
+        return (f"OVS run dir {ctl.parent}: path too long for unix sockets ({len(str(ctl))} bytes with its control "
+                f"socket, at most {MAX_CTL_PATH}): use a shorter lab --dir")
+    return None
+
+
 class OvsInstance:
     """One private OVS (ovsdb-server + ovs-vswitchd) rooted at `run_dir`.
 
@@ -83,9 +96,8 @@ class OvsInstance:
     def __init__(self, run_dir: Path | str, netns: str | None = None) -> None:
         self.run_dir = Path(run_dir).resolve()
         self.netns = netns
-        # unix socket paths are limited to 107 bytes
-        if len(str(self.run_dir / "ovs-vswitchd.ctl")) > 100:
-            raise ValueError(f"OVS run dir {self.run_dir}: path too long for unix sockets")
+        # no path check here: teardown must be able to name (and find nothing in) a run dir whose path was too
+        # long to start an OVS in (a lab up refused so could not be removed: `lab down` raised the same error)
 
     # ---------------------------------------------------------------- paths and environment
 
@@ -154,6 +166,8 @@ class OvsInstance:
         missing = ovs_missing()
         if missing:
             raise RuntimeError(missing)
+        if (problem := run_dir_problem(self.run_dir)) is not None:
+            raise ValueError(problem)
         if self.pid("ovsdb-server") or self.pid("ovs-vswitchd"):
             raise RuntimeError(f"an OVS instance is already running in {self.run_dir}; stop() it first")
         t0 = time.monotonic()

@@ -26,7 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from client.of.sockets import enter_netns
-from lab.fabric import Lab, LabError, wait_until
+from lab.fabric import Lab, LabError, LabPorts, wait_until
+from lab.labconfig import keep_running
 from lab.state import say
 from proto.config import ConfigError, Fabric, load_fabric
 
@@ -131,6 +132,10 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
         raise LabError(f"no master or switch {target!r} in {lab.state.config} (masters: {', '.join(masters)})")
     out: dict[str, Any] = {"digest": new.digest, "prepared": [], "reloaded": [], "committed_version": None,
                            "grown": None}
+    if added:      # what grow() would refuse is refused before any master prepares the file
+        from lab.grow import check_grow
+
+        check_grow(lab, new)
     keys = _key_status(new)
     keys_only = new.digest == _running_digest(lab)
     token = _token(new)
@@ -162,6 +167,13 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
         # a client back on the new config must be heard on it by the serving master (if it serves or
         # prepared it) before the next switch is restarted
         want_ack = new.digest in _served_digests(lab)
+        if target in switches and not keys_only and not want_ack:
+            # the client would restart on a config no master holds: it refuses every LSD (config_mismatch) and
+            # drops its computed routes, yet this said "restarted on config ..." and exit 0 (tester)
+            raise LabError(f"refused, nothing changed: switch {target} would restart on config {new.digest[:12]}..., "
+                           f"which the serving master neither runs nor has prepared: prepare the masters first "
+                           f"(`firepath lab reload M` for each master), or roll the file out whole "
+                           f"(`firepath lab reload all`)")
         grown = set((out.get("grown") or {}).get("switches", ()))
         for sw in switches:
             if target not in ("all", sw):
@@ -187,6 +199,9 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
             log(f"config {new.digest[:12]}... unchanged: key set {_keys(keys)} on every daemon, nothing to commit")
         elif target == "all":
             out["committed_version"], out["committed_at"] = _commit(lab, poster, new, token, timeout, log)
+        if target == "all" and keys_only:       # the file's key set is held: it is what the lab runs
+            keep_running(lab.state, new)
+            lab.state.save()
     finally:
         poster.close()
     return out
@@ -265,7 +280,9 @@ def _commit(lab: Lab, poster: _Poster, new: Fabric, token: str | None, timeout: 
     version = int(ans["version"])
     at = time.monotonic()
     log(f"master {leader[0]}: committed, LSD version {version} on config {new.digest[:12]}...")
-    lab.fabric = new
+    lab.fabric, lab.ports = new, LabPorts(new)
+    keep_running(lab.state, new)      # committed: the lab runs the file now (lab.labconfig.lab_fabric)
+    lab.state.save()
     expect = lab.expected_usable()
     if not lab.wait_converged(timeout, expect_usable=expect, min_version=version):
         raise LabError(f"not converged on the new config: {lab.convergence_problem(expect, version)}")

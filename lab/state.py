@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 STATE_FILE = "lab.json"
+RUNNING_FILE = "running.yaml"      # the text of the config the lab runs (LabState.running)
 LOCK_FILE = ".lock"
 NETNS_PREFIX = "fplab-"
 _NAME_RE = re.compile(r"^[a-z0-9]{1,12}$")
@@ -51,6 +52,52 @@ def switch_netns(name: str, index: int) -> str:
 
 def default_dir(name: str) -> Path:
     return Path("/tmp") / f"{NETNS_PREFIX}{name}"
+
+
+# ---------------------------------------------------------------------------------------------- lab dir
+
+#: Written in a directory when a lab is first brought up there (kept by `lab down`): the directory is the
+#: lab's, and what the lab writes and removes there is its own.
+LAB_MARK = ".firepath-lab"
+#: What a lab removes or replaces in its directory: `lab up` removes state/ and logs.prev/, renames logs/,
+#: replaces ovs/ and bgp/ and writes running.yaml; `lab down` removes ovs/ and state/ (logs/ with --purge); a
+#: generated config overwrites fabric.yaml, fabric.key and admin.token.
+LAB_REPLACES = ("state", "ovs", "logs", "logs.prev", "bgp", "running.yaml")
+LAB_GENERATES = ("fabric.yaml", "fabric.key", "admin.token")
+
+
+def is_lab_dir(lab_dir: Path | str, name: str | None = None) -> bool:
+    """`lab_dir` is a lab's own: the default one of lab `name`, marked by a lab up, or holding a lab record."""
+    d = Path(lab_dir)
+    return ((name is not None and d.resolve() == default_dir(name).resolve()) or (d / LAB_MARK).exists()
+            or (d / STATE_FILE).exists())
+
+
+def lab_dir_problem(lab_dir: Path | str, name: str, generates: bool) -> str | None:
+    """Why `lab up` must not use `lab_dir`, or None. A directory that is not a lab's may be used only if it
+    holds nothing the lab would remove or replace there (`generates`: the lab writes its own config too):
+    `lab up --dir .` in a config directory overwrote its fabric.key and removed its state/ (tester)."""
+    d = Path(lab_dir)
+    if not d.exists():
+        return None
+    if not d.is_dir():
+        return f"--dir {d}: not a directory"
+    if is_lab_dir(d, name):
+        return None
+    clash = [n for n in (*LAB_REPLACES, *(LAB_GENERATES if generates else ())) if (d / n).exists()
+             or (d / n).is_symlink()]
+    if not clash:
+        return None
+    return (f"--dir {d} is not a lab directory and holds {', '.join(clash)}, which a lab would remove or overwrite "
+            f"there (it keeps state/, ovs/, logs/, logs.prev/, bgp/ and running.yaml of its own"
+            + (", and writes fabric.yaml, fabric.key and admin.token" if generates else "")
+            + "): give a new or empty directory")
+
+
+def mark_lab_dir(lab_dir: Path | str, name: str) -> None:
+    d = Path(lab_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / LAB_MARK).write_text(f"firepath lab {name}: this directory is the lab's (`firepath lab up --dir`)\n")
 
 
 # ---------------------------------------------------------------------------------------------- registry
@@ -202,6 +249,9 @@ class LabState:
     # what a `reload --grow` recorded and is building (switches, links, hosts); left non-empty when it was
     # interrupted: the record then names things that may be half built (lab/grow.py refuses to go on)
     growing: list[str] = field(default_factory=list)
+    # the digest of the config the lab runs (set by lab up and by a committed `lab reload`; its text is kept
+    # in RUNNING_FILE): until a reload commits it, an edit of `config` is not what the lab runs (lab/labconfig.py)
+    running: str = ""
     created_unix: float = field(default_factory=time.time)       # for display only
 
     @property

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import re
 import secrets
+import stat
 import sys
 import time
 from collections import Counter
@@ -296,7 +297,7 @@ def _keygen_add(args: argparse.Namespace) -> int:
     if code:
         return code
     try:
-        args.add.write_text(new_text, encoding="utf-8")
+        _replace_file(args.add, new_text)          # atomic: a crash mid-write leaves the old file whole
     except OSError as e:
         print(f"firepath config keygen: {args.add} not rewritten: {e} (the key {path} was written)", file=sys.stderr)
         return 1
@@ -322,16 +323,34 @@ def cmd_add_tor(args: argparse.Namespace) -> int:
         sys.stdout.write(added.text)
         print(f"# added {summary}", file=sys.stderr)
         return 0
-    tmp = args.config.with_name(f".{args.config.name}.tmp")
     try:
-        tmp.write_text(added.text, encoding="utf-8")
-        os.replace(tmp, args.config)
+        _replace_file(args.config, added.text)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         print(f"firepath config add-tor: {args.config} not rewritten: {e.strerror or e}", file=sys.stderr)
         return 1
     print(f"rewrote {args.config}: added {summary}", file=sys.stderr)
     return 0
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Replace the file at `path` with `text` atomically, as the file it was: a symlink's target is rewritten
+    (the link stays a link), and the file keeps its mode and, where we may, its owner. A temp file renamed
+    over it had the writer's umask and owner: a config kept read-only (0444) or group-readable (0640,
+    root:firepath) came back 0644 root:root, and fabric.yaml -> v3.yaml became a plain file (tester)."""
+    real = path.resolve()
+    st = real.stat()
+    tmp = real.with_name(f".{real.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.chmod(tmp, stat.S_IMODE(st.st_mode))
+        if os.geteuid() == 0:
+            os.chown(tmp, st.st_uid, st.st_gid)
+        os.replace(tmp, real)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _check_rewrite(text: str, path: Path) -> None:

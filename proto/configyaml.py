@@ -211,6 +211,8 @@ class NodeReader:
         value = value.lower()
         if int(value[:2], 16) & 1:
             raise self.fail(node, field, f"{value} is a multicast MAC address")
+        if value == "00:00:00:00:00:00":      # Linux refuses it for an interface: lab up failed building the host
+            raise self.fail(node, field, f"{value} is the all-zero MAC address, which no interface can have")
         return value
 
     def path(self, node: yaml.Node, field: str) -> Path:

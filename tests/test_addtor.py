@@ -218,3 +218,30 @@ def test_a_grow_interrupted_while_building_is_refused_by_name_on_retry(tmp_path:
     assert LabState.load(tmp_path).growing == st.growing          # kept across processes (the record)
     with pytest.raises(LabError, match=r"stopped while building tor-2-3, agg-2-1:5--tor-2-3:1.*lab up --clean"):
         grow(SimpleNamespace(state=st), object(), log=lambda m: None)
+
+
+def test_write_keeps_the_files_mode_owner_and_symlink(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tester: `add-tor --write` wrote a temp file and renamed it over the config: a 0640 root:group config came
+    back 0644 root:root, a 0444 one writable, and fabric.yaml -> v3.yaml became a plain file beside an unchanged
+    v3.yaml. The target is rewritten in place of itself, keeping its mode and owner; the link stays a link."""
+    import os
+
+    real = tmp_path / "v3.yaml"
+    real.write_text(_clos3())
+    os.chmod(real, 0o640)
+    gid = 1 if os.geteuid() == 0 else os.getegid()
+    os.chown(real, os.geteuid(), gid)
+    link = tmp_path / "fabric.yaml"
+    link.symlink_to("v3.yaml")
+    assert main(["config", "add-tor", str(link), "--like", "tor-1-1", "--write"]) == 0
+    assert link.is_symlink() and "name: tor-1-3" in real.read_text()
+    st = real.stat()
+    assert (st.st_mode & 0o777, st.st_gid) == (0o640, gid)
+    assert not list(tmp_path.glob(".*.tmp"))
+    capsys.readouterr()
+    # keygen --add --write rewrites the config the same way (atomically: a crash leaves the old file whole)
+    (tmp_path / "k.key").write_text("ab" * 32 + "\n")
+    real.write_text(real.read_text().replace('key_file: "fabric.key"', 'key_file: "k.key"'))
+    os.chmod(real, 0o604)
+    assert main(["config", "keygen", "--add", str(link), "--write"]) == 0, capsys.readouterr().err
+    assert link.is_symlink() and (real.stat().st_mode & 0o777) == 0o604 and "id: 2" in real.read_text()

@@ -180,6 +180,18 @@ def test_a_master_on_a_non_unicast_address_is_refused(address: str, kind: str) -
                  f"{address} is {kind}: not a unicast address")
 
 
+@pytest.mark.parametrize(("old", "line", "field"), [
+    ('mac: "02:00:00:00:00:01"', 16, "switches[1].hosts[0].mac"),
+    ("    id: 3\n", 19, "switches[2].mac"),
+])
+def test_the_all_zero_mac_is_refused(old: str, line: int, field: str) -> None:
+    """Tester: a host with mac 00:00:00:00:00:00 passed `config check`, and `lab up` failed after building
+    the fabric ('RTNETLINK answers: Cannot assign requested address'): no interface can have that address."""
+    new = 'mac: "00:00:00:00:00:00"' if old.startswith("mac") else old + '    mac: "00:00:00:00:00:00"\n'
+    expect_error(edit(old, new), line, field, "00:00:00:00:00:00 is the all-zero MAC address")
+    assert parse_fabric(edit(old, new.replace("00:00:00:00:00:00", "02:00:00:00:00:00"))) is not None
+
+
 def test_masters_on_loopback_or_the_control_network_load() -> None:
     assert str(parse_fabric(BASE).masters[0].address) == "127.0.0.1"          # the lab's
     assert str(parse_fabric(edit("address: 127.0.0.1", "address: 10.9.0.1")).masters[0].address) == "10.9.0.1"

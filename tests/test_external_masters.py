@@ -71,6 +71,23 @@ def test_multicast_distribution_is_refused_with_the_reason(tmp_path: Path) -> No
         external.plan("fplab-x1", "x1", load_fabric(path), [])
 
 
+def test_a_master_on_the_labs_own_127_0_0_1_is_refused_naming_file_line_and_field(tmp_path: Path) -> None:
+    """Tester: `lab up --external-masters` of a config with its masters at 127.0.0.1 (`config clos`'s default)
+    routed the lab namespace's own 127.0.0.1 over the link: every client died at once ('cannot serve REST on
+    127.0.0.1:...') and lab up said 'REST TimeoutError' after its timeout. Refused before anything is built."""
+    text = generate_clos_yaml(ClosParams(pods=0, leaves=2, masters=3,
+                                         master_address="127.0.0.11,127.0.0.1,127.0.0.13"))
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    fabric = load_fabric(path)
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "id: m2" in t)
+    with pytest.raises(external.ExternalMastersError,
+                       match=rf"f\.yaml:{line}: masters\[1\]\.address: master m2 at 127\.0\.0\.1: .*127\.0\.0\.11-13"):
+        external.check_fabric(fabric)
+    path.write_text(text.replace("address: 127.0.0.1,", "address: 127.0.0.12,"))
+    external.check_fabric(load_fabric(path))       # other loopback addresses are what the link routes
+
+
 # ---------------------------------------------------------------------------------------------- configs
 
 
@@ -100,6 +117,19 @@ def test_lab_config_writes_a_lab_ready_config_and_a_private_key(tmp_path: Path, 
     # refused as an option value (usage error, status 2), before anything is generated
     assert firepath_main(["lab", "config", "-o", str(tmp_path / "bad"), "--master-address", "127.0.0.1,nope"]) == 2
     assert "--master-address: 'nope' is not an IPv4 address" in capsys.readouterr().err
+
+
+def test_lab_config_never_overwrites_an_existing_secret(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """Tester: a second `lab config -o docker/` replaced docker/fabric.key (0400 does not stop root) under the
+    masters running on it: a lab following them could no longer authenticate. As `config keygen`: refused."""
+    out = tmp_path / "cfg"
+    argv = ["lab", "config", "-o", str(out), "--key-owner", str(os.getuid())]
+    assert firepath_main(argv) == 0
+    key, config = (out / "fabric.key").read_bytes(), (out / "fabric.yaml").read_bytes()
+    capsys.readouterr()
+    assert firepath_main([*argv, "--timer", "nd_dead_ms=300"]) == 1
+    assert "fabric.key already exists; not overwriting it" in capsys.readouterr().err
+    assert (out / "fabric.key").read_bytes() == key and (out / "fabric.yaml").read_bytes() == config
 
 
 def test_compose_file_matches_the_config_generator_and_the_image() -> None:

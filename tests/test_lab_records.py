@@ -168,6 +168,53 @@ def test_a_port_unplugged_behind_the_labs_back_is_not_waited_for() -> None:
     assert no_carrier(up_unusable) == [] and no_carrier({**state, "connected": False}) == []
 
 
+def test_ports_down_by_a_recorded_fault_are_not_called_unplugged_behind_the_labs_back() -> None:
+    """Tester: `lab fail link tor-1-1 agg-1-1`, `lab fail switch tor-1-1`, then `lab restart client tor-1-1` said
+    "port(s) 1, 2 without carrier, which no lab fault records" while both faults were listed as active. Only a
+    port no fault explains is named."""
+    from types import SimpleNamespace
+
+    from lab.inject import wait_client_ready
+
+    fabric = SimpleNamespace(links=[SimpleNamespace(name=f"t:{p}-a{p}:1", a=SimpleNamespace(switch="t", port=p),
+                                                    b=SimpleNamespace(switch=f"a{p}", port=1)) for p in (1, 2, 3)],
+                             fabric_ports=lambda sw: [1, 2, 3])
+    state = {"connected": True, "programmed_version": 7, "master": "m1",
+             "ports": [{"port": 1, "usable": False, "phy": False}, {"port": 2, "usable": True, "phy": True},
+                       {"port": 3, "usable": False, "phy": False}]}
+    lab = SimpleNamespace(fabric=fabric, expected_down=lambda: {("t", 1), ("a1", 1)}, rest_port=lambda sw: 1,
+                          http=SimpleNamespace(get_many=lambda reqs, timeout: [state]),
+                          master_get=lambda path: {"links": {"t:1-a1:1": "down", "t:2-a2:1": "up",
+                                                             "t:3-a3:1": "down"}})
+    unplugged: list[int] = []
+    assert wait_client_ready(lab, "t", 1.0, unplugged) is None
+    assert unplugged == [3]          # port 1 is the failed link's: expected without carrier, not named
+
+
+def test_a_name_of_the_wrong_kind_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Tester: `lab fail switch h-1-1` said "unknown name 'h-1-1'; this lab has ... hosts: h-1-1" (both), and
+    `lab probe h-1-1 h-1-1` probed the host's own loopback ("sent 8004, lost 0")."""
+    import lab.fabric as labfabric
+    from lab.labconfig import generate_config
+    from lab.state import LabState
+    from proto.cli import main as firepath_main
+
+    config = generate_config(tmp_path, "kx", spines=1, pods=0, leaves=2, masters=1)
+    LabState(name="kx", dir=str(tmp_path), config=str(config)).save()
+    monkeypatch.setattr(labfabric, "preflight", lambda: None)
+    where = ["--name", "kx", "--dir", str(tmp_path)]
+    for argv, said in ((["fail", "switch", "h-1-1"], "fail: 'h-1-1' is a host of this lab, not a switch"),
+                       (["groups", "m1"], "groups: 'm1' is a master of this lab, not a switch"),
+                       (["probe", "leaf-1", "h-2-1"], "probe: 'leaf-1' is a switch of this lab, not a host"),
+                       (["groups", "nosuch"], "groups: unknown name 'nosuch'")):
+        assert firepath_main(["lab", *argv, *where]) == 1, argv
+        err = capsys.readouterr().err
+        assert said in err and "switches: spine-1, leaf-1, leaf-2; hosts: h-1-1, h-2-1; masters: m1" in err, err
+    assert firepath_main(["lab", "probe", "h-1-1", "h-1-1", *where]) == 1
+    assert "source and destination are the same host" in capsys.readouterr().err
+
+
 def test_fault_hints_and_key_sets_are_written_for_the_lab_at_hand() -> None:
     """Tester 2: every fault hint said `firepath lab heal` whatever the lab, and `lab reload` printed key sets
     as Python dicts."""

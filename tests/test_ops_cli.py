@@ -151,7 +151,13 @@ def test_errors_are_one_line_with_their_exit_code(tmp_path: Path) -> None:
         (["masters", "--config", cfg], api.UNREACHABLE, "no master serving"),
         (["lsd", "--config", str(tmp_path / "nope.yaml")], api.USAGE, "nope.yaml"),
         (["lsd", "--lab", "UPPER"], api.USAGE, "lab name"),
-        (["drain", "--config", cfg, "--switch", "spine-1", "--reason", "x" * 201], api.USAGE, "--reason"),
+        (["drain", "--config", cfg, "--switch", "spine-1", "--reason", "x" * 201], api.USAGE,
+         "--reason: 201 characters, at most 200"),
+        # tester: a tab said "at most 200 printable characters (got 3)", as if the length were wrong
+        (["drain", "--config", cfg, "--switch", "spine-1", "--reason", "a\tb"], api.USAGE,
+         "--reason: the non-printable character '\\t' at position 2"),
+        (["drain", "--config", cfg, "--switch", "spine-1", "--who", "me\x1b[2J"], api.USAGE,
+         "--who: the non-printable character '\\x1b' at position 3"),
     ]
     for argv, code, words in cases:
         r = cli(*argv)

@@ -259,6 +259,23 @@ def test_a_huge_drain_target_or_since_is_not_echoed_back(tmp_path: Path) -> None
         assert "characters, longer than any" in json.loads(answer)["error"] or "since" in json.loads(answer)["error"]
 
 
+def test_a_repeated_since_or_a_long_page_name_is_refused_briefly(tmp_path: Path) -> None:
+    """Tester: `/v1/lsd?since=1&since=2` answered for the first silently, and the page's `/v1/switch/NAME` and
+    `/v1/link/REF` quoted a 5,000-character name whole in their 404."""
+    long = b"a" * 5000
+
+    def body(server: MasterServer, port: int) -> list[tuple[int, bytes]]:
+        return [raw(port, b"GET /v1/lsd?since=1&since=2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                raw(port, b"GET /v1/switch/" + long + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+                raw(port, b"GET /v1/link/" + long + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")]
+
+    (s1, _h1, a1), (s2, _h2, a2), (s3, _h3, a3) = run_master(tmp_path, body)
+    assert (s1, json.loads(a1)["error"]) == (400, "since: given more than once")
+    for status, answer, kind in ((s2, a2, "switch"), (s3, a3, "link")):
+        error = json.loads(answer)["error"]
+        assert status == 404 and len(answer) < 300 and error.startswith(f"{kind} '{'a' * 40}'... (5000 characters)")
+
+
 def test_requests_aiohttp_refuses_get_a_json_error(tmp_path: Path) -> None:
     """What aiohttp's parser refuses before any handler came back text/plain; docs/API.md: every error is JSON."""
     bad = [b"POST /v1/drain HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",

@@ -258,8 +258,12 @@ def cmd_drain(args: argparse.Namespace, fabric: Any) -> int:
 
     kind, name, links = resolve(fabric, args.link, args.switch)
     for field, value, limit in (("--reason", args.reason, MAX_REASON), ("--who", args.who, MAX_WHO)):
-        if value is not None and (len(value) > limit or not value.isprintable()):
-            raise OpsError(USAGE, f"{field}: at most {limit} printable characters (got {len(value)})")
+        if value is not None and len(value) > limit:
+            raise OpsError(USAGE, f"{field}: {len(value)} characters, at most {limit}")
+        if value is not None and not value.isprintable():      # "at most 200 printable characters (got 3)"
+            bad = next(c for c in value if not c.isprintable())
+            raise OpsError(USAGE, f"{field}: the non-printable character {bad!r} at position "
+                                  f"{value.index(bad) + 1} (printable characters only: no tab, newline or control)")
     token = None if args.dry_run else read_token(fabric, args.token_file)
     masters = Masters(fabric, args.timeout)
     mid, lsd = masters.get("/v1/lsd")
