@@ -97,6 +97,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"firepath client: {e}", file=sys.stderr)
             return 2
     rest_port = args.rest_port if args.rest_port is not None else switch.rest_port
+    if args.netns is not None:
+        # The OpenFlow driver enters it for every connection attempt and retries failures for ever: a
+        # namespace that is not there (or cannot be entered) is refused here, once, with its name.
+        from client.of.sockets import socket_in_netns
+
+        if not args.netns or "/" in args.netns or args.netns in (".", ".."):
+            return _fatal(log, f"--netns {args.netns!r}: not a network namespace name")
+        try:
+            socket_in_netns(args.netns).close()
+        except OSError as e:
+            return _fatal(log, f"--netns {args.netns}: cannot enter that network namespace "
+                               f"({e.strerror or e}; `ip netns list` shows those that exist)")
     # Everything that can fail at start-up (UDP and REST sockets) happens before any thread runs or any
     # ND peer is told anything; a failure ends the process at once, with the reason, and exit status 1.
     daemon = rest = None

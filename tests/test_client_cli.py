@@ -50,3 +50,13 @@ def test_udp_bind_failure_ends_the_client_at_once(config: Path) -> None:
     proc, _ = client(config, "--rest-port", "0", "--bind", "192.0.2.1")    # not an address of this host
     assert proc.returncode == 1, proc.stderr
     assert "cannot open the UDP socket towards the masters on 192.0.2.1" in proc.stderr
+
+
+def test_a_network_namespace_that_is_not_there_ends_the_client_at_once(config: Path) -> None:
+    """Tester finding: `--netns nosuch` retried entering it for ever (the driver's connect loop)."""
+    proc, seconds = client(config, "--rest-port", "0", "--netns", "fp-no-such-namespace")
+    assert proc.returncode == 1, proc.stderr
+    assert "--netns fp-no-such-namespace: cannot enter that network namespace" in proc.stderr
+    assert seconds < 20
+    proc, _ = client(config, "--rest-port", "0", "--netns", "../etc")
+    assert proc.returncode == 1 and "not a network namespace name" in proc.stderr
