@@ -177,11 +177,23 @@ def kill_master(lab: Lab, master_id: str | None = None) -> dict[str, object]:
         raise _no_master(lab, master_id)
     fault: dict[str, object] = {"kind": "master", "id": master_id}
     _refuse_duplicate(lab, fault, "id")
+    _refuse_dead(lab, key, f"master {master_id}")
     lab.state.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()
     lab.stop_process(key, signal.SIGKILL)
     return fault
+
+
+def _refuse_dead(lab: Lab, key: str, what: str, also: str = "") -> None:
+    """A kill of a process that is not running records no fault: it would say `injected` and make `heal`
+    claim to undo it (tester finding: killing a dead client printed "injected: ... killed")."""
+    from lab.report import heal_command
+
+    rec = lab.state.processes.get(key)
+    if rec is not None and not rec.alive():
+        raise LabError(f"{what} is not running (it stopped outside the lab's fault records): nothing to kill; "
+                       f"`{heal_command(lab.state.name)}`{also} starts it again")
 
 
 def _check_client(lab: Lab, switch: str, key: str) -> None:
@@ -198,6 +210,7 @@ def kill_client(lab: Lab, switch: str) -> dict[str, object]:
     _check_client(lab, switch, key)
     fault: dict[str, object] = {"kind": "client", "switch": switch}
     _refuse_duplicate(lab, fault, "switch")
+    _refuse_dead(lab, key, f"the client of {switch}", f" (or `lab restart client {switch}`)")
     lab.state.faults.append(fault)
     _save(lab)
     fault["at"] = time.monotonic()

@@ -789,6 +789,13 @@ def test_heal_starts_again_a_daemon_killed_outside_the_labs_faults(lab: Lab) -> 
     for rec in recs:
         os.kill(rec.pid, signal.SIGKILL)
     assert wait_until(lambda: not any(r.alive() for r in recs), 5.0)
+    # `lab kill` of a daemon that is not running records nothing (it said "injected: ... killed")
+    faults = list(lab.state.faults)
+    with pytest.raises(LabError, match="is not running"):
+        inject.kill_client(lab, agg)
+    with pytest.raises(LabError, match="is not running"):
+        inject.kill_master(lab, master)
+    assert lab.state.faults == faults
     undone = inject.heal(lab)
     assert {(f["kind"], f.get("id", f.get("switch")), f.get("outside")) for f in undone} == {
         ("client", agg, True), ("master", master, True)}, undone
