@@ -77,6 +77,17 @@ def test_lab_fail_external_without_borders_is_one_line(tmp_path: Path, capsys) -
     assert err == "firepath lab: this lab has no eBGP border (lab up --border-pods N --external)\n", err
 
 
+def test_lab_ping_with_a_single_host_says_there_is_no_pair(tmp_path: Path, capsys) -> None:
+    """It printed "0/0 pairs" and exited 0, which reads as a pass."""
+    from proto.cli import main
+
+    name = f"tqp{os.getpid() % 100000}"
+    config = generate_config(tmp_path, name, spines=1, pods=0, leaves=1, masters=1)
+    LabState(name=name, dir=str(tmp_path), config=str(config)).save()      # a record only: nothing is built
+    assert main(["lab", "ping", "--name", name, "--dir", str(tmp_path)]) == 1
+    assert "this lab has 1 host: no pair to ping" in capsys.readouterr().err
+
+
 def test_lab_down_removes_the_socket_of_a_zygote_it_kills(tmp_path: Path) -> None:
     """A `lab up` killed during bring-up leaves its zygotes running in the lab namespace; `lab down` SIGKILLs
     them, which skips their own unlink: the socket file stayed in /tmp for good."""
