@@ -304,3 +304,44 @@ def test_reloading_one_switch_onto_a_config_no_master_holds_is_refused(tmp_path:
     monkeypatch.setattr(reload, "wait_until", lambda *_a, **_k: True)
     out = reload.reload_lab(lab, "tor-1-1", log=lambda _m: None)
     assert out["reloaded"] == ["tor-1-1"] and len(signalled) == 1
+
+
+def test_a_switch_reverted_to_the_running_config_is_said_to_restart(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: `lab reload leaf-1` onto an edit (prepared by the masters), then the file reverted and `lab reload
+    leaf-1` again: the client restarted back onto the running config, yet the lab said "config unchanged, no
+    restart" (it compared the file with the lab's running config, not with the client's)."""
+    import lab.reload as reload
+
+    text = _clos3()
+    lab = _running_lab(tmp_path, text)
+    (tmp_path / "fabric.yaml").write_text(text)
+    edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
+    running = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path).digest
+    edited_digest = parse_fabric(edited, source="fabric.yaml", base_dir=tmp_path).digest
+    signalled: list[str] = []
+    lab.state.processes["client:tor-1-1"] = SimpleNamespace(alive=lambda: True, send_signal=signalled.append,
+                                                            log="x.log")
+
+    class Poster:
+        def __init__(self, _netns: str) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(reload, "_Poster", Poster)
+    monkeypatch.setattr(reload, "_running_digest", lambda _lab: running)
+    monkeypatch.setattr(reload, "_served_digests", lambda _lab: {running, edited_digest})
+    monkeypatch.setattr(reload, "wait_until", lambda *_a, **_k: True)
+    lab.rest_port = lambda _sw: 1
+    client_runs = [edited_digest]
+    monkeypatch.setattr(reload, "_client_digest", lambda _lab, _port: client_runs[0])
+    said: list[str] = []
+    reload.reload_lab(lab, "tor-1-1", log=said.append)          # the file is the running config again
+    assert any(f"switch tor-1-1: restarted on config {running[:12]}" in m for m in said), said
+    client_runs[0] = running                                    # a client already on it: keys only
+    said.clear()
+    reload.reload_lab(lab, "tor-1-1", log=said.append)
+    assert any("switch tor-1-1: holds key set" in m and "no restart" in m for m in said), said
+    assert len(signalled) == 2
