@@ -266,6 +266,27 @@ def test_a_lab_dir_too_long_for_ovs_sockets_is_refused_before_building_and_can_b
                          ovs_per_switch=True, log=lambda _m: None)
 
 
+def _one_client_lab(lab: SimpleNamespace, monkeypatch: pytest.MonkeyPatch, running: str) -> list[str]:
+    """`lab` with a running client of tor-1-1 (the signals it gets are returned), no masters' REST, and the lab's
+    running config `running` (for lab.reload)."""
+    import lab.reload as reload
+
+    signalled: list[str] = []
+    lab.state.processes["client:tor-1-1"] = SimpleNamespace(alive=lambda: True, send_signal=signalled.append,
+                                                            log="x.log")
+
+    class Poster:
+        def __init__(self, _netns: str) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(reload, "_Poster", Poster)
+    monkeypatch.setattr(reload, "_running_digest", lambda _lab: running)
+    return signalled
+
+
 def test_reloading_one_switch_onto_a_config_no_master_holds_is_refused(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Tester: `lab reload leaf-1` after editing a link weight restarted leaf-1 on a config the masters neither
@@ -281,19 +302,7 @@ def test_reloading_one_switch_onto_a_config_no_master_holds_is_refused(tmp_path:
     (tmp_path / "fabric.yaml").write_text(edited)
     running = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path).digest
     served = {running}
-    signalled: list[str] = []
-    lab.state.processes["client:tor-1-1"] = SimpleNamespace(alive=lambda: True, send_signal=signalled.append,
-                                                            log="x.log")
-
-    class Poster:
-        def __init__(self, _netns: str) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(reload, "_Poster", Poster)
-    monkeypatch.setattr(reload, "_running_digest", lambda _lab: running)
+    signalled = _one_client_lab(lab, monkeypatch, running)
     monkeypatch.setattr(reload, "_served_digests", lambda _lab: served)
     with pytest.raises(LabError, match=r"refused, nothing changed: switch tor-1-1 would restart on config .* which "
                                        r"the serving master neither runs nor has prepared"):
@@ -319,19 +328,7 @@ def test_a_switch_reverted_to_the_running_config_is_said_to_restart(tmp_path: Pa
     edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
     running = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path).digest
     edited_digest = parse_fabric(edited, source="fabric.yaml", base_dir=tmp_path).digest
-    signalled: list[str] = []
-    lab.state.processes["client:tor-1-1"] = SimpleNamespace(alive=lambda: True, send_signal=signalled.append,
-                                                            log="x.log")
-
-    class Poster:
-        def __init__(self, _netns: str) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(reload, "_Poster", Poster)
-    monkeypatch.setattr(reload, "_running_digest", lambda _lab: running)
+    signalled = _one_client_lab(lab, monkeypatch, running)
     monkeypatch.setattr(reload, "_served_digests", lambda _lab: {running, edited_digest})
     monkeypatch.setattr(reload, "wait_until", lambda *_a, **_k: True)
     lab.rest_port = lambda _sw: 1
