@@ -102,10 +102,7 @@ def add_tor(text: str, source: str, like: str, name: str | None = None, base_dir
         hosts.append((host_name, h.port, ip, mac))
     block = _switch_block(new_name, new_id, loopback, prefixes, hosts, tmpl, new_id - tmpl.id)
     link_lines = [f'- {{a: "{new_name}:{mine}", b: "{other}:{port}"{extra}}}' for mine, other, port, extra in links]
-    out, at = _append(text, source, "switches", block)
-    inserts = [(at, len(block))]
-    out, at = _append(out, source, "links", link_lines)
-    inserts.append((at, len(link_lines)))
+    out, inserts = _append(text, source, [("switches", block), ("links", link_lines)])
     try:
         grown = parse_fabric(out, source=source, base_dir=base_dir)
     except ConfigError as e:                      # its lines are those of `out`: cite the user's file
@@ -227,20 +224,32 @@ def _switch_block(name: str, sid: int, loopback: IPv4Network | None, prefixes: l
     return lines
 
 
-def _append(text: str, source: str, key: str, items: list[str]) -> tuple[str, int]:
-    """`text` with `items` (lines of one or more block-sequence entries) appended to the top-level sequence
-    `key`, at the indentation of its existing entries; and how many lines precede them."""
+def _append(text: str, source: str, additions: list[tuple[str, list[str]]]) -> tuple[str, list[tuple[int, int]]]:
+    """`text` with each addition's `items` (lines of one or more block-sequence entries) appended to the
+    top-level sequence named by its key, at the indentation of its existing entries; and the insertions as
+    `_source_line` reads them: (lines before, lines inserted), in the order of `additions`, each in the
+    coordinates of the text the ones before it made. One YAML compose for all of them (a Jupiter-size config
+    takes seconds to compose)."""
     root = yaml.compose(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    node = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
-    if not isinstance(node, yaml.SequenceNode) or node.flow_style or not node.value:
-        raise ConfigError(source, None, key, "adding a ToR needs a non-empty block-style sequence here")
-    indent = " " * node.value[0].start_mark.column
-    # an entry's mark is after its "- ": the dash sits two columns left of it
-    indent = indent[:-2] if len(indent) >= 2 else ""
     lines = text.splitlines(keepends=True)
-    end = node.end_mark.line + (1 if node.end_mark.column > 0 else 0)
-    while end > 0 and not lines[end - 1].strip():             # before blank lines that close the block
-        end -= 1
-    if end and not lines[end - 1].endswith("\n"):
-        lines[end - 1] += "\n"
-    return "".join(lines[:end]) + "".join(f"{indent}{line}\n" for line in items) + "".join(lines[end:]), end
+    where: list[tuple[int, str]] = []                 # per addition: (line it goes before, indent)
+    for key, _ in additions:
+        node = next((v for k, v in root.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+        if not isinstance(node, yaml.SequenceNode) or node.flow_style or not node.value:
+            raise ConfigError(source, None, key, "adding a ToR needs a non-empty block-style sequence here")
+        indent = " " * node.value[0].start_mark.column
+        # an entry's mark is after its "- ": the dash sits two columns left of it
+        indent = indent[:-2] if len(indent) >= 2 else ""
+        end = node.end_mark.line + (1 if node.end_mark.column > 0 else 0)
+        while end > 0 and not lines[end - 1].strip():             # before blank lines that close the block
+            end -= 1
+        where.append((end, indent))
+    for (end, indent), (_, items) in sorted(zip(where, additions, strict=True), key=lambda w: -w[0][0]):
+        if end and not lines[end - 1].endswith("\n"):
+            lines[end - 1] += "\n"
+        lines[end:end] = [f"{indent}{line}\n" for line in items]      # the last first: the others stay put
+    inserts = []
+    for k, ((end, _), (_, items)) in enumerate(zip(where, additions, strict=True)):
+        before = sum(len(additions[m][1]) for m in range(k) if where[m][0] <= end)
+        inserts.append((end + before, len(items)))
+    return "".join(lines), inserts

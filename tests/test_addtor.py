@@ -245,3 +245,24 @@ def test_write_keeps_the_files_mode_owner_and_symlink(tmp_path: Path, capsys: py
     os.chmod(real, 0o604)
     assert main(["config", "keygen", "--add", str(link), "--write"]) == 0, capsys.readouterr().err
     assert link.is_symlink() and (real.stat().st_mode & 0o777) == 0o604 and "id: 2" in real.read_text()
+
+
+def test_links_before_switches_in_the_file_get_both_insertions_right(tmp_path: Path) -> None:
+    """Both sequences are found in one YAML compose and the lines inserted last-first: a file whose `links:`
+    comes before `switches:` grows as one whose order is the usual one, and an error in the added switch lines
+    is still cited after the user's own line (the insertion before it shifts nothing above it)."""
+    (tmp_path / "k.key").write_text("ab" * 32 + "\n")
+    head, rest = HAND.split("switches:\n", 1)
+    switches, links = rest.split("links:\n", 1)
+    swapped = f"{head}links:\n{links}switches:\n{switches}"
+    usual = parse_fabric(add_tor(HAND, "hand.yaml", "rack7", "rack7-2", base_dir=tmp_path).text,
+                         source="hand.yaml", base_dir=tmp_path)
+    grown = parse_fabric(add_tor(swapped, "hand.yaml", "rack7", "rack7-2", base_dir=tmp_path).text,
+                         source="hand.yaml", base_dir=tmp_path)
+    assert grown.switch("rack7-2") == usual.switch("rack7-2")
+    assert sorted(map(str, grown.links)) == sorted(map(str, usual.links))
+    bad = swapped.replace('mac: "02:00:00:00:00:03"', 'mac: "02:01:00:00:04:01"')     # rack7-2's first MAC
+    with pytest.raises(ConfigError) as e:
+        add_tor(bad, "hand.yaml", "rack7", "rack7-2", base_dir=tmp_path)
+    assert e.value.line == len(bad.splitlines()), str(e.value)          # the switches end the file
+    assert "in the lines add-tor adds for rack7-2 after line" in e.value.problem
