@@ -29,34 +29,33 @@ Per port, `OamState`:
 software ND instead (OFF, FAILED), whose liveness ND itself checks. No sockets, no clocks: `now` in,
 actions out.
 
-**A fresh CFM on a returning carrier.** After a carrier loss both ends' CFM have forgotten each other and
-flag RDI in every CCM until they hear one; a CCM with RDI faults the receiver's whole fault interval
-(3.5 CCM intervals, OVS lib/cfm.c), so a repaired link was usable only at the end of the *second* fault
-interval after the carrier returned. So a port whose carrier stays down `restart_after` has its CFM
-removed (`ConfigureOam.disable`; the datapath's liveness is then the carrier, and the port is unusable
-anyway), and configured again once the carrier is back and ND identity is two-way (`set_identity`). A
-new CFM reports no fault and sends no RDI until its first fault interval ends; that state alone is no
-evidence, but ND has just proved the link two-way, so such a *booting* CFM counts as UP until its first
-verdict, which hears the peer: both ends reach two-way ND within an ND round trip of each other and
-configure their CFM then. The port is UP from that two-way identity on, not from OVSDB's first row of the new
-CFM: ND's proof is the same one, and waiting for ovs-vswitchd to apply the transaction (a bridge
-reconfiguration, ~8-11 ms on the 3-tier lab) only kept a repaired link out of use. Rows that arrive meanwhile
-(the removed CFM's, or the new one's before it has a status) change nothing; if the new CFM does not show within `boot_grace`
-(`CFM_BOOT_GRACE`) the port is PENDING (out of use) until it does, so a port never runs long without its
-CFM. If the peer's CFM came more than ~2.5 CCM intervals later, that first verdict
-is a fault and the port goes out until CFM clears (one extra flap, never traffic on a dead link: CFM
-and ND keep watching). A silent failure (a CFM fault with the carrier up) that lasts `restart_after` is treated the same way:
-CFM removed, ND re-checks the link from scratch (probing at the heartbeat cadence while it is not two-way),
-and CFM comes back afresh with ND's two-way identity — there is no `readd_after` without it, since a
-silent link would fault again and cycle. At most once per `silent_every` per port
-(`CFM_SILENT_RESTART_EVERY`): a restart faults the peer's CFM until the fresh one speaks, and two ends
-must not keep restarting each other; past the budget the fault clears as CFM clears. Nor when more than
-half of the switch's ports fault at once: a stall of ovs-vswitchd or the CPU, which CFM rewrites (each one a
-bridge reconfiguration) would only prolong. A carrier blip shorter than `restart_after` keeps CFM as it is (no OVSDB write,
-so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes). Without ND identity within
-`readd_after` (the peer's client is not running) CFM is configured again anyway, untrusted until it
-hears the peer; if ND identity comes after all while it still hears nobody, it is removed and configured
-afresh too (it has been sending RDI, which would fault the peer's fresh CFM).
+**A fresh CFM on a returning carrier.** After a carrier loss both ends' CFM have forgotten each other and flag
+RDI in every CCM until they hear one; a CCM with RDI faults the receiver's whole fault interval (3.5 CCM
+intervals, OVS lib/cfm.c), so a repaired link was usable only at the end of the *second* fault interval after
+the carrier returned. So a port whose carrier stays down `restart_after` has its CFM removed
+(`ConfigureOam.disable`; the datapath's liveness is then the carrier, and the port is unusable anyway), and
+configured again once the carrier is back and ND identity is two-way (`set_identity`). A new CFM reports no
+fault and sends no RDI until its first fault interval ends; that state alone is no evidence, but ND has just
+proved the link two-way, so such a *booting* CFM counts as UP until its first verdict, which hears the peer:
+both ends reach two-way ND within an ND round trip of each other and configure their CFM then. The port is UP
+from that two-way identity on, not from OVSDB's first row of the new CFM: ND's proof is the same one, and
+waiting for ovs-vswitchd to apply the transaction (a bridge reconfiguration, ~8-11 ms on the 3-tier lab) only
+kept a repaired link out of use. Rows that arrive meanwhile (the removed CFM's, or the new one's before it has
+a status) change nothing; if the new CFM does not show within `boot_grace` (`CFM_BOOT_GRACE`) the port is
+PENDING (out of use) until it does, so a port never runs long without its CFM. If the peer's CFM came more
+than ~2.5 CCM intervals later, that first verdict is a fault and the port goes out until CFM clears (one extra
+flap, never traffic on a dead link: CFM and ND keep watching). A silent failure (a CFM fault with the carrier
+up) that lasts `restart_after` is treated the same way: CFM removed, ND re-checks the link from scratch
+(probing at the heartbeat cadence while it is not two-way), and CFM comes back afresh with ND's two-way
+identity — there is no `readd_after` without it, since a silent link would fault again and cycle. At most once
+per `silent_every` per port (`CFM_SILENT_RESTART_EVERY`): a restart faults the peer's CFM until the fresh one
+speaks, and two ends must not keep restarting each other; past the budget the fault clears as CFM clears. Nor
+when more than half of the switch's ports fault at once: a stall of ovs-vswitchd or the CPU, which CFM
+rewrites (each one a bridge reconfiguration) would only prolong. A carrier blip shorter than `restart_after`
+keeps CFM as it is (no OVSDB write, so no bridge reconfiguration in ovs-vswitchd while the fabric reroutes).
+Without ND identity within `readd_after` (the peer's client is not running) CFM is configured again anyway,
+untrusted until it hears the peer; if ND identity comes after all while it still hears nobody, it is removed
+and configured afresh too (it has been sending RDI, which would fault the peer's fresh CFM).
 """
 
 from __future__ import annotations
@@ -186,8 +185,8 @@ class OamChanged:
 
 
 class _Port:
-    __slots__ = ("boot_until", "booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason", "rebooting",
-                 "remote", "restart_at", "silent_ok_at", "state", "stopped", "untrusted")
+    __slots__ = ("boot_until", "booting", "carrier", "deadline", "expected_remote", "local", "readd_at", "reason",
+                 "rebooting", "remote", "restart_at", "silent_ok_at", "state", "stopped", "untrusted")
 
     def __init__(self, local: int, expected_remote: int, oam: bool) -> None:
         self.local = local

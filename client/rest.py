@@ -36,6 +36,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from proto.auth import bearer_denial
+from proto.bounded import clipped
 
 log = logging.getLogger("firepath.client.rest")
 
@@ -161,8 +162,7 @@ class ClientApi:
         try:
             prefix = IPv4Network(raw, strict=False) if raw is not None else None
         except ValueError:
-            shown = f"{raw[:40]!r}{'...' if len(raw) > 40 else ''}"
-            return _json(400, {"error": f"prefix: {shown} is not an IPv4 address or prefix"})
+            return _json(400, {"error": f"prefix: {clipped(raw)} is not an IPv4 address or prefix"})
         if query.get("ovs", "1") not in ("0", "1"):      # ovs=no read OVS all the same
             return _json(400, {"error": f"ovs: expected 0 (skip reading OVS) or 1, got {query['ovs'][:40]!r}"})
         read_ovs = query.get("ovs", "1") == "1"

@@ -46,6 +46,7 @@ from controller.api import MasterApi
 from controller.clientfetch import ClientFetcher
 from controller.core import Role, UnknownTarget
 from controller.topoview import STATUS_NAMES, FabricView, build_view, link_status
+from proto.bounded import clipped
 from proto.lsd import LinkState
 from proto.messages import PortStatus
 
@@ -400,7 +401,7 @@ def _link_index(feed: PageFeed, ref: str) -> int | None:
 def _clip(name: str, keep: int = 40) -> str:
     """A name from the URL as an error quotes it: at most `keep` characters (a 5,000-character one came back
     whole in the 404), with its length when cut."""
-    return repr(name) if len(name) <= keep else f"{name[:keep]!r}... ({len(name)} characters)"
+    return clipped(name, keep) + (f" ({len(name)} characters)" if len(name) > keep else "")
 
 
 async def link(request: web.Request) -> web.Response:

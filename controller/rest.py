@@ -26,6 +26,7 @@ from controller.restgate import MAX_CONNECTIONS, ConnectionGate, GatedSite
 from controller.restguard import QuietServerLog, client_gone, error_response, json_errors, strict_json_bodies
 from controller.rollout_rest import add_rollout_routes
 from proto.auth import bearer_denial
+from proto.bounded import clipped
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.lsd import DRAINED_STATES, LinkState
@@ -83,8 +84,7 @@ async def lsd(request: web.Request) -> web.Response:
         try:
             since = int(since_raw)
         except ValueError:
-            return _error(400, f"since: expected an integer version, got {since_raw[:40]!r}"
-                               f"{'...' if len(since_raw) > 40 else ''}")
+            return _error(400, f"since: expected an integer version, got {clipped(since_raw)}")
         changes = s.core.lsd.changes_since(since)
         if changes is not None:
             out.update(full=False, since=since,

@@ -23,7 +23,13 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
 
-__all__ = ["AnswerBudget", "KeyIdRejections", "LogBudget"]
+__all__ = ["AnswerBudget", "KeyIdRejections", "LogBudget", "clipped"]
+
+
+def clipped(value: str, keep: int = 40) -> str:
+    """`value` (a name or parameter a peer chose) as an error message quotes it: its repr, cut to `keep`
+    characters and marked "..." when longer, so a 100,000-character input never comes back whole."""
+    return f"{value[:keep]!r}..." if len(value) > keep else repr(value)
 
 
 class KeyIdRejections(Mapping[tuple[str, int], int]):
