@@ -3,8 +3,9 @@
 Unicast distribution sends the *same* LsdDelta/LsdFull/Keepalive to every client, each signed with that
 client's own switch key. `Codec.encode` re-serialises the message for every destination (~30 µs); this
 encoder serialises once (through the real `Codec.encode` for the first destination), then for the others
-only rebuilds the header (`Codec.header`: the destination's own sequence number, challenge and reflected
-offer, key owner = destination) and the HMAC-SHA256 tag (which also covers the unsent destination), following the datagram framing of the contract:
+only signs that payload again (`Codec.frame`: the destination's own header — sequence number, challenge and
+reflected offer, key owner = destination — and the HMAC-SHA256 tag, which also covers the unsent
+destination), following the datagram framing of the contract:
 
     b"FP" | version u8 | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 | offer u64 |
     reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) | msgpack payload |
@@ -24,7 +25,7 @@ import contextlib
 from typing import Any
 
 from proto.auth import KeyKind, KeyRing
-from proto.messages import HEADER_LEN, Codec, DecodeError, Keepalive, dest_trailer
+from proto.messages import HEADER_LEN, Codec, DecodeError, Keepalive
 
 _TAG_LEN = 32
 
@@ -59,14 +60,8 @@ class FanoutEncoder:
             self.slow += 1
             return data
         _, type_byte, payload = hit
-        key_id, mac = self.codec.signer(KeyKind.SWITCH, dest)
-        head = self.codec.header(type_byte, KeyKind.SWITCH, dest, dest, key_id)
-        m = mac.copy()
-        m.update(head)
-        m.update(payload)
-        m.update(dest_trailer(dest))
         self.fast += 1
-        return head + payload + m.digest()
+        return self.codec.frame(type_byte, KeyKind.SWITCH, dest, dest, payload)
 
     def _payload_of(self, data: bytes) -> bytes:
         pos = HEADER_LEN

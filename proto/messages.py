@@ -369,6 +369,23 @@ class Codec:
                             gseq)
                 + bytes((len(sender_b),)) + sender_b + bytes((len(owner_b),)) + owner_b)
 
+    def frame(self, type_id: int, kind: KeyKind, owner: str, stream: str | int | None, payload: bytes) -> bytes:
+        """One signed datagram: the next header of ``stream`` (``header``: consumes one sequence number),
+        ``payload`` (an ``encode_payload`` result, not checked here) and the HMAC-SHA256 tag of ``kind``/
+        ``owner``'s send key over both and the unsent destination (``dest_trailer``: ``stream`` when it is a
+        peer's name). What ``encode`` and ``challenge`` send; ``controller.fanout`` and the fleet harness
+        call it to sign one payload serialised once for many destinations. Raises EncodeError if the ring
+        lacks the key."""
+        try:
+            key_id, template = self.signer(kind, owner)
+        except AuthError as e:
+            raise EncodeError(str(e)) from None
+        mac = template.copy()
+        body = self.header(type_id, kind, owner, stream, key_id) + payload
+        mac.update(body)
+        mac.update(dest_trailer(stream if isinstance(stream, str) else None))
+        return body + mac.digest()
+
     # -- encode -------------------------------------------------------------------------------------
 
     def encode(self, msg: Message, *, to: str | None = None, key: KeyKind | None = None) -> bytes:
@@ -390,20 +407,12 @@ class Codec:
         kind, owner = self._signing_key(msg, to, key)
         if cls is Challenge and kind == KeyKind.GROUP:
             raise EncodeError("a Challenge is unicast")
-        try:
-            key_id, template = self.signer(kind, owner)
-        except AuthError as e:
-            raise EncodeError(str(e)) from None
-        mac = template.copy()
         payload = encode_payload(msg)
         stream = self._stream(msg, to, kind)
         body_len = _FIXED.size + 2 + len(self.local_id.encode()) + len(owner.encode()) + len(payload)
         if body_len + TAG_LEN > MAX_DATAGRAM:
             raise EncodeError(f"oversized: {cls.__name__} needs {body_len + TAG_LEN} bytes > {MAX_DATAGRAM}")
-        body = self.header(cls.TYPE, kind, owner, stream, key_id) + payload
-        mac.update(body)
-        mac.update(dest_trailer(to if isinstance(stream, str) else None))
-        return body + mac.digest()
+        return self.frame(cls.TYPE, kind, owner, stream, payload)
 
     def challenge(self, to: str) -> bytes:
         """A ``Challenge`` datagram for peer ``to``: carries our challenge and reflects its last offer.
@@ -415,15 +424,7 @@ class Codec:
         if not self.is_master and to not in self.masters:
             raise EncodeError(f"a switch sends unicast only to masters, not {to!r}")
         kind, owner = self._signing_key(self._challenge_msg, to, None)
-        try:
-            key_id, template = self.signer(kind, owner)
-        except AuthError as e:
-            raise EncodeError(str(e)) from None
-        mac = template.copy()
-        body = self.header(Challenge.TYPE, kind, owner, to, key_id) + self._challenge_payload
-        mac.update(body)
-        mac.update(dest_trailer(to))
-        return body + mac.digest()
+        return self.frame(Challenge.TYPE, kind, owner, to, self._challenge_payload)
 
     def answer(self, peer: str | None, now: float, addr: Hashable = None) -> bytes | None:
         """The reply to a ``stale`` rejection from ``peer`` (``DecodeError.sender``): a Challenge, at most

@@ -1,5 +1,5 @@
 """The fleet harness's shortcuts (issue #18) give the wire what the real codec gives: a switch's datagram
-signed from a payload serialised once (tests.harness.fleetwire.sign) is byte for byte `Codec.encode`'s, and
+signed from a payload serialised once (`Codec.frame`) is byte for byte `Codec.encode`'s, and
 the fleet worker's reports, copies and requests decode at a master as the messages a real client sends; its
 switches still reject forged, corrupted and replayed datagrams and ask for a version a delta skipped."""
 
@@ -10,7 +10,7 @@ import itertools
 import pytest
 
 import proto.messages
-from proto.auth import KeyRing
+from proto.auth import KeyKind, KeyRing
 from proto.clos import clos_fabric
 from proto.lsd import LinkState, LinkStateDB, encode_changes
 from proto.messages import (
@@ -26,7 +26,6 @@ from proto.messages import (
 )
 from proto.wire import encode_payload
 from tests.harness.fleet import _Worker
-from tests.harness.fleetwire import sign
 
 RING = KeyRing.from_secret(b"s" * 32)
 SWITCHES = frozenset({"tor-1", "tor-2"})
@@ -59,12 +58,12 @@ def test_sign_gives_the_bytes_of_codec_encode(monkeypatch: pytest.MonkeyPatch) -
         for msg in msgs:
             for to in ("m1", "m2", "m3"):
                 want = slow.encode(msg, to=to)
-                got = sign(fast, type(msg).TYPE, encode_payload(msg), to)
+                got = fast.frame(type(msg).TYPE, KeyKind.SWITCH, "tor-1", to, encode_payload(msg))
                 assert got == want, (msg, to)
                 if to == "m2":
                     last = got
     # and a master verifies it (the tag covers the destination: another master rejects it)
-    data = sign(fast, PortReport.TYPE, encode_payload(msgs[2]), "m2")
+    data = fast.frame(PortReport.TYPE, KeyKind.SWITCH, "tor-1", "m2", encode_payload(msgs[2]))
     with pytest.raises(DecodeError) as e:
         Codec(RING, "m1", SWITCHES, MASTERS).decode(data)
     assert e.value.reason == "bad_hmac"

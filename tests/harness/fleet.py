@@ -4,7 +4,7 @@
 UDP sockets (switches share sockets: the master learns each switch's address from its datagrams; incoming
 unicast is dispatched by the key owner in the header) and, with multicast, one socket joined to the group.
 Every switch signs with its own key (the real `Codec`; a report or request is serialised once and signed per
-destination by `tests.harness.fleetwire.sign`, the bytes `Codec.encode` gives), verifies every datagram it
+destination by `Codec.frame`, the bytes `Codec.encode` gives), verifies every datagram it
 receives with that codec, and behaves like `client.reporter` + `client.replica` as far as the master can tell:
 
 - a new report (first, refresh) goes to every configured master; retransmissions of an unacked report
@@ -55,7 +55,7 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from proto.auth import KeyRing
+from proto.auth import KeyKind, KeyRing
 from proto.budget import jitter_fraction, master_silence, refresh_jitter, request_interval
 from proto.config import Fabric
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
@@ -73,7 +73,6 @@ from proto.messages import (
 )
 from proto.wire import encode_payload
 from tests.harness.fleetrep import Rep, RepConfig, Request
-from tests.harness.fleetwire import sign
 from tests.harness.simclient import key_owner
 
 _UP = int(LinkState.UP)
@@ -172,12 +171,13 @@ class _Worker:
 
     # ---------------------------------------------------------------------------------------- sending
     def _send(self, sw: _Sw, type_id: int, payload: bytes, targets: Sequence[str]) -> None:
-        """One datagram per target, each signed by the switch's codec (fleetwire.sign: Codec.encode's bytes
+        """One datagram per target, each signed by the switch's codec (`Codec.frame`: Codec.encode's bytes
         for a payload serialised once)."""
         s, codec = self.socks[sw.sock], sw.codec
+        me = codec.local_id
         for mid in targets:
             try:
-                s.sendto(sign(codec, type_id, payload, mid), self.masters[mid])
+                s.sendto(codec.frame(type_id, KeyKind.SWITCH, me, mid, payload), self.masters[mid])
                 self.counts["out"] += 1
             except OSError:
                 self.counts["send_drops"] += 1
