@@ -37,33 +37,21 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.procstat import cpu_s, mem_mib
 from proto.clos import PRESETS
 from tests.harness.fleet import Fleet
 from tests.harness.loopcluster import ROOT, LoopCluster, free_ports
 
 RESULTS = ROOT / "bench" / "results" / "coldstart.json"
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
 def proc_cpu(pid: int, user: bool = True, system: bool = True) -> float:
-    """CPU seconds of a process (user + system time; either alone with `system=False` / `user=False`)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            cols = f.read().rsplit(")", 1)[1].split()
-        return (int(cols[11]) * user + int(cols[12]) * system) / _TICK
-    except (OSError, IndexError, ValueError):
-        return float("nan")
+    """`bench.procstat.cpu_s`, NaN for a process that is gone (sums of a run then show it)."""
+    v = cpu_s(pid, user, system)
+    return float("nan") if v is None else v
 
 
 def proc_hwm_mb(pid: int) -> float:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    v = mem_mib(pid, "VmHWM")
+    return float("nan") if v is None else v
 
 
 def udp_port_drops(port: int) -> int | None:

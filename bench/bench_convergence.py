@@ -76,6 +76,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import cpu_s, mem_mib
 from bench.stats import summary
 from proto.logsetup import parse_event
 
@@ -492,24 +493,7 @@ class Bench:
 
     def idle(self, seconds: float) -> dict[str, Any]:
         """CPU (% of one core) and RSS (MiB) of every daemon and of ovs-vswitchd over `seconds` of idling."""
-        tick = os.sysconf("SC_CLK_TCK")
-
-        def cpu(pid: int) -> float | None:
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                return (int(fields[11]) + int(fields[12])) / tick
-            except (OSError, IndexError, ValueError):
-                return None
-
-        def rss(pid: int) -> float | None:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1]) / 1024
-            except OSError:
-                pass
-            return None
-
+        cpu, rss = cpu_s, mem_mib
         pids = {rec.key: rec.pid for rec in self.lab.state.processes.values()}
         for i, vswitchd in enumerate(self.lab.vswitchd_pids()):
             pids[f"ovs-vswitchd:{i}"] = vswitchd

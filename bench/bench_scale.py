@@ -47,6 +47,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import mem_mib
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "scale.json"
 LSD_TYPES = (4, 5)          # LsdFull, LsdDelta message type bytes
@@ -72,14 +74,9 @@ def params_kw(params: Any) -> dict[str, Any]:
     return {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
 
 
-def rss_mib(pid: int | str = "self") -> dict[str, float]:
-    out = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                k, v = line.split(":")
-                out[k] = round(int(v.split()[0]) / 1024, 1)
-    return out
+def rss_mib(pid: int | str = "self") -> dict[str, float | None]:
+    """{"VmRSS": MiB, "VmHWM": MiB} of `pid` (bench.procstat.mem_mib)."""
+    return {k: None if (v := mem_mib(pid, k)) is None else round(v, 1) for k in ("VmRSS", "VmHWM")}
 
 
 # -------------------------------------------------------------------------------------------------- LSD

@@ -24,18 +24,19 @@ import statistics
 import time
 from typing import Any
 
+from bench.procstat import cpu_s
 from controller.ops.fetch import fetch
 from lab.fabric import Lab
 from lab.iputil import in_netns, set_carrier
 
-_TICK = os.sysconf("SC_CLK_TCK")
 _SEND = re.compile(r"^firepath_master_report_to_send_seconds_(sum|count)\s+(\S+)", re.M)
 
 
 def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        cols = f.read().rsplit(")", 1)[1].split()
-    return (int(cols[11]) + int(cols[12])) / _TICK
+    v = cpu_s(pid)
+    if v is None:
+        raise RuntimeError(f"process {pid} is gone")
+    return v
 
 
 def _report_to_send(lab: Lab) -> tuple[float, float]:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lab.netns import check_ifname, exec_cmd
+from lab.state import proc_starttime
 
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 OF_PROTOCOLS = "OpenFlow13,OpenFlow15"
@@ -419,9 +420,4 @@ class OvsInstance:
 
 def _alive(pid: int) -> bool:
     """True while the process exists and is not a zombie (detached daemons are reaped by init)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return proc_starttime(pid) is not None

@@ -335,11 +335,7 @@ def test_plumbing_down_is_complete_and_idempotent(plumbing: Lab) -> None:
 
 
 def _zombie_or_gone(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return proc_starttime(pid) is None
 
 
 # ---------------------------------------------------------------------------------------------- full lab

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.procstat import cpu_s
 from client.ofplan import nd_meter_rate
 from lab import netns as nsutil
 from lab.fabric import HOST_IFNAME, LAB_DEFAULT_TIMERS, Lab, teardown
@@ -99,9 +100,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 def cpu_seconds(lab: Lab, switch: str) -> float:
     """User + system CPU time of a switch's client process so far."""
-    pid = lab.state.processes[f"client:{switch}"].pid
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    cpu = cpu_s(lab.state.processes[f"client:{switch}"].pid)
+    assert cpu is not None, f"{switch}'s client is gone"
+    return cpu
 
 
 def leaf_state(lab: Lab) -> dict:

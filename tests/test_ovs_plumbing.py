@@ -19,6 +19,7 @@ import pytest
 
 from lab import netns, nft
 from lab.ovs import OvsInstance, dpid_hex
+from lab.state import proc_starttime
 
 pytestmark = pytest.mark.ovs
 
@@ -264,10 +265,7 @@ def test_private_ovs_in_root_namespace_stop_is_idempotent(tmp_path: Path) -> Non
 
 
 def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    return proc_starttime(pid) is None
 
 
 def test_teardown_leaves_nothing(tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ root, iproute2, nftables and Debian's ``frr`` (``scripts/install-deps.sh --bench
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import ipaddress
 import json
@@ -47,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import cpu_s, mem_mib
 from lab.state import switch_netns
 
 FRR_DIR = Path("/usr/lib/frr")
@@ -588,21 +588,11 @@ class FrrLab:
 
 def cpu_rss(pids_by_switch: dict[str, list[int]], seconds: float) -> dict[str, dict[str, float]]:
     """Per switch: % of one core over `seconds` (utime+stime of the PIDs, /proc/PID/stat) and RSS in MiB."""
-    tick = os.sysconf("SC_CLK_TCK")
-
     def cpu(pid: int) -> float:
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / tick
-        return 0.0
+        return cpu_s(pid) or 0.0
 
     def rss(pid: int) -> float:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return 0.0
+        return mem_mib(pid) or 0.0
 
     before = {sw: sum(cpu(p) for p in pids) for sw, pids in pids_by_switch.items()}
     t0 = time.monotonic()
