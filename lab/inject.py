@@ -31,12 +31,14 @@ import functools
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from lab import nft, plumbing
 from lab.fabric import Lab, LabError, client_cpn_address, wait_until
 from lab.iputil import ip_batch, set_carrier
-from lab.state import locked
+from lab.labconfig import edited_since_run
+from lab.state import RUNNING_FILE, locked
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -423,9 +425,11 @@ def undo(lab: Lab, fault: dict[str, Any]) -> float:
         nft.remove(fault["table"], st.netns, family="inet")
     elif kind == "master":
         if not st.processes[f"master:{fault['id']}"].alive():
+            _check_runs_file(lab, "master", fault["id"])
             lab.start_master(fault["id"])
     elif kind == "client":
         if not st.processes[f"client:{fault['switch']}"].alive():
+            _check_runs_file(lab, "client", fault["switch"])
             lab.start_client(fault["switch"])
     elif kind == "miscable":
         _recable(lab, [list(p) for p in fault["new"]], [list(p) for p in fault["old"]])
@@ -435,6 +439,19 @@ def undo(lab: Lab, fault: dict[str, Any]) -> float:
     else:
         raise LabError(f"unknown fault kind {kind!r} in the lab record")
     return at
+
+
+def _check_runs_file(lab: Lab, kind: str, name: str) -> None:
+    """LabError, starting nothing, when healing would start daemon `kind` `name` on an edit the lab does not
+    run yet."""
+    problem = edited_since_run(lab.state)
+    if problem is None:
+        return
+    on_purpose = (f", or restart it on the edit on purpose (`firepath lab restart client {name}`: a rolling "
+                  f"restart, after the masters)") if kind == "client" else ""
+    raise LabError(f"not restarting {kind} {name}: {problem}; heal restarts daemons on the config the lab runs. "
+                   f"Roll the edit out (`firepath lab reload all`), restore the file from "
+                   f"{Path(lab.state.dir) / RUNNING_FILE}{on_purpose}")
 
 
 @_exclusive
@@ -452,6 +469,7 @@ def heal(lab: Lab) -> list[dict[str, object]]:
     for rec in list(lab.state.processes.values()):
         if rec.kind not in ("master", "client") or rec.alive():
             continue
+        _check_runs_file(lab, rec.kind, rec.name)
         if rec.kind == "master":
             lab.start_master(rec.name)
             undone.append({"kind": "master", "id": rec.name, "outside": True})

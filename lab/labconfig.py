@@ -170,3 +170,26 @@ def lab_fabric(state: Any) -> Any:
     if edited_error is not None:
         raise edited_error
     return fabric
+
+
+
+
+def edited_since_run(state: Any) -> str | None:
+    """Why the lab's config file is not the config the lab runs (`lab up`, a committed `lab reload`: digest
+    `state.running`), or None when it is. The `security:` section is outside the digest: a new admin token
+    or key set in the file is no edit here. For `lab heal`, which restarts killed daemons on what the lab
+    ran, never on an edit awaiting `lab reload` (a client started on a config no master has prepared refuses
+    every LSD as a config mismatch and drops its routes)."""
+    from proto.config import ConfigError
+
+    config = Path(state.config)
+    if not state.running:          # a config read from a pipe: nothing to compare with
+        return None
+    try:
+        digest = load_fabric(config).digest
+    except (OSError, ConfigError) as e:
+        return f"{config} no longer loads ({e})"
+    if digest != state.running:
+        return (f"{config} was edited since the lab last ran it (config {digest[:12]}..., the lab runs "
+                f"{state.running[:12]}...)")
+    return None

@@ -342,3 +342,58 @@ def test_a_switch_reverted_to_the_running_config_is_said_to_restart(tmp_path: Pa
     reload.reload_lab(lab, "tor-1-1", log=said.append)
     assert any("switch tor-1-1: holds key set" in m and "no restart" in m for m in said), said
     assert len(signalled) == 2
+
+
+
+def test_heal_starts_no_daemon_on_an_edit_the_lab_does_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stop 36 leftover: `lab heal` restarted a killed client on the lab's fabric.yaml as it was on disk: after
+    an edit awaiting `lab reload` (a link re-weighted), the client ran a config no master had prepared, refused
+    every LSD as a config mismatch and dropped its routes. Heal now restarts daemons only on the config the lab
+    runs: on an edit it names the problem and the ways out, starts nothing and keeps the kill recorded; with the
+    file restored (or changed outside the digest, e.g. a comment) it starts the daemon on it. `lab restart
+    client` stays the explicit rolling restart onto an edit (tests/test_lab_rollout.py)."""
+    import subprocess
+
+    import lab.inject as inject
+    from lab.fabric import Lab
+    from lab.labconfig import keep_running
+    from lab.state import ProcRecord
+    from proto.config import load_fabric
+
+    text = _clos3()
+    rec = _running_lab(tmp_path, text)
+    config = tmp_path / "fabric.yaml"
+    config.write_text(text)
+    keep_running(rec.state, load_fabric(config))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for kind, name in (("master", "m1"), ("client", "tor-1-1")):
+        rec.state.processes[f"{kind}:{name}"] = ProcRecord(kind=kind, name=name, pid=dead.pid, starttime=1, argv=[],
+                                                           log="x.log")
+    kill = {"kind": "client", "switch": "tor-1-1", "at": 0.0}
+    rec.state.faults.append(kill)
+    rec.state.save()
+    spawned: list[list[str]] = []
+    monkeypatch.setattr(Lab, "_spawn", lambda self, kind, name, argv, **_k: spawned.append(argv))
+    monkeypatch.setattr(Lab, "ovs_of", lambda self, _sw: SimpleNamespace(db_target="unix:/x"))
+    edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
+    assert edited != text
+    for bad, why in ((edited, "was edited since the lab last ran it"), (text + "  - {a: [\n", "no longer loads")):
+        config.write_text(bad)
+        with pytest.raises(LabError, match=rf"not restarting client tor-1-1: .*fabric.yaml {why}.*lab reload all.*"
+                                           rf"running.yaml.*lab restart client tor-1-1"):
+            inject.heal(Lab.open(tmp_path))
+        assert spawned == [] and Lab.open(tmp_path).state.faults == [kill]
+    rec.state.faults.clear()                                    # the master, found dead
+    client = rec.state.processes.pop("client:tor-1-1")
+    rec.state.save()
+    config.write_text(edited)
+    with pytest.raises(LabError, match=r"not restarting master m1: .*edited since") as e:
+        inject.heal(Lab.open(tmp_path))
+    assert "restart client" not in str(e.value) and spawned == []
+    config.write_text(text.replace("name: g\n", "name: g\n# a comment\n", 1))   # same digest: the file is run
+    assert [f["kind"] for f in inject.heal(Lab.open(tmp_path))] == ["master"]
+    rec.state.processes["client:tor-1-1"] = client
+    rec.state.save()
+    assert "client" in [f["kind"] for f in inject.heal(Lab.open(tmp_path))]   # (the fake spawn leaves m1 dead)
+    assert len(spawned) >= 3 and all(argv[argv.index("--config") + 1] == str(config) for argv in spawned)
