@@ -95,7 +95,7 @@ def test_resolve_names_what_is_wrong(fabric) -> None:
                        (f"{link.b.switch}:{link.b.port}-{link.b.switch}:{link.b.port}", "no link between")):
         with pytest.raises(api.OpsError, match=words) as e:
             resolve(fabric, bad, None)
-        assert e.value.code == api.UNKNOWN
+        assert e.value.code == (api.USAGE if words.startswith("expected") else api.UNKNOWN)
     with pytest.raises(api.OpsError) as e:
         resolve(fabric, None, "spine-9")
     assert e.value.code == api.UNKNOWN and "spine-9" in str(e.value)
@@ -145,6 +145,8 @@ def test_errors_are_one_line_with_their_exit_code(tmp_path: Path) -> None:
         (["drain", "--config", cfg, "--switch", "spine-1"], api.UNREACHABLE, "Connection refused"),
         (["drain", "--config", cfg, "--switch", "spine-9"], api.UNKNOWN, "unknown switch 'spine-9'"),
         (["undrain", "--config", cfg, "--link", "tor-1-1:1-spine-1:1"], api.UNKNOWN, "no link between"),
+        # a malformed argument is a usage error (2), like every other one, not an unknown name (5)
+        (["drain", "--config", cfg, "--link", "tor-1-1:1/spine-1:1"], api.USAGE, "expected SWITCH:PORT-SWITCH:PORT"),
         (["routes", "--config", cfg, "nosuch"], api.UNKNOWN, "unknown switch"),
         (["routes", "--config", cfg, "tor-1-1", "10.0.0.300"], api.USAGE, "not an IPv4 address"),
         (["routes", "--config", cfg, "tor-1-1"], api.UNREACHABLE, "switch client REST"),

@@ -212,7 +212,9 @@ def _when(at: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- targets
 def resolve(fabric: Any, link: str | None, switch: str | None) -> tuple[str, str, tuple[int, ...]]:
-    """(kind, canonical name, link indices) of a drain target; OpsError(UNKNOWN) naming what is wrong."""
+    """(kind, canonical name, link indices) of a drain target; OpsError naming what is wrong: USAGE for a
+    `--link` that is not SWITCH:PORT-SWITCH:PORT (like any malformed argument), UNKNOWN for a well-formed
+    name of no switch or link of the fabric."""
     if switch is not None:
         names = {s.name for s in fabric.switches}
         if switch not in names:
@@ -222,7 +224,7 @@ def resolve(fabric: Any, link: str | None, switch: str | None) -> tuple[str, str
     # a switch name may itself contain '-': the separator is the '-' that follows ':<digits>'
     m = re.fullmatch(r"([^:\s]+):(\d+)-([^:\s]+):(\d+)", link, re.ASCII)     # \d: ASCII digits only
     if m is None:
-        raise OpsError(UNKNOWN, f"link {link!r}: expected SWITCH:PORT-SWITCH:PORT, e.g. tor-1-1:1-agg-1-1:1")
+        raise OpsError(USAGE, f"link {link!r}: expected SWITCH:PORT-SWITCH:PORT, e.g. tor-1-1:1-agg-1-1:1")
     parsed = [(m[1], int(m[2])), (m[3], int(m[4]))]
     names = {s.name for s in fabric.switches}
     for sw, _port in parsed:
