@@ -61,7 +61,7 @@ def _programmed(log_path: str) -> int:
 
 def run(flaps: int, timers: list[str]) -> dict[str, Any]:
     clos = {"spines": 2, "pods": 0, "leaves": 4,
-            "timers": tuple((k, float(v)) for k, v in (t.split("=", 1) for t in timers))}
+            "timers": tuple({"oam_interval_ms": 7.0, **{k: float(v) for k, v in (t.split("=", 1) for t in timers)}}.items())}
     lab = Lab.up(name="stages", clos=clos, clean=True, timeout=60.0, log=lambda _m: None)
     try:
         quiet = lab.fabric.switches[-1].name                     # the last leaf: none of its links flap
@@ -103,7 +103,8 @@ def run(flaps: int, timers: list[str]) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--flaps", type=int, default=16)
-    ap.add_argument("--timer", action="append", default=["oam_interval_ms=7"], metavar="KEY=MS")
+    ap.add_argument("--timer", action="append", default=[], metavar="KEY=MS",
+                    help="fabric timer over oam_interval_ms=7 (repeatable; the last of a key wins)")
     ap.add_argument("--out", help="write the result as JSON here too")
     a = ap.parse_args()
     res = run(a.flaps, a.timer)

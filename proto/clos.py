@@ -128,7 +128,10 @@ class ClosParams:
         if self.damping:            # what the parser accepts, so that the file written loads
             problem = damping_problem(_damping_yaml(self.damping))
             need(problem is None, str(problem))
+        seen: set[str] = set()
         for key, value in self.timers:
+            need(key not in seen, f"timer {key} given twice (the file written would not load)")
+            seen.add(key)
             need(key in _TIMER_KEYS, f"unknown timer {key!r} (expected one of: {', '.join(_TIMER_KEYS)})")
             need(value > 0, f"timer {key} must be positive")
             kind = _TIMER_KEYS[key][1]          # what the parser accepts, so that the file written loads

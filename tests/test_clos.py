@@ -165,6 +165,10 @@ def test_every_timer_the_generator_accepts_loads() -> None:
                        ("nd_interval_ms", 1e-5), ("switch_dead_ms", 1e12), ("flap_threshold", 2.5)):
         with pytest.raises(ValueError, match=f"timer {key}"):
             ClosParams(timers=((key, value),))
+    # the same timer twice wrote the key twice, and the file did not load ("duplicate key"): bench_stages
+    # --timer oam_interval_ms=7 over its own default failed so (stop 37)
+    with pytest.raises(ValueError, match="timer oam_interval_ms given twice"):
+        ClosParams(timers=(("oam_interval_ms", 7), ("nd_dead_ms", 60), ("oam_interval_ms", 9)))
 
 
 def test_determinism_and_header() -> None:
