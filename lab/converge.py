@@ -22,6 +22,9 @@ Two kinds of "not yet" are told apart:
   switches right after the wait must not start while one is in force, or it reads a change half-way (CI,
   2026-12-04: a heal held by damping and released just after the wait; a spine failure whose downs the guard
   held until the spine's own report arrived). A hold that never ends then fails the wait, naming it.
+  A port its own client holds out of use for flapping (client.damping: `damped` in the client's REST, until
+  its penalty decays, up to `damp_max`) is such a hold too: before, `lab heal` after a flapping link waited
+  its whole `--wait` and failed with "spine-2: 1/2 ports usable", naming neither the port nor why.
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
     version = int(leader[1]["version"])
     if min_version is not None and version < min_version:
         return f"master {leader[0]} at LSD version {version} < {min_version}"
-    behind = []
+    behind: list[str] = []
+    damped: list[str] = []          # ports their client's flap damping holds out of use (a hold on purpose)
     states = lab.client_states()
     for name, s in states.items():
         if name in dead_clients:
@@ -59,12 +63,22 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
             behind.append(f"{name}: programmed {s.get('programmed_version')} != {version}")
             continue
         want = expect_usable.get(name, len(lab.fabric.fabric_ports(name)))
-        usable = sum(1 for p in s.get("ports", []) if p.get("usable"))
+        ports = s.get("ports", [])
+        usable = sum(1 for p in ports if p.get("usable"))
         if usable != want:
-            behind.append(f"{name}: {usable}/{want} ports usable")
+            held = [f"{name}:{p.get('port')}" for p in ports if p.get("damped") and not p.get("usable")]
+            if usable < want <= usable + len(held):      # every missing port is one its client damps
+                damped.extend(held)
+            else:
+                behind.append(f"{name}: {usable}/{want} ports usable"
+                              + (f" ({', '.join(held)} damped for flapping)" if held else ""))
     if behind:
         return "; ".join(behind[:6])
-    return lsd_disagreement(lab, states, dead_clients, holds_ok)
+    problem = lsd_disagreement(lab, states, dead_clients, holds_ok)
+    if problem is None and damped and not holds_ok:
+        return (f"client flap damping holds {', '.join(damped[:6])}{' ...' if len(damped) > 6 else ''} out of use "
+                f"(back in use once the flaps' penalty decays, at most damp_max_ms: {lab.fabric.timers.damp_max:g} s)")
+    return problem
 
 
 def lsd_disagreement(lab: Any, states: dict[str, dict | Exception], dead_clients: set[str],

@@ -91,3 +91,31 @@ def test_downs_held_by_the_guard_or_a_held_lsd_are_converged_only_when_holds_are
     assert lab.convergence_problem(holds_ok=False) == "master m1 holds its LSD (no switch heard on its config)"
     assert lab.wait_converged(0.05, holds_ok=False) is False
     assert lab.wait_converged(0.05) is True
+
+
+def test_a_port_its_client_damps_for_flapping_is_held_on_purpose(lab: FakeLab) -> None:
+    """After a flapping link is healed, the clients keep the port out of use until the flaps' penalty decays
+    (client.damping): the fabric is where the clients want it. `lab heal` waited its whole --wait for it and
+    failed with 'leaf-1: 1/2 ports usable', naming neither the port nor the reason (tester finding)."""
+    link = lab.fabric.links[0]
+    lab.links[link.name] = "down"
+    for end in (link.a, link.b):
+        lab.port(end.switch, end.port).update(usable=False, damped=True)
+    assert lab.convergence_problem() is None
+    problem = lab.convergence_problem(holds_ok=False)
+    assert problem is not None
+    assert problem.startswith("client flap damping holds ")
+    for end in (link.a, link.b):
+        assert f"{end.switch}:{end.port}" in problem.split(" out of use")[0]
+    assert "damp_max_ms: 60 s" in problem
+
+
+def test_a_missing_port_that_is_not_damped_is_named_beside_the_damped_one(lab: FakeLab) -> None:
+    """Damping excuses only the ports it holds: another unusable port of the same switch is still not converged,
+    and the damped one is named so the reader knows which of the two is expected back by itself."""
+    sw = lab.fabric.switches[0].name
+    first, second = lab.fabric.fabric_ports(sw)[:2]
+    lab.port(sw, first).update(usable=False, damped=True)
+    lab.port(sw, second).update(usable=False)
+    want = len(lab.fabric.fabric_ports(sw))
+    assert lab.convergence_problem() == f"{sw}: {want - 2}/{want} ports usable ({sw}:{first} damped for flapping)"
