@@ -250,6 +250,10 @@ def cmd_restart(args: argparse.Namespace) -> int:
         if unplugged:
             how += (f"; port(s) {', '.join(map(str, unplugged))} without carrier, which no lab fault "
                     "records (not waited for)")
+        if lack is not None and lack.startswith("no master heard"):
+            killed_masters = sorted(str(f.get("id")) for f in lab.state.faults if f.get("kind") == "master")
+            if killed_masters:
+                lack += f"; master(s) {', '.join(killed_masters)} killed (`{_heal(args)}` starts them)"
         return how, time.monotonic() - t0, lack, Path(lab.state.processes[f"client:{args.switch}"].log)
 
     how, took, lack, log_path = _mutate(args, restart)

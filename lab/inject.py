@@ -256,6 +256,8 @@ def client_lacks(state: object, want: list[int]) -> str | None:
         return "not connected to its switch"
     programmed = state.get("programmed_version")
     if isinstance(programmed, bool) or not isinstance(programmed, int) or programmed < 0:
+        if not state.get("master"):      # the cause, not its effect: an LSD comes from a serving master only
+            return "no master heard, so nothing programmed yet (the switch forwards on the flows it kept)"
         return "nothing programmed yet"
     if not state.get("master"):
         return "no master heard (fail-static)"

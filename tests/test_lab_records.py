@@ -149,6 +149,9 @@ def test_a_client_with_nothing_programmed_or_no_master_is_not_ready() -> None:
     assert client_lacks({**ok, "programmed_version": None}, [1, 2]) == "nothing programmed yet"
     assert client_lacks({**ok, "programmed_version": 0}, [1, 2]) is None
     assert client_lacks({**ok, "master": None}, [1, 2]) == "no master heard (fail-static)"
+    # restarted while no master serves: the cause is named, not only its effect (tester finding)
+    assert client_lacks({**ok, "master": None, "programmed_version": -1}, [1, 2]) == (
+        "no master heard, so nothing programmed yet (the switch forwards on the flows it kept)")
     assert client_lacks({**ok, "connected": False}, [1, 2]) == "not connected to its switch"
     assert client_lacks({**ok, "ports": [{"port": 1, "usable": True}]}, [1, 2]).startswith("fabric ports not usable: 2")
     assert client_lacks(OSError("refused"), [1]).startswith("REST does not answer")
@@ -238,3 +241,26 @@ def test_a_corrupt_lab_record_is_a_lab_state_error(tmp_path: Path, content: byte
     (tmp_path / STATE_FILE).write_bytes(content)
     with pytest.raises(LabStateError, match=STATE_FILE):
         LabState.load(tmp_path)
+
+
+def test_restart_without_a_master_names_the_killed_masters(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`lab restart client X` after `lab kill master` (no replica left) said only 'not ready 15 s later:
+    nothing programmed yet': now the cause (no master heard) and the lab faults behind it (tester finding)."""
+    import argparse
+    from types import SimpleNamespace
+
+    from lab import cli
+
+    fake = SimpleNamespace(state=SimpleNamespace(
+        faults=[{"kind": "master", "id": "m1"}, {"kind": "link", "link": 2}],
+        processes={"client:leaf-1": SimpleNamespace(log="/tmp/x/client-leaf-1.log")}))
+    monkeypatch.setattr(cli, "_mutate", lambda _args, op: op(fake))
+    monkeypatch.setattr(inject, "restart_client", lambda _lab, _sw: 0.2)
+    monkeypatch.setattr(inject, "wait_client_ready", lambda *_a: inject.client_lacks(
+        {"connected": True, "programmed_version": -1, "master": None, "ports": []}, [1]))
+    args = argparse.Namespace(switch="leaf-1", wait=1.0, name="lr1", dir=None)
+    assert cli.cmd_restart(args) == 1
+    err = capsys.readouterr().err
+    assert "no master heard, so nothing programmed yet" in err
+    assert "master(s) m1 killed (`firepath lab heal --name lr1` starts them)" in err
