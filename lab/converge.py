@@ -52,6 +52,7 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
         return f"master {leader[0]} at LSD version {version} < {min_version}"
     behind: list[str] = []
     damped: list[str] = []          # ports their client's flap damping holds out of use (a hold on purpose)
+    recorded: set[tuple[str, int]] | None = None       # the ports the lab's faults take down (read when needed)
     states = lab.client_states()
     for name, s in states.items():
         if name in dead_clients:
@@ -70,8 +71,14 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
             if usable < want <= usable + len(held):      # every missing port is one its client damps
                 damped.extend(held)
             else:
-                behind.append(f"{name}: {usable}/{want} ports usable"
-                              + (f" ({', '.join(held)} damped for flapping)" if held else ""))
+                if recorded is None:
+                    recorded = lab.expected_down()
+                # a cable pulled behind the lab's back: `lab heal` cannot undo it, so say so (tester finding)
+                unplugged = [f"{name}:{p.get('port')}" for p in ports if p.get("phy") is False
+                             and not p.get("usable") and (name, p.get("port")) not in recorded]
+                why = ([f"{', '.join(held)} damped for flapping"] if held else []) + (
+                    [f"{', '.join(unplugged)} without carrier, which no lab fault records"] if unplugged else [])
+                behind.append(f"{name}: {usable}/{want} ports usable" + (f" ({'; '.join(why)})" if why else ""))
     if behind:
         return "; ".join(behind[:6])
     problem = lsd_disagreement(lab, states, dead_clients, holds_ok)

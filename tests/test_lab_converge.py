@@ -119,3 +119,20 @@ def test_a_missing_port_that_is_not_damped_is_named_beside_the_damped_one(lab: F
     lab.port(sw, second).update(usable=False)
     want = len(lab.fabric.fabric_ports(sw))
     assert lab.convergence_problem() == f"{sw}: {want - 2}/{want} ports usable ({sw}:{first} damped for flapping)"
+
+
+def test_a_port_without_carrier_that_no_fault_records_is_named(lab: FakeLab) -> None:
+    """A cable pulled behind the lab's back: `lab heal` has nothing to undo and said only 'not converged:
+    leaf-1: 1/2 ports usable'; now it names the port and that no lab fault records it (tester finding).
+    A port a recorded fault takes down is expected down, and not named."""
+    link = lab.fabric.links[0]
+    lab.links[link.name] = "down"
+    for end in (link.a, link.b):
+        lab.port(end.switch, end.port).update(usable=False, phy=False)
+    problem = lab.convergence_problem()
+    for end in (link.a, link.b):
+        want = len(lab.fabric.fabric_ports(end.switch))
+        assert (f"{end.switch}: {want - 1}/{want} ports usable ({end.switch}:{end.port} without carrier, "
+                "which no lab fault records)") in problem
+    lab.state.faults = [{"kind": "link", "link": link.index}]
+    assert lab.convergence_problem() is None
