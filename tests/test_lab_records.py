@@ -264,3 +264,30 @@ def test_restart_without_a_master_names_the_killed_masters(monkeypatch: pytest.M
     err = capsys.readouterr().err
     assert "no master heard, so nothing programmed yet" in err
     assert "master(s) m1 killed (`firepath lab heal --name lr1` starts them)" in err
+
+
+def test_lab_status_counts_a_port_miscabled_by_link_oam() -> None:
+    """A cable looped back into its own switch (`lab miscable tor-2-1:1 agg-2-1:12`): link OAM found it
+    (`miscabled_by` tor-2-1:3, 'CFM hears tor-2-1:3' in the client's log) while ND stayed down, and `lab status`
+    counted only ND's verdict: 'down 2, miscab 0' (tester finding)."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from lab.fabric import generate_config, load_fabric
+    from lab.report import format_status
+    with tempfile.TemporaryDirectory() as d:
+        f = load_fabric(generate_config(Path(d), "ms1", spines=1, pods=0, leaves=2, masters=1))
+    ports = {"leaf-1": [{"port": 1, "usable": False, "nd": "down", "miscabled_by": "leaf-1:7"}],
+             "leaf-2": [{"port": 1, "usable": False, "nd": "miscabled", "miscabled_by": None}],
+             "spine-1": [{"port": 1, "usable": False, "nd": "down", "miscabled_by": None},
+                         {"port": 2, "usable": True, "nd": "up", "miscabled_by": None}]}
+    clients = {name: {"ports": p, "routes": 1, "groups": 1, "master": "m1", "lsd_version": 3,
+                      "programmed_version": 3} for name, p in ports.items()}
+    lab = SimpleNamespace(fabric=f, state=SimpleNamespace(external_masters=False, processes={}, faults=[]),
+                          master_states=lambda: {"m1": {"role": "master", "term": 1, "version": 3}},
+                          client_states=lambda: clients)
+    rows = {line.split()[0]: line.split() for line in format_status(lab).splitlines() if line.startswith(("leaf", "spine"))}
+    # columns: switch client master lsd prog usable down miscab routes groups
+    assert (rows["leaf-1"][6], rows["leaf-1"][7]) == ("1", "1")
+    assert (rows["leaf-2"][6], rows["leaf-2"][7]) == ("1", "1")
+    assert (rows["spine-1"][6], rows["spine-1"][7]) == ("1", "0")
