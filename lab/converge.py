@@ -23,8 +23,10 @@ Two kinds of "not yet" are told apart:
   2026-12-04: a heal held by damping and released just after the wait; a spine failure whose downs the guard
   held until the spine's own report arrived). A hold that never ends then fails the wait, naming it.
   A port its own client holds out of use for flapping (client.damping: `damped` in the client's REST, until
-  its penalty decays, up to `damp_max`) is such a hold too: before, `lab heal` after a flapping link waited
-  its whole `--wait` and failed with "spine-2: 1/2 ports usable", naming neither the port nor why.
+  its penalty decays, up to `damp_max`) is such a hold too for a caller that says so (`damped_ok`: `lab heal`,
+  whose user flapped the link): before, `lab heal` after a flapping link waited its whole `--wait` and failed
+  with "spine-2: 1/2 ports usable", naming neither the port nor why. Other callers (`lab up`, benchmarks that
+  wait for damped ports to return) still wait for it, and the message names the damped ports.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ __all__ = ["convergence_problem", "lsd_disagreement", "pending_exclusions"]
 
 
 def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, min_version: int | None = None,
-                        holds_ok: bool = True) -> str | None:
-    """None when `lab` has converged (module docstring), else a short description of what is missing."""
+                        holds_ok: bool = True, damped_ok: bool = False) -> str | None:
+    """None when `lab` has converged (module docstring), else a short description of what is missing.
+    `damped_ok`: a port its client damps for flapping is a hold (subject to `holds_ok`), not a port missing."""
     if expect_usable is None:
         expect_usable = lab.expected_usable()
     dead_clients = {str(f["switch"]) for f in lab.state.faults if f["kind"] == "client"}
@@ -68,7 +71,7 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
         usable = sum(1 for p in ports if p.get("usable"))
         if usable != want:
             held = [f"{name}:{p.get('port')}" for p in ports if p.get("damped") and not p.get("usable")]
-            if usable < want <= usable + len(held):      # every missing port is one its client damps
+            if damped_ok and usable < want <= usable + len(held):      # every missing port is one its client damps
                 damped.extend(held)
             else:
                 if recorded is None:

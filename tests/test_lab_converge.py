@@ -101,8 +101,12 @@ def test_a_port_its_client_damps_for_flapping_is_held_on_purpose(lab: FakeLab) -
     lab.links[link.name] = "down"
     for end in (link.a, link.b):
         lab.port(end.switch, end.port).update(usable=False, damped=True)
-    assert lab.convergence_problem() is None
-    problem = lab.convergence_problem(holds_ok=False)
+    # `lab up` and the benchmarks wait for damped ports to return: still not converged for them, named
+    want = len(lab.fabric.fabric_ports(link.a.switch))
+    assert (f"{link.a.switch}: {want - 1}/{want} ports usable ({link.a.switch}:{link.a.port} damped for flapping)"
+            in lab.convergence_problem())
+    assert lab.convergence_problem(damped_ok=True) is None           # `lab heal`: a hold on purpose
+    problem = lab.convergence_problem(holds_ok=False, damped_ok=True)
     assert problem is not None
     assert problem.startswith("client flap damping holds ")
     for end in (link.a, link.b):
@@ -118,7 +122,7 @@ def test_a_missing_port_that_is_not_damped_is_named_beside_the_damped_one(lab: F
     lab.port(sw, first).update(usable=False, damped=True)
     lab.port(sw, second).update(usable=False)
     want = len(lab.fabric.fabric_ports(sw))
-    assert lab.convergence_problem() == f"{sw}: {want - 2}/{want} ports usable ({sw}:{first} damped for flapping)"
+    assert lab.convergence_problem(damped_ok=True) == f"{sw}: {want - 2}/{want} ports usable ({sw}:{first} damped for flapping)"
 
 
 def test_a_port_without_carrier_that_no_fault_records_is_named(lab: FakeLab) -> None:
