@@ -442,8 +442,8 @@ def undo(lab: Lab, fault: dict[str, Any]) -> float:
 @_exclusive
 def heal(lab: Lab) -> list[dict[str, object]]:
     """Undo every recorded fault, newest first, then start again every master and client of the lab that is
-    not running although no fault records it (killed by PID or crashed: `{"kind": ..., "outside": True}`);
-    returns what was undone. A stopped OVS is not restarted (`lab up --clean` rebuilds the lab)."""
+    not running although no fault records it (killed by PID or crashed: `{"kind": ..., "outside": True}`) and
+    continue every one stopped by a signal (`"stopped": True`); returns what was undone. A stopped OVS is not restarted (`lab up --clean` rebuilds the lab)."""
     undone: list[dict[str, object]] = []
     while lab.state.faults:
         fault = lab.state.faults[-1]
@@ -452,7 +452,14 @@ def heal(lab: Lab) -> list[dict[str, object]]:
         _save(lab)
         undone.append(fault)
     for rec in list(lab.state.processes.values()):
-        if rec.kind not in ("master", "client") or rec.alive():
+        if rec.kind not in ("master", "client"):
+            continue
+        if rec.stopped():         # SIGSTOP by hand (a suspended daemon): it answers nothing until continued
+            rec.send_signal(signal.SIGCONT)
+            who = {"id": rec.name} if rec.kind == "master" else {"switch": rec.name}
+            undone.append({"kind": rec.kind, **who, "outside": True, "stopped": True})
+            continue
+        if rec.alive():
             continue
         if rec.kind == "master":
             lab.start_master(rec.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -291,3 +292,43 @@ def test_lab_status_counts_a_port_miscabled_by_link_oam() -> None:
     assert (rows["leaf-1"][6], rows["leaf-1"][7]) == ("1", "1")
     assert (rows["leaf-2"][6], rows["leaf-2"][7]) == ("1", "1")
     assert (rows["spine-1"][6], rows["spine-1"][7]) == ("1", "0")
+
+
+def test_heal_continues_a_daemon_stopped_by_a_signal_and_status_names_it(tmp_path: Path) -> None:
+    """A client suspended with SIGSTOP (outside `lab kill`): `lab status` showed it with its pid and
+    '(REST unreachable)', and `lab heal` said 'nothing to heal', then 'not converged: leaf-2: REST
+    TimeoutError' (tester finding). Now status names it stopped and heal continues it."""
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    from lab.report import describe_fault, format_status
+    from lab.state import proc_starttime, proc_stopped
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        start = proc_starttime(proc.pid)
+        assert start is not None
+        st = LabState(name="hs1", dir=str(tmp_path), config="", netns="fplab-hs1")
+        st.processes["client:leaf-2"] = ProcRecord("client", "leaf-2", proc.pid, start, ["sleep"], "/dev/null")
+        st.save()
+        lab = SimpleNamespace(state=st, fabric=SimpleNamespace(switches=[]),
+                              master_states=lambda: {}, client_states=lambda: {})
+        assert "stopped by a signal" not in format_status(lab)
+        os.kill(proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while not proc_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert f"stopped by a signal (no lab fault records it; `lab heal` continues them): client leaf-2 (pid " \
+               f"{proc.pid})" in format_status(lab)
+        undone = inject.heal(lab)
+        assert undone == [{"kind": "client", "switch": "leaf-2", "outside": True, "stopped": True}]
+        assert describe_fault(undone[0]) == "client leaf-2 was stopped (SIGSTOP; no lab fault recorded it): continued"
+        deadline = time.monotonic() + 5
+        while proc_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not proc_stopped(proc.pid) and proc.poll() is None          # continued, not restarted
+        assert inject.heal(lab) == []
+    finally:
+        proc.kill()
+        proc.wait()
