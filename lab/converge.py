@@ -61,7 +61,9 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
         if name in dead_clients:
             continue
         if isinstance(s, Exception):
-            behind.append(f"{name}: REST {type(s).__name__}")
+            rec = lab.state.processes.get(f"client:{name}")
+            behind.append(f"{name}: client stopped by a signal (pid {rec.pid})" if rec is not None and rec.stopped()
+                          else f"{name}: REST {type(s).__name__}")
             continue
         if int(s.get("programmed_version", -1)) != version:
             behind.append(f"{name}: programmed {s.get('programmed_version')} != {version}")

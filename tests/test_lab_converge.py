@@ -140,3 +140,28 @@ def test_a_port_without_carrier_that_no_fault_records_is_named(lab: FakeLab) -> 
                 "which no lab fault records)") in problem
     lab.state.faults = [{"kind": "link", "link": link.index}]
     assert lab.convergence_problem() is None
+
+
+def test_a_client_stopped_by_a_signal_is_named_as_such(lab: FakeLab) -> None:
+    """kill -STOP of a client: the wait said 'leaf-1: REST TimeoutError' (tester finding)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from lab.state import ProcRecord, proc_starttime, proc_stopped
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        lab.state.processes["client:leaf-1"] = ProcRecord("client", "leaf-1", proc.pid, proc_starttime(proc.pid) or 0,
+                                                          ["sleep"], "/dev/null")
+        lab.states["leaf-1"] = TimeoutError("timed out")          # type: ignore[assignment]
+        assert "leaf-1: REST TimeoutError" in lab.convergence_problem()
+        os.kill(proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while not proc_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert f"leaf-1: client stopped by a signal (pid {proc.pid})" in lab.convergence_problem()
+    finally:
+        proc.kill()
+        proc.wait()
