@@ -250,6 +250,10 @@ def cmd_restart(args: argparse.Namespace) -> int:
         if unplugged:
             how += (f"; port(s) {', '.join(map(str, unplugged))} without carrier, which no lab fault "
                     "records (not waited for)")
+        if lack is not None and lack.startswith("no master heard"):
+            killed_masters = sorted(str(f.get("id")) for f in lab.state.faults if f.get("kind") == "master")
+            if killed_masters:
+                lack += f"; master(s) {', '.join(killed_masters)} killed (`{_heal(args)}` starts them)"
         return how, time.monotonic() - t0, lack, Path(lab.state.processes[f"client:{args.switch}"].log)
 
     how, took, lack, log_path = _mutate(args, restart)
@@ -306,8 +310,8 @@ def cmd_heal(args: argparse.Namespace) -> int:
             from lab import bgp
 
             t0 = time.monotonic()
-            ok = lab.wait_converged(args.wait)
-            problem = None if ok else lab.convergence_problem()
+            ok = lab.wait_converged(args.wait, damped_ok=True)     # the user flapped it: a hold, named below
+            problem = None if ok else lab.convergence_problem(damped_ok=True)
             restarted = [str(f.get("id")) for f in undone if f.get("kind") == "master"]
             if ok and restarted:      # tester: "converged" while a restarted master did not answer yet
                 problem = _wait_masters_back(lab, restarted, max(0.0, args.wait - (time.monotonic() - t0)))
@@ -323,7 +327,7 @@ def cmd_heal(args: argparse.Namespace) -> int:
                 return _err(f"heal: not converged within {args.wait:g}s: {problem}"
                             + (f" (OVS not running: {', '.join(stopped)})" if stopped else ""))
             # converged counts what the master holds on purpose (damping, the guard): say so, it ends by itself
-            held = lab.convergence_problem(holds_ok=False)
+            held = lab.convergence_problem(holds_ok=False, damped_ok=True)
             print(f"converged in {time.monotonic() - t0:.2f}s" + (" (eBGP sessions established)" if external else "")
                   + (f"; still held on purpose: {held}" if held else ""))
     finally:

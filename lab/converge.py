@@ -22,6 +22,11 @@ Two kinds of "not yet" are told apart:
   switches right after the wait must not start while one is in force, or it reads a change half-way (CI,
   2026-12-04: a heal held by damping and released just after the wait; a spine failure whose downs the guard
   held until the spine's own report arrived). A hold that never ends then fails the wait, naming it.
+  A port its own client holds out of use for flapping (client.damping: `damped` in the client's REST, until
+  its penalty decays, up to `damp_max`) is such a hold too for a caller that says so (`damped_ok`: `lab heal`,
+  whose user flapped the link): before, `lab heal` after a flapping link waited its whole `--wait` and failed
+  with "spine-2: 1/2 ports usable", naming neither the port nor why. Other callers (`lab up`, benchmarks that
+  wait for damped ports to return) still wait for it, and the message names the damped ports.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ __all__ = ["convergence_problem", "lsd_disagreement", "pending_exclusions"]
 
 
 def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, min_version: int | None = None,
-                        holds_ok: bool = True) -> str | None:
-    """None when `lab` has converged (module docstring), else a short description of what is missing."""
+                        holds_ok: bool = True, damped_ok: bool = False) -> str | None:
+    """None when `lab` has converged (module docstring), else a short description of what is missing.
+    `damped_ok`: a port its client damps for flapping is a hold (subject to `holds_ok`), not a port missing."""
     if expect_usable is None:
         expect_usable = lab.expected_usable()
     dead_clients = {str(f["switch"]) for f in lab.state.faults if f["kind"] == "client"}
@@ -47,24 +53,44 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
     version = int(leader[1]["version"])
     if min_version is not None and version < min_version:
         return f"master {leader[0]} at LSD version {version} < {min_version}"
-    behind = []
+    behind: list[str] = []
+    damped: list[str] = []          # ports their client's flap damping holds out of use (a hold on purpose)
+    recorded: set[tuple[str, int]] | None = None       # the ports the lab's faults take down (read when needed)
     states = lab.client_states()
     for name, s in states.items():
         if name in dead_clients:
             continue
         if isinstance(s, Exception):
-            behind.append(f"{name}: REST {type(s).__name__}")
+            rec = lab.state.processes.get(f"client:{name}")
+            behind.append(f"{name}: client stopped by a signal (pid {rec.pid})" if rec is not None and rec.stopped()
+                          else f"{name}: REST {type(s).__name__}")
             continue
         if int(s.get("programmed_version", -1)) != version:
             behind.append(f"{name}: programmed {s.get('programmed_version')} != {version}")
             continue
         want = expect_usable.get(name, len(lab.fabric.fabric_ports(name)))
-        usable = sum(1 for p in s.get("ports", []) if p.get("usable"))
+        ports = s.get("ports", [])
+        usable = sum(1 for p in ports if p.get("usable"))
         if usable != want:
-            behind.append(f"{name}: {usable}/{want} ports usable")
+            held = [f"{name}:{p.get('port')}" for p in ports if p.get("damped") and not p.get("usable")]
+            if damped_ok and usable < want <= usable + len(held):      # every missing port is one its client damps
+                damped.extend(held)
+            else:
+                if recorded is None:
+                    recorded = lab.expected_down()
+                # a cable pulled behind the lab's back: `lab heal` cannot undo it, so say so (tester finding)
+                unplugged = [f"{name}:{p.get('port')}" for p in ports if p.get("phy") is False
+                             and not p.get("usable") and (name, p.get("port")) not in recorded]
+                why = ([f"{', '.join(held)} damped for flapping"] if held else []) + (
+                    [f"{', '.join(unplugged)} without carrier, which no lab fault records"] if unplugged else [])
+                behind.append(f"{name}: {usable}/{want} ports usable" + (f" ({'; '.join(why)})" if why else ""))
     if behind:
         return "; ".join(behind[:6])
-    return lsd_disagreement(lab, states, dead_clients, holds_ok)
+    problem = lsd_disagreement(lab, states, dead_clients, holds_ok)
+    if problem is None and damped and not holds_ok:
+        return (f"client flap damping holds {', '.join(damped[:6])}{' ...' if len(damped) > 6 else ''} out of use "
+                f"(back in use once the flaps' penalty decays, at most damp_max_ms: {lab.fabric.timers.damp_max:g} s)")
+    return problem
 
 
 def lsd_disagreement(lab: Any, states: dict[str, dict | Exception], dead_clients: set[str],

@@ -566,19 +566,20 @@ class Lab:
         return down
 
     def convergence_problem(self, expect_usable: dict[str, int] | None = None, min_version: int | None = None,
-                            holds_ok: bool = True) -> str | None:
+                            holds_ok: bool = True, damped_ok: bool = False) -> str | None:
         """None when every live client programmed the master's LSD version, has the usable port counts
         expected (by default: from the recorded faults), keeps no usable port of an UP link out of its groups,
         and the LSD agrees with the clients; else a short description of what is missing. `holds_ok=False`:
         a link the master holds on purpose (damping, the drastic-change guard) is not converged either
-        (lab.converge says when a caller needs that)."""
-        return converge.convergence_problem(self, expect_usable, min_version, holds_ok)
+        (lab.converge says when a caller needs that). `damped_ok`: a port its client damps for flapping is such
+        a hold too (`lab heal`); by default it is waited for."""
+        return converge.convergence_problem(self, expect_usable, min_version, holds_ok, damped_ok)
 
     def wait_converged(self, timeout: float = 30.0, expect_usable: dict[str, int] | None = None,
-                       min_version: int | None = None, holds_ok: bool = True) -> bool:
+                       min_version: int | None = None, holds_ok: bool = True, damped_ok: bool = False) -> bool:
         """Bounded wait for :meth:`convergence_problem` to clear; `min_version`: the master's LSD version
         must have reached it (pass version+1 after a fault, so the pre-fault state does not count)."""
-        return wait_until(lambda: self.convergence_problem(expect_usable, min_version, holds_ok) is None,
+        return wait_until(lambda: self.convergence_problem(expect_usable, min_version, holds_ok, damped_ok) is None,
                           timeout, 0.02)
 
     def master_get(self, path: str, timeout: float = 1.0) -> Any:

@@ -258,6 +258,8 @@ def client_lacks(state: object, want: list[int]) -> str | None:
         return "not connected to its switch"
     programmed = state.get("programmed_version")
     if isinstance(programmed, bool) or not isinstance(programmed, int) or programmed < 0:
+        if not state.get("master"):      # the cause, not its effect: an LSD comes from a serving master only
+            return "no master heard, so nothing programmed yet (the switch forwards on the flows it kept)"
         return "nothing programmed yet"
     if not state.get("master"):
         return "no master heard (fail-static)"
@@ -457,8 +459,8 @@ def _check_runs_file(lab: Lab, kind: str, name: str) -> None:
 @_exclusive
 def heal(lab: Lab) -> list[dict[str, object]]:
     """Undo every recorded fault, newest first, then start again every master and client of the lab that is
-    not running although no fault records it (killed by PID or crashed: `{"kind": ..., "outside": True}`);
-    returns what was undone. A stopped OVS is not restarted (`lab up --clean` rebuilds the lab)."""
+    not running although no fault records it (killed by PID or crashed: `{"kind": ..., "outside": True}`) and
+    continue every one stopped by a signal (`"stopped": True`); returns what was undone. A stopped OVS is not restarted (`lab up --clean` rebuilds the lab)."""
     undone: list[dict[str, object]] = []
     while lab.state.faults:
         fault = lab.state.faults[-1]
@@ -467,7 +469,14 @@ def heal(lab: Lab) -> list[dict[str, object]]:
         _save(lab)
         undone.append(fault)
     for rec in list(lab.state.processes.values()):
-        if rec.kind not in ("master", "client") or rec.alive():
+        if rec.kind not in ("master", "client"):
+            continue
+        if rec.stopped():         # SIGSTOP by hand (a suspended daemon): it answers nothing until continued
+            rec.send_signal(signal.SIGCONT)
+            who = {"id": rec.name} if rec.kind == "master" else {"switch": rec.name}
+            undone.append({"kind": rec.kind, **who, "outside": True, "stopped": True})
+            continue
+        if rec.alive():
             continue
         _check_runs_file(lab, rec.kind, rec.name)
         if rec.kind == "master":

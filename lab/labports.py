@@ -28,13 +28,23 @@ class LabPorts:
         self.assigned_rest: list[str] = []
         users: dict[int, str] = {}
 
+        fixes: dict[str, str] = {}       # who -> how to stop the lab assigning that port
+
         def take(port: int, who: str) -> int:
             if port in users:
-                raise LabError(f"port {port} is used twice in the lab: {users[port]} and {who}")
+                fix = "; ".join(dict.fromkeys(f for f in (fixes.get(users[port]), fixes.get(who)) if f))
+                raise LabError(f"port {port} is used twice in the lab: {users[port]} and {who}"
+                               + (f" ({fix})" if fix else ""))
             if not 0 < port < 65536:
-                raise LabError(f"{who}: port {port} out of range")
+                raise LabError(f"{who}: port {port} out of range 1..65535" + (f" ({fixes[who]})" if who in fixes else ""))
             users[port] = who
             return port
+
+        def assigned(sw: Any, kind: str, base: int) -> int:
+            who = f"switch {sw.name} {kind} (assigned)"
+            key = "`ovs: tcp:127.0.0.1:PORT`" if kind == "ovs" else "`rest_port: PORT`"
+            fixes[who] = f"the lab assigns {base} + id {sw.id}: give {sw.name} its own {key} in the config"
+            return take(base + sw.id, who)
 
         for m in fabric.masters:
             for kind in ("client_port", "peer_port", "rest_port"):
@@ -47,12 +57,12 @@ class LabPorts:
             if sw.ovs:
                 self.ovs[sw.name] = take(int(str(sw.ovs).rsplit(":", 1)[1]), f"switch {sw.name} ovs")
             else:
-                self.ovs[sw.name] = take(OVS_BASE_PORT + sw.id, f"switch {sw.name} ovs (assigned)")
+                self.ovs[sw.name] = assigned(sw, "ovs", OVS_BASE_PORT)
                 self.assigned_ovs.append(sw.name)
             if sw.rest_port:
                 self.rest[sw.name] = take(int(sw.rest_port), f"switch {sw.name} rest_port")
             else:
-                self.rest[sw.name] = take(REST_BASE_PORT + sw.id, f"switch {sw.name} rest_port (assigned)")
+                self.rest[sw.name] = assigned(sw, "rest_port", REST_BASE_PORT)
                 self.assigned_rest.append(sw.name)
         self.all = frozenset(users)
 

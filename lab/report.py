@@ -31,7 +31,9 @@ def format_status(lab: Any) -> str:
             continue
         ports = s.get("ports", [])
         usable = sum(1 for p in ports if p.get("usable"))
-        misc = sum(1 for p in ports if p.get("nd") == "miscabled")
+        # miscabled as ND finds it, or as link OAM finds it (CFM hears another switch's port: `miscabled_by`,
+        # e.g. a cable looped back into the same switch, whose own ND frames ND never takes for a peer's)
+        misc = sum(1 for p in ports if p.get("nd") == "miscabled" or p.get("miscabled_by"))
         down = len(ports) - usable
         # fail-static: the master it last heard, in parentheses (it hears none now)
         master = str(s.get("master") or "-")
@@ -66,6 +68,11 @@ def format_status(lab: Any) -> str:
     if lab.state.faults:
         lines.append("")
         lines.append("active faults: " + ", ".join(describe_fault(f) for f in lab.state.faults))
+    suspended = [f"{rec.kind} {rec.name} (pid {rec.pid})" for rec in lab.state.processes.values()
+                 if rec.kind in ("master", "client") and rec.stopped()]
+    if suspended:           # SIGSTOP by hand: alive, silent, and no lab fault records it
+        lines.append("")
+        lines.append("stopped by a signal (no lab fault records it; `lab heal` continues them): " + ", ".join(suspended))
     stopped = plumbing.stopped_ovs(lab.state) if getattr(lab.state, "phase", None) == "up" else []
     if stopped:
         lines.append("")
@@ -122,6 +129,8 @@ def describe_fault(f: dict[str, Any]) -> str:
         return f"switch {f['switch']}"
     if kind in ("master", "client") and f.get("outside"):
         who = f"master {f['id']}" if kind == "master" else f"client {f['switch']}"
+        if f.get("stopped"):
+            return f"{who} was stopped (SIGSTOP; no lab fault recorded it): continued"
         return f"{who} was not running (no lab fault recorded it): started again"
     if kind == "master":
         return f"master {f['id']} killed"

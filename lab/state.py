@@ -181,6 +181,15 @@ def proc_starttime(pid: int) -> int | None:
     return int(fields[19])      # field 22 of stat; [0] here is field 3
 
 
+def proc_stopped(pid: int) -> bool:
+    """True if the process is stopped by a signal (SIGSTOP, SIGTSTP: state T) or traced (t)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
 @dataclass(slots=True)
 class ProcRecord:
     """A process the lab started: `kind` is "master" or "client", `name` the master id or switch name."""
@@ -198,6 +207,10 @@ class ProcRecord:
 
     def alive(self) -> bool:
         return proc_starttime(self.pid) == self.starttime
+
+    def stopped(self) -> bool:
+        """Alive but stopped (SIGSTOP): it answers nothing, and no lab fault records it."""
+        return self.alive() and proc_stopped(self.pid)
 
     def send_signal(self, signum: int) -> bool:
         """Send a signal only if the PID is still this process; True if sent."""

@@ -91,3 +91,77 @@ def test_downs_held_by_the_guard_or_a_held_lsd_are_converged_only_when_holds_are
     assert lab.convergence_problem(holds_ok=False) == "master m1 holds its LSD (no switch heard on its config)"
     assert lab.wait_converged(0.05, holds_ok=False) is False
     assert lab.wait_converged(0.05) is True
+
+
+def test_a_port_its_client_damps_for_flapping_is_held_on_purpose(lab: FakeLab) -> None:
+    """After a flapping link is healed, the clients keep the port out of use until the flaps' penalty decays
+    (client.damping): the fabric is where the clients want it. `lab heal` waited its whole --wait for it and
+    failed with 'leaf-1: 1/2 ports usable', naming neither the port nor the reason (tester finding)."""
+    link = lab.fabric.links[0]
+    lab.links[link.name] = "down"
+    for end in (link.a, link.b):
+        lab.port(end.switch, end.port).update(usable=False, damped=True)
+    # `lab up` and the benchmarks wait for damped ports to return: still not converged for them, named
+    want = len(lab.fabric.fabric_ports(link.a.switch))
+    assert (f"{link.a.switch}: {want - 1}/{want} ports usable ({link.a.switch}:{link.a.port} damped for flapping)"
+            in lab.convergence_problem())
+    assert lab.convergence_problem(damped_ok=True) is None           # `lab heal`: a hold on purpose
+    problem = lab.convergence_problem(holds_ok=False, damped_ok=True)
+    assert problem is not None
+    assert problem.startswith("client flap damping holds ")
+    for end in (link.a, link.b):
+        assert f"{end.switch}:{end.port}" in problem.split(" out of use")[0]
+    assert "damp_max_ms: 60 s" in problem
+
+
+def test_a_missing_port_that_is_not_damped_is_named_beside_the_damped_one(lab: FakeLab) -> None:
+    """Damping excuses only the ports it holds: another unusable port of the same switch is still not converged,
+    and the damped one is named so the reader knows which of the two is expected back by itself."""
+    sw = lab.fabric.switches[0].name
+    first, second = lab.fabric.fabric_ports(sw)[:2]
+    lab.port(sw, first).update(usable=False, damped=True)
+    lab.port(sw, second).update(usable=False)
+    want = len(lab.fabric.fabric_ports(sw))
+    assert lab.convergence_problem(damped_ok=True) == f"{sw}: {want - 2}/{want} ports usable ({sw}:{first} damped for flapping)"
+
+
+def test_a_port_without_carrier_that_no_fault_records_is_named(lab: FakeLab) -> None:
+    """A cable pulled behind the lab's back: `lab heal` has nothing to undo and said only 'not converged:
+    leaf-1: 1/2 ports usable'; now it names the port and that no lab fault records it (tester finding).
+    A port a recorded fault takes down is expected down, and not named."""
+    link = lab.fabric.links[0]
+    lab.links[link.name] = "down"
+    for end in (link.a, link.b):
+        lab.port(end.switch, end.port).update(usable=False, phy=False)
+    problem = lab.convergence_problem()
+    for end in (link.a, link.b):
+        want = len(lab.fabric.fabric_ports(end.switch))
+        assert (f"{end.switch}: {want - 1}/{want} ports usable ({end.switch}:{end.port} without carrier, "
+                "which no lab fault records)") in problem
+    lab.state.faults = [{"kind": "link", "link": link.index}]
+    assert lab.convergence_problem() is None
+
+
+def test_a_client_stopped_by_a_signal_is_named_as_such(lab: FakeLab) -> None:
+    """kill -STOP of a client: the wait said 'leaf-1: REST TimeoutError' (tester finding)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from lab.state import ProcRecord, proc_starttime, proc_stopped
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        lab.state.processes["client:leaf-1"] = ProcRecord("client", "leaf-1", proc.pid, proc_starttime(proc.pid) or 0,
+                                                          ["sleep"], "/dev/null")
+        lab.states["leaf-1"] = TimeoutError("timed out")          # type: ignore[assignment]
+        assert "leaf-1: REST TimeoutError" in lab.convergence_problem()
+        os.kill(proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while not proc_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert f"leaf-1: client stopped by a signal (pid {proc.pid})" in lab.convergence_problem()
+    finally:
+        proc.kill()
+        proc.wait()

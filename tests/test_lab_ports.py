@@ -46,6 +46,31 @@ def test_configured_ports_are_kept_and_a_clash_is_refused(tmp_path):
         LabPorts(clash)
 
 
+def test_an_assigned_port_out_of_range_or_clashing_names_the_switch_id_and_the_fix(tmp_path):
+    """A switch id the lab's port bases do not fit (a valid config: ids go to 2^31-1) was refused as
+    'switch X ovs (assigned): port 80000 out of range', or two assigned ports clashed (an id 8007 OVS port
+    and id 7's REST port), without saying where the port came from or what to write (tester finding)."""
+    import re
+
+    base = _fabric(tmp_path, spines=1, pods=0, leaves=2, masters=1)
+    spine = base.switches[0]
+    path = tmp_path / "f.yaml"
+    far = path.read_text().replace(f"id: {spine.id}\n", "id: 60000\n", 1)
+    path.write_text(far)
+    with pytest.raises(LabError) as e:
+        LabPorts(load_fabric(path))
+    assert str(e.value) == (f"switch {spine.name} ovs (assigned): port 80000 out of range 1..65535 (the lab assigns "
+                            f"{OVS_BASE_PORT} + id 60000: give {spine.name} its own `ovs: tcp:127.0.0.1:PORT` in the config)")
+    leaf = base.switches[1]
+    path.write_text(far.replace("id: 60000\n", f"id: {REST_BASE_PORT - OVS_BASE_PORT + leaf.id}\n", 1))
+    with pytest.raises(LabError) as e:
+        LabPorts(load_fabric(path))
+    msg = str(e.value)
+    assert re.match(rf"port {REST_BASE_PORT + leaf.id} is used twice in the lab: ", msg), msg
+    assert f"give {spine.name} its own `ovs: tcp:127.0.0.1:PORT`" in msg
+    assert f"give {leaf.name} its own `rest_port: PORT`" in msg
+
+
 def test_port_ranges():
     assert port_ranges([28003, 20001, 20002, 20003, 28001]) == "20001-20003,28001,28003"
     assert port_ranges([]) == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,9 @@ def test_a_client_with_nothing_programmed_or_no_master_is_not_ready() -> None:
     assert client_lacks({**ok, "programmed_version": None}, [1, 2]) == "nothing programmed yet"
     assert client_lacks({**ok, "programmed_version": 0}, [1, 2]) is None
     assert client_lacks({**ok, "master": None}, [1, 2]) == "no master heard (fail-static)"
+    # restarted while no master serves: the cause is named, not only its effect (tester finding)
+    assert client_lacks({**ok, "master": None, "programmed_version": -1}, [1, 2]) == (
+        "no master heard, so nothing programmed yet (the switch forwards on the flows it kept)")
     assert client_lacks({**ok, "connected": False}, [1, 2]) == "not connected to its switch"
     assert client_lacks({**ok, "ports": [{"port": 1, "usable": True}]}, [1, 2]).startswith("fabric ports not usable: 2")
     assert client_lacks(OSError("refused"), [1]).startswith("REST does not answer")
@@ -238,3 +242,93 @@ def test_a_corrupt_lab_record_is_a_lab_state_error(tmp_path: Path, content: byte
     (tmp_path / STATE_FILE).write_bytes(content)
     with pytest.raises(LabStateError, match=STATE_FILE):
         LabState.load(tmp_path)
+
+
+def test_restart_without_a_master_names_the_killed_masters(monkeypatch: pytest.MonkeyPatch,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """`lab restart client X` after `lab kill master` (no replica left) said only 'not ready 15 s later:
+    nothing programmed yet': now the cause (no master heard) and the lab faults behind it (tester finding)."""
+    import argparse
+    from types import SimpleNamespace
+
+    from lab import cli
+
+    fake = SimpleNamespace(state=SimpleNamespace(
+        faults=[{"kind": "master", "id": "m1"}, {"kind": "link", "link": 2}],
+        processes={"client:leaf-1": SimpleNamespace(log="/tmp/x/client-leaf-1.log")}))
+    monkeypatch.setattr(cli, "_mutate", lambda _args, op: op(fake))
+    monkeypatch.setattr(inject, "restart_client", lambda _lab, _sw: 0.2)
+    monkeypatch.setattr(inject, "wait_client_ready", lambda *_a: inject.client_lacks(
+        {"connected": True, "programmed_version": -1, "master": None, "ports": []}, [1]))
+    args = argparse.Namespace(switch="leaf-1", wait=1.0, name="lr1", dir=None)
+    assert cli.cmd_restart(args) == 1
+    err = capsys.readouterr().err
+    assert "no master heard, so nothing programmed yet" in err
+    assert "master(s) m1 killed (`firepath lab heal --name lr1` starts them)" in err
+
+
+def test_lab_status_counts_a_port_miscabled_by_link_oam() -> None:
+    """A cable looped back into its own switch (`lab miscable tor-2-1:1 agg-2-1:12`): link OAM found it
+    (`miscabled_by` tor-2-1:3, 'CFM hears tor-2-1:3' in the client's log) while ND stayed down, and `lab status`
+    counted only ND's verdict: 'down 2, miscab 0' (tester finding)."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from lab.fabric import generate_config, load_fabric
+    from lab.report import format_status
+    with tempfile.TemporaryDirectory() as d:
+        f = load_fabric(generate_config(Path(d), "ms1", spines=1, pods=0, leaves=2, masters=1))
+    ports = {"leaf-1": [{"port": 1, "usable": False, "nd": "down", "miscabled_by": "leaf-1:7"}],
+             "leaf-2": [{"port": 1, "usable": False, "nd": "miscabled", "miscabled_by": None}],
+             "spine-1": [{"port": 1, "usable": False, "nd": "down", "miscabled_by": None},
+                         {"port": 2, "usable": True, "nd": "up", "miscabled_by": None}]}
+    clients = {name: {"ports": p, "routes": 1, "groups": 1, "master": "m1", "lsd_version": 3,
+                      "programmed_version": 3} for name, p in ports.items()}
+    lab = SimpleNamespace(fabric=f, state=SimpleNamespace(external_masters=False, processes={}, faults=[]),
+                          master_states=lambda: {"m1": {"role": "master", "term": 1, "version": 3}},
+                          client_states=lambda: clients)
+    rows = {line.split()[0]: line.split() for line in format_status(lab).splitlines() if line.startswith(("leaf", "spine"))}
+    # columns: switch client master lsd prog usable down miscab routes groups
+    assert (rows["leaf-1"][6], rows["leaf-1"][7]) == ("1", "1")
+    assert (rows["leaf-2"][6], rows["leaf-2"][7]) == ("1", "1")
+    assert (rows["spine-1"][6], rows["spine-1"][7]) == ("1", "0")
+
+
+def test_heal_continues_a_daemon_stopped_by_a_signal_and_status_names_it(tmp_path: Path) -> None:
+    """A client suspended with SIGSTOP (outside `lab kill`): `lab status` showed it with its pid and
+    '(REST unreachable)', and `lab heal` said 'nothing to heal', then 'not converged: leaf-2: REST
+    TimeoutError' (tester finding). Now status names it stopped and heal continues it."""
+    import subprocess
+    import time
+    from types import SimpleNamespace
+
+    from lab.report import describe_fault, format_status
+    from lab.state import proc_starttime, proc_stopped
+
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        start = proc_starttime(proc.pid)
+        assert start is not None
+        st = LabState(name="hs1", dir=str(tmp_path), config="", netns="fplab-hs1")
+        st.processes["client:leaf-2"] = ProcRecord("client", "leaf-2", proc.pid, start, ["sleep"], "/dev/null")
+        st.save()
+        lab = SimpleNamespace(state=st, fabric=SimpleNamespace(switches=[]),
+                              master_states=lambda: {}, client_states=lambda: {})
+        assert "stopped by a signal" not in format_status(lab)
+        os.kill(proc.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while not proc_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert f"stopped by a signal (no lab fault records it; `lab heal` continues them): client leaf-2 (pid " \
+               f"{proc.pid})" in format_status(lab)
+        undone = inject.heal(lab)
+        assert undone == [{"kind": "client", "switch": "leaf-2", "outside": True, "stopped": True}]
+        assert describe_fault(undone[0]) == "client leaf-2 was stopped (SIGSTOP; no lab fault recorded it): continued"
+        deadline = time.monotonic() + 5
+        while proc_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not proc_stopped(proc.pid) and proc.poll() is None          # continued, not restarted
+        assert inject.heal(lab) == []
+    finally:
+        proc.kill()
+        proc.wait()
