@@ -36,6 +36,9 @@ from dataclasses import dataclass
 from proto.config import Fabric
 from proto.lsd import DRAINED_STATES, LinkState
 
+_UP, _DOWN = LinkState.UP, LinkState.DOWN
+_DRAINED_CODES = DRAINED_STATES          # IntEnum members: a byte state matches them too
+
 
 @dataclass(slots=True)
 class SwitchView:
@@ -64,6 +67,8 @@ class LinkStateDeriver:
         self._fabric_ports: dict[str, frozenset[int]] = {
             s.name: frozenset(fabric.fabric_ports(s.name)) for s in fabric.switches
         }
+        # (switch a, port a, switch b, port b) by link index: `changes` reads them per link of every report
+        self._ends = [(lk.a.switch, lk.a.port, lk.b.switch, lk.b.port) for lk in fabric.links]
 
     # ----------------------------------------------------------------------------------------- inputs
     def fabric_ports(self, switch: str) -> frozenset[int]:
@@ -137,11 +142,50 @@ class LinkStateDeriver:
         return LinkState.UP
 
     def changes(self, indices: Iterable[int], states: bytes | Mapping[int, int], now: float) -> dict[int, LinkState]:
-        """Desired states that differ from `states` (the LSD's current byte-per-link states)."""
+        """Desired states that differ from `states` (the LSD's current byte-per-link states).
+
+        `desired` for every index, computed inline for an undrained link (every report re-derives its
+        switch's links: ~270,000 links in a Jupiter cold start, issue #18); a drained one goes through
+        `desired`. `tests/test_linkstate_fast.py` checks both agree."""
         out: dict[int, LinkState] = {}
+        views, ends, drained = self.views, self._ends, self.drained
+        dead, loss = self.switch_dead, self.input_loss_at
         for i in indices:
-            current = LinkState(states[i])
-            want = self.desired(i, current, now)
+            current = states[i]
+            if i in drained:
+                want = self.desired(i, LinkState(current), now)
+                if want != current:
+                    out[i] = want
+                continue
+            sa, pa, sb, pb = ends[i]
+            # each end: 1 up, 0 down, -1 unknown (silent: no view, or not heard for switch_dead; _last_heard)
+            v = views.get(sa)
+            if v is None:
+                ea = -1
+            else:
+                heard = v.reported_at
+                if heard < loss and loss - heard < dead:
+                    heard = loss
+                ea = -1 if now - heard >= dead else (1 if pa in v.usable else 0)
+            if ea == 0:
+                want = _DOWN
+            else:
+                v = views.get(sb)
+                if v is None:
+                    eb = -1
+                else:
+                    heard = v.reported_at
+                    if heard < loss and loss - heard < dead:
+                        heard = loss
+                    eb = -1 if now - heard >= dead else (1 if pb in v.usable else 0)
+                if eb == 0:
+                    want = _DOWN
+                elif ea == 1 and eb == 1:
+                    want = _UP
+                elif current in _DRAINED_CODES:      # silent: keep the state, but not a lifted drain
+                    want = _DOWN
+                else:
+                    continue
             if want != current:
                 out[i] = want
         return out

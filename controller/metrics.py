@@ -13,6 +13,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5
 class MasterMetrics:
     def __init__(self, master_id: str) -> None:
         self.registry = r = CollectorRegistry(auto_describe=True)
+        self._flushes: list[Callable[[], None]] = []
         self.master_id = master_id
         self.lsd_version = Gauge("firepath_master_lsd_version", "Current LSD version", registry=r)
         self.term = Gauge("firepath_master_term", "Current term of this replica", registry=r)
@@ -137,5 +138,11 @@ class MasterMetrics:
     def bind_clients_connected(self, fn: Callable[[], float]) -> None:
         self.clients_connected.set_function(fn)
 
+    def before_exposition(self, flush: Callable[[], None]) -> None:
+        """`flush` runs before every exposition: counts the runtime keeps as plain ints go in first."""
+        self._flushes.append(flush)
+
     def exposition(self) -> bytes:
+        for flush in self._flushes:
+            flush()
         return generate_latest(self.registry)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from controller import fanout
 from controller.fanout import FanoutEncoder
 from proto.auth import KeyRing
 from proto.lsd import LinkStateDB
-from proto.messages import Codec, DecodeError, Keepalive, LsdDelta, LsdFull
+from proto.messages import Codec, DecodeError, Keepalive, LsdDelta, LsdFull, ReportAck
 from tests.harness.fresh import establish
 
 SWITCHES = [f"leaf-{i}" for i in range(20)]
@@ -76,3 +77,32 @@ def test_disabled_without_probe_falls_back_to_codec() -> None:
     assert not enc.enabled
     ka = Keepalive("m1", 1, 1)
     assert client(ring, "leaf-1", codec).decode(enc.encode(ka, "leaf-1"))[1] == ka
+
+
+def test_report_acks_equal_by_value_share_one_payload_across_batches(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Each report's ack is a new ReportAck, equal for every switch acked at one term and seq (a cold start:
+    30,088 first reports, issue #18): serialised once, then only the header and tag per switch, also across
+    reset() (a turn per datagram); each datagram still decodes to its own ack at its own switch only."""
+    ring, codec = setup()
+    clients = {n: client(ring, n, codec) for n in SWITCHES}
+    acks = [ReportAck("m1", 3, 1), ReportAck("m1", 3, 1, backup=True), ReportAck("m1", 3, 2)]
+    for size, slow in ((256, len(acks)), (2, len(acks) * len(SWITCHES))):   # 2: cleared before every hit
+        monkeypatch.setattr(fanout, "VALUE_CACHE", size)
+        enc = FanoutEncoder(codec, ring, SWITCHES[0])
+        for n in SWITCHES:
+            for ack in acks:
+                enc.reset()
+                data = enc.encode(ReportAck(ack.master, ack.term, ack.report_seq, ack.backup), n)
+                assert clients[n].decode(data) == ("m1", ack)
+        assert enc.slow == slow and enc.fast == len(SWITCHES) * len(acks) - slow
+    enc2 = FanoutEncoder(codec, ring, SWITCHES[0])
+    for n in SWITCHES:
+        enc2.reset()
+        assert clients[n].decode(enc2.encode(ReportAck("m1", 3, 5), n)) == ("m1", ReportAck("m1", 3, 5))
+        try:
+            clients[SWITCHES[0] if n != SWITCHES[0] else SWITCHES[1]].decode(enc2.encode(ReportAck("m1", 3, 5), n))
+        except DecodeError as e:
+            assert e.reason == "unknown_key"
+        else:
+            raise AssertionError("a datagram for another switch was accepted")
+    assert enc2.slow == 1 and enc2.fast == 2 * len(SWITCHES) - 1

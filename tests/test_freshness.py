@@ -5,12 +5,14 @@ forged frame changes a Codec's freshness state (only the offer it reflects next 
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from proto import messages
 from proto.auth import KeyKind, KeyRing
 from proto.config import Endpoint
 from proto.messages import (
@@ -269,3 +271,22 @@ def test_a_frame_of_one_stream_cannot_be_replayed_into_another():
     before = state(b)
     assert reason(b, on_port1, port=6) == "stale"                # replayed onto the other link
     assert state(b) == before
+
+
+def test_nonces_are_drawn_in_batches_and_never_shared_with_a_forked_child() -> None:
+    """Challenges and incarnations come from a batch of OS random bytes (one getrandom per 256 nonces, issue
+    #18): a process forked mid-batch (the fleet harness's workers, a daemon) must not reuse the parent's."""
+    drawn = [messages._nonce() for _ in range(3 * messages._NONCE_BATCH)]
+    assert len(set(drawn)) == len(drawn) and min(drawn) > 0
+    messages._nonce()                                      # mid-batch
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                           # pragma: no cover - the child
+        os.write(w, b",".join(str(messages._nonce()).encode() for _ in range(8)))
+        os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    child = {int(x) for x in os.read(r, 4096).split(b",")}
+    os.close(r)
+    parent = {messages._nonce() for _ in range(8)}
+    assert len(child) == 8 and not child & parent

@@ -302,7 +302,9 @@ def test_a_stuck_subscriber_is_dropped(tmp_path: Path) -> None:
         for k in range(feed.queue_size + 5):
             server.drain(link=server.fabric.links[0].name, drained=k % 2 == 0)
             await asyncio.sleep(0)
-            await _until(lambda k=k: feed.status[0] == (DRAINED if k % 2 == 0 else DOWN), 2)
+            # once dropped, no stream is open and the feed stops following (it catches up for the next one)
+            await _until(lambda k=k: q not in feed.subscribers or feed.status[0] == (DRAINED if k % 2 == 0
+                                                                                     else DOWN), 2)
         assert q not in feed.subscribers and q.qsize() == 1 and q.get_nowait() is None
 
     _run(tmp_path, body)
@@ -363,3 +365,42 @@ def test_event_streams_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def server_feed(c: TestClient) -> PageFeed:
     return c.server.app[FEED_KEY]  # type: ignore[return-value]
+
+
+def test_nothing_is_followed_while_no_page_is_open(tmp_path: Path) -> None:
+    """Issue #18: with no event stream open the feed does no work for the master's reports and versions (a
+    Jupiter cold start spent ~8 % of the master's CPU on it); a details request or a new stream catches up,
+    and a change made meanwhile is said to be before the catch-up, time unknown."""
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        feed = server_feed(c)
+        f = server.fabric
+        refreshes = []
+        real = feed._refresh
+        feed._refresh = lambda *a, **k: refreshes.append(k) or real(*a, **k)   # type: ignore[method-assign]
+        await asyncio.sleep(0.1)                       # the feed's task is waiting for a stream
+        t_before = time.time()
+        for sw in ("spine-1", "spine-2", "leaf-1", "leaf-2"):
+            _report(server, sw, [_ps(p) for p in f.fabric_ports(sw)], 1)
+        await _until(lambda: server.core.lsd.states() == bytes([LinkState.UP]) * len(f.links))
+        await asyncio.sleep(3 * feed.min_interval)     # the master's batches called changed() meanwhile
+        assert refreshes == [] and feed.status == bytearray(len(f.links))    # not followed: still all down
+        d = await (await c.get("/v1/link/leaf-1:1-spine-1:1")).json()
+        assert d["state"] == "up" and d["changed_at"] is None and d["changed_before"] >= t_before
+        d = await (await c.get("/v1/switch/leaf-1")).json()
+        assert d["liveness"] == "alive" and d["changed_at"] is None and d["changed_before"] >= t_before
+        assert len(refreshes) == 2 and all(k == {"unknown_time": True} for k in refreshes)
+        # a stream: its hello is current; while it is open, changes are followed and timed again
+        events: list[tuple[str, dict[str, Any]]] = []
+        reader = asyncio.create_task(_read_events(c, events))
+        await _until(lambda: events)
+        assert events[0][1]["links"] == "1111" and events[0][1]["alive"] == "1111"
+        t_drain = time.time()
+        server.drain(link="leaf-2:2-spine-2:2", drained=True)
+        idx = f.links.index(next(link for link in f.links if link.name == "leaf-2:2-spine-2:2"))
+        await _until(lambda: _folded(events)[0][idx] == DRAINED)
+        d = await (await c.get(f"/v1/link/{idx}")).json()
+        assert d["state"] == "drained" and d["changed_at"] >= t_drain and d["changed_before"] is None
+        reader.cancel()
+
+    _run(tmp_path, body)

@@ -571,9 +571,11 @@ function refreshDetails() {
   detailsTimer = setTimeout(loadDetails, 50);
 }
 
-const fmtTime = (t, since) => t == null
-  ? `not since ${new Date(since * 1000).toLocaleTimeString()} (when this replica started)`
-  : `${new Date(t * 1000).toLocaleTimeString()} (${Math.max(0, (Date.now() / 1000 - t)).toFixed(1)} s ago)`;
+const fmtTime = (t, since, before) => t != null
+  ? `${new Date(t * 1000).toLocaleTimeString()} (${Math.max(0, (Date.now() / 1000 - t)).toFixed(1)} s ago)`
+  : before != null
+    ? `before ${new Date(before * 1000).toLocaleTimeString()} (while no page was open: not known when)`
+    : `not since ${new Date(since * 1000).toLocaleTimeString()} (when this replica started)`;
 const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
 const yes = (b) => (b == null ? '–' : b ? 'yes' : 'no');
 
@@ -605,7 +607,7 @@ function linkHtml(d) {
     `<td>${yes(e.report && e.report.usable)}</td><td>${e.report && e.report.miscabled_by ? esc(e.report.miscabled_by) : '–'}</td></tr>`;
   return `<h2>${esc(d.name)}</h2>
     <p><span class="badge s-${d.state}" id="d-state">${d.state}</span> <span class="muted">LSD: ${d.lsd_state}, index ${d.index}</span></p>
-    <p>last change: ${fmtTime(d.changed_at, d.seen_since)}</p>
+    <p>last change: ${fmtTime(d.changed_at, d.seen_since, d.changed_before)}</p>
     <p>weight ${d.weight} <span class="muted">(capacity: not in the config; ECMP splits equally)</span></p>
     <table><tr><th>end</th><th>port</th><th>liveness</th><th>PHY</th><th>ND</th><th>usable</th><th>miscabled by</th></tr>
     ${end(d.a)}${end(d.b)}</table>
@@ -630,7 +632,7 @@ function switchHtml(d) {
   }
   return `<h2>${esc(d.name)}</h2>
     <p><span class="badge ${d.liveness}" id="d-state">${d.liveness}</span> <span class="muted">${d.role}, id ${d.id}</span></p>
-    <p>liveness last changed: ${fmtTime(d.changed_at, d.seen_since)}<br>
+    <p>liveness last changed: ${fmtTime(d.changed_at, d.seen_since, d.changed_before)}<br>
     loopback ${esc(d.loopback || '–')}${d.prefixes.length ? ` · prefixes ${esc(d.prefixes.join(', '))}` : ''}</p>
     <table><tr><th>port</th><th>peer</th><th>weight</th><th>state</th></tr>${links}</table>
     ${client}`;
