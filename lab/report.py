@@ -11,23 +11,26 @@ from lab import plumbing
 def format_status(lab: Any) -> str:
     lines = []
     masters = lab.master_states()
-    lines.append(f"{'master':<8} {'pid':>7} {'role':<10} {'term':>5} {'version':>8}")
+    switches = lab.client_states()
+    # name columns as wide as the longest name (a fabric's names may be long: the rows misaligned past 12)
+    mw = max([8, *(len(m) for m in masters)])
+    w = max([12, *(len(n) for n in switches), *(len(sw.name) for sw in lab.fabric.switches)])
+    lines.append(f"{'master':<{mw}} {'pid':>7} {'role':<10} {'term':>5} {'version':>8}")
     for mid, s in masters.items():
         rec = lab.state.processes.get(f"master:{mid}")
         pid = "ext" if lab.state.external_masters else str(rec.pid) if rec and rec.alive() else "dead"
         if isinstance(s, dict):
-            lines.append(f"{mid:<8} {pid:>7} {s.get('role', '?'):<10} {s.get('term', '?'):>5} {s.get('version', '?'):>8}")
+            lines.append(f"{mid:<{mw}} {pid:>7} {s.get('role', '?'):<10} {s.get('term', '?'):>5} {s.get('version', '?'):>8}")
         else:
-            lines.append(f"{mid:<8} {pid:>7} {'unreachable':<10} {'-':>5} {'-':>8}")
+            lines.append(f"{mid:<{mw}} {pid:>7} {'unreachable':<10} {'-':>5} {'-':>8}")
     lines.append("")
-    lines.append(f"{'switch':<12} {'client':>7} {'master':<7} {'lsd':>5} {'prog':>5} {'usable':>6} {'down':>5} "
+    lines.append(f"{'switch':<{w}} {'client':>7} {'master':<7} {'lsd':>5} {'prog':>5} {'usable':>6} {'down':>5} "
                  f"{'miscab':>6} {'routes':>6} {'groups':>6}")
-    switches = lab.client_states()
     for name, s in switches.items():
         rec = lab.state.processes.get(f"client:{name}")
         pid = str(rec.pid) if rec and rec.alive() else "dead"
         if not isinstance(s, dict):
-            lines.append(f"{name:<12} {pid:>7} {'-':<7} (REST unreachable)")
+            lines.append(f"{name:<{w}} {pid:>7} {'-':<7} (REST unreachable)")
             continue
         ports = s.get("ports", [])
         usable = sum(1 for p in ports if p.get("usable"))
@@ -38,7 +41,7 @@ def format_status(lab: Any) -> str:
         # fail-static: the master it last heard, in parentheses (it hears none now)
         master = str(s.get("master") or "-")
         master = f"({master})" if s.get("fail_static") and master != "-" else master
-        lines.append(f"{name:<12} {pid:>7} {master:<7} {s.get('lsd_version', '?'):>5} "
+        lines.append(f"{name:<{w}} {pid:>7} {master:<7} {s.get('lsd_version', '?'):>5} "
                      f"{s.get('programmed_version', '?'):>5} {usable:>6} {down:>5} {misc:>6} "
                      f"{s.get('routes', '?'):>6} {s.get('groups', '?'):>6}")
     # A switch without a master forwards on its last LSD (fail-static): say it in words too (a tester saw
@@ -57,14 +60,14 @@ def format_status(lab: Any) -> str:
                and not isinstance(switches.get(sw.name), dict)]
     if borders or unheard:              # eBGP borders (issue #13): one line per session
         lines.append("")
-        lines.append(f"{'border':<12} {'peer':<15} {'state':<12} {'uptime':>8} {'in':>4} {'out':<14} provides")
+        lines.append(f"{'border':<{w}} {'peer':<15} {'state':<12} {'uptime':>8} {'in':>4} {'out':<14} provides")
         for name, b in borders:
             provided = ",".join(b.get("provided", {})) or "-"
             for ses in b.get("sessions", []):
                 up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
-                lines.append(f"{name:<12} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses['prefixes_in']:>4} "
+                lines.append(f"{name:<{w}} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses['prefixes_in']:>4} "
                              f"{','.join(ses['prefixes_out']) or '-':<14} {provided}")
-        lines += _master_border_lines(lab, unheard)
+        lines += _master_border_lines(lab, unheard, w)
     if lab.state.faults:
         lines.append("")
         lines.append("active faults: " + ", ".join(describe_fault(f) for f in lab.state.faults))
@@ -85,7 +88,7 @@ def format_status(lab: Any) -> str:
     return "\n".join(lines)
 
 
-def _master_border_lines(lab: Any, names: list[str]) -> list[str]:
+def _master_border_lines(lab: Any, names: list[str], w: int = 12) -> list[str]:
     """Sessions of borders whose client REST did not answer, as the master's `GET /v1/borders` has them
     (from the borders' last reports; counts, not prefixes, for what is announced out)."""
     if not names:
@@ -102,13 +105,13 @@ def _master_border_lines(lab: Any, names: list[str]) -> list[str]:
     for name in names:
         b = view.get(name) if isinstance(view, dict) else None
         if not isinstance(b, dict):
-            out.append(f"{name:<12} (client and master REST unreachable)")
+            out.append(f"{name:<{w}} (client and master REST unreachable)")
             continue
         provided = ",".join(p for p, up in b.get("provides", {}).items() if up) or "-"
         age = b.get("report_age_s")
         for ses in b.get("sessions", []):
             up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
-            out.append(f"{name:<12} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses.get('prefixes_in', '-'):>4} "
+            out.append(f"{name:<{w}} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses.get('prefixes_in', '-'):>4} "
                        f"{ses.get('prefixes_out', '-')!s:<14} {provided} (master's view, report "
                        f"{'never' if age is None else f'{age:.1f}s old'})")
     return out

@@ -294,6 +294,34 @@ def test_lab_status_counts_a_port_miscabled_by_link_oam() -> None:
     assert (rows["spine-1"][6], rows["spine-1"][7]) == ("1", "0")
 
 
+
+def test_lab_status_columns_stay_aligned_with_long_names() -> None:
+    """The switch column was 12 characters wide: a longer name pushed the rest of its row right, out of line
+    with the header and the other rows (tester finding). Every column now starts where its header does."""
+    from types import SimpleNamespace
+
+    from lab.report import format_status
+    names = ["leaf-1", "a-rather-long-switch-name-7", "spine-1"]
+    clients = {n: {"ports": [{"port": 1, "usable": True, "nd": "up"}], "routes": 12, "groups": 3, "master": "m1",
+                   "lsd_version": 3, "programmed_version": 3} for n in names}
+    lab = SimpleNamespace(fabric=SimpleNamespace(switches=[SimpleNamespace(name=n, bgp=None) for n in names]),
+                          state=SimpleNamespace(external_masters=False, processes={}, faults=[]),
+                          master_states=lambda: {"master-with-long-id": {"role": "master", "term": 1, "version": 3}},
+                          client_states=lambda: clients)
+    lines = format_status(lab).splitlines()
+    header = next(line for line in lines if line.startswith("switch"))
+    rows = [line for line in lines if line.split() and line.split()[0] in names]
+    assert len(rows) == 3
+    for col in ("groups", "routes", "miscab"):   # right-aligned columns: the ends line up
+        end = header.index(col) + len(col)
+        assert all(len(row) >= end and row[end - 1] != " " and (len(row) == end or row[end] == " ") for row in rows), (
+            col, header, rows)
+    mheader = next(line for line in lines if line.startswith("master"))
+    mrow = next(line for line in lines if line.startswith("master-with-long-id"))
+    vend = mheader.index("version") + len("version")
+    assert len(mrow) == vend and mrow.endswith(" 3"), (mheader, mrow)
+
+
 def test_heal_continues_a_daemon_stopped_by_a_signal_and_status_names_it(tmp_path: Path) -> None:
     """A client suspended with SIGSTOP (outside `lab kill`): `lab status` showed it with its pid and
     '(REST unreachable)', and `lab heal` said 'nothing to heal', then 'not converged: leaf-2: REST
