@@ -158,7 +158,8 @@ class LinkStateDeriver:
                     out[i] = want
                 continue
             sa, pa, sb, pb = ends[i]
-            # each end: 1 up, 0 down, -1 unknown (silent: no view, or not heard for switch_dead; _last_heard)
+            # each end: 1 up, 0 down, -1 unknown (silent: no view, or not heard for switch_dead; _last_heard);
+            # the two ends' blocks below are the same on purpose: a call per end was the cost removed here
             v = views.get(sa)
             if v is None:
                 ea = -1
