@@ -10,10 +10,11 @@ sender of the frames it hears there). The frames the port receives tell who is r
 - ``ONE_WAY``   we hear the expected peer but it does not (yet) hear us — one direction is broken (or the
                 link is just coming up). Not usable. Because the peer's frames carry what it discovers,
                 a failure of either direction takes the link down on *both* ends.
-- ``MISCABLED`` a frame came from a switch/port other than the expected one. Never usable; reported with
-                the identity that was discovered (the expected one is in the config). Sticky: it clears
-                only once the wrong frames have stopped for `nd_dead` *and* frames from the expected
-                peer arrive again (or PHY goes down, which resets the port: re-cabling drops the link).
+- ``MISCABLED`` a frame came from a switch/port other than the expected one (our own switch included: a
+                cable looped back into it, whose frames the codec lets through for this). Never usable;
+                reported with the identity that was discovered (the expected one is in the config).
+                Sticky: it clears only once the wrong frames have stopped for `nd_dead` *and* frames
+                from the expected peer arrive again (or PHY goes down, which resets the port: re-cabling drops the link).
 - ``DOWN``      silence for `nd_dead` (or PHY down, or nothing heard yet).
 
 Two cadences per port: the *heartbeat* (`nd_interval` / `nd_dead`), when software ND is the port's liveness

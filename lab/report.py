@@ -34,8 +34,9 @@ def format_status(lab: Any) -> str:
             continue
         ports = s.get("ports", [])
         usable = sum(1 for p in ports if p.get("usable"))
-        # miscabled as ND finds it, or as link OAM finds it (CFM hears another switch's port: `miscabled_by`,
-        # e.g. a cable looped back into the same switch, whose own ND frames ND never takes for a peer's)
+        # miscabled as ND finds it, or as link OAM finds it (CFM hears another port: `miscabled_by`; a cable
+        # looped back into the same switch is miscabled by both, with software ND too since it takes its own
+        # frames for a wrong peer's)
         misc = sum(1 for p in ports if p.get("nd") == "miscabled" or p.get("miscabled_by"))
         down = len(ports) - usable
         # fail-static: the master it last heard, in parentheses (it hears none now)

@@ -35,6 +35,8 @@ The payload is a msgpack array of the message's fields in declaration order; nes
 structs defined in proto.wire (re-exported here), which also encodes and decodes the payload: nothing is
 ever unpickled; every field of every nested struct is length-, type- and range-checked on decode
 (``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
+A frame whose sender is the local id is rejected (``wrong_sender``), except an ND-key ``NdFrame``: a
+looped-back cable, which the ND core then reports as miscabled (see ``Codec._decode``).
 
 Which key may sign what (checked on decode, chosen by ``Codec.encode``):
 
@@ -517,7 +519,21 @@ class Codec:
         pos = _FIXED.size
         sender, pos = _read_name(data, pos, end, "sender", allow_empty=False)
         owner, pos = _read_name(data, pos, end, "key owner", allow_empty=True)
-        if sender == self.local_id or (sender not in self.switches and sender not in self.masters):
+        if sender == self.local_id:
+            # Our own name comes back only on a looped-back cable: two of our fabric ports cabled to each
+            # other, or a port whose frames are reflected onto itself (a loopback plug). An ND-key NdFrame
+            # goes on through authentication and freshness like any peer's (its session is the local port
+            # it arrived on, bound to (us, the sending port), so the offer/reflect handshake completes
+            # against ourselves): the ND core then sees a wrong peer and reports the port MISCABLED by
+            # (us, that port), as link OAM does with its MPIDs, instead of DOWN (silence), which sends an
+            # operator after the wrong fault. Safe: a wrong peer never makes a port usable; the ND key is
+            # fabric-wide, so whoever holds it could already claim any other switch's name on this port;
+            # and a reflector on the wire (or a replay of our own frames) can at most make a port look
+            # looped, which it then is, where it could already drop every frame. Any other message from
+            # ourselves (unicast, group, an NdFrame under another key) is still rejected.
+            if not (cls is NdFrame and kind == KeyKind.ND and not self.is_master):
+                raise DecodeError("wrong_sender", f"{cls.__name__} from ourselves ({sender!r})")
+        elif sender not in self.switches and sender not in self.masters:
             raise DecodeError("wrong_sender", f"unknown sender {sender!r}")
         if cls.FROM_MASTER is not None and (sender in self.masters) != cls.FROM_MASTER:
             raise DecodeError("wrong_sender", f"{cls.__name__} from {sender!r}")

@@ -7,7 +7,8 @@
   fault, and the repair brings it back;
 - liveness: oam with an OVSDB that cannot be reached: one fallback per client, counted, and the port runs
   software ND heartbeats, which catch the silent drop;
-- liveness: nd: software ND as before.
+- liveness: nd: software ND as before; a cable looped into the same switch (its two ports cabled to each
+  other) is miscabled, not down.
 
 Groups at both ends and miscabling on a full fabric: tests/test_lab_e2e.py (it runs with liveness: oam).
 """
@@ -186,3 +187,37 @@ def test_software_nd_liveness_when_oam_is_missing_or_off(ovs_pair, liveness: str
     finally:
         for d in daemons:
             d.stop()
+
+
+def test_nd_a_cable_looped_into_the_same_switch_is_miscabled(ovs_pair) -> None:
+    """liveness: nd, leaf-1's two fabric ports cabled to each other (one veth pair, both ends on its bridge).
+
+    Tester finding: the ports showed *down* (the codec dropped every frame from the local switch), where
+    link OAM says miscabled for the same loop. Each port is MISCABLED by the other, never usable."""
+    tok, ovs, ns = ovs_pair
+    fabric = clos_fabric(pods=0, leaves=1, spines=2, masters=1, liveness="nd",
+                         master_base_port=52000 + os.getpid() % 5000, hosts_per_tor=0,
+                         timers=(("nd_interval_ms", 50), ("nd_dead_ms", 250)))
+    bridge = f"oamt-{tok}-b0"
+    ovs.add_bridge(bridge, fabric.switch("leaf-1").id, listen_port=OF_PORT)
+    a, b = f"oamt-{tok}-a", f"oamt-{tok}-b"
+    netns.create_veth(a, b, netns_a=ns, netns_b=ns)
+    ovs.add_port(bridge, a, 1)
+    ovs.add_port(bridge, b, 2)
+    ovs.add_flow(bridge, "priority=65535,dl_type=0x88b5,actions=CONTROLLER:65535")   # the ND punt flow
+    d = ClientDaemon(fabric, "leaf-1", KeyRing.from_secret(secrets.token_bytes(32)),
+                     ovs_target=f"tcp:127.0.0.1:{OF_PORT}", netns=ns, ovsdb=ovs.db_target)
+    d.start()
+    try:
+        def ports() -> dict[int, dict]:
+            return {p["port"]: p for p in d.status()["ports"]}
+        assert _wait(lambda: all(p["nd"] == "miscabled" for p in ports().values()), 10.0), ports()
+        time.sleep(1.0)       # it stays so: the heartbeats keep coming back through the loop
+        got = ports()
+        for port, other in ((1, 2), (2, 1)):
+            p = got[port]
+            assert p["nd"] == "miscabled" and p["phy"] and not p["usable"], p
+            assert p["miscabled_by"] == f"leaf-1:{other}" and p["oam"] == "off", p
+        assert d.core.codec.rejected["wrong_sender"] == 0, d.core.codec.rejected
+    finally:
+        d.stop()
