@@ -1,7 +1,7 @@
 """Cold start of a whole fabric (issue #18): every switch reports at once to real master processes.
 
     python -m bench.bench_coldstart [--preset jupiter] [--masters 1|3] [--multicast] [--stable 300]
-                                    [--workers 3] [--timeout 120]
+                                    [--workers 3] [--timeout 120] [--hogs N]
 
 Real `firepath master` replicas on loopback (tests.harness.loopcluster) start first and elect (3 replicas:
 one master); then the multi-process fleet (tests.harness.fleet) makes every switch report at t0 from an
@@ -17,6 +17,9 @@ empty LSD. Measured:
 - `fleet_cpu_storm_s` / `replica_cpu_storm_s`: CPU seconds of the fleet workers (summed) and of each replica from
   t0 to convergence — on a 2-core host their sum / 2 bounds the convergence time from below;
   `fleet_cpu_setup_s`: the workers' CPU before t0 (building the codecs), included in `fleet_cpu_s`.
+
+`--hogs N`: N CPU-bound processes (bench.hogs, each in a session of its own) run from t0 to the end, so the
+replicas read slower than on an idle host (the shared host of issue #18's misses, made repeatable).
 
 Results: bench/results/coldstart.json and BENCHMARKS.md. The machine is shared: `load_avg` is recorded.
 """
@@ -37,6 +40,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.hogs import CpuHogs
 from bench.procstat import cpu_s, mem_mib
 from proto.clos import PRESETS
 from tests.harness.fleet import Fleet
@@ -117,7 +121,7 @@ def _sent_counts(rest_port: int) -> dict[str, int]:
 
 
 def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: int = 3, timeout: float = 120.0,
-        stable: float = 10.0, fleet_nice: int = 0, log: Any = print, **clos: Any) -> dict[str, Any]:
+        stable: float = 10.0, fleet_nice: int = 0, hogs: int = 0, log: Any = print, **clos: Any) -> dict[str, Any]:
     """One cold start; returns the measurements (see the module docstring)."""
     cluster = LoopCluster(directory, masters=masters, log_level="info", **clos)
     group = None
@@ -131,11 +135,12 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         cluster.fabric = load_fabric(cluster.config)
     fabric = cluster.fabric
     res: dict[str, Any] = {"switches": len(fabric.switches), "links": len(fabric.links), "masters": masters,
-                           "fleet_nice": fleet_nice,
+                           "fleet_nice": fleet_nice, "hogs": hogs,
                            "distribution": "multicast" if multicast else "unicast",
                            "timers": {k: getattr(fabric.timers, k) for k in
                                       ("keepalive", "report_refresh", "switch_dead", "hello_interval", "master_dead")}}
     fleet = Fleet(fabric, cluster.client_addr, workers=workers, group=group, nice=fleet_nice)
+    hogged = CpuHogs(hogs, sessions=True)
     try:
         cluster.start_all()
         t_ready = time.monotonic()
@@ -152,6 +157,7 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         res["load_avg_before"] = os.getloadavg()
         fleet_cpu0 = sum(proc_cpu(pid) for pid in fleet.pids)
         fleet_sys0 = sum(proc_cpu(pid, user=False) for pid in fleet.pids)
+        hogged.__enter__()
         fleet.cold_start()
         progress: list[tuple[float, int]] = []
 
@@ -210,6 +216,7 @@ def run(directory: Path, *, masters: int = 1, multicast: bool = False, workers: 
         res["elections"] = max(res["elections"], sum(r["masterships"] for r in res["replicas"].values()))
         res["fleet_cpu_s"] = round(sum(proc_cpu(pid) for pid in fleet.pids), 1)
     finally:
+        hogged.__exit__(None, None, None)
         fleet.close()
         cluster.stop_all()
     return res
@@ -224,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fleet-nice", type=int, default=0,
                     help="niceness of the fleet workers during the storm (the replicas keep the caller's)")
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--hogs", type=int, default=0, help="CPU-bound processes running from t0 to the end")
     ap.add_argument("--stable", type=float, default=300.0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--keep", type=Path, default=None,
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             d = stack.enter_context(tempfile.TemporaryDirectory(prefix="fp-coldstart-"))
         res = run(Path(d), masters=a.masters, multicast=a.multicast, workers=a.workers, timeout=a.timeout,
-                  stable=a.stable, fleet_nice=a.fleet_nice, name=a.preset, **clos)
+                  stable=a.stable, fleet_nice=a.fleet_nice, hogs=a.hogs, name=a.preset, **clos)
     res.update(preset=a.preset, date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                command="python -m bench.bench_coldstart " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(json.dumps({k: v for k, v in res.items() if k != "progress"}, indent=1))

@@ -24,7 +24,11 @@ Shares: with unicast distribution half the budget goes to keepalives and half to
 acks. Unacked reports: during a cold start every switch retries until the master has read its first
 report, so the first retry waits `report_retry_min` >= n / INTAKE_RATE (the time a replica needs to read one
 frame of every switch: the copy a freshness Challenge brings waits behind every switch's stale first frame)
-and retries back off to `report_retry_max` >= 2n / budget.
+and retries back off to `report_retry_max` >= 2n / budget. The copy a Challenge brings is the report's second
+attempt: its retry waits the doubled back-off, since that copy queues behind every switch's first frame, the
+very drain `report_retry_min` is sized to (client.reporter.retransmit_now). On a big fabric every retry wait
+is stretched by up to REFRESH_JITTER, like the refresh, so that retries of one cold start do not arrive as one
+burst.
 
 Dependent timers follow:
 

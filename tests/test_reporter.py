@@ -217,7 +217,9 @@ def test_non_urgent_change_rides_on_the_next_refresh(fabric, clock):
 def test_a_challenge_brings_the_open_report_to_the_challenger_alone(fabric, clock):
     """Issue #18: before a master is known a report goes to every replica, and each answers a switch's first
     frame with a Challenge. The copy each Challenge calls for goes to that replica only (it used to go to all
-    three: ~8 copies per replica per switch in a cold start); the next retry waits a back-off from that copy."""
+    three: ~8 copies per replica per switch in a cold start); the next retry waits the doubled back-off from that
+    copy (it is the report's second attempt, queued behind every switch's first frame), doubled once however many
+    replicas challenge it."""
     r = Reporter(fabric, "leaf-1", now=clock.now)
     first = r.update(ports(), clock.now)
     assert sorted(a.master for a in first) == list(MASTERS)
@@ -236,8 +238,11 @@ def test_a_challenge_brings_the_open_report_to_the_challenger_alone(fabric, cloc
             if [a for a in r.tick(clock.now) if isinstance(a.msg, PortReport) and a.msg.report_seq == seq]:
                 times.append(clock.now)
         return times
-    assert retried(resent_at + backoff * 0.98) == []        # not a back-off after the stale first copy
-    assert retried(resent_at + backoff * 1.1)               # a full back-off from the copy that counts
+    assert retried(resent_at + 2 * backoff * 0.98) == []    # not a back-off after the stale first copy
+    again = retried(resent_at + 2 * backoff * 1.05)         # the doubled back-off from the copy that counts,
+    assert len(again) == 1
+    assert retried(again[0] + 4 * backoff * 0.98) == []     # then doubling on as before: 3 Challenges doubled
+    assert retried(again[0] + 4 * backoff * 1.05)           # the back-off once, not three times
     assert r.retransmit_now(clock.now, "not-a-master") == []
     r.on_master_heard("m2", 3, clock.now)                      # a new term: a new report to every replica
     r.on_ack(ReportAck("m2", 3, r.report_seq), clock.now)
@@ -282,3 +287,49 @@ def test_a_new_term_heard_while_the_report_is_outstanding(fabric, clock):
     r.on_ack(ReportAck("m2", 2, 2), clock.now)
     out = r.on_master_heard("m3", 3, clock.advance(0.01))
     assert [(a.master, a.msg.term, a.msg.report_seq) for a in out] == [(m, 3, 3) for m in ("m3", "m1", "m2")]
+
+
+@pytest.fixture(scope="module")
+def big_fabric():
+    """Past proto.budget.SETTLE_MIN_SWITCHES: derived timers, refresh and retry jitter."""
+    return clos_fabric(pods=4, spines=4, aggs_per_pod=2, tors_per_pod=300, hosts_per_tor=0, masters=3)
+
+
+def _first_retry(r: Reporter, start: float, step: float, limit: float) -> float | None:
+    t = start
+    while t < limit:
+        t += step
+        if any(isinstance(a.msg, PortReport) for a in r.tick(t)):
+            return t
+    return None
+
+
+def test_a_big_fabrics_switches_that_reported_together_do_not_retry_together(big_fabric):
+    """Issue #18: a cold start's first reports all leave at once; with one back-off for all, every switch whose
+    report the replicas had not read by then retried in the same instant (stop 37: 25,604 retries in one burst,
+    converged 17.3 s). Each wait is stretched by up to the refresh jitter, per switch and attempt."""
+    from proto.budget import refresh_jitter
+    t = big_fabric.timers
+    jitter = refresh_jitter(len(big_fabric.switches))
+    assert jitter > 0
+    step = t.report_retry_min / 400
+    firsts, copies = [], []
+    for sw in big_fabric.switches[:150]:
+        r = Reporter(big_fabric, sw.name, now=0.0)
+        assert len(r.update(ports(), 0.0)) == len(MASTERS)
+        at = _first_retry(r, 0.0, step, 3 * t.report_retry_min)
+        assert at is not None
+        firsts.append(at)
+        # a replica's Challenge arrives: the copy's retry waits the doubled back-off, jittered too
+        r2 = Reporter(big_fabric, sw.name, now=0.0)
+        r2.update(ports(), 0.0)
+        challenged = t.report_retry_min / 2
+        assert len(r2.retransmit_now(challenged, "m1")) == 1
+        at2 = _first_retry(r2, challenged, step, challenged + 5 * t.report_retry_min)
+        assert at2 is not None
+        copies.append(at2 - challenged)
+    lo = t.report_retry_min
+    for waits, base in ((firsts, lo), (copies, 2 * lo)):
+        assert min(waits) >= base and max(waits) <= base * (1 + jitter) + step
+        assert max(waits) - min(waits) > 0.8 * jitter * base      # spread over the jitter's range
+        assert len({round(w / step) for w in waits}) > 60           # not a few lumps

@@ -8,8 +8,9 @@ destination by `Codec.frame`, the bytes `Codec.encode` gives), verifies every da
 receives with that codec, and behaves like `client.reporter` + `client.replica` as far as the master can tell:
 
 - a new report (first, refresh) goes to every configured master; retransmissions of an unacked report
-  (backoff report_retry_min .. report_retry_max) to the master in use, or to all if none is live (before
-  any master was heard: to those that did not ack it as backups);
+  (backoff report_retry_min .. report_retry_max, jittered on a big fabric; a Challenge's copy waits the doubled
+  one) to the master in use, or to all if none is live (before any master was heard: to those that did not
+  ack it as backups);
   refreshes every report_refresh, jittered like the real client (proto.budget); a new term re-sends the
   unacked report to everyone (the real reporter sends a *new* report on a new term, acked or not);
 - the LSD side is `tests.harness.fleetrep.Rep`, client.replica's rules on a (term, version) pointer: the
@@ -83,7 +84,7 @@ DRAIN_S = 0.25
 
 class _Sw:
     __slots__ = ("acked", "backoff", "backed", "codec", "held", "idx", "name", "next_at", "payload", "pkey", "ports",
-                 "refreshes", "rep", "rep_due", "rheard", "rmaster", "rterm", "seq", "sock", "tkey")
+                 "refreshes", "rep", "rep_due", "retx", "rheard", "rmaster", "rterm", "seq", "sock", "tkey")
 
     def __init__(self, idx: int, name: str, codec: Codec, sock: int, ports: tuple[PortStatus, ...], rep: Rep) -> None:
         self.idx, self.name, self.codec, self.sock, self.ports = idx, name, codec, sock, ports
@@ -92,6 +93,7 @@ class _Sw:
         self.backoff = 0.0
         self.next_at = float("inf")
         self.refreshes = 0
+        self.retx = 0           # client.reporter's `retransmits` (retries and Challenge copies): its retry jitter
         # the reporter's view (client.reporter): highest term, master in use, last heard from it (acks; the
         # LSD messages of that master count through `rep.master_heard_at`, see _Worker._alive)
         self.rterm = 0
@@ -223,10 +225,15 @@ class _Worker:
             f = jitter_fraction(sw.name, sw.refreshes) if self.jitter else 0.0
             at = now + self.refresh * (1 - self.jitter * f)
         else:
-            at = now + sw.backoff
-            sw.backoff = min(2 * sw.backoff, self.retry_max)
+            at = now + self._retry_wait(sw)
         sw.next_at = at
         heapq.heappush(self.heap, (at, sw.idx, sw.name))
+
+    def _retry_wait(self, sw: _Sw) -> float:
+        """client.reporter._retry_wait: the back-off, stretched by the refresh jitter on a big fabric."""
+        if not self.jitter:
+            return sw.backoff
+        return sw.backoff * (1 + self.jitter * jitter_fraction(sw.name, sw.seq + sw.retx))
 
     def _request(self, sw: _Sw, r: Request) -> None:
         """Like client.core: a request to a master we have no freshness handshake with waits for it."""
@@ -280,6 +287,8 @@ class _Worker:
                 self._report(sw, now, new=True)
             else:
                 self.counts["retries_behind" if self.behind else "retries"] += 1
+                sw.retx += 1
+                sw.backoff = min(2 * sw.backoff, self.retry_max)
                 self._report(sw, now, new=False)
         g = self.g
         if g.next_deadline() <= now:
@@ -366,7 +375,10 @@ class _Worker:
             self.counts["challenges"] += 1
             if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only,
                 self._send(sw, _REPORT, self._report_of(sw), (sender,))
-                sw.next_at = now + self.retry_min               # and the next retry a back-off from this copy
+                # and the next retry the doubled back-off from this copy (client.reporter.retransmit_now)
+                sw.retx += 1
+                sw.backoff = max(sw.backoff, min(2 * self.retry_min, self.retry_max))
+                sw.next_at = now + self._retry_wait(sw)
                 heapq.heappush(self.heap, (sw.next_at, sw.idx, sw.name))
         elif t is ReportAck:
             self.counts["ack"] += 1
