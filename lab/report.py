@@ -63,10 +63,18 @@ def format_status(lab: Any) -> str:
         lines.append(f"{'border':<{w}} {'peer':<15} {'state':<12} {'uptime':>8} {'in':>4} {'out':<14} provides")
         for name, b in borders:
             provided = ",".join(b.get("provided", {})) or "-"
+            # routes the border's flap damping holds (RFC 2439): a tester saw a session established with 1 prefix
+            # in, providing nothing, and no word why (only `lab heal --wait` named the damping)
+            damped: dict[str, list[str]] = {}
+            for item in b.get("suppressed") or []:
+                if isinstance(item, (list, tuple)) and len(item) == 2:
+                    damped.setdefault(str(item[0]), []).append(str(item[1]))
             for ses in b.get("sessions", []):
                 up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
+                held = damped.get(str(ses["peer"]))
+                note = f" (damped: {','.join(held)})" if held else ""
                 lines.append(f"{name:<{w}} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses['prefixes_in']:>4} "
-                             f"{','.join(ses['prefixes_out']) or '-':<14} {provided}")
+                             f"{','.join(ses['prefixes_out']) or '-':<14} {provided}{note}")
         lines += _master_border_lines(lab, unheard, w)
     if lab.state.faults:
         lines.append("")
