@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from proto.config import LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
-from proto.configparse import _TIMER_BOUNDS, _TIMER_KEYS, DAMPING_KEYS, damping_problem
+from proto.configparse import _TIMER_BOUNDS, _TIMER_KEYS, DAMPING_KEYS, damping_problem, timers_problem
+from proto.configtopo import MAX_FABRIC_PORTS
 
 __all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml", "mark_edited"]
 
@@ -138,9 +139,15 @@ class ClosParams:
             lo, hi, unit = _TIMER_BOUNDS.get(kind, (1, 1_000_000, "(a whole count)"))
             need(lo <= value <= hi and (kind != "count" or value == int(value)),
                  f"timer {key}: {value:g} out of range {lo:g}..{hi:.12g} {unit}")
+        if self.timers:             # their order too (nd_dead_ms above nd_interval_ms, ...): the file written loads
+            problem = timers_problem("{" + ", ".join(f"{k}: {yaml_number(v)}" for k, v in self.timers) + "}")
+            need(problem is None, str(problem))
         need(self.host_port_base + self.hosts_per_tor - 1 <= MAX_OF_PORT, "too many host ports")
         for role, ports in self.max_ports().items():
             need(ports <= MAX_OF_PORT, f"a {role} would need {ports} fabric ports (max {MAX_OF_PORT})")
+            # what the loader refuses (a switch's port report is one datagram): the file written would not load
+            need(ports <= MAX_FABRIC_PORTS, f"a {role} would need {ports} fabric ports, more than the "
+                                            f"{MAX_FABRIC_PORTS} one switch's port report can carry")
         need(all(c.isalnum() or c in "._-" for c in self.name) and self.name[:1].isalnum(), f"bad name {self.name!r}")
 
     # -- arithmetic (no generation needed) -------------------------------------------------------------
