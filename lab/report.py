@@ -54,6 +54,14 @@ def format_status(lab: Any) -> str:
         lines.append("")
         lines.append(f"fail-static (no master heard, forwarding on the last LSD; '(m)' = the last master it "
                      f"heard): {', '.join(static)}")
+    # a client on another config than the LSD its master serves (a rollout under way: moved to the next config,
+    # not committed yet) refuses that LSD and keeps what its switch holds: a tester saw lsd -1, prog -1, routes 0
+    # for a switch that still forwarded, and no word why
+    other = [name for name, s in switches.items() if isinstance(s, dict) and s.get("config_mismatch")]
+    if other:
+        lines.append("")
+        lines.append("on another config than its master's LSD (a rollout not committed yet: it refuses that LSD, "
+                     "its switch forwards on the flows it holds, no reroute but local repair): " + ", ".join(other))
     borders = [(name, s["border"]) for name, s in switches.items()
                if isinstance(s, dict) and isinstance(s.get("border"), dict)]
     unheard = [sw.name for sw in lab.fabric.switches if getattr(sw, "bgp", None) is not None
