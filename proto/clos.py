@@ -265,6 +265,18 @@ PRESETS: dict[str, ClosParams] = {
 }
 
 
+def ignored_option(given: dict[str, Any], pods: int) -> str | None:
+    """Why a Clos option given on a command line (`given`: the options passed, by ClosParams field) would be
+    ignored by a fabric of `pods` pods, or None: `--leaves` sizes only a two-tier fabric (--pods 0) and
+    `--tors-per-pod` only a three-tier one. A tester's `config clos --pods 2 --leaves 4` wrote 4 ToRs (2 x 2)
+    without a word."""
+    if pods and given.get("leaves") is not None:
+        return f"--leaves applies to a two-tier fabric (--pods 0), not to one of {pods} pods: use --tors-per-pod"
+    if not pods and given.get("tors_per_pod") is not None:
+        return "--tors-per-pod applies to a three-tier fabric (--pods N), not to a two-tier one: use --leaves"
+    return None
+
+
 def _ip(value: int) -> str:
     return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
 
