@@ -124,7 +124,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         path = write_config(Path(args.output).resolve(), args.name, key_owner=args.key_owner, **clos)
     except (ValueError, LabStateError, OSError) as e:
         return _err(f"config: {e}")
-    print(f"wrote {path} and {path.parent / 'fabric.key'} (owner uid {args.key_owner}, mode 0400)")
+    print(f"wrote {path}, {path.parent / 'fabric.key'} and {path.parent / 'admin.token'} (owner uid "
+          f"{args.key_owner}, mode 0400)")
     return 0
 
 
