@@ -60,8 +60,9 @@ def format_status(lab: Any) -> str:
     other = [name for name, s in switches.items() if isinstance(s, dict) and s.get("config_mismatch")]
     if other:
         lines.append("")
-        lines.append("on another config than its master's LSD (a rollout not committed yet: it refuses that LSD, "
-                     "its switch forwards on the flows it holds, no reroute but local repair): " + ", ".join(other))
+        lines.append("on another config than its master's LSD (moved by a rollout not committed yet, or left on an "
+                     "aborted one: it refuses that LSD, its switch forwards on the flows it holds, no reroute but local "
+                     "repair): " + ", ".join(other))
     borders = [(name, s["border"]) for name, s in switches.items()
                if isinstance(s, dict) and isinstance(s.get("border"), dict)]
     unheard = [sw.name for sw in lab.fabric.switches if getattr(sw, "bgp", None) is not None

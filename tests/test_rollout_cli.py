@@ -64,6 +64,26 @@ def test_render_names_who_holds_what_and_what_blocks() -> None:
     assert "commit blocked by 1 live switch(es)" in text and "leaf-2: holds the current config" in text
 
 
+def test_render_warns_of_switches_left_on_another_config_after_an_abort() -> None:
+    """Tester: masters prepared, tor-1-1 moved (`lab reload tor-1-1`), then `config rollout --abort`: tor-1-1
+    kept the aborted config and refused every LSD (lsd -1, no reroute), and the abort's answer named it only as
+    "other" in the table. It now warns, naming the switches and how to bring them back."""
+    st = {"phase": "idle", "current": "a" * 64, "next": None, "version": 9, "term": 1,
+          "switches": {"tor-1-1": "other", "tor-1-2": "current", "tor-2-1": "unheard"},
+          "blockers": {}, "last": {"outcome": "aborted", "digest": "c" * 64}}
+
+    def table(rows: list, headers: list) -> str:
+        return "\n".join(" ".join(str(c) for c in r) for r in [headers, *rows])
+
+    text = render(st, "m3", "a" * 64, table)
+    assert "warning: 1 switch(es) hold another config than the running one and refuse its LSD" in text, text
+    assert "refuse its LSD (no reroute but local repair): tor-1-1; reload them onto the running config" in text
+    st["switches"]["tor-1-1"] = "current"
+    assert "warning" not in render(st, "m3", "a" * 64, table)
+    st.update(phase="prepared", next="b" * 64, switches={"tor-1-1": "next"})       # moved during a rollout: fine
+    assert "warning" not in render(st, "m3", "b" * 64, table)
+
+
 def test_client_rest_reload_needs_the_token_and_refuses_an_invalid_file(tmp_path: Path) -> None:
     from client.rest import RestServer
     from tests.harness.http import request
