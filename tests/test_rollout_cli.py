@@ -233,3 +233,45 @@ def test_the_running_config_copied_elsewhere_never_changes_keys(tmp_path: Path) 
     write_secret_file(tmp_path / "fabric.key")
     assert keys_for_reload(held, load_fabric(cur), running.digest, running.source) is not None
     assert keys_for_reload(held, load_fabric(copy), running.digest) is not None   # a client's own file: no path check
+
+
+def test_a_client_reload_of_the_running_config_reads_its_admin_token_file_again(tmp_path: Path) -> None:
+    """Tester (the master's twin): a client started from a config without `security.admin_token_file`; the
+    operator added one and sent SIGHUP (an unchanged config): its POST /v1/reload still answered 403 "no
+    security.admin_token_file". A reload of the running config now reads the token file again (a rotation too);
+    another config, or an unusable token file, leaves it."""
+    import logging
+    from types import SimpleNamespace
+
+    from client.cli import _apply_token
+    from client.rest import RestServer
+    from tests.harness.http import request
+
+    log = logging.getLogger("test")
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("tok-1\n")
+    running = SimpleNamespace(digest="d" * 64, security=SimpleNamespace(admin_token_file=None,
+                                                                         admin_token_where="f.yaml:3"))
+    edited = SimpleNamespace(digest="d" * 64, security=SimpleNamespace(admin_token_file=token_file,
+                                                                        admin_token_where="f.yaml:3"))
+    rest = RestServer(lambda: {}, "127.0.0.1", 0, reload=lambda: {"outcome": "unchanged", "digest": "d"})
+    rest.start()
+    try:
+        url = f"http://127.0.0.1:{rest.port}/v1/reload"
+        assert request("POST", url, headers={"Authorization": "Bearer tok-1"})[0] == 403
+        _apply_token(log, rest, edited, running)
+        assert request("POST", url, headers={"Authorization": "Bearer tok-1"})[0] == 200
+        token_file.write_text("tok-2\n")                                  # rotated
+        _apply_token(log, rest, edited, running)
+        assert request("POST", url, headers={"Authorization": "Bearer tok-1"})[0] == 403
+        assert request("POST", url, headers={"Authorization": "Bearer tok-2"})[0] == 200
+        token_file.write_text("")                                         # unusable: kept
+        _apply_token(log, rest, edited, running)
+        assert request("POST", url, headers={"Authorization": "Bearer tok-2"})[0] == 200
+        token_file.write_text("tok-3\n")
+        other = SimpleNamespace(digest="e" * 64, security=edited.security)     # another config: no change
+        _apply_token(log, rest, other, running)
+        assert request("POST", url, headers={"Authorization": "Bearer tok-2"})[0] == 200
+        _apply_token(log, None, edited, running)                          # no REST: nothing to do
+    finally:
+        rest.stop()
