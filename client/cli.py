@@ -132,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
         decision = check(args.config, args.switch, fabric)
         _apply_keys(log, daemon, decision.fabric, fabric)
+        _apply_token(log, rest, decision.fabric, fabric)
         if decision.outcome == "changed":
             # shortly after the answer is on its way: the restart stops the REST server
             threading.Timer(0.2, lambda: (reload_asked.set(), stop.set())).start()
@@ -175,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
                 break
             reload_asked.clear()
             stop.clear()
-            if _reload(log, args.config, args.switch, fabric, daemon):
+            if _reload(log, args.config, args.switch, fabric, daemon, rest):
                 reexec = True
                 break
     finally:
@@ -204,7 +205,29 @@ def _apply_keys(log: logging.Logger, daemon: Any, nxt: Any, running: Any) -> Non
         log.warning("config-reload: key set now %s", keys.status())
 
 
-def _reload(log: logging.Logger, path: str, switch: str, running: Any, daemon: Any) -> bool:
+def _apply_token(log: logging.Logger, rest: Any, nxt: Any, running: Any) -> None:
+    """A reload of the `running` config reads its `security.admin_token_file` again for the REST server
+    `rest` (None: no REST), as it swaps the key set (the security section is outside the digest): a token
+    added to the file, or rotated, is in force at once. A tester added one to a running fabric's config and
+    sent SIGHUP: POST /v1/reload still answered "no security.admin_token_file". Another config (a restart
+    on it follows) or an unusable token file changes nothing (the latter logged)."""
+    from proto.auth import AuthError, read_admin_token
+
+    if rest is None or nxt.digest != running.digest:
+        return
+    sec = nxt.security
+    try:
+        token = None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file,
+                                                                           sec.admin_token_where)
+    except AuthError as e:
+        log.error("config-reload: admin token kept: %s", e)
+        return
+    if token != rest.api.token:
+        log.warning("config-reload: admin token %s", "now in force" if token else "removed (reload disabled)")
+    rest.api.token = token
+
+
+def _reload(log: logging.Logger, path: str, switch: str, running: Any, daemon: Any, rest: Any = None) -> bool:
     """SIGHUP: True if the config file now holds another valid config for this switch (restart on it)."""
     from client.reload import check
     from proto.config import ConfigError
@@ -212,6 +235,7 @@ def _reload(log: logging.Logger, path: str, switch: str, running: Any, daemon: A
     try:
         decision = check(path, switch, running)
         _apply_keys(log, daemon, decision.fabric, running)
+        _apply_token(log, rest, decision.fabric, running)
     except (ConfigError, ValueError) as e:      # AuthError is a ValueError: a key file, named
         log.error("config-reload refused (nothing changes): %s", e)
         return False

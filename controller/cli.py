@@ -153,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
+    except DurableStateError as e:
+        # the saved drain notes (drains.msgpack), read by MasterServer.start before any socket: one line, as for
+        # the state file above (a tester's corrupt file stopped the start with a Python traceback, status 1)
+        print(f"firepath master: state: {e}", file=sys.stderr)
+        return 2
     except OSError as e:
         log.error(kv("fatal", error=e))
         return 1

@@ -29,6 +29,7 @@ from proto.auth import bearer_denial
 from proto.bounded import clipped
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
+from proto.logsetup import kv
 from proto.lsd import DRAINED_STATES, LinkState
 
 log = logging.getLogger("firepath.master.rest")
@@ -234,7 +235,7 @@ async def damping(request: web.Request) -> web.Response:
 
 async def guard_confirm(request: web.Request) -> web.Response:
     s = _srv(request)
-    denied = _check_token(request, request.app[TOKEN_KEY])  # type: ignore[arg-type]
+    denied = _check_token(request, request.app[TOKEN_KEY].value)  # type: ignore[attr-defined]
     if denied is not None:
         return denied
     try:
@@ -257,7 +258,7 @@ def _note_json(s: MasterApi, note: DrainNote) -> dict[str, Any]:
 
 async def _drain(request: web.Request, drained: bool) -> web.Response:
     s = _srv(request)
-    denied = _check_token(request, request.app[TOKEN_KEY])  # type: ignore[arg-type]
+    denied = _check_token(request, request.app[TOKEN_KEY].value)  # type: ignore[attr-defined]
     if denied is not None:
         return denied
     try:
@@ -351,11 +352,44 @@ def read_token(server: MasterApi) -> str | None:
     return None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file, sec.admin_token_where)
 
 
+class TokenHolder:
+    """The admin token in force (None: drains disabled). A reload of the running config reads its
+    `security.admin_token_file` again, as it swaps the key set (the security section is outside the digest):
+    a tester added a token file to a running fabric's config and sent SIGHUP, and every drain was still
+    refused with "no security.admin_token_file in the config"; a token could not be rotated either."""
+
+    def __init__(self, value: str | None) -> None:
+        self.value = value
+
+    def reload_hook(self, server: MasterApi) -> Any:
+        def hook(nxt: Any) -> None:
+            from proto.auth import AuthError, read_admin_token
+
+            if nxt.digest != server.core.fabric.digest:     # a prepared next config: the token stays, as keys do
+                return
+            sec = nxt.security
+            try:
+                value = None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file,
+                                                                                   sec.admin_token_where)
+            except AuthError as e:      # an unusable token file: keep the token in force, say why
+                log.error(kv("admin_token_reload_refused", error=e))
+                return
+            if value != self.value:
+                log.warning(kv("admin_token_reloaded", drains="enabled" if value else "disabled"))
+            self.value = value
+        return hook
+
+
 def make_app(server: MasterApi, gate: ConnectionGate | None = None) -> web.Application:
     app = web.Application(middlewares=[*([gate.middleware] if gate else []), json_errors, client_gone,
-                                       strict_json_bodies(lambda r: _check_token(r, r.app[TOKEN_KEY]), READ_TIMEOUT)])
+                                       strict_json_bodies(lambda r: _check_token(r, r.app[TOKEN_KEY].value),
+                                                          READ_TIMEOUT)])
     app[SERVER_KEY] = server
-    app[TOKEN_KEY] = read_token(server)
+    token = TokenHolder(read_token(server))
+    app[TOKEN_KEY] = token
+    hooks = getattr(server, "reload_hooks", None)
+    if isinstance(hooks, list):
+        hooks.append(token.reload_hook(server))
     app[GATE_KEY] = gate
     app.router.add_get("/v1/lsd/version", lsd_version)
     app.router.add_get("/v1/lsd", lsd)
@@ -372,7 +406,7 @@ def make_app(server: MasterApi, gate: ConnectionGate | None = None) -> web.Appli
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/keys", keys)
     add_page_routes(app, server)          # GET / (the topology page) and the routes it reads: controller.page
-    add_rollout_routes(app, _srv, lambda r: _check_token(r, r.app[TOKEN_KEY]), _json, READ_TIMEOUT)   # issue #21
+    add_rollout_routes(app, _srv, lambda r: _check_token(r, r.app[TOKEN_KEY].value), _json, READ_TIMEOUT)  # issue #21
     return app
 
 

@@ -66,6 +66,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     clos = {k: getattr(args, k) for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "leaves",
                                           "hosts_per_tor", "masters", "border_pods") if getattr(args, k) is not None}
+    from proto.clos import ClosParams, ignored_option
+
+    if (problem := ignored_option(clos, clos.get("pods", ClosParams().pods))) is not None:
+        return _err(problem)
     if args.external:
         if not args.border_pods:
             return _err("--external needs borders: give --border-pods N")
@@ -97,12 +101,16 @@ IMAGE_UID = 10001                                                # the user of d
 
 def cmd_config(args: argparse.Namespace) -> int:
     from lab.extconfig import write_config
+    from proto.clos import ignored_option
 
     try:
         check_lab_name(args.name)
         clos: dict[str, Any] = {"pods": 0, "leaves": 2}
-        clos.update({k: getattr(args, k) for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "leaves",
-                                                   "hosts_per_tor") if getattr(args, k) is not None})
+        given = {k: getattr(args, k) for k in ("spines", "pods", "aggs_per_pod", "tors_per_pod", "leaves",
+                                               "hosts_per_tor") if getattr(args, k) is not None}
+        clos.update(given)
+        if (problem := ignored_option(given, clos["pods"])) is not None:
+            raise ValueError(problem)
         addresses = [a for a in args.master_address.split(",") if a.strip()]
         clos.update(masters=len(addresses), master_address=args.master_address,
                     master_base_port=args.master_base_port)
@@ -116,7 +124,8 @@ def cmd_config(args: argparse.Namespace) -> int:
         path = write_config(Path(args.output).resolve(), args.name, key_owner=args.key_owner, **clos)
     except (ValueError, LabStateError, OSError) as e:
         return _err(f"config: {e}")
-    print(f"wrote {path} and {path.parent / 'fabric.key'} (owner uid {args.key_owner}, mode 0400)")
+    print(f"wrote {path}, {path.parent / 'fabric.key'} and {path.parent / 'admin.token'} (owner uid "
+          f"{args.key_owner}, mode 0400)")
     return 0
 
 

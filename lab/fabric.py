@@ -59,7 +59,7 @@ from lab.labconfig import (
 from lab.labports import OVS_BASE_PORT, REST_BASE_PORT, LabPorts, port_ranges
 from lab.ovs import OvsInstance, ovs_missing, run_dir_problem
 from lab.pyenv import python_env, set_group_nice
-from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, nd_load_warning, oam_load_warning
+from lab.sizing import ND_CPU_BUDGET, ND_FRAME_COST_S, lab_memory_problem, nd_load_warning, oam_load_warning
 from lab.zygote import socket_of
 from proto.transit import transit_warning
 
@@ -244,6 +244,8 @@ class Lab:
                 config = generate_config(d, name, log=log, **(clos or {}))
                 log(f"generated {config}")
             fabric = load_fabric(config)
+            if (problem := lab_memory_problem(fabric, daemons)) is not None:     # before anything is built
+                raise LabError(problem)
             ports = LabPorts(fabric)
             for run_dir in [d / "ovs", *(d / "ovs" / plumbing.bridge_name(s) for s in fabric.switches if ovs_per_switch)]:
                 if (problem := run_dir_problem(run_dir)) is not None:       # before anything is built

@@ -55,6 +55,15 @@ def format_status(lab: Any) -> str:
         lines.append("")
         lines.append(f"fail-static (no master heard, forwarding on the last LSD; '(m)' = the last master it "
                      f"heard): {', '.join(static)}")
+    # a client on another config than the LSD its master serves (a rollout under way: moved to the next config,
+    # not committed yet) refuses that LSD and keeps what its switch holds: a tester saw lsd -1, prog -1, routes 0
+    # for a switch that still forwarded, and no word why
+    other = [name for name, s in switches.items() if isinstance(s, dict) and s.get("config_mismatch")]
+    if other:
+        lines.append("")
+        lines.append("on another config than its master's LSD (moved by a rollout not committed yet, or left on an "
+                     "aborted one: it refuses that LSD, its switch forwards on the flows it holds, no reroute but local "
+                     "repair): " + ", ".join(other))
     borders = [(name, s["border"]) for name, s in switches.items()
                if isinstance(s, dict) and isinstance(s.get("border"), dict)]
     unheard = [sw.name for sw in lab.fabric.switches if getattr(sw, "bgp", None) is not None
@@ -64,10 +73,18 @@ def format_status(lab: Any) -> str:
         lines.append(f"{'border':<{w}} {'peer':<15} {'state':<12} {'uptime':>8} {'in':>4} {'out':<14} provides")
         for name, b in borders:
             provided = ",".join(b.get("provided", {})) or "-"
+            # routes the border's flap damping holds (RFC 2439): a tester saw a session established with 1 prefix
+            # in, providing nothing, and no word why (only `lab heal --wait` named the damping)
+            damped: dict[str, list[str]] = {}
+            for item in b.get("suppressed") or []:
+                if isinstance(item, (list, tuple)) and len(item) == 2:
+                    damped.setdefault(str(item[0]), []).append(str(item[1]))
             for ses in b.get("sessions", []):
                 up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
+                held = damped.get(str(ses["peer"]))
+                note = f" (damped: {','.join(held)})" if held else ""
                 lines.append(f"{name:<{w}} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses['prefixes_in']:>4} "
-                             f"{','.join(ses['prefixes_out']) or '-':<14} {provided}")
+                             f"{','.join(ses['prefixes_out']) or '-':<14} {provided}{note}")
         lines += _master_border_lines(lab, unheard, w)
     if lab.state.faults:
         lines.append("")

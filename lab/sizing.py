@@ -88,3 +88,44 @@ def nd_load_warning(fabric: Any, cores: int | None = None) -> str | None:
             f"{cores} (~{ND_FRAME_COST_S * 1e3:.2f} ms of CPU per ND frame, client + ovs-vswitchd), more "
             f"than the {budget:.2f} it can spare: links will flap and be damped. Timers that fit here: "
             f"nd_interval_ms: {fit_ms:g}, nd_dead_ms: {fit_ms * max(dead_ratio, 5):g}.")
+
+
+# Memory per switch of a lab (BENCHMARKS: a lab client's PSS 19-20 MiB with the zygote, RSS 46 MiB; a bridge
+# and its ports in ovs-vswitchd a few MiB): LAB_SWITCH_MIB with daemons, LAB_BRIDGE_MIB without
+# (`--no-daemons`). A lab that would need more than LAB_MEMORY_SHARE of what the machine has available is
+# refused before anything is built: `lab up --config` of the Jupiter preset (30,088 switches, `config clos
+# --preset jupiter` in the README's quick tour) started building 30,088 bridges and clients (~600 GB).
+LAB_SWITCH_MIB = 25
+LAB_BRIDGE_MIB = 5
+LAB_MEMORY_SHARE = 0.8
+
+
+def mem_available_mib() -> int | None:
+    """MemAvailable of /proc/meminfo in MiB, None where it cannot be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def lab_memory_problem(fabric: Any, daemons: bool = True, available_mib: int | None = None) -> str | None:
+    """Why this machine cannot hold a lab of `fabric` (its estimated memory over LAB_MEMORY_SHARE of
+    MemAvailable), or None. `available_mib` defaults to /proc/meminfo's; None there: no check."""
+    available = mem_available_mib() if available_mib is None else available_mib
+    if available is None:
+        return None
+    n = len(fabric.switches)
+    per = LAB_SWITCH_MIB if daemons else LAB_BRIDGE_MIB
+    need = n * per
+    if need <= LAB_MEMORY_SHARE * available:
+        return None
+    fit = int(LAB_MEMORY_SHARE * available // per)
+    return (f"{fabric.source}: {n} switches need ~{need / 1024:.1f} GiB for a lab (~{per} MiB a switch: "
+            f"{'its client and ' if daemons else ''}its bridge), more than {LAB_MEMORY_SHARE:.0%} of the "
+            f"{available / 1024:.1f} GiB this machine has available: at most ~{fit} switches fit here. "
+            f"Nothing was built. A fabric of this size is for the scale benchmarks (bench.bench_scale, "
+            f"bench.bench_coldstart), not a lab")

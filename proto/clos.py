@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from proto.config import LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
-from proto.configparse import _TIMER_BOUNDS, _TIMER_KEYS, DAMPING_KEYS, damping_problem
+from proto.configparse import _TIMER_BOUNDS, _TIMER_KEYS, DAMPING_KEYS, damping_problem, timers_problem
+from proto.configtopo import MAX_FABRIC_PORTS
 
 __all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml", "mark_edited"]
 
@@ -138,9 +139,15 @@ class ClosParams:
             lo, hi, unit = _TIMER_BOUNDS.get(kind, (1, 1_000_000, "(a whole count)"))
             need(lo <= value <= hi and (kind != "count" or value == int(value)),
                  f"timer {key}: {value:g} out of range {lo:g}..{hi:.12g} {unit}")
+        if self.timers:             # their order too (nd_dead_ms above nd_interval_ms, ...): the file written loads
+            problem = timers_problem("{" + ", ".join(f"{k}: {yaml_number(v)}" for k, v in self.timers) + "}")
+            need(problem is None, str(problem))
         need(self.host_port_base + self.hosts_per_tor - 1 <= MAX_OF_PORT, "too many host ports")
         for role, ports in self.max_ports().items():
             need(ports <= MAX_OF_PORT, f"a {role} would need {ports} fabric ports (max {MAX_OF_PORT})")
+            # what the loader refuses (a switch's port report is one datagram): the file written would not load
+            need(ports <= MAX_FABRIC_PORTS, f"a {role} would need {ports} fabric ports, more than the "
+                                            f"{MAX_FABRIC_PORTS} one switch's port report can carry")
         need(all(c.isalnum() or c in "._-" for c in self.name) and self.name[:1].isalnum(), f"bad name {self.name!r}")
 
     # -- arithmetic (no generation needed) -------------------------------------------------------------
@@ -256,6 +263,18 @@ PRESETS: dict[str, ClosParams] = {
         planes=4,
     ),
 }
+
+
+def ignored_option(given: dict[str, Any], pods: int) -> str | None:
+    """Why a Clos option given on a command line (`given`: the options passed, by ClosParams field) would be
+    ignored by a fabric of `pods` pods, or None: `--leaves` sizes only a two-tier fabric (--pods 0) and
+    `--tors-per-pod` only a three-tier one. A tester's `config clos --pods 2 --leaves 4` wrote 4 ToRs (2 x 2)
+    without a word."""
+    if pods and given.get("leaves") is not None:
+        return f"--leaves applies to a two-tier fabric (--pods 0), not to one of {pods} pods: use --tors-per-pod"
+    if not pods and given.get("tors_per_pod") is not None:
+        return "--tors-per-pod applies to a three-tier fabric (--pods N), not to a two-tier one: use --leaves"
+    return None
 
 
 def _ip(value: int) -> str:

@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from proto.clos import PRESETS, ClosParams, generate_clos_yaml, mark_edited
+from proto.clos import PRESETS, ClosParams, generate_clos_yaml, ignored_option, mark_edited
 from proto.config import ConfigError, Fabric, Role, Timers, load_fabric
 
 SECRET_BYTES = 32
@@ -209,7 +209,11 @@ def clos_params(args: argparse.Namespace) -> ClosParams:
         except ValueError:
             raise ValueError(f"--damping {item!r}: {value!r} is neither a number nor true/false") from None
     changes["damping"] = tuple(damping.items())
-    return dataclasses.replace(base, **changes)
+    params = dataclasses.replace(base, **changes)
+    problem = ignored_option(changes, params.pods)
+    if problem is not None:
+        raise ValueError(problem)
+    return params
 
 
 def cmd_clos(args: argparse.Namespace) -> int:

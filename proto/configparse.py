@@ -96,6 +96,17 @@ def damping_problem(section: str) -> str | None:
     return None
 
 
+def timers_problem(section: str) -> str | None:
+    """The first problem of a YAML `timers:` mapping given as flow text (e.g. "{nd_dead_ms: 5}"), or None: the
+    generator (proto.clos) checks the timers it will write as the parser will read them, their order included
+    (`nd_dead_ms` above `nd_interval_ms`, ...), so that the file written loads."""
+    try:
+        FabricParser("--timer", None).timers(yaml.compose(section, Loader=_FastLoader))
+    except ConfigError as e:
+        return f"{e.field}: {e.problem}"
+    return None
+
+
 @contextlib.contextmanager
 def gc_paused(freeze: bool = False) -> Iterator[None]:
     """The cyclic GC off for a block that makes a million objects without cycles (a large config's parse:

@@ -210,3 +210,49 @@ def test_lab_status_says_no_master_and_which_switches_are_fail_static() -> None:
     assert row.split()[2] == "(m1)", row          # its last master, marked as not heard now (tester, stop 31)
     other = next(line for line in text.splitlines() if line.startswith("border-1-2 "))
     assert other.split()[2] == "m1", other
+
+
+def test_lab_status_names_a_route_held_by_the_borders_flap_damping() -> None:
+    """Tester: after three withdraw/announce cycles of the external router the default route was damped for up
+    to 60 s; `lab status` showed the sessions established, 1 prefix in, providing `-`, and no reason (only
+    `lab heal --wait` named the damping, which the client's REST has in `border.suppressed`)."""
+    from types import SimpleNamespace
+
+    from lab.report import format_status
+
+    f = fabric()
+    clients = {sw.name: {"ports": [], "routes": 1, "groups": 1} for sw in f.switches}
+    for name, peer in (("border-1-1", "100.64.0.2"), ("border-1-2", "100.64.0.6")):
+        clients[name]["border"] = {"sessions": [{"peer": peer, "state": "established", "uptime_s": 23.7,
+                                                 "prefixes_in": 1, "prefixes_out": ["10.0.0.0/8"]}],
+                                   "provided": {}, "suppressed": []}
+    clients["border-1-1"]["border"]["suppressed"] = [["100.64.0.2", "0.0.0.0/0"]]
+    lab = SimpleNamespace(fabric=f, http=SimpleNamespace(get=lambda port, path: {"borders": {}}),
+                          state=SimpleNamespace(external_masters=False, processes={}, faults=[]),
+                          master_states=lambda: {"m1": {"role": "master", "term": 1, "version": 3}},
+                          client_states=lambda: clients, current_master=lambda: ("m1", {"role": "master"}))
+    lines = {line.split()[0]: line for line in format_status(lab).splitlines() if line.startswith("border-1-")}
+    assert lines["border-1-1"].endswith("- (damped: 0.0.0.0/0)"), lines
+    assert "damped" not in lines["border-1-2"], lines
+
+
+def test_lab_status_names_a_switch_that_refuses_its_masters_lsd_as_another_config() -> None:
+    """Tester: mid-rollout (`lab reload tor-1-1` after preparing the masters) `lab status` showed tor-1-1 with
+    lsd -1, prog -1, routes 0 (its switch still forwarding on the flows it held) and no word why: its client
+    runs the next config and refuses the masters' LSD of the current one (`config_mismatch`)."""
+    from types import SimpleNamespace
+
+    from lab.report import format_status
+
+    f = fabric()
+    clients = {sw.name: {"ports": [], "routes": 1, "groups": 1, "master": "m1", "config_mismatch": None}
+               for sw in f.switches}
+    lab = SimpleNamespace(fabric=f, http=SimpleNamespace(get=lambda port, path: {"borders": {}}),
+                          state=SimpleNamespace(external_masters=False, processes={}, faults=[]),
+                          master_states=lambda: {"m1": {"role": "master", "term": 1, "version": 3}},
+                          client_states=lambda: clients, current_master=lambda: ("m1", {"role": "master"}))
+    assert "another config" not in format_status(lab)
+    name = f.switches[0].name
+    clients[name].update(config_mismatch="5b7cd7c0c47e" * 5, lsd_version=-1, programmed_version=-1, routes=0)
+    line = next(li for li in format_status(lab).splitlines() if "another config" in li)
+    assert line.endswith(f"local repair): {name}"), line

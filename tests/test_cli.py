@@ -66,6 +66,28 @@ def test_clos_preset_with_override_to_stdout(capsys: pytest.CaptureFixture[str])
     assert out.count("role: tor") == 6
 
 
+def test_a_clos_option_the_fabric_would_ignore_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: `config clos --pods 2 --leaves 4` wrote the default 2 x 2 ToRs without a word (--leaves sizes a
+    two-tier fabric only), and `--pods 0 --tors-per-pod 4` the default leaves. Refused now, naming the option to
+    use, by `config clos`, `lab up` and `lab config`; nothing written."""
+    out_file = tmp_path / "f.yaml"
+    for argv, why in ((["--pods", "2", "--leaves", "4"], "--leaves applies to a two-tier fabric (--pods 0), not "
+                                                          "to one of 2 pods: use --tors-per-pod"),
+                      (["--preset", "clos3", "--leaves", "3"], "--leaves applies to a two-tier fabric"),
+                      (["--pods", "0", "--tors-per-pod", "4"], "--tors-per-pod applies to a three-tier fabric")):
+        code, _, err = run(capsys, "config", "clos", *argv, "-o", str(out_file))
+        assert code == 2 and why in err, err
+        assert not out_file.exists()
+    assert run(capsys, "config", "clos", "--pods", "0", "--leaves", "3", "-o", str(out_file))[0] == 0
+    assert run(capsys, "config", "clos", "--preset", "leafspine", "--leaves", "6", "-o", str(out_file))[0] == 0
+    monkeypatch.setattr("lab.fabric.Lab.up", lambda **_kw: pytest.fail("lab up went on to build"))
+    code, _, err = run(capsys, "lab", "up", "--name", "cx1", "--leaves", "4")         # default: 2 pods
+    assert code == 1 and "--leaves applies to a two-tier fabric (--pods 0), not to one of 2 pods" in err, err
+    code, _, err = run(capsys, "lab", "config", "-o", str(tmp_path / "lc"), "--pods", "2", "--leaves", "3")
+    assert code == 1 and "--leaves applies to a two-tier fabric" in err and not (tmp_path / "lc").exists(), err
+
+
 def test_clos_damping_is_written_and_named_in_the_header(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     out_file = tmp_path / "f.yaml"
     code, _, err = run(capsys, "config", "clos", "--damping", "enabled=false", "--damping", "half_life_ms=2000",

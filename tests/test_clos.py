@@ -171,6 +171,23 @@ def test_every_timer_the_generator_accepts_loads() -> None:
         ClosParams(timers=(("oam_interval_ms", 7), ("nd_dead_ms", 60), ("oam_interval_ms", 9)))
 
 
+def test_the_generator_refuses_timers_out_of_order_and_switches_over_the_report_bound() -> None:
+    """Tester: `config clos --timer nd_dead_ms=5` (below the default nd_interval_ms 10), `--timer
+    master_dead_ms=10` and `--pods 0 --leaves 2 --spines 601` wrote files that `config check` then refused
+    (nd_dead_ms must exceed nd_interval_ms; more than 600 fabric ports on a switch). The generator now refuses
+    them, naming the same rule as the loader."""
+    for timers, fragment in (((("nd_dead_ms", 5),), r"timers\.nd_dead_ms: nd_dead_ms \(5\) must exceed nd_interval_ms"),
+                             ((("master_dead_ms", 10),), r"must exceed hello_interval_ms"),
+                             ((("nd_interval_ms", 300), ("nd_dead_ms", 250)), r"nd_dead_ms \(250\) must exceed")):
+        with pytest.raises(ValueError, match=fragment):
+            ClosParams(timers=timers)
+    with pytest.raises(ValueError, match="a tor would need 601 fabric ports, more than the 600"):
+        ClosParams(pods=0, leaves=2, spines=601)
+    f = clos_fabric(pods=0, leaves=2, spines=600, hosts_per_tor=0)        # the bound itself loads
+    assert max(len(f.links_of(sw.name)) for sw in f.switches) == 600
+    assert clos_fabric(timers=(("nd_dead_ms", 50), ("nd_interval_ms", 10))).timers.nd_dead == pytest.approx(0.05)
+
+
 def test_determinism_and_header() -> None:
     p = ClosParams(spines=4, pods=3, aggs_per_pod=2, tors_per_pod=3, border_pods=1, uplinks=2)
     a, b = generate_clos_yaml(p), generate_clos_yaml(dataclasses.replace(p))

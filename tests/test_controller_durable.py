@@ -221,3 +221,23 @@ def test_state_dir_survives_restart_sequence(tmp_path: Path) -> None:
                 store.save(DurableState(a.term, a.voted_for))
         assert core.term == expected
     assert os.listdir(tmp_path) == [STATE_FILE]
+
+
+def test_corrupt_saved_drain_notes_stop_the_master_at_start_with_one_line(tmp_path: Path) -> None:
+    """Tester: a drains.msgpack of garbage stopped `firepath master` with a Python traceback and status 1 (the
+    message was inside it); a bad master-state.json is one line and status 2. Now both are."""
+    from controller.durable import DRAINS_FILE
+    from tests.harness.loopcluster import write_cluster_config
+
+    config = write_cluster_config(tmp_path, masters=1)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / DRAINS_FILE).write_bytes(b"garbage\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "controller.cli", "master", "--config", str(config), "--id", "m1",
+         "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.endswith(f"firepath master: state: {state / DRAINS_FILE}: invalid drain notes: notes: bad "
+                                "msgpack (ExtraData) (move the file away to start without them)\n"), proc.stderr
+    assert (state / DRAINS_FILE).read_bytes() == b"garbage\n"

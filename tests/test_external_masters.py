@@ -114,9 +114,33 @@ def test_lab_config_writes_a_lab_ready_config_and_a_private_key(tmp_path: Path, 
     assert fabric.timers.master_dead == pytest.approx(0.4)           # the lab's timers
     key = (out / "fabric.key").stat()
     assert stat.S_IMODE(key.st_mode) == 0o400 and key.st_uid == os.getuid()
+    # the drain/rollout token (tester: the containerised cluster had none, so no drain could be sent to it)
+    token = (out / "admin.token").stat()
+    assert stat.S_IMODE(token.st_mode) == 0o400 and token.st_uid == os.getuid()
+    assert fabric.security.admin_token_file == out / "admin.token"
+    assert len((out / "admin.token").read_text().strip()) == 64
     # refused as an option value (usage error, status 2), before anything is generated
     assert firepath_main(["lab", "config", "-o", str(tmp_path / "bad"), "--master-address", "127.0.0.1,nope"]) == 2
     assert "--master-address: 'nope' is not an IPv4 address" in capsys.readouterr().err
+
+
+def test_lab_config_writes_a_new_token_with_a_new_secret_and_names_a_directory_in_its_place(
+        tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    """With fabric.key removed for a new secret (README), the old admin.token (mode 0400) is replaced; a
+    directory docker-compose made for a missing admin.token mount is named, nothing written."""
+    out = tmp_path / "cfg"
+    argv = ["lab", "config", "-o", str(out), "--key-owner", str(os.getuid())]
+    assert firepath_main(argv) == 0
+    old = (out / "admin.token").read_text()
+    (out / "fabric.key").unlink()
+    assert firepath_main(argv) == 0 and (out / "admin.token").read_text() != old
+    (out / "fabric.key").unlink()
+    (out / "admin.token").unlink()
+    (out / "admin.token").mkdir()
+    capsys.readouterr()
+    assert firepath_main(argv) == 1
+    assert "admin.token is a directory (docker-compose makes one" in capsys.readouterr().err
+    assert not (out / "fabric.key").exists()
 
 
 def test_lab_config_never_overwrites_an_existing_secret(tmp_path: Path, capsys) -> None:  # noqa: ANN001
@@ -144,6 +168,7 @@ def test_compose_file_matches_the_config_generator_and_the_image() -> None:
         # SOURCE:TARGET[:ro]; SOURCE may be ${VAR:-default}
         mounts = {(v[:-3] if v.endswith(":ro") else v).rsplit(":", 1)[1]: v for v in svc["volumes"]}
         assert mounts["/etc/firepath/fabric.yaml"].endswith(":ro") and mounts["/etc/firepath/fabric.key"].endswith(":ro")
+        assert mounts["/etc/firepath/admin.token"] == "${FIREPATH_ADMIN_TOKEN:-./admin.token}:/etc/firepath/admin.token:ro"
         state = mounts["/var/lib/firepath"].rsplit(":", 1)[0]
         volumes.add(state)
         assert state in doc["volumes"]

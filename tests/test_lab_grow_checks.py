@@ -397,3 +397,29 @@ def test_heal_starts_no_daemon_on_an_edit_the_lab_does_not_run(tmp_path: Path, m
     rec.state.save()
     assert "client" in [f["kind"] for f in inject.heal(Lab.open(tmp_path))]   # (the fake spawn leaves m1 dead)
     assert len(spawned) >= 3 and all(argv[argv.index("--config") + 1] == str(config) for argv in spawned)
+
+
+def test_a_lab_too_big_for_this_machines_memory_is_refused_before_building(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: nothing stopped `lab up --config j.yaml` of the README's Jupiter preset (30,088 switches): it would
+    build a bridge and start a client per switch (~25 MiB each, ~600 GB). A lab whose estimated memory exceeds
+    80 % of MemAvailable is now refused, naming the sizes, before anything is built or registered."""
+    import lab.fabric as labfabric
+    from lab.sizing import lab_memory_problem
+    from proto.clos import PRESETS
+
+    big = SimpleNamespace(source="j.yaml", switches=[None] * PRESETS["jupiter"].n_switches)
+    why = lab_memory_problem(big, available_mib=20 * 1024)
+    assert why is not None and why.startswith("j.yaml: 30088 switches need ~734.6 GiB for a lab"), why
+    assert "at most ~655 switches fit here. Nothing was built" in why, why
+    assert lab_memory_problem(SimpleNamespace(source="s", switches=[None] * 48), available_mib=2048) is None
+    assert lab_memory_problem(big, daemons=False, available_mib=20 * 1024) is not None
+    monkeypatch.setattr(labfabric, "preflight", lambda: None)
+    monkeypatch.setattr(labfabric, "registered_dir", lambda _n: None)
+    monkeypatch.setattr(labfabric, "register", lambda *_a: pytest.fail("registered before the check"))
+    monkeypatch.setattr(labfabric.nsutil, "netns_exists", lambda _n: False)
+    monkeypatch.setattr(labfabric.Lab, "_build_plumbing", lambda *_a: pytest.fail("plumbing built first"))
+    monkeypatch.setattr("lab.sizing.mem_available_mib", lambda: 100)        # 100 MiB: 3 switches fit
+    with pytest.raises(LabError, match=r"10 switches need ~0\.2 GiB for a lab .* at most ~3 switches fit here"):
+        labfabric.Lab.up(name="gxbig", lab_dir=tmp_path / "lab", clos={"pods": 2}, log=lambda _m: None)
+    assert not (tmp_path / "lab" / "lab.json").exists()

@@ -360,3 +360,43 @@ def test_heal_continues_a_daemon_stopped_by_a_signal_and_status_names_it(tmp_pat
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_operator_commands_on_a_lab_see_the_config_it_runs_not_an_edit_awaiting_reload(
+        tmp_path: Path, registry: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: mid-rollout, a typo in the lab's fabric.yaml stopped `firepath drain|drains|status|lsd|routes
+    --lab NAME` and `config rollout --lab NAME --status` (exit 2 naming the typo), though the README says an
+    edit awaiting `lab reload` is not what lab commands see; and a ToR added by `config add-tor --write`
+    entered the drain dry run (20 ToR pairs instead of 12, `drain --switch tor-2-3 --dry-run` fine, the drain
+    itself then refused by the master: 'not in fabric'). `--lab` now loads the config the lab runs."""
+    import argparse
+
+    from controller.ops.cli import _setup
+    from lab.labconfig import keep_running
+    from lab.state import register
+    from proto.addtor import add_tor
+    from proto.clos import ClosParams, generate_clos_yaml
+    from proto.config import load_fabric
+
+    d = tmp_path / "elsewhere" / "lc4"
+    d.mkdir(parents=True)
+    (d / "k.key").write_text("0" * 64 + "\n")
+    text = generate_clos_yaml(ClosParams(name="g", spines=2, pods=2, aggs_per_pod=2, tors_per_pod=2,
+                                         hosts_per_tor=1, masters=1, ovs_base_port=41000,
+                                         rest_base_port=40000, key_file="k.key"))
+    config = d / "fabric.yaml"
+    config.write_text(text)
+    running = load_fabric(config)
+    st = LabState(name="lc4", dir=str(d), config=str(config), netns="")
+    keep_running(st, running)
+    st.save()
+    register("lc4", d)
+    entered: list[str] = []
+    monkeypatch.setattr("controller.ops.cli._enter_netns", entered.append)
+    args = argparse.Namespace(lab="lc4", config=None, netns=None)
+    assert _setup(args).digest == running.digest and entered == ["fplab-lc4"]
+    config.write_text(add_tor(text, "fabric.yaml", "tor-2-2", base_dir=d).text)     # edited, not rolled out
+    seen = _setup(args)
+    assert seen.digest == running.digest and "tor-2-3" not in {s.name for s in seen.switches}
+    config.write_text(text.replace("  - name: spine-2\n", "  - name: [spine-2\n", 1))   # a typo mid-edit
+    assert _setup(args).digest == running.digest

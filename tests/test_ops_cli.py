@@ -338,3 +338,15 @@ def test_a_bad_routes_address_is_a_usage_error_naming_it(tmp_path: Path, address
     p = cli("routes", "--config", str(cfg), "leaf-1", "--address", address)
     assert "Traceback" not in p.stderr and p.returncode == api.USAGE, (p.returncode, p.stderr)
     assert f"--address {address!r}" in p.stderr and why in p.stderr, p.stderr
+
+
+def test_master_note_names_links_the_guard_holds() -> None:
+    """Tester: with two spines failed (half the links down on single witnesses) the drastic-change guard held
+    them, and `firepath status` / `firepath masters` said nothing (only GET /v1/guard did): the note column
+    now names it, with what to read and how to confirm."""
+    from controller.ops.api import master_note
+
+    assert master_note({"role": "master", "guard_held": 0}) == ""
+    assert master_note({"role": "master", "guard_held": 8, "held": True}) == (
+        "holding first LSD; guard holds 8 link(s) down-reported (GET /v1/guard; POST /v1/guard/confirm)")
+    assert master_note({"guard_held": True}) == "" and master_note({"guard_held": "8"}) == ""

@@ -64,6 +64,26 @@ def test_render_names_who_holds_what_and_what_blocks() -> None:
     assert "commit blocked by 1 live switch(es)" in text and "leaf-2: holds the current config" in text
 
 
+def test_render_warns_of_switches_left_on_another_config_after_an_abort() -> None:
+    """Tester: masters prepared, tor-1-1 moved (`lab reload tor-1-1`), then `config rollout --abort`: tor-1-1
+    kept the aborted config and refused every LSD (lsd -1, no reroute), and the abort's answer named it only as
+    "other" in the table. It now warns, naming the switches and how to bring them back."""
+    st = {"phase": "idle", "current": "a" * 64, "next": None, "version": 9, "term": 1,
+          "switches": {"tor-1-1": "other", "tor-1-2": "current", "tor-2-1": "unheard"},
+          "blockers": {}, "last": {"outcome": "aborted", "digest": "c" * 64}}
+
+    def table(rows: list, headers: list) -> str:
+        return "\n".join(" ".join(str(c) for c in r) for r in [headers, *rows])
+
+    text = render(st, "m3", "a" * 64, table)
+    assert "warning: 1 switch(es) hold another config than the running one and refuse its LSD" in text, text
+    assert "refuse its LSD (no reroute but local repair): tor-1-1; reload them onto the running config" in text
+    st["switches"]["tor-1-1"] = "current"
+    assert "warning" not in render(st, "m3", "a" * 64, table)
+    st.update(phase="prepared", next="b" * 64, switches={"tor-1-1": "next"})       # moved during a rollout: fine
+    assert "warning" not in render(st, "m3", "b" * 64, table)
+
+
 def test_client_rest_reload_needs_the_token_and_refuses_an_invalid_file(tmp_path: Path) -> None:
     from client.rest import RestServer
     from tests.harness.http import request
@@ -213,3 +233,45 @@ def test_the_running_config_copied_elsewhere_never_changes_keys(tmp_path: Path) 
     write_secret_file(tmp_path / "fabric.key")
     assert keys_for_reload(held, load_fabric(cur), running.digest, running.source) is not None
     assert keys_for_reload(held, load_fabric(copy), running.digest) is not None   # a client's own file: no path check
+
+
+def test_a_client_reload_of_the_running_config_reads_its_admin_token_file_again(tmp_path: Path) -> None:
+    """Tester (the master's twin): a client started from a config without `security.admin_token_file`; the
+    operator added one and sent SIGHUP (an unchanged config): its POST /v1/reload still answered 403 "no
+    security.admin_token_file". A reload of the running config now reads the token file again (a rotation too);
+    another config, or an unusable token file, leaves it."""
+    import logging
+    from types import SimpleNamespace
+
+    from client.cli import _apply_token
+    from client.rest import RestServer
+    from tests.harness.http import request
+
+    log = logging.getLogger("test")
+    token_file = tmp_path / "admin.token"
+    token_file.write_text("tok-1\n")
+    running = SimpleNamespace(digest="d" * 64, security=SimpleNamespace(admin_token_file=None,
+                                                                         admin_token_where="f.yaml:3"))
+    edited = SimpleNamespace(digest="d" * 64, security=SimpleNamespace(admin_token_file=token_file,
+                                                                        admin_token_where="f.yaml:3"))
+    rest = RestServer(lambda: {}, "127.0.0.1", 0, reload=lambda: {"outcome": "unchanged", "digest": "d"})
+    rest.start()
+    try:
+        url = f"http://127.0.0.1:{rest.port}/v1/reload"
+        assert request("POST", url, headers={"Authorization": "Bearer tok-1"})[0] == 403
+        _apply_token(log, rest, edited, running)
+        assert request("POST", url, headers={"Authorization": "Bearer tok-1"})[0] == 200
+        token_file.write_text("tok-2\n")                                  # rotated
+        _apply_token(log, rest, edited, running)
+        assert request("POST", url, headers={"Authorization": "Bearer tok-1"})[0] == 403
+        assert request("POST", url, headers={"Authorization": "Bearer tok-2"})[0] == 200
+        token_file.write_text("")                                         # unusable: kept
+        _apply_token(log, rest, edited, running)
+        assert request("POST", url, headers={"Authorization": "Bearer tok-2"})[0] == 200
+        token_file.write_text("tok-3\n")
+        other = SimpleNamespace(digest="e" * 64, security=edited.security)     # another config: no change
+        _apply_token(log, rest, other, running)
+        assert request("POST", url, headers={"Authorization": "Bearer tok-2"})[0] == 200
+        _apply_token(log, None, edited, running)                          # no REST: nothing to do
+    finally:
+        rest.stop()

@@ -358,3 +358,40 @@ def test_a_prepare_reads_only_fabric_configs_in_the_config_directory_and_never_q
         assert r.status == 200 and (await r.json())["outcome"] == "prepared"
 
     run(tmp_path, body)
+
+
+def test_a_reload_of_the_running_config_reads_its_admin_token_file_again(tmp_path: Path) -> None:
+    """Tester: masters started from a config without `security.admin_token_file`; the operator added one and
+    sent SIGHUP (reload: "unchanged", the security section is outside the digest); every drain was still a 403
+    "drains are disabled: no security.admin_token_file in the config", and a token could not be rotated
+    without a restart. A reload of the running config now reads the token file again (as it swaps keys); a
+    prepared next config does not change it, nor does an unusable token file."""
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        drain = {"switch": "spine-1", "reason": "t"}
+        r = await c.post("/v1/drain", json=drain, headers=AUTH)
+        assert r.status == 403 and "no security.admin_token_file" in (await r.json())["error"]
+        config = Path(server.fabric.source)
+        text = config.read_text()
+        (tmp_path / "admin.token").write_text(TOKEN + "\n")
+        config.write_text(text.replace('  key_file: "fabric.key"\n',
+                                       '  key_file: "fabric.key"\n  admin_token_file: admin.token\n'))
+        assert server.reload()["outcome"] == "unchanged"
+        r = await c.post("/v1/drain", json=drain, headers=AUTH)
+        assert r.status == 200, await r.text()
+        (tmp_path / "admin.token").write_text("tok-new\n")              # rotated
+        server.reload()
+        assert (await c.delete("/v1/drain", json=drain, headers=AUTH)).status == 403
+        new = {"Authorization": "Bearer tok-new"}
+        assert (await c.delete("/v1/drain", json=drain, headers=new)).status == 200
+        (tmp_path / "admin.token").write_text("")                      # unusable: the token in force stays
+        server.reload()
+        assert (await c.post("/v1/drain", json=drain, headers=new)).status == 200
+        (tmp_path / "admin.token").write_text("tok-new\n")
+        (tmp_path / "other.token").write_text("tok-other\n")            # a prepared next config: no change
+        nxt = next_config(tmp_path).read_text().replace("admin.token", "other.token")
+        (tmp_path / "next-3.yaml").write_text(nxt)
+        assert server.reload(tmp_path / "next-3.yaml")["outcome"] == "prepared"
+        assert (await c.delete("/v1/drain", json=drain, headers=new)).status == 200
+
+    run(tmp_path, body, token=False)

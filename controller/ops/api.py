@@ -56,12 +56,17 @@ def request(url: str, method: str = "GET", body: Any = None, token: str | None =
 def master_note(header: dict[str, Any]) -> str:
     """What an operator should know of a replica beyond role and term (a REST answer's header): it cannot
     save its state (a full disk: it neither stands nor votes, controller.server `persist_error`), or it holds
-    its first LSD after a cold mastership."""
+    its first LSD after a cold mastership, or its drastic-change guard holds links it was told are down (a
+    tester found `firepath status` and `masters` silent while the guard held half the fabric's links: only
+    `GET /v1/guard` said so)."""
     notes = []
     if header.get("persist_error"):
         notes.append(f"cannot save its state: {header['persist_error']}")
     if header.get("held"):
         notes.append("holding first LSD")
+    held = header.get("guard_held")
+    if isinstance(held, int) and not isinstance(held, bool) and held > 0:
+        notes.append(f"guard holds {held} link(s) down-reported (GET /v1/guard; POST /v1/guard/confirm)")
     return "; ".join(notes)
 
 

@@ -143,11 +143,20 @@ def _setup(args: argparse.Namespace) -> Any:
     from proto.config import ConfigError, load_fabric
 
     config, netns = args.config, args.netns
-    if args.lab:
-        config, lab_ns = lab_target(args.lab)
-        netns = netns or lab_ns
     try:
-        fabric = load_fabric(config)
+        if args.lab:
+            # the config the lab runs, not an edit of its file awaiting `lab reload` (lab.labconfig.lab_fabric,
+            # as every `firepath lab` command): a tester's typo in the edited file stopped `drain|drains|status
+            # --lab` mid-rollout, and a ToR added by `config add-tor --write` entered the drain dry run
+            from lab.labconfig import lab_fabric
+
+            state = _lab_state(args.lab)
+            netns = netns or state.netns or _lab_netns(args.lab)
+            fabric = lab_fabric(state)
+            if fabric is None:
+                raise OpsError(USAGE, f"lab {args.lab}: its record names no config")
+        else:
+            fabric = load_fabric(config)
     except (ConfigError, OSError) as e:
         raise OpsError(USAGE, str(e)) from None
     if netns:
@@ -160,6 +169,18 @@ def lab_target(name: str) -> tuple[str, str]:
     (/tmp/fplab-NAME) or, for a lab up with `--dir DIR`, in DIR as the lab registry names it
     (lab.state.find_lab_dir): the config it was started with — generated, or `lab up --config FILE` wherever
     FILE is — whatever the current directory. OpsError(USAGE) if there is no such lab."""
+    st = _lab_state(name)
+    return st.config, st.netns or _lab_netns(name)
+
+
+def _lab_netns(name: str) -> str:
+    from lab.state import lab_netns
+
+    return lab_netns(name)
+
+
+def _lab_state(name: str) -> Any:
+    """The record (lab.state.LabState) of the lab NAME, found as `lab_target` says; OpsError(USAGE) if none."""
     from lab.state import LabState, LabStateError, check_lab_name, find_lab_dir, lab_netns, not_found
 
     try:
@@ -171,10 +192,9 @@ def lab_target(name: str) -> tuple[str, str]:
         raise OpsError(USAGE, not_found(name, f"for a lab the registry does not know, pass --config with its "
                                               f"config and --netns {lab_netns(name)}"))
     try:
-        st = LabState.load(d)
+        return LabState.load(d)
     except LabStateError as e:
         raise OpsError(USAGE, f"lab {name}: {e}") from None
-    return st.config, st.netns or lab_netns(name)
 
 
 def _enter_netns(name: str) -> None:

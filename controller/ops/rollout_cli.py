@@ -191,4 +191,13 @@ def render(st: dict, mid: str, next_digest: str, table: Any) -> str:
         lines += [f"    {sw}: {why}" for sw, why in sorted(st["blockers"].items())]
     elif st["phase"] == "prepared":
         lines.append("  nothing blocks the commit")
+    # after an abort (or a switch reloaded onto a file no master prepared) a client may hold another config than
+    # the running one: it refuses every LSD of the masters (no reroute but local repair) until it is reloaded. A
+    # tester's abort left tor-1-1 so, named only in the table as "other".
+    stray = sorted(by.get("other", []) + (by.get("next", []) if st["next"] is None else []))
+    if stray:
+        lines.append(f"  warning: {len(stray)} switch(es) hold another config than the running one and refuse its "
+                     f"LSD (no reroute but local repair): {', '.join(stray[:10])}{' ...' if len(stray) > 10 else ''}; "
+                     f"reload them onto the running config (its file, SIGHUP or POST /v1/reload; in a lab `lab "
+                     f"reload SWITCH` with the running file back in place)")
     return "\n".join(lines)
