@@ -294,8 +294,8 @@ async def _drain(request: web.Request, drained: bool) -> web.Response:
         result = s.drain(**{kind: target}, drained=drained, who=who, reason=body.get("reason"))
     except UnknownTarget as e:
         return _error(400, str(e), unknown=True)
-    except DrainRefused as e:
-        return _error(400, str(e))
+    except DrainRefused as e:      # the book is full: `refused` tells a client from a bad request
+        return _error(400, str(e), refused=True)
     except NotMaster as e:
         return _error(409, f"not the master: {e}", leader=s.core.leader)
     links = s.fabric.links

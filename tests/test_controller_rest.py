@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from controller.rest import make_app
@@ -280,3 +281,35 @@ def test_drains_survive_a_restart_of_every_replica(tmp_path: Path) -> None:
         assert DRAINS_FILE in str(e) and "move the file away" in str(e)
     else:
         raise AssertionError("a corrupt drains file was accepted")
+
+
+def test_a_drain_past_the_drain_books_limit_is_refused_as_such(tmp_path: Path, monkeypatch) -> None:
+    """A tester: a drain the master refuses because its drain book is full (128 notes) came back as a plain 400,
+    and `firepath drain` exited 1 ("bad news") instead of 6 ("refused"). The answer now says `refused`, the
+    LSD does not move, and the CLI's mapping of it is exit 6."""
+    import controller.drains
+    import controller.ops.api as api
+
+    monkeypatch.setattr(controller.drains, "MAX_NOTES", 2)
+
+    async def body(server: MasterServer, c: TestClient) -> None:
+        for link in ("leaf-1:1-spine-1:1", "leaf-1:2-spine-2:1"):
+            assert (await c.post("/v1/drain", json={"link": link}, headers=AUTH)).status == 200
+        version = server.core.version
+        r = await c.post("/v1/drain", json={"switch": "spine-2"}, headers=AUTH)
+        answer = await r.json()
+        assert r.status == 400 and answer.get("refused") is True and "limit" in answer["error"], answer
+        assert not answer.get("unknown") and server.core.version == version
+        return answer
+
+    answer = run(tmp_path, body)
+    monkeypatch.setattr(api, "request", lambda *a, **k: (400, answer))
+    masters = api.Masters(load_fabric(tmp_path / "f.yaml"))
+    monkeypatch.setattr(masters, "serving", lambda: "m1")
+    with pytest.raises(api.OpsError) as e:
+        masters.write("POST", "/v1/drain", {"switch": "spine-2"}, TOKEN)
+    assert e.value.code == api.REFUSED and "limit" in str(e.value)
+    monkeypatch.setattr(api, "request", lambda *a, **k: (400, {"error": "bad body"}))   # not refused: bad news
+    with pytest.raises(api.OpsError) as e:
+        masters.write("POST", "/v1/drain", {"switch": "spine-2"}, TOKEN)
+    assert e.value.code == api.BAD_NEWS

@@ -189,7 +189,8 @@ def test_parse_target() -> None:
     assert parse_target("tcp:127.0.0.1:16001") == ("127.0.0.1", 16001)
     assert parse_target("127.0.0.1:6653") == ("127.0.0.1", 6653)
     for bad in ("unix:/x", "tcp:localhost:1", "tcp:127.0.0.1", "tcp:127.0.0.1:0", "tcp:127.0.0.1:70000",
-                "tcp:127.0.0.1:\u00b2", "tcp:127.0.0.1:\u2460"):   # str.isdigit() but not int(): int's message
+                "tcp:127.0.0.1:\u00b2", "tcp:127.0.0.1:\u2460",    # str.isdigit() but not int(): int's message
+                "tcp:1.2.3:5", "tcp:127.1:6653", "tcp:0x7f.0.0.1:6653"):  # inet_aton's shorthands: not the config's
         with pytest.raises(ValueError, match="expected tcp:IP:PORT|is not an IPv4 address"):
             parse_target(bad)
 

@@ -6,6 +6,7 @@ import ctypes
 import os
 import socket
 import threading
+from ipaddress import IPv4Address
 
 _CLONE_NEWNET = 0x40000000
 
@@ -53,7 +54,8 @@ def parse_target(target: str) -> tuple[str, int]:
             or not 0 < int(port) < 65536:
         raise ValueError(f"OpenFlow target {target!r}: expected tcp:IP:PORT")
     try:
-        socket.inet_aton(host)
-    except OSError:
+        # dotted quad only, as the config's `ovs:` (proto.configtopo): inet_aton took "1.2.3" for 1.2.0.3
+        IPv4Address(host)
+    except ValueError:
         raise ValueError(f"OpenFlow target {target!r}: {host!r} is not an IPv4 address") from None
     return host, int(port)

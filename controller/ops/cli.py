@@ -62,7 +62,8 @@ COMMANDS = {
 }
 EXIT_CODES = ("exit codes: 0 ok, 1 bad news (differences, unexpected answer), 2 usage or local input, "
               "3 no master serving / client unreachable, 4 token missing or refused, "
-              "5 unknown link, switch or prefix, 6 refused (drain would disconnect ToR pairs; --force)")
+              "5 unknown link, switch or prefix, 6 refused (drain would disconnect ToR pairs: --force; or the "
+              "master refuses it: its drain book is full)")
 
 
 # ---------------------------------------------------------------------------------------------- parser
