@@ -19,25 +19,27 @@ REST_BASE_PORT = 28000     # switch id i serves REST on 127.0.0.1:REST_BASE_PORT
 class LabPorts:
     """The TCP ports of a lab: each switch's OpenFlow (OVS listens) and REST port, taken from the config
     where it has them (`ovs:` target, `rest_port`), else assigned OVS_BASE_PORT + id / REST_BASE_PORT + id.
-    Raises LabError naming the clash when two of the lab's listening ports (masters' included) are equal."""
+    Raises LabError naming the clash when two of the lab's listening ports (masters' included) of one protocol
+    are equal: a master's UDP client port may share its number with a switch's TCP REST port."""
 
     def __init__(self, fabric: Any) -> None:
         self.ovs: dict[str, int] = {}
         self.rest: dict[str, int] = {}
         self.assigned_ovs: list[str] = []
         self.assigned_rest: list[str] = []
-        users: dict[int, str] = {}
+        users: dict[tuple[str, int], str] = {}     # (protocol, port) -> who listens there
 
         fixes: dict[str, str] = {}       # who -> how to stop the lab assigning that port
 
-        def take(port: int, who: str) -> int:
-            if port in users:
-                fix = "; ".join(dict.fromkeys(f for f in (fixes.get(users[port]), fixes.get(who)) if f))
-                raise LabError(f"port {port} is used twice in the lab: {users[port]} and {who}"
+        def take(port: int, who: str, proto: str = "tcp") -> int:
+            if (proto, port) in users:
+                other = users[proto, port]
+                fix = "; ".join(dict.fromkeys(f for f in (fixes.get(other), fixes.get(who)) if f))
+                raise LabError(f"{proto.upper()} port {port} is used twice in the lab: {other} and {who}"
                                + (f" ({fix})" if fix else ""))
             if not 0 < port < 65536:
                 raise LabError(f"{who}: port {port} out of range 1..65535" + (f" ({fixes[who]})" if who in fixes else ""))
-            users[port] = who
+            users[proto, port] = who
             return port
 
         def assigned(sw: Any, kind: str, base: int) -> int:
@@ -47,12 +49,12 @@ class LabPorts:
             return take(base + sw.id, who)
 
         for m in fabric.masters:
-            for kind in ("client_port", "peer_port", "rest_port"):
+            for kind, proto in (("client_port", "udp"), ("peer_port", "udp"), ("rest_port", "tcp")):
                 if getattr(m, kind, None):
-                    take(int(getattr(m, kind)), f"master {m.id} {kind}")
+                    take(int(getattr(m, kind)), f"master {m.id} {kind}", proto)
         dist = fabric.distribution
         if getattr(dist, "port", None):
-            take(int(dist.port), "multicast distribution")
+            take(int(dist.port), "multicast distribution", "udp")
         for sw in fabric.switches:
             if sw.ovs:
                 self.ovs[sw.name] = take(int(str(sw.ovs).rsplit(":", 1)[1]), f"switch {sw.name} ovs")
@@ -64,7 +66,7 @@ class LabPorts:
             else:
                 self.rest[sw.name] = assigned(sw, "rest_port", REST_BASE_PORT)
                 self.assigned_rest.append(sw.name)
-        self.all = frozenset(users)
+        self.all = frozenset(port for _proto, port in users)     # the reserved-ports sysctl covers both
 
     def ovs_target(self, switch: str) -> str:
         return f"tcp:127.0.0.1:{self.ovs[switch]}"

@@ -53,7 +53,7 @@ def _grown(text: str, tmp_path: Path, edit: tuple[str, str] | None = None) -> st
 
 @pytest.mark.parametrize(("edit", "why"), [
     (("    id: 11\n", "    id: 70000\n"), r"switch ids must be 0\.\.65535 in a lab.*tor-2-3 \(id 70000\)"),
-    (("    rest_port: 40011\n", "    rest_port: 40001\n"), r"port 40001 is used twice in the lab"),
+    (("    rest_port: 40011\n", "    rest_port: 40001\n"), r"TCP port 40001 is used twice in the lab"),
 ])
 def test_reload_grow_refuses_before_any_master_prepares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                          edit: tuple[str, str], why: str) -> None:

@@ -66,9 +66,28 @@ def test_an_assigned_port_out_of_range_or_clashing_names_the_switch_id_and_the_f
     with pytest.raises(LabError) as e:
         LabPorts(load_fabric(path))
     msg = str(e.value)
-    assert re.match(rf"port {REST_BASE_PORT + leaf.id} is used twice in the lab: ", msg), msg
+    assert re.match(rf"TCP port {REST_BASE_PORT + leaf.id} is used twice in the lab: ", msg), msg
     assert f"give {spine.name} its own `ovs: tcp:127.0.0.1:PORT`" in msg
     assert f"give {leaf.name} its own `rest_port: PORT`" in msg
+
+
+def test_a_udp_and_a_tcp_port_of_one_number_do_not_clash_two_of_one_protocol_do(tmp_path):
+    """A tester: `lab up` refused a config whose master UDP client port had the number of a switch's TCP REST
+    port, which is no clash (two sockets of different protocols); two TCP listeners still are, named with their
+    protocol (two of a master's own ports are refused by the config loader already)."""
+    base = _fabric(tmp_path, spines=1, pods=0, leaves=2, masters=1)
+    m = base.masters[0]
+    path = tmp_path / "f.yaml"
+    text = path.read_text()
+    leaf = base.switches[1]
+    ok = text.replace(f"client_port: {m.client_port}", f"client_port: {REST_BASE_PORT + leaf.id}", 1)
+    assert ok != text
+    path.write_text(ok)
+    ports = LabPorts(load_fabric(path))
+    assert ports.rest[leaf.name] == REST_BASE_PORT + leaf.id and REST_BASE_PORT + leaf.id in ports.all
+    path.write_text(text.replace(f"rest_port: {m.rest_port}", f"rest_port: {REST_BASE_PORT + leaf.id}", 1))
+    with pytest.raises(LabError, match=f"TCP port {REST_BASE_PORT + leaf.id} is used twice"):
+        LabPorts(load_fabric(path))
 
 
 def test_port_ranges():
