@@ -24,6 +24,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "drain": ("controller.ops.cli", "drain a link or a switch (--dry-run: only show what it would cost)"),
     "undrain": ("controller.ops.cli", "lift the drain of a link or a switch"),
     "drains": ("controller.ops.cli", "list the drains in force: who, when, why"),
+    "guard": ("controller.ops.cli", "the links the drastic-change guard holds (reported down, not published); "
+                                    "--confirm publishes them"),
+    "damping": ("controller.ops.cli", "the links master-side damping holds down (penalty, reuse in) and the "
+                                      "switches whose UPs wait"),
     "routes": ("controller.ops.cli", "a switch's routes as its client computed them and as OVS holds them"),
     "lsd": ("controller.ops.cli", "the link state database of the serving master"),
     "clients": ("controller.ops.cli", "the switch clients as the serving master sees them"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -313,3 +314,67 @@ def test_a_drain_past_the_drain_books_limit_is_refused_as_such(tmp_path: Path, m
     with pytest.raises(api.OpsError) as e:
         masters.write("POST", "/v1/drain", {"switch": "spine-2"}, TOKEN)
     assert e.value.code == api.BAD_NEWS
+
+
+def test_the_guard_and_damping_commands_show_and_confirm_what_the_master_holds(tmp_path: Path, capsys) -> None:
+    """A tester: confirming the links the guard holds, or reading what damping holds, needed curl with a bearer
+    token. `firepath guard [--confirm]` and `firepath damping` ask the serving master (a real MasterServer's
+    REST here, m2 unreachable) and print what it holds; --confirm publishes the held links DOWN."""
+    import json as jsonlib
+
+    from proto.cli import main as cli_main
+    from tests.harness.loopcluster import free_ports
+    from tests.test_master_core import report
+
+    rest, dead = free_ports(2)
+    text = generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=2, masters=2))
+    m = re.search(r"id: m1, .*rest_port: (\d+)", text)
+    m2 = re.search(r"id: m2, .*rest_port: (\d+)", text)
+    assert m and m2
+    text = text.replace(f"rest_port: {m.group(1)}}}", f"rest_port: {rest}}}").replace(
+        f"rest_port: {m2.group(1)}}}", f"rest_port: {dead}}}")
+    text = text.replace('  key_file: "fabric.key"\n', '  key_file: "fabric.key"\n  admin_token_file: admin.token\n')
+    (tmp_path / "admin.token").write_text(TOKEN + "\n")
+    write_secret_file(tmp_path / "fabric.key")
+    (tmp_path / "f.yaml").write_text(text)
+    fabric = load_fabric(tmp_path / "f.yaml")
+    cfg = ["--config", str(tmp_path / "f.yaml"), "--timeout", "1"]
+
+    async def main() -> None:
+        server = MasterServer(fabric, "m1", KeyRing.load(tmp_path / "fabric.key"), tmp_path / "state",
+                              bind="127.0.0.1", client_port=0, peer_port=0, rest_port=0)
+        await server.start(rest=False)
+        server._run(server.core.become_master(1, server.now()) + server.core.end_hold(server.now()))
+        client = TestClient(TestServer(make_app(server), host="127.0.0.1", port=rest))
+        await client.start_server()
+        loop = asyncio.get_running_loop()
+
+        async def cli(*argv: str) -> tuple[int, str]:
+            capsys.readouterr()
+            code = await loop.run_in_executor(None, cli_main, [*argv, *cfg])
+            return code, capsys.readouterr().out
+
+        try:
+            code, out = await cli("guard")
+            assert code == 0 and "0 link(s) held" in out and "--confirm" not in out, out
+            now = server.now()
+            for sw in fabric.switches:
+                server._run(server.core.handle(sw.name, report(fabric, sw.name, seq=1), now))
+            server._run(server.core.handle("leaf-1", report(fabric, "leaf-1", usable=set(), seq=2), now + 0.01))
+            code, out = await cli("guard")
+            assert code == 0 and "2 link(s) held" in out, out
+            assert "leaf-1:1-spine-1:1" in out and "leaf-1:2-spine-2:1" in out and "down/up" in out, out
+            code, out = await cli("guard", "--json")
+            assert code == 0 and len(jsonlib.loads(out)["held_links"]) == 2
+            code, out = await cli("damping")
+            assert code == 0 and "0 link(s) held down" in out, out
+            code, out = await cli("guard", "--confirm", "--token-file", str(tmp_path / "nope"))
+            assert code == 2 and server.core.guard_held(), out            # no token: usage, nothing released
+            code, out = await cli("guard", "--confirm", "--token-file", str(tmp_path / "admin.token"))
+            assert code == 0 and "released 2 held link(s) as DOWN" in out, out
+            assert server.core.guard_held() == {} and server.core.lsd.state(0) == 0      # published DOWN
+        finally:
+            await client.close()
+            await server.stop()
+
+    asyncio.run(main())

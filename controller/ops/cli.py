@@ -1,8 +1,10 @@
-"""`firepath drain|undrain|drains|routes|lsd|clients|masters`: the operator's commands.
+"""`firepath drain|undrain|drains|guard|damping|routes|lsd|clients|masters`: the operator's commands.
 
     firepath drain   (--link A:P-B:Q | --switch NAME) [--reason TEXT] [--who NAME] [--dry-run] [--force]
     firepath undrain (--link A:P-B:Q | --switch NAME)
     firepath drains  [--json]
+    firepath guard   [--confirm] [--json]   # links the drastic-change guard holds; --confirm publishes them DOWN
+    firepath damping [--json]               # links master-side damping holds DOWN, switches whose UPs wait
     firepath routes  SWITCH [PREFIX] [--address HOST:PORT] [--no-ovs] [--json]
     firepath lsd     [--since V] [--all] [--json]
     firepath clients [--json]
@@ -55,6 +57,8 @@ COMMANDS = {
     "drain": "drain a link or a switch (with --dry-run: only show what it would cost)",
     "undrain": "lift the drain of a link or a switch",
     "drains": "list the drains in force: who, when, why",
+    "guard": "the links the drastic-change guard holds (reported down, not published); --confirm publishes them",
+    "damping": "the links master-side damping holds down (penalty, reuse in) and the switches whose UPs wait",
     "routes": "a switch's routes as its client computed them and as OVS holds them",
     "lsd": "the link state database of the serving master",
     "clients": "the switch clients as the serving master sees them",
@@ -98,6 +102,13 @@ def add_parser(subparsers: Any) -> None:
             p.add_argument("--all-pairs", action="store_true", help="list every ToR pair, not only affected ones")
         p.set_defaults(func=_run(cmd_drain if name == "drain" else cmd_undrain))
     sub("drains", js).set_defaults(func=_run(cmd_drains))
+    p = sub("guard", js)
+    p.add_argument("--confirm", action="store_true",
+                   help="publish every held link DOWN now (POST /v1/guard/confirm, admin token)")
+    p.add_argument("--token-file", help="admin token file for --confirm (default: $FIREPATH_TOKEN, "
+                                        "$FIREPATH_TOKEN_FILE, the config's admin_token_file)")
+    p.set_defaults(func=_run(cmd_guard))
+    sub("damping", js).set_defaults(func=_run(cmd_damping))
     p = sub("routes", js)
     p.add_argument("switch")
     p.add_argument("prefix", nargs="?", help="an address or prefix: only the route that forwards it")
@@ -424,6 +435,62 @@ def cmd_drains(args: argparse.Namespace, fabric: Any) -> int:
         rows = [[d["kind"], d["target"], len(d["links"]), d.get("who"), _when(d.get("at")), d.get("reason")]
                 for d in drains]
         print(_table(rows, ["kind", "target", "links", "who", "when (UTC)", "reason"]))
+    return OK
+
+
+def _evidence(e: Any) -> str:
+    return f"{e.get('a')}/{e.get('b')}" if isinstance(e, dict) else "-"
+
+
+def cmd_guard(args: argparse.Namespace, fabric: Any) -> int:
+    """GET /v1/guard (docs/API.md) from the serving master; `--confirm`: POST /v1/guard/confirm with the admin
+    token, which publishes every held link DOWN in one LSD version (ARCHITECTURE.md, "drastic-change guard")."""
+    masters = Masters(fabric, args.timeout)
+    if args.confirm:
+        token = read_token(fabric, args.token_file)
+        mid, answer = masters.write("POST", "/v1/guard/confirm", {}, token)
+        if args.json:
+            _print_json(answer)
+            return OK
+        released = answer.get("released", [])
+        print(f"released {len(released)} held link(s) as DOWN: LSD version {answer.get('version')} on master {mid}"
+              + (f": {', '.join(released)}" if released else " (the guard held none)"))
+        return OK
+    mid, g = masters.get("/v1/guard")
+    if args.json:
+        _print_json(g)
+        return OK
+    held = g.get("held_links", [])
+    print(f"guard (master {mid}, LSD version {g.get('version')}): {len(held)} link(s) held; it holds downs reported "
+          f"by one end only beyond {g.get('link_budget')} link(s) or {g.get('switch_budget')} switch(es) cut off "
+          f"within {g.get('window')} s (down_share {_pct(g.get('down_share', 0))}); "
+          f"{g.get('recent_uncorroborated')} such down(s) recently, {g.get('holds')} hold(s) so far")
+    if held:
+        rows = [[h["link"], f"{h['held_for']:.1f}s", h.get("state"), _evidence(h.get("evidence"))] for h in held]
+        print(_table(rows, ["link", "held for", "LSD state", "evidence a/b"]))
+        print("if they are really down: `firepath guard --confirm` publishes them DOWN now")
+    return OK
+
+
+def cmd_damping(args: argparse.Namespace, fabric: Any) -> int:
+    """GET /v1/damping (docs/API.md) from the serving master: the links held DOWN for flapping and when they
+    would be reused if they flap no more, and the switches whose UPs wait for their rate limit."""
+    mid, d = Masters(fabric, args.timeout).get("/v1/damping")
+    if args.json:
+        _print_json(d)
+        return OK
+    held, deferred = d.get("suppressed", []), d.get("deferred", [])
+    print(f"damping (master {mid}, LSD version {d.get('version')}): {len(held)} link(s) held down, "
+          f"{len(deferred)} switch(es) rate-limited; {d.get('flaps')} flap(s), {d.get('suppressions')} "
+          f"suppression(s), {d.get('storms')} correlated drop(s) not charged so far")
+    if held:
+        rows = [[h["link"], h.get("penalty"), h.get("flaps"), f"{h['suppressed_for']:.1f}s", f"{h['reuse_in']:.1f}s",
+                 _when(h.get("reuse_at")), h.get("state"), _evidence(h.get("evidence"))] for h in held]
+        print(_table(rows, ["link", "penalty", "flaps", "held for", "reuse in", "reuse at (UTC)", "LSD state",
+                            "evidence a/b"]))
+    if deferred:
+        print(_table([[x["switch"], f"{x['due_in']:.3f}s", x.get("deferred")] for x in deferred],
+                     ["switch (UPs waiting)", "due in", "batches deferred"]))
     return OK
 
 
