@@ -254,6 +254,10 @@ class Reporter:
         report = self.report(now)
         assert report is not None
         self.sent += 1
+        if self.master_alive(now) and master != self.master:
+            # A backup's Challenge (it restarted): its copy is no attempt at the master, whose ack alone ends
+            # the retries — the master's retry stays due when it was (its copy may be the one lost).
+            return [SendToMaster(master, report)]
         # once per report, however many replicas challenge it (a retry's own doubling counts too)
         self._backoff = max(self._backoff, min(2.0 * self.retry_min, self.retry_max))
         self._retry_at = min(now + self._retry_wait(), self._refresh_at)

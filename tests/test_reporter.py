@@ -333,3 +333,31 @@ def test_a_big_fabrics_switches_that_reported_together_do_not_retry_together(big
         assert min(waits) >= base and max(waits) <= base * (1 + jitter) + step
         assert max(waits) - min(waits) > 0.8 * jitter * base      # spread over the jitter's range
         assert len({round(w / step) for w in waits}) > 60           # not a few lumps
+
+
+def test_a_backups_challenge_does_not_postpone_the_masters_retry(fabric, clock):
+    """Review 38: a Challenge from a replica that is not the master in use (a backup that restarted: a new
+    incarnation challenges the report every replica got) brings that backup its copy, but the master's ack is
+    what ends the retries: if the master's copy was lost, its retry is still due one back-off after the report,
+    not the doubled back-off after the backup's Challenge (the copy went to the backup, not to the master)."""
+    r = Reporter(fabric, "leaf-1", now=clock.now)
+    known_master(r, clock, "m1", 5)
+    r.update(ports(), clock.now)
+    r.on_ack(ReportAck("m1", 5, r.report_seq), clock.now)
+    sent_at = clock.advance(1.0)
+    r.on_master_heard("m1", 5, sent_at)                       # its keepalive: the master in use is alive
+    assert r.master_alive(sent_at)
+    out = r.update(ports(usable1=False), sent_at)            # a link down: to every replica; m1's copy is lost
+    assert [a.master for a in out] == ["m1", "m2", "m3"]
+    seq = r.report_seq
+    backoff = r.retry_min
+    challenged = clock.advance(backoff / 4)
+    copy = r.retransmit_now(challenged, "m2")
+    assert [(a.master, a.msg.report_seq) for a in copy] == [("m2", seq)]
+    retry = None
+    t = challenged
+    while t < sent_at + 3 * backoff and retry is None:
+        t += backoff / 200
+        if [a for a in r.tick(t) if a.msg.report_seq == seq and a.master == "m1"]:
+            retry = t
+    assert retry is not None and retry <= sent_at + backoff * 1.01, (retry, sent_at, backoff)

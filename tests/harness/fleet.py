@@ -375,8 +375,10 @@ class _Worker:
             self.counts["challenges"] += 1
             if not sw.acked and sender in self.masters:       # like client.reporter: to the challenger only,
                 self._send(sw, _REPORT, self._report_of(sw), (sender,))
-                # and the next retry the doubled back-off from this copy (client.reporter.retransmit_now)
                 sw.retx += 1
+                if sw.rmaster is not None and sender != sw.rmaster and self._alive(sw, now):
+                    return          # a backup's Challenge: the master's retry stays due (retransmit_now)
+                # and the next retry the doubled back-off from this copy (client.reporter.retransmit_now)
                 sw.backoff = max(sw.backoff, min(2 * self.retry_min, self.retry_max))
                 sw.next_at = now + self._retry_wait(sw)
                 heapq.heappush(self.heap, (sw.next_at, sw.idx, sw.name))
