@@ -11,7 +11,8 @@ sender of the frames it hears there). The frames the port receives tell who is r
                 link is just coming up). Not usable. Because the peer's frames carry what it discovers,
                 a failure of either direction takes the link down on *both* ends.
 - ``MISCABLED`` a frame came from a switch/port other than the expected one (our own switch included: a
-                cable looped back into it, whose frames the codec lets through for this). Never usable;
+                cable looped back into it, whose frames the codec lets through for this; but not while
+                the expected peer is heard: then our frame is a copy injected on the wire). Never usable;
                 reported with the identity that was discovered (the expected one is in the config).
                 Sticky: it clears only once the wrong frames have stopped for `nd_dead` *and* frames
                 from the expected peer arrive again (or PHY goes down, which resets the port: re-cabling drops the link).
@@ -269,6 +270,11 @@ class NeighborDiscovery:
                 p.held += 1
             elif agrees:
                 p.hold_until = -math.inf                      # back to normal two-way operation
+        elif frame.switch == p.local.switch and p.expected_until > now:
+            # Our own frame while the expected peer is heard: no loop (a looped cable leaves no peer to
+            # hear), a copy injected on the wire (review 38) — it must not take a healthy link down.
+            p.rx_ignored += 1
+            return []
         else:
             p.rx_wrong += 1
             p.wrong_until = now + (self.dead if p.fast else self.identity_dead)

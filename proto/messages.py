@@ -36,7 +36,8 @@ structs defined in proto.wire (re-exported here), which also encodes and decodes
 ever unpickled; every field of every nested struct is length-, type- and range-checked on decode
 (``bool`` is not an ``int``), and the originator field of the message must equal the header's sender.
 A frame whose sender is the local id is rejected (``wrong_sender``), except an ND-key ``NdFrame``: a
-looped-back cable, which the ND core then reports as miscabled (see ``Codec._decode``).
+looped-back cable, which the ND core then reports as miscabled (see ``Codec._decode``); its freshness is
+its own (``Codec._own_nd``), never the port's session with its peer.
 
 Which key may sign what (checked on decode, chosen by ``Codec.encode``):
 
@@ -225,6 +226,9 @@ def _nonce() -> int:
     return value or 1  # 0 means "nothing to reflect"
 
 
+MAX_LOOP_STREAMS = 1024     # Codec._own_nd: replay windows of our own ND streams heard back (looped cables)
+
+
 class Codec:
     """Signs/verifies datagrams for ``local_id`` (a switch name or a master id), with freshness.
 
@@ -273,6 +277,7 @@ class Codec:
         # Bounded: unicast sessions only for configured names (created once a frame's tag verified), ND
         # sessions only for the ports the runtime passes (the switch's own ports), one group stream.
         self._sessions: dict[str | int, _Session] = {}
+        self._loops: dict[int, ReplayWindow] = {}   # our own ND frames heard, by sending port (_own_nd)
         self._group_tx = 1
         self.rejected: Counter[str] = Counter()
         #: ``unknown_key_id`` rejections by (claimed sender, key id), bounded: the frame is not authenticated.
@@ -522,15 +527,15 @@ class Codec:
         if sender == self.local_id:
             # Our own name comes back only on a looped-back cable: two of our fabric ports cabled to each
             # other, or a port whose frames are reflected onto itself (a loopback plug). An ND-key NdFrame
-            # goes on through authentication and freshness like any peer's (its session is the local port
-            # it arrived on, bound to (us, the sending port), so the offer/reflect handshake completes
-            # against ourselves): the ND core then sees a wrong peer and reports the port MISCABLED by
-            # (us, that port), as link OAM does with its MPIDs, instead of DOWN (silence), which sends an
-            # operator after the wrong fault. Safe: a wrong peer never makes a port usable; the ND key is
-            # fabric-wide, so whoever holds it could already claim any other switch's name on this port;
-            # and a reflector on the wire (or a replay of our own frames) can at most make a port look
-            # looped, which it then is, where it could already drop every frame. Any other message from
-            # ourselves (unicast, group, an NdFrame under another key) is still rejected.
+            # goes on through authentication, then its own freshness check (``_own_nd``: our incarnation, a
+            # replay window per receiving port), never the port's session with its peer; the ND core then
+            # sees a wrong peer and reports the port MISCABLED by (us, that port), as link OAM does with its
+            # MPIDs, instead of DOWN (silence), which sends an operator after the wrong fault. Our own frames
+            # are no peer's: they must never go through the offer/reflect handshake of the port's session
+            # (review 38: a copy of one of our frames made the port reflect our own challenge, and a copy of
+            # that answer took the session from the genuine peer — a keyless tap that injects took a healthy
+            # link down), and client.nd ignores them while the expected peer is heard. Any other message
+            # from ourselves (unicast, group, an NdFrame under another key) is still rejected.
             if not (cls is NdFrame and kind == KeyKind.ND and not self.is_master):
                 raise DecodeError("wrong_sender", f"{cls.__name__} from ourselves ({sender!r})")
         elif sender not in self.switches and sender not in self.masters:
@@ -575,6 +580,8 @@ class Codec:
         if kind == KeyKind.ND:
             if type(port) is not int or not 0 <= port <= MAX_PORT:
                 raise DecodeError("malformed", f"ND frame on bad local port {port!r}")
+            if sender == self.local_id:
+                return sender, msg, self._own_nd(inc, seq, port, msg.port)  # type: ignore[attr-defined]
             key: str | int = port
         else:
             key = sender
@@ -618,6 +625,26 @@ class Codec:
             self.new_incarnations[sender] += 1
             self.last_new_peer = sender
         return sender, msg, commit_new
+
+    def _own_nd(self, inc: int, seq: int, port: int, from_port: int) -> Callable[[], None]:
+        """Freshness of our own ND frame sent from ``from_port``, heard on ``port``: of this incarnation (we
+        know it: no handshake), each seq of that stream once, whichever port hears it. Its state is apart from
+        the ports' sessions with their peers, which it never touches (no offer learnt, nothing established).
+        Bounded: a window per sending port (``_loops``, at most MAX_LOOP_STREAMS, the oldest forgotten)."""
+        if inc != self.incarnation:
+            raise DecodeError("replay", f"NdFrame from ourselves of incarnation {inc:016x}, not ours")
+        window = self._loops.get(from_port)
+        if window is not None and not window.check(seq):
+            raise DecodeError("replay", f"seq {seq} of our own port {from_port} (heard on port {port})")
+
+        def commit() -> None:
+            w = self._loops.get(from_port)
+            if w is None:
+                while len(self._loops) >= MAX_LOOP_STREAMS:
+                    del self._loops[next(iter(self._loops))]
+                w = self._loops[from_port] = ReplayWindow(self.replay_window)
+            w.accept(seq)
+        return commit
 
     @staticmethod
     def _stale(sess: _Session, offer: int) -> None:

@@ -23,7 +23,7 @@ from proto.lsd import LinkState
 from proto.messages import Codec, DecodeError, LsdRequest, NdFrame, PortReport
 from proto.wire import encode_payload
 from tests.fakes.clock import FakeClock, run_until
-from tests.harness.fresh import establish
+from tests.harness.fresh import establish, establish_nd
 from tests.test_messages import sign_raw
 
 SECRET = bytes(range(7, 39))
@@ -99,7 +99,8 @@ def test_two_ports_cabled_to_each_other_are_miscabled_by_each_other(fabric):
     sw.run(0.5)
     assert_miscabled(sw, 1, Endpoint(ME, 2))
     assert_miscabled(sw, 2, Endpoint(ME, 1))
-    assert sw.core.codec.established(1) and sw.core.codec.established(2)   # handshake against ourselves
+    # our own frames are fresh by our incarnation, apart from the ports' sessions with their peers (review 38)
+    assert not sw.core.codec.established(1) and not sw.core.codec.established(2)
     assert sw.core.codec.rejected["wrong_sender"] == 0
     assert sw.core.ports.nd.view(1).rx_wrong > 10 and sw.core.ports.nd.view(2).rx_wrong > 10
     # it stays that way (the heartbeat keeps flowing through the loop: sticky, never down)
@@ -113,7 +114,7 @@ def test_a_port_whose_frames_are_reflected_is_miscabled_by_itself(fabric):
     sw = LoopedSwitch(fabric, {1: 1})          # a loopback plug on port 1; port 2 unplugged
     sw.run(0.5)
     assert_miscabled(sw, 1, Endpoint(ME, 1))
-    assert sw.core.codec.established(1)
+    assert not sw.core.codec.established(1)
     assert sw.port(2)["nd"] == "down" and sw.port(2)["miscabled_by"] is None
     sw.run(2.0)
     assert_miscabled(sw, 1, Endpoint(ME, 1))
@@ -144,35 +145,46 @@ def _codec(ring: KeyRing, name: str = ME) -> Codec:
     return Codec(ring.bundle_for_switch(name), name, ("leaf-1", "leaf-2", "spine-1"), ("m1",))
 
 
-def test_codec_accepts_its_own_nd_frames_only_through_the_handshake():
-    c = _codec(KeyRing.from_secret(SECRET))
+def test_codec_accepts_its_own_nd_frames_of_this_incarnation_once_per_port():
+    """Our own frames need no handshake (we know our incarnation) and never go through the port's session with
+    its peer (review 38: the handshake let a copy of our answer take the session from the genuine peer)."""
+    ring = KeyRing.from_secret(SECRET)
+    c = _codec(ring)
     f1 = NdFrame(ME, 1, Endpoint("spine-1", 1))
     f2 = NdFrame(ME, 2, Endpoint("spine-1", 2))
-    # two-port loop: port 1's first frame reaches port 2 before port 2 offered anything it could reflect
+    one, two = c.encode(f1), c.encode(f2)
+    assert c.decode(one, port=2) == (ME, f1)          # two-port loop: accepted at once
+    assert c.decode(two, port=1) == (ME, f2)
+    for data, port in ((one, 2), (two, 1), (two, 2), (one, 1)):   # a frame replayed is still a replay,
+        with pytest.raises(DecodeError) as e:
+            c.decode(data, port=port)
+        assert e.value.reason == "replay"                        # on whichever port
+    assert c.decode(c.encode(f1), port=2) == (ME, f1)            # the stream goes on
+    assert not c.established(1) and not c.established(2)
+    # a frame of another incarnation of ours (a capture from before our restart) is a replay, not a loop
+    before = Codec(ring.bundle_for_switch(ME), ME, ("leaf-1", "leaf-2", "spine-1"), ("m1",), incarnation=12345)
     with pytest.raises(DecodeError) as e:
-        c.decode(c.encode(f1), port=2)
-    assert e.value.reason == "stale" and e.value.sender is None   # never answered as a unicast peer
-    assert c.decode(c.encode(f2), port=1) == (ME, f2)             # reflects port 1's offer: accepted
-    assert c.decode(c.encode(f1), port=2) == (ME, f1)
-    assert c.established(1) and c.established(2)
-    # a frame replayed is still a replay, and a frame of port 1 replayed onto port 1 is not port 2's stream
-    again = c.encode(f2)
-    assert c.decode(again, port=1) == (ME, f2)
-    with pytest.raises(DecodeError, match="replay"):
-        c.decode(again, port=1)
-    with pytest.raises(DecodeError, match="stale"):
-        c.decode(c.encode(f1), port=1)
+        c.decode(before.encode(f1), port=1)
+    assert e.value.reason == "replay"
 
 
-def test_codec_single_port_reflection_handshake():
-    c = _codec(KeyRing.from_secret(SECRET))
-    f = NdFrame(ME, 3, Endpoint("spine-1", 3))
-    with pytest.raises(DecodeError, match="stale"):
-        c.decode(c.encode(f), port=3)                 # learns its own offer
-    for _ in range(5):
-        assert c.decode(c.encode(f), port=3) == (ME, f)
-
-
+def test_codec_own_frames_leave_the_peer_session_alone():
+    """A port established with its peer: copies of our own frames on it change nothing the peer's stream
+    depends on (neither the incarnation accepted nor the offer reflected)."""
+    ring = KeyRing.from_secret(SECRET)
+    c = _codec(ring)
+    peer = Codec(ring.bundle_for_switch("spine-1"), "spine-1", ("leaf-1", "leaf-2", "spine-1"), ("m1",))
+    establish_nd(c, 1, peer, 1)
+    mine = NdFrame(ME, 1, Endpoint("spine-1", 1), Endpoint("spine-1", 1))
+    sess = c._sessions[1]
+    before = (sess.inc, sess.peer, sess.chal, sess.offer)
+    for _ in range(3):                       # copies of what we send on port 1, injected back into it
+        sent = c.encode(mine)
+        assert peer.decode(sent, port=1) == (ME, mine)
+        c.decode(sent, port=1)
+    assert (sess.inc, sess.peer, sess.chal) == before[:3] and sess.offer == before[3]
+    g = NdFrame("spine-1", 1, Endpoint(ME, 1), Endpoint(ME, 1))
+    assert c.decode(peer.encode(g), port=1) == ("spine-1", g)     # the peer's stream goes on
 def test_codec_still_rejects_everything_else_from_ourselves():
     ring = KeyRing.from_secret(SECRET)
     c = _codec(ring)
