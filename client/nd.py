@@ -270,9 +270,10 @@ class NeighborDiscovery:
                 p.held += 1
             elif agrees:
                 p.hold_until = -math.inf                      # back to normal two-way operation
-        elif frame.switch == p.local.switch and p.expected_until > now:
-            # Our own frame while the expected peer is heard: no loop (a looped cable leaves no peer to
-            # hear), a copy injected on the wire (review 38) — it must not take a healthy link down.
+        elif frame.switch == p.local.switch and (p.expected_until > now or (p.hold_until > now and p.phy)):
+            # Our own frame while the expected peer is heard (or holds the link for its restart): no loop (a
+            # looped cable leaves no peer, and re-cabling drops PHY, which ends a hold), a copy injected on
+            # the wire (review 38) — it must not take a healthy link down.
             p.rx_ignored += 1
             return []
         else:

@@ -50,6 +50,7 @@ class Wire:
                 continue
             for po in action.frames:
                 hops = [self.cable[(src, po.port)]] if (src, po.port) in self.cable else []
+                hops = [(dst, port) for dst, port in hops if dst in self.cores]
                 if (src, po.port) in self.reflect:
                     hops.append((src, po.port))
                 for dst, port in hops:
@@ -83,3 +84,20 @@ def test_our_frames_copied_back_onto_a_healthy_link_do_not_take_it_down(fabric):
     w.reflect.clear()
     w.run(2.0)
     assert w.port(LEAF, 1)["usable"] and w.port(SPINE, 1)["usable"]
+
+
+def test_our_frames_copied_back_do_not_end_a_peers_graceful_restart_hold(fabric):
+    """The peer's client restarts hitlessly: it asks us to hold the link up and sends no more ND. Copies of our
+    own frames on the wire during the hold are no loop either (a wrong peer ends a hold: client.nd)."""
+    w = Wire(fabric)
+    w.run(2.0)
+    assert w.port(LEAF, 1)["usable"]
+    w.deliver(SPINE, w.cores[SPINE].graceful_restart(5.0, w.clock.now))
+    del w.cores[SPINE]                   # its client is gone (restarting): no frames from it
+    w.run(1.0)
+    assert w.port(LEAF, 1)["usable"]     # held
+    w.reflect.add((LEAF, 1))
+    for _ in range(8):
+        w.run(0.25)
+        p = w.port(LEAF, 1)
+        assert p["usable"] and p["miscabled_by"] is None, p
