@@ -348,5 +348,6 @@ def test_master_note_names_links_the_guard_holds() -> None:
 
     assert master_note({"role": "master", "guard_held": 0}) == ""
     assert master_note({"role": "master", "guard_held": 8, "held": True}) == (
-        "holding first LSD; guard holds 8 link(s) down-reported (GET /v1/guard; POST /v1/guard/confirm)")
+        "holding first LSD; guard holds 8 link(s) down-reported (`firepath guard` lists them, "
+        "`--confirm` publishes them)")
     assert master_note({"guard_held": True}) == "" and master_note({"guard_held": "8"}) == ""

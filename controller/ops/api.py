@@ -66,7 +66,7 @@ def master_note(header: dict[str, Any]) -> str:
         notes.append("holding first LSD")
     held = header.get("guard_held")
     if isinstance(held, int) and not isinstance(held, bool) and held > 0:
-        notes.append(f"guard holds {held} link(s) down-reported (GET /v1/guard; POST /v1/guard/confirm)")
+        notes.append(f"guard holds {held} link(s) down-reported (`firepath guard` lists them, `--confirm` publishes them)")
     return "; ".join(notes)
 
 
