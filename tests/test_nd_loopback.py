@@ -3,8 +3,9 @@
 Tester finding: two fabric ports of one switch cabled to each other, or one port whose frames a loopback plug
 reflects, showed the port *down* (ND silence): the codec dropped every frame whose sender is the local switch
 (``wrong_sender``) before the ND core could see a wrong peer, while link OAM (MPIDs encode switch and port)
-already said miscabled for the same loop. Now an ND-key NdFrame from ourselves goes through the codec's
-authentication and per-port freshness handshake like a peer's. Pure: the client core and its codec with a
+already said miscabled for the same loop. Now an ND-key NdFrame from ourselves is authenticated and accepted
+if it is of our current incarnation, each once, apart from the port's session with its peer (review 38: not
+through that session's handshake; tests/test_nd_reflection.py). Pure: the client core and its codec with a
 fake clock, the "cable" is a map from the port a packet-out leaves by to the port it is punted on.
 """
 
