@@ -47,16 +47,22 @@ def test_corrupt_state_is_reported(tmp_path: Path, text: str) -> None:
         StateStore(tmp_path).load()
 
 
-def test_corrupt_state_is_one_line_at_master_start(tmp_path: Path) -> None:
+def _start_on_corrupt_file(tmp_path: Path, name: str, data: bytes) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A one-master cluster config; its state dir holding `name` with `data`; `firepath master` run on it."""
     from tests.harness.loopcluster import write_cluster_config
 
     config = write_cluster_config(tmp_path, masters=1)
     state = tmp_path / "state"
     state.mkdir()
-    (state / STATE_FILE).write_bytes(b"\xff\xfe{ not json")
+    (state / name).write_bytes(data)
     proc = subprocess.run(
         [sys.executable, "-m", "controller.cli", "master", "--config", str(config), "--id", "m1",
          "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+    return state, proc
+
+
+def test_corrupt_state_is_one_line_at_master_start(tmp_path: Path) -> None:
+    state, proc = _start_on_corrupt_file(tmp_path, STATE_FILE, b"\xff\xfe{ not json")
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert str(state / STATE_FILE) in proc.stderr
@@ -227,15 +233,7 @@ def test_corrupt_saved_drain_notes_stop_the_master_at_start_with_one_line(tmp_pa
     """Tester: a drains.msgpack of garbage stopped `firepath master` with a Python traceback and status 1 (the
     message was inside it); a bad master-state.json is one line and status 2. Now both are."""
     from controller.durable import DRAINS_FILE
-    from tests.harness.loopcluster import write_cluster_config
-
-    config = write_cluster_config(tmp_path, masters=1)
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / DRAINS_FILE).write_bytes(b"garbage\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "controller.cli", "master", "--config", str(config), "--id", "m1",
-         "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+    state, proc = _start_on_corrupt_file(tmp_path, DRAINS_FILE, b"garbage\n")
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.endswith(f"firepath master: state: {state / DRAINS_FILE}: invalid drain notes: notes: bad "
