@@ -98,8 +98,11 @@ class ComposeCluster:
 
     def __init__(self, project: str, config_dir: Path, image: str) -> None:
         self.project = project
+        # every host file the compose file mounts, from config_dir (`lab config` writes them there): a default
+        # path left to compose (./admin.token beside compose.yaml) that does not exist becomes a directory
         self.env = {"FIREPATH_IMAGE": image, "FIREPATH_FABRIC": str(config_dir / "fabric.yaml"),
-                    "FIREPATH_KEY": str(config_dir / "fabric.key")}
+                    "FIREPATH_KEY": str(config_dir / "fabric.key"),
+                    "FIREPATH_ADMIN_TOKEN": str(config_dir / "admin.token")}
 
     def compose(self, *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(["docker-compose", "-f", str(COMPOSE_FILE), "-p", self.project, *args], timeout=timeout,
