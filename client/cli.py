@@ -87,15 +87,13 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as e:
         print(f"firepath client: key file: {e}", file=sys.stderr)
         return 2
-    admin_token = None
-    if fabric.security.admin_token_file is not None:     # named but unreadable: refuse, as the master does
-        from proto.auth import AuthError, read_admin_token
+    from proto.auth import AuthError, configured_admin_token
 
-        try:
-            admin_token = read_admin_token(fabric.security.admin_token_file, fabric.security.admin_token_where)
-        except AuthError as e:
-            print(f"firepath client: {e}", file=sys.stderr)
-            return 2
+    try:                                                # named but unreadable: refuse, as the master does
+        admin_token = configured_admin_token(fabric.security)
+    except AuthError as e:
+        print(f"firepath client: {e}", file=sys.stderr)
+        return 2
     rest_port = args.rest_port if args.rest_port is not None else switch.rest_port
     if args.netns is not None:
         # The OpenFlow driver enters it for every connection attempt and retries failures for ever: a
@@ -211,14 +209,12 @@ def _apply_token(log: logging.Logger, rest: Any, nxt: Any, running: Any) -> None
     added to the file, or rotated, is in force at once. A tester added one to a running fabric's config and
     sent SIGHUP: POST /v1/reload still answered "no security.admin_token_file". Another config (a restart
     on it follows) or an unusable token file changes nothing (the latter logged)."""
-    from proto.auth import AuthError, read_admin_token
+    from proto.auth import AuthError, configured_admin_token
 
     if rest is None or nxt.digest != running.digest:
         return
-    sec = nxt.security
     try:
-        token = None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file,
-                                                                           sec.admin_token_where)
+        token = configured_admin_token(nxt.security)
     except AuthError as e:
         log.error("config-reload: admin token kept: %s", e)
         return

@@ -240,7 +240,7 @@ class Reporter:
         Challenge proves the replica alive and reading, and in a cold start the copy waits behind every
         switch's first frame — `report_retry_min` is sized to that queue's nominal drain time (proto.budget),
         so a retry one back-off after the copy fired for every switch as soon as the replica read a little
-        slower than nominal (issue #18, stop 37: 25,604 retries, converged 17.3 s instead of ~8).
+        slower than nominal (issue #18; BENCHMARKS.md "Stop 38: the retry cliff").
         Sending it to every replica (as a retransmission does while no master is known) made each Challenge
         bring a copy to the replicas that had accepted it, or were about to challenge it themselves: with 3
         replicas a cold start's first report cost each of them ~8 datagrams."""

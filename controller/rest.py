@@ -346,10 +346,9 @@ async def undrain(request: web.Request) -> web.Response:
 def read_token(server: MasterApi) -> str | None:
     """The admin token, None without `security.admin_token_file`; AuthError (config file:line, token file,
     problem) if it cannot be used — `firepath master` checks it before it starts."""
-    from proto.auth import read_admin_token
+    from proto.auth import configured_admin_token
 
-    sec = server.fabric.security
-    return None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file, sec.admin_token_where)
+    return configured_admin_token(server.fabric.security)
 
 
 class TokenHolder:
@@ -363,14 +362,12 @@ class TokenHolder:
 
     def reload_hook(self, server: MasterApi) -> Any:
         def hook(nxt: Any) -> None:
-            from proto.auth import AuthError, read_admin_token
+            from proto.auth import AuthError, configured_admin_token
 
             if nxt.digest != server.core.fabric.digest:     # a prepared next config: the token stays, as keys do
                 return
-            sec = nxt.security
             try:
-                value = None if sec.admin_token_file is None else read_admin_token(sec.admin_token_file,
-                                                                                   sec.admin_token_where)
+                value = configured_admin_token(nxt.security)
             except AuthError as e:      # an unusable token file: keep the token in force, say why
                 log.error(kv("admin_token_reload_refused", error=e))
                 return

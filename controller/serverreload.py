@@ -83,9 +83,9 @@ class ReloadOps:
             raise ReloadBusy(self._reloading[0], time.monotonic() - self._reloading[1])
         self._reloading = (source, time.monotonic())
         # While the worker thread parses, every system call of the loop (a hello's sendto, a log line) gives the
-        # GIL up and waits up to the switch interval (5 ms) to take it back from the parser: a timer turn of a
-        # few dozen such calls took 223 ms during a Jupiter prepare, half of a test's 400 ms master_dead. A
-        # shorter interval for the read's duration hands the GIL back sooner (one reload at a time: no overlap).
+        # GIL up and waits up to the switch interval (5 ms) to take it back from the parser, so a timer turn of a
+        # few dozen such calls can outlast a short master_dead (BENCHMARKS.md "A Jupiter prepare next to FMRP's
+        # hellos"). A shorter interval for the read's duration hands the GIL back sooner (one reload at a time).
         interval = sys.getswitchinterval()
         sys.setswitchinterval(min(interval, RELOAD_SWITCH_INTERVAL))
         try:

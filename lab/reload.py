@@ -103,11 +103,10 @@ def describe_masters(states: dict[str, Any], fabric: Fabric | None = None) -> st
 
 def _token(fabric: Fabric) -> str | None:
     """The admin token of `fabric` (None without one); LabError naming the config line if it is unusable."""
-    from proto.auth import AuthError, read_admin_token
+    from proto.auth import AuthError, configured_admin_token
 
-    sec = fabric.security
     try:
-        return read_admin_token(sec.admin_token_file, sec.admin_token_where) if sec.admin_token_file else None
+        return configured_admin_token(fabric.security)
     except AuthError as e:
         raise LabError(f"refused, nothing changed: {e}") from None
 

@@ -536,6 +536,14 @@ def read_admin_token(path: Path, where: str) -> str:
     return text.strip()
 
 
+def configured_admin_token(security: Any) -> str | None:
+    """The admin token a config's `security` section names (`admin_token_file`, read by `read_admin_token`),
+    None if it names none. AuthError as `read_admin_token`."""
+    if security.admin_token_file is None:
+        return None
+    return read_admin_token(security.admin_token_file, security.admin_token_where)
+
+
 def token_problem(token: str) -> str | None:
     """Why `token` cannot be an admin token (None if it can): it travels in an HTTP header, `Authorization:
     Bearer <token>`, so it is one line of printable ASCII (a newline, a tab, a control or non-ASCII character
