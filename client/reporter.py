@@ -40,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from proto.budget import jitter_fraction, refresh_jitter
+from proto.budget import jitter_fraction, refresh_jitter, retry_wait
 from proto.budget import master_silence as budget_master_silence
 from proto.config import Fabric
 from proto.messages import BgpSession, PortReport, PortStatus, ReportAck
@@ -319,13 +319,11 @@ class Reporter:
 
     # ------------------------------------------------------------------------------------------ internals
     def _retry_wait(self) -> float:
-        """The current back-off, stretched on a big fabric by up to `refresh_jitter` (proto.budget): switches
-        that reported together (a cold start) must not retry together, or one late replica gets every
-        switch's retry in one burst."""
-        if not self.refresh_jitter:
-            return self._backoff
-        f = jitter_fraction(self.switch, self.report_seq + self.retransmits)
-        return self._backoff * (1 + self.refresh_jitter * f)
+        """The current back-off, stretched on a big fabric by up to `refresh_jitter` and never past
+        `retry_max` (proto.budget.retry_wait): switches that reported together (a cold start) must not retry
+        together, or one late replica gets every switch's retry in one burst."""
+        f = jitter_fraction(self.switch, self.report_seq + self.retransmits) if self.refresh_jitter else 0.0
+        return retry_wait(self._backoff, self.retry_max, self.refresh_jitter, f)
 
     def _send_new(self, now: float) -> list[SendToMaster]:
         self.report_seq += 1

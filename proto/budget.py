@@ -157,6 +157,17 @@ def jitter_fraction(name: str, count: int) -> float:
     return ((zlib.crc32(name.encode()) + count * 2654435761) % 1000) / 1000
 
 
+def retry_wait(backoff: float, retry_max: float, jitter: float, fraction: float) -> float:
+    """A report's retry wait in seconds: `backoff` stretched by up to `jitter` (`fraction` in [0, 1), from
+    `jitter_fraction`), never past `retry_max` (the configured, or derived, `report_retry_max`). Near the cap
+    the stretch is taken from below, so waits at the cap still spread over [retry_max / (1 + jitter),
+    retry_max] instead of all landing on `retry_max` together (issue #18: retries of one cold start must not
+    arrive as one burst). Used by client.reporter and mirrored by the fleet harness."""
+    if not jitter:
+        return min(backoff, retry_max)
+    return min(backoff, retry_max / (1 + jitter)) * (1 + jitter * fraction)
+
+
 def request_interval(timers: Any, n_switches: int, budget: float = PERIODIC_BUDGET) -> float:
     """How often a client that is behind asks for the LSD at most (client.replica; the fleet harness):
     the keepalive, but on a big fabric no faster than n requests per n / budget seconds — so even every

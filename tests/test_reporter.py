@@ -335,6 +335,35 @@ def test_a_big_fabrics_switches_that_reported_together_do_not_retry_together(big
         assert len({round(w / step) for w in waits}) > 60           # not a few lumps
 
 
+def test_a_big_fabrics_retry_waits_at_the_cap_stay_within_retry_max_and_spread():
+    """Review 38: the jitter stretched a wait already at `report_retry_max` by up to 25 % past it. Waits at the
+    cap now spread below it, over [retry_max / (1 + jitter), retry_max], so they neither exceed the configured
+    bound nor fall back into one burst."""
+    from proto.budget import refresh_jitter
+    # the refresh well past the cap, so that the waits measured are retries, not refreshes
+    big_fabric = clos_fabric(pods=4, spines=4, aggs_per_pod=2, tors_per_pod=300, hosts_per_tor=0, masters=3,
+                             timers=(("report_refresh_ms", 20_000), ("switch_dead_ms", 60_000)))
+    t = big_fabric.timers
+    jitter = refresh_jitter(len(big_fabric.switches))
+    assert jitter > 0 and t.report_retry_max < t.report_refresh
+    step = t.report_retry_max / 500
+    capped = []
+    for sw in big_fabric.switches[:120]:
+        r = Reporter(big_fabric, sw.name, now=0.0)
+        r.update(ports(), 0.0)
+        at, waits = 0.0, []
+        for _ in range(6):                          # 0.24, 0.49, 0.97 s, then the 1 s cap three times
+            nxt = _first_retry(r, at, step, at + 2 * t.report_retry_max)
+            assert nxt is not None
+            waits.append(nxt - at)
+            at = nxt
+        assert max(waits) <= t.report_retry_max + step
+        capped.extend(waits[3:])
+    assert min(capped) >= t.report_retry_max / (1 + jitter) - step
+    assert max(capped) - min(capped) > 0.6 * (t.report_retry_max - t.report_retry_max / (1 + jitter))
+    assert len({round(w / step) for w in capped}) > 60
+
+
 def test_a_backups_challenge_does_not_postpone_the_masters_retry(fabric, clock):
     """Review 38: a Challenge from a replica that is not the master in use (a backup that restarted: a new
     incarnation challenges the report every replica got) brings that backup its copy, but the master's ack is

@@ -57,7 +57,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from proto.auth import KeyKind, KeyRing
-from proto.budget import jitter_fraction, master_silence, refresh_jitter, request_interval
+from proto.budget import jitter_fraction, master_silence, refresh_jitter, request_interval, retry_wait
 from proto.config import Fabric
 from proto.lsd import LinkState, LinkStateDB, LsdError, decode_changes
 from proto.messages import (
@@ -231,9 +231,8 @@ class _Worker:
 
     def _retry_wait(self, sw: _Sw) -> float:
         """client.reporter._retry_wait: the back-off, stretched by the refresh jitter on a big fabric."""
-        if not self.jitter:
-            return sw.backoff
-        return sw.backoff * (1 + self.jitter * jitter_fraction(sw.name, sw.seq + sw.retx))
+        f = jitter_fraction(sw.name, sw.seq + sw.retx) if self.jitter else 0.0
+        return retry_wait(sw.backoff, self.retry_max, self.jitter, f)
 
     def _request(self, sw: _Sw, r: Request) -> None:
         """Like client.core: a request to a master we have no freshness handshake with waits for it."""
