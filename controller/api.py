@@ -7,6 +7,7 @@ there is no import cycle between the runtime and its HTTP views.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +36,7 @@ class MasterApi(Protocol):
     def drain(self, *, link: str | None = None, switch: str | None = None, drained: bool,
               who: str | None = None, reason: str | None = None) -> dict[str, Any]: ...
 
-    def guard_confirm(self) -> list[int]: ...
+    def guard_confirm(self, links: Sequence[str] | None = None) -> list[int]: ...
 
     def reload(self, path: str | Path | None = None) -> dict[str, Any]: ...
 

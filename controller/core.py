@@ -45,7 +45,7 @@ from controller.coretypes import DrainRefused, NotMaster, Role, UnknownTarget
 from controller.damping import Damper
 from controller.distribution import Distributor, Peer
 from controller.drains import DrainBook
-from controller.guard import Guard
+from controller.guard import Guard, NotHeld
 from controller.linkstate import LinkStateDeriver
 from controller.reach import ReachTracker
 from controller.rollout import Rollout
@@ -540,13 +540,22 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         """Held link index -> time first held (empty unless MASTER)."""
         return dict(self.guard.held)
 
-    def guard_confirm(self, now: float) -> list[Action]:
-        """An operator confirms the held change: every held link is published DOWN now (cause "guard")."""
+    def guard_confirm(self, now: float, links: Iterable[int] | None = None) -> list[Action]:
+        """An operator confirms the held change: the held links `links` (indices; None: every held link) are
+        published DOWN now in one version (cause "guard"). Raises NotMaster, or controller.guard.NotHeld
+        (nothing changed) when a named link is not held."""
         if self.role != Role.MASTER:
             raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
+        named = None if links is None else sorted(set(links))
+        if named is not None:
+            missing = tuple(i for i in named if i not in self.guard.held)
+            if missing:
+                raise NotHeld(missing)
         out: list[Action] = []
         self._apply_timeouts(now, out)
-        links = self.guard.confirm(now)
+        if named is not None:   # the timeouts may have released some already (corroborated meanwhile)
+            named = [i for i in named if i in self.guard.held]
+        links = self.guard.confirm(now, named)
         if not links:
             return out
         out.append(GuardEvent("release", links, "confirmed"))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from controller.actions import GuardEvent
 from proto.config import Fabric
@@ -35,6 +35,14 @@ from proto.lsd import LinkState
 
 __all__ = ["Guard", "GuardEvent"]
 
+
+
+class NotHeld(ValueError):
+    """An operator confirmed links the guard does not hold (`links`: their indices); nothing was released."""
+
+    def __init__(self, links: tuple[int, ...]) -> None:
+        super().__init__(f"not held by the guard: link index(es) {list(links)}")
+        self.links = links
 
 class Guard:
     def __init__(self, fabric: Fabric) -> None:
@@ -142,10 +150,19 @@ class Guard:
                 n += 1
         return n
 
-    def confirm(self, now: float) -> tuple[int, ...]:
-        """An operator confirmed: every held link is to be published DOWN (returns them; held is emptied).
-        They count against the window like any published uncorroborated down."""
-        out = tuple(sorted(self.held))
-        self.held.clear()
+    def confirm(self, now: float, links: Iterable[int] | None = None) -> tuple[int, ...]:
+        """An operator confirmed: the held links named by `links` (link indices; None: every held link) are
+        to be published DOWN (returns them, sorted; they leave `held`). They count against the window like
+        any published uncorroborated down. Raises NotHeld naming the indices not held (then nothing
+        changes): a confirmation is of what the operator saw held, never of a link held after."""
+        if links is None:
+            out = tuple(sorted(self.held))
+        else:
+            out = tuple(sorted(set(links)))
+            missing = [i for i in out if i not in self.held]
+            if missing:
+                raise NotHeld(tuple(missing))
+        for i in out:
+            del self.held[i]
         self._published(out, now)
         return out

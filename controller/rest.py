@@ -21,6 +21,7 @@ from aiohttp import web
 
 from controller.api import MasterApi
 from controller.core import DrainRefused, NotMaster, UnknownTarget
+from controller.guard import NotHeld
 from controller.page import add_page_routes
 from controller.restgate import MAX_CONNECTIONS, ConnectionGate, GatedSite
 from controller.restguard import QuietServerLog, client_gone, error_response, json_errors, strict_json_bodies
@@ -41,6 +42,8 @@ READ_TIMEOUT = 10.0
 #: characters of a drain's link or switch name at most (a switch name has at most 63, a link name two of them
 #: and two ports): a longer one is refused without being echoed back
 MAX_TARGET = 160
+#: link names one guard confirmation may name (POST /v1/guard/confirm); a bigger set: confirm everything held
+MAX_CONFIRM_LINKS = 4096
 
 SERVER_KEY = web.AppKey("server", object)
 TOKEN_KEY = web.AppKey("admin_token", object)
@@ -233,13 +236,38 @@ async def damping(request: web.Request) -> web.Response:
     return _json(out)
 
 
+_CONFIRM_BODY = ('body must be empty or {} (confirm every held link) or JSON {"links": ["a:1-b:2", ...]} naming held '
+                 f'links (at most {MAX_CONFIRM_LINKS})')
+
+
 async def guard_confirm(request: web.Request) -> web.Response:
+    """Publish what the guard holds DOWN: every held link (no body), or the held links named in
+    {"links": [...]} — all or nothing: an unknown name is 400, a link not held 409 (`not_held`)."""
     s = _srv(request)
     denied = _check_token(request, request.app[TOKEN_KEY].value)  # type: ignore[attr-defined]
     if denied is not None:
         return denied
+    names = None
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(READ_TIMEOUT):
+                body = await request.json()
+        except (ValueError, RecursionError):
+            return _error(400, _CONFIRM_BODY)
+        except TimeoutError:
+            return _error(408, f"request body not received within {READ_TIMEOUT:g} s")
+        if body != {}:          # {} (what `firepath guard --confirm` sends): every held link, as no body
+            names = body.get("links") if isinstance(body, dict) and body.keys() == {"links"} else None
+            if not isinstance(names, list) or not names or len(names) > MAX_CONFIRM_LINKS \
+                    or not all(isinstance(n, str) and len(n) <= MAX_TARGET for n in names):
+                return _error(400, _CONFIRM_BODY)
     try:
-        released = s.guard_confirm()
+        released = s.guard_confirm(names)
+    except UnknownTarget as e:
+        return _error(400, str(e), unknown=True)
+    except NotHeld as e:
+        return _error(409, f"{e}: nothing released (`GET /v1/guard` lists what is held)",
+                      not_held=[s.fabric.links[i].name for i in e.links])
     except NotMaster as e:
         return _error(409, f"not the master: {e}", leader=s.core.leader)
     out = _header(s)

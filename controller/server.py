@@ -20,7 +20,7 @@ import logging
 import socket
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -764,13 +764,18 @@ class MasterServer(ReloadOps):
             log.warning(kv("config_now", digest=fabric.digest[:12], source=fabric.source,
                            links=len(fabric.links), switches=len(fabric.switches)))
 
-    def guard_confirm(self) -> list[int]:
-        """The operator confirms the change the guard holds: publish it. Returns the links released.
-        Raises NotMaster."""
-        held = sorted(self.core.guard.held)
-        log.warning(kv("guard_confirm", links=len(held)))
-        self._run(self.core.guard_confirm(self.now()))
-        return held
+    def guard_confirm(self, links: Sequence[str] | None = None) -> list[int]:
+        """The operator confirms the change the guard holds: publish it — only the held links named in
+        `links` ("a:1-b:2"), or every held link (None). Returns the link indices released. Raises NotMaster,
+        UnknownTarget (a name that is no link), controller.guard.NotHeld (a link not held); then nothing
+        changed."""
+        named = None if links is None else [self.core.link_index(name) for name in links]
+        actions = self.core.guard_confirm(self.now(), named)
+        released = sorted(i for a in actions if isinstance(a, GuardEvent) and a.kind == "release"
+                          and a.reason == "confirmed" for i in a.links)
+        log.warning(kv("guard_confirm", links=len(released), named=links is not None))
+        self._run(actions)
+        return released
 
 
 async def serve(server: MasterServer, stop: asyncio.Event) -> None:

@@ -192,6 +192,12 @@ def test_guard_view_confirm_and_metrics(tmp_path: Path) -> None:
         assert 'firepath_master_guard_events_total{kind="hold",reason="uncorroborated"} 1.0' in metrics
         assert (await c.post("/v1/guard/confirm")).status == 401
         assert (await c.post("/v1/guard/confirm", headers={"Authorization": "Bearer nope"})).status == 403
+        for bad in ({"links": []}, {"links": "leaf-1:1-spine-1:1"}, {"links": [1]}, {"link": "x"}, [1], "x"):
+            r = await c.post("/v1/guard/confirm", headers=AUTH, json=bad)
+            assert r.status == 400 and "links" in (await r.json())["error"], bad
+        r = await c.post("/v1/guard/confirm", headers=AUTH, json={"links": ["leaf-1:1-spine-1:1", "leaf-2:1-spine-1:2"]})
+        assert r.status == 409 and (await r.json())["not_held"] == ["leaf-2:1-spine-1:2"]
+        assert len(server.core.guard_held()) == 2                  # all or nothing
         r = await c.post("/v1/guard/confirm", headers=AUTH)
         assert r.status == 200 and (await r.json())["released"] == ["leaf-1:1-spine-1:1", "leaf-1:2-spine-2:1"]
         assert server.core.lsd.state(0) == 0 and server.core.guard_held() == {}
@@ -370,9 +376,20 @@ def test_the_guard_and_damping_commands_show_and_confirm_what_the_master_holds(t
             assert code == 0 and "0 link(s) held down" in out, out
             code, out = await cli("guard", "--confirm", "--token-file", str(tmp_path / "nope"))
             assert code == 2 and server.core.guard_held(), out            # no token: usage, nothing released
-            code, out = await cli("guard", "--confirm", "--token-file", str(tmp_path / "admin.token"))
-            assert code == 0 and "released 2 held link(s) as DOWN" in out, out
-            assert server.core.guard_held() == {} and server.core.lsd.state(0) == 0      # published DOWN
+            tok = ["--token-file", str(tmp_path / "admin.token")]
+            code, out = await cli("guard", "leaf-1:1-spine-1:1")
+            assert code == 2 and len(server.core.guard_held()) == 2, out  # names without --confirm: usage
+            # review 38: confirm only what was seen held; a link not held refuses them all (exit 6)
+            code, out = await cli("guard", "--confirm", "leaf-1:1-spine-1:1", "leaf-2:1-spine-1:2", *tok)
+            assert code == 6 and len(server.core.guard_held()) == 2, out
+            code, out = await cli("guard", "--confirm", "leaf-9:1-spine-1:1", *tok)
+            assert code == 5 and len(server.core.guard_held()) == 2, out  # no such link
+            code, out = await cli("guard", "--confirm", "spine-1:1-leaf-1:1", *tok)     # either orientation
+            assert code == 0 and "released 1 held link(s) as DOWN" in out and "leaf-1:1-spine-1:1" in out, out
+            assert len(server.core.guard_held()) == 1 and server.core.lsd.state(0) == 0
+            code, out = await cli("guard", "--confirm", *tok)
+            assert code == 0 and "released 1 held link(s) as DOWN: " in out and "leaf-1:2-spine-2:1" in out, out
+            assert server.core.guard_held() == {}                          # published DOWN
         finally:
             await client.close()
             await server.stop()

@@ -80,6 +80,29 @@ def test_operator_confirm_publishes_what_is_held(fabric: Fabric) -> None:
         backup.guard_confirm(0.0)
 
 
+def test_operator_confirms_only_the_named_held_links_all_or_nothing(fabric: Fabric) -> None:
+    """Review 38: a confirmation released every link held at that moment, also links held after the operator
+    looked. Named links are released alone; a named link not held refuses the whole confirmation."""
+    from controller.guard import NotHeld
+    core = master(fabric)
+    all_up(core, fabric, 0.0)
+    for i, leaf in enumerate(("leaf-1", "leaf-2", "leaf-3")):
+        core.handle(leaf, report(fabric, leaf, usable=set(), seq=2), 0.1 + i * 0.01)
+    held = sorted(core.guard_held())
+    assert len(held) == 4
+    first, rest = held[0], held[1:]
+    not_held = next(i for i in range(len(fabric.links)) if i not in held)
+    v, states = core.version, core.lsd.states()
+    with pytest.raises(NotHeld) as e:
+        core.guard_confirm(0.5, [first, not_held])
+    assert e.value.links == (not_held,)
+    assert core.version == v and core.lsd.states() == states and sorted(core.guard_held()) == held
+    acts = core.guard_confirm(0.5, [first])
+    assert guard_events(acts) == [GuardEvent("release", (first,), "confirmed")]
+    assert core.version == v + 1 and first in down_links(core)
+    assert sorted(core.guard_held()) == rest and not set(rest) & down_links(core)
+
+
 def test_held_change_is_withdrawn_when_the_witness_recants(fabric: Fabric) -> None:
     core = master(fabric)
     all_up(core, fabric, 0.0)

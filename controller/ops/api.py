@@ -171,6 +171,8 @@ class Masters:
                 raise OpsError(UNKNOWN, _error(answer))
             if status == 400 and isinstance(answer, dict) and answer.get("refused") is True:
                 raise OpsError(REFUSED, f"master {mid} refused: {_error(answer)}")     # e.g. the drain book is full
+            if status == 409 and isinstance(answer, dict) and answer.get("not_held"):
+                raise OpsError(REFUSED, f"master {mid} refused: {_error(answer)}")     # a guard confirm's links
             if status == 409:
                 raise OpsError(UNREACHABLE, f"master {mid}: {_error(answer)}")
             raise OpsError(BAD_NEWS, f"master {mid}: {method} {path}: HTTP {status}: {_error(answer)}")

@@ -3,7 +3,7 @@
     firepath drain   (--link A:P-B:Q | --switch NAME) [--reason TEXT] [--who NAME] [--dry-run] [--force]
     firepath undrain (--link A:P-B:Q | --switch NAME)
     firepath drains  [--json]
-    firepath guard   [--confirm] [--json]   # links the drastic-change guard holds; --confirm publishes them DOWN
+    firepath guard   [--confirm [LINK ...]] [--json]   # links the guard holds; --confirm publishes them DOWN
     firepath damping [--json]               # links master-side damping holds DOWN, switches whose UPs wait
     firepath routes  SWITCH [PREFIX] [--address HOST:PORT] [--no-ovs] [--json]
     firepath lsd     [--since V] [--all] [--json]
@@ -104,7 +104,10 @@ def add_parser(subparsers: Any) -> None:
     sub("drains", js).set_defaults(func=_run(cmd_drains))
     p = sub("guard", js)
     p.add_argument("--confirm", action="store_true",
-                   help="publish every held link DOWN now (POST /v1/guard/confirm, admin token)")
+                   help="publish the held links DOWN now (POST /v1/guard/confirm, admin token): the LINKs named, "
+                        "else every held link")
+    p.add_argument("links", nargs="*", metavar="LINK",
+                   help="with --confirm: only these held links (a:1-b:2); one not held refuses them all")
     p.add_argument("--token-file", help="admin token file for --confirm (default: $FIREPATH_TOKEN, "
                                         "$FIREPATH_TOKEN_FILE, the config's admin_token_file)")
     p.set_defaults(func=_run(cmd_guard))
@@ -446,9 +449,12 @@ def cmd_guard(args: argparse.Namespace, fabric: Any) -> int:
     """GET /v1/guard (docs/API.md) from the serving master; `--confirm`: POST /v1/guard/confirm with the admin
     token, which publishes every held link DOWN in one LSD version (ARCHITECTURE.md, "drastic-change guard")."""
     masters = Masters(fabric, args.timeout)
+    if args.links and not args.confirm:
+        raise OpsError(USAGE, "guard: LINK names go with --confirm (to confirm only those held links)")
     if args.confirm:
         token = read_token(fabric, args.token_file)
-        mid, answer = masters.write("POST", "/v1/guard/confirm", {}, token)
+        mid, answer = masters.write("POST", "/v1/guard/confirm", {"links": args.links} if args.links else {},
+                                    token)
         if args.json:
             _print_json(answer)
             return OK
@@ -468,7 +474,8 @@ def cmd_guard(args: argparse.Namespace, fabric: Any) -> int:
     if held:
         rows = [[h["link"], f"{h['held_for']:.1f}s", h.get("state"), _evidence(h.get("evidence"))] for h in held]
         print(_table(rows, ["link", "held for", "LSD state", "evidence a/b"]))
-        print("if they are really down: `firepath guard --confirm` publishes them DOWN now")
+        print("if they are really down: `firepath guard --confirm [LINK ...]` publishes them (or the links named) "
+              "DOWN now")
     return OK
 
 
