@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -121,11 +122,16 @@ def cmd_config(args: argparse.Namespace) -> int:
             if isinstance(items, str):
                 return _err(items)
             clos["timers"] = tuple({**dict(LAB_DEFAULT_TIMERS), **dict(items)}.items())
-        path = write_config(Path(args.output).resolve(), args.name, key_owner=args.key_owner, **clos)
+        group = args.token_group
+        if group is None and os.geteuid() == 0 and os.environ.get("SUDO_GID", "").isdigit():
+            group = int(os.environ["SUDO_GID"])     # `sudo firepath lab config`: the operator's own group
+        path = write_config(Path(args.output).resolve(), args.name, key_owner=args.key_owner, token_group=group,
+                            **clos)
     except (ValueError, LabStateError, OSError) as e:
         return _err(f"config: {e}")
     print(f"wrote {path}, {path.parent / 'fabric.key'} and {path.parent / 'admin.token'} (owner uid "
-          f"{args.key_owner}, mode 0400)")
+          f"{args.key_owner}, mode 0400" + (f"; the token also readable by group {group}, mode 0440)"
+                                           if group is not None else ")"))
     return 0
 
 
@@ -484,6 +490,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     help="master i: client port BASE+i, peer BASE+100+i, REST BASE+200+i (default 7600)")
     cf.add_argument("--key-owner", type=int, default=IMAGE_UID,
                     help=f"uid owning the key file, readable by it only (default {IMAGE_UID}: the image's user)")
+    cf.add_argument("--token-group", type=int, metavar="GID",
+                    help="gid that may also read admin.token (mode 0440), so an operator who is not root can drain "
+                         "and roll out with it (default: $SUDO_GID under sudo, else none: 0400)")
     for opt, helptext in (("--spines", "default 2"), ("--pods", "0 = two-tier (default 0)"),
                           ("--aggs-per-pod", "default 2"), ("--tors-per-pod", "default 2"),
                           ("--leaves", "two-tier leaves (default 2)"), ("--hosts-per-tor", "default 1")):

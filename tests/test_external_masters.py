@@ -103,7 +103,8 @@ def test_clos_masters_get_one_address_each() -> None:
         ClosParams(masters=1, master_address="127.0.0.300")
 
 
-def test_lab_config_writes_a_lab_ready_config_and_a_private_key(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_lab_config_writes_a_lab_ready_config_and_a_private_key(tmp_path: Path, capsys, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("SUDO_GID", raising=False)       # under sudo the token would be the operator group's too
     out = tmp_path / "cfg"
     assert firepath_main(["lab", "config", "-o", str(out), "--name", "t1", "--key-owner", str(os.getuid()),
                           "--master-base-port", "7400"]) == 0
@@ -122,6 +123,28 @@ def test_lab_config_writes_a_lab_ready_config_and_a_private_key(tmp_path: Path, 
     # refused as an option value (usage error, status 2), before anything is generated
     assert firepath_main(["lab", "config", "-o", str(tmp_path / "bad"), "--master-address", "127.0.0.1,nope"]) == 2
     assert "--master-address: 'nope' is not an IPv4 address" in capsys.readouterr().err
+
+
+def test_lab_config_lets_the_operators_group_read_the_admin_token(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """Review 38: admin.token was 0400 for the masters' uid (10001), so an operator who is not root could not read
+    it to drain or roll out. `--token-group GID` (default under sudo: $SUDO_GID) makes it 0440 for that group;
+    the key stays 0400."""
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's group to another gid needs root (CI runs as root)")
+    out = tmp_path / "cfg"
+    assert firepath_main(["lab", "config", "-o", str(out), "--key-owner", "10001", "--token-group", "12345"]) == 0
+    token, key = (out / "admin.token").stat(), (out / "fabric.key").stat()
+    assert (stat.S_IMODE(token.st_mode), token.st_uid, token.st_gid) == (0o440, 10001, 12345)
+    assert stat.S_IMODE(key.st_mode) == 0o400 and key.st_uid == 10001
+    monkeypatch.setenv("SUDO_GID", "23456")
+    (out / "fabric.key").unlink()
+    assert firepath_main(["lab", "config", "-o", str(out), "--key-owner", "10001"]) == 0
+    token = (out / "admin.token").stat()
+    assert (stat.S_IMODE(token.st_mode), token.st_gid) == (0o440, 23456)
+    monkeypatch.delenv("SUDO_GID")
+    (out / "fabric.key").unlink()
+    assert firepath_main(["lab", "config", "-o", str(out), "--key-owner", "10001"]) == 0
+    assert stat.S_IMODE((out / "admin.token").stat().st_mode) == 0o400
 
 
 def test_lab_config_writes_a_new_token_with_a_new_secret_and_names_a_directory_in_its_place(
