@@ -206,9 +206,8 @@ def _apply_keys(log: logging.Logger, daemon: Any, nxt: Any, running: Any) -> Non
 def _apply_token(log: logging.Logger, rest: Any, nxt: Any, running: Any) -> None:
     """A reload of the `running` config reads its `security.admin_token_file` again for the REST server
     `rest` (None: no REST), as it swaps the key set (the security section is outside the digest): a token
-    added to the file, or rotated, is in force at once. A tester added one to a running fabric's config and
-    sent SIGHUP: POST /v1/reload still answered "no security.admin_token_file". Another config (a restart
-    on it follows) or an unusable token file changes nothing (the latter logged)."""
+    added to the file, or rotated, is in force at once, without a restart. Another config (a restart on it
+    follows) or an unusable token file changes nothing (the latter logged)."""
     from proto.auth import AuthError, configured_admin_token
 
     if rest is None or nxt.digest != running.digest:

@@ -381,9 +381,9 @@ def read_token(server: MasterApi) -> str | None:
 
 class TokenHolder:
     """The admin token in force (None: drains disabled). A reload of the running config reads its
-    `security.admin_token_file` again, as it swaps the key set (the security section is outside the digest):
-    a tester added a token file to a running fabric's config and sent SIGHUP, and every drain was still
-    refused with "no security.admin_token_file in the config"; a token could not be rotated either."""
+    `security.admin_token_file` again, as it swaps the key set (the security section is outside the digest),
+    so a token added to a running fabric's config, or rotated, is in force without a restart; a prepared next
+    config's token waits for the first reload after its commit (README "Reload")."""
 
     def __init__(self, value: str | None) -> None:
         self.value = value

@@ -19,10 +19,8 @@ def write_config(out_dir: Path, name: str, *, key_owner: int | None = None, toke
     masters run as, 10001 in the image; changing the owner needs root. `token_group` (a gid): the token is
     also readable by that group (mode 0440), so an operator who is not root can send drains and rollouts with
     it (the masters' uid alone could not read it). Returns the config path; ValueError on bad parameters or an
-    existing ``fabric.key`` (never overwritten), before anything is written.
-
-    A tester followed the README's containers section: the cluster had no admin token (the config named none,
-    the compose file mounted none), so no drain, rollout or REST reload could ever be sent to it."""
+    existing ``fabric.key`` (never overwritten), before anything is written. The token is what lets an operator
+    drain, roll out and reload the containerised cluster (docker/compose.yaml mounts it)."""
     if key_owner is not None and key_owner != os.geteuid() and os.geteuid() != 0:
         raise ValueError(f"giving {out_dir / 'fabric.key'} to uid {key_owner} needs root: run it with sudo, "
                          f"or pass --key-owner {os.geteuid()} and chown it later")

@@ -268,8 +268,8 @@ PRESETS: dict[str, ClosParams] = {
 def ignored_option(given: dict[str, Any], pods: int) -> str | None:
     """Why a Clos option given on a command line (`given`: the options passed, by ClosParams field) would be
     ignored by a fabric of `pods` pods, or None: `--leaves` sizes only a two-tier fabric (--pods 0) and
-    `--tors-per-pod` only a three-tier one. A tester's `config clos --pods 2 --leaves 4` wrote 4 ToRs (2 x 2)
-    without a word."""
+    `--tors-per-pod` only a three-tier one; an option that changes nothing is refused rather than ignored
+    (`--pods 2 --leaves 4` would write 2 x 2 ToRs)."""
     if pods and given.get("leaves") is not None:
         return f"--leaves applies to a two-tier fabric (--pods 0), not to one of {pods} pods: use --tors-per-pod"
     if not pods and given.get("tors_per_pod") is not None:
