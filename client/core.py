@@ -249,7 +249,7 @@ class ClientCore:
             sender, msg = self.codec.decode(data)
         except DecodeError as e:
             self.counters[f"rejected_{e.reason}"] += 1
-            self._reject_log.note(now, e.reason, "-" if source is None else f"{source[0]}:{source[1]}", e.detail)
+            self._reject_log.note(now, e.reason, source, e.detail)
             if e.reason == "stale" and e.sender is not None:
                 # A master of an incarnation we have not verified (it or we restarted, or a replay): answer
                 # with our challenge at its configured address, so its next frame is accepted. One allowance

@@ -330,8 +330,7 @@ class MasterServer(ReloadOps):
             sender, msg = self.codec.decode(data)
         except DecodeError as e:
             self._count_rejected(e.reason)
-            self._reject_log["client" if at is None else "peer"].note(
-                time.monotonic(), e.reason, f"{addr[0]}:{addr[1]}", e.detail)
+            self._reject_log["client" if at is None else "peer"].note(time.monotonic(), e.reason, addr, e.detail)
             if e.reason == "stale":
                 self._answer_stale(e.sender, addr)
             return
@@ -632,10 +631,8 @@ class MasterServer(ReloadOps):
         if isinstance(ev, Rejected):
             self._count_rejected(ev.reason)
             if ev.reason in HOSTILE_REJECTIONS:       # authenticated, but not what its sender may say
-                src = self._from
                 self._reject_log["peer" if ev.sender in self.master_addrs else "client"].note(
-                    time.monotonic(), ev.reason, "-" if src is None else f"{src[0]}:{src[1]}",
-                    f"{ev.msg_type} from {ev.sender!r}")
+                    time.monotonic(), ev.reason, self._from, f"{ev.msg_type} from {ev.sender!r}")
             elif log.isEnabledFor(logging.DEBUG):     # routine (elections, rollouts): per datagram, debug
                 log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
         elif isinstance(ev, VersionChanged):

@@ -164,7 +164,9 @@ class RejectLog:
     def suppressed(self) -> int:
         return self._warn.suppressed + self._routine.suppressed
 
-    def note(self, now: float, reason: str, source: str, detail: str = "") -> bool:
+    def note(self, now: float, reason: str, source: str | tuple[str, int] | None, detail: str = "") -> bool:
+        """`source`: an (ip, port) pair, rendered "ip:port" only when a line is written (the flood path
+        formats nothing), a text, or None ("-": not known)."""
         if reason in _LOGGED_BY_CODEC:
             return False
         routine = reason in ROUTINE_REJECTIONS
@@ -174,6 +176,10 @@ class RejectLog:
         skipped = (self._routine if routine else self._warn).take(now)
         if skipped is None:
             return False
+        if isinstance(source, tuple):
+            source = f"{source[0]}:{source[1]}"
+        elif source is None:
+            source = "-"
         detail = detail if len(detail) <= 160 else detail[:160] + "..."
         if not detail.isprintable():        # one line whatever the sender put in a name
             detail = detail.encode("unicode_escape").decode("ascii")
