@@ -277,7 +277,7 @@ class ClientDaemon:
             with contextlib.suppress(BlockingIOError):
                 os.eventfd_read(self._wake)    # items put from now on write it again
             self._drain_inbox(items)
-        items.extend((_DATAGRAM, data) for data in self.transport.read(MAX_BATCH - len(items)))
+        items.extend((_DATAGRAM, got) for got in self.transport.read_from(MAX_BATCH - len(items)))
         # The process's own stalls first (they decide which port drops were one event: client.damping),
         # then liveness; a stable sort keeps arrival order within each class.
         items.sort(key=lambda item: 0 if item[0] == _STALL else 1 if item[0] in (_DRIVER, _OAM) else 2)
@@ -302,7 +302,7 @@ class ClientDaemon:
         kind, payload = item
         try:
             if kind == _DATAGRAM:
-                self._execute(self.core.on_datagram(payload, now))
+                self._execute(self.core.on_datagram(payload[0], now, payload[1]))
             elif kind == _DRIVER:
                 self._on_switch_event(payload, now)
             elif kind == _CALL:

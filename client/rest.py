@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from proto.auth import bearer_denial
+from proto.auth import bearer_denial, unexpected_body
 from proto.bounded import clipped
 
 log = logging.getLogger("firepath.client.rest")
@@ -130,7 +130,8 @@ class ClientApi:
         self.registry.register(ClientCollector(status, lambda: self.refused,  # type: ignore[arg-type]
                                                lambda: self.evicted))
 
-    def handle(self, method: str, target: str, headers: Any) -> Answer:
+    def handle(self, method: str, target: str, headers: Any, body: bytes = b"") -> Answer:
+        """One request: `body` is what the request carried (read by the HTTP layer, at most MAX_BODY)."""
         url = urlsplit(target)
         path = url.path.rstrip("/") or "/"
         gets = {"/v1/state": self._state, "/v1/routes": self._routes, "/metrics": self._metrics}
@@ -145,6 +146,8 @@ class ClientApi:
         if twice:        # the last one silently won: prefix=A&prefix=B answered for B alone
             return _json(400, {"error": f"query parameter {twice[0][:40]!r} given more than once"})
         query = {k: v[0] for k, v in parsed.items()}
+        if table is posts:
+            return table[path](query, headers, body)
         return table[path](query, headers)
 
     def _state(self, _query: dict[str, str], _headers: Any) -> Answer:
@@ -173,17 +176,20 @@ class ClientApi:
             return _json(500, {"error": f"routes: {type(e).__name__}: {e}"})
         return _json(200, view, indent=1)
 
-    def _reload(self, _query: dict[str, str], headers: Any) -> Answer:
+    def _reload(self, _query: dict[str, str], headers: Any, body: bytes = b"") -> Answer:
         """POST /v1/reload (issue #21, admin token): read the config file again, as SIGHUP does. 200
         {"outcome": "unchanged"|"changed", "digest"}: "changed" restarts the client on it, gracefully; 400
         with the file:line:field error for an invalid file, or another config naming another key set
         (proto.keyroll.keys_for_reload; nothing changes); 401/403 without the right
-        token; 404 when this client has no reload."""
+        token; 404 when this client has no reload; 400 for a body other than none or `{}` (nothing done)."""
         if self.reload is None:
             return _json(404, {"error": "reload is not available on this client"})
         denied = bearer_denial(headers.get("Authorization"), self.token)
         if denied is not None:
             return _json(denied[0], {"error": denied[1]})
+        why = unexpected_body("POST", "/v1/reload", body)
+        if why is not None:
+            return _json(400, {"error": why})
         try:
             out = self.reload()
         except ValueError as e:           # ConfigError (file:line:field) or AuthError (a key file, named)
@@ -191,7 +197,7 @@ class ClientApi:
         return _json(200, out)
 
 
-MAX_BODY = 1 << 16      # the API takes no request body; one sent anyway is read (up to this) and ignored
+MAX_BODY = 1 << 16      # no endpoint takes a body: one is read (up to this); POST /v1/reload refuses it
 #: Connections served at once (a thread each). More are answered 503 and closed on the accepting thread: a
 #: host that opens thousands of connections must not make thousands of threads on a switch's client.
 MAX_CONNECTIONS = 32
@@ -262,14 +268,15 @@ class _Handler(BaseHTTPRequestHandler):
         if length > MAX_BODY:
             self._send(_json(413, {"error": "request body too large"}), close=True)
             return
+        body = b""
         if length:
             try:
-                self.rfile.read(length)
+                body = self.rfile.read(length)
             except TimeoutError:                                 # the body came too slowly
                 self._send(_json(408, {"error": f"request not received within {READ_TIMEOUT:g} s"}), close=True)
                 return
         try:
-            answer = self.server.api.handle(self.command, self.path, self.headers)
+            answer = self.server.api.handle(self.command, self.path, self.headers, body)
         except Exception as e:  # noqa: BLE001 - a broken status() must not kill the thread silently
             log.exception("%s %s failed", self.command, self.path)
             answer = _json(500, {"error": f"{type(e).__name__}: {e}"})

@@ -73,18 +73,22 @@ class UdpTransport:
     def read(self, limit: int) -> list[bytes]:
         """What arrived, at most `limit` datagrams, without waiting (no `on_datagram`): the masters' queues
         and the group first, then at most STRANGER_BATCH from the unconnected socket."""
-        out: list[bytes] = []
+        return [data for data, _addr in self.read_from(limit)]
+
+    def read_from(self, limit: int) -> list[tuple[bytes, tuple[str, int]]]:
+        """`read` with each datagram's source (ip, port): what a rejected datagram's log line names."""
+        out: list[tuple[bytes, tuple[str, int]]] = []
         for sock in self.sockets:
             cap = limit if sock is not self.sock else min(limit, len(out) + STRANGER_BATCH)
             while len(out) < cap:
                 try:
-                    data = sock.recv(MAX_DATAGRAM)
+                    got = sock.recvfrom(MAX_DATAGRAM)
                 except (BlockingIOError, InterruptedError):
                     break
                 except OSError as e:        # e.g. an ICMP error queued on the socket: the rest next time
                     log.debug("receive failed: %s", e)
                     break
-                out.append(data)
+                out.append(got)
         self.received += len(out)
         return out
 

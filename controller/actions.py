@@ -32,9 +32,18 @@ class PersistTerm:
 
 
 # ------------------------------------------------------------------------------------------------ events
+#: Rejections by the core (of authenticated messages) that normal operation does not produce — a message about
+#: a switch, master or port the config does not have, or on behalf of another node — logged like the codec's
+#: (controller.server, proto.bounded.RejectLog). The others (not_master, stale_term, higher_term,
+#: stale_report, digest_mismatch, ...) come with every election, failover and rollout: debug only.
+HOSTILE_REJECTIONS = frozenset({"malformed", "sender_mismatch", "unknown_master", "unknown_port",
+                                "unknown_switch"})
+
+
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A decoded message the core refused; `reason` is a short stable metric label."""
+    """A decoded message the core refused; `reason` is a short stable metric label (the runtime logs those in
+    HOSTILE_REJECTIONS, within a budget; the rest at debug)."""
 
     sender: str
     msg_type: str

@@ -10,6 +10,10 @@ never an error-level traceback), and JSON bodies held to one value per key.
   json.loads reads as the last one: it drained spine-2) is refused 400 naming the key, on every endpoint,
   before its handler reads it (then from aiohttp's cache). Only for an authorized request: no handler reads
   another's body, so an anonymous one costs no parse.
+  The actions that take no body (`NO_BODY`: guard confirm, rollout commit/abort, reload) refuse one that is
+  not empty or `{}` with a 400 before anything is done: such a body used to be ignored, so garbage, or a
+  parameter those endpoints do not have (`POST /v1/reload {"config": "other.yaml"}` reloaded the replica's
+  own file and answered 200), still published held links DOWN or committed a rollout.
 - `QuietServerLog`: aiohttp's server logger, for the requests aiohttp refuses before any handler (a request
   line over 8190 bytes: `LineTooLong`, a bad header, a body it cannot decode while discarding it): aiohttp
   logs each at ERROR with a traceback (~1 KB: 200 such requests grew the log by 200 KB); here one short
@@ -27,6 +31,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from proto.auth import unexpected_body
 
 log = logging.getLogger("firepath.master.rest")
 
@@ -103,10 +109,16 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
         return web.json_response({"error": f"internal error: {type(e).__name__}: {e}"}, status=500)
 
 
-def strict_json_bodies(check: Check, read_timeout: float) -> Any:
+#: (method, path) of the master's actions that take no request body (docs/API.md).
+NO_BODY = frozenset({("POST", "/v1/guard/confirm"), ("POST", "/v1/rollout/commit"), ("POST", "/v1/rollout/abort"),
+                     ("POST", "/v1/reload")})
+
+
+def strict_json_bodies(check: Check, read_timeout: float, no_body: frozenset[tuple[str, str]] = NO_BODY) -> Any:
     """Middleware: the body of an authorized request (`check(request)` None) is read within `read_timeout`
-    (else 408) and refused 400 if it is JSON with a key twice; what else is wrong with it is left to the
-    handler (its own 400 says what it expects)."""
+    (else 408) and refused 400 if it is JSON with a key twice, or if the endpoint is one of `no_body` and the
+    body is not empty or `{}` (`unexpected_body`); what else is wrong with it is left to the handler (its
+    own 400 says what it expects)."""
 
     @web.middleware
     async def strict(request: web.Request, handler: Any) -> web.StreamResponse:
@@ -122,6 +134,10 @@ def strict_json_bodies(check: Check, read_timeout: float) -> Any:
                 return error_response(400, str(e), duplicate_key=e.key)
             except (ValueError, RecursionError):
                 pass                    # not JSON (or too deep): the handler answers it
+            if (request.method, request.path) in no_body:
+                why = unexpected_body(request.method, request.path, raw)
+                if why is not None:
+                    return error_response(400, why)
         return await handler(request)
 
     return strict

@@ -12,8 +12,14 @@ additively instead, modelled on an existing ToR (`like`):
 - prefix: for each of `like`'s prefixes, the next free prefix of the same length above the highest ToR
   prefix (several prefixes: allocated one after the other); hosts: as many as `like` has, on the same ports,
   at the same offsets in the new prefix, named `h-<suffix>-<k>` (`suffix`: the ToR name after its first
-  dash; the next free number if taken), MACs 02:01:<id, 3 bytes>:<k>;
-- `ovs:`/`rest_port:` follow `like`'s (port + id difference) when `like` has them.
+  dash; the next free number if taken), MACs 02:01:<id, 3 bytes>:<k> (the next free one if taken);
+- the switch's own MAC is the loader's default (0e:00:<id>); an explicit free one (0e:01:...) is written only
+  when another switch or host already uses that default;
+- `ovs:`/`rest_port:` follow `like`'s (port + id difference) when `like` has them; if another switch already
+  uses that port (any switch's OVS or REST port, any master's port), the first free port above it. A hand-written config with irregular ports got the OVS target and REST port of an existing
+  switch before (black-box test, 2026-12-05): two clients programming one bridge, the second one's REST
+  unable to bind. Every value add-tor derives is thus free: id, ports, prefixes, loopback, names, MACs,
+  OVS target, REST port.
 
 The text is edited, not re-rendered: the switch block is appended to `switches:` and the links to `links:`,
 both in block style, so comments and every other section stay as they are — except the generator's header
@@ -89,18 +95,28 @@ def add_tor(text: str, source: str, like: str, name: str | None = None, base_dir
     suffix = new_name.split("-", 1)[1] if "-" in new_name else new_name
     hosts = []
     host_names = {h.name for h in fabric.hosts}
+    used_macs = {h.mac for h in fabric.hosts} | {s.mac for s in fabric.switches}
+    own_mac = f"0e:00:{_hex(new_id, 4)}"            # the loader's default for the new id
+    own_mac_line = None
+    if own_mac in used_macs:                           # an explicit MAC elsewhere took it: write a free one
+        own_mac = _free_mac(f"0e:01:{_hex(new_id, 3)}", 0, used_macs, source)
+        own_mac_line = f"  mac: \"{own_mac}\""
+    used_macs.add(own_mac)
     for k, h in enumerate(tmpl.hosts, 1):
         home = next((p for p in tmpl.prefixes if h.ip in p), tmpl.prefixes[0])
         net = prefixes[tmpl.prefixes.index(home)]
         ip = IPv4Address(int(net.network_address) + int(h.ip) - int(home.network_address))
-        mac = "02:01:" + ":".join(f"{b:02x}" for b in new_id.to_bytes(3, "big")) + f":{k:02x}"
+        mac = _free_mac(f"02:01:{_hex(new_id, 3)}", k, used_macs, source)
+        used_macs.add(mac)
         host_name, n = f"h-{suffix}-{k}", k
         while host_name in host_names:          # a name already taken (hand-named fabrics): the next free one
             n += 1
             host_name = f"h-{suffix}-{n}"
         host_names.add(host_name)
         hosts.append((host_name, h.port, ip, mac))
-    block = _switch_block(new_name, new_id, loopback, prefixes, hosts, tmpl, new_id - tmpl.id)
+    block = _switch_block(new_name, new_id, loopback, prefixes, hosts, tmpl, new_id - tmpl.id, fabric)
+    if own_mac_line is not None:
+        block.insert(3, own_mac_line)
     link_lines = [f'- {{a: "{new_name}:{mine}", b: "{other}:{port}"{extra}}}' for mine, other, port, extra in links]
     out, inserts = _append(text, source, [("switches", block), ("links", link_lines)])
     try:
@@ -204,24 +220,63 @@ def _loopback(fabric: Fabric, like: IPv4Network, shift: int, taken: list[IPv4Net
 
 
 def _switch_block(name: str, sid: int, loopback: IPv4Network | None, prefixes: list[IPv4Network],
-                  hosts: list[tuple[str, int, IPv4Address, str]], tmpl: object, shift: int) -> list[str]:
+                  hosts: list[tuple[str, int, IPv4Address, str]], tmpl: object, shift: int,
+                  fabric: Fabric) -> list[str]:
     """The new switch as block-style YAML lines (no list indentation: `_append` adds it)."""
     lines = [f"- name: {name}", f"  id: {sid}", "  role: tor"]
     if loopback is not None:
         lines.append(f"  loopback: {loopback}")
     lines.append(f"  prefixes: [{', '.join(map(str, prefixes))}]")
+    # Every port a switch or master of this config listens on (a lab runs them all on one host: lab.labports
+    # refuses a clash), so the new switch's OVS and REST ports are free whatever address they are on.
+    used = {int(p) for p in (_ovs_port(s.ovs) for s in fabric.switches) if p is not None}
+    used |= {s.rest_port for s in fabric.switches if s.rest_port is not None}
+    used |= {p for m in fabric.masters for p in (m.client_port, m.peer_port, m.rest_port)}
     ovs = getattr(tmpl, "ovs", None)
     if ovs:
         scheme, _, rest = ovs.partition(":")
         host, _, port = rest.rpartition(":")
-        lines.append(f"  ovs: {scheme}:{host}:{int(port) + shift}" if port.isdigit() else f"  ovs: {ovs}")
+        if port.isdigit():
+            port = str(_free_port(int(port) + shift, used))
+            used.add(int(port))
+            lines.append(f"  ovs: {scheme}:{host}:{port}")
+        else:
+            lines.append(f"  ovs: {ovs}")
     rest_port = getattr(tmpl, "rest_port", None)
     if rest_port is not None:
-        lines.append(f"  rest_port: {rest_port + shift}")
+        lines.append(f"  rest_port: {_free_port(rest_port + shift, used)}")
     if hosts:
         lines.append("  hosts:")
         lines += [f'    - {{name: {h}, port: {p}, ip: {ip}, mac: "{mac}"}}' for h, p, ip, mac in hosts]
     return lines
+
+
+def _hex(n: int, width: int) -> str:
+    """`n` as `width` colon-separated hex bytes (a MAC's tail)."""
+    return ":".join(f"{b:02x}" for b in n.to_bytes(width, "big"))
+
+
+def _free_mac(head: str, k: int, used: set[str], source: str) -> str:
+    """`head:<k>` (head: 5 bytes) if free, else the first free `head:<j>` for j = k+1 .. 255, then 1 .. k-1."""
+    for j in [*range(k, 256), *range(1, k)]:
+        mac = f"{head}:{j:02x}"
+        if j and mac not in used:
+            return mac
+    raise ConfigError(source, None, "hosts", f"no free MAC {head}:xx for the new ToR")
+
+
+def _ovs_port(ovs: str | None) -> str | None:
+    """The port of a `tcp:HOST:PORT` OVS target, else None."""
+    port = ovs.rpartition(":")[2] if ovs else ""
+    return port if port.isdigit() else None
+
+
+def _free_port(planned: int, used: set[int]) -> int:
+    """`planned` if no one uses it, else the first free port above it (a TCP port: wraps to 1024 past 65535)."""
+    for port in [*range(max(planned, 1), 65536), *range(1024, min(planned, 65536))]:
+        if port not in used:
+            return port
+    raise ValueError("no free TCP port")        # 64,000 switches and masters on one host: not a config
 
 
 def _append(text: str, source: str, additions: list[tuple[str, list[str]]]) -> tuple[str, list[tuple[int, int]]]:

@@ -579,6 +579,25 @@ def read_tcp_md5_key(path: Path) -> str:
     return text.decode()
 
 
+def unexpected_body(method: str, path: str, raw: bytes) -> str | None:
+    """Why `raw` is not an acceptable body for an admin action that takes none (the master's guard confirm,
+    rollout commit/abort and reload, the switch client's reload) — only nothing, whitespace or an empty JSON
+    object `{}` is — or None. The message names the endpoint, the body (clipped) and says nothing was done:
+    a body there used to be ignored, so garbage or a parameter the action does not have
+    (`POST /v1/reload {"config": "other.yaml"}`) still ran it and answered 200."""
+    text = raw.strip()
+    if not text:
+        return None
+    try:
+        if json.loads(text) == {}:
+            return None
+    except (ValueError, RecursionError):
+        pass
+    shown = text[:40].decode("utf-8", "replace")
+    return (f"{method} {path} takes no request body (send none, or {{}}); got {len(raw)} bytes "
+            f"({shown!r}{'...' if len(text) > 40 else ''}): nothing done")
+
+
 def bearer_denial(header: str | None, token: str | None,
                   disabled: str = "no security.admin_token_file in the config") -> tuple[int, str] | None:
     """Why a request's `Authorization` header does not grant the admin `token` — (401 or 403, message) — or

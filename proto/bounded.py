@@ -11,6 +11,9 @@ source take from another what it needs:
   no longer accepts during a key rollover, stays visible);
 * ``LogBudget`` — one token bucket for the log lines about such drops: a fixed number of lines per minute
   whatever the number of pairs, each line carrying how many were suppressed before it;
+* ``RejectLog`` — the log lines about rejected datagrams and ND frames (which source, why): two
+  ``LogBudget``s, one for forged or broken input and one for the routine (a restarted peer's first frames),
+  so neither can use up the other's lines;
 * ``AnswerBudget`` — the Challenges that answer ``stale`` frames, at most one per interval per
   (peer, address): replays sent from one address cannot use up the allowance of the address the genuine
   peer speaks from.
@@ -20,10 +23,13 @@ Pure objects: the caller passes the time (monotonic seconds).
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from collections.abc import Hashable, Iterator, Mapping
 
-__all__ = ["AnswerBudget", "KeyIdRejections", "LogBudget", "clipped"]
+from proto.logsetup import kv
+
+__all__ = ["ROUTINE_REJECTIONS", "AnswerBudget", "KeyIdRejections", "LogBudget", "RejectLog", "clipped"]
 
 
 def clipped(value: str, keep: int = 40) -> str:
@@ -123,6 +129,65 @@ class LogBudget:
         self._tokens -= 1.0
         pending, self._pending = self._pending, 0
         return pending
+
+
+#: Rejection reasons that normal operation produces (a restarted peer's first frames are ``stale`` until one
+#: exchange verifies it): RejectLog writes them at INFO from a budget of their own.
+ROUTINE_REJECTIONS = frozenset({"stale"})
+#: Logged by the Codec itself, with the key ids (``Codec._key_id_rejected``): not a second time.
+_LOGGED_BY_CODEC = frozenset({"unknown_key_id"})
+
+
+class RejectLog:
+    """The log lines about rejected input — datagrams at a master's client or peer port or a switch's
+    socket, ND frames at a switch port — within a budget (the counters beside them stay exact).
+
+    ``note(now, reason, source, detail)`` writes ``event=datagram_rejected local=<node> path=<path>
+    source=<ip:port or "port N ..."> reason=<the metric label> detail="<what the codec or core says:
+    message type and claimed sender where the header had them>" [suppressed=N]``: WARNING from one
+    ``LogBudget`` (default 20 lines at once, then one per 10 s), INFO from another for the reasons in
+    ``ROUTINE_REJECTIONS``, so that restarts cannot use up the lines about forged input, nor forged input hide
+    a restart. ``unknown_key_id`` is not written (the Codec logs it with the key ids). ``detail`` is clipped to 160 characters (it may quote a name the sender chose).
+    ``suppressed`` (total, both budgets) counts the lines not written; each written line carries how many of
+    its budget were suppressed before it. Returns whether a line was written. ``now``: monotonic seconds."""
+
+    __slots__ = ("_logger", "_path", "_routine", "_warn", "local")
+
+    def __init__(self, logger: logging.Logger, local: str, path: str, *, rate: float = 0.1, burst: int = 20) -> None:
+        self._logger = logger
+        self.local = local
+        self._path = path
+        self._warn = LogBudget(rate, burst)
+        self._routine = LogBudget(rate, burst)
+
+    @property
+    def suppressed(self) -> int:
+        return self._warn.suppressed + self._routine.suppressed
+
+    def note(self, now: float, reason: str, source: str | tuple[str, int] | None, detail: str = "") -> bool:
+        """`source`: an (ip, port) pair, rendered "ip:port" only when a line is written (the flood path
+        formats nothing), a text, or None ("-": not known)."""
+        if reason in _LOGGED_BY_CODEC:
+            return False
+        routine = reason in ROUTINE_REJECTIONS
+        level = logging.INFO if routine else logging.WARNING
+        if not self._logger.isEnabledFor(level):
+            return False
+        skipped = (self._routine if routine else self._warn).take(now)
+        if skipped is None:
+            return False
+        if isinstance(source, tuple):
+            source = f"{source[0]}:{source[1]}"
+        elif source is None:
+            source = "-"
+        detail = detail if len(detail) <= 160 else detail[:160] + "..."
+        if not detail.isprintable():        # one line whatever the sender put in a name
+            detail = detail.encode("unicode_escape").decode("ascii")
+        fields = {"local": self.local, "path": self._path, "source": source, "reason": reason, "detail": detail}
+        if skipped:
+            fields["suppressed"] = skipped
+        self._logger.log(level, kv("datagram_rejected", **fields))
+        return True
 
 
 class AnswerBudget:

@@ -172,13 +172,16 @@ def test_the_generators_do_not_edit_header_is_replaced_once_edited(tmp_path: Pat
     assert "edited since" not in hand and hand.startswith(HAND.split("\n", 1)[0])
 
 
-def test_errors_in_the_grown_config_cite_the_users_file_and_lines(tmp_path: Path) -> None:
+def test_errors_in_the_grown_config_cite_the_users_file_and_lines(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """Fresh-user finding: an error found when the grown text was validated cited line numbers of that
     intermediate text (past the end of the user's file). Now: the user's line the added lines follow, the
     added line quoted, and any "line N" of the problem mapped back to the user's file."""
     (tmp_path / "k.key").write_text("ab" * 32 + "\n")
-    # rack7-2 gets id 4, so its first host's MAC is 02:01:00:00:04:01: already used by h-1-1
+    # add-tor now picks a free MAC (test_every_derived_value_is_free); a derivation that did not (what it did
+    # until 2026-12-05) is the simplest error in an added line: rack7-2's first host gets h-1-1's MAC.
     text = HAND.replace('mac: "02:00:00:00:00:03"', 'mac: "02:01:00:00:04:01"')
+    monkeypatch.setattr("proto.addtor._free_mac", lambda *_a: "02:01:00:00:04:01")
     mac_line = next(i for i, line in enumerate(text.splitlines(), 1) if "02:01:00:00:04:01" in line)
     switches_end = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("links:")) - 1
     with pytest.raises(ConfigError) as e:
@@ -247,7 +250,8 @@ def test_write_keeps_the_files_mode_owner_and_symlink(tmp_path: Path, capsys: py
     assert link.is_symlink() and (real.stat().st_mode & 0o777) == 0o604 and "id: 2" in real.read_text()
 
 
-def test_links_before_switches_in_the_file_get_both_insertions_right(tmp_path: Path) -> None:
+def test_links_before_switches_in_the_file_get_both_insertions_right(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """Both sequences are found in one YAML compose and the lines inserted last-first: a file whose `links:`
     comes before `switches:` grows as one whose order is the usual one, and an error in the added switch lines
     is still cited after the user's own line (the insertion before it shifts nothing above it)."""
@@ -262,7 +266,39 @@ def test_links_before_switches_in_the_file_get_both_insertions_right(tmp_path: P
     assert grown.switch("rack7-2") == usual.switch("rack7-2")
     assert sorted(map(str, grown.links)) == sorted(map(str, usual.links))
     bad = swapped.replace('mac: "02:00:00:00:00:03"', 'mac: "02:01:00:00:04:01"')     # rack7-2's first MAC
+    monkeypatch.setattr("proto.addtor._free_mac", lambda *_a: "02:01:00:00:04:01")   # as add-tor did before
     with pytest.raises(ConfigError) as e:
         add_tor(bad, "hand.yaml", "rack7", "rack7-2", base_dir=tmp_path)
     assert e.value.line == len(bad.splitlines()), str(e.value)          # the switches end the file
     assert "in the lines add-tor adds for rack7-2 after line" in e.value.problem
+
+
+def test_every_derived_value_is_free(tmp_path: Path) -> None:
+    """Black-box test, 2026-12-05: on a hand-written config whose ports and MACs do not follow the generator's
+    plan, add-tor gave the new ToR the OVS target and REST port of an existing switch (two clients on one
+    bridge; `lab reload --grow` refused the clash) and failed outright when the host MAC it derives
+    (02:01:<id>:<k>) or the switch MAC the loader derives (0e:00:<id>) was in use. Now each is the next free
+    one, and the grown config is one a lab accepts (lab.labports)."""
+    from lab.labports import LabPorts
+
+    (tmp_path / "k.key").write_text("ab" * 32 + "\n")
+    text = HAND.replace(
+        "  - name: rack7-1\n    id: 3\n    role: tor\n",
+        # rack7-2 gets id 4: its planned OVS port (16002 + 2) and REST port (9002 + 2) are rack7-1's, its own
+        # default MAC 0e:00:00:00:00:04 is rack7-1's, its first host's 02:01:00:00:04:01 is h-1-1's
+        '  - name: rack7-1\n    id: 3\n    role: tor\n    mac: "0e:00:00:00:00:04"\n'
+        "    ovs: tcp:127.0.0.1:16004\n    rest_port: 9004\n",
+    ).replace("    id: 2\n    role: tor\n", "    id: 2\n    role: tor\n    ovs: tcp:127.0.0.1:16002\n    rest_port: 9002\n", 1)
+    text = text.replace('mac: "02:00:00:00:00:03"', 'mac: "02:01:00:00:04:01"')
+    base = parse_fabric(text, source="hand.yaml", base_dir=tmp_path)
+    LabPorts(base)                                            # the starting point is a valid lab config
+    grown = parse_fabric(add_tor(text, "hand.yaml", "rack7", "rack7-2", base_dir=tmp_path).text,
+                         source="hand.yaml", base_dir=tmp_path)
+    sw = grown.switch("rack7-2")
+    others = [s for s in grown.switches if s.name != "rack7-2"]
+    assert sw.ovs not in {s.ovs for s in others} and sw.rest_port not in {s.rest_port for s in others}
+    assert (sw.ovs, sw.rest_port) == ("tcp:127.0.0.1:16005", 9005)          # the first free ports above the plan
+    macs = [h.mac for h in grown.hosts] + [s.mac for s in grown.switches]
+    assert len(macs) == len(set(macs)), macs
+    assert [h.mac for h in sw.hosts] == ["02:01:00:00:04:02", "02:01:00:00:04:03"]
+    LabPorts(grown)                                           # raised "port ... used twice in the lab" before
