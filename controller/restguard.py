@@ -10,7 +10,7 @@ never an error-level traceback), and JSON bodies held to one value per key.
   json.loads reads as the last one: it drained spine-2) is refused 400 naming the key, on every endpoint,
   before its handler reads it (then from aiohttp's cache). Only for an authorized request: no handler reads
   another's body, so an anonymous one costs no parse.
-  The actions that take no body (`NO_BODY`: guard confirm, rollout commit/abort, reload) refuse one that is
+  The actions that take no body (`NO_BODY`: rollout commit/abort, reload) refuse one that is
   not empty or `{}` with a 400 before anything is done: such a body used to be ignored, so garbage, or a
   parameter those endpoints do not have (`POST /v1/reload {"config": "other.yaml"}` reloaded the replica's
   own file and answered 200), still published held links DOWN or committed a rollout.
@@ -110,8 +110,8 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
 
 
 #: (method, path) of the master's actions that take no request body (docs/API.md).
-NO_BODY = frozenset({("POST", "/v1/guard/confirm"), ("POST", "/v1/rollout/commit"), ("POST", "/v1/rollout/abort"),
-                     ("POST", "/v1/reload")})
+# (guard confirm takes {"links": [...]} or nothing, and its handler refuses anything else itself)
+NO_BODY = frozenset({("POST", "/v1/rollout/commit"), ("POST", "/v1/rollout/abort"), ("POST", "/v1/reload")})
 
 
 def strict_json_bodies(check: Check, read_timeout: float, no_body: frozenset[tuple[str, str]] = NO_BODY) -> Any:

@@ -580,8 +580,8 @@ def read_tcp_md5_key(path: Path) -> str:
 
 
 def unexpected_body(method: str, path: str, raw: bytes) -> str | None:
-    """Why `raw` is not an acceptable body for an admin action that takes none (the master's guard confirm,
-    rollout commit/abort and reload, the switch client's reload) — only nothing, whitespace or an empty JSON
+    """Why `raw` is not an acceptable body for an admin action that takes none (the master's rollout
+    commit/abort and reload, the switch client's reload) — only nothing, whitespace or an empty JSON
     object `{}` is — or None. The message names the endpoint, the body (clipped) and says nothing was done:
     a body there used to be ignored, so garbage or a parameter the action does not have
     (`POST /v1/reload {"config": "other.yaml"}`) still ran it and answered 200."""
