@@ -31,6 +31,7 @@ from controller.actions import (
     GuardEvent,
     Handover,
     InputLoss,
+    NextVersion,
     PeerAcked,
     PersistTerm,
     Rejected,
@@ -637,6 +638,9 @@ class MasterServer(ReloadOps):
             m.lsd_changes.labels(ev.cause).inc(ev.changes)
             level = logging.DEBUG if ev.cause == "replication" else logging.INFO
             log.log(level, kv("lsd_version", version=ev.version, changes=ev.changes, cause=ev.cause))
+        elif isinstance(ev, NextVersion):
+            log.info(kv("lsd_next_version", version=ev.version, from_version=ev.from_version, changes=ev.changes,
+                        urgent=ev.urgent))
         elif isinstance(ev, ReportAccepted):
             self._reports_n += 1
             if self._report is not None:
