@@ -10,7 +10,9 @@ every switch runs the new config the masters publish, and the fabric converges o
 
 Then the two-phase rollout (`firepath lab reload`, lab/reload.py): prepare on the masters, move clients
 one by one (SIGHUP), abort and go back; then prepare again, restart a backup master mid-rollout, move every
-client, commit; the re-weight takes effect on leaf-2 and every pair stays reachable throughout.
+client, commit; the re-weight takes effect on leaf-2 and every pair stays reachable throughout. A switch
+moved to the prepared config follows a remote link failure before the commit (it is served the LSD under
+the next config).
 
 Bounded waits only; behaviour is asserted (pairs reachable, what the masters hold back), not timings.
 """
@@ -222,6 +224,77 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
         lab.master_states()
     # flows not touching the change: nothing lost but what a loaded 2-core machine drops while daemons restart
     assert result["lost"] <= result["sent"] * 0.02, result
+
+
+def _installed_hops(lab: Lab, switch: str, prefix: str) -> tuple[set[str] | None, dict]:
+    """The neighbours OVS forwards `prefix` to on `switch` (its client's GET /v1/routes, read back over its own
+    OpenFlow connection), and the answer; None while the read fails or shows no installed group."""
+    try:
+        doc = lab.http.get(lab.rest_port(switch), f"/v1/routes?prefix={prefix}", timeout=2.0)
+    except Exception as e:  # noqa: BLE001 - a client restarting: read again
+        return None, {"error": repr(e)}
+    rows = [r for r in doc.get("routes", []) if r.get("prefix") == prefix] if isinstance(doc, dict) else []
+    if not rows or rows[0].get("installed") is None:
+        return None, doc
+    return {b["neighbour"] for b in rows[0]["installed"]["buckets"]}, doc
+
+
+@ovs
+def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -> None:
+    """Issue #21 follow-up: during a prepared re-weight rollout, leaf-1 reloaded onto the next config; a link NOT
+    adjacent to it fails (leaf-3 -- spine-1): leaf-1 must stop sending leaf-3's traffic to spine-1, which no
+    longer reaches leaf-3. Before, leaf-1 refused the masters' LSD (another digest) until the commit and kept
+    both spines in its ECMP group for leaf-3 (local repair cannot see a remote link). It is now served the LSD
+    under the next config: the group drops spine-1 within a bound, and still does after the commit."""
+    quiet = lambda m: None  # noqa: E731
+    lab.fabric = load_fabric(lab.state.config)
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
+    config = Path(lab.state.config)
+    prefix = str(next(s for s in lab.fabric.switches if s.name == "leaf-3").prefixes[0])
+    hops, doc = _installed_hops(lab, "leaf-1", prefix)
+    assert hops == {"spine-1", "spine-2"}, doc
+    text = config.read_text()
+    weighted = re.search(r'\{a: "leaf-2:1", b: "spine-1:2"(, weight: (\d+))?\}', text)
+    assert weighted is not None
+    _set_weight(config, "leaf-2:1-spine-1:2", 3 if weighted.group(2) != "3" else 2)
+    nxt = load_fabric(config)
+    for m in lab.fabric.masters:
+        reload_lab(lab, m.id, log=quiet)
+    reload_lab(lab, "leaf-1", log=quiet)
+    # leaf-1 runs the next config and is served an LSD under it: no config mismatch, an LSD version held
+    def served() -> bool:
+        st = lab.client_states()["leaf-1"]
+        return (isinstance(st, dict) and st.get("digest") == nxt.digest and st.get("config_mismatch") is None
+                and (st.get("programmed_version") or -1) >= 0)
+    assert wait_until(served, 15.0, 0.05), lab.client_states()["leaf-1"]
+    st = _rollout(lab)
+    assert st["phase"] == "prepared" and st["switches"]["leaf-1"] == "next" and st["next_version"] is not None, st
+    hops, doc = _installed_hops(lab, "leaf-1", prefix)
+    assert hops == {"spine-1", "spine-2"}, doc
+
+    fault = inject.fail_link(lab, "leaf-3", "spine-1")
+    try:
+        t0 = float(fault["at"])
+        dropped = wait_until(lambda: _installed_hops(lab, "leaf-1", prefix)[0] == {"spine-2"}, 10.0, 0.01)
+        delay = time.monotonic() - t0
+        hops, doc = _installed_hops(lab, "leaf-1", prefix)
+        assert dropped, f"leaf-1 (moved to the next config) still forwards {prefix} to {hops}: {doc}; " \
+                        f"{lab.client_states()['leaf-1']}"
+        print(f"moved leaf-1 reprogrammed {delay * 1000:.0f} ms after the remote link failure (poll 10 ms)")
+        assert delay < 5.0
+        # commit: every other switch moves, the masters switch; the dead path stays out of leaf-1's group
+        out = reload_lab(lab, "all", log=quiet)
+        assert out["committed_version"] is not None, out
+        lab.fabric = nxt
+        assert wait_until(lambda: (lab.client_states()["leaf-1"].get("programmed_version") or -1)
+                          >= out["committed_version"], 15.0, 0.05), lab.client_states()["leaf-1"]
+        hops, doc = _installed_hops(lab, "leaf-1", prefix)
+        assert hops == {"spine-2"}, doc
+    finally:
+        inject.heal(lab)
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
+    assert wait_until(lambda: _installed_hops(lab, "leaf-1", prefix)[0] == {"spine-1", "spine-2"}, 15.0, 0.1)
+    assert _broken_pairs(lab) == {}
 
 
 @ovs
