@@ -69,15 +69,23 @@ class Carry:
     __slots__ = ("_from", "_new", "_slots", "identity", "n")
 
     def __init__(self, old: Fabric, new: Fabric) -> None:
-        by_key = {link_key(link): i for i, link in enumerate(old.links)}
-        #: per link of `new`: its index in `old`, or -1 (new in `new`)
-        self._from = [by_key.get(link_key(link), -1) for link in new.links]
+        def ends(links) -> list[tuple[str, int, str, int]]:  # noqa: ANN001
+            return [(x.a.switch, x.a.port, x.b.switch, x.b.port) for x in links]
+
+        self.n = new.lsd_size
+        new_ends = ends(new.links)
+        if len(old.links) == len(new.links) and ends(old.links) == new_ends:
+            # the same links in the same order (a re-weight, new timers): no identity map to build (~0.35 s for
+            # the 134,400 links of the Jupiter preset, in the master's turn)
+            self._from, self._new = list(range(len(new.links))), []
+        else:
+            by_key = {link_key(link): i for i, link in enumerate(old.links)}
+            #: per link of `new`: its index in `old`, or -1 (new in `new`)
+            self._from = [by_key.get(link_key(link), -1) for link in new.links]
         #: the new links: (index in `new`, end a, end b)
-        self._new = [(j, (link.a.switch, link.a.port), (link.b.switch, link.b.port))
-                     for j, link in enumerate(new.links) if self._from[j] < 0]
+        self._new = [(j, (e[0], e[1]), (e[2], e[3])) for j, e in enumerate(new_ends) if self._from[j] < 0]
         old_slots = {slot: i for i, slot in enumerate(old.external_slots, start=len(old.links))}
         self._slots = [old_slots.get(slot, -1) for slot in new.external_slots]
-        self.n = new.lsd_size
         self.identity = (len(old.links) == len(new.links) and not self._new
                          and self._from == list(range(len(new.links))) and old.external_slots == new.external_slots)
 
