@@ -182,7 +182,10 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
         shown.stdout, shown.stdout + shown.stderr
     refused = subprocess.run([*cli, "--commit"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 6 and "commit refused" in refused.stderr, refused.stdout + refused.stderr
-    assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") is not None, 10.0, 0.1)
+    # leaf-1 is served the LSD under the next config (controller.nextlsd): no mismatch, a version programmed
+    assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") is None and
+                      (lab.client_states()["leaf-1"].get("programmed_version") or -1) >= 0, 10.0, 0.1), \
+        lab.client_states()["leaf-1"]
     assert _broken_pairs(lab) == {}, "leaf-1 on the prepared config"
 
     # abort, and leaf-1 back on the running config: it programs the masters' LSD again
@@ -193,6 +196,9 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
         finally:
             poster.close()
     assert _rollout(lab)["phase"] == "idle"
+    # after the abort leaf-1 refuses the masters' LSD again (the running config's), as before the change
+    assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") == running, 10.0, 0.1), \
+        lab.client_states()["leaf-1"]
     config.write_text(before_text)
     reload_lab(lab, "leaf-1", log=quiet)
     assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") is None, 10.0, 0.1)
@@ -239,6 +245,25 @@ def _installed_hops(lab: Lab, switch: str, prefix: str) -> tuple[set[str] | None
     return {b["neighbour"] for b in rows[0]["installed"]["buckets"]}, doc
 
 
+def _programmed_after(lab: Lab, switch: str, wall: float, above: int) -> float | None:
+    """Wall time of the first `programmed` event of `switch`'s client (its log) at or after `wall` for a version
+    above `above`; None if there is none (yet)."""
+    from datetime import datetime
+
+    from proto.logsetup import parse_event
+
+    for line in Path(lab.state.processes[f"client:{switch}"].log).read_text(errors="replace").splitlines():
+        name, fields = parse_event(line)
+        if name != "programmed" or "ts" not in fields:
+            continue
+        ts = fields["ts"]
+        t = float(ts) if not isinstance(ts, str) else datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        version = fields.get("version")
+        if t >= wall and version not in (None, "None") and int(version) > above:
+            return t
+    return None
+
+
 @ovs
 def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -> None:
     """Issue #21 follow-up: during a prepared re-weight rollout, leaf-1 reloaded onto the next config; a link NOT
@@ -271,6 +296,7 @@ def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -
     assert st["phase"] == "prepared" and st["switches"]["leaf-1"] == "next" and st["next_version"] is not None, st
     hops, doc = _installed_hops(lab, "leaf-1", prefix)
     assert hops == {"spine-1", "spine-2"}, doc
+    held_version = int(lab.client_states()["leaf-1"]["programmed_version"])
 
     fault = inject.fail_link(lab, "leaf-3", "spine-1")
     try:
@@ -280,7 +306,12 @@ def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -
         hops, doc = _installed_hops(lab, "leaf-1", prefix)
         assert dropped, f"leaf-1 (moved to the next config) still forwards {prefix} to {hops}: {doc}; " \
                         f"{lab.client_states()['leaf-1']}"
-        print(f"moved leaf-1 reprogrammed {delay * 1000:.0f} ms after the remote link failure (poll 10 ms)")
+        wall = time.time() - (time.monotonic() - t0)
+        logged = _programmed_after(lab, "leaf-1", wall, held_version)
+        print(f"moved leaf-1: remote link failure -> its OVS group without spine-1 read back after "
+              f"{delay * 1000:.0f} ms (REST poll every 10 ms); its client logged `programmed` "
+              f"{'?' if logged is None else f'{(logged - wall) * 1000:.0f}'} ms after the carrier loss; "
+              f"load average {Path('/proc/loadavg').read_text().split()[0]}")
         assert delay < 5.0
         # commit: every other switch moves, the masters switch; the dead path stays out of leaf-1's group
         out = reload_lab(lab, "all", log=quiet)
