@@ -639,6 +639,7 @@ class MasterServer(ReloadOps):
             level = logging.DEBUG if ev.cause == "replication" else logging.INFO
             log.log(level, kv("lsd_version", version=ev.version, changes=ev.changes, cause=ev.cause))
         elif isinstance(ev, NextVersion):
+            m.lsd_versions.labels("next_config").inc()      # the LSD served to moved switches (rollout)
             log.info(kv("lsd_next_version", version=ev.version, from_version=ev.from_version, changes=ev.changes,
                         urgent=ev.urgent))
         elif isinstance(ev, ReportAccepted):
