@@ -297,6 +297,7 @@ def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -
     hops, doc = _installed_hops(lab, "leaf-1", prefix)
     assert hops == {"spine-1", "spine-2"}, doc
     held_version = int(lab.client_states()["leaf-1"]["programmed_version"])
+    other_version = int(lab.client_states()["leaf-2"]["programmed_version"])     # leaf-2: still on the running config
 
     fault = inject.fail_link(lab, "leaf-3", "spine-1")
     try:
@@ -308,10 +309,15 @@ def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -
                         f"{lab.client_states()['leaf-1']}"
         wall = time.time() - (time.monotonic() - t0)
         logged = _programmed_after(lab, "leaf-1", wall, held_version)
+        wait_until(lambda: _programmed_after(lab, "leaf-2", wall, other_version) is not None, 5.0, 0.05)
+        other = _programmed_after(lab, "leaf-2", wall, other_version)
+
+        def ms(t: float | None) -> str:
+            return "?" if t is None else f"{(t - wall) * 1000:.0f}"
         print(f"moved leaf-1: remote link failure -> its OVS group without spine-1 read back after "
-              f"{delay * 1000:.0f} ms (REST poll every 10 ms); its client logged `programmed` "
-              f"{'?' if logged is None else f'{(logged - wall) * 1000:.0f}'} ms after the carrier loss; "
-              f"load average {Path('/proc/loadavg').read_text().split()[0]}")
+              f"{delay * 1000:.0f} ms (REST poll every 10 ms); its client logged `programmed` {ms(logged)} ms "
+              f"after the carrier loss (leaf-2, on the running config: {ms(other)} ms); load average "
+              f"{Path('/proc/loadavg').read_text().split()[0]}")
         assert delay < 5.0
         # commit: every other switch moves, the masters switch; the dead path stays out of leaf-1's group
         out = reload_lab(lab, "all", log=quiet)
