@@ -65,6 +65,18 @@ class VersionChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class NextVersion:
+    """While a rollout is prepared, the LSD served to switches that moved to the next config got `version`
+    (carried from the running LSD's `from_version`; `changes`: entries that differ from the previous one,
+    all of them for the first; `urgent`: some link went out of use). controller.nextlsd."""
+
+    version: int
+    from_version: int
+    changes: int
+    urgent: bool
+
+
+@dataclass(frozen=True, slots=True)
 class TermSeen:
     """A message carried a term higher than ours: FMRP must react (step down / adopt the term)."""
 
@@ -142,7 +154,7 @@ class PeerAcked:
     lag: int
 
 
-Event = (Rejected | ReportAccepted | VersionChanged | TermSeen | RoleChanged | PeerAcked | SwitchSilent
+Event = (Rejected | ReportAccepted | VersionChanged | NextVersion | TermSeen | RoleChanged | PeerAcked | SwitchSilent
          | InputLoss | GuardEvent | DampEvent
          | Handover)
 Action = Send | PersistTerm | Event

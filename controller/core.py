@@ -47,6 +47,7 @@ from controller.distribution import Distributor, Peer
 from controller.drains import DrainBook
 from controller.guard import Guard, NotHeld
 from controller.linkstate import LinkStateDeriver
+from controller.nextlsd import NextLsd
 from controller.reach import ReachTracker
 from controller.rollout import Rollout
 from proto.budget import SETTLE_MIN_SWITCHES, TICK_PEERS, settle_window
@@ -121,6 +122,10 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         self.rollout = Rollout(fabric)
         #: switch -> (usable fabric ports, report_seq, when) of its last report under the next config
         self._next_usable: dict[str, tuple[frozenset[int], int, float]] = {}
+        #: while prepared and MASTER: the LSD under the next config served to moved switches (controller.nextlsd)
+        self._next_lsd: NextLsd | None = None
+        #: the evidence about the next config's new links changed since `_next_lsd` was carried
+        self._next_dirty = False
         t = fabric.timers
         settle = settle_window(len(fabric.switches), t.pacing)
         self.dist = Distributor(
@@ -205,6 +210,13 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         for mid in sorted(self.master_ids - {self.id}):          # a fixed order: replayable runs
             self.dist.peer(mid, True, now)
         self.dist.activate(term, now)
+        # A rollout prepared here: the switches this replica heard report under the next config (as a backup
+        # too) are served its LSD; a view of this mastership, on this LSD's version sequence (NextLsd).
+        self._next_lsd = None
+        self.dist.next = None
+        for p in list(self.dist.peers.values()):
+            if not p.is_master:
+                self.dist.set_moved(p, self._holds_next(p.name), now)
         # Without a valid LSD, what we build is unheard until the switches report: not even the backups get
         # it (they would serve it to a switch that asks them, controller.core._serve_as_backup).
         self.dist.hold(backups=not replicated)
@@ -224,6 +236,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
             self.drains.replace(0, ())
             self._notes_term = term
         self.dist.deactivate()
+        self._next_lsd = self.dist.next = None
         self.hold_until = None
         self.deriver.start_mastership(now)
         self.guard.reset()
@@ -241,6 +254,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         self.guard.reset()
         self.damper.reset()
         self.dist.deactivate()
+        self._next_lsd = self.dist.next = None
         self.hold_until = None
         return [RoleChanged(self.role.value, self.term, None)]
 
@@ -284,6 +298,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         self._damping_tick(now, out)
         self._maybe_release(now)
         self._notes_tick(now, out)
+        self._next_refresh(now, out)
         out.extend(self.dist.tick(self.lsd, now))
         return out
 
@@ -680,6 +695,7 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         if not self._note_digest(sender, r.digest, now):
             self._maybe_release(now)
             return [Rejected(sender, kind, "digest_mismatch")]
+        self.dist.set_moved(peer, self._holds_next(sender), now)
         if not relayed:
             self.reach.note(sender, r.reach, now)
         view = self.deriver.views.get(sender)
@@ -698,9 +714,11 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
         usable_ports = frozenset(ps.port for ps in r.ports if ps.usable)
         dark = [ps.port for ps in r.ports if not ps.phy]
         if self.rollout.next is not None and r.digest == self.rollout.next.digest:
+            prev = self._next_usable.get(sender)
             self._next_usable[sender] = (usable_ports, r.report_seq, now)
-        else:
-            self._next_usable.pop(sender, None)
+            self._next_dirty |= prev is None or prev[0] != usable_ports
+        elif self._next_usable.pop(sender, None) is not None:
+            self._next_dirty = True
         if (was_alive and view is not None and not self.guard.held and self.rollout.next is None
                 and sender not in self._slots_of and view.usable == usable_ports & self.deriver.fabric_ports(sender)):
             # issue #18: a refresh or retransmission of what a live switch already says changes no derivation

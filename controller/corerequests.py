@@ -30,15 +30,20 @@ class RequestOps:
             return out
         peer = self.dist.peer(sender, False, now)
         peer.kept = r.kept and r.version < 0
+        # a switch whose last report carried the prepared next config asks for the LSD under it (NextLsd)
+        self.dist.set_moved(peer, self._holds_next(sender), now)
+        self._next_refresh(now, out)
+        view = self.dist.next
+        current = view.version if peer.moved and view is not None and view.version >= 0 else self.lsd.version
         ours = peer.sent_term == self.term and peer.sent_version is not None and r.version <= peer.sent_version
         if self._unheard and self.dist.held and r.version >= 0 and sender not in self.deriver.views and not ours:
             # It forwards on an LSD we did not build and has not reported under our config: until it does
             # (or goes silent), publishing would be publishing what we did not hear (_maybe_release).
             self._unreported[sender] = ("unknown", now)
             self._maybe_release(now)
-        self.dist.on_request(peer, r.term, r.version, self.lsd.version, now, arrived)
-        if r.term == self.term and 0 <= r.version <= self.lsd.version:
-            out.append(PeerAcked(sender, r.version, self.lsd.version - r.version))
+        self.dist.on_request(peer, r.term, r.version, current, now, arrived)
+        if r.term == self.term and 0 <= r.version <= current:
+            out.append(PeerAcked(sender, r.version, current - r.version))
         return out
 
     def _serve_as_backup(self, sender: str, r: LsdRequest, now: float) -> list[Action]:
@@ -52,9 +57,12 @@ class RequestOps:
             return out
         if self.lsd_term != self.term:
             return [Rejected(sender, kind, "not_master")]      # nothing of this term to give yet
-        if self.other_config(now):
+        held = self.rollout.holds(sender)
+        if self.other_config(now) or (held is not None and held != self.fabric.digest):
             # Live switches report under another config: the leader may be holding an LSD it did not hear
-            # (MasterCore._maybe_release); a backup cannot tell, so it serves nothing (issue #21).
+            # (MasterCore._maybe_release); a backup cannot tell, so it serves nothing (issue #21). And a switch
+            # that moved to a prepared next config is served its LSD by the master alone (controller.nextlsd:
+            # its versions are the master's): ours it would refuse, and a delta of ours names no config.
             return [Rejected(sender, kind, "other_config")]
         rate = self.fabric.timers.max_update_rate
         last = self._served_at.get(sender)

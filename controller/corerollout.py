@@ -1,11 +1,14 @@
 """Config rollout on the master core (issue #21; controller.core.MasterCore mixes this in): prepare the next
 config, commit it as a new LSD version on its link index (states carried by link identity,
-controller.rollout.carry_states), abort, and the status view. The state machine is controller.rollout."""
+controller.rollout.carry_states), abort, and the status view. While prepared, the master serves switches
+that moved to the next config the LSD carried to it on every version (controller.nextlsd, `_next_refresh`).
+The state machine is controller.rollout."""
 
 from __future__ import annotations
 
 from controller.actions import (
     Action,
+    NextVersion,
     VersionChanged,
 )
 from controller.coretypes import NotMaster, Role
@@ -13,6 +16,7 @@ from controller.damping import Damper
 from controller.drains import DrainBook
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
+from controller.nextlsd import NextLsd
 from controller.rollout import RolloutError, carry_states, link_key
 from proto.config import Fabric
 from proto.lsd import DRAINED_STATES, LinkState, LinkStateDB
@@ -34,12 +38,16 @@ class RolloutOps:
         """Drop the next config (any role). False if none was prepared."""
         done = self.rollout.abort(now)
         self._next_usable.clear()
+        # moved switches are due the running config's LSD again, which they refuse: as before the rollout
+        self._next_lsd = None
+        self.dist.clear_next(now)
         self.switch_names = frozenset(s.name for s in self.fabric.switches)
         return done
 
     def rollout_status(self, now: float) -> dict:
         return {**self.rollout.status(now, alive=self._switch_alive(now)), "role": self.role.value,
-                "term": self.term, "version": self.version, "master": self.id, "leader": self.leader}
+                "term": self.term, "version": self.version, "master": self.id, "leader": self.leader,
+                "next_version": self.next_lsd_version()}
 
     def _switch_alive(self, now: float):  # noqa: ANN202
         dead = self.fabric.timers.switch_dead
@@ -66,7 +74,10 @@ class RolloutOps:
             return ports is not None and port in ports
 
         states = carry_states(old_fabric, old_states, nxt, end_up)
-        version = self.lsd.version + 1
+        # above every version taken, the moved switches' LSD under the next config included (`_next_refresh`):
+        # they hold one of those, and take this snapshot as newer
+        version = max(self.lsd.version, self.lsd.floor) + 1
+        self.dist.clear_next(now)
         self._adopt_fabric(nxt, now, usable)
         # The first version on the new index: carried states, then what the reports say about every link.
         drained = {i for i, st in enumerate(states) if st in DRAINED_STATES}
@@ -123,3 +134,42 @@ class RolloutOps:
         self.dist.digest = nxt.digest
         self._next_usable.clear()
         self._other_config.clear()
+        self._next_lsd = self.dist.next = None
+
+    # ============================================================================ moved switches' LSD
+    def _holds_next(self, switch: str) -> bool:
+        """`switch`'s last report (heard by this replica in any role) carried the prepared next config."""
+        nxt = self.rollout.next
+        return nxt is not None and self.rollout.holds(switch) == nxt.digest
+
+    def _next_refresh(self, now: float, out: list[Action]) -> None:
+        """While prepared and some client reports under the next config (MASTER): carry the LSD to the next
+        config (controller.nextlsd.NextLsd, the commit's rule with the ports the reports say usable) when the
+        LSD has a new version or the evidence about the next config's new links changed, and make it a new
+        version of this master's sequence (the LSD's next version goes above it: LinkStateDB.reserve). The
+        moved clients are due it: at once if a link went out of use, else paced (Distributor.on_next_version).
+        O(links) per new version; nothing while nobody moved."""
+        nxt = self.rollout.next
+        if self.role != Role.MASTER or nxt is None or not self.dist.moved:
+            return
+        view = self._next_lsd
+        if view is None or view.fabric is not nxt:
+            view = self._next_lsd = NextLsd(self.fabric, nxt)
+            self.dist.set_next(view, nxt.digest)
+        elif view.from_version == self.lsd.version and not self._next_dirty:
+            return
+        self._next_dirty = False
+        usable = self._usable_views(now)
+        states = view.carry(self.lsd.states(), lambda sw, port: port in usable.get(sw, ()))
+        if view.from_version == self.lsd.version and states == view.states:
+            return                      # the evidence moved, the content did not: no version for nothing
+        version = max(self.lsd.version, self.lsd.floor) + 1
+        self.lsd.reserve(version)
+        n, urgent = view.publish(version, self.lsd.version, states)
+        self.dist.on_next_version(now, urgent)
+        out.append(NextVersion(version, self.lsd.version, n, urgent))
+
+    def next_lsd_version(self) -> int | None:
+        """The version of the LSD served to moved switches (None: none; REST `rollout`)."""
+        view = self._next_lsd
+        return None if view is None or view.version < 0 else view.version

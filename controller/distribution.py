@@ -37,6 +37,13 @@ ReplicationAck). Rules:
   client at -1 still forwards on the flows its switch kept, and must not get an LSD nobody heard yet).
   `announce()` sends a Keepalive of the new term at once to every client ever heard (live or not), so
   clients learn the new master in one datagram instead of after their master-silence timeout.
+- Moved clients (issue #21 follow-up): while a rollout is prepared, a client whose last report carried the
+  next config's digest (`set_moved`) is served the LSD under that config (`set_next`: a
+  controller.nextlsd.NextLsd the core keeps) instead of the running one: full snapshots only (an `LsdDelta`
+  names no digest), unicast also in multicast mode (it is left out of the group's bookkeeping: a group
+  update never counts it in step), keepalives naming that view's versions. Every other rule (pacing, bad
+  news at once, the rate limit, settling, holds) is the same. A move either way forgets what the peer
+  holds: its next update is a full snapshot of the config it now reports under.
 
 Scheduling is a heap of per-peer due times with lazy invalidation, so a tick costs O(due peers · log n),
 not O(all peers). Messages are shared between peers in the same situation within a tick (only the
@@ -52,6 +59,7 @@ import math
 from dataclasses import dataclass, field
 
 from controller.actions import GROUP, Send
+from controller.nextlsd import NextLsd
 from proto.lsd import LinkStateDB, encode_changes
 from proto.messages import MAX_LSD_BYTES, Keepalive, LsdDelta, LsdFull
 
@@ -81,6 +89,7 @@ class Peer:
     fulls_sent: int = 0
     deltas_sent: int = 0
     kept: bool = False                   # no LSD, but its switch forwards on kept routes (LsdRequest.kept)
+    moved: bool = False                  # reports under the prepared next config: served the NextLsd
 
 
 @dataclass(slots=True)
@@ -100,6 +109,7 @@ class _TickCache:
     full_len: int = 0
     deltas: dict[int, LsdDelta | LsdFull] = field(default_factory=dict)
     keepalives: dict[int, Keepalive] = field(default_factory=dict)
+    next_full: LsdFull | None = None     # the NextLsd's snapshot, for moved clients
 
 
 class Distributor:
@@ -159,6 +169,11 @@ class Distributor:
         # of ~100,000 changes only to find it too big: 16 % of the master's samples)
         self._full_msg: LsdFull | None = None
         self._too_big: dict[int, bytes] = {}
+        #: while a rollout is prepared: the LSD under the next config and its digest, for moved clients
+        self.next: NextLsd | None = None
+        self.next_digest: str | None = None
+        #: clients that report under the next config (Peer.moved)
+        self.moved: dict[str, Peer] = {}
 
     # ----------------------------------------------------------------------------------------- peers
     def peer(self, name: str, is_master: bool, now: float) -> Peer:
@@ -181,7 +196,43 @@ class Distributor:
         return p.is_master or now - p.last_heard < self.client_dead
 
     def _unicast(self, p: Peer) -> bool:
-        return p.is_master or not self.multicast
+        return p.is_master or not self.multicast or p.moved
+
+    # ----------------------------------------------------------------------------------------- moved clients
+    def set_moved(self, p: Peer, moved: bool, now: float) -> None:
+        """`p` reports under the prepared next config (`moved`) or under the running one. A change forgets what
+        it holds (versions of one config say nothing in the other) and makes it due a full snapshot now."""
+        if p.is_master or p.moved == moved:
+            return
+        p.moved = moved
+        if moved:
+            self.moved[p.name] = p
+        else:
+            self.moved.pop(p.name, None)
+        p.sent_term = p.sent_version = None
+        p.synced_at = NEVER
+        self._idle.pop(p.name, None)
+        if self.active and self.is_live(p, now):
+            self._due_update(p, now, paced=False)
+
+    def set_next(self, view: NextLsd, digest: str) -> None:
+        """The LSD moved clients are served (the core keeps it current: controller.nextlsd)."""
+        self.next, self.next_digest = view, digest
+
+    def clear_next(self, now: float) -> None:
+        """The rollout ended (commit or abort): no view any more; every moved client is an ordinary one again,
+        due a full snapshot of the running config (after an abort it refuses it, as before the rollout)."""
+        self.next = self.next_digest = None
+        for p in list(self.moved.values()):
+            self.set_moved(p, False, now)
+
+    def on_next_version(self, now: float, urgent: bool = False) -> None:
+        """The NextLsd got a new version: every live moved client is due it (`urgent`: now, else paced)."""
+        if not self.active:
+            return
+        for p in self.moved.values():
+            if self.is_live(p, now):
+                self._due_update(p, now, paced=not urgent)
 
     # ----------------------------------------------------------------------------------------- roles
     def activate(self, term: int, now: float) -> None:
@@ -243,7 +294,8 @@ class Distributor:
         for p in self.peers.values():
             if p.is_master or not self._unicast(p):
                 continue
-            out.append(Send(p.name, self._keepalive(self._announced(p.sent_term, p.sent_version, lsd), cache)))
+            out.append(Send(p.name, self._keepalive(self._announced(p.sent_term, p.sent_version, lsd, p.moved),
+                                                    cache)))
             p.last_send_at = now
             self._queue(p)
         if self.multicast:
@@ -379,6 +431,7 @@ class Distributor:
             return []
         out: list[Send] = []
         backups: list[Send] = []
+        moved: list[Send] = []
         cache = _TickCache()
         if self.multicast:
             self._tick_group(lsd, now, cache, out)
@@ -390,8 +443,8 @@ class Distributor:
             bucket = buckets.pop(at, ())
             for k, p in enumerate(bucket):
                 if p.queued_at == at:
-                    self._tick_peer(p, lsd, now, cache, backups if p.is_master else out, idle, keepalive,
-                                    client_dead)
+                    self._tick_peer(p, lsd, now, cache, backups if p.is_master else moved if p.moved else out,
+                                    idle, keepalive, client_dead)
                     budget -= 1
                     if not budget:
                         if k + 1 < len(bucket):          # the rest: next tick
@@ -399,13 +452,17 @@ class Distributor:
                             heapq.heappush(times, at)
                         break
         # Backups first: a version reaches the replicas before any client, so a master that dies half-way
-        # through a fan-out never leaves clients with a version no surviving replica has.
+        # through a fan-out never leaves clients with a version no surviving replica has. Then moved clients,
+        # before the group: their LSD's new version is above the group delta's, which then finds them ahead
+        # (ignored) instead of behind (a request for what is on its way).
+        if moved:
+            out = moved + out
         return backups + out if backups else out
 
     def _tick_peer(self, p: Peer, lsd: LinkStateDB, now: float, cache: _TickCache, out: list[Send],
                    idle: dict[str, Peer], keepalive: float, client_dead: float) -> None:
         p.queued_at = None
-        unicast = p.is_master or not self.multicast
+        unicast = self._unicast(p)
         if not p.is_master and now - p.last_heard >= client_dead:
             p.update_due = None                        # gone quiet: stop until it speaks again
             return
@@ -415,19 +472,21 @@ class Distributor:
             p.update_due = None
             if unicast:
                 idle[p.name] = p
-            msg = self._update_for(p.sent_term, p.sent_version, lsd, cache)
+            msg = (self._next_update_for(p, cache) if p.moved
+                   else self._update_for(p.sent_term, p.sent_version, lsd, cache))
             if msg is not None:
                 out.append(Send(p.name, msg))
                 if isinstance(msg, LsdFull):
                     p.fulls_sent += 1
                 else:
                     p.deltas_sent += 1
-                p.sent_term, p.sent_version = self.term, lsd.version
+                p.sent_term, p.sent_version = self.term, msg.version if p.moved else lsd.version
                 p.last_update_at = p.last_send_at = p.synced_at = now
                 sent = True
         if not sent and unicast and p.last_send_at + keepalive <= now and not (
                 p.last_send_at == NEVER and p.report_acked_at >= self._active_since):
-            out.append(Send(p.name, self._keepalive(self._announced(p.sent_term, p.sent_version, lsd), cache)))
+            out.append(Send(p.name, self._keepalive(self._announced(p.sent_term, p.sent_version, lsd, p.moved),
+                                                    cache)))
             p.last_send_at = now
         # else: a client we never sent anything whose report we acked in this mastership: the ack named us, its
         # master (client.replica.on_report_ack) — no keepalive now, only after `keepalive` (issue #18, stop 35:
@@ -444,7 +503,9 @@ class Distributor:
             msg = self._update_for(g.term, g.version, lsd, cache)
             if msg is not None:
                 frm = g.version
-                clients = [p for p in self.peers.values() if not p.is_master and self.is_live(p, now)]
+                # moved clients are served unicast (their LSD is another config's): never in step with the group
+                clients = [p for p in self.peers.values()
+                           if not p.is_master and not p.moved and self.is_live(p, now)]
                 in_step = [p for p in clients if p.sent_term == self.term and p.sent_version == frm]
                 if isinstance(msg, LsdDelta) and len(clients) - len(in_step) >= max(GROUP_FULL_MIN, len(clients) / 8):
                     # Many clients are off the group's version (each took a unicast snapshot at another
@@ -464,9 +525,25 @@ class Distributor:
             out.append(Send(GROUP, self._keepalive(self._announced(g.term, g.version, lsd), cache)))
             g.last_send_at = now
 
-    def _announced(self, term: int | None, version: int | None, lsd: LinkStateDB) -> int:
-        """The version a keepalive names for a peer (or the group) last brought to (term, version)."""
-        return version if term == self.term and version is not None else lsd.version
+    def _announced(self, term: int | None, version: int | None, lsd: LinkStateDB, moved: bool = False) -> int:
+        """The version a keepalive names for a peer (or the group) last brought to (term, version); one with
+        nothing of this term is told the newest version of the LSD it is served (`moved`: the NextLsd's)."""
+        if term == self.term and version is not None:
+            return version
+        view = self.next
+        return view.version if moved and view is not None and view.version >= 0 else lsd.version
+
+    def _next_update_for(self, p: Peer, cache: _TickCache) -> LsdFull | None:
+        """A moved client's update: the NextLsd's snapshot, unless it holds that version (None)."""
+        view = self.next
+        if view is None or view.version < 0 or self.next_digest is None:
+            return None
+        if p.sent_term == self.term and p.sent_version == view.version:
+            return None
+        msg = cache.next_full
+        if msg is None or msg.version != view.version:
+            msg = cache.next_full = LsdFull(self.master_id, self.term, view.version, self.next_digest, view.snapshot())
+        return msg
 
     def _keepalive(self, version: int, cache: _TickCache) -> Keepalive:
         msg = cache.keepalives.get(version)

@@ -29,7 +29,8 @@ from enum import StrEnum
 from proto.config import Fabric
 from proto.lsd import LinkState
 
-__all__ = ["IncompatibleConfig", "Phase", "Rollout", "RolloutError", "carry_states", "check_compatible", "link_key"]
+__all__ = ["Carry", "IncompatibleConfig", "Phase", "Rollout", "RolloutError", "carry_states", "check_compatible",
+           "link_key"]
 
 
 class RolloutError(ValueError):
@@ -54,21 +55,50 @@ def carry_states(old: Fabric, old_states: bytes, new: Fabric,
     if both ends are known usable (`end_up(switch, port)` -> True), else DOWN: it starts down until both
     ends report. A removed link disappears. The borders' external slots (issue #13: `Fabric.external_slots`,
     after the links) keep their state by (border, prefix), so a commit does not withdraw the default route
-    for the time until the borders report again; a new slot starts DOWN."""
-    by_key = {link_key(link): i for i, link in enumerate(old.links)}
-    out = bytearray(new.lsd_size)
-    for j, link in enumerate(new.links):
-        i = by_key.get(link_key(link))
-        if i is not None:
-            out[j] = old_states[i]
+    for the time until the borders report again; a new slot starts DOWN. (`Carry` is the same rule with
+    the index map built once: the prepared master's LSD for moved switches uses it on every version.)"""
+    return Carry(old, new)(old_states, end_up)
+
+
+class Carry:
+    """`carry_states` from `old` to `new` with the link index map built once (O(links) per call, no dict of
+    link identities per call): `Carry(old, new)(old_states, end_up) -> bytearray` of `new.lsd_size` bytes.
+    `identity`: same links in the same order and the same external slots (a re-weight, new timers): the
+    states are copied."""
+
+    __slots__ = ("_from", "_new", "_slots", "identity", "n")
+
+    def __init__(self, old: Fabric, new: Fabric) -> None:
+        def ends(links) -> list[tuple[str, int, str, int]]:  # noqa: ANN001
+            return [(x.a.switch, x.a.port, x.b.switch, x.b.port) for x in links]
+
+        self.n = new.lsd_size
+        new_ends = ends(new.links)
+        if len(old.links) == len(new.links) and ends(old.links) == new_ends:
+            # the same links in the same order (a re-weight, new timers): no identity map to build (~0.35 s for
+            # the 134,400 links of the Jupiter preset, in the master's turn)
+            self._from, self._new = list(range(len(new.links))), []
         else:
-            up = end_up(link.a.switch, link.a.port) and end_up(link.b.switch, link.b.port)
-            out[j] = LinkState.UP if up else LinkState.DOWN
-    old_slots = {slot: i for i, slot in enumerate(old.external_slots, start=len(old.links))}
-    for j, slot in enumerate(new.external_slots, start=len(new.links)):
-        i = old_slots.get(slot)
-        out[j] = old_states[i] if i is not None and i < len(old_states) else LinkState.DOWN
-    return out
+            by_key = {link_key(link): i for i, link in enumerate(old.links)}
+            #: per link of `new`: its index in `old`, or -1 (new in `new`)
+            self._from = [by_key.get(link_key(link), -1) for link in new.links]
+        #: the new links: (index in `new`, end a, end b)
+        self._new = [(j, (e[0], e[1]), (e[2], e[3])) for j, e in enumerate(new_ends) if self._from[j] < 0]
+        old_slots = {slot: i for i, slot in enumerate(old.external_slots, start=len(old.links))}
+        self._slots = [old_slots.get(slot, -1) for slot in new.external_slots]
+        self.identity = (len(old.links) == len(new.links) and not self._new
+                         and self._from == list(range(len(new.links))) and old.external_slots == new.external_slots)
+
+    def __call__(self, old_states: bytes, end_up: Callable[[str, int], bool | None]) -> bytearray:
+        if self.identity and len(old_states) == self.n:
+            return bytearray(old_states)
+        out = bytearray(old_states[i] if i >= 0 else LinkState.DOWN for i in self._from)
+        for j, a, b in self._new:
+            if end_up(*a) and end_up(*b):
+                out[j] = LinkState.UP
+        n_old = len(old_states)
+        out.extend(old_states[i] if 0 <= i < n_old else LinkState.DOWN for i in self._slots)
+        return out
 
 
 class IncompatibleConfig(RolloutError):

@@ -32,6 +32,7 @@ from controller.actions import (
     GuardEvent,
     Handover,
     InputLoss,
+    NextVersion,
     PeerAcked,
     PersistTerm,
     Rejected,
@@ -646,6 +647,10 @@ class MasterServer(ReloadOps):
             m.lsd_changes.labels(ev.cause).inc(ev.changes)
             level = logging.DEBUG if ev.cause == "replication" else logging.INFO
             log.log(level, kv("lsd_version", version=ev.version, changes=ev.changes, cause=ev.cause))
+        elif isinstance(ev, NextVersion):
+            m.lsd_versions.labels("next_config").inc()      # the LSD served to moved switches (rollout)
+            log.info(kv("lsd_next_version", version=ev.version, from_version=ev.from_version, changes=ev.changes,
+                        urgent=ev.urgent))
         elif isinstance(ev, ReportAccepted):
             self._reports_n += 1
             if self._report is not None:

@@ -55,15 +55,16 @@ def format_status(lab: Any) -> str:
         lines.append("")
         lines.append(f"fail-static (no master heard, forwarding on the last LSD; '(m)' = the last master it "
                      f"heard): {', '.join(static)}")
-    # a client on another config than the LSD its master serves (a rollout under way: moved to the next config,
-    # not committed yet) refuses that LSD and keeps what its switch holds: a tester saw lsd -1, prog -1, routes 0
-    # for a switch that still forwarded, and no word why
+    # a client on another config than the LSD its master serves (left on an aborted rollout, or reloaded onto a
+    # file no master prepared) refuses that LSD and keeps what its switch holds: a tester saw lsd -1, prog -1,
+    # routes 0 for a switch that still forwarded, and no word why. A switch moved to a prepared next config is
+    # served an LSD under it (controller.nextlsd): no mismatch, its lsd/prog are that LSD's versions.
     other = [name for name, s in switches.items() if isinstance(s, dict) and s.get("config_mismatch")]
     if other:
         lines.append("")
-        lines.append("on another config than its master's LSD (moved by a rollout not committed yet, or left on an "
-                     "aborted one: it refuses that LSD, its switch forwards on the flows it holds, no reroute but local "
-                     "repair): " + ", ".join(other))
+        lines.append("on another config than its master's LSD (left on an aborted rollout, or reloaded onto a file "
+                     "no master prepared: it refuses that LSD, its switch forwards on the flows it holds, no reroute "
+                     "but local repair): " + ", ".join(other))
     borders = [(name, s["border"]) for name, s in switches.items()
                if isinstance(s, dict) and isinstance(s.get("border"), dict)]
     unheard = [sw.name for sw in lab.fabric.switches if getattr(sw, "bgp", None) is not None

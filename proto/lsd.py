@@ -297,7 +297,7 @@ class LinkStateDB:
     which bounds memory when large batches flap; deltas that would need more are snapshots anyway.
     """
 
-    __slots__ = ("_amend_set", "_base", "_log", "_retained", "_snapshot_cache", "_states", "history",
+    __slots__ = ("_amend_set", "_base", "_log", "_retained", "_snapshot_cache", "_states", "floor", "history",
                  "max_changes", "n_links", "version")
 
     def __init__(self, n_links: int, history: int = 4096, version: int = 0, *,
@@ -312,6 +312,8 @@ class LinkStateDB:
         self.history = history
         self.max_changes = max_changes
         self.version = _check_version("version", version)
+        #: the next version `apply` creates is above this too (`reserve`); never lowered
+        self.floor = self.version
         self._states = bytearray(n_links)  # all DOWN
         self._reset_history()
 
@@ -354,10 +356,19 @@ class LinkStateDB:
         coerced = _coerce_changes(changes, self.n_links)
         if not any(self._states[i] != s for i, s in coerced.items()):
             return self.version
-        if self.version >= MAX_VERSION:
+        nxt = max(self.version, self.floor) + 1
+        if nxt > MAX_VERSION:
             raise LsdError("LSD version space exhausted")
-        self._commit(self.version + 1, coerced)
+        self._commit(nxt, coerced)
         return self.version
+
+    def reserve(self, version: int) -> None:
+        """Version numbers up to `version` are taken by another content of this master's term (the LSD
+        under a prepared next config, controller.nextlsd): the next `apply` goes above them. So one
+        (term, version) never names two contents, and a delta of this LSD never starts at a reserved number
+        (`changes_since` answers None for it: a snapshot)."""
+        _check_version("version", version)
+        self.floor = max(self.floor, version)
 
     def amend(self, changes: Mapping[int, LinkState]) -> int:
         """Fold one more batch into the newest version (no version bump): for a master that processes a
@@ -368,9 +379,9 @@ class LinkStateDB:
         effective = [i for i, s in coerced.items() if states[i] != s]
         if not effective:
             return self.version
-        batch = self._log.get(self.version) if self.history else None
+        batch = self._log.get(self.version) if self.history and self.floor <= self.version else None
         if batch is None:
-            self._commit(self.version + 1, coerced)
+            self._commit(max(self.version, self.floor) + 1, coerced)
             return self.version
         cached = self._amend_set
         if cached is None or cached[0] is not batch:

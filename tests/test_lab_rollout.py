@@ -10,7 +10,9 @@ every switch runs the new config the masters publish, and the fabric converges o
 
 Then the two-phase rollout (`firepath lab reload`, lab/reload.py): prepare on the masters, move clients
 one by one (SIGHUP), abort and go back; then prepare again, restart a backup master mid-rollout, move every
-client, commit; the re-weight takes effect on leaf-2 and every pair stays reachable throughout.
+client, commit; the re-weight takes effect on leaf-2 and every pair stays reachable throughout. A switch
+moved to the prepared config follows a remote link failure before the commit (it is served the LSD under
+the next config).
 
 Bounded waits only; behaviour is asserted (pairs reachable, what the masters hold back), not timings.
 """
@@ -180,7 +182,10 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
         shown.stdout, shown.stdout + shown.stderr
     refused = subprocess.run([*cli, "--commit"], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 6 and "commit refused" in refused.stderr, refused.stdout + refused.stderr
-    assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") is not None, 10.0, 0.1)
+    # leaf-1 is served the LSD under the next config (controller.nextlsd): no mismatch, a version programmed
+    assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") is None and
+                      (lab.client_states()["leaf-1"].get("programmed_version") or 0) > 0, 10.0, 0.1), \
+        lab.client_states()["leaf-1"]
     assert _broken_pairs(lab) == {}, "leaf-1 on the prepared config"
 
     # abort, and leaf-1 back on the running config: it programs the masters' LSD again
@@ -191,6 +196,9 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
         finally:
             poster.close()
     assert _rollout(lab)["phase"] == "idle"
+    # after the abort leaf-1 refuses the masters' LSD again (the running config's), as before the change
+    assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") == running, 10.0, 0.1), \
+        lab.client_states()["leaf-1"]
     config.write_text(before_text)
     reload_lab(lab, "leaf-1", log=quiet)
     assert wait_until(lambda: lab.client_states()["leaf-1"].get("config_mismatch") is None, 10.0, 0.1)
@@ -222,6 +230,110 @@ def test_two_phase_rollout_with_abort_a_restarted_backup_and_commit(lab: Lab) ->
         lab.master_states()
     # flows not touching the change: nothing lost but what a loaded 2-core machine drops while daemons restart
     assert result["lost"] <= result["sent"] * 0.02, result
+
+
+def _installed_hops(lab: Lab, switch: str, prefix: str) -> tuple[set[str] | None, dict]:
+    """The neighbours OVS forwards `prefix` to on `switch` (its client's GET /v1/routes, read back over its own
+    OpenFlow connection), and the answer; None while the read fails or shows no installed group."""
+    try:
+        doc = lab.http.get(lab.rest_port(switch), f"/v1/routes?prefix={prefix}", timeout=2.0)
+    except Exception as e:  # noqa: BLE001 - a client restarting: read again
+        return None, {"error": repr(e)}
+    rows = [r for r in doc.get("routes", []) if r.get("prefix") == prefix] if isinstance(doc, dict) else []
+    if not rows or rows[0].get("installed") is None:
+        return None, doc
+    return {b["neighbour"] for b in rows[0]["installed"]["buckets"]}, doc
+
+
+def _programmed_after(lab: Lab, switch: str, wall: float, above: int) -> float | None:
+    """Wall time of the first `programmed` event of `switch`'s client (its log) at or after `wall` for a version
+    above `above`; None if there is none (yet)."""
+    from datetime import datetime
+
+    from proto.logsetup import parse_event
+
+    for line in Path(lab.state.processes[f"client:{switch}"].log).read_text(errors="replace").splitlines():
+        name, fields = parse_event(line)
+        if name != "programmed" or "ts" not in fields:
+            continue
+        ts = fields["ts"]
+        t = float(ts) if not isinstance(ts, str) else datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        version = fields.get("version")
+        if t >= wall and version not in (None, "None") and int(version) > above:
+            return t
+    return None
+
+
+@ovs
+def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -> None:
+    """Issue #21 follow-up: during a prepared re-weight rollout, leaf-1 reloaded onto the next config; a link NOT
+    adjacent to it fails (leaf-3 -- spine-1): leaf-1 must stop sending leaf-3's traffic to spine-1, which no
+    longer reaches leaf-3. Before, leaf-1 refused the masters' LSD (another digest) until the commit and kept
+    both spines in its ECMP group for leaf-3 (local repair cannot see a remote link). It is now served the LSD
+    under the next config: the group drops spine-1 within a bound, and still does after the commit."""
+    quiet = lambda m: None  # noqa: E731
+    lab.fabric = load_fabric(lab.state.config)
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
+    config = Path(lab.state.config)
+    prefix = str(next(s for s in lab.fabric.switches if s.name == "leaf-3").prefixes[0])
+    # the next config: no weight anywhere (an earlier test may have left leaf-1's uplink weighted) but a re-weight
+    # of leaf-2:1-spine-1:2 — so leaf-1, computing on it, spreads leaf-3's prefix over both spines
+    plain = re.sub(r", weight: \d+\}", "}", config.read_text())
+    for weight in (3, 2):
+        config.write_text(plain)
+        _set_weight(config, "leaf-2:1-spine-1:2", weight)
+        nxt = load_fabric(config)
+        if nxt.digest != lab.fabric.digest:
+            break
+    for m in lab.fabric.masters:
+        reload_lab(lab, m.id, log=quiet)
+    reload_lab(lab, "leaf-1", log=quiet)
+    # leaf-1 runs the next config and is served an LSD under it: no config mismatch, an LSD version held
+    def served() -> bool:
+        st = lab.client_states()["leaf-1"]
+        return (isinstance(st, dict) and st.get("digest") == nxt.digest and st.get("config_mismatch") is None
+                and st.get("programmed_version") is not None and st["programmed_version"] >= 0)
+    assert wait_until(served, 15.0, 0.05), lab.client_states()["leaf-1"]
+    st = _rollout(lab)
+    assert st["phase"] == "prepared" and st["switches"]["leaf-1"] == "next" and st["next_version"] is not None, st
+    hops, doc = _installed_hops(lab, "leaf-1", prefix)
+    assert hops == {"spine-1", "spine-2"}, doc
+    held_version = int(lab.client_states()["leaf-1"]["programmed_version"])
+    other_version = int(lab.client_states()["leaf-2"]["programmed_version"])     # leaf-2: still on the running config
+
+    fault = inject.fail_link(lab, "leaf-3", "spine-1")
+    try:
+        t0 = float(fault["at"])
+        dropped = wait_until(lambda: _installed_hops(lab, "leaf-1", prefix)[0] == {"spine-2"}, 10.0, 0.01)
+        delay = time.monotonic() - t0
+        hops, doc = _installed_hops(lab, "leaf-1", prefix)
+        assert dropped, f"leaf-1 (moved to the next config) still forwards {prefix} to {hops}: {doc}; " \
+                        f"{lab.client_states()['leaf-1']}"
+        wall = time.time() - (time.monotonic() - t0)
+        logged = _programmed_after(lab, "leaf-1", wall, held_version)
+        wait_until(lambda: _programmed_after(lab, "leaf-2", wall, other_version) is not None, 5.0, 0.05)
+        other = _programmed_after(lab, "leaf-2", wall, other_version)
+
+        def ms(t: float | None) -> str:
+            return "?" if t is None else f"{(t - wall) * 1000:.0f}"
+        print(f"moved leaf-1: remote link failure -> its OVS group without spine-1 read back after "
+              f"{delay * 1000:.0f} ms (REST poll every 10 ms); its client logged `programmed` {ms(logged)} ms "
+              f"after the carrier loss (leaf-2, on the running config: {ms(other)} ms); load average "
+              f"{Path('/proc/loadavg').read_text().split()[0]}")
+        assert delay < 5.0
+        # commit: every other switch moves, the masters switch; the dead path stays out of leaf-1's group
+        out = reload_lab(lab, "all", log=quiet)
+        assert out["committed_version"] is not None, out
+        lab.fabric = nxt
+        assert wait_until(lambda: (lab.client_states()["leaf-1"].get("programmed_version") or 0)
+                          >= out["committed_version"], 15.0, 0.05), lab.client_states()["leaf-1"]
+        hops, doc = _installed_hops(lab, "leaf-1", prefix)
+        assert hops == {"spine-2"}, doc
+    finally:
+        inject.heal(lab)
+    assert lab.wait_converged(60.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
+    assert wait_until(lambda: _installed_hops(lab, "leaf-1", prefix)[0] == {"spine-1", "spine-2"}, 15.0, 0.1)
+    assert _broken_pairs(lab) == {}
 
 
 @ovs

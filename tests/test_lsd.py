@@ -237,3 +237,21 @@ def test_changes_specific_errors():
         decode_changes(b"C\x01" + b"\xff" * 11, 8)
     assert decode_changes(encode_changes({}), 0) == {}
 
+
+
+def test_reserved_versions_are_skipped_and_never_the_start_of_a_delta() -> None:
+    """A prepared master takes versions for the LSD under the next config from the same sequence (issue #21,
+    controller.nextlsd): the next version goes above them, and no delta starts at one of them."""
+    db = LinkStateDB(4)
+    db.apply({0: LinkState.UP})
+    db.reserve(2)
+    db.reserve(1)                                   # never lowered
+    assert db.version == 1 and db.floor == 2
+    assert db.apply({1: LinkState.UP}) == 3
+    assert db.changes_since(2) is None              # a reserved number is no version of this LSD: a snapshot
+    assert db.changes_since(1) == {1: LinkState.UP}
+    db.reserve(4)
+    assert db.amend({2: LinkState.UP}) == 5         # version 3 was published before 4 was taken: a new one
+    assert db.changes_since(3) == {2: LinkState.UP}
+    with pytest.raises(LsdError):
+        db.reserve(-1)

@@ -9,7 +9,7 @@ import pytest
 from controller.core import MasterCore, NotMaster
 from controller.rollout import IncompatibleConfig, Phase, Rollout, RolloutError, carry_states
 from proto.lsd import LinkState, decode_snapshot
-from proto.messages import Keepalive, LsdFull, LsdRequest
+from proto.messages import Keepalive, LsdDelta, LsdFull, LsdRequest
 from tests.test_master_core import NO_GUARD, make_fabric, master, rejected, report, sends
 
 OTHER = "0" * 64
@@ -306,7 +306,8 @@ def _client_sends(actions: list) -> list[tuple[str, object]]:
 def test_prepare_changes_nothing_any_client_receives() -> None:
     """Phase one is invisible to the fabric: a prepared master sends every switch exactly what an unprepared
     one sends for the same input (reports under the current config, a link going down, timer ticks), and a
-    report under the next config publishes nothing until the commit."""
+    report under the next config changes nothing in the running LSD: the switch that sent it is served the
+    LSD under the next config, nobody else."""
     cur, nxt = make_fabric(NO_GUARD), make_fabric(NO_GUARD, leaves=4)
     plain, prepared = master(cur), master(cur)
     for core in (plain, prepared):
@@ -325,6 +326,17 @@ def test_prepare_changes_nothing_any_client_receives() -> None:
     assert (v, states) == (plain.version, plain.lsd.states())
     acts = prepared.handle("leaf-2", report(nxt, "leaf-2", seq=4), 3.0)
     assert rejected(acts) == [] and not [m for _, m in _client_sends(acts) if isinstance(m, LsdFull)]
+    assert (prepared.version, prepared.lsd.states()) == (v, states)
+    # leaf-2 moved: it alone is served an LSD under the next config (controller.nextlsd); the running LSD and
+    # what every other switch receives stay the same
+    got = []
+    t = 3.0
+    while t < 3.5:
+        got += prepared.tick(t)
+        t += 0.05
+    fulls = [m for d, m in _client_sends(got) if isinstance(m, LsdFull)]
+    assert fulls and all(m.digest == nxt.digest for m in fulls) and \
+        {d for d, m in _client_sends(got) if isinstance(m, LsdFull | LsdDelta)} == {"leaf-2"}
     assert (prepared.version, prepared.lsd.states()) == (v, states)
 
 

@@ -10,8 +10,12 @@ faults of the election simulator (replica crashes and restarts, loss, duplicatio
   rollout is aborted instead and the switches go back to the running config.
 
 Every invariant of the simulator holds throughout (one master per term, one LSD content per (term,
-version), no LSD version without evidence, no switch applying a lower term or an older version), and after
-the heal every switch's LSD equals the true link state, on the config rolled out (or kept).
+version) across both configs, no LSD version without evidence, no switch applying a lower term or an older
+version), and after the heal every switch's LSD equals the true link state, on the config rolled out (or
+kept). While prepared, switches on the next config are served the running LSD carried to it (every version
+of it has exactly the states of the running version it names: the re-weight keeps every link), and in every
+run but a few (faults may keep every master away meanwhile) some of them apply such versions before the
+commit (or the abort).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class RolloutWorld(RealWorld):
         self.prepared = False
         self.done = False
         self.commits = 0
+        #: LSD versions a switch on the next config applied before the commit (the masters serve it one)
+        self.moved_applied = 0
 
     def run(self):  # noqa: ANN201
         self.loop.at(0.6, self._prepare)
@@ -110,6 +116,23 @@ class RolloutWorld(RealWorld):
                 pass
         self.loop.at(now + 0.1, self._finish)
 
+    def _check_applied(self, sw, a, seen: int) -> None:  # noqa: ANN001
+        super()._check_applied(sw, a, seen)
+        if (a.term, a.version) in self.next_keys:      # a version of the LSD under the next config
+            self.moved_applied += 1
+
+    def _check_next(self, rid: str, view, base: bytes | None) -> None:  # noqa: ANN001
+        """While prepared, the master serves switches that moved to the next config the running LSD carried
+        to it (controller.nextlsd): the re-weight keeps every link, so each of its versions has exactly the
+        states of the running version it names — a moved switch follows every change (e.g. a link failure
+        after it moved), and never gets one the running LSD did not have."""
+        if base is None:
+            self._fail(f"{rid}: next-config LSD version {view.version} names running version {view.from_version}, "
+                       f"which this master never had")
+        elif view.states != base:
+            self._fail(f"{rid}: next-config LSD version {view.version} = {view.states!r} differs from running "
+                       f"version {view.from_version} = {base!r}")
+
     def _convergence_problem(self) -> str:
         want = self.current if self.abort else self.next
         for rid, core in self.cores.items():
@@ -124,7 +147,7 @@ class RolloutWorld(RealWorld):
 @pytest.mark.parametrize("abort", [False, True], ids=["commit", "abort"])
 def test_rollouts_under_faults_hold_every_invariant_and_converge(abort: bool) -> None:
     failures: list[str] = []
-    commits = 0
+    commits = served = 0
     for seed in range(N_SEEDS):
         w = RolloutWorld(seed, abort=abort)
         try:
@@ -133,6 +156,9 @@ def test_rollouts_under_faults_hold_every_invariant_and_converge(abort: bool) ->
             failures.append(f"seed {seed}: {str(e)[:2000]}")
             continue
         commits += w.commits
+        served += bool(w.moved_applied)
     assert not failures, failures[0]
+    # moved switches are served before the commit (a run whose faults kept every master away meanwhile is not)
+    assert served >= N_SEEDS * 3 // 4, f"{served} of {N_SEEDS} runs served a switch on the next config"
     if not abort:
         assert commits >= N_SEEDS            # every run committed (more than once when a master was lost)

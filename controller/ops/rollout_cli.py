@@ -191,6 +191,9 @@ def render(st: dict, mid: str, next_digest: str, table: Any) -> str:
         lines += [f"    {sw}: {why}" for sw, why in sorted(st["blockers"].items())]
     elif st["phase"] == "prepared":
         lines.append("  nothing blocks the commit")
+    if st["phase"] == "prepared" and st.get("next_version") is not None and by.get("next"):
+        lines.append(f"  the {len(by['next'])} switch(es) on the next config are served its LSD (version "
+                     f"{st['next_version']}, carried from the running one)")
     # after an abort (or a switch reloaded onto a file no master prepared) a client may hold another config than
     # the running one: it refuses every LSD of the masters (no reroute but local repair) until it is reloaded. A
     # tester's abort left tor-1-1 so, named only in the table as "other".

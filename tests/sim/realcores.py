@@ -73,6 +73,8 @@ class RealWorld(World):
         self.gray_excluded: set[int] = set()                 # links only the cut switch can bring UP
         self.handovers = 0
         self.held_seen: set[tuple[float, int, int]] = set()
+        #: (term, version) keys of the LSD served under a prepared next config (issue #21)
+        self.next_keys: set[tuple[int, int]] = set()
 
     def run(self) -> Result:
         for sw in self.switches.values():
@@ -123,9 +125,25 @@ class RealWorld(World):
             old = self.registry.setdefault(key, states)
             if old != states:
                 self._fail(f"two different LSDs with (term, version) = {key} ({r.id})")
-            prev = self.registry.get((core.term, core.version - 1))
+            before = core.version - 1
+            while (core.term, before) in self.next_keys:     # taken by the LSD under a prepared next config
+                before -= 1
+            prev = self.registry.get((core.term, before))
             if fresh and prev is not None:
                 self._check_evidence(r.id, key, prev, states)
+            view = getattr(core, "_next_lsd", None)
+            if view is not None and view.version >= 0:
+                # issue #21: the LSD served to switches that moved to the next config shares the version
+                # sequence: one content per (term, version) across both configs
+                nkey = (core.term, view.version)
+                self.next_keys.add(nkey)
+                if self.registry.setdefault(nkey, view.states) != view.states:
+                    self._fail(f"two different LSDs with (term, version) = {nkey} ({r.id}, next config)")
+                self._check_next(r.id, view, self.registry.get((core.term, view.from_version)))
+
+    def _check_next(self, rid: str, view: Any, base: bytes | None) -> None:
+        """The LSD under the next config carries the running one it names (`from_version`) link by link
+        (controller.nextlsd). A hook: the rollout world (tests/test_rollout_sim.py) checks it."""
 
     def _effects(self, r: Replica, actions: list[Action]) -> None:
         for a in actions:
