@@ -26,7 +26,6 @@ from dataclasses import dataclass
 
 from controller.actions import (
     Action,
-    GuardEvent,
     InputLoss,
     PeerAcked,
     Rejected,
@@ -39,13 +38,14 @@ from controller.actions import (
 )
 from controller.borders import BorderSessions
 from controller.coredrains import DrainOps
+from controller.coreguard import GuardOps
 from controller.corerequests import RequestOps
 from controller.corerollout import RolloutOps
 from controller.coretypes import DrainRefused, NotMaster, Role, UnknownTarget
 from controller.damping import Damper
 from controller.distribution import Distributor, Peer
 from controller.drains import DrainBook
-from controller.guard import Guard, NotHeld
+from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.nextlsd import NextLsd
 from controller.reach import ReachTracker
@@ -82,7 +82,7 @@ class ClientInfo:
     deltas_sent: int
 
 
-class MasterCore(DrainOps, RolloutOps, RequestOps):
+class MasterCore(DrainOps, RolloutOps, RequestOps, GuardOps):
     def __init__(self, fabric: Fabric, master_id: str) -> None:
         fabric.master(master_id)                     # KeyError if not configured
         self.fabric = fabric
@@ -549,37 +549,6 @@ class MasterCore(DrainOps, RolloutOps, RequestOps):
                 witnesses += 1
         cache[(switch, dark)] = verdict = verdict and witnesses >= 2
         return verdict
-
-    # ============================================================================ drastic-change guard
-    def guard_held(self) -> dict[int, float]:
-        """Held link index -> time first held (empty unless MASTER)."""
-        return dict(self.guard.held)
-
-    def guard_confirm(self, now: float, links: Iterable[int] | None = None) -> list[Action]:
-        """An operator confirms the held change: the held links `links` (indices; None: every held link) are
-        published DOWN now in one version (cause "guard"). Raises NotMaster, or controller.guard.NotHeld
-        (nothing changed) when a named link is not held."""
-        if self.role != Role.MASTER:
-            raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
-        named = None if links is None else sorted(set(links))
-        if named is not None:
-            missing = tuple(i for i in named if i not in self.guard.held)
-            if missing:
-                raise NotHeld(missing)
-        out: list[Action] = []
-        self._apply_timeouts(now, out)
-        if named is not None:   # the timeouts may have released some already (corroborated meanwhile)
-            named = [i for i in named if i in self.guard.held]
-        links = self.guard.confirm(now, named)
-        if not links:
-            return out
-        out.append(GuardEvent("release", links, "confirmed"))
-        before = self.lsd.version
-        self.lsd.apply({i: LinkState.DOWN for i in links})
-        if self.lsd.version != before:
-            out.append(VersionChanged(self.lsd.version, len(links), "guard"))
-            self.dist.on_version(now, urgent=True)
-        return out
 
     def _higher_term(self, sender: str, msg_type: str, term: int, out: list[Action]) -> bool:
         """A message of a higher term is refused. Only a master's (signed with a master key) is evidence of

@@ -779,10 +779,9 @@ class MasterServer(ReloadOps):
                            links=len(fabric.links), switches=len(fabric.switches)))
 
     def guard_confirm(self, links: Sequence[str] | None = None) -> list[int]:
-        """The operator confirms the change the guard holds: publish it — only the held links named in
-        `links` ("a:1-b:2"), or every held link (None). Returns the link indices released. Raises NotMaster,
-        UnknownTarget (a name that is no link), controller.guard.NotHeld (a link not held); then nothing
-        changed."""
+        """The operator confirms what the guard holds: publish the held links named in `links` ("a:1-b:2"), or
+        every held one (None). Returns the indices released. Raises NotMaster, UnknownTarget (no such link),
+        controller.guard.NotHeld (a link not held); then nothing changed."""
         named = None if links is None else [self.core.link_index(name) for name in links]
         actions = self.core.guard_confirm(self.now(), named)
         released = sorted(i for a in actions if isinstance(a, GuardEvent) and a.kind == "release"
