@@ -17,7 +17,7 @@ from controller.drains import DrainBook
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.nextlsd import NextLsd
-from controller.rollout import RolloutError, carry_states, link_key
+from controller.rollout import Carry, RolloutError, carry_states, link_key
 from proto.config import Fabric
 from proto.lsd import DRAINED_STATES, LinkState, LinkStateDB
 from proto.lsd import encode_snapshot as _encode
@@ -27,10 +27,11 @@ class RolloutOps:
     """MasterCore's rollout operations (a mixin: every attribute it uses is MasterCore's)."""
 
     # ============================================================================ config rollout (#21)
-    def rollout_prepare(self, nxt: Fabric, now: float) -> bool:
+    def rollout_prepare(self, nxt: Fabric, now: float, carry: Carry | None = None) -> bool:
         """Hold `nxt` as the next config (any role: every replica is told). False if already prepared.
-        Raises RolloutError (nothing changed). New switches of `nxt` may report from now on."""
-        changed = self.rollout.prepare(nxt, now)
+        Raises RolloutError (nothing changed). New switches of `nxt` may report from now on. `carry`: the
+        index map to it, if built off the event loop (controller.rollout.Rollout.prepare)."""
+        changed = self.rollout.prepare(nxt, now, carry)
         self.switch_names = frozenset(s.name for s in self.fabric.switches) | {s.name for s in nxt.switches}
         return changed
 
@@ -66,6 +67,7 @@ class RolloutOps:
             raise RolloutError("commit refused: this master still holds its first LSD (it has not heard the "
                                "switches yet)")
         old_fabric, old_states = self.fabric, self.lsd.states()
+        carry = self.rollout.carry() if self.rollout.next is not None else None
         nxt = self.rollout.commit(now, self._switch_alive(now))
         usable = self._usable_views(now)
 
@@ -73,7 +75,7 @@ class RolloutOps:
             ports = usable.get(sw)
             return ports is not None and port in ports
 
-        states = carry_states(old_fabric, old_states, nxt, end_up)
+        states = carry(old_states, end_up) if carry is not None else carry_states(old_fabric, old_states, nxt, end_up)
         # above every version taken, the moved switches' LSD under the next config included (`_next_refresh`):
         # they hold one of those, and take this snapshot as newer
         version = max(self.lsd.version, self.lsd.floor) + 1
@@ -95,6 +97,15 @@ class RolloutOps:
         out: list[Action] = [VersionChanged(version, n, "rollout")]
         out.extend(self.tick(now))
         return out
+
+    def _end_usable(self, switch: str, port: int, now: float) -> bool:
+        """`_usable_views(now)[switch]` holds `port`, for one end (the next config's new links only: O(1) each,
+        not a view of every switch per LSD version)."""
+        nxt = self._next_usable.get(switch)
+        if nxt is not None and now - nxt[2] < self.fabric.timers.switch_dead:
+            return port in nxt[0]
+        view = self.deriver.views.get(switch)
+        return view is not None and self.deriver.alive(switch, now) and port in view.usable
 
     def _usable_views(self, now: float) -> dict[str, frozenset[int]]:
         """Per live switch, the fabric ports its last report says usable (under the next config if it
@@ -154,13 +165,12 @@ class RolloutOps:
             return
         view = self._next_lsd
         if view is None or view.fabric is not nxt:
-            view = self._next_lsd = NextLsd(self.fabric, nxt)
+            view = self._next_lsd = NextLsd(nxt, self.rollout.carry())
             self.dist.set_next(view, nxt.digest)
         elif view.from_version == self.lsd.version and not self._next_dirty:
             return
         self._next_dirty = False
-        usable = self._usable_views(now)
-        states = view.carry(self.lsd.states(), lambda sw, port: port in usable.get(sw, ()))
+        states = view.carry(self.lsd.states(), lambda sw, port: self._end_usable(sw, port, now))
         if view.from_version == self.lsd.version and states == view.states:
             return                      # the evidence moved, the content did not: no version for nothing
         version = max(self.lsd.version, self.lsd.floor) + 1

@@ -40,9 +40,10 @@ class NextLsd:
 
     __slots__ = ("_carry", "_snapshot", "fabric", "from_version", "states", "version")
 
-    def __init__(self, current: Fabric, nxt: Fabric) -> None:
+    def __init__(self, nxt: Fabric, carry: Carry) -> None:
+        """`carry`: the index map from the running config to `nxt` (controller.rollout.Rollout.carry)."""
         self.fabric = nxt
-        self._carry = Carry(current, nxt)
+        self._carry = carry
         self.version = -1
         self.from_version = -1
         self.states: bytes | None = None

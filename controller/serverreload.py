@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.rollout import IncompatibleConfig, RolloutError, check_compatible
+from controller.rollout import Carry, IncompatibleConfig, RolloutError, check_compatible
 from proto.config import Fabric
 from proto.logsetup import kv
 
@@ -54,6 +54,7 @@ class ReloadPlan:
     keys: Any                   # the key set to swap in, or None
     running: Fabric             # the core's config it was checked against
     held: Any                   # the Codec's key set it was checked against
+    carry: Any = None           # controller.rollout.Carry(running, nxt), built here off the loop (not `same`)
 
 
 class ReloadOps:
@@ -143,9 +144,11 @@ class ReloadOps:
             except IncompatibleConfig as e:
                 raise ConfigError(e.source, line_of(e.source, e.field), e.field, e.problem) from None
         keys = self._keys_to_apply(nxt, running, held)          # every check before any change
+        carry = None
         if not same:    # derive its switches' keys here (~30 µs each, a cache of the key set held), not on the loop
             self.fanout.warm([sw.name for sw in nxt.switches])
-        return ReloadPlan(nxt, same, keys, running, held)
+            carry = Carry(running, nxt)     # and the link index map moved switches' LSD and the commit use
+        return ReloadPlan(nxt, same, keys, running, held, carry)
 
     def reload_apply(self, plan: ReloadPlan) -> dict[str, Any]:
         """Act on a checked file (the event loop). RolloutError (409) if the running config or the keys
@@ -157,7 +160,7 @@ class ReloadOps:
         if plan.same:
             outcome = "unchanged"
         else:
-            outcome = "prepared" if self.core.rollout_prepare(nxt, self.now()) else "already_prepared"
+            outcome = "prepared" if self.core.rollout_prepare(nxt, self.now(), plan.carry) else "already_prepared"
             # its switches (new ones too) may speak to us from now on
             self.codec.switches = self.codec.switches | {sw.name for sw in nxt.switches}
         if keys is not None:

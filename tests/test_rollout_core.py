@@ -354,3 +354,24 @@ def test_a_client_holding_the_snapshot_this_master_sent_it_does_not_block_the_ho
     assert core.other_config(0.3) == {}
     core.handle("leaf-2", LsdRequest("leaf-2", full.term, full.version), 0.3)   # never sent to leaf-2
     assert core.other_config(0.3) == {"leaf-2": "unknown"}
+
+
+def test_the_carry_map_is_built_once_per_prepare_and_only_for_its_two_configs() -> None:
+    """The link index map (controller.rollout.Carry, ~0.35 s at Jupiter size when links change) is built off the
+    event loop by the reload's check and handed to the prepare; the moved switches' LSD and the commit use that
+    one. A map of another pair of configs is not taken."""
+    from controller.rollout import Carry
+
+    cur, nxt = make_fabric(NO_GUARD), make_fabric(NO_GUARD, leaves=4)
+    built = Carry(cur, nxt)
+    r = Rollout(cur)
+    assert r.prepare(nxt, 0.0, built) and r.carry() is built
+    r.abort(1.0)
+    with pytest.raises(RolloutError):
+        r.carry()
+    other = Carry(nxt, cur)                                   # the reverse pair: refused, built anew
+    assert r.prepare(nxt, 2.0, other)
+    mine = r.carry()
+    assert mine is not other and mine.key == (cur.digest, nxt.digest) and r.carry() is mine
+    states = bytes([LinkState.UP] * cur.lsd_size)
+    assert mine(states, lambda sw, port: True) == carry_states(cur, states, nxt, lambda sw, port: True)

@@ -88,6 +88,9 @@ def test_reload_of_the_same_file_changes_nothing_and_of_an_edited_one_prepares(t
         r = await c.post("/v1/reload", headers=AUTH)
         out = await r.json()
         assert out["outcome"] == "prepared" and out["rollout"]["phase"] == "prepared"
+        # the link index map came with the reload's check (built off the event loop), not rebuilt on it
+        carry = server.core.rollout._carry
+        assert carry is not None and carry.key == (server.core.fabric.digest, out["digest"])
         r = await c.post("/v1/rollout/abort", headers=AUTH)
         assert (await r.json())["rollout"]["phase"] == "idle"
 
