@@ -208,7 +208,8 @@ class ClientCore:
             sender, msg = self.codec.decode(decode_nd_ethernet(data), port=port)
         except DecodeError as e:
             self.counters[f"nd_rejected_{e.reason}"] += 1
-            self._nd_reject_log.note(now, e.reason, f"port {port} src_mac {data[6:12].hex(':')}", e.detail)
+            # rendered only if a line is written: a flood of garbage frames formats nothing per frame
+            self._nd_reject_log.note(now, e.reason, lambda: f"port {port} src_mac {data[6:12].hex(':')}", e.detail)
             if e.reason != "stale":
                 return []
             # A new incarnation of the peer (its client restarted) that has not heard our challenge yet: the
@@ -220,7 +221,8 @@ class ClientCore:
             return answered
         if not isinstance(msg, NdFrame):
             self.counters["nd_rejected_not_nd"] += 1
-            self._nd_reject_log.note(now, "not_nd", f"port {port}", f"{type(msg).__name__} from {sender!r}")
+            self._nd_reject_log.note(now, "not_nd", lambda: f"port {port}",
+                                     lambda: f"{type(msg).__name__} from {sender!r}")
             return []
         if msg.hold_ms:
             log.info("graceful restart of peer %s:%d: holding port %d up for %d ms", msg.switch, msg.port,

@@ -685,9 +685,10 @@ class MasterCore(DrainOps, RolloutOps, RequestOps, GuardOps):
         if self.rollout.next is not None and r.digest == self.rollout.next.digest:
             prev = self._next_usable.get(sender)
             self._next_usable[sender] = (usable_ports, r.report_seq, now)
-            self._next_dirty |= prev is None or prev[0] != usable_ports
+            if prev is None or prev[0] != usable_ports:
+                self._next_dirty |= self._ends_new_link(sender)
         elif self._next_usable.pop(sender, None) is not None:
-            self._next_dirty = True
+            self._next_dirty |= self._ends_new_link(sender)
         if (was_alive and view is not None and not self.guard.held and self.rollout.next is None
                 and sender not in self._slots_of and view.usable == usable_ports & self.deriver.fabric_ports(sender)):
             # issue #18: a refresh or retransmission of what a live switch already says changes no derivation

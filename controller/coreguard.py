@@ -26,14 +26,12 @@ class GuardOps:
         if self.role != Role.MASTER:
             raise NotMaster(f"{self.id} is {self.role.value} (term {self.term}, leader {self.leader})")
         named = None if links is None else sorted(set(links))
-        if named is not None:
+        if named is not None:   # checked before the timeouts: a refusal must not swallow their events
             missing = tuple(i for i in named if i not in self.guard.held)
             if missing:
                 raise NotHeld(missing)
         out: list[Action] = []
-        self._apply_timeouts(now, out)
-        if named is not None:   # the timeouts may have released some already (corroborated meanwhile)
-            named = [i for i in named if i in self.guard.held]
+        self._apply_timeouts(now, out)      # silence only (SwitchSilent): it releases no held link
         links = self.guard.confirm(now, named)
         if not links:
             return out

@@ -153,6 +153,13 @@ class RolloutOps:
         nxt = self.rollout.next
         return nxt is not None and self.rollout.holds(switch) == nxt.digest
 
+    def _ends_new_link(self, switch: str) -> bool:
+        """A report of `switch` under the next config may change the moved switches' LSD without a new running
+        version: it ends a link new in the next config (or no LSD was carried yet). Any other switch's ports
+        reach that LSD through the running one (a new version of it refreshes the view anyway)."""
+        view = self._next_lsd
+        return view is None or switch in view.new_link_switches
+
     def _next_refresh(self, now: float, out: list[Action]) -> None:
         """While prepared and some client reports under the next config (MASTER): carry the LSD to the next
         config (controller.nextlsd.NextLsd, the commit's rule with the ports the reports say usable) when the

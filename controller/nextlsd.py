@@ -49,6 +49,12 @@ class NextLsd:
         self.states: bytes | None = None
         self._snapshot: bytes | None = None
 
+    @property
+    def new_link_switches(self) -> frozenset[str]:
+        """The switches at an end of a link new in N: only their reports can change `carry`'s result for the
+        same running states (controller.rollout.Carry.new_link_switches)."""
+        return self._carry.new_link_switches
+
     def carry(self, states: bytes, end_up: Callable[[str, int], bool | None]) -> bytes:
         """The running LSD's `states` on N's index (controller.rollout.Carry), `end_up` as carry_states'."""
         return bytes(self._carry(states, end_up))

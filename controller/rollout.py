@@ -66,7 +66,7 @@ class Carry:
     `identity`: same links in the same order and the same external slots (a re-weight, new timers): the
     states are copied."""
 
-    __slots__ = ("_from", "_new", "_slots", "identity", "key", "n")
+    __slots__ = ("_from", "_new", "_slots", "identity", "key", "n", "new_link_switches")
 
     def __init__(self, old: Fabric, new: Fabric) -> None:
         def ends(links) -> list[tuple[str, int, str, int]]:  # noqa: ANN001
@@ -85,6 +85,9 @@ class Carry:
             self._from = [by_key.get(link_key(link), -1) for link in new.links]
         #: the new links: (index in `new`, end a, end b)
         self._new = [(j, (e[0], e[1]), (e[2], e[3])) for j, e in enumerate(new_ends) if self._from[j] < 0]
+        #: the switches at an end of a new link: only their usable ports (`end_up`) can change what a call gives
+        #: for the same `old_states`
+        self.new_link_switches = frozenset(end[0] for _j, a, b in self._new for end in (a, b))
         old_slots = {slot: i for i, slot in enumerate(old.external_slots, start=len(old.links))}
         self._slots = [old_slots.get(slot, -1) for slot in new.external_slots]
         self.identity = (len(old.links) == len(new.links) and not self._new

@@ -633,7 +633,7 @@ class MasterServer(ReloadOps):
             self._count_rejected(ev.reason)
             if ev.reason in HOSTILE_REJECTIONS:       # authenticated, but not what its sender may say
                 self._reject_log["peer" if ev.sender in self.master_addrs else "client"].note(
-                    time.monotonic(), ev.reason, self._from, f"{ev.msg_type} from {ev.sender!r}")
+                    time.monotonic(), ev.reason, self._from, lambda: f"{ev.msg_type} from {ev.sender!r}")
             elif log.isEnabledFor(logging.DEBUG):     # routine (elections, rollouts): per datagram, debug
                 log.debug(kv("rejected", sender=ev.sender, type=ev.msg_type, reason=ev.reason))
         elif isinstance(ev, VersionChanged):

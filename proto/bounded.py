@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping
 
 from proto.logsetup import kv
 
@@ -164,9 +164,11 @@ class RejectLog:
     def suppressed(self) -> int:
         return self._warn.suppressed + self._routine.suppressed
 
-    def note(self, now: float, reason: str, source: str | tuple[str, int] | None, detail: str = "") -> bool:
+    def note(self, now: float, reason: str, source: str | tuple[str, int] | Callable[[], str] | None,
+             detail: str | Callable[[], str] = "") -> bool:
         """`source`: an (ip, port) pair, rendered "ip:port" only when a line is written (the flood path
-        formats nothing), a text, or None ("-": not known)."""
+        formats nothing), a text, a callable returning the text (called only for a line written: the ND
+        path's "port N src_mac ..."), or None ("-": not known). `detail`: a text or such a callable."""
         if reason in _LOGGED_BY_CODEC:
             return False
         routine = reason in ROUTINE_REJECTIONS
@@ -180,6 +182,10 @@ class RejectLog:
             source = f"{source[0]}:{source[1]}"
         elif source is None:
             source = "-"
+        elif callable(source):
+            source = source()
+        if callable(detail):
+            detail = detail()
         detail = detail if len(detail) <= 160 else detail[:160] + "..."
         if not detail.isprintable():        # one line whatever the sender put in a name
             detail = detail.encode("unicode_escape").decode("ascii")

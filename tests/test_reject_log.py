@@ -147,3 +147,47 @@ def test_master_logs_rejected_datagrams_with_source_and_reason(tmp_path: Path,
         assert line and "local=m1" in line and f"source=127.0.0.1:{port}" in line, (reason, lines)
     assert "path=client" in by_reason["bad_hmac"] and "path=peer" in by_reason["bad_magic"]
     assert "'leaf-2'" in by_reason["unknown_port"] and "PortReport" in by_reason["unknown_port"]
+
+
+def test_a_flood_of_rejected_nd_frames_renders_no_source_or_detail_past_the_budget(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Review 39: the master renders a rejected datagram's (ip, port) only when a line is written, but the
+    switch client formatted "port N src_mac aa:bb:..." (and the not-ND detail) for every rejected ND frame,
+    written or not: a keyless sender on a fabric port paid that per frame. RejectLog.note takes the source
+    and the detail as callables too, called only for a line written; the ND paths pass them so."""
+    logger = logging.getLogger("firepath.test.rejectlog.lazy")
+    rl = RejectLog(logger, "leaf-1", "nd", rate=1.0, burst=2)
+    caplog.set_level(logging.INFO, logger=logger.name)
+    calls: list[str] = []
+
+    def source() -> str:
+        calls.append("source")
+        return "port 1"
+
+    def detail() -> str:
+        calls.append("detail")
+        return "why"
+
+    assert [rl.note(10.0, "bad_hmac", source, detail) for _ in range(50)] == [True, True] + [False] * 48
+    line = caplog.records[-1].getMessage()
+    assert calls == ["source", "detail"] * 2 and 'source="port 1"' in line and "detail=why" in line
+    caplog.set_level(logging.ERROR, logger=logger.name)     # WARNING off: nothing rendered at all
+    calls.clear()
+    assert not rl.note(100.0, "bad_hmac", source, detail) and calls == []
+
+    # the client's ND path hands it nothing rendered
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1, liveness="nd")
+    ring = KeyRing.from_secret(SECRET)
+    core = ClientCore(fabric, "leaf-1", ring.bundle_for_switch("leaf-1"), now=1000.0)
+    seen: list[tuple] = []
+
+    class Spy:
+        def note(self, now: float, reason: str, source: object, detail: object = "") -> bool:
+            seen.append((reason, source, detail))
+            return False
+
+    core._nd_reject_log = Spy()     # type: ignore[assignment]
+    frame = encode_nd_ethernet("02:00:00:00:00:99", MAGIC + bytes((WIRE_VERSION,)) + b"garbage")
+    assert core.on_packet_in(1, frame, 1000.0) == []
+    assert seen and all(not isinstance(s, str) for _r, s, _d in seen), seen
+    assert callable(seen[0][1]) and seen[0][1]() == "port 1 src_mac 02:00:00:00:00:99"

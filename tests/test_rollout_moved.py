@@ -355,3 +355,55 @@ def test_a_switch_flapping_between_configs_changes_nothing_but_what_it_is_sent()
     assert core.dist.peers["leaf-1"].moved
     snap = sends(core.tick(1.2), "leaf-1", LsdFull)
     assert snap and snap[0].digest == nxt.digest and decode_snapshot(snap[0].snapshot, len(nxt.links)) == states
+
+
+def test_a_switch_moving_onto_the_next_config_carries_the_lsd_again_only_if_it_ends_a_new_link() -> None:
+    """Review 39: every moved switch's first report under N (and every flip) marked the evidence dirty, and the
+    next tick carried the whole LSD again (O(links): 8-15 ms at Jupiter size, in the master's turn) to find the
+    content unchanged — once per tick while switches move, though only the ends of N's new links can change
+    it (a carried link follows the running LSD, whose new versions refresh it anyway)."""
+    cur = make_fabric(NO_GUARD)
+    nxt = make_fabric(NO_GUARD, leaves=4)                    # leaf-4 and its links to spine-1/-2 are new in N
+    core = master(cur)
+    cores = {core.id: core}
+    sw = Switches(cur)
+    report_all(core, cur, sw, 0.0, 1)
+    sw.run(cores, 0.0, 0.3)
+    core.rollout_prepare(nxt, 0.3)
+    sw.move("leaf-1", nxt, 0.4)
+    sw.pump(cores, core.handle("leaf-1", report(nxt, "leaf-1", seq=10), 0.4), 0.4)
+    sw.run(cores, 0.4, 0.6)
+    view = core._next_lsd
+    assert view is not None and sw.replicas["leaf-1"].has_data
+    carried: list[int] = []
+    real = view._carry
+
+    class Counting:                             # the index map, counting its O(links) calls
+        new_link_switches = getattr(real, "new_link_switches", frozenset())
+
+        def __call__(self, states: bytes, end_up):  # noqa: ANN001, ANN204
+            carried.append(1)
+            return real(states, end_up)
+
+    view._carry = Counting()                    # type: ignore[assignment]
+    v = core.version
+    # leaf-2 and leaf-3 move (same ports as before: the running LSD does not change): nothing to carry again
+    for i, name in enumerate(("leaf-2", "leaf-3")):
+        t = 0.7 + 0.1 * i
+        sw.move(name, nxt, t)
+        sw.pump(cores, core.handle(name, report(nxt, name, seq=20), t), t)
+        sw.run(cores, t, t + 0.05)
+    assert core.version == v and carried == [], carried
+    assert all(sw.replicas[n].has_data and sw.replicas[n].digest == nxt.digest for n in ("leaf-2", "leaf-3"))
+    # spine-1 moves: it ends the new link to leaf-4, which its report under N may make usable: carried again
+    sw.move("spine-1", nxt, 1.0)
+    sw.pump(cores, core.handle("spine-1", report(nxt, "spine-1", seq=30), 1.0), 1.0)
+    sw.run(cores, 1.0, 1.05)
+    assert carried == [1]
+    # leaf-4 (only in N) reports: the new link leaf-4 -- spine-1 is UP for every moved switch
+    sw.replicas["leaf-4"] = LsdReplica(nxt, "leaf-4", now=1.1)
+    sw.applied["leaf-4"], sw.requests["leaf-4"] = [], 0
+    sw.pump(cores, core.handle("leaf-4", report(nxt, "leaf-4", seq=1), 1.1), 1.1)
+    sw.run(cores, 1.1, 1.3)
+    new1 = link_index(nxt, "leaf-4:1-spine-1:4")
+    assert all(sw.replicas[n].states()[new1] == UP for n in ("leaf-1", "leaf-2", "spine-1", "leaf-4"))
