@@ -169,7 +169,7 @@ class Rollout:
         """Hold `nxt` as the next config. Returns False if it already is (idempotent: every replica can be
         told again). RolloutError if it is the current config, another next one is prepared, or it
         changes what a rollout cannot (check_compatible). `carry`: `Carry(current, nxt)` if the caller built
-        it already (off the event loop: ~0.35 s at Jupiter size when links change), else built when needed."""
+        it already (off the event loop: a few tenths of a second at Jupiter size), else built when needed."""
         if nxt.digest == self.current.digest:
             raise RolloutError(f"{nxt.source}: is the running config (digest {nxt.digest[:12]}...): nothing to roll out")
         if self.next is not None:
