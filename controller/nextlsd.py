@@ -30,8 +30,6 @@ from proto.lsd import LinkState, encode_snapshot
 
 __all__ = ["NextLsd"]
 
-#: states a route may use: a change from one of these to another state is bad news (not paced)
-_USABLE = frozenset((LinkState.UP, LinkState.DRAINED))
 
 
 class NextLsd:
@@ -72,7 +70,9 @@ class NextLsd:
         else:
             diff = [(a, b) for a, b in zip(old, states, strict=True) if a != b]
             n = len(diff)
-            urgent = any(a in _USABLE and b not in _USABLE for a, b in diff)
+            # the running LSD's rule (MasterCore._rederive): any entry that becomes other than UP (down, drained)
+            # is bad news, not paced
+            urgent = any(b != LinkState.UP for _a, b in diff)
         self.version, self.from_version, self.states = version, from_version, states
         self._snapshot = None
         return n, urgent

@@ -407,3 +407,22 @@ def test_a_switch_moving_onto_the_next_config_carries_the_lsd_again_only_if_it_e
     sw.run(cores, 1.1, 1.3)
     new1 = link_index(nxt, "leaf-4:1-spine-1:4")
     assert all(sw.replicas[n].states()[new1] == UP for n in ("leaf-1", "leaf-2", "spine-1", "leaf-4"))
+
+
+def test_the_next_config_lsd_calls_bad_news_what_the_running_lsd_does() -> None:
+    """Review 39: the view treated a drain (UP -> DRAINED) as good news, paced, where the running LSD sends it at
+    once. Any entry that becomes other than UP is urgent; only UPs are paced."""
+    from controller.nextlsd import NextLsd
+    from controller.rollout import Carry
+
+    cur, nxt = fabrics()
+    view = NextLsd(nxt, Carry(cur, nxt))
+    base = bytes([UP] * nxt.lsd_size)
+    assert view.publish(1, 1, base) == (nxt.lsd_size, False)
+    drained = bytearray(base)
+    drained[0] = LinkState.DRAINED
+    assert view.publish(2, 2, bytes(drained)) == (1, True)
+    down = bytearray(drained)
+    down[1] = DOWN
+    assert view.publish(3, 3, bytes(down)) == (1, True)
+    assert view.publish(4, 4, base) == (2, False)                   # back UP: paced
