@@ -406,9 +406,12 @@ class MasterCore(DrainOps, RolloutOps, RequestOps, GuardOps):
                 out.append(ClientInfo(sw.name, None, None, None, None, None, None, False, 0, 0))
                 continue
             lag, acked = None, p.acked_version
-            if p.acked_term == self.term and acked is not None and 0 <= acked <= self.lsd.version and not (
+            # a switch moved to a prepared next config holds that config's LSD (controller.nextlsd)
+            nxt = self.dist.next if p.moved else None
+            current = nxt.version if nxt is not None and nxt.version >= 0 else self.lsd.version
+            if p.acked_term == self.term and acked is not None and 0 <= acked <= current and not (
                     p.sent_term == self.term and p.sent_version is not None and p.sent_version > acked):
-                lag = self.lsd.version - acked
+                lag = current - acked
             out.append(
                 ClientInfo(
                     sw.name,

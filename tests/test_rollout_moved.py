@@ -426,3 +426,14 @@ def test_the_next_config_lsd_calls_bad_news_what_the_running_lsd_does() -> None:
     down[1] = DOWN
     assert view.publish(3, 3, bytes(down)) == (1, True)
     assert view.publish(4, 4, base) == (2, False)                   # back UP: paced
+
+
+def test_a_moved_switch_that_holds_the_next_config_lsd_shows_no_lag() -> None:
+    """Review 39: `/v1/clients` measured a moved switch's confirmed version against the running LSD's, above which
+    the view's versions lie: its lag read None (or a number) while it held exactly what it was sent."""
+    _cur, _nxt, core, _cores, sw = moved_setup()
+    held = sw.replicas["leaf-1"].version
+    assert held == core.next_lsd_version() and held > core.version
+    core.handle("leaf-1", LsdRequest("leaf-1", core.term, held), 0.8)          # its word: it holds that version
+    row = next(c for c in core.clients(0.8) if c.switch == "leaf-1")
+    assert row.acked_version == held and row.lag == 0
