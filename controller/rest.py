@@ -247,11 +247,13 @@ async def guard_confirm(request: web.Request) -> web.Response:
     denied = _check_token(request, request.app[TOKEN_KEY].value)  # type: ignore[attr-defined]
     if denied is not None:
         return denied
-    names = None
+    names, body = None, {}
     if request.body_exists:
         try:
             async with asyncio.timeout(READ_TIMEOUT):
-                body = await request.json()
+                raw = await request.read()
+            if raw.strip():     # whitespace alone is no body, as for the actions that take none
+                body = json.loads(raw)
         except (ValueError, RecursionError):
             return _error(400, _CONFIRM_BODY)
         except TimeoutError:

@@ -192,13 +192,15 @@ def test_guard_view_confirm_and_metrics(tmp_path: Path) -> None:
         assert 'firepath_master_guard_events_total{kind="hold",reason="uncorroborated"} 1.0' in metrics
         assert (await c.post("/v1/guard/confirm")).status == 401
         assert (await c.post("/v1/guard/confirm", headers={"Authorization": "Bearer nope"})).status == 403
+        r = await c.post("/v1/guard/confirm", headers=AUTH, data=b"\xff\xfe not utf-8")
+        assert r.status == 400 and len(server.core.guard_held()) == 2
         for bad in ({"links": []}, {"links": "leaf-1:1-spine-1:1"}, {"links": [1]}, {"link": "x"}, [1], "x"):
             r = await c.post("/v1/guard/confirm", headers=AUTH, json=bad)
             assert r.status == 400 and "links" in (await r.json())["error"], bad
         r = await c.post("/v1/guard/confirm", headers=AUTH, json={"links": ["leaf-1:1-spine-1:1", "leaf-2:1-spine-1:2"]})
         assert r.status == 409 and (await r.json())["not_held"] == ["leaf-2:1-spine-1:2"]
         assert len(server.core.guard_held()) == 2                  # all or nothing
-        r = await c.post("/v1/guard/confirm", headers=AUTH)
+        r = await c.post("/v1/guard/confirm", headers=AUTH, data=b" \r\n ")      # whitespace: no body, all
         assert r.status == 200 and (await r.json())["released"] == ["leaf-1:1-spine-1:1", "leaf-1:2-spine-2:1"]
         assert server.core.lsd.state(0) == 0 and server.core.guard_held() == {}
         metrics = await (await c.get("/metrics")).text()
