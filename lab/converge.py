@@ -51,6 +51,8 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
                   for m, s in lab.master_states().items()}
         return f"no single master: {states}"
     version = int(leader[1]["version"])
+    # switches moved to a prepared next config are served an LSD under it, on versions of its own
+    nxt = leader[1].get("next_lsd") if isinstance(leader[1].get("next_lsd"), dict) else {}
     if min_version is not None and version < min_version:
         return f"master {leader[0]} at LSD version {version} < {min_version}"
     behind: list[str] = []
@@ -65,8 +67,10 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
             behind.append(f"{name}: client stopped by a signal (pid {rec.pid})" if rec is not None and rec.stopped()
                           else f"{name}: REST {type(s).__name__}")
             continue
-        if int(s.get("programmed_version", -1)) != version:
-            behind.append(f"{name}: programmed {s.get('programmed_version')} != {version}")
+        want_version = nxt["version"] if nxt and s.get("digest") == nxt.get("digest") else version
+        if int(s.get("programmed_version", -1)) != want_version:
+            behind.append(f"{name}: programmed {s.get('programmed_version')} != {want_version}"
+                          + (" (the next config's LSD)" if want_version != version else ""))
             continue
         want = expect_usable.get(name, len(lab.fabric.fabric_ports(name)))
         ports = s.get("ports", [])

@@ -165,3 +165,17 @@ def test_a_client_stopped_by_a_signal_is_named_as_such(lab: FakeLab) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_switch_moved_to_a_prepared_next_config_is_converged_on_that_configs_lsd(lab: FakeLab) -> None:
+    """While a rollout is prepared, a switch moved to the next config holds the LSD the master serves under it,
+    on versions of its own (the master's `next_lsd`): it was counted behind ("programmed 9 != 7") for as long as
+    the rollout lasted. It is behind only when it did not program that LSD's version."""
+    moved = lab.fabric.switches[0].name
+    lab.header["next_lsd"] = {"digest": "n" * 64, "version": 9}
+    lab.states[moved].update(digest="n" * 64, programmed_version=9)
+    assert lab.convergence_problem() is None
+    lab.states[moved]["programmed_version"] = 8
+    assert lab.convergence_problem() == f"{moved}: programmed 8 != 9 (the next config's LSD)"
+    lab.states[moved]["programmed_version"] = 7          # the running version is not what it should hold
+    assert "!= 9" in (lab.convergence_problem() or "")

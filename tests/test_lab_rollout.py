@@ -298,6 +298,8 @@ def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -
     assert st["phase"] == "prepared" and st["switches"]["leaf-1"] == "next" and st["next_version"] is not None, st
     hops, doc = _installed_hops(lab, "leaf-1", prefix)
     assert hops == {"spine-1", "spine-2"}, doc
+    # the lab counts it converged on the LSD it is served (the master's `next_lsd`), not behind the running one
+    assert lab.wait_converged(15.0, holds_ok=False), lab.convergence_problem(holds_ok=False)
     held_version = int(lab.client_states()["leaf-1"]["programmed_version"])
     other_version = int(lab.client_states()["leaf-2"]["programmed_version"])     # leaf-2: still on the running config
 
