@@ -19,6 +19,7 @@ Bounded waits only; behaviour is asserted (pairs reachable, what the masters hol
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -293,7 +294,9 @@ def test_a_moved_tor_follows_a_remote_link_failure_before_the_commit(lab: Lab) -
         st = lab.client_states()["leaf-1"]
         return (isinstance(st, dict) and st.get("digest") == nxt.digest and st.get("config_mismatch") is None
                 and st.get("programmed_version") is not None and st["programmed_version"] >= 0)
-    assert wait_until(served, 15.0, 0.05), lab.client_states()["leaf-1"]
+    if not wait_until(served, 15.0, 0.05):
+        pytest.fail(f"leaf-1 not served under the next config: {json.dumps(lab.client_states()['leaf-1'], default=str)}"
+                    f"; rollout {json.dumps(_rollout(lab), default=str)}; master {lab.current_master()}")
     st = _rollout(lab)
     assert st["phase"] == "prepared" and st["switches"]["leaf-1"] == "next" and st["next_version"] is not None, st
     hops, doc = _installed_hops(lab, "leaf-1", prefix)
