@@ -143,6 +143,16 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
         for mid in masters if target in ("all", *masters) and target not in switches else []:
             if target not in ("all", mid):
                 continue
+            rec = lab.state.processes.get(f"master:{mid}")
+            if rec is not None and not rec.alive():
+                # as a switch without a client: skipped, not waited for (before: 60 s, then the whole reload
+                # failed, and `lab heal` refused to start it on the edit: a master killed mid-rollout was stuck)
+                if target == mid:
+                    raise LabError(f"master {mid}: not running (pid {rec.pid}): `firepath lab heal` starts it on "
+                                   f"this file once the serving master has it prepared or runs it")
+                log(f"master {mid}: not running: skipped (`firepath lab heal` starts it on this file once the "
+                    f"serving master has it prepared or runs it)")
+                continue
             try:
                 status, ans = _retry(lambda m=mid: poster.post(new.master(m).rest_port, "/v1/reload", token), timeout)
             except OSError as e:
