@@ -198,7 +198,10 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
             port = lab.rest_port(sw)
             # whether this client restarts is its own config's business, not the lab's running one: a switch
             # reloaded onto an edit and then back restarts although the lab's config is unchanged (tester)
-            restarts = not keys_only or _client_digest(lab, port) not in (None, new.digest)
+            # (a switch already moved to the file, e.g. by `lab reload SWITCH` before `lab reload all`, does not
+            # restart: it was said "restarted ... in 0.0s")
+            held = _client_digest(lab, port)
+            restarts = held != new.digest if held is not None else not keys_only
             rec.send_signal(signal.SIGHUP)
             back = wait_until(lambda p=port, s=sw: _back(lab, s, p, new.digest, want_ack, keys), timeout, 0.1)
             if not back:

@@ -345,6 +345,33 @@ def test_a_switch_reverted_to_the_running_config_is_said_to_restart(tmp_path: Pa
 
 
 
+def test_a_switch_already_moved_to_the_file_is_not_said_to_restart(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: `lab reload leaf-4` mid-rollout, then `lab reload all`: leaf-4, already on the file, was said
+    "restarted on config ... in 0.0s" (its SIGHUP changed nothing)."""
+    import lab.reload as reload
+
+    text = _clos3()
+    lab = _running_lab(tmp_path, text)
+    edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
+    (tmp_path / "fabric.yaml").write_text(edited)
+    running = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path).digest
+    edited_digest = parse_fabric(edited, source="fabric.yaml", base_dir=tmp_path).digest
+    _one_client_lab(lab, monkeypatch, running)
+    monkeypatch.setattr(reload, "_served_digests", lambda _lab: {running, edited_digest})
+    monkeypatch.setattr(reload, "wait_until", lambda *_a, **_k: True)
+    lab.rest_port = lambda _sw: 1
+    client_runs = [edited_digest]
+    monkeypatch.setattr(reload, "_client_digest", lambda _lab, _port: client_runs[0])
+    said: list[str] = []
+    reload.reload_lab(lab, "tor-1-1", log=said.append)
+    assert any("switch tor-1-1:" in m and "no restart" in m for m in said), said
+    client_runs[0] = running
+    said.clear()
+    reload.reload_lab(lab, "tor-1-1", log=said.append)
+    assert any(f"switch tor-1-1: restarted on config {edited_digest[:12]}" in m for m in said), said
+
+
 def test_heal_starts_no_daemon_on_an_edit_the_lab_does_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stop 36 leftover: `lab heal` restarted a killed client on the lab's fabric.yaml as it was on disk: after
     an edit awaiting `lab reload` (a link re-weighted), the client ran a config no master had prepared, refused
