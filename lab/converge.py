@@ -81,8 +81,9 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
                 rollout = _rollout(lab)
             nxt = rollout.get("next_version")
             if digest != rollout.get("next") or nxt is None:
-                behind.append(f"{name}: holds config {str(digest)[:12]}..., which the master neither runs nor "
-                              f"serves (prepared: {str(rollout.get('next'))[:12]}...)")
+                behind.append(f"{name}: holds config {str(digest)[:12]}..., which the master neither runs nor has "
+                              f"prepared: it refuses the LSD (left on an aborted rollout? reload it onto the running "
+                              f"config)")
                 continue
             want_version = int(nxt)
         if int(s.get("programmed_version", -1)) != want_version:

@@ -182,7 +182,9 @@ def test_a_switch_moved_mid_rollout_is_converged_at_the_next_configs_lsd_version
     lab.states[sw]["programmed_version"] = 7            # the running LSD's version is not the one it is served
     assert lab.convergence_problem() == f"{sw}: programmed 7 != 8 (the next config's LSD)"
     lab.rollout = {"phase": "idle", "next": None, "next_version": None}     # aborted: nobody serves it
-    assert "holds config nnnnnnnnnnnn..., which the master neither runs nor serves" in lab.convergence_problem()
+    assert lab.convergence_problem() == (f"{sw}: holds config nnnnnnnnnnnn..., which the master neither runs nor has "
+                                         f"prepared: it refuses the LSD (left on an aborted rollout? reload it onto "
+                                         f"the running config)")
     lab.states[sw]["digest"] = lab.fabric.digest        # reloaded back onto the running config
     lab.states[sw]["programmed_version"] = 7
     assert lab.convergence_problem() is None
