@@ -181,6 +181,8 @@ def test_a_switch_moved_mid_rollout_is_converged_at_the_next_configs_lsd_version
     assert lab.convergence_problem() == f"{sw}: programmed 6 != 8 (the next config's LSD)"
     lab.states[sw]["programmed_version"] = 7            # the running LSD's version is not the one it is served
     assert lab.convergence_problem() == f"{sw}: programmed 7 != 8 (the next config's LSD)"
+    lab.rollout.update(next_version=None, next_withheld="relays meet, and link x is re-weighted")
+    assert lab.convergence_problem() is None            # not served until the commit, on purpose
     lab.rollout = {"phase": "idle", "next": None, "next_version": None}     # aborted: nobody serves it
     assert lab.convergence_problem() == (f"{sw}: holds config nnnnnnnnnnnn..., which the master neither runs nor has "
                                          f"prepared: it refuses the LSD (left on an aborted rollout? reload it onto "
