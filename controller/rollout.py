@@ -75,11 +75,11 @@ def mixed_routing_hazard(old: Fabric, new: Fabric, from_old: list[int] | None = 
     `old` (-1: new), as Carry builds it."""
     transit_old = {s.name: bool(s.transit) for s in old.switches}
     transit_new = {s.name: bool(s.transit) for s in new.switches}
-    relays = [x for f, t in ((old, transit_old), (new, transit_new)) for x in f.links
-              if t[x.a.switch] and t[x.b.switch]]
-    if not relays:
+    relay = next((x for f, t in ((old, transit_old), (new, transit_new)) for x in f.links
+                  if t[x.a.switch] and t[x.b.switch]), None)
+    if relay is None:
         return None
-    why = f"relays meet (link {relays[0].name}), and "
+    why = f"relays meet (link {relay.name}), and "
     for name, was in transit_old.items():
         if name in transit_new and transit_new[name] != was:
             return why + f"switch {name} {'relays' if transit_new[name] else 'no longer relays'} traffic in the next config"
