@@ -392,8 +392,8 @@ class ClientDaemon:
             except (NotConnected, TimeoutError, RuntimeError) as e:
                 error = str(e)
         with self.lock:
-            version = self.core.replica.version
-        return {"switch": self.name, "lsd_version": version,
+            version, mismatch = self.core.replica.version, self.core.replica.config_mismatch
+        return {"switch": self.name, "lsd_version": version, "config_mismatch": mismatch,
                 "programmed_version": self.programmer.programmed_version,
                 "excluded_ports": sorted(excluded), "ovs_read": flows is not None, "ovs_error": error,
                 "routes": route_rows(self.fabric, self.name, routes, group_of, excluded, flows, groups, prefix,

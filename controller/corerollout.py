@@ -48,7 +48,7 @@ class RolloutOps:
     def rollout_status(self, now: float) -> dict:
         return {**self.rollout.status(now, alive=self._switch_alive(now)), "role": self.role.value,
                 "term": self.term, "version": self.version, "master": self.id, "leader": self.leader,
-                "next_version": self.next_lsd_version()}
+                "next_version": self.next_lsd_version(), "next_withheld": self.next_withheld()}
 
     def _switch_alive(self, now: float):  # noqa: ANN202
         dead = self.fabric.timers.switch_dead
@@ -149,9 +149,18 @@ class RolloutOps:
 
     # ============================================================================ moved switches' LSD
     def _holds_next(self, switch: str) -> bool:
-        """`switch`'s last report (heard by this replica in any role) carried the prepared next config."""
+        """`switch`'s last report (heard by this replica in any role) carried the prepared next config, and
+        the next config is one a switch may route on before the others (`next_withheld`): it is then served
+        the LSD under it. Otherwise it is served the running LSD, which it refuses: it keeps the routes it
+        holds until the commit, as before moved switches were served."""
         nxt = self.rollout.next
-        return nxt is not None and self.rollout.holds(switch) == nxt.digest
+        return nxt is not None and self.rollout.holds(switch) == nxt.digest and self.next_withheld() is None
+
+    def next_withheld(self) -> str | None:
+        """Why switches moved to the prepared next config are not served its LSD before the commit
+        (controller.rollout.mixed_routing_hazard: a metric change where relays meet could loop traffic), or
+        None (also when nothing is prepared)."""
+        return None if self.rollout.next is None else self.rollout.carry().hazard
 
     def _ends_new_link(self, switch: str) -> bool:
         """A report of `switch` under the next config may change the moved switches' LSD without a new running

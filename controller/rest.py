@@ -70,16 +70,7 @@ def _header(s: MasterApi) -> dict[str, Any]:
     c = s.core
     return {"master": c.id, "role": c.role.value, "term": c.term, "leader": c.leader, "version": c.version,
             "held": c.held, "persist_error": s.persist_error, "guard_held": len(c.guard.held),
-            "other_config": c.other_config(s.now()) if c.held else {},
-            "next_lsd": _next_lsd(c)}
-
-
-def _next_lsd(c: Any) -> dict[str, Any] | None:
-    """While a rollout is prepared and the master serves switches moved to the next config (controller.nextlsd):
-    that config's digest and the version of the LSD they are served; else None."""
-    version = c.next_lsd_version()
-    return None if version is None or c.rollout.next is None else {"digest": c.rollout.next.digest,
-                                                                    "version": version}
+            "other_config": c.other_config(s.now()) if c.held else {}}
 
 
 async def lsd_version(request: web.Request) -> web.Response:

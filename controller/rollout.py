@@ -30,7 +30,7 @@ from proto.config import Fabric
 from proto.lsd import LinkState
 
 __all__ = ["Carry", "IncompatibleConfig", "Phase", "Rollout", "RolloutError", "carry_states", "check_compatible",
-           "link_key"]
+           "link_key", "mixed_routing_hazard"]
 
 
 class RolloutError(ValueError):
@@ -60,13 +60,61 @@ def carry_states(old: Fabric, old_states: bytes, new: Fabric,
     return Carry(old, new)(old_states, end_up)
 
 
+def mixed_routing_hazard(old: Fabric, new: Fabric, from_old: list[int] | None = None) -> str | None:
+    """Why switches routing on `new` next to switches routing on `old` may loop traffic, or None.
+
+    Moved switches (controller.nextlsd) compute routes on the next config's metric while the others still
+    route on the running one's. A loop needs two relays sending a packet back and forth, so it needs a link
+    between two switches that relay (transit); without one (a leaf-spine: spines meet only leaves) nothing
+    can loop. With one (3 tiers: agg -- spine) a metric that differs can: a link re-weighted (tester, 3-tier
+    lab: tor-1-1 -- agg-1-1 to weight 10, agg-1-1 alone moved: it sent tor-1-1's traffic up to the spines,
+    which sent half of it back to it; 34 % of the flows to tor-1-1 lost, no failure anywhere), a switch's
+    transit role changed, a prefix that moves to other switches, a new link between two switches of the
+    running config (a path only the moved switches know). New switches and their links (a ToR added),
+    removed links and timers change no metric the others use. `from_old`: per link of `new` its index in
+    `old` (-1: new), as Carry builds it."""
+    transit_old = {s.name: bool(s.transit) for s in old.switches}
+    transit_new = {s.name: bool(s.transit) for s in new.switches}
+    relay = next((x for f, t in ((old, transit_old), (new, transit_new)) for x in f.links
+                  if t[x.a.switch] and t[x.b.switch]), None)
+    if relay is None:
+        return None
+    why = f"relays meet (link {relay.name}), and "
+    for name, was in transit_old.items():
+        if name in transit_new and transit_new[name] != was:
+            return why + f"switch {name} {'relays' if transit_new[name] else 'no longer relays'} traffic in the next config"
+    if from_old is None:
+        by_key = {link_key(x): i for i, x in enumerate(old.links)}
+        from_old = [by_key.get(link_key(x), -1) for x in new.links]
+    for j, i in enumerate(from_old):
+        link = new.links[j]
+        if i >= 0 and old.links[i].weight != link.weight:
+            return why + f"link {link.name} is re-weighted ({old.links[i].weight} -> {link.weight})"
+        if i < 0 and link.a.switch in transit_old and link.b.switch in transit_old:
+            return why + f"link {link.name} is new between two switches of the running config"
+
+    def origins(f: Fabric) -> dict[object, frozenset[str]]:
+        out: dict[object, set[str]] = {}
+        for sw in f.switches:
+            for pfx in sw.prefixes:
+                out.setdefault(pfx, set()).add(sw.name)
+        return {p: frozenset(v) for p, v in out.items()}
+
+    now_at = origins(new)
+    for pfx, at in origins(old).items():
+        if pfx in now_at and now_at[pfx] != at:
+            return why + f"prefix {pfx} moves ({', '.join(sorted(at))} -> {', '.join(sorted(now_at[pfx]))})"
+    return None
+
+
 class Carry:
     """`carry_states` from `old` to `new` with the link index map built once (O(links) per call, no dict of
     link identities per call): `Carry(old, new)(old_states, end_up) -> bytearray` of `new.lsd_size` bytes.
     `identity`: same links in the same order and the same external slots (a re-weight, new timers): the
-    states are copied."""
+    states are copied. `hazard`: why moved switches must not route on `new` before the commit
+    (`mixed_routing_hazard`), or None."""
 
-    __slots__ = ("_from", "_new", "_slots", "identity", "key", "n", "new_link_switches")
+    __slots__ = ("_from", "_new", "_slots", "hazard", "identity", "key", "n", "new_link_switches")
 
     def __init__(self, old: Fabric, new: Fabric) -> None:
         def ends(links) -> list[tuple[str, int, str, int]]:  # noqa: ANN001
@@ -90,6 +138,7 @@ class Carry:
         self.new_link_switches = frozenset(end[0] for _j, a, b in self._new for end in (a, b))
         old_slots = {slot: i for i, slot in enumerate(old.external_slots, start=len(old.links))}
         self._slots = [old_slots.get(slot, -1) for slot in new.external_slots]
+        self.hazard = mixed_routing_hazard(old, new, self._from)
         self.identity = (len(old.links) == len(new.links) and not self._new
                          and self._from == list(range(len(new.links))) and old.external_slots == new.external_slots)
 

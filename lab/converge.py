@@ -5,6 +5,11 @@ Converged means every live client programmed the serving master's LSD version, h
 recorded faults leave, and the master's LSD agrees with what the clients say right now: a link whose two ends
 are usable is UP, a link with an end out of use is not.
 
+Mid-rollout (issue #21), a client that moved to the prepared next config programs the LSD the master serves
+under it (controller.nextlsd: versions of its own, above the running LSD's): it is converged at the master's
+`next_version` (`/v1/rollout`), not at the running LSD's version (before, `lab heal` during a rollout failed
+with "leaf-1: programmed 12 != 11" on a fabric where every pair was reachable).
+
 Two kinds of "not yet" are told apart:
 
 - **Pending**, never converged: a report still in flight to the master (the LSD is about to change), or a port
@@ -51,10 +56,10 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
                   for m, s in lab.master_states().items()}
         return f"no single master: {states}"
     version = int(leader[1]["version"])
-    # switches moved to a prepared next config are served an LSD under it, on versions of its own
-    nxt = leader[1].get("next_lsd") if isinstance(leader[1].get("next_lsd"), dict) else {}
     if min_version is not None and version < min_version:
         return f"master {leader[0]} at LSD version {version} < {min_version}"
+    running = lab.fabric.digest
+    rollout: dict | None = None          # the master's /v1/rollout, read once a client holds another config
     behind: list[str] = []
     damped: list[str] = []          # ports their client's flap damping holds out of use (a hold on purpose)
     recorded: set[tuple[str, int]] | None = None       # the ports the lab's faults take down (read when needed)
@@ -67,7 +72,22 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
             behind.append(f"{name}: client stopped by a signal (pid {rec.pid})" if rec is not None and rec.stopped()
                           else f"{name}: REST {type(s).__name__}")
             continue
-        want_version = nxt["version"] if nxt and s.get("digest") == nxt.get("digest") else version
+        want_version = version
+        digest = s.get("digest", running)
+        if digest != running:
+            # mid-rollout, a switch moved to the prepared next config programs the LSD the master serves under
+            # it (controller.nextlsd: its own versions, above the running LSD's), not the running LSD's version
+            if rollout is None:
+                rollout = _rollout(lab)
+            nxt = rollout.get("next_version")
+            if digest == rollout.get("next") and rollout.get("next_withheld"):
+                continue        # not served before the commit, on purpose: it keeps its routes (local repair)
+            if digest != rollout.get("next") or nxt is None:
+                behind.append(f"{name}: holds config {str(digest)[:12]}..., which the master neither runs nor has "
+                              f"prepared: it refuses the LSD (left on an aborted rollout? reload it onto the running "
+                              f"config)")
+                continue
+            want_version = int(nxt)
         if int(s.get("programmed_version", -1)) != want_version:
             behind.append(f"{name}: programmed {s.get('programmed_version')} != {want_version}"
                           + (" (the next config's LSD)" if want_version != version else ""))
@@ -95,6 +115,15 @@ def convergence_problem(lab: Any, expect_usable: dict[str, int] | None = None, m
         return (f"client flap damping holds {', '.join(damped[:6])}{' ...' if len(damped) > 6 else ''} out of use "
                 f"(back in use once the flaps' penalty decays, at most damp_max_ms: {lab.fabric.timers.damp_max:g} s)")
     return problem
+
+
+def _rollout(lab: Any) -> dict:
+    """The serving master's GET /v1/rollout ({} if it does not answer: every moved switch is then behind)."""
+    try:
+        got = lab.master_get("/v1/rollout")
+    except (LabError, OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
 
 
 def lsd_disagreement(lab: Any, states: dict[str, dict | Exception], dead_clients: set[str],

@@ -37,8 +37,8 @@ from typing import Any, TypeVar
 from lab import nft, plumbing
 from lab.fabric import Lab, LabError, client_cpn_address, wait_until
 from lab.iputil import ip_batch, set_carrier
-from lab.labconfig import edited_since_run
-from lab.state import RUNNING_FILE, locked
+from lab.labconfig import edited_since_run, keep_running, load_fabric
+from lab.state import RUNNING_FILE, locked, say
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -445,15 +445,45 @@ def undo(lab: Lab, fault: dict[str, Any]) -> float:
 
 def _check_runs_file(lab: Lab, kind: str, name: str) -> None:
     """LabError, starting nothing, when healing would start daemon `kind` `name` on an edit the lab does not
-    run yet."""
+    run yet. An edit the serving master runs (a rollout committed by `firepath config rollout --commit`, not
+    `lab reload`: it becomes what the lab runs) or has prepared (mid-rollout: a master started on it follows
+    the commit, a client on it is a moved switch, served its LSD) is not such an edit: before, a master killed
+    mid-rollout could be started by neither `lab heal` (the edit) nor `lab reload all` (it waited for the dead
+    master, then failed), and after a commit outside `lab reload` never again."""
     problem = edited_since_run(lab.state)
     if problem is None:
+        return
+    held = _served_as(lab)
+    if held == "current":
+        return
+    if held == "next":
+        if kind == "master":
+            say(f"master {name}: started on {lab.state.config}, the config the serving master has prepared: it "
+                f"follows the commit (after an abort, restart it on the running file)")
         return
     on_purpose = (f", or restart it on the edit on purpose (`firepath lab restart client {name}`: a rolling "
                   f"restart, after the masters)") if kind == "client" else ""
     raise LabError(f"not restarting {kind} {name}: {problem}; heal restarts daemons on the config the lab runs. "
                    f"Roll the edit out (`firepath lab reload all`), restore the file from "
                    f"{Path(lab.state.dir) / RUNNING_FILE}{on_purpose}")
+
+
+def _served_as(lab: Lab) -> str | None:
+    """"current" if the serving master runs the lab's config file as it is now (the record is brought up to
+    it: lab.labconfig.keep_running), "next" if it has it prepared, else None (or no single serving master)."""
+    from lab.reload import _rollout_view  # here: lab.reload pulls in the client OpenFlow sockets
+    try:
+        fabric = load_fabric(lab.state.config)
+        view = _rollout_view(lab)
+    except (OSError, ValueError, LabError):
+        return None
+    if view is None:
+        return None
+    if view.get("current") == fabric.digest:
+        keep_running(lab.state, fabric)
+        lab.state.save()
+        return "current"
+    return "next" if view.get("next") == fabric.digest else None
 
 
 @_exclusive

@@ -143,6 +143,16 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
         for mid in masters if target in ("all", *masters) and target not in switches else []:
             if target not in ("all", mid):
                 continue
+            rec = lab.state.processes.get(f"master:{mid}")
+            if rec is not None and not rec.alive():
+                # as a switch without a client: skipped, not waited for (before: 60 s, then the whole reload
+                # failed, and `lab heal` refused to start it on the edit: a master killed mid-rollout was stuck)
+                if target == mid:
+                    raise LabError(f"master {mid}: not running (pid {rec.pid}): `firepath lab heal` starts it on "
+                                   f"this file once the serving master has it prepared or runs it")
+                log(f"master {mid}: not running: skipped (`firepath lab heal` starts it on this file once the "
+                    f"serving master has it prepared or runs it)")
+                continue
             try:
                 status, ans = _retry(lambda m=mid: poster.post(new.master(m).rest_port, "/v1/reload", token), timeout)
             except OSError as e:
@@ -188,7 +198,10 @@ def reload_lab(lab: Lab, target: str = "all", *, timeout: float = 60.0, grow: bo
             port = lab.rest_port(sw)
             # whether this client restarts is its own config's business, not the lab's running one: a switch
             # reloaded onto an edit and then back restarts although the lab's config is unchanged (tester)
-            restarts = not keys_only or _client_digest(lab, port) not in (None, new.digest)
+            # (a switch already moved to the file, e.g. by `lab reload SWITCH` before `lab reload all`, does not
+            # restart: it was said "restarted ... in 0.0s")
+            held = _client_digest(lab, port)
+            restarts = held != new.digest if held is not None else not keys_only
             rec.send_signal(signal.SIGHUP)
             back = wait_until(lambda p=port, s=sw: _back(lab, s, p, new.digest, want_ack, keys), timeout, 0.1)
             if not back:

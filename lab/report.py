@@ -62,9 +62,10 @@ def format_status(lab: Any) -> str:
     other = [name for name, s in switches.items() if isinstance(s, dict) and s.get("config_mismatch")]
     if other:
         lines.append("")
-        lines.append("on another config than its master's LSD (left on an aborted rollout, or reloaded onto a file "
-                     "no master prepared: it refuses that LSD, its switch forwards on the flows it holds, no reroute "
-                     "but local repair): " + ", ".join(other))
+        lines.append("on another config than its master's LSD (left on an aborted rollout, reloaded onto a file "
+                     "no master prepared, or moved to a next config the masters do not serve before the commit: "
+                     "`config rollout --status` says why; it refuses that LSD, its switch forwards on the flows it "
+                     "holds, no reroute but local repair): " + ", ".join(other))
     borders = [(name, s["border"]) for name, s in switches.items()
                if isinstance(s, dict) and isinstance(s.get("border"), dict)]
     unheard = [sw.name for sw in lab.fabric.switches if getattr(sw, "bgp", None) is not None

@@ -70,8 +70,7 @@ def test_reads_need_no_token(tmp_path: Path) -> None:
         r = await c.get("/v1/lsd/version")
         assert r.status == 200
         assert await r.json() == {"master": "m1", "role": "master", "term": 1, "leader": "m1", "version": 0,
-                                 "held": False, "persist_error": None, "guard_held": 0, "other_config": {},
-                                 "next_lsd": None}
+                                 "held": False, "persist_error": None, "guard_held": 0, "other_config": {}}
         lsd = await (await c.get("/v1/lsd")).json()
         assert lsd["full"] is True and set(lsd["links"].values()) == {"down"} and len(lsd["links"]) == 4
         topo = await (await c.get("/v1/topology")).json()

@@ -345,6 +345,33 @@ def test_a_switch_reverted_to_the_running_config_is_said_to_restart(tmp_path: Pa
 
 
 
+def test_a_switch_already_moved_to_the_file_is_not_said_to_restart(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: `lab reload leaf-4` mid-rollout, then `lab reload all`: leaf-4, already on the file, was said
+    "restarted on config ... in 0.0s" (its SIGHUP changed nothing)."""
+    import lab.reload as reload
+
+    text = _clos3()
+    lab = _running_lab(tmp_path, text)
+    edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
+    (tmp_path / "fabric.yaml").write_text(edited)
+    running = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path).digest
+    edited_digest = parse_fabric(edited, source="fabric.yaml", base_dir=tmp_path).digest
+    _one_client_lab(lab, monkeypatch, running)
+    monkeypatch.setattr(reload, "_served_digests", lambda _lab: {running, edited_digest})
+    monkeypatch.setattr(reload, "wait_until", lambda *_a, **_k: True)
+    lab.rest_port = lambda _sw: 1
+    client_runs = [edited_digest]
+    monkeypatch.setattr(reload, "_client_digest", lambda _lab, _port: client_runs[0])
+    said: list[str] = []
+    reload.reload_lab(lab, "tor-1-1", log=said.append)
+    assert any("switch tor-1-1:" in m and "no restart" in m for m in said), said
+    client_runs[0] = running
+    said.clear()
+    reload.reload_lab(lab, "tor-1-1", log=said.append)
+    assert any(f"switch tor-1-1: restarted on config {edited_digest[:12]}" in m for m in said), said
+
+
 def test_heal_starts_no_daemon_on_an_edit_the_lab_does_not_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Stop 36 leftover: `lab heal` restarted a killed client on the lab's fabric.yaml as it was on disk: after
     an edit awaiting `lab reload` (a link re-weighted), the client ran a config no master had prepared, refused
@@ -397,6 +424,69 @@ def test_heal_starts_no_daemon_on_an_edit_the_lab_does_not_run(tmp_path: Path, m
     rec.state.save()
     assert "client" in [f["kind"] for f in inject.heal(Lab.open(tmp_path))]   # (the fake spawn leaves m1 dead)
     assert len(spawned) >= 3 and all(argv[argv.index("--config") + 1] == str(config) for argv in spawned)
+
+
+def test_a_master_killed_mid_rollout_is_started_on_the_file_the_masters_prepared_or_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: a master killed mid-rollout (the lab's fabric.yaml re-weighted, the masters prepared it) could be
+    started again by nothing: `lab heal` refused the edit ("Roll the edit out (`firepath lab reload all`)"), and
+    `lab reload all` waited 60 s for the dead master, then failed; after a commit by `firepath config rollout
+    --commit` heal refused it for good. Heal starts it on the file the serving master has prepared (it follows
+    the commit) or runs (which the lab then runs: running.yaml), and still refuses any other edit; `lab reload`
+    skips a master that is not running, as a switch without a client, instead of waiting for it."""
+    import subprocess
+
+    import lab.inject as inject
+    import lab.reload as reload
+    from lab.fabric import Lab
+    from lab.labconfig import keep_running
+    from lab.state import ProcRecord
+    from proto.config import load_fabric
+
+    text = _clos3()
+    rec = _running_lab(tmp_path, text)
+    config = tmp_path / "fabric.yaml"
+    config.write_text(text)
+    keep_running(rec.state, load_fabric(config))
+    running = rec.state.running
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    rec.state.processes["master:m1"] = ProcRecord(kind="master", name="m1", pid=dead.pid, starttime=1, argv=[],
+                                                  log="x.log")
+    rec.state.faults.append({"kind": "master", "id": "m1", "at": 0.0})
+    rec.state.save()
+    spawned: list[list[str]] = []
+    monkeypatch.setattr(Lab, "_spawn", lambda self, kind, name, argv, **_k: spawned.append(argv))
+    edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
+    config.write_text(edited)
+    edited_digest = load_fabric(config).digest
+    view: dict[str, object] = {"current": running, "next": None}
+    monkeypatch.setattr(reload, "_rollout_view", lambda _lab: view)
+    with pytest.raises(LabError, match=r"not restarting master m1: .*edited since"):     # nobody prepared it
+        inject.heal(Lab.open(tmp_path))
+    assert spawned == []
+    view["next"] = edited_digest                                # mid-rollout: the masters prepared the edit
+    assert "master" in [f["kind"] for f in inject.heal(Lab.open(tmp_path))]     # (the fake spawn leaves it dead)
+    assert spawned and spawned[-1][spawned[-1].index("--config") + 1] == str(config)
+    assert Lab.open(tmp_path).state.running == running          # still the running config until the commit
+    view.update(current=edited_digest, next=None)               # committed outside `lab reload`
+    assert "master" in [f["kind"] for f in inject.heal(Lab.open(tmp_path))]
+    assert Lab.open(tmp_path).state.running == edited_digest    # what the lab runs now
+    assert (tmp_path / "running.yaml").read_text() == edited
+    # `lab reload` skips the dead master at once (it waited 60 s for it, then failed the whole reload)
+    lab = Lab.open(tmp_path)
+    _one_client_lab(lab, monkeypatch, running)
+    posted: list[int] = []
+    monkeypatch.setattr(reload, "_retry", lambda call, _t: posted.append(1) or (_ for _ in ()).throw(OSError("x")))
+    said: list[str] = []
+    with pytest.raises(LabError, match=r"master m1: not running .*lab heal"):
+        reload.reload_lab(lab, "m1", log=said.append)
+    monkeypatch.setattr(reload, "_served_digests", lambda _lab: set())
+    monkeypatch.setattr(reload, "_commit", lambda *_a: (1, 0.0))
+    monkeypatch.setattr(reload, "wait_until", lambda *_a, **_k: True)
+    lab.rest_port = lambda _sw: 1
+    reload.reload_lab(lab, "all", log=said.append)
+    assert posted == [] and any("master m1: not running: skipped" in m for m in said), said
 
 
 def test_a_lab_too_big_for_this_machines_memory_is_refused_before_building(

@@ -192,6 +192,11 @@ def test_render_impact_and_routes(fabric) -> None:
     text = render_routes(view)
     assert "1 difference(s) marked !" in text and "!10.0.1.0/24" in text
     assert "agg-1-1 (port 1), agg-1-2 (port 2)" in text and "agg-1-1 (port 1) w=1" in text
+    assert "refuses the masters' LSD" not in text
+    # a switch moved to a next config its masters withhold until the commit: its kept flows, nothing computed
+    view.update(lsd_version=-1, programmed_version=-1, config_mismatch="c0ffee" * 10)
+    assert "\nrefuses the masters' LSD: they serve config c0ffeec0ffee..., not the one this client runs; its " \
+           "switch forwards on the flows it kept" in render_routes(view)
 
 
 def test_drain_follows_the_leader_on_409(tmp_path: Path, capsys) -> None:

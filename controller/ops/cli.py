@@ -672,6 +672,12 @@ def render_routes(view: dict[str, Any]) -> str:
             + (f"; {diff} difference(s) marked !" if diff else "; no differences"))
     if view.get("excluded_ports"):
         head += f"; ports excluded by local repair: {view['excluded_ports']} (marked ~)"
+    if view.get("config_mismatch"):
+        # a switch moved to a next config its masters do not serve (or left on an aborted rollout): its OVS
+        # flows are what it kept, nothing computed — every route shows as a difference, say why (tester)
+        head += (f"\nrefuses the masters' LSD: they serve config {str(view['config_mismatch'])[:12]}..., not the one "
+                 f"this client runs; its switch forwards on the flows it kept (computed: none) until it is served "
+                 f"its own config (the rollout's commit, or a reload onto the running one)")
     return head + "\n" + _table(rows, ["prefix", "computed next hops", "OVS group", "OVS buckets", "status"])
 
 

@@ -191,6 +191,10 @@ def render(st: dict, mid: str, next_digest: str, table: Any) -> str:
         lines += [f"    {sw}: {why}" for sw, why in sorted(st["blockers"].items())]
     elif st["phase"] == "prepared":
         lines.append("  nothing blocks the commit")
+    if st["phase"] == "prepared" and st.get("next_withheld") and by.get("next"):
+        lines.append(f"  the {len(by['next'])} switch(es) on the next config are not served its LSD before the commit "
+                     f"(they keep their routes: local repair only): {st['next_withheld']} — routing on it next to "
+                     f"switches on the running config could loop traffic")
     if st["phase"] == "prepared" and st.get("next_version") is not None and by.get("next"):
         lines.append(f"  the {len(by['next'])} switch(es) on the next config are served its LSD (version "
                      f"{st['next_version']}, carried from the running one)")
