@@ -188,6 +188,11 @@ class LsdReplica:
         if msg.digest != self.digest:
             self._refuse("refused_digest", f"LsdFull from {msg.master} term {msg.term}: fabric digest "
                          f"{msg.digest[:12]}... differs from ours {self.digest[:12]}...")
+            if msg.backup and self.has_data:
+                # A backup that answered our request before it read our first report under this config (a
+                # switch just moved to a prepared next config asks every replica): the master already serves
+                # us our config's LSD, so this says nothing about what the masters serve. Refused, not a mismatch.
+                return out
             if self.config_mismatch != msg.digest:
                 self.config_mismatch = msg.digest
                 out.append(ConfigMismatchChanged(msg.digest))

@@ -274,6 +274,25 @@ def test_digest_mismatch_is_refused_and_recorded(fabric, clock):
     assert r.config_mismatch is None
 
 
+def test_a_backups_snapshot_of_another_config_after_the_masters_of_ours_is_no_mismatch(fabric, clock):
+    """Review 39 (a rare lab failure): a switch moved to a prepared next config asks every replica for the LSD;
+    the master serves it its config's LSD, and a backup that had not read its report under that config yet
+    answered with the running config's. That snapshot set `config_mismatch` after the master's had cleared it,
+    and nothing cleared it again: the switch looked refused while it was served. A backup's snapshot of another
+    config is refused and counted, but once ours is held it is no mismatch; the master's still is."""
+    m = Master(fabric)
+    r = synced_replica(fabric, clock, m)
+    states, version = r.states(), r.version
+    theirs = m.full(digest="0" * 64)
+    backup = LsdFull("m2", theirs.term, theirs.version, theirs.digest, theirs.snapshot, backup=True)
+    assert r.on_full(backup, clock.advance(0.01)) == []
+    assert r.config_mismatch is None and r.counters["refused_digest"] == 1
+    assert (r.states(), r.version) == (states, version)
+    assert r.on_full(m.full(digest="0" * 64), clock.advance(0.01)) == [ConfigMismatchChanged("0" * 64)]
+    fresh = LsdReplica(fabric, "leaf-1", now=clock.now)     # holding nothing yet: a backup's word is all there is
+    assert fresh.on_full(backup, clock.advance(0.01)) == [ConfigMismatchChanged("0" * 64)]
+
+
 def test_undecodable_updates_leave_state_unchanged_and_resync(fabric, clock):
     m = Master(fabric)
     r = synced_replica(fabric, clock, m)
