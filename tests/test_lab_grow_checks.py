@@ -315,17 +315,16 @@ def test_reloading_one_switch_onto_a_config_no_master_holds_is_refused(tmp_path:
     assert out["reloaded"] == ["tor-1-1"] and len(signalled) == 1
 
 
-def test_a_switch_reverted_to_the_running_config_is_said_to_restart(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tester: `lab reload leaf-1` onto an edit (prepared by the masters), then the file reverted and `lab reload
-    leaf-1` again: the client restarted back onto the running config, yet the lab said "config unchanged, no
-    restart" (it compared the file with the lab's running config, not with the client's)."""
+def _reweight_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, on_disk: str):  # noqa: ANN202
+    """A scripted 3-tier lab running the plain config, an edit re-weighting tor-1-1:1 -- agg-1-1:1 both masters
+    serve, tor-1-1's client on the edit (`client_runs[0]`, changeable), fabric.yaml holding `on_disk`
+    ("running" or "edited"). Returns (lab, running digest, edited digest, client_runs, signalled)."""
     import lab.reload as reload
 
     text = _clos3()
     lab = _running_lab(tmp_path, text)
-    (tmp_path / "fabric.yaml").write_text(text)
     edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
+    (tmp_path / "fabric.yaml").write_text(text if on_disk == "running" else edited)
     running = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path).digest
     edited_digest = parse_fabric(edited, source="fabric.yaml", base_dir=tmp_path).digest
     signalled = _one_client_lab(lab, monkeypatch, running)
@@ -334,6 +333,17 @@ def test_a_switch_reverted_to_the_running_config_is_said_to_restart(tmp_path: Pa
     lab.rest_port = lambda _sw: 1
     client_runs = [edited_digest]
     monkeypatch.setattr(reload, "_client_digest", lambda _lab, _port: client_runs[0])
+    return lab, running, edited_digest, client_runs, signalled
+
+
+def test_a_switch_reverted_to_the_running_config_is_said_to_restart(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: `lab reload leaf-1` onto an edit (prepared by the masters), then the file reverted and `lab reload
+    leaf-1` again: the client restarted back onto the running config, yet the lab said "config unchanged, no
+    restart" (it compared the file with the lab's running config, not with the client's)."""
+    import lab.reload as reload
+
+    lab, running, edited_digest, client_runs, signalled = _reweight_lab(tmp_path, monkeypatch, on_disk="running")
     said: list[str] = []
     reload.reload_lab(lab, "tor-1-1", log=said.append)          # the file is the running config again
     assert any(f"switch tor-1-1: restarted on config {running[:12]}" in m for m in said), said
@@ -351,18 +361,7 @@ def test_a_switch_already_moved_to_the_file_is_not_said_to_restart(tmp_path: Pat
     "restarted on config ... in 0.0s" (its SIGHUP changed nothing)."""
     import lab.reload as reload
 
-    text = _clos3()
-    lab = _running_lab(tmp_path, text)
-    edited = text.replace('{a: "tor-1-1:1", b: "agg-1-1:1"}', '{a: "tor-1-1:1", b: "agg-1-1:1", weight: 3}', 1)
-    (tmp_path / "fabric.yaml").write_text(edited)
-    running = parse_fabric(text, source="fabric.yaml", base_dir=tmp_path).digest
-    edited_digest = parse_fabric(edited, source="fabric.yaml", base_dir=tmp_path).digest
-    _one_client_lab(lab, monkeypatch, running)
-    monkeypatch.setattr(reload, "_served_digests", lambda _lab: {running, edited_digest})
-    monkeypatch.setattr(reload, "wait_until", lambda *_a, **_k: True)
-    lab.rest_port = lambda _sw: 1
-    client_runs = [edited_digest]
-    monkeypatch.setattr(reload, "_client_digest", lambda _lab, _port: client_runs[0])
+    lab, running, edited_digest, client_runs, _signalled = _reweight_lab(tmp_path, monkeypatch, on_disk="edited")
     said: list[str] = []
     reload.reload_lab(lab, "tor-1-1", log=said.append)
     assert any("switch tor-1-1:" in m and "no restart" in m for m in said), said

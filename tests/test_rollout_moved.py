@@ -121,6 +121,19 @@ def moved_setup(multicast: bool = False):  # noqa: ANN201
     return cur, nxt, core, cores, sw
 
 
+def added_leaf_setup():  # noqa: ANN201
+    """C, and N with leaf-4 and its links to spine-1/-2 new; a master of C with every switch synced, N prepared."""
+    cur = make_fabric(NO_GUARD)
+    nxt = make_fabric(NO_GUARD, leaves=4)
+    core = master(cur)
+    cores = {core.id: core}
+    sw = Switches(cur)
+    report_all(core, cur, sw, 0.0, 1)
+    sw.run(cores, 0.0, 0.3)
+    core.rollout_prepare(nxt, 0.3)
+    return cur, nxt, core, cores, sw
+
+
 def link_index(f: Fabric, name: str) -> int:
     return next(link.index for link in f.links if link.name == name)
 
@@ -162,14 +175,7 @@ def test_before_this_change_the_moved_switch_was_refused_so_check_what_it_is_sen
 
 
 def test_a_link_new_in_the_next_config_is_up_only_once_both_ends_reported_it_under_it() -> None:
-    cur = make_fabric(NO_GUARD)
-    nxt = make_fabric(NO_GUARD, leaves=4)                    # leaf-4 and its two links are new in N
-    core = master(cur)
-    cores = {core.id: core}
-    sw = Switches(cur)
-    report_all(core, cur, sw, 0.0, 1)
-    sw.run(cores, 0.0, 0.3)
-    core.rollout_prepare(nxt, 0.3)
+    cur, nxt, core, cores, sw = added_leaf_setup()
     new1, new2 = link_index(nxt, "leaf-4:1-spine-1:4"), link_index(nxt, "leaf-4:2-spine-2:4")
     sw.move("spine-1", nxt, 0.4)
     sw.pump(cores, core.handle("spine-1", report(nxt, "spine-1", seq=10), 0.4), 0.4)
@@ -440,14 +446,7 @@ def test_a_switch_moving_onto_the_next_config_carries_the_lsd_again_only_if_it_e
     next tick carried the whole LSD again (O(links): 8-15 ms at Jupiter size, in the master's turn) to find the
     content unchanged — once per tick while switches move, though only the ends of N's new links can change
     it (a carried link follows the running LSD, whose new versions refresh it anyway)."""
-    cur = make_fabric(NO_GUARD)
-    nxt = make_fabric(NO_GUARD, leaves=4)                    # leaf-4 and its links to spine-1/-2 are new in N
-    core = master(cur)
-    cores = {core.id: core}
-    sw = Switches(cur)
-    report_all(core, cur, sw, 0.0, 1)
-    sw.run(cores, 0.0, 0.3)
-    core.rollout_prepare(nxt, 0.3)
+    cur, nxt, core, cores, sw = added_leaf_setup()
     sw.move("leaf-1", nxt, 0.4)
     sw.pump(cores, core.handle("leaf-1", report(nxt, "leaf-1", seq=10), 0.4), 0.4)
     sw.run(cores, 0.4, 0.6)
