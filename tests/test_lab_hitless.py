@@ -11,6 +11,7 @@ links were up in the LSD, and the probe lost (almost) nothing.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 
@@ -34,7 +35,7 @@ MAX_LOST = 40
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with running_lab("hl", CLOS) as the_lab:
+    with running_lab("hl", CLOS, keep_logs_env="FIREPATH_KEEP_LOGS") as the_lab:
         yield the_lab
 
 
@@ -64,7 +65,8 @@ def test_graceful_client_restart_at_default_timers_changes_no_link(lab: Lab, cap
             links = lab.master_get("/v1/lsd")["links"]
             mine = {n: st for n, st in links.items() if f"{switch}:" in n}
             assert mine and all(st == "up" for st in mine.values()), mine
-            assert lab.lsd_version() == v, (switch, lab.master_get(f"/v1/lsd?since={v}"))
+            # a string, not a tuple: pytest would cut the LSD's changes (what changed is what a rare failure needs)
+            assert lab.lsd_version() == v, f"{switch}: {json.dumps(lab.master_get(f'/v1/lsd?since={v}'))}"
             time.sleep(1.0)
         result = probe.stop()
     finally:
