@@ -17,7 +17,7 @@ from controller.drains import DrainBook
 from controller.guard import Guard
 from controller.linkstate import LinkStateDeriver
 from controller.nextlsd import NextLsd
-from controller.rollout import Carry, RolloutError, carry_states, link_key
+from controller.rollout import Carry, RolloutError, link_key
 from proto.config import Fabric
 from proto.lsd import DRAINED_STATES, LinkState, LinkStateDB
 from proto.lsd import encode_snapshot as _encode
@@ -67,15 +67,10 @@ class RolloutOps:
             raise RolloutError("commit refused: this master still holds its first LSD (it has not heard the "
                                "switches yet)")
         old_fabric, old_states = self.fabric, self.lsd.states()
-        carry = self.rollout.carry() if self.rollout.next is not None else None
+        carry = self.rollout.carry()            # RolloutError if nothing is prepared, as commit's
         nxt = self.rollout.commit(now, self._switch_alive(now))
         usable = self._usable_views(now)
-
-        def end_up(sw: str, port: int) -> bool:
-            ports = usable.get(sw)
-            return ports is not None and port in ports
-
-        states = carry(old_states, end_up) if carry is not None else carry_states(old_fabric, old_states, nxt, end_up)
+        states = carry(old_states, lambda sw, port: self._end_usable(sw, port, now))
         # above every version taken, the moved switches' LSD under the next config included (`_next_refresh`):
         # they hold one of those, and take this snapshot as newer
         version = max(self.lsd.version, self.lsd.floor) + 1
