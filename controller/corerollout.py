@@ -73,7 +73,7 @@ class RolloutOps:
         states = carry(old_states, lambda sw, port: self._end_usable(sw, port, now))
         # above every version taken, the moved switches' LSD under the next config included (`_next_refresh`):
         # they hold one of those, and take this snapshot as newer
-        version = max(self.lsd.version, self.lsd.floor) + 1
+        version = self.lsd.next_version
         self.dist.clear_next(now)
         self._adopt_fabric(nxt, now, usable)
         # The first version on the new index: carried states, then what the reports say about every link.
@@ -184,7 +184,7 @@ class RolloutOps:
         states = view.carry(self.lsd.states(), lambda sw, port: self._end_usable(sw, port, now))
         if view.from_version == self.lsd.version and states == view.states:
             return                      # the evidence moved, the content did not: no version for nothing
-        version = max(self.lsd.version, self.lsd.floor) + 1
+        version = self.lsd.next_version
         self.lsd.reserve(version)
         n, urgent = view.publish(version, self.lsd.version, states)
         self.dist.on_next_version(now, urgent)

@@ -356,11 +356,16 @@ class LinkStateDB:
         coerced = _coerce_changes(changes, self.n_links)
         if not any(self._states[i] != s for i, s in coerced.items()):
             return self.version
-        nxt = max(self.version, self.floor) + 1
+        nxt = self.next_version
         if nxt > MAX_VERSION:
             raise LsdError("LSD version space exhausted")
         self._commit(nxt, coerced)
         return self.version
+
+    @property
+    def next_version(self) -> int:
+        """The version the next `apply` (or a new `amend`) creates: above the current one and every reserved one."""
+        return max(self.version, self.floor) + 1
 
     def reserve(self, version: int) -> None:
         """Version numbers up to `version` are taken by another content of this master's term (the LSD
@@ -381,7 +386,7 @@ class LinkStateDB:
             return self.version
         batch = self._log.get(self.version) if self.history and self.floor <= self.version else None
         if batch is None:
-            self._commit(max(self.version, self.floor) + 1, coerced)
+            self._commit(self.next_version, coerced)
             return self.version
         cached = self._amend_set
         if cached is None or cached[0] is not batch:
