@@ -35,8 +35,8 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from proto.argtypes import parse_prefix
 from proto.auth import bearer_denial, unexpected_body
-from proto.bounded import clipped
 
 log = logging.getLogger("firepath.client.rest")
 
@@ -157,15 +157,13 @@ class ClientApi:
         return 200, "text/plain; charset=utf-8", generate_latest(self.registry)
 
     def _routes(self, query: dict[str, str], _headers: Any) -> Answer:
-        from ipaddress import IPv4Network
-
         if self.routes is None:
             return _json(404, {"error": "routes are not available on this client"})
         raw = query.get("prefix")
-        try:
-            prefix = IPv4Network(raw, strict=False) if raw is not None else None
-        except ValueError:
-            return _json(400, {"error": f"prefix: {clipped(raw)} is not an IPv4 address or prefix"})
+        try:     # host bits set (10.0.0.1/8) is a 400, not read as 10.0.0.0/8: proto.argtypes.parse_prefix
+            prefix = parse_prefix(raw) if raw is not None else None
+        except ValueError as e:
+            return _json(400, {"error": str(e)})
         if query.get("ovs", "1") not in ("0", "1"):      # ovs=no read OVS all the same
             return _json(400, {"error": f"ovs: expected 0 (skip reading OVS) or 1, got {query['ovs'][:40]!r}"})
         read_ovs = query.get("ovs", "1") == "1"

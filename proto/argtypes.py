@@ -10,8 +10,8 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["at_most", "ipv4", "ipv4_list", "non_negative_float", "ovsdb_target", "non_negative_int", "port", "port_or_zero", "positive_float", "positive_int",
-           "positive_seconds"]
+__all__ = ["at_most", "ipv4", "ipv4_list", "ipv4_prefix", "non_negative_float", "ovsdb_target", "non_negative_int",
+           "parse_prefix", "port", "port_or_zero", "positive_float", "positive_int", "positive_seconds"]
 
 
 _N = TypeVar("_N", int, float)
@@ -99,6 +99,33 @@ def ipv4(text: str) -> str:
         return str(ipaddress.IPv4Address(text.strip()))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address") from None
+
+
+def parse_prefix(text: str, name: str = "prefix") -> ipaddress.IPv4Network:
+    """An IPv4 prefix "a.b.c.d/len", or an address "a.b.c.d" (its /32), as typed by an operator: the one
+    parser of every query parameter or option that takes one (the client's `GET /v1/routes?prefix=`, `firepath
+    routes SWITCH PREFIX`). ValueError whose text names `name` and why: not an address or prefix, or host bits
+    set. Why refuse host bits: "10.0.0.1/8" is ambiguous (the address 10.0.0.1, or the prefix 10.0.0.0/8?),
+    and reading it as 10.0.0.0/8 (strict=False) silently answered for another prefix than the one typed."""
+    shown = f"{text[:40]!r}..." if len(text) > 40 else repr(text)     # a peer's 60 KB value is not echoed
+    try:
+        return ipaddress.IPv4Network(text)
+    except ipaddress.NetmaskValueError:
+        pass
+    except ValueError as e:
+        if "has host bits set" in str(e):
+            loose = ipaddress.IPv4Network(text, strict=False)
+            raise ValueError(f"{name} {text} has host bits set; did you mean {loose} (or the address "
+                             f"{text.split('/')[0]})?") from None
+    raise ValueError(f"{name}: {shown} is not an IPv4 address or prefix")
+
+
+def ipv4_prefix(text: str) -> ipaddress.IPv4Network:
+    """argparse type of parse_prefix."""
+    try:
+        return parse_prefix(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def ipv4_list(text: str) -> str:

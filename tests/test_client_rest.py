@@ -83,6 +83,20 @@ def test_routes_query_mistakes_are_400s_not_guesses(rest: tuple[RestServer, list
     assert seen == [(IPv4Network("10.0.1.0/24"), True)]
 
 
+def test_a_prefix_with_host_bits_set_is_a_400_naming_it(rest: tuple[RestServer, list]) -> None:
+    """Tester: `?prefix=10.0.0.1/8` answered for 10.0.0.0/8 (parsed with strict=False): ambiguous input
+    guessed. A 400 naming the parameter, the reason and the prefix it may have meant; the callback is not
+    reached. An address alone is its /32 (the route that forwards it), as before."""
+    server, (seen, _gate) = rest
+    base = f"http://127.0.0.1:{server.port}"
+    for raw, meant in (("10.0.0.1/8", "10.0.0.0/8"), ("10.0.1.5/24", "10.0.1.0/24"), ("1.2.3.4/0", "0.0.0.0/0")):
+        status, doc = request("GET", f"{base}/v1/routes?prefix={raw}")
+        assert status == 400 and doc["error"].startswith(f"prefix {raw} has host bits set; did you mean {meant}"), doc
+    assert seen == []
+    assert request("GET", f"{base}/v1/routes?prefix=10.0.1.5&ovs=0")[0] == 200
+    assert seen == [(IPv4Network("10.0.1.5/32"), False)]
+
+
 def test_a_slow_routes_read_does_not_block_state(rest: tuple[RestServer, list]) -> None:
     server, (_seen, gate) = rest
     base = f"http://127.0.0.1:{server.port}"

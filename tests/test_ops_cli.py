@@ -150,6 +150,9 @@ def test_errors_are_one_line_with_their_exit_code(tmp_path: Path) -> None:
         (["routes", "--config", cfg, "nosuch"], api.UNKNOWN, "unknown switch"),
         (["routes", "--config", cfg, "tor-1-1", "10.0.0.300"], api.USAGE, "not an IPv4 address"),
         (["routes", "--config", cfg, "tor-1-1"], api.UNREACHABLE, "switch client REST"),
+        # host bits set: refused before the client is asked, as its REST refuses it (was read as 10.0.0.0/8)
+        (["routes", "--config", cfg, "tor-1-1", "10.0.0.1/8"], api.USAGE,
+         "prefix 10.0.0.1/8 has host bits set; did you mean 10.0.0.0/8"),
         (["masters", "--config", cfg], api.UNREACHABLE, "no master serving"),
         (["lsd", "--config", str(tmp_path / "nope.yaml")], api.USAGE, "nope.yaml"),
         (["lsd", "--lab", "UPPER"], api.USAGE, "lab name"),

@@ -33,7 +33,6 @@ import re
 import socket
 import sys
 from datetime import UTC, datetime
-from ipaddress import IPv4Network
 from typing import Any
 
 from client.of.sockets import enter_netns
@@ -50,7 +49,7 @@ from controller.ops.api import (
     master_note,
     read_token,
 )
-from proto.argtypes import positive_seconds
+from proto.argtypes import parse_prefix, positive_seconds
 from proto.drains import MAX_REASON, MAX_WHO
 
 COMMANDS = {
@@ -608,10 +607,10 @@ def cmd_routes(args: argparse.Namespace, fabric: Any) -> int:
         raise OpsError(UNKNOWN, f"unknown switch {args.switch!r} in fabric {fabric.name!r}") from None
     prefix = None
     if args.prefix:
-        try:
-            prefix = IPv4Network(args.prefix, strict=False)
-        except ValueError:
-            raise OpsError(USAGE, f"{args.prefix!r} is not an IPv4 address or prefix") from None
+        try:       # the client's REST parses it the same way (host bits set: refused, not guessed)
+            prefix = parse_prefix(args.prefix)
+        except ValueError as e:
+            raise OpsError(USAGE, str(e)) from None
     address = args.address
     if address is None:
         if not sw.rest_port:
