@@ -48,6 +48,9 @@ MAX_EXTERNAL = 63
 _HOST_KEYS = ("name", "port", "ip", "mac")
 _LINK_KEYS = ("a", "b", "weight", "capacity")
 MAX_CAPACITY = 1_000_000.0  # Gbit/s (1 Pbit/s): a bound that catches unit mistakes (bit/s written as Gbit/s)
+#: Gbit/s (1 Mbit/s): the resolution bucket weights read capacities at (client.ofstate.bucket_weights), so
+#: a smaller one (1e-9: a unit mistake the other way) would silently weigh as 0.001
+MIN_CAPACITY = 0.001
 _ROLES = {r.value: r for r in Role}
 
 
@@ -515,10 +518,9 @@ class TopologyReader(NodeReader):
         capacity = None
         if "capacity" in f:
             capacity = self.number(f["capacity"], f"{path}.capacity")
-            if not 0 < capacity <= MAX_CAPACITY:
-                raise self.fail(
-                    f["capacity"], f"{path}.capacity", f"{f['capacity'].value} Gbit/s out of range (0, {MAX_CAPACITY:g}]"
-                )
+            if not MIN_CAPACITY <= capacity <= MAX_CAPACITY:
+                raise self.fail(f["capacity"], f"{path}.capacity", f"{f['capacity'].value} Gbit/s out of range "
+                                f"{MIN_CAPACITY:g}..{MAX_CAPACITY:g} (1 Mbit/s to 1 Pbit/s)")
         return Link(i, a, b, weight, capacity)
 
     def endpoint(self, node: yaml.Node, field: str) -> Endpoint:

@@ -2,6 +2,7 @@
 checked conversion of one node to a scalar of the model (errors: ConfigError naming file, line and field)."""
 
 
+import math
 import re
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
@@ -24,6 +25,18 @@ _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
 _OVS_RE = re.compile(r"tcp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z", re.ASCII)   # \d: ASCII digits only
 _OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _QUAD_RE = re.compile(rf"{_OCTET}\.{_OCTET}\.{_OCTET}\.{_OCTET}(?:/(3[0-2]|[12]?\d))?\Z", re.ASCII)
+
+
+#: A number in scientific notation that YAML 1.1 (PyYAML) resolves to a string: its float needs a dot and a
+#: signed exponent (1.0e+3), so `1e3`, `1e308`, `2.5e-1` came out as strings. Users write them (YAML 1.2 and
+#: JSON read them as numbers): NodeReader.number takes them when unquoted (`"1e3"` stays a string).
+_SCIENTIFIC_RE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+\Z", re.ASCII)
+
+
+def _scientific(node: yaml.Node) -> bool:
+    """`node` is an unquoted scalar in scientific notation that the YAML 1.1 resolver left a string."""
+    return (isinstance(node, yaml.ScalarNode) and node.tag == _T_STR and not node.style
+            and _SCIENTIFIC_RE.match(node.value) is not None)
 
 
 def _quad(text: str) -> tuple[int, int | None] | None:
@@ -83,6 +96,8 @@ def _kind(node: yaml.Node) -> str:
     if isinstance(node, yaml.SequenceNode):
         return "a list"
     tag = node.tag
+    if _scientific(node):
+        return f"the number {node.value}"
     if tag == _T_STR:
         return f"the string {node.value!r}"
     if tag == _T_NULL:
@@ -141,7 +156,10 @@ class NodeReader:
 
     def integer(self, node: yaml.Node, field: str, lo: int, hi: int) -> int:
         if not (isinstance(node, yaml.ScalarNode) and node.tag == _T_INT):
-            raise self.fail(node, field, f"expected an integer, got {_kind(node)}")
+            # an id, port, weight or count is written as an integer (1000.0 is refused too); say which one
+            hint = f" (write it as {float(node.value):.0f})" if _scientific(node) and float(node.value).is_integer() \
+                and abs(float(node.value)) <= 2**63 else ""
+            raise self.fail(node, field, f"expected an integer, got {_kind(node)}{hint}")
         _no_base_60(self, node, field)
         try:
             value = int(node.value)
@@ -152,13 +170,19 @@ class NodeReader:
         return value
 
     def number(self, node: yaml.Node, field: str) -> float:
-        if not (isinstance(node, yaml.ScalarNode) and node.tag in (_T_INT, _T_FLOAT)):
+        """A finite number: an integer, a YAML float, or unquoted scientific notation (`1e3`, read as a string
+        by YAML 1.1). ConfigError for anything else, .inf/.nan and what overflows (`1e400`); each field's
+        caller checks its own range."""
+        if _scientific(node):
+            value = float(node.value)
+        elif not (isinstance(node, yaml.ScalarNode) and node.tag in (_T_INT, _T_FLOAT)):
             raise self.fail(node, field, f"expected a number, got {_kind(node)}")
-        if node.tag == _T_INT:
+        elif node.tag == _T_INT:
             return float(self.integer(node, field, -(2**63), 2**63))
-        _no_base_60(self, node, field)
-        value = _constructor.construct_yaml_float(node)
-        if value != value or value in (float("inf"), float("-inf")):
+        else:
+            _no_base_60(self, node, field)
+            value = _constructor.construct_yaml_float(node)
+        if not math.isfinite(value):
             raise self.fail(node, field, f"expected a finite number, got {node.value}")
         return value
 

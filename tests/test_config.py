@@ -185,6 +185,23 @@ def test_ecmp_and_transit_options() -> None:
     assert g.links[1].capacity == 2.5 and g.links[0].capacity is None
 
 
+def test_scientific_notation_is_a_number_where_the_field_is_one() -> None:
+    """Tester: `capacity: 1e308` was refused as "the string '1e308'" (PyYAML's YAML 1.1 float needs a dot and
+    a signed exponent), and so was `1e3`, which users write. Unquoted scientific notation is a number in every
+    numeric field (timers, guard, damping, capacity); it gives the digest the plain number gives. Range checks
+    are the fields' own (test_validation_error: 1e308, 1e-9, 1e400); a quoted "1e3" stays a string, and a
+    name may still look like a number."""
+    plain = parse_fabric(edit("name: t\n", "name: t\ntimers: {switch_dead_ms: 20000, keepalive_ms: 100}\n"
+                              "guard: {window_ms: 2000}\ndamping: {penalty: 1000, up_rate: 50}\n",
+                              edit('"spine-1:2"}', '"spine-1:2", capacity: 100}')))
+    sci = parse_fabric(edit("name: t\n", "name: t\ntimers: {switch_dead_ms: 2e4, keepalive_ms: 1E2}\n"
+                            "guard: {window_ms: 2.0e3}\ndamping: {penalty: 1e3, up_rate: +5e1}\n",
+                            edit('"spine-1:2"}', '"spine-1:2", capacity: 1e2}')))
+    assert sci.links[1].capacity == 100.0 and sci.timers.switch_dead == 20.0 and sci.guard.window == 2.0
+    assert sci.digest == plain.digest
+    assert parse_fabric(edit("  - name: spine-1\n", "  - name: 1e3\n").replace('"spine-1:', '"1e3:')).switch("1e3")
+
+
 def test_default_hash_basis_is_distinct_for_distinct_ids() -> None:
     ids = range(1, 100_001)
     assert len({config.default_hash_basis(i) for i in ids}) == len(ids)
@@ -498,6 +515,18 @@ ERRORS = [
     ("routing unknown key", "name: t\n", "name: t\nrouting: {overload: [tor]}\n", 2, "routing.overload", "unknown key"),
     ("capacity zero", '"spine-1:2"}', '"spine-1:2", capacity: 0}', 26, "links[1].capacity", "out of range"),
     ("capacity string", '"spine-1:2"}', '"spine-1:2", capacity: 10G}', 26, "links[1].capacity", "expected a number, got the string '10G'"),
+    # scientific notation is a number (YAML 1.1 read 1e308 as a string): an absurd one is out of range
+    ("capacity 1e308", '"spine-1:2"}', '"spine-1:2", capacity: 1e308}', 26, "links[1].capacity",
+     "1e308 Gbit/s out of range 0.001..1e+06"),
+    ("capacity below resolution", '"spine-1:2"}', '"spine-1:2", capacity: 1e-9}', 26, "links[1].capacity", "out of range 0.001"),
+    ("capacity overflow", '"spine-1:2"}', '"spine-1:2", capacity: 1e400}', 26, "links[1].capacity", "expected a finite number, got 1e400"),
+    ("capacity quoted 1e3", '"spine-1:2"}', '"spine-1:2", capacity: "1e3"}', 26, "links[1].capacity", "expected a number, got the string '1e3'"),
+    ("capacity abc", '"spine-1:2"}', '"spine-1:2", capacity: abc}', 26, "links[1].capacity", "expected a number, got the string 'abc'"),
+    ("timer 1e13", "name: t\n", "name: t\ntimers: {master_dead_ms: 1e13}\n", 2, "timers.master_dead_ms", "1e13 out of range 0.1..86400000 ms"),
+    ("timer nan", "name: t\n", "name: t\ntimers: {keepalive_ms: nan}\n", 2, "timers.keepalive_ms", "expected a number, got the string 'nan'"),
+    ("damping 1e10", "name: t\n", "name: t\ndamping: {penalty: 1e10}\n", 2, "damping.penalty", "at most 1e9"),
+    ("integer field 1e3", "    role: spine\n", "    role: spine\n    hash_basis: 1e3\n", 9, "switches[0].hash_basis",
+     "expected an integer, got the number 1e3 (write it as 1000)"),
     ("yaml syntax", "    id: 3\n", "    id: [3\n", 19, "", "YAML syntax error"),
 ]
 
