@@ -73,16 +73,17 @@ def health(rest_url: str, timeout: float) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.durable import DurableStateError, StateStore
+    from controller.durable import DurableStateError, RolloutStore, StateStore
     from controller.server import MasterServer, serve
     from proto.auth import KeySet
-    from proto.config import ConfigError, load_fabric
+    from proto.config import ConfigError, parse_file_text, read_config_text
     from proto.logsetup import kv, setup_logging
 
     setup_logging(args.log_level, args.log_format)
     log = logging.getLogger("firepath.master")
     try:
-        fabric = load_fabric(args.config)
+        text = read_config_text(args.config)
+        fabric = parse_file_text(args.config, text)
         fabric.master(args.id)
     except ConfigError as e:
         print(f"firepath master: {e}", file=sys.stderr)
@@ -136,8 +137,19 @@ def run(args: argparse.Namespace) -> int:
     except DurableStateError as e:
         print(f"firepath master: state: {e}", file=sys.stderr)
         return 2
-    server = MasterServer(fabric, args.id, keyring, state_dir, bind=args.bind, client_port=args.client_port,
+    # restarted on the config it had prepared (a file edited in place): it runs the one it ran, holding this one
+    # until its leader runs it — after an abort it missed, it must not run what the fabric does not
+    rollouts = RolloutStore(state_dir)
+    running = rollouts.restart_config(fabric)
+    if running is None:
+        try:
+            rollouts.save_running(fabric.digest, fabric.source, text)
+        except OSError as e:
+            log.error(kv("rollout_record_failed", what="save_running", error=e))
+    server = MasterServer(running or fabric, args.id, keyring, state_dir, bind=args.bind, client_port=args.client_port,
                           peer_port=args.peer_port, rest_port=args.rest_port, driver_factory=driver_factory)
+    if running is not None:
+        server.hold_pending(fabric, text)
     log.info(kv("election", mode=election, masters=len(fabric.masters)))
 
 

@@ -748,7 +748,9 @@ class MasterCore(DrainOps, RolloutOps, RequestOps, GuardOps):
         if not self._admit_from_leader(sender, kind, m.master, m.term, out):
             return out
         if isinstance(m, LsdFull):
-            nxt = self.rollout.next
+            # (a pending config: this replica restarted on it mid-rollout; its leader runs it: committed)
+            nxt = self.rollout.next or (self.rollout.pending_for(m.digest, now) if m.digest != self.fabric.digest
+                                        else None)
             if m.digest != self.fabric.digest and nxt is not None and m.digest == nxt.digest:
                 self.rollout.adopt(nxt, now)          # the leader committed the rollout we hold
                 self._adopt_fabric(nxt, now)

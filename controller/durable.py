@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proto.auth import read_secret_file
 from proto.drains import NoteError, decode_notes, encode_notes
@@ -165,3 +165,74 @@ class DrainStore:
     def save_book(self, book: DrainBook) -> None:
         """Raises OSError or NoteError (the caller logs it: the notes are still replicated)."""
         _write_atomic(self.dir, DRAINS_FILE, encode_notes(book.notes))
+
+
+ROLLOUT_FILE = "rollout.json"       # {"running": digest, "source": path, "next": digest | null}
+RUNNING_FILE = "running.yaml"       # the text of the config the replica runs (ROLLOUT_FILE's "running")
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutRecord:
+    running: str                # the digest of the config the replica runs
+    source: str                 # the path it was read from (relative paths in it resolve against its directory)
+    next: str | None            # the digest of the config prepared over it, if any
+
+
+class RolloutStore:
+    """What a replica runs and has prepared, on disk, for its restart (tester: a replica down during an abort
+    and restarted on the next config's file — edited in place, as `lab reload` does — ran the next config
+    while the fabric ran the other, refusing its leader's LSD for good).
+
+    The rollout itself stays in memory; this record only tells a restart which config to run:
+    `restart_config(given)` is the recorded running config (from its saved text) when `given` is the config
+    that was prepared over it — the replica then holds `given` as pending (controller.rollout.Rollout.pending)
+    and takes it only if its leader runs it. Any other file is run as given (a deliberate restart of the
+    replicas on a new config, the naive rolling restart, is unchanged). Best effort: a record that cannot be
+    read or no longer matches is ignored (the replica runs the file it is given, as before), and a failed
+    write raises OSError for the caller to log."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.dir = Path(directory)
+
+    def load(self) -> RolloutRecord | None:
+        try:
+            data = json.loads(read_secret_file(self.dir / ROLLOUT_FILE))
+            nxt = data["next"]
+            if not (isinstance(data["running"], str) and isinstance(data["source"], str)
+                    and (nxt is None or isinstance(nxt, str))):
+                return None
+            return RolloutRecord(data["running"], data["source"], nxt)
+        except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            return None
+
+    def save_running(self, digest: str, source: str, text: str) -> None:
+        """The replica runs the config `digest`, read from `source` as `text`; nothing prepared over it."""
+        _write_atomic(self.dir, RUNNING_FILE, text.encode("utf-8"))
+        # absolute, symlinks kept (a ConfigMap's ..data link is re-pointed, its target directory removed)
+        self._save(RolloutRecord(digest, os.path.abspath(source), None))
+
+    def set_next(self, digest: str | None) -> None:
+        """`digest` is prepared over the running config (None: nothing, after an abort). Nothing without a
+        record of the running config."""
+        rec = self.load()
+        if rec is not None and rec.next != digest:
+            self._save(RolloutRecord(rec.running, rec.source, digest))
+
+    def _save(self, rec: RolloutRecord) -> None:
+        doc = {"running": rec.running, "source": rec.source, "next": rec.next}
+        _write_atomic(self.dir, ROLLOUT_FILE, (json.dumps(doc, sort_keys=True) + "\n").encode())
+
+    def restart_config(self, given: Any) -> Any:
+        """The config to run instead of `given` (a proto.config.Fabric): the recorded running one, when `given`
+        is the one prepared over it; else None (run `given`)."""
+        from proto.config import ConfigError, parse_fabric, read_config_text
+
+        rec = self.load()
+        if rec is None or rec.next != given.digest or rec.running == given.digest:
+            return None
+        try:
+            text = read_config_text(self.dir / RUNNING_FILE)     # up to a config's size, not a secret's
+            running = parse_fabric(text, source=rec.source, base_dir=Path(rec.source).resolve().parent)
+        except (OSError, ConfigError):
+            return None
+        return running if running.digest == rec.running else None

@@ -208,6 +208,10 @@ class Rollout:
         self.held: dict[str, Held] = {}
         #: the last outcome, for operators: ("committed"|"aborted", digest, at)
         self.last: tuple[str, str, float] | None = None
+        #: a config this replica was restarted on while it had it prepared (controller.durable.RolloutStore):
+        #: it runs the recorded running config and takes this one only if its leader runs it (the commit
+        #: happened while it was down: `pending_for`); a prepare or an abort drops it
+        self.pending: Fabric | None = None
 
     @property
     def digests(self) -> tuple[str, ...]:
@@ -226,6 +230,7 @@ class Rollout:
                 return False
             raise RolloutError(f"a rollout to {self.next.digest[:12]}... is prepared: commit or abort it first")
         check_compatible(self.current, nxt)
+        self.pending = None
         self.next, self.phase, self.prepared_at = nxt, Phase.PREPARED, now
         self._carry = carry if carry is not None and carry.key == (self.current.digest, nxt.digest) else None
         return True
@@ -286,10 +291,22 @@ class Rollout:
         self._finish("committed", now)
         self.current = nxt
 
+    def pending_for(self, digest: str, now: float) -> Fabric | None:
+        """The pending config, prepared now, if `digest` is its (the leader runs it: a commit this replica
+        missed while down); else None."""
+        pending = self.pending
+        if pending is None or self.next is not None or pending.digest != digest:
+            return None
+        self.prepare(pending, now)
+        return pending
+
     def abort(self, now: float) -> bool:
-        """Drop the next config. False if none was prepared (idempotent)."""
+        """Drop the next config, and a pending one. False if there was none (idempotent)."""
+        pending, self.pending = self.pending, None
         if self.next is None:
-            return False
+            if pending is not None:
+                self.last = ("aborted", pending.digest, now)
+            return pending is not None
         self._finish("aborted", now)
         return True
 
@@ -318,6 +335,7 @@ class Rollout:
             "current": self.current.digest,
             "next": self.next.digest if self.next else None,
             "next_source": self.next.source if self.next else None,
+            "pending": self.pending.digest if self.pending else None,
             "switches": {sw: label(sw) for sw in names},
             "blockers": self.blockers(now, alive),
             "last": None if self.last is None else {"outcome": self.last[0], "digest": self.last[1]},

@@ -745,38 +745,7 @@ class MasterServer(ReloadOps):
                 "lifted": lifted, "drain": drain, "not_saved": self.drains_save_error}
 
     # ------------------------------------------------------------------------------------ config rollout (#21)
-    # reload / prepare: controller.serverreload (ReloadOps)
-    def rollout_commit(self) -> dict[str, Any]:
-        """Commit the prepared rollout (master only). Raises NotMaster, RolloutError."""
-        actions = self.core.rollout_commit(self.now())
-        log.warning(kv("rollout_commit", digest=self.core.fabric.digest[:12], version=self.core.version))
-        self._run(actions)
-        return {"outcome": "committed", "digest": self.core.fabric.digest, "version": self.core.version}
-
-    def rollout_abort(self) -> dict[str, Any]:
-        done = self.core.rollout_abort(self.now())
-        log.warning(kv("rollout_abort", done=done))
-        self._follow_fabric()
-        return {"outcome": "aborted" if done else "nothing_prepared"}
-
-    def _follow_fabric(self) -> None:
-        """After a commit (ours, or our leader's snapshot adopted by the core): the runtime serves the new
-        config too (REST, codec peers)."""
-        fabric = self.core.fabric
-        names = {sw.name for sw in fabric.switches}
-        nxt = self.core.rollout.next
-        if nxt is not None:
-            names |= {sw.name for sw in nxt.switches}
-        self.codec.switches = frozenset(names)
-        if fabric is not self.fabric:
-            self.fabric = fabric
-            self.fanout.warm(sorted(names))
-            for o in self.observers:
-                hook = getattr(o, "on_fabric", None)
-                if hook is not None:
-                    hook(fabric)
-            log.warning(kv("config_now", digest=fabric.digest[:12], source=fabric.source,
-                           links=len(fabric.links), switches=len(fabric.switches)))
+    # reload / prepare / commit / abort: controller.serverreload (ReloadOps)
 
     def guard_confirm(self, links: Sequence[str] | None = None) -> list[int]:
         """The operator confirms what the guard holds: publish the held links named in `links` ("a:1-b:2"), or

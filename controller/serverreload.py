@@ -22,11 +22,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.rollout import Carry, IncompatibleConfig, RolloutError, check_compatible
 from proto.config import Fabric
 from proto.logsetup import kv
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 log = logging.getLogger("firepath.master")
 
@@ -55,6 +58,7 @@ class ReloadPlan:
     running: Fabric             # the core's config it was checked against
     held: Any                   # the Codec's key set it was checked against
     carry: Any = None           # controller.rollout.Carry(running, nxt), built here off the loop (not `same`)
+    text: str = ""              # the file's text, kept on disk once it runs (controller.durable.RolloutStore)
 
 
 class ReloadOps:
@@ -62,6 +66,8 @@ class ReloadOps:
 
     _reloading: tuple[str, float] | None = None     # (source, monotonic start) of the reload being read
     _reload_again = False                           # a SIGHUP arrived meanwhile: read the file once more
+    _next_text: tuple[str, str, str] | None = None  # (digest, source, text) of the prepared or pending config
+    _rollout_pool: ThreadPoolExecutor | None = None     # RolloutStore writes, in order, off the loop
 
     def reload(self, path: str | Path | None = None) -> dict[str, Any]:
         """Read the config file again (`path`, default: the one this replica runs) and act on it: the same
@@ -133,10 +139,12 @@ class ReloadOps:
             return self._reload_check(path)
 
     def _reload_check(self, path: str | Path | None) -> ReloadPlan:
-        from proto.config import ConfigError, line_of, load_fabric
+        from proto.config import ConfigError, line_of, parse_file_text, read_config_text
 
         running, held = self.core.fabric, self.codec.keys
-        nxt = load_fabric(path if path is not None else self.fabric.source)
+        path = path if path is not None else self.fabric.source
+        text = read_config_text(path)
+        nxt = parse_file_text(path, text)
         same = nxt.digest == running.digest
         if not same:
             try:
@@ -148,7 +156,7 @@ class ReloadOps:
         if not same:    # derive its switches' keys here (~30 µs each, a cache of the key set held), not on the loop
             self.fanout.warm([sw.name for sw in nxt.switches])
             carry = Carry(running, nxt)     # and the link index map moved switches' LSD and the commit use
-        return ReloadPlan(nxt, same, keys, running, held, carry)
+        return ReloadPlan(nxt, same, keys, running, held, carry, "" if same else text)
 
     def reload_apply(self, plan: ReloadPlan) -> dict[str, Any]:
         """Act on a checked file (the event loop). RolloutError (409) if the running config or the keys
@@ -163,6 +171,8 @@ class ReloadOps:
             outcome = "prepared" if self.core.rollout_prepare(nxt, self.now(), plan.carry) else "already_prepared"
             # its switches (new ones too) may speak to us from now on
             self.codec.switches = self.codec.switches | {sw.name for sw in nxt.switches}
+            self._next_text = (nxt.digest, nxt.source, plan.text)
+            self._rollout_write("set_next", nxt.digest)
         if keys is not None:
             self.codec.set_keys(keys)
             log.warning(kv("keys_reloaded", send_key=keys.send_id, accepted=",".join(map(str, sorted(keys.accepted))),
@@ -188,3 +198,71 @@ class ReloadOps:
             except AuthError as e:      # a switch's bundle: refused like any bad file, nothing changes
                 raise ConfigError(nxt.source, None, "", str(e)) from None
         return keys
+
+    # ------------------------------------------------------------------------------------ commit, abort
+    def rollout_commit(self) -> dict[str, Any]:
+        """Commit the prepared rollout (master only). Raises NotMaster, RolloutError."""
+        actions = self.core.rollout_commit(self.now())
+        log.warning(kv("rollout_commit", digest=self.core.fabric.digest[:12], version=self.core.version))
+        self._run(actions)
+        return {"outcome": "committed", "digest": self.core.fabric.digest, "version": self.core.version}
+
+    def rollout_abort(self) -> dict[str, Any]:
+        """Drop the prepared next config, and a pending one (a replica restarted on it mid-rollout): the
+        replica stays on, or is back on, the running config, and so is its record for a restart."""
+        done = self.core.rollout_abort(self.now())
+        log.warning(kv("rollout_abort", done=done))
+        self._next_text = None
+        self._rollout_write("set_next", None)
+        self._follow_fabric()
+        return {"outcome": "aborted" if done else "nothing_prepared"}
+
+    def hold_pending(self, pending: Fabric, text: str) -> None:
+        """At start, before `start()`: this replica was restarted on `pending`, the config it had prepared over
+        the one it runs (controller.durable.RolloutStore.restart_config): it takes it only if its leader runs it
+        (controller.rollout.Rollout.pending)."""
+        self.core.rollout.pending = pending
+        self.codec.switches = self.codec.switches | {sw.name for sw in pending.switches}
+        self._next_text = (pending.digest, pending.source, text)
+        log.warning(kv("rollout_pending", runs=self.core.fabric.digest[:12], pending=pending.digest[:12],
+                       source=pending.source))
+
+    def _follow_fabric(self) -> None:
+        """After a commit (ours, or our leader's snapshot adopted by the core): the runtime serves the new
+        config too (REST, codec peers), and a restart runs it (RolloutStore)."""
+        fabric = self.core.fabric
+        names = {sw.name for sw in fabric.switches}
+        for other in (self.core.rollout.next, self.core.rollout.pending):
+            if other is not None:
+                names |= {sw.name for sw in other.switches}
+        self.codec.switches = frozenset(names)
+        if fabric is not self.fabric:
+            self.fabric = fabric
+            self.fanout.warm(sorted(names))
+            for o in self.observers:
+                hook = getattr(o, "on_fabric", None)
+                if hook is not None:
+                    hook(fabric)
+            log.warning(kv("config_now", digest=fabric.digest[:12], source=fabric.source,
+                           links=len(fabric.links), switches=len(fabric.switches)))
+            kept, self._next_text = self._next_text, None
+            if kept is not None and kept[0] == fabric.digest:
+                self._rollout_write("save_running", *kept)
+
+    def _rollout_write(self, what: str, *args: Any) -> None:
+        """RolloutStore(state dir).`what`(*args), in order, on a thread of its own (a Jupiter config's text is
+        ~10 MB: not written on the event loop). A failure is logged: the record only serves a restart."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from controller.durable import RolloutStore
+
+        if self._rollout_pool is None:
+            self._rollout_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout-store")
+        store = RolloutStore(self.store.dir)
+
+        def write() -> None:
+            try:
+                getattr(store, what)(*args)
+            except OSError as e:
+                log.error(kv("rollout_record_failed", what=what, error=e))
+        self._rollout_pool.submit(write)

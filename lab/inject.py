@@ -459,7 +459,8 @@ def _check_runs_file(lab: Lab, kind: str, name: str) -> None:
     if held == "next":
         if kind == "master":
             say(f"master {name}: started on {lab.state.config}, the config the serving master has prepared: it "
-                f"follows the commit (after an abort, restart it on the running file)")
+                f"takes it at the commit; if it had it prepared when it stopped, it runs the config it ran until then "
+                f"and after an abort (else, after an abort, restart it on the running file)")
         return
     on_purpose = (f", or restart it on the edit on purpose (`firepath lab restart client {name}`: a rolling "
                   f"restart, after the masters)") if kind == "client" else ""

@@ -29,7 +29,8 @@ from proto.configparse import FabricParser
 from proto.fabricmodel import *  # noqa: F403 - the model (proto.fabricmodel) is this module's public API too
 from proto.fabricmodel import ConfigError, Fabric
 
-__all__ = [*fabricmodel.__all__, "MAX_CONFIG_BYTES", "line_of", "load_fabric", "parse_fabric"]  # noqa: PLE0604
+__all__ = [*fabricmodel.__all__, "MAX_CONFIG_BYTES", "line_of", "load_fabric", "parse_fabric", "parse_file_text",  # noqa: PLE0604
+           "read_config_text"]  # noqa: PLE0604
 
 
 MAX_CONFIG_BYTES = 32 * 1024 * 1024
@@ -42,6 +43,17 @@ def load_fabric(path: str | Path) -> Fabric:
 
     Raises ConfigError for an unreadable file, one larger than MAX_CONFIG_BYTES, or any invalid content.
     """
+    return parse_file_text(path, read_config_text(path))
+
+
+def parse_file_text(path: str | Path, text: str) -> Fabric:
+    """`text`, read from the config file at `path` (read_config_text), as load_fabric parses it."""
+    return parse_fabric(text, source=str(path), base_dir=Path(path).resolve().parent)
+
+
+def read_config_text(path: str | Path) -> str:
+    """The text of the config file at `path`, as load_fabric reads it (a replica keeps the text of the config
+    it runs: controller.durable.RolloutStore). ConfigError naming the file if it cannot be read."""
     source = str(path)
     try:
         if "\0" in source:
@@ -67,7 +79,7 @@ def load_fabric(path: str | Path) -> Fabric:
     except (OSError, UnicodeDecodeError) as e:         # the path is named once, by the error's file
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ConfigError(source, None, "", f"cannot read config: {why}") from None
-    return parse_fabric(text, source=source, base_dir=Path(path).resolve().parent)
+    return text
 
 
 def parse_fabric(text: str, source: str = "<string>", base_dir: Path | None = None) -> Fabric:

@@ -14,7 +14,7 @@ from controller.actions import PersistTerm, Send, TermSeen
 from controller.core import MasterCore, Role
 from controller.durable import STATE_FILE, DurableState, DurableStateError, StateStore
 from controller.roles import SingleMasterDriver
-from proto.clos import clos_fabric
+from proto.clos import ClosParams, clos_fabric, generate_clos_yaml
 from proto.messages import LsdFull
 
 
@@ -239,3 +239,36 @@ def test_corrupt_saved_drain_notes_stop_the_master_at_start_with_one_line(tmp_pa
     assert proc.stderr.endswith(f"firepath master: state: {state / DRAINS_FILE}: invalid drain notes: notes: bad "
                                 "msgpack (ExtraData) (move the file away to start without them)\n"), proc.stderr
     assert (state / DRAINS_FILE).read_bytes() == b"garbage\n"
+
+
+def test_rollout_record_restarts_a_replica_on_the_config_it_ran_not_the_one_prepared_over_it(tmp_path: Path) -> None:
+    """controller.durable.RolloutStore: restarted on the config it had prepared (a file edited in place), a
+    replica runs the recorded one; any other file is run as given (a deliberate restart on a new config),
+    and so is the given one when the record is missing, broken or names another running text."""
+    from controller.durable import RolloutStore
+    from proto.config import parse_file_text
+
+    cfg = tmp_path / "fabric.yaml"
+    cur_text = generate(tmp_path, leaves=2)
+    nxt_text = generate(tmp_path, leaves=3)
+    cur, nxt = parse_file_text(cfg, cur_text), parse_file_text(cfg, nxt_text)
+    store = RolloutStore(tmp_path / "state")
+    assert store.load() is None and store.restart_config(nxt) is None
+    store.set_next(nxt.digest)                   # no record of the running config: nothing written
+    assert store.load() is None
+    store.save_running(cur.digest, str(cfg), cur_text)
+    assert store.restart_config(nxt) is None     # nothing prepared: a new file is run as given
+    store.set_next(nxt.digest)
+    back = store.restart_config(nxt)
+    assert back is not None and back.digest == cur.digest and back.source == str(cfg.resolve())
+    assert store.restart_config(cur) is None     # restarted on the running file: run as given
+    (tmp_path / "state" / "running.yaml").write_text(nxt_text)       # not the recorded running config
+    assert store.restart_config(nxt) is None
+    (tmp_path / "state" / "rollout.json").write_text("[")
+    assert store.load() is None and store.restart_config(nxt) is None
+
+
+def generate(directory: Path, leaves: int) -> str:
+    """A leaf-spine config's text whose key file exists in `directory`."""
+    (directory / "fabric.key").write_text("ab" * 32 + "\n")
+    return generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=leaves))

@@ -148,6 +148,23 @@ def test_rollout_state_machine_prepare_commit_abort() -> None:
     assert not ro.abort(2.0)
 
 
+def test_a_pending_config_is_taken_only_when_the_leader_runs_it_and_an_abort_drops_it() -> None:
+    """A replica restarted mid-rollout on the next config's file runs the recorded running config with that
+    file pending (controller.durable.RolloutStore): a leader's snapshot under the pending digest (a commit
+    it missed) makes it current; one under the running digest does not; a prepare or an abort drops it."""
+    cur, nxt = make_fabric(NO_GUARD), make_fabric(NO_GUARD, leaves=4)
+    core = MasterCore(cur, "m2")
+    core.rollout.pending = nxt
+    assert core.rollout.status(0.0)["pending"] == nxt.digest and core.rollout.status(0.0)["next"] is None
+    assert core.rollout.pending_for(cur.digest, 0.0) is None and core.rollout.next is None
+    assert core.rollout.pending_for(nxt.digest, 0.0) is nxt and core.rollout.next is nxt
+    assert core.rollout.pending is None                       # prepared now: a commit adopts it, as any
+    core.rollout_abort(1.0)
+    core.rollout.pending = nxt
+    assert core.rollout_abort(1.0) and core.rollout.pending is None and core.fabric is cur   # abort: back, not on
+    assert core.rollout.last[0] == "aborted" and not core.rollout_abort(1.1)
+
+
 def test_rollout_refuses_to_change_the_masters() -> None:
     cur = make_fabric(NO_GUARD)
     with pytest.raises(RolloutError, match="masters"):

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -107,5 +110,87 @@ def test_a_jupiter_prepare_costs_no_election(tmp_path: Path, same_masters: bool)
         moved = [s for s in seen if any(isinstance(v, tuple) and v[1:] != before[m][1:] for m, v in s.items())]
         assert after == before and not moved, (f"prepare took {took:.1f} s; before {before}, after {after}, "
                                                 f"{len(moved)} of {len(seen)} samples differ: {moved[:3]}")
+    finally:
+        cluster.stop_all()
+
+
+def _rollout_of(cluster: LoopCluster, mid: str) -> dict[str, Any] | None:
+    got = cluster.get(mid, "/v1/rollout", 1.0)
+    return got if isinstance(got, dict) else None
+
+
+def _on(cluster: LoopCluster, mid: str, current: str, pending: str | None) -> dict[str, Any] | None:
+    """Replica `mid`'s /v1/rollout when it runs `current`, has nothing prepared and `pending` pending."""
+    st = _rollout_of(cluster, mid)
+    return st if st is not None and st["current"] == current and st["next"] is None and \
+        st["pending"] == pending else None
+
+
+def test_a_replica_down_during_an_abort_comes_back_on_the_running_config(tmp_path: Path) -> None:
+    """Testers (issue #21 leftovers): with one replica down, `config rollout --abort` exited 3 although the
+    abort took effect on the serving master and every other replica; and that replica, restarted on the next
+    config's file (edited in place, as `lab reload` does), ran the next config while the fabric ran the
+    other — refusing its leader's LSD for good. A replica restarted mid-rollout now runs the config it ran
+    (controller.durable.RolloutStore) with the file it was given pending, taken only if its leader runs it:
+    an abort (missed, or reaching it) leaves it on the running config; a commit it missed is followed."""
+    cluster = LoopCluster(tmp_path, masters=3, timers=TIMERS, admin_token=TOKEN, name="abortdown")
+    try:
+        cluster.start_all()
+        got = cluster.wait(lambda: cluster.single_master(), 30.0)
+        assert got is not None, _terms(cluster)
+        leader = got[0]
+        b1, b2 = (m for m in cluster.ids if m != leader)
+        running = cluster.fabric.digest
+        text = cluster.config.read_text()
+        cluster.config.write_text(re.sub(r'(\{a: "leaf-1:1", b: "spine-1:1")\}', r'\1, weight: 3}', text, count=1))
+        from proto.config import load_fabric
+
+        nxt = load_fabric(cluster.config).digest
+        assert nxt != running
+
+        def prepare_all() -> None:
+            for mid in cluster.ids:
+                status, out = _post(cluster.rest_port[mid], "/v1/reload", None, 30.0)
+                assert status == 200 and out["outcome"] in ("prepared", "already_prepared"), (mid, status, out)
+
+        def restart(mid: str) -> None:
+            cluster.kill(mid, signal.SIGTERM)
+            assert cluster.wait_exit(mid) is not None
+            cluster.start(mid)
+
+        prepare_all()
+        # a backup restarted mid-rollout on the edited file: the running config, the next one pending
+        restart(b1)
+        assert cluster.wait(lambda: _on(cluster, b1, running, nxt), 30.0), _rollout_of(cluster, b1)
+        # the other backup is down during the abort: a warning naming it, exit 0; the abort reached b1 too
+        cluster.kill(b2)
+        assert cluster.wait_exit(b2) is not None
+        cli = subprocess.run([sys.executable, "-m", "proto.cli", "config", "rollout", str(cluster.config), "--config",
+                              str(cluster.config), "--abort", "--timeout", "2"], capture_output=True, text=True,
+                             timeout=60, cwd=Path(__file__).resolve().parents[1])
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        assert f"warning: master {b2} did not get the abort" in cli.stderr and f"serving master {leader} did" in \
+            cli.stderr, cli.stderr
+        assert _on(cluster, leader, running, None) and _on(cluster, b1, running, None), \
+            (_rollout_of(cluster, leader), _rollout_of(cluster, b1))
+        # b2 restarted on the edited file serves the running config (the next one only pending: never prepared)
+        cluster.start(b2)
+        st = cluster.wait(lambda: _on(cluster, b2, running, nxt), 30.0)
+        assert st is not None and st["phase"] == "idle", _rollout_of(cluster, b2)
+        assert cluster.wait(lambda: cluster.single_master() and _agreed(_terms(cluster)), 30.0), _terms(cluster)
+
+        # prepared again, b1 restarted mid-rollout once more, then the commit: b1 follows it (its pending config)
+        prepare_all()
+        assert _on(cluster, b2, running, None) is None and _rollout_of(cluster, b2)["next"] == nxt
+        restart(b1)
+        assert cluster.wait(lambda: _on(cluster, b1, running, nxt), 30.0), _rollout_of(cluster, b1)
+        leader = cluster.wait(lambda: cluster.single_master(), 30.0)[0]
+        status, out = _post(cluster.rest_port[leader], "/v1/rollout/commit", None, 10.0)
+        assert status == 200 and out["digest"] == nxt, (status, out)
+        for mid in cluster.ids:
+            assert cluster.wait(lambda m=mid: _on(cluster, m, nxt, None), 30.0), (mid, _rollout_of(cluster, mid))
+        # and a restart now runs the committed config (the record followed the commit)
+        restart(b1)
+        assert cluster.wait(lambda: _on(cluster, b1, nxt, None), 30.0), _rollout_of(cluster, b1)
     finally:
         cluster.stop_all()

@@ -7,8 +7,12 @@
 
 NEXT.yaml is validated here first (errors name file, line and field; exit 2, nothing sent), and so is
 what the masters would refuse at prepare: a change of the masters or the distribution, or another key
-set than CUR.yaml's. Prepare and abort go to every configured master (each replica holds the next config;
-an unreachable one is named and the exit code is 3), commit to the serving master (following `leader`). The masters read NEXT.yaml from
+set than CUR.yaml's. Prepare and abort go to every configured master (each replica holds the next config),
+commit to the serving master (following `leader`). A prepare that did not reach every replica exits 3 naming
+the unreachable one (it would not follow the commit: prepare again once it is back). An abort that reached
+the serving master exits 0 and warns naming each unreachable replica: the fabric stays on the running
+config, and a replica restarted comes back on it (controller.durable.RolloutStore), even on the next
+config's file; one still running behind a partition keeps the next one prepared until aborted again. The masters read NEXT.yaml from
 its absolute path on their host (the config pipeline puts it there; in a lab it is this machine).
 After a prepare the switches move to NEXT.yaml (SIGHUP or restart of each client on it, e.g. `firepath
 lab reload`); `--status` shows which switch holds which config and what blocks the commit.
@@ -87,7 +91,7 @@ def _rollout(args: argparse.Namespace) -> int:
             mid, st, code = _commit(masters, read_token(fabric, args.token_file))
         else:
             route, body = ("/v1/rollout/abort", None) if args.abort else ("/v1/rollout/prepare", {"config": path})
-            mid, st, code = _to_all(masters, route, body, read_token(fabric, args.token_file))
+            mid, st, code = _to_all(masters, route, body, read_token(fabric, args.token_file), abort=args.abort)
     except OpsError as e:
         print(f"firepath config rollout: {e}", file=sys.stderr)
         return e.code
@@ -118,16 +122,21 @@ def check_next(running: Fabric, nxt: Fabric) -> None:
         raise OpsError(USAGE, str(e)) from None
 
 
-def _to_all(masters: Masters, route: str, body: Any, token: str) -> tuple[str, dict, int]:
-    """POST to every replica; (a replica's id, its rollout status, exit code). Errors are printed."""
+def _to_all(masters: Masters, route: str, body: Any, token: str, abort: bool = False) -> tuple[str, dict, int]:
+    """POST to every replica; (a replica's id, its rollout status, exit code). Errors are printed. An
+    unreachable replica is exit 3 for a prepare; for an `abort` a warning, when the serving master took it
+    (it alone decides what the fabric runs), else exit 3 (see the module doc)."""
     answers: dict[str, Any] = {}
     code = OK
+    missed: dict[str, str] = {}
     for mid, url in masters.url.items():
         try:
             status, ans = request(url + route, "POST", body, token, masters.timeout)
         except (OSError, ValueError) as e:
-            print(f"  {mid}: unreachable: {getattr(e, 'reason', e)}", file=sys.stderr)
-            code = max(code, UNREACHABLE)
+            missed[mid] = str(getattr(e, "reason", e))
+            if not abort:
+                print(f"  {mid}: unreachable: {missed[mid]}", file=sys.stderr)
+                code = max(code, UNREACHABLE)
             continue
         if status in (401, 403):
             raise OpsError(DENIED, f"master {mid} refused the token: {ans.get('error') if isinstance(ans, dict) else ans}")
@@ -143,8 +152,18 @@ def _to_all(masters: Masters, route: str, body: Any, token: str) -> tuple[str, d
         raise OpsError(UNREACHABLE, "no master answered")
     try:
         mid = masters.serving()
-    except OpsError:
+    except OpsError as e:
+        if abort and missed:        # which replica serves is unknown: maybe one the abort did not reach
+            raise OpsError(UNREACHABLE, f"abort not confirmed: {e}; unreachable: "
+                                        f"{', '.join(f'{m} ({why})' for m, why in missed.items())}") from None
         mid = next(iter(answers))
+    if abort and missed:
+        if mid in missed:           # it answered a moment ago, not the abort: it may still hold the next config
+            raise OpsError(UNREACHABLE, f"the serving master {mid} did not get the abort ({missed[mid]}): abort again")
+        for m, why in missed.items():
+            print(f"firepath config rollout: warning: master {m} did not get the abort (unreachable: {why}); the "
+                  f"serving master {mid} did, so the fabric stays on the running config. Restarted, {m} comes back "
+                  f"on the running config; if it is still running, abort again once it answers", file=sys.stderr)
     st = answers.get(mid) or next(iter(answers.values()))
     return mid, st["rollout"], code
 
