@@ -49,6 +49,7 @@ from lab.labconfig import (
     CLIENT_CPN_BASE,
     CLIENT_RESTART_HOLD_S,
     LAB_DEFAULT_TIMERS,
+    adopt_committed,
     check_cpn_addresses,
     client_cpn_address,
     generate_config,
@@ -201,7 +202,11 @@ class Lab:
     @classmethod
     def open(cls, lab_dir: Path | str) -> Lab:
         state = LabState.load(lab_dir)
-        return cls(state, lab_fabric(state))      # the config the lab runs, not an edit awaiting `lab reload`
+        lab = cls(state, lab_fabric(state))      # the config the lab runs, not an edit awaiting `lab reload`
+        said = adopt_committed(lab)              # ... unless the masters run the edit (committed without it)
+        if said:
+            print(f"firepath lab: {said}", file=sys.stderr)
+        return lab
 
     @classmethod
     def up(cls, *, name: str, lab_dir: Path | str | None = None, config: Path | str | None = None,

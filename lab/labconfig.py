@@ -193,3 +193,35 @@ def edited_since_run(state: Any) -> str | None:
         return (f"{config} was edited since the lab last ran it (config {digest[:12]}..., the lab runs "
                 f"{state.running[:12]}...)")
     return None
+
+
+def adopt_committed(lab: Any) -> str | None:
+    """When the lab's config file was edited since the lab last ran it and the serving master runs it now (a
+    rollout committed outside `lab reload`: `firepath config rollout --commit` against the lab's masters), make
+    it what the lab runs: its record (keep_running, under the lab lock, on the record as on disk now) and
+    `lab.fabric`/`lab.ports`. Before, the lab kept the old config until a `lab reload`, and `lab ping`,
+    `status`, `add-tor`, `heal` worked on a fabric the masters no longer ran. Returns the line that says so, or
+    None (nothing edited, no single serving master, or it runs something else: the edit waits for `lab reload`)."""
+    from lab.labports import LabPorts
+    from lab.state import LabState, locked
+    from proto.config import ConfigError
+
+    st = lab.state
+    if not (st.daemons and st.running) or edited_since_run(st) is None:
+        return None
+    try:
+        new = load_fabric(st.config)
+        leader = lab.current_master()
+        view = None if leader is None else lab.http.get(lab.fabric.master(leader[0]).rest_port, "/v1/rollout", 2.0)
+    except (OSError, ValueError, ConfigError, KeyError, LabError):     # no answer: the record is kept as it is
+        return None
+    if not isinstance(view, dict) or view.get("current") != new.digest:
+        return None
+    with locked(st.dir):
+        fresh = LabState.load(st.dir)       # what another lab command may have saved since this one read it
+        keep_running(fresh, new)
+        fresh.save()
+    st.running = fresh.running
+    lab.fabric, lab.ports = new, LabPorts(new)
+    return (f"the masters run {st.config} (config {new.digest[:12]}..., committed outside `lab reload`): the lab "
+            f"runs it from now on")

@@ -240,6 +240,48 @@ def test_lab_commands_see_the_config_the_lab_runs_not_an_edit_awaiting_reload(tm
         lab_fabric(old)
 
 
+def test_a_rollout_committed_outside_lab_reload_is_what_the_lab_runs_from_then_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tester: after `firepath config rollout --commit` straight against the lab's masters (not `lab reload`),
+    the lab kept the old config in its record: `lab ping`, `status`, `reload` worked on a fabric the masters no
+    longer ran. Opening the lab now asks the serving master (`/v1/rollout` `current`): if it runs the edited
+    file, the lab records it (running.yaml, `running`) and uses it; if it runs the old config, or no master
+    answers, the edit still waits for `lab reload`."""
+    from lab.fabric import Lab
+    from lab.state import RUNNING_FILE
+    from proto.config import load_fabric
+
+    text = _clos3()
+    (tmp_path / "k.key").write_text("0" * 64 + "\n")
+    config = tmp_path / "fabric.yaml"
+    config.write_text(text)
+    from lab.labconfig import keep_running
+
+    st = LabState(name="gc", dir=str(tmp_path), config=str(config))
+    keep_running(st, load_fabric(config))
+    st.save()
+    old = st.running
+    grown = _grown(text, tmp_path)
+    config.write_text(grown)
+    new = load_fabric(config).digest
+    serving: dict[str, object] = {"current": old}
+    asked: list[str] = []
+    monkeypatch.setattr(Lab, "current_master", lambda self: ("m1", {"role": "master"}))
+    monkeypatch.setattr(Lab, "http", property(lambda self: SimpleNamespace(
+        get=lambda port, path, timeout: asked.append(path) or dict(serving))))
+    assert Lab.open(tmp_path).fabric.digest == old and asked == ["/v1/rollout"]    # prepared at most: waits
+    assert LabState.load(tmp_path).running == old
+    serving["current"] = new                                   # committed with `config rollout --commit`
+    lab = Lab.open(tmp_path)
+    assert lab.fabric.digest == new and "tor-2-3" in lab.ports.rest
+    assert LabState.load(tmp_path).running == new and (tmp_path / RUNNING_FILE).read_text() == grown
+    asked.clear()
+    assert Lab.open(tmp_path).fabric.digest == new and asked == []      # nothing edited since: nobody asked
+    monkeypatch.setattr(Lab, "current_master", lambda self: None)      # no serving master: the record as is
+    config.write_text(text)
+    assert Lab.open(tmp_path).fabric.digest == new and LabState.load(tmp_path).running == new
+
+
 def test_a_lab_dir_too_long_for_ovs_sockets_is_refused_before_building_and_can_be_torn_down(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tester: `lab up --dir <98 characters>` created the lab namespace and registered the lab, then failed on
