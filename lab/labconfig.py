@@ -203,17 +203,17 @@ def adopt_committed(lab: Any) -> str | None:
     `status`, `add-tor`, `heal` worked on a fabric the masters no longer ran. Returns the line that says so, or
     None (nothing edited, no single serving master, or it runs something else: the edit waits for `lab reload`)."""
     from lab.labports import LabPorts
+    from lab.netns import netns_exists
     from lab.state import LabState, locked
-    from proto.config import ConfigError
 
     st = lab.state
-    if not (st.daemons and st.running) or edited_since_run(st) is None:
-        return None
+    if not (st.daemons and st.running) or edited_since_run(st) is None or not netns_exists(st.netns):
+        return None         # (no lab namespace: the lab is down, or half up; nothing to ask)
     try:
         new = load_fabric(st.config)
         leader = lab.current_master()
         view = None if leader is None else lab.http.get(lab.fabric.master(leader[0]).rest_port, "/v1/rollout", 2.0)
-    except (OSError, ValueError, ConfigError, KeyError, LabError):     # no answer: the record is kept as it is
+    except Exception:  # noqa: BLE001 - no answer (no namespace, no master, a bad file): the record is kept as it is
         return None
     if not isinstance(view, dict) or view.get("current") != new.digest:
         return None

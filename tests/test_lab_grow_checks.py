@@ -266,6 +266,7 @@ def test_a_rollout_committed_outside_lab_reload_is_what_the_lab_runs_from_then_o
     new = load_fabric(config).digest
     serving: dict[str, object] = {"current": old}
     asked: list[str] = []
+    monkeypatch.setattr("lab.netns.netns_exists", lambda _ns: True)
     monkeypatch.setattr(Lab, "current_master", lambda self: ("m1", {"role": "master"}))
     monkeypatch.setattr(Lab, "http", property(lambda self: SimpleNamespace(
         get=lambda port, path, timeout: asked.append(path) or dict(serving))))
