@@ -12,6 +12,15 @@ counters (`ovs-appctl coverage/show`, totals) over the same windows: how many fl
 (`rev_flow_table`), bridge reconfigurations (`bridge_reconfigure`), OpenFlow messages received
 (`ofproto_recv_openflow`), datapath flow translations (`xlate_actions`) one change costs.
 Results: a table on stdout and bench/results/linkcost.json (merged by scenario and mode).
+
+`--window-ms W` asks another question: how much CPU the lab's processes *want* in the first W ms after a
+link goes down (and after it comes back), against what the machine has in that time (cores x the window's
+measured length). A remote switch's reprogramming is one chain (the end's ovs-vswitchd and client, the
+serving master, the remote client and its ovs-vswitchd); when the processes around it want the whole
+machine in that window, the chain waits for cores, whatever each link of it costs. Per change: the CPU of
+every process (/proc/PID/task/*/schedstat) read right before the change and again W ms after it, added up by
+role (the two ends' clients, the other clients, the masters, ovs-vswitchd), next to an idle window of the
+same length with no change.
 """
 
 from __future__ import annotations
@@ -138,6 +147,78 @@ def measure(scenario: str, flaps: int, mode: str, name: str, period: float, ovs_
         lab.down(log=lambda _m: None)
 
 
+def _proc_cpu(pid: int) -> int:
+    """CPU ns of every thread of `pid` so far (0 when it is gone)."""
+    return sum(_threads(pid).values())
+
+
+def measure_window(scenario: str, flaps: int, name: str, window_s: float, timers: list[str],
+                   ovs_per_switch: bool = False, masters: int | None = None) -> dict[str, Any]:
+    """CPU wanted in the first `window_s` after a link down / up / nothing, by role: see the module doc.
+    Returns ms of CPU per change for each role and in total, the window's measured length (ms: reading
+    /proc takes time of its own), and the machine's capacity in it (cores x length)."""
+    from bench.bench_convergence import SCENARIOS, Injector, override_timers
+    from lab.fabric import Lab
+
+    sc = SCENARIOS[scenario]
+    clos = dict(sc.clos)
+    clos.setdefault("damping", (("enabled", False),))
+    clos["timers"] = override_timers(sc.timers, timers)
+    if masters:
+        clos["masters"] = masters
+    lab = Lab.up(name=name, clos=clos, clean=True, timeout=120, log=lambda _m: None, ovs_per_switch=ovs_per_switch)
+    try:
+        time.sleep(3)
+        pids = {rec.key: rec.pid for rec in lab.state.processes.values()}
+        pids.update({f"ovs-vswitchd:{i}": p for i, p in enumerate(lab.vswitchd_pids())})
+        link = next(lk for lk in lab.fabric.links if lk.a.switch.startswith(("leaf", "tor")))
+        ends = {f"client:{link.a.switch}", f"client:{link.b.switch}"}
+
+        def role(key: str) -> str:
+            if key in ends:
+                return "the two ends' clients"
+            return {"client": "other clients", "master": "masters", "ovs-vswitchd": "ovs-vswitchd"}.get(
+                key.split(":")[0], "other")
+
+        inj = Injector(lab)
+        phases = ("down", "up", "idle")
+        cpu = {ph: {} for ph in phases}
+        length = {ph: 0.0 for ph in phases}
+        fault = None
+        for _ in range(flaps):
+            for ph in phases:
+                before = {k: _proc_cpu(p) for k, p in pids.items()}
+                t0 = time.monotonic()
+                me1 = time.thread_time_ns()
+                if ph == "down":
+                    fault = inj.fail("tor_s2_link", link.name)
+                elif ph == "up":
+                    inj.heal(fault)
+                time.sleep(max(0.0, window_s - (time.monotonic() - t0)))
+                after = {k: _proc_cpu(p) for k, p in pids.items()}
+                length[ph] += time.monotonic() - t0
+                # the change itself (an ioctl) and reading /proc after it are in the window too
+                own = cpu[ph].get("this benchmark (the change, reading /proc)", 0)
+                cpu[ph]["this benchmark (the change, reading /proc)"] = own + time.thread_time_ns() - me1
+                for k in pids:
+                    r = role(k)
+                    cpu[ph][r] = cpu[ph].get(r, 0) + after[k] - before[k]
+                time.sleep(0.5)        # past the change's aftermath (ND, CFM restart) before the next one
+        cores = os.cpu_count() or 1
+        out: dict[str, Any] = {}
+        for ph in phases:
+            ms = {r: round(v / flaps / 1e6, 2) for r, v in sorted(cpu[ph].items())}
+            win = length[ph] / flaps * 1000
+            out[ph] = {"cpu_ms": ms, "total_ms": round(sum(ms.values()), 2), "window_ms": round(win, 2),
+                       "capacity_ms": round(cores * win, 2)}
+        return {"scenario": scenario, "mode": "window", "ovs": "per switch" if ovs_per_switch else "shared",
+                "masters": len(lab.fabric.masters), "changes": flaps, "link": link.name, "timers": timers,
+                "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "loadavg": os.getloadavg(),
+                "window": out}
+    finally:
+        lab.down(log=lambda _m: None)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="ls4x16-oam")
@@ -146,13 +227,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="linkcost")
     ap.add_argument("--period", type=float, default=0.5, help="s between a change and the next")
     ap.add_argument("--ovs-per-switch", action="store_true", help="one OVS per switch (`lab up --ovs-per-switch`)")
+    ap.add_argument("--window-ms", type=float, default=0.0,
+                    help="instead: CPU wanted in the first W ms after a link down / up, by role (module doc)")
+    ap.add_argument("--timer", action="append", default=[], metavar="KEY=VALUE",
+                    help="--window-ms: override a timer, as bench_convergence (e.g. oam_interval_ms=7)")
+    ap.add_argument("--masters", type=int, default=None, help="--window-ms: master replicas (default: the scenario's)")
     ap.add_argument("--output", default=str(RESULTS))
     args = ap.parse_args(argv)
-    res = measure(args.scenario, args.flaps, args.mode, args.name, args.period, args.ovs_per_switch)
-    print(json.dumps(res, indent=1))
+    if args.window_ms > 0:
+        res = measure_window(args.scenario, args.flaps, args.name, args.window_ms / 1000, args.timer,
+                             args.ovs_per_switch, args.masters)
+        mode = f"window{args.window_ms:g}ms" + (f"/masters{args.masters}" if args.masters else "")
+        for ph, w in res["window"].items():
+            print(f"{ph:5} window {w['window_ms']:6.2f} ms, capacity {w['capacity_ms']:6.2f} ms of CPU, wanted "
+                  f"{w['total_ms']:6.2f}: " + ", ".join(f"{r} {v:.2f}" for r, v in w["cpu_ms"].items()))
+    else:
+        res = measure(args.scenario, args.flaps, args.mode, args.name, args.period, args.ovs_per_switch)
+        mode = args.mode
+        print(json.dumps(res, indent=1))
     out = Path(args.output)
     data = json.loads(out.read_text()) if out.exists() else {}
-    data[f"{args.scenario}/{args.mode}" + ("/ovs-per-switch" if args.ovs_per_switch else "")] = res
+    data[f"{args.scenario}/{mode}" + ("/ovs-per-switch" if args.ovs_per_switch else "")] = res
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(data, indent=1) + "\n")
     return 0
