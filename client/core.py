@@ -121,7 +121,7 @@ class ClientCore:
     """
 
     def __init__(self, fabric: Fabric, switch: str, keyring: KeyRing, *, now: float, initial_seq: int = 0,
-                 report_grace: float | None = None) -> None:
+                 report_grace: float | None = None, switch_read_back: bool = True) -> None:
         self.fabric = fabric
         self.name = switch
         self.switch = fabric.switch(switch)
@@ -134,6 +134,11 @@ class ClientCore:
         self.ports = PortTable(fabric, switch, now=now)
         self.reporter = Reporter(fabric, switch, now=now, initial_seq=initial_seq)
         self.replica = LsdReplica(fabric, switch, now=now)
+        if not switch_read_back:
+            # No LSD request before the switch is read back (`on_kept_routes`): a restarted client's switch
+            # forwards on kept routes, and its request says so (LsdRequest.kept: a new master's unheard LSD
+            # must not replace them)
+            self.replica.kept_routes = None
         self.report_grace = verification_bound(fabric) if report_grace is None else report_grace
         self.connected = False
         self.report_released = False

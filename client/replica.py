@@ -171,6 +171,10 @@ class LsdReplica:
         deadlines = [math.inf]
         if not self.fail_static:
             deadlines.append(self._heard_at + self.master_silence)
+        if not self._may_request():
+            # `_maybe_request` sends nothing yet: a request deadline would be due forever (a client whose
+            # switch was never read back, e.g. its OVS unreachable, spun its control loop at 70-90 % of a core)
+            return min(deadlines)
         if self.need_sync or self.fail_static:
             deadlines.append(self._next_request)
         if self.server is not None:
@@ -367,8 +371,13 @@ class LsdReplica:
         self._maybe_request(now, out)
         return out
 
+    def _may_request(self) -> bool:
+        """False until the switch was read back while no LSD is held (`kept_routes` None): then nothing is
+        asked, and no request deadline is due."""
+        return self.kept_routes is not None or self.has_data
+
     def _maybe_request(self, now: float, out: list[Action]) -> None:
-        if self.kept_routes is None and not self.has_data:
+        if not self._may_request():
             return
         served = self.served(now)
         probing = self.fail_static

@@ -319,3 +319,50 @@ def test_a_request_waits_for_the_freshness_handshake_with_its_master(fabric):
     sender, msg = master.decode(sent[0].data)                      # accepted: no second round trip
     assert sender == ME and isinstance(msg, LsdRequest) and msg.version == -1
     assert master.rejected["stale"] == 1
+
+
+# ------------------------------------------------------------------- no deadline stays due after its tick
+STEPS = {
+    "connect": lambda core, now: core.on_connected({1: True, 2: True, 10: True}, now),
+    "read_back": lambda core, now: core.on_kept_routes(False, now),
+    "read_back_kept": lambda core, now: core.on_kept_routes(True, now),
+    "disconnect": lambda core, now: core.on_disconnected(now),
+    "oam_failed": lambda core, now: core.on_oam_failed(None, "no OVSDB target", now),
+    "start_oam": lambda core, now: core.start_oam(now),
+}
+
+
+@pytest.mark.parametrize("liveness", ["nd", "oam"])
+@pytest.mark.parametrize("read_back", [False, True], ids=["daemon", "standalone"])
+@pytest.mark.parametrize("steps", [
+    (),                                                    # the switch never answers (its OVS unreachable)
+    ("start_oam", "oam_failed"),                           # the daemon's start without --ovsdb
+    ("connect", "disconnect"),                             # lost before it was read back
+    ("connect", "read_back", "disconnect"),
+    ("connect", "read_back_kept", "disconnect", "connect"),
+    ("start_oam", "connect", "disconnect", "oam_failed", "connect", "read_back"),
+], ids=lambda s: "+".join(s) or "nothing")
+def test_after_a_tick_no_deadline_is_due(liveness: str, read_back: bool, steps: tuple[str, ...]) -> None:
+    """The core's contract with the runtime's control loop: after `tick(now)`, `next_deadline()` is later
+    than `now` (the loop waits until then; a deadline left due is a busy loop). New user: a client whose OVS
+    was unreachable, with no master up, spun at 70-90 % of a core — the LSD request deadline stayed due while
+    the switch, never read back, allowed no request. Every step order, each followed by 3 s of ticks, no master
+    heard (fail-static), as the daemon builds the core (`switch_read_back=False`) and standalone."""
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=3, liveness=liveness)
+    clock = FakeClock(1000.0)
+    core = ClientCore(fabric, ME, KeyRing.from_secret(SECRET).bundle_for_switch(ME), now=clock.now,
+                      switch_read_back=read_back)
+    for step in ("", *steps):
+        if step:
+            STEPS[step](core, clock.now)
+        end = clock.now + 3.0
+        turns = 0
+        while clock.now < end and turns < 10_000:
+            turns += 1
+            core.tick(clock.now)
+            due = core.next_deadline()
+            assert due > clock.now, (f"after {step or 'start'}: a deadline {clock.now - due:.3f}s past is still due "
+                                     f"(ports {core.ports.next_deadline() - clock.now:.3f}, reporter "
+                                     f"{core.reporter.next_deadline() - clock.now:.3f}, replica "
+                                     f"{core.replica.next_deadline() - clock.now:.3f})")
+            clock.advance(min(due - clock.now, 0.25))

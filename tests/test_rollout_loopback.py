@@ -52,6 +52,14 @@ def _terms(cluster: LoopCluster) -> dict[str, Any]:
     return out
 
 
+def _started(cluster: LoopCluster) -> str:
+    """Start every replica and wait for one master; its id."""
+    cluster.start_all()
+    got = cluster.wait(lambda: cluster.single_master(), 30.0)
+    assert got is not None, _terms(cluster)
+    return got[0]
+
+
 def _agreed(terms: dict[str, Any]) -> bool:
     """Every replica answers, with one term and one leader."""
     return all(isinstance(t, tuple) for t in terms.values()) and len({t[1:] for t in terms.values()}) == 1
@@ -76,10 +84,7 @@ def _jupiter(cluster: LoopCluster, same_masters: bool) -> Path:
 def test_a_jupiter_prepare_costs_no_election(tmp_path: Path, same_masters: bool) -> None:
     cluster = LoopCluster(tmp_path, masters=3, timers=TIMERS, admin_token=TOKEN, name="bigprep")
     try:
-        cluster.start_all()
-        got = cluster.wait(lambda: cluster.single_master(), 30.0)
-        assert got is not None, _terms(cluster)
-        leader = got[0]
+        leader = _started(cluster)
         big = _jupiter(cluster, same_masters)
         assert cluster.wait(lambda: _agreed(_terms(cluster)), 30.0), _terms(cluster)
         before = _terms(cluster)
@@ -135,10 +140,7 @@ def test_a_replica_down_during_an_abort_comes_back_on_the_running_config(tmp_pat
     an abort (missed, or reaching it) leaves it on the running config; a commit it missed is followed."""
     cluster = LoopCluster(tmp_path, masters=3, timers=TIMERS, admin_token=TOKEN, name="abortdown")
     try:
-        cluster.start_all()
-        got = cluster.wait(lambda: cluster.single_master(), 30.0)
-        assert got is not None, _terms(cluster)
-        leader = got[0]
+        leader = _started(cluster)
         b1, b2 = (m for m in cluster.ids if m != leader)
         running = cluster.fabric.digest
         text = cluster.config.read_text()
