@@ -23,7 +23,8 @@ how link-state damping is meant to be read (RFC 2439's penalty is per route beca
 is its own; IS-IS / interface dampening likewise per interface): it suppresses *a* flapping link, and a
 stall that drops every port at once says nothing about any one of them. The master's damper applies the
 same rule fabric-wide (controller.damping). A single flapping link is never part of such a set, so it is
-damped exactly as before.
+damped exactly as before. A refund that gives a port back the hold it had before its last flap keeps that
+hold's end due (`tick` reports it).
 
 **Time the client did not run does not count toward the window** (`note_stall`). Events are timed when the
 client handles them: when its process is stopped or starved for a second, a port whose drop it handled just
@@ -214,7 +215,11 @@ class FlapDamper:
             if flap_at in st.recent:
                 st.recent.remove(flap_at)
             self.storm_flaps += 1
-            if damped_before and not now < st.until:
+            if now < st.until:
+                # the hold this flap had extended is back: its end must be reported by `tick` again (its
+                # heap entry may be gone: tester, a damped port refunded by a storm stayed out past damp_max)
+                heapq.heappush(self._expiry, (st.until, p))
+            elif damped_before:
                 self._released.append(p)
 
     def take_released(self) -> list[int]:

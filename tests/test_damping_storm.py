@@ -383,3 +383,40 @@ def test_the_port_table_recomputes_a_port_whose_hold_a_late_stall_cancelled():
     out = leaf.on_stall(start, end, clock.advance(0.01))
     assert PortChanged(1, True, True, leaf.status(1)) in out
     assert leaf.usable(1) and not leaf.status(1).damped
+
+
+def _run_ticks(d: FlapDamper, clock: FakeClock, until: float) -> list[int]:
+    """Tick at every deadline (as the runtime does) up to `until`; the ports whose hold `tick` ended."""
+    ended: list[int] = []
+    for _ in range(10_000):
+        nxt = min(d.next_deadline(), until)
+        if nxt > clock.now:
+            clock.advance(nxt - clock.now)
+        ended += d.tick(clock.now)
+        if clock.now >= until:
+            break
+    return ended
+
+
+def test_a_damped_port_next_to_a_storm_is_released_by_damp_max():
+    """Tester (lab, spine-1 of a 2 x 4): leaf-4:1 flapped 30 times (0.2 s down, 0.2 s up), then spine-1's other
+    ports dropped together 10 times; spine-1:4 stayed damped > 110 s (damp_max 60 s) and `lab heal` promised
+    at most 60 s. Whatever a storm refunds, the hold ends in time."""
+    clock = FakeClock(100.0)
+    d = FlapDamper(T, n_ports=4)
+    for p in range(1, 5):
+        d.observe(p, True, clock.now)
+    for _ in range(30):
+        d.observe(4, False, clock.advance(0.2))
+        d.observe(4, True, clock.advance(0.2))
+        d.next_deadline()                        # the runtime asks after every input (drops superseded holds)
+    last_flap = clock.now
+    assert d.damped(4, clock.now)
+    for _ in range(10):
+        storm(d, [1, 2, 3], clock, down_for=0.2)
+        clock.advance(0.2)
+        d.next_deadline()
+    assert d.storms >= 1 and not any(d.damped(p, clock.now) for p in (1, 2, 3))
+    ended = _run_ticks(d, clock, last_flap + T.damp_max + 0.5)
+    assert 4 in ended and not d.damped(4, clock.now), d.view(4, clock.now)
+
