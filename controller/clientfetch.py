@@ -15,8 +15,17 @@ its lease; a redirect was followed (to this replica's own `/v1/keys`). Now:
   else refused: no decompression bomb), at most `MAX_STATE` bytes (a larger answer is refused at its
   Content-Length or as soon as it passes the limit);
 - decoded in a worker thread, and relayed only if it is the state of this switch: a JSON object whose
-  `switch` is its name, `term` and `lsd_version` integers, `ports` a list of objects, nested at most
-  `MAX_DEPTH` deep (the page's answer is encoded off the loop too: controller.page).
+  `switch` is its name, nested at most `MAX_DEPTH` deep, and whose every field the page or an operator
+  command shows has its type (`STATE_FIELDS`, `PORT_FIELDS`: integers are integers — not booleans, not
+  strings —, strings at most `MAX_TEXT` characters, `ports` a list of objects); any other answer is refused
+  whole, naming the first field that is wrong (never quoting its value), and the page shows that error in
+  place of the switch's client state (the page's answer is encoded off the loop too: controller.page).
+
+What a typed schema stops (tester bb40, F13): the page put `programmed_version`, `term`, `lsd_version` and
+`ports[].port` into HTML unescaped, and a squatter's `"programmed_version": "<img src=x onerror=...>"` ran
+script in the operator's browser, which holds the admin token. The page now escapes every value it shows
+(controller/page_assets/page.js `html`), and the relay no longer carries a string where a number belongs.
+Fields outside the schema are kept: the page shows them only inside the escaped raw JSON dump.
 """
 
 from __future__ import annotations
@@ -31,6 +40,23 @@ from proto.restaddr import CLIENT_REST_HOST, MAX_STATE, client_rest_url, shares_
 
 MAX_DEPTH = 8                # nesting of a client's state (a real one: 3)
 FETCHES = 2                  # client reads at once per replica
+MAX_TEXT = 1024              # characters of one string field (a real one: a switch name and a port)
+
+# field -> the JSON types it may have (None: null); a field that is absent is not checked
+_INT, _BOOL, _TEXT = (int,), (bool,), (str,)
+STATE_FIELDS: dict[str, tuple[type | None, ...]] = {
+    "term": _INT, "lsd_version": _INT, "programmed_version": _INT, "master": (str, None),
+    "fail_static": _BOOL, "connected": _BOOL, "config_mismatch": (str, None), "ovsdb_connected": (bool, None),
+    "replica_state": _TEXT, "digest": _TEXT, "served_by": (str, None), "routes": _INT, "groups": _INT,
+}
+PORT_FIELDS: dict[str, tuple[type | None, ...]] = {
+    "port": _INT, "peer": _TEXT, "phy": (bool, None), "live": (bool, None), "nd": _TEXT, "usable": (bool, None),
+    "admin": (bool, None), "damped": (bool, None), "miscabled_by": (str, None), "discovered": (str, None),
+    "oam": (str, None), "oam_remote": (str, None), "nd_mode": (str, None),
+}
+REQUIRED = ("term", "lsd_version")
+_NAMES = {int: "an integer", bool: "true or false", str: "a string", None: "null"}
+_GOT = {int: "an integer", bool: "a boolean", float: "a fraction", str: "a string", list: "a list", dict: "an object"}
 
 
 class Refused(Exception):
@@ -48,6 +74,21 @@ def _depth_ok(doc: Any, limit: int) -> bool:
     return True
 
 
+def _check_fields(obj: dict[str, Any], fields: dict[str, tuple[type | None, ...]], where: str) -> None:
+    """Refused naming the first field of `obj` (`where`: its path) not of its type in `fields`."""
+    for key, kinds in fields.items():
+        if key not in obj:
+            continue
+        v = obj[key]
+        # bool is an int in Python, and an int is not a bool: compare the exact type
+        if not any(v is None if t is None else type(v) is t for t in kinds):
+            want = " or ".join(_NAMES[t] for t in kinds)
+            got = "null" if v is None else _GOT.get(type(v), type(v).__name__)
+            raise Refused(f"not the state of a switch client: {where}{key} is not {want} (got {got})")
+        if type(v) is str and len(v) > MAX_TEXT:
+            raise Refused(f"not the state of a switch client: {where}{key} is longer than {MAX_TEXT} characters")
+
+
 def check_state(raw: bytes, switch: str) -> dict[str, Any]:
     """The client state in `raw` if it is one of `switch` (see the module docstring); Refused otherwise.
     CPU-bound: called in a worker thread."""
@@ -59,12 +100,15 @@ def check_state(raw: bytes, switch: str) -> dict[str, Any]:
         raise Refused(f"not the state of a switch client: JSON {type(doc).__name__}, not an object")
     if doc.get("switch") != switch:
         raise Refused(f"not the state of {switch}'s client: switch {str(doc.get('switch'))[:64]!r}")
-    for key in ("term", "lsd_version"):
-        if type(doc.get(key)) is not int:
-            raise Refused(f"not the state of a switch client: {key} is not an integer")
+    for key in REQUIRED:
+        if key not in doc:
+            raise Refused(f"not the state of a switch client: no {key}")
+    _check_fields(doc, STATE_FIELDS, "")
     ports = doc.get("ports")
     if not isinstance(ports, list) or not all(isinstance(p, dict) for p in ports):
         raise Refused("not the state of a switch client: ports is not a list of objects")
+    for k, p in enumerate(ports):
+        _check_fields(p, PORT_FIELDS, f"ports[{k}].")
     if not _depth_ok(doc, MAX_DEPTH):
         raise Refused(f"not the state of a switch client: nested more than {MAX_DEPTH} deep")
     return doc

@@ -36,6 +36,7 @@ from controller.ops.api import master_note
 from controller.ops.clientrest import client_ports, get_json, own_lag, read_states
 from controller.ops.fetch import MAX_ANSWER
 from proto.argtypes import positive_seconds
+from proto.termsafe import clean
 
 ENDPOINTS = ("/v1/lsd/version", "/v1/masters", "/v1/clients")
 
@@ -160,17 +161,18 @@ def render(state: dict[str, Any]) -> str:
         v = row.get("version")
         if not isinstance(v, dict):
             lines.append(f"{mid:<10} {addr:<21} {'unreachable':<11} {'-':>6} {'-':>8} {'-':<8} {'-':<9} "
-                         f"{row.get('error', '')}")
+                         f"{clean(row.get('error', ''))}")
             continue
         fmrp = "-"
         view = row.get("masters")
         if isinstance(view, dict):
             me = next((r for r in view.get("replicas", []) if r.get("self")), None)
             if me is not None:
-                fmrp = str(me.get("state", "-"))
+                fmrp = clean(me.get("state", "-"))
         note = master_note(v)
-        lines.append(f"{mid:<10} {addr:<21} {v['role']:<11} {v['term']:>6} {v['version']:>8} "
-                     f"{str(v.get('leader') or '-'):<8} {fmrp:<9} {note}")
+        # a master's answer as text: cleaned (proto.termsafe), and a wrong type no longer raises
+        lines.append(f"{mid:<10} {addr:<21} {clean(v.get('role')):<11} {clean(v.get('term')):>6} "
+                     f"{clean(v.get('version')):>8} {clean(v.get('leader') or '-'):<8} {fmrp:<9} {clean(note)}")
     lines.append("")
     if state["leader"] is None:
         n = len(state["serving"])
@@ -217,7 +219,7 @@ def _behind(name: str, own: dict[str, Any] | None) -> str:
     """A switch behind, with what it holds and programmed when it said so itself."""
     if own is None or "error" in own:
         return name
-    return f"{name} (holds {own['lsd_version']}, programmed {own['programmed_version']})"
+    return f"{name} (holds {clean(own.get('lsd_version'))}, programmed {clean(own.get('programmed_version'))})"
 
 
 def run(args: argparse.Namespace) -> int:

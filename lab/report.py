@@ -6,9 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from lab import plumbing
+from proto.termsafe import clean
 
 
 def format_status(lab: Any) -> str:
+    """The status table. Every value read from a master's or a client's REST goes through `clean` (whatever
+    binds a client's REST port answers for it: tester bb40 F14 cleared the screen with an ESC sequence), and
+    is formatted as text (a number where a string was expected, or the reverse, no longer raises)."""
     lines = []
     masters = lab.master_states()
     switches = lab.client_states()
@@ -20,7 +24,8 @@ def format_status(lab: Any) -> str:
         rec = lab.state.processes.get(f"master:{mid}")
         pid = "ext" if lab.state.external_masters else str(rec.pid) if rec and rec.alive() else "dead"
         if isinstance(s, dict):
-            lines.append(f"{mid:<{mw}} {pid:>7} {s.get('role', '?'):<10} {s.get('term', '?'):>5} {s.get('version', '?'):>8}")
+            lines.append(f"{mid:<{mw}} {pid:>7} {clean(s.get('role', '?')):<10} {clean(s.get('term', '?')):>5} "
+                         f"{clean(s.get('version', '?')):>8}")
         else:
             lines.append(f"{mid:<{mw}} {pid:>7} {'unreachable':<10} {'-':>5} {'-':>8}")
     lines.append("")
@@ -32,7 +37,7 @@ def format_status(lab: Any) -> str:
         if not isinstance(s, dict):
             lines.append(f"{name:<{w}} {pid:>7} {'-':<7} (REST unreachable)")
             continue
-        ports = s.get("ports", [])
+        ports = [p for p in s.get("ports") or [] if isinstance(p, dict)] if isinstance(s.get("ports"), list) else []
         usable = sum(1 for p in ports if p.get("usable"))
         # miscabled as ND finds it, or as link OAM finds it (CFM hears another port: `miscabled_by`; a cable
         # looped back into the same switch is miscabled by both, with software ND too since it takes its own
@@ -40,11 +45,11 @@ def format_status(lab: Any) -> str:
         misc = sum(1 for p in ports if p.get("nd") == "miscabled" or p.get("miscabled_by"))
         down = len(ports) - usable
         # fail-static: the master it last heard, in parentheses (it hears none now)
-        master = str(s.get("master") or "-")
+        master = clean(s.get("master") or "-")
         master = f"({master})" if s.get("fail_static") and master != "-" else master
-        lines.append(f"{name:<{w}} {pid:>7} {master:<7} {s.get('lsd_version', '?'):>5} "
-                     f"{s.get('programmed_version', '?'):>5} {usable:>6} {down:>5} {misc:>6} "
-                     f"{s.get('routes', '?'):>6} {s.get('groups', '?'):>6}")
+        lines.append(f"{name:<{w}} {pid:>7} {master:<7} {clean(s.get('lsd_version', '?')):>5} "
+                     f"{clean(s.get('programmed_version', '?')):>5} {usable:>6} {down:>5} {misc:>6} "
+                     f"{clean(s.get('routes', '?')):>6} {clean(s.get('groups', '?')):>6}")
     # A switch without a master forwards on its last LSD (fail-static): say it in words too (a tester saw
     # "master m3" with every master dead).
     static = [name for name, s in switches.items() if isinstance(s, dict) and s.get("fail_static")]
@@ -74,19 +79,20 @@ def format_status(lab: Any) -> str:
         lines.append("")
         lines.append(f"{'border':<{w}} {'peer':<15} {'state':<12} {'uptime':>8} {'in':>4} {'out':<14} provides")
         for name, b in borders:
-            provided = ",".join(b.get("provided", {})) or "-"
+            provided = clean(",".join(map(str, b.get("provided", {}))) or "-")
             # routes the border's flap damping holds (RFC 2439): a tester saw a session established with 1 prefix
             # in, providing nothing, and no word why (only `lab heal --wait` named the damping)
             damped: dict[str, list[str]] = {}
             for item in b.get("suppressed") or []:
                 if isinstance(item, (list, tuple)) and len(item) == 2:
-                    damped.setdefault(str(item[0]), []).append(str(item[1]))
+                    damped.setdefault(str(item[0]), []).append(clean(item[1]))
             for ses in b.get("sessions", []):
-                up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
+                up = "-" if ses.get("uptime_s") is None else _secs(ses["uptime_s"])
                 held = damped.get(str(ses["peer"]))
                 note = f" (damped: {','.join(held)})" if held else ""
-                lines.append(f"{name:<{w}} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses['prefixes_in']:>4} "
-                             f"{','.join(ses['prefixes_out']) or '-':<14} {provided}{note}")
+                lines.append(f"{name:<{w}} {clean(ses['peer']):<15} {clean(ses['state']):<12} {up:>8} "
+                             f"{clean(ses['prefixes_in']):>4} {clean(','.join(map(str, ses['prefixes_out'])) or '-'):<14} "
+                             f"{provided}{note}")
         lines += _master_border_lines(lab, unheard, w)
     if lab.state.faults:
         lines.append("")
@@ -108,6 +114,11 @@ def format_status(lab: Any) -> str:
     return "\n".join(lines)
 
 
+def _secs(v: Any) -> str:
+    """Seconds from an answer as `12.3s`; anything but a number as it came (cleaned)."""
+    return f"{v:.1f}s" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{clean(v)}s"
+
+
 def _master_border_lines(lab: Any, names: list[str], w: int = 12) -> list[str]:
     """Sessions of borders whose client REST did not answer, as the master's `GET /v1/borders` has them
     (from the borders' last reports; counts, not prefixes, for what is announced out)."""
@@ -127,13 +138,13 @@ def _master_border_lines(lab: Any, names: list[str], w: int = 12) -> list[str]:
         if not isinstance(b, dict):
             out.append(f"{name:<{w}} (client and master REST unreachable)")
             continue
-        provided = ",".join(p for p, up in b.get("provides", {}).items() if up) or "-"
+        provided = clean(",".join(str(p) for p, up in b.get("provides", {}).items() if up) or "-")
         age = b.get("report_age_s")
         for ses in b.get("sessions", []):
-            up = "-" if ses.get("uptime_s") is None else f"{ses['uptime_s']:.1f}s"
-            out.append(f"{name:<{w}} {ses['peer']:<15} {ses['state']:<12} {up:>8} {ses.get('prefixes_in', '-'):>4} "
-                       f"{ses.get('prefixes_out', '-')!s:<14} {provided} (master's view, report "
-                       f"{'never' if age is None else f'{age:.1f}s old'})")
+            up = "-" if ses.get("uptime_s") is None else _secs(ses["uptime_s"])
+            out.append(f"{name:<{w}} {clean(ses['peer']):<15} {clean(ses['state']):<12} {up:>8} "
+                       f"{clean(ses.get('prefixes_in', '-')):>4} {clean(ses.get('prefixes_out', '-')):<14} {provided} "
+                       f"(master's view, report {'never' if age is None else f'{_secs(age)} old'})")
     return out
 
 

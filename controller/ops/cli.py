@@ -51,6 +51,7 @@ from controller.ops.api import (
 )
 from proto.argtypes import parse_prefix, positive_seconds
 from proto.drains import MAX_REASON, MAX_WHO
+from proto.termsafe import clean
 
 COMMANDS = {
     "drain": "drain a link or a switch (with --dry-run: only show what it would cost)",
@@ -220,8 +221,11 @@ def _enter_netns(name: str) -> None:
 
 
 def _table(rows: list[list[Any]], headers: list[str]) -> str:
+    """The operator commands' tables: every cell cleaned (proto.termsafe: cells come from masters' and clients'
+    answers; a newline in one no longer breaks the table, an ESC sequence never reaches the terminal)."""
     from tabulate import tabulate
 
+    rows = [[None if v is None else clean(v) for v in row] for row in rows]
     return tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True, missingval="-")
 
 

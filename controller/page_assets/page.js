@@ -11,6 +11,17 @@ const PROBE_MS = 1000;                // timeout of one replica probe during a f
 const SVGNS = 'http://www.w3.org/2000/svg';
 const $ = (id) => document.getElementById(id);
 
+// HTML from values: every value that goes into innerHTML is escaped, whatever its type or origin (a switch's
+// client state is relayed from whatever answers on its REST port: tester bb40 F13 ran script through an
+// unescaped programmed_version). Build markup only with html`...`: each ${value} is escaped unless it is
+// markup html`...` built itself (an HTML object), or a list of such; innerHTML takes nothing else here.
+class HTML { constructor(s) { this.s = s; } toString() { return this.s; } }
+const ESC = {'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;', '`': '&#96;'};
+const esc = (s) => String(s).replace(/[&<>"'`]/g, (c) => ESC[c]);
+const piece = (v) => (v instanceof HTML ? v.s : Array.isArray(v) ? v.map(piece).join('') : esc(v == null ? '–' : v));
+const html = (strings, ...values) => new HTML(strings.reduce((out, s, i) => out + piece(values[i - 1]) + s));
+const yes = (b) => (b == null ? '–' : b ? 'yes' : 'no');
+
 // Test and debugging hooks: read-only state of the page.
 const fp = window.fp = {
   ready: false, readyAt: null, drawnAt: null, header: null, serving: null, connects: 0, mode: null,
@@ -256,8 +267,8 @@ function drawGroups() {
   // the table
   const tbl = $('groups');
   tbl.hidden = false;
-  tbl.innerHTML = '<thead><tr><th>group</th><th>kind</th><th>switches</th><th>dead</th><th>unknown</th>' +
-    '<th>links</th><th>down</th><th>one-way</th><th>miscabled</th><th>drained</th></tr></thead>';
+  tbl.innerHTML = html`<thead><tr><th>group</th><th>kind</th><th>switches</th><th>dead</th><th>unknown</th>
+    <th>links</th><th>down</th><th>one-way</th><th>miscabled</th><th>drained</th></tr></thead>`;
   const body = document.createElement('tbody');
   V.groups.forEach((g, k) => {
     const tr = document.createElement('tr');
@@ -298,9 +309,9 @@ function styleGroup(g) {
   }
   const tr = els.row.get(g);
   if (tr) {
-    const cell = (v, bad) => `<td${bad && v ? ' class="bad"' : ''}>${v.toLocaleString()}</td>`;
-    tr.innerHTML = `<td>${esc(V.groups[g].name)}</td><td>${V.groups[g].kind}</td>${cell(n)}${cell(sw[g * 3], 1)}` +
-      `${cell(sw[g * 3 + 2])}${cell(links)}${cell(c[b], 1)}${cell(c[b + 4], 1)}${cell(c[b + 3], 1)}${cell(c[b + 2])}`;
+    const cell = (v, bad) => html`<td class="${bad && v ? 'bad' : ''}">${v.toLocaleString()}</td>`;
+    tr.innerHTML = html`<td>${V.groups[g].name}</td><td>${V.groups[g].kind}</td>${cell(n)}${cell(sw[g * 3], 1)}
+      ${cell(sw[g * 3 + 2])}${cell(links)}${cell(c[b], 1)}${cell(c[b + 4], 1)}${cell(c[b + 3], 1)}${cell(c[b + 2])}`;
   }
 }
 
@@ -548,7 +559,7 @@ function select(kind, i) {
   const box = $('details');
   box.dataset.kind = kind;
   box.dataset.name = '';
-  box.innerHTML = `<div id="dbody"><p class="muted">${esc(name)}: loading…</p></div>
+  box.innerHTML = html`<div id="dbody"><p class="muted">${name}: loading…</p></div>
     <p><button id="drain">drain ${kind}</button><button id="undrain">undrain ${kind}</button></p>
     <p id="drain-msg" class="msg"></p>`;
   $('drain').addEventListener('click', () => drain(kind, name, true));
@@ -576,8 +587,6 @@ const fmtTime = (t, since, before) => t != null
   : before != null
     ? `before ${new Date(before * 1000).toLocaleTimeString()} (while no page was open: not known when)`
     : `not since ${new Date(since * 1000).toLocaleTimeString()} (when this replica started)`;
-const esc = (s) => String(s).replace(/[&<>"]/g, (c) => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;'}[c]));
-const yes = (b) => (b == null ? '–' : b ? 'yes' : 'no');
 
 async function loadDetails() {
   const seq = ++detailsSeq, sel = selected, rep = serving;
@@ -592,7 +601,7 @@ async function loadDetails() {
   if (seq !== detailsSeq) return;
   const box = $('dbody');
   if (!box || selected !== sel) return;
-  if (d.error) { box.innerHTML = `<p class="msg err">${esc(d.error)}</p>`; return; }
+  if (d.error) { box.innerHTML = html`<p class="msg err">${d.error}</p>`; return; }
   box.innerHTML = sel.kind === 'link' ? linkHtml(d) : switchHtml(d);
   $('details').dataset.name = d.name;
   box.querySelectorAll('[data-goto-switch]').forEach((a) => a.addEventListener('click', () =>
@@ -601,39 +610,42 @@ async function loadDetails() {
     select('link', Number(a.dataset.gotoLink))));
 }
 
+// The details of a link (GET /v1/link/I) and of a switch (GET /v1/switch/NAME, with its client's relayed
+// /v1/state): every value through html`...`, none trusted for being a number in a sane answer.
 function linkHtml(d) {
-  const end = (e) => `<tr><td><a data-goto-switch="${esc(e.switch)}">${esc(e.switch)}</a></td><td>${e.port}</td>` +
-    `<td>${e.liveness}</td><td>${yes(e.report && e.report.phy)}</td><td>${yes(e.report && e.report.nd)}</td>` +
-    `<td>${yes(e.report && e.report.usable)}</td><td>${e.report && e.report.miscabled_by ? esc(e.report.miscabled_by) : '–'}</td></tr>`;
-  return `<h2>${esc(d.name)}</h2>
+  const end = (e) => html`<tr><td><a data-goto-switch="${e.switch}">${e.switch}</a></td><td>${e.port}</td>
+    <td>${e.liveness}</td><td>${yes(e.report && e.report.phy)}</td><td>${yes(e.report && e.report.nd)}</td>
+    <td>${yes(e.report && e.report.usable)}</td><td>${e.report && e.report.miscabled_by || '–'}</td></tr>`;
+  return html`<h2>${d.name}</h2>
     <p><span class="badge s-${d.state}" id="d-state">${d.state}</span> <span class="muted">LSD: ${d.lsd_state}, index ${d.index}</span></p>
     <p>last change: ${fmtTime(d.changed_at, d.seen_since, d.changed_before)}</p>
     <p>weight ${d.weight} <span class="muted">(capacity: not in the config; ECMP splits equally)</span></p>
     <table><tr><th>end</th><th>port</th><th>liveness</th><th>PHY</th><th>ND</th><th>usable</th><th>miscabled by</th></tr>
     ${end(d.a)}${end(d.b)}</table>
-    <p class="muted">PHY/ND/usable: the last port report of each end to ${esc(fp.header.master)}.</p>`;
+    <p class="muted">PHY/ND/usable: the last port report of each end to ${fp.header.master}.</p>`;
 }
 
 function switchHtml(d) {
-  const links = d.links.map((l) => `<tr><td>${l.port}</td><td>${esc(l.peer)}</td><td>${l.weight}</td>` +
-    `<td><a data-goto-link="${l.index}"><span class="badge s-${l.state}">${l.state}</span></a></td></tr>`).join('');
+  const links = (d.links || []).map((l) => html`<tr><td>${l.port}</td><td>${l.peer}</td><td>${l.weight}</td>
+    <td><a data-goto-link="${l.index}"><span class="badge s-${l.state}">${l.state}</span></a></td></tr>`);
   let client = '';
   if (d.client && d.client.state) {
     const s = d.client.state;
-    const ports = (s.ports || []).map((p) => `<tr><td>${p.port}</td><td>${esc(p.peer)}</td><td>${yes(p.phy)}</td>` +
-      `<td>${esc(p.nd)}</td><td>${yes(p.usable)}</td><td>${p.miscabled_by ? esc(p.miscabled_by) : '–'}</td></tr>`).join('');
-    client = `<h3>client state <span class="muted">(${esc(d.client.url)})</span></h3>
-      <p>master ${esc(s.master)} · term ${s.term} · LSD v${s.lsd_version} · programmed v${s.programmed_version}
-      ${s.fail_static ? ' · <b>fail-static</b>' : ''} · OpenFlow ${s.connected ? 'connected' : '<b>disconnected</b>'}</p>
+    const ports = (Array.isArray(s.ports) ? s.ports : []).map((p) => html`<tr><td>${p.port}</td><td>${p.peer}</td>
+      <td>${yes(p.phy)}</td><td>${p.nd}</td><td>${yes(p.usable)}</td><td>${p.miscabled_by || '–'}</td></tr>`);
+    client = html`<h3>client state <span class="muted">(${d.client.url})</span></h3>
+      <p>master ${s.master} · term ${s.term} · LSD v${s.lsd_version} · programmed v${s.programmed_version}
+      ${s.fail_static ? html` · <b>fail-static</b>` : ''} · OpenFlow ${s.connected ? 'connected' : html`<b>disconnected</b>`}</p>
       <table><tr><th>port</th><th>peer</th><th>PHY</th><th>ND</th><th>usable</th><th>miscabled by</th></tr>${ports}</table>
-      <details><summary>raw /v1/state</summary><pre>${esc(JSON.stringify(s, null, 1))}</pre></details>`;
+      <details><summary>raw /v1/state</summary><pre>${JSON.stringify(s, null, 1)}</pre></details>`;
   } else if (d.client) {
-    client = `<h3>client state</h3><p class="muted" id="d-client-error">${esc(d.client.error)}${d.client.url ? ` (${esc(d.client.url)})` : ''}</p>`;
+    client = html`<h3>client state</h3><p class="muted" id="d-client-error">${d.client.error}${d.client.url ? html` (${d.client.url})` : ''}</p>`;
   }
-  return `<h2>${esc(d.name)}</h2>
+  const prefixes = Array.isArray(d.prefixes) && d.prefixes.length ? html` · prefixes ${d.prefixes.join(', ')}` : '';
+  return html`<h2>${d.name}</h2>
     <p><span class="badge ${d.liveness}" id="d-state">${d.liveness}</span> <span class="muted">${d.role}, id ${d.id}</span></p>
     <p>liveness last changed: ${fmtTime(d.changed_at, d.seen_since, d.changed_before)}<br>
-    loopback ${esc(d.loopback || '–')}${d.prefixes.length ? ` · prefixes ${esc(d.prefixes.join(', '))}` : ''}</p>
+    loopback ${d.loopback || '–'}${prefixes}</p>
     <table><tr><th>port</th><th>peer</th><th>weight</th><th>state</th></tr>${links}</table>
     ${client}`;
 }
