@@ -13,8 +13,10 @@ import yaml
 from proto.configyaml import (
     _OVS_RE,
     _T_STR,
+    UNICAST_ROUTABLE,
     NodeReader,
     _line,
+    special_use,
 )
 from proto.disjoint import DisjointSets
 from proto.fabricmodel import (
@@ -36,6 +38,8 @@ _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
     "bgp",
 )
+#: First octets of the special-purpose blocks (special_use): a quick filter for the loader's hot path.
+_SPECIAL_OCTETS = frozenset({0, 127, 169, *range(224, 256)})
 _BGP_KEYS = ("local_as", "announce", "peers", "router_id", "damping", "track_fabric")
 _PEER_KEYS = ("address", "peer_as", "port", "local_address", "local_as", "hold_time", "keepalive", "max_prefix",
               "password_file")
@@ -115,9 +119,10 @@ class TopologyReader(NodeReader):
                     prefixes.append(prefix)
                     if role is Role.BORDER:
                         border.append((prefix, pfield, pnode, name))
-                    else:
+                    else:       # a fabric prefix (hosts and the gateway lie in one: they are checked too)
                         first = int(prefix.network_address)
                         last = first | ((1 << (32 - prefix.prefixlen)) - 1)
+                        self.check_routable(first, last, prefix, pnode, pfield)
                         self.internal.append((first, last, prefix.prefixlen, pfield, _line(pnode), name))
             loopback = None
             if "loopback" in f:
@@ -129,6 +134,7 @@ class TopologyReader(NodeReader):
                 if loopback.prefixlen != 32:
                     raise self.fail(lnode, f"{path}.loopback", f"{loopback} is not a /32")
                 addr = int(loopback.network_address)
+                self.check_routable(addr, addr, loopback.network_address, lnode, f"{path}.loopback")
                 self.internal.append((addr, addr, 32, f"{path}.loopback", _line(lnode), name))
             if "mac" in f:
                 mac = self.mac(f["mac"], f"{path}.mac")
@@ -291,9 +297,10 @@ class TopologyReader(NodeReader):
                 if net.prefixlen <= 30 and value in (net.network_address, net.broadcast_address):
                     which = "network" if value == net.network_address else "broadcast"
                     raise self.fail(vnode, vfield, f"{value} is the {which} address of {net}: not a host's")
-            first = local.ip.packed[0]
-            if first == 0 or first >= 224:
-                raise self.fail(pf["local_address"], f"{pp}.local_address", f"{local.ip} is not a unicast address")
+            problem = special_use(int(local.ip), int(local.ip), local_ok=True)
+            if problem is not None:
+                raise self.fail(pf["local_address"], f"{pp}.local_address",
+                                f"{local.ip} {problem}: not a unicast address")
             # one border's peer is never another border's own address (a copy-paste of the wrong side)
             for value, vnode, vfield, mine, theirs in (
                     (address, pf["address"], f"{pp}.address", self.bgp_peer_ips, self.bgp_local_ips),
@@ -339,6 +346,14 @@ class TopologyReader(NodeReader):
                                 f"(line {other[1]}): it must be unique within an AS (RFC 6286; without router_id a "
                                 "session's identifier is its local address)")
         return BgpSettings(local_as, tuple(announce), tuple(peers), router_id, damping, track)
+
+    def check_routable(self, first: int, last: int, value: object, node: yaml.Node, field: str) -> None:
+        """ConfigError if a fabric prefix or loopback (addresses first..last) is not unicast-routable space
+        (proto.configyaml.special_use: multicast, loopback, 0/8, 240/4, link-local)."""
+        if (first >> 24) in _SPECIAL_OCTETS or (last >> 24) in _SPECIAL_OCTETS or last - first >= 1 << 24:
+            problem = special_use(first, last)
+            if problem is not None:
+                raise self.fail(node, field, f"{value} {problem}: {UNICAST_ROUTABLE}")
 
     def use_port(self, switch: str, port: int, node: yaml.Node, user: tuple[int, int | str]) -> None:
         """Claim `switch:port` for a link end (i, "a"|"b") or a host (switch index, -1 - host index)."""

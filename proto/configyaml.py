@@ -48,6 +48,42 @@ def _quad(text: str) -> tuple[int, int | None] | None:
     return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
 
 
+#: Special-purpose IPv4 blocks (RFC 6890 / RFC 5735) that unicast forwarding never serves: (first, last,
+#: "is" phrase, name, whether a master or an eBGP peer may be on it). The limited broadcast address comes
+#: before the 240/4 block that holds it, so that it is named when it is the address.
+_SPECIAL_BLOCKS = tuple(
+    (int(net.network_address), int(net.broadcast_address), is_, what, local)
+    for net, is_, what, local in (
+        (IPv4Network("0.0.0.0/8"), 'in 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3)',
+         '0.0.0.0/8 ("this network", RFC 1122 3.2.1.3)', False),
+        (IPv4Network("127.0.0.0/8"), "loopback (127.0.0.0/8, RFC 1122 3.2.1.3)",
+         "127.0.0.0/8 (loopback, RFC 1122 3.2.1.3)", True),
+        (IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16, RFC 3927)",
+         "169.254.0.0/16 (link-local, RFC 3927)", True),
+        (IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4, RFC 5771)", "224.0.0.0/4 (multicast, RFC 5771)", False),
+        (IPv4Network("255.255.255.255/32"), "the limited broadcast address (RFC 919)",
+         "the limited broadcast address 255.255.255.255 (RFC 919)", False),
+        (IPv4Network("240.0.0.0/4"), "reserved (240.0.0.0/4, RFC 1112 4)", "240.0.0.0/4 (reserved, RFC 1112 4)",
+         False),
+    )
+)
+#: What a fabric address problem (`special_use`) is followed by in an error.
+UNICAST_ROUTABLE = "the fabric's prefixes, loopbacks and hosts must be unicast-routable"
+
+
+def special_use(first: int, last: int, local_ok: bool = False) -> str | None:
+    """The problem ("is multicast (224.0.0.0/4, RFC 5771)", "contains 127.0.0.0/8 (loopback, ...)") if the
+    addresses first..last (one address or a prefix) meet a special-purpose block that unicast forwarding never
+    serves (RFC 6890; RFC 5735 section 3): "this network" 0/8, loopback 127/8, link-local 169.254/16 (RFC 3927:
+    routers do not forward it), multicast 224/4, reserved 240/4 and the limited broadcast address; else None.
+    Private (10/8, 172.16/12, 192.168/16) and shared (100.64/10) space is fine. `local_ok`: loopback and
+    link-local are allowed (a master's or an eBGP peer's address, not a fabric address). One check for every
+    address field and the generator's --base-prefix."""
+    blocks = [b for b in _SPECIAL_BLOCKS if first <= b[1] and b[0] <= last and not (local_ok and b[4])]
+    inside = next((b for b in blocks if b[0] <= first and last <= b[1]), None)
+    return f"is {inside[2]}" if inside else f"contains {blocks[0][3]}" if blocks else None
+
+
 _T_SEQ = "tag:yaml.org,2002:seq"
 _T_MAP = "tag:yaml.org,2002:map"
 _IMPLICIT: dict[str | None, list] = dict(yaml.CSafeLoader.yaml_implicit_resolvers)
@@ -202,15 +238,13 @@ class NodeReader:
             raise self.fail(node, field, f"{value!r} is not an IPv4 address") from None
 
     def unicast_address(self, node: yaml.Node, field: str) -> IPv4Address:
-        """An IPv4 address a host can have: not 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3), multicast
-        (224/4), reserved (240/4) or the limited broadcast. Loopback (127/8) is allowed: tests and the lab."""
+        """An IPv4 address a host can have (`special_use` with `local_ok`): loopback (127/8) and link-local
+        (169.254/16) are allowed for masters and eBGP peers: the lab runs its masters on 127/8 and the CPN
+        link to external masters on 169.254/16."""
         address = self.address(node, field)
-        first = address.packed[0]
-        kind = ("in 0.0.0.0/8 (\"this network\")" if first == 0 else "multicast" if 224 <= first < 240
-                else "the limited broadcast address" if int(address) == 0xFFFFFFFF
-                else "reserved (240.0.0.0/4)" if first >= 240 else None)
-        if kind is not None:
-            raise self.fail(node, field, f"{address} is {kind}: not a unicast address")
+        problem = special_use(int(address), int(address), local_ok=True)
+        if problem is not None:
+            raise self.fail(node, field, f"{address} {problem}: not a unicast address")
         return address
 
     def network(self, node: yaml.Node, field: str) -> IPv4Network:

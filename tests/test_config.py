@@ -528,12 +528,57 @@ ERRORS = [
     ("integer field 1e3", "    role: spine\n", "    role: spine\n    hash_basis: 1e3\n", 9, "switches[0].hash_basis",
      "expected an integer, got the number 1e3 (write it as 1000)"),
     ("yaml syntax", "    id: 3\n", "    id: [3\n", 19, "", "YAML syntax error"),
+    # F9: fabric prefixes and loopbacks are unicast-routable space (RFC 6890); a host lies in its ToR's prefix
+    ("multicast prefix", "[10.1.0.0/24]", "[224.0.1.0/24]", 14, "switches[1].prefixes[0]",
+     "224.0.1.0/24 is multicast (224.0.0.0/4, RFC 5771): the fabric's prefixes, loopbacks and hosts must be "
+     "unicast-routable"),
+    ("loopback-block prefix", "[10.1.0.0/24]", "[127.0.5.0/24]", 14, "switches[1].prefixes[0]",
+     "127.0.5.0/24 is loopback (127.0.0.0/8, RFC 1122 3.2.1.3)"),
+    ("this-network prefix", "[10.1.0.0/24]", "[0.0.0.0/24]", 14, "switches[1].prefixes[0]",
+     '0.0.0.0/24 is in 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3)'),
+    ("broadcast prefix", "[10.1.0.0/24]", "[255.255.255.0/24]", 14, "switches[1].prefixes[0]",
+     "255.255.255.0/24 is reserved (240.0.0.0/4, RFC 1112 4)"),
+    ("link-local prefix", "[10.1.0.0/24]", "[169.254.1.0/24]", 14, "switches[1].prefixes[0]",
+     "169.254.1.0/24 is link-local (169.254.0.0/16, RFC 3927)"),
+    ("default prefix on a tor", "[10.1.0.0/24]", "[0.0.0.0/0]", 14, "switches[1].prefixes[0]",
+     '0.0.0.0/0 contains 0.0.0.0/8 ("this network"'),
+    ("prefix holding 127/8", "[10.1.0.0/24]", "[96.0.0.0/3]", 14, "switches[1].prefixes[0]",
+     "96.0.0.0/3 contains 127.0.0.0/8 (loopback"),
+    ("multicast prefix on a spine", "    loopback: 10.255.0.1/32\n", "    loopback: 10.255.0.1/32\n    prefixes: [239.0.0.0/24]\n",
+     10, "switches[0].prefixes[0]", "239.0.0.0/24 is multicast"),
+    ("multicast loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 239.1.1.1/32\n", 9, "switches[0].loopback",
+     "239.1.1.1 is multicast (224.0.0.0/4, RFC 5771): the fabric's prefixes, loopbacks and hosts must be unicast-routable"),
+    ("127 loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 127.0.0.2\n", 9, "switches[0].loopback",
+     "127.0.0.2 is loopback (127.0.0.0/8"),
+    ("broadcast loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 255.255.255.255/32\n", 9, "switches[0].loopback",
+     "255.255.255.255 is the limited broadcast address (RFC 919)"),
+    ("zero loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 0.0.0.0/32\n", 9, "switches[0].loopback",
+     '0.0.0.0 is in 0.0.0.0/8 ("this network"'),
+    ("link-local loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 169.254.9.9/32\n", 9, "switches[0].loopback",
+     "169.254.9.9 is link-local"),
 ]
 
 
 @pytest.mark.parametrize(("old", "new", "line", "field", "fragment"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
 def test_validation_error(old: str, new: str, line: int, field: str, fragment: str) -> None:
     expect_error(edit(old, new), line, field, fragment)
+
+
+@pytest.mark.parametrize("net", ["10.9.1", "172.16.1", "192.168.1", "100.64.1", "198.18.1"])
+def test_private_and_shared_space_is_a_fabric_address(net: str) -> None:
+    """F9: only the special-purpose blocks that unicast forwarding never serves are refused."""
+    text = edit("[10.1.0.0/24]", f"[{net}.0/24]", edit("ip: 10.1.0.10", f"ip: {net}.10"))
+    loopback = f"{net.rsplit('.', 1)[0]}.255.1"
+    text = edit("    loopback: 10.255.0.1/32\n", f"    loopback: {loopback}/32\n", text)
+    f = parse_fabric(text)
+    assert f.switch("spine-1").loopback == IPv4Network(f"{loopback}/32")
+    assert f.switch("tor-1").hosts[0].ip == IPv4Address(f"{net}.10")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.1.0.5", "169.254.3.2"])
+def test_a_master_may_be_on_loopback_or_link_local(address: str) -> None:
+    """The lab's masters: 127/8, and 169.254/16 for the CPN link to external masters (lab/external.py)."""
+    assert str(parse_fabric(edit("address: 127.0.0.1", f"address: {address}")).masters[0].address) == address
 
 
 def test_empty_and_non_mapping_documents() -> None:

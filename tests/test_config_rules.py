@@ -63,8 +63,8 @@ def test_an_ebgp_peering_on_a_fabric_address_is_refused(address: str, local: str
 
 
 @pytest.mark.parametrize(("address", "local", "field", "problem"), [
-    ("224.0.0.6", "224.0.0.5/30", "address", "224.0.0.6 is multicast: not a unicast address"),
-    ("0.0.0.2", "0.0.0.1/30", "address", '0.0.0.2 is in 0.0.0.0/8 ("this network"): not a unicast address'),
+    ("224.0.0.6", "224.0.0.5/30", "address", "224.0.0.6 is multicast (224.0.0.0/4, RFC 5771): not a unicast address"),
+    ("0.0.0.2", "0.0.0.1/30", "address", '0.0.0.2 is in 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3): not a unicast address'),
     ("100.64.0.0", "100.64.0.1/30", "address", "100.64.0.0 is the network address of 100.64.0.0/30: not a host's"),
     ("100.64.0.2", "100.64.0.3/30", "local_address",
      "100.64.0.3 is the broadcast address of 100.64.0.0/30: not a host's"),
@@ -172,8 +172,8 @@ def test_a_master_on_an_ebgp_peering_is_refused(address: str, problem: str) -> N
 
 
 @pytest.mark.parametrize(("address", "kind"), [
-    ("224.0.0.1", "multicast"), ("0.0.0.0", 'in 0.0.0.0/8 ("this network")'),
-    ("255.255.255.255", "the limited broadcast address"), ("240.0.0.1", "reserved (240.0.0.0/4)"),
+    ("224.0.0.1", "multicast (224.0.0.0/4, RFC 5771)"), ("0.0.0.0", 'in 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3)'),
+    ("255.255.255.255", "the limited broadcast address (RFC 919)"), ("240.0.0.1", "reserved (240.0.0.0/4, RFC 1112 4)"),
 ])
 def test_a_master_on_a_non_unicast_address_is_refused(address: str, kind: str) -> None:
     expect_error(edit("address: 127.0.0.1", f"address: {address}"), 4, "masters[0].address",
