@@ -87,6 +87,8 @@ class TopologyReader(NodeReader):
         self.bgp_local_ips: dict[IPv4Address, tuple[str, int]] = {}
         # (first, last, prefixlen, field, line, owner) of every internally originated prefix and loopback
         self.internal: list[tuple[int, int, int, str, int, str]] = []
+        #: (prefix, node, field) of every eBGP `announce` entry, checked against `internal` once it is complete
+        self.announced: list[tuple[IPv4Network, yaml.Node, str]] = []
         border: list[tuple[IPv4Network, str, yaml.Node, str]] = []
         switches: list[Switch] = []
         for i, item in enumerate(items):
@@ -247,7 +249,17 @@ class TopologyReader(NodeReader):
                 )
             )
         self.check_overlaps(border)
+        self.check_announced()
         return tuple(switches)
+
+    def check_announced(self) -> None:
+        """An eBGP `announce` entry is the cluster's own aggregate: it must meet a fabric prefix or loopback.
+        Announcing other space (8.8.8.0/24) would draw traffic the fabric has no route for (and hijack it)."""
+        for prefix, node, field in self.announced:
+            first, last = int(prefix.network_address), int(prefix.broadcast_address)
+            if not any(lo <= last and first <= hi for lo, hi, *_ in self.internal):
+                raise self.fail(node, field, f"{prefix} holds none of the fabric's prefixes and loopbacks: a "
+                                "border announces the cluster's own aggregate(s), not other space")
 
     def bgp(self, node: yaml.Node, path: str, switch: str) -> BgpSettings:
         """A border's `bgp:` section; its peers' ports are claimed like host ports."""
@@ -258,7 +270,12 @@ class TopologyReader(NodeReader):
             prefix = self.network(pnode, f"{path}.announce[{j}]")
             if prefix in announce:
                 raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} listed twice")
+            if prefix.prefixlen == 0:
+                raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} is a default route: a border announces "
+                                "the cluster's aggregate(s) outside, never a default (the outside would send the "
+                                "fabric every destination it has no route for)")
             announce.append(prefix)
+            self.announced.append((prefix, pnode, f"{path}.announce[{j}]"))
         router_id = self.address(f["router_id"], f"{path}.router_id") if "router_id" in f else None
         if router_id is not None and int(router_id) == 0:
             raise self.fail(f["router_id"], f"{path}.router_id", "0.0.0.0: a BGP identifier is non-zero (RFC 6286)")
@@ -281,14 +298,19 @@ class TopologyReader(NodeReader):
             plocal = self.integer(pf["local_as"], f"{pp}.local_as", 1, MAX_ASN) if "local_as" in pf else local_as
             if peer_as == plocal:
                 raise self.fail(pf["peer_as"], f"{pp}.peer_as", f"AS {peer_as} is the local AS: eBGP needs another")
-            port = self.integer(pf["port"], f"{pp}.port", 1, MAX_OF_PORT)
+            port = self.integer(pf["port"], f"{pp}.port", 1, MAX_OF_PORT,
+                                "the border's OpenFlow port facing the peer (the session is TCP port 179)")
             self.use_port(switch, port, pf["port"], (f"{pp}.port", "bgp"))
             text = self.string(pf["local_address"], f"{pp}.local_address")
             try:
                 local = IPv4Interface(text)
             except ValueError as e:
                 raise self.fail(pf["local_address"], f"{pp}.local_address", f"{text!r}: {e}") from None
-            if "/" not in text or address not in local.network or address == local.ip:
+            if address == local.ip:
+                raise self.fail(pf["local_address"], f"{pp}.local_address",
+                                f"{local.ip} is the peer's address too: local_address is the border's own address "
+                                f"on the link, the peer is the router at the other end")
+            if "/" not in text or address not in local.network:
                 raise self.fail(pf["local_address"], f"{pp}.local_address",
                                 f"{text} must be ADDRESS/LEN on the peer's subnet (peer {address})")
             net = local.network

@@ -190,7 +190,8 @@ class NodeReader:
             )
         return value
 
-    def integer(self, node: yaml.Node, field: str, lo: int, hi: int) -> int:
+    def integer(self, node: yaml.Node, field: str, lo: int, hi: int, what: str = "") -> int:
+        """An integer in lo..hi; `what` says what the field is when it is out of range."""
         if not (isinstance(node, yaml.ScalarNode) and node.tag == _T_INT):
             # an id, port, weight or count is written as an integer (1000.0 is refused too); say which one
             hint = f" (write it as {float(node.value):.0f})" if _scientific(node) and float(node.value).is_integer() \
@@ -202,7 +203,7 @@ class NodeReader:
         except ValueError:  # 0x1f, 1_000, 0o17, 1:20 (YAML 1.1 forms)
             value = _constructor.construct_yaml_int(node)
         if not lo <= value <= hi:
-            raise self.fail(node, field, f"{value} out of range {lo}..{hi}")
+            raise self.fail(node, field, f"{value} out of range {lo}..{hi}" + (f": {what}" if what else ""))
         return value
 
     def number(self, node: yaml.Node, field: str) -> float:
