@@ -20,6 +20,7 @@ _T_INT = "tag:yaml.org,2002:int"
 _T_FLOAT = "tag:yaml.org,2002:float"
 _T_BOOL = "tag:yaml.org,2002:bool"
 _T_NULL = "tag:yaml.org,2002:null"
+_T_MERGE = "tag:yaml.org,2002:merge"    # an unquoted << key (YAML 1.1 merge key)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
 _OVS_RE = re.compile(r"tcp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z", re.ASCII)   # \d: ASCII digits only
@@ -147,6 +148,8 @@ class NodeReader:
     def __init__(self, source: str, base_dir: Path) -> None:
         self.source = source
         self.base_dir = base_dir
+        #: merge sources by (node id, allowed keys): each is read once however often it is merged
+        self._merged: dict[tuple[int, tuple[str, ...]], dict[str, yaml.Node] | None] = {}
 
     def fail(self, where: yaml.Node | int | None, field: str, problem: str) -> ConfigError:
         line = _line(where) if isinstance(where, yaml.Node) else where
@@ -157,8 +160,16 @@ class NodeReader:
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, path, f"expected a mapping, got {_kind(node)}")
         out: dict[str, yaml.Node] = {}
+        merged: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             key = key_node.value
+            if key_node.tag == _T_MERGE:
+                where = f"{path}.<<" if path else "<<"
+                if "<<" in out:
+                    raise self.fail(key_node, where, f"duplicate merge key (first at line {_line(out['<<'])})")
+                merged = self.merge(value_node, where, path, allowed)
+                out["<<"] = key_node
+                continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _T_STR or key not in allowed:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _T_STR:
                     what = f"unknown key {key!r}"
@@ -171,9 +182,32 @@ class NodeReader:
                     key_node, f"{path}.{key}" if path else key, f"duplicate key (first at line {_line(out[key])})"
                 )
             out[key] = value_node
+        if out.pop("<<", None) is not None:
+            out = {**merged, **out}           # the mapping's own keys win
         for key in required:
             if key not in out:
                 raise self.fail(node, f"{path}.{key}" if path else key, "missing required field")
+        return out
+
+    def merge(self, node: yaml.Node, field: str, path: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
+        """The keys a YAML merge key brings in (`<<: *defaults` or `<<: [*a, *b]`, YAML 1.1 merge type): an
+        earlier mapping's key wins over a later one's, the mapping's own keys over all (`fields`). Each source
+        is checked like the mapping itself (unknown and duplicate keys, its own merge keys), and an error in a
+        merged value names the line it is written on (the anchor's)."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        out: dict[str, yaml.Node] = {}
+        for src in sources:
+            if not isinstance(src, yaml.MappingNode):
+                raise self.fail(src, field, f"a merge key (<<) takes a mapping or a list of mappings, got {_kind(src)}")
+            key = (id(src), allowed)
+            if key not in self._merged:
+                self._merged[key] = None
+                self._merged[key] = self.fields(src, path, allowed, ())
+            keys = self._merged[key]
+            if keys is None:
+                raise self.fail(src, field, "a merge key (<<) that merges the mapping it is in (a cycle)")
+            for name, value in keys.items():
+                out.setdefault(name, value)
         return out
 
     def string(self, node: yaml.Node, field: str) -> str:

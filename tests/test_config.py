@@ -232,6 +232,46 @@ def test_yaml_integer_forms_and_anchors() -> None:
     assert parse_fabric(text).switch("tor-2").id == 3
 
 
+# F11: YAML merge keys. tor-2 takes tor-1's role and hosts' shape from an anchor; its own keys win.
+MERGED = edit("  - name: tor-1\n", "  - &tor\n    name: tor-1\n", edit("""\
+  - name: tor-2
+    id: 3
+    role: tor
+""", """\
+  - <<: *tor
+    name: tor-2
+    id: 3
+""", edit("      - {name: h2,", "      - {<<: *h, name: h2,", edit("      - {name: h1,", "      - &h {name: h1,"))))
+
+
+def test_yaml_merge_keys_load_like_the_expanded_file() -> None:
+    f = parse_fabric(MERGED)
+    assert f == parse_fabric(BASE) and f.digest == parse_fabric(BASE).digest
+    assert f.switch("tor-2").role is Role.TOR and f.switch("tor-2").prefixes == (IPv4Network("10.2.0.0/24"),)
+    # a list of sources: the earlier one wins, the mapping's own keys over both; only unquoted << merges
+    text = edit("    id: 1\n", "    id: 1\n    <<: [{hash_basis: 7, transit: false}, {hash_basis: 8, id: 9}]\n", MERGED)
+    spine = parse_fabric(text).switch("spine-1")
+    assert (spine.id, spine.hash_basis, spine.transit) == (1, 7, False)
+    expect_error(edit("  - <<: *tor\n", "  - '<<': *tor\n", MERGED), 18, "switches[2].<<", "unknown key '<<'")
+
+
+@pytest.mark.parametrize(("old", "new", "line", "field", "fragment"), [
+    # an error in a merged value names the line it is written on: the anchor's
+    ("    prefixes: [10.1.0.0/24]\n", "    prefixes: [10.1.0.0/24]\n    gateway: 10.1.0.1\n", 16, "switches[2].gateway",
+     "10.1.0.1 is not in the switch's prefixes"),
+    ("    role: tor\n", "    role: tor\n    colour: red\n", 14, "switches[1].colour", "unknown key 'colour'"),
+    ("    id: 3\n", "    id: 3\n    id: 4\n", 21, "switches[2].id", "duplicate key (first at line 20)"),
+    ("    id: 3\n", "    id: 3\n    <<: {}\n", 21, "switches[2].<<", "duplicate merge key (first at line 18)"),
+    ("  - <<: *tor\n", "  - <<: [*tor, 5]\n", 18, "switches[2].<<",
+     "a merge key (<<) takes a mapping or a list of mappings, got int 5"),
+    ("  - <<: *tor\n", "  - &t2\n    <<: [*tor, *t2]\n", 18, "switches[2].<<",
+     "a merge key (<<) that merges the mapping it is in (a cycle)"),
+    ('{<<: *h, name: h2,', '{<<: *h, name: h2, colour: 1,', 24, "switches[2].hosts[0].colour", "unknown key"),
+])
+def test_yaml_merge_key_errors(old: str, new: str, line: int, field: str, fragment: str) -> None:
+    expect_error(edit(old, new, MERGED), line, field, fragment)
+
+
 def test_a_yaml_base_60_number_is_refused() -> None:
     # YAML 1.1 reads 1:30 as 90: never what a config means (a time? a switch:port?)
     expect_error(edit("    id: 3\n", "    id: 1:30\n"), 18, "switches[2].id",
