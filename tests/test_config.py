@@ -761,3 +761,14 @@ def test_line_of_finds_a_field_as_errors_name_it_and_never_blocks(tmp_path: Path
     assert line_of(p, "masters[2].rest_port") is None and line_of(p, "security") is None
     os.mkfifo(tmp_path / "fifo")
     assert line_of(tmp_path / "fifo", "name") is None and line_of(tmp_path / "gone.yaml", "name") is None
+
+
+def test_line_of_finds_a_merged_field_where_it_is_written(tmp_path: Path) -> None:
+    """F11: line_of names the line the loader read a merged value from (the anchor's), own keys first."""
+    from proto.config import line_of
+
+    p = tmp_path / "f.yaml"
+    p.write_text(MERGED + "x: &c {a: &d {<<: *d}}\n")
+    assert [line_of(p, f) for f in ("switches[2].role", "switches[2].name", "switches[2].hosts[0].mac",
+                                    "switches[2].colour", "switches[1].role")] == [13, 19, 24, None, 13]
+    assert line_of(p, "x.a.b") is None                                  # a merge cycle: looked in once
