@@ -122,6 +122,9 @@ class TopologyReader(NodeReader):
                     if role is Role.BORDER:
                         border.append((prefix, pfield, pnode, name))
                     else:       # a fabric prefix (hosts and the gateway lie in one: they are checked too)
+                        if prefix.prefixlen == 0:
+                            raise self.fail(pnode, pfield, f"{prefix} is a default route: only a border "
+                                            f"originates it, not a{'n' if role is Role.AGG else ''} {role}")
                         first = int(prefix.network_address)
                         last = first | ((1 << (32 - prefix.prefixlen)) - 1)
                         self.check_routable(first, last, prefix, pnode, pfield)
