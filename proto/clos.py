@@ -33,6 +33,7 @@ from typing import Any
 from proto.config import LIVENESS_MODES, MAX_OF_PORT, Fabric, parse_fabric
 from proto.configparse import _TIMER_BOUNDS, _TIMER_KEYS, DAMPING_KEYS, damping_problem, timers_problem
 from proto.configtopo import MAX_FABRIC_PORTS
+from proto.configyaml import special_use
 
 __all__ = ["PRESETS", "ClosParams", "clos_fabric", "generate_clos_yaml", "mark_edited"]
 
@@ -91,7 +92,8 @@ class ClosParams:
         if self.pods or self.border_pods:
             need(self.planes <= self.aggs_per_pod, "planes must not exceed aggs_per_pod (each plane needs an agg)")
         need(self.masters <= 63, "at most 63 masters (a report has one reach bit per replica)")
-        need(self.master_base_port + 299 <= 65535, "master_base_port too high")
+        need(self.master_base_port + 299 <= 65535,
+             "master_base_port too high: at most 65236 (the masters use BASE+1 .. BASE+299)")
         need(self.master_base_port >= 1, "master_base_port must be positive")
         addresses = self.master_addresses
         need(len(addresses) in (1, self.masters),
@@ -106,6 +108,9 @@ class ClosParams:
         except ValueError as e:
             raise ValueError(f"base_prefix: {e}") from None
         need(base.prefixlen <= 23, "base_prefix must be /23 or shorter")
+        problem = special_use(int(base.network_address), int(base.broadcast_address))
+        need(problem is None, f"base_prefix {base} {problem}: the fabric's ToR subnets and loopbacks must be "
+                              "unicast-routable (private space such as 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)")
         need(self.loopback_bits <= 32 - base.prefixlen, f"base_prefix {base} too small for {self.n_switches} loopbacks")
         tor_space = base.num_addresses - (1 << self.loopback_bits)
         need(self.n_tors * 256 <= tor_space, f"base_prefix {base} too small for {self.n_tors} ToR /24 subnets")
@@ -122,7 +127,9 @@ class ClosParams:
                  f"base_prefix {base} overlaps the borders' eBGP links ({_ip(lo)}..{_ip(hi)} of {EXTERNAL_NET})")
         for label, port_base in (("ovs_base_port", self.ovs_base_port), ("rest_base_port", self.rest_base_port)):
             if port_base is not None:
-                need(port_base >= 1 and port_base + self.n_switches <= 65535, f"{label} too high for {self.n_switches} switches")
+                need(port_base >= 1, f"{label} must be at least 1 (switch i uses BASE+i)")
+                need(port_base + self.n_switches <= 65535, f"{label} too high for {self.n_switches} switches: "
+                                                           f"at most {65535 - self.n_switches} (switch i uses BASE+i)")
         need(self.liveness in LIVENESS_MODES, f"liveness must be one of: {', '.join(LIVENESS_MODES)}")
         for key, _value in self.damping:
             need(key in DAMPING_KEYS, f"unknown damping key {key!r} (expected one of: {', '.join(DAMPING_KEYS)})")

@@ -29,6 +29,8 @@ from proto.configparse import FabricParser
 from proto.fabricmodel import *  # noqa: F403 - the model (proto.fabricmodel) is this module's public API too
 from proto.fabricmodel import ConfigError, Fabric
 
+_MERGE = "tag:yaml.org,2002:merge"
+
 __all__ = [*fabricmodel.__all__, "MAX_CONFIG_BYTES", "line_of", "load_fabric", "parse_fabric", "parse_file_text",  # noqa: PLE0604
            "read_config_text"]  # noqa: PLE0604
 
@@ -94,6 +96,24 @@ def parse_fabric(text: str, source: str = "<string>", base_dir: Path | None = No
 
 
 
+def _mapping_value(node: yaml.MappingNode, key: str, seen: set[int] | None = None) -> yaml.Node | None:
+    """`key`'s value in a mapping: its own, else from its merge key's sources in order (as the loader reads
+    it); each mapping looked in once (`seen`: an alias merged many times, a cycle)."""
+    seen = set() if seen is None else seen
+    seen.add(id(node))
+    own = next((v for k, v in node.value if k.tag != _MERGE and isinstance(k, yaml.ScalarNode) and k.value == key), None)
+    if own is not None:
+        return own
+    for k, v in node.value:
+        if k.tag == _MERGE:
+            for src in v.value if isinstance(v, yaml.SequenceNode) else [v]:
+                if isinstance(src, yaml.MappingNode) and id(src) not in seen:
+                    found = _mapping_value(src, key, seen)
+                    if found is not None:
+                        return found
+    return None
+
+
 def line_of(path: str | Path, field: str) -> int | None:
     """The YAML line (1-based) of `field` in the config file at `path`: a dotted path with list indexes as
     the errors name fields (`masters[2].rest_port`, `security`). None when the file cannot be read or parsed,
@@ -112,7 +132,7 @@ def line_of(path: str | Path, field: str) -> int | None:
         if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
             node = node.value[step]
         elif isinstance(node, yaml.MappingNode):
-            node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(step)), None)
+            node = _mapping_value(node, str(step))
         else:
             node = None
         if node is None:

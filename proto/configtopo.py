@@ -13,8 +13,10 @@ import yaml
 from proto.configyaml import (
     _OVS_RE,
     _T_STR,
+    UNICAST_ROUTABLE,
     NodeReader,
     _line,
+    special_use,
 )
 from proto.disjoint import DisjointSets
 from proto.fabricmodel import (
@@ -36,6 +38,8 @@ _SWITCH_KEYS = (
     "name", "id", "role", "prefixes", "loopback", "mac", "gateway", "hosts", "ovs", "rest_port", "hash_basis", "transit",
     "bgp",
 )
+#: First octets of the special-purpose blocks (special_use): a quick filter for the loader's hot path.
+_SPECIAL_OCTETS = frozenset({0, 127, 169, *range(224, 256)})
 _BGP_KEYS = ("local_as", "announce", "peers", "router_id", "damping", "track_fabric")
 _PEER_KEYS = ("address", "peer_as", "port", "local_address", "local_as", "hold_time", "keepalive", "max_prefix",
               "password_file")
@@ -83,6 +87,8 @@ class TopologyReader(NodeReader):
         self.bgp_local_ips: dict[IPv4Address, tuple[str, int]] = {}
         # (first, last, prefixlen, field, line, owner) of every internally originated prefix and loopback
         self.internal: list[tuple[int, int, int, str, int, str]] = []
+        #: (prefix, node, field) of every eBGP `announce` entry, checked against `internal` once it is complete
+        self.announced: list[tuple[IPv4Network, yaml.Node, str]] = []
         border: list[tuple[IPv4Network, str, yaml.Node, str]] = []
         switches: list[Switch] = []
         for i, item in enumerate(items):
@@ -115,9 +121,13 @@ class TopologyReader(NodeReader):
                     prefixes.append(prefix)
                     if role is Role.BORDER:
                         border.append((prefix, pfield, pnode, name))
-                    else:
+                    else:       # a fabric prefix (hosts and the gateway lie in one: they are checked too)
+                        if prefix.prefixlen == 0:
+                            raise self.fail(pnode, pfield, f"{prefix} is a default route: only a border "
+                                            f"originates it, not a{'n' if role is Role.AGG else ''} {role}")
                         first = int(prefix.network_address)
                         last = first | ((1 << (32 - prefix.prefixlen)) - 1)
+                        self.check_routable(first, last, prefix, pnode, pfield)
                         self.internal.append((first, last, prefix.prefixlen, pfield, _line(pnode), name))
             loopback = None
             if "loopback" in f:
@@ -129,6 +139,7 @@ class TopologyReader(NodeReader):
                 if loopback.prefixlen != 32:
                     raise self.fail(lnode, f"{path}.loopback", f"{loopback} is not a /32")
                 addr = int(loopback.network_address)
+                self.check_routable(addr, addr, loopback.network_address, lnode, f"{path}.loopback")
                 self.internal.append((addr, addr, 32, f"{path}.loopback", _line(lnode), name))
             if "mac" in f:
                 mac = self.mac(f["mac"], f"{path}.mac")
@@ -241,7 +252,17 @@ class TopologyReader(NodeReader):
                 )
             )
         self.check_overlaps(border)
+        self.check_announced()
         return tuple(switches)
+
+    def check_announced(self) -> None:
+        """An eBGP `announce` entry is the cluster's own aggregate: it must meet a fabric prefix or loopback.
+        Announcing other space (8.8.8.0/24) would draw traffic the fabric has no route for (and hijack it)."""
+        for prefix, node, field in self.announced:
+            first, last = int(prefix.network_address), int(prefix.broadcast_address)
+            if not any(lo <= last and first <= hi for lo, hi, *_ in self.internal):
+                raise self.fail(node, field, f"{prefix} holds none of the fabric's prefixes and loopbacks: a "
+                                "border announces the cluster's own aggregate(s), not other space")
 
     def bgp(self, node: yaml.Node, path: str, switch: str) -> BgpSettings:
         """A border's `bgp:` section; its peers' ports are claimed like host ports."""
@@ -252,7 +273,12 @@ class TopologyReader(NodeReader):
             prefix = self.network(pnode, f"{path}.announce[{j}]")
             if prefix in announce:
                 raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} listed twice")
+            if prefix.prefixlen == 0:
+                raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} is a default route: a border announces "
+                                "the cluster's aggregate(s) outside, never a default (the outside would send the "
+                                "fabric every destination it has no route for)")
             announce.append(prefix)
+            self.announced.append((prefix, pnode, f"{path}.announce[{j}]"))
         router_id = self.address(f["router_id"], f"{path}.router_id") if "router_id" in f else None
         if router_id is not None and int(router_id) == 0:
             raise self.fail(f["router_id"], f"{path}.router_id", "0.0.0.0: a BGP identifier is non-zero (RFC 6286)")
@@ -275,14 +301,19 @@ class TopologyReader(NodeReader):
             plocal = self.integer(pf["local_as"], f"{pp}.local_as", 1, MAX_ASN) if "local_as" in pf else local_as
             if peer_as == plocal:
                 raise self.fail(pf["peer_as"], f"{pp}.peer_as", f"AS {peer_as} is the local AS: eBGP needs another")
-            port = self.integer(pf["port"], f"{pp}.port", 1, MAX_OF_PORT)
+            port = self.integer(pf["port"], f"{pp}.port", 1, MAX_OF_PORT,
+                                "the border's OpenFlow port facing the peer (the session is TCP port 179)")
             self.use_port(switch, port, pf["port"], (f"{pp}.port", "bgp"))
             text = self.string(pf["local_address"], f"{pp}.local_address")
             try:
                 local = IPv4Interface(text)
             except ValueError as e:
                 raise self.fail(pf["local_address"], f"{pp}.local_address", f"{text!r}: {e}") from None
-            if "/" not in text or address not in local.network or address == local.ip:
+            if address == local.ip:
+                raise self.fail(pf["local_address"], f"{pp}.local_address",
+                                f"{local.ip} is the peer's address too: local_address is the border's own address "
+                                f"on the link, the peer is the router at the other end")
+            if "/" not in text or address not in local.network:
                 raise self.fail(pf["local_address"], f"{pp}.local_address",
                                 f"{text} must be ADDRESS/LEN on the peer's subnet (peer {address})")
             net = local.network
@@ -291,9 +322,10 @@ class TopologyReader(NodeReader):
                 if net.prefixlen <= 30 and value in (net.network_address, net.broadcast_address):
                     which = "network" if value == net.network_address else "broadcast"
                     raise self.fail(vnode, vfield, f"{value} is the {which} address of {net}: not a host's")
-            first = local.ip.packed[0]
-            if first == 0 or first >= 224:
-                raise self.fail(pf["local_address"], f"{pp}.local_address", f"{local.ip} is not a unicast address")
+            problem = special_use(int(local.ip), int(local.ip), local_ok=True)
+            if problem is not None:
+                raise self.fail(pf["local_address"], f"{pp}.local_address",
+                                f"{local.ip} {problem}: not a unicast address")
             # one border's peer is never another border's own address (a copy-paste of the wrong side)
             for value, vnode, vfield, mine, theirs in (
                     (address, pf["address"], f"{pp}.address", self.bgp_peer_ips, self.bgp_local_ips),
@@ -339,6 +371,14 @@ class TopologyReader(NodeReader):
                                 f"(line {other[1]}): it must be unique within an AS (RFC 6286; without router_id a "
                                 "session's identifier is its local address)")
         return BgpSettings(local_as, tuple(announce), tuple(peers), router_id, damping, track)
+
+    def check_routable(self, first: int, last: int, value: object, node: yaml.Node, field: str) -> None:
+        """ConfigError if a fabric prefix or loopback (addresses first..last) is not unicast-routable space
+        (proto.configyaml.special_use: multicast, loopback, 0/8, 240/4, link-local)."""
+        if (first >> 24) in _SPECIAL_OCTETS or (last >> 24) in _SPECIAL_OCTETS or last - first >= 1 << 24:
+            problem = special_use(first, last)
+            if problem is not None:
+                raise self.fail(node, field, f"{value} {problem}: {UNICAST_ROUTABLE}")
 
     def use_port(self, switch: str, port: int, node: yaml.Node, user: tuple[int, int | str]) -> None:
         """Claim `switch:port` for a link end (i, "a"|"b") or a host (switch index, -1 - host index)."""

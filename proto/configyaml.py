@@ -20,6 +20,7 @@ _T_INT = "tag:yaml.org,2002:int"
 _T_FLOAT = "tag:yaml.org,2002:float"
 _T_BOOL = "tag:yaml.org,2002:bool"
 _T_NULL = "tag:yaml.org,2002:null"
+_T_MERGE = "tag:yaml.org,2002:merge"    # an unquoted << key (YAML 1.1 merge key)
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 _MAC_RE = re.compile(r"[0-9a-fA-F]{2}(?::[0-9a-fA-F]{2}){5}\Z")
 _OVS_RE = re.compile(r"tcp:(\d{1,3}(?:\.\d{1,3}){3}):(\d{1,5})\Z", re.ASCII)   # \d: ASCII digits only
@@ -46,6 +47,42 @@ def _quad(text: str) -> tuple[int, int | None] | None:
         return None
     a, b, c, d, plen = m.groups()
     return (int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d), None if plen is None else int(plen)
+
+
+#: Special-purpose IPv4 blocks (RFC 6890 / RFC 5735) that unicast forwarding never serves: (first, last,
+#: "is" phrase, name, whether a master or an eBGP peer may be on it). The limited broadcast address comes
+#: before the 240/4 block that holds it, so that it is named when it is the address.
+_SPECIAL_BLOCKS = tuple(
+    (int(net.network_address), int(net.broadcast_address), is_, what, local)
+    for net, is_, what, local in (
+        (IPv4Network("0.0.0.0/8"), 'in 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3)',
+         '0.0.0.0/8 ("this network", RFC 1122 3.2.1.3)', False),
+        (IPv4Network("127.0.0.0/8"), "loopback (127.0.0.0/8, RFC 1122 3.2.1.3)",
+         "127.0.0.0/8 (loopback, RFC 1122 3.2.1.3)", True),
+        (IPv4Network("169.254.0.0/16"), "link-local (169.254.0.0/16, RFC 3927)",
+         "169.254.0.0/16 (link-local, RFC 3927)", True),
+        (IPv4Network("224.0.0.0/4"), "multicast (224.0.0.0/4, RFC 5771)", "224.0.0.0/4 (multicast, RFC 5771)", False),
+        (IPv4Network("255.255.255.255/32"), "the limited broadcast address (RFC 919)",
+         "the limited broadcast address 255.255.255.255 (RFC 919)", False),
+        (IPv4Network("240.0.0.0/4"), "reserved (240.0.0.0/4, RFC 1112 4)", "240.0.0.0/4 (reserved, RFC 1112 4)",
+         False),
+    )
+)
+#: What a fabric address problem (`special_use`) is followed by in an error.
+UNICAST_ROUTABLE = "the fabric's prefixes, loopbacks and hosts must be unicast-routable"
+
+
+def special_use(first: int, last: int, local_ok: bool = False) -> str | None:
+    """The problem ("is multicast (224.0.0.0/4, RFC 5771)", "contains 127.0.0.0/8 (loopback, ...)") if the
+    addresses first..last (one address or a prefix) meet a special-purpose block that unicast forwarding never
+    serves (RFC 6890; RFC 5735 section 3): "this network" 0/8, loopback 127/8, link-local 169.254/16 (RFC 3927:
+    routers do not forward it), multicast 224/4, reserved 240/4 and the limited broadcast address; else None.
+    Private (10/8, 172.16/12, 192.168/16) and shared (100.64/10) space is fine. `local_ok`: loopback and
+    link-local are allowed (a master's or an eBGP peer's address, not a fabric address). One check for every
+    address field and the generator's --base-prefix."""
+    blocks = [b for b in _SPECIAL_BLOCKS if first <= b[1] and b[0] <= last and not (local_ok and b[4])]
+    inside = next((b for b in blocks if b[0] <= first and last <= b[1]), None)
+    return f"is {inside[2]}" if inside else f"contains {blocks[0][3]}" if blocks else None
 
 
 _T_SEQ = "tag:yaml.org,2002:seq"
@@ -111,6 +148,8 @@ class NodeReader:
     def __init__(self, source: str, base_dir: Path) -> None:
         self.source = source
         self.base_dir = base_dir
+        #: merge sources by (node id, allowed keys): each is read once however often it is merged
+        self._merged: dict[tuple[int, tuple[str, ...]], dict[str, yaml.Node] | None] = {}
 
     def fail(self, where: yaml.Node | int | None, field: str, problem: str) -> ConfigError:
         line = _line(where) if isinstance(where, yaml.Node) else where
@@ -121,8 +160,16 @@ class NodeReader:
         if not isinstance(node, yaml.MappingNode):
             raise self.fail(node, path, f"expected a mapping, got {_kind(node)}")
         out: dict[str, yaml.Node] = {}
+        merged: dict[str, yaml.Node] = {}
         for key_node, value_node in node.value:
             key = key_node.value
+            if key_node.tag == _T_MERGE:
+                where = f"{path}.<<" if path else "<<"
+                if "<<" in out:
+                    raise self.fail(key_node, where, f"duplicate merge key (first at line {_line(out['<<'])})")
+                merged = self.merge(value_node, where, path, allowed)
+                out["<<"] = key_node
+                continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _T_STR or key not in allowed:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _T_STR:
                     what = f"unknown key {key!r}"
@@ -135,9 +182,32 @@ class NodeReader:
                     key_node, f"{path}.{key}" if path else key, f"duplicate key (first at line {_line(out[key])})"
                 )
             out[key] = value_node
+        if out.pop("<<", None) is not None:
+            out = {**merged, **out}           # the mapping's own keys win
         for key in required:
             if key not in out:
                 raise self.fail(node, f"{path}.{key}" if path else key, "missing required field")
+        return out
+
+    def merge(self, node: yaml.Node, field: str, path: str, allowed: tuple[str, ...]) -> dict[str, yaml.Node]:
+        """The keys a YAML merge key brings in (`<<: *defaults` or `<<: [*a, *b]`, YAML 1.1 merge type): an
+        earlier mapping's key wins over a later one's, the mapping's own keys over all (`fields`). Each source
+        is checked like the mapping itself (unknown and duplicate keys, its own merge keys), and an error in a
+        merged value names the line it is written on (the anchor's)."""
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        out: dict[str, yaml.Node] = {}
+        for src in sources:
+            if not isinstance(src, yaml.MappingNode):
+                raise self.fail(src, field, f"a merge key (<<) takes a mapping or a list of mappings, got {_kind(src)}")
+            key = (id(src), allowed)
+            if key not in self._merged:
+                self._merged[key] = None
+                self._merged[key] = self.fields(src, path, allowed, ())
+            keys = self._merged[key]
+            if keys is None:
+                raise self.fail(src, field, "a merge key (<<) that merges the mapping it is in (a cycle)")
+            for name, value in keys.items():
+                out.setdefault(name, value)
         return out
 
     def string(self, node: yaml.Node, field: str) -> str:
@@ -154,7 +224,8 @@ class NodeReader:
             )
         return value
 
-    def integer(self, node: yaml.Node, field: str, lo: int, hi: int) -> int:
+    def integer(self, node: yaml.Node, field: str, lo: int, hi: int, what: str = "") -> int:
+        """An integer in lo..hi; `what` says what the field is when it is out of range."""
         if not (isinstance(node, yaml.ScalarNode) and node.tag == _T_INT):
             # an id, port, weight or count is written as an integer (1000.0 is refused too); say which one
             hint = f" (write it as {float(node.value):.0f})" if _scientific(node) and float(node.value).is_integer() \
@@ -166,7 +237,7 @@ class NodeReader:
         except ValueError:  # 0x1f, 1_000, 0o17, 1:20 (YAML 1.1 forms)
             value = _constructor.construct_yaml_int(node)
         if not lo <= value <= hi:
-            raise self.fail(node, field, f"{value} out of range {lo}..{hi}")
+            raise self.fail(node, field, f"{value} out of range {lo}..{hi}" + (f": {what}" if what else ""))
         return value
 
     def number(self, node: yaml.Node, field: str) -> float:
@@ -202,15 +273,13 @@ class NodeReader:
             raise self.fail(node, field, f"{value!r} is not an IPv4 address") from None
 
     def unicast_address(self, node: yaml.Node, field: str) -> IPv4Address:
-        """An IPv4 address a host can have: not 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3), multicast
-        (224/4), reserved (240/4) or the limited broadcast. Loopback (127/8) is allowed: tests and the lab."""
+        """An IPv4 address a host can have (`special_use` with `local_ok`): loopback (127/8) and link-local
+        (169.254/16) are allowed for masters and eBGP peers: the lab runs its masters on 127/8 and the CPN
+        link to external masters on 169.254/16."""
         address = self.address(node, field)
-        first = address.packed[0]
-        kind = ("in 0.0.0.0/8 (\"this network\")" if first == 0 else "multicast" if 224 <= first < 240
-                else "the limited broadcast address" if int(address) == 0xFFFFFFFF
-                else "reserved (240.0.0.0/4)" if first >= 240 else None)
-        if kind is not None:
-            raise self.fail(node, field, f"{address} is {kind}: not a unicast address")
+        problem = special_use(int(address), int(address), local_ok=True)
+        if problem is not None:
+            raise self.fail(node, field, f"{address} {problem}: not a unicast address")
         return address
 
     def network(self, node: yaml.Node, field: str) -> IPv4Network:

@@ -61,7 +61,7 @@ def test_config_bgp_section_and_slots() -> None:
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (("role: border", "role: agg"), "only a border speaks eBGP"),
+    (("role: border\n    prefixes: [0.0.0.0/0]", "role: agg"), "only a border speaks eBGP"),
     (("peer_as: 65000", "peer_as: 64512"), "eBGP needs another"),
     (("local_address: 100.64.0.1/30", "local_address: 100.64.9.1/30"), "on the peer's subnet"),
     (("port: 7", "port: 1"), "already used"),

@@ -223,7 +223,19 @@ def test_jupiter_preset_size_by_arithmetic() -> None:
         ({"masters": 0}, "masters must be at least 1"),
         ({"name": "a b"}, "bad name"),
         ({"pods": 0, "leaves": 0}, "leaves must be at least 1"),
-        ({"pods": 0, "leaves": 70000, "base_prefix": "0.0.0.0/0"}, "fabric ports"),
+        ({"pods": 0, "leaves": 70000, "base_prefix": "32.0.0.0/3"}, "fabric ports"),
+        # F10: a port base below 1 is too low, not too high
+        ({"ovs_base_port": 0}, "ovs_base_port must be at least 1"),
+        ({"rest_base_port": -5}, "rest_base_port must be at least 1"),
+        ({"master_base_port": 65300}, "master_base_port too high: at most 65236"),
+        # F9: the address plan is unicast-routable space (proto.configyaml.special_use)
+        ({"base_prefix": "224.0.0.0/4"}, "base_prefix 224.0.0.0/4 is multicast (224.0.0.0/4, RFC 5771): the "
+                                         "fabric's ToR subnets and loopbacks must be unicast-routable"),
+        ({"base_prefix": "127.0.0.0/8"}, "base_prefix 127.0.0.0/8 is loopback (127.0.0.0/8"),
+        ({"base_prefix": "169.254.0.0/16"}, "is link-local (169.254.0.0/16, RFC 3927)"),
+        ({"base_prefix": "240.0.0.0/4"}, "is reserved (240.0.0.0/4"),
+        ({"base_prefix": "0.0.0.0/0"}, 'base_prefix 0.0.0.0/0 contains 0.0.0.0/8 ("this network"'),
+        ({"base_prefix": "96.0.0.0/3"}, "base_prefix 96.0.0.0/3 contains 127.0.0.0/8 (loopback"),
     ],
 )
 def test_invalid_params(kw: dict, fragment: str) -> None:
@@ -241,3 +253,10 @@ def test_examples_are_current_generator_output(name: str) -> None:
     assert f.security.key_file == EXAMPLES / "test-only-insecure.key"
     assert f.security.key_file.is_file()
     assert len(f.masters) == 3
+
+
+@pytest.mark.parametrize("base", ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "32.0.0.0/3"])
+def test_private_shared_and_public_base_prefixes_generate_a_valid_fabric(base: str) -> None:
+    p = ClosParams(base_prefix=base, ovs_base_port=1, rest_base_port=1)
+    f = parse_fabric(generate_clos_yaml(p))
+    assert all(s.loopback is not None and s.loopback.subnet_of(IPv4Network(base)) for s in f.switches)

@@ -232,6 +232,46 @@ def test_yaml_integer_forms_and_anchors() -> None:
     assert parse_fabric(text).switch("tor-2").id == 3
 
 
+# F11: YAML merge keys. tor-2 takes tor-1's role and hosts' shape from an anchor; its own keys win.
+MERGED = edit("  - name: tor-1\n", "  - &tor\n    name: tor-1\n", edit("""\
+  - name: tor-2
+    id: 3
+    role: tor
+""", """\
+  - <<: *tor
+    name: tor-2
+    id: 3
+""", edit("      - {name: h2,", "      - {<<: *h, name: h2,", edit("      - {name: h1,", "      - &h {name: h1,"))))
+
+
+def test_yaml_merge_keys_load_like_the_expanded_file() -> None:
+    f = parse_fabric(MERGED)
+    assert f == parse_fabric(BASE) and f.digest == parse_fabric(BASE).digest
+    assert f.switch("tor-2").role is Role.TOR and f.switch("tor-2").prefixes == (IPv4Network("10.2.0.0/24"),)
+    # a list of sources: the earlier one wins, the mapping's own keys over both; only unquoted << merges
+    text = edit("    id: 1\n", "    id: 1\n    <<: [{hash_basis: 7, transit: false}, {hash_basis: 8, id: 9}]\n", MERGED)
+    spine = parse_fabric(text).switch("spine-1")
+    assert (spine.id, spine.hash_basis, spine.transit) == (1, 7, False)
+    expect_error(edit("  - <<: *tor\n", "  - '<<': *tor\n", MERGED), 18, "switches[2].<<", "unknown key '<<'")
+
+
+@pytest.mark.parametrize(("old", "new", "line", "field", "fragment"), [
+    # an error in a merged value names the line it is written on: the anchor's
+    ("    prefixes: [10.1.0.0/24]\n", "    prefixes: [10.1.0.0/24]\n    gateway: 10.1.0.1\n", 16, "switches[2].gateway",
+     "10.1.0.1 is not in the switch's prefixes"),
+    ("    role: tor\n", "    role: tor\n    colour: red\n", 14, "switches[1].colour", "unknown key 'colour'"),
+    ("    id: 3\n", "    id: 3\n    id: 4\n", 21, "switches[2].id", "duplicate key (first at line 20)"),
+    ("    id: 3\n", "    id: 3\n    <<: {}\n", 21, "switches[2].<<", "duplicate merge key (first at line 18)"),
+    ("  - <<: *tor\n", "  - <<: [*tor, 5]\n", 18, "switches[2].<<",
+     "a merge key (<<) takes a mapping or a list of mappings, got int 5"),
+    ("  - <<: *tor\n", "  - &t2\n    <<: [*tor, *t2]\n", 18, "switches[2].<<",
+     "a merge key (<<) that merges the mapping it is in (a cycle)"),
+    ('{<<: *h, name: h2,', '{<<: *h, name: h2, colour: 1,', 24, "switches[2].hosts[0].colour", "unknown key"),
+])
+def test_yaml_merge_key_errors(old: str, new: str, line: int, field: str, fragment: str) -> None:
+    expect_error(edit(old, new, MERGED), line, field, fragment)
+
+
 def test_a_yaml_base_60_number_is_refused() -> None:
     # YAML 1.1 reads 1:30 as 90: never what a config means (a time? a switch:port?)
     expect_error(edit("    id: 3\n", "    id: 1:30\n"), 18, "switches[2].id",
@@ -528,12 +568,61 @@ ERRORS = [
     ("integer field 1e3", "    role: spine\n", "    role: spine\n    hash_basis: 1e3\n", 9, "switches[0].hash_basis",
      "expected an integer, got the number 1e3 (write it as 1000)"),
     ("yaml syntax", "    id: 3\n", "    id: [3\n", 19, "", "YAML syntax error"),
+    # F9: fabric prefixes and loopbacks are unicast-routable space (RFC 6890); a host lies in its ToR's prefix
+    ("multicast prefix", "[10.1.0.0/24]", "[224.0.1.0/24]", 14, "switches[1].prefixes[0]",
+     "224.0.1.0/24 is multicast (224.0.0.0/4, RFC 5771): the fabric's prefixes, loopbacks and hosts must be "
+     "unicast-routable"),
+    ("loopback-block prefix", "[10.1.0.0/24]", "[127.0.5.0/24]", 14, "switches[1].prefixes[0]",
+     "127.0.5.0/24 is loopback (127.0.0.0/8, RFC 1122 3.2.1.3)"),
+    ("this-network prefix", "[10.1.0.0/24]", "[0.0.0.0/24]", 14, "switches[1].prefixes[0]",
+     '0.0.0.0/24 is in 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3)'),
+    ("broadcast prefix", "[10.1.0.0/24]", "[255.255.255.0/24]", 14, "switches[1].prefixes[0]",
+     "255.255.255.0/24 is reserved (240.0.0.0/4, RFC 1112 4)"),
+    ("link-local prefix", "[10.1.0.0/24]", "[169.254.1.0/24]", 14, "switches[1].prefixes[0]",
+     "169.254.1.0/24 is link-local (169.254.0.0/16, RFC 3927)"),
+    ("default prefix on a tor", "[10.1.0.0/24]", "[0.0.0.0/0]", 14, "switches[1].prefixes[0]",
+     "0.0.0.0/0 is a default route: only a border originates it, not a tor"),
+    ("default prefix on an agg", "    role: spine\n", "    role: agg\n    prefixes: [0.0.0.0/0]\n", 9, "switches[0].prefixes[0]",
+     "0.0.0.0/0 is a default route: only a border originates it, not an agg"),
+    ("prefix holding 0/8", "[10.1.0.0/24]", "[0.0.0.0/1]", 14, "switches[1].prefixes[0]",
+     '0.0.0.0/1 contains 0.0.0.0/8 ("this network"'),
+    ("prefix holding 127/8", "[10.1.0.0/24]", "[96.0.0.0/3]", 14, "switches[1].prefixes[0]",
+     "96.0.0.0/3 contains 127.0.0.0/8 (loopback"),
+    ("multicast prefix on a spine", "    loopback: 10.255.0.1/32\n", "    loopback: 10.255.0.1/32\n    prefixes: [239.0.0.0/24]\n",
+     10, "switches[0].prefixes[0]", "239.0.0.0/24 is multicast"),
+    ("multicast loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 239.1.1.1/32\n", 9, "switches[0].loopback",
+     "239.1.1.1 is multicast (224.0.0.0/4, RFC 5771): the fabric's prefixes, loopbacks and hosts must be unicast-routable"),
+    ("127 loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 127.0.0.2\n", 9, "switches[0].loopback",
+     "127.0.0.2 is loopback (127.0.0.0/8"),
+    ("broadcast loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 255.255.255.255/32\n", 9, "switches[0].loopback",
+     "255.255.255.255 is the limited broadcast address (RFC 919)"),
+    ("zero loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 0.0.0.0/32\n", 9, "switches[0].loopback",
+     '0.0.0.0 is in 0.0.0.0/8 ("this network"'),
+    ("link-local loopback", "    loopback: 10.255.0.1/32\n", "    loopback: 169.254.9.9/32\n", 9, "switches[0].loopback",
+     "169.254.9.9 is link-local"),
 ]
 
 
 @pytest.mark.parametrize(("old", "new", "line", "field", "fragment"), [e[1:] for e in ERRORS], ids=[e[0] for e in ERRORS])
 def test_validation_error(old: str, new: str, line: int, field: str, fragment: str) -> None:
     expect_error(edit(old, new), line, field, fragment)
+
+
+@pytest.mark.parametrize("net", ["10.9.1", "172.16.1", "192.168.1", "100.64.1", "198.18.1"])
+def test_private_and_shared_space_is_a_fabric_address(net: str) -> None:
+    """F9: only the special-purpose blocks that unicast forwarding never serves are refused."""
+    text = edit("[10.1.0.0/24]", f"[{net}.0/24]", edit("ip: 10.1.0.10", f"ip: {net}.10"))
+    loopback = f"{net.rsplit('.', 1)[0]}.255.1"
+    text = edit("    loopback: 10.255.0.1/32\n", f"    loopback: {loopback}/32\n", text)
+    f = parse_fabric(text)
+    assert f.switch("spine-1").loopback == IPv4Network(f"{loopback}/32")
+    assert f.switch("tor-1").hosts[0].ip == IPv4Address(f"{net}.10")
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "127.1.0.5", "169.254.3.2"])
+def test_a_master_may_be_on_loopback_or_link_local(address: str) -> None:
+    """The lab's masters: 127/8, and 169.254/16 for the CPN link to external masters (lab/external.py)."""
+    assert str(parse_fabric(edit("address: 127.0.0.1", f"address: {address}")).masters[0].address) == address
 
 
 def test_empty_and_non_mapping_documents() -> None:
@@ -676,3 +765,14 @@ def test_line_of_finds_a_field_as_errors_name_it_and_never_blocks(tmp_path: Path
     assert line_of(p, "masters[2].rest_port") is None and line_of(p, "security") is None
     os.mkfifo(tmp_path / "fifo")
     assert line_of(tmp_path / "fifo", "name") is None and line_of(tmp_path / "gone.yaml", "name") is None
+
+
+def test_line_of_finds_a_merged_field_where_it_is_written(tmp_path: Path) -> None:
+    """F11: line_of names the line the loader read a merged value from (the anchor's), own keys first."""
+    from proto.config import line_of
+
+    p = tmp_path / "f.yaml"
+    p.write_text(MERGED + "x: &c {a: &d {<<: *d}}\n")
+    assert [line_of(p, f) for f in ("switches[2].role", "switches[2].name", "switches[2].hosts[0].mac",
+                                    "switches[2].colour", "switches[1].role")] == [13, 19, 24, None, 13]
+    assert line_of(p, "x.a.b") is None                                  # a merge cycle: looked in once

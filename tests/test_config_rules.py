@@ -63,8 +63,8 @@ def test_an_ebgp_peering_on_a_fabric_address_is_refused(address: str, local: str
 
 
 @pytest.mark.parametrize(("address", "local", "field", "problem"), [
-    ("224.0.0.6", "224.0.0.5/30", "address", "224.0.0.6 is multicast: not a unicast address"),
-    ("0.0.0.2", "0.0.0.1/30", "address", '0.0.0.2 is in 0.0.0.0/8 ("this network"): not a unicast address'),
+    ("224.0.0.6", "224.0.0.5/30", "address", "224.0.0.6 is multicast (224.0.0.0/4, RFC 5771): not a unicast address"),
+    ("0.0.0.2", "0.0.0.1/30", "address", '0.0.0.2 is in 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3): not a unicast address'),
     ("100.64.0.0", "100.64.0.1/30", "address", "100.64.0.0 is the network address of 100.64.0.0/30: not a host's"),
     ("100.64.0.2", "100.64.0.3/30", "local_address",
      "100.64.0.3 is the broadcast address of 100.64.0.0/30: not a host's"),
@@ -80,6 +80,58 @@ def test_an_ebgp_point_to_point_31_uses_both_addresses() -> None:
 def test_an_ebgp_peering_outside_the_fabric_loads() -> None:
     assert parse_fabric(BORDER).switch("b1").bgp is not None
     assert parse_fabric(peering("10.9.0.2", "10.9.0.1/30")).switch("b1").bgp is not None  # 10/8, no one's prefix
+
+
+def test_a_peer_port_out_of_range_says_it_is_the_openflow_port() -> None:
+    """F15: peers[].port is the border's OpenFlow port facing the peer (1..65279), not the session's TCP port."""
+    expect_error(edit("port: 7,", "port: 65500,", BORDER), 32, "switches[3].bgp.peers[0].port",
+                 "65500 out of range 1..65279: the border's OpenFlow port facing the peer (the session is TCP port 179)")
+
+
+def test_a_peer_on_the_local_address_says_they_are_equal() -> None:
+    """F15: the peer's address on its own local_address is not 'off the subnet': they are one address."""
+    expect_error(peering("100.64.0.1", "100.64.0.1/30"), 32, "switches[3].bgp.peers[0].local_address",
+                 "100.64.0.1 is the peer's address too: local_address is the border's own address on the link")
+    expect_error(peering("100.64.0.9", "100.64.0.1/30"), 32, "switches[3].bgp.peers[0].local_address",
+                 "100.64.0.1/30 must be ADDRESS/LEN on the peer's subnet (peer 100.64.0.9)")
+
+
+def announcing(*prefixes: str) -> str:
+    return edit("      local_as: 64512\n", f"      local_as: 64512\n      announce: [{', '.join(prefixes)}]\n", BORDER)
+
+
+@pytest.mark.parametrize("prefixes", [("10.0.0.0/8",), ("10.1.0.0/24",), ("10.1.0.0/16", "10.2.0.0/16"),
+                                      ("10.1.0.0/25",), ("10.255.0.0/24",)])
+def test_an_announce_of_the_fabrics_space_loads(prefixes: tuple[str, ...]) -> None:
+    bgp = parse_fabric(announcing(*prefixes)).switch("b1").bgp
+    assert bgp is not None and [str(p) for p in bgp.announce] == list(prefixes)
+
+
+@pytest.mark.parametrize(("prefixes", "field", "problem"), [
+    (("8.8.8.0/24",), "announce[0]", "8.8.8.0/24 holds none of the fabric's prefixes and loopbacks: a border "
+                                     "announces the cluster's own aggregate(s), not other space"),
+    (("10.0.0.0/8", "192.168.0.0/16"), "announce[1]", "192.168.0.0/16 holds none of the fabric's prefixes"),
+    (("0.0.0.0/0",), "announce[0]", "0.0.0.0/0 is a default route: a border announces the cluster's aggregate(s) "
+                                    "outside, never a default"),
+])
+def test_an_announce_of_other_space_or_a_default_is_refused(prefixes: tuple[str, ...], field: str,
+                                                             problem: str) -> None:
+    """F15: README: announce is "the cluster aggregate(s)"."""
+    expect_error(announcing(*prefixes), 31, f"switches[3].bgp.{field}", problem)
+
+
+def test_an_announce_is_checked_against_tors_listed_after_the_border() -> None:
+    first = edit("switches:\n", """switches:
+  - name: b1
+    id: 9
+    role: border
+    prefixes: [0.0.0.0/0]
+    bgp: {local_as: 64512, announce: [10.2.0.0/16], peers: [{address: 100.64.0.2, peer_as: 65000, port: 7,
+                                                              local_address: 100.64.0.1/30}]}
+""", edit("links:\n", 'links:\n  - {a: "b1:1", b: "spine-1:9"}\n'))
+    assert [str(p) for p in parse_fabric(first).switch("b1").bgp.announce] == ["10.2.0.0/16"]
+    expect_error(edit("[10.2.0.0/24]", "[10.3.0.0/24]", edit("ip: 10.2.0.10", "ip: 10.3.0.10", first)), 10,
+                 "switches[0].bgp.announce[0]", "10.2.0.0/16 holds none of the fabric's prefixes and loopbacks")
 
 
 # A second border b2 on spine-1 in the same AS.
@@ -172,8 +224,8 @@ def test_a_master_on_an_ebgp_peering_is_refused(address: str, problem: str) -> N
 
 
 @pytest.mark.parametrize(("address", "kind"), [
-    ("224.0.0.1", "multicast"), ("0.0.0.0", 'in 0.0.0.0/8 ("this network")'),
-    ("255.255.255.255", "the limited broadcast address"), ("240.0.0.1", "reserved (240.0.0.0/4)"),
+    ("224.0.0.1", "multicast (224.0.0.0/4, RFC 5771)"), ("0.0.0.0", 'in 0.0.0.0/8 ("this network", RFC 1122 3.2.1.3)'),
+    ("255.255.255.255", "the limited broadcast address (RFC 919)"), ("240.0.0.1", "reserved (240.0.0.0/4, RFC 1112 4)"),
 ])
 def test_a_master_on_a_non_unicast_address_is_refused(address: str, kind: str) -> None:
     expect_error(edit("address: 127.0.0.1", f"address: {address}"), 4, "masters[0].address",
