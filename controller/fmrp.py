@@ -50,7 +50,10 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
 * MASTER: Hello every `hello_interval` carrying (state, term, version, priority, leader). **Lease**
   (CheckQuorum): the master must hear, within `master_dead`, from a majority (itself included) that follows
   it (Hello with state backup and leader = it, or a ReplicationAck of its term); otherwise it steps down
-  (StepDown, BecomeInactive): without a majority there is no master and clients stay fail-static.
+  (StepDown, BecomeInactive): without a majority there is no master and clients stay fail-static. Nor
+  may it have been silent (no hello sent) for `master_dead`: its backups declared it dead. A master woken
+  from such a stall (SIGSTOP, a frozen VM) steps down before it handles the input queued meanwhile, in
+  whatever order it comes, and follows the new master's hellos without a term of its own.
 * Higher terms: a Hello from a MASTER, a StepDown, a ReplicationAck, or a term the master core saw on an
   LSD/report message (`observe_term`) proves a newer master exists: the replica adopts and persists the
   term and a master steps down at once. VoteRequests carry a higher term only for replicas without a live
@@ -74,18 +77,19 @@ vain while cut off, or a replayed hello of a dead master). It does not stand aga
 either: it waits, and grants it a vote (even in INIT). The master sees the higher term in that replica's
 hellos and stands again in a term above every term it knows, while staying master of its own term: its
 followers vote for their live master and keep following it until its hello of the new term. A healthy
-master is therefore never displaced, and every replica follows a term at least its durable one.
+master is therefore never displaced, and every replica follows a term at least its durable one. Only a
+replica that could follow it counts: a backup of another master never votes for it (sticky), and a term
+above ours there means that master is newer (we follow its hello; re-anchoring cost it two terms).
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from controller.actions import Handover, PersistTerm
+from controller.actions import BecomeBackup, BecomeInactive, BecomeMaster, Handover, PersistTerm, SendPeer
 from controller.fmrpstate import NEVER, UNKNOWN, Candidacy, Config, HandoverPlan, Lease, PeerView, Unknown
 from controller.reach import ReachSettle, handover_target
 from proto.config import Master, Timers
@@ -105,33 +109,6 @@ class FmrpState(StrEnum):
     BACKUP = "backup"
     ELECTING = "electing"
     MASTER = "master"
-
-
-@dataclass(frozen=True, slots=True)
-class SendPeer:
-    """Send `msg` to the master replica `to` (signed with our master key)."""
-
-    to: str
-    msg: Any
-
-
-@dataclass(frozen=True, slots=True)
-class BecomeMaster:
-    term: int
-
-
-@dataclass(frozen=True, slots=True)
-class BecomeBackup:
-    term: int
-    leader: str
-
-
-@dataclass(frozen=True, slots=True)
-class BecomeInactive:
-    """Neither master nor backup (init wait over, electing, lease lost, stepped down). `term` is the highest
-    term in which a master is known to exist (never decreases; safe to pass to MasterCore.become_inactive)."""
-
-    term: int
 
 
 FmrpAction = SendPeer | PersistTerm | BecomeMaster | BecomeBackup | BecomeInactive | Handover
@@ -251,7 +228,7 @@ class Fmrp:
 
     def lease_ok(self, now: float) -> bool:
         """MASTER only: a majority (ourselves included) followed us within master_dead."""
-        if self._state is not FmrpState.MASTER:
+        if self._state is not FmrpState.MASTER or self._silent(now):
             return False
         if now - self._lease.since < self._cfg.dead:
             return True
@@ -288,7 +265,14 @@ class Fmrp:
             raise FmrpError(f"{type(msg).__name__}.{claimed}: {getattr(msg, claimed)!r} does not match the "
                             f"authenticated sender {sender!r}")
         self._heard[sender] = now
-        return handler(self, sender, msg, now)
+        out: list[FmrpAction] = []
+        if self._state is FmrpState.MASTER and self._silent(now):
+            # Woken from a stall past master_dead (SIGSTOP, a frozen VM) with its input still queued: the
+            # backups gave up on us, so we abdicate as our overdue tick would, before acting as a master
+            # on what arrived meanwhile (re-anchoring against the new master's backups cost two terms).
+            self._abdicate(now, out, announce=True)
+            handler = TRANSITIONS[(self._state, type(msg))]
+        return out + handler(self, sender, msg, now)
 
     def observe_term(self, term: int, now: float) -> list[FmrpAction]:
         """The master core refused a message carrying a higher `term` (its `TermSeen` event). Terms only
@@ -402,7 +386,7 @@ class Fmrp:
             return out  # an older (or, impossibly, equal) term: it will step down on our hellos
         if h.state == FmrpState.BACKUP and h.leader == self._id:
             self._lease.followers[sender] = now
-        if h.term > self._leader_term:      # it will not follow us in our term: re-anchor above it (#19)
+        if h.term > self._leader_term and _could_follow(h, self._id):   # not in our term: re-anchor (#19)
             self._maybe_reanchor(now, out)
         return out
 
@@ -743,6 +727,11 @@ class Fmrp:
         return Hello(self._id, self._state.value, term, self._version, self._cfg.priority, self._leader,
                      self._reach)
 
+    def _silent(self, now: float) -> bool:
+        """MASTER: our last hello is older than master_dead, so the backups declared us dead (whatever our
+        lease's followers said before): another master may have been elected meanwhile."""
+        return now - (self._next_hello - self._cfg.hello) > self._cfg.dead
+
     def _lower_live(self, now: float) -> str | None:
         """A master below our durable term heard within master_dead (we wait for it to re-anchor)."""
         return self._cand.lower_master if now - self._cand.lower_heard <= self._cfg.dead else None
@@ -755,7 +744,7 @@ class Fmrp:
         if self._cand.until is not None or now < self._cand.reanchor_at or self._retired or not self._durable_ok:
             return
         above = [h.term for p, (h, t) in self._views.items()
-                 if now - t <= self._cfg.dead and h.state != FmrpState.MASTER and h.term > self._leader_term]
+                 if now - t <= self._cfg.dead and _could_follow(h, self._id) and h.term > self._leader_term]
         if above:
             self._reanchor(max(above), now, out)
 
@@ -774,6 +763,12 @@ class Fmrp:
     def _broadcast(self, msg: object, out: list[FmrpAction]) -> None:
         for p in self._cfg.peers:
             out.append(SendPeer(p, msg))
+
+
+def _could_follow(h: Hello, me: str) -> bool:
+    """A replica that is no master and follows no other one: re-anchoring can win its vote. A backup of
+    another master never votes for us (sticky): a term above ours there means that master is newer."""
+    return h.state != FmrpState.MASTER and (h.state != FmrpState.BACKUP or h.leader == me)
 
 
 #: the field of each FMRP message that names its sender (checked against the authenticated sender)
