@@ -50,10 +50,7 @@ States INIT → BACKUP | ELECTING → MASTER, as published for Firepath, with Ra
 * MASTER: Hello every `hello_interval` carrying (state, term, version, priority, leader). **Lease**
   (CheckQuorum): the master must hear, within `master_dead`, from a majority (itself included) that follows
   it (Hello with state backup and leader = it, or a ReplicationAck of its term); otherwise it steps down
-  (StepDown, BecomeInactive): without a majority there is no master and clients stay fail-static. Nor
-  may it have been silent (no hello sent) for `master_dead`: its backups declared it dead. A master woken
-  from such a stall (SIGSTOP, a frozen VM) steps down before it handles the input queued meanwhile, in
-  whatever order it comes, and follows the new master's hellos without a term of its own.
+  (StepDown, BecomeInactive): without a majority there is no master and clients stay fail-static.
 * Higher terms: a Hello from a MASTER, a StepDown, a ReplicationAck, or a term the master core saw on an
   LSD/report message (`observe_term`) proves a newer master exists: the replica adopts and persists the
   term and a master steps down at once. VoteRequests carry a higher term only for replicas without a live
@@ -78,8 +75,11 @@ either: it waits, and grants it a vote (even in INIT). The master sees the highe
 hellos and stands again in a term above every term it knows, while staying master of its own term: its
 followers vote for their live master and keep following it until its hello of the new term. A healthy
 master is therefore never displaced, and every replica follows a term at least its durable one. Only a
-replica that could follow it counts: a backup of another master never votes for it (sticky), and a term
-above ours there means that master is newer (we follow its hello; re-anchoring cost it two terms).
+replica that could follow it counts (a backup of another master never votes for it: sticky), and only
+while the master has not been silent (no hello sent) for `master_dead`: after such a stall (SIGSTOP, a
+frozen VM, an overloaded host) its backups may have elected another master, and the higher terms in the
+input queued meanwhile (a voter's hello, in whatever order the runtime reads it) are that master's, whose
+hello it follows (tester F8: re-anchoring there cost two terms). It re-anchors after its next hello.
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ class Fmrp:
 
     def lease_ok(self, now: float) -> bool:
         """MASTER only: a majority (ourselves included) followed us within master_dead."""
-        if self._state is not FmrpState.MASTER or self._silent(now):
+        if self._state is not FmrpState.MASTER:
             return False
         if now - self._lease.since < self._cfg.dead:
             return True
@@ -265,14 +265,7 @@ class Fmrp:
             raise FmrpError(f"{type(msg).__name__}.{claimed}: {getattr(msg, claimed)!r} does not match the "
                             f"authenticated sender {sender!r}")
         self._heard[sender] = now
-        out: list[FmrpAction] = []
-        if self._state is FmrpState.MASTER and self._silent(now):
-            # Woken from a stall past master_dead (SIGSTOP, a frozen VM) with its input still queued: the
-            # backups gave up on us, so we abdicate as our overdue tick would, before acting as a master
-            # on what arrived meanwhile (re-anchoring against the new master's backups cost two terms).
-            self._abdicate(now, out, announce=True)
-            handler = TRANSITIONS[(self._state, type(msg))]
-        return out + handler(self, sender, msg, now)
+        return handler(self, sender, msg, now)
 
     def observe_term(self, term: int, now: float) -> list[FmrpAction]:
         """The master core refused a message carrying a higher `term` (its `TermSeen` event). Terms only
@@ -728,8 +721,8 @@ class Fmrp:
                      self._reach)
 
     def _silent(self, now: float) -> bool:
-        """MASTER: our last hello is older than master_dead, so the backups declared us dead (whatever our
-        lease's followers said before): another master may have been elected meanwhile."""
+        """MASTER: our last hello is older than master_dead (a stall, an overload): our backups may have
+        declared us dead and elected another master meanwhile (or, as slow as we are, not noticed)."""
         return now - (self._next_hello - self._cfg.hello) > self._cfg.dead
 
     def _lower_live(self, now: float) -> str | None:
@@ -741,7 +734,8 @@ class Fmrp:
         """MASTER: a live replica's durable term is above the term we are master of, so it will not follow
         us: stand again, in a term above every term we know of (the same election rules: a majority votes,
         our followers vote for their live master). We stay master of our term meanwhile."""
-        if self._cand.until is not None or now < self._cand.reanchor_at or self._retired or not self._durable_ok:
+        if (self._cand.until is not None or now < self._cand.reanchor_at or self._retired or not self._durable_ok
+                or self._silent(now)):     # we may have been replaced: its voters' terms are no vain bumps
             return
         above = [h.term for p, (h, t) in self._views.items()
                  if now - t <= self._cfg.dead and _could_follow(h, self._id) and h.term > self._leader_term]
