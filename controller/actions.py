@@ -158,3 +158,33 @@ Event = (Rejected | ReportAccepted | VersionChanged | NextVersion | TermSeen | R
          | InputLoss | GuardEvent | DampEvent
          | Handover)
 Action = Send | PersistTerm | Event
+
+
+# ------------------------------------------------------------------------------------------ FMRP actions
+# What controller.fmrp returns besides PersistTerm and Handover (re-exported there; roles.FmrpDriver
+# translates them for the master core).
+@dataclass(frozen=True, slots=True)
+class SendPeer:
+    """Send `msg` to the master replica `to` (signed with our master key)."""
+
+    to: str
+    msg: Any
+
+
+@dataclass(frozen=True, slots=True)
+class BecomeMaster:
+    term: int
+
+
+@dataclass(frozen=True, slots=True)
+class BecomeBackup:
+    term: int
+    leader: str
+
+
+@dataclass(frozen=True, slots=True)
+class BecomeInactive:
+    """Neither master nor backup (init wait over, electing, lease lost, stepped down). `term` is the highest
+    term in which a master is known to exist (never decreases; safe to pass to MasterCore.become_inactive)."""
+
+    term: int

@@ -74,18 +74,22 @@ vain while cut off, or a replayed hello of a dead master). It does not stand aga
 either: it waits, and grants it a vote (even in INIT). The master sees the higher term in that replica's
 hellos and stands again in a term above every term it knows, while staying master of its own term: its
 followers vote for their live master and keep following it until its hello of the new term. A healthy
-master is therefore never displaced, and every replica follows a term at least its durable one.
+master is therefore never displaced, and every replica follows a term at least its durable one. Only a
+replica that could follow it counts (a backup of another master never votes for it: sticky), and only
+while the master has not been silent (no hello sent) for `master_dead`: after such a stall (SIGSTOP, a
+frozen VM, an overloaded host) its backups may have elected another master, and the higher terms in the
+input queued meanwhile (a voter's hello, in whatever order the runtime reads it) are that master's, whose
+hello it follows (tester F8: re-anchoring there cost two terms). It re-anchors after its next hello.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from controller.actions import Handover, PersistTerm
+from controller.actions import BecomeBackup, BecomeInactive, BecomeMaster, Handover, PersistTerm, SendPeer
 from controller.fmrpstate import NEVER, UNKNOWN, Candidacy, Config, HandoverPlan, Lease, PeerView, Unknown
 from controller.reach import ReachSettle, handover_target
 from proto.config import Master, Timers
@@ -105,33 +109,6 @@ class FmrpState(StrEnum):
     BACKUP = "backup"
     ELECTING = "electing"
     MASTER = "master"
-
-
-@dataclass(frozen=True, slots=True)
-class SendPeer:
-    """Send `msg` to the master replica `to` (signed with our master key)."""
-
-    to: str
-    msg: Any
-
-
-@dataclass(frozen=True, slots=True)
-class BecomeMaster:
-    term: int
-
-
-@dataclass(frozen=True, slots=True)
-class BecomeBackup:
-    term: int
-    leader: str
-
-
-@dataclass(frozen=True, slots=True)
-class BecomeInactive:
-    """Neither master nor backup (init wait over, electing, lease lost, stepped down). `term` is the highest
-    term in which a master is known to exist (never decreases; safe to pass to MasterCore.become_inactive)."""
-
-    term: int
 
 
 FmrpAction = SendPeer | PersistTerm | BecomeMaster | BecomeBackup | BecomeInactive | Handover
@@ -402,7 +379,7 @@ class Fmrp:
             return out  # an older (or, impossibly, equal) term: it will step down on our hellos
         if h.state == FmrpState.BACKUP and h.leader == self._id:
             self._lease.followers[sender] = now
-        if h.term > self._leader_term:      # it will not follow us in our term: re-anchor above it (#19)
+        if h.term > self._leader_term and _could_follow(h, self._id):   # not in our term: re-anchor (#19)
             self._maybe_reanchor(now, out)
         return out
 
@@ -743,6 +720,11 @@ class Fmrp:
         return Hello(self._id, self._state.value, term, self._version, self._cfg.priority, self._leader,
                      self._reach)
 
+    def _silent(self, now: float) -> bool:
+        """MASTER: our last hello is older than master_dead (a stall, an overload): our backups may have
+        declared us dead and elected another master meanwhile (or, as slow as we are, not noticed)."""
+        return now - (self._next_hello - self._cfg.hello) > self._cfg.dead
+
     def _lower_live(self, now: float) -> str | None:
         """A master below our durable term heard within master_dead (we wait for it to re-anchor)."""
         return self._cand.lower_master if now - self._cand.lower_heard <= self._cfg.dead else None
@@ -752,10 +734,11 @@ class Fmrp:
         """MASTER: a live replica's durable term is above the term we are master of, so it will not follow
         us: stand again, in a term above every term we know of (the same election rules: a majority votes,
         our followers vote for their live master). We stay master of our term meanwhile."""
-        if self._cand.until is not None or now < self._cand.reanchor_at or self._retired or not self._durable_ok:
+        if (self._cand.until is not None or now < self._cand.reanchor_at or self._retired or not self._durable_ok
+                or self._silent(now)):     # we may have been replaced: its voters' terms are no vain bumps
             return
         above = [h.term for p, (h, t) in self._views.items()
-                 if now - t <= self._cfg.dead and h.state != FmrpState.MASTER and h.term > self._leader_term]
+                 if now - t <= self._cfg.dead and _could_follow(h, self._id) and h.term > self._leader_term]
         if above:
             self._reanchor(max(above), now, out)
 
@@ -774,6 +757,12 @@ class Fmrp:
     def _broadcast(self, msg: object, out: list[FmrpAction]) -> None:
         for p in self._cfg.peers:
             out.append(SendPeer(p, msg))
+
+
+def _could_follow(h: Hello, me: str) -> bool:
+    """A replica that is no master and follows no other one: re-anchoring can win its vote. A backup of
+    another master never votes for us (sticky): a term above ours there means that master is newer."""
+    return h.state != FmrpState.MASTER and (h.state != FmrpState.BACKUP or h.leader == me)
 
 
 #: the field of each FMRP message that names its sender (checked against the authenticated sender)
