@@ -33,6 +33,7 @@ from proto.fabricmodel import (
     Routing,
     Security,
     Timers,
+    quoted,
 )
 
 _TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "guard", "damping",
@@ -173,7 +174,7 @@ class FabricParser(TopologyReader):
         if "liveness" in top:
             liveness = self.string(top["liveness"], "liveness")
             if liveness not in LIVENESS_MODES:
-                raise self.fail(top["liveness"], "liveness", f"{liveness!r} is not one of: {', '.join(LIVENESS_MODES)}")
+                raise self.fail(top["liveness"], "liveness", f"{quoted(liveness)} is not one of: {', '.join(LIVENESS_MODES)}")
         guard = self.guard(top["guard"]) if "guard" in top else Guard()
         damping = self.damping(top["damping"]) if "damping" in top else Damping()
         masters = self.masters(top["masters"])
@@ -221,14 +222,14 @@ class FabricParser(TopologyReader):
         unknown; logs and the lab's namespaces name nodes): a name must name one node."""
         for mid, (node, field) in self.master_id_nodes.items():
             if mid in self.switch_line:
-                raise self.fail(node, field, f"{mid!r} is also the name of a switch (line "
+                raise self.fail(node, field, f"{quoted(mid)} is also the name of a switch (line "
                                              f"{self.switch_line[mid]}): masters and switches need distinct names")
         for hname, (node, field) in self.host_names.items():
             if hname in self.switch_line:
-                raise self.fail(node, field, f"{hname!r} is also the name of a switch (line "
+                raise self.fail(node, field, f"{quoted(hname)} is also the name of a switch (line "
                                              f"{self.switch_line[hname]}): hosts and switches need distinct names")
             if hname in self.master_id_nodes:
-                raise self.fail(node, field, f"{hname!r} is also the id of a master (line "
+                raise self.fail(node, field, f"{quoted(hname)} is also the id of a master (line "
                                              f"{_line(self.master_id_nodes[hname][0])}): hosts and masters need "
                                              f"distinct names")
 
@@ -241,7 +242,7 @@ class FabricParser(TopologyReader):
             field_name = f"routing.transit_roles[{j}]"
             role = self.string(rnode, field_name)
             if role not in _ROLES:
-                raise self.fail(rnode, field_name, f"{role!r} is not one of: {', '.join(_ROLES)}")
+                raise self.fail(rnode, field_name, f"{quoted(role)} is not one of: {', '.join(_ROLES)}")
             if role in roles:
                 raise self.fail(rnode, field_name, f"{role} listed twice")
             roles.append(role)
@@ -372,7 +373,7 @@ class FabricParser(TopologyReader):
                     raise self.fail(f[key], f"distribution.{key}", "only allowed with mode: multicast")
             return Distribution()
         if mode != "multicast":
-            raise self.fail(f["mode"], "distribution.mode", f"{mode!r} is not one of: unicast, multicast")
+            raise self.fail(f["mode"], "distribution.mode", f"{quoted(mode)} is not one of: unicast, multicast")
         for key in ("group", "port"):
             if key not in f:
                 raise self.fail(node, f"distribution.{key}", "missing required field (mode: multicast)")
@@ -464,7 +465,7 @@ class FabricParser(TopologyReader):
             f = self.fields(item, path, _MASTER_KEYS, ("id", "address", "client_port", "peer_port", "rest_port"))
             mid = self.name(f["id"], f"{path}.id")
             if mid in ids:
-                raise self.fail(f["id"], f"{path}.id", f"duplicate master id {mid!r} (also at line {ids[mid]})")
+                raise self.fail(f["id"], f"{path}.id", f"duplicate master id {quoted(mid)} (also at line {ids[mid]})")
             ids[mid] = _line(f["id"])
             self.master_id_nodes[mid] = (f["id"], f"{path}.id")
             address = self.unicast_address(f["address"], f"{path}.address")

@@ -555,6 +555,48 @@ def test_error_message_format() -> None:
     assert str(ConfigError("f.yaml", None, "", "cannot read")) == "f.yaml: cannot read"
 
 
+@pytest.mark.parametrize(("old", "new", "field", "fragment"), [
+    ("name: t\n", 'name: "' + "a" * 10_000_000 + '"\n', "name", "bad name 'aaaa"),
+    ("  - name: tor-2\n", "  - name: " + "b" * 5000 + "\n", "switches[2].name", "bad name 'bbbb"),
+    ("    id: 3\n", '    id: "' + "7" * 100_000 + '"\n', "switches[2].id", "expected an integer, got the string"),
+    ("    role: spine\n", "    role: " + "r" * 100_000 + "\n", "switches[0].role", "is not one of"),
+    ("    loopback: 10.255.0.3/32\n", "    loopback: " + "9" * 100_000 + "\n", "switches[2].loopback",
+     "expected a string"),
+    ("    id: 3\n", "    id: 3\n    " + "k" * 1000 + ": 1\n", "switches[2].kkkk", "unknown key 'kkkk"),
+    ("{name: h2, port: 100, ip: 10.2.0.10,", "{name: h2, port: 100, ip: 10.200.0.10,", "switches[2].hosts[0].ip",
+     "10.200.0.10 is outside the subnets of tor tor-2 (10.2.0.0/24, 10.2.1.0/24, 10.2.2.0/24, 10.2.3.0/24, "
+     "10.2.4.0/24 and 3995 more)"),
+])
+def test_config_errors_quote_values_and_lists_bounded(old: str, new: str, field: str, fragment: str) -> None:
+    """Tester (F1): a 10 MB name made a 10 MB error line (a master's SIGHUP reload logged it as one line), and a
+    ToR with 4000 prefixes one message listing all 4000. A quoted value is cut to QUOTE_KEEP characters with
+    its length, a list to LIST_KEEP items and "and N more"; ConfigError bounds whatever else gets through."""
+    from proto.fabricmodel import QUOTE_KEEP
+    text = edit(old, new)
+    if "4000" in fragment or "3995" in fragment:
+        many = ", ".join(str(IPv4Network((0x0A020000 + (i << 8), 24))) for i in range(4000))
+        text = edit("prefixes: [10.2.0.0/24]", f"prefixes: [{many}]", text)
+    with pytest.raises(ConfigError) as info:
+        parse_fabric(text, source="t.yaml")
+    e = info.value
+    assert e.field.startswith(field) and fragment in e.problem, str(e)[:600]
+    assert len(str(e)) < 400, str(e)[:600]
+    if len(new) > 1000:
+        assert "characters)" in str(e) and new.strip()[-(QUOTE_KEEP + 20):] not in str(e)
+
+
+def test_config_error_itself_bounds_what_it_is_given() -> None:
+    """The backstop for a site that quoted a value whole: no run of over RUN_KEEP + 16 non-blank characters,
+    at most MAX_PROBLEM / MAX_FIELD characters, and a second ConfigError of the same parts (a re-raise with
+    a new line) leaves them as they are."""
+    from proto.fabricmodel import MAX_FIELD, MAX_PROBLEM
+    e = ConfigError("f.yaml", 3, "links[0]." + "k" * 50_000, "value " + repr("v" * 50_000) + " is bad; " + "w " * 50_000)
+    assert len(e.field) <= MAX_FIELD and len(e.problem) <= MAX_PROBLEM, (len(e.field), len(e.problem))
+    assert "(50,009 characters)" in e.field and "(50,002 characters)" in e.problem and e.problem.endswith(")")
+    again = ConfigError("f.yaml", 4, e.field, e.problem)
+    assert (again.field, again.problem) == (e.field, e.problem)
+
+
 def _bad_files() -> list[Path]:
     return sorted(DATA.glob("bad_*.yaml"))
 
