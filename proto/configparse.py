@@ -38,6 +38,8 @@ from proto.fabricmodel import (
 
 _TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "guard", "damping",
              "masters", "switches", "links")
+_REQUIRED_TOP_KEYS = ("name", "security", "masters", "switches")
+_T_STR = "tag:yaml.org,2002:str"
 _MASTER_KEYS = ("id", "address", "client_port", "peer_port", "rest_port", "priority")
 # YAML timer key -> (Timers field, kind). kind "ms": milliseconds -> seconds; "rate": per second; "count".
 _TIMER_KEYS: dict[str, tuple[str, str]] = {
@@ -135,11 +137,23 @@ class FabricParser(TopologyReader):
     def check_fabric_document(self, root: yaml.Node) -> None:
         """A document that is not a fabric config at all (a secret file, /etc/shadow: a string; a list; a
         mapping with none of the fabric's keys) is reported by its type, never by its text: a master's REST
-        answers a prepare with this message, and the admin token must not read files through it."""
+        answers a prepare with this message, and the admin token must not read files through it.
+
+        A mapping with some of the fabric's keys is one only when it has every required one, or no other
+        keys: `mysecret_line_here: 1` beside `name: clos` was quoted as an unknown key. So an unknown key is
+        named only in a file with name, security, masters and switches (a config with a typo), and a missing
+        key only in a file of nothing but fabric keys; else this error, naming only our own keys."""
         if isinstance(root, yaml.MappingNode):
-            if any(isinstance(k, yaml.ScalarNode) and k.value in _TOP_KEYS for k, _v in root.value):
-                return
-            what = f"a mapping with none of the keys {', '.join(_TOP_KEYS)}"
+            keys = [k.value if isinstance(k, yaml.ScalarNode) and k.tag == _T_STR else None for k, _v in root.value]
+            if any(k in _TOP_KEYS for k in keys):
+                missing = [k for k in _REQUIRED_TOP_KEYS if k not in keys]
+                unknown = sum(k not in _TOP_KEYS for k in keys)
+                if not (missing and unknown):
+                    return
+                what = (f"a mapping without {', '.join(missing)}, with {unknown} key{'s' * (unknown > 1)} "
+                        f"a fabric config does not have")
+            else:
+                what = f"a mapping with none of the keys {', '.join(_TOP_KEYS)}"
         elif isinstance(root, yaml.SequenceNode):
             what = "a list"
         else:
@@ -163,7 +177,7 @@ class FabricParser(TopologyReader):
         if root is None:
             raise self.fail(1, "", "empty document: expected a fabric mapping")
         self.check_fabric_document(root)
-        top = self.fields(root, "", _TOP_KEYS, ("name", "security", "masters", "switches"))
+        top = self.fields(root, "", _TOP_KEYS, _REQUIRED_TOP_KEYS)
         name = self.name(top["name"], "name")
         timers = self.timers(top["timers"]) if "timers" in top else Timers()
         security = self.security(top["security"])

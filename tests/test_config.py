@@ -548,6 +548,24 @@ def test_empty_and_non_mapping_documents() -> None:
     expect_error("a: 1\n---\nb: 2\n", 2, "", "YAML")
 
 
+@pytest.mark.parametrize("text", ["mysecret_line_here: 1\nname: clos\n", "name: clos\nhunter2: x\nswitches: []\n",
+                                  "name: t\n5: hunter2\n", "name: t\n[hunter2]: 1\n"])
+def test_a_mapping_with_one_fabric_key_and_others_is_not_quoted(text: str) -> None:
+    """Tester (F7): a file beside the config with one fabric key (`name:`) and others passed the "not a fabric
+    config" guard, and the unknown keys were quoted to the prepare's caller. A file lacking required keys and
+    holding unknown ones is now named by its shape and our own key names only."""
+    e = expect_error(text, 1, "", "not a fabric config (a mapping without ")
+    assert "a fabric config does not have" in e.problem
+    assert not any(w in str(e) for w in ("mysecret", "hunter2", "5", "clos")), str(e)
+
+
+def test_a_config_with_every_required_key_still_names_its_unknown_key() -> None:
+    """The rule keeps the useful errors: a config with name, security, masters and switches names a typo'd
+    key; a file of fabric keys alone names the missing one."""
+    expect_error(edit("links:\n", "linsk:\n"), 24, "linsk", "unknown key 'linsk'")
+    expect_error("name: t\nlinks: []\n", 1, "security", "missing required field")
+
+
 def test_error_message_format() -> None:
     e = ConfigError("f.yaml", 42, "switches[3].id", "duplicate id 7 (also used by spine-2 at line 12)")
     assert str(e) == "f.yaml:42: switches[3].id: duplicate id 7 (also used by spine-2 at line 12)"
