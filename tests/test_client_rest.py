@@ -397,8 +397,8 @@ def test_a_burst_of_connections_is_accepted_at_once(rest: tuple[RestServer, list
     for t in threads:
         t.join(20)
     assert len(results) == n
-    slow = sorted(took for took, _ in results)[-5:]
-    assert max(slow) < 0.9, slow
+    slow = sorted(took for took, _ in results if took >= 0.9)      # a dropped SYN costs >= 1 s; backlog 5: 80-90
+    assert len(slow) <= 2, slow                                     # of 100 (two: scheduling on a loaded host)
     assert all(answer in (b"HTTP/1.1 200", b"HTTP/1.1 503") for _, answer in results), results
 
 
