@@ -13,7 +13,9 @@ requests a minute; importing aiohttp and running an asyncio loop for them cost ~
 of CPU at every start (BENCHMARKS "Client REST on http.server"). ThreadingHTTPServer answers each request on
 its own short-lived thread, so a slow /v1/routes (an OVS read) never blocks /v1/state or /metrics.
 At most MAX_CONNECTIONS at once; each has READ_TIMEOUT seconds in all to send a request, and one that has
-waited EVICT_AFTER for its request makes room for a new connection (slow-header floods: see those names).
+waited EVICT_AFTER for its whole request (headers and body) makes room for a new connection (slow-header and
+slow-body floods: see those names). A request whose answer does not depend on its body (all but an authorised
+POST /v1/reload) is answered from its headers, without waiting for a body.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from proto.argtypes import parse_prefix
+from proto.argtypes import OutOfRange, parse_prefix, parse_uint
 from proto.auth import bearer_denial, unexpected_body
 
 log = logging.getLogger("firepath.client.rest")
@@ -130,10 +132,19 @@ class ClientApi:
         self.registry.register(ClientCollector(status, lambda: self.refused,  # type: ignore[arg-type]
                                                lambda: self.evicted))
 
+    def wants_body(self, method: str, target: str, headers: Any) -> bool:
+        """Whether the answer to this request depends on its body: only for a POST /v1/reload this client
+        has, with the right token. The HTTP layer answers every other request from its headers, without
+        waiting for a body (a slow or never-sent one held its connection, and its thread, until READ_TIMEOUT:
+        32 of them to a 404 path locked the API out)."""
+        return (method == "POST" and _path(target) == "/v1/reload" and self.reload is not None
+                and bearer_denial(headers.get("Authorization"), self.token) is None)
+
     def handle(self, method: str, target: str, headers: Any, body: bytes = b"") -> Answer:
-        """One request: `body` is what the request carried (read by the HTTP layer, at most MAX_BODY)."""
+        """One request: `body` is what the request carried (read by the HTTP layer, at most MAX_BODY; b""
+        when wants_body() said its answer does not depend on it)."""
         url = urlsplit(target)
-        path = url.path.rstrip("/") or "/"
+        path = _path(target)
         gets = {"/v1/state": self._state, "/v1/routes": self._routes, "/metrics": self._metrics}
         posts = {"/v1/reload": self._reload}
         table = gets if method in ("GET", "HEAD") else posts if method == "POST" else {}
@@ -195,6 +206,10 @@ class ClientApi:
         return _json(200, out)
 
 
+def _path(target: str) -> str:
+    return urlsplit(target).path.rstrip("/") or "/"
+
+
 MAX_BODY = 1 << 16      # no endpoint takes a body: one is read (up to this); POST /v1/reload refuses it
 #: Connections served at once (a thread each). More are answered 503 and closed on the accepting thread: a
 #: host that opens thousands of connections must not make thousands of threads on a switch's client.
@@ -206,10 +221,16 @@ MAX_CONNECTIONS = 32
 #: answered every other request 503 for as long as they lasted.
 READ_TIMEOUT = 10.0
 #: When all MAX_CONNECTIONS are busy, a new connection takes the place of the one that has waited longest
-#: for its request, if that one has waited at least this long (seconds); it is closed. A request in
-#: progress is never cut. So slow connections hold this API for at most EVICT_AFTER, not READ_TIMEOUT, even
-#: when they keep coming back.
+#: for its whole request (headers, and the body of an authorised POST /v1/reload), if that one has waited at
+#: least this long (seconds); it is closed. A request received whole is never cut. So slow connections hold
+#: this API for at most EVICT_AFTER, not READ_TIMEOUT, even when they keep coming back. (A connection whose
+#: body was late used to count as a request in progress, never evicted: 32 that sent headers and 1 byte of a
+#: 100-byte body answered every other request 503 for READ_TIMEOUT.)
 EVICT_AFTER = 1.0
+#: Connections the kernel queues for accept() (listen backlog). The stdlib's default 5 left a burst of
+#: connections in SYN retransmits (200 at once: 58 timed out after 20 s) instead of a 503 at once; 128 as
+#: the master's REST (aiohttp's default).
+LISTEN_BACKLOG = 128
 _BUSY_BODY = json.dumps({"error": f"too many connections to this REST API (at most {MAX_CONNECTIONS} at once)"}).encode()
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
          b"Content-Length: %d\r\nRetry-After: 1\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
@@ -253,32 +274,38 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.waiting(self.connection, False)
 
     def _serve(self) -> None:
-        self.server.waiting(self.connection, False)         # its headers are in: no longer evictable
-        if "Transfer-Encoding" in self.headers:     # its body would be read as the next request
-            self._send(_json(411, {"error": "a request body needs a Content-Length (no Transfer-Encoding)"}),
-                       close=True)
+        framing = _body_length(self.headers)
+        if isinstance(framing, tuple):          # the body's end is unknown: answered, and the connection closed
+            self.server.waiting(self.connection, False)
+            self._send(framing, close=True)
             return
-        raw = (self.headers.get("Content-Length") or "0").strip()
-        if not raw.isdigit() or not raw.isascii():
-            self._send(_json(400, {"error": f"bad Content-Length {raw[:40]!r}"}), close=True)
+        length, body = framing, b""
+        if not self.server.api.wants_body(self.command, self.path, self.headers):
+            # answered from its headers; a body not read would be taken for the next request: closed
+            self.server.waiting(self.connection, False)
+            self._answer(b"", close=length > 0)
             return
-        length = int(raw)
-        if length > MAX_BODY:
-            self._send(_json(413, {"error": "request body too large"}), close=True)
-            return
-        body = b""
-        if length:
+        if length:          # still evictable while its body comes: a request is in progress once received whole
             try:
                 body = self.rfile.read(length)
             except TimeoutError:                                 # the body came too slowly
-                self._send(_json(408, {"error": f"request not received within {READ_TIMEOUT:g} s"}), close=True)
+                if self.server.waiting(self.connection, False):
+                    self._send(_json(408, {"error": f"request not received within {READ_TIMEOUT:g} s"}),
+                               close=True)
+                self.close_connection = True
                 return
+        if not self.server.waiting(self.connection, False) or len(body) < length:
+            self.close_connection = True        # evicted, or the client left mid-body: nothing done, no answer
+            return
+        self._answer(body)
+
+    def _answer(self, body: bytes, close: bool = False) -> None:
         try:
             answer = self.server.api.handle(self.command, self.path, self.headers, body)
         except Exception as e:  # noqa: BLE001 - a broken status() must not kill the thread silently
             log.exception("%s %s failed", self.command, self.path)
             answer = _json(500, {"error": f"{type(e).__name__}: {e}"})
-        self._send(answer)
+        self._send(answer, close=close)
 
     def _send(self, answer: Answer, close: bool = False) -> None:
         status, ctype, body = answer
@@ -314,8 +341,31 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("rest %s " + format, self.client_address[0], *args)
 
 
+def _body_length(headers: Any) -> int | Answer:
+    """The length of a request's body from its headers (RFC 9112 §6.3), or the error answer (the connection
+    is then closed: where the request ends is unknown). Content-Length: ASCII digits; given more than once
+    (or as a list) only with one value — differing values are a framing error (a proxy and this server could
+    read two different requests: the first one used to win); Transfer-Encoding is refused, alone (411: no
+    chunked bodies here) or with a Content-Length (400: the two conflict)."""
+    values = [v.strip() for field in headers.get_all("Content-Length", []) for v in field.split(",")]
+    if "Transfer-Encoding" in headers:          # its body would be read as the next request
+        if values:
+            return _json(400, {"error": "Transfer-Encoding and Content-Length together: the request's end is "
+                                        "ambiguous"})
+        return _json(411, {"error": "a request body needs a Content-Length (no Transfer-Encoding)"})
+    if len(set(values)) > 1:
+        return _json(400, {"error": f"Content-Length given {len(values)} times with different values"})
+    try:
+        return parse_uint(values[0], "Content-Length", MAX_BODY) if values else 0
+    except OutOfRange:
+        return _json(413, {"error": "request body too large"})
+    except ValueError as e:
+        return _json(400, {"error": f"bad {e}"})
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
     api: ClientApi
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], max_connections: int) -> None:
@@ -324,12 +374,14 @@ class _Server(ThreadingHTTPServer):
         self._waiting: dict[socket.socket, float] = {}     # connections waiting for a request: since when
         super().__init__(address, handler)
 
-    def waiting(self, conn: socket.socket, yes: bool) -> None:
+    def waiting(self, conn: socket.socket, yes: bool) -> bool:
+        """Mark `conn` waiting for its request (evictable) or not; False when it was no longer waiting
+        (evicted: its request must not be acted on)."""
         with self._lock:
             if yes:
                 self._waiting[conn] = time.monotonic()
-            else:
-                self._waiting.pop(conn, None)
+                return True
+            return self._waiting.pop(conn, None) is not None
 
     def _evict(self) -> bool:
         """Close the connection that has waited longest for its request, if at least EVICT_AFTER."""

@@ -52,6 +52,7 @@ from controller.api import MasterApi
 from controller.clientfetch import ClientFetcher
 from controller.core import Role, UnknownTarget
 from controller.topoview import STATUS_NAMES, FabricView, build_view, link_status
+from proto.argtypes import parse_uint
 from proto.bounded import clipped
 from proto.lsd import LinkState
 from proto.messages import PortStatus
@@ -429,9 +430,11 @@ async def events(request: web.Request) -> web.StreamResponse:
 
 
 def _link_index(feed: PageFeed, ref: str) -> int | None:
-    if ref.isascii() and ref.isdigit():       # '²' and '①' are str.isdigit() too, but not int()
-        i = int(ref)
-        return i if i < len(feed.fabric.links) else None
+    if ref.isascii() and ref.isdigit():       # an LSD index ('²' and '①' are str.isdigit() too, but not int())
+        try:          # 5,000 digits: int() raised its own ValueError (a 500); proto.argtypes.parse_uint
+            return parse_uint(ref, "link", len(feed.fabric.links) - 1)
+        except ValueError:
+            return None
     try:
         return feed.server.core.link_index(ref)
     except UnknownTarget:

@@ -26,12 +26,13 @@ from controller.page import add_page_routes
 from controller.restgate import MAX_CONNECTIONS, ConnectionGate, GatedSite
 from controller.restguard import QuietServerLog, client_gone, error_response, json_errors, strict_json_bodies
 from controller.rollout_rest import add_rollout_routes
+from proto.argtypes import parse_uint
 from proto.auth import bearer_denial
-from proto.bounded import clipped
 from proto.config import Role as SwitchRole
 from proto.drains import MAX_REASON, MAX_WHO, DrainNote
 from proto.logsetup import kv
 from proto.lsd import DRAINED_STATES, LinkState
+from proto.wire import MAX_U63
 
 log = logging.getLogger("firepath.master.rest")
 
@@ -85,10 +86,10 @@ async def lsd(request: web.Request) -> web.Response:
         return _error(400, "since: given more than once")
     since_raw = request.query.get("since")
     if since_raw is not None:
-        try:
-            since = int(since_raw)
-        except ValueError:
-            return _error(400, f"since: expected an integer version, got {clipped(since_raw)}")
+        try:     # int() read "-1", " 1", "+5", "1_0" and "٣" (= 3): digits 0-9 only (proto.argtypes.parse_uint)
+            since = parse_uint(since_raw, "since", MAX_U63)
+        except ValueError as e:
+            return _error(400, f"{e} (an LSD version)")
         changes = s.core.lsd.changes_since(since)
         if changes is not None:
             out.update(full=False, since=since,

@@ -10,18 +10,45 @@ import math
 from collections.abc import Callable
 from typing import TypeVar
 
-__all__ = ["at_most", "ipv4", "ipv4_list", "ipv4_prefix", "non_negative_float", "ovsdb_target", "non_negative_int",
-           "parse_prefix", "port", "port_or_zero", "positive_float", "positive_int", "positive_seconds"]
+__all__ = ["OutOfRange", "at_most", "ipv4", "ipv4_list", "ipv4_prefix", "non_negative_float", "ovsdb_target",
+           "non_negative_int", "parse_prefix", "parse_uint", "port", "port_or_zero", "positive_float", "positive_int",
+           "positive_seconds"]
 
 
 _N = TypeVar("_N", int, float)
 
 
+class OutOfRange(ValueError):
+    """parse_uint: well-formed digits, but a value above the maximum (an HTTP layer may answer it otherwise,
+    e.g. a Content-Length over the body limit is a 413, not a 400)."""
+
+
+def _shown(text: str, keep: int = 40) -> str:
+    """`text` as an error quotes it: its repr, cut to `keep` characters (a peer's 60 KB value is not echoed)."""
+    return f"{text[:keep]!r}... ({len(text)} characters)" if len(text) > keep else repr(text)
+
+
+def parse_uint(text: str, name: str, maximum: int) -> int:
+    """A non-negative integer as a query parameter, header or path carries it (`?since=41`, `Content-Length`):
+    ASCII digits 0-9 only, 0..`maximum`; the one parser of such values in both REST APIs.
+
+    Why not int(): it also reads "-1", " 5 ", "+5", "1_0" and other scripts' digits ("٣" is 3), so
+    `?since=%D9%A3` answered for version 3, and above 4300 digits it raises a ValueError of its own.
+    Raises ValueError naming `name` and quoting the value cut short; OutOfRange (a ValueError) for digits
+    above `maximum` (never converted when they have more digits than `maximum`)."""
+    if not (text.isascii() and text.isdigit()):
+        raise ValueError(f"{name}: expected a whole number written with digits 0-9, got {_shown(text)}")
+    if len(text.lstrip("0")) > len(str(maximum)) or int(text) > maximum:
+        raise OutOfRange(f"{name}: {_shown(text)} is above the maximum {maximum}")
+    return int(text)
+
+
 def _int(text: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    """An option's integer: an optional '-' and ASCII digits (int() also took "+5", " 5", "1_0", "٣")."""
+    digits = text[1:] if text.startswith("-") else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 30):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not an integer")
+    return int(text, 10)
 
 
 def port(text: str) -> int:

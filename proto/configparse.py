@@ -33,10 +33,13 @@ from proto.fabricmodel import (
     Routing,
     Security,
     Timers,
+    quoted,
 )
 
 _TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "routing", "guard", "damping",
              "masters", "switches", "links")
+_REQUIRED_TOP_KEYS = ("name", "security", "masters", "switches")
+_T_STR = "tag:yaml.org,2002:str"
 _MASTER_KEYS = ("id", "address", "client_port", "peer_port", "rest_port", "priority")
 # YAML timer key -> (Timers field, kind). kind "ms": milliseconds -> seconds; "rate": per second; "count".
 _TIMER_KEYS: dict[str, tuple[str, str]] = {
@@ -134,11 +137,23 @@ class FabricParser(TopologyReader):
     def check_fabric_document(self, root: yaml.Node) -> None:
         """A document that is not a fabric config at all (a secret file, /etc/shadow: a string; a list; a
         mapping with none of the fabric's keys) is reported by its type, never by its text: a master's REST
-        answers a prepare with this message, and the admin token must not read files through it."""
+        answers a prepare with this message, and the admin token must not read files through it.
+
+        A mapping with some of the fabric's keys is one only when it has every required one, or no other
+        keys: `mysecret_line_here: 1` beside `name: clos` was quoted as an unknown key. So an unknown key is
+        named only in a file with name, security, masters and switches (a config with a typo), and a missing
+        key only in a file of nothing but fabric keys; else this error, naming only our own keys."""
         if isinstance(root, yaml.MappingNode):
-            if any(isinstance(k, yaml.ScalarNode) and k.value in _TOP_KEYS for k, _v in root.value):
-                return
-            what = f"a mapping with none of the keys {', '.join(_TOP_KEYS)}"
+            keys = [k.value if isinstance(k, yaml.ScalarNode) and k.tag == _T_STR else None for k, _v in root.value]
+            if any(k in _TOP_KEYS for k in keys):
+                missing = [k for k in _REQUIRED_TOP_KEYS if k not in keys]
+                unknown = sum(k not in _TOP_KEYS for k in keys)
+                if not (missing and unknown):
+                    return
+                what = (f"a mapping without {', '.join(missing)}, with {unknown} key{'s' * (unknown > 1)} "
+                        f"a fabric config does not have")
+            else:
+                what = f"a mapping with none of the keys {', '.join(_TOP_KEYS)}"
         elif isinstance(root, yaml.SequenceNode):
             what = "a list"
         else:
@@ -162,7 +177,7 @@ class FabricParser(TopologyReader):
         if root is None:
             raise self.fail(1, "", "empty document: expected a fabric mapping")
         self.check_fabric_document(root)
-        top = self.fields(root, "", _TOP_KEYS, ("name", "security", "masters", "switches"))
+        top = self.fields(root, "", _TOP_KEYS, _REQUIRED_TOP_KEYS)
         name = self.name(top["name"], "name")
         timers = self.timers(top["timers"]) if "timers" in top else Timers()
         security = self.security(top["security"])
@@ -173,7 +188,7 @@ class FabricParser(TopologyReader):
         if "liveness" in top:
             liveness = self.string(top["liveness"], "liveness")
             if liveness not in LIVENESS_MODES:
-                raise self.fail(top["liveness"], "liveness", f"{liveness!r} is not one of: {', '.join(LIVENESS_MODES)}")
+                raise self.fail(top["liveness"], "liveness", f"{quoted(liveness)} is not one of: {', '.join(LIVENESS_MODES)}")
         guard = self.guard(top["guard"]) if "guard" in top else Guard()
         damping = self.damping(top["damping"]) if "damping" in top else Damping()
         masters = self.masters(top["masters"])
@@ -221,14 +236,14 @@ class FabricParser(TopologyReader):
         unknown; logs and the lab's namespaces name nodes): a name must name one node."""
         for mid, (node, field) in self.master_id_nodes.items():
             if mid in self.switch_line:
-                raise self.fail(node, field, f"{mid!r} is also the name of a switch (line "
+                raise self.fail(node, field, f"{quoted(mid)} is also the name of a switch (line "
                                              f"{self.switch_line[mid]}): masters and switches need distinct names")
         for hname, (node, field) in self.host_names.items():
             if hname in self.switch_line:
-                raise self.fail(node, field, f"{hname!r} is also the name of a switch (line "
+                raise self.fail(node, field, f"{quoted(hname)} is also the name of a switch (line "
                                              f"{self.switch_line[hname]}): hosts and switches need distinct names")
             if hname in self.master_id_nodes:
-                raise self.fail(node, field, f"{hname!r} is also the id of a master (line "
+                raise self.fail(node, field, f"{quoted(hname)} is also the id of a master (line "
                                              f"{_line(self.master_id_nodes[hname][0])}): hosts and masters need "
                                              f"distinct names")
 
@@ -241,7 +256,7 @@ class FabricParser(TopologyReader):
             field_name = f"routing.transit_roles[{j}]"
             role = self.string(rnode, field_name)
             if role not in _ROLES:
-                raise self.fail(rnode, field_name, f"{role!r} is not one of: {', '.join(_ROLES)}")
+                raise self.fail(rnode, field_name, f"{quoted(role)} is not one of: {', '.join(_ROLES)}")
             if role in roles:
                 raise self.fail(rnode, field_name, f"{role} listed twice")
             roles.append(role)
@@ -372,7 +387,7 @@ class FabricParser(TopologyReader):
                     raise self.fail(f[key], f"distribution.{key}", "only allowed with mode: multicast")
             return Distribution()
         if mode != "multicast":
-            raise self.fail(f["mode"], "distribution.mode", f"{mode!r} is not one of: unicast, multicast")
+            raise self.fail(f["mode"], "distribution.mode", f"{quoted(mode)} is not one of: unicast, multicast")
         for key in ("group", "port"):
             if key not in f:
                 raise self.fail(node, f"distribution.{key}", "missing required field (mode: multicast)")
@@ -464,7 +479,7 @@ class FabricParser(TopologyReader):
             f = self.fields(item, path, _MASTER_KEYS, ("id", "address", "client_port", "peer_port", "rest_port"))
             mid = self.name(f["id"], f"{path}.id")
             if mid in ids:
-                raise self.fail(f["id"], f"{path}.id", f"duplicate master id {mid!r} (also at line {ids[mid]})")
+                raise self.fail(f["id"], f"{path}.id", f"duplicate master id {quoted(mid)} (also at line {ids[mid]})")
             ids[mid] = _line(f["id"])
             self.master_id_nodes[mid] = (f["id"], f"{path}.id")
             address = self.unicast_address(f["address"], f"{path}.address")

@@ -32,6 +32,8 @@ from proto.fabricmodel import (
     Role,
     Switch,
     default_hash_basis,
+    listed,
+    quoted,
 )
 
 _SWITCH_KEYS = (
@@ -97,7 +99,7 @@ class TopologyReader(NodeReader):
             name = self.name(f["name"], f"{path}.name")
             if name in self.switch_line:
                 raise self.fail(
-                    f["name"], f"{path}.name", f"duplicate switch name {name!r} (also at line {self.switch_line[name]})"
+                    f["name"], f"{path}.name", f"duplicate switch name {quoted(name)} (also at line {self.switch_line[name]})"
                 )
             self.switch_line[name] = _line(f["name"])
             sid = self.integer(f["id"], f"{path}.id", 1, MAX_SWITCH_ID)
@@ -109,7 +111,7 @@ class TopologyReader(NodeReader):
             role = _ROLES.get(role_name)
             if role is None:
                 raise self.fail(
-                    f["role"], f"{path}.role", f"{role_name!r} is not one of: {', '.join(_ROLES)}"
+                    f["role"], f"{path}.role", f"{quoted(role_name)} is not one of: {', '.join(_ROLES)}"
                 )
             prefixes: list[IPv4Network] = []
             if "prefixes" in f:
@@ -175,14 +177,14 @@ class TopologyReader(NodeReader):
                     hname = self.name(hf["name"], f"{hpath}.name")
                     if hname in host_names:
                         raise self.fail(hf["name"], f"{hpath}.name",
-                                        f"duplicate host name {hname!r} (also at line {_line(host_names[hname][0])})")
+                                        f"duplicate host name {quoted(hname)} (also at line {_line(host_names[hname][0])})")
                     host_names[hname] = (hf["name"], f"{hpath}.name")
                     port = self.integer(hf["port"], f"{hpath}.port", 1, MAX_OF_PORT)
                     self.use_port(name, port, hf["port"], (i, -1 - j))
                     ip = self.address(hf["ip"], f"{hpath}.ip")
                     subnet = next((p for p in prefixes if ip in p), None)
                     if subnet is None:
-                        subnets = ", ".join(str(p) for p in prefixes) or "none"
+                        subnets = listed(prefixes) or "none"
                         raise self.fail(
                             hf["ip"], f"{hpath}.ip", f"{ip} is outside the subnets of tor {name} ({subnets})"
                         )
@@ -213,7 +215,7 @@ class TopologyReader(NodeReader):
                     except ValueError:
                         ok = False
                 if not ok:
-                    raise self.fail(f["ovs"], f"{path}.ovs", f"{ovs!r} is not tcp:IPV4:PORT")
+                    raise self.fail(f["ovs"], f"{path}.ovs", f"{quoted(ovs)} is not tcp:IPV4:PORT")
             rest_port = self.integer(f["rest_port"], f"{path}.rest_port", 1, 65535) if "rest_port" in f else None
             hash_basis = (
                 self.integer(f["hash_basis"], f"{path}.hash_basis", 0, MAX_HASH_BASIS)
@@ -308,7 +310,7 @@ class TopologyReader(NodeReader):
             try:
                 local = IPv4Interface(text)
             except ValueError as e:
-                raise self.fail(pf["local_address"], f"{pp}.local_address", f"{text!r}: {e}") from None
+                raise self.fail(pf["local_address"], f"{pp}.local_address", f"{quoted(text)}: {e}") from None
             if address == local.ip:
                 raise self.fail(pf["local_address"], f"{pp}.local_address",
                                 f"{local.ip} is the peer's address too: local_address is the border's own address "
@@ -527,7 +529,7 @@ class TopologyReader(NodeReader):
         for i, ok in enumerate(linked):
             if not ok:
                 sw = switches[i]
-                also = f" or its host(s) {', '.join(h.name for h in sw.hosts)}" if sw.hosts else ""
+                also = f" or its host(s) {listed(h.name for h in sw.hosts)}" if sw.hosts else ""
                 raise self.fail(self.switch_nodes[i], f"switches[{i}]",
                                 f"{sw.role} {sw.name} has no fabric link (no entry of links: names it): no other "
                                 f"switch can reach it{also}")
@@ -567,9 +569,9 @@ class TopologyReader(NodeReader):
         value = self.string(node, field)
         switch, sep, port_text = value.rpartition(":")
         if not sep or not switch or not port_text.isdigit() or not port_text.isascii():
-            raise self.fail(node, field, f"{value!r} is not SWITCH:PORT")
+            raise self.fail(node, field, f"{quoted(value)} is not SWITCH:PORT")
         if switch not in self.switch_line:
-            raise self.fail(node, field, f"unknown switch {switch!r}")
+            raise self.fail(node, field, f"unknown switch {quoted(switch)}")
         port = int(port_text)
         if not 1 <= port <= MAX_OF_PORT:
             raise self.fail(node, field, f"port {port} out of range 1..{MAX_OF_PORT}")

@@ -11,9 +11,7 @@ from typing import Any
 import yaml
 
 # Key ids on the wire (a u8, 0 reserved); the single-secret form ``key_file`` is key id 1.
-from proto.fabricmodel import (
-    ConfigError,
-)
+from proto.fabricmodel import ConfigError, cut, quoted
 
 _T_STR = "tag:yaml.org,2002:str"
 _T_INT = "tag:yaml.org,2002:int"
@@ -136,10 +134,10 @@ def _kind(node: yaml.Node) -> str:
     if _scientific(node):
         return f"the number {node.value}"
     if tag == _T_STR:
-        return f"the string {node.value!r}"
+        return f"the string {quoted(node.value)}"
     if tag == _T_NULL:
         return "null"
-    return f"{tag.rsplit(':', 1)[-1]} {node.value}"
+    return f"{tag.rsplit(':', 1)[-1]} {cut(node.value)}"
 
 
 class NodeReader:
@@ -172,9 +170,11 @@ class NodeReader:
                 continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _T_STR or key not in allowed:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.tag == _T_STR:
-                    what = f"unknown key {key!r}"
+                    what = f"unknown key {quoted(key)}"
                 else:
                     what = f"unknown key {_kind(key_node)}"
+                if isinstance(key, str):
+                    key = cut(key)
                 where = f"{path}.{key}" if path and isinstance(key, str) else (key if isinstance(key, str) else path)
                 raise self.fail(key_node, where, f"{what} (expected one of: {', '.join(allowed)})")
             if key in out:
@@ -220,7 +220,7 @@ class NodeReader:
         value = self.string(node, field)
         if not _NAME_RE.match(value):
             raise self.fail(
-                node, field, f"bad name {value!r}: use 1-63 characters of letters, digits, '.', '_', '-'"
+                node, field, f"bad name {quoted(value)}: use 1-63 characters of letters, digits, '.', '_', '-'"
             )
         return value
 
@@ -270,7 +270,7 @@ class NodeReader:
         try:
             return IPv4Address(value)
         except ValueError:
-            raise self.fail(node, field, f"{value!r} is not an IPv4 address") from None
+            raise self.fail(node, field, f"{quoted(value)} is not an IPv4 address") from None
 
     def unicast_address(self, node: yaml.Node, field: str) -> IPv4Address:
         """An IPv4 address a host can have (`special_use` with `local_ok`): loopback (127/8) and link-local
@@ -291,16 +291,16 @@ class NodeReader:
                 return IPv4Network((addr, plen))
         if "/" not in value:
             # ipaddress would take "0.0.0.0" as 0.0.0.0/32: a default route silently lost.
-            raise self.fail(node, field, f"{value!r} has no prefix length (write it as a.b.c.d/len)")
+            raise self.fail(node, field, f"{quoted(value)} has no prefix length (write it as a.b.c.d/len)")
         try:
             return IPv4Network(value)
         except ValueError as e:
-            raise self.fail(node, field, f"{value!r} is not an IPv4 prefix ({e})") from None
+            raise self.fail(node, field, f"{quoted(value)} is not an IPv4 prefix ({e})") from None
 
     def mac(self, node: yaml.Node, field: str) -> str:
         value = self.string(node, field)
         if not _MAC_RE.match(value):
-            raise self.fail(node, field, f"{value!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+            raise self.fail(node, field, f"{quoted(value)} is not a MAC address (aa:bb:cc:dd:ee:ff)")
         value = value.lower()
         if int(value[:2], 16) & 1:
             raise self.fail(node, field, f"{value} is a multicast MAC address")
@@ -313,11 +313,11 @@ class NodeReader:
         if not value:
             raise self.fail(node, field, "empty path")
         if "\0" in value:
-            raise self.fail(node, field, f"path {value!r} contains a NUL character")
+            raise self.fail(node, field, f"path {quoted(value)} contains a NUL character")
         try:
             p = Path(value).expanduser()
         except RuntimeError:            # ~user of no such user, or ~ without a home directory
-            raise self.fail(node, field, f"path {value!r}: cannot expand {value.split('/')[0]!r}") from None
+            raise self.fail(node, field, f"path {quoted(value)}: cannot expand {quoted(value.split('/')[0])}") from None
         return p if p.is_absolute() else self.base_dir / p
 
     def boolean(self, node: yaml.Node, field: str) -> bool:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
@@ -55,7 +57,11 @@ __all__ = [
     "Switch",
     "Timers",
     "default_hash_basis",
+    "bounded",
+    "cut",
     "external_prefixes",
+    "listed",
+    "quoted",
 ]
 
 MAX_OF_PORT = 65279  # OFPP_MAX: highest physical OpenFlow port number
@@ -73,14 +79,62 @@ def default_hash_basis(switch_id: int) -> int:
     return (switch_id * 0x9E3779B1) & MAX_HASH_BASIS
 
 
+#: A config error quotes a value of the file (a name, an address, a key) cut to this many characters, and
+#: lists at most LIST_KEEP items: a 10 MB switch name made a 10 MB error line (on a master's SIGHUP reload,
+#: one line of its log), a ToR with 4000 prefixes one message naming all 4000.
+QUOTE_KEEP = 64
+LIST_KEEP = 5
+#: The backstop in ConfigError itself, for a message that did not go through quoted()/listed(): a run of
+#: non-blank characters over RUN_KEEP + 16 is cut to RUN_KEEP (a file path the operator must read stays whole),
+#: then the whole problem (field) to MAX_PROBLEM (MAX_FIELD) characters.
+RUN_KEEP = 256
+_LONG_RUN = re.compile(rf"\S{{{RUN_KEEP + 17},}}")
+MAX_PROBLEM = 2000
+MAX_FIELD = 300
+
+
+def cut(text: str, keep: int = QUOTE_KEEP) -> str:
+    """`text` cut to its first `keep` characters with its length when longer ("9999… (100,000 characters)"):
+    an unquoted value or a key in a field path."""
+    return f"{text[:keep]}… ({len(text):,} characters)" if len(text) > keep else text
+
+
+def quoted(value: str, keep: int = QUOTE_KEEP) -> str:
+    """`value` as a config error quotes it: its repr, cut to its first `keep` characters with its length
+    when longer ("'aaaa…' (10,000,000 characters)")."""
+    if len(value) <= keep:
+        return repr(value)
+    return f"{value[:keep] + '…'!r} ({len(value):,} characters)"
+
+
+def listed(items: Iterable[object], keep: int = LIST_KEEP) -> str:
+    """Items as a config error lists them: the first `keep`, comma-separated, then "and N more"."""
+    items = list(items)
+    head = ", ".join(map(str, items[:keep]))
+    return f"{head} and {len(items) - keep} more" if len(items) > keep else head
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text` with each run of non-blank characters over RUN_KEEP + 16 cut to RUN_KEEP ("…" and its length),
+    then cut to at most `limit` characters in all. Idempotent: what it returns comes back unchanged."""
+    text = _LONG_RUN.sub(lambda m: f"{m[0][:RUN_KEEP]}… ({len(m[0]):,} characters)", text)
+    if len(text) > limit:
+        tail = f"… ({len(text):,} characters)"
+        text = text[:limit - len(tail)] + tail
+    return text
+
+
 class ConfigError(ValueError):
     """A config problem: `str(e) == f"{file}:{line}: {field}: {problem}"`.
 
     `line` is None when the problem has no YAML line (unreadable file); it is then left out of the message,
-    and so is an empty `field`.
+    and so is an empty `field`. `field` and `problem` are kept bounded (`bounded`: at most MAX_FIELD and
+    MAX_PROBLEM characters, no run of over ~270 without a blank), whatever the file holds: the sites quote
+    values with `quoted` and lists with `listed`, this is the backstop.
     """
 
     def __init__(self, file: str, line: int | None, field: str, problem: str) -> None:
+        field, problem = bounded(field, MAX_FIELD), bounded(problem, MAX_PROBLEM)
         self.file = file
         self.line = line
         self.field = field

@@ -637,11 +637,71 @@ def test_empty_and_non_mapping_documents() -> None:
     expect_error("a: 1\n---\nb: 2\n", 2, "", "YAML")
 
 
+@pytest.mark.parametrize("text", ["mysecret_line_here: 1\nname: clos\n", "name: clos\nhunter2: x\nswitches: []\n",
+                                  "name: t\n5: hunter2\n", "name: t\n[hunter2]: 1\n"])
+def test_a_mapping_with_one_fabric_key_and_others_is_not_quoted(text: str) -> None:
+    """Tester (F7): a file beside the config with one fabric key (`name:`) and others passed the "not a fabric
+    config" guard, and the unknown keys were quoted to the prepare's caller. A file lacking required keys and
+    holding unknown ones is now named by its shape and our own key names only."""
+    e = expect_error(text, 1, "", "not a fabric config (a mapping without ")
+    assert "a fabric config does not have" in e.problem
+    assert not any(w in str(e) for w in ("mysecret", "hunter2", "5", "clos")), str(e)
+
+
+def test_a_config_with_every_required_key_still_names_its_unknown_key() -> None:
+    """The rule keeps the useful errors: a config with name, security, masters and switches names a typo'd
+    key; a file of fabric keys alone names the missing one."""
+    expect_error(edit("links:\n", "linsk:\n"), 24, "linsk", "unknown key 'linsk'")
+    expect_error("name: t\nlinks: []\n", 1, "security", "missing required field")
+
+
 def test_error_message_format() -> None:
     e = ConfigError("f.yaml", 42, "switches[3].id", "duplicate id 7 (also used by spine-2 at line 12)")
     assert str(e) == "f.yaml:42: switches[3].id: duplicate id 7 (also used by spine-2 at line 12)"
     assert isinstance(e, ValueError)
     assert str(ConfigError("f.yaml", None, "", "cannot read")) == "f.yaml: cannot read"
+
+
+@pytest.mark.parametrize(("old", "new", "field", "fragment"), [
+    ("name: t\n", 'name: "' + "a" * 10_000_000 + '"\n', "name", "bad name 'aaaa"),
+    ("  - name: tor-2\n", "  - name: " + "b" * 5000 + "\n", "switches[2].name", "bad name 'bbbb"),
+    ("    id: 3\n", '    id: "' + "7" * 100_000 + '"\n', "switches[2].id", "expected an integer, got the string"),
+    ("    role: spine\n", "    role: " + "r" * 100_000 + "\n", "switches[0].role", "is not one of"),
+    ("    loopback: 10.255.0.3/32\n", "    loopback: " + "9" * 100_000 + "\n", "switches[2].loopback",
+     "expected a string"),
+    ("    id: 3\n", "    id: 3\n    " + "k" * 1000 + ": 1\n", "switches[2].kkkk", "unknown key 'kkkk"),
+    ("{name: h2, port: 100, ip: 10.2.0.10,", "{name: h2, port: 100, ip: 10.200.0.10,", "switches[2].hosts[0].ip",
+     "10.200.0.10 is outside the subnets of tor tor-2 (10.2.0.0/24, 10.2.1.0/24, 10.2.2.0/24, 10.2.3.0/24, "
+     "10.2.4.0/24 and 3995 more)"),
+])
+def test_config_errors_quote_values_and_lists_bounded(old: str, new: str, field: str, fragment: str) -> None:
+    """Tester (F1): a 10 MB name made a 10 MB error line (a master's SIGHUP reload logged it as one line), and a
+    ToR with 4000 prefixes one message listing all 4000. A quoted value is cut to QUOTE_KEEP characters with
+    its length, a list to LIST_KEEP items and "and N more"; ConfigError bounds whatever else gets through."""
+    from proto.fabricmodel import QUOTE_KEEP
+    text = edit(old, new)
+    if "4000" in fragment or "3995" in fragment:
+        many = ", ".join(str(IPv4Network((0x0A020000 + (i << 8), 24))) for i in range(4000))
+        text = edit("prefixes: [10.2.0.0/24]", f"prefixes: [{many}]", text)
+    with pytest.raises(ConfigError) as info:
+        parse_fabric(text, source="t.yaml")
+    e = info.value
+    assert e.field.startswith(field) and fragment in e.problem, str(e)[:600]
+    assert len(str(e)) < 400, str(e)[:600]
+    if len(new) > 1000:
+        assert "characters)" in str(e) and new.strip()[-(QUOTE_KEEP + 20):] not in str(e)
+
+
+def test_config_error_itself_bounds_what_it_is_given() -> None:
+    """The backstop for a site that quoted a value whole: no run of over RUN_KEEP + 16 non-blank characters,
+    at most MAX_PROBLEM / MAX_FIELD characters, and a second ConfigError of the same parts (a re-raise with
+    a new line) leaves them as they are."""
+    from proto.fabricmodel import MAX_FIELD, MAX_PROBLEM
+    e = ConfigError("f.yaml", 3, "links[0]." + "k" * 50_000, "value " + repr("v" * 50_000) + " is bad; " + "w " * 50_000)
+    assert len(e.field) <= MAX_FIELD and len(e.problem) <= MAX_PROBLEM, (len(e.field), len(e.problem))
+    assert "(50,009 characters)" in e.field and "(50,002 characters)" in e.problem and e.problem.endswith(")")
+    again = ConfigError("f.yaml", 4, e.field, e.problem)
+    assert (again.field, again.problem) == (e.field, e.problem)
 
 
 def _bad_files() -> list[Path]:

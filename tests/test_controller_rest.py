@@ -106,6 +106,24 @@ def test_lsd_since(tmp_path: Path) -> None:
     run(tmp_path, body)
 
 
+def test_lsd_since_takes_ascii_digits_only(tmp_path: Path) -> None:
+    """Tester (F6): int() read `since=-1` (answered `since: -1`), Arabic-Indic digits (`%D9%A3` was version
+    3), `1_0` (10), spaces and `+5`. Now anything but ASCII digits 0-9 within a version's range (0..2^63-1)
+    is a 400 naming the parameter, the value quoted cut short."""
+    async def body(server: MasterServer, c: TestClient) -> None:
+        hostile = ["-1", "%D9%A3", "1_0", "%20%201", "1%20", "%2B5", "0x1", "", "%EF%BC%91",   # fullwidth 1
+                   str(2**63), "9" * 5000]
+        for raw in hostile:
+            r = await c.get(f"/v1/lsd?since={raw}")
+            error = (await r.json())["error"]
+            assert r.status == 400 and error.startswith("since: ") and len(error) < 200, (raw, error)
+        for ok in ("0", "00", str(2**63 - 1)):
+            r = await c.get(f"/v1/lsd?since={ok}")
+            assert r.status == 200 and (await r.json())["since"] == int(ok), ok
+
+    run(tmp_path, body)
+
+
 def test_drain_auth_and_validation(tmp_path: Path) -> None:
     async def body(server: MasterServer, c: TestClient) -> None:
         link = {"link": "leaf-1:1-spine-1:1"}

@@ -337,6 +337,7 @@ def test_a_prepare_reads_only_fabric_configs_in_the_config_directory_and_never_q
         (tmp_path / "escape.yaml").symlink_to(outside)
         (tmp_path / "notes.txt").write_text("hunter2-inside-secret\n")
         (tmp_path / "other.yaml").write_text("password: hunter2-value\n")
+        (tmp_path / "mixed.yaml").write_text("hunter2_line_here: 1\nname: clos\n")     # tester F7: one fabric key
         nxt = next_config(tmp_path)
         cases = [
             (str(tmp_path / "fabric.key"), "secret file"),
@@ -350,6 +351,7 @@ def test_a_prepare_reads_only_fabric_configs_in_the_config_directory_and_never_q
             (str(tmp_path / "state"), "not a regular file"),
             (str(tmp_path / "notes.txt"), "not a fabric config (a string)"),
             (str(tmp_path / "other.yaml"), "not a fabric config (a mapping with none of the keys"),
+            (str(tmp_path / "mixed.yaml"), "not a fabric config (a mapping without security, masters, switches"),
         ]
         for path, why in cases:
             r = await c.post("/v1/rollout/prepare", json={"config": path}, headers=AUTH)
