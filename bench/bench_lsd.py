@@ -50,8 +50,8 @@ def make_states(n: int, kind: str, rng: random.Random) -> bytes:
         return bytes([LinkState.UP]) * n
     if kind == "all down":
         return bytes(n)
-    if kind == "random 3-state (worst)":
-        return bytes(rng.randrange(3) for _ in range(n))
+    if kind == "random 4-state (worst)":
+        return bytes(rng.randrange(len(LinkState)) for _ in range(n))
     fraction = float(kind.split()[1].rstrip("%")) / 100
     states = bytearray([LinkState.UP]) * n
     for i in rng.sample(range(n), int(n * fraction)):
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'state':<24}{'snapshot B':>12}{'datagram B':>12}{'fits':>6}{'encode ms':>11}{'decode ms':>11}")
     ok = True
     for kind in ("all up", "all down", "random 1% down", "random 10% down", "random 50% down",
-                 "random 3-state (worst)"):
+                 "random 4-state (worst)"):
         states = make_states(n, kind, rng)
         snap = encode_snapshot(states)
         assert decode_snapshot(snap, n) == states
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     # -- deltas --------------------------------------------------------------------------------------
     print(f"\n{'delta':<24}{'changes B':>12}{'datagram B':>12}{'encode ms':>11}{'decode ms':>11}")
     for k in (1, 100, 1000, n // 10):
-        changes = {i: LinkState(rng.randrange(3)) for i in rng.sample(range(n), k)}
+        changes = {i: LinkState(rng.randrange(len(LinkState))) for i in rng.sample(range(n), k)}
         enc_bytes = encode_changes(changes)
         datagram = master.encode(LsdDelta(MASTER, 1, 1, 2, enc_bytes), to=SWITCH)
         enc = best_of(lambda c=changes: encode_changes(c), repeat)

@@ -473,7 +473,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "but idle CPU and memory grow with the switches (lab/plumbing.py)")
     up.add_argument("--timeout", type=positive_seconds, default=90.0, help="seconds to wait for convergence")
     up.add_argument("--external-masters", metavar="CONFIG",
-                    help="use the masters of CONFIG already running on this machine (e.g. docker/compose.yaml) "
+                    help="use the masters of CONFIG already running on this machine (e.g. docker/fabric.yaml, the config docker/compose.yaml runs) "
                          "instead of starting them; see `lab config` and lab/external.py")
     up.set_defaults(func=_guard(cmd_up))
 

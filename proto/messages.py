@@ -2,7 +2,7 @@
 
 Datagram framing (integers big-endian)::
 
-    b"FP" | version u8 (=4) | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 |
+    b"FP" | version u8 (=5, WIRE_VERSION) | msg type u8 | key kind u8 | key id u8 | incarnation u64 | seq u64 |
     offer u64 | reflect u64 | group seq u64 | sender (u8 len + utf8) | key owner (u8 len + utf8) |
     msgpack payload | HMAC-SHA256 tag (32 B)
 
