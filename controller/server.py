@@ -340,9 +340,10 @@ class MasterServer(ReloadOps):
             if e.reason == "stale":
                 self._answer_stale(e.sender, addr)
             return
+        now = self.now() if at is None else at
         if sender not in self.master_addrs and sender != self.id:
             self.addresses[sender] = addr
-            self.duplicates.heard(sender, self.codec.incarnation_of(sender), addr, self.now())
+            self.duplicates.heard(sender, self.codec.incarnation_of(sender), addr, now)
             if self.codec.last_new_peer == sender:
                 self.core.peer_restarted(sender)
         if isinstance(msg, Challenge):  # freshness only: the Codec took what it carries
@@ -353,7 +354,6 @@ class MasterServer(ReloadOps):
             # before start(), and the core's role is not decided yet.
             self.metrics.rejected.labels("not_started").inc()
             return
-        now = self.now() if at is None else at
         self._report = (sender, msg.ports, t0) if isinstance(msg, PortReport) else None
         self._from = addr
         try:
