@@ -28,7 +28,8 @@ challenge, which is then redrawn: a frame captured before a restart of either si
 challenge, so it is rejected as ``stale`` and changes no state (it only updates which offer the receiver
 reflects next). The accepting frame also closes both windows below it (its seq; its group seq): frames
 of that incarnation sent before it may predate the receiver's restart. Group frames need an incarnation
-already accepted.
+already accepted. A runtime may refuse such a new incarnation (``Codec.admit``, reason ``duplicate``: a
+master refuses the older of two live client processes of one switch, controller.dupclients).
 
 The payload is a msgpack array of the message's fields in declaration order; nested ``PortStatus`` and
 ``Endpoint`` values are arrays too, ``None`` is nil, byte strings are msgpack bin. The messages are msgspec
