@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from controller.core import MasterCore
+from controller.dupclients import DuplicateClients
 from controller.metrics import MasterMetrics
 from controller.roles import RoleDriver
 from proto.config import Fabric
@@ -23,6 +24,7 @@ class MasterApi(Protocol):
     driver: RoleDriver | None                # read only: view(now)
     metrics: MasterMetrics
     addresses: dict[str, tuple[str, int]]    # switch -> last UDP source address
+    duplicates: DuplicateClients             # read only: view(switch, now), active(switch, now)
     persist_error: str | None
     observers: list[Any]                     # read-only observers: reported(switch, ports), changed()
     bind: str

@@ -46,6 +46,11 @@ class MasterMetrics:
             "Challenges sent in answer to stale frames (restarted peers, replays), rate-limited per peer",
             registry=r,
         )
+        self.duplicate_clients = Counter(
+            "firepath_master_duplicate_clients_total",
+            "Episodes of two live client processes for one switch (the older refused while the newer is live; "
+            "log event duplicate_client)", ["switch"], registry=r,
+        )
         self.reports = Counter("firepath_master_reports_accepted_total", "Port reports accepted", registry=r)
         self.persist_failures = Counter(
             "firepath_master_state_persist_failures_total",

@@ -149,10 +149,13 @@ async def clients(request: web.Request) -> web.Response:
             "last_heard_age": None if c.last_heard_age is None else round(c.last_heard_age, 4),
             "acked_term": c.acked_term, "acked_version": c.acked_version, "sent_version": c.sent_version,
             "lag": c.lag, "fulls_sent": c.fulls_sent, "deltas_sent": c.deltas_sent,
+            "duplicate": s.duplicates.view(c.switch, now),
         })
     out = _header(s)
     # Silent = heard under this mastership, no report for switch_dead; its links keep their state.
     out["silent"] = s.core.silent_switches(now)
+    # Two live client processes for one switch (controller.dupclients): the switches of an episode now.
+    out["duplicate_clients"] = [r["switch"] for r in rows if r["duplicate"] and r["duplicate"]["active"]]
     out["clients"] = rows
     return _json(out)
 

@@ -158,7 +158,9 @@ class FmrpDriver:
                          reach_margin=reach_margin(fabric.guard.reach_margin, len(fabric.switches)),
                          reach_dwell=fabric.guard.reach_dwell,
                          reach_settle=self.core.reach.window)
-        return [*self.core.become_inactive(), *self.tick(now)]
+        # The durable term from the start, as SingleMasterDriver does: REST and the term gauge said 0 until
+        # a leader was heard (tester bb40 F18), though FMRP itself counts from it.
+        return [*self.core.become_inactive(self.durable_term), *self.tick(now)]
 
     def handle(self, sender: str, msg: Any, now: float) -> list[Any]:
         return self._translate(self._synced(now).on_message(sender, msg, now), now)

@@ -45,6 +45,7 @@ from controller.actions import (
 )
 from controller.configpath import config_dir
 from controller.core import MasterCore, Role
+from controller.dupclients import DuplicateClients
 from controller.durable import DrainStore, DurableState, DurableStateError, StateStore
 from controller.fanout import FanoutEncoder
 from controller.intake import (
@@ -122,6 +123,10 @@ class MasterServer(ReloadOps):
         self.codec = Codec(
             keyring, master_id, [s.name for s in fabric.switches], [m.id for m in fabric.masters], accept_group=False
         )
+        # Two clients of one switch: said once, counted, the older refused (controller.dupclients, bb40 F17)
+        self.duplicates = DuplicateClients(3 * fabric.timers.report_refresh, fabric.timers.switch_dead, master_id,
+                                           self.codec.switches)
+        self.duplicates.attach(self.codec, self.now)
         self.fanout = FanoutEncoder(self.codec, keyring, fabric.switches[0].name if fabric.switches else None)
         self.store = StateStore(state_dir, [m.id for m in fabric.masters])
         self.drain_store = DrainStore(state_dir)
@@ -328,15 +333,17 @@ class MasterServer(ReloadOps):
         t0 = time.perf_counter()
         self._received_n += 1
         try:
-            sender, msg = self.codec.decode(data)
+            sender, msg = self.codec.decode(data, source=addr)
         except DecodeError as e:
             self._count_rejected(e.reason)
             self._reject_log["client" if at is None else "peer"].note(time.monotonic(), e.reason, addr, e.detail)
             if e.reason == "stale":
                 self._answer_stale(e.sender, addr)
             return
+        now = self.now() if at is None else at
         if sender not in self.master_addrs and sender != self.id:
             self.addresses[sender] = addr
+            self.duplicates.heard(sender, self.codec.incarnation_of(sender), addr, now)
             if self.codec.last_new_peer == sender:
                 self.core.peer_restarted(sender)
         if isinstance(msg, Challenge):  # freshness only: the Codec took what it carries
@@ -347,7 +354,6 @@ class MasterServer(ReloadOps):
             # before start(), and the core's role is not decided yet.
             self.metrics.rejected.labels("not_started").inc()
             return
-        now = self.now() if at is None else at
         self._report = (sender, msg.ports, t0) if isinstance(msg, PortReport) else None
         self._from = addr
         try:
@@ -626,6 +632,7 @@ class MasterServer(ReloadOps):
                     counter = self._rejected_by[reason] = m.rejected.labels(reason)
                 counter.inc(n)
             self._rejected_n.clear()
+        self.duplicates.flush(m.duplicate_clients)
 
     def _event(self, ev: Action) -> None:
         m = self.metrics

@@ -134,8 +134,9 @@ class LogBudget:
 #: Rejection reasons that normal operation produces (a restarted peer's first frames are ``stale`` until one
 #: exchange verifies it): RejectLog writes them at INFO from a budget of their own.
 ROUTINE_REJECTIONS = frozenset({"stale"})
-#: Logged by the Codec itself, with the key ids (``Codec._key_id_rejected``): not a second time.
-_LOGGED_BY_CODEC = frozenset({"unknown_key_id"})
+#: Logged elsewhere, not a second time: by the Codec itself with the key ids (``Codec._key_id_rejected``),
+#: once per episode with both sources (``duplicate``: controller.dupclients; the older client keeps sending).
+_LOGGED_ELSEWHERE = frozenset({"unknown_key_id", "duplicate"})
 
 
 class RejectLog:
@@ -147,7 +148,8 @@ class RejectLog:
     message type and claimed sender where the header had them>" [suppressed=N]``: WARNING from one
     ``LogBudget`` (default 20 lines at once, then one per 10 s), INFO from another for the reasons in
     ``ROUTINE_REJECTIONS``, so that restarts cannot use up the lines about forged input, nor forged input hide
-    a restart. ``unknown_key_id`` is not written (the Codec logs it with the key ids). ``detail`` is clipped to 160 characters (it may quote a name the sender chose).
+    a restart. ``unknown_key_id`` is not written (the Codec logs it with the key ids), nor ``duplicate`` (one
+    ``duplicate_client`` line per episode, controller.dupclients). ``detail`` is clipped to 160 characters (it may quote a name the sender chose).
     ``suppressed`` (total, both budgets) counts the lines not written; each written line carries how many of
     its budget were suppressed before it. Returns whether a line was written. ``now``: monotonic seconds."""
 
@@ -169,7 +171,7 @@ class RejectLog:
         """`source`: an (ip, port) pair, rendered "ip:port" only when a line is written (the flood path
         formats nothing), a text, a callable returning the text (called only for a line written: the ND
         path's "port N src_mac ..."), or None ("-": not known). `detail`: a text or such a callable."""
-        if reason in _LOGGED_BY_CODEC:
+        if reason in _LOGGED_ELSEWHERE:
             return False
         routine = reason in ROUTINE_REJECTIONS
         level = logging.INFO if routine else logging.WARNING

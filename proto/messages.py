@@ -28,7 +28,8 @@ challenge, which is then redrawn: a frame captured before a restart of either si
 challenge, so it is rejected as ``stale`` and changes no state (it only updates which offer the receiver
 reflects next). The accepting frame also closes both windows below it (its seq; its group seq): frames
 of that incarnation sent before it may predate the receiver's restart. Group frames need an incarnation
-already accepted.
+already accepted. A runtime may refuse such a new incarnation (``Codec.admit``, reason ``duplicate``: a
+master refuses the older of two live client processes of one switch, controller.dupclients).
 
 The payload is a msgpack array of the message's fields in declaration order; nested ``PortStatus`` and
 ``Endpoint`` values are arrays too, ``None`` is nil, byte strings are msgpack bin. The messages are msgspec
@@ -154,7 +155,7 @@ MAX_SEQ = 2**64 - 1
 
 DECODE_REASONS = (
     "truncated", "bad_magic", "bad_version", "unknown_type", "oversized", "bad_hmac", "unknown_key",
-    "replay", "malformed", "wrong_sender", "stale", "unknown_key_id",
+    "replay", "malformed", "wrong_sender", "stale", "unknown_key_id", "duplicate",
 )
 log = logging.getLogger(__name__)
 
@@ -289,6 +290,11 @@ class Codec:
         self.new_incarnations: Counter[str] = Counter()
         #: Set by ``decode``: the peer (name) whose new incarnation the last accepted frame started, else None.
         self.last_new_peer: str | None = None
+        #: The runtime's say over a unicast peer's new incarnation that reflected our challenge (it would be
+        #: accepted): ``admit(sender, incarnation, accepted incarnation or None, source) -> bool``, ``source``
+        #: as given to ``decode``. False rejects the frame as ``duplicate``: nothing changes, no Challenge
+        #: answers it. controller.dupclients refuses the older of two live clients of one switch.
+        self.admit: Callable[[str, int, int | None, Hashable], bool] | None = None
         self._own_trailer = dest_trailer(local_id)
         self._challenge_msg = Challenge(local_id)
         self._challenge_payload = encode_payload(self._challenge_msg)
@@ -479,15 +485,21 @@ class Codec:
         sess = self._sessions.get(peer)
         return sess is not None and sess.inc is not None
 
+    def incarnation_of(self, peer: str | int) -> int | None:
+        """The accepted incarnation of ``peer`` (name, or local ND port), None before one is."""
+        sess = self._sessions.get(peer)
+        return None if sess is None else sess.inc
+
     # -- decode -------------------------------------------------------------------------------------
 
-    def decode(self, data: bytes, *, port: int = 0) -> tuple[str, Message]:
+    def decode(self, data: bytes, *, port: int = 0, source: Hashable = None) -> tuple[str, Message]:
         """Verify and decode a datagram -> (sender, message). Raises DecodeError only; counts rejects.
 
-        ``port``: the local port an ND frame arrived on (its freshness session); ignored for the rest."""
+        ``port``: the local port an ND frame arrived on (its freshness session); ignored for the rest.
+        ``source``: where the datagram came from (e.g. (ip, port)), only passed on to ``admit``."""
         self.last_new_peer = None
         try:
-            sender, msg, commit = self._decode(data, port)
+            sender, msg, commit = self._decode(data, port, source)
         except DecodeError as e:
             self.rejected[e.reason] += 1
             raise
@@ -495,7 +507,7 @@ class Codec:
         self.accepted[type(msg).__name__] += 1
         return sender, msg
 
-    def _decode(self, data: bytes, port: int) -> tuple[str, Message, Callable[[], None]]:
+    def _decode(self, data: bytes, port: int, source: Hashable) -> tuple[str, Message, Callable[[], None]]:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise DecodeError("malformed", f"expected bytes, got {type(data).__name__}")
         data = bytes(data)
@@ -565,10 +577,14 @@ class Codec:
             # that does not reflect our challenge is rejected before its payload is decoded (a cold start
             # sends one per switch; its payload could change nothing anyway).
             sess = self._session(sender)
-            if (sess.inc != inc or sess.peer != sender) and reflect != sess.chal:
-                self._stale(sess, offer)
-                raise DecodeError("stale", f"{cls.__name__} from {sender!r}: unverified incarnation "
-                                           f"{inc:016x} (reflects {reflect:016x})", sender=sender)
+            if sess.inc != inc or sess.peer != sender:
+                if reflect != sess.chal:
+                    self._stale(sess, offer)
+                    raise DecodeError("stale", f"{cls.__name__} from {sender!r}: unverified incarnation "
+                                               f"{inc:016x} (reflects {reflect:016x})", sender=sender)
+                if self.admit is not None and not self.admit(sender, inc, sess.inc, source):
+                    raise DecodeError("duplicate", f"{cls.__name__} from {sender!r}: incarnation {inc:016x} "
+                                                   f"refused while {sess.inc or 0:016x} is live")
         try:
             msg = decode_payload(cls, memoryview(data)[pos:end])
         except MessageError as e:
