@@ -583,6 +583,11 @@ class Codec:
                     raise DecodeError("stale", f"{cls.__name__} from {sender!r}: unverified incarnation "
                                                f"{inc:016x} (reflects {reflect:016x})", sender=sender)
                 if self.admit is not None and not self.admit(sender, inc, sess.inc, source):
+                    # a new challenge: the refused frame (and any recording of the older process's frames,
+                    # which all reflect this one) can never start that incarnation later — a live older
+                    # process must answer the next challenge (a replay of its frames took the switch over
+                    # once the newer one was quiet: review)
+                    sess.chal = _nonce()
                     raise DecodeError("duplicate", f"{cls.__name__} from {sender!r}: incarnation {inc:016x} "
                                                    f"refused while {sess.inc or 0:016x} is live")
         try:

@@ -80,22 +80,29 @@ def test_two_live_incarnations_are_said_once_the_older_refused_while_the_newer_i
     # A speaks again: stale (B took over), answered; its next frame reflects the challenge drawn after B
     # was accepted, so A runs beside B: refused, and said once
     assert m.until_ok(a, ADDR_A) == ["stale", "duplicate"]
-    assert [m.send(a, ADDR_A) for _ in range(5)] == ["duplicate"] * 5
+    # each refusal draws a new challenge (a recording of A's frames must never start A later): A's next
+    # frame is stale, answered, and the one after it refused again
+    got = [m.send(a, ADDR_A) for _ in range(5)]
+    assert got == ["stale", "duplicate", "stale", "duplicate", "stale"]
     for _ in range(3):              # B is served all along (A's frames changed nothing)
-        assert m.send(b, ADDR_B) == "ok" and m.send(a, ADDR_A) == "duplicate"
+        assert m.send(b, ADDR_B) == "ok"
+        got.append(m.send(a, ADDR_A))
+    assert got[5:] == ["duplicate", "stale", "duplicate"]
+    refused = 1 + got.count("duplicate")
     lines = _dup_lines(caplog)
     assert lines == ["event=duplicate_client local=m1 switch=tor-1 "
                      "sources=127.1.0.3:40001(inc:000000000000000a),127.1.0.99:40002(inc:000000000000000b) "
                      "kept=127.1.0.99:40002 refused=127.1.0.3:40001 hint=two_client_processes_for_one_switch"]
     assert not [r for r in caplog.records if "datagram_rejected" in r.getMessage()
                 and "reason=duplicate" in r.getMessage()]          # that line says it all, once
-    assert m.dup.episodes == {"tor-1": 1} and m.master.rejected["duplicate"] == 9
+    assert m.dup.episodes == {"tor-1": 1} and m.master.rejected["duplicate"] == refused == 5
     view = m.dup.view("tor-1", m.now)
-    assert view is not None and view["active"] and view["episodes"] == 1 and view["refused"] == 9
+    assert view is not None and view["active"] and view["episodes"] == 1 and view["refused"] == refused
     assert view["serving"]["address"] == "127.1.0.99:40002" and view["serving"]["incarnation"] == "000000000000000b"
     assert [o["address"] for o in view["others"]] == ["127.1.0.3:40001"]
     # B is stopped: once it has been silent for `live`, A takes over as after a restart (same episode)
-    assert m.send(a, ADDR_A, dt=1.6) == "ok"
+    m.now += 1.6
+    assert m.until_ok(a, ADDR_A)[-1] == "ok"
     assert m.master.incarnation_of("tor-1") == 0xA and len(_dup_lines(caplog)) == 1
     # long quiet, then B again: a new episode, a new line (B is refused now: A is live)
     assert m.send(a, ADDR_A, dt=14.0) == "ok" and m.send(a, ADDR_A, dt=1.2) == "ok"
@@ -184,8 +191,9 @@ def test_the_master_intake_logs_counts_and_shows_two_clients_of_one_switch(tmp_p
             assert await send(1) == ["ReportAck"]
             assert await send(0) == ["Challenge"]         # A is stale now (B took over) ...
             assert await send(0) == []                    # ... and refused once it proves it runs
-            for _ in range(3):
-                assert await send(1) == ["ReportAck"] and await send(0) == []
+            for _ in range(3):                            # refused, each time after a new challenge
+                assert await send(1) == ["ReportAck"] and await send(0) == ["Challenge"]
+                assert await send(0) == []
             a_addr, b_addr = (f"{h}:{p}" for h, p in (s.getsockname() for s in socks))
             lines = _dup_lines(caplog)
             assert len(lines) == 1 and f"switch=leaf-1 sources={a_addr}(inc:00000000000000a1),{b_addr}" \
@@ -207,3 +215,37 @@ def test_the_master_intake_logs_counts_and_shows_two_clients_of_one_switch(tmp_p
                 s.close()
 
     run(tmp_path, body)
+
+
+def test_recorded_frames_of_the_refused_process_never_take_the_switch_over() -> None:
+    """Review: every frame of the older process during an episode reflected the master's one challenge, which
+    stayed valid while the newer client was accepted; replayed once the newer one was quiet 1.5 s (a blip, a
+    master stall), they took the switch over and locked the genuine client out. A refusal redraws the
+    challenge: a recording is stale, the newer client keeps the switch."""
+    m = _Intake()
+    a, b = _codec("tor-1", incarnation=0xA), _codec("tor-1", incarnation=0xB)
+    m.until_ok(a, ADDR_A)
+    m.until_ok(b, ADDR_B)                        # the newer process takes over
+    assert m.send(a, ADDR_A) == "stale"          # the older one is answered: it holds the live challenge
+    recorded = []
+    for i in range(10):                          # the older one keeps sending beside it; an attacker records
+        m.now += 0.1
+        data = a.encode(PortReport("tor-1", DIGEST, 1000 + i, 1, (PortStatus(1, True, True, True, True, False),)),
+                        to="m1")
+        recorded.append(data)
+        try:
+            m.master.decode(data, source=ADDR_A)
+        except DecodeError as e:
+            assert e.reason in ("duplicate", "stale")
+        m.send(b, ADDR_B)
+    for _ in range(20):                          # the older process is stopped; the newer goes on
+        m.send(b, ADDR_B, dt=0.5)
+    m.now += 2.0                                 # then is quiet past `live`
+    attacker = ("127.66.6.6", 666)
+    for data in recorded:
+        m.now += 0.3
+        with pytest.raises(DecodeError) as got:
+            m.master.decode(data, source=attacker)
+        assert got.value.reason in ("stale", "replay")
+        assert m.send(b, ADDR_B, dt=0.0) == "ok"
+    assert m.master.incarnation_of("tor-1") == 0xB
