@@ -106,7 +106,8 @@ class DuplicateClients:
         self.live = live
         self.quiet = quiet
         self.local = local
-        self.switches = frozenset(switches)
+        self._switch_names = frozenset(switches)
+        self._codec: Any = None
         self.log_budget = LogBudget() if log_budget is None else log_budget
         self._switches: dict[str, _Switch] = {}
         #: episodes by switch (the runtime's counter); ``flush`` hands the new ones over
@@ -114,8 +115,20 @@ class DuplicateClients:
         self._flushed: Counter[str] = Counter()
 
     def attach(self, codec: Any, clock: Callable[[], float]) -> None:
-        """Give ``codec`` (a proto.messages.Codec) this judgement of new incarnations, at ``clock()``."""
+        """Give ``codec`` (a proto.messages.Codec) this judgement of new incarnations, at ``clock()``; the
+        switches judged are then the codec's own, as a rollout changes them (review: switches added by a
+        rollout were never judged)."""
         codec.admit = lambda sender, inc, current, source: self.admit(sender, inc, current, source, clock())
+        self._codec = codec
+
+    @property
+    def switches(self) -> frozenset[str]:
+        return self._codec.switches if self._codec is not None else self._switch_names
+
+    def set_timers(self, live: float, quiet: float) -> None:
+        """A committed config's timers (seconds, as in the constructor)."""
+        if live > 0 and quiet > 0:
+            self.live, self.quiet = live, quiet
 
     # -- events -------------------------------------------------------------------------------------
 

@@ -238,6 +238,7 @@ class ReloadOps:
         self.codec.switches = frozenset(names)
         if fabric is not self.fabric:
             self.fabric = fabric
+            self.duplicates.set_timers(3 * fabric.timers.report_refresh, fabric.timers.switch_dead)
             self.fanout.warm(sorted(names))
             for o in self.observers:
                 hook = getattr(o, "on_fabric", None)

@@ -249,3 +249,17 @@ def test_recorded_frames_of_the_refused_process_never_take_the_switch_over() -> 
         assert got.value.reason in ("stale", "replay")
         assert m.send(b, ADDR_B, dt=0.0) == "ok"
     assert m.master.incarnation_of("tor-1") == 0xB
+
+
+def test_the_switches_judged_are_the_codecs_as_a_rollout_changes_them() -> None:
+    """Review: the tracker kept the switch list it started with; a switch added by a rollout (the codec
+    learns it at prepare) was never judged. Attached, it judges the codec's switches; a commit's timers apply."""
+    m = _Intake()
+    assert "tor-9" not in m.dup.switches
+    m.master.switches = m.master.switches | {"tor-9"}
+    assert "tor-9" in m.dup.switches
+    m.dup.heard("tor-9", 0xA, ADDR_A, m.now)
+    m.dup.heard("tor-9", 0xB, ADDR_B, m.now)
+    assert m.dup.admit("tor-9", 0xA, 0xB, ADDR_A, m.now + 0.1) is False      # judged: the older refused
+    m.dup.set_timers(0.05, 15.0)
+    assert m.dup.admit("tor-9", 0xA, 0xB, ADDR_A, m.now + 0.2) is True       # the newer quiet past 50 ms
