@@ -149,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     server = MasterServer(running or fabric, args.id, keyring, state_dir, bind=args.bind, client_port=args.client_port,
                           peer_port=args.peer_port, rest_port=args.rest_port, driver_factory=driver_factory)
     if running is not None:
-        server.hold_pending(fabric, text)
+        server.hold_pending(fabric, text, sole=election == "single")
     log.info(kv("election", mode=election, masters=len(fabric.masters)))
 
 

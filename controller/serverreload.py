@@ -217,13 +217,20 @@ class ReloadOps:
         self._follow_fabric()
         return {"outcome": "aborted" if done else "nothing_prepared"}
 
-    def hold_pending(self, pending: Fabric, text: str) -> None:
+    def hold_pending(self, pending: Fabric, text: str, *, sole: bool = False) -> None:
         """At start, before `start()`: this replica was restarted on `pending`, the config it had prepared over
         the one it runs (controller.durable.RolloutStore.restart_config): it takes it only if its leader runs it
-        (controller.rollout.Rollout.pending)."""
-        self.core.rollout.pending = pending
+        (controller.rollout.Rollout.pending). `sole` (`--election single`: no leader to learn it from): it is
+        prepared again, as it was before the restart, for the operator to commit or abort (review: held
+        pending, the single master ran the old config for good and `--commit` found nothing prepared)."""
         self.codec.switches = self.codec.switches | {sw.name for sw in pending.switches}
         self._next_text = (pending.digest, pending.source, text)
+        if sole:
+            self.core.rollout_prepare(pending, time.monotonic())     # before start(): the loop's clock, unread
+            log.warning(kv("rollout_prepared_again", runs=self.core.fabric.digest[:12], next=pending.digest[:12],
+                           source=pending.source))
+            return
+        self.core.rollout.pending = pending
         log.warning(kv("rollout_pending", runs=self.core.fabric.digest[:12], pending=pending.digest[:12],
                        source=pending.source))
 

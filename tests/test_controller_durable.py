@@ -272,3 +272,28 @@ def generate(directory: Path, leaves: int) -> str:
     """A leaf-spine config's text whose key file exists in `directory`."""
     (directory / "fabric.key").write_text("ab" * 32 + "\n")
     return generate_clos_yaml(ClosParams(pods=0, spines=2, leaves=leaves))
+
+
+def test_a_sole_master_restarted_on_its_prepared_file_has_it_prepared_again(tmp_path: Path) -> None:
+    """Review: with one master (`--election single`) a restart on the file it had prepared held it pending —
+    taken only when a leader runs it, and there is none: the master ran the old config for good and
+    `config rollout --commit` found nothing prepared. A sole master has it prepared again; a replica of a
+    cluster holds it pending (its leader decides)."""
+    from controller.server import MasterServer
+    from proto.auth import KeyRing
+    from proto.config import parse_file_text
+
+    cfg = tmp_path / "fabric.yaml"
+    cur = parse_file_text(cfg, generate(tmp_path, leaves=2))
+    nxt_text = generate(tmp_path, leaves=3)
+    nxt = parse_file_text(cfg, nxt_text)
+    for sole in (True, False):
+        server = MasterServer(cur, "m1", KeyRing.load(tmp_path / "fabric.key"), tmp_path / f"state-{sole}",
+                              bind="127.0.0.1", client_port=0, peer_port=0, rest_port=0)
+        server.hold_pending(nxt, nxt_text, sole=sole)
+        rollout = server.core.rollout
+        assert server.core.fabric.digest == cur.digest
+        if sole:
+            assert rollout.next is not None and rollout.next.digest == nxt.digest and rollout.pending is None
+        else:
+            assert rollout.next is None and rollout.pending is not None and rollout.pending.digest == nxt.digest
