@@ -40,6 +40,7 @@ _TOP_KEYS = ("name", "timers", "liveness", "security", "distribution", "lsd", "r
              "masters", "switches", "links")
 _REQUIRED_TOP_KEYS = ("name", "security", "masters", "switches")
 _T_STR = "tag:yaml.org,2002:str"
+_T_MERGE = "tag:yaml.org,2002:merge"    # an unquoted << key (proto.configyaml)
 _MASTER_KEYS = ("id", "address", "client_port", "peer_port", "rest_port", "priority")
 # YAML timer key -> (Timers field, kind). kind "ms": milliseconds -> seconds; "rate": per second; "count".
 _TIMER_KEYS: dict[str, tuple[str, str]] = {
@@ -139,16 +140,19 @@ class FabricParser(TopologyReader):
         mapping with none of the fabric's keys) is reported by its type, never by its text: a master's REST
         answers a prepare with this message, and the admin token must not read files through it.
 
-        A mapping with some of the fabric's keys is one only when it has every required one, or no other
-        keys: `mysecret_line_here: 1` beside `name: clos` was quoted as an unknown key. So an unknown key is
-        named only in a file with name, security, masters and switches (a config with a typo), and a missing
-        key only in a file of nothing but fabric keys; else this error, naming only our own keys."""
+        A mapping with some of the fabric's keys is one only when it has all but at most one of the required
+        ones, or no other keys: `mysecret_line_here: 1` beside `name: clos` was quoted as an unknown key. So an
+        unknown key is named only in a file with three of name, security, masters and switches (a config with
+        a typo: `master:` for `masters:` is named, with its line), and a missing key in a file of nothing but
+        fabric keys; a merge key (`<<`) may supply required keys, so it counts as ours; else this error, naming
+        only our own keys."""
         if isinstance(root, yaml.MappingNode):
-            keys = [k.value if isinstance(k, yaml.ScalarNode) and k.tag == _T_STR else None for k, _v in root.value]
+            keys = [k.value if isinstance(k, yaml.ScalarNode) and k.tag in (_T_STR, _T_MERGE) else None
+                    for k, _v in root.value]
             if any(k in _TOP_KEYS for k in keys):
                 missing = [k for k in _REQUIRED_TOP_KEYS if k not in keys]
-                unknown = sum(k not in _TOP_KEYS for k in keys)
-                if not (missing and unknown):
+                unknown = sum(k not in _TOP_KEYS and k != "<<" for k in keys)
+                if not (len(missing) > 1 and unknown) or "<<" in keys:
                     return
                 what = (f"a mapping without {', '.join(missing)}, with {unknown} key{'s' * (unknown > 1)} "
                         f"a fabric config does not have")

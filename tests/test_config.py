@@ -653,6 +653,8 @@ def test_a_config_with_every_required_key_still_names_its_unknown_key() -> None:
     key; a file of fabric keys alone names the missing one."""
     expect_error(edit("links:\n", "linsk:\n"), 24, "linsk", "unknown key 'linsk'")
     expect_error("name: t\nlinks: []\n", 1, "security", "missing required field")
+    # review: a typo in a required key (the most common one) is named with its line, not "not a fabric config"
+    expect_error(edit("masters:\n", "master:\n"), 3, "master", "unknown key 'master'")
 
 
 def test_error_message_format() -> None:
