@@ -196,6 +196,10 @@ class RolloutStore:
 
     def load(self) -> RolloutRecord | None:
         try:
+            # a crash mid-write leaves a temp file (running.yaml's: up to a config's size): gone at the next read
+            for name in (ROLLOUT_FILE, RUNNING_FILE):
+                for stale in self.dir.glob(f".{name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
             data = json.loads(read_secret_file(self.dir / ROLLOUT_FILE))
             nxt = data["next"]
             if not (isinstance(data["running"], str) and isinstance(data["source"], str)

@@ -266,6 +266,10 @@ def test_rollout_record_restarts_a_replica_on_the_config_it_ran_not_the_one_prep
     assert store.restart_config(nxt) is None
     (tmp_path / "state" / "rollout.json").write_text("[")
     assert store.load() is None and store.restart_config(nxt) is None
+    leftover = tmp_path / "state" / ".running.yaml.4242.tmp"      # a crash mid-write
+    leftover.write_text(nxt_text)
+    store.load()
+    assert not leftover.exists()
 
 
 def generate(directory: Path, leaves: int) -> str:
