@@ -112,12 +112,16 @@ class _FastLoader(yaml.CSafeLoader):
 
 
 _constructor = yaml.constructor.SafeConstructor()
+#: an integer field's literal is at most this long (2**63 has 19 digits; 0x and underscores leave room)
+_INT_CHARS = 64
+#: 010, -007, 0_10: octal to YAML 1.1 (PyYAML, yq, Ansible), decimal to YAML 1.2 — refused as ambiguous
+_LEADING_ZERO = re.compile(r"[-+]?0[0-9_]+")
 
 
 def _no_base_60(reader: Any, node: yaml.ScalarNode, field: str) -> None:
     """YAML 1.1 reads 1:30 as the base-60 number 90: refused, it is never what a fabric config means."""
     if ":" in node.value:
-        raise reader.fail(node, field, f"{node.value} is a YAML 1.1 base-60 number "
+        raise reader.fail(node, field, f"{cut(node.value)} is a YAML 1.1 base-60 number "
                                        f"({_constructor.construct_object(node)}): write the number, or quote a string")
 
 
@@ -232,9 +236,16 @@ class NodeReader:
                 and abs(float(node.value)) <= 2**63 else ""
             raise self.fail(node, field, f"expected an integer, got {_kind(node)}{hint}")
         _no_base_60(self, node, field)
+        text = node.value
+        if len(text) > _INT_CHARS:       # no field takes one this long; int() refuses > 4300 digits with a traceback
+            raise self.fail(node, field, f"{cut(text)} out of range {lo}..{hi}" + (f": {what}" if what else ""))
+        if _LEADING_ZERO.fullmatch(text):
+            raise self.fail(node, field, f"{text} has a leading zero: YAML 1.1 tools read it as octal "
+                                         f"({_constructor.construct_yaml_int(node)}), YAML 1.2 as decimal "
+                                         f"({int(text.replace('_', ''))}): write the number without it")
         try:
-            value = int(node.value)
-        except ValueError:  # 0x1f, 1_000, 0o17, 1:20 (YAML 1.1 forms)
+            value = int(text)
+        except ValueError:  # 0x1f, 1_000, 0b101 (YAML 1.1 forms)
             value = _constructor.construct_yaml_int(node)
         if not lo <= value <= hi:
             raise self.fail(node, field, f"{value} out of range {lo}..{hi}" + (f": {what}" if what else ""))
@@ -254,7 +265,7 @@ class NodeReader:
             _no_base_60(self, node, field)
             value = _constructor.construct_yaml_float(node)
         if not math.isfinite(value):
-            raise self.fail(node, field, f"expected a finite number, got {node.value}")
+            raise self.fail(node, field, f"expected a finite number, got {cut(node.value)}")
         return value
 
     def seq(self, node: yaml.Node, field: str) -> list[yaml.Node]:

@@ -838,3 +838,20 @@ def test_line_of_finds_a_merged_field_where_it_is_written(tmp_path: Path) -> Non
     assert [line_of(p, f) for f in ("switches[2].role", "switches[2].name", "switches[2].hosts[0].mac",
                                     "switches[2].colour", "switches[1].role")] == [13, 19, 24, None, 13]
     assert line_of(p, "x.a.b") is None                                  # a merge cycle: looked in once
+
+
+@pytest.mark.parametrize(("old", "new", "field", "fragment"), [
+    # tester bb40b: > 4300 digits made int() raise with a traceback (no file, line, field)
+    ("    id: 1\n", "    id: " + "9" * 5000 + "\n", "switches[0].id", "(5,000 characters) out of range 1..2147483647"),
+    ("name: t\n", "name: t\ntimers: {switch_dead_ms: " + "9" * 5000 + "}\n", "timers.switch_dead_ms", "out of range"),
+    ("name: t\n", "name: t\ntimers: {switch_dead_ms: 1" + "0" * 5000 + ".5}\n", "timers.switch_dead_ms",
+     "(5,003 characters)"),
+    # 010: octal 8 to YAML 1.1 tools, decimal 10 to YAML 1.2 — never guessed
+    ("    id: 1\n", "    id: 010\n", "switches[0].id", "010 has a leading zero"),
+    ("name: t\n", "name: t\ntimers: {switch_dead_ms: 017}\n", "timers.switch_dead_ms", "017 has a leading zero"),
+])
+def test_huge_and_ambiguous_integers_are_refused_naming_the_field(old: str, new: str, field: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_fabric(edit(old, new), source="t.yaml")
+    assert info.value.field == field and fragment in info.value.problem, str(info.value)
+    assert len(str(info.value)) < 300
