@@ -279,6 +279,13 @@ class TopologyReader(NodeReader):
                 raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} is a default route: a border announces "
                                 "the cluster's aggregate(s) outside, never a default (the outside would send the "
                                 "fabric every destination it has no route for)")
+            # a half-default (0.0.0.0/1 + 128.0.0.0/1) is a default route by other means, and a supernet
+            # shorter than /8 takes in public space no cluster owns (tester bb40b: 0.0.0.0/1 was accepted)
+            problem = special_use(int(prefix.network_address), int(prefix.broadcast_address))
+            if prefix.prefixlen < 8 or problem is not None:
+                raise self.fail(pnode, f"{path}.announce[{j}]", f"{prefix} " + (
+                    f"{problem}" if problem is not None else "is shorter than /8") + ": a border announces the "
+                    "cluster's aggregate(s) outside, not a supernet of other space")
             announce.append(prefix)
             self.announced.append((prefix, pnode, f"{path}.announce[{j}]"))
         router_id = self.address(f["router_id"], f"{path}.router_id") if "router_id" in f else None

@@ -113,6 +113,10 @@ def test_an_announce_of_the_fabrics_space_loads(prefixes: tuple[str, ...]) -> No
     (("10.0.0.0/8", "192.168.0.0/16"), "announce[1]", "192.168.0.0/16 holds none of the fabric's prefixes"),
     (("0.0.0.0/0",), "announce[0]", "0.0.0.0/0 is a default route: a border announces the cluster's aggregate(s) "
                                     "outside, never a default"),
+    # tester bb40b: a half-default (a default route by other means) and a supernet reaching into public space
+    (("0.0.0.0/1",), "announce[0]", "0.0.0.0/1 contains 0.0.0.0/8"),
+    (("10.0.0.0/7",), "announce[0]", "10.0.0.0/7 is shorter than /8"),
+    (("10.0.0.0/8", "128.0.0.0/1"), "announce[1]", "128.0.0.0/1 contains"),
 ])
 def test_an_announce_of_other_space_or_a_default_is_refused(prefixes: tuple[str, ...], field: str,
                                                              problem: str) -> None:
