@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from client import ofmsg
 from client.ofmsg import Role
 from client.ofrole import (
@@ -74,3 +76,29 @@ def test_role_request_is_translated_to_osken() -> None:
     assert msg.role == ofproto_v1_5.OFPCR_ROLE_MASTER and msg.generation_id == 1_700_000_000_000_000_000
     first = translate.setup_messages(dp, ofmsg.RoleRequest(Role.MASTER, 7))
     assert type(first[0]).__name__ == "OFPRoleRequest" and type(first[-1]).__name__ == "OFPPortDescStatsRequest"
+
+
+def test_daemon_on_takeover_says_it_once_stops_nd_and_calls_on_fatal() -> None:
+    from client.of.events import Connected, OfError, RoleChanged
+    from tests.test_client_daemon import leaf_daemon, wait_for
+
+    d, drv = leaf_daemon()
+    fatal: list[str] = []
+    d.on_fatal = fatal.append
+    d.start()
+    try:
+        drv.connected = True
+        drv.emit(Connected(dpid=1, ports={1: True, 2: True}))
+        drv.emit(RoleChanged(Role.MASTER, d.generation_id, "reply"))
+        wait_for(lambda: d.core.counters["nd_sent"] > 0)
+        assert not fatal
+        drv.emit(RoleChanged(Role.SLAVE, d.generation_id + 1, "status"))
+        drv.emit(OfError(None, OFPET_BAD_REQUEST, OFPBRC_IS_SLAVE, "is slave"))
+        assert len(fatal) == 1 and str(d.generation_id + 1) in fatal[0]
+        assert d.core.counters["taken_over"] == 1
+        time.sleep(0.1)
+        sent = d.core.counters["nd_sent"]
+        time.sleep(0.5)
+        assert d.core.counters["nd_sent"] == sent      # no more ND: no fight
+    finally:
+        d.stop(restart_hold=1.0)
