@@ -159,6 +159,13 @@ def run(args: argparse.Namespace) -> int:
         stop.set()                      # wake the main loop; it decides whether to really stop
 
     signal.signal(signal.SIGHUP, on_hup)
+    fatal: list[str] = []
+
+    def on_fatal(message: str) -> None:     # another client took the switch over (client.ofrole)
+        fatal.append(message)
+        stop.set()
+
+    daemon.on_fatal = on_fatal
     try:
         daemon.start()
     except Exception as e:
@@ -170,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         while True:
             while not stop.wait(0.5):
                 pass
-            if not reload_asked.is_set():
+            if fatal or not reload_asked.is_set():
                 break
             reload_asked.clear()
             stop.clear()
@@ -181,7 +188,10 @@ def run(args: argparse.Namespace) -> int:
         if rest is not None:
             rest.stop()
         hold = fabric.timers.switch_dead if args.restart_hold is None else args.restart_hold
-        daemon.stop(restart_hold=hold)
+        daemon.stop(restart_hold=0.0 if fatal else hold)
+    if fatal:
+        print(f"firepath client: {fatal[0]}", file=sys.stderr)
+        return 1
     if reexec:
         # Issue #21: the same process, started again on the new config (graceful: ND peers hold our links,
         # the new process reconciles the switch without a flush). Same PID, same arguments.

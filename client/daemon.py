@@ -25,6 +25,7 @@ The policy (dispatch, urgency, first-report hold for hitless restart) lives in `
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -46,7 +47,9 @@ from client.of.events import (
     OfError,
     PacketIn,
     PortStatusChanged,
+    RoleChanged,
 )
+from client.ofrole import RoleGuard, TakenOver
 from client.programmer import Programmer
 from client.stallwatch import StallWatch
 from client.transport import UdpTransport
@@ -70,11 +73,12 @@ MAX_BATCH = 256
 STUCK_WAIT = 0.001
 
 
-def _osken_driver(target: str, on_event: Callable[[DriverEvent], None], netns: str | None) -> Driver:
+def _osken_driver(target: str, on_event: Callable[[DriverEvent], None], netns: str | None, *,
+                  generation_id: int | None = None) -> Driver:
     from client.of.driver import OfDriver  # os-ken is loaded only when a real driver is built
 
     # The daemon's callback never blocks (it enqueues, or completes a batch): run it on the receiving thread.
-    return OfDriver(target, on_event, netns=netns, inline_events=True)
+    return OfDriver(target, on_event, netns=netns, inline_events=True, generation_id=generation_id)
 
 
 class ClientDaemon:
@@ -97,8 +101,13 @@ class ClientDaemon:
         self.started_at = now
         self.core = ClientCore(fabric, switch, keyring, now=now, initial_seq=time.time_ns() // 1_000_000,
                                switch_read_back=False)
+        #: this process's OpenFlow role generation (client.ofrole): a newer process always exceeds it
+        self.generation_id = time.time_ns()
+        self.role = RoleGuard(switch, self.generation_id)
+        #: called once (from a driver thread) when another client took the switch over; the CLI exits
+        self.on_fatal: Callable[[str], None] | None = None
         if driver_factory is None:
-            driver_factory = _osken_driver
+            driver_factory = functools.partial(_osken_driver, generation_id=self.generation_id)
         self.driver = driver_factory(ovs_target, self._on_driver_event, netns)
         self.programmer = Programmer(fabric, switch, self.driver, clock=clock)
         self.programmer.on_kept_routes = lambda kept: self.call(
@@ -163,7 +172,7 @@ class ClientDaemon:
         """
         if self._stopped.is_set():
             return
-        if restart_hold > 0 and self.connected and self._thread is not None and self._thread.is_alive():
+        if restart_hold > 0 and self.role.taken_over is None and self.connected and self._thread is not None and self._thread.is_alive():
             sent = threading.Event()
 
             def announce(now: float) -> None:
@@ -235,12 +244,35 @@ class ClientDaemon:
         self._put((_OAM, event))
 
     def _on_driver_event(self, event: DriverEvent) -> None:
+        decision = None
+        if isinstance(event, RoleChanged):
+            if event.source == "reply":
+                decision = self.role.on_role_reply(event.role, event.generation_id)
+            else:
+                decision = self.role.on_role_status(event.role, event.generation_id)
+        elif isinstance(event, OfError):
+            decision = self.role.on_error(event.type, event.code)
+        elif isinstance(event, Connected):
+            self.role.on_connected()
+        if decision is not None:
+            self._taken_over(decision)
+        if self.role.taken_over is not None or isinstance(event, RoleChanged):
+            return                  # no fight: nothing more reaches the core or the programmer
         if isinstance(event, BarrierDone | OfError):
             self.programmer.on_driver_event(event)
             return
         if isinstance(event, PortStatusChanged) and self._handle_now(event):
             return
         self._put((_DRIVER, event))
+
+    def _taken_over(self, decision: TakenOver) -> None:
+        """Another firepath client owns the switch: say it once, stop sending (ND, programming) and let
+        the process exit non-zero (`on_fatal`); the driver stops at once, on a thread of its own."""
+        log.error("event=switch_taken_over %s", decision.message())
+        self.core.counters["taken_over"] += 1
+        threading.Thread(target=self.driver.stop, name="of-relinquish", daemon=True).start()
+        if self.on_fatal is not None:
+            self.on_fatal(decision.message())
 
     def _handle_now(self, event: PortStatusChanged) -> bool:
         """A port status, on the thread that delivers it (the driver's receive thread), when no input waits
@@ -360,6 +392,8 @@ class ClientDaemon:
     def _execute(self, actions: list[Any]) -> None:
         for action in actions:
             if isinstance(action, SendFrames):
+                if self.role.taken_over is not None:
+                    continue        # another client owns the switch: never fight it with ND
                 try:
                     self.driver.send(list(action.frames))
                     self.core.counters["nd_sent"] += len(action.frames)

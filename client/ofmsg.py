@@ -165,6 +165,24 @@ class PortMod:
     down: bool
 
 
+class Role(IntEnum):
+    """Controller roles (OpenFlow 1.3/1.5 `ofp_controller_role`, section 6.3.6 of 1.5)."""
+
+    NOCHANGE = 0
+    EQUAL = 1
+    MASTER = 2
+    SLAVE = 3
+
+
+@dataclass(frozen=True, slots=True)
+class RoleRequest:
+    """Ask for a controller role. With MASTER the switch demotes every other controller to SLAVE; it refuses
+    (OFPRRFC_STALE) a `generation_id` older than the newest it has seen (compared as a signed 64-bit distance)."""
+
+    role: Role
+    generation_id: int
+
+
 OfMessage = FlowMod | GroupMod | MeterMod | Barrier | PacketOut | PortMod
 
 

@@ -54,6 +54,7 @@ from client.of.events import (
     OfError,
     PacketIn,
     PortStatusChanged,
+    RoleChanged,
 )
 from client.of.sockets import parse_target, socket_in_netns
 from client.of.wire import WireCache
@@ -109,6 +110,7 @@ class OfDriver:
         connect_timeout: float = 2.0,
         select_method: str | None = "dp_hash",
         inline_events: bool = False,
+        generation_id: int | None = None,
     ) -> None:
         self.address = parse_target(target)
         self.select_method = select_method
@@ -117,6 +119,8 @@ class OfDriver:
         self.last_selection_methods: dict[int, str] = {}
         self.target = target
         self.netns = netns
+        #: with a generation_id, every connection first asks for the MASTER role with it (client.ofrole)
+        self.generation_id = generation_id
         self._on_event = on_event
         self.inline_events = inline_events
         self._reconnect_min = reconnect_min
@@ -432,7 +436,8 @@ class OfDriver:
 
     def _send_work(self, dp: Any, work: _Work) -> None:
         if work.kind == "setup":
-            *config, req = translate.setup_messages(dp)
+            role = None if self.generation_id is None else ofmsg.RoleRequest(ofmsg.Role.MASTER, self.generation_id)
+            *config, req = translate.setup_messages(dp, role)
             for msg in config:
                 dp.send_msg(msg)
             dp.set_xid(req)
@@ -557,6 +562,14 @@ class OfDriver:
         if msg.datapath is not self._dp:
             return
         self._emit(PacketIn(port=msg.match.get("in_port", 0), data=bytes(msg.data), cookie=msg.cookie))
+
+    def _on_role(self, msg: Any) -> None:
+        """A role reply or an OFPT_ROLE_STATUS (another controller became master)."""
+        if msg.datapath is not self._dp:
+            return
+        role, generation_id = translate.role_of(msg)
+        source = "status" if type(msg).__name__ == "OFPRoleStatus" else "reply"
+        self._emit(RoleChanged(role, generation_id, source))
 
     def _on_barrier_reply(self, msg: Any) -> None:
         with self._lock:

@@ -79,6 +79,8 @@ _DIRECT = {
     ofp_event.EventOFPMeterConfigStatsReply: "_on_multipart",
     ofp_event.EventOFPMeterDescStatsReply: "_on_multipart",
     ofp_event.EventOFPErrorMsg: "_on_error",
+    ofp_event.EventOFPRoleReply: "_on_role",
+    ofp_event.EventOFPRoleStatus: "_on_role",
 }
 
 

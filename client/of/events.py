@@ -22,6 +22,7 @@ __all__ = [
     "OfError",
     "PacketIn",
     "PortStatusChanged",
+    "RoleChanged",
 ]
 
 
@@ -78,7 +79,18 @@ class OfError:
     text: str
 
 
-DriverEvent = Connected | Disconnected | PortStatusChanged | PacketIn | BarrierDone | OfError
+@dataclass(frozen=True, slots=True)
+class RoleChanged:
+    """The switch told this connection its controller role (`client.ofmsg.Role` value): `reply` to our
+    role request, or an asynchronous OFPT_ROLE_STATUS (`status`: another controller asked to be master).
+    `generation_id`: the one the switch reported (for a status, the new master's)."""
+
+    role: int
+    generation_id: int
+    source: str  # "reply" | "status"
+
+
+DriverEvent = Connected | Disconnected | PortStatusChanged | PacketIn | BarrierDone | OfError | RoleChanged
 
 
 class NotConnected(RuntimeError):

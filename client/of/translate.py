@@ -202,6 +202,8 @@ def to_osken(msg: ofmsg.OfMessage, datapath: Any, *, select_method: str | None =
             )
         case ofmsg.Barrier():
             return p.OFPBarrierRequest(datapath)
+        case ofmsg.RoleRequest(role=role, generation_id=generation_id):
+            return p.OFPRoleRequest(datapath, role=int(role), generation_id=generation_id & 0xFFFFFFFFFFFFFFFF)
         case ofmsg.PortMod(port=port, down=down):
             hw = (hw_addrs or {}).get(port)
             if hw is None:
@@ -344,11 +346,18 @@ def group_dump_request(dp: Any) -> Any:
 
 
 
-def setup_messages(dp: Any) -> list[Any]:
-    """What a new connection sends first: `OFPSetConfig(miss_send_len=0xffff)` (without it a service
-    connection gets no PortStatus nor PacketIn) and a port description request (last: its xid matters)."""
+def setup_messages(dp: Any, role: ofmsg.RoleRequest | None = None) -> list[Any]:
+    """What a new connection sends first: the role request if any (`client.ofrole`: before anything else,
+    so a SLAVE never programs), `OFPSetConfig(miss_send_len=0xffff)` (without it a service connection gets
+    no PortStatus nor PacketIn) and a port description request (last: its xid matters)."""
     p = dp.ofproto_parser
-    return [p.OFPSetConfig(dp, ofp.OFPC_FRAG_NORMAL, 0xFFFF), p.OFPPortDescStatsRequest(dp, 0)]
+    first = [to_osken(role, dp)] if role is not None else []
+    return [*first, p.OFPSetConfig(dp, ofp.OFPC_FRAG_NORMAL, 0xFFFF), p.OFPPortDescStatsRequest(dp, 0)]
+
+
+def role_of(msg: Any) -> tuple[int, int]:
+    """An OFPRoleReply or OFPRoleStatus as (role, generation_id)."""
+    return int(msg.role), int(msg.generation_id)
 
 
 def reply_more(msg: Any) -> bool:
