@@ -112,7 +112,7 @@ class DuplicateClients:
         self._switches: dict[str, _Switch] = {}
         #: episodes by switch (the runtime's counter); ``flush`` hands the new ones over
         self.episodes: Counter[str] = Counter()
-        self._flushed: Counter[str] = Counter()
+        self._unflushed: Counter[str] = Counter()     # episodes since the last `flush`, by switch
 
     def attach(self, codec: Any, clock: Callable[[], float]) -> None:
         """Give ``codec`` (a proto.messages.Codec) this judgement of new incarnations, at ``clock()``; the
@@ -179,6 +179,7 @@ class DuplicateClients:
             return
         st.episode_at = st.episode_start = now
         self.episodes[switch] += 1
+        self._unflushed[switch] += 1
         skipped = self.log_budget.take(now)
         if skipped is None:
             return
@@ -213,8 +214,7 @@ class DuplicateClients:
     def flush(self, counter: Any) -> None:
         """Hand the episodes counted since the last call to ``counter`` (a labelled Prometheus Counter,
         ``counter.labels(switch).inc(n)``)."""
-        for switch, n in self.episodes.items():
-            new = n - self._flushed[switch]
-            if new > 0:
-                counter.labels(switch).inc(new)
-                self._flushed[switch] = n
+        # called after every master turn: only the switches with new episodes, not every one that ever had one
+        for switch, n in self._unflushed.items():
+            counter.labels(switch).inc(n)
+        self._unflushed.clear()

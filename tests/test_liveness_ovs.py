@@ -20,7 +20,6 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -30,6 +29,7 @@ from lab import netns, nft
 from lab.ovs import OvsInstance
 from proto.auth import KeyRing
 from proto.clos import clos_fabric
+from tests.harness.ovsns import ovs_in_netns
 
 pytestmark = pytest.mark.ovs
 
@@ -38,17 +38,8 @@ OF_PORT = 21001
 
 @pytest.fixture
 def ovs_pair() -> Iterator[tuple[str, OvsInstance, str]]:
-    tok = secrets.token_hex(2)
-    ns = f"oamt-{tok}-lab"
-    run_dir = Path(f"/tmp/oamt-{tok}")
-    netns.create_netns(ns)
-    ovs = OvsInstance(run_dir, netns=ns)
-    try:
-        ovs.start()
-        yield tok, ovs, ns
-    finally:
-        ovs.teardown(remove_run_dir=True)
-        netns.cleanup(f"oamt-{tok}")
+    with ovs_in_netns("oamt") as got:
+        yield got
 
 
 def _clients(tok: str, ovs: OvsInstance, ns: str, liveness: str, ovsdb: str | None) -> tuple[list, list[str]]:

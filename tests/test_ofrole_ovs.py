@@ -27,6 +27,7 @@ from lab.ovs import OvsInstance
 from proto.auth import KeySet
 from proto.clos import ClosParams, generate_clos_yaml
 from proto.config import load_fabric
+from tests.harness.ovsns import ovs_in_netns
 
 pytestmark = [pytest.mark.ovs, pytest.mark.timeout(90)]
 
@@ -36,17 +37,8 @@ OF_PORT = 21101
 
 @pytest.fixture
 def ovs_ns() -> Iterator[tuple[str, OvsInstance, str]]:
-    tok = secrets.token_hex(2)
-    ns = f"rolet-{tok}-lab"
-    run_dir = Path(f"/tmp/rolet-{tok}")
-    netns.create_netns(ns)
-    ovs = OvsInstance(run_dir, netns=ns)
-    try:
-        ovs.start()
-        yield tok, ovs, ns
-    finally:
-        ovs.teardown(remove_run_dir=True)
-        netns.cleanup(f"rolet-{tok}")
+    with ovs_in_netns("rolet") as got:
+        yield got
 
 
 def _wait(pred, timeout: float) -> bool:
